@@ -1,0 +1,29 @@
+# rackpilot — the two commands: `make demo` and `make test`. Both install what is missing.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+export DENO_DIR := $(CURDIR)/.cache/deno
+export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/node_modules/.bin:$(PATH)
+
+.PHONY: setup demo demo-once test test-python test-deno test-sql lint bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(PY) -m devstack.cli demo $(DEMO_FLAGS)
+
+demo-once: setup
+	$(PY) -m devstack.cli demo --once
+
+test: setup
+	@bash scripts/test.sh
+
+lint: setup
+	$(VENV)/bin/ruff check devstack executor console tests bench
+
+bench: setup
+	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	-$(PY) -m devstack.cli dev destroy

@@ -1,0 +1,1 @@
+"""The Docker-free local Supabase stack: Postgres, REST, Auth, Realtime, Functions."""

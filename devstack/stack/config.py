@@ -1,0 +1,112 @@
+"""Where a local stack keeps its state, and which loopback ports it uses.
+
+Every option can be set from the environment so that several stacks (a developer's
+and the test suite's, say) run side by side without sharing anything.
+
+| variable | meaning | default |
+|---|---|---|
+| ``RACKPILOT_STACK_DIR`` | state folder (Postgres cluster, secrets, logs) | ``<project>/.devstack`` |
+| ``RACKPILOT_API_PORT`` | gateway port (TCP, loopback) | ``54321`` |
+| ``RACKPILOT_DB_PORT`` | Postgres port (TCP, loopback) | ``54322`` |
+| ``RACKPILOT_GATEWAY_WORKERS`` | gateway worker processes (count) | ``1`` |
+| ``RACKPILOT_MAX_ROWS`` | overrides ``[api] max_rows`` of ``supabase/config.toml`` (rows) | from config.toml |
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+HOST = "127.0.0.1"
+
+
+def load_supabase_config(root: Path = PROJECT_ROOT) -> dict:
+    path = root / "supabase" / "config.toml"
+    with path.open("rb") as fh:
+        return tomllib.load(fh)
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    state_dir: Path
+    api_port: int = 54321
+    db_port: int = 54322
+    workers: int = 1
+    project_root: Path = PROJECT_ROOT
+    supabase: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> StackConfig:
+        env = os.environ if env is None else env
+        root = Path(env.get("RACKPILOT_PROJECT_ROOT", PROJECT_ROOT))
+        state = Path(env.get("RACKPILOT_STACK_DIR", root / ".devstack")).resolve()
+        return cls(
+            state_dir=state,
+            api_port=int(env.get("RACKPILOT_API_PORT", "54321")),
+            db_port=int(env.get("RACKPILOT_DB_PORT", "54322")),
+            workers=int(env.get("RACKPILOT_GATEWAY_WORKERS", "1")),
+            project_root=root,
+            supabase=load_supabase_config(root),
+        )
+
+    # paths ----------------------------------------------------------------------
+    @property
+    def pgdata(self) -> Path:
+        return self.state_dir / "pgdata"
+
+    @property
+    def run_dir(self) -> Path:
+        return self.state_dir / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def secrets_file(self) -> Path:
+        return self.state_dir / "secrets.json"
+
+    @property
+    def gateway_pidfile(self) -> Path:
+        return self.run_dir / "gateway.pid"
+
+    # URLs ------------------------------------------------------------------------
+    @property
+    def api_url(self) -> str:
+        return f"http://{HOST}:{self.api_port}"
+
+    @property
+    def exposed_schemas(self) -> list[str]:
+        return list(self.supabase.get("api", {}).get("schemas", ["public"]))
+
+    @property
+    def extra_search_path(self) -> list[str]:
+        return list(self.supabase.get("api", {}).get("extra_search_path", ["public", "extensions"]))
+
+    @property
+    def max_rows(self) -> int:
+        override = os.environ.get("RACKPILOT_MAX_ROWS")
+        if override:
+            return int(override)
+        return int(self.supabase.get("api", {}).get("max_rows", 1000))
+
+    @property
+    def jwt_expiry(self) -> int:
+        return int(self.supabase.get("auth", {}).get("jwt_expiry", 3600))
+
+    def function_verify_jwt(self, name: str) -> bool:
+        fn = self.supabase.get("functions", {}).get(name, {})
+        return bool(fn.get("verify_jwt", True))
+
+    def to_env(self) -> dict[str, str]:
+        """The variables that recreate this config in a child process."""
+        return {
+            "RACKPILOT_STACK_DIR": str(self.state_dir),
+            "RACKPILOT_API_PORT": str(self.api_port),
+            "RACKPILOT_DB_PORT": str(self.db_port),
+            "RACKPILOT_GATEWAY_WORKERS": str(self.workers),
+            "RACKPILOT_PROJECT_ROOT": str(self.project_root),
+        }

@@ -1,0 +1,159 @@
+"""The local stack's single API port, laid out as Supabase's:
+
+    /rest/v1/...          PostgREST-compatible subset       (devstack.stack.rest)
+    /auth/v1/...          GoTrue-compatible subset          (devstack.stack.auth)
+    /realtime/v1/...      Realtime (Phoenix v1 websocket)   (devstack.stack.realtime)
+    /functions/v1/<name>  Deno edge functions               (devstack.stack.functions)
+    /health               200 once every service has started
+
+Run as ``python -m devstack.stack.gateway`` (``rackpilot dev up`` does so); its config
+comes from the RACKPILOT_* environment (see devstack.stack.config).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from .asgi import Service, send_json
+from .config import HOST, StackConfig
+from .jwtauth import JWTVerifier
+from .secrets import StackSecrets
+
+log = logging.getLogger("rackpilot.gateway")
+
+SERVICES = {
+    "/rest/v1": "devstack.stack.rest:RestService",
+    "/auth/v1": "devstack.stack.auth:AuthService",
+    "/realtime/v1": "devstack.stack.realtime:RealtimeService",
+    "/functions/v1": "devstack.stack.functions:FunctionsService",
+}
+
+
+@dataclass
+class GatewayContext:
+    """What every service gets: config, secrets, the shared JWT verifier, DSNs."""
+
+    cfg: StackConfig
+    secrets: StackSecrets
+    verifier: JWTVerifier
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def dsn(self, user: str = "postgres") -> str:
+        password = {
+            "postgres": self.secrets.postgres_password,
+            "authenticator": self.secrets.authenticator_password,
+        }[user]
+        return f"postgresql://{user}:{password}@{HOST}:{self.cfg.db_port}/postgres"
+
+
+def _load(spec: str):
+    module, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+class Gateway:
+    def __init__(self, ctx: GatewayContext, only: list[str] | None = None):
+        self.ctx = ctx
+        self.routes: list[tuple[str, Service]] = []
+        for prefix, spec in SERVICES.items():
+            if only is not None and prefix not in only:
+                continue
+            try:
+                factory = _load(spec)
+            except ModuleNotFoundError as exc:
+                if exc.name != spec.partition(":")[0]:
+                    raise
+                log.warning("service %s is not available: %s", prefix, exc)
+                continue
+            self.routes.append((prefix, factory(ctx)))
+        self.ready = False
+
+    async def startup(self) -> None:
+        for _, svc in self.routes:
+            await svc.startup()
+        self.ready = True
+
+    async def shutdown(self) -> None:
+        self.ready = False
+        for _, svc in reversed(self.routes):
+            try:
+                await svc.shutdown()
+            except Exception:  # noqa: BLE001 - shut the others down regardless
+                log.exception("service shutdown failed")
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        path: str = scope["path"]
+        for prefix, svc in self.routes:
+            if path == prefix or path.startswith(prefix + "/"):
+                await svc(scope, receive, send)
+                return
+        if kind == "http" and path == "/health":
+            await send_json(send, 200 if self.ready else 503, {"ok": self.ready})
+            return
+        if kind == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        await send_json(send, 404, {"code": "PGRST125", "message": "Invalid path specified in request URL",
+                                    "details": None, "hint": None})
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:  # noqa: BLE001
+                    log.exception("gateway startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def build_context(cfg: StackConfig | None = None) -> GatewayContext:
+    cfg = cfg or StackConfig.from_env()
+    secrets = StackSecrets.load_or_create(cfg.secrets_file)
+    return GatewayContext(cfg=cfg, secrets=secrets, verifier=JWTVerifier(secrets.jwt_secret))
+
+
+def main() -> int:
+    import uvicorn
+
+    logging.basicConfig(level=os.environ.get("RACKPILOT_LOG_LEVEL", "WARNING"),
+                        format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":%(message)r}')
+    ctx = build_context()
+    app = Gateway(ctx)
+    config = uvicorn.Config(
+        app, host=HOST, port=ctx.cfg.api_port, loop="uvloop", http="httptools", ws="websockets-sansio",
+        lifespan="on", access_log=False, log_level="warning", ws_max_size=1 << 20,
+        ws_ping_interval=None, timeout_graceful_shutdown=5, backlog=2048,
+    )
+    server = uvicorn.Server(config)
+
+    def _stop(*_: Any) -> None:
+        server.should_exit = True
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stop)
+    loop.run_until_complete(server.serve())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Runs every suite against one throwaway local stack: pytest, pgTAP, deno test.
+# Exits non-zero if any suite fails; always tears the stack down.
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+export PATH="$ROOT/.venv/bin:$ROOT/node_modules/.bin:$PATH"
+export DENO_DIR="$ROOT/.cache/deno"
+PY="$ROOT/.venv/bin/python"
+
+STACK_DIR="$(mktemp -d /tmp/rackpilot-test.XXXXXX)"
+chmod 755 "$STACK_DIR"
+free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+export RACKPILOT_STACK_DIR="$STACK_DIR"
+export RACKPILOT_API_PORT="$(free_port)"
+export RACKPILOT_DB_PORT="$(free_port)"
+export RACKPILOT_TEST_STACK=shared
+cleanup() { "$PY" -m devstack.cli dev destroy >/dev/null 2>&1 || true; rm -rf "$STACK_DIR"; }
+trap cleanup EXIT
+
+echo "== local stack (state in $STACK_DIR)"
+"$PY" -m devstack.cli dev up || { echo "stack failed to start"; tail -50 "$STACK_DIR/logs/gateway.log" 2>/dev/null; exit 1; }
+set -a; eval "$("$PY" -m devstack.cli dev env)"; set +a
+
+failed=()
+echo "== pytest"
+"$PY" -m pytest -q -p no:cacheprovider "$@"
+rc=$?
+[ $rc -eq 0 ] || failed+=("pytest($rc)")
+
+echo "== pgTAP (supabase/tests)"
+if ls supabase/tests/*.sql >/dev/null 2>&1; then
+  PGPASSWORD="$("$PY" -c 'import json,os;print(json.load(open(os.environ["RACKPILOT_STACK_DIR"]+"/secrets.json"))["postgres_password"])')" \
+    pg_prove -h 127.0.0.1 -p "$RACKPILOT_DB_PORT" -U postgres -d postgres supabase/tests/*.sql || failed+=("pgtap")
+fi
+
+echo "== deno test (supabase/functions)"
+if ls supabase/functions/*/*.test.ts supabase/functions/tests/*.test.ts >/dev/null 2>&1; then
+  (cd supabase/functions && deno test --frozen --allow-env --allow-net --allow-read) || failed+=("deno")
+fi
+
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "FAILED suites: ${failed[*]}"
+  exit 1
+fi
+echo "all suites passed"
