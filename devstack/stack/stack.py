@@ -39,6 +39,9 @@ class Stack:
             "SUPABASE_DB_URL": self.pg.dsn(),
         }
 
+    def has_function(self, name: str) -> bool:
+        return (self.cfg.project_root / "supabase" / "functions" / name / "index.ts").exists()
+
     @property
     def cli_env(self) -> dict[str, str]:
         home = self.cfg.state_dir / "cli-home"  # the CLI writes telemetry under ~/.supabase
