@@ -145,6 +145,9 @@ shared_buffers = '256MB'
 # a disposable development cluster: durability traded for speed (never for data you keep)
 fsync = off
 synchronous_commit = off
+# logical decoding only sees flushed WAL: with async commits the WAL writer's period bounds
+# Realtime's commit-to-client latency (default 200ms), so flush often (cheap with fsync off)
+wal_writer_delay = '5ms'
 full_page_writes = off
 log_min_messages = warning
 log_min_error_statement = panic
