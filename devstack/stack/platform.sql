@@ -230,9 +230,12 @@ begin
   end if;
 end $$;
 
+-- p_single: the client asked for one object (Accept: application/vnd.pgrst.object+json);
+-- any other row count raises PT406 so that a write touching 0 or 2+ rows rolls back.
+drop function if exists _rackpilot_rest.run(text, text, text, text, text, text, boolean, text, text[]);
 create or replace function _rackpilot_rest.run(
   p_role text, p_claims text, p_method text, p_path text, p_headers text,
-  p_search_path text, p_read_only boolean, p_sql text, p_args text[]
+  p_search_path text, p_read_only boolean, p_sql text, p_args text[], p_single boolean
 ) returns _rackpilot_rest.result
 language plpgsql
 security invoker
@@ -251,10 +254,15 @@ begin
     perform set_config('transaction_read_only', 'on', true);
   end if;
   execute p_sql into r.body, r.page_total, r.total using p_args;
+  if p_single and r.page_total is distinct from 1 then
+    raise exception 'JSON object requested, multiple (or no) rows returned'
+      using errcode = 'PT406', detail = format('The result contains %s rows', coalesce(r.page_total, 0)),
+            hint = 'rackpilot.single';
+  end if;
   r.status := nullif(current_setting('response.status', true), '');
   r.headers := nullif(current_setting('response.headers', true), '');
   return r;
 end
 $$;
-revoke all on function _rackpilot_rest.run(text, text, text, text, text, text, boolean, text, text[]) from public;
-grant execute on function _rackpilot_rest.run(text, text, text, text, text, text, boolean, text, text[]) to authenticator;
+revoke all on function _rackpilot_rest.run(text, text, text, text, text, text, boolean, text, text[], boolean) from public;
+grant execute on function _rackpilot_rest.run(text, text, text, text, text, text, boolean, text, text[], boolean) to authenticator;

@@ -1,0 +1,502 @@
+"""The PostgREST-compatible REST layer served at ``/rest/v1`` (raw ASGI, no framework).
+
+Per request: verify the JWT, parse the query string into a shape plus values, look the
+shape's SQL up in a cache (or generate it from the schema cache), then make ONE round
+trip: ``select * from _rackpilot_rest.run(...)`` outside any open transaction. That
+plpgsql function switches to the token's role, sets ``request.jwt.claims``,
+``request.method``, ``request.path`` and ``request.headers`` with transaction-local
+settings and EXECUTEs the statement, so Postgres resolves privileges and RLS as the
+caller. (Switching the role inside the same single SQL statement as the query would NOT
+apply RLS: permissions are resolved before such a statement runs.) Because all state is
+transaction-local, connections need no reset between requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections import OrderedDict
+from typing import Any
+from urllib.parse import unquote_plus
+
+import asyncpg
+import orjson
+
+from ..asgi import MAX_BODY_BYTES
+from ..jwtauth import JWTError, bearer_token
+from . import query as q
+from .errors import (
+    AmbiguousFunction,
+    BodyTooLarge,
+    DatabaseError,
+    FunctionNotFound,
+    InvalidBody,
+    JWTRejected,
+    MethodNotAllowed,
+    NotAcceptable,
+    RestError,
+    SchemaNotExposed,
+    SingularityError,
+    TableNotFound,
+    Unavailable,
+    UnsupportedMediaType,
+    status_for_sqlstate,
+)
+from .schema import Function, Relation, SchemaCache, load_schema_cache, quote_ident
+
+log = logging.getLogger("rackpilot.rest")
+
+PREFIX = "/rest/v1"
+# connections the REST layer keeps to Postgres (count); requests queue for a free one
+POOL_SIZE = int(os.environ.get("RACKPILOT_REST_CONNECTIONS", "8"))
+SQL_CACHE_SIZE = 2048  # generated statements kept, keyed by request shape (count)
+CLAIMS_CACHE_SIZE = 4096  # serialised JWT claims kept, keyed by token (count)
+RELOAD_RETRY_S = 1.0  # pause before re-connecting the schema listener (seconds)
+
+RUN_SQL = "select body, page_total, total, status from _rackpilot_rest.run($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+SINGLE_MEDIA = "application/vnd.pgrst.object+json"
+CT_JSON = (b"content-type", b"application/json; charset=utf-8")
+CT_SINGLE = (b"content-type", b"application/vnd.pgrst.object+json; charset=utf-8")
+
+
+class _Prefer:
+    __slots__ = ("representation", "count", "resolution")
+
+    def __init__(self, header: str | None):
+        self.representation: bool | None = None
+        self.count = False
+        self.resolution: str | None = None
+        if not header:
+            return
+        for raw in header.split(","):
+            item = raw.strip()
+            if item == "return=representation":
+                self.representation = True
+            elif item in ("return=minimal", "return=headers-only"):
+                self.representation = False
+            elif item == "count=exact" or item == "count=planned" or item == "count=estimated":
+                self.count = True  # planned/estimated are answered with the exact count
+            elif item == "resolution=merge-duplicates":
+                self.resolution = "merge"
+            elif item == "resolution=ignore-duplicates":
+                self.resolution = "ignore"
+            # other preferences (missing=default, handling=..., tx=...) are not applied,
+            # as PostgREST does with handling=lenient
+
+
+def _split_qs(raw: bytes) -> list[tuple[str, str]]:
+    if not raw:
+        return []
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    pairs = []
+    for part in text.split("&"):
+        if not part:
+            continue
+        key, _, value = part.partition("=")
+        if "%" in key or "+" in key:
+            key = unquote_plus(key, errors="strict")
+        if "%" in value or "+" in value:
+            value = unquote_plus(value, errors="strict")
+        pairs.append((key, value))
+    return pairs
+
+
+def _single_accept(accept: str | None) -> bool:
+    """True for the single-object media type; raise for media types not produced here."""
+    if not accept:
+        return False
+    single = False
+    for raw in accept.split(","):
+        media = raw.split(";", 1)[0].strip().lower()
+        if media == SINGLE_MEDIA:
+            single = True
+        elif media in ("application/json", "*/*", "application/*", ""):
+            return single
+        elif media in ("application/geo+json", "text/csv", "application/octet-stream", "text/plain"):
+            continue
+        else:
+            continue
+    if single:
+        return True
+    raise NotAcceptable("None of these media types are available: " + accept[:200],
+                        hint="This REST layer answers application/json and "
+                             "application/vnd.pgrst.object+json")
+
+
+class RestService:
+    """ASGI app for ``/rest/v1``; constructed by the gateway with its GatewayContext."""
+
+    def __init__(self, ctx: Any):
+        self.ctx = ctx
+        self.schemas: list[str] = list(ctx.cfg.exposed_schemas)
+        self.default_schema = self.schemas[0]
+        self.max_rows: int = ctx.cfg.max_rows
+        self.cache = SchemaCache(schemas=self.schemas)
+        self._conns: asyncio.Queue[asyncpg.Connection] = asyncio.Queue()
+        self._all: list[asyncpg.Connection] = []
+        self._sql_cache: OrderedDict[tuple, str] = OrderedDict()
+        self._claims: dict[str, str] = {}
+        self._search_path: dict[str, str] = {
+            s: ", ".join(quote_ident(x) for x in dict.fromkeys([s, *ctx.cfg.extra_search_path]))
+            for s in self.schemas
+        }
+        self._listener: asyncpg.Connection | None = None
+        self._listen_task: asyncio.Task | None = None
+        self._reload_lock = asyncio.Lock()
+        self._reload_pending = False
+        self._closing = False
+
+    # --- lifecycle --------------------------------------------------------------------
+    async def _connect(self) -> asyncpg.Connection:
+        # statement_cache_size stays on: RUN_SQL is the only statement and is prepared once
+        return await asyncpg.connect(self.ctx.dsn("authenticator"), server_settings={
+            "application_name": "rackpilot-rest"})
+
+    async def startup(self) -> None:
+        for _ in range(POOL_SIZE):
+            conn = await self._connect()
+            self._all.append(conn)
+            self._conns.put_nowait(conn)
+        await self.reload_schema()
+        self._listen_task = asyncio.create_task(self._listen_forever())
+
+    async def shutdown(self) -> None:
+        self._closing = True
+        if self._listen_task:
+            self._listen_task.cancel()
+        conns = [*self._all] + ([self._listener] if self._listener else [])
+        for conn in conns:
+            try:
+                await asyncio.wait_for(conn.close(), 2)
+            except Exception:  # noqa: BLE001 - closing anyway
+                conn.terminate()
+
+    async def reload_schema(self) -> None:
+        """Rebuild the schema cache; concurrent requests for a reload coalesce into one."""
+        self._reload_pending = True
+        async with self._reload_lock:
+            if not self._reload_pending:
+                return
+            self._reload_pending = False
+            conn = await self._conns.get()
+            try:
+                cache = await load_schema_cache(conn, self.schemas)
+            finally:
+                self._conns.put_nowait(conn)
+            self.cache = cache
+            self._sql_cache.clear()
+            log.info("schema cache loaded: %d relations, %d functions", len(cache.relations),
+                     len(cache.functions))
+
+    async def _listen_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+
+        def on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+            if payload in ("", "reload schema"):
+                loop.create_task(self._safe_reload())
+
+        while not self._closing:
+            try:
+                self._listener = await self._connect()
+                await self._listener.add_listener("pgrst", on_notify)
+                # anything may have changed while we were not listening
+                await self._safe_reload()
+                while not self._listener.is_closed():
+                    await asyncio.sleep(RELOAD_RETRY_S)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - keep listening across restarts
+                log.warning("schema listener: %s", type(exc).__name__)
+            await asyncio.sleep(RELOAD_RETRY_S)
+
+    async def _safe_reload(self) -> None:
+        try:
+            await self.reload_schema()
+        except Exception:  # noqa: BLE001 - the old cache stays in use
+            log.exception("schema cache reload failed")
+
+    # --- ASGI -------------------------------------------------------------------------
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+            return
+        try:
+            status, headers, body = await self._handle(scope, receive)
+        except RestError as exc:
+            status, headers, body = exc.status, [CT_JSON], orjson.dumps(exc.body())
+        except Exception:  # noqa: BLE001 - never a traceback to the client
+            log.exception("unexpected error in %s %s", scope.get("method"), scope.get("path"))
+            status, headers = 500, [CT_JSON]
+            body = orjson.dumps({"code": "PGRST500", "details": None, "hint": None,
+                                 "message": "Internal server error"})
+        if scope["method"] == "HEAD":
+            body = b""
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _handle(self, scope: dict, receive: Any) -> tuple[int, list, bytes]:
+        method: str = scope["method"]
+        headers: dict[str, str] = {}
+        for k, v in scope["headers"]:
+            headers[k.decode("latin-1").lower()] = v.decode("latin-1")
+        path: str = scope["path"][len(PREFIX):]
+        if method == "OPTIONS":
+            return 200, [(b"allow", b"OPTIONS,GET,HEAD,POST,PATCH,DELETE")], b""
+
+        try:
+            claims = self.ctx.verifier.verify(bearer_token(headers))
+        except JWTError as exc:
+            raise JWTRejected(exc.message, code=exc.code) from None
+        token = bearer_token(headers) or ""
+        claims_json = self._claims.get(token)
+        if claims_json is None:
+            claims_json = orjson.dumps(claims).decode()
+            if len(self._claims) >= CLAIMS_CACHE_SIZE:
+                self._claims.clear()
+            self._claims[token] = claims_json
+        role: str = claims["role"]
+
+        read = method in ("GET", "HEAD")
+        profile = headers.get("accept-profile" if read else "content-profile")
+        schema = self.default_schema
+        if profile is not None and profile != schema:
+            if profile not in self.schemas:
+                raise SchemaNotExposed("The schema must be one of the following: " + ", ".join(self.schemas),
+                                       details=None)
+            schema = profile
+        single = _single_accept(headers.get("accept"))
+        try:
+            pairs = _split_qs(scope.get("query_string", b""))
+        except UnicodeDecodeError:
+            raise q.ParseError("The query string is not valid UTF-8") from None
+
+        name = path[1:] if path.startswith("/") else path
+        if name == "":
+            return self._root(schema)
+        if name.startswith("rpc/"):
+            sql, params, status, read_only, with_range = await self._rpc(
+                method, schema, name[4:], pairs, headers, receive, single)
+        else:
+            if "/" in name:
+                raise TableNotFound(f"Could not find the table '{schema}.{name}' in the schema cache")
+            sql, params, status, read_only, with_range = await self._table(
+                method, schema, name, pairs, headers, receive, single)
+
+        conn = await self._conns.get()
+        try:
+            row = await conn.fetchrow(RUN_SQL, role, claims_json, method, path, orjson.dumps(headers).decode(),
+                                      self._search_path[schema], read_only, sql, params, single)
+        except asyncpg.PostgresError as exc:
+            raise self._db_error(exc, role) from None
+        except (asyncpg.InterfaceError, OSError, ConnectionError):
+            conn = await self._replace(conn)
+            raise Unavailable("Could not connect to the database") from None
+        finally:
+            self._conns.put_nowait(conn)
+
+        body_text, page_total, total, fn_status = row
+        out_headers = [CT_SINGLE if single else CT_JSON]
+        if with_range is not None:
+            out_headers.append((b"content-range", _content_range(with_range, page_total, total).encode()))
+        if fn_status and fn_status.isdigit() and 100 <= int(fn_status) <= 599:
+            status = int(fn_status)  # set_config('response.status', ...) as in PostgREST
+        if body_text is None:
+            if status == 200:
+                status = 204
+            return status, out_headers if status != 204 else [], b""
+        return status, out_headers, body_text.encode()
+
+    def _root(self, schema: str) -> tuple[int, list, bytes]:
+        paths = sorted({f"/{n}" for (s, n) in self.cache.relations if s == schema}
+                       | {f"/rpc/{n}" for (s, n) in self.cache.functions if s == schema})
+        return 200, [CT_JSON], orjson.dumps({"schema": schema, "paths": paths})
+
+    async def _replace(self, conn: asyncpg.Connection) -> asyncpg.Connection:
+        conn.terminate()
+        try:
+            new = await self._connect()
+        except Exception:  # noqa: BLE001 - keep the dead one; the next use retries
+            return conn
+        self._all = [c for c in self._all if c is not conn] + [new]
+        return new
+
+    # --- tables -----------------------------------------------------------------------
+    async def _table(self, method: str, schema: str, name: str, pairs: list, headers: dict, receive: Any,
+                     single: bool) -> tuple[str, list, int, bool, Any]:
+        rel = self.cache.relations.get((schema, name))
+        if rel is None:
+            raise TableNotFound(f"Could not find the table '{schema}.{name}' in the schema cache",
+                                hint=None)
+        prefer = _Prefer(headers.get("prefer"))
+        req = q.parse_query(pairs)
+        if method in ("GET", "HEAD"):
+            limit = self.max_rows if req.limit is None else min(req.limit, self.max_rows)
+            li = req.add(str(limit))
+            oi = req.add(str(req.offset))
+            key = ("r", schema, name, req.select, req.filters, req.order, single, prefer.count, li, oi)
+            sql = self._sql_cache.get(key)
+            if sql is None:
+                sql = self._remember(key, q.read_sql(rel, req, single, prefer.count, li, oi))
+            return sql, req.params, 200, True, (req.offset, prefer.count)
+
+        body = await _read_json(receive, headers, allow_empty=method == "DELETE")
+        representation = bool(prefer.representation)
+        if method == "POST":
+            rows = body if isinstance(body, list) else [body]
+            if not all(isinstance(r, dict) for r in rows):
+                raise InvalidBody("The body must be a JSON object or an array of objects")
+            if req.columns is not None:
+                columns = req.columns
+            elif isinstance(body, dict):
+                columns = tuple(body)
+            else:
+                columns = tuple(dict.fromkeys(k for r in rows for k in r))
+            bi = req.add(orjson.dumps(rows).decode())
+            if prefer.resolution is None and req.on_conflict is not None:
+                raise q.ParseError("on_conflict needs Prefer: resolution=merge-duplicates or ignore-duplicates")
+            key = ("i", schema, name, req.select, columns, req.on_conflict, prefer.resolution, representation,
+                   single, prefer.count, bi)
+            sql = self._sql_cache.get(key)
+            if sql is None:
+                sql = self._remember(key, q.insert_sql(rel, req, columns, bi, representation, single,
+                                                       prefer.count, prefer.resolution))
+            return sql, req.params, 201, False, (0, prefer.count) if prefer.count else None
+        if method == "PATCH":
+            if not isinstance(body, dict):
+                raise InvalidBody("The body of an update must be a JSON object")
+            columns = tuple(body)
+            bi = req.add(orjson.dumps(body).decode())
+            key = ("u", schema, name, req.select, req.filters, columns, representation, single, prefer.count, bi)
+            sql = self._sql_cache.get(key)
+            if sql is None:
+                sql = self._remember(key, q.update_sql(rel, req, columns, bi, representation, single, prefer.count))
+            return sql, req.params, 200, False, (0, prefer.count) if prefer.count else None
+        if method == "DELETE":
+            key = ("d", schema, name, req.select, req.filters, representation, single, prefer.count)
+            sql = self._sql_cache.get(key)
+            if sql is None:
+                sql = self._remember(key, q.delete_sql(rel, req, representation, single, prefer.count))
+            return sql, req.params, 200, False, (0, prefer.count) if prefer.count else None
+        raise MethodNotAllowed(f"Method {method} is not supported on tables by this REST layer")
+
+    # --- functions --------------------------------------------------------------------
+    async def _rpc(self, method: str, schema: str, name: str, pairs: list, headers: dict, receive: Any,
+                   single: bool) -> tuple[str, list, int, bool, Any]:
+        overloads = self.cache.functions.get((schema, name))
+        if not overloads:
+            raise FunctionNotFound(f"Could not find the function {schema}.{name} in the schema cache")
+        prefer = _Prefer(headers.get("prefer"))
+        if method in ("GET", "HEAD"):
+            known = self.cache.arg_names(schema, name)
+            given = {k: v for k, v in pairs if k in known}
+            req = q.parse_query(pairs, rpc_args=known)
+            fn = _choose(overloads, frozenset(given), schema, name)
+            arg_names = tuple(sorted(given))
+            arg_idx = tuple(req.add(given[n]) for n in arg_names)
+            from_json, read_only = False, True
+        elif method == "POST":
+            body = await _read_json(receive, headers, allow_empty=True)
+            if body is None:
+                body = {}
+            if not isinstance(body, dict):
+                raise InvalidBody("The body of an rpc call must be a JSON object of named arguments")
+            fn = _choose(overloads, frozenset(body), schema, name)
+            req = q.parse_query(pairs)
+            arg_names = tuple(sorted(body))
+            arg_idx = (req.add(orjson.dumps(body).decode()),) if body else ()
+            from_json, read_only = True, False
+        else:
+            raise MethodNotAllowed(f"Method {method} is not allowed on functions", code="PGRST101")
+        limit = self.max_rows if req.limit is None else min(req.limit, self.max_rows)
+        li = req.add(str(limit))
+        oi = req.add(str(req.offset))
+        key = ("f", schema, name, id(fn), arg_names, from_json, req.select, req.filters, req.order, single,
+               prefer.count, arg_idx, li, oi)
+        sql = self._sql_cache.get(key)
+        if sql is None:
+            sql = self._remember(key, q.rpc_sql(fn, req, arg_names, from_json, arg_idx, single, prefer.count,
+                                                li, oi))
+        with_range = (req.offset, prefer.count) if fn.kind in ("setof_row", "setof_scalar") else None
+        return sql, req.params, 200, read_only, with_range
+
+    def _remember(self, key: tuple, sql: str) -> str:
+        if len(self._sql_cache) >= SQL_CACHE_SIZE:
+            self._sql_cache.popitem(last=False)
+        self._sql_cache[key] = sql
+        return sql
+
+    @staticmethod
+    def _db_error(exc: asyncpg.PostgresError, role: str) -> RestError:
+        sqlstate = getattr(exc, "sqlstate", None) or "XX000"
+        message = getattr(exc, "message", None) or str(exc)
+        details = getattr(exc, "detail", None)
+        hint = getattr(exc, "hint", None)
+        if sqlstate == "PT406" and hint == "rackpilot.single":
+            return SingularityError("Cannot coerce the result to a single JSON object", details=details)
+        return DatabaseError(message, details=details, hint=hint, status=status_for_sqlstate(sqlstate, role),
+                             code=sqlstate)
+
+
+def _content_range(spec: tuple[int, bool], page_total: int | None, total: int | None) -> str:
+    offset, _count = spec
+    n = page_total or 0
+    tail = str(total) if total is not None else "*"
+    if n == 0:
+        return f"*/{tail}"
+    return f"{offset}-{offset + n - 1}/{tail}"
+
+
+def _choose(overloads: list[Function], given: frozenset[str], schema: str, name: str) -> Function:
+    fits = [f for f in overloads if f.supported and f.required <= given <= f.arg_names]
+    if len(fits) > 1:
+        exact = [f for f in fits if f.arg_names == given]
+        if len(exact) == 1:
+            return exact[0]
+        raise AmbiguousFunction(f"Could not choose the best candidate function for {schema}.{name}")
+    if not fits:
+        args = ", ".join(sorted(given))
+        raise FunctionNotFound(
+            f"Could not find the function {schema}.{name}({args}) in the schema cache",
+            hint="Check the function's name and the names of its arguments")
+    return fits[0]
+
+
+async def _read_json(receive: Any, headers: dict[str, str], allow_empty: bool) -> Any:
+    ctype = headers.get("content-type", "application/json").split(";", 1)[0].strip().lower()
+    if ctype not in ("application/json", "", "application/vnd.pgrst.object+json"):
+        raise UnsupportedMediaType(f"Content-Type {ctype[:100]!r} is not supported; send application/json")
+    declared = headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise BodyTooLarge(f"The request body exceeds the limit of {MAX_BODY_BYTES} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise BodyTooLarge(f"The request body exceeds the limit of {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    raw = b"".join(chunks)
+    if not raw.strip():
+        if allow_empty:
+            return None
+        raise InvalidBody("Empty or invalid json", details="The request body is empty")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidBody("Empty or invalid json", details=str(exc)[:200]) from None
+
+
+# re-exported for tests that need to map Relation/Function lookups
+__all__ = ["RestService", "Relation", "Function"]
