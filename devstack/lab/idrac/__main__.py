@@ -1,0 +1,54 @@
+"""`python -m devstack.lab.idrac --count N --base-port P --time-scale S`
+
+Serves N simulated iDRACs on 127.0.0.1:P .. P+N-1 until interrupted. Prints one JSON
+line `{"ready": true, "count": N, "ports": [first, last]}` once every port listens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+
+from .server import Lab
+
+
+async def _main(args: argparse.Namespace) -> None:
+    lab = Lab(args.count, base_port=args.base_port, time_scale=args.time_scale, host=args.host,
+              username=args.username, password=args.password)
+    await lab.start()
+    print(json.dumps({"ready": True, "count": args.count,
+                      "ports": [lab.bmcs[0].port, lab.bmcs[-1].port]}), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await lab.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m devstack.lab.idrac", description=__doc__.splitlines()[0])
+    ap.add_argument("--count", type=int, default=4, help="number of BMCs (default 4)")
+    ap.add_argument("--base-port", type=int, default=18000, help="port of the first BMC (default 18000)")
+    ap.add_argument("--time-scale", type=float, default=1.0,
+                    help="simulated seconds per real second (default 1 = real time)")
+    ap.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    ap.add_argument("--username", default="root")
+    ap.add_argument("--password", default="calvin")
+    args = ap.parse_args(argv)
+    if args.count < 1 or args.time_scale <= 0:
+        ap.error("--count must be >= 1 and --time-scale > 0")
+    try:
+        import uvloop  # noqa: PLC0415 - optional speed-up, installed with uvicorn[standard]
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(_main(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

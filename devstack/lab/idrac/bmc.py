@@ -1,0 +1,674 @@
+"""State of one simulated iDRAC9 and its host: power, POST, Lifecycle Controller, sessions,
+the Dell job queue, firmware, virtual media, and the faults a test can inject.
+
+Time is virtual: every duration below is in *simulated* seconds and runs `time_scale`
+times faster in real time. State advances lazily: each request first runs the events
+that have come due (`tick`), so a thousand idle BMCs cost nothing.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+MANAGER_ID = "iDRAC.Embedded.1"
+SYSTEM_ID = "System.Embedded.1"
+MSG_PREFIX = "IDRAC.2.8."
+
+# Models the lab can play: (model name, Dell SystemID as 4 hex digits, BIOS family).
+MODELS: dict[str, str] = {
+    "PowerEdge R640": "0716",
+    "PowerEdge R740": "0715",
+    "PowerEdge R650": "0A6B",
+    "PowerEdge R750": "0A6C",
+}
+
+
+@dataclass
+class Timing:
+    """Simulated durations in seconds (real time = value / time_scale). Defaults follow
+    the field notes: power-on starts within seconds, POST plus Lifecycle Controller
+    start-up take about two minutes, an iDRAC reset leaves it unreachable for ~2.5 min,
+    SCP export takes minutes, leaked sessions expire after 30 min idle."""
+
+    power_on: float = 8.0
+    force_off: float = 2.0
+    graceful_off: float = 25.0
+    post: float = 90.0  # host in POST: ServerStatus InPOST, LC not ready
+    lc_after_post: float = 30.0  # Lifecycle Controller still starting after POST
+    idrac_reset_delay: float = 2.0  # the reset request is answered before it goes down
+    idrac_down: float = 150.0
+    lc_after_idrac_reset: float = 60.0
+    lc_restart: float = 45.0  # after JID_CLEARALL_FORCE the LC service restarts
+    session_idle: float = 1800.0
+    scp_export: float = 300.0
+    scp_import: float = 120.0
+    fw_download: float = 30.0
+    fw_downloaded: float = 2.0
+    fw_apply: float = 150.0  # for components applied without a host reboot (iDRAC)
+
+
+@dataclass
+class Faults:
+    """Per-BMC fault switches; tests flip them through `BMC.inject` or the control API."""
+
+    unreachable: bool = False  # connections dropped without an answer
+    slow_seconds: float = 0.0  # real seconds added before every answer
+    server_errors: int = 0  # next N requests answer HTTP 500; -1 = every request
+    lc_stuck_busy: bool = False  # Lifecycle Controller never reports Ready
+    job_outcome: str = ""  # "" | "stuck" (never leaves Running) | "fail" (ends Failed)
+    config_error: str = ""  # "" | "LC068" | "RAC0679" on SCP import/export and SimpleUpdate
+    wrong_firmware_version: bool = False  # update job Completed, version unchanged
+    graceful_ignored: bool = False  # host OS ignores ACPI shutdown requests
+    queue_stuck: bool = False  # JID_CLEARALL reports success but stale jobs stay
+
+    FIELDS = ("unreachable", "slow_seconds", "server_errors", "lc_stuck_busy", "job_outcome",
+              "config_error", "wrong_firmware_version", "graceful_ignored", "queue_stuck")
+
+
+@dataclass
+class Component:
+    component_id: str
+    name: str
+    version: str
+    device: str  # BIOS | iDRAC | NIC | RAID | CPLD
+    reboot_required: bool
+
+
+@dataclass
+class Session:
+    id: str
+    token: str
+    user: str
+    created: float
+    last_used: float
+    foreign: bool = False  # opened by "another tool" (fault injection), never deleted by us
+
+
+@dataclass
+class Job:
+    id: str
+    name: str
+    job_type: str
+    state: str = "New"
+    percent: int = 0
+    message: str = "Job created."
+    message_id: str = "JCP000"
+    start_time: str = "TIME_NOW"
+    completion_time: str | None = None
+    waits_for_reboot: bool = False
+    stuck: bool = False
+    result: Any = None  # SCP export profile
+    component: Component | None = None
+    new_version: str = ""
+    is_task: bool = False  # answers at /TaskService/Tasks/<id> too
+    on_done: Callable[[], None] | None = None  # effect applied when the job completes
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("Completed", "Failed", "CompletedWithErrors")
+
+
+class Rejected(Exception):
+    """A request the BMC refuses with a Dell error body."""
+
+    def __init__(self, status: int, message_id: str, message: str, resolution: str = ""):
+        super().__init__(message)
+        self.status = status
+        self.message_id = message_id
+        self.message = message
+        self.resolution = resolution
+
+
+def dell_error(message_id: str, message: str, resolution: str = "", severity: str = "Warning") -> dict:
+    mid = message_id if "." in message_id else MSG_PREFIX + message_id
+    return {
+        "error": {
+            "@Message.ExtendedInfo": [{
+                "Message": message, "MessageArgs": [], "MessageArgs@odata.count": 0,
+                "MessageId": mid, "RelatedProperties": [], "RelatedProperties@odata.count": 0,
+                "Resolution": resolution, "Severity": severity,
+            }],
+            "code": mid,
+            "message": message,
+        }
+    }
+
+
+def default_components(model: str, idx: int) -> list[Component]:
+    """Installed firmware of a lab server; versions vary a little across the fleet so
+    compliance reports have something to say."""
+    old = idx % 2 == 0
+    bios = {"PowerEdge R640": ("2.10.2", "2.17.1"), "PowerEdge R740": ("2.10.2", "2.17.1"),
+            "PowerEdge R650": ("1.6.5", "1.10.2"), "PowerEdge R750": ("1.6.5", "1.10.2")}[model]
+    return [
+        Component("159", "BIOS", bios[0] if old else bios[1], "BIOS", True),
+        Component("25227", "Integrated Dell Remote Access Controller",
+                  "5.00.10.20" if old else "6.10.30.00", "iDRAC", False),
+        Component("104298", "PERC H740P Mini", "51.13.0-3485" if old else "51.16.0-4076", "RAID", True),
+        Component("105848", "Broadcom Gigabit Ethernet BCM5720", "21.60.16" if old else "22.31.6", "NIC", True),
+    ]
+
+
+def parse_dup(data: bytes) -> dict[str, str] | None:
+    """Read the header of a lab update package: `RACKPILOT-DUP componentID=.. version=..`.
+    Real Dell update packages carry the same facts in their embedded package XML."""
+    first = data.split(b"\n", 1)[0].decode("ascii", "replace").strip()
+    if not first.startswith("RACKPILOT-DUP "):
+        return None
+    fields = dict(p.split("=", 1) for p in first.split()[1:] if "=" in p)
+    if "componentID" not in fields or "version" not in fields:
+        return None
+    return fields
+
+
+def make_dup(component_id: str, version: str, size: int = 4096) -> bytes:
+    """Bytes of a lab update package for `component_id` at `version`."""
+    head = f"RACKPILOT-DUP componentID={component_id} version={version}\n".encode()
+    return head + b"\0" * max(0, size - len(head))
+
+
+class BMC:
+    """One iDRAC9 with its host. All mutation happens under `lock`: the simulator's event
+    loop and a test thread injecting faults may touch it at the same time."""
+
+    SESSION_CAP = 8  # iDRAC9: the 9th concurrent Redfish session gets 503 RAC0218
+
+    def __init__(self, index: int, *, time_scale: float = 1.0, model: str | None = None,
+                 username: str = "root", password: str = "calvin", timing: Timing | None = None):
+        self.index = index
+        self.time_scale = float(time_scale)
+        self.model = model or list(MODELS)[index % len(MODELS)]
+        self.system_id = MODELS[self.model]
+        self.service_tag = f"SIM{index:04d}"[:7].upper()
+        self.username = username
+        self.password = password
+        self.timing = timing or Timing()
+        self.faults = Faults()
+        self.lock = threading.RLock()
+        self.port = 0
+        self.host = "127.0.0.1"
+        # host power
+        self.power_state = "On"
+        self.server_status = "OutOfPOST"
+        self.boot_count = 0
+        self.boot_override = {"BootSourceOverrideEnabled": "Disabled",
+                              "BootSourceOverrideTarget": "None", "BootSourceOverrideMode": "UEFI"}
+        self._power_epoch = 0  # invalidates scheduled power steps superseded by a newer action
+        # iDRAC
+        self.idrac_down = False
+        self.lc_ready_at = 0.0  # real monotonic time; 0 = ready
+        self.components = default_components(self.model, index)
+        self.virtual_media: dict[str, dict[str, Any]] = {
+            "CD": {"Image": None, "Inserted": False, "WriteProtected": True, "MediaTypes": ["CD", "DVD"]},
+            "RemovableDisk": {"Image": None, "Inserted": False, "WriteProtected": True,
+                              "MediaTypes": ["USBStick"]},
+        }
+        self.attributes = {"BIOS.Setup.1-1": {"BootMode": "Uefi", "SysProfile": "PerfOptimized",
+                                               "LogicalProc": "Enabled"},
+                           "iDRAC.Embedded.1": {"IPv4.1#DHCPEnable": "Disabled",
+                                                "NTPConfigGroup.1#NTPEnable": "Enabled"}}
+        self.sessions: dict[str, Session] = {}
+        self.jobs: dict[str, Job] = {}
+        self._events: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = itertools.count()
+        self._jid = itertools.count(int(time.time()) % 10**6 * 1000 + index * 7)
+        # statistics the tests and the benchmark read
+        self.peak_sessions = 0
+        self.sessions_created = 0
+        self.sessions_deleted = 0
+        self.requests = 0
+
+    # ---- time -------------------------------------------------------------------------
+    def now(self) -> float:
+        return time.monotonic()
+
+    def real(self, sim_seconds: float) -> float:
+        return sim_seconds / self.time_scale
+
+    def schedule(self, sim_seconds: float, fn: Callable[[], None]) -> None:
+        heapq.heappush(self._events, (self.now() + self.real(sim_seconds), next(self._seq), fn))
+
+    def tick(self) -> None:
+        with self.lock:
+            now = self.now()
+            while self._events and self._events[0][0] <= now:
+                _, _, fn = heapq.heappop(self._events)
+                fn()
+            idle = self.real(self.timing.session_idle)
+            for sid in [s.id for s in self.sessions.values() if now - s.last_used > idle]:
+                del self.sessions[sid]
+
+    # ---- faults -------------------------------------------------------------------------
+    def inject(self, **faults: Any) -> None:
+        with self.lock:
+            for k, v in faults.items():
+                if k not in Faults.FIELDS:
+                    raise ValueError(f"unknown fault {k!r}; known: {', '.join(Faults.FIELDS)}")
+                setattr(self.faults, k, v)
+
+    def clear_faults(self) -> None:
+        with self.lock:
+            self.faults = Faults()
+
+    def exhaust_sessions(self) -> None:
+        """Fill the session table the way a tool that never logs out does."""
+        with self.lock:
+            while len(self.sessions) < self.SESSION_CAP:
+                self._new_session("othertool", foreign=True)
+
+    def add_stale_jobs(self, count: int = 2, state: str = "Scheduled") -> list[str]:
+        """Queue entries left behind by an earlier run that never progress."""
+        with self.lock:
+            ids = []
+            for _ in range(count):
+                job = self._new_job("Configure: BIOS.Setup.1-1", "BIOSConfiguration")
+                job.state, job.stuck, job.message = state, True, "Task successfully scheduled."
+                job.message_id = "JCP001"
+                ids.append(job.id)
+            return ids
+
+    def set_version(self, component_id: str, version: str) -> None:
+        with self.lock:
+            for c in self.components:
+                if c.component_id == component_id:
+                    c.version = version
+
+    # ---- sessions -----------------------------------------------------------------------
+    def _new_session(self, user: str, foreign: bool = False) -> Session:
+        sid = str(len(self.sessions) + self.sessions_created + 1)
+        while sid in self.sessions:
+            sid = str(int(sid) + 1)
+        s = Session(sid, secrets.token_hex(16), user, self.now(), self.now(), foreign)
+        self.sessions[sid] = s
+        if not foreign:
+            self.sessions_created += 1
+        self.peak_sessions = max(self.peak_sessions, sum(1 for x in self.sessions.values() if not x.foreign))
+        return s
+
+    def create_session(self, user: str, password: str) -> Session:
+        with self.lock:
+            if user != self.username or password != self.password:
+                raise Rejected(401, "RAC0508", "Unable to log in because the username or password is "
+                               "incorrect.", "Enter valid credentials and retry the operation.")
+            if len(self.sessions) >= self.SESSION_CAP:
+                # Quirk reproduced: iDRAC answers 503, not 429, when the session table is full.
+                raise Rejected(503, "RAC0218", "The maximum number of user sessions is reached.",
+                               "Close one or more sessions and retry the operation.")
+            return self._new_session(user)
+
+    def delete_session(self, sid: str) -> bool:
+        with self.lock:
+            if self.sessions.pop(sid, None) is None:
+                return False
+            self.sessions_deleted += 1
+            return True
+
+    def authenticate(self, token: str | None, basic: tuple[str, str] | None) -> bool:
+        with self.lock:
+            if token:
+                for s in self.sessions.values():
+                    if s.token == token:
+                        s.last_used = self.now()
+                        return True
+                return False
+            if basic:
+                return basic == (self.username, self.password)
+            return False
+
+    def own_sessions(self) -> int:
+        with self.lock:
+            return sum(1 for s in self.sessions.values() if not s.foreign)
+
+    # ---- lifecycle controller ------------------------------------------------------------
+    def lc_status(self) -> dict[str, str]:
+        with self.lock:
+            if self.faults.lc_stuck_busy:
+                lc = "InUse"
+            elif self.now() < self.lc_ready_at:
+                lc = "NotInitialized"
+            elif any(j.state == "Running" and j.job_type in ("ImportConfiguration", "FirmwareUpdate")
+                     for j in self.jobs.values()):
+                lc = "InUse"
+            else:
+                lc = "Ready"
+            rt = "Ready" if self.now() >= self.lc_ready_at else "NotReady"
+            ready = lc == "Ready" and rt == "Ready"
+            return {"LCStatus": lc, "RTStatus": rt, "ServerStatus": self.server_status,
+                    "Status": "Ready" if ready else "NotReady"}
+
+    def require_lc_ready(self) -> None:
+        if self.lc_status()["Status"] != "Ready":
+            # Quirk reproduced: configuration requests are refused while the Lifecycle
+            # Controller is busy or still starting (after boots, resets, queue force-clear).
+            raise Rejected(503, "SYS518", "iDRAC is not ready. The configuration values cannot be "
+                           "accessed. Please retry after a few minutes.",
+                           "Retry the operation after the Lifecycle Controller reports Ready.")
+
+    # ---- power ---------------------------------------------------------------------------
+    def reset(self, reset_type: str) -> None:
+        with self.lock:
+            ps = self.power_state
+            on = ps in ("On", "PoweringOn")
+            off = ps in ("Off", "PoweringOff")
+            if reset_type == "PushPowerButton":
+                reset_type = "GracefulShutdown" if on else "On"
+            if reset_type == "On":
+                if on:
+                    raise Rejected(409, "PSU501", "The server is already powered on.",
+                                   "No response action is required.")
+                self._power_up()
+            elif reset_type in ("ForceOff", "GracefulShutdown"):
+                if off:
+                    raise Rejected(409, "PSU502", "The server is already powered off.",
+                                   "No response action is required.")
+                if reset_type == "GracefulShutdown" and self.faults.graceful_ignored:
+                    return  # the OS never acts on the ACPI request; the host stays on
+                self._power_down(self.timing.force_off if reset_type == "ForceOff" else self.timing.graceful_off)
+            elif reset_type in ("ForceRestart", "GracefulRestart", "PowerCycle"):
+                if off:
+                    raise Rejected(409, "PSU502", "The server is powered off; the restart request "
+                                   "cannot be performed.", "Power on the server.")
+                if reset_type == "GracefulRestart" and self.faults.graceful_ignored:
+                    return
+                delay = self.timing.graceful_off if reset_type == "GracefulRestart" else self.timing.force_off
+                self._power_down(delay, then_on=True)
+            elif reset_type == "Nmi":
+                return
+            else:
+                raise Rejected(400, "Base.1.12.ActionParameterValueNotInList",
+                               f"The value {reset_type} for the parameter ResetType is not in the list "
+                               "of acceptable values.", "Choose a value from the allowable values.")
+
+    def _power_down(self, delay: float, then_on: bool = False) -> None:
+        self._power_epoch += 1
+        epoch = self._power_epoch
+        self.power_state = "PoweringOff"
+
+        def off() -> None:
+            if epoch != self._power_epoch:
+                return
+            self.power_state = "Off"
+            self.server_status = "PoweredOff"
+            if then_on:
+                self._power_up()
+
+        self.schedule(delay, off)
+
+    def _power_up(self) -> None:
+        self._power_epoch += 1
+        epoch = self._power_epoch
+        self.power_state = "PoweringOn"
+
+        def on() -> None:
+            if epoch != self._power_epoch:
+                return
+            self.power_state = "On"
+            self._boot()
+
+        self.schedule(self.timing.power_on, on)
+
+    def _boot(self) -> None:
+        """Host starts POST: one-time boot overrides are consumed, jobs waiting for a
+        reboot run, and the Lifecycle Controller is unavailable until POST is over."""
+        self.boot_count += 1
+        self.server_status = "InPOST"
+        self.lc_ready_at = max(self.lc_ready_at, self.now() + self.real(self.timing.post + self.timing.lc_after_post))
+        if self.boot_override["BootSourceOverrideEnabled"] == "Once":
+            self.boot_override["BootSourceOverrideEnabled"] = "Disabled"
+            self.boot_override["BootSourceOverrideTarget"] = "None"
+        for job in list(self.jobs.values()):
+            if job.waits_for_reboot and job.state == "Scheduled" and not job.stuck:
+                job.waits_for_reboot = False
+                self._run_job(job, self.timing.post * 0.8)
+
+        def out_of_post() -> None:
+            if self.power_state == "On":
+                self.server_status = "OutOfPOST"
+
+        self.schedule(self.timing.post, out_of_post)
+
+    # ---- iDRAC reset ---------------------------------------------------------------------
+    def reset_idrac(self) -> None:
+        with self.lock:
+            def down() -> None:
+                self.idrac_down = True
+                self.sessions.clear()  # a rebooted iDRAC forgets every session
+
+            def up() -> None:
+                self.idrac_down = False
+                self.lc_ready_at = self.now() + self.real(self.timing.lc_after_idrac_reset)
+
+            self.schedule(self.timing.idrac_reset_delay, down)
+            self.schedule(self.timing.idrac_reset_delay + self.timing.idrac_down, up)
+
+    # ---- jobs ----------------------------------------------------------------------------
+    def _new_job(self, name: str, job_type: str, is_task: bool = False) -> Job:
+        jid = f"JID_{next(self._jid):012d}"
+        job = Job(jid, name, job_type, is_task=is_task)
+        self.jobs[jid] = job
+        return job
+
+    def _check_config_fault(self) -> None:
+        if self.faults.config_error == "LC068":
+            raise Rejected(400, "LC068", "Unable to perform the import or export operation because there "
+                           "are pending attribute changes or a configuration job is in progress.",
+                           "Apply or cancel any pending attribute changes, or wait until the "
+                           "configuration job is completed, and retry.")
+        if self.faults.config_error == "RAC0679":
+            raise Rejected(400, "RAC0679", "A job operation is already running. Retry the operation "
+                           "after the existing job is completed.",
+                           "Wait until the running job is completed or delete the scheduled job and retry.")
+
+    def _run_job(self, job: Job, duration: float, on_done: Callable[[], None] | None = None) -> None:
+        job.state, job.percent, job.message, job.message_id = "Running", 10, "Job in progress.", "PR20"
+        on_done = on_done or job.on_done
+        if self.faults.job_outcome == "stuck":
+            job.stuck = True
+            job.percent = 34
+            return
+
+        def done() -> None:
+            if job.id not in self.jobs:
+                return
+            if self.faults.job_outcome == "fail":
+                job.state, job.percent = "Failed", 100
+                job.message, job.message_id = "Unable to complete the operation.", "SUP0518"
+            else:
+                if on_done:
+                    on_done()
+                job.state, job.percent = "Completed", 100
+                if job.message_id in ("PR20", "JCP001"):
+                    job.message, job.message_id = "Job completed successfully.", "PR19"
+            job.completion_time = time.strftime("%Y-%m-%dT%H:%M:%S")
+
+        self.schedule(duration, done)
+
+    def scp_export(self, body: dict) -> Job:
+        with self.lock:
+            self.require_lc_ready()
+            self._check_config_fault()
+            target = (body.get("ShareParameters") or {}).get("Target", "ALL")
+            targets = target if isinstance(target, list) else [target]
+            job = self._new_job("Export: Server Configuration Profile", "ExportConfiguration", is_task=True)
+            job.message, job.message_id = "Exporting Server Configuration Profile.", "SYS057"
+
+            def finish() -> None:
+                job.result = self.profile(targets)
+                job.message, job.message_id = "Successfully exported Server Configuration Profile", "SYS043"
+
+            self._run_job(job, self.timing.scp_export, finish)
+            return job
+
+    def profile(self, targets: list[str]) -> dict:
+        comps = []
+        want = {t.upper() for t in targets}
+        for fqdd, attrs in self.attributes.items():
+            kind = "BIOS" if fqdd.startswith("BIOS") else "IDRAC"
+            if "ALL" in want or kind in want:
+                comps.append({"FQDD": fqdd, "Attributes": [
+                    {"Name": k, "Value": v, "Set On Import": "True", "Comment": "Read and Write"}
+                    for k, v in sorted(attrs.items())]})
+        return {"SystemConfiguration": {
+            "Comments": [{"Comment": "Export type is Normal,JSON,Selective"}],
+            "Model": self.model, "ServiceTag": self.service_tag,
+            "TimeStamp": time.strftime("%a %b %d %H:%M:%S %Y"), "Components": comps}}
+
+    def scp_import(self, body: dict) -> Job:
+        with self.lock:
+            self.require_lc_ready()
+            self._check_config_fault()
+            if any(j.job_type == "ImportConfiguration" and not j.finished for j in self.jobs.values()):
+                raise Rejected(400, "RAC0679", "A job operation is already running. Retry the operation "
+                               "after the existing job is completed.",
+                               "Wait until the running job is completed or delete the scheduled job.")
+            buf = body.get("ImportBuffer")
+            if not buf:
+                raise Rejected(400, "Base.1.12.PropertyMissing", "The property ImportBuffer is a required "
+                               "property and must be included in the request.", "Include ImportBuffer.")
+            try:
+                doc = json.loads(buf) if isinstance(buf, str) else buf
+                comps = doc["SystemConfiguration"]["Components"]
+            except Exception as exc:  # noqa: BLE001 - any malformed profile is the same error
+                raise Rejected(400, "SYS405", "Unable to import the Server Configuration Profile because "
+                               "the file content is invalid.", "Check the profile and retry.") from exc
+            shutdown = body.get("ShutdownType", "Graceful")
+            job = self._new_job("Import Configuration", "ImportConfiguration", is_task=True)
+            job.message, job.message_id = "Import of Server Configuration Profile scheduled.", "JCP001"
+
+            def apply() -> None:
+                for c in comps:
+                    for a in c.get("Attributes", []):
+                        self.attributes.setdefault(c["FQDD"], {})[a["Name"]] = a["Value"]
+                job.message, job.message_id = "Successfully imported and applied Server Configuration Profile.", "SYS053"
+
+            job.state = "Scheduled"
+            job.waits_for_reboot = True
+            job.on_done = apply
+            if shutdown != "NoReboot" and self.power_state == "On":
+                self._power_down(self.timing.force_off if shutdown == "Forced" else self.timing.graceful_off,
+                                 then_on=True)
+            # Quirk reproduced: with NoReboot the job waits for a reboot that may never come.
+            return job
+
+    def simple_update(self, body: dict) -> Job:
+        with self.lock:
+            self.require_lc_ready()
+            self._check_config_fault()
+            uri = body.get("ImageURI")
+            if not uri:
+                raise Rejected(400, "Base.1.12.PropertyMissing", "The property ImageURI is a required "
+                               "property and must be included in the request.", "Include ImageURI.")
+            job = self._new_job("Firmware Update", "FirmwareUpdate", is_task=True)
+            job.state, job.message, job.message_id = "Downloading", "Downloading the update package.", "RED003"
+            return job
+
+    def download_finished(self, job: Job, data: bytes | None, error: str = "") -> None:
+        """Called by the server once it has fetched the package behind ImageURI."""
+        with self.lock:
+            if job.id not in self.jobs:
+                return
+            info = parse_dup(data) if data is not None else None
+            comp = next((c for c in self.components if info and c.component_id == info["componentID"]), None)
+            if info is None or comp is None:
+                job.state, job.percent = "Failed", 100
+                job.message_id = "RED004" if data is not None else "RED002"
+                job.message = (error or "Unable to download the update package.") if data is None else \
+                    "Unable to verify the update package signature or the package does not apply to this system."
+                return
+            job.component, job.new_version = comp, info["version"]
+            job.name = f"Firmware Update: {comp.name}"
+
+            def downloaded() -> None:
+                job.state, job.message, job.message_id = "Downloaded", "Package successfully downloaded.", "RED002"
+
+                def scheduled() -> None:
+                    if job.id not in self.jobs:
+                        return
+                    job.state, job.message, job.message_id = "Scheduled", "Task successfully scheduled.", "JCP001"
+                    if comp.reboot_required:
+                        job.waits_for_reboot = True  # BIOS-type: applied during the next POST
+                    else:
+                        self._run_job(job, self.timing.fw_apply, lambda: self._apply_fw(job, reset=True))
+
+                self.schedule(self.timing.fw_downloaded, scheduled)
+
+            self.schedule(self.timing.fw_download, downloaded)
+            job.on_done = lambda: self._apply_fw(job, reset=False)
+
+    def _apply_fw(self, job: Job, reset: bool) -> None:
+        if job.component is None:
+            return
+        if not self.faults.wrong_firmware_version:
+            job.component.version = job.new_version
+        if reset:
+            self.reset_idrac()  # new iDRAC firmware takes effect with an iDRAC restart
+
+    def delete_job_queue(self, job_id: str) -> None:
+        with self.lock:
+            if job_id == "JID_CLEARALL_FORCE":
+                self.jobs.clear()
+                self.lc_ready_at = self.now() + self.real(self.timing.lc_restart)
+                return
+            if job_id == "JID_CLEARALL":
+                for jid, job in list(self.jobs.items()):
+                    if job.state == "Running" or (job.stuck and self.faults.queue_stuck):
+                        continue  # running or wedged entries survive a plain clear
+                    del self.jobs[jid]
+                return
+            job = self.jobs.get(job_id)
+            if job is None:
+                raise Rejected(400, "SUP011", f"Job ID {job_id} is invalid.", "Enter a valid job ID.")
+            if job.state == "Running":
+                raise Rejected(400, "SUP017", f"Unable to delete job {job_id} because it is running.",
+                               "Wait for the job to complete, or use JID_CLEARALL_FORCE.")
+            del self.jobs[job_id]
+
+    # ---- virtual media & boot ------------------------------------------------------------
+    def insert_media(self, slot: str, image: str) -> None:
+        with self.lock:
+            vm = self.virtual_media[slot]
+            if vm["Inserted"]:
+                raise Rejected(400, "VRM0012", "Virtual Media is already connected.",
+                               "Eject the connected media and retry.")
+            vm["Image"], vm["Inserted"] = image, True
+
+    def eject_media(self, slot: str) -> None:
+        with self.lock:
+            vm = self.virtual_media[slot]
+            if not vm["Inserted"]:
+                raise Rejected(400, "VRM0009", "Virtual Media is not connected.", "No action is required.")
+            vm["Image"], vm["Inserted"] = None, False
+
+    def patch_boot(self, boot: dict) -> None:
+        with self.lock:
+            self.require_lc_ready()
+            allowed = {"BootSourceOverrideEnabled": ("Disabled", "Once", "Continuous"),
+                       "BootSourceOverrideTarget": ("None", "Pxe", "Floppy", "Cd", "Hdd", "BiosSetup",
+                                                    "Utilities", "UefiTarget", "SDCard", "UefiHttp"),
+                       "BootSourceOverrideMode": ("UEFI", "Legacy")}
+            for k, v in boot.items():
+                if k not in allowed:
+                    raise Rejected(400, "Base.1.12.PropertyUnknown", f"The property {k} is not in the list "
+                                   "of valid properties for the resource.", "Remove the property.")
+                if v not in allowed[k]:
+                    raise Rejected(400, "Base.1.12.PropertyValueNotInList", f"The value {v} for the "
+                                   f"property {k} is not in the list of acceptable values.",
+                                   "Choose a value from the allowable values.")
+            self.boot_override.update(boot)
+
+    def stats(self) -> dict[str, Any]:
+        with self.lock:
+            return {"index": self.index, "port": self.port, "sessions": self.own_sessions(),
+                    "foreign_sessions": sum(1 for s in self.sessions.values() if s.foreign),
+                    "peak_sessions": self.peak_sessions, "sessions_created": self.sessions_created,
+                    "sessions_deleted": self.sessions_deleted, "requests": self.requests,
+                    "power_state": self.power_state, "boot_count": self.boot_count,
+                    "jobs": len(self.jobs)}
