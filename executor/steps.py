@@ -1,0 +1,575 @@
+"""The step engine: ordered, recorded, resumable steps (after Ironic's clean/deploy steps).
+
+A handler is a class whose methods are decorated with :func:`step` (and :func:`cleanup_step`).
+Each declaration carries what the engine must know without running it:
+
+* ``priority`` - steps run from the highest priority to the lowest, like Ironic's steps;
+* ``resumable`` - whether the step may be run again after it was interrupted (the executor
+  died or was stopped mid-step). A resumable step is idempotent or resumes from the progress
+  it saved with :meth:`StepContext.save_progress`; a non-resumable one (a firmware flash, a
+  reboot) is never re-run: the job pauses as ``executor_lost`` instead and an operator decides;
+* ``abortable`` - whether a cancel request may interrupt the step at its waits. Otherwise
+  cancel is honoured only between steps (the safe points);
+* ``timeout`` - the policy key of its timeouts in ``policies/safety.yaml`` (default: its name).
+
+Handlers may override :meth:`JobHandler.plan` to derive steps from the job (one per host,
+say); the default plan is the decorated methods.
+
+For each job the engine:
+
+1. reads the steps already recorded in ``workflow_executions``; completed and skipped ones
+   are not run again, and the checkpoint of the last completed step is restored;
+2. runs the remaining steps in order, recording each as ``running`` then ``completed``
+   (with timing, result and the checkpoint) or ``failed`` (with the error), checking for a
+   cancel request before each one;
+3. on blockers (:class:`BlockersFound`) pauses the job with the blocker list; the step is
+   recorded as ``paused`` and runs again when the job is resumed;
+4. runs the cleanup steps on every terminal exit - completed, failed, cancelled, and after
+   recovery from a lost executor - recording each of them too;
+5. on a fencing error stops at once and writes nothing more: the job belongs to another
+   executor now, which will run the cleanup itself.
+
+Waits on targets go through :meth:`StepContext.wait_for`, which tells a stalled operation
+(no progress for ``stall`` seconds) from a slow one (still progressing, bounded only by the
+overall step ``timeout``), and reports "running longer than usual" once.
+
+Timeouts (``policies/safety.yaml``; all in seconds)::
+
+    step_timeouts:                 # defaults for every job type
+      default: {timeout: 3600, stall: 600, expected: 900}
+    job_types:
+      firmware_update:
+        step_timeouts:
+          apply_firmware: {timeout: 7200, stall: 1800, expected: 2400}
+
+``timeout`` bounds the whole step, ``stall`` bounds a wait without progress, ``expected`` is
+when the "running longer than usual" notice goes out (default: half of ``timeout``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import yaml
+
+from . import ExecutorError
+from .log import SECRETS, job_id_var, step_var, target_var
+
+log = logging.getLogger("rackpilot.executor.steps")
+
+# workflow_executions.status values the engine writes
+RUNNING, COMPLETED, FAILED, SKIPPED, PAUSED = "running", "completed", "failed", "skipped", "paused"
+
+
+# --- errors ---------------------------------------------------------------------------------
+class StepError(ExecutorError):
+    """A step failed; the job fails after its cleanup steps."""
+
+
+class StepTimeout(StepError):
+    """A step ran past its overall timeout."""
+
+
+class StepStalled(StepError):
+    """A wait saw no progress for its stall timeout."""
+
+
+class StepInterrupted(StepError):
+    """A non-resumable step was found interrupted: it must not run again."""
+
+
+class JobCancelled(ExecutorError):
+    """The operator's cancel request was honoured at a safe point."""
+
+
+class Fenced(ExecutorError):
+    """The control plane refused a write because our lease epoch is stale."""
+
+
+class ShutdownRequested(ExecutorError):
+    """The executor is stopping; the job is checkpointed and handed back."""
+
+
+class PlanError(ExecutorError):
+    """A handler's step declarations are inconsistent."""
+
+
+@dataclass
+class Blocker:
+    """Why a job cannot go on without an operator (a VM that cannot move, say)."""
+
+    kind: str
+    target: str | None = None
+    message: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "target": self.target, "message": self.message, "details": self.details}
+
+
+class BlockersFound(ExecutorError):
+    """Raised by a step to pause the job for an operator's decision."""
+
+    def __init__(self, blockers: list[Blocker]):
+        super().__init__(f"{len(blockers)} blocker(s)")
+        self.blockers = blockers
+
+
+# --- declarations ---------------------------------------------------------------------------
+StepFn = Callable[["StepContext"], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    name: str
+    fn: StepFn
+    priority: int = 0
+    resumable: bool = True
+    abortable: bool = False
+    timeout_key: str | None = None
+    cleanup: bool = False
+    only_if_started: str | None = None  # cleanup only: run only if this step ever started
+    target: str | None = None
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+def step(priority: int, *, resumable: bool, abortable: bool = False, timeout: str | None = None) -> Callable:
+    """Declare a handler method as a step. ``resumable`` has no default on purpose."""
+    def deco(fn: Callable) -> Callable:
+        fn._rackpilot_step = {"priority": priority, "resumable": resumable, "abortable": abortable,  # type: ignore[attr-defined]
+                              "timeout_key": timeout, "cleanup": False, "only_if_started": None}
+        return fn
+    return deco
+
+
+def cleanup_step(priority: int, *, only_if_started: str | None = None, timeout: str | None = None) -> Callable:
+    """Declare a cleanup step: idempotent, run on every terminal exit path."""
+    def deco(fn: Callable) -> Callable:
+        fn._rackpilot_step = {"priority": priority, "resumable": True, "abortable": False,  # type: ignore[attr-defined]
+                              "timeout_key": timeout, "cleanup": True, "only_if_started": only_if_started}
+        return fn
+    return deco
+
+
+class JobHandler:
+    """Base class of job handlers. Subclasses set ``job_type`` and declare steps."""
+
+    job_type: ClassVar[str] = ""
+    #: capabilities advertised at registration (default: the job type)
+    capabilities: ClassVar[tuple[str, ...]] = ()
+
+    def declared(self) -> list[StepSpec]:
+        specs = []
+        for name, member in inspect.getmembers(type(self), predicate=inspect.isfunction):
+            meta = getattr(member, "_rackpilot_step", None)
+            if meta:
+                specs.append(StepSpec(name=name, fn=getattr(self, name), **meta))
+        return sorted(specs, key=lambda s: (-s.priority, s.name))
+
+    def plan(self, job: dict[str, Any]) -> list[StepSpec]:
+        """Ordered main and cleanup steps for ``job``; override to derive steps from params."""
+        return self.declared()
+
+    async def before_step(self, ctx: StepContext, spec: StepSpec) -> None:
+        """Called at each safe point before a step is recorded as running."""
+
+    def validate(self, job: dict[str, Any]) -> None:
+        """Raise :class:`StepError` for params that cannot work (fails the job before any step)."""
+
+
+def split_plan(specs: list[StepSpec]) -> tuple[list[StepSpec], list[StepSpec]]:
+    main = [s for s in specs if not s.cleanup]
+    cleanup = [s for s in specs if s.cleanup]
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise PlanError(f"duplicate step names in plan: {names}")
+    for s in cleanup:
+        if s.only_if_started and s.only_if_started not in names:
+            raise PlanError(f"cleanup step {s.name} refers to unknown step {s.only_if_started}")
+    return main, cleanup
+
+
+# --- policy ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StepTimeouts:
+    timeout: float
+    stall: float
+    expected: float
+
+
+class SafetyPolicy:
+    """Per-step timeouts read from ``policies/safety.yaml`` (see the module docstring)."""
+
+    def __init__(self, data: dict[str, Any] | None = None, *, default_timeout: float = 3600,
+                 default_stall: float = 600):
+        self.data = data or {}
+        self.default_timeout = default_timeout
+        self.default_stall = default_stall
+
+    @classmethod
+    def load(cls, path: Path | None, **kw: float) -> SafetyPolicy:
+        if path is None or not path.exists():
+            return cls({}, **kw)
+        with path.open() as fh:
+            data = yaml.safe_load(fh) or {}
+        if not isinstance(data, dict):
+            raise ExecutorError(f"{path}: the safety policy must be a mapping")
+        return cls(data, **kw)
+
+    @staticmethod
+    def _section(node: Any) -> dict[str, Any]:
+        if isinstance(node, dict):
+            st = node.get("step_timeouts")
+            return st if isinstance(st, dict) else {}
+        return {}
+
+    def timeouts(self, job_type: str, key: str) -> StepTimeouts:
+        merged: dict[str, Any] = {}
+        jt = (self.data.get("job_types") or {}).get(job_type)
+        for section in (self._section(self.data), self._section(jt)):
+            for name in ("default", key):
+                entry = section.get(name)
+                if isinstance(entry, dict):
+                    merged.update(entry)
+                elif isinstance(entry, int | float):
+                    merged["timeout"] = entry
+        timeout = float(merged.get("timeout", self.default_timeout))
+        stall = float(merged.get("stall", min(self.default_stall, timeout)))
+        expected = float(merged.get("expected", timeout / 2))
+        return StepTimeouts(timeout=timeout, stall=stall, expected=expected)
+
+
+# --- what the engine needs from the control plane ---------------------------------------------
+class JobSession(Protocol):
+    """One claimed job seen through its lease; every write carries the epoch.
+
+    Implemented by :class:`executor.runner.LeasedJob` on the real control plane. Writes raise
+    :class:`Fenced` once the lease is lost; after that the engine writes nothing.
+    """
+
+    job: dict[str, Any]
+
+    @property
+    def fenced(self) -> bool: ...
+    @property
+    def cancel_requested(self) -> bool: ...
+    @property
+    def draining(self) -> bool: ...
+    async def history(self) -> list[dict[str, Any]]: ...
+    async def report_step(self, *, index: int, name: str, status: str, resumable: bool,
+                          details: dict[str, Any]) -> None: ...
+    async def pause(self, reason: str, blockers: list[dict[str, Any]]) -> None: ...
+    async def finish(self, status: str, *, result: dict[str, Any] | None = None,
+                     error: str | None = None) -> None: ...
+    async def release(self) -> None: ...
+    async def credentials(self, credential_id: str) -> dict[str, str]: ...
+    async def notice(self, event: str, payload: dict[str, Any]) -> None: ...
+
+
+# --- step context ---------------------------------------------------------------------------
+@dataclass
+class Progress:
+    """What a wait probe returns: done or not, and a marker that changes while work advances."""
+
+    done: bool
+    marker: Any = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class StepContext:
+    """What a running step sees: the job, its checkpoint, saved progress, and helpers."""
+
+    def __init__(self, engine: StepEngine, session: JobSession, spec: StepSpec, index: int,
+                 checkpoint: dict[str, Any], saved_progress: dict[str, Any] | None, attempt: int):
+        self.engine = engine
+        self.session = session
+        self.spec = spec
+        self.index = index
+        self.job: dict[str, Any] = session.job
+        self.params: dict[str, Any] = session.job.get("params") or {}
+        self.checkpoint = checkpoint
+        self.saved_progress = saved_progress
+        self.resuming = saved_progress is not None or attempt > 1
+        self.attempt = attempt
+        self.timeouts = engine.policy.timeouts(str(session.job.get("type", "")), spec.timeout_key or spec.name)
+        self.started = time.monotonic()
+        self._slow_noticed = False
+        self._last_progress_write = 0.0
+
+    @property
+    def job_id(self) -> str:
+        return str(self.job["id"])
+
+    async def save_progress(self, progress: dict[str, Any], *, force: bool = True) -> None:
+        """Record in-step progress so a resumed step can continue where it was."""
+        now = time.monotonic()
+        if not force and now - self._last_progress_write < self.engine.progress_write_interval:
+            return
+        self._last_progress_write = now
+        await self.session.report_step(index=self.index, name=self.spec.name, status=RUNNING,
+                                       resumable=self.spec.resumable,
+                                       details=SECRETS.redact_obj({"attempt": self.attempt, "progress": progress}))
+
+    async def credentials(self, credential_id: str) -> dict[str, str]:
+        return await self.session.credentials(credential_id)
+
+    def check_cancel(self) -> None:
+        """Raise :class:`JobCancelled` if the step is abortable and a cancel was requested."""
+        if self.spec.abortable and self.session.cancel_requested:
+            raise JobCancelled("cancel requested")
+
+    async def _maybe_slow(self) -> None:
+        if not self._slow_noticed and time.monotonic() - self.started > self.timeouts.expected:
+            self._slow_noticed = True
+            await self.session.notice("job_slow", {"step": self.spec.name,
+                                                   "expected_s": self.timeouts.expected,
+                                                   "elapsed_s": round(time.monotonic() - self.started, 1)})
+
+    async def wait_for(self, probe: Callable[[], Awaitable[Progress]], *, what: str, interval: float = 1.0,
+                       stall: float | None = None, timeout: float | None = None) -> Progress:
+        """Poll ``probe`` until done, telling a stalled operation from a slow one.
+
+        ``stall`` (s): fail if the probe's marker has not changed for this long (policy
+        ``stall`` by default). ``timeout`` (s): fail when the whole step has run this long
+        (policy ``timeout`` by default). Progress is written (throttled) so operators see it
+        and a resumable step can resume from it.
+        """
+        stall = self.timeouts.stall if stall is None else stall
+        timeout = self.timeouts.timeout if timeout is None else timeout
+        last_marker: Any = object()
+        last_change = time.monotonic()
+        while True:
+            self.check_cancel()
+            if self.session.fenced:
+                raise Fenced("lease lost")
+            prog = await probe()
+            now = time.monotonic()
+            if prog.done:
+                return prog
+            if prog.marker != last_marker:
+                last_marker, last_change = prog.marker, now
+                await self.save_progress({"waiting_for": what, "marker": prog.marker, **prog.info}, force=False)
+            if now - last_change > stall:
+                raise StepStalled(f"{what}: no progress for {stall:.0f}s (last state {prog.marker!r})")
+            if now - self.started > timeout:
+                raise StepTimeout(f"{what}: still progressing but over the step timeout of {timeout:.0f}s")
+            await self._maybe_slow()
+            await asyncio.sleep(interval)
+
+
+# --- the engine -----------------------------------------------------------------------------
+@dataclass
+class Outcome:
+    status: str  # completed | failed | cancelled | paused | fenced | released
+    error: str | None = None
+    steps_run: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EngineMetrics:
+    step_durations: dict[str, list[float]] = field(default_factory=dict)
+    errors: int = 0
+    steps_completed: int = 0
+
+    def observe(self, job_type: str, name: str, seconds: float) -> None:
+        samples = self.step_durations.setdefault(f"{job_type}.{name}", [])
+        samples.append(seconds)
+        del samples[:-100]  # keep the recent window only
+
+    def snapshot(self) -> dict[str, Any]:
+        durations = {}
+        for key, samples in self.step_durations.items():
+            s = sorted(samples)
+            durations[key] = {"n": len(s), "p50_s": round(s[len(s) // 2], 3), "max_s": round(s[-1], 3)}
+        return {"steps_completed": self.steps_completed, "step_errors": self.errors, "step_durations": durations}
+
+
+def _error_text(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return SECRETS.redact(text)[:2000]
+
+
+class StepEngine:
+    def __init__(self, policy: SafetyPolicy | None = None, *, progress_write_interval: float = 2.0):
+        self.policy = policy or SafetyPolicy()
+        self.progress_write_interval = progress_write_interval
+        self.metrics = EngineMetrics()
+
+    async def run(self, handler: JobHandler, session: JobSession) -> Outcome:
+        job = session.job
+        job_id_var.set(str(job["id"]))
+        try:
+            return await self._run(handler, session)
+        except Fenced:
+            log.warning("lease lost: stopping the job without further writes")
+            return Outcome("fenced")
+        finally:
+            step_var.set(None)
+            target_var.set(None)
+
+    async def _run(self, handler: JobHandler, session: JobSession) -> Outcome:
+        job = session.job
+        try:
+            specs = handler.plan(job)
+            main, cleanup = split_plan(specs)
+            handler.validate(job)
+        except (PlanError, StepError) as exc:
+            await session.finish("failed", error=_error_text(exc))
+            return Outcome("failed", _error_text(exc))
+        index_of = {s.name: i for i, s in enumerate(main + cleanup)}
+        recorded = {row["name"]: row for row in await session.history()}
+        started_names = set(recorded)
+        checkpoint: dict[str, Any] = {}
+        for s in main:
+            row = recorded.get(s.name)
+            if row and row.get("status") == COMPLETED:
+                checkpoint = dict((row.get("details") or {}).get("checkpoint") or checkpoint)
+        outcome = Outcome("completed")
+        try:
+            for spec in main:
+                row = recorded.get(spec.name)
+                status = row.get("status") if row else None
+                if status in (COMPLETED, SKIPPED):
+                    continue
+                saved = None
+                attempt = int((row.get("details") or {}).get("attempt", 0)) + 1 if row else 1
+                if status in (RUNNING, FAILED) and row is not None:
+                    if not spec.resumable:
+                        # Invariant: a non-resumable step never runs twice.
+                        raise StepInterrupted(
+                            f"step {spec.name} was interrupted and is not resumable; "
+                            f"check the target by hand before running it again")
+                    saved = (row.get("details") or {}).get("progress")
+                ctx = StepContext(self, session, spec, index_of[spec.name], checkpoint, saved, attempt)
+                await handler.before_step(ctx, spec)
+                # Safe point: nothing of this step has run yet.
+                if session.fenced:
+                    raise Fenced("lease lost")
+                if session.cancel_requested:
+                    raise JobCancelled("cancel requested")
+                if session.draining:
+                    raise ShutdownRequested("executor stopping")
+                await self._run_step(ctx, session, spec)
+                started_names.add(spec.name)
+                outcome.steps_run.append(spec.name)
+        except BlockersFound as exc:
+            blockers = [SECRETS.redact_obj(b.to_json()) for b in exc.blockers]
+            await session.pause("blockers", blockers)
+            return Outcome("paused", f"{len(blockers)} blocker(s)", outcome.steps_run)
+        except ShutdownRequested:
+            await session.release()
+            return Outcome("released", None, outcome.steps_run)
+        except JobCancelled:
+            outcome = Outcome("cancelled", "cancelled by operator", outcome.steps_run)
+            await self._skip_rest(session, main, recorded, index_of, outcome.steps_run)
+        except Fenced:
+            raise
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - any step failure fails the job after cleanup
+            self.metrics.errors += 1
+            outcome = Outcome("failed", _error_text(exc), outcome.steps_run)
+            log.warning("job failed: %s", outcome.error)
+        cleanup_error = await self._cleanup(handler, session, cleanup, started_names, checkpoint, recorded,
+                                            index_of)
+        if cleanup_error and outcome.status == "completed":
+            outcome = Outcome("failed", cleanup_error, outcome.steps_run)
+        elif cleanup_error:
+            outcome.error = f"{outcome.error}; {cleanup_error}"
+        result = {"steps_run": outcome.steps_run, "checkpoint": SECRETS.redact_obj(checkpoint)}
+        await session.finish(outcome.status, result=result, error=outcome.error)
+        return outcome
+
+    async def _run_step(self, ctx: StepContext, session: JobSession, spec: StepSpec) -> None:
+        step_var.set(spec.name)
+        target_var.set(spec.target)
+        details: dict[str, Any] = {"attempt": ctx.attempt, "priority": spec.priority}
+        if spec.target:
+            details["target"] = spec.target
+        if ctx.saved_progress is not None:
+            details["progress"] = ctx.saved_progress
+        await session.report_step(index=ctx.index, name=spec.name, status=RUNNING, resumable=spec.resumable,
+                                  details=details)
+        log.info("step started", extra={"attempt": ctx.attempt})
+        t0 = time.monotonic()
+        try:
+            async with asyncio.timeout(ctx.timeouts.timeout):
+                result = await spec.fn(ctx)
+        except TimeoutError as exc:
+            err: BaseException = StepTimeout(f"step {spec.name} exceeded its timeout of {ctx.timeouts.timeout:.0f}s")
+            await self._report_failed(session, ctx, spec, err, t0)
+            raise err from exc
+        except BlockersFound as exc:
+            await session.report_step(index=ctx.index, name=spec.name, status=PAUSED, resumable=spec.resumable,
+                                      details={"attempt": ctx.attempt, "blockers": len(exc.blockers),
+                                               "duration_s": round(time.monotonic() - t0, 3)})
+            raise
+        except JobCancelled:
+            await session.report_step(index=ctx.index, name=spec.name, status=SKIPPED, resumable=spec.resumable,
+                                      details={"attempt": ctx.attempt, "reason": "cancelled while waiting",
+                                               "duration_s": round(time.monotonic() - t0, 3)})
+            raise
+        except (Fenced, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            if not session.fenced:
+                await self._report_failed(session, ctx, spec, exc, t0)
+            raise
+        duration = time.monotonic() - t0
+        self.metrics.observe(str(session.job.get("type")), spec.name, duration)
+        self.metrics.steps_completed += 1
+        done = {"attempt": ctx.attempt, "duration_s": round(duration, 3),
+                "checkpoint": SECRETS.redact_obj(ctx.checkpoint)}
+        if result is not None:
+            done["result"] = SECRETS.redact_obj(result)
+        # The checkpoint travels with the completion record: one write, so it cannot be lost
+        # between "step done" and "checkpoint saved".
+        await session.report_step(index=ctx.index, name=spec.name, status=COMPLETED, resumable=spec.resumable,
+                                  details=done)
+        log.info("step completed", extra={"duration_s": round(duration, 3)})
+        step_var.set(None)
+
+    async def _report_failed(self, session: JobSession, ctx: StepContext, spec: StepSpec, exc: BaseException,
+                             t0: float) -> None:
+        await session.report_step(index=ctx.index, name=spec.name, status=FAILED, resumable=spec.resumable,
+                                  details={"attempt": ctx.attempt, "error": _error_text(exc),
+                                           "error_class": type(exc).__name__,
+                                           "duration_s": round(time.monotonic() - t0, 3)})
+
+    async def _skip_rest(self, session: JobSession, main: list[StepSpec], recorded: dict[str, Any],
+                         index_of: dict[str, int], ran: list[str]) -> None:
+        for spec in main:
+            row = recorded.get(spec.name)
+            if spec.name in ran or (row and row.get("status") in (COMPLETED, SKIPPED)):
+                continue
+            if row and row.get("status") == SKIPPED:
+                continue
+            await session.report_step(index=index_of[spec.name], name=spec.name, status=SKIPPED,
+                                      resumable=spec.resumable, details={"reason": "cancelled"})
+
+    async def _cleanup(self, handler: JobHandler, session: JobSession, cleanup: list[StepSpec],
+                       started: set[str], checkpoint: dict[str, Any], recorded: dict[str, Any],
+                       index_of: dict[str, int]) -> str | None:
+        """Run every cleanup step; one failing does not stop the others."""
+        errors = []
+        for spec in cleanup:
+            if spec.only_if_started and spec.only_if_started not in started:
+                continue
+            row = recorded.get(spec.name)
+            attempt = int((row.get("details") or {}).get("attempt", 0)) + 1 if row else 1
+            ctx = StepContext(self, session, spec, index_of[spec.name], checkpoint, None, attempt)
+            try:
+                await self._run_step(ctx, session, spec)
+            except (Fenced, asyncio.CancelledError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - keep cleaning up
+                self.metrics.errors += 1
+                errors.append(f"cleanup {spec.name}: {_error_text(exc)}")
+        return "; ".join(errors) or None

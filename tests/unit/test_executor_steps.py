@@ -1,0 +1,231 @@
+"""Step engine unit tests, on the in-memory UNIT-TEST DOUBLE of the control plane
+(tests/unit/executor_double.py). The same engine runs against the real stack in
+tests/integration and tests/e2e."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from executor.handlers.selftest import SelftestHandler
+from executor.steps import (
+    COMPLETED,
+    FAILED,
+    PAUSED,
+    RUNNING,
+    SKIPPED,
+    JobHandler,
+    PlanError,
+    SafetyPolicy,
+    StepContext,
+    StepEngine,
+    cleanup_step,
+    split_plan,
+    step,
+)
+from tests.unit.executor_double import DoubleJobStore
+
+MAIN = ["preflight", "disable_guard", "apply_a", "wait_ready", "apply_b", "verify"]
+
+
+def make_store(tmp_path: Path, **params) -> DoubleJobStore:
+    params.setdefault("counter_file", str(tmp_path / "counter"))
+    return DoubleJobStore({"id": "job-1", "type": "selftest", "params": params})
+
+
+def effects(tmp_path: Path) -> list[str]:
+    f = tmp_path / "counter"
+    return [" ".join(line.split()[:2]) for line in f.read_text().splitlines()] if f.exists() else []
+
+
+async def test_happy_path_runs_steps_in_priority_order_and_cleans_up(tmp_path):
+    store = make_store(tmp_path)
+    out = await StepEngine().run(SelftestHandler(), store.session())
+    assert out.status == "completed" and out.steps_run == MAIN
+    assert [w[2] for w in store.writes if w[1] == "step" and w[3] == COMPLETED] == [*MAIN, "restore_guard"]
+    assert effects(tmp_path) == ["run preflight", "run disable_guard", "apply apply_a", "run wait_ready",
+                                 "apply apply_b", "run verify", "cleanup restore_guard"]
+    assert store.finish_args["status"] == "completed"
+    assert store.finish_args["result"]["checkpoint"]["applied"] == ["a", "b"]
+    assert (tmp_path / "counter.state").read_text() == "guard=on\n"
+    # the checkpoint travels with each completion record
+    assert store.steps["apply_a"]["details"]["checkpoint"]["applied"] == ["a"]
+
+
+async def test_resume_continues_after_last_completed_step_with_saved_progress(tmp_path):
+    store = make_store(tmp_path, wait_ticks=5)
+    for i, name in enumerate(MAIN[:3]):
+        store.steps[name] = {"name": name, "step_index": i, "status": COMPLETED,
+                             "details": {"attempt": 1, "checkpoint": {"applied": ["a"]} if name == "apply_a" else {}}}
+    store.steps["wait_ready"] = {"name": "wait_ready", "step_index": 3, "status": RUNNING,
+                                 "details": {"attempt": 1, "progress": {"marker": 4}}}
+    (tmp_path / "counter.state").write_text("guard=off\n")
+    store.epoch = 2  # a new claim
+    out = await StepEngine().run(SelftestHandler(), store.session())
+    assert out.status == "completed" and out.steps_run == ["wait_ready", "apply_b", "verify"]
+    assert "apply apply_a" not in effects(tmp_path)  # not re-run
+    assert store.steps["wait_ready"]["details"]["attempt"] == 2
+    assert store.steps["wait_ready"]["details"]["result"]["resumed_from"] == 4
+    assert store.finish_args["result"]["checkpoint"]["applied"] == ["a", "b"]
+
+
+async def test_interrupted_non_resumable_step_is_never_rerun_and_cleanup_runs(tmp_path):
+    store = make_store(tmp_path)
+    for i, name in enumerate(MAIN[:4]):
+        store.steps[name] = {"name": name, "step_index": i, "status": COMPLETED, "details": {"attempt": 1}}
+    store.steps["apply_b"] = {"name": "apply_b", "step_index": 4, "status": RUNNING, "details": {"attempt": 1}}
+    out = await StepEngine().run(SelftestHandler(), store.session())
+    assert out.status == "failed" and "not resumable" in out.error
+    assert effects(tmp_path) == ["cleanup restore_guard"]
+    assert store.finish_args["status"] == "failed"
+
+
+async def test_failure_records_error_and_runs_cleanup(tmp_path):
+    store = make_store(tmp_path, fail_at="apply_b")
+    out = await StepEngine().run(SelftestHandler(), store.session())
+    assert out.status == "failed"
+    assert store.steps["apply_b"]["status"] == FAILED
+    assert "failed on request" in store.steps["apply_b"]["details"]["error"]
+    assert "verify" not in store.steps
+    assert effects(tmp_path)[-1] == "cleanup restore_guard"
+
+
+async def test_cleanup_only_if_its_step_started(tmp_path):
+    store = make_store(tmp_path, fail_at="preflight")
+    out = await StepEngine().run(SelftestHandler(), store.session())
+    assert out.status == "failed"
+    assert "cleanup restore_guard" not in effects(tmp_path)
+
+
+async def test_blockers_pause_without_cleanup_then_resume_reruns_the_step(tmp_path):
+    store = make_store(tmp_path, block_at="apply_a")
+    out = await StepEngine().run(SelftestHandler(), store.session())
+    assert out.status == "paused" and store.status == "paused"
+    reason, blockers = store.pause_args
+    assert reason == "blockers" and blockers[0]["kind"] == "selftest"
+    assert store.steps["apply_a"]["status"] == PAUSED
+    assert "cleanup restore_guard" not in effects(tmp_path)
+    # the operator resolves; the job is claimed again
+    store.epoch += 1
+    out = await StepEngine().run(SelftestHandler(), store.session())
+    assert out.status == "completed" and out.steps_run == MAIN[2:]
+    assert effects(tmp_path).count("apply apply_a") == 1  # blocked before its side effect
+    assert store.steps["apply_a"]["details"]["attempt"] == 2
+
+
+class Hooked(SelftestHandler):
+    """Selftest with a hook at each safe point (for cancel and fencing)."""
+
+    def __init__(self, at: str, action):
+        self.at, self.action = at, action
+
+    async def before_step(self, ctx: StepContext, spec) -> None:
+        if spec.name == self.at:
+            self.action()
+
+
+async def test_cancel_is_honoured_only_at_a_safe_point(tmp_path):
+    store = make_store(tmp_path)
+    out = await StepEngine().run(Hooked("apply_b", lambda: setattr(store, "cancel", True)), store.session())
+    assert out.status == "cancelled"
+    # apply_b's safe point came after the request: it never ran; later steps are skipped
+    assert "apply apply_b" not in effects(tmp_path)
+    assert store.steps["apply_b"]["status"] == SKIPPED and store.steps["verify"]["status"] == SKIPPED
+    assert effects(tmp_path)[-1] == "cleanup restore_guard"
+    assert store.finish_args["status"] == "cancelled"
+
+
+async def test_cancel_interrupts_an_abortable_wait(tmp_path):
+    store = make_store(tmp_path, wait_ticks=10_000, tick_seconds=0.01)
+
+    async def cancel_soon():
+        while "wait_ready" not in store.steps:
+            await asyncio.sleep(0.005)
+        store.cancel = True
+
+    task = asyncio.create_task(cancel_soon())
+    out = await StepEngine().run(SelftestHandler(), store.session())
+    await task
+    assert out.status == "cancelled"
+    assert store.steps["wait_ready"]["status"] == SKIPPED
+    assert "apply apply_b" not in effects(tmp_path)
+
+
+async def test_fenced_session_stops_and_writes_nothing_more(tmp_path):
+    store = make_store(tmp_path)
+
+    def steal():  # another executor claimed the job: the epoch moved on
+        store.epoch += 1
+
+    session = store.session()
+    out = await StepEngine().run(Hooked("apply_b", steal), session)
+    assert out.status == "fenced"
+    assert all(w[0] == 1 for w in store.writes)
+    assert store.finish_args is None
+    assert "apply apply_b" not in effects(tmp_path) and "cleanup restore_guard" not in effects(tmp_path)
+
+
+async def test_stalled_wait_fails_but_a_slow_one_only_notices(tmp_path):
+    stalled = make_store(tmp_path, wait_ticks=50, tick_seconds=0.01, stall_after=2)
+    policy = SafetyPolicy({"step_timeouts": {"wait_ready": {"timeout": 30, "stall": 0.2}}})
+    out = await StepEngine(policy).run(SelftestHandler(), stalled.session())
+    assert out.status == "failed" and "no progress" in out.error
+    assert stalled.steps["wait_ready"]["details"]["error_class"] == "StepStalled"
+
+    slow = make_store(tmp_path, wait_ticks=20, tick_seconds=0.02)
+    policy = SafetyPolicy({"step_timeouts": {"wait_ready": {"timeout": 30, "stall": 5, "expected": 0.1}}})
+    out = await StepEngine(policy).run(SelftestHandler(), slow.session())
+    assert out.status == "completed"
+    assert [n[0] for n in slow.notices] == ["job_slow"]
+
+
+async def test_step_timeout_from_policy(tmp_path):
+    store = make_store(tmp_path, step_seconds=0.5)
+    policy = SafetyPolicy({"job_types": {"selftest": {"step_timeouts": {"preflight": {"timeout": 0.1}}}}})
+    out = await StepEngine(policy).run(SelftestHandler(), store.session())
+    assert out.status == "failed" and "timeout" in out.error
+    assert store.steps["preflight"]["details"]["error_class"] == "StepTimeout"
+
+
+async def test_draining_releases_the_job_at_a_safe_point(tmp_path):
+    store = make_store(tmp_path)
+    session = store.session()
+    out = await StepEngine().run(Hooked("apply_a", lambda: setattr(session, "draining", True)), session)
+    # draining is noticed at apply_a's safe point: apply_a never starts
+    assert out.status == "released" and store.released
+    assert store.steps["disable_guard"]["status"] == COMPLETED and "apply_a" not in store.steps
+    assert "apply apply_a" not in effects(tmp_path)
+
+
+async def test_bad_params_fail_before_any_step(tmp_path):
+    store = DoubleJobStore({"id": "j", "type": "selftest", "params": {}})
+    out = await StepEngine().run(SelftestHandler(), store.session())
+    assert out.status == "failed" and "counter_file" in out.error and store.steps == {}
+
+
+def test_policy_lookup_merges_defaults_and_job_type():
+    p = SafetyPolicy({"step_timeouts": {"default": {"timeout": 100, "stall": 10}},
+                      "job_types": {"x": {"step_timeouts": {"s": {"stall": 3}, "t": 7}}}})
+    assert p.timeouts("x", "s") == p.timeouts("x", "s")
+    s = p.timeouts("x", "s")
+    assert (s.timeout, s.stall, s.expected) == (100, 3, 50)
+    assert p.timeouts("x", "t").timeout == 7
+    assert p.timeouts("y", "s").stall == 10
+
+
+def test_plan_errors_are_specific():
+    class Bad(JobHandler):
+        job_type = "bad"
+
+        @step(1, resumable=True)
+        async def a(self, ctx):
+            pass
+
+        @cleanup_step(0, only_if_started="nope")
+        async def c(self, ctx):
+            pass
+
+    with pytest.raises(PlanError, match="unknown step nope"):
+        split_plan(Bad().plan({}))
