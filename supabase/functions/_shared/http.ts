@@ -1,0 +1,123 @@
+// JSON responses and request-body parsing shared by the edge functions.
+//
+// Every error a function answers has the shape `{"error", "code", "details"}`: the
+// Supabase clients show `error` as the FunctionsHttpError message, `code` is stable for
+// programs, and `details` carries structured context (never secrets or stack traces).
+
+export const JSON_TYPE = "application/json; charset=utf-8";
+export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024; // largest JSON body readJson accepts (bytes)
+
+export const corsHeaders: Record<string, string> = {
+  "access-control-allow-origin": "*",
+  "access-control-allow-headers": "authorization, x-client-info, apikey, content-type",
+  "access-control-allow-methods": "GET, POST, PUT, PATCH, DELETE, OPTIONS",
+};
+
+export interface ErrorBody {
+  error: string;
+  code: string;
+  details: unknown;
+}
+
+/** A failure a function reports to its caller with a specific status and code. */
+export class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly details: unknown = null,
+  ) {
+    super(message);
+    this.name = "HttpError";
+  }
+}
+
+export function jsonResponse(body: unknown, status = 200, headers: HeadersInit = {}): Response {
+  const h = new Headers(headers);
+  h.set("content-type", JSON_TYPE);
+  for (const [k, v] of Object.entries(corsHeaders)) if (!h.has(k)) h.set(k, v);
+  return new Response(JSON.stringify(body), { status, headers: h });
+}
+
+export function errorResponse(status: number, code: string, error: string, details: unknown = null): Response {
+  const body: ErrorBody = { error, code, details };
+  return jsonResponse(body, status);
+}
+
+/** The answer to a CORS preflight, or null when `req` is not one. */
+export function preflight(req: Request): Response | null {
+  return req.method === "OPTIONS" ? new Response(null, { status: 204, headers: corsHeaders }) : null;
+}
+
+/**
+ * The request's JSON body. An empty body gives `undefined` when `allowEmpty`; a body that
+ * is not JSON, or larger than `maxBytes`, throws an HttpError (400 / 413).
+ */
+export async function readJson(
+  req: Request,
+  { maxBytes = DEFAULT_MAX_BODY_BYTES, allowEmpty = false }: { maxBytes?: number; allowEmpty?: boolean } = {},
+): Promise<unknown> {
+  const declared = Number(req.headers.get("content-length") ?? "0");
+  if (declared > maxBytes) {
+    throw new HttpError(413, "body_too_large", `Request body is larger than ${maxBytes} bytes`, { max_bytes: maxBytes });
+  }
+  // Read incrementally so a body without (or with a lying) Content-Length cannot make us
+  // buffer more than the limit.
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  if (req.body) {
+    const reader = req.body.getReader();
+    while (true) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      size += value.byteLength;
+      if (size > maxBytes) {
+        await reader.cancel().catch(() => {});
+        throw new HttpError(413, "body_too_large", `Request body is larger than ${maxBytes} bytes`, { max_bytes: maxBytes });
+      }
+      chunks.push(value);
+    }
+  }
+  const bytes = new Uint8Array(size);
+  let offset = 0;
+  for (const c of chunks) {
+    bytes.set(c, offset);
+    offset += c.byteLength;
+  }
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    throw new HttpError(400, "bad_json", "Request body is not UTF-8");
+  }
+  if (text.trim() === "") {
+    if (allowEmpty) return undefined;
+    throw new HttpError(400, "bad_json", "Request body is empty; a JSON body is required");
+  }
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new HttpError(400, "bad_json", "Request body is not valid JSON");
+  }
+}
+
+/**
+ * Wraps a handler so that an HttpError becomes its JSON error response and anything else
+ * becomes a generic 500 (details go to the log only), and CORS preflights are answered.
+ */
+export function withErrors(
+  fn: (req: Request) => Promise<Response>,
+): (req: Request) => Promise<Response> {
+  return async (req: Request): Promise<Response> => {
+    const pre = preflight(req);
+    if (pre) return pre;
+    try {
+      return await fn(req);
+    } catch (err) {
+      if (err instanceof HttpError) return errorResponse(err.status, err.code, err.message, err.details);
+      // The class only: messages may quote values from the request.
+      console.error(JSON.stringify({ error: (err as Error)?.name ?? "Error", where: new URL(req.url).pathname }));
+      return errorResponse(500, "internal_error", "The function failed unexpectedly");
+    }
+  };
+}
