@@ -1,0 +1,264 @@
+"""Parameters of every rackpilot job type: the one source of truth.
+
+The ``create-job`` edge function validates requests against JSON Schemas generated from
+these models (``scripts/gen_job_schemas.py`` writes
+``supabase/functions/_shared/job-schemas.json``; a test fails when the committed file
+drifts from the models), and the executor parses the stored ``jobs.params`` with the
+same models. A field marked ``x-target`` names the inventory kind its ids refer to;
+the edge function resolves those ids, checks that they exist and that they all belong
+to the job's site, and makes one task per target.
+
+Only constraints a JSON Schema can express are used (no cross-field validators), so the
+edge function and the executor accept exactly the same documents.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+SCHEMA_VERSION = 1
+
+
+class JobParamsError(ValueError):
+    """Root of this module's errors: the params of a job are not acceptable."""
+
+
+class UnknownJobTypeError(JobParamsError):
+    """The job type is not one rackpilot knows."""
+
+
+class InvalidJobParamsError(JobParamsError):
+    """The params do not match the job type's model; ``errors`` has pydantic's details."""
+
+    def __init__(self, job_type: str, errors: list[dict[str, Any]]):
+        super().__init__(f"invalid params for {job_type}: {len(errors)} error(s)")
+        self.job_type = job_type
+        self.errors = errors
+
+
+class JobType(StrEnum):
+    ROLLING_CLUSTER_UPDATE = "rolling_cluster_update"
+    FIRMWARE_UPDATE = "firmware_update"
+    POWER_OPERATION = "power_operation"
+    VIRTUAL_MEDIA_MOUNT = "virtual_media_mount"
+    SCP_BACKUP = "scp_backup"
+    ESXI_UPGRADE = "esxi_upgrade"
+    VCENTER_SYNC = "vcenter_sync"
+    REPLICATION_SYNC = "replication_sync"
+
+
+class TargetKind(StrEnum):
+    """Inventory kinds a job can target (``x-target`` in the schemas)."""
+
+    SERVER = "server"  # a Dell PowerEdge server, reached through its iDRAC
+    HOST = "host"  # an ESXi host in vCenter
+    CLUSTER = "cluster"  # a vCenter cluster
+    VCENTER = "vcenter"  # a vCenter instance
+    REPLICATION_PAIR = "replication_pair"  # a ZFS source dataset and its replica
+
+
+def _unique(ids: list[UUID]) -> list[UUID]:
+    if len(set(ids)) != len(ids):
+        raise ValueError("ids must be unique")
+    return ids
+
+
+def _target_list(kind: TargetKind, max_items: int, description: str) -> Any:
+    # uniqueItems is emitted into the schema by hand because pydantic only emits it for
+    # sets, and a set would lose the order the operator chose.
+    return Annotated[
+        list[UUID],
+        AfterValidator(_unique),
+        Field(min_length=1, max_length=max_items, description=description,
+              json_schema_extra={"uniqueItems": True, "x-target": kind.value}),
+    ]
+
+
+def _target_one(kind: TargetKind, description: str) -> Any:
+    return Annotated[UUID, Field(description=description, json_schema_extra={"x-target": kind.value})]
+
+
+# http(s) URL without whitespace; the same regex in Python (pydantic) and JavaScript.
+# ASCII only, so that Python's and JavaScript's regex engines agree on every character
+# (their \s classes differ on U+0085 and U+FEFF); non-ASCII hosts go in as punycode.
+HttpUrlStr = Annotated[str, StringConstraints(pattern=r"^https?://[A-Za-z0-9._~%@:\[\]-]+(?:[/?#][!-~]*)?$",
+                                              max_length=2048)]
+Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", min_length=1, max_length=128)]
+Version = Annotated[str, StringConstraints(pattern=r"^[0-9][0-9A-Za-z.+-]*$", min_length=1, max_length=64)]
+
+MAX_SERVERS_PER_JOB = 256  # targets one job may name (count)
+
+
+class BlockerDefault(StrEnum):
+    """What to do with a VM that keeps a host from entering maintenance mode, unless the
+    operator decides otherwise when the job pauses."""
+
+    ASK = "ask"  # pause the job and wait for an operator decision (the default)
+    POWER_OFF_VM = "power_off_vm"  # power the VM off, power it back on after the host
+    SKIP_HOST = "skip_host"  # leave this host out of the update
+
+
+class FirmwareSelection(BaseModel):
+    """Which firmware to apply: a Dell catalog, optionally narrowed to components."""
+
+    model_config = ConfigDict(extra="forbid")
+    catalog_url: HttpUrlStr = Field(description="Dell repository catalog (Catalog.xml or .gz)")
+    components: list[Name] = Field(default=[], max_length=64,
+                                   description="component names to apply; empty = every applicable update")
+    allow_downgrade: bool = False
+
+
+class EsxiImage(BaseModel):
+    """An ESXi image to upgrade to, from an offline depot."""
+
+    model_config = ConfigDict(extra="forbid")
+    target_version: Version
+    depot_url: HttpUrlStr
+    profile_name: Name | None = None
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RollingClusterUpdateParams(_Params):
+    """Update every host of a cluster a few at a time: evacuate, back up, flash, reboot."""
+
+    cluster_id: _target_one(TargetKind.CLUSTER, "the vCenter cluster to update")
+    host_ids: Annotated[list[UUID], AfterValidator(_unique), Field(
+        default=[], max_length=MAX_SERVERS_PER_JOB,
+        description="hosts of the cluster to update, in order; empty = every host of the cluster",
+        json_schema_extra={"uniqueItems": True, "x-target": TargetKind.HOST.value})]
+    firmware: FirmwareSelection
+    esxi: EsxiImage | None = Field(default=None, description="also upgrade ESXi during the same host reboot")
+    max_parallel_hosts: int = Field(default=1, ge=1, le=16,
+                                    description="hosts out of service at once (capped by safety.yaml)")
+    failure_budget: int = Field(default=0, ge=0, le=64,
+                                description="failed hosts tolerated before the rollout stops")
+    blocker_default: BlockerDefault = BlockerDefault.ASK
+    vmotion_timeout_s: int = Field(default=1800, ge=60, le=86400, description="per-host evacuation budget (s)")
+    stage_firmware: bool = Field(default=True, description="stage updates while the host still serves VMs")
+
+
+class FirmwareUpdateParams(_Params):
+    """Apply firmware to servers; an SCP backup is always taken first."""
+
+    server_ids: _target_list(TargetKind.SERVER, MAX_SERVERS_PER_JOB, "servers to update")
+    firmware: FirmwareSelection
+    reboot: Literal["immediate", "staged"] = Field(
+        default="immediate", description="reboot now, or stage and apply at the next reboot")
+    max_parallel: int = Field(default=1, ge=1, le=32, description="servers flashed at once")
+    scp_backup_max_age_h: int = Field(default=24, ge=1, le=168,
+                                      description="a stored SCP backup younger than this counts as fresh (h)")
+
+
+class PowerOperationParams(_Params):
+    """Power servers on or off, or restart them, through Redfish."""
+
+    server_ids: _target_list(TargetKind.SERVER, MAX_SERVERS_PER_JOB, "servers to act on")
+    action: Literal["on", "graceful_shutdown", "force_off", "graceful_restart", "force_restart", "power_cycle"]
+    wait_for_state: bool = True
+    timeout_s: int = Field(default=600, ge=10, le=7200, description="budget per server (s)")
+
+
+class VirtualMediaMountParams(_Params):
+    """Attach an ISO or image to servers' virtual media, optionally booting from it once."""
+
+    server_ids: _target_list(TargetKind.SERVER, MAX_SERVERS_PER_JOB, "servers to mount the image on")
+    image_url: HttpUrlStr
+    media_type: Literal["cd", "usb"] = "cd"
+    boot_once: bool = False
+    write_protected: bool = True
+
+
+class ScpBackupParams(_Params):
+    """Export each server's Server Configuration Profile and store it."""
+
+    server_ids: _target_list(TargetKind.SERVER, MAX_SERVERS_PER_JOB, "servers to back up")
+    components: list[Literal["ALL", "IDRAC", "BIOS", "NIC", "RAID", "LifecycleController", "EventFilters"]] = Field(
+        default=["ALL"], min_length=1, max_length=7)
+    export_format: Literal["XML", "JSON"] = "XML"
+    include_read_only: bool = False
+
+
+class EsxiUpgradeParams(_Params):
+    """Upgrade ESXi on hosts one by one (maintenance mode, patch, reboot)."""
+
+    host_ids: _target_list(TargetKind.HOST, MAX_SERVERS_PER_JOB, "ESXi hosts to upgrade")
+    image: EsxiImage
+    blocker_default: BlockerDefault = BlockerDefault.ASK
+    vmotion_timeout_s: int = Field(default=1800, ge=60, le=86400)
+
+
+class VcenterSyncParams(_Params):
+    """Read a vCenter's inventory (clusters, hosts, VMs) into the control plane."""
+
+    vcenter_id: _target_one(TargetKind.VCENTER, "the vCenter to read")
+    include_vms: bool = True
+    prune_missing: bool = Field(default=False, description="delete inventory rows vCenter no longer reports")
+
+
+class ReplicationSyncParams(_Params):
+    """Send ZFS snapshots from source to replica, incrementally where possible."""
+
+    replication_pair_ids: _target_list(TargetKind.REPLICATION_PAIR, 64, "replication pairs to sync")
+    mode: Literal["incremental", "full"] = "incremental"
+    snapshot_prefix: Name = "rackpilot"
+    keep_snapshots: int = Field(default=14, ge=1, le=1000, description="snapshots kept on the replica (count)")
+    resume: bool = Field(default=True, description="resume an interrupted send from its token")
+
+
+MODELS: dict[JobType, type[_Params]] = {
+    JobType.ROLLING_CLUSTER_UPDATE: RollingClusterUpdateParams,
+    JobType.FIRMWARE_UPDATE: FirmwareUpdateParams,
+    JobType.POWER_OPERATION: PowerOperationParams,
+    JobType.VIRTUAL_MEDIA_MOUNT: VirtualMediaMountParams,
+    JobType.SCP_BACKUP: ScpBackupParams,
+    JobType.ESXI_UPGRADE: EsxiUpgradeParams,
+    JobType.VCENTER_SYNC: VcenterSyncParams,
+    JobType.REPLICATION_SYNC: ReplicationSyncParams,
+}
+
+
+def model_for(job_type: str) -> type[_Params]:
+    try:
+        return MODELS[JobType(job_type)]
+    except ValueError:
+        raise UnknownJobTypeError(f"unknown job type {job_type!r}") from None
+
+
+def parse_params(job_type: str, params: Any) -> _Params:
+    """The typed params of a stored job; raises a JobParamsError subclass."""
+    model = model_for(job_type)
+    try:
+        return model.model_validate(params)
+    except ValidationError as exc:
+        raise InvalidJobParamsError(job_type, exc.errors(include_url=False, include_input=False)) from None
+
+
+def targets_of(job_type: str, params: _Params) -> list[tuple[TargetKind, UUID]]:
+    """The (kind, id) pairs a job acts on, in the order given, read from ``x-target`` fields."""
+    out: list[tuple[TargetKind, UUID]] = []
+    for name, field in type(params).model_fields.items():
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        kind = extra.get("x-target")
+        if kind is None:
+            continue
+        value = getattr(params, name)
+        for v in value if isinstance(value, list) else [value]:
+            out.append((TargetKind(kind), v))
+    return out
+
+
+def json_schemas() -> dict[str, Any]:
+    """Every job type's params schema, as committed in ``job-schemas.json``."""
+    return {
+        "version": SCHEMA_VERSION,
+        "generated_by": "scripts/gen_job_schemas.py from executor/jobparams.py",
+        "target_kinds": [k.value for k in TargetKind],
+        "job_types": {jt.value: MODELS[jt].model_json_schema() for jt in JobType},
+    }
