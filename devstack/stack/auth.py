@@ -1,0 +1,616 @@
+"""The GoTrue-compatible subset behind ``/auth/v1``.
+
+What the official clients use and rackpilot needs: the password and refresh_token grants,
+``/user``, ``/logout``, ``/settings``, ``/health`` and admin create/list/get/delete of
+users. Sessions live in ``auth.sessions``; refresh tokens are random, stored only as
+sha256 hashes in ``auth.refresh_tokens`` and rotated on every use. Presenting a token that
+was already rotated away revokes its whole session, as GoTrue does without a reuse window.
+
+Access tokens are HS256 JWTs signed with the stack's secret, with the claims GoTrue puts
+in them, so REST (and Postgres RLS through ``auth.uid()``/``auth.jwt()``) sees exactly what
+hosted Supabase would give it.
+
+Errors follow GoTrue's 2024-01-01 API: a JSON body with ``code`` (string), ``error_code``,
+``msg`` and ``message``, and the ``X-Supabase-Api-Version`` header, which tells the clients
+to read ``code``. No response ever carries a password, a hash or a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import secrets
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+import asyncpg
+import bcrypt
+import jwt
+import orjson
+
+from .asgi import BodyTooLarge, header_dict, read_body, send_bytes
+from .jwtauth import JWTError, bearer_token
+
+if TYPE_CHECKING:
+    from .gateway import GatewayContext
+
+log = logging.getLogger("rackpilot.auth")
+
+PREFIX = "/auth/v1"
+API_VERSION = b"2024-01-01"
+BCRYPT_COST = 10  # GoTrue's default cost factor
+MIN_PASSWORD_LEN = 6  # GoTrue's default minimum length (characters)
+MAX_PASSWORD_BYTES = 72  # bcrypt only looks at the first 72 bytes; GoTrue refuses longer ones
+MAX_EMAIL_LEN = 255  # auth.users.email is varchar(255)
+MAX_PER_PAGE = 1000  # largest admin list page (users)
+DEFAULT_PER_PAGE = 50  # GoTrue's default admin list page (users)
+MAX_AUTH_BODY = 64 * 1024  # auth requests are small; refuse anything bigger (bytes)
+POOL_SIZE = 4  # connections the auth service keeps to Postgres
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+ADMIN_ROLES = frozenset({"service_role", "supabase_admin"})
+
+USER_COLUMNS = """
+    id, aud, role, email, encrypted_password, email_confirmed_at, phone, last_sign_in_at,
+    raw_app_meta_data, raw_user_meta_data, created_at, updated_at, banned_until, is_anonymous
+"""
+
+
+# --- errors ------------------------------------------------------------------------------
+class AuthServiceError(Exception):
+    """Root of every failure the auth service answers; ``code`` is GoTrue's error code."""
+
+    status = 500
+    code = "unexpected_failure"
+
+    def __init__(self, message: str, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class BadRequest(AuthServiceError):
+    status = 400
+    code = "validation_failed"
+
+
+class Unauthorized(AuthServiceError):
+    status = 401
+    code = "no_authorization"
+
+
+class Forbidden(AuthServiceError):
+    status = 403
+    code = "not_admin"
+
+
+class NotFound(AuthServiceError):
+    status = 404
+    code = "not_found"
+
+
+class MethodNotAllowed(AuthServiceError):
+    status = 405
+    code = "method_not_allowed"
+
+
+class Conflict(AuthServiceError):
+    status = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(AuthServiceError):
+    status = 413
+    code = "request_too_large"
+
+
+class Unprocessable(AuthServiceError):
+    status = 422
+    code = "validation_failed"
+
+
+# --- helpers -----------------------------------------------------------------------------
+def _ts(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _password_bytes(password: str) -> bytes:
+    # bcrypt (and pgcrypto's crypt(), which `rackpilot dev user add` uses) only ever look
+    # at the first 72 bytes; truncating here keeps both kinds of hash verifiable.
+    return password.encode()[:MAX_PASSWORD_BYTES]
+
+
+def hash_password(password: str) -> str:
+    return bcrypt.hashpw(_password_bytes(password), bcrypt.gensalt(BCRYPT_COST)).decode()
+
+
+def check_password(password: str, hashed: str | None) -> bool:
+    """True when ``password`` matches a bcrypt hash ($2a$ from pgcrypto or $2b$ from us)."""
+    if not hashed:
+        return False
+    try:
+        return bcrypt.checkpw(_password_bytes(password), hashed.encode())
+    except ValueError:  # not a bcrypt hash at all
+        return False
+
+
+def user_json(row: asyncpg.Record) -> dict[str, Any]:
+    """A user as GoTrue serialises it (the clients require id, aud, metadata, created_at)."""
+    confirmed = _ts(row["email_confirmed_at"])
+    return {
+        "id": str(row["id"]),
+        "aud": row["aud"],
+        "role": row["role"],
+        "email": row["email"] or "",
+        "email_confirmed_at": confirmed,
+        "phone": row["phone"] or "",
+        "confirmed_at": confirmed,
+        "last_sign_in_at": _ts(row["last_sign_in_at"]),
+        "app_metadata": row["raw_app_meta_data"] or {},
+        "user_metadata": row["raw_user_meta_data"] or {},
+        "identities": [],
+        "created_at": _ts(row["created_at"]),
+        "updated_at": _ts(row["updated_at"]),
+        "is_anonymous": bool(row["is_anonymous"]),
+    }
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for typ in ("json", "jsonb"):
+        await conn.set_type_codec(typ, schema="pg_catalog", encoder=lambda v: orjson.dumps(v).decode(),
+                                  decoder=orjson.loads)
+
+
+def _parse_uuid(value: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise NotFound("User not found", "user_not_found") from None
+
+
+def _opt_str(body: dict, key: str) -> str | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadRequest(f"{key} must be a string")
+    return value
+
+
+def _opt_obj(body: dict, key: str) -> dict | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise BadRequest(f"{key} must be a JSON object")
+    return value
+
+
+# --- the service -------------------------------------------------------------------------
+class AuthService:
+    def __init__(self, ctx: GatewayContext):
+        self.ctx = ctx
+        self.secret = ctx.secrets.jwt_secret
+        self.expiry = ctx.cfg.jwt_expiry
+        self.issuer = f"{ctx.cfg.api_url}{PREFIX}"
+        auth_cfg = ctx.cfg.supabase.get("auth", {})
+        self.signup_enabled = bool(auth_cfg.get("enable_signup", False))
+        self.pool: asyncpg.Pool | None = None
+        # Checked against when the email is unknown, so a miss costs the same bcrypt time
+        # as a wrong password and response timing does not reveal which accounts exist.
+        self._dummy_hash = ""
+        self._routes = {
+            ("POST", "/token"): self._token,
+            ("GET", "/user"): self._get_user,
+            ("POST", "/logout"): self._logout,
+            ("GET", "/settings"): self._settings,
+            ("GET", "/health"): self._health,
+            ("POST", "/signup"): self._signup,
+            ("GET", "/admin/users"): self._admin_list,
+            ("POST", "/admin/users"): self._admin_create,
+        }
+
+    async def startup(self) -> None:
+        self.pool = await asyncpg.create_pool(self.ctx.dsn("postgres"), min_size=1, max_size=POOL_SIZE,
+                                              init=_init_connection)
+        self._dummy_hash = await asyncio.to_thread(hash_password, secrets.token_urlsafe(16))
+
+    async def shutdown(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+            self.pool = None
+
+    # --- ASGI entry ---------------------------------------------------------------------
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        method: str = scope["method"]
+        sub = scope["path"][len(PREFIX):].rstrip("/") or "/"
+        headers = header_dict(scope)
+        query = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode("latin-1")).items()}
+        try:
+            status, payload, extra = await self._dispatch(method, sub, headers, query, receive)
+        except AuthServiceError as exc:
+            await self._send(send, exc.status, {"code": exc.code, "error_code": exc.code,
+                                                "msg": exc.message, "message": exc.message})
+            return
+        except Exception:  # noqa: BLE001 - never let a traceback reach a client
+            log.exception("auth request failed: %s %s", method, sub)
+            await self._send(send, 500, {"code": "unexpected_failure", "error_code": "unexpected_failure",
+                                         "msg": "Unexpected failure, please check the server logs",
+                                         "message": "Unexpected failure, please check the server logs"})
+            return
+        await self._send(send, status, payload, extra)
+
+    async def _send(self, send: Any, status: int, payload: Any,
+                    extra: list[tuple[bytes, bytes]] | None = None) -> None:
+        headers = [(b"x-supabase-api-version", API_VERSION), (b"cache-control", b"no-store"), *(extra or [])]
+        if status == 204:
+            await send_bytes(send, 204, b"", None, headers)
+            return
+        await send_bytes(send, status, orjson.dumps(payload), "application/json; charset=utf-8", headers)
+
+    async def _dispatch(self, method: str, sub: str, headers: dict[str, str], query: dict[str, str],
+                        receive: Any) -> tuple[int, Any, list[tuple[bytes, bytes]] | None]:
+        handler = self._routes.get((method, sub))
+        if handler is not None:
+            return await handler(headers, query, receive)
+        if sub.startswith("/admin/users/") and sub.count("/") == 3:
+            uid = _parse_uuid(sub.rsplit("/", 1)[1])
+            if method == "GET":
+                return await self._admin_get(headers, uid)
+            if method == "DELETE":
+                return await self._admin_delete(headers, uid, receive)
+            raise MethodNotAllowed(f"{method} is not supported on this endpoint")
+        if any(path == sub for _, path in self._routes):
+            raise MethodNotAllowed(f"{method} is not supported on this endpoint")
+        raise NotFound(f"{sub} is not an endpoint of this auth server")
+
+    # --- request plumbing ---------------------------------------------------------------
+    async def _json_body(self, receive: Any) -> dict:
+        try:
+            raw = await read_body(receive, MAX_AUTH_BODY)
+        except BodyTooLarge:
+            raise PayloadTooLarge(f"Request body is larger than {MAX_AUTH_BODY} bytes") from None
+        if not raw.strip():
+            return {}
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise BadRequest("Could not parse request body as JSON", "bad_json") from None
+        if not isinstance(body, dict):
+            raise BadRequest("Request body must be a JSON object", "bad_json")
+        return body
+
+    def _claims(self, headers: dict[str, str], *, bearer_only: bool) -> dict:
+        if bearer_only:
+            auth = headers.get("authorization", "")
+            scheme, _, token = auth.partition(" ")
+            token = token.strip() if scheme.lower() == "bearer" else ""
+        else:
+            token = bearer_token(headers) or ""
+        if not token:
+            raise Unauthorized("This endpoint requires a Bearer token", "no_authorization")
+        try:
+            return self.ctx.verifier.verify(token)
+        except JWTError as exc:
+            raise Unauthorized(f"invalid JWT: {exc.message}", "bad_jwt") from None
+
+    def _require_api_key(self, headers: dict[str, str]) -> dict:
+        """Hosted Supabase's gateway refuses requests without a valid project API key."""
+        token = headers.get("apikey") or bearer_token(headers)
+        if not token:
+            raise Unauthorized("No API key found in request", "no_authorization")
+        try:
+            return self.ctx.verifier.verify(token)
+        except JWTError:
+            raise Unauthorized("Invalid API key", "bad_jwt") from None
+
+    def _require_admin(self, headers: dict[str, str]) -> None:
+        claims = self._claims(headers, bearer_only=False)
+        if claims.get("role") not in ADMIN_ROLES:
+            raise Forbidden("User not allowed", "not_admin")
+
+    def _db(self) -> asyncpg.Pool:
+        if self.pool is None:
+            raise AuthServiceError("The auth service is not started")
+        return self.pool
+
+    # --- tokens -------------------------------------------------------------------------
+    def _mint_access_token(self, user: asyncpg.Record, session_id: uuid.UUID, auth_time: int) -> tuple[str, int, int]:
+        now = int(time.time())
+        exp = now + self.expiry
+        claims = {
+            "iss": self.issuer,
+            "sub": str(user["id"]),
+            "aud": user["aud"] or "authenticated",
+            "exp": exp,
+            "iat": now,
+            "email": user["email"] or "",
+            "phone": user["phone"] or "",
+            "app_metadata": user["raw_app_meta_data"] or {},
+            "user_metadata": user["raw_user_meta_data"] or {},
+            # Only ever `authenticated`: the role claim picks the Postgres role REST runs
+            # as, so a user row must not be able to mint itself anything stronger.
+            "role": "authenticated",
+            "aal": "aal1",
+            "amr": [{"method": "password", "timestamp": auth_time}],
+            "session_id": str(session_id),
+            "is_anonymous": bool(user["is_anonymous"]),
+        }
+        return jwt.encode(claims, self.secret, algorithm="HS256"), now, exp
+
+    def _session_json(self, user: asyncpg.Record, session_id: uuid.UUID, auth_time: int,
+                      refresh_token: str) -> dict[str, Any]:
+        access, _now, exp = self._mint_access_token(user, session_id, auth_time)
+        return {
+            "access_token": access,
+            "token_type": "bearer",
+            "expires_in": self.expiry,
+            "expires_at": exp,
+            "refresh_token": refresh_token,
+            "user": user_json(user),
+            "weak_password": None,
+        }
+
+    async def _token(self, headers: dict[str, str], query: dict[str, str], receive: Any):
+        self._require_api_key(headers)
+        grant = query.get("grant_type")
+        body = await self._json_body(receive)
+        if grant == "password":
+            return 200, await self._password_grant(body), None
+        if grant == "refresh_token":
+            return 200, await self._refresh_grant(body), None
+        if not grant:
+            raise BadRequest("grant_type is required", "unsupported_grant_type")
+        raise BadRequest("Unsupported grant type: only password and refresh_token are available",
+                         "unsupported_grant_type")
+
+    async def _password_grant(self, body: dict) -> dict[str, Any]:
+        email = _opt_str(body, "email")
+        password = _opt_str(body, "password")
+        if body.get("phone") is not None and email is None:
+            raise BadRequest("Phone logins are not enabled on this server", "phone_provider_disabled")
+        if not email or password is None:
+            raise BadRequest("email and password are required")
+        db = self._db()
+        user = await db.fetchrow(
+            f"select {USER_COLUMNS} from auth.users "
+            "where email is not null and lower(email) = lower($1) and deleted_at is null", email)
+        hashed = user["encrypted_password"] if user is not None else None
+        ok = await asyncio.to_thread(check_password, password, hashed or self._dummy_hash)
+        if user is None or not hashed or not ok:
+            raise BadRequest("Invalid login credentials", "invalid_credentials")
+        if user["banned_until"] is not None and user["banned_until"] > datetime.now(UTC):
+            raise BadRequest("User is banned", "user_banned")
+        session_id = uuid.uuid4()
+        refresh = secrets.token_urlsafe(32)
+        async with db.acquire() as conn, conn.transaction():
+            await conn.execute("insert into auth.sessions (id, user_id) values ($1, $2)", session_id, user["id"])
+            await conn.execute(
+                "insert into auth.refresh_tokens (token_hash, user_id, session_id) values ($1, $2, $3)",
+                _hash_token(refresh), user["id"], session_id)
+            user = await conn.fetchrow(
+                f"update auth.users set last_sign_in_at = now() where id = $1 returning {USER_COLUMNS}", user["id"])
+        return self._session_json(user, session_id, int(time.time()), refresh)
+
+    async def _refresh_grant(self, body: dict) -> dict[str, Any]:
+        token = _opt_str(body, "refresh_token")
+        if not token:
+            raise BadRequest("refresh_token is required")
+        token_hash = _hash_token(token)
+        reused = False
+        new_token = secrets.token_urlsafe(32)
+        async with self._db().acquire() as conn:
+            async with conn.transaction():
+                row = await conn.fetchrow(
+                    "select rt.id, rt.user_id, rt.session_id, rt.revoked, s.not_after, s.created_at as session_created "
+                    "from auth.refresh_tokens rt join auth.sessions s on s.id = rt.session_id "
+                    "where rt.token_hash = $1 for update of rt, s", token_hash)
+                if row is None:
+                    raise BadRequest("Invalid Refresh Token: Refresh Token Not Found", "refresh_token_not_found")
+                if row["revoked"]:
+                    # A rotated-away token came back: someone holds a copy. Revoke the whole
+                    # session (its refresh tokens cascade) and commit that before refusing.
+                    await conn.execute("delete from auth.sessions where id = $1", row["session_id"])
+                    reused = True
+                else:
+                    if row["not_after"] is not None and row["not_after"] <= datetime.now(UTC):
+                        raise BadRequest("Invalid Refresh Token: Session Expired", "session_expired")
+                    user = await conn.fetchrow(
+                        f"select {USER_COLUMNS} from auth.users where id = $1 and deleted_at is null", row["user_id"])
+                    if user is None:
+                        raise NotFound("User from refresh token does not exist", "user_not_found")
+                    if user["banned_until"] is not None and user["banned_until"] > datetime.now(UTC):
+                        raise BadRequest("User is banned", "user_banned")
+                    await conn.execute(
+                        "update auth.refresh_tokens set revoked = true, updated_at = now() where id = $1", row["id"])
+                    await conn.execute(
+                        "insert into auth.refresh_tokens (token_hash, user_id, session_id, parent_hash) "
+                        "values ($1, $2, $3, $4)", _hash_token(new_token), row["user_id"], row["session_id"], token_hash)
+                    await conn.execute("update auth.sessions set updated_at = now() where id = $1", row["session_id"])
+        if reused:
+            raise BadRequest("Invalid Refresh Token: Already Used", "refresh_token_already_used")
+        auth_time = int(row["session_created"].timestamp())
+        return self._session_json(user, row["session_id"], auth_time, new_token)
+
+    # --- the signed-in user -------------------------------------------------------------
+    async def _current(self, headers: dict[str, str]) -> tuple[dict, uuid.UUID, uuid.UUID | None]:
+        claims = self._claims(headers, bearer_only=True)
+        sub = claims.get("sub")
+        if not sub:
+            raise Forbidden("invalid claim: missing sub claim", "bad_jwt")
+        try:
+            uid = uuid.UUID(str(sub))
+        except ValueError:
+            raise Forbidden("invalid claim: sub claim must be a UUID", "bad_jwt") from None
+        sid_raw = claims.get("session_id")
+        sid: uuid.UUID | None = None
+        if sid_raw:
+            try:
+                sid = uuid.UUID(str(sid_raw))
+            except ValueError:
+                raise Forbidden("invalid claim: session_id claim must be a UUID", "bad_jwt") from None
+            found = await self._db().fetchval(
+                "select 1 from auth.sessions where id = $1 and user_id = $2", sid, uid)
+            if not found:
+                raise Forbidden("Session from session_id claim in JWT does not exist", "session_not_found")
+        return claims, uid, sid
+
+    async def _get_user(self, headers: dict[str, str], query: dict[str, str], receive: Any):
+        _claims, uid, _sid = await self._current(headers)
+        user = await self._db().fetchrow(
+            f"select {USER_COLUMNS} from auth.users where id = $1 and deleted_at is null", uid)
+        if user is None:
+            raise Forbidden("User from sub claim in JWT does not exist", "user_not_found")
+        return 200, user_json(user), None
+
+    async def _logout(self, headers: dict[str, str], query: dict[str, str], receive: Any):
+        scope = query.get("scope", "global")
+        if scope not in ("global", "local", "others"):
+            raise BadRequest("scope must be one of global, local, others")
+        _claims, uid, sid = await self._current(headers)
+        db = self._db()
+        if scope == "global" or sid is None:
+            await db.execute("delete from auth.sessions where user_id = $1", uid)
+        elif scope == "local":
+            await db.execute("delete from auth.sessions where id = $1 and user_id = $2", sid, uid)
+        else:
+            await db.execute("delete from auth.sessions where user_id = $1 and id <> $2", uid, sid)
+        return 204, None, None
+
+    # --- public info --------------------------------------------------------------------
+    async def _settings(self, headers: dict[str, str], query: dict[str, str], receive: Any):
+        return 200, {
+            "external": {"email": True, "phone": False, "anonymous_users": False},
+            "disable_signup": not self.signup_enabled,
+            "mailer_autoconfirm": True,
+            "phone_autoconfirm": False,
+            "sms_provider": "",
+            "saml_enabled": False,
+        }, None
+
+    async def _health(self, headers: dict[str, str], query: dict[str, str], receive: Any):
+        return 200, {"version": "rackpilot-local", "name": "GoTrue",
+                     "description": "GoTrue-compatible auth of the rackpilot local stack"}, None
+
+    async def _signup(self, headers: dict[str, str], query: dict[str, str], receive: Any):
+        self._require_api_key(headers)
+        await self._json_body(receive)
+        # Self-service sign-up is off in supabase/config.toml; operators create users with
+        # `rackpilot dev user add` or the admin API.
+        raise Unprocessable("Signups not allowed for this instance", "signup_disabled")
+
+    # --- admin --------------------------------------------------------------------------
+    async def _admin_create(self, headers: dict[str, str], query: dict[str, str], receive: Any):
+        self._require_admin(headers)
+        body = await self._json_body(receive)
+        email = _opt_str(body, "email")
+        password = _opt_str(body, "password")
+        user_meta = _opt_obj(body, "user_metadata") or {}
+        app_meta = _opt_obj(body, "app_metadata") or {}
+        confirm = body.get("email_confirm", False)
+        if not isinstance(confirm, bool):
+            raise BadRequest("email_confirm must be a boolean")
+        role = body.get("role")
+        if role not in (None, "authenticated"):
+            raise BadRequest("role: only 'authenticated' users can be created here")
+        if body.get("phone") is not None:
+            raise BadRequest("Phone users are not supported by this server", "phone_provider_disabled")
+        if not email:
+            raise BadRequest("email is required")
+        email = email.strip()
+        if len(email) > MAX_EMAIL_LEN or not EMAIL_RE.match(email):
+            raise BadRequest("Unable to validate email address: invalid format", "email_address_invalid")
+        hashed: str | None = None
+        if password is not None:
+            if len(password) < MIN_PASSWORD_LEN:
+                raise Unprocessable(f"Password should be at least {MIN_PASSWORD_LEN} characters.", "weak_password")
+            if len(password.encode()) > MAX_PASSWORD_BYTES:
+                raise Unprocessable(f"Password cannot be longer than {MAX_PASSWORD_BYTES} bytes")
+            hashed = await asyncio.to_thread(hash_password, password)
+        app_meta = {**app_meta, "provider": "email", "providers": ["email"]}
+        try:
+            user = await self._db().fetchrow(
+                f"insert into auth.users (email, encrypted_password, email_confirmed_at, raw_app_meta_data, "
+                f"raw_user_meta_data) values (lower($1), $2, case when $3 then now() end, $4, $5) "
+                f"returning {USER_COLUMNS}", email, hashed, confirm, app_meta, user_meta)
+        except asyncpg.UniqueViolationError:
+            raise Unprocessable("A user with this email address has already been registered",
+                                "email_exists") from None
+        return 200, user_json(user), None
+
+    async def _admin_list(self, headers: dict[str, str], query: dict[str, str], receive: Any):
+        self._require_admin(headers)
+        page = self._int_param(query, "page", 1, 1, 1_000_000)
+        per_page = self._int_param(query, "per_page", DEFAULT_PER_PAGE, 1, MAX_PER_PAGE)
+        db = self._db()
+        rows = await db.fetch(
+            f"select {USER_COLUMNS} from auth.users where deleted_at is null "
+            "order by created_at desc, id limit $1 offset $2", per_page, (page - 1) * per_page)
+        total = await db.fetchval("select count(*) from auth.users where deleted_at is null")
+        links = []
+        last = max(1, -(-total // per_page))
+        base = f"{self.issuer}/admin/users?per_page={per_page}"
+        if page < last:
+            links.append(f'<{base}&page={page + 1}>; rel="next"')
+        links.append(f'<{base}&page={last}>; rel="last"')
+        extra = [(b"x-total-count", str(total).encode()), (b"link", ", ".join(links).encode())]
+        return 200, {"users": [user_json(r) for r in rows], "aud": "authenticated"}, extra
+
+    @staticmethod
+    def _int_param(query: dict[str, str], key: str, default: int, lo: int, hi: int) -> int:
+        raw = query.get(key)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise BadRequest(f"{key} must be an integer") from None
+        if not lo <= value <= hi:
+            raise BadRequest(f"{key} must be between {lo} and {hi}")
+        return value
+
+    async def _admin_get(self, headers: dict[str, str], uid: uuid.UUID):
+        self._require_admin(headers)
+        user = await self._db().fetchrow(
+            f"select {USER_COLUMNS} from auth.users where id = $1 and deleted_at is null", uid)
+        if user is None:
+            raise NotFound("User not found", "user_not_found")
+        return 200, user_json(user), None
+
+    async def _admin_delete(self, headers: dict[str, str], uid: uuid.UUID, receive: Any):
+        self._require_admin(headers)
+        body = await self._json_body(receive)
+        soft = body.get("should_soft_delete", False)
+        if not isinstance(soft, bool):
+            raise BadRequest("should_soft_delete must be a boolean")
+        db = self._db()
+        try:
+            async with db.acquire() as conn, conn.transaction():
+                if soft:
+                    # GoTrue keeps the row but frees the email and ends every session.
+                    done = await conn.fetchval(
+                        "update auth.users set deleted_at = now(), email = null, encrypted_password = null, "
+                        "updated_at = now() where id = $1 and deleted_at is null returning id", uid)
+                    await conn.execute("delete from auth.sessions where user_id = $1", uid)
+                else:
+                    done = await conn.fetchval("delete from auth.users where id = $1 returning id", uid)
+        except asyncpg.ForeignKeyViolationError:
+            raise Conflict("Database error deleting user: rows in other tables still reference this user",
+                           "conflict") from None
+        if done is None:
+            raise NotFound("User not found", "user_not_found")
+        return 200, {}, None
