@@ -67,9 +67,10 @@ class AuthServiceError(Exception):
     status = 500
     code = "unexpected_failure"
 
-    def __init__(self, message: str, code: str | None = None):
+    def __init__(self, message: str, code: str | None = None, extra: dict[str, Any] | None = None):
         super().__init__(message)
         self.message = message
+        self.extra = extra or {}
         if code is not None:
             self.code = code
 
@@ -244,7 +245,7 @@ class AuthService:
             status, payload, extra = await self._dispatch(method, sub, headers, query, receive)
         except AuthServiceError as exc:
             await self._send(send, exc.status, {"code": exc.code, "error_code": exc.code,
-                                                "msg": exc.message, "message": exc.message})
+                                                "msg": exc.message, "message": exc.message, **exc.extra})
             return
         except Exception:  # noqa: BLE001 - never let a traceback reach a client
             log.exception("auth request failed: %s %s", method, sub)
@@ -537,7 +538,9 @@ class AuthService:
         hashed: str | None = None
         if password is not None:
             if len(password) < MIN_PASSWORD_LEN:
-                raise Unprocessable(f"Password should be at least {MIN_PASSWORD_LEN} characters.", "weak_password")
+                # The clients read the reasons of a weak_password error from this object.
+                raise Unprocessable(f"Password should be at least {MIN_PASSWORD_LEN} characters.", "weak_password",
+                                    {"weak_password": {"reasons": ["length"]}})
             if len(password.encode()) > MAX_PASSWORD_BYTES:
                 raise Unprocessable(f"Password cannot be longer than {MAX_PASSWORD_BYTES} bytes")
             hashed = await asyncio.to_thread(hash_password, password)
