@@ -97,6 +97,7 @@ class FunctionsService:
         self.client: httpx.AsyncClient | None = None
         self._lock = asyncio.Lock()
         self._last_start = 0.0
+        self.restart_interval_s = RESTART_MIN_INTERVAL_S
 
     # --- the Deno router process --------------------------------------------------------
     def function_env(self) -> dict[str, str]:
@@ -165,7 +166,7 @@ class FunctionsService:
         async with self._lock:
             if self.proc is not None and self.proc.poll() is None:
                 return True
-            if time.monotonic() - self._last_start < RESTART_MIN_INTERVAL_S:
+            if time.monotonic() - self._last_start < self.restart_interval_s:
                 return False
             if self.proc is not None:
                 log.warning("the functions router exited with %s; restarting it", self.proc.returncode)
