@@ -1,0 +1,446 @@
+"""The Dell iDRAC9 OEM surface, on top of sushy's Dell extension (`sushy.oem.dell`).
+
+sushy's extension finds the Dell services (Lifecycle Controller, job service, job
+collection, iDRAC card service, SCP actions); this module adds what orchestration needs
+on top: bounded, progress-aware waits instead of sushy's fixed sleeps, LC-readiness
+gating, job-queue hygiene with escalation, staged firmware updates applied in one
+reboot and verified afterwards, and an iDRAC reset that waits for the iDRAC to return.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sushy import exceptions as sx
+
+from .errors import (
+    FirmwareVerificationFailed,
+    JobFailed,
+    JobQueueStuck,
+    JobStuck,
+    LifecycleControllerNotReady,
+    OperationTimedOut,
+    RequestRejected,
+    TargetError,
+    TargetUnreachable,
+)
+
+if TYPE_CHECKING:
+    from .redfish import RedfishClient
+
+LOG = logging.getLogger("rackpilot.targets.dell")
+
+FINISHED = {"Completed", "Failed", "CompletedWithErrors", "RebootFailed"}
+FAILED = {"Failed", "CompletedWithErrors", "RebootFailed"}
+
+
+@dataclass
+class LCStatus:
+    lc_status: str
+    rt_status: str
+    server_status: str
+    status: str
+
+    @property
+    def ready(self) -> bool:
+        return self.status == "Ready" and self.lc_status == "Ready"
+
+
+@dataclass
+class DellJob:
+    id: str
+    name: str
+    job_type: str
+    state: str
+    percent: int
+    message: str
+    message_id: str
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> DellJob:
+        return cls(str(d.get("Id", "")), str(d.get("Name", "")), str(d.get("JobType", "")),
+                   str(d.get("JobState", "")), int(d.get("PercentComplete") or 0), str(d.get("Message", "")),
+                   str(d.get("MessageId", "")))
+
+
+@dataclass
+class QueueClearResult:
+    removed: list[str]
+    forced: bool  # JID_CLEARALL was not enough; JID_CLEARALL_FORCE was used
+    message: str
+
+
+@dataclass
+class ScpExport:
+    job_id: str
+    profile: dict[str, Any]
+    sha256: str  # of the canonical JSON text, for change detection between backups
+    text: str
+
+
+@dataclass
+class UpdatePackage:
+    image_uri: str
+    component_id: str
+    target_version: str
+    name: str = ""
+    reboot_required: bool = True
+
+
+@dataclass
+class ComponentResult:
+    component_id: str
+    name: str
+    before: str | None
+    target: str
+    after: str | None = None
+    job_id: str | None = None
+    job_state: str | None = None
+    status: str = "pending"  # already_current | updated | failed | unchanged (success claimed, same version)
+    message: str = ""
+
+
+@dataclass
+class FirmwareUpdateReport:
+    components: list[ComponentResult] = field(default_factory=list)
+    rebooted: bool = False
+    queue: QueueClearResult | None = None
+
+    @property
+    def nothing_to_do(self) -> bool:
+        return all(c.status == "already_current" for c in self.components)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.status in ("already_current", "updated") for c in self.components)
+
+    def raise_for_failures(self, target: str) -> None:
+        unchanged = [c for c in self.components if c.status == "unchanged"]
+        failed = [c for c in self.components if c.status == "failed"]
+        if failed:
+            c = failed[0]
+            raise JobFailed(f"{len(failed)} component(s) failed; first: {c.name or c.component_id}: {c.message}",
+                            job_id=c.job_id, state=c.job_state, target=target, operation="firmware update")
+        if unchanged:
+            names = ", ".join(f"{c.name or c.component_id} still {c.after} (wanted {c.target})" for c in unchanged)
+            raise FirmwareVerificationFailed(f"update reported success but versions did not change: {names}",
+                                             target=target, operation="firmware update")
+
+
+class DellOEM:
+    def __init__(self, client: RedfishClient, ext: Any):
+        self.c = client
+        self.ext = ext  # sushy.oem.dell DellManagerExtension
+
+    @property
+    def target(self) -> str:
+        return self.c.target
+
+    # ---- Lifecycle Controller -----------------------------------------------------------------
+    def lc_status(self) -> LCStatus:
+        def go() -> LCStatus:
+            svc = self.ext.lifecycle_service
+            uri = svc._actions.remote_service_api_status.target_uri
+            d = self.c.conn.post(uri, data={}).json()
+            return LCStatus(str(d.get("LCStatus", "")), str(d.get("RTStatus", "")), str(d.get("ServerStatus", "")),
+                            str(d.get("Status", "")))
+
+        return self.c.call("read Lifecycle Controller status", go)
+
+    def wait_lc_ready(self, *, operation: str = "wait for Lifecycle Controller", timeout: float | None = None) -> LCStatus:
+        """Poll GetRemoteServicesAPIStatus until Ready, bounded by `timeouts.lc_ready`."""
+        limit = self.c.timeouts.lc_ready if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        while True:
+            st = self.lc_status()
+            if st.ready:
+                return st
+            if time.monotonic() >= deadline:
+                raise LifecycleControllerNotReady(
+                    f"Lifecycle Controller not ready after {limit:g} s (LCStatus={st.lc_status}, "
+                    f"RTStatus={st.rt_status}, ServerStatus={st.server_status})",
+                    target=self.target, operation=operation)
+            self.c.sleep(self.c.timeouts.poll)
+
+    # ---- job queue ---------------------------------------------------------------------------------
+    def jobs(self) -> list[DellJob]:
+        def go() -> list[DellJob]:
+            path = self.ext.job_collection.path
+            doc = self.c.conn.get(f"{path}?$expand=.($levels=1)").json()
+            return [DellJob.from_json(m) for m in doc.get("Members", []) if "JobState" in m]
+
+        return self.c.call("read job queue", go)
+
+    def job(self, job_id: str) -> DellJob:
+        def go() -> DellJob:
+            return DellJob.from_json(self.c.conn.get(f"{self.ext.job_collection.path}/{job_id}").json())
+
+        return self.c.call(f"read job {job_id}", go)
+
+    def _delete_jobs(self, job_id: str) -> None:
+        def go() -> None:
+            self.ext.job_service.delete_jobs(job_ids=[job_id])
+
+        self.c.call(f"delete job queue ({job_id})", go)
+
+    def clear_job_queue(self) -> QueueClearResult:
+        """Job-queue hygiene: JID_CLEARALL; if unfinished entries survive (wedged or still
+        running), escalate to JID_CLEARALL_FORCE, which also restarts the LC services, then
+        wait for Ready. Entries surviving even that raise JobQueueStuck."""
+        before = [j.id for j in self.jobs()]
+        if not before:
+            return QueueClearResult([], False, "job queue already empty")
+        self._delete_jobs("JID_CLEARALL")
+        left = [j for j in self.jobs() if not j.finished]
+        forced = False
+        if left:
+            # Quirk: JID_CLEARALL reports success yet leaves wedged or running entries;
+            # Dell's remedy is JID_CLEARALL_FORCE (clears pending data, restarts LC).
+            LOG.warning("target %s: %d job(s) survived JID_CLEARALL; force-clearing", self.target, len(left))
+            self._delete_jobs("JID_CLEARALL_FORCE")
+            forced = True
+            self.wait_lc_ready(operation="clear job queue")
+            left = [j for j in self.jobs() if not j.finished]
+            if left:
+                raise JobQueueStuck(f"{len(left)} job(s) still queued after JID_CLEARALL_FORCE: "
+                                    + ", ".join(f"{j.id} ({j.state})" for j in left),
+                                    job_id=left[0].id, state=left[0].state, target=self.target,
+                                    operation="clear job queue")
+        after = {j.id for j in self.jobs()}
+        removed = [j for j in before if j not in after]
+        return QueueClearResult(removed, forced, f"removed {len(removed)} job(s)" + (" with force" if forced else ""))
+
+    def wait_job(self, job_id: str, *, timeout: float | None = None, stop_at: frozenset[str] = frozenset(),
+                 operation: str = "wait for job") -> DellJob:
+        """Poll a Dell job until it finishes (or reaches a state in `stop_at`). Failed ends
+        raise JobFailed. Progress-aware: the job is declared stuck when neither its state
+        nor its percentage changed for `timeouts.stall`, or it ran past `timeout`
+        (default `timeouts.job`) — so slow-but-moving jobs are not cut off early."""
+        t = self.c.timeouts
+        limit = t.job if timeout is None else timeout
+        start = time.monotonic()
+        last_change, last_key = start, None
+        while True:
+            job = self.job(job_id)
+            if job.state in FAILED:
+                raise JobFailed(f"job {job.id} ({job.name}) ended {job.state}: {job.message}", job_id=job.id,
+                                state=job.state, target=self.target, operation=operation,
+                                message_id=job.message_id.rsplit(".", 1)[-1] or None)
+            if job.finished or job.state in stop_at:
+                return job
+            now = time.monotonic()
+            key = (job.state, job.percent)
+            if key != last_key:
+                last_key, last_change = key, now
+            if now - last_change >= t.stall:
+                raise JobStuck(f"job {job.id} ({job.name}) made no progress for {t.stall:g} s "
+                               f"(state {job.state}, {job.percent}%)", job_id=job.id, state=job.state,
+                               percent=job.percent, target=self.target, operation=operation)
+            if now - start >= limit:
+                raise JobStuck(f"job {job.id} ({job.name}) not finished after {limit:g} s "
+                               f"(state {job.state}, {job.percent}%)", job_id=job.id, state=job.state,
+                               percent=job.percent, target=self.target, operation=operation)
+            self.c.sleep(t.poll)
+
+    @staticmethod
+    def _job_id_from(headers: dict[str, str], body: dict[str, Any]) -> str:
+        loc = headers.get("Location") or headers.get("location") or body.get("@odata.id") or ""
+        jid = loc.rstrip("/").rsplit("/", 1)[-1]
+        if not jid.startswith(("JID_", "RID_")):
+            raise RequestRejected(f"the iDRAC accepted the request but returned no job id (Location {loc!r})")
+        return jid
+
+    # ---- SCP ------------------------------------------------------------------------------------------
+    def export_scp(self, target: str = "ALL", *, export_use: str = "Default",
+                   include: str = "Default") -> ScpExport:
+        """Server Configuration Profile export as JSON, waited for with `timeouts.scp`.
+        The finished task answers with the profile itself (iDRAC behaviour)."""
+        uri = self.ext.export_system_configuration_uri
+        body = {"ExportFormat": "JSON", "ExportUse": export_use, "IncludeInExport": include,
+                "ShareParameters": {"Target": [target]}}
+        status, resp, headers = self.c.configure(
+            "export SCP", lambda: self._post(uri, body))
+        jid = self._job_id_from(headers, resp)
+        task = f"/redfish/v1/TaskService/Tasks/{jid}"
+        t = self.c.timeouts
+        start = time.monotonic()
+        last_key, last_change = None, start
+        while True:
+            code, doc, _ = self.c.get_json(task, "export SCP")
+            if code == 200 and "SystemConfiguration" in doc:
+                text = json.dumps(doc, sort_keys=True, indent=1)
+                return ScpExport(jid, doc, hashlib.sha256(text.encode()).hexdigest(), text)
+            dell = (doc.get("Oem") or {}).get("Dell") or {}
+            state, pct = str(dell.get("JobState", doc.get("TaskState", ""))), int(dell.get("PercentComplete") or 0)
+            if state in FAILED or doc.get("TaskState") == "Exception":
+                raise JobFailed(f"SCP export job {jid} ended {state}: {dell.get('Message', '')}", job_id=jid,
+                                state=state, target=self.target, operation="export SCP")
+            now = time.monotonic()
+            if (state, pct) != last_key:
+                last_key, last_change = (state, pct), now
+            if now - last_change >= t.stall or now - start >= t.scp:
+                raise JobStuck(f"SCP export job {jid} not finished (state {state}, {pct}%) after "
+                               f"{now - start:.0f} s", job_id=jid, state=state, percent=pct, target=self.target,
+                               operation="export SCP")
+            self.c.sleep(t.poll)
+
+    def _post(self, uri: str, body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+        r = self.c.conn.post(uri, data=body)
+        return r.status_code, (r.json() if r.content else {}), dict(r.headers)
+
+    def import_scp(self, profile: dict[str, Any] | str, *, shutdown: str = "Graceful",
+                   wait: bool = True) -> DellJob:
+        """Apply a profile. `shutdown` Graceful/Forced reboots the host to apply; NoReboot
+        leaves the job Scheduled until someone reboots (returned as-is, not waited)."""
+        if shutdown not in ("Graceful", "Forced", "NoReboot"):
+            raise ValueError("shutdown must be Graceful, Forced or NoReboot")
+        buf = profile if isinstance(profile, str) else json.dumps(profile)
+        body = {"ImportBuffer": buf, "ShareParameters": {"Target": "ALL"}, "ShutdownType": shutdown}
+        status, resp, headers = self.c.configure(
+            "import SCP", lambda: self._post(self.ext.import_system_configuration_uri, body))
+        jid = self._job_id_from(headers, resp)
+        if not wait or shutdown == "NoReboot":
+            return self.job(jid)
+        return self.wait_job(jid, timeout=self.c.timeouts.scp, operation="import SCP")
+
+    # ---- firmware ---------------------------------------------------------------------------------
+    def simple_update(self, image_uri: str, protocol: str = "HTTP") -> str:
+        """Start a SimpleUpdate; returns the Dell job id."""
+        def go() -> tuple[int, dict[str, Any], dict[str, str]]:
+            us = self.c.root.get_update_service()
+            uri = us._actions.simple_update.target_uri
+            return self._post(uri, {"ImageURI": image_uri, "TransferProtocol": protocol})
+
+        _, resp, headers = self.c.configure("firmware SimpleUpdate", go)
+        return self._job_id_from(headers, resp)
+
+    def update_firmware(self, packages: list[UpdatePackage], *, reboot: str = "graceful_restart",
+                        clear_stale_jobs: bool = True) -> FirmwareUpdateReport:
+        """Stage every package, apply them with one host reboot, verify versions after.
+
+        - components already at the target version are skipped ("nothing to do" is success);
+        - reboot-required packages are staged (job Scheduled) while the host keeps running;
+          packages applied by the iDRAC itself (iDRAC firmware) run last, and the client
+          waits for the iDRAC to come back from the restart that follows;
+        - one reboot (`reboot`: graceful_restart or reset) applies all staged jobs;
+        - afterwards the inventory is read again: a job that "Completed" without changing
+          the version is reported `unchanged` (see `raise_for_failures`).
+        """
+        report = FirmwareUpdateReport()
+        current = {fc.component_id: fc for fc in self.c.firmware_inventory()}
+        todo: list[tuple[UpdatePackage, ComponentResult]] = []
+        for p in packages:
+            fc = current.get(p.component_id)
+            cr = ComponentResult(p.component_id, p.name or (fc.name if fc else ""), fc.version if fc else None,
+                                 p.target_version)
+            report.components.append(cr)
+            if fc is not None and fc.version == p.target_version:
+                cr.status, cr.after, cr.message = "already_current", fc.version, "already at target version"
+            else:
+                todo.append((p, cr))
+        if not todo:
+            return report
+        if clear_stale_jobs:
+            if any(not j.finished for j in self.jobs()):
+                report.queue = self.clear_job_queue()
+        staged: list[ComponentResult] = []
+        for p, cr in sorted(todo, key=lambda pc: not pc[0].reboot_required):
+            try:
+                cr.job_id = self.simple_update(p.image_uri)
+                stop = frozenset({"Scheduled"}) if p.reboot_required else frozenset()
+                job = self.wait_job(cr.job_id, stop_at=stop, operation=f"stage {cr.name or p.component_id}")
+                cr.job_state = job.state
+                if job.state == "Scheduled":
+                    staged.append(cr)
+                else:
+                    cr.message = job.message
+                    self.wait_idrac_back(operation=f"apply {cr.name or p.component_id}")
+            except (JobFailed, JobStuck) as exc:
+                cr.status, cr.job_state, cr.message = "failed", getattr(exc, "state", None), exc.detail
+        if staged:
+            power = self.c.power_state()
+            self.c.power(reboot if power == "On" else "on")
+            report.rebooted = True
+            for cr in staged:
+                try:
+                    job = self.wait_job(cr.job_id or "", operation=f"apply {cr.name or cr.component_id}")
+                    cr.job_state, cr.message = job.state, job.message
+                except (JobFailed, JobStuck) as exc:
+                    cr.status, cr.job_state, cr.message = "failed", getattr(exc, "state", None), exc.detail
+            self.wait_lc_ready(operation="firmware update")
+        after = {fc.component_id: fc.version for fc in self.c.firmware_inventory()}
+        for _, cr in todo:
+            cr.after = after.get(cr.component_id)
+            if cr.status == "failed":
+                continue
+            if cr.after == cr.target:
+                cr.status = "updated"
+            else:
+                # Quirk: the job says Completed but the component kept its old version.
+                cr.status = "unchanged"
+                cr.message = f"job {cr.job_id} reported {cr.job_state} but version is {cr.after}"
+        return report
+
+    # ---- iDRAC reset ---------------------------------------------------------------------------------
+    def reset_idrac(self, *, wait: bool = True) -> None:
+        """Restart the iDRAC (Graceful) and, with wait, return once it answers again and
+        the Lifecycle Controller is Ready; bounded by `timeouts.idrac_reset`."""
+        self.c.call("reset iDRAC", self.ext.idrac_card_service.reset_idrac)
+        if wait:
+            self.wait_idrac_back(operation="reset iDRAC", expect_down=True)
+
+    def _reachable(self) -> bool:
+        try:
+            self.c.conn.get("/redfish/v1", timeout=self.c.timeouts.connect)
+            return True
+        except sx.ConnectionError:
+            return False
+        except sx.HTTPError:
+            return True  # it answers, even if not happily
+
+    def wait_idrac_back(self, *, operation: str, expect_down: bool = False) -> None:
+        """After an iDRAC restart: wait to see it go away (when `expect_down`), come back,
+        accept our session again (sushy re-authenticates on 401) and report LC Ready."""
+        t = self.c.timeouts
+        deadline = time.monotonic() + t.idrac_reset
+        if expect_down:
+            # Quirk: the iDRAC answers the reset request first and goes down seconds later;
+            # seeing it answer right after the request proves nothing.
+            down_deadline = min(deadline, time.monotonic() + max(t.poll * 20, t.connect))
+            while self._reachable():
+                if time.monotonic() >= down_deadline:
+                    LOG.warning("target %s: iDRAC did not go away after the reset request", self.target)
+                    break
+                self.c.sleep(t.poll)
+        while not self._reachable():
+            if time.monotonic() >= deadline:
+                raise TargetUnreachable(f"iDRAC not back {t.idrac_reset:g} s after its restart",
+                                        target=self.target, operation=operation)
+            self.c.sleep(t.poll)
+        remaining = max(t.poll, deadline - time.monotonic())
+        try:
+            self.wait_lc_ready(operation=operation, timeout=remaining)
+        except TargetError as exc:
+            if isinstance(exc, LifecycleControllerNotReady):
+                raise OperationTimedOut(f"iDRAC answers but its Lifecycle Controller was not Ready within "
+                                        f"{t.idrac_reset:g} s of the restart", target=self.target,
+                                        operation=operation, hint=LifecycleControllerNotReady.hint) from None
+            raise
+
+    # ---- pre-flight -------------------------------------------------------------------------------------
+    def readiness(self) -> dict[str, Any]:
+        """iDRAC readiness for a pre-flight report: LC state and unfinished jobs."""
+        st = self.lc_status()
+        pending = [j for j in self.jobs() if not j.finished]
+        return {"lc_ready": st.ready, "lc_status": st.lc_status, "rt_status": st.rt_status,
+                "server_status": st.server_status,
+                "pending_jobs": [{"id": j.id, "name": j.name, "state": j.state} for j in pending]}
