@@ -58,6 +58,10 @@ export const handler = withErrors(async (req: Request): Promise<Response> => {
       auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false },
     });
     const { data, error } = await supabase.auth.getUser(token);
+    if (error && (!error.status || error.status >= 500)) {
+      // Auth could not be asked (down, unreachable): not the caller's fault.
+      throw new HttpError(502, "auth_unavailable", "Auth could not be reached to check the caller's token");
+    }
     if (error || !data.user) {
       throw new HttpError(401, "invalid_user_token", "Auth did not accept the caller's token", {
         auth_code: error?.code ?? null,
