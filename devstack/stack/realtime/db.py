@@ -1,0 +1,245 @@
+"""What the Realtime service asks Postgres: slot lifecycle, publication, table facts, RLS.
+
+Two kinds of connection, both as ``postgres``:
+- a small pool for catalog questions (publication, table metadata, privileges);
+- one dedicated connection for visibility checks, which switches ``role`` and
+  ``request.jwt.claims`` per subscriber group exactly as PostgREST does for a request.
+
+Row visibility is decided like Supabase Realtime's ``apply_rls``: for an INSERT/UPDATE the
+live row is selected by primary key under the subscriber's role and claims, so the table's
+policies decide. Trade-off (the same as Supabase's): a row already deleted or changed again
+when the check runs is judged by its current state, so an INSERT followed at once by a
+DELETE may not reach an RLS-restricted subscriber; service_role, which bypasses RLS, always
+sees every change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import orjson
+
+from .errors import DatabaseUnavailable, SlotError
+from .replication import StreamSpec
+
+log = logging.getLogger("rackpilot.realtime.db")
+
+PUBLICATION = "supabase_realtime"
+SLOT_PREFIX = "rackpilot_realtime_"
+CACHE_TTL_S = 2.0  # table facts and privileges are re-read after this long (s)
+QUERY_TIMEOUT_S = 5.0  # catalog questions asked on behalf of a client give up after (s)
+RETRY_DELAY_S = 0.2  # wait between attempts while Postgres is away (s)
+
+CONNECTION_ERRORS = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, ConnectionError, OSError,
+                     asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError, asyncio.TimeoutError)
+
+
+def qident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    exists: bool
+    rls: bool = False
+    columns: tuple[tuple[str, str], ...] = ()  # (name, typname) in attnum order
+    pk: tuple[tuple[str, str], ...] = ()  # (name, format_type) of the primary key
+
+
+class Database:
+    def __init__(self, dsn: str):
+        self.dsn = dsn
+        self._pool: asyncpg.Pool | None = None
+        self._rls: asyncpg.Connection | None = None
+        self._rls_lock = asyncio.Lock()
+        self._tables: dict[tuple[str, str], tuple[float, TableInfo]] = {}
+        self._privs: dict[tuple[str, str, str], tuple[float, bool]] = {}
+        self.typnames: dict[int, str] = {}
+
+    async def start(self) -> None:
+        self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=3, command_timeout=QUERY_TIMEOUT_S,
+                                               server_settings={"application_name": "rackpilot-realtime",
+                                                                "TimeZone": "UTC"})
+        await self.load_types()
+
+    async def close(self) -> None:
+        if self._rls is not None:
+            self._rls.terminate()
+            self._rls = None
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool = None
+
+    # --- catalog --------------------------------------------------------------------
+    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        assert self._pool is not None
+        try:
+            return await asyncio.wait_for(self._pool.fetch(sql, *args), QUERY_TIMEOUT_S)
+        except CONNECTION_ERRORS as exc:
+            # one retry: the pool hands out a fresh connection after a Postgres restart
+            try:
+                return await asyncio.wait_for(self._pool.fetch(sql, *args), QUERY_TIMEOUT_S)
+            except CONNECTION_ERRORS:
+                raise DatabaseUnavailable(f"database unavailable ({type(exc).__name__})") from None
+
+    async def load_types(self) -> None:
+        rows = await self._fetch("select oid::int8 as oid, typname from pg_type")
+        self.typnames = {r["oid"]: r["typname"] for r in rows}
+
+    def typname(self, oid: int | None, fallback: str) -> str:
+        if oid is None:
+            return fallback
+        return self.typnames.get(oid) or fallback
+
+    async def publication(self) -> StreamSpec:
+        rows = await self._fetch(
+            """select p.puballtables, p.pubinsert, p.pubupdate, p.pubdelete, t.schemaname, t.tablename
+               from pg_publication p left join pg_publication_tables t on t.pubname = p.pubname
+               where p.pubname = $1""", PUBLICATION)
+        if not rows:
+            return StreamSpec(all_tables=False, tables=frozenset())
+        first = rows[0]
+        actions = {a for a, on in (("insert", first["pubinsert"]), ("update", first["pubupdate"]),
+                                   ("delete", first["pubdelete"])) if on}
+        tables = frozenset((r["schemaname"], r["tablename"]) for r in rows if r["tablename"] is not None)
+        return StreamSpec(all_tables=bool(first["puballtables"]), tables=tables, actions=frozenset(actions))
+
+    async def table(self, schema: str, table: str, fresh: bool = False) -> TableInfo:
+        key = (schema, table)
+        hit = self._tables.get(key)
+        now = time.monotonic()
+        if hit is not None and not fresh and now - hit[0] < CACHE_TTL_S:
+            return hit[1]
+        rows = await self._fetch(
+            """select c.relrowsecurity, a.attname, t.typname, format_type(a.atttypid, a.atttypmod) as fmt,
+                      coalesce(a.attnum = any(i.indkey), false) as is_pk
+               from pg_class c
+               join pg_namespace n on n.oid = c.relnamespace
+               left join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
+               left join pg_type t on t.oid = a.atttypid
+               left join pg_index i on i.indrelid = c.oid and i.indisprimary
+               where n.nspname = $1 and c.relname = $2 and c.relkind in ('r', 'p', 'v', 'm', 'f')
+               order by a.attnum""", schema, table)
+        if not rows:
+            info = TableInfo(exists=False)
+        else:
+            info = TableInfo(
+                exists=True, rls=bool(rows[0]["relrowsecurity"]),
+                columns=tuple((r["attname"], r["typname"]) for r in rows if r["attname"] is not None),
+                pk=tuple((r["attname"], r["fmt"]) for r in rows if r["is_pk"]),
+            )
+        self._tables[key] = (now, info)
+        return info
+
+    async def can_select(self, role: str, schema: str, table: str) -> bool:
+        key = (role, schema, table)
+        hit = self._privs.get(key)
+        now = time.monotonic()
+        if hit is not None and now - hit[0] < CACHE_TTL_S:
+            return hit[1]
+        rows = await self._fetch(
+            """select has_table_privilege($1, c.oid, 'SELECT') as ok
+               from pg_class c join pg_namespace n on n.oid = c.relnamespace
+               where n.nspname = $2 and c.relname = $3""", role, schema, table)
+        ok = bool(rows and rows[0]["ok"])
+        self._privs[key] = (now, ok)
+        return ok
+
+    def forget(self) -> None:
+        self._tables.clear()
+        self._privs.clear()
+
+    # --- slot ---------------------------------------------------------------------------
+    async def create_slot(self, slot: str) -> None:
+        """Fresh slot for this server. Inactive slots of ours are left-overs of a server
+        that did not shut down cleanly (their WAL is of no use to anyone): drop them."""
+        try:
+            await self._fetch(
+                """select pg_drop_replication_slot(slot_name) from pg_replication_slots
+                   where slot_name like $1 and not active""", SLOT_PREFIX + "%")
+            await self._fetch(
+                """select pg_terminate_backend(active_pid) from pg_replication_slots
+                   where slot_name = $1 and active""", slot)
+            for _ in range(50):
+                rows = await self._fetch("select active from pg_replication_slots where slot_name = $1", slot)
+                if not rows:
+                    break
+                if not rows[0]["active"]:
+                    await self._fetch("select pg_drop_replication_slot($1)", slot)
+                    break
+                await asyncio.sleep(0.1)
+            await self._fetch("select pg_create_logical_replication_slot($1, 'wal2json')", slot)
+        except asyncpg.PostgresError as exc:
+            raise SlotError(f"could not create replication slot {slot}: {exc}") from None
+
+    async def drop_slot(self, slot: str, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                rows = await self._fetch(
+                    "select active, active_pid from pg_replication_slots where slot_name = $1", slot)
+                if not rows:
+                    return
+                if rows[0]["active"]:
+                    await self._fetch("select pg_terminate_backend($1)", rows[0]["active_pid"])
+                else:
+                    await self._fetch("select pg_drop_replication_slot($1)", slot)
+                    return
+            except (asyncpg.PostgresError, DatabaseUnavailable) as exc:
+                if time.monotonic() > deadline:
+                    raise SlotError(f"could not drop replication slot {slot}: {exc}") from None
+            if time.monotonic() > deadline:
+                raise SlotError(f"replication slot {slot} stayed active")
+            await asyncio.sleep(0.1)
+
+    # --- visibility -----------------------------------------------------------------------
+    async def _rls_conn(self) -> asyncpg.Connection:
+        if self._rls is None or self._rls.is_closed():
+            self._rls = await asyncpg.connect(self.dsn, timeout=QUERY_TIMEOUT_S, server_settings={
+                "application_name": "rackpilot-realtime-rls", "statement_timeout": "5s", "TimeZone": "UTC"})
+        return self._rls
+
+    async def visible_rows(self, info: TableInfo, schema: str, table: str, role: str, claims_json: str,
+                           sub: str, keys: list[tuple]) -> set[int]:
+        """Indexes into ``keys`` (primary-key tuples, as text) of rows ``role`` with
+        ``claims`` can SELECT now. Raises DatabaseUnavailable if Postgres is away."""
+        if not info.pk:
+            return set()  # without a primary key a row cannot be re-read: RLS roles get nothing
+        arrays = [[None if k[i] is None else _text(k[i]) for k in keys] for i in range(len(info.pk))]
+        cols = ", ".join(f"k{i}" for i in range(len(info.pk)))
+        unnest = ", ".join(f"${i + 1}::text[]" for i in range(len(info.pk)))
+        cond = " and ".join(f"x.{qident(name)} = u.k{i}::{fmt}" for i, (name, fmt) in enumerate(info.pk))
+        sql = (f"select u.i::int4 from unnest({unnest}) with ordinality as u({cols}, i) "
+               f"where exists (select 1 from {qident(schema)}.{qident(table)} x where {cond})")
+        async with self._rls_lock:
+            try:
+                conn = await self._rls_conn()
+                await conn.execute(
+                    "select set_config('role', $1, false), set_config('request.jwt.claims', $2, false), "
+                    "set_config('request.jwt.claim.sub', $3, false), set_config('request.jwt.claim.role', $1, false)",
+                    role, claims_json, sub)
+                rows = await conn.fetch(sql, *arrays)
+            except CONNECTION_ERRORS as exc:
+                if self._rls is not None:
+                    self._rls.terminate()
+                    self._rls = None
+                raise DatabaseUnavailable(f"database unavailable ({type(exc).__name__})") from None
+            except asyncpg.PostgresError as exc:
+                # permission denied, a dropped table, a policy that raises: not visible
+                log.info("visibility check on %s.%s for role %s failed: %s", schema, table, role,
+                         getattr(exc, "sqlstate", ""))
+                return set()
+        return {r[0] - 1 for r in rows}
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return orjson.dumps(value).decode()
+    return str(value)

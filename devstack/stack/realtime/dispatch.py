@@ -1,0 +1,322 @@
+"""From wal2json messages to postgres_changes frames on subscriber queues.
+
+Batches from the replication thread are processed strictly in order by one task, so the
+order of changes is preserved (per table and overall). For each batch:
+1. build each published change once (typed record, columns, commit timestamp);
+2. match it against the bindings (event, schema, table, filter) → channels and ids;
+3. decide visibility per distinct (role, claims) group with one query per table and group
+   for the whole batch (service_role sees everything; DELETEs go to roles that may SELECT
+   from the table, as Supabase does);
+4. put the frames on the subscribers' queues, then confirm the batch's last commit to the
+   slot. A batch whose checks fail because Postgres is away is retried, never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from .channels import Binding, Channel
+from .db import Database, TableInfo
+from .errors import DatabaseUnavailable
+from .protocol import encode_change
+from .replication import Batch, StreamSpec, WalStream
+from .values import commit_timestamp, convert
+
+log = logging.getLogger("rackpilot.realtime.dispatch")
+
+KINDS = {"I": "INSERT", "U": "UPDATE", "D": "DELETE"}
+DEDUP_XIDS = 50_000  # dispatched transaction ids remembered to skip re-sends after a reconnect (count)
+RETRY_S = 0.2  # wait before retrying a batch while Postgres is away (s)
+
+
+@dataclass(eq=False, slots=True)
+class Change:
+    schema: str
+    table: str
+    kind: str
+    commit_ts: str
+    columns: list[dict[str, str]]
+    types: dict[str, str]
+    record: dict[str, Any] | None
+    old_record: dict[str, Any] | None
+    key: tuple | None  # primary key values (wal2json's) of the row to re-read for RLS
+    info: TableInfo | None = None
+    targets: dict[Channel, list[int]] = field(default_factory=dict)
+    visible: set[Channel] = field(default_factory=set)
+    _encoded: dict[Any, str] = field(default_factory=dict)
+
+    def data_json(self, select: frozenset[str] | None) -> str:
+        cached = self._encoded.get(select)
+        if cached is not None:
+            return cached
+        data: dict[str, Any] = {
+            "schema": self.schema, "table": self.table, "commit_timestamp": self.commit_ts,
+            "type": self.kind, "errors": None,
+        }
+        columns = self.columns
+        record, old = self.record, self.old_record
+        if select is not None:
+            columns = [c for c in columns if c["name"] in select]
+            record = None if record is None else {k: v for k, v in record.items() if k in select}
+            old = None if old is None else {k: v for k, v in old.items() if k in select}
+        data["columns"] = columns
+        if self.kind in ("INSERT", "UPDATE"):
+            data["record"] = record
+        if self.kind in ("UPDATE", "DELETE"):
+            data["old_record"] = old if old is not None else {}
+        text = orjson.dumps(data).decode()
+        self._encoded[select] = text
+        return text
+
+
+class Dispatcher:
+    def __init__(self, db: Database, registry: Registry):
+        self.db = db
+        self.registry = registry
+        self.stream: WalStream | None = None
+        self._pending: deque[Batch] = deque()
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._dispatched: OrderedDict[int, StreamSpec] = OrderedDict()
+        self._skip: tuple[int, StreamSpec] | None = None
+        self.delivered = 0  # frames queued (count), for diagnostics
+
+    def start(self, stream: WalStream) -> None:
+        self.stream = stream
+        self._task = asyncio.create_task(self._run(), name="realtime-dispatch")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    def feed(self, batch: Batch) -> None:
+        """Called on the loop (call_soon_threadsafe) with a batch from the stream."""
+        self._pending.append(batch)
+        if self.stream is not None:
+            self.stream.backlog += len(batch)
+        self._wakeup.set()
+
+    async def _run(self) -> None:
+        while True:
+            while not self._pending:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            batch = self._pending.popleft()
+            while True:
+                try:
+                    await self._process(batch)
+                    break
+                except DatabaseUnavailable:
+                    await asyncio.sleep(RETRY_S)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # noqa: BLE001 - one bad batch must not stop Realtime
+                    log.exception("dispatching a batch of changes failed")
+                    break
+            if self.stream is not None:
+                self.stream.backlog -= len(batch)
+
+    async def _process(self, batch: Batch) -> None:
+        assert self.stream is not None
+        spec = self.stream.streaming_spec or self.stream.spec
+        changes: list[Change] = []
+        commit_lsn = 0
+        committed: list[int] = []
+        for lsn, msg in batch:
+            action = msg.get("action")
+            xid = msg.get("xid")
+            if action == "B":
+                prior = self._dispatched.get(xid) if xid is not None else None
+                self._skip = (xid, prior) if prior is not None else None
+                continue
+            if action == "C":
+                commit_lsn = max(commit_lsn, lsn)
+                if xid is not None:
+                    committed.append(xid)
+                self._skip = None
+                continue
+            kind = KINDS.get(action)
+            if kind is None:
+                continue
+            schema, table = msg.get("schema", ""), msg.get("table", "")
+            if not spec.covers(schema, table):
+                continue  # removed from the publication since the stream started
+            if self._skip is not None and self._skip[0] == xid and self._skip[1].covers(schema, table):
+                continue  # already dispatched before the stream reconnected
+            targets = self.registry.match(schema, table, kind)
+            if not targets:
+                continue
+            change = await self._build(msg, schema, table, kind)
+            if change is None:
+                continue
+            self._filter(change, targets)
+            if change.targets:
+                changes.append(change)
+        if changes:
+            await self._decide(changes)
+            for change in changes:
+                self._deliver(change)
+        for xid in committed:
+            self._dispatched[xid] = spec
+        while len(self._dispatched) > DEDUP_XIDS:
+            self._dispatched.popitem(last=False)
+        if commit_lsn:
+            self.stream.flush_lsn = max(self.stream.flush_lsn, commit_lsn)
+
+    async def _build(self, msg: dict, schema: str, table: str, kind: str) -> Change | None:
+        typname = self.db.typname
+        info = await self.db.table(schema, table)
+        record = old = None
+        types: dict[str, str] = {}
+        columns: list[dict[str, str]] = []
+        if kind != "DELETE":
+            record = {}
+            for col in msg.get("columns") or ():
+                t = typname(col.get("typeoid"), col.get("type", "text"))
+                types[col["name"]] = t
+                columns.append({"name": col["name"], "type": t})
+                record[col["name"]] = convert(t, col.get("value"))
+        else:
+            columns = [{"name": n, "type": t} for n, t in info.columns]
+            types = dict(info.columns)
+        identity = msg.get("identity")
+        if kind != "INSERT":
+            old = {}
+            for col in identity or ():
+                t = typname(col.get("typeoid"), col.get("type", "text"))
+                types.setdefault(col["name"], t)
+                old[col["name"]] = convert(t, col.get("value"))
+        key = None
+        pk = msg.get("pk")
+        if pk and kind != "DELETE":
+            raw = {c["name"]: c.get("value") for c in msg.get("columns") or ()}
+            key = tuple(raw.get(p["name"]) for p in pk)
+        return Change(schema=schema, table=table, kind=kind, commit_ts=commit_timestamp(msg.get("timestamp")),
+                      columns=columns, types=types, record=record, old_record=old, key=key, info=info)
+
+    @staticmethod
+    def _filter(change: Change, targets: list[tuple[Channel, Binding]]) -> None:
+        out = change.targets
+        values = change.record if change.kind != "DELETE" else change.old_record
+        for channel, binding in targets:
+            flt = binding.filter
+            if flt is not None and values is not None:
+                if change.kind == "DELETE" and flt.column not in values:
+                    pass  # Supabase cannot filter DELETEs on columns the replica identity lacks
+                elif not flt.matches(values, change.types):
+                    continue
+            ids = out.get(channel)
+            if ids is None:
+                out[channel] = [binding.id]
+            elif binding.id not in ids:
+                ids.append(binding.id)
+
+    async def _decide(self, changes: list[Change]) -> None:
+        """Fill ``change.visible``: which target channels may see each change."""
+        groups: dict[tuple, list[tuple[Change, list[Channel]]]] = {}
+        for change in changes:
+            by_group: dict[tuple, list[Channel]] = {}
+            for channel in change.targets:
+                if channel.role == "service_role":
+                    change.visible.add(channel)
+                    continue
+                by_group.setdefault(channel.group, []).append(channel)
+            for group, chans in by_group.items():
+                role = group[0]
+                info = change.info
+                needs_row = change.kind != "DELETE" and info is not None and info.rls
+                if not needs_row:
+                    if await self.db.can_select(role, change.schema, change.table):
+                        change.visible.update(chans)
+                    continue
+                if change.key is None:
+                    continue  # RLS table without a primary key: nothing to re-read
+                groups.setdefault((change.schema, change.table, group), []).append((change, chans))
+        for (schema, table, (role, claims_json)), items in groups.items():
+            info = items[0][0].info
+            assert info is not None
+            keys = [c.key for c, _ in items]
+            first = items[0][1][0]
+            seen = await self.db.visible_rows(info, schema, table, role, claims_json, first.sub, keys)
+            for i in seen:
+                change, chans = items[i]
+                change.visible.update(chans)
+
+    def _deliver(self, change: Change) -> None:
+        for channel, ids in change.targets.items():
+            if channel not in change.visible:
+                continue
+            sock = channel.socket
+            if sock.dead or channel.socket.channels.get(channel.topic) is not channel:
+                continue  # left or replaced since the change was matched
+            select = self.registry.projection(channel, ids)
+            frame = encode_change(sock.vsn, channel.topic_json, orjson.dumps(ids).decode(),
+                                  change.data_json(select))
+            if sock.push(frame):
+                self.delivered += 1
+            else:
+                self.registry.overflow(sock)
+
+
+class Registry:
+    """Who listens to what, indexed by (schema, table) for the dispatcher."""
+
+    def __init__(self) -> None:
+        self.channels: set[Channel] = set()
+        self._exact: dict[tuple[str, str], list[tuple[Channel, Binding]]] = {}
+        self._wild: list[tuple[Channel, Binding]] = []
+        self._dirty = False
+        self.on_overflow = lambda sock: None
+
+    def add(self, channel: Channel) -> None:
+        if channel.bindings:
+            self.channels.add(channel)
+            self._dirty = True
+
+    def remove(self, channel: Channel) -> None:
+        if channel in self.channels:
+            self.channels.discard(channel)
+            self._dirty = True
+
+    def _rebuild(self) -> None:
+        exact: dict[tuple[str, str], list[tuple[Channel, Binding]]] = {}
+        wild: list[tuple[Channel, Binding]] = []
+        for channel in self.channels:
+            for b in channel.bindings:
+                if b.schema != "*" and b.table not in (None, "*"):
+                    exact.setdefault((b.schema, b.table), []).append((channel, b))
+                else:
+                    wild.append((channel, b))
+        self._exact, self._wild, self._dirty = exact, wild, False
+
+    def match(self, schema: str, table: str, kind: str) -> list[tuple[Channel, Binding]]:
+        if self._dirty:
+            self._rebuild()
+        out = [(c, b) for c, b in self._exact.get((schema, table), ()) if b.event == "*" or b.event == kind]
+        if self._wild:
+            out.extend((c, b) for c, b in self._wild if b.wants(schema, table, kind))
+        return out
+
+    @staticmethod
+    def projection(channel: Channel, ids: list[int]) -> frozenset[str] | None:
+        """Columns to send: the union of the matched bindings' ``select`` lists, or all."""
+        cols: set[str] = set()
+        for b in channel.bindings:
+            if b.id in ids:
+                if b.select is None:
+                    return None
+                cols.update(b.select)
+        return frozenset(cols)
+
+    def overflow(self, sock: Any) -> None:
+        self.on_overflow(sock)

@@ -1,0 +1,448 @@
+"""The gateway's ``/realtime/v1`` service: Supabase Realtime's websocket for the local stack.
+
+``/realtime/v1/websocket?apikey=<key>&vsn=1.0.0`` speaks the Phoenix channel protocol as
+Supabase Realtime does (see supabase-clients.md): ``phx_join`` with postgres_changes
+bindings and broadcast options, ``phx_leave``, ``heartbeat`` on ``phoenix``,
+``access_token`` (re-verified; a token that no longer grants access closes the channel
+with a ``system`` error and ``phx_close``), client-to-client ``broadcast`` with ``self``
+and ``ack``, and ``system`` messages. Changes come from logical decoding (see
+replication.py and dispatch.py).
+
+Limits: frames over MAX_FRAME_BYTES get an error reply and are otherwise ignored, as are
+frames that are not JSON or not Phoenix messages; the socket stays open. A client whose
+outgoing queue overflows gets a ``system`` error on each channel and is disconnected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+
+from ..asgi import header_dict, send_json
+from ..jwtauth import JWTError
+from .channels import Binding, Channel, Socket, next_binding_id
+from .db import SLOT_PREFIX, Database
+from .dispatch import Dispatcher, Registry
+from .errors import BindingError, DatabaseUnavailable, FilterError, ProtocolError, SlotError
+from .filters import parse_filter
+from .protocol import MAX_FRAME_BYTES, SUPPORTED_VSN, VSN_1, Frame, decode_binary, decode_text, encode, reply
+from .replication import WalStream
+
+log = logging.getLogger("rackpilot.realtime")
+
+MAX_CHANNELS_PER_SOCKET = 100  # topics one websocket may join (count)
+MAX_BINDINGS_PER_CHANNEL = 100  # postgres_changes bindings per join (count)
+PUBLICATION_POLL_S = 1.0  # how often the publication is re-read for new/removed tables (s)
+JOIN_STREAM_WAIT_S = 5.0  # a join waits this long for the stream to include its tables (s)
+SLOW_CLIENT_GRACE_S = 5.0  # a dropped slow client gets this long to take its error and close (s)
+EVENTS = ("INSERT", "UPDATE", "DELETE", "*")
+
+
+class RealtimeService:
+    def __init__(self, ctx: Any):
+        self.ctx = ctx
+        self.verifier = ctx.verifier
+        self.slot = f"{SLOT_PREFIX}{ctx.cfg.api_port}"
+        self.db = Database(ctx.dsn("postgres"))
+        self.registry = Registry()
+        self.registry.on_overflow = self._drop_slow
+        self.dispatcher = Dispatcher(self.db, self.registry)
+        self.stream: WalStream | None = None
+        self.sockets: set[Socket] = set()
+        self.broadcast_groups: dict[tuple[str, bool], set[Channel]] = {}
+        self._watch: asyncio.Task | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------
+    async def startup(self) -> None:
+        await self.db.start()
+        await self.db.create_slot(self.slot)
+        spec = await self.db.publication()
+        loop = asyncio.get_running_loop()
+        self.stream = WalStream(dsn=self.ctx.dsn("postgres"), slot=self.slot, loop=loop,
+                                deliver=self.dispatcher.feed, on_state=self._stream_state, spec=spec)
+        self.dispatcher.start(self.stream)
+        ready = self.stream.set_spec(spec)
+        self.stream.start()
+        try:
+            await asyncio.wait_for(ready, 10)
+        except TimeoutError:
+            raise SlotError(f"the replication stream on slot {self.slot} did not start") from None
+        self._watch = asyncio.create_task(self._watch_publication(), name="realtime-publication")
+
+    async def shutdown(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+        for sock in list(self.sockets):
+            sock.push_final([])
+        await self.dispatcher.stop()
+        if self.stream is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.stream.stop)
+        try:
+            await self.db.drop_slot(self.slot)
+        except SlotError as exc:
+            log.warning("%s", exc)
+        await self.db.close()
+
+    def _stream_state(self, up: bool) -> None:
+        if up:
+            self.db.forget()  # a restart may have come with DDL: re-read table facts
+
+    async def _watch_publication(self) -> None:
+        while True:
+            await asyncio.sleep(PUBLICATION_POLL_S)
+            try:
+                await self._sync_publication()
+            except DatabaseUnavailable:
+                continue
+            except Exception:  # noqa: BLE001 - keep watching whatever happened
+                log.exception("reading the publication failed")
+
+    async def _sync_publication(self) -> asyncio.Future:
+        assert self.stream is not None
+        spec = await self.db.publication()
+        if spec != self.stream.spec:
+            self.db.forget()
+        return self.stream.set_spec(spec)
+
+    # --- ASGI -------------------------------------------------------------------------------
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await send_json(send, 404, {"message": "only the websocket endpoint /realtime/v1/websocket is served"})
+            return
+        if scope["type"] != "websocket":
+            return
+        if scope["path"].rstrip("/") != "/realtime/v1/websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        vsn = (query.get("vsn") or [VSN_1])[0]
+        token = (query.get("apikey") or [None])[0] or header_dict(scope).get("apikey")
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        if vsn not in SUPPORTED_VSN:
+            await self._reject(scope, send, 400, f"unsupported protocol version {vsn!r}")
+            return
+        try:
+            claims = self.verifier.verify(token)
+        except JWTError as exc:
+            await self._reject(scope, send, 403, exc.message)
+            return
+        await send({"type": "websocket.accept"})
+        sock = Socket(vsn, claims, token or "")
+        self.sockets.add(sock)
+        writer = asyncio.create_task(sock.writer(send))
+        reader = asyncio.create_task(self._read(sock, receive))
+        try:
+            await asyncio.wait({reader, sock.finished}, return_when=asyncio.FIRST_COMPLETED)
+            if sock.dead and not reader.done():
+                # a dropped slow client: give it a moment to take its error, then let go
+                await asyncio.wait({reader, sock.finished}, timeout=SLOW_CLIENT_GRACE_S,
+                                   return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            reader.cancel()
+            writer.cancel()
+            self._forget_socket(sock)
+
+    async def _reject(self, scope: dict, send: Any, status: int, message: str) -> None:
+        if "websocket.http.response" in scope.get("extensions", {}):
+            body = orjson.dumps({"message": message})
+            await send({"type": "websocket.http.response.start", "status": status,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(body)).encode())]})
+            await send({"type": "websocket.http.response.body", "body": body})
+        else:
+            await send({"type": "websocket.close", "code": 1008})
+
+    async def _read(self, sock: Socket, receive: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if message["type"] != "websocket.receive" or sock.dead:
+                continue
+            text, data = message.get("text"), message.get("bytes")
+            size = len(text) if text is not None else len(data or b"")
+            try:
+                if size > MAX_FRAME_BYTES:
+                    self._oversize(sock, text, data)
+                    continue
+                frame = decode_text(text) if text is not None else decode_binary(data or b"")
+            except ProtocolError as exc:
+                self._send(sock, encode(sock.vsn, "phoenix", "phx_reply",
+                                        {"status": "error", "response": {"reason": str(exc)}}))
+                continue
+            try:
+                await self._handle(sock, frame)
+            except Exception:  # noqa: BLE001 - one bad frame must not end the socket
+                log.exception("handling a %s frame failed", frame.event)
+                self._reply(sock, frame, "error", {"reason": "internal error handling the message"})
+
+    def _oversize(self, sock: Socket, text: str | None, data: bytes | None) -> None:
+        reason = f"frame of more than {MAX_FRAME_BYTES} bytes ignored"
+        frame = None
+        try:
+            frame = decode_text(text) if text is not None else decode_binary(data or b"")
+        except ProtocolError:
+            pass
+        if frame is not None and frame.ref is not None:
+            self._reply(sock, frame, "error", {"reason": reason})
+        else:
+            self._send(sock, encode(sock.vsn, "phoenix", "phx_reply", {"status": "error", "response": {"reason": reason}}))
+
+    # --- outgoing -----------------------------------------------------------------------------
+    def _send(self, sock: Socket, text: str) -> None:
+        if not sock.push(text) and not sock.dead:
+            self._drop_slow(sock)
+
+    def _reply(self, sock: Socket, frame: Frame, status: str, response: Any) -> None:
+        if frame.ref is None and frame.event != "heartbeat":
+            return  # nothing to correlate a reply with
+        self._send(sock, reply(sock.vsn, frame, status, response))
+
+    def _system(self, channel: Channel, status: str, message: str, extension: str = "system") -> str:
+        return encode(channel.socket.vsn, channel.topic, "system",
+                      {"channel": channel.sub_topic, "extension": extension, "message": message,
+                       "status": status})
+
+    def _drop_slow(self, sock: Socket) -> None:
+        if sock.dead:
+            return
+        frames = [self._system(ch, "error", "Too many messages queued for this client: disconnected")
+                  for ch in sock.channels.values()]
+        for ch in list(sock.channels.values()):
+            self._unregister(ch)
+        sock.push_final(frames)
+        log.warning("disconnected a slow Realtime client (outgoing queue overflowed)")
+
+    # --- frames -------------------------------------------------------------------------------
+    async def _handle(self, sock: Socket, frame: Frame) -> None:
+        event = frame.event
+        if frame.topic == "phoenix":
+            if event == "heartbeat":
+                self._reply(sock, frame, "ok", {})
+            else:
+                self._reply(sock, frame, "error", {"reason": f"unknown event {event!r} on topic phoenix"})
+            return
+        if event == "phx_join":
+            await self._join(sock, frame)
+            return
+        channel = sock.channels.get(frame.topic)
+        if channel is None:
+            self._reply(sock, frame, "error", {"reason": "unmatched topic"})
+            return
+        if event == "phx_leave":
+            self._unregister(channel)
+            sock.channels.pop(frame.topic, None)
+            self._reply(sock, frame, "ok", {})
+        elif event == "access_token":
+            await self._access_token(channel, frame)
+        elif event == "broadcast":
+            self._broadcast(channel, frame)
+        elif event == "heartbeat":
+            self._reply(sock, frame, "ok", {})
+        else:
+            self._reply(sock, frame, "error", {"reason": f"unknown event {event!r}"})
+
+    async def _join(self, sock: Socket, frame: Frame) -> None:
+        payload = frame.payload if isinstance(frame.payload, dict) else None
+        if payload is None:
+            self._reply(sock, frame, "error", {"reason": "join payload must be an object"})
+            return
+        if not frame.topic.startswith("realtime:"):
+            self._reply(sock, frame, "error", {"reason": "topic must start with 'realtime:'"})
+            return
+        if frame.topic not in sock.channels and len(sock.channels) >= MAX_CHANNELS_PER_SOCKET:
+            self._reply(sock, frame, "error", {"reason": f"at most {MAX_CHANNELS_PER_SOCKET} channels per connection"})
+            return
+        token = payload.get("access_token")
+        if token is not None and not isinstance(token, str):
+            self._reply(sock, frame, "error", {"reason": "access_token must be a string"})
+            return
+        token = token or sock.token
+        try:
+            claims = self.verifier.verify(token)
+        except JWTError as exc:
+            self._reply(sock, frame, "error", {"reason": f"Invalid token: {exc.message}"})
+            return
+        config = payload.get("config") or {}
+        if not isinstance(config, dict):
+            self._reply(sock, frame, "error", {"reason": "config must be an object"})
+            return
+        broadcast = config.get("broadcast") or {}
+        broadcast = broadcast if isinstance(broadcast, dict) else {}
+        channel = Channel(socket=sock, topic=frame.topic, join_ref=frame.join_ref or frame.ref, claims=claims,
+                          token=token, broadcast_self=bool(broadcast.get("self")),
+                          broadcast_ack=bool(broadcast.get("ack")), private=bool(config.get("private")))
+        raw = config.get("postgres_changes") or []
+        try:
+            bindings = self._parse_bindings(raw)
+            if bindings:
+                await self._check_bindings(channel.role, bindings)
+        except (BindingError, FilterError) as exc:
+            self._reply(sock, frame, "error", {"reason": str(exc)})
+            return
+        except DatabaseUnavailable:
+            self._reply(sock, frame, "error", {"reason": "database unavailable, retry shortly"})
+            return
+        channel.bindings = bindings
+        old = sock.channels.get(frame.topic)
+        if old is not None:
+            # a client re-joining a topic (reconnect, rejoin after timeout) replaces its
+            # channel silently: a phx_close here would close the new channel client-side
+            self._unregister(old)
+        sock.channels[frame.topic] = channel
+        self.registry.add(channel)
+        self.broadcast_groups.setdefault((channel.topic, channel.private), set()).add(channel)
+        self._arm_expiry(channel)
+        self._reply(sock, frame, "ok", {"postgres_changes": [b.echo for b in bindings]})
+        if bindings:
+            self._send(sock, self._system(channel, "ok", "Subscribed to PostgreSQL", "postgres_changes"))
+
+    def _parse_bindings(self, raw: Any) -> list[Binding]:
+        if not isinstance(raw, list):
+            raise BindingError("postgres_changes must be a list")
+        if len(raw) > MAX_BINDINGS_PER_CHANNEL:
+            raise BindingError(f"at most {MAX_BINDINGS_PER_CHANNEL} postgres_changes bindings per channel")
+        out = []
+        for item in raw:
+            if not isinstance(item, dict):
+                raise BindingError("each postgres_changes binding must be an object")
+            event = item.get("event")
+            if not isinstance(event, str) or event.upper() not in EVENTS:
+                raise BindingError(f"invalid event {event!r}: use INSERT, UPDATE, DELETE or *")
+            schema = item.get("schema", "public")
+            table = item.get("table")
+            if not isinstance(schema, str) or not schema:
+                raise BindingError("schema must be a non-empty string")
+            if table is not None and (not isinstance(table, str) or not table):
+                raise BindingError("table must be a non-empty string")
+            flt_text = item.get("filter")
+            flt = parse_filter(flt_text) if flt_text not in (None, "") else None
+            select = item.get("select")
+            if select is not None:
+                if not isinstance(select, list) or not all(isinstance(c, str) for c in select):
+                    raise BindingError("select must be a list of column names")
+                select = tuple(select)
+            echo = {k: item[k] for k in ("event", "schema", "table", "filter", "select") if k in item}
+            bid = next_binding_id()
+            echo["id"] = bid
+            out.append(Binding(id=bid, event=event.upper(), schema=schema, table=table, filter=flt,
+                               select=select, echo=echo))
+        return out
+
+    async def _check_bindings(self, role: str, bindings: list[Binding]) -> None:
+        """A concrete table must exist, be readable by the role, and have the filtered
+        and selected columns; the stream must include the publication's current tables."""
+        for b in bindings:
+            if b.schema == "*" or b.table in (None, "*"):
+                continue
+            info = await self.db.table(b.schema, b.table)
+            if not info.exists:
+                raise BindingError(f"Unable to subscribe to changes: table {b.schema}.{b.table} does not exist")
+            names = {n for n, _ in info.columns}
+            if b.filter is not None and b.filter.column not in names:
+                raise BindingError(f"invalid column for filter {b.filter.column}")
+            if b.select is not None and not set(b.select) <= names:
+                raise BindingError(f"select names unknown columns of {b.schema}.{b.table}")
+            if role != "service_role" and not await self.db.can_select(role, b.schema, b.table):
+                raise BindingError(f"permission denied for table {b.schema}.{b.table}")
+        ready = await self._sync_publication()
+        try:
+            await asyncio.wait_for(asyncio.shield(ready), JOIN_STREAM_WAIT_S)
+        except TimeoutError:
+            raise DatabaseUnavailable("replication stream not ready") from None
+
+    async def _access_token(self, channel: Channel, frame: Frame) -> None:
+        sock = channel.socket
+        payload = frame.payload if isinstance(frame.payload, dict) else {}
+        token = payload.get("access_token")
+        if token is None or token == "":
+            # supabase-js sends a null token after sign-out: fall back to the apikey
+            token = sock.token
+        if not isinstance(token, str):
+            self._reply(sock, frame, "error", {"reason": "access_token must be a string"})
+            return
+        try:
+            claims = self.verifier.verify(token)
+        except JWTError as exc:
+            self._revoke(channel, f"Invalid token: {exc.message}")
+            return
+        role = claims.get("role", "anon")
+        try:
+            for b in channel.bindings:
+                if b.schema == "*" or b.table in (None, "*") or role == "service_role":
+                    continue
+                if not await self.db.can_select(role, b.schema, b.table):
+                    self._revoke(channel, f"You do not have permission to read {b.schema}.{b.table} with this token")
+                    return
+        except DatabaseUnavailable:
+            self._reply(sock, frame, "error", {"reason": "database unavailable, retry shortly"})
+            return
+        channel.set_claims(claims, token)
+        self._arm_expiry(channel)
+        self._reply(sock, frame, "ok", {})
+
+    def _revoke(self, channel: Channel, message: str) -> None:
+        sock = channel.socket
+        if sock.channels.get(channel.topic) is not channel:
+            return
+        self._unregister(channel)
+        sock.channels.pop(channel.topic, None)
+        self._send(sock, self._system(channel, "error", message))
+        self._send(sock, encode(sock.vsn, channel.topic, "phx_close", {}, ref=channel.join_ref,
+                                join_ref=channel.join_ref))
+
+    def _arm_expiry(self, channel: Channel) -> None:
+        if channel.expiry is not None:
+            channel.expiry.cancel()
+        exp = channel.claims.get("exp")
+        if isinstance(exp, (int, float)):
+            delay = max(0.0, float(exp) - time.time())
+            channel.expiry = asyncio.get_running_loop().call_later(
+                delay, self._revoke, channel, "Token has expired")
+
+    def _broadcast(self, channel: Channel, frame: Frame) -> None:
+        sock = channel.socket
+        payload = frame.payload
+        if not isinstance(payload, dict) or not isinstance(payload.get("event"), str):
+            self._reply(sock, frame, "error", {"reason": "broadcast payload must be {type, event, payload}"})
+            return
+        out = {"type": "broadcast", "event": payload["event"], "payload": payload.get("payload")}
+        encoded: dict[str, str] = {}
+        for other in list(self.broadcast_groups.get((channel.topic, channel.private), ())):
+            if other is channel and not channel.broadcast_self:
+                continue
+            osock = other.socket
+            if osock.dead:
+                continue
+            text = encoded.get(osock.vsn)
+            if text is None:
+                text = encoded[osock.vsn] = encode(osock.vsn, other.topic, "broadcast", out)
+            self._send(osock, text)
+        if channel.broadcast_ack:
+            self._reply(sock, frame, "ok", {})
+
+    # --- bookkeeping ----------------------------------------------------------------------------
+    def _unregister(self, channel: Channel) -> None:
+        self.registry.remove(channel)
+        group = self.broadcast_groups.get((channel.topic, channel.private))
+        if group is not None:
+            group.discard(channel)
+            if not group:
+                del self.broadcast_groups[(channel.topic, channel.private)]
+        if channel.expiry is not None:
+            channel.expiry.cancel()
+            channel.expiry = None
+
+    def _forget_socket(self, sock: Socket) -> None:
+        sock.dead = True
+        for channel in list(sock.channels.values()):
+            self._unregister(channel)
+        sock.channels.clear()
+        self.sockets.discard(sock)
