@@ -232,10 +232,15 @@ end $$;
 
 -- p_single: the client asked for one object (Accept: application/vnd.pgrst.object+json);
 -- any other row count raises PT406 so that a write touching 0 or 2+ rows rolls back.
+-- p_stmt: when not null, p_sql runs as the session's prepared statement of that name
+-- (created first when p_prepare), so its plan is cached instead of re-planned on every
+-- request; Postgres re-checks such plans when the role (RLS), search_path or schema change.
 drop function if exists _rackpilot_rest.run(text, text, text, text, text, text, boolean, text, text[]);
+drop function if exists _rackpilot_rest.run(text, text, text, text, text, text, boolean, text, text[], boolean);
 create or replace function _rackpilot_rest.run(
   p_role text, p_claims text, p_method text, p_path text, p_headers text,
-  p_search_path text, p_read_only boolean, p_sql text, p_args text[], p_single boolean
+  p_search_path text, p_read_only boolean, p_sql text, p_args text[], p_single boolean,
+  p_stmt text, p_prepare boolean
 ) returns _rackpilot_rest.result
 language plpgsql
 security invoker
@@ -253,7 +258,14 @@ begin
   if p_read_only then
     perform set_config('transaction_read_only', 'on', true);
   end if;
-  execute p_sql into r.body, r.page_total, r.total using p_args;
+  if p_stmt is null then
+    execute p_sql into r.body, r.page_total, r.total using p_args;
+  else
+    if p_prepare and not exists (select 1 from pg_prepared_statements where name = p_stmt) then
+      execute format('prepare %I(text[]) as %s', p_stmt, p_sql);
+    end if;
+    execute format('execute %I(%L)', p_stmt, p_args) into r.body, r.page_total, r.total;
+  end if;
   if p_single and r.page_total is distinct from 1 then
     raise exception 'JSON object requested, multiple (or no) rows returned'
       using errcode = 'PT406', detail = format('The result contains %s rows', coalesce(r.page_total, 0)),
@@ -264,5 +276,5 @@ begin
   return r;
 end
 $$;
-revoke all on function _rackpilot_rest.run(text, text, text, text, text, text, boolean, text, text[], boolean) from public;
-grant execute on function _rackpilot_rest.run(text, text, text, text, text, text, boolean, text, text[], boolean) to authenticator;
+revoke all on function _rackpilot_rest.run(text, text, text, text, text, text, boolean, text, text[], boolean, text, boolean) from public;
+grant execute on function _rackpilot_rest.run(text, text, text, text, text, text, boolean, text, text[], boolean, text, boolean) to authenticator;

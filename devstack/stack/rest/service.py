@@ -14,6 +14,7 @@ transaction-local, connections need no reset between requests.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 from collections import OrderedDict
@@ -54,7 +55,10 @@ SQL_CACHE_SIZE = 2048  # generated statements kept, keyed by request shape (coun
 CLAIMS_CACHE_SIZE = 4096  # serialised JWT claims kept, keyed by token (count)
 RELOAD_RETRY_S = 1.0  # pause before re-connecting the schema listener (seconds)
 
-RUN_SQL = "select body, page_total, total, status from _rackpilot_rest.run($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+RUN_SQL = ("select body, page_total, total, status "
+           "from _rackpilot_rest.run($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
+# statements kept prepared per connection (count); beyond it statements are planned per request
+PREPARED_PER_CONN = 256
 SINGLE_MEDIA = "application/vnd.pgrst.object+json"
 CT_JSON = (b"content-type", b"application/json; charset=utf-8")
 CT_SINGLE = (b"content-type", b"application/vnd.pgrst.object+json; charset=utf-8")
@@ -138,7 +142,9 @@ class RestService:
         self.cache = SchemaCache(schemas=self.schemas)
         self._conns: asyncio.Queue[asyncpg.Connection] = asyncio.Queue()
         self._all: list[asyncpg.Connection] = []
-        self._sql_cache: OrderedDict[tuple, str] = OrderedDict()
+        self._sql_cache: OrderedDict[tuple, tuple[str, str]] = OrderedDict()
+        # names of the statements prepared on each connection (see _rackpilot_rest.run)
+        self._prepared: dict[asyncpg.Connection, set[str]] = {}
         self._claims: dict[str, str] = {}
         self._search_path: dict[str, str] = {
             s: ", ".join(quote_ident(x) for x in dict.fromkeys([s, *ctx.cfg.extra_search_path]))
@@ -288,10 +294,20 @@ class RestService:
             sql, params, status, read_only, with_range = await self._table(
                 method, schema, name, pairs, headers, receive, single)
 
+        sql, stmt = sql
         conn = await self._conns.get()
+        prepared = self._prepared.setdefault(conn, set())
+        prepare = False
+        if stmt not in prepared:
+            if len(prepared) < PREPARED_PER_CONN:
+                prepare = True
+            else:
+                stmt = None
         try:
             row = await conn.fetchrow(RUN_SQL, role, claims_json, method, path, orjson.dumps(headers).decode(),
-                                      self._search_path[schema], read_only, sql, params, single)
+                                      self._search_path[schema], read_only, sql, params, single, stmt, prepare)
+            if prepare:
+                prepared.add(stmt)
         except asyncpg.PostgresError as exc:
             raise self._db_error(exc, role) from None
         except (asyncpg.InterfaceError, OSError, ConnectionError):
@@ -324,11 +340,12 @@ class RestService:
         except Exception:  # noqa: BLE001 - keep the dead one; the next use retries
             return conn
         self._all = [c for c in self._all if c is not conn] + [new]
+        self._prepared.pop(conn, None)
         return new
 
     # --- tables -----------------------------------------------------------------------
     async def _table(self, method: str, schema: str, name: str, pairs: list, headers: dict, receive: Any,
-                     single: bool) -> tuple[str, list, int, bool, Any]:
+                     single: bool) -> tuple[tuple[str, str], list, int, bool, Any]:
         rel = self.cache.relations.get((schema, name))
         if rel is None:
             raise TableNotFound(f"Could not find the table '{schema}.{name}' in the schema cache",
@@ -387,7 +404,7 @@ class RestService:
 
     # --- functions --------------------------------------------------------------------
     async def _rpc(self, method: str, schema: str, name: str, pairs: list, headers: dict, receive: Any,
-                   single: bool) -> tuple[str, list, int, bool, Any]:
+                   single: bool) -> tuple[tuple[str, str], list, int, bool, Any]:
         overloads = self.cache.functions.get((schema, name))
         if not overloads:
             raise FunctionNotFound(f"Could not find the function {schema}.{name} in the schema cache")
@@ -425,11 +442,12 @@ class RestService:
         with_range = (req.offset, prefer.count) if fn.kind in ("setof_row", "setof_scalar") else None
         return sql, req.params, 200, read_only, with_range
 
-    def _remember(self, key: tuple, sql: str) -> str:
+    def _remember(self, key: tuple, sql: str) -> tuple[str, str]:
         if len(self._sql_cache) >= SQL_CACHE_SIZE:
             self._sql_cache.popitem(last=False)
-        self._sql_cache[key] = sql
-        return sql
+        entry = (sql, "_rp_" + hashlib.sha1(sql.encode()).hexdigest()[:24])
+        self._sql_cache[key] = entry
+        return entry
 
     @staticmethod
     def _db_error(exc: asyncpg.PostgresError, role: str) -> RestError:

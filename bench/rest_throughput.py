@@ -1,0 +1,240 @@
+"""REST throughput: the gateway's /rest/v1 against the same statement run on the driver.
+
+Starts its own ephemeral stack, creates a table with an RLS policy (owner = auth.uid())
+and a small SECURITY INVOKER rpc, mints a JWT for one authenticated user, then measures
+for 10 s with 16 concurrent connections each:
+
+- ``get``: single-row GET by primary key through the gateway (``wrk``, Lua script for
+  the headers);
+- ``rpc``: POST /rest/v1/rpc/bench_item_name through the gateway (``wrk``);
+- ``direct_get`` / ``direct_rpc``: the very statement the gateway sends
+  (``_rackpilot_rest.run(...)`` with the same generated SQL) through asyncpg from 16
+  concurrent tasks, one connection each.
+
+Prints ONE JSON line: req/s, p50 and p99 (ms) for each, and gateway/direct ratios.
+Target on a 2-core machine: get >= 5,000 req/s with p99 <= 10 ms.
+
+    .venv/bin/python bench/rest_throughput.py [--duration 10] [--connections 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import asyncpg
+import httpx
+import jwt
+import orjson
+
+from devstack.stack.rest import query as q
+from devstack.stack.rest.schema import load_schema_cache
+from devstack.stack.rest.service import RUN_SQL
+from devstack.stack.stack import Stack, ephemeral_config
+
+USERS = 50
+ROWS_PER_USER = 200
+
+SETUP_SQL = """
+create table if not exists public.bench_items (
+  id uuid primary key default extensions.gen_random_uuid(),
+  owner uuid not null,
+  name text not null,
+  qty int not null default 0
+);
+alter table public.bench_items enable row level security;
+drop policy if exists bench_items_own on public.bench_items;
+create policy bench_items_own on public.bench_items for select to authenticated
+  using (owner = (select auth.uid()));
+create or replace function public.bench_item_name(p_id uuid) returns text
+language sql stable security invoker as $$ select name from public.bench_items where id = p_id $$;
+"""
+
+LUA = """
+wrk.method = "{method}"
+wrk.headers["apikey"] = "{anon}"
+wrk.headers["Authorization"] = "Bearer {token}"
+wrk.headers["Accept-Profile"] = "public"
+wrk.headers["Content-Profile"] = "public"
+{extra}
+"""
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", text.strip())
+    if not m:
+        raise ValueError(f"unexpected wrk latency {text!r}")
+    value, unit = float(m.group(1)), m.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+def run_wrk(url: str, lua: str, duration: int, connections: int) -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
+        fh.write(lua)
+        script = fh.name
+    try:
+        out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", script, url],
+                             capture_output=True, text=True, check=True).stdout
+    finally:
+        os.unlink(script)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
+    p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": round(rps), "p50_ms": round(p50, 3), "p99_ms": round(p99, 3),
+            "non_2xx": int(errors.group(1)) if errors else 0}
+
+
+async def run_direct(dsn: str, args: tuple, duration: int, connections: int) -> dict:
+    conns = [await asyncpg.connect(dsn) for _ in range(connections)]
+    latencies: list[float] = []
+    stop = time.perf_counter() + duration
+
+    async def worker(conn: asyncpg.Connection) -> None:
+        while True:
+            t0 = time.perf_counter()
+            if t0 >= stop:
+                return
+            await conn.fetchrow(RUN_SQL, *args)
+            latencies.append(time.perf_counter() - t0)
+
+    try:
+        for conn in conns:  # prepare the statement on every connection, as the gateway does
+            await conn.fetchrow(RUN_SQL, *args[:-1], True)
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(c) for c in conns))
+        elapsed = time.perf_counter() - t0
+    finally:
+        for conn in conns:
+            await conn.close()
+    latencies.sort()
+    n = len(latencies)
+    return {"rps": round(n / elapsed), "p50_ms": round(latencies[n // 2] * 1000, 3),
+            "p99_ms": round(latencies[min(n - 1, int(n * 0.99))] * 1000, 3)}
+
+
+async def prepare(st: Stack) -> tuple[str, str]:
+    conn = await asyncpg.connect(st.pg.dsn())
+    try:
+        await conn.execute(SETUP_SQL)
+        users = [uuid.uuid4() for _ in range(USERS)]
+        await conn.copy_records_to_table(
+            "bench_items", schema_name="public", columns=["owner", "name", "qty"],
+            records=[(u, f"item-{i}-{j}", j) for i, u in enumerate(users) for j in range(ROWS_PER_USER)])
+        await conn.execute("analyze public.bench_items")
+        user = users[USERS // 2]
+        item = await conn.fetchval("select id from public.bench_items where owner = $1 order by id limit 1", user)
+    finally:
+        await conn.close()
+    return str(user), str(item)
+
+
+def mint_user_token(secret: str, user: str) -> tuple[str, dict]:
+    now = int(time.time())
+    claims = {"aud": "authenticated", "exp": now + 3600, "iat": now, "iss": "supabase", "sub": user,
+              "email": "bench@example.com", "phone": "", "app_metadata": {"provider": "email"},
+              "user_metadata": {}, "role": "authenticated", "aal": "aal1", "session_id": str(uuid.uuid4()),
+              "is_anonymous": False}
+    return jwt.encode(claims, secret, algorithm="HS256"), claims
+
+
+async def direct_args(st: Stack, claims: dict, item: str, token: str) -> tuple[tuple, tuple]:
+    """The exact (role, claims, ..., sql, params) the gateway sends for both workloads."""
+    conn = await asyncpg.connect(st.pg.dsn())
+    try:
+        cache = await load_schema_cache(conn, ["public"])
+    finally:
+        await conn.close()
+    headers = orjson.dumps({"host": "127.0.0.1", "apikey": st.secrets.anon_key,
+                            "authorization": f"Bearer {token}", "accept-profile": "public"}).decode()
+    claims_json = orjson.dumps(claims).decode()
+    search_path = '"public", "extensions"'
+    max_rows = st.cfg.max_rows
+
+    req = q.parse_query([("select", "*"), ("id", f"eq.{item}")])
+    li, oi = req.add(str(max_rows)), req.add("0")
+    get_sql = q.read_sql(cache.relations[("public", "bench_items")], req, False, False, li, oi)
+    get = ("authenticated", claims_json, "GET", "/bench_items", headers, search_path, True, get_sql,
+           req.params, False, _stmt_name(get_sql), False)
+
+    fn = cache.functions[("public", "bench_item_name")][0]
+    req = q.parse_query([])
+    ai = req.add(orjson.dumps({"p_id": item}).decode())
+    li, oi = req.add(str(max_rows)), req.add("0")
+    rpc_sql = q.rpc_sql(fn, req, ("p_id",), True, (ai,), False, False, li, oi)
+    rpc = ("authenticated", claims_json, "POST", "/rpc/bench_item_name", headers, search_path, False, rpc_sql,
+           req.params, False, _stmt_name(rpc_sql), False)
+    return get, rpc
+
+
+def _stmt_name(sql: str) -> str:
+    return "_rp_" + hashlib.sha1(sql.encode()).hexdigest()[:24]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=int, default=10, help="seconds per workload")
+    ap.add_argument("--connections", type=int, default=16, help="concurrent connections")
+    opts = ap.parse_args()
+    if not shutil.which("wrk"):
+        print(json.dumps({"error": "wrk is not installed (apt-get install wrk)"}))
+        return 2
+
+    tmp = Path(tempfile.mkdtemp(prefix="rackpilot-bench-"))
+    os.chmod(tmp, 0o755)
+    st = Stack(ephemeral_config(tmp))
+    try:
+        st.up()
+        user, item = asyncio.run(prepare(st))
+        token, claims = mint_user_token(st.secrets.jwt_secret, user)
+        base = st.cfg.api_url + "/rest/v1"
+        get_url = f"{base}/bench_items?select=*&id=eq.{item}"
+        hdrs = {"apikey": st.secrets.anon_key, "Authorization": f"Bearer {token}"}
+        deadline = time.monotonic() + 15  # the schema cache reloads on NOTIFY; wait for it
+        while True:
+            r = httpx.get(get_url, headers=hdrs, timeout=5)
+            if r.status_code == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        if r.status_code != 200 or len(r.json()) != 1:
+            print(json.dumps({"error": f"setup check failed: {r.status_code} {r.text[:200]}"}))
+            return 1
+
+        get_lua = LUA.format(method="GET", anon=st.secrets.anon_key, token=token, extra="")
+        rpc_lua = LUA.format(method="POST", anon=st.secrets.anon_key, token=token, extra=(
+            'wrk.headers["Content-Type"] = "application/json"\n'
+            f'wrk.body = \'{{"p_id":"{item}"}}\''))
+        run_wrk(get_url, get_lua, 2, opts.connections)  # warm-up
+        gw_get = run_wrk(get_url, get_lua, opts.duration, opts.connections)
+        gw_rpc = run_wrk(f"{base}/rpc/bench_item_name", rpc_lua, opts.duration, opts.connections)
+
+        get_args, rpc_args = asyncio.run(direct_args(st, claims, item, token))
+        dsn = st.pg.dsn("authenticator")
+        d_get = asyncio.run(run_direct(dsn, get_args, opts.duration, opts.connections))
+        d_rpc = asyncio.run(run_direct(dsn, rpc_args, opts.duration, opts.connections))
+        print(json.dumps({
+            "benchmark": "rest_throughput", "connections": opts.connections, "duration_s": opts.duration,
+            "gateway_get": gw_get, "gateway_rpc": gw_rpc, "direct_get": d_get, "direct_rpc": d_rpc,
+            "ratio_get": round(gw_get["rps"] / d_get["rps"], 3),
+            "ratio_rpc": round(gw_rpc["rps"] / d_rpc["rps"], 3),
+            "target_get_met": gw_get["rps"] >= 5000 and gw_get["p99_ms"] <= 10 and gw_get["non_2xx"] == 0,
+        }))
+        return 0
+    finally:
+        st.destroy()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
