@@ -1,0 +1,229 @@
+-- rackpilot control plane, part 2: inventory.
+--
+-- Everything the executor discovers or an operator registers: sites, executors, sealed
+-- credentials, Dell servers (iDRAC), vCenter clusters and hosts, VMs with the device facts
+-- the maintenance-mode blocker scan needs, firmware catalogs and per-server firmware,
+-- OpenManage Enterprise instances and ZFS replication pairs. Sync jobs keep most of it
+-- current through the service role; RLS (a later migration) governs user access.
+
+create type public.power_state as enum ('on', 'off', 'powering_on', 'powering_off', 'unknown');
+create type public.health_state as enum ('ok', 'warning', 'critical', 'unknown');
+create type public.executor_status as enum ('active', 'disabled');
+create type public.credential_kind as enum ('idrac', 'vcenter', 'esxi', 'ome', 'ssh');
+create type public.connection_state as enum ('connected', 'disconnected', 'not_responding', 'unknown');
+
+create table public.sites (
+  id          uuid primary key default extensions.gen_random_uuid(),
+  name        text not null unique check (name ~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$'),
+  description text not null default '',
+  timezone    text not null default 'UTC',
+  created_at  timestamptz not null default now(),
+  updated_at  timestamptz not null default now()
+);
+
+create table public.executors (
+  id                uuid primary key default extensions.gen_random_uuid(),
+  site_id           uuid not null references public.sites (id) on delete restrict,
+  name              text not null check (length(name) between 1 and 128),
+  -- X25519/RSA public key (PEM or base64) that credentials are sealed to, and its id.
+  public_key        text not null check (length(public_key) between 32 and 8192),
+  key_id            text not null check (length(key_id) between 1 and 128),
+  version           text not null default '' check (length(version) <= 64),
+  capabilities      jsonb not null default '{}'::jsonb check (jsonb_typeof(capabilities) = 'object'),
+  status            public.executor_status not null default 'active',
+  registered_at     timestamptz not null default now(),
+  last_heartbeat_at timestamptz not null default now(),
+  updated_at        timestamptz not null default now(),
+  unique (site_id, name)
+);
+
+create table public.credential_sets (
+  id            uuid primary key default extensions.gen_random_uuid(),
+  site_id       uuid not null references public.sites (id) on delete cascade,
+  name          text not null check (length(name) between 1 and 128),
+  kind          public.credential_kind not null,
+  username      text not null check (length(username) between 1 and 256),
+  -- Sealed envelope: ciphertext only the executor holding key_id's private key can open.
+  -- No user role may read this column (column privileges, migration 6).
+  sealed_secret text not null check (length(sealed_secret) between 16 and 65536),
+  key_id        text not null check (length(key_id) between 1 and 128),
+  created_by    uuid references auth.users (id) on delete set null,
+  created_at    timestamptz not null default now(),
+  updated_at    timestamptz not null default now(),
+  unique (site_id, name)
+);
+
+create table public.servers (
+  id                 uuid primary key default extensions.gen_random_uuid(),
+  site_id            uuid not null references public.sites (id) on delete cascade,
+  name               text not null check (length(name) between 1 and 128),
+  idrac_address      text not null check (length(idrac_address) between 1 and 255),
+  service_tag        text check (service_tag ~ '^[A-Z0-9]{5,10}$'),
+  model              text not null default '',
+  bios_version       text,
+  idrac_version      text,
+  lc_version         text,
+  power_state        public.power_state not null default 'unknown',
+  health             public.health_state not null default 'unknown',
+  credential_set_id  uuid references public.credential_sets (id) on delete set null,
+  last_seen_at       timestamptz,
+  details            jsonb not null default '{}'::jsonb check (jsonb_typeof(details) = 'object'),
+  created_at         timestamptz not null default now(),
+  updated_at         timestamptz not null default now(),
+  unique (site_id, idrac_address)
+);
+create unique index servers_service_tag_key on public.servers (service_tag) where service_tag is not null;
+
+create table public.vcenters (
+  id                uuid primary key default extensions.gen_random_uuid(),
+  site_id           uuid not null references public.sites (id) on delete cascade,
+  name              text not null check (length(name) between 1 and 128),
+  address           text not null check (length(address) between 1 and 255),
+  version           text,
+  credential_set_id uuid references public.credential_sets (id) on delete set null,
+  last_sync_at      timestamptz,
+  created_at        timestamptz not null default now(),
+  updated_at        timestamptz not null default now(),
+  unique (site_id, address)
+);
+
+create table public.clusters (
+  id                      uuid primary key default extensions.gen_random_uuid(),
+  vcenter_id              uuid not null references public.vcenters (id) on delete cascade,
+  site_id                 uuid not null references public.sites (id) on delete cascade,
+  name                    text not null,
+  moref                   text not null,
+  ha_enabled              boolean,
+  ha_admission_control    boolean,
+  drs_enabled             boolean,
+  drs_automation          text check (drs_automation in ('manual', 'partiallyAutomated', 'fullyAutomated')),
+  details                 jsonb not null default '{}'::jsonb check (jsonb_typeof(details) = 'object'),
+  last_sync_at            timestamptz,
+  created_at              timestamptz not null default now(),
+  updated_at              timestamptz not null default now(),
+  unique (vcenter_id, moref)
+);
+
+create table public.esxi_hosts (
+  id                uuid primary key default extensions.gen_random_uuid(),
+  vcenter_id        uuid not null references public.vcenters (id) on delete cascade,
+  cluster_id        uuid references public.clusters (id) on delete set null,
+  server_id         uuid references public.servers (id) on delete set null,
+  name              text not null,
+  moref             text not null,
+  esxi_version      text,
+  esxi_build        text,
+  connection_state  public.connection_state not null default 'unknown',
+  in_maintenance    boolean not null default false,
+  power_state       public.power_state not null default 'unknown',
+  last_sync_at      timestamptz,
+  created_at        timestamptz not null default now(),
+  updated_at        timestamptz not null default now(),
+  unique (vcenter_id, moref)
+);
+create index esxi_hosts_cluster_idx on public.esxi_hosts (cluster_id);
+create unique index esxi_hosts_server_key on public.esxi_hosts (server_id) where server_id is not null;
+
+create table public.vms (
+  id                    uuid primary key default extensions.gen_random_uuid(),
+  vcenter_id            uuid not null references public.vcenters (id) on delete cascade,
+  host_id               uuid references public.esxi_hosts (id) on delete set null,
+  name                  text not null,
+  moref                 text not null,
+  power_state           public.power_state not null default 'unknown',
+  -- device facts that keep a host from entering maintenance mode
+  has_usb_passthrough   boolean not null default false,
+  has_pci_passthrough   boolean not null default false,
+  has_vgpu              boolean not null default false,
+  ft_enabled            boolean not null default false,
+  cdrom_connected       boolean not null default false,
+  on_local_storage      boolean not null default false,
+  details               jsonb not null default '{}'::jsonb check (jsonb_typeof(details) = 'object'),
+  last_sync_at          timestamptz,
+  created_at            timestamptz not null default now(),
+  updated_at            timestamptz not null default now(),
+  unique (vcenter_id, moref)
+);
+create index vms_host_idx on public.vms (host_id);
+
+create table public.firmware_catalogs (
+  id           uuid primary key default extensions.gen_random_uuid(),
+  site_id      uuid not null references public.sites (id) on delete cascade,
+  name         text not null,
+  url          text not null check (url ~ '^https?://'),
+  version      text,
+  fetched_at   timestamptz,
+  created_at   timestamptz not null default now(),
+  updated_at   timestamptz not null default now(),
+  unique (site_id, name)
+);
+
+create table public.firmware_packages (
+  id            uuid primary key default extensions.gen_random_uuid(),
+  catalog_id    uuid not null references public.firmware_catalogs (id) on delete cascade,
+  component     text not null,          -- e.g. BIOS, iDRAC, NIC, RAID
+  model         text not null default '',
+  version       text not null,
+  path          text not null,
+  sha256        text check (sha256 ~ '^[0-9a-f]{64}$'),
+  criticality   text not null default 'optional' check (criticality in ('urgent', 'recommended', 'optional')),
+  reboot_required boolean not null default true,
+  created_at    timestamptz not null default now(),
+  unique (catalog_id, component, model, version)
+);
+
+create table public.server_firmware (
+  server_id     uuid not null references public.servers (id) on delete cascade,
+  component     text not null,
+  fqdd          text not null default '',
+  version       text not null,
+  observed_at   timestamptz not null default now(),
+  primary key (server_id, component, fqdd)
+);
+
+create table public.ome_instances (
+  id                uuid primary key default extensions.gen_random_uuid(),
+  site_id           uuid not null references public.sites (id) on delete cascade,
+  name              text not null,
+  address           text not null,
+  version           text,
+  credential_set_id uuid references public.credential_sets (id) on delete set null,
+  last_sync_at      timestamptz,
+  created_at        timestamptz not null default now(),
+  updated_at        timestamptz not null default now(),
+  unique (site_id, address)
+);
+
+create table public.replication_pairs (
+  id                  uuid primary key default extensions.gen_random_uuid(),
+  site_id             uuid not null references public.sites (id) on delete cascade,
+  name                text not null,
+  source_host         text not null,
+  source_dataset      text not null check (source_dataset ~ '^[A-Za-z0-9][A-Za-z0-9_./:-]*$'),
+  target_host         text not null,
+  target_dataset      text not null check (target_dataset ~ '^[A-Za-z0-9][A-Za-z0-9_./:-]*$'),
+  credential_set_id   uuid references public.credential_sets (id) on delete set null,
+  schedule            text not null default '@hourly',
+  retention_snapshots integer not null default 24 check (retention_snapshots between 1 and 10000),
+  enabled             boolean not null default true,
+  last_success_at     timestamptz,
+  last_snapshot       text,
+  lag_seconds         integer check (lag_seconds >= 0),
+  created_at          timestamptz not null default now(),
+  updated_at          timestamptz not null default now(),
+  unique (site_id, name),
+  check ((source_host, source_dataset) is distinct from (target_host, target_dataset))
+);
+
+do $$
+declare
+  t text;
+begin
+  foreach t in array array['sites', 'executors', 'credential_sets', 'servers', 'vcenters', 'clusters',
+                           'esxi_hosts', 'vms', 'firmware_catalogs', 'ome_instances', 'replication_pairs']
+  loop
+    execute format('create trigger %I before update on public.%I for each row execute function public.touch_updated_at()',
+                   t || '_touch', t);
+  end loop;
+end
+$$;
