@@ -14,8 +14,7 @@ state_dir                   path     ``/var/lib/rackpilot-executor``     writabl
 private_key_path            path     ``<state_dir>/executor_key.pem``    X25519 private key (PKCS#8 PEM), must be 0600 or stricter
 max_concurrent_jobs         jobs     4                                   jobs run at once; claims never exceed the free slots
 poll_interval               s        5.0                                 claim poll when Realtime is quiet or down
-lease_seconds               s        30                                  lease asked for on claim and renewed by each heartbeat
-heartbeat_interval          s        10.0                                heartbeat period; must be under a third of the lease
+heartbeat_interval          s        10.0                                lease renewal period; at most a third of the shortest lease in safety_policies (30 s)
 recovery_interval           s        15.0                                how often this executor tries to run ``recover_expired_leases``
 shutdown_grace              s        30.0                                on SIGTERM, time a running step gets to finish or checkpoint
 realtime_enabled            bool     true                                wake on Realtime changes; polling always runs as well
@@ -59,6 +58,9 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# Lease lengths come from the safety_policies table (per job type); the shortest is 30 s.
+# Two missed heartbeats must still fit in it, or one slow round trip would fence a job.
+MIN_POLICY_LEASE_S = 30
 
 
 class ExecutorSettings(BaseSettings):
@@ -75,8 +77,7 @@ class ExecutorSettings(BaseSettings):
 
     max_concurrent_jobs: int = Field(default=4, ge=1, le=256)
     poll_interval: float = Field(default=5.0, gt=0, le=3600)
-    lease_seconds: int = Field(default=30, ge=2, le=3600)
-    heartbeat_interval: float = Field(default=10.0, gt=0)
+    heartbeat_interval: float = Field(default=10.0, gt=0, le=MIN_POLICY_LEASE_S / 3)
     recovery_interval: float = Field(default=15.0, gt=0)
     shutdown_grace: float = Field(default=30.0, ge=0, le=3600)
 
@@ -132,10 +133,6 @@ class ExecutorSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _coherent(self) -> ExecutorSettings:
-        # Two missed heartbeats must still fit in one lease, or a slow round trip fences us.
-        if self.heartbeat_interval * 3 > self.lease_seconds:
-            raise ValueError(f"heartbeat_interval ({self.heartbeat_interval}s) must be at most a third of "
-                             f"lease_seconds ({self.lease_seconds}s)")
         if self.control_retry_initial > self.control_retry_max:
             raise ValueError("control_retry_initial must not exceed control_retry_max")
         if self.private_key_path is None:

@@ -97,6 +97,10 @@ class ShutdownRequested(ExecutorError):
     """The executor is stopping; the job is checkpointed and handed back."""
 
 
+class PauseRequested(ExecutorError):
+    """The operator asked for a pause; honoured at the next safe point."""
+
+
 class PlanError(ExecutorError):
     """A handler's step declarations are inconsistent."""
 
@@ -262,6 +266,8 @@ class JobSession(Protocol):
     def cancel_requested(self) -> bool: ...
     @property
     def draining(self) -> bool: ...
+    @property
+    def pause_requested(self) -> bool: ...
     async def history(self) -> list[dict[str, Any]]: ...
     async def report_step(self, *, index: int, name: str, status: str, resumable: bool,
                           details: dict[str, Any]) -> None: ...
@@ -391,6 +397,16 @@ class EngineMetrics:
         return {"steps_completed": self.steps_completed, "step_errors": self.errors, "step_durations": durations}
 
 
+FINAL_WRITE_TIMEOUT_S = 5.0  # bound on the last writes of a step cancelled at shutdown
+
+
+async def _bounded(aw: Awaitable[Any]) -> None:
+    try:
+        await asyncio.wait_for(aw, FINAL_WRITE_TIMEOUT_S)
+    except (Exception, asyncio.CancelledError):  # noqa: BLE001 - best effort on the way out
+        log.warning("final write at shutdown did not complete")
+
+
 def _error_text(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     return SECRETS.redact(text)[:2000]
@@ -443,9 +459,13 @@ class StepEngine:
                 if status in (RUNNING, FAILED) and row is not None:
                     if not spec.resumable:
                         # Invariant: a non-resumable step never runs twice.
-                        raise StepInterrupted(
-                            f"step {spec.name} was interrupted and is not resumable; "
-                            f"check the target by hand before running it again")
+                        err = StepInterrupted(f"step {spec.name} was interrupted and is not resumable; "
+                                              f"check the target by hand before running it again")
+                        await session.report_step(index=index_of[spec.name], name=spec.name, status=FAILED,
+                                                  resumable=False, details={"attempt": attempt - 1,
+                                                                            "error": str(err),
+                                                                            "error_class": "StepInterrupted"})
+                        raise err
                     saved = (row.get("details") or {}).get("progress")
                 ctx = StepContext(self, session, spec, index_of[spec.name], checkpoint, saved, attempt)
                 await handler.before_step(ctx, spec)
@@ -454,6 +474,8 @@ class StepEngine:
                     raise Fenced("lease lost")
                 if session.cancel_requested:
                     raise JobCancelled("cancel requested")
+                if session.pause_requested:
+                    raise PauseRequested("paused by operator")
                 if session.draining:
                     raise ShutdownRequested("executor stopping")
                 await self._run_step(ctx, session, spec)
@@ -463,6 +485,9 @@ class StepEngine:
             blockers = [SECRETS.redact_obj(b.to_json()) for b in exc.blockers]
             await session.pause("blockers", blockers)
             return Outcome("paused", f"{len(blockers)} blocker(s)", outcome.steps_run)
+        except PauseRequested:
+            await session.pause("operator", [])
+            return Outcome("paused", "paused by operator", outcome.steps_run)
         except ShutdownRequested:
             await session.release()
             return Outcome("released", None, outcome.steps_run)
@@ -516,7 +541,18 @@ class StepEngine:
                                       details={"attempt": ctx.attempt, "reason": "cancelled while waiting",
                                                "duration_s": round(time.monotonic() - t0, 3)})
             raise
-        except (Fenced, asyncio.CancelledError):
+        except Fenced:
+            raise
+        except asyncio.CancelledError:
+            if session.draining and not session.fenced:
+                # Stopped past the shutdown grace: say so on the step before the process
+                # goes, so an operator never finds a target left mid-operation unrecorded.
+                await _bounded(session.report_step(
+                    index=ctx.index, name=spec.name, status=RUNNING, resumable=spec.resumable,
+                    details={"attempt": ctx.attempt, "interrupted": "executor shutdown",
+                             "duration_s": round(time.monotonic() - t0, 3)}))
+                if spec.resumable:
+                    await _bounded(session.release())
             raise
         except Exception as exc:
             if not session.fenced:

@@ -115,7 +115,7 @@ class SelftestHandler(JobHandler):
     def _maybe_block(self, ctx: StepContext) -> None:
         # Blockers are found before the step changes anything, as a real blocker scan would.
         if ctx.params.get("block_at") == ctx.spec.name and ctx.attempt == 1:
-            raise BlockersFound([Blocker(kind="selftest", target="counter", message=f"blocked at {ctx.spec.name}")])
+            raise BlockersFound([Blocker(kind="other", target="counter", message=f"blocked at {ctx.spec.name}")])
 
     async def before_step(self, ctx: StepContext, spec: StepSpec) -> None:
         await self._gate(ctx, f"boundary:{spec.name}")

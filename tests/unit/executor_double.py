@@ -45,6 +45,7 @@ class DoubleSession:
         self.job = dict(store.job)
         self._fenced = False
         self.draining = draining
+        self.pause_requested = False
 
     @property
     def fenced(self) -> bool:

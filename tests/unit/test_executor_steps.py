@@ -104,7 +104,7 @@ async def test_blockers_pause_without_cleanup_then_resume_reruns_the_step(tmp_pa
     out = await StepEngine().run(SelftestHandler(), store.session())
     assert out.status == "paused" and store.status == "paused"
     reason, blockers = store.pause_args
-    assert reason == "blockers" and blockers[0]["kind"] == "selftest"
+    assert reason == "blockers" and blockers[0]["kind"] == "other"
     assert store.steps["apply_a"]["status"] == PAUSED
     assert "cleanup restore_guard" not in effects(tmp_path)
     # the operator resolves; the job is claimed again
