@@ -1,0 +1,299 @@
+// Turning a job request into a validated plan, and writing it: shared by create-job and
+// job-control's retry. Everything runs inside the caller's transaction (db.ts), so the
+// checks and the inserts see one snapshot and either all rows are written or none.
+
+import jobSchemas from "./job-schemas.json" with { type: "json" };
+import { badRequest, unprocessable } from "./api.ts";
+import type { Tx } from "./db.ts";
+import {
+  type ClusterActivity,
+  type SafetyPolicy,
+  safetyViolations,
+  violationError,
+  type WindowRow,
+} from "./policy.ts";
+import { compileCheck, normalize, type Schema, validate } from "./validate.ts";
+
+export const JOB_SCHEMAS = jobSchemas as unknown as {
+  version: number;
+  target_kinds: string[];
+  job_types: Record<string, Schema>;
+};
+for (const s of Object.values(JOB_SCHEMAS.job_types)) compileCheck(s);
+export const JOB_TYPES = Object.keys(JOB_SCHEMAS.job_types).sort();
+
+const UUID = { type: "string", format: "uuid" };
+
+/** The create-job request body (params are checked against their job type's schema). */
+export const CREATE_JOB_SCHEMA: Schema = {
+  type: "object",
+  additionalProperties: false,
+  required: ["type", "params"],
+  properties: {
+    type: { type: "string", maxLength: 64 },
+    params: { type: "object" },
+    site_id: UUID,
+    maintenance_window_id: { anyOf: [UUID, { type: "null" }] },
+    scheduled_for: { anyOf: [{ type: "string", format: "date-time" }, { type: "null" }] },
+    priority: { type: "integer", minimum: 0, maximum: 100 },
+    description: { type: "string", maxLength: 2000 },
+    dry_run: { type: "boolean" },
+  },
+};
+compileCheck(CREATE_JOB_SCHEMA);
+
+export interface JobRequest {
+  type: string;
+  params: Record<string, unknown>;
+  site_id?: string;
+  maintenance_window_id?: string | null;
+  scheduled_for?: string | null;
+  priority?: number;
+  description?: string;
+  dry_run?: boolean;
+}
+
+export interface TaskPlan {
+  target_kind: string;
+  target_id: string;
+  target_name: string;
+  seq: number;
+}
+
+export interface JobPlan {
+  type: string;
+  site_id: string;
+  cluster_id: string | null;
+  params: Record<string, unknown>;
+  scope: { targets: { kind: string; id: string; name: string }[] };
+  priority: number;
+  description: string;
+  scheduled_for: string;
+  maintenance_window_id: string | null;
+  credential_set_ids: string[];
+  risk: string;
+  requires_window: boolean;
+  tasks: TaskPlan[];
+}
+
+/** Structural checks that need no database: body shape, job type, params schema. */
+export function checkRequest(body: Record<string, unknown>): JobRequest {
+  const issues = validate(CREATE_JOB_SCHEMA, body);
+  if (issues.length) throw badRequest("invalid_request", "the request body does not match the create-job schema", { issues });
+  const req = body as unknown as JobRequest;
+  const schema = JOB_SCHEMAS.job_types[req.type];
+  if (!schema) {
+    throw badRequest("unknown_job_type", `unknown job type ${JSON.stringify(req.type.slice(0, 64))}`, { job_types: JOB_TYPES });
+  }
+  const pIssues = validate(schema, req.params);
+  if (pIssues.length) {
+    throw badRequest("invalid_params", `the params do not match the ${req.type} schema`, {
+      issues: pIssues.map((i) => ({ path: `/params${i.path}`, message: i.message })),
+    });
+  }
+  return { ...req, params: normalize(schema, req.params) as Record<string, unknown> };
+}
+
+/** The ids each x-target field of the params names, by kind, in request order. */
+export function targetIds(jobType: string, params: Record<string, unknown>): Map<string, string[]> {
+  const props = (JOB_SCHEMAS.job_types[jobType].properties ?? {}) as Record<string, Schema>;
+  const out = new Map<string, string[]>();
+  for (const [field, s] of Object.entries(props)) {
+    const kind = s["x-target"] as string | undefined;
+    const v = params[field];
+    if (!kind || v === undefined || v === null) continue;
+    const ids = (Array.isArray(v) ? v : [v]) as string[];
+    out.set(kind, [...(out.get(kind) ?? []), ...ids.map((x) => x.toLowerCase())]);
+  }
+  return out;
+}
+
+interface TargetRow {
+  id: string;
+  site_id: string;
+  name: string;
+  cluster_id: string | null;
+  credential_set_ids: string[]; // nulls removed in SQL (postgres.js reads NULL in uuid[] as "NULL")
+}
+
+// One query per kind. Rows are read as the caller, so a target the caller may not see is
+// reported exactly like one that does not exist.
+async function loadTargets(tx: Tx, kind: string, ids: string[]): Promise<TargetRow[]> {
+  switch (kind) {
+    case "server":
+      return await tx`
+        select s.id, s.site_id, s.name, h.cluster_id, array_remove(array[s.credential_set_id], null) as credential_set_ids
+          from public.servers s left join public.esxi_hosts h on h.server_id = s.id
+         where s.id = any(${ids}::uuid[])`;
+    case "host":
+      return await tx`
+        select h.id, v.site_id, h.name, h.cluster_id, array_remove(array[v.credential_set_id, s.credential_set_id], null) as credential_set_ids
+          from public.esxi_hosts h join public.vcenters v on v.id = h.vcenter_id
+          left join public.servers s on s.id = h.server_id
+         where h.id = any(${ids}::uuid[])`;
+    case "cluster":
+      return await tx`
+        select c.id, c.site_id, c.name, c.id as cluster_id, array_remove(array[v.credential_set_id], null) as credential_set_ids
+          from public.clusters c join public.vcenters v on v.id = c.vcenter_id
+         where c.id = any(${ids}::uuid[])`;
+    case "vcenter":
+      return await tx`
+        select id, site_id, name, null::uuid as cluster_id, array_remove(array[credential_set_id], null) as credential_set_ids
+          from public.vcenters where id = any(${ids}::uuid[])`;
+    case "replication_pair":
+      return await tx`
+        select id, site_id, name, null::uuid as cluster_id, array_remove(array[credential_set_id], null) as credential_set_ids
+          from public.replication_pairs where id = any(${ids}::uuid[])`;
+  }
+  throw new Error(`no loader for target kind ${kind}`);
+}
+
+function uniq<T>(xs: T[]): T[] {
+  return [...new Set(xs)];
+}
+
+/**
+ * The validated plan for a request: targets resolved and on one site, tasks, cluster,
+ * window and every safety rule checked. Throws HttpError (4xx) on the first problem.
+ * Takes the cluster's advisory lock, so a concurrent request for the same cluster waits
+ * until this transaction ends and then sees this job.
+ */
+export async function planJob(tx: Tx, req: JobRequest, now: Date): Promise<JobPlan> {
+  const byKind = targetIds(req.type, req.params);
+  const rows = new Map<string, TargetRow>(); // "kind:id" -> row
+  const missing: { kind: string; id: string }[] = [];
+  for (const [kind, ids] of byKind) {
+    const found = await loadTargets(tx, kind, uniq(ids));
+    for (const r of found) rows.set(`${kind}:${r.id}`, r);
+    for (const id of uniq(ids)) if (!rows.has(`${kind}:${id}`)) missing.push({ kind, id });
+  }
+  if (missing.length) {
+    throw unprocessable("target_not_found", `${missing.length} target(s) do not exist or are not visible to you`, { missing });
+  }
+  const all = [...rows.values()];
+  const sites = uniq(all.map((r) => r.site_id));
+  if (sites.length !== 1) {
+    throw unprocessable("targets_span_sites", "all targets of a job must belong to one site", { site_ids: sites });
+  }
+  const siteId = sites[0];
+  if (req.site_id && req.site_id.toLowerCase() !== siteId) {
+    throw unprocessable("site_mismatch", "the targets belong to another site than site_id", { site_id: siteId });
+  }
+
+  const [policy] = await tx<SafetyPolicy[]>`
+    select job_type::text, risk::text, requires_window, takes_hosts_out, max_hosts_out_per_cluster,
+           max_concurrent_per_cluster
+      from public.safety_policies where job_type = ${req.type}::public.job_type`;
+  if (!policy) throw unprocessable("no_safety_policy", `no safety policy is defined for ${req.type}`);
+
+  const p = req.params as Record<string, unknown>;
+  let tasks: TaskPlan[];
+  let clusterId: string | null = null;
+  let hostsInParallel = 0;
+  const credentialIds = all.flatMap((r) => r.credential_set_ids);
+
+  if (req.type === "rolling_cluster_update") {
+    clusterId = (p.cluster_id as string).toLowerCase();
+    const hosts = await tx<{ id: string; name: string; server_cred: string | null }[]>`
+      select h.id, h.name, s.credential_set_id as server_cred
+        from public.esxi_hosts h left join public.servers s on s.id = h.server_id
+       where h.cluster_id = ${clusterId} order by h.name, h.id`;
+    const wanted = (p.host_ids as string[]).map((x) => x.toLowerCase());
+    const inCluster = new Map(hosts.map((h) => [h.id, h]));
+    const strangers = wanted.filter((id) => !inCluster.has(id));
+    if (strangers.length) {
+      throw unprocessable("host_not_in_cluster", "host_ids must be hosts of the cluster", { host_ids: strangers });
+    }
+    const chosen = wanted.length ? wanted.map((id) => inCluster.get(id)!) : hosts;
+    if (!chosen.length) throw unprocessable("no_hosts", "the cluster has no hosts to update");
+    tasks = chosen.map((h, i) => ({ target_kind: "host", target_id: h.id, target_name: h.name, seq: i }));
+    credentialIds.push(...chosen.map((h) => h.server_cred));
+    hostsInParallel = Math.min(p.max_parallel_hosts as number, chosen.length);
+  } else {
+    const kind = [...byKind.keys()][0];
+    const ordered = uniq(byKind.get(kind)!);
+    tasks = ordered.map((id, i) => {
+      const r = rows.get(`${kind}:${id}`)!;
+      return { target_kind: kind, target_id: id, target_name: r.name, seq: i };
+    });
+    if (policy.takes_hosts_out) {
+      const clusters = uniq(ordered.map((id) => rows.get(`${kind}:${id}`)!.cluster_id).filter((c) => c !== null));
+      if (clusters.length > 1) {
+        throw unprocessable("targets_span_clusters", `a ${req.type} job may take hosts out of one cluster only`, {
+          cluster_ids: clusters,
+        });
+      }
+      clusterId = (clusters[0] as string | undefined) ?? null;
+      if (clusterId) {
+        const inCluster = ordered.filter((id) => rows.get(`${kind}:${id}`)!.cluster_id === clusterId).length;
+        if (req.type === "firmware_update") hostsInParallel = Math.min(p.max_parallel as number, inCluster);
+        else if (req.type === "power_operation") hostsInParallel = p.action === "on" ? 0 : inCluster;
+        else hostsInParallel = 1; // esxi_upgrade goes host by host
+      }
+    }
+  }
+
+  let window: WindowRow | null = null;
+  if (req.maintenance_window_id) {
+    const [w] = await tx<WindowRow[]>`
+      select id, site_id, cluster_id, status::text, starts_at, ends_at
+        from public.maintenance_windows where id = ${req.maintenance_window_id.toLowerCase()}`;
+    if (!w) throw unprocessable("window_not_found", "the maintenance window does not exist or is not visible to you");
+    window = w;
+  }
+  let scheduled = req.scheduled_for ? new Date(req.scheduled_for) : now;
+  if (scheduled.getTime() < now.getTime() - 60_000) {
+    throw badRequest("schedule_in_past", "scheduled_for is in the past");
+  }
+  if (!req.scheduled_for && window && window.starts_at.getTime() > now.getTime()) scheduled = window.starts_at;
+
+  let activity: ClusterActivity | null = null;
+  if (clusterId) {
+    await tx`select pg_advisory_xact_lock(hashtextextended(${"rackpilot:cluster:" + clusterId}, 0))`;
+    const [a] = await tx<{ active_jobs: number; active_rolling_updates: number }[]>`
+      select count(*) filter (where sp.takes_hosts_out)::int as active_jobs,
+             count(*) filter (where j.type = 'rolling_cluster_update')::int as active_rolling_updates
+        from public.jobs j join public.safety_policies sp on sp.job_type = j.type
+       where j.cluster_id = ${clusterId} and j.status in ('pending', 'running', 'paused')`;
+    activity = a;
+  }
+  const violations = safetyViolations({
+    jobType: req.type, policy, siteId, clusterId, hostsInParallel, window, scheduledFor: scheduled, activity, now,
+  });
+  if (violations.length) throw violationError(violations);
+
+  return {
+    type: req.type,
+    site_id: siteId,
+    cluster_id: clusterId,
+    params: req.params,
+    scope: { targets: tasks.map((t) => ({ kind: t.target_kind, id: t.target_id, name: t.target_name })) },
+    priority: req.priority ?? 50,
+    description: req.description ?? "",
+    scheduled_for: scheduled.toISOString(),
+    maintenance_window_id: window?.id ?? null,
+    credential_set_ids: uniq(credentialIds.filter((c): c is string => c !== null)).sort(),
+    risk: policy.risk,
+    requires_window: policy.requires_window,
+    tasks,
+  };
+}
+
+/**
+ * Insert the job (as the caller: RLS and jobs_guard vet it) and its tasks (derived from
+ * the job's scope by public.functions_create_job_tasks), in the caller's transaction.
+ * ``extraScope`` is merged into the stored scope (retry_of for retries).
+ */
+export async function insertJob(tx: Tx, plan: JobPlan, extraScope: Record<string, unknown> = {}): Promise<string> {
+  const scope = { ...plan.scope, ...extraScope };
+  const [job] = await tx<{ id: string }[]>`
+    insert into public.jobs (type, site_id, cluster_id, params, scope, priority, description, scheduled_for,
+                             maintenance_window_id, credential_set_ids)
+    values (${plan.type}::public.job_type, ${plan.site_id}, ${plan.cluster_id}, ${tx.json(plan.params as never)},
+            ${tx.json(scope as never)}, ${plan.priority}, ${plan.description}, ${plan.scheduled_for},
+            ${plan.maintenance_window_id}, ${plan.credential_set_ids}::uuid[])
+    returning id`;
+  const [made] = await tx<{ n: number }[]>`select public.functions_create_job_tasks(${job.id}) as n`;
+  if (made.n !== plan.tasks.length) throw new Error("task count mismatch");
+  return job.id;
+}
