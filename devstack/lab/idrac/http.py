@@ -134,8 +134,10 @@ async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamW
             pass
 
 
-async def start_server(host: str, port: int, handler: Handler) -> asyncio.base_events.Server:
+async def start_server(host: str, port: int, handler: Handler,
+                       ssl: Any = None) -> asyncio.base_events.Server:
     async def on_conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await serve_connection(reader, writer, handler)
 
-    return await asyncio.start_server(on_conn, host, port, limit=_MAX_HEADER, backlog=256, reuse_address=True)
+    return await asyncio.start_server(on_conn, host, port, limit=_MAX_HEADER, backlog=256, reuse_address=True,
+                                      ssl=ssl)

@@ -285,8 +285,9 @@ class Lab:
 
     def __init__(self, count: int = 1, *, base_port: int = 0, time_scale: float = 1.0,
                  host: str = "127.0.0.1", username: str = "root", password: str = "calvin",
-                 timing: Timing | None = None):
+                 timing: Timing | None = None, ssl_context: Any = None):
         self.host = host
+        self.ssl_context = ssl_context  # serve HTTPS (e.g. a self-signed lab certificate)
         self.base_port = base_port
         self.time_scale = time_scale
         self.bmcs = [BMC(i, time_scale=time_scale, username=username, password=password,
@@ -298,7 +299,7 @@ class Lab:
         self._http = httpx.AsyncClient(timeout=10.0, follow_redirects=True)
         for bmc in self.bmcs:
             port = self.base_port + bmc.index if self.base_port else 0
-            srv = await start_server(self.host, port, BMCApp(bmc, self))
+            srv = await start_server(self.host, port, BMCApp(bmc, self), ssl=self.ssl_context)
             bmc.host, bmc.port = self.host, srv.sockets[0].getsockname()[1]
             self._servers.append(srv)
         return self
@@ -313,7 +314,8 @@ class Lab:
             await self._http.aclose()
 
     def url(self, i: int) -> str:
-        return f"http://{self.host}:{self.bmcs[i].port}"
+        scheme = "https" if self.ssl_context else "http"
+        return f"{scheme}://{self.host}:{self.bmcs[i].port}"
 
     def fleet_stats(self) -> dict[str, Any]:
         stats = [b.stats() for b in self.bmcs]
