@@ -79,7 +79,8 @@ def classify(exc: BaseException) -> str:
         message = str(exc.message or "")
         if message.startswith(_FENCE_PREFIXES):
             return "fenced"
-        if code.isdigit():
+        # A bare HTTP status (a non-PostgREST error body) has 3 digits; SQLSTATEs have 5.
+        if code.isdigit() and len(code) == 3:
             status = int(code)
             return "transient" if status >= 500 or status in (408, 429) else "permanent"
         if code in _TRANSIENT_PGRST or code.startswith(_TRANSIENT_SQLSTATE_PREFIXES):

@@ -55,7 +55,7 @@ class NotifyError(ExecutorError):
 
 
 def _facts(payload: dict[str, Any]) -> list[tuple[str, str]]:
-    keys = ("job_type", "job_id", "site", "status", "pause_reason", "step", "reason", "error", "elapsed_s",
+    keys = ("job_type", "type", "job_id", "site", "status", "pause_reason", "step", "reason", "error", "elapsed_s",
             "expected_s", "attempts")
     return [(k, str(payload[k])) for k in keys if payload.get(k) not in (None, "", [])]
 
@@ -64,7 +64,7 @@ def render(event: str, payload: dict[str, Any]) -> tuple[str, str]:
     """Subject and plain-text body of a notification."""
     title = TITLES.get(f"{event}:{payload.get('pause_reason')}") or TITLES.get(event) \
         or event.replace("_", " ").capitalize()
-    what = payload.get("job_type") or "job"
+    what = payload.get("job_type") or payload.get("type") or "job"
     subject = f"[rackpilot] {title}: {what} {str(payload.get('job_id', ''))[:8]}".strip()
     lines = [title, ""] + [f"{k}: {v}" for k, v in _facts(payload)]
     return SECRETS.redact(subject), SECRETS.redact("\n".join(lines) + "\n")
@@ -154,7 +154,6 @@ class Dispatcher:
     async def deliver(self, row: dict[str, Any]) -> None:
         channel, dest = row.get("channel"), str(row.get("destination") or "")
         event, payload = str(row.get("event") or ""), dict(row.get("payload") or {})
-        payload.setdefault("job_type", payload.get("type"))
         if channel == "teams":
             await self.send_teams(dest, event, payload)
         elif channel == "email":
