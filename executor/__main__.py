@@ -47,8 +47,6 @@ def check_config(settings: ExecutorSettings) -> list[str]:
     elif not path.parent.exists() and not settings.state_dir.exists():
         problems.append(f"neither {path.parent} nor state_dir {settings.state_dir} exists; "
                         "create it (writable by the executor's user)")
-    if settings.policy_path and not settings.policy_path.exists():
-        problems.append(f"safety policy {settings.policy_path} not found (RACKPILOT_POLICY_PATH)")
     return problems
 
 
@@ -70,7 +68,11 @@ def main(argv: list[str] | None = None) -> int:
             print("configuration problems:\n  " + "\n  ".join(problems), file=sys.stderr)
             return 2
         summary = settings.model_dump(mode="json", exclude={"supabase_key", "smtp_password"})
-        print(json.dumps({"ok": True, "settings": summary}, sort_keys=True))
+        warnings = []
+        if not settings.policy_path.exists():
+            warnings.append(f"safety policy {settings.policy_path} not found: built-in step timeouts apply "
+                            "(RACKPILOT_POLICY_PATH)")
+        print(json.dumps({"ok": True, "settings": summary, "warnings": warnings}, sort_keys=True))
         return 0
     setup_logging(settings.log_level, settings.log_file)
     try:
