@@ -33,14 +33,16 @@ Waits on targets go through :meth:`StepContext.wait_for`, which tells a stalled 
 (no progress for ``stall`` seconds) from a slow one (still progressing, bounded only by the
 overall step ``timeout``), and reports "running longer than usual" once.
 
-Timeouts (``policies/safety.yaml``; all in seconds)::
+Timeouts (``policies/safety.yaml``; all in seconds). The job type's ``timeouts.step`` bounds
+each of its steps; optional ``step_timeouts`` sections refine it per step::
 
-    step_timeouts:                 # defaults for every job type
-      default: {timeout: 3600, stall: 600, expected: 900}
     job_types:
       firmware_update:
-        step_timeouts:
+        timeouts: {lease: 120, step: 3600, job: 14400}
+        step_timeouts:                       # optional, per step
           apply_firmware: {timeout: 7200, stall: 1800, expected: 2400}
+    step_timeouts:                           # optional, for every job type
+      default: {stall: 600}
 
 ``timeout`` bounds the whole step, ``stall`` bounds a wait without progress, ``expected`` is
 when the "running longer than usual" notice goes out (default: half of ``timeout``).
@@ -237,6 +239,10 @@ class SafetyPolicy:
     def timeouts(self, job_type: str, key: str) -> StepTimeouts:
         merged: dict[str, Any] = {}
         jt = (self.data.get("job_types") or {}).get(job_type)
+        # the job type's one step timeout (``timeouts: {step: N}``) is the base for all its steps
+        jt_timeouts = jt.get("timeouts") if isinstance(jt, dict) else None
+        if isinstance(jt_timeouts, dict) and isinstance(jt_timeouts.get("step"), int | float):
+            merged["timeout"] = jt_timeouts["step"]
         for section in (self._section(self.data), self._section(jt)):
             for name in ("default", key):
                 entry = section.get(name)

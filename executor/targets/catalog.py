@@ -79,6 +79,17 @@ class CatalogPackage:
 
 
 @dataclass
+class UpdatePackage:
+    """One package to apply to one server (what `DellOEM.update_firmware` takes)."""
+
+    image_uri: str
+    component_id: str
+    target_version: str
+    name: str = ""
+    reboot_required: bool = True
+
+
+@dataclass
 class ComponentCompliance:
     component_id: str
     name: str
@@ -107,6 +118,11 @@ class ComplianceReport:
     @property
     def reboot_required(self) -> bool:
         return any(c.reboot_required for c in self.updates)
+
+    def update_packages(self, base_location: str, base_url: str | None = None) -> list[UpdatePackage]:
+        """The packages that bring this server to compliance (empty when compliant)."""
+        return [UpdatePackage(c.package.url(base_location, base_url), c.component_id, c.package.version,
+                              c.name, c.package.reboot_required) for c in self.updates if c.package]
 
     def as_rows(self) -> list[dict[str, Any]]:
         return [{"component_id": c.component_id, "name": c.name, "current": c.current, "target": c.target,

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from sushy import exceptions as sx
 
+from .catalog import UpdatePackage
 from .errors import (
     FirmwareVerificationFailed,
     JobFailed,
@@ -83,17 +84,9 @@ class QueueClearResult:
 class ScpExport:
     job_id: str
     profile: dict[str, Any]
-    sha256: str  # of the canonical JSON text, for change detection between backups
+    sha256: str  # of `text`, the canonical JSON as stored
     text: str
-
-
-@dataclass
-class UpdatePackage:
-    image_uri: str
-    component_id: str
-    target_version: str
-    name: str = ""
-    reboot_required: bool = True
+    config_sha256: str  # of the components only (no timestamp): equal hashes = same configuration
 
 
 @dataclass
@@ -196,6 +189,10 @@ class DellOEM:
         """Job-queue hygiene: JID_CLEARALL; if unfinished entries survive (wedged or still
         running), escalate to JID_CLEARALL_FORCE, which also restarts the LC services, then
         wait for Ready. Entries surviving even that raise JobQueueStuck."""
+        with self.c.doing("clear job queue"):
+            return self._clear_job_queue()
+
+    def _clear_job_queue(self) -> QueueClearResult:
         before = [j.id for j in self.jobs()]
         if not before:
             return QueueClearResult([], False, "job queue already empty")
@@ -264,6 +261,11 @@ class DellOEM:
                    include: str = "Default") -> ScpExport:
         """Server Configuration Profile export as JSON, waited for with `timeouts.scp`.
         The finished task answers with the profile itself (iDRAC behaviour)."""
+        with self.c.doing("export SCP"):
+            return self._export_scp(target=target, export_use=export_use, include=include)
+
+    def _export_scp(self, target: str = "ALL", *, export_use: str = "Default",
+                   include: str = "Default") -> ScpExport:
         uri = self.ext.export_system_configuration_uri
         body = {"ExportFormat": "JSON", "ExportUse": export_use, "IncludeInExport": include,
                 "ShareParameters": {"Target": [target]}}
@@ -278,7 +280,9 @@ class DellOEM:
             code, doc, _ = self.c.get_json(task, "export SCP")
             if code == 200 and "SystemConfiguration" in doc:
                 text = json.dumps(doc, sort_keys=True, indent=1)
-                return ScpExport(jid, doc, hashlib.sha256(text.encode()).hexdigest(), text)
+                comps = json.dumps(doc["SystemConfiguration"].get("Components", []), sort_keys=True)
+                return ScpExport(jid, doc, hashlib.sha256(text.encode()).hexdigest(), text,
+                                 hashlib.sha256(comps.encode()).hexdigest())
             dell = (doc.get("Oem") or {}).get("Dell") or {}
             state, pct = str(dell.get("JobState", doc.get("TaskState", ""))), int(dell.get("PercentComplete") or 0)
             if state in FAILED or doc.get("TaskState") == "Exception":
@@ -301,6 +305,11 @@ class DellOEM:
                    wait: bool = True) -> DellJob:
         """Apply a profile. `shutdown` Graceful/Forced reboots the host to apply; NoReboot
         leaves the job Scheduled until someone reboots (returned as-is, not waited)."""
+        with self.c.doing("import SCP"):
+            return self._import_scp(profile=profile, shutdown=shutdown, wait=wait)
+
+    def _import_scp(self, profile: dict[str, Any] | str, *, shutdown: str = "Graceful",
+                   wait: bool = True) -> DellJob:
         if shutdown not in ("Graceful", "Forced", "NoReboot"):
             raise ValueError("shutdown must be Graceful, Forced or NoReboot")
         buf = profile if isinstance(profile, str) else json.dumps(profile)
@@ -335,6 +344,11 @@ class DellOEM:
         - afterwards the inventory is read again: a job that "Completed" without changing
           the version is reported `unchanged` (see `raise_for_failures`).
         """
+        with self.c.doing("firmware update"):
+            return self._update_firmware(packages=packages, reboot=reboot, clear_stale_jobs=clear_stale_jobs)
+
+    def _update_firmware(self, packages: list[UpdatePackage], *, reboot: str = "graceful_restart",
+                        clear_stale_jobs: bool = True) -> FirmwareUpdateReport:
         report = FirmwareUpdateReport()
         current = {fc.component_id: fc for fc in self.c.firmware_inventory()}
         todo: list[tuple[UpdatePackage, ComponentResult]] = []
@@ -394,6 +408,10 @@ class DellOEM:
     def reset_idrac(self, *, wait: bool = True) -> None:
         """Restart the iDRAC (Graceful) and, with wait, return once it answers again and
         the Lifecycle Controller is Ready; bounded by `timeouts.idrac_reset`."""
+        with self.c.doing("reset iDRAC"):
+            return self._reset_idrac(wait=wait)
+
+    def _reset_idrac(self, *, wait: bool = True) -> None:
         self.c.call("reset iDRAC", self.ext.idrac_card_service.reset_idrac)
         if wait:
             self.wait_idrac_back(operation="reset iDRAC", expect_down=True)

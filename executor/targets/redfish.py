@@ -20,8 +20,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -111,7 +112,15 @@ def translate(exc: BaseException, target: str, operation: str) -> TargetError:
         if "SSLError" in text or "CERTIFICATE_VERIFY_FAILED" in text or "certificate" in text.lower():
             return TLSConfigurationError("TLS handshake failed: the certificate is not trusted",
                                          target=target, operation=operation)
-        return TargetUnreachable("no answer from the BMC", target=target, operation=operation)
+        if "Read timed out" in text or "ReadTimeout" in text:
+            what = "the BMC accepted the connection but did not answer within the read timeout"
+        elif "ConnectTimeout" in text or "timed out" in text:
+            what = "connection to the BMC timed out"
+        elif "refused" in text:
+            what = "connection refused by the BMC address"
+        else:
+            what = "no answer from the BMC (connection dropped)"
+        return TargetUnreachable(what, target=target, operation=operation)
     if isinstance(exc, sx.HTTPError):
         body = {"error": exc.body} if isinstance(getattr(exc, "body", None), dict) else None
         ids = message_ids(body)
@@ -210,6 +219,7 @@ class RedfishClient:
         self._manager_path: str | None = None
         self._dell: DellOEM | None = None
         self._dell_checked = False
+        self._doing: str | None = None  # the operator-level operation in progress, for messages
 
     # ---- session lifecycle ----------------------------------------------------------------
     def __enter__(self) -> RedfishClient:
@@ -295,14 +305,26 @@ class RedfishClient:
             raise RuntimeError("RedfishClient is not open; use it as a context manager")
         return self._conn
 
+    @contextmanager
+    def doing(self, operation: str) -> Iterator[None]:
+        """Name the operator-level operation so that errors from the calls inside it say
+        e.g. "power on (read system)" rather than only the low-level step."""
+        outer = self._doing
+        self._doing = outer or operation
+        try:
+            yield
+        finally:
+            self._doing = outer
+
     def call(self, operation: str, fn: Callable[[], T]) -> T:
         """Run one unit of sushy work; any failure becomes a TargetError."""
+        label = operation if not self._doing or self._doing == operation else f"{self._doing} ({operation})"
         try:
             return fn()
         except TargetError:
             raise
         except (sx.SushyError, requests.RequestException) as exc:
-            raise translate(exc, self.target, operation) from None
+            raise translate(exc, self.target, label) from None
 
     def get_json(self, path: str, operation: str) -> tuple[int, dict[str, Any], dict[str, str]]:
         def go() -> tuple[int, dict[str, Any], dict[str, str]]:
@@ -419,6 +441,10 @@ class RedfishClient:
         return _val(self.system().power_state)
 
     def power(self, action: str, *, wait: bool = True) -> PowerResult:
+        with self.doing(f"power {action}"):
+            return self._power(action, wait)
+
+    def _power(self, action: str, wait: bool) -> PowerResult:
         """Power action with idempotence and confirmation. `action` is one of POWER_ACTIONS.
         Already in the requested state is success with changed=False. With wait, returns
         only once the BMC reports the final state (restart: seen leaving On, or entering
@@ -504,6 +530,10 @@ class RedfishClient:
     def set_one_time_boot(self, target: str = "Cd") -> None:
         """One-time boot override (`Cd`, `Pxe`, `Hdd`, `BiosSetup`, ...), verified by reading back."""
         src = sushy.BootSource(target)
+        with self.doing("set one-time boot"):
+            self._set_boot(src, target)
+
+    def _set_boot(self, src: Any, target: str) -> None:
 
         def go() -> None:
             self.system().set_system_boot_options(target=src, enabled=sushy.BootSourceOverrideEnabled.ONCE)
@@ -530,6 +560,10 @@ class RedfishClient:
     def insert_media(self, image_url: str, slot: str | None = None) -> MediaResult:
         """Mount an ISO by URL (the BMC fetches it). The same image already mounted is
         success without change; a different image is ejected first."""
+        with self.doing("insert virtual media"):
+            return self._insert_media(image_url, slot)
+
+    def _insert_media(self, image_url: str, slot: str | None) -> MediaResult:
         vm = self._media_slot(slot)
         if vm.inserted and vm.image == image_url:
             return MediaResult(vm.identity, False, image_url, "already mounted; nothing to do")
@@ -544,6 +578,10 @@ class RedfishClient:
         return MediaResult(vm.identity, True, image_url, "mounted")
 
     def eject_media(self, slot: str | None = None) -> MediaResult:
+        with self.doing("eject virtual media"):
+            return self._eject_media(slot)
+
+    def _eject_media(self, slot: str | None) -> MediaResult:
         vm = self._media_slot(slot)
         if not vm.inserted:
             return MediaResult(vm.identity, False, None, "nothing mounted; nothing to do")

@@ -6,9 +6,21 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from .http import Request, Response, start_server
+from .server import Lab, LabThread
+
+
+@contextmanager
+def running_lab(count: int = 1, time_scale: float = 400.0, **kw: Any) -> Iterator[Lab]:
+    """A lab of `count` BMCs on free loopback ports, served from a background thread."""
+    lab = Lab(count, time_scale=time_scale, **kw)
+    with LabThread(lab):
+        yield lab
 
 
 class FileServer:
