@@ -102,9 +102,9 @@ def test_transient_5xx_is_retried_and_persistent_5xx_is_reported(lab) -> None:
 
 
 def test_slow_bmc_beyond_read_timeout(lab) -> None:
-    lab.bmcs[0].inject(slow_seconds=0.5)
+    lab.bmcs[0].inject(slow_seconds=0.2)
     with pytest.raises(TargetUnreachable, match="read timeout"):
-        with RedfishClient(ep(lab), replace(T, read=0.2)) as c:
+        with RedfishClient(ep(lab), replace(T, read=0.08)) as c:
             c.power_state()
     # slow but within the timeout works
     with RedfishClient(ep(lab), replace(T, read=3.0)) as c:
