@@ -52,6 +52,8 @@ HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
     "transfer-encoding", "upgrade", "host", "content-length",
 })
+SERVER_SET = frozenset({"date", "server"})  # the gateway's HTTP server adds its own
+FUNCTION_HEADER = "x-rackpilot-function"  # the function the relay checked (verify_jwt, existence)
 RELAY = [(b"x-relay-error", b"true")]
 
 
@@ -206,7 +208,13 @@ class FunctionsService:
             return
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
         rest = raw_path[len(PREFIX):]
-        name = scope["path"][len(PREFIX):].lstrip("/").split("/", 1)[0]
+        segments = scope["path"][len(PREFIX):].lstrip("/").split("/")
+        name = segments[0]
+        if "." in segments or ".." in segments:
+            # Deno would resolve dot segments (also percent-encoded ones) and could land on
+            # another function than the one whose verify_jwt was checked here.
+            await _error(send, 404, "Requested function was not found", "NOT_FOUND")
+            return
         headers = header_dict(scope)
         method: str = scope["method"]
 
@@ -233,12 +241,14 @@ class FunctionsService:
         if not await self._ensure_router():
             await _error(send, 503, "The functions runtime is not available", "RELAY_UNAVAILABLE", extra=RELAY)
             return
-        await self._forward(scope, send, method, rest, headers, body)
+        await self._forward(scope, send, method, name, rest, headers, body)
 
-    async def _forward(self, scope: dict, send: Any, method: str, rest: bytes, headers: dict[str, str],
-                       body: bytes) -> None:
+    async def _forward(self, scope: dict, send: Any, method: str, name: str, rest: bytes,
+                       headers: dict[str, str], body: bytes) -> None:
         assert self.client is not None
-        fwd = [(k, v) for k, v in headers.items() if k not in HOP_BY_HOP]
+        fwd = [(k, v) for k, v in headers.items() if k not in HOP_BY_HOP and k != FUNCTION_HEADER]
+        # The router serves only the function this relay checked, whatever the path says.
+        fwd.append((FUNCTION_HEADER, name))
         if "accept-encoding" not in headers:
             # httpx would otherwise ask Deno for gzip, and we relay bytes untouched.
             fwd.append(("accept-encoding", "identity"))
@@ -262,7 +272,8 @@ class FunctionsService:
             await _error(send, 502, "The functions runtime failed to answer", "RELAY_ERROR", extra=RELAY)
             return
         try:
-            out = [(k, v) for k, v in resp.headers.raw if k.lower().decode("latin-1") not in HOP_BY_HOP]
+            out = [(k, v) for k, v in resp.headers.raw
+                   if (key := k.lower().decode("latin-1")) not in HOP_BY_HOP and key not in SERVER_SET]
             length = resp.headers.get("content-length")
             if length is not None:
                 out.append((b"content-length", length.encode()))

@@ -56,7 +56,8 @@ function load(name: string): Promise<Handler> {
 async function route(req: Request): Promise<Response> {
   const name = new URL(req.url).pathname.split("/")[1] ?? "";
   if (name === "_internal") return json(200, { ok: true });
-  if (!isFunction(name)) {
+  // The gateway names the function whose verify_jwt it checked; serve nothing else.
+  if (!isFunction(name) || req.headers.get("x-rackpilot-function") !== name) {
     return json(404, { error: "Requested function was not found", code: "NOT_FOUND", details: null });
   }
   let handler: Handler;

@@ -91,6 +91,18 @@ def test_unknown_function_is_404(api_url, anon_key):
     assert r.status_code == 404 and r.json()["code"] == "NOT_FOUND"
 
 
+def test_dot_segments_cannot_reach_another_function(api_url, anon_key):
+    """verify_jwt is checked for the first path segment; Deno would resolve `..` (also
+    percent-encoded) to another function, so such paths are refused outright."""
+    headers = {"Authorization": f"Bearer {anon_key}"}
+    for path in ("hello/%2e%2e/hello", "hello/%2E./hello", "hello/%2e/x"):
+        r = httpx.post(f"{api_url}/functions/v1/{path}", headers=headers)
+        assert r.status_code == 404, path
+    # A client cannot name a different function to the router either.
+    r = httpx.post(f"{api_url}/functions/v1/hello", headers={**headers, "x-rackpilot-function": "other"})
+    assert r.status_code == 200 and r.json()["anonymous"] is True
+
+
 def test_function_errors_reach_the_caller_as_json(api_url, anon_key):
     headers = {"Authorization": f"Bearer {anon_key}", "apikey": anon_key, "content-type": "application/json"}
     base = f"{api_url}/functions/v1/hello"
