@@ -74,8 +74,10 @@ export const handler = guard("resolve-blockers", async (req: Request): Promise<R
              (v.id is not null) as vm_exists, v.host_id as vm_host_id
         from public.job_blockers b left join public.vms v on v.id = b.vm_id
        where b.job_id = ${jobId} and (b.status = 'open' or b.id = any(${ids}::uuid[]))
-       order by b.detected_at, b.id
-         for update of b`;
+       order by b.detected_at, b.id`;
+    // No FOR UPDATE on job_blockers (users hold no UPDATE on it): the job row lock above
+    // serialises requests for this job, and the database's resolution trigger locks each
+    // blocker and refuses one that is no longer open.
     const byId = new Map(blockers.map((b) => [b.id, b]));
     const unknown = ids.filter((id) => !byId.has(id));
     if (unknown.length) {
