@@ -3,6 +3,7 @@ Deno router, plus the relay's own failure modes with a service run in-process.""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import uuid
@@ -146,6 +147,20 @@ async def test_functions_get_the_supabase_env(relay, supabase_env):
     env = relay.function_env()
     for key in ("SUPABASE_URL", "SUPABASE_ANON_KEY", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_DB_URL"):
         assert env[key] == supabase_env[key], key
+
+
+async def test_verify_jwt_follows_config_toml(relay):
+    transport = httpx.ASGITransport(app=relay)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+        r = await client.post("/functions/v1/hello", json={})
+        assert r.status_code == 401  # [functions.hello] verify_jwt = true
+        cfg = relay.ctx.cfg
+        relay.ctx.cfg = dataclasses.replace(cfg, supabase={**cfg.supabase, "functions": {"hello": {"verify_jwt": False}}})
+        try:
+            r = await client.post("/functions/v1/hello", json={}, timeout=30)
+            assert r.status_code == 200 and r.json()["anonymous"] is True
+        finally:
+            relay.ctx.cfg = cfg
 
 
 async def test_dead_deno_is_a_relay_error_then_restarts(relay, anon_key):
