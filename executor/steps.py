@@ -608,6 +608,9 @@ class StepEngine:
             attempt = int((row.get("details") or {}).get("attempt", 0)) + 1 if row else 1
             ctx = StepContext(self, session, spec, index_of[spec.name], checkpoint, None, attempt)
             try:
+                await handler.before_step(ctx, spec)
+                if session.fenced:
+                    raise Fenced("lease lost")
                 await self._run_step(ctx, session, spec)
             except (Fenced, asyncio.CancelledError):
                 raise

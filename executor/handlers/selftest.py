@@ -1,7 +1,7 @@
 """``selftest``: a multi-step job that exercises the step engine without hardware.
 
 Its target is a *side-effect counter*: an append-only text file (``params.counter_file``)
-on the executor host. Every step appends ``<event> <step> <job_id>`` lines, so a test can
+on the executor host. Every step appends ``<event> <step> <job_id> <pid>`` lines, so a test can
 count exactly how often each step's effect happened - in particular that no
 non-resumable step ever ran twice, across crashes and fencing.
 
@@ -92,7 +92,7 @@ class SelftestHandler(JobHandler):
 
     # helpers -------------------------------------------------------------------------------
     def _effect(self, ctx: StepContext, event: str) -> None:
-        _append(Path(ctx.params["counter_file"]), f"{event} {ctx.spec.name} {ctx.job_id}")
+        _append(Path(ctx.params["counter_file"]), f"{event} {ctx.spec.name} {ctx.job_id} {os.getpid()}")
 
     async def _gate(self, ctx: StepContext, gate: str) -> None:
         if gate not in (ctx.params.get("gates") or []):
@@ -196,3 +196,4 @@ class SelftestHandler(JobHandler):
     async def restore_guard(self, ctx: StepContext) -> None:
         Path(ctx.params["counter_file"] + ".state").write_text("guard=on\n")
         self._effect(ctx, "cleanup")
+        await self._gate(ctx, "inside:restore_guard")

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 LOG = logging.getLogger("rackpilot.targets.dell")
 
+IDRAC_COMPONENT_ID = "25227"  # Dell component id of "iDRAC with Lifecycle Controller"
 FINISHED = {"Completed", "Failed", "CompletedWithErrors", "RebootFailed"}
 FAILED = {"Failed", "CompletedWithErrors", "RebootFailed"}
 
@@ -293,7 +294,7 @@ class DellOEM:
                 last_key, last_change = (state, pct), now
             if now - last_change >= t.stall or now - start >= t.scp:
                 raise JobStuck(f"SCP export job {jid} not finished (state {state}, {pct}%) after "
-                               f"{now - start:.0f} s", job_id=jid, state=state, percent=pct, target=self.target,
+                               f"{now - start:.1f} s", job_id=jid, state=state, percent=pct, target=self.target,
                                operation="export SCP")
             self.c.sleep(t.poll)
 
@@ -377,7 +378,12 @@ class DellOEM:
                     staged.append(cr)
                 else:
                     cr.message = job.message
-                    self.wait_idrac_back(operation=f"apply {cr.name or p.component_id}")
+                    if p.component_id == IDRAC_COMPONENT_ID or "idrac" in cr.name.lower():
+                        # Quirk: new iDRAC firmware takes effect by restarting the iDRAC right
+                        # after its job completes; wait for it to go away and come back.
+                        self.wait_idrac_back(operation=f"apply {cr.name or p.component_id}", expect_down=True)
+                    else:
+                        self.wait_lc_ready(operation=f"apply {cr.name or p.component_id}")
             except (JobFailed, JobStuck) as exc:
                 cr.status, cr.job_state, cr.message = "failed", getattr(exc, "state", None), exc.detail
         if staged:

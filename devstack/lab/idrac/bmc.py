@@ -110,6 +110,7 @@ class Job:
     new_version: str = ""
     is_task: bool = False  # answers at /TaskService/Tasks/<id> too
     on_done: Callable[[], None] | None = None  # effect applied when the job completes
+    run_window: tuple[float, float] | None = None  # real (start, end) while Running, for PercentComplete
 
     @property
     def finished(self) -> bool:
@@ -242,6 +243,10 @@ class BMC:
             while self._events and self._events[0][0] <= now:
                 _, _, fn = heapq.heappop(self._events)
                 fn()
+            for job in self.jobs.values():
+                if job.state == "Running" and job.run_window and not job.stuck:
+                    a, b = job.run_window
+                    job.percent = max(job.percent, min(95, 10 + int(85 * (now - a) / max(b - a, 1e-9))))
             idle = self.real(self.timing.session_idle)
             for sid in [s.id for s in self.sessions.values() if now - s.last_used > idle]:
                 del self.sessions[sid]
@@ -475,7 +480,10 @@ class BMC:
             job.percent = 34
             return
 
+        job.run_window = (self.now(), self.now() + self.real(duration))
+
         def done() -> None:
+            job.run_window = None
             if job.id not in self.jobs:
                 return
             if self.faults.job_outcome == "fail":

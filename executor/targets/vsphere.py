@@ -1,0 +1,1005 @@
+"""vCenter client for rackpilot's executor (pyvmomi).
+
+Everything the vCenter handlers need, as plain data and blocking calls (pyvmomi is
+synchronous; async callers use `asyncio.to_thread`):
+
+- `VSphereClient.inventory()`: clusters (HA/DRS/admission control, affinity rules),
+  hosts (version, build, connection, maintenance, service tag, BMC address), VMs with
+  the device facts the blocker scan needs, datastores. One PropertyCollector pass over a
+  ContainerView, never one call per object, so 3,000+ VMs stay cheap.
+- maintenance mode in and out, with a server-side evacuation timeout and a
+  progress-aware wait;
+- cluster HA/DRS settings read as plain data, changed, and restored exactly (verified
+  by reading them back);
+- VM power on/off, host reconnection waits.
+
+TLS follows `Endpoint`: verified against the system store or a per-target CA bundle, or
+`insecure=True` explicitly (logged on every connect).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from pyVim.connect import Disconnect, SmartConnect
+from pyVmomi import vim, vmodl
+
+from .endpoint import Endpoint
+from .errors import (
+    AuthenticationFailed,
+    JobFailed,
+    JobStuck,
+    OperationTimedOut,
+    RequestRejected,
+    TargetError,
+    TargetUnreachable,
+    TLSConfigurationError,
+    UnsupportedTarget,
+)
+
+log = logging.getLogger("rackpilot.targets.vsphere")
+
+# Host custom attributes that may hold the BMC (iDRAC) address, in order of preference.
+BMC_ATTRIBUTES = ("BMC Address", "iDRAC", "iDRAC IP", "bmc_address")
+# Hardware identification types carrying a Dell service tag, in order of preference.
+SERVICE_TAG_TYPES = ("ServiceTag", "EnclosureSerialNumberTag", "SerialNumberTag")
+
+
+# -- errors ------------------------------------------------------------------------------
+class TaskFailed(JobFailed):
+    """A vCenter task ended in error; `fault` is the vim fault type (e.g. `InvalidState`)."""
+
+    def __init__(self, message: str, *, fault: str = "", **kw: Any):
+        self.fault = fault
+        super().__init__(message, state="error", **kw)
+
+
+class InvalidTargetState(TaskFailed):
+    """vCenter refused because of the object's state (InvalidState, HostNotConnected, ...)."""
+
+    hint = "check DRS automation, maintenance and connection state of the host or cluster"
+
+
+class MaintenanceTimeout(OperationTimedOut):
+    """The host did not reach maintenance mode before the evacuation timeout.
+
+    `stuck_vms` names the VMs still running on the host when the task gave up."""
+
+    hint = "resolve the VMs that cannot move (blocker scan), or give the evacuation more time"
+
+    def __init__(self, message: str, *, stuck_vms: list[str] | None = None, **kw: Any):
+        self.stuck_vms = stuck_vms or []
+        super().__init__(message, **kw)
+
+
+class ObjectNotFound(RequestRejected):
+    """The managed object (host, cluster, VM) does not exist (any more) in vCenter."""
+
+    hint = "run vcenter_sync: the inventory is out of date"
+
+
+class SettingsMismatch(TargetError):
+    """Cluster settings read back after a change differ from what was applied."""
+
+    hint = "another tool or user changed the cluster at the same time; compare and fix by hand"
+
+
+# -- timeouts ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class VSphereTimeouts:
+    """Waits of the vSphere client, in seconds. `compressed(f)` divides all of them for
+    time-scaled labs."""
+
+    connect: float = 30.0  # TCP/TLS connect and each SOAP round trip
+    task: float = 600.0  # an ordinary task (reconfigure, power, relocate)
+    stall: float = 300.0  # a task whose state and progress do not change this long is stuck
+    host_reconnect: float = 1800.0  # ESXi back after a reboot (POST of a PowerEdge takes minutes)
+    poll: float = 1.0  # between two reads of a task or host state
+
+    def compressed(self, factor: float) -> VSphereTimeouts:
+        return replace(self, **{f.name: getattr(self, f.name) / factor for f in fields(self)})
+
+
+# -- inventory data ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Datastore:
+    moid: str
+    name: str
+    type: str
+    shared: bool  # multipleHostAccess and mounted on more than one host
+    hosts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class VMDevice:
+    """A device fact: kind is usb, usb_controller, cdrom, floppy, vgpu, pci_passthrough or
+    disk; backing is host_device, client_device, iso, image, file, passthrough or ''."""
+
+    kind: str
+    label: str
+    connected: bool
+    backing: str
+    path: str = ""  # file name of ISO/image/disk ("[datastore] folder/file")
+    datastore: str = ""  # datastore moid of that file, when known
+    detail: str = ""  # vGPU profile, PCI id, USB device name
+
+
+@dataclass(frozen=True)
+class VM:
+    moid: str
+    name: str
+    host: str | None
+    power_state: str
+    connection_state: str
+    memory_mb: int
+    num_cpu: int
+    ft_state: str
+    template: bool
+    instance_uuid: str
+    datastores: tuple[str, ...]
+    devices: tuple[VMDevice, ...]
+
+    @property
+    def powered_on(self) -> bool:
+        return self.power_state == "poweredOn"
+
+
+@dataclass(frozen=True)
+class Host:
+    moid: str
+    name: str
+    cluster: str | None
+    connection_state: str
+    in_maintenance: bool
+    power_state: str
+    version: str
+    build: str
+    full_name: str
+    memory_bytes: int
+    cpu_cores: int
+    vendor: str
+    model: str
+    uuid: str
+    service_tag: str
+    bmc_address: str
+    boot_time: str  # ISO 8601 or ''
+    vms: tuple[str, ...]
+    datastores: tuple[str, ...]
+
+    @property
+    def active(self) -> bool:
+        """Connected and serving VMs (not in maintenance)."""
+        return self.connection_state == "connected" and not self.in_maintenance
+
+
+@dataclass(frozen=True)
+class AffinityRule:
+    name: str
+    enabled: bool
+    mandatory: bool
+    vms: tuple[str, ...]
+    affine_hosts: tuple[str, ...]
+    anti_affine_hosts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Cluster:
+    moid: str
+    name: str
+    datacenter: str
+    hosts: tuple[str, ...]
+    ha: dict[str, Any]  # see ha_settings()
+    drs: dict[str, Any]  # see drs_settings()
+    rules: tuple[AffinityRule, ...]
+    drs_vm_overrides: dict[str, str]  # vm moid -> behaviour (or "disabled")
+
+    @property
+    def ha_enabled(self) -> bool:
+        return bool(self.ha.get("enabled"))
+
+    @property
+    def drs_fully_automated(self) -> bool:
+        return bool(self.drs.get("enabled")) and self.drs.get("default_vm_behavior") in (
+            "fullyAutomated",
+            "",
+            None,
+        )
+
+
+@dataclass
+class Inventory:
+    vcenter: dict[str, str]
+    clusters: dict[str, Cluster] = field(default_factory=dict)
+    hosts: dict[str, Host] = field(default_factory=dict)
+    vms: dict[str, VM] = field(default_factory=dict)
+    datastores: dict[str, Datastore] = field(default_factory=dict)
+
+    def cluster_by_name(self, name: str) -> Cluster:
+        for c in self.clusters.values():
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    def host_by_name(self, name: str) -> Host:
+        for h in self.hosts.values():
+            if h.name == name:
+                return h
+        raise KeyError(name)
+
+    def vm_by_name(self, name: str) -> VM:
+        for v in self.vms.values():
+            if v.name == name:
+                return v
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "vcenter": dict(self.vcenter),
+            "clusters": [asdict(c) for c in self.clusters.values()],
+            "hosts": [asdict(h) for h in self.hosts.values()],
+            "vms": [asdict(v) for v in self.vms.values()],
+            "datastores": [asdict(d) for d in self.datastores.values()],
+        }
+
+
+# -- settings as plain data ----------------------------------------------------------------
+def _policy_to_dict(policy: Any) -> dict[str, Any] | None:
+    if policy is None:
+        return None
+    if isinstance(policy, vim.cluster.FailoverLevelAdmissionControlPolicy):
+        return {"type": "failover_level", "failover_level": policy.failoverLevel}
+    if isinstance(policy, vim.cluster.FailoverResourcesAdmissionControlPolicy):
+        return {
+            "type": "resources_percent",
+            "cpu_percent": policy.cpuFailoverResourcesPercent,
+            "memory_percent": policy.memoryFailoverResourcesPercent,
+            "failover_level": policy.failoverLevel,
+            "auto_compute": policy.autoComputePercentages,
+        }
+    if isinstance(policy, vim.cluster.FailoverHostAdmissionControlPolicy):
+        return {
+            "type": "failover_hosts",
+            "hosts": sorted(h._moId for h in policy.failoverHosts or []),
+            "failover_level": policy.failoverLevel,
+        }
+    # An unknown policy could not be put back exactly: refuse rather than lose it.
+    raise UnsupportedTarget(
+        f"HA admission control policy {type(policy).__name__} cannot be recorded exactly",
+        operation="read cluster settings",
+    )
+
+
+def _policy_from_dict(d: dict[str, Any] | None, stub: Any) -> Any:
+    if d is None:
+        return None
+    t = d.get("type")
+    if t == "failover_level":
+        return vim.cluster.FailoverLevelAdmissionControlPolicy(failoverLevel=d["failover_level"])
+    if t == "resources_percent":
+        return vim.cluster.FailoverResourcesAdmissionControlPolicy(
+            cpuFailoverResourcesPercent=d["cpu_percent"],
+            memoryFailoverResourcesPercent=d["memory_percent"],
+            failoverLevel=d.get("failover_level"),
+            autoComputePercentages=d.get("auto_compute"),
+        )
+    if t == "failover_hosts":
+        return vim.cluster.FailoverHostAdmissionControlPolicy(
+            failoverHosts=[vim.HostSystem(m, stub) for m in d["hosts"]],
+            failoverLevel=d.get("failover_level"),
+        )
+    raise ValueError(f"unknown admission control policy type {t!r}")
+
+
+def ha_settings(das: Any) -> dict[str, Any]:
+    return {
+        "enabled": bool(das.enabled),
+        "admission_control_enabled": bool(das.admissionControlEnabled),
+        "failover_level": int(das.failoverLevel or 0),
+        "host_monitoring": das.hostMonitoring or "",
+        "vm_monitoring": das.vmMonitoring or "",
+        "admission_control_policy": _policy_to_dict(das.admissionControlPolicy),
+    }
+
+
+def drs_settings(drs: Any) -> dict[str, Any]:
+    return {
+        "enabled": bool(drs.enabled),
+        "default_vm_behavior": drs.defaultVmBehavior or "",
+        "vmotion_rate": int(drs.vmotionRate or 0),
+        "enable_vm_behavior_overrides": bool(drs.enableVmBehaviorOverrides),
+    }
+
+
+DRS_KEYS = frozenset({"enabled", "default_vm_behavior", "vmotion_rate", "enable_vm_behavior_overrides"})
+_HA_FIELDS = {
+    "enabled",
+    "admission_control_enabled",
+    "failover_level",
+    "host_monitoring",
+    "vm_monitoring",
+    "admission_control_policy",
+}
+
+
+def _das_spec(ha: dict[str, Any], stub: Any) -> Any:
+    unknown = set(ha) - _HA_FIELDS
+    if unknown:
+        raise ValueError(f"unknown HA setting(s): {', '.join(sorted(unknown))}")
+    spec = vim.cluster.DasConfigInfo()
+    if "enabled" in ha:
+        spec.enabled = bool(ha["enabled"])
+    if "admission_control_enabled" in ha:
+        spec.admissionControlEnabled = bool(ha["admission_control_enabled"])
+    if ha.get("failover_level"):
+        spec.failoverLevel = int(ha["failover_level"])
+    if ha.get("host_monitoring"):
+        spec.hostMonitoring = ha["host_monitoring"]
+    if ha.get("vm_monitoring"):
+        spec.vmMonitoring = ha["vm_monitoring"]
+    if ha.get("admission_control_policy") is not None:
+        spec.admissionControlPolicy = _policy_from_dict(ha["admission_control_policy"], stub)
+    return spec
+
+
+def _drs_spec(drs: dict[str, Any]) -> Any:
+    unknown = set(drs) - DRS_KEYS
+    if unknown:
+        raise ValueError(f"unknown DRS setting(s): {', '.join(sorted(unknown))}")
+    spec = vim.cluster.DrsConfigInfo()
+    if "enabled" in drs:
+        spec.enabled = bool(drs["enabled"])
+    if drs.get("default_vm_behavior"):
+        if drs["default_vm_behavior"] not in ("fullyAutomated", "partiallyAutomated", "manual"):
+            raise ValueError(f"unknown DRS behaviour {drs['default_vm_behavior']!r}")
+        spec.defaultVmBehavior = drs["default_vm_behavior"]
+    if drs.get("vmotion_rate"):
+        spec.vmotionRate = int(drs["vmotion_rate"])
+    if "enable_vm_behavior_overrides" in drs:
+        spec.enableVmBehaviorOverrides = bool(drs["enable_vm_behavior_overrides"])
+    return spec
+
+
+def _differences(want: dict[str, Any], got: dict[str, Any]) -> list[str]:
+    diffs = []
+    for key, value in want.items():
+        # vSphere cannot unset a policy or a failover level; an unset recorded value is not
+        # something a restore can (or needs to) reproduce.
+        if value is None or (key == "failover_level" and value == 0):
+            continue
+        if got.get(key) != value:
+            diffs.append(f"{key}: expected {value!r}, found {got.get(key)!r}")
+    return diffs
+
+
+# -- device facts --------------------------------------------------------------------------
+_DS_PATH = re.compile(r"^\[([^\]]+)\]\s*(.*)$")
+_dev = vim.vm.device
+
+
+def _connected(dev: Any) -> bool:
+    c = getattr(dev, "connectable", None)
+    return bool(c and c.connected)
+
+
+def _file_fact(kind: str, dev: Any, backing: Any, ds_by_name: dict[str, str], connected: bool) -> VMDevice:
+    path = backing.fileName or ""
+    ds = backing.datastore._moId if getattr(backing, "datastore", None) is not None else ""
+    if not ds:
+        m = _DS_PATH.match(path)
+        if m:
+            ds = ds_by_name.get(m.group(1), "")
+    b = "iso" if kind == "cdrom" else ("image" if kind == "floppy" else "file")
+    return VMDevice(kind, _label(dev), connected, b, path=path, datastore=ds)
+
+
+def _label(dev: Any) -> str:
+    return dev.deviceInfo.label if dev.deviceInfo else f"device {dev.key}"
+
+
+def device_fact(dev: Any, ds_by_name: dict[str, str]) -> VMDevice | None:
+    """The blocker-relevant fact of one virtual device, or None for devices that never
+    affect mobility (controllers other than USB, NICs, video, ...)."""
+    b = dev.backing
+    if isinstance(dev, _dev.VirtualUSB):
+        backing = "host_device" if isinstance(b, _dev.VirtualUSB.USBBackingInfo) else (
+            "client_device" if isinstance(b, _dev.VirtualUSB.RemoteClientBackingInfo) else "passthrough"
+        )
+        name = getattr(b, "deviceName", "") or ""
+        return VMDevice("usb", _label(dev), bool(dev.connected) or _connected(dev), backing, detail=name)
+    if isinstance(dev, _dev.VirtualUSBController | _dev.VirtualUSBXHCIController):
+        return VMDevice("usb_controller", _label(dev), True, "", detail=f"devices={len(dev.device or [])}")
+    if isinstance(dev, _dev.VirtualCdrom):
+        if isinstance(b, _dev.VirtualCdrom.IsoBackingInfo):
+            return _file_fact("cdrom", dev, b, ds_by_name, _connected(dev))
+        if isinstance(b, _dev.VirtualCdrom.AtapiBackingInfo | _dev.VirtualCdrom.PassthroughBackingInfo):
+            return VMDevice("cdrom", _label(dev), _connected(dev), "host_device", detail=b.deviceName or "")
+        return VMDevice("cdrom", _label(dev), _connected(dev), "client_device")
+    if isinstance(dev, _dev.VirtualFloppy):
+        if isinstance(b, _dev.VirtualFloppy.ImageBackingInfo):
+            return _file_fact("floppy", dev, b, ds_by_name, _connected(dev))
+        if isinstance(b, _dev.VirtualFloppy.DeviceBackingInfo):
+            return VMDevice("floppy", _label(dev), _connected(dev), "host_device", detail=b.deviceName or "")
+        return VMDevice("floppy", _label(dev), _connected(dev), "client_device")
+    if isinstance(dev, _dev.VirtualPCIPassthrough):
+        if isinstance(b, _dev.VirtualPCIPassthrough.VmiopBackingInfo):
+            return VMDevice("vgpu", _label(dev), True, "passthrough", detail=b.vgpu or "")
+        detail = getattr(b, "id", "") or getattr(b, "deviceName", "") or ""
+        return VMDevice("pci_passthrough", _label(dev), True, "passthrough", detail=detail)
+    if isinstance(dev, _dev.VirtualDisk):
+        return _file_fact("disk", dev, b, ds_by_name, True)
+    return None
+
+
+# -- the client ----------------------------------------------------------------------------
+_HOST_PROPS = [
+    "name",
+    "parent",
+    "runtime.connectionState",
+    "runtime.inMaintenanceMode",
+    "runtime.powerState",
+    "runtime.bootTime",
+    "summary.config.product",
+    "summary.hardware",
+    "customValue",
+    "vm",
+    "datastore",
+]
+_VM_PROPS = [
+    "name",
+    "runtime.host",
+    "runtime.powerState",
+    "runtime.connectionState",
+    "runtime.faultToleranceState",
+    "config.hardware.memoryMB",
+    "config.hardware.numCPU",
+    "config.hardware.device",
+    "config.template",
+    "config.instanceUuid",
+    "datastore",
+]
+_CLUSTER_PROPS = ["name", "parent", "host", "configurationEx"]
+_DS_PROPS = ["name", "summary.type", "summary.multipleHostAccess", "host"]
+
+
+def _moid(obj: Any) -> str:
+    return obj._moId if obj is not None else ""
+
+
+class VSphereClient:
+    """One session to one vCenter. Use as a context manager, or `connect()`/`close()`."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        timeouts: VSphereTimeouts | None = None,
+        *,
+        bmc_attributes: tuple[str, ...] = BMC_ATTRIBUTES,
+        page_size: int = 1000,
+    ):
+        self.endpoint = endpoint
+        self.timeouts = timeouts or VSphereTimeouts()
+        self.bmc_attributes = bmc_attributes
+        self.page_size = page_size
+        self._si: Any = None
+
+    # connection ------------------------------------------------------------------------
+    def _ssl_context(self) -> ssl.SSLContext:
+        if self.endpoint.url.startswith("http://"):
+            raise TLSConfigurationError("vCenter is only reachable over HTTPS", target=self.endpoint.display)
+        if self.endpoint.insecure:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            return ctx
+        return ssl.create_default_context(cafile=self.endpoint.ca_bundle)
+
+    def connect(self) -> VSphereClient:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.endpoint.url)
+        self.endpoint.announce(log)
+        target = self.endpoint.display
+        try:
+            self._si = SmartConnect(
+                host=parts.hostname,
+                port=parts.port or 443,
+                user=self.endpoint.username,
+                pwd=self.endpoint.password,
+                sslContext=self._ssl_context(),
+                httpConnectionTimeout=self.timeouts.connect,
+                connectionPoolTimeout=-1,
+            )
+        except vim.fault.InvalidLogin:
+            raise AuthenticationFailed("vCenter refused the credentials", target=target, operation="login") from None
+        except ssl.SSLError as e:
+            raise TLSConfigurationError(
+                f"TLS handshake failed: {e.reason or e}", target=target, operation="login"
+            ) from None
+        except OSError as e:
+            raise TargetUnreachable(f"cannot reach vCenter: {e}", target=target, operation="login") from None
+        return self
+
+    def close(self) -> None:
+        si, self._si = self._si, None
+        if si is not None:
+            try:
+                Disconnect(si)
+            except Exception:  # noqa: BLE001 - logging out of a dead session must not mask the real error
+                log.debug("vCenter logout failed", exc_info=True)
+
+    def __enter__(self) -> VSphereClient:
+        return self.connect() if self._si is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def content(self) -> Any:
+        if self._si is None:
+            raise TargetError("not connected", target=self.endpoint.display)
+        return self._si.RetrieveContent()
+
+    def _stub(self) -> Any:
+        return self._si._stub
+
+    def _obj(self, kind: Any, moid: str) -> Any:
+        return kind(moid, self._stub())
+
+    def _call(self, operation: str, fn: Callable[[], Any]) -> Any:
+        """Run one SOAP call, turning transport and well-known faults into TargetErrors."""
+        target = self.endpoint.display
+        try:
+            return fn()
+        except vmodl.fault.ManagedObjectNotFound as e:
+            raise ObjectNotFound(
+                f"object {_moid(e.obj)} does not exist", target=target, operation=operation
+            ) from None
+        except vim.fault.NotAuthenticated:
+            raise AuthenticationFailed("the vCenter session expired", target=target, operation=operation) from None
+        except ssl.SSLError as e:
+            raise TLSConfigurationError(f"TLS error: {e}", target=target, operation=operation) from None
+        except OSError as e:
+            raise TargetUnreachable(f"vCenter did not answer: {e}", target=target, operation=operation) from None
+
+    # property collector -------------------------------------------------------------------
+    def _retrieve(self, props: dict[Any, list[str]], objects: list[Any] | None = None) -> list[Any]:
+        """Read properties of every object of the given types (through one ContainerView)
+        or of the given objects, in pages."""
+        pc = vmodl.query.PropertyCollector
+        content = self.content
+        view = None
+        if objects is None:
+            view = self._call(
+                "inventory",
+                lambda: content.viewManager.CreateContainerView(content.rootFolder, list(props), True),
+            )
+            traversal = pc.TraversalSpec(name="view", path="view", skip=False, type=vim.view.ContainerView)
+            object_set = [pc.ObjectSpec(obj=view, skip=True, selectSet=[traversal])]
+        else:
+            object_set = [pc.ObjectSpec(obj=o, skip=False) for o in objects]
+        spec = pc.FilterSpec(
+            objectSet=object_set,
+            propSet=[pc.PropertySpec(type=t, pathSet=paths, all=False) for t, paths in props.items()],
+        )
+        out: list[Any] = []
+        try:
+            collector = content.propertyCollector
+            result = self._call(
+                "inventory",
+                lambda: collector.RetrievePropertiesEx([spec], pc.RetrieveOptions(maxObjects=self.page_size)),
+            )
+            while result is not None:
+                out.extend(result.objects or [])
+                if not result.token:
+                    break
+                token = result.token
+                result = self._call("inventory", lambda t=token: collector.ContinueRetrievePropertiesEx(t))
+        finally:
+            if view is not None:
+                self._call("inventory", view.Destroy)
+        return out
+
+    @staticmethod
+    def _props(oc: Any) -> dict[str, Any]:
+        return {p.name: p.val for p in oc.propSet or []}
+
+    def _field_names(self) -> dict[int, str]:
+        cfm = self.content.customFieldsManager
+        if cfm is None:  # a standalone ESXi host has no custom attributes
+            return {}
+        return {f.key: f.name for f in self._call("inventory", lambda: cfm.field) or []}
+
+    def inventory(self) -> Inventory:
+        """Clusters, hosts, VMs and datastores of the whole vCenter in one pass."""
+        about = self.content.about
+        inv = Inventory(
+            vcenter={
+                "instance_uuid": about.instanceUuid or "",
+                "version": about.version or "",
+                "build": about.build or "",
+                "api_version": about.apiVersion or "",
+                "name": about.fullName or "",
+            }
+        )
+        objs = self._retrieve(
+            {
+                vim.Datacenter: ["name", "parent"],
+                vim.Folder: ["name", "parent"],
+                vim.ClusterComputeResource: _CLUSTER_PROPS,
+                vim.HostSystem: _HOST_PROPS,
+                vim.VirtualMachine: _VM_PROPS,
+                vim.Datastore: _DS_PROPS,
+            }
+        )
+        fields_by_key = self._field_names()
+        parents: dict[str, tuple[str, str]] = {}  # moid -> (parent moid, type)
+        names: dict[str, str] = {}
+        by_type: dict[type, list[tuple[str, dict[str, Any]]]] = {}
+        for oc in objs:
+            p = self._props(oc)
+            moid = oc.obj._moId
+            names[moid] = p.get("name", "")
+            parent = p.get("parent")
+            if parent is not None:
+                parents[moid] = (parent._moId, type(parent).__name__)
+            by_type.setdefault(type(oc.obj), []).append((moid, p))
+        datacenters = {m for m, _ in by_type.get(vim.Datacenter, [])}
+
+        def datacenter_of(moid: str) -> str:
+            seen = 0
+            while moid in parents and seen < 64:
+                moid = parents[moid][0]
+                seen += 1
+                if moid in datacenters:
+                    return names.get(moid, "")
+            return ""
+
+        for moid, p in by_type.get(vim.Datastore, []):
+            mounts = tuple(
+                m.key._moId for m in p.get("host") or [] if m.mountInfo is None or m.mountInfo.mounted is not False
+            )
+            shared = bool(p.get("summary.multipleHostAccess")) and len(mounts) > 1
+            inv.datastores[moid] = Datastore(moid, p.get("name", ""), p.get("summary.type") or "", shared, mounts)
+        ds_by_name = {d.name: d.moid for d in inv.datastores.values()}
+
+        host_cluster: dict[str, str] = {}
+        for moid, p in by_type.get(vim.ClusterComputeResource, []):
+            cluster = self._cluster(moid, p, datacenter_of(moid))
+            inv.clusters[moid] = cluster
+            for h in cluster.hosts:
+                host_cluster[h] = moid
+
+        for moid, p in by_type.get(vim.HostSystem, []):
+            inv.hosts[moid] = self._host(moid, p, host_cluster.get(moid), fields_by_key)
+
+        for moid, p in by_type.get(vim.VirtualMachine, []):
+            devices = tuple(
+                f for f in (device_fact(d, ds_by_name) for d in p.get("config.hardware.device") or []) if f
+            )
+            host = p.get("runtime.host")
+            inv.vms[moid] = VM(
+                moid=moid,
+                name=p.get("name", ""),
+                host=host._moId if host is not None else None,
+                power_state=str(p.get("runtime.powerState") or ""),
+                connection_state=str(p.get("runtime.connectionState") or ""),
+                memory_mb=int(p.get("config.hardware.memoryMB") or 0),
+                num_cpu=int(p.get("config.hardware.numCPU") or 0),
+                ft_state=str(p.get("runtime.faultToleranceState") or "notConfigured"),
+                template=bool(p.get("config.template")),
+                instance_uuid=p.get("config.instanceUuid") or "",
+                datastores=tuple(d._moId for d in p.get("datastore") or []),
+                devices=devices,
+            )
+        return inv
+
+    def _cluster(self, moid: str, p: dict[str, Any], datacenter: str) -> Cluster:
+        cfg = p.get("configurationEx")
+        groups: dict[str, tuple[str, ...]] = {}
+        rules: list[AffinityRule] = []
+        overrides: dict[str, str] = {}
+        ha: dict[str, Any] = {}
+        drs: dict[str, Any] = {}
+        if cfg is not None:
+            ha = ha_settings(cfg.dasConfig) if cfg.dasConfig else {}
+            drs = drs_settings(cfg.drsConfig) if cfg.drsConfig else {}
+            for g in cfg.group or []:
+                if isinstance(g, vim.cluster.VmGroup):
+                    groups[g.name] = tuple(v._moId for v in g.vm or [])
+                elif isinstance(g, vim.cluster.HostGroup):
+                    groups[g.name] = tuple(h._moId for h in g.host or [])
+            for r in cfg.rule or []:
+                if isinstance(r, vim.cluster.VmHostRuleInfo):
+                    rules.append(
+                        AffinityRule(
+                            name=r.name,
+                            enabled=bool(r.enabled),
+                            mandatory=bool(r.mandatory),
+                            vms=groups.get(r.vmGroupName, ()),
+                            affine_hosts=groups.get(r.affineHostGroupName, ()) if r.affineHostGroupName else (),
+                            anti_affine_hosts=groups.get(r.antiAffineHostGroupName, ())
+                            if r.antiAffineHostGroupName
+                            else (),
+                        )
+                    )
+            for o in cfg.drsVmConfig or []:
+                overrides[o.key._moId] = "disabled" if o.enabled is False else (o.behavior or "")
+        return Cluster(
+            moid=moid,
+            name=p.get("name", ""),
+            datacenter=datacenter,
+            hosts=tuple(h._moId for h in p.get("host") or []),
+            ha=ha,
+            drs=drs,
+            rules=tuple(rules),
+            drs_vm_overrides=overrides,
+        )
+
+    def _host(self, moid: str, p: dict[str, Any], cluster: str | None, fields_by_key: dict[int, str]) -> Host:
+        product = p.get("summary.config.product")
+        hw = p.get("summary.hardware")
+        ids = {}
+        for info in (getattr(hw, "otherIdentifyingInfo", None) or []):
+            key = info.identifierType.key if info.identifierType else ""
+            ids.setdefault(key, info.identifierValue or "")
+        service_tag = next((ids[t] for t in SERVICE_TAG_TYPES if ids.get(t)), "")
+        attrs = {fields_by_key.get(cv.key, ""): getattr(cv, "value", "") for cv in p.get("customValue") or []}
+        bmc = next((attrs[a] for a in self.bmc_attributes if attrs.get(a)), "")
+        boot = p.get("runtime.bootTime")
+        return Host(
+            moid=moid,
+            name=p.get("name", ""),
+            cluster=cluster,
+            connection_state=str(p.get("runtime.connectionState") or ""),
+            in_maintenance=bool(p.get("runtime.inMaintenanceMode")),
+            power_state=str(p.get("runtime.powerState") or ""),
+            version=getattr(product, "version", "") or "",
+            build=getattr(product, "build", "") or "",
+            full_name=getattr(product, "fullName", "") or "",
+            memory_bytes=int(getattr(hw, "memorySize", 0) or 0),
+            cpu_cores=int(getattr(hw, "numCpuCores", 0) or 0),
+            vendor=getattr(hw, "vendor", "") or "",
+            model=getattr(hw, "model", "") or "",
+            uuid=getattr(hw, "uuid", "") or "",
+            service_tag=service_tag,
+            bmc_address=bmc,
+            boot_time=boot.isoformat() if boot else "",
+            vms=tuple(v._moId for v in p.get("vm") or []),
+            datastores=tuple(d._moId for d in p.get("datastore") or []),
+        )
+
+    def host(self, moid: str) -> Host:
+        """Current state of one host (a single property read, for waits)."""
+        objs = self._retrieve({vim.HostSystem: _HOST_PROPS}, [self._obj(vim.HostSystem, moid)])
+        if not objs:
+            raise ObjectNotFound(f"host {moid} does not exist", target=self.endpoint.display)
+        parent = self._props(objs[0]).get("parent")
+        cluster = parent._moId if isinstance(parent, vim.ClusterComputeResource) else None
+        return self._host(moid, self._props(objs[0]), cluster, self._field_names())
+
+    def vm_power_state(self, moid: str) -> str:
+        objs = self._retrieve({vim.VirtualMachine: ["runtime.powerState"]}, [self._obj(vim.VirtualMachine, moid)])
+        return str(self._props(objs[0]).get("runtime.powerState") or "") if objs else ""
+
+    # tasks ----------------------------------------------------------------------------------
+    def wait_for_task(
+        self,
+        task: Any,
+        *,
+        operation: str,
+        timeout: float | None = None,
+        stall: float | None = None,
+        on_progress: Callable[[int | None, str], None] | None = None,
+    ) -> Any:
+        """Wait for a task, telling "stalled" from "slow": the stall clock restarts whenever
+        the task's state or progress changes; `timeout` bounds the whole wait. On either
+        limit the task is cancelled (when vCenter allows) and JobStuck/OperationTimedOut
+        is raised. A task error raises TaskFailed (InvalidTargetState for state faults)."""
+        timeout = self.timeouts.task if timeout is None else timeout
+        stall = self.timeouts.stall if stall is None else stall
+        target = self.endpoint.display
+        start = last_change = time.monotonic()
+        seen: tuple[str, int | None] | None = None
+        while True:
+            info = self._call(operation, lambda: task.info)
+            state, progress = str(info.state), info.progress
+            now = time.monotonic()
+            if (state, progress) != seen:
+                seen, last_change = (state, progress), now
+                if on_progress is not None:
+                    on_progress(progress, state)
+            if state == "success":
+                return info.result
+            if state == "error":
+                raise self._task_error(info.error, operation)
+            if now - start > timeout:
+                self._cancel(task)
+                raise OperationTimedOut(
+                    f"task {task._moId} did not finish within {timeout:g}s", target=target, operation=operation
+                )
+            if now - last_change > stall:
+                self._cancel(task)
+                raise JobStuck(
+                    f"task {task._moId} made no progress for {stall:g}s",
+                    job_id=task._moId,
+                    state=state,
+                    percent=progress,
+                    target=target,
+                    operation=operation,
+                )
+            time.sleep(self.timeouts.poll)
+
+    def _cancel(self, task: Any) -> None:
+        try:
+            task.CancelTask()
+        except (vmodl.MethodFault, OSError):
+            log.warning("vCenter refused to cancel task %s", task._moId)
+
+    def _task_error(self, fault: Any, operation: str) -> TaskFailed:
+        name = type(fault).__name__.rsplit(".", 1)[-1] if fault is not None else "unknown"
+        msg = getattr(fault, "msg", "") or name
+        target = self.endpoint.display
+        if isinstance(fault, vim.fault.InvalidState | vim.fault.HostNotConnected | vim.fault.InvalidPowerState):
+            return InvalidTargetState(f"vCenter refused: {msg}", fault=name, target=target, operation=operation)
+        return TaskFailed(f"task failed: {msg}", fault=name, target=target, operation=operation)
+
+    # maintenance ----------------------------------------------------------------------------
+    def enter_maintenance(
+        self,
+        host: str,
+        timeout: float,
+        *,
+        evacuate_powered_off: bool = False,
+        on_progress: Callable[[int | None, str], None] | None = None,
+    ) -> None:
+        """Put a host into maintenance mode, letting DRS evacuate it for up to `timeout`
+        seconds (vCenter enforces it and fails the task with Timedout). Idempotent."""
+        if timeout <= 0:
+            raise ValueError("the evacuation timeout must be positive")
+        current = self.host(host)
+        if current.in_maintenance:
+            return
+        h = self._obj(vim.HostSystem, host)
+        task = self._call(
+            "enter maintenance",
+            lambda: h.EnterMaintenanceMode_Task(
+                timeout=max(1, int(round(timeout))), evacuatePoweredOffVms=evacuate_powered_off
+            ),
+        )
+        try:
+            # vCenter owns the evacuation timeout; the client waits a little longer so the
+            # server's verdict (Timedout, with VMs left) is what the caller sees.
+            self.wait_for_task(
+                task,
+                operation="enter maintenance",
+                timeout=timeout + max(5.0, 10 * self.timeouts.poll),
+                stall=timeout + max(5.0, 10 * self.timeouts.poll),
+                on_progress=on_progress,
+            )
+        except TaskFailed as e:
+            if e.fault == "Timedout":
+                stuck = [v.name for v in self._vms_on(host) if v.powered_on or evacuate_powered_off]
+                raise MaintenanceTimeout(
+                    f"host {current.name} did not enter maintenance within {timeout:g}s; "
+                    f"still on it: {', '.join(stuck) or 'none'}",
+                    stuck_vms=stuck,
+                    target=self.endpoint.display,
+                    operation="enter maintenance",
+                ) from None
+            raise
+
+    def _vms_on(self, host: str) -> list[VM]:
+        refs = [self._obj(vim.VirtualMachine, m) for m in self.host(host).vms]
+        if not refs:
+            return []
+        out = []
+        for oc in self._retrieve({vim.VirtualMachine: ["name", "runtime.powerState"]}, refs):
+            p = self._props(oc)
+            out.append(
+                VM(oc.obj._moId, p.get("name", ""), host, str(p.get("runtime.powerState")), "", 0, 0, "", False, "",
+                   (), ())  # fmt: skip
+            )
+        return out
+
+    def exit_maintenance(self, host: str, timeout: float | None = None) -> None:
+        """Take a host out of maintenance mode. Idempotent."""
+        if not self.host(host).in_maintenance:
+            return
+        h = self._obj(vim.HostSystem, host)
+        secs = int(timeout or self.timeouts.task)
+        task = self._call("exit maintenance", lambda: h.ExitMaintenanceMode_Task(timeout=secs))
+        self.wait_for_task(task, operation="exit maintenance", timeout=timeout)
+
+    def wait_for_host(
+        self, host: str, *, connection_state: str = "connected", timeout: float | None = None,
+        booted_after: str | None = None,
+    ) -> Host:  # fmt: skip
+        """Wait until a host reaches a connection state (and, with `booted_after`, has a
+        later boot time than that ISO timestamp: proof that a reboot really happened)."""
+        timeout = self.timeouts.host_reconnect if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        while True:
+            h = self.host(host)
+            if h.connection_state == connection_state and (booted_after is None or h.boot_time > booted_after):
+                return h
+            if time.monotonic() > deadline:
+                raise OperationTimedOut(
+                    f"host {h.name} is {h.connection_state}, not {connection_state}, after {timeout:g}s",
+                    target=self.endpoint.display,
+                    operation="wait for host",
+                )
+            time.sleep(self.timeouts.poll)
+
+    # cluster settings -----------------------------------------------------------------------
+    def read_cluster_settings(self, cluster: str) -> dict[str, Any]:
+        """HA and DRS settings as plain data (JSON-safe), to record before a change."""
+        objs = self._retrieve(
+            {vim.ClusterComputeResource: ["configurationEx"]}, [self._obj(vim.ClusterComputeResource, cluster)]
+        )
+        if not objs:
+            raise ObjectNotFound(f"cluster {cluster} does not exist", target=self.endpoint.display)
+        cfg = self._props(objs[0])["configurationEx"]
+        return {"ha": ha_settings(cfg.dasConfig), "drs": drs_settings(cfg.drsConfig)}
+
+    def apply_cluster_settings(
+        self, cluster: str, *, ha: dict[str, Any] | None = None, drs: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Change only the given HA/DRS settings; return the settings read back."""
+        if not ha and not drs:
+            raise ValueError("nothing to change")
+        stub = self._stub()
+        spec = vim.cluster.ConfigSpecEx()
+        if ha:
+            spec.dasConfig = _das_spec(ha, stub)
+        if drs:
+            spec.drsConfig = _drs_spec(drs)
+        c = self._obj(vim.ClusterComputeResource, cluster)
+        task = self._call("reconfigure cluster", lambda: c.ReconfigureComputeResource_Task(spec, True))
+        self.wait_for_task(task, operation="reconfigure cluster")
+        after = self.read_cluster_settings(cluster)
+        diffs = _differences(ha or {}, after["ha"]) + _differences(drs or {}, after["drs"])
+        if diffs:
+            raise SettingsMismatch(
+                "cluster settings differ after reconfiguration: " + "; ".join(diffs),
+                target=self.endpoint.display,
+                operation="reconfigure cluster",
+            )
+        return after
+
+    def restore_cluster_settings(self, cluster: str, recorded: dict[str, Any]) -> dict[str, Any]:
+        """Put back settings recorded by `read_cluster_settings`, exactly; a no-op when they
+        already match. Raises SettingsMismatch if vCenter ends up different."""
+        current = self.read_cluster_settings(cluster)
+        if not _differences(recorded["ha"], current["ha"]) and not _differences(recorded["drs"], current["drs"]):
+            return current
+        return self.apply_cluster_settings(cluster, ha=recorded["ha"], drs=recorded["drs"])
+
+    # VM power ---------------------------------------------------------------------------------
+    def power_on_vm(self, vm: str, timeout: float | None = None) -> None:
+        """Power a VM on; nothing to do when it already runs."""
+        if self.vm_power_state(vm) == "poweredOn":
+            return
+        v = self._obj(vim.VirtualMachine, vm)
+        task = self._call("power on VM", v.PowerOnVM_Task)
+        self.wait_for_task(task, operation="power on VM", timeout=timeout)
+
+    def power_off_vm(self, vm: str, timeout: float | None = None) -> None:
+        """Power a VM off (hard); nothing to do when it is already off."""
+        if self.vm_power_state(vm) == "poweredOff":
+            return
+        v = self._obj(vim.VirtualMachine, vm)
+        task = self._call("power off VM", v.PowerOffVM_Task)
+        self.wait_for_task(task, operation="power off VM", timeout=timeout)
+
+
+__all__ = [
+    "VSphereClient", "VSphereTimeouts", "Inventory", "Cluster", "Host", "VM", "VMDevice", "Datastore",
+    "AffinityRule", "TaskFailed", "InvalidTargetState", "MaintenanceTimeout", "ObjectNotFound",
+    "SettingsMismatch", "ha_settings", "drs_settings", "device_fact",
+]  # fmt: skip
