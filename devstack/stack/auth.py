@@ -396,6 +396,9 @@ class AuthService:
             raise BadRequest("Invalid login credentials", "invalid_credentials")
         if user["banned_until"] is not None and user["banned_until"] > datetime.now(UTC):
             raise BadRequest("User is banned", "user_banned")
+        if user["email_confirmed_at"] is None:
+            # As GoTrue: an admin-created user without email_confirm cannot sign in yet.
+            raise BadRequest("Email not confirmed", "email_not_confirmed")
         session_id = uuid.uuid4()
         refresh = secrets.token_urlsafe(32)
         async with db.acquire() as conn, conn.transaction():

@@ -247,6 +247,13 @@ def test_admin_create_list_get_delete(admin, api_url, anon_key, service_key, use
         admin.auth.admin.create_user({"email": "not-an-email", "password": PASSWORD})
     assert err.value.status == 400 and err.value.code == "email_address_invalid"
 
+    unconfirmed = admin.auth.admin.create_user({"email": _email(), "password": PASSWORD}).user
+    assert unconfirmed.email_confirmed_at is None
+    with pytest.raises(AuthApiError) as err:
+        create_client(api_url, anon_key).auth.sign_in_with_password({"email": unconfirmed.email, "password": PASSWORD})
+    assert err.value.status == 400 and err.value.code == "email_not_confirmed"
+    admin.auth.admin.delete_user(unconfirmed.id)
+
     # Refused with the anon key and with a user's token.
     anon = create_client(api_url, anon_key)
     for call in (lambda: anon.auth.admin.list_users(),
