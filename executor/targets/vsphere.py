@@ -845,7 +845,7 @@ class VSphereClient:
         name = type(fault).__name__.rsplit(".", 1)[-1] if fault is not None else "unknown"
         msg = getattr(fault, "msg", "") or name
         target = self.endpoint.display
-        if isinstance(fault, vim.fault.InvalidState | vim.fault.HostNotConnected | vim.fault.InvalidPowerState):
+        if isinstance(fault, vim.fault.InvalidState | vmodl.fault.HostNotConnected | vim.fault.InvalidPowerState):
             return InvalidTargetState(f"vCenter refused: {msg}", fault=name, target=target, operation=operation)
         return TaskFailed(f"task failed: {msg}", fault=name, target=target, operation=operation)
 
