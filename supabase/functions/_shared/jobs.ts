@@ -190,7 +190,7 @@ export async function planJob(tx: Tx, req: JobRequest, now: Date): Promise<JobPl
   let tasks: TaskPlan[];
   let clusterId: string | null = null;
   let hostsInParallel = 0;
-  const credentialIds = all.flatMap((r) => r.credential_set_ids);
+  const credentialIds: (string | null)[] = all.flatMap((r) => r.credential_set_ids);
 
   if (req.type === "rolling_cluster_update") {
     clusterId = (p.cluster_id as string).toLowerCase();
