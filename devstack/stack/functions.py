@@ -246,7 +246,9 @@ class FunctionsService:
     async def _forward(self, scope: dict, send: Any, method: str, name: str, rest: bytes,
                        headers: dict[str, str], body: bytes) -> None:
         assert self.client is not None
-        fwd = [(k, v) for k, v in headers.items() if k not in HOP_BY_HOP and k != FUNCTION_HEADER]
+        # From the raw list, so repeated headers (cookies, say) reach the function intact.
+        fwd = [(k, v) for k, v in ((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"])
+               if k not in HOP_BY_HOP and k != FUNCTION_HEADER]
         # The router serves only the function this relay checked, whatever the path says.
         fwd.append((FUNCTION_HEADER, name))
         if "accept-encoding" not in headers:
