@@ -251,7 +251,9 @@ export async function planJob(tx: Tx, req: JobRequest, now: Date): Promise<JobPl
   if (clusterId) {
     await tx`select pg_advisory_xact_lock(hashtextextended(${"rackpilot:cluster:" + clusterId}, 0))`;
     const [a] = await tx<{ active_jobs: number; active_rolling_updates: number }[]>`
-      select count(*) filter (where sp.takes_hosts_out)::int as active_jobs,
+      -- safety.yaml's max_concurrent_per_cluster counts running or paused jobs (the claim
+      -- holds pending ones back); a rolling update already queued counts as well.
+      select count(*) filter (where sp.takes_hosts_out and j.status in ('running', 'paused'))::int as active_jobs,
              count(*) filter (where j.type = 'rolling_cluster_update')::int as active_rolling_updates
         from public.jobs j join public.safety_policies sp on sp.job_type = j.type
        where j.cluster_id = ${clusterId} and j.status in ('pending', 'running', 'paused')`;

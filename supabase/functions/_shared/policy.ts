@@ -53,8 +53,8 @@ export interface WindowRow {
 }
 
 export interface ClusterActivity {
-  active_jobs: number; // pending, running or paused jobs on the cluster that take hosts out
-  active_rolling_updates: number; // of which rolling_cluster_update
+  active_jobs: number; // running or paused jobs on the cluster that take hosts out
+  active_rolling_updates: number; // pending, running or paused rolling_cluster_update jobs
 }
 
 export interface SafetyInput {
