@@ -9,6 +9,8 @@ functions with supabase-py, exactly as the notebooks do.
 
 from __future__ import annotations
 
+import datetime as dt
+import itertools
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -17,10 +19,12 @@ from typing import Any
 import httpx
 import psycopg2
 import psycopg2.extras
-from supabase import Client, create_client
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from supabase_functions.errors import FunctionsHttpError
 
 from devstack.cli import add_user
+from executor.secrets import KeyPair
+from supabase import Client, create_client
 
 ROLES = ("viewer", "operator", "approver", "admin")
 PASSWORD = "functions-test-pw-1"
@@ -37,6 +41,8 @@ class Fleet:
     standalone_server: str
     server_b: str
     replication_pair: str
+    executor: str
+    executor_key: KeyPair
     vms: dict[str, str] = field(default_factory=dict)  # vm id -> host id
 
 
@@ -83,7 +89,60 @@ def seed_fleet(conn, tag: str) -> Fleet:
                    site_b, f"srv-b-{tag}", f"10.8.8.8-{tag}")
     pair = one("insert into public.replication_pairs (site_id, name, source_host, source_dataset, target_host, "
                "target_dataset) values (%s, %s, 'zfs1', 'tank/vm', 'zfs2', 'backup/vm')", site_a, f"rep-{tag}")
-    return Fleet(site_a, site_b, vc, clusters, hosts, host_servers, standalone, server_b, pair, vms)
+    key = KeyPair(X25519PrivateKey.generate())
+    executor = one("insert into public.executors (site_id, name, public_key, key_id) values (%s, %s, %s, %s)",
+                   site_a, f"exec-{tag}", key.public_b64, key.kid)
+    return Fleet(site_a, site_b, vc, clusters, hosts, host_servers, standalone, server_b, pair, executor, key, vms)
+
+
+_slots = itertools.count(1)
+
+
+def window_slot(hours: float = 1.0) -> tuple[str, str]:
+    """A future time range no other call of this process gets (windows must not overlap)."""
+    start = dt.datetime.now(dt.UTC) + dt.timedelta(days=2, hours=3 * next(_slots))
+    return start.isoformat(), (start + dt.timedelta(hours=hours)).isoformat()
+
+
+def insert_window(conn, site: str, requested_by: str, status: str = "requested", cluster: str | None = None,
+                  starts: str | None = None, ends: str | None = None, approved_by: str | None = None) -> str:
+    """A maintenance window written directly (as the database owner, so no user context)."""
+    if starts is None:
+        starts, ends = window_slot()
+    wid = str(q(conn, "insert into public.maintenance_windows (site_id, cluster_id, title, starts_at, ends_at, "
+                      "requested_by) values (%s, %s, 'w', %s, %s, %s) returning id",
+                site, cluster, starts, ends, requested_by)[0]["id"])
+    if status != "requested":
+        q(conn, "update public.maintenance_windows set status = %s, approved_by = %s where id = %s",
+          status, approved_by, wid)
+    return wid
+
+
+def insert_job(conn, fleet: Fleet, status: str = "pending", pause_reason: str | None = None,
+               server: str | None = None, lease_s: int = 60) -> str:
+    """A job in a given state, driven there through the legal transitions as the executor would."""
+    server = server or fleet.standalone_server
+    scope = json.dumps({"targets": [{"kind": "server", "id": server, "name": "s"}]})
+    jid = str(q(conn, "insert into public.jobs (type, site_id, params, scope) values ('scp_backup', %s, %s, %s) "
+                      "returning id", fleet.site_a, json.dumps({"server_ids": [server]}), scope)[0]["id"])
+    q(conn, "insert into public.job_tasks (job_id, target_kind, target_id) values (%s, 'server', %s)", jid, server)
+    if status == "pending":
+        return jid
+    q(conn, "update public.jobs set status = 'running', claimed_by = %s, lease_expires_at = now() + make_interval(secs => %s),"
+            " attempts = 1, started_at = now() where id = %s", fleet.executor, lease_s, jid)
+    if status == "paused":
+        q(conn, "update public.jobs set status = 'paused', pause_reason = %s where id = %s", pause_reason or "operator", jid)
+    elif status == "failed":
+        q(conn, "update public.jobs set status = 'failed', error = 'lab failure' where id = %s", jid)
+    elif status == "completed":
+        q(conn, "update public.jobs set status = 'completed' where id = %s", jid)
+    return jid
+
+
+def insert_blocker(conn, job: str, host: str | None, vm: str | None, kind: str = "usb_passthrough") -> str:
+    return str(q(conn, "insert into public.job_blockers (job_id, kind, host_id, vm_id, description) "
+                       "values (%s, %s, %s, %s, 'blocks maintenance mode') returning id", job, kind, host, vm)[0]["id"])
+
 
 
 @dataclass
@@ -157,3 +216,24 @@ def counts(conn) -> dict[str, int]:
 
 def new_tag() -> str:
     return uuid.uuid4().hex[:8]
+
+
+@dataclass
+class FnEnv:
+    stack: Any
+    conn: Any
+    fleet: Fleet
+    users: dict[str, Caller]
+    raw: Raw
+    tag: str
+
+
+def make_env(stack) -> FnEnv:
+    conn = db(stack)
+    tag = new_tag()
+    return FnEnv(stack, conn, seed_fleet(conn, tag), sign_in_users(stack, tag), Raw(stack), tag)
+
+
+def close_env(env: FnEnv) -> None:
+    env.raw.close()
+    env.conn.close()
