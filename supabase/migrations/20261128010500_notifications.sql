@@ -52,6 +52,7 @@ create table public.notification_outbox (
   check ((claimed_by is null) = (lease_expires_at is null))
 );
 create index notification_outbox_due_idx on public.notification_outbox (next_attempt_at, id) where status = 'pending';
+create index notification_outbox_job_idx on public.notification_outbox (job_id) where job_id is not null;
 
 create function public.enqueue_job_notifications()
 returns trigger
