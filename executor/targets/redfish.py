@@ -365,10 +365,15 @@ class RedfishClient:
 
             self._dell_checked = True
             mgr = self.manager()
-            try:
-                ext = mgr.get_oem_extension("Dell")
-            except (sx.OEMExtensionNotFoundError, sx.ExtensionError):
-                ext = None
+            links = ((mgr.json.get("Links") or {}).get("Oem") or {}).get("Dell") or {}
+            ext = None
+            # sushy hands out its Dell extension for any manager; only an iDRAC links the
+            # Dell services (DellLCService, DellJobService, ...) from its manager.
+            if "DellLCService" in links:
+                try:
+                    ext = mgr.get_oem_extension("Dell")
+                except (sx.OEMExtensionNotFoundError, sx.ExtensionError):
+                    ext = None
             self._dell = DellOEM(self, ext) if ext is not None else None
         return self._dell
 
@@ -541,7 +546,10 @@ class RedfishClient:
         self.configure("set one-time boot", go)
         boot = self.system().boot
         if _val(boot.target) != target or _val(boot.enabled) != "Once":
-            raise RequestRejected(f"boot override reads back as {_val(boot.target)}/{_val(boot.enabled)}",
+            # Some BMCs accept "Once" but store a persistent override; booting the installer
+            # on every restart is worse than failing here.
+            raise RequestRejected(f"boot override reads back as {_val(boot.target)}/{_val(boot.enabled)}, "
+                                  f"not {target}/Once: the BMC did not honour a one-time override",
                                   target=self.target, operation="set one-time boot")
 
     def _media_slot(self, slot: str | None) -> Any:
