@@ -1,0 +1,117 @@
+"""The ESXi SSH test endpoint (real OpenSSH sshd on loopback, asyncssh as the client):
+the esxcli upgrade flow, standalone and kept in step with the simulated vCenter."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import asyncssh
+import pytest
+
+from devstack.lab.esxi_ssh import EsxiSshLab
+from devstack.lab.vcsim import VcsimLab
+from executor.targets.endpoint import Endpoint
+from executor.targets.vsphere import VSphereClient, VSphereTimeouts
+
+DEPOT = "https://depot.lab.local/esxi8/index.xml"
+TARGET = "ESXi-8.0U2-22380479-standard"
+DEPOTS = {DEPOT: {TARGET: {"version": "8.0.2", "build": "22380479"}}}
+
+
+async def run(lab: EsxiSshLab, host: str, command: str) -> asyncssh.SSHCompletedProcess:
+    async with asyncssh.connect(
+        "127.0.0.1",
+        lab.ports[host],
+        username=lab.username,
+        client_keys=[str(lab.client_key)],
+        known_hosts=str(lab.known_hosts),
+    ) as conn:
+        return await conn.run(command, check=False)
+
+
+async def wait_up(lab: EsxiSshLab, host: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while (await run(lab, host, "esxcli system version get")).exit_status == 255:
+        assert time.monotonic() < deadline, "host did not come back"
+        await asyncio.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def esxi():
+    # The reboot window must outlast one SSH round trip on a busy machine (~0.1 s, more under load).
+    with EsxiSshLab(hosts={"esx-a": {}, "esx-b": {}}, depots=DEPOTS, reboot_seconds=1.0) as lab:
+        yield lab
+
+
+async def test_upgrade_changes_version_only_after_reboot(esxi):
+    out = await run(esxi, "esx-a", "esxcli system version get")
+    assert out.exit_status == 0 and "Version: 7.0.3" in out.stdout and "Build: Releasebuild-21930508" in out.stdout
+    update = f"esxcli software profile update -d {DEPOT} -p {TARGET}"
+
+    refused = await run(esxi, "esx-a", update)
+    assert refused.exit_status == 1 and "[MaintenanceMode]" in refused.stderr
+    assert (await run(esxi, "esx-a", "esxcli system maintenanceMode set -e true")).exit_status == 0
+    assert (await run(esxi, "esx-a", "esxcli system maintenanceMode get")).stdout == "Enabled\n"
+
+    bad_depot = await run(esxi, "esx-a", f"esxcli software profile update -d https://nowhere/x.xml -p {TARGET}")
+    assert bad_depot.exit_status == 1 and "[MetadataDownloadError]" in bad_depot.stderr
+    bad_profile = await run(esxi, "esx-a", f"esxcli software profile update -d {DEPOT} -p ESXi-9-nope")
+    assert bad_profile.exit_status == 1 and "[NoMatchError]" in bad_profile.stderr
+
+    done = await run(esxi, "esx-a", update)
+    assert done.exit_status == 0 and "Reboot Required: true" in done.stdout
+    assert "Build: Releasebuild-21930508" in (await run(esxi, "esx-a", "esxcli system version get")).stdout
+    assert TARGET in (await run(esxi, "esx-a", "esxcli software profile get")).stdout
+
+    assert (await run(esxi, "esx-a", "reboot")).exit_status == 0
+    assert (await run(esxi, "esx-a", "esxcli system version get")).exit_status == 255  # rebooting
+    await wait_up(esxi, "esx-a")
+    after = await run(esxi, "esx-a", "esxcli system version get")
+    assert "Version: 8.0.2" in after.stdout and "Build: Releasebuild-22380479" in after.stdout
+    assert (await run(esxi, "esx-a", "esxcli system maintenanceMode get")).stdout == "Enabled\n"
+    again = await run(esxi, "esx-a", update)
+    assert again.exit_status == 0 and "Host is not changed" in again.stdout
+
+    # The other host was not touched.
+    assert "Version: 7.0.3" in (await run(esxi, "esx-b", "esxcli system version get")).stdout
+    assert (await run(esxi, "esx-b", "esxcli system shutdown reboot -r upgrade")).exit_status == 1
+    assert (await run(esxi, "esx-b", "rm -rf /")).exit_status == 127
+
+
+async def test_endpoint_rejects_unknown_keys(esxi, tmp_path):
+    stranger = asyncssh.generate_private_key("ssh-ed25519")
+    with pytest.raises(asyncssh.PermissionDenied):
+        async with asyncssh.connect(
+            "127.0.0.1", esxi.ports["esx-a"], username=esxi.username,
+            client_keys=[stranger], known_hosts=str(esxi.known_hosts),
+        ):  # fmt: skip
+            pass
+
+
+async def test_upgrade_flow_is_seen_by_vcenter():
+    spec = {"clusters": [{"name": "c1", "hosts": 3, "vms_per_host": 1, "ha": {"enabled": False}}]}
+    timeouts = VSphereTimeouts(connect=10, task=20, stall=20, host_reconnect=20, poll=0.05)
+    with VcsimLab.from_spec(spec) as vc:
+        ep = Endpoint(url=f"https://{vc.host}:{vc.port}", username=vc.username, password=vc.password,
+                      ca_bundle=str(vc.ca_file))  # fmt: skip
+        with EsxiSshLab(hosts={"c1-esx01": {}}, depots=DEPOTS, reboot_seconds=1.0, vcsim=vc) as esxi:
+            with VSphereClient(ep, timeouts) as client:
+                host = client.inventory().host_by_name("c1-esx01")
+                await asyncio.to_thread(client.enter_maintenance, host.moid, 10)
+                # Maintenance entered through vCenter is what esxcli reports on the host.
+                assert (await run(esxi, "c1-esx01", "esxcli system maintenanceMode get")).stdout == "Enabled\n"
+                upd = await run(esxi, "c1-esx01", f"esxcli software profile update -d {DEPOT} -p {TARGET}")
+                assert upd.exit_status == 0
+                assert client.host(host.moid).build == "21930508"  # staged, not running
+                before = client.host(host.moid).boot_time
+                assert (await run(esxi, "c1-esx01", "esxcli system shutdown reboot -r upgrade")).exit_status == 0
+                assert client.host(host.moid).connection_state == "notResponding"
+                back = await asyncio.to_thread(client.wait_for_host, host.moid, timeout=10, booted_after=before)
+                assert (back.version, back.build, back.in_maintenance) == ("8.0.2", "22380479", True)
+                await wait_up(esxi, "c1-esx01")
+                assert "Build: Releasebuild-22380479" in (
+                    await run(esxi, "c1-esx01", "esxcli system version get")
+                ).stdout
+                await asyncio.to_thread(client.exit_maintenance, host.moid)
+                assert (await run(esxi, "c1-esx01", "esxcli system maintenanceMode get")).stdout == "Disabled\n"
