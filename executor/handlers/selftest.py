@@ -25,6 +25,7 @@ Test controls in ``params`` (all optional):
   step is recorded as running) or ``inside:<step>`` (inside the step, after its side
   effect), the job writes ``<gate_dir>/<job_id>.<gate>.at`` and waits until
   ``<gate_dir>/<job_id>.<gate>.go`` exists - so a test can kill the executor exactly there.
+  A gate holds a job once: the executor that resumes the job passes through.
 * ``step_seconds``: sleep in each step (s).
 * ``wait_ticks``: progress ticks ``wait_ready`` waits for; ``tick_seconds``: seconds per tick;
   ``stall_after``: the simulated target stops progressing after this many ticks.
@@ -98,7 +99,10 @@ class SelftestHandler(JobHandler):
         if gate not in (ctx.params.get("gates") or []):
             return
         base = Path(ctx.params["gate_dir"]) / f"{ctx.job_id}.{gate}"
-        Path(f"{base}.at").write_text(str(os.getpid()))
+        at = Path(f"{base}.at")
+        if at.exists():
+            return  # a gate holds a job once; the executor that resumes it passes through
+        at.write_text(str(os.getpid()))
         go = Path(f"{base}.go")
         while not go.exists():
             if ctx.session.fenced:

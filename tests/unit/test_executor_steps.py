@@ -215,6 +215,14 @@ def test_policy_lookup_merges_defaults_and_job_type():
     assert p.timeouts("y", "s").stall == 10
 
 
+def test_policy_reads_the_job_types_step_timeout_from_safety_yaml():
+    root = Path(__file__).resolve().parents[2]
+    p = SafetyPolicy.load(root / "policies" / "safety.yaml")
+    t = p.timeouts("selftest", "apply_a")
+    assert t.timeout == 60 and t.stall <= 60 and t.expected == 30
+    assert p.timeouts("firmware_update", "x").timeout == 3600
+
+
 def test_plan_errors_are_specific():
     class Bad(JobHandler):
         job_type = "bad"
