@@ -249,15 +249,11 @@ as $$
 declare
   r _rackpilot_rest.result;
 begin
-  perform set_config('role', p_role, true);
-  perform set_config('request.jwt.claims', p_claims, true);
-  perform set_config('request.method', p_method, true);
-  perform set_config('request.path', p_path, true);
-  perform set_config('request.headers', p_headers, true);
-  perform set_config('search_path', p_search_path, true);
-  if p_read_only then
-    perform set_config('transaction_read_only', 'on', true);
-  end if;
+  -- one PERFORM: each plpgsql statement is an executor run of its own, and this is the hot path
+  perform set_config('role', p_role, true), set_config('request.jwt.claims', p_claims, true),
+          set_config('request.method', p_method, true), set_config('request.path', p_path, true),
+          set_config('request.headers', p_headers, true), set_config('search_path', p_search_path, true),
+          set_config('transaction_read_only', case when p_read_only then 'on' else 'off' end, true);
   if p_stmt is null then
     execute p_sql into r.body, r.page_total, r.total using p_args;
   else
