@@ -41,7 +41,8 @@ text = st.text(st.characters(exclude_categories=("Cs",)), max_size=40)
 # what PostgREST syntax is made of, so examples reach the parser's corners quickly
 syntax = st.text(st.sampled_from(list('.,:()"\\*!-> eqnotinisltgdlikeordanull0123456789_name')), max_size=30)
 anything = st.one_of(text, syntax, st.sampled_from(["id", "name", "qty", "*", "name.desc", "eq.1", "in.(1,2)"]))
-header_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40)
+# h11 refuses header values with surrounding whitespace, so the client could not send them
+header_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40).map(str.strip)
 
 
 @pytest.fixture(scope="module")
