@@ -1,4 +1,4 @@
-"""`python -m devstack.lab.idrac --count N --base-port P --time-scale S`
+"""`python -m devstack.lab.idrac --count N --base-port P --time-scale S [--latency-ms L]`
 
 Serves N simulated iDRACs on 127.0.0.1:P .. P+N-1 until interrupted. Prints one JSON
 line `{"ready": true, "count": N, "ports": [first, last]}` once every port listens.
@@ -17,7 +17,7 @@ from .server import Lab
 
 async def _main(args: argparse.Namespace) -> None:
     lab = Lab(args.count, base_port=args.base_port, time_scale=args.time_scale, host=args.host,
-              username=args.username, password=args.password)
+              username=args.username, password=args.password, latency=args.latency_ms / 1000.0)
     await lab.start()
     print(json.dumps({"ready": True, "count": args.count,
                       "ports": [lab.bmcs[0].port, lab.bmcs[-1].port]}), flush=True)
@@ -35,18 +35,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--base-port", type=int, default=18000, help="port of the first BMC (default 18000)")
     ap.add_argument("--time-scale", type=float, default=1.0,
                     help="simulated seconds per real second (default 1 = real time)")
+    ap.add_argument("--latency-ms", type=float, default=0.0,
+                    help="milliseconds added to every answer, as a real BMC's service time (default 0)")
     ap.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     ap.add_argument("--username", default="root")
     ap.add_argument("--password", default="calvin")
     args = ap.parse_args(argv)
     if args.count < 1 or args.time_scale <= 0:
         ap.error("--count must be >= 1 and --time-scale > 0")
+    # one listening socket per BMC: lift the open-files soft limit to the hard limit
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     try:
         import uvloop  # noqa: PLC0415 - optional speed-up, installed with uvicorn[standard]
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(_main(args))
+    try:
+        asyncio.run(_main(args))
+    except OSError as exc:
+        print(json.dumps({"ready": False, "error": f"cannot listen: {exc.strerror} ({exc})"}), flush=True)
+        return 1
     return 0
 
 

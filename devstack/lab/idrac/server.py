@@ -53,8 +53,8 @@ class BMCApp:
         bmc.tick()
         if bmc.faults.unreachable or bmc.idrac_down:
             return None
-        if bmc.faults.slow_seconds:
-            await asyncio.sleep(bmc.faults.slow_seconds)
+        if bmc.faults.slow_seconds or self.lab.latency:
+            await asyncio.sleep(bmc.faults.slow_seconds + self.lab.latency)
         with bmc.lock:
             bmc.requests += 1
             if bmc.faults.server_errors:
@@ -285,8 +285,9 @@ class Lab:
 
     def __init__(self, count: int = 1, *, base_port: int = 0, time_scale: float = 1.0,
                  host: str = "127.0.0.1", username: str = "root", password: str = "calvin",
-                 timing: Timing | None = None, ssl_context: Any = None):
+                 timing: Timing | None = None, ssl_context: Any = None, latency: float = 0.0):
         self.host = host
+        self.latency = latency  # real seconds added to every answer: network + BMC service time
         self.ssl_context = ssl_context  # serve HTTPS (e.g. a self-signed lab certificate)
         self.base_port = base_port
         self.time_scale = time_scale
