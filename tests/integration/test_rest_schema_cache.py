@@ -1,0 +1,84 @@
+"""The REST schema cache: reloaded on NOTIFY pgrst, 'reload schema' (as `supabase db
+reset`, `rackpilot dev reset` and the platform's DDL event triggers send it), exposing
+tables and views of the exposed schemas only."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import httpx
+import psycopg2
+import pytest
+
+TEARDOWN_SQL = """
+drop view if exists public.rest_contract_cache_view;
+drop table if exists public.rest_contract_cache_silent, public.rest_contract_cache_base;
+"""
+
+
+@pytest.fixture
+def db(stack) -> Iterator[psycopg2.extensions.connection]:
+    conn = psycopg2.connect(stack.pg.dsn())
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(TEARDOWN_SQL)
+    try:
+        yield conn
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(TEARDOWN_SQL)
+        conn.close()
+
+
+def _status_within(url: str, headers: dict, want: int, timeout: float = 10) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = httpx.get(url, headers=headers, timeout=5).status_code
+        if status == want or time.monotonic() > deadline:
+            return status
+        time.sleep(0.05)
+
+
+def test_reload_on_notify(db, api_url, service_key):
+    hdrs = {"apikey": service_key, "Authorization": f"Bearer {service_key}"}
+    url = f"{api_url}/rest/v1/rest_contract_cache_silent"
+    with db.cursor() as cur:
+        # replica mode keeps the DDL event triggers quiet, so only our NOTIFY can reload
+        cur.execute("set session_replication_role = replica")
+        cur.execute("create table public.rest_contract_cache_silent (id int primary key)")
+        cur.execute("insert into public.rest_contract_cache_silent values (7)")
+        cur.execute("set session_replication_role = origin")
+    time.sleep(0.3)
+    r = httpx.get(url, headers=hdrs)
+    assert r.status_code == 404 and r.json()["code"] == "PGRST205"
+    with db.cursor() as cur:
+        cur.execute("notify pgrst, 'reload schema'")
+    assert _status_within(url, hdrs, 200) == 200
+    assert httpx.get(url, headers=hdrs).json() == [{"id": 7}]
+
+
+def test_views_and_ddl_driven_reload(db, api_url, service_key):
+    hdrs = {"apikey": service_key, "Authorization": f"Bearer {service_key}"}
+    with db.cursor() as cur:
+        cur.execute("create table public.rest_contract_cache_base (id int primary key, label text)")
+        cur.execute("insert into public.rest_contract_cache_base values (1, 'one'), (2, 'two')")
+        cur.execute("create view public.rest_contract_cache_view as "
+                    "select id, upper(label) as shout from public.rest_contract_cache_base")
+    url = f"{api_url}/rest/v1/rest_contract_cache_view?select=shout&id=gt.1"
+    assert _status_within(url, hdrs, 200) == 200
+    assert httpx.get(url, headers=hdrs).json() == [{"shout": "TWO"}]
+    with db.cursor() as cur:
+        cur.execute("drop view public.rest_contract_cache_view")
+    assert _status_within(url, hdrs, 404) == 404
+
+
+def test_unexposed_schemas_are_invisible(api_url, service_key, stack):
+    hdrs = {"apikey": service_key, "Authorization": f"Bearer {service_key}"}
+    assert "auth" not in stack.cfg.exposed_schemas
+    r = httpx.get(f"{api_url}/rest/v1/users", headers={**hdrs, "Accept-Profile": "auth"})
+    assert r.status_code == 406 and r.json()["code"] == "PGRST106"
+    r = httpx.get(f"{api_url}/rest/v1/users", headers=hdrs)
+    assert r.status_code == 404
+    r = httpx.post(f"{api_url}/rest/v1/rpc/run", headers=hdrs, json={})
+    assert r.status_code == 404 and r.json()["code"] == "PGRST202"
