@@ -54,6 +54,7 @@ POOL_SIZE = int(os.environ.get("RACKPILOT_REST_CONNECTIONS", "8"))
 SQL_CACHE_SIZE = 2048  # generated statements kept, keyed by request shape (count)
 CLAIMS_CACHE_SIZE = 4096  # serialised JWT claims kept, keyed by token (count)
 RELOAD_RETRY_S = 1.0  # pause before re-connecting the schema listener (seconds)
+CONNECT_TIMEOUT_S = 5.0  # to open one database connection (seconds)
 
 RUN_SQL = ("select body, page_total, total, status "
            "from _rackpilot_rest.run($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
@@ -159,8 +160,8 @@ class RestService:
     # --- lifecycle --------------------------------------------------------------------
     async def _connect(self) -> asyncpg.Connection:
         # statement_cache_size stays on: RUN_SQL is the only statement and is prepared once
-        return await asyncpg.connect(self.ctx.dsn("authenticator"), server_settings={
-            "application_name": "rackpilot-rest"})
+        return await asyncpg.connect(self.ctx.dsn("authenticator"), timeout=CONNECT_TIMEOUT_S,
+                                     server_settings={"application_name": "rackpilot-rest"})
 
     async def startup(self) -> None:
         for _ in range(POOL_SIZE):
