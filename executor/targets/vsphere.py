@@ -980,6 +980,19 @@ class VSphereClient:
             return current
         return self.apply_cluster_settings(cluster, ha=recorded["ha"], drs=recorded["drs"])
 
+    def migrate_vm(self, vm: str, host: str, timeout: float | None = None) -> None:
+        """vMotion a VM to another host of its cluster; nothing to do when it is there."""
+        objs = self._retrieve({vim.VirtualMachine: ["runtime.host"]}, [self._obj(vim.VirtualMachine, vm)])
+        if not objs:
+            raise ObjectNotFound(f"VM {vm} does not exist", target=self.endpoint.display)
+        current = self._props(objs[0]).get("runtime.host")
+        if current is not None and current._moId == host:
+            return
+        v = self._obj(vim.VirtualMachine, vm)
+        spec = vim.vm.RelocateSpec(host=self._obj(vim.HostSystem, host))
+        task = self._call("migrate VM", lambda: v.RelocateVM_Task(spec))
+        self.wait_for_task(task, operation="migrate VM", timeout=timeout)
+
     # VM power ---------------------------------------------------------------------------------
     def power_on_vm(self, vm: str, timeout: float | None = None) -> None:
         """Power a VM on; nothing to do when it already runs."""

@@ -13,10 +13,11 @@ import pytest
 
 from devstack.lab.vcsim import ControlError, VcsimLab
 from executor.targets.endpoint import Endpoint
-from executor.targets.errors import AuthenticationFailed, TLSConfigurationError
+from executor.targets.errors import AuthenticationFailed, JobStuck, TLSConfigurationError
 from executor.targets.vsphere import (
     InvalidTargetState,
     MaintenanceTimeout,
+    TaskFailed,
     VSphereClient,
     VSphereTimeouts,
 )
@@ -120,9 +121,10 @@ def test_inventory_is_complete(lab, client):
 
 
 def test_tls_and_credentials_are_checked(lab, tmp_path):
-    other_ca = tmp_path / "other.pem"
-    other_ca.write_text((lab.workdir / "cert.pem").read_text().replace("A", "A"))  # same file works
-    with VSphereClient(endpoint(lab, ca_bundle=str(other_ca)), FAST) as c:
+    # A per-target CA bundle anywhere on disk is what verifies the lab's certificate.
+    bundle = tmp_path / "vcenter-ca.pem"
+    bundle.write_bytes(lab.ca_file.read_bytes())
+    with VSphereClient(endpoint(lab, ca_bundle=str(bundle)), FAST) as c:
         assert c.inventory().vcenter["api_version"]
     # No CA bundle: the lab's self-signed certificate is not in the system store.
     with pytest.raises(TLSConfigurationError):
@@ -245,3 +247,36 @@ def test_reboot_hook_takes_host_away_and_back(lab, client):
         lab.reboot_host("no-such-host", seconds=1)
     with pytest.raises(ControlError):
         lab.reboot_host("prod-esx04", seconds=-1)
+
+
+def test_relocation_keeps_host_vm_lists_right(client):
+    inv = client.inventory()
+    vm = inv.vm_by_name("prod-vm0001")
+    src = vm.host
+    dst = next(h for h in inv.cluster_by_name("prod").hosts if h != src)
+    client.migrate_vm(vm.moid, dst)
+    after = client.inventory()
+    assert after.vms[vm.moid].host == dst
+    assert vm.moid in after.hosts[dst].vms and vm.moid not in after.hosts[src].vms
+    client.migrate_vm(vm.moid, src)
+    assert client.inventory().vms[vm.moid].host == src
+
+
+def test_stalled_evacuation_is_told_from_slow_and_cancelled(client):
+    from pyVmomi import vim
+
+    inv = client.inventory()
+    host = inv.host_by_name("blk-esx05")  # its FT VM never moves
+    task = client._obj(vim.HostSystem, host.moid).EnterMaintenanceMode_Task(timeout=60)
+    seen: list[int | None] = []
+    started = time.monotonic()
+    with pytest.raises(JobStuck):
+        client.wait_for_task(task, operation="enter maintenance", stall=1.0, on_progress=lambda p, s: seen.append(p))
+    assert time.monotonic() - started < 10  # gave up on the stall, long before vCenter's 60 s
+    deadline = time.monotonic() + 5
+    while str(task.info.state) not in ("success", "error") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert str(task.info.state) == "error" and type(task.info.error).__name__.endswith("RequestCanceled")
+    assert not client.host(host.moid).in_maintenance
+    with pytest.raises(TaskFailed):
+        client.wait_for_task(task, operation="enter maintenance")
