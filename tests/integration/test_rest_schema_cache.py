@@ -82,3 +82,25 @@ def test_unexposed_schemas_are_invisible(api_url, service_key, stack):
     assert r.status_code == 404
     r = httpx.post(f"{api_url}/rest/v1/rpc/run", headers=hdrs, json={})
     assert r.status_code == 404 and r.json()["code"] == "PGRST202"
+
+
+def test_reads_survive_terminated_connections(db, api_url, service_key):
+    """Connections the database drops (restart, `pg_terminate_backend`) are replaced; a
+    read that meets one is retried on the replacement instead of failing."""
+    hdrs = {"apikey": service_key, "Authorization": f"Bearer {service_key}"}
+    with db.cursor() as cur:
+        cur.execute("create table public.rest_contract_cache_base (id int primary key, label text)")
+        cur.execute("insert into public.rest_contract_cache_base values (1, 'one')")
+    url = f"{api_url}/rest/v1/rest_contract_cache_base?select=label"
+    assert _status_within(url, hdrs, 200) == 200
+    with db.cursor() as cur:
+        cur.execute("select count(pg_terminate_backend(pid)) from pg_stat_activity "
+                    "where application_name = 'rackpilot-rest' and pid <> pg_backend_pid()")
+        assert cur.fetchone()[0] >= 1
+    for _ in range(20):  # more than the connections kept, so every one is met once
+        r = httpx.get(url, headers=hdrs, timeout=10)
+        assert r.status_code == 200 and r.json() == [{"label": "one"}]
+    # the schema listener reconnects too: DDL is seen again
+    with db.cursor() as cur:
+        cur.execute("create view public.rest_contract_cache_view as select 1 as one")
+    assert _status_within(f"{api_url}/rest/v1/rest_contract_cache_view", hdrs, 200) == 200

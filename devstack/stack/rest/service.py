@@ -295,25 +295,39 @@ class RestService:
             sql, params, status, read_only, with_range = await self._table(
                 method, schema, name, pairs, headers, receive, single)
 
-        sql, stmt = sql
+        sql, name = sql
+        args = (role, claims_json, method, path, orjson.dumps(headers).decode(), self._search_path[schema],
+                read_only, sql, params, single)
+        # a read that met a dead connection (database restarted, connection terminated) is
+        # retried once on a fresh one; a write is not, since it may have been applied
+        attempts = 2 if read_only else 1
         conn = await self._conns.get()
-        prepared = self._prepared.setdefault(conn, set())
-        prepare = False
-        if stmt not in prepared:
-            if len(prepared) < PREPARED_PER_CONN:
-                prepare = True
-            else:
-                stmt = None
         try:
-            row = await conn.fetchrow(RUN_SQL, role, claims_json, method, path, orjson.dumps(headers).decode(),
-                                      self._search_path[schema], read_only, sql, params, single, stmt, prepare)
-            if prepare:
-                prepared.add(stmt)
-        except asyncpg.PostgresError as exc:
-            raise self._db_error(exc, role) from None
-        except (asyncpg.InterfaceError, OSError, ConnectionError):
-            conn = await self._replace(conn)
-            raise Unavailable("Could not connect to the database") from None
+            while True:
+                attempts -= 1
+                prepared = self._prepared.setdefault(conn, set())
+                stmt: str | None = name
+                prepare = False
+                if name not in prepared:
+                    if len(prepared) < PREPARED_PER_CONN:
+                        prepare = True
+                    else:
+                        stmt = None
+                try:
+                    row = await conn.fetchrow(RUN_SQL, *args, stmt, prepare)
+                    if prepare:
+                        prepared.add(name)
+                    break
+                except asyncpg.PostgresError as exc:
+                    if not _connection_lost(exc):
+                        raise self._db_error(exc, role) from None
+                    conn = await self._replace(conn)
+                    if attempts <= 0:
+                        raise Unavailable("The database connection was lost") from None
+                except (asyncpg.InterfaceError, OSError, ConnectionError):
+                    conn = await self._replace(conn)
+                    if attempts <= 0:
+                        raise Unavailable("Could not connect to the database") from None
         finally:
             self._conns.put_nowait(conn)
 
@@ -460,6 +474,13 @@ class RestService:
             return SingularityError("Cannot coerce the result to a single JSON object", details=details)
         return DatabaseError(message, details=details, hint=hint, status=status_for_sqlstate(sqlstate, role),
                              code=sqlstate)
+
+
+def _connection_lost(exc: asyncpg.PostgresError) -> bool:
+    # 57P01-57P03: terminated by the administrator, crash shutdown, cannot connect now;
+    # 08xxx: connection exceptions
+    state = getattr(exc, "sqlstate", "") or ""
+    return state.startswith("57P0") or state.startswith("08")
 
 
 def _content_range(spec: tuple[int, bool], page_total: int | None, total: int | None) -> str:
