@@ -25,6 +25,7 @@ import shutil
 import signal
 import ssl
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -306,3 +307,52 @@ class VcsimLab:
             if h["connection_state"] == connection_state or time.monotonic() > deadline:
                 return h
             time.sleep(0.05)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m devstack.lab.vcsim build` builds the binary; `... run --config lab.json`
+    starts a lab and prints its connection details (the password stays in a file)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m devstack.lab.vcsim", description="rackpilot's simulated vCenter")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("build", help="build (or rebuild) the lab binary")
+    run = sub.add_parser("run", help="start a lab and keep it running until Ctrl-C")
+    run.add_argument("--config", help="JSON lab configuration (see devstack/lab/vcsim/config.go)")
+    run.add_argument("--clusters", type=int, default=2)
+    run.add_argument("--hosts", type=int, default=4)
+    run.add_argument("--vms-per-host", type=int, default=2)
+    run.add_argument("--hardware-map", help="JSON: host name -> {service_tag, bmc_address}")
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd == "build":
+            print(json.dumps({"binary": str(build_binary(force=True))}))
+            return 0
+        if args.config:
+            lab = VcsimLab.from_spec(json.loads(Path(args.config).read_text()))
+        else:
+            lab = VcsimLab.uniform(args.clusters, args.hosts, args.vms_per_host)
+        if args.hardware_map:
+            lab.hardware = json.loads(Path(args.hardware_map).read_text())
+    except (OSError, ValueError, LabError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    # Block the stop signals so sigwait receives them instead of the default handlers.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        with lab:
+            assert lab.workdir is not None
+            print(json.dumps({
+                "url": lab.url, "control_url": lab.control_url, "username": lab.username,
+                "password_file": str(lab.workdir / "password"), "ca_file": str(lab.ca_file),
+                "hosts": lab.hosts_count, "vms": lab.vms_count,
+            }), flush=True)  # fmt: skip
+            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    except LabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
