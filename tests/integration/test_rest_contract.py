@@ -169,6 +169,17 @@ async def test_pattern_is_and_in_filters(sb):
         "Beta", "gamma, delta", 'quo"te']
 
 
+async def test_containment_and_text_search_filters(sb):
+    b = await seed(sb)
+    t = lambda: sb.table("rest_contract_items").select("name").eq("batch", b)  # noqa: E731
+    assert names(await run(t().contains("tags", ["x"]))) == ['quo"te']
+    assert names(await run(t().contained_by("tags", ["a", "b"]))) == ["Beta", "alpha", "gamma, delta"]
+    assert names(await run(t().overlaps("tags", ["a", "y"]))) == ["alpha", 'quo"te']
+    assert names(await run(t().contains("meta", {"k": 3}))) == ["gamma, delta"]
+    assert names(await run(t().fts("name", "epsilon"))) == ["epsilon"]
+    assert names(await run(t().plfts("name", "gamma delta"))) == ["gamma, delta"]
+
+
 async def test_or_filters(sb):
     b = await seed(sb)
     t = lambda: sb.table("rest_contract_items").select("name").eq("batch", b)  # noqa: E731

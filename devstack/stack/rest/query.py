@@ -22,14 +22,18 @@ from .schema import Column, Function, Relation, quote_ident
 
 # operator -> SQL comparison; values are cast to the column's type
 CMP_OPS = {"eq": "=", "neq": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<=",
-           "isdistinct": "is distinct from"}
+           "isdistinct": "is distinct from",
+           # containment and overlap of arrays, jsonb and ranges (value in the column's syntax)
+           "cs": "@>", "cd": "<@", "ov": "&&"}
+# full-text search: column @@ <function>(value)
+FTS_OPS = {"fts": "to_tsquery", "plfts": "plainto_tsquery", "phfts": "phraseto_tsquery",
+           "wfts": "websearch_to_tsquery"}
 # pattern operators compare the column's text form
 TEXT_OPS = {"like": "like", "ilike": "ilike", "match": "~", "imatch": "~*"}
 IS_VALUES = {"null": "is null", "not_null": "is not null", "true": "is true", "false": "is false",
              "unknown": "is unknown"}
 # PostgREST operators outside the supported subset: a clear PGRST127, not a parse error
-KNOWN_UNSUPPORTED_OPS = frozenset({"cs", "cd", "ov", "sl", "sr", "nxl", "nxr", "adj", "fts", "plfts",
-                                   "phfts", "wfts"})
+KNOWN_UNSUPPORTED_OPS = frozenset({"sl", "sr", "nxl", "nxr", "adj"})
 RESERVED = frozenset({"select", "order", "limit", "offset", "columns", "on_conflict", "or", "and"})
 MAX_IN_VALUES = 1000  # values in one in.(...) list
 MAX_FILTER_DEPTH = 16  # nesting of or/and groups
@@ -137,7 +141,7 @@ def _parse_op(req: Request, column: str, expr: str, in_logic: bool) -> tuple:
     if "(" in op:
         raise NotImplementedFeature("Operator modifiers such as like(any) are not supported",
                                     details=f"operator {op!r}")
-    if base in CMP_OPS or base in TEXT_OPS:
+    if base in CMP_OPS or base in TEXT_OPS or base in FTS_OPS:
         if in_logic:
             value = _unquote(value)
         if base in ("like", "ilike"):
@@ -159,9 +163,9 @@ def _parse_op(req: Request, column: str, expr: str, in_logic: bool) -> tuple:
         return ("f", column, "in", negate, tuple(req.add(_unquote(v)) for v in items))
     if op in KNOWN_UNSUPPORTED_OPS:
         raise NotImplementedFeature(f'The operator "{op}" is not supported by this REST layer',
-                                    details=f"supported: {', '.join([*CMP_OPS, *TEXT_OPS, 'is', 'in'])}")
+                                    details=f"supported: {', '.join([*CMP_OPS, *TEXT_OPS, *FTS_OPS, 'is', 'in'])}")
     raise ParseError(f'Unknown operator "{op}"',
-                     hint="Supported: eq, neq, gt, gte, lt, lte, like, ilike, match, imatch, is, in")
+                     hint="Supported: " + ", ".join([*CMP_OPS, *TEXT_OPS, *FTS_OPS, "is", "in"]))
 
 
 def _parse_logic(req: Request, kind: str, negate: bool, text: str, depth: int) -> tuple:
@@ -307,6 +311,8 @@ def _filter_sql(node: tuple, cols: dict[str, Column], relname: str) -> str:
             sql = f"{ref} {CMP_OPS[op]} ($1[{payload}])::{col.type}"
         elif op in TEXT_OPS:
             sql = f"{ref}::text {TEXT_OPS[op]} $1[{payload}]"
+        elif op in FTS_OPS:
+            sql = f"{ref} @@ {FTS_OPS[op]}($1[{payload}])"
         elif op == "is":
             sql = f"{ref} {IS_VALUES[payload]}"
         else:  # in
