@@ -337,11 +337,12 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, LabError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    # Block the stop signals so sigwait receives them instead of the default handlers.
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         with lab:
             assert lab.workdir is not None
+            # Blocked only now, so the simulator child does not inherit the mask; sigwait
+            # then receives the stop signals instead of the default handlers.
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
             print(json.dumps({
                 "url": lab.url, "control_url": lab.control_url, "username": lab.username,
                 "password_file": str(lab.workdir / "password"), "ca_file": str(lab.ca_file),
