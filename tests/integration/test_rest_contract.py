@@ -51,6 +51,10 @@ create function public.rest_contract_by_batch(p_batch text) returns setof public
   language sql stable as $$ select * from public.rest_contract_items where batch = p_batch order by id $$;
 create function public.rest_contract_names(p_batch text) returns setof text
   language sql stable as $$ select name from public.rest_contract_items where batch = p_batch order by name $$;
+create function public.rest_contract_table(n int) returns table (i int, label text)
+  language sql immutable as $$ select g, 'n' || g from generate_series(1, n) g $$;
+create function public.rest_contract_split(x int, out half int, out rest int)
+  language sql immutable as $$ select x / 2, x % 2 $$;
 create function public.rest_contract_touch(p_batch text) returns void
   language sql volatile as $$ insert into public.rest_contract_items (batch, name) values (p_batch, 'touched') $$;
 create function public.rest_contract_fail(msg text) returns int
@@ -69,6 +73,7 @@ create function public.rest_contract_whoami() returns jsonb
 TEARDOWN_SQL = """
 drop function if exists public.rest_contract_add(int, int), public.rest_contract_echo(jsonb),
   public.rest_contract_item(bigint), public.rest_contract_by_batch(text), public.rest_contract_names(text),
+  public.rest_contract_table(int), public.rest_contract_split(int),
   public.rest_contract_touch(text), public.rest_contract_fail(text), public.rest_contract_whoami();
 drop table if exists public.rest_contract_children, public.rest_contract_items;
 """
@@ -324,6 +329,9 @@ async def test_rpc_scalar_json_row_set_void(sb):
     res = await run(sb.rpc("rest_contract_by_batch", {"p_batch": b}, count="exact").limit(1))
     assert len(res.data) == 1 and res.count == 3
     assert (await run(sb.rpc("rest_contract_names", {"p_batch": b}))).data == ["Beta", "alpha", "gamma, delta"]
+    rows = (await run(sb.rpc("rest_contract_table", {"n": 3}).gt("i", 1).order("i", desc=True))).data
+    assert rows == [{"i": 3, "label": "n3"}, {"i": 2, "label": "n2"}]
+    assert (await run(sb.rpc("rest_contract_split", {"x": 7}, get=True))).data == {"half": 3, "rest": 1}
     res = await run(sb.rpc("rest_contract_touch", {"p_batch": b}))
     assert res.data == []
     touched = await run(sb.table("rest_contract_items").select("name").eq("batch", b).eq("name", "touched"))
