@@ -13,7 +13,7 @@ from devstack.lab.idrac.testing import FileServer, running_lab
 from executor.targets.catalog import Catalog
 from executor.targets.endpoint import Endpoint, Timeouts
 from executor.targets.errors import FirmwareVerificationFailed, JobFailed
-from executor.targets.redfish import RedfishClient, fleet_inventory
+from executor.targets.redfish import RedfishClient, async_fleet_inventory, fleet_inventory
 
 SCALE = 400.0
 T = replace(Timeouts().compressed(SCALE), connect=2.0, read=5.0)
@@ -118,4 +118,18 @@ def test_fleet_inventory_with_bounded_concurrency_and_a_dead_bmc() -> None:
         assert ok.system is not None and ok.system.model == "PowerEdge R640" and ok.system.system_id == "0716"
         assert {f.component_id for f in ok.firmware} == {"159", "25227", "104298", "105848"}
         assert results[2].system.model == "PowerEdge R650"
+        assert all(b.own_sessions() == 0 and b.peak_sessions <= 1 for b in lab.bmcs)
+
+
+async def test_async_fleet_inventory_matches_the_sushy_path() -> None:
+    with running_lab(6, SCALE) as lab:
+        lab.bmcs[4].inject(unreachable=True)
+        lab.bmcs[5].exhaust_sessions()
+        eps = [Endpoint(lab.url(i), "root", "calvin", allow_plain_http=True) for i in range(6)]
+        results = await async_fleet_inventory(eps, concurrency=3, timeouts=T)
+        assert [r.ok for r in results] == [True, True, True, True, False, False]
+        assert results[4].error_kind == "TargetUnreachable"
+        assert results[5].error_kind == "SessionLimitReached" and "RAC0218" in (results[5].error or "")
+        sync = fleet_inventory(eps[:4], concurrency=2, timeouts=T)
+        assert [(r.system, r.firmware) for r in results[:4]] == [(r.system, r.firmware) for r in sync]
         assert all(b.own_sessions() == 0 and b.peak_sessions <= 1 for b in lab.bmcs)
