@@ -4,12 +4,16 @@ tables and views of the exposed schemas only."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 
+import asyncpg
 import httpx
 import psycopg2
 import pytest
+
+from devstack.stack.rest.service import DEALLOCATE_SQL
 
 TEARDOWN_SQL = """
 drop view if exists public.rest_contract_cache_view;
@@ -104,3 +108,21 @@ def test_reads_survive_terminated_connections(db, api_url, service_key):
     with db.cursor() as cur:
         cur.execute("create view public.rest_contract_cache_view as select 1 as one")
     assert _status_within(f"{api_url}/rest/v1/rest_contract_cache_view", hdrs, 200) == 200
+
+
+def test_statement_cleanup_keeps_the_drivers_statements(stack):
+    """The REST layer deallocates only its own prepared statements when a connection has
+    too many; asyncpg's own statements on the same connection must survive."""
+    async def check() -> None:
+        conn = await asyncpg.connect(stack.pg.dsn("authenticator"))
+        try:
+            await conn.execute("prepare _rp_cleanup_test as select 1")
+            stmt = await conn.prepare("select 2")  # asyncpg names and keeps this one itself
+            await conn.execute(DEALLOCATE_SQL)
+            names = {r["name"] for r in await conn.fetch("select name from pg_prepared_statements")}
+            assert "_rp_cleanup_test" not in names
+            assert await stmt.fetchval() == 2
+        finally:
+            await conn.close()
+
+    asyncio.run(check())

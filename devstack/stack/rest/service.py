@@ -58,8 +58,15 @@ CONNECT_TIMEOUT_S = 5.0  # to open one database connection (seconds)
 
 RUN_SQL = ("select body, page_total, total, status "
            "from _rackpilot_rest.run($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
-# statements kept prepared per connection (count); beyond it statements are planned per request
+# statements kept prepared per connection (count); then they are deallocated and start over
 PREPARED_PER_CONN = 256
+DEALLOCATE_SQL = """do $$
+declare s record;
+begin
+  for s in select name from pg_prepared_statements where left(name, 4) = '_rp_' loop
+    execute format('deallocate %I', s.name);
+  end loop;
+end $$"""
 SINGLE_MEDIA = "application/vnd.pgrst.object+json"
 CT_JSON = (b"content-type", b"application/json; charset=utf-8")
 CT_SINGLE = (b"content-type", b"application/vnd.pgrst.object+json; charset=utf-8")
@@ -306,13 +313,13 @@ class RestService:
             while True:
                 attempts -= 1
                 prepared = self._prepared.setdefault(conn, set())
-                stmt: str | None = name
-                prepare = False
-                if name not in prepared:
-                    if len(prepared) < PREPARED_PER_CONN:
-                        prepare = True
-                    else:
-                        stmt = None
+                if name not in prepared and len(prepared) >= PREPARED_PER_CONN:
+                    # statements of shapes long gone (schema reloads, one-off queries) pile
+                    # up; drop ours (not asyncpg's) and start over, one round trip, rarely
+                    await conn.execute(DEALLOCATE_SQL)
+                    prepared.clear()
+                prepare = name not in prepared
+                stmt = name
                 try:
                     row = await conn.fetchrow(RUN_SQL, *args, stmt, prepare)
                     if prepare:
