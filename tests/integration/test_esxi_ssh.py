@@ -12,6 +12,8 @@ import pytest
 from devstack.lab.esxi_ssh import EsxiSshLab
 from devstack.lab.vcsim import VcsimLab
 from executor.targets.endpoint import Endpoint
+from executor.targets.errors import TargetUnreachable, TLSConfigurationError
+from executor.targets.esxcli import EsxcliError, EsxiShell, EsxiVersion
 from executor.targets.vsphere import VSphereClient, VSphereTimeouts
 
 DEPOT = "https://depot.lab.local/esxi8/index.xml"
@@ -90,28 +92,48 @@ async def test_endpoint_rejects_unknown_keys(esxi, tmp_path):
 
 
 async def test_upgrade_flow_is_seen_by_vcenter():
+    """The esxi_upgrade sequence through rackpilot's clients: pyvmomi for maintenance and
+    the build check, esxcli over SSH for the image update and the reboot."""
     spec = {"clusters": [{"name": "c1", "hosts": 3, "vms_per_host": 1, "ha": {"enabled": False}}]}
     timeouts = VSphereTimeouts(connect=10, task=20, stall=20, host_reconnect=20, poll=0.05)
     with VcsimLab.from_spec(spec) as vc:
         ep = Endpoint(url=f"https://{vc.host}:{vc.port}", username=vc.username, password=vc.password,
                       ca_bundle=str(vc.ca_file))  # fmt: skip
-        with EsxiSshLab(hosts={"c1-esx01": {}}, depots=DEPOTS, reboot_seconds=1.0, vcsim=vc) as esxi:
+        with EsxiSshLab(hosts={"c1-esx01": {}}, depots=DEPOTS, reboot_seconds=2.0, vcsim=vc) as esxi:
+            shell = EsxiShell("127.0.0.1", esxi.username, port=esxi.ports["c1-esx01"],
+                              client_keys=(str(esxi.client_key),), known_hosts=str(esxi.known_hosts))  # fmt: skip
             with VSphereClient(ep, timeouts) as client:
                 host = client.inventory().host_by_name("c1-esx01")
+                with pytest.raises(EsxcliError) as refused:
+                    await shell.profile_update(DEPOT, TARGET)
+                assert refused.value.code == "MaintenanceMode"
+                with pytest.raises(EsxcliError) as refused:
+                    await shell.reboot("upgrade")
                 await asyncio.to_thread(client.enter_maintenance, host.moid, 10)
                 # Maintenance entered through vCenter is what esxcli reports on the host.
-                assert (await run(esxi, "c1-esx01", "esxcli system maintenanceMode get")).stdout == "Enabled\n"
-                upd = await run(esxi, "c1-esx01", f"esxcli software profile update -d {DEPOT} -p {TARGET}")
-                assert upd.exit_status == 0
-                assert client.host(host.moid).build == "21930508"  # staged, not running
+                assert await shell.in_maintenance()
+                with pytest.raises(EsxcliError) as missing:
+                    await shell.profile_update(DEPOT, "ESXi-9-nope")
+                assert missing.value.code == "NoMatchError"
+                result = await shell.profile_update(DEPOT, TARGET)
+                assert result.reboot_required and result.changed
+                assert (await shell.version()).build == "21930508" == client.host(host.moid).build  # staged only
                 before = client.host(host.moid).boot_time
-                assert (await run(esxi, "c1-esx01", "esxcli system shutdown reboot -r upgrade")).exit_status == 0
+                await shell.reboot("rackpilot esxi_upgrade")
                 assert client.host(host.moid).connection_state == "notResponding"
+                with pytest.raises(TargetUnreachable):
+                    await shell.version()
                 back = await asyncio.to_thread(client.wait_for_host, host.moid, timeout=10, booted_after=before)
                 assert (back.version, back.build, back.in_maintenance) == ("8.0.2", "22380479", True)
                 await wait_up(esxi, "c1-esx01")
-                assert "Build: Releasebuild-22380479" in (
-                    await run(esxi, "c1-esx01", "esxcli system version get")
-                ).stdout
+                assert await shell.version() == EsxiVersion("VMware ESXi", "8.0.2", "22380479", "2", "0")
+                assert not (await shell.profile_update(DEPOT, TARGET)).reboot_required  # idempotent
                 await asyncio.to_thread(client.exit_maintenance, host.moid)
-                assert (await run(esxi, "c1-esx01", "esxcli system maintenanceMode get")).stdout == "Disabled\n"
+                assert not await shell.in_maintenance()
+
+
+def test_shell_needs_an_explicit_host_key_choice():
+    with pytest.raises(TLSConfigurationError):
+        EsxiShell("127.0.0.1", "root", client_keys=("k",))
+    with pytest.raises(TLSConfigurationError):
+        EsxiShell("127.0.0.1", "root", client_keys=("k",), known_hosts="kh", insecure_host_key=True)
