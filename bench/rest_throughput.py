@@ -216,6 +216,8 @@ def main() -> int:
             'wrk.headers["Content-Type"] = "application/json"\n'
             f'wrk.body = \'{{"p_id":"{item}"}}\''))
         run_wrk(get_url, get_lua, 2, opts.connections)  # warm-up
+        # the machine is shared: record how busy it was, the figures depend on it
+        load_before = round(os.getloadavg()[0], 2)
         gw_get = run_wrk(get_url, get_lua, opts.duration, opts.connections)
         gw_rpc = run_wrk(f"{base}/rpc/bench_item_name", rpc_lua, opts.duration, opts.connections)
 
@@ -225,6 +227,7 @@ def main() -> int:
         d_rpc = asyncio.run(run_direct(dsn, rpc_args, opts.duration, opts.connections))
         print(json.dumps({
             "benchmark": "rest_throughput", "connections": opts.connections, "duration_s": opts.duration,
+            "cpus": os.cpu_count(), "loadavg_1m_before": load_before,
             "gateway_get": gw_get, "gateway_rpc": gw_rpc, "direct_get": d_get, "direct_rpc": d_rpc,
             "ratio_get": round(gw_get["rps"] / d_get["rps"], 3),
             "ratio_rpc": round(gw_rpc["rps"] / d_rpc["rps"], 3),
