@@ -191,6 +191,8 @@ def main() -> int:
         print(json.dumps({"error": "wrk is not installed (apt-get install wrk)"}))
         return 2
 
+    # the machine is shared: record how busy it was before we started, the figures depend on it
+    load_before = round(os.getloadavg()[0], 2)
     tmp = Path(tempfile.mkdtemp(prefix="rackpilot-bench-"))
     os.chmod(tmp, 0o755)
     st = Stack(ephemeral_config(tmp))
@@ -216,8 +218,6 @@ def main() -> int:
             'wrk.headers["Content-Type"] = "application/json"\n'
             f'wrk.body = \'{{"p_id":"{item}"}}\''))
         run_wrk(get_url, get_lua, 2, opts.connections)  # warm-up
-        # the machine is shared: record how busy it was, the figures depend on it
-        load_before = round(os.getloadavg()[0], 2)
         gw_get = run_wrk(get_url, get_lua, opts.duration, opts.connections)
         gw_rpc = run_wrk(f"{base}/rpc/bench_item_name", rpc_lua, opts.duration, opts.connections)
 
