@@ -466,6 +466,10 @@ func (l *lab) enterMaintenance(t *simulator.Task, job *taskJob, ref types.Manage
 				if cur, ok := snapVM(v.ref); !ok || cur.host != ref {
 					continue // moved or removed meanwhile
 				}
+				// Another evacuation may have filled the chosen host during the vMotion time.
+				if dst, _ = l.pickDestination(v, ref, c, allowed); dst.Value == "" {
+					continue
+				}
 				moveVM(v.ref, dst, nil)
 				moved++
 				progressed = true
