@@ -13,6 +13,23 @@ Controller, job queue, SCP, SimpleUpdate jobs, iDRAC reset) lives in `dell.py` a
 reached through `client.dell`.
 
 Every wait is bounded by `Timeouts` (seconds; see endpoint.py for the defaults).
+
+Retry rules (each names the quirk it exists for; nothing else is retried):
+- RAC0218, session table full (HTTP 503 on login): wait `poll` and retry the login until
+  `session_wait`; then SessionLimitReached. Sessions leaked by other tools expire on idle.
+- Transport errors (refused, reset, timeouts): sushy retries `retries` times, `retry_delay`
+  apart; then TargetUnreachable. BMCs drop connections while busy or restarting.
+- HTTP 5xx on GET: sushy retries `retries` times; then TargetServerError. iDRAC web
+  services answer 500 transiently under load.
+- SYS518 / Lifecycle Controller not ready on a configuration request: wait for LC Ready
+  again (`lc_ready`) and retry once; the LC can leave Ready between check and request.
+- HTTP 401 on an established session (expired, or purged by an iDRAC reset): sushy opens
+  a new session once; the new one is the one deleted on close.
+- LC068 and RAC0679 are never retried blindly: they mean pending configuration or another
+  job, which only an operator decision (or `DellOEM.clear_job_queue`) resolves.
+Configuration actions (boot override, virtual media, SCP, SimpleUpdate) are gated on
+Lifecycle Controller readiness first; power actions, job-queue clearing and iDRAC reset
+are not, because they are how a stuck LC is recovered.
 """
 
 from __future__ import annotations

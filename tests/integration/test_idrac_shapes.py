@@ -137,3 +137,37 @@ def test_sushy_dell_extension_reads_the_simulator(bmc) -> None:
         assert ext.job_collection.get_unfinished_jobs() == []
     finally:
         root._auth.close()
+
+
+def test_command_line_lab_and_control_api(tmp_path) -> None:
+    """`python -m devstack.lab.idrac` in another process, driven through `/_lab/`."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        base = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "devstack.lab.idrac", "--count", "3", "--base-port", str(base),
+                             "--time-scale", "100"], stdout=subprocess.PIPE, text=True)
+    try:
+        ready = json.loads(proc.stdout.readline())
+        if not ready.get("ready"):
+            pytest.skip(f"port range {base}.. taken: {ready}")
+        assert ready["ports"] == [base, base + 2]
+        last = f"http://127.0.0.1:{base + 2}"
+        assert requests.get(last + "/redfish/v1/Systems", auth=("root", "calvin"), timeout=5).status_code == 200
+        r = requests.post(last + "/_lab/faults", json={"server_errors": 1}, timeout=5)
+        assert r.status_code == 200
+        assert requests.get(last + "/redfish/v1/Systems", auth=("root", "calvin"), timeout=5).status_code == 500
+        assert requests.post(last + "/_lab/faults", json={"bogus": 1}, timeout=5).status_code == 400
+        requests.post(last + "/_lab/exhaust-sessions", timeout=5)
+        login = requests.post(last + "/redfish/v1/SessionService/Sessions",
+                              json={"UserName": "root", "Password": "calvin"}, timeout=5)
+        assert login.status_code == 503
+        assert login.json()["error"]["@Message.ExtendedInfo"][0]["MessageId"] == "IDRAC.2.8.RAC0218"
+        fleet = requests.get(f"http://127.0.0.1:{base}/_lab/fleet", timeout=5).json()
+        assert fleet["count"] == 3 and fleet["sessions"] == 0
+    finally:
+        proc.terminate()
+        proc.wait(10)
