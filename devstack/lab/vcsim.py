@@ -9,6 +9,22 @@ own: TLS certificate, password file, config, and the simulator's datastore folde
     with VcsimLab.from_spec({"clusters": [{"name": "c1", "hosts": 4}]}) as lab:
         lab.url, lab.username, lab.password, lab.ca_file
         lab.reboot_host("c1-esx01", seconds=2)
+
+The spec (validated by the binary, unknown keys rejected):
+    {"datacenter": "dc1", "migrate_ms": 20, "migrate_ms_per_gb": 0,
+     "hardware": {"c1-esx01": {"service_tag": "7XK2P93", "bmc_address": "https://..."}},
+     "clusters": [{"name": "c1", "hosts": 4, "vms_per_host": 2,
+                   "host_memory_mb": 262144, "vm_memory_mb": 4096,
+                   "version": "7.0.3", "build": "21930508",
+                   "ha": {"enabled": true, "admission_control": true, "failover_level": 1},
+                   "drs": {"enabled": true, "behavior": "fullyAutomated"},
+                   "in_maintenance": [3],
+                   "vms": [{"name": "db1", "host": 0, "memory_mb": 8192, "power_on": true,
+                            "devices": ["usb_passthrough"], "drs_behavior": "manual"}],
+                   "rules": [{"name": "pin", "vms": ["db1"], "hosts": [0], "mandatory": true}]}]}
+Hosts are named <cluster>-esxNN, generated VMs <cluster>-vmNNNN. Device kinds:
+usb_passthrough, cdrom_host_device, cdrom_local_iso, cdrom_shared_iso, floppy_connected, ft,
+vgpu, pci_passthrough, local_disk. The control endpoints are listed in vcsim/control.go.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from devstack.lab.vcsim import ControlError, VcsimLab
+from devstack.lab.vcsim import ControlError, StartError, VcsimLab
 from executor.targets.endpoint import Endpoint
 from executor.targets.errors import AuthenticationFailed, JobStuck, TLSConfigurationError
 from executor.targets.vsphere import (
@@ -280,3 +280,13 @@ def test_stalled_evacuation_is_told_from_slow_and_cancelled(client):
     assert not client.host(host.moid).in_maintenance
     with pytest.raises(TaskFailed):
         client.wait_for_task(task, operation="enter maintenance")
+
+
+def test_bad_lab_config_is_refused_clearly():
+    bad = {"clusters": [{"name": "x", "hosts": 2, "vms": [{"name": "v", "host": 0, "devices": ["usb_passthru"]}]}]}
+    lab = VcsimLab.from_spec(bad)
+    with pytest.raises(StartError, match='unknown device kind "usb_passthru"'):
+        lab.start()
+    assert not lab.running and not lab.workdir.exists()
+    with pytest.raises(StartError, match="unknown host"):
+        VcsimLab.from_spec({"clusters": [{"name": "x", "hosts": 1}]}, hardware={"nope": {}}).start()
