@@ -161,6 +161,10 @@ def translate(exc: BaseException, target: str, operation: str) -> TargetError:
                                  operation=operation)
     if isinstance(exc, sx.SushyError):
         return RequestRejected(str(exc), target=target, operation=operation)
+    if isinstance(exc, (ValueError, KeyError, IndexError)):
+        # not JSON, or JSON without what Redfish promises: a device (or proxy) answering oddly
+        return RequestRejected(f"unexpected answer from the BMC ({type(exc).__name__}: {exc})", target=target,
+                               operation=operation)
     if isinstance(exc, requests.RequestException):
         return TargetUnreachable(f"transport error: {type(exc).__name__}", target=target, operation=operation)
     raise exc
@@ -340,7 +344,7 @@ class RedfishClient:
             return fn()
         except TargetError:
             raise
-        except (sx.SushyError, requests.RequestException) as exc:
+        except (sx.SushyError, requests.RequestException, ValueError, KeyError, IndexError) as exc:
             raise translate(exc, self.target, label) from None
 
     def get_json(self, path: str, operation: str) -> tuple[int, dict[str, Any], dict[str, str]]:

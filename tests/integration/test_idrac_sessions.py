@@ -127,3 +127,14 @@ def test_errors_never_carry_the_password(lab) -> None:
             pass
     assert secret not in str(ei.value)
     lab.bmcs[0].clear_faults()
+
+
+def test_a_device_that_does_not_speak_redfish() -> None:
+    from devstack.lab.idrac.testing import FileServer
+    from executor.targets.errors import RequestRejected
+
+    with FileServer({"/redfish/v1": b"<html>login page</html>"}) as web:
+        with pytest.raises(RequestRejected, match="unexpected answer from the BMC"):
+            with RedfishClient(Endpoint(f"http://127.0.0.1:{web.port}", "root", "calvin",
+                                        allow_plain_http=True), T):
+                pass
