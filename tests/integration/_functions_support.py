@@ -54,7 +54,7 @@ def db(stack) -> psycopg2.extensions.connection:
 
 def q(conn, sql: str, *args: Any) -> list[dict]:
     with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
-        cur.execute(sql, args)
+        cur.execute(sql, args[0] if len(args) == 1 and isinstance(args[0], dict) else args)
         return [dict(r) for r in cur.fetchall()] if cur.description else []
 
 
@@ -204,14 +204,31 @@ class Raw:
         self.http.close()
 
 
-def counts(conn) -> dict[str, int]:
-    """Rows in every table a function may write: the 'nothing written' oracle."""
-    tables = ["jobs", "job_tasks", "maintenance_windows", "blocker_resolutions", "credential_sets",
-              "notification_settings", "audit_log"]
-    extra = q(conn, "select to_regclass('public.credential_envelopes') is not null as ok")[0]["ok"]
-    if extra:
-        tables.append("credential_envelopes")
-    return {t: q(conn, f"select count(*)::int as n from public.{t}")[0]["n"] for t in tables}
+def counts(env: FnEnv) -> dict[str, int]:
+    """Rows this test's fleet and users have in every table a function may write: the
+    'nothing written' oracle. Scoped to the test's own sites and users, so that other
+    suites sharing the database (an executor's heartbeats, say) cannot disturb it."""
+    f = env.fleet
+    sites = [f.site_a, f.site_b]
+    users = [c.user_id for c in env.users.values()]
+    row = q(env.conn, """
+        select (select count(*) from public.jobs where site_id = any(%(s)s::uuid[]))::int as jobs,
+               (select count(*) from public.job_tasks t join public.jobs j on j.id = t.job_id
+                 where j.site_id = any(%(s)s::uuid[]))::int as job_tasks,
+               (select count(*) from public.maintenance_windows where site_id = any(%(s)s::uuid[]))::int as windows,
+               (select count(*) from public.blocker_resolutions r join public.jobs j on j.id = r.job_id
+                 where j.site_id = any(%(s)s::uuid[]))::int as blocker_resolutions,
+               (select count(*) from public.credential_sets where site_id = any(%(s)s::uuid[]))::int as credential_sets,
+               (select count(*) from public.credential_envelopes e join public.credential_sets c
+                    on c.id = e.credential_set_id where c.site_id = any(%(s)s::uuid[]))::int as credential_envelopes,
+               (select count(*) from public.notification_settings where created_by = any(%(u)s::uuid[])
+                    or name like %(tag)s)::int as notification_settings,
+               (select count(*) from public.audit_log where actor_id = any(%(u)s::uuid[]))::int as audit_log,
+               (select coalesce(sum(hashtext(status::text || coalesce(cancel_requested_at::text, '')
+                        || coalesce(pause_requested_at::text, ''))), 0) from public.jobs
+                 where site_id = any(%(s)s::uuid[]))::bigint as job_states""",
+            {"s": sites, "u": users, "tag": f"%{env.tag}%"})
+    return row[0]
 
 
 def new_tag() -> str:

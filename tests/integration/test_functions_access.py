@@ -110,7 +110,7 @@ def test_every_role_by_function_cell(env: FnEnv, stack):
     failures: list[str] = []
     for fn, action, role in _cells():
         body = _body(env, fn, action, role)
-        before = counts(env.conn)
+        before = counts(env)
         if role == "anon":
             # the anon key is a valid JWT but no user: the function refuses it
             status, data = env.raw.call(fn, body, env.raw.anon)
@@ -121,7 +121,7 @@ def test_every_role_by_function_cell(env: FnEnv, stack):
             expect = (lambda s: 200 <= s < 300) if allowed else (lambda s: s == 403)  # noqa: E731
         if not expect(status):
             failures.append(f"{fn}.{action} as {role}: {status} {data}")
-        if not 200 <= status < 300 and counts(env.conn) != before:
+        if not 200 <= status < 300 and counts(env) != before:
             failures.append(f"{fn}.{action} as {role}: refused ({status}) but rows changed")
         if status == 403:
             assert "role" in data["error"], data
@@ -136,10 +136,10 @@ def test_forged_and_missing_tokens_are_refused_by_the_gateway(env: FnEnv):
     token = env.users["admin"].token
     head, payload, sig = token.split(".")
     forged = f"{head}.{payload}.{sig[:-4]}AAAA"
-    before = counts(env.conn)
+    before = counts(env)
     for fn in POLICY:
         for t in (None, forged, "not.a.jwt"):
             status, data = env.raw.call(fn, body, t, headers={"apikey": ""} if t is None else None)
             assert status == 401, (fn, t, data)
             assert set(data) >= {"error", "code", "details"}, data
-    assert counts(env.conn) == before
+    assert counts(env) == before

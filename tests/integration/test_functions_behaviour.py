@@ -37,12 +37,12 @@ def env(stack):
 
 def refused(env: FnEnv, fn: str, body, role: str, status: int, code: str, raw: bytes | None = None) -> dict:
     """Call, expect ``status``/``code`` with the error shape, and that nothing was written."""
-    before = counts(env.conn)
+    before = counts(env)
     got, data = env.raw.call(fn, body, env.users[role].token, raw=raw)
     assert (got, data.get("code")) == (status, code), data
     assert set(data) == {"error", "code", "details"} and data["error"], data
     assert "Traceback" not in json.dumps(data) and "select " not in json.dumps(data).lower()
-    assert counts(env.conn) == before, f"{fn} {code} wrote rows"
+    assert counts(env) == before, f"{fn} {code} wrote rows"
     return data
 
 
@@ -100,12 +100,12 @@ def test_every_job_type_is_created_with_its_tasks(env: FnEnv):
 
 
 def test_dry_run_returns_the_plan_and_writes_nothing(env: FnEnv):
-    before = counts(env.conn)
+    before = counts(env)
     res = ok(env, "create-job", {"type": "scp_backup", "params": {"server_ids": [env.fleet.standalone_server]},
                                  "dry_run": True})
     assert res["dry_run"] is True and res["plan"]["risk"] == "low" and len(res["plan"]["tasks"]) == 1
     assert res["plan"]["params"]["components"] == ["ALL"]
-    assert counts(env.conn) == before
+    assert counts(env) == before
 
 
 def test_create_job_refusals(env: FnEnv):

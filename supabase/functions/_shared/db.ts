@@ -28,6 +28,7 @@ import postgres from "postgres";
 import { bearerToken, unverifiedClaims } from "./auth.ts";
 import { HttpError } from "./http.ts";
 import { requireEnv } from "./env.ts";
+import type { AppRole } from "./policy.ts";
 
 export type Sql = postgres.Sql;
 export type Tx = postgres.TransactionSql;
@@ -84,7 +85,9 @@ export function sql(): Sql {
       max: 4,
       idle_timeout: 30,
       connect_timeout: 10,
-      prepare: true,
+      // Hosted projects may hand functions a transaction-mode pooler URL, which cannot
+      // keep prepared statements across transactions; unnamed statements work everywhere.
+      prepare: false,
       onnotice: () => {},
       // Values are never interpolated into SQL text: every query below is a tagged
       // template, which postgres.js sends as parameters.
@@ -103,9 +106,6 @@ export async function asCaller<T>(caller: Caller, fn: (tx: Tx) => Promise<T>): P
     return await fn(tx);
   }) as T;
 }
-
-export type AppRole = "viewer" | "operator" | "approver" | "admin";
-export const ROLE_LADDER: AppRole[] = ["viewer", "operator", "approver", "admin"];
 
 /** The caller's application role inside a transaction (null = none). */
 export async function appRole(tx: Tx): Promise<AppRole | null> {
