@@ -209,3 +209,31 @@ def test_executor_applies_rls_for_the_request_role(stack, notes):
             await conn.close()
 
     asyncio.run(check())
+
+
+def test_role_switch_inside_one_statement_would_not_apply_rls(stack, notes):
+    """Why the executor is a plpgsql function: switching the role with set_config inside
+    the same statement as the query does not apply RLS (privileges and policies are
+    resolved before that statement runs), whereas EXECUTE inside _rackpilot_rest.run
+    plans the query as the switched role. Both run here on a privileged connection, where
+    the difference shows as a leak."""
+    claims_a = orjson.dumps({"sub": USER_A, "role": "authenticated"}).decode()
+    sql = ("select coalesce(json_agg(_s), '[]')::text, count(*), null::bigint from "
+           "(select _t.body from \"public\".\"rest_contract_rls_notes\" _t "
+           "where _t.\"id\" = ($1[1])::\"pg_catalog\".\"int8\") _s")
+
+    async def check() -> None:
+        conn = await asyncpg.connect(stack.pg.dsn())  # the table owner
+        try:
+            leaked = await conn.fetch(
+                "select n.body, s.who from (select set_config('role', 'authenticated', true) as who, "
+                "set_config('request.jwt.claims', $1, true) as claims) s, public.rest_contract_rls_notes n "
+                "where n.id = $2", claims_a, notes["b"])
+            assert [r["body"] for r in leaked] == ["note-b"]  # the trap: B's row, despite the switch
+            row = await conn.fetchrow(RUN_SQL, "authenticated", claims_a, "GET", "/rest_contract_rls_notes", "{}",
+                                      '"public"', True, sql, [str(notes["b"])], False, None, False)
+            assert row["page_total"] == 0 and row["body"] == "[]"
+        finally:
+            await conn.close()
+
+    asyncio.run(check())
