@@ -257,17 +257,17 @@ class RestService:
     async def _handle(self, scope: dict, receive: Any) -> tuple[int, list, bytes]:
         method: str = scope["method"]
         headers: dict[str, str] = {}
-        for k, v in scope["headers"]:
-            headers[k.decode("latin-1").lower()] = v.decode("latin-1")
+        for k, v in scope["headers"]:  # ASGI servers give header names in lower case
+            headers[k.decode("latin-1")] = v.decode("latin-1")
         path: str = scope["path"][len(PREFIX):]
         if method == "OPTIONS":
             return 200, [(b"allow", b"OPTIONS,GET,HEAD,POST,PATCH,DELETE")], b""
 
+        token = bearer_token(headers) or ""
         try:
-            claims = self.ctx.verifier.verify(bearer_token(headers))
+            claims = self.ctx.verifier.verify(token)
         except JWTError as exc:
             raise JWTRejected(exc.message, code=exc.code) from None
-        token = bearer_token(headers) or ""
         claims_json = self._claims.get(token)
         if claims_json is None:
             claims_json = orjson.dumps(claims).decode()
