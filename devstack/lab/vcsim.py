@@ -245,6 +245,11 @@ class VcsimLab:
         reader.join(START_TIMEOUT)
         if not result or not result[0].strip():
             err = ""
+            if result:  # stdout closed: the binary is exiting; collect its reason
+                try:
+                    self._proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    pass
             if self._proc.poll() is not None and self._proc.stderr is not None:
                 err = self._proc.stderr.read().strip()
             self.stop()

@@ -26,9 +26,12 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
+from xml.parsers import expat
+from xml.sax.saxutils import escape
 
 from pyVim.connect import Disconnect, SmartConnect
 from pyVmomi import vim, vmodl
+from pyVmomi.VmomiSupport import GetWsdlName
 
 from .endpoint import Endpoint
 from .errors import (
@@ -378,62 +381,156 @@ def _differences(want: dict[str, Any], got: dict[str, Any]) -> list[str]:
 
 
 # -- device facts --------------------------------------------------------------------------
+# Device facts are computed from a flat record per device ("raw"), built either from
+# pyvmomi objects or straight from the SOAP stream by `_DeviceStream` (the fast path of
+# the inventory: deserialising 3,000+ device lists into pyvmomi objects costs seconds).
 _DS_PATH = re.compile(r"^\[([^\]]+)\]\s*(.*)$")
-_dev = vim.vm.device
+_USB_CONTROLLERS = ("VirtualUSBController", "VirtualUSBXHCIController")
+_CD_HOST = ("VirtualCdromAtapiBackingInfo", "VirtualCdromPassthroughBackingInfo")
 
 
-def _connected(dev: Any) -> bool:
+def _raw_device(dev: Any) -> dict[str, Any]:
+    """The flat record of a pyvmomi virtual device."""
+    b = dev.backing
     c = getattr(dev, "connectable", None)
-    return bool(c and c.connected)
+    ds = getattr(b, "datastore", None)
+    return {
+        "type": GetWsdlName(type(dev)),
+        "key": dev.key,
+        "label": dev.deviceInfo.label if dev.deviceInfo else "",
+        "backing": GetWsdlName(type(b)) if b is not None else "",
+        "fileName": getattr(b, "fileName", "") or "",
+        "datastore": ds._moId if ds is not None else "",
+        "deviceName": getattr(b, "deviceName", "") or "",
+        "vgpu": getattr(b, "vgpu", "") or "",
+        "id": getattr(b, "id", "") or "",
+        "connectable": bool(c and c.connected),
+        "connected": bool(getattr(dev, "connected", False)),
+        "devices": len(getattr(dev, "device", None) or []),
+    }
 
 
-def _file_fact(kind: str, dev: Any, backing: Any, ds_by_name: dict[str, str], connected: bool) -> VMDevice:
-    path = backing.fileName or ""
-    ds = backing.datastore._moId if getattr(backing, "datastore", None) is not None else ""
-    if not ds:
-        m = _DS_PATH.match(path)
-        if m:
-            ds = ds_by_name.get(m.group(1), "")
-    b = "iso" if kind == "cdrom" else ("image" if kind == "floppy" else "file")
-    return VMDevice(kind, _label(dev), connected, b, path=path, datastore=ds)
+def _fact(raw: dict[str, Any], ds_by_name: dict[str, str]) -> VMDevice | None:
+    """The blocker-relevant fact of one device record, or None for devices that never
+    affect mobility (controllers other than USB, NICs, video, ...)."""
+    t, b = raw["type"], raw["backing"]
+    label = raw["label"] or f"device {raw['key']}"
+    connected = raw["connectable"]
 
+    def file_fact(kind: str, connected: bool) -> VMDevice:
+        path, ds = raw["fileName"], raw["datastore"]
+        if not ds:
+            m = _DS_PATH.match(path)
+            ds = ds_by_name.get(m.group(1), "") if m else ""
+        backing = {"cdrom": "iso", "floppy": "image"}.get(kind, "file")
+        return VMDevice(kind, label, connected, backing, path=path, datastore=ds)
 
-def _label(dev: Any) -> str:
-    return dev.deviceInfo.label if dev.deviceInfo else f"device {dev.key}"
+    if t == "VirtualUSB":
+        backing = {"VirtualUSBUSBBackingInfo": "host_device", "VirtualUSBRemoteClientBackingInfo": "client_device"}
+        return VMDevice("usb", label, raw["connected"] or connected, backing.get(b, "passthrough"),
+                        detail=raw["deviceName"])  # fmt: skip
+    if t in _USB_CONTROLLERS:
+        return VMDevice("usb_controller", label, True, "", detail=f"devices={raw['devices']}")
+    if t in ("VirtualCdrom", "VirtualFloppy"):
+        kind = "cdrom" if t == "VirtualCdrom" else "floppy"
+        if b in ("VirtualCdromIsoBackingInfo", "VirtualFloppyImageBackingInfo"):
+            return file_fact(kind, connected)
+        if b in _CD_HOST or b == "VirtualFloppyDeviceBackingInfo":
+            return VMDevice(kind, label, connected, "host_device", detail=raw["deviceName"])
+        return VMDevice(kind, label, connected, "client_device")
+    if t == "VirtualPCIPassthrough":
+        if b == "VirtualPCIPassthroughVmiopBackingInfo":
+            return VMDevice("vgpu", label, True, "passthrough", detail=raw["vgpu"])
+        return VMDevice("pci_passthrough", label, True, "passthrough", detail=raw["id"] or raw["deviceName"])
+    if t == "VirtualDisk":
+        return file_fact("disk", True)
+    return None
 
 
 def device_fact(dev: Any, ds_by_name: dict[str, str]) -> VMDevice | None:
-    """The blocker-relevant fact of one virtual device, or None for devices that never
-    affect mobility (controllers other than USB, NICs, video, ...)."""
-    b = dev.backing
-    if isinstance(dev, _dev.VirtualUSB):
-        backing = "host_device" if isinstance(b, _dev.VirtualUSB.USBBackingInfo) else (
-            "client_device" if isinstance(b, _dev.VirtualUSB.RemoteClientBackingInfo) else "passthrough"
-        )
-        name = getattr(b, "deviceName", "") or ""
-        return VMDevice("usb", _label(dev), bool(dev.connected) or _connected(dev), backing, detail=name)
-    if isinstance(dev, _dev.VirtualUSBController | _dev.VirtualUSBXHCIController):
-        return VMDevice("usb_controller", _label(dev), True, "", detail=f"devices={len(dev.device or [])}")
-    if isinstance(dev, _dev.VirtualCdrom):
-        if isinstance(b, _dev.VirtualCdrom.IsoBackingInfo):
-            return _file_fact("cdrom", dev, b, ds_by_name, _connected(dev))
-        if isinstance(b, _dev.VirtualCdrom.AtapiBackingInfo | _dev.VirtualCdrom.PassthroughBackingInfo):
-            return VMDevice("cdrom", _label(dev), _connected(dev), "host_device", detail=b.deviceName or "")
-        return VMDevice("cdrom", _label(dev), _connected(dev), "client_device")
-    if isinstance(dev, _dev.VirtualFloppy):
-        if isinstance(b, _dev.VirtualFloppy.ImageBackingInfo):
-            return _file_fact("floppy", dev, b, ds_by_name, _connected(dev))
-        if isinstance(b, _dev.VirtualFloppy.DeviceBackingInfo):
-            return VMDevice("floppy", _label(dev), _connected(dev), "host_device", detail=b.deviceName or "")
-        return VMDevice("floppy", _label(dev), _connected(dev), "client_device")
-    if isinstance(dev, _dev.VirtualPCIPassthrough):
-        if isinstance(b, _dev.VirtualPCIPassthrough.VmiopBackingInfo):
-            return VMDevice("vgpu", _label(dev), True, "passthrough", detail=b.vgpu or "")
-        detail = getattr(b, "id", "") or getattr(b, "deviceName", "") or ""
-        return VMDevice("pci_passthrough", _label(dev), True, "passthrough", detail=detail)
-    if isinstance(dev, _dev.VirtualDisk):
-        return _file_fact("disk", dev, b, ds_by_name, True)
-    return None
+    """The blocker-relevant fact of one pyvmomi virtual device (see `_fact`)."""
+    return _fact(_raw_device(dev), ds_by_name)
+
+
+_XSI_TYPE = "http://www.w3.org/2001/XMLSchema-instance type"
+# Leaf paths (relative to a device element) copied into the device record.
+_RAW_LEAVES = {
+    ("key",): "key",
+    ("deviceInfo", "label"): "label",
+    ("backing", "fileName"): "fileName",
+    ("backing", "datastore"): "datastore",
+    ("backing", "deviceName"): "deviceName",
+    ("backing", "vgpu"): "vgpu",
+    ("backing", "id"): "id",
+    ("connectable", "connected"): "connectable",
+    ("connected",): "connected",
+}
+
+
+class _DeviceStream:
+    """Streams a RetrievePropertiesEx response for `config.hardware.device` into device
+    records per VM, without building pyvmomi objects."""
+
+    def __init__(self) -> None:
+        self.devices: dict[str, list[dict[str, Any]]] = {}
+        self.token = ""
+        self.fault = False
+        self._path: list[str] = []
+        self._text: list[str] = []
+        self._vm = ""
+        self._dev: dict[str, Any] | None = None
+        self._dev_depth = 0
+
+    def parse(self, stream: Any) -> None:
+        p = expat.ParserCreate(namespace_separator=" ")
+        p.buffer_text = True
+        p.StartElementHandler = self._start
+        p.EndElementHandler = self._end
+        p.CharacterDataHandler = self._text.append
+        p.ParseFile(stream)
+
+    def _start(self, name: str, attrs: dict[str, str]) -> None:
+        local = name.rsplit(" ", 1)[-1]
+        self._path.append(local)
+        self._text.clear()
+        depth = len(self._path)
+        if local == "Fault":
+            self.fault = True
+        if self._dev is None and local == "VirtualDevice" and self._path[-2:-1] == ["val"]:
+            self._dev = {"type": attrs.get(_XSI_TYPE, "").rsplit(":", 1)[-1], "key": 0, "label": "",
+                         "backing": "", "fileName": "", "datastore": "", "deviceName": "", "vgpu": "", "id": "",
+                         "connectable": False, "connected": False, "devices": 0}  # fmt: skip
+            self._dev_depth = depth
+        elif self._dev is not None and depth == self._dev_depth + 1 and local == "backing":
+            self._dev["backing"] = attrs.get(_XSI_TYPE, "").rsplit(":", 1)[-1]
+
+    def _end(self, name: str) -> None:
+        local = self._path[-1]
+        depth = len(self._path)
+        text = "".join(self._text)
+        self._text.clear()
+        dev = self._dev
+        if dev is not None:
+            if depth == self._dev_depth:
+                self.devices.setdefault(self._vm, []).append(dev)
+                self._dev = None
+            else:
+                rel = tuple(self._path[self._dev_depth :])
+                field_name = _RAW_LEAVES.get(rel)
+                if field_name == "key":
+                    dev["key"] = int(text or 0)
+                elif field_name in ("connectable", "connected"):
+                    dev[field_name] = text.strip() == "true"
+                elif field_name:
+                    dev[field_name] = text
+                elif rel == ("device",):
+                    dev["devices"] += 1
+        elif local == "obj" and self._path[-2:-1] == ["objects"]:
+            self._vm = text
+            self.devices.setdefault(text, [])
+        elif local == "token" and self._path[-2:-1] == ["returnval"]:
+            self.token = text
+        self._path.pop()
 
 
 # -- the client ----------------------------------------------------------------------------
@@ -463,6 +560,7 @@ _VM_PROPS = [
     "config.instanceUuid",
     "datastore",
 ]
+_VM_PROPS_LIGHT = [p for p in _VM_PROPS if p != "config.hardware.device"]
 _CLUSTER_PROPS = ["name", "parent", "host", "configurationEx"]
 _DS_PROPS = ["name", "summary.type", "summary.multipleHostAccess", "host"]
 
@@ -481,11 +579,14 @@ class VSphereClient:
         *,
         bmc_attributes: tuple[str, ...] = BMC_ATTRIBUTES,
         page_size: int = 1000,
+        fast_devices: bool = True,
     ):
         self.endpoint = endpoint
         self.timeouts = timeouts or VSphereTimeouts()
         self.bmc_attributes = bmc_attributes
         self.page_size = page_size
+        # Read VM device lists from the SOAP stream (False: through pyvmomi objects).
+        self.fast_devices = fast_devices
         self._si: Any = None
 
     # connection ------------------------------------------------------------------------
@@ -568,17 +669,17 @@ class VSphereClient:
             raise TargetUnreachable(f"vCenter did not answer: {e}", target=target, operation=operation) from None
 
     # property collector -------------------------------------------------------------------
-    def _retrieve(self, props: dict[Any, list[str]], objects: list[Any] | None = None) -> list[Any]:
-        """Read properties of every object of the given types (through one ContainerView)
-        or of the given objects, in pages."""
+    def _retrieve(
+        self, props: dict[Any, list[str]], objects: list[Any] | None = None, view: Any = None
+    ) -> list[Any]:
+        """Read properties of every object of the given types (through a ContainerView,
+        created here unless given) or of the given objects, in pages."""
         pc = vmodl.query.PropertyCollector
         content = self.content
-        view = None
+        own_view = None
         if objects is None:
-            view = self._call(
-                "inventory",
-                lambda: content.viewManager.CreateContainerView(content.rootFolder, list(props), True),
-            )
+            if view is None:
+                view = own_view = self._container_view(list(props))
             traversal = pc.TraversalSpec(name="view", path="view", skip=False, type=vim.view.ContainerView)
             object_set = [pc.ObjectSpec(obj=view, skip=True, selectSet=[traversal])]
         else:
@@ -601,9 +702,68 @@ class VSphereClient:
                 token = result.token
                 result = self._call("inventory", lambda t=token: collector.ContinueRetrievePropertiesEx(t))
         finally:
-            if view is not None:
-                self._call("inventory", view.Destroy)
+            if own_view is not None:
+                self._call("inventory", own_view.Destroy)
         return out
+
+    def _container_view(self, types: list[Any]) -> Any:
+        content = self.content
+        return self._call(
+            "inventory", lambda: content.viewManager.CreateContainerView(content.rootFolder, types, True)
+        )
+
+    def _soap(self, body: str) -> _DeviceStream:
+        """POST one SOAP call on the session's connection pool and stream the answer into
+        device records. Raises TargetError when vCenter answers with a fault."""
+        stub = self._stub()
+        envelope = (
+            '<?xml version="1.0" encoding="UTF-8"?><soapenv:Envelope '
+            'xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/" '
+            'xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">'
+            f"<soapenv:Body>{body}</soapenv:Body></soapenv:Envelope>"
+        ).encode()
+        headers = {"Cookie": stub.cookie, "SOAPAction": stub.versionId, "Content-Type": "text/xml; charset=UTF-8"}
+        conn = stub.GetConnection()
+        stream = _DeviceStream()
+        try:
+            conn.request("POST", stub.path, envelope, headers)
+            resp = conn.getresponse()
+            stream.parse(resp)
+            resp.read()
+        except (OSError, expat.ExpatError) as e:
+            conn.close()
+            stub.DropConnections()
+            raise TargetUnreachable(f"reading VM devices failed: {e}", target=self.endpoint.display,
+                                    operation="inventory") from None  # fmt: skip
+        stub.ReturnConnection(conn)
+        if resp.status != 200 or stream.fault:
+            raise TargetError(f"vCenter answered HTTP {resp.status} to the device query",
+                              target=self.endpoint.display, operation="inventory")  # fmt: skip
+        return stream
+
+    def _device_records(self, view: Any) -> dict[str, list[dict[str, Any]]]:
+        """`config.hardware.device` of every VM in the view, as device records, read from
+        the SOAP stream directly (pyvmomi objects for 3,000+ device lists cost seconds)."""
+        pc = escape(self.content.propertyCollector._moId)
+        body = (
+            f'<RetrievePropertiesEx xmlns="urn:vim25"><_this type="PropertyCollector">{pc}</_this>'
+            "<specSet><propSet><type>VirtualMachine</type><all>false</all>"
+            "<pathSet>config.hardware.device</pathSet></propSet>"
+            f'<objectSet><obj type="ContainerView">{escape(view._moId)}</obj><skip>true</skip>'
+            '<selectSet xsi:type="TraversalSpec"><name>view</name><type>ContainerView</type>'
+            "<path>view</path><skip>false</skip></selectSet></objectSet></specSet>"
+            f"<options><maxObjects>{self.page_size}</maxObjects></options></RetrievePropertiesEx>"
+        )
+        records: dict[str, list[dict[str, Any]]] = {}
+        while True:
+            stream = self._soap(body)
+            records.update(stream.devices)
+            if not stream.token:
+                return records
+            body = (
+                f'<ContinueRetrievePropertiesEx xmlns="urn:vim25"><_this type="PropertyCollector">{pc}</_this>'
+                f"<token>{escape(stream.token)}</token></ContinueRetrievePropertiesEx>"
+            )
 
     @staticmethod
     def _props(oc: Any) -> dict[str, Any]:
@@ -627,16 +787,20 @@ class VSphereClient:
                 "name": about.fullName or "",
             }
         )
-        objs = self._retrieve(
-            {
-                vim.Datacenter: ["name", "parent"],
-                vim.Folder: ["name", "parent"],
-                vim.ClusterComputeResource: _CLUSTER_PROPS,
-                vim.HostSystem: _HOST_PROPS,
-                vim.VirtualMachine: _VM_PROPS,
-                vim.Datastore: _DS_PROPS,
-            }
-        )
+        props = {
+            vim.Datacenter: ["name", "parent"],
+            vim.Folder: ["name", "parent"],
+            vim.ClusterComputeResource: _CLUSTER_PROPS,
+            vim.HostSystem: _HOST_PROPS,
+            vim.VirtualMachine: _VM_PROPS if not self.fast_devices else _VM_PROPS_LIGHT,
+            vim.Datastore: _DS_PROPS,
+        }
+        view = self._container_view(list(props))
+        try:
+            objs = self._retrieve(props, view=view)
+            raw_devices = self._device_records(view) if self.fast_devices else {}
+        finally:
+            self._call("inventory", view.Destroy)
         fields_by_key = self._field_names()
         parents: dict[str, tuple[str, str]] = {}  # moid -> (parent moid, type)
         names: dict[str, str] = {}
@@ -679,9 +843,11 @@ class VSphereClient:
             inv.hosts[moid] = self._host(moid, p, host_cluster.get(moid), fields_by_key)
 
         for moid, p in by_type.get(vim.VirtualMachine, []):
-            devices = tuple(
-                f for f in (device_fact(d, ds_by_name) for d in p.get("config.hardware.device") or []) if f
-            )
+            if self.fast_devices:
+                facts = (_fact(r, ds_by_name) for r in raw_devices.get(moid, []))
+            else:
+                facts = (device_fact(d, ds_by_name) for d in p.get("config.hardware.device") or [])
+            devices = tuple(f for f in facts if f)
             host = p.get("runtime.host")
             inv.vms[moid] = VM(
                 moid=moid,
