@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import psycopg2
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from executor.jobparams import parse_params
 from tests.integration._functions_support import (
     FnEnv,
+    Raw,
     close_env,
     counts,
     insert_blocker,
@@ -324,3 +326,31 @@ def test_notification_settings(env: FnEnv):
     refused(env, "notification-settings", {"action": "delete", "ids": [saved[0]["id"], str(uuid.uuid4())]}, "admin",
             404, "setting_not_found")
     assert ok(env, "notification-settings", {"action": "delete", "ids": [saved[0]["id"]]}, "admin")["deleted"] == 1
+
+
+def test_concurrent_requests_cannot_both_pass_a_limit(env: FnEnv):
+    """The checks and the insert share a transaction and an advisory lock per cluster (jobs)
+    or site (windows): of simultaneous conflicting requests exactly one succeeds."""
+    f = env.fleet
+    cluster = f.clusters[1]
+    window = approved_window(env, cluster=cluster)
+    # the cluster must be free of rolling updates for this test
+    q(env.conn, "update public.jobs set status = 'cancelled', cancel_requested_at = now() "
+                "where cluster_id = %s and status = 'pending'", cluster)
+    rolling = {"type": "rolling_cluster_update", "maintenance_window_id": window,
+               "params": {"cluster_id": cluster, "firmware": CATALOG}}
+    starts, ends = window_slot()
+    win = {"action": "create", "site_id": f.site_a, "title": "race", "starts_at": starts, "ends_at": ends}
+    token = env.users["operator"].token
+    clients = [Raw(env.stack) for _ in range(4)]  # one connection each, so the calls overlap
+    try:
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            jobs = list(pool.map(lambda r: r.call("create-job", rolling, token), clients))
+            wins = list(pool.map(lambda r: r.call("maintenance-windows", win, token), clients))
+    finally:
+        for r in clients:
+            r.close()
+    assert sorted(s for s, _ in jobs) == [201, 409, 409, 409], jobs
+    assert {d.get("code") for s, d in jobs if s == 409} == {"rolling_update_in_progress"}
+    assert sorted(s for s, _ in wins) == [201, 409, 409, 409], wins
+    assert {d.get("code") for s, d in wins if s == 409} == {"window_overlap"}
