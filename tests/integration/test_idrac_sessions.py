@@ -15,7 +15,9 @@ from executor.targets.errors import SessionLimitReached, TargetError, TLSConfigu
 from executor.targets.redfish import RedfishClient
 
 SCALE = 400.0
-T = replace(Timeouts().compressed(SCALE), connect=2.0, read=5.0)
+# Budgets compressed 4x less than the lab's clock (headroom on a loaded 2-core machine);
+# polls stay fast. Tests that expect a timeout set the budget they need.
+T = replace(Timeouts().compressed(SCALE / 4), poll=0.02, retry_delay=0.01, connect=2.0, read=5.0)
 
 
 @pytest.fixture
