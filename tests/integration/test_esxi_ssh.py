@@ -42,7 +42,7 @@ async def wait_up(lab: EsxiSshLab, host: str, timeout: float = 10) -> None:
 @pytest.fixture(scope="module")
 def esxi():
     # The reboot window must outlast one SSH round trip on a busy machine (~0.1 s, more under load).
-    with EsxiSshLab(hosts={"esx-a": {}, "esx-b": {}}, depots=DEPOTS, reboot_seconds=1.5) as lab:
+    with EsxiSshLab(hosts={"esx-a": {}, "esx-b": {}}, depots=DEPOTS, reboot_seconds=2.5) as lab:
         yield lab
 
 
