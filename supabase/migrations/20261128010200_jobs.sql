@@ -97,6 +97,8 @@ values
   ('inventory_refresh',      'low',    false, false, null, null, 60,  600,  3600,  5),
   ('firmware_compliance',    'low',    false, false, null, null, 60,  600,  3600,  5),
   ('selftest',               'low',    false, false, null, null, 30,  60,   300,   3);
+-- give the planner real statistics for this tiny table from the start
+analyze public.safety_policies;
 
 -- maintenance windows ------------------------------------------------------------------
 create table public.maintenance_windows (

@@ -189,41 +189,49 @@ set search_path = ''
 as $$
 #variable_conflict use_column
 declare
-  v_exec   public.executors%rowtype;
-  v_cand   record;
-  v_take   uuid[] := '{}'::uuid[];
-  v_held   uuid[] := '{}'::uuid[];
-  v_busy   uuid[] := '{}'::uuid[];
-  v_active integer;
+  v_exec         public.executors%rowtype;
+  v_window_types public.job_type[];
+  v_capped_types public.job_type[];
+  v_cand         record;
+  v_take         uuid[] := '{}'::uuid[];
+  v_held         uuid[] := '{}'::uuid[];
+  v_busy         uuid[] := '{}'::uuid[];
+  v_active       integer;
 begin
   if p_max is null or p_max < 1 or p_max > 1000 then
     raise exception using errcode = '22023', message = 'invalid_argument: p_max must be between 1 and 1000';
   end if;
   v_exec := public.executor_row(p_executor_id);
+  -- The policy is read up front as two small arrays so that the candidate query has no
+  -- join and the planner walks jobs_claim_idx in claim order, stopping after p_max rows.
+  select coalesce(array_agg(p.job_type) filter (where p.requires_window), '{}'),
+         coalesce(array_agg(p.job_type) filter (where p.max_concurrent_per_cluster is not null), '{}')
+    into v_window_types, v_capped_types
+    from public.safety_policies p;
 
   for v_cand in
-    select j.id, j.cluster_id, p.max_concurrent_per_cluster as cap
+    select j.id, j.cluster_id, j.type
       from public.jobs j
-      join public.safety_policies p on p.job_type = j.type
      where j.status = 'pending'
        and j.site_id = v_exec.site_id
        and j.scheduled_for <= now()
        and (v_exec.job_types is null or j.type = any (v_exec.job_types))
-       and (not p.requires_window or exists (
+       and (not j.type = any (v_window_types) or exists (
              select 1 from public.maintenance_windows w
               where w.id = j.maintenance_window_id and w.status = 'approved'
                 and w.site_id = j.site_id and (w.cluster_id is null or w.cluster_id = j.cluster_id)
                 and now() >= w.starts_at and now() < w.ends_at))
        -- a cheap unlocked pre-check keeps full clusters from crowding out claimable jobs
-       and (p.max_concurrent_per_cluster is null or j.cluster_id is null
-            or (select count(*) from public.jobs a join public.safety_policies ap on ap.job_type = a.type
+       and (j.cluster_id is null or not j.type = any (v_capped_types)
+            or (select count(*) from public.jobs a
                  where a.cluster_id = j.cluster_id and a.status in ('running', 'paused')
-                   and ap.max_concurrent_per_cluster is not null) < p.max_concurrent_per_cluster)
+                   and a.type = any (v_capped_types))
+               < (select p.max_concurrent_per_cluster from public.safety_policies p where p.job_type = j.type))
      order by j.priority desc, j.scheduled_for, j.id
      limit p_max
      for update of j skip locked
   loop
-    if v_cand.cap is not null and v_cand.cluster_id is not null then
+    if v_cand.cluster_id is not null and v_cand.type = any (v_capped_types) then
       continue when v_cand.cluster_id = any (v_busy);
       if not v_cand.cluster_id = any (v_held) then
         if not pg_try_advisory_xact_lock(hashtextextended('rackpilot.cluster:' || v_cand.cluster_id::text, 0)) then
@@ -234,10 +242,11 @@ begin
       end if;
       -- exact count under the cluster lock: committed active jobs plus those taken above
       select count(*) into v_active
-        from public.jobs a join public.safety_policies ap on ap.job_type = a.type
-       where a.cluster_id = v_cand.cluster_id and ap.max_concurrent_per_cluster is not null
+        from public.jobs a
+       where a.cluster_id = v_cand.cluster_id and a.type = any (v_capped_types)
          and (a.status in ('running', 'paused') or a.id = any (v_take));
-      continue when v_active >= v_cand.cap;
+      continue when v_active >= (select p.max_concurrent_per_cluster from public.safety_policies p
+                                  where p.job_type = v_cand.type);
     end if;
     v_take := v_take || v_cand.id;
   end loop;

@@ -2,10 +2,14 @@
 --
 -- Append-only: UPDATE, DELETE and TRUNCATE are refused by triggers, whoever asks (the
 -- service role included), and no API role holds write privileges on the table.
--- Hash-chained: rows are numbered and hashed under one transaction-scoped advisory lock,
--- each row storing the previous row's hash; verify_audit_chain() recomputes the chain and
--- returns the first row that does not fit. The lock makes the chain order the commit
--- order, so concurrent writers never fork it; ids are therefore assigned inside the lock.
+-- Hash-chained in lanes: the log is AUDIT_LANES interleaved chains. A writing transaction
+-- takes one lane's transaction-scoped advisory lock (the first free one, so concurrent
+-- writers rarely wait) and keeps it until commit; each row stores its lane and the hash
+-- of the previous row of that lane. Within a lane the lock makes chain order the commit
+-- order, so no chain ever forks, and ids are assigned inside the lock. A single global
+-- chain would serialise every audited transaction (every job claim) on one lock from its
+-- first audit row to its commit; lanes keep the same tamper evidence per chain.
+-- verify_audit_chain() recomputes every lane and returns the first row that does not fit.
 -- Chaining needs READ COMMITTED (each statement sees the previous holder's commit); a
 -- stricter isolation level could not see a concurrent append and is refused.
 --
@@ -15,6 +19,7 @@
 
 create table public.audit_log (
   id          bigint primary key,
+  lane        smallint not null check (lane between 0 and 7),
   occurred_at timestamptz not null default now(),
   actor_kind  text not null check (actor_kind in ('user', 'executor', 'service', 'system')),
   actor_id    uuid,
@@ -25,15 +30,17 @@ create table public.audit_log (
   old_data    jsonb,
   new_data    jsonb,
   note        text,
-  prev_hash   text not null check (prev_hash ~ '^[0-9a-f]{64}$'),
-  hash        text not null check (hash ~ '^[0-9a-f]{64}$')
+  -- hex sha256; written only by audit_log_chain (a regex check here costs more per row
+  -- than the hash itself)
+  prev_hash   text not null check (length(prev_hash) = 64),
+  hash        text not null check (length(hash) = 64)
 );
 create sequence public.audit_log_id_seq owned by public.audit_log.id;
 create index audit_log_row_idx on public.audit_log (table_name, row_id, id);
-create index audit_log_actor_idx on public.audit_log (actor_id, id) where actor_id is not null;
+create index audit_log_lane_idx on public.audit_log (lane, id);
 
 create function public.audit_row_hash(
-  p_prev_hash text, p_id bigint, p_occurred_at timestamptz, p_actor_kind text, p_actor_id uuid,
+  p_prev_hash text, p_id bigint, p_lane smallint, p_occurred_at timestamptz, p_actor_kind text, p_actor_id uuid,
   p_actor_role text, p_action text, p_table_name text, p_row_id text, p_old_data jsonb,
   p_new_data jsonb, p_note text
 )
@@ -45,7 +52,7 @@ stable
 as $$
   -- a JSON array is an unambiguous encoding of the fields (no separator games)
   select encode(extensions.digest(convert_to(jsonb_build_array(
-           p_prev_hash, p_id, (extract(epoch from p_occurred_at) * 1000000)::bigint, p_actor_kind,
+           p_prev_hash, p_id, p_lane, (extract(epoch from p_occurred_at) * 1000000)::bigint, p_actor_kind,
            p_actor_id, p_actor_role, p_action, p_table_name, p_row_id, p_old_data, p_new_data, p_note
          )::text, 'UTF8'), 'sha256'), 'hex')
 $$;
@@ -56,20 +63,42 @@ language plpgsql
 set search_path = ''
 as $$
 declare
+  -- 'lane:hash' of this transaction's last row, while it holds that lane's lock
+  v_tail text := nullif(current_setting('rackpilot.audit_tail', true), '');
+  v_lane smallint;
   v_prev text;
 begin
-  if current_setting('transaction_isolation') <> 'read committed' then
-    raise exception using errcode = 'P0001',
-      message = 'audit_isolation: audited writes need READ COMMITTED so the audit chain sees concurrent appends';
+  if v_tail is null then
+    if current_setting('transaction_isolation') <> 'read committed' then
+      raise exception using errcode = 'P0001',
+        message = 'audit_isolation: audited writes need READ COMMITTED so the audit chain sees concurrent appends';
+    end if;
+    for i in 0..7 loop
+      if pg_try_advisory_xact_lock(hashtext('rackpilot.audit_log'), (pg_backend_pid() + i) % 8) then
+        v_lane := (pg_backend_pid() + i) % 8;
+        exit;
+      end if;
+    end loop;
+    if v_lane is null then
+      v_lane := pg_backend_pid() % 8;
+      perform pg_advisory_xact_lock(hashtext('rackpilot.audit_log'), v_lane);
+    end if;
+    select a.hash into v_prev from public.audit_log a where a.lane = v_lane order by a.id desc limit 1;
+    v_prev := coalesce(v_prev, repeat('0', 64));
+  else
+    v_lane := split_part(v_tail, ':', 1)::smallint;
+    v_prev := split_part(v_tail, ':', 2);
   end if;
-  -- one writer at a time appends; held until commit so chain order = commit order
-  perform pg_advisory_xact_lock(hashtextextended('rackpilot.audit_log', 0));
+  -- The lock is held until commit, so this transaction's own last hash stays the lane's
+  -- tail: it is cached in a transaction-local setting, which a rolled-back savepoint
+  -- reverts together with its rows (and with the lock if the savepoint took it).
   new.id := nextval('public.audit_log_id_seq');
-  select a.hash into v_prev from public.audit_log a order by a.id desc limit 1;
-  new.prev_hash := coalesce(v_prev, repeat('0', 64));
-  new.hash := public.audit_row_hash(new.prev_hash, new.id, new.occurred_at, new.actor_kind, new.actor_id,
+  new.lane := v_lane;
+  new.prev_hash := v_prev;
+  new.hash := public.audit_row_hash(new.prev_hash, new.id, new.lane, new.occurred_at, new.actor_kind, new.actor_id,
                                     new.actor_role, new.action, new.table_name, new.row_id, new.old_data,
                                     new.new_data, new.note);
+  perform set_config('rackpilot.audit_tail', v_lane || ':' || new.hash, true);
   return new;
 end
 $$;
@@ -103,13 +132,13 @@ set search_path = ''
 as $$
   with c as (
     select a.id, a.prev_hash, a.hash,
-           coalesce(lag(a.hash) over (order by a.id), repeat('0', 64)) as expected_prev,
-           public.audit_row_hash(a.prev_hash, a.id, a.occurred_at, a.actor_kind, a.actor_id, a.actor_role,
+           coalesce(lag(a.hash) over (partition by a.lane order by a.id), repeat('0', 64)) as expected_prev,
+           public.audit_row_hash(a.prev_hash, a.id, a.lane, a.occurred_at, a.actor_kind, a.actor_id, a.actor_role,
                                  a.action, a.table_name, a.row_id, a.old_data, a.new_data, a.note) as recomputed
       from public.audit_log a
   )
   select c.id,
-         case when c.prev_hash <> c.expected_prev then 'prev_hash does not match the previous row''s hash'
+         case when c.prev_hash <> c.expected_prev then 'prev_hash does not match the previous row''s hash in its lane'
               else 'hash does not match the row''s contents' end,
          case when c.prev_hash <> c.expected_prev then c.expected_prev else c.recomputed end,
          case when c.prev_hash <> c.expected_prev then c.prev_hash else c.hash end

@@ -38,7 +38,7 @@ grant execute on function public.has_role(public.app_role) to anon, authenticate
 grant execute on function public.is_user_context() to anon, authenticated, service_role;
 grant execute on function public.job_transition_allowed(public.job_status, public.job_status) to authenticated, service_role;
 grant execute on function public.audit_actor() to authenticated, service_role;
-grant execute on function public.audit_row_hash(text, bigint, timestamptz, text, uuid, text, text, text, text, jsonb, jsonb, text)
+grant execute on function public.audit_row_hash(text, bigint, smallint, timestamptz, text, uuid, text, text, text, text, jsonb, jsonb, text)
   to authenticated, service_role;
 
 -- read access --------------------------------------------------------------------------------

@@ -34,11 +34,12 @@ select results_eq(
   $$ values ('job.created', 'user', 'a1000000-0000-4000-8000-000000000001'::uuid) $$,
   'the creation is audited with the user as actor');
 select ok(
-  (select a.prev_hash = (select b.hash from public.audit_log b where b.id < a.id order by b.id desc limit 1)
+  (select a.prev_hash = (select b.hash from public.audit_log b where b.lane = a.lane and b.id < a.id
+                          order by b.id desc limit 1)
      from public.audit_log a where a.table_name = 'jobs' and a.row_id = 'd1000000-0000-4000-8000-000000000001'),
-  'the row stores the previous row''s hash');
+  'the row stores the hash of the previous row of its lane');
 select ok(
-  (select a.hash = public.audit_row_hash(a.prev_hash, a.id, a.occurred_at, a.actor_kind, a.actor_id, a.actor_role,
+  (select a.hash = public.audit_row_hash(a.prev_hash, a.id, a.lane, a.occurred_at, a.actor_kind, a.actor_id, a.actor_role,
                                          a.action, a.table_name, a.row_id, a.old_data, a.new_data, a.note)
      from public.audit_log a where a.table_name = 'jobs' and a.row_id = 'd1000000-0000-4000-8000-000000000001'),
   'the row''s hash covers its contents and the previous hash');

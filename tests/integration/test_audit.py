@@ -1,4 +1,4 @@
-"""The audit log: append-only, hash-chained, attributed, and verifiable.
+"""The audit log: append-only, hash-chained (in lanes), attributed, and verifiable.
 
 Tampering is simulated the only way it can happen: as the database superuser with
 ordinary triggers switched off (session_replication_role = replica), inside a transaction
@@ -46,12 +46,12 @@ def test_chain_verifies_and_detects_tampering(db_url, conn):
                           (victim,))
                 assert verify(t) == (victim, "hash does not match the row's contents")
                 # 2. change it and recompute its own hash: the next row's link breaks
-                t.execute("""update public.audit_log a set hash = public.audit_row_hash(a.prev_hash, a.id, a.occurred_at,
+                t.execute("""update public.audit_log a set hash = public.audit_row_hash(a.prev_hash, a.id, a.lane, a.occurred_at,
                                  a.actor_kind, a.actor_id, a.actor_role, a.action, a.table_name, a.row_id,
                                  a.old_data, a.new_data, a.note) where id = %s""", (victim,))
                 cur_next = verify(t)
                 assert cur_next is not None and cur_next[0] > victim
-                assert cur_next[1] == "prev_hash does not match the previous row's hash"
+                assert cur_next[1] == "prev_hash does not match the previous row's hash in its lane"
                 tamper.rollback()
                 # 3. delete a row in the middle
                 t.execute("set local session_replication_role = replica")
