@@ -17,6 +17,7 @@ Views are read-only: a write is refused by 42501 or by "cannot change view" (550
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 
@@ -113,8 +114,6 @@ class World:
         i["resolution"] = self.one("insert into public.blocker_resolutions (blocker_id, job_id, action) "
                                    "values (%s, %s, 'acknowledge') returning id", (i["blocker3"], i["job"]))
         content = b"<SystemConfiguration/>"
-        import hashlib
-
         i["artifact"] = self.one("insert into public.artifacts (job_id, server_id, kind, content_type, sha256, size_bytes, "
                                  "content) values (%s, %s, 'scp_backup', 'application/xml', %s, %s, %s) returning id",
                                  (i["job"], i["server"], hashlib.sha256(content).hexdigest(), len(content),

@@ -7,6 +7,8 @@ waiting out real leases, which keeps the suite fast; recovery itself is the real
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import threading
 import time
 import uuid
@@ -345,3 +347,67 @@ def test_risky_jobs_need_an_approved_current_window(db_url, conn):
             assert [r[0] for r in cur.fetchall()] == ["now"]
         finally:
             cur.execute("delete from auth.users where id in (%s, %s)", (requester, approver))
+
+
+def test_executor_writes_under_a_valid_lease(db_url, conn):
+    """The happy paths of the fenced RPCs, and their refusals of bad input."""
+    with private_site(db_url, "rpcs") as site, conn.cursor() as cur:
+        ex = register_executor(cur, site, "ex")
+        cur.execute("insert into public.jobs (type, site_id) values ('scp_backup', %s) returning id", (site,))
+        job = cur.fetchone()[0]
+        cur.execute("select lease_epoch, lease_expires_at from public.claim_jobs(%s, 1)", (ex,))
+        epoch, lease = cur.fetchone()
+
+        cur.execute("select public.heartbeat(%s, %s::jsonb)", (ex, f'[{{"job_id": "{job}", "epoch": {epoch}}}]'))
+        assert cur.fetchone()[0]["renewed"] == [job]
+        cur.execute("select lease_expires_at >= %s from public.jobs where id = %s", (lease, job))
+        assert cur.fetchone()[0]
+        with pytest.raises(psycopg2.Error) as bad:
+            cur.execute("select public.heartbeat(%s, '{\"job_id\": 1}'::jsonb)", (ex,))
+        assert bad.value.pgcode == "22023"
+
+        server = str(uuid.uuid4())
+        cur.execute("select status, progress from public.update_task(%s, %s, %s, 'server', %s, 'running', 40)",
+                    (ex, job, epoch, server))
+        assert cur.fetchone() == ("running", 40)
+        cur.execute("select status, progress, finished_at is not null from public.update_task(%s, %s, %s, 'server', %s, "
+                    "'completed')", (ex, job, epoch, server))
+        assert cur.fetchone() == ("completed", 100, True)
+        with pytest.raises(psycopg2.Error) as bad:
+            cur.execute("select public.update_task(%s, %s, %s, 'server', %s, 'running', 140)", (ex, job, epoch, server))
+        assert "invalid_argument:" in bad.value.pgerror
+
+        payload = b"<SystemConfiguration Model='R650'/>"
+        cur.execute("select public.put_artifact(%s, %s, %s, 'scp_backup', %s, %s, 'application/xml')",
+                    (ex, job, epoch, base64.b64encode(payload).decode(), hashlib.sha256(payload).hexdigest()))
+        artifact = cur.fetchone()[0]
+        cur.execute("select size_bytes, content from public.artifacts where id = %s", (artifact,))
+        size, content = cur.fetchone()
+        assert size == len(payload) and bytes(content) == payload
+        with pytest.raises(psycopg2.Error) as bad:
+            cur.execute("select public.put_artifact(%s, %s, %s, 'scp_backup', %s, %s)",
+                        (ex, job, epoch, base64.b64encode(payload).decode(), "0" * 64))
+        assert "sha256 does not match" in bad.value.pgerror
+
+        # a non-resumable step begun in an earlier run may not silently start again
+        cur.execute("select public.report_step(%s, %s, %s, 'a-flash', 0, 'Flash', 'running', false)", (ex, job, epoch))
+        cur.execute("select public.report_step(%s, %s, %s, 'b-wait', 1, 'Wait', 'running', true)", (ex, job, epoch))
+        expire_leases(cur, site)
+        assert recover(cur, site) == {job: "requeued"}  # the current step (b-wait) is resumable
+        cur.execute("select lease_epoch from public.claim_jobs(%s, 1)", (ex,))
+        epoch2 = cur.fetchone()[0]
+        with pytest.raises(psycopg2.Error) as rerun:
+            cur.execute("select public.report_step(%s, %s, %s, 'a-flash', 0, 'Flash', 'running', false)",
+                        (ex, job, epoch2))
+        assert "not_resumable:" in rerun.value.pgerror
+        cur.execute("select public.report_step(%s, %s, %s, 'b-wait', 1, 'Wait', 'running', true)", (ex, job, epoch2))
+
+        with pytest.raises(psycopg2.Error) as bad:
+            cur.execute("select public.finish_job(%s, %s, %s, 'failed')", (ex, job, epoch2))
+        assert "needs an error" in bad.value.pgerror
+        with pytest.raises(psycopg2.Error) as bad:
+            cur.execute("select public.finish_job(%s, %s, %s, 'cancelled')", (ex, job, epoch2))
+        assert "cancel was requested" in bad.value.pgerror
+        cur.execute("select status, finished_at is not null from public.finish_job(%s, %s, %s, 'completed')",
+                    (ex, job, epoch2))
+        assert cur.fetchone() == ("completed", True)
