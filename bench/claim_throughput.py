@@ -164,7 +164,9 @@ async def main_async(args: argparse.Namespace) -> dict:
         st.up()
         env = st.env()
         dsn = env["SUPABASE_DB_URL"]
-        result: dict = {"bench": "claim_throughput", "clients": args.clients}
+        # the machine is shared: record how busy it was, so figures from runs can be compared
+        result: dict = {"bench": "claim_throughput", "clients": args.clients, "cpus": os.cpu_count(),
+                        "loadavg_start": round(os.getloadavg()[0], 2)}
         phases = []
         # unbatched phases drain a quarter as many jobs: same figures, a quarter of the wait
         for batch, jobs in ((args.batch, args.jobs), (1, args.jobs // 4)):
@@ -183,6 +185,7 @@ async def main_async(args: argparse.Namespace) -> dict:
             "rest_claims_per_s": rest.get("claims_per_s"), "rest_p99_ms": rest.get("p99_ms"),
             "double_claims": sum(p.get("double_claims", 0) for p in phases),
             "targets": {"sql_claims_per_s": 5000, "rest_claims_per_s": 2000},
+            "loadavg_end": round(os.getloadavg()[0], 2),
         })
         return result
     finally:
