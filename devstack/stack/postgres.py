@@ -194,7 +194,10 @@ log_min_error_statement = panic
         self._cmd([str(PG_BIN / "pg_ctl"), "-D", str(self.datadir.resolve()), "-m", mode, "-w", "stop"])
 
     def restart(self) -> None:
-        self._cmd([str(PG_BIN / "pg_ctl"), "-D", str(self.datadir.resolve()), "-m", "fast", "-w",
+        # -l as in start(): without it the new postmaster keeps our capture pipe open and
+        # subprocess.run() would wait for its EOF forever.
+        logfile = self.datadir.resolve() / "server.log"
+        self._cmd([str(PG_BIN / "pg_ctl"), "-D", str(self.datadir.resolve()), "-l", str(logfile), "-m", "fast", "-w",
                    "-o", f"-p {self.cfg.db_port}", "restart"])
         self.wait_ready()
 
