@@ -118,8 +118,10 @@ end
 $$;
 
 -- p_leases: [{"job_id": "<uuid>", "epoch": <n>}, ...] for the jobs the executor works on.
--- Returns {"renewed": [...], "fenced": [...], "cancel_requested": [...], "pause_requested": [...]}:
--- a fenced job must be dropped at once; the others tell the executor what operators asked.
+-- Returns {"renewed": [...], "fenced": [...], "cancel_requested": [...], "pause_requested": [...],
+-- "window_closed": [...]}: a fenced job must be dropped at once; the others tell the
+-- executor what operators asked, and which jobs needing a window have lost theirs (ended,
+-- or cancelled by an approver) and must pause as window_closed at their next safe point.
 create function public.heartbeat(p_executor_id uuid, p_leases jsonb default '[]'::jsonb)
 returns jsonb
 language plpgsql
@@ -148,13 +150,18 @@ begin
       from l, public.safety_policies p
      where j.id = l.job_id and j.lease_epoch = l.epoch and j.claimed_by = p_executor_id
        and j.status = 'running' and p.job_type = j.type
-    returning j.id, j.cancel_requested_at, j.pause_requested_at
+    returning j.id, j.cancel_requested_at, j.pause_requested_at,
+              (p.requires_window and not exists (
+                 select 1 from public.maintenance_windows w
+                  where w.id = j.maintenance_window_id and w.status = 'approved'
+                    and now() >= w.starts_at and now() < w.ends_at)) as window_closed
   )
   select jsonb_build_object(
     'renewed', coalesce((select jsonb_agg(r.id) from renewed r), '[]'::jsonb),
     'fenced', coalesce((select jsonb_agg(l.job_id) from l where l.job_id not in (select r.id from renewed r)), '[]'::jsonb),
     'cancel_requested', coalesce((select jsonb_agg(r.id) from renewed r where r.cancel_requested_at is not null), '[]'::jsonb),
-    'pause_requested', coalesce((select jsonb_agg(r.id) from renewed r where r.pause_requested_at is not null), '[]'::jsonb)
+    'pause_requested', coalesce((select jsonb_agg(r.id) from renewed r where r.pause_requested_at is not null), '[]'::jsonb),
+    'window_closed', coalesce((select jsonb_agg(r.id) from renewed r where r.window_closed), '[]'::jsonb)
   ) into v_result;
   return v_result;
 end
@@ -181,7 +188,10 @@ returns table (
   lease_expires_at timestamptz,
   attempts         integer,
   cancel_requested boolean,
-  resume_from      jsonb
+  resume_from      jsonb,
+  -- end of the approved maintenance window the job runs in (null: none); a risky job
+  -- pauses as window_closed at its next safe point after this
+  window_ends_at   timestamptz
 )
 language plpgsql
 security definer
@@ -272,7 +282,9 @@ begin
          c.lease_expires_at, c.attempts, c.cancel_requested_at is not null,
          (select jsonb_build_object('step_id', w.id, 'step_key', w.step_key, 'seq', w.seq,
                                     'status', w.status, 'checkpoint', w.checkpoint)
-            from public.workflow_executions w where w.id = c.current_step_id)
+            from public.workflow_executions w where w.id = c.current_step_id),
+         (select mw.ends_at from public.maintenance_windows mw
+           where mw.id = c.maintenance_window_id and mw.status = 'approved')
     from claimed c
    order by c.priority desc, c.scheduled_for, c.id;
 end

@@ -342,9 +342,21 @@ def test_risky_jobs_need_an_approved_current_window(db_url, conn):
             assert "four_eyes:" in four_eyes.value.pgerror
             cur.execute("update public.maintenance_windows set status = 'approved', approved_by = %s "
                         "where id in (%s, %s)", (approver, now_window, later_window))
-            cur.execute("select j.description from public.claim_jobs(%s, 10) c join public.jobs j on j.id = c.job_id",
-                        (ex,))
-            assert [r[0] for r in cur.fetchall()] == ["now"]
+            cur.execute("select j.description, c.job_id, c.lease_epoch, c.window_ends_at > now() "
+                        "from public.claim_jobs(%s, 10) c join public.jobs j on j.id = c.job_id", (ex,))
+            rows = cur.fetchall()
+            assert [(r[0], r[3]) for r in rows] == [("now", True)]
+            _, job, epoch = rows[0][:3]
+            lease = f'[{{"job_id": "{job}", "epoch": {epoch}}}]'
+            cur.execute("select public.heartbeat(%s, %s::jsonb) -> 'window_closed'", (ex, lease))
+            assert cur.fetchone()[0] == []
+            # an approver cancels the window: the executor hears it on its next heartbeat
+            cur.execute("update public.maintenance_windows set status = 'cancelled' where id = %s", (now_window,))
+            cur.execute("select public.heartbeat(%s, %s::jsonb) -> 'window_closed'", (ex, lease))
+            assert cur.fetchone()[0] == [str(job)]
+            cur.execute("select public.pause_job(%s, %s, %s, 'window_closed')", (ex, job, epoch))
+            cur.execute("select status, pause_reason from public.jobs where id = %s", (job,))
+            assert cur.fetchone() == ("paused", "window_closed")
         finally:
             cur.execute("delete from auth.users where id in (%s, %s)", (requester, approver))
 
