@@ -1,0 +1,205 @@
+"""The executor end to end on the real stack: Realtime pickup, streamed steps, sealed
+credentials, notifications to a real SMTP server (aiosmtpd) and a webhook receiver
+(pytest-httpserver), control-plane faults, and a scan of every log for the test secret.
+
+Jobs are created with a service-role insert through REST: ``create-job`` validates
+operator job types and does not take ``selftest``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+from email import message_from_bytes
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from executor.secrets import seal, unb64u
+from tests.e2e.executor_harness import Harness, effects, wait_until
+
+SECRET = "Tr0ub4dor&3-e2e-secret"
+STEPS = ["preflight", "disable_guard", "apply_a", "wait_ready", "apply_b", "verify", "restore_guard"]
+LOGS: list[Path] = []  # every log written in this module, scanned by the last test
+
+
+@pytest.fixture
+def harness(stack):
+    tmp = Path(tempfile.mkdtemp(prefix="rackpilot-exec-"))
+    h = Harness(stack, tmp)
+    try:
+        yield h
+    finally:
+        h.close()
+        for p in h.procs:
+            for f in (p.log, p.dir / "stdout.log"):
+                if f.exists():
+                    keep = Path(tempfile.gettempdir()) / f"rackpilot-exec-log-{p.name}-{os.getpid()}-{f.name}"
+                    shutil.copy(f, keep)
+                    LOGS.append(keep)
+        if not os.environ.get("RACKPILOT_TEST_KEEP"):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+class Mailbox:
+    def __init__(self) -> None:
+        self.messages: list = []
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
+        self.messages.append(message_from_bytes(envelope.content))
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    box = Mailbox()
+    ctl = Controller(box, hostname="127.0.0.1", port=port)
+    ctl.start()
+    box.port = port
+    try:
+        yield box
+    finally:
+        ctl.stop()
+
+
+def test_job_end_to_end_via_realtime_with_credentials_and_notifications(harness, smtp, httpserver):
+    h = harness
+    httpserver.expect_request("/teams", method="POST").respond_with_data("1", status=200)
+    httpserver.expect_request("/broken", method="POST").respond_with_data("nope", status=500)
+    events = "{job_started,job_completed,job_slow}"
+    h.query("insert into public.notification_settings (site_id, name, channel, target, events) values "
+            "(%s, 'teams', 'teams', %s, %s::public.notification_event[]),"
+            "(%s, 'mail', 'email', 'ops@example.test', %s::public.notification_event[]),"
+            "(%s, 'broken', 'teams', %s, '{job_completed}')",
+            h.site_id, httpserver.url_for("/teams"), events, h.site_id, events, h.site_id,
+            httpserver.url_for("/broken"))
+    policy = h.tmp / "safety.yaml"
+    policy.write_text("job_types:\n  selftest:\n    timeouts: {step: 60}\n"
+                      "    step_timeouts:\n      wait_ready: {expected: 0.3}\n")
+    common = {"poll_interval": 30, "smtp_host": "127.0.0.1", "smtp_port": smtp.port, "policy_path": str(policy),
+              "notify_max_attempts": 2}
+    # two executors: either may run the job, and both drain the outbox. They hold one site
+    # key (B gets a copy of A's key file), so one sealed envelope serves both.
+    a = h.spawn("e2e-a", **common)
+    a.wait_log("realtime subscribed")
+    (h.tmp / "e2e-b" / "state").mkdir(parents=True, mode=0o700)
+    shutil.copy(h.tmp / "e2e-a" / "state" / "executor_key.pem", h.tmp / "e2e-b" / "state" / "executor_key.pem")
+    b = h.spawn("e2e-b", **common)
+    b.wait_log("realtime subscribed")
+
+    # an operator's credential, sealed to the registered key as encrypt-credentials does
+    key = h.one("select public_key, key_id from public.executors where site_id = %s and name = 'e2e-a'", h.site_id)
+    envelope = seal(unb64u(key["public_key"]), {"password": SECRET})
+    assert envelope["kid"] == key["key_id"]
+    cred_id = h.one("insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id) "
+                    "values (%s, 'idrac-root', 'idrac', 'root', %s, %s) returning id", h.site_id,
+                    json.dumps(envelope), key["key_id"])["id"]
+
+    counter = h.tmp / "e2e.counter"
+    t0 = time.time()
+    job_id = h.create_job({"counter_file": str(counter), "credential_id": str(cred_id), "wait_ticks": 20,
+                           "tick_seconds": 0.05}, credential_set_ids=[str(cred_id)])
+    job = h.wait_status(job_id, ("completed", "failed"), timeout=20)
+    assert job["status"] == "completed", job["error"]
+    # picked up through Realtime: the poll fallback would not look for another 30 s
+    first = h.one("select min(started_at) as t from public.workflow_executions where job_id = %s", job_id)["t"]
+    assert first.timestamp() - t0 < 3.0
+    steps = h.steps(job_id)
+    assert [s["step_key"] for s in steps] == STEPS
+    assert all(s["status"] == "completed" and s["started_at"] <= s["finished_at"] for s in steps)
+    assert [s["resumable"] for s in steps] == [True, True, False, True, False, True, True]
+    assert steps[-2]["checkpoint"]["applied"] == ["a", "b"]
+    assert [e[:2] for e in effects(counter) if e[0] == "apply"] == [("apply", "apply_a"), ("apply", "apply_b")]
+    runner = a if job_id in a.log_text() else b
+    assert "opened credential for root with password ***" in runner.log_text()
+
+    # notifications: started, slow, completed - once each, to Teams and by mail
+    def teams_events():
+        return [json.loads(req.get_data())["attachments"][0]["content"]["body"][0]["text"]
+                for req, _ in httpserver.log if req.path == "/teams"]
+    wait_until(lambda: len(teams_events()) >= 3 and len(smtp.messages) >= 3, 20, "notifications")
+    time.sleep(0.5)  # a duplicate send would show up here
+    titles = sorted(t.split(":")[0] for t in teams_events())
+    assert titles == ["[rackpilot] Job completed", "[rackpilot] Job running longer than usual",
+                      "[rackpilot] Job started"], titles
+    assert sorted(m["Subject"].split(":")[0] for m in smtp.messages) == titles
+    assert all(m["To"] == "ops@example.test" for m in smtp.messages)
+    # the broken webhook is retried with backoff, then the message is dead
+    wait_until(lambda: h.query("select 1 from public.notification_outbox o join public.notification_settings s "
+                               "on s.id = o.setting_id where s.name = 'broken' and o.status = 'dead'"), 20,
+               "broken webhook dead")
+    broken = h.one("select o.attempts, o.last_error from public.notification_outbox o join "
+                   "public.notification_settings s on s.id = o.setting_id where s.name = 'broken'")
+    assert broken["attempts"] == 2 and "HTTP 500" in broken["last_error"]
+    assert sum(1 for req, _ in httpserver.log if req.path == "/broken") == 2
+    sent = h.query("select o.status, count(*) as n from public.notification_outbox o where o.job_id = %s "
+                   "group by o.status", job_id)
+    assert {r["status"]: r["n"] for r in sent} == {"sent": 6, "dead": 1}
+    metrics = h.one("select metrics from public.executors where name = %s and site_id = %s", runner.name,
+                    h.site_id)["metrics"]
+    assert metrics["steps_completed"] >= 7 and "api_p95_ms" in metrics
+    assert a.terminate() == 0 and b.terminate() == 0
+
+
+def test_control_plane_faults_lose_no_step_report(harness):
+    """Postgres restarts mid-job, then the gateway is down for 10 s; the job completes with
+    every step report in place and each non-resumable step run once."""
+    h = harness
+    a = h.spawn("faults-a")
+    a.wait_log("registered")
+    counter = h.tmp / "faults.counter"
+    job_id = h.create_job({"counter_file": str(counter), "step_seconds": 1.0})
+    wait_until(lambda: any(s["step_key"] == "disable_guard" and s["status"] == "running" for s in h.steps(job_id)),
+               20, "disable_guard running")
+    h.stack.pg.restart()
+    wait_until(lambda: any(s["step_key"] == "wait_ready" and s["status"] == "running" for s in h.steps(job_id)),
+               30, "wait_ready running after the Postgres restart")
+    h.stack.stop_gateway()
+    try:
+        time.sleep(10)
+    finally:
+        h.stack.start_gateway()
+    job = h.wait_status(job_id, ("completed", "failed", "paused"), timeout=40)
+    assert job["status"] == "completed", job
+    steps = h.steps(job_id)
+    assert [s["step_key"] for s in steps] == STEPS
+    assert all(s["status"] == "completed" and s["finished_at"] is not None for s in steps)
+    assert job["lease_epoch"] == 1  # never lost its lease
+    assert sorted(s for e, s, _, _ in effects(counter) if e == "apply") == ["apply_a", "apply_b"]
+    assert "retrying" in a.log_text()  # the faults really were seen
+    assert a.terminate() == 0
+
+
+def test_sigterm_hands_the_job_back_at_a_safe_point(harness):
+    h = harness
+    a = h.spawn("term-a", shutdown_grace=10)
+    a.wait_log("registered")
+    counter = h.tmp / "term.counter"
+    job_id = h.create_job({"counter_file": str(counter), "step_seconds": 0.5})
+    wait_until(lambda: any(s["step_key"] == "apply_a" and s["status"] == "running" for s in h.steps(job_id)),
+               20, "apply_a running")
+    assert a.terminate() == 0
+    job = h.job(job_id)
+    assert job["status"] == "pending" and job["claimed_by"] is None  # released, not abandoned
+    steps = {s["step_key"]: s["status"] for s in h.steps(job_id)}
+    assert steps["apply_a"] == "completed" and "wait_ready" not in steps
+    b = h.spawn("term-b")
+    assert h.wait_status(job_id, ("completed",), timeout=30)["status"] == "completed"
+    assert sorted(s for e, s, _, _ in effects(counter) if e == "apply") == ["apply_a", "apply_b"]
+    assert b.terminate() == 0
+
+
+def test_zz_no_test_secret_in_any_log(stack):
+    """Runs last in this module: every executor log and the stack's own logs."""
+    files = [*LOGS, *Path(stack.cfg.log_dir).glob("*.log")]
+    assert any("e2e-a" in f.name for f in LOGS), "the end-to-end test did not run"
+    for f in files:
+        assert SECRET not in f.read_text(errors="replace"), f
