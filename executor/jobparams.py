@@ -154,6 +154,9 @@ class FirmwareUpdateParams(_Params):
     max_parallel: int = Field(default=1, ge=1, le=32, description="servers flashed at once")
     scp_backup_max_age_h: int = Field(default=24, ge=1, le=168,
                                       description="a stored SCP backup younger than this counts as fresh (h)")
+    dry_run: bool = Field(default=False,
+                          description="report per-component compliance (current, target, criticality, reboot) "
+                                      "and change nothing")
 
 
 class PowerOperationParams(_Params):
@@ -173,6 +176,7 @@ class VirtualMediaMountParams(_Params):
     media_type: Literal["cd", "usb"] = "cd"
     boot_once: bool = False
     write_protected: bool = True
+    eject: bool = Field(default=False, description="eject image_url instead of mounting it (only that image)")
 
 
 class ScpBackupParams(_Params):

@@ -14,7 +14,10 @@ from ..steps import JobHandler
 _REGISTRY: dict[str, type[JobHandler]] = {}
 
 #: modules imported by :func:`load_builtin`; a missing optional module is skipped
-BUILTIN_MODULES = ("executor.handlers.selftest",)
+BUILTIN_MODULES = ("executor.handlers.selftest", "executor.handlers.vcenter_sync",
+                   "executor.handlers.rolling_update", "executor.handlers.esxi_upgrade",
+                   "executor.handlers.power", "executor.handlers.virtual_media", "executor.handlers.scp_backup",
+                   "executor.handlers.firmware", "executor.handlers.ome", "executor.handlers.inventory")
 
 
 class UnknownJobType(ExecutorError):

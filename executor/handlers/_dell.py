@@ -1,0 +1,286 @@
+"""What the Dell handlers share: servers and their credentials from the control plane,
+target clients built from them, waits on the step engine, artifacts, inventory writes and
+per-server task results.
+
+Reaching a server. ``servers.idrac_address`` is a host, ``host:port`` or a URL; the TLS
+choice lives in ``servers.details.tls`` and is never silent:
+
+* ``{"ca_bundle": "/etc/rackpilot/idrac-ca.pem"}`` - verify against this bundle;
+* ``{"insecure": true}`` - accept any certificate (self-signed iDRACs), logged on every use;
+* ``{"allow_plain_http": true}`` with an ``http://`` address - the loopback lab only;
+* nothing - HTTPS verified against the system trust store.
+
+Target timeouts (``executor.targets.endpoint.Timeouts``) are the production defaults.
+``RACKPILOT_TARGET_TIME_SCALE`` (a factor, default 1) divides them, for the simulated lab
+whose clock runs that much faster; it is an executor-side setting, never a job parameter.
+
+Waits. Every wait on a target goes through :meth:`StepContext.wait_for` (:func:`wait`), so
+a stalled operation (no state change for the policy's ``stall``) is told from a slow one,
+and both end in a target error an operator can act on rather than a bare timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import replace
+from typing import Any, TypeVar
+
+from ..jobparams import JobParamsError, parse_params
+from ..steps import Progress, StepContext, StepError, StepStalled, StepTimeout
+from ..targets.endpoint import Endpoint, Timeouts
+from ..targets.errors import TargetError
+from ..targets.redfish import RedfishClient
+
+log = logging.getLogger("rackpilot.executor.dell")
+T = TypeVar("T")
+
+SERVER_COLUMNS = "id,site_id,name,idrac_address,credential_set_id,model,service_tag,details"
+
+
+class DellHandlerError(StepError):
+    """A Dell job cannot run as asked (unknown server, missing credential, bad params)."""
+
+
+class ServersFailed(StepError):
+    """Some servers of a multi-server job failed; each one's error is on its task."""
+
+    def __init__(self, failures: dict[str, str], total: int):
+        first = next(iter(failures.items()))
+        super().__init__(f"{len(failures)} of {total} server(s) failed; first: {first[0]}: {first[1]}")
+        self.failures = failures
+
+
+# --- settings -------------------------------------------------------------------------------
+def time_scale() -> float:
+    raw = os.environ.get("RACKPILOT_TARGET_TIME_SCALE", "1")
+    try:
+        scale = float(raw)
+    except ValueError:
+        raise DellHandlerError(f"RACKPILOT_TARGET_TIME_SCALE must be a number, got {raw!r}") from None
+    if scale <= 0:
+        raise DellHandlerError("RACKPILOT_TARGET_TIME_SCALE must be positive")
+    return scale
+
+
+def target_timeouts() -> Timeouts:
+    """Client timeouts, compressed for a time-scaled lab. Connect and read keep a floor of
+    real seconds: a loaded machine answers loopback requests in milliseconds, not in
+    microseconds, whatever the lab's clock says."""
+    scale = time_scale()
+    t = Timeouts()
+    if scale == 1:
+        return t
+    c = t.compressed(scale)
+    return replace(c, connect=max(c.connect, 1.0), read=max(c.read, 2.0), poll=max(c.poll, 0.02),
+                   retry_delay=max(c.retry_delay, 0.01))
+
+
+def params_of(job: dict[str, Any], model: type) -> Any:
+    try:
+        parsed = parse_params(str(job.get("type")), job.get("params") or {})
+    except JobParamsError as exc:
+        detail = "; ".join(f"{'.'.join(str(x) for x in e.get('loc', ()))}: {e.get('msg')}"
+                           for e in getattr(exc, "errors", []))
+        raise DellHandlerError(f"{exc}{': ' + detail if detail else ''}") from None
+    assert isinstance(parsed, model)
+    return parsed
+
+
+# --- servers --------------------------------------------------------------------------------
+def control(ctx: StepContext) -> Any:
+    runner = getattr(ctx.session, "runner", None)
+    if runner is None:
+        raise DellHandlerError("this job session has no control-plane client")
+    return runner.control
+
+
+async def rpc(ctx: StepContext, fn: str, params: dict[str, Any]) -> Any:
+    """A fenced executor write (executor id, job id and lease epoch added by the session)."""
+    write = getattr(ctx.session, "_write", None)
+    if write is None:
+        raise DellHandlerError("this job session cannot make executor writes")
+    return await write(fn, params)
+
+
+async def load_servers(ctx: StepContext, server_ids: list[str]) -> list[dict[str, Any]]:
+    """The job's servers, in the order given; all must exist and belong to the job's site."""
+    rows = await control(ctx).select("servers", SERVER_COLUMNS, id=[str(s) for s in server_ids])
+    by_id = {str(r["id"]): r for r in rows}
+    missing = [str(s) for s in server_ids if str(s) not in by_id]
+    if missing:
+        raise DellHandlerError(f"server(s) not found: {', '.join(missing)}")
+    site = str(ctx.job.get("site_id") or "")
+    strangers = [r["name"] for r in rows if site and str(r["site_id"]) != site]
+    if strangers:
+        raise DellHandlerError(f"server(s) of another site: {', '.join(strangers)}")
+    return [by_id[str(s)] for s in server_ids]
+
+
+async def site_servers(ctx: StepContext) -> list[dict[str, Any]]:
+    rows = await control(ctx).select("servers", SERVER_COLUMNS, site_id=str(ctx.job["site_id"]))
+    return sorted(rows, key=lambda r: (r["name"], str(r["id"])))
+
+
+def endpoint_for(server: dict[str, Any], cred: dict[str, str]) -> Endpoint:
+    tls = (server.get("details") or {}).get("tls") or {}
+    if not isinstance(tls, dict):
+        raise DellHandlerError(f"server {server['name']}: details.tls must be an object")
+    address = str(server["idrac_address"])
+    try:
+        return Endpoint(address, cred.get("username", ""), cred.get("password", ""),
+                        ca_bundle=tls.get("ca_bundle"), insecure=bool(tls.get("insecure")),
+                        allow_plain_http=bool(tls.get("allow_plain_http")), name=server["name"])
+    except TargetError as exc:
+        raise DellHandlerError(f"server {server['name']}: {exc}") from None
+
+
+async def endpoints(ctx: StepContext, servers: list[dict[str, Any]]) -> dict[str, Endpoint]:
+    """Opened credentials, one fetch per credential set, as endpoints by server id."""
+    opened: dict[str, dict[str, str]] = {}
+    out = {}
+    for s in servers:
+        cid = s.get("credential_set_id")
+        if not cid:
+            raise DellHandlerError(f"server {s['name']} has no credential set; assign one before running jobs on it")
+        if cid not in opened:
+            opened[cid] = await ctx.credentials(str(cid))
+        out[str(s["id"])] = endpoint_for(s, opened[cid])
+    return out
+
+
+@asynccontextmanager
+async def bmc(ep: Endpoint) -> AsyncIterator[RedfishClient]:
+    """One Redfish session for the block, deleted on every exit (sushy is synchronous: its
+    calls run in worker threads, one at a time for a client)."""
+    client = RedfishClient(ep, target_timeouts())
+    await asyncio.to_thread(client.open)
+    try:
+        yield client
+    finally:
+        # shielded: a cancelled step (fenced job, shutdown) still deletes its session
+        await asyncio.shield(asyncio.to_thread(client.close))
+
+
+async def call(fn: Callable[..., T], *args: Any, **kw: Any) -> T:
+    return await asyncio.to_thread(fn, *args, **kw)
+
+
+# --- waits ----------------------------------------------------------------------------------
+async def wait(ctx: StepContext, probe: Callable[[], Awaitable[Progress]], *, what: str, budget: float,
+               on_stall: Callable[[str], TargetError]) -> Progress:
+    """``ctx.wait_for`` bounded by ``budget`` seconds from now (the engine's own bound is
+    per step, and a step may wait for many servers in turn). A stall or an overrun becomes
+    the target error ``on_stall`` builds from the engine's explanation."""
+    interval = target_timeouts().poll
+    try:
+        return await ctx.wait_for(probe, what=what, interval=interval,
+                                  timeout=(time.monotonic() - ctx.started) + budget)
+    except (StepStalled, StepTimeout) as exc:
+        raise on_stall(str(exc)) from None
+
+
+async def wait_lc_ready(ctx: StepContext, c: RedfishClient, operation: str) -> None:
+    """Lifecycle Controller readiness gate before a configuration action (no-op without Dell OEM)."""
+    from ..targets.errors import LifecycleControllerNotReady
+
+    dell = await call(lambda: c.dell)
+    if dell is None:
+        return
+
+    async def probe() -> Progress:
+        st = await call(dell.lc_status)
+        return Progress(st.ready, (st.lc_status, st.rt_status, st.server_status))
+
+    await wait(ctx, probe, what=f"{c.target}: Lifecycle Controller ready", budget=c.timeouts.lc_ready,
+               on_stall=lambda why: LifecycleControllerNotReady(why, target=c.target, operation=operation))
+
+
+# --- results --------------------------------------------------------------------------------
+async def task(ctx: StepContext, server: dict[str, Any], status: str, *, result: dict[str, Any] | None = None,
+               error: str | None = None, progress: int | None = None) -> None:
+    await rpc(ctx, "update_task", {"p_target_kind": "server", "p_target_id": str(server["id"]),
+                                   "p_status": status, "p_result": result, "p_error": error,
+                                   "p_progress": progress, "p_target_name": server["name"]})
+
+
+def error_text(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def raise_failures(failures: dict[str, BaseException], total: int) -> None:
+    """One failed server fails the job with its own error; several with a summary."""
+    if not failures:
+        return
+    if total == 1 and len(failures) == 1:
+        raise next(iter(failures.values()))
+    raise ServersFailed({k: error_text(v) for k, v in failures.items()}, total)
+
+
+async def store_artifact(ctx: StepContext, *, kind: str, content: bytes, content_type: str,
+                         server_id: str | None) -> dict[str, Any]:
+    sha = hashlib.sha256(content).hexdigest()
+    art_id = await rpc(ctx, "put_artifact", {"p_kind": kind, "p_content_base64": base64.b64encode(content).decode(),
+                                             "p_sha256": sha, "p_content_type": content_type,
+                                             "p_server_id": server_id})
+    return {"artifact_id": str(art_id), "sha256": sha, "size_bytes": len(content)}
+
+
+async def latest_artifact(ctx: StepContext, server_id: str, kind: str) -> dict[str, Any] | None:
+    rows = await rpc(ctx, "executor_latest_artifact", {"p_server_id": server_id, "p_kind": kind})
+    if isinstance(rows, dict):
+        rows = [rows]
+    if not rows:
+        return None
+    row = dict(rows[0])
+    row["content"] = base64.b64decode(row.pop("content_base64") or "")
+    return row
+
+
+_POWER = {"On": "on", "Off": "off", "PoweringOn": "powering_on", "PoweringOff": "powering_off"}
+
+
+def inventory_row(server_id: str, inv: Any) -> dict[str, Any]:
+    """An ``executor_upsert_server_inventory`` element from a Redfish InventoryResult.
+    Firmware rows: component = the name the BMC reports, fqdd = the Dell component id
+    (stable across versions, unlike Redfish's ``Installed-<id>-<version>`` ids)."""
+    if not inv.ok or inv.system is None:
+        return {"server_id": server_id, "seen": False,
+                "details": {"inventory_error": inv.error, "inventory_error_kind": inv.error_kind,
+                            "inventory_checked_at": time.time()}}
+    s = inv.system
+    idrac = next((f.version for f in inv.firmware if f.component_id == "25227" or "idrac" in f.name.lower()), None)
+    facts = {"model": s.model, "service_tag": s.service_tag, "bios_version": s.bios_version or None,
+             "idrac_version": idrac, "lc_version": idrac, "power_state": _POWER.get(s.power_state, "unknown")}
+    return {"server_id": server_id, "seen": True, "facts": {k: v for k, v in facts.items() if v is not None},
+            "details": {"system_id": s.system_id, "manufacturer": s.manufacturer, "serial": s.serial,
+                        "inventory_error": None, "inventory_checked_at": time.time()},
+            "firmware": [{"component": f.name or f.component_id, "fqdd": f.component_id or f.id,
+                          "version": f.version} for f in inv.firmware if f.version]}
+
+
+async def upsert_inventory(ctx: StepContext, rows: list[dict[str, Any]], batch: int = 200) -> int:
+    done = 0
+    for i in range(0, len(rows), batch):
+        done += int(await rpc(ctx, "executor_upsert_server_inventory", {"p_servers": rows[i:i + batch]}) or 0)
+    return done
+
+
+def per_server(ctx: StepContext) -> dict[str, dict[str, Any]]:
+    """The checkpoint's per-server record (it travels into the job's result). A resumed
+    step starts from the records it saved with :func:`save_servers` before it was
+    interrupted (the checkpoint itself is written only when a step completes)."""
+    done = ctx.checkpoint.setdefault("servers", {})
+    for sid, rec in ((ctx.saved_progress or {}).get("servers") or {}).items():
+        done.setdefault(sid, rec)
+    return done
+
+
+async def save_servers(ctx: StepContext) -> None:
+    await ctx.save_progress({"servers": ctx.checkpoint.get("servers", {})})

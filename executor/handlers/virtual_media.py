@@ -1,0 +1,134 @@
+"""``virtual_media_mount``: attach an ISO or image by URL to servers' virtual media
+(the iDRAC fetches it), optionally boot from it once; or eject it (``eject: true``).
+
+Steps:
+
+==========  ========  =====================================================================
+step        priority  resumable
+==========  ========  =====================================================================
+preflight   100       yes: reads the servers and opens their credentials
+media       80        yes: mounting an image already mounted, or ejecting an image not
+                      mounted, changes nothing and says so
+boot_once   60        **no**: sets the one-time boot override and restarts the host into the
+                      image (only with ``boot_once``); a second run would restart it again
+==========  ========  =====================================================================
+
+Eject is careful: it ejects only ``image_url``. A slot holding another image is left alone
+and the job fails saying what is mounted, so one operator never pulls another's media.
+Every configuration request waits for the Lifecycle Controller first.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..jobparams import VirtualMediaMountParams
+from ..steps import JobHandler, StepContext, step
+from ..targets.errors import RequestRejected, TargetError
+from ..targets.redfish import RedfishClient
+from . import register
+from ._dell import (
+    DellHandlerError,
+    bmc,
+    call,
+    endpoints,
+    load_servers,
+    params_of,
+    per_server,
+    raise_failures,
+    save_servers,
+    task,
+    wait_lc_ready,
+)
+from .power import power_one
+
+SLOTS = {"cd": None, "usb": "RemovableDisk"}  # None: the first slot taking CD/DVD media
+
+
+async def _media(ctx: StepContext, c: RedfishClient, p: VirtualMediaMountParams) -> dict[str, Any]:
+    await wait_lc_ready(ctx, c, "eject virtual media" if p.eject else "insert virtual media")
+    slot = SLOTS[p.media_type]
+    if p.eject:
+        vm = await call(c._media_slot, slot)
+        if vm.inserted and vm.image != p.image_url:
+            raise RequestRejected(f"slot {vm.identity} holds {vm.image}, not {p.image_url}; left mounted",
+                                  target=c.target, operation="eject virtual media",
+                                  hint="eject it by its own URL if it really should go")
+        r = await call(c.eject_media, slot)
+    else:
+        r = await call(c.insert_media, p.image_url, slot)
+    return {"slot": r.slot, "changed": r.changed, "image": r.image, "message": r.message}
+
+
+@register
+class VirtualMediaHandler(JobHandler):
+    job_type = "virtual_media_mount"
+
+    def validate(self, job: dict[str, Any]) -> None:
+        p = params_of(job, VirtualMediaMountParams)
+        if not p.write_protected:
+            # The client mounts read-only only; accepting the flag and ignoring it would lie.
+            raise DellHandlerError("write_protected=false is not supported: images are always mounted read-only")
+        if p.eject and p.boot_once:
+            raise DellHandlerError("boot_once cannot be combined with eject")
+
+    @step(100, resumable=True)
+    async def preflight(self, ctx: StepContext) -> dict[str, Any]:
+        p = params_of(ctx.job, VirtualMediaMountParams)
+        servers = await load_servers(ctx, [str(s) for s in p.server_ids])
+        await endpoints(ctx, servers)
+        return {"servers": [s["name"] for s in servers], "eject": p.eject}
+
+    @step(80, resumable=True)
+    async def media(self, ctx: StepContext) -> dict[str, Any]:
+        p = params_of(ctx.job, VirtualMediaMountParams)
+        servers = await load_servers(ctx, [str(s) for s in p.server_ids])
+        eps = await endpoints(ctx, servers)
+        done = per_server(ctx)
+        failures: dict[str, BaseException] = {}
+        for s in servers:
+            sid = str(s["id"])
+            if done.get(sid, {}).get("ok"):
+                continue
+            await task(ctx, s, "running")
+            try:
+                async with bmc(eps[sid]) as c:
+                    r = await _media(ctx, c, p)
+            except TargetError as exc:
+                failures[s["name"]] = exc
+                done[sid] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+                await task(ctx, s, "failed", error=done[sid]["error"], result=done[sid])
+                continue
+            done[sid] = {"ok": True, "media": r}
+            await save_servers(ctx)
+            if not p.boot_once:
+                await task(ctx, s, "completed", result=done[sid])
+        raise_failures(failures, len(servers))
+        return {"changed": sum(1 for v in done.values() if v.get("media", {}).get("changed"))}
+
+    @step(60, resumable=False)
+    async def boot_once(self, ctx: StepContext) -> dict[str, Any]:
+        p = params_of(ctx.job, VirtualMediaMountParams)
+        if not p.boot_once:
+            return {"skipped": "boot_once not asked for"}
+        servers = await load_servers(ctx, [str(s) for s in p.server_ids])
+        eps = await endpoints(ctx, servers)
+        done = per_server(ctx)
+        failures: dict[str, BaseException] = {}
+        for s in servers:
+            sid = str(s["id"])
+            try:
+                async with bmc(eps[sid]) as c:
+                    await wait_lc_ready(ctx, c, "set one-time boot")
+                    await call(c.set_one_time_boot, "Cd")
+                    state = await call(c.power_state)
+                    power = await power_one(ctx, c, "reset" if state != "Off" else "on")
+            except TargetError as exc:
+                failures[s["name"]] = exc
+                done[sid] = {**done.get(sid, {}), "ok": False, "error": f"{type(exc).__name__}: {exc}"}
+                await task(ctx, s, "failed", error=done[sid]["error"], result=done[sid])
+                continue
+            done[sid] = {**done.get(sid, {}), "boot": {"override": "Cd/Once", **power}}
+            await task(ctx, s, "completed", result=done[sid])
+        raise_failures(failures, len(servers))
+        return {"rebooted": len(servers) - len(failures)}
