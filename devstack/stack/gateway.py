@@ -147,7 +147,11 @@ def main() -> int:
     def _stop(*_: Any) -> None:
         server.should_exit = True
 
-    loop = asyncio.new_event_loop()
+    # Config(loop="uvloop") only applies inside uvicorn.run(); a loop made here must be
+    # uvloop's explicitly, or the gateway runs on the (much slower) default asyncio loop.
+    import uvloop
+
+    loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _stop)
