@@ -123,6 +123,10 @@ class LeasedJob:
             raise
 
     async def history(self) -> list[dict[str, Any]]:
+        # Steps are written only under a lease and every claim counts an attempt: a job on
+        # its first attempt has no history, and dispatch skips a round trip.
+        if self.job.get("attempts") == 1 and not self.job.get("resume_from"):
+            return []
         rows = await self.runner.control.select(
             "workflow_executions", "step_key,name,seq,status,resumable,checkpoint,details,attempts",
             job_id=self.job_id)
