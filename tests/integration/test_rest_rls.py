@@ -174,6 +174,7 @@ def test_bad_tokens_are_rejected(stack, notes, api_url, anon_key):
         assert r.status_code == 401, label
         body = r.json()
         assert body["code"] == code, label
+        assert r.headers["www-authenticate"].startswith('Bearer error="invalid_token"')
         assert secret not in r.text and "Traceback" not in r.text
 
 

@@ -243,6 +243,10 @@ class RestService:
             status, headers, body = await self._handle(scope, receive)
         except RestError as exc:
             status, headers, body = exc.status, [CT_JSON], orjson.dumps(exc.body())
+            if isinstance(exc, JWTRejected):
+                # as PostgREST: RFC 6750 challenge naming what was wrong with the token
+                headers.append((b"www-authenticate", b'Bearer error="invalid_token", error_description="'
+                                + exc.message.replace('"', "'").encode("ascii", "replace") + b'"'))
         except Exception:  # noqa: BLE001 - never a traceback to the client
             log.exception("unexpected error in %s %s", scope.get("method"), scope.get("path"))
             status, headers = 500, [CT_JSON]
