@@ -16,6 +16,7 @@ APT_PACKAGES=(
   postgresql-15-wal2json postgresql-15-pgtap postgresql-15-plpgsql-check
   python3-venv make wrk
   golang-go golang-github-vmware-govmomi-dev openssh-server
+  chromium chromium-driver
 )
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

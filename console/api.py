@@ -1,0 +1,320 @@
+"""Thin typed calls to rackpilot's edge functions and REST reads, as the signed-in user.
+
+Every failure becomes a ``console.errors`` class carrying the control plane's own words:
+functions answer ``{"error", "code", "details"}`` and PostgREST ``{code, message, details,
+hint}``; supabase-py keeps only the message of a function error, so the whole body is read
+from the HTTP response it wraps. Authorisation is the control plane's job (role checks in
+the functions, RLS underneath); the console shows the refusal, it does not pre-empt it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any, Literal
+
+import httpx
+from postgrest.exceptions import APIError
+from supabase_functions.errors import FunctionsError, FunctionsHttpError, FunctionsRelayError
+
+from console.errors import (
+    AccessDenied,
+    Conflict,
+    ConsoleError,
+    InvalidRequest,
+    NotFound,
+    ServiceUnavailable,
+)
+from console.session import Session
+
+Row = dict[str, Any]
+JobAction = Literal["pause", "resume", "cancel", "retry", "force_resume"]
+WindowDecision = Literal["approve", "reject", "cancel"]
+Decision = Literal["power_off_vm", "migrate_manually_done", "skip_host", "abort"]
+
+DECISIONS: tuple[str, ...] = ("power_off_vm", "migrate_manually_done", "skip_host", "abort")
+REPORT_VIEWS: tuple[str, ...] = (
+    "v_job_stats_by_type", "v_job_stats_by_week", "v_job_stats_by_user", "v_host_history",
+    "v_open_blockers", "v_executor_health", "v_firmware_compliance",
+)
+JOB_COLUMNS = ("id,type,status,pause_reason,site_id,cluster_id,description,created_by,created_at,started_at,"
+               "finished_at,scheduled_for,priority,maintenance_window_id,error,lease_expires_at,"
+               "cancel_requested_at,pause_requested_at,attempts,scope")
+
+
+def error_for(status: int | None, code: str, message: str, details: Any = None) -> ConsoleError:
+    """The console error class for an HTTP status (or a PostgREST/SQLSTATE code)."""
+    kw = {"code": code, "status": status, "details": details}
+    if status in (401, 403) or code == "42501":
+        return AccessDenied(message, **kw)
+    if status == 404 or code in ("PGRST116", "PGRST205", "PGRST202"):
+        return NotFound(message, **kw)
+    if status == 409 or code in ("23505", "23503"):
+        return Conflict(message, **kw)
+    if status is not None and status >= 500:
+        return ServiceUnavailable(message, **kw)
+    return InvalidRequest(message, **kw)
+
+
+class Api:
+    """The control plane as one user sees it."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    # -- plumbing --------------------------------------------------------------------
+    def invoke(self, name: str, body: dict[str, Any]) -> Row:
+        """POST ``body`` to edge function ``name``; its JSON answer, or a ConsoleError."""
+        client = self.session.client
+        try:
+            data = client.functions.invoke(name, {"body": body, "responseType": "json"})
+        except FunctionsHttpError as exc:
+            raise self._function_error(name, exc) from None
+        except FunctionsRelayError as exc:
+            raise ServiceUnavailable(f"{name}: the gateway could not run the function (HTTP {exc.status})",
+                                     code="relay_error", status=exc.status) from None
+        except FunctionsError as exc:
+            raise ServiceUnavailable(f"{name}: {exc.message}", code="function_error", status=exc.status) from None
+        except httpx.HTTPError as exc:
+            raise ServiceUnavailable(f"{name}: the control plane is unreachable ({type(exc).__name__})",
+                                     code="unreachable") from None
+        if not isinstance(data, dict):
+            raise ServiceUnavailable(f"{name}: unexpected answer", code="bad_answer")
+        return data
+
+    @staticmethod
+    def _function_error(name: str, exc: FunctionsHttpError) -> ConsoleError:
+        body: Any = None
+        cause = exc.__cause__
+        resp = getattr(cause, "response", None)
+        if resp is not None:
+            try:
+                body = resp.json()
+            except ValueError:
+                body = None
+        if isinstance(body, dict) and "error" in body:
+            return error_for(exc.status, str(body.get("code") or "error"), f"{name}: {body['error']}",
+                             body.get("details"))
+        return error_for(exc.status, "error", f"{name}: {exc.message}")
+
+    def _rest(self, what: str, build) -> list[Row]:
+        try:
+            res = build(self.session.client).execute()
+        except APIError as exc:
+            code = str(exc.code or "")
+            status = {"42501": 403, "PGRST116": 406}.get(code)
+            raise error_for(status, code or "rest_error", f"{what}: {exc.message or 'refused'}",
+                            exc.details) from None
+        except httpx.HTTPError as exc:
+            raise ServiceUnavailable(f"{what}: the control plane is unreachable ({type(exc).__name__})",
+                                     code="unreachable") from None
+        data = res.data
+        return data if isinstance(data, list) else [data]
+
+    # -- jobs ------------------------------------------------------------------------
+    def create_job(self, job_type: str, params: dict[str, Any], *, dry_run: bool = False,
+                   site_id: str | None = None, maintenance_window_id: str | None = None,
+                   scheduled_for: str | None = None, priority: int | None = None,
+                   description: str | None = None) -> Row:
+        """201 ``{job_id, status, plan}``; with ``dry_run`` ``{dry_run: true, plan}``, nothing written."""
+        body: dict[str, Any] = {"type": job_type, "params": params}
+        for k, v in (("site_id", site_id), ("maintenance_window_id", maintenance_window_id),
+                     ("scheduled_for", scheduled_for), ("priority", priority), ("description", description)):
+            if v is not None:
+                body[k] = v
+        if dry_run:
+            body["dry_run"] = True
+        return self.invoke("create-job", body)
+
+    def job_control(self, action: JobAction, job_id: str, *, reason: str | None = None) -> Row:
+        body: dict[str, Any] = {"action": action, "job_id": job_id}
+        if reason:
+            body["reason"] = reason
+        return self.invoke("job-control", body)
+
+    def resolve_blockers(self, job_id: str, decisions: list[dict[str, str]], *, resume: bool | None = None) -> Row:
+        body: dict[str, Any] = {"job_id": job_id, "decisions": decisions}
+        if resume is not None:
+            body["resume"] = resume
+        return self.invoke("resolve-blockers", body)
+
+    def jobs(self, *, limit: int = 50, statuses: Iterable[str] | None = None, job_type: str | None = None,
+             site_id: str | None = None) -> list[Row]:
+        def q(c):
+            b = c.table("jobs").select(JOB_COLUMNS)
+            if statuses:
+                b = b.in_("status", list(statuses))
+            if job_type:
+                b = b.eq("type", job_type)
+            if site_id:
+                b = b.eq("site_id", site_id)
+            return b.order("created_at", desc=True).limit(limit)
+        return self._rest("jobs", q)
+
+    def job(self, job_id: str) -> Row:
+        rows = self._rest("job", lambda c: c.table("jobs").select(JOB_COLUMNS).eq("id", job_id).limit(1))
+        if not rows:
+            raise NotFound(f"job {job_id} does not exist or is not visible to you", code="job_not_found")
+        return rows[0]
+
+    def job_steps(self, job_id: str) -> list[Row]:
+        return self._rest("workflow steps", lambda c: c.table("workflow_executions").select(
+            "id,job_id,task_id,seq,step_key,name,status,details,error,attempts,started_at,finished_at,updated_at"
+        ).eq("job_id", job_id).order("seq"))
+
+    def job_tasks(self, job_id: str) -> list[Row]:
+        return self._rest("job tasks", lambda c: c.table("job_tasks").select(
+            "id,job_id,target_kind,target_id,target_name,seq,status,progress,error,started_at,finished_at"
+        ).eq("job_id", job_id).order("seq"))
+
+    def job_blockers(self, job_id: str, *, open_only: bool = False) -> list[Row]:
+        def q(c):
+            b = c.table("job_blockers").select(
+                "id,job_id,kind,host_id,vm_id,server_id,description,details,status,detected_at,resolved_at"
+            ).eq("job_id", job_id)
+            if open_only:
+                b = b.eq("status", "open")
+            return b.order("detected_at").order("id")
+        return self._rest("blockers", q)
+
+    def blocker_resolutions(self, job_id: str) -> list[Row]:
+        return self._rest("blocker decisions", lambda c: c.table("blocker_resolutions").select(
+            "blocker_id,action,note,resolved_by,created_at").eq("job_id", job_id))
+
+    # -- inventory ---------------------------------------------------------------------
+    def sites(self) -> list[Row]:
+        return self._rest("sites", lambda c: c.table("sites").select("id,name,description,timezone").order("name"))
+
+    def clusters(self, site_id: str | None = None) -> list[Row]:
+        def q(c):
+            b = c.table("clusters").select("id,name,site_id,vcenter_id,ha_enabled,ha_admission_control,"
+                                           "drs_enabled,drs_automation,last_sync_at")
+            return (b.eq("site_id", site_id) if site_id else b).order("name")
+        return self._rest("clusters", q)
+
+    def cluster(self, cluster_id: str) -> Row:
+        rows = self._rest("cluster", lambda c: c.table("clusters").select(
+            "id,name,site_id,vcenter_id,ha_enabled,ha_admission_control,drs_enabled,drs_automation,details,"
+            "last_sync_at").eq("id", cluster_id).limit(1))
+        if not rows:
+            raise NotFound(f"cluster {cluster_id} does not exist or is not visible to you", code="cluster_not_found")
+        return rows[0]
+
+    def hosts(self, cluster_id: str | None = None) -> list[Row]:
+        def q(c):
+            b = c.table("esxi_hosts").select("id,name,cluster_id,server_id,esxi_version,esxi_build,"
+                                             "connection_state,in_maintenance,power_state,last_sync_at")
+            return (b.eq("cluster_id", cluster_id) if cluster_id else b).order("name")
+        return self._rest("hosts", q)
+
+    def vms_on_hosts(self, host_ids: list[str]) -> list[Row]:
+        if not host_ids:
+            return []
+        return self._rest("VMs", lambda c: c.table("vms").select(
+            "id,name,host_id,power_state,has_usb_passthrough,has_pci_passthrough,has_vgpu,ft_enabled,"
+            "cdrom_connected,on_local_storage").in_("host_id", host_ids).order("name"))
+
+    def vms(self, vm_ids: list[str]) -> list[Row]:
+        if not vm_ids:
+            return []
+        return self._rest("VMs", lambda c: c.table("vms").select("id,name,host_id,power_state").in_("id", vm_ids))
+
+    def servers(self, site_id: str | None = None, ids: list[str] | None = None) -> list[Row]:
+        def q(c):
+            b = c.table("servers").select("id,name,site_id,idrac_address,service_tag,model,bios_version,"
+                                          "idrac_version,lc_version,power_state,health,last_seen_at")
+            if site_id:
+                b = b.eq("site_id", site_id)
+            if ids is not None:
+                b = b.in_("id", ids)
+            return b.order("name")
+        if ids is not None and not ids:
+            return []
+        return self._rest("servers", q)
+
+    def executors(self) -> list[Row]:
+        return self._rest("executors", lambda c: c.table("v_executor_health").select("*").order("name"))
+
+    def safety_policies(self) -> list[Row]:
+        return self._rest("safety policies", lambda c: c.table("safety_policies").select("*").order("job_type"))
+
+    def active_jobs_on_cluster(self, cluster_id: str) -> list[Row]:
+        return self._rest("jobs", lambda c: c.table("jobs").select("id,type,status,created_at").eq(
+            "cluster_id", cluster_id).in_("status", ["pending", "running", "paused"]))
+
+    # -- maintenance windows -------------------------------------------------------------
+    def windows(self, *, site_id: str | None = None, statuses: Iterable[str] | None = None,
+                limit: int = 100) -> list[Row]:
+        def q(c):
+            b = c.table("maintenance_windows").select(
+                "id,site_id,cluster_id,title,reason,starts_at,ends_at,status,requested_by,approved_by,decided_at,"
+                "decision_note,created_at")
+            if site_id:
+                b = b.eq("site_id", site_id)
+            if statuses:
+                b = b.in_("status", list(statuses))
+            return b.order("starts_at", desc=True).limit(limit)
+        return self._rest("maintenance windows", q)
+
+    def create_window(self, *, site_id: str, title: str, starts_at: str, ends_at: str,
+                      cluster_id: str | None = None, reason: str = "") -> Row:
+        body: dict[str, Any] = {"action": "create", "site_id": site_id, "title": title,
+                                "starts_at": starts_at, "ends_at": ends_at}
+        if cluster_id:
+            body["cluster_id"] = cluster_id
+        if reason:
+            body["reason"] = reason
+        return self.invoke("maintenance-windows", body)
+
+    def decide_window(self, action: WindowDecision, window_id: str, note: str = "") -> Row:
+        body: dict[str, Any] = {"action": action, "window_id": window_id}
+        if note:
+            body["note"] = note
+        return self.invoke("maintenance-windows", body)
+
+    # -- credentials (admin) -------------------------------------------------------------
+    def seal_credential(self, *, site_id: str, name: str, kind: str, username: str, secret: str) -> Row:
+        """The secret goes into this one request body and nowhere else; the answer carries
+        only ids (the function never returns the secret)."""
+        return self.invoke("encrypt-credentials", {"action": "seal", "site_id": site_id, "name": name,
+                                                   "kind": kind, "username": username, "secret": secret})
+
+    def reseal_credential(self, *, credential_set_id: str, secret: str, username: str | None = None) -> Row:
+        body: dict[str, Any] = {"action": "reseal", "credential_set_id": credential_set_id, "secret": secret}
+        if username:
+            body["username"] = username
+        return self.invoke("encrypt-credentials", body)
+
+    def credential_status(self, site_id: str) -> Row:
+        return self.invoke("encrypt-credentials", {"action": "status", "site_id": site_id})
+
+    # -- notification settings (admin) ---------------------------------------------------
+    def notification_settings(self, site_id: str | None = None) -> Row:
+        body: dict[str, Any] = {"action": "list"}
+        if site_id:
+            body["site_id"] = site_id
+        return self.invoke("notification-settings", body)
+
+    def upsert_notification_settings(self, settings: list[dict[str, Any]]) -> Row:
+        return self.invoke("notification-settings", {"action": "upsert", "settings": settings})
+
+    def delete_notification_settings(self, ids: list[str]) -> Row:
+        return self.invoke("notification-settings", {"action": "delete", "ids": ids})
+
+    # -- reports -----------------------------------------------------------------------
+    def report(self, view: str, *, limit: int = 1000, filters: dict[str, str] | None = None) -> list[Row]:
+        if view not in REPORT_VIEWS:
+            raise InvalidRequest(f"unknown report {view!r}; choose one of {', '.join(REPORT_VIEWS)}",
+                                 code="unknown_report")
+
+        def q(c):
+            b = c.table(view).select("*")
+            for k, v in (filters or {}).items():
+                b = b.eq(k, v)
+            return b.limit(limit)
+        return self._rest(view, q)
+
+
+def pretty(row: Any) -> str:
+    """Compact JSON for showing a plan or an answer in a notebook."""
+    return json.dumps(row, indent=2, sort_keys=True, default=str)

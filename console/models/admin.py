@@ -1,0 +1,100 @@
+"""Admin screens: sealing target credentials, force-resuming stuck jobs, notifications."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+from console.api import Api, Row
+from console.errors import ValidationFailed
+from console.models.common import Observable, parse_ts, short_id, short_ts
+
+CREDENTIAL_KINDS = ("idrac", "vcenter", "esxi", "ome", "ssh")
+MIN_REASON = 10  # characters a force-resume reason must have: it goes to the audit log
+
+
+class CredentialForm:
+    """Seal a credential to the site's executors through ``encrypt-credentials``. The
+    secret is an argument of ``submit`` only: it is never an attribute, never returned and
+    never part of an error message."""
+
+    def __init__(self, api: Api) -> None:
+        self.api = api
+        self.last_result: Row | None = None
+
+    @staticmethod
+    def check(site_id: str, name: str, kind: str, username: str, secret: str) -> list[str]:
+        problems = []
+        if not site_id:
+            problems.append("site: choose a site")
+        if not (name or "").strip() or len(name) > 128:
+            problems.append("name: 1 to 128 characters")
+        if kind not in CREDENTIAL_KINDS:
+            problems.append(f"kind: one of {', '.join(CREDENTIAL_KINDS)}")
+        if not (username or "").strip() or len(username) > 256:
+            problems.append("username: 1 to 256 characters")
+        if not secret:
+            problems.append("secret: enter the password or key")
+        elif len(secret) > 4096:
+            problems.append("secret: at most 4096 characters")
+        return problems
+
+    def submit(self, *, site_id: str, name: str, kind: str, username: str, secret: str) -> Row:
+        problems = self.check(site_id, name, kind, username, secret)
+        if problems:
+            raise ValidationFailed("the credential form is not complete: " + "; ".join(problems), problems)
+        res = self.api.seal_credential(site_id=site_id, name=name.strip(), kind=kind, username=username.strip(),
+                                       secret=secret)
+        # keep only what the function answered: ids, never the input
+        self.last_result = {k: res.get(k) for k in ("credential_set_id", "key_ids", "sealed_to")}
+        return self.last_result
+
+    def rotate(self, *, credential_set_id: str, secret: str, username: str | None = None) -> Row:
+        if not credential_set_id or not secret:
+            raise ValidationFailed("choose a credential set and enter the new secret",
+                                   ["credential_set_id and secret are required"])
+        res = self.api.reseal_credential(credential_set_id=credential_set_id, secret=secret, username=username)
+        self.last_result = {k: res.get(k) for k in ("credential_set_id", "key_ids", "sealed_to")}
+        return self.last_result
+
+
+class ForceResume(Observable):
+    """Jobs an admin may force back to pending: paused for any reason, or running with a
+    lease that expired (the executor is gone). A reason is required; it is audited."""
+
+    def __init__(self, api: Api) -> None:
+        super().__init__()
+        self.api = api
+        self.candidates: list[Row] = []
+
+    def load(self, now: dt.datetime | None = None) -> list[Row]:
+        now = now or dt.datetime.now(dt.UTC)
+        rows = self.api.jobs(limit=200, statuses=["paused", "running"])
+        self.candidates = [r for r in rows if r["status"] == "paused"
+                           or ((parse_ts(r.get("lease_expires_at")) or now) < now)]
+        self.changed()
+        return self.candidates
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [{"id": r["id"], "job": short_id(r["id"]), "type": r["type"],
+                 "state": r["status"] + (f" ({r['pause_reason']})" if r.get("pause_reason") else " (lease expired)"),
+                 "since": short_ts(r.get("started_at"))} for r in self.candidates]
+
+    @staticmethod
+    def check_reason(reason: str) -> str:
+        r = re.sub(r"\s+", " ", reason or "").strip()
+        if len(r) < MIN_REASON:
+            raise ValidationFailed(f"give a reason of at least {MIN_REASON} characters: it is written to the audit log",
+                                   ["reason too short"])
+        if len(r) > 2000:
+            raise ValidationFailed("the reason has at most 2000 characters", ["reason too long"])
+        return r
+
+    def run(self, job_id: str, reason: str) -> Row:
+        r = self.check_reason(reason)
+        if not job_id:
+            raise ValidationFailed("choose a job", ["no job chosen"])
+        res = self.api.job_control("force_resume", job_id, reason=r)
+        self.load()
+        return res

@@ -1,0 +1,191 @@
+"""The pre-flight report of a rolling update: one page per cluster, before anything changes.
+
+It gathers what operators check by hand (cluster HA/DRS settings, hosts already in
+maintenance or not responding, VMs whose devices keep a host from entering maintenance
+mode, firmware compliance of the hosts' servers, executor health at the site, other jobs
+on the cluster) and ends with the control plane's own dry run of the job, which applies
+every safety rule. Exportable as JSON, CSV and Markdown.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from console.api import Api, Row
+from console.errors import ConsoleError
+
+VM_DEVICE_FACTS = {
+    "has_usb_passthrough": "USB passthrough", "has_pci_passthrough": "PCI passthrough", "has_vgpu": "vGPU",
+    "ft_enabled": "Fault Tolerance", "cdrom_connected": "connected CD-ROM/ISO", "on_local_storage": "local storage",
+}
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # ok | warn | block
+    detail: str
+
+
+@dataclass
+class PreflightReport:
+    cluster: Row
+    generated_at: str
+    hosts: list[Row] = field(default_factory=list)
+    vm_blockers: list[Row] = field(default_factory=list)
+    firmware: list[Row] = field(default_factory=list)
+    executors: list[Row] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+    plan: Row | None = None
+    params: Row = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.blocking()
+
+    def blocking(self) -> list[Check]:
+        return [c for c in self.checks if c.status == "block"]
+
+    def warnings(self) -> list[Check]:
+        return [c for c in self.checks if c.status == "warn"]
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["ok"] = self.ok
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), indent=2, sort_keys=True, default=str)
+
+    def to_csv(self) -> str:
+        """One table: section, item, status, detail (checks, hosts, VM blockers, firmware)."""
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["section", "item", "status", "detail"])
+        for c in self.checks:
+            w.writerow(["check", c.name, c.status, c.detail])
+        for h in self.hosts:
+            w.writerow(["host", h.get("name"), h.get("connection_state"),
+                        "in maintenance" if h.get("in_maintenance") else "serving"])
+        for v in self.vm_blockers:
+            w.writerow(["vm_blocker", v["vm"], v["host"], "; ".join(v["reasons"])])
+        for f in self.firmware:
+            w.writerow(["firmware", f"{f.get('server_name')}/{f.get('component')}", f.get("compliance"),
+                        f"{f.get('installed_version')} -> {f.get('target_version') or '?'}"
+                        f" ({f.get('criticality') or 'n/a'}{', reboot' if f.get('reboot_required') else ''})"])
+        return buf.getvalue()
+
+    def to_markdown(self) -> str:
+        c = self.cluster
+        lines = [f"# Pre-flight: cluster {c.get('name')}", "", f"generated {self.generated_at}; "
+                 f"verdict: **{'ready' if self.ok else 'blocked'}**", "", "| check | status | detail |",
+                 "|---|---|---|"]
+        lines += [f"| {k.name} | {k.status} | {k.detail} |" for k in self.checks]
+        if self.vm_blockers:
+            lines += ["", "## VMs that block maintenance mode", "", "| VM | host | why |", "|---|---|---|"]
+            lines += [f"| {v['vm']} | {v['host']} | {', '.join(v['reasons'])} |" for v in self.vm_blockers]
+        out = [f for f in self.firmware if f.get("compliance") == "outdated"]
+        if out:
+            lines += ["", "## Firmware to apply", "", "| server | component | installed | target | criticality |",
+                      "|---|---|---|---|---|"]
+            lines += [f"| {f.get('server_name')} | {f.get('component')} | {f.get('installed_version')} | "
+                      f"{f.get('target_version')} | {f.get('criticality')} |" for f in out]
+        return "\n".join(lines) + "\n"
+
+    def export(self, path: str | Path, fmt: str | None = None) -> Path:
+        p = Path(path)
+        fmt = fmt or p.suffix.lstrip(".") or "json"
+        text = {"json": self.to_json, "csv": self.to_csv, "md": self.to_markdown}.get(fmt)
+        if text is None:
+            raise ValueError(f"unknown export format {fmt!r}: json, csv or md")
+        p.write_text(text())
+        return p
+
+
+def build_preflight(api: Api, cluster: Row, hosts: list[Row], params: Row, options: Row,
+                    request_fields: Row) -> PreflightReport:
+    now = dt.datetime.now(dt.UTC)
+    rep = PreflightReport(cluster=cluster, generated_at=now.isoformat(timespec="seconds"), params=params)
+    chosen = set(params.get("host_ids") or []) or {h["id"] for h in hosts}
+    hosts = [h for h in hosts if h["id"] in chosen]
+    rep.hosts = hosts
+    add = rep.checks.append
+
+    # cluster settings
+    if cluster.get("ha_admission_control"):
+        add(Check("ha_admission_control", "warn", "HA admission control is on: it may refuse maintenance mode "
+                  "when capacity is tight (the job disables HA while it runs)"))
+    else:
+        add(Check("ha_admission_control", "ok", "HA admission control off or unknown"))
+    drs = cluster.get("drs_automation")
+    if cluster.get("drs_enabled") is False or (drs and drs != "fullyAutomated"):
+        add(Check("drs", "warn", f"DRS is {'off' if cluster.get('drs_enabled') is False else drs}: VMs will not "
+                  "be evacuated automatically"))
+    else:
+        add(Check("drs", "ok", f"DRS {drs or 'state unknown'}"))
+
+    # hosts
+    if not hosts:
+        add(Check("hosts", "block", "the cluster has no hosts to update"))
+    in_mm = [h["name"] for h in hosts if h.get("in_maintenance")]
+    bad = [f"{h['name']} ({h.get('connection_state')})" for h in hosts
+           if h.get("connection_state") not in ("connected", "unknown", None)]
+    add(Check("hosts_in_maintenance", "warn" if in_mm else "ok",
+              f"already in maintenance: {', '.join(in_mm)}" if in_mm else f"{len(hosts)} host(s) serving"))
+    add(Check("host_connection", "warn" if bad else "ok",
+              f"not connected: {', '.join(bad)}" if bad else "all hosts connected or not yet synced"))
+
+    # VM blockers
+    names = {h["id"]: h["name"] for h in hosts}
+    for vm in api.vms_on_hosts(sorted(names)):
+        reasons = [label for col, label in VM_DEVICE_FACTS.items() if vm.get(col)]
+        if reasons and vm.get("power_state") != "off":
+            rep.vm_blockers.append({"vm": vm["name"], "vm_id": vm["id"], "host": names.get(vm.get("host_id"), "?"),
+                                    "host_id": vm.get("host_id"), "reasons": reasons})
+    if rep.vm_blockers:
+        policy = options.get("blocker_default", "ask")
+        what = {"ask": "the job will pause for your decisions", "power_off_vm": "they will be powered off and on",
+                "skip_host": "their hosts will be skipped"}.get(policy, policy)
+        add(Check("vm_blockers", "warn", f"{len(rep.vm_blockers)} VM(s) cannot be moved: {what}"))
+    else:
+        add(Check("vm_blockers", "ok", "no VM device blocks maintenance mode"))
+
+    # firmware compliance of the hosts' servers: the dry run of the firmware step
+    server_ids = sorted({h["server_id"] for h in hosts if h.get("server_id")})
+    if server_ids:
+        rows = api._rest("firmware compliance", lambda c: c.table("v_firmware_compliance").select("*").in_(
+            "server_id", server_ids).order("server_name").order("component"))
+        wanted = set(params.get("firmware", {}).get("components") or [])
+        rep.firmware = [r for r in rows if not wanted or r.get("component") in wanted]
+    outdated = [f for f in rep.firmware if f.get("compliance") == "outdated"]
+    urgent = [f for f in outdated if f.get("criticality") == "urgent"]
+    if not rep.firmware:
+        add(Check("firmware", "warn", "no firmware inventory for these servers yet (run inventory_refresh)"))
+    elif not outdated:
+        add(Check("firmware", "warn", "every component is already at the catalog version: nothing to update"))
+    else:
+        add(Check("firmware", "ok", f"{len(outdated)} component(s) to update"
+                  + (f", {len(urgent)} urgent" if urgent else "")))
+
+    # executors of the site
+    rep.executors = [e for e in api.executors() if e.get("site_id") == cluster.get("site_id")]
+    healthy = [e for e in rep.executors if e.get("health") == "healthy"]
+    add(Check("executor", "ok" if healthy else "warn",
+              f"{len(healthy)} healthy executor(s) at the site" if healthy
+              else "no healthy executor at the site: the job will wait until one runs"))
+
+    # the control plane's dry run: every safety rule, with the real targets
+    try:
+        res = api.create_job("rolling_cluster_update", params, dry_run=True, **request_fields)
+        rep.plan = res.get("plan")
+        add(Check("dry_run", "ok", f"plan: {len((rep.plan or {}).get('tasks') or [])} host task(s), risk "
+                  f"{(rep.plan or {}).get('risk')}, scheduled {(rep.plan or {}).get('scheduled_for')}"))
+    except ConsoleError as exc:
+        add(Check("dry_run", "block", f"{exc.message} [{exc.code}]"))
+    return rep

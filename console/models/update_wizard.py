@@ -1,0 +1,223 @@
+"""The rolling update wizard: cluster -> options -> pre-flight (dry run) -> confirm -> create.
+
+A state machine over ``console.api``. Options are validated with the executor's own
+params model (``executor.jobparams``), so the form accepts exactly what ``create-job`` and
+the executor accept. The pre-flight step is both the operator's report (cluster settings,
+hosts, VMs that will block maintenance mode, firmware compliance, executors, activity on
+the cluster) and the server's dry run of the job; a problem that would make the real
+request fail is a blocking check, and the wizard will not go on to confirmation.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+from typing import Any
+
+from pydantic import ValidationError
+
+from console.api import Api, Row
+from console.errors import ConsoleError, ValidationFailed
+from console.models.common import Observable, parse_ts
+from console.models.preflight import PreflightReport, build_preflight
+from executor.jobparams import BlockerDefault, RollingClusterUpdateParams
+
+
+class Step(StrEnum):
+    CLUSTER = "cluster"
+    OPTIONS = "options"
+    PREFLIGHT = "preflight"
+    CONFIRM = "confirm"
+    DONE = "done"
+
+
+ORDER = [Step.CLUSTER, Step.OPTIONS, Step.PREFLIGHT, Step.CONFIRM, Step.DONE]
+
+
+def pydantic_problems(exc: ValidationError) -> list[str]:
+    out = []
+    for e in exc.errors(include_url=False, include_input=False):
+        loc = ".".join(str(p) for p in e.get("loc", ())) or "params"
+        out.append(f"{loc}: {e.get('msg')}")
+    return out
+
+
+class UpdateWizard(Observable):
+    """Drives one rolling cluster update request. Every transition either succeeds and moves
+    ``step`` on, or raises a ConsoleError and leaves the state as it was."""
+
+    DEFAULTS: dict[str, Any] = {
+        "catalog_url": "", "components": [], "allow_downgrade": False, "host_ids": [],
+        "max_parallel_hosts": 1, "failure_budget": 0, "blocker_default": BlockerDefault.ASK.value,
+        "vmotion_timeout_s": 1800, "stage_firmware": True, "esxi_target_version": "", "esxi_depot_url": "",
+        "maintenance_window_id": None, "scheduled_for": None, "description": "", "priority": 50,
+    }
+
+    def __init__(self, api: Api) -> None:
+        super().__init__()
+        self.api = api
+        self.step = Step.CLUSTER
+        self.clusters: list[Row] = []
+        self.cluster: Row | None = None
+        self.hosts: list[Row] = []
+        self.windows: list[Row] = []
+        self.options: dict[str, Any] = dict(self.DEFAULTS)
+        self.report: PreflightReport | None = None
+        self.result: Row | None = None
+
+    # -- step 1 ------------------------------------------------------------------------
+    def load_clusters(self, site_id: str | None = None) -> list[Row]:
+        self.clusters = self.api.clusters(site_id)
+        self.changed()
+        return self.clusters
+
+    def choose_cluster(self, cluster_id: str) -> None:
+        if self.step not in (Step.CLUSTER, Step.OPTIONS):
+            raise ValidationFailed(f"the cluster is chosen at the first step, not at {self.step}",
+                                   ["go back to the cluster step first"])
+        if not cluster_id:
+            raise ValidationFailed("choose a cluster", ["no cluster chosen"])
+        cluster = self.api.cluster(cluster_id)
+        self.cluster = cluster
+        self.hosts = self.api.hosts(cluster_id)
+        self.windows = self.usable_windows(self.api.windows(site_id=cluster["site_id"], statuses=["approved"]))
+        self.options = dict(self.DEFAULTS)
+        if self.windows:
+            self.options["maintenance_window_id"] = self.windows[0]["id"]
+        self.report = None
+        self.step = Step.OPTIONS
+        self.changed()
+
+    def usable_windows(self, windows: list[Row]) -> list[Row]:
+        """Approved windows for this cluster (or its whole site) that have not ended."""
+        now = dt.datetime.now(dt.UTC)
+        cid = self.cluster["id"] if self.cluster else None
+        return [w for w in windows if w.get("cluster_id") in (None, cid)
+                and (parse_ts(w.get("ends_at")) or now) > now]
+
+    # -- step 2 ------------------------------------------------------------------------
+    def set_options(self, **values: Any) -> None:
+        if self.step not in (Step.OPTIONS, Step.PREFLIGHT, Step.CONFIRM):
+            raise ValidationFailed("choose a cluster first", ["no cluster chosen"])
+        unknown = sorted(set(values) - set(self.DEFAULTS))
+        if unknown:
+            raise ValidationFailed(f"unknown option(s): {', '.join(unknown)}", [f"{k}: unknown option" for k in unknown])
+        candidate = {**self.options, **values}
+        self._params(candidate)  # raises ValidationFailed, leaving options unchanged
+        self.options = candidate
+        if self.step != Step.OPTIONS:  # changed options invalidate an earlier pre-flight
+            self.step, self.report = Step.OPTIONS, None
+        self.changed()
+
+    def params(self) -> dict[str, Any]:
+        return self._params(self.options)
+
+    def _params(self, o: dict[str, Any]) -> dict[str, Any]:
+        if self.cluster is None:
+            raise ValidationFailed("choose a cluster first", ["no cluster chosen"])
+        problems: list[str] = []
+        comps = o.get("components") or []
+        if isinstance(comps, str):
+            comps = [c.strip() for c in comps.replace(";", ",").split(",") if c.strip()]
+        doc: dict[str, Any] = {
+            "cluster_id": self.cluster["id"],
+            "host_ids": list(o.get("host_ids") or []),
+            "firmware": {"catalog_url": (o.get("catalog_url") or "").strip(), "components": comps,
+                         "allow_downgrade": bool(o.get("allow_downgrade"))},
+            "max_parallel_hosts": o.get("max_parallel_hosts"), "failure_budget": o.get("failure_budget"),
+            "blocker_default": o.get("blocker_default"), "vmotion_timeout_s": o.get("vmotion_timeout_s"),
+            "stage_firmware": bool(o.get("stage_firmware")),
+        }
+        if not doc["firmware"]["catalog_url"]:
+            problems.append("firmware.catalog_url: enter the Dell catalog URL (http(s)://…/Catalog.xml)")
+        tv, du = (o.get("esxi_target_version") or "").strip(), (o.get("esxi_depot_url") or "").strip()
+        if tv or du:
+            doc["esxi"] = {"target_version": tv, "depot_url": du}
+            if not (tv and du):
+                problems.append("esxi: give both the target version and the depot URL, or neither")
+        known = {h["id"] for h in self.hosts}
+        strangers = [h for h in doc["host_ids"] if h not in known]
+        if strangers:
+            problems.append(f"host_ids: {len(strangers)} host(s) are not in cluster {self.cluster.get('name')}")
+        prio = o.get("priority")
+        if not isinstance(prio, int) or not 0 <= prio <= 100:
+            problems.append("priority: a whole number from 0 to 100")
+        if o.get("scheduled_for") and parse_ts(o["scheduled_for"]) is None:
+            problems.append("scheduled_for: an ISO 8601 time such as 2026-12-01T22:00:00Z")
+        if len(o.get("description") or "") > 2000:
+            problems.append("description: at most 2000 characters")
+        try:
+            model = RollingClusterUpdateParams.model_validate(doc)
+        except ValidationError as exc:
+            said = {p.split(":", 1)[0] for p in problems}
+            problems.extend(p for p in pydantic_problems(exc) if p.split(":", 1)[0] not in said)
+            model = None
+        if problems or model is None:
+            raise ValidationFailed("the update options are not valid: " + "; ".join(problems), problems)
+        return model.model_dump(mode="json", exclude_none=True)
+
+    def request_fields(self) -> dict[str, Any]:
+        o = self.options
+        out: dict[str, Any] = {"priority": o["priority"]}
+        if o.get("maintenance_window_id"):
+            out["maintenance_window_id"] = o["maintenance_window_id"]
+        if o.get("scheduled_for"):
+            out["scheduled_for"] = parse_ts(o["scheduled_for"]).isoformat()  # type: ignore[union-attr]
+        if o.get("description"):
+            out["description"] = o["description"]
+        return out
+
+    # -- step 3 ------------------------------------------------------------------------
+    def run_preflight(self) -> PreflightReport:
+        if self.step not in (Step.OPTIONS, Step.PREFLIGHT, Step.CONFIRM):
+            raise ValidationFailed("choose a cluster and options first", ["no cluster chosen"])
+        params = self.params()
+        assert self.cluster is not None
+        self.report = build_preflight(self.api, self.cluster, self.hosts, params, self.options, self.request_fields())
+        self.step = Step.PREFLIGHT
+        self.changed()
+        return self.report
+
+    # -- step 4 ------------------------------------------------------------------------
+    def confirm(self, typed_cluster_name: str) -> None:
+        """High-risk work: the operator types the cluster's name to confirm."""
+        if self.step != Step.PREFLIGHT or self.report is None:
+            raise ValidationFailed("run the pre-flight check first", ["no pre-flight report"])
+        if not self.report.ok:
+            raise ValidationFailed("the pre-flight check found blocking problems: "
+                                   + "; ".join(c.detail for c in self.report.blocking()),
+                                   [c.detail for c in self.report.blocking()])
+        assert self.cluster is not None
+        if (typed_cluster_name or "").strip() != self.cluster["name"]:
+            raise ValidationFailed(f"type the cluster name {self.cluster['name']!r} exactly to confirm",
+                                   ["confirmation does not match the cluster name"])
+        self.step = Step.CONFIRM
+        self.changed()
+
+    # -- step 5 ------------------------------------------------------------------------
+    def create(self) -> Row:
+        if self.step != Step.CONFIRM:
+            raise ValidationFailed("confirm the update first", ["not confirmed"])
+        res = self.api.create_job("rolling_cluster_update", self.params(), **self.request_fields())
+        self.result = res
+        self.step = Step.DONE
+        self.changed()
+        return res
+
+    def back(self) -> None:
+        i = ORDER.index(self.step)
+        if self.step == Step.DONE or i == 0:
+            return
+        self.step = ORDER[i - 1]
+        if self.step in (Step.CLUSTER, Step.OPTIONS):
+            self.report = None
+        self.changed()
+
+    def reset(self) -> None:
+        observers = self._observers
+        self.__init__(self.api)  # type: ignore[misc]
+        self._observers = observers
+        self.changed()
+
+
+__all__ = ["ConsoleError", "Step", "UpdateWizard"]

@@ -1,0 +1,230 @@
+"""Signing in to the control plane as a user, and keeping the session fresh.
+
+The console talks to Supabase exactly as any client would: supabase-py, the anon key, and
+the user's access token after an email/password sign-in. Two rules shape this module:
+
+- The password goes straight to the Auth call and is never kept: not on the Session, not
+  in a log, not in a repr, not in an exception message.
+- Exactly one party refreshes the session. Auth rotates refresh tokens and revokes the whole
+  session when a rotated-away token is presented again, so two clients refreshing on their
+  own timers would sign the user out. supabase-py's timer-driven refresh is therefore off;
+  ``Session`` refreshes on use (before a call when the token is close to expiry) and hands
+  the new token to the Realtime connection it created.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import httpx
+from supabase_auth.errors import AuthApiError, AuthError
+
+from console.errors import ConfigError, NotSignedIn, ServiceUnavailable, SignInError
+from supabase import Client, ClientOptions, create_client
+
+if TYPE_CHECKING:
+    from supabase import AsyncClient
+
+REFRESH_MARGIN_S = 120  # refresh when the access token has less than this left (s)
+FUNCTION_TIMEOUT_S = 30  # edge function calls: planning a rolling update reads a lot (s)
+EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+@dataclass(frozen=True)
+class ConsoleConfig:
+    """Where the control plane is: the same two values for hosted Supabase, ``supabase
+    start`` and the local stack."""
+
+    url: str
+    anon_key: str
+
+    def __post_init__(self) -> None:
+        if not re.match(r"^https?://[^\s/]+", self.url or ""):
+            raise ConfigError("SUPABASE_URL must be an http(s) URL such as http://127.0.0.1:54321",
+                              code="bad_url")
+        if not self.anon_key or any(c.isspace() for c in self.anon_key):
+            raise ConfigError("SUPABASE_ANON_KEY is empty or malformed", code="bad_key")
+
+    def __repr__(self) -> str:  # the key is public, but it does not belong in notebook output
+        return f"ConsoleConfig(url={self.url!r}, anon_key=<{len(self.anon_key)} chars>)"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ConsoleConfig:
+        env = os.environ if env is None else env
+        missing = [k for k in ("SUPABASE_URL", "SUPABASE_ANON_KEY") if not env.get(k)]
+        if missing:
+            raise ConfigError(
+                f"{' and '.join(missing)} not set: run `rackpilot dev env` (local stack) or take them "
+                "from the project's API settings, and export them before starting Jupyter",
+                code="missing_config", details={"missing": missing})
+        return cls(env["SUPABASE_URL"].rstrip("/"), env["SUPABASE_ANON_KEY"])
+
+
+class Session:
+    """A signed-in user. ``client`` is a supabase-py sync client carrying the user's token;
+    ``role`` is the user's rackpilot application role (viewer/operator/approver/admin)."""
+
+    def __init__(self, config: ConsoleConfig, client: Client, *, refresh_margin_s: float = REFRESH_MARGIN_S):
+        self.config = config
+        self._client: Client | None = client
+        self._margin = refresh_margin_s
+        self._lock = threading.Lock()
+        self._listeners: list[Callable[[str], Any]] = []
+        s = client.auth.get_session()
+        if s is None:
+            raise SignInError("sign-in returned no session", code="no_session")
+        self.user_id: str = s.user.id
+        self.email: str = s.user.email or ""
+        self._expires_at: float = float(s.expires_at or time.time() + (s.expires_in or 0))
+        self.role: str | None = self._read_role()
+
+    def __repr__(self) -> str:
+        state = "signed in" if self._client else "signed out"
+        return f"Session({self.email!r}, role={self.role!r}, {state})"
+
+    # -- token -----------------------------------------------------------------------
+    @property
+    def signed_in(self) -> bool:
+        return self._client is not None
+
+    @property
+    def expires_at(self) -> float:
+        return self._expires_at
+
+    @property
+    def client(self) -> Client:
+        """The supabase-py client, its token refreshed first when close to expiry."""
+        self.ensure_fresh()
+        assert self._client is not None
+        return self._client
+
+    @property
+    def access_token(self) -> str:
+        self.ensure_fresh()
+        assert self._client is not None
+        s = self._client.auth.get_session()
+        if s is None:
+            raise NotSignedIn("the session has ended; sign in again", code="session_ended")
+        return s.access_token
+
+    def ensure_fresh(self) -> None:
+        if self._client is None:
+            raise NotSignedIn("not signed in: run the sign-in cell (console.connect()) first", code="not_signed_in")
+        if self._expires_at - time.time() > self._margin:
+            return
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Exchange the refresh token for a new session now."""
+        if self._client is None:
+            raise NotSignedIn("not signed in: run the sign-in cell (console.connect()) first", code="not_signed_in")
+        with self._lock:
+            try:
+                res = self._client.auth.refresh_session()
+            except AuthError as exc:
+                self._client = None
+                raise SignInError(f"the session could not be refreshed ({_auth_message(exc)}); sign in again",
+                                  code="refresh_failed") from None
+            except httpx.HTTPError as exc:
+                raise ServiceUnavailable(f"Auth is unreachable at {self.config.url}: {type(exc).__name__}",
+                                         code="unreachable") from None
+            if res.session is None:
+                self._client = None
+                raise SignInError("the session could not be refreshed; sign in again", code="refresh_failed")
+            self._expires_at = float(res.session.expires_at or time.time() + res.session.expires_in)
+            token = res.session.access_token
+        for fn in list(self._listeners):
+            fn(token)
+
+    def on_token(self, fn: Callable[[str], Any]) -> Callable[[], None]:
+        """Call ``fn(access_token)`` after every refresh; returns an unsubscribe function."""
+        self._listeners.append(fn)
+        return lambda: self._listeners.remove(fn) if fn in self._listeners else None
+
+    def sign_out(self) -> None:
+        if self._client is None:
+            return
+        try:
+            self._client.auth.sign_out()
+        except (AuthError, httpx.HTTPError):
+            pass  # the local state is dropped either way; the server session simply expires
+        self._client = None
+        self._listeners.clear()
+
+    # -- realtime --------------------------------------------------------------------
+    async def realtime_client(self) -> AsyncClient:
+        """An async supabase-py client for Realtime (the sync client has none), carrying this
+        session's token and kept current on every refresh. It never signs in itself, so it
+        never refreshes on its own."""
+        import asyncio
+
+        from supabase import AClientOptions, acreate_client
+
+        token = self.access_token
+        ac = await acreate_client(self.config.url, self.config.anon_key,
+                                  AClientOptions(auto_refresh_token=False, persist_session=False))
+        await ac.realtime.set_auth(token)
+        loop = asyncio.get_running_loop()
+
+        def push(new_token: str) -> None:
+            # refresh may run on any thread; the Realtime socket lives on this loop
+            loop.call_soon_threadsafe(lambda: loop.create_task(ac.realtime.set_auth(new_token)))
+
+        self.on_token(push)
+        return ac
+
+    # -- helpers -----------------------------------------------------------------------
+    def _read_role(self) -> str | None:
+        assert self._client is not None
+        rows = self._client.table("user_roles").select("role").eq("user_id", self.user_id).execute().data
+        return rows[0]["role"] if rows else None
+
+
+def _auth_message(exc: Exception) -> str:
+    msg = getattr(exc, "message", None) or str(exc)
+    return msg[:200]
+
+
+def sign_in(config: ConsoleConfig, email: str, password: str, *,
+            refresh_margin_s: float = REFRESH_MARGIN_S) -> Session:
+    """Sign in with email and password. The password is used for this one call only."""
+    email = (email or "").strip()
+    if not EMAIL_RE.match(email):
+        raise SignInError("enter an email address such as ops@example.com", code="bad_email")
+    if not password:
+        raise SignInError("enter the password", code="no_password")
+    client = create_client(config.url, config.anon_key,
+                           ClientOptions(auto_refresh_token=False, persist_session=False,
+                                         function_client_timeout=FUNCTION_TIMEOUT_S))
+    try:
+        client.auth.sign_in_with_password({"email": email, "password": password})
+    except AuthApiError as exc:
+        if exc.status in (400, 401, 422):
+            raise SignInError(f"sign-in refused for {email}: wrong email or password", code="bad_credentials",
+                              status=exc.status) from None
+        raise SignInError(f"sign-in failed for {email}: {_auth_message(exc)}", code="auth_error",
+                          status=exc.status) from None
+    except AuthError as exc:
+        raise SignInError(f"sign-in failed for {email}: {_auth_message(exc)}", code="auth_error") from None
+    except httpx.HTTPError as exc:
+        raise ServiceUnavailable(f"Auth is unreachable at {config.url}: {type(exc).__name__}",
+                                 code="unreachable") from None
+    finally:
+        password = ""  # noqa: F841 -- drop our reference at once
+    return Session(config, client, refresh_margin_s=refresh_margin_s)
+
+
+def sign_in_from_env(env: Mapping[str, str] | None = None, **kw: Any) -> Session | None:
+    """Sign in with RACKPILOT_CONSOLE_EMAIL / RACKPILOT_CONSOLE_PASSWORD when both are set
+    (demo and headless runs); None when they are not."""
+    env = os.environ if env is None else env
+    email, password = env.get("RACKPILOT_CONSOLE_EMAIL"), env.get("RACKPILOT_CONSOLE_PASSWORD")
+    if not email or not password:
+        return None
+    return sign_in(ConsoleConfig.from_env(env), email, password, **kw)

@@ -1,0 +1,68 @@
+"""Blocker resolution wizard view: one decision row per blocker, bulk actions, save."""
+
+from __future__ import annotations
+
+import ipywidgets as w
+
+from console.api import DECISIONS
+from console.models.blockers import DECISION_LABELS, BlockerWizard
+from console.widgets.common import STYLE, Status, guarded, html_table
+
+
+class BlockerWizardView(w.VBox):
+    def __init__(self, wizard: BlockerWizard) -> None:
+        self.wz = wizard
+        self.status = Status()
+        self.head = w.HTML()
+        self.table = w.HTML()
+        self.rows = w.VBox()
+        self.bulk_decision = w.Dropdown(options=[(DECISION_LABELS[d], d) for d in DECISIONS], description="all")
+        self.bulk_kind = w.Dropdown(description="of kind", options=[("any", None)])
+        self.bulk_go = w.Button(description="Apply to undecided")
+        self.bulk_go.on_click(guarded(self.status, lambda _: self._bulk()))
+        self.resume = w.Checkbox(value=True, description="resume the job when saved")
+        self.abort_ok = w.Checkbox(value=False, description="yes, abort cancels the job")
+        self.save = w.Button(description="Save decisions", button_style="warning")
+        self.save.on_click(guarded(self.status, lambda _: self._save()))
+        self.reload = w.Button(description="Reload", icon="refresh")
+        self.reload.on_click(guarded(self.status, lambda _: self.wz.load()))
+        wizard.on_change(self.render)
+        super().__init__([self.head, self.table, self.rows, w.HBox([self.bulk_decision, self.bulk_kind, self.bulk_go]),
+                          w.HBox([self.resume, self.abort_ok]), w.HBox([self.reload, self.save]), self.status])
+        self.render()
+
+    def _bulk(self) -> None:
+        n, skipped = self.wz.bulk(self.bulk_decision.value, kind=self.bulk_kind.value)
+        (self.status.warn if skipped else self.status.ok)(f"{n} decided" + (f"; skipped: {'; '.join(skipped)}"
+                                                                            if skipped else ""))
+
+    def _save(self) -> None:
+        res = self.wz.save(resume=self.resume.value, confirm_abort=self.abort_ok.value)
+        self.status.ok(f"{res.get('recorded')} decision(s) saved; job is {res.get('status')}"
+                       + (" and resumed" if res.get("resumed") else ""))
+
+    def _row(self, r: dict) -> w.Widget:
+        dd = w.Dropdown(options=[("— decide —", "")] + [(DECISION_LABELS[d], d) for d in DECISIONS],
+                        value=r["decision"], layout=w.Layout(width="320px"))
+
+        def changed(ch: dict, bid: str = r["id"]) -> None:
+            if ch["new"]:
+                guarded(self.status, self.wz.decide)(bid, ch["new"])
+            else:
+                self.wz.clear(bid)
+        dd.observe(changed, names="value")
+        return w.HBox([w.HTML(f"<code>{r['kind']}</code> {r['vm']} on {r['host']}", layout=w.Layout(width="45%")), dd])
+
+    def render(self) -> None:
+        wz = self.wz
+        j = wz.job
+        state = f"{j.get('status')}" + (f" ({j.get('pause_reason')})" if j.get("pause_reason") else "")
+        self.head.value = (f"{STYLE}<h4>Blockers of job {wz.job_id[:8]} — {state}</h4>"
+                           + ("" if wz.paused_for_blockers or not j else
+                              "<div class='rp-warn'>the job is not paused for blockers: decisions will be refused</div>"))
+        rows = wz.rows()
+        self.table.value = html_table(rows, ["kind", "host", "vm", "description", "detected", "decision"],
+                                      css="rp-blockers", empty="no open blockers")
+        self.rows.children = [self._row(r) for r in rows]
+        kinds = sorted({r["kind"] for r in rows})
+        self.bulk_kind.options = [("any", None)] + [(k, k) for k in kinds]
