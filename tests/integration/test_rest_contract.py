@@ -402,6 +402,8 @@ def test_raw_http_errors(rest_schema, api_url, service_key, anon_key):
         assert r.status_code == 400 and r.json()["code"] == "PGRST100"
         r = http.get(f"{url}?qty=in.(1,2", headers=hdrs)
         assert r.status_code == 400 and r.json()["code"] == "PGRST100"
+        r = http.get(f"{url}?name=eq.%ff", headers=hdrs)  # not UTF-8 once decoded
+        assert r.status_code == 400 and r.json()["code"] == "PGRST100"
         r = http.put(url, headers=hdrs, content=b"{}")
         assert r.status_code == 405 and set(r.json()) == {"code", "details", "hint", "message"}
         r = http.head(f"{url}?select=*&name=eq.no-such-row", headers={**hdrs, "Prefer": "count=exact"})

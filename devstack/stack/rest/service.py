@@ -100,10 +100,7 @@ class _Prefer:
 def _split_qs(raw: bytes) -> list[tuple[str, str]]:
     if not raw:
         return []
-    try:
-        text = raw.decode("ascii")
-    except UnicodeDecodeError:
-        text = raw.decode("latin-1")
+    text = raw.decode("utf-8")  # UnicodeDecodeError -> 400 in the caller
     pairs = []
     for part in text.split("&"):
         if not part:
@@ -128,10 +125,7 @@ def _single_accept(accept: str | None) -> bool:
             single = True
         elif media in ("application/json", "*/*", "application/*", ""):
             return single
-        elif media in ("application/geo+json", "text/csv", "application/octet-stream", "text/plain"):
-            continue
-        else:
-            continue
+        # any other media type is skipped: one acceptable entry in the list suffices
     if single:
         return True
     raise NotAcceptable("None of these media types are available: " + accept[:200],
