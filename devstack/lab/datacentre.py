@@ -16,8 +16,8 @@ firmware repository, linked so that they tell one story.
         dc.describe()          # URLs, ports, credentials file: what `rackpilot lab up` writes
 
 Everything is started and stopped as one. ``describe()`` is also written as JSON to
-``<workdir>/datacentre.json`` together with ``targets.json``, the executor's target
-access profile for this lab (``RACKPILOT_TARGETS_FILE``: TLS choices and time scale).
+``<workdir>/datacentre.json``, with what an executor needs to drive the lab (the TLS
+choices to store with the vCenter and server rows, and ``RACKPILOT_TARGET_TIME_SCALE``).
 """
 
 from __future__ import annotations
@@ -31,12 +31,13 @@ import shutil
 import string
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from .idrac import BMC, Lab, LabThread, Timing, make_dup
+from .idrac.bmc import default_components
 from .idrac.testing import FileServer
 from .vcsim import VcsimLab
 
@@ -59,6 +60,12 @@ class LinkedBMC(BMC):
         self.on_power = on_power  # callable(event, seconds) run outside the BMC's lock
         self.host_name = ""
         self._in_restart = False
+        self.flashes: list[float] = []  # wall-clock times firmware updates were requested
+
+    def simple_update(self, body: dict) -> Any:
+        job = super().simple_update(body)
+        self.flashes.append(time.time())
+        return job
 
     def _power_down(self, delay: float, then_on: bool = False) -> None:
         super()._power_down(delay, then_on)
@@ -106,6 +113,7 @@ class DataCentre:
     esxi_reboot_seconds: float = 0.5
     depots: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
     ome: bool = False
+    outdated: bool = True
     workdir: Path | None = None
     idrac_password: str = field(default_factory=lambda: secrets.token_urlsafe(12))
     # set by start()
@@ -150,6 +158,9 @@ class DataCentre:
         for i, name in enumerate(names):
             bmc = LinkedBMC(i, time_scale=self.time_scale, password=self.idrac_password, timing=timing,
                             on_power=self._linker(name))
+            if self.outdated:
+                # every server one release behind the catalog, so each host has updates
+                bmc.components = default_components(bmc.model, 0)
             bmc.service_tag = f"{prefix}{i:04d}"
             bmc.host_name = name
             linked.append(bmc)
@@ -255,16 +266,21 @@ class DataCentre:
         assert self.files is not None
         return self.files.url("Catalog.xml")
 
-    def targets_profile(self) -> dict[str, Any]:
-        """The executor's target access profile for this lab (see executor/handlers/_vsphere.py)."""
-        assert self.vcenter is not None and self.idrac is not None
-        targets: dict[str, dict[str, Any]] = {
-            f"{self.vcenter.host}:{self.vcenter.port}": {"ca_bundle": str(self.vcenter.ca_file)}}
-        for i in range(len(self.idrac.bmcs)):
-            parts = urlsplit(self.idrac.url(i))
-            targets[f"{parts.hostname}:{parts.port}"] = {"allow_plain_http": True}
-        # Budgets compressed 4x less than the lab's clock: headroom on a loaded machine.
-        return {"time_scale": self.time_scale / 4, "poll": 0.02, "targets": targets}
+    @property
+    def executor_time_scale(self) -> float:
+        """``RACKPILOT_TARGET_TIME_SCALE`` for an executor driving this lab: budgets compressed
+        4x less than the lab's clock, headroom on a loaded machine."""
+        return self.time_scale / 4
+
+    def vcenter_tls(self) -> dict[str, Any]:
+        """``vcenters.details.tls`` for this lab's vCenter (its own CA)."""
+        assert self.vcenter is not None
+        return {"ca_bundle": str(self.vcenter.ca_file)}
+
+    @staticmethod
+    def idrac_tls() -> dict[str, Any]:
+        """``servers.details.tls`` for this lab's iDRACs (plain HTTP on loopback)."""
+        return {"allow_plain_http": True}
 
     def describe(self) -> dict[str, Any]:
         assert self.vcenter is not None and self.idrac is not None and self.files is not None
@@ -283,7 +299,8 @@ class DataCentre:
                       "time_scale": self.time_scale},
             "firmware": {"catalog_url": self.catalog_url},
             "hosts": hosts,
-            "targets_file": str(self.workdir / "targets.json"),
+            "executor": {"RACKPILOT_TARGET_TIME_SCALE": self.executor_time_scale,
+                         "vcenter_tls": self.vcenter_tls(), "idrac_tls": self.idrac_tls()},
         }
         if self.ssh is not None:
             out["esxi_ssh"] = {"username": self.ssh.username, "client_key": str(self.ssh.client_key),
@@ -293,12 +310,43 @@ class DataCentre:
                           "password_file": str(self.workdir / "idrac-password")}
         return out
 
+    def register(self, query: Any, site_id: str, public_key_b64: str, key_id: str,
+                 name: str = "lab-vcenter") -> dict[str, Any]:
+        """Put this lab into a site's inventory: the vCenter and one server per host, with
+        their credentials sealed to an executor key (as ``encrypt-credentials`` does).
+        ``query(sql, *args)`` runs SQL as an admin (tests, ``rackpilot lab up``)."""
+        from executor.secrets import seal, unb64u
+
+        assert self.vcenter is not None and self.idrac is not None
+        pub = unb64u(public_key_b64)
+
+        def cred(kind: str, username: str, password: str) -> str:
+            env = seal(pub, {"username": username, "password": password})
+            return query("insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id) "
+                         "values (%s, %s, %s, %s, %s, %s) returning id", site_id, f"{name}-{kind}", kind, username,
+                         json.dumps(env), key_id)[0]["id"]
+
+        vc_cred = cred("vcenter", self.vcenter.username, self.vcenter.password)
+        idrac_cred = cred("idrac", "root", self.idrac_password)
+        vc_id = query("insert into public.vcenters (site_id, name, address, credential_set_id, details) "
+                      "values (%s, %s, %s, %s, %s) returning id", site_id, name,
+                      f"https://{self.vcenter.host}:{self.vcenter.port}", vc_cred,
+                      json.dumps({"tls": self.vcenter_tls()}))[0]["id"]
+        servers = {}
+        for host, i in self.host_bmc.items():
+            bmc = self.idrac.bmcs[i]
+            servers[host] = query(
+                "insert into public.servers (site_id, name, idrac_address, service_tag, model, credential_set_id, "
+                "details) values (%s, %s, %s, %s, %s, %s, %s) returning id", site_id, f"{host}-srv",
+                self.idrac.url(i), bmc.service_tag, bmc.model, idrac_cred,
+                json.dumps({"tls": self.idrac_tls()}))[0]["id"]
+        return {"vcenter_id": vc_id, "credential_set_ids": [vc_cred, idrac_cred], "servers": servers}
+
     def _write_description(self) -> None:
         assert self.workdir is not None
         pw = self.workdir / "idrac-password"
         pw.write_text(self.idrac_password)
         pw.chmod(0o600)
-        (self.workdir / "targets.json").write_text(json.dumps(self.targets_profile(), indent=1))
         (self.workdir / "datacentre.json").write_text(json.dumps(self.describe(), indent=1))
 
 

@@ -1,0 +1,222 @@
+"""Shared pieces of the vCenter handlers (``vcenter_sync``, ``rolling_cluster_update``,
+``esxi_upgrade``): control-plane reads and epoch-checked writes, target clients built from
+inventory rows and sealed credentials, and the inventory payload of a sync.
+
+Reaching targets
+----------------
+A vCenter's TLS choice lives in ``vcenters.details.tls`` and a server's iDRAC in
+``servers.details.tls`` (the Dell handlers' convention; see ``_dell.py``), never silent:
+``{"ca_bundle": path}``, ``{"insecure": true}``, ``{"allow_plain_http": true}`` (loopback lab
+only), or nothing for HTTPS verified against the system trust store. Target waits are the
+production defaults divided by ``RACKPILOT_TARGET_TIME_SCALE`` (default 1), the executor-side
+knob for a time-scaled lab.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+from dataclasses import dataclass, replace
+from typing import Any
+
+from ..steps import StepContext, StepError
+from ..targets.endpoint import Endpoint, Timeouts
+from ..targets.errors import TargetError
+from ..targets.vsphere import Inventory, VSphereClient, VSphereTimeouts
+from ..targets.vsphere_blockers import cluster_safety
+from . import _dell
+
+log = logging.getLogger("rackpilot.executor.vsphere")
+
+
+
+class VSphereHandlerError(StepError):
+    """Root of the vCenter handlers' failures (the job fails after its cleanup)."""
+
+
+class InventoryMissing(VSphereHandlerError):
+    """A row the job refers to (vCenter, cluster, host, server, credential) is not there."""
+
+
+class FailureBudgetExhausted(VSphereHandlerError):
+    """More hosts failed than the job's failure budget allows: the rollout stopped."""
+
+
+class VerificationFailed(VSphereHandlerError):
+    """A host came back with other versions than the update promised."""
+
+
+# --- reaching targets ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TargetProfile:
+    time_scale: float = 1.0
+
+    @classmethod
+    def load(cls) -> TargetProfile:
+        return cls(_dell.time_scale())
+
+    @staticmethod
+    def vcenter_endpoint(vcenter: dict[str, Any], username: str, password: str) -> Endpoint:
+        tls = (vcenter.get("details") or {}).get("tls") or {}
+        if not isinstance(tls, dict):
+            raise VSphereHandlerError(f"vCenter {vcenter['name']}: details.tls must be an object")
+        address = str(vcenter["address"])
+        url = address if "://" in address else f"https://{address}"
+        try:
+            return Endpoint(url, username, password, ca_bundle=tls.get("ca_bundle"),
+                            insecure=bool(tls.get("insecure")), name=vcenter["name"])
+        except TargetError as exc:
+            raise VSphereHandlerError(f"vCenter {vcenter['name']}: {exc}") from None
+
+    @staticmethod
+    def idrac_endpoint(server: dict[str, Any], username: str, password: str) -> Endpoint:
+        try:
+            return _dell.endpoint_for(server, {"username": username, "password": password})
+        except TargetError as exc:
+            raise VSphereHandlerError(f"server {server['name']}: {exc}") from None
+
+    @staticmethod
+    def dell_timeouts() -> Timeouts:
+        return _dell.target_timeouts()
+
+    def vsphere_timeouts(self) -> VSphereTimeouts:
+        t = VSphereTimeouts()
+        if self.time_scale == 1:
+            return t
+        c = t.compressed(self.time_scale)
+        # loopback SOAP round trips still take real milliseconds on a loaded machine
+        return replace(c, connect=max(c.connect, 10.0), task=max(c.task, 10.0), poll=max(c.poll, 0.02))
+
+    def seconds(self, real_world_seconds: float) -> float:
+        """A real-world duration (an evacuation budget, say) on the targets' clock."""
+        return real_world_seconds / self.time_scale
+
+
+# --- control plane -------------------------------------------------------------------------------
+def control(ctx: StepContext) -> Any:
+    runner = getattr(ctx.session, "runner", None)
+    if runner is None:
+        raise VSphereHandlerError("this job session has no control-plane client")
+    return runner.control
+
+
+async def select(ctx: StepContext, table: str, columns: str, **filters: Any) -> list[dict[str, Any]]:
+    return await control(ctx).select(table, columns, **filters)
+
+
+async def one(ctx: StepContext, table: str, columns: str, what: str, **filters: Any) -> dict[str, Any]:
+    rows = await select(ctx, table, columns, **filters)
+    if not rows:
+        raise InventoryMissing(f"{what} does not exist (any more); run vcenter_sync or fix the job")
+    return rows[0]
+
+
+async def write(ctx: StepContext, fn: str, **params: Any) -> Any:
+    """An epoch-checked RPC for this job (fencing and retries as for step reports)."""
+    return await ctx.session._write(fn, params)  # type: ignore[attr-defined]
+
+
+async def update_task(ctx: StepContext, host: dict[str, Any], status: str, *, progress: int | None = None,
+                      details: dict[str, Any] | None = None, error: str | None = None,
+                      seq: int | None = None) -> None:
+    await write(ctx, "update_task", p_target_kind="host", p_target_id=host["id"], p_status=status,
+                p_progress=progress, p_details=details, p_error=error, p_target_name=host.get("name"), p_seq=seq)
+
+
+async def put_artifact(ctx: StepContext, kind: str, content: bytes, *, content_type: str,
+                       server_id: str | None = None) -> str:
+    return await write(ctx, "put_artifact", p_kind=kind, p_content_base64=base64.b64encode(content).decode(),
+                       p_sha256=hashlib.sha256(content).hexdigest(), p_content_type=content_type,
+                       p_server_id=server_id)
+
+
+async def credential(ctx: StepContext, credential_id: str | None, what: str) -> tuple[str, str]:
+    if not credential_id:
+        raise InventoryMissing(f"{what} has no credential set")
+    cred = await ctx.credentials(str(credential_id))
+    username, password = cred.get("username"), cred.get("password")
+    if not username or password is None:
+        raise VSphereHandlerError(f"the credential of {what} has no username/password")
+    return str(username), str(password)
+
+
+async def vcenter_client(ctx: StepContext, vcenter: dict[str, Any], profile: TargetProfile) -> VSphereClient:
+    user, pw = await credential(ctx, vcenter.get("credential_set_id"), f"vCenter {vcenter['name']}")
+    ep = profile.vcenter_endpoint(vcenter, user, pw)
+    client = VSphereClient(ep, profile.vsphere_timeouts())
+    await asyncio.to_thread(client.connect)
+    return client
+
+
+# --- inventory payload ---------------------------------------------------------------------------
+_POWER = {"poweredOn": "on", "poweredOff": "off", "suspended": "off", "standBy": "off"}
+_CONNECTION = {"connected": "connected", "disconnected": "disconnected", "notResponding": "not_responding"}
+SAFETY = {"ok": "safe", "degraded": "degraded", "unsafe": "unsafe"}
+
+
+def _local(inv: Inventory, ds: str) -> bool:
+    d = inv.datastores.get(ds)
+    return d is not None and not d.shared
+
+
+def inventory_payload(inv: Inventory, include_vms: bool = True) -> dict[str, Any]:
+    """What ``vsphere_sync_inventory`` stores: plain rows keyed by moref."""
+    clusters, hosts, vms, safety = [], [], [], []
+    for c in inv.clusters.values():
+        behavior = c.drs.get("default_vm_behavior") or ("fullyAutomated" if c.drs.get("enabled") else "")
+        clusters.append({
+            "moref": c.moid, "name": c.name, "ha_enabled": c.ha_enabled,
+            "ha_admission_control": bool(c.ha.get("admission_control_enabled")),
+            "drs_enabled": bool(c.drs.get("enabled")),
+            "drs_automation": behavior if c.drs.get("enabled") else None,
+            "details": {"datacenter": c.datacenter, "ha": c.ha, "drs": c.drs,
+                        "rules": [{"name": r.name, "enabled": r.enabled, "mandatory": r.mandatory, "vms": list(r.vms),
+                                   "affine_hosts": list(r.affine_hosts)} for r in c.rules]},
+        })
+        s = cluster_safety(inv, c.moid)
+        members = [inv.hosts[h] for h in c.hosts if h in inv.hosts]
+        safety.append({
+            "cluster_moref": c.moid, "status": SAFETY[s["status"]], "hosts_total": len(members),
+            "hosts_in_maintenance": sum(1 for h in members if h.in_maintenance),
+            "hosts_disconnected": sum(1 for h in members if h.connection_state != "connected"),
+            "ha_enabled": c.ha_enabled, "drs_enabled": bool(c.drs.get("enabled")),
+            "details": {"reasons": s["reasons"], "active_hosts": s["active_hosts"]},
+        })
+    for h in inv.hosts.values():
+        hosts.append({
+            "moref": h.moid, "name": h.name, "cluster_moref": h.cluster, "esxi_version": h.version,
+            "esxi_build": h.build, "connection_state": _CONNECTION.get(h.connection_state, "unknown"),
+            "in_maintenance": h.in_maintenance, "power_state": _POWER.get(h.power_state, "unknown"),
+            "service_tag": (h.service_tag or "").upper(), "bmc_address": h.bmc_address or "",
+        })
+    if include_vms:
+        for v in inv.vms.values():
+            if v.template:
+                continue
+            devices = [d for d in v.devices if not (d.kind == "disk" and not _local(inv, d.datastore))]
+            vms.append({
+                "moref": v.moid, "name": v.name, "host_moref": v.host,
+                "power_state": _POWER.get(v.power_state, "unknown"),
+                "has_usb_passthrough": any(d.kind == "usb" and d.backing in ("host_device", "passthrough")
+                                           for d in v.devices),
+                "has_pci_passthrough": any(d.kind == "pci_passthrough" for d in v.devices),
+                "has_vgpu": any(d.kind == "vgpu" for d in v.devices),
+                "ft_enabled": v.ft_state not in ("", "notConfigured"),
+                "cdrom_connected": any(d.kind in ("cdrom", "floppy") and d.connected for d in v.devices),
+                "on_local_storage": any(_local(inv, ds) for ds in v.datastores),
+                "details": {"memory_mb": v.memory_mb, "num_cpu": v.num_cpu, "ft_state": v.ft_state,
+                            "devices": [{"kind": d.kind, "label": d.label, "connected": d.connected,
+                                         "backing": d.backing, "path": d.path} for d in devices]},
+            })
+    return {"version": inv.vcenter.get("version"), "include_vms": include_vms, "clusters": clusters,
+            "hosts": hosts, "vms": vms, "safety": safety}
+
+
+async def sync_inventory(ctx: StepContext, vcenter: dict[str, Any], inv: Inventory, *, include_vms: bool = True,
+                         prune: bool = False) -> dict[str, Any]:
+    """Store ``inv`` for ``vcenter`` in one epoch-checked request; returns the RPC's counts."""
+    payload = await asyncio.to_thread(inventory_payload, inv, include_vms)
+    return await write(ctx, "vsphere_sync_inventory", p_vcenter_id=vcenter["id"], p_inventory=payload,
+                       p_prune=prune)

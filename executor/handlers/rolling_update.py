@@ -1,0 +1,641 @@
+"""``rolling_cluster_update``: update the firmware of every host of a vCenter cluster, a few
+hosts at a time, without ever taking the cluster down, and leave the cluster as it was.
+
+Steps (priority order):
+
+=========================  =========  ========================================================
+step                       resumable  what it does
+=========================  =========  ========================================================
+preflight                  yes        vCenter and every iDRAC reachable, inventory synced,
+                                      firmware compliance against the catalog per host
+                                      (early exit when nothing needs updating), one
+                                      pre-flight report per cluster stored as an artifact
+blocker_scan               yes        VMs that cannot move off planned hosts; pauses the job
+                                      with exactly those blockers, and after the resume
+                                      applies the operator's decisions (power a VM off and
+                                      back on around its host, skip a host)
+record_cluster_settings    yes        HA and DRS settings recorded exactly (checkpoint)
+relax_cluster_settings     yes        HA admission control off (HA itself stays on to protect
+                                      VMs), DRS fully automated, so evacuation can proceed
+rollout                    yes*       per wave of hosts (wave size: the job's
+                                      ``max_parallel_hosts`` capped by the safety policy's
+                                      ``max_hosts_out_per_cluster``): SCP backup stored, firmware
+                                      staged while the host still serves VMs, resolved VMs
+                                      powered off, maintenance mode with an evacuation budget
+                                      proportional to the host's VM memory, one reboot that
+                                      applies the staged firmware, iDRAC and ESXi back, versions
+                                      verified, maintenance exited, VMs powered back on
+restore_cluster_settings   yes        HA/DRS exactly as recorded, verified by reading back
+cleanup (cleanup step)     -          on every exit path (success, failure, cancel, after crash
+                                      recovery): settings restored, hosts this job put into
+                                      maintenance taken out once they respond, VMs it powered
+                                      off powered on
+=========================  =========  ========================================================
+
+\\* ``rollout`` is resumable because it resumes from its saved per-host phase and never
+repeats a flash: a host found in phase ``apply`` after a crash is not flashed again - the
+executor waits for the iDRAC's own jobs and the host to come back and verifies the versions.
+
+Why the blocker scan runs before HA is touched (the seed relaxes HA first): a job paused
+for an operator's decision then leaves the cluster exactly as it found it, however long the
+decision takes.
+
+The failure budget: a failed host (evacuation timeout, firmware job failure, versions not
+as promised, host not back) is recorded on its task and taken out of maintenance when it
+responds; once more hosts failed than ``failure_budget`` allows, the rollout stops and the
+job fails (cleanup still runs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import urllib.request
+from dataclasses import asdict
+from typing import Any
+
+from ..jobparams import BlockerDefault, RollingClusterUpdateParams
+from ..steps import (
+    Blocker,
+    BlockersFound,
+    JobCancelled,
+    JobHandler,
+    StepContext,
+    StepError,
+    cleanup_step,
+    step,
+)
+from ..targets.catalog import Catalog, UpdatePackage
+from ..targets.dell import FAILED, IDRAC_COMPONENT_ID
+from ..targets.errors import JobFailed, TargetError
+from ..targets.redfish import RedfishClient
+from ..targets.vsphere import Inventory, VSphereClient
+from ..targets.vsphere_blockers import BLOCKING, host_blockers, preflight_report
+from . import register
+from ._vsphere import (
+    FailureBudgetExhausted,
+    InventoryMissing,
+    TargetProfile,
+    VerificationFailed,
+    VSphereHandlerError,
+    credential,
+    one,
+    put_artifact,
+    select,
+    sync_inventory,
+    update_task,
+    vcenter_client,
+    write,
+)
+
+log = logging.getLogger("rackpilot.executor.rolling_update")
+
+# Blocker kinds of the scan that the data model names directly; the others are 'other'.
+DB_BLOCKER_KINDS = {"usb_passthrough", "pci_passthrough", "vgpu", "fault_tolerance", "cdrom_connected",
+                    "local_storage"}
+# Evacuation budget: a floor plus time per GiB of powered-on VM memory (vMotion copies
+# memory; ~1 GiB per 10-15 s on a 10 GbE vMotion network), capped by vmotion_timeout_s.
+EVACUATION_FLOOR_S = 60.0
+EVACUATION_S_PER_GIB = 15.0
+
+
+class CatalogUnavailable(VSphereHandlerError):
+    """The firmware catalog could not be fetched or parsed."""
+
+
+class HostFailed(VSphereHandlerError):
+    """One host's update failed; counted against the failure budget."""
+
+
+def _kind(scan_kind: str) -> str:
+    return scan_kind if scan_kind in DB_BLOCKER_KINDS else "other"
+
+
+def _packages(rows: list[dict[str, Any]]) -> list[UpdatePackage]:
+    return [UpdatePackage(**r) for r in rows]
+
+
+def evacuation_budget_s(memory_mb: int, cap_s: float) -> float:
+    """Evacuation budget (real-world seconds) for a host with ``memory_mb`` of running VMs."""
+    return min(cap_s, EVACUATION_FLOOR_S + EVACUATION_S_PER_GIB * memory_mb / 1024)
+
+
+# --- per-host work against the targets (blocking; run in a thread) --------------------------------
+class HostWork:
+    """The target side of one host's update; every method is blocking."""
+
+    def __init__(self, profile: TargetProfile, vc: VSphereClient, host: dict[str, Any], idrac_user: str,
+                 idrac_password: str):
+        self.profile = profile
+        self.vc = vc
+        self.host = host
+        self.user, self.password = idrac_user, idrac_password
+
+    def redfish(self) -> RedfishClient:
+        ep = self.profile.idrac_endpoint(self.host["server"], self.user, self.password)
+        return RedfishClient(ep, self.profile.dell_timeouts())
+
+    def scp_backup(self) -> bytes:
+        with self.redfish() as c:
+            return c.require_dell("SCP backup").export_scp().text.encode()
+
+    def stage(self, packages: list[UpdatePackage]) -> list[str]:
+        """Stage reboot-required packages (job Scheduled, applied at the next boot) and apply
+        the ones the iDRAC applies by itself now: all while the host still serves VMs."""
+        staged: list[str] = []
+        with self.redfish() as c:
+            dell = c.require_dell("stage firmware")
+            if any(not j.finished for j in dell.jobs()):
+                dell.clear_job_queue()  # stale or half-staged entries from an earlier attempt
+            current = {fc.component_id: fc.version for fc in c.firmware_inventory()}
+            for p in sorted(packages, key=lambda p: not p.reboot_required):
+                if current.get(p.component_id) == p.target_version:
+                    continue
+                jid = dell.simple_update(p.image_uri)
+                stop = frozenset({"Scheduled"}) if p.reboot_required else frozenset()
+                job = dell.wait_job(jid, stop_at=stop, operation=f"stage {p.name or p.component_id}")
+                if job.state == "Scheduled":
+                    staged.append(jid)
+                elif p.component_id == IDRAC_COMPONENT_ID or "idrac" in (p.name or "").lower():
+                    # Quirk: new iDRAC firmware restarts the iDRAC right after its job completes.
+                    dell.wait_idrac_back(operation=f"apply {p.name}", expect_down=True)
+                else:
+                    dell.wait_lc_ready(operation=f"apply {p.name}")
+        return staged
+
+    def boot_time(self) -> str:
+        return self.vc.host(self.host["moref"]).boot_time
+
+    def reboot_apply(self, staged: list[str]) -> None:
+        """One reboot applies every staged job; wait for each and for the LC."""
+        with self.redfish() as c:
+            dell = c.require_dell("apply firmware")
+            c.power("graceful_restart" if c.power_state() == "On" else "on")
+            for jid in staged:
+                dell.wait_job(jid, operation="apply staged firmware")
+            dell.wait_lc_ready(operation="firmware applied")
+
+    def apply_in_maintenance(self, packages: list[UpdatePackage]) -> None:
+        """Naive path: download, stage and apply everything while the host is out."""
+        with self.redfish() as c:
+            report = c.require_dell("firmware update").update_firmware(packages)
+            report.raise_for_failures(c.target)
+
+    def settle_after_interruption(self) -> None:
+        """Resume after an executor crash in the middle of an apply: let the iDRAC finish
+        what it was doing (its jobs run without us), never start anything new."""
+        with self.redfish() as c:
+            dell = c.require_dell("resume firmware apply")
+            deadline = time.monotonic() + c.timeouts.job
+            while True:
+                jobs = dell.jobs()
+                failed = [j for j in jobs if j.state in FAILED]
+                running = [j for j in jobs if not j.finished and j.state != "Scheduled"]
+                if failed:
+                    raise JobFailed(f"firmware job {failed[0].id} ended {failed[0].state}: {failed[0].message}",
+                                    job_id=failed[0].id, state=failed[0].state, target=c.target,
+                                    operation="resume firmware apply")
+                if not running:
+                    break
+                if time.monotonic() > deadline:
+                    raise HostFailed(f"{self.host['name']}: firmware jobs still running after the crash recovery")
+                c.sleep(c.timeouts.poll)
+            dell.wait_lc_ready(operation="resume firmware apply")
+
+    def wait_esxi(self, booted_after: str | None) -> None:
+        self.vc.wait_for_host(self.host["moref"], booted_after=booted_after)
+
+    def verify(self, packages: list[UpdatePackage]) -> dict[str, str]:
+        with self.redfish() as c:
+            after = {fc.component_id: fc.version for fc in c.firmware_inventory()}
+        wrong = {p.name or p.component_id: f"{after.get(p.component_id)} (wanted {p.target_version})"
+                 for p in packages if after.get(p.component_id) != p.target_version}
+        if wrong:
+            raise VerificationFailed(f"{self.host['name']}: versions after the update: "
+                                     + ", ".join(f"{k} {v}" for k, v in wrong.items()))
+        return {p.component_id: after[p.component_id] for p in packages}
+
+    def running_vms(self, morefs: list[str]) -> list[str]:
+        return [m for m in morefs if self.vc.vm_power_state(m) == "poweredOn"]
+
+
+@register
+class RollingClusterUpdateHandler(JobHandler):
+    job_type = "rolling_cluster_update"
+
+    def validate(self, job: dict[str, Any]) -> None:
+        try:
+            params = RollingClusterUpdateParams.model_validate(job.get("params") or {})
+        except ValueError as exc:
+            raise StepError(f"invalid rolling_cluster_update params: {exc}") from None
+        if params.esxi is not None:
+            raise StepError("an ESXi upgrade in the same reboot is not supported yet; run esxi_upgrade "
+                            "after the firmware rollout")
+
+    # helpers ----------------------------------------------------------------------------------
+    @staticmethod
+    def _params(ctx: StepContext) -> RollingClusterUpdateParams:
+        return RollingClusterUpdateParams.model_validate(ctx.params)
+
+    async def _vcenter(self, ctx: StepContext) -> tuple[dict[str, Any], dict[str, Any]]:
+        params = self._params(ctx)
+        cluster = await one(ctx, "clusters", "id,name,moref,vcenter_id,site_id", f"cluster {params.cluster_id}",
+                            id=str(params.cluster_id))
+        vc = await one(ctx, "vcenters", "id,name,address,credential_set_id,site_id,details",
+                       f"vCenter of cluster {cluster['name']}", id=cluster["vcenter_id"])
+        return cluster, vc
+
+    def _max_out(self, ctx: StepContext) -> int:
+        jt = (ctx.engine.policy.data.get("job_types") or {}).get(self.job_type) or {}
+        policy_max = int(jt.get("max_hosts_out_per_cluster") or 1)
+        return max(1, min(self._params(ctx).max_parallel_hosts, policy_max))
+
+    # steps -----------------------------------------------------------------------------------------
+    @step(100, resumable=True)
+    async def preflight(self, ctx: StepContext) -> dict[str, Any]:
+        params = self._params(ctx)
+        profile = TargetProfile.load()
+        cluster, vc = await self._vcenter(ctx)
+        client = await vcenter_client(ctx, vc, profile)
+        try:
+            inv = await asyncio.to_thread(client.inventory)
+        finally:
+            await asyncio.to_thread(client.close)
+        if cluster["moref"] not in inv.clusters:
+            raise InventoryMissing(f"cluster {cluster['name']} ({cluster['moref']}) is not in vCenter {vc['name']}")
+        await sync_inventory(ctx, vc, inv)
+        c = inv.clusters[cluster["moref"]]
+        if not c.drs.get("enabled"):
+            raise VSphereHandlerError(f"DRS is disabled on cluster {c.name}: maintenance mode cannot evacuate "
+                                      "VMs; enable DRS first")
+        rows = await select(ctx, "esxi_hosts", "id,name,moref,server_id,cluster_id,in_maintenance,connection_state",
+                            cluster_id=cluster["id"])
+        by_id = {str(r["id"]): r for r in rows}
+        if params.host_ids:
+            missing = [str(h) for h in params.host_ids if str(h) not in by_id]
+            if missing:
+                raise InventoryMissing(f"host(s) {', '.join(missing)} are not in cluster {c.name}")
+            hosts = [by_id[str(h)] for h in params.host_ids]
+        else:
+            hosts = sorted(rows, key=lambda r: r["name"])
+        # Hosts already out of service count against the policy: refuse rather than exceed it.
+        out = [inv.hosts[r["moref"]].name for r in rows if r["moref"] in inv.hosts and not inv.hosts[r["moref"]].active]
+        if out:
+            raise VSphereHandlerError(f"cluster {c.name} already has host(s) out of service ({', '.join(sorted(out))}); "
+                                      f"the policy allows {self._max_out(ctx)} at a time: bring them back first")
+        catalog = await asyncio.to_thread(self._catalog, params.firmware.catalog_url)
+        repo = params.firmware.catalog_url.rsplit("/", 1)[0]
+        plan, report_hosts = [], {}
+        for seq, h in enumerate(hosts):
+            if not h.get("server_id"):
+                raise InventoryMissing(f"host {h['name']} is not linked to a Dell server (service tag or BMC address); "
+                                       "register the server and run vcenter_sync")
+            server = await one(ctx, "servers", "id,name,idrac_address,credential_set_id,details",
+                               f"server of {h['name']}", id=h["server_id"])
+            user, pw = await credential(ctx, server.get("credential_set_id"), f"iDRAC of {h['name']}")
+            entry = {"id": str(h["id"]), "name": h["name"], "moref": h["moref"], "server_id": str(server["id"]),
+                     "server": {k: server[k] for k in ("id", "name", "idrac_address", "details")},
+                     "credential_set_id": server["credential_set_id"], "seq": seq}
+            packages, facts = await asyncio.to_thread(self._compliance, profile, entry, user, pw, catalog, repo,
+                                                      params.firmware.components)
+            report_hosts[h["name"]] = facts
+            memory = sum(inv.vms[v].memory_mb for v in inv.hosts[h["moref"]].vms
+                         if v in inv.vms and inv.vms[v].powered_on)
+            entry["vm_memory_mb"] = memory
+            if packages:
+                entry["packages"] = [asdict(p) for p in packages]
+                plan.append(entry)
+                await update_task(ctx, entry, "pending", seq=seq,
+                                  details={"updates": [p.name or p.component_id for p in packages]})
+            else:
+                await update_task(ctx, entry, "skipped", seq=seq, details={"reason": "already compliant"})
+        report = preflight_report(inv, c.moid, [h["moref"] for h in hosts])
+        report["firmware"] = report_hosts
+        report["catalog"] = {"url": params.firmware.catalog_url, "version": catalog.version,
+                             "age_days": catalog.age_days()}
+        report["plan"] = [h["name"] for h in plan]
+        artifact = await put_artifact(ctx, "preflight_report", json.dumps(report, indent=1, default=str).encode(),
+                                      content_type="application/json")
+        ctx.checkpoint.update({"plan": plan, "nothing_to_do": not plan, "preflight_artifact": artifact})
+        return {"hosts": len(hosts), "to_update": [h["name"] for h in plan], "nothing_to_do": not plan,
+                "preflight_artifact": artifact}
+
+    @staticmethod
+    def _catalog(url: str) -> Catalog:
+        try:
+            with urllib.request.urlopen(url, timeout=30) as resp:  # noqa: S310 - http(s) checked by the params model
+                data = resp.read()
+        except OSError as exc:
+            raise CatalogUnavailable(f"cannot fetch the firmware catalog {url}: {exc}") from None
+        try:
+            return Catalog.from_bytes(data, url)
+        except TargetError as exc:
+            raise CatalogUnavailable(str(exc)) from None
+
+    @staticmethod
+    def _compliance(profile: TargetProfile, host: dict[str, Any], user: str, pw: str, catalog: Catalog, repo: str,
+                    components: list[str]) -> tuple[list[UpdatePackage], dict[str, Any]]:
+        ep = profile.idrac_endpoint(host["server"], user, pw)
+        with RedfishClient(ep, profile.dell_timeouts()) as c:
+            info = c.system_info()
+            report = catalog.compliance(model=info.model, system_id=info.system_id, components=c.firmware_inventory())
+            dell = c.require_dell("pre-flight")
+            readiness = dell.readiness()
+        packages = report.update_packages(catalog.base_location, repo)
+        if components:
+            wanted = {x.lower() for x in components}
+            packages = [p for p in packages if p.component_id in components or (p.name or "").lower() in wanted]
+        return packages, {"model": info.model, "components": report.as_rows(), "idrac": readiness}
+
+    @step(90, resumable=True)
+    async def blocker_scan(self, ctx: StepContext) -> dict[str, Any]:
+        if ctx.checkpoint.get("nothing_to_do"):
+            return {"skipped": "nothing to update"}
+        params = self._params(ctx)
+        _, vc = await self._vcenter(ctx)
+        client = await vcenter_client(ctx, vc, TargetProfile.load())
+        try:
+            inv = await asyncio.to_thread(client.inventory)
+        finally:
+            await asyncio.to_thread(client.close)
+        plan = ctx.checkpoint["plan"]
+        # The operator's decisions on earlier pauses of this job.
+        blockers = await select(ctx, "job_blockers", "id,kind,host_id,vm_id,details,status", job_id=ctx.job_id)
+        decisions = {str(r["blocker_id"]): r["action"] for r in
+                     await select(ctx, "blocker_resolutions", "blocker_id,action", job_id=ctx.job_id)}
+        skip: set[str] = set(ctx.checkpoint.get("skip") or [])
+        power_off: dict[str, list[str]] = {k: list(v) for k, v in (ctx.checkpoint.get("power_off") or {}).items()}
+        for b in blockers:
+            action = decisions.get(str(b["id"]))
+            details = b.get("details") or {}
+            if action == "skip_host" and b.get("host_id"):
+                skip.add(str(b["host_id"]))
+            elif action == "power_off_vm" and details.get("vm_moref") and details.get("host_id"):
+                vms = power_off.setdefault(str(details["host_id"]), [])
+                if details["vm_moref"] not in vms:
+                    vms.append(details["vm_moref"])
+        vm_ids = {r["moref"]: str(r["id"]) for r in await select(ctx, "vms", "id,moref", vcenter_id=vc["id"])}
+        found: list[Blocker] = []
+        for h in plan:
+            if h["id"] in skip or h["moref"] not in inv.hosts:
+                continue
+            for b in host_blockers(inv, h["moref"]):
+                if b.severity != BLOCKING or b.vm in power_off.get(h["id"], []):
+                    continue
+                if params.blocker_default == BlockerDefault.POWER_OFF_VM:
+                    power_off.setdefault(h["id"], []).append(b.vm)
+                    continue
+                if params.blocker_default == BlockerDefault.SKIP_HOST:
+                    skip.add(h["id"])
+                    break
+                found.append(Blocker(kind=_kind(b.kind), target=b.vm_name, message=f"{b.vm_name} on {b.host_name}: {b.detail}",
+                                     details={"host_id": h["id"], "vm_id": vm_ids.get(b.vm), "vm_moref": b.vm,
+                                              "host_moref": b.host, "host_name": b.host_name, "vm_name": b.vm_name,
+                                              "scan_kind": b.kind}))
+        ctx.checkpoint["skip"] = sorted(skip)
+        ctx.checkpoint["power_off"] = power_off
+        if found:
+            # Invariant: no host enters maintenance before its blockers are resolved.
+            raise BlockersFound(found)
+        for h in plan:
+            if h["id"] in skip:
+                await update_task(ctx, h, "skipped", details={"reason": "skip_host decision"})
+        return {"skipped_hosts": [h["name"] for h in plan if h["id"] in skip],
+                "power_off_vms": sum(len(v) for v in power_off.values())}
+
+    @step(80, resumable=True)
+    async def record_cluster_settings(self, ctx: StepContext) -> dict[str, Any]:
+        if ctx.checkpoint.get("nothing_to_do") or ctx.checkpoint.get("recorded_settings"):
+            return {"recorded": bool(ctx.checkpoint.get("recorded_settings"))}
+        cluster, vc = await self._vcenter(ctx)
+        client = await vcenter_client(ctx, vc, TargetProfile.load())
+        try:
+            recorded = await asyncio.to_thread(client.read_cluster_settings, cluster["moref"])
+        finally:
+            await asyncio.to_thread(client.close)
+        ctx.checkpoint["recorded_settings"] = recorded
+        return {"recorded": recorded}
+
+    @step(70, resumable=True)
+    async def relax_cluster_settings(self, ctx: StepContext) -> dict[str, Any]:
+        recorded = ctx.checkpoint.get("recorded_settings")
+        if ctx.checkpoint.get("nothing_to_do") or not recorded:
+            return {"changed": {}}
+        ha, drs = {}, {}
+        if recorded["ha"].get("enabled") and recorded["ha"].get("admission_control_enabled"):
+            # HA stays on (it restarts VMs if another host fails meanwhile); only the capacity
+            # reservation that would refuse maintenance mode is lifted.
+            ha["admission_control_enabled"] = False
+        if recorded["drs"].get("enabled") and recorded["drs"].get("default_vm_behavior") not in ("fullyAutomated", ""):
+            drs["default_vm_behavior"] = "fullyAutomated"
+        if not ha and not drs:
+            return {"changed": {}}
+        cluster, vc = await self._vcenter(ctx)
+        client = await vcenter_client(ctx, vc, TargetProfile.load())
+        try:
+            await asyncio.to_thread(lambda: client.apply_cluster_settings(cluster["moref"], ha=ha or None,
+                                                                          drs=drs or None))
+        finally:
+            await asyncio.to_thread(client.close)
+        return {"changed": {"ha": ha, "drs": drs}}
+
+    @step(50, resumable=True)
+    async def rollout(self, ctx: StepContext) -> dict[str, Any]:
+        if ctx.checkpoint.get("nothing_to_do"):
+            return {"updated": [], "failed": []}
+        params = self._params(ctx)
+        progress: dict[str, Any] = dict(ctx.saved_progress or {})
+        progress.setdefault("done", [])
+        progress.setdefault("failed", [])
+        progress.setdefault("phase", {})
+        skip = set(ctx.checkpoint.get("skip") or [])
+        todo = [h for h in ctx.checkpoint["plan"]
+                if h["id"] not in skip and h["id"] not in progress["done"] and h["id"] not in progress["failed"]]
+        wave_size = self._max_out(ctx)
+        profile = TargetProfile.load()
+        _, vc = await self._vcenter(ctx)
+        client = await vcenter_client(ctx, vc, profile)
+        try:
+            for start in range(0, len(todo), wave_size):
+                wave = todo[start:start + wave_size]
+                # Safe point: no host of this job is out of service here.
+                if ctx.session.cancel_requested:
+                    for h in todo[start:]:
+                        await update_task(ctx, h, "cancelled", details={"reason": "job cancelled"})
+                    raise JobCancelled("cancel requested")
+                results = await asyncio.gather(*(self._host(ctx, params, profile, client, h, progress) for h in wave),
+                                               return_exceptions=True)
+                for h, res in zip(wave, results, strict=True):
+                    if isinstance(res, BaseException) and not isinstance(res, Exception):
+                        raise res
+                    if isinstance(res, Exception):
+                        progress["failed"].append(h["id"])
+                    else:
+                        progress["done"].append(h["id"])
+                    progress["phase"].pop(h["id"], None)
+                await ctx.save_progress(progress)
+                if len(progress["failed"]) > params.failure_budget:
+                    rest = todo[start + len(wave):]
+                    for h in rest:
+                        await update_task(ctx, h, "skipped", details={"reason": "rollout stopped: failure budget"})
+                    names = [h["name"] for h in ctx.checkpoint["plan"] if h["id"] in progress["failed"]]
+                    raise FailureBudgetExhausted(
+                        f"{len(progress['failed'])} host(s) failed ({', '.join(names)}), failure budget is "
+                        f"{params.failure_budget}: rollout stopped with {len(rest)} host(s) not updated")
+        finally:
+            await asyncio.to_thread(client.close)
+        names = {h["id"]: h["name"] for h in ctx.checkpoint["plan"]}
+        return {"updated": [names[i] for i in progress["done"]], "failed": [names[i] for i in progress["failed"]]}
+
+    async def _host(self, ctx: StepContext, params: RollingClusterUpdateParams, profile: TargetProfile,
+                    vc: VSphereClient, host: dict[str, Any], progress: dict[str, Any]) -> dict[str, Any]:
+        """One host, phase by phase; the phase is saved before each irreversible action."""
+        packages = _packages(host["packages"])
+        user, pw = await credential(ctx, host.get("credential_set_id"), f"iDRAC of {host['name']}")
+        work = HostWork(profile, vc, host, user, pw)
+        resumed_phase = progress["phase"].get(host["id"])
+        power_off = list((ctx.checkpoint.get("power_off") or {}).get(host["id"], []))
+        # After a crash the task remembers what this job already did to the host.
+        details: dict[str, Any] = await self._task_details(ctx, host) if resumed_phase else {}
+        earlier_off = list(details.get("powered_off_vms") or [])
+
+        async def phase(name: str, pct: int) -> None:
+            progress["phase"][host["id"]] = name
+            await ctx.save_progress(progress)
+            await update_task(ctx, host, "running", progress=pct, details={"phase": name, **details})
+
+        try:
+            if resumed_phase != "apply":
+                await phase("backup", 5)
+                # Invariant: no firmware is applied without a fresh SCP backup stored for it.
+                scp = await asyncio.to_thread(work.scp_backup)
+                details["scp_artifact"] = await put_artifact(ctx, "scp_backup", scp, content_type="application/json",
+                                                             server_id=host["server_id"])
+                staged: list[str] = []
+                if params.stage_firmware:
+                    await phase("stage", 15)
+                    staged = await asyncio.to_thread(work.stage, packages)
+                details["staged_jobs"] = staged
+                # A host-local rescan: a VM that gained a blocker since the scan fails the host
+                # instead of entering maintenance with it.
+                inv: Inventory = await asyncio.to_thread(vc.inventory)
+                late = [b for b in host_blockers(inv, host["moref"])
+                        if b.severity == BLOCKING and b.vm not in power_off]
+                if late:
+                    raise HostFailed(f"{host['name']}: new blocker(s) since the scan: "
+                                     + "; ".join(f"{b.vm_name}: {b.detail}" for b in late))
+                running = await asyncio.to_thread(work.running_vms, power_off)
+                details["powered_off_vms"] = sorted(set(running) | set(earlier_off))
+                details["maintenance_by_job"] = True
+                await phase("maintenance", 30)
+                for vm in running:
+                    await asyncio.to_thread(vc.power_off_vm, vm)
+                memory = sum(inv.vms[v].memory_mb for v in inv.hosts[host["moref"]].vms
+                             if v in inv.vms and inv.vms[v].powered_on and v not in running)
+                budget = evacuation_budget_s(memory, params.vmotion_timeout_s)
+                details["evacuation_budget_s"] = round(budget, 1)
+                await asyncio.to_thread(vc.enter_maintenance, host["moref"], profile.seconds(budget))
+                boot_before = await asyncio.to_thread(work.boot_time)
+                details["boot_before"] = boot_before
+                await phase("apply", 50)
+                if params.stage_firmware:
+                    await asyncio.to_thread(work.reboot_apply, staged)
+                else:
+                    await asyncio.to_thread(work.apply_in_maintenance, packages)
+            else:
+                # Crash recovery inside the apply: never flash again; let it finish and check.
+                details["resumed_after_interruption"] = True
+                boot_before = details.get("boot_before")
+                await asyncio.to_thread(work.settle_after_interruption)
+            await phase("wait_host", 75)
+            await asyncio.to_thread(work.wait_esxi, boot_before)
+            versions = await asyncio.to_thread(work.verify, packages)
+            details["versions"] = versions
+            await phase("exit_maintenance", 90)
+            await asyncio.to_thread(vc.exit_maintenance, host["moref"])
+            for vm in details.get("powered_off_vms") or []:
+                await asyncio.to_thread(vc.power_on_vm, vm)
+            details["maintenance_by_job"] = False
+            await update_task(ctx, host, "completed", progress=100, details={"phase": "done", **details})
+            return details
+        except (asyncio.CancelledError, JobCancelled):
+            raise
+        except Exception as exc:  # noqa: BLE001 - one host's failure is counted, not fatal by itself
+            error = str(exc)[:2000] or type(exc).__name__
+            log.warning("host %s failed: %s", host["name"], error)
+            try:
+                left_out = await asyncio.to_thread(self._bring_back, vc, host, details.get("powered_off_vms") or [])
+                details["maintenance_by_job"] = left_out
+            except Exception as back:  # noqa: BLE001 - the cleanup step tries again
+                details["bring_back_error"] = str(back)[:500]
+            await update_task(ctx, host, "failed", error=error, details={"phase": "failed", **details})
+            raise
+
+    @staticmethod
+    def _bring_back(vc: VSphereClient, host: dict[str, Any], vms: list[str]) -> bool:
+        """Take a failed host out of maintenance once it responds; True if it stays out."""
+        h = vc.host(host["moref"])
+        if h.connection_state != "connected":
+            h = vc.wait_for_host(host["moref"])
+        vc.exit_maintenance(host["moref"])
+        for vm in vms:
+            vc.power_on_vm(vm)
+        return False
+
+    @staticmethod
+    async def _task_details(ctx: StepContext, host: dict[str, Any]) -> dict[str, Any]:
+        rows = await select(ctx, "job_tasks", "details", job_id=ctx.job_id, target_kind="host", target_id=host["id"])
+        return dict(rows[0].get("details") or {}) if rows else {}
+
+    @step(30, resumable=True)
+    async def restore_cluster_settings(self, ctx: StepContext) -> dict[str, Any]:
+        return await self._restore(ctx)
+
+    async def _restore(self, ctx: StepContext) -> dict[str, Any]:
+        recorded = ctx.checkpoint.get("recorded_settings")
+        if not recorded:
+            return {"restored": False}
+        cluster, vc = await self._vcenter(ctx)
+        client = await vcenter_client(ctx, vc, TargetProfile.load())
+        try:
+            after = await asyncio.to_thread(client.restore_cluster_settings, cluster["moref"], recorded)
+        finally:
+            await asyncio.to_thread(client.close)
+        return {"restored": True, "ha_enabled": after["ha"]["enabled"],
+                "admission_control_enabled": after["ha"]["admission_control_enabled"]}
+
+    @cleanup_step(10, only_if_started="preflight")
+    async def cleanup(self, ctx: StepContext) -> dict[str, Any]:
+        """Every exit path: settings as recorded, no host of ours left in maintenance."""
+        out: dict[str, Any] = {"hosts_brought_back": []}
+        tasks = await select(ctx, "job_tasks", "target_id,target_name,details,status,error", job_id=ctx.job_id,
+                             target_kind="host")
+        ours = [t for t in tasks if (t.get("details") or {}).get("maintenance_by_job")]
+        errors = []
+        if ours:
+            _, vc = await self._vcenter(ctx)
+            client = await vcenter_client(ctx, vc, TargetProfile.load())
+            try:
+                for t in ours:
+                    d = t.get("details") or {}
+                    rows = await select(ctx, "esxi_hosts", "id,name,moref", id=t["target_id"])
+                    if not rows:
+                        continue
+                    try:
+                        await asyncio.to_thread(self._bring_back, client, rows[0], d.get("powered_off_vms") or [])
+                        await write(ctx, "update_task", p_target_kind="host", p_target_id=t["target_id"],
+                                    p_status=t["status"] if t["status"] != "running" else "failed",
+                                    p_details={"maintenance_by_job": False},
+                                    p_error=t.get("error") if t["status"] != "running" else
+                                    "interrupted; brought back out of maintenance by the cleanup")
+                        out["hosts_brought_back"].append(rows[0]["name"])
+                    except Exception as exc:  # noqa: BLE001 - report, keep cleaning up
+                        errors.append(f"{rows[0]['name']}: {exc}")
+            finally:
+                await asyncio.to_thread(client.close)
+        out.update(await self._restore(ctx))
+        if errors:
+            raise VSphereHandlerError("cleanup could not bring back: " + "; ".join(errors))
+        return out

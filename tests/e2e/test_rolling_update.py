@@ -1,0 +1,383 @@
+"""The rolling cluster update end to end: real executor processes on the real local stack,
+driving one coherent simulated data centre (iDRAC BMCs linked to vCenter hosts, firmware
+repository), with operator decisions through the ``resolve-blockers`` edge function.
+
+Scenario matrix (one lab cluster each; every scenario ends with the safety invariants):
+
+=================  ====================================================  ==========================
+scenario           what happens                                          expected outcome
+=================  ====================================================  ==========================
+happy (2 x 4)      two clusters rolled at once                          completed, 8 hosts updated
+blockers           one VM per blocker kind; operator powers VMs off,    paused with exactly those
+                   skips the pinned VM's host                           blockers, then completed;
+                                                                        skipped host untouched
+maintenance        evacuation slower than its memory-based budget       failed; HA restored, no
+timeout                                                                 host left in maintenance
+firmware failure   second host's firmware job fails, budget 0           failed after host 2; host
+                                                                        3 not touched
+cancel             cancel while host 1 is being updated                 host 1 finished, then
+                                                                        cancelled; HA restored
+kill -9 in         executor killed while a host enters maintenance,     recovered, completed
+maintenance        lease recovery, second executor
+kill -9 in apply   executor killed during the firmware reboot           recovered without a second
+                                                                        flash, completed
+=================  ====================================================  ==========================
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devstack.cli import add_user
+from devstack.lab.datacentre import DataCentre
+from executor import invariants as inv
+from executor.targets.endpoint import Endpoint
+from executor.targets.vsphere import VSphereClient, VSphereTimeouts
+from supabase import create_client
+from tests.e2e.executor_harness import Harness, wait_until
+
+LAB_SCALE = 400.0
+HA = {"enabled": True, "admission_control": True, "failover_level": 1}
+BIG = {"host_memory_mb": 2 * 1024 * 1024}
+
+
+def _cluster(name: str, hosts: int = 3, vms_per_host: int = 2, **kw: Any) -> dict[str, Any]:
+    return {"name": name, "hosts": hosts, "vms_per_host": vms_per_host, "host_memory_mb": 262144,
+            "vm_memory_mb": 2048, "ha": HA, **kw}
+
+
+BLOCKER_VMS = [  # (vm, host index, lab device kind or None for the pinned VM)
+    ("bv-usb", 0, "usb_passthrough"), ("bv-cdhost", 0, "cdrom_host_device"),
+    ("bv-ft", 1, "ft"), ("bv-vgpu", 1, "vgpu"),
+    ("bv-pci", 2, "pci_passthrough"), ("bv-local", 2, "local_disk"),
+    ("bv-floppy", 3, "floppy_connected"), ("bv-cdiso", 3, "cdrom_local_iso"),
+    ("bv-pinned", 4, None),
+]
+# scan kind the blocker scan reports per lab device kind, and the data model's kind
+SCAN_KIND = {"usb_passthrough": "usb_passthrough", "cdrom_host_device": "cdrom_connected", "ft": "fault_tolerance",
+             "vgpu": "vgpu", "pci_passthrough": "pci_passthrough", "local_disk": "local_storage",
+             "floppy_connected": "floppy_connected", "cdrom_local_iso": "cdrom_connected", None: "host_affinity"}
+DB_KIND = {k: (k if k in ("usb_passthrough", "pci_passthrough", "vgpu", "fault_tolerance", "cdrom_connected",
+                          "local_storage") else "other") for k in SCAN_KIND.values()}
+
+CLUSTERS = [
+    _cluster("alpha", 4), _cluster("beta", 4),
+    _cluster("blk", 5, 1, vms=[{"name": n, "host": i, "devices": [d] if d else []} for n, i, d in BLOCKER_VMS],
+             rules=[{"name": "pin", "vms": ["bv-pinned"], "hosts": [4], "mandatory": True}]),
+    # 2 x 512 GiB per host at 2 ms/GiB: ~2 s of vMotion against a 60 s budget (0.6 s here)
+    _cluster("slow", 3, 2, vm_memory_mb=512 * 1024, **BIG),
+    _cluster("fail", 3), _cluster("cncl", 3),
+    # 96 GiB VMs: evacuation takes a few hundred ms, a window to kill the executor in
+    _cluster("crm", 3, 2, vm_memory_mb=96 * 1024, host_memory_mb=1024 * 1024),
+    _cluster("cra", 3),
+]
+# Lab durations (simulated seconds) shortened where they only add waiting.
+TIMING = {"scp_export": 60.0, "idrac_down": 60.0, "lc_after_idrac_reset": 20.0, "fw_download": 20.0}
+
+
+class World:
+    def __init__(self, stack: Any, tmp: Path):
+        self.tmp = tmp
+        self.dc = DataCentre(CLUSTERS, time_scale=LAB_SCALE, timing=TIMING, migrate_ms=5, migrate_ms_per_gb=2)
+        self.dc.start()
+        self.h = Harness(stack, tmp)
+        self.executor = self.spawn("ru-a")
+        key = self.h.one("select public_key, key_id from public.executors where site_id = %s and name = 'ru-a'",
+                         self.h.site_id)
+        self.reg = self.dc.register(self.h.query, self.h.site_id, key["public_key"], key["key_id"])
+        starts = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+        self.window = self.h.one(
+            "insert into public.maintenance_windows (site_id, title, starts_at, ends_at, requested_by) "
+            "values (%s, 'rolling update tests', %s, %s, %s) returning id", self.h.site_id, starts,
+            starts + dt.timedelta(hours=3), str(uuid.uuid4()))["id"]
+        self.h.query("update public.maintenance_windows set status = 'approved', approved_by = %s where id = %s",
+                     str(uuid.uuid4()), self.window)
+        sync = self.create("vcenter_sync", {"vcenter_id": str(self.reg["vcenter_id"])})
+        job = self.h.wait_status(sync, ("completed", "failed"), timeout=60)
+        assert job["status"] == "completed", job["error"]
+        self.servers = {h: str(s) for h, s in self.reg["servers"].items()}
+
+    def spawn(self, name: str) -> Any:
+        state = self.tmp / name / "state"
+        if hasattr(self, "executor"):
+            # the same site key, so the sealed credentials open in the new process too
+            state.mkdir(parents=True, mode=0o700)
+            shutil.copy(self.tmp / "ru-a" / "state" / "executor_key.pem", state / "executor_key.pem")
+            (state / "executor_key.pem").chmod(0o600)
+        ex = self.h.spawn(name, target_time_scale=LAB_SCALE / 4, max_concurrent_jobs=4, realtime_enabled="false",
+                          poll_interval=0.3)
+        ex.wait_log("registered", timeout=30)
+        return ex
+
+    # jobs ----------------------------------------------------------------------------------------
+    def cluster_id(self, name: str) -> str:
+        return str(self.h.one("select id from public.clusters where name = %s and vcenter_id = %s", name,
+                              self.reg["vcenter_id"])["id"])
+
+    def create(self, job_type: str, params: dict[str, Any], cluster: str | None = None) -> str:
+        row = {"type": job_type, "site_id": self.h.site_id, "params": params,
+               "credential_set_ids": [str(c) for c in self.reg["credential_set_ids"]],
+               "maintenance_window_id": str(self.window)}
+        if cluster:
+            row["cluster_id"] = self.cluster_id(cluster)
+        return self.h.client.table("jobs").insert(row).execute().data[0]["id"]
+
+    def rolling(self, cluster: str, **params: Any) -> str:
+        body = {"cluster_id": self.cluster_id(cluster), "firmware": {"catalog_url": self.dc.catalog_url}, **params}
+        return self.create("rolling_cluster_update", body, cluster)
+
+    def tasks(self, job_id: str) -> dict[str, dict[str, Any]]:
+        return {r["target_name"]: r for r in self.h.query(
+            "select target_name, status, error, details from public.job_tasks where job_id = %s "
+            "and target_kind = 'host'", job_id)}
+
+    # lab -----------------------------------------------------------------------------------------
+    def vsphere(self) -> VSphereClient:
+        vc = self.dc.vcenter
+        ep = Endpoint(f"https://{vc.host}:{vc.port}", vc.username, vc.password, ca_bundle=str(vc.ca_file))
+        return VSphereClient(ep, VSphereTimeouts(poll=0.02))
+
+    def settings(self, cluster: str) -> dict[str, Any]:
+        with self.vsphere() as c:
+            return c.read_cluster_settings(c.inventory().cluster_by_name(cluster).moid)
+
+    def hosts_of(self, cluster: str) -> list[str]:
+        return [h["name"] for h in self.dc.vcenter.lab_hosts() if h["cluster"] == cluster]
+
+    def versions(self, host: str) -> dict[str, str]:
+        return {c.component_id: c.version for c in self.dc.bmc(host).components}
+
+    def check(self, job_id: str, cluster: str, before: dict[str, Any], sampler: inv.OutOfServiceSampler) -> None:
+        """The safety invariants after a scenario."""
+        inv.wait_quiet(lambda: all(h["connection_state"] == "connected" for h in self.dc.vcenter.lab_hosts()
+                                   if h["cluster"] == cluster), 15)
+        in_mm = [h["name"] for h in self.dc.vcenter.lab_hosts() if h["in_maintenance"]]
+        q = self.h.query
+        flashes = {h: list(self.dc.bmc(h).flashes) for h in self.hosts_of(cluster)}
+        inv.assert_holds([
+            *inv.hosts_out(q, sampler, {cluster: "rolling_cluster_update"}),
+            *inv.settings_restored(q, job_id, self.settings(cluster), before),
+            *inv.blockers_respected(q, job_id, sampler.seen_out.get(cluster, set())),
+            *inv.backup_before_flash(q, flashes, self.servers),
+            *inv.window_respected(q, job_id),
+            *inv.non_resumable_once(q, job_id),
+            *inv.no_host_left_out(q, job_id, in_mm),
+        ])
+
+    def close(self) -> None:
+        self.h.close()
+        self.dc.stop()
+
+
+@pytest.fixture(scope="module")
+def world(stack):
+    tmp = Path(tempfile.mkdtemp(prefix="rackpilot-ru-"))
+    w = World(stack, tmp)
+    try:
+        yield w
+    finally:
+        w.close()
+        if not os.environ.get("RACKPILOT_TEST_KEEP"):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def sampler(w: World) -> inv.OutOfServiceSampler:
+    return inv.OutOfServiceSampler(w.dc.vcenter.lab_hosts)
+
+
+def finish(w: World, job_id: str, timeout: float = 120) -> dict[str, Any]:
+    return w.h.wait_status(job_id, ("completed", "failed", "cancelled", "paused"), timeout=timeout)
+
+
+UPDATED = {"159", "25227", "104298", "105848"}
+
+
+def test_happy_path_two_clusters_of_four(world):
+    w = world
+    before = {c: w.settings(c) for c in ("alpha", "beta")}
+    assert before["alpha"]["ha"]["admission_control_enabled"]
+    with sampler(w) as s:
+        jobs = {c: w.rolling(c) for c in ("alpha", "beta")}
+        done = {c: finish(w, j) for c, j in jobs.items()}
+    for c, job in done.items():
+        assert job["status"] == "completed", (c, job["error"])
+        tasks = w.tasks(jobs[c])
+        assert sorted(tasks) == w.hosts_of(c) and all(t["status"] == "completed" for t in tasks.values())
+        for host in w.hosts_of(c):
+            assert w.dc.bmc(host).boot_count == 1, host  # one reboot per host
+            assert tasks[host]["details"]["scp_artifact"]
+            assert tasks[host]["details"]["staged_jobs"]
+        steps = [r["step_key"] for r in w.h.steps(jobs[c])]
+        assert steps == ["preflight", "blocker_scan", "record_cluster_settings", "relax_cluster_settings",
+                         "rollout", "restore_cluster_settings", "cleanup"]
+        # the pre-flight report is one artifact per cluster, readable JSON
+        art = w.h.query("select content from public.artifacts where job_id = %s and kind = 'preflight_report'",
+                        jobs[c])
+        assert len(art) == 1 and json.loads(bytes(art[0]["content"]))["cluster_name"] == c
+        w.check(jobs[c], c, before[c], s)
+        assert s.peaks[c] == 1  # each host was out in turn
+    # a second run finds nothing to update and exits early, touching nothing
+    again = w.rolling("alpha")
+    job = finish(w, again)
+    assert job["status"] == "completed" and job["result"]["checkpoint"]["nothing_to_do"] is True
+    assert all(w.dc.bmc(h).boot_count == 1 for h in w.hosts_of("alpha"))
+
+
+def operator(w: World) -> Any:
+    env = w.h.env
+    email = f"op-{uuid.uuid4().hex[:8]}@rolling.test"
+    add_user(w.h.stack, email, "operator", "rolling-test-pw-1")
+    client = create_client(env["SUPABASE_URL"], env["SUPABASE_ANON_KEY"])
+    client.auth.sign_in_with_password({"email": email, "password": "rolling-test-pw-1"})
+    return client
+
+
+def test_blockers_pause_resolve_and_skip_host(world):
+    w = world
+    before = w.settings("blk")
+    with sampler(w) as s:
+        job_id = w.rolling("blk")
+        job = finish(w, job_id)
+        assert job["status"] == "paused" and job["pause_reason"] == "blockers", job
+        # paused before anything changed: HA untouched, no host out
+        assert w.settings("blk") == before
+        w.check(job_id, "blk", before, s)
+        rows = w.h.query("select b.id, b.kind::text as kind, b.details, v.name as vm, h.name as host "
+                         "from public.job_blockers b left join public.vms v on v.id = b.vm_id "
+                         "left join public.esxi_hosts h on h.id = b.host_id where b.job_id = %s", job_id)
+        expected = {(vm, f"blk-esx{i + 1:02d}", SCAN_KIND[d]) for vm, i, d in BLOCKER_VMS}
+        assert {(r["vm"], r["host"], r["details"]["scan_kind"]) for r in rows} == expected
+        assert all(r["kind"] == DB_KIND[r["details"]["scan_kind"]] for r in rows)
+        decisions = [{"blocker_id": str(r["id"]),
+                      "decision": "skip_host" if r["vm"] == "bv-pinned" else "power_off_vm"} for r in rows]
+        res = operator(w).functions.invoke("resolve-blockers", {"body": {"job_id": job_id, "decisions": decisions},
+                                                               "responseType": "json"})
+        assert res["resumed"] is True, res
+        job = finish(w, job_id)
+    assert job["status"] == "completed", job["error"]
+    tasks = w.tasks(job_id)
+    assert tasks["blk-esx05"]["status"] == "skipped"
+    assert w.dc.bmc("blk-esx05").boot_count == 0 and not w.dc.bmc("blk-esx05").flashes
+    for i in range(4):
+        host = f"blk-esx{i + 1:02d}"
+        assert tasks[host]["status"] == "completed" and w.dc.bmc(host).boot_count == 1
+        assert sorted(tasks[host]["details"]["powered_off_vms"])
+    with w.vsphere() as c:
+        now = c.inventory()
+    for vm, _, _ in BLOCKER_VMS:
+        assert now.vm_by_name(vm).powered_on, vm  # powered back on after its host
+    w.check(job_id, "blk", before, s)
+
+
+def test_maintenance_timeout_fails_the_host_and_restores_ha(world):
+    w = world
+    before = w.settings("slow")
+    with sampler(w) as s:
+        job_id = w.rolling("slow", vmotion_timeout_s=60)
+        job = finish(w, job_id)
+    assert job["status"] == "failed" and "failure budget" in job["error"], job
+    tasks = w.tasks(job_id)
+    assert tasks["slow-esx01"]["status"] == "failed" and "maintenance" in tasks["slow-esx01"]["error"]
+    assert [tasks[h]["status"] for h in ("slow-esx02", "slow-esx03")] == ["skipped", "skipped"]
+    # the staged firmware waits for a reboot that never came; the host was never rebooted
+    assert w.dc.bmc("slow-esx01").boot_count == 0
+    w.check(job_id, "slow", before, s)
+
+
+def test_firmware_failure_stops_at_the_failure_budget(world):
+    w = world
+    before = w.settings("fail")
+    w.dc.bmc("fail-esx02").inject(job_outcome="fail")
+    try:
+        with sampler(w) as s:
+            job_id = w.rolling("fail", failure_budget=0)
+            job = finish(w, job_id)
+    finally:
+        w.dc.bmc("fail-esx02").clear_faults()
+    assert job["status"] == "failed" and "failure budget is 0" in job["error"], job
+    tasks = w.tasks(job_id)
+    assert [tasks[h]["status"] for h in w.hosts_of("fail")] == ["completed", "failed", "skipped"]
+    assert not w.dc.bmc("fail-esx03").flashes
+    w.check(job_id, "fail", before, s)
+
+
+def test_cancel_takes_effect_at_the_next_safe_point(world):
+    w = world
+    before = w.settings("cncl")
+    with sampler(w) as s:
+        job_id = w.rolling("cncl")
+        wait_until(lambda: (t := w.tasks(job_id).get("cncl-esx01")) and t["details"].get("phase") == "stage",
+                   60, "first host staging")
+        w.h.query("update public.jobs set cancel_requested_at = now() where id = %s", job_id)
+        job = finish(w, job_id)
+    assert job["status"] == "cancelled", job
+    tasks = w.tasks(job_id)
+    # the host being updated was finished, not abandoned mid-flash; the rest never started
+    assert tasks["cncl-esx01"]["status"] == "completed"
+    assert [tasks[h]["status"] for h in ("cncl-esx02", "cncl-esx03")] == ["cancelled", "cancelled"]
+    assert not w.dc.bmc("cncl-esx02").flashes
+    w.check(job_id, "cncl", before, s)
+
+
+@pytest.mark.parametrize(("cluster", "phase"), [("crm", "maintenance"), ("cra", "apply")])
+def test_kill9_then_recovery(world, cluster, phase):
+    w = world
+    before = w.settings(cluster)
+    host = f"{cluster}-esx02"
+    with sampler(w) as s:
+        job_id = w.rolling(cluster)
+        wait_until(lambda: (t := w.tasks(job_id).get(host)) and t["details"].get("phase") == phase, 90,
+                   f"{host} in phase {phase}")
+        if phase == "apply":
+            wait_until(lambda: any(e[0] == host and e[1] == "reboot" for e in w.dc.power_events), 30,
+                       "the firmware reboot")
+        w.executor.kill9()
+        flashes_at_kill = len(w.dc.bmc(host).flashes)
+        recovered = {str(r["job_id"]): r["outcome"] for r in w.h.expire_and_recover([job_id])}
+        assert recovered == {job_id: "requeued"}
+        w.executor = w.spawn(f"ru-{phase}")
+        job = finish(w, job_id)
+    assert job["status"] == "completed", job["error"]
+    tasks = w.tasks(job_id)
+    assert all(t["status"] == "completed" for t in tasks.values()), tasks
+    assert all(set(w.versions(h).values()) & set() == set() for h in w.hosts_of(cluster))
+    for h in w.hosts_of(cluster):
+        assert w.dc.bmc(h).boot_count == 1, h  # one reboot each, the interrupted host included
+    if phase == "apply":
+        # never flashed twice: no firmware request after the kill, and the apply was verified
+        assert len(w.dc.bmc(host).flashes) == flashes_at_kill
+        assert tasks[host]["details"].get("resumed_after_interruption") is True
+    w.check(job_id, cluster, before, s)
+    steps = {r["step_key"]: r for r in w.h.steps(job_id)}
+    assert steps["rollout"]["attempts"] == 2 and steps["cleanup"]["status"] == "completed"
+
+
+def test_zz_invariant_checks_catch_violations(world):
+    """The checks are not vacuous: a host left in maintenance and changed HA settings after a
+    finished job are reported."""
+    w = world
+    done = w.h.one("select id from public.jobs where site_id = %s and type = 'rolling_cluster_update' "
+                   "and status = 'completed' and cluster_id = %s limit 1", w.h.site_id, w.cluster_id("alpha"))["id"]
+    recorded = inv.recorded_settings(w.h.query, str(done))
+    changed = json.loads(json.dumps(recorded))
+    changed["ha"]["admission_control_enabled"] = not changed["ha"]["admission_control_enabled"]
+    found = inv.settings_restored(w.h.query, str(done), changed)
+    assert found and "[2]" in found[0]
+    found = inv.no_host_left_out(w.h.query, str(done), ["alpha-esx01"])
+    assert found and "left alpha-esx01 in maintenance" in found[0]
+    with pytest.raises(inv.InvariantViolated):
+        inv.assert_holds(found)
+    fake = inv.OutOfServiceSampler(lambda: [])
+    fake.peaks["alpha"] = 2
+    assert inv.hosts_out(w.h.query, fake, {"alpha": "rolling_cluster_update"})
+    assert inv.backup_before_flash(w.h.query, {"alpha-esx01": [time.time() - 10 ** 6]}, w.servers)
