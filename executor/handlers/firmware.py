@@ -416,7 +416,10 @@ class FirmwareUpdateHandler(JobHandler):
                     for x in staged:
                         if x["status"] == "staged":
                             x["status"] = "applied"
-                    await wait_lc_ready(ctx, c, "firmware update")
+                    if all(x["status"] == "applied" for x in staged):
+                        # settled before verify reads the inventory; a stuck job keeps the LC
+                        # busy, and then its JobStuck is the error to report, not the LC
+                        await wait_lc_ready(ctx, c, "firmware update")
             except TargetError as exc:
                 errors[s["name"]] = exc
                 await self._fail(ctx, s, exc)
