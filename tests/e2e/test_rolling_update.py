@@ -359,7 +359,7 @@ def test_kill9_then_recovery(world, cluster, phase):
         assert tasks[host]["details"].get("resumed_after_interruption") is True
     w.check(job_id, cluster, before, s)
     steps = {r["step_key"]: r for r in w.h.steps(job_id)}
-    assert steps["rollout"]["attempts"] == 2 and steps["cleanup"]["status"] == "completed"
+    assert steps["rollout"]["details"]["attempt"] == 2 and steps["cleanup"]["status"] == "completed"
 
 
 def test_zz_invariant_checks_catch_violations(world):
