@@ -125,7 +125,7 @@ class JobBoard(Observable):
             targets = (r.get("scope") or {}).get("targets") or []
             out.append({
                 "id": str(r.get("id")), "job": short_id(r.get("id")), "type": str(r.get("type", "")),
-                "status": f"{STATUS_ICON.get(str(r.get('status')), '')} {status}".strip(),
+                "status": status,
                 "targets": ", ".join(t.get("name") or short_id(t.get("id")) for t in targets[:4])
                 + (f" +{len(targets) - 4}" if len(targets) > 4 else ""),
                 "created": short_ts(r.get("created_at")), "description": str(r.get("description") or ""),

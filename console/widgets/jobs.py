@@ -32,7 +32,7 @@ class JobListView(w.VBox):
     def render(self) -> None:
         rows = self.board.table()
         self.table.value = html_table(rows, JOB_COLUMNS, css="rp-jobs", empty="no jobs yet",
-                                      row_class=lambda r: "rp-status-" + r["status"].split()[-1].strip("()"))
+                                      row_class=lambda r: "rp-status-" + r["status"].split()[0])
         self.pick.options = [(f"{r['job']} {r['type']} {r['status']}", r["id"]) for r in rows]
         recent = self.board.notices[-5:]
         self.notices.value = STYLE + "".join(
