@@ -84,7 +84,8 @@ end
 $$;
 
 -- notification outbox delivery --------------------------------------------------------------
--- Every executor drains the outbox; a row is handed to one of them at a time by a lease
+-- Every executor drains the outbox (its own site's job messages, and those about no job);
+-- a row is handed to one of them at a time by a lease
 -- (FOR UPDATE SKIP LOCKED + claimed_by token + lease_expires_at). A sender that dies
 -- mid-send leaves the row to be taken again once its lease ran out; a finished send is
 -- recorded only by the holder of the current claim token, so a late answer from an
@@ -98,8 +99,10 @@ security definer
 set search_path = ''
 as $$
 #variable_conflict use_column
+declare
+  v_exec public.executors%rowtype;
 begin
-  perform public.executor_row(p_executor_id);
+  v_exec := public.executor_row(p_executor_id);
   if p_max is null or p_max < 1 or p_max > 1000 or p_lease_seconds is null or p_lease_seconds < 1 then
     raise exception using errcode = '22023', message = 'invalid_argument: p_max 1..1000 and p_lease_seconds >= 1';
   end if;
@@ -109,6 +112,10 @@ begin
       from public.notification_outbox o
      where o.status = 'pending' and o.next_attempt_at <= now()
        and (o.lease_expires_at is null or o.lease_expires_at < now())
+       -- a job's messages go out from its own site (whose network reaches its Teams/SMTP);
+       -- messages about no job (maintenance windows...) from any site
+       and (o.job_id is null
+            or exists (select 1 from public.jobs j where j.id = o.job_id and j.site_id = v_exec.site_id))
      order by o.next_attempt_at, o.id
      limit p_max
      for update skip locked

@@ -125,23 +125,26 @@ def test_job_end_to_end_via_realtime_with_credentials_and_notifications(harness,
     def teams_events():
         return [json.loads(req.get_data())["attachments"][0]["content"]["body"][0]["text"]
                 for req, _ in httpserver.log if req.path == "/teams"]
-    wait_until(lambda: len(teams_events()) >= 3 and len(smtp.messages) >= 3, 20, "notifications")
+    def mails():
+        return [m for m in smtp.messages if m["To"] == "ops@example.test" and job_id[:8] in m["Subject"]]
+    wait_until(lambda: len(teams_events()) >= 3 and len(mails()) >= 3, 20, "notifications")
     time.sleep(0.5)  # a duplicate send would show up here
     titles = sorted(t.split(":")[0] for t in teams_events())
     assert titles == ["[rackpilot] Job completed", "[rackpilot] Job running longer than usual",
                       "[rackpilot] Job started"], titles
-    assert sorted(m["Subject"].split(":")[0] for m in smtp.messages) == titles
-    assert all(m["To"] == "ops@example.test" for m in smtp.messages)
+    assert sorted(m["Subject"].split(":")[0] for m in mails()) == titles
     # the broken webhook is retried with backoff, then the message is dead
     wait_until(lambda: h.query("select 1 from public.notification_outbox o join public.notification_settings s "
-                               "on s.id = o.setting_id where s.name = 'broken' and o.status = 'dead'"), 20,
-               "broken webhook dead")
+                               "on s.id = o.setting_id where s.site_id = %s and s.name = 'broken' "
+                               "and o.status = 'dead'", h.site_id), 20, "broken webhook dead")
     broken = h.one("select o.attempts, o.last_error from public.notification_outbox o join "
-                   "public.notification_settings s on s.id = o.setting_id where s.name = 'broken'")
+                   "public.notification_settings s on s.id = o.setting_id where s.site_id = %s "
+                   "and s.name = 'broken'", h.site_id)
     assert broken["attempts"] == 2 and "HTTP 500" in broken["last_error"]
     assert sum(1 for req, _ in httpserver.log if req.path == "/broken") == 2
-    sent = h.query("select o.status, count(*) as n from public.notification_outbox o where o.job_id = %s "
-                   "group by o.status", job_id)
+    sent = h.query("select o.status, count(*) as n from public.notification_outbox o join "
+                   "public.notification_settings s on s.id = o.setting_id where o.job_id = %s and s.site_id = %s "
+                   "group by o.status", job_id, h.site_id)
     assert {r["status"]: r["n"] for r in sent} == {"sent": 6, "dead": 1}
     metrics = h.one("select metrics from public.executors where name = %s and site_id = %s", runner.name,
                     h.site_id)["metrics"]
@@ -195,6 +198,35 @@ def test_sigterm_hands_the_job_back_at_a_safe_point(harness):
     assert h.wait_status(job_id, ("completed",), timeout=30)["status"] == "completed"
     assert sorted(s for e, s, _, _ in effects(counter) if e == "apply") == ["apply_a", "apply_b"]
     assert b.terminate() == 0
+
+
+@pytest.mark.parametrize("request_kind", ["cancel", "pause"])
+def test_operator_cancel_and_pause_are_honoured_at_a_safe_point(harness, request_kind):
+    h = harness
+    gates = h.tmp / "gates"
+    gates.mkdir()
+    counter = h.tmp / "op.counter"
+    a = h.spawn(f"op-{request_kind}")
+    a.wait_log("registered")
+    job_id = h.create_job({"counter_file": str(counter), "gate_dir": str(gates), "gates": ["inside:apply_a"]})
+    wait_until(lambda: (gates / f"{job_id}.inside:apply_a.at").exists(), 20, "apply_a in flight")
+    column = {"cancel": "cancel_requested_at", "pause": "pause_requested_at"}[request_kind]
+    h.query(f"update public.jobs set {column} = now() where id = %s", job_id)
+    time.sleep(0.5)  # the request arrives mid-step: the step is never cut short
+    (gates / f"{job_id}.inside:apply_a.go").write_text("")
+    job = h.wait_status(job_id, ("cancelled", "paused"), timeout=20)
+    steps = {s["step_key"]: s["status"] for s in h.steps(job_id)}
+    assert steps["apply_a"] == "completed"
+    fx = [(e, s) for e, s, _, _ in effects(counter)]
+    assert ("apply", "apply_b") not in fx
+    if request_kind == "cancel":
+        assert job["status"] == "cancelled"
+        assert steps["wait_ready"] == "skipped" and steps["restore_guard"] == "completed"
+        assert fx[-1] == ("cleanup", "restore_guard")
+    else:
+        assert job["status"] == "paused" and job["pause_reason"] == "operator"
+        assert "wait_ready" not in steps and ("cleanup", "restore_guard") not in fx
+    assert a.terminate() == 0
 
 
 def test_zz_no_test_secret_in_any_log(stack):
