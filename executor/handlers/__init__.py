@@ -51,5 +51,7 @@ def load_builtin(modules: tuple[str, ...] = BUILTIN_MODULES) -> list[str]:
             importlib.import_module(name)
         except ModuleNotFoundError as exc:
             if exc.name != name:
-                raise
+                raise ExecutorError(f"handler module {name} cannot be imported: {exc}") from exc
+        except ImportError as exc:
+            raise ExecutorError(f"handler module {name} cannot be imported: {exc}") from exc
     return job_types()
