@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,13 +25,12 @@ from .channels import Binding, Channel
 from .db import Database, TableInfo
 from .errors import DatabaseUnavailable
 from .protocol import encode_change
-from .replication import Batch, StreamSpec, WalStream
+from .replication import Batch, WalStream
 from .values import commit_timestamp, convert
 
 log = logging.getLogger("rackpilot.realtime.dispatch")
 
 KINDS = {"I": "INSERT", "U": "UPDATE", "D": "DELETE"}
-DEDUP_XIDS = 50_000  # dispatched transaction ids remembered to skip re-sends after a reconnect (count)
 RETRY_S = 0.2  # wait before retrying a batch while Postgres is away (s)
 
 
@@ -83,8 +82,6 @@ class Dispatcher:
         self._pending: deque[Batch] = deque()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
-        self._dispatched: OrderedDict[int, StreamSpec] = OrderedDict()
-        self._skip: tuple[int, StreamSpec] | None = None
         self.delivered = 0  # frames queued (count), for diagnostics
 
     def start(self, stream: WalStream) -> None:
@@ -131,19 +128,10 @@ class Dispatcher:
         spec = self.stream.streaming_spec or self.stream.spec
         changes: list[Change] = []
         commit_lsn = 0
-        committed: list[int] = []
         for lsn, msg in batch:
             action = msg.get("action")
-            xid = msg.get("xid")
-            if action == "B":
-                prior = self._dispatched.get(xid) if xid is not None else None
-                self._skip = (xid, prior) if prior is not None else None
-                continue
             if action == "C":
                 commit_lsn = max(commit_lsn, lsn)
-                if xid is not None:
-                    committed.append(xid)
-                self._skip = None
                 continue
             kind = KINDS.get(action)
             if kind is None:
@@ -151,8 +139,6 @@ class Dispatcher:
             schema, table = msg.get("schema", ""), msg.get("table", "")
             if not spec.covers(schema, table):
                 continue  # removed from the publication since the stream started
-            if self._skip is not None and self._skip[0] == xid and self._skip[1].covers(schema, table):
-                continue  # already dispatched before the stream reconnected
             targets = self.registry.match(schema, table, kind)
             if not targets:
                 continue
@@ -166,10 +152,6 @@ class Dispatcher:
             await self._decide(changes)
             for change in changes:
                 self._deliver(change)
-        for xid in committed:
-            self._dispatched[xid] = spec
-        while len(self._dispatched) > DEDUP_XIDS:
-            self._dispatched.popitem(last=False)
         if commit_lsn:
             self.stream.flush_lsn = max(self.stream.flush_lsn, commit_lsn)
 

@@ -52,7 +52,6 @@ class StreamSpec:
     def options(self) -> dict[str, str]:
         opts = {
             "format-version": "2",
-            "include-xids": "1",
             "include-timestamp": "1",
             "include-type-oids": "1",
             "include-pk": "1",
@@ -89,6 +88,7 @@ class WalStream:
     spec: StreamSpec = field(default_factory=StreamSpec)
     flush_lsn: int = 0  # written by the loop: everything up to here is on subscriber queues
     backlog: int = 0  # written by the loop: messages received but not dispatched yet
+    handed_lsn: int = 0  # highest commit handed to the loop (thread-owned)
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -169,26 +169,40 @@ class WalStream:
             self._notify(_set_done, fut)
 
     def _consume(self, cur) -> None:
+        # Each transaction is held until its commit message, then handed over whole. A
+        # reconnect resumes from the slot's confirmed position, which Postgres may have
+        # kept only in memory (it persists it at checkpoints), so transactions already
+        # handed over can come again: any commit at or below ``floor`` is dropped.
+        floor = self.handed_lsn
         sent_flush = 0
         last_status = time.monotonic()
         batch: Batch = []
+        txn: Batch = []
         while not self._stop.is_set() and not self._restart.is_set():
             if self.backlog > BACKLOG_MAX:  # the loop is behind: let the slot hold the rest
-                if batch:
-                    self._notify(self.deliver, batch)
-                    batch = []
+                self._hand_over(batch)
+                batch = []
                 self._stop.wait(0.01)
                 continue
             msg = cur.read_message()
             if msg is not None:
-                batch.append((msg.data_start, loads(msg.payload)))
-                if len(batch) >= BATCH_MAX:
-                    self._notify(self.deliver, batch)
-                    batch = []
+                data = loads(msg.payload)
+                action = data.get("action")
+                if action == "B":
+                    txn = [(msg.data_start, data)]
+                elif action == "C":
+                    txn.append((msg.data_start, data))
+                    if msg.data_start > floor:
+                        batch.extend(txn)
+                    txn = []
+                    if len(batch) >= BATCH_MAX:
+                        self._hand_over(batch)
+                        batch = []
+                else:
+                    txn.append((msg.data_start, data))
                 continue
-            if batch:
-                self._notify(self.deliver, batch)
-                batch = []
+            self._hand_over(batch)
+            batch = []
             flush = self.flush_lsn
             now = time.monotonic()
             if flush > sent_flush or now - last_status > STATUS_INTERVAL_S:
@@ -196,8 +210,16 @@ class WalStream:
                 sent_flush = flush
                 last_status = now
             select.select([cur], [], [], IDLE_WAIT_S)
-        if batch:
-            self._notify(self.deliver, batch)
+        self._hand_over(batch)
+
+    def _hand_over(self, batch: Batch) -> None:
+        for i in range(0, len(batch), BATCH_MAX):
+            chunk = batch[i:i + BATCH_MAX]
+            self._notify(self.deliver, chunk)
+        for lsn, data in reversed(batch):
+            if data.get("action") == "C":
+                self.handed_lsn = max(self.handed_lsn, lsn)
+                break
 
 
 def _set_done(fut: asyncio.Future) -> None:

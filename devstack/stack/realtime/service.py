@@ -39,7 +39,7 @@ MAX_CHANNELS_PER_SOCKET = 100  # topics one websocket may join (count)
 MAX_BINDINGS_PER_CHANNEL = 100  # postgres_changes bindings per join (count)
 PUBLICATION_POLL_S = 1.0  # how often the publication is re-read for new/removed tables (s)
 JOIN_STREAM_WAIT_S = 5.0  # a join waits this long for the stream to include its tables (s)
-SLOW_CLIENT_GRACE_S = 5.0  # a dropped slow client gets this long to take its error and close (s)
+SLOW_CLIENT_GRACE_S = 10.0  # a dropped slow client gets this long to take its error and close (s)
 EVENTS = ("INSERT", "UPDATE", "DELETE", "*")
 
 
