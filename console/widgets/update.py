@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import html
+import os
+from pathlib import Path
 
 import ipywidgets as w
 
@@ -41,6 +43,8 @@ class UpdateWizardView(w.VBox):
         self.confirm.on_click(guarded(self.status, lambda _: self._confirm()))
         self.create = w.Button(description="Start update", button_style="danger")
         self.create.on_click(guarded(self.status, lambda _: self._create()))
+        self.export = w.Button(description="Export report", icon="download")
+        self.export.on_click(guarded(self.status, lambda _: self._export()))
         self.back = w.Button(description="Back")
         self.back.on_click(guarded(self.status, lambda _: self.wz.back()))
         self.body = w.VBox()
@@ -65,6 +69,20 @@ class UpdateWizardView(w.VBox):
         rep = self.wz.run_preflight()
         (self.status.ok if rep.ok else self.status.warn)(
             "pre-flight passed: confirm to go on" if rep.ok else "pre-flight found blocking problems")
+
+    def _export(self) -> None:
+        """JSON, CSV and Markdown side by side, in RACKPILOT_CONSOLE_EXPORT_DIR or the notebook's folder."""
+        rep = self.wz.report
+        if rep is None:
+            self.status.warn("run the pre-flight step first")
+            return
+        base = Path(os.environ.get("RACKPILOT_CONSOLE_EXPORT_DIR", ".")) / f"preflight-{rep.cluster.get('name')}"
+        try:
+            paths = [rep.export(base.with_suffix(f".{fmt}"), fmt) for fmt in ("json", "csv", "md")]
+        except OSError as exc:
+            self.status.error(f"could not write the report: {exc.strerror}")
+            return
+        self.status.ok("pre-flight report written: " + ", ".join(str(p) for p in paths))
 
     def _confirm(self) -> None:
         self.wz.confirm(self.typed.value)
@@ -99,7 +117,7 @@ class UpdateWizardView(w.VBox):
                                  + html_table(rep.vm_blockers, ["vm", "host", "reasons"], css="rp-vmblockers",
                                               empty="no VM blockers"))
             tail = [self.typed, self.confirm] if wz.step == Step.PREFLIGHT else [self.create]
-            self.body.children = [self.report, w.HBox([self.back, *tail])]
+            self.body.children = [self.report, w.HBox([self.back, self.export, *tail])]
         else:
             self.body.children = [w.HTML(f"created job <code>{html.escape(str((wz.result or {}).get('job_id')))}"
                                          "</code>: follow it with console.job(job_id)")]

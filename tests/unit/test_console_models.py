@@ -354,3 +354,25 @@ def test_views_escape_and_explain():
     assert "&lt;b&gt;" in st.value and st.value.count("<li>") == 2
     st.error(AccessDenied("create-job create needs the operator role", code="forbidden"))
     assert "needs the operator role [forbidden]" in st.value
+
+
+def test_wizard_view_draws_each_step_and_exports_the_report(tmp_path, monkeypatch):
+    from console.widgets.update import UpdateWizardView
+
+    monkeypatch.setenv("RACKPILOT_CONSOLE_EXPORT_DIR", str(tmp_path))
+    api, wz = at_options()
+    view = UpdateWizardView(wz)
+    assert view.catalog in view.body.children and [o[1] for o in view.hosts.options] == HOSTS
+    view.catalog.value = CATALOG
+    view.next2.click()
+    assert wz.step == Step.PREFLIGHT and "rp-preflight" in view.report.value and "db01" in view.report.value
+    view.export.click()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["preflight-cl-a.csv", "preflight-cl-a.json",
+                                                          "preflight-cl-a.md"]
+    view.typed.value = "wrong"
+    view.confirm.click()
+    assert "rp-error" in view.status.value and wz.step == Step.PREFLIGHT  # refused, shown, not raised
+    view.typed.value = "cl-a"
+    view.confirm.click()
+    view.create.click()
+    assert wz.step == Step.DONE and "j1" in view.status.value
