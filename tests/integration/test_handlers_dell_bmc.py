@@ -68,6 +68,7 @@ def test_power_faults_end_in_specific_errors(env: DellEnv) -> None:
     b.inject(server_errors=-1)
     cases["TargetServerError"] = (b, env.create_job("power_operation", {"server_ids": [sid], "action": "force_off"}))
     b, sid = env.take()
+    b.timing.session_idle = 1e9  # the other tool keeps its sessions busy: they never expire here
     b.exhaust_sessions()
     cases["SessionLimitReached"] = (b, env.create_job("power_operation", {"server_ids": [sid], "action": "on"}))
     b, sid = env.take()
