@@ -237,3 +237,22 @@ def test_plan_errors_are_specific():
 
     with pytest.raises(PlanError, match="unknown step nope"):
         split_plan(Bad().plan({}))
+
+
+@pytest.mark.parametrize("step_name,resumable", [("wait_ready", True), ("apply_a", False)])
+async def test_step_cut_off_past_the_shutdown_grace_is_recorded(tmp_path, step_name, resumable):
+    """Past the grace the runner cancels the job task: the step says so; a resumable one is
+    handed back, a non-resumable one keeps its lease for recovery to pause as executor_lost."""
+    store = make_store(tmp_path, wait_ticks=100_000, tick_seconds=0.01, gate_dir=str(tmp_path),
+                       gates=[f"inside:{step_name}"])
+    session = store.session()
+    task = asyncio.create_task(StepEngine().run(SelftestHandler(), session))
+    while not (tmp_path / f"job-1.inside:{step_name}.at").exists():
+        await asyncio.sleep(0.005)
+    session.draining = True
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    row = store.steps[step_name]
+    assert row["status"] == RUNNING and row["details"]["interrupted"] == "executor shutdown"
+    assert store.released is resumable and store.finish_args is None
