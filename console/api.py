@@ -232,6 +232,22 @@ class Api:
             return []
         return self._rest("servers", q)
 
+    def inventory(self, kind: str, site_id: str | None = None) -> list[Row]:
+        """id/name (and site) rows of a target kind, for pickers: server, host, cluster,
+        vcenter, replication_pair."""
+        table = {"server": "servers", "host": "esxi_hosts", "cluster": "clusters", "vcenter": "vcenters",
+                 "replication_pair": "replication_pairs"}.get(kind)
+        if table is None:
+            raise InvalidRequest(f"unknown target kind {kind!r}", code="unknown_target_kind")
+        cols = "id,name" if table == "esxi_hosts" else "id,name,site_id"
+
+        def q(c):
+            b = c.table(table).select(cols)
+            if site_id and table != "esxi_hosts":
+                b = b.eq("site_id", site_id)
+            return b.order("name")
+        return self._rest(f"{kind} inventory", q)
+
     def executors(self) -> list[Row]:
         return self._rest("executors", lambda c: c.table("v_executor_health").select("*").order("name"))
 

@@ -158,10 +158,11 @@ class Session:
         self._listeners.clear()
 
     # -- realtime --------------------------------------------------------------------
-    async def realtime_client(self) -> AsyncClient:
+    async def realtime_client(self) -> tuple[AsyncClient, Callable[[], None]]:
         """An async supabase-py client for Realtime (the sync client has none), carrying this
         session's token and kept current on every refresh. It never signs in itself, so it
-        never refreshes on its own."""
+        never refreshes on its own. Returns the client and the function that stops the token
+        hand-over (call it when the client is dropped)."""
         import asyncio
 
         from supabase import AClientOptions, acreate_client
@@ -176,8 +177,7 @@ class Session:
             # refresh may run on any thread; the Realtime socket lives on this loop
             loop.call_soon_threadsafe(lambda: loop.create_task(ac.realtime.set_auth(new_token)))
 
-        self.on_token(push)
-        return ac
+        return ac, self.on_token(push)
 
     # -- helpers -----------------------------------------------------------------------
     def _read_role(self) -> str | None:

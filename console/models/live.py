@@ -38,6 +38,7 @@ class LiveFeed:
         self.received = 0
         self._client: AsyncClient | None = None
         self._channel = None
+        self._untoken: Callable[[], None] = lambda: None
 
     def add_sink(self, fn: Sink) -> None:
         self.sinks.append(fn)
@@ -53,7 +54,7 @@ class LiveFeed:
     async def start(self) -> LiveFeed:
         from realtime import RealtimeSubscribeStates
 
-        self._client = await self.session.realtime_client()
+        self._client, self._untoken = await self.session.realtime_client()
         topic = f"console-{self.job_id or 'all'}-{uuid.uuid4().hex[:8]}"
         ch = self._client.channel(topic)
         for table in self.tables:
@@ -84,6 +85,7 @@ class LiveFeed:
         return self
 
     async def stop(self) -> None:
+        self._untoken()
         if self._client is not None:
             try:
                 await self._client.remove_all_channels()

@@ -144,6 +144,12 @@ class Console:
         wz.load_clusters(site_id)
         return UpdateWizardView(wz)
 
+    def new_job(self, job_type: str = "scp_backup"):
+        """Any job type but rolling updates: targets, params, dry run, create."""
+        from console.models.job_form import JobForm
+        from console.widgets.job_form import JobFormView
+        return JobFormView(JobForm(self.api, job_type))
+
     def blockers(self, job_id: str):
         from console.widgets.blockers import BlockerWizardView
         wz = BlockerWizard(self.api, job_id)

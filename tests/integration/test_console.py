@@ -154,6 +154,24 @@ def test_update_wizard_dry_run_then_create(ce):
     assert not rep2.ok and "rolling_update_in_progress" in rep2.blocking()[0].detail
 
 
+def test_job_form_dry_run_then_create(ce):
+    from console.models.job_form import JobForm
+
+    form = JobForm(ce.api("operator"), "scp_backup")
+    servers = [ce.fleet.standalone_server, ce.fleet.server_b]  # two sites: the plan refuses
+    params = form.params({"components": ["BIOS"]}, {"server_ids": servers})
+    before = jobs_count(ce)
+    with pytest.raises(Exception) as exc:
+        form.dry_run(params)
+    assert getattr(exc.value, "code", "") == "targets_span_sites"
+    params = form.params({"components": ["BIOS"]}, {"server_ids": servers[:1]})
+    assert form.dry_run(params)["plan"]["tasks"][0]["target_id"] == servers[0]
+    assert jobs_count(ce) == before
+    res = form.create(params)
+    assert job_row(ce, res["job_id"])["params"]["components"] == ["BIOS"] and jobs_count(ce) == before + 1
+    assert {r["id"] for r in ce.api("viewer").inventory("server", ce.fleet.site_a)} >= {servers[0]}
+
+
 async def test_realtime_updates_reach_the_job_views(ce):
     jid = scp_job(ce)
     api = ce.api("operator")
@@ -171,6 +189,9 @@ async def test_realtime_updates_reach_the_job_views(ce):
         sid = add_step(ce, jid, 0, "scp.export", "Export SCP")
         await wait_for(lambda: detail.status == "running" and detail.timeline()
                        and detail.timeline()[0]["status"] == "running")
+        # a token refresh mid-stream: the new token goes to the open Realtime connection
+        # (set_auth on the joined channel) and changes keep arriving
+        await asyncio.to_thread(ce.sessions["operator"].refresh)
         q(ce.conn, "update public.workflow_executions set status = 'completed', finished_at = now() where id = %s", sid)
         q(ce.conn, "update public.jobs set status = 'completed' where id = %s", jid)
         await wait_for(lambda: detail.timeline()[0]["status"] == "completed" and detail.status == "completed")
@@ -181,6 +202,7 @@ async def test_realtime_updates_reach_the_job_views(ce):
         assert feed.errors == []
     finally:
         await feed.stop()
+    assert ce.sessions["operator"]._listeners == []  # the stopped feed no longer takes tokens
 
 
 def test_blocker_wizard_sends_decisions_and_resumes(ce):

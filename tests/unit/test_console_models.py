@@ -376,3 +376,27 @@ def test_wizard_view_draws_each_step_and_exports_the_report(tmp_path, monkeypatc
     view.confirm.click()
     view.create.click()
     assert wz.step == Step.DONE and "j1" in view.status.value
+
+
+def test_job_form_validates_with_the_executor_models_and_gates_create_on_a_dry_run():
+    from console.models.job_form import FORM_JOB_TYPES, JobForm, template
+
+    assert "rolling_cluster_update" not in FORM_JOB_TYPES and "power_operation" in FORM_JOB_TYPES
+    api = FakeApi()
+    form = JobForm(api, "power_operation")  # type: ignore[arg-type]
+    sid = str(uuid.uuid4())
+    with pytest.raises(ValidationFailed) as exc:
+        form.params(json.dumps(template("power_operation")), {"server_ids": [sid]})
+    assert [p.split(":")[0] for p in exc.value.problems] == ["action"]
+    with pytest.raises(ValidationFailed, match="not JSON"):
+        form.params("{action: on}")
+    params = form.params({"action": "graceful_restart"}, {"server_ids": [sid]})
+    assert params["server_ids"] == [sid] and params["timeout_s"] == 600
+    with pytest.raises(ValidationFailed, match="dry run"):
+        form.create(params)
+    form.dry_run(params)
+    with pytest.raises(ValidationFailed, match="dry run"):
+        form.create({**params, "timeout_s": 60})  # changed after the dry run
+    assert form.create(params)["job_id"] == "j1"
+    with pytest.raises(ValidationFailed, match="wizard"):
+        form.choose("rolling_cluster_update")
