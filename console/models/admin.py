@@ -50,6 +50,11 @@ class CredentialForm:
         self.last_result = {k: res.get(k) for k in ("credential_set_id", "key_ids", "sealed_to")}
         return self.last_result
 
+    def status(self, site_id: str) -> list[Row]:
+        """The site's credential sets (names, kinds, usernames, key ids; never secrets), each
+        marked ``stale`` when an active executor key has no envelope yet: re-enter and rotate."""
+        return list(self.api.credential_status(site_id).get("credential_sets") or [])
+
     def rotate(self, *, credential_set_id: str, secret: str, username: str | None = None) -> Row:
         if not credential_set_id or not secret:
             raise ValidationFailed("choose a credential set and enter the new secret",
@@ -98,3 +103,61 @@ class ForceResume(Observable):
         res = self.api.job_control("force_resume", job_id, reason=r)
         self.load()
         return res
+
+
+NOTIFICATION_EVENTS = ("job_started", "job_completed", "job_failed", "job_cancelled", "job_paused", "job_slow",
+                       "window_requested", "window_decided", "cluster_safety_changed")
+NOTIFICATION_CHANNELS = ("teams", "email", "webhook")
+
+
+class NotificationSettings(Observable):
+    """Where job and window events go (admin): Teams, e-mail or a webhook."""
+
+    def __init__(self, api: Api) -> None:
+        super().__init__()
+        self.api = api
+        self.settings: list[Row] = []
+
+    def load(self) -> list[Row]:
+        self.settings = list(self.api.notification_settings().get("settings") or [])
+        self.changed()
+        return self.settings
+
+    @staticmethod
+    def check(name: str, channel: str, target: str, events: list[str]) -> list[str]:
+        problems = []
+        if not (name or "").strip():
+            problems.append("name: required")
+        if channel not in NOTIFICATION_CHANNELS:
+            problems.append(f"channel: one of {', '.join(NOTIFICATION_CHANNELS)}")
+        elif channel == "email" and not re.match(r"^[^@\s]+@[^@\s]+\.[^@\s]+$", target or ""):
+            problems.append("target: an e-mail address")
+        elif channel != "email" and not (target or "").startswith("https://"):
+            problems.append("target: an https URL (webhook URLs carry tokens; never plain http)")
+        if not events:
+            problems.append("events: choose at least one")
+        problems += [f"events: unknown event {e!r}" for e in events if e not in NOTIFICATION_EVENTS]
+        return problems
+
+    def add(self, *, name: str, channel: str, target: str, events: list[str], site_id: str | None = None) -> Row:
+        problems = self.check(name, channel, target, list(events))
+        if problems:
+            raise ValidationFailed("the notification setting is not valid: " + "; ".join(problems), problems)
+        setting: dict[str, Any] = {"name": name.strip(), "channel": channel, "target": target.strip(),
+                                   "events": list(events)}
+        if site_id:
+            setting["site_id"] = site_id
+        res = self.api.upsert_notification_settings([setting])
+        self.load()
+        return res
+
+    def delete(self, ids: list[str]) -> Row:
+        if not ids:
+            raise ValidationFailed("choose at least one setting to delete", ["no setting chosen"])
+        res = self.api.delete_notification_settings(list(ids))
+        self.load()
+        return res
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [{"id": s.get("id"), "name": s.get("name"), "channel": s.get("channel"), "target": s.get("target"),
+                 "events": ", ".join(s.get("events") or []), "enabled": s.get("enabled")} for s in self.settings]

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import ipywidgets as w
 
-from console.models.admin import CREDENTIAL_KINDS, CredentialForm, ForceResume
+from console.models.admin import (
+    CREDENTIAL_KINDS,
+    NOTIFICATION_CHANNELS,
+    NOTIFICATION_EVENTS,
+    CredentialForm,
+    ForceResume,
+    NotificationSettings,
+)
 from console.widgets.common import STYLE, Status, guarded, html_table
 
 
@@ -22,9 +29,37 @@ class CredentialsView(w.VBox):
         self.secret = w.Password(description="secret")
         self.submit = w.Button(description="Seal and store", button_style="warning")
         self.submit.on_click(lambda _: self._submit())
+        self.table = w.HTML()
+        self.show = w.Button(description="Show sets", icon="refresh")
+        self.show.on_click(guarded(self.status, lambda _: self._status()))
+        self.rotate_pick = w.Dropdown(description="set", options=[])
+        self.rotate_secret = w.Password(description="new secret")
+        self.rotate = w.Button(description="Rotate (re-seal)", button_style="warning")
+        self.rotate.on_click(lambda _: self._rotate())
         super().__init__([w.HTML(f"{STYLE}<b>Target credential</b>: sealed to the site's executors; the control "
                                  "plane stores only ciphertext"), self.site, self.name, self.kind, self.username,
-                          self.secret, self.submit, self.status])
+                          self.secret, self.submit, w.HTML("<b>Credential sets of the site</b> (stale = an "
+                                                           "executor key has no envelope: rotate)"),
+                          self.show, self.table, w.HBox([self.rotate_pick, self.rotate_secret, self.rotate]),
+                          self.status])
+
+    def _status(self) -> None:
+        rows = self.form.status(self.site.value)
+        for r in rows:
+            r["key_ids"] = ", ".join(r.get("key_ids") or [])
+        self.table.value = html_table(rows, ["name", "kind", "username", "key_ids", "stale"], css="rp-creds",
+                                      empty="no credential sets at this site")
+        self.rotate_pick.options = [(f"{r['name']} ({r['kind']})", r["id"]) for r in rows]
+
+    def _rotate(self) -> None:
+        secret = self.rotate_secret.value
+        self.rotate_secret.value = ""
+        try:
+            res = guarded(self.status, self.form.rotate)(credential_set_id=self.rotate_pick.value, secret=secret)
+        finally:
+            secret = ""  # noqa: F841
+        if res:
+            self.status.ok(f"credential set {res['credential_set_id'][:8]} re-sealed to {res['sealed_to']} key(s)")
 
     def _submit(self) -> None:
         secret = self.secret.value
@@ -64,3 +99,43 @@ class ForceResumeView(w.VBox):
         self.table.value = html_table(rows, ["job", "type", "state", "since"], css="rp-stuck",
                                       empty="no paused or stuck jobs")
         self.pick.options = [(f"{r['job']} {r['type']} {r['state']}", r["id"]) for r in rows]
+
+
+class NotificationsView(w.VBox):
+    def __init__(self, model: NotificationSettings, sites: list[dict]) -> None:
+        self.model = model
+        self.status = Status()
+        self.table = w.HTML()
+        self.name = w.Text(description="name")
+        self.channel = w.Dropdown(description="channel", options=list(NOTIFICATION_CHANNELS))
+        self.target = w.Text(description="target", placeholder="https://… or ops@example.com",
+                             layout=w.Layout(width="60%"))
+        self.events = w.SelectMultiple(description="events", options=list(NOTIFICATION_EVENTS), rows=5,
+                                       value=("job_completed", "job_failed"))
+        self.site = w.Dropdown(description="site", options=[("every site", None)]
+                               + [(s["name"], s["id"]) for s in sites])
+        self.add = w.Button(description="Add", button_style="info")
+        self.add.on_click(guarded(self.status, lambda _: self._add()))
+        self.pick = w.SelectMultiple(description="delete", options=[], rows=4)
+        self.delete = w.Button(description="Delete selected", button_style="danger")
+        self.delete.on_click(guarded(self.status, lambda _: self._delete()))
+        model.on_change(self.render)
+        super().__init__([w.HTML(f"{STYLE}<b>Notifications</b>: job and window events to Teams, e-mail or a "
+                                 "webhook"), self.table, self.name, self.channel, self.target, self.events, self.site,
+                          self.add, self.pick, self.delete, self.status])
+        self.render()
+
+    def _add(self) -> None:
+        self.model.add(name=self.name.value, channel=self.channel.value, target=self.target.value,
+                       events=list(self.events.value), site_id=self.site.value)
+        self.status.ok(f"notification {self.name.value!r} saved")
+
+    def _delete(self) -> None:
+        res = self.model.delete(list(self.pick.value))
+        self.status.ok(f"{res.get('deleted')} setting(s) deleted")
+
+    def render(self) -> None:
+        rows = self.model.rows()
+        self.table.value = html_table(rows, ["name", "channel", "target", "events", "enabled"], css="rp-notify",
+                                      empty="no notification settings")
+        self.pick.options = [(f"{r['name']} ({r['channel']})", r["id"]) for r in rows]

@@ -154,6 +154,15 @@ class Console:
         from console.widgets.blockers import BlockerWizardView
         wz = BlockerWizard(self.api, job_id)
         wz.load()
+
+        def follow(change: dict) -> None:
+            # new blockers of this job (a rescan) or its status: reload, keeping the choices made
+            from console.models.jobs import change_parts
+            table, _, rec, old = change_parts(change)
+            row = rec or old
+            if (table == "job_blockers" and row.get("job_id") == job_id) or (table == "jobs" and row.get("id") == job_id):
+                wz.load()
+        self._follow(follow)
         return BlockerWizardView(wz)
 
     def windows(self, site_id: str | None = None):
@@ -173,6 +182,13 @@ class Console:
         m = ForceResume(self.api)
         m.load()
         return ForceResumeView(m)
+
+    def notifications(self):
+        from console.models.admin import NotificationSettings
+        from console.widgets.admin import NotificationsView
+        m = NotificationSettings(self.api)
+        m.load()
+        return NotificationsView(m, self.api.sites())
 
     def reports(self, view: str | None = None, export_dir: str = "."):
         from console.widgets.reports import ReportsView

@@ -80,7 +80,8 @@ class JobDetailView(w.VBox):
         self.tasks.value = html_table(sorted(d.tasks.values(), key=lambda t: t.get("seq", 0)),
                                       ["target_kind", "target_name", "status", "progress", "error"], css="rp-tasks")
         ob = d.open_blockers()
-        self.blockers.value = (f"<div class='rp-warn'>⚠ {len(ob)} open blocker(s): use the blocker wizard "
+        notes = "".join(f'<div class="rp-notice rp-{n.level}">🔔 {html.escape(n.message)}</div>' for n in d.notices[-3:])
+        self.blockers.value = notes + (f"<div class='rp-warn'>⚠ {len(ob)} open blocker(s): use the blocker wizard "
                                f"(console.blockers('{d.job_id}'))</div>" if ob else "")
         btns = []
         for act in d.actions():

@@ -334,6 +334,40 @@ def test_credentials_form_seals_and_echoes_nothing(ce):
     assert secret not in str(exc.value) and secret not in json.dumps(exc.value.details, default=str)
 
 
+def test_credential_status_and_rotation(ce):
+    form = CredentialForm(ce.api("admin"))
+    made = form.submit(site_id=ce.fleet.site_a, name=f"vc-{ce.tag}", kind="vcenter", username="admin@vsphere",
+                       secret="first-secret-1")
+    sets = {s["id"]: s for s in form.status(ce.fleet.site_a)}
+    mine = sets[made["credential_set_id"]]
+    assert mine["stale"] is False and mine["key_ids"] == [ce.fleet.executor_key.kid]
+    assert "first-secret-1" not in json.dumps(sets)
+    before = q(ce.conn, "select sealed_secret from public.credential_sets where id = %s", mine["id"])[0]
+    res = form.rotate(credential_set_id=mine["id"], secret="second-secret-2")
+    assert res == {"credential_set_id": mine["id"], "key_ids": [ce.fleet.executor_key.kid], "sealed_to": 1}
+    after = q(ce.conn, "select sealed_secret from public.credential_sets where id = %s", mine["id"])[0]
+    assert after != before and "second-secret-2" not in json.dumps(after)
+    with pytest.raises(AccessDenied):
+        CredentialForm(ce.api("approver")).status(ce.fleet.site_a)
+
+
+def test_notification_settings(ce):
+    from console.models.admin import NotificationSettings
+
+    ns = NotificationSettings(ce.api("admin"))
+    with pytest.raises(ValidationFailed) as exc:
+        ns.add(name="", channel="webhook", target="http://hooks.example.com/x", events=["job_exploded"])
+    assert len(exc.value.problems) == 3
+    name = f"teams-{ce.tag}"
+    ns.add(name=name, channel="teams", target="https://example.webhook.office.com/hook/abc",
+           events=["job_completed", "job_failed"], site_id=ce.fleet.site_a)
+    row = next(r for r in ns.rows() if r["name"] == name)
+    assert row["events"] == "job_completed, job_failed" and row["channel"] == "teams"
+    assert ns.delete([row["id"]])["deleted"] == 1 and all(r["name"] != name for r in ns.rows())
+    with pytest.raises(AccessDenied, match="admin"):
+        NotificationSettings(ce.api("operator")).load()
+
+
 def test_reports_and_fleet(ce, tmp_path):
     scp_job(ce)
     rm = ReportModel(ce.api("viewer"))
