@@ -73,6 +73,7 @@ declare
   v_el    jsonb;
   v_sid   uuid;
   v_facts jsonb;
+  v_tag   text;
   v_count integer := 0;
 begin
   v_job := public.fence_job(p_executor_id, p_job_id, p_epoch);
@@ -92,15 +93,27 @@ begin
     if jsonb_typeof(v_facts) <> 'object' or jsonb_typeof(coalesce(v_el -> 'details', '{}'::jsonb)) <> 'object' then
       raise exception using errcode = '22023', message = 'invalid_argument: facts and details must be objects';
     end if;
+    -- only a well-formed tag is kept (servers.service_tag has a format check)
+    v_tag := case when upper(v_facts ->> 'service_tag') ~ '^[A-Z0-9]{5,10}$' then upper(v_facts ->> 'service_tag') end;
     update public.servers s
        set model         = coalesce(nullif(v_facts ->> 'model', ''), s.model),
-           service_tag   = coalesce(nullif(v_facts ->> 'service_tag', ''), s.service_tag),
+           -- a service tag another server row already holds is not copied (the unique index
+           -- would refuse the whole batch); the duplicate shows in details.service_tag_conflict
+           service_tag   = case when exists (select 1 from public.servers o
+                                              where o.service_tag = v_tag
+                                                and o.id <> v_sid)
+                                then s.service_tag
+                                else coalesce(v_tag, s.service_tag) end,
            bios_version  = coalesce(v_facts ->> 'bios_version', s.bios_version),
            idrac_version = coalesce(v_facts ->> 'idrac_version', s.idrac_version),
            lc_version    = coalesce(v_facts ->> 'lc_version', s.lc_version),
            power_state   = coalesce((v_facts ->> 'power_state')::public.power_state, s.power_state),
            health        = coalesce((v_facts ->> 'health')::public.health_state, s.health),
-           details       = s.details || coalesce(v_el -> 'details', '{}'::jsonb),
+           details       = s.details || coalesce(v_el -> 'details', '{}'::jsonb)
+                             || jsonb_build_object('service_tag_conflict', (
+                                  select o.id from public.servers o
+                                   where o.service_tag = v_tag and o.id <> v_sid
+                                   limit 1)),
            last_seen_at  = case when coalesce((v_el ->> 'seen')::boolean, true) then now() else s.last_seen_at end
      where s.id = v_sid;
     if v_el ? 'firmware' then

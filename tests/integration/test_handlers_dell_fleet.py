@@ -168,3 +168,14 @@ def test_ome_faults(env: DellEnv, ome: OMESim) -> None:
     both = env.run("firmware_compliance", {"ome_instance_id": ome.instance_id,
                                            "catalog_url": env.files.url("repo/Catalog.xml")}, creds=[ome.cred])
     assert both["status"] == "failed" and "exactly one source" in both["error"]
+
+
+def test_inventory_refresh_never_copies_a_service_tag_another_server_holds(env: DellEnv) -> None:
+    b, sid = env.take()
+    dup = env.h.one("insert into public.servers (site_id, name, idrac_address, service_tag) values (%s, %s, %s, %s) "
+                    "returning id", env.h.site_id, f"dup-{b.index}", "10.99.0.1", b.service_tag)["id"]
+    job = env.run("inventory_refresh", {"server_ids": [sid]})
+    assert job["status"] == "completed", job["error"]  # one duplicate does not refuse the batch
+    row = env.server(sid)
+    assert row["service_tag"] is None and row["details"]["service_tag_conflict"] == str(dup)
+    assert row["model"] == b.model and len(env.firmware(sid)) == 4
