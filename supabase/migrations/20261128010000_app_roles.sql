@@ -52,11 +52,16 @@ revoke execute on function public.has_role(public.app_role) from public;
 grant execute on function public.current_app_role() to anon, authenticated, service_role;
 grant execute on function public.has_role(public.app_role) to anon, authenticated, service_role;
 
+-- Function conventions in rackpilot's schema: SECURITY DEFINER functions pin
+-- search_path = '' (nothing a caller sets can redirect them). Invoker functions (triggers,
+-- small helpers) qualify every name instead and carry no SET clause: a SET clause costs a
+-- configuration save/restore on every call and keeps SQL helpers from being inlined, which
+-- matters for triggers that fire on every claimed job.
+
 -- Generic updated_at maintenance for every table that has the column.
 create function public.touch_updated_at()
 returns trigger
 language plpgsql
-set search_path = ''
 as $$
 begin
   new.updated_at := now();

@@ -58,7 +58,6 @@ create function public.is_user_context()
 returns boolean
 language sql
 stable
-set search_path = ''
 as $$
   select current_user in ('authenticated', 'anon')
 $$;
@@ -130,7 +129,6 @@ create index maintenance_windows_active_idx on public.maintenance_windows (site_
 create function public.maintenance_windows_guard()
 returns trigger
 language plpgsql
-set search_path = ''
 as $$
 declare
   v_user boolean := public.is_user_context();
@@ -244,7 +242,6 @@ create function public.job_transition_allowed(p_from public.job_status, p_to pub
 returns boolean
 language sql
 immutable
-set search_path = ''
 as $$
   select case p_from
     when 'pending' then p_to in ('running', 'cancelled')
@@ -366,7 +363,6 @@ $$;
 create function public.jobs_guard()
 returns trigger
 language plpgsql
-set search_path = ''
 as $$
 declare
   v_user boolean := public.is_user_context();

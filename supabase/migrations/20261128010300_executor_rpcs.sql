@@ -167,6 +167,50 @@ begin
 end
 $$;
 
+-- The candidate query of claim_jobs, on its own so that it can keep one cached plan per
+-- session: its subqueries make planning it cost more than running it. With sorts disabled
+-- that cached (generic) plan walks jobs_claim_idx in claim order and stops after p_max rows
+-- whatever the site's share of the table; the rows come back locked (SKIP LOCKED: rows
+-- other claimers hold are passed over, never waited for).
+create function public.claim_candidates(
+  p_site_id uuid,
+  p_job_types public.job_type[],
+  p_window_types public.job_type[],
+  p_capped_types public.job_type[],
+  p_max integer
+)
+returns table (id uuid, cluster_id uuid, type public.job_type)
+language plpgsql
+set search_path = ''
+set plan_cache_mode = force_generic_plan
+set enable_sort = off
+as $$
+#variable_conflict use_column
+begin
+  return query
+    select j.id, j.cluster_id, j.type
+      from public.jobs j
+     where j.status = 'pending'
+       and j.site_id = p_site_id
+       and j.scheduled_for <= now()
+       and (p_job_types is null or j.type = any (p_job_types))
+       and (not j.type = any (p_window_types) or exists (
+             select 1 from public.maintenance_windows w
+              where w.id = j.maintenance_window_id and w.status = 'approved'
+                and w.site_id = j.site_id and (w.cluster_id is null or w.cluster_id = j.cluster_id)
+                and now() >= w.starts_at and now() < w.ends_at))
+       -- a cheap unlocked pre-check keeps full clusters from crowding out claimable jobs
+       and (j.cluster_id is null or not j.type = any (p_capped_types)
+            or (select count(*) from public.jobs a
+                 where a.cluster_id = j.cluster_id and a.status in ('running', 'paused')
+                   and a.type = any (p_capped_types))
+               < (select p.max_concurrent_per_cluster from public.safety_policies p where p.job_type = j.type))
+     order by j.priority desc, j.scheduled_for, j.id
+     limit p_max
+     for update of j skip locked;
+end
+$$;
+
 -- claim ------------------------------------------------------------------------------------
 -- Hands out up to p_max pending jobs of the executor's site, in priority order, whose
 -- schedule has come, whose type the executor takes, that hold an approved, current
@@ -220,26 +264,8 @@ begin
     from public.safety_policies p;
 
   for v_cand in
-    select j.id, j.cluster_id, j.type
-      from public.jobs j
-     where j.status = 'pending'
-       and j.site_id = v_exec.site_id
-       and j.scheduled_for <= now()
-       and (v_exec.job_types is null or j.type = any (v_exec.job_types))
-       and (not j.type = any (v_window_types) or exists (
-             select 1 from public.maintenance_windows w
-              where w.id = j.maintenance_window_id and w.status = 'approved'
-                and w.site_id = j.site_id and (w.cluster_id is null or w.cluster_id = j.cluster_id)
-                and now() >= w.starts_at and now() < w.ends_at))
-       -- a cheap unlocked pre-check keeps full clusters from crowding out claimable jobs
-       and (j.cluster_id is null or not j.type = any (v_capped_types)
-            or (select count(*) from public.jobs a
-                 where a.cluster_id = j.cluster_id and a.status in ('running', 'paused')
-                   and a.type = any (v_capped_types))
-               < (select p.max_concurrent_per_cluster from public.safety_policies p where p.job_type = j.type))
-     order by j.priority desc, j.scheduled_for, j.id
-     limit p_max
-     for update of j skip locked
+    select c.id, c.cluster_id, c.type
+      from public.claim_candidates(v_exec.site_id, v_exec.job_types, v_window_types, v_capped_types, p_max) c
   loop
     if v_cand.cluster_id is not null and v_cand.type = any (v_capped_types) then
       continue when v_cand.cluster_id = any (v_busy);

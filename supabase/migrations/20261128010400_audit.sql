@@ -60,7 +60,6 @@ $$;
 create function public.audit_log_chain()
 returns trigger
 language plpgsql
-set search_path = ''
 as $$
 declare
   -- 'lane:hash' of this transaction's last row, while it holds that lane's lock
@@ -109,7 +108,6 @@ create trigger audit_log_chain before insert on public.audit_log
 create function public.audit_log_immutable()
 returns trigger
 language plpgsql
-set search_path = ''
 as $$
 begin
   raise exception using errcode = 'P0001',
@@ -149,17 +147,24 @@ as $$
 $$;
 
 -- actor and note -------------------------------------------------------------------------
+-- plpgsql rather than SQL: a SQL function called from FROM is planned again on every
+-- call, and this one runs once per audited statement (every claim)
 create function public.audit_actor(out kind text, out actor_id uuid, out actor_role text)
-language sql
+language plpgsql
 stable
-set search_path = ''
 as $$
-  select case when auth.uid() is not null then 'user'
-              when nullif(current_setting('rackpilot.executor_id', true), '') is not null then 'executor'
-              when auth.role() = 'service_role' then 'service'
-              else 'system' end,
-         coalesce(auth.uid(), nullif(current_setting('rackpilot.executor_id', true), '')::uuid),
-         coalesce(auth.role(), session_user::text)
+declare
+  v_uid uuid := auth.uid();
+  v_exec text := nullif(current_setting('rackpilot.executor_id', true), '');
+  v_role text := auth.role();
+begin
+  kind := case when v_uid is not null then 'user'
+               when v_exec is not null then 'executor'
+               when v_role = 'service_role' then 'service'
+               else 'system' end;
+  actor_id := coalesce(v_uid, v_exec::uuid);
+  actor_role := coalesce(v_role, session_user::text);
+end
 $$;
 
 -- jobs: every state change, cancel/pause request and window change -------------------------
@@ -229,7 +234,6 @@ create function public.audit_redact(p_row jsonb)
 returns jsonb
 language sql
 immutable
-set search_path = ''
 as $$
   select p_row - array['sealed_secret', 'updated_at', 'last_heartbeat_at', 'last_sync_at', 'last_seen_at', 'observed_at']
 $$;
@@ -238,7 +242,6 @@ create function public.audit_row_key(p_row jsonb)
 returns text
 language sql
 immutable
-set search_path = ''
 as $$
   select coalesce(p_row ->> 'id', p_row ->> 'user_id', p_row ->> 'job_type',
                   (p_row ->> 'server_id') || '/' || (p_row ->> 'component') || '/' || (p_row ->> 'fqdd'))

@@ -8,7 +8,6 @@ create function public.version_key(p_version text)
 returns bigint[]
 language sql
 immutable
-set search_path = ''
 as $$
   select coalesce(array_agg(coalesce(nullif(regexp_replace(u.part, '\D', '', 'g'), '')::bigint, 0) order by u.n),
                   '{}'::bigint[])

@@ -47,7 +47,7 @@ select is(
   array(select f from unnest(array[
           'register_executor', 'heartbeat', 'claim_jobs', 'report_step', 'update_task', 'pause_job',
           'finish_job', 'put_artifact', 'get_job_credentials', 'recover_expired_leases', 'fence_job',
-          'executor_row', 'verify_audit_chain']) f
+          'executor_row', 'claim_candidates', 'verify_audit_chain']) f
          where exists (select 1 from pg_proc p join pg_namespace n on n.oid = p.pronamespace
                         where n.nspname = 'public' and p.proname = f
                           and (has_function_privilege('anon', p.oid, 'EXECUTE')
