@@ -178,6 +178,7 @@ def test_control_plane_faults_lose_no_step_report(harness):
     assert job["lease_epoch"] == 1  # never lost its lease
     assert sorted(s for e, s, _, _ in effects(counter) if e == "apply") == ["apply_a", "apply_b"]
     assert "retrying" in a.log_text()  # the faults really were seen
+    wait_until(lambda: a.log_text().count("realtime subscribed") >= 2, 30, "Realtime to be re-subscribed")
     assert a.terminate() == 0
 
 
