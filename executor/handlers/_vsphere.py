@@ -214,9 +214,40 @@ def inventory_payload(inv: Inventory, include_vms: bool = True) -> dict[str, Any
             "hosts": hosts, "vms": vms, "safety": safety}
 
 
+VM_CHUNK = 1000  # VMs per request: well under the REST layer's 1 MiB body limit
+
+
+def _add(total: dict[str, Any], part: dict[str, Any]) -> None:
+    for key in ("clusters", "hosts", "vms"):
+        t = total.setdefault(key, {"seen": 0, "changed": 0, "missing": 0})
+        p = part.get(key) or {}
+        for k in ("seen", "changed", "missing"):
+            t[k] = max(t[k], p.get(k, 0)) if k == "seen" else t[k] + p.get(k, 0)
+        if key == "hosts" and "linked" in p:
+            t["linked"] = p["linked"]
+    total["safety_changes"] = [*total.get("safety_changes", []), *(part.get("safety_changes") or [])]
+    total["pruned"] = bool(part.get("pruned"))
+
+
 async def sync_inventory(ctx: StepContext, vcenter: dict[str, Any], inv: Inventory, *, include_vms: bool = True,
                          prune: bool = False) -> dict[str, Any]:
-    """Store ``inv`` for ``vcenter`` in one epoch-checked request; returns the RPC's counts."""
+    """Store ``inv`` for ``vcenter``: clusters and hosts, then VMs in chunks, then the VM
+    list (vanished VMs) and the safety statuses. Every request is idempotent; returns the
+    summed counts."""
     payload = await asyncio.to_thread(inventory_payload, inv, include_vms)
-    return await write(ctx, "vsphere_sync_inventory", p_vcenter_id=vcenter["id"], p_inventory=payload,
-                       p_prune=prune)
+
+    async def send(part: dict[str, Any]) -> dict[str, Any]:
+        return await write(ctx, "vsphere_sync_inventory", p_vcenter_id=vcenter["id"], p_inventory=part, p_prune=prune)
+
+    total: dict[str, Any] = {}
+    _add(total, await send({"version": payload["version"], "clusters": payload["clusters"],
+                            "hosts": payload["hosts"]}))
+    vms = payload["vms"]
+    for i in range(0, len(vms), VM_CHUNK):
+        _add(total, await send({"vms": vms[i:i + VM_CHUNK]}))
+    final: dict[str, Any] = {"safety": payload["safety"]}
+    if include_vms:
+        final["vm_morefs"] = [v["moref"] for v in vms]
+    _add(total, await send(final))
+    total["requests"] = 2 + (len(vms) + VM_CHUNK - 1) // VM_CHUNK
+    return total

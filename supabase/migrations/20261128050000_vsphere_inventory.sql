@@ -1,17 +1,23 @@
 -- rackpilot control plane: vCenter inventory sync for the executor.
 --
--- vsphere_sync_inventory() takes one vCenter's whole inventory (clusters, hosts, VMs with
--- their blocker-relevant device facts, and each cluster's computed safety status) in one
--- request and applies it set-wise in one transaction, epoch-checked like every executor
--- write:
+-- vsphere_sync_inventory() takes one vCenter's inventory in a few requests (the REST layer
+-- caps a body at 1 MiB, so a large vCenter's VMs come in chunks) and applies each set-wise in
+-- one transaction, epoch-checked like every executor write. Each part of p_inventory is
+-- optional and handled when present:
+--   clusters + hosts   upserted; clusters/hosts not listed are vanished
+--   vms                a chunk of VMs, upserted (hosts must be stored first)
+--   vm_morefs          every VM moref of this sync: VMs not listed are vanished
+--   safety             per-cluster safety status, recorded when changed
+-- A sync interrupted between requests leaves rows of the previous and the current state;
+-- every request is idempotent and the next sync completes it.
 --   * upserts by (vcenter_id, moref); a row is only rewritten when a value changed, so a
 --     repeated sync of an unchanged vCenter writes nothing (and wakes no Realtime listener);
 --   * objects the vCenter no longer reports get missing_since (or are deleted with p_prune);
 --     an object that comes back has missing_since cleared;
 --   * hosts are linked to Dell servers of the same site by service tag, else by BMC address;
 --   * a cluster safety status is recorded only when it differs from the last one, and each
---     change is queued in notification_outbox for settings subscribed to
---     cluster_safety_changed.
+--     change (not a cluster's first observation) is queued in notification_outbox for
+--     settings subscribed to cluster_safety_changed.
 -- Errors (SQLSTATE 22023 invalid_argument, P0001 not_found / stale_epoch) as in the
 -- executor RPC migration.
 
@@ -52,11 +58,13 @@ declare
   v_job       public.jobs%rowtype;
   v_vc        public.vcenters%rowtype;
   v_now       timestamptz := now();
+  v_has_hosts boolean := p_inventory ? 'hosts';
+  v_has_vms   boolean := p_inventory ? 'vm_morefs';
   v_clusters  jsonb := coalesce(p_inventory -> 'clusters', '[]'::jsonb);
   v_hosts     jsonb := coalesce(p_inventory -> 'hosts', '[]'::jsonb);
   v_vms       jsonb := coalesce(p_inventory -> 'vms', '[]'::jsonb);
   v_safety    jsonb := coalesce(p_inventory -> 'safety', '[]'::jsonb);
-  v_with_vms  boolean := coalesce((p_inventory ->> 'include_vms')::boolean, true);
+  v_morefs    jsonb := coalesce(p_inventory -> 'vm_morefs', '[]'::jsonb);
   c_changed   integer; c_missing integer;
   h_changed   integer; h_missing integer;
   m_changed   integer; m_missing integer;
@@ -68,8 +76,9 @@ begin
     raise exception using errcode = '22023', message = 'invalid_argument: inventory must be a JSON object';
   end if;
   if jsonb_typeof(v_clusters) <> 'array' or jsonb_typeof(v_hosts) <> 'array' or jsonb_typeof(v_vms) <> 'array'
-     or jsonb_typeof(v_safety) <> 'array' then
-    raise exception using errcode = '22023', message = 'invalid_argument: clusters, hosts, vms and safety must be arrays';
+     or jsonb_typeof(v_safety) <> 'array' or jsonb_typeof(v_morefs) <> 'array' then
+    raise exception using errcode = '22023',
+      message = 'invalid_argument: clusters, hosts, vms, vm_morefs and safety must be arrays';
   end if;
   select * into v_vc from public.vcenters where id = p_vcenter_id for update;
   if not found or v_vc.site_id <> v_job.site_id then
@@ -149,7 +158,7 @@ begin
 
   -- VMs -------------------------------------------------------------------------------------
   m_changed := 0;
-  if v_with_vms then
+  if jsonb_array_length(v_vms) > 0 then
     with src as (
       select * from jsonb_to_recordset(v_vms) as x(moref text, name text, host_moref text, power_state text,
         has_usb_passthrough boolean, has_pci_passthrough boolean, has_vgpu boolean, ft_enabled boolean,
@@ -182,30 +191,32 @@ begin
   end if;
 
   -- vanished objects ---------------------------------------------------------------------------
-  if p_prune then
-    if v_with_vms then
+  if v_has_vms then
+    if p_prune then
       delete from public.vms v where v.vcenter_id = p_vcenter_id
-         and not exists (select 1 from jsonb_array_elements(v_vms) e where e ->> 'moref' = v.moref);
-      get diagnostics m_missing = row_count;
-    end if;
-    delete from public.esxi_hosts h where h.vcenter_id = p_vcenter_id
-       and not exists (select 1 from jsonb_array_elements(v_hosts) e where e ->> 'moref' = h.moref);
-    get diagnostics h_missing = row_count;
-    delete from public.clusters c where c.vcenter_id = p_vcenter_id
-       and not exists (select 1 from jsonb_array_elements(v_clusters) e where e ->> 'moref' = c.moref);
-    get diagnostics c_missing = row_count;
-  else
-    if v_with_vms then
+         and not exists (select 1 from jsonb_array_elements_text(v_morefs) e where e = v.moref);
+    else
       update public.vms v set missing_since = v_now where v.vcenter_id = p_vcenter_id and v.missing_since is null
-         and not exists (select 1 from jsonb_array_elements(v_vms) e where e ->> 'moref' = v.moref);
-      get diagnostics m_missing = row_count;
+         and not exists (select 1 from jsonb_array_elements_text(v_morefs) e where e = v.moref);
     end if;
-    update public.esxi_hosts h set missing_since = v_now where h.vcenter_id = p_vcenter_id and h.missing_since is null
-       and not exists (select 1 from jsonb_array_elements(v_hosts) e where e ->> 'moref' = h.moref);
-    get diagnostics h_missing = row_count;
-    update public.clusters c set missing_since = v_now where c.vcenter_id = p_vcenter_id and c.missing_since is null
-       and not exists (select 1 from jsonb_array_elements(v_clusters) e where e ->> 'moref' = c.moref);
-    get diagnostics c_missing = row_count;
+    get diagnostics m_missing = row_count;
+  end if;
+  if v_has_hosts then
+    if p_prune then
+      delete from public.esxi_hosts h where h.vcenter_id = p_vcenter_id
+         and not exists (select 1 from jsonb_array_elements(v_hosts) e where e ->> 'moref' = h.moref);
+      get diagnostics h_missing = row_count;
+      delete from public.clusters c where c.vcenter_id = p_vcenter_id
+         and not exists (select 1 from jsonb_array_elements(v_clusters) e where e ->> 'moref' = c.moref);
+      get diagnostics c_missing = row_count;
+    else
+      update public.esxi_hosts h set missing_since = v_now where h.vcenter_id = p_vcenter_id and h.missing_since is null
+         and not exists (select 1 from jsonb_array_elements(v_hosts) e where e ->> 'moref' = h.moref);
+      get diagnostics h_missing = row_count;
+      update public.clusters c set missing_since = v_now where c.vcenter_id = p_vcenter_id and c.missing_since is null
+         and not exists (select 1 from jsonb_array_elements(v_clusters) e where e ->> 'moref' = c.moref);
+      get diagnostics c_missing = row_count;
+    end if;
   end if;
 
   select count(*) into v_linked from public.esxi_hosts h where h.vcenter_id = p_vcenter_id and h.server_id is not null;
@@ -243,20 +254,22 @@ begin
       join public.notification_settings ns
         on ns.enabled and 'cluster_safety_changed' = any (ns.events)
        and (ns.site_id is null or ns.site_id = v_vc.site_id)
+     -- the first observation of a cluster is recorded, not announced
+     where ch.previous is not null
     returning 1
   )
   select coalesce(jsonb_agg(jsonb_build_object('cluster_id', ch.cluster_id, 'status', ch.status,
                                                'previous', ch.previous)), '[]'::jsonb)
     into v_changes
-    from changed ch
-   where (select count(*) from ins) >= 0 and (select count(*) from outbox) >= 0;
+    from changed ch;
 
   return jsonb_build_object(
     'vcenter_id', p_vcenter_id,
     'clusters', jsonb_build_object('seen', jsonb_array_length(v_clusters), 'changed', c_changed, 'missing', coalesce(c_missing, 0)),
     'hosts', jsonb_build_object('seen', jsonb_array_length(v_hosts), 'changed', h_changed, 'missing', coalesce(h_missing, 0),
                                 'linked', v_linked),
-    'vms', jsonb_build_object('seen', jsonb_array_length(v_vms), 'changed', m_changed, 'missing', coalesce(m_missing, 0)),
+    'vms', jsonb_build_object('seen', greatest(jsonb_array_length(v_vms), jsonb_array_length(v_morefs)),
+                              'changed', m_changed, 'missing', coalesce(m_missing, 0)),
     'safety_changes', v_changes,
     'pruned', coalesce(p_prune, false));
 end
