@@ -329,11 +329,16 @@ class Executor:
         if session is None or session.fenced:
             return
         epoch = row.get("lease_epoch")
-        if epoch is not None and int(epoch) != session.epoch:
-            session.fence(f"lease epoch is now {epoch}, ours is {session.epoch}")
-            return
+        if epoch is not None:
+            # Epochs only grow. A change feed event can arrive late (the recovery that made
+            # the job claimable, say): an older epoch says nothing about our lease.
+            if int(epoch) < session.epoch:
+                return
+            if int(epoch) > session.epoch:
+                session.fence(f"lease epoch is now {epoch}, ours is {session.epoch}")
+                return
         owner = row.get("claimed_by")
-        if "claimed_by" in row and str(owner) != self.executor_id and row.get("status") == "running":
+        if "claimed_by" in row and owner is not None and str(owner) != self.executor_id:
             session.fence("job is claimed by another executor")
             return
         if row.get("cancel_requested_at"):

@@ -166,3 +166,20 @@ def test_notification_rendering_redacts_and_builds_a_card():
     content = card["attachments"][0]["content"]
     assert card["type"] == "message" and content["type"] == "AdaptiveCard"
     assert "Executor lost" in content["body"][0]["text"]
+
+
+def test_late_change_events_never_fence_a_newer_lease(monkeypatch, tmp_path):
+    from executor.runner import Executor, LeasedJob
+    from executor.secrets import load_or_create
+
+    s = settings(monkeypatch, tmp_path)
+    ex = Executor(s, load_or_create(s.key_path)[0])
+    ex.executor_id = "me"
+    session = LeasedJob(ex, {"job_id": "j1", "lease_epoch": 3, "attempts": 1})
+    ex.inflight["j1"] = session
+    ex.apply_job_row({"id": "j1", "lease_epoch": 2, "status": "pending", "claimed_by": None})  # late event
+    ex.apply_job_row({"id": "j1", "lease_epoch": 3, "status": "running", "claimed_by": "me",
+                      "cancel_requested_at": "2026-11-28T00:00:00Z"})
+    assert not session.fenced and session.cancel_requested
+    ex.apply_job_row({"id": "j1", "lease_epoch": 4, "status": "pending", "claimed_by": None})
+    assert session.fenced
