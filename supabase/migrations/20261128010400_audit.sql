@@ -2,7 +2,7 @@
 --
 -- Append-only: UPDATE, DELETE and TRUNCATE are refused by triggers, whoever asks (the
 -- service role included), and no API role holds write privileges on the table.
--- Hash-chained in lanes: the log is AUDIT_LANES interleaved chains. A writing transaction
+-- Hash-chained in lanes: the log is eight interleaved chains (lane 0..7). A writing transaction
 -- takes one lane's transaction-scoped advisory lock (the first free one, so concurrent
 -- writers rarely wait) and keeps it until commit; each row stores its lane and the hash
 -- of the previous row of that lane. Within a lane the lock makes chain order the commit

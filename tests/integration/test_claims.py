@@ -423,3 +423,4 @@ def test_executor_writes_under_a_valid_lease(db_url, conn):
         cur.execute("select status, finished_at is not null from public.finish_job(%s, %s, %s, 'completed')",
                     (ex, job, epoch2))
         assert cur.fetchone() == ("completed", True)
+        cur.execute("delete from public.artifacts where id = %s", (artifact,))  # not removed with the site
