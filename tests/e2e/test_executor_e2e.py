@@ -230,6 +230,28 @@ def test_operator_cancel_and_pause_are_honoured_at_a_safe_point(harness, request
     assert a.terminate() == 0
 
 
+def test_blockers_pause_the_job_and_it_resumes_after_resolution(harness):
+    h = harness
+    a = h.spawn("blk-a")
+    a.wait_log("registered")
+    counter = h.tmp / "blk.counter"
+    job_id = h.create_job({"counter_file": str(counter), "block_at": "apply_b"})
+    job = h.wait_status(job_id, ("paused",), timeout=20)
+    assert job["pause_reason"] == "blockers"
+    blockers = h.query("select id, kind, description, status from public.job_blockers where job_id = %s", job_id)
+    assert [(b["kind"], b["status"]) for b in blockers] == [("other", "open")]
+    assert "blocked at apply_b" in blockers[0]["description"]
+    steps = {s["step_key"]: s["status"] for s in h.steps(job_id)}
+    assert steps["apply_b"] == "pending" and "restore_guard" not in steps  # no cleanup while paused
+    # the operator decides, then resumes the job
+    h.query("insert into public.blocker_resolutions (blocker_id, action, note) values (%s, 'acknowledge', 'ok')",
+            blockers[0]["id"])
+    h.query("update public.jobs set status = 'pending' where id = %s", job_id)
+    assert h.wait_status(job_id, ("completed",), timeout=20)["status"] == "completed"
+    assert sorted(s for e, s, _, _ in effects(counter) if e == "apply") == ["apply_a", "apply_b"]
+    assert a.terminate() == 0
+
+
 def test_zz_no_test_secret_in_any_log(stack):
     """Runs last in this module: every executor log and the stack's own logs."""
     files = [*LOGS, *Path(stack.cfg.log_dir).glob("*.log"), stack.pg.datadir / "server.log"]
