@@ -235,7 +235,6 @@ create index jobs_claim_idx on public.jobs (site_id, priority desc, scheduled_fo
 create index jobs_lease_idx on public.jobs (lease_expires_at) where status = 'running';
 create index jobs_cluster_active_idx on public.jobs (cluster_id) where status in ('running', 'paused');
 create index jobs_created_idx on public.jobs (created_at desc);
-create index jobs_type_created_idx on public.jobs (type, created_at desc);
 create index jobs_window_idx on public.jobs (maintenance_window_id) where maintenance_window_id is not null;
 
 create function public.job_transition_allowed(p_from public.job_status, p_to public.job_status)
