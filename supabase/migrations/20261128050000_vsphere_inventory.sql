@@ -26,6 +26,9 @@ alter table public.vcenters add column if not exists missing_since timestamptz;
 alter table public.vcenters add column if not exists details jsonb not null default '{}'::jsonb
   check (jsonb_typeof(details) = 'object');
 alter table public.clusters add column if not exists missing_since timestamptz;
+-- how the executor reaches the host itself: {"ssh": {"address", "port", "known_hosts"}} (esxi_upgrade)
+alter table public.esxi_hosts add column if not exists details jsonb not null default '{}'::jsonb
+  check (jsonb_typeof(details) = 'object');
 alter table public.esxi_hosts add column if not exists missing_since timestamptz;
 alter table public.vms add column if not exists missing_since timestamptz;
 comment on column public.esxi_hosts.missing_since is

@@ -1,0 +1,253 @@
+"""``esxi_upgrade``: upgrade ESXi on hosts one at a time.
+
+Per host: maintenance mode through vCenter (DRS evacuates the VMs), ``esxcli software
+profile update`` over SSH from the depot, reboot through esxcli, wait until vCenter sees the
+host back with a later boot time, verify the new version through pyvmomi, exit maintenance.
+
+Reaching a host over SSH: ``esxi_hosts.details.ssh`` = ``{"address": host, "port": 22,
+"known_hosts": path}`` (the host key is never trusted silently; ``"insecure_host_key": true``
+must be asked for), and the job's credential set of kind ``esxi`` (``username`` with
+``password`` or ``private_key``, an OpenSSH private key in PEM text).
+
+Steps: ``preflight`` (hosts already at the target version are skipped; VMs that cannot
+move pause the job with blockers unless ``blocker_default`` says otherwise), ``upgrade``
+(per host, resuming from its saved phase: a host found mid-update after a crash is not
+updated twice - its version is read and the upgrade continues from the reboot), and the
+``cleanup`` step that takes hosts this job put into maintenance back out on every exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import asyncssh
+
+from ..jobparams import BlockerDefault, EsxiUpgradeParams
+from ..steps import (
+    Blocker,
+    BlockersFound,
+    JobCancelled,
+    JobHandler,
+    StepContext,
+    StepError,
+    cleanup_step,
+    step,
+)
+from ..targets.esxcli import EsxiShell
+from ..targets.vsphere import VSphereClient
+from ..targets.vsphere_blockers import BLOCKING, host_blockers
+from . import register
+from ._vsphere import (
+    InventoryMissing,
+    TargetProfile,
+    VerificationFailed,
+    VSphereHandlerError,
+    one,
+    select,
+    sync_inventory,
+    update_task,
+    vcenter_client,
+)
+
+log = logging.getLogger("rackpilot.executor.esxi_upgrade")
+KINDS = {"usb_passthrough", "pci_passthrough", "vgpu", "fault_tolerance", "cdrom_connected", "local_storage"}
+
+
+@register
+class EsxiUpgradeHandler(JobHandler):
+    job_type = "esxi_upgrade"
+
+    def validate(self, job: dict[str, Any]) -> None:
+        try:
+            EsxiUpgradeParams.model_validate(job.get("params") or {})
+        except ValueError as exc:
+            raise StepError(f"invalid esxi_upgrade params: {exc}") from None
+
+    @staticmethod
+    def _params(ctx: StepContext) -> EsxiUpgradeParams:
+        return EsxiUpgradeParams.model_validate(ctx.params)
+
+    async def _vcenter(self, ctx: StepContext, vcenter_id: str) -> dict[str, Any]:
+        return await one(ctx, "vcenters", "id,name,address,credential_set_id,site_id,details",
+                         f"vCenter {vcenter_id}", id=vcenter_id)
+
+    async def _shell(self, ctx: StepContext, host: dict[str, Any]) -> EsxiShell:
+        ssh = (host.get("details") or {}).get("ssh") or {}
+        if not ssh.get("address"):
+            raise InventoryMissing(f"host {host['name']} has no SSH address (esxi_hosts.details.ssh)")
+        ids = ctx.job.get("credential_set_ids")
+        if ids is None:  # the claim does not carry them; the job row does
+            ids = (await one(ctx, "jobs", "credential_set_ids", "the job", id=ctx.job_id))["credential_set_ids"]
+        creds = await select(ctx, "credential_sets", "id,kind", id=[str(i) for i in ids or []])
+        esxi = [c for c in creds if c["kind"] == "esxi"]
+        if not esxi:
+            raise InventoryMissing("the job names no credential set of kind esxi for the SSH login")
+        cred = await ctx.credentials(str(esxi[0]["id"]))
+        keys: tuple[Any, ...] = ()
+        if cred.get("private_key"):
+            keys = (asyncssh.import_private_key(cred["private_key"]),)
+        return EsxiShell(str(ssh["address"]), cred.get("username") or "root", port=int(ssh.get("port") or 22),
+                         client_keys=keys, password=cred.get("password") or None,
+                         known_hosts=ssh.get("known_hosts"), insecure_host_key=bool(ssh.get("insecure_host_key")),
+                         name=host["name"])
+
+    @step(100, resumable=True)
+    async def preflight(self, ctx: StepContext) -> dict[str, Any]:
+        params = self._params(ctx)
+        rows = await select(ctx, "esxi_hosts", "id,name,moref,vcenter_id,details",
+                            id=[str(h) for h in params.host_ids])
+        by_id = {str(r["id"]): r for r in rows}
+        missing = [str(h) for h in params.host_ids if str(h) not in by_id]
+        if missing:
+            raise InventoryMissing(f"host(s) {', '.join(missing)} do not exist; run vcenter_sync")
+        vcenters = {r["vcenter_id"] for r in rows}
+        if len(vcenters) != 1:
+            raise VSphereHandlerError("an esxi_upgrade job takes hosts of one vCenter")
+        vc = await self._vcenter(ctx, str(next(iter(vcenters))))
+        client = await vcenter_client(ctx, vc, TargetProfile.load())
+        try:
+            inv = await asyncio.to_thread(client.inventory)
+        finally:
+            await asyncio.to_thread(client.close)
+        await sync_inventory(ctx, vc, inv)
+        vm_ids = {r["moref"]: str(r["id"]) for r in await select(ctx, "vms", "id,moref", vcenter_id=vc["id"])}
+        decided = {str(r["blocker_id"]): r["action"] for r in
+                   await select(ctx, "blocker_resolutions", "blocker_id,action", job_id=ctx.job_id)}
+        earlier = await select(ctx, "job_blockers", "id,host_id,details", job_id=ctx.job_id)
+        skip = {str(b["host_id"]) for b in earlier if decided.get(str(b["id"])) == "skip_host"}
+        power_off: dict[str, list[str]] = {}
+        for b in earlier:
+            if decided.get(str(b["id"])) == "power_off_vm" and (b.get("details") or {}).get("vm_moref"):
+                power_off.setdefault(str(b["host_id"]), []).append(b["details"]["vm_moref"])
+        plan, found = [], []
+        for seq, hid in enumerate(str(h) for h in params.host_ids):
+            h = by_id[hid]
+            live = inv.hosts.get(h["moref"])
+            if live is None:
+                raise InventoryMissing(f"host {h['name']} is not in vCenter {vc['name']}")
+            entry = {"id": hid, "name": h["name"], "moref": h["moref"], "details": h.get("details") or {}, "seq": seq}
+            if live.version == params.image.target_version:
+                await update_task(ctx, entry, "skipped", seq=seq, details={"reason": "already at target version"})
+                continue
+            if hid in skip:
+                await update_task(ctx, entry, "skipped", seq=seq, details={"reason": "skip_host decision"})
+                continue
+            for b in host_blockers(inv, h["moref"]):
+                if b.severity != BLOCKING or b.vm in power_off.get(hid, []):
+                    continue
+                if params.blocker_default == BlockerDefault.POWER_OFF_VM:
+                    power_off.setdefault(hid, []).append(b.vm)
+                elif params.blocker_default == BlockerDefault.ASK:
+                    found.append(Blocker(kind=b.kind if b.kind in KINDS else "other", target=b.vm_name,
+                                         message=f"{b.vm_name} on {b.host_name}: {b.detail}",
+                                         details={"host_id": hid, "vm_id": vm_ids.get(b.vm), "vm_moref": b.vm,
+                                                  "scan_kind": b.kind, "host_name": b.host_name}))
+            if params.blocker_default == BlockerDefault.SKIP_HOST and any(
+                    b.severity == BLOCKING for b in host_blockers(inv, h["moref"])):
+                await update_task(ctx, entry, "skipped", seq=seq, details={"reason": "blockers (skip_host default)"})
+                continue
+            plan.append(entry)
+            await update_task(ctx, entry, "pending", seq=seq, details={"from": live.version, "build": live.build})
+        if found:
+            raise BlockersFound(found)
+        ctx.checkpoint.update({"vcenter_id": vc["id"], "plan": plan, "power_off": power_off})
+        return {"to_upgrade": [h["name"] for h in plan]}
+
+    @step(50, resumable=True)
+    async def upgrade(self, ctx: StepContext) -> dict[str, Any]:
+        params = self._params(ctx)
+        progress: dict[str, Any] = dict(ctx.saved_progress or {})
+        progress.setdefault("done", [])
+        progress.setdefault("phase", {})
+        profile = TargetProfile.load()
+        vc = await self._vcenter(ctx, ctx.checkpoint["vcenter_id"])
+        client = await vcenter_client(ctx, vc, profile)
+        try:
+            for h in ctx.checkpoint["plan"]:
+                if h["id"] in progress["done"]:
+                    continue
+                if ctx.session.cancel_requested:  # safe point: no host of this job is out here
+                    raise JobCancelled("cancel requested")
+                await self._one(ctx, params, profile, client, h, progress)
+                progress["done"].append(h["id"])
+                progress["phase"].pop(h["id"], None)
+                await ctx.save_progress(progress)
+        finally:
+            await asyncio.to_thread(client.close)
+        return {"upgraded": len(progress["done"])}
+
+    async def _one(self, ctx: StepContext, params: EsxiUpgradeParams, profile: TargetProfile, vc: VSphereClient,
+                   h: dict[str, Any], progress: dict[str, Any]) -> None:
+        shell = await self._shell(ctx, h)
+        image = params.image
+        resumed = progress["phase"].get(h["id"])
+        details: dict[str, Any] = {}
+        off = list((ctx.checkpoint.get("power_off") or {}).get(h["id"], []))
+
+        async def phase(name: str, pct: int) -> None:
+            progress["phase"][h["id"]] = name
+            await ctx.save_progress(progress)
+            await update_task(ctx, h, "running", progress=pct, details={"phase": name, **details})
+
+        try:
+            if resumed not in ("reboot",):
+                running = [m for m in off if await asyncio.to_thread(vc.vm_power_state, m) == "poweredOn"]
+                details.update(powered_off_vms=running, maintenance_by_job=True)
+                await phase("maintenance", 20)
+                for vm in running:
+                    await asyncio.to_thread(vc.power_off_vm, vm)
+                await asyncio.to_thread(vc.enter_maintenance, h["moref"],
+                                        profile.seconds(min(params.vmotion_timeout_s, 600)))
+                await phase("update", 40)
+                profile_name = image.profile_name or await shell.profile_name()
+                result = await shell.profile_update(str(image.depot_url), profile_name)
+                details["update"] = {"message": result.message, "reboot_required": result.reboot_required}
+            boot_before = (await asyncio.to_thread(vc.host, h["moref"])).boot_time if resumed != "reboot" \
+                else progress.get("boot_before", {}).get(h["id"])
+            progress.setdefault("boot_before", {})[h["id"]] = boot_before
+            await phase("reboot", 60)
+            if resumed != "reboot":
+                await shell.reboot("rackpilot esxi_upgrade")
+            back = await asyncio.to_thread(vc.wait_for_host, h["moref"], booted_after=boot_before)
+            if back.version != image.target_version:
+                raise VerificationFailed(f"{h['name']} runs ESXi {back.version} build {back.build} after the "
+                                         f"upgrade, not {image.target_version}")
+            details["after"] = {"version": back.version, "build": back.build}
+            await phase("exit_maintenance", 90)
+            await asyncio.to_thread(vc.exit_maintenance, h["moref"])
+            for vm in details.get("powered_off_vms") or []:
+                await asyncio.to_thread(vc.power_on_vm, vm)
+            details["maintenance_by_job"] = False
+            await update_task(ctx, h, "completed", progress=100, details={"phase": "done", **details})
+        except Exception as exc:
+            await update_task(ctx, h, "failed", error=str(exc)[:2000] or type(exc).__name__,
+                              details={"phase": "failed", **details})
+            raise
+
+    @cleanup_step(10, only_if_started="upgrade")
+    async def cleanup(self, ctx: StepContext) -> dict[str, Any]:
+        tasks = await select(ctx, "job_tasks", "target_id,details,status,error", job_id=ctx.job_id, target_kind="host")
+        ours = [t for t in tasks if (t.get("details") or {}).get("maintenance_by_job")]
+        if not ours or not ctx.checkpoint.get("vcenter_id"):
+            return {"hosts_brought_back": []}
+        vc = await self._vcenter(ctx, ctx.checkpoint["vcenter_id"])
+        client = await vcenter_client(ctx, vc, TargetProfile.load())
+        back = []
+        try:
+            for t in ours:
+                rows = await select(ctx, "esxi_hosts", "id,name,moref", id=t["target_id"])
+                if not rows:
+                    continue
+                await asyncio.to_thread(client.wait_for_host, rows[0]["moref"])
+                await asyncio.to_thread(client.exit_maintenance, rows[0]["moref"])
+                for vm in (t.get("details") or {}).get("powered_off_vms") or []:
+                    await asyncio.to_thread(client.power_on_vm, vm)
+                await update_task(ctx, rows[0], t["status"] if t["status"] != "running" else "failed",
+                                  details={"maintenance_by_job": False},
+                                  error=t.get("error") if t["status"] != "running" else "interrupted")
+                back.append(rows[0]["name"])
+        finally:
+            await asyncio.to_thread(client.close)
+        return {"hosts_brought_back": back}
