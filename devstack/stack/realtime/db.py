@@ -60,6 +60,7 @@ class Database:
         self._tables: dict[tuple[str, str], tuple[float, TableInfo]] = {}
         self._privs: dict[tuple[str, str, str], tuple[float, bool]] = {}
         self.typnames: dict[int, str] = {}
+        self._vis_fns: dict[tuple, str] = {}
 
     async def start(self) -> None:
         self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=3, command_timeout=QUERY_TIMEOUT_S,
@@ -202,39 +203,92 @@ class Database:
         if self._rls is None or self._rls.is_closed():
             self._rls = await asyncpg.connect(self.dsn, timeout=QUERY_TIMEOUT_S, server_settings={
                 "application_name": "rackpilot-realtime-rls", "statement_timeout": "5s", "TimeZone": "UTC"})
+            self._vis_fns = {}
         return self._rls
 
-    async def visible_rows(self, info: TableInfo, schema: str, table: str, role: str, claims_json: str,
-                           sub: str, keys: list[tuple]) -> set[int]:
-        """Indexes into ``keys`` (primary-key tuples, as text) of rows ``role`` with
-        ``claims`` can SELECT now. Raises DatabaseUnavailable if Postgres is away."""
+    async def _vis_fn(self, conn: asyncpg.Connection, schema: str, table: str,
+                      pk: tuple[tuple[str, str], ...]) -> str:
+        """The temporary visibility function of one table (created on first use)."""
+        key = (schema, table, pk)
+        name = self._vis_fns.get(key)
+        if name is None:
+            name = f"rackpilot_rt_visible_{len(self._vis_fns) + 1}"
+            cond = " and ".join(f"x.{qident(col)} = (u.k->>{i})::{fmt}" for i, (col, fmt) in enumerate(pk))
+            await conn.execute(VISIBLE_FN.replace("{name}", name)
+                               .replace("{table}", f"{qident(schema)}.{qident(table)}").replace("{cond}", cond))
+            self._vis_fns[key] = name
+        return name
+
+    async def visible_rows(self, info: TableInfo, schema: str, table: str,
+                           groups: list[tuple[str, str, str]], keys: list[tuple]) -> dict[int, set[int]]:
+        """Which rows each subscriber group may SELECT now, in one round trip.
+
+        ``groups`` are (role, claims JSON, sub); ``keys`` primary-key tuples as wal2json
+        gave them. Returns {group index: {key index}}. Raises DatabaseUnavailable if
+        Postgres is away."""
         if not info.pk:
-            return set()  # without a primary key a row cannot be re-read: RLS roles get nothing
-        arrays = [[None if k[i] is None else _text(k[i]) for k in keys] for i in range(len(info.pk))]
-        cols = ", ".join(f"k{i}" for i in range(len(info.pk)))
-        unnest = ", ".join(f"${i + 1}::text[]" for i in range(len(info.pk)))
-        cond = " and ".join(f"x.{qident(name)} = u.k{i}::{fmt}" for i, (name, fmt) in enumerate(info.pk))
-        sql = (f"select u.i::int4 from unnest({unnest}) with ordinality as u({cols}, i) "
-               f"where exists (select 1 from {qident(schema)}.{qident(table)} x where {cond})")
+            return {}  # without a primary key a row cannot be re-read: RLS roles get nothing
+        keys_json = orjson.dumps([[None if v is None else _text(v) for v in k] for k in keys]).decode()
+        groups_json = orjson.dumps([{"g": n, "role": r, "claims": c, "sub": sub}
+                                    for n, (r, c, sub) in enumerate(groups)]).decode()
         async with self._rls_lock:
             try:
                 conn = await self._rls_conn()
-                await conn.execute(
-                    "select set_config('role', $1, false), set_config('request.jwt.claims', $2, false), "
-                    "set_config('request.jwt.claim.sub', $3, false), set_config('request.jwt.claim.role', $1, false)",
-                    role, claims_json, sub)
-                rows = await conn.fetch(sql, *arrays)
+                fn = await self._vis_fn(conn, schema, table, info.pk)
+                rows = await conn.fetch(f"select rt_g, rt_i from pg_temp.{fn}($1::json, $2::json)",
+                                        keys_json, groups_json)
             except CONNECTION_ERRORS as exc:
                 if self._rls is not None:
                     self._rls.terminate()
                     self._rls = None
                 raise DatabaseUnavailable(f"database unavailable ({type(exc).__name__})") from None
             except asyncpg.PostgresError as exc:
-                # permission denied, a dropped table, a policy that raises: not visible
-                log.info("visibility check on %s.%s for role %s failed: %s", schema, table, role,
-                         getattr(exc, "sqlstate", ""))
-                return set()
-        return {r[0] - 1 for r in rows}
+                log.warning("visibility check on %s.%s failed: %s", schema, table, getattr(exc, "sqlstate", ""))
+                self._vis_fns.pop((schema, table, info.pk), None)
+                return {}
+        out: dict[int, set[int]] = {}
+        for r in rows:
+            out.setdefault(r["rt_g"], set()).add(r["rt_i"] - 1)
+        return out
+
+
+# One per published table, on Realtime's own connection only (a temporary function: it
+# never touches the project's schemas). For each subscriber group it switches role and JWT
+# claims as PostgREST does per request and re-reads the rows by primary key, so the
+# table's RLS policies decide. The query is static, so its plan is cached and reused
+# while the role stays the same (Postgres re-plans RLS queries when the role changes).
+# A group whose check fails (no privilege, a policy that raises) sees nothing.
+VISIBLE_FN = """
+create or replace function pg_temp.{name}(keys json, groups json)
+returns table (rt_g int, rt_i int) language plpgsql as $fn$
+#variable_conflict use_column
+declare
+  grp record;
+  hits int[];
+begin
+  for grp in select * from json_to_recordset(groups) as x(g int, role text, claims text, sub text) loop
+    perform set_config('role', grp.role, true);
+    perform set_config('request.jwt.claims', grp.claims, true);
+    perform set_config('request.jwt.claim.sub', grp.sub, true);
+    perform set_config('request.jwt.claim.role', grp.role, true);
+    begin
+      select array_agg(u.i::int4) into hits
+        from json_array_elements(keys) with ordinality as u(k, i)
+        where exists (select 1 from {table} x where {cond});
+    exception when others then
+      hits := null;
+    end;
+    perform set_config('role', 'none', true);
+    if hits is not null then
+      rt_g := grp.g;
+      foreach rt_i in array hits loop
+        return next;
+      end loop;
+    end if;
+  end loop;
+end
+$fn$;
+"""
 
 
 def _text(value: Any) -> str:

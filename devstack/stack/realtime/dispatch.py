@@ -205,7 +205,8 @@ class Dispatcher:
 
     async def _decide(self, changes: list[Change]) -> None:
         """Fill ``change.visible``: which target channels may see each change."""
-        groups: dict[tuple, list[tuple[Change, list[Channel]]]] = {}
+        # per table: the RLS-checked changes, and for each of them its channels by group
+        pending: dict[tuple[str, str], list[tuple[Change, dict[tuple, list[Channel]]]]] = {}
         for change in changes:
             by_group: dict[tuple, list[Channel]] = {}
             for channel in change.targets:
@@ -213,26 +214,34 @@ class Dispatcher:
                     change.visible.add(channel)
                     continue
                 by_group.setdefault(channel.group, []).append(channel)
-            for group, chans in by_group.items():
-                role = group[0]
-                info = change.info
-                needs_row = change.kind != "DELETE" and info is not None and info.rls
-                if not needs_row:
-                    if await self.db.can_select(role, change.schema, change.table):
+            if not by_group:
+                continue
+            info = change.info
+            if change.kind == "DELETE" or info is None or not info.rls:
+                for group, chans in by_group.items():
+                    if await self.db.can_select(group[0], change.schema, change.table):
                         change.visible.update(chans)
-                    continue
-                if change.key is None:
-                    continue  # RLS table without a primary key: nothing to re-read
-                groups.setdefault((change.schema, change.table, group), []).append((change, chans))
-        for (schema, table, (role, claims_json)), items in groups.items():
+                continue
+            if change.key is None:
+                continue  # RLS table without a primary key: nothing to re-read
+            pending.setdefault((change.schema, change.table), []).append((change, by_group))
+        for (schema, table), items in pending.items():
+            groups: dict[tuple, int] = {}
+            subs: list[tuple[str, str, str]] = []
+            for _, by_group in items:
+                for group, chans in by_group.items():
+                    if group not in groups:
+                        groups[group] = len(subs)
+                        subs.append((group[0], group[1], chans[0].sub))
             info = items[0][0].info
             assert info is not None
-            keys = [c.key for c, _ in items]
-            first = items[0][1][0]
-            seen = await self.db.visible_rows(info, schema, table, role, claims_json, first.sub, keys)
-            for i in seen:
-                change, chans = items[i]
-                change.visible.update(chans)
+            seen = await self.db.visible_rows(info, schema, table, subs, [c.key for c, _ in items])
+            for group, n in groups.items():
+                for i in seen.get(n, ()):
+                    change, by_group = items[i]
+                    chans = by_group.get(group)
+                    if chans:
+                        change.visible.update(chans)
 
     def _deliver(self, change: Change) -> None:
         for channel, ids in change.targets.items():
