@@ -82,6 +82,7 @@ class Socket:
         self.queued_bytes = 0
         self.wakeup = asyncio.Event()
         self.dead = False  # no more frames are accepted (overflowed or closing)
+        self.close_code, self.close_reason = 1000, ""
         self.finished: asyncio.Future = asyncio.get_running_loop().create_future()
 
     def push(self, text: str) -> bool:
@@ -95,9 +96,11 @@ class Socket:
         self.wakeup.set()
         return True
 
-    def push_final(self, frames: list[str]) -> None:
-        """Drop whatever is queued, send ``frames`` and close: used for slow consumers."""
+    def push_final(self, frames: list[str], code: int = 1008,
+                   reason: str = "client too slow: outgoing queue overflowed") -> None:
+        """Drop whatever is queued, send ``frames`` and close (slow consumers, shutdown)."""
         self.dead = True
+        self.close_code, self.close_reason = code, reason
         self.queue.clear()
         self.queued_bytes = 0
         for text in frames:
@@ -105,7 +108,7 @@ class Socket:
         self.queue.append(CLOSE)
         self.wakeup.set()
 
-    async def writer(self, send: Any, close_code: int = 1008) -> None:
+    async def writer(self, send: Any) -> None:
         try:
             while True:
                 while not self.queue:
@@ -113,8 +116,8 @@ class Socket:
                     await self.wakeup.wait()
                 item = self.queue.popleft()
                 if item is CLOSE:
-                    await send({"type": "websocket.close", "code": close_code,
-                                "reason": "client too slow: outgoing queue overflowed"})
+                    await send({"type": "websocket.close", "code": self.close_code,
+                                "reason": self.close_reason})
                     break
                 self.queued_bytes -= len(item)
                 await send({"type": "websocket.send", "text": item})

@@ -78,7 +78,7 @@ class RealtimeService:
         if self._watch is not None:
             self._watch.cancel()
         for sock in list(self.sockets):
-            sock.push_final([])
+            sock.push_final([], 1012, "server restarting")
         await self.dispatcher.stop()
         if self.stream is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.stream.stop)
