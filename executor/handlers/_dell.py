@@ -78,7 +78,7 @@ def target_timeouts() -> Timeouts:
     if scale == 1:
         return t
     c = t.compressed(scale)
-    return replace(c, connect=max(c.connect, 1.0), read=max(c.read, 2.0), poll=max(c.poll, 0.02),
+    return replace(c, connect=max(c.connect, 2.0), read=max(c.read, 10.0), poll=max(c.poll, 0.02),
                    retry_delay=max(c.retry_delay, 0.01))
 
 

@@ -4,7 +4,7 @@ Everything real except the hardware: the local stack, a real ``python -m executo
 (the e2e harness) claiming jobs through REST/Realtime, credentials sealed to its key, and
 the simulated iDRAC lab (many BMCs, one process, clock 400x) with a loopback file server for
 ISO images, the catalog fixture and its update packages. The executor's target timeouts are
-compressed 100x (``RACKPILOT_TARGET_TIME_SCALE``) - four times less than the lab's clock, as
+compressed 50x (``RACKPILOT_TARGET_TIME_SCALE``) - eight times less than the lab's clock, as
 headroom on a loaded machine - and the test policy makes a wait without progress a stall
 after a few seconds.
 
@@ -31,7 +31,7 @@ from executor.targets.catalog import Catalog
 from tests.e2e.executor_harness import Harness, wait_until
 
 LAB_SCALE = 400.0
-TARGET_SCALE = 100.0
+TARGET_SCALE = 50.0
 STALL_S = 4.0
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "catalog" / "Catalog.xml"
 CATALOG = Catalog.from_path(FIXTURE)
