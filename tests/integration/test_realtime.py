@@ -267,6 +267,27 @@ async def test_rls_hides_rows_service_role_sees_all(db, clients, service_key, an
     await anon.close()
 
 
+async def test_policy_error_for_one_subscriber_spares_the_others(db, clients, anon_key, secret):
+    good, bad = str(uuid.uuid4()), str(uuid.uuid4())
+    await db.execute("create table public.rt_test_fragile (id bigserial primary key, note text)")
+    try:
+        await db.execute("alter table public.rt_test_fragile enable row level security")
+        # the policy divides by zero for one user: that user's check fails, nobody else's
+        await db.execute(f"create policy fragile on public.rt_test_fragile for select to authenticated "
+                         f"using (1 / (case when auth.uid() = '{bad}' then 0 else 1 end) = 1)")
+        await db.execute("alter publication supabase_realtime add table public.rt_test_fragile")
+        _, good_events, _ = await subscribe(clients(anon_key), "rt-fragile", [{"table": "rt_test_fragile"}],
+                                            token=user_token(secret, good))
+        _, bad_events, _ = await subscribe(clients(anon_key), "rt-fragile", [{"table": "rt_test_fragile"}],
+                                           token=user_token(secret, bad))
+        res = await db.execute("insert into public.rt_test_fragile (note) values ('x') returning id")
+        await wait_until(lambda: good_events)
+        await asyncio.sleep(SILENCE_S)
+        assert [r["id"] for r in rows(good_events)] == [res[0]["id"]] and bad_events == []
+    finally:
+        await db.execute("drop table public.rt_test_fragile")
+
+
 async def test_table_outside_publication_is_silent(db, clients, service_key):
     client = clients(service_key)
     _, events, states = await subscribe(client, "rt-hidden", [{"table": "rt_test_hidden"}, {"table": "rt_test_items"}])

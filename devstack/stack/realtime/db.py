@@ -219,33 +219,47 @@ class Database:
             self._vis_fns[key] = name
         return name
 
-    async def visible_rows(self, info: TableInfo, schema: str, table: str,
-                           groups: list[tuple[str, str, str]], keys: list[tuple]) -> dict[int, set[int]]:
-        """Which rows each subscriber group may SELECT now, in one round trip.
-
-        ``groups`` are (role, claims JSON, sub); ``keys`` primary-key tuples as wal2json
-        gave them. Returns {group index: {key index}}. Raises DatabaseUnavailable if
-        Postgres is away."""
-        if not info.pk:
-            return {}  # without a primary key a row cannot be re-read: RLS roles get nothing
-        keys_json = orjson.dumps([[None if v is None else _text(v) for v in k] for k in keys]).decode()
-        groups_json = orjson.dumps([{"g": n, "role": r, "claims": c, "sub": sub}
-                                    for n, (r, c, sub) in enumerate(groups)]).decode()
+    async def _visible_call(self, info: TableInfo, schema: str, table: str, keys_json: str,
+                            groups: list[tuple[int, tuple[str, str, str]]]) -> list[asyncpg.Record]:
+        groups_json = orjson.dumps([{"g": n, "role": r, "claims": c} for n, (r, c, _sub) in groups]).decode()
         async with self._rls_lock:
             try:
                 conn = await self._rls_conn()
                 fn = await self._vis_fn(conn, schema, table, info.pk)
-                rows = await conn.fetch(f"select rt_g, rt_i from pg_temp.{fn}($1::json, $2::json)",
+                return await conn.fetch(f"select rt_g, rt_i from pg_temp.{fn}($1::json, $2::json)",
                                         keys_json, groups_json)
             except CONNECTION_ERRORS as exc:
                 if self._rls is not None:
                     self._rls.terminate()
                     self._rls = None
                 raise DatabaseUnavailable(f"database unavailable ({type(exc).__name__})") from None
-            except asyncpg.PostgresError as exc:
-                log.warning("visibility check on %s.%s failed: %s", schema, table, getattr(exc, "sqlstate", ""))
-                self._vis_fns.pop((schema, table, info.pk), None)
-                return {}
+            except asyncpg.PostgresError:
+                self._vis_fns.pop((schema, table, info.pk), None)  # re-created next time (DDL, say)
+                raise
+
+    async def visible_rows(self, info: TableInfo, schema: str, table: str,
+                           groups: list[tuple[str, str, str]], keys: list[tuple]) -> dict[int, set[int]]:
+        """Which rows each subscriber group may SELECT now, in one round trip.
+
+        ``groups`` are (role, claims JSON, sub); ``keys`` primary-key tuples as wal2json
+        gave them; every group's role must hold SELECT on the table (the caller checks).
+        Returns {group index: {key index}}. Raises DatabaseUnavailable if Postgres is away."""
+        if not info.pk:
+            return {}  # without a primary key a row cannot be re-read: RLS roles get nothing
+        keys_json = orjson.dumps([[None if v is None else _text(v) for v in k] for k in keys]).decode()
+        everyone = list(enumerate(groups))
+        try:
+            rows = await self._visible_call(info, schema, table, keys_json, everyone)
+        except asyncpg.PostgresError:
+            # one group's check failed (a policy that raises, say) and took the call with
+            # it: ask group by group so the others still get their answer
+            rows = []
+            for item in everyone:
+                try:
+                    rows.extend(await self._visible_call(info, schema, table, keys_json, [item]))
+                except asyncpg.PostgresError as exc:
+                    log.warning("visibility check on %s.%s for role %s failed: %s", schema, table, item[1][0],
+                                getattr(exc, "sqlstate", ""))
         out: dict[int, set[int]] = {}
         for r in rows:
             out.setdefault(r["rt_g"], set()).add(r["rt_i"] - 1)
@@ -257,7 +271,8 @@ class Database:
 # claims as PostgREST does per request and re-reads the rows by primary key, so the
 # table's RLS policies decide. The query is static, so its plan is cached and reused
 # while the role stays the same (Postgres re-plans RLS queries when the role changes).
-# A group whose check fails (no privilege, a policy that raises) sees nothing.
+# Roles are checked for SELECT on the table beforehand; if a policy raises, the caller
+# asks again group by group and the failing group sees nothing.
 VISIBLE_FN = """
 create or replace function pg_temp.{name}(keys json, groups json)
 returns table (rt_g int, rt_i int) language plpgsql as $fn$
@@ -266,18 +281,11 @@ declare
   grp record;
   hits int[];
 begin
-  for grp in select * from json_to_recordset(groups) as x(g int, role text, claims text, sub text) loop
-    perform set_config('role', grp.role, true);
-    perform set_config('request.jwt.claims', grp.claims, true);
-    perform set_config('request.jwt.claim.sub', grp.sub, true);
-    perform set_config('request.jwt.claim.role', grp.role, true);
-    begin
-      select array_agg(u.i::int4) into hits
-        from json_array_elements(keys) with ordinality as u(k, i)
-        where exists (select 1 from {table} x where {cond});
-    exception when others then
-      hits := null;
-    end;
+  for grp in select * from json_to_recordset(groups) as x(g int, role text, claims text) loop
+    perform set_config('role', grp.role, true), set_config('request.jwt.claims', grp.claims, true);
+    select array_agg(u.i::int4) into hits
+      from json_array_elements(keys) with ordinality as u(k, i)
+      where exists (select 1 from {table} x where {cond});
     perform set_config('role', 'none', true);
     if hits is not null then
       rt_g := grp.g;

@@ -224,7 +224,12 @@ class Dispatcher:
                 continue
             if change.key is None:
                 continue  # RLS table without a primary key: nothing to re-read
-            pending.setdefault((change.schema, change.table), []).append((change, by_group))
+            allowed = {}
+            for group, chans in by_group.items():
+                if await self.db.can_select(group[0], change.schema, change.table):
+                    allowed[group] = chans
+            if allowed:
+                pending.setdefault((change.schema, change.table), []).append((change, allowed))
         for (schema, table), items in pending.items():
             groups: dict[tuple, int] = {}
             subs: list[tuple[str, str, str]] = []
