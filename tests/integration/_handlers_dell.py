@@ -61,8 +61,9 @@ class DellEnv:
         self.files = FileServer(repository(corrupt={"105848"})).__enter__()
         policy = self.tmp / "safety.yaml"
         policy.write_text(f"version: 1\nstep_timeouts:\n  default: {{stall: {STALL_S}, timeout: 120}}\n")
-        self.proc = self.h.spawn("dell", target_time_scale=TARGET_SCALE, policy_path=str(policy),
-                                 max_concurrent_jobs=12, poll_interval=1)
+        self.settings = {"target_time_scale": TARGET_SCALE, "policy_path": str(policy), "max_concurrent_jobs": 12,
+                         "poll_interval": 1}
+        self.proc = self.h.spawn("dell", **self.settings)
         self.proc.wait_log("registered", timeout=60)
         key = self.h.one("select public_key, key_id from public.executors where site_id = %s and name = 'dell'",
                          self.h.site_id)
@@ -71,9 +72,19 @@ class DellEnv:
         self.used: set[int] = set()
         self.servers: dict[int, str] = {}
 
+    def respawn(self, name: str) -> None:
+        """Start another executor holding the same key (credentials stay openable), as an
+        operator does after a host died."""
+        state = self.tmp / name / "state"
+        state.mkdir(parents=True, mode=0o700)
+        shutil.copy(self.tmp / "dell" / "state" / "executor_key.pem", state / "executor_key.pem")
+        self.proc = self.h.spawn(name, **self.settings)
+        self.proc.wait_log("registered", timeout=60)
+
     def close(self) -> None:
         try:
-            self.proc.terminate(30)
+            if self.proc.proc.poll() is None:
+                self.proc.terminate(30)
         finally:
             self.h.close()
             self.files.__exit__(None, None, None)

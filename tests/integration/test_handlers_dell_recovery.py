@@ -1,0 +1,71 @@
+"""A Dell handler's steps across an executor crash (SIGKILL), on the real stack: a firmware
+update killed while it flashes is paused as executor_lost and never flashed again by the
+next executor (DESIGN.md invariant 6); one killed while it only reads the server is
+requeued and finished by the next executor."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.e2e.executor_harness import wait_until
+from tests.integration._handlers_dell import DellEnv
+
+
+@pytest.fixture(scope="module")
+def env(stack):
+    e = DellEnv(stack, bmcs=8)
+    try:
+        yield e
+    finally:
+        e.close()
+
+
+def flashes(b) -> int:
+    return sum(1 for j in b.jobs.values() if j.job_type == "FirmwareUpdate")
+
+
+def params(env: DellEnv, sid: str) -> dict:
+    return {"server_ids": [sid], "firmware": {"catalog_url": env.files.url("repo/Catalog.xml")}}
+
+
+def test_killed_mid_flash_pauses_and_is_never_flashed_again(env: DellEnv) -> None:
+    b, sid = env.take("PowerEdge R640", old=True)
+    env.fake_backup(sid)
+    b.inject(slow_seconds=0.05)  # a slower iDRAC: the kill lands inside the stage step
+    job = env.create_job("firmware_update", params(env, sid), maintenance_window_id=env.window())
+    wait_until(lambda: env.steps(job).get("stage", {}).get("status") == "running" and flashes(b) >= 1, 60,
+               "the stage step flashing")
+    env.proc.kill9()
+    started = flashes(b)
+    assert b.own_sessions() <= 1  # a killed process cannot delete its session; the iDRAC expires it on idle
+    assert {r["outcome"] for r in env.h.expire_and_recover([job])} == {"paused_executor_lost"}
+    env.respawn("dell-b")
+    time.sleep(2)  # the new executor claims nothing: the job waits for an operator
+    j = env.h.job(job)
+    assert (j["status"], j["pause_reason"]) == ("paused", "executor_lost")
+    env.h.force_resume(job, "operator checked the iDRAC job queue by hand")
+    failed = env.wait(job)
+    assert failed["status"] == "failed" and "not resumable" in failed["error"]
+    assert flashes(b) == started  # the interrupted flash never ran twice
+    assert "stage" in failed["error"]
+
+
+def test_killed_while_reading_is_requeued_and_finished(env: DellEnv) -> None:
+    b, sid = env.take("PowerEdge R640", old=True)
+    env.fake_backup(sid)
+    b.inject(slow_seconds=0.3)  # the compliance step reads slowly: the kill lands inside it
+    job = env.create_job("firmware_update", params(env, sid), maintenance_window_id=env.window())
+    wait_until(lambda: env.steps(job).get("compliance", {}).get("status") == "running", 60, "compliance running")
+    env.proc.kill9()
+    b.clear_faults()
+    assert flashes(b) == 0
+    assert {r["outcome"] for r in env.h.expire_and_recover([job])} == {"requeued"}
+    env.respawn("dell-c")
+    done = env.wait(job, timeout=90)
+    assert done["status"] == "completed", done["error"]
+    steps = env.steps(job)
+    assert steps["compliance"]["details"]["attempt"] == 2 and steps["stage"]["details"]["attempt"] == 1
+    assert flashes(b) == 4 and all(c.version != "2.10.2" for c in b.components[:1])
+    assert b.own_sessions() <= 1  # only the killed executor's session remains, until the iDRAC expires it
