@@ -92,6 +92,10 @@ class Database:
         rows = await self._fetch("select oid::int8 as oid, typname from pg_type")
         self.typnames = {r["oid"]: r["typname"] for r in rows}
 
+    async def wal_writer_delay_ms(self) -> int:
+        rows = await self._fetch("select setting::int as ms from pg_settings where name = 'wal_writer_delay'")
+        return int(rows[0]["ms"]) if rows else 0
+
     def typname(self, oid: int | None, fallback: str) -> str:
         if oid is None:
             return fallback

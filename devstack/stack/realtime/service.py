@@ -41,6 +41,7 @@ PUBLICATION_POLL_S = 1.0  # how often the publication is re-read for new/removed
 JOIN_STREAM_WAIT_S = 5.0  # a join waits this long for the stream to include its tables (s)
 SLOW_CLIENT_GRACE_S = 10.0  # a dropped slow client gets this long to take its error and close (s)
 EVENTS = ("INSERT", "UPDATE", "DELETE", "*")
+WAL_WRITER_DELAY_MAX_MS = 20  # above this the cluster's WAL writer noticeably delays events (ms)
 
 
 class RealtimeService:
@@ -60,6 +61,11 @@ class RealtimeService:
     # --- lifecycle ------------------------------------------------------------------------
     async def startup(self) -> None:
         await self.db.start()
+        delay_ms = await self.db.wal_writer_delay_ms()
+        if delay_ms > WAL_WRITER_DELAY_MAX_MS:
+            # a cluster made before wal_writer_delay was lowered: async commits reach the
+            # stream only every delay_ms (rackpilot dev destroy + up fixes it)
+            log.warning("wal_writer_delay is %sms: Realtime events will lag by up to that much", delay_ms)
         await self.db.create_slot(self.slot)
         spec = await self.db.publication()
         loop = asyncio.get_running_loop()
