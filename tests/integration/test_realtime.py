@@ -374,6 +374,52 @@ async def test_subscription_survives_postgres_restart(stack, db, clients, servic
     assert [r["id"] for r in rows(events)] == [before, res[0]["id"]], [(e["ids"], e["data"]["commit_timestamp"], e["data"]["record"]) for e in events]
 
 
+async def test_select_limits_columns(db, clients, service_key):
+    client = clients(service_key)
+    got: list[dict] = []
+    ch = client.channel("rt-select")
+    ch.on_postgres_changes("INSERT", callback=got.append, table="rt_test_items", select=["id", "name"])
+    states: list = []
+    await ch.subscribe(lambda st, err: states.append(st))
+    assert states == [RealtimeSubscribeStates.SUBSCRIBED]
+    row = await insert(db, TEAM_A, "narrow", qty=1)
+    await wait_until(lambda: got)
+    assert got[0]["data"]["record"] == {"id": row, "name": "narrow"}
+    assert [c["name"] for c in got[0]["data"]["columns"]] == ["id", "name"]
+
+
+# realtime-py reads the close code through a websockets API deprecated since 13.1
+@pytest.mark.filterwarnings("ignore::DeprecationWarning:websockets")
+async def test_client_reconnects_and_rejoins(db, api_url, service_key):
+    client = AsyncRealtimeClient(f"{api_url}/realtime/v1", token=service_key, auto_reconnect=True,
+                                 initial_backoff=0.1)
+    try:
+        _, events, _ = await subscribe(client, "rt-reconnect", [{"table": "rt_test_items", "event": "INSERT"}])
+        first = client._ws_connection
+        first.transport.abort()  # the network drops the connection
+        await wait_until(lambda: client._ws_connection is not None and client._ws_connection is not first
+                         and client.channels["realtime:rt-reconnect"].is_joined)
+        row = await insert(db, TEAM_A, "after reconnect")
+        await wait_until(lambda: events)
+        assert [r["id"] for r in rows(events)] == [row]
+    finally:
+        await client.close()
+
+
+async def test_slot_belongs_to_the_gateway(stack, db):
+    slot = f"rackpilot_realtime_{stack.cfg.api_port}"
+    res = await db.execute("select active, plugin from pg_replication_slots where slot_name = $1", slot)
+    assert [(r["active"], r["plugin"]) for r in res] == [(True, "wal2json")]
+    # a clean stop (what `rackpilot dev down` does) drops it: no WAL is kept for nobody
+    await asyncio.to_thread(stack.stop_gateway)
+    try:
+        assert await db.execute("select 1 from pg_replication_slots where slot_name like 'rackpilot_realtime_%'") == []
+    finally:
+        await asyncio.to_thread(stack.start_gateway)
+    res = await db.execute("select active from pg_replication_slots where slot_name = $1", slot)
+    assert [r["active"] for r in res] == [True]
+
+
 # --- broadcast -------------------------------------------------------------------------
 async def test_broadcast_round_trip_self_and_ack(clients, anon_key):
     sender, receiver, quiet = clients(anon_key), clients(anon_key), clients(anon_key)
