@@ -4,9 +4,9 @@ Batches from the replication thread are processed strictly in order by one task,
 order of changes is preserved (per table and overall). For each batch:
 1. build each published change once (typed record, columns, commit timestamp);
 2. match it against the bindings (event, schema, table, filter) → channels and ids;
-3. decide visibility per distinct (role, claims) group with one query per table and group
-   for the whole batch (service_role sees everything; DELETEs go to roles that may SELECT
-   from the table, as Supabase does);
+3. decide visibility per distinct (role, claims) group: one round trip per table for the
+   whole batch and all its groups (see db.py); service_role sees everything; DELETEs and
+   tables without RLS go to roles that may SELECT from the table, as Supabase does;
 4. put the frames on the subscribers' queues, then confirm the batch's last commit to the
    slot. A batch whose checks fail because Postgres is away is retried, never dropped.
 """

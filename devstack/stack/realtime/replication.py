@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import orjson
 import psycopg2
 import psycopg2.extras
 
@@ -226,6 +225,3 @@ def _set_done(fut: asyncio.Future) -> None:
     if not fut.done():
         fut.set_result(None)
 
-
-def dumps(obj) -> str:
-    return orjson.dumps(obj).decode()
