@@ -71,7 +71,7 @@ from ..targets.catalog import Catalog, UpdatePackage
 from ..targets.dell import FAILED, IDRAC_COMPONENT_ID
 from ..targets.errors import JobFailed, TargetError
 from ..targets.redfish import RedfishClient
-from ..targets.vsphere import Inventory, VSphereClient
+from ..targets.vsphere import VSphereClient
 from ..targets.vsphere_blockers import BLOCKING, host_blockers, preflight_report
 from . import register
 from ._vsphere import (
@@ -142,28 +142,39 @@ class HostWork:
             return c.require_dell("SCP backup").export_scp().text.encode()
 
     def stage(self, packages: list[UpdatePackage]) -> list[str]:
+        with self.redfish() as c:
+            return self._stage(c, packages)
+
+    @staticmethod
+    def _stage(c: RedfishClient, packages: list[UpdatePackage]) -> list[str]:
         """Stage reboot-required packages (job Scheduled, applied at the next boot) and apply
         the ones the iDRAC applies by itself now: all while the host still serves VMs."""
         staged: list[str] = []
-        with self.redfish() as c:
-            dell = c.require_dell("stage firmware")
-            if any(not j.finished for j in dell.jobs()):
-                dell.clear_job_queue()  # stale or half-staged entries from an earlier attempt
-            current = {fc.component_id: fc.version for fc in c.firmware_inventory()}
-            for p in sorted(packages, key=lambda p: not p.reboot_required):
-                if current.get(p.component_id) == p.target_version:
-                    continue
-                jid = dell.simple_update(p.image_uri)
-                stop = frozenset({"Scheduled"}) if p.reboot_required else frozenset()
-                job = dell.wait_job(jid, stop_at=stop, operation=f"stage {p.name or p.component_id}")
-                if job.state == "Scheduled":
-                    staged.append(jid)
-                elif p.component_id == IDRAC_COMPONENT_ID or "idrac" in (p.name or "").lower():
-                    # Quirk: new iDRAC firmware restarts the iDRAC right after its job completes.
-                    dell.wait_idrac_back(operation=f"apply {p.name}", expect_down=True)
-                else:
-                    dell.wait_lc_ready(operation=f"apply {p.name}")
+        dell = c.require_dell("stage firmware")
+        if any(not j.finished for j in dell.jobs()):
+            dell.clear_job_queue()  # stale or half-staged entries from an earlier attempt
+        current = {fc.component_id: fc.version for fc in c.firmware_inventory()}
+        for p in sorted(packages, key=lambda p: not p.reboot_required):
+            if current.get(p.component_id) == p.target_version:
+                continue
+            jid = dell.simple_update(p.image_uri)
+            stop = frozenset({"Scheduled"}) if p.reboot_required else frozenset()
+            job = dell.wait_job(jid, stop_at=stop, operation=f"stage {p.name or p.component_id}")
+            if job.state == "Scheduled":
+                staged.append(jid)
+            elif p.component_id == IDRAC_COMPONENT_ID or "idrac" in (p.name or "").lower():
+                # Quirk: new iDRAC firmware restarts the iDRAC right after its job completes.
+                dell.wait_idrac_back(operation=f"apply {p.name}", expect_down=True)
+            else:
+                dell.wait_lc_ready(operation=f"apply {p.name}")
         return staged
+
+    def unstage(self) -> None:
+        """Remove staged jobs that never ran: they would apply at the host's next reboot."""
+        with self.redfish() as c:
+            dell = c.require_dell("unstage firmware")
+            if any(j.state == "Scheduled" for j in dell.jobs()):
+                dell.clear_job_queue()
 
     def boot_time(self) -> str:
         return self.vc.host(self.host["moref"]).boot_time
@@ -501,26 +512,27 @@ class RollingClusterUpdateHandler(JobHandler):
         details: dict[str, Any] = await self._task_details(ctx, host) if resumed_phase else {}
         earlier_off = list(details.get("powered_off_vms") or [])
 
-        async def phase(name: str, pct: int) -> None:
+        async def phase(name: str, pct: int, save: bool = True) -> None:
+            # the step's saved phase matters only from maintenance on (what a resume must know)
             progress["phase"][host["id"]] = name
-            await ctx.save_progress(progress)
+            if save:
+                await ctx.save_progress(progress)
             await update_task(ctx, host, "running", progress=pct, details={"phase": name, **details})
 
         try:
             if resumed_phase != "apply":
-                await phase("backup", 5)
+                await phase("backup", 5, save=False)
                 # Invariant: no firmware is applied without a fresh SCP backup stored for it.
                 scp = await asyncio.to_thread(work.scp_backup)
                 details["scp_artifact"] = await put_artifact(ctx, "scp_backup", scp, content_type="application/json",
                                                              server_id=host["server_id"])
-                staged: list[str] = []
-                if params.stage_firmware:
-                    await phase("stage", 15)
-                    staged = await asyncio.to_thread(work.stage, packages)
+                await phase("stage" if params.stage_firmware else "rescan", 15, save=False)
+                # The rescan runs alongside the staging (vCenter, not the iDRAC): a VM that
+                # gained a blocker since the scan fails the host instead of entering maintenance.
+                staged, inv = await asyncio.gather(
+                    asyncio.to_thread(work.stage, packages) if params.stage_firmware else asyncio.sleep(0, []),
+                    asyncio.to_thread(vc.inventory))
                 details["staged_jobs"] = staged
-                # A host-local rescan: a VM that gained a blocker since the scan fails the host
-                # instead of entering maintenance with it.
-                inv: Inventory = await asyncio.to_thread(vc.inventory)
                 late = [b for b in host_blockers(inv, host["moref"])
                         if b.severity == BLOCKING and b.vm not in power_off]
                 if late:
@@ -565,6 +577,12 @@ class RollingClusterUpdateHandler(JobHandler):
         except Exception as exc:  # noqa: BLE001 - one host's failure is counted, not fatal by itself
             error = str(exc)[:2000] or type(exc).__name__
             log.warning("host %s failed: %s", host["name"], error)
+            if details.get("staged_jobs") and progress["phase"].get(host["id"]) != "apply":
+                try:
+                    await asyncio.to_thread(work.unstage)
+                    details["unstaged"] = True
+                except Exception as unstage:  # noqa: BLE001 - reported on the task
+                    details["unstage_error"] = str(unstage)[:500]
             try:
                 left_out = await asyncio.to_thread(self._bring_back, vc, host, details.get("powered_off_vms") or [])
                 details["maintenance_by_job"] = left_out

@@ -289,8 +289,10 @@ def test_maintenance_timeout_fails_the_host_and_restores_ha(world):
     tasks = w.tasks(job_id)
     assert tasks["slow-esx01"]["status"] == "failed" and "maintenance" in tasks["slow-esx01"]["error"]
     assert [tasks[h]["status"] for h in ("slow-esx02", "slow-esx03")] == ["skipped", "skipped"]
-    # the staged firmware waits for a reboot that never came; the host was never rebooted
-    assert w.dc.bmc("slow-esx01").boot_count == 0
+    # the host was never rebooted, and its staged firmware was removed rather than left to
+    # apply at some later, unplanned reboot
+    assert w.dc.bmc("slow-esx01").boot_count == 0 and tasks["slow-esx01"]["details"]["unstaged"] is True
+    assert not [j for j in w.dc.bmc("slow-esx01").jobs.values() if j.state == "Scheduled"]
     w.check(job_id, "slow", before, s)
 
 
