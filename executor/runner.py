@@ -122,6 +122,11 @@ class LeasedJob:
             self.fence(str(exc))
             raise
 
+    async def call(self, fn: str, params: dict[str, Any]) -> Any:
+        """Any job-scoped, fenced RPC (inventory, artifacts, tasks): executor, job and epoch
+        are added, the write is ordered with the job's others and retried like them."""
+        return await self._write(fn, params)
+
     async def history(self) -> list[dict[str, Any]]:
         # Steps are written only under a lease and every claim counts an attempt: a job on
         # its first attempt has no history, and dispatch skips a round trip.
