@@ -23,7 +23,14 @@ reboot         60    **no**      one restart per server applies every staged job
 apply          50    yes         waits for the staged jobs to finish
 verify         40    yes         reads the inventory again: "Completed" with the old version is
                                  a failure (``FirmwareVerificationFailed``); records inventory
+drop_staged    cleanup           on every exit after ``stage`` started: with ``reboot:
+                                 immediate``, firmware jobs still Scheduled (the reboot failed,
+                                 the job was cancelled or lost) are deleted from the iDRAC queue,
+                                 so they cannot fire at some unrelated reboot later
 =============  ====  ==========  ==============================================================
+
+Servers are flashed one after the other (``max_parallel`` is an upper bound; one at a time
+honours it).
 
 The per-component result (``checkpoint.servers.<id>.components`` in the job's result, and
 each server's task result) keeps before / target / after / job / status for every component,
@@ -43,7 +50,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from ..jobparams import FirmwareUpdateParams
-from ..steps import JobHandler, Progress, StepContext, step
+from ..steps import JobHandler, Progress, StepContext, cleanup_step, step
 from ..targets.catalog import Catalog, ComplianceReport, version_key
 from ..targets.dell import FAILED, FINISHED, DellOEM
 from ..targets.errors import (
@@ -70,6 +77,7 @@ from ._dell import (
     load_servers,
     params_of,
     per_server,
+    save_servers,
     target_timeouts,
     task,
     upsert_inventory,
@@ -350,8 +358,8 @@ class FirmwareUpdateHandler(JobHandler):
                     for x in rec["components"]:
                         await wait_lc_ready(ctx, c, f"stage {x['name']}")
                         x["job_id"] = await call(dell.simple_update, x["image_uri"])
-                        await ctx.save_progress({"server": sid, "component": x["component_id"],
-                                                 "job_id": x["job_id"]})
+                        # recorded at once: the cleanup step finds the job even if we die now
+                        await save_servers(ctx)
                         await wait_jobs(ctx, c, dell, [x], until_scheduled=x["reboot_required"],
                                         operation=f"stage {x['name']}")
                         if x["status"] == "failed":
@@ -496,3 +504,35 @@ class FirmwareUpdateHandler(JobHandler):
                 raise next(iter(failures.values()))
             raise ServersFailed({k: error_text(v) for k, v in failures.items()}, len(servers))
         return {"servers": summary}
+
+    @cleanup_step(10, only_if_started="stage")
+    async def drop_staged(self, ctx: StepContext) -> dict[str, Any]:
+        p, servers, eps = await self._servers(ctx)
+        if p.reboot == "staged":
+            return {"kept": "reboot is staged: the Scheduled jobs are meant for the next reboot"}
+        # Job ids of an interrupted stage step live in its saved progress, not in the checkpoint.
+        progress: dict[str, Any] = {}
+        for row in await ctx.session.history():
+            if row["name"] == "stage":
+                progress = ((row.get("details") or {}).get("progress") or {}).get("servers") or {}
+        dropped: dict[str, list[str]] = {}
+        for s in servers:
+            sid = str(s["id"])
+            rec = per_server(ctx).get(sid) or {}
+            seen = {x["component_id"]: x for x in (progress.get(sid) or {}).get("components", [])}
+            for x in rec.get("components", []):
+                if not x.get("job_id") and seen.get(x["component_id"], {}).get("job_id"):
+                    x["job_id"] = seen[x["component_id"]]["job_id"]
+            ours = [x for x in rec.get("components", []) if x.get("job_id") and x["status"] in ("staged", "pending")]
+            if not ours:
+                continue
+            async with bmc(eps[sid]) as c:
+                dell = await call(c.require_dell, "drop staged firmware")
+                queue = {j.id: j for j in await call(dell.jobs)}
+                for x in ours:
+                    job = queue.get(x["job_id"])
+                    if job is not None and job.state in ("Scheduled", "Downloaded", "Downloading", "New"):
+                        await call(dell._delete_jobs, x["job_id"])
+                        x["status"], x["message"] = "dropped", f"staged job {x['job_id']} deleted: no reboot applied it"
+                        dropped.setdefault(s["name"], []).append(x["job_id"])
+        return {"dropped": dropped}

@@ -225,7 +225,7 @@ def test_firmware_dry_run_update_with_backup_one_reboot_and_rerun(env: DellEnv) 
     assert arts[0]["created_at"] < steps["stage"]["started_at"]
     assert {k: s["resumable"] for k, s in steps.items()} == {
         "compliance": True, "scp_backup": True, "prepare_queue": True, "stage": False, "reboot": False,
-        "apply": True, "verify": True}
+        "apply": True, "verify": True, "drop_staged": True}
     assert env.firmware(sid)["159"] == "2.17.1" and env.server(sid)["bios_version"] == "2.17.1"
     # idempotent rerun: nothing to do is a success; no job, no reboot, no new backup
     jobs, boots = len(b.jobs), b.boot_count
@@ -271,6 +271,7 @@ def test_firmware_faults(env: DellEnv) -> None:
     start("PendingConfiguration", lambda b: b.inject(config_error="LC068"))
     start("LifecycleControllerNotReady", lambda b: b.inject(lc_stuck_busy=True))
     start("CatalogError", lambda b: None, lambda sid: fw(env, sid, "repo/missing/Catalog.xml"))
+    start("OperationTimedOut", lambda b: b.inject(graceful_ignored=True))  # the reboot never happens
     jobs = env.wait_all([j for _, _, j in started.values()], timeout=120)
     for (kind, (b, _sid, _)), job in zip(started.items(), jobs, strict=True):
         assert job["status"] == "failed", (kind, job)
@@ -278,6 +279,13 @@ def test_firmware_faults(env: DellEnv) -> None:
         no_leaks(env, b)
     assert "still 2.10.2 (wanted 2.17.1)" in jobs[0]["error"]
     assert "LC068" in jobs[2]["error"] and "HTTP 404" in jobs[4]["error"]
+    # the reboot failed: the staged jobs were dropped, not left to fire at a later reboot
+    b, sid, job_id = started["OperationTimedOut"]
+    assert [j for j in b.jobs.values() if j.job_type == "FirmwareUpdate" and j.state == "Scheduled"] == []
+    drop = env.steps(job_id)["drop_staged"]
+    assert drop["status"] == "completed" and len(drop["details"]["result"]["dropped"][f"srv{b.index:02d}-"
+                                                                                   f"{env.h.site_name}"]) == 3
+    assert b.components[1].version == "6.10.30.00"  # iDRAC firmware applies at once, without the reboot
 
 
 def test_firmware_clears_a_wedged_queue_with_force_then_updates(env: DellEnv) -> None:

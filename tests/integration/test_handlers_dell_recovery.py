@@ -26,6 +26,10 @@ def flashes(b) -> int:
     return sum(1 for j in b.jobs.values() if j.job_type == "FirmwareUpdate")
 
 
+def flash_ids(b) -> set[str]:
+    return {j.id for j in b.jobs.values() if j.job_type == "FirmwareUpdate"}
+
+
 def params(env: DellEnv, sid: str) -> dict:
     return {"server_ids": [sid], "firmware": {"catalog_url": env.files.url("repo/Catalog.xml")}}
 
@@ -38,7 +42,7 @@ def test_killed_mid_flash_pauses_and_is_never_flashed_again(env: DellEnv) -> Non
     wait_until(lambda: env.steps(job).get("stage", {}).get("status") == "running" and flashes(b) >= 1, 60,
                "the stage step flashing")
     env.proc.kill9()
-    started = flashes(b)
+    started = flash_ids(b)
     assert b.own_sessions() <= 1  # a killed process cannot delete its session; the iDRAC expires it on idle
     assert {r["outcome"] for r in env.h.expire_and_recover([job])} == {"paused_executor_lost"}
     env.respawn("dell-b")
@@ -48,8 +52,13 @@ def test_killed_mid_flash_pauses_and_is_never_flashed_again(env: DellEnv) -> Non
     env.h.force_resume(job, "operator checked the iDRAC job queue by hand")
     failed = env.wait(job)
     assert failed["status"] == "failed" and "not resumable" in failed["error"]
-    assert flashes(b) == started  # the interrupted flash never ran twice
     assert "stage" in failed["error"]
+    assert flash_ids(b) <= started  # the interrupted flash never ran twice (no new update job) ...
+    drop = env.steps(job)["drop_staged"]  # ... and what it had staged was taken out of the queue
+    assert drop["status"] == "completed", drop
+    assert sorted(drop["details"]["result"]["dropped"][f"srv{b.index:02d}-{env.h.site_name}"]) == sorted(started)
+    b.tick()
+    assert [j.id for j in b.jobs.values() if j.job_type == "FirmwareUpdate"] == []
 
 
 def test_killed_while_reading_is_requeued_and_finished(env: DellEnv) -> None:
