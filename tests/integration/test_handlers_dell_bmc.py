@@ -90,6 +90,19 @@ def test_power_faults_end_in_specific_errors(env: DellEnv) -> None:
     assert "RAC0218" in jobs[2]["error"]
 
 
+def test_power_several_servers_one_failing_reports_each(env: DellEnv) -> None:
+    (b1, s1), (b2, s2), (b3, s3) = env.take(), env.take(), env.take()
+    b2.inject(unreachable=True)
+    job = env.run("power_operation", {"server_ids": [s1, s2, s3], "action": "force_off"})
+    assert job["status"] == "failed"
+    assert job["error"].startswith(f"ServersFailed: 1 of 3 server(s) failed; first: srv{b2.index:02d}")
+    assert "TargetUnreachable" in job["error"]
+    tasks = env.tasks(job["id"])
+    assert [tasks[s]["status"] for s in (s1, s2, s3)] == ["completed", "failed", "completed"]
+    assert (b1.power_state, b2.power_state, b3.power_state) == ("Off", "On", "Off")  # the others went on
+    no_leaks(env, b1, b3)
+
+
 # --- virtual media ------------------------------------------------------------------------------
 def test_virtual_media_mount_boot_once_rerun_and_eject(env: DellEnv) -> None:
     b, sid = env.take()
