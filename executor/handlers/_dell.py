@@ -7,7 +7,8 @@ choice lives in ``servers.details.tls`` and is never silent:
 
 * ``{"ca_bundle": "/etc/rackpilot/idrac-ca.pem"}`` - verify against this bundle;
 * ``{"insecure": true}`` - accept any certificate (self-signed iDRACs), logged on every use;
-* ``{"allow_plain_http": true}`` with an ``http://`` address - the loopback lab only;
+* ``{"allow_plain_http": true}`` with an ``http://`` loopback address - the lab only
+  (refused for any other address);
 * nothing - HTTPS verified against the system trust store.
 
 Target timeouts (``executor.targets.endpoint.Timeouts``) are the production defaults.
@@ -24,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import ipaddress
 import logging
 import os
 import time
@@ -31,6 +33,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from ..jobparams import JobParamsError, parse_params
 from ..steps import Progress, StepContext, StepError, StepStalled, StepTimeout
@@ -128,11 +131,22 @@ async def site_servers(ctx: StepContext) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (r["name"], str(r["id"])))
 
 
+def loopback(address: str) -> bool:
+    host = urlsplit(address if "://" in address else f"https://{address}").hostname or ""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def endpoint_for(server: dict[str, Any], cred: dict[str, str]) -> Endpoint:
     tls = (server.get("details") or {}).get("tls") or {}
     if not isinstance(tls, dict):
         raise DellHandlerError(f"server {server['name']}: details.tls must be an object")
     address = str(server["idrac_address"])
+    if tls.get("allow_plain_http") and not loopback(address):
+        # credentials in clear text cross only the loopback interface (the lab), never a network
+        raise DellHandlerError(f"server {server['name']}: plain HTTP is allowed only to a loopback address")
     try:
         return Endpoint(address, cred.get("username", ""), cred.get("password", ""),
                         ca_bundle=tls.get("ca_bundle"), insecure=bool(tls.get("insecure")),
@@ -232,14 +246,17 @@ async def store_artifact(ctx: StepContext, *, kind: str, content: bytes, content
     return {"artifact_id": str(art_id), "sha256": sha, "size_bytes": len(content)}
 
 
-async def latest_artifact(ctx: StepContext, server_id: str, kind: str) -> dict[str, Any] | None:
-    rows = await rpc(ctx, "executor_latest_artifact", {"p_server_id": server_id, "p_kind": kind})
+async def latest_artifact(ctx: StepContext, server_id: str, kind: str, *,
+                          content: bool = True) -> dict[str, Any] | None:
+    rows = await rpc(ctx, "executor_latest_artifact", {"p_server_id": server_id, "p_kind": kind,
+                                                       "p_with_content": content})
     if isinstance(rows, dict):
         rows = [rows]
     if not rows:
         return None
     row = dict(rows[0])
-    row["content"] = base64.b64decode(row.pop("content_base64") or "")
+    raw = row.pop("content_base64", None)
+    row["content"] = base64.b64decode(raw) if raw is not None else None
     return row
 
 

@@ -303,7 +303,7 @@ class FirmwareUpdateHandler(JobHandler):
             if rec is None or rec.get("backup"):
                 continue
             try:
-                prev = await latest_artifact(ctx, sid, "scp_backup")
+                prev = await latest_artifact(ctx, sid, "scp_backup", content=False)
                 if prev is not None and prev["age_seconds"] <= p.scp_backup_max_age_h * 3600:
                     rec["backup"] = {"artifact_id": str(prev["id"]), "sha256": prev["sha256"], "taken": False,
                                      "age_s": round(prev["age_seconds"], 1)}

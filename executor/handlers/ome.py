@@ -22,10 +22,8 @@ address (the lab). ``ome_instances`` has no per-instance TLS settings yet.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 from typing import Any
-from urllib.parse import urlsplit
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -45,6 +43,7 @@ from ._dell import (
     error_text,
     inventory_row,
     load_servers,
+    loopback,
     per_server,
     raise_failures,
     rpc,
@@ -84,15 +83,9 @@ def parse(job: dict[str, Any]) -> FirmwareComplianceParams:
 
 def ome_endpoint(row: dict[str, Any], cred: dict[str, str]) -> Endpoint:
     address = str(row["address"])
-    parts = urlsplit(address if "://" in address else f"https://{address}")
-    plain = parts.scheme == "http"
-    if plain:
-        try:
-            loopback = ipaddress.ip_address(parts.hostname or "").is_loopback
-        except ValueError:
-            loopback = parts.hostname == "localhost"
-        if not loopback:
-            raise DellHandlerError(f"OME {row['name']}: plain HTTP is allowed only to a loopback address")
+    plain = address.startswith("http://")
+    if plain and not loopback(address):
+        raise DellHandlerError(f"OME {row['name']}: plain HTTP is allowed only to a loopback address")
     try:
         return Endpoint(address, cred.get("username", ""), cred.get("password", ""), allow_plain_http=plain,
                         name=row["name"])

@@ -7,7 +7,8 @@
 -- Servers and OME instances are touched only when they belong to the job's site.
 --
 --   executor_latest_artifact      the newest artifact of a kind for a server (SCP backup
---                                 freshness before a firmware update, diff of backups)
+--                                 freshness before a firmware update, diff of backups);
+--                                 its content only when asked for
 --   executor_upsert_server_inventory
 --                                 facts and firmware inventory of many servers in one call
 --   executor_touch_ome_instance   version and last sync time of an OME instance
@@ -17,7 +18,8 @@ create function public.executor_latest_artifact(
   p_job_id uuid,
   p_epoch bigint,
   p_server_id uuid,
-  p_kind public.artifact_kind
+  p_kind public.artifact_kind,
+  p_with_content boolean default true
 )
 returns table (id uuid, job_id uuid, sha256 text, size_bytes bigint, content_type text, created_at timestamptz,
                age_seconds double precision, content_base64 text)
@@ -41,7 +43,7 @@ begin
   select a.id, a.job_id, a.sha256, a.size_bytes, a.content_type, a.created_at,
          extract(epoch from (now() - a.created_at))::double precision,
          -- base64 without line breaks: the executor decodes it as one string
-         translate(encode(a.content, 'base64'), E'\n', '')
+         case when coalesce(p_with_content, true) then translate(encode(a.content, 'base64'), E'\n', '') end
     from public.artifacts a
    where a.server_id = p_server_id and a.kind = p_kind
    order by a.created_at desc, a.id desc
@@ -162,13 +164,13 @@ begin
 end
 $$;
 
-revoke execute on function public.executor_latest_artifact(uuid, uuid, bigint, uuid, public.artifact_kind)
+revoke execute on function public.executor_latest_artifact(uuid, uuid, bigint, uuid, public.artifact_kind, boolean)
   from public, anon, authenticated;
 revoke execute on function public.executor_upsert_server_inventory(uuid, uuid, bigint, jsonb)
   from public, anon, authenticated;
 revoke execute on function public.executor_touch_ome_instance(uuid, uuid, bigint, uuid, text)
   from public, anon, authenticated;
-grant execute on function public.executor_latest_artifact(uuid, uuid, bigint, uuid, public.artifact_kind)
+grant execute on function public.executor_latest_artifact(uuid, uuid, bigint, uuid, public.artifact_kind, boolean)
   to service_role;
 grant execute on function public.executor_upsert_server_inventory(uuid, uuid, bigint, jsonb) to service_role;
 grant execute on function public.executor_touch_ome_instance(uuid, uuid, bigint, uuid, text) to service_role;

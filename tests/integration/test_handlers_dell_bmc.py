@@ -78,6 +78,9 @@ def test_power_faults_end_in_specific_errors(env: DellEnv) -> None:
     b, sid = env.take()
     b.password = "changed-by-someone"
     cases["AuthenticationFailed"] = (b, env.create_job("power_operation", {"server_ids": [sid], "action": "on"}))
+    b, sid = env.take()  # plain HTTP is for the loopback lab only: never to a real network address
+    env.h.query("update public.servers set idrac_address = 'http://10.0.0.9' where id = %s", sid)
+    cases["DellHandlerError"] = (b, env.create_job("power_operation", {"server_ids": [sid], "action": "on"}))
     jobs = env.wait_all([j for _, j in cases.values()])
     for (kind, (bmc, _)), job in zip(cases.items(), jobs, strict=True):
         assert job["status"] == "failed", (kind, job)
@@ -88,6 +91,7 @@ def test_power_faults_end_in_specific_errors(env: DellEnv) -> None:
     ignored = jobs[3]
     assert "use force_off / force_restart" in ignored["error"] and "no progress" in ignored["error"]
     assert "RAC0218" in jobs[2]["error"]
+    assert "plain HTTP is allowed only to a loopback address" in jobs[5]["error"]
 
 
 def test_power_several_servers_one_failing_reports_each(env: DellEnv) -> None:
