@@ -273,8 +273,10 @@ def inventory_row(server_id: str, inv: Any) -> dict[str, Any]:
                             "inventory_checked_at": time.time()}}
     s = inv.system
     idrac = next((f.version for f in inv.firmware if f.component_id == "25227" or "idrac" in f.name.lower()), None)
+    # iDRAC9 ships the Lifecycle Controller inside its firmware: one version for both
     facts = {"model": s.model, "service_tag": s.service_tag, "bios_version": s.bios_version or None,
-             "idrac_version": idrac, "lc_version": idrac, "power_state": _POWER.get(s.power_state, "unknown")}
+             "idrac_version": idrac,
+             "lc_version": idrac, "power_state": _POWER.get(s.power_state, "unknown")}
     return {"server_id": server_id, "seen": True, "facts": {k: v for k, v in facts.items() if v is not None},
             "details": {"system_id": s.system_id, "manufacturer": s.manufacturer, "serial": s.serial,
                         "inventory_error": None, "inventory_checked_at": time.time()},

@@ -288,9 +288,8 @@ class FirmwareUpdateHandler(JobHandler):
                                      "date": catalog.date_time, "age_days": catalog.age_days(),
                                      "package_base": base}
         self._stop_if_all_failed(ctx, servers, errors)
-        return {"updates": {recs[str(s["id"])].get("model", s["name"]) + f" {s['name']}":
-                            len(recs[str(s["id"])]["components"]) for s in servers if str(s["id"]) in recs
-                            and not recs[str(s["id"])].get("failed")},
+        return {"updates": {s["name"]: len(recs[str(s["id"])]["components"]) for s in servers
+                            if str(s["id"]) in recs and not recs[str(s["id"])].get("failed")},
                 "dry_run": p.dry_run}
 
     @step(90, resumable=True)
