@@ -8,6 +8,8 @@
     rackpilot dev user add EMAIL --role ROLE [--password PW]
     rackpilot dev destroy           stop and delete the stack's state folder
     rackpilot demo [--once]         the main job on the local stack
+    rackpilot lab up [--config F]   start the simulated data centre in the background
+    rackpilot lab down|status       stop it / show its URLs and ports
 """
 
 from __future__ import annotations
@@ -128,6 +130,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(once=args.once)
 
 
+def cmd_lab(args: argparse.Namespace) -> int:
+    from devstack.lab import datacentre
+
+    if args.lab_cmd == "up":
+        print(json.dumps(datacentre.lab_up(args.config), indent=2))
+    elif args.lab_cmd == "down":
+        print("lab stopped" if datacentre.lab_down() else "no lab was running", file=sys.stderr)
+    else:
+        print(json.dumps(datacentre.lab_status(), indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rackpilot", description="rackpilot command line")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -153,6 +167,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run rackpilot's main job on the local stack")
     demo.add_argument("--once", action="store_true", help="run once and exit 0 on success")
     demo.set_defaults(func=cmd_demo)
+
+    lab = sub.add_parser("lab", help="the simulated data centre (iDRACs, vCenter, OME, ESXi SSH)")
+    lsub = lab.add_subparsers(dest="lab_cmd", required=True)
+    lab_up = lsub.add_parser("up", help="start it in the background")
+    lab_up.add_argument("--config", help="JSON: clusters, time_scale, esxi_ssh, ome, timing")
+    lab_up.set_defaults(func=cmd_lab)
+    lsub.add_parser("down", help="stop it").set_defaults(func=cmd_lab)
+    lsub.add_parser("status", help="show what runs where").set_defaults(func=cmd_lab)
     return p
 
 

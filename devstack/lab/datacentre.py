@@ -350,6 +350,86 @@ class DataCentre:
         (self.workdir / "datacentre.json").write_text(json.dumps(self.describe(), indent=1))
 
 
+# --- `rackpilot lab up|down|status` ----------------------------------------------------------------
+def lab_dir() -> Path:
+    """Where the background lab keeps its state (``RACKPILOT_LAB_DIR``, default ``.cache/lab``)."""
+    import os
+
+    return Path(os.environ.get("RACKPILOT_LAB_DIR") or ROOT / ".cache" / "lab")
+
+
+def _pid(folder: Path) -> int | None:
+    import os
+
+    try:
+        pid = int((folder / "lab.pid").read_text())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def lab_up(config: str | None = None, timeout: float = 180.0) -> dict[str, Any]:
+    """Start the data centre in the background (idempotent); return its description."""
+    import subprocess
+    import sys
+
+    folder = lab_dir()
+    if _pid(folder):
+        return lab_status()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "run" / "datacentre.json").unlink(missing_ok=True)
+    args = [sys.executable, "-m", "devstack.lab.datacentre", "--workdir", str(folder / "run")]
+    if config:
+        args += ["--config", str(Path(config).resolve())]
+    log_file = open(folder / "lab.log", "ab")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+    log_file.close()
+    (folder / "lab.pid").write_text(str(proc.pid))
+    description = folder / "run" / "datacentre.json"
+    deadline = time.monotonic() + timeout
+    while not description.exists():
+        if proc.poll() is not None:
+            tail = (folder / "lab.log").read_text(errors="replace")[-1500:]
+            raise DataCentreError(f"the lab did not start (exit {proc.returncode}):\n{tail}")
+        if time.monotonic() > deadline:
+            proc.terminate()
+            raise DataCentreError(f"the lab did not start within {timeout:.0f}s; see {folder / 'lab.log'}")
+        time.sleep(0.2)
+    return lab_status()
+
+
+def lab_down(timeout: float = 30.0) -> bool:
+    """Stop the background lab; False when none was running."""
+    import os
+    import signal
+
+    folder = lab_dir()
+    pid = _pid(folder)
+    if pid is None:
+        (folder / "lab.pid").unlink(missing_ok=True)
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _pid(folder) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _pid(folder):
+        os.kill(pid, signal.SIGKILL)
+    (folder / "lab.pid").unlink(missing_ok=True)
+    return True
+
+
+def lab_status() -> dict[str, Any]:
+    folder = lab_dir()
+    pid = _pid(folder)
+    out: dict[str, Any] = {"running": pid is not None, "pid": pid, "folder": str(folder)}
+    description = folder / "run" / "datacentre.json"
+    if pid and description.exists():
+        out["description"] = json.loads(description.read_text())
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m devstack.lab.datacentre --config dc.json --workdir DIR``: run until
     interrupted (what ``rackpilot lab up`` starts in the background)."""
@@ -365,6 +445,7 @@ def main(argv: list[str] | None = None) -> int:
                            "time_scale": 20.0, "esxi_ssh": True, "ome": True}
     if args.config:
         cfg.update(json.loads(Path(args.config).read_text()))
+    # the description file appears last: it tells `rackpilot lab up` that everything runs
     dc = DataCentre(workdir=Path(args.workdir), **cfg)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -49,6 +49,7 @@ job fails (cleanup still runs).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -132,10 +133,20 @@ class HostWork:
         self.vc = vc
         self.host = host
         self.user, self.password = idrac_user, idrac_password
+        self._client: RedfishClient | None = None
 
-    def redfish(self) -> RedfishClient:
-        ep = self.profile.idrac_endpoint(self.host["server"], self.user, self.password)
-        return RedfishClient(ep, self.profile.dell_timeouts())
+    def redfish(self) -> Any:
+        """The host's one Redfish session (field rule: keep one session per BMC and reuse
+        it); sushy logs in again by itself after an iDRAC restart dropped it."""
+        if self._client is None:
+            ep = self.profile.idrac_endpoint(self.host["server"], self.user, self.password)
+            self._client = RedfishClient(ep, self.profile.dell_timeouts()).__enter__()
+        return contextlib.nullcontext(self._client)
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.__exit__(None, None, None)
 
     def scp_backup(self) -> bytes:
         with self.redfish() as c:
@@ -590,6 +601,8 @@ class RollingClusterUpdateHandler(JobHandler):
                 details["bring_back_error"] = str(back)[:500]
             await update_task(ctx, host, "failed", error=error, details={"phase": "failed", **details})
             raise
+        finally:
+            await asyncio.to_thread(work.close)
 
     @staticmethod
     def _bring_back(vc: VSphereClient, host: dict[str, Any], vms: list[str]) -> bool:
