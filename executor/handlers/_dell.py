@@ -106,10 +106,10 @@ def control(ctx: StepContext) -> Any:
 
 async def rpc(ctx: StepContext, fn: str, params: dict[str, Any]) -> Any:
     """A fenced executor write (executor id, job id and lease epoch added by the session)."""
-    write = getattr(ctx.session, "_write", None)
-    if write is None:
+    call_rpc = getattr(ctx.session, "call", None)
+    if call_rpc is None:
         raise DellHandlerError("this job session cannot make executor writes")
-    return await write(fn, params)
+    return await call_rpc(fn, params)
 
 
 async def load_servers(ctx: StepContext, server_ids: list[str]) -> list[dict[str, Any]]:
