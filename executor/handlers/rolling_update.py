@@ -63,6 +63,8 @@ from ..steps import (
     BlockersFound,
     JobCancelled,
     JobHandler,
+    PauseRequested,
+    ShutdownRequested,
     StepContext,
     StepError,
     cleanup_step,
@@ -487,6 +489,12 @@ class RollingClusterUpdateHandler(JobHandler):
                     for h in todo[start:]:
                         await update_task(ctx, h, "cancelled", details={"reason": "job cancelled"})
                     raise JobCancelled("cancel requested")
+                if ctx.session.pause_requested or ctx.session.draining:
+                    # resumes from the saved progress: finished hosts are not touched again
+                    await ctx.save_progress(progress)
+                    if ctx.session.pause_requested:
+                        raise PauseRequested("paused by operator between hosts")
+                    raise ShutdownRequested("executor stopping; handing the job back between hosts")
                 results = await asyncio.gather(*(self._host(ctx, params, profile, client, h, progress) for h in wave),
                                                return_exceptions=True)
                 for h, res in zip(wave, results, strict=True):
