@@ -17,6 +17,9 @@ firmware failure   second host's firmware job fails, budget 0           failed a
                                                                         3 not touched
 cancel             cancel while host 1 is being updated                 host 1 finished, then
                                                                         cancelled; HA restored
+operator pause     pause while host 1 is being updated, then resume     paused between hosts (no
+                                                                        host out), resumed without
+                                                                        touching host 1 again
 kill -9 in         executor killed while a host enters maintenance,     recovered, completed
 maintenance        lease recovery, second executor
 kill -9 in apply   executor killed during the firmware reboot           recovered without a second
@@ -76,7 +79,7 @@ CLUSTERS = [
              rules=[{"name": "pin", "vms": ["bv-pinned"], "hosts": [4], "mandatory": True}]),
     # 2 x 512 GiB per host at 2 ms/GiB: ~2 s of vMotion against a 60 s budget (0.6 s here)
     _cluster("slow", 3, 2, vm_memory_mb=512 * 1024, **BIG),
-    _cluster("fail", 3), _cluster("cncl", 3),
+    _cluster("fail", 3), _cluster("cncl", 3), _cluster("pse", 3),
     # 96 GiB VMs: evacuation takes a few hundred ms, a window to kill the executor in
     _cluster("crm", 3, 2, vm_memory_mb=96 * 1024, host_memory_mb=1024 * 1024),
     _cluster("cra", 3),
@@ -333,6 +336,29 @@ def test_cancel_takes_effect_at_the_next_safe_point(world):
     for h in w.hosts_of("cncl")[done:]:
         assert not w.dc.bmc(h).flashes and w.dc.bmc(h).boot_count == 0, h
     w.check(job_id, "cncl", before, s)
+
+
+def test_operator_pause_between_hosts_then_resume(world):
+    w = world
+    before = w.settings("pse")
+    with sampler(w) as s:
+        job_id = w.rolling("pse")
+        wait_until(lambda: (t := w.tasks(job_id).get("pse-esx01")) and t["details"].get("phase") == "stage",
+                   60, "first host staging")
+        w.h.query("update public.jobs set pause_requested_at = now() where id = %s", job_id)
+        job = finish(w, job_id)
+        assert job["status"] == "paused" and job["pause_reason"] == "operator", job
+        # paused at a host boundary: no host of the cluster out of service
+        assert not any(h["in_maintenance"] for h in w.dc.vcenter.lab_hosts() if h["cluster"] == "pse")
+        w.check(job_id, "pse", before, s)
+        done = [h for h, t in w.tasks(job_id).items() if t["status"] == "completed"]
+        assert "pse-esx01" in done
+        w.h.query("update public.jobs set status = 'pending' where id = %s", job_id)
+        job = finish(w, job_id)
+    assert job["status"] == "completed", job["error"]
+    assert all(t["status"] == "completed" for t in w.tasks(job_id).values())
+    assert all(w.dc.bmc(h).boot_count == 1 for h in w.hosts_of("pse"))  # nobody updated twice
+    w.check(job_id, "pse", before, s)
 
 
 @pytest.mark.parametrize(("cluster", "phase"), [("crm", "maintenance"), ("cra", "apply")])
