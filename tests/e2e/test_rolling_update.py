@@ -93,6 +93,13 @@ class World:
         self.tmp = tmp
         self.dc = DataCentre(CLUSTERS, time_scale=LAB_SCALE, timing=TIMING, migrate_ms=5, migrate_ms_per_gb=2)
         self.dc.start()
+        try:
+            self._setup(stack, tmp)
+        except BaseException:
+            self.close()  # a failed set-up must not leave the lab running
+            raise
+
+    def _setup(self, stack: Any, tmp: Path) -> None:
         self.h = Harness(stack, tmp)
         self.executor = self.spawn("ru-a")
         key = self.h.one("select public_key, key_id from public.executors where site_id = %s and name = 'ru-a'",
@@ -178,7 +185,8 @@ class World:
         ])
 
     def close(self) -> None:
-        self.h.close()
+        if hasattr(self, "h"):
+            self.h.close()
         self.dc.stop()
 
 
