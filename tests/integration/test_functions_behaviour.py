@@ -62,12 +62,22 @@ def approved_window(env: FnEnv, cluster: str | None = None) -> str:
                          env.users["approver"].user_id)
 
 
+def esxi_credentials(env: FnEnv, names: tuple[str, ...]) -> list[str]:
+    """Make site A's credential sets of kind esxi exactly ``names`` (written as the database
+    owner, as an admin's encrypt-credentials call would leave them); returns their ids."""
+    q(env.conn, "delete from public.credential_sets where site_id = %s and kind = 'esxi'", env.fleet.site_a)
+    return [str(q(env.conn, "insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id) "
+                            "values (%s, %s, 'esxi', 'root', %s, %s) returning id", env.fleet.site_a, n,
+                  "sealed-" + "x" * 32, env.fleet.executor_key.kid)[0]["id"]) for n in names]
+
+
 # --- create-job -------------------------------------------------------------------------------
 
 def test_every_job_type_is_created_with_its_tasks(env: FnEnv):
     f = env.fleet
     c0, c1 = f.clusters
     window = approved_window(env)
+    [esxi_ssh] = esxi_credentials(env, ("esxi-ssh",))
     requests = {
         "rolling_cluster_update": {"cluster_id": c0, "firmware": CATALOG},
         "firmware_update": {"server_ids": [f.host_servers[f.hosts[c1][0]]], "firmware": CATALOG},
@@ -97,8 +107,49 @@ def test_every_job_type_is_created_with_its_tasks(env: FnEnv):
             assert len(tasks) == 3 and {t["target_kind"] for t in tasks} == {"host"} and job["cluster_id"] == c0
             assert job["params"]["max_parallel_hosts"] == 1 and job["params"]["blocker_default"] == "ask"
             assert job["maintenance_window_id"] == window
+        creds = q(env.conn, "select c.kind::text from public.jobs j, unnest(j.credential_set_ids) i(id) "
+                            "join public.credential_sets c on c.id = i.id where j.id = %s", res["job_id"])
         if job_type == "esxi_upgrade":
             assert job["cluster_id"] == c1
+            # the executor logs in to the hosts over SSH with the site's esxi set
+            assert esxi_ssh in res["plan"]["credential_set_ids"]
+            assert [c["kind"] for c in creds] == ["esxi"]
+        else:
+            assert "esxi" not in {c["kind"] for c in creds}, job_type
+
+
+def test_esxi_upgrade_carries_the_sites_one_esxi_credential_set(env: FnEnv):
+    f = env.fleet
+    c1 = f.clusters[1]
+    window = approved_window(env)
+    body = {"type": "esxi_upgrade", "maintenance_window_id": window,
+            "params": {"host_ids": [f.hosts[c1][2]], "image": {"target_version": "8.0.3", "depot_url": "https://d/x.zip"}}}
+    try:
+        esxi_credentials(env, ())
+        d = refused(env, "create-job", body, "operator", 422, "no_esxi_credentials")
+        assert d["details"] == {"site_id": f.site_a, "kind": "esxi"}
+        refused(env, "create-job", {**body, "dry_run": True}, "operator", 422, "no_esxi_credentials")
+        two = esxi_credentials(env, ("esxi-new", "esxi-old"))
+        d = refused(env, "create-job", body, "operator", 422, "ambiguous_esxi_credentials")
+        assert sorted(c["id"] for c in d["details"]["credential_sets"]) == sorted(two)
+        assert "sealed" not in json.dumps(d)  # metadata only, never the envelope
+        # a credential set of another kind or another site is not taken for the SSH login
+        [mine] = esxi_credentials(env, ("esxi-ssh",))
+        q(env.conn, "insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id) "
+                    "values (%s, 'b-esxi', 'esxi', 'root', %s, 'k'), (%s, 'a-ssh', 'ssh', 'root', %s, 'k')",
+          f.site_b, "sealed-" + "y" * 32, f.site_a, "sealed-" + "z" * 32)
+        res = ok(env, "create-job", body)
+        assert res["status"] == "pending"
+        stored = q(env.conn, "select credential_set_ids::text[] as ids from public.jobs where id = %s", res["job_id"])[0]
+        assert mine in stored["ids"] and mine in res["plan"]["credential_set_ids"]
+        kinds = q(env.conn, "select c.site_id::text, c.kind::text from public.credential_sets c "
+                            "where c.id = any(%s::uuid[])", stored["ids"])
+        assert {k["site_id"] for k in kinds} == {f.site_a} and [k["kind"] for k in kinds].count("esxi") == 1
+        ok(env, "job-control", {"action": "cancel", "job_id": res["job_id"]})
+    finally:
+        esxi_credentials(env, ("esxi-ssh",))
+        q(env.conn, "delete from public.credential_sets where name in ('b-esxi', 'a-ssh') and site_id in (%s, %s)",
+          f.site_a, f.site_b)
 
 
 def test_dry_run_returns_the_plan_and_writes_nothing(env: FnEnv):

@@ -153,6 +153,44 @@ function uniq<T>(xs: T[]): T[] {
 }
 
 /**
+ * Job types whose executor handler logs in to the ESXi hosts themselves over SSH, and so
+ * needs the site's credential set of kind ``esxi`` among the job's credential_set_ids:
+ * the executor may only open sets the job references (get_job_credential_envelope).
+ * rolling_cluster_update is not here: it reaches hosts through vCenter and iDRAC only.
+ */
+export const ESXI_SSH_JOB_TYPES: ReadonlySet<string> = new Set(["esxi_upgrade"]);
+
+export interface CredentialSetRef {
+  id: string;
+  name: string;
+}
+
+/**
+ * The ESXi SSH credential set a job of ``jobType`` must carry, chosen from the site's sets
+ * of kind ``esxi``; null when the job type needs none. Hosts carry no credential of their
+ * own, so the site's one set is the login; with none the job could never run, and with
+ * several we would be guessing which one the hosts accept, so both are refused (422).
+ */
+export function esxiCredentialFor(jobType: string, siteId: string, sets: CredentialSetRef[]): string | null {
+  if (!ESXI_SSH_JOB_TYPES.has(jobType)) return null;
+  if (sets.length === 0) {
+    throw unprocessable(
+      "no_esxi_credentials",
+      `a ${jobType} job logs in to the hosts over SSH, but the site has no credential set of kind esxi; add one first`,
+      { site_id: siteId, kind: "esxi" },
+    );
+  }
+  if (sets.length > 1) {
+    throw unprocessable(
+      "ambiguous_esxi_credentials",
+      `the site has ${sets.length} credential sets of kind esxi and a ${jobType} job can use only one; keep one`,
+      { site_id: siteId, kind: "esxi", credential_sets: sets.map((c) => ({ id: c.id, name: c.name })) },
+    );
+  }
+  return sets[0].id;
+}
+
+/**
  * The validated plan for a request: targets resolved and on one site, tasks, cluster,
  * window and every safety rule checked. Throws HttpError (4xx) on the first problem.
  * Takes the cluster's advisory lock, so a concurrent request for the same cluster waits
@@ -180,6 +218,17 @@ export async function planJob(tx: Tx, req: JobRequest, now: Date): Promise<JobPl
     throw unprocessable("site_mismatch", "the targets belong to another site than site_id", { site_id: siteId });
   }
 
+  // Read as the caller (operators may see credential metadata, never the secret).
+  const esxiCredential = ESXI_SSH_JOB_TYPES.has(req.type)
+    ? esxiCredentialFor(
+      req.type,
+      siteId,
+      await tx<CredentialSetRef[]>`
+        select id, name from public.credential_sets
+         where site_id = ${siteId} and kind = 'esxi'::public.credential_kind order by name, id`,
+    )
+    : null;
+
   const [policy] = await tx<SafetyPolicy[]>`
     select job_type::text, risk::text, requires_window, takes_hosts_out, max_hosts_out_per_cluster,
            max_concurrent_per_cluster
@@ -190,7 +239,7 @@ export async function planJob(tx: Tx, req: JobRequest, now: Date): Promise<JobPl
   let tasks: TaskPlan[];
   let clusterId: string | null = null;
   let hostsInParallel = 0;
-  const credentialIds: (string | null)[] = all.flatMap((r) => r.credential_set_ids);
+  const credentialIds: (string | null)[] = [...all.flatMap((r) => r.credential_set_ids), esxiCredential];
 
   if (req.type === "rolling_cluster_update") {
     clusterId = (p.cluster_id as string).toLowerCase();
