@@ -1,4 +1,4 @@
-import { corsHeaders, HttpError, preflight } from "./http.ts";
+import { corsHeaders, HttpError, preflight, readBodyText } from "./http.ts";
 import { type Schema, validate } from "./validate.ts";
 
 // Request/response plumbing shared by rackpilot's edge functions.
@@ -134,39 +134,11 @@ function checkText(v: unknown, path: string, depth: number): void {
 
 /** The JSON object in the body, at most ``maxBytes``; ApiError for anything else. */
 export async function readJsonObject(req: Request, maxBytes = MAX_BODY_BYTES): Promise<Record<string, unknown>> {
+  const tooLarge = () =>
+    new HttpError(413, "payload_too_large", `the body exceeds ${maxBytes} bytes`, { max_bytes: maxBytes });
   const declared = Number(req.headers.get("content-length") ?? "NaN");
-  if (Number.isFinite(declared) && declared > maxBytes) {
-    throw new HttpError(413, "payload_too_large", `the body exceeds ${maxBytes} bytes`, { max_bytes: maxBytes });
-  }
-  // Read incrementally so a body without (or with a lying) Content-Length cannot make us
-  // buffer more than the limit.
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  if (req.body) {
-    const reader = req.body.getReader();
-    while (true) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      size += value.byteLength;
-      if (size > maxBytes) {
-        await reader.cancel().catch(() => {});
-        throw new HttpError(413, "payload_too_large", `the body exceeds ${maxBytes} bytes`, { max_bytes: maxBytes });
-      }
-      chunks.push(value);
-    }
-  }
-  const buf = new Uint8Array(size);
-  let off = 0;
-  for (const c of chunks) {
-    buf.set(c, off);
-    off += c.byteLength;
-  }
-  let text: string;
-  try {
-    text = new TextDecoder("utf-8", { fatal: true }).decode(buf);
-  } catch {
-    throw badRequest("invalid_json", "the body is not UTF-8");
-  }
+  if (Number.isFinite(declared) && declared > maxBytes) throw tooLarge();
+  const text = await readBodyText(req, maxBytes, tooLarge, () => badRequest("invalid_json", "the body is not UTF-8"));
   if (text.trim() === "") throw badRequest("invalid_json", "the body is empty; send a JSON object");
   let value: unknown;
   try {

@@ -50,19 +50,17 @@ export function preflight(req: Request): Response | null {
 }
 
 /**
- * The request's JSON body. An empty body gives `undefined` when `allowEmpty`; a body that
- * is not JSON, or larger than `maxBytes`, throws an HttpError (400 / 413).
+ * The request body decoded as UTF-8, read incrementally so that a body without (or with a
+ * lying) Content-Length cannot make us buffer more than `maxBytes`. Callers pass their own
+ * errors so each API keeps its codes and messages: `tooLarge` once the bytes read exceed
+ * the limit, `notUtf8` when the bytes are not valid UTF-8.
  */
-export async function readJson(
+export async function readBodyText(
   req: Request,
-  { maxBytes = DEFAULT_MAX_BODY_BYTES, allowEmpty = false }: { maxBytes?: number; allowEmpty?: boolean } = {},
-): Promise<unknown> {
-  const declared = Number(req.headers.get("content-length") ?? "0");
-  if (declared > maxBytes) {
-    throw new HttpError(413, "body_too_large", `Request body is larger than ${maxBytes} bytes`, { max_bytes: maxBytes });
-  }
-  // Read incrementally so a body without (or with a lying) Content-Length cannot make us
-  // buffer more than the limit.
+  maxBytes: number,
+  tooLarge: () => HttpError,
+  notUtf8: () => HttpError,
+): Promise<string> {
   const chunks: Uint8Array[] = [];
   let size = 0;
   if (req.body) {
@@ -73,7 +71,7 @@ export async function readJson(
       size += value.byteLength;
       if (size > maxBytes) {
         await reader.cancel().catch(() => {});
-        throw new HttpError(413, "body_too_large", `Request body is larger than ${maxBytes} bytes`, { max_bytes: maxBytes });
+        throw tooLarge();
       }
       chunks.push(value);
     }
@@ -84,12 +82,26 @@ export async function readJson(
     bytes.set(c, offset);
     offset += c.byteLength;
   }
-  let text: string;
   try {
-    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
   } catch {
-    throw new HttpError(400, "bad_json", "Request body is not UTF-8");
+    throw notUtf8();
   }
+}
+
+/**
+ * The request's JSON body. An empty body gives `undefined` when `allowEmpty`; a body that
+ * is not JSON, or larger than `maxBytes`, throws an HttpError (400 / 413).
+ */
+export async function readJson(
+  req: Request,
+  { maxBytes = DEFAULT_MAX_BODY_BYTES, allowEmpty = false }: { maxBytes?: number; allowEmpty?: boolean } = {},
+): Promise<unknown> {
+  const tooLarge = () =>
+    new HttpError(413, "body_too_large", `Request body is larger than ${maxBytes} bytes`, { max_bytes: maxBytes });
+  const declared = Number(req.headers.get("content-length") ?? "0");
+  if (declared > maxBytes) throw tooLarge();
+  const text = await readBodyText(req, maxBytes, tooLarge, () => new HttpError(400, "bad_json", "Request body is not UTF-8"));
   if (text.trim() === "") {
     if (allowEmpty) return undefined;
     throw new HttpError(400, "bad_json", "Request body is empty; a JSON body is required");
