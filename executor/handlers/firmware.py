@@ -44,6 +44,8 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -244,6 +246,18 @@ class FirmwareUpdateHandler(JobHandler):
         rec["error_class"] = type(exc).__name__
         await task(ctx, server, "failed", error=rec["failed"], result=rec)
 
+    @classmethod
+    @asynccontextmanager
+    async def _per_server(cls, ctx: StepContext, server: dict[str, Any],
+                          errors: dict[str, BaseException]) -> AsyncIterator[None]:
+        """One server's share of a step: a TargetError fails that server only (recorded in
+        ``errors`` for _stop_if_all_failed) and the step goes on with the next one."""
+        try:
+            yield
+        except TargetError as exc:
+            errors[server["name"]] = exc
+            await cls._fail(ctx, server, exc)
+
     @staticmethod
     def _stop_if_all_failed(ctx: StepContext, servers: list[dict[str, Any]],
                             errors: dict[str, BaseException]) -> None:
@@ -301,7 +315,7 @@ class FirmwareUpdateHandler(JobHandler):
             rec = self._work(ctx, sid)
             if rec is None or rec.get("backup"):
                 continue
-            try:
+            async with self._per_server(ctx, s, errors):
                 prev = await latest_artifact(ctx, sid, "scp_backup", content=False)
                 if prev is not None and prev["age_seconds"] <= p.scp_backup_max_age_h * 3600:
                     rec["backup"] = {"artifact_id": str(prev["id"]), "sha256": prev["sha256"], "taken": False,
@@ -310,9 +324,6 @@ class FirmwareUpdateHandler(JobHandler):
                 async with bmc(eps[sid]) as c:
                     b = await take_backup(ctx, c, s, components=["ALL"], export_format="XML")
                 rec["backup"] = {"artifact_id": b["artifact_id"], "sha256": b["sha256"], "taken": True, "age_s": 0}
-            except TargetError as exc:
-                errors[s["name"]] = exc
-                await self._fail(ctx, s, exc)
         self._stop_if_all_failed(ctx, servers, errors)
         return {"backups": {sid: r["backup"] for sid, r in per_server(ctx).items() if r.get("backup")}}
 
@@ -325,16 +336,13 @@ class FirmwareUpdateHandler(JobHandler):
             rec = self._work(ctx, sid)
             if rec is None:
                 continue
-            try:
+            async with self._per_server(ctx, s, errors):
                 async with bmc(eps[sid]) as c:
                     dell = await call(c.require_dell, "firmware update")
                     await wait_lc_ready(ctx, c, "firmware update")
                     if any(not j.finished for j in await call(dell.jobs)):
                         q = await call(dell.clear_job_queue)
                         rec["queue"] = {"removed": q.removed, "forced": q.forced, "message": q.message}
-            except TargetError as exc:
-                errors[s["name"]] = exc
-                await self._fail(ctx, s, exc)
         self._stop_if_all_failed(ctx, servers, errors)
         return {"cleared": {sid: r["queue"] for sid, r in per_server(ctx).items() if r.get("queue")}}
 
@@ -351,7 +359,7 @@ class FirmwareUpdateHandler(JobHandler):
                 # Invariant 4, checked again right before the first flash.
                 raise DellHandlerError(f"server {s['name']}: no fresh SCP backup recorded; refusing to flash")
             await task(ctx, s, "running", progress=30)
-            try:
+            async with self._per_server(ctx, s, errors):
                 async with bmc(eps[sid]) as c:
                     dell = await call(c.require_dell, "firmware update")
                     for x in rec["components"]:
@@ -371,9 +379,6 @@ class FirmwareUpdateHandler(JobHandler):
                             x["status"] = "applied"
                         else:
                             x["status"] = "applied"
-            except TargetError as exc:
-                errors[s["name"]] = exc
-                await self._fail(ctx, s, exc)
         self._stop_if_all_failed(ctx, servers, errors)
         return {"staged": sum(1 for r in per_server(ctx).values() for x in r.get("components", [])
                               if x["status"] == "staged")}
@@ -391,14 +396,11 @@ class FirmwareUpdateHandler(JobHandler):
             if p.reboot == "staged":
                 rec["reboot"] = "pending: staged jobs apply at the next reboot of the host"
                 continue
-            try:
+            async with self._per_server(ctx, s, errors):
                 async with bmc(eps[sid]) as c:
                     state = await call(c.power_state)
                     rec["reboot"] = await power_one(ctx, c, "graceful_restart" if state == "On" else "on")
                 rebooted.append(s["name"])
-            except TargetError as exc:
-                errors[s["name"]] = exc
-                await self._fail(ctx, s, exc)
         self._stop_if_all_failed(ctx, servers, errors)
         return {"rebooted": rebooted}
 
@@ -416,7 +418,7 @@ class FirmwareUpdateHandler(JobHandler):
             staged = [x for x in rec.get("components", []) if x["status"] == "staged"]
             if not staged:
                 continue
-            try:
+            async with self._per_server(ctx, s, errors):
                 async with bmc(eps[sid]) as c:
                     dell = await call(c.require_dell, "firmware update")
                     await wait_jobs(ctx, c, dell, staged, until_scheduled=False, operation="apply staged firmware")
@@ -427,9 +429,6 @@ class FirmwareUpdateHandler(JobHandler):
                         # settled before verify reads the inventory; a stuck job keeps the LC
                         # busy, and then its JobStuck is the error to report, not the LC
                         await wait_lc_ready(ctx, c, "firmware update")
-            except TargetError as exc:
-                errors[s["name"]] = exc
-                await self._fail(ctx, s, exc)
         self._stop_if_all_failed(ctx, servers, errors)
         return {"applied": sum(1 for r in per_server(ctx).values() for x in r.get("components", [])
                                if x["status"] == "applied")}
