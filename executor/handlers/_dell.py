@@ -228,6 +228,18 @@ def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+async def fail_server(ctx: StepContext, server: dict[str, Any], exc: BaseException,
+                      failures: dict[str, BaseException], done: dict[str, dict[str, Any]], *,
+                      keep: bool = False) -> None:
+    """One server's share of a step failed: its error goes to ``failures`` (for
+    raise_failures), to its record in ``done`` (``keep`` keeps what an earlier step recorded
+    there) and to its task row; the step then goes on with the next server."""
+    sid = str(server["id"])
+    failures[server["name"]] = exc
+    done[sid] = {**(done.get(sid, {}) if keep else {}), "ok": False, "error": error_text(exc)}
+    await task(ctx, server, "failed", error=done[sid]["error"], result=done[sid])
+
+
 def raise_failures(failures: dict[str, BaseException], total: int) -> None:
     """One failed server fails the job with its own error; several with a summary."""
     if not failures:

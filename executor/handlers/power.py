@@ -31,6 +31,7 @@ from ._dell import (
     bmc,
     call,
     endpoints,
+    fail_server,
     load_servers,
     params_of,
     per_server,
@@ -124,9 +125,7 @@ class PowerOperationHandler(JobHandler):
                     r = await power_one(ctx, c, ACTIONS[p.action], wait_state=p.wait_for_state,
                                         budget=p.timeout_s / time_scale())
             except TargetError as exc:
-                failures[s["name"]] = exc
-                done[sid] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-                await task(ctx, s, "failed", error=done[sid]["error"], result=done[sid])
+                await fail_server(ctx, s, exc, failures, done)
                 continue
             done[sid] = {"ok": True, **r}
             states.append({"server_id": sid, "facts": {"power_state": _DB_POWER.get(r["state"], "unknown")}})

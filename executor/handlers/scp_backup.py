@@ -36,6 +36,7 @@ from ._dell import (
     bmc,
     call,
     endpoints,
+    fail_server,
     latest_artifact,
     load_servers,
     params_of,
@@ -186,9 +187,7 @@ class ScpBackupHandler(JobHandler):
                     record = await take_backup(ctx, c, s, components=list(p.components),
                                                export_format=p.export_format, include_read_only=p.include_read_only)
             except (TargetError, DellHandlerError) as exc:
-                failures[s["name"]] = exc
-                done[sid] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-                await task(ctx, s, "failed", error=done[sid]["error"], result=done[sid])
+                await fail_server(ctx, s, exc, failures, done)
                 continue
             done[sid] = {"ok": True, **record}
             await save_servers(ctx)

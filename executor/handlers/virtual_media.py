@@ -32,6 +32,7 @@ from ._dell import (
     bmc,
     call,
     endpoints,
+    fail_server,
     load_servers,
     params_of,
     per_server,
@@ -95,9 +96,7 @@ class VirtualMediaHandler(JobHandler):
                 async with bmc(eps[sid]) as c:
                     r = await _media(ctx, c, p)
             except TargetError as exc:
-                failures[s["name"]] = exc
-                done[sid] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-                await task(ctx, s, "failed", error=done[sid]["error"], result=done[sid])
+                await fail_server(ctx, s, exc, failures, done)
                 continue
             done[sid] = {"ok": True, "media": r}
             await save_servers(ctx)
@@ -124,9 +123,7 @@ class VirtualMediaHandler(JobHandler):
                     state = await call(c.power_state)
                     power = await power_one(ctx, c, "reset" if state != "Off" else "on")
             except TargetError as exc:
-                failures[s["name"]] = exc
-                done[sid] = {**done.get(sid, {}), "ok": False, "error": f"{type(exc).__name__}: {exc}"}
-                await task(ctx, s, "failed", error=done[sid]["error"], result=done[sid])
+                await fail_server(ctx, s, exc, failures, done, keep=True)
                 continue
             done[sid] = {**done.get(sid, {}), "boot": {"override": "Cd/Once", **power}}
             await task(ctx, s, "completed", result=done[sid])
