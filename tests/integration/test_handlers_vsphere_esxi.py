@@ -1,6 +1,8 @@
 """``esxi_upgrade`` through a real executor process on the real local stack: a simulated
 vCenter whose hosts answer ``esxcli`` over a real sshd (linked: the SSH reboot is vCenter's
-reboot). Two hosts are upgraded one by one; a host already at the target is skipped."""
+reboot). Two hosts are upgraded one by one; a host already at the target is skipped. The
+upgrade is asked for as an operator does, through create-job, which attaches the site's
+esxi credential set the executor logs in with."""
 
 from __future__ import annotations
 
@@ -9,9 +11,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from devstack.cli import add_user
 from devstack.lab.datacentre import DataCentre
 from executor.invariants import no_host_left_out, non_resumable_once
 from executor.secrets import seal, unb64u
+from supabase import create_client
 from tests.e2e.executor_harness import Harness
 
 DEPOT = "https://depot.lab.local/esxi8/index.xml"
@@ -53,12 +57,17 @@ def test_esxi_upgrade_host_by_host(stack):
                        "gen_random_uuid()) returning id", h.site_id)["id"]
         h.query("update public.maintenance_windows set status = 'approved', approved_by = gen_random_uuid() "
                 "where id = %s", window)
-        job_id = h.client.table("jobs").insert({
-            "type": "esxi_upgrade", "site_id": h.site_id, "credential_set_ids": creds,
-            "maintenance_window_id": str(window),
+        email = f"esxi-operator-{h.site_name}@lab.test"
+        add_user(stack, email, "operator", "esxi-operator-pw-1")
+        operator = create_client(h.env["SUPABASE_URL"], h.env["SUPABASE_ANON_KEY"])
+        operator.auth.sign_in_with_password({"email": email, "password": "esxi-operator-pw-1"})
+        created = operator.functions.invoke("create-job", {"body": {
+            "type": "esxi_upgrade", "maintenance_window_id": str(window),
             "params": {"host_ids": [hosts["e1-esx01"], hosts["e1-esx02"], hosts["e1-esx03"]],
                        "image": {"target_version": "8.0.2", "depot_url": DEPOT, "profile_name": TARGET}},
-        }).execute().data[0]["id"]
+        }, "responseType": "json"})
+        job_id = created["job_id"]
+        assert str(ssh_cred) in created["plan"]["credential_set_ids"]
         job = h.wait_status(job_id, ("completed", "failed", "paused"), 120)
         assert job["status"] == "completed", job["error"]
         tasks = {r["target_name"]: r for r in h.query("select * from public.job_tasks where job_id = %s", job_id)}
