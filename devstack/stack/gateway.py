@@ -141,6 +141,9 @@ def main() -> int:
         app, host=HOST, port=ctx.cfg.api_port, loop="uvloop", http="httptools", ws="websockets-sansio",
         lifespan="on", access_log=False, log_level="warning", ws_max_size=1 << 20,
         ws_ping_interval=None, timeout_graceful_shutdown=5, backlog=2048,
+        # the gateway is the edge (loopback only, no proxy in front): X-Forwarded-* from a
+        # client must not replace the peer address, and the middleware costs every request
+        proxy_headers=False,
     )
     server = uvicorn.Server(config)
 

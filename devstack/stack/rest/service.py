@@ -317,9 +317,11 @@ class RestService:
                     await conn.execute(DEALLOCATE_SQL)
                     prepared.clear()
                 prepare = name not in prepared
-                stmt = name
                 try:
-                    row = await conn.fetchrow(RUN_SQL, *args, stmt, prepare)
+                    # once prepared on this connection the statement text is not needed
+                    # again: sending NULL instead saves encoding and shipping it per request
+                    row = await conn.fetchrow(RUN_SQL, *args[:7], sql if prepare else None, *args[8:], name,
+                                              prepare)
                     if prepare:
                         prepared.add(name)
                     break
