@@ -6,7 +6,10 @@
 //    generated from executor/jobparams.py);
 // 2. as the caller, in one transaction: role check, targets exist and share one site,
 //    tasks are planned, the safety policy holds (risk/window, per-cluster limits, no
-//    second rolling update per cluster), then the job and its tasks are inserted.
+//    second rolling update per cluster), then the job and its tasks are inserted. The job
+//    names every credential set its executor may open: the targets' own (iDRAC of servers,
+//    vCenter of hosts and clusters) and, for esxi_upgrade, the site's one set of kind esxi
+//    for the SSH login (422 no_esxi_credentials / ambiguous_esxi_credentials otherwise).
 // 201 {job_id, status, plan}; with dry_run 200 {dry_run: true, plan} and nothing written.
 
 import { guard, json, readJsonObject, requireMethod } from "../_shared/api.ts";
