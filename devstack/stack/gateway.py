@@ -124,6 +124,61 @@ class Gateway:
                 return
 
 
+class _CoalescingTransport:
+    """Holds one write back until the next write or the next loop iteration.
+
+    uvicorn's httptools protocol writes a response's head and its body with two
+    ``transport.write`` calls; on a loopback TCP socket with TCP_NODELAY each is a send
+    syscall and a segment of its own, and the client wakes up twice. The body's write
+    follows the head's in the same task step, so holding the head back until then sends
+    one segment. Anything else (a streamed body, 100-continue) is flushed on the next
+    loop iteration, in order."""
+
+    __slots__ = ("_t", "_pending", "_loop")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop):
+        self._t = transport
+        self._pending: bytes | None = None
+        self._loop = loop
+
+    def write(self, data: bytes) -> None:
+        if self._pending is None:
+            self._pending = bytes(data)
+            self._loop.call_soon(self._flush)
+        else:
+            data, self._pending = self._pending + data, None
+            self._t.write(data)
+
+    def _flush(self) -> None:
+        if self._pending is not None:
+            data, self._pending = self._pending, None
+            if not self._t.is_closing():
+                self._t.write(data)
+
+    def close(self) -> None:
+        self._flush()
+        self._t.close()
+
+    def __getattr__(self, name: str) -> Any:  # is_closing, get_extra_info, pause_reading, ...
+        return getattr(self._t, name)
+
+
+def _http_protocol() -> type:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class CoalescingHttpToolsProtocol(HttpToolsProtocol):
+        """uvicorn's httptools protocol whose request cycles write through _CoalescingTransport
+        (only HTTP responses: a websocket upgrade keeps the plain transport)."""
+
+        def on_headers_complete(self) -> None:
+            super().on_headers_complete()
+            cycle = self.cycle
+            if cycle is not None and not isinstance(cycle.transport, _CoalescingTransport):
+                cycle.transport = _CoalescingTransport(cycle.transport, self.loop)
+
+    return CoalescingHttpToolsProtocol
+
+
 def build_context(cfg: StackConfig | None = None) -> GatewayContext:
     cfg = cfg or StackConfig.from_env()
     secrets = StackSecrets.load_or_create(cfg.secrets_file)
@@ -138,7 +193,7 @@ def main() -> int:
     ctx = build_context()
     app = Gateway(ctx)
     config = uvicorn.Config(
-        app, host=HOST, port=ctx.cfg.api_port, loop="uvloop", http="httptools", ws="websockets-sansio",
+        app, host=HOST, port=ctx.cfg.api_port, loop="uvloop", http=_http_protocol(), ws="websockets-sansio",
         lifespan="on", access_log=False, log_level="warning", ws_max_size=1 << 20,
         ws_ping_interval=None, timeout_graceful_shutdown=5, backlog=2048,
         # the gateway is the edge (loopback only, no proxy in front): X-Forwarded-* from a
