@@ -171,6 +171,16 @@ class Demo:
         finally:
             await c.remove_channel(ch)
 
+    def cluster_settings(self) -> dict[str, Any]:
+        """The demo cluster's HA/DRS settings as vCenter reports them now."""
+        from executor.targets.endpoint import Endpoint
+        from executor.targets.vsphere import VSphereClient
+
+        vc = self.dc.vcenter
+        ep = Endpoint(f"https://{vc.host}:{vc.port}", vc.username, vc.password, ca_bundle=str(vc.ca_file))
+        with VSphereClient(ep) as client:
+            return client.read_cluster_settings(client.inventory().cluster_by_name(LAB_CLUSTER["name"]).moid)
+
     # --- the stages ----------------------------------------------------------------------------
     def start_lab(self) -> None:
         from devstack.lab.datacentre import DataCentre
@@ -301,8 +311,6 @@ class Demo:
         import psycopg2.extras
 
         from executor import invariants as inv
-        from executor.targets.endpoint import Endpoint
-        from executor.targets.vsphere import VSphereClient
 
         after = {h: {c.component_id: c.version for c in self.dc.bmc(h).components} for h in before}
         changed = {h: sorted(k for k in after[h] if after[h][k] != before[h].get(k)) for h in before}
@@ -322,12 +330,8 @@ class Demo:
                 return [dict(r) for r in cur.fetchall()] if cur.description else []
 
         try:
-            vc = self.dc.vcenter
-            ep = Endpoint(f"https://{vc.host}:{vc.port}", vc.username, vc.password, ca_bundle=str(vc.ca_file))
-            with VSphereClient(ep) as client:
-                moid = client.inventory().cluster_by_name(LAB_CLUSTER["name"]).moid
-                settings_now = client.read_cluster_settings(moid)
-            in_mm = [h["name"] for h in vc.lab_hosts() if h["in_maintenance"]]
+            settings_now = self.cluster_settings()
+            in_mm = [h["name"] for h in self.dc.vcenter.lab_hosts() if h["in_maintenance"]]
             flashes = {h: list(self.dc.bmc(h).flashes) for h in before}
             violations = [
                 *inv.settings_restored(q, job_id, settings_now, settings_before),
@@ -358,14 +362,7 @@ class Demo:
         cluster_id = await self.sync(site["id"], reg["vcenter_id"])
         window_id = await self.window(site["id"], cluster_id)
 
-        from executor.targets.endpoint import Endpoint
-        from executor.targets.vsphere import VSphereClient
-
-        vc = self.dc.vcenter
-        ep = Endpoint(f"https://{vc.host}:{vc.port}", vc.username, vc.password, ca_bundle=str(vc.ca_file))
-        with VSphereClient(ep) as client:
-            settings_before = client.read_cluster_settings(
-                client.inventory().cluster_by_name(LAB_CLUSTER["name"]).moid)
+        settings_before = self.cluster_settings()
         before = {h: {c.component_id: c.version for c in self.dc.bmc(h).components} for h in reg["servers"]}
         result = await self.rolling_update(site["id"], cluster_id, window_id)
         result.update(self.check(result["job_id"], {h: str(s) for h, s in reg["servers"].items()}, before,
