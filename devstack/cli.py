@@ -1,8 +1,8 @@
 """``rackpilot``: the command line of the local stack, the lab and the demo.
 
-    rackpilot dev up [--reset]      start Postgres + gateway (creates and migrates on first run)
+    rackpilot dev up [--reset]      start Postgres + gateway; apply pending migrations (create on first run)
     rackpilot dev down              stop everything (the data stays)
-    rackpilot dev status            what runs where
+    rackpilot dev status            what runs where; the schema against supabase/migrations
     rackpilot dev reset             re-apply migrations and seed (supabase db reset)
     rackpilot dev env               SUPABASE_URL, keys and DB URL in .env form
     rackpilot dev user add EMAIL --role ROLE [--password PW]
@@ -32,7 +32,11 @@ def _stack():
 
 def cmd_up(args: argparse.Namespace) -> int:
     st = _stack()
-    st.up(reset=args.reset)
+    applied = st.up(reset=args.reset)
+    if applied:
+        print(f"applied {len(applied)} migration(s): {', '.join(applied)}", file=sys.stderr)
+    status = st.schema_status()
+    print(f"schema at {status.version} ({len(status.applied)} migrations, as supabase/migrations)", file=sys.stderr)
     print(f"rackpilot local stack is up: {st.cfg.api_url}", file=sys.stderr)
     return 0
 
@@ -60,8 +64,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_reset(args: argparse.Namespace) -> int:
     st = _stack()
-    st.reset()
-    print("migrations and seed re-applied", file=sys.stderr)
+    applied = st.reset()
+    print(f"schema re-created: {len(applied)} migrations and the seed applied", file=sys.stderr)
     return 0
 
 

@@ -12,6 +12,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -117,9 +118,14 @@ class PostgresCluster:
         if self.initialised():
             return
         self._prepare_datadir()
-        pwfile = self.cfg.state_dir / ".pwfile"
-        pwfile.write_text(self.secrets.postgres_password + "\n")
-        os.chmod(pwfile, 0o644 if self.user else 0o600)
+        # The password file must be readable by the account that runs initdb, and only by it:
+        # a private temporary file owned by that account (the state folder may be out of its reach).
+        fd, name = tempfile.mkstemp(prefix="rackpilot-pw-")
+        pwfile = Path(name)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(self.secrets.postgres_password + "\n")
+        if self.user:
+            shutil.chown(pwfile, self.user, self.user)
         try:
             res = self._cmd([
                 str(PG_BIN / "initdb"), "-D", str(self.datadir.resolve()), "-U", "postgres",

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import httpx
 
-from .config import HOST, StackConfig
+from . import migrations
+from .config import HOST, PROJECT_ROOT, StackConfig
 from .postgres import PostgresCluster, PostgresError
 from .secrets import StackSecrets
 
@@ -21,6 +22,10 @@ GATEWAY_STOP_TIMEOUT_S = 15  # seconds between SIGTERM and SIGKILL for the gatew
 
 class StackError(RuntimeError):
     """The local stack could not be brought up, reset or taken down."""
+
+
+class SchemaDriftError(StackError):
+    """The database holds migrations the repository does not (or edited ones): refused."""
 
 
 class Stack:
@@ -49,43 +54,136 @@ class Stack:
         return {**os.environ, "HOME": str(home), "SUPABASE_TELEMETRY_DISABLED": "1", "DO_NOT_TRACK": "1"}
 
     def supabase_cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        exe = self.cfg.project_root / "node_modules" / ".bin" / "supabase"
+        """Run the pinned Supabase CLI on this stack's generated project folder
+        (:func:`devstack.stack.migrations.cli_workdir` says why it is not the repository's)."""
+        exe = PROJECT_ROOT / "node_modules" / ".bin" / "supabase"
         if not exe.exists():
             raise StackError("the Supabase CLI is not installed: run scripts/setup.sh (make setup)")
-        res = subprocess.run([str(exe), *args], cwd=self.cfg.project_root, env=self.cli_env,
+        workdir = migrations.cli_workdir(self.cfg.project_root, self.cfg.state_dir, self.cfg.db_port)
+        res = subprocess.run([str(exe), "--workdir", str(workdir), *args], cwd=workdir, env=self.cli_env,
                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
         if check and res.returncode != 0:
-            out = (res.stderr or res.stdout).strip().replace(self.secrets.postgres_password, "***")
-            raise StackError(f"supabase {' '.join(args[:2])} failed:\n{out}")
+            raise StackError(f"supabase {' '.join(args[:2])} failed:\n{self._cli_output(res)}")
         return res
+
+    def _cli_output(self, res: subprocess.CompletedProcess) -> str:
+        out = "\n".join(x for x in (res.stdout.strip(), res.stderr.strip()) if x)
+        return out.replace(self.secrets.postgres_password, "***")
 
     @property
     def cli_db_url(self) -> str:
         return self.pg.dsn() + "?sslmode=disable"
 
     # --- lifecycle ---------------------------------------------------------------------
-    def up(self, reset: bool = False) -> None:
-        fresh = not self.pg.initialised()
+    def up(self, reset: bool = False) -> list[str]:
+        """Start Postgres, bring its schema to the repository's migrations, start the
+        gateway. Returns the migration files applied by this call. Nothing is served while
+        the schema differs from the repository: a failure here stops the Postgres this
+        call started and raises."""
+        pg_was_running = self.pg.initialised() and self.pg.running()
         try:
             self.pg.init()
             self.pg.start()
             self.pg.bootstrap()
+            applied = self.migrate() if reset else self.converge()
         except PostgresError as exc:
+            self._stop_started_postgres(pg_was_running)
             raise StackError(str(exc)) from exc
-        if fresh or reset:
-            self.migrate()
+        except BaseException:
+            self._stop_started_postgres(pg_was_running)
+            raise
         self.start_gateway()
+        return applied
 
-    def migrate(self) -> None:
-        """Apply migrations and seed with the real Supabase CLI (``db reset``)."""
-        self.supabase_cli("db", "reset", "--db-url", self.cli_db_url, "--yes")
+    def _stop_started_postgres(self, was_running: bool) -> None:
+        if not was_running:
+            try:
+                self.pg.stop()
+            except Exception:  # noqa: BLE001 - the original error is the one to report
+                pass
+
+    # --- schema ------------------------------------------------------------------------
+    def schema_status(self) -> migrations.SchemaStatus:
+        """Where the running database stands against ``supabase/migrations``."""
+        import psycopg2
+
+        repo = migrations.repository(self.migrations_dir)
+        conn = psycopg2.connect(self.pg.dsn())
+        try:
+            has_history, tables, applied = migrations.read_database(conn)
+        finally:
+            conn.close()
+        return migrations.assess(repo, has_history, tables, applied,
+                                 migrations.Ledger.load(self.cfg.state_dir), self.cfg.project_root)
+
+    @property
+    def migrations_dir(self) -> Path:
+        return self.cfg.project_root / "supabase" / "migrations"
+
+    def converge(self) -> list[str]:
+        """Apply pending migrations without touching data; create the schema from scratch
+        when it was never made or its first run failed; refuse drift."""
+        status = self.schema_status()
+        if status.needs_creation:
+            return self.migrate()
+        if status.drift:
+            raise SchemaDriftError(
+                f"the database schema has drifted from supabase/migrations: {status.drift_message()}. "
+                "rackpilot will not guess which is right: `rackpilot dev reset` re-creates the schema from the "
+                "repository (it deletes the stack's data)")
+        ledger = migrations.Ledger.load(self.cfg.state_dir)
+        if status.unverified:  # applied before this stack kept checksums: trust them from now on
+            ledger.record(status.repository, set(status.applied))
+        if not status.pending:
+            return []
+        res = self.supabase_cli("migration", "up", "--db-url", self.cli_db_url, check=False)
+        applied_now = migrations.applied_files(res.stdout + res.stderr)
+        after = self.schema_status()
+        ledger.record(after.repository, set(after.applied))
+        if res.returncode != 0:
+            failed = migrations.failed_migration(res.stdout + res.stderr)
+            raise StackError(
+                f"migration supabase/migrations/{failed} failed; it was rolled back (each migration runs in its "
+                "own transaction) and the stack is not served. Fix the file and run `rackpilot dev up` again.\n"
+                + self._cli_output(res))
+        self._verify(after)
         self.pg.psql(sql="notify pgrst, 'reload schema'")
+        return applied_now
 
-    def reset(self) -> None:
+    def migrate(self) -> list[str]:
+        """Create the schema from the repository: ``supabase db reset`` (migrations and
+        seed, on a clean database). An interrupted or failed run is redone from scratch by
+        the next ``dev up``."""
+        ledger = migrations.Ledger.load(self.cfg.state_dir)
+        ledger.begin_creation(self.cfg.project_root)
+        res = self.supabase_cli("db", "reset", "--db-url", self.cli_db_url, "--yes", check=False)
+        if res.returncode != 0:
+            failed = migrations.failed_migration(res.stdout + res.stderr)
+            where = f"migration supabase/migrations/{failed}" if failed else "supabase db reset"
+            raise StackError(
+                f"{where} failed, so the schema was not created and the stack is not served. Fix it and run "
+                "`rackpilot dev up` again: it starts from a clean database.\n" + self._cli_output(res))
+        status = self.schema_status()
+        ledger.record(status.repository, set(status.applied))
+        self._verify(status)
+        ledger.finish_creation()
+        self.pg.psql(sql="notify pgrst, 'reload schema'")
+        return migrations.applied_files(res.stdout + res.stderr)
+
+    def _verify(self, status: migrations.SchemaStatus) -> None:
+        """The CLI's exit code is not trusted alone: the history must equal the repository."""
+        repo = [m.version for m in status.repository]
+        if status.applied != repo or status.drift:
+            missing = sorted(set(repo) - set(status.applied))
+            extra = sorted(set(status.applied) - set(repo))
+            raise StackError(f"after migrating, the database's migration history differs from supabase/migrations "
+                             f"(missing {missing or 'none'}, extra {extra or 'none'}); the stack is not served")
+
+    def reset(self) -> list[str]:
         if not self.pg.running():
             raise StackError("the stack is not running: rackpilot dev up")
         self.pg.bootstrap()
-        self.migrate()
+        return self.migrate()
 
     def down(self) -> None:
         self.stop_gateway()
@@ -166,13 +264,27 @@ class Stack:
         self.cfg.gateway_pidfile.unlink(missing_ok=True)
 
     def status(self) -> dict:
-        return {
+        running = self.pg.initialised() and self.pg.running()
+        out = {
             "state_dir": str(self.cfg.state_dir),
-            "postgres": "running" if self.pg.initialised() and self.pg.running() else "stopped",
+            "postgres": "running" if running else "stopped",
             "postgres_port": self.cfg.db_port,
             "gateway": "healthy" if self.healthy() else ("running" if self.gateway_pid() else "stopped"),
             "api_url": self.cfg.api_url,
         }
+        if running:
+            try:
+                out["schema"] = self.schema_status().as_dict()
+            except Exception as exc:  # noqa: BLE001 - status reports, it does not fail
+                out["schema"] = {"state": "unknown", "error": str(exc).splitlines()[0]}
+        else:
+            ledger = migrations.Ledger.load(self.cfg.state_dir)
+            repo = migrations.repository(self.migrations_dir)
+            out["schema"] = {"state": "unknown (postgres is stopped)",
+                             "repository_version": repo[-1].version if repo else None,
+                             "made_by": ledger.made_by,
+                             "made_by_this_checkout": ledger.made_by in (None, str(self.cfg.project_root))}
+        return out
 
 
 def free_port() -> int:
