@@ -15,6 +15,8 @@ export RACKPILOT_STACK_DIR="$STACK_DIR"
 export RACKPILOT_API_PORT="$(free_port)"
 export RACKPILOT_DB_PORT="$(free_port)"
 export RACKPILOT_TEST_STACK=shared
+# every test user signs in from 127.0.0.1: raise the per-IP auth limits (devstack/stack/config.py)
+export RACKPILOT_AUTH_SIGN_IN_LIMIT=100000 RACKPILOT_AUTH_REFRESH_LIMIT=100000
 cleanup() { "$PY" -m devstack.cli dev destroy >/dev/null 2>&1 || true; rm -rf "$STACK_DIR"; }
 trap cleanup EXIT
 

@@ -3,8 +3,17 @@
 What the official clients use and rackpilot needs: the password and refresh_token grants,
 ``/user``, ``/logout``, ``/settings``, ``/health`` and admin create/list/get/delete of
 users. Sessions live in ``auth.sessions``; refresh tokens are random, stored only as
-sha256 hashes in ``auth.refresh_tokens`` and rotated on every use. Presenting a token that
-was already rotated away revokes its whole session, as GoTrue does without a reuse window.
+sha256 hashes in ``auth.refresh_tokens`` and rotated on every use. As GoTrue, a token that
+was rotated away less than ``[auth] refresh_token_reuse_interval`` seconds ago (10) may be
+presented again (two clients refreshing at once): it gets a fresh token of the same session.
+Presented later, it revokes its whole session.
+
+Rate limits, on GoTrue's model (answered 429 ``over_request_rate_limit``, with Retry-After):
+password grants and refresh grants per client IP per 5 minutes (``[auth.rate_limit]``
+``sign_in_sign_ups`` and ``token_refresh``), and failed password grants per email address
+per 5 minutes (``RACKPILOT_AUTH_FAILED_SIGN_IN_LIMIT``, 10), which also holds against a
+guesser who spreads over many addresses. The counters live in the gateway process: with
+several gateway workers each worker counts on its own.
 
 Access tokens are HS256 JWTs signed with the stack's secret, with the claims GoTrue puts
 in them, so REST (and Postgres RLS through ``auth.uid()``/``auth.jwt()``) sees exactly what
@@ -18,6 +27,7 @@ to read ``code``. No response ever carries a password, a hash or a traceback.
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import logging
 import re
@@ -51,6 +61,8 @@ MAX_PER_PAGE = 1000  # largest admin list page (users)
 DEFAULT_PER_PAGE = 50  # GoTrue's default admin list page (users)
 MAX_AUTH_BODY = 64 * 1024  # auth requests are small; refuse anything bigger (bytes)
 POOL_SIZE = 4  # connections the auth service keeps to Postgres
+RATE_WINDOW_S = 300.0  # the rate limits' window (seconds), as GoTrue's "per 5 minutes"
+MAX_TRACKED_KEYS = 50_000  # addresses and emails a limiter remembers before it drops the idle ones
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 ADMIN_ROLES = frozenset({"service_role", "supabase_admin"})
 
@@ -113,6 +125,68 @@ class PayloadTooLarge(AuthServiceError):
 class Unprocessable(AuthServiceError):
     status = 422
     code = "validation_failed"
+
+
+class TooManyRequests(AuthServiceError):
+    status = 429
+    code = "over_request_rate_limit"
+
+
+class RateLimiter:
+    """At most ``limit`` events per key in any ``window`` seconds (a sliding window).
+
+    ``check`` refuses without counting; ``add`` counts. Memory stays bounded: beyond
+    ``MAX_TRACKED_KEYS`` keys, those with no event left in the window are forgotten."""
+
+    def __init__(self, limit: int, window: float = RATE_WINDOW_S, clock: Any = time.monotonic):
+        self.limit = limit
+        self.window = window
+        self.clock = clock
+        self._events: dict[str, collections.deque[float]] = {}
+
+    def _recent(self, key: str, now: float) -> collections.deque[float] | None:
+        events = self._events.get(key)
+        if events is None:
+            return None
+        while events and events[0] <= now - self.window:
+            events.popleft()
+        return events
+
+    def retry_after(self, key: str) -> float | None:
+        """Seconds until ``key`` may act again, or None when it may act now."""
+        if self.limit <= 0:
+            return None
+        now = self.clock()
+        events = self._recent(key, now)
+        if events is None or len(events) < self.limit:
+            return None
+        return max(0.0, events[0] + self.window - now)
+
+    def add(self, key: str) -> None:
+        now = self.clock()
+        events = self._recent(key, now)
+        if events is None:
+            if len(self._events) >= MAX_TRACKED_KEYS:
+                self._forget_idle(now)
+            events = self._events[key] = collections.deque()
+        events.append(now)
+
+    def reset(self, key: str) -> None:
+        self._events.pop(key, None)
+
+    def _forget_idle(self, now: float) -> None:
+        for key in list(self._events):
+            events = self._recent(key, now)
+            if not events:
+                del self._events[key]
+
+    def take(self, key: str, what: str) -> None:
+        """Count one event for ``key``, or raise 429 when the key is over its limit."""
+        wait = self.retry_after(key)
+        if wait is not None:
+            raise TooManyRequests(f"Request rate limit reached: too many {what}; try again in {int(wait) + 1} s",
+                                  extra={"retry_after": int(wait) + 1})
+        self.add(key)
 
 
 # --- helpers -----------------------------------------------------------------------------
@@ -207,6 +281,12 @@ class AuthService:
         self.issuer = f"{ctx.cfg.api_url}{PREFIX}"
         auth_cfg = ctx.cfg.supabase.get("auth", {})
         self.signup_enabled = bool(auth_cfg.get("enable_signup", False))
+        self.reuse_interval = ctx.cfg.refresh_token_reuse_interval
+        limits = ctx.cfg.auth_rate_limits
+        self.sign_in_per_ip = RateLimiter(limits["sign_in"])
+        self.refresh_per_ip = RateLimiter(limits["refresh"])
+        self.refresh_per_user = RateLimiter(limits["refresh"])
+        self.failures_per_email = RateLimiter(limits["failed_sign_in"])
         self.pool: asyncpg.Pool | None = None
         # Checked against when the email is unknown, so a miss costs the same bcrypt time
         # as a wrong password and response timing does not reveal which accounts exist.
@@ -241,11 +321,17 @@ class AuthService:
         sub = scope["path"][len(PREFIX):].rstrip("/") or "/"
         headers = header_dict(scope)
         query = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode("latin-1")).items()}
+        client = scope.get("client")
+        headers["x-rackpilot-peer"] = client[0] if client else "unknown"  # the socket's peer, never a header
         try:
             status, payload, extra = await self._dispatch(method, sub, headers, query, receive)
         except AuthServiceError as exc:
+            extra_headers = None
+            if "retry_after" in exc.extra:
+                extra_headers = [(b"retry-after", str(exc.extra["retry_after"]).encode())]
             await self._send(send, exc.status, {"code": exc.code, "error_code": exc.code,
-                                                "msg": exc.message, "message": exc.message, **exc.extra})
+                                                "msg": exc.message, "message": exc.message, **exc.extra},
+                             extra_headers)
             return
         except Exception:  # noqa: BLE001 - never let a traceback reach a client
             log.exception("auth request failed: %s %s", method, sub)
@@ -370,9 +456,12 @@ class AuthService:
         self._require_api_key(headers)
         grant = query.get("grant_type")
         body = await self._json_body(receive)
+        peer = headers["x-rackpilot-peer"]
         if grant == "password":
+            self.sign_in_per_ip.take(peer, "sign-in attempts from this address")
             return 200, await self._password_grant(body), None
         if grant == "refresh_token":
+            self.refresh_per_ip.take(peer, "token refreshes from this address")
             return 200, await self._refresh_grant(body), None
         if not grant:
             raise BadRequest("grant_type is required", "unsupported_grant_type")
@@ -386,6 +475,13 @@ class AuthService:
             raise BadRequest("Phone logins are not enabled on this server", "phone_provider_disabled")
         if not email or password is None:
             raise BadRequest("email and password are required")
+        # Refused before the password is checked: a guesser learns nothing while locked out,
+        # whatever the address they come from.
+        email_key = email.strip().lower()
+        wait = self.failures_per_email.retry_after(email_key)
+        if wait is not None:
+            raise TooManyRequests(f"Request rate limit reached: too many failed sign-ins for this account; "
+                                  f"try again in {int(wait) + 1} s", extra={"retry_after": int(wait) + 1})
         db = self._db()
         user = await db.fetchrow(
             f"select {USER_COLUMNS} from auth.users "
@@ -393,12 +489,14 @@ class AuthService:
         hashed = user["encrypted_password"] if user is not None else None
         ok = await asyncio.to_thread(check_password, password, hashed or self._dummy_hash)
         if user is None or not hashed or not ok:
+            self.failures_per_email.add(email_key)
             raise BadRequest("Invalid login credentials", "invalid_credentials")
         if user["banned_until"] is not None and user["banned_until"] > datetime.now(UTC):
             raise BadRequest("User is banned", "user_banned")
         if user["email_confirmed_at"] is None:
             # As GoTrue: an admin-created user without email_confirm cannot sign in yet.
             raise BadRequest("Email not confirmed", "email_not_confirmed")
+        self.failures_per_email.reset(email_key)
         session_id = uuid.uuid4()
         refresh = secrets.token_urlsafe(32)
         async with db.acquire() as conn, conn.transaction():
@@ -420,17 +518,23 @@ class AuthService:
         async with self._db().acquire() as conn:
             async with conn.transaction():
                 row = await conn.fetchrow(
-                    "select rt.id, rt.user_id, rt.session_id, rt.revoked, s.not_after, s.created_at as session_created "
+                    "select rt.id, rt.user_id, rt.session_id, rt.revoked, "
+                    "case when rt.revoked then rt.updated_at end as revoked_at, "
+                    "s.not_after, s.created_at as session_created "
                     "from auth.refresh_tokens rt join auth.sessions s on s.id = rt.session_id "
                     "where rt.token_hash = $1 for update of rt, s", token_hash)
                 if row is None:
                     raise BadRequest("Invalid Refresh Token: Refresh Token Not Found", "refresh_token_not_found")
-                if row["revoked"]:
+                in_reuse_window = row["revoked"] and row["revoked_at"] is not None and (
+                    datetime.now(UTC) - row["revoked_at"]).total_seconds() < self.reuse_interval
+                if row["revoked"] and not in_reuse_window:
                     # A rotated-away token came back: someone holds a copy. Revoke the whole
                     # session (its refresh tokens cascade) and commit that before refusing.
                     await conn.execute("delete from auth.sessions where id = $1", row["session_id"])
                     reused = True
                 else:
+                    # A fresh token, or one rotated within the reuse interval (a concurrent
+                    # refresh of the same token): either way the session goes on with a new token.
                     if row["not_after"] is not None and row["not_after"] <= datetime.now(UTC):
                         raise BadRequest("Invalid Refresh Token: Session Expired", "session_expired")
                     user = await conn.fetchrow(
@@ -439,8 +543,10 @@ class AuthService:
                         raise NotFound("User from refresh token does not exist", "user_not_found")
                     if user["banned_until"] is not None and user["banned_until"] > datetime.now(UTC):
                         raise BadRequest("User is banned", "user_banned")
-                    await conn.execute(
-                        "update auth.refresh_tokens set revoked = true, updated_at = now() where id = $1", row["id"])
+                    self.refresh_per_user.take(str(row["user_id"]), "token refreshes for this user")
+                    if not row["revoked"]:
+                        await conn.execute("update auth.refresh_tokens set revoked = true, updated_at = now() "
+                                           "where id = $1", row["id"])
                     await conn.execute(
                         "insert into auth.refresh_tokens (token_hash, user_id, session_id, parent_hash) "
                         "values ($1, $2, $3, $4)", _hash_token(new_token), row["user_id"], row["session_id"], token_hash)

@@ -10,6 +10,12 @@ and the test suite's, say) run side by side without sharing anything.
 | ``RACKPILOT_DB_PORT`` | Postgres port (TCP, loopback) | ``54322`` |
 | ``RACKPILOT_GATEWAY_WORKERS`` | gateway worker processes (count) | ``1`` |
 | ``RACKPILOT_MAX_ROWS`` | overrides ``[api] max_rows`` of ``supabase/config.toml`` (rows) | from config.toml |
+| ``RACKPILOT_AUTH_SIGN_IN_LIMIT`` | password grants per client IP per 5 minutes; overrides ``[auth.rate_limit] sign_in_sign_ups`` (requests) | from config.toml (30) |
+| ``RACKPILOT_AUTH_REFRESH_LIMIT`` | refresh grants per client IP per 5 minutes; overrides ``[auth.rate_limit] token_refresh`` (requests) | from config.toml (150) |
+| ``RACKPILOT_AUTH_FAILED_SIGN_IN_LIMIT`` | failed password grants per email address per 5 minutes before 429 (attempts) | ``10`` |
+
+Test and benchmark stacks (:func:`devstack.stack.stack.ephemeral_config`, ``scripts/test.sh``)
+raise the per-IP limits: every simulated user there signs in from 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -36,6 +42,9 @@ class StackConfig:
     db_port: int = 54322
     workers: int = 1
     project_root: Path = PROJECT_ROOT
+    sign_in_limit: int | None = None  # None: [auth.rate_limit] sign_in_sign_ups of config.toml
+    refresh_limit: int | None = None  # None: [auth.rate_limit] token_refresh of config.toml
+    failed_sign_in_limit: int = 10
     supabase: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -49,6 +58,9 @@ class StackConfig:
             db_port=int(env.get("RACKPILOT_DB_PORT", "54322")),
             workers=int(env.get("RACKPILOT_GATEWAY_WORKERS", "1")),
             project_root=root,
+            sign_in_limit=int(env["RACKPILOT_AUTH_SIGN_IN_LIMIT"]) if env.get("RACKPILOT_AUTH_SIGN_IN_LIMIT") else None,
+            refresh_limit=int(env["RACKPILOT_AUTH_REFRESH_LIMIT"]) if env.get("RACKPILOT_AUTH_REFRESH_LIMIT") else None,
+            failed_sign_in_limit=int(env.get("RACKPILOT_AUTH_FAILED_SIGN_IN_LIMIT", "10")),
             supabase=load_supabase_config(root),
         )
 
@@ -97,6 +109,21 @@ class StackConfig:
     def jwt_expiry(self) -> int:
         return int(self.supabase.get("auth", {}).get("jwt_expiry", 3600))
 
+    @property
+    def refresh_token_reuse_interval(self) -> int:
+        """Seconds a just-rotated refresh token may be presented again (GoTrue's default 10)."""
+        return int(self.supabase.get("auth", {}).get("refresh_token_reuse_interval", 10))
+
+    @property
+    def auth_rate_limits(self) -> dict[str, int]:
+        """Per client IP, per 5 minutes: password grants and refresh grants (requests)."""
+        rl = self.supabase.get("auth", {}).get("rate_limit", {})
+        return {
+            "sign_in": self.sign_in_limit if self.sign_in_limit is not None else int(rl.get("sign_in_sign_ups", 30)),
+            "refresh": self.refresh_limit if self.refresh_limit is not None else int(rl.get("token_refresh", 150)),
+            "failed_sign_in": self.failed_sign_in_limit,
+        }
+
     def function_verify_jwt(self, name: str) -> bool:
         fn = self.supabase.get("functions", {}).get(name, {})
         return bool(fn.get("verify_jwt", True))
@@ -109,4 +136,7 @@ class StackConfig:
             "RACKPILOT_DB_PORT": str(self.db_port),
             "RACKPILOT_GATEWAY_WORKERS": str(self.workers),
             "RACKPILOT_PROJECT_ROOT": str(self.project_root),
+            **({"RACKPILOT_AUTH_SIGN_IN_LIMIT": str(self.sign_in_limit)} if self.sign_in_limit is not None else {}),
+            **({"RACKPILOT_AUTH_REFRESH_LIMIT": str(self.refresh_limit)} if self.refresh_limit is not None else {}),
+            "RACKPILOT_AUTH_FAILED_SIGN_IN_LIMIT": str(self.failed_sign_in_limit),
         }

@@ -17,6 +17,7 @@ from .postgres import PostgresCluster, PostgresError
 from .secrets import StackSecrets
 
 GATEWAY_START_TIMEOUT_S = 60  # seconds to wait for /health after starting the gateway
+TEST_IP_RATE_LIMIT = 100_000  # per-IP auth grants per 5 minutes on test and benchmark stacks (requests)
 GATEWAY_STOP_TIMEOUT_S = 15  # seconds between SIGTERM and SIGKILL for the gateway
 
 
@@ -296,8 +297,12 @@ def free_port() -> int:
 
 
 def ephemeral_config(state_dir: Path) -> StackConfig:
-    """A config on free ports in its own folder, for tests and benchmarks."""
+    """A config on free ports in its own folder, for tests and benchmarks. Every simulated
+    user there signs in from 127.0.0.1, so the per-IP auth rate limits are raised (the
+    per-address failed sign-in limit stays as configured)."""
     env = dict(os.environ)
     env.update({"RACKPILOT_STACK_DIR": str(state_dir), "RACKPILOT_API_PORT": str(free_port()),
                 "RACKPILOT_DB_PORT": str(free_port())})
+    env.setdefault("RACKPILOT_AUTH_SIGN_IN_LIMIT", str(TEST_IP_RATE_LIMIT))
+    env.setdefault("RACKPILOT_AUTH_REFRESH_LIMIT", str(TEST_IP_RATE_LIMIT))
     return StackConfig.from_env(env)

@@ -105,14 +105,32 @@ async def test_async_sign_in_refresh_get_user_sign_out(api_url, anon_key, user):
     assert err.value.code == "session_not_found"
 
 
-def test_refresh_token_reuse_revokes_the_session(http, user):
+def _age_rotated_token(stack, token: str, seconds: float) -> None:
+    """Move a rotated token's rotation time back, as if ``seconds`` had passed (no sleeping)."""
+    import hashlib
+
+    import psycopg2
+
+    conn = psycopg2.connect(stack.pg.dsn())
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("update auth.refresh_tokens set updated_at = updated_at - make_interval(secs => %s) "
+                        "where token_hash = %s and revoked", (seconds, hashlib.sha256(token.encode()).hexdigest()))
+            assert cur.rowcount == 1
+    finally:
+        conn.close()
+
+
+def test_refresh_token_reuse_revokes_the_session(http, user, stack):
     r = http.post("/token", params={"grant_type": "password"}, json={"email": user["email"], "password": PASSWORD})
     assert r.status_code == 200
     old = r.json()["refresh_token"]
     r = http.post("/token", params={"grant_type": "refresh_token"}, json={"refresh_token": old})
     assert r.status_code == 200
     current = r.json()
-    # Someone replays the rotated-away token: refused, and the whole session dies.
+    # Someone replays the rotated-away token after the reuse interval: refused, and the
+    # whole session dies.
+    _age_rotated_token(stack, old, stack.cfg.refresh_token_reuse_interval + 1)
     r = http.post("/token", params={"grant_type": "refresh_token"}, json={"refresh_token": old})
     assert r.status_code == 400 and r.json()["code"] == "refresh_token_already_used"
     r = http.post("/token", params={"grant_type": "refresh_token"}, json={"refresh_token": current["refresh_token"]})
@@ -281,3 +299,58 @@ def test_settings_and_health_are_public(http):
     assert settings["external"]["email"] is True and settings["disable_signup"] is True
     r = http.post("/signup", json={"email": _email(), "password": PASSWORD})
     assert r.status_code == 422 and r.json()["code"] == "signup_disabled"
+
+
+def test_parallel_refreshes_of_one_token_keep_the_session(http, user, api_url, anon_key):
+    """Two clients (two tabs, a notebook and the console) refresh the same token at once:
+    within GoTrue's reuse interval both get a working token and the session lives on."""
+    import concurrent.futures as cf
+
+    r = http.post("/token", params={"grant_type": "password"}, json={"email": user["email"], "password": PASSWORD})
+    token = r.json()["refresh_token"]
+
+    def refresh(_: int) -> httpx.Response:
+        with httpx.Client(base_url=f"{api_url}/auth/v1", headers={"apikey": anon_key}, timeout=10) as c:
+            return c.post("/token", params={"grant_type": "refresh_token"}, json={"refresh_token": token})
+
+    with cf.ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(refresh, range(2)))
+    assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+    tokens = {a.json()["refresh_token"] for a in answers}
+    assert len(tokens) == 2 and token not in tokens
+    for a in answers:  # both sessions' access tokens and refresh tokens still work
+        assert http.get("/user", headers={"Authorization": f"Bearer {a.json()['access_token']}"}).status_code == 200
+        nxt = http.post("/token", params={"grant_type": "refresh_token"},
+                        json={"refresh_token": a.json()["refresh_token"]})
+        assert nxt.status_code == 200
+
+
+def test_failed_sign_ins_are_rate_limited_per_account(http, user, stack):
+    limit = stack.cfg.auth_rate_limits["failed_sign_in"]
+    assert limit > 0
+    for _ in range(limit):
+        r = http.post("/token", params={"grant_type": "password"},
+                      json={"email": user["email"], "password": "wrong-password"})
+        assert r.status_code == 400 and r.json()["code"] == "invalid_credentials"
+    r = http.post("/token", params={"grant_type": "password"}, json={"email": user["email"], "password": "wrong"})
+    assert r.status_code == 429 and r.json()["code"] == "over_request_rate_limit"
+    assert int(r.headers["retry-after"]) > 0
+    # locked out: even the right password is refused until the window passes, without checking it
+    r = http.post("/token", params={"grant_type": "password"}, json={"email": user["email"], "password": PASSWORD})
+    assert r.status_code == 429
+    # the email is the key, whatever its spelling
+    r = http.post("/token", params={"grant_type": "password"},
+                  json={"email": user["email"].upper(), "password": PASSWORD})
+    assert r.status_code == 429
+
+
+def test_a_successful_sign_in_clears_the_failure_count(http, user, stack):
+    limit = stack.cfg.auth_rate_limits["failed_sign_in"]
+    for _ in range(2):
+        for _ in range(limit - 1):
+            r = http.post("/token", params={"grant_type": "password"},
+                          json={"email": user["email"], "password": "wrong-password"})
+            assert r.status_code == 400
+        r = http.post("/token", params={"grant_type": "password"},
+                      json={"email": user["email"], "password": PASSWORD})
+        assert r.status_code == 200
