@@ -3,6 +3,7 @@
     python -m executor [--env-file PATH]                 run until SIGTERM/SIGINT
     python -m executor --check-config [--env-file PATH]  validate settings and the key file, then exit
     python -m executor --show-public-key                 print the registered public key and key id
+    python -m executor --verify-audit                    check the audit chain against this executor's anchors
 
 Exit codes: 0 success, 2 invalid configuration or key file, 1 any other failure.
 """
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--env-file", help="read settings from this file too (environment wins)")
     ap.add_argument("--check-config", action="store_true", help="validate the settings and exit")
     ap.add_argument("--show-public-key", action="store_true", help="print public key and key id, then exit")
+    ap.add_argument("--verify-audit", action="store_true",
+                    help="check the audit chain against this executor's signed anchors; exit 1 if it was altered")
     args = ap.parse_args(argv)
     try:
         settings = load_settings(args.env_file)
@@ -84,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.show_public_key:
         print(json.dumps({"public_key": keys.public_b64, "key_id": keys.kid}))
         return 0
+    if args.verify_audit:
+        return verify_audit(settings)
     if created:
         log.info("generated a new key pair", extra={"kid": keys.kid, "path": str(settings.key_path)})
 
@@ -95,6 +100,27 @@ def main(argv: list[str] | None = None) -> int:
         log.error("executor stopped: %s", exc)
         return 1
     return 0
+
+
+def verify_audit(settings: ExecutorSettings) -> int:
+    """Exit 0 when the chain is intact and matches every anchor, 1 when it does not."""
+    from .audit_anchor import AnchorError, AnchorStore, verify
+    from .control import ControlPlane
+
+    async def run() -> dict:
+        control = ControlPlane(settings)
+        try:
+            return await verify(control, AnchorStore(settings.state_dir, settings.executor_name))
+        finally:
+            await control.close()
+
+    try:
+        report = asyncio.run(run())
+    except (AnchorError, ExecutorError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(report, indent=2))
+    return 0 if report["ok"] else 1
 
 
 if __name__ == "__main__":

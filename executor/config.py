@@ -40,9 +40,13 @@ smtp_username               name     (none)                              SMTP lo
 smtp_password               secret   (none)                              SMTP password
 smtp_from                   address  ``rackpilot@localhost``             envelope and header sender
 smtp_timeout                s        10.0                                SMTP connect/command timeout
+audit_anchor_interval       s        300                                 sign the audit chain's lane heads into ``<state_dir>/audit-anchors.jsonl`` this often; 0 disables
 log_level                   level    INFO                                DEBUG, INFO, WARNING, ERROR
 log_file                    path     (none: stderr)                      also append JSON lines to this file
 ==========================  =======  ==================================  ======================================
+
+``python -m executor --verify-audit`` checks the control plane's audit chain against this
+executor's anchors (see :mod:`executor.audit_anchor`).
 
 ``python -m executor --check-config`` validates all of this (and the key file's mode)
 without contacting the control plane or starting anything.
@@ -107,6 +111,8 @@ class ExecutorSettings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_from: str = "rackpilot@localhost"
     smtp_timeout: float = Field(default=10.0, gt=0)
+
+    audit_anchor_interval: float = Field(default=300.0, ge=0)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_file: Path | None = None

@@ -405,6 +405,19 @@ class Executor:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), timeout=self.s.recovery_interval)
 
+    async def anchor_loop(self) -> None:
+        """Sign the audit chain's lane heads into the state folder (executor.audit_anchor)."""
+        from .audit_anchor import AnchorError, AnchorStore, anchor_once
+
+        store = AnchorStore(self.s.state_dir, self.s.executor_name)
+        while not self.stop.is_set():
+            try:
+                await anchor_once(self.control, store)
+            except (ControlPlaneError, AnchorError, OSError) as exc:
+                log.warning("audit anchoring failed: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), timeout=self.s.audit_anchor_interval)
+
     # --- Realtime ----------------------------------------------------------------------
     def _on_change(self, payload: dict[str, Any]) -> None:
         data = payload.get("data", payload) if isinstance(payload, dict) else {}
@@ -480,6 +493,8 @@ class Executor:
                        asyncio.create_task(self.recovery_loop(), name="recovery")]
         if self.s.realtime_enabled:
             self._tasks.append(asyncio.create_task(self.realtime_loop(), name="realtime"))
+        if self.s.audit_anchor_interval > 0:
+            self._tasks.append(asyncio.create_task(self.anchor_loop(), name="audit-anchor"))
         if self.s.notify_enabled:
             self.dispatcher = Dispatcher(self.s, self.control, self.executor_id)
             self._tasks.append(asyncio.create_task(self.dispatcher.run(self.stop), name="notify"))
