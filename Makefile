@@ -23,7 +23,7 @@ lint: setup
 	$(VENV)/bin/ruff check devstack executor console tests bench
 
 bench: setup
-	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@bench/run_all $(BENCH_FLAGS)
 
 clean:
 	-$(PY) -m devstack.cli dev destroy
