@@ -19,6 +19,11 @@ demo-once: setup
 test: setup
 	@bash scripts/test.sh
 
+# every program rackpilot runs installed? names each missing one with its package (scripts/tools.toml)
+.PHONY: check-tools
+check-tools:
+	@scripts/check_tools check
+
 lint: setup
 	$(VENV)/bin/ruff check devstack executor console tests bench
 

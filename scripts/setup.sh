@@ -9,27 +9,23 @@ mkdir -p "$STAMPS"
 SUDO=""
 if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 log() { printf '[setup] %s\n' "$*" >&2; }
+APT_WAIT=(-o DPkg::Lock::Timeout=600)  # wait for another apt (unattended-upgrades, a parallel setup)
 
-# 1. Debian packages --------------------------------------------------------------
-APT_PACKAGES=(
-  postgresql-15 postgresql-client-15 postgresql-contrib
-  postgresql-15-wal2json postgresql-15-pgtap postgresql-15-plpgsql-check
-  python3-venv make wrk
-  golang-go golang-github-vmware-govmomi-dev openssh-server
-  chromium chromium-driver
-)
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-# Node.js may come from Debian or from another vendor's package: accept any node >= 18 with npm.
-if ! command -v npm >/dev/null || ! node -e 'process.exit(+process.versions.node.split(".")[0] >= 18 ? 0 : 1)' 2>/dev/null; then
-  missing+=(nodejs npm)
+# 0. Python >= 3.11 reads scripts/tools.toml (tomllib); Debian 12's python3 is 3.11 ----
+if ! python3 -c 'import sys, tomllib; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  log "apt: installing python3 (scripts/check_tools.py reads scripts/tools.toml with it)"
+  $SUDO apt-get "${APT_WAIT[@]}" update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get "${APT_WAIT[@]}" install -y -qq --no-install-recommends python3 >/dev/null
 fi
+
+# 1. Debian packages: the ones scripts/tools.toml names that are not installed -----------
+# (Node.js may come from another vendor's package: tools.toml accepts any node >= 18 with npm.)
+apt_missing="$(python3 scripts/check_tools.py apt-missing)"
+read -ra missing <<<"$apt_missing"
 if [ ${#missing[@]} -gt 0 ]; then
   log "apt: installing ${missing[*]}"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  $SUDO apt-get "${APT_WAIT[@]}" update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get "${APT_WAIT[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # Debian's postgresql package starts a system cluster; rackpilot never uses it.
 
@@ -70,4 +66,6 @@ if [ -f supabase/functions/deno.json ]; then
     echo "$want" > "$STAMPS/deno"
   fi
 fi
+# 5. Every tool and package in scripts/tools.toml present? (no stamp: the check is the truth)
+python3 scripts/check_tools.py check -q || { log "not ready: see above"; exit 1; }
 log "ready"

@@ -7,6 +7,8 @@ cd "$ROOT"
 export PATH="$ROOT/.venv/bin:$ROOT/node_modules/.bin:$PATH"
 export DENO_DIR="$ROOT/.cache/deno"
 PY="$ROOT/.venv/bin/python"
+# every program the suites run must be there (scripts/tools.toml): name what is missing, and its package
+python3 "$ROOT/scripts/check_tools.py" check -q || exit 1
 
 STACK_DIR="$(mktemp -d /tmp/rackpilot-test.XXXXXX)"
 chmod 755 "$STACK_DIR"
