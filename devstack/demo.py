@@ -4,21 +4,32 @@ on the local stack and the simulated data centre.
 Every step goes through the same paths an operator's would, with the official clients:
 
  1. the local stack comes up (created and migrated on first use); demo users exist;
- 2. the simulated data centre starts: PowerEdge iDRACs linked to a vCenter cluster, and a
-    Dell firmware repository whose catalog is newer than what the servers run;
+ 2. the simulated data centre starts: two vCenter clusters of four ESXi hosts, each host on
+    a PowerEdge iDRAC, an OpenManage Enterprise instance, and a Dell firmware repository
+    whose catalog is newer than what the servers run. On cluster prod-a two VMs keep their
+    hosts from entering maintenance: one with a connected CD-ROM, one with USB passthrough;
  3. an executor starts for the demo site, registers, and wakes through Realtime;
  4. the admin seals the lab's credentials to the executor's key (``encrypt-credentials``)
-    and registers the vCenter and its servers (REST, under RLS);
- 5. the operator syncs the vCenter inventory (``create-job`` ``vcenter_sync``);
- 6. an approver requests a maintenance window, cannot approve it themself (four eyes), and
-    the admin approves it;
- 7. the operator dry-runs, then creates the rolling update (``create-job``) and watches
-    its steps stream in over Realtime until it completes;
- 8. the firmware versions before and after, the safety invariants (DESIGN.md §5) and the
-    audit chain are checked and printed.
+    and registers the vCenter, OME and both clusters' servers (REST, under RLS);
+ 5. the operator syncs vCenter (``create-job`` ``vcenter_sync``), refreshes the Dell
+    inventory (``inventory_refresh``) and reports firmware compliance against the catalog
+    (``firmware_compliance``) - the last two inserted through REST under RLS, as
+    ``create-job`` does not take them yet;
+ 6. an approver requests a maintenance window for prod-a, cannot approve it themself (four
+    eyes), and the admin approves it;
+ 7. the operator dry-runs, then creates the rolling update of prod-a (``create-job``) and
+    watches its steps stream in over Realtime. It pauses on the two blockers before
+    touching the cluster. With ``--once`` the operator decides through ``resolve-blockers``
+    (power the CD-ROM VM off and back on around its host; skip the USB VM's host);
+    otherwise the demo prints where to decide - notebook ``03_blockers`` in the JupyterLab
+    it started - and waits (Realtime) until the job resumes. The job then completes;
+ 8. compliance is reported again, then the summary per host (firmware before -> after, time
+    in maintenance, blockers and decisions), the expectations those decisions imply, the
+    safety invariants (DESIGN.md §5) and the audit chain are checked and printed.
 
-Without ``--once`` everything stays up until Ctrl-C, then stops cleanly. With ``--once``
-the demo stops what it started and exits 0, or non-zero on any failure.
+Without ``--once`` everything stays up until Ctrl-C (JupyterLab included), then stops
+cleanly. With ``--once`` (no JupyterLab) the demo stops what it started and exits 0, or
+non-zero on any failure.
 """
 
 from __future__ import annotations
@@ -31,6 +42,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -42,11 +54,29 @@ DEMO_USERS = {
 }
 SITE_NAME = "demo"
 LAB_SCALE = 200.0  # the lab's clock runs this many times faster than real time
-LAB_CLUSTER = {"name": "prod-a", "hosts": 4, "vms_per_host": 2, "host_memory_mb": 262144, "vm_memory_mb": 2048,
-               "ha": {"enabled": True, "admission_control": True, "failover_level": 1}}
+_HA = {"enabled": True, "admission_control": True, "failover_level": 1}
+# The VMs that keep their hosts from entering maintenance, and what the operator decides in
+# run-once mode (resolve-blockers): the CD-ROM VM is powered off around its host's update and
+# back on; the USB-passthrough VM cannot move or stop, so its host is left out of this job.
+BLOCKER_VMS = [
+    {"name": "build-iso", "host": 0, "devices": ["cdrom_host_device"]},   # on prod-a-esx01
+    {"name": "license-dongle", "host": 2, "devices": ["usb_passthrough"]},  # on prod-a-esx03
+]
+DECISIONS = {"cdrom_connected": ("power_off_vm", "installer ISO no longer needed: power it off, back on after"),
+             "usb_passthrough": ("skip_host", "licence dongle VM cannot move: leave this host for the next window")}
+LAB_CLUSTERS = [
+    {"name": "prod-a", "hosts": 4, "vms_per_host": 2, "host_memory_mb": 262144, "vm_memory_mb": 2048, "ha": _HA,
+     "vms": BLOCKER_VMS},
+    {"name": "prod-b", "hosts": 4, "vms_per_host": 2, "host_memory_mb": 262144, "vm_memory_mb": 2048, "ha": _HA},
+]
+LAB_CLUSTER = LAB_CLUSTERS[0]  # the cluster the demo rolls
 # simulated seconds; shortened where they only add waiting
 LAB_TIMING = {"scp_export": 60.0, "idrac_down": 60.0, "lc_after_idrac_reset": 20.0, "fw_download": 20.0}
-JOB_TIMEOUT_S = 600  # how long the demo waits for the rolling update (seconds)
+JOB_TIMEOUT_S = 600  # how long the demo waits for the rolling update once it runs (seconds)
+SMALL_JOB_TIMEOUT_S = 120  # vcenter_sync, inventory_refresh, firmware_compliance (seconds)
+WINDOW_LEAD_S = 5  # the maintenance window opens this long after it is requested (seconds)
+JUPYTER_PORT = 8888  # preferred JupyterLab port (interactive mode); a free one when taken
+TERMINAL = ("completed", "failed", "cancelled")
 
 
 class DemoError(RuntimeError):
@@ -107,13 +137,129 @@ class Executor:
                 self.proc.wait()
 
 
+OP = "operator@rackpilot.local"
+ADMIN = "admin@rackpilot.local"
+
+
+class MaintenanceClock:
+    """``lab_hosts`` for the out-of-service sampler that also times every stay of a host in
+    maintenance mode, as vCenter reports it (real seconds)."""
+
+    def __init__(self, lab_hosts):
+        self._lab_hosts = lab_hosts
+        self._lock = threading.Lock()
+        self._since: dict[str, float] = {}
+        self._total: dict[str, float] = {}
+
+    def __call__(self) -> list[dict[str, Any]]:
+        hosts = self._lab_hosts()
+        now = time.monotonic()
+        with self._lock:
+            for h in hosts:
+                if h["in_maintenance"]:
+                    self._since.setdefault(h["name"], now)
+                elif h["name"] in self._since:
+                    self._total[h["name"]] = self._total.get(h["name"], 0.0) + now - self._since.pop(h["name"])
+        return hosts
+
+    def seconds(self, host: str) -> float | None:
+        """Time ``host`` spent in maintenance; None when it never was."""
+        with self._lock:
+            if host not in self._total and host not in self._since:
+                return None
+            open_s = time.monotonic() - self._since[host] if host in self._since else 0.0
+            return self._total.get(host, 0.0) + open_s
+
+
+def _free_port(preferred: int) -> int:
+    import socket
+
+    for port in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise DemoError("no free port for JupyterLab")
+
+
+class Jupyter:
+    """JupyterLab serving a fresh copy of ``notebooks/``, connected to the stack as an
+    operator's would be: the kernel gets ``SUPABASE_URL`` and ``SUPABASE_ANON_KEY`` only (no
+    service key, no database URL, no password); the operator signs in with the form."""
+
+    NOTEBOOK = "03_blockers.ipynb"
+
+    def __init__(self, st, env: dict[str, str], port: int = JUPYTER_PORT):
+        import shutil
+
+        self.dir = st.cfg.state_dir / "demo-jupyter"
+        self.root = self.dir / "notebooks"
+        self.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o700)
+        for src in sorted((st.cfg.project_root / "notebooks").glob("*.ipynb")):
+            shutil.copy(src, self.root / src.name)  # fresh each run: no stale outputs
+        self.token = secrets.token_hex(16)
+        self.port = _free_port(port)
+        self.log = self.dir / "jupyter.log"
+        child = {k: v for k, v in os.environ.items() if not k.startswith(("RACKPILOT_", "SUPABASE_", "JUPYTER"))}
+        child.update({"SUPABASE_URL": env["SUPABASE_URL"], "SUPABASE_ANON_KEY": env["SUPABASE_ANON_KEY"],
+                      "RACKPILOT_CONSOLE_EXPORT_DIR": str(self.dir / "exports"),
+                      "JUPYTER_RUNTIME_DIR": str(self.dir / "runtime"), "JUPYTER_CONFIG_DIR": str(self.dir / "config"),
+                      "JUPYTERLAB_WORKSPACES_DIR": str(self.dir / "workspaces"), "IPYTHONDIR": str(self.dir / "ipython")})
+        args = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
+                "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}",
+                f"--ServerApp.root_dir={self.root}", "--LabApp.news_url="]
+        if os.geteuid() == 0:
+            args.append("--allow-root")
+        # A plain child in a session of its own (the terminal's Ctrl-C reaches only the demo,
+        # which stops it); dying with the demo even when the demo is killed comes with
+        # devstack.proc's spawn helper (parent-death signal).
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(args, env=child, stdout=out, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, cwd=self.root, start_new_session=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/lab/tree/{self.NOTEBOOK}?token={self.token}"
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                tail = self.log.read_text(errors="replace")[-1500:]
+                raise DemoError(f"JupyterLab exited with {self.proc.returncode}:\n{tail}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/api/status?token={self.token}", timeout=2).is_success:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise DemoError(f"JupyterLab did not answer within {timeout:.0f} s; see {self.log}")
+            time.sleep(0.3)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
 class Demo:
-    def __init__(self, st, passwords: dict[str, str]):
+    def __init__(self, st, passwords: dict[str, str], once: bool = True):
         self.st = st
         self.env = st.env()
         self.passwords = passwords
+        self.once = once
         self.dc = None
         self.executor: Executor | None = None
+        self.jupyter: Jupyter | None = None
         self.clients: dict[str, Any] = {}
 
     # --- helpers -------------------------------------------------------------------------------
@@ -136,16 +282,14 @@ class Demo:
             raise DemoError(f"{fn} refused: {exc.message}") from None
         return json.loads(raw)
 
-    async def wait_job(self, email: str, job_id: str, timeout: float, on_step=None) -> dict[str, Any]:
-        """Follow a job over Realtime (jobs + workflow_executions) until it ends."""
+    async def wait_job(self, email: str, job_id: str, timeout: float | None, on_step=None,
+                       until=lambda job: job["status"] in (*TERMINAL, "paused")) -> dict[str, Any]:
+        """Follow a job over Realtime (jobs + workflow_executions) until ``until(job)`` holds;
+        the job row is read through REST on every change (and every few seconds, should a
+        Realtime message be lost). ``timeout=None`` waits as long as it takes (an operator)."""
         c = await self.client(email)
-        done = asyncio.get_running_loop().create_future()
+        changed = asyncio.Event()
         seen: dict[str, str] = {}
-
-        def on_job(payload: dict) -> None:
-            rec = payload["data"]["record"]
-            if rec["status"] in ("completed", "failed", "cancelled", "paused") and not done.done():
-                done.set_result(rec)
 
         def on_wf(payload: dict) -> None:
             rec = payload["data"]["record"]
@@ -156,47 +300,86 @@ class Demo:
                     on_step(rec)
 
         subscribed = asyncio.Event()
-        ch = c.channel(f"demo-job-{job_id}")
-        ch.on_postgres_changes("UPDATE", schema="public", table="jobs", filter=f"id=eq.{job_id}", callback=on_job)
+        ch = c.channel(f"demo-job-{job_id}-{secrets.token_hex(3)}")
+        ch.on_postgres_changes("UPDATE", schema="public", table="jobs", filter=f"id=eq.{job_id}",
+                               callback=lambda _payload: changed.set())
         ch.on_postgres_changes("*", schema="public", table="workflow_executions", filter=f"job_id=eq.{job_id}",
                                callback=on_wf)
         await ch.subscribe(lambda status, err=None: subscribed.set() if str(status).endswith("SUBSCRIBED") else None)
         await asyncio.wait_for(subscribed.wait(), 15)
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            # the job may have ended before the subscription was in place
-            row = (await c.table("jobs").select("id,status,error,result").eq("id", job_id).single().execute()).data
-            if row["status"] in ("completed", "failed", "cancelled", "paused"):
-                return row
-            return await asyncio.wait_for(done, timeout)
+            while True:
+                changed.clear()  # before the read: a change after it wakes the wait below
+                row = (await c.table("jobs").select("id,status,pause_reason,error,result").eq("id", job_id)
+                       .single().execute()).data
+                if until(row):
+                    return row
+                left = 5.0 if deadline is None else min(5.0, deadline - time.monotonic())
+                if left <= 0:
+                    raise DemoError(f"job {job_id} is still {row['status']} after {timeout:.0f} s")
+                try:
+                    await asyncio.wait_for(changed.wait(), left)
+                except TimeoutError:
+                    pass
         finally:
             await c.remove_channel(ch)
 
-    def cluster_settings(self) -> dict[str, Any]:
-        """The demo cluster's HA/DRS settings as vCenter reports them now."""
+    async def run_job(self, job_type: str, site_id: str, params: dict[str, Any], credential_set_ids: list[str],
+                      description: str) -> tuple[dict[str, Any], float]:
+        """A low-risk job the operator inserts through REST under RLS (``create-job`` does not
+        take ``inventory_refresh`` or ``firmware_compliance`` yet); it must complete."""
+        c = await self.client(OP)
+        t0 = time.perf_counter()
+        job = (await c.table("jobs").insert({"type": job_type, "site_id": site_id, "params": params,
+                                             "credential_set_ids": credential_set_ids,
+                                             "description": description}).execute()).data[0]
+        row = await self.wait_job(OP, job["id"], SMALL_JOB_TIMEOUT_S, until=lambda j: j["status"] in TERMINAL)
+        if row["status"] != "completed":
+            raise DemoError(f"{job_type} ended {row['status']}: {row.get('error')}")
+        return row, time.perf_counter() - t0
+
+    def vsphere(self):
         from executor.targets.endpoint import Endpoint
         from executor.targets.vsphere import VSphereClient
 
         vc = self.dc.vcenter
-        ep = Endpoint(f"https://{vc.host}:{vc.port}", vc.username, vc.password, ca_bundle=str(vc.ca_file))
-        with VSphereClient(ep) as client:
+        return VSphereClient(Endpoint(f"https://{vc.host}:{vc.port}", vc.username, vc.password,
+                                      ca_bundle=str(vc.ca_file)))
+
+    def cluster_settings(self) -> dict[str, Any]:
+        """The demo cluster's HA/DRS settings as vCenter reports them now."""
+        with self.vsphere() as client:
             return client.read_cluster_settings(client.inventory().cluster_by_name(LAB_CLUSTER["name"]).moid)
 
+    def versions(self) -> dict[str, dict[str, tuple[str, str]]]:
+        """Every lab host's firmware as its iDRAC reports it: component id -> (name, version)."""
+        return {h: {c.component_id: (c.name, c.version) for c in self.dc.bmc(h).components} for h in self.dc.host_bmc}
+
     # --- the stages ----------------------------------------------------------------------------
+    def start_jupyter(self) -> None:
+        self.jupyter = Jupyter(self.st, self.env)
+
     def start_lab(self) -> None:
         from devstack.lab.datacentre import DataCentre
 
         t0 = time.perf_counter()
-        self.dc = DataCentre([LAB_CLUSTER], time_scale=LAB_SCALE, timing=LAB_TIMING, migrate_ms=5,
-                             migrate_ms_per_gb=2, workdir=self.st.cfg.state_dir / "demo-lab")
+        self.dc = DataCentre(LAB_CLUSTERS, time_scale=LAB_SCALE, timing=LAB_TIMING, migrate_ms=5, migrate_ms_per_gb=2,
+                             ome=True, workdir=self.st.cfg.state_dir / "demo-lab")
         self.dc.start()
-        hosts = [h["name"] for h in self.dc.vcenter.lab_hosts()]
-        say("lab", f"vCenter {self.dc.vcenter.url}, cluster {LAB_CLUSTER['name']} with {len(hosts)} ESXi hosts "
-                   f"on {len(hosts)} simulated iDRACs, firmware repository {self.dc.catalog_url} "
+        hosts = self.dc.vcenter.lab_hosts()
+        clusters = ", ".join(f"{c['name']} ({sum(1 for h in hosts if h['cluster'] == c['name'])} ESXi hosts)"
+                             for c in LAB_CLUSTERS)
+        say("lab", f"vCenter {self.dc.vcenter.url} with clusters {clusters} on {len(hosts)} simulated iDRACs, "
+                   f"OpenManage Enterprise {self.dc.ome_sim.url}, firmware repository {self.dc.catalog_url} "
                    f"(clock x{LAB_SCALE:.0f}, started in {time.perf_counter() - t0:.1f} s)")
+        for vm in BLOCKER_VMS:
+            print(f"      {LAB_CLUSTER['name']}-esx{vm['host'] + 1:02d} runs VM {vm['name']} with "
+                  f"{', '.join(vm['devices'])}", flush=True)
 
     async def start_executor(self) -> dict[str, Any]:
         self.executor = Executor(self.st, self.dc.executor_time_scale)
-        admin = await self.client("admin@rackpilot.local")
+        admin = await self.client(ADMIN)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.executor.proc.poll() is not None:
@@ -211,21 +394,25 @@ class Demo:
         raise DemoError("the executor did not register within 60 s")
 
     async def register_lab(self, site_id: str) -> dict[str, Any]:
-        admin = "admin@rackpilot.local"
         vc = self.dc.vcenter
-        sealed_vc = await self.invoke(admin, "encrypt-credentials", {
+        sealed_vc = await self.invoke(ADMIN, "encrypt-credentials", {
             "action": "seal", "site_id": site_id, "name": "lab-vcenter", "kind": "vcenter",
             "username": vc.username, "secret": vc.password})
-        sealed_idrac = await self.invoke(admin, "encrypt-credentials", {
+        sealed_idrac = await self.invoke(ADMIN, "encrypt-credentials", {
             "action": "seal", "site_id": site_id, "name": "lab-idrac", "kind": "idrac",
             "username": "root", "secret": self.dc.idrac_password})
-        say("credentials", f"vCenter and iDRAC secrets sealed to {len(sealed_vc['key_ids'])} executor key(s); "
+        sealed_ome = await self.invoke(ADMIN, "encrypt-credentials", {
+            "action": "seal", "site_id": site_id, "name": "lab-ome", "kind": "ome",
+            "username": "admin", "secret": self.dc.idrac_password})
+        say("credentials", f"vCenter, iDRAC and OME secrets sealed to {len(sealed_vc['key_ids'])} executor key(s); "
                            "only envelopes are stored")
-        c = await self.client(admin)
+        c = await self.client(ADMIN)
         vcenter = (await c.table("vcenters").insert({
             "site_id": site_id, "name": "lab-vcenter", "address": f"https://{vc.host}:{vc.port}",
             "credential_set_id": sealed_vc["credential_set_id"], "details": {"tls": self.dc.vcenter_tls()},
         }).execute()).data[0]
+        await c.table("ome_instances").insert({"site_id": site_id, "name": "lab-ome", "address": self.dc.ome_sim.url,
+                                               "credential_set_id": sealed_ome["credential_set_id"]}).execute()
         servers = []
         for host, i in self.dc.host_bmc.items():
             bmc = self.dc.idrac.bmcs[i]
@@ -234,31 +421,79 @@ class Demo:
                             "credential_set_id": sealed_idrac["credential_set_id"],
                             "details": {"tls": self.dc.idrac_tls()}})
         rows = (await c.table("servers").insert(servers).execute()).data
-        say("inventory", f"vCenter and {len(rows)} PowerEdge servers registered by the admin")
-        return {"vcenter_id": vcenter["id"], "servers": {r["name"][:-4]: r["id"] for r in rows}}
+        say("inventory", f"vCenter, OME and {len(rows)} PowerEdge servers of {len(LAB_CLUSTERS)} clusters "
+                         "registered by the admin")
+        return {"vcenter_id": vcenter["id"], "idrac_credential_set_id": sealed_idrac["credential_set_id"],
+                "servers": {r["name"][:-4]: r["id"] for r in rows}}
 
-    async def sync(self, site_id: str, vcenter_id: str) -> str:
-        op = "operator@rackpilot.local"
+    async def sync(self, site_id: str, vcenter_id: str) -> dict[str, str]:
         t0 = time.perf_counter()
-        job = await self.invoke(op, "create-job", {"type": "vcenter_sync", "site_id": site_id,
-                                                  "params": {"vcenter_id": vcenter_id}})
-        row = await self.wait_job(op, job["job_id"], 120)
+        job = await self.invoke(OP, "create-job", {"type": "vcenter_sync", "site_id": site_id,
+                                                   "params": {"vcenter_id": vcenter_id}})
+        row = await self.wait_job(OP, job["job_id"], SMALL_JOB_TIMEOUT_S, until=lambda j: j["status"] in TERMINAL)
         if row["status"] != "completed":
             raise DemoError(f"vcenter_sync ended {row['status']}: {row.get('error')}")
-        c = await self.client(op)
-        cluster = (await c.table("clusters").select("id,name").eq("name", LAB_CLUSTER["name"]).single().execute()).data
-        hosts = (await c.table("esxi_hosts").select("name,server_id").eq("cluster_id", cluster["id"]).execute()).data
-        linked = sum(1 for h in hosts if h.get("server_id"))
-        say("vcenter_sync", f"job {job['job_id'][:8]} completed in {time.perf_counter() - t0:.1f} s: cluster "
-                            f"{cluster['name']}, {len(hosts)} hosts, {linked} linked to their servers")
-        return cluster["id"]
+        c = await self.client(OP)
+        clusters = (await c.table("clusters").select("id,name").eq("vcenter_id", vcenter_id).order("name")
+                    .execute()).data
+        hosts = (await c.table("esxi_hosts").select("name,server_id,cluster_id").execute()).data
+        vms = (await c.table("vms").select("id").eq("vcenter_id", vcenter_id).execute()).data
+        parts = []
+        for cl in clusters:
+            mine = [h for h in hosts if h["cluster_id"] == cl["id"]]
+            parts.append(f"{cl['name']} {len(mine)} hosts ({sum(1 for h in mine if h.get('server_id'))} linked "
+                         "to their servers)")
+        say("vcenter_sync", f"job {job['job_id'][:8]} completed in {time.perf_counter() - t0:.1f} s: "
+                            + ", ".join(parts) + f", {len(vms)} VMs")
+        by_name = {cl["name"]: cl["id"] for cl in clusters}
+        if set(by_name) != {c["name"] for c in LAB_CLUSTERS}:
+            raise DemoError(f"vcenter_sync found clusters {sorted(by_name)}")
+        return by_name
+
+    async def inventory_refresh(self, site_id: str, reg: dict[str, Any]) -> None:
+        row, took = await self.run_job("inventory_refresh", site_id, {"server_ids": [], "max_parallel": 8},
+                                       [reg["idrac_credential_set_id"]], "demo: read every iDRAC of the site")
+        c = await self.client(OP)
+        servers = (await c.table("servers").select("id,model,bios_version,idrac_version,power_state,last_seen_at")
+                   .eq("site_id", site_id).execute()).data
+        seen = [s for s in servers if s.get("last_seen_at")]
+        fw = (await c.table("server_firmware").select("server_id").in_("server_id", [s["id"] for s in servers])
+              .execute()).data
+        models = sorted({s["model"] for s in seen})
+        say("inventory_refresh", f"job {row['id'][:8]} completed in {took:.1f} s: {len(seen)}/{len(servers)} iDRACs "
+                                 f"read ({', '.join(models)}), {len(fw)} firmware components recorded")
+        if len(seen) != len(servers):
+            raise DemoError("inventory_refresh did not read every iDRAC")
+
+    async def compliance(self, site_id: str, reg: dict[str, Any], label: str) -> dict[str, dict[str, int]]:
+        """A firmware compliance report of every server against the lab catalog; per cluster:
+        servers compliant, servers with updates, updates."""
+        ids = [str(s) for s in reg["servers"].values()]
+        row, took = await self.run_job("firmware_compliance", site_id,
+                                       {"catalog_url": self.dc.catalog_url, "server_ids": ids},
+                                       [reg["idrac_credential_set_id"]], f"demo: firmware compliance {label}")
+        c = await self.client(OP)
+        servers = (await c.table("servers").select("id,name,details").in_("id", ids).execute()).data
+        per: dict[str, dict[str, int]] = {}
+        for s in servers:
+            comp = (s.get("details") or {}).get("firmware_compliance") or {}
+            cluster = s["name"].rsplit("-esx", 1)[0]
+            d = per.setdefault(cluster, {"compliant": 0, "outdated": 0, "updates": 0})
+            d["compliant" if comp.get("status") == "compliant" else "outdated"] += 1
+            d["updates"] += int(comp.get("updates") or 0)
+        say(f"firmware_compliance ({label})",
+            f"job {row['id'][:8]} completed in {took:.1f} s against catalog {self.dc.catalog_url}: "
+            + "; ".join(f"{k} {v['compliant']} compliant, {v['outdated']} with {v['updates']} updates available"
+                        for k, v in sorted(per.items())) + " (report stored as an artifact)")
+        return per
 
     async def window(self, site_id: str, cluster_id: str) -> str:
         now = dt.datetime.now(dt.UTC)
-        requester, approver = "approver@rackpilot.local", "admin@rackpilot.local"
+        requester, approver = "approver@rackpilot.local", ADMIN
         created = await self.invoke(requester, "maintenance-windows", {
-            "action": "create", "site_id": site_id, "cluster_id": cluster_id, "title": "prod-a firmware",
-            "reason": "quarterly BIOS/iDRAC/NIC baseline", "starts_at": (now + dt.timedelta(seconds=5)).isoformat(),
+            "action": "create", "site_id": site_id, "cluster_id": cluster_id,
+            "title": f"{LAB_CLUSTER['name']} firmware", "reason": "quarterly BIOS/iDRAC/NIC baseline",
+            "starts_at": (now + dt.timedelta(seconds=WINDOW_LEAD_S)).isoformat(),
             "ends_at": (now + dt.timedelta(hours=2)).isoformat()})
         window_id = created["window_id"]
         try:
@@ -268,19 +503,57 @@ class Demo:
         else:
             raise DemoError("the requester approved their own window: four-eyes is broken")
         await self.invoke(approver, "maintenance-windows", {"action": "approve", "window_id": window_id})
-        say("maintenance window", f"requested by {requester}, self-approval refused ({refusal}), "
-                                  f"approved by {approver}")
+        say("maintenance window", f"{LAB_CLUSTER['name']}, opens in {WINDOW_LEAD_S} s: requested by {requester}, "
+                                  f"self-approval refused ({refusal}), approved by {approver}")
         return window_id
 
+    async def blockers(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's blockers (REST, as the operator) with the decisions taken on them."""
+        c = await self.client(OP)
+        rows = (await c.table("job_blockers").select("id,kind,description,details,status,detected_at")
+                .eq("job_id", job_id).order("detected_at").execute()).data
+        decided = {r["blocker_id"]: r for r in (await c.table("blocker_resolutions")
+                                                .select("blocker_id,action,note,resolved_by,created_at")
+                                                .eq("job_id", job_id).execute()).data}
+        for r in rows:
+            r["resolution"] = decided.get(r["id"])
+        return rows
+
+    async def decide(self, job_id: str, blockers: list[dict[str, Any]]) -> dict[str, Any]:
+        """Run-once mode: the operator's decisions, through ``resolve-blockers``."""
+        decisions = []
+        for b in blockers:
+            kind = (b.get("details") or {}).get("scan_kind", b["kind"])
+            if kind not in DECISIONS:
+                raise DemoError(f"unexpected blocker: {b['description']}")
+            action, note = DECISIONS[kind]
+            decisions.append({"blocker_id": b["id"], "decision": action, "note": note})
+        res = await self.invoke(OP, "resolve-blockers", {"job_id": job_id, "decisions": decisions, "resume": True})
+        if not res.get("resumed"):
+            raise DemoError(f"resolve-blockers did not resume the job: {res}")
+        say("resolve-blockers", f"{OP} decided " + ", ".join(
+            f"{(b.get('details') or {}).get('vm_name')} \u2192 {d['decision']}" for b, d in zip(blockers, decisions,
+                                                                                            strict=True))
+            + f"; job resumed ({res['status']})")
+        return res
+
+    def operator_instructions(self, job_id: str) -> None:
+        pw_file = self.st.cfg.state_dir / "demo-users.json"
+        print("\n  \u23f8 the rolling update waits for an operator's decision. Decide in the blocker notebook:\n"
+              f"      open      {self.jupyter.url if self.jupyter else '(JupyterLab did not start)'}\n"
+              f"      sign in   as {OP} with its password from {pw_file}\n"
+              f"      decide    job {job_id}: e.g. power off {BLOCKER_VMS[0]['name']} (back on after its host), "
+              f"skip the host of {BLOCKER_VMS[1]['name']}; then save and resume\n"
+              "  waiting for the job to resume (Realtime)\u2026 Ctrl-C stops the demo\n", flush=True)
+
     async def rolling_update(self, site_id: str, cluster_id: str, window_id: str) -> dict[str, Any]:
-        op = "operator@rackpilot.local"
         body = {"type": "rolling_cluster_update", "site_id": site_id, "maintenance_window_id": window_id,
                 "params": {"cluster_id": cluster_id, "firmware": {"catalog_url": self.dc.catalog_url},
                            "max_parallel_hosts": 1, "failure_budget": 0}}
-        plan = await self.invoke(op, "create-job", {**body, "dry_run": True})
+        plan = await self.invoke(OP, "create-job", {**body, "dry_run": True})
         say("dry run", f"plan for {len(plan['plan'].get('tasks', []))} targets, nothing written")
         t0 = time.perf_counter()
-        created = await self.invoke(op, "create-job", body)
+        created = await self.invoke(OP, "create-job", body)
         job_id = created["job_id"]
         say("rolling_cluster_update", f"job {job_id} created (it starts when the window opens); "
                                       "following it over Realtime:")
@@ -299,27 +572,133 @@ class Demo:
                     took = f" in {(b - a).total_seconds():.1f} s"
                 print(f"      step {rec.get('seq', '?'):>2} {rec.get('name')}{extra}: {status}{took}", flush=True)
 
-        row = await self.wait_job(op, job_id, JOB_TIMEOUT_S, on_step=on_step)
+        paused_s = 0.0
+        pauses = 0
+        deadline = time.monotonic() + JOB_TIMEOUT_S
+        row = await self.wait_job(OP, job_id, JOB_TIMEOUT_S, on_step=on_step)
+        while row["status"] == "paused" and row.get("pause_reason") == "blockers":
+            pauses += 1
+            p0 = time.perf_counter()
+            found = [b for b in await self.blockers(job_id) if b["status"] == "open"]
+            say("blockers", f"the job paused before touching the cluster (HA/DRS as they were, no host in "
+                            f"maintenance): {len(found)} blocker(s)")
+            for b in found:
+                print(f"      {b['description']} [{b['kind']}]", flush=True)
+            if self.once:
+                if pauses > 1:
+                    raise DemoError("the job paused for blockers again after the operator's decisions")
+                await self.decide(job_id, found)
+            else:
+                self.operator_instructions(job_id)
+                row = await self.wait_job(OP, job_id, None, on_step=on_step,
+                                          until=lambda j: not (j["status"] == "paused"
+                                                               and j.get("pause_reason") == "blockers"))
+                say("resumed", f"after {time.perf_counter() - p0:.0f} s: the operator's decisions are recorded")
+            paused_s += time.perf_counter() - p0
+            deadline = time.monotonic() + JOB_TIMEOUT_S
+            row = await self.wait_job(OP, job_id, max(1.0, deadline - time.monotonic()), on_step=on_step)
         if row["status"] != "completed":
-            raise DemoError(f"the rolling update ended {row['status']}: {row.get('error')}")
-        say("rolling_cluster_update", f"completed in {time.perf_counter() - t0:.1f} s")
-        return {"job_id": job_id, "seconds": round(time.perf_counter() - t0, 1)}
+            raise DemoError(f"the rolling update ended {row['status']}"
+                            f"{' (' + row['pause_reason'] + ')' if row.get('pause_reason') else ''}: {row.get('error')}")
+        took = time.perf_counter() - t0
+        say("rolling_cluster_update", f"completed in {took:.1f} s"
+                                      + (f" ({paused_s:.1f} s of it waiting for decisions)" if pauses else ""))
+        return {"job_id": job_id, "seconds": round(took, 1), "paused_for_blockers": pauses > 0}
 
-    def check(self, job_id: str, servers: dict[str, str], before: dict[str, dict[str, str]],
-              settings_before: dict[str, Any]) -> dict[str, Any]:
+    async def report(self, job_id: str, servers: dict[str, str], before: dict[str, dict[str, tuple[str, str]]],
+                     settings_before: dict[str, Any], clock: MaintenanceClock, sampler: Any) -> dict[str, Any]:
+        """The closing summary per host, then the expectations, the safety invariants
+        (DESIGN.md §5) and the audit chain."""
         import psycopg2
         import psycopg2.extras
 
         from executor import invariants as inv
 
-        after = {h: {c.component_id: c.version for c in self.dc.bmc(h).components} for h in before}
-        changed = {h: sorted(k for k in after[h] if after[h][k] != before[h].get(k)) for h in before}
-        for h in sorted(changed):
-            print(f"      {h}: {len(changed[h])} components updated "
-                  + ", ".join(f"{k} {before[h][k]}\u2192{after[h][k]}" for k in changed[h][:3])
-                  + ("\u2026" if len(changed[h]) > 3 else ""), flush=True)
-        if not all(changed.values()):
-            raise DemoError("a host's firmware did not change")
+        cluster = LAB_CLUSTER["name"]
+        inv.wait_quiet(lambda: all(h["connection_state"] == "connected" for h in self.dc.vcenter.lab_hosts()), 15)
+        after = self.versions()
+        c = await self.client(OP)
+        tasks = {t["target_name"]: t for t in (await c.table("job_tasks").select("target_name,status,details,error")
+                                               .eq("job_id", job_id).eq("target_kind", "host").execute()).data}
+        blockers = await self.blockers(job_id)
+        users = {}
+        for email, cl in self.clients.items():
+            session = await cl.auth.get_session()
+            if session and session.user:
+                users[session.user.id] = email
+        by_host: dict[str, list[dict[str, Any]]] = {}
+        for b in blockers:
+            by_host.setdefault((b.get("details") or {}).get("host_name", "?"), []).append(b)
+        lab_hosts = self.dc.vcenter.lab_hosts()
+        with self.vsphere() as client:
+            vms = client.inventory()
+            vm_power = {vm["name"]: vms.vm_by_name(vm["name"]).powered_on for vm in BLOCKER_VMS}
+
+        problems: list[str] = []
+        updated = skipped = components = 0
+        say("summary", f"cluster {cluster}, job {job_id[:8]}; times are real seconds, the lab's clock runs "
+                       f"x{LAB_SCALE:.0f}")
+        for h in sorted(before):
+            bmc = self.dc.bmc(h)
+            changed = [k for k in after[h] if after[h][k][1] != before[h].get(k, ("", ""))[1]]
+            mm = clock.seconds(h)
+            task = tasks.get(h)
+            if not h.startswith(f"{cluster}-"):
+                if changed or bmc.flashes or mm is not None:
+                    problems.append(f"{h} is not part of the job but was touched")
+                continue
+            status = task["status"] if task else "not planned"
+            if status == "completed":
+                updated += 1
+                components += len(changed)
+                head = "updated" + (f", {mm:.1f} s in maintenance (~{mm * LAB_SCALE / 60:.0f} min at the lab's clock)"
+                                    if mm is not None else "")
+                if not changed or bmc.boot_count != 1:
+                    problems.append(f"{h}: completed with {len(changed)} components changed and "
+                                    f"{bmc.boot_count} reboots (want >0 and 1)")
+            elif status == "skipped":
+                skipped += 1
+                reason = (task.get("details") or {}).get("reason", "")
+                head = f"skipped ({reason}), never in maintenance, firmware unchanged"
+                if changed or bmc.flashes or bmc.boot_count or mm is not None:
+                    problems.append(f"{h}: skipped but touched (changed {changed}, flashes {len(bmc.flashes)}, "
+                                    f"reboots {bmc.boot_count}, maintenance {mm})")
+                if not any((b.get("resolution") or {}).get("action") == "skip_host" for b in by_host.get(h, [])):
+                    problems.append(f"{h}: skipped without a skip_host decision")
+            else:
+                head = status
+                problems.append(f"{h}: task {status} {task.get('error') if task else ''}".strip())
+            print(f"      {h}  {head}", flush=True)
+            for b in by_host.get(h, []):
+                res = b.get("resolution")
+                vm = (b.get("details") or {}).get("vm_name", "?")
+                if res:
+                    who = users.get(res.get("resolved_by"), res.get("resolved_by") or "?")
+                    decision = f"{res['action']} by {who}" + (f" ({res['note']})" if res.get("note") else "")
+                    if res["action"] == "power_off_vm":
+                        decision += f"; {vm} is powered {'on' if vm_power.get(vm) else 'OFF'} again"
+                        if not vm_power.get(vm):
+                            problems.append(f"{vm} was not powered back on")
+                else:
+                    decision = "no decision"
+                    problems.append(f"blocker {b['id']} on {h} has no decision")
+                print(f"          blocker  {vm}: {b['description'].split(': ', 1)[-1]} [{b['kind']}] "
+                      f"\u2192 {decision}", flush=True)
+            if changed:
+                print("          firmware " + "; ".join(f"{after[h][k][0]} {before[h][k][1]} \u2192 {after[h][k][1]}"
+                                                      for k in changed), flush=True)
+                same = len(after[h]) - len(changed)
+                if same:
+                    print(f"                   {same} component(s) already current", flush=True)
+            else:
+                print("          firmware " + "; ".join(f"{n} {v}" for n, v in after[h].values()) + " (unchanged)",
+                      flush=True)
+        others = sorted({h["cluster"] for h in lab_hosts} - {cluster})
+        print(f"      {', '.join(others)}: not part of this job; firmware unchanged, no host in maintenance", flush=True)
+        if not blockers:
+            problems.append("the job never paused for the blocker VMs")
+        if problems:
+            raise DemoError("the rolling update did not do what was decided: " + "; ".join(problems))
 
         conn = psycopg2.connect(self.env["SUPABASE_DB_URL"])
         conn.autocommit = True
@@ -331,10 +710,12 @@ class Demo:
 
         try:
             settings_now = self.cluster_settings()
-            in_mm = [h["name"] for h in self.dc.vcenter.lab_hosts() if h["in_maintenance"]]
-            flashes = {h: list(self.dc.bmc(h).flashes) for h in before}
+            in_mm = [h["name"] for h in lab_hosts if h["in_maintenance"]]
+            flashes = {h: list(self.dc.bmc(h).flashes) for h in before}  # every host, the skipped one included
             violations = [
+                *inv.hosts_out(q, sampler, {cluster: "rolling_cluster_update"}),
                 *inv.settings_restored(q, job_id, settings_now, settings_before),
+                *inv.blockers_respected(q, job_id, sampler.seen_out.get(cluster, set())),
                 *inv.backup_before_flash(q, flashes, servers),
                 *inv.window_respected(q, job_id),
                 *inv.non_resumable_once(q, job_id),
@@ -342,8 +723,10 @@ class Demo:
             ]
             if violations:
                 raise DemoError("safety invariants violated: " + "; ".join(violations))
-            say("invariants", "HA/DRS restored as recorded, an SCP backup before every flash, ran inside the "
-                              "approved window, no non-resumable step twice, no host left in maintenance")
+            say("invariants", f"at most {sampler.peaks.get(cluster, 0)} host out of service at once (policy: 1), "
+                              "HA/DRS restored as recorded, no host in maintenance before its blockers were decided, "
+                              "an SCP backup before every flash, ran inside the approved window, no non-resumable "
+                              "step twice, no host left in maintenance")
             broken = q("select * from public.verify_audit_chain()")  # one row per broken link
             if broken:
                 raise DemoError(f"audit chain broken: {broken[0]}")
@@ -351,22 +734,40 @@ class Demo:
             say("audit", f"{audited} audit entries, hash chain verified")
         finally:
             conn.close()
-        return {"hosts_updated": len(changed), "components_updated": sum(len(v) for v in changed.values())}
+        return {"hosts_updated": updated, "hosts_skipped": skipped, "components_updated": components,
+                "blockers": len(blockers),
+                "decisions": {(b.get("details") or {}).get("vm_name"): (b.get("resolution") or {}).get("action")
+                              for b in blockers}}
 
     async def run(self) -> dict[str, Any]:
-        op = await self.client("operator@rackpilot.local")
+        from executor import invariants as inv
+
+        op = await self.client(OP)
         site = (await op.table("sites").select("id,name").eq("name", SITE_NAME).single().execute()).data
         say("auth", f"demo users signed in; the operator sees site {site['name']!r}")
         await self.start_executor()
         reg = await self.register_lab(site["id"])
-        cluster_id = await self.sync(site["id"], reg["vcenter_id"])
+        clusters = await self.sync(site["id"], reg["vcenter_id"])
+        cluster_id = clusters[LAB_CLUSTER["name"]]
+        # the window opens a few seconds from now; the read-only jobs run meanwhile
         window_id = await self.window(site["id"], cluster_id)
+        await self.inventory_refresh(site["id"], reg)
+        await self.compliance(site["id"], reg, "before")
+        if self.jupyter is not None:
+            await asyncio.to_thread(self.jupyter.wait_ready)
+            say("jupyter", f"JupyterLab {self.jupyter.url} (notebooks in {self.jupyter.root}); sign in as {OP} "
+                           f"with its password from {self.st.cfg.state_dir / 'demo-users.json'}")
 
         settings_before = self.cluster_settings()
-        before = {h: {c.component_id: c.version for c in self.dc.bmc(h).components} for h in reg["servers"]}
-        result = await self.rolling_update(site["id"], cluster_id, window_id)
-        result.update(self.check(result["job_id"], {h: str(s) for h, s in reg["servers"].items()}, before,
-                                 settings_before))
+        before = self.versions()
+        clock = MaintenanceClock(self.dc.vcenter.lab_hosts)
+        with inv.OutOfServiceSampler(clock, interval=0.05) as sampler:
+            result = await self.rolling_update(site["id"], cluster_id, window_id)
+            inv.wait_quiet(lambda: all(h["connection_state"] == "connected" and not h["in_maintenance"]
+                                       for h in self.dc.vcenter.lab_hosts()), 15)
+        await self.compliance(site["id"], reg, "after")
+        result.update(await self.report(result["job_id"], {h: str(s) for h, s in reg["servers"].items()}, before,
+                                        settings_before, clock, sampler))
         return result
 
     async def close_clients(self) -> None:
@@ -378,6 +779,9 @@ class Demo:
         self.clients.clear()
 
     def stop(self) -> None:
+        if self.jupyter is not None:
+            self.jupyter.stop()
+            self.jupyter = None
         if self.executor is not None:
             self.executor.stop()
             self.executor = None
@@ -409,7 +813,9 @@ def run_demo(once: bool = False) -> int:
         for k, v in st.env().items():
             print(f"{k}={v}")
         print(flush=True)
-        demo = Demo(st, passwords)
+        demo = Demo(st, passwords, once=once)
+        if not once:
+            demo.start_jupyter()  # starts while the lab and the jobs run; the URL comes once it answers
         demo.start_lab()
 
         async def main() -> dict[str, Any]:
