@@ -45,6 +45,13 @@ class InvalidBody(RestError):
     code = "PGRST102"
 
 
+class RangeNotSatisfiable(RestError):
+    """A Range header (or limit/offset) that selects nothing."""
+
+    status = 416
+    code = "PGRST103"
+
+
 class UnsupportedMediaType(RestError):
     """Content-Type other than JSON (PGRST107)."""
 

@@ -73,9 +73,12 @@ def _unquote(token: str) -> str:
 
 
 def split_top(text: str, sep: str = ",") -> list[str]:
-    """Split at ``sep`` outside double quotes and parentheses."""
+    """Split at ``sep`` outside double quotes, parentheses and ``{...}`` array literals
+    (``tags.cs.{a,b}`` inside ``or=(...)``), as PostgREST's grammar does. Other values with
+    reserved characters, range literals such as ``[1,5)`` among them, are double-quoted."""
     parts: list[str] = []
     depth = 0
+    literal = 0  # nesting of {}
     quoted = False
     start = 0
     i = 0
@@ -89,6 +92,12 @@ def split_top(text: str, sep: str = ",") -> list[str]:
                 quoted = False
         elif ch == '"':
             quoted = True
+        elif ch == "{":
+            literal += 1
+        elif ch == "}" and literal:
+            literal -= 1
+        elif literal:
+            pass  # inside an array literal, parentheses and separators are data
         elif ch == "(":
             depth += 1
         elif ch == ")":
@@ -99,8 +108,8 @@ def split_top(text: str, sep: str = ",") -> list[str]:
             parts.append(text[start:i])
             start = i + 1
         i += 1
-    if quoted or depth != 0:
-        raise ParseError(f'Unbalanced quotes or parentheses in "{text}"')
+    if quoted or depth != 0 or literal != 0:
+        raise ParseError(f'Unbalanced quotes, parentheses or braces in "{text}"')
     parts.append(text[start:])
     return parts
 
@@ -399,10 +408,18 @@ def _write_tail(req: Request, rel: Relation, representation: bool, single: bool,
 
 
 def insert_sql(rel: Relation, req: Request, columns: tuple[str, ...], body_idx: int, representation: bool,
-               single: bool, count: bool, upsert: str | None) -> str:
+               single: bool, count: bool, upsert: str | None, missing_default: bool = False) -> str:
+    """``missing_default`` (Prefer: missing=default): a key that a row leaves out takes the
+    column's DEFAULT, as PostgREST does; otherwise it is NULL."""
     cols = _check_body_columns(rel, columns)
     names = ", ".join(c.quoted for c in cols)
-    if cols:
+    if cols and missing_default:
+        values = ", ".join(f"case when _e.j::jsonb ? {_sql_literal(c.name)} then _r.{c.quoted} else {c.default} end"
+                           for c in cols)
+        stmt = (f"insert into {rel.qualified} as _t ({names}) select {values} "
+                f"from json_array_elements(($1[{body_idx}])::json) with ordinality _e(j, n) "
+                f"cross join lateral json_populate_record(null::{rel.qualified}, _e.j) _r order by _e.n")
+    elif cols:
         stmt = (f"insert into {rel.qualified} as _t ({names}) select {names} "
                 f"from json_populate_recordset(null::{rel.qualified}, ($1[{body_idx}])::json)")
     else:
@@ -421,10 +438,14 @@ def insert_sql(rel: Relation, req: Request, columns: tuple[str, ...], body_idx: 
     return _write_tail(req, rel, representation, single, count, stmt)
 
 
+def _sql_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
 def update_sql(rel: Relation, req: Request, columns: tuple[str, ...], body_idx: int, representation: bool,
-               single: bool, count: bool) -> str:
+               single: bool, count: bool, limit_idx: int | None = None, offset_idx: int | None = None) -> str:
     cols = _check_body_columns(rel, columns)
-    where = where_sql(req, rel.columns, rel.name)
+    where = _write_where(rel, req, limit_idx, offset_idx)
     if not cols:
         # an empty patch changes nothing; answer with the rows it would have touched
         stmt = f"select _t.* from {rel.qualified} _t{where}"
@@ -439,8 +460,24 @@ def update_sql(rel: Relation, req: Request, columns: tuple[str, ...], body_idx: 
     return _write_tail(req, rel, representation, single, count, stmt)
 
 
-def delete_sql(rel: Relation, req: Request, representation: bool, single: bool, count: bool) -> str:
-    stmt = f"delete from {rel.qualified} as _t{where_sql(req, rel.columns, rel.name)}"
+def _write_where(rel: Relation, req: Request, limit_idx: int | None, offset_idx: int | None) -> str:
+    """The WHERE of an update or delete. With ``limit`` (and ``offset``, ``order``) the
+    statement touches only those rows, as PostgREST's limited updates and deletes do: the
+    rows are picked by ``ctid`` in a subquery with the same filters."""
+    where = where_sql(req, rel.columns, rel.name)
+    if limit_idx is None:
+        return where
+    if rel.kind not in ("r", "p"):
+        raise NotImplementedFeature("limit on an update or delete is only available on tables",
+                                    details=f"{rel.name!r} is a view")
+    pick = (f"select _t.ctid from {rel.qualified} _t{where}{order_sql(req, rel.columns, rel.name)}"
+            f" limit ($1[{limit_idx}])::bigint offset ($1[{offset_idx}])::bigint")
+    return f" where _t.ctid = any(array({pick}))"
+
+
+def delete_sql(rel: Relation, req: Request, representation: bool, single: bool, count: bool,
+               limit_idx: int | None = None, offset_idx: int | None = None) -> str:
+    stmt = f"delete from {rel.qualified} as _t{_write_where(rel, req, limit_idx, offset_idx)}"
     return _write_tail(req, rel, representation, single, count, stmt)
 
 

@@ -20,6 +20,10 @@ class Column:
     name: str
     type: str  # schema-qualified, quoted type name usable in a cast, e.g. "pg_catalog"."int4"
     quoted: str
+    # the column's DEFAULT as SQL (from the catalog, never from a request): what an insert
+    # with Prefer: missing=default stores for a key a row leaves out; "null" when none
+    default: str = "null"
+    generated: bool = False  # GENERATED ALWAYS AS (...) STORED: never written
 
 
 @dataclass
@@ -71,10 +75,15 @@ class SchemaCache:
 _TYPE = "format('%I.%I', tn.nspname, t.typname)"
 
 _RELATIONS_SQL = f"""
-select c.oid, n.nspname, c.relname, c.relkind::text as relkind, a.attname, {_TYPE} as typ
+select c.oid, n.nspname, c.relname, c.relkind::text as relkind, a.attname, {_TYPE} as typ,
+       case when a.attidentity <> '' then format('nextval(%L::regclass)', pg_get_serial_sequence(
+                                                   format('%I.%I', n.nspname, c.relname), a.attname))
+            when a.attgenerated = '' then pg_get_expr(d.adbin, d.adrelid) end as def,
+       a.attgenerated <> '' as generated
 from pg_class c
 join pg_namespace n on n.oid = c.relnamespace
 left join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
+left join pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
 left join pg_type t on t.oid = a.atttypid
 left join pg_namespace tn on tn.oid = t.typnamespace
 where n.nspname = any($1::text[]) and c.relkind in ('r', 'v', 'm', 'f', 'p')
@@ -135,7 +144,8 @@ async def load_schema_cache(conn: Any, schemas: list[str]) -> SchemaCache:
             rel = by_oid[r["oid"]] = Relation(r["nspname"], r["relname"], r["relkind"])
             cache.relations[(rel.schema, rel.name)] = rel
         if r["attname"] is not None:
-            rel.columns[r["attname"]] = Column(r["attname"], _type_cast(r["typ"]), quote_ident(r["attname"]))
+            rel.columns[r["attname"]] = Column(r["attname"], _type_cast(r["typ"]), quote_ident(r["attname"]),
+                                               r["def"] or "null", bool(r["generated"]))
     for r in await conn.fetch(_PK_SQL, schemas):
         rel = by_oid.get(r["conrelid"])
         if rel is not None:

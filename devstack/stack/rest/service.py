@@ -17,6 +17,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import re
 from collections import OrderedDict
 from typing import Any
 from urllib.parse import unquote_plus
@@ -36,6 +37,7 @@ from .errors import (
     JWTRejected,
     MethodNotAllowed,
     NotAcceptable,
+    RangeNotSatisfiable,
     RestError,
     SchemaNotExposed,
     SingularityError,
@@ -74,13 +76,24 @@ CT_JSON = (b"content-type", b"application/json; charset=utf-8")
 CT_SINGLE = (b"content-type", b"application/vnd.pgrst.object+json; charset=utf-8")
 
 
+TX_END_MODES = ("commit", "commit-allow-override", "rollback", "rollback-allow-override")
+# PostgREST's db-tx-end: how a request's transaction ends, and whether Prefer: tx=... may
+# change that. "commit" (PostgREST's default, and hosted Supabase's) ignores Prefer: tx.
+TX_END = os.environ.get("RACKPILOT_DB_TX_END", "commit")
+if TX_END not in TX_END_MODES:
+    raise ValueError(f"RACKPILOT_DB_TX_END must be one of {', '.join(TX_END_MODES)}, not {TX_END!r}")
+RANGE_RE = re.compile(r"^\s*(\d{1,18})-(\d{0,18})\s*$")
+
+
 class _Prefer:
-    __slots__ = ("representation", "count", "resolution")
+    __slots__ = ("representation", "count", "resolution", "missing_default", "tx")
 
     def __init__(self, header: str | None):
         self.representation: bool | None = None
         self.count = False
         self.resolution: str | None = None
+        self.missing_default = False
+        self.tx: str | None = None
         if not header:
             return
         for raw in header.split(","):
@@ -95,8 +108,59 @@ class _Prefer:
                 self.resolution = "merge"
             elif item == "resolution=ignore-duplicates":
                 self.resolution = "ignore"
-            # other preferences (missing=default, handling=..., tx=...) are not applied,
-            # as PostgREST does with handling=lenient
+            elif item == "missing=default":
+                self.missing_default = True
+            elif item == "missing=null":
+                self.missing_default = False
+            elif item in ("tx=commit", "tx=rollback"):
+                self.tx = item[3:]
+            # other preferences (handling=..., timezone=...) are not applied, as PostgREST
+            # does with handling=lenient
+
+    def rollback(self) -> bool:
+        """Whether the request's transaction is rolled back (db-tx-end and Prefer: tx)."""
+        if TX_END.endswith("allow-override") and self.tx is not None:
+            return self.tx == "rollback"
+        return TX_END.startswith("rollback")
+
+    def applied(self, rollback: bool) -> list[str]:
+        out = []
+        if self.missing_default:
+            out.append("missing=default")
+        if TX_END.endswith("allow-override") and self.tx is not None:
+            out.append(f"tx={'rollback' if rollback else 'commit'}")
+        return out
+
+
+def _range_header(value: str | None) -> tuple[int, int | None] | None:
+    """``Range: <first>-[<last>]`` (items) -> (offset, limit or None)."""
+    if value is None:
+        return None
+    m = RANGE_RE.match(value.removeprefix("items="))
+    if not m:
+        return None  # as PostgREST: a Range header it cannot read is ignored
+    first = int(m.group(1))
+    if m.group(2) == "":
+        return first, None
+    last = int(m.group(2))
+    if last < first:
+        raise RangeNotSatisfiable("Requested range not satisfiable",
+                                  details=f"the range {value!r} ends before it starts")
+    return first, last - first + 1
+
+
+def _intersect(offset: int, limit: int | None, header: tuple[int, int | None] | None) -> tuple[int, int | None]:
+    """The query's offset/limit intersected with a Range header, as PostgREST does."""
+    if header is None:
+        return offset, limit
+    lo = max(offset, header[0])
+    ends = [e for e in (None if limit is None else offset + limit,
+                        None if header[1] is None else header[0] + header[1]) if e is not None]
+    hi = min(ends) if ends else None
+    if hi is not None and hi <= lo:
+        raise RangeNotSatisfiable("Requested range not satisfiable",
+                                  details="the Range header and the limit/offset do not overlap")
+    return lo, None if hi is None else hi - lo
 
 
 def _split_qs(raw: bytes) -> list[tuple[str, str]]:
@@ -303,6 +367,8 @@ class RestService:
                 method, schema, name, pairs, headers, receive, single)
 
         sql, name = sql
+        prefer = _Prefer(headers.get("prefer"))
+        rollback = prefer.rollback() and not read_only
         args = (role, claims_json, method, path, orjson.dumps(headers).decode(), self._search_path[schema],
                 read_only, sql, params, single)
         # a read that met a dead connection (database restarted, connection terminated) is
@@ -322,8 +388,11 @@ class RestService:
                 try:
                     # once prepared on this connection the statement text is not needed
                     # again: sending NULL instead saves encoding and shipping it per request
-                    row = await conn.fetchrow(RUN_SQL, *args[:7], sql if prepare else None, *args[8:], name,
-                                              prepare)
+                    run_args = (*args[:7], sql if prepare else None, *args[8:], name, prepare)
+                    if rollback:
+                        row = await self._run_rolled_back(conn, run_args)
+                    else:
+                        row = await conn.fetchrow(RUN_SQL, *run_args)
                     if prepare:
                         prepared.add(name)
                     break
@@ -342,6 +411,9 @@ class RestService:
 
         body_text, page_total, total, fn_status = row
         out_headers = [CT_SINGLE if single else CT_JSON]
+        applied = prefer.applied(rollback) if not read_only else []
+        if applied:
+            out_headers.append((b"preference-applied", ", ".join(applied).encode()))
         if with_range is not None:
             out_headers.append((b"content-range", _content_range(with_range, page_total, total).encode()))
         if fn_status and fn_status.isdigit() and 100 <= int(fn_status) <= 599:
@@ -351,6 +423,17 @@ class RestService:
                 status = 204
             return status, out_headers if status != 204 else [], b""
         return status, out_headers, body_text.encode()
+
+    @staticmethod
+    async def _run_rolled_back(conn: asyncpg.Connection, run_args: tuple) -> Any:
+        """Run the request in a transaction that is rolled back (db-tx-end / Prefer: tx):
+        the answer is computed, nothing is kept. Prepared statements survive a rollback."""
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            return await conn.fetchrow(RUN_SQL, *run_args)
+        finally:
+            await tx.rollback()
 
     def _root(self, schema: str) -> tuple[int, list, bytes]:
         paths = sorted({f"/{n}" for (s, n) in self.cache.relations if s == schema}
@@ -377,14 +460,15 @@ class RestService:
         prefer = _Prefer(headers.get("prefer"))
         req = q.parse_query(pairs)
         if method in ("GET", "HEAD"):
-            limit = self.max_rows if req.limit is None else min(req.limit, self.max_rows)
+            offset, limit = _intersect(req.offset, req.limit, _range_header(headers.get("range")))
+            limit = self.max_rows if limit is None else min(limit, self.max_rows)
             li = req.add(str(limit))
-            oi = req.add(str(req.offset))
+            oi = req.add(str(offset))
             key = ("r", schema, name, req.select, req.filters, req.order, single, prefer.count, li, oi)
             sql = self._sql_cache.get(key)
             if sql is None:
                 sql = self._remember(key, q.read_sql(rel, req, single, prefer.count, li, oi))
-            return sql, req.params, 200, True, (req.offset, prefer.count)
+            return sql, req.params, 200, True, (offset, prefer.count)
 
         body = await _read_json(receive, headers, allow_empty=method == "DELETE")
         representation = bool(prefer.representation)
@@ -394,37 +478,56 @@ class RestService:
                 raise InvalidBody("The body must be a JSON object or an array of objects")
             if req.columns is not None:
                 columns = req.columns
-            elif isinstance(body, dict):
-                columns = tuple(body)
+            elif isinstance(body, dict) or not rows:
+                columns = tuple(body) if isinstance(body, dict) else ()
             else:
-                columns = tuple(dict.fromkeys(k for r in rows for k in r))
+                columns = tuple(rows[0])
+                keys = set(columns)
+                if any(len(r) != len(keys) or set(r) != keys for r in rows[1:]):
+                    # as PostgREST: without columns= every object must have the same keys
+                    raise InvalidBody("All object keys must match", details=None)
             bi = req.add(orjson.dumps(rows).decode())
-            if prefer.resolution is None and req.on_conflict is not None:
-                raise q.ParseError("on_conflict needs Prefer: resolution=merge-duplicates or ignore-duplicates")
-            key = ("i", schema, name, req.select, columns, req.on_conflict, prefer.resolution, representation,
-                   single, prefer.count, bi)
+            # on_conflict only names the conflict target of an upsert: without a resolution
+            # preference the request is a plain insert, as in PostgREST
+            on_conflict = req.on_conflict if prefer.resolution is not None else None
+            req.on_conflict = on_conflict
+            key = ("i", schema, name, req.select, columns, on_conflict, prefer.resolution, representation,
+                   single, prefer.count, bi, prefer.missing_default)
             sql = self._sql_cache.get(key)
             if sql is None:
                 sql = self._remember(key, q.insert_sql(rel, req, columns, bi, representation, single,
-                                                       prefer.count, prefer.resolution))
+                                                       prefer.count, prefer.resolution, prefer.missing_default))
             return sql, req.params, 201, False, (0, prefer.count) if prefer.count else None
         if method == "PATCH":
             if not isinstance(body, dict):
                 raise InvalidBody("The body of an update must be a JSON object")
             columns = tuple(body)
             bi = req.add(orjson.dumps(body).decode())
-            key = ("u", schema, name, req.select, req.filters, columns, representation, single, prefer.count, bi)
+            li, oi = self._write_limit(req)
+            key = ("u", schema, name, req.select, req.filters, req.order, columns, representation, single,
+                   prefer.count, bi, li, oi)
             sql = self._sql_cache.get(key)
             if sql is None:
-                sql = self._remember(key, q.update_sql(rel, req, columns, bi, representation, single, prefer.count))
+                sql = self._remember(key, q.update_sql(rel, req, columns, bi, representation, single, prefer.count,
+                                                       li, oi))
             return sql, req.params, 200, False, (0, prefer.count) if prefer.count else None
         if method == "DELETE":
-            key = ("d", schema, name, req.select, req.filters, representation, single, prefer.count)
+            li, oi = self._write_limit(req)
+            key = ("d", schema, name, req.select, req.filters, req.order, representation, single, prefer.count,
+                   li, oi)
             sql = self._sql_cache.get(key)
             if sql is None:
-                sql = self._remember(key, q.delete_sql(rel, req, representation, single, prefer.count))
+                sql = self._remember(key, q.delete_sql(rel, req, representation, single, prefer.count, li, oi))
             return sql, req.params, 200, False, (0, prefer.count) if prefer.count else None
         raise MethodNotAllowed(f"Method {method} is not supported on tables by this REST layer")
+
+    @staticmethod
+    def _write_limit(req: q.Request) -> tuple[int | None, int | None]:
+        """Parameter positions of a PATCH/DELETE's limit and offset (None: every matching row)."""
+        if req.limit is None and not req.offset:
+            return None, None
+        limit = req.limit if req.limit is not None else 2**62
+        return req.add(str(limit)), req.add(str(req.offset))
 
     # --- functions --------------------------------------------------------------------
     async def _rpc(self, method: str, schema: str, name: str, pairs: list, headers: dict, receive: Any,
