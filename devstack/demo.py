@@ -84,7 +84,33 @@ class DemoError(RuntimeError):
 
 
 def say(step: str, detail: str = "") -> None:
-    print(f"  \u2713 {step}" + (f" \u2014 {detail}" if detail else ""), flush=True)
+    _write(f"  \u2713 {step}" + (f" \u2014 {detail}" if detail else ""))
+
+
+def _write(text: str, err: bool = False) -> None:
+    """``print(text, flush=True)`` that survives a closed pipe. ``make demo | tee``: the
+    Ctrl-C that stops the demo kills tee too, and a BrokenPipeError raised on the way out
+    would abort the cleanup and leave everything running. The first write that finds its
+    reader gone points the descriptor at /dev/null (``_detach``): nothing written after
+    that, by this function or by any print, raises."""
+    stream = sys.stderr if err else sys.stdout
+    try:
+        print(text, file=stream, flush=True)
+    except (BrokenPipeError, ValueError):  # ValueError: the stream is closed
+        _detach(stream)
+
+
+def _detach(stream: Any) -> None:
+    """Point ``stream``'s descriptor at /dev/null (its reader is gone)."""
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 def _demo_passwords(st) -> dict[str, str]:
@@ -121,11 +147,15 @@ class Executor:
             "RACKPILOT_POLL_INTERVAL": "2",
             "RACKPILOT_HEARTBEAT_INTERVAL": "2",
         })
-        out = open(self.dir / "executor.stdout", "ab")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen([sys.executable, "-m", "executor"], env=env, stdout=out,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     cwd=st.cfg.project_root, start_new_session=True)
-        out.close()
+        # Dies with the demo (parent-death signal: SIGTERM, on which the executor shuts down
+        # cleanly), even when the demo is SIGKILLed; a session of its own, so the terminal's
+        # Ctrl-C reaches only the demo, which stops it in order (stop()).
+        from devstack.proc import spawn
+
+        with open(self.dir / "executor.stdout", "ab") as out:
+            self.proc = spawn([sys.executable, "-m", "executor"], env=env, owner=f"demo:{st.cfg.state_dir}",
+                              stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                              cwd=st.cfg.project_root)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -797,6 +827,8 @@ def run_demo(once: bool = False) -> int:
     st = Stack()
     print(f"rackpilot demo \u2014 local stack in {st.cfg.state_dir}", flush=True)
     started_here = not st.healthy()
+    # a stack the demo starts is the demo's: should the demo die (even SIGKILL), a watchdog stops it
+    owner = st.hold() if started_here else None
     demo: Demo | None = None
     code = 0
     try:
@@ -827,26 +859,59 @@ def run_demo(once: bool = False) -> int:
         result = asyncio.run(main())
         print(f"\nmain job OK: {json.dumps(result)}", flush=True)
     except (StackError, DemoError) as exc:
-        print(f"\ndemo failed: {exc}", file=sys.stderr)
+        _write(f"\ndemo failed: {exc}", err=True)
         code = 1
     except KeyboardInterrupt:
         code = 130
-    if code == 0 and not once:
-        print("\neverything stays up: the stack, the lab and the executor. Open the notebooks with "
-              "the demo users' passwords (see above). Press Ctrl-C to stop.", flush=True)
-        stop = {"flag": False}
+    except BrokenPipeError:  # stdout's reader is gone (`make demo | tee`, tee killed by the same Ctrl-C)
+        _detach(sys.stdout)
+        code = 130
+    return _finish(st, demo, owner, stop_stack=started_here or not once, wait=code == 0 and not once, code=code)
 
-        def _stop(*_: Any) -> None:
-            stop["flag"] = True
 
-        signal.signal(signal.SIGINT, _stop)
-        signal.signal(signal.SIGTERM, _stop)
-        while not stop["flag"]:
-            time.sleep(0.2)
-        print("\nstopping\u2026", flush=True)
+def _finish(st, demo: Demo | None, owner, stop_stack: bool, wait: bool, code: int) -> int:
+    """The demo's end: wait for Ctrl-C when asked to stay up, then stop the executor, the lab
+    and (``stop_stack``) the stack, and release the stack's watchdog (``owner``).
+
+    It runs to the end whatever happens on the way: from here on Ctrl-C and SIGTERM only ask
+    to stop (a second Ctrl-C does not cut the cleanup short), output to a closed pipe is
+    dropped (``_write``), and a step that fails does not skip the next. When the stack could
+    not be stopped the watchdog stays armed and tries again as this process exits."""
+    import threading
+
+    stop = threading.Event()
+
+    def _stop(*_: Any) -> None:
+        stop.set()  # nothing else: a handler that wrote could re-enter a write under way
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    if wait:
+        _write("\neverything stays up: the stack, the lab and the executor. Open the notebooks with "
+               "the demo users' passwords (see above). Press Ctrl-C to stop.")
+        while not stop.wait(0.5):
+            pass
+    if wait or code == 130:
+        _write("\nstopping\u2026")
+    stack_stopped = True
     if demo is not None:
-        demo.stop()
-    if started_here or not once:
-        st.down()
+        try:
+            demo.stop()
+        except Exception as exc:  # noqa: BLE001 - the stack must still be stopped
+            _write(f"stopping the demo's executor and lab failed: {exc}", err=True)
+            code = code or 1
+    if stop_stack:
+        try:
+            st.down()
+        except Exception as exc:  # noqa: BLE001 - reported; the watchdog retries at exit
+            _write(f"stopping the stack failed: {exc}", err=True)
+            stack_stopped = False
+            code = code or 1
+    if owner is not None and stack_stopped:
+        owner.release()
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError):
+        _detach(sys.stdout)
     return code
 

@@ -358,21 +358,34 @@ def lab_dir() -> Path:
     return Path(os.environ.get("RACKPILOT_LAB_DIR") or ROOT / ".cache" / "lab")
 
 
+def lab_owner(folder: Path | None = None) -> str:
+    """The owner marker of a background lab and of everything it starts (devstack.proc)."""
+    return f"lab:{(folder or lab_dir()).resolve()}"
+
+
 def _pid(folder: Path) -> int | None:
-    import os
+    """The background lab's pid: only a live process carrying this folder's lab marker counts
+    (the pid file may name a dead or recycled pid)."""
+    from devstack import proc
 
     try:
         pid = int((folder / "lab.pid").read_text())
-        os.kill(pid, 0)
-        return pid
     except (OSError, ValueError):
         return None
+    return pid if proc.is_alive(pid) and proc.owned_by(pid, lab_owner(folder)) else None
 
 
 def lab_up(config: str | None = None, timeout: float = 180.0) -> dict[str, Any]:
-    """Start the data centre in the background (idempotent); return its description."""
+    """Start the data centre in the background (idempotent); return its description.
+
+    The lab process is a daemon (it outlives `rackpilot lab up`, so no parent-death signal);
+    its vCenter simulator and sshd die with it (devstack.proc), and it and they carry the
+    lab's owner marker, which `lab_down()` sweeps. A start that fails or is interrupted
+    stops what it started."""
     import subprocess
     import sys
+
+    from devstack import proc
 
     folder = lab_dir()
     if _pid(folder):
@@ -382,42 +395,38 @@ def lab_up(config: str | None = None, timeout: float = 180.0) -> dict[str, Any]:
     args = [sys.executable, "-m", "devstack.lab.datacentre", "--workdir", str(folder / "run")]
     if config:
         args += ["--config", str(Path(config).resolve())]
-    log_file = open(folder / "lab.log", "ab")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
-    log_file.close()
-    (folder / "lab.pid").write_text(str(proc.pid))
+    with open(folder / "lab.log", "ab") as log_file:
+        child = proc.spawn(args, die_with_parent=False, owner=lab_owner(folder), cwd=ROOT, stdout=log_file,
+                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    (folder / "lab.pid").write_text(str(child.pid))
     description = folder / "run" / "datacentre.json"
     deadline = time.monotonic() + timeout
-    while not description.exists():
-        if proc.poll() is not None:
-            tail = (folder / "lab.log").read_text(errors="replace")[-1500:]
-            raise DataCentreError(f"the lab did not start (exit {proc.returncode}):\n{tail}")
-        if time.monotonic() > deadline:
-            proc.terminate()
-            raise DataCentreError(f"the lab did not start within {timeout:.0f}s; see {folder / 'lab.log'}")
-        time.sleep(0.2)
+    try:
+        while not description.exists():
+            if child.poll() is not None:
+                tail = (folder / "lab.log").read_text(errors="replace")[-1500:]
+                raise DataCentreError(f"the lab did not start (exit {child.returncode}):\n{tail}")
+            if time.monotonic() > deadline:
+                raise DataCentreError(f"the lab did not start within {timeout:.0f}s; see {folder / 'lab.log'}")
+            time.sleep(0.2)
+    except BaseException:
+        lab_down()
+        raise
     return lab_status()
 
 
 def lab_down(timeout: float = 30.0) -> bool:
-    """Stop the background lab; False when none was running."""
-    import os
-    import signal
+    """Stop the background lab, and whatever carries its marker (children a SIGKILLed lab
+    process left behind); False when nothing was running."""
+    from devstack import proc
 
     folder = lab_dir()
     pid = _pid(folder)
-    if pid is None:
-        (folder / "lab.pid").unlink(missing_ok=True)
-        return False
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while _pid(folder) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if _pid(folder):
-        os.kill(pid, signal.SIGKILL)
+    if pid is not None:
+        proc.terminate([pid], timeout)
+    leftovers = proc.stop_owned(lab_owner(folder), 10.0)
     (folder / "lab.pid").unlink(missing_ok=True)
-    return True
+    return pid is not None or bool(leftovers)
 
 
 def lab_status() -> dict[str, Any]:

@@ -312,11 +312,15 @@ class EsxiSshLab:
             if os.geteuid() == 0:
                 # sshd running as root needs its privilege-separation directory.
                 os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
-            self._proc = subprocess.Popen(
+            # Dies with the process that started it (parent-death signal, even on SIGKILL);
+            # -D: sshd does not daemonize, so the signal reaches the listener itself.
+            # (Imported here: the shim part of this file runs with -S, devstack out of reach.)
+            from devstack.proc import spawn
+
+            self._proc = spawn(
                 [SSHD, "-D", "-e", "-f", str(wd / "sshd_config")],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
-                start_new_session=True,
             )
             if self._wait_listening():
                 break

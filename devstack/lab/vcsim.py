@@ -52,6 +52,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from devstack.proc import spawn
+
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE_DIR = Path(__file__).resolve().parent / "vcsim"
 CACHE_DIR = ROOT / ".cache" / "vcsim"
@@ -224,9 +226,9 @@ class VcsimLab:
             hw.write_text(json.dumps(self.hardware))
             args += ["-hardware-map", str(hw)]
         env = dict(os.environ, TMPDIR=str(self.workdir))
-        self._proc = subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
-        )
+        # Dies with the process that started it (parent-death signal: SIGTERM, which the
+        # binary handles by shutting down and removing its folders), even on SIGKILL.
+        self._proc = spawn(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         line = self._read_first_line()
         info = json.loads(line)
         self.url = info["url"]

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from ..proc import spawn
 from .asgi import BodyTooLarge, header_dict, read_body, send_json
 from .config import HOST
 from .jwtauth import JWTError, bearer_token
@@ -133,8 +134,12 @@ class FunctionsService:
         self.port = _free_port()
         self._last_start = time.monotonic()
         # stdout/stderr go to the gateway's log, so functions' console output lands there.
-        self.proc = subprocess.Popen(self._command(deno), env=self.function_env(), cwd=self.functions_dir,
-                                     stdin=subprocess.DEVNULL)
+        # The router holds the service key and the DB URL: it must never outlive the gateway.
+        # It dies with it (parent-death signal, also on SIGKILL), stays in the gateway's
+        # process group (stop_gateway signals the group) and inherits the gateway's owner
+        # marker (`rackpilot dev down` sweeps it even when both of those missed).
+        self.proc = spawn(self._command(deno), env=self.function_env(), cwd=self.functions_dir,
+                          stdin=subprocess.DEVNULL, new_session=False)
         deadline = time.monotonic() + DENO_START_TIMEOUT_S
         assert self.client is not None
         while time.monotonic() < deadline:

@@ -22,6 +22,7 @@ from .secrets import StackSecrets
 PG_BIN = Path(os.environ.get("RACKPILOT_PG_BIN", "/usr/lib/postgresql/15/bin"))
 PLATFORM_SQL = Path(__file__).with_name("platform.sql")
 START_TIMEOUT_S = 60  # seconds pg_ctl waits for the server to accept connections
+STOP_TIMEOUT_S = 30  # seconds pg_ctl waits for a fast shutdown before an immediate one
 
 
 class PostgresError(RuntimeError):
@@ -173,10 +174,14 @@ log_min_error_statement = panic
             return
         self.cfg.log_dir.mkdir(parents=True, exist_ok=True)
         logfile = self.datadir.resolve() / "server.log"
+        # pg_ctl daemonizes the postmaster (and runuser changes its uid), so no parent-death
+        # signal can reach it: an owner that wants it gone with itself holds a watchdog
+        # (Stack.hold). The marker in its environment tells whose it is (devstack.proc).
         res = self._cmd([
             str(PG_BIN / "pg_ctl"), "-D", str(self.datadir.resolve()), "-l", str(logfile),
             "-o", f"-p {self.cfg.db_port}", "-w", "-t", str(START_TIMEOUT_S), "start",
-        ])
+        ], env={**os.environ, "RACKPILOT_PROC_OWNER": f"postgres:{self.cfg.state_dir}"},
+            stdin=subprocess.DEVNULL)
         if res.returncode != 0:
             tail = ""
             if logfile.exists():
@@ -195,9 +200,17 @@ log_min_error_statement = panic
             time.sleep(0.1)
 
     def stop(self, mode: str = "fast") -> None:
+        """Stop the server (``pg_ctl stop -m fast``: connections are cut, nothing is lost);
+        when that does not finish in STOP_TIMEOUT_S, ``immediate``."""
         if not self.initialised() or not self.running():
             return
-        self._cmd([str(PG_BIN / "pg_ctl"), "-D", str(self.datadir.resolve()), "-m", mode, "-w", "stop"])
+        res = self._cmd([str(PG_BIN / "pg_ctl"), "-D", str(self.datadir.resolve()), "-m", mode, "-w",
+                         "-t", str(STOP_TIMEOUT_S), "stop"], stdin=subprocess.DEVNULL)
+        if res.returncode != 0 and mode != "immediate" and self.running():
+            self._cmd([str(PG_BIN / "pg_ctl"), "-D", str(self.datadir.resolve()), "-m", "immediate", "-w", "stop"],
+                      stdin=subprocess.DEVNULL)
+        if self.running():
+            raise PostgresError(f"postgres did not stop: {res.stderr.strip()}")
 
     def restart(self) -> None:
         # -l as in start(): without it the new postmaster keeps our capture pipe open and

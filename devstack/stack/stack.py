@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 
+from .. import proc
 from . import migrations
 from .config import HOST, PROJECT_ROOT, StackConfig
 from .postgres import PostgresCluster, PostgresError
@@ -187,26 +189,86 @@ class Stack:
         return self.migrate()
 
     def down(self) -> None:
-        self.stop_gateway()
-        self.pg.stop()
+        """Stop the gateway with everything it started (also what a SIGKILLed gateway left
+        behind) and Postgres. The data stays."""
+        self._abort_start(postgres=True, gateway=True, quiet=False)
 
     def destroy(self) -> None:
         self.stop_gateway()
         self.pg.destroy()
 
+    # --- processes (see devstack.proc) ---------------------------------------------------
+    @property
+    def gateway_owner(self) -> str:
+        """The owner marker of the gateway and of everything it starts (its functions router)."""
+        return f"gateway:{self.cfg.state_dir}"
+
+    def hold(self) -> proc.Watchdog:
+        """Tie this stack to the calling process: should it die before ``release()`` on the
+        returned watchdog - an exception, Ctrl-C, SIGKILL alike - the watchdog stops the
+        gateway (with its functions router) and Postgres. For owners that start a stack for
+        themselves (the demo, a test session). ``rackpilot dev up`` leaves the stack running on
+        purpose and holds nothing. Release only after ``down()``: a failed ``down()`` is then
+        retried by the watchdog when the owner exits."""
+        return self._watchdog(postgres=True, gateway=True)
+
+    @contextlib.contextmanager
+    def _starting(self) -> Iterator[None]:
+        """Wrap a start (``up()``): when it raises - a failed migration, Ctrl-C - stop the
+        Postgres and gateway it started (not ones that were running before), and re-raise; when
+        the process dies mid-way (SIGKILL), a watchdog does the same."""
+        pg = not (self.pg.initialised() and self.pg.running())
+        gateway = self.gateway_pid() is None
+        guard = self._watchdog(postgres=pg, gateway=gateway) if pg or gateway else None
+        try:
+            yield
+        except BaseException:
+            self._abort_start(postgres=pg, gateway=gateway)
+            raise
+        finally:
+            if guard is not None:
+                guard.release()
+
+    def _abort_start(self, postgres: bool = True, gateway: bool = True, quiet: bool = True) -> None:
+        """Stop the gateway (and its router) and/or Postgres. ``quiet``: never raise (after a
+        failed start, that failure is the one to report)."""
+        try:
+            if gateway:
+                self.stop_gateway()
+        except Exception:
+            if not quiet:
+                raise
+        finally:
+            try:
+                if postgres:
+                    self.pg.stop()
+            except Exception:
+                if not quiet:
+                    raise
+
+    def _watchdog(self, postgres: bool, gateway: bool) -> proc.Watchdog:
+        code = ("from devstack.stack.stack import Stack; "
+                f"Stack()._abort_start(postgres={postgres}, gateway={gateway}, quiet=False)")
+        return proc.Watchdog([sys.executable, "-c", code], env={**os.environ, **self.cfg.to_env()},
+                             cwd=self.cfg.project_root, log=self.cfg.log_dir / "watchdog.log")
+
     # --- gateway -----------------------------------------------------------------------
     def gateway_pid(self) -> int | None:
+        """The running gateway's pid. The pid file may outlive its process and name a recycled
+        pid: only a live process carrying this stack's gateway marker counts (or, started by
+        an older devstack, the gateway module with this stack's state folder)."""
         try:
             pid = int(self.cfg.gateway_pidfile.read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not proc.is_alive(pid):
             return None
-        except PermissionError:
-            pass
-        return pid
+        env = proc.environ(pid)
+        if env.get(proc.OWNER_ENV) == self.gateway_owner:
+            return pid
+        if "devstack.stack.gateway" in proc.cmdline(pid) and env.get("RACKPILOT_STACK_DIR") == str(self.cfg.state_dir):
+            return pid
+        return None
 
     def healthy(self) -> bool:
         try:
@@ -220,48 +282,37 @@ class Stack:
         self.stop_gateway()
         self.cfg.run_dir.mkdir(parents=True, exist_ok=True)
         self.cfg.log_dir.mkdir(parents=True, exist_ok=True)
-        logf = open(self.cfg.log_dir / "gateway.log", "ab")
         env = {**os.environ, **self.cfg.to_env(), "DENO_DIR": str(self.cfg.project_root / ".cache" / "deno")}
-        proc = subprocess.Popen([sys.executable, "-m", "devstack.stack.gateway"], env=env,
-                                stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, cwd=self.cfg.project_root)
-        logf.close()
-        self.cfg.gateway_pidfile.write_text(str(proc.pid))
-        deadline = time.monotonic() + GATEWAY_START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise StackError(f"the gateway exited with {proc.returncode}; see {self.cfg.log_dir / 'gateway.log'}")
-            if self.healthy():
-                return
-            time.sleep(0.1)
-        raise StackError(f"the gateway did not become healthy in {GATEWAY_START_TIMEOUT_S}s")
+        # A daemon: it outlives `rackpilot dev up`, so no parent-death signal (an owner that
+        # wants it gone with itself holds a watchdog, see hold()). It leads its own process
+        # group, and it and its children carry the gateway marker: stop_gateway() finds them all.
+        with open(self.cfg.log_dir / "gateway.log", "ab") as logf:
+            gw = proc.spawn([sys.executable, "-m", "devstack.stack.gateway"], die_with_parent=False,
+                            owner=self.gateway_owner, env=env, stdout=logf, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, cwd=self.cfg.project_root)
+        self.cfg.gateway_pidfile.write_text(str(gw.pid))
+        try:
+            deadline = time.monotonic() + GATEWAY_START_TIMEOUT_S
+            while time.monotonic() < deadline:
+                if gw.poll() is not None:
+                    raise StackError(f"the gateway exited with {gw.returncode}; see {self.cfg.log_dir / 'gateway.log'}")
+                if self.healthy():
+                    return
+                time.sleep(0.1)
+            raise StackError(f"the gateway did not become healthy in {GATEWAY_START_TIMEOUT_S}s")
+        except BaseException:
+            self.stop_gateway()  # what this call started, router included
+            raise
 
     def stop_gateway(self) -> None:
+        """Stop the gateway and everything it started: SIGTERM to its process group (its
+        lifespan shutdown stops the functions router), SIGKILL after GATEWAY_STOP_TIMEOUT_S;
+        then whatever still carries the gateway marker - a router whose gateway was
+        SIGKILLed and so never stopped it, whatever its pid file says."""
         pid = self.gateway_pid()
-        if pid is None:
-            self.cfg.gateway_pidfile.unlink(missing_ok=True)
-            return
-        try:
-            os.killpg(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        deadline = time.monotonic() + GATEWAY_STOP_TIMEOUT_S
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-                # reap if it is our child
-                try:
-                    os.waitpid(pid, os.WNOHANG)
-                except ChildProcessError:
-                    pass
-            except ProcessLookupError:
-                break
-            time.sleep(0.05)
-        else:
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        if pid is not None:
+            proc.stop_group(pid, GATEWAY_STOP_TIMEOUT_S)
+        proc.stop_owned(self.gateway_owner, GATEWAY_STOP_TIMEOUT_S)
         self.cfg.gateway_pidfile.unlink(missing_ok=True)
 
     def status(self) -> dict:
