@@ -281,6 +281,9 @@ class AuthService:
         self.issuer = f"{ctx.cfg.api_url}{PREFIX}"
         auth_cfg = ctx.cfg.supabase.get("auth", {})
         self.signup_enabled = bool(auth_cfg.get("enable_signup", False))
+        self.confirmations = bool(auth_cfg.get("email", {}).get("enable_confirmations", False))
+        self.min_password_len = int(auth_cfg.get("minimum_password_length", MIN_PASSWORD_LEN))
+        self.rotate_refresh_tokens = bool(auth_cfg.get("enable_refresh_token_rotation", True))
         self.reuse_interval = ctx.cfg.refresh_token_reuse_interval
         limits = ctx.cfg.auth_rate_limits
         self.sign_in_per_ip = RateLimiter(limits["sign_in"])
@@ -544,12 +547,17 @@ class AuthService:
                     if user["banned_until"] is not None and user["banned_until"] > datetime.now(UTC):
                         raise BadRequest("User is banned", "user_banned")
                     self.refresh_per_user.take(str(row["user_id"]), "token refreshes for this user")
-                    if not row["revoked"]:
+                    if not self.rotate_refresh_tokens and not row["revoked"]:
+                        # [auth] enable_refresh_token_rotation = false: the token stays valid
+                        new_token = token
+                    elif not row["revoked"]:
                         await conn.execute("update auth.refresh_tokens set revoked = true, updated_at = now() "
                                            "where id = $1", row["id"])
-                    await conn.execute(
-                        "insert into auth.refresh_tokens (token_hash, user_id, session_id, parent_hash) "
-                        "values ($1, $2, $3, $4)", _hash_token(new_token), row["user_id"], row["session_id"], token_hash)
+                    if new_token != token:
+                        await conn.execute(
+                            "insert into auth.refresh_tokens (token_hash, user_id, session_id, parent_hash) "
+                            "values ($1, $2, $3, $4)", _hash_token(new_token), row["user_id"], row["session_id"],
+                            token_hash)
                     await conn.execute("update auth.sessions set updated_at = now() where id = $1", row["session_id"])
         if reused:
             raise BadRequest("Invalid Refresh Token: Already Used", "refresh_token_already_used")
@@ -606,7 +614,7 @@ class AuthService:
         return 200, {
             "external": {"email": True, "phone": False, "anonymous_users": False},
             "disable_signup": not self.signup_enabled,
-            "mailer_autoconfirm": True,
+            "mailer_autoconfirm": not self.confirmations,
             "phone_autoconfirm": False,
             "sms_provider": "",
             "saml_enabled": False,
@@ -617,11 +625,60 @@ class AuthService:
                      "description": "GoTrue-compatible auth of the rackpilot local stack"}, None
 
     async def _signup(self, headers: dict[str, str], query: dict[str, str], receive: Any):
+        """Self-service sign-up, as ``[auth] enable_signup`` says (rackpilot keeps it off:
+        operators are created with ``rackpilot dev user add`` or the admin API). With
+        ``[auth.email] enable_confirmations`` the user waits unconfirmed (this server sends
+        no mail: an admin confirms); without, the answer is a session, as GoTrue's."""
         self._require_api_key(headers)
-        await self._json_body(receive)
-        # Self-service sign-up is off in supabase/config.toml; operators create users with
-        # `rackpilot dev user add` or the admin API.
-        raise Unprocessable("Signups not allowed for this instance", "signup_disabled")
+        body = await self._json_body(receive)
+        if not self.signup_enabled:
+            raise Unprocessable("Signups not allowed for this instance", "signup_disabled")
+        self.sign_in_per_ip.take(headers["x-rackpilot-peer"], "sign-ups from this address")
+        if body.get("phone") is not None and body.get("email") is None:
+            raise BadRequest("Phone signups are not enabled on this server", "phone_provider_disabled")
+        email, hashed = await self._new_credentials(_opt_str(body, "email"), _opt_str(body, "password"),
+                                                    password_required=True)
+        user_meta = _opt_obj(body, "data") or {}
+        app_meta = {"provider": "email", "providers": ["email"]}
+        try:
+            user = await self._db().fetchrow(
+                f"insert into auth.users (email, encrypted_password, email_confirmed_at, raw_app_meta_data, "
+                f"raw_user_meta_data) values (lower($1), $2, case when $3 then now() end, $4, $5) "
+                f"returning {USER_COLUMNS}", email, hashed, not self.confirmations, app_meta, user_meta)
+        except asyncpg.UniqueViolationError:
+            raise Unprocessable("User already registered", "user_already_exists") from None
+        if self.confirmations:
+            return 200, user_json(user), None
+        session_id = uuid.uuid4()
+        refresh = secrets.token_urlsafe(32)
+        async with self._db().acquire() as conn, conn.transaction():
+            await conn.execute("insert into auth.sessions (id, user_id) values ($1, $2)", session_id, user["id"])
+            await conn.execute(
+                "insert into auth.refresh_tokens (token_hash, user_id, session_id) values ($1, $2, $3)",
+                _hash_token(refresh), user["id"], session_id)
+            user = await conn.fetchrow(
+                f"update auth.users set last_sign_in_at = now() where id = $1 returning {USER_COLUMNS}", user["id"])
+        return 200, self._session_json(user, session_id, int(time.time()), refresh), None
+
+    async def _new_credentials(self, email: str | None, password: str | None,
+                               password_required: bool) -> tuple[str, str | None]:
+        """A new user's email (validated) and bcrypt hash (None without a password)."""
+        if not email:
+            raise BadRequest("email is required")
+        email = email.strip()
+        if len(email) > MAX_EMAIL_LEN or not EMAIL_RE.match(email):
+            raise BadRequest("Unable to validate email address: invalid format", "email_address_invalid")
+        if password is None:
+            if password_required:
+                raise BadRequest("Signup requires a valid password", "validation_failed")
+            return email, None
+        if len(password) < self.min_password_len:
+            # The clients read the reasons of a weak_password error from this object.
+            raise Unprocessable(f"Password should be at least {self.min_password_len} characters.", "weak_password",
+                                {"weak_password": {"reasons": ["length"]}})
+        if len(password.encode()) > MAX_PASSWORD_BYTES:
+            raise Unprocessable(f"Password cannot be longer than {MAX_PASSWORD_BYTES} bytes")
+        return email, await asyncio.to_thread(hash_password, password)
 
     # --- admin --------------------------------------------------------------------------
     async def _admin_create(self, headers: dict[str, str], query: dict[str, str], receive: Any):
@@ -639,20 +696,7 @@ class AuthService:
             raise BadRequest("role: only 'authenticated' users can be created here")
         if body.get("phone") is not None:
             raise BadRequest("Phone users are not supported by this server", "phone_provider_disabled")
-        if not email:
-            raise BadRequest("email is required")
-        email = email.strip()
-        if len(email) > MAX_EMAIL_LEN or not EMAIL_RE.match(email):
-            raise BadRequest("Unable to validate email address: invalid format", "email_address_invalid")
-        hashed: str | None = None
-        if password is not None:
-            if len(password) < MIN_PASSWORD_LEN:
-                # The clients read the reasons of a weak_password error from this object.
-                raise Unprocessable(f"Password should be at least {MIN_PASSWORD_LEN} characters.", "weak_password",
-                                    {"weak_password": {"reasons": ["length"]}})
-            if len(password.encode()) > MAX_PASSWORD_BYTES:
-                raise Unprocessable(f"Password cannot be longer than {MAX_PASSWORD_BYTES} bytes")
-            hashed = await asyncio.to_thread(hash_password, password)
+        email, hashed = await self._new_credentials(email, password, password_required=False)
         app_meta = {**app_meta, "provider": "email", "providers": ["email"]}
         try:
             user = await self._db().fetchrow(

@@ -12,6 +12,7 @@ and the test suite's, say) run side by side without sharing anything.
 | ``RACKPILOT_MAX_ROWS`` | overrides ``[api] max_rows`` of ``supabase/config.toml`` (rows) | from config.toml |
 | ``RACKPILOT_AUTH_SIGN_IN_LIMIT`` | password grants per client IP per 5 minutes; overrides ``[auth.rate_limit] sign_in_sign_ups`` (requests) | from config.toml (30) |
 | ``RACKPILOT_AUTH_REFRESH_LIMIT`` | refresh grants per client IP per 5 minutes; overrides ``[auth.rate_limit] token_refresh`` (requests) | from config.toml (150) |
+| ``RACKPILOT_DB_TX_END`` | PostgREST's ``db-tx-end``: ``commit``, ``commit-allow-override``, ``rollback`` or ``rollback-allow-override`` (the ``-allow-override`` ones honour ``Prefer: tx=``) | ``commit`` |
 | ``RACKPILOT_AUTH_FAILED_SIGN_IN_LIMIT`` | failed password grants per email address per 5 minutes before 429 (attempts) | ``10`` |
 
 Test and benchmark stacks (:func:`devstack.stack.stack.ephemeral_config`, ``scripts/test.sh``)
