@@ -4,6 +4,7 @@
     /auth/v1/...          GoTrue-compatible subset          (devstack.stack.auth)
     /realtime/v1/...      Realtime (Phoenix v1 websocket)   (devstack.stack.realtime)
     /functions/v1/<name>  Deno edge functions               (devstack.stack.functions)
+    /storage/v1/...       not served: 501 in Storage's error shape
     /health               200 once every service has started
 
 Run as ``python -m devstack.stack.gateway`` (``rackpilot dev up`` does so); its config
@@ -103,6 +104,12 @@ class Gateway:
             return
         if kind == "websocket":
             await send({"type": "websocket.close", "code": 1008})
+            return
+        if path == "/storage/v1" or path.startswith("/storage/v1/"):
+            # Storage is not part of the local stack (rackpilot keeps no files there): say so
+            # in Storage's own error shape, which the storage clients parse
+            await send_json(send, 501, {"statusCode": "501", "error": "not_implemented",
+                                        "message": "Storage is not served by the rackpilot local stack"})
             return
         await send_json(send, 404, {"code": "PGRST125", "message": "Invalid path specified in request URL",
                                     "details": None, "hint": None})
