@@ -11,10 +11,10 @@ Every step goes through the same paths an operator's would, with the official cl
  3. an executor starts for the demo site, registers, and wakes through Realtime;
  4. the admin seals the lab's credentials to the executor's key (``encrypt-credentials``)
     and registers the vCenter, OME and both clusters' servers (REST, under RLS);
- 5. the operator syncs vCenter (``create-job`` ``vcenter_sync``), refreshes the Dell
+ 5. the operator syncs vCenter (``create-job`` ``vcenter_sync``); the site's automation
+    (service key: ``create-job`` does not take these types yet) refreshes the Dell
     inventory (``inventory_refresh``) and reports firmware compliance against the catalog
-    (``firmware_compliance``) - the last two inserted through REST under RLS, as
-    ``create-job`` does not take them yet;
+    (``firmware_compliance``);
  6. an approver requests a maintenance window for prod-a, cannot approve it themself (four
     eyes), and the admin approves it;
  7. the operator dry-runs, then creates the rolling update of prod-a (``create-job``) and
@@ -291,6 +291,7 @@ class Demo:
         self.executor: Executor | None = None
         self.jupyter: Jupyter | None = None
         self.clients: dict[str, Any] = {}
+        self.automation: Any = None  # the service-key client that queues the read-only jobs
 
     # --- helpers -------------------------------------------------------------------------------
     async def client(self, email: str):
@@ -357,13 +358,17 @@ class Demo:
 
     async def run_job(self, job_type: str, site_id: str, params: dict[str, Any], credential_set_ids: list[str],
                       description: str) -> tuple[dict[str, Any], float]:
-        """A low-risk job the operator inserts through REST under RLS (``create-job`` does not
-        take ``inventory_refresh`` or ``firmware_compliance`` yet); it must complete."""
-        c = await self.client(OP)
+        """A low-risk, read-only job queued as the site's scheduled automation would, with the
+        service key: ``create-job`` does not take ``inventory_refresh`` or
+        ``firmware_compliance`` yet, and users insert no jobs themselves. It must complete."""
+        from supabase import acreate_client
+
+        if self.automation is None:
+            self.automation = await acreate_client(self.env["SUPABASE_URL"], self.env["SUPABASE_SERVICE_ROLE_KEY"])
         t0 = time.perf_counter()
-        job = (await c.table("jobs").insert({"type": job_type, "site_id": site_id, "params": params,
-                                             "credential_set_ids": credential_set_ids,
-                                             "description": description}).execute()).data[0]
+        job = (await self.automation.table("jobs").insert({
+            "type": job_type, "site_id": site_id, "params": params, "credential_set_ids": credential_set_ids,
+            "description": description}).execute()).data[0]
         row = await self.wait_job(OP, job["id"], SMALL_JOB_TIMEOUT_S, until=lambda j: j["status"] in TERMINAL)
         if row["status"] != "completed":
             raise DemoError(f"{job_type} ended {row['status']}: {row.get('error')}")
@@ -490,7 +495,8 @@ class Demo:
         fw = (await c.table("server_firmware").select("server_id").in_("server_id", [s["id"] for s in servers])
               .execute()).data
         models = sorted({s["model"] for s in seen})
-        say("inventory_refresh", f"job {row['id'][:8]} completed in {took:.1f} s: {len(seen)}/{len(servers)} iDRACs "
+        say("inventory_refresh", f"job {row['id'][:8]} (site automation) completed in {took:.1f} s: "
+                                 f"{len(seen)}/{len(servers)} iDRACs "
                                  f"read ({', '.join(models)}), {len(fw)} firmware components recorded")
         if len(seen) != len(servers):
             raise DemoError("inventory_refresh did not read every iDRAC")
@@ -512,7 +518,7 @@ class Demo:
             d["compliant" if comp.get("status") == "compliant" else "outdated"] += 1
             d["updates"] += int(comp.get("updates") or 0)
         say(f"firmware_compliance ({label})",
-            f"job {row['id'][:8]} completed in {took:.1f} s against catalog {self.dc.catalog_url}: "
+            f"job {row['id'][:8]} (site automation) completed in {took:.1f} s against catalog {self.dc.catalog_url}: "
             + "; ".join(f"{k} {v['compliant']} compliant, {v['outdated']} with {v['updates']} updates available"
                         for k, v in sorted(per.items())) + " (report stored as an artifact)")
         return per
