@@ -243,12 +243,14 @@ class Jupyter:
                 f"--ServerApp.root_dir={self.root}", "--LabApp.news_url="]
         if os.geteuid() == 0:
             args.append("--allow-root")
-        # A plain child in a session of its own (the terminal's Ctrl-C reaches only the demo,
-        # which stops it); dying with the demo even when the demo is killed comes with
-        # devstack.proc's spawn helper (parent-death signal).
+        # Dies with the demo (parent-death signal: SIGTERM, on which JupyterLab shuts its kernels
+        # down and exits), even when the demo is SIGKILLed; a session of its own, so the
+        # terminal's Ctrl-C reaches only the demo, which stops it (stop()).
+        from devstack.proc import spawn
+
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(args, env=child, stdout=out, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, cwd=self.root, start_new_session=True)
+            self.proc = spawn(args, env=child, owner=f"demo:{st.cfg.state_dir}", stdout=out,
+                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.root)
 
     @property
     def url(self) -> str:
