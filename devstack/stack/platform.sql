@@ -165,6 +165,108 @@ begin
   end if;
 end $$;
 
+-- Realtime's own schema (Supabase Realtime creates it in every project) -------------
+-- realtime.messages carries Realtime Authorization and broadcast from the database:
+-- - a private channel (join config private: true) is authorised by RLS policies on
+--   realtime.messages, evaluated as the joining role with its JWT claims and
+--   realtime.topic() set to the channel's topic: SELECT on a row of extension
+--   'broadcast' or 'presence' lets it join and receive; INSERT lets it send;
+-- - a row inserted (realtime.send, realtime.broadcast_changes) is broadcast to the
+--   channels of its topic: private rows to private channels whose users may read it,
+--   public rows to public ones.
+-- Same shape as Supabase's (partitioned by inserted_at; the local stack keeps one default
+-- partition and Realtime deletes rows older than three days). RLS is on and no policy is
+-- made here: until a migration adds some, only service_role joins private channels.
+create schema if not exists realtime authorization supabase_admin;
+grant supabase_realtime_admin to postgres;
+grant usage on schema realtime to postgres, anon, authenticated, service_role, supabase_realtime_admin;
+grant create on schema realtime to supabase_realtime_admin;
+
+create table if not exists realtime.messages (
+  topic text not null,
+  extension text not null,
+  payload jsonb,
+  event text,
+  private boolean default false,
+  updated_at timestamp without time zone not null default now(),
+  inserted_at timestamp without time zone not null default now(),
+  id uuid not null default gen_random_uuid(),
+  constraint messages_pkey primary key (id, inserted_at)
+) partition by range (inserted_at);
+create table if not exists realtime.messages_default partition of realtime.messages default;
+create index if not exists messages_inserted_at_topic_index on only realtime.messages
+  using btree (inserted_at desc, topic) where extension = 'broadcast' and private is true;
+alter table realtime.messages owner to supabase_realtime_admin;
+alter table realtime.messages_default owner to supabase_realtime_admin;
+alter table realtime.messages enable row level security;
+grant all on realtime.messages, realtime.messages_default to supabase_realtime_admin;
+grant select, insert, update on realtime.messages to postgres, anon, authenticated, service_role;
+grant delete, truncate, references, trigger on realtime.messages to postgres;
+
+create or replace function realtime.topic() returns text
+language sql stable
+as $$
+  select nullif(current_setting('realtime.topic', true), '')::text;
+$$;
+
+-- Supabase's definition: the payload gains an "id" (the message's) unless it has one,
+-- and a failure is a warning, never the caller's error.
+create or replace function realtime.send(payload jsonb, event text, topic text, private boolean default true)
+returns void
+language plpgsql
+as $$
+declare
+  generated_id uuid;
+  final_payload jsonb;
+begin
+  begin
+    generated_id := gen_random_uuid();
+    if payload ? 'id' then
+      final_payload := payload;
+    else
+      final_payload := jsonb_set(payload, '{id}', to_jsonb(generated_id));
+    end if;
+    execute format('set local realtime.topic to %L', topic);
+    insert into realtime.messages (id, payload, event, topic, private, extension)
+    values (generated_id, final_payload, event, topic, private, 'broadcast');
+  exception
+    when others then
+      raise warning 'ErrorSendingBroadcastMessage: %', sqlerrm;
+  end;
+end;
+$$;
+
+create or replace function realtime.broadcast_changes(
+  topic_name text, event_name text, operation text, table_name text, table_schema text,
+  new record, old record, level text default 'ROW'
+) returns void
+language plpgsql
+as $$
+declare
+  row_data jsonb := '{}'::jsonb;
+begin
+  if level = 'STATEMENT' then
+    raise exception 'function can only be triggered for each row, not for each statement';
+  end if;
+  if operation = 'INSERT' or operation = 'UPDATE' or operation = 'DELETE' then
+    row_data := jsonb_build_object('old_record', old, 'record', new, 'operation', operation,
+                                   'table', table_name, 'schema', table_schema);
+    perform realtime.send(row_data, event_name, topic_name);
+  else
+    raise exception 'Unexpected operation type: %', operation;
+  end if;
+exception
+  when others then
+    raise exception 'Failed to process the row: %', sqlerrm;
+end;
+$$;
+
+alter function realtime.topic() owner to supabase_realtime_admin;
+alter function realtime.send(jsonb, text, text, boolean) owner to supabase_realtime_admin;
+alter function realtime.broadcast_changes(text, text, text, text, text, record, record, text)
+  owner to supabase_realtime_admin;
+grant execute on function realtime.topic() to postgres, anon, authenticated, service_role;
+
 -- PostgREST schema cache reload on DDL, as the platform installs it ------------------
 create or replace function extensions.pgrst_ddl_watch() returns event_trigger
 language plpgsql

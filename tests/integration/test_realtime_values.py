@@ -109,6 +109,10 @@ def test_binary_broadcast_push_of_supabase_js():
 def test_stream_spec_options_escape_table_names():
     spec = StreamSpec(tables=frozenset({("public", "jobs"), ("we,ird", "t.a b")}), actions=frozenset({"insert"}))
     opts = spec.options()
-    assert opts["add-tables"] == "public.jobs,we\\,ird.t\\.a\\ b" and opts["actions"] == "insert"
-    assert StreamSpec().options()["filter-tables"] == "*.*"
+    # realtime.messages' partitions always stream (broadcast from the database)
+    assert opts["add-tables"] == "public.jobs,we\\,ird.t\\.a\\ b,realtime.*" and opts["actions"] == "insert"
+    assert StreamSpec().options()["add-tables"] == "realtime.*"
     assert "add-tables" not in StreamSpec(all_tables=True).options()
+    # inserts are always decoded (for realtime.messages), whatever the publication publishes
+    assert StreamSpec(tables=frozenset({("public", "jobs")}),
+                      actions=frozenset({"delete"})).options()["actions"] == "delete,insert"

@@ -51,6 +51,11 @@ class Channel:
     broadcast_ack: bool = False
     private: bool = False
     expiry: asyncio.TimerHandle | None = None
+    # Realtime Authorization of a private channel (RLS on realtime.messages), for the
+    # current claims: read decided at join (and again on a new token), write on first send
+    can_read_broadcast: bool = True
+    can_read_presence: bool = True
+    can_write_broadcast: bool | None = None  # None: not asked yet
 
     def __post_init__(self) -> None:
         self.topic_json = orjson.dumps(self.topic).decode()

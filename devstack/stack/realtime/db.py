@@ -1,7 +1,9 @@
 """What the Realtime service asks Postgres: slot lifecycle, publication, table facts, RLS.
 
 Two kinds of connection, both as ``postgres``:
-- a small pool for catalog questions (publication, table metadata, privileges);
+- a small pool for catalog questions (publication, table metadata, privileges) and for
+  Realtime Authorization of private channels (RLS on realtime.messages, asked as the
+  joining role in a transaction that is rolled back);
 - one dedicated connection for visibility checks, which switches ``role`` and
   ``request.jwt.claims`` per subscriber group exactly as PostgREST does for a request.
 
@@ -158,6 +160,83 @@ class Database:
     def forget(self) -> None:
         self._tables.clear()
         self._privs.clear()
+
+    # --- Realtime Authorization (private channels) ----------------------------------
+    async def read_policies(self, role: str, claims_json: str, topic: str) -> tuple[bool, bool]:
+        """(broadcast, presence): may this role with these claims read ``topic``?
+
+        As Supabase Realtime decides it: in a transaction that is rolled back, a
+        ``broadcast`` and a ``presence`` row of the topic are inserted as ``postgres``,
+        then the role, ``request.jwt.claims`` and ``realtime.topic`` are set and the two
+        rows are selected back, so the SELECT policies of realtime.messages decide. A policy
+        that raises counts as no permission. Raises DatabaseUnavailable."""
+        async def check(conn: asyncpg.Connection) -> tuple[bool, bool]:
+            rows = await conn.fetch(
+                """insert into realtime.messages (topic, extension) values ($1, 'broadcast'), ($1, 'presence')
+                   returning id, extension""", topic)
+            ids = {r["extension"]: r["id"] for r in rows}
+            await self._as_role(conn, role, claims_json, topic)
+            seen = await conn.fetch(
+                """select extension from realtime.messages
+                   where topic = $1 and ((extension = 'broadcast' and id = $2) or (extension = 'presence' and id = $3))""",
+                topic, ids["broadcast"], ids["presence"])
+            got = {r["extension"] for r in seen}
+            return "broadcast" in got, "presence" in got
+
+        return await self._rolled_back(check, (False, False), role, topic)
+
+    async def write_policy(self, role: str, claims_json: str, topic: str) -> bool:
+        """May this role with these claims send broadcasts on ``topic``? An INSERT of a
+        ``broadcast`` row of the topic, as the role, in a transaction that is rolled back
+        (Supabase's check): the INSERT policies of realtime.messages decide."""
+        async def check(conn: asyncpg.Connection) -> bool:
+            await self._as_role(conn, role, claims_json, topic)
+            try:
+                async with conn.transaction():  # a savepoint
+                    await conn.execute("insert into realtime.messages (topic, extension) values ($1, 'broadcast')",
+                                       topic)
+            except asyncpg.InsufficientPrivilegeError:
+                return False
+            return True
+
+        return await self._rolled_back(check, False, role, topic)
+
+    @staticmethod
+    async def _as_role(conn: asyncpg.Connection, role: str, claims_json: str, topic: str) -> None:
+        await conn.execute(
+            """select set_config('role', $1, true), set_config('realtime.topic', $2, true),
+                      set_config('request.jwt.claims', $3, true), set_config('request.headers', '{}', true)""",
+            role, topic, claims_json)
+
+    async def _rolled_back(self, check: Any, denied: Any, role: str, topic: str) -> Any:
+        assert self._pool is not None
+        try:
+            async with self._pool.acquire(timeout=QUERY_TIMEOUT_S) as conn:
+                tr = conn.transaction()
+                await tr.start()
+                try:
+                    return await asyncio.wait_for(check(conn), QUERY_TIMEOUT_S)
+                finally:
+                    if not conn.is_closed():
+                        await tr.rollback()
+        except CONNECTION_ERRORS as exc:
+            raise DatabaseUnavailable(f"database unavailable ({type(exc).__name__})") from None
+        except asyncpg.PostgresError as exc:
+            # a policy that raises, an unknown role, no realtime.messages: no permission
+            log.warning("channel authorization for role %s on topic %r failed: %s %s", role, topic,
+                        getattr(exc, "sqlstate", ""), exc)
+            return denied
+
+    async def prune_messages(self, keep_days: int) -> None:
+        """Delete realtime.messages rows older than ``keep_days`` (Supabase drops old
+        partitions); nothing if the table is absent."""
+        try:
+            rows = await self._fetch("select to_regclass('realtime.messages') is not null as ok")
+            if rows and rows[0]["ok"]:
+                await self._fetch("delete from realtime.messages where inserted_at < now() - make_interval(days => $1)",
+                                  keep_days)
+        except asyncpg.PostgresError as exc:
+            log.warning("pruning realtime.messages failed: %s", exc)
 
     # --- slot ---------------------------------------------------------------------------
     async def create_slot(self, slot: str) -> None:

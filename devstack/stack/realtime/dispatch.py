@@ -9,6 +9,14 @@ order of changes is preserved (per table and overall). For each batch:
    tables without RLS go to roles that may SELECT from the table, as Supabase does;
 4. put the frames on the subscribers' queues, then confirm the batch's last commit to the
    slot. A batch whose checks fail because Postgres is away is retried, never dropped.
+
+A DELETE on a table with RLS carries only the primary key in ``old_record``, to every
+subscriber: the row is gone, so no policy can say who may see the rest of it (Supabase's
+rule; filters are still matched against the whole old row). Tables without RLS keep the
+old row their replica identity gives.
+
+Rows inserted into realtime.messages (``realtime.send``) are not postgres_changes: they
+are handed, in stream order, to ``on_broadcast`` (the service broadcasts them).
 """
 
 from __future__ import annotations
@@ -25,13 +33,25 @@ from .channels import Binding, Channel
 from .db import Database, TableInfo
 from .errors import DatabaseUnavailable
 from .protocol import encode_change
-from .replication import Batch, WalStream
+from .replication import Batch, WalStream, is_messages_table
 from .values import commit_timestamp, convert
 
 log = logging.getLogger("rackpilot.realtime.dispatch")
 
 KINDS = {"I": "INSERT", "U": "UPDATE", "D": "DELETE"}
+ACTIONS = {"I": "insert", "U": "update", "D": "delete"}  # the publication's names
 RETRY_S = 0.2  # wait before retrying a batch while Postgres is away (s)
+
+
+@dataclass(frozen=True, slots=True)
+class DbBroadcast:
+    """A row inserted into realtime.messages: a broadcast on ``topic`` from the database."""
+
+    topic: str  # without the realtime: prefix
+    event: str
+    payload: Any
+    private: bool
+    id: str | None
 
 
 @dataclass(eq=False, slots=True)
@@ -46,6 +66,7 @@ class Change:
     old_record: dict[str, Any] | None
     key: tuple | None  # primary key values (wal2json's) of the row to re-read for RLS
     info: TableInfo | None = None
+    match_values: dict[str, Any] | None = None  # what filters see (a DELETE's whole old row)
     targets: dict[Channel, list[int]] = field(default_factory=dict)
     visible: set[Channel] = field(default_factory=set)
     _encoded: dict[Any, str] = field(default_factory=dict)
@@ -83,6 +104,7 @@ class Dispatcher:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.delivered = 0  # frames queued (count), for diagnostics
+        self.on_broadcast = lambda message: None  # set by the service: realtime.messages rows
 
     def start(self, stream: WalStream) -> None:
         self.stream = stream
@@ -127,6 +149,7 @@ class Dispatcher:
         assert self.stream is not None
         spec = self.stream.streaming_spec or self.stream.spec
         changes: list[Change] = []
+        items: list[Change | DbBroadcast] = []  # in stream order
         commit_lsn = 0
         for lsn, msg in batch:
             action = msg.get("action")
@@ -137,7 +160,13 @@ class Dispatcher:
             if kind is None:
                 continue
             schema, table = msg.get("schema", ""), msg.get("table", "")
-            if not spec.covers(schema, table):
+            if is_messages_table(schema, table):
+                if kind == "INSERT":
+                    message = self._db_broadcast(msg)
+                    if message is not None:
+                        items.append(message)
+                continue
+            if not spec.covers(schema, table) or not spec.wants(ACTIONS[action]):
                 continue  # removed from the publication since the stream started
             targets = self.registry.match(schema, table, kind)
             if not targets:
@@ -148,10 +177,14 @@ class Dispatcher:
             self._filter(change, targets)
             if change.targets:
                 changes.append(change)
+                items.append(change)
         if changes:
             await self._decide(changes)
-            for change in changes:
-                self._deliver(change)
+        for item in items:
+            if isinstance(item, Change):
+                self._deliver(item)
+            else:
+                self.on_broadcast(item)
         if commit_lsn:
             self.stream.flush_lsn = max(self.stream.flush_lsn, commit_lsn)
 
@@ -183,13 +216,35 @@ class Dispatcher:
         if pk and kind != "DELETE":
             raw = {c["name"]: c.get("value") for c in msg.get("columns") or ()}
             key = tuple(raw.get(p["name"]) for p in pk)
+        match_values = record
+        if kind == "DELETE":
+            match_values = old
+            if info.rls and old is not None:
+                # the row is gone: RLS cannot say who may see it, so nobody gets more
+                # than its key (Supabase sends the primary key only, to everyone)
+                names = [n for n, _ in info.pk] or [p["name"] for p in pk or ()]
+                old = {n: old[n] for n in names if n in old}
         return Change(schema=schema, table=table, kind=kind, commit_ts=commit_timestamp(msg.get("timestamp")),
-                      columns=columns, types=types, record=record, old_record=old, key=key, info=info)
+                      columns=columns, types=types, record=record, old_record=old, key=key, info=info,
+                      match_values=match_values)
+
+    def _db_broadcast(self, msg: dict) -> DbBroadcast | None:
+        """A realtime.messages insert → a broadcast; None if it lacks what one needs
+        (topic, event, payload, private), as Supabase Realtime skips such rows."""
+        typname = self.db.typname
+        row = {c["name"]: convert(typname(c.get("typeoid"), c.get("type", "text")), c.get("value"))
+               for c in msg.get("columns") or ()}
+        topic, event, payload, private = row.get("topic"), row.get("event"), row.get("payload"), row.get("private")
+        if not isinstance(topic, str) or not isinstance(event, str) or payload is None or private is None:
+            return None
+        msg_id = row.get("id")
+        return DbBroadcast(topic=topic, event=event, payload=payload, private=bool(private),
+                           id=None if msg_id is None else str(msg_id))
 
     @staticmethod
     def _filter(change: Change, targets: list[tuple[Channel, Binding]]) -> None:
         out = change.targets
-        values = change.record if change.kind != "DELETE" else change.old_record
+        values = change.match_values
         for channel, binding in targets:
             flt = binding.filter
             if flt is not None and values is not None:

@@ -48,20 +48,33 @@ class StreamSpec:
     def covers(self, schema: str, table: str) -> bool:
         return self.all_tables or (schema, table) in self.tables
 
+    def wants(self, action: str) -> bool:
+        """Does the publication publish this action (insert, update, delete)?"""
+        return action in self.actions
+
     def options(self) -> dict[str, str]:
+        # inserts are always decoded: rows inserted into realtime.messages (whose
+        # partitions are always streamed, as Supabase Realtime's own publication does)
+        # are broadcasts from the database; the dispatcher drops the published tables'
+        # actions the publication leaves out
         opts = {
             "format-version": "2",
             "include-timestamp": "1",
             "include-type-oids": "1",
             "include-pk": "1",
-            "actions": ",".join(sorted(self.actions)) or "insert",
+            "actions": ",".join(sorted(self.actions | {"insert"})),
         }
         if not self.all_tables:
-            if self.tables:
-                opts["add-tables"] = ",".join(f"{_esc(s)}.{_esc(t)}" for s, t in sorted(self.tables))
-            else:
-                opts["filter-tables"] = "*.*"  # nothing published: only B/C, so the slot still advances
+            tables = [f"{_esc(s)}.{_esc(t)}" for s, t in sorted(self.tables)]
+            opts["add-tables"] = ",".join([*tables, f"{MESSAGES_SCHEMA}.*"])
         return opts
+
+
+MESSAGES_SCHEMA = "realtime"  # realtime.messages and its partitions (messages_*)
+
+
+def is_messages_table(schema: str, table: str) -> bool:
+    return schema == MESSAGES_SCHEMA and (table == "messages" or table.startswith("messages_"))
 
 
 def _esc(name: str) -> str:

@@ -8,6 +8,17 @@ with a ``system`` error and ``phx_close``), client-to-client ``broadcast`` with 
 and ``ack``, and ``system`` messages. Changes come from logical decoding (see
 replication.py and dispatch.py).
 
+Private channels (join config ``private: true``) follow Supabase's Realtime Authorization:
+the join is allowed only if the RLS policies on ``realtime.messages`` let the joining role,
+with its JWT claims and ``realtime.topic()`` set to the channel's topic, SELECT a
+``broadcast`` or ``presence`` row of it; otherwise the join reply is an error
+``Unauthorized: You do not have permissions to read from this Channel topic: <topic>``.
+Broadcasts sent on a private channel need INSERT (asked on the first send, a refused send
+is dropped silently as Supabase does) and reach only private subscribers who may read.
+A new token re-asks; losing read permission closes the channel. Rows inserted into
+realtime.messages (``realtime.send``) are broadcast to their topic's private or public
+channels.
+
 Limits: frames over MAX_FRAME_BYTES get an error reply and are otherwise ignored, as are
 frames that are not JSON or not Phoenix messages; the socket stays open. A client whose
 outgoing queue overflows gets a ``system`` error on each channel and is disconnected.
@@ -27,7 +38,7 @@ from ..asgi import header_dict, send_json
 from ..jwtauth import JWTError
 from .channels import Binding, Channel, Socket, next_binding_id
 from .db import SLOT_PREFIX, Database
-from .dispatch import Dispatcher, Registry
+from .dispatch import DbBroadcast, Dispatcher, Registry
 from .errors import BindingError, DatabaseUnavailable, FilterError, ProtocolError, SlotError
 from .filters import parse_filter
 from .protocol import MAX_FRAME_BYTES, SUPPORTED_VSN, VSN_1, Frame, decode_binary, decode_text, encode, reply
@@ -40,6 +51,8 @@ MAX_BINDINGS_PER_CHANNEL = 100  # postgres_changes bindings per join (count)
 PUBLICATION_POLL_S = 1.0  # how often the publication is re-read for new/removed tables (s)
 JOIN_STREAM_WAIT_S = 5.0  # a join waits this long for the stream to include its tables (s)
 SLOW_CLIENT_GRACE_S = 10.0  # a dropped slow client gets this long to take its error and close (s)
+MESSAGES_KEEP_DAYS = 3  # realtime.messages rows older than this are deleted (days), as Supabase does
+MESSAGES_PRUNE_S = 3600.0  # how often they are looked for (s)
 EVENTS = ("INSERT", "UPDATE", "DELETE", "*")
 WAL_WRITER_DELAY_MAX_MS = 20  # above this the cluster's WAL writer noticeably delays events (ms)
 
@@ -53,6 +66,7 @@ class RealtimeService:
         self.registry = Registry()
         self.registry.on_overflow = self._drop_slow
         self.dispatcher = Dispatcher(self.db, self.registry)
+        self.dispatcher.on_broadcast = self._db_broadcast
         self.stream: WalStream | None = None
         self.sockets: set[Socket] = set()
         self.broadcast_groups: dict[tuple[str, bool], set[Channel]] = {}
@@ -79,6 +93,10 @@ class RealtimeService:
         except TimeoutError:
             raise SlotError(f"the replication stream on slot {self.slot} did not start") from None
         self._watch = asyncio.create_task(self._watch_publication(), name="realtime-publication")
+        try:
+            await self.db.prune_messages(MESSAGES_KEEP_DAYS)
+        except DatabaseUnavailable:
+            pass  # the hourly pass does it
 
     async def shutdown(self) -> None:
         if self._watch is not None:
@@ -99,8 +117,15 @@ class RealtimeService:
             self.db.forget()  # a restart may have come with DDL: re-read table facts
 
     async def _watch_publication(self) -> None:
+        pruned = time.monotonic()
         while True:
             await asyncio.sleep(PUBLICATION_POLL_S)
+            if time.monotonic() - pruned > MESSAGES_PRUNE_S:
+                pruned = time.monotonic()
+                try:
+                    await self.db.prune_messages(MESSAGES_KEEP_DAYS)
+                except DatabaseUnavailable:
+                    pass
             try:
                 await self._sync_publication()
             except DatabaseUnavailable:
@@ -249,7 +274,7 @@ class RealtimeService:
         elif event == "access_token":
             await self._access_token(channel, frame)
         elif event == "broadcast":
-            self._broadcast(channel, frame)
+            await self._broadcast(channel, frame)
         elif event == "heartbeat":
             self._reply(sock, frame, "ok", {})
         else:
@@ -285,6 +310,17 @@ class RealtimeService:
         channel = Channel(socket=sock, topic=frame.topic, join_ref=frame.join_ref or frame.ref, claims=claims,
                           token=token, broadcast_self=bool(broadcast.get("self")),
                           broadcast_ack=bool(broadcast.get("ack")), private=bool(config.get("private")))
+        if channel.private:
+            try:
+                allowed = await self._authorize_read(channel)
+            except DatabaseUnavailable:
+                self._reply(sock, frame, "error", {"reason": "Realtime was unable to connect to the project database"})
+                return
+            if not allowed:
+                self._reply(sock, frame, "error", {
+                    "reason": f"Unauthorized: You do not have permissions to read from this Channel topic: "
+                              f"{channel.sub_topic}"})
+                return
         raw = config.get("postgres_changes") or []
         try:
             bindings = self._parse_bindings(raw)
@@ -390,9 +426,34 @@ class RealtimeService:
         except DatabaseUnavailable:
             self._reply(sock, frame, "error", {"reason": "database unavailable, retry shortly"})
             return
+        if channel.private:
+            before = (channel.can_read_broadcast, channel.can_read_presence)
+            previous = (channel.claims, channel.token)
+            channel.set_claims(claims, token)
+            try:
+                allowed = await self._authorize_read(channel)
+            except DatabaseUnavailable:
+                channel.set_claims(*previous)
+                self._reply(sock, frame, "error", {"reason": "database unavailable, retry shortly"})
+                return
+            if not allowed:
+                self._revoke(channel, f"You do not have permissions to read from this Channel topic: {channel.sub_topic}")
+                return
+            if (before[0] and not channel.can_read_broadcast) or (before[1] and not channel.can_read_presence):
+                self._revoke(channel, f"You no longer have permission to read from this Channel topic: "
+                                      f"{channel.sub_topic}")
+                return
         channel.set_claims(claims, token)
         self._arm_expiry(channel)
         self._reply(sock, frame, "ok", {})
+
+    async def _authorize_read(self, channel: Channel) -> bool:
+        """Ask realtime.messages' policies whether the channel's role and claims may read
+        its topic; records the answer on the channel (write is asked again on next send)."""
+        bcast, presence = await self.db.read_policies(channel.role, channel.claims_json, channel.sub_topic)
+        channel.can_read_broadcast, channel.can_read_presence = bcast, presence
+        channel.can_write_broadcast = None
+        return bcast or presence
 
     def _revoke(self, channel: Channel, message: str) -> None:
         sock = channel.socket
@@ -413,16 +474,35 @@ class RealtimeService:
             channel.expiry = asyncio.get_running_loop().call_later(
                 delay, self._revoke, channel, "Token has expired")
 
-    def _broadcast(self, channel: Channel, frame: Frame) -> None:
+    async def _broadcast(self, channel: Channel, frame: Frame) -> None:
         sock = channel.socket
         payload = frame.payload
         if not isinstance(payload, dict) or not isinstance(payload.get("event"), str):
             self._reply(sock, frame, "error", {"reason": "broadcast payload must be {type, event, payload}"})
             return
+        if channel.private:
+            if channel.can_write_broadcast is None:
+                try:
+                    channel.can_write_broadcast = await self.db.write_policy(
+                        channel.role, channel.claims_json, channel.sub_topic)
+                except DatabaseUnavailable:
+                    log.warning("broadcast on %s dropped: database unavailable", channel.topic)
+                    return
+            if not channel.can_write_broadcast:
+                return  # as Supabase: a send the policies refuse is dropped, with no reply
+            if sock.channels.get(channel.topic) is not channel:
+                return  # left or replaced while the policy was asked
         out = {"type": "broadcast", "event": payload["event"], "payload": payload.get("payload")}
+        self._fan_out(channel.topic, channel.private, out, skip=None if channel.broadcast_self else channel)
+        if channel.broadcast_ack:
+            self._reply(sock, frame, "ok", {})
+
+    def _fan_out(self, topic: str, private: bool, out: dict, skip: Channel | None = None) -> None:
+        """Send a broadcast to the channels of ``topic`` of that kind (private channels
+        only where their user may read broadcasts)."""
         encoded: dict[str, str] = {}
-        for other in list(self.broadcast_groups.get((channel.topic, channel.private), ())):
-            if other is channel and not channel.broadcast_self:
+        for other in list(self.broadcast_groups.get((topic, private), ())):
+            if other is skip or (private and not other.can_read_broadcast):
                 continue
             osock = other.socket
             if osock.dead:
@@ -431,8 +511,13 @@ class RealtimeService:
             if text is None:
                 text = encoded[osock.vsn] = encode(osock.vsn, other.topic, "broadcast", out)
             self._send(osock, text)
-        if channel.broadcast_ack:
-            self._reply(sock, frame, "ok", {})
+
+    def _db_broadcast(self, message: DbBroadcast) -> None:
+        """A realtime.messages row (realtime.send): the frame Supabase Realtime sends."""
+        out: dict[str, Any] = {"type": "broadcast", "event": message.event, "payload": message.payload}
+        if message.id is not None:
+            out["meta"] = {"id": message.id}
+        self._fan_out("realtime:" + message.topic, message.private, out)
 
     # --- bookkeeping ----------------------------------------------------------------------------
     def _unregister(self, channel: Channel) -> None:
