@@ -81,29 +81,18 @@ class Stack:
     def up(self, reset: bool = False) -> list[str]:
         """Start Postgres, bring its schema to the repository's migrations, start the
         gateway. Returns the migration files applied by this call. Nothing is served while
-        the schema differs from the repository: a failure here stops the Postgres this
-        call started and raises."""
-        pg_was_running = self.pg.initialised() and self.pg.running()
-        try:
-            self.pg.init()
-            self.pg.start()
-            self.pg.bootstrap()
-            applied = self.migrate() if reset else self.converge()
-        except PostgresError as exc:
-            self._stop_started_postgres(pg_was_running)
-            raise StackError(str(exc)) from exc
-        except BaseException:
-            self._stop_started_postgres(pg_was_running)
-            raise
-        self.start_gateway()
-        return applied
-
-    def _stop_started_postgres(self, was_running: bool) -> None:
-        if not was_running:
+        the schema differs from the repository: a failure here (or a SIGKILL mid-way, through
+        a watchdog) stops the Postgres and gateway this call started, and raises."""
+        with self._starting():
             try:
-                self.pg.stop()
-            except Exception:  # noqa: BLE001 - the original error is the one to report
-                pass
+                self.pg.init()
+                self.pg.start()
+                self.pg.bootstrap()
+                applied = self.migrate() if reset else self.converge()
+            except PostgresError as exc:
+                raise StackError(str(exc)) from exc
+            self.start_gateway()
+        return applied
 
     # --- schema ------------------------------------------------------------------------
     def schema_status(self) -> migrations.SchemaStatus:
