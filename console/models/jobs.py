@@ -180,14 +180,18 @@ class JobDetail(Observable):
                 if n is not None:
                     self.notices.append(n)
         else:
-            if rec.get("job_id") != self.job_id:
-                return False
             target = {"workflow_executions": self.steps, "job_tasks": self.tasks, "job_blockers": self.blockers}.get(table)
             if target is None:
                 return False
             if kind == "DELETE":
-                target.pop(rec.get("id"), None)
+                # a DELETE on an RLS table carries only the primary key in old_record (as on
+                # Supabase): the row is ours if its id is one we hold
+                if rec.get("id") not in target:
+                    return False
+                del target[rec["id"]]
             else:
+                if rec.get("job_id") != self.job_id:
+                    return False
                 target[record["id"]] = {**target.get(record["id"], {}), **record}
         self.changed()
         return True
