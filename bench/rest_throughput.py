@@ -59,6 +59,8 @@ create policy bench_items_own on public.bench_items for select to authenticated
   using (owner = (select auth.uid()));
 create or replace function public.bench_item_name(p_id uuid) returns text
 language sql stable security invoker as $$ select name from public.bench_items where id = p_id $$;
+-- new functions are executable by their owner only until granted (the platform's default)
+grant execute on function public.bench_item_name(uuid) to authenticated;
 """
 
 LUA = """

@@ -376,7 +376,7 @@ async def test_request_errors_map_to_postgrest_codes(sb):
     assert await _code(sb.table("rest_contract_items").select("*").order("nope")) == "42703"
     assert await _code(sb.table("rest_contract_items").insert({"batch": "x", "name": "y", "nope": 1})) == "PGRST204"
     assert await _code(sb.table("rest_contract_items").select("*").filter("qty", "foo", "1")) == "PGRST100"
-    assert await _code(sb.table("rest_contract_items").select("*, rest_contract_children(*)")) == "PGRST127"
+    assert await _code(sb.table("rest_contract_items").select("*, rest_contract_nope(*)")) == "PGRST200"
 
 
 def test_raw_http_errors(rest_schema, api_url, service_key, anon_key):

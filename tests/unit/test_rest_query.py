@@ -9,6 +9,7 @@ import pytest
 
 from devstack.stack.rest import query as q
 from devstack.stack.rest.errors import (
+    AggregatesNotAllowed,
     NotAcceptable,
     NotImplementedFeature,
     ParseError,
@@ -83,12 +84,16 @@ def test_identifiers_come_only_from_the_cache():
     ([("qty", "eq")], ParseError),
     ([("qty", "is.maybe")], ParseError),
     ([("qty", "in.1,2")], ParseError),
-    ([("qty", "sl.(1,2)")], NotImplementedFeature),
-    ([("name", "fts(english).cat")], NotImplementedFeature),
-    ([("qty", "like(any).{a}")], NotImplementedFeature),
-    ([("select", "*,other(*)")], NotImplementedFeature),
-    ([("select", "...other(*)")], NotImplementedFeature),
-    ([("other.limit", "1")], NotImplementedFeature),
+    ([("qty", "like(some).{a}")], ParseError),
+    ([("qty", "neq(any).{a}")], ParseError),  # PostgREST quantifies eq gt gte lt lte like ilike match imatch
+    ([("qty", "eq(any).1")], ParseError),  # the value is an array literal
+    ([("name", "fts().cat")], ParseError),
+    ([("select", "a:...other(*)")], ParseError),  # a spread takes no alias
+    ([("select", "other!a!b!c(*)")], ParseError),
+    ([("select", "*,other(*")], ParseError),
+    ([("select", "count()")], AggregatesNotAllowed),
+    ([("select", "qty.sum()")], AggregatesNotAllowed),
+    ([("select", "qty->a")], NotImplementedFeature),
     ([("limit", "-1")], ParseError),
     ([("offset", "x")], ParseError),
     ([("order", "qty.sideways")], ParseError),
@@ -99,6 +104,41 @@ def test_identifiers_come_only_from_the_cache():
 def test_bad_queries_are_rejected(pairs, error):
     with pytest.raises(error):
         q.parse_query(pairs)
+
+
+def test_embedding_grammar():
+    """select items nest as PostgREST's grammar: alias:name!hint!inner(...), ...spread(...);
+    dotted keys address the embedded resource by name or alias."""
+    req = q.parse_query([
+        ("select", 'id,site:sites!servers_site_id_fkey!inner(name,...regions(code)),notes(),"we,ird"'),
+        ("site.name", "eq.x"), ("site.regions.order", "code.desc"), ("notes.limit", "2"), ("notes.offset", "1"),
+        ("site.or", "(name.eq.a,name.eq.b)"), ("site.not.and", "(name.eq.c)"), ("order", "site(name).desc,id")])
+    assert req.select == (
+        ("c", "id", None),
+        ("e", "sites", "site", "servers_site_id_fkey", "inner", False,
+         (("c", "name", None), ("e", "regions", None, None, None, True, (("c", "code", None),)))),
+        ("e", "notes", None, None, None, False, ()),
+        ("c", "we,ird", None))
+    assert [f[0] for f in req.nested[("site",)].filters] == ["f", "or", "and"]
+    assert req.nested[("site", "regions")].order == (("code", "desc", "", None),)
+    assert (req.nested[("notes",)].limit, req.nested[("notes",)].offset) == (2, 1)
+    assert req.order == (("name", "desc", "", "site"), ("id", "", "", None))
+    req.bind_embeds(1000)
+    assert req.params[req.embed_max_idx - 1] == "1000"
+    assert req.params[req.nested[("notes",)].limit_idx - 1] == "2"
+
+
+def test_remaining_operators():
+    r = rel()
+    req = q.parse_query([("qty", "sl.[1,5)"), ("qty", "adj.(1,2)"), ("name", "like(any).{a*,*b}"),
+                         ("name", "not.ilike(all).{A*}"), ("qty", "eq(any).{1,2}"), ("name", "fts(english).cat")])
+    sql = q.read_sql(r, req, False, False, req.add("1"), req.add("0"))
+    assert '_t."qty" << ($1[1])::"pg_catalog"."int4"' in sql
+    assert '_t."qty" -|- ($1[2])::"pg_catalog"."int4"' in sql
+    assert '_t."name"::text like any(($1[3])::text[])' in sql and req.params[2] == "{a%,%b}"
+    assert 'not (_t."name"::text ilike all(($1[4])::text[]))' in sql
+    assert '_t."qty" = any(($1[5])::"pg_catalog"."int4"[])' in sql
+    assert '_t."name" @@ to_tsquery(($1[6])::regconfig, $1[7])' in sql and req.params[5:7] == ["english", "cat"]
 
 
 def test_writes():

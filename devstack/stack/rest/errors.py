@@ -16,7 +16,7 @@ class RestError(Exception):
     status = 400
     code = "PGRST000"
 
-    def __init__(self, message: str, details: str | None = None, hint: str | None = None,
+    def __init__(self, message: str, details: Any = None, hint: str | None = None,
                  *, status: int | None = None, code: str | None = None):
         super().__init__(message)
         self.message = message
@@ -113,6 +113,41 @@ class NotImplementedFeature(RestError):
 
     status = 400
     code = "PGRST127"
+
+
+class NoRelationship(RestError):
+    """No foreign-key relationship between a resource and one it embeds (PGRST200)."""
+
+    status = 400
+    code = "PGRST200"
+
+
+class AmbiguousRelationship(RestError):
+    """More than one relationship fits an embedding; details lists them (PGRST201)."""
+
+    status = 300
+    code = "PGRST201"
+
+
+class NotEmbedded(RestError):
+    """A filter, order or limit names a resource the select does not embed (PGRST108)."""
+
+    status = 400
+    code = "PGRST108"
+
+
+class RelatedOrderNotToOne(RestError):
+    """order=rel(col) where rel is not a to-one embedding (PGRST118)."""
+
+    status = 400
+    code = "PGRST118"
+
+
+class AggregatesNotAllowed(RestError):
+    """Aggregate functions in select, off as in PostgREST's default and Supabase's (PGRST123)."""
+
+    status = 400
+    code = "PGRST123"
 
 
 class SingularityError(RestError):

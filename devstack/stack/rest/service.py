@@ -464,10 +464,12 @@ class RestService:
             limit = self.max_rows if limit is None else min(limit, self.max_rows)
             li = req.add(str(limit))
             oi = req.add(str(offset))
-            key = ("r", schema, name, req.select, req.filters, req.order, single, prefer.count, li, oi)
+            req.bind_embeds(self.max_rows)
+            key = ("r", schema, name, req.select, req.filters, req.order, single, prefer.count, li, oi,
+                   req.nested_key(), req.embed_max_idx)
             sql = self._sql_cache.get(key)
             if sql is None:
-                sql = self._remember(key, q.read_sql(rel, req, single, prefer.count, li, oi))
+                sql = self._remember(key, q.read_sql(rel, req, single, prefer.count, li, oi, self.cache))
             return sql, req.params, 200, True, (offset, prefer.count)
 
         body = await _read_json(receive, headers, allow_empty=method == "DELETE")
@@ -491,12 +493,14 @@ class RestService:
             # preference the request is a plain insert, as in PostgREST
             on_conflict = req.on_conflict if prefer.resolution is not None else None
             req.on_conflict = on_conflict
+            req.bind_embeds(self.max_rows)
             key = ("i", schema, name, req.select, columns, on_conflict, prefer.resolution, representation,
-                   single, prefer.count, bi, prefer.missing_default)
+                   single, prefer.count, bi, prefer.missing_default, req.nested_key(), req.embed_max_idx)
             sql = self._sql_cache.get(key)
             if sql is None:
                 sql = self._remember(key, q.insert_sql(rel, req, columns, bi, representation, single,
-                                                       prefer.count, prefer.resolution, prefer.missing_default))
+                                                       prefer.count, prefer.resolution, prefer.missing_default,
+                                                       self.cache))
             return sql, req.params, 201, False, (0, prefer.count) if prefer.count else None
         if method == "PATCH":
             if not isinstance(body, dict):
@@ -504,20 +508,23 @@ class RestService:
             columns = tuple(body)
             bi = req.add(orjson.dumps(body).decode())
             li, oi = self._write_limit(req)
+            req.bind_embeds(self.max_rows)
             key = ("u", schema, name, req.select, req.filters, req.order, columns, representation, single,
-                   prefer.count, bi, li, oi)
+                   prefer.count, bi, li, oi, req.nested_key(), req.embed_max_idx)
             sql = self._sql_cache.get(key)
             if sql is None:
                 sql = self._remember(key, q.update_sql(rel, req, columns, bi, representation, single, prefer.count,
-                                                       li, oi))
+                                                       li, oi, self.cache))
             return sql, req.params, 200, False, (0, prefer.count) if prefer.count else None
         if method == "DELETE":
             li, oi = self._write_limit(req)
+            req.bind_embeds(self.max_rows)
             key = ("d", schema, name, req.select, req.filters, req.order, representation, single, prefer.count,
-                   li, oi)
+                   li, oi, req.nested_key(), req.embed_max_idx)
             sql = self._sql_cache.get(key)
             if sql is None:
-                sql = self._remember(key, q.delete_sql(rel, req, representation, single, prefer.count, li, oi))
+                sql = self._remember(key, q.delete_sql(rel, req, representation, single, prefer.count, li, oi,
+                                                       self.cache))
             return sql, req.params, 200, False, (0, prefer.count) if prefer.count else None
         raise MethodNotAllowed(f"Method {method} is not supported on tables by this REST layer")
 
@@ -560,12 +567,13 @@ class RestService:
         limit = self.max_rows if req.limit is None else min(req.limit, self.max_rows)
         li = req.add(str(limit))
         oi = req.add(str(req.offset))
+        req.bind_embeds(self.max_rows)
         key = ("f", schema, name, id(fn), arg_names, from_json, req.select, req.filters, req.order, single,
-               prefer.count, arg_idx, li, oi)
+               prefer.count, arg_idx, li, oi, req.nested_key(), req.embed_max_idx)
         sql = self._sql_cache.get(key)
         if sql is None:
             sql = self._remember(key, q.rpc_sql(fn, req, arg_names, from_json, arg_idx, single, prefer.count,
-                                                li, oi))
+                                                li, oi, self.cache))
         with_range = (req.offset, prefer.count) if fn.kind in ("setof_row", "setof_scalar") else None
         return sql, req.params, 200, read_only, with_range
 
