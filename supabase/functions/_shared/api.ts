@@ -1,4 +1,4 @@
-import { corsHeaders, HttpError, preflight, readBodyText } from "./http.ts";
+import { corsHeaders, HttpError, preflight, readBodyText, rejectPrototypeKeys } from "./http.ts";
 import { type Schema, validate } from "./validate.ts";
 
 // Request/response plumbing shared by rackpilot's edge functions.
@@ -149,6 +149,7 @@ export async function readJsonObject(req: Request, maxBytes = MAX_BODY_BYTES): P
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
     throw badRequest("invalid_body", "the body must be a JSON object");
   }
+  rejectPrototypeKeys(value);
   checkText(value, "", 0);
   return value as Record<string, unknown>;
 }

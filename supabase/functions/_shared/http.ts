@@ -90,6 +90,50 @@ export async function readBodyText(
 }
 
 /**
+ * Keys that reach JavaScript's prototype machinery when a parsed body is merged, spread or
+ * looked up with `in`: `{"__proto__": {...}}` parses to an own property that
+ * `Object.assign`/`out[k] = v` turn into a new prototype, and `constructor`/`prototype`
+ * answer `k in obj` for every object. No rackpilot API has a field of these names, so a
+ * body holding one anywhere is refused before any code looks at it.
+ */
+export const PROTOTYPE_KEYS: ReadonlySet<string> = new Set(["__proto__", "constructor", "prototype"]);
+
+function pointer(path: string, key: string | number): string {
+  return `${path}/${String(key).replaceAll("~", "~0").replaceAll("/", "~1")}`;
+}
+
+/**
+ * The first prototype key in a parsed JSON value (depth first, document order) and the
+ * JSON pointer of the object holding it, or null. Iterative: a deeply nested body cannot
+ * overflow the stack here.
+ */
+export function findPrototypeKey(value: unknown): { key: string; path: string } | null {
+  const stack: [unknown, string][] = [[value, ""]];
+  while (stack.length) {
+    const [v, path] = stack.pop()!;
+    if (Array.isArray(v)) {
+      for (let i = v.length - 1; i >= 0; i--) stack.push([v[i], pointer(path, i)]);
+    } else if (v !== null && typeof v === "object") {
+      const keys = Object.keys(v);
+      for (const k of keys) if (PROTOTYPE_KEYS.has(k)) return { key: k, path };
+      for (let i = keys.length - 1; i >= 0; i--) stack.push([(v as Record<string, unknown>)[keys[i]], pointer(path, keys[i])]);
+    }
+  }
+  return null;
+}
+
+/** HttpError 400 `forbidden_key`, naming the key and where it is, for a body holding a prototype key. */
+export function rejectPrototypeKeys(value: unknown, what = "the request body"): void {
+  const found = findPrototypeKey(value);
+  if (found) {
+    throw new HttpError(400, "forbidden_key",
+      `${what} holds the key ${JSON.stringify(found.key)}${found.path ? ` at ${found.path}` : ""}; ` +
+        `${[...PROTOTYPE_KEYS].map((k) => JSON.stringify(k)).join(", ")} are not accepted anywhere`,
+      { key: found.key, path: found.path });
+  }
+}
+
+/**
  * The request's JSON body. An empty body gives `undefined` when `allowEmpty`; a body that
  * is not JSON, or larger than `maxBytes`, throws an HttpError (400 / 413).
  */
@@ -106,11 +150,14 @@ export async function readJson(
     if (allowEmpty) return undefined;
     throw new HttpError(400, "bad_json", "Request body is empty; a JSON body is required");
   }
+  let value: unknown;
   try {
-    return JSON.parse(text);
+    value = JSON.parse(text);
   } catch {
     throw new HttpError(400, "bad_json", "Request body is not valid JSON");
   }
+  rejectPrototypeKeys(value);
+  return value;
 }
 
 /**

@@ -4,6 +4,7 @@
 
 import jobSchemas from "./job-schemas.json" with { type: "json" };
 import { badRequest, unprocessable } from "./api.ts";
+import { rejectPrototypeKeys } from "./http.ts";
 import type { Tx } from "./db.ts";
 import {
   type ClusterActivity,
@@ -78,6 +79,9 @@ export interface JobPlan {
 
 /** Structural checks that need no database: body shape, job type, params schema. */
 export function checkRequest(body: Record<string, unknown>): JobRequest {
+  // readJsonObject already refused these; job-control's retry passes params read back
+  // from the database, so check again here (400 naming the key, never a 500)
+  rejectPrototypeKeys(body);
   const issues = validate(CREATE_JOB_SCHEMA, body);
   if (issues.length) throw badRequest("invalid_request", "the request body does not match the create-job schema", { issues });
   const req = body as unknown as JobRequest;

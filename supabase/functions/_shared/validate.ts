@@ -161,10 +161,11 @@ export function validate(schema: Schema, value: unknown, root: Schema = schema, 
   if (isObject(value)) {
     const props = (schema.properties ?? {}) as Record<string, Schema>;
     for (const req of (schema.required ?? []) as string[]) {
-      if (!(req in value)) add(`missing required property ${JSON.stringify(req)}`, ptr(path, req));
+      if (!Object.hasOwn(value, req)) add(`missing required property ${JSON.stringify(req)}`, ptr(path, req));
     }
     for (const [k, v] of Object.entries(value)) {
-      if (k in props) {
+      // own properties only: `k in props` is true for "constructor" and "__proto__"
+      if (Object.hasOwn(props, k)) {
         issues.push(...validate(props[k], v, root, ptr(path, k)));
       } else if (schema.additionalProperties === false) {
         add("unknown property", ptr(path, k));
@@ -217,10 +218,10 @@ export function normalize(schema: Schema, value: unknown, root: Schema = schema)
     const props = schema.properties as Record<string, Schema>;
     const out: Record<string, unknown> = {};
     for (const [k, s] of Object.entries(props)) {
-      if (k in value) out[k] = normalize(s, value[k], root);
+      if (Object.hasOwn(value, k)) out[k] = normalize(s, value[k], root);
       else if ("default" in s) out[k] = structuredClone(s.default);
     }
-    for (const [k, v] of Object.entries(value)) if (!(k in out)) out[k] = v;
+    for (const [k, v] of Object.entries(value)) if (!Object.hasOwn(out, k)) out[k] = v;
     return out;
   }
   return value;
