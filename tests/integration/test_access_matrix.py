@@ -333,7 +333,7 @@ def view_statements(name: str) -> dict[str, tuple[str, tuple]]:
 VIEW_COLUMN = {
     "v_job_stats_by_type": "type", "v_job_stats_by_week": "type", "v_job_stats_by_user": "user_id",
     "v_host_history": "target_name", "v_open_blockers": "kind", "v_executor_health": "name",
-    "v_firmware_compliance": "component",
+    "v_firmware_compliance": "component", "v_job_waits": "waiting_for",
 }
 
 
@@ -431,6 +431,28 @@ def test_access_matrix_matches_policy(txn):
     assert checked == len(policy.cells()) + sum(len(r.select_own) for r in policy.relations.values())
     print(f"\naccess matrix: {checked} cells checked ({len(policy.relations)} relations x {len(policy.roles)} roles "
           f"x {len(OPERATIONS)} operations + select_own)")
+
+
+def test_functions_executable_by_api_roles_match_policy(txn):
+    """policies/access.yaml `functions_executable`: exactly the listed public functions are
+    executable by anon and by authenticated (each is an RPC for them). Trigger functions
+    are left out: they cannot be called, and need no EXECUTE grant to fire."""
+    import yaml
+
+    from devstack.policies import POLICY_DIR
+
+    allowed = yaml.safe_load((POLICY_DIR / "access.yaml").read_text())["functions_executable"]
+    cur = txn
+    for role in ("anon", "authenticated"):
+        cur.execute("""select format('%%s(%%s)', p.proname, oidvectortypes(p.proargtypes))
+                         from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+                        where n.nspname = 'public' and p.prorettype not in ('trigger'::regtype, 'event_trigger'::regtype)
+                          and has_function_privilege(%s, p.oid, 'EXECUTE')""", (role,))
+        live = {r[0].replace(", ", ",") for r in cur.fetchall()}
+        expected = set(allowed.get(role) or {})
+        assert live == expected, (
+            f"{role} may execute functions access.yaml does not allow: {sorted(live - expected)}; "
+            f"allowed there but not executable: {sorted(expected - live)}")
 
 
 def test_credential_ciphertext_is_unreadable_to_every_user_role(txn):

@@ -206,19 +206,46 @@ def test_create_job_refusals(env: FnEnv):
     refused(env, "create-job", {**rolling, "maintenance_window_id": window}, "operator", 409, "rolling_update_in_progress")
 
 
-def test_job_tasks_are_created_only_for_a_job_of_the_same_transaction(env: FnEnv):
-    """The one write the functions make through SECURITY DEFINER cannot be aimed at other jobs."""
-    job = insert_job(env.conn, env.fleet, "pending")
-    op = env.users["operator"]
-    conn = psycopg2.connect(env.stack.pg.dsn())
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute("select set_config('role', 'authenticated', true), "
-                        "set_config('request.jwt.claims', %s, true)", (json.dumps({"sub": op.user_id, "role": "authenticated"}),))
-            with pytest.raises(psycopg2.errors.InsufficientPrivilege, match="inserted in this transaction"):
-                cur.execute("select public.functions_create_job_tasks(%s)", (job,))
-    finally:
-        conn.close()
+def test_the_job_write_path_is_not_an_rpc_for_users(env: FnEnv):
+    """create-job's one write (public.functions_create_job) is for the service role: an
+    operator who calls it directly, or inserts into jobs, is refused; with the operator's
+    claims under the service role (what create-job does after its checks) it still checks
+    the role, the test-only type and the window of a risky type."""
+    op, viewer = env.users["operator"], env.users["viewer"]
+    scope = json.dumps({"targets": [{"kind": "server", "id": env.fleet.standalone_server, "name": "s"}]})
+    args = ("scp_backup", env.fleet.site_a, None, "{}", scope, 50, "", None, None, [])
+    call = ("select public.functions_create_job(%s::public.job_type, %s, %s, %s::jsonb, %s::jsonb, %s::smallint, %s, "
+            "%s, %s, %s::uuid[])")
+
+    def attempt(role: str, uid: str, sql: str, params: tuple):
+        conn = psycopg2.connect(env.stack.pg.dsn())
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute("select set_config('role', %s, true), set_config('request.jwt.claims', %s, true)",
+                            (role, json.dumps({"sub": uid, "role": "authenticated"})))
+                cur.execute(sql, params)
+                return cur.fetchone()
+        finally:
+            conn.close()
+
+    with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+        attempt("authenticated", op.user_id, call, args)
+    with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+        attempt("authenticated", op.user_id, "insert into public.jobs (type, site_id) values ('scp_backup', %s) "
+                "returning id", (env.fleet.site_a,))
+    with pytest.raises(psycopg2.errors.InsufficientPrivilege, match="forbidden"):
+        attempt("service_role", viewer.user_id, call, args)
+    with pytest.raises(psycopg2.errors.InvalidParameterValue, match="selftest"):
+        attempt("service_role", op.user_id, call, ("selftest", *args[1:]))
+    with pytest.raises(psycopg2.errors.RaiseException, match="window_required"):
+        attempt("service_role", op.user_id, call, ("firmware_update", *args[1:]))
+    (job,) = attempt("service_role", op.user_id, call, args)
+    row = q(env.conn, "select j.created_by::text, j.status::text, count(t.id)::int as tasks from public.jobs j "
+                      "join public.job_tasks t on t.job_id = j.id where j.id = %s group by 1, 2", job)[0]
+    assert row == {"created_by": op.user_id, "status": "pending", "tasks": 1}
+    audit = q(env.conn, "select actor_kind, actor_id::text from public.audit_log where table_name = 'jobs' "
+                        "and row_id = %s and action = 'job.created'", str(job))
+    assert audit == [{"actor_kind": "user", "actor_id": op.user_id}]
 
 
 # --- job-control --------------------------------------------------------------------------------

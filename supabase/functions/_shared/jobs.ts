@@ -335,20 +335,26 @@ export async function planJob(tx: Tx, req: JobRequest, now: Date): Promise<JobPl
 }
 
 /**
- * Insert the job (as the caller: RLS and jobs_guard vet it) and its tasks (derived from
- * the job's scope by public.functions_create_job_tasks), in the caller's transaction.
- * ``extraScope`` is merged into the stored scope (retry_of for retries).
+ * Write the planned job and its tasks, in the caller's transaction, after every check above.
+ *
+ * The API roles hold no INSERT on public.jobs (a row written straight through /rest/v1
+ * would skip all of create-job's checks). The one write path is
+ * public.functions_create_job, a SECURITY DEFINER function only the service role may
+ * execute: for that call this transaction switches from `authenticated` to `service_role`
+ * (the caller's JWT claims stay set, so the function checks the operator role and the job
+ * is stamped and audited with the user), then back. ``extraScope`` is merged into the
+ * stored scope (retry_of for retries).
  */
 export async function insertJob(tx: Tx, plan: JobPlan, extraScope: Record<string, unknown> = {}): Promise<string> {
   const scope = { ...plan.scope, ...extraScope };
+  await tx`select set_config('role', 'service_role', true)`;
   const [job] = await tx<{ id: string }[]>`
-    insert into public.jobs (type, site_id, cluster_id, params, scope, priority, description, scheduled_for,
-                             maintenance_window_id, credential_set_ids)
-    values (${plan.type}::public.job_type, ${plan.site_id}, ${plan.cluster_id}, ${tx.json(plan.params as never)},
-            ${tx.json(scope as never)}, ${plan.priority}, ${plan.description}, ${plan.scheduled_for},
-            ${plan.maintenance_window_id}, ${plan.credential_set_ids}::uuid[])
-    returning id`;
-  const [made] = await tx<{ n: number }[]>`select public.functions_create_job_tasks(${job.id}) as n`;
+    select public.functions_create_job(
+      ${plan.type}::public.job_type, ${plan.site_id}::uuid, ${plan.cluster_id}::uuid, ${tx.json(plan.params as never)},
+      ${tx.json(scope as never)}, ${plan.priority}::smallint, ${plan.description}, ${plan.scheduled_for}::timestamptz,
+      ${plan.maintenance_window_id}::uuid, ${plan.credential_set_ids}::uuid[]) as id`;
+  await tx`select set_config('role', 'authenticated', true)`;
+  const [made] = await tx<{ n: number }[]>`select count(*)::int as n from public.job_tasks where job_id = ${job.id}`;
   if (made.n !== plan.tasks.length) throw new Error("task count mismatch");
   return job.id;
 }
