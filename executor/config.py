@@ -41,6 +41,7 @@ smtp_password               secret   (none)                              SMTP pa
 smtp_from                   address  ``rackpilot@localhost``             envelope and header sender
 smtp_timeout                s        10.0                                SMTP connect/command timeout
 audit_anchor_interval       s        300                                 sign the audit chain's lane heads into ``<state_dir>/audit-anchors.jsonl`` this often; 0 disables
+enable_selftest             bool     false                               TESTS ONLY: take ``selftest`` jobs, whose files live in ``<state_dir>/selftest/``
 log_level                   level    INFO                                DEBUG, INFO, WARNING, ERROR
 log_file                    path     (none: stderr)                      also append JSON lines to this file
 ==========================  =======  ==================================  ======================================
@@ -113,6 +114,9 @@ class ExecutorSettings(BaseSettings):
     smtp_timeout: float = Field(default=10.0, gt=0)
 
     audit_anchor_interval: float = Field(default=300.0, ge=0)
+
+    # the selftest job writes files on this host: never on in production
+    enable_selftest: bool = False
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_file: Path | None = None

@@ -2,11 +2,17 @@
 
 A handler module registers its class with :func:`register`; the runner advertises the
 registered types as the executor's capabilities and looks handlers up by ``jobs.type``.
+
+``selftest`` is a test-only handler (it writes files on the executor host, see
+:mod:`executor.handlers.selftest`). It is not among the built-in modules: it is
+registered, and advertised, only when the executor is started with
+``RACKPILOT_ENABLE_SELFTEST=true`` (``enable_selftest`` in :mod:`executor.config`).
 """
 
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from .. import ExecutorError
 from ..steps import JobHandler
@@ -14,10 +20,13 @@ from ..steps import JobHandler
 _REGISTRY: dict[str, type[JobHandler]] = {}
 
 #: modules imported by :func:`load_builtin`; a missing optional module is skipped
-BUILTIN_MODULES = ("executor.handlers.selftest", "executor.handlers.vcenter_sync",
+BUILTIN_MODULES = ("executor.handlers.vcenter_sync",
                    "executor.handlers.rolling_update", "executor.handlers.esxi_upgrade",
                    "executor.handlers.power", "executor.handlers.virtual_media", "executor.handlers.scp_backup",
                    "executor.handlers.firmware", "executor.handlers.ome", "executor.handlers.inventory")
+
+#: job types only an executor started with ``enable_selftest`` takes
+TEST_ONLY_TYPES = frozenset({"selftest"})
 
 
 class UnknownJobType(ExecutorError):
@@ -45,7 +54,21 @@ def job_types() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def load_builtin(modules: tuple[str, ...] = BUILTIN_MODULES) -> list[str]:
+def create(job_type: str, settings: Any = None) -> JobHandler:
+    """A handler instance for ``job_type``; a class with ``from_settings`` is built from the
+    executor's settings (``selftest`` confines its files to the state folder that way)."""
+    cls = get(job_type)
+    factory = getattr(cls, "from_settings", None)
+    return factory(settings) if factory is not None else cls()
+
+
+def load_builtin(modules: tuple[str, ...] = BUILTIN_MODULES, *, enable_selftest: bool = False) -> list[str]:
+    """Import the handler modules and return the job types this executor takes: every
+    registered type, but the test-only ones only with ``enable_selftest``."""
+    if enable_selftest:
+        from .selftest import SelftestHandler
+
+        register(SelftestHandler)
     for name in modules:
         try:
             importlib.import_module(name)
@@ -54,4 +77,4 @@ def load_builtin(modules: tuple[str, ...] = BUILTIN_MODULES) -> list[str]:
                 raise ExecutorError(f"handler module {name} cannot be imported: {exc}") from exc
         except ImportError as exc:
             raise ExecutorError(f"handler module {name} cannot be imported: {exc}") from exc
-    return job_types()
+    return [t for t in job_types() if enable_selftest or t not in TEST_ONLY_TYPES]

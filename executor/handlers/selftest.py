@@ -1,5 +1,11 @@
 """``selftest``: a multi-step job that exercises the step engine without hardware.
 
+It is a test fixture, not an operator job: the executor takes it only when started with
+``RACKPILOT_ENABLE_SELFTEST=true`` (see :mod:`executor.handlers`), and every path it
+touches lies inside ``<state_dir>/selftest/`` (:data:`SELFTEST_FOLDER`): ``counter_file``
+and ``gate_dir`` are relative to that folder, and an absolute path, a ``..`` component or
+a symbolic link leading out of it fails the job before any step runs.
+
 Its target is a *side-effect counter*: an append-only text file (``params.counter_file``)
 on the executor host. Every step appends ``<event> <step> <job_id> <pid>`` lines, so a test can
 count exactly how often each step's effect happened - in particular that no
@@ -21,7 +27,8 @@ restore_guard  cleanup   (cleanup)   sets ``guard=on`` again; runs on every term
 
 Test controls in ``params`` (all optional):
 
-* ``gate_dir`` + ``gates``: at a gate named ``boundary:<step>`` (the safe point before the
+* ``gate_dir`` + ``gates``: (``gate_dir`` relative to the selftest folder, like
+  ``counter_file``; gate names are ``boundary:<step>`` or ``inside:<step>``) at a gate named ``boundary:<step>`` (the safe point before the
   step is recorded as running) or ``inside:<step>`` (inside the step, after its side
   effect), the job writes ``<gate_dir>/<job_id>.<gate>.at`` and waits until
   ``<gate_dir>/<job_id>.<gate>.go`` exists - so a test can kill the executor exactly there.
@@ -40,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -55,11 +63,13 @@ from ..steps import (
     cleanup_step,
     step,
 )
-from . import register
 
 log = logging.getLogger("rackpilot.executor.selftest")
 
 GATE_POLL_S = 0.02  # how often a held gate looks for its release file
+#: the folder under the executor's state_dir that holds every file a selftest job touches
+SELFTEST_FOLDER = "selftest"
+GATE_RE = re.compile(r"^(boundary|inside):[a-z_]{1,64}$")
 
 
 class SelftestError(StepError):
@@ -68,7 +78,7 @@ class SelftestError(StepError):
 
 def _append(path: Path, line: str) -> None:
     # O_APPEND + fsync: each side effect is one durable line even if we are killed right after.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o600)
     try:
         os.write(fd, (line + "\n").encode())
         os.fsync(fd)
@@ -76,29 +86,65 @@ def _append(path: Path, line: str) -> None:
         os.close(fd)
 
 
-@register
+def confined(base_dir: Path, value: Any, field: str, *, folder: bool = False) -> Path:
+    """``value`` as a path inside ``base_dir``; SelftestError for anything that is not a
+    relative path staying inside it (absolute, ``..``, or a symbolic link leading out)."""
+    if not isinstance(value, str) or not value:
+        raise SelftestError(f"params.{field} is required: a path relative to the selftest folder {base_dir}")
+    rel = Path(value)
+    if rel.is_absolute():
+        raise SelftestError(f"params.{field} must be relative to the selftest folder {base_dir}; "
+                            f"absolute paths are refused")
+    if "\x00" in value:
+        raise SelftestError(f"params.{field} holds a NUL character")
+    if ".." in rel.parts:
+        raise SelftestError(f"params.{field} must stay inside the selftest folder {base_dir}; '..' is refused")
+    root = base_dir.resolve()
+    path = (root / rel).resolve()
+    if (path == root and not folder) or not path.is_relative_to(root):
+        raise SelftestError(f"params.{field} leads out of the selftest folder {base_dir} (symbolic link)")
+    return path
+
+
 class SelftestHandler(JobHandler):
+    """Registered only by ``load_builtin(enable_selftest=True)``; never on import."""
+
     job_type = "selftest"
+
+    def __init__(self, base_dir: Path):
+        #: every file this handler reads or writes lies inside this folder
+        self.base_dir = Path(base_dir)
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> SelftestHandler:
+        return cls(Path(settings.state_dir) / SELFTEST_FOLDER)
 
     def validate(self, job: dict[str, Any]) -> None:
         params = job.get("params") or {}
-        counter = params.get("counter_file")
-        if not isinstance(counter, str) or not counter:
-            raise SelftestError("params.counter_file (path of the side-effect counter) is required")
-        if not Path(counter).parent.is_dir():
-            raise SelftestError(f"params.counter_file: folder {Path(counter).parent} does not exist")
+        self.base_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        counter = confined(self.base_dir, params.get("counter_file"), "counter_file")
+        if not counter.parent.is_dir():
+            raise SelftestError(f"params.counter_file: folder {counter.parent} does not exist")
         gates = params.get("gates") or []
         if gates and not params.get("gate_dir"):
             raise SelftestError("params.gates needs params.gate_dir")
+        if params.get("gate_dir") is not None:
+            confined(self.base_dir, params.get("gate_dir"), "gate_dir", folder=True)
+        if not isinstance(gates, list) or not all(isinstance(g, str) and GATE_RE.match(g) for g in gates):
+            raise SelftestError("params.gates: each gate is boundary:<step> or inside:<step>")
 
     # helpers -------------------------------------------------------------------------------
+    def _counter(self, ctx: StepContext, suffix: str = "") -> Path:
+        path = confined(self.base_dir, ctx.params.get("counter_file"), "counter_file")
+        return path.with_name(path.name + suffix) if suffix else path
+
     def _effect(self, ctx: StepContext, event: str) -> None:
-        _append(Path(ctx.params["counter_file"]), f"{event} {ctx.spec.name} {ctx.job_id} {os.getpid()}")
+        _append(self._counter(ctx), f"{event} {ctx.spec.name} {ctx.job_id} {os.getpid()}")
 
     async def _gate(self, ctx: StepContext, gate: str) -> None:
         if gate not in (ctx.params.get("gates") or []):
             return
-        base = Path(ctx.params["gate_dir"]) / f"{ctx.job_id}.{gate}"
+        base = confined(self.base_dir, ctx.params.get("gate_dir"), "gate_dir", folder=True) / f"{ctx.job_id}.{gate}"
         at = Path(f"{base}.at")
         if at.exists():
             return  # a gate holds a job once; the executor that resumes it passes through
@@ -142,7 +188,7 @@ class SelftestHandler(JobHandler):
     @step(90, resumable=True)
     async def disable_guard(self, ctx: StepContext) -> None:
         self._maybe_block(ctx)
-        state = Path(ctx.params["counter_file"] + ".state")
+        state = self._counter(ctx, ".state")
         state.write_text("guard=off\n")
         self._effect(ctx, "run")
         await self._gate(ctx, "inside:disable_guard")
@@ -193,11 +239,11 @@ class SelftestHandler(JobHandler):
         self._effect(ctx, "run")
         await self._gate(ctx, "inside:verify")
         await self._common(ctx)
-        state = Path(ctx.params["counter_file"] + ".state").read_text().strip()
+        state = self._counter(ctx, ".state").read_text().strip()
         return {"state": state}
 
     @cleanup_step(10, only_if_started="disable_guard")
     async def restore_guard(self, ctx: StepContext) -> None:
-        Path(ctx.params["counter_file"] + ".state").write_text("guard=on\n")
+        self._counter(ctx, ".state").write_text("guard=on\n")
         self._effect(ctx, "cleanup")
         await self._gate(ctx, "inside:restore_guard")

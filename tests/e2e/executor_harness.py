@@ -5,7 +5,11 @@ to the stack's gateway with the service key like production. The harness itself 
 database directly as ``postgres`` for assertions, and does the few things only an
 operator or the clock would do: force a lease to expire, run lease recovery, force_resume.
 Jobs are created with a service-role insert through REST (``create-job`` does not take
-the ``selftest`` type, which is not an operator job).
+the ``selftest`` type, which is not an operator job). Executors run with
+``RACKPILOT_ENABLE_SELFTEST=true``, the test-only flag that lets them take it; a selftest
+job's files live in the executor's ``<state_dir>/selftest/``, which the harness links to
+one shared folder (``Harness.selftest_dir``) so that executors taking a job over from one
+another append to the same counter. Paths in selftest params are relative to it.
 """
 
 from __future__ import annotations
@@ -44,6 +48,10 @@ class ExecutorProc:
         self.name = name
         self.dir = harness.tmp / name
         self.dir.mkdir(parents=True, exist_ok=True)
+        state = self.dir / "state"
+        state.mkdir(mode=0o700, exist_ok=True)
+        if not (state / "selftest").is_symlink():
+            (state / "selftest").symlink_to(harness.selftest_dir, target_is_directory=True)
         self.log = self.dir / "executor.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("RACKPILOT_")}
         env.update({
@@ -61,6 +69,7 @@ class ExecutorProc:
             "RACKPILOT_CONTROL_RETRY_MAX": "1",
             "RACKPILOT_NOTIFY_INTERVAL": "0.2",
             "RACKPILOT_NOTIFY_BACKOFF_INITIAL": "0.2",
+            "RACKPILOT_ENABLE_SELFTEST": "true",  # test-only job type; off by default
         })
         env.update({f"RACKPILOT_{k.upper()}": str(v) for k, v in settings.items()})
         self.env = env
@@ -98,6 +107,9 @@ class Harness:
         self.stack = stack
         self.env = stack.env()
         self.tmp = tmp
+        #: every executor's <state_dir>/selftest links here; selftest params are relative to it
+        self.selftest_dir = tmp / "selftest"
+        self.selftest_dir.mkdir(mode=0o700, exist_ok=True)
         self.procs: list[ExecutorProc] = []
         self.site_name = f"exec-{uuid.uuid4().hex[:10]}"
         self.client = create_client(self.env["SUPABASE_URL"], self.env["SUPABASE_SERVICE_ROLE_KEY"])

@@ -43,14 +43,14 @@ def harness(stack):
 
 def test_crash_matrix_kill9_at_every_boundary_and_inside_every_step(harness):
     h = harness
-    gates = h.tmp / "gates"
+    gates = h.selftest_dir / "gates"
     gates.mkdir()
     a = h.spawn("exec-a", max_concurrent_jobs=len(POINTS) + 2)
     a.wait_log("registered")
     jobs: dict[str, str] = {}
     for point in POINTS:
-        counter = h.tmp / f"{point.replace(':', '_')}.counter"
-        jobs[point] = h.create_job({"counter_file": str(counter), "gate_dir": str(gates), "gates": [point],
+        counter = h.selftest_dir / f"{point.replace(':', '_')}.counter"
+        jobs[point] = h.create_job({"counter_file": counter.name, "gate_dir": gates.name, "gates": [point],
                                     "wait_ticks": 3, "tick_seconds": 0.02})
     # every job is held exactly at its crash point
     wait_until(lambda: all((gates / f"{jobs[p]}.{p}.at").exists() for p in POINTS), 60, "all crash points")
@@ -79,7 +79,7 @@ def test_crash_matrix_kill9_at_every_boundary_and_inside_every_step(harness):
     a_pid, b_pid = a.proc.pid, b.proc.pid
     for point, job_id in jobs.items():
         kind, step = point.split(":")
-        counter = h.tmp / f"{point.replace(':', '_')}.counter"
+        counter = h.selftest_dir / f"{point.replace(':', '_')}.counter"
         fx = effects(counter)
         applied = [(s, pid) for e, s, _, pid in fx if e == "apply"]
         # invariant 6: no non-resumable step ever ran twice
@@ -114,13 +114,13 @@ def test_fenced_executor_stops_and_writes_nothing(harness, route):
     write is refused for a stale epoch. Either way it stops and writes nothing more.
     """
     h = harness
-    gates = h.tmp / "gates"
+    gates = h.selftest_dir / "gates"
     gates.mkdir()
-    counter = h.tmp / "fence.counter"
+    counter = h.selftest_dir / "fence.counter"
     a = h.spawn("fence-a", heartbeat_interval=9, recovery_interval=60, max_concurrent_jobs=1,
                 realtime_enabled=str(route == "realtime").lower())
     a.wait_log("registered")
-    job_id = h.create_job({"counter_file": str(counter), "gate_dir": str(gates), "gates": ["inside:wait_ready"],
+    job_id = h.create_job({"counter_file": counter.name, "gate_dir": gates.name, "gates": ["inside:wait_ready"],
                            "wait_ticks": 3, "tick_seconds": 0.05})
     wait_until(lambda: (gates / f"{job_id}.inside:wait_ready.at").exists(), 30, "A inside wait_ready")
     epoch_a = h.job(job_id)["lease_epoch"]

@@ -118,9 +118,9 @@ def test_job_end_to_end_via_realtime_with_credentials_and_notifications(harness,
                     "values (%s, 'idrac-root', 'idrac', 'root', %s, %s) returning id", h.site_id,
                     json.dumps(envelope), key["key_id"])["id"]
 
-    counter = h.tmp / "e2e.counter"
+    counter = h.selftest_dir / "e2e.counter"
     t0 = time.time()
-    job_id = h.create_job({"counter_file": str(counter), "credential_id": str(cred_id), "wait_ticks": 20,
+    job_id = h.create_job({"counter_file": counter.name, "credential_id": str(cred_id), "wait_ticks": 20,
                            "tick_seconds": 0.05}, credential_set_ids=[str(cred_id)])
     job = h.wait_status(job_id, ("completed", "failed"), timeout=20)
     assert job["status"] == "completed", job["error"]
@@ -177,8 +177,8 @@ def test_control_plane_faults_lose_no_step_report(harness):
     h = harness
     a = h.spawn("faults-a")
     a.wait_log("registered")
-    counter = h.tmp / "faults.counter"
-    job_id = h.create_job({"counter_file": str(counter), "step_seconds": 1.0})
+    counter = h.selftest_dir / "faults.counter"
+    job_id = h.create_job({"counter_file": counter.name, "step_seconds": 1.0})
     wait_until(lambda: any(s["step_key"] == "disable_guard" and s["status"] == "running" for s in h.steps(job_id)),
                20, "disable_guard running")
     h.stack.pg.restart()
@@ -205,8 +205,8 @@ def test_sigterm_hands_the_job_back_at_a_safe_point(harness):
     h = harness
     a = h.spawn("term-a", shutdown_grace=10)
     a.wait_log("registered")
-    counter = h.tmp / "term.counter"
-    job_id = h.create_job({"counter_file": str(counter), "step_seconds": 0.5})
+    counter = h.selftest_dir / "term.counter"
+    job_id = h.create_job({"counter_file": counter.name, "step_seconds": 0.5})
     wait_until(lambda: any(s["step_key"] == "apply_a" and s["status"] == "running" for s in h.steps(job_id)),
                20, "apply_a running")
     assert a.terminate() == 0
@@ -223,12 +223,12 @@ def test_sigterm_hands_the_job_back_at_a_safe_point(harness):
 @pytest.mark.parametrize("request_kind", ["cancel", "pause"])
 def test_operator_cancel_and_pause_are_honoured_at_a_safe_point(harness, request_kind):
     h = harness
-    gates = h.tmp / "gates"
+    gates = h.selftest_dir / "gates"
     gates.mkdir()
-    counter = h.tmp / "op.counter"
+    counter = h.selftest_dir / "op.counter"
     a = h.spawn(f"op-{request_kind}")
     a.wait_log("registered")
-    job_id = h.create_job({"counter_file": str(counter), "gate_dir": str(gates), "gates": ["inside:apply_a"]})
+    job_id = h.create_job({"counter_file": counter.name, "gate_dir": gates.name, "gates": ["inside:apply_a"]})
     wait_until(lambda: (gates / f"{job_id}.inside:apply_a.at").exists(), 20, "apply_a in flight")
     column = {"cancel": "cancel_requested_at", "pause": "pause_requested_at"}[request_kind]
     h.query(f"update public.jobs set {column} = now() where id = %s", job_id)
@@ -253,8 +253,8 @@ def test_blockers_pause_the_job_and_it_resumes_after_resolution(harness):
     h = harness
     a = h.spawn("blk-a")
     a.wait_log("registered")
-    counter = h.tmp / "blk.counter"
-    job_id = h.create_job({"counter_file": str(counter), "block_at": "apply_b"})
+    counter = h.selftest_dir / "blk.counter"
+    job_id = h.create_job({"counter_file": counter.name, "block_at": "apply_b"})
     job = h.wait_status(job_id, ("paused",), timeout=20)
     assert job["pause_reason"] == "blockers"
     blockers = h.query("select id, kind, description, status from public.job_blockers where job_id = %s", job_id)

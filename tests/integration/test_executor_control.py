@@ -34,10 +34,12 @@ def site(db_url):
     return name, str(site_id)
 
 
-def make_executor(supabase_env, site_name: str, name: str, tmp_path) -> Executor:
+def make_executor(supabase_env, site_name: str, name: str, tmp_path, enable_selftest: bool = True) -> Executor:
+    # these tests drive selftest jobs: the executor takes them only with the test-only flag
     s = ExecutorSettings(supabase_url=supabase_env["SUPABASE_URL"],
                          supabase_key=supabase_env["SUPABASE_SERVICE_ROLE_KEY"], site=site_name,
-                         executor_name=name, state_dir=tmp_path / name, control_retry_max=0.5)
+                         executor_name=name, state_dir=tmp_path / name, control_retry_max=0.5,
+                         enable_selftest=enable_selftest)
     keys, _ = load_or_create(s.key_path)
     return Executor(s, keys, control=ControlPlane(s))
 
@@ -67,6 +69,28 @@ async def test_register_is_idempotent_and_writes_are_fenced_after_release(supaba
     # a bad argument is a permanent refusal with the database's own words, not a retry loop
     with pytest.raises(Rejected, match="invalid_argument"):
         await ex.control.call("report_executor_metrics", {"p_executor_id": ex.executor_id, "p_metrics": [1]})
+    await ex.control.close()
+
+
+async def test_an_executor_without_the_selftest_flag_neither_advertises_nor_claims_selftest(supabase_env, db_url, site,
+                                                                                          tmp_path):
+    ex = make_executor(supabase_env, site[0], "ctl-noself", tmp_path, enable_selftest=False)
+    assert "selftest" not in ex.job_types
+    await ex.register()
+    row = q(db_url, "select job_types from public.executors where id = %s", ex.executor_id)[0]
+    assert "selftest" not in row["job_types"] and "firmware_update" in row["job_types"]
+    job_id = q(db_url, "insert into public.jobs (type, site_id, params) values ('selftest', %s, %s) returning id",
+               site[1], '{"counter_file": "/etc/rackpilot-selftest-probe"}')[0]["id"]
+    assert await ex.control.call("claim_jobs", {"p_executor_id": ex.executor_id, "p_max": 5}) == []
+    assert q(db_url, "select status from public.jobs where id = %s", job_id)[0]["status"] == "pending"
+    # and were one handed to it anyway, it fails the job without running a step
+    q(db_url, "update public.executors set job_types = null where id = %s", ex.executor_id)
+    claimed = await ex.control.call("claim_jobs", {"p_executor_id": ex.executor_id, "p_max": 5})
+    assert [str(c["job_id"]) for c in claimed] == [str(job_id)]
+    await ex._run_job(LeasedJob(ex, claimed[0]))
+    job = q(db_url, "select status, error from public.jobs where id = %s", job_id)[0]
+    assert job["status"] == "failed" and "does not take job type 'selftest'" in job["error"]
+    assert q(db_url, "select count(*) as n from public.workflow_executions where job_id = %s", job_id)[0]["n"] == 0
     await ex.control.close()
 
 

@@ -31,7 +31,8 @@ MAIN = ["preflight", "disable_guard", "apply_a", "wait_ready", "apply_b", "verif
 
 
 def make_store(tmp_path: Path, **params) -> DoubleJobStore:
-    params.setdefault("counter_file", str(tmp_path / "counter"))
+    # selftest paths are relative to its folder (SelftestHandler(tmp_path) here)
+    params.setdefault("counter_file", "counter")
     return DoubleJobStore({"id": "job-1", "type": "selftest", "params": params})
 
 
@@ -42,7 +43,7 @@ def effects(tmp_path: Path) -> list[str]:
 
 async def test_happy_path_runs_steps_in_priority_order_and_cleans_up(tmp_path):
     store = make_store(tmp_path)
-    out = await StepEngine().run(SelftestHandler(), store.session())
+    out = await StepEngine().run(SelftestHandler(tmp_path), store.session())
     assert out.status == "completed" and out.steps_run == MAIN
     assert [w[2] for w in store.writes if w[1] == "step" and w[3] == COMPLETED] == [*MAIN, "restore_guard"]
     assert effects(tmp_path) == ["run preflight", "run disable_guard", "apply apply_a", "run wait_ready",
@@ -63,7 +64,7 @@ async def test_resume_continues_after_last_completed_step_with_saved_progress(tm
                                  "details": {"attempt": 1, "progress": {"marker": 4}}}
     (tmp_path / "counter.state").write_text("guard=off\n")
     store.epoch = 2  # a new claim
-    out = await StepEngine().run(SelftestHandler(), store.session())
+    out = await StepEngine().run(SelftestHandler(tmp_path), store.session())
     assert out.status == "completed" and out.steps_run == ["wait_ready", "apply_b", "verify"]
     assert "apply apply_a" not in effects(tmp_path)  # not re-run
     assert store.steps["wait_ready"]["details"]["attempt"] == 2
@@ -76,7 +77,7 @@ async def test_interrupted_non_resumable_step_is_never_rerun_and_cleanup_runs(tm
     for i, name in enumerate(MAIN[:4]):
         store.steps[name] = {"name": name, "step_index": i, "status": COMPLETED, "details": {"attempt": 1}}
     store.steps["apply_b"] = {"name": "apply_b", "step_index": 4, "status": RUNNING, "details": {"attempt": 1}}
-    out = await StepEngine().run(SelftestHandler(), store.session())
+    out = await StepEngine().run(SelftestHandler(tmp_path), store.session())
     assert out.status == "failed" and "not resumable" in out.error
     assert effects(tmp_path) == ["cleanup restore_guard"]
     assert store.finish_args["status"] == "failed"
@@ -84,7 +85,7 @@ async def test_interrupted_non_resumable_step_is_never_rerun_and_cleanup_runs(tm
 
 async def test_failure_records_error_and_runs_cleanup(tmp_path):
     store = make_store(tmp_path, fail_at="apply_b")
-    out = await StepEngine().run(SelftestHandler(), store.session())
+    out = await StepEngine().run(SelftestHandler(tmp_path), store.session())
     assert out.status == "failed"
     assert store.steps["apply_b"]["status"] == FAILED
     assert "failed on request" in store.steps["apply_b"]["details"]["error"]
@@ -94,14 +95,14 @@ async def test_failure_records_error_and_runs_cleanup(tmp_path):
 
 async def test_cleanup_only_if_its_step_started(tmp_path):
     store = make_store(tmp_path, fail_at="preflight")
-    out = await StepEngine().run(SelftestHandler(), store.session())
+    out = await StepEngine().run(SelftestHandler(tmp_path), store.session())
     assert out.status == "failed"
     assert "cleanup restore_guard" not in effects(tmp_path)
 
 
 async def test_blockers_pause_without_cleanup_then_resume_reruns_the_step(tmp_path):
     store = make_store(tmp_path, block_at="apply_a")
-    out = await StepEngine().run(SelftestHandler(), store.session())
+    out = await StepEngine().run(SelftestHandler(tmp_path), store.session())
     assert out.status == "paused" and store.status == "paused"
     reason, blockers = store.pause_args
     assert reason == "blockers" and blockers[0]["kind"] == "other"
@@ -109,7 +110,7 @@ async def test_blockers_pause_without_cleanup_then_resume_reruns_the_step(tmp_pa
     assert "cleanup restore_guard" not in effects(tmp_path)
     # the operator resolves; the job is claimed again
     store.epoch += 1
-    out = await StepEngine().run(SelftestHandler(), store.session())
+    out = await StepEngine().run(SelftestHandler(tmp_path), store.session())
     assert out.status == "completed" and out.steps_run == MAIN[2:]
     assert effects(tmp_path).count("apply apply_a") == 1  # blocked before its side effect
     assert store.steps["apply_a"]["details"]["attempt"] == 2
@@ -118,7 +119,8 @@ async def test_blockers_pause_without_cleanup_then_resume_reruns_the_step(tmp_pa
 class Hooked(SelftestHandler):
     """Selftest with a hook at each safe point (for cancel and fencing)."""
 
-    def __init__(self, at: str, action):
+    def __init__(self, at: str, action, base_dir: Path):
+        super().__init__(base_dir)
         self.at, self.action = at, action
 
     async def before_step(self, ctx: StepContext, spec) -> None:
@@ -128,7 +130,7 @@ class Hooked(SelftestHandler):
 
 async def test_cancel_is_honoured_only_at_a_safe_point(tmp_path):
     store = make_store(tmp_path)
-    out = await StepEngine().run(Hooked("apply_b", lambda: setattr(store, "cancel", True)), store.session())
+    out = await StepEngine().run(Hooked("apply_b", lambda: setattr(store, "cancel", True), tmp_path), store.session())
     assert out.status == "cancelled"
     # apply_b's safe point came after the request: it never ran; later steps are skipped
     assert "apply apply_b" not in effects(tmp_path)
@@ -146,7 +148,7 @@ async def test_cancel_interrupts_an_abortable_wait(tmp_path):
         store.cancel = True
 
     task = asyncio.create_task(cancel_soon())
-    out = await StepEngine().run(SelftestHandler(), store.session())
+    out = await StepEngine().run(SelftestHandler(tmp_path), store.session())
     await task
     assert out.status == "cancelled"
     assert store.steps["wait_ready"]["status"] == SKIPPED
@@ -160,7 +162,7 @@ async def test_fenced_session_stops_and_writes_nothing_more(tmp_path):
         store.epoch += 1
 
     session = store.session()
-    out = await StepEngine().run(Hooked("apply_b", steal), session)
+    out = await StepEngine().run(Hooked("apply_b", steal, tmp_path), session)
     assert out.status == "fenced"
     assert all(w[0] == 1 for w in store.writes)
     assert store.finish_args is None
@@ -170,13 +172,13 @@ async def test_fenced_session_stops_and_writes_nothing_more(tmp_path):
 async def test_stalled_wait_fails_but_a_slow_one_only_notices(tmp_path):
     stalled = make_store(tmp_path, wait_ticks=50, tick_seconds=0.01, stall_after=2)
     policy = SafetyPolicy({"step_timeouts": {"wait_ready": {"timeout": 30, "stall": 0.2}}})
-    out = await StepEngine(policy).run(SelftestHandler(), stalled.session())
+    out = await StepEngine(policy).run(SelftestHandler(tmp_path), stalled.session())
     assert out.status == "failed" and "no progress" in out.error
     assert stalled.steps["wait_ready"]["details"]["error_class"] == "StepStalled"
 
     slow = make_store(tmp_path, wait_ticks=20, tick_seconds=0.02)
     policy = SafetyPolicy({"step_timeouts": {"wait_ready": {"timeout": 30, "stall": 5, "expected": 0.1}}})
-    out = await StepEngine(policy).run(SelftestHandler(), slow.session())
+    out = await StepEngine(policy).run(SelftestHandler(tmp_path), slow.session())
     assert out.status == "completed"
     assert [n[0] for n in slow.notices] == ["job_slow"]
 
@@ -184,7 +186,7 @@ async def test_stalled_wait_fails_but_a_slow_one_only_notices(tmp_path):
 async def test_step_timeout_from_policy(tmp_path):
     store = make_store(tmp_path, step_seconds=0.5)
     policy = SafetyPolicy({"job_types": {"selftest": {"step_timeouts": {"preflight": {"timeout": 0.1}}}}})
-    out = await StepEngine(policy).run(SelftestHandler(), store.session())
+    out = await StepEngine(policy).run(SelftestHandler(tmp_path), store.session())
     assert out.status == "failed" and "timeout" in out.error
     assert store.steps["preflight"]["details"]["error_class"] == "StepTimeout"
 
@@ -192,7 +194,7 @@ async def test_step_timeout_from_policy(tmp_path):
 async def test_draining_releases_the_job_at_a_safe_point(tmp_path):
     store = make_store(tmp_path)
     session = store.session()
-    out = await StepEngine().run(Hooked("apply_a", lambda: setattr(session, "draining", True)), session)
+    out = await StepEngine().run(Hooked("apply_a", lambda: setattr(session, "draining", True), tmp_path), session)
     # draining is noticed at apply_a's safe point: apply_a never starts
     assert out.status == "released" and store.released
     assert store.steps["disable_guard"]["status"] == COMPLETED and "apply_a" not in store.steps
@@ -201,7 +203,7 @@ async def test_draining_releases_the_job_at_a_safe_point(tmp_path):
 
 async def test_bad_params_fail_before_any_step(tmp_path):
     store = DoubleJobStore({"id": "j", "type": "selftest", "params": {}})
-    out = await StepEngine().run(SelftestHandler(), store.session())
+    out = await StepEngine().run(SelftestHandler(tmp_path), store.session())
     assert out.status == "failed" and "counter_file" in out.error and store.steps == {}
 
 
@@ -243,10 +245,10 @@ def test_plan_errors_are_specific():
 async def test_step_cut_off_past_the_shutdown_grace_is_recorded(tmp_path, step_name, resumable):
     """Past the grace the runner cancels the job task: the step says so; a resumable one is
     handed back, a non-resumable one keeps its lease for recovery to pause as executor_lost."""
-    store = make_store(tmp_path, wait_ticks=100_000, tick_seconds=0.01, gate_dir=str(tmp_path),
+    store = make_store(tmp_path, wait_ticks=100_000, tick_seconds=0.01, gate_dir=".",
                        gates=[f"inside:{step_name}"])
     session = store.session()
-    task = asyncio.create_task(StepEngine().run(SelftestHandler(), session))
+    task = asyncio.create_task(StepEngine().run(SelftestHandler(tmp_path), session))
     while not (tmp_path / f"job-1.inside:{step_name}.at").exists():
         await asyncio.sleep(0.005)
     session.draining = True
@@ -256,3 +258,57 @@ async def test_step_cut_off_past_the_shutdown_grace_is_recorded(tmp_path, step_n
     row = store.steps[step_name]
     assert row["status"] == RUNNING and row["details"]["interrupted"] == "executor shutdown"
     assert store.released is resumable and store.finish_args is None
+
+
+# --- selftest is a test fixture: off by default, and its files stay in its folder ----------
+def test_selftest_is_registered_only_with_its_flag(tmp_path, monkeypatch):
+    from executor import handlers
+    from executor.config import ExecutorSettings
+
+    handlers.load_builtin()  # the built-in modules register on import, once per process
+    # this process's registry as a fresh executor's would be (another test may have enabled selftest)
+    monkeypatch.setattr(handlers, "_REGISTRY", {k: v for k, v in handlers._REGISTRY.items() if k != "selftest"})
+    assert "selftest" not in handlers.load_builtin()
+    with pytest.raises(handlers.UnknownJobType):
+        handlers.get("selftest")
+    base = {"supabase_url": "http://127.0.0.1:1", "supabase_key": "k", "site": "s", "state_dir": tmp_path}
+    assert ExecutorSettings(**base).enable_selftest is False  # the default
+    monkeypatch.setenv("RACKPILOT_ENABLE_SELFTEST", "true")
+    on = ExecutorSettings(**base)
+    assert on.enable_selftest is True
+    assert "selftest" in handlers.load_builtin(enable_selftest=on.enable_selftest)
+    handler = handlers.create("selftest", on)
+    assert handler.base_dir == tmp_path / "selftest"
+    # once registered in this process, an executor without the flag still does not take it
+    assert "selftest" not in handlers.load_builtin()
+
+
+@pytest.mark.parametrize("params,why", [
+    ({"counter_file": "/tmp/counter"}, "absolute paths are refused"),
+    ({"counter_file": "../counter"}, "'..' is refused"),
+    ({"counter_file": "sub/../../counter"}, "'..' is refused"),
+    ({"counter_file": "."}, "leads out of the selftest folder"),
+    ({"counter_file": "link/counter"}, "leads out of the selftest folder"),
+    ({"counter_file": "counter", "gate_dir": "/tmp", "gates": ["boundary:apply_a"]}, "absolute paths are refused"),
+    ({"counter_file": "counter", "gate_dir": "..", "gates": ["boundary:apply_a"]}, "'..' is refused"),
+    ({"counter_file": "counter", "gate_dir": ".", "gates": ["inside:../../x"]}, "each gate is"),
+])
+async def test_selftest_paths_are_confined_to_its_folder(tmp_path, params, why):
+    base = tmp_path / "state" / "selftest"
+    base.mkdir(parents=True)
+    (tmp_path / "outside").mkdir()
+    (base / "link").symlink_to(tmp_path / "outside")
+    store = DoubleJobStore({"id": "j", "type": "selftest", "params": params})
+    out = await StepEngine().run(SelftestHandler(base), store.session())
+    assert out.status == "failed" and why in out.error, out.error
+    assert store.steps == {}  # refused before any step ran
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["link", "outside", "selftest", "state"]
+
+
+async def test_selftest_relative_paths_land_in_its_folder(tmp_path):
+    base = tmp_path / "selftest"  # created on first use
+    store = DoubleJobStore({"id": "j", "type": "selftest", "params": {"counter_file": "c"}})
+    out = await StepEngine().run(SelftestHandler(base), store.session())
+    assert out.status == "completed"
+    assert sorted(p.name for p in base.iterdir()) == ["c", "c.state"]
+    assert oct(base.stat().st_mode & 0o777) == "0o700"
