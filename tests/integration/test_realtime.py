@@ -232,13 +232,29 @@ async def test_event_kinds_and_filters(db, clients, service_key):
     assert [r["id"] for r in rows(lt)] == [small]
 
 
-async def test_invalid_bindings_are_refused(clients, service_key):
+async def test_invalid_bindings_are_refused(db, clients, service_key):
     client = clients(service_key)
-    for binding in ({"table": "rt_test_items", "filter": "qty=like.5"},
-                    {"table": "rt_test_items", "filter": "nosuchcol=eq.1"},
-                    {"table": "rt_test_no_such_table"}):
+    # a filter the local stack cannot parse: the join itself is refused
+    _, _, states = await subscribe(client, f"rt-bad-{uuid.uuid4().hex[:6]}",
+                                   [{"table": "rt_test_items", "filter": "qty=like.5"}])
+    assert states and states[0][0] == RealtimeSubscribeStates.CHANNEL_ERROR
+    # what Supabase's subscription check refuses: an ok join, then a system error
+    # (the client reports CHANNEL_ERROR) with Supabase's message
+    for binding, message in (
+            ({"table": "rt_test_items", "filter": "nosuchcol=eq.1"},
+             "Unable to subscribe to changes with given parameters. An exception happened so please check your "
+             "connect parameters: [event: *, schema: public, table: rt_test_items, filters: "
+             '[{"nosuchcol", "eq", "1", false}], select: nil]. Exception: ERROR P0001 (raise_exception) '
+             "invalid column for filter nosuchcol"),
+            ({"table": "rt_test_no_such_table", "event": "INSERT"},
+             "Unable to subscribe to changes with given parameters. Please check Realtime is enabled for the given "
+             "connect parameters: [event: INSERT, schema: public, table: rt_test_no_such_table, filters: [], "
+             "select: nil]")):
         _, _, states = await subscribe(client, f"rt-bad-{uuid.uuid4().hex[:6]}", [binding])
-        assert states and states[0][0] == RealtimeSubscribeStates.CHANNEL_ERROR, binding
+        await wait_until(lambda s=states: len(s) >= 2, what=lambda s=states: s)
+        assert states[0][0] == RealtimeSubscribeStates.SUBSCRIBED, binding
+        assert states[1][0] == RealtimeSubscribeStates.CHANNEL_ERROR
+        assert json.loads(str(states[1][1]))["message"] == message
     for ch in list(client.channels.values()):
         await ch.unsubscribe()
 
@@ -288,15 +304,43 @@ async def test_policy_error_for_one_subscriber_spares_the_others(db, clients, an
         await db.execute("drop table public.rt_test_fragile")
 
 
-async def test_table_outside_publication_is_silent(db, clients, service_key):
+async def test_table_outside_publication_is_reported(db, clients, service_key):
+    """As Supabase: the join is ok, then a system error names the binding, and the
+    channel's postgres_changes fail as a whole (its published table too)."""
     client = clients(service_key)
-    _, events, states = await subscribe(client, "rt-hidden", [{"table": "rt_test_hidden"}, {"table": "rt_test_items"}])
-    assert states[0][0] == RealtimeSubscribeStates.SUBSCRIBED
+    ch = client.channel("rt-hidden")
+    events: list[dict] = []
+    system: list = []
+    states: list = []
+    ch.on_postgres_changes("*", callback=events.append, table="rt_test_hidden", schema="public")
+    ch.on_postgres_changes("*", callback=events.append, table="rt_test_items", schema="public")
+    ch.on_system(system.append)
+    await ch.subscribe(lambda st, err: states.append((st, err)))
+    await wait_until(lambda: len(states) >= 2, what=lambda: states)
+    assert [st for st, _ in states[:2]] == [RealtimeSubscribeStates.SUBSCRIBED, RealtimeSubscribeStates.CHANNEL_ERROR]
+    err = json.loads(str(states[1][1]))
+    assert err == {"channel": "rt-hidden", "extension": "postgres_changes", "status": "error", "message":
+                   "Unable to subscribe to changes with given parameters. Please check Realtime is enabled for the "
+                   "given connect parameters: [event: *, schema: public, table: rt_test_hidden, filters: [], "
+                   "select: nil]"}
+    assert system == []  # no "Subscribed to PostgreSQL"
+    _, witness, _ = await subscribe(clients(service_key), "rt-hidden-witness", [{"table": "rt_test_items"}])
     await db.execute("insert into public.rt_test_hidden (name) values ('x')")
     marker = await insert(db, TEAM_A, "marker")
-    await wait_until(lambda: any(e["data"]["table"] == "rt_test_items" for e in events))
+    await wait_until(lambda: witness)
     await asyncio.sleep(SILENCE_S)
-    assert [(e["data"]["table"], e["data"]["record"]["id"]) for e in events] == [("rt_test_items", marker)]
+    assert [e["data"]["record"]["id"] for e in witness] == [marker] and events == []
+
+    # a wildcard binding on a schema with no published table is reported the same way
+    await db.execute("create schema if not exists rt_test_empty")
+    try:
+        _, _, states = await subscribe(clients(service_key), "rt-hidden-schema",
+                                       [{"table": "*", "schema": "rt_test_empty", "event": "UPDATE"}])
+        await wait_until(lambda: len(states) >= 2, what=lambda: states)
+        assert json.loads(str(states[1][1]))["message"].endswith(
+            "[event: UPDATE, schema: rt_test_empty, table: *, filters: [], select: nil]")
+    finally:
+        await db.execute("drop schema rt_test_empty")
 
 
 async def test_token_refresh_and_losing_access(db, clients, anon_key, secret, user_a):
@@ -490,6 +534,9 @@ async def test_garbage_unknown_and_oversize_frames(api_url, service_key, clients
         assert msg["ref"] == "5" and msg["payload"] == {"status": "error", "response": {"reason": "unmatched topic"}}
         await ws.send(frame("realtime:raw", "phx_join", {"config": {}}, "6", "6"))
         assert (await recv_json(ws))["payload"]["status"] == "ok"
+        # a config without presence has presence enabled (Supabase's rule): the state follows
+        assert await recv_json(ws) == {"event": "presence_state", "payload": {}, "ref": None,
+                                       "topic": "realtime:raw", "join_ref": None}
         await ws.send(frame("realtime:raw", "no_such_event", {}, "7", "6"))
         msg = await recv_json(ws)
         assert msg["ref"] == "7" and msg["payload"]["status"] == "error"

@@ -56,6 +56,14 @@ class Channel:
     can_read_broadcast: bool = True
     can_read_presence: bool = True
     can_write_broadcast: bool | None = None  # None: not asked yet
+    can_write_presence: bool | None = None  # None: not asked yet
+    # presence (see presence.py): the key this channel tracks under, whether it receives
+    # presence_state/presence_diff, what it tracks now, and its track/untrack rate window
+    presence_key: str = ""
+    presence_enabled: bool = False
+    presence_payload: dict[str, Any] | None = None
+    presence_calls: int = 0
+    presence_window_end: float = 0.0
 
     def __post_init__(self) -> None:
         self.topic_json = orjson.dumps(self.topic).decode()

@@ -185,16 +185,17 @@ class Database:
 
         return await self._rolled_back(check, (False, False), role, topic)
 
-    async def write_policy(self, role: str, claims_json: str, topic: str) -> bool:
-        """May this role with these claims send broadcasts on ``topic``? An INSERT of a
-        ``broadcast`` row of the topic, as the role, in a transaction that is rolled back
-        (Supabase's check): the INSERT policies of realtime.messages decide."""
+    async def write_policy(self, role: str, claims_json: str, topic: str, extension: str = "broadcast") -> bool:
+        """May this role with these claims send broadcasts (``extension`` broadcast) or
+        track presence (``presence``) on ``topic``? An INSERT of such a row of the topic,
+        as the role, in a transaction that is rolled back (Supabase's check): the INSERT
+        policies of realtime.messages decide."""
         async def check(conn: asyncpg.Connection) -> bool:
             await self._as_role(conn, role, claims_json, topic)
             try:
                 async with conn.transaction():  # a savepoint
-                    await conn.execute("insert into realtime.messages (topic, extension) values ($1, 'broadcast')",
-                                       topic)
+                    await conn.execute("insert into realtime.messages (topic, extension) values ($1, $2)",
+                                       topic, extension)
             except asyncpg.InsufficientPrivilegeError:
                 return False
             return True

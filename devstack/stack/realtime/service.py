@@ -5,8 +5,15 @@ Supabase Realtime does (see supabase-clients.md): ``phx_join`` with postgres_cha
 bindings and broadcast options, ``phx_leave``, ``heartbeat`` on ``phoenix``,
 ``access_token`` (re-verified; a token that no longer grants access closes the channel
 with a ``system`` error and ``phx_close``), client-to-client ``broadcast`` with ``self``
-and ``ack``, and ``system`` messages. Changes come from logical decoding (see
+and ``ack``, presence (``track``/``untrack``, ``presence_state``, ``presence_diff``; see
+presence.py), and ``system`` messages. Changes come from logical decoding (see
 replication.py and dispatch.py).
+
+A postgres_changes binding that no table of the ``supabase_realtime`` publication matches,
+or that names an unknown column, gets what Supabase gives: an ok join, then a ``system``
+error with Supabase's "Unable to subscribe to changes with given parameters..." message,
+and none of the channel's bindings deliver. A concrete table the role may not read at all
+and a filter the local stack cannot parse refuse the join.
 
 Private channels (join config ``private: true``) follow Supabase's Realtime Authorization:
 the join is allowed only if the RLS policies on ``realtime.messages`` let the joining role,
@@ -41,6 +48,13 @@ from .db import SLOT_PREFIX, Database
 from .dispatch import DbBroadcast, Dispatcher, Registry
 from .errors import BindingError, DatabaseUnavailable, FilterError, ProtocolError, SlotError
 from .filters import parse_filter
+from .presence import (
+    PRESENCE_CLIENT_MAX_CALLS,
+    PRESENCE_CLIENT_WINDOW_S,
+    PresenceRegistry,
+    presence_enabled,
+    presence_key,
+)
 from .protocol import MAX_FRAME_BYTES, SUPPORTED_VSN, VSN_1, Frame, decode_binary, decode_text, encode, reply
 from .replication import WalStream
 
@@ -57,6 +71,34 @@ EVENTS = ("INSERT", "UPDATE", "DELETE", "*")
 WAL_WRITER_DELAY_MAX_MS = 20  # above this the cluster's WAL writer noticeably delays events (ms)
 
 
+def _elixir_str(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _params_to_log(b: Binding) -> str:
+    """A binding as Supabase Realtime names it in its subscription errors."""
+    filters = "[]"
+    if b.filter is not None:
+        value = "{" + ",".join(b.filter.values) + "}" if b.filter.op == "in" else b.filter.values[0]
+        filters = (f"[{{{_elixir_str(b.filter.column)}, {_elixir_str(b.filter.op)}, {_elixir_str(value)}, "
+                   f"false}}]")
+    select = "nil" if b.select is None else "[" + ", ".join(_elixir_str(c) for c in b.select) + "]"
+    table = b.table if b.table not in (None, "") else "*"
+    return f"event: {b.event}, schema: {b.schema}, table: {table}, filters: {filters}, select: {select}"
+
+
+def unpublished(b: Binding) -> str:
+    """Supabase's system message for a binding no table of the publication matches."""
+    return ("Unable to subscribe to changes with given parameters. Please check Realtime is enabled "
+            f"for the given connect parameters: [{_params_to_log(b)}]")
+
+
+def subscribe_exception(b: Binding, error: str) -> str:
+    """Supabase's system message for a binding its subscription check raised on."""
+    return ("Unable to subscribe to changes with given parameters. An exception happened so please check "
+            f"your connect parameters: [{_params_to_log(b)}]. Exception: ERROR P0001 (raise_exception) {error}")
+
+
 class RealtimeService:
     def __init__(self, ctx: Any):
         self.ctx = ctx
@@ -70,6 +112,7 @@ class RealtimeService:
         self.stream: WalStream | None = None
         self.sockets: set[Socket] = set()
         self.broadcast_groups: dict[tuple[str, bool], set[Channel]] = {}
+        self.presence = PresenceRegistry()
         self._watch: asyncio.Task | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -275,6 +318,8 @@ class RealtimeService:
             await self._access_token(channel, frame)
         elif event == "broadcast":
             await self._broadcast(channel, frame)
+        elif event == "presence":
+            await self._presence(channel, frame)
         elif event == "heartbeat":
             self._reply(sock, frame, "ok", {})
         else:
@@ -309,7 +354,8 @@ class RealtimeService:
         broadcast = broadcast if isinstance(broadcast, dict) else {}
         channel = Channel(socket=sock, topic=frame.topic, join_ref=frame.join_ref or frame.ref, claims=claims,
                           token=token, broadcast_self=bool(broadcast.get("self")),
-                          broadcast_ack=bool(broadcast.get("ack")), private=bool(config.get("private")))
+                          broadcast_ack=bool(broadcast.get("ack")), private=bool(config.get("private")),
+                          presence_key=presence_key(config), presence_enabled=presence_enabled(config))
         if channel.private:
             try:
                 allowed = await self._authorize_read(channel)
@@ -322,17 +368,21 @@ class RealtimeService:
                               f"{channel.sub_topic}"})
                 return
         raw = config.get("postgres_changes") or []
+        problem = None
         try:
             bindings = self._parse_bindings(raw)
             if bindings:
-                await self._check_bindings(channel.role, bindings)
+                problem = await self._check_bindings(channel.role, bindings)
         except (BindingError, FilterError) as exc:
             self._reply(sock, frame, "error", {"reason": str(exc)})
             return
         except DatabaseUnavailable:
             self._reply(sock, frame, "error", {"reason": "database unavailable, retry shortly"})
             return
-        channel.bindings = bindings
+        # as Supabase: a binding that cannot be subscribed (table not in the publication,
+        # unknown column) fails the channel's postgres_changes as a whole, reported by a
+        # system message after an ok join; broadcast and presence still work
+        channel.bindings = [] if problem else bindings
         old = sock.channels.get(frame.topic)
         if old is not None:
             # a client re-joining a topic (reconnect, rejoin after timeout) replaces its
@@ -343,8 +393,12 @@ class RealtimeService:
         self.broadcast_groups.setdefault((channel.topic, channel.private), set()).add(channel)
         self._arm_expiry(channel)
         self._reply(sock, frame, "ok", {"postgres_changes": [b.echo for b in bindings]})
-        if bindings:
+        if problem:
+            self._send(sock, self._system(channel, "error", problem, "postgres_changes"))
+        elif bindings:
             self._send(sock, self._system(channel, "ok", "Subscribed to PostgreSQL", "postgres_changes"))
+        if channel.presence_enabled:
+            self._presence_sync(channel)
 
     def _parse_bindings(self, raw: Any) -> list[Binding]:
         if not isinstance(raw, list):
@@ -378,27 +432,40 @@ class RealtimeService:
                                select=select, echo=echo))
         return out
 
-    async def _check_bindings(self, role: str, bindings: list[Binding]) -> None:
-        """A concrete table must exist, be readable by the role, and have the filtered
-        and selected columns; the stream must include the publication's current tables."""
+    async def _check_bindings(self, role: str, bindings: list[Binding]) -> str | None:
+        """Refuse (BindingError) a concrete table the role may not read at all; return
+        Supabase's system message for the first binding that cannot be subscribed (no
+        published table matches it, or it names unknown columns), or None when all can.
+        The stream includes the publication's current tables when this returns."""
+        ready = await self._sync_publication()
+        assert self.stream is not None
+        spec = self.stream.spec
+        problem = None
         for b in bindings:
             if b.schema == "*" or b.table in (None, "*"):
+                if problem is None and not spec.all_tables and not any(
+                        b.schema in ("*", s) for s, _ in spec.tables):
+                    problem = unpublished(b)
                 continue
             info = await self.db.table(b.schema, b.table)
-            if not info.exists:
-                raise BindingError(f"Unable to subscribe to changes: table {b.schema}.{b.table} does not exist")
-            names = {n for n, _ in info.columns}
-            if b.filter is not None and b.filter.column not in names:
-                raise BindingError(f"invalid column for filter {b.filter.column}")
-            if b.select is not None and not set(b.select) <= names:
-                raise BindingError(f"select names unknown columns of {b.schema}.{b.table}")
+            if not info.exists or not spec.covers(b.schema, b.table):
+                problem = problem or unpublished(b)
+                continue
             if role != "service_role" and not await self.db.can_select(role, b.schema, b.table):
                 raise BindingError(f"permission denied for table {b.schema}.{b.table}")
-        ready = await self._sync_publication()
+            if problem is not None:
+                continue
+            names = {n for n, _ in info.columns}
+            if b.filter is not None and b.filter.column not in names:
+                problem = subscribe_exception(b, f"invalid column for filter {b.filter.column}")
+            elif b.select is not None and not set(b.select) <= names:
+                unknown = next(c for c in b.select if c not in names)
+                problem = subscribe_exception(b, f"invalid column for select {unknown}")
         try:
             await asyncio.wait_for(asyncio.shield(ready), JOIN_STREAM_WAIT_S)
         except TimeoutError:
             raise DatabaseUnavailable("replication stream not ready") from None
+        return problem
 
     async def _access_token(self, channel: Channel, frame: Frame) -> None:
         sock = channel.socket
@@ -439,7 +506,8 @@ class RealtimeService:
             if not allowed:
                 self._revoke(channel, f"You do not have permissions to read from this Channel topic: {channel.sub_topic}")
                 return
-            if (before[0] and not channel.can_read_broadcast) or (before[1] and not channel.can_read_presence):
+            if (before[0] and not channel.can_read_broadcast) or (
+                    before[1] and channel.presence_enabled and not channel.can_read_presence):
                 self._revoke(channel, f"You no longer have permission to read from this Channel topic: "
                                       f"{channel.sub_topic}")
                 return
@@ -449,11 +517,12 @@ class RealtimeService:
 
     async def _authorize_read(self, channel: Channel) -> bool:
         """Ask realtime.messages' policies whether the channel's role and claims may read
-        its topic; records the answer on the channel (write is asked again on next send)."""
+        its topic; records the answer on the channel (write is asked again on next send or
+        track). As Supabase, presence read counts only where presence is enabled."""
         bcast, presence = await self.db.read_policies(channel.role, channel.claims_json, channel.sub_topic)
         channel.can_read_broadcast, channel.can_read_presence = bcast, presence
-        channel.can_write_broadcast = None
-        return bcast or presence
+        channel.can_write_broadcast = channel.can_write_presence = None
+        return bcast or (presence and channel.presence_enabled)
 
     def _revoke(self, channel: Channel, message: str) -> None:
         sock = channel.socket
@@ -484,7 +553,7 @@ class RealtimeService:
             if channel.can_write_broadcast is None:
                 try:
                     channel.can_write_broadcast = await self.db.write_policy(
-                        channel.role, channel.claims_json, channel.sub_topic)
+                        channel.role, channel.claims_json, channel.sub_topic, "broadcast")
                 except DatabaseUnavailable:
                     log.warning("broadcast on %s dropped: database unavailable", channel.topic)
                     return
@@ -496,6 +565,84 @@ class RealtimeService:
         self._fan_out(channel.topic, channel.private, out, skip=None if channel.broadcast_self else channel)
         if channel.broadcast_ack:
             self._reply(sock, frame, "ok", {})
+
+    # --- presence ----------------------------------------------------------------------------
+    async def _presence(self, channel: Channel, frame: Frame) -> None:
+        """``presence`` from a client: ``track`` (or update) and ``untrack``, answered as
+        Supabase Realtime answers them."""
+        sock = channel.socket
+        payload = frame.payload
+        if not isinstance(payload, dict) or "event" not in payload:
+            self._reply(sock, frame, "ok", {})
+            return
+        now = time.monotonic()
+        if now > channel.presence_window_end:
+            channel.presence_calls, channel.presence_window_end = 0, now + PRESENCE_CLIENT_WINDOW_S
+        if channel.presence_calls >= PRESENCE_CLIENT_MAX_CALLS:
+            self._revoke(channel, "Client presence rate limit exceeded")
+            return
+        channel.presence_calls += 1
+        event = payload["event"].lower() if isinstance(payload["event"], str) else None
+        if event == "untrack":
+            diff = self.presence.untrack(channel)
+            channel.presence_payload = None
+            self._reply(sock, frame, "ok", {})
+            if diff is not None:
+                self._presence_diff(channel, diff)
+            return
+        if event != "track":
+            self._reply(sock, frame, "error", {})
+            return
+        meta = payload.get("payload", {})
+        if not isinstance(meta, dict):
+            self._reply(sock, frame, "error", {"reason": "Presence track payload must be a map"})
+            return
+        if channel.private and channel.can_write_presence is None:
+            try:  # (read was asked at join, for presence too: it decides what this channel gets)
+                channel.can_write_presence = await self.db.write_policy(
+                    channel.role, channel.claims_json, channel.sub_topic, "presence")
+            except DatabaseUnavailable:
+                self._reply(sock, frame, "error", {})
+                return
+            if sock.channels.get(channel.topic) is not channel:
+                return  # left or replaced while the policies were asked
+        if channel.private and not channel.can_write_presence:
+            self._reply(sock, frame, "error", {})
+            return
+        if meta == channel.presence_payload:
+            self._reply(sock, frame, "ok", {})  # the same payload again: nothing changes
+            return
+        diff = self.presence.track(channel, meta)
+        channel.presence_payload = meta
+        self._reply(sock, frame, "ok", {})
+        if not channel.presence_enabled:
+            # this track enables presence for the channel: it never had the join's state
+            channel.presence_enabled = True
+            self._presence_sync(channel)
+        self._presence_diff(channel, diff)
+
+    def _presence_sync(self, channel: Channel) -> None:
+        """``presence_state`` to one channel (a private one only if it may read presence)."""
+        if channel.private and not channel.can_read_presence:
+            return
+        sock = channel.socket
+        self._send(sock, encode(sock.vsn, channel.topic, "presence_state",
+                                self.presence.state(self.presence.group(channel))))
+
+    def _presence_diff(self, origin: Channel, diff: dict) -> None:
+        """``presence_diff`` to the topic's channels: all of a public topic; of a private
+        one those with presence enabled that may read presence."""
+        encoded: dict[str, str] = {}
+        for other in list(self.broadcast_groups.get((origin.topic, origin.private), ())):
+            if origin.private and not (other.presence_enabled and other.can_read_presence):
+                continue
+            osock = other.socket
+            if osock.dead:
+                continue
+            text = encoded.get(osock.vsn)
+            if text is None:
+                text = encoded[osock.vsn] = encode(osock.vsn, other.topic, "presence_diff", diff)
+            self._send(osock, text)
 
     def _fan_out(self, topic: str, private: bool, out: dict, skip: Channel | None = None) -> None:
         """Send a broadcast to the channels of ``topic`` of that kind (private channels
@@ -527,6 +674,9 @@ class RealtimeService:
             group.discard(channel)
             if not group:
                 del self.broadcast_groups[(channel.topic, channel.private)]
+        diff = self.presence.untrack(channel)
+        if diff is not None:
+            self._presence_diff(channel, diff)  # to the others: the channel is gone from the group
         if channel.expiry is not None:
             channel.expiry.cancel()
             channel.expiry = None
