@@ -70,7 +70,9 @@ def run_phase(stack: Stack, tmp: Path, label: str, realtime: bool, jobs: int, sp
                 "RACKPILOT_SITE": site, "RACKPILOT_STATE_DIR": str(d / "state"), "RACKPILOT_LOG_FILE": str(d / "log"),
                 "RACKPILOT_LOG_LEVEL": "WARNING", "RACKPILOT_POLL_INTERVAL": str(POLL_S),
                 "RACKPILOT_REALTIME_ENABLED": "true" if realtime else "false", "RACKPILOT_NOTIFY_ENABLED": "false",
-                "RACKPILOT_MAX_CONCURRENT_JOBS": "16"})
+                "RACKPILOT_MAX_CONCURRENT_JOBS": "16",
+                # the selftest job type runs only on an executor started for tests
+                "RACKPILOT_ENABLE_SELFTEST": "true"})
     proc = subprocess.Popen([sys.executable, "-m", "executor"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
@@ -86,7 +88,7 @@ def run_phase(stack: Stack, tmp: Path, label: str, realtime: bool, jobs: int, sp
         for i in range(WARMUP + jobs):
             row = {"type": "selftest", "site_id": site_id,
                    # the first step ends the job, so later steps never compete with the next dispatch
-                   "params": {"counter_file": str(d / f"c{i % 16}"), "fail_at": "preflight"}}
+                   "params": {"counter_file": f"c{i % 16}", "fail_at": "preflight"}}  # under <state_dir>/selftest
             job_id = client.table("jobs").insert(row).execute().data[0]["id"]
             if i >= WARMUP:
                 created[job_id] = time.time()
