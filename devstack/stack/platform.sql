@@ -379,3 +379,30 @@ end
 $$;
 revoke all on function _rackpilot_rest.run(text, text, text, text, text, text, boolean, text, text[], boolean, text, boolean) from public;
 grant execute on function _rackpilot_rest.run(text, text, text, text, text, text, boolean, text, text[], boolean, text, boolean) to authenticator;
+
+-- Accept: application/vnd.pgrst.plan: EXPLAIN (p_options, built by the REST layer from
+-- a fixed list) of the statement run() would run, with the same role and settings, so the
+-- plan is the caller's (RLS included). Text plans come back as lines joined by newlines.
+create or replace function _rackpilot_rest.explain(
+  p_role text, p_claims text, p_method text, p_path text, p_headers text,
+  p_search_path text, p_read_only boolean, p_sql text, p_args text[], p_options text
+) returns text
+language plpgsql
+security invoker
+as $$
+declare
+  line text;
+  lines text[] := array[]::text[];
+begin
+  perform set_config('role', p_role, true), set_config('request.jwt.claims', p_claims, true),
+          set_config('request.method', p_method, true), set_config('request.path', p_path, true),
+          set_config('request.headers', p_headers, true), set_config('search_path', p_search_path, true),
+          set_config('transaction_read_only', case when p_read_only then 'on' else 'off' end, true);
+  for line in execute format('explain (%s) %s', p_options, p_sql) using p_args loop
+    lines := lines || line;
+  end loop;
+  return array_to_string(lines, E'\n');
+end
+$$;
+revoke all on function _rackpilot_rest.explain(text, text, text, text, text, text, boolean, text, text[], text) from public;
+grant execute on function _rackpilot_rest.explain(text, text, text, text, text, text, boolean, text, text[], text) to authenticator;

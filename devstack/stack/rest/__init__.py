@@ -23,11 +23,16 @@ Supported, as PostgREST answers it (what supabase-py and supabase-js send):
   arguments in the query string); functions returning a scalar, json, a row, a set of rows
   or scalars, or void; rows can be selected, filtered and ordered;
 - ``max_rows`` caps every read (every embedded list too);
-  ``Accept-Profile``/``Content-Profile`` pick a schema.
+  ``Accept-Profile``/``Content-Profile`` pick a schema;
+- ``Accept: text/csv`` (PostgREST's CSV: a header line, rows in Postgres's record text
+  form, CRLF); ``Accept: application/vnd.pgrst.plan[+text|+json]; options=...`` (EXPLAIN as
+  the caller) when the authenticator role has ``pgrst.db_plan_enabled`` set, else 406
+  PGRST107 as PostgREST's default; ``GET /`` answers the OpenAPI 2.0 document.
 
 Answered with a clear error instead: JSON paths and casts in select (PGRST127), aggregate
 functions (PGRST123, off by default in PostgREST and on Supabase), other media types
-(406/415). Not applied: ``count=planned|estimated`` (answered exactly).
+(406/415). Not applied: ``count=planned|estimated`` (answered exactly). The conformance
+table in ``devstack/README.md`` lists every feature.
 """
 
 from .service import RestService

@@ -611,7 +611,16 @@ def returning_sql(req: Request, cols: dict[str, Column], relname: str) -> str:
     return select_sql(req, cols, relname)
 
 
-def _body(single: bool) -> str:
+CSV = "csv"  # passed as ``single``: answer text/csv instead of JSON
+
+
+def _body(single: bool | str) -> str:
+    if single == CSV:
+        # PostgREST's CSV: a header of the first row's keys, then each row in Postgres's
+        # record text form without its parentheses (NULL empty, quoted where needed), CRLF
+        return ("coalesce(array_to_string(array(select json_object_keys(json_agg(_s)->0)), ','), '')"
+                " || chr(13) || chr(10) || coalesce(string_agg(substr(_s::text, 2, length(_s::text) - 2),"
+                " chr(13) || chr(10)), '')")
     return "(json_agg(_s)->0)::text" if single else "coalesce(json_agg(_s), '[]')::text"
 
 

@@ -25,6 +25,8 @@ class Column:
     # with Prefer: missing=default stores for a key a row leaves out; "null" when none
     default: str = "null"
     generated: bool = False  # GENERATED ALWAYS AS (...) STORED: never written
+    display: str = ""  # format_type(), e.g. "timestamp with time zone" (the OpenAPI format)
+    not_null: bool = False
 
 
 @dataclass
@@ -128,7 +130,8 @@ select c.oid, n.nspname, c.relname, c.relkind::text as relkind, a.attname, {_TYP
        case when a.attidentity <> '' then format('nextval(%L::regclass)', pg_get_serial_sequence(
                                                    format('%I.%I', n.nspname, c.relname), a.attname))
             when a.attgenerated = '' then pg_get_expr(d.adbin, d.adrelid) end as def,
-       a.attgenerated <> '' as generated
+       a.attgenerated <> '' as generated,
+       format_type(a.atttypid, null) as display, a.attnotnull as not_null
 from pg_class c
 join pg_namespace n on n.oid = c.relnamespace
 left join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
@@ -217,7 +220,8 @@ async def load_schema_cache(conn: Any, schemas: list[str]) -> SchemaCache:
             cache.relations[(rel.schema, rel.name)] = rel
         if r["attname"] is not None:
             rel.columns[r["attname"]] = Column(r["attname"], _type_cast(r["typ"]), quote_ident(r["attname"]),
-                                               r["def"] or "null", bool(r["generated"]))
+                                               r["def"] or "null", bool(r["generated"]), r["display"] or "",
+                                               bool(r["not_null"]))
     for r in await conn.fetch(_PK_SQL, schemas):
         rel = by_oid.get(r["conrelid"])
         if rel is not None:

@@ -27,6 +27,7 @@ import orjson
 
 from ..asgi import MAX_BODY_BYTES
 from ..jwtauth import JWTError, bearer_token
+from . import openapi
 from . import query as q
 from .errors import (
     AmbiguousFunction,
@@ -74,6 +75,20 @@ end $$"""
 SINGLE_MEDIA = "application/vnd.pgrst.object+json"
 CT_JSON = (b"content-type", b"application/json; charset=utf-8")
 CT_SINGLE = (b"content-type", b"application/vnd.pgrst.object+json; charset=utf-8")
+CT_CSV = (b"content-type", b"text/csv; charset=utf-8")
+CT_OPENAPI = (b"content-type", b"application/openapi+json; charset=utf-8")
+# Accept: application/vnd.pgrst.plan[+text|+json][; options=analyze|verbose|settings|buffers|wal]:
+# EXPLAIN of the request's statement, run as the caller; only when the authenticator role
+# has pgrst.db_plan_enabled = true (PostgREST's db-plan-enabled, off by default as on Supabase)
+EXPLAIN_SQL = "select _rackpilot_rest.explain($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+PLAN_OPTIONS = ("analyze", "verbose", "settings", "buffers", "wal")
+PLAN_ENABLED_SQL = """
+select coalesce(bool_or(lower(split_part(c, '=', 2)) in ('true', 'on', '1')), false)
+from pg_db_role_setting r cross join unnest(r.setconfig) c
+where r.setrole = (select oid from pg_roles where rolname = current_user)
+  and r.setdatabase in (0, (select oid from pg_database where datname = current_database()))
+  and split_part(c, '=', 1) = 'pgrst.db_plan_enabled'
+"""
 
 
 TX_END_MODES = ("commit", "commit-allow-override", "rollback", "rollback-allow-override")
@@ -180,6 +195,47 @@ def _split_qs(raw: bytes) -> list[tuple[str, str]]:
     return pairs
 
 
+class _Media:
+    """What the Accept header asks for: ``json``, ``single`` (one object), ``csv`` or
+    ``plan`` (with the EXPLAIN format and options)."""
+
+    __slots__ = ("mode", "fmt", "options")
+
+    def __init__(self, mode: str, fmt: str = "text", options: tuple[str, ...] = ()):
+        self.mode, self.fmt, self.options = mode, fmt, options
+
+
+JSON_MEDIA = _Media("json")
+
+
+def _media(accept: str | None, plan_enabled: bool) -> _Media:
+    """The first media type of ``Accept`` this layer produces, as PostgREST negotiates."""
+    if not accept:
+        return JSON_MEDIA
+    for raw in accept.split(","):
+        media, *params = [p.strip() for p in raw.split(";")]
+        media = media.lower()
+        if media in ("application/json", "*/*", "application/*", ""):
+            return JSON_MEDIA
+        if media == SINGLE_MEDIA:
+            return _Media("single")
+        if media == "text/csv":
+            return _Media("csv")
+        if plan_enabled and media in ("application/vnd.pgrst.plan", "application/vnd.pgrst.plan+text",
+                                      "application/vnd.pgrst.plan+json"):
+            options: list[str] = []
+            for p in params:
+                key, _, value = p.partition("=")
+                if key.strip().lower() == "options":
+                    options = [o for o in value.strip().strip('"').split("|") if o]
+            if any(o not in PLAN_OPTIONS for o in options):
+                continue
+            return _Media("plan", "json" if media.endswith("+json") else "text", tuple(options))
+    raise NotAcceptable("None of these media types are available: " + accept[:200],
+                        hint="This REST layer answers application/json, application/vnd.pgrst.object+json "
+                             "and text/csv")
+
+
 def _single_accept(accept: str | None) -> bool:
     """True for the single-object media type; raise for media types not produced here."""
     if not accept:
@@ -223,6 +279,8 @@ class RestService:
         self._reload_lock = asyncio.Lock()
         self._reload_pending = False
         self._closing = False
+        self.plan_enabled = False  # pgrst.db_plan_enabled of the authenticator role
+        self._openapi: dict[tuple, bytes] = {}
 
     # --- lifecycle --------------------------------------------------------------------
     async def _connect(self) -> asyncpg.Connection:
@@ -259,10 +317,12 @@ class RestService:
             conn = await self._conns.get()
             try:
                 cache = await load_schema_cache(conn, self.schemas)
+                self.plan_enabled = bool(await conn.fetchval(PLAN_ENABLED_SQL))
             finally:
                 self._conns.put_nowait(conn)
             self.cache = cache
             self._sql_cache.clear()
+            self._openapi.clear()
             log.info("schema cache loaded: %d relations, %d functions", len(cache.relations),
                      len(cache.functions))
 
@@ -270,7 +330,7 @@ class RestService:
         loop = asyncio.get_running_loop()
 
         def on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
-            if payload in ("", "reload schema"):
+            if payload in ("", "reload schema", "reload config"):
                 loop.create_task(self._safe_reload())
 
         while not self._closing:
@@ -348,15 +408,18 @@ class RestService:
                 raise SchemaNotExposed("The schema must be one of the following: " + ", ".join(self.schemas),
                                        details=None)
             schema = profile
-        single = _single_accept(headers.get("accept"))
+        name = path[1:] if path.startswith("/") else path
+        if name == "":
+            if method not in ("GET", "HEAD"):
+                raise MethodNotAllowed(f"Method {method} is not allowed on the root")
+            return self._root(schema, headers.get("host"))
+        media = _media(headers.get("accept"), self.plan_enabled)
+        single: bool | str = media.mode == "single" or (q.CSV if media.mode == "csv" else False)
         try:
             pairs = _split_qs(scope.get("query_string", b""))
         except UnicodeDecodeError:
             raise q.ParseError("The query string is not valid UTF-8") from None
 
-        name = path[1:] if path.startswith("/") else path
-        if name == "":
-            return self._root(schema)
         if name.startswith("rpc/"):
             sql, params, status, read_only, with_range = await self._rpc(
                 method, schema, name[4:], pairs, headers, receive, single)
@@ -369,8 +432,11 @@ class RestService:
         sql, name = sql
         prefer = _Prefer(headers.get("prefer"))
         rollback = prefer.rollback() and not read_only
+        if media.mode == "plan":
+            return await self._explain(media, (role, claims_json, method, path, orjson.dumps(headers).decode(),
+                                               self._search_path[schema], read_only, sql, params), rollback, role)
         args = (role, claims_json, method, path, orjson.dumps(headers).decode(), self._search_path[schema],
-                read_only, sql, params, single)
+                read_only, sql, params, single is True)
         # a read that met a dead connection (database restarted, connection terminated) is
         # retried once on a fresh one; a write is not, since it may have been applied
         attempts = 2 if read_only else 1
@@ -410,7 +476,7 @@ class RestService:
             self._conns.put_nowait(conn)
 
         body_text, page_total, total, fn_status = row
-        out_headers = [CT_SINGLE if single else CT_JSON]
+        out_headers = [CT_CSV if single == q.CSV else CT_SINGLE if single else CT_JSON]
         applied = prefer.applied(rollback) if not read_only else []
         if applied:
             out_headers.append((b"preference-applied", ", ".join(applied).encode()))
@@ -424,6 +490,32 @@ class RestService:
             return status, out_headers if status != 204 else [], b""
         return status, out_headers, body_text.encode()
 
+    async def _explain(self, media: _Media, args: tuple, rollback: bool, role: str) -> tuple[int, list, bytes]:
+        """EXPLAIN the request's statement as the caller (Accept: application/vnd.pgrst.plan).
+        As in PostgREST, options=analyze runs it and a write is kept unless the request's
+        transaction is rolled back (db-tx-end, Prefer: tx=rollback)."""
+        options = ", ".join([f"format {media.fmt}", *media.options])  # from PLAN_OPTIONS only
+        conn = await self._conns.get()
+        try:
+            tx = conn.transaction()
+            await tx.start()
+            try:
+                plan = await conn.fetchval(EXPLAIN_SQL, *args, options)
+            except asyncpg.PostgresError as exc:
+                await tx.rollback()
+                raise self._db_error(exc, role) from None
+            except BaseException:
+                await tx.rollback()
+                raise
+            if rollback:
+                await tx.rollback()
+            else:
+                await tx.commit()
+        finally:
+            self._conns.put_nowait(conn)
+        ctype = f'application/vnd.pgrst.plan+{media.fmt}; for="application/json"; charset=utf-8'
+        return 200, [(b"content-type", ctype.encode())], (plan or "").encode()
+
     @staticmethod
     async def _run_rolled_back(conn: asyncpg.Connection, run_args: tuple) -> Any:
         """Run the request in a transaction that is rolled back (db-tx-end / Prefer: tx):
@@ -435,10 +527,13 @@ class RestService:
         finally:
             await tx.rollback()
 
-    def _root(self, schema: str) -> tuple[int, list, bytes]:
-        paths = sorted({f"/{n}" for (s, n) in self.cache.relations if s == schema}
-                       | {f"/rpc/{n}" for (s, n) in self.cache.functions if s == schema})
-        return 200, [CT_JSON], orjson.dumps({"schema": schema, "paths": paths})
+    def _root(self, schema: str, host: str | None) -> tuple[int, list, bytes]:
+        """PostgREST's OpenAPI 2.0 document of the schema (built once per schema cache)."""
+        key = (schema, host)
+        body = self._openapi.get(key)
+        if body is None:
+            body = self._openapi[key] = orjson.dumps(openapi.document(self.cache, schema, host))
+        return 200, [CT_OPENAPI], body
 
     async def _replace(self, conn: asyncpg.Connection) -> asyncpg.Connection:
         conn.terminate()
@@ -452,7 +547,7 @@ class RestService:
 
     # --- tables -----------------------------------------------------------------------
     async def _table(self, method: str, schema: str, name: str, pairs: list, headers: dict, receive: Any,
-                     single: bool) -> tuple[tuple[str, str], list, int, bool, Any]:
+                     single: bool | str) -> tuple[tuple[str, str], list, int, bool, Any]:
         rel = self.cache.relations.get((schema, name))
         if rel is None:
             raise TableNotFound(f"Could not find the table '{schema}.{name}' in the schema cache",
@@ -538,7 +633,7 @@ class RestService:
 
     # --- functions --------------------------------------------------------------------
     async def _rpc(self, method: str, schema: str, name: str, pairs: list, headers: dict, receive: Any,
-                   single: bool) -> tuple[tuple[str, str], list, int, bool, Any]:
+                   single: bool | str) -> tuple[tuple[str, str], list, int, bool, Any]:
         overloads = self.cache.functions.get((schema, name))
         if not overloads:
             raise FunctionNotFound(f"Could not find the function {schema}.{name} in the schema cache")
@@ -564,6 +659,9 @@ class RestService:
             from_json, read_only = True, False
         else:
             raise MethodNotAllowed(f"Method {method} is not allowed on functions", code="PGRST101")
+        if single == q.CSV and fn.kind not in ("row", "setof_row"):
+            raise NotAcceptable("None of these media types are available: text/csv",
+                                hint="text/csv answers functions that return rows")
         limit = self.max_rows if req.limit is None else min(req.limit, self.max_rows)
         li = req.add(str(limit))
         oi = req.add(str(req.offset))
