@@ -297,3 +297,95 @@ async def test_private_join_on_presence_read_alone_needs_presence_enabled(db, ap
         assert raw.reply(on)["status"] == "ok"
         await wait_until(lambda: raw.of("presence_state"))
         assert raw.of("presence_state")[0]["payload"] == {}
+
+
+# --- the HTTP broadcast API -------------------------------------------------------------------
+async def listen(client: AsyncRealtimeClient, topic: str, *, private: bool = False,
+                 token: str | None = None) -> tuple[Any, list[dict]]:
+    if token is not None:
+        await client.set_auth(token)
+    got: list[dict] = []
+    ch = client.channel(topic, config(enabled=False, private=private))
+    ch.on_broadcast("*", lambda m: got.append({k: v for k, v in m.items() if k != "type"}))
+    states: list = []
+    await ch.subscribe(lambda st, err: states.append(st))
+    assert states[0] == RealtimeSubscribeStates.SUBSCRIBED, states
+    return ch, got
+
+
+async def test_http_send_with_realtime_py(db, clients, anon_key, secret):
+    topic = f"rt-http-{uuid.uuid4().hex[:8]}"
+    _, public_got = await listen(clients(anon_key), topic)
+    sender = clients(anon_key)
+    await sender.channel(topic).http_send("hello", {"n": 1})  # no subscribe needed
+    await wait_until(lambda: public_got)
+    assert public_got == [{"event": "hello", "payload": {"n": 1}}]
+
+    # private: the sender's INSERT policy on realtime.messages decides (presence policies
+    # here grant broadcast read only, so add a broadcast write policy for this test)
+    await db.execute("""create policy rt_pres_bsend on realtime.messages for insert to authenticated with check (
+                          extension = 'broadcast' and exists (select 1 from public.rt_pres_rooms r
+                          where r.topic = realtime.topic() and r.user_id = auth.uid() and r.can_track))""")
+    try:
+        writer = await member(db, topic, read=False, track=True)
+        reader = await member(db, topic, read=False, track=False)
+        _, private_got = await listen(clients(anon_key), topic, private=True, token=user_token(secret, reader))
+        w = clients(anon_key)
+        await w.set_auth(user_token(secret, writer))
+        await w.channel(topic, config(private=True)).http_send("secret", {"n": 2})
+        await wait_until(lambda: private_got)
+        assert private_got == [{"event": "secret", "payload": {"n": 2}}]
+        r = clients(anon_key)
+        await r.set_auth(user_token(secret, reader))
+        from realtime.exceptions import RealtimeHTTPError
+        with pytest.raises(RealtimeHTTPError) as info:
+            await r.channel(topic, config(private=True)).http_send("secret", {"n": 3})
+        assert info.value.status == 403 and str(info.value) == "Unauthorized"
+        await sender.channel(topic).http_send("marker", {"n": 4})  # public: the private channel is another topic
+        await wait_until(lambda: len(public_got) == 2)
+        await asyncio.sleep(SILENCE_S)
+        assert [m["payload"]["n"] for m in private_got] == [2] and public_got[1]["event"] == "marker"
+    finally:
+        await db.execute("drop policy if exists rt_pres_bsend on realtime.messages")
+
+
+async def test_batch_broadcast_endpoint(db, api_url, clients, anon_key, service_key, secret):
+    import httpx
+
+    topic = f"rt-http-{uuid.uuid4().hex[:8]}"
+    uid = await member(db, topic, read=False, track=False)
+    _, public_got = await listen(clients(anon_key), topic)
+    _, private_got = await listen(clients(anon_key), topic, private=True, token=user_token(secret, uid))
+    url = f"{api_url}/realtime/v1/api/broadcast"
+
+    async with httpx.AsyncClient() as http:
+        def post(body: Any, token: str | None = anon_key, apikey: str | None = anon_key) -> Any:
+            headers = {"apikey": apikey} if apikey else {}
+            if token:
+                headers["Authorization"] = f"Bearer {token}"
+            return http.post(url, json=body, headers=headers)
+
+        # anon may send public messages; its private message is dropped (no INSERT policy), still 202
+        res = await post({"messages": [{"topic": topic, "event": "a", "payload": {"i": 1}},
+                                       {"topic": topic, "event": "p", "payload": {"i": 2}, "private": True},
+                                       {"topic": topic, "event": "b", "payload": {"i": 3}, "id": "m-3"}]})
+        assert res.status_code == 202 and res.content == b""
+        await wait_until(lambda: len(public_got) == 2)
+        assert public_got == [{"event": "a", "payload": {"i": 1}},
+                              {"event": "b", "payload": {"i": 3}, "meta": {"id": "m-3"}}]
+        # the service role bypasses RLS: its private message arrives (the apikey alone is the JWT)
+        res = await post({"messages": [{"topic": topic, "event": "s", "payload": {"i": 4}, "private": True}]},
+                         token=None, apikey=service_key)
+        assert res.status_code == 202
+        await wait_until(lambda: private_got)
+        assert private_got == [{"event": "s", "payload": {"i": 4}}]
+
+        res = await post({"messages": [{"topic": topic, "event": "x"}, {"topic": topic, "event": "y", "payload": 5}]})
+        assert res.status_code == 422
+        assert res.json() == {"errors": {"messages": [{"payload": ["can't be blank"]}, {"payload": ["is invalid"]}]}}
+        assert (await post({})).json() == {"errors": {"messages": ["can't be blank"]}}
+        res = await post({"messages": []}, token="not-a-jwt", apikey="not-a-jwt")
+        assert res.status_code == 401 and res.json() == {"message": "Unauthorized"}
+        assert (await http.get(url, headers={"apikey": anon_key})).status_code == 404
+    await asyncio.sleep(SILENCE_S)
+    assert len(public_got) == 2 and len(private_got) == 1

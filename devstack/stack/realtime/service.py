@@ -37,12 +37,12 @@ import asyncio
 import logging
 import time
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 
 import orjson
 
-from ..asgi import header_dict, send_json
-from ..jwtauth import JWTError
+from ..asgi import BodyTooLarge, header_dict, read_body, send_bytes, send_json
+from ..jwtauth import JWTError, bearer_token
 from .channels import Binding, Channel, Socket, next_binding_id
 from .db import SLOT_PREFIX, Database
 from .dispatch import DbBroadcast, Dispatcher, Registry
@@ -186,7 +186,7 @@ class RealtimeService:
     # --- ASGI -------------------------------------------------------------------------------
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            await send_json(send, 404, {"message": "only the websocket endpoint /realtime/v1/websocket is served"})
+            await self._http(scope, receive, send)
             return
         if scope["type"] != "websocket":
             return
@@ -222,6 +222,102 @@ class RealtimeService:
             reader.cancel()
             writer.cancel()
             self._forget_socket(sock)
+
+    # --- HTTP: the broadcast API --------------------------------------------------------------
+    async def _http(self, scope: dict, receive: Any, send: Any) -> None:
+        """``POST /realtime/v1/api/broadcast`` (a batch) and
+        ``POST /realtime/v1/api/broadcast/<topic>/events/<event>`` (one message), as
+        Supabase Realtime serves them: the JWT is the bearer token, else the apikey; 202
+        with no body when accepted."""
+        raw = scope.get("raw_path") or scope["path"].encode()
+        parts = [unquote(p) for p in raw.decode("latin-1").split("?", 1)[0].rstrip("/").split("/")]
+        route = parts[3:]  # after "", "realtime", "v1"
+        single = len(route) == 5 and route[:2] == ["api", "broadcast"] and route[3] == "events"
+        if scope.get("method") != "POST" or not (route == ["api", "broadcast"] or single):
+            await send_json(send, 404, {"message": "Not found"})
+            return
+        headers = header_dict(scope)
+        try:
+            claims = self.verifier.verify(bearer_token(headers))
+        except JWTError:
+            await send_json(send, 401, {"message": "Unauthorized"})
+            return
+        try:
+            body = await read_body(receive, MAX_FRAME_BYTES)
+        except BodyTooLarge:
+            await send_json(send, 413, {"message": "Payload size exceeds tenant limit"})
+            return
+        if "octet-stream" in headers.get("content-type", ""):
+            await send_json(send, 415, {"message": "binary broadcast payloads are not supported by the rackpilot "
+                                                   "local stack; send JSON"})
+            return
+        try:
+            data = orjson.loads(body) if body.strip() else None
+        except orjson.JSONDecodeError:
+            await send_json(send, 400, {"message": "the request body is not valid JSON"})
+            return
+        role = claims.get("role", "anon")
+        claims_json = orjson.dumps(claims, option=orjson.OPT_SORT_KEYS).decode()
+        try:
+            if single:
+                query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+                private = (query.get("private") or ["false"])[0] == "true"
+                status, answer = await self._http_single(route[2], route[4], data, private, role, claims_json)
+            else:
+                status, answer = await self._http_batch(data, role, claims_json)
+        except DatabaseUnavailable:
+            status, answer = 422, {"message": "Tenant database unavailable"}
+        if answer is None:
+            await send_bytes(send, status, b"", None)
+        else:
+            await send_json(send, status, answer)
+
+    async def _http_single(self, topic: str, event: str, payload: Any, private: bool, role: str,
+                           claims_json: str) -> tuple[int, Any]:
+        if not topic or not event:
+            return 422, {"errors": {"topic" if not topic else "event": ["can't be blank"]}}
+        if payload is None:
+            return 422, {"errors": {"payload": ["can't be blank"]}}
+        if private and not await self.db.write_policy(role, claims_json, topic, "broadcast"):
+            return 403, {"message": "Unauthorized"}
+        self._fan_out("realtime:" + topic, private, {"type": "broadcast", "event": event, "payload": payload})
+        return 202, None
+
+    async def _http_batch(self, data: Any, role: str, claims_json: str) -> tuple[int, Any]:
+        messages = data.get("messages") if isinstance(data, dict) else None
+        if not isinstance(messages, list) or not messages:
+            return 422, {"errors": {"messages": ["can't be blank" if messages in (None, []) else "is invalid"]}}
+        errors: list[dict[str, list[str]]] = []
+        for m in messages:
+            problems: dict[str, list[str]] = {}
+            if not isinstance(m, dict):
+                problems["messages"] = ["is invalid"]
+            else:
+                for name, kind in (("topic", str), ("event", str), ("payload", dict)):
+                    value = m.get(name)
+                    if value is None or value == "":
+                        problems[name] = ["can't be blank"]
+                    elif not isinstance(value, kind):
+                        problems[name] = ["is invalid"]
+                if not isinstance(m.get("private", False), bool):
+                    problems["private"] = ["is invalid"]
+            errors.append(problems)
+        if any(errors):
+            return 422, {"errors": {"messages": errors}}
+        allowed: dict[str, bool] = {}
+        for m in messages:
+            private = bool(m.get("private", False))
+            if private:
+                topic = m["topic"]
+                if topic not in allowed:  # as Supabase: asked once per topic, refused ones dropped
+                    allowed[topic] = await self.db.write_policy(role, claims_json, topic, "broadcast")
+                if not allowed[topic]:
+                    continue
+            out: dict[str, Any] = {"type": "broadcast", "event": m["event"], "payload": m["payload"]}
+            if m.get("id") is not None:
+                out["meta"] = {"id": m["id"]}
+            self._fan_out("realtime:" + m["topic"], private, out)
+        return 202, None
 
     async def _reject(self, scope: dict, send: Any, status: int, message: str) -> None:
         if "websocket.http.response" in scope.get("extensions", {}):
