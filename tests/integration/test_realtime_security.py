@@ -189,6 +189,44 @@ async def test_delete_on_rls_table_carries_only_the_primary_key(db, clients, ano
     assert by_type(events, "DELETE")[0]["old_record"] == {"id": res[0]["id"], "note": "plain"}
 
 
+# --- column privileges -----------------------------------------------------------------------
+async def test_changes_carry_only_the_columns_the_role_may_select(db, clients, anon_key, service_key, secret):
+    """As Supabase's apply_rls: a role with SELECT on some columns only subscribes, and its
+    changes list and carry only those columns; the service role sees every column."""
+    await db.execute("drop table if exists public.rt_sec_cols")
+    await db.execute("create table public.rt_sec_cols (id bigserial primary key, note text, secret text, "
+                     "pin int)")
+    try:
+        for stmt in ("alter table public.rt_sec_cols replica identity full",
+                     "alter table public.rt_sec_cols enable row level security",
+                     "create policy rt_sec_cols_all on public.rt_sec_cols for select to authenticated using (true)",
+                     "revoke all on public.rt_sec_cols from anon, authenticated",
+                     "grant select (id, note) on public.rt_sec_cols to authenticated",
+                     "alter publication supabase_realtime add table public.rt_sec_cols"):
+            await db.execute(stmt)
+        user = await changes(clients(anon_key), "rt-sec-cols", "rt_sec_cols", token=user_token(secret, str(uuid.uuid4())))
+        service = await changes(clients(service_key), "rt-sec-cols", "rt_sec_cols")
+        res = await db.execute("insert into public.rt_sec_cols (note, secret, pin) values ('n', 's', 1234) returning id")
+        row = res[0]["id"]
+        await wait_until(lambda: user)  # RLS reads the live row: one change at a time
+        await db.execute("update public.rt_sec_cols set note = 'm', pin = 4321 where id = $1", row)
+        await wait_until(lambda: len(user) >= 2)
+        await db.execute("delete from public.rt_sec_cols where id = $1", row)
+        await wait_until(lambda: len(user) >= 3 and len(service) >= 3, what=lambda: (user, service))
+
+        ins, upd, dele = (e["data"] for e in user)
+        assert [c["name"] for c in ins["columns"]] == ["id", "note"]
+        assert ins["record"] == {"id": row, "note": "n"}
+        assert upd["record"] == {"id": row, "note": "m"} and upd["old_record"] == {"id": row, "note": "n"}
+        assert dele["old_record"] == {"id": row} and [c["name"] for c in dele["columns"]] == ["id", "note"]
+        assert "1234" not in json.dumps([e["data"] for e in user]) and '"s"' not in json.dumps(ins)
+        s_ins, s_upd, _ = (e["data"] for e in service)
+        assert s_ins["record"] == {"id": row, "note": "n", "secret": "s", "pin": 1234}
+        assert s_upd["old_record"]["pin"] == 1234
+    finally:
+        await db.execute("drop table if exists public.rt_sec_cols")
+
+
 # --- private channels ----------------------------------------------------------------------
 async def test_private_channel_refuses_anon_and_outsiders(db, clients, api_url, anon_key, service_key, secret):
     topic = "rt-sec-room"

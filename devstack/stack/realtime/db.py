@@ -60,7 +60,7 @@ class Database:
         self._rls: asyncpg.Connection | None = None
         self._rls_lock = asyncio.Lock()
         self._tables: dict[tuple[str, str], tuple[float, TableInfo]] = {}
-        self._privs: dict[tuple[str, str, str], tuple[float, bool]] = {}
+        self._privs: dict[tuple[str, str, str], tuple[float, tuple[bool, frozenset[str] | None]]] = {}
         self.typnames: dict[int, str] = {}
         self._vis_fns: dict[tuple, str] = {}
 
@@ -143,19 +143,34 @@ class Database:
         self._tables[key] = (now, info)
         return info
 
-    async def can_select(self, role: str, schema: str, table: str) -> bool:
+    async def privileges(self, role: str, schema: str, table: str) -> tuple[bool, frozenset[str] | None]:
+        """(may read, readable columns) of ``role`` on the table, as Supabase Realtime
+        decides them: it may read with SELECT on any column, and changes carry only the
+        columns it may SELECT (None: all of them, SELECT on the table). Cached a moment."""
         key = (role, schema, table)
         hit = self._privs.get(key)
         now = time.monotonic()
         if hit is not None and now - hit[0] < CACHE_TTL_S:
             return hit[1]
         rows = await self._fetch(
-            """select has_table_privilege($1, c.oid, 'SELECT') as ok
+            """select has_any_column_privilege($1, c.oid, 'SELECT') as ok,
+                      case when has_table_privilege($1, c.oid, 'SELECT') then null else
+                        array(select a.attname::text from pg_attribute a
+                              where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
+                                and has_column_privilege($1, c.oid, a.attnum, 'SELECT'))
+                      end as cols
                from pg_class c join pg_namespace n on n.oid = c.relnamespace
                where n.nspname = $2 and c.relname = $3""", role, schema, table)
-        ok = bool(rows and rows[0]["ok"])
-        self._privs[key] = (now, ok)
-        return ok
+        if not rows:
+            answer: tuple[bool, frozenset[str] | None] = (False, frozenset())
+        else:
+            cols = rows[0]["cols"]
+            answer = (bool(rows[0]["ok"]), None if cols is None else frozenset(cols))
+        self._privs[key] = (now, answer)
+        return answer
+
+    async def can_select(self, role: str, schema: str, table: str) -> bool:
+        return (await self.privileges(role, schema, table))[0]
 
     def forget(self) -> None:
         self._tables.clear()

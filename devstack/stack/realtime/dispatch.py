@@ -10,6 +10,9 @@ order of changes is preserved (per table and overall). For each batch:
 4. put the frames on the subscribers' queues, then confirm the batch's last commit to the
    slot. A batch whose checks fail because Postgres is away is retried, never dropped.
 
+Each subscriber gets only the columns its role may SELECT (in ``columns``, ``record`` and
+``old_record``), as Supabase's apply_rls does: a role with column grants only sees those.
+
 A DELETE on a table with RLS carries only the primary key in ``old_record``, to every
 subscriber: the row is gone, so no policy can say who may see the rest of it (Supabase's
 rule; filters are still matched against the whole old row). Tables without RLS keep the
@@ -69,6 +72,7 @@ class Change:
     match_values: dict[str, Any] | None = None  # what filters see (a DELETE's whole old row)
     targets: dict[Channel, list[int]] = field(default_factory=dict)
     visible: set[Channel] = field(default_factory=set)
+    role_columns: dict[str, frozenset[str] | None] = field(default_factory=dict)  # readable, per role
     _encoded: dict[Any, str] = field(default_factory=dict)
 
     def data_json(self, select: frozenset[str] | None) -> str:
@@ -259,13 +263,25 @@ class Dispatcher:
                 ids.append(binding.id)
 
     async def _decide(self, changes: list[Change]) -> None:
-        """Fill ``change.visible``: which target channels may see each change."""
+        """Fill ``change.visible`` (which target channels may see each change) and
+        ``change.role_columns`` (the columns each of their roles may read)."""
+        privs: dict[tuple[str, str, str], tuple[bool, frozenset[str] | None]] = {}
+
+        async def privileges(role: str, change: Change) -> tuple[bool, frozenset[str] | None]:
+            key = (role, change.schema, change.table)
+            answer = privs.get(key)
+            if answer is None:
+                answer = privs[key] = await self.db.privileges(*key)
+            change.role_columns[role] = answer[1]
+            return answer
+
         # per table: the RLS-checked changes, and for each of them its channels by group
         pending: dict[tuple[str, str], list[tuple[Change, dict[tuple, list[Channel]]]]] = {}
         for change in changes:
             by_group: dict[tuple, list[Channel]] = {}
             for channel in change.targets:
                 if channel.role == "service_role":
+                    await privileges("service_role", change)
                     change.visible.add(channel)
                     continue
                 by_group.setdefault(channel.group, []).append(channel)
@@ -274,14 +290,14 @@ class Dispatcher:
             info = change.info
             if change.kind == "DELETE" or info is None or not info.rls:
                 for group, chans in by_group.items():
-                    if await self.db.can_select(group[0], change.schema, change.table):
+                    if (await privileges(group[0], change))[0]:
                         change.visible.update(chans)
                 continue
             if change.key is None:
                 continue  # RLS table without a primary key: nothing to re-read
             allowed = {}
             for group, chans in by_group.items():
-                if await self.db.can_select(group[0], change.schema, change.table):
+                if (await privileges(group[0], change))[0]:
                     allowed[group] = chans
             if allowed:
                 pending.setdefault((change.schema, change.table), []).append((change, allowed))
@@ -311,6 +327,9 @@ class Dispatcher:
             if sock.dead or channel.socket.channels.get(channel.topic) is not channel:
                 continue  # left or replaced since the change was matched
             select = self.registry.projection(channel, ids)
+            readable = change.role_columns.get(channel.role)
+            if readable is not None:  # the role may SELECT only some columns: only those
+                select = readable if select is None else select & readable
             frame = encode_change(sock.vsn, channel.topic_json, orjson.dumps(ids).decode(),
                                   change.data_json(select))
             if sock.push(frame):
