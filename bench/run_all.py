@@ -12,7 +12,10 @@ JSON or runs past ``--timeout``. Every failure is marked in RESULTS.md (which is
 after each benchmark, so it always holds what has been measured so far), named on stderr,
 and makes this exit 1.
 
-    bench/run_all [--only name,...] [--quick] [--timeout S] [--out PATH]
+    bench/run_all [--only name,...] [--quick] [--timeout S] [--out PATH] [--source TEXT]
+
+RESULTS.md names the code measured: the git commit of this tree and the files with
+uncommitted changes, or ``--source`` (e.g. for a tree exported with ``git archive``).
 
 ``--quick`` passes each benchmark the shorter-run options listed in QUICK_ARGS (only
 flags its source still declares); figures from quick runs are not comparable with full ones.
@@ -497,6 +500,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per benchmark before it is stopped "
                     "(default 3600; 0: none)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where to write the Markdown (bench/RESULTS.md)")
+    ap.add_argument("--source", help="what code is measured, for RESULTS.md (default: the git commit of this tree "
+                    "and its uncommitted changes)")
     ap.add_argument("--bench-dir", type=Path, default=BENCH_DIR, help=argparse.SUPPRESS)  # tests: fake benchmarks
     ap.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     opts = ap.parse_args(argv)
@@ -521,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
         argv_n, note = quick_args(n, (opts.bench_dir / f"{n}.py").read_text()) if opts.quick else ([], "")
         runs.append(Run(n, argv_n, note))
     started = dt.datetime.now(dt.UTC)
-    info, git = machine(), git_state()
+    info, git = machine(), opts.source or git_state()
     timeout = opts.timeout or None
 
     def report(finished: dt.datetime | None) -> None:

@@ -145,7 +145,10 @@ def test_only_selects_and_names_the_rest(tmp_path: Path, capsys) -> None:
     assert run_all.main(["--bench-dir", str(d), "--out", str(out), "--only", "good"]) == 0
     md = results(out)
     assert "every benchmark that ran passed; not selected (`--only`): fails, silent." in md
+    assert ", at commit `" in md  # this tree's commit, by default
     assert figure_rows(md, "good") and not figure_rows(md, "fails")
+    assert run_all.main(["--bench-dir", str(d), "--out", str(out), "--only", "good", "--source", "an export"]) == 0
+    assert ", at an export. Each benchmark" in results(out)
     assert run_all.main(["--bench-dir", str(d), "--out", str(out), "--only", "good,nope"]) == 2
     assert "unknown benchmark(s): nope" in capsys.readouterr().err
 
