@@ -79,16 +79,13 @@ class Request:
     params: list[str | None] = field(default_factory=list)
     nested: dict[tuple[str, ...], Nested] = field(default_factory=dict)
     embed_max_idx: int | None = None  # max_rows for embedded resources without a limit
+    embeds: bool = False  # the select embeds a resource (set by parse_query)
 
     def add(self, value: str | None) -> int:
         if value is not None and "\x00" in value:
             raise ParseError("Values may not contain NUL characters")
         self.params.append(value)
         return len(self.params)  # SQL arrays are 1-based
-
-    @property
-    def embeds(self) -> bool:
-        return any(item[0] == "e" for item in self.select)
 
     def bind_embeds(self, max_rows: int) -> None:
         """Parameter positions of the embedded resources' limits and offsets (max_rows
@@ -466,10 +463,17 @@ def parse_query(pairs: list[tuple[str, str]], rpc_args: frozenset[str] = frozens
             continue
         if key == "select":
             req.select = _parse_select(value)
+            req.embeds = any(item[0] == "e" for item in req.select)
         elif key == "columns":
             req.columns = _parse_column_list("columns", value)
         elif key == "on_conflict":
             req.on_conflict = _parse_column_list("on_conflict", value)
+        elif "." not in key and key not in ("or", "and", "order", "limit", "offset"):
+            # the common case first: a filter on a column of the resource itself
+            column = _unquote(key) if key.startswith('"') else key
+            if not column:
+                raise ParseError("Empty column name in a filter")
+            filters.append(_parse_op(req, column, value, in_logic=False))
         else:
             words = _split_path(key) if "." in key else [_unquote(key)]
             last = words[-1]
