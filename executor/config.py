@@ -22,7 +22,7 @@ realtime_reconnect_max      s        30.0                                upper b
 control_timeout             s        10.0                                HTTP timeout of one control-plane request
 control_retry_initial       s        0.2                                 first retry delay of a failed control-plane write
 control_retry_max           s        5.0                                 retry delay cap (backoff doubles up to it, with jitter)
-policy_path                 path     ``policies/safety.yaml``            safety policy with the per-step timeouts
+policy_path                 path     ``executor/data/safety.yaml``       safety policy with the per-step timeouts (shipped in the package: a link to ``policies/safety.yaml``)
 default_step_timeout        s        3600                                overall step timeout when the policy names none
 default_stall_timeout       s        600                                 no-progress timeout of waits when the policy names none
 notify_enabled              bool     true                                run the notification outbox dispatcher
@@ -93,7 +93,9 @@ class ExecutorSettings(BaseSettings):
     control_retry_initial: float = Field(default=0.2, gt=0)
     control_retry_max: float = Field(default=5.0, gt=0)
 
-    policy_path: Path = PROJECT_ROOT / "policies" / "safety.yaml"
+    # the copy inside the package (a link to policies/safety.yaml in a checkout), so that
+    # `pip install` gives the executor its policy without a source tree
+    policy_path: Path = Path(__file__).resolve().parent / "data" / "safety.yaml"
     default_step_timeout: float = Field(default=3600, gt=0)
     default_stall_timeout: float = Field(default=600, gt=0)
 
@@ -124,16 +126,24 @@ class ExecutorSettings(BaseSettings):
     @field_validator("supabase_url")
     @classmethod
     def _url(cls, v: str) -> str:
+        from .preflight import url_problem
+
         v = v.strip().rstrip("/")
-        if not (v.startswith("http://") or v.startswith("https://")) or len(v) < 10:
-            raise ValueError("must be an http(s) URL such as https://<project>.supabase.co")
+        problem = url_problem(v)
+        if problem:  # e.g. a URL ending in /rest/v1: every call would miss
+            raise ValueError(problem)
         return v
 
     @field_validator("supabase_key")
     @classmethod
     def _key(cls, v: SecretStr) -> SecretStr:
+        from .preflight import key_problem
+
         if not v.get_secret_value().strip():
             raise ValueError("must not be empty")
+        problem = key_problem(v.get_secret_value())
+        if problem:  # the anon key or a user's token: every executor RPC would be refused
+            raise ValueError(problem)
         return v
 
     @field_validator("log_level", mode="before")

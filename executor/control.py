@@ -48,6 +48,10 @@ _TRANSIENT_PGRST = {"PGRST000", "PGRST001", "PGRST002", "PGRST003"}
 _TRANSIENT_SQLSTATE_PREFIXES = ("08", "57P", "53", "40001", "40P01", "55P03")
 # Message prefixes the data model uses for a refused lease (SQLSTATE P0001).
 _FENCE_PREFIXES = ("stale_epoch", "lease_lost", "not_owner", "fenced")
+# The refusal of every executor RPC once an admin re-keyed this identity and the new key
+# registered (executor_row() compares the key id header below with the bound key).
+REPLACED_PREFIX = "executor_replaced"
+KEY_ID_HEADER = "X-Rackpilot-Key-Id"
 
 
 class ControlPlaneError(ExecutorError):
@@ -57,9 +61,9 @@ class ControlPlaneError(ExecutorError):
 class Rejected(ControlPlaneError):
     """The control plane refused the call for a reason a retry cannot fix."""
 
-    def __init__(self, fn: str, code: str | None, message: str):
+    def __init__(self, fn: str, code: str | None, message: str, hint: str | None = None):
         super().__init__(f"{fn}: {message} ({code})")
-        self.fn, self.code, self.reason = fn, code, message
+        self.fn, self.code, self.reason, self.hint = fn, code, message, hint
 
 
 class Unavailable(ControlPlaneError):
@@ -110,8 +114,13 @@ class LatencyWindow:
 class ControlPlane:
     """supabase-py client wrapper with retries, per-job ordering and fencing."""
 
-    def __init__(self, settings: ExecutorSettings, *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
+    def __init__(self, settings: ExecutorSettings, *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 key_id: str | None = None):
         self.settings = settings
+        # sent on every request, so the control plane refuses a process whose key no longer
+        # holds the identity (executor_replaced); on_replaced hears of it once
+        self.key_id = key_id
+        self.on_replaced: Callable[[str], None] | None = None
         self.client: AsyncClient | None = None
         self._http: httpx.AsyncClient | None = None
         self._locks: dict[str, asyncio.Lock] = {}
@@ -134,6 +143,8 @@ class ControlPlane:
                                            event_hooks={"request": [_timed_req], "response": [_timed_resp]})
             options = AsyncClientOptions(httpx_client=self._http, postgrest_client_timeout=self.settings.control_timeout,
                                          auto_refresh_token=False, persist_session=False)
+            if self.key_id:
+                options.headers = {**options.headers, KEY_ID_HEADER: self.key_id}
             self.client = await acreate_client(self.settings.supabase_url,
                                                self.settings.supabase_key.get_secret_value(), options)
         return self.client
@@ -164,9 +175,21 @@ class ControlPlane:
         resp = await client.rpc(fn, params).execute()
         return resp.data
 
+    def rpc_url(self, fn: str) -> str:
+        return f"{self.settings.supabase_url}/rest/v1/rpc/{fn}"
+
+    def _rejected(self, what: str, exc: BaseException) -> Rejected:
+        message = SECRETS.redact(str(getattr(exc, "message", None) or exc))
+        if message.startswith(REPLACED_PREFIX) and self.on_replaced is not None:
+            self.on_replaced(message)
+        hint = getattr(exc, "hint", None)
+        return Rejected(what, getattr(exc, "code", None), message, SECRETS.redact(hint) if isinstance(hint, str) else None)
+
     async def call(self, fn: str, params: dict[str, Any], *, retry: bool = True,
-                   until: asyncio.Event | None = None) -> Any:
-        """Call rpc ``fn``; retry transient failures until success (or ``until``/stop is set)."""
+                   until: asyncio.Event | None = None, log_every: bool = False) -> Any:
+        """Call rpc ``fn``; retry transient failures until success (or ``until``/stop is set).
+        Retry lines name the URL and the error; ``log_every`` logs every retry (start-up),
+        otherwise the 1st, 5th and every 20th."""
         delay = self.settings.control_retry_initial
         attempt = 0
         while True:
@@ -178,20 +201,20 @@ class ControlPlane:
                 if kind == "fenced":
                     raise StaleEpoch(SECRETS.redact(str(getattr(exc, "message", exc)))) from None
                 if kind == "permanent":
-                    code = getattr(exc, "code", None)
-                    raise Rejected(fn, code, SECRETS.redact(str(getattr(exc, "message", None) or exc))) from None
+                    raise self._rejected(fn, exc) from None
                 self.latency.errors += 1
                 if not retry:
                     raise Unavailable(f"{fn}: {type(exc).__name__}") from None
                 stop = until if until is not None else self.stopping
                 if stop.is_set():
                     raise Unavailable(f"{fn}: gave up after {attempt} attempt(s), executor stopping") from None
-                if attempt in (1, 5) or attempt % 20 == 0:
-                    log.warning("control plane call %s failed (%s), retrying", fn,
-                                SECRETS.redact(f"{type(exc).__name__}: {getattr(exc, 'message', exc)}"),
-                                extra={"attempt": attempt})
+                pause = random.uniform(delay / 2, delay)
+                if log_every or attempt in (1, 5) or attempt % 20 == 0:
+                    log.warning("control plane call %s to %s failed (%s), retrying in %.1fs", fn, self.rpc_url(fn),
+                                SECRETS.redact(f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}"),
+                                pause, extra={"attempt": attempt, "url": self.rpc_url(fn)})
                 # Full jitter keeps several executors from hammering a recovering gateway together.
-                await self._sleep(random.uniform(delay / 2, delay))
+                await self._sleep(pause)
                 delay = min(delay * 2, self.settings.control_retry_max)
 
     async def job_call(self, job_id: str, fn: str, params: dict[str, Any], **kw: Any) -> Any:
@@ -199,8 +222,9 @@ class ControlPlane:
         async with self.job_lock(job_id):
             return await self.call(fn, params, **kw)
 
-    async def select(self, table: str, columns: str, **filters: Any) -> list[dict[str, Any]]:
-        """A table read with ``eq``/``in`` filters, retried like a write."""
+    async def select(self, table: str, columns: str, *, retry: bool = True, **filters: Any) -> list[dict[str, Any]]:
+        """A table read with ``eq``/``in`` filters, retried like a write (``retry=False``:
+        :class:`Unavailable` at the first transient failure)."""
         delay = self.settings.control_retry_initial
         while True:
             client = await self.start()
@@ -211,9 +235,11 @@ class ControlPlane:
                 return list((await query.execute()).data or [])
             except (httpx.TransportError, APIError) as exc:
                 if classify(exc) != "transient":
-                    raise Rejected(f"select {table}", getattr(exc, "code", None),
-                                   SECRETS.redact(str(getattr(exc, "message", None) or exc))) from None
+                    raise self._rejected(f"select {table}", exc) from None
                 self.latency.errors += 1
+                if not retry:
+                    raise Unavailable(f"select {table}: {type(exc).__name__}: "
+                                      f"{SECRETS.redact(str(getattr(exc, 'message', None) or exc))}") from None
                 if self.stopping.is_set():
                     raise Unavailable(f"select {table}: executor stopping") from None
                 await self._sleep(random.uniform(delay / 2, delay))

@@ -38,6 +38,7 @@ from . import ExecutorError, __version__
 from . import handlers as handler_registry
 from .config import ExecutorSettings
 from .control import ControlPlane, ControlPlaneError, Rejected, StaleEpoch
+from .preflight import ConfigurationError, explain_refusal
 from .log import SECRETS, job_id_var
 from .notify import Dispatcher
 from .secrets import EnvelopeError, KeyPair
@@ -212,7 +213,9 @@ class Executor:
                  engine: StepEngine | None = None):
         self.s = settings
         self.keys = keys
-        self.control = control or ControlPlane(settings)
+        self.control = control or ControlPlane(settings, key_id=keys.kid)
+        self.control.on_replaced = self._replaced
+        self.exit_code = 0  # 2 once an admin's re-key gave this identity to another key
         policy = SafetyPolicy.load(settings.policy_path, default_timeout=settings.default_step_timeout,
                                    default_stall=settings.default_stall_timeout)
         self.engine = engine or StepEngine(policy)
@@ -254,10 +257,16 @@ class Executor:
     async def register(self) -> None:
         capabilities = {"job_types": self.job_types, "max_concurrent_jobs": self.s.max_concurrent_jobs,
                         "realtime": self.s.realtime_enabled}
-        res = await self.control.call("register_executor", {
-            "p_site": self.s.site, "p_name": self.s.executor_name, "p_public_key": self.keys.public_b64,
-            "p_key_id": self.keys.kid, "p_version": __version__, "p_capabilities": capabilities,
-            "p_job_types": self.job_types})
+        try:
+            # transient failures retry (capped backoff, every retry logged with the URL) until
+            # registered or told to stop; a refusal is a configuration or identity error
+            res = await self.control.call("register_executor", {
+                "p_site": self.s.site, "p_name": self.s.executor_name, "p_public_key": self.keys.public_b64,
+                "p_key_id": self.keys.kid, "p_version": __version__, "p_capabilities": capabilities,
+                "p_job_types": self.job_types}, until=self.stop, log_every=True)
+        except Rejected as exc:
+            raise ConfigurationError(explain_refusal(exc.code, exc.reason, url=self.s.supabase_url, site=self.s.site,
+                                                     name=self.s.executor_name, hint=exc.hint)) from None
         row = res[0] if isinstance(res, list) and res else res
         if isinstance(row, dict):
             self.executor_id = str(row.get("executor_id") or row.get("id"))
@@ -477,6 +486,15 @@ class Executor:
                 delay = min(delay * 2, self.s.realtime_reconnect_max)
 
     # --- lifecycle ---------------------------------------------------------------------
+    def _replaced(self, reason: str) -> None:
+        """An admin re-keyed this identity and the new key registered: stop claiming, say why."""
+        if self.exit_code == 2:
+            return
+        self.exit_code = 2
+        log.error("this executor's identity now belongs to another key; it stops claiming and exits: %s", reason,
+                  extra={"kid": self.keys.kid, "executor_id": self.executor_id})
+        self.request_stop()
+
     def request_stop(self) -> None:
         if not self.stop.is_set():
             log.info("stopping: no new claims; running jobs checkpoint at their next safe point")
@@ -492,7 +510,24 @@ class Executor:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop)
         await self.control.start()
-        await self.register()
+        # SIGTERM/SIGINT end start-up retries at once (the registration is cancelled)
+        registering = asyncio.create_task(self.register(), name="register")
+        stopping = asyncio.create_task(self.stop.wait(), name="stop-wait")
+        await asyncio.wait({registering, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if self.stop.is_set() and not (registering.done() and not registering.cancelled()
+                                       and registering.exception() is None):
+            registering.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ControlPlaneError):
+                await registering
+            await self.control.close()
+            log.info("stopped before registration")
+            return
+        try:
+            registering.result()
+        except BaseException:
+            await self.control.close()
+            raise
         sd_notify("READY=1")
         self._tasks = [asyncio.create_task(self.claim_loop(), name="claim"),
                        asyncio.create_task(self.heartbeat_loop(), name="heartbeat"),

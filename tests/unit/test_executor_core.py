@@ -62,6 +62,7 @@ def test_check_config_validates_without_starting(tmp_path):
     envfile = tmp_path / "executor.env"
     envfile.write_text("RACKPILOT_SUPABASE_URL=https://example.supabase.co\nRACKPILOT_SUPABASE_KEY=sekrit-key\n"
                        "RACKPILOT_SITE=lab\n")
+    os.chmod(envfile, 0o640)  # it holds the service key: 0644 is refused
     ok = _cli(["--check-config", "--env-file", str(envfile)], {"RACKPILOT_STATE_DIR": str(tmp_path)})
     assert ok.returncode == 0, ok.stderr
     out = json.loads(ok.stdout)
