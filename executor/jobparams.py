@@ -90,6 +90,10 @@ HttpUrlStr = Annotated[str, StringConstraints(pattern=r"^https?://[A-Za-z0-9._~%
 Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", min_length=1, max_length=128)]
 Version = Annotated[str, StringConstraints(pattern=r"^[0-9][0-9A-Za-z.+-]*$", min_length=1, max_length=64)]
 
+# a ZFS snapshot name component (executor/targets/zfs.py narrows ZFS's rules the same way)
+SnapshotPrefix = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9.:-]*$", min_length=1,
+                                                  max_length=64)]
+
 MAX_SERVERS_PER_JOB = 256  # targets one job may name (count)
 
 
@@ -210,10 +214,15 @@ class ReplicationSyncParams(_Params):
     """Send ZFS snapshots from source to replica, incrementally where possible."""
 
     replication_pair_ids: _target_list(TargetKind.REPLICATION_PAIR, 64, "replication pairs to sync")
-    mode: Literal["incremental", "full"] = "incremental"
-    snapshot_prefix: Name = "rackpilot"
-    keep_snapshots: int = Field(default=14, ge=1, le=1000, description="snapshots kept on the replica (count)")
+    mode: Literal["incremental", "full"] = Field(
+        default="incremental",
+        description="full: allow a full send to a replica that does not exist yet, whatever the pair says")
+    snapshot_prefix: SnapshotPrefix = Field(default="rackpilot",
+                                            description="prefix of the snapshots taken and pruned; default: the pair's")
+    keep_snapshots: int | None = Field(default=None, ge=1, le=1000,
+                                       description="keep-last count on both sides (count); default: the pair's")
     resume: bool = Field(default=True, description="resume an interrupted send from its token")
+    dry_run: bool = Field(default=False, description="report what would be sent and pruned, change nothing")
 
 
 MODELS: dict[JobType, type[_Params]] = {

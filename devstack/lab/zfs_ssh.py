@@ -1,0 +1,209 @@
+"""The lab's ZFS storage hosts: a real OpenSSH `sshd` (Debian `openssh-server`) on loopback,
+with its own host key and configuration, one port per simulated host, and on each host the
+`zfs` stand-in (`zfs_standin.py`) keeping datasets and snapshots in that host's folder.
+
+`Match LocalPort` forces every session on a host's port into the stand-in, which parses
+the client's command line as a shell would and answers as zfs does. With `shell=True`
+there is no forced command and sessions run the login shell (the benchmark's raw `cat`).
+
+    with ZfsSshLab(["src", "dst"]) as lab:
+        lab.zfs("src", "create", "-p", "tank/data")
+        lab.write("src", "tank/data", "a.bin", b"...")
+        lab.ports["src"], lab.client_key, lab.host_keys("src")   # what a credential seals
+        lab.inject("dst", "nospace", times=1)                    # error injection
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .esxi_ssh import SshdStartError, _free_ports
+
+SSHD = "/usr/sbin/sshd"
+SSH_KEYGEN = "ssh-keygen"
+STANDIN = Path(__file__).with_name("zfs_standin.py")
+
+
+@dataclass
+class ZfsSshLab:
+    hosts: list[str]
+    shell: bool = False  # no forced command: sessions run the login shell (benchmarks)
+    workdir: Path | None = None
+    ports: dict[str, int] = field(default_factory=dict)
+    username: str = field(default_factory=getpass.getuser)
+    client_key: Path | None = None
+    host_key: Path | None = None
+    _proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ZfsSshLab:
+        if not os.path.exists(SSHD):
+            raise SshdStartError("sshd is not installed (Debian package openssh-server)")
+        if shutil.which(SSH_KEYGEN) is None:
+            raise SshdStartError("ssh-keygen is not installed (Debian package openssh-client)")
+        self.workdir = Path(tempfile.mkdtemp(prefix="rackpilot-zfs-ssh-"))
+        os.chmod(self.workdir, 0o700)
+        wd = self.workdir
+        self.host_key, self.client_key = wd / "ssh_host_ed25519_key", wd / "client_key"
+        for key in (self.host_key, self.client_key):
+            subprocess.run([SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(key)], check=True)
+        (wd / "authorized_keys").write_text(Path(f"{self.client_key}.pub").read_text())
+        for name in self.hosts:
+            (wd / "hosts" / name).mkdir(parents=True)
+        from devstack.proc import spawn
+
+        for attempt in range(3):
+            self.ports = dict(zip(self.hosts, _free_ports(len(self.hosts)), strict=True))
+            config = [
+                "ListenAddress 127.0.0.1",
+                *[f"Port {p}" for p in self.ports.values()],
+                f"HostKey {self.host_key}",
+                f"PidFile {wd / 'sshd.pid'}",
+                f"AuthorizedKeysFile {wd / 'authorized_keys'}",
+                "PubkeyAuthentication yes",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "PermitRootLogin prohibit-password",
+                "StrictModes no",
+                "UsePAM no",
+                "AllowTcpForwarding no",
+                "AllowAgentForwarding no",
+                "X11Forwarding no",
+                "PermitTTY no",
+                "PrintMotd no",
+                "LogLevel ERROR",
+                "MaxStartups 100:30:200",
+                "MaxSessions 50",
+                "SetEnv SHLVL=1",
+            ]
+            if not self.shell:
+                for name, port in self.ports.items():
+                    command = (f"{shlex.quote(sys.executable)} -S {shlex.quote(str(STANDIN))} shim "
+                               f"{shlex.quote(str(self.root(name)))}")
+                    config += [f"Match LocalPort {port}", f"    ForceCommand {command}"]
+            (wd / "sshd_config").write_text("\n".join(config) + "\n")
+            if os.geteuid() == 0:
+                os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd as root needs it
+            # dies with its starter (parent-death signal); -D keeps sshd in the foreground
+            self._proc = spawn([SSHD, "-D", "-e", "-f", str(wd / "sshd_config")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            if self._wait_listening():
+                break
+            err = self._stop_proc()
+            if attempt == 2:
+                self.stop()
+                raise SshdStartError(f"sshd did not start: {err}")
+        return self
+
+    def _wait_listening(self, timeout: float = 10.0) -> bool:
+        import socket
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc is None or self._proc.poll() is not None:
+                return False
+            try:
+                for p in self.ports.values():
+                    socket.create_connection(("127.0.0.1", p), timeout=0.5).close()
+                return True
+            except OSError:
+                time.sleep(0.05)
+        return False
+
+    def _stop_proc(self) -> str:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return ""
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+        if proc.stderr:
+            proc.stderr.close()
+        return err
+
+    def stop(self) -> None:
+        self._stop_proc()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> ZfsSshLab:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- what a credential seals ---------------------------------------------------------------
+    def host_key_line(self) -> str:
+        """``type base64`` of the hosts' key (one sshd serves every host)."""
+        assert self.host_key is not None
+        t, b64 = Path(f"{self.host_key}.pub").read_text().split()[:2]
+        return f"{t} {b64}"
+
+    def host_keys(self, *names: str) -> str:
+        """known_hosts lines pinning the key of ``names`` (default: every host)."""
+        return "".join(f"[127.0.0.1]:{self.ports[n]} {self.host_key_line()}\n" for n in (names or self.hosts))
+
+    def address(self, name: str) -> str:
+        return f"127.0.0.1:{self.ports[name]}"
+
+    # --- the hosts' state --------------------------------------------------------------------------
+    def root(self, name: str) -> Path:
+        assert self.workdir is not None
+        return self.workdir / "hosts" / name
+
+    def zfs(self, host: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run the stand-in directly on ``host`` (set-up and inspection, no SSH)."""
+        p = subprocess.run([sys.executable, "-S", str(STANDIN), "run", str(self.root(host)), "zfs", *args],
+                           capture_output=True, text=True)
+        if check and p.returncode != 0:
+            raise RuntimeError(f"zfs {' '.join(args)} on {host}: {p.stderr.strip()}")
+        return p
+
+    def live(self, host: str, dataset: str) -> Path:
+        return self.root(host) / "data" / urllib.parse.quote(dataset, safe="") / "live"
+
+    def write(self, host: str, dataset: str, path: str, data: bytes) -> None:
+        p = self.live(host, dataset) / path
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+
+    def read(self, host: str, dataset: str, path: str) -> bytes:
+        return (self.live(host, dataset) / path).read_bytes()
+
+    def state(self, host: str) -> dict[str, Any]:
+        p = self.root(host) / "state.json"
+        return json.loads(p.read_text()) if p.exists() else {"txg": 1, "datasets": {}, "partials": {}}
+
+    def snapshots(self, host: str, dataset: str) -> list[str]:
+        d = self.state(host)["datasets"].get(dataset)
+        if d is None:
+            return []
+        return sorted(d["snapshots"], key=lambda k: d["snapshots"][k]["createtxg"])
+
+    def inject(self, host: str, key: str, *, times: int | None = None, **entry: Any) -> None:
+        """Make ``host``'s zfs fail as ``key`` says (see zfs_standin.INJECT); ``times`` uses."""
+        p = self.root(host) / "inject.json"
+        data = json.loads(p.read_text()) if p.exists() else {}
+        if times is not None:
+            entry["times"] = times
+        data[key] = entry or {"always": True}
+        p.write_text(json.dumps(data))
+
+    def clear_injections(self, host: str) -> None:
+        (self.root(host) / "inject.json").unlink(missing_ok=True)
