@@ -182,8 +182,8 @@ class Session:
     # -- helpers -----------------------------------------------------------------------
     def _read_role(self) -> str | None:
         assert self._client is not None
-        rows = self._client.table("user_roles").select("role").eq("user_id", self.user_id).execute().data
-        return rows[0]["role"] if rows else None
+        # the role RLS sees: user_roles, or a live break-glass grant of this session
+        return self._client.rpc("current_app_role", {}).execute().data or None
 
 
 def _auth_message(exc: Exception) -> str:

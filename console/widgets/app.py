@@ -33,22 +33,37 @@ def _display(obj: Any) -> None:
 
 
 class SignInView(w.VBox):
-    """Email + password; the password box is emptied as soon as Sign in is pressed."""
+    """Email + password, or a directory (IDM/LDAP) account of a site; the password box is
+    emptied as soon as Sign in is pressed. Break-glass has its own notebook cell."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
+        self.method = w.ToggleButtons(options=[("email", "email"), ("directory", "directory")], value="email",
+                                      description="sign in with")
         self.email = w.Text(description="email", placeholder="you@example.com")
+        self.site = w.Text(description="site", placeholder="the site whose directory you use",
+                           value=os.environ.get("RACKPILOT_CONSOLE_SITE", ""))
+        self.username = w.Text(description="username", placeholder="your directory user name")
         self.password = w.Password(description="password")
         self.go = w.Button(description="Sign in", button_style="primary")
         self.status = Status()
         self.go.on_click(lambda _: self._submit())
-        super().__init__([self.email, self.password, self.go, self.status])
+        self.method.observe(lambda _: self._show(), names="value")
+        super().__init__([])
+        self._show()
+
+    def _show(self) -> None:
+        fields = [self.site, self.username] if self.method.value == "directory" else [self.email]
+        self.children = [self.method, *fields, self.password, self.go, self.status]
 
     def _submit(self) -> None:
         pw = self.password.value
         self.password.value = ""
         try:
-            self.console.sign_in(self.email.value, pw)
+            if self.method.value == "directory":
+                self.console.sign_in_directory(self.site.value, self.username.value, pw)
+            else:
+                self.console.sign_in(self.email.value, pw)
         except ConsoleError as exc:
             self.status.error(exc)
             return
@@ -83,6 +98,26 @@ class Console:
     def sign_in(self, email: str, password: str) -> Session:
         self.session = sign_in(self.config, email, password)
         self._update_banner()
+        return self.session
+
+    def sign_in_directory(self, site: str, username: str, password: str) -> Session:
+        """Sign in with a directory account (docs/identity.md): bound where the site's directory is."""
+        from console.identity import sign_in_directory
+
+        self.session = sign_in_directory(self.config, site.strip(), username.strip(), password)
+        self._update_banner()
+        return self.session
+
+    def break_glass(self, account: str, secret: str, reason: str, ttl_seconds: int | None = None) -> Session:
+        """EMERGENCY access when the directory or the executor is down. Every use is audited as
+        critical and announced on every notification channel; the session ends by itself."""
+        from console.identity import sign_in_break_glass
+
+        self.session = sign_in_break_glass(self.config, account, secret, reason, ttl_seconds)
+        self._update_banner()
+        self.banner.value += ("<div class='rp-warn'><b>BREAK-GLASS SESSION</b>: audited as critical, every "
+                              "notification channel has been told, and it expires on its own. Do only what the "
+                              "emergency needs.</div>")
         return self.session
 
     def _update_banner(self) -> None:

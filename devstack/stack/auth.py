@@ -19,6 +19,12 @@ Access tokens are HS256 JWTs signed with the stack's secret, with the claims GoT
 in them, so REST (and Postgres RLS through ``auth.uid()``/``auth.jwt()``) sees exactly what
 hosted Supabase would give it.
 
+Admin ``generate_link`` (type ``magiclink``) and ``POST /verify`` with its ``token_hash``
+give a server-side caller a session for a user it has authenticated by other means (the
+idm-login and break-glass functions): the hashed token is random, stored only as its sha256
+in ``auth.one_time_tokens``, single use and valid ``MAGIC_LINK_TTL_S`` seconds. ``PUT
+/admin/users/<id>`` updates email and metadata.
+
 Errors follow GoTrue's 2024-01-01 API: a JSON body with ``code`` (string), ``error_code``,
 ``msg`` and ``message``, and the ``X-Supabase-Api-Version`` header, which tells the clients
 to read ``code``. No response ever carries a password, a hash or a traceback.
@@ -61,6 +67,7 @@ MAX_PER_PAGE = 1000  # largest admin list page (users)
 DEFAULT_PER_PAGE = 50  # GoTrue's default admin list page (users)
 MAX_AUTH_BODY = 64 * 1024  # auth requests are small; refuse anything bigger (bytes)
 POOL_SIZE = 4  # connections the auth service keeps to Postgres
+MAGIC_LINK_TTL_S = 300  # how long a generate_link token can be verified (seconds)
 RATE_WINDOW_S = 300.0  # the rate limits' window (seconds), as GoTrue's "per 5 minutes"
 MAX_TRACKED_KEYS = 50_000  # addresses and emails a limiter remembers before it drops the idle ones
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -303,6 +310,8 @@ class AuthService:
             ("POST", "/signup"): self._signup,
             ("GET", "/admin/users"): self._admin_list,
             ("POST", "/admin/users"): self._admin_create,
+            ("POST", "/admin/generate_link"): self._admin_generate_link,
+            ("POST", "/verify"): self._verify,
         }
 
     async def startup(self) -> None:
@@ -363,6 +372,8 @@ class AuthService:
                 return await self._admin_get(headers, uid)
             if method == "DELETE":
                 return await self._admin_delete(headers, uid, receive)
+            if method == "PUT":
+                return await self._admin_update(headers, uid, receive)
             raise MethodNotAllowed(f"{method} is not supported on this endpoint")
         if any(path == sub for _, path in self._routes):
             raise MethodNotAllowed(f"{method} is not supported on this endpoint")
@@ -770,3 +781,92 @@ class AuthService:
         if done is None:
             raise NotFound("User not found", "user_not_found")
         return 200, {}, None
+
+    async def _admin_update(self, headers: dict[str, str], uid: uuid.UUID, receive: Any):
+        """PUT /admin/users/<id>: email, user_metadata, app_metadata (merged as GoTrue does)."""
+        self._require_admin(headers)
+        body = await self._json_body(receive)
+        email = _opt_str(body, "email")
+        user_meta = _opt_obj(body, "user_metadata")
+        app_meta = _opt_obj(body, "app_metadata")
+        if body.get("password") is not None or body.get("phone") is not None:
+            raise BadRequest("only email, user_metadata and app_metadata can be updated here")
+        if email is not None:
+            email = email.strip()
+            if len(email) > MAX_EMAIL_LEN or not EMAIL_RE.match(email):
+                raise BadRequest("Unable to validate email address: invalid format", "email_address_invalid")
+        try:
+            user = await self._db().fetchrow(
+                f"update auth.users set email = coalesce(lower($2), email), "
+                f"raw_user_meta_data = raw_user_meta_data || coalesce($3, '{{}}'::jsonb), "
+                f"raw_app_meta_data = raw_app_meta_data || coalesce($4, '{{}}'::jsonb), updated_at = now() "
+                f"where id = $1 and deleted_at is null returning {USER_COLUMNS}", uid, email, user_meta, app_meta)
+        except asyncpg.UniqueViolationError:
+            raise Unprocessable("A user with this email address has already been registered",
+                                "email_exists") from None
+        if user is None:
+            raise NotFound("User not found", "user_not_found")
+        return 200, user_json(user), None
+
+    async def _admin_generate_link(self, headers: dict[str, str], query: dict[str, str], receive: Any):
+        """POST /admin/generate_link, type magiclink: a single-use token for an existing user.
+        The answer is the user with action_link, email_otp, hashed_token, redirect_to and
+        verification_type, as GoTrue's (supabase-js splits them into user and properties)."""
+        self._require_admin(headers)
+        body = await self._json_body(receive)
+        kind = _opt_str(body, "type")
+        email = _opt_str(body, "email")
+        if kind != "magiclink":
+            raise BadRequest("only type magiclink is supported by this server", "validation_failed")
+        if not email:
+            raise BadRequest("email is required")
+        db = self._db()
+        user = await db.fetchrow(
+            f"select {USER_COLUMNS} from auth.users "
+            "where email is not null and lower(email) = lower($1) and deleted_at is null", email)
+        if user is None:
+            raise NotFound("User not found", "user_not_found")
+        hashed_token = secrets.token_hex(28)
+        await db.execute(
+            "insert into auth.one_time_tokens (user_id, token_type, token_hash, expires_at) "
+            "values ($1, 'magiclink', $2, now() + make_interval(secs => $3))",
+            user["id"], _hash_token(hashed_token), MAGIC_LINK_TTL_S)
+        redirect_to = _opt_str(body, "redirect_to") or self.ctx.cfg.supabase.get("auth", {}).get("site_url", "")
+        return 200, {
+            **user_json(user),
+            "action_link": f"{self.issuer}/verify?token={hashed_token}&type=magiclink&redirect_to={redirect_to}",
+            "email_otp": "",
+            "hashed_token": hashed_token,
+            "verification_type": "magiclink",
+            "redirect_to": redirect_to,
+        }, None
+
+    async def _verify(self, headers: dict[str, str], query: dict[str, str], receive: Any):
+        """POST /verify {type: magiclink|email, token_hash}: a session, once per token."""
+        self._require_api_key(headers)
+        body = await self._json_body(receive)
+        self.sign_in_per_ip.take(headers["x-rackpilot-peer"], "verifications from this address")
+        kind = _opt_str(body, "type")
+        token_hash = _opt_str(body, "token_hash")
+        if kind not in ("magiclink", "email") or not token_hash:
+            raise BadRequest("type magiclink (or email) with a token_hash is required", "validation_failed")
+        session_id = uuid.uuid4()
+        refresh = secrets.token_urlsafe(32)
+        async with self._db().acquire() as conn, conn.transaction():
+            user_id = await conn.fetchval(
+                "delete from auth.one_time_tokens where token_hash = $1 and token_type = 'magiclink' "
+                "returning case when expires_at > now() then user_id end", _hash_token(token_hash))
+            if user_id is None:
+                raise Forbidden("Email link is invalid or has expired", "otp_expired")
+            user = await conn.fetchrow(
+                f"update auth.users set last_sign_in_at = now(), email_confirmed_at = coalesce(email_confirmed_at, now()) "
+                f"where id = $1 and deleted_at is null returning {USER_COLUMNS}", user_id)
+            if user is None:
+                raise Forbidden("Email link is invalid or has expired", "otp_expired")
+            if user["banned_until"] is not None and user["banned_until"] > datetime.now(UTC):
+                raise BadRequest("User is banned", "user_banned")
+            await conn.execute("insert into auth.sessions (id, user_id) values ($1, $2)", session_id, user_id)
+            await conn.execute(
+                "insert into auth.refresh_tokens (token_hash, user_id, session_id) values ($1, $2, $3)",
+                _hash_token(refresh), user_id, session_id)
+        return 200, self._session_json(user, session_id, int(time.time()), refresh), None

@@ -106,6 +106,19 @@ create table if not exists auth.refresh_tokens (
 );
 create index if not exists refresh_tokens_session_idx on auth.refresh_tokens (session_id);
 
+-- one-time tokens of admin generate_link (magic links), verified by POST /verify; stored as
+-- sha256 of the hashed_token the admin API hands out, single use, short-lived
+create table if not exists auth.one_time_tokens (
+  id uuid primary key default extensions.gen_random_uuid(),
+  user_id uuid not null references auth.users (id) on delete cascade,
+  token_type text not null,
+  token_hash text not null unique,
+  created_at timestamptz not null default now(),
+  expires_at timestamptz not null
+);
+create index if not exists one_time_tokens_user_idx on auth.one_time_tokens (user_id);
+alter table auth.one_time_tokens owner to supabase_auth_admin;
+
 alter table auth.users owner to supabase_auth_admin;
 alter table auth.sessions owner to supabase_auth_admin;
 alter table auth.refresh_tokens owner to supabase_auth_admin;

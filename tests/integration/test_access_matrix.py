@@ -96,6 +96,9 @@ class World:
             i[n] = self.one("insert into public.replication_pairs (site_id, name, source_host, source_dataset, "
                             "target_host, target_dataset) values (%s, %s, 'zfs1', 'tank/vm', 'zfs2', %s) returning id",
                             (i["site"], n, f"backup/{n}"))
+        for n in ("run", "run2"):
+            i[n] = self.one("insert into public.replication_runs (pair_id, site_id, status, kind, bytes) "
+                            "values (%s, %s, 'succeeded', 'incremental', 1) returning id", (i["pair"], i["site"]))
         i["safety"] = self.one("insert into public.cluster_safety_status (cluster_id, status, hosts_total, "
                                "hosts_in_maintenance) values (%s, 'safe', 4, 0) returning id", (i["cluster"],))
         i["window"] = self.one("insert into public.maintenance_windows (site_id, title, starts_at, ends_at, requested_by) "
@@ -123,6 +126,21 @@ class World:
                                 "values ('ops', 'email', 'ops@example.test', '{job_failed}') returning id")
         i["outbox"] = self.one("insert into public.notification_outbox (event_kind, payload) "
                                "values ('job_failed', '{}') returning id")
+        # identity (20261206170100_identity.sql)
+        self.cur.execute("insert into public.directory_configs (site_id, mode) values (%s, 'executor')", (i["site"],))
+        self.cur.execute("insert into public.directory_identities (user_id, site_id, subject, username) "
+                         "values (%s, %s, 'uid=other,dc=t', 'other')", (users["other"], i["site"]))
+        i["idm_request"] = self.one("insert into public.idm_login_requests (site_id, executor_id, key_id, challenge, "
+                                    "expires_at) values (%s, %s, 'k1', %s, now() + interval '1 minute') returning id",
+                                    (i["site"], i["executor"], "c" * 43))
+        i["bg_account"] = self.one("insert into public.breakglass_accounts (name, user_id, secret_hash) values "
+                                   "('acl-bg', %s, %s) returning id", (users["spare"], BG_HASH))
+        i["bg_session"] = self.one("insert into public.breakglass_sessions (account_id, user_id, auth_session_id, role, "
+                                   "reason, expires_at) values (%s, %s, gen_random_uuid(), 'admin', 'access matrix test', "
+                                   "now() + interval '1 minute') returning id", (i["bg_account"], users["spare"]))
+
+
+BG_HASH = "scrypt$16384$8$1$" + "A" * 22 + "$" + "A" * 43  # the shape of a break-glass hash
 
 
 def statements(w: dict[str, str], users: dict[str, str]) -> dict[str, dict[str, tuple[str, tuple]]]:
@@ -236,6 +254,13 @@ def statements(w: dict[str, str], users: dict[str, str]) -> dict[str, dict[str, 
             "update": ("update public.replication_pairs set name = name where id = %s", (s["pair"],)),
             "delete": ("delete from public.replication_pairs where id = %s", (s["pair2"],)),
         },
+        "replication_runs": {
+            "select": ("select id from public.replication_runs where id = %s", (s["run"],)),
+            "insert": ("insert into public.replication_runs (pair_id, site_id, status, kind) "
+                       "values (%s, %s, 'succeeded', 'none')", (s["pair"], s["site"])),
+            "update": ("update public.replication_runs set bytes = bytes where id = %s", (s["run"],)),
+            "delete": ("delete from public.replication_runs where id = %s", (s["run2"],)),
+        },
         "cluster_safety_status": {
             "select": ("select id from public.cluster_safety_status where id = %s", (s["safety"],)),
             "insert": ("insert into public.cluster_safety_status (cluster_id, status, hosts_total, hosts_in_maintenance) "
@@ -316,6 +341,47 @@ def statements(w: dict[str, str], users: dict[str, str]) -> dict[str, dict[str, 
             "insert": ("insert into public.notification_outbox (event_kind, payload) values ('job_failed', '{}')", ()),
             "update": ("update public.notification_outbox set attempts = attempts where id = %s", (s["outbox"],)),
             "delete": ("delete from public.notification_outbox where id = %s", (s["outbox"],)),
+        },
+        "directory_configs": {
+            "select": ("select site_id from public.directory_configs where site_id = %s", (s["site"],)),
+            "insert": ("insert into public.directory_configs (site_id, mode) values (%s, 'executor')", (s["site2"],)),
+            "update": ("update public.directory_configs set mode = mode where site_id = %s", (s["site"],)),
+            "delete": ("delete from public.directory_configs where site_id = %s", (s["site"],)),
+        },
+        "directory_identities": {
+            "select": ("select user_id from public.directory_identities where user_id = %s", (users["other"],)),
+            "insert": ("insert into public.directory_identities (user_id, site_id, subject, username) "
+                       "values (%s, %s, 'uid=spare,dc=t', 'spare')", (users["spare"], s["site"])),
+            "update": ("update public.directory_identities set username = username where user_id = %s", (users["other"],)),
+            "delete": ("delete from public.directory_identities where user_id = %s", (users["other"],)),
+        },
+        "idm_login_requests": {
+            "select": ("select id from public.idm_login_requests where id = %s", (s["idm_request"],)),
+            "insert": ("insert into public.idm_login_requests (site_id, executor_id, key_id, challenge, expires_at) "
+                       "values (%s, %s, 'k1', %s, now())", (s["site"], s["executor"], "d" * 43)),
+            "update": ("update public.idm_login_requests set status = status where id = %s", (s["idm_request"],)),
+            "delete": ("delete from public.idm_login_requests where id = %s", (s["idm_request"],)),
+        },
+        "breakglass_accounts": {
+            "select": ("select id, name, role from public.breakglass_accounts where id = %s", (s["bg_account"],)),
+            "insert": ("insert into public.breakglass_accounts (name, user_id, secret_hash) values ('acl-bg2', %s, %s)",
+                       (users["other"], BG_HASH)),
+            "update": ("update public.breakglass_accounts set role = role where id = %s", (s["bg_account"],)),
+            "delete": ("delete from public.breakglass_accounts where id = %s", (s["bg_account"],)),
+        },
+        "breakglass_sessions": {
+            "select": ("select id from public.breakglass_sessions where id = %s", (s["bg_session"],)),
+            "insert": ("insert into public.breakglass_sessions (account_id, user_id, auth_session_id, role, reason, "
+                       "expires_at) values (%s, %s, gen_random_uuid(), 'admin', 'a forged grant', now() + interval '1 hour')",
+                       (s["bg_account"], users["other"])),
+            "update": ("update public.breakglass_sessions set expires_at = expires_at where id = %s", (s["bg_session"],)),
+            "delete": ("delete from public.breakglass_sessions where id = %s", (s["bg_session"],)),
+        },
+        "identity_policy": {
+            "select": ("select id from public.identity_policy", ()),
+            "insert": ("insert into public.identity_policy default values", ()),
+            "update": ("update public.identity_policy set breakglass_max_failures = breakglass_max_failures", ()),
+            "delete": ("delete from public.identity_policy", ()),
         },
     }
     return rel
@@ -487,3 +553,99 @@ def test_credential_ciphertext_is_unreadable_to_every_user_role(txn):
         cur.execute("select count(*) from public.audit_log where table_name = 'credential_sets' and row_id = %s "
                     "and (new_data ? 'sealed_secret' or old_data ? 'sealed_secret')", (str(cred),))
         assert cur.fetchone()[0] == 0
+
+
+# --- bindings: who may change how a target is reached and which credential it presents -----------
+BINDING_VALUES = {
+    "idrac_address": "'10.66.66.66'", "address": "'attacker.test'", "source_host": "'zfs-evil'",
+    "target_host": "'zfs-evil2'", "details.tls": "'{\"insecure\": true}'::jsonb",
+    "details.ssh": "'{\"address\": \"attacker.test\", \"insecure_host_key\": true}'::jsonb",
+    "endpoints": "'[{\"scheme\": \"https\", \"host\": \"attacker.test\", \"port\": 443, \"tls\": {}}]'::jsonb",
+}
+BINDING_ROWS = {"servers": "server", "vcenters": "vcenter", "ome_instances": "ome", "esxi_hosts": "host",
+                "replication_pairs": "pair", "credential_sets": "cred"}
+
+
+def binding_update(table: str, column: str, ids: dict[str, str]) -> tuple[str, tuple]:
+    """An update that changes exactly ``column`` (a dotted name reaches into jsonb) of the fixture row."""
+    row = ids[BINDING_ROWS[table]]
+    if column == "credential_set_id":
+        # the fixture rows have none, or cred: bind the other one
+        return (f"update public.{table} set credential_set_id = case when credential_set_id = %s then %s::uuid "
+                f"else %s::uuid end where id = %s", (ids["cred"], ids["cred2"], ids["cred"], row))
+    if "." in column:
+        col, key = column.split(".", 1)
+        return (f"update public.{table} set {col} = jsonb_set({col}, '{{{key}}}', {BINDING_VALUES[column]}) "
+                f"where id = %s", (row,))
+    return f"update public.{table} set {column} = {BINDING_VALUES[column]} where id = %s", (row,)
+
+
+def binding_insert(table: str, ids: dict[str, str]) -> tuple[str, tuple] | None:
+    """An insert of a row already bound to a credential (None: the table has no such column)."""
+    return {
+        "servers": ("insert into public.servers (site_id, name, idrac_address, credential_set_id) "
+                    "values (%s, 'bound', '10.9.9.8', %s)", (ids["site"], ids["cred"])),
+        "vcenters": ("insert into public.vcenters (site_id, name, address, credential_set_id) "
+                     "values (%s, 'bound', 'bound.test', %s)", (ids["site"], ids["cred"])),
+        "ome_instances": ("insert into public.ome_instances (site_id, name, address, credential_set_id) "
+                          "values (%s, 'bound', 'bound.test', %s)", (ids["site"], ids["cred"])),
+        "replication_pairs": ("insert into public.replication_pairs (site_id, name, source_host, source_dataset, "
+                              "target_host, target_dataset, credential_set_id) values (%s, 'bound', 'a', 'tank/a', "
+                              "'b', 'tank/b', %s)", (ids["site"], ids["cred"])),
+        "credential_sets": ("insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id, "
+                            f"endpoints) values (%s, 'bound', 'idrac', 'root', 'sealed-envelope-ciphertext', 'k1', "
+                            f"{BINDING_VALUES['endpoints']})", (ids["site"],)),
+    }.get(table)
+
+
+def test_bindings_match_policy(txn):
+    """policies/access.yaml `bindings`: every binding column, changed alone, as every role;
+    and a row inserted already bound to a credential. A role may do it when it is in
+    `change` and the table lets it update (insert) at all."""
+    import yaml
+
+    from devstack.policies import POLICY_DIR
+
+    raw = yaml.safe_load((POLICY_DIR / "access.yaml").read_text())
+    bindings = raw["bindings"]
+    policy = load_access()
+    cur = txn
+    users: dict[str, str | None] = {"anon": None}
+    for role in policy.roles:
+        if role == "anon":
+            continue
+        cur.execute("insert into auth.users (email) values (%s) returning id", (f"bind-{role}-{uuid.uuid4().hex[:6]}@t.invalid",))
+        users[role] = str(cur.fetchone()[0])
+        cur.execute("insert into public.user_roles (user_id, role) values (%s, %s)", (users[role], role))
+    world = World(cur)
+    world.build({**users, "other": users["viewer"], "spare": users["viewer"]})
+    ids = world.ids
+    mismatches, checked = [], 0
+    for table, spec in bindings.items():
+        assert table in policy.relations, f"bindings names {table}, which access.yaml's tables do not list"
+        change = set(spec["change"])
+        for column in spec["columns"]:
+            sql, params = binding_update(table, column, ids)
+            for role in policy.roles:
+                allowed, how = attempt(cur, role, users[role], "update", sql, params, False)
+                expected = role in change and policy.relations[table].allows(role, "update")
+                checked += 1
+                if allowed != expected:
+                    mismatches.append(f"{table}.{column} changed as {role}: expected "
+                                      f"{'allowed' if expected else 'refused'}, got {how}")
+        ins = binding_insert(table, ids)
+        if ins is not None:
+            for role in policy.roles:
+                allowed, how = attempt(cur, role, users[role], "insert", ins[0], ins[1], False)
+                expected = role in change and policy.relations[table].allows(role, "insert")
+                checked += 1
+                if allowed != expected:
+                    mismatches.append(f"{table} inserted bound to a credential as {role}: expected "
+                                      f"{'allowed' if expected else 'refused'}, got {how}")
+    assert not mismatches, "\n".join(mismatches)
+    # the rest of a row stays the operators' (the matrix's update cells): e.g. a server's name and model
+    allowed, how = attempt(cur, "operator", users["operator"], "update",
+                           "update public.servers set name = 'renamed', model = 'R760', "
+                           "details = details || '{\"rack\": \"A1\"}'::jsonb where id = %s", (ids["server"],), False)
+    assert allowed, how
+    print(f"\nbindings: {checked} cells checked")

@@ -1,0 +1,265 @@
+"""A real OpenLDAP directory for identity tests and the lab: Debian's slapd on loopback.
+
+:class:`LabDirectory` creates a CA and a server certificate (openssl), a cn=config with
+the memberof, refint and ppolicy overlays, starts ``slapd`` in the foreground on LDAP
+(StartTLS), LDAPS and LDAPI, and loads a tree through the running server (``ldapadd``:
+memberOf is only written for changes the server sees), users before groups:
+
+* people: ``alice`` (in ``platform-admins``, itself a member of ``rackpilot-admins``:
+  nested), ``bob`` (``rackpilot-operators``), ``carol`` (``rackpilot-viewers``), ``dave``
+  (only in ``unrelated``), ``erin`` (``rackpilot-admins`` directly, for the sync),
+  ``mallory`` (an operator whose account is locked by ppolicy), and ``sync`` under
+  ``ou=services``, the bind account that reads group membership;
+* a default password policy with lockout.
+
+Every password is random per directory (:attr:`LabDirectory.passwords`). The server is a
+child of this process (devstack.proc.spawn): it dies with it. See docs/identity.md and
+the OpenLDAP section of the lab notes this follows.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+from devstack import proc
+
+SLAPD = "/usr/sbin/slapd"  # Debian's slapd package
+SLAPADD = "/usr/sbin/slapadd"
+LDAPADD = "ldapadd"
+LDAPMODIFY = "ldapmodify"
+OPENSSL = "openssl"
+MODULE_DIR = "/usr/lib/ldap"
+SCHEMA_DIR = "/etc/ldap/schema"
+START_TIMEOUT_S = 15.0  # seconds slapd gets to listen
+BASE_DN = "dc=rackpilot,dc=test"
+ADMIN_DN = f"cn=admin,{BASE_DN}"
+GROUPS = {
+    "admins": f"cn=rackpilot-admins,ou=groups,{BASE_DN}",
+    "approvers": f"cn=rackpilot-approvers,ou=groups,{BASE_DN}",
+    "operators": f"cn=rackpilot-operators,ou=groups,{BASE_DN}",
+    "viewers": f"cn=rackpilot-viewers,ou=groups,{BASE_DN}",
+    "platform": f"cn=platform-admins,ou=groups,{BASE_DN}",
+    "unrelated": f"cn=unrelated,ou=groups,{BASE_DN}",
+}
+USERS = ("alice", "bob", "carol", "dave", "erin", "mallory")
+
+
+class LabDirectoryError(RuntimeError):
+    """The lab directory could not be created or started."""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def user_dn(uid: str) -> str:
+    return f"uid={uid},ou=people,{BASE_DN}"
+
+
+def group_roles() -> list[dict[str, str]]:
+    """The group -> role mapping of the lab directory (directory_configs.group_roles)."""
+    return [{"group": GROUPS["admins"], "role": "admin"}, {"group": GROUPS["approvers"], "role": "approver"},
+            {"group": GROUPS["operators"], "role": "operator"}, {"group": GROUPS["viewers"], "role": "viewer"}]
+
+
+@dataclass
+class LabDirectory:
+    root: Path
+    ldap_port: int = 0
+    ldaps_port: int = 0
+    passwords: dict[str, str] = field(default_factory=dict)
+    admin_password: str = ""
+    process: subprocess.Popen | None = None
+
+    @property
+    def ca_file(self) -> Path:
+        return self.root / "ca.pem"
+
+    @property
+    def ca_pem(self) -> str:
+        return self.ca_file.read_text()
+
+    @property
+    def ldaps_uri(self) -> str:
+        return f"ldaps://127.0.0.1:{self.ldaps_port}"
+
+    @property
+    def ldap_uri(self) -> str:
+        return f"ldap://127.0.0.1:{self.ldap_port}"
+
+    @property
+    def ldapi_uri(self) -> str:
+        return "ldapi://" + quote(str(self.root / "ldapi"), safe="")
+
+    # --- set-up ---------------------------------------------------------------------------
+    def _run(self, argv: list[str], stdin: str | None = None) -> None:
+        res = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=60, check=False)
+        if res.returncode != 0:
+            raise LabDirectoryError(f"{argv[0]} failed ({res.returncode}): {res.stderr.strip()[-500:]}")
+
+    def _certificates(self) -> None:
+        r = self.root
+        self._run([OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                   "-keyout", str(r / "ca.key"), "-out", str(r / "ca.pem"), "-days", "7", "-subj", "/CN=rackpilot lab CA",
+                   "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+        self._run([OPENSSL, "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                   "-keyout", str(r / "server.key"), "-out", str(r / "server.csr"), "-subj", "/CN=localhost"])
+        (r / "ext.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+                                   "keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n")
+        self._run([OPENSSL, "x509", "-req", "-in", str(r / "server.csr"), "-CA", str(r / "ca.pem"), "-CAkey",
+                   str(r / "ca.key"), "-CAcreateserial", "-out", str(r / "server.pem"), "-days", "7",
+                   "-extfile", str(r / "ext.cnf")])
+        os.chmod(r / "server.key", 0o600)
+
+    def _config_ldif(self) -> str:
+        r = self.root
+        peer = f"gidNumber={os.getgid()}+uidNumber={os.getuid()},cn=peercred,cn=external,cn=auth"
+        schemas = "".join(f"include: file://{SCHEMA_DIR}/{s}.ldif\n\n" for s in ("core", "cosine", "nis", "inetorgperson"))
+        return f"""dn: cn=config
+objectClass: olcGlobal
+cn: config
+olcPidFile: {r}/slapd.pid
+olcArgsFile: {r}/slapd.args
+olcTLSCACertificateFile: {r}/ca.pem
+olcTLSCertificateFile: {r}/server.pem
+olcTLSCertificateKeyFile: {r}/server.key
+olcLogLevel: none
+
+dn: cn=module{{0}},cn=config
+objectClass: olcModuleList
+cn: module{{0}}
+olcModulePath: {MODULE_DIR}
+olcModuleLoad: back_mdb
+olcModuleLoad: memberof
+olcModuleLoad: refint
+olcModuleLoad: ppolicy
+
+dn: cn=schema,cn=config
+objectClass: olcSchemaConfig
+cn: schema
+
+{schemas}dn: olcDatabase={{0}}config,cn=config
+objectClass: olcDatabaseConfig
+olcDatabase: {{0}}config
+olcAccess: to * by dn.exact={peer} manage by * none
+
+dn: olcDatabase={{1}}mdb,cn=config
+objectClass: olcDatabaseConfig
+objectClass: olcMdbConfig
+olcDatabase: {{1}}mdb
+olcSuffix: {BASE_DN}
+olcDbDirectory: {r}/data
+olcRootDN: {ADMIN_DN}
+olcRootPW: {self.admin_password}
+olcDbMaxSize: 67108864
+olcAccess: to attrs=userPassword by self write by anonymous auth by * none
+olcAccess: to * by users read by * none
+
+dn: olcOverlay={{0}}memberof,olcDatabase={{1}}mdb,cn=config
+objectClass: olcOverlayConfig
+objectClass: olcMemberOf
+olcOverlay: {{0}}memberof
+olcMemberOfRefInt: TRUE
+olcMemberOfGroupOC: groupOfNames
+olcMemberOfMemberAD: member
+olcMemberOfMemberOfAD: memberOf
+
+dn: olcOverlay={{1}}refint,olcDatabase={{1}}mdb,cn=config
+objectClass: olcOverlayConfig
+objectClass: olcRefintConfig
+olcOverlay: {{1}}refint
+olcRefintAttribute: member memberOf
+
+dn: olcOverlay={{2}}ppolicy,olcDatabase={{1}}mdb,cn=config
+objectClass: olcOverlayConfig
+objectClass: olcPPolicyConfig
+olcOverlay: {{2}}ppolicy
+olcPPolicyDefault: cn=default,ou=policies,{BASE_DN}
+olcPPolicyUseLockout: TRUE
+"""
+
+    def _tree_ldif(self) -> str:
+        out = [f"dn: {BASE_DN}\nobjectClass: dcObject\nobjectClass: organization\ndc: rackpilot\no: rackpilot lab\n"]
+        for ou in ("people", "groups", "services", "policies"):
+            out.append(f"dn: ou={ou},{BASE_DN}\nobjectClass: organizationalUnit\nou: {ou}\n")
+        out.append(f"dn: cn=default,ou=policies,{BASE_DN}\nobjectClass: pwdPolicy\nobjectClass: device\n"
+                   f"cn: default\npwdAttribute: userPassword\npwdLockout: TRUE\npwdMaxFailure: 5\n"
+                   f"pwdLockoutDuration: 0\n")
+        for uid in USERS:
+            locked = "pwdAccountLockedTime: 000001010000Z\n" if uid == "mallory" else ""
+            out.append(f"dn: {user_dn(uid)}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid.title()} Lab\n"
+                       f"sn: Lab\nmail: {uid}@lab.rackpilot.test\nuserPassword: {self.passwords[uid]}\n{locked}")
+        out.append(f"dn: uid=sync,ou=services,{BASE_DN}\nobjectClass: inetOrgPerson\nuid: sync\ncn: rackpilot sync\n"
+                   f"sn: sync\nuserPassword: {self.passwords['sync']}\n")
+        members = {
+            "platform": [user_dn("alice")],
+            "admins": [GROUPS["platform"], user_dn("erin")],
+            "approvers": [f"uid=sync,ou=services,{BASE_DN}"],
+            "operators": [user_dn("bob"), user_dn("mallory")],
+            "viewers": [user_dn("carol")],
+            "unrelated": [user_dn("dave")],
+        }
+        for key in ("platform", "admins", "approvers", "operators", "viewers", "unrelated"):  # nested group first
+            cn = GROUPS[key].split(",")[0][3:]
+            out.append(f"dn: {GROUPS[key]}\nobjectClass: groupOfNames\ncn: {cn}\n"
+                       + "".join(f"member: {m}\n" for m in members[key]))
+        return "\n".join(out)
+
+    # --- lifecycle --------------------------------------------------------------------------
+    def start(self) -> LabDirectory:
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "data").mkdir(exist_ok=True)
+        (self.root / "slapd.d").mkdir(exist_ok=True)
+        self.admin_password = secrets.token_urlsafe(18)
+        self.passwords = {u: f"{u}-{secrets.token_urlsafe(12)}" for u in (*USERS, "sync")}
+        self._certificates()
+        (self.root / "config.ldif").write_text(self._config_ldif())
+        self._run([SLAPADD, "-n0", "-F", str(self.root / "slapd.d"), "-l", str(self.root / "config.ldif")])
+        self.ldap_port, self.ldaps_port = _free_port(), _free_port()
+        urls = f"{self.ldap_uri}/ {self.ldaps_uri}/ {self.ldapi_uri}"
+        log = (self.root / "slapd.log").open("ab")
+        self.process = proc.spawn([SLAPD, "-F", str(self.root / "slapd.d"), "-h", urls, "-d", "0"],
+                                  stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if self.process.poll() is not None:
+                raise LabDirectoryError(f"slapd exited ({self.process.returncode}); see {self.root / 'slapd.log'}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.ldaps_port), timeout=0.2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise LabDirectoryError(f"slapd did not listen within {START_TIMEOUT_S} s") from None
+                time.sleep(0.02)
+        self._run([LDAPADD, "-x", "-H", self.ldapi_uri, "-D", ADMIN_DN, "-w", self.admin_password],
+                  stdin=self._tree_ldif())
+        return self
+
+    def modify(self, ldif: str) -> None:
+        """Apply an LDIF change as the directory's manager (tests: membership changes)."""
+        self._run([LDAPMODIFY, "-x", "-H", self.ldapi_uri, "-D", ADMIN_DN, "-w", self.admin_password], stdin=ldif)
+
+    def remove_member(self, group: str, member_dn: str) -> None:
+        self.modify(f"dn: {GROUPS[group]}\nchangetype: modify\ndelete: member\nmember: {member_dn}\n")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            proc.terminate([self.process.pid], timeout=5.0)
+        self.process = None
+
+    def __enter__(self) -> LabDirectory:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
