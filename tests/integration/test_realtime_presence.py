@@ -389,3 +389,17 @@ async def test_batch_broadcast_endpoint(db, api_url, clients, anon_key, service_
         assert (await http.get(url, headers={"apikey": anon_key})).status_code == 404
     await asyncio.sleep(SILENCE_S)
     assert len(public_got) == 2 and len(private_got) == 1
+
+
+async def test_broadcast_replay_is_refused(api_url, anon_key):
+    """Replaying stored broadcasts is not kept by the local stack: a clear refusal, with
+    Supabase's own reason on a public channel."""
+    async with websockets.connect(f"{ws_url(api_url)}?apikey={anon_key}&vsn=1.0.0") as ws:
+        raw = Raw(ws)
+        for private, reason in ((False, "Replay is not allowed for public channels"),
+                                (True, "Replay is not supported by the rackpilot local stack")):
+            cfg = config(private=private)
+            cfg["config"]["broadcast"]["replay"] = {"since": 0}
+            ref = await raw.push(f"realtime:rt-replay-{private}", "phx_join", cfg)
+            await wait_until(lambda r=ref: raw.reply(r) is not None)
+            assert raw.reply(ref) == {"status": "error", "response": {"reason": f"UnableToReplayMessages: {reason}"}}

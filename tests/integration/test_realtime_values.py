@@ -60,7 +60,7 @@ def test_filters_compare_by_column_type():
     assert t("qty=eq.10") and t("qty=gt.9") and t("qty=gte.10") and t("qty=lt.11") and t("qty=lte.10")
     assert not t("qty=neq.10") and not t("qty=gt.10") and t("qty=neq.11")
     assert t("qty=in.(1,10)") and not t("qty=in.(1,2)")
-    assert t('name=in.(alpha,"be,ta")') and t("name=eq.be,ta")
+    assert t('name=in.(alpha,"be,ta")') and t('name=eq."be,ta"')  # unquoted, a comma splits filters
     assert t("at=gt.2026-01-02T03:00:00Z") and not t("at=lt.2026-01-02 03:00:00+00")
     assert t("id=eq.6F9619FF-8B86-D011-B42D-00C04FC964FF") and t("ok=eq.true")
     assert not t("none=eq.x") and not t("none=neq.x") and not t("missing=eq.1")
@@ -68,7 +68,7 @@ def test_filters_compare_by_column_type():
 
 
 @pytest.mark.parametrize("bad", ["", "qty", "qty=", "qty=eq", "qty=like.x", "=eq.1", "qty=in.1,2",
-                                 "qty=in.()", "x" * 2000])
+                                 "qty=in.()", "x" * 2000, "name=eq.be,ta"])
 def test_bad_filters_are_refused(bad):
     with pytest.raises(FilterError):
         parse_filter(bad)

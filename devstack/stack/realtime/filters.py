@@ -3,7 +3,9 @@
 Supported as Supabase Realtime does: ``eq``, ``neq``, ``lt``, ``lte``, ``gt``, ``gte`` and
 ``in`` (``status=in.(queued,running)``). Values are compared after conversion to the
 column's type (numbers numerically, timestamps as instants, uuids case-insensitively,
-everything else as text); a NULL column never matches, as in SQL.
+everything else as text); a NULL column never matches, as in SQL. Other operators, ``not.``
+and several filters joined by commas (Supabase ANDs them) are refused with a FilterError,
+never taken for a value that matches nothing.
 """
 
 from __future__ import annotations
@@ -65,6 +67,9 @@ def parse_filter(text: str) -> Filter:
         raise FilterError("filter must be a non-empty string of the form column=operator.value")
     if len(text) > MAX_FILTER_CHARS:
         raise FilterError(f"filter is longer than {MAX_FILTER_CHARS} characters")
+    if _has_top_level_comma(text):
+        raise FilterError(f"invalid filter {text!r}: several filters joined by commas are not supported by the "
+                          "rackpilot local stack; use one filter per binding")
     column, sep, rest = text.partition("=")
     column = column.strip()
     if not sep or not column:
@@ -82,6 +87,30 @@ def parse_filter(text: str) -> Filter:
             raise FilterError(f"invalid filter {text!r}: in accepts at most {MAX_IN_VALUES} values")
         return Filter(column, op, values)
     return Filter(column, op, (_unquote(value),))
+
+
+def _has_top_level_comma(text: str) -> bool:
+    """A comma outside parentheses and double quotes (Supabase splits filters there)."""
+    depth, quoted, prev = 0, False, ""
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if quoted:
+            if ch == "\\":
+                i += 1
+            elif ch == '"':
+                quoted = False
+        elif ch == '"' and prev in (".", "(", ","):
+            quoted = True
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth = max(0, depth - 1)
+        elif ch == "," and depth == 0:
+            return True
+        prev = ch
+        i += 1
+    return False
 
 
 def _split_list(body: str) -> list[str]:

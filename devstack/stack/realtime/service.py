@@ -448,6 +448,11 @@ class RealtimeService:
             return
         broadcast = config.get("broadcast") or {}
         broadcast = broadcast if isinstance(broadcast, dict) else {}
+        if "replay" in broadcast:  # Supabase's refusal on public channels; not kept here at all
+            self._reply(sock, frame, "error", {"reason": "UnableToReplayMessages: " + (
+                "Replay is not supported by the rackpilot local stack" if config.get("private")
+                else "Replay is not allowed for public channels")})
+            return
         channel = Channel(socket=sock, topic=frame.topic, join_ref=frame.join_ref or frame.ref, claims=claims,
                           token=token, broadcast_self=bool(broadcast.get("self")),
                           broadcast_ack=bool(broadcast.get("ack")), private=bool(config.get("private")),
