@@ -536,6 +536,11 @@ class Executor:
             self._tasks.append(asyncio.create_task(self.realtime_loop(), name="realtime"))
         if self.s.audit_anchor_interval > 0:
             self._tasks.append(asyncio.create_task(self.anchor_loop(), name="audit-anchor"))
+        if "replication_sync" in self.job_types:  # due pairs get their job (SQL decides: never twice)
+            from .replication_schedule import schedule_loop
+
+            self._tasks.append(asyncio.create_task(schedule_loop(self.control, self.executor_id, self.stop),
+                                                   name="replication-schedule"))
         if self.s.notify_enabled:
             self.dispatcher = Dispatcher(self.s, self.control, self.executor_id)
             self._tasks.append(asyncio.create_task(self.dispatcher.run(self.stop), name="notify"))

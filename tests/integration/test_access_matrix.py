@@ -99,9 +99,6 @@ class World:
         for n in ("run", "run2"):
             i[n] = self.one("insert into public.replication_runs (pair_id, site_id, status, kind, bytes) "
                             "values (%s, %s, 'succeeded', 'incremental', 1) returning id", (i["pair"], i["site"]))
-        for n in ("run", "run2"):
-            i[n] = self.one("insert into public.replication_runs (pair_id, site_id, status, kind, bytes) "
-                            "values (%s, %s, 'succeeded', 'incremental', 1) returning id", (i["pair"], i["site"]))
         i["safety"] = self.one("insert into public.cluster_safety_status (cluster_id, status, hosts_total, "
                                "hosts_in_maintenance) values (%s, 'safe', 4, 0) returning id", (i["cluster"],))
         i["window"] = self.one("insert into public.maintenance_windows (site_id, title, starts_at, ends_at, requested_by) "
@@ -256,13 +253,6 @@ def statements(w: dict[str, str], users: dict[str, str]) -> dict[str, dict[str, 
                        "target_dataset) values (%s, 'n', 'a', 'tank/a', 'b', 'tank/b')", (s["site"],)),
             "update": ("update public.replication_pairs set name = name where id = %s", (s["pair"],)),
             "delete": ("delete from public.replication_pairs where id = %s", (s["pair2"],)),
-        },
-        "replication_runs": {
-            "select": ("select id from public.replication_runs where id = %s", (s["run"],)),
-            "insert": ("insert into public.replication_runs (pair_id, site_id, status, kind) "
-                       "values (%s, %s, 'succeeded', 'none')", (s["pair"], s["site"])),
-            "update": ("update public.replication_runs set bytes = bytes where id = %s", (s["run"],)),
-            "delete": ("delete from public.replication_runs where id = %s", (s["run2"],)),
         },
         "replication_runs": {
             "select": ("select id from public.replication_runs where id = %s", (s["run"],)),
