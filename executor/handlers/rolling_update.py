@@ -77,6 +77,7 @@ from ..targets.redfish import RedfishClient
 from ..targets.vsphere import VSphereClient
 from ..targets.vsphere_blockers import BLOCKING, host_blockers, preflight_report
 from . import register
+from ._replication_gate import replication_lag_blockers
 from ._vsphere import (
     FailureBudgetExhausted,
     InventoryMissing,
@@ -418,6 +419,8 @@ class RollingClusterUpdateHandler(JobHandler):
                                      details={"host_id": h["id"], "vm_id": vm_ids.get(b.vm), "vm_moref": b.vm,
                                               "host_moref": b.host, "host_name": b.host_name, "vm_name": b.vm_name,
                                               "scan_kind": b.kind}))
+        # storage hosts whose replication is behind policy (executor/handlers/_replication_gate.py)
+        found += await replication_lag_blockers(ctx, [h for h in plan if h["id"] not in skip], blockers, decisions)
         ctx.checkpoint["skip"] = sorted(skip)
         ctx.checkpoint["power_off"] = power_off
         if found:

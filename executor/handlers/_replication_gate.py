@@ -1,0 +1,82 @@
+"""Maintenance gate: a host is not taken down while a replication pair on its storage server
+is lagging beyond its policy.
+
+A pair names the servers its datasets live on (``replication_pairs.source_server_id`` /
+``target_server_id``). When a job would take such a server's host out of service and the
+pair's lag (now minus the creation time of the newest snapshot on the replica; a pair never
+synced counts as lagging) exceeds ``max_lag_seconds``, the job pauses with a
+``replication_lag`` blocker naming the pair and its lag. The operator then:
+
+* waits, or runs "sync now" for the pair, and resumes: the scan runs again and a pair back
+  within its lag no longer blocks;
+* skips the host (``skip_host``);
+* overrides with a reason (``acknowledge`` with a note): that pair no longer blocks that
+  host in this job, and the decision stays in the audit trail.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+from ..steps import Blocker, StepContext
+
+PAIR_COLUMNS = ("id,name,source_host,source_dataset,target_host,target_dataset,source_server_id,target_server_id,"
+                "max_lag_seconds,last_synced_snapshot_at,last_success_at,enabled")
+
+
+def current_lag(pair: dict[str, Any], now: float | None = None) -> float | None:
+    """Seconds the replica is behind, or None when it never received a snapshot."""
+    at = pair.get("last_synced_snapshot_at")
+    if not at:
+        return None
+    t = at if isinstance(at, datetime) else datetime.fromisoformat(str(at).replace("Z", "+00:00"))
+    return max(0.0, (now if now is not None else time.time()) - t.timestamp())
+
+
+def _fmt(seconds: float | None) -> str:
+    if seconds is None:
+        return "never synced"
+    if seconds >= 7200:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
+
+
+async def replication_lag_blockers(ctx: StepContext, hosts: list[dict[str, Any]], blockers: list[dict[str, Any]],
+                                   decisions: dict[str, str]) -> list[Blocker]:
+    """One blocker per (host, lagging pair on its server) not overridden in this job."""
+    servers = {str(h["server_id"]): h for h in hosts if h.get("server_id")}
+    if not servers:
+        return []
+    control = ctx.session.runner.control  # type: ignore[attr-defined]
+    rows: dict[str, dict[str, Any]] = {}
+    for col in ("source_server_id", "target_server_id"):
+        for r in await control.select("replication_pairs", PAIR_COLUMNS, **{col: list(servers)}):
+            rows[str(r["id"])] = r
+    overridden = {(str((b.get("details") or {}).get("pair_id")), str(b.get("host_id")))
+                  for b in blockers if b.get("kind") == "replication_lag"
+                  and decisions.get(str(b["id"])) == "acknowledge"}
+    now = time.time()
+    found = []
+    for pair in rows.values():
+        if not pair.get("enabled", True):
+            continue
+        lag = current_lag(pair, now)
+        limit = float(pair.get("max_lag_seconds") or 0)
+        if lag is not None and lag <= limit:
+            continue
+        for side in ("source", "target"):
+            host = servers.get(str(pair.get(f"{side}_server_id")))
+            if host is None or (str(pair["id"]), str(host["id"])) in overridden:
+                continue
+            found.append(Blocker(
+                kind="replication_lag", target=pair["name"],
+                message=(f"{host['name']} holds the {side} of replication pair {pair['name']} "
+                         f"({pair['source_dataset']} -> {pair['target_dataset']}), whose lag is {_fmt(lag)}, "
+                         f"beyond the allowed {_fmt(limit)}: wait, sync the pair now, skip the host, or "
+                         f"override with a reason"),
+                details={"host_id": host["id"], "host_name": host["name"], "server_id": host.get("server_id"),
+                         "pair_id": str(pair["id"]), "pair_name": pair["name"], "side": side,
+                         "lag_seconds": None if lag is None else int(lag), "max_lag_seconds": int(limit)}))
+    return found
