@@ -96,11 +96,11 @@ async def main_async(size: int, rounds: int) -> dict:
                 return t, c
 
             def raw() -> float:
-                a = ssh.argv(eps["src"], src_cmd)
-                b = ssh.argv(eps["dst"], dst_cmd, stdin=True)
+                src_argv = ssh.argv(eps["src"], src_cmd)  # ssh ... (declared: ssh)
+                dst_argv = ssh.argv(eps["dst"], dst_cmd, stdin=True)
                 t0 = time.perf_counter()
-                p1 = subprocess.Popen(a, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=ssh._env())
-                p2 = subprocess.Popen(b, stdin=p1.stdout, stdout=subprocess.DEVNULL, env=ssh._env())
+                p1 = subprocess.Popen(src_argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=ssh._env())
+                p2 = subprocess.Popen(dst_argv, stdin=p1.stdout, stdout=subprocess.DEVNULL, env=ssh._env())
                 assert p1.stdout is not None
                 p1.stdout.close()
                 if p2.wait() != 0 or p1.wait() != 0:
