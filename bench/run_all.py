@@ -51,6 +51,7 @@ QUICK_ARGS: dict[str, list[str]] = {
     "dispatch_latency": ["--jobs", "20"],
     "fleet_inventory": ["--count", "200", "--sequential", "20"],
     "rest_throughput": ["--duration", "3"],
+    "replication": ["--bytes", str(128 << 20), "--rounds", "2"],
     "rolling_update": ["--hosts", "4", "--naive-hosts", "2"],
     "vcenter_sync": ["--clusters", "2", "--hosts", "4", "--vms-per-host", "10"],
 }
@@ -95,6 +96,10 @@ RELATIONS: dict[str, list[Rel]] = {
         Rel("one_subscriber.p99_ms", target="<= 50"),
         Rel("fanout_200.p99_ms", target="<= 200"),
         Rel("sustained.max_changes_per_s_p99_under_1s", target=">= 2000"),
+    ],
+    "replication": [
+        # ratio: raw seconds / transport seconds (above 1 the executor's relay is faster)
+        Rel("transport_mb_s_median", baseline="raw_mb_s_median", ratio="ratio_median"),
     ],
     "rolling_update": [
         Rel("overhead_pct", target="<= 10"),
@@ -141,6 +146,8 @@ def unit_of(key: str) -> str:
 
 def _unit(leaf: str) -> str:
     leaf = re.sub(r"^(baseline|target)_|_(baseline|target)$", "", leaf)  # a baseline has its figure's unit
+    if re.search(r"(^|_)mb_s(_|$)", leaf):
+        return "MB/s"
     m = re.search(r"_(ms|s)_per_([a-z]+)$", leaf)
     if m:
         return f"{m.group(1)}/{m.group(2)}"

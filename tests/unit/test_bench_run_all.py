@@ -211,6 +211,16 @@ def test_targets_missed_and_on_another_figure() -> None:
     assert run_all.judge("about 3", 1, {}) == "about 3"
 
 
+def test_replication_transport_against_raw_ssh() -> None:
+    line = {"benchmark": "replication", "ratio_median": 1.02, "ratio_worst": 0.97, "transport_mb_s_median": 410.5,
+            "raw_mb_s_median": 402.1, "executor_rss_during_mb": [30.1, 31.0], "executor_cpu_s_per_gib": 0.2}
+    rows = {r.metric: r for r in run_all.relate("replication", run_all.flatten(line))}
+    t = rows["transport_mb_s_median"]
+    assert (t.unit, t.baseline, t.ratio) == ("MB/s", "402.1 MB/s (raw_mb_s_median)", "1.02 (ratio_median)")
+    assert "ratio_median" not in rows and rows["ratio_worst"].value == 0.97
+    assert rows["executor_rss_during_mb"].value == "30.1; 31.0" and rows["executor_rss_during_mb"].unit == "MB"
+
+
 @pytest.mark.parametrize("key,unit", [
     ("p99_ms", "ms"), ("total_s", "s"), ("overhead_pct", "%"), ("rps", "req/s"), ("vms_per_s", "vms/s"),
     ("sustained.max_changes_per_s_p99_under_1s", "changes/s"), ("steps[rate_per_s=500].p50_ms", "ms"),
