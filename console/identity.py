@@ -183,3 +183,25 @@ def sign_in_break_glass(config: Any, account: str, secret: str, reason: str, ttl
         raise _console_error(exc) from None
     finally:
         secret = ""  # noqa: F841
+
+
+def seal_bind_credential(client: Any, site_id: str, name: str, bind_dn: str, password: str,
+                         uris: list[str]) -> str:
+    """Admins: store the directory bind account the executor's sync uses, sealed here to every
+    active executor key of the site (the password never leaves this process in the clear),
+    naming the directory URIs as the only endpoints it may be presented to. Returns its id."""
+    execs = client.table("executors").select("id,public_key,key_id").eq("site_id", site_id) \
+        .eq("status", "active").execute().data
+    if not execs:
+        raise IdentityError(409, "no_executor_key", "the site has no active executor to seal the bind account to")
+    secret = {"username": bind_dn, "password": password, "endpoints": [{"url": u} for u in uris]}
+    sealed = [(e, json.dumps(seal(_raw_public_key(e["public_key"]), secret))) for e in execs]  # type: ignore[arg-type]
+    client.table("credential_sets").insert({"site_id": site_id, "name": name, "kind": "ldap", "username": bind_dn,
+                                            "sealed_secret": sealed[0][1], "key_id": sealed[0][0]["key_id"]},
+                                           returning="minimal").execute()
+    cred = client.table("credential_sets").select("id").eq("site_id", site_id).eq("name", name).execute().data[0]["id"]
+    client.table("credential_envelopes").insert(
+        [{"credential_set_id": cred, "executor_id": e["id"], "key_id": e["key_id"], "sealed_secret": s}
+         for e, s in sealed], returning="minimal").execute()
+    password = ""  # noqa: F841
+    return cred

@@ -41,6 +41,7 @@ from console.identity import (
     list_breakglass_sessions,
     provision_breakglass,
     revoke_breakglass_session,
+    seal_bind_credential,
     sealed_login,
 )
 from devstack.lab.ldap import BASE_DN, GROUPS, LabDirectory, group_roles, user_dn
@@ -138,12 +139,11 @@ class World:
                    "base_dn, group_roles, request_ttl_s) values (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                    self.sites[name], mode, uris, starttls, self.ldap.ca_pem, common["bind_dn_template"],
                    common["base_dn"], common["group_roles"], 3 if name == "forged" else 10)
-        # the bind account the sync reads membership with, sealed to the exec site's key
-        env = seal(self.keys["exec"].public_raw, {"username": f"uid=sync,ou=services,{BASE_DN}",
-                                                  "password": self.ldap.passwords["sync"]})
-        self.q("insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id) "
-               "values (%s, 'directory-sync', 'ldap', %s, %s, %s)", self.sites["exec"],
-               f"uid=sync,ou=services,{BASE_DN}", json.dumps(env), self.keys["exec"].kid)
+        # the bind account the sync reads membership with, sealed by an admin (a directory one)
+        # to the exec site's executor key, bound to the directory's URIs
+        admin = self.login("direct", "alice")["session"]
+        seal_bind_credential(self.client(admin), self.sites["exec"], "directory-sync", f"uid=sync,ou=services,{BASE_DN}",
+                             self.ldap.passwords["sync"], [self.ldap.ldaps_uri, self.ldap.ldap_uri])
         for name, uris, starttls in (("exec", [dead, self.ldap.ldaps_uri], False),
                                      ("exec-tls", [self.ldap.ldap_uri], True)):
             key_path = tmp / f"{name}.pem"
@@ -461,7 +461,10 @@ def test_break_glass_with_the_directory_down(world: World):
     assert info.value.status == 400  # a reason is required
     res = break_glass_login(world.url, world.anon, name, secret, "directory down, restoring access", ttl_seconds=5)
     expires = datetime.fromisoformat(res["expires_at"].replace("Z", "+00:00"))
-    assert 4 <= (expires - datetime.now(UTC)).total_seconds() <= 6
+    granted = world.q("select extract(epoch from expires_at - started_at)::int, "
+                      "(select s.not_after = b.expires_at from auth.sessions s where s.id = b.auth_session_id) "
+                      "from public.breakglass_sessions b where b.id = %s", res["breakglass_session_id"])
+    assert granted == [(5, True)]  # the grant's lifetime, and the auth session ends with it
     assert res["role"] == "admin" and world.role_of(res["session"]) == "admin"
     audit = world.q("select new_data from public.audit_log where action = 'breakglass.used' and row_id = %s",
                     res["breakglass_session_id"])

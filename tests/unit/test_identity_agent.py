@@ -1,0 +1,70 @@
+"""executor/identity.py and console/identity.py pieces that need no directory: settings,
+the ppolicy answer, envelopes opened without registering their values, break-glass hashes."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from pydantic import ValidationError
+
+from console.identity import _b64u, hash_secret
+from executor.identity import IdentityError, IdentitySettings, _ppolicy_error, answer_mac, open_envelope
+from executor.log import SECRETS
+from executor.secrets import KeyPair, seal, unb64u
+
+BASE = {"bind_dn_template": "uid={username},ou=people,dc=x", "base_dn": "dc=x"}
+
+
+def test_settings_take_tls_uris_only_and_split_a_list():
+    s = IdentitySettings(uris="ldaps://a.example:636, ldap://b.example", starttls=True, **BASE)
+    assert s.uris == ["ldaps://a.example:636", "ldap://b.example"]
+    for bad in ("http://a.example", "ldaps://", "a.example"):
+        with pytest.raises(ValidationError):
+            IdentitySettings(uris=bad, **BASE)
+    with pytest.raises(ValidationError):
+        IdentitySettings(uris="ldaps://a", bind_dn_template="uid=fixed,dc=x", base_dn="dc=x")
+
+
+def test_the_password_policy_answer_tells_a_locked_account():
+    control = "1.3.6.1.4.1.42.2.27.8.5.1"
+    assert _ppolicy_error({"controls": {control: {"value": b"0\x03\x81\x01\x01"}}}) == 1  # accountLocked
+    assert _ppolicy_error({"controls": {control: {"value": b"0\x05\xa0\x03\x80\x01\x05"}}}) is None  # a warning only
+    assert _ppolicy_error({"controls": {}}) is None
+    assert _ppolicy_error({}) is None
+
+
+def test_login_envelopes_open_without_entering_the_redaction_registry():
+    keys = KeyPair(X25519PrivateKey.generate())
+    password = "login-pw-" + "q" * 20
+    env = seal(keys.public_raw, {"username": "bob", "password": password, "challenge": "c" * 43})
+    before = len(SECRETS)
+    assert open_envelope(keys, env)["password"] == password
+    assert len(SECRETS) == before  # every user's password would otherwise live as long as the process
+    other = KeyPair(X25519PrivateKey.generate())
+    with pytest.raises(IdentityError):
+        open_envelope(other, env)
+    env["ct"] = env["ct"][:-4] + ("AAAA" if not env["ct"].endswith("AAAA") else "BBBB")
+    with pytest.raises(IdentityError):
+        open_envelope(keys, env)
+
+
+def test_answer_macs_depend_on_request_answer_and_keys():
+    keys = KeyPair(X25519PrivateKey.generate())
+    verifier = KeyPair(X25519PrivateKey.generate())
+    mac = answer_mac(keys, verifier.public_b64, "r1", '{"ok":true}')
+    assert mac == answer_mac(keys, verifier.public_b64, "r1", '{"ok":true}')
+    assert mac != answer_mac(keys, verifier.public_b64, "r2", '{"ok":true}')
+    assert mac != answer_mac(keys, verifier.public_b64, "r1", '{"ok":false}')
+    assert mac != answer_mac(KeyPair(X25519PrivateKey.generate()), verifier.public_b64, "r1", '{"ok":true}')
+    with pytest.raises(IdentityError):
+        answer_mac(keys, _b64u(b"short"), "r1", "{}")
+
+
+def test_break_glass_hashes_are_scrypt_in_the_format_the_function_reads():
+    stored = hash_secret("the-secret", n=1024)
+    kind, n, r, p, salt, digest = stored.split("$")
+    assert (kind, n, r, p) == ("scrypt", "1024", "8", "1")
+    assert hashlib.scrypt(b"the-secret", salt=unb64u(salt), n=1024, r=8, p=1, dklen=32) == unb64u(digest)
+    assert "the-secret" not in stored
