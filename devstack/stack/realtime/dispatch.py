@@ -266,39 +266,37 @@ class Dispatcher:
         """Fill ``change.visible`` (which target channels may see each change) and
         ``change.role_columns`` (the columns each of their roles may read)."""
         privs: dict[tuple[str, str, str], tuple[bool, frozenset[str] | None]] = {}
-
-        async def privileges(role: str, change: Change) -> tuple[bool, frozenset[str] | None]:
-            key = (role, change.schema, change.table)
-            answer = privs.get(key)
-            if answer is None:
-                answer = privs[key] = await self.db.privileges(*key)
-            change.role_columns[role] = answer[1]
-            return answer
-
         # per table: the RLS-checked changes, and for each of them its channels by group
         pending: dict[tuple[str, str], list[tuple[Change, dict[tuple, list[Channel]]]]] = {}
         for change in changes:
             by_group: dict[tuple, list[Channel]] = {}
+            service = False
             for channel in change.targets:
                 if channel.role == "service_role":
-                    await privileges("service_role", change)
+                    service = True
                     change.visible.add(channel)
                     continue
                 by_group.setdefault(channel.group, []).append(channel)
+            # privileges once per role (subscribers' groups mostly share one role)
+            may: dict[str, bool] = {}
+            for role in {g[0] for g in by_group} | ({"service_role"} if service else set()):
+                key = (role, change.schema, change.table)
+                answer = privs.get(key)
+                if answer is None:
+                    answer = privs[key] = await self.db.privileges(*key)
+                may[role] = answer[0]
+                change.role_columns[role] = answer[1]
             if not by_group:
                 continue
             info = change.info
             if change.kind == "DELETE" or info is None or not info.rls:
                 for group, chans in by_group.items():
-                    if (await privileges(group[0], change))[0]:
+                    if may[group[0]]:
                         change.visible.update(chans)
                 continue
             if change.key is None:
                 continue  # RLS table without a primary key: nothing to re-read
-            allowed = {}
-            for group, chans in by_group.items():
-                if (await privileges(group[0], change))[0]:
-                    allowed[group] = chans
+            allowed = {group: chans for group, chans in by_group.items() if may[group[0]]}
             if allowed:
                 pending.setdefault((change.schema, change.table), []).append((change, allowed))
         for (schema, table), items in pending.items():
