@@ -289,14 +289,19 @@ class Api:
         return self.invoke("maintenance-windows", body)
 
     # -- credentials (admin) -------------------------------------------------------------
-    def seal_credential(self, *, site_id: str, name: str, kind: str, username: str, secret: str) -> Row:
+    def seal_credential(self, *, site_id: str, name: str, kind: str, username: str, secret: str,
+                        endpoints: list[Row]) -> Row:
         """The secret goes into this one request body and nowhere else; the answer carries
-        only ids (the function never returns the secret)."""
+        only ids (the function never returns the secret). ``endpoints`` ({url, tls}) are
+        sealed with it: the executor presents the secret to no other endpoint."""
         return self.invoke("encrypt-credentials", {"action": "seal", "site_id": site_id, "name": name,
-                                                   "kind": kind, "username": username, "secret": secret})
+                                                   "kind": kind, "username": username, "secret": secret,
+                                                   "endpoints": endpoints})
 
-    def reseal_credential(self, *, credential_set_id: str, secret: str, username: str | None = None) -> Row:
-        body: dict[str, Any] = {"action": "reseal", "credential_set_id": credential_set_id, "secret": secret}
+    def reseal_credential(self, *, credential_set_id: str, secret: str, endpoints: list[Row],
+                          username: str | None = None) -> Row:
+        body: dict[str, Any] = {"action": "reseal", "credential_set_id": credential_set_id, "secret": secret,
+                                "endpoints": endpoints}
         if username:
             body["username"] = username
         return self.invoke("encrypt-credentials", body)

@@ -41,6 +41,7 @@ from .control import ControlPlane, ControlPlaneError, Rejected, StaleEpoch
 from .preflight import ConfigurationError, explain_refusal
 from .log import SECRETS, job_id_var
 from .notify import Dispatcher
+from .binding import Credential, EndpointSpecError
 from .secrets import EnvelopeError, KeyPair
 from .steps import Fenced, SafetyPolicy, StepEngine, StepError
 
@@ -176,7 +177,7 @@ class LeasedJob:
     async def release(self) -> None:
         await self._write("release_job", {})
 
-    async def credentials(self, credential_id: str) -> dict[str, str]:
+    async def credentials(self, credential_id: str) -> Credential:
         # encrypt-credentials seals one envelope per executor key of the site; ask for the
         # one sealed to this executor's key, and fall back to the set's own envelope (a set
         # sealed before per-key envelopes existed, or by a single-executor site).
@@ -193,11 +194,10 @@ class LeasedJob:
             raise CredentialError(f"credential {credential_id} was not returned")
         try:
             opened = self.runner.open_sealed(row.get("sealed_secret"))
-        except EnvelopeError as exc:
+            # the secret comes with the endpoints its sealer named: it is released only to them
+            return Credential.from_plaintext(credential_id, opened, username=str(row.get("username") or ""))
+        except (EnvelopeError, EndpointSpecError) as exc:
             raise CredentialError(f"credential {credential_id}: {exc}") from None
-        if row.get("username"):
-            opened.setdefault("username", str(row["username"]))
-        return opened
 
     async def notice(self, event: str, payload: dict[str, Any]) -> None:
         try:

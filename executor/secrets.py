@@ -33,9 +33,15 @@ Sealing (what the edge function does, e.g. with WebCrypto):
 3. ``aad = "rackpilot-credential-v1|" + kid`` (UTF-8), binding the ciphertext to its key id;
 4. ``ct = AES-256-GCM(key, nonce, plaintext, aad)``.
 
-The plaintext is a UTF-8 JSON object of strings, e.g. ``{"username": "root", "password":
-"..."}``. The executor opens envelopes in memory only, per job, never writes them to
-disk, and registers every string value with :data:`executor.log.SECRETS` before
+The plaintext is a UTF-8 JSON object: the secret's fields as strings, and ``endpoints``,
+the list of endpoints the secret may be presented to, e.g. ``{"username": "root",
+"password": "...", "endpoints": [{"scheme": "https", "host": "10.1.2.7", "port": 443,
+"tls": {"ca_bundle": "/etc/rackpilot/idrac-ca.pem"}}]}`` (entry format:
+:mod:`executor.binding`). The list is sealed by the admin with the secret, inside the
+authenticated ciphertext: the control plane can neither read nor change it. A plaintext
+without ``endpoints`` (sealed before endpoints existed) opens, but its secret is
+presented nowhere. The executor opens envelopes in memory only, per job, never writes
+them to disk, and registers every secret string with :data:`executor.log.SECRETS` before
 returning it so that no log line can print it.
 """
 
@@ -146,15 +152,25 @@ class KeyPair:
             data = json.loads(plain)
         except ValueError as exc:
             raise EnvelopeError("envelope plaintext is not JSON") from exc
-        if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
-            raise EnvelopeError("envelope plaintext must be a JSON object of strings")
-        for value in data.values():
-            SECRETS.add(value)
+        if not isinstance(data, dict) or not all(
+                isinstance(k, str) and (isinstance(v, str) or (k == "endpoints" and isinstance(v, list)))
+                for k, v in data.items()):
+            raise EnvelopeError("envelope plaintext must be a JSON object of strings (and an endpoints list)")
+        for key, value in data.items():
+            if key != "endpoints":
+                SECRETS.add(value)
         return data
 
 
-def seal(public_raw: bytes, secret: dict[str, str]) -> dict[str, Any]:
-    """Seal ``secret`` to an executor's public key (the edge function's half, for tests and tools)."""
+def seal(public_raw: bytes, secret: dict[str, str], *, endpoints: list[Any] | tuple[Any, ...] = ()) -> dict[str, Any]:
+    """Seal ``secret`` to an executor's public key (the edge function's half, for tests and
+    tools), naming the ``endpoints`` it may be presented to (URLs, ``{"url", "tls"}`` or
+    canonical entries; see :func:`executor.binding.endpoint_entries`). Without endpoints
+    the secret can be opened but is presented nowhere."""
+    if endpoints:
+        from .binding import endpoint_entries
+
+        secret = {**secret, "endpoints": endpoint_entries(endpoints)}  # type: ignore[dict-item]
     eph = X25519PrivateKey.generate()
     epk = eph.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     key = _derive(eph.exchange(X25519PublicKey.from_public_bytes(public_raw)), epk, public_raw)

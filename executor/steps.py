@@ -57,12 +57,15 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import yaml
 
 from . import ExecutorError
 from .log import SECRETS, job_id_var, step_var, target_var
+
+if TYPE_CHECKING:
+    from .binding import Credential
 
 log = logging.getLogger("rackpilot.executor.steps")
 
@@ -281,7 +284,7 @@ class JobSession(Protocol):
     async def finish(self, status: str, *, result: dict[str, Any] | None = None,
                      error: str | None = None) -> None: ...
     async def release(self) -> None: ...
-    async def credentials(self, credential_id: str) -> dict[str, str]: ...
+    async def credentials(self, credential_id: str) -> Credential: ...
     async def notice(self, event: str, payload: dict[str, Any]) -> None: ...
     async def call(self, fn: str, params: dict[str, Any]) -> Any: ...
 
@@ -330,7 +333,7 @@ class StepContext:
                                        resumable=self.spec.resumable,
                                        details=SECRETS.redact_obj({"attempt": self.attempt, "progress": progress}))
 
-    async def credentials(self, credential_id: str) -> dict[str, str]:
+    async def credentials(self, credential_id: str) -> Credential:
         return await self.session.credentials(credential_id)
 
     def check_cancel(self) -> None:

@@ -14,17 +14,43 @@ CREDENTIAL_KINDS = ("idrac", "vcenter", "esxi", "ome", "ssh")
 MIN_REASON = 10  # characters a force-resume reason must have: it goes to the audit log
 
 
+def parse_endpoints(text: str) -> list[Row]:
+    """Endpoints, one per line: a URL, then optionally ``ca_bundle=<path>``, ``insecure``
+    (https without certificate checks), ``known_hosts=<path>`` or ``insecure_host_key``
+    (ssh), e.g. ``https://10.1.2.7 ca_bundle=/etc/rackpilot/idrac-ca.pem``. Blank lines and
+    ``#`` comments are skipped; the function validates the rest."""
+    out: list[Row] = []
+    for n, line in enumerate((text or "").splitlines(), 1):
+        words = line.split("#", 1)[0].split()
+        if not words:
+            continue
+        tls: dict[str, Any] = {}
+        for word in words[1:]:
+            key, _, value = word.partition("=")
+            if key in ("ca_bundle", "known_hosts") and value:
+                tls[key] = value
+            elif key in ("insecure", "insecure_host_key") and not value:
+                tls[key] = True
+            else:
+                raise ValidationFailed(f"endpoints line {n}: unknown option {word!r}",
+                                       [f"endpoints line {n}: use ca_bundle=<path>, insecure, known_hosts=<path> "
+                                        "or insecure_host_key"])
+        out.append({"url": words[0], "tls": tls})
+    return out
+
+
 class CredentialForm:
-    """Seal a credential to the site's executors through ``encrypt-credentials``. The
-    secret is an argument of ``submit`` only: it is never an attribute, never returned and
-    never part of an error message."""
+    """Seal a credential to the site's executors through ``encrypt-credentials``, naming
+    the endpoints it may be presented to. The secret is an argument of ``submit`` only: it
+    is never an attribute, never returned and never part of an error message."""
 
     def __init__(self, api: Api) -> None:
         self.api = api
         self.last_result: Row | None = None
 
     @staticmethod
-    def check(site_id: str, name: str, kind: str, username: str, secret: str) -> list[str]:
+    def check(site_id: str, name: str, kind: str, username: str, secret: str,
+              endpoints: list[Row] | None = None) -> list[str]:
         problems = []
         if not site_id:
             problems.append("site: choose a site")
@@ -38,14 +64,18 @@ class CredentialForm:
             problems.append("secret: enter the password or key")
         elif len(secret) > 4096:
             problems.append("secret: at most 4096 characters")
+        if endpoints is not None and not endpoints:
+            problems.append("endpoints: name at least one endpoint the secret may be presented to")
         return problems
 
-    def submit(self, *, site_id: str, name: str, kind: str, username: str, secret: str) -> Row:
-        problems = self.check(site_id, name, kind, username, secret)
+    def submit(self, *, site_id: str, name: str, kind: str, username: str, secret: str,
+               endpoints: list[Row] | str) -> Row:
+        eps = parse_endpoints(endpoints) if isinstance(endpoints, str) else list(endpoints or [])
+        problems = self.check(site_id, name, kind, username, secret, eps)
         if problems:
             raise ValidationFailed("the credential form is not complete: " + "; ".join(problems), problems)
         res = self.api.seal_credential(site_id=site_id, name=name.strip(), kind=kind, username=username.strip(),
-                                       secret=secret)
+                                       secret=secret, endpoints=eps)
         # keep only what the function answered: ids, never the input
         self.last_result = {k: res.get(k) for k in ("credential_set_id", "key_ids", "sealed_to")}
         return self.last_result
@@ -55,11 +85,16 @@ class CredentialForm:
         marked ``stale`` when an active executor key has no envelope yet: re-enter and rotate."""
         return list(self.api.credential_status(site_id).get("credential_sets") or [])
 
-    def rotate(self, *, credential_set_id: str, secret: str, username: str | None = None) -> Row:
-        if not credential_set_id or not secret:
-            raise ValidationFailed("choose a credential set and enter the new secret",
-                                   ["credential_set_id and secret are required"])
-        res = self.api.reseal_credential(credential_set_id=credential_set_id, secret=secret, username=username)
+    def rotate(self, *, credential_set_id: str, secret: str, endpoints: list[Row] | str,
+               username: str | None = None) -> Row:
+        """Re-seal with a new secret (or to new executor keys), naming the endpoints again:
+        the one way to move a target to another address or TLS trust."""
+        eps = parse_endpoints(endpoints) if isinstance(endpoints, str) else list(endpoints or [])
+        if not credential_set_id or not secret or not eps:
+            raise ValidationFailed("choose a credential set, enter the secret and its endpoints",
+                                   ["credential_set_id, secret and endpoints are required"])
+        res = self.api.reseal_credential(credential_set_id=credential_set_id, secret=secret, endpoints=eps,
+                                         username=username)
         self.last_result = {k: res.get(k) for k in ("credential_set_id", "key_ids", "sealed_to")}
         return self.last_result
 

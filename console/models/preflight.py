@@ -186,6 +186,24 @@ def build_preflight(api: Api, cluster: Row, hosts: list[Row], params: Row, optio
         rep.plan = res.get("plan")
         add(Check("dry_run", "ok", f"plan: {len((rep.plan or {}).get('tasks') or [])} host task(s), risk "
                   f"{(rep.plan or {}).get('risk')}, scheduled {(rep.plan or {}).get('scheduled_for')}"))
+        add(credentials_check(rep.plan or {}))
     except ConsoleError as exc:
         add(Check("dry_run", "block", f"{exc.message} [{exc.code}]"))
     return rep
+
+
+def credentials_check(plan: Row) -> Check:
+    """Where the job's credentials may be presented, as their admin sealed them: unverified
+    TLS (an admin's explicit "insecure", plain HTTP, unchecked SSH host keys) is a warning,
+    a credential sealed without endpoints (the executor presents it nowhere) blocks."""
+    creds = plan.get("credentials") or []
+    nowhere = [c["name"] for c in creds if not c.get("presentable")]
+    if nowhere:
+        return Check("credentials", "block", f"sealed without endpoints, so the executor will not present them: "
+                     f"{', '.join(nowhere)} (an admin reseals them naming their endpoints)")
+    weak = [f"{c['name']}: {e}" for c in creds for e in c.get("unverified_tls") or []]
+    if weak:
+        return Check("credentials", "warn", f"sealed by an admin for unverified TLS: {'; '.join(weak[:5])}"
+                     + (f" and {len(weak) - 5} more" if len(weak) > 5 else ""))
+    return Check("credentials", "ok", f"{len(creds)} credential set(s), each presented only to its sealed, "
+                 "verified endpoints")

@@ -27,6 +27,8 @@ class CredentialsView(w.VBox):
         self.kind = w.Dropdown(description="kind", options=list(CREDENTIAL_KINDS))
         self.username = w.Text(description="username")
         self.secret = w.Password(description="secret")
+        self.endpoints = w.Textarea(description="endpoints",
+                                    placeholder="one per line: https://10.1.2.7 ca_bundle=/etc/rackpilot/ca.pem")
         self.submit = w.Button(description="Seal and store", button_style="warning")
         self.submit.on_click(lambda _: self._submit())
         self.table = w.HTML()
@@ -34,20 +36,26 @@ class CredentialsView(w.VBox):
         self.show.on_click(guarded(self.status, lambda _: self._status()))
         self.rotate_pick = w.Dropdown(description="set", options=[])
         self.rotate_secret = w.Password(description="new secret")
+        self.rotate_endpoints = w.Textarea(description="endpoints", placeholder="as above: where it may be presented")
         self.rotate = w.Button(description="Rotate (re-seal)", button_style="warning")
         self.rotate.on_click(lambda _: self._rotate())
         super().__init__([w.HTML(f"{STYLE}<b>Target credential</b>: sealed to the site's executors; the control "
                                  "plane stores only ciphertext"), self.site, self.name, self.kind, self.username,
-                          self.secret, self.submit, w.HTML("<b>Credential sets of the site</b> (stale = an "
+                          self.secret, self.endpoints, self.submit, w.HTML("<b>Credential sets of the site</b> (stale = an "
                                                            "executor key has no envelope: rotate)"),
-                          self.show, self.table, w.HBox([self.rotate_pick, self.rotate_secret, self.rotate]),
+                          self.show, self.table, w.HBox([self.rotate_pick, self.rotate_secret, self.rotate_endpoints, self.rotate]),
                           self.status])
 
     def _status(self) -> None:
         rows = self.form.status(self.site.value)
         for r in rows:
             r["key_ids"] = ", ".join(r.get("key_ids") or [])
-        self.table.value = html_table(rows, ["name", "kind", "username", "key_ids", "stale"], css="rp-creds",
+        for r in rows:
+            r["endpoints"] = ", ".join(f"{e['scheme']}://{e['host']}:{e['port']}"
+                                       + (" INSECURE" if (e.get("tls") or {}).get("insecure") else "")
+                                       for e in r.get("endpoints") or []) or "none: presented nowhere"
+        self.table.value = html_table(rows, ["name", "kind", "username", "endpoints", "key_ids", "stale"],
+                                      css="rp-creds",
                                       empty="no credential sets at this site")
         self.rotate_pick.options = [(f"{r['name']} ({r['kind']})", r["id"]) for r in rows]
 
@@ -55,7 +63,8 @@ class CredentialsView(w.VBox):
         secret = self.rotate_secret.value
         self.rotate_secret.value = ""
         try:
-            res = guarded(self.status, self.form.rotate)(credential_set_id=self.rotate_pick.value, secret=secret)
+            res = guarded(self.status, self.form.rotate)(credential_set_id=self.rotate_pick.value, secret=secret,
+                                                          endpoints=self.rotate_endpoints.value)
         finally:
             secret = ""  # noqa: F841
         if res:
@@ -67,7 +76,7 @@ class CredentialsView(w.VBox):
         try:
             res = guarded(self.status, self.form.submit)(site_id=self.site.value, name=self.name.value,
                                                           kind=self.kind.value, username=self.username.value,
-                                                          secret=secret)
+                                                          secret=secret, endpoints=self.endpoints.value)
         finally:
             secret = ""  # noqa: F841
         if res:

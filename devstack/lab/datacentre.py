@@ -310,18 +310,36 @@ class DataCentre:
                           "password_file": str(self.workdir / "idrac-password")}
         return out
 
+    def vcenter_endpoints(self) -> list[dict[str, Any]]:
+        """Where the vCenter credential may be presented (``encrypt-credentials`` endpoints)."""
+        assert self.vcenter is not None
+        return [{"url": f"https://{self.vcenter.host}:{self.vcenter.port}", "tls": self.vcenter_tls()}]
+
+    def idrac_endpoints(self) -> list[dict[str, Any]]:
+        """Where the iDRAC credential may be presented: the lab's BMCs of this lab's hosts."""
+        assert self.idrac is not None
+        urls = [self.idrac.url(i) for i in sorted(set(self.host_bmc.values()))]
+        return [{"url": u, "tls": self.idrac_tls() if u.startswith("http://") else {}} for u in urls]
+
+    def ome_endpoints(self) -> list[dict[str, Any]]:
+        """Where the OME credential may be presented (plain HTTP on loopback)."""
+        assert self.ome_sim is not None
+        return [{"url": self.ome_sim.url, "tls": {"allow_plain_http": True}}]
+
     def register(self, query: Any, site_id: str, public_key_b64: str, key_id: str,
                  name: str = "lab-vcenter") -> dict[str, Any]:
         """Put this lab into a site's inventory: the vCenter and one server per host, with
-        their credentials sealed to an executor key (as ``encrypt-credentials`` does).
-        ``query(sql, *args)`` runs SQL as an admin (tests, ``rackpilot lab up``)."""
+        their credentials sealed to an executor key (as ``encrypt-credentials`` does), each
+        naming the endpoints it may be presented to. ``query(sql, *args)`` runs SQL as an
+        admin (tests, ``rackpilot lab up``)."""
         from executor.secrets import seal, unb64u
 
         assert self.vcenter is not None and self.idrac is not None
         pub = unb64u(public_key_b64)
+        endpoints = {"vcenter": self.vcenter_endpoints(), "idrac": self.idrac_endpoints()}
 
         def cred(kind: str, username: str, password: str) -> str:
-            env = seal(pub, {"username": username, "password": password})
+            env = seal(pub, {"username": username, "password": password}, endpoints=endpoints[kind])
             return query("insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id) "
                          "values (%s, %s, %s, %s, %s, %s) returning id", site_id, f"{name}-{kind}", kind, username,
                          json.dumps(env), key_id)[0]["id"]

@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 
 from ..jobparams import JobParamsError, parse_params
 from ..steps import Progress, StepContext, StepError, StepStalled, StepTimeout
+from ..binding import Credential, EndpointNotAllowed, EndpointSpecError, Target
 from ..targets.endpoint import Endpoint, Timeouts
 from ..targets.errors import TargetError
 from ..targets.redfish import RedfishClient
@@ -139,7 +140,10 @@ def loopback(address: str) -> bool:
         return host == "localhost"
 
 
-def endpoint_for(server: dict[str, Any], cred: dict[str, str]) -> Endpoint:
+def endpoint_for(server: dict[str, Any], cred: Credential) -> Endpoint:
+    """The server's iDRAC endpoint with its credential - only when the credential's sealed
+    endpoints name this address and TLS trust (:class:`EndpointNotAllowed` otherwise, raised
+    before anything connects)."""
     tls = (server.get("details") or {}).get("tls") or {}
     if not isinstance(tls, dict):
         raise DellHandlerError(f"server {server['name']}: details.tls must be an object")
@@ -148,16 +152,31 @@ def endpoint_for(server: dict[str, Any], cred: dict[str, str]) -> Endpoint:
         # credentials in clear text cross only the loopback interface (the lab), never a network
         raise DellHandlerError(f"server {server['name']}: plain HTTP is allowed only to a loopback address")
     try:
-        return Endpoint(address, cred.get("username", ""), cred.get("password", ""),
-                        ca_bundle=tls.get("ca_bundle"), insecure=bool(tls.get("insecure")),
-                        allow_plain_http=bool(tls.get("allow_plain_http")), name=server["name"])
+        ep = Endpoint(address, cred.username, "", ca_bundle=tls.get("ca_bundle"), insecure=bool(tls.get("insecure")),
+                      allow_plain_http=bool(tls.get("allow_plain_http")), name=server["name"])
     except TargetError as exc:
         raise DellHandlerError(f"server {server['name']}: {exc}") from None
+    return present(cred, ep)
+
+
+def present(cred: Credential, ep: Endpoint) -> Endpoint:
+    """``ep`` (built without its password) with the credential's secret, after checking the
+    credential may be presented to its scheme, host, port and TLS trust."""
+    try:
+        target = Target.of(ep.url, {"ca_bundle": ep.ca_bundle, "insecure": ep.insecure,
+                                    "allow_plain_http": ep.allow_plain_http if ep.url.startswith("http://") else False},
+                           name=ep.display)
+    except EndpointSpecError as exc:
+        raise DellHandlerError(f"{ep.display}: {exc}") from None
+    secret = cred.release(target)
+    return replace(ep, username=secret.get("username") or ep.username, password=secret.get("password", ""))
 
 
 async def endpoints(ctx: StepContext, servers: list[dict[str, Any]]) -> dict[str, Endpoint]:
-    """Opened credentials, one fetch per credential set, as endpoints by server id."""
-    opened: dict[str, dict[str, str]] = {}
+    """Opened credentials, one fetch per credential set, as endpoints by server id. A server
+    its credential may not be presented to fails here, before any server is touched, and
+    its task records why."""
+    opened: dict[str, Credential] = {}
     out = {}
     for s in servers:
         cid = s.get("credential_set_id")
@@ -165,7 +184,11 @@ async def endpoints(ctx: StepContext, servers: list[dict[str, Any]]) -> dict[str
             raise DellHandlerError(f"server {s['name']} has no credential set; assign one before running jobs on it")
         if cid not in opened:
             opened[cid] = await ctx.credentials(str(cid))
-        out[str(s["id"])] = endpoint_for(s, opened[cid])
+        try:
+            out[str(s["id"])] = endpoint_for(s, opened[cid])
+        except EndpointNotAllowed as exc:
+            await task(ctx, s, "failed", error=error_text(exc))
+            raise
     return out
 
 

@@ -21,6 +21,7 @@ import logging
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ..binding import Credential
 from ..steps import StepContext, StepError
 from ..targets.endpoint import Endpoint, Timeouts
 from ..targets.errors import TargetError
@@ -58,23 +59,26 @@ class TargetProfile:
         return cls(_dell.time_scale())
 
     @staticmethod
-    def vcenter_endpoint(vcenter: dict[str, Any], username: str, password: str) -> Endpoint:
+    def vcenter_endpoint(vcenter: dict[str, Any], cred: Credential) -> Endpoint:
+        """The vCenter's endpoint with its credential, when the credential's sealed endpoints
+        name its address and TLS trust (:class:`EndpointNotAllowed` otherwise)."""
         tls = (vcenter.get("details") or {}).get("tls") or {}
         if not isinstance(tls, dict):
             raise VSphereHandlerError(f"vCenter {vcenter['name']}: details.tls must be an object")
         address = str(vcenter["address"])
         url = address if "://" in address else f"https://{address}"
         try:
-            return Endpoint(url, username, password, ca_bundle=tls.get("ca_bundle"),
-                            insecure=bool(tls.get("insecure")), name=vcenter["name"])
-        except TargetError as exc:
+            ep = Endpoint(url, cred.username, "", ca_bundle=tls.get("ca_bundle"),
+                          insecure=bool(tls.get("insecure")), name=vcenter["name"])
+            return _dell.present(cred, ep)
+        except (TargetError, _dell.DellHandlerError) as exc:
             raise VSphereHandlerError(f"vCenter {vcenter['name']}: {exc}") from None
 
     @staticmethod
-    def idrac_endpoint(server: dict[str, Any], username: str, password: str) -> Endpoint:
+    def idrac_endpoint(server: dict[str, Any], cred: Credential) -> Endpoint:
         try:
-            return _dell.endpoint_for(server, {"username": username, "password": password})
-        except TargetError as exc:
+            return _dell.endpoint_for(server, cred)
+        except (TargetError, _dell.DellHandlerError) as exc:
             raise VSphereHandlerError(f"server {server['name']}: {exc}") from None
 
     @staticmethod
@@ -132,19 +136,20 @@ async def put_artifact(ctx: StepContext, kind: str, content: bytes, *, content_t
                        p_server_id=server_id)
 
 
-async def credential(ctx: StepContext, credential_id: str | None, what: str) -> tuple[str, str]:
+async def credential(ctx: StepContext, credential_id: str | None, what: str) -> Credential:
+    """The opened credential of ``what``; its secret is released only to the endpoints sealed
+    with it (see :mod:`executor.binding`)."""
     if not credential_id:
         raise InventoryMissing(f"{what} has no credential set")
     cred = await ctx.credentials(str(credential_id))
-    username, password = cred.get("username"), cred.get("password")
-    if not username or password is None:
-        raise VSphereHandlerError(f"the credential of {what} has no username/password")
-    return str(username), str(password)
+    if not cred.username:
+        raise VSphereHandlerError(f"the credential of {what} has no username")
+    return cred
 
 
 async def vcenter_client(ctx: StepContext, vcenter: dict[str, Any], profile: TargetProfile) -> VSphereClient:
-    user, pw = await credential(ctx, vcenter.get("credential_set_id"), f"vCenter {vcenter['name']}")
-    ep = profile.vcenter_endpoint(vcenter, user, pw)
+    cred = await credential(ctx, vcenter.get("credential_set_id"), f"vCenter {vcenter['name']}")
+    ep = profile.vcenter_endpoint(vcenter, cred)
     client = VSphereClient(ep, profile.vsphere_timeouts())
     await asyncio.to_thread(client.connect)
     return client

@@ -24,6 +24,7 @@ from typing import Any
 
 import asyncssh
 
+from ..binding import EndpointSpecError, Target
 from ..jobparams import BlockerDefault, EsxiUpgradeParams
 from ..steps import (
     Blocker,
@@ -85,11 +86,21 @@ class EsxiUpgradeHandler(JobHandler):
         if not esxi:
             raise InventoryMissing("the job names no credential set of kind esxi for the SSH login")
         cred = await ctx.credentials(str(esxi[0]["id"]))
+        # the login is released only to an SSH endpoint sealed with it (address, port, host-key trust)
+        try:
+            target = Target.of(str(ssh["address"]), {k: ssh[k] for k in ("known_hosts", "insecure_host_key")
+                                                     if ssh.get(k)},
+                               scheme="ssh", port=int(ssh.get("port") or 22), name=host["name"])
+        except (EndpointSpecError, ValueError) as exc:
+            raise VSphereHandlerError(f"host {host['name']}: esxi_hosts.details.ssh: {exc}") from None
+        if target.scheme != "ssh":
+            raise VSphereHandlerError(f"host {host['name']}: esxi_hosts.details.ssh.address must be a host, not a URL")
+        secret = cred.release(target)
         keys: tuple[Any, ...] = ()
-        if cred.get("private_key"):
-            keys = (asyncssh.import_private_key(cred["private_key"]),)
-        return EsxiShell(str(ssh["address"]), cred.get("username") or "root", port=int(ssh.get("port") or 22),
-                         client_keys=keys, password=cred.get("password") or None,
+        if secret.get("private_key"):
+            keys = (asyncssh.import_private_key(secret["private_key"]),)
+        return EsxiShell(target.host, secret.get("username") or "root", port=target.port,
+                         client_keys=keys, password=secret.get("password") or None,
                          known_hosts=ssh.get("known_hosts"), insecure_host_key=bool(ssh.get("insecure_host_key")),
                          name=host["name"])
 

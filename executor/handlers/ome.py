@@ -28,6 +28,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..binding import Credential
 from ..jobparams import HttpUrlStr
 from ..steps import JobHandler, Progress, StepContext, StepSpec, step
 from ..targets.endpoint import Endpoint
@@ -45,6 +46,7 @@ from ._dell import (
     load_servers,
     loopback,
     per_server,
+    present,
     raise_failures,
     rpc,
     site_servers,
@@ -66,6 +68,7 @@ class FirmwareComplianceParams(BaseModel):
     refresh_inventory: bool = True
     catalog_url: HttpUrlStr | None = None
     server_ids: list[UUID] = Field(default=[], max_length=4096)
+    site_id: UUID | None = None  # create-job's site-wide form: every server of the job's site
 
 
 def parse(job: dict[str, Any]) -> FirmwareComplianceParams:
@@ -76,21 +79,28 @@ def parse(job: dict[str, Any]) -> FirmwareComplianceParams:
             f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())) from None
     if (p.ome_instance_id is None) == (p.catalog_url is None):
         raise DellHandlerError("firmware_compliance needs exactly one source: ome_instance_id or catalog_url")
-    if p.catalog_url and not p.server_ids:
-        raise DellHandlerError("catalog compliance needs server_ids")
+    if p.catalog_url and not p.server_ids and not p.site_id:
+        raise DellHandlerError("catalog compliance needs server_ids or site_id")
     return p
 
 
-def ome_endpoint(row: dict[str, Any], cred: dict[str, str]) -> Endpoint:
+def ome_endpoint(row: dict[str, Any], cred: Credential) -> Endpoint:
+    """The OME endpoint with its credential, when the credential's sealed endpoints name its
+    address and TLS trust (``ome_instances.details.tls``, as servers.details.tls)."""
     address = str(row["address"])
+    tls = (row.get("details") or {}).get("tls") or {}
+    if not isinstance(tls, dict):
+        raise DellHandlerError(f"OME {row['name']}: details.tls must be an object")
     plain = address.startswith("http://")
     if plain and not loopback(address):
         raise DellHandlerError(f"OME {row['name']}: plain HTTP is allowed only to a loopback address")
     try:
-        return Endpoint(address, cred.get("username", ""), cred.get("password", ""), allow_plain_http=plain,
-                        name=row["name"])
+        ep = Endpoint(address, cred.username, "", allow_plain_http=plain, name=row["name"],
+                      ca_bundle=None if plain else tls.get("ca_bundle"),
+                      insecure=False if plain else bool(tls.get("insecure")))
     except TargetError as exc:
         raise DellHandlerError(f"OME {row['name']}: {exc}") from None
+    return present(cred, ep)
 
 
 async def wait_ome_job(ctx: StepContext, ome: OMEClient, job_id: int, operation: str) -> None:
@@ -199,7 +209,8 @@ class FirmwareComplianceHandler(JobHandler):
     async def catalog_compliance(self, ctx: StepContext) -> dict[str, Any]:
         p = parse(ctx.job)
         assert p.catalog_url is not None
-        servers = await load_servers(ctx, [str(s) for s in p.server_ids])
+        servers = (await load_servers(ctx, [str(s) for s in p.server_ids]) if p.server_ids
+                   else await site_servers(ctx))
         eps = await endpoints(ctx, servers)
         catalog = await fetch_catalog(p.catalog_url)
         recs = per_server(ctx)

@@ -57,6 +57,7 @@ import urllib.request
 from dataclasses import asdict
 from typing import Any
 
+from ..binding import Credential
 from ..jobparams import BlockerDefault, RollingClusterUpdateParams
 from ..steps import (
     Blocker,
@@ -130,19 +131,18 @@ def evacuation_budget_s(memory_mb: int, cap_s: float) -> float:
 class HostWork:
     """The target side of one host's update; every method is blocking."""
 
-    def __init__(self, profile: TargetProfile, vc: VSphereClient, host: dict[str, Any], idrac_user: str,
-                 idrac_password: str):
+    def __init__(self, profile: TargetProfile, vc: VSphereClient, host: dict[str, Any], idrac_cred: Credential):
         self.profile = profile
         self.vc = vc
         self.host = host
-        self.user, self.password = idrac_user, idrac_password
+        self.cred = idrac_cred  # released only to the endpoints sealed with it
         self._client: RedfishClient | None = None
 
     def redfish(self) -> Any:
         """The host's one Redfish session (field rule: keep one session per BMC and reuse
         it); sushy logs in again by itself after an iDRAC restart dropped it."""
         if self._client is None:
-            ep = self.profile.idrac_endpoint(self.host["server"], self.user, self.password)
+            ep = self.profile.idrac_endpoint(self.host["server"], self.cred)
             self._client = RedfishClient(ep, self.profile.dell_timeouts()).__enter__()
         return contextlib.nullcontext(self._client)
 
@@ -319,11 +319,11 @@ class RollingClusterUpdateHandler(JobHandler):
                                        "register the server and run vcenter_sync")
             server = await one(ctx, "servers", "id,name,idrac_address,credential_set_id,details",
                                f"server of {h['name']}", id=h["server_id"])
-            user, pw = await credential(ctx, server.get("credential_set_id"), f"iDRAC of {h['name']}")
+            cred = await credential(ctx, server.get("credential_set_id"), f"iDRAC of {h['name']}")
             entry = {"id": str(h["id"]), "name": h["name"], "moref": h["moref"], "server_id": str(server["id"]),
                      "server": {k: server[k] for k in ("id", "name", "idrac_address", "details")},
                      "credential_set_id": server["credential_set_id"], "seq": seq}
-            packages, facts = await asyncio.to_thread(self._compliance, profile, entry, user, pw, catalog, repo,
+            packages, facts = await asyncio.to_thread(self._compliance, profile, entry, cred, catalog, repo,
                                                       params.firmware.components)
             report_hosts[h["name"]] = facts
             memory = sum(inv.vms[v].memory_mb for v in inv.hosts[h["moref"]].vms
@@ -360,9 +360,9 @@ class RollingClusterUpdateHandler(JobHandler):
             raise CatalogUnavailable(str(exc)) from None
 
     @staticmethod
-    def _compliance(profile: TargetProfile, host: dict[str, Any], user: str, pw: str, catalog: Catalog, repo: str,
+    def _compliance(profile: TargetProfile, host: dict[str, Any], cred: Credential, catalog: Catalog, repo: str,
                     components: list[str]) -> tuple[list[UpdatePackage], dict[str, Any]]:
-        ep = profile.idrac_endpoint(host["server"], user, pw)
+        ep = profile.idrac_endpoint(host["server"], cred)
         with RedfishClient(ep, profile.dell_timeouts()) as c:
             info = c.system_info()
             report = catalog.compliance(model=info.model, system_id=info.system_id, components=c.firmware_inventory())
@@ -526,8 +526,8 @@ class RollingClusterUpdateHandler(JobHandler):
                     vc: VSphereClient, host: dict[str, Any], progress: dict[str, Any]) -> dict[str, Any]:
         """One host, phase by phase; the phase is saved before each irreversible action."""
         packages = _packages(host["packages"])
-        user, pw = await credential(ctx, host.get("credential_set_id"), f"iDRAC of {host['name']}")
-        work = HostWork(profile, vc, host, user, pw)
+        cred = await credential(ctx, host.get("credential_set_id"), f"iDRAC of {host['name']}")
+        work = HostWork(profile, vc, host, cred)
         resumed_phase = progress["phase"].get(host["id"])
         power_off = list((ctx.checkpoint.get("power_off") or {}).get(host["id"], []))
         # After a crash the task remembers what this job already did to the host.

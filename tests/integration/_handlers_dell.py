@@ -92,8 +92,14 @@ class DellEnv:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
     # set-up ---------------------------------------------------------------------------------
-    def credential(self, name: str, kind: str, username: str, password: str) -> str:
-        envelope = seal(unb64u(self.key["public_key"]), {"username": username, "password": password})
+    def credential(self, name: str, kind: str, username: str, password: str,
+                   endpoints: list[Any] | None = None) -> str:
+        """A credential sealed to the executor's key, presentable to ``endpoints`` (default:
+        every BMC of the lab, plain HTTP on loopback, as the servers are registered)."""
+        if endpoints is None:
+            endpoints = [{"url": self.lab.url(b.index), "tls": {"allow_plain_http": True}} for b in self.lab.bmcs]
+        envelope = seal(unb64u(self.key["public_key"]), {"username": username, "password": password},
+                        endpoints=endpoints)
         return str(self.h.one("insert into public.credential_sets (site_id, name, kind, username, sealed_secret, "
                               "key_id) values (%s, %s, %s, %s, %s, %s) returning id", self.h.site_id, name, kind,
                               username, json.dumps(envelope), self.key["key_id"])["id"])

@@ -553,3 +553,99 @@ def test_credential_ciphertext_is_unreadable_to_every_user_role(txn):
         cur.execute("select count(*) from public.audit_log where table_name = 'credential_sets' and row_id = %s "
                     "and (new_data ? 'sealed_secret' or old_data ? 'sealed_secret')", (str(cred),))
         assert cur.fetchone()[0] == 0
+
+
+# --- bindings: who may change how a target is reached and which credential it presents -----------
+BINDING_VALUES = {
+    "idrac_address": "'10.66.66.66'", "address": "'attacker.test'", "source_host": "'zfs-evil'",
+    "target_host": "'zfs-evil2'", "details.tls": "'{\"insecure\": true}'::jsonb",
+    "details.ssh": "'{\"address\": \"attacker.test\", \"insecure_host_key\": true}'::jsonb",
+    "endpoints": "'[{\"scheme\": \"https\", \"host\": \"attacker.test\", \"port\": 443, \"tls\": {}}]'::jsonb",
+}
+BINDING_ROWS = {"servers": "server", "vcenters": "vcenter", "ome_instances": "ome", "esxi_hosts": "host",
+                "replication_pairs": "pair", "credential_sets": "cred"}
+
+
+def binding_update(table: str, column: str, ids: dict[str, str]) -> tuple[str, tuple]:
+    """An update that changes exactly ``column`` (a dotted name reaches into jsonb) of the fixture row."""
+    row = ids[BINDING_ROWS[table]]
+    if column == "credential_set_id":
+        # the fixture rows have none, or cred: bind the other one
+        return (f"update public.{table} set credential_set_id = case when credential_set_id = %s then %s::uuid "
+                f"else %s::uuid end where id = %s", (ids["cred"], ids["cred2"], ids["cred"], row))
+    if "." in column:
+        col, key = column.split(".", 1)
+        return (f"update public.{table} set {col} = jsonb_set({col}, '{{{key}}}', {BINDING_VALUES[column]}) "
+                f"where id = %s", (row,))
+    return f"update public.{table} set {column} = {BINDING_VALUES[column]} where id = %s", (row,)
+
+
+def binding_insert(table: str, ids: dict[str, str]) -> tuple[str, tuple] | None:
+    """An insert of a row already bound to a credential (None: the table has no such column)."""
+    return {
+        "servers": ("insert into public.servers (site_id, name, idrac_address, credential_set_id) "
+                    "values (%s, 'bound', '10.9.9.8', %s)", (ids["site"], ids["cred"])),
+        "vcenters": ("insert into public.vcenters (site_id, name, address, credential_set_id) "
+                     "values (%s, 'bound', 'bound.test', %s)", (ids["site"], ids["cred"])),
+        "ome_instances": ("insert into public.ome_instances (site_id, name, address, credential_set_id) "
+                          "values (%s, 'bound', 'bound.test', %s)", (ids["site"], ids["cred"])),
+        "replication_pairs": ("insert into public.replication_pairs (site_id, name, source_host, source_dataset, "
+                              "target_host, target_dataset, credential_set_id) values (%s, 'bound', 'a', 'tank/a', "
+                              "'b', 'tank/b', %s)", (ids["site"], ids["cred"])),
+        "credential_sets": ("insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id, "
+                            f"endpoints) values (%s, 'bound', 'idrac', 'root', 'sealed-envelope-ciphertext', 'k1', "
+                            f"{BINDING_VALUES['endpoints']})", (ids["site"],)),
+    }.get(table)
+
+
+def test_bindings_match_policy(txn):
+    """policies/access.yaml `bindings`: every binding column, changed alone, as every role;
+    and a row inserted already bound to a credential. A role may do it when it is in
+    `change` and the table lets it update (insert) at all."""
+    import yaml
+
+    from devstack.policies import POLICY_DIR
+
+    raw = yaml.safe_load((POLICY_DIR / "access.yaml").read_text())
+    bindings = raw["bindings"]
+    policy = load_access()
+    cur = txn
+    users: dict[str, str | None] = {"anon": None}
+    for role in policy.roles:
+        if role == "anon":
+            continue
+        cur.execute("insert into auth.users (email) values (%s) returning id", (f"bind-{role}-{uuid.uuid4().hex[:6]}@t.invalid",))
+        users[role] = str(cur.fetchone()[0])
+        cur.execute("insert into public.user_roles (user_id, role) values (%s, %s)", (users[role], role))
+    world = World(cur)
+    world.build({**users, "other": users["viewer"], "spare": users["viewer"]})
+    ids = world.ids
+    mismatches, checked = [], 0
+    for table, spec in bindings.items():
+        assert table in policy.relations, f"bindings names {table}, which access.yaml's tables do not list"
+        change = set(spec["change"])
+        for column in spec["columns"]:
+            sql, params = binding_update(table, column, ids)
+            for role in policy.roles:
+                allowed, how = attempt(cur, role, users[role], "update", sql, params, False)
+                expected = role in change and policy.relations[table].allows(role, "update")
+                checked += 1
+                if allowed != expected:
+                    mismatches.append(f"{table}.{column} changed as {role}: expected "
+                                      f"{'allowed' if expected else 'refused'}, got {how}")
+        ins = binding_insert(table, ids)
+        if ins is not None:
+            for role in policy.roles:
+                allowed, how = attempt(cur, role, users[role], "insert", ins[0], ins[1], False)
+                expected = role in change and policy.relations[table].allows(role, "insert")
+                checked += 1
+                if allowed != expected:
+                    mismatches.append(f"{table} inserted bound to a credential as {role}: expected "
+                                      f"{'allowed' if expected else 'refused'}, got {how}")
+    assert not mismatches, "\n".join(mismatches)
+    # the rest of a row stays the operators' (the matrix's update cells): e.g. a server's name and model
+    allowed, how = attempt(cur, "operator", users["operator"], "update",
+                           "update public.servers set name = 'renamed', model = 'R760', "
+                           "details = details || '{\"rack\": \"A1\"}'::jsonb where id = %s", (ids["server"],), False)
+    assert allowed, how
+    print(f"\nbindings: {checked} cells checked")

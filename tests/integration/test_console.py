@@ -320,9 +320,10 @@ def test_credentials_form_seals_and_echoes_nothing(ce):
     secret = f"s3cret-{ce.tag}-value"
     form = CredentialForm(ce.api("admin"))
     with pytest.raises(ValidationFailed) as exc:
-        form.submit(site_id=ce.fleet.site_a, name="", kind="bmc", username="root", secret="")
+        form.submit(site_id=ce.fleet.site_a, name="", kind="bmc", username="root", secret="", endpoints="https://x.test")
     assert len(exc.value.problems) == 3 and secret not in str(exc.value)
-    res = form.submit(site_id=ce.fleet.site_a, name=f"idrac-{ce.tag}", kind="idrac", username="root", secret=secret)
+    res = form.submit(site_id=ce.fleet.site_a, name=f"idrac-{ce.tag}", kind="idrac", username="root", secret=secret,
+                      endpoints="https://10.20.0.5 ca_bundle=/etc/rackpilot/idrac-ca.pem")
     assert set(res) == {"credential_set_id", "key_ids", "sealed_to"} and res["sealed_to"] == 1
     assert secret not in json.dumps(res) and secret not in json.dumps(vars(form), default=str)
     stored = q(ce.conn, "select row_to_json(c)::text as t from public.credential_sets c where id = %s",
@@ -330,23 +331,27 @@ def test_credentials_form_seals_and_echoes_nothing(ce):
     assert secret not in stored
     with pytest.raises(AccessDenied) as exc:
         CredentialForm(ce.api("operator")).submit(site_id=ce.fleet.site_a, name=f"x-{ce.tag}", kind="ssh",
-                                                  username="root", secret=secret)
+                                                  username="root", secret=secret,
+                                                  endpoints="ssh://10.20.0.9 insecure_host_key")
     assert secret not in str(exc.value) and secret not in json.dumps(exc.value.details, default=str)
 
 
 def test_credential_status_and_rotation(ce):
     form = CredentialForm(ce.api("admin"))
     made = form.submit(site_id=ce.fleet.site_a, name=f"vc-{ce.tag}", kind="vcenter", username="admin@vsphere",
-                       secret="first-secret-1")
+                       secret="first-secret-1", endpoints="https://vc.lab.test")
     sets = {s["id"]: s for s in form.status(ce.fleet.site_a)}
     mine = sets[made["credential_set_id"]]
     assert mine["stale"] is False and mine["key_ids"] == [ce.fleet.executor_key.kid]
+    assert mine["endpoints"] == [{"scheme": "https", "host": "vc.lab.test", "port": 443, "tls": {}}]
     assert "first-secret-1" not in json.dumps(sets)
     before = q(ce.conn, "select sealed_secret from public.credential_sets where id = %s", mine["id"])[0]
-    res = form.rotate(credential_set_id=mine["id"], secret="second-secret-2")
+    res = form.rotate(credential_set_id=mine["id"], secret="second-secret-2", endpoints="https://vc2.lab.test insecure")
     assert res == {"credential_set_id": mine["id"], "key_ids": [ce.fleet.executor_key.kid], "sealed_to": 1}
     after = q(ce.conn, "select sealed_secret from public.credential_sets where id = %s", mine["id"])[0]
     assert after != before and "second-secret-2" not in json.dumps(after)
+    assert {s["id"]: s for s in form.status(ce.fleet.site_a)}[mine["id"]]["endpoints"] == [
+        {"scheme": "https", "host": "vc2.lab.test", "port": 443, "tls": {"insecure": True}}]
     with pytest.raises(AccessDenied):
         CredentialForm(ce.api("approver")).status(ce.fleet.site_a)
 

@@ -71,12 +71,13 @@ def _body(env: FnEnv, fn: str, action: str, role: str) -> dict[str, Any]:
     if fn == "encrypt-credentials":
         if action == "seal":
             return {"action": "seal", "site_id": f.site_a, "name": name, "kind": "idrac", "username": "root",
-                    "secret": "matrix-secret-1"}
+                    "secret": "matrix-secret-1", "endpoints": [{"url": "https://10.30.0.1"}]}
         if action == "reseal":
             cred = q(c, "insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id) "
                         "values (%s, %s, 'idrac', 'root', %s, %s) returning id",
                      f.site_a, name, "x" * 40, f.executor_key.kid)[0]["id"]
-            return {"action": "reseal", "credential_set_id": str(cred), "secret": "matrix-secret-2"}
+            return {"action": "reseal", "credential_set_id": str(cred), "secret": "matrix-secret-2",
+                    "endpoints": [{"url": "https://10.30.0.1"}]}
         return {"action": "status", "site_id": f.site_a}
     if fn == "notification-settings":
         if action == "upsert":

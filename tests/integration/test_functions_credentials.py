@@ -63,7 +63,9 @@ def test_sealed_credentials_open_only_with_the_executors_key_and_leak_nowhere(en
     secret = _secret()
     status, res = invoke(admin, "encrypt-credentials", {
         "action": "seal", "site_id": env.fleet.site_a, "name": "idrac-root", "kind": "idrac",
-        "username": "root", "secret": secret})
+        "username": "root", "secret": secret,
+        "endpoints": [{"url": "https://iDRAC-01.lab.", "tls": {"ca_bundle": "/etc/rackpilot/idrac-ca.pem"}},
+                      {"scheme": "https", "host": "10.40.0.0/24", "tls": {"insecure": True}}]})
     assert status == 200, res
     assert secret not in json.dumps(res)
     cred = res["credential_set_id"]
@@ -73,7 +75,15 @@ def test_sealed_credentials_open_only_with_the_executors_key_and_leak_nowhere(en
     assert row["key_id"] == env.fleet.executor_key.kid and row["username"] == "root"
     assert secret not in row["sealed_secret"]
     # the executor's own opener, with its private key
-    assert env.fleet.executor_key.open(row["sealed_secret"]) == {"username": "root", "password": secret}
+    sealed_endpoints = [{"scheme": "https", "host": "idrac-01.lab", "port": 443,
+                         "tls": {"ca_bundle": "/etc/rackpilot/idrac-ca.pem"}},
+                        {"scheme": "https", "host": "10.40.0.0/24", "port": 443, "tls": {"insecure": True}}]
+    assert env.fleet.executor_key.open(row["sealed_secret"]) == {"username": "root", "password": secret,
+                                                                 "endpoints": sealed_endpoints}
+    # the endpoints are canonical inside the envelope, and a readable copy is kept for display
+    assert res["endpoints"] == sealed_endpoints
+    assert q(env.conn, "select endpoints from public.credential_sets where id = %s", cred)[0]["endpoints"] == \
+        sealed_endpoints
     for text in _envelopes(env, cred).values():
         assert env.fleet.executor_key.open(json.loads(text))["password"] == secret
     # any other key: refused (named key mismatch), and even forcing the kid cannot decrypt
@@ -95,7 +105,7 @@ def test_reseal_after_key_rotation_and_the_executor_rpc(env: FnEnv, supabase_env
     first, second = _secret(), _secret()
     status, res = invoke(admin, "encrypt-credentials", {
         "action": "seal", "site_id": env.fleet.site_a, "name": "vc-admin", "kind": "vcenter",
-        "username": "administrator@vsphere.local", "secret": first})
+        "username": "administrator@vsphere.local", "secret": first, "endpoints": [{"url": "https://vc.lab:443"}]})
     assert status == 200, res
     cred = res["credential_set_id"]
 
@@ -110,7 +120,8 @@ def test_reseal_after_key_rotation_and_the_executor_rpc(env: FnEnv, supabase_env
     assert mine["stale"] is True and new_key.kid in st["executor_key_ids"]
 
     # the admin re-enters the secret (rotated at the same time): sealed to both keys
-    status, res = invoke(admin, "encrypt-credentials", {"action": "reseal", "credential_set_id": cred, "secret": second})
+    status, res = invoke(admin, "encrypt-credentials", {"action": "reseal", "credential_set_id": cred, "secret": second,
+                                                        "endpoints": [{"url": "https://vc2.lab"}]})
     assert status == 200, res
     assert sorted(res["key_ids"]) == sorted([env.fleet.executor_key.kid, new_key.kid])
     envs = _envelopes(env, cred)
@@ -129,7 +140,9 @@ def test_reseal_after_key_rotation_and_the_executor_rpc(env: FnEnv, supabase_env
     service = create_client(supabase_env["SUPABASE_URL"], supabase_env["SUPABASE_SERVICE_ROLE_KEY"])
     got = service.rpc("get_job_credential_envelope", {
         "p_executor_id": new_exec, "p_job_id": job, "p_epoch": 0, "p_credential_set_id": cred}).execute().data
-    assert new_key.open(got[0]["sealed_secret"]) == {"username": "administrator@vsphere.local", "password": second}
+    assert new_key.open(got[0]["sealed_secret"]) == {
+        "username": "administrator@vsphere.local", "password": second,
+        "endpoints": [{"scheme": "https", "host": "vc2.lab", "port": 443, "tls": {}}]}
     assert _scan_everywhere(env, first) == [] and _scan_everywhere(env, second) == []
     # positive control: the scan does find what is stored in the clear (the username)
     assert "pg_dump" in _scan_everywhere(env, "administrator@vsphere.local")

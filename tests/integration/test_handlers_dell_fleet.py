@@ -111,7 +111,7 @@ def ome(env: DellEnv):
         d.service_tag = f"O{d.service_tag}{env.h.site_name[-4:]}".upper()[:10]
     sim = OMESim(devices=devices, packages=sim_packages(), page_size=2, time_scale=400.0, job_seconds=40.0)
     run_in(env.lt, sim.start())
-    cred = env.credential(f"ome-{sim.port}", "ome", "admin", "ome-lab-pw")
+    cred = env.credential(f"ome-{sim.port}", "ome", "admin", "ome-lab-pw", endpoints=[sim.url])
     inst = env.h.one("insert into public.ome_instances (site_id, name, address, credential_set_id) "
                      "values (%s, %s, %s, %s) returning id", env.h.site_id, f"ome-{sim.port}", sim.url, cred)["id"]
     sim.instance_id, sim.cred = str(inst), cred

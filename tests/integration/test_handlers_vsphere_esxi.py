@@ -35,7 +35,9 @@ def test_esxi_upgrade_host_by_host(stack):
         key = h.one("select public_key, key_id from public.executors where site_id = %s", h.site_id)
         reg = dc.register(h.query, h.site_id, key["public_key"], key["key_id"])
         envelope = seal(unb64u(key["public_key"]), {"username": dc.ssh.username,
-                                                    "private_key": Path(dc.ssh.client_key).read_text()})
+                                                    "private_key": Path(dc.ssh.client_key).read_text()},
+                        endpoints=[{"url": f"ssh://127.0.0.1:{port}", "tls": {"known_hosts": str(dc.ssh.known_hosts)}}
+                                   for port in dc.ssh.ports.values()])
         ssh_cred = h.one("insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id) "
                          "values (%s, 'esxi-ssh', 'esxi', %s, %s, %s) returning id", h.site_id, dc.ssh.username,
                          json.dumps(envelope), key["key_id"])["id"]

@@ -324,11 +324,33 @@ def test_credential_form_keeps_no_secret():
     api = FakeApi()
     form = CredentialForm(api)  # type: ignore[arg-type]
     with pytest.raises(ValidationFailed) as exc:
-        form.submit(site_id="", name="n", kind="telnet", username="", secret="pw-123")
+        form.submit(site_id="", name="n", kind="telnet", username="", secret="pw-123", endpoints="https://x.test")
     assert len(exc.value.problems) == 3 and "pw-123" not in str(exc.value.problems)
-    res = form.submit(site_id="s", name=" idrac ", kind="idrac", username="root", secret="pw-123")
+    with pytest.raises(ValidationFailed) as exc:  # a secret always names where it may go
+        form.submit(site_id="s", name="n", kind="idrac", username="root", secret="pw-123", endpoints="  # none\n")
+    assert exc.value.problems == ["endpoints: name at least one endpoint the secret may be presented to"]
+    res = form.submit(site_id="s", name=" idrac ", kind="idrac", username="root", secret="pw-123",
+                      endpoints="https://10.1.2.7 ca_bundle=/etc/rackpilot/ca.pem\n\nhttps://10.1.2.8 insecure")
     assert res == {"credential_set_id": "c1", "key_ids": ["k"], "sealed_to": 1}  # an echo is dropped
+    assert api.calls[-1][1]["endpoints"] == [{"url": "https://10.1.2.7", "tls": {"ca_bundle": "/etc/rackpilot/ca.pem"}},
+                                             {"url": "https://10.1.2.8", "tls": {"insecure": True}}]
     assert "pw-123" not in json.dumps(vars(form), default=str)
+
+
+def test_endpoint_lines_and_the_preflight_credentials_check():
+    from console.models.admin import parse_endpoints
+    from console.models.preflight import credentials_check
+
+    assert parse_endpoints("ssh://esx-01 known_hosts=/k # lab\nssh://esx-02 insecure_host_key") == [
+        {"url": "ssh://esx-01", "tls": {"known_hosts": "/k"}}, {"url": "ssh://esx-02", "tls": {"insecure_host_key": True}}]
+    with pytest.raises(ValidationFailed):
+        parse_endpoints("https://x verify=no")
+    ok = {"name": "idrac", "presentable": True, "unverified_tls": []}
+    assert credentials_check({"credentials": [ok]}).status == "ok"
+    weak = {"name": "vc", "presentable": True, "unverified_tls": ["https://vc.lab:443 (insecure)"]}
+    check = credentials_check({"credentials": [ok, weak]})
+    assert check.status == "warn" and "vc: https://vc.lab:443 (insecure)" in check.detail
+    assert credentials_check({"credentials": [ok, {"name": "old", "presentable": False}]}).status == "block"
 
 
 # -- plumbing -------------------------------------------------------------------------------

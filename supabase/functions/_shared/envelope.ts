@@ -74,8 +74,9 @@ export async function keyId(publicRaw: Bytes): Promise<string> {
   return "x25519:" + b64u(digest).slice(0, 16);
 }
 
-/** Seal a JSON object of strings to one executor public key. */
-export async function seal(publicRaw: Bytes, secret: Record<string, string>): Promise<Envelope> {
+/** Seal a JSON object to one executor public key: the secret's fields as strings, and
+ * ``endpoints``, where the executor may present them (executor/secrets.py, executor/binding.py). */
+export async function seal(publicRaw: Bytes, secret: Record<string, string | unknown[]>): Promise<Envelope> {
   const recipient = await crypto.subtle.importKey("raw", publicRaw, { name: "X25519" }, false, []);
   const eph = (await crypto.subtle.generateKey({ name: "X25519" }, true, ["deriveBits"])) as CryptoKeyPair;
   const epk = new Uint8Array(await crypto.subtle.exportKey("raw", eph.publicKey));

@@ -6,6 +6,7 @@ import jobSchemas from "./job-schemas.json" with { type: "json" };
 import { badRequest, unprocessable } from "./api.ts";
 import { rejectPrototypeKeys } from "./http.ts";
 import type { Tx } from "./db.ts";
+import { type Endpoint, unverified } from "./endpoints.ts";
 import {
   type ClusterActivity,
   type SafetyPolicy,
@@ -72,9 +73,37 @@ export interface JobPlan {
   scheduled_for: string;
   maintenance_window_id: string | null;
   credential_set_ids: string[];
+  /** Where each credential may be presented, as its admin sealed it (display copy); the
+   * executor refuses any other endpoint. Unverified TLS (insecure, plain HTTP, unchecked
+   * SSH host keys) is listed so the pre-flight shows it. */
+  credentials: CredentialPlan[];
   risk: string;
   requires_window: boolean;
   tasks: TaskPlan[];
+}
+
+export interface CredentialPlan {
+  id: string;
+  name: string;
+  kind: string;
+  endpoints: Endpoint[];
+  unverified_tls: string[]; // "scheme://host:port (insecure|plain-http|insecure-host-key)"
+  presentable: boolean; // false: sealed without endpoints, the executor presents it nowhere
+}
+
+/** The job's credential sets as the pre-flight shows them (read as the caller). */
+async function credentialPlans(tx: Tx, ids: string[]): Promise<CredentialPlan[]> {
+  if (!ids.length) return [];
+  const rows = await tx<{ id: string; name: string; kind: string; endpoints: Endpoint[] }[]>`
+    select id, name, kind::text, endpoints from public.credential_sets where id = any(${ids}::uuid[]) order by name, id`;
+  const word = (e: Endpoint) =>
+    e.tls.insecure ? "insecure" : e.tls.allow_plain_http ? "plain-http" : "insecure-host-key";
+  return rows.map((r) => ({
+    ...r,
+    endpoints: r.endpoints ?? [],
+    unverified_tls: (r.endpoints ?? []).filter(unverified).map((e) => `${e.scheme}://${e.host}:${e.port} (${word(e)})`),
+    presentable: (r.endpoints ?? []).length > 0,
+  }));
 }
 
 /** Structural checks that need no database: body shape, job type, params schema. */
@@ -317,6 +346,7 @@ export async function planJob(tx: Tx, req: JobRequest, now: Date): Promise<JobPl
   });
   if (violations.length) throw violationError(violations);
 
+  const credentialSetIds = uniq(credentialIds.filter((c): c is string => c !== null)).sort();
   return {
     type: req.type,
     site_id: siteId,
@@ -327,7 +357,8 @@ export async function planJob(tx: Tx, req: JobRequest, now: Date): Promise<JobPl
     description: req.description ?? "",
     scheduled_for: scheduled.toISOString(),
     maintenance_window_id: window?.id ?? null,
-    credential_set_ids: uniq(credentialIds.filter((c): c is string => c !== null)).sort(),
+    credential_set_ids: credentialSetIds,
+    credentials: await credentialPlans(tx, credentialSetIds),
     risk: policy.risk,
     requires_window: policy.requires_window,
     tasks,

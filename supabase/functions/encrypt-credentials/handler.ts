@@ -1,11 +1,18 @@
 // encrypt-credentials (admin): seal a target credential to the site's executor key(s).
 //
-// POST {action: "seal", site_id, name, kind, username, secret}
-//   -> 201 {credential_set_id, key_ids, sealed_to}
-// POST {action: "reseal", credential_set_id, secret, username?}
-//   -> 200 {credential_set_id, key_ids, sealed_to}
+// POST {action: "seal", site_id, name, kind, username, secret, endpoints}
+//   -> 201 {credential_set_id, key_ids, sealed_to, endpoints}
+// POST {action: "reseal", credential_set_id, secret, endpoints, username?}
+//   -> 200 {credential_set_id, key_ids, sealed_to, endpoints}
 // POST {action: "status", site_id}
-//   -> 200 {executor_key_ids, credential_sets: [{id, name, kind, username, key_ids, stale}]}
+//   -> 200 {executor_key_ids, credential_sets: [{id, name, kind, username, key_ids, stale, endpoints}]}
+//
+// endpoints: where the secret may be presented, e.g. [{url: "https://10.1.2.7", tls:
+// {ca_bundle: "/etc/rackpilot/idrac-ca.pem"}}] (format: _shared/endpoints.ts). They are
+// sealed inside the envelope with the secret: the executor presents the secret to no
+// other scheme, host, port or TLS trust, whatever the inventory says, so moving a target
+// (or trusting it differently, e.g. insecure TLS) needs a reseal naming the new endpoint.
+// A copy is kept in credential_sets.endpoints for display (the pre-flight shows it).
 //
 // The secret is sealed here, in memory, to every active executor of the site (format:
 // executor/secrets.py, one envelope per key) and only the envelopes are stored. It is
@@ -18,13 +25,16 @@
 import { actionOf, checkBody, conflict, guard, json, notFound, readJsonObject, requireMethod, unprocessable }
   from "../_shared/api.ts";
 import { appRole, asCaller, callerOf, type Tx } from "../_shared/db.ts";
+import { canonicalEndpoints, type Endpoint, EndpointError, type EndpointInput, ENDPOINTS } from "../_shared/endpoints.ts";
 import { KeyFormatError, keyId, parsePublicKey, seal } from "../_shared/envelope.ts";
 import { requireRole } from "../_shared/policy.ts";
 import type { Schema } from "../_shared/validate.ts";
 
 const ACTIONS = ["seal", "reseal", "status"] as const;
 type Action = typeof ACTIONS[number];
-const MAX_BODY_BYTES = 16 * 1024; // a credential is small; refuse anything bigger early
+// a credential is small; refuse anything bigger early. Endpoints fit too: a fleet sharing one
+// credential names its management network (CIDR) rather than hundreds of addresses.
+const MAX_BODY_BYTES = 16 * 1024;
 const UUID = { type: "string", format: "uuid" };
 const SECRET = { type: "string", minLength: 1, maxLength: 4096 };
 const USERNAME = { type: "string", minLength: 1, maxLength: 256 };
@@ -32,7 +42,7 @@ const USERNAME = { type: "string", minLength: 1, maxLength: 256 };
 const SEAL: Schema = {
   type: "object",
   additionalProperties: false,
-  required: ["action", "site_id", "name", "kind", "username", "secret"],
+  required: ["action", "site_id", "name", "kind", "username", "secret", "endpoints"],
   properties: {
     action: { const: "seal" },
     site_id: UUID,
@@ -40,13 +50,16 @@ const SEAL: Schema = {
     kind: { enum: ["idrac", "vcenter", "esxi", "ome", "ssh"] },
     username: USERNAME,
     secret: SECRET,
+    endpoints: ENDPOINTS,
   },
 };
 const RESEAL: Schema = {
   type: "object",
   additionalProperties: false,
-  required: ["action", "credential_set_id", "secret"],
-  properties: { action: { const: "reseal" }, credential_set_id: UUID, username: USERNAME, secret: SECRET },
+  required: ["action", "credential_set_id", "secret", "endpoints"],
+  properties: {
+    action: { const: "reseal" }, credential_set_id: UUID, username: USERNAME, secret: SECRET, endpoints: ENDPOINTS,
+  },
 };
 const STATUS: Schema = {
   type: "object",
@@ -91,7 +104,17 @@ async function siteKeys(tx: Tx, siteId: string): Promise<ExecutorKey[]> {
   return keys;
 }
 
-async function sealEach(keys: ExecutorKey[], secret: Record<string, string>): Promise<string[]> {
+/** The canonical endpoints of a request, or 422 naming the bad entry (never the secret). */
+function endpointsOf(input: EndpointInput[]): Endpoint[] {
+  try {
+    return canonicalEndpoints(input);
+  } catch (e) {
+    if (e instanceof EndpointError) throw unprocessable("bad_endpoint", e.message);
+    throw e;
+  }
+}
+
+async function sealEach(keys: ExecutorKey[], secret: Record<string, string | unknown[]>): Promise<string[]> {
   const out: string[] = [];
   for (const k of keys) out.push(JSON.stringify(await seal(k.raw, secret)));
   return out;
@@ -122,7 +145,7 @@ export const handler = guard("encrypt-credentials", async (req: Request): Promis
         select distinct key_id from public.executors where site_id = ${siteId} and status = 'active' order by key_id`)
         .map((r) => r.key_id);
       const sets = await tx<{ id: string; name: string; kind: string; username: string; key_ids: string[] }[]>`
-        select c.id, c.name, c.kind::text, c.username,
+        select c.id, c.name, c.kind::text, c.username, c.endpoints,
                coalesce((select array_agg(e.key_id order by e.key_id) from public.credential_envelopes e
                           where e.credential_set_id = c.id), array[c.key_id]) as key_ids
           from public.credential_sets c where c.site_id = ${siteId} order by c.name`;
@@ -135,9 +158,11 @@ export const handler = guard("encrypt-credentials", async (req: Request): Promis
   }
 
   if (action === "seal") {
-    const b = checkBody<{ site_id: string; name: string; kind: string; username: string; secret: string }>(
-      SEAL, raw, "encrypt-credentials seal");
+    const b = checkBody<
+      { site_id: string; name: string; kind: string; username: string; secret: string; endpoints: EndpointInput[] }
+    >(SEAL, raw, "encrypt-credentials seal");
     const siteId = b.site_id.toLowerCase();
+    const endpoints = endpointsOf(b.endpoints);
     return await asCaller(caller, async (tx) => {
       requireRole(await appRole(tx), "encrypt-credentials", action);
       const [site] = await tx`select id from public.sites where id = ${siteId}`;
@@ -145,19 +170,22 @@ export const handler = guard("encrypt-credentials", async (req: Request): Promis
       const [dup] = await tx`select id from public.credential_sets where site_id = ${siteId} and name = ${b.name}`;
       if (dup) throw conflict("credential_exists", "the site already has a credential set of that name; use reseal", { credential_set_id: dup.id });
       const keys = await siteKeys(tx, siteId);
-      const envelopes = await sealEach(keys, { username: b.username, password: b.secret });
+      const envelopes = await sealEach(keys, { username: b.username, password: b.secret, endpoints });
       // credential_sets holds the envelope for the newest key, credential_envelopes all of them
       const [row] = await tx<{ id: string }[]>`
-        insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id)
-        values (${siteId}, ${b.name}, ${b.kind}::public.credential_kind, ${b.username}, ${envelopes[0]}, ${keys[0].key_id})
+        insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id, endpoints)
+        values (${siteId}, ${b.name}, ${b.kind}::public.credential_kind, ${b.username}, ${envelopes[0]}, ${keys[0].key_id},
+                ${tx.json(endpoints as never)})
         returning id`;
       const keyIds = await storeEnvelopes(tx, row.id, keys, envelopes);
-      return json({ credential_set_id: row.id, key_ids: keyIds, sealed_to: keyIds.length }, 201);
+      return json({ credential_set_id: row.id, key_ids: keyIds, sealed_to: keyIds.length, endpoints }, 201);
     });
   }
 
-  const b = checkBody<{ credential_set_id: string; username?: string; secret: string }>(RESEAL, raw, "encrypt-credentials reseal");
+  const b = checkBody<{ credential_set_id: string; username?: string; secret: string; endpoints: EndpointInput[] }>(
+    RESEAL, raw, "encrypt-credentials reseal");
   const credId = b.credential_set_id.toLowerCase();
+  const endpoints = endpointsOf(b.endpoints);
   return await asCaller(caller, async (tx) => {
     requireRole(await appRole(tx), "encrypt-credentials", action);
     const [cred] = await tx<{ site_id: string; username: string }[]>`
@@ -165,10 +193,11 @@ export const handler = guard("encrypt-credentials", async (req: Request): Promis
     if (!cred) throw notFound("credential_not_found", "the credential set does not exist or is not visible to you");
     const keys = await siteKeys(tx, cred.site_id);
     const username = b.username ?? cred.username;
-    const envelopes = await sealEach(keys, { username, password: b.secret });
+    const envelopes = await sealEach(keys, { username, password: b.secret, endpoints });
     await tx`update public.credential_sets set sealed_secret = ${envelopes[0]}, key_id = ${keys[0].key_id},
-                    username = ${username} where id = ${credId}`;
+                    username = ${username}, endpoints = ${tx.json(endpoints as never)}
+              where id = ${credId}`;
     const keyIds = await storeEnvelopes(tx, credId, keys, envelopes);
-    return json({ credential_set_id: credId, key_ids: keyIds, sealed_to: keyIds.length });
+    return json({ credential_set_id: credId, key_ids: keyIds, sealed_to: keyIds.length, endpoints });
   });
 });
