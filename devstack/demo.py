@@ -434,15 +434,18 @@ class Demo:
         vc = self.dc.vcenter
         sealed_vc = await self.invoke(ADMIN, "encrypt-credentials", {
             "action": "seal", "site_id": site_id, "name": "lab-vcenter", "kind": "vcenter",
-            "username": vc.username, "secret": vc.password})
+            "username": vc.username, "secret": vc.password,
+            "endpoints": self.dc.vcenter_endpoints()})
         sealed_idrac = await self.invoke(ADMIN, "encrypt-credentials", {
             "action": "seal", "site_id": site_id, "name": "lab-idrac", "kind": "idrac",
-            "username": "root", "secret": self.dc.idrac_password})
+            "username": "root", "secret": self.dc.idrac_password,
+            "endpoints": self.dc.idrac_endpoints()})
         sealed_ome = await self.invoke(ADMIN, "encrypt-credentials", {
             "action": "seal", "site_id": site_id, "name": "lab-ome", "kind": "ome",
-            "username": "admin", "secret": self.dc.idrac_password})
-        say("credentials", f"vCenter, iDRAC and OME secrets sealed to {len(sealed_vc['key_ids'])} executor key(s); "
-                           "only envelopes are stored")
+            "username": "admin", "secret": self.dc.idrac_password,
+            "endpoints": self.dc.ome_endpoints()})
+        say("credentials", f"vCenter, iDRAC and OME secrets sealed to {len(sealed_vc['key_ids'])} executor key(s), "
+                           "each naming the only endpoints it may be presented to; only envelopes are stored")
         c = await self.client(ADMIN)
         vcenter = (await c.table("vcenters").insert({
             "site_id": site_id, "name": "lab-vcenter", "address": f"https://{vc.host}:{vc.port}",
