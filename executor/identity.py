@@ -556,6 +556,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings(args.env_file)
     idm = IdentitySettings(_env_file=args.env_file) if args.env_file else IdentitySettings()  # type: ignore[call-arg]
     setup_logging(settings.log_level, settings.log_file)
+    if not settings.key_path.exists():
+        # never a key of its own: it answers with the executor's registered key or not at all
+        print(f"{settings.key_path} does not exist: start the executor first (it creates the key)", file=sys.stderr)
+        return 2
     keys, _created = load_or_create(settings.key_path)
     agent = IdentityAgent(settings, idm, keys)
 

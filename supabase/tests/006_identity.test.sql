@@ -1,0 +1,104 @@
+-- Identity (20261206170100_identity.sql): a break-glass grant gives its role to its own
+-- session only, until it expires or is revoked; directory groups map to the highest role and
+-- no mapped group gives none; the executor-path mailbox answers once, in time, to the named
+-- executor; the sync takes a lost role and the sessions with it; users reach none of it.
+begin;
+create extension if not exists pgtap with schema extensions;
+select plan(17);
+
+create function pg_temp.role_as(p_uid uuid, p_session text) returns text language plpgsql as $$
+declare
+  r text;
+begin
+  perform set_config('role', 'authenticated', true);
+  perform set_config('request.jwt.claims',
+                     json_build_object('sub', p_uid, 'role', 'authenticated', 'session_id', p_session)::text, true);
+  r := public.current_app_role()::text;
+  perform set_config('role', 'postgres', true);
+  perform set_config('request.jwt.claims', '', true);
+  return r;
+end
+$$;
+
+insert into auth.users (id, email) values
+  ('a6000000-0000-4000-8000-000000000001', 'bg@identity.test'),
+  ('a6000000-0000-4000-8000-000000000002', 'dir@identity.test');
+insert into auth.sessions (id, user_id) values
+  ('d6000000-0000-4000-8000-000000000001', 'a6000000-0000-4000-8000-000000000001'),
+  ('d6000000-0000-4000-8000-000000000002', 'a6000000-0000-4000-8000-000000000002');
+insert into public.sites (id, name) values ('b6000000-0000-4000-8000-000000000001', 'identity-site');
+insert into public.executors (id, site_id, name, public_key, key_id) values
+  ('e6000000-0000-4000-8000-000000000001', 'b6000000-0000-4000-8000-000000000001', 'ex', repeat('P', 43), 'k1'),
+  ('e6000000-0000-4000-8000-000000000002', 'b6000000-0000-4000-8000-000000000001', 'ex2', repeat('Q', 43), 'k2');
+insert into public.directory_configs (site_id, mode, group_roles) values
+  ('b6000000-0000-4000-8000-000000000001', 'executor',
+   '[{"group": "cn=Admins,dc=t", "role": "admin"}, {"group": "cn=ops,dc=t", "role": "operator"}]');
+
+-- break-glass ---------------------------------------------------------------------------------
+select public.breakglass_provision('pgtap-bg', 'a6000000-0000-4000-8000-000000000001',
+                                   'scrypt$16384$8$1$' || repeat('A', 22) || '$' || repeat('A', 43), 'admin', 600);
+select is(pg_temp.role_as('a6000000-0000-4000-8000-000000000001', 'd6000000-0000-4000-8000-000000000001'), null,
+          'a break-glass account has no role before a grant');
+select public.breakglass_grant((select id from public.breakglass_accounts where name = 'pgtap-bg'),
+                               'd6000000-0000-4000-8000-000000000001', 'pgTAP emergency drill', 60, 'pgtap');
+select is(pg_temp.role_as('a6000000-0000-4000-8000-000000000001', 'd6000000-0000-4000-8000-000000000001'), 'admin',
+          'the granted session has the account''s role');
+select is(pg_temp.role_as('a6000000-0000-4000-8000-000000000001', 'd6000000-0000-4000-8000-00000000ffff'), null,
+          'another session of the same user does not');
+select ok((select s.not_after = b.expires_at from auth.sessions s join public.breakglass_sessions b
+            on b.auth_session_id = s.id where s.id = 'd6000000-0000-4000-8000-000000000001'),
+          'the auth session cannot be refreshed past the grant');
+select is((select count(*)::int from public.audit_log where action = 'breakglass.used'
+            and new_data ->> 'severity' = 'critical' and new_data ->> 'account' = 'pgtap-bg'), 1,
+          'the grant is audited as critical');
+update public.breakglass_sessions set expires_at = now() - interval '1 second', started_at = now() - interval '1 minute'
+ where auth_session_id = 'd6000000-0000-4000-8000-000000000001';
+select is(pg_temp.role_as('a6000000-0000-4000-8000-000000000001', 'd6000000-0000-4000-8000-000000000001'), null,
+          'an expired grant gives no role');
+select public.breakglass_failed('pgtap-bg', 'pgtap') from generate_series(1, 5);
+select ok((select locked_until > now() from public.breakglass_accounts where name = 'pgtap-bg'),
+          'five failures lock the account');
+
+-- mapping -------------------------------------------------------------------------------------
+select is(public.idm_role_for_groups('b6000000-0000-4000-8000-000000000001',
+                                     array['CN=admins, DC=t', 'cn=ops,dc=t']), 'admin'::public.app_role,
+          'the highest mapped role wins, DNs compared normalised');
+select is(public.idm_role_for_groups('b6000000-0000-4000-8000-000000000001', array['cn=other,dc=t']), null,
+          'no mapped group, no role');
+select is(public.idm_record_sign_in('a6000000-0000-4000-8000-000000000002', 'b6000000-0000-4000-8000-000000000001',
+                                    'uid=dir,dc=t', 'dir', array['cn=ops,dc=t'], 'executor'), 'operator'::public.app_role,
+          'a directory sign-in sets the mapped role');
+select is((select source from public.user_roles where user_id = 'a6000000-0000-4000-8000-000000000002'), 'directory',
+          'as a directory role');
+
+-- the sync ------------------------------------------------------------------------------------
+update public.executors set last_heartbeat_at = now();
+select is(public.idm_apply_sync('e6000000-0000-4000-8000-000000000001', '{}'::jsonb) ->> 'removed', '1',
+          'the sync takes the role of a user in no mapped group');
+select is((select count(*)::int from auth.sessions where user_id = 'a6000000-0000-4000-8000-000000000002'), 0,
+          'and ends their sessions (refresh tokens with them)');
+
+-- the mailbox ---------------------------------------------------------------------------------
+create temp table req as select * from public.idm_begin_login('b6000000-0000-4000-8000-000000000001');
+select public.idm_submit_login((select request_id from req), '{"v":1}', repeat('V', 43));
+select throws_ok($$ select public.idm_answer_login(
+                     (select case when executor_id = 'e6000000-0000-4000-8000-000000000001'
+                                  then 'e6000000-0000-4000-8000-000000000002'::uuid
+                                  else 'e6000000-0000-4000-8000-000000000001'::uuid end from req),
+                     (select request_id from req), '{}', repeat('M', 43)) $$,
+                 'P0001', null, 'only the executor the request names may answer');
+select lives_ok($$ select public.idm_answer_login((select executor_id from req), (select request_id from req), '{}',
+                                                  repeat('M', 43)) $$, 'the named executor answers');
+select throws_ok($$ select public.idm_answer_login((select executor_id from req), (select request_id from req), '{}',
+                                                   repeat('M', 43)) $$,
+                 'P0001', null, 'a second answer is refused');
+
+-- users ---------------------------------------------------------------------------------------
+select ok(not has_function_privilege('authenticated', 'public.idm_answer_login(uuid, uuid, text, text)', 'EXECUTE')
+          and not has_function_privilege('authenticated', 'public.breakglass_grant(uuid, uuid, text, integer, text)', 'EXECUTE')
+          and not has_table_privilege('authenticated', 'public.idm_login_requests', 'SELECT')
+          and not has_column_privilege('authenticated', 'public.breakglass_accounts', 'secret_hash', 'SELECT'),
+          'users can neither answer, grant, read the mailbox nor read a break-glass hash');
+
+select * from finish();
+rollback;
