@@ -49,6 +49,9 @@ class JobType(StrEnum):
     ESXI_UPGRADE = "esxi_upgrade"
     VCENTER_SYNC = "vcenter_sync"
     REPLICATION_SYNC = "replication_sync"
+    INVENTORY_REFRESH = "inventory_refresh"
+    FIRMWARE_COMPLIANCE = "firmware_compliance"
+    DISCOVERY_SCAN = "discovery_scan"
 
 
 class TargetKind(StrEnum):
@@ -59,6 +62,8 @@ class TargetKind(StrEnum):
     CLUSTER = "cluster"  # a vCenter cluster
     VCENTER = "vcenter"  # a vCenter instance
     REPLICATION_PAIR = "replication_pair"  # a ZFS source dataset and its replica
+    SITE = "site"  # a whole site (discovery; a site-wide inventory or compliance run)
+    OME_INSTANCE = "ome_instance"  # an OpenManage Enterprise instance
 
 
 def _unique(ids: list[UUID]) -> list[UUID]:
@@ -225,6 +230,70 @@ class ReplicationSyncParams(_Params):
     dry_run: bool = Field(default=False, description="report what would be sent and pruned, change nothing")
 
 
+def _optional_target(kind: TargetKind, description: str) -> Any:
+    return Annotated[UUID | None, Field(default=None, description=description,
+                                        json_schema_extra={"x-target": kind.value})]
+
+
+def _servers_or_site(max_items: int) -> Any:
+    return Annotated[list[UUID], AfterValidator(_unique), Field(
+        default=[], max_length=max_items, description="servers to act on; empty = every server of site_id",
+        json_schema_extra={"uniqueItems": True, "x-target": TargetKind.SERVER.value})]
+
+
+MAX_INVENTORY_SERVERS = 10_000  # servers one inventory job may read (count)
+
+
+class InventoryRefreshParams(_Params):
+    """Read servers' health, power, system facts, firmware inventory and Lifecycle Controller
+    version from their iDRACs into the inventory. Name servers, or a site for all of its."""
+
+    server_ids: _servers_or_site(MAX_INVENTORY_SERVERS)
+    site_id: _optional_target(TargetKind.SITE, "every server of this site (when server_ids is empty)")
+    max_parallel: int = Field(default=32, ge=1, le=128, description="BMCs read at once (count)")
+
+
+class FirmwareComplianceParams(_Params):
+    """Per-component firmware compliance: from OpenManage Enterprise (ome_instance_id), or
+    each iDRAC's inventory against a Dell catalog (catalog_url with server_ids or site_id).
+    Exactly one source; the executor refuses a job that names both or neither."""
+
+    ome_instance_id: _optional_target(TargetKind.OME_INSTANCE, "read compliance from this OME instance")
+    baseline: str | None = Field(default=None, min_length=1, max_length=255,
+                                 description="OME baseline name; default: OME's first baseline")
+    refresh_inventory: bool = True
+    catalog_url: HttpUrlStr | None = Field(default=None, description="Dell catalog (Catalog.xml or .gz)")
+    server_ids: _servers_or_site(4096)
+    site_id: _optional_target(TargetKind.SITE, "every server of this site (when server_ids is empty)")
+
+
+# An IPv4/IPv6 network in CIDR form, a first-last range of addresses, or one address.
+AddressRange = Annotated[str, StringConstraints(pattern=r"^[0-9A-Fa-f:.]+(/[0-9]{1,3}|-[0-9A-Fa-f:.]+)?$",
+                                                min_length=2, max_length=100)]
+HostName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9.:-]*$", min_length=1, max_length=253)]
+MAX_DISCOVERY_ADDRESSES = 4096  # addresses one scan may probe (count); the executor checks the sum
+
+
+class DiscoveryScanParams(_Params):
+    """Probe IP ranges and host lists for Redfish services, identify Dell iDRACs with the
+    site's credential sets (in the order given) and register or update them as servers.
+    A credential set is presented only to addresses its sealed endpoints allow."""
+
+    site_id: _target_one(TargetKind.SITE, "the site the servers belong to")
+    ranges: list[AddressRange] = Field(default=[], max_length=64,
+                                       description="CIDR networks or first-last address ranges")
+    hosts: list[HostName] = Field(default=[], max_length=MAX_DISCOVERY_ADDRESSES,
+                                  description="single addresses or host names")
+    credential_set_ids: Annotated[list[UUID], AfterValidator(_unique), Field(
+        min_length=1, max_length=8, description="iDRAC credential sets to try, in priority order",
+        json_schema_extra={"uniqueItems": True, "x-credential": "idrac"})]
+    port: int = Field(default=443, ge=1, le=65535, description="the BMCs' Redfish port")
+    scheme: Literal["https", "http"] = Field(default="https",
+                                             description="http only for loopback addresses (the lab)")
+    max_parallel: int = Field(default=64, ge=1, le=256, description="addresses probed at once (count)")
+    dry_run: bool = Field(default=False, description="list what would be registered or updated, write no server")
+
+
 MODELS: dict[JobType, type[_Params]] = {
     JobType.ROLLING_CLUSTER_UPDATE: RollingClusterUpdateParams,
     JobType.FIRMWARE_UPDATE: FirmwareUpdateParams,
@@ -234,6 +303,9 @@ MODELS: dict[JobType, type[_Params]] = {
     JobType.ESXI_UPGRADE: EsxiUpgradeParams,
     JobType.VCENTER_SYNC: VcenterSyncParams,
     JobType.REPLICATION_SYNC: ReplicationSyncParams,
+    JobType.INVENTORY_REFRESH: InventoryRefreshParams,
+    JobType.FIRMWARE_COMPLIANCE: FirmwareComplianceParams,
+    JobType.DISCOVERY_SCAN: DiscoveryScanParams,
 }
 
 
@@ -262,6 +334,8 @@ def targets_of(job_type: str, params: _Params) -> list[tuple[TargetKind, UUID]]:
         if kind is None:
             continue
         value = getattr(params, name)
+        if value is None:
+            continue  # an optional target not given (e.g. site_id when server_ids names servers)
         for v in value if isinstance(value, list) else [value]:
             out.append((TargetKind(kind), v))
     return out

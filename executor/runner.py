@@ -36,6 +36,7 @@ from typing import Any
 
 from . import ExecutorError, __version__
 from . import handlers as handler_registry
+from .calllog import CALLS
 from .config import ExecutorSettings
 from .control import ControlPlane, ControlPlaneError, Rejected, StaleEpoch
 from .preflight import ConfigurationError, explain_refusal
@@ -536,6 +537,9 @@ class Executor:
             self._tasks.append(asyncio.create_task(self.realtime_loop(), name="realtime"))
         if self.s.audit_anchor_interval > 0:
             self._tasks.append(asyncio.create_task(self.anchor_loop(), name="audit-anchor"))
+        # the BMC call log: jobs' Redfish/OME calls written in batches (executor/calllog.py)
+        self._tasks.append(asyncio.create_task(CALLS.flush_loop(self.control, self.executor_id, self.stopped),
+                                               name="bmc-call-log"))
         if "replication_sync" in self.job_types:  # due pairs get their job (SQL decides: never twice)
             from .replication_schedule import schedule_loop
 
@@ -565,6 +569,7 @@ class Executor:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await CALLS.flush(self.control, self.executor_id)  # the calls of the jobs that just stopped
         with contextlib.suppress(ControlPlaneError):
             await self.control.call("report_executor_metrics", {
                 "p_executor_id": self.executor_id, "p_metrics": {**self.metrics(), "stopping": True}}, retry=False)

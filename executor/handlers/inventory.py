@@ -1,10 +1,9 @@
 """``inventory_refresh``: read many BMCs (system facts and firmware inventory) with bounded
 concurrency and write the result into ``servers`` and ``server_firmware``.
 
-Params (``inventory_refresh`` is not an operator type of ``create-job`` yet, so the model
-lives here; the executor validates it the same way):
+Params (:class:`executor.jobparams.InventoryRefreshParams`, the schema create-job checks):
 
-* ``server_ids`` - servers to read; empty = every server of the job's site;
+* ``server_ids`` - servers to read; empty = every server of the job's site (``site_id``);
 * ``max_parallel`` - BMCs read at once (default 32; ``bench/fleet_inventory.py`` measured
   48 threads as the sweet spot on two cores).
 
@@ -25,13 +24,14 @@ error class and lists each failed server with its error.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
+from ..jobparams import InventoryRefreshParams
 from ..steps import JobHandler, Progress, StepContext, step
 from ..targets.endpoint import Endpoint
 from ..targets.errors import TargetError
@@ -48,15 +48,7 @@ from ._dell import (
     upsert_inventory,
     wait,
 )
-
-MAX_SERVERS = 10_000
-
-
-class InventoryRefreshParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    server_ids: list[UUID] = Field(default=[], max_length=MAX_SERVERS,
-                                   description="servers to read; empty = every server of the job's site")
-    max_parallel: int = Field(default=32, ge=1, le=128, description="BMCs read at once")
+from .discovery import finish_site_task
 
 
 def parse(job: dict[str, Any]) -> InventoryRefreshParams:
@@ -89,7 +81,8 @@ async def read_fleet(ctx: StepContext, eps: list[Endpoint], max_parallel: int) -
 
     loop = asyncio.get_running_loop()
     pool = ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="inventory")
-    futures = [loop.run_in_executor(pool, one, ep) for ep in eps]
+    # each read in a copy of this step's context: the BMC call log names the job and step
+    futures = [loop.run_in_executor(pool, contextvars.copy_context().run, one, ep) for ep in eps]
     try:
         async def probe() -> Progress:
             done = sum(1 for f in futures if f.done())
@@ -144,4 +137,5 @@ class InventoryRefreshHandler(JobHandler):
         ctx.checkpoint["summary"] = {"written": written, "failed": len(failed)}
         if rows and len(failed) == len(rows):
             raise ServersFailed({r["server_id"]: r["details"]["inventory_error"] for r in failed}, len(rows))
+        await finish_site_task(ctx, {"written": written, "failed": len(failed)})
         return {"written": written}

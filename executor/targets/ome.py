@@ -22,6 +22,7 @@ from urllib.parse import urljoin
 
 import httpx
 
+from ..calllog import httpx_hooks
 from .endpoint import Endpoint, Timeouts
 from .errors import (
     AuthenticationFailed,
@@ -113,7 +114,8 @@ class OMEClient:
         t = self.timeouts
         self._http = httpx.AsyncClient(base_url=self.endpoint.url, verify=self.endpoint.verify,
                                        timeout=httpx.Timeout(t.read, connect=t.connect),
-                                       headers={"Accept": "application/json"})
+                                       headers={"Accept": "application/json"},
+                                       event_hooks=httpx_hooks(self.target))  # on record: executor/calllog.py
         try:
             r = await self._send("POST", "/api/SessionService/Sessions", "open session", json={
                 "UserName": self.endpoint.username, "Password": self.endpoint.password, "SessionType": "API"})

@@ -49,6 +49,7 @@ from sushy import auth as sushy_auth
 from sushy import connector as sushy_connector
 from sushy import exceptions as sx
 
+from ..calllog import attach_requests
 from .endpoint import Endpoint, Timeouts
 from .errors import (
     AuthenticationFailed,
@@ -285,10 +286,12 @@ class RedfishClient:
         # sushy retries GETs on 5xx `retries` times and reconnects on transport errors with
         # the same count; both waits are `retry_delay`. It also sends `Connection: close`
         # on every request (some BMCs choke on persistent connections), which we keep.
-        return sushy_connector.Connector(
+        conn = sushy_connector.Connector(
             self.endpoint.url, verify=self.endpoint.verify, server_side_retries=t.retries,
             server_side_retries_delay=t.retry_delay, default_request_timeout=t.read,
             connect_timeout=t.connect)
+        attach_requests(conn._session, self.target)  # every call on record (executor/calllog.py)
+        return conn
 
     def close(self) -> None:
         """Delete our session (always attempted) and drop the connection."""

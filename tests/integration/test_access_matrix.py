@@ -122,6 +122,14 @@ class World:
                                  (i["job"], i["server"], hashlib.sha256(content).hexdigest(), len(content),
                                   psycopg2.Binary(content)))
         i["audit"] = self.one("select max(id) from public.audit_log")
+        # fleet intake (20261206200100_fleet_intake.sql)
+        for n in ("disc", "disc2"):
+            i[n] = self.one("insert into public.discovery_results (job_id, site_id, address, outcome, reason) "
+                            "values (%s, %s, %s, 'skipped', 'no_answer') returning id", (i["job"], i["site"], n))
+        for n in ("call", "call2"):
+            i[n] = self.one("insert into public.bmc_calls (job_id, site_id, target, protocol, method, path, status, "
+                            "duration_ms, at) values (%s, %s, 'idrac', 'redfish', 'GET', '/redfish/v1', 200, 3, now()) "
+                            "returning id", (i["job"], i["site"]))
         i["setting"] = self.one("insert into public.notification_settings (name, channel, target, events) "
                                 "values ('ops', 'email', 'ops@example.test', '{job_failed}') returning id")
         i["outbox"] = self.one("insert into public.notification_outbox (event_kind, payload) "
@@ -268,6 +276,20 @@ def statements(w: dict[str, str], users: dict[str, str]) -> dict[str, dict[str, 
             "update": ("update public.cluster_safety_status set status = status where id = %s", (s["safety"],)),
             "delete": ("delete from public.cluster_safety_status where id = %s", (s["safety"],)),
         },
+        "discovery_results": {
+            "select": ("select id from public.discovery_results where id = %s", (s["disc"],)),
+            "insert": ("insert into public.discovery_results (job_id, site_id, address, outcome, reason) "
+                       "values (%s, %s, 'x', 'skipped', 'no_answer')", (s["job"], s["site"])),
+            "update": ("update public.discovery_results set message = message where id = %s", (s["disc"],)),
+            "delete": ("delete from public.discovery_results where id = %s", (s["disc2"],)),
+        },
+        "bmc_calls": {
+            "select": ("select id from public.bmc_calls where id = %s", (s["call"],)),
+            "insert": ("insert into public.bmc_calls (job_id, site_id, target, protocol, method, path, duration_ms, at) "
+                       "values (%s, %s, 't', 'redfish', 'GET', '/', 1, now())", (s["job"], s["site"])),
+            "update": ("update public.bmc_calls set duration_ms = duration_ms where id = %s", (s["call"],)),
+            "delete": ("delete from public.bmc_calls where id = %s", (s["call2"],)),
+        },
         "safety_policies": {
             "select": ("select job_type from public.safety_policies where job_type = 'selftest'", ()),
             "insert": ("insert into public.safety_policies (job_type, risk, requires_window, takes_hosts_out, "
@@ -399,7 +421,7 @@ def view_statements(name: str) -> dict[str, tuple[str, tuple]]:
 VIEW_COLUMN = {
     "v_job_stats_by_type": "type", "v_job_stats_by_week": "type", "v_job_stats_by_user": "user_id",
     "v_host_history": "target_name", "v_open_blockers": "kind", "v_executor_health": "name",
-    "v_firmware_compliance": "component", "v_job_waits": "waiting_for",
+    "v_firmware_compliance": "component", "v_job_waits": "waiting_for", "v_bmc_calls": "path",
 }
 
 

@@ -448,6 +448,16 @@ insert into public.job_blockers (id, job_id, kind, host_id, vm_id, description, 
 values ('d0c50000-0000-4000-8000-000000000060', 'd0c50000-0000-4000-8000-000000000043', 'cdrom_connected',
         'd0c50000-0000-4000-8000-000000000012', 'd0c50000-0000-4000-8000-000000000013',
         'build-agent-7 on esx-01: a CD-ROM is connected', now() - interval '100 minutes');
+insert into public.bmc_calls (job_id, site_id, step, target, protocol, method, path, status, duration_ms, message_id,
+                              error, at)
+values ('d0c50000-0000-4000-8000-000000000042', 'd0c50000-0000-4000-8000-000000000001', 'compliance', 'r750-02',
+        'redfish', 'POST', '/redfish/v1/SessionService/Sessions', 201, 180, null, null, now() - interval '1 day'),
+       ('d0c50000-0000-4000-8000-000000000042', 'd0c50000-0000-4000-8000-000000000001', 'stage', 'r750-02',
+        'redfish', 'POST', '/redfish/v1/UpdateService/Actions/UpdateService.SimpleUpdate', 503, 95,
+        'IDRAC.2.8.SYS518', null, now() - interval '1 day' + interval '9 minutes'),
+       ('d0c50000-0000-4000-8000-000000000042', 'd0c50000-0000-4000-8000-000000000001', 'stage', 'r750-02',
+        'redfish', 'GET', '/redfish/v1/Managers/iDRAC.Embedded.1', null, 10004, null, 'ReadTimeout',
+        now() - interval '1 day' + interval '12 minutes');
 set local session_replication_role = origin;
 """
 

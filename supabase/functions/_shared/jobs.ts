@@ -134,7 +134,8 @@ export function targetIds(jobType: string, params: Record<string, unknown>): Map
   for (const [field, s] of Object.entries(props)) {
     const kind = s["x-target"] as string | undefined;
     const v = params[field];
-    if (!kind || v === undefined || v === null) continue;
+    // an empty list names nothing (inventory_refresh: empty server_ids = the site_id's servers)
+    if (!kind || v === undefined || v === null || (Array.isArray(v) && v.length === 0)) continue;
     const ids = (Array.isArray(v) ? v : [v]) as string[];
     out.set(kind, [...(out.get(kind) ?? []), ...ids.map((x) => x.toLowerCase())]);
   }
@@ -177,6 +178,14 @@ async function loadTargets(tx: Tx, kind: string, ids: string[]): Promise<TargetR
       return await tx`
         select id, site_id, name, null::uuid as cluster_id, array_remove(array[credential_set_id], null) as credential_set_ids
           from public.replication_pairs where id = any(${ids}::uuid[])`;
+    case "site":
+      return await tx`
+        select id, id as site_id, name, null::uuid as cluster_id, '{}'::uuid[] as credential_set_ids
+          from public.sites where id = any(${ids}::uuid[])`;
+    case "ome_instance":
+      return await tx`
+        select id, site_id, name, null::uuid as cluster_id, array_remove(array[credential_set_id], null) as credential_set_ids
+          from public.ome_instances where id = any(${ids}::uuid[])`;
   }
   throw new Error(`no loader for target kind ${kind}`);
 }
@@ -221,6 +230,74 @@ export function esxiCredentialFor(jobType: string, siteId: string, sets: Credent
     );
   }
   return sets[0].id;
+}
+
+/** An executor counts as able to run a job while it is active, takes the job's type
+ * (executors.job_types null = every type) and was heard from within this many seconds:
+ * v_executor_health calls one silent for longer `lost`. A `stale` one (a late heartbeat,
+ * a restart) still counts, so a job is not refused while its executor restarts. */
+export const EXECUTOR_LOST_AFTER_S = 300;
+
+/** HttpError 422 unless a registered, live executor of the site takes ``jobType``. */
+export async function requireExecutorFor(tx: Tx, jobType: string, siteId: string): Promise<void> {
+  const [r] = await tx<{ takers: number; alive: number }[]>`
+    select count(*)::int as takers,
+           count(*) filter (where e.last_heartbeat_at > now() - make_interval(secs => ${EXECUTOR_LOST_AFTER_S}))::int
+             as alive
+      from public.executors e
+     where e.site_id = ${siteId} and e.status = 'active'
+       and (e.job_types is null or ${jobType}::public.job_type = any(e.job_types))`;
+  if (!r.takers) {
+    throw unprocessable(
+      "no_executor_for_type",
+      `no active executor of the site takes ${jobType} jobs, so the job would never run; ` +
+        "start an executor that handles it (or enable one) first",
+      { site_id: siteId, job_type: jobType },
+    );
+  }
+  if (!r.alive) {
+    throw unprocessable(
+      "no_healthy_executor",
+      `the site's executors that take ${jobType} jobs have not been heard from for ${EXECUTOR_LOST_AFTER_S} s ` +
+        "(v_executor_health: lost); the job would not run",
+      { site_id: siteId, job_type: jobType, lost_after_s: EXECUTOR_LOST_AFTER_S },
+    );
+  }
+}
+
+/** Credential sets named by the params' ``x-credential`` fields (discovery_scan's sets to
+ * try), in the order given: each one must be a set of the job's site and of the kind the
+ * field names. Read as the caller: a set they may not see is reported as not found. */
+export async function namedCredentialSets(
+  tx: Tx,
+  jobType: string,
+  params: Record<string, unknown>,
+  siteId: string,
+): Promise<string[]> {
+  const props = (JOB_SCHEMAS.job_types[jobType].properties ?? {}) as Record<string, Schema>;
+  const out: string[] = [];
+  for (const [field, s] of Object.entries(props)) {
+    const kind = s["x-credential"] as string | undefined;
+    const v = params[field];
+    if (!kind || !Array.isArray(v) || v.length === 0) continue;
+    const ids = (v as string[]).map((x) => x.toLowerCase());
+    const rows = await tx<{ id: string; site_id: string; kind: string }[]>`
+      select id, site_id, kind::text from public.credential_sets where id = any(${ids}::uuid[])`;
+    const byId = new Map(rows.map((r) => [r.id, r]));
+    const bad = ids.filter((id) => {
+      const r = byId.get(id);
+      return !r || r.site_id !== siteId || r.kind !== kind;
+    });
+    if (bad.length) {
+      throw unprocessable(
+        "credential_not_usable",
+        `${field} must name credential sets of kind ${kind} of the job's site`,
+        { field, credential_set_ids: bad },
+      );
+    }
+    out.push(...ids);
+  }
+  return out;
 }
 
 /**
@@ -268,11 +345,16 @@ export async function planJob(tx: Tx, req: JobRequest, now: Date): Promise<JobPl
       from public.safety_policies where job_type = ${req.type}::public.job_type`;
   if (!policy) throw unprocessable("no_safety_policy", `no safety policy is defined for ${req.type}`);
 
+  // a job no executor of the site would ever claim is refused now, not left pending
+  await requireExecutorFor(tx, req.type, siteId);
+  const namedCredentials = await namedCredentialSets(tx, req.type, req.params, siteId);
+
   const p = req.params as Record<string, unknown>;
   let tasks: TaskPlan[];
   let clusterId: string | null = null;
   let hostsInParallel = 0;
-  const credentialIds: (string | null)[] = [...all.flatMap((r) => r.credential_set_ids), esxiCredential];
+  const credentialIds: (string | null)[] = [...all.flatMap((r) => r.credential_set_ids), esxiCredential,
+    ...namedCredentials];
 
   if (req.type === "rolling_cluster_update") {
     clusterId = (p.cluster_id as string).toLowerCase();

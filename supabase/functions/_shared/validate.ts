@@ -16,7 +16,7 @@ export interface Issue {
 
 export class SchemaError extends Error {}
 
-const ANNOTATIONS = new Set(["title", "description", "default", "examples", "x-target", "$schema", "$id"]);
+const ANNOTATIONS = new Set(["title", "description", "default", "examples", "x-target", "x-credential", "$schema", "$id"]);
 const KEYWORDS = new Set([
   "type", "properties", "required", "additionalProperties", "enum", "const",
   "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",

@@ -16,6 +16,9 @@ const VALID: Record<string, Record<string, unknown>> = {
   esxi_upgrade: { host_ids: [S1], image: { target_version: "8.0.3", depot_url: "https://d/x.zip" } },
   vcenter_sync: { vcenter_id: S1 },
   replication_sync: { replication_pair_ids: [S1] },
+  inventory_refresh: { site_id: S1 },
+  firmware_compliance: { catalog_url: CATALOG.catalog_url, server_ids: [S1] },
+  discovery_scan: { site_id: S1, ranges: ["10.1.2.0/24"], credential_set_ids: [S2] },
 };
 
 function rejects(body: Record<string, unknown>, code: string): HttpError {
@@ -30,7 +33,7 @@ function rejects(body: Record<string, unknown>, code: string): HttpError {
   throw new Error(`accepted ${JSON.stringify(body)}`);
 }
 
-Deno.test("every generated job schema uses only supported keywords, and there are eight job types", () => {
+Deno.test("every generated job schema uses only supported keywords, and there are eleven job types", () => {
   for (const s of Object.values(JOB_SCHEMAS.job_types)) compileCheck(s);
   assert.deepEqual(JOB_TYPES, Object.keys(VALID).sort());
 });

@@ -1,0 +1,140 @@
+"""``discovery_scan``: find the site's iDRACs in IP ranges and host lists, and register them.
+
+Params: :class:`executor.jobparams.DiscoveryScanParams` (ranges, hosts, credential sets in
+priority order, port, scheme, max_parallel, dry_run). Each address is probed as
+:mod:`executor.targets.discovery` describes: unauthenticated first, then the credential
+sets whose sealed endpoints cover the address, one session at a time, always deleted.
+
+=====  ========  =========================================================================
+step   priority  resumable
+=====  ========  =========================================================================
+scan   100       yes: probes only read BMCs; results are recorded per (job, address) and
+                 registration matches existing servers by address and service tag, so a
+                 re-run records the same rows and registers nothing twice
+=====  ========  =========================================================================
+
+Addresses are probed with at most ``max_parallel`` in flight (threads: each probe waits on
+sockets), results are written in batches of 200 through ``executor_record_discovery``,
+which decides registrations under a per-site lock (see its migration for the rules: an
+existing server's address, TLS trust and credential are never changed by a scan). The job
+result counts addresses by outcome and skip reason, and lists the first 200 skipped ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from ..binding import EndpointSpecError, Target
+from ..jobparams import DiscoveryScanParams
+from ..steps import JobHandler, Progress, StepContext, step
+from ..targets.discovery import MAX_ADDRESSES, Probe, RangeError, expand, probe
+from ..targets.errors import TargetError
+from . import register
+from ._dell import DellHandlerError, control, params_of, rpc, target_timeouts, wait
+
+BATCH = 200  # results per executor_record_discovery call (count)
+
+
+class DiscoveryStalled(TargetError):
+    """No address finished probing for the stall budget."""
+
+
+async def finish_site_task(ctx: StepContext, result: dict[str, Any], status: str = "completed") -> None:
+    """Close the job's site-wide task, if its scope has one (create-job's site target)."""
+    for t in (ctx.job.get("scope") or {}).get("targets") or []:
+        if isinstance(t, dict) and t.get("kind") == "site":
+            await rpc(ctx, "update_task", {"p_target_kind": "site", "p_target_id": str(t["id"]), "p_status": status,
+                                           "p_result": result, "p_error": None, "p_progress": 100,
+                                           "p_target_name": str(t.get("name") or "")})
+
+
+async def known_servers(ctx: StepContext) -> dict[tuple[str, str, int], str]:
+    """The site's registered servers by (scheme, host, port) of their iDRAC address."""
+    rows = await control(ctx).select("servers", "id,idrac_address,details", site_id=str(ctx.job["site_id"]))
+    out = {}
+    for r in rows:
+        tls = (r.get("details") or {}).get("tls") or {}
+        try:
+            t = Target.of(str(r["idrac_address"]), tls if isinstance(tls, dict) else {})
+        except EndpointSpecError:
+            try:
+                t = Target.of(str(r["idrac_address"]))
+            except EndpointSpecError:
+                continue
+        out[(t.scheme, t.host, t.port)] = str(r["id"])
+    return out
+
+
+@register
+class DiscoveryScanHandler(JobHandler):
+    job_type = "discovery_scan"
+
+    def validate(self, job: dict[str, Any]) -> None:
+        p = params_of(job, DiscoveryScanParams)
+        try:
+            expand(p.ranges, p.hosts, MAX_ADDRESSES)
+        except RangeError as exc:
+            raise DellHandlerError(f"discovery_scan: {exc}") from None
+
+    @step(100, resumable=True)
+    async def scan(self, ctx: StepContext) -> dict[str, Any]:
+        p: DiscoveryScanParams = params_of(ctx.job, DiscoveryScanParams)
+        try:
+            addresses = expand(p.ranges, p.hosts, MAX_ADDRESSES)
+        except RangeError as exc:
+            raise DellHandlerError(f"discovery_scan: {exc}") from None
+        creds = [await ctx.credentials(str(c)) for c in p.credential_set_ids]
+        known = await known_servers(ctx)
+        timeouts = target_timeouts()
+        t0 = time.monotonic()
+
+        def one(host: str) -> Probe:
+            try:
+                return probe(host, p.scheme, p.port, creds, timeouts)
+            except Exception as exc:  # noqa: BLE001 - one address must not end the scan
+                from ..targets.discovery import inventory_address
+
+                return Probe(host, inventory_address(p.scheme, host, p.port), reason="error",
+                             message=f"probe failed: {type(exc).__name__}")
+
+        loop = asyncio.get_running_loop()
+        pool = ThreadPoolExecutor(max_workers=min(p.max_parallel, len(addresses)), thread_name_prefix="discovery")
+        # each probe in a copy of this step's context: the BMC call log names the job and step
+        futures = [loop.run_in_executor(pool, contextvars.copy_context().run, one, a) for a in addresses]
+        try:
+            async def progress() -> Progress:
+                done = sum(1 for f in futures if f.done())
+                return Progress(done == len(futures), done, {"of": len(futures)})
+
+            await wait(ctx, progress, what=f"discovery of {len(addresses)} address(es)", budget=timeouts.job,
+                       on_stall=lambda why: DiscoveryStalled(why, operation="discovery scan"))
+            probes = [f.result() for f in futures]
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        probe_s = time.monotonic() - t0
+
+        rows = []
+        for pr in probes:
+            row = pr.row()
+            host = pr.address
+            sid = known.get((p.scheme, host, p.port))
+            if sid:
+                row["server_id"] = sid
+            rows.append(row)
+        counts: dict[str, int] = {}
+        for i in range(0, len(rows), BATCH):
+            got = await rpc(ctx, "executor_record_discovery", {"p_dry_run": p.dry_run, "p_results": rows[i:i + BATCH]})
+            for k, v in (got or {}).items():
+                counts[k] = counts.get(k, 0) + int(v)
+        skipped = [{"address": pr.address, "reason": pr.reason, "message": pr.message} for pr in probes if pr.reason]
+        result = {"addresses": len(addresses), "dry_run": p.dry_run, "counts": counts,
+                  "probe_seconds": round(probe_s, 3), "seconds": round(time.monotonic() - t0, 3),
+                  "sessions_opened": sum(pr.sessions_opened for pr in probes),
+                  "sessions_closed": sum(pr.sessions_closed for pr in probes),
+                  "skipped": skipped[:200]}
+        await finish_site_task(ctx, {k: v for k, v in result.items() if k != "skipped"})
+        return result
