@@ -4,7 +4,7 @@
 -- executor; the sync takes a lost role and the sessions with it; users reach none of it.
 begin;
 create extension if not exists pgtap with schema extensions;
-select plan(17);
+select plan(20);
 
 create function pg_temp.role_as(p_uid uuid, p_session text) returns text language plpgsql as $$
 declare
@@ -79,7 +79,7 @@ select is((select count(*)::int from auth.sessions where user_id = 'a6000000-000
           'and ends their sessions (refresh tokens with them)');
 
 -- the mailbox ---------------------------------------------------------------------------------
-create temp table req as select * from public.idm_begin_login('b6000000-0000-4000-8000-000000000001');
+create temp table req as select * from public.idm_begin_login('b6000000-0000-4000-8000-000000000001', '192.0.2.7');
 select public.idm_submit_login((select request_id from req), '{"v":1}', repeat('V', 43));
 select throws_ok($$ select public.idm_answer_login(
                      (select case when executor_id = 'e6000000-0000-4000-8000-000000000001'
@@ -92,6 +92,17 @@ select lives_ok($$ select public.idm_answer_login((select executor_id from req),
 select throws_ok($$ select public.idm_answer_login((select executor_id from req), (select request_id from req), '{}',
                                                    repeat('M', 43)) $$,
                  'P0001', null, 'a second answer is refused');
+
+update public.identity_policy set begin_per_client_per_min = 1;  -- 192.0.2.7 began one above
+select throws_ok($$ select public.idm_begin_login('b6000000-0000-4000-8000-000000000001', '192.0.2.7') $$,
+                 'P0001', null, 'one address begins at most begin_per_client_per_min sign-ins a minute');
+select lives_ok($$ select public.idm_begin_login('b6000000-0000-4000-8000-000000000001', '192.0.2.8') $$,
+                'another address still can');
+
+-- a break-glass account never holds a role of its own -------------------------------------------
+select throws_ok($$ insert into public.user_roles (user_id, role)
+                    values ('a6000000-0000-4000-8000-000000000001', 'admin') $$,
+                 '42501', null, 'a break-glass session cannot make its account a permanent admin');
 
 -- users ---------------------------------------------------------------------------------------
 select ok(not has_function_privilege('authenticated', 'public.idm_answer_login(uuid, uuid, text, text)', 'EXECUTE')

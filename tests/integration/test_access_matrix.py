@@ -141,11 +141,14 @@ class World:
         i["idm_request"] = self.one("insert into public.idm_login_requests (site_id, executor_id, key_id, challenge, "
                                     "expires_at) values (%s, %s, 'k1', %s, now() + interval '1 minute') returning id",
                                     (i["site"], i["executor"], "c" * 43))
+        # a break-glass account has an auth user of its own, which never holds a user_roles row
+        i["bg_user"] = self.one("insert into auth.users (email) values (%s) returning id",
+                                (f"acl-bg-{uuid.uuid4().hex[:6]}@t.invalid",))
         i["bg_account"] = self.one("insert into public.breakglass_accounts (name, user_id, secret_hash) values "
-                                   "('acl-bg', %s, %s) returning id", (users["spare"], BG_HASH))
+                                   "('acl-bg', %s, %s) returning id", (i["bg_user"], BG_HASH))
         i["bg_session"] = self.one("insert into public.breakglass_sessions (account_id, user_id, auth_session_id, role, "
                                    "reason, expires_at) values (%s, %s, gen_random_uuid(), 'admin', 'access matrix test', "
-                                   "now() + interval '1 minute') returning id", (i["bg_account"], users["spare"]))
+                                   "now() + interval '1 minute') returning id", (i["bg_account"], i["bg_user"]))
 
 
 BG_HASH = "scrypt$16384$8$1$" + "A" * 22 + "$" + "A" * 43  # the shape of a break-glass hash

@@ -130,8 +130,10 @@ export function sessionIdOf(accessToken: string): string {
   return claims.session_id;
 }
 
-/** The client's address as the platform reports it (for audit entries only, never trusted for access). */
+/** The client's address as the platform's proxy reports it: the LAST X-Forwarded-For entry,
+ * the one the proxy appended (earlier entries are whatever the client sent). Used for audit
+ * entries and the per-address sign-in limit, never to grant anything. */
 export function clientOf(req: Request): string {
-  const fwd = req.headers.get("x-forwarded-for")?.split(",")[0]?.trim();
-  return (fwd || req.headers.get("x-real-ip") || "unknown").slice(0, 64);
+  const hops = (req.headers.get("x-forwarded-for") ?? "").split(",").map((h) => h.trim()).filter(Boolean);
+  return (hops.at(-1) || req.headers.get("x-real-ip") || "unknown").slice(0, 64);
 }

@@ -25,7 +25,7 @@ import { actionOf, badRequest, checkBody, guard, json, readJsonObject, requireMe
 import { sql } from "../_shared/db.ts";
 import { parsePublicKey } from "../_shared/envelope.ts";
 import { HttpError } from "../_shared/http.ts";
-import { issueSession, newVerifier, provisionUser, verifyAnswer } from "../_shared/identity.ts";
+import { clientOf, issueSession, newVerifier, provisionUser, verifyAnswer } from "../_shared/identity.ts";
 import { type DirectoryConfig, DirectoryError, directorySignIn, type DirectoryUser } from "../_shared/ldap.ts";
 import type { Schema } from "../_shared/validate.ts";
 
@@ -167,7 +167,7 @@ export const handler = guard("idm-login", async (req: Request): Promise<Response
     const b = checkBody<{ site: string }>(BEGIN, raw, "idm-login begin");
     const cfg = await siteConfig(b.site);
     if (cfg.mode !== "executor") throw badRequest("wrong_path", "this site signs in directly: use action login");
-    const [row] = await sql()`select * from public.idm_begin_login(${cfg.site_id})`;
+    const [row] = await sql()`select * from public.idm_begin_login(${cfg.site_id}, ${clientOf(req)})`;
     return json({
       request_id: row.request_id, challenge: row.challenge, executor_id: row.executor_id, key_id: row.key_id,
       public_key: row.public_key, expires_at: row.expires_at,
