@@ -43,6 +43,7 @@ from . import ExecutorError
 from .steps import StepError
 
 DEFAULT_PORTS = {"https": 443, "http": 80, "ssh": 22}
+_NETLOC_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_:[]")
 MAX_ENDPOINTS = 4096
 
 
@@ -80,7 +81,12 @@ def _host(text: Any) -> str:
     h = h.lower().rstrip(".")
     if not h or len(h) > 253 or any(c in h for c in " /\\@:*?#"):
         raise EndpointSpecError(f"endpoint host {text!r} is not a host name, IP address or CIDR network")
-    return h
+    try:
+        ipaddress.ip_address(h)
+    except ValueError:
+        return h
+    # "10.1.2.7." is a DNS name to the resolver (looked up, not parsed): it must not match 10.1.2.7
+    raise EndpointSpecError(f"endpoint host {text!r} is an IP address with a trailing dot, which is looked up in DNS")
 
 
 def _is_loopback(host: str) -> bool:
@@ -209,12 +215,20 @@ class Target:
         """From an inventory address (``host``, ``host:port`` or a URL) and its TLS choice.
         ``scheme`` is the default when the address names none (https)."""
         text = str(address).strip()
+        if any(not 0x21 <= ord(c) <= 0x7E or c == "\\" for c in text):
+            # urlsplit and the HTTP clients disagree about such addresses (urllib3 reads
+            # "https://evil\\@10.1.2.7" as host evil, urlsplit as 10.1.2.7): the check must
+            # be about the host the connection will really reach
+            raise EndpointSpecError(f"{address!r}: an address holds no spaces, control characters or backslashes")
         if "://" not in text:
             text = f"{scheme or 'https'}://{text}"
         parts = urlsplit(text)
         sch = parts.scheme.lower()
         if sch not in DEFAULT_PORTS or not parts.hostname:
             raise EndpointSpecError(f"cannot tell scheme, host and port of {address!r}")
+        if "@" in parts.netloc or not set(parts.netloc) <= _NETLOC_CHARS:
+            raise EndpointSpecError(f"{address!r}: an address is scheme://host[:port]; user info and escapes "
+                                    f"are refused (a client could read another host from them)")
         try:
             p = parts.port
         except ValueError:
