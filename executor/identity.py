@@ -94,6 +94,7 @@ PPOLICY_OID = "1.3.6.1.4.1.42.2.27.8.5.1"
 MAX_GROUPS = 1000  # groups read per user or members per group before reading stops
 MAX_NESTING = 16  # nested group levels followed
 MAX_ENVELOPE_BYTES = 16 * 1024
+MAX_CONCURRENT_BINDS = 8  # sign-ins bound at once; a flood of requests queues instead of hammering the directory
 
 
 class IdentityError(ExecutorError):
@@ -386,6 +387,7 @@ class IdentityAgent:
         self.wake = asyncio.Event()
         self.stop = asyncio.Event()
         self._busy: set[str] = set()
+        self._binds = asyncio.Semaphore(MAX_CONCURRENT_BINDS)
         self.answered = 0
 
     async def identify(self) -> None:
@@ -419,7 +421,8 @@ class IdentityAgent:
                 if not isinstance(username, str) or not isinstance(password, str):
                     raise DirectoryFailure("bad_request", "the envelope holds no username and password")
                 secret.clear()
-                user = await asyncio.to_thread(self.directory.sign_in, username, password)
+                async with self._binds:
+                    user = await asyncio.to_thread(self.directory.sign_in, username, password)
                 del password
                 answer.update(ok=True, subject=user.subject, username=user.username, email=user.email,
                               display_name=user.display_name, groups=user.groups)

@@ -52,7 +52,7 @@ from executor.secrets import KeyPair, seal
 from supabase import acreate_client, create_client
 
 PG_DUMP = "/usr/lib/postgresql/15/bin/pg_dump"
-SITES = ("direct", "starttls", "exec", "exec-tls", "forged")
+SITES = ("direct", "starttls", "exec", "exec-tls", "forged", "memberof")
 
 
 def _dead_port() -> int:
@@ -133,12 +133,14 @@ class World:
             "exec": ("executor", [], False),
             "exec-tls": ("executor", [], False),
             "forged": ("executor", [], False),
+            "memberof": ("direct", [self.ldap.ldaps_uri], False),
         }
         for name, (mode, uris, starttls) in cfg.items():
             self.q("insert into public.directory_configs (site_id, mode, uris, starttls, ca_pem, bind_dn_template, "
-                   "base_dn, group_roles, request_ttl_s) values (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                   "base_dn, group_roles, request_ttl_s, nesting) values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                    self.sites[name], mode, uris, starttls, self.ldap.ca_pem, common["bind_dn_template"],
-                   common["base_dn"], common["group_roles"], 3 if name == "forged" else 10)
+                   common["base_dn"], common["group_roles"], 3 if name == "forged" else 10,
+                   "memberof" if name == "memberof" else "search")
         # the bind account the sync reads membership with, sealed by an admin (a directory one)
         # to the exec site's executor key, bound to the directory's URIs
         admin = self.login("direct", "alice")["session"]
@@ -206,6 +208,11 @@ def test_direct_sign_in_maps_nested_groups_over_ldaps_and_starttls(world: World)
     assert world.login("direct", "bob")["role"] == "operator"
     assert world.login("starttls", "carol")["role"] == "viewer"
     assert world.login("starttls", "bob")["role"] == "operator"
+    # nesting = memberof (FreeIPA's flattened memberOf): the entry's memberOf as the server
+    # keeps it. This lab's overlay records direct membership only, so alice's nested admin
+    # group is not seen that way: refused, not guessed
+    assert world.login("memberof", "bob")["role"] == "operator"
+    assert world.refused("memberof", "alice").code == "no_mapped_group"
 
 
 def test_sign_in_through_the_executor_over_ldaps_and_starttls(world: World):

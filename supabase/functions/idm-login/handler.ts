@@ -31,7 +31,8 @@ import type { Schema } from "../_shared/validate.ts";
 
 const ACTIONS = ["config", "login", "begin", "complete"] as const;
 const MAX_BODY_BYTES = 16 * 1024; // a sign-in is small
-const POLL_MS = 25; // how often "complete" looks for the executor's answer (milliseconds)
+const POLL_MS = 25; // first wait between looks for the executor's answer (milliseconds)
+const POLL_MAX_MS = 250; // the wait grows to this while the executor is slow (milliseconds)
 const SITE = { type: "string", minLength: 1, maxLength: 128 };
 
 const CONFIG: Schema = {
@@ -126,12 +127,14 @@ async function finish(siteId: string, who: DirectoryUser, via: "direct" | "execu
 
 async function waitForAnswer(requestId: string, deadline: number) {
   const db = sql();
+  let pause = POLL_MS;
   while (true) {
     const rows = await db<{ answer: string; answer_mac: string; public_key: string; key_id: string; challenge: string;
       site_id: string }[]>`select * from public.idm_take_answer(${requestId})`;
     if (rows.length) return rows[0];
     if (Date.now() > deadline) throw directoryError("stale_request");
-    await new Promise((r) => setTimeout(r, POLL_MS));
+    await new Promise((r) => setTimeout(r, pause));
+    pause = Math.min(POLL_MAX_MS, Math.round(pause * 1.25));
   }
 }
 
