@@ -37,6 +37,7 @@ from typing import Any
 from . import ExecutorError, __version__
 from . import handlers as handler_registry
 from .calllog import CALLS
+from .schedule_fire import fire_loop
 from .config import ExecutorSettings
 from .control import ControlPlane, ControlPlaneError, Rejected, StaleEpoch
 from .preflight import ConfigurationError, explain_refusal
@@ -540,6 +541,9 @@ class Executor:
         # the BMC call log: jobs' Redfish/OME calls written in batches (executor/calllog.py)
         self._tasks.append(asyncio.create_task(CALLS.flush_loop(self.control, self.executor_id, self.stopped),
                                                name="bmc-call-log"))
+        # due job schedules get their jobs through create-job's code (executor/schedule_fire.py)
+        self._tasks.append(asyncio.create_task(fire_loop(self.control, self.site_id, self.stop),
+                                               name="schedules"))
         if "replication_sync" in self.job_types:  # due pairs get their job (SQL decides: never twice)
             from .replication_schedule import schedule_loop
 

@@ -126,6 +126,13 @@ class World:
         for n in ("disc", "disc2"):
             i[n] = self.one("insert into public.discovery_results (job_id, site_id, address, outcome, reason) "
                             "values (%s, %s, %s, 'skipped', 'no_answer') returning id", (i["job"], i["site"], n))
+        for n in ("sched", "sched2"):
+            i[n] = self.one("insert into public.job_schedules (site_id, name, job_type, recurrence, owner_id) "
+                            "values (%s, %s, 'inventory_refresh', '@daily', %s) returning id",
+                            (i["site"], n, users["operator"]))
+        for days, n in ((1, "srun"), (2, "srun2")):
+            i[n] = self.one("insert into public.schedule_runs (schedule_id, occurrence_at, status) "
+                            "values (%s, now() - make_interval(days => %s), 'missed') returning id", (i["sched"], days))
         for n in ("call", "call2"):
             i[n] = self.one("insert into public.bmc_calls (job_id, site_id, target, protocol, method, path, status, "
                             "duration_ms, at) values (%s, %s, 'idrac', 'redfish', 'GET', '/redfish/v1', 200, 3, now()) "
@@ -286,6 +293,20 @@ def statements(w: dict[str, str], users: dict[str, str]) -> dict[str, dict[str, 
             "update": ("update public.discovery_results set message = message where id = %s", (s["disc"],)),
             "delete": ("delete from public.discovery_results where id = %s", (s["disc2"],)),
         },
+        "job_schedules": {
+            "select": ("select id from public.job_schedules where id = %s", (s["sched"],)),
+            "insert": ("insert into public.job_schedules (site_id, name, job_type, recurrence) "
+                       "values (%s, 'acl-new', 'vcenter_sync', '@hourly')", (s["site"],)),
+            "update": ("update public.job_schedules set enabled = enabled where id = %s", (s["sched"],)),
+            "delete": ("delete from public.job_schedules where id = %s", (s["sched2"],)),
+        },
+        "schedule_runs": {
+            "select": ("select id from public.schedule_runs where id = %s", (s["srun"],)),
+            "insert": ("insert into public.schedule_runs (schedule_id, occurrence_at, status) "
+                       "values (%s, now(), 'missed')", (s["sched"],)),
+            "update": ("update public.schedule_runs set error = error where id = %s", (s["srun"],)),
+            "delete": ("delete from public.schedule_runs where id = %s", (s["srun2"],)),
+        },
         "bmc_calls": {
             "select": ("select id from public.bmc_calls where id = %s", (s["call"],)),
             "insert": ("insert into public.bmc_calls (job_id, site_id, target, protocol, method, path, duration_ms, at) "
@@ -425,6 +446,7 @@ VIEW_COLUMN = {
     "v_job_stats_by_type": "type", "v_job_stats_by_week": "type", "v_job_stats_by_user": "user_id",
     "v_host_history": "target_name", "v_open_blockers": "kind", "v_executor_health": "name",
     "v_firmware_compliance": "component", "v_job_waits": "waiting_for", "v_bmc_calls": "path",
+    "v_schedules": "name",
 }
 
 
@@ -586,6 +608,7 @@ BINDING_VALUES = {
     "target_host": "'zfs-evil2'", "details.tls": "'{\"insecure\": true}'::jsonb",
     "details.ssh": "'{\"address\": \"attacker.test\", \"insecure_host_key\": true}'::jsonb",
     "endpoints": "'[{\"scheme\": \"https\", \"host\": \"attacker.test\", \"port\": 443, \"tls\": {}}]'::jsonb",
+    "sealed_secret": "'an-envelope-its-writer-sealed-itself'", "key_id": "'k-other'", "username": "'other-account'",
 }
 BINDING_ROWS = {"servers": "server", "vcenters": "vcenter", "ome_instances": "ome", "esxi_hosts": "host",
                 "replication_pairs": "pair", "credential_sets": "cred"}

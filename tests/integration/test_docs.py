@@ -458,6 +458,12 @@ values ('d0c50000-0000-4000-8000-000000000042', 'd0c50000-0000-4000-8000-0000000
        ('d0c50000-0000-4000-8000-000000000042', 'd0c50000-0000-4000-8000-000000000001', 'stage', 'r750-02',
         'redfish', 'GET', '/redfish/v1/Managers/iDRAC.Embedded.1', null, 10004, null, 'ReadTimeout',
         now() - interval '1 day' + interval '12 minutes');
+insert into public.job_schedules (id, site_id, name, job_type, params, recurrence, timezone, next_run_at, last_run_at,
+                                  last_status, last_error)
+values ('d0c50000-0000-4000-8000-000000000070', 'd0c50000-0000-4000-8000-000000000001', 'nightly inventory',
+        'inventory_refresh', '{{"site_id": "d0c50000-0000-4000-8000-000000000001"}}', '0 1 * * *', 'Europe/Berlin',
+        now() + interval '9 hours', now() - interval '15 hours', 'failed',
+        'no active executor of the site takes inventory_refresh jobs, so the job would never run');
 set local session_replication_role = origin;
 """
 

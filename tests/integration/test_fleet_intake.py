@@ -9,6 +9,7 @@ real executor process, and simulated iDRACs - for discovery each on its own loop
 
 from __future__ import annotations
 
+import json
 import random
 import string
 import uuid
@@ -246,3 +247,132 @@ def test_every_bmc_call_of_a_firmware_update_is_on_record_without_secrets(world:
     assert len(world.users["operator"].table("v_bmc_calls").select("id").eq("job_id", job["id"]).execute().data) \
         == len(calls)
     assert world.users["viewer"].table("bmc_calls").select("id").eq("job_id", job["id"]).execute().data == []
+
+
+# --- schedules -----------------------------------------------------------------------------------------
+def fire(world: World) -> list[dict[str, Any]]:
+    """POST schedules/fire with the service key, as an executor's loop does."""
+    import httpx
+
+    key = world.h.env["SUPABASE_SERVICE_ROLE_KEY"]
+    r = httpx.post(f"{world.h.env['SUPABASE_URL']}/functions/v1/schedules", timeout=60,
+                   json={"action": "fire", "site_id": world.h.site_id},
+                   headers={"Authorization": f"Bearer {key}", "apikey": key})
+    assert r.status_code == 200, r.text
+    return r.json()["fired"]
+
+
+def test_recurrence_parsing_and_time_zones(world: World) -> None:
+    q = "select public.schedule_next_run(%s, %s, %s::timestamptz) as t"
+    nxt = lambda rec, tz, after: world.h.one(q, rec, tz, after)["t"].isoformat()  # noqa: E731
+    assert nxt("0 2 * * *", "UTC", "2026-03-01T03:00:00Z") == "2026-03-02T02:00:00+00:00"
+    # 02:30 Berlin on the night clocks go forward does not exist: Postgres moves it on
+    assert nxt("30 1 * * *", "Europe/Berlin", "2026-03-28T12:00:00Z") == "2026-03-29T00:30:00+00:00"
+    assert nxt("RRULE:FREQ=WEEKLY;BYDAY=SA;BYHOUR=4;BYMINUTE=15", "UTC", "2026-03-02T00:00:00Z") == \
+        "2026-03-07T04:15:00+00:00"
+    assert nxt("*/20 * * * *", "UTC", "2026-03-02T00:41:00Z") == "2026-03-02T01:00:00+00:00"
+    assert nxt("@hourly", "America/New_York", "2026-03-02T00:41:00Z") == "2026-03-02T01:00:00+00:00"
+    assert nxt("0 0 13 * 5", "UTC", "2026-03-01T00:00:00Z") == "2026-03-06T00:00:00+00:00"  # day 13 OR Friday
+    op = world.users["operator"]
+    for bad in ("61 * * * *", "* * *", "RRULE:FREQ=DAILY;INTERVAL=2", "RRULE:FREQ=YEARLY"):
+        with pytest.raises(Exception) as exc:
+            op.table("job_schedules").insert({"site_id": world.h.site_id, "name": f"bad-{uuid.uuid4().hex[:6]}",
+                                              "job_type": "inventory_refresh", "recurrence": bad}).execute()
+        assert "invalid_argument" in str(exc.value), bad
+
+
+def test_a_due_schedule_creates_exactly_one_job_per_occurrence_through_create_job(world: World) -> None:
+    """Two executors' loops and a burst of direct fire calls race for one occurrence; one job
+    comes out, created by create-job's code as the schedule's owner. A second occurrence while
+    that job runs is skipped; a missed one follows the policy; an owner without the operator
+    role creates nothing."""
+    import concurrent.futures as cf
+
+    op = world.users["operator"]
+    _, sid = world.env.take()
+    name = f"inv-{uuid.uuid4().hex[:6]}"
+    row = op.table("job_schedules").insert({
+        "site_id": world.h.site_id, "name": name, "job_type": "inventory_refresh",
+        "params": {"server_ids": [sid], "max_parallel": 1}, "recurrence": "0 3 * * *",
+        "timezone": "Europe/Berlin"}).execute().data[0]
+    operator_id = world.h.one("select owner_id from public.job_schedules where id = %s", row["id"])["owner_id"]
+    assert operator_id is not None and row["next_run_at"] is not None
+    due = "update public.job_schedules set next_run_at = now() - interval '2 seconds' where id = %s"
+    world.h.query(due, row["id"])
+    with cf.ThreadPoolExecutor(6) as pool:  # the site's executor fires on its own loop as well
+        results = [f for fs in pool.map(lambda _: fire(world), range(6)) for f in fs]
+    created = [f for f in results if f["schedule_id"] == row["id"]]
+    assert [f["status"] for f in created] in (["created"], []), results
+    [job] = world.h.query("select * from public.jobs where scope ->> 'schedule_id' = %s", row["id"])
+    assert job["type"] == "inventory_refresh" and str(job["created_by"]) == str(operator_id)
+    assert job["scope"]["schedule_id"] == row["id"] and str(job["credential_set_ids"]) == "{" + world.env.cred + "}"
+    runs = world.h.query("select * from public.schedule_runs where schedule_id = %s", row["id"])
+    assert len(runs) == 1 and runs[0]["status"] == "created"
+
+    world.h.wait_status(job["id"], ("completed",), 60)
+    # the next occurrence while the schedule's last job is still unfinished (one waiting for
+    # its time, here): skipped, nothing created
+    waiting = world.h.one("insert into public.jobs (type, site_id, params, scope, scheduled_for) values "
+                          "('inventory_refresh', %s, %s, '{}', now() + interval '1 day') returning id",
+                          world.h.site_id, json.dumps({"server_ids": [sid]}))["id"]
+    world.h.query("update public.job_schedules set last_job_id = %s where id = %s", waiting, row["id"])
+    world.h.query(due, row["id"])
+    f = fired(world, row["id"], 2)
+    assert f["status"] == "skipped_running" and "still pending" in f["error"]
+    world.h.query("update public.jobs set status = 'cancelled', cancel_requested_at = now() where id = %s", waiting)
+
+    # missed by an hour: skip records it and creates nothing; run_once creates one job
+    world.h.query("update public.job_schedules set next_run_at = now() - interval '1 hour' where id = %s", row["id"])
+    f = fired(world, row["id"], 3)
+    assert f["status"] == "missed" and f["job_id"] is None
+    after = world.h.one("select next_run_at from public.job_schedules where id = %s", row["id"])["next_run_at"]
+    assert after.timestamp() > time_now(world)
+    op.table("job_schedules").update({"missed_policy": "run_once"}).eq("id", row["id"]).execute()
+    world.h.query("update public.job_schedules set next_run_at = now() - interval '1 hour' where id = %s", row["id"])
+    f = fired(world, row["id"], 4)
+    assert f["status"] == "created"
+    world.h.wait_status(f["job_id"], ("completed",), 60)
+
+    # the owner loses the operator role: the occurrence fails with create-job's refusal
+    world.h.query("update public.user_roles set role = 'viewer' where user_id = %s", operator_id)
+    try:
+        world.h.query(due, row["id"])
+        f = fired(world, row["id"], 5)
+        assert (f["status"], f["code"]) == ("failed", "forbidden"), f
+    finally:
+        world.h.query("update public.user_roles set role = 'operator' where user_id = %s", operator_id)
+    # users cannot fire schedules themselves, nor forge the owner
+    status, body = world.refusal("operator", "schedules", {"action": "fire"})
+    assert status in (401, 403), body
+    with pytest.raises(Exception):
+        op.table("job_schedules").update({"owner_id": str(uuid.uuid4())}).eq("id", row["id"]).execute()
+
+
+def test_the_executors_fire_schedules_on_their_own(world: World) -> None:
+    """The executor's loop (RACKPILOT_SCHEDULE_FIRE_INTERVAL) fires a due schedule; with two
+    executors of the site running, the occurrence still makes one job."""
+    world.env.respawn("dell-2")
+    op = world.users["operator"]
+    _, sid = world.env.take()
+    row = op.table("job_schedules").insert({
+        "site_id": world.h.site_id, "name": f"loop-{uuid.uuid4().hex[:6]}", "job_type": "inventory_refresh",
+        "params": {"server_ids": [sid]}, "recurrence": "@daily"}).execute().data[0]
+    world.h.query("update public.job_schedules set next_run_at = now() where id = %s", row["id"])
+    runs = wait_until(lambda: world.h.query("select * from public.schedule_runs where schedule_id = %s", row["id"]),
+                      60, "an executor to fire the schedule", interval=0.5)
+    assert [r["status"] for r in runs] == ["created"]
+    world.h.wait_status(runs[0]["job_id"], ("completed",), 60)
+    assert len(world.h.query("select 1 from public.schedule_runs where schedule_id = %s", row["id"])) == 1
+
+
+def fired(world: World, schedule_id: str, n: int) -> dict[str, Any]:
+    """The schedule's n-th run, once it exists (fired by this call or an executor's loop)."""
+    fire(world)
+    runs = wait_until(lambda: (lambda r: r if len(r) >= n else None)(world.h.query(
+        "select * from public.schedule_runs where schedule_id = %s order by id", schedule_id)), 30, f"run {n}")
+    assert len(runs) == n, runs
+    return runs[-1]
+
+
+def time_now(world: World) -> float:
+    return world.h.one("select extract(epoch from now())::float8 as t")["t"]

@@ -1,0 +1,153 @@
+// schedules: fire due job schedules, through create-job's own code path.
+//
+// POST {action: "fire", site_id?, max?}  -- service role only (the site's executors call it on
+// their poll loop; hosted projects may also call it from pg_cron + pg_net). Answers
+// {fired: [{schedule_id, occurrence_at, status, job_id?, code?, error?}]}.
+//
+// Each due schedule is fired in ONE transaction (see migration 20261206200200_job_schedules.sql):
+// take the row (FOR UPDATE SKIP LOCKED), decide missed/overlap, then as the schedule's owner
+// (role authenticated with the owner's claims) run checkRequest + planJob + insertJob exactly
+// as create-job does (functions_create_job re-checks the owner's operator role), record the
+// occurrence and move next_run_at on. Two callers never fire one occurrence twice; a crash
+// before the commit leaves the occurrence due for the next caller.
+
+import { guard, json, readJsonObject, requireMethod } from "../_shared/api.ts";
+import { bearerToken, unverifiedClaims } from "../_shared/auth.ts";
+import { sql, type Tx } from "../_shared/db.ts";
+import { HttpError } from "../_shared/http.ts";
+import { checkRequest, insertJob, planJob } from "../_shared/jobs.ts";
+import { requireRole } from "../_shared/policy.ts";
+import type { AppRole } from "../_shared/policy.ts";
+
+/** An occurrence later than this (seconds) was missed: its schedule's missed_policy applies. */
+export const MISSED_AFTER_S = 300;
+const MAX_PER_CALL = 50; // schedules fired per request (count)
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+interface Schedule {
+  id: string;
+  site_id: string;
+  name: string;
+  job_type: string;
+  params: Record<string, unknown>;
+  priority: number;
+  description: string;
+  missed_policy: "skip" | "run_once";
+  owner_id: string | null;
+  next_run_at: Date;
+  last_job_id: string | null;
+}
+
+export interface Fired {
+  schedule_id: string;
+  occurrence_at: string;
+  status: "created" | "skipped_running" | "missed" | "failed";
+  job_id?: string;
+  code?: string;
+  error?: string;
+}
+
+async function verifyHs256(token: string, secret: string): Promise<boolean> {
+  const [h, p, s] = token.split(".");
+  const key = await crypto.subtle.importKey("raw", new TextEncoder().encode(secret), { name: "HMAC", hash: "SHA-256" },
+    false, ["verify"]);
+  try {
+    const b64 = s.replaceAll("-", "+").replaceAll("_", "/");
+    const sig = Uint8Array.from(atob(b64 + "=".repeat((4 - (b64.length % 4)) % 4)), (c) => c.charCodeAt(0));
+    return await crypto.subtle.verify("HMAC", key, sig, new TextEncoder().encode(`${h}.${p}`));
+  } catch {
+    return false;
+  }
+}
+
+/** HttpError 401/403 unless the request carries the service role's key. */
+export async function requireServiceRole(req: Request): Promise<void> {
+  const token = bearerToken(req);
+  if (!token) throw new HttpError(401, "unauthorized", "the service role's key is required");
+  const claims = unverifiedClaims(token);
+  const secret = Deno.env.get("SUPABASE_JWT_SECRET");
+  if (secret && !(await verifyHs256(token, secret))) {
+    throw new HttpError(401, "unauthorized", "the token's signature is invalid");
+  }
+  if (claims.role !== "service_role") {
+    throw new HttpError(403, "forbidden", "schedules are fired by the executors (service role), not by users");
+  }
+}
+
+async function fireOne(siteId: string | null, now: Date): Promise<Fired | null> {
+  return await sql().begin(async (tx: Tx) => {
+    await tx`select set_config('role', 'service_role', true), set_config('statement_timeout', '10000', true)`;
+    const [s] = await tx<Schedule[]>`select * from public.schedules_take_due(${siteId}::uuid)`;
+    if (!s) return null;
+    const occurrence = s.next_run_at;
+    const record = async (f: Omit<Fired, "schedule_id" | "occurrence_at">): Promise<Fired> => {
+      await tx`select set_config('role', 'service_role', true)`;
+      await tx`select public.schedule_record_run(${s.id}::uuid, ${occurrence}::timestamptz, ${f.status},
+                                                 ${f.job_id ?? null}::uuid, ${f.code ?? null}, ${f.error ?? null})`;
+      return { schedule_id: s.id, occurrence_at: occurrence.toISOString(), ...f };
+    };
+    const late = (now.getTime() - occurrence.getTime()) / 1000;
+    if (late > MISSED_AFTER_S && s.missed_policy === "skip") {
+      return await record({ status: "missed", code: "missed", error: `due ${Math.round(late)} s ago; missed_policy skip` });
+    }
+    if (s.last_job_id) {
+      const [last] = await tx<{ status: string }[]>`select status::text from public.jobs where id = ${s.last_job_id}`;
+      if (last && ["pending", "running", "paused"].includes(last.status)) {
+        return await record({
+          status: "skipped_running",
+          code: "previous_job_unfinished",
+          error: `the previous job ${s.last_job_id} is still ${last.status}`,
+        });
+      }
+    }
+    if (!s.owner_id) {
+      return await record({ status: "failed", code: "no_owner", error: "the schedule has no owner; an operator saves it" });
+    }
+    const claims = { sub: s.owner_id, role: "authenticated", aud: "authenticated", schedule_id: s.id };
+    try {
+      const jobId = await tx.savepoint(async (sp) => {
+        await sp`select set_config('role', 'authenticated', true), set_config('request.jwt.claims', ${
+          JSON.stringify(claims)
+        }, true)`;
+        const [r] = await sp`select public.current_app_role()::text as role`;
+        requireRole((r?.role ?? null) as AppRole | null, "create-job", "create");
+        const request = checkRequest({
+          type: s.job_type,
+          params: s.params,
+          site_id: s.site_id,
+          priority: s.priority,
+          description: (s.description || `scheduled: ${s.name}`).slice(0, 2000),
+        });
+        const plan = await planJob(sp as unknown as Tx, request, now);
+        return await insertJob(sp as unknown as Tx, plan, { schedule_id: s.id, occurrence_at: occurrence.toISOString() });
+      });
+      return await record({ status: "created", job_id: jobId });
+    } catch (e) {
+      if (e instanceof HttpError) return await record({ status: "failed", code: e.code, error: e.message });
+      // functions_create_job's own refusals (window_*, forbidden) arrive as database errors;
+      // the savepoint is rolled back and the occurrence is recorded as failed, not retried
+      const pg = e as { name?: string; code?: string; message?: string };
+      if (pg?.name === "PostgresError") {
+        return await record({ status: "failed", code: String(pg.code ?? "db_error"), error: String(pg.message ?? "") });
+      }
+      throw e;
+    }
+  });
+}
+
+export const handler = guard("schedules", async (req: Request): Promise<Response> => {
+  requireMethod(req, "POST");
+  await requireServiceRole(req);
+  const body = await readJsonObject(req);
+  if (body.action !== "fire") throw new HttpError(400, "unknown_action", "action must be fire");
+  const siteId = typeof body.site_id === "string" ? body.site_id : null;
+  if (siteId !== null && !UUID.test(siteId)) throw new HttpError(400, "invalid_request", "site_id must be a uuid");
+  const max = typeof body.max === "number" && body.max >= 1 ? Math.min(body.max, MAX_PER_CALL) : MAX_PER_CALL;
+  const fired: Fired[] = [];
+  for (let i = 0; i < max; i++) {
+    const f = await fireOne(siteId, new Date());
+    if (!f) break;
+    fired.push(f);
+  }
+  return json({ fired });
+});
