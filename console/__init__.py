@@ -27,8 +27,8 @@ from console.session import ConsoleConfig, Session, sign_in, sign_in_from_env
 
 __all__ = [
     "AccessDenied", "ConfigError", "Conflict", "ConsoleConfig", "ConsoleError", "InvalidRequest", "NotFound",
-    "NotSignedIn", "ServiceUnavailable", "Session", "SignInError", "ValidationFailed", "connect", "sign_in",
-    "sign_in_from_env",
+    "NotSignedIn", "ServiceUnavailable", "Session", "SignInError", "ValidationFailed", "app", "connect", "job",
+    "sign_in", "sign_in_from_env",
 ]
 
 
@@ -38,3 +38,18 @@ def connect(**kwargs):
     from console.widgets.app import Console
 
     return Console.start(**kwargs)
+
+
+def job(job_id: str | None = None):
+    """The live monitor of a job (whole id or its 8-character short id; the newest job when
+    None), on this kernel's console (``connect()`` first, or the shared sign-in is used)."""
+    from console.widgets.app import current
+
+    return current().job(job_id)
+
+
+def app(start: str | None = None):
+    """The whole console on one page (navigation, sign-in, every screen your role may open)."""
+    from console.widgets.app import current
+
+    return current().app(start)

@@ -40,6 +40,10 @@ REPORT_VIEWS: tuple[str, ...] = (
 JOB_COLUMNS = ("id,type,status,pause_reason,site_id,cluster_id,description,created_by,created_at,started_at,"
                "finished_at,scheduled_for,priority,maintenance_window_id,error,lease_expires_at,"
                "cancel_requested_at,pause_requested_at,attempts,scope")
+TASK_COLUMNS = ("id,job_id,target_kind,target_id,target_name,seq,status,progress,details,error,started_at,"
+                "finished_at,updated_at")
+STEP_COLUMNS = "id,job_id,task_id,seq,step_key,name,status,details,error,attempts,started_at,finished_at,updated_at"
+BLOCKER_COLUMNS = "id,job_id,kind,host_id,vm_id,server_id,description,details,status,detected_at,resolved_at"
 
 
 def error_for(status: int | None, code: str, message: str, details: Any = None) -> ConsoleError:
@@ -153,6 +157,19 @@ class Api:
 
     def job(self, job_id: str) -> Row:
         rows = self._rest("job", lambda c: c.table("jobs").select(JOB_COLUMNS).eq("id", job_id).limit(1))
+        if not rows:
+            raise NotFound(f"job {job_id} does not exist or is not visible to you", code="job_not_found")
+        return rows[0]
+
+    def job_full(self, job_id: str) -> Row:
+        """One job with its tasks, steps and blockers in one request (resource embedding):
+        the row carries ``job_tasks``, ``workflow_executions`` and ``job_blockers`` lists."""
+        rows = self._rest("job", lambda c: c.table("jobs").select(
+            # the hint names the foreign key column: workflow_executions also reaches jobs through job_tasks
+            f"{JOB_COLUMNS},job_tasks!job_id({TASK_COLUMNS}),workflow_executions!job_id({STEP_COLUMNS}),"
+            f"job_blockers!job_id({BLOCKER_COLUMNS})").eq("id", job_id)
+            .order("seq", foreign_table="job_tasks").order("seq", foreign_table="workflow_executions")
+            .order("detected_at", foreign_table="job_blockers").limit(1))
         if not rows:
             raise NotFound(f"job {job_id} does not exist or is not visible to you", code="job_not_found")
         return rows[0]

@@ -29,6 +29,7 @@ from console.errors import ConfigError, NotSignedIn, ServiceUnavailable, SignInE
 from supabase import Client, ClientOptions, create_client
 
 if TYPE_CHECKING:
+    from console.store import SessionStore
     from supabase import AsyncClient
 
 REFRESH_MARGIN_S = 120  # refresh when the access token has less than this left (s)
@@ -70,7 +71,8 @@ class Session:
     """A signed-in user. ``client`` is a supabase-py sync client carrying the user's token;
     ``role`` is the user's rackpilot application role (viewer/operator/approver/admin)."""
 
-    def __init__(self, config: ConsoleConfig, client: Client, *, refresh_margin_s: float = REFRESH_MARGIN_S):
+    def __init__(self, config: ConsoleConfig, client: Client, *, refresh_margin_s: float = REFRESH_MARGIN_S,
+                 store: SessionStore | None = None):
         self.config = config
         self._client: Client | None = client
         self._margin = refresh_margin_s
@@ -82,7 +84,11 @@ class Session:
         self.user_id: str = s.user.id
         self.email: str = s.user.email or ""
         self._expires_at: float = float(s.expires_at or time.time() + (s.expires_in or 0))
+        self._refresh_token: str = s.refresh_token
+        self._store = store  # shared with the user's other notebooks (console.store)
         self.role: str | None = self._read_role()
+        if store is not None:
+            self._save_to_store(s.access_token)
 
     def __repr__(self) -> str:
         state = "signed in" if self._client else "signed out"
@@ -116,31 +122,83 @@ class Session:
     def ensure_fresh(self) -> None:
         if self._client is None:
             raise NotSignedIn("not signed in: run the sign-in cell (console.connect()) first", code="not_signed_in")
+        if self._store is not None:
+            self._sync_from_store()
         if self._expires_at - time.time() > self._margin:
             return
         self.refresh()
+
+    # -- the session shared with the user's other notebooks ------------------------------
+    def share(self, store: SessionStore) -> None:
+        """Keep this session in ``store`` so the user's other notebooks open signed in
+        (any sign-in path: password, directory, break-glass)."""
+        token = self.access_token
+        self._store = store
+        self._save_to_store(token)
+
+    def _save_to_store(self, access_token: str) -> None:
+        assert self._store is not None
+        self._store.save({"access_token": access_token, "refresh_token": self._refresh_token,
+                          "expires_at": self._expires_at, "email": self.email})
+
+    def _sync_from_store(self) -> bool:
+        """Adopt tokens another notebook refreshed; end this session when it signed out.
+        True when newer tokens were adopted."""
+        assert self._store is not None and self._client is not None
+        data = self._store.load()
+        if data is None:
+            self._client = None
+            self._listeners.clear()
+            raise NotSignedIn("signed out (here or in another notebook): sign in again", code="signed_out")
+        if data["refresh_token"] == self._refresh_token:
+            return False
+        try:
+            res = self._client.auth.set_session(data["access_token"], data["refresh_token"])
+        except (AuthError, httpx.HTTPError):
+            return False  # the file is behind us or broken: keep ours; refresh decides
+        if res.session is None:
+            return False
+        self._refresh_token = res.session.refresh_token
+        self._expires_at = float(res.session.expires_at or time.time() + res.session.expires_in)
+        token = res.session.access_token
+        for fn in list(self._listeners):
+            fn(token)
+        return True
 
     def refresh(self) -> None:
         """Exchange the refresh token for a new session now."""
         if self._client is None:
             raise NotSignedIn("not signed in: run the sign-in cell (console.connect()) first", code="not_signed_in")
-        with self._lock:
-            try:
-                res = self._client.auth.refresh_session()
-            except AuthError as exc:
-                self._client = None
-                raise SignInError(f"the session could not be refreshed ({_auth_message(exc)}); sign in again",
-                                  code="refresh_failed") from None
-            except httpx.HTTPError as exc:
-                raise ServiceUnavailable(f"Auth is unreachable at {self.config.url}: {type(exc).__name__}",
-                                         code="unreachable") from None
-            if res.session is None:
-                self._client = None
-                raise SignInError("the session could not be refreshed; sign in again", code="refresh_failed")
-            self._expires_at = float(res.session.expires_at or time.time() + res.session.expires_in)
-            token = res.session.access_token
+        if self._store is not None:
+            with self._lock, self._store.lock():
+                # another notebook may have refreshed while we waited: its tokens are ours now
+                if self._sync_from_store() and self._expires_at - time.time() > self._margin:
+                    return
+                token = self._refresh_locked()
+                self._save_to_store(token)
+        else:
+            with self._lock:
+                token = self._refresh_locked()
         for fn in list(self._listeners):
             fn(token)
+
+    def _refresh_locked(self) -> str:
+        assert self._client is not None
+        try:
+            res = self._client.auth.refresh_session()
+        except AuthError as exc:
+            self._client = None
+            raise SignInError(f"the session could not be refreshed ({_auth_message(exc)}); sign in again",
+                              code="refresh_failed") from None
+        except httpx.HTTPError as exc:
+            raise ServiceUnavailable(f"Auth is unreachable at {self.config.url}: {type(exc).__name__}",
+                                     code="unreachable") from None
+        if res.session is None:
+            self._client = None
+            raise SignInError("the session could not be refreshed; sign in again", code="refresh_failed")
+        self._expires_at = float(res.session.expires_at or time.time() + res.session.expires_in)
+        self._refresh_token = res.session.refresh_token
+        return res.session.access_token
 
     def on_token(self, fn: Callable[[str], Any]) -> Callable[[], None]:
         """Call ``fn(access_token)`` after every refresh; returns an unsubscribe function."""
@@ -148,6 +206,8 @@ class Session:
         return lambda: self._listeners.remove(fn) if fn in self._listeners else None
 
     def sign_out(self) -> None:
+        if self._store is not None:
+            self._store.clear()  # every notebook of this user: signed out
         if self._client is None:
             return
         try:
@@ -218,6 +278,32 @@ def sign_in(config: ConsoleConfig, email: str, password: str, *,
     finally:
         password = ""  # noqa: F841 -- drop our reference at once
     return Session(config, client, refresh_margin_s=refresh_margin_s)
+
+
+def resume(config: ConsoleConfig, store: SessionStore, *,
+           refresh_margin_s: float = REFRESH_MARGIN_S) -> Session | None:
+    """The session another notebook signed in (``console.store``), or None when there is
+    none or it has ended (then the file is removed and the form is shown)."""
+    with store.lock():
+        data = store.load()
+        if data is None:
+            return None
+        client = create_client(config.url, config.anon_key,
+                               ClientOptions(auto_refresh_token=False, persist_session=False,
+                                             function_client_timeout=FUNCTION_TIMEOUT_S))
+        try:
+            res = client.auth.set_session(data["access_token"], data["refresh_token"])
+        except AuthError:
+            store.clear()
+            return None
+        except httpx.HTTPError as exc:
+            raise ServiceUnavailable(f"Auth is unreachable at {config.url}: {type(exc).__name__}",
+                                     code="unreachable") from None
+        if res.session is None:
+            store.clear()
+            return None
+        # set_session may have refreshed an expired token: Session's constructor saves what it holds
+        return Session(config, client, refresh_margin_s=refresh_margin_s, store=store)
 
 
 def sign_in_from_env(env: Mapping[str, str] | None = None, **kw: Any) -> Session | None:

@@ -162,10 +162,12 @@ class JobDetail(Observable):
         self.notices: list[Notice] = []
 
     def refresh(self) -> None:
-        self.job = self.api.job(self.job_id)
-        self.tasks = {r["id"]: r for r in self.api.job_tasks(self.job_id)}
-        self.steps = {r["id"]: r for r in self.api.job_steps(self.job_id)}
-        self.blockers = {r["id"]: r for r in self.api.job_blockers(self.job_id)}
+        """Job, tasks, steps and blockers in one request (resource embedding)."""
+        row = dict(self.api.job_full(self.job_id))
+        self.tasks = {r["id"]: r for r in row.pop("job_tasks", None) or []}
+        self.steps = {r["id"]: r for r in row.pop("workflow_executions", None) or []}
+        self.blockers = {r["id"]: r for r in row.pop("job_blockers", None) or []}
+        self.job = row
         self.changed()
 
     def apply(self, change: dict[str, Any]) -> bool:

@@ -44,6 +44,13 @@ class PreflightReport:
     checks: list[Check] = field(default_factory=list)
     plan: Row | None = None
     params: Row = field(default_factory=dict)
+    # what will change: one row per host and component to update (installed -> target)
+    changes: list[Row] = field(default_factory=list)
+    # per host: connection, maintenance, power, health, inventory, and the verdict
+    host_gates: list[Row] = field(default_factory=list)
+    compliant_hosts: list[str] = field(default_factory=list)
+    hosts_out_bound: int | None = None
+    nothing_to_do: bool = False
 
     @property
     def ok(self) -> bool:
@@ -147,7 +154,7 @@ def build_preflight(api: Api, cluster: Row, hosts: list[Row], params: Row, optio
         reasons = [label for col, label in VM_DEVICE_FACTS.items() if vm.get(col)]
         if reasons and vm.get("power_state") != "off":
             rep.vm_blockers.append({"vm": vm["name"], "vm_id": vm["id"], "host": names.get(vm.get("host_id"), "?"),
-                                    "host_id": vm.get("host_id"), "reasons": reasons})
+                                    "host_id": vm.get("host_id"), "reasons": reasons, "fix": vm_fix(vm)})
     if rep.vm_blockers:
         policy = options.get("blocker_default", "ask")
         what = {"ask": "the job will pause for your decisions", "power_off_vm": "they will be powered off and on",
@@ -173,6 +180,13 @@ def build_preflight(api: Api, cluster: Row, hosts: list[Row], params: Row, optio
         add(Check("firmware", "ok", f"{len(outdated)} component(s) to update"
                   + (f", {len(urgent)} urgent" if urgent else "")))
 
+    # what will change, per host and component; health gates per host
+    preview_changes(rep, api, hosts, names_by_server={h["server_id"]: h["name"] for h in hosts if h.get("server_id")})
+    rep.hosts_out_bound = hosts_out_bound(api, params)
+    if rep.hosts_out_bound is not None:
+        add(Check("hosts_out", "ok", f"at most {rep.hosts_out_bound} host(s) out of service at once "
+                  f"(hosts at once {params.get('max_parallel_hosts', 1)}, capped by the safety policy)"))
+
     # executors of the site
     rep.executors = [e for e in api.executors() if e.get("site_id") == cluster.get("site_id")]
     healthy = [e for e in rep.executors if e.get("health") == "healthy"]
@@ -184,12 +198,91 @@ def build_preflight(api: Api, cluster: Row, hosts: list[Row], params: Row, optio
     try:
         res = api.create_job("rolling_cluster_update", params, dry_run=True, **request_fields)
         rep.plan = res.get("plan")
-        add(Check("dry_run", "ok", f"plan: {len((rep.plan or {}).get('tasks') or [])} host task(s), risk "
-                  f"{(rep.plan or {}).get('risk')}, scheduled {(rep.plan or {}).get('scheduled_for')}"))
+        plan = rep.plan or {}
+        n = len(plan.get("tasks") or [])
+        work = (f"nothing to do: all {n} host(s) are at the catalog version as last inventoried; the job would "
+                "only re-check each host against the catalog and skip it" if rep.nothing_to_do else
+                f"{n} host(s) checked, {len({c['host'] for c in rep.changes})} to update"
+                if rep.changes else f"{n} host(s) checked against the catalog")
+        add(Check("dry_run", "warn" if rep.nothing_to_do else "ok",
+                  f"accepted by the control plane: {work}; risk {plan.get('risk')}, scheduled "
+                  f"{plan.get('scheduled_for')}"))
         add(credentials_check(rep.plan or {}))
     except ConsoleError as exc:
         add(Check("dry_run", "block", f"{exc.message} [{exc.code}]"))
     return rep
+
+
+def preview_changes(rep: PreflightReport, api: Api, hosts: list[Row], names_by_server: dict[str, str]) -> None:
+    """Fill ``changes``, ``compliant_hosts``, ``host_gates`` and ``nothing_to_do`` from the
+    compliance rows already in ``rep.firmware`` and the hosts' servers."""
+    by_server: dict[str, list[Row]] = {}
+    for f in rep.firmware:
+        by_server.setdefault(str(f.get("server_id")), []).append(f)
+    servers = {s["id"]: s for s in api.servers(ids=sorted(names_by_server))} if names_by_server else {}
+    for h in hosts:
+        sid = h.get("server_id")
+        rows = by_server.get(str(sid), []) if sid else []
+        outdated = [f for f in rows if f.get("compliance") == "outdated"]
+        for f in outdated:
+            rep.changes.append({"host": h["name"], "component": f.get("component"),
+                                "installed": f.get("installed_version"), "target": f.get("target_version"),
+                                "criticality": f.get("criticality") or "", "reboot": bool(f.get("reboot_required"))})
+        if rows and not outdated:
+            rep.compliant_hosts.append(h["name"])
+        srv = servers.get(sid, {}) if sid else {}
+        why, gate = [], "ok"
+        if not sid:
+            why.append("not linked to a Dell server")
+            gate = "block"
+        if h.get("connection_state") not in ("connected", "unknown", None):
+            why.append(f"vCenter says {h.get('connection_state')}")
+            gate = "block"
+        if h.get("in_maintenance"):
+            why.append("already in maintenance")
+            gate = "warn" if gate == "ok" else gate
+        if srv.get("health") not in (None, "ok", "unknown"):
+            why.append(f"server health {srv.get('health')}")
+            gate = "warn" if gate == "ok" else gate
+        if sid and not rows:
+            why.append("no firmware inventory yet")
+            gate = "warn" if gate == "ok" else gate
+        rep.host_gates.append({
+            "host": h["name"], "server": srv.get("name") or "", "connection": h.get("connection_state") or "unknown",
+            "maintenance": "yes" if h.get("in_maintenance") else "no", "power": srv.get("power_state") or "unknown",
+            "health": srv.get("health") or "unknown", "updates": len(outdated),
+            "verdict": ("will be skipped: already compliant" if rows and not outdated
+                        else f"{len(outdated)} update(s)" if outdated else "unknown: refresh inventory"),
+            "gate": gate, "why": "; ".join(why)})
+    inventoried = [g for g in rep.host_gates if g["verdict"] != "unknown: refresh inventory"]
+    rep.nothing_to_do = bool(hosts) and len(inventoried) == len(hosts) and not rep.changes
+
+
+VM_FIXES = {
+    "cdrom_connected": "disconnect its CD-ROM/ISO", "has_usb_passthrough": "remove its USB passthrough device",
+    "has_pci_passthrough": "remove its PCI passthrough device", "has_vgpu": "power it off (vGPU VMs cannot move)",
+    "ft_enabled": "turn Fault Tolerance off", "on_local_storage": "move it to shared storage",
+}
+
+
+def vm_fix(vm: Row) -> str:
+    """What the operator can do before the job starts so the VM no longer blocks; else the
+    blocker policy decides (ask: the job pauses for a decision; power off; skip the host)."""
+    fixes = [text for col, text in VM_FIXES.items() if vm.get(col)]
+    return (" and ".join(fixes) + ", or power it off now" if fixes else "power it off now") + \
+        "; otherwise the blocker policy applies"
+
+
+def hosts_out_bound(api: Api, params: Row) -> int | None:
+    """How many hosts the job takes out of service at once: the hosts-at-once option,
+    capped by the safety policy (the executor computes the same, rolling_update._max_out)."""
+    try:
+        pol = {p["job_type"]: p for p in api.safety_policies()}.get("rolling_cluster_update") or {}
+    except ConsoleError:
+        pol = {}
+    cap = pol.get("max_hosts_out_per_cluster")
+    want = int(params.get("max_parallel_hosts") or 1)
+    return max(1, min(want, int(cap))) if cap else want
 
 
 def credentials_check(plan: Row) -> Check:

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from console.api import REPORT_VIEWS, Api, Row
-from console.models.common import Observable
+from console.models.common import Observable, short_id, short_ts
+from console.models.names import Names
 
 REPORT_TITLES = {
     "v_job_stats_by_type": "Success rate and duration by job type",
@@ -48,12 +49,91 @@ def export_rows(rows: list[Row], path: str | Path, fmt: str | None = None) -> Pa
     return p
 
 
+# id columns the tables show as names (the raw rows, with ids, still go to the CSV export)
+HIDE_WHEN_NAMED = {"target_id": "target_name", "server_id": "server_name", "executor_id": "name",
+                   "host_id": "host_name", "vm_id": "vm_name", "site_id": "site_name", "blocker_id": "description"}
+
+
 class ReportModel(Observable):
-    def __init__(self, api: Api) -> None:
+    def __init__(self, api: Api, names: Names | None = None) -> None:
         super().__init__()
         self.api = api
+        self.names = names
         self.view = REPORT_VIEWS[0]
         self.rows: list[Row] = []
+
+    def display_rows(self) -> list[Row]:
+        """The rows as the table shows them: users by name, ids only where nothing names
+        the thing (then as a short id)."""
+        nm = self.names
+        if nm is not None:
+            nm.load_users([r.get(k) for r in self.rows for k in ("user_id", "created_by") if r.get(k)])
+        out = []
+        for r in self.rows:
+            d: Row = {}
+            for k, v in r.items():
+                if k in HIDE_WHEN_NAMED and HIDE_WHEN_NAMED[k] in r:
+                    continue
+                if k in ("user_id", "created_by"):
+                    d["user" if k == "user_id" else "created by"] = nm.user(v) if nm else short_id(v)
+                elif k == "site_id":
+                    d["site"] = nm.name("site", v) if nm else short_id(v)
+                elif k.endswith("_id") or k == "id":
+                    d[k.removesuffix("_id") if k != "id" else "id"] = short_id(v)
+                elif isinstance(v, str) and len(v) >= 19 and v[4:5] == "-" and v[10:11] == "T":
+                    d[k] = short_ts(v)
+                else:
+                    d[k] = v
+            out.append(d)
+        return out
+
+    def chart(self) -> dict[str, Any] | None:
+        """What the view's chart draws: {kind: bar|line|stacked, labels|xs, series, title, unit}."""
+        rows, v = self.rows, self.view
+        if not rows:
+            return None
+        if v == "v_job_stats_by_type":
+            rs = sorted(rows, key=lambda r: str(r.get("type")))
+            return {"kind": "bar", "labels": [r["type"] for r in rs], "title": "success rate per job type",
+                    "unit": "%", "y_max": 100.0,
+                    "series": {"success %": [100 * float(r["success_rate"]) if r.get("success_rate") is not None
+                                             else None for r in rs]},
+                    "second": {"kind": "bar", "labels": [r["type"] for r in rs], "title": "duration per job type",
+                               "unit": "s", "series": {"average": [r.get("avg_duration_s") for r in rs],
+                                                       "p95": [r.get("p95_duration_s") for r in rs]}}}
+        if v == "v_job_stats_by_week":
+            weeks = sorted({str(r["week"])[:10] for r in rows})
+            types = sorted({str(r["type"]) for r in rows})
+            by = {(str(r["week"])[:10], str(r["type"])): r for r in rows}
+            return {"kind": "line", "xs": weeks, "title": "success rate per week", "unit": "%",
+                    "series": {t: [100 * float(by[(wk, t)]["success_rate"]) if (wk, t) in by and
+                                   by[(wk, t)].get("success_rate") is not None else None for wk in weeks]
+                               for t in types}}
+        if v == "v_job_stats_by_user":
+            labels = [self.names.user(r["user_id"]) if self.names else short_id(r["user_id"]) for r in rows]
+            return {"kind": "stacked", "labels": labels, "title": "jobs per user",
+                    "series": {"completed": [r.get("completed") for r in rows], "failed": [r.get("failed") for r in rows]}}
+        if v == "v_host_history":
+            per: dict[str, float] = defaultdict(float)
+            for r in rows:
+                if r.get("job_type") == "rolling_cluster_update" and r.get("duration_s") is not None:
+                    per[str(r.get("target_name"))] += float(r["duration_s"])
+            if not per:
+                return None
+            hosts = sorted(per)
+            return {"kind": "bar", "labels": hosts, "title": "time in rolling updates per host", "unit": "s",
+                    "series": {"seconds": [round(per[h], 1) for h in hosts]}}
+        if v == "v_executor_health":
+            return {"kind": "bar", "labels": [r.get("name") for r in rows], "title": "executor heartbeat age",
+                    "unit": "s", "series": {"heartbeat age": [r.get("heartbeat_age_s") for r in rows],
+                                            "running jobs": [r.get("running_jobs") for r in rows]}}
+        if v == "v_firmware_compliance":
+            servers = sorted({str(r.get("server_name")) for r in rows})
+            cnt: dict[tuple[str, str], int] = Counter((str(r.get("server_name")), str(r.get("compliance")))
+                                                      for r in rows)
+            return {"kind": "stacked", "labels": servers, "title": "firmware components per server",
+                    "series": {c: [cnt.get((s, c), 0) for s in servers] for c in ("compliant", "outdated", "unknown")}}
+        return None
 
     def load(self, view: str | None = None, **filters: str) -> list[Row]:
         self.view = view or self.view
@@ -82,6 +162,7 @@ class FleetModel(Observable):
         self.hosts: list[Row] = []
         self.servers: list[Row] = []
         self.compliance: list[Row] = []
+        self.catalogs: list[Row] = []
         self.site_id: str | None = None
 
     def load(self, site_id: str | None = None) -> None:
@@ -93,8 +174,11 @@ class FleetModel(Observable):
             self.hosts = [h for h in self.api.hosts() if h.get("cluster_id") in cids]
             self.servers = self.api.servers(self.site_id)
             self.compliance = self.api.report("v_firmware_compliance", filters={"site_id": self.site_id})
+            sid = self.site_id
+            self.catalogs = self.api._rest("firmware catalogs", lambda c: c.table("firmware_catalogs").select(
+                "id,name,url,version,fetched_at").eq("site_id", sid).order("name"))
         else:
-            self.clusters, self.hosts, self.servers, self.compliance = [], [], [], []
+            self.clusters, self.hosts, self.servers, self.compliance, self.catalogs = [], [], [], [], []
         self.changed()
 
     def server_rows(self) -> list[dict[str, Any]]:
@@ -114,7 +198,8 @@ class FleetModel(Observable):
             out.append({"server": s["name"], "model": s.get("model") or "", "service_tag": s.get("service_tag") or "",
                         "power": s.get("power_state"), "health": s.get("health"),
                         "host": h["name"] if h else "", "cluster": cluster_name.get(h.get("cluster_id"), "") if h else "",
-                        "firmware": verdict, "outdated": cnt["outdated"], "urgent": cnt["urgent"]})
+                        "firmware": verdict, "outdated": cnt["outdated"], "urgent": cnt["urgent"],
+                        "last inventory": short_ts(s.get("last_seen_at")) or "never"})
         return out
 
     def cluster_rows(self) -> list[dict[str, Any]]:

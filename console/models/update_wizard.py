@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from console.api import Api, Row
 from console.errors import ConsoleError, ValidationFailed
 from console.models.common import Observable, parse_ts
+from console.models.forms import pydantic_problems
 from console.models.preflight import PreflightReport, build_preflight
 from executor.jobparams import BlockerDefault, RollingClusterUpdateParams
 
@@ -34,12 +35,7 @@ class Step(StrEnum):
 ORDER = [Step.CLUSTER, Step.OPTIONS, Step.PREFLIGHT, Step.CONFIRM, Step.DONE]
 
 
-def pydantic_problems(exc: ValidationError) -> list[str]:
-    out = []
-    for e in exc.errors(include_url=False, include_input=False):
-        loc = ".".join(str(p) for p in e.get("loc", ())) or "params"
-        out.append(f"{loc}: {e.get('msg')}")
-    return out
+__all__ = ["ConsoleError", "Step", "UpdateWizard", "pydantic_problems"]
 
 
 class UpdateWizard(Observable):
@@ -58,6 +54,7 @@ class UpdateWizard(Observable):
         self.api = api
         self.step = Step.CLUSTER
         self.clusters: list[Row] = []
+        self.catalogs: list[Row] = []
         self.cluster: Row | None = None
         self.hosts: list[Row] = []
         self.windows: list[Row] = []
@@ -71,7 +68,26 @@ class UpdateWizard(Observable):
         self.changed()
         return self.clusters
 
-    def choose_cluster(self, cluster_id: str) -> None:
+    def load_inventory(self, site_id: str | None = None) -> None:
+        """Clusters, and the Dell catalogs registered for their sites (the catalog picker)."""
+        self.clusters = self.api.clusters(site_id)
+        try:
+            self.catalogs = self.api._rest("firmware catalogs", lambda c: c.table("firmware_catalogs").select(
+                "id,site_id,name,url,version,fetched_at").order("name"))
+        except ConsoleError:
+            self.catalogs = []
+        self.changed()
+
+    def site_catalogs(self) -> list[Row]:
+        sid = (self.cluster or {}).get("site_id")
+        return [c for c in self.catalogs if not sid or c.get("site_id") == sid]
+
+    def cluster_hosts(self, cluster_id: str) -> list[Row]:
+        """The hosts of a cluster, for the host picker of the first step."""
+        return self.api.hosts(cluster_id) if cluster_id else []
+
+    def choose_cluster(self, cluster_id: str, *, host_ids: list[str] | None = None,
+                       catalog_url: str | None = None) -> None:
         if self.step not in (Step.CLUSTER, Step.OPTIONS):
             raise ValidationFailed(f"the cluster is chosen at the first step, not at {self.step}",
                                    ["go back to the cluster step first"])
@@ -84,6 +100,10 @@ class UpdateWizard(Observable):
         self.options = dict(self.DEFAULTS)
         if self.windows:
             self.options["maintenance_window_id"] = self.windows[0]["id"]
+        cats = self.site_catalogs()
+        self.options["catalog_url"] = catalog_url if catalog_url is not None else (cats[0]["url"] if cats else "")
+        known = {h["id"] for h in self.hosts}
+        self.options["host_ids"] = [h for h in (host_ids or []) if h in known]
         self.report = None
         self.step = Step.OPTIONS
         self.changed()
@@ -129,21 +149,21 @@ class UpdateWizard(Observable):
             "stage_firmware": bool(o.get("stage_firmware")),
         }
         if not doc["firmware"]["catalog_url"]:
-            problems.append("firmware.catalog_url: enter the Dell catalog URL (http(s)://…/Catalog.xml)")
+            problems.append("catalog URL: choose a catalog, or enter the Dell catalog URL (http(s)://…/Catalog.xml)")
         tv, du = (o.get("esxi_target_version") or "").strip(), (o.get("esxi_depot_url") or "").strip()
         if tv or du:
             doc["esxi"] = {"target_version": tv, "depot_url": du}
             if not (tv and du):
-                problems.append("esxi: give both the target version and the depot URL, or neither")
+                problems.append("ESXi: give both the target version and the depot URL, or neither")
         known = {h["id"] for h in self.hosts}
         strangers = [h for h in doc["host_ids"] if h not in known]
         if strangers:
-            problems.append(f"host_ids: {len(strangers)} host(s) are not in cluster {self.cluster.get('name')}")
+            problems.append(f"hosts: {len(strangers)} host(s) are not in cluster {self.cluster.get('name')}")
         prio = o.get("priority")
         if not isinstance(prio, int) or not 0 <= prio <= 100:
             problems.append("priority: a whole number from 0 to 100")
         if o.get("scheduled_for") and parse_ts(o["scheduled_for"]) is None:
-            problems.append("scheduled_for: an ISO 8601 time such as 2026-12-01T22:00:00Z")
+            problems.append("start at: a time such as 2026-12-01T22:00:00Z")
         if len(o.get("description") or "") > 2000:
             problems.append("description: at most 2000 characters")
         try:
@@ -219,5 +239,3 @@ class UpdateWizard(Observable):
         self._observers = observers
         self.changed()
 
-
-__all__ = ["ConsoleError", "Step", "UpdateWizard"]

@@ -12,6 +12,7 @@ from typing import Any
 from console.api import Api, Row
 from console.errors import ValidationFailed
 from console.models.common import Observable, parse_ts, short_id, short_ts
+from console.models.names import Names
 from console.session import Session
 
 MAX_WINDOW = dt.timedelta(days=7)
@@ -19,16 +20,21 @@ APPROVER_ROLES = ("approver", "admin")
 
 
 class WindowBoard(Observable):
-    def __init__(self, api: Api, session: Session) -> None:
+    def __init__(self, api: Api, session: Session, names: Names | None = None) -> None:
         super().__init__()
         self.api = api
         self.session = session
+        self.names = names
         self.windows: list[Row] = []
         self.site_id: str | None = None
 
     def load(self, site_id: str | None = None, statuses: list[str] | None = None) -> list[Row]:
         self.site_id = site_id
         self.windows = self.api.windows(site_id=site_id, statuses=statuses)
+        if self.names is not None:
+            self.names.load_users([x for w in self.windows for x in (w.get("requested_by"), w.get("approved_by"))])
+            self.names.load("cluster", [w.get("cluster_id") for w in self.windows])
+            self.names.load("site", [w.get("site_id") for w in self.windows])
         self.changed()
         return self.windows
 
@@ -44,18 +50,30 @@ class WindowBoard(Observable):
 
     def rows(self) -> list[dict[str, Any]]:
         me = self.session.user_id
+        nm = self.names
         out = []
         for w in self.windows:
             hint = self.decide_hint(w)
+            site = nm.name("site", w.get("site_id")) if nm and w.get("site_id") else "site"
+            if w.get("cluster_id"):
+                scope = f"cluster {nm.name('cluster', w['cluster_id']) if nm else short_id(w['cluster_id'])}"
+            else:
+                scope = f"all of {site}" if nm else "whole site"
             out.append({
                 "id": w["id"], "window": short_id(w["id"]), "title": w.get("title", ""), "status": w.get("status"),
-                "starts": short_ts(w.get("starts_at")), "ends": short_ts(w.get("ends_at")),
-                "scope": f"cluster {short_id(w['cluster_id'])}" if w.get("cluster_id") else "whole site",
-                "requested_by": "you" if w.get("requested_by") == me else short_id(w.get("requested_by")),
-                "approved_by": ("you" if w.get("approved_by") == me else short_id(w.get("approved_by"))),
+                "starts": short_ts(w.get("starts_at")), "ends": short_ts(w.get("ends_at")), "scope": scope,
+                "requested_by": self._who(w.get("requested_by"), me),
+                "approved_by": self._who(w.get("approved_by"), me),
                 "can_decide": hint is None, "why_not": hint or "",
             })
         return out
+
+    def _who(self, uid: Any, me: Any) -> str:
+        if not uid:
+            return ""
+        if uid == me:
+            return "you"
+        return self.names.user(uid) if self.names is not None else short_id(uid)
 
     @staticmethod
     def check_request(title: str, starts_at: Any, ends_at: Any, now: dt.datetime | None = None) -> tuple[str, str]:

@@ -12,7 +12,7 @@ from console.models.admin import (
     ForceResume,
     NotificationSettings,
 )
-from console.widgets.common import STYLE, Status, guarded, html_table
+from console.widgets.common import STYLE, Status, guarded, html_table, set_options
 
 
 class CredentialsView(w.VBox):
@@ -57,7 +57,7 @@ class CredentialsView(w.VBox):
         self.table.value = html_table(rows, ["name", "kind", "username", "endpoints", "key_ids", "stale"],
                                       css="rp-creds",
                                       empty="no credential sets at this site")
-        self.rotate_pick.options = [(f"{r['name']} ({r['kind']})", r["id"]) for r in rows]
+        set_options(self.rotate_pick, [(f"{r['name']} ({r['kind']})", r["id"]) for r in rows])
 
     def _rotate(self) -> None:
         secret = self.rotate_secret.value
@@ -107,7 +107,7 @@ class ForceResumeView(w.VBox):
         rows = self.model.rows()
         self.table.value = html_table(rows, ["job", "type", "state", "since"], css="rp-stuck",
                                       empty="no paused or stuck jobs")
-        self.pick.options = [(f"{r['job']} {r['type']} {r['state']}", r["id"]) for r in rows]
+        set_options(self.pick, [(f"{r['job']} {r['type']} {r['state']}", r["id"]) for r in rows])
 
 
 class NotificationsView(w.VBox):

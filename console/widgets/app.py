@@ -1,25 +1,37 @@
-"""``Console``: what a notebook holds after ``console.connect()``: the session, the API,
-one Realtime feed, and a factory method per screen."""
+"""``Console``: what a notebook holds after ``console.connect()``: the session (shared by
+every notebook of the JupyterLab session, ``console.store``), the API, one Realtime feed,
+and a method per screen. Each screen comes in the frame (``console.widgets.shell``): the
+sign-in form until someone is signed in, a red line instead of a traceback; ``app()`` is
+the whole console on one page. The screens themselves are listed in ``console.screens``."""
 
 from __future__ import annotations
 
 import html
 import os
+import re
+import weakref
 from typing import Any
 
 import ipywidgets as w
 
 from console.api import Api
-from console.errors import ConsoleError, NotSignedIn
-from console.models.admin import CredentialForm, ForceResume
+from console.errors import ConfigError, ConsoleError, NotSignedIn, ValidationFailed
 from console.models.blockers import BlockerWizard
-from console.models.jobs import JobBoard, JobDetail
+from console.models.jobs import JobBoard
 from console.models.live import LiveFeed
-from console.models.reports import FleetModel, ReportModel
-from console.models.update_wizard import UpdateWizard
-from console.models.windows import WindowBoard
-from console.session import ConsoleConfig, Session, sign_in, sign_in_from_env
+from console.models.names import Names
+from console.session import ConsoleConfig, Session, resume, sign_in, sign_in_from_env
+from console.store import SessionStore
 from console.widgets.common import STYLE, Status
+
+UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_current: weakref.ref[Console] | None = None  # the notebook's console, for console.job(...)
+
+
+def current() -> Console:
+    """The console ``console.connect()`` made in this kernel (one is made on first use)."""
+    con = _current() if _current is not None else None
+    return con if con is not None else Console.start(show=False)
 
 
 def _display(obj: Any) -> None:
@@ -73,31 +85,78 @@ class SignInView(w.VBox):
 
 
 class Console:
-    def __init__(self, config: ConsoleConfig, session: Session | None = None) -> None:
+    def __init__(self, config: ConsoleConfig | None, session: Session | None = None, *,
+                 store: SessionStore | None = None, config_error: ConsoleError | None = None) -> None:
         self.config = config
         self.session = session
+        self.store = store
+        self.config_error = config_error
         self.feed: LiveFeed | None = None
+        self._feed_lock: Any = None
         self._sinks: list[Any] = []
+        self._frames: list[Any] = []  # ScreenFrames and AppShells drawn by this console
+        self._names: Names | None = None
         self.banner = w.HTML()
-        self.panel = w.VBox([self.banner])
+        self.sign_out_button = w.Button(description="Sign out", icon="sign-out", layout=w.Layout(width="auto"))
+        self.sign_out_button.on_click(lambda _: self.sign_out())
+        self.header = w.HBox([self.banner], layout=w.Layout(align_items="center"))
+        self.panel = w.VBox([self.header])
         self._update_banner()
 
     # -- sign-in -------------------------------------------------------------------------
     @classmethod
-    def start(cls, *, env: dict[str, str] | None = None, show: bool = True) -> Console:
-        """Sign in from RACKPILOT_CONSOLE_EMAIL/PASSWORD when set; otherwise show a form."""
+    def start(cls, *, env: dict[str, str] | None = None, show: bool = True, shared: bool | None = None) -> Console:
+        """Sign in from RACKPILOT_CONSOLE_EMAIL/PASSWORD when set; else open the session the
+        user signed in from another notebook of this JupyterLab (``shared``: on unless
+        RACKPILOT_CONSOLE_SHARED_SESSION=0); else show the sign-in form."""
+        global _current
         env = dict(os.environ) if env is None else env
-        config = ConsoleConfig.from_env(env)
-        con = cls(config, sign_in_from_env(env))
-        if con.session is None:
-            con.panel.children = [con.banner, SignInView(con)]
+        if shared is None:
+            shared = env.get("RACKPILOT_CONSOLE_SHARED_SESSION", "1") not in ("0", "false", "no")
+        try:
+            config = ConsoleConfig.from_env(env)
+        except ConfigError as exc:
+            con = cls(None, config_error=exc)
+        else:
+            store = SessionStore(config.url, env=env) if shared else None
+            session = sign_in_from_env(env)
+            if session is None and store is not None:
+                session = resume(config, store)
+            con = cls(config, session, store=store)
+        con._show_panel()
+        _current = weakref.ref(con)
         if show:
             _display(con.panel)
         return con
 
-    def sign_in(self, email: str, password: str) -> Session:
-        self.session = sign_in(self.config, email, password)
+    @property
+    def signed_in(self) -> bool:
+        return self.session is not None and self.session.signed_in
+
+    def sign_in_form(self) -> w.Widget:
+        if self.config is None:
+            st = Status()
+            st.error(self.config_error or ConfigError("SUPABASE_URL and SUPABASE_ANON_KEY are not set"))
+            return st
+        return SignInView(self)
+
+    def _show_panel(self) -> None:
         self._update_banner()
+        self.header.children = [self.banner, self.sign_out_button] if self.signed_in else [self.banner]
+        self.panel.children = [self.header] if self.signed_in else [self.header, self.sign_in_form()]
+
+    def _signed_in_changed(self) -> None:
+        """Redraw everything this console drew: the panel, every screen frame, every app."""
+        self._names = None
+        self._show_panel()
+        for f in list(self._frames):
+            f.render(force=True)
+
+    def sign_in(self, email: str, password: str) -> Session:
+        self.session = sign_in(self.config, email, password)  # type: ignore[arg-type]
+        if self.store is not None:
+            self.session.share(self.store)
+        self._signed_in_changed()
         return self.session
 
     def sign_in_directory(self, site: str, username: str, password: str) -> Session:
@@ -105,23 +164,39 @@ class Console:
         from console.identity import sign_in_directory
 
         self.session = sign_in_directory(self.config, site.strip(), username.strip(), password)
-        self._update_banner()
+        if self.store is not None:
+            self.session.share(self.store)
+        self._signed_in_changed()
         return self.session
+
+    def sign_out(self) -> None:
+        """Sign out here and in every notebook sharing the session (the stored tokens go)."""
+        if self.session is not None:
+            self.session.sign_out()
+        elif self.store is not None:
+            self.store.clear()
+        self.session = None
+        self._signed_in_changed()
 
     def break_glass(self, account: str, secret: str, reason: str, ttl_seconds: int | None = None) -> Session:
         """EMERGENCY access when the directory or the executor is down. Every use is audited as
         critical and announced on every notification channel; the session ends by itself."""
         from console.identity import sign_in_break_glass
 
+        # not shared with other notebooks: an emergency session stays where it was opened
         self.session = sign_in_break_glass(self.config, account, secret, reason, ttl_seconds)
-        self._update_banner()
+        self._signed_in_changed()
         self.banner.value += ("<div class='rp-warn'><b>BREAK-GLASS SESSION</b>: audited as critical, every "
                               "notification channel has been told, and it expires on its own. Do only what the "
                               "emergency needs.</div>")
         return self.session
 
     def _update_banner(self) -> None:
-        s = self.session
+        s = self.session if self.signed_in else None
+        if self.config is None:
+            self.banner.value = STYLE + (f"<div class='rp-error'>✖ rackpilot is not configured: "
+                                         f"{html.escape(str(self.config_error))}</div>")
+            return
         self.banner.value = STYLE + (
             f"<div class='rp-signed-in'>rackpilot at {html.escape(self.config.url)} — signed in as "
             f"<b>{html.escape(s.email)}</b> (role: <b>{html.escape(s.role or 'none')}</b>)</div>" if s else
@@ -129,19 +204,33 @@ class Console:
 
     @property
     def api(self) -> Api:
+        if self.config is None:
+            raise self.config_error or ConfigError("not configured")
         if self.session is None or not self.session.signed_in:
             raise NotSignedIn("not signed in: use the sign-in form above (or set RACKPILOT_CONSOLE_EMAIL and "
                               "RACKPILOT_CONSOLE_PASSWORD) first", code="not_signed_in")
         return Api(self.session)
 
+    @property
+    def names(self) -> Names:
+        """Names for ids (users, sites, clusters, hosts, ...), cached for this sign-in."""
+        if self._names is None:
+            self._names = Names(self.api)
+        return self._names
+
     # -- realtime ------------------------------------------------------------------------
     async def live(self) -> LiveFeed:
         """Start the Realtime feed; every job view made before or after follows it."""
-        if self.feed is None or not self.feed.running:
-            self.feed = LiveFeed(self.api.session)
-            for fn in self._sinks:
-                self.feed.add_sink(fn)
-            await self.feed.start()
+        import asyncio
+
+        if self._feed_lock is None:
+            self._feed_lock = asyncio.Lock()
+        async with self._feed_lock:  # a monitor's button and a notebook cell may both start it
+            if self.feed is None or not self.feed.running:
+                self.feed = LiveFeed(self.api.session)
+                for fn in self._sinks:
+                    self.feed.add_sink(fn)
+                await self.feed.start()
         return self.feed
 
     def _follow(self, fn: Any) -> None:
@@ -155,7 +244,21 @@ class Console:
         if self.session is not None:
             self.session.sign_out()
 
-    # -- screens -------------------------------------------------------------------------
+    # -- screens ------------------------------------------------------------------------
+    def screen(self, key: str, **kw: Any):
+        """One screen of ``console.screens`` in its frame (sign-in gate, errors in red)."""
+        from console import screens
+        from console.widgets.shell import ScreenFrame
+
+        s = screens.get(key)
+        return ScreenFrame(self, s.title, lambda: s.build(self, **kw))
+
+    def app(self, start: str | None = None):
+        """The whole console on one page: navigation by what your role may open."""
+        from console.widgets.shell import AppShell
+
+        return AppShell(self, start)
+
     def job_board(self, limit: int = 50) -> JobBoard:
         board = JobBoard(self.api, limit=limit)
         board.refresh()
@@ -163,29 +266,86 @@ class Console:
         return board
 
     def jobs(self, limit: int = 50):
-        from console.widgets.jobs import JobListView
-        return JobListView(self.job_board(limit))
+        return self.screen("jobs", limit=limit)
 
-    def job(self, job_id: str):
-        from console.widgets.jobs import JobDetailView
-        d = JobDetail(self.api, job_id)
-        d.refresh()
-        self._follow(d.apply)
-        return JobDetailView(d)
+    def job(self, job_id: str | None = None):
+        """The live monitor of one job (per-host phases, progress, log, actions): ``job_id``
+        may be a whole id or the 8-character short id the tables show."""
+        return self.monitor(job_id)
+
+    def monitor(self, job_id: str | None = None, *, framed: bool = True):
+        from console.widgets.shell import ScreenFrame
+
+        def build():
+            from console.models.monitor import JobMonitor
+            from console.widgets.monitor import JobMonitorView
+
+            jid = self.resolve_job_id(job_id)
+            m = JobMonitor(self.api, jid, names=self.names)
+            m.refresh()
+            self._follow(m.apply)
+            view = JobMonitorView(m, role=self.session.role if self.session else None,
+                                  open_blockers=lambda: self.screen("blockers", job_id=jid))
+            self._start_feed_soon(view.status)
+            return view
+        return ScreenFrame(self, "the job monitor", build) if framed else build()
+
+    def resolve_job_id(self, job_id: str | None) -> str:
+        """A whole job id from a whole or short id (the newest job when None)."""
+        jid = (job_id or "").strip()
+        if not jid:
+            rows = self.api.jobs(limit=1)
+            if not rows:
+                raise ValidationFailed("there are no jobs yet", ["no jobs"])
+            return str(rows[0]["id"])
+        if UUID_RE.match(jid):
+            return jid.lower()
+        if re.match(r"^[0-9a-fA-F]{4,32}$", jid):
+            hits = [r["id"] for r in self.api.jobs(limit=500) if str(r["id"]).startswith(jid.lower())]
+            if len(hits) == 1:
+                return str(hits[0])
+            raise ValidationFailed(f"{len(hits)} jobs start with {jid}: give more of the id",
+                                   [f"job id {jid!r}: {'no match' if not hits else 'ambiguous'}"])
+        raise ValidationFailed(f"{jid!r} is not a job id: use the id (or its first 8 characters) from the job list",
+                               [f"job id {jid!r}: not an id"])
+
+    def _start_feed_soon(self, status: Status) -> None:
+        """Start Realtime on the kernel's loop if it is not running (a monitor opened from a
+        button cannot await); failures show on the monitor's status line."""
+        import asyncio
+
+        if self.feed is not None and self.feed.running:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            try:
+                loop = asyncio.get_event_loop()
+            except RuntimeError:
+                return
+        if not loop.is_running():
+            return  # plain Python: the caller awaits con.live() itself
+
+        async def go() -> None:
+            try:
+                await self.live()
+            except ConsoleError as exc:
+                status.error(exc)
+        loop.create_task(go())
 
     def update_wizard(self, site_id: str | None = None):
-        from console.widgets.update import UpdateWizardView
-        wz = UpdateWizard(self.api)
-        wz.load_clusters(site_id)
-        return UpdateWizardView(wz)
+        return self.screen("update", site_id=site_id)
 
     def new_job(self, job_type: str = "scp_backup"):
         """Any job type but rolling updates: targets, params, dry run, create."""
-        from console.models.job_form import JobForm
-        from console.widgets.job_form import JobFormView
-        return JobFormView(JobForm(self.api, job_type))
+        return self.screen("new_job", job_type=job_type)
 
-    def blockers(self, job_id: str):
+    def blockers(self, job_id: str | None = None):
+        """The blocker wizard of one job, or of the jobs waiting for decisions (a picker)."""
+        return self.screen("blockers", job_id=job_id)
+
+    def blocker_wizard(self, job_id: str):
+        """The bare blocker wizard of one job, following Realtime (used by the blockers screen)."""
         from console.widgets.blockers import BlockerWizardView
         wz = BlockerWizard(self.api, job_id)
         wz.load()
@@ -201,41 +361,22 @@ class Console:
         return BlockerWizardView(wz)
 
     def windows(self, site_id: str | None = None):
-        from console.widgets.windows import WindowsView
-        api = self.api
-        board = WindowBoard(api, api.session)
-        board.load(site_id)
-        return WindowsView(board, api.sites(), api.clusters(site_id))
+        return self.screen("windows", site_id=site_id)
 
     def credentials(self):
-        from console.widgets.admin import CredentialsView
-        api = self.api
-        return CredentialsView(CredentialForm(api), api.sites())
+        return self.screen("credentials")
 
     def force_resume(self):
-        from console.widgets.admin import ForceResumeView
-        m = ForceResume(self.api)
-        m.load()
-        return ForceResumeView(m)
+        return self.screen("force_resume")
 
     def notifications(self):
-        from console.models.admin import NotificationSettings
-        from console.widgets.admin import NotificationsView
-        m = NotificationSettings(self.api)
-        m.load()
-        return NotificationsView(m, self.api.sites())
+        return self.screen("notifications")
 
     def reports(self, view: str | None = None, export_dir: str = "."):
-        from console.widgets.reports import ReportsView
-        m = ReportModel(self.api)
-        v = ReportsView(m, export_dir)
-        if view:
-            v.view.value = view
-            m.load(view)
-        return v
+        return self.screen("reports", view=view, export_dir=export_dir)
 
     def fleet(self, site_id: str | None = None):
-        from console.widgets.reports import FleetView
-        m = FleetModel(self.api)
-        m.load(site_id)
-        return FleetView(m)
+        return self.screen("fleet", site_id=site_id)
+
+    def replication(self, site_id: str | None = None):
+        return self.screen("replication", site_id=site_id)

@@ -56,6 +56,49 @@ class Status(w.HTML):
         self.value = ""
 
 
+PLACEHOLDER = "— choose —"
+
+
+def set_options(dd: w.Dropdown, options: list[tuple[str, Any]], *, value: Any = None,
+                placeholder: str | None = None) -> None:
+    """Give a Dropdown new options and always a valid selection.
+
+    ipywidgets 8 quirk: a Dropdown whose options are set after creation keeps value, index
+    and label None, and the browser shows a blank select. So the selection is set every time:
+    ``value`` when it is among the options, else the current value when it still is, else
+    the first option. With ``placeholder`` an explicit "choose" entry (value None) leads the
+    list and is the default, so nothing is picked silently."""
+    opts = list(options)
+    if placeholder is not None:
+        opts = [(placeholder, None), *opts]
+    values = [v for _, v in opts]
+    keep = dd.value if dd.value in values else None
+    dd.options = opts
+    if not opts:
+        return
+    if value is not None and value in values:
+        dd.value = value
+    elif keep is not None:
+        dd.value = keep
+    else:
+        dd.index = 0
+
+
+def dropdown(options: list[tuple[str, Any]] | None = None, *, value: Any = None, placeholder: str | None = None,
+             **kw: Any) -> w.Dropdown:
+    """A Dropdown created with its options and a valid initial selection (see ``set_options``)."""
+    dd = w.Dropdown(**kw)
+    set_options(dd, options or [], value=value, placeholder=placeholder)
+    return dd
+
+
+def short_id_html(value: Any) -> str:
+    """A UUID shown as a copyable short id: 8 characters, the whole id in the tooltip and
+    selected on click."""
+    full = html.escape(str(value or ""))
+    return (f'<code class="rp-id" title="{full}" style="user-select:all">{full[:8]}</code>' if full else "")
+
+
 def guarded(status: Status, fn: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a click handler: console errors become a red line, never a traceback."""
     def run(*args: Any, **kw: Any) -> Any:

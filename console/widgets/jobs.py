@@ -3,21 +3,29 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 
 import ipywidgets as w
 
 from console.models.jobs import JobBoard, JobDetail
-from console.widgets.common import STYLE, Status, guarded, html_table
+from console.widgets.common import STYLE, Status, dropdown, guarded, html_table, set_options
 
 JOB_COLUMNS = ["job", "type", "status", "targets", "created", "description"]
 
 
 class JobListView(w.VBox):
-    def __init__(self, board: JobBoard) -> None:
+    def __init__(self, board: JobBoard, open_job: Callable[[str], w.Widget] | None = None) -> None:
         self.board = board
+        self._open_job = open_job
         self.table = w.HTML()
         self.notices = w.HTML()
         self.status = Status()
+        self.open_pick = dropdown([], description="job", placeholder="— choose a job to follow —",
+                                  layout=w.Layout(width="60%"))
+        self.open_btn = w.Button(description="Open live monitor", icon="eye")
+        self.open_status = Status()
+        self.opened = w.VBox()
+        self.open_btn.on_click(guarded(self.open_status, lambda _: self._open()))
         self.pick = w.SelectMultiple(description="jobs", rows=6, layout=w.Layout(width="60%"))
         self.action = w.Dropdown(options=["resume", "pause", "cancel", "retry"], value="resume", description="action")
         self.go = w.Button(description="Apply to selected", button_style="warning")
@@ -26,14 +34,26 @@ class JobListView(w.VBox):
         self.reload.on_click(guarded(self.status, lambda _: self.board.refresh()))
         board.on_change(self.render)
         super().__init__([w.HBox([self.reload]), self.table, self.notices,
-                          w.HTML("<b>Bulk actions</b>"), self.pick, w.HBox([self.action, self.go]), self.status])
+                          *([w.HBox([self.open_pick, self.open_btn]), self.open_status] if open_job else []),
+                          w.HTML("<b>Bulk actions</b>"), self.pick, w.HBox([self.action, self.go]), self.status,
+                          self.opened])
         self.render()
+
+    def _open(self) -> None:
+        if not self.open_pick.value:
+            self.open_status.warn("choose a job first")
+            return
+        assert self._open_job is not None
+        self.opened.children = [self._open_job(self.open_pick.value)]
+        self.open_status.clear()
 
     def render(self) -> None:
         rows = self.board.table()
         self.table.value = html_table(rows, JOB_COLUMNS, css="rp-jobs", empty="no jobs yet",
                                       row_class=lambda r: "rp-status-" + r["status"].split()[0])
         self.pick.options = [(f"{r['job']} {r['type']} {r['status']}", r["id"]) for r in rows]
+        set_options(self.open_pick, [(f"{r['job']} {r['type']} {r['targets']} — {r['status']}", r["id"])
+                                     for r in rows], placeholder="— choose a job to follow —")
         recent = self.board.notices[-5:]
         self.notices.value = STYLE + "".join(
             f'<div class="rp-notice rp-{n.level}">{"🔔"} {html.escape(n.message)}</div>' for n in reversed(recent))

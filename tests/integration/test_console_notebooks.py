@@ -69,7 +69,10 @@ def test_notebook_runs_headless(path, ce, paused_job, supabase_env, monkeypatch,
     text = widget_text(nb)
     assert PASSWORD not in outputs and PASSWORD not in text
     assert f"signed in as <b>{ce.emails['admin']}</b>" in text
-    if path.stem.startswith("01"):
+    assert "Traceback" not in outputs
+    if path.stem.startswith("00"):
+        assert "rp-app" in text and "Server update" in text and "rp-nav" in text
+    elif path.stem.startswith("01"):
         assert paused_job[:8] in text and "rp-jobs" in text
         assert "live: True" in outputs
     elif path.stem.startswith("03"):

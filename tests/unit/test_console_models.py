@@ -65,6 +65,12 @@ class FakeApi:
     def executors(self):
         return []
 
+    def safety_policies(self):
+        return [{"job_type": "rolling_cluster_update", "max_hosts_out_per_cluster": 1}]
+
+    def servers(self, site_id=None, ids=None):
+        return [{"id": i, "name": f"srv-{i}", "power_state": "on", "health": "ok"} for i in ids or []]
+
     def create_job(self, job_type, params, **kw):
         self.calls.append(("create_job", {"type": job_type, "params": params, **kw}))
         if kw.get("dry_run") and self.dry_run_error:
@@ -147,7 +153,8 @@ def test_wizard_refuses_bad_options_and_keeps_the_old_ones():
         wz.set_options(catalog_url="not a url", max_parallel_hosts=0, esxi_target_version="8.0.3",
                        host_ids=["00000000-0000-4000-8000-000000000000"], priority=101)
     keys = {p.split(":")[0] for p in exc.value.problems}
-    assert {"esxi", "host_ids", "priority", "firmware.catalog_url", "max_parallel_hosts"} <= keys
+    assert {"ESXi", "hosts", "priority", "catalog URL", "hosts at once"} <= keys
+    assert not any("pattern" in p or "Input should" in p for p in exc.value.problems)  # words, not regex
     assert wz.options["catalog_url"] == CATALOG and wz.options["max_parallel_hosts"] == 1
 
 
@@ -382,12 +389,21 @@ def test_wizard_view_draws_each_step_and_exports_the_report(tmp_path, monkeypatc
     from console.widgets.update import UpdateWizardView
 
     monkeypatch.setenv("RACKPILOT_CONSOLE_EXPORT_DIR", str(tmp_path))
-    api, wz = at_options()
+    api = FakeApi()
+    wz = UpdateWizard(api)  # type: ignore[arg-type]
+    wz.load_inventory()
     view = UpdateWizardView(wz)
-    assert view.catalog in view.body.children and [o[1] for o in view.hosts.options] == HOSTS
+    # the first step is never blank: the only cluster is chosen, its hosts and "other URL" offered
+    assert view.cluster.value == CLUSTER and view.cluster.label == "cl-a"
+    assert [o[1] for o in view.pick_hosts.options] == HOSTS and view.catalog_pick.label == "other URL…"
     view.catalog.value = CATALOG
+    view.next1.click()
+    assert wz.step == Step.OPTIONS and "rp-error" not in view.status.value
+    assert [o[1] for o in view.hosts.options] == HOSTS and view.window.label.startswith("none")
+    assert wz.options["catalog_url"] == CATALOG and view.parallel.max == 1  # capped by the safety policy
     view.next2.click()
     assert wz.step == Step.PREFLIGHT and "rp-preflight" in view.report.value and "db01" in view.report.value
+    assert "rp-changes" in view.report.value and "rp-hostgates" in view.report.value
     view.export.click()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["preflight-cl-a.csv", "preflight-cl-a.json",
                                                           "preflight-cl-a.md"]
@@ -398,6 +414,7 @@ def test_wizard_view_draws_each_step_and_exports_the_report(tmp_path, monkeypatc
     view.confirm.click()
     view.create.click()
     assert wz.step == Step.DONE and "j1" in view.status.value
+    assert "console.job('j1')" in view.body.children[1].value  # no monitor factory here: the hint names a real call
 
 
 def test_job_form_validates_with_the_executor_models_and_gates_create_on_a_dry_run():

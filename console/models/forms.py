@@ -1,0 +1,84 @@
+"""Form messages in words: what the executor's params models (pydantic) refuse, said the
+way an operator reads it, never as a regular expression or a type name."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import ValidationError
+
+# what each constrained string must look like, by its pattern (executor/jobparams.py)
+PATTERN_WORDS = [
+    (r"^\^https\?://", "an http(s) URL such as https://downloads.example.com/catalog/Catalog.xml.gz"),
+    (r"^\^\[0-9\]\[0-9A-Za-z", "a version such as 8.0.3 (digits first, then letters, digits, . + -)"),
+    (r"^\^\[A-Za-z0-9\]\[A-Za-z0-9\._-\]", "a name of letters, digits, '.', '_' or '-' (no spaces)"),
+    (r"^\^\[A-Za-z0-9\]\[A-Za-z0-9\.:-\]", "a host name or address (letters, digits, '.', ':' or '-')"),
+    (r"0-9A-Fa-f:\.\]\+\(/", "an address, a range a-b, or a network in CIDR form such as 10.0.0.0/24"),
+]
+LABELS = {
+    "firmware.catalog_url": "catalog URL", "firmware.components": "components", "catalog_url": "catalog URL",
+    "max_parallel_hosts": "hosts at once", "failure_budget": "failure budget", "blocker_default": "blocker policy",
+    "vmotion_timeout_s": "evacuation budget (s)", "esxi.target_version": "ESXi version",
+    "esxi.depot_url": "ESXi depot URL", "image_url": "image URL", "host_ids": "hosts", "server_ids": "servers",
+}
+
+
+def _label(loc: tuple[Any, ...]) -> str:
+    key = ".".join(str(p) for p in loc if not isinstance(p, int)) or "params"
+    if key in LABELS:
+        return LABELS[key]
+    return key.rsplit(".", 1)[-1].replace("_", " ")
+
+
+def _choices(expected: str) -> str:
+    return ", ".join(re.findall(r"'([^']*)'", expected)) or expected
+
+
+def problem_text(err: dict[str, Any]) -> str:
+    label, kind, ctx = _label(tuple(err.get("loc", ()))), err.get("type", ""), err.get("ctx") or {}
+    if kind == "missing":
+        return f"{label}: required"
+    if kind in ("enum", "literal_error"):
+        return f"{label}: choose one of {_choices(str(ctx.get('expected', '')))}"
+    if kind == "string_pattern_mismatch":
+        pat = str(ctx.get("pattern", ""))
+        for rx, words in PATTERN_WORDS:
+            if re.search(rx, pat):
+                return f"{label}: {words}"
+        return f"{label}: not in the expected form"
+    if kind == "greater_than_equal":
+        return f"{label}: at least {ctx.get('ge')}"
+    if kind == "less_than_equal":
+        return f"{label}: at most {ctx.get('le')}"
+    if kind == "greater_than":
+        return f"{label}: more than {ctx.get('gt')}"
+    if kind == "less_than":
+        return f"{label}: less than {ctx.get('lt')}"
+    if kind in ("string_too_short",):
+        return f"{label}: at least {ctx.get('min_length')} character(s)"
+    if kind in ("string_too_long",):
+        return f"{label}: at most {ctx.get('max_length')} characters"
+    if kind in ("too_long",):
+        return f"{label}: at most {ctx.get('max_length')} item(s)"
+    if kind in ("too_short",):
+        return f"{label}: at least {ctx.get('min_length')} item(s)"
+    if kind in ("int_parsing", "int_type", "int_from_float"):
+        return f"{label}: a whole number"
+    if kind in ("bool_parsing", "bool_type"):
+        return f"{label}: yes or no"
+    if kind in ("uuid_parsing", "uuid_type"):
+        return f"{label}: pick it from the list"
+    if kind == "extra_forbidden":
+        return f"{label}: not a setting of this job type"
+    if kind in ("string_type",):
+        return f"{label}: text expected"
+    if kind in ("list_type",):
+        return f"{label}: a list expected"
+    msg = str(err.get("msg", "not valid"))
+    msg = re.sub(r"^Value error, ", "", msg)
+    return f"{label}: {msg[:1].lower() + msg[1:]}"
+
+
+def pydantic_problems(exc: ValidationError) -> list[str]:
+    return [problem_text(e) for e in exc.errors(include_url=False, include_input=False)]
