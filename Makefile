@@ -30,5 +30,11 @@ lint: setup
 bench: setup
 	@bench/run_all $(BENCH_FLAGS)
 
+# the DMTF Redfish Service Validator (rf_service_validator) against the simulated iDRAC9 and
+# iDRAC10; it needs the DMTF schema bundle: SCHEMAS=<a DMTF/Redfish-Publications copy>/csdl
+.PHONY: redfish-service-validator
+redfish-service-validator: setup
+	$(PY) -m devstack.lab.idrac.validate --schemas "$(SCHEMAS)"
+
 clean:
 	-$(PY) -m devstack.cli dev destroy

@@ -119,13 +119,14 @@ class VirtualMediaHandler(JobHandler):
             try:
                 async with bmc(eps[sid]) as c:
                     await wait_lc_ready(ctx, c, "set one-time boot")
-                    await call(c.set_one_time_boot, "Cd")
+                    # the way this BMC boots its virtual CD (iDRAC9: Dell OEM attributes; iDRAC10: Cd)
+                    how = await call(c.set_virtual_media_boot)
                     state = await call(c.power_state)
                     power = await power_one(ctx, c, "reset" if state != "Off" else "on")
             except TargetError as exc:
                 await fail_server(ctx, s, exc, failures, done, keep=True)
                 continue
-            done[sid] = {**done.get(sid, {}), "boot": {"override": "Cd/Once", **power}}
+            done[sid] = {**done.get(sid, {}), "boot": {"override": how, **power}}
             await task(ctx, s, "completed", result=done[sid])
         raise_failures(failures, len(servers))
         return {"rebooted": len(servers) - len(failures)}

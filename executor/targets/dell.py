@@ -1,10 +1,15 @@
-"""The Dell iDRAC9 OEM surface, on top of sushy's Dell extension (`sushy.oem.dell`).
+"""The Dell iDRAC9 and iDRAC10 OEM surface, on top of sushy's Dell extension (`sushy.oem.dell`).
 
 sushy's extension finds the Dell services (Lifecycle Controller, job service, job
 collection, iDRAC card service, SCP actions); this module adds what orchestration needs
 on top: bounded, progress-aware waits instead of sushy's fixed sleeps, LC-readiness
 gating, job-queue hygiene with escalation, staged firmware updates applied in one
 reboot and verified afterwards, and an iDRAC reset that waits for the iDRAC to return.
+
+iDRAC10 differs (each difference below carries a comment naming the quirk): its SCP
+actions are `OemManager.*` (found by suffix, as sushy does) and its jobs are followed
+through TaskService; SimpleUpdate names the device in `Targets` (PLDM devices are updated
+only so) with `@Redfish.OperationApplyTime`.
 """
 
 from __future__ import annotations
@@ -176,6 +181,13 @@ class DellOEM:
 
     def job(self, job_id: str) -> DellJob:
         def go() -> DellJob:
+            if self.c.generation == 10:
+                # Quirk: iDRAC10 tracks configuration and update jobs through TaskService;
+                # the Dell job sits in the task's Oem.Dell (the task answers 202 while running).
+                doc = self.c.conn.get(f"/redfish/v1/TaskService/Tasks/{job_id}").json()
+                dell = (doc.get("Oem") or {}).get("Dell") or {}
+                return DellJob.from_json({**dell, "Id": doc.get("Id", job_id), "Name": doc.get("Name", ""),
+                                          "PercentComplete": doc.get("PercentComplete", dell.get("PercentComplete"))})
             return DellJob.from_json(self.c.conn.get(f"{self.ext.job_collection.path}/{job_id}").json())
 
         return self.c.call(f"read job {job_id}", go)
@@ -322,13 +334,42 @@ class DellOEM:
             return self.job(jid)
         return self.wait_job(jid, timeout=self.c.timeouts.scp, operation="import SCP")
 
+    # Dell's own profile for a one-time boot from the virtual CD (the same attributes
+    # sushy's Dell extension imports); iDRAC rejects it with insignificant whitespace.
+    VIRTUAL_CD_BOOT_ONCE = ('<SystemConfiguration><Component FQDD="{fqdd}">'
+                            '<Attribute Name="ServerBoot.1#BootOnce">Enabled</Attribute>'
+                            '<Attribute Name="ServerBoot.1#FirstBootDevice">VCD-DVD</Attribute>'
+                            '</Component></SystemConfiguration>')
+
+    def set_virtual_cd_boot_once(self) -> DellJob:
+        """One-time boot from the virtual CD through the iDRAC's ServerBoot attributes (an SCP
+        import of iDRAC attributes, applied without a host reboot), waited for."""
+        with self.c.doing("set one-time boot from virtual media"):
+            fqdd = self.c.manager().identity
+            body = {"ImportBuffer": self.VIRTUAL_CD_BOOT_ONCE.format(fqdd=fqdd),
+                    "ShareParameters": {"Target": ["ALL"]}}
+            _, resp, headers = self.c.configure(
+                "set one-time boot", lambda: self._post(self.ext.import_system_configuration_uri, body))
+            jid = self._job_id_from(headers, resp)
+            return self.wait_job(jid, timeout=self.c.timeouts.scp, operation="set one-time boot")
+
     # ---- firmware ---------------------------------------------------------------------------------
-    def simple_update(self, image_uri: str, protocol: str = "HTTP") -> str:
-        """Start a SimpleUpdate; returns the Dell job id."""
+    def simple_update(self, image_uri: str, protocol: str = "HTTP", *, target: str | None = None,
+                      apply_time: str | None = None) -> str:
+        """Start a SimpleUpdate; returns the Dell job id. `target` (the FirmwareInventory
+        member the package is for) and `apply_time` are sent on iDRAC10 only."""
         def go() -> tuple[int, dict[str, Any], dict[str, str]]:
             us = self.c.root.get_update_service()
             uri = us._actions.simple_update.target_uri
-            return self._post(uri, {"ImageURI": image_uri, "TransferProtocol": protocol})
+            body: dict[str, Any] = {"ImageURI": image_uri, "TransferProtocol": protocol}
+            if self.c.generation == 10:
+                # Quirk: iDRAC10 updates PLDM devices (NICs, storage controllers) only when
+                # SimpleUpdate names them in Targets, with an apply time.
+                if target:
+                    body["Targets"] = [target]
+                if apply_time:
+                    body["@Redfish.OperationApplyTime"] = apply_time
+            return self._post(uri, body)
 
         _, resp, headers = self.c.configure("firmware SimpleUpdate", go)
         return self._job_id_from(headers, resp)
@@ -352,6 +393,7 @@ class DellOEM:
                         clear_stale_jobs: bool = True) -> FirmwareUpdateReport:
         report = FirmwareUpdateReport()
         current = {fc.component_id: fc for fc in self.c.firmware_inventory()}
+        inv_path = "/redfish/v1/UpdateService/FirmwareInventory"
         todo: list[tuple[UpdatePackage, ComponentResult]] = []
         for p in packages:
             fc = current.get(p.component_id)
@@ -370,7 +412,9 @@ class DellOEM:
         staged: list[ComponentResult] = []
         for p, cr in sorted(todo, key=lambda pc: not pc[0].reboot_required):
             try:
-                cr.job_id = self.simple_update(p.image_uri)
+                fc = current.get(p.component_id)
+                cr.job_id = self.simple_update(p.image_uri, target=f"{inv_path}/{fc.id}" if fc else None,
+                                               apply_time="OnReset" if p.reboot_required else "Immediate")
                 stop = frozenset({"Scheduled"}) if p.reboot_required else frozenset()
                 job = self.wait_job(cr.job_id, stop_at=stop, operation=f"stage {cr.name or p.component_id}")
                 cr.job_state = job.state

@@ -1,4 +1,4 @@
-"""Redfish client for Dell iDRAC9 (and any standard Redfish BMC), built on `sushy`.
+"""Redfish client for Dell iDRAC9 and iDRAC10 (and any standard Redfish BMC), built on `sushy`.
 
 Use one client per BMC and per unit of work, as a context manager:
 
@@ -27,6 +27,17 @@ Retry rules (each names the quirk it exists for; nothing else is retried):
   a new session once; the new one is the one deleted on close.
 - LC068 and RAC0679 are never retried blindly: they mean pending configuration or another
   job, which only an operator decision (or `DellOEM.clear_job_queue`) resolves.
+Quirks of particular BMCs are handled here, each with a comment naming it (sushy's style);
+the iDRAC generation is read once from the service root and the manager's firmware version
+(`generation`), and every difference between iDRAC9 and iDRAC10 is keyed on it:
+- iDRAC10 ships with Basic authentication off: only session tokens work.
+- Virtual media hangs off the manager (iDRAC9) or the system (iDRAC10).
+- A one-time boot from virtual media: iDRAC9 boots its physical optical drive for the
+  standard `Cd` target, so the Dell OEM path sets it (an SCP import of the iDRAC's
+  ServerBoot attributes, as sushy's Dell extension does); iDRAC10 boots the virtual CD
+  for `Cd`, written to the system's settings object.
+- ResetType is checked against the system's AllowableValues before it is posted.
+- Inventory degrades per sub-resource: a part the BMC does not serve becomes a warning.
 Configuration actions (boot override, virtual media, SCP, SimpleUpdate) are gated on
 Lifecycle Controller readiness first; power actions, job-queue clearing and iDRAC reset
 are not, because they are how a stuck LC is recovered.
@@ -216,6 +227,24 @@ class InventoryResult:
     error: str | None = None
     error_kind: str | None = None
     seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)  # parts the BMC did not serve; the rest is good
+
+
+def idrac_generation(root: dict[str, Any], manager: dict[str, Any] | None = None) -> int | None:
+    """9 or 10 for a Dell iDRAC, None for any other BMC. The service root names the
+    product; the manager's model ("17G ...") or firmware major (iDRAC10 firmware is 1.x,
+    iDRAC9 3.x to 7.x) tells the generation."""
+    product = str(root.get("Product") or "")
+    if "Dell" not in (root.get("Oem") or {}) and "Integrated Dell Remote Access Controller" not in product:
+        return None
+    mgr = manager or {}
+    model = str(mgr.get("Model") or "")
+    if model[:2].isdigit() and int(model[:2]) >= 17:
+        return 10
+    major = str(mgr.get("FirmwareVersion") or "").split(".", 1)[0]
+    if major.isdigit():
+        return 10 if int(major) < 3 else 9
+    return 9
 
 
 def _val(x: Any) -> str:
@@ -241,6 +270,7 @@ class RedfishClient:
         self._manager_path: str | None = None
         self._dell: DellOEM | None = None
         self._dell_checked = False
+        self._generation: int | None | bool = False  # False: not read yet
         self._doing: str | None = None  # the operator-level operation in progress, for messages
 
     # ---- session lifecycle ----------------------------------------------------------------
@@ -271,6 +301,8 @@ class RedfishClient:
             except Exception as exc:  # noqa: BLE001 - translated below
                 conn.close()
                 err = translate(exc, self.target, "open session")
+                if isinstance(err, AuthenticationFailed):
+                    err = self._explain_refused_login(err)
                 # Quirk RAC0218: iDRAC answers 503 when all ~8 sessions are taken; sessions
                 # leaked by other tools expire after idle time, so wait a bounded while.
                 if isinstance(err, SessionLimitReached) and time.monotonic() < deadline:
@@ -280,6 +312,29 @@ class RedfishClient:
                 raise err from None
             self._root, self._auth, self._conn = root, auth, conn
             return
+
+    def _explain_refused_login(self, err: TargetError) -> TargetError:
+        """A 401/403 at login is not always a wrong password: tell a BMC without a
+        SessionService, and an iDRAC10 refusing Basic authentication, from bad credentials."""
+        conn = self._connector()
+        try:
+            root = conn.get("/redfish/v1").json()
+        except Exception:  # noqa: BLE001 - the original error stands
+            return err
+        finally:
+            conn.close()
+        if self.auth_mode == "session" and not (root.get("SessionService") or (root.get("Links") or {}).get("Sessions")):
+            return UnsupportedTarget("the BMC offers no Redfish SessionService, so no session can be opened",
+                                     target=self.target, operation="open session",
+                                     hint="use Basic authentication for this BMC (auth='basic')")
+        if self.auth_mode == "basic" and idrac_generation(root) is not None:
+            # Quirk: iDRAC10 (firmware 1.30.10.50 and later) has Basic authentication
+            # disabled by default; a Basic 401 there says nothing about the password.
+            return AuthenticationFailed(err.detail, target=self.target, operation="open session",
+                                        message_id=err.message_id,
+                                        hint="check the credentials; iDRAC10 refuses Basic authentication by "
+                                             "default, use session authentication")
+        return err
 
     def _connector(self) -> sushy_connector.Connector:
         t = self.timeouts
@@ -299,6 +354,7 @@ class RedfishClient:
         self._root = self._auth = self._conn = None
         self._dell = None
         self._dell_checked = False
+        self._generation = False
         if auth is not None:
             try:
                 auth.close()
@@ -348,7 +404,10 @@ class RedfishClient:
         except TargetError:
             raise
         except (sx.SushyError, requests.RequestException, ValueError, KeyError, IndexError) as exc:
-            raise translate(exc, self.target, label) from None
+            err = translate(exc, self.target, label)
+            if isinstance(err, AuthenticationFailed) and self.auth_mode == "basic":
+                err = self._explain_refused_login(err)  # Basic is refused per request, not at login
+            raise err from None
 
     def get_json(self, path: str, operation: str) -> tuple[int, dict[str, Any], dict[str, str]]:
         def go() -> tuple[int, dict[str, Any], dict[str, str]]:
@@ -401,6 +460,15 @@ class RedfishClient:
             self._dell = DellOEM(self, ext) if ext is not None else None
         return self._dell
 
+    @property
+    def generation(self) -> int | None:
+        """9 or 10 on a Dell iDRAC, None on any other BMC (read once per session)."""
+        if self._generation is False:
+            root = self.root.json
+            mgr = self.manager().json if idrac_generation(root) is not None else None
+            self._generation = idrac_generation(root, mgr)
+        return self._generation  # type: ignore[return-value]
+
     def require_dell(self, operation: str) -> DellOEM:
         dell = self.dell
         if dell is None:
@@ -436,7 +504,9 @@ class RedfishClient:
             manufacturer=s.manufacturer or "", power_state=_val(s.power_state), bios_version=s.bios_version or "",
             system_id=f"{int(sid):04X}" if isinstance(sid, int) else (str(sid) if sid else None))
 
-    def firmware_inventory(self) -> list[FirmwareComponent]:
+    def firmware_inventory(self, warnings: list[str] | None = None) -> list[FirmwareComponent]:
+        """Installed firmware. With `warnings`, a member the BMC does not serve is skipped
+        and named there instead of failing the whole list."""
         def go() -> list[FirmwareComponent]:
             us = self.root.get_update_service()
             inv_path = us._firmware_inventory_path
@@ -449,7 +519,16 @@ class RedfishClient:
                 members = doc.get("Members") or []
                 if all("Version" in m for m in members):
                     return [self._fw(m) for m in members]
-            return [self._fw(m.json) for m in us.firmware_inventory.get_members()]
+            refs = [m.get("@odata.id") for m in (self.conn.get(inv_path).json().get("Members") or [])]
+            out = []
+            for path in refs:
+                try:
+                    out.append(self._fw(self.conn.get(path).json()))
+                except (sx.ResourceNotFoundError, sx.HTTPError) as exc:
+                    if warnings is None:
+                        raise
+                    warnings.append(f"firmware inventory member {path}: {translate(exc, self.target, 'read').detail}")
+            return out
 
         return self.call("read firmware inventory", go)
 
@@ -461,9 +540,20 @@ class RedfishClient:
                                  version=str(m.get("Version", "")), updateable=bool(m.get("Updateable")))
 
     def inventory(self) -> InventoryResult:
+        """System facts and firmware. The system is required; firmware degrades: a missing
+        UpdateService or FirmwareInventory, or members that answer 404, become warnings and
+        the rest of the inventory is still returned."""
         t0 = time.monotonic()
-        return InventoryResult(self.target, True, self.system_info(), self.firmware_inventory(),
-                               seconds=time.monotonic() - t0)
+        warnings: list[str] = []
+        info = self.system_info()
+        try:
+            firmware = self.firmware_inventory(warnings)
+        except (UnsupportedTarget, RequestRejected) as exc:
+            firmware = []
+            warnings.append(f"firmware inventory unavailable: {exc.detail}")
+        for w in warnings:
+            LOG.warning("target %s: inventory: %s", self.target, w)
+        return InventoryResult(self.target, True, info, firmware, seconds=time.monotonic() - t0, warnings=warnings)
 
     # ---- power -----------------------------------------------------------------------------------
     def power_state(self) -> str:
@@ -503,6 +593,15 @@ class RedfishClient:
         return self._confirm(action, final, changed=True, wait=wait, message=message or f"{reset_type} done; state confirmed {final}")
 
     def _reset(self, reset_type: str, action: str) -> None:
+        allowed = (self.system().json.get("Actions") or {}).get("#ComputerSystem.Reset", {}).get(
+            "ResetType@Redfish.AllowableValues")
+        if allowed and reset_type not in allowed:
+            # Quirk: BMCs offer different ResetTypes (some lack GracefulRestart or PowerCycle);
+            # posting one not offered earns a 400/501 that reads like a broken BMC.
+            raise UnsupportedTarget(f"this BMC does not offer ResetType {reset_type} (it offers "
+                                    f"{', '.join(allowed)})", target=self.target, operation=f"power {action}",
+                                    hint="choose a power action whose ResetType the BMC lists")
+
         def go() -> None:
             sys_ = self.system()
             self.conn.post(sys_._actions.reset.target_uri, data={"ResetType": reset_type})
@@ -576,13 +675,25 @@ class RedfishClient:
                                   f"not {target}/Once: the BMC did not honour a one-time override",
                                   target=self.target, operation="set one-time boot")
 
+    # iDRAC10 numbers its slots; the operator-facing names map to them.
+    _SLOT_ALIASES = {"RemovableDisk": ("RemovableDisk", "2"), "CD": ("CD", "1")}
+
+    def _media_collection(self) -> Any:
+        mgr = self.manager()
+        if mgr.json.get("VirtualMedia"):
+            return mgr.virtual_media
+        # Quirk: iDRAC10 (and other newer BMCs) hang virtual media off the system.
+        return self.system().virtual_media
+
     def _media_slot(self, slot: str | None) -> Any:
         def go() -> Any:
-            col = self.manager().virtual_media
+            col = self._media_collection()
             members = col.get_members()
+            names = self._SLOT_ALIASES.get(slot or "", (slot,))
             for m in members:
-                if slot is not None and m.identity == slot:
+                if slot is not None and m.identity in names:
                     return m
+            for m in members:
                 if slot is None and any(_val(t) in ("CD", "DVD") for t in (m.media_types or [])):
                     return m
             raise sx.MissingAttributeError(attribute=f"VirtualMedia/{slot or 'CD'}", resource=col.path)
@@ -620,10 +731,22 @@ class RedfishClient:
         self.configure("eject virtual media", vm.eject_media)
         return MediaResult(vm.identity, True, None, "ejected")
 
+    def set_virtual_media_boot(self) -> str:
+        """One-time boot from the virtual CD, the way this BMC supports it; returns how."""
+        with self.doing("set one-time boot from virtual media"):
+            dell = self.dell
+            if dell is not None and self.generation == 9:
+                # Quirk: iDRAC9 boots its physical optical drive for the standard Cd target;
+                # the virtual CD is reached only through the iDRAC's ServerBoot attributes.
+                dell.set_virtual_cd_boot_once()
+                return "Dell OEM ServerBoot.1#BootOnce/FirstBootDevice=VCD-DVD"
+            self._set_boot(sushy.BootSource("Cd"), "Cd")
+            return "Cd/Once"
+
     def boot_from_media(self, image_url: str, *, reboot: bool = True) -> tuple[MediaResult, PowerResult | None]:
         """Mount, set one-time boot from the virtual CD and (optionally) restart into it."""
         media = self.insert_media(image_url)
-        self.set_one_time_boot("Cd")
+        self.set_virtual_media_boot()
         power = None
         if reboot:
             power = self.power("reset") if self.power_state() != "Off" else self.power("on")

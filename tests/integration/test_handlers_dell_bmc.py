@@ -117,6 +117,7 @@ def test_virtual_media_mount_boot_once_rerun_and_eject(env: DellEnv) -> None:
     assert b.virtual_media["CD"]["Image"] == url and b.virtual_media["CD"]["Inserted"]
     assert b.boot_count == boots + 1  # restarted into the image; the one-time override is consumed by the boot
     assert b.boot_override["BootSourceOverrideEnabled"] == "Disabled"
+    assert b.boot_log[-1] == "VirtualCD"  # the host booted the image, not the physical drive
     assert env.steps(job["id"])["boot_once"]["resumable"] is False
     again = env.run("virtual_media_mount", {"server_ids": [sid], "image_url": url})
     assert again["status"] == "completed"

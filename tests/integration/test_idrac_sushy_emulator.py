@@ -88,3 +88,15 @@ def test_standard_redfish_against_sushy_emulator(emulator: str) -> None:
         assert c.eject_media().changed is True
         r = c.power("off")
         assert (r.changed, r.state) == (True, "Off")
+
+
+def test_a_bmc_without_sessions_is_not_reported_as_a_credential_problem(emulator: str) -> None:
+    """The emulator's fake driver has no SessionService: session authentication there must
+    say so, not send the operator to check a password that is right."""
+    from executor.targets.errors import UnsupportedTarget
+
+    t = replace(Timeouts(), poll=0.25, retry_delay=0.2, connect=2.0, read=10.0, session_wait=0.0)
+    ep = Endpoint(emulator, "admin", "emu-pw", allow_plain_http=True)
+    with pytest.raises(UnsupportedTarget) as ei, RedfishClient(ep, t, auth="session") as c:
+        c.power_state()
+    assert "no Redfish SessionService" in str(ei.value) and "auth='basic'" in str(ei.value)

@@ -1,6 +1,9 @@
-"""`python -m devstack.lab.idrac --count N --base-port P --time-scale S [--latency-ms L]`
+"""`python -m devstack.lab.idrac --count N --base-port P --time-scale S [--latency-ms L]
+[--personality idrac9|idrac10|mixed] [--tls-dir DIR]`
 
-Serves N simulated iDRACs on 127.0.0.1:P .. P+N-1 until interrupted. Prints one JSON
+Serves N simulated iDRACs on 127.0.0.1:P .. P+N-1 until interrupted (HTTPS with a
+self-signed certificate written to DIR when --tls-dir is given; `mixed` alternates
+iDRAC9 and iDRAC10). Prints one JSON
 line `{"ready": true, "count": N, "ports": [first, last]}` once every port listens.
 """
 
@@ -16,8 +19,20 @@ from .server import Lab
 
 
 async def _main(args: argparse.Namespace) -> None:
+    ssl_context = None
+    if args.tls_dir:
+        import ssl
+        from pathlib import Path
+
+        from .testing import self_signed_cert
+
+        cert, key = self_signed_cert(Path(args.tls_dir), args.host)
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ssl_context.load_cert_chain(cert, key)
+    personality = ["idrac9", "idrac10"] if args.personality == "mixed" else args.personality
     lab = Lab(args.count, base_port=args.base_port, time_scale=args.time_scale, host=args.host,
-              username=args.username, password=args.password, latency=args.latency_ms / 1000.0)
+              username=args.username, password=args.password, latency=args.latency_ms / 1000.0,
+              ssl_context=ssl_context, personality=personality)
     await lab.start()
     print(json.dumps({"ready": True, "count": args.count,
                       "ports": [lab.bmcs[0].port, lab.bmcs[-1].port]}), flush=True)
@@ -38,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latency-ms", type=float, default=0.0,
                     help="milliseconds added to every answer, as a real BMC's service time (default 0)")
     ap.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    ap.add_argument("--personality", choices=["idrac9", "idrac10", "mixed"], default="idrac9",
+                    help="iDRAC generation every BMC plays; mixed alternates them (default idrac9)")
+    ap.add_argument("--tls-dir", default="", help="serve HTTPS with a self-signed certificate written here")
     ap.add_argument("--username", default="root")
     ap.add_argument("--password", default="calvin")
     args = ap.parse_args(argv)

@@ -1,4 +1,4 @@
-"""State of one simulated iDRAC9 and its host: power, POST, Lifecycle Controller, sessions,
+"""State of one simulated iDRAC (iDRAC9 or iDRAC10, see `PERSONALITIES`) and its host: power, POST, Lifecycle Controller, sessions,
 the Dell job queue, firmware, virtual media, and the faults a test can inject.
 
 Time is virtual: every duration below is in *simulated* seconds and runs `time_scale`
@@ -14,8 +14,9 @@ import json
 import secrets
 import threading
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 MANAGER_ID = "iDRAC.Embedded.1"
@@ -28,6 +29,18 @@ MODELS: dict[str, str] = {
     "PowerEdge R740": "0715",
     "PowerEdge R650": "0A6B",
     "PowerEdge R750": "0A6C",
+}
+
+
+# The two iDRAC generations the lab plays, chosen per BMC. iDRAC9 runs current 7.x firmware
+# on 14G-16G PowerEdge; iDRAC10 runs 1.x firmware on 17G, where Basic authentication is off
+# by default (1.30.10.50 on), the SCP actions are `OemManager.*` tracked through TaskService,
+# the boot override is PATCHed to `Systems/.../Settings`, virtual media hangs off the system,
+# and PLDM devices are updated only with SimpleUpdate `Targets`.
+PERSONALITIES: dict[str, int] = {"idrac9": 9, "idrac10": 10}
+MODELS_17G: dict[str, str] = {
+    "PowerEdge R670": "0C5A",
+    "PowerEdge R770": "0C5B",
 }
 
 
@@ -68,9 +81,13 @@ class Faults:
     wrong_firmware_version: bool = False  # update job Completed, version unchanged
     graceful_ignored: bool = False  # host OS ignores ACPI shutdown requests
     queue_stuck: bool = False  # JID_CLEARALL reports success but stale jobs stay
+    reset_types: tuple[str, ...] = ()  # non-empty: the only ComputerSystem.Reset types offered
+    basic_auth: bool | None = None  # None = the personality's default (iDRAC10: off)
+    broken_paths: tuple[str, ...] = ()  # paths still linked but answering 404 (a half-broken BMC)
 
     FIELDS = ("unreachable", "slow_seconds", "server_errors", "lc_stuck_busy", "job_outcome",
-              "config_error", "wrong_firmware_version", "graceful_ignored", "queue_stuck")
+              "config_error", "wrong_firmware_version", "graceful_ignored", "queue_stuck", "reset_types",
+              "basic_auth", "broken_paths")
 
 
 @dataclass
@@ -110,6 +127,7 @@ class Job:
     new_version: str = ""
     is_task: bool = False  # answers at /TaskService/Tasks/<id> too
     on_done: Callable[[], None] | None = None  # effect applied when the job completes
+    targets: list[str] = field(default_factory=list)  # SimpleUpdate Targets
     run_window: tuple[float, float] | None = None  # real (start, end) while Running, for PercentComplete
 
     @property
@@ -128,34 +146,65 @@ class Rejected(Exception):
         self.resolution = resolution
 
 
-def dell_error(message_id: str, message: str, resolution: str = "", severity: str = "Warning") -> dict:
+def message_info(message_id: str, message: str, resolution: str = "", severity: str = "Warning",
+                 args: list[str] | None = None, related: list[str] | None = None) -> dict[str, Any]:
+    """One `@Message.ExtendedInfo` entry as iDRAC writes it."""
     mid = message_id if "." in message_id else MSG_PREFIX + message_id
-    return {
-        "error": {
-            "@Message.ExtendedInfo": [{
-                "Message": message, "MessageArgs": [], "MessageArgs@odata.count": 0,
-                "MessageId": mid, "RelatedProperties": [], "RelatedProperties@odata.count": 0,
-                "Resolution": resolution, "Severity": severity,
-            }],
-            "code": mid,
-            "message": message,
-        }
-    }
+    return {"Message": message,
+            # Quirk reproduced (Dell's own samples): iDRAC9 writes an empty MessageArgs of its
+            # own registry as the string "[]"; Base registry entries carry a real array.
+            "MessageArgs": list(args or []) if args or mid.startswith("Base.") else "[]",
+            "MessageArgs@odata.count": len(args or []), "MessageId": mid,
+            "RelatedProperties": list(related or []), "RelatedProperties@odata.count": len(related or []),
+            "Resolution": resolution, "Severity": severity}
 
 
-def default_components(model: str, idx: int) -> list[Component]:
+def dell_error(message_id: str, message: str, resolution: str = "", severity: str = "Warning") -> dict:
+    info = message_info(message_id, message, resolution, severity)
+    return {"error": {"@Message.ExtendedInfo": [info], "code": info["MessageId"], "message": message}}
+
+
+def base_error(infos: list[dict[str, Any]]) -> dict:
+    """Several ExtendedInfo entries under Base.GeneralError, as iDRAC answers a PATCH whose
+    properties fail for different reasons."""
+    return {"error": {"@Message.ExtendedInfo": infos, "code": "Base.1.12.GeneralError",
+                      "message": "A general error has occurred. See ExtendedInfo for more information"}}
+
+
+def default_components(model: str, idx: int, generation: int = 9) -> list[Component]:
     """Installed firmware of a lab server; versions vary a little across the fleet so
     compliance reports have something to say."""
     old = idx % 2 == 0
     bios = {"PowerEdge R640": ("2.10.2", "2.17.1"), "PowerEdge R740": ("2.10.2", "2.17.1"),
-            "PowerEdge R650": ("1.6.5", "1.10.2"), "PowerEdge R750": ("1.6.5", "1.10.2")}[model]
+            "PowerEdge R650": ("1.6.5", "1.10.2"), "PowerEdge R750": ("1.6.5", "1.10.2"),
+            "PowerEdge R670": ("1.1.3", "1.3.2"), "PowerEdge R770": ("1.1.3", "1.3.2")}[model]
+    idrac = ("5.00.10.20", "6.10.30.00") if generation == 9 else ("1.20.25.00", "1.30.10.50")
     return [
         Component("159", "BIOS", bios[0] if old else bios[1], "BIOS", True),
-        Component("25227", "Integrated Dell Remote Access Controller",
-                  "5.00.10.20" if old else "6.10.30.00", "iDRAC", False),
+        Component("25227", "Integrated Dell Remote Access Controller", idrac[0] if old else idrac[1], "iDRAC", False),
         Component("104298", "PERC H740P Mini", "51.13.0-3485" if old else "51.16.0-4076", "RAID", True),
         Component("105848", "Broadcom Gigabit Ethernet BCM5720", "21.60.16" if old else "22.31.6", "NIC", True),
     ]
+
+
+PLDM_DEVICES = {"NIC", "RAID"}  # updated over PLDM on iDRAC10
+
+
+def parse_profile(buf: Any) -> list[tuple[str, str, Any]] | None:
+    """(FQDD, attribute, value) triples of an SCP profile given as JSON (text or object) or
+    XML, or None when it is neither. Commented-out XML attributes are not applied."""
+    try:
+        if isinstance(buf, str) and buf.lstrip().startswith("<"):
+            root = ET.fromstring(buf)
+            if root.tag != "SystemConfiguration":
+                return None
+            return [(c.attrib["FQDD"], a.attrib["Name"], (a.text or "").strip())
+                    for c in root.iter("Component") for a in c.findall("Attribute")]
+        doc = json.loads(buf) if isinstance(buf, str) else buf
+        return [(c["FQDD"], a["Name"], a["Value"]) for c in doc["SystemConfiguration"]["Components"]
+                for a in c.get("Attributes", [])]
+    except (ET.ParseError, KeyError, TypeError, ValueError, AttributeError):
+        return None
 
 
 def parse_dup(data: bytes) -> dict[str, str] | None:
@@ -177,20 +226,29 @@ def make_dup(component_id: str, version: str, size: int = 4096) -> bytes:
 
 
 class BMC:
-    """One iDRAC9 with its host. All mutation happens under `lock`: the simulator's event
+    """One iDRAC with its host. All mutation happens under `lock`: the simulator's event
     loop and a test thread injecting faults may touch it at the same time."""
 
     SESSION_CAP = 8  # iDRAC9: the 9th concurrent Redfish session gets 503 RAC0218
 
     def __init__(self, index: int, *, time_scale: float = 1.0, model: str | None = None,
-                 username: str = "root", password: str = "calvin", timing: Timing | None = None):
+                 username: str = "root", password: str = "calvin", timing: Timing | None = None,
+                 personality: str = "idrac9"):
+        if personality not in PERSONALITIES:
+            raise ValueError(f"unknown personality {personality!r}; known: {', '.join(PERSONALITIES)}")
+        self.personality = personality
+        self.generation = PERSONALITIES[personality]
         self.index = index
         self.time_scale = float(time_scale)
-        self.model = model or list(MODELS)[index % len(MODELS)]
-        self.system_id = MODELS[self.model]
+        models = MODELS if self.generation == 9 else MODELS_17G
+        self.model = model or list(models)[index % len(models)]
+        self.system_id = {**MODELS, **MODELS_17G}[self.model]
         self.service_tag = f"SIM{index:04d}"[:7].upper()
-        self.username = username
-        self.password = password
+        # iDRAC's 16 fixed account slots: slot 1 is reserved, slot 2 the factory root user
+        self.accounts: list[dict[str, Any]] = [
+            {"Id": str(i), "UserName": "", "Password": "", "RoleId": "None", "Enabled": False, "Locked": False}
+            for i in range(1, 17)]
+        self.accounts[1].update(UserName=username, Password=password, RoleId="Administrator", Enabled=True)
         self.timing = timing or Timing()
         self.faults = Faults()
         self.lock = threading.RLock()
@@ -206,16 +264,24 @@ class BMC:
         # iDRAC
         self.idrac_down = False
         self.lc_ready_at = 0.0  # real monotonic time; 0 = ready
-        self.components = default_components(self.model, index)
+        self.components = default_components(self.model, index, self.generation)
+        # iDRAC9 names its slots CD and RemovableDisk under the manager; iDRAC10 numbers
+        # them under the system (1 = the one a one-time Cd boot uses).
+        cd, usb = ("CD", "RemovableDisk") if self.generation == 9 else ("1", "2")
         self.virtual_media: dict[str, dict[str, Any]] = {
-            "CD": {"Image": None, "Inserted": False, "WriteProtected": True, "MediaTypes": ["CD", "DVD"]},
-            "RemovableDisk": {"Image": None, "Inserted": False, "WriteProtected": True,
-                              "MediaTypes": ["USBStick"]},
+            cd: {"Image": None, "Inserted": False, "WriteProtected": True, "MediaTypes": ["CD", "DVD"]},
+            usb: {"Image": None, "Inserted": False, "WriteProtected": True, "MediaTypes": ["USBStick"]},
         }
         self.attributes = {"BIOS.Setup.1-1": {"BootMode": "Uefi", "SysProfile": "PerfOptimized",
                                                "LogicalProc": "Enabled"},
                            "iDRAC.Embedded.1": {"IPv4.1#DHCPEnable": "Disabled",
-                                                "NTPConfigGroup.1#NTPEnable": "Enabled"}}
+                                                "NTPConfigGroup.1#NTPEnable": "Enabled",
+                                                "ServerBoot.1#BootOnce": "Disabled",
+                                                "ServerBoot.1#FirstBootDevice": "Normal"}}
+        self.location_indicator = False
+        self.subscriptions: dict[str, dict[str, Any]] = {}  # event subscriptions (never sent to)
+        self.boot_log: list[str] = []  # what each boot of the host started from (Hdd, VirtualCD, Optical, ...)
+        self.etag_gen = 0  # bumped on every change a PATCH makes
         self.sessions: dict[str, Session] = {}
         self.jobs: dict[str, Job] = {}
         self._events: list[tuple[float, int, Callable[[], None]]] = []
@@ -226,6 +292,45 @@ class BMC:
         self.sessions_created = 0
         self.sessions_deleted = 0
         self.requests = 0
+
+    # the factory account (slot 2): tests change its password to play a changed credential
+    @property
+    def username(self) -> str:
+        return str(self.accounts[1]["UserName"])
+
+    @username.setter
+    def username(self, value: str) -> None:
+        self.accounts[1]["UserName"] = value
+
+    @property
+    def password(self) -> str:
+        return str(self.accounts[1]["Password"])
+
+    @password.setter
+    def password(self, value: str) -> None:
+        self.accounts[1]["Password"] = value
+
+    @property
+    def read_only_attributes(self) -> dict[str, dict[str, str]]:
+        """Attributes an export lists but an import never sets ("Set On Import": "False")."""
+        return {"BIOS.Setup.1-1": {"SystemServiceTag": self.service_tag},
+                "iDRAC.Embedded.1": {"Info.1#Version": self.idrac_version()}}
+
+    def reset_types(self) -> list[str]:
+        types = ["On", "ForceOff", "ForceRestart", "GracefulRestart", "GracefulShutdown", "PushPowerButton",
+                 "Nmi", "PowerCycle"]
+        return [t for t in types if t in self.faults.reset_types] if self.faults.reset_types else types
+
+    def idrac_version(self) -> str:
+        return next((c.version for c in self.components if c.device == "iDRAC"), "")
+
+    @property
+    def basic_auth_enabled(self) -> bool:
+        # Quirk reproduced: iDRAC10 firmware 1.30.10.50 and later ship with Basic
+        # authentication disabled; only session tokens work until an admin enables it.
+        if self.faults.basic_auth is not None:
+            return bool(self.faults.basic_auth)
+        return self.generation == 9
 
     # ---- time -------------------------------------------------------------------------
     def now(self) -> float:
@@ -298,9 +403,13 @@ class BMC:
         self.peak_sessions = max(self.peak_sessions, sum(1 for x in self.sessions.values() if not x.foreign))
         return s
 
+    def _account(self, user: str, password: str) -> dict[str, Any] | None:
+        return next((a for a in self.accounts if a["Enabled"] and a["UserName"] and a["UserName"] == user
+                     and a["Password"] == password), None)
+
     def create_session(self, user: str, password: str) -> Session:
         with self.lock:
-            if user != self.username or password != self.password:
+            if self._account(user, password) is None:
                 raise Rejected(401, "RAC0508", "Unable to log in because the username or password is "
                                "incorrect.", "Enter valid credentials and retry the operation.")
             if len(self.sessions) >= self.SESSION_CAP:
@@ -325,7 +434,7 @@ class BMC:
                         return True
                 return False
             if basic:
-                return basic == (self.username, self.password)
+                return self.basic_auth_enabled and self._account(*basic) is not None
             return False
 
     def own_sessions(self) -> int:
@@ -360,6 +469,10 @@ class BMC:
     # ---- power ---------------------------------------------------------------------------
     def reset(self, reset_type: str) -> None:
         with self.lock:
+            if reset_type not in self.reset_types():
+                raise Rejected(400, "Base.1.12.ActionParameterValueNotInList",
+                               f"The value {reset_type} for the parameter ResetType is not in the list "
+                               "of acceptable values.", "Choose a value from the allowable values.")
             ps = self.power_state
             on = ps in ("On", "PoweringOn")
             off = ps in ("Off", "PoweringOff")
@@ -424,6 +537,7 @@ class BMC:
         """Host starts POST: one-time boot overrides are consumed, jobs waiting for a
         reboot run, and the Lifecycle Controller is unavailable until POST is over."""
         self.boot_count += 1
+        self.boot_log.append(self.boot_source())
         self.server_status = "InPOST"
         self.lc_ready_at = max(self.lc_ready_at, self.now() + self.real(self.timing.post + self.timing.lc_after_post))
         if self.boot_override["BootSourceOverrideEnabled"] == "Once":
@@ -521,9 +635,12 @@ class BMC:
         for fqdd, attrs in self.attributes.items():
             kind = "BIOS" if fqdd.startswith("BIOS") else "IDRAC"
             if "ALL" in want or kind in want:
-                comps.append({"FQDD": fqdd, "Attributes": [
-                    {"Name": k, "Value": v, "Set On Import": "True", "Comment": "Read and Write"}
-                    for k, v in sorted(attrs.items())]})
+                rows = [{"Name": k, "Value": v, "Set On Import": "True", "Comment": "Read and Write"}
+                        for k, v in sorted(attrs.items())]
+                # read-only facts are exported for reference, never applied on import
+                rows += [{"Name": k, "Value": v, "Set On Import": "False", "Comment": "Read only"}
+                         for k, v in sorted(self.read_only_attributes.get(fqdd, {}).items())]
+                comps.append({"FQDD": fqdd, "Attributes": rows})
         return {"SystemConfiguration": {
             "Comments": [{"Comment": "Export type is Normal,JSON,Selective"}],
             "Model": self.model, "ServiceTag": self.service_tag,
@@ -541,22 +658,27 @@ class BMC:
             if not buf:
                 raise Rejected(400, "Base.1.12.PropertyMissing", "The property ImportBuffer is a required "
                                "property and must be included in the request.", "Include ImportBuffer.")
-            try:
-                doc = json.loads(buf) if isinstance(buf, str) else buf
-                comps = doc["SystemConfiguration"]["Components"]
-            except Exception as exc:  # noqa: BLE001 - any malformed profile is the same error
+            comps = parse_profile(buf)
+            if comps is None:
                 raise Rejected(400, "SYS405", "Unable to import the Server Configuration Profile because "
-                               "the file content is invalid.", "Check the profile and retry.") from exc
+                               "the file content is invalid.", "Check the profile and retry.")
             shutdown = body.get("ShutdownType", "Graceful")
             job = self._new_job("Import Configuration", "ImportConfiguration", is_task=True)
             job.message, job.message_id = "Import of Server Configuration Profile scheduled.", "JCP001"
 
             def apply() -> None:
-                for c in comps:
-                    for a in c.get("Attributes", []):
-                        self.attributes.setdefault(c["FQDD"], {})[a["Name"]] = a["Value"]
+                for fqdd, name, value in comps:
+                    if name in self.read_only_attributes.get(fqdd, {}):
+                        continue  # exported with "Set On Import": "False": never applied
+                    self.attributes.setdefault(fqdd, {})[name] = value
                 job.message, job.message_id = "Successfully imported and applied Server Configuration Profile.", "SYS053"
 
+            if comps and all(fqdd.startswith("iDRAC.") for fqdd, _, _ in comps):
+                # iDRAC attributes (one-time boot device, network, users) apply at once,
+                # without a host reboot, whatever ShutdownType says.
+                job.on_done = apply
+                self._run_job(job, 2.0)
+                return job
             job.state = "Scheduled"
             job.waits_for_reboot = True
             job.on_done = apply
@@ -576,6 +698,7 @@ class BMC:
                                "property and must be included in the request.", "Include ImageURI.")
             job = self._new_job("Firmware Update", "FirmwareUpdate", is_task=True)
             job.state, job.message, job.message_id = "Downloading", "Downloading the update package.", "RED003"
+            job.targets = [str(t) for t in body.get("Targets") or []]
             return job
 
     def download_finished(self, job: Job, data: bytes | None, error: str = "") -> None:
@@ -593,6 +716,16 @@ class BMC:
                 return
             job.component, job.new_version = comp, info["version"]
             job.name = f"Firmware Update: {comp.name}"
+            if self.generation >= 10 and comp.device in PLDM_DEVICES and not any(
+                    t.rstrip("/").endswith(f"/{comp.component_id}") or f"-{comp.component_id}-" in t
+                    for t in job.targets):
+                # Quirk reproduced: iDRAC10 updates PLDM devices (NICs, storage controllers) only
+                # when SimpleUpdate names the device in Targets.
+                job.state, job.percent = "Failed", 100
+                job.message_id = "SUP0538"
+                job.message = (f"Unable to update {comp.name} because the package applies to a PLDM "
+                               "device that was not named in Targets.")
+                return
 
             def downloaded() -> None:
                 job.state, job.message, job.message_id = "Downloaded", "Package successfully downloaded.", "RED002"
@@ -656,21 +789,49 @@ class BMC:
             vm["Image"], vm["Inserted"] = None, False
 
     def patch_boot(self, boot: dict) -> None:
+        """Apply an already validated Boot object (see redfish.py for the checks)."""
         with self.lock:
             self.require_lc_ready()
-            allowed = {"BootSourceOverrideEnabled": ("Disabled", "Once", "Continuous"),
-                       "BootSourceOverrideTarget": ("None", "Pxe", "Floppy", "Cd", "Hdd", "BiosSetup",
-                                                    "Utilities", "UefiTarget", "SDCard", "UefiHttp"),
-                       "BootSourceOverrideMode": ("UEFI", "Legacy")}
-            for k, v in boot.items():
-                if k not in allowed:
-                    raise Rejected(400, "Base.1.12.PropertyUnknown", f"The property {k} is not in the list "
-                                   "of valid properties for the resource.", "Remove the property.")
-                if v not in allowed[k]:
-                    raise Rejected(400, "Base.1.12.PropertyValueNotInList", f"The value {v} for the "
-                                   f"property {k} is not in the list of acceptable values.",
-                                   "Choose a value from the allowable values.")
             self.boot_override.update(boot)
+            self.etag_gen += 1
+
+    def boot_source(self) -> str:
+        """What this boot of the host starts from, consuming one-time settings."""
+        idrac = self.attributes["iDRAC.Embedded.1"]
+        cd = next((v for v in self.virtual_media.values() if "CD" in v["MediaTypes"]), None)
+        source = "Hdd"
+        if idrac.get("ServerBoot.1#BootOnce") == "Enabled":
+            # the Dell OEM one-time boot (iDRAC attributes, set through an SCP import)
+            dev = idrac.get("ServerBoot.1#FirstBootDevice", "Normal")
+            if dev == "VCD-DVD":
+                source = "VirtualCD" if cd and cd["Inserted"] else "Hdd"
+            elif dev != "Normal":
+                source = dev
+            idrac["ServerBoot.1#BootOnce"] = "Disabled"
+            idrac["ServerBoot.1#FirstBootDevice"] = "Normal"
+        elif self.boot_override["BootSourceOverrideEnabled"] in ("Once", "Continuous"):
+            target = self.boot_override["BootSourceOverrideTarget"]
+            if target == "Cd":
+                if self.generation == 9:
+                    # Quirk reproduced: on iDRAC9 the standard Cd target is the physical optical
+                    # drive; a rack server without a disc falls through to its disk.
+                    source = "Hdd"
+                else:
+                    source = "VirtualCD" if cd and cd["Inserted"] else "Hdd"
+            elif target != "None":
+                source = target
+        return source
+
+    def patch_account(self, slot: str, changes: dict[str, Any]) -> None:
+        with self.lock:
+            acct = next(a for a in self.accounts if a["Id"] == slot)
+            acct.update(changes)
+            self.etag_gen += 1
+
+    def patch_attributes(self, fqdd: str, changes: dict[str, Any]) -> None:
+        with self.lock:
+            self.attributes[fqdd].update(changes)
+            self.etag_gen += 1
 
     def stats(self) -> dict[str, Any]:
         with self.lock:
@@ -679,4 +840,5 @@ class BMC:
                     "peak_sessions": self.peak_sessions, "sessions_created": self.sessions_created,
                     "sessions_deleted": self.sessions_deleted, "requests": self.requests,
                     "power_state": self.power_state, "boot_count": self.boot_count,
-                    "jobs": len(self.jobs)}
+                    "jobs": len(self.jobs), "personality": self.personality,
+                    "boot_log": list(self.boot_log[-10:])}

@@ -17,8 +17,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 _REASONS = {
     200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 400: "Bad Request",
-    401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-    409: "Conflict", 500: "Internal Server Error", 503: "Service Unavailable",
+    401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 501: "Not Implemented",
+    304: "Not Modified", 409: "Conflict", 412: "Precondition Failed", 500: "Internal Server Error", 503: "Service Unavailable",
 }
 _MAX_HEADER = 64 * 1024
 _MAX_BODY = 64 * 1024 * 1024

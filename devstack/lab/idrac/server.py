@@ -1,4 +1,5 @@
-"""The simulated iDRAC fleet: many BMCs in one asyncio process, one loopback port each.
+"""The simulated iDRAC fleet: many BMCs in one asyncio process, one loopback port each,
+each playing an iDRAC9 or an iDRAC10 (`personality`, per BMC).
 
 Scripting from tests: `Lab` (async) or `LabThread` (runs the lab's event loop in a
 background thread, for synchronous clients such as sushy). Each BMC also answers an
@@ -17,26 +18,35 @@ from __future__ import annotations
 import asyncio
 import base64
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
 
+from . import redfish as rf
 from . import resources as res
-from .bmc import BMC, MANAGER_ID, SYSTEM_ID, Rejected, Timing, dell_error
+from .bmc import BMC, MANAGER_ID, PERSONALITIES, SYSTEM_ID, Rejected, Timing, dell_error
 from .http import Request, Response, start_server
 
 R = res.R
 _OPEN_PATHS = {"/redfish", R, f"{R}/odata", f"{R}/$metadata"}
 _SESSIONS = {f"{R}/SessionService/Sessions", f"{R}/Sessions"}
+_SESSION_POST = _SESSIONS | {f"{p}/Members" for p in _SESSIONS}
+_WRITE_PRIVILEGED = ("POST", "PATCH", "PUT", "DELETE")
 
 
-def _err(status: int, message_id: str, message: str, resolution: str = "") -> Response:
-    return Response.json(dell_error(message_id, message, resolution), status)
+def _err(status: int, message_id: str, message: str, resolution: str = "",
+         headers: dict[str, str] | None = None) -> Response:
+    return Response.json(dell_error(message_id, message, resolution), status, headers)
 
 
 def _not_found(path: str) -> Response:
     return _err(404, "Base.1.12.ResourceMissingAtURI", f"The resource at the URI {path} was not found.",
                 "Place a valid resource at the URI or correct the URI and resubmit the request.")
+
+
+def _success() -> dict[str, Any]:
+    return rf.patched()
 
 
 class BMCApp:
@@ -45,6 +55,31 @@ class BMCApp:
     def __init__(self, bmc: BMC, lab: Lab):
         self.bmc = bmc
         self.lab = lab
+        self.docs = res.static_documents(bmc)
+        key, export_target, import_target = res.scp_action_names(bmc)
+        self.actions = {
+            f"{res.SYS}/Actions/ComputerSystem.Reset", export_target, import_target,
+            f"{R}/UpdateService/Actions/UpdateService.SimpleUpdate",
+            f"{res.DELL_MGR}/DellJobService/Actions/DellJobService.DeleteJobQueue",
+            f"{res.DELL_MGR}/DellLCService/Actions/DellLCService.GetRemoteServicesAPIStatus",
+            f"{res.DELL_MGR}/DelliDRACCardService/Actions/DelliDRACCardService.iDRACReset",
+            f"{res.MGR}/Actions/Manager.Reset",
+        } | {f"{res.media_base(bmc)}/{s}/Actions/VirtualMedia.{a}Media" for s in bmc.virtual_media
+             for a in ("Insert", "Eject")}
+        self.export_target, self.import_target = export_target, import_target
+
+    def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        h = {"OData-Version": "4.0", "Cache-Control": "no-cache"}
+        h.update(extra or {})
+        return h
+
+    def _unauthorised(self) -> Response:
+        # Quirk reproduced: iDRAC10 (Basic authentication off by default) advertises only
+        # its session login; iDRAC9 offers Basic too.
+        scheme = 'Basic realm="RedfishService"' if self.bmc.basic_auth_enabled else 'X-Auth-Token realm="RedfishService"'
+        return _err(401, "Base.1.12.NoValidSession", "There is no valid session established with the "
+                    "implementation.", "Establish a session before attempting any operations.",
+                    self._headers({"WWW-Authenticate": scheme}))
 
     async def __call__(self, req: Request) -> Response | None:
         bmc = self.bmc
@@ -63,19 +98,40 @@ class BMCApp:
                 return _err(500, "SYS446", "Internal server error. The request could not be completed.",
                             "Retry the operation. If the issue persists, reset the iDRAC.")
         try:
-            if req.path in _SESSIONS and req.method == "POST":
-                return self.login(req)
-            if req.path not in _OPEN_PATHS and not self.authorised(req):
-                return _err(401, "Base.1.12.NoValidSession", "There is no valid session established with the "
-                            "implementation.", "Establish a session before attempting any operations.")
-            return await self.route(req)
+            ov = req.headers.get("odata-version")
+            if ov is not None and ov.strip() != "4.0":
+                raise rf.ProtocolError(412, [rf.base_info(
+                    "PreconditionFailed", f"The OData-Version {ov} requested is not supported.",
+                    "Resubmit the request with OData-Version 4.0.")])
+            if req.path in _SESSION_POST and req.method == "POST":
+                resp = self.login(req)
+            else:
+                user = None
+                if req.path not in _OPEN_PATHS:
+                    user = self.authorised(req)
+                    if user is None:
+                        return self._unauthorised()
+                    if req.method in _WRITE_PRIVILEGED and not self.may_write(user, req):
+                        raise rf.ProtocolError(403, [rf.base_info(
+                            "InsufficientPrivilege", "There are insufficient privileges for the account or "
+                            "credentials associated with the current session to perform the requested operation.",
+                            "Either abandon the operation or change the associated access rights and resubmit "
+                            "the request if the operation failed.")])
+                resp = await self.route(req, user)
+        except rf.ProtocolError as exc:
+            resp = Response.json(exc.body(), exc.status, exc.headers)
         except Rejected as rej:
-            return _err(rej.status, rej.message_id, rej.message, rej.resolution)
+            resp = _err(rej.status, rej.message_id, rej.message, rej.resolution)
         except (ValueError, KeyError, TypeError) as exc:
-            return _err(400, "Base.1.12.MalformedJSON", f"The request body submitted was malformed JSON "
+            resp = _err(400, "Base.1.12.MalformedJSON", f"The request body submitted was malformed JSON "
                         f"or missing a field: {exc}", "Correct the request body and resubmit.")
+        for k, v in self._headers().items():
+            resp.headers.setdefault(k, v)
+        return resp
 
-    def authorised(self, req: Request) -> bool:
+    def authorised(self, req: Request) -> dict[str, Any] | None:
+        """The account behind the request's token or Basic credentials, or None."""
+        bmc = self.bmc
         token = req.headers.get("x-auth-token")
         basic = None
         auth = req.headers.get("authorization", "")
@@ -84,47 +140,312 @@ class BMCApp:
                 user, _, pw = base64.b64decode(auth[6:]).decode().partition(":")
                 basic = (user, pw)
             except ValueError:
-                return False
-        return self.bmc.authenticate(token, basic)
+                return None
+        if not bmc.authenticate(token, basic):
+            return None
+        with bmc.lock:
+            if token:
+                s = next((s for s in bmc.sessions.values() if s.token == token), None)
+                name = s.user if s else ""
+            else:
+                name = basic[0] if basic else ""
+            return next((a for a in bmc.accounts if a["UserName"] == name and a["Enabled"]),
+                        {"UserName": name, "RoleId": "Administrator", "Id": ""})
+
+    def may_write(self, user: dict[str, Any], req: Request) -> bool:
+        role = user.get("RoleId")
+        if role == "Administrator":
+            return True
+        if req.method == "DELETE" and req.path.startswith((f"{R}/SessionService/Sessions/", f"{R}/Sessions/")):
+            with self.bmc.lock:  # every account may log itself out
+                s = self.bmc.sessions.get(req.path.rsplit("/", 1)[-1])
+                return s is not None and s.user == user.get("UserName")
+        if req.path.startswith(res.ACCOUNTS + "/") and req.method == "PATCH":
+            # ConfigureSelf: an account may change its own password, nothing else
+            body = req.json() if req.body else {}
+            return req.path.rsplit("/", 1)[-1] == user.get("Id") and set(body) <= {"Password"}
+        if role == "Operator":
+            return not req.path.startswith(f"{R}/AccountService")
+        return False
 
     def login(self, req: Request) -> Response:
         body = req.json()
-        s = self.bmc.create_session(str(body.get("UserName", "")), str(body.get("Password", "")))
+        if not isinstance(body, dict):
+            raise rf.ProtocolError(400, [rf.base_info("MalformedJSON", "The request body submitted was malformed "
+                                                      "JSON and could not be parsed by the receiving service.",
+                                                      "Ensure that the request body is valid JSON.")])
+        missing = [k for k in ("UserName", "Password") if not isinstance(body.get(k), str)]
+        if missing:
+            raise rf.ProtocolError(400, [rf.base_info(
+                "PropertyMissing", f"The property {k} is a required property and must be included in the request.",
+                "Ensure that the property is in the request body and has a valid value and resubmit the request "
+                "if the operation failed.", [k], [f"#/{k}"]) for k in missing])
+        s = self.bmc.create_session(body["UserName"], body["Password"])
         path = f"{R}/SessionService/Sessions/{s.id}"
-        return Response.json(res.session_doc(s.id, s.user), 201, {"X-Auth-Token": s.token, "Location": path})
+        return Response.json(res.session_doc(s.id, s.user), 201,
+                             self._headers({"X-Auth-Token": s.token, "Location": path}))
+
+    # ---- lookup -------------------------------------------------------------------------------
+    def lookup(self, p: str) -> dict[str, Any] | Response | None:
+        """The document at `p` (a Response for tasks, which answer 202 while running), or None."""
+        bmc = self.bmc
+        if p in bmc.faults.broken_paths:
+            return None
+        with bmc.lock:
+            if p == "/redfish":
+                return {"v1": f"{R}/"}
+            if p == R:
+                return res.service_root(bmc)
+            if p == f"{R}/odata":
+                return res.odata_service()
+            fn = self.docs.get(p)
+            if fn is not None:
+                return fn()
+            if p == res.SUBSCRIPTIONS:
+                return res.collection(p, "EventDestinationCollection", "Event Subscriptions Collection",
+                                      [f"{p}/{i}" for i in bmc.subscriptions])
+            if p.startswith(f"{res.SUBSCRIPTIONS}/"):
+                sub = bmc.subscriptions.get(p.rsplit("/", 1)[-1])
+                return res.subscription(sub) if sub else None
+            if p in _SESSIONS:
+                return res.collection(p, "SessionCollection", "Session Collection",
+                                      [f"{R}/SessionService/Sessions/{s}" for s in bmc.sessions])
+            if p.startswith(f"{R}/SessionService/Sessions/"):
+                s = bmc.sessions.get(p.rsplit("/", 1)[-1])
+                return res.session_doc(s.id, s.user) if s else None
+            if p == f"{R}/UpdateService/FirmwareInventory":
+                return res.collection(p, "SoftwareInventoryCollection", "Firmware Inventory Collection",
+                                      [f"{p}/{res.fw_id(c)}" for c in bmc.components])
+            if p.startswith(f"{R}/UpdateService/FirmwareInventory/"):
+                fid = p.rsplit("/", 1)[-1]
+                c = next((c for c in bmc.components if res.fw_id(c) == fid), None)
+                return res.firmware(bmc, c) if c else None
+            if p == f"{res.MGR}/Jobs":
+                doc = res.collection(p, "DellJobCollection", "Collection of Job Instances",
+                                     [f"{p}/{j.id}" for j in bmc.jobs.values()])
+                doc.update({"Id": "JobQueue", "Name": "JobQueue"})
+                return doc
+            if p.startswith(f"{res.MGR}/Jobs/"):
+                j = bmc.jobs.get(p.rsplit("/", 1)[-1])
+                return res.job(j) if j else None
+            if p == f"{R}/TaskService/Tasks":
+                return res.collection(p, "TaskCollection", "Task Collection",
+                                      [f"{p}/{j.id}" for j in bmc.jobs.values() if j.is_task])
+            if p.startswith(f"{R}/TaskService/Tasks/"):
+                j = bmc.jobs.get(p.rsplit("/", 1)[-1])
+                if j is None or not j.is_task:
+                    return None
+                if j.job_type == "ExportConfiguration" and j.state == "Completed":
+                    return Response.json(j.result)  # iDRAC answers the finished export task with the profile
+                doc = res.task(j)
+                return Response.json(doc) if j.finished else Response.json(doc, 202, {"Location": p})
+        return None
+
+    def allow(self, p: str) -> str | None:
+        """The methods `p` takes, or None when nothing is there."""
+        if p in self.actions:
+            return "POST"
+        if p in _SESSIONS or p == res.SUBSCRIPTIONS:
+            return "GET, HEAD, POST"
+        if p.startswith(f"{res.SUBSCRIPTIONS}/") and self.lookup(p) is not None:
+            return "GET, HEAD, DELETE"
+        if p.startswith(f"{R}/SessionService/Sessions/") and self.lookup(p) is not None:
+            return "GET, HEAD, DELETE"
+        if p == f"{R}/$metadata":
+            return "GET, HEAD"
+        doc = self.lookup(p)
+        if doc is None:
+            return None
+        return "GET, HEAD, PATCH" if self.patch_rules(p) is not None else "GET, HEAD"
+
+    def patch_rules(self, p: str) -> rf.Rules | None:
+        bmc = self.bmc
+        boot = {"BootSourceOverrideEnabled": ("Disabled", "Once", "Continuous"),
+                "BootSourceOverrideTarget": tuple(res.BOOT_TARGETS),
+                "BootSourceOverrideMode": ("UEFI", "Legacy"), "UefiTargetBootSourceOverride": str}
+        if p == res.SYS:
+            # iDRAC10 takes the boot override only through the settings object
+            return {"LocationIndicatorActive": bool} | ({"Boot": boot} if bmc.generation < 10 else {})
+        if p == f"{res.SYS}/Settings" and bmc.generation >= 10:
+            return {"Boot": {k: v for k, v in boot.items() if k != "UefiTargetBootSourceOverride"}}
+        if p.startswith(f"{res.ACCOUNTS}/") and p.rsplit("/", 1)[-1] in {a["Id"] for a in bmc.accounts}:
+            if p.endswith("/1"):
+                return {}  # slot 1 is reserved: nothing in it may be written
+            return {"UserName": str, "Password": str, "RoleId": tuple(res.ROLE_PRIVILEGES), "Enabled": bool,
+                    "Locked": (False,)}
+        if p == f"{res.MGR}/Attributes":
+            return {"Attributes": {k.replace("#", "."): str for k in bmc.attributes["iDRAC.Embedded.1"]}}
+        return None
 
     # ---- routing --------------------------------------------------------------------------
-    async def route(self, req: Request) -> Response:  # noqa: C901 - a flat routing table reads best
-        bmc, p, m = self.bmc, req.path, req.method
-        mgr, sys_, dell = res.MGR, res.SYS, res.DELL_MGR
+    async def route(self, req: Request, user: dict[str, Any] | None) -> Response:
+        p, m = req.path, req.method
         if m in ("GET", "HEAD"):
-            doc = self.get(p, req)
-            return Response.json(doc) if not isinstance(doc, Response) else doc
-        if p.startswith(f"{R}/SessionService/Sessions/") or p.startswith(f"{R}/Sessions/"):
-            if m != "DELETE":
-                return _err(405, "Base.1.12.OperationNotAllowed", "The operation is not allowed.")
-            sid = p.rsplit("/", 1)[-1]
-            if not bmc.delete_session(sid):
+            return self.get(req)
+        if m == "PATCH":
+            return self.patch(req, user)
+        if m == "DELETE" and (p.startswith(f"{R}/SessionService/Sessions/") or p.startswith(f"{R}/Sessions/")):
+            if not self.bmc.delete_session(p.rsplit("/", 1)[-1]):
                 return _not_found(p)
-            return Response.json({"@Message.ExtendedInfo": [{"MessageId": "Base.1.12.Success",
-                                                              "Message": "Successfully Completed Request"}]})
-        if m == "POST" and p == f"{sys_}/Actions/ComputerSystem.Reset":
-            bmc.reset(req.json().get("ResetType", ""))
-            return Response.empty(204)
-        if m == "PATCH" and p == sys_:
+            if self.bmc.generation >= 10:
+                return Response.empty(204)  # iDRAC10 answers a logout with 204 and no body
+            return Response.json(_success())
+        if m == "POST" and p in self.actions:
+            return await self.action(req)
+        if m == "POST" and p == res.SUBSCRIPTIONS:
+            return self.subscribe(req)
+        if m == "DELETE" and p.startswith(f"{res.SUBSCRIPTIONS}/"):
+            with self.bmc.lock:
+                if self.bmc.subscriptions.pop(p.rsplit("/", 1)[-1], None) is None:
+                    return _not_found(p)
+            return Response.json(_success())
+        return self._not_allowed(p, m)
+
+    def _not_allowed(self, p: str, m: str) -> Response:
+        allow = self.allow(p)
+        if allow is None:
+            return _not_found(p)
+        return _err(405, "Base.1.12.OperationNotAllowed", f"The {m} operation is not allowed on {p}.",
+                    "Use a method the resource lists in its Allow header.", {"Allow": allow})
+
+    def get(self, req: Request) -> Response:
+        p = req.path
+        if p == f"{R}/$metadata":
+            version = res.service_root(self.bmc)["@odata.type"].split(".")[1]
+            return Response(200, rf.metadata_xml(version), {"Content-Type": "application/xml;charset=utf-8",
+                                                            "Allow": "GET, HEAD"})
+        doc = self.lookup(p)
+        if doc is None:
+            return _not_found(p)
+        if isinstance(doc, Response):
+            return doc
+        opts = rf.parse_query(req.query, collection="Members" in doc)
+        if "expand" in opts:
+            doc = self.expand(doc, opts["expand"])
+        if "top" in opts or "skip" in opts:
+            doc = rf.page(doc, opts.get("top"), opts.get("skip"))
+        headers = {"Allow": self.allow(p) or "GET, HEAD"}
+        link = rf.described_by(doc)
+        if link:
+            headers["Link"] = link
+        if "Members" not in doc and p not in ("/redfish",):
+            tag = rf.etag(doc)
+            headers["ETag"] = tag
+            if self.bmc.generation >= 10:
+                doc = {**doc, "@odata.etag": tag}  # iDRAC10 carries the ETag in the body too
+            inm = req.headers.get("if-none-match")
+            if inm and (inm.strip() == tag or inm.strip() == "*"):
+                return Response(304, b"", headers)
+        if "select" in opts:
+            doc = rf.select(doc, opts["select"])
+        return Response.json(doc, 200, headers)
+
+    def expand(self, doc: dict[str, Any], how: str) -> dict[str, Any]:
+        """`$expand` one level: `*` every reference, `.` those outside Links, `~` those in Links."""
+        def one(v: Any) -> Any:
+            if isinstance(v, dict) and set(v) == {"@odata.id"}:
+                d = self.lookup(v["@odata.id"])
+                return d if isinstance(d, dict) else v
+            return v
+
+        out = dict(doc)
+        for k, v in doc.items():
+            if k == "Links":
+                if how in ("*", "~") and isinstance(v, dict):
+                    out[k] = {lk: ([one(x) for x in lv] if isinstance(lv, list) else one(lv))
+                              for lk, lv in v.items() if lk != "Oem"} | ({"Oem": v["Oem"]} if "Oem" in v else {})
+                continue
+            if how == "~" or k.startswith("@") or k == "Oem":
+                continue
+            if isinstance(v, list):
+                out[k] = [one(x) for x in v]
+            else:
+                out[k] = one(v)
+        return out
+
+    def patch(self, req: Request, user: dict[str, Any] | None) -> Response:
+        bmc, p = self.bmc, req.path
+        rules = self.patch_rules(p)
+        current = self.lookup(p)
+        if rules is None or not isinstance(current, dict):
+            return self._not_allowed(p, "PATCH")
+        try:
             body = req.json()
+        except ValueError:
+            body = None
+        errors = rf.validate_patch(body, current, rules)
+        if not errors and not body:
+            errors = [rf.base_info("EmptyJSON", "The request body submitted contained an empty JSON object and the "
+                                   "service is unable to process it.", "Add properties in the JSON object and "
+                                   "resubmit the request.")]
+        if errors:
+            raise rf.ProtocolError(400, errors)
+        rf.check_if_match(req.headers.get("if-match"), rf.etag(current))
+        if p in (res.SYS, f"{res.SYS}/Settings"):
             if "Boot" in body:
                 bmc.patch_boot(body["Boot"])
-            return Response.json({"@Message.ExtendedInfo": [{"MessageId": "Base.1.12.Success",
-                                                              "Message": "Successfully Completed Request"}]})
-        if m == "POST" and p.startswith(f"{mgr}/VirtualMedia/") and "/Actions/" in p:
+            if "LocationIndicatorActive" in body:
+                with bmc.lock:
+                    bmc.location_indicator = body["LocationIndicatorActive"]
+        elif p.startswith(f"{res.ACCOUNTS}/"):
+            slot = p.rsplit("/", 1)[-1]
+            name = body.get("UserName")
+            if name and any(a["UserName"] == name and a["Id"] != slot for a in bmc.accounts):
+                raise rf.ProtocolError(400, [rf.base_info(
+                    "ResourceAlreadyExists", f"The requested resource of type ManagerAccount with the property "
+                    f"UserName with the value {name} already exists.", "Do not repeat the create operation as the "
+                    "resource has already been created.", ["ManagerAccount", "UserName", name])])
+            pw = body.get("Password")
+            if pw is not None and not 4 <= len(pw) <= 40:
+                raise rf.ProtocolError(400, [rf.base_info(
+                    "PropertyValueFormatError", "The value for the property Password is of a different format "
+                    "than the property can accept.", "Use a password of 4 to 40 characters.", ["******", "Password"],
+                    ["#/Password"])])
+            bmc.patch_account(slot, body)
+        elif p == f"{res.MGR}/Attributes":
+            bmc.patch_attributes("iDRAC.Embedded.1", {_attr_key(k): v for k, v in body["Attributes"].items()})
+        return Response.json(_success(), 200)
+
+    def subscribe(self, req: Request) -> Response:
+        """An event subscription (EventDestination): stored, listed and deletable; the lab
+        never sends events."""
+        body = req.json()
+        rules: rf.Rules = {"Destination": str, "Protocol": ("Redfish",), "Context": str, "EventFormatType":
+                           ("Event", "MetricReport"), "RegistryPrefixes": list, "ResourceTypes": list,
+                           "SubscriptionType": ("RedfishEvent",), "HttpHeaders": list, "EventTypes": list}
+        errors = rf.validate_patch(body, {}, rules)
+        if not errors and not str(body.get("Destination", "")).startswith(("https://", "http://")):
+            errors = [rf.base_info("PropertyMissing" if "Destination" not in body else "PropertyValueFormatError",
+                                   "The property Destination is required and must be an http(s) URI.",
+                                   "Supply a valid Destination and resubmit the request.", ["Destination"],
+                                   ["#/Destination"])]
+        if errors:
+            raise rf.ProtocolError(400, errors)
+        with self.bmc.lock:
+            sid = str(max((int(i) for i in self.bmc.subscriptions), default=0) + 1)
+            self.bmc.subscriptions[sid] = {"Id": sid, "Destination": body["Destination"],
+                                           "Context": body.get("Context", ""), "Protocol": "Redfish",
+                                           "EventFormatType": body.get("EventFormatType", "Event")}
+            doc = res.subscription(self.bmc.subscriptions[sid])
+        return Response.json(doc, 201, {"Location": doc["@odata.id"]})
+
+    async def action(self, req: Request) -> Response:
+        bmc, p = self.bmc, req.path
+        mgr, dell = res.MGR, res.DELL_MGR
+        body = req.json()
+        if not isinstance(body, dict):
+            raise ValueError("the body must be a JSON object")
+        if p == f"{res.SYS}/Actions/ComputerSystem.Reset":
+            bmc.reset(body.get("ResetType", ""))
+            return Response.empty(204)
+        if "/VirtualMedia/" in p:
             slot = p.split("/VirtualMedia/", 1)[1].split("/", 1)[0]
-            if slot not in bmc.virtual_media:
-                return _not_found(p)
             if p.endswith("VirtualMedia.InsertMedia"):
-                image = req.json().get("Image")
+                image = body.get("Image")
                 if not image:
-                    return _err(400, "Base.1.12.PropertyMissing", "The property Image is a required property.")
+                    return _err(400, "Base.1.12.ActionParameterMissing", "The action VirtualMedia.InsertMedia "
+                                "requires the parameter Image to be present in the request body.",
+                                "Supply the action with the required parameter in the request body.")
                 if not await self.lab.fetchable(image):
                     return _err(400, "RAC0720", "Unable to locate the ISO or IMG image file or folder in the "
                                 "network share location because the file or folder path or the user "
@@ -134,124 +455,41 @@ class BMCApp:
             else:
                 bmc.eject_media(slot)
             return Response.empty(204)
-        if m == "POST" and p == f"{mgr}/Actions/Oem/EID_674_Manager.ExportSystemConfiguration":
-            job = bmc.scp_export(req.json())
+        if p == self.export_target:
+            job = bmc.scp_export(body)
             return Response.empty(202, {"Location": f"{R}/TaskService/Tasks/{job.id}"})
-        if m == "POST" and p == f"{mgr}/Actions/Oem/EID_674_Manager.ImportSystemConfiguration":
-            job = bmc.scp_import(req.json())
+        if p == self.import_target:
+            job = bmc.scp_import(body)
             return Response.empty(202, {"Location": f"{R}/TaskService/Tasks/{job.id}"})
-        if m == "POST" and p == f"{R}/UpdateService/Actions/UpdateService.SimpleUpdate":
-            job = bmc.simple_update(req.json())
-            asyncio.get_running_loop().create_task(self._download(job, req.json()["ImageURI"]))
+        if p == f"{R}/UpdateService/Actions/UpdateService.SimpleUpdate":
+            job = bmc.simple_update(body)
+            asyncio.get_running_loop().create_task(self._download(job, body["ImageURI"]))
             return Response.empty(202, {"Location": f"{R}/TaskService/Tasks/{job.id}"})
-        if m == "POST" and p == f"{dell}/DellJobService/Actions/DellJobService.DeleteJobQueue":
-            bmc.delete_job_queue(str(req.json().get("JobID", "")))
+        if p == f"{dell}/DellJobService/Actions/DellJobService.DeleteJobQueue":
+            bmc.delete_job_queue(str(body.get("JobID", "")))
             return Response.json({"@Message.ExtendedInfo": [{"MessageId": "IDRAC.2.8.SUP020",
                                                               "Message": "Successfully deleted the job(s)."}]})
-        if m == "POST" and p == f"{dell}/DellLCService/Actions/DellLCService.GetRemoteServicesAPIStatus":
+        if p == f"{dell}/DellLCService/Actions/DellLCService.GetRemoteServicesAPIStatus":
             st = bmc.lc_status()
             st["@Message.ExtendedInfo"] = [{"MessageId": "IDRAC.2.8.LC061", "Message": "Lifecycle Controller "
                                             "Remote Services is ready." if st["Status"] == "Ready" else
                                             "Lifecycle Controller Remote Services is not ready."}]
             return Response.json(st)
-        if m == "POST" and p in (f"{dell}/DelliDRACCardService/Actions/DelliDRACCardService.iDRACReset",
-                                 f"{mgr}/Actions/Manager.Reset"):
+        if p in (f"{dell}/DelliDRACCardService/Actions/DelliDRACCardService.iDRACReset",
+                 f"{mgr}/Actions/Manager.Reset"):
+            if p.endswith("Manager.Reset") and body.get("ResetType") != "GracefulRestart":
+                return _err(400, "Base.1.12.ActionParameterValueNotInList", f"The value {body.get('ResetType')} "
+                            "for the parameter ResetType is not in the list of acceptable values.",
+                            "Choose a value from the allowable values.")
             bmc.reset_idrac()
             return Response.json({"@Message.ExtendedInfo": [{"MessageId": "IDRAC.2.8.RAC064",
                                                               "Message": "iDRAC restart operation initiated "
                                                               "successfully."}]})
-        if self._known(p):
-            return _err(405, "Base.1.12.OperationNotAllowed", f"The {m} operation is not allowed on {p}.")
         return _not_found(p)
-
-    def _known(self, path: str) -> bool:
-        try:
-            doc = self.get(path, None)
-        except Rejected:
-            return False
-        return not isinstance(doc, Response)
 
     async def _download(self, job, uri: str) -> None:
         data, error = await self.lab.fetch(uri)
         self.bmc.download_finished(job, data, error)
-
-    def get(self, p: str, req: Request | None) -> dict[str, Any] | Response:  # noqa: C901
-        bmc = self.bmc
-        mgr, sys_, dell = res.MGR, res.SYS, res.DELL_MGR
-        with bmc.lock:
-            if p in ("/redfish",):
-                return {"v1": f"{R}/"}
-            if p == R:
-                return res.service_root(bmc)
-            if p == f"{R}/odata":
-                return {"@odata.context": f"{R}/$metadata", "value": []}
-            if p == f"{R}/SessionService":
-                return res.session_service()
-            if p in _SESSIONS:
-                return res.collection(p, "SessionCollection", "Session Collection",
-                                      [f"{R}/SessionService/Sessions/{s}" for s in bmc.sessions])
-            if p.startswith(f"{R}/SessionService/Sessions/"):
-                s = bmc.sessions.get(p.rsplit("/", 1)[-1])
-                return res.session_doc(s.id, s.user) if s else _not_found(p)
-            if p == f"{R}/Systems":
-                return res.collection(p, "ComputerSystemCollection", "Computer System Collection", [sys_])
-            if p == sys_:
-                return res.system(bmc)
-            if p == f"{R}/Chassis":
-                return res.collection(p, "ChassisCollection", "Chassis Collection", [res.CHS])
-            if p == res.CHS:
-                return res.chassis(bmc)
-            if p == f"{R}/Managers":
-                return res.collection(p, "ManagerCollection", "BMC", [mgr])
-            if p == mgr:
-                return res.manager(bmc)
-            if p == f"{mgr}/VirtualMedia":
-                return res.collection(p, "VirtualMediaCollection", "Virtual Media Services",
-                                      [f"{mgr}/VirtualMedia/{s}" for s in bmc.virtual_media])
-            if p.startswith(f"{mgr}/VirtualMedia/"):
-                slot = p.rsplit("/", 1)[-1]
-                return res.virtual_media(bmc, slot) if slot in bmc.virtual_media else _not_found(p)
-            if p == f"{R}/UpdateService":
-                return res.update_service()
-            if p == f"{R}/UpdateService/FirmwareInventory":
-                expand = req is not None and "$expand" in req.query
-                members = [res.firmware(bmc, c) if expand else
-                           f"{R}/UpdateService/FirmwareInventory/{res.fw_id(c)}" for c in bmc.components]
-                return res.collection(p, "SoftwareInventoryCollection", "Firmware Inventory Collection", members)
-            if p.startswith(f"{R}/UpdateService/FirmwareInventory/"):
-                fid = p.rsplit("/", 1)[-1]
-                c = next((c for c in bmc.components if res.fw_id(c) == fid), None)
-                return res.firmware(bmc, c) if c else _not_found(p)
-            if p == f"{mgr}/Jobs":
-                expand = req is not None and "$expand" in req.query
-                members = [res.job(j) if expand else f"{mgr}/Jobs/{j.id}" for j in bmc.jobs.values()]
-                doc = res.collection(p, "DellJobCollection", "Collection of Job Instances", members)
-                doc.update({"Id": "JobQueue", "Name": "JobQueue"})
-                return doc
-            if p.startswith(f"{mgr}/Jobs/"):
-                j = bmc.jobs.get(p.rsplit("/", 1)[-1])
-                return res.job(j) if j else _not_found(p)
-            if p == f"{R}/TaskService":
-                return {"@odata.id": p, "@odata.type": "#TaskService.v1_1_4.TaskService", "Id": "TaskService",
-                        "Name": "Task Service", "ServiceEnabled": True, "Tasks": res.ref(f"{p}/Tasks")}
-            if p == f"{R}/TaskService/Tasks":
-                return res.collection(p, "TaskCollection", "Task Collection",
-                                      [f"{p}/{j.id}" for j in bmc.jobs.values() if j.is_task])
-            if p.startswith(f"{R}/TaskService/Tasks/"):
-                j = bmc.jobs.get(p.rsplit("/", 1)[-1])
-                if j is None or not j.is_task:
-                    return _not_found(p)
-                if j.job_type == "ExportConfiguration" and j.state == "Completed":
-                    return j.result  # iDRAC answers the finished export task with the profile itself
-                doc = res.task(j)
-                return doc if j.finished else Response.json(doc, 202, {"Location": p})
-            if p == f"{dell}/DellJobService":
-                return res.job_service()
-            if p == f"{dell}/DellLCService":
-                return res.lc_service()
-            if p == f"{dell}/DelliDRACCardService":
-                return res.idrac_card_service()
-        return _not_found(p)
 
     # ---- control API -------------------------------------------------------------------------
     def control(self, req: Request) -> Response:
@@ -280,19 +518,36 @@ class BMCApp:
         return Response.json({"error": f"unknown control path {req.path}"}, 404)
 
 
+def _attr_key(k: str) -> str:
+    """`Group.N.Name` (how the Attributes resource spells an iDRAC attribute) -> `Group.N#Name`."""
+    head, _, name = k.rpartition(".")
+    return f"{head}#{name}" if head else k
+
+
+def personalities_for(count: int, personality: str | Sequence[str]) -> list[str]:
+    """One personality per BMC: a name for all, or a sequence cycled over the fleet."""
+    names = [personality] if isinstance(personality, str) else list(personality)
+    if not names or any(n not in PERSONALITIES for n in names):
+        raise ValueError(f"personality must be one of {', '.join(PERSONALITIES)} (or a list of them)")
+    return [names[i % len(names)] for i in range(count)]
+
+
 class Lab:
     """A fleet of simulated BMCs. `base_port=0` binds each BMC to a free port."""
 
     def __init__(self, count: int = 1, *, base_port: int = 0, time_scale: float = 1.0,
                  host: str = "127.0.0.1", username: str = "root", password: str = "calvin",
-                 timing: Timing | None = None, ssl_context: Any = None, latency: float = 0.0):
+                 timing: Timing | None = None, ssl_context: Any = None, latency: float = 0.0,
+                 personality: str | Sequence[str] = "idrac9"):
         self.host = host
         self.latency = latency  # real seconds added to every answer: network + BMC service time
         self.ssl_context = ssl_context  # serve HTTPS (e.g. a self-signed lab certificate)
         self.base_port = base_port
         self.time_scale = time_scale
+        self.personalities = personalities_for(count, personality)
         self.bmcs = [BMC(i, time_scale=time_scale, username=username, password=password,
-                         timing=Timing(**vars(timing)) if timing else None) for i in range(count)]
+                         timing=Timing(**vars(timing)) if timing else None, personality=self.personalities[i])
+                     for i in range(count)]
         self._servers: list[asyncio.base_events.Server] = []
         self._http: httpx.AsyncClient | None = None
 

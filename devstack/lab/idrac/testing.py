@@ -17,7 +17,8 @@ from .server import Lab, LabThread
 
 @contextmanager
 def running_lab(count: int = 1, time_scale: float = 400.0, **kw: Any) -> Iterator[Lab]:
-    """A lab of `count` BMCs on free loopback ports, served from a background thread."""
+    """A lab of `count` BMCs on free loopback ports, served from a background thread
+    (`personality="idrac10"`, or a list cycled over the fleet, picks the generation)."""
     lab = Lab(count, time_scale=time_scale, **kw)
     with LabThread(lab):
         yield lab
