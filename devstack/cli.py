@@ -33,7 +33,9 @@ def _stack():
 def cmd_up(args: argparse.Namespace) -> int:
     st = _stack()
     applied = st.up(reset=args.reset)
-    if applied:
+    if len(applied) > 5:
+        print(f"applied {len(applied)} migrations: {applied[0]} \u2026 {applied[-1]}", file=sys.stderr)
+    elif applied:
         print(f"applied {len(applied)} migration(s): {', '.join(applied)}", file=sys.stderr)
     status = st.schema_status()
     print(f"schema at {status.version} ({len(status.applied)} migrations, as supabase/migrations)", file=sys.stderr)

@@ -69,9 +69,13 @@ class Stack:
             raise StackError(f"supabase {' '.join(args[:2])} failed:\n{self._cli_output(res)}")
         return res
 
-    def _cli_output(self, res: subprocess.CompletedProcess) -> str:
-        out = "\n".join(x for x in (res.stdout.strip(), res.stderr.strip()) if x)
-        return out.replace(self.secrets.postgres_password, "***")
+    def _cli_output(self, res: subprocess.CompletedProcess, tail: int = 12) -> str:
+        """What the CLI said, for an error message: its progress lines ("Applying migration",
+        the reset prompt) left out, the last ``tail`` lines kept, the password masked."""
+        lines = [ln for ln in (res.stdout + "\n" + res.stderr).splitlines()
+                 if ln.strip() and not ln.startswith(("Applying migration", "Do you want to", "Resetting ",
+                                                        "Connecting to ", "Seeding ", "Initialising "))]
+        return "\n".join(lines[-tail:]).replace(self.secrets.postgres_password, "***")
 
     @property
     def cli_db_url(self) -> str:
@@ -321,7 +325,8 @@ class Stack:
         else:
             ledger = migrations.Ledger.load(self.cfg.state_dir)
             repo = migrations.repository(self.migrations_dir)
-            out["schema"] = {"state": "unknown (postgres is stopped)",
+            out["schema"] = {"state": "creation failed (next dev up starts clean)" if ledger.creating
+                             else "unknown (postgres is stopped)",
                              "repository_version": repo[-1].version if repo else None,
                              "made_by": ledger.made_by,
                              "made_by_this_checkout": ledger.made_by in (None, str(self.cfg.project_root))}
