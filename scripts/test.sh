@@ -28,7 +28,7 @@ set -a; eval "$("$PY" -m devstack.cli dev env)"; set +a
 
 failed=()
 echo "== pytest"
-"$PY" -m pytest -q -p no:cacheprovider "$@"
+"$PY" -m pytest -q -p no:cacheprovider --durations=25 "$@"
 rc=$?
 [ $rc -eq 0 ] || failed+=("pytest($rc)")
 
