@@ -26,7 +26,7 @@ def _fmt_dur(seconds: float) -> str:
         return f"{s // 3600}h{(s % 3600) // 60:02d}m"
     if s >= 60:
         return f"{s // 60}m{s % 60:02d}s"
-    return f"{s}s"
+    return f"{seconds:.1f}s" if seconds < 10 else f"{s}s"
 
 
 def gantt_svg(rows: Sequence[dict[str, Any]], colours: dict[str, str], labels: dict[str, str] | None = None,
