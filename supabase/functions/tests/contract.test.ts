@@ -12,7 +12,7 @@ import postgres from "postgres";
 
 const URL_ = Deno.env.get("SUPABASE_URL");
 const NO_PERSIST = { auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false } };
-const SCHEMA_RELOAD_WAIT_MS = 10_000; // REST reloads its schema cache on a NOTIFY after DDL
+const SCHEMA_RELOAD_WAIT_MS = 30_000; // REST reloads its schema cache on a NOTIFY after DDL
 
 function env(name: string): string {
   const v = Deno.env.get(name);
