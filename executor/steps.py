@@ -25,7 +25,13 @@ For each job the engine:
 3. on blockers (:class:`BlockersFound`) pauses the job with the blocker list; the step is
    recorded as ``paused`` and runs again when the job is resumed;
 4. runs the cleanup steps on every terminal exit - completed, failed, cancelled, and after
-   recovery from a lost executor - recording each of them too;
+   recovery from a lost executor - recording each of them too. Before the step a cleanup
+   step's ``only_if_started`` names (the first step that changes a target's state) it tells
+   the control plane the job now owes its cleanup (``set_cleanup_owed``): SQL then refuses
+   the job every terminal state until its cleanup completed - a cancel while it waits
+   (paused for any reason, ``executor_lost`` included) hands it back to an executor, which
+   runs no main step and only the cleanup. A cleanup that fails pauses the job as
+   ``cleanup_failed`` with its outcome kept; the next run does the cleanup only;
 5. on a fencing error stops at once and writes nothing more: the job belongs to another
    executor now, which will run the cleanup itself.
 
@@ -458,7 +464,16 @@ class StepEngine:
             if row and row.get("status") == COMPLETED:
                 checkpoint = dict((row.get("details") or {}).get("checkpoint") or checkpoint)
         outcome = Outcome("completed")
+        owes_from = {s.only_if_started or (main[0].name if main else "") for s in cleanup}
+        # a run after a failed cleanup does the cleanup only and keeps the outcome it had
+        kept = next(((recorded.get(s.name) or {}).get("details") or {} for s in cleanup
+                     if ((recorded.get(s.name) or {}).get("details") or {}).get("pending_outcome")), None)
         try:
+            if kept is not None:
+                if session.cancel_requested:
+                    raise JobCancelled("cancel requested")
+                outcome = Outcome(str(kept["pending_outcome"]), kept.get("pending_error"))
+                main = []
             for spec in main:
                 row = recorded.get(spec.name)
                 status = row.get("status") if row else None
@@ -466,6 +481,10 @@ class StepEngine:
                     continue
                 saved = None
                 attempt = int((row.get("details") or {}).get("attempt", 0)) + 1 if row else 1
+                if session.cancel_requested:
+                    # a cancelled job runs no main step, not even to find it interrupted:
+                    # straight to its cleanup (a cancel from executor_lost comes this way)
+                    raise JobCancelled("cancel requested")
                 if status in (RUNNING, FAILED) and row is not None:
                     if not spec.resumable:
                         # Invariant: a non-resumable step never runs twice.
@@ -488,6 +507,9 @@ class StepEngine:
                     raise PauseRequested("paused by operator")
                 if session.draining:
                     raise ShutdownRequested("executor stopping")
+                if spec.name in owes_from:
+                    # before the first change the cleanup must undo: no terminal state without it
+                    await self._cleanup_owed(session, True)
                 await self._run_step(ctx, session, spec)
                 started_names.add(spec.name)
                 outcome.steps_run.append(spec.name)
@@ -512,20 +534,37 @@ class StepEngine:
             self.metrics.errors += 1
             outcome = Outcome("failed", _error_text(exc), outcome.steps_run)
             log.warning("job failed: %s", outcome.error)
-        cleanup_error = await self._cleanup(handler, session, cleanup, started_names, checkpoint, recorded,
-                                            index_of)
-        if cleanup_error and outcome.status == "completed":
-            outcome = Outcome("failed", cleanup_error, outcome.steps_run)
-        elif cleanup_error:
-            outcome.error = f"{outcome.error}; {cleanup_error}"
+        cleanup_error, cleaned = await self._cleanup(handler, session, cleanup, started_names, checkpoint, recorded,
+                                                     index_of)
+        if cleanup_error:
+            # the job keeps its outcome and waits: resume runs the cleanup again, an admin may
+            # abandon it (public.abandon_cleanup); SQL refuses it a terminal state meanwhile
+            await self._cleanup_owed(session, True)
+            for spec in cleaned:
+                await session.report_step(index=index_of[spec.name], name=spec.name, status=FAILED,
+                                          resumable=True, details={"cleanup": True,
+                                                                   "pending_outcome": outcome.status,
+                                                                   "pending_error": outcome.error})
+            await session.pause("cleanup_failed", [])
+            return Outcome("paused", cleanup_error, outcome.steps_run)
+        if cleaned:
+            await self._cleanup_owed(session, False)
         result = {"steps_run": outcome.steps_run, "checkpoint": SECRETS.redact_obj(checkpoint)}
         await session.finish(outcome.status, result=result, error=outcome.error)
         return outcome
+
+    @staticmethod
+    async def _cleanup_owed(session: JobSession, owed: bool) -> None:
+        call = getattr(session, "call", None)
+        if call is not None:
+            await call("set_cleanup_owed", {"p_owed": owed})
 
     async def _run_step(self, ctx: StepContext, session: JobSession, spec: StepSpec) -> None:
         step_var.set(spec.name)
         target_var.set(spec.target)
         details: dict[str, Any] = {"attempt": ctx.attempt, "priority": spec.priority}
+        if spec.cleanup:
+            details["cleanup"] = True  # set_cleanup_owed(false) checks these rows completed
         if spec.target:
             details["target"] = spec.target
         if ctx.saved_progress is not None:
@@ -573,6 +612,8 @@ class StepEngine:
         self.metrics.steps_completed += 1
         done = {"attempt": ctx.attempt, "duration_s": round(duration, 3),
                 "checkpoint": SECRETS.redact_obj(ctx.checkpoint)}
+        if spec.cleanup:
+            done["cleanup"] = True
         if result is not None:
             done["result"] = SECRETS.redact_obj(result)
         # The checkpoint travels with the completion record: one write, so it cannot be lost
@@ -602,15 +643,18 @@ class StepEngine:
 
     async def _cleanup(self, handler: JobHandler, session: JobSession, cleanup: list[StepSpec],
                        started: set[str], checkpoint: dict[str, Any], recorded: dict[str, Any],
-                       index_of: dict[str, int]) -> str | None:
-        """Run every cleanup step; one failing does not stop the others."""
+                       index_of: dict[str, int]) -> tuple[str | None, list[StepSpec]]:
+        """Run every cleanup step; one failing does not stop the others. Returns the errors
+        and the cleanup steps that ran."""
         errors = []
+        ran: list[StepSpec] = []
         for spec in cleanup:
             if spec.only_if_started and spec.only_if_started not in started:
                 continue
             row = recorded.get(spec.name)
             attempt = int((row.get("details") or {}).get("attempt", 0)) + 1 if row else 1
             ctx = StepContext(self, session, spec, index_of[spec.name], checkpoint, None, attempt)
+            ran.append(spec)
             try:
                 await handler.before_step(ctx, spec)
                 if session.fenced:
@@ -621,4 +665,4 @@ class StepEngine:
             except Exception as exc:  # noqa: BLE001 - keep cleaning up
                 self.metrics.errors += 1
                 errors.append(f"cleanup {spec.name}: {_error_text(exc)}")
-        return "; ".join(errors) or None
+        return "; ".join(errors) or None, ran

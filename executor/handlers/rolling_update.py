@@ -648,7 +648,8 @@ class RollingClusterUpdateHandler(JobHandler):
         return {"restored": True, "ha_enabled": after["ha"]["enabled"],
                 "admission_control_enabled": after["ha"]["admission_control_enabled"]}
 
-    @cleanup_step(10, only_if_started="preflight")
+    # owed from the first change it undoes: a job paused on blockers has changed nothing yet
+    @cleanup_step(10, only_if_started="relax_cluster_settings")
     async def cleanup(self, ctx: StepContext) -> dict[str, Any]:
         """Every exit path: settings as recorded, no host of ours left in maintenance."""
         out: dict[str, Any] = {"hosts_brought_back": []}

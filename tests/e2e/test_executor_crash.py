@@ -146,3 +146,65 @@ def test_fenced_executor_stops_and_writes_nothing(harness, route):
     assert ("apply", "apply_b") not in a_effects and ("cleanup", "restore_guard") not in a_effects
     assert [s for e, s, _, _ in fx if e == "apply"] == ["apply_a", "apply_b"]
     assert a.terminate() == 0 and b.terminate() == 0
+
+
+def test_cancel_from_executor_lost_runs_the_cleanup_first(harness):
+    """Invariant 2 on the cancel-from-executor_lost path (issue 14): A is killed inside the
+    non-resumable apply_a, after disable_guard turned the guard off (HA/DRS relaxed, in a
+    rolling update). The job pauses as executor_lost; an operator cancels it. SQL refuses it
+    the terminal state while it owes its cleanup and hands it back; B runs the cleanup only
+    (apply_a is not run again) and finishes it as cancelled, with the guard on again."""
+    h = harness
+    gates = h.selftest_dir / "gates"
+    gates.mkdir()
+    counter = h.selftest_dir / "lost-cancel.counter"
+    a = h.spawn("lost-a")
+    a.wait_log("registered")
+    job_id = h.create_job({"counter_file": counter.name, "gate_dir": gates.name, "gates": ["inside:apply_a"]})
+    wait_until(lambda: (gates / f"{job_id}.inside:apply_a.at").exists(), 30, "A inside apply_a")
+    assert h.job(job_id)["cleanup_owed_since"] is not None  # owed since disable_guard
+    with pytest.raises(Exception, match="cleanup_owed"):  # finish_job's update, without the cleanup
+        h.query("update public.jobs set status = 'failed', error = 'x' where id = %s", job_id)
+    a.kill9()
+    assert [r["outcome"] for r in h.expire_and_recover([job_id])] == ["paused_executor_lost"]
+
+    # no terminal state while the cleanup is owed: a cancel hands the job back instead
+    h.query("update public.jobs set status = 'cancelled' where id = %s", job_id)
+    job = h.job(job_id)
+    assert job["status"] == "pending" and job["cancel_requested_at"] is not None, job
+    assert counter.with_name(counter.name + ".state").read_text() == "guard=off\n"
+
+    b = h.spawn("lost-b")
+    b.wait_log("registered")
+    job = h.wait_status(job_id, ("cancelled", "failed", "paused"), timeout=30)
+    assert job["status"] == "cancelled" and job["cleanup_owed_since"] is None, job
+    assert counter.with_name(counter.name + ".state").read_text() == "guard=on\n"
+    fx = effects(counter)
+    assert [s for e, s, _, _ in fx if e == "apply"] == ["apply_a"]  # never again
+    assert [pid for e, _, _, pid in fx if e == "cleanup"] == [b.proc.pid]
+    steps = {r["step_key"]: r for r in h.steps(job_id)}
+    assert steps["restore_guard"]["status"] == "completed" and steps["apply_a"]["status"] == "skipped"
+    assert b.terminate() == 0
+
+
+def test_abandon_cleanup_is_the_only_other_way_out(harness):
+    h = harness
+    gates = h.selftest_dir / "gates"
+    gates.mkdir()
+    counter = h.selftest_dir / "abandon.counter"
+    a = h.spawn("abandon-a")
+    a.wait_log("registered")
+    job_id = h.create_job({"counter_file": counter.name, "gate_dir": gates.name, "gates": ["inside:apply_a"]})
+    wait_until(lambda: (gates / f"{job_id}.inside:apply_a.at").exists(), 30, "A inside apply_a")
+    a.kill9()
+    h.expire_and_recover([job_id])
+    with pytest.raises(Exception, match="written by set_cleanup_owed"):
+        h.query("update public.jobs set cleanup_owed_since = null where id = %s", job_id)
+    with pytest.raises(Exception, match="reason are required"):
+        h.query("select public.abandon_cleanup(%s, ' ')", job_id)
+    h.query("select public.abandon_cleanup(%s, 'vCenter decommissioned; HA restored by hand')", job_id)
+    job = h.job(job_id)
+    assert job["status"] == "cancelled" and job["details"]["cleanup_abandoned"]["reason"].startswith("vCenter")
+    audit = h.query("select note from public.audit_log where table_name = 'jobs' and row_id = %s and note like 'abandon_cleanup:%%'",
+                    job_id)
+    assert audit, "abandon_cleanup is audited with its reason"

@@ -424,3 +424,36 @@ def test_executor_writes_under_a_valid_lease(db_url, conn):
                     (ex, job, epoch2))
         assert cur.fetchone() == ("completed", True)
         cur.execute("delete from public.artifacts where id = %s", (artifact,))  # not removed with the site
+
+
+def test_create_job_and_the_claim_take_one_cluster_lock(db_url, conn):
+    """One declaration of the per-cluster lock key (issue 14): create-job spelled it
+    'rackpilot:cluster:<id>' and the claim 'rackpilot.cluster:<id>', two locks that never
+    excluded each other. Both now take public.cluster_lock_key(cluster): while a create-job
+    transaction holds it, the claim passes over that cluster's jobs."""
+    from pathlib import Path
+
+    jobs_ts = (Path(__file__).resolve().parents[2] / "supabase/functions/_shared/jobs.ts").read_text()
+    assert "public.cluster_lock_key(" in jobs_ts and "rackpilot:cluster:" not in jobs_ts
+    with private_site(db_url, "lockkey") as site, conn.cursor() as cur:
+        cur.execute("insert into public.vcenters (site_id, name, address) values (%s, 'vc', 'vc.test') returning id",
+                    (site,))
+        vc = cur.fetchone()[0]
+        cur.execute("insert into public.clusters (vcenter_id, site_id, name, moref) values (%s, %s, 'c', 'domain-c1') "
+                    "returning id", (vc, site))
+        cluster = cur.fetchone()[0]
+        cur.execute("insert into public.jobs (type, site_id, cluster_id) values ('power_operation', %s, %s)",
+                    (site, cluster))
+        ex = register_executor(cur, site, "lock-ex")
+        holder = connect(db_url)
+        holder.autocommit = False
+        try:
+            with holder.cursor() as hc:  # what create-job does inside its transaction
+                hc.execute("select pg_advisory_xact_lock(public.cluster_lock_key(%s))", (cluster,))
+                cur.execute("select job_id from public.claim_jobs(%s, 5)", (ex,))
+                assert cur.fetchall() == []
+            holder.rollback()
+        finally:
+            holder.close()
+        cur.execute("select job_id from public.claim_jobs(%s, 5)", (ex,))
+        assert len(cur.fetchall()) == 1

@@ -28,6 +28,7 @@ class DoubleJobStore:
         self.notices: list[tuple[str, dict]] = []
         self.cancel = False
         self.released = False
+        self.cleanup_owed = False  # public.jobs.cleanup_owed_since, as set_cleanup_owed keeps it
         self.credentials: dict[str, dict[str, str]] = {}
 
     def session(self, *, draining: bool = False) -> DoubleSession:
@@ -77,7 +78,19 @@ class DoubleSession:
         self.store.status = "paused"
         self.store.pause_args = (reason, blockers)
 
+    async def call(self, fn: str, params: dict[str, Any]) -> Any:
+        self._write("call", fn, params)
+        if fn == "set_cleanup_owed":
+            if not params["p_owed"]:
+                open_ = [n for n, r in self.store.steps.items()
+                         if (r.get("details") or {}).get("cleanup") and r["status"] != "completed"]
+                assert not open_, f"cleanup_not_done: {open_}"
+            self.store.cleanup_owed = bool(params["p_owed"])
+        return None
+
     async def finish(self, status: str, *, result: dict[str, Any] | None = None, error: str | None = None) -> None:
+        # as jobs_guard_cleanup: no terminal state while the cleanup is owed
+        assert not self.store.cleanup_owed, f"cleanup_owed: finish({status}) refused"
         self._write("finish", status)
         self.store.status = status
         self.store.finish_args = {"status": status, "result": result, "error": error}

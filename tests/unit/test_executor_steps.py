@@ -312,3 +312,69 @@ async def test_selftest_relative_paths_land_in_its_folder(tmp_path):
     assert out.status == "completed"
     assert sorted(p.name for p in base.iterdir()) == ["c", "c.state"]
     assert oct(base.stat().st_mode & 0o777) == "0o700"
+
+
+# --- cleanup on every exit path (DESIGN §5.2; issue 14) ---------------------------------------
+def _owed_calls(store: DoubleJobStore) -> list[bool]:
+    return [w[3]["p_owed"] for w in store.writes if w[1] == "call" and w[2] == "set_cleanup_owed"]
+
+
+async def test_cleanup_is_owed_before_the_first_change_and_settled_after_the_cleanup(tmp_path):
+    store = make_store(tmp_path)
+    out = await StepEngine().run(SelftestHandler(tmp_path), store.session())
+    assert out.status == "completed" and _owed_calls(store) == [True, False]
+    seq = [("owe" if w[3]["p_owed"] else "settle") if w[1] == "call" else w[2] for w in store.writes
+           if w[1] == "call" or (w[1] == "step" and w[3] == RUNNING)]
+    seq = [x for i, x in enumerate(seq) if i == 0 or seq[i - 1] != x]  # progress writes repeat RUNNING
+    # owed right before disable_guard runs (its only_if_started), settled after restore_guard
+    assert seq == ["preflight", "owe", "disable_guard", *MAIN[2:], "restore_guard", "settle"], seq
+    assert store.steps["restore_guard"]["details"]["cleanup"] is True
+    assert not store.cleanup_owed
+
+
+async def test_cancel_from_executor_lost_runs_only_the_cleanup(tmp_path):
+    """A job paused as executor_lost inside a non-resumable step, then cancelled: SQL hands it
+    back (pending, cancel requested); the engine must not stop at the interrupted step but
+    skip every main step and run the cleanup, so the guard (HA/DRS) is restored."""
+    store = make_store(tmp_path)
+    for i, name in enumerate(MAIN[:2]):
+        store.steps[name] = {"name": name, "step_index": i, "status": COMPLETED, "details": {"attempt": 1}}
+    store.steps["apply_a"] = {"name": "apply_a", "step_index": 2, "status": RUNNING, "details": {"attempt": 1}}
+    (tmp_path / "counter.state").write_text("guard=off\n")
+    store.cleanup_owed = True
+    store.cancel = True
+    store.epoch = 2
+    out = await StepEngine().run(SelftestHandler(tmp_path), store.session())
+    assert out.status == "cancelled", out
+    assert effects(tmp_path) == ["cleanup restore_guard"]
+    assert (tmp_path / "counter.state").read_text() == "guard=on\n"
+    assert store.steps["apply_a"]["status"] == SKIPPED and store.finish_args["status"] == "cancelled"
+    assert not store.cleanup_owed
+
+
+class FlakyCleanup(SelftestHandler):
+    """restore_guard fails while ``broken`` is set (the vCenter unreachable, say)."""
+
+    broken = True
+
+    @cleanup_step(10, only_if_started="disable_guard")
+    async def restore_guard(self, ctx: StepContext) -> None:
+        if FlakyCleanup.broken:
+            raise RuntimeError("vCenter unreachable")
+        await super().restore_guard(ctx)
+
+
+async def test_a_failed_cleanup_pauses_the_job_and_the_next_run_does_the_cleanup_only(tmp_path):
+    FlakyCleanup.broken = True
+    store = make_store(tmp_path, fail_at="apply_b")
+    out = await StepEngine().run(FlakyCleanup(tmp_path), store.session())
+    assert out.status == "paused" and store.pause_args == ("cleanup_failed", [])
+    assert store.cleanup_owed and store.finish_args is None  # no terminal state without the cleanup
+    assert store.steps["restore_guard"]["details"]["pending_outcome"] == "failed"
+    FlakyCleanup.broken = False
+    store.epoch += 1  # resumed, claimed again
+    before = effects(tmp_path)
+    out = await StepEngine().run(FlakyCleanup(tmp_path), store.session())
+    assert out.status == "failed" and "failed on request" in out.error  # the outcome it had
+    assert effects(tmp_path)[len(before):] == ["cleanup restore_guard"]  # no main step again
+    assert store.finish_args["status"] == "failed" and not store.cleanup_owed

@@ -413,7 +413,8 @@ export async function planJob(tx: Tx, req: JobRequest, now: Date): Promise<JobPl
 
   let activity: ClusterActivity | null = null;
   if (clusterId) {
-    await tx`select pg_advisory_xact_lock(hashtextextended(${"rackpilot:cluster:" + clusterId}, 0))`;
+    // the claim takes the same lock: one key, declared once in SQL (public.cluster_lock_key)
+    await tx`select pg_advisory_xact_lock(public.cluster_lock_key(${clusterId}))`;
     const [a] = await tx<{ active_jobs: number; active_rolling_updates: number }[]>`
       -- safety.yaml's max_concurrent_per_cluster counts running or paused jobs (the claim
       -- holds pending ones back); a rolling update already queued counts as well.

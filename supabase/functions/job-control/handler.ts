@@ -4,7 +4,8 @@
 // - pause: asks a running job to pause at its next safe point (pause_requested_at);
 // - resume: a paused job goes back to pending for a fresh claim (the database refuses
 //   while blockers are open, and for executor_lost, which needs force-resume);
-// - cancel: a pending or paused job is cancelled at once; for a running job it is a
+// - cancel: a pending or paused job is cancelled at once (one that owes its cleanup goes
+//   back to an executor for that cleanup first); for a running job it is a
 //   request the executor honours at its next safe point, never in the middle of a flash;
 // - retry: a failed job is planned again from its params (targets, site and safety are
 //   checked anew) and created as a new job whose scope.retry_of names the old one;
@@ -95,8 +96,10 @@ export const handler = guard("job-control", async (req: Request): Promise<Respon
           await tx`update public.jobs set cancel_requested_at = now() where id = ${jobId}`;
           return json({ job_id: jobId, action, status: job.status, requested: true });
         }
+        // a job that owes its cleanup (HA/DRS relaxed, say) stays pending with its cancel
+        // requested until an executor has run that cleanup (jobs_guard_cleanup)
         const [row] = await tx`update public.jobs set status = 'cancelled' where id = ${jobId} returning status::text`;
-        return json({ job_id: jobId, action, status: row.status, requested: false });
+        return json({ job_id: jobId, action, status: row.status, requested: row.status !== "cancelled" });
       }
       case "force_resume": {
         const [row] = await tx`select (public.force_resume(${jobId}, ${body.reason!.trim()})).status::text as status`;
