@@ -617,11 +617,21 @@ class RollingClusterUpdateHandler(JobHandler):
 
     @staticmethod
     def _bring_back(vc: VSphereClient, host: dict[str, Any], vms: list[str]) -> bool:
-        """Take a failed host out of maintenance once it responds; True if it stays out."""
-        h = vc.host(host["moref"])
-        if h.connection_state != "connected":
-            h = vc.wait_for_host(host["moref"])
-        vc.exit_maintenance(host["moref"])
+        """Take a failed host out of maintenance once it responds and power the VMs this job
+        powered off back on; True if the host stays in maintenance (it did not come back in
+        time, or vCenter still reports it in maintenance after the exit), so the task keeps
+        ``maintenance_by_job`` and the cleanup step tries again. Read back, never assumed."""
+        moref = host["moref"]
+        try:
+            h = vc.host(moref)
+            if h.connection_state != "connected":
+                vc.wait_for_host(moref)
+            vc.exit_maintenance(moref)
+        except TargetError as exc:
+            log.warning("host %s not brought back yet: %s", host.get("name") or moref, exc)
+            return True
+        if vc.host(moref).in_maintenance:
+            return True
         for vm in vms:
             vc.power_on_vm(vm)
         return False
@@ -667,7 +677,9 @@ class RollingClusterUpdateHandler(JobHandler):
                     if not rows:
                         continue
                     try:
-                        await asyncio.to_thread(self._bring_back, client, rows[0], d.get("powered_off_vms") or [])
+                        if await asyncio.to_thread(self._bring_back, client, rows[0], d.get("powered_off_vms") or []):
+                            errors.append(f"{rows[0]['name']}: still in maintenance mode")
+                            continue
                         await write(ctx, "update_task", p_target_kind="host", p_target_id=t["target_id"],
                                     p_status=t["status"] if t["status"] != "running" else "failed",
                                     p_details={"maintenance_by_job": False},
