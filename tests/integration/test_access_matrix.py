@@ -130,6 +130,9 @@ class World:
             i[n] = self.one("insert into public.job_schedules (site_id, name, job_type, recurrence, owner_id) "
                             "values (%s, %s, 'inventory_refresh', '@daily', %s) returning id",
                             (i["site"], n, users["operator"]))
+        i["wseries"] = self.one("insert into public.maintenance_window_series (site_id, title, recurrence, "
+                                "duration_minutes, requested_by) values (%s, 's', '0 2 * * 6', 60, %s) returning id",
+                                (i["site"], users["operator"]))
         for days, n in ((1, "srun"), (2, "srun2")):
             i[n] = self.one("insert into public.schedule_runs (schedule_id, occurrence_at, status) "
                             "values (%s, now() - make_interval(days => %s), 'missed') returning id", (i["sched"], days))
@@ -299,6 +302,13 @@ def statements(w: dict[str, str], users: dict[str, str]) -> dict[str, dict[str, 
                        "values (%s, 'acl-new', 'vcenter_sync', '@hourly')", (s["site"],)),
             "update": ("update public.job_schedules set enabled = enabled where id = %s", (s["sched"],)),
             "delete": ("delete from public.job_schedules where id = %s", (s["sched2"],)),
+        },
+        "maintenance_window_series": {
+            "select": ("select id from public.maintenance_window_series where id = %s", (s["wseries"],)),
+            "insert": ("insert into public.maintenance_window_series (site_id, title, recurrence, duration_minutes) "
+                       "values (%s, 'n', '0 3 * * 6', 30)", (s["site"],)),
+            "update": ("update public.maintenance_window_series set title = title where id = %s", (s["wseries"],)),
+            "delete": ("delete from public.maintenance_window_series where id = %s", (s["wseries"],)),
         },
         "schedule_runs": {
             "select": ("select id from public.schedule_runs where id = %s", (s["srun"],)),

@@ -376,3 +376,96 @@ def fired(world: World, schedule_id: str, n: int) -> dict[str, Any]:
 
 def time_now(world: World) -> float:
     return world.h.one("select extract(epoch from now())::float8 as t")["t"]
+
+
+# --- recurring maintenance windows (20261207120000_window_series.sql) ------------------------------------
+def test_recurring_window_occurrences_need_a_second_person_and_gate_a_risky_scheduled_job(world: World) -> None:
+    """A window series materialises its occurrences as maintenance windows; each is approved
+    by someone other than the requester (or the whole series is); a risky scheduled job takes
+    its occurrence's window and the claim does not hand it out before the window opens."""
+    import datetime as dt
+
+    import psycopg2
+
+    op, admin = world.users["operator"], world.users["admin"]
+    at = dt.datetime.now(dt.UTC) + dt.timedelta(hours=3, minutes=7)
+    series = op.table("maintenance_window_series").insert({
+        "site_id": world.h.site_id, "title": "nightly patching", "recurrence": f"{at.minute} {at.hour} * * *",
+        "duration_minutes": 60, "horizon_days": 3}).execute().data[0]
+    occ = lambda: world.h.query("select * from public.maintenance_windows where series_id = %s "  # noqa: E731
+                                "order by starts_at", series["id"])
+    first, second = occ()[:2]
+    operator_id = str(series["requested_by"])
+    assert len(occ()) == 3 and {o["status"] for o in occ()} == {"requested"}
+    assert str(first["requested_by"]) == operator_id and first["occurrence_at"] == first["starts_at"]
+    assert (first["ends_at"] - first["starts_at"]).total_seconds() == 3600
+    with pytest.raises(Exception) as exc:
+        op.table("maintenance_window_series").insert({"site_id": world.h.site_id, "title": "bad",
+                                                      "recurrence": "RRULE:FREQ=YEARLY", "duration_minutes": 5}).execute()
+    assert "invalid_argument" in str(exc.value)
+
+    # per occurrence, four eyes: an operator may not approve, an approver other than the requester may
+    status, body = world.refusal("operator", "maintenance-windows", {"action": "approve", "window_id": str(first["id"])})
+    assert status == 403, body
+    res = world.invoke("admin", "maintenance-windows", {"action": "approve", "window_id": str(first["id"])})
+    assert res["status"] == "approved" and str(res["approved_by"]) != operator_id
+    # nobody approves their own series
+    own = admin.table("maintenance_window_series").insert({
+        "site_id": world.h.site_id, "title": "own", "recurrence": "0 12 * * 0", "duration_minutes": 5,
+        "horizon_days": 1}).execute().data[0]
+    with pytest.raises(Exception) as exc:
+        admin.table("maintenance_window_series").update({"status": "approved"}).eq("id", own["id"]).execute()
+    assert "four_eyes" in str(exc.value)
+    admin.table("maintenance_window_series").update({"status": "cancelled"}).eq("id", own["id"]).execute()
+
+    # a risky (firmware_update) schedule on the series: its job takes the approved occurrence
+    _, sid = world.env.take()
+    sched = op.table("job_schedules").insert({
+        "site_id": world.h.site_id, "name": f"fw-{uuid.uuid4().hex[:6]}", "job_type": "firmware_update",
+        "params": {"server_ids": [sid], "dry_run": True,
+                   "firmware": {"catalog_url": "https://downloads.example.test/Catalog.xml"}},
+        "recurrence": "@daily", "window_series_id": series["id"]}).execute().data[0]
+    due = "update public.job_schedules set next_run_at = now() - interval '2 seconds' where id = %s"
+    world.h.query(due, sched["id"])
+    f = fired(world, sched["id"], 1)
+    assert f["status"] == "created", f
+    job = world.h.job(str(f["job_id"]))
+    assert str(job["maintenance_window_id"]) == str(first["id"]) and job["status"] == "pending"
+    assert job["scheduled_for"] == first["starts_at"]
+    wait = lambda: world.h.one("select waiting_for from public.v_job_waits where job_id = %s",  # noqa: E731
+                               job["id"])["waiting_for"]
+    assert wait() == "scheduled"
+    # its time has come but its window has not: the claim's re-check holds it back
+    world.h.query("update public.jobs set scheduled_for = now() where id = %s", job["id"])
+    assert wait() == "window_not_started"
+    executor_id = world.h.one("select id from public.executors where site_id = %s and name = 'dell'",
+                              world.h.site_id)["id"]
+    conn = psycopg2.connect(world.h.env["SUPABASE_DB_URL"])
+    try:
+        with conn.cursor() as cur:
+            cur.execute("select job_id from public.claim_jobs(%s, 50)", (executor_id,))
+            assert str(job["id"]) not in {str(r[0]) for r in cur.fetchall()}
+    finally:
+        conn.rollback()
+        conn.close()
+    world.h.query("update public.jobs set status = 'cancelled', cancel_requested_at = now() where id = %s", job["id"])
+
+    # the next occurrence ahead is not approved: create-job's refusal, recorded, no job
+    world.invoke("admin", "maintenance-windows", {"action": "cancel", "window_id": str(first["id"])})
+    world.h.query(due, sched["id"])
+    f = fired(world, sched["id"], 2)
+    assert (f["status"], f["code"], f["job_id"]) == ("failed", "window_not_approved", None), f
+
+    # the approver approves the series: its open occurrences are approved in its name
+    admin.table("maintenance_window_series").update({"status": "approved"}).eq("id", series["id"]).execute()
+    rest = [o for o in occ() if o["id"] != first["id"]]
+    assert {o["status"] for o in rest} == {"approved"}
+    assert {str(o["approved_by"]) for o in rest} == {str(res["approved_by"])}
+    world.h.query(due, sched["id"])
+    f = fired(world, sched["id"], 3)
+    assert f["status"] == "created" and str(world.h.job(str(f["job_id"]))["maintenance_window_id"]) == str(second["id"])
+    world.h.query("update public.jobs set status = 'cancelled', cancel_requested_at = now() where id = %s", f["job_id"])
+
+    # cancelling the series cancels what has not started
+    op.table("maintenance_window_series").update({"status": "cancelled"}).eq("id", series["id"]).execute()
+    assert {o["status"] for o in occ()} == {"cancelled"}

@@ -34,6 +34,7 @@ interface Schedule {
   description: string;
   missed_policy: "skip" | "run_once";
   owner_id: string | null;
+  window_series_id: string | null;
   next_run_at: Date;
   last_job_id: string | null;
 }
@@ -103,6 +104,25 @@ async function fireOne(siteId: string | null, now: Date): Promise<Fired | null> 
     if (!s.owner_id) {
       return await record({ status: "failed", code: "no_owner", error: "the schedule has no owner; an operator saves it" });
     }
+    // a schedule that names a window series: its job takes the series' occurrence that
+    // contains this occurrence, or else the next one (migration 20261207120000); create-job's
+    // window rules then decide, and the claim re-checks the window on the locked row
+    let windowId: string | null = null;
+    if (s.window_series_id) {
+      const [w] = await tx<{ id: string }[]>`
+        select id from public.maintenance_windows
+         where series_id = ${s.window_series_id}::uuid and status in ('requested', 'approved')
+           and ends_at > greatest(${occurrence}::timestamptz, now())
+         order by starts_at limit 1`;
+      if (!w) {
+        return await record({
+          status: "failed",
+          code: "window_required",
+          error: "the schedule's window series has no occurrence ahead",
+        });
+      }
+      windowId = w.id;
+    }
     const claims = { sub: s.owner_id, role: "authenticated", aud: "authenticated", schedule_id: s.id };
     try {
       const jobId = await tx.savepoint(async (sp) => {
@@ -117,6 +137,7 @@ async function fireOne(siteId: string | null, now: Date): Promise<Fired | null> 
           site_id: s.site_id,
           priority: s.priority,
           description: (s.description || `scheduled: ${s.name}`).slice(0, 2000),
+          ...(windowId ? { maintenance_window_id: windowId } : {}),
         });
         const plan = await planJob(sp as unknown as Tx, request, now);
         return await insertJob(sp as unknown as Tx, plan, { schedule_id: s.id, occurrence_at: occurrence.toISOString() });
@@ -143,6 +164,11 @@ export const handler = guard("schedules", async (req: Request): Promise<Response
   const siteId = typeof body.site_id === "string" ? body.site_id : null;
   if (siteId !== null && !UUID.test(siteId)) throw new HttpError(400, "invalid_request", "site_id must be a uuid");
   const max = typeof body.max === "number" && body.max >= 1 ? Math.min(body.max, MAX_PER_CALL) : MAX_PER_CALL;
+  // roll the recurring maintenance windows' horizon forward (each series at most every 10 min)
+  await sql().begin(async (tx: Tx) => {
+    await tx`select set_config('role', 'service_role', true)`;
+    await tx`select public.window_series_sync_due(${siteId}::uuid)`;
+  });
   const fired: Fired[] = [];
   for (let i = 0; i < max; i++) {
     const f = await fireOne(siteId, new Date());
