@@ -52,7 +52,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 import urllib.request
 from dataclasses import asdict
 from typing import Any
@@ -71,6 +70,7 @@ from ..steps import (
     cleanup_step,
     step,
 )
+from ..targets.bmc_settle import SettleOptions, settle
 from ..targets.catalog import Catalog, UpdatePackage
 from ..targets.dell import FAILED, IDRAC_COMPONENT_ID
 from ..targets.errors import JobFailed, TargetError
@@ -194,13 +194,24 @@ class HostWork:
         return self.vc.host(self.host["moref"]).boot_time
 
     def reboot_apply(self, staged: list[str]) -> None:
-        """One reboot applies every staged job; wait for each and for the LC."""
+        """One reboot applies every staged job; wait for each and for the LC, then for the
+        BMC to settle."""
         with self.redfish() as c:
             dell = c.require_dell("apply firmware")
             c.power("graceful_restart" if c.power_state() == "On" else "on")
             for jid in staged:
                 dell.wait_job(jid, operation="apply staged firmware")
             dell.wait_lc_ready(operation="firmware applied")
+        self.settle_bmc()
+
+    def settle_bmc(self) -> dict[str, Any]:
+        """Wait until the iDRAC answered well N times in a row (LC ready, no job running):
+        after a reboot or flash, and after a crash in the middle of one (bmc_settle)."""
+        def connect() -> RedfishClient:
+            with self.redfish() as c:  # raises while the iDRAC refuses a session
+                return c
+        res = settle(connect, SettleOptions.from_env(self.profile.time_scale), what=f"iDRAC of {self.host['name']}")
+        return {"polls": res.polls, "unreachable_polls": res.unreachable_polls, "seconds": res.seconds}
 
     def apply_in_maintenance(self, packages: list[UpdatePackage]) -> None:
         """Naive path: download, stage and apply everything while the host is out."""
@@ -208,26 +219,19 @@ class HostWork:
             report = c.require_dell("firmware update").update_firmware(packages)
             report.raise_for_failures(c.target)
 
-    def settle_after_interruption(self) -> None:
+    def settle_after_interruption(self) -> dict[str, Any]:
         """Resume after an executor crash in the middle of an apply: let the iDRAC finish
-        what it was doing (its jobs run without us), never start anything new."""
+        what it was doing (its jobs run without us), never start anything new. The iDRAC may
+        still be rebooting: it is judged only once it has settled (N good answers in a row,
+        LC ready, no job running), never on its first refusal."""
+        settled = self.settle_bmc()
         with self.redfish() as c:
-            dell = c.require_dell("resume firmware apply")
-            deadline = time.monotonic() + c.timeouts.job
-            while True:
-                jobs = dell.jobs()
-                failed = [j for j in jobs if j.state in FAILED]
-                running = [j for j in jobs if not j.finished and j.state != "Scheduled"]
-                if failed:
-                    raise JobFailed(f"firmware job {failed[0].id} ended {failed[0].state}: {failed[0].message}",
-                                    job_id=failed[0].id, state=failed[0].state, target=c.target,
-                                    operation="resume firmware apply")
-                if not running:
-                    break
-                if time.monotonic() > deadline:
-                    raise HostFailed(f"{self.host['name']}: firmware jobs still running after the crash recovery")
-                c.sleep(c.timeouts.poll)
-            dell.wait_lc_ready(operation="resume firmware apply")
+            failed = [j for j in c.require_dell("resume firmware apply").jobs() if j.state in FAILED]
+            if failed:
+                raise JobFailed(f"firmware job {failed[0].id} ended {failed[0].state}: {failed[0].message}",
+                                job_id=failed[0].id, state=failed[0].state, target=c.target,
+                                operation="resume firmware apply")
+        return settled
 
     def wait_esxi(self, booted_after: str | None) -> None:
         self.vc.wait_for_host(self.host["moref"], booted_after=booted_after)
@@ -539,7 +543,8 @@ class RollingClusterUpdateHandler(JobHandler):
             progress["phase"][host["id"]] = name
             if save:
                 await ctx.save_progress(progress)
-            await update_task(ctx, host, "running", progress=pct, details={"phase": name, **details})
+            # (a resumed host's details, read back from its task, hold the phase it had then)
+            await update_task(ctx, host, "running", progress=pct, details={**details, "phase": name})
 
         try:
             if resumed_phase != "apply":
@@ -582,7 +587,9 @@ class RollingClusterUpdateHandler(JobHandler):
                 # Crash recovery inside the apply: never flash again; let it finish and check.
                 details["resumed_after_interruption"] = True
                 boot_before = details.get("boot_before")
-                await asyncio.to_thread(work.settle_after_interruption)
+                # shown on the task only: the saved phase stays apply (never flash again)
+                await update_task(ctx, host, "running", progress=60, details={**details, "phase": "settle"})
+                details["bmc_settle"] = await asyncio.to_thread(work.settle_after_interruption)
             await phase("wait_host", 75)
             await asyncio.to_thread(work.wait_esxi, boot_before)
             versions = await asyncio.to_thread(work.verify, packages)
@@ -592,7 +599,7 @@ class RollingClusterUpdateHandler(JobHandler):
             for vm in details.get("powered_off_vms") or []:
                 await asyncio.to_thread(vc.power_on_vm, vm)
             details["maintenance_by_job"] = False
-            await update_task(ctx, host, "completed", progress=100, details={"phase": "done", **details})
+            await update_task(ctx, host, "completed", progress=100, details={**details, "phase": "done"})
             return details
         except (asyncio.CancelledError, JobCancelled):
             raise
@@ -610,7 +617,7 @@ class RollingClusterUpdateHandler(JobHandler):
                 details["maintenance_by_job"] = left_out
             except Exception as back:  # noqa: BLE001 - the cleanup step tries again
                 details["bring_back_error"] = str(back)[:500]
-            await update_task(ctx, host, "failed", error=error, details={"phase": "failed", **details})
+            await update_task(ctx, host, "failed", error=error, details={**details, "phase": "failed"})
             raise
         finally:
             await asyncio.to_thread(work.close)

@@ -83,6 +83,8 @@ CLUSTERS = [
     # 96 GiB VMs: evacuation takes a few hundred ms, a window to kill the executor in
     _cluster("crm", 3, 2, vm_memory_mb=96 * 1024, host_memory_mb=1024 * 1024),
     _cluster("cra", 3),
+    # the BMC of the host being flashed is unreachable when the crashed job is resumed
+    _cluster("crb", 2),
 ]
 # Lab durations (simulated seconds) shortened where they only add waiting.
 TIMING = {"scp_export": 60.0, "idrac_down": 60.0, "lc_after_idrac_reset": 20.0, "fw_download": 20.0}
@@ -125,7 +127,7 @@ class World:
             shutil.copy(self.tmp / "ru-a" / "state" / "executor_key.pem", state / "executor_key.pem")
             (state / "executor_key.pem").chmod(0o600)
         ex = self.h.spawn(name, target_time_scale=LAB_SCALE / 4, max_concurrent_jobs=4, realtime_enabled="false",
-                          poll_interval=0.3)
+                          poll_interval=0.3, bmc_settle_interval_s=10)  # 3 good answers 0.1 s apart here
         ex.wait_log("registered", timeout=30)
         return ex
 
@@ -400,6 +402,40 @@ def test_kill9_then_recovery(world, cluster, phase):
     w.check(job_id, cluster, before, s)
     steps = {r["step_key"]: r for r in w.h.steps(job_id)}
     assert steps["rollout"]["details"]["attempt"] == 2 and steps["cleanup"]["status"] == "completed"
+
+
+def test_kill9_mid_flash_then_the_bmc_settles_before_the_host_is_judged(world):
+    """Issue 14: an executor killed mid-flash; when the job is resumed the iDRAC of the host
+    being flashed does not answer (still rebooting). The resumed host must be judged only
+    after the BMC settled (N good answers in a row, LC ready, no job running), not failed on
+    the first refusal; the job completes with no second flash."""
+    w = world
+    before = w.settings("crb")
+    host = "crb-esx02"
+    with sampler(w) as s:
+        job_id = w.rolling("crb")
+        wait_until(lambda: (t := w.tasks(job_id).get(host)) and t["details"].get("phase") == "apply", 90,
+                   f"{host} in phase apply")
+        wait_until(lambda: any(e[0] == host and e[1] == "reboot" for e in w.dc.power_events), 30,
+                   "the firmware reboot")
+        w.executor.kill9()
+        flashes_at_kill = len(w.dc.bmc(host).flashes)
+        w.dc.bmc(host).inject(unreachable=True)
+        assert [r["outcome"] for r in w.h.expire_and_recover([job_id])] == ["requeued"]
+        w.executor = w.spawn("ru-settle")
+        # the resumed host waits for its BMC instead of failing (budget 0 would fail the job)
+        wait_until(lambda: (w.tasks(job_id).get(host) or {}).get("details", {}).get("phase") == "settle"
+                   or w.h.job(job_id)["status"] in ("failed", "completed", "cancelled"), 60, "the settle wait")
+        assert w.tasks(job_id)[host]["details"].get("phase") == "settle", w.h.job(job_id)["error"]
+        w.dc.bmc(host).inject(unreachable=False)
+        job = finish(w, job_id)
+    assert job["status"] == "completed", job["error"]
+    task = w.tasks(job_id)[host]
+    assert task["details"]["resumed_after_interruption"] is True
+    assert task["details"]["bmc_settle"]["unreachable_polls"] >= 1 and task["details"]["bmc_settle"]["polls"] >= 3
+    assert len(w.dc.bmc(host).flashes) == flashes_at_kill  # never flashed twice
+    assert all(w.dc.bmc(h).boot_count == 1 for h in w.hosts_of("crb"))
+    w.check(job_id, "crb", before, s)
 
 
 def test_zz_invariant_checks_catch_violations(world):
