@@ -52,6 +52,7 @@ class JobType(StrEnum):
     INVENTORY_REFRESH = "inventory_refresh"
     FIRMWARE_COMPLIANCE = "firmware_compliance"
     DISCOVERY_SCAN = "discovery_scan"
+    CATALOG_REFRESH = "catalog_refresh"
 
 
 class TargetKind(StrEnum):
@@ -64,6 +65,7 @@ class TargetKind(StrEnum):
     REPLICATION_PAIR = "replication_pair"  # a ZFS source dataset and its replica
     SITE = "site"  # a whole site (discovery; a site-wide inventory or compliance run)
     OME_INSTANCE = "ome_instance"  # an OpenManage Enterprise instance
+    FIRMWARE_CATALOG = "firmware_catalog"  # a registered Dell catalog (firmware_catalogs)
 
 
 def _unique(ids: list[UUID]) -> list[UUID]:
@@ -112,10 +114,15 @@ class BlockerDefault(StrEnum):
 
 
 class FirmwareSelection(BaseModel):
-    """Which firmware to apply: a Dell catalog, optionally narrowed to components."""
+    """Which firmware to apply: a Dell catalog, optionally narrowed to components. Name a
+    registered catalog (catalog_id) or baseline (baseline_id) and create-job fills in its URL
+    (and the baseline's components); a URL typed by hand is still accepted. create-job
+    refuses a selection with none of the three, so a stored job always has catalog_url."""
 
     model_config = ConfigDict(extra="forbid")
-    catalog_url: HttpUrlStr = Field(description="Dell repository catalog (Catalog.xml or .gz)")
+    catalog_url: HttpUrlStr | None = Field(default=None, description="Dell repository catalog (Catalog.xml or .gz)")
+    catalog_id: UUID | None = Field(default=None, description="a registered catalog of the job's site")
+    baseline_id: UUID | None = Field(default=None, description="a baseline of the job's site (catalog + components)")
     components: list[Name] = Field(default=[], max_length=64,
                                    description="component names to apply; empty = every applicable update")
     allow_downgrade: bool = False
@@ -263,6 +270,8 @@ class FirmwareComplianceParams(_Params):
                                  description="OME baseline name; default: OME's first baseline")
     refresh_inventory: bool = True
     catalog_url: HttpUrlStr | None = Field(default=None, description="Dell catalog (Catalog.xml or .gz)")
+    catalog_id: UUID | None = Field(default=None, description="a registered catalog of the job's site; "
+                                    "create-job fills in catalog_url")
     server_ids: _servers_or_site(4096)
     site_id: _optional_target(TargetKind.SITE, "every server of this site (when server_ids is empty)")
 
@@ -294,6 +303,16 @@ class DiscoveryScanParams(_Params):
     dry_run: bool = Field(default=False, description="list what would be registered or updated, write no server")
 
 
+class CatalogRefreshParams(_Params):
+    """Download a registered firmware catalog (Catalog.xml or .gz), check it against its
+    SHA-256 pin if it has one, and load its packages; a catalog that moved (redirect) or is
+    older than stale_after_days is loaded and reported as such."""
+
+    catalog_id: _target_one(TargetKind.FIRMWARE_CATALOG, "the catalog to refresh")
+    stale_after_days: int = Field(default=180, ge=1, le=3650,
+                                  description="a catalog dated earlier than this is reported stale (days)")
+
+
 MODELS: dict[JobType, type[_Params]] = {
     JobType.ROLLING_CLUSTER_UPDATE: RollingClusterUpdateParams,
     JobType.FIRMWARE_UPDATE: FirmwareUpdateParams,
@@ -306,6 +325,7 @@ MODELS: dict[JobType, type[_Params]] = {
     JobType.INVENTORY_REFRESH: InventoryRefreshParams,
     JobType.FIRMWARE_COMPLIANCE: FirmwareComplianceParams,
     JobType.DISCOVERY_SCAN: DiscoveryScanParams,
+    JobType.CATALOG_REFRESH: CatalogRefreshParams,
 }
 
 

@@ -133,6 +133,11 @@ class World:
         i["wseries"] = self.one("insert into public.maintenance_window_series (site_id, title, recurrence, "
                                 "duration_minutes, requested_by) values (%s, 's', '0 2 * * 6', 60, %s) returning id",
                                 (i["site"], users["operator"]))
+        i["fwcat"] = self.one("insert into public.firmware_catalogs (site_id, name, url) "
+                              "values (%s, 'acl-cat', 'https://example.test/Catalog.xml') returning id", (i["site"],))
+        for n in ("baseline", "baseline2"):
+            i[n] = self.one("insert into public.firmware_baselines (site_id, catalog_id, name) values (%s, %s, %s) "
+                            "returning id", (i["site"], i["fwcat"], n))
         for days, n in ((1, "srun"), (2, "srun2")):
             i[n] = self.one("insert into public.schedule_runs (schedule_id, occurrence_at, status) "
                             "values (%s, now() - make_interval(days => %s), 'missed') returning id", (i["sched"], days))
@@ -302,6 +307,13 @@ def statements(w: dict[str, str], users: dict[str, str]) -> dict[str, dict[str, 
                        "values (%s, 'acl-new', 'vcenter_sync', '@hourly')", (s["site"],)),
             "update": ("update public.job_schedules set enabled = enabled where id = %s", (s["sched"],)),
             "delete": ("delete from public.job_schedules where id = %s", (s["sched2"],)),
+        },
+        "firmware_baselines": {
+            "select": ("select id from public.firmware_baselines where id = %s", (s["baseline"],)),
+            "insert": ("insert into public.firmware_baselines (site_id, catalog_id, name) values (%s, %s, 'acl-new')",
+                       (s["site"], s["fwcat"])),
+            "update": ("update public.firmware_baselines set name = name where id = %s", (s["baseline"],)),
+            "delete": ("delete from public.firmware_baselines where id = %s", (s["baseline2"],)),
         },
         "maintenance_window_series": {
             "select": ("select id from public.maintenance_window_series where id = %s", (s["wseries"],)),

@@ -469,3 +469,85 @@ def test_recurring_window_occurrences_need_a_second_person_and_gate_a_risky_sche
     # cancelling the series cancels what has not started
     op.table("maintenance_window_series").update({"status": "cancelled"}).eq("id", series["id"]).execute()
     assert {o["status"] for o in occ()} == {"cancelled"}
+
+
+# --- firmware catalogs as data (20261207120100_firmware_catalogs_managed.sql) ----------------------------
+def test_catalog_refresh_loads_plain_gzipped_and_moved_catalogs_and_jobs_name_a_catalog(world: World) -> None:
+    """catalog_refresh jobs load a registered catalog's packages and say what they found:
+    gzip told by content, a redirect reported as moved, an old catalog as stale, a wrong pin
+    or a missing file as failed (the last good packages stay). Jobs then name a catalog or a
+    baseline and create-job fills in the URL and the components."""
+    import gzip
+
+    from devstack.lab.idrac.http import Response
+    from devstack.lab.idrac.testing import FileServer
+    from tests.integration._handlers_dell import FIXTURE
+
+    raw = FIXTURE.read_bytes()
+    files = FileServer({"/c/Catalog.xml": raw, "/c/Catalog.xml.gz": gzip.compress(raw)})
+    plain_handle = files._handle
+
+    async def handle(req: Any) -> Any:  # Dell moved its catalogs: the old path redirects
+        if req.path == "/old/Catalog.xml":
+            return Response(301, b"", {"Location": files.url("/c/Catalog.xml")})
+        return await plain_handle(req)
+
+    files._handle = handle  # type: ignore[method-assign]
+    op = world.users["operator"]
+    with files:
+        def register_catalog(path: str, **extra: Any) -> str:
+            return op.table("firmware_catalogs").insert({
+                "site_id": world.h.site_id, "name": f"cat-{uuid.uuid4().hex[:6]}", "url": files.url(path),
+                "last_status": "ok", "component_count": 99, **extra}).execute().data[0]["id"]
+
+        def refresh(cid: str, **params: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+            job = world.run("catalog_refresh", {"catalog_id": cid, **params}, timeout=60)
+            return job, world.h.one("select * from public.firmware_catalogs where id = %s", cid)
+
+        gz = register_catalog("/c/Catalog.xml.gz")
+        row = world.h.one("select last_status, component_count from public.firmware_catalogs where id = %s", gz)
+        assert (row["last_status"], row["component_count"]) == ("never", None)  # results are the executor's
+        job, row = refresh(gz)
+        n = len(__import__("executor.targets.catalog", fromlist=["Catalog"]).Catalog.from_bytes(raw).packages)
+        assert job["status"] == "completed", job
+        assert (row["last_status"], row["compressed"], row["component_count"], row["signature_status"]) == \
+            ("ok", True, n, "unverified")
+        assert row["catalog_date"] is not None and row["last_job_id"] is not None and len(row["sha256"]) == 64
+        pkgs = world.h.one("select count(*) as n from public.firmware_packages where catalog_id = %s", gz)["n"]
+        assert 0 < pkgs <= n
+
+        moved = register_catalog("/old/Catalog.xml")
+        job, row = refresh(moved)
+        assert job["status"] == "completed" and row["last_status"] == "moved" and row["compressed"] is False
+        assert row["moved_to"] == files.url("/c/Catalog.xml") and "update its URL" in row["last_error"]
+
+        job, row = refresh(register_catalog("/c/Catalog.xml"), stale_after_days=1)
+        assert row["last_status"] == "stale" and "days old" in row["last_error"]
+
+        pinned = register_catalog("/c/Catalog.xml", expected_sha256="0" * 64)
+        job, row = refresh(pinned)
+        assert job["status"] == "failed" and (row["last_status"], row["signature_status"]) == ("failed", "pinned_mismatch")
+        op.table("firmware_catalogs").update({"url": files.url("/gone/Catalog.xml")}).eq("id", gz).execute()
+        job, row = refresh(gz)
+        assert job["status"] == "failed" and row["last_status"] == "failed" and "HTTP 404" in row["last_error"]
+        assert world.h.one("select count(*) as n from public.firmware_packages where catalog_id = %s", gz)["n"] == pkgs
+        op.table("firmware_catalogs").update({"url": files.url("/c/Catalog.xml.gz")}).eq("id", gz).execute()
+
+    # jobs name a catalog or a baseline, not a URL typed by hand
+    _, sid = world.env.take()
+    base = op.table("firmware_baselines").insert({"site_id": world.h.site_id, "catalog_id": gz, "name":
+                                                  f"bl-{uuid.uuid4().hex[:6]}", "components": ["BIOS"]}).execute().data[0]
+    plan = world.invoke("operator", "create-job", {
+        "type": "firmware_update", "dry_run": True, "maintenance_window_id": world.env.window(),
+        "params": {"server_ids": [sid], "dry_run": True, "firmware": {"baseline_id": base["id"]}}})["plan"]
+    assert plan["params"]["firmware"]["catalog_url"] == files.url("/c/Catalog.xml.gz")
+    assert plan["params"]["firmware"]["components"] == ["BIOS"]
+    plan = world.invoke("operator", "create-job", {"type": "firmware_compliance", "dry_run": True,
+                                                   "params": {"server_ids": [sid], "catalog_id": gz}})["plan"]
+    assert plan["params"]["catalog_url"] == files.url("/c/Catalog.xml.gz")
+    for body, code in (({"server_ids": [sid], "dry_run": True, "firmware": {}}, "catalog_required"),
+                       ({"server_ids": [sid], "dry_run": True, "firmware": {"catalog_id": str(uuid.uuid4())}},
+                        "catalog_not_found")):
+        status, answer = world.refusal("operator", "create-job", {
+            "type": "firmware_update", "dry_run": True, "maintenance_window_id": world.env.window(), "params": body})
+        assert status in (400, 422) and answer["code"] == code, answer

@@ -30,6 +30,7 @@ VALID = {
     "inventory_refresh": {"site_id": S1},
     "firmware_compliance": {"catalog_url": "https://downloads.example/Catalog.xml.gz", "server_ids": [S1]},
     "discovery_scan": {"site_id": S1, "ranges": ["10.1.2.0/24", "10.1.3.5-10.1.3.9"], "credential_set_ids": [S2]},
+    "catalog_refresh": {"catalog_id": S1, "stale_after_days": 90},
 }
 
 
@@ -44,7 +45,7 @@ def test_committed_schemas_match_the_models():
 def test_every_job_type_has_a_model_and_a_schema():
     committed = json.loads(SCHEMAS.read_text())
     assert set(committed["job_types"]) == {t.value for t in jp.JobType} == set(VALID)
-    assert len(jp.JobType) == 11
+    assert len(jp.JobType) == 12
 
 
 @pytest.mark.parametrize("job_type", sorted(VALID))

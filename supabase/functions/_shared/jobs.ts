@@ -182,12 +182,68 @@ async function loadTargets(tx: Tx, kind: string, ids: string[]): Promise<TargetR
       return await tx`
         select id, id as site_id, name, null::uuid as cluster_id, '{}'::uuid[] as credential_set_ids
           from public.sites where id = any(${ids}::uuid[])`;
+    case "firmware_catalog":
+      return await tx`
+        select id, site_id, name, null::uuid as cluster_id, '{}'::uuid[] as credential_set_ids
+          from public.firmware_catalogs where id = any(${ids}::uuid[])`;
     case "ome_instance":
       return await tx`
         select id, site_id, name, null::uuid as cluster_id, array_remove(array[credential_set_id], null) as credential_set_ids
           from public.ome_instances where id = any(${ids}::uuid[])`;
   }
   throw new Error(`no loader for target kind ${kind}`);
+}
+
+interface CatalogRef {
+  id: string;
+  site_id: string;
+  url: string;
+  components: string[] | null;
+}
+
+/**
+ * Jobs name a registered catalog or baseline instead of a URL typed by hand: a firmware
+ * selection's catalog_id / baseline_id (and firmware_compliance's catalog_id) become the
+ * catalog's URL (and the baseline's components, unless the request narrows them itself),
+ * read as the caller and checked to be of the job's site. A selection naming none of URL,
+ * catalog and baseline is refused, so a stored job always carries catalog_url.
+ */
+export async function resolveCatalogs(tx: Tx, jobType: string, params: Record<string, unknown>, siteId: string):
+  Promise<Record<string, unknown>> {
+  const lookup = async (catalogId: unknown, baselineId: unknown): Promise<CatalogRef> => {
+    const [r] = baselineId
+      ? await tx<CatalogRef[]>`
+          select b.id, b.site_id, c.url, b.components from public.firmware_baselines b
+            join public.firmware_catalogs c on c.id = b.catalog_id where b.id = ${String(baselineId).toLowerCase()}`
+      : await tx<CatalogRef[]>`
+          select id, site_id, url, null::text[] as components from public.firmware_catalogs
+           where id = ${String(catalogId).toLowerCase()}`;
+    const what = baselineId ? "baseline" : "catalog";
+    if (!r) throw unprocessable(`${what}_not_found`, `the firmware ${what} does not exist or is not visible to you`);
+    if (r.site_id !== siteId) throw unprocessable(`${what}_wrong_site`, `the firmware ${what} belongs to another site`);
+    return r;
+  };
+  const out = { ...params };
+  const fw = out.firmware as Record<string, unknown> | undefined;
+  if (fw && typeof fw === "object") {
+    const sel = { ...fw };
+    if (sel.catalog_id || sel.baseline_id) {
+      if (sel.catalog_id && sel.baseline_id) {
+        throw badRequest("catalog_ambiguous", "name a catalog or a baseline, not both");
+      }
+      const r = await lookup(sel.catalog_id, sel.baseline_id);
+      sel.catalog_url = r.url;
+      const comps = Array.isArray(sel.components) ? sel.components : [];
+      if (r.components && r.components.length && comps.length === 0) sel.components = r.components;
+    } else if (!sel.catalog_url) {
+      throw badRequest("catalog_required", "the firmware selection names no catalog_url, catalog_id or baseline_id");
+    }
+    out.firmware = sel;
+  }
+  if (jobType === "firmware_compliance" && out.catalog_id) {
+    out.catalog_url = (await lookup(out.catalog_id, null)).url;
+  }
+  return out;
 }
 
 function uniq<T>(xs: T[]): T[] {
@@ -434,7 +490,7 @@ export async function planJob(tx: Tx, req: JobRequest, now: Date): Promise<JobPl
     type: req.type,
     site_id: siteId,
     cluster_id: clusterId,
-    params: req.params,
+    params: await resolveCatalogs(tx, req.type, req.params, siteId),
     scope: { targets: tasks.map((t) => ({ kind: t.target_kind, id: t.target_id, name: t.target_name })) },
     priority: req.priority ?? 50,
     description: req.description ?? "",

@@ -19,6 +19,7 @@ const VALID: Record<string, Record<string, unknown>> = {
   inventory_refresh: { site_id: S1 },
   firmware_compliance: { catalog_url: CATALOG.catalog_url, server_ids: [S1] },
   discovery_scan: { site_id: S1, ranges: ["10.1.2.0/24"], credential_set_ids: [S2] },
+  catalog_refresh: { catalog_id: S1 },
 };
 
 function rejects(body: Record<string, unknown>, code: string): HttpError {
@@ -33,7 +34,7 @@ function rejects(body: Record<string, unknown>, code: string): HttpError {
   throw new Error(`accepted ${JSON.stringify(body)}`);
 }
 
-Deno.test("every generated job schema uses only supported keywords, and there are eleven job types", () => {
+Deno.test("every generated job schema uses only supported keywords, and there are twelve job types", () => {
   for (const s of Object.values(JOB_SCHEMAS.job_types)) compileCheck(s);
   assert.deepEqual(JOB_TYPES, Object.keys(VALID).sort());
 });

@@ -1,0 +1,128 @@
+"""``catalog_refresh``: download a registered firmware catalog, check it, load its packages.
+
+Params: :class:`executor.jobparams.CatalogRefreshParams` (catalog_id, stale_after_days).
+The catalog row (``firmware_catalogs``) gives the URL, the TLS trust (``tls_verify``, an
+optional ``ca_pem``) and an optional SHA-256 pin (``expected_sha256``).
+
+=======  ========  =======================================================================
+step     priority  resumable
+=======  ========  =======================================================================
+refresh  100       yes: it only reads the catalog; the record replaces the catalog's
+                   packages as a whole, so a re-run writes the same rows
+=======  ========  =======================================================================
+
+Outcome (``firmware_catalogs.last_status``, see migration 20261207120100):
+``ok``; ``moved`` when the URL redirected (loaded from ``moved_to``: update the URL);
+``stale`` when the catalog's own date is older than ``stale_after_days``; ``failed`` when
+the download, the parse or the pin failed: the row says why and the job fails with the same
+words, while the packages of the last good refresh stay. ``Catalog.xml`` and
+``Catalog.xml.gz`` are told apart by content (:meth:`Catalog.from_bytes`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ssl
+from typing import Any
+
+import httpx
+
+from ..jobparams import CatalogRefreshParams
+from ..steps import JobHandler, StepContext, step
+from ..targets.catalog import Catalog
+from ..targets.errors import CatalogError
+from . import register
+from ._dell import DellHandlerError, control, params_of, rpc, target_timeouts
+from .firmware import CATALOG_MAX_BYTES
+
+BATCH = 2000  # packages per executor_record_catalog call (count)
+
+
+def _verify(row: dict[str, Any]) -> ssl.SSLContext | bool:
+    if row.get("ca_pem"):
+        return ssl.create_default_context(cadata=str(row["ca_pem"]))
+    return bool(row.get("tls_verify", True))
+
+
+async def download(row: dict[str, Any]) -> tuple[bytes, str | None]:
+    """The catalog's bytes and, when the URL redirected, where it moved to."""
+    url = str(row["url"])
+    t = target_timeouts()
+    try:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(max(t.read, 30.0), connect=t.connect),
+                                     follow_redirects=True, verify=_verify(row)) as http:
+            r = await http.get(url)
+    except httpx.HTTPError as exc:
+        raise CatalogError(f"cannot download catalog {url}: {type(exc).__name__}", operation="refresh catalog",
+                           hint="check the URL, the TLS trust and that the executor can reach it") from None
+    moved = str(r.url) if r.history and str(r.url) != url else None
+    if r.status_code == 404:
+        raise CatalogError(f"catalog {url} is not there (HTTP 404): it moved or was removed; update its URL",
+                           operation="refresh catalog")
+    if r.status_code != 200:
+        raise CatalogError(f"cannot download catalog {url}: HTTP {r.status_code}", operation="refresh catalog")
+    if len(r.content) > CATALOG_MAX_BYTES:
+        raise CatalogError(f"catalog {url} is larger than {CATALOG_MAX_BYTES} bytes", operation="refresh catalog")
+    return r.content, moved
+
+
+def package_rows(catalog: Catalog) -> list[dict[str, Any]]:
+    return [{"component": p.name[:255] or p.package_id, "model": ",".join(sorted(p.models))[:255],
+             "version": p.version, "path": p.path, "criticality": p.criticality,
+             "reboot_required": p.reboot_required} for p in catalog.packages]
+
+
+@register
+class CatalogRefreshHandler(JobHandler):
+    job_type = "catalog_refresh"
+
+    def validate(self, job: dict[str, Any]) -> None:
+        params_of(job, CatalogRefreshParams)
+
+    @step(100, resumable=True)
+    async def refresh(self, ctx: StepContext) -> dict[str, Any]:
+        p: CatalogRefreshParams = params_of(ctx.job, CatalogRefreshParams)
+        rows = await control(ctx).select("firmware_catalogs", "id,site_id,name,url,tls_verify,ca_pem,expected_sha256",
+                                         id=str(p.catalog_id))
+        if not rows or str(rows[0]["site_id"]) != str(ctx.job.get("site_id")):
+            raise DellHandlerError(f"catalog {p.catalog_id} not found at the job's site")
+        row = rows[0]
+        pin = row.get("expected_sha256")
+        moved: str | None = None
+        try:
+            data, moved = await download(row)
+            digest = hashlib.sha256(data).hexdigest()
+            if pin and digest != pin:
+                await rpc(ctx, "executor_record_catalog", {"p_result": {
+                    "status": "failed", "signature_status": "pinned_mismatch", "moved_to": moved,
+                    "error": f"the catalog's SHA-256 {digest} is not the pinned {pin}"}})
+                raise CatalogError(f"catalog {row['url']}: SHA-256 {digest} does not match the pin",
+                                   operation="refresh catalog")
+            catalog = await asyncio.to_thread(Catalog.from_bytes, data, str(row["url"]))
+        except CatalogError as exc:
+            if "does not match the pin" not in str(exc):
+                await rpc(ctx, "executor_record_catalog", {"p_result": {"status": "failed", "error": str(exc)[:2000],
+                                                                         "moved_to": moved}})
+            raise
+        age = catalog.age_days()
+        stale = age is not None and age > p.stale_after_days
+        status = "moved" if moved else "stale" if stale else "ok"
+        warning = (f"the catalog moved to {moved}; update its URL" if moved else
+                   f"the catalog is {age:.0f} days old (more than {p.stale_after_days})" if stale else None)
+        result = {"status": status, "error": warning, "sha256": digest,
+                  "signature_status": "pinned_ok" if pin else "unverified", "compressed": data[:2] == b"\x1f\x8b",
+                  "component_count": len(catalog.packages), "catalog_date": catalog.date_time if age is not None else None,
+                  "version": catalog.version or None, "moved_to": moved}
+        pkgs = package_rows(catalog)
+        loaded = 0
+        for i in range(0, max(len(pkgs), 1), BATCH):
+            loaded += int(await rpc(ctx, "executor_record_catalog", {
+                "p_result": result, "p_packages": pkgs[i:i + BATCH], "p_replace": i == 0}) or 0)
+        summary = {**result, "packages_loaded": loaded, "age_days": None if age is None else round(age, 1)}
+        for t in (ctx.job.get("scope") or {}).get("targets") or []:
+            if isinstance(t, dict) and t.get("kind") == "firmware_catalog":
+                await rpc(ctx, "update_task", {"p_target_kind": "firmware_catalog", "p_target_id": str(t["id"]),
+                                               "p_status": "completed", "p_result": summary, "p_error": None,
+                                               "p_progress": 100, "p_target_name": str(t.get("name") or "")})
+        return summary
