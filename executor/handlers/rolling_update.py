@@ -73,6 +73,15 @@ from ..steps import (
 from ..targets.bmc_settle import SettleOptions, settle
 from ..targets.catalog import Catalog, UpdatePackage
 from ..targets.dell import FAILED, IDRAC_COMPONENT_ID
+from ..targets.dell_health import (
+    BLOCK,
+    Gate,
+    catalog_gate,
+    catalog_rows,
+    idrac_gates,
+    what_will_change,
+    worst,
+)
 from ..targets.errors import JobFailed, TargetError
 from ..targets.redfish import RedfishClient
 from ..targets.vsphere import VSphereClient
@@ -108,6 +117,10 @@ EVACUATION_S_PER_GIB = 15.0
 
 class CatalogUnavailable(VSphereHandlerError):
     """The firmware catalog could not be fetched or parsed."""
+
+
+class PreflightBlocked(VSphereHandlerError):
+    """A pre-flight gate blocks a host the rollout would update (the gate named)."""
 
 
 class HostFailed(VSphereHandlerError):
@@ -314,9 +327,11 @@ class RollingClusterUpdateHandler(JobHandler):
         if out:
             raise VSphereHandlerError(f"cluster {c.name} already has host(s) out of service ({', '.join(sorted(out))}); "
                                       f"the policy allows {self._max_out(ctx)} at a time: bring them back first")
-        catalog = await asyncio.to_thread(self._catalog, params.firmware.catalog_url)
+        cat_gate, catalog = await asyncio.to_thread(catalog_gate, lambda: self._catalog(params.firmware.catalog_url))
+        if catalog is None:
+            raise CatalogUnavailable(f"pre-flight gate catalog blocks: {cat_gate.reason}")
         repo = params.firmware.catalog_url.rsplit("/", 1)[0]
-        plan, report_hosts = [], {}
+        plan, report_hosts, blocked, changes, compliant = [], {}, [], [], {}
         for seq, h in enumerate(hosts):
             if not h.get("server_id"):
                 raise InventoryMissing(f"host {h['name']} is not linked to a Dell server (service tag or BMC address); "
@@ -330,6 +345,11 @@ class RollingClusterUpdateHandler(JobHandler):
             packages, facts = await asyncio.to_thread(self._compliance, profile, entry, cred, catalog, repo,
                                                       params.firmware.components)
             report_hosts[h["name"]] = facts
+            host_changes, why_compliant = what_will_change(
+                h["name"], catalog_rows(facts.get("components") or [], params.firmware.components))
+            changes += host_changes
+            if packages or facts["verdict"] == BLOCK and not facts.get("components"):
+                blocked += [f"{h['name']}: {g['name']} ({g['reason']})" for g in facts["gates"] if g["status"] == BLOCK]
             memory = sum(inv.vms[v].memory_mb for v in inv.hosts[h["moref"]].vms
                          if v in inv.vms and inv.vms[v].powered_on)
             entry["vm_memory_mb"] = memory
@@ -337,16 +357,25 @@ class RollingClusterUpdateHandler(JobHandler):
                 entry["packages"] = [asdict(p) for p in packages]
                 plan.append(entry)
                 await update_task(ctx, entry, "pending", seq=seq,
-                                  details={"updates": [p.name or p.component_id for p in packages]})
-            else:
-                await update_task(ctx, entry, "skipped", seq=seq, details={"reason": "already compliant"})
+                                  details={"updates": [p.name or p.component_id for p in packages],
+                                           "readiness": facts["verdict"], "gates": facts["gates"]})
+            elif facts.get("components") is not None:
+                compliant[h["name"]] = why_compliant or "already compliant"
+                await update_task(ctx, entry, "skipped", seq=seq, details={"reason": compliant[h["name"]]})
         report = preflight_report(inv, c.moid, [h["moref"] for h in hosts])
         report["firmware"] = report_hosts
         report["catalog"] = {"url": params.firmware.catalog_url, "version": catalog.version,
-                             "age_days": catalog.age_days()}
+                             "age_days": catalog.age_days(), "gate": cat_gate.as_dict()}
+        report["gates"] = {name: {"verdict": f["verdict"], "gates": f["gates"]} for name, f in report_hosts.items()}
         report["plan"] = [h["name"] for h in plan]
+        report["changes"] = changes  # what will change, per host and component
+        report["already_compliant"] = compliant  # host -> why it is skipped
+        report["blocked"] = blocked
         artifact = await put_artifact(ctx, "preflight_report", json.dumps(report, indent=1, default=str).encode(),
                                       content_type="application/json")
+        if blocked:
+            # Nothing has changed yet: refuse with the gates named (the report stays stored).
+            raise PreflightBlocked("pre-flight gate(s) block: " + "; ".join(blocked))
         ctx.checkpoint.update({"plan": plan, "nothing_to_do": not plan, "preflight_artifact": artifact})
         return {"hosts": len(hosts), "to_update": [h["name"] for h in plan], "nothing_to_do": not plan,
                 "preflight_artifact": artifact}
@@ -367,16 +396,27 @@ class RollingClusterUpdateHandler(JobHandler):
     def _compliance(profile: TargetProfile, host: dict[str, Any], cred: Credential, catalog: Catalog, repo: str,
                     components: list[str]) -> tuple[list[UpdatePackage], dict[str, Any]]:
         ep = profile.idrac_endpoint(host["server"], cred)
-        with RedfishClient(ep, profile.dell_timeouts()) as c:
+        t = profile.dell_timeouts()
+        # A Lifecycle Controller between two of its own jobs gets a third of its ready budget.
+        gates, c = idrac_gates(RedfishClient(ep, t).__enter__, lc_wait=t.lc_ready / 3)
+        if c is None:
+            return [], {"gates": [g.as_dict() for g in gates], "verdict": worst(gates)}
+        try:
             info = c.system_info()
             report = catalog.compliance(model=info.model, system_id=info.system_id, components=c.firmware_inventory())
             dell = c.require_dell("pre-flight")
             readiness = dell.readiness()
+        except TargetError as exc:
+            gates.append(Gate("inventory", BLOCK, f"cannot read the firmware inventory: {exc}"))
+            return [], {"gates": [g.as_dict() for g in gates], "verdict": worst(gates)}
+        finally:
+            c.__exit__(None, None, None)
         packages = report.update_packages(catalog.base_location, repo)
         if components:
             wanted = {x.lower() for x in components}
             packages = [p for p in packages if p.component_id in components or (p.name or "").lower() in wanted]
-        return packages, {"model": info.model, "components": report.as_rows(), "idrac": readiness}
+        return packages, {"model": info.model, "components": report.as_rows(), "idrac": readiness,
+                          "gates": [g.as_dict() for g in gates], "verdict": worst(gates)}
 
     @step(90, resumable=True)
     async def blocker_scan(self, ctx: StepContext) -> dict[str, Any]:

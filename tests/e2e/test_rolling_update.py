@@ -24,6 +24,8 @@ kill -9 in         executor killed while a host enters maintenance,     recovere
 maintenance        lease recovery, second executor
 kill -9 in apply   executor killed during the firmware reboot           recovered without a second
                                                                         flash, completed
+pre-flight gates   LC busy; an iDRAC job running; catalog unreachable   failed in preflight naming
+                   (one at a time)                                      the gate; nothing touched
 =================  ====================================================  ==========================
 """
 
@@ -85,6 +87,8 @@ CLUSTERS = [
     _cluster("cra", 3),
     # the BMC of the host being flashed is unreachable when the crashed job is resumed
     _cluster("crb", 2),
+    # pre-flight gates failing one at a time
+    _cluster("gate", 2),
 ]
 # Lab durations (simulated seconds) shortened where they only add waiting.
 TIMING = {"scp_export": 60.0, "idrac_down": 60.0, "lc_after_idrac_reset": 20.0, "fw_download": 20.0}
@@ -244,6 +248,35 @@ def test_happy_path_two_clusters_of_four(world):
     job = finish(w, again)
     assert job["status"] == "completed" and job["result"]["checkpoint"]["nothing_to_do"] is True
     assert all(w.dc.bmc(h).boot_count == 1 for h in w.hosts_of("alpha"))
+
+
+def test_preflight_gates_refuse_naming_the_gate(world):
+    w = world
+    before = w.settings("gate")
+    bmc = w.dc.bmc("gate-esx02")
+    cases = [("lifecycle", lambda: bmc.inject(lc_stuck_busy=True), {}),
+             ("job_queue", lambda: bmc.add_stale_jobs(1, "Running"), {}),
+             ("catalog", lambda: None, {"firmware": {"catalog_url": "http://127.0.0.1:9/Catalog.xml"}})]
+    for gate, fault, params in cases:
+        fault()
+        try:
+            with sampler(w) as s:
+                job_id = w.rolling("gate", **params)
+                job = finish(w, job_id)
+        finally:
+            bmc.clear_faults()
+            bmc.jobs.clear()
+        named = "gate catalog blocks" if gate == "catalog" else f"gate-esx02: {gate} ("
+        assert job["status"] == "failed" and named in job["error"], (gate, job)
+        assert [r["step_key"] for r in w.h.steps(job_id)][:1] == ["preflight"]
+        assert all(w.dc.bmc(h).boot_count == 0 and not w.dc.bmc(h).flashes for h in w.hosts_of("gate"))
+        if gate != "catalog":
+            art = w.h.query("select content from public.artifacts where job_id = %s and kind = 'preflight_report'",
+                            job_id)
+            rep = json.loads(bytes(art[0]["content"]))
+            assert rep["gates"]["gate-esx02"]["verdict"] == "block" and rep["gates"]["gate-esx01"]["verdict"] == "ok"
+            assert "gate-esx02: " + gate in rep["blocked"][0]
+        w.check(job_id, "gate", before, s)
 
 
 def operator(w: World) -> Any:

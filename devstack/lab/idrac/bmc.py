@@ -374,14 +374,17 @@ class BMC:
             while len(self.sessions) < self.SESSION_CAP:
                 self._new_session("othertool", foreign=True)
 
-    def add_stale_jobs(self, count: int = 2, state: str = "Scheduled") -> list[str]:
-        """Queue entries left behind by an earlier run that never progress."""
+    def add_stale_jobs(self, count: int = 2, state: str = "Scheduled", message: str = "") -> list[str]:
+        """Queue entries left behind by an earlier run (or another tool) that never progress:
+        Scheduled (pending), Running (stuck at 34 %) or Failed with ``message``."""
         with self.lock:
             ids = []
             for _ in range(count):
                 job = self._new_job("Configure: BIOS.Setup.1-1", "BIOSConfiguration")
-                job.state, job.stuck, job.message = state, True, "Task successfully scheduled."
+                job.state, job.stuck, job.message = state, True, message or "Task successfully scheduled."
                 job.message_id = "JCP001"
+                if state == "Running":
+                    job.percent = 34
                 ids.append(job.id)
             return ids
 

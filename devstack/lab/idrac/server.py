@@ -509,7 +509,10 @@ class BMCApp:
                 bmc.exhaust_sessions()
                 return Response.json(bmc.stats())
             if req.path == "/_lab/stale-jobs" and req.method == "POST":
-                return Response.json({"jobs": bmc.add_stale_jobs(int(req.json().get("count", 2)))})
+                body = req.json()
+                return Response.json({"jobs": bmc.add_stale_jobs(int(body.get("count", 2)),
+                                                                 str(body.get("state", "Scheduled")),
+                                                                 str(body.get("message", "")))})
             if req.path == "/_lab/reset-stats" and req.method == "POST":
                 self.lab.reset_stats()
                 return Response.json({"ok": True})
