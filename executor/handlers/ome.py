@@ -67,6 +67,7 @@ class FirmwareComplianceParams(BaseModel):
     baseline: str | None = Field(default=None, min_length=1, max_length=255)
     refresh_inventory: bool = True
     catalog_url: HttpUrlStr | None = None
+    catalog_id: UUID | None = None  # a registered catalog; create-job has filled in catalog_url from it
     server_ids: list[UUID] = Field(default=[], max_length=4096)
     site_id: UUID | None = None  # create-job's site-wide form: every server of the job's site
 
