@@ -69,14 +69,17 @@ import yaml
 
 from . import ExecutorError
 from .log import SECRETS, job_id_var, step_var, target_var
+from .vocabulary import StepStatus
 
 if TYPE_CHECKING:
     from .binding import Credential
 
 log = logging.getLogger("rackpilot.executor.steps")
 
-# workflow_executions.status values the engine writes
-RUNNING, COMPLETED, FAILED, SKIPPED, PAUSED = "running", "completed", "failed", "skipped", "paused"
+# workflow_executions.status values the engine writes (PAUSED is the engine's own: the runner
+# records it as one of public.step_status)
+RUNNING, COMPLETED, FAILED, SKIPPED = StepStatus.RUNNING, StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.SKIPPED
+PAUSED = "paused"
 
 
 # --- errors ---------------------------------------------------------------------------------
