@@ -3,20 +3,29 @@
 Every option can be set from the environment so that several stacks (a developer's
 and the test suite's, say) run side by side without sharing anything.
 
-| variable | meaning | default |
-|---|---|---|
-| ``RACKPILOT_STACK_DIR`` | state folder (Postgres cluster, secrets, logs) | ``<project>/.devstack`` |
-| ``RACKPILOT_API_PORT`` | gateway port (TCP, loopback) | ``54321`` |
-| ``RACKPILOT_DB_PORT`` | Postgres port (TCP, loopback) | ``54322`` |
-| ``RACKPILOT_GATEWAY_WORKERS`` | gateway worker processes (count) | ``1`` |
-| ``RACKPILOT_MAX_ROWS`` | overrides ``[api] max_rows`` of ``supabase/config.toml`` (rows) | from config.toml |
-| ``RACKPILOT_AUTH_SIGN_IN_LIMIT`` | password grants per client IP per 5 minutes; overrides ``[auth.rate_limit] sign_in_sign_ups`` (requests) | from config.toml (30) |
-| ``RACKPILOT_AUTH_REFRESH_LIMIT`` | refresh grants per client IP per 5 minutes; overrides ``[auth.rate_limit] token_refresh`` (requests) | from config.toml (150) |
-| ``RACKPILOT_DB_TX_END`` | PostgREST's ``db-tx-end``: ``commit``, ``commit-allow-override``, ``rollback`` or ``rollback-allow-override`` (the ``-allow-override`` ones honour ``Prefer: tx=``) | ``commit`` |
-| ``RACKPILOT_AUTH_FAILED_SIGN_IN_LIMIT`` | failed password grants per email address per 5 minutes before 429 (attempts) | ``10`` |
+| variable | meaning | unit | default |
+|---|---|---|---|
+| ``RACKPILOT_STACK_DIR`` | state folder (Postgres cluster, secrets, logs) | path | ``<project>/.devstack`` |
+| ``RACKPILOT_API_PORT`` | gateway port (loopback) | TCP port | ``54321`` |
+| ``RACKPILOT_DB_PORT`` | Postgres port (loopback) | TCP port | ``54322`` |
+| ``RACKPILOT_GATEWAY_WORKERS`` | gateway worker processes | count | ``1`` |
+| ``RACKPILOT_MAX_ROWS`` | overrides ``[api] max_rows`` of ``supabase/config.toml`` | rows | from config.toml |
+| ``RACKPILOT_AUTH_SIGN_IN_LIMIT`` | password grants per client IP per 5 minutes; overrides ``[auth.rate_limit] sign_in_sign_ups`` | requests | from config.toml (30) |
+| ``RACKPILOT_AUTH_REFRESH_LIMIT`` | refresh grants per client IP per 5 minutes; overrides ``[auth.rate_limit] token_refresh`` | requests | from config.toml (150) |
+| ``RACKPILOT_DB_TX_END`` | PostgREST's ``db-tx-end``: ``commit``, ``commit-allow-override``, ``rollback`` or ``rollback-allow-override`` (the ``-allow-override`` ones honour ``Prefer: tx=``) | choice | ``commit`` |
+| ``RACKPILOT_AUTH_FAILED_SIGN_IN_LIMIT`` | failed password grants per email address per 5 minutes before 429 | attempts | ``10`` |
+| ``RACKPILOT_PROJECT_ROOT`` | repository whose ``supabase/`` (migrations, functions, config.toml) the stack serves | path | this checkout |
+| ``RACKPILOT_REST_CONNECTIONS`` | Postgres connections of the ``/rest/v1`` pool, per gateway worker | count | ``16`` |
+| ``RACKPILOT_PG_BIN`` | folder of the PostgreSQL 15 server binaries (``initdb``, ``pg_ctl``, ``postgres``) | path | ``/usr/lib/postgresql/15/bin`` |
+| ``RACKPILOT_LOG_LEVEL`` | the gateway's log level (``DEBUG``, ``INFO``, ``WARNING``, ``ERROR``); the executor reads the same name for its own | level | ``WARNING`` |
+| ``RACKPILOT_FUNCTIONS_DIR`` | set by the stack for its Deno router, not by hand: the ``supabase/functions`` folder it serves | path | set by the stack |
+| ``RACKPILOT_FUNCTIONS_PORT`` | set by the stack for its Deno router, not by hand: the router's loopback port | TCP port | set by the stack |
+| ``RACKPILOT_PROC_OWNER`` | set by the stack on the processes it starts, not by hand: ``<kind>:<state folder>``, so that ``dev down`` stops its own processes only (``devstack/proc.py``) | tag | set by the stack |
 
 Test and benchmark stacks (:func:`devstack.stack.stack.ephemeral_config`, ``scripts/test.sh``)
-raise the per-IP limits: every simulated user there signs in from 127.0.0.1.
+raise the per-IP limits: every simulated user there signs in from 127.0.0.1. The
+``RACKPILOT_*`` variables other parts of rackpilot read (console, lab, benchmarks, scripts)
+are in ``docs/environment.md``.
 """
 
 from __future__ import annotations
