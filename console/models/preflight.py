@@ -19,6 +19,7 @@ from typing import Any
 
 from console.api import Api, Row
 from console.errors import ConsoleError
+from executor.targets.dell_health import what_will_change
 
 VM_DEVICE_FACTS = {
     "has_usb_passthrough": "USB passthrough", "has_pci_passthrough": "PCI passthrough", "has_vgpu": "vGPU",
@@ -49,6 +50,8 @@ class PreflightReport:
     # per host: connection, maintenance, power, health, inventory, and the verdict
     host_gates: list[Row] = field(default_factory=list)
     compliant_hosts: list[str] = field(default_factory=list)
+    # host -> why it will be skipped ("already compliant: 7 component(s) at the catalog version")
+    compliant_reasons: dict[str, str] = field(default_factory=dict)
     hosts_out_bound: int | None = None
     nothing_to_do: bool = False
 
@@ -103,6 +106,9 @@ class PreflightReport:
                       "|---|---|---|---|---|"]
             lines += [f"| {f.get('server_name')} | {f.get('component')} | {f.get('installed_version')} | "
                       f"{f.get('target_version')} | {f.get('criticality')} |" for f in out]
+        if self.compliant_reasons:
+            lines += ["", "## Already compliant (skipped)", "", "| host | why |", "|---|---|"]
+            lines += [f"| {h} | {why} |" for h, why in self.compliant_reasons.items()]
         return "\n".join(lines) + "\n"
 
     def export(self, path: str | Path, fmt: str | None = None) -> Path:
@@ -224,14 +230,14 @@ def preview_changes(rep: PreflightReport, api: Api, hosts: list[Row], names_by_s
         sid = h.get("server_id")
         rows = by_server.get(str(sid), []) if sid else []
         outdated = [f for f in rows if f.get("compliance") == "outdated"]
-        for f in outdated:
-            rep.changes.append({"host": h["name"], "component": f.get("component"),
-                                "installed": f.get("installed_version"), "target": f.get("target_version"),
-                                "criticality": f.get("criticality") or "", "reboot": bool(f.get("reboot_required"))})
-        if rows and not outdated:
+        # the same words as the executor's pre-flight report (executor/targets/dell_health.py)
+        changes, why_compliant = what_will_change(h["name"], [compliance_row(f) for f in rows])
+        rep.changes += changes
+        if why_compliant:
             rep.compliant_hosts.append(h["name"])
+            rep.compliant_reasons[h["name"]] = why_compliant
         srv = servers.get(sid, {}) if sid else {}
-        why, gate = [], "ok"
+        why, gate = ([why_compliant] if why_compliant else []), "ok"
         if not sid:
             why.append("not linked to a Dell server")
             gate = "block"
@@ -256,6 +262,16 @@ def preview_changes(rep: PreflightReport, api: Api, hosts: list[Row], names_by_s
             "gate": gate, "why": "; ".join(why)})
     inventoried = [g for g in rep.host_gates if g["verdict"] != "unknown: refresh inventory"]
     rep.nothing_to_do = bool(hosts) and len(inventoried) == len(hosts) and not rep.changes
+
+
+_COMPLIANCE_STATUS = {"outdated": "update", "compliant": "current", "unknown": "not_in_catalog"}
+
+
+def compliance_row(f: Row) -> Row:
+    """A v_firmware_compliance row in the pre-flight's component shape (dell_health)."""
+    return {"component": f.get("component"), "installed": f.get("installed_version"),
+            "target": f.get("target_version"), "status": _COMPLIANCE_STATUS.get(f.get("compliance") or "", "unknown"),
+            "criticality": f.get("criticality"), "reboot": f.get("reboot_required")}
 
 
 VM_FIXES = {

@@ -241,12 +241,22 @@ def test_happy_path_two_clusters_of_four(world):
         art = w.h.query("select content from public.artifacts where job_id = %s and kind = 'preflight_report'",
                         jobs[c])
         assert len(art) == 1 and json.loads(bytes(art[0]["content"]))["cluster_name"] == c
+        rep = json.loads(bytes(art[0]["content"]))
+        # what will change, per host and component: exactly what the rollout then flashed
+        assert {(x["host"], x["target"]) for x in rep["changes"]} >= {(h, w.versions(h)["159"]) for h in w.hosts_of(c)}
+        assert rep["already_compliant"] == {} and all(g["verdict"] == "ok" for g in rep["gates"].values())
         w.check(jobs[c], c, before[c], s)
         assert s.peaks[c] == 1  # each host was out in turn
     # a second run finds nothing to update and exits early, touching nothing
     again = w.rolling("alpha")
     job = finish(w, again)
     assert job["status"] == "completed" and job["result"]["checkpoint"]["nothing_to_do"] is True
+    # skipped hosts say why, in the task and up front in the pre-flight report
+    reasons = {h: t["details"]["reason"] for h, t in w.tasks(again).items()}
+    assert sorted(reasons) == w.hosts_of("alpha") and all(r.startswith("already compliant: ") for r in reasons.values())
+    art = w.h.query("select content from public.artifacts where job_id = %s and kind = 'preflight_report'", again)
+    rep = json.loads(bytes(art[0]["content"]))
+    assert rep["changes"] == [] and rep["already_compliant"] == reasons
     assert all(w.dc.bmc(h).boot_count == 1 for h in w.hosts_of("alpha"))
 
 

@@ -174,6 +174,8 @@ def test_preview_says_what_changes_per_host_and_component_and_nothing_to_do_hone
     assert rep.changes == [{"host": "esx-01", "component": "BIOS", "installed": "2.1.0", "target": "2.3.1",
                             "criticality": "urgent", "reboot": True}]
     assert rep.compliant_hosts == ["esx-02"] and not rep.nothing_to_do
+    assert rep.compliant_reasons == {"esx-02": "already compliant: 1 component(s) at the catalog version"}
+    assert "| esx-02 | already compliant: 1 component(s) at the catalog version |" in rep.to_markdown()
     assert [g["verdict"] for g in rep.host_gates] == ["1 update(s)", "will be skipped: already compliant"]
     done = PreflightReport(cluster={"name": "prod-a"}, generated_at="now")
     done.firmware = [r for r in rep.firmware if r["compliance"] == "compliant"]
