@@ -184,3 +184,54 @@ register(Screen("reports", "Reports", _reports, group="Report", order=10,
 register(Screen("force_resume", "Force-resume", _force_resume, min_role="admin", group="Admin", order=10))
 register(Screen("credentials", "Credentials", _credentials, min_role="admin", group="Admin", order=20))
 register(Screen("notifications", "Notifications", _notifications, min_role="admin", group="Admin", order=30))
+
+
+# -- fleet intake (issue 18): console/models/intake.py, console/widgets/intake.py ---------------
+def _discovery(con: Console, site_id: str | None = None) -> w.Widget:
+    from console.models.intake import DiscoveryModel
+    from console.widgets.intake import DiscoveryView
+
+    creds = con.api._rest("credential sets", lambda c: (c.table("credential_sets").select("id,name,kind,site_id")
+                                                        .eq("site_id", site_id) if site_id else
+                                                        c.table("credential_sets").select("id,name,kind,site_id")))
+    v = DiscoveryView(DiscoveryModel(con.api), site_id, creds)
+    v.load()
+    return v
+
+
+def _calls(con: Console, job_id: str | None = None, site_id: str | None = None) -> w.Widget:
+    from console.models.intake import CallLogModel
+    from console.widgets.intake import CallLogView
+
+    v = CallLogView(CallLogModel(con.api), job_id, site_id)
+    v.load()
+    return v
+
+
+def _schedules(con: Console, site_id: str | None = None) -> w.Widget:
+    from console.models.intake import SchedulesModel
+    from console.widgets.intake import SchedulesView
+    from executor.jobparams import JobType
+
+    v = SchedulesView(SchedulesModel(con.api), site_id, [t.value for t in JobType])
+    v.load()
+    return v
+
+
+def _catalogs(con: Console, site_id: str | None = None) -> w.Widget:
+    from console.models.intake import CatalogsModel
+    from console.widgets.intake import CatalogsView
+
+    v = CatalogsView(CatalogsModel(con.api), site_id)
+    v.load()
+    return v
+
+
+register(Screen("discovery", "Discovery", _discovery, min_role="operator", group="Fleet", order=20,
+                help="find iDRACs by address range, see why an address was skipped, register them"))
+register(Screen("catalogs", "Catalogs", _catalogs, group="Fleet", order=40,
+                help="firmware catalogs: last refresh (moved, stale, failed), baselines, refresh"))
+register(Screen("schedules", "Schedules", _schedules, order=60,
+                help="jobs on a recurrence: next run, last outcome, runs; enable, disable, add"))
+register(Screen("calls", "BMC call log", _calls, min_role="operator", group="Report", order=20,
+                help="every Redfish and OME call of a job: method, path, status, time, Dell MessageId"))

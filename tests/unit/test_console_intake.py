@@ -1,0 +1,133 @@
+"""The fleet intake screens without a stack (console/models/intake.py, console/widgets/intake.py):
+discovery results with skip reasons in words, the BMC call log, schedules and catalogs, each
+registered in the frame; the queries they send are recorded by a fake REST client."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from console import screens
+from console.errors import ValidationFailed
+from console.models.intake import CallLogModel, CatalogsModel, DiscoveryModel, SchedulesModel
+from console.widgets.intake import CallLogView, CatalogsView, DiscoveryView, SchedulesView
+
+SITE = "11111111-1111-4111-8111-111111111111"
+
+
+class Query:
+    """Records a supabase-py builder chain and answers the table's canned rows."""
+
+    def __init__(self, api: FakeApi, table: str) -> None:
+        self.api, self.table, self.ops = api, table, []
+
+    def __getattr__(self, name: str) -> Any:
+        def op(*args: Any, **kw: Any) -> Query:
+            self.ops.append((name, args))
+            return self
+        return op
+
+
+class Client:
+    def __init__(self, api: FakeApi) -> None:
+        self.api = api
+
+    def table(self, name: str) -> Query:
+        q = Query(self.api, name)
+        self.api.queries.append(q)
+        return q
+
+
+class FakeApi:
+    def __init__(self, rows: dict[str, list[dict]]) -> None:
+        self.rows, self.queries, self.jobs = rows, [], []
+        self.client = Client(self)
+
+    def _rest(self, what: str, build: Any) -> list[dict]:
+        q = build(self.client)
+        return [dict(r) for r in self.rows.get(q.table, [])] or [{"id": "new"}]
+
+    def create_job(self, job_type: str, params: dict, **kw: Any) -> dict:
+        self.jobs.append((job_type, params))
+        return {"job_id": "22222222-2222-4222-8222-222222222222"}
+
+
+def test_discovery_results_say_why_an_address_was_skipped_and_a_scan_is_checked_first():
+    api = FakeApi({"jobs": [{"id": "j1", "status": "completed", "created_at": "2026-12-07T01:00:00Z",
+                             "params": {"dry_run": True}}],
+                   "discovery_results": [
+                       {"address": "10.0.0.1", "outcome": "registered", "reason": None},
+                       {"address": "10.0.0.2", "outcome": "skipped", "reason": "wrong_credentials"},
+                       {"address": "10.0.0.3", "outcome": "skipped", "reason": "duplicate_service_tag"}]})
+    v = DiscoveryView(DiscoveryModel(api), SITE, [{"id": "c1", "name": "root", "kind": "idrac"}])
+    v.load()
+    assert "skipped: wrong credentials: 1" in v.tally.value and "registered: 1" in v.tally.value
+    assert "service tag already registered at another address" in v.table.value
+    assert v.scan_pick.label.endswith("dry run")
+    with pytest.raises(ValidationFailed) as exc:
+        DiscoveryModel(api).scan(site_id=SITE, ranges=[], hosts=[], credential_set_ids=[])
+    assert len(exc.value.problems) == 2
+    v.ranges.value, v.creds.value = "10.0.0.0/30", ("c1",)
+    v.dry.click()
+    assert api.jobs[-1] == ("discovery_scan", {"site_id": SITE, "ranges": ["10.0.0.0/30"], "hosts": [],
+                                               "credential_set_ids": ["c1"], "port": 443, "dry_run": True})
+    assert "created (dry run)" in v.status.value
+
+
+def test_call_log_filters_by_job_and_failure_and_sums_up():
+    rows = [{"id": 1, "job_id": "j1", "target": "10.0.0.1", "method": "GET", "path": "/redfish/v1", "status": 200,
+             "duration_ms": 12, "failed": False, "at": "2026-12-07T01:00:00Z"},
+            {"id": 2, "job_id": "j1", "target": "10.0.0.1", "method": "POST", "path": "/redfish/v1/x", "status": 400,
+             "duration_ms": 40, "failed": True, "message_id": "IDRAC.2.8.SYS011", "at": "2026-12-07T01:00:01Z"}]
+    api = FakeApi({"v_bmc_calls": rows})
+    v = CallLogView(CallLogModel(api), job_id="j1")
+    v.failed.value = True
+    v.load()
+    assert ("eq", ("job_id", "j1")) in api.queries[-1].ops and ("eq", ("failed", True)) in api.queries[-1].ops
+    assert "2 call(s), 1 failed, 1 BMC(s), p95 12 ms" in v.head.value
+    assert "IDRAC.2.8.SYS011" in v.table.value and "rp-failed" in v.table.value
+
+
+def test_schedules_list_runs_and_a_new_schedule_is_validated_in_words():
+    api = FakeApi({"v_schedules": [{"schedule_id": "s1", "name": "nightly inventory", "job_type": "inventory_refresh",
+                                    "recurrence": "0 1 * * *", "enabled": False, "next_run_at": None,
+                                    "last_status": "failed", "last_error": "forbidden"}],
+                   "schedule_runs": [{"occurrence_at": "2026-12-07T01:00:00Z", "status": "created", "job_id": "j9"}]})
+    v = SchedulesView(SchedulesModel(api), SITE)
+    v.load()
+    assert "nightly inventory" in v.table.value and "forbidden" in v.table.value
+    v.pick.value = "s1"
+    assert "created" in v.runs.value
+    v.enable.click()
+    assert ("update", ({"enabled": True},)) in api.queries[-2].ops or any(
+        ("update", ({"enabled": True},)) in q.ops for q in api.queries)
+    with pytest.raises(ValidationFailed):
+        SchedulesModel(api).save(site_id=SITE, name=" ", job_type="vcenter_sync", params={}, recurrence="")
+    v.params.value = "{not json"
+    v.save.click()
+    assert "not JSON" in v.status.value
+
+
+def test_catalogs_show_the_last_refresh_in_words_and_refresh_through_create_job():
+    api = FakeApi({"firmware_catalogs": [
+        {"id": "c1", "name": "dell", "url": "https://x/Catalog.xml.gz", "last_status": "moved",
+         "last_error": "the catalog moved to https://y/Catalog.xml.gz; update its URL", "compressed": True},
+        {"id": "c2", "name": "mirror", "url": "https://m/Catalog.xml", "last_status": "never"}],
+        "firmware_baselines": [{"id": "b1", "catalog_id": "c1", "name": "bios only", "components": ["BIOS"]}]})
+    v = CatalogsView(CatalogsModel(api), SITE)
+    v.load()
+    assert "moved: update its URL" in v.table.value and "not refreshed yet" in v.table.value
+    assert "bios only" in v.baselines.value and "BIOS" in v.baselines.value
+    v.pick.value = "c1"
+    v.refresh_job.click()
+    assert api.jobs[-1] == ("catalog_refresh", {"catalog_id": "c1", "stale_after_days": 180})
+    with pytest.raises(ValidationFailed) as exc:
+        CatalogsModel(api).register(site_id=SITE, name="x", url="ftp://x", expected_sha256="nothex")
+    assert len(exc.value.problems) == 2
+
+
+def test_the_intake_screens_are_in_the_frame():
+    keys = lambda role: {s.key for s in screens.screens_for(role)}  # noqa: E731
+    assert {"catalogs", "schedules"} <= keys("viewer") and not {"discovery", "calls"} & keys("viewer")
+    assert {"discovery", "calls", "catalogs", "schedules"} <= keys("operator")
