@@ -49,6 +49,7 @@ INTERRUPT_GRACE_S = 60.0  # after SIGINT, time a benchmark gets to tear its stac
 QUICK_ARGS: dict[str, list[str]] = {
     "claim_throughput": ["--jobs", "2000"],
     "dispatch_latency": ["--jobs", "20"],
+    "discovery": ["--count", "200", "--sample", "10"],
     "fleet_inventory": ["--count", "200", "--sequential", "20"],
     "rest_throughput": ["--duration", "3"],
     "replication": ["--bytes", str(128 << 20), "--rounds", "2"],
@@ -89,6 +90,11 @@ RELATIONS: dict[str, list[Rel]] = {
         Rel("wall_s", baseline="sequential_extrapolated_s", ratio="speedup", target="<= {target_wall_s}"),
         Rel("peak_sessions_per_bmc", target="<= 2"),
         Rel("leaked_sessions", target="= 0"),
+    ],
+    "discovery": [
+        Rel("wall_s", baseline="baseline_sequential_fleet_s", ratio="speedup", target="<= {target_wall_s}"),
+        Rel("peak_sessions_per_bmc", target="<= 1"),
+        Rel("sessions_left_open", target="= 0"),
     ],
     "claim_throughput": [Rel("double_claims", target="= 0")],
     "realtime_latency": [
