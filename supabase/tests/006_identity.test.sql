@@ -4,7 +4,7 @@
 -- executor; the sync takes a lost role and the sessions with it; users reach none of it.
 begin;
 create extension if not exists pgtap with schema extensions;
-select plan(20);
+select plan(22);
 
 create function pg_temp.role_as(p_uid uuid, p_session text) returns text language plpgsql as $$
 declare
@@ -56,8 +56,12 @@ update public.breakglass_sessions set expires_at = now() - interval '1 second', 
 select is(pg_temp.role_as('a6000000-0000-4000-8000-000000000001', 'd6000000-0000-4000-8000-000000000001'), null,
           'an expired grant gives no role');
 select public.breakglass_failed('pgtap-bg', 'pgtap') from generate_series(1, 5);
-select ok((select locked_until > now() from public.breakglass_accounts where name = 'pgtap-bg'),
-          'five failures lock the account');
+select ok(public.breakglass_client_locked('pgtap-bg', 'pgtap') > now(),
+          'five failures from one client lock that client out');
+select is(public.breakglass_client_locked('pgtap-bg', 'another-client'), null,
+          'another client is not locked out');
+select ok((select failed_attempts >= 5 and locked_until is null from public.breakglass_accounts where name = 'pgtap-bg'),
+          'the account counts the failures and is not locked for everyone');
 
 -- mapping -------------------------------------------------------------------------------------
 select is(public.idm_role_for_groups('b6000000-0000-4000-8000-000000000001',

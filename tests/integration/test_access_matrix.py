@@ -156,6 +156,10 @@ class World:
         i["idm_request"] = self.one("insert into public.idm_login_requests (site_id, executor_id, key_id, challenge, "
                                     "expires_at) values (%s, %s, 'k1', %s, now() + interval '1 minute') returning id",
                                     (i["site"], i["executor"], "c" * 43))
+        # a client's failed break-glass attempts (20261207150000_breakglass_client_lockout.sql)
+        i["bg_lockout"] = f"matrix-{uuid.uuid4().hex[:8]}"
+        self.cur.execute("insert into public.breakglass_lockouts (account_name, client, failed_attempts) "
+                         "values (%s, '127.0.0.9', 1)", (i["bg_lockout"],))
         # a break-glass account has an auth user of its own, which never holds a user_roles row
         i["bg_user"] = self.one("insert into auth.users (email) values (%s) returning id",
                                 (f"acl-bg-{uuid.uuid4().hex[:6]}@t.invalid",))
@@ -444,6 +448,14 @@ def statements(w: dict[str, str], users: dict[str, str]) -> dict[str, dict[str, 
                        (s["bg_account"], users["other"])),
             "update": ("update public.breakglass_sessions set expires_at = expires_at where id = %s", (s["bg_session"],)),
             "delete": ("delete from public.breakglass_sessions where id = %s", (s["bg_session"],)),
+        },
+        "breakglass_lockouts": {
+            "select": ("select client from public.breakglass_lockouts where account_name = %s", (s["bg_lockout"],)),
+            "insert": ("insert into public.breakglass_lockouts (account_name, client) values (%s, 'forged')",
+                       (s["bg_lockout"],)),
+            "update": ("update public.breakglass_lockouts set locked_until = null where account_name = %s",
+                       (s["bg_lockout"],)),
+            "delete": ("delete from public.breakglass_lockouts where account_name = %s", (s["bg_lockout"],)),
         },
         "identity_policy": {
             "select": ("select id from public.identity_policy", ()),

@@ -2,7 +2,7 @@
 viewer and an anon-key holder calling REST, RPCs, functions and Realtime directly.
 
 Each test is one attack. Holes fixed in the same review pass; holes left open are
-``xfail(strict=True)`` with the finding in the reason, so they fail loudly once fixed
+``xfail(strict=True)`` with the finding in the reason while open, so they fail loudly once fixed
 (then drop the marker). The executor-side parser differential is in
 tests/unit/test_binding_parser_differential.py.
 """
@@ -16,7 +16,7 @@ import httpx
 import psycopg2
 import pytest
 
-from console.identity import IdentityError, break_glass_login, provision_breakglass
+from console.identity import break_glass_login, provision_breakglass
 from devstack.cli import add_user
 
 
@@ -125,7 +125,7 @@ def test_embedding_reaches_no_row_or_column_the_caller_cannot_select(api: Api):
         for path in (f"servers?select=id,credential_sets(*)&site_id=eq.{site}",
                      f"servers?select=id,credential_sets(sealed_secret)&site_id=eq.{site}",
                      f"servers?select=id,...credential_sets(sealed_secret)&site_id=eq.{site}",
-                     f"servers?select=id,credential_sets!inner()&credential_sets.sealed_secret=like.admin*",
+                     "servers?select=id,credential_sets!inner()&credential_sets.sealed_secret=like.admin*",
                      f"sites?select=id,credential_sets(id,credential_envelopes(sealed_secret))&id=eq.{site}"):
             r = api.rest(role, "GET", path)
             assert r.status_code in (400, 403) and "admin-sealed" not in r.text, (role, path, r.status_code, r.text)
@@ -143,18 +143,28 @@ def test_embedding_reaches_no_row_or_column_the_caller_cannot_select(api: Api):
     assert r.status_code == 403, r.text
 
 
-# --- break-glass: anyone with the anon key can lock the emergency accounts -------------------------------
-@pytest.mark.xfail(strict=True, reason=(
-    "OPEN (hostile review): the break-glass lockout is per account, not per client, and the anon key is "
-    "public: breakglass_max_failures wrong secrets from anywhere lock the account for breakglass_lockout_s, "
-    "so an outsider keeps every break-glass account locked during the outage it exists for (5 requests per "
-    "15 minutes). A 423 for an existing account and 401 for an unknown one also enumerates account names."))
+# --- break-glass: the lockout holds for the guessing client only -----------------------------------------
+def _guess_from(api: Api, address: str, account: str, secret: str) -> int:
+    """One break-glass sign-in from another loopback address (the gateway records the peer)."""
+    transport = httpx.HTTPTransport(local_address=address)
+    with httpx.Client(transport=transport, timeout=30) as c:
+        r = c.post(f"{api.url}/functions/v1/break-glass", headers={"apikey": api.anon, "Authorization":
+                   f"Bearer {api.anon}"}, json={"action": "sign_in", "account": account, "secret": secret,
+                                                "reason": "an outsider guessing secrets"})
+        return r.status_code
+
+
 def test_an_outsider_cannot_lock_the_holder_out_of_break_glass(api: Api):
+    """Was open: five wrong secrets from anywhere locked the account for everyone, and a 423
+    only for existing names enumerated them. Now the count is per (name, client address)."""
     name = f"bg-hostile-{api.tag}"
     secret = provision_breakglass(api.url, api.service, name, max_session_s=60)
-    for _ in range(10):  # an outsider guessing, with the public anon key
-        with pytest.raises(IdentityError):
-            break_glass_login(api.url, api.anon, name, "wrong-" + secret, "an outsider guessing secrets")
+    codes = [_guess_from(api, "127.0.0.2", name, "wrong-" + secret) for _ in range(7)]
+    assert codes == [401] * 4 + [423] * 3, codes  # the guesser locks itself out
+    unknown = [_guess_from(api, "127.0.0.2", f"no-such-{api.tag}", "wrong") for _ in range(7)]
+    assert unknown == codes  # an unknown name answers the same: no enumeration
     # the holder, during the outage, from another address
     res = break_glass_login(api.url, api.anon, name, secret, "directory down, restoring access")
     assert res["role"] == "admin"
+    # and the guesser stays locked out, even with the right secret
+    assert _guess_from(api, "127.0.0.2", name, secret) == 423

@@ -6,8 +6,10 @@
 // Called with the anon key. The account's secret (long, random, handed out once at
 // provisioning) is checked against its scrypt hash here, in memory; the database only ever
 // holds the hash. The account row stays locked while one attempt is checked, so parallel
-// guesses queue; every failure counts and identity_policy.breakglass_max_failures of them
-// lock the account for breakglass_lockout_s. A reason is required. Success issues a normal
+// guesses queue; every failure counts, and identity_policy.breakglass_max_failures of them
+// from one client address lock that address out of that account name for
+// breakglass_lockout_s (breakglass_lockouts: a guesser locks out only itself, and unknown
+// names lock the same way, so a 423 reveals nothing). A reason is required. Success issues a normal
 // session that carries the account's role only while its breakglass_sessions grant is live
 // (current_app_role()), whose auth session cannot be refreshed past expires_at, and that is
 // audited as critical and announced on every enabled notification channel
@@ -85,30 +87,36 @@ export const handler = guard("break-glass", async (req: Request): Promise<Respon
   const refused = (status: number, code: string, message: string, details: unknown = null): Outcome =>
     ({ ok: false, error: new HttpError(status, code, message, details) });
 
-  // One transaction per attempt, holding the account's row: the failure count is exact.
+  // One transaction per attempt, holding the account's row (and the client's count row):
+  // the failure count is exact.
   const outcome = await sql().begin(async (tx): Promise<Outcome> => {
     const [acc] = await tx<Account[]>`
       select a.id, a.name, a.user_id, a.secret_hash, a.locked_until, a.disabled_at, u.email
         from public.breakglass_accounts a join auth.users u on u.id = a.user_id
        where a.name = ${b.account} for update of a`;
-    if (acc && acc.locked_until && new Date(acc.locked_until).getTime() > Date.now()) {
-      await tx`select public.idm_audit('breakglass.locked_out', 'breakglass_accounts', ${acc.id},
-                 ${tx.json({ severity: "high", name: acc.name, client, locked_until: acc.locked_until })},
-                 'break-glass attempt on a locked account')`;
-      return refused(423, "locked", "this break-glass account is locked after too many failed attempts",
-        { locked_until: acc.locked_until });
+    // The lockout is per (account name, client address), for unknown names alike: a guesser
+    // locks out only itself, and a lockout says nothing about whether the account exists.
+    const [{ locked_until: lockedUntil }] = await tx<{ locked_until: Date | null }[]>`
+      select public.breakglass_client_locked(${b.account}, ${client}) as locked_until`;
+    if (lockedUntil) {
+      await tx`select public.idm_audit('breakglass.locked_out', 'breakglass_accounts', ${acc?.id ?? b.account},
+                 ${tx.json({ severity: "high", name: b.account.slice(0, 64), client, locked_until: lockedUntil })},
+                 'break-glass attempt from a locked-out client')`;
+      return refused(423, "locked", "too many failed break-glass attempts from this address; try again later",
+        { locked_until: lockedUntil });
     }
     const good = await checkSecret(b.secret, acc?.secret_hash ?? DUMMY_HASH);
     if (!acc || !good || acc.disabled_at) {
       const [{ locked_until }] = await tx<{ locked_until: Date | null }[]>`
         select public.breakglass_failed(${b.account}, ${client}) as locked_until`;
       if (locked_until && new Date(locked_until).getTime() > Date.now()) {
-        return refused(423, "locked", "this break-glass account is now locked after too many failed attempts",
+        return refused(423, "locked", "too many failed break-glass attempts from this address; try again later",
           { locked_until });
       }
       return refused(401, "invalid_credentials", "unknown break-glass account or wrong secret");
     }
     if (!acc.email) return refused(500, "account_broken", "the break-glass account has no auth user; re-provision it");
+    await tx`select public.breakglass_client_cleared(${b.account}, ${client})`;
     const session = await issueSession(acc.email);
     const [grant] = await tx<{ id: string; role: string; expires_at: Date }[]>`
       select (g).id, (g).role::text as role, (g).expires_at
