@@ -54,9 +54,10 @@ async def replication_lag_blockers(ctx: StepContext, hosts: list[dict[str, Any]]
     for col in ("source_server_id", "target_server_id"):
         for r in await control.select("replication_pairs", PAIR_COLUMNS, **{col: list(servers)}):
             rows[str(r["id"])] = r
-    overridden = {(str((b.get("details") or {}).get("pair_id")), str(b.get("host_id")))
+    # an override names the host, or the server when the job works on servers
+    overridden = {(str((b.get("details") or {}).get("pair_id")), str(b.get(key) or (b.get("details") or {}).get(key)))
                   for b in blockers if b.get("kind") == "replication_lag"
-                  and decisions.get(str(b["id"])) == "acknowledge"}
+                  and decisions.get(str(b["id"])) == "acknowledge" for key in ("host_id", "server_id")}
     now = time.time()
     found = []
     for pair in rows.values():
@@ -68,7 +69,8 @@ async def replication_lag_blockers(ctx: StepContext, hosts: list[dict[str, Any]]
             continue
         for side in ("source", "target"):
             host = servers.get(str(pair.get(f"{side}_server_id")))
-            if host is None or (str(pair["id"]), str(host["id"])) in overridden:
+            if host is None or {(str(pair["id"]), str(host.get("id"))),
+                                (str(pair["id"]), str(host["server_id"]))} & overridden:
                 continue
             found.append(Blocker(
                 kind="replication_lag", target=pair["name"],
@@ -76,7 +78,31 @@ async def replication_lag_blockers(ctx: StepContext, hosts: list[dict[str, Any]]
                          f"({pair['source_dataset']} -> {pair['target_dataset']}), whose lag is {_fmt(lag)}, "
                          f"beyond the allowed {_fmt(limit)}: wait, sync the pair now, skip the host, or "
                          f"override with a reason"),
-                details={"host_id": host["id"], "host_name": host["name"], "server_id": host.get("server_id"),
+                details={"host_id": host.get("id"), "host_name": host["name"], "server_id": host.get("server_id"),
                          "pair_id": str(pair["id"]), "pair_name": pair["name"], "side": side,
                          "lag_seconds": None if lag is None else int(lag), "max_lag_seconds": int(limit)}))
     return found
+
+
+# job types on servers (power_operation, firmware_update): they touch the server itself
+TAKES_HOST_DOWN_POWER = {"graceful_shutdown", "force_off", "graceful_restart", "force_restart", "power_cycle"}
+
+
+async def server_gate(ctx: StepContext, servers: list[dict[str, Any]]) -> tuple[list[Blocker], set[str]]:
+    """The gate for a job that takes ``servers`` down: (blockers, ids of servers the
+    operator chose to skip). A server's ESXi host, when it has one, is named on the blocker
+    (so ``skip_host`` is possible); otherwise the blocker names the server only."""
+    if not servers:
+        return [], set()
+    control = ctx.session.runner.control  # type: ignore[attr-defined]
+    blockers = await control.select("job_blockers", "id,kind,host_id,server_id,details", job_id=ctx.job_id)
+    decisions = {str(r["blocker_id"]): r["action"] for r in
+                 await control.select("blocker_resolutions", "blocker_id,action", job_id=ctx.job_id)}
+    skipped = {str(b.get("server_id") or (b.get("details") or {}).get("server_id")) for b in blockers
+               if b.get("kind") == "replication_lag" and decisions.get(str(b["id"])) == "skip_host"}
+    ids = [str(s["id"]) for s in servers if str(s["id"]) not in skipped]
+    hosts = {str(h["server_id"]): str(h["id"]) for h in
+             (await control.select("esxi_hosts", "id,server_id", server_id=ids) if ids else [])}
+    subjects = [{"id": hosts.get(sid), "name": s["name"], "server_id": sid}
+                for s in servers if (sid := str(s["id"])) in ids]
+    return await replication_lag_blockers(ctx, subjects, blockers, decisions), skipped

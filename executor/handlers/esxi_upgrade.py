@@ -40,6 +40,7 @@ from ..targets.esxcli import EsxiShell
 from ..targets.vsphere import VSphereClient
 from ..targets.vsphere_blockers import BLOCKING, host_blockers
 from . import register
+from ._replication_gate import replication_lag_blockers
 from ._vsphere import (
     InventoryMissing,
     TargetProfile,
@@ -107,7 +108,7 @@ class EsxiUpgradeHandler(JobHandler):
     @step(100, resumable=True)
     async def preflight(self, ctx: StepContext) -> dict[str, Any]:
         params = self._params(ctx)
-        rows = await select(ctx, "esxi_hosts", "id,name,moref,vcenter_id,details",
+        rows = await select(ctx, "esxi_hosts", "id,name,moref,vcenter_id,details,server_id",
                             id=[str(h) for h in params.host_ids])
         by_id = {str(r["id"]): r for r in rows}
         missing = [str(h) for h in params.host_ids if str(h) not in by_id]
@@ -126,7 +127,7 @@ class EsxiUpgradeHandler(JobHandler):
         vm_ids = {r["moref"]: str(r["id"]) for r in await select(ctx, "vms", "id,moref", vcenter_id=vc["id"])}
         decided = {str(r["blocker_id"]): r["action"] for r in
                    await select(ctx, "blocker_resolutions", "blocker_id,action", job_id=ctx.job_id)}
-        earlier = await select(ctx, "job_blockers", "id,host_id,details", job_id=ctx.job_id)
+        earlier = await select(ctx, "job_blockers", "id,kind,host_id,details", job_id=ctx.job_id)
         skip = {str(b["host_id"]) for b in earlier if decided.get(str(b["id"])) == "skip_host"}
         power_off: dict[str, list[str]] = {}
         for b in earlier:
@@ -161,6 +162,9 @@ class EsxiUpgradeHandler(JobHandler):
                 continue
             plan.append(entry)
             await update_task(ctx, entry, "pending", seq=seq, details={"from": live.version, "build": live.build})
+        # storage hosts whose replication is behind policy (executor/handlers/_replication_gate.py)
+        found += await replication_lag_blockers(
+            ctx, [{**e, "server_id": by_id[e["id"]].get("server_id")} for e in plan], earlier, decided)
         if found:
             raise BlockersFound(found)
         ctx.checkpoint.update({"vcenter_id": vc["id"], "plan": plan, "power_off": power_off})

@@ -52,7 +52,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from ..jobparams import FirmwareUpdateParams
-from ..steps import JobHandler, Progress, StepContext, cleanup_step, step
+from ..steps import BlockersFound, JobHandler, Progress, StepContext, cleanup_step, step
 from ..targets.catalog import Catalog, ComplianceReport, version_key
 from ..targets.dell import FAILED, FINISHED, DellOEM
 from ..targets.errors import (
@@ -86,6 +86,7 @@ from ._dell import (
     wait,
     wait_lc_ready,
 )
+from ._replication_gate import server_gate
 from .power import power_one
 from .scp_backup import take_backup
 
@@ -235,7 +236,7 @@ class FirmwareUpdateHandler(JobHandler):
     def _work(ctx: StepContext, sid: str) -> dict[str, Any] | None:
         """The server's record when it still has components to flash and has not failed."""
         rec = per_server(ctx).get(sid)
-        if not rec or rec.get("failed") or ctx.checkpoint.get("dry_run"):
+        if not rec or rec.get("failed") or rec.get("skipped") or ctx.checkpoint.get("dry_run"):
             return None
         return rec if any(x["status"] in ("pending", "staged") for x in rec["components"]) else None
 
@@ -302,6 +303,16 @@ class FirmwareUpdateHandler(JobHandler):
                                      "date": catalog.date_time, "age_days": catalog.age_days(),
                                      "package_base": base}
         self._stop_if_all_failed(ctx, servers, errors)
+        if not p.dry_run and p.reboot == "immediate":  # the reboot takes the host down: replication gate
+            down = [s for s in servers if recs.get(str(s["id"]), {}).get("reboot_required")
+                    and not recs[str(s["id"])].get("failed")]
+            found, skip = await server_gate(ctx, down)
+            if found:
+                raise BlockersFound(found)
+            for s in down:
+                if str(s["id"]) in skip:
+                    recs[str(s["id"])]["skipped"] = "skip_host decision (replication lag)"
+                    await task(ctx, s, "skipped", result=recs[str(s["id"])])
         return {"updates": {s["name"]: len(recs[str(s["id"])]["components"]) for s in servers
                             if str(s["id"]) in recs and not recs[str(s["id"])].get("failed")},
                 "dry_run": p.dry_run}
@@ -449,6 +460,9 @@ class FirmwareUpdateHandler(JobHandler):
                 continue
             if rec.get("failed"):
                 failures[s["name"]] = DellHandlerError(rec["failed"])
+                continue
+            if rec.get("skipped"):
+                summary[s["name"]] = {"skipped": 1}
                 continue
             comps = rec.get("components", [])
             if comps and p.reboot != "staged":

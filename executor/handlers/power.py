@@ -23,7 +23,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..jobparams import PowerOperationParams
-from ..steps import JobHandler, Progress, StepContext, StepSpec, step
+from ..steps import BlockersFound, JobHandler, Progress, StepContext, StepSpec, step
 from ..targets.errors import OperationTimedOut, TargetError
 from ..targets.redfish import RedfishClient
 from . import register
@@ -42,6 +42,7 @@ from ._dell import (
     upsert_inventory,
     wait,
 )
+from ._replication_gate import TAKES_HOST_DOWN_POWER, server_gate
 
 # job action -> RedfishClient.power action
 ACTIONS = {"on": "on", "graceful_shutdown": "graceful_shutdown", "force_off": "off",
@@ -105,6 +106,11 @@ class PowerOperationHandler(JobHandler):
         p = params_of(ctx.job, PowerOperationParams)
         servers = await load_servers(ctx, [str(s) for s in p.server_ids])
         await endpoints(ctx, servers)  # every credential opens before any server is touched
+        if p.action in TAKES_HOST_DOWN_POWER:  # storage hosts whose replication lags (_replication_gate.py)
+            found, skip = await server_gate(ctx, servers)
+            if found:
+                raise BlockersFound(found)
+            ctx.checkpoint["replication_skip"] = sorted(skip)
         return {"servers": [s["name"] for s in servers], "action": p.action}
 
     @step(50, resumable=False)
@@ -119,6 +125,9 @@ class PowerOperationHandler(JobHandler):
             sid = str(s["id"])
             if done.get(sid, {}).get("ok"):
                 continue  # finished before an interruption (on/off only: restarts never resume)
+            if sid in (ctx.checkpoint.get("replication_skip") or []):
+                await task(ctx, s, "skipped", result={"reason": "skip_host decision (replication lag)"})
+                continue
             await task(ctx, s, "running")
             try:
                 async with bmc(eps[sid]) as c:

@@ -1,4 +1,4 @@
-"""The maintenance gate: a rolling update pauses on a storage host whose replication lags."""
+"""The maintenance gate: every job that takes a storage host down pauses when its replication lags."""
 
 from __future__ import annotations
 
@@ -7,8 +7,13 @@ import inspect
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
-from executor.handlers import rolling_update
-from executor.handlers._replication_gate import current_lag, replication_lag_blockers
+from executor.handlers import esxi_upgrade, firmware, power, rolling_update
+from executor.handlers._replication_gate import (
+    TAKES_HOST_DOWN_POWER,
+    current_lag,
+    replication_lag_blockers,
+    server_gate,
+)
 
 
 class Control:
@@ -66,3 +71,61 @@ def test_lag_is_the_age_of_the_newest_replicated_snapshot():
 def test_the_rolling_update_blocker_scan_runs_the_gate():
     src = inspect.getsource(rolling_update.RollingClusterUpdateHandler.blocker_scan)
     assert "replication_lag_blockers(" in src and src.index("replication_lag_blockers(") < src.index("BlockersFound(")
+
+
+class Tables:
+    """select() over a few in-memory tables, ``eq``/``in`` filters as the control client's."""
+
+    def __init__(self, **tables):
+        self.tables = tables
+
+    async def select(self, table, columns, **filters):
+        def keep(row):
+            return all((row.get(c) in v) if isinstance(v, list) else row.get(c) == v for c, v in filters.items())
+        return [r for r in self.tables.get(table, []) if keep(r)]
+
+
+def server_ctx(pairs, blockers=(), resolutions=(), hosts=()):
+    control = Tables(replication_pairs=pairs, job_blockers=list(blockers), blocker_resolutions=list(resolutions),
+                     esxi_hosts=list(hosts))
+    return SimpleNamespace(job_id="j1", session=SimpleNamespace(runner=SimpleNamespace(control=control)))
+
+
+SERVERS = [{"id": "srv-1", "name": "store01"}, {"id": "srv-2", "name": "store02"}]
+
+
+def test_server_jobs_name_the_server_and_its_esxi_host_when_it_has_one():
+    pairs = [pair("p1", lag_s=7300), pair("p2", lag_s=9000, src="srv-2")]
+    found, skip = asyncio.run(server_gate(server_ctx(pairs, hosts=[{"id": "h2", "server_id": "srv-2"}]), SERVERS))
+    by_pair = {b.details["pair_id"]: b.details for b in found}
+    assert skip == set() and set(by_pair) == {"p1", "p2"}
+    assert by_pair["p1"]["server_id"] == "srv-1" and by_pair["p1"]["host_id"] is None  # no ESXi host: server only
+    assert by_pair["p2"]["host_id"] == "h2" and by_pair["p2"]["host_name"] == "store02"
+
+
+def test_server_jobs_honour_acknowledge_and_skip_host_decisions():
+    pairs = [pair("p1", lag_s=7300), pair("p2", lag_s=9000, src="srv-2")]
+    blockers = [{"id": "b1", "job_id": "j1", "kind": "replication_lag", "host_id": None, "server_id": "srv-1",
+                 "details": {"pair_id": "p1", "server_id": "srv-1"}},
+                {"id": "b2", "job_id": "j1", "kind": "replication_lag", "host_id": "h2", "server_id": "srv-2",
+                 "details": {"pair_id": "p2", "server_id": "srv-2"}}]
+    resolutions = [{"job_id": "j1", "blocker_id": "b1", "action": "acknowledge"},
+                   {"job_id": "j1", "blocker_id": "b2", "action": "skip_host"}]
+    found, skip = asyncio.run(server_gate(server_ctx(pairs, blockers, resolutions), SERVERS))
+    assert found == [] and skip == {"srv-2"}
+    # an override is per pair: another lagging pair on the same server still blocks
+    found, _ = asyncio.run(server_gate(server_ctx([*pairs, pair("p3", lag_s=None)], blockers, resolutions), SERVERS))
+    assert [b.details["pair_id"] for b in found] == ["p3"]
+
+
+def test_every_job_type_that_takes_a_storage_host_down_runs_the_gate_before_its_first_change():
+    for fn, call in ((esxi_upgrade.EsxiUpgradeHandler.preflight, "replication_lag_blockers("),
+                     (firmware.FirmwareUpdateHandler.compliance, "server_gate("),
+                     (power.PowerOperationHandler.preflight, "server_gate(")):
+        src = inspect.getsource(fn)
+        assert call in src and src.index(call) < src.index("BlockersFound("), fn.__qualname__
+    assert "on" not in TAKES_HOST_DOWN_POWER
+    assert TAKES_HOST_DOWN_POWER | {"on"} == set(power.ACTIONS)
+    # a skipped server is left alone by the steps that change it
+    assert "replication_skip" in inspect.getsource(power.PowerOperationHandler.apply_power)
+    assert 'rec.get("skipped")' in inspect.getsource(firmware.FirmwareUpdateHandler._work)

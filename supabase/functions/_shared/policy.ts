@@ -202,8 +202,10 @@ export function controlProblem(action: string, s: JobState, now: Date): Violatio
 
 // --- blockers --------------------------------------------------------------------------
 
-export type Decision = "power_off_vm" | "migrate_manually_done" | "skip_host" | "abort";
-export const DECISIONS: readonly Decision[] = ["power_off_vm", "migrate_manually_done", "skip_host", "abort"];
+export type Decision = "power_off_vm" | "migrate_manually_done" | "skip_host" | "abort" | "acknowledge" | "recheck";
+export const DECISIONS: readonly Decision[] = [
+  "power_off_vm", "migrate_manually_done", "skip_host", "abort", "acknowledge", "recheck",
+];
 
 export interface BlockerRow {
   id: string;
@@ -217,8 +219,18 @@ export interface BlockerRow {
 }
 
 /** A decision is stale when the facts it was made on no longer hold. */
-export function blockerProblem(b: BlockerRow, decision: Decision): Violation | null {
+export function blockerProblem(b: BlockerRow, decision: Decision, note?: string): Violation | null {
   if (b.status !== "open") return { code: "blocker_resolved", message: "the blocker already has a decision", details: { blocker_id: b.id } };
+  // the replication gate's own decisions (docs/replication.md): recheck (after waiting or a
+  // sync now: the gate runs again) and acknowledge (an override, never without a reason)
+  if ((decision === "acknowledge" || decision === "recheck") && b.kind !== "replication_lag") {
+    return { code: "invalid_decision", message: `${decision} is for replication_lag blockers only`, details: { blocker_id: b.id } };
+  }
+  if (decision === "acknowledge") {
+    if (!note || !note.trim()) {
+      return { code: "reason_required", message: "acknowledge needs a reason (note) for the audit trail", details: { blocker_id: b.id } };
+    }
+  }
   if (decision === "power_off_vm" || decision === "migrate_manually_done") {
     if (!b.vm_id || !b.vm_exists) {
       return { code: "stale_blocker", message: "the blocker's VM no longer exists; rescan", details: { blocker_id: b.id } };

@@ -3,7 +3,9 @@
 // POST {job_id, decisions: [{blocker_id, decision, note?}], resume?}
 // decision: power_off_vm (the executor powers the VM off and back on after the host),
 //           migrate_manually_done (the operator moved the VM), skip_host (leave the host
-//           out of this job), abort (cancel the job).
+//           out of this job), abort (cancel the job), acknowledge (override a
+//           replication_lag blocker; needs a note with the reason, docs/replication.md),
+//           recheck (replication_lag: the gate runs again once the job resumes).
 // In one transaction as the caller:
 // - the job must be paused for blockers, every named blocker must be one of its blockers
 //   and still open, and the facts a decision rests on must still hold (the VM exists and,
@@ -83,7 +85,7 @@ export const handler = guard("resolve-blockers", async (req: Request): Promise<R
     if (unknown.length) {
       throw new HttpError(422, "blocker_not_found", "these blockers are not blockers of this job", { blocker_ids: unknown });
     }
-    const problems = decisions.map((d) => blockerProblem(byId.get(d.blocker_id)!, d.decision)).filter((p) => p !== null);
+    const problems = decisions.map((d) => blockerProblem(byId.get(d.blocker_id)!, d.decision, d.note)).filter((p) => p !== null);
     if (problems.length) throw conflict(problems[0]!.code, problems[0]!.message, { problems });
 
     // the database fills job_id and resolved_by and marks each blocker resolved

@@ -145,3 +145,16 @@ Deno.test("blocker decisions: resolved and stale blockers are refused", () => {
   assert.equal(blockerProblem(b({ host_id: null, vm_id: null }), "skip_host")?.code, "invalid_decision");
   assert.equal(blockerProblem(b({ host_id: null, vm_id: null, kind: "replication_lag" }), "abort"), null);
 });
+
+Deno.test("blocker decisions: acknowledge (with a reason) and recheck are for the replication gate only", () => {
+  const lag: BlockerRow = {
+    id: "b", job_id: "j", kind: "replication_lag", status: "open", host_id: null, vm_id: null, vm_exists: false, vm_host_id: null,
+  };
+  assert.equal(blockerProblem(lag, "acknowledge", "replica checked by hand, window closes at 06:00"), null);
+  assert.equal(blockerProblem(lag, "acknowledge")?.code, "reason_required");
+  assert.equal(blockerProblem(lag, "acknowledge", "   ")?.code, "reason_required");
+  assert.equal(blockerProblem({ ...lag, kind: "usb_passthrough" }, "acknowledge", "because")?.code, "invalid_decision");
+  // recheck: after waiting or a sync now, the gate runs again; no reason needed, replication_lag only
+  assert.equal(blockerProblem(lag, "recheck"), null);
+  assert.equal(blockerProblem({ ...lag, kind: "usb_passthrough" }, "recheck")?.code, "invalid_decision");
+});
