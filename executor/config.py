@@ -40,6 +40,7 @@ smtp_username               name     (none)                              SMTP lo
 smtp_password               secret   (none)                              SMTP password
 smtp_from                   address  ``rackpilot@localhost``             envelope and header sender
 smtp_timeout                s        10.0                                SMTP connect/command timeout
+replication_poll_interval   s        30.0                                how often an executor that takes ``replication_sync`` jobs asks SQL for the jobs of due replication pairs (``schedule_replication_jobs``: never two per pair, whichever executor asks); schedules are minutes at least (docs/replication.md)
 audit_anchor_interval       s        300                                 sign the audit chain's lane heads into ``<state_dir>/audit-anchors.jsonl`` this often; 0 disables
 enable_selftest             bool     false                               TESTS ONLY: take ``selftest`` jobs, whose files live in ``<state_dir>/selftest/``
 log_level                   level    INFO                                DEBUG, INFO, WARNING, ERROR
@@ -114,6 +115,8 @@ class ExecutorSettings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_from: str = "rackpilot@localhost"
     smtp_timeout: float = Field(default=10.0, gt=0)
+
+    replication_poll_interval: float = Field(default=30.0, ge=1, le=3600)
 
     audit_anchor_interval: float = Field(default=300.0, ge=0)
 

@@ -4,7 +4,8 @@ The decision is SQL's (``executor_schedule_replication`` -> ``schedule_replicati
 migration 20261206160000_replication.sql): it takes an advisory lock and the pair rows, so
 every executor of a site may call it at once and each due pair still gets exactly one
 job. The executor only provides the clock: this loop calls it every
-:data:`SCHEDULE_INTERVAL_S` seconds while the executor takes ``replication_sync`` jobs.
+``replication_poll_interval`` seconds (executor/config.py, ``RACKPILOT_REPLICATION_POLL_INTERVAL``,
+default :data:`SCHEDULE_INTERVAL_S`) while the executor takes ``replication_sync`` jobs.
 Why not pg_cron alone: the local stack has no pg_cron, and a site whose executor is down
 could not run the jobs anyway (hosted projects may schedule the same SQL function with
 pg_cron as well; the two never duplicate).

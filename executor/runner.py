@@ -547,7 +547,8 @@ class Executor:
         if "replication_sync" in self.job_types:  # due pairs get their job (SQL decides: never twice)
             from .replication_schedule import schedule_loop
 
-            self._tasks.append(asyncio.create_task(schedule_loop(self.control, self.executor_id, self.stop),
+            self._tasks.append(asyncio.create_task(schedule_loop(self.control, self.executor_id, self.stop,
+                                                                 interval=self.s.replication_poll_interval),
                                                    name="replication-schedule"))
         if self.s.notify_enabled:
             self.dispatcher = Dispatcher(self.s, self.control, self.executor_id)
