@@ -31,7 +31,8 @@ estimated bytes) and pruned, per pair, changing nothing.
 
 Reaching the hosts: the pair's ``credential_set_id`` is one sealed credential whose
 envelope holds ``username``, ``private_key`` and ``host_keys`` (known_hosts lines pinning
-both hosts' keys), and whose endpoints name both hosts as
+both hosts' keys; sealed with ``encrypt-credentials``, the two are the JSON object the admin
+gives as the secret: :func:`ssh_fields`), and whose endpoints name both hosts as
 ``{"scheme": "ssh", "host": H, "port": P, "tls": {"known_hosts": "sealed"}}``: the secret
 is released only to those (:mod:`executor.binding`), and only the sealed keys are trusted.
 ``source_host`` / ``target_host`` are ``host`` or ``host:port``.
@@ -43,6 +44,7 @@ None of them destroys anything.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -101,9 +103,29 @@ def release_secret(cred: Any, host: str, port: int, name: str) -> dict[str, str]
     if hasattr(cred, "release"):
         from ..binding import Target
 
-        return dict(cred.release(Target.of(f"ssh://{host}:{port}" if ":" not in host else f"ssh://[{host}]:{port}",
-                                           {"known_hosts": SEALED_TRUST}, scheme="ssh", port=port, name=name)))
-    return {str(k): str(v) for k, v in dict(cred).items()}  # an executor without sealed endpoints
+        return ssh_fields(dict(cred.release(Target.of(
+            f"ssh://{host}:{port}" if ":" not in host else f"ssh://[{host}]:{port}",
+            {"known_hosts": SEALED_TRUST}, scheme="ssh", port=port, name=name))))
+    return ssh_fields({str(k): str(v) for k, v in dict(cred).items()})  # an executor without sealed endpoints
+
+
+def ssh_fields(secret: dict[str, Any]) -> dict[str, Any]:
+    """``encrypt-credentials`` seals the admin's secret as ``password``: for an SSH login that
+    secret is a JSON object ``{"private_key": ..., "host_keys": ...}`` (docs/replication.md),
+    whose two fields are taken from it here. Fields sealed directly win."""
+    if "private_key" in secret or not str(secret.get("password") or "").lstrip().startswith("{"):
+        return secret
+    try:
+        inner = json.loads(secret["password"])
+    except ValueError:
+        return secret
+    if not isinstance(inner, dict):
+        return secret
+    out = {k: v for k, v in secret.items() if k != "password"}
+    for key in ("private_key", "host_keys"):
+        if isinstance(inner.get(key), str):
+            out[key] = inner[key]
+    return out
 
 
 def _when(ts: float) -> str:

@@ -79,6 +79,32 @@ def test_full_then_incremental_with_holds_bookmark_and_figures(lab):
     assert task["p_status"] == "completed" and task["p_progress"] == 100
 
 
+def test_a_credential_sealed_by_encrypt_credentials_replicates(lab):
+    """encrypt-credentials seals the admin's secret as ``password``: for an SSH login it is the
+    JSON object {private_key, host_keys} (docs/replication.md), and that replicates too."""
+    from tests.integration.replication_support import credential
+
+    w = World()
+    src, dst = dataset(lab)
+    plain = {"username": lab.username, "password": json.dumps({"private_key": lab.client_key.read_text(),
+                                                               "host_keys": lab.host_keys()})}
+    eps = [{"scheme": "ssh", "host": "127.0.0.1", "port": p, "tls": {"known_hosts": "sealed"}}
+           for p in lab.ports.values()]
+    pair = w.pair(lab, src, dst, credential=credential("sealed-by-fn", plain, eps))
+    s = run(w, [pair["id"]])
+    assert s.finished["status"] == "completed", s.finished
+    assert lab.read("dst", dst, "a.bin") == lab.read("src", src, "a.bin")
+    # pinned keys still hold: the same shape with another host's key is refused
+    other = Path(tempfile.mkdtemp()) / "k"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+    plain["password"] = json.dumps({"private_key": lab.client_key.read_text(),
+                                    "host_keys": " ".join(other.with_suffix(".pub").read_text().split()[:2])})
+    src2, dst2 = dataset(lab)
+    pair2 = w.pair(lab, src2, dst2, credential=credential("sealed-by-fn-2", plain, eps))
+    s = run(w, [pair2["id"]])
+    assert s.finished["status"] == "failed" and "HostKeyMismatch" in error_of(s), s.finished
+
+
 def test_interrupted_stream_resumes_from_its_token(lab):
     w = World()
     src, dst = dataset(lab)

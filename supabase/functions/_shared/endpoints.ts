@@ -5,7 +5,8 @@
 // Input, per endpoint: {url: "https://host[:port]" | "http://127.0.0.1:port" | "ssh://host[:port]", tls?}
 // or the canonical form {scheme, host, port?, tls?} (host may be an IP network in CIDR
 // form). tls: https {} | {ca_bundle: path} | {insecure: true}; http (loopback only) {} |
-// {allow_plain_http: true}; ssh {known_hosts: path} | {insecure_host_key: true}.
+// {allow_plain_http: true}; ssh {known_hosts: path} | {known_hosts: "sealed"} (host keys
+// pinned inside the sealed secret, docs/security.md) | {insecure_host_key: true}.
 // Output: canonical {scheme, host, port, tls}, host lowercased / IPs compressed.
 
 import type { Schema } from "./validate.ts";

@@ -13,6 +13,10 @@
 // other scheme, host, port or TLS trust, whatever the inventory says, so moving a target
 // (or trusting it differently, e.g. insecure TLS) needs a reseal naming the new endpoint.
 // A copy is kept in credential_sets.endpoints for display (the pre-flight shows it).
+// An ssh endpoint's trust is {known_hosts: path}, {insecure_host_key: true} or {known_hosts:
+// "sealed"}: the host keys are in the sealed secret itself (ZFS replication: secret = JSON
+// {private_key, host_keys} with host_keys as known_hosts lines; docs/replication.md and
+// docs/security.md#ssh-endpoints-whose-host-keys-are-sealed).
 //
 // The secret is sealed here, in memory, to every active executor of the site (format:
 // executor/secrets.py, one envelope per key) and only the envelopes are stored. It is
