@@ -3,26 +3,33 @@
 
 from __future__ import annotations
 
-import html
-
 import ipywidgets as w
 
 from console.models.replication import ReplicationModel, fmt_lag, when
+from console.widgets.charts import line_svg
 from console.widgets.common import STYLE, Status, guarded, html_table
 
+# the plot's unit follows the largest value shown: (threshold s, divisor, unit)
+_UNITS = ((2 * 86400, 86400, " d"), (2 * 3600, 3600, " h"), (120, 60, " min"), (0, 1, " s"))
 
-def lag_svg(series: dict, width: int = 520, height: int = 120) -> str:
-    """An SVG line of lag (s) after each sync: no plotting library needed in the kernel."""
+
+def lag_svg(series: dict, max_lag_seconds: int | None = None, *, width: int = 640, height: int = 200) -> str:
+    """The lag after each sync over time, with the pair's allowed lag as a second line, drawn
+    by the console's chart module (console/widgets/charts.py: inline SVG, escaped, labelled)."""
     ys = series.get("lag_s") or []
     if not ys:
         return "<i>no successful sync yet</i>"
-    top = max(max(ys), 1)
-    n = len(ys)
-    pts = " ".join(f"{(i / max(n - 1, 1)) * (width - 10) + 5:.1f},{height - 5 - (y / top) * (height - 10):.1f}"
-                   for i, y in enumerate(ys))
-    return (f'<svg class="rp-lag-plot" width="{width}" height="{height}" role="img" '
-            f'aria-label="lag over time"><polyline fill="none" stroke="#c0392b" stroke-width="2" points="{pts}"/>'
-            f'<text x="5" y="12" font-size="10">max {html.escape(fmt_lag(int(top)))}</text></svg>')
+    top = max([*ys, max_lag_seconds or 0])
+    _, div, unit = next(u for u in _UNITS if top >= u[0])
+    lines: dict[str, list[float | None]] = {"lag": [y / div for y in ys]}
+    if max_lag_seconds:
+        lines["allowed lag"] = [max_lag_seconds / div] * len(ys)
+    # the chart's x labels are 10 characters at most: month-day and hour ("12-06 14h")
+    xs = [f"{str(x)[5:10]} {str(x)[11:13]}h" if len(str(x)) >= 13 else str(x)
+          for x in series.get("x") or [""] * len(ys)]
+    svg = line_svg(xs, lines, title=f"lag after each sync (now at most {fmt_lag(int(max(ys)))})", unit=unit,
+                   width=width, height=height)
+    return svg.replace('class="rp-chart rp-lines"', 'class="rp-chart rp-lines rp-lag-plot"', 1)
 
 
 class ReplicationView(w.VBox):
@@ -53,11 +60,16 @@ class ReplicationView(w.VBox):
                   "last status": r.get("last_status") or "-", "schedule": r.get("schedule")} for r in rows]
         self.table.value = STYLE + html_table(shown, list(shown[0]) if shown else [], css="rp-replication",
                                               empty="no replication pairs")
+        self.rows = {str(r["id"]): r for r in rows}
         self.pair.options = [("-", "")] + [(r["name"], str(r["id"])) for r in rows]
         self.pair.index = 1 if rows else 0
 
     def _plot(self) -> None:
-        self.plot.value = lag_svg(self.model.lag_series(self.pair.value)) if self.pair.value else ""
+        if not self.pair.value:
+            self.plot.value = ""
+            return
+        allowed = (getattr(self, "rows", {}).get(self.pair.value) or {}).get("max_lag_seconds")
+        self.plot.value = lag_svg(self.model.lag_series(self.pair.value), allowed)
 
     def _sync(self, dry_run: bool) -> None:
         if not self.pair.value:

@@ -65,6 +65,22 @@ def test_pairs_with_lag_and_the_lag_series():
     assert "<polyline" in lag_svg(s)
 
 
+def test_the_lag_plot_is_the_console_chart_with_the_allowed_lag():
+    s = {"x": ["2026-12-06T10:00:00", "2026-12-06T11:00:00", "2026-12-06T12:00:00"], "lag_s": [600, 5400, 9000]}
+    svg = lag_svg(s, 7200)
+    # drawn by console/widgets/charts.py: its classes, its legend, one line per series
+    assert svg.startswith("<svg") and 'class="rp-chart rp-lines rp-lag-plot"' in svg
+    assert svg.count('class="rp-line"') == 2 and ">lag<" in svg and ">allowed lag<" in svg
+    assert " h<" in svg and ">12-06 12h<" in svg  # hours for a lag of hours; month-day and hour as labels
+    assert "now at most 2.5 h" in svg
+    assert lag_svg({"x": [], "lag_s": []}, 7200) == "<i>no successful sync yet</i>"
+    # minutes for small lags, and no allowed line when the pair has none
+    svg = lag_svg({"x": ["a", "b"], "lag_s": [300, 900]})
+    assert svg.count('class="rp-line"') == 1 and " min<" in svg
+    # names are escaped like every chart's
+    assert "<script>" not in lag_svg({"x": ["<script>"], "lag_s": [5]})
+
+
 def test_sync_now_goes_through_create_job():
     api = FakeApi(PAIRS, RUNS)
     view = ReplicationView(ReplicationModel(api))
