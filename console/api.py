@@ -30,9 +30,10 @@ from console.session import Session
 Row = dict[str, Any]
 JobAction = Literal["pause", "resume", "cancel", "retry", "force_resume"]
 WindowDecision = Literal["approve", "reject", "cancel"]
-Decision = Literal["power_off_vm", "migrate_manually_done", "skip_host", "abort"]
+Decision = Literal["power_off_vm", "migrate_manually_done", "skip_host", "abort", "recheck", "acknowledge"]
 
-DECISIONS: tuple[str, ...] = ("power_off_vm", "migrate_manually_done", "skip_host", "abort")
+# recheck and acknowledge answer the replication gate only (replication_lag blockers, docs/replication.md)
+DECISIONS: tuple[str, ...] = ("power_off_vm", "migrate_manually_done", "skip_host", "abort", "recheck", "acknowledge")
 REPORT_VIEWS: tuple[str, ...] = (
     "v_job_stats_by_type", "v_job_stats_by_week", "v_job_stats_by_user", "v_host_history",
     "v_open_blockers", "v_executor_health", "v_firmware_compliance",

@@ -21,7 +21,10 @@ DECISION_LABELS = {
     "migrate_manually_done": "I moved the VM myself",
     "skip_host": "skip this host",
     "abort": "abort the job",
+    "recheck": "check the replication again (after waiting or a sync now)",
+    "acknowledge": "override the replication lag (reason required)",
 }
+REPLICATION_DECISIONS = ("recheck", "acknowledge")
 
 
 @dataclass
@@ -74,15 +77,23 @@ class BlockerWizard(Observable):
             return "skip_host needs a blocker that names a host"
         if decision in ("power_off_vm", "migrate_manually_done") and not blocker.get("vm_id"):
             return f"{decision} needs a blocker that names a VM"
+        if decision in REPLICATION_DECISIONS and blocker.get("kind") != "replication_lag":
+            return f"{decision} is for replication lag blockers only"
+        return None
+
+    @staticmethod
+    def note_problem(decision: str, note: str) -> str | None:
+        if len(note) > 2000:
+            return "a note has at most 2000 characters"
+        if decision == "acknowledge" and not note.strip():
+            return "an override needs a reason: write it in the note"
         return None
 
     def decide(self, blocker_id: str, decision: str, note: str = "") -> None:
         b = self._blocker(blocker_id)
-        why = self.problem(b, decision)
+        why = self.problem(b, decision) or self.note_problem(decision, note)
         if why:
             raise ValidationFailed(why, [why])
-        if len(note) > 2000:
-            raise ValidationFailed("a note has at most 2000 characters", ["note too long"])
         self.choices[blocker_id] = Choice(decision, note)
         self.changed()
 
@@ -99,7 +110,7 @@ class BlockerWizard(Observable):
                 continue
             if only_undecided and b["id"] in self.choices:
                 continue
-            why = self.problem(b, decision)
+            why = self.problem(b, decision) or self.note_problem(decision, note)
             if why:
                 skipped.append(f"{self.label(b)}: {why}")
                 continue
@@ -124,7 +135,8 @@ class BlockerWizard(Observable):
         return [{"id": b["id"], "kind": b.get("kind"), "host": self.host_names.get(b.get("host_id") or "", ""),
                  "vm": self.vm_names.get(b.get("vm_id") or "", ""), "description": b.get("description", ""),
                  "detected": short_ts(b.get("detected_at")),
-                 "decision": self.choices[b["id"]].decision if b["id"] in self.choices else ""}
+                 "decision": self.choices[b["id"]].decision if b["id"] in self.choices else "",
+                 "note": self.choices[b["id"]].note if b["id"] in self.choices else ""}
                 for b in self.blockers]
 
     def save(self, *, resume: bool = True, confirm_abort: bool = False) -> Row:

@@ -48,14 +48,24 @@ class BlockerWizardView(w.VBox):
     def _row(self, r: dict) -> w.Widget:
         dd = w.Dropdown(options=[("— decide —", "")] + [(DECISION_LABELS[d], d) for d in DECISIONS],
                         value=r["decision"], layout=w.Layout(width="320px"))
+        # the note goes with the decision; an override of the replication gate needs one (its reason)
+        note = w.Text(value=r.get("note", ""), placeholder="note (a reason for an override)",
+                      layout=w.Layout(width="260px"))
 
         def changed(ch: dict, bid: str = r["id"]) -> None:
             if ch["new"]:
-                guarded(self.status, self.wz.decide)(bid, ch["new"])
+                guarded(self.status, self.wz.decide)(bid, ch["new"], note.value)
             else:
                 self.wz.clear(bid)
+
+        def noted(ch: dict, bid: str = r["id"]) -> None:
+            if dd.value:
+                guarded(self.status, self.wz.decide)(bid, dd.value, ch["new"])
         dd.observe(changed, names="value")
-        return w.HBox([w.HTML(f"<code>{r['kind']}</code> {r['vm']} on {r['host']}", layout=w.Layout(width="45%")), dd])
+        note.observe(noted, names="value")
+        what = (f"{r['vm']} on {r['host']}" if r["vm"] else r["host"] or r["description"])
+        return w.HBox([w.HTML(f"<code>{html.escape(str(r['kind']))}</code> {html.escape(str(what))}",
+                              layout=w.Layout(width="45%")), dd, note])
 
     def render(self) -> None:
         wz = self.wz
