@@ -8,8 +8,14 @@ step                       resumable  what it does
 =========================  =========  ========================================================
 preflight                  yes        vCenter and every iDRAC reachable, inventory synced,
                                       firmware compliance against the catalog per host
-                                      (early exit when nothing needs updating), one
-                                      pre-flight report per cluster stored as an artifact
+                                      (early exit when nothing needs updating), gates per
+                                      host (targets/dell_health.py: reachability, Lifecycle
+                                      Controller, job queue; the catalog), what will change
+                                      per host and component and why compliant hosts are
+                                      skipped, the N+1 capacity bound on the hosts out at
+                                      once (HA admission control considered); one pre-flight
+                                      report per cluster stored as an artifact; refuses,
+                                      naming the gate, before anything changes
 blocker_scan               yes        VMs that cannot move off planned hosts; pauses the job
                                       with exactly those blockers, and after the resume
                                       applies the operator's decisions (power a VM off and
@@ -19,7 +25,7 @@ relax_cluster_settings     yes        HA admission control off (HA itself stays 
                                       VMs), DRS fully automated, so evacuation can proceed
 rollout                    yes*       per wave of hosts (wave size: the job's
                                       ``max_parallel_hosts`` capped by the safety policy's
-                                      ``max_hosts_out_per_cluster``): SCP backup stored, firmware
+                                      ``max_hosts_out_per_cluster`` and the N+1 bound): SCP backup stored, firmware
                                       staged while the host still serves VMs, resolved VMs
                                       powered off, maintenance mode with an evacuation budget
                                       proportional to the host's VM memory, one reboot that
@@ -76,6 +82,7 @@ from ..targets.dell import FAILED, IDRAC_COMPONENT_ID
 from ..targets.dell_health import (
     BLOCK,
     Gate,
+    capacity_bound,
     catalog_gate,
     catalog_rows,
     idrac_gates,
@@ -292,7 +299,9 @@ class RollingClusterUpdateHandler(JobHandler):
     def _max_out(self, ctx: StepContext) -> int:
         jt = (ctx.engine.policy.data.get("job_types") or {}).get(self.job_type) or {}
         policy_max = int(jt.get("max_hosts_out_per_cluster") or 1)
-        return max(1, min(self._params(ctx).max_parallel_hosts, policy_max))
+        # the N+1 capacity bound the pre-flight computed (never above the policy)
+        capacity = int(ctx.checkpoint.get("capacity_bound") or policy_max)
+        return max(1, min(self._params(ctx).max_parallel_hosts, policy_max, capacity))
 
     # steps -----------------------------------------------------------------------------------------
     @step(100, resumable=True)
@@ -370,6 +379,16 @@ class RollingClusterUpdateHandler(JobHandler):
         report["plan"] = [h["name"] for h in plan]
         report["changes"] = changes  # what will change, per host and component
         report["already_compliant"] = compliant  # host -> why it is skipped
+        # N+1: the hosts left must hold the running VMs plus HA's failover capacity.
+        members = [inv.hosts[m] for m in c.hosts if m in inv.hosts]
+        bound, cap_gate = capacity_bound(
+            {x.name: x.memory_bytes // 2**20 for x in members},
+            sum(inv.vms[v].memory_mb for x in members for v in x.vms if v in inv.vms and inv.vms[v].powered_on),
+            c.ha)
+        ctx.checkpoint["capacity_bound"] = bound
+        report["capacity"] = {"bound": bound, "hosts_at_once": min(bound, self._max_out(ctx)), **cap_gate.as_dict()}
+        if plan and cap_gate.status == BLOCK:
+            blocked.append(f"{c.name}: capacity ({cap_gate.reason})")
         report["blocked"] = blocked
         artifact = await put_artifact(ctx, "preflight_report", json.dumps(report, indent=1, default=str).encode(),
                                       content_type="application/json")
@@ -378,7 +397,8 @@ class RollingClusterUpdateHandler(JobHandler):
             raise PreflightBlocked("pre-flight gate(s) block: " + "; ".join(blocked))
         ctx.checkpoint.update({"plan": plan, "nothing_to_do": not plan, "preflight_artifact": artifact})
         return {"hosts": len(hosts), "to_update": [h["name"] for h in plan], "nothing_to_do": not plan,
-                "preflight_artifact": artifact}
+                "preflight_artifact": artifact, "hosts_at_once": report["capacity"]["hosts_at_once"],
+                "capacity": cap_gate.reason}
 
     @staticmethod
     def _catalog(url: str) -> Catalog:

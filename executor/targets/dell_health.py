@@ -158,3 +158,57 @@ def catalog_rows(rows: list[dict[str, Any]], selected: list[str] | None = None) 
                     "target": r.get("target"), "status": status, "criticality": r.get("criticality"),
                     "reboot": r.get("reboot_required")})
     return out
+
+
+# ---- N+1 capacity ---------------------------------------------------------------------------------
+def _gib(mb: float) -> str:
+    return f"{mb / 1024:.0f} GiB"
+
+
+def capacity_bound(host_memory_mb: dict[str, int], running_vm_mb: int, ha: dict[str, Any] | None,
+                   ) -> tuple[int, Gate]:
+    """How many hosts may be out at once so that the hosts left hold the running VMs' memory
+    plus HA's failover capacity (N+1), assuming the largest hosts go out first; returns the
+    bound and the ``capacity`` gate that explains it.
+
+    HA's failover capacity counts when admission control is on (the rolling update lifts it
+    while it runs, but a host failing meanwhile must still find room): a failover level F
+    (hosts, or dedicated failover hosts) keeps the F largest remaining hosts free; a
+    percentage keeps that share of the remaining memory free. A cluster too small to keep
+    that reserve with one host out (two hosts, failover level 1) may still go one host at a
+    time when the others hold the VMs: the gate warns that HA cannot restart VMs of a second
+    failed host meanwhile. When the others cannot even hold the VMs, it blocks."""
+    sizes = sorted(host_memory_mb.values(), reverse=True)
+    n = len(sizes)
+    ha = ha or {}
+    policy = ha.get("admission_control_policy") or {}
+    reserve_hosts, reserve_pct, ha_words = 0, 0.0, "HA admission control off: no failover capacity reserved"
+    if ha.get("enabled") and ha.get("admission_control_enabled"):
+        if policy.get("type") == "resources_percent":
+            reserve_pct = float(policy.get("memory_percent") or 0)
+            ha_words = f"HA admission control keeps {reserve_pct:g} % of the remaining memory free"
+        else:
+            reserve_hosts = int(policy.get("failover_level") or ha.get("failover_level") or 1)
+            ha_words = f"HA admission control keeps {reserve_hosts} host(s) of failover capacity"
+
+    def usable(k: int, reserve: bool = True) -> float:  # memory for VMs on the hosts left, the k largest out
+        left = sizes[k:]
+        if not reserve:
+            return float(sum(left))
+        return sum(left[reserve_hosts:]) * (1 - reserve_pct / 100) if len(left) > reserve_hosts else 0.0
+
+    bound = 0
+    for k in range(1, n):
+        if usable(k) < running_vm_mb:
+            break
+        bound = k
+    vms = f"N+1: running VMs use {_gib(running_vm_mb)} on {n} host(s) ({_gib(sum(sizes))}); {ha_words}"
+    if bound:
+        return bound, Gate("capacity", OK, f"{vms}; with the {bound} largest out the rest hold "
+                           f"{_gib(usable(bound))} for VMs: at most {bound} host(s) out at once")
+    if n > 1 and usable(1, reserve=False) >= running_vm_mb:
+        return 1, Gate("capacity", WARN, f"{vms}; with one host out the other {n - 1} hold the VMs "
+                       f"({_gib(usable(1, reserve=False))}) but not HA's failover capacity: one host at a time, "
+                       "and a second host failing meanwhile may leave VMs not restarted")
+    return 0, Gate("capacity", BLOCK, f"{vms}; with one host out the other {max(n - 1, 0)} hold "
+                   f"{_gib(usable(1, reserve=False))}: not even one host can go out")

@@ -26,6 +26,8 @@ kill -9 in apply   executor killed during the firmware reboot           recovere
                                                                         flash, completed
 pre-flight gates   LC busy; an iDRAC job running; catalog unreachable   failed in preflight naming
                    (one at a time)                                      the gate; nothing touched
+N+1 capacity       the hosts left cannot hold the VMs plus HA's         failed in preflight with the
+                   failover host                                        bound explained; untouched
 =================  ====================================================  ==========================
 """
 
@@ -53,7 +55,6 @@ from tests.e2e.executor_harness import Harness, wait_until
 
 LAB_SCALE = 400.0
 HA = {"enabled": True, "admission_control": True, "failover_level": 1}
-BIG = {"host_memory_mb": 2 * 1024 * 1024}
 
 
 def _cluster(name: str, hosts: int = 3, vms_per_host: int = 2, **kw: Any) -> dict[str, Any]:
@@ -79,8 +80,9 @@ CLUSTERS = [
     _cluster("alpha", 4), _cluster("beta", 4),
     _cluster("blk", 5, 1, vms=[{"name": n, "host": i, "devices": [d] if d else []} for n, i, d in BLOCKER_VMS],
              rules=[{"name": "pin", "vms": ["bv-pinned"], "hosts": [4], "mandatory": True}]),
-    # 2 x 512 GiB per host at 2 ms/GiB: ~2 s of vMotion against a 60 s budget (0.6 s here)
-    _cluster("slow", 3, 2, vm_memory_mb=512 * 1024, **BIG),
+    # 2 x 512 GiB per host at 2 ms/GiB: ~2 s of vMotion against a 60 s budget (0.6 s here);
+    # 3 TiB hosts, so two left (one kept for HA failover) still hold the 3 TiB of VMs (N+1)
+    _cluster("slow", 3, 2, vm_memory_mb=512 * 1024, host_memory_mb=3 * 1024 * 1024),
     _cluster("fail", 3), _cluster("cncl", 3), _cluster("pse", 3),
     # 96 GiB VMs: evacuation takes a few hundred ms, a window to kill the executor in
     _cluster("crm", 3, 2, vm_memory_mb=96 * 1024, host_memory_mb=1024 * 1024),
@@ -89,6 +91,8 @@ CLUSTERS = [
     _cluster("crb", 2),
     # pre-flight gates failing one at a time
     _cluster("gate", 2),
+    # 3 x 64 GiB hosts running 144 GiB of VMs, HA keeping one host free: not even one may go out
+    _cluster("full", 3, 2, vm_memory_mb=24 * 1024, host_memory_mb=64 * 1024),
 ]
 # Lab durations (simulated seconds) shortened where they only add waiting.
 TIMING = {"scp_export": 60.0, "idrac_down": 60.0, "lc_after_idrac_reset": 20.0, "fw_download": 20.0}
@@ -245,6 +249,8 @@ def test_happy_path_two_clusters_of_four(world):
         # what will change, per host and component: exactly what the rollout then flashed
         assert {(x["host"], x["target"]) for x in rep["changes"]} >= {(h, w.versions(h)["159"]) for h in w.hosts_of(c)}
         assert rep["already_compliant"] == {} and all(g["verdict"] == "ok" for g in rep["gates"].values())
+        # 4 x 256 GiB, 16 GiB of VMs, HA keeping one host free: 2 could go out, the policy allows 1
+        assert rep["capacity"]["bound"] == 2 and rep["capacity"]["hosts_at_once"] == 1, rep["capacity"]
         w.check(jobs[c], c, before[c], s)
         assert s.peaks[c] == 1  # each host was out in turn
     # a second run finds nothing to update and exits early, touching nothing
@@ -287,6 +293,20 @@ def test_preflight_gates_refuse_naming_the_gate(world):
             assert rep["gates"]["gate-esx02"]["verdict"] == "block" and rep["gates"]["gate-esx01"]["verdict"] == "ok"
             assert "gate-esx02: " + gate in rep["blocked"][0]
         w.check(job_id, "gate", before, s)
+
+
+def test_n_plus_one_capacity_refuses_a_cluster_that_cannot_lose_a_host(world):
+    w = world
+    before = w.settings("full")
+    with sampler(w) as s:
+        job_id = w.rolling("full")
+        job = finish(w, job_id)
+    assert job["status"] == "failed" and "full: capacity (N+1" in job["error"], job
+    assert "not even one host can go out" in job["error"] and "144 GiB" in job["error"]
+    assert all(w.dc.bmc(h).boot_count == 0 for h in w.hosts_of("full"))
+    art = w.h.query("select content from public.artifacts where job_id = %s and kind = 'preflight_report'", job_id)
+    assert json.loads(bytes(art[0]["content"]))["capacity"]["bound"] == 0
+    w.check(job_id, "full", before, s)
 
 
 def operator(w: World) -> Any:
