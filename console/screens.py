@@ -235,3 +235,33 @@ register(Screen("schedules", "Schedules", _schedules, order=60,
                 help="jobs on a recurrence: next run, last outcome, runs; enable, disable, add"))
 register(Screen("calls", "BMC call log", _calls, min_role="operator", group="Report", order=20,
                 help="every Redfish and OME call of a job: method, path, status, time, Dell MessageId"))
+
+
+# -- audit log (issue 19): console/models/audit.py, console/widgets/audit.py -------------------
+def _audit(con: Console, job_id: str | None = None, check_chain: bool = True) -> w.Widget:
+    from console.models.audit import AuditModel
+    from console.widgets.audit import AuditView
+
+    v = AuditView(AuditModel(con.api, names=con.names), job_id)
+    v.load()
+    if check_chain:
+        v.check_chain()
+    return v
+
+
+register(Screen("audit", "Audit log", _audit, min_role="approver", group="Report", order=30,
+                help="who did what: entries with names, filters by table, action and job; hash-chain status"))
+
+
+# -- identity administration (docs/identity.md): console/models/identity_admin.py ----------------
+def _identity(con: Console) -> w.Widget:
+    from console.models.identity_admin import IdentityAdmin
+    from console.widgets.identity_admin import IdentityAdminView
+
+    v = IdentityAdminView(IdentityAdmin(con.api, names=con.names), con.api.sites())
+    v.load()
+    return v
+
+
+register(Screen("identity", "Identity", _identity, min_role="admin", group="Admin", order=40,
+                help="directory sign-in per site, groups to roles, break-glass accounts and sessions (revoke)"))

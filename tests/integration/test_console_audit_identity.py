@@ -1,0 +1,101 @@
+"""The audit-log and identity screens against the local stack.
+
+Audit: an approver reads the entries a job left, named and filtered; the chain check over
+the newest rows recomputes each hash in Python as audit_row_hash does and finds the chain
+intact (and an edited copy of a row not); verify_audit_chain() and audit_row_hash stay the
+service role's (an admin is refused), and an operator reads
+no audit rows at all. Identity: an admin saves a site's directory settings and its group
+mapping (refused in words when wrong, refused by RLS for an approver), sees a break-glass
+account with its failed sign-ins, and revokes a live break-glass session, which then ends."""
+
+from __future__ import annotations
+
+import pytest
+
+from console.errors import ConsoleError, ValidationFailed
+from console.identity import break_glass_login, provision_breakglass
+from console.models.audit import AuditModel
+from console.models.identity_admin import IdentityAdmin
+from console.models.names import Names
+from console.widgets.audit import AuditView
+from console.widgets.identity_admin import IdentityAdminView
+from tests.integration.console_support import make_console_env, scp_job
+
+
+@pytest.fixture(scope="module")
+def ce(stack):
+    return make_console_env(stack)
+
+
+def test_audit_screen_names_filters_and_checks_the_chain(ce) -> None:
+    job = scp_job(ce)
+    api = ce.api("approver")
+    m = AuditModel(api, names=Names(api))
+    rows = m.entries(job_id=job)
+    assert rows and {r["action"] for r in rows} >= {"job.created"}
+    assert all(r["row_id"] == job for r in rows)
+    assert rows[-1]["actor"] == f"operator-{ce.tag}@console.test"  # the operator who created it, by name
+    assert all(r["table_name"] == "jobs" for r in m.entries(table="jobs", limit=20))
+    assert all(r["action"] == "job.created" for r in m.entries(action="job.created", limit=20))
+
+    res = m.chain_status(200)
+    assert res["state"] == "intact", res["problems"]
+    assert res["checked"] > 0 and "links and hashes" in res["scope"] and "service role only" in res["full_check"]
+
+    raw = api._rest("audit", lambda c: c.table("audit_log").select("*").eq("row_id", job).order("id").limit(1))[0]
+    assert m.recompute(raw) == raw["hash"]  # the same hash the database chained
+    assert m.recompute({**raw, "note": "edited"}) != raw["hash"]
+
+    v = AuditView(m, job)
+    v.load()
+    v.check_chain()
+    assert "job.created" in v.table.value and "chain intact" in v.chain.value
+
+    with pytest.raises(ConsoleError):  # the whole-chain check is not the API roles' to run
+        AuditModel(ce.api("admin")).verify_full()
+    with pytest.raises(ConsoleError):
+        ce.api("admin")._rest("hash", lambda c: c.rpc("audit_row_hash", {"p_prev_hash": "0" * 64}))
+    assert AuditModel(ce.api("operator")).entries(limit=5) == []  # RLS: approvers and admins only
+
+
+def test_identity_screen_directory_mapping_and_break_glass(ce, stack) -> None:
+    admin = ce.api("admin")
+    m = IdentityAdmin(admin, names=Names(admin))
+    site = ce.fleet.site_a
+    with pytest.raises(ValidationFailed) as exc:
+        m.save_config(site_id=site, mode="direct", uris="http://idm.example.org", bind_dn_template="uid=x")
+    assert any("ldaps://" in p for p in exc.value.problems) and any("{username}" in p for p in exc.value.problems)
+    m.save_config(site_id=site, mode="direct", uris="ldaps://idm1.example.org ldaps://idm2.example.org:636",
+                  bind_dn_template="uid={username},cn=users,dc=example,dc=org", base_dn="dc=example,dc=org")
+    with pytest.raises(ValidationFailed) as exc:
+        m.set_group_roles(site, "root: cn=x,dc=example,dc=org")
+    assert "mapping line 1" in exc.value.problems[0]
+    m.set_group_roles(site, "operator: cn=ops,cn=groups,dc=example,dc=org\nadmin: cn=admins,cn=groups,dc=example,dc=org")
+    cfg = [c for c in m.configs() if str(c["site_id"]) == str(site)][0]
+    assert cfg["mapping"].splitlines() == ["operator: cn=ops,cn=groups,dc=example,dc=org",
+                                           "admin: cn=admins,cn=groups,dc=example,dc=org"]
+    assert cfg["updated by"] == "you"
+    with pytest.raises(ConsoleError):  # approvers may not change who signs in
+        IdentityAdmin(ce.api("approver")).set_group_roles(site, [])
+    assert IdentityAdmin(ce.api("approver")).configs() == []
+
+    env = stack.env()
+    name = f"bg-{ce.tag}".lower().replace("_", "-")[:40]
+    secret = provision_breakglass(env["SUPABASE_URL"], env["SUPABASE_SERVICE_ROLE_KEY"], name)
+    live = break_glass_login(env["SUPABASE_URL"], env["SUPABASE_ANON_KEY"], name, secret,
+                             "directory down, console test")
+    v = IdentityAdminView(m, admin.sites())
+    v.load()
+    assert name in v.accounts_table.value and "per client address" in v.accounts_table.value
+    assert "directory down, console test" in v.sessions_table.value
+    sid = str(live["breakglass_session_id"])
+    assert sid in [val for _, val in v.session.options]
+    v.session.value, v.reason.value = sid, "short"
+    v.revoke.click()
+    assert "reason: at least 10 characters" in v.session_status.value
+    v.reason.value = "test over, ending the emergency access"
+    v.revoke.click()
+    assert "revoked" in v.session_status.value and "rp-ok" in v.session_status.value
+    s = [r for r in m.sessions() if str(r["id"]) == sid][0]
+    assert s["state"] == "revoked" and "by you: test over" in s["revoked"]
+    assert sid not in [val for _, val in v.session.options]
