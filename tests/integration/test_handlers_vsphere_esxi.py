@@ -2,7 +2,8 @@
 vCenter whose hosts answer ``esxcli`` over a real sshd (linked: the SSH reboot is vCenter's
 reboot). Two hosts are upgraded one by one; a host already at the target is skipped. The
 upgrade is asked for as an operator does, through create-job, which attaches the site's
-esxi credential set the executor logs in with."""
+esxi credential set the executor logs in with. A replication pair lagging on one host's
+server pauses the upgrade first (the replication gate); an override with a reason lets it go."""
 
 from __future__ import annotations
 
@@ -59,6 +60,12 @@ def test_esxi_upgrade_host_by_host(stack):
                        "gen_random_uuid()) returning id", h.site_id)["id"]
         h.query("update public.maintenance_windows set status = 'approved', approved_by = gen_random_uuid() "
                 "where id = %s", window)
+        # a replication pair on e1-esx02's server lags beyond its policy: the replication gate
+        # (docs/replication.md) pauses the upgrade before any host is touched
+        h.query("insert into public.replication_pairs (site_id, name, source_host, source_dataset, target_host, "
+                "target_dataset, source_server_id, max_lag_seconds, schedule, last_synced_snapshot_at) "
+                "select %s, 'esxi-gate', 'zfs1', 'tank/esx', 'zfs2', 'backup/esx', server_id, 3600, 'manual', "
+                "now() - interval '3 hours' from public.esxi_hosts where id = %s", h.site_id, hosts["e1-esx02"])
         email = f"esxi-operator-{h.site_name}@lab.test"
         add_user(stack, email, "operator", "esxi-operator-pw-1")
         operator = create_client(h.env["SUPABASE_URL"], h.env["SUPABASE_ANON_KEY"])
@@ -70,6 +77,17 @@ def test_esxi_upgrade_host_by_host(stack):
         }, "responseType": "json"})
         job_id = created["job_id"]
         assert str(ssh_cred) in created["plan"]["credential_set_ids"]
+        job = h.wait_status(job_id, ("completed", "failed", "paused"), 120)
+        assert job["status"] == "paused" and job["pause_reason"] == "blockers", job
+        [blk] = h.query("select id, host_id::text as host_id, description from public.job_blockers "
+                        "where job_id = %s and kind = 'replication_lag'", job_id)
+        assert blk["host_id"] == hosts["e1-esx02"] and "esxi-gate" in blk["description"], blk
+        assert "3.0 h" in blk["description"]
+        assert all(x["reboots"] == 0 for x in dc.vcenter.lab_hosts() if x["name"] in ("e1-esx01", "e1-esx02"))
+        res = operator.functions.invoke("resolve-blockers", {"body": {"job_id": job_id, "decisions": [
+            {"blocker_id": str(blk["id"]), "decision": "acknowledge", "note": "replica checked by hand"}]},
+            "responseType": "json"})
+        assert res["resumed"] is True, res
         job = h.wait_status(job_id, ("completed", "failed", "paused"), 120)
         assert job["status"] == "completed", job["error"]
         tasks = {r["target_name"]: r for r in h.query("select * from public.job_tasks where job_id = %s", job_id)}

@@ -1,8 +1,11 @@
-"""The replication gate on a real job: an operator's ``power_operation`` (created through
-``create-job``, run by a real executor process against the simulated iDRAC lab) that would
-power off a storage server whose replication pair lags beyond its policy pauses with a
-``replication_lag`` blocker naming the pair and its lag; ``acknowledge`` needs a reason, and
-with one the job resumes and does its work. A pair within its policy does not block.
+"""The replication gate on real jobs: an operator's ``power_operation`` or ``firmware_update``
+(created through ``create-job``, run by a real executor process against the simulated iDRAC
+lab) that would take down a storage server whose replication pair lags beyond its policy
+pauses before its first change with a ``replication_lag`` blocker naming the pair and its
+lag; ``acknowledge`` needs a reason, and with one the job resumes and does its work;
+``recheck`` runs the gate again; ``abort`` cancels with the server untouched. A pair within
+its policy does not block, nor does powering on. (``esxi_upgrade``: the gate is in
+tests/integration/test_handlers_vsphere_esxi.py.)
 
 The gate itself (which pairs, which hosts, overrides) is unit-tested in
 tests/unit/test_replication_gate.py; see docs/replication.md.
@@ -25,7 +28,7 @@ PASSWORD = "gate-test-pw-1"
 
 @pytest.fixture(scope="module")
 def env(stack):
-    e = DellEnv(stack, bmcs=4)
+    e = DellEnv(stack, bmcs=12)
     try:
         yield e
     finally:
@@ -149,3 +152,31 @@ def test_recheck_after_a_sync_lets_the_job_go_and_a_pair_still_behind_pauses_it_
     status, _ = invoke(operator, "resolve-blockers", {"job_id": job_id, "decisions": [
         {"blocker_id": str(second["id"]), "decision": "wait"}]})
     assert status == 400
+
+
+def test_a_firmware_update_that_reboots_pauses_before_its_first_change(env, operator):
+    b, sid = env.take("PowerEdge R640", old=True)
+    env.fake_backup(sid)
+    before = [c.version for c in b.components]
+    boots = b.boot_count
+    pair(env, f"fw-{uuid.uuid4().hex[:6]}", sid, lag_s=4 * 3600)
+    params = {"server_ids": [sid], "firmware": {"catalog_url": env.files.url("repo/Catalog.xml")}}
+    status, res = invoke(operator, "create-job", {"type": "firmware_update", "params": params,
+                                                  "maintenance_window_id": env.window()})
+    assert status == 200, res
+    job_id = res["job_id"]
+    job = env.wait(job_id, timeout=90)
+    assert job["status"] == "paused" and job["pause_reason"] == "blockers", job
+    steps = env.steps(job_id)
+    assert steps["compliance"]["status"] == "pending" and "stage" not in steps  # nothing staged, nothing flashed
+    [blk] = env.h.query("select id, description, host_id from public.job_blockers where job_id = %s", job_id)
+    assert "4.0 h" in blk["description"] and blk["host_id"] is None  # a server without an ESXi host
+    # skip_host needs a host: refused; abort cancels the job, the server untouched
+    status, res = invoke(operator, "resolve-blockers", {"job_id": job_id, "decisions": [
+        {"blocker_id": str(blk["id"]), "decision": "skip_host"}]})
+    assert status == 409, res
+    status, res = invoke(operator, "resolve-blockers", {"job_id": job_id, "decisions": [
+        {"blocker_id": str(blk["id"]), "decision": "abort"}]})
+    assert status == 200, res
+    assert env.wait(job_id)["status"] == "cancelled"
+    assert [c.version for c in b.components] == before and b.boot_count == boots
