@@ -29,6 +29,7 @@ class IdentityAdminView(w.VBox):
         self.save = w.Button(description="Save settings", button_style="primary")
         self.config_status = Status()
         self.mapping = w.Textarea(description="groups → roles", layout=w.Layout(width="95%", height="90px"),
+                                  style={"description_width": "initial"},
                                   placeholder=f"one per line, role: group DN (roles: {', '.join(APP_ROLES)})")
         self.save_mapping = w.Button(description="Save mapping")
         self.mapping_status = Status()
