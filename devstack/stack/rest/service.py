@@ -58,6 +58,8 @@ PREFIX = "/rest/v1"
 POOL_SIZE = int(os.environ.get("RACKPILOT_REST_CONNECTIONS", "16"))
 SQL_CACHE_SIZE = 2048  # generated statements kept, keyed by request shape (count)
 CLAIMS_CACHE_SIZE = 4096  # serialised JWT claims kept, keyed by token (count)
+HEADER_CACHE_SIZE = 1024  # decoded request header sets kept, with their JSON (count)
+HEADER_CACHE_MAX_JSON = 4096  # larger header sets are decoded per request, not kept (characters)
 RELOAD_RETRY_S = 1.0  # pause before re-connecting the schema listener (seconds)
 CONNECT_TIMEOUT_S = 5.0  # to open one database connection (seconds)
 
@@ -270,6 +272,7 @@ class RestService:
         # names of the statements prepared on each connection (see _rackpilot_rest.run)
         self._prepared: dict[asyncpg.Connection, set[str]] = {}
         self._claims: dict[str, str] = {}
+        self._header_cache: dict[tuple, tuple[dict[str, str], str]] = {}
         self._search_path: dict[str, str] = {
             s: ", ".join(quote_ident(x) for x in dict.fromkeys([s, *ctx.cfg.extra_search_path]))
             for s in self.schemas
@@ -378,11 +381,26 @@ class RestService:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
+    def _headers(self, raw: Any) -> tuple[dict[str, str], str]:
+        """The request's headers as a dict (lower-case names, as ASGI servers give them; a
+        repeated name keeps its last value) and as the JSON of ``request.headers``. Clients
+        send the same header set again and again (same token, same apikey), so both are
+        kept per distinct raw header list: no decoding and no JSON per request. The dict
+        is shared between requests and must not be modified."""
+        key = tuple(raw)
+        hit = self._header_cache.get(key)
+        if hit is None:
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in key}
+            hit = (headers, orjson.dumps(headers).decode())
+            if len(hit[1]) <= HEADER_CACHE_MAX_JSON:
+                if len(self._header_cache) >= HEADER_CACHE_SIZE:
+                    self._header_cache.clear()
+                self._header_cache[key] = hit
+        return hit
+
     async def _handle(self, scope: dict, receive: Any) -> tuple[int, list, bytes]:
         method: str = scope["method"]
-        headers: dict[str, str] = {}
-        for k, v in scope["headers"]:  # ASGI servers give header names in lower case
-            headers[k.decode("latin-1")] = v.decode("latin-1")
+        headers, headers_json = self._headers(scope["headers"])
         path: str = scope["path"][len(PREFIX):]
         if method == "OPTIONS":
             return 200, [(b"allow", b"OPTIONS,GET,HEAD,POST,PATCH,DELETE")], b""
@@ -433,9 +451,9 @@ class RestService:
         prefer = _Prefer(headers.get("prefer"))
         rollback = prefer.rollback() and not read_only
         if media.mode == "plan":
-            return await self._explain(media, (role, claims_json, method, path, orjson.dumps(headers).decode(),
+            return await self._explain(media, (role, claims_json, method, path, headers_json,
                                                self._search_path[schema], read_only, sql, params), rollback, role)
-        args = (role, claims_json, method, path, orjson.dumps(headers).decode(), self._search_path[schema],
+        args = (role, claims_json, method, path, headers_json, self._search_path[schema],
                 read_only, sql, params, single is True)
         # a read that met a dead connection (database restarted, connection terminated) is
         # retried once on a fresh one; a write is not, since it may have been applied
