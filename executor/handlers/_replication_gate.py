@@ -7,11 +7,19 @@ pair's lag (now minus the creation time of the newest snapshot on the replica; a
 synced counts as lagging) exceeds ``max_lag_seconds``, the job pauses with a
 ``replication_lag`` blocker naming the pair and its lag. The operator then:
 
-* waits, or runs "sync now" for the pair, and resumes: the scan runs again and a pair back
-  within its lag no longer blocks;
-* skips the host (``skip_host``);
-* overrides with a reason (``acknowledge`` with a note): that pair no longer blocks that
-  host in this job, and the decision stays in the audit trail.
+* waits, or runs "sync now" for the pair, and decides ``recheck``: the job resumes, the scan
+  runs again and a pair back within its lag no longer blocks;
+* skips the host (``skip_host``; the blocker must name an ESXi host);
+* overrides with a reason (``acknowledge`` with a note, refused without one): that pair no
+  longer blocks that host in this job, and the decision stays in the audit trail.
+
+Every job type that takes a storage host down runs the gate before its first change:
+``rolling_cluster_update`` (``blocker_scan``), ``esxi_upgrade`` (``preflight``),
+``firmware_update`` with ``reboot: immediate`` (``compliance``, servers that need a reboot),
+``power_operation`` other than ``on`` (``preflight``) and ``virtual_media_mount`` with
+``boot_once`` (``preflight``: it restarts the server). Jobs on servers go through
+:func:`server_gate`, which also reads the job's earlier decisions: ``skip_host`` there leaves
+the server out of the job. See docs/replication.md#gating.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ Steps:
 ==========  ========  =====================================================================
 step        priority  resumable
 ==========  ========  =====================================================================
-preflight   100       yes: reads the servers and opens their credentials
+preflight   100       yes: reads the servers and opens their credentials; with ``boot_once``
+                      the replication gate (a storage server whose pair lags pauses the job)
 media       80        yes: mounting an image already mounted, or ejecting an image not
                       mounted, changes nothing and says so
 boot_once   60        **no**: sets the one-time boot override and restarts the host into the
@@ -23,7 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..jobparams import VirtualMediaMountParams
-from ..steps import JobHandler, StepContext, step
+from ..steps import BlockersFound, JobHandler, StepContext, step
 from ..targets.errors import RequestRejected, TargetError
 from ..targets.redfish import RedfishClient
 from . import register
@@ -41,6 +42,7 @@ from ._dell import (
     task,
     wait_lc_ready,
 )
+from ._replication_gate import server_gate
 from .power import power_one
 
 SLOTS = {"cd": None, "usb": "RemovableDisk"}  # None: the first slot taking CD/DVD media
@@ -78,6 +80,11 @@ class VirtualMediaHandler(JobHandler):
         p = params_of(ctx.job, VirtualMediaMountParams)
         servers = await load_servers(ctx, [str(s) for s in p.server_ids])
         await endpoints(ctx, servers)
+        if p.boot_once:  # the restart takes the host down: replication gate (_replication_gate.py)
+            found, skip = await server_gate(ctx, servers)
+            if found:
+                raise BlockersFound(found)
+            ctx.checkpoint["replication_skip"] = sorted(skip)
         return {"servers": [s["name"] for s in servers], "eject": p.eject}
 
     @step(80, resumable=True)
@@ -90,6 +97,9 @@ class VirtualMediaHandler(JobHandler):
         for s in servers:
             sid = str(s["id"])
             if done.get(sid, {}).get("ok"):
+                continue
+            if sid in (ctx.checkpoint.get("replication_skip") or []):
+                await task(ctx, s, "skipped", result={"reason": "skip_host decision (replication lag)"})
                 continue
             await task(ctx, s, "running")
             try:
@@ -114,8 +124,11 @@ class VirtualMediaHandler(JobHandler):
         eps = await endpoints(ctx, servers)
         done = per_server(ctx)
         failures: dict[str, BaseException] = {}
+        skipped = set(ctx.checkpoint.get("replication_skip") or [])
         for s in servers:
             sid = str(s["id"])
+            if sid in skipped:
+                continue
             try:
                 async with bmc(eps[sid]) as c:
                     await wait_lc_ready(ctx, c, "set one-time boot")
@@ -129,4 +142,4 @@ class VirtualMediaHandler(JobHandler):
             done[sid] = {**done.get(sid, {}), "boot": {"override": how, **power}}
             await task(ctx, s, "completed", result=done[sid])
         raise_failures(failures, len(servers))
-        return {"rebooted": len(servers) - len(failures)}
+        return {"rebooted": len(servers) - len(failures) - len(skipped & {str(s["id"]) for s in servers})}

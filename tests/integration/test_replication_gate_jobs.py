@@ -1,10 +1,11 @@
-"""The replication gate on real jobs: an operator's ``power_operation`` or ``firmware_update``
-(created through ``create-job``, run by a real executor process against the simulated iDRAC
-lab) that would take down a storage server whose replication pair lags beyond its policy
-pauses before its first change with a ``replication_lag`` blocker naming the pair and its
-lag; ``acknowledge`` needs a reason, and with one the job resumes and does its work;
-``recheck`` runs the gate again; ``abort`` cancels with the server untouched. A pair within
-its policy does not block, nor does powering on. (``esxi_upgrade``: the gate is in
+"""The replication gate on real jobs: an operator's ``power_operation``, ``firmware_update``
+or ``virtual_media_mount`` with ``boot_once`` (created through ``create-job``, run by a real
+executor process against the simulated iDRAC lab) that would take down a storage server
+whose replication pair lags beyond its policy pauses before its first change with a
+``replication_lag`` blocker naming the pair and its lag; ``acknowledge`` needs a reason, and
+with one the job resumes and does its work; ``recheck`` runs the gate again; ``abort``
+cancels with the server untouched. A pair within its policy does not block, nor does
+powering on or mounting media. (``esxi_upgrade``: the gate is in
 tests/integration/test_handlers_vsphere_esxi.py.)
 
 The gate itself (which pairs, which hosts, overrides) is unit-tested in
@@ -180,3 +181,30 @@ def test_a_firmware_update_that_reboots_pauses_before_its_first_change(env, oper
     assert status == 200, res
     assert env.wait(job_id)["status"] == "cancelled"
     assert [c.version for c in b.components] == before and b.boot_count == boots
+
+
+def test_a_virtual_media_boot_once_is_gated_and_a_plain_mount_is_not(env, operator):
+    b, sid = env.take()
+    b.power_state = "On"
+    pair(env, f"vm-{uuid.uuid4().hex[:6]}", sid, lag_s=3 * 3600)
+    url = env.files.url("iso/installer.iso")
+    # mounting alone takes nothing down
+    status, res = invoke(operator, "create-job", {"type": "virtual_media_mount",
+                                                  "params": {"server_ids": [sid], "image_url": url}})
+    assert status == 200, res
+    assert env.wait(res["job_id"])["status"] == "completed"
+    boots = b.boot_count
+    status, res = invoke(operator, "create-job", {"type": "virtual_media_mount",
+                                                  "params": {"server_ids": [sid], "image_url": url,
+                                                             "boot_once": True}})
+    assert status == 200, res
+    job = env.wait(res["job_id"])
+    assert job["status"] == "paused" and job["pause_reason"] == "blockers", job
+    assert b.boot_count == boots
+    [blk] = env.h.query("select id from public.job_blockers where job_id = %s and kind = 'replication_lag'",
+                        job["id"])
+    status, res = invoke(operator, "resolve-blockers", {"job_id": job["id"], "decisions": [
+        {"blocker_id": str(blk["id"]), "decision": "acknowledge", "note": "installer must boot now"}]})
+    assert status == 200 and res["resumed"] is True, res
+    assert env.wait(job["id"])["status"] == "completed"
+    assert b.boot_count == boots + 1 and b.boot_log[-1] == "VirtualCD"

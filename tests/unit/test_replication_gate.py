@@ -7,7 +7,7 @@ import inspect
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
-from executor.handlers import esxi_upgrade, firmware, power, rolling_update
+from executor.handlers import esxi_upgrade, firmware, power, rolling_update, virtual_media
 from executor.handlers._replication_gate import (
     TAKES_HOST_DOWN_POWER,
     current_lag,
@@ -121,7 +121,8 @@ def test_server_jobs_honour_acknowledge_and_skip_host_decisions():
 def test_every_job_type_that_takes_a_storage_host_down_runs_the_gate_before_its_first_change():
     for fn, call in ((esxi_upgrade.EsxiUpgradeHandler.preflight, "replication_lag_blockers("),
                      (firmware.FirmwareUpdateHandler.compliance, "server_gate("),
-                     (power.PowerOperationHandler.preflight, "server_gate(")):
+                     (power.PowerOperationHandler.preflight, "server_gate("),
+                     (virtual_media.VirtualMediaHandler.preflight, "server_gate(")):
         src = inspect.getsource(fn)
         assert call in src and src.index(call) < src.index("BlockersFound("), fn.__qualname__
     assert "on" not in TAKES_HOST_DOWN_POWER
@@ -129,3 +130,5 @@ def test_every_job_type_that_takes_a_storage_host_down_runs_the_gate_before_its_
     # a skipped server is left alone by the steps that change it
     assert "replication_skip" in inspect.getsource(power.PowerOperationHandler.apply_power)
     assert 'rec.get("skipped")' in inspect.getsource(firmware.FirmwareUpdateHandler._work)
+    for fn in (virtual_media.VirtualMediaHandler.media, virtual_media.VirtualMediaHandler.boot_once):
+        assert "replication_skip" in inspect.getsource(fn)
