@@ -8,7 +8,8 @@ the local stack, the simulated lab and the demo of ``devstack/cli.py``).
     rackpilot executor rekey SITE/NAME (--key-id KID | --any-key) --reason TEXT          admin, audited
     rackpilot credentials seal --site SITE --name NAME --kind KIND --username USER
                                --endpoint URL [--endpoint URL ...] [--ca-bundle PATH | --insecure-tls |
-                               --allow-plain-http] [--reseal]                              admin
+                               --allow-plain-http] [--known-hosts PATH|sealed | --insecure-host-key]
+                               [--reseal]                                                   admin
     rackpilot credentials status --site SITE                                                admin
     rackpilot server add --site SITE --name NAME --idrac URL [--credential NAME] [--service-tag TAG]
                          [--model MODEL] [--ca-bundle PATH | --insecure-tls | --allow-plain-http]
@@ -184,10 +185,29 @@ def _read_secret(prompt: str) -> str:
     return secret
 
 
+def seal_endpoints(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The endpoints of ``credentials seal``: https/http ones take the TLS flags, ssh:// ones
+    the host-key trust (``--known-hosts PATH``, ``--known-hosts sealed`` when the secret pins
+    the host keys itself, as a ZFS replication credential does, or ``--insecure-host-key``)."""
+    tls = _tls(args)
+    known_hosts, insecure_host_key = getattr(args, "known_hosts", None), getattr(args, "insecure_host_key", False)
+    if known_hosts and insecure_host_key:
+        raise ValidationFailed("choose one of --known-hosts and --insecure-host-key")
+    out: list[dict[str, Any]] = []
+    for u in args.endpoint or []:
+        if u.lower().startswith("ssh://"):
+            if not (known_hosts or insecure_host_key):
+                raise ValidationFailed(f"the ssh endpoint {u} needs --known-hosts PATH, --known-hosts sealed (the "
+                                       "secret pins the host keys) or --insecure-host-key")
+            out.append({"url": u, "tls": {"known_hosts": known_hosts} if known_hosts else {"insecure_host_key": True}})
+        else:
+            out.append({"url": u, **({"tls": tls} if tls else {})})
+    return out
+
+
 def cmd_credentials_seal(api: Api, args: argparse.Namespace) -> int:
     site = site_of(api, args.site)
-    tls = _tls(args)
-    endpoints = [{"url": u, **({"tls": tls} if tls else {})} for u in args.endpoint or []]
+    endpoints = seal_endpoints(args)
     secret = _read_secret(f"secret for {args.username}@{args.name}: ")
     try:
         if args.reseal:
@@ -401,6 +421,10 @@ def build_parser() -> argparse.ArgumentParser:
     seal.add_argument("--endpoint", action="append", metavar="URL",
                       help="where the secret may be presented (repeat); sealed with it")
     _tls_flags(seal, "the endpoints")
+    seal.add_argument("--known-hosts", metavar="PATH|sealed",
+                      help="ssh:// endpoints: a known_hosts file on the executor host, or 'sealed' when the secret "
+                           "is {\"private_key\": ..., \"host_keys\": ...} and pins the keys itself")
+    seal.add_argument("--insecure-host-key", action="store_true", help="ssh:// endpoints: trust any host key")
     seal.add_argument("--reseal", action="store_true", help="re-seal an existing set (after a re-key or rotation)")
     seal.set_defaults(func=cmd_credentials_seal)
     cst = cr.add_parser("status", help="which credential sets miss an envelope for a current executor key")
