@@ -513,8 +513,10 @@ class StepEngine:
                 if spec.name in owes_from:
                     # before the first change the cleanup must undo: no terminal state without it
                     await self._cleanup_owed(session, True)
-                await self._run_step(ctx, session, spec)
+                # started, whatever its end: a step that fails half-way may have changed the
+                # target (staged part of the firmware, say), so the cleanup it owes still runs
                 started_names.add(spec.name)
+                await self._run_step(ctx, session, spec)
                 outcome.steps_run.append(spec.name)
         except BlockersFound as exc:
             blockers = [SECRETS.redact_obj(b.to_json()) for b in exc.blockers]

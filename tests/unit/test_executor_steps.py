@@ -378,3 +378,15 @@ async def test_a_failed_cleanup_pauses_the_job_and_the_next_run_does_the_cleanup
     assert out.status == "failed" and "failed on request" in out.error  # the outcome it had
     assert effects(tmp_path)[len(before):] == ["cleanup restore_guard"]  # no main step again
     assert store.finish_args["status"] == "failed" and not store.cleanup_owed
+
+
+async def test_a_step_that_fails_half_way_still_gets_its_cleanup(tmp_path):
+    """The step the cleanup waits for (only_if_started) failed while running: it may have
+    changed the target already (staged part of the firmware, say), so the cleanup runs and
+    the job ends failed, its owed cleanup settled. Before, the job was left running: SQL
+    refused it a terminal state while the cleanup it owed never ran."""
+    store = make_store(tmp_path, fail_at="disable_guard")
+    out = await StepEngine().run(SelftestHandler(tmp_path), store.session())
+    assert out.status == "failed" and store.finish_args["status"] == "failed"
+    assert effects(tmp_path)[-1] == "cleanup restore_guard"
+    assert _owed_calls(store) == [True, False] and not store.cleanup_owed
