@@ -36,14 +36,14 @@ from typing import Any
 
 from . import ExecutorError, __version__
 from . import handlers as handler_registry
+from .binding import Credential, EndpointSpecError
 from .calllog import CALLS
-from .schedule_fire import fire_loop
 from .config import ExecutorSettings
 from .control import ControlPlane, ControlPlaneError, Rejected, StaleEpoch
-from .preflight import ConfigurationError, explain_refusal
 from .log import SECRETS, job_id_var
 from .notify import Dispatcher
-from .binding import Credential, EndpointSpecError
+from .preflight import ConfigurationError, explain_refusal
+from .schedule_fire import fire_loop
 from .secrets import EnvelopeError, KeyPair
 from .steps import Fenced, SafetyPolicy, StepEngine, StepError
 

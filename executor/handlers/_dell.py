@@ -35,9 +35,9 @@ from dataclasses import replace
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from ..binding import Credential, EndpointNotAllowed, EndpointSpecError, Target
 from ..jobparams import JobParamsError, parse_params
 from ..steps import Progress, StepContext, StepError, StepStalled, StepTimeout
-from ..binding import Credential, EndpointNotAllowed, EndpointSpecError, Target
 from ..targets.endpoint import Endpoint, Timeouts
 from ..targets.errors import TargetError
 from ..targets.redfish import RedfishClient

@@ -27,6 +27,7 @@ from postgrest.exceptions import APIError
 
 from devstack.cli import add_user
 from supabase import create_client
+
 from ._handlers_dell import DellEnv
 
 
