@@ -28,6 +28,10 @@ pre-flight gates   LC busy; an iDRAC job running; catalog unreachable   failed i
                    (one at a time)                                      the gate; nothing touched
 N+1 capacity       the hosts left cannot hold the VMs plus HA's         failed in preflight with the
                    failover host                                        bound explained; untouched
+replication gate   a host holds the target of a pair lagging beyond     paused (replication_lag, no
+                   its policy; operator overrides with a reason          host out, HA untouched),
+                   (create-job and resolve-blockers as an operator)     then completed; override
+                                                                        recorded and audited
 =================  ====================================================  ==========================
 """
 
@@ -44,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from supabase_functions.errors import FunctionsHttpError
 
 from devstack.cli import add_user
 from devstack.lab.datacentre import DataCentre
@@ -93,6 +98,8 @@ CLUSTERS = [
     _cluster("gate", 2),
     # 3 x 64 GiB hosts running 144 GiB of VMs, HA keeping one host free: not even one may go out
     _cluster("full", 3, 2, vm_memory_mb=24 * 1024, host_memory_mb=64 * 1024),
+    # the replication gate: repl-esx02 holds the replica of a lagging pair
+    _cluster("repl", 2),
 ]
 # Lab durations (simulated seconds) shortened where they only add waiting.
 TIMING = {"scp_export": 60.0, "idrac_down": 60.0, "lc_after_idrac_reset": 20.0, "fw_download": 20.0}
@@ -353,6 +360,85 @@ def test_blockers_pause_resolve_and_skip_host(world):
     for vm, _, _ in BLOCKER_VMS:
         assert now.vm_by_name(vm).powered_on, vm  # powered back on after its host
     w.check(job_id, "blk", before, s)
+
+
+def test_replication_gate_pauses_on_a_lagging_storage_host_until_overridden_with_a_reason(world):
+    """Issue 23: a rolling update created by an operator through ``create-job`` pauses in its
+    blocker scan, before HA/DRS are touched and with no host out, when a host of the cluster
+    holds a side of a replication pair lagging beyond ``max_lag_seconds``; ``acknowledge``
+    needs a reason, and with one the job resumes and completes; the override is recorded."""
+    w = world
+    before = w.settings("repl")
+    storage = "repl-esx02"
+    name = f"ru-gate-{uuid.uuid4().hex[:6]}"
+    # the storage server of repl-esx02 holds the replica (target side), 3 h behind a 1 h policy
+    pid = str(w.h.one(
+        "insert into public.replication_pairs (site_id, name, source_host, source_dataset, target_host, "
+        "target_dataset, target_server_id, max_lag_seconds, schedule, last_synced_snapshot_at) "
+        "values (%s, %s, 'zfs1', %s, 'zfs2', %s, %s, 3600, 'manual', now() - interval '3 hours') returning id",
+        w.h.site_id, name, f"tank/{name}", f"backup/{name}", w.servers[storage])["id"])
+    op = operator(w)
+
+    def invoke(fn: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        try:
+            return 200, op.functions.invoke(fn, {"body": body, "responseType": "json"})
+        except FunctionsHttpError as exc:
+            return exc.status, {"error": exc.message}
+
+    try:
+        with sampler(w) as s:
+            status, res = invoke("create-job", {
+                "type": "rolling_cluster_update", "maintenance_window_id": str(w.window),
+                "params": {"cluster_id": w.cluster_id("repl"), "firmware": {"catalog_url": w.dc.catalog_url}}})
+            assert status == 200 and res.get("job_id"), res
+            job_id = res["job_id"]
+            job = finish(w, job_id)
+            assert job["status"] == "paused" and job["pause_reason"] == "blockers", job
+            # paused before anything changed: HA/DRS as found, no host out, nothing flashed
+            assert w.settings("repl") == before
+            assert not any(h["in_maintenance"] for h in w.dc.vcenter.lab_hosts() if h["cluster"] == "repl")
+            assert all(w.dc.bmc(h).boot_count == 0 and not w.dc.bmc(h).flashes for h in w.hosts_of("repl"))
+            steps = {r["step_key"]: r["status"] for r in w.h.steps(job_id)}
+            assert steps.get("relax_cluster_settings") in (None, "pending"), steps
+            w.check(job_id, "repl", before, s)
+            [blk] = w.h.query("select b.id, b.kind::text as kind, b.status::text as status, b.description, b.details, "
+                              "h.name as host from public.job_blockers b left join public.esxi_hosts h "
+                              "on h.id = b.host_id where b.job_id = %s", job_id)
+            assert blk["kind"] == "replication_lag" and blk["host"] == storage and blk["status"] == "open", blk
+            assert name in blk["description"] and "3.0 h" in blk["description"], blk["description"]
+            d = blk["details"]
+            assert d["pair_id"] == pid and d["pair_name"] == name and d["side"] == "target", d
+            assert 3 * 3600 <= d["lag_seconds"] < 3 * 3600 + 600 and d["max_lag_seconds"] == 3600, d
+
+            # an override needs a reason: refused without one, the job stays paused
+            status, res = invoke("resolve-blockers", {"job_id": job_id, "decisions": [
+                {"blocker_id": str(blk["id"]), "decision": "acknowledge"}]})
+            assert status == 409, res
+            assert w.h.job(job_id)["status"] == "paused"
+            reason = "replica verified by hand before the firmware window"
+            status, res = invoke("resolve-blockers", {"job_id": job_id, "decisions": [
+                {"blocker_id": str(blk["id"]), "decision": "acknowledge", "note": reason}]})
+            assert status == 200 and res["resumed"] is True, res
+            job = finish(w, job_id)
+        assert job["status"] == "completed", job["error"]
+        tasks = w.tasks(job_id)
+        assert sorted(tasks) == w.hosts_of("repl") and all(t["status"] == "completed" for t in tasks.values()), tasks
+        assert all(w.dc.bmc(h).boot_count == 1 for h in w.hosts_of("repl"))  # the storage host included
+        # the gate ran once: the override held on the resume, no second pause
+        assert [r["id"] for r in w.h.query("select id from public.job_blockers where job_id = %s", job_id)] == [blk["id"]]
+        # the override is recorded: the decision with its reason and who took it, and audited
+        [r] = w.h.query("select action::text as action, note, resolved_by from public.blocker_resolutions "
+                        "where blocker_id = %s", blk["id"])
+        user = op.auth.get_user().user.id
+        assert r["action"] == "acknowledge" and r["note"] == reason and str(r["resolved_by"]) == user, r
+        audit = w.h.query("select actor_kind, actor_id from public.audit_log where table_name = 'blocker_resolutions' "
+                          "and action = 'blocker_resolutions.insert' and new_data->>'blocker_id' = %s "
+                          "and new_data->>'note' = %s", str(blk["id"]), reason)
+        assert [(a["actor_kind"], str(a["actor_id"])) for a in audit] == [("user", user)], audit
+        assert w.h.one("select status::text from public.job_blockers where id = %s", blk["id"])["status"] != "open"
+        w.check(job_id, "repl", before, s)
+    finally:
+        w.h.query("delete from public.replication_pairs where id = %s", pid)
 
 
 def test_maintenance_timeout_fails_the_host_and_restores_ha(world):
