@@ -8,9 +8,12 @@ Every step goes through the same paths an operator's would, with the official cl
     a PowerEdge iDRAC, an OpenManage Enterprise instance, and a Dell firmware repository
     whose catalog is newer than what the servers run. On cluster prod-a two VMs keep their
     hosts from entering maintenance: one with a connected CD-ROM, one with USB passthrough;
+    beside it two ZFS storage hosts behind a real sshd on loopback (the ``zfs`` stand-in);
  3. an executor starts for the demo site, registers, and wakes through Realtime;
  4. the admin seals the lab's credentials to the executor's key (``encrypt-credentials``)
-    and registers the vCenter, OME and both clusters' servers (REST, under RLS);
+    and registers the vCenter, OME and both clusters' servers (REST, under RLS); it seals
+    the storage hosts' SSH login with their pinned host keys and registers the ZFS pair, and
+    the operator syncs it (``create-job`` ``replication_sync``, running alongside what follows);
  5. the operator syncs vCenter (``create-job`` ``vcenter_sync``); the site's automation
     (service key: ``create-job`` does not take these types yet) refreshes the Dell
     inventory (``inventory_refresh``) and reports firmware compliance against the catalog
@@ -25,7 +28,8 @@ Every step goes through the same paths an operator's would, with the official cl
     it started - and waits (Realtime) until the job resumes. The job then completes;
  8. compliance is reported again, then the summary per host (firmware before -> after, time
     in maintenance, blockers and decisions), the expectations those decisions imply, the
-    safety invariants (DESIGN.md §5) and the audit chain are checked and printed.
+    ZFS pair's sync (bytes, lag, last success), the safety invariants (DESIGN.md §5) and the
+    audit chain are checked and printed.
 
 Without ``--once`` everything stays up until Ctrl-C (JupyterLab included), then stops
 cleanly. With ``--once`` (no JupyterLab) the demo stops what it started and exits 0, or
@@ -72,6 +76,12 @@ LAB_CLUSTERS = [
 LAB_CLUSTER = LAB_CLUSTERS[0]  # the cluster the demo rolls
 # simulated seconds; shortened where they only add waiting
 LAB_TIMING = {"scp_export": 60.0, "idrac_down": 60.0, "lc_after_idrac_reset": 20.0, "fw_download": 20.0}
+# The ZFS pair: a dataset on one storage host replicated to the other, both behind a real sshd
+# on loopback running the zfs stand-in (devstack/lab/zfs_ssh.py); one replication_sync seeds it.
+ZFS_HOSTS = ("zfs1", "zfs2")  # source, target
+ZFS_PAIR = {"name": "vm-store", "source_dataset": "tank/vm", "target_dataset": "backup/vm", "schedule": "@hourly",
+            "retention_snapshots": 24, "max_lag_seconds": 3600, "allow_full_send": True}
+ZFS_DATA = {"disk0.img": 1_500_000, "disk1.img": 500_000, "config/vm.json": 2_000}  # file -> bytes
 JOB_TIMEOUT_S = 600  # how long the demo waits for the rolling update once it runs (seconds)
 SMALL_JOB_TIMEOUT_S = 120  # vcenter_sync, inventory_refresh, firmware_compliance (seconds)
 WINDOW_LEAD_S = 5  # the maintenance window opens this long after it is requested (seconds)
@@ -292,6 +302,7 @@ class Demo:
         self.dc = None
         self.executor: Executor | None = None
         self.jupyter: Jupyter | None = None
+        self.zfs: Any = None  # the ZFS storage hosts (ZfsSshLab)
         self.clients: dict[str, Any] = {}
         self.automation: Any = None  # the service-key client that queues the read-only jobs
 
@@ -413,6 +424,29 @@ class Demo:
         for vm in BLOCKER_VMS:
             print(f"      {LAB_CLUSTER['name']}-esx{vm['host'] + 1:02d} runs VM {vm['name']} with "
                   f"{', '.join(vm['devices'])}", flush=True)
+        self.start_zfs()
+
+    def start_zfs(self) -> None:
+        """The two ZFS storage hosts: one sshd on loopback (a port per host, its own host key),
+        sessions forced into the zfs stand-in; the source dataset gets some data, the target
+        only its parent. Stopped with the rest (stop()); sshd dies with the demo regardless."""
+        from devstack.lab.esxi_ssh import SshdStartError
+        from devstack.lab.zfs_ssh import ZfsSshLab
+
+        t0 = time.perf_counter()
+        src, dst = ZFS_HOSTS
+        try:
+            self.zfs = ZfsSshLab(list(ZFS_HOSTS), workdir=self.st.cfg.state_dir / "demo-zfs",
+                                 owner=f"demo:{self.st.cfg.state_dir}").start()
+        except SshdStartError as exc:
+            raise DemoError(f"the ZFS storage hosts did not start: {exc}") from None
+        self.zfs.zfs(src, "create", "-p", ZFS_PAIR["source_dataset"])
+        self.zfs.zfs(dst, "create", "-p", ZFS_PAIR["target_dataset"].rsplit("/", 1)[0])
+        for name, size in ZFS_DATA.items():
+            self.zfs.write(src, ZFS_PAIR["source_dataset"], name, os.urandom(size))
+        say("zfs lab", f"storage hosts {src} ({self.zfs.address(src)}) and {dst} ({self.zfs.address(dst)}): "
+                       f"OpenSSH sshd with its own host key, zfs stand-in; {src}:{ZFS_PAIR['source_dataset']} "
+                       f"holds {sum(ZFS_DATA.values()) / 1e6:.1f} MB (started in {time.perf_counter() - t0:.1f} s)")
 
     async def start_executor(self) -> dict[str, Any]:
         self.executor = Executor(self.st, self.dc.executor_time_scale)
@@ -465,6 +499,59 @@ class Demo:
                          "registered by the admin")
         return {"vcenter_id": vcenter["id"], "idrac_credential_set_id": sealed_idrac["credential_set_id"],
                 "servers": {r["name"][:-4]: r["id"] for r in rows}}
+
+    async def register_replication(self, site_id: str) -> dict[str, Any]:
+        """The admin seals the storage hosts' SSH login with their pinned host keys
+        (``known_hosts: "sealed"``, docs/replication.md) and registers the pair; the operator
+        then syncs it now (``create-job`` ``replication_sync``). The job runs alongside the
+        ones below (the executor takes several at once); the summary reports it."""
+        lab = self.zfs
+        src, dst = ZFS_HOSTS
+        secret = json.dumps({"private_key": lab.client_key.read_text(), "host_keys": lab.host_keys()})
+        sealed = await self.invoke(ADMIN, "encrypt-credentials", {
+            "action": "seal", "site_id": site_id, "name": "lab-zfs", "kind": "ssh", "username": lab.username,
+            "secret": secret,
+            "endpoints": [{"url": f"ssh://{lab.address(h)}", "tls": {"known_hosts": "sealed"}} for h in ZFS_HOSTS]})
+        c = await self.client(ADMIN)
+        pair = (await c.table("replication_pairs").insert({
+            "site_id": site_id, **ZFS_PAIR, "source_host": lab.address(src), "target_host": lab.address(dst),
+            "credential_set_id": sealed["credential_set_id"]}).execute()).data[0]
+        say("replication pair", f"{pair['name']}: {src}:{pair['source_dataset']} \u2192 {dst}:{pair['target_dataset']} "
+                                f"({pair['schedule']}, max lag {pair['max_lag_seconds'] // 60} min) registered by the "
+                                "admin; its SSH key and pinned host keys sealed, each endpoint trusted by those keys")
+        job = await self.invoke(OP, "create-job", {"type": "replication_sync", "site_id": site_id,
+                                                   "params": {"replication_pair_ids": [pair["id"]]}})
+        say("replication_sync", f"job {job['job_id'][:8]} created by {OP} (sync now); it runs alongside the jobs "
+                                "below, the summary reports it")
+        return {"pair_id": pair["id"], "job_id": job["job_id"], "t0": time.perf_counter()}
+
+    async def replication_report(self, repl: dict[str, Any]) -> dict[str, Any]:
+        """The pair in the closing summary: what its sync did (bytes, lag, last success)."""
+        row = await self.wait_job(OP, repl["job_id"], SMALL_JOB_TIMEOUT_S, until=lambda j: j["status"] in TERMINAL)
+        c = await self.client(OP)
+        p = (await c.table("replication_pairs").select("*").eq("id", repl["pair_id"]).single().execute()).data
+        runs = (await c.table("replication_runs").select("status,kind,bytes,duration_ms,lag_seconds")
+                .eq("pair_id", repl["pair_id"]).execute()).data
+        src, dst = ZFS_HOSTS
+        problems = []
+        if row["status"] != "completed":
+            problems.append(f"replication_sync ended {row['status']}: {row.get('error')}")
+        if p.get("last_status") != "succeeded" or not p.get("last_success_at") or not p.get("last_bytes"):
+            problems.append(f"pair {p['name']} is {p.get('last_status')}: {p.get('last_error')}")
+        elif self.zfs.snapshots(dst, p["target_dataset"]) != self.zfs.snapshots(src, p["source_dataset"]):
+            problems.append(f"{dst}:{p['target_dataset']} does not hold the source's snapshots")
+        elif any(self.zfs.read(dst, p["target_dataset"], f) != self.zfs.read(src, p["source_dataset"], f)
+                 for f in ZFS_DATA):
+            problems.append(f"{dst}:{p['target_dataset']} differs from {src}:{p['source_dataset']}")
+        if problems:
+            raise DemoError("the ZFS pair did not sync: " + "; ".join(problems))
+        kind = ", ".join(r["kind"] for r in runs if r["status"] == "succeeded")
+        success = dt.datetime.fromisoformat(p["last_success_at"]).astimezone(dt.UTC)
+        print(f"      replication {p['name']}  {src}:{p['source_dataset']} \u2192 {dst}:{p['target_dataset']}: "
+              f"{p['last_status']} ({kind}), {p['last_bytes'] / 1e6:.1f} MB in {p['last_duration_ms'] / 1000:.1f} s, "
+              f"lag {p['lag_seconds']} s (max {p['max_lag_seconds']} s), last success "
+              f"{success:%H:%M:%S}Z, snapshot {p['last_snapshot']}", flush=True)
+        return {"pair": p["name"], "status": p["last_status"], "bytes": p["last_bytes"], "lag_seconds": p["lag_seconds"]}
 
     async def sync(self, site_id: str, vcenter_id: str) -> dict[str, str]:
         t0 = time.perf_counter()
@@ -647,7 +734,8 @@ class Demo:
         return {"job_id": job_id, "seconds": round(took, 1), "paused_for_blockers": pauses > 0}
 
     async def report(self, job_id: str, servers: dict[str, str], before: dict[str, dict[str, tuple[str, str]]],
-                     settings_before: dict[str, Any], clock: MaintenanceClock, sampler: Any) -> dict[str, Any]:
+                     settings_before: dict[str, Any], clock: MaintenanceClock, sampler: Any,
+                     repl: dict[str, Any] | None = None) -> dict[str, Any]:
         """The closing summary per host, then the expectations, the safety invariants
         (DESIGN.md §5) and the audit chain."""
         import psycopg2
@@ -736,6 +824,7 @@ class Demo:
                       flush=True)
         others = sorted({h["cluster"] for h in lab_hosts} - {cluster})
         print(f"      {', '.join(others)}: not part of this job; firmware unchanged, no host in maintenance", flush=True)
+        replication = await self.replication_report(repl) if repl else None
         if not blockers:
             problems.append("the job never paused for the blocker VMs")
         if problems:
@@ -778,7 +867,8 @@ class Demo:
         return {"hosts_updated": updated, "hosts_skipped": skipped, "components_updated": components,
                 "blockers": len(blockers),
                 "decisions": {(b.get("details") or {}).get("vm_name"): (b.get("resolution") or {}).get("action")
-                              for b in blockers}}
+                              for b in blockers},
+                **({"replication": replication} if replication else {})}
 
     async def run(self) -> dict[str, Any]:
         from executor import invariants as inv
@@ -788,6 +878,7 @@ class Demo:
         say("auth", f"demo users signed in; the operator sees site {site['name']!r}")
         await self.start_executor()
         reg = await self.register_lab(site["id"])
+        repl = await self.register_replication(site["id"])
         clusters = await self.sync(site["id"], reg["vcenter_id"])
         cluster_id = clusters[LAB_CLUSTER["name"]]
         # the window opens a few seconds from now; the read-only jobs run meanwhile
@@ -808,7 +899,7 @@ class Demo:
                                        for h in self.dc.vcenter.lab_hosts()), 15)
         await self.compliance(site["id"], reg, "after")
         result.update(await self.report(result["job_id"], {h: str(s) for h, s in reg["servers"].items()}, before,
-                                        settings_before, clock, sampler))
+                                        settings_before, clock, sampler, repl))
         return result
 
     async def close_clients(self) -> None:
@@ -826,6 +917,9 @@ class Demo:
         if self.executor is not None:
             self.executor.stop()
             self.executor = None
+        if self.zfs is not None:
+            self.zfs.stop()
+            self.zfs = None
         if self.dc is not None:
             self.dc.stop()
             self.dc = None

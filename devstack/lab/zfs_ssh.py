@@ -39,7 +39,8 @@ STANDIN = Path(__file__).with_name("zfs_standin.py")
 class ZfsSshLab:
     hosts: list[str]
     shell: bool = False  # no forced command: sessions run the login shell (benchmarks)
-    workdir: Path | None = None
+    workdir: Path | None = None  # where the lab's folder is made (default: the system's temporary folder)
+    owner: str | None = None  # devstack.proc's owner marker for sshd and its sessions (None: this process's)
     ports: dict[str, int] = field(default_factory=dict)
     username: str = field(default_factory=getpass.getuser)
     client_key: Path | None = None
@@ -51,7 +52,9 @@ class ZfsSshLab:
             raise SshdStartError("sshd is not installed (Debian package openssh-server)")
         if shutil.which(SSH_KEYGEN) is None:
             raise SshdStartError("ssh-keygen is not installed (Debian package openssh-client)")
-        self.workdir = Path(tempfile.mkdtemp(prefix="rackpilot-zfs-ssh-"))
+        if self.workdir is not None:
+            Path(self.workdir).mkdir(parents=True, exist_ok=True)
+        self.workdir = Path(tempfile.mkdtemp(prefix="rackpilot-zfs-ssh-", dir=self.workdir))
         os.chmod(self.workdir, 0o700)
         wd = self.workdir
         self.host_key, self.client_key = wd / "ssh_host_ed25519_key", wd / "client_key"
@@ -95,7 +98,7 @@ class ZfsSshLab:
             if os.geteuid() == 0:
                 os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd as root needs it
             # dies with its starter (parent-death signal); -D keeps sshd in the foreground
-            self._proc = spawn([SSHD, "-D", "-e", "-f", str(wd / "sshd_config")],
+            self._proc = spawn([SSHD, "-D", "-e", "-f", str(wd / "sshd_config")], owner=self.owner,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             if self._wait_listening():
                 break

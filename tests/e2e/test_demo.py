@@ -6,8 +6,10 @@ inventory, reports firmware compliance, then rolls one cluster's firmware. The r
 pauses on real blockers (a VM with a connected CD-ROM, a VM with USB passthrough); the
 operator decides through ``resolve-blockers`` (power the CD-ROM VM off and back on, skip the
 USB VM's host) and the job completes. The closing summary per host, the safety invariants
-and the audit chain follow. This test runs it exactly as `rackpilot demo --once` does and
-holds it to its own report; interactive mode's JupyterLab gets a test of its own.
+and the audit chain follow; beside the rollout a ZFS pair (two storage hosts behind a real
+sshd) is registered and synced once, and the summary reports it. This test runs it exactly
+as `rackpilot demo --once` does and holds it to its own report; interactive mode's
+JupyterLab gets a test of its own.
 """
 
 from __future__ import annotations
@@ -63,6 +65,13 @@ def test_demo_runs_the_main_job_once_and_exits_zero():
         assert re.search(r"\u2713 lab \u2014 .*prod-a \(4 ESXi hosts\), prod-b \(4 ESXi hosts\) on 8 simulated "
                          r"iDRACs, OpenManage Enterprise http", out), out[-4000:]
         assert "OME and 8 PowerEdge servers of 2 clusters registered" in out
+        # the ZFS pair: two storage hosts behind a real sshd, the SSH login sealed with their pinned
+        # host keys, the pair registered by the admin, one replication_sync created by the operator
+        assert re.search(r"\u2713 zfs lab \u2014 storage hosts zfs1 \(127\.0\.0\.1:\d+\) and zfs2 \(127\.0\.0\.1:\d+\)",
+                         out), out[-4000:]
+        assert re.search(r"\u2713 replication pair \u2014 vm-store: zfs1:tank/vm \u2192 zfs2:backup/vm .*registered by the "
+                         r"admin", out)
+        assert re.search(r"\u2713 replication_sync \u2014 job \w+ created by operator@rackpilot.local", out)
         assert re.search(r"\u2713 vcenter_sync \u2014 .*prod-a 4 hosts \(4 linked.*prod-b 4 hosts \(4 linked", out)
         assert "8/8 iDRACs read" in out
         assert re.search(r"\u2713 firmware_compliance \(before\) \u2014 .*prod-a 0 compliant, 4 with", out)
@@ -93,6 +102,12 @@ def test_demo_runs_the_main_job_once_and_exits_zero():
         assert len(re.findall(r"firmware BIOS \S+ \u2192 \S+;", summary)) == 3
         assert re.search(r"firmware BIOS [^\u2192\n]* \(unchanged\)", summary)
         assert "prod-b: not part of this job; firmware unchanged, no host in maintenance" in summary
+        # ... and the pair synced: bytes, lag, last success
+        assert re.search(r"replication vm-store  zfs1:tank/vm \u2192 zfs2:backup/vm: succeeded \(full\), \d+\.\d MB in "
+                         r"\d+\.\d s, lag \d+ s \(max 3600 s\), last success \d\d:\d\d:\d\dZ, snapshot "
+                         r"backup/vm@rackpilot_", summary), summary
+        assert result["replication"]["status"] == "succeeded" and result["replication"]["bytes"] > 2_000_000
+        assert 0 <= result["replication"]["lag_seconds"] <= 120
         # it ends with the safety invariants and the audit chain
         tail = out[out.index("\u2713 invariants"):]
         assert "no host in maintenance before its blockers were decided" in tail
@@ -103,7 +118,8 @@ def test_demo_runs_the_main_job_once_and_exits_zero():
                                 capture_output=True, text=True, timeout=60)
         assert json.loads(status.stdout)["gateway"] == "stopped"
         assert json.loads(status.stdout)["postgres"] == "stopped"
-        assert processes_mentioning(str(state)) == []
+        assert processes_mentioning(str(state)) == []  # the storage hosts' sshd and its sessions included
+        assert not list((state / "demo-zfs").iterdir())  # the ZFS lab's folder (keys, datasets) is gone
         # the demo users' passwords stay in the state folder, never in the output
         passwords = json.loads((state / "demo-users.json").read_text())
         assert (state / "demo-users.json").stat().st_mode & 0o077 == 0
