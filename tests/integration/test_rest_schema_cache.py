@@ -126,3 +126,23 @@ def test_statement_cleanup_keeps_the_drivers_statements(stack):
             await conn.close()
 
     asyncio.run(check())
+
+
+def test_the_schema_cache_reloads_after_the_pool_was_terminated(db, api_url, service_key):
+    """Every pooled connection dropped by the database, and no request since to replace
+    them: the next DDL must still reach the schema cache. The reload used to take a dead
+    connection from the pool, fail, and leave the cache stale until requests happened to
+    replace the whole pool (a supabase-js test then waited 30 s for a new table in vain)."""
+    hdrs = {"apikey": service_key, "Authorization": f"Bearer {service_key}"}
+    with db.cursor() as cur:
+        cur.execute("select count(pg_terminate_backend(pid)) from pg_stat_activity "
+                    "where application_name = 'rackpilot-rest' and pid <> pg_backend_pid()")
+        assert cur.fetchone()[0] >= 1
+        # the listener reconnects on its own (about a second); DDL after that is announced
+        cur.execute("create table public.rest_contract_cache_after_kill (id int primary key)")
+        cur.execute("insert into public.rest_contract_cache_after_kill values (7)")
+    try:
+        assert _status_within(f"{api_url}/rest/v1/rest_contract_cache_after_kill", hdrs, 200) == 200
+    finally:
+        with db.cursor() as cur:
+            cur.execute("drop table if exists public.rest_contract_cache_after_kill")

@@ -319,8 +319,18 @@ class RestService:
             self._reload_pending = False
             conn = await self._conns.get()
             try:
-                cache = await load_schema_cache(conn, self.schemas)
-                self.plan_enabled = bool(await conn.fetchval(PLAN_ENABLED_SQL))
+                try:
+                    cache = await load_schema_cache(conn, self.schemas)
+                    self.plan_enabled = bool(await conn.fetchval(PLAN_ENABLED_SQL))
+                except Exception as exc:
+                    if not _dead_connection(exc):
+                        raise
+                    # a pooled connection the database dropped (restart, pg_terminate_backend):
+                    # replace it and load again, or every reload after it fails and the cache
+                    # stays stale until requests happen to replace the whole pool
+                    conn = await self._replace(conn)
+                    cache = await load_schema_cache(conn, self.schemas)
+                    self.plan_enabled = bool(await conn.fetchval(PLAN_ENABLED_SQL))
             finally:
                 self._conns.put_nowait(conn)
             self.cache = cache
@@ -463,13 +473,15 @@ class RestService:
             while True:
                 attempts -= 1
                 prepared = self._prepared.setdefault(conn, set())
-                if name not in prepared and len(prepared) >= PREPARED_PER_CONN:
-                    # statements of shapes long gone (schema reloads, one-off queries) pile
-                    # up; drop ours (not asyncpg's) and start over, one round trip, rarely
-                    await conn.execute(DEALLOCATE_SQL)
-                    prepared.clear()
-                prepare = name not in prepared
                 try:
+                    if name not in prepared and len(prepared) >= PREPARED_PER_CONN:
+                        # statements of shapes long gone (schema reloads, one-off queries) pile
+                        # up; drop ours (not asyncpg's) and start over, one round trip, rarely.
+                        # Inside the try: on a connection the database dropped this is the
+                        # first round trip to fail, and it is retried like the request's own.
+                        await conn.execute(DEALLOCATE_SQL)
+                        prepared.clear()
+                    prepare = name not in prepared
                     # once prepared on this connection the statement text is not needed
                     # again: sending NULL instead saves encoding and shipping it per request
                     run_args = (*args[:7], sql if prepare else None, *args[8:], name, prepare)
@@ -710,6 +722,13 @@ class RestService:
             return SingularityError("Cannot coerce the result to a single JSON object", details=details)
         return DatabaseError(message, details=details, hint=hint, status=status_for_sqlstate(sqlstate, role),
                              code=sqlstate)
+
+
+def _dead_connection(exc: BaseException) -> bool:
+    """The connection itself is gone (not the statement's fault)."""
+    if isinstance(exc, asyncpg.PostgresError):
+        return _connection_lost(exc)
+    return isinstance(exc, asyncpg.InterfaceError | OSError | ConnectionError)
 
 
 def _connection_lost(exc: asyncpg.PostgresError) -> bool:
