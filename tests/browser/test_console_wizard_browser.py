@@ -184,8 +184,21 @@ def test_wizard_first_step_preflight_preview_and_live_monitor(lab, tmp_path):
         typed.send_keys("\t")
         wait.until(lambda d: d.execute_script("return arguments[0].value", typed) == lab["cluster_name"])
         click_button(driver, "Confirm")
-        wait.until(lambda d: any(b.text.strip() == "Start update"
-                                 for b in d.find_elements(By.CSS_SELECTOR, ".rp-wizard button")))
+
+        def start_offered(d) -> bool:
+            # a click that landed while a redraw replaced the button is lost: while the wizard
+            # still offers Confirm (and not Start update), click it again
+            texts = [b.text.strip() for b in d.find_elements(By.CSS_SELECTOR, ".rp-wizard button")]
+            if "Start update" in texts:
+                return True
+            if "Confirm" in texts:
+                click_button(driver, "Confirm")
+            return False
+
+        from selenium.common.exceptions import StaleElementReferenceException
+
+        WebDriverWait(driver, PAGE_TIMEOUT_S * 2, poll_frequency=1.0,
+                      ignored_exceptions=(StaleElementReferenceException,)).until(start_offered)
         click_button(driver, "Start update")
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".rp-monitor .rp-host-row") or False)
         jid = str(q(ce.conn, "select id from public.jobs where cluster_id = %s and type = 'rolling_cluster_update' "
