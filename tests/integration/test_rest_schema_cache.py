@@ -146,3 +146,31 @@ def test_the_schema_cache_reloads_after_the_pool_was_terminated(db, api_url, ser
     finally:
         with db.cursor() as cur:
             cur.execute("drop table if exists public.rest_contract_cache_after_kill")
+
+
+def test_a_write_after_the_pool_was_terminated_goes_ahead(db, api_url, service_key):
+    """A connection the database dropped while idle is replaced when it is taken from the
+    pool, so a write (which is never retried) is not answered 503 for it."""
+    hdrs = {"apikey": service_key, "Authorization": f"Bearer {service_key}", "Prefer": "return=minimal"}
+    with db.cursor() as cur:
+        cur.execute("create table if not exists public.rest_contract_cache_write (id int primary key)")
+    try:
+        assert _status_within(f"{api_url}/rest/v1/rest_contract_cache_write", hdrs, 200) == 200
+        with db.cursor() as cur:
+            cur.execute("select count(pg_terminate_backend(pid)) from pg_stat_activity "
+                        "where application_name = 'rackpilot-rest' and pid <> pg_backend_pid()")
+            assert cur.fetchone()[0] >= 1
+
+        def terminated_seen() -> bool:  # the pooled connections notice their end while idle
+            with db.cursor() as cur:
+                cur.execute("select count(*) from pg_stat_activity where application_name = 'rackpilot-rest'")
+                return cur.fetchone()[0] == 0
+        deadline = time.monotonic() + 10
+        while not terminated_seen() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for i in range(20):  # more than the connections kept, so every one is met once
+            r = httpx.post(f"{api_url}/rest/v1/rest_contract_cache_write", headers=hdrs, json={"id": i}, timeout=10)
+            assert r.status_code == 201, r.text
+    finally:
+        with db.cursor() as cur:
+            cur.execute("drop table if exists public.rest_contract_cache_write")

@@ -317,7 +317,7 @@ class RestService:
             if not self._reload_pending:
                 return
             self._reload_pending = False
-            conn = await self._conns.get()
+            conn = await self._checkout()
             try:
                 try:
                     cache = await load_schema_cache(conn, self.schemas)
@@ -468,7 +468,7 @@ class RestService:
         # a read that met a dead connection (database restarted, connection terminated) is
         # retried once on a fresh one; a write is not, since it may have been applied
         attempts = 2 if read_only else 1
-        conn = await self._conns.get()
+        conn = await self._checkout()
         try:
             while True:
                 attempts -= 1
@@ -525,7 +525,7 @@ class RestService:
         As in PostgREST, options=analyze runs it and a write is kept unless the request's
         transaction is rolled back (db-tx-end, Prefer: tx=rollback)."""
         options = ", ".join([f"format {media.fmt}", *media.options])  # from PLAN_OPTIONS only
-        conn = await self._conns.get()
+        conn = await self._checkout()
         try:
             tx = conn.transaction()
             await tx.start()
@@ -564,6 +564,15 @@ class RestService:
         if body is None:
             body = self._openapi[key] = orjson.dumps(openapi.document(self.cache, schema, host))
         return 200, [CT_OPENAPI], body
+
+    async def _checkout(self) -> asyncpg.Connection:
+        """A pooled connection, replaced first when the database already dropped it (its
+        end was seen while idle): a write may then go ahead, where a write that meets a
+        dead connection mid-way cannot be retried."""
+        conn = await self._conns.get()
+        if conn.is_closed():
+            conn = await self._replace(conn)
+        return conn
 
     async def _replace(self, conn: asyncpg.Connection) -> asyncpg.Connection:
         conn.terminate()
