@@ -39,6 +39,7 @@ non-zero on any failure.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
@@ -149,6 +150,9 @@ class Executor:
             "RACKPILOT_SUPABASE_KEY": st.env()["SUPABASE_SERVICE_ROLE_KEY"],
             "RACKPILOT_SITE": SITE_NAME,
             "RACKPILOT_EXECUTOR_NAME": "demo-executor",
+            # Ctrl-C stops the demo within seconds: a running step (the replication stream, say)
+            # gets 5 s to reach a safe point, not the service's 30 s
+            "RACKPILOT_SHUTDOWN_GRACE": "5",
             "RACKPILOT_STATE_DIR": str(self.dir / "state"),
             "RACKPILOT_LOG_FILE": str(self.log),
             "RACKPILOT_LOG_LEVEL": "INFO",
@@ -171,10 +175,16 @@ class Executor:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(40)
+                # its shutdown grace is 5 s here; an executor still busy after 15 s is killed
+                self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        # what the executor's jobs started and left behind (a replication job's ssh-agent was
+        # seen to outlive it): every process whose command line names the executor's folder
+        from devstack import proc as devproc
+
+        devproc.terminate(devproc.processes(needle=str(self.dir)), timeout=5.0)
 
 
 OP = "operator@rackpilot.local"
@@ -304,6 +314,7 @@ class Demo:
         self.jupyter: Jupyter | None = None
         self.zfs: Any = None  # the ZFS storage hosts (ZfsSshLab)
         self.clients: dict[str, Any] = {}
+        self.interrupted = asyncio.Event()  # set by Ctrl-C or SIGTERM while run() waits
         self.automation: Any = None  # the service-key client that queues the read-only jobs
 
     # --- helpers -------------------------------------------------------------------------------
@@ -362,12 +373,20 @@ class Demo:
                 left = 5.0 if deadline is None else min(5.0, deadline - time.monotonic())
                 if left <= 0:
                     raise DemoError(f"job {job_id} is still {row['status']} after {timeout:.0f} s")
+                if self.interrupted.is_set():
+                    raise KeyboardInterrupt
+                woke = asyncio.ensure_future(changed.wait())
+                stop = asyncio.ensure_future(self.interrupted.wait())
                 try:
-                    await asyncio.wait_for(changed.wait(), left)
-                except TimeoutError:
-                    pass
+                    await asyncio.wait({woke, stop}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    woke.cancel()
+                    stop.cancel()
+                if self.interrupted.is_set():
+                    raise KeyboardInterrupt
         finally:
-            await c.remove_channel(ch)
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(c.remove_channel(ch), 5)
 
     async def run_job(self, job_type: str, site_id: str, params: dict[str, Any], credential_set_ids: list[str],
                       description: str) -> tuple[dict[str, Any], float]:
@@ -873,6 +892,13 @@ class Demo:
     async def run(self) -> dict[str, Any]:
         from executor import invariants as inv
 
+        # Ctrl-C (and SIGTERM) while the demo waits - for an operator, say - is answered
+        # here rather than by cancelling the task: a cancellation can be lost in a client
+        # library's await, and the demo then went on waiting after Ctrl-C
+        self.interrupted = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.interrupted.set)
         op = await self.client(OP)
         site = (await op.table("sites").select("id,name").eq("name", SITE_NAME).single().execute()).data
         say("auth", f"demo users signed in; the operator sees site {site['name']!r}")
@@ -905,7 +931,7 @@ class Demo:
     async def close_clients(self) -> None:
         for c in self.clients.values():
             try:
-                await c.auth.sign_out()
+                await asyncio.wait_for(c.auth.sign_out(), 5)
             except Exception:  # noqa: BLE001 - best effort on the way out
                 pass
         self.clients.clear()
