@@ -123,7 +123,7 @@ def test_each_startup_mistake_names_the_setting_and_exits_2(harness, tmp_path, c
     lock = None
     if "@truncated" in args:
         state.mkdir(mode=0o700)
-        (state / "executor_key.pem").write_text("-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VuBCIEI\n")
+        (state / "executor_key.pem").write_text(_truncated_pem())
         os.chmod(state / "executor_key.pem", 0o600)
     if "@loose" in args:
         run_executor(env, "--show-public-key")
@@ -367,3 +367,13 @@ def test_check_config_online_reads_without_registering(harness, tmp_path):
     res = run_executor(env_b, "--check-config", "--online")
     assert res.returncode == 2 and "start would be refused" in res.stderr and "rackpilot executor rekey" in res.stderr
     assert a.terminate() == 0
+
+
+def _truncated_pem() -> str:
+    """The first lines of a private key made now: a truncated PEM file, no key in the repository."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    pem = X25519PrivateKey.generate().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                    serialization.NoEncryption()).decode()
+    return pem[:60]

@@ -15,7 +15,17 @@ from executor.binding import Credential, EndpointNotAllowed
 from executor.handlers.replication_sync import release_secret
 from tests.integration._functions_support import close_env, invoke, make_env, q
 
-KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
+
+def _openssh_key() -> str:
+    """A private key made at test time (no key is kept in the repository)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.generate().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                                      serialization.NoEncryption()).decode()
+
+
+KEY = _openssh_key()
 PINS = "zfs1.example.net ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA1\n[zfs2.example.net]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA2"
 
 

@@ -75,7 +75,7 @@ def test_a_truncated_key_file_fails(tmp_path):
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
     key = state / "executor_key.pem"
-    key.write_text("-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VuBCIEI\n")
+    key.write_text(_truncated_pem())
     os.chmod(key, 0o600)
     res = check(tmp_path)
     assert res.returncode == 2 and "is not a PEM private key" in res.stderr
@@ -113,3 +113,13 @@ def test_a_missing_policy_file_fails(tmp_path):
 def test_a_missing_env_file_is_an_error(tmp_path):
     res = check(tmp_path, env_file=tmp_path / "exector.env")
     assert res.returncode == 2 and f"--env-file {tmp_path / 'exector.env'}: no such file" in res.stderr
+
+
+def _truncated_pem() -> str:
+    """The first lines of a private key made now: a truncated PEM file, no key in the repository."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    pem = X25519PrivateKey.generate().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                    serialization.NoEncryption()).decode()
+    return pem[:60]
