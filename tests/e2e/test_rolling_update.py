@@ -576,6 +576,9 @@ def test_kill9_mid_flash_then_the_bmc_settles_before_the_host_is_judged(world):
         wait_until(lambda: (w.tasks(job_id).get(host) or {}).get("details", {}).get("phase") == "settle"
                    or w.h.job(job_id)["status"] in ("failed", "completed", "cancelled"), 60, "the settle wait")
         assert w.tasks(job_id)[host]["details"].get("phase") == "settle", w.h.job(job_id)["error"]
+        # the settle wait must have met the silent BMC at least once before it comes back
+        dropped = w.dc.bmc(host).dropped
+        wait_until(lambda: w.dc.bmc(host).dropped > dropped, 60, "a settle poll the BMC left unanswered")
         w.dc.bmc(host).inject(unreachable=False)
         job = finish(w, job_id)
     assert job["status"] == "completed", job["error"]

@@ -292,6 +292,7 @@ class BMC:
         self.sessions_created = 0
         self.sessions_deleted = 0
         self.requests = 0
+        self.dropped = 0  # requests dropped unanswered while unreachable or rebooting
 
     # the factory account (slot 2): tests change its password to play a changed credential
     @property
@@ -841,7 +842,7 @@ class BMC:
             return {"index": self.index, "port": self.port, "sessions": self.own_sessions(),
                     "foreign_sessions": sum(1 for s in self.sessions.values() if s.foreign),
                     "peak_sessions": self.peak_sessions, "sessions_created": self.sessions_created,
-                    "sessions_deleted": self.sessions_deleted, "requests": self.requests,
+                    "sessions_deleted": self.sessions_deleted, "requests": self.requests, "dropped": self.dropped,
                     "power_state": self.power_state, "boot_count": self.boot_count,
                     "jobs": len(self.jobs), "personality": self.personality,
                     "boot_log": list(self.boot_log[-10:])}

@@ -87,6 +87,8 @@ class BMCApp:
             return self.control(req)
         bmc.tick()
         if bmc.faults.unreachable or bmc.idrac_down:
+            with bmc.lock:
+                bmc.dropped += 1
             return None
         if bmc.faults.slow_seconds or self.lab.latency:
             await asyncio.sleep(bmc.faults.slow_seconds + self.lab.latency)
