@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export DENO_DIR := $(CURDIR)/.cache/deno
 export PATH := $(CURDIR)/$(VENV)/bin:$(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: setup demo demo-once test test-python test-deno test-sql lint bench clean
+.PHONY: setup demo demo-once test test-python test-deno test-sql lint lint-check bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -24,8 +24,12 @@ test: setup
 check-tools:
 	@scripts/check_tools check
 
-lint: setup
-	$(VENV)/bin/ruff check devstack executor console tests bench
+lint: setup lint-check
+
+# what make lint checks, without the setup step (scripts/test.sh runs it as a suite)
+lint-check:
+	$(VENV)/bin/ruff check devstack executor console tests bench notebooks
+	$(VENV)/bin/ruff format --check .
 
 bench: setup
 	@bench/run_all $(BENCH_FLAGS)

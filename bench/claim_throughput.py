@@ -46,10 +46,18 @@ def pct(values: list[float], q: float) -> float:
 async def setup(dsn: str, clients: int, label: str) -> tuple[str, list[str]]:
     conn = await asyncpg.connect(dsn)
     try:
-        site = await conn.fetchval("insert into public.sites (name) values ($1) returning id::text", f"bench-{label}")
-        executors = [await conn.fetchval(
-            "select id::text from public.register_executor($1, $2, $3, 'bench', '1', '{}'::jsonb, null)",
-            site, f"{label}-{i}", KEY) for i in range(clients)]
+        site = await conn.fetchval(
+            "insert into public.sites (name) values ($1) returning id::text", f"bench-{label}"
+        )
+        executors = [
+            await conn.fetchval(
+                "select id::text from public.register_executor($1, $2, $3, 'bench', '1', '{}'::jsonb, null)",
+                site,
+                f"{label}-{i}",
+                KEY,
+            )
+            for i in range(clients)
+        ]
         return site, executors
     finally:
         await conn.close()
@@ -58,8 +66,12 @@ async def setup(dsn: str, clients: int, label: str) -> tuple[str, list[str]]:
 async def fill(dsn: str, site: str, jobs: int) -> None:
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute("insert into public.jobs (type, site_id, priority) "
-                           "select 'selftest', $1::uuid, (g % 5)::smallint from generate_series(1, $2) g", site, jobs)
+        await conn.execute(
+            "insert into public.jobs (type, site_id, priority) "
+            "select 'selftest', $1::uuid, (g % 5)::smallint from generate_series(1, $2) g",
+            site,
+            jobs,
+        )
         await conn.execute("analyze public.jobs")
     finally:
         await conn.close()
@@ -72,19 +84,29 @@ async def check_db(dsn: str, site: str) -> dict:
             "select count(*) filter (where status = 'running') as running, "
             "count(*) filter (where status = 'pending') as pending, "
             "count(*) filter (where lease_epoch <> 1 or attempts <> 1) as reclaimed "
-            "from public.jobs where site_id = $1::uuid", site)
+            "from public.jobs where site_id = $1::uuid",
+            site,
+        )
         return dict(row)
     finally:
         await conn.close()
 
 
-def summarise(path: str, batch: int, seen: list[str], latencies: list[float], elapsed: float, db: dict) -> dict:
+def summarise(
+    path: str, batch: int, seen: list[str], latencies: list[float], elapsed: float, db: dict
+) -> dict:
     doubles = len(seen) - len(set(seen)) + db["reclaimed"]
     return {
-        "path": path, "batch": batch, "claims": len(seen), "calls": len(latencies),
-        "claims_per_s": round(len(seen) / elapsed, 1), "calls_per_s": round(len(latencies) / elapsed, 1),
-        "p50_ms": round(pct(latencies, 0.50) * 1000, 2), "p99_ms": round(pct(latencies, 0.99) * 1000, 2),
-        "double_claims": doubles, "left_pending": db["pending"],
+        "path": path,
+        "batch": batch,
+        "claims": len(seen),
+        "calls": len(latencies),
+        "claims_per_s": round(len(seen) / elapsed, 1),
+        "calls_per_s": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(pct(latencies, 0.50) * 1000, 2),
+        "p99_ms": round(pct(latencies, 0.99) * 1000, 2),
+        "double_claims": doubles,
+        "left_pending": db["pending"],
     }
 
 
@@ -103,8 +125,11 @@ async def run_sql(dsn: str, clients: int, jobs: int, batch: int) -> dict:
             rows = await conn.fetch(stmt, executors[i], batch)
             latencies.append(time.perf_counter() - t0)
             if not rows:
-                if not await conn.fetchval("select exists (select 1 from public.jobs where site_id = $1::uuid "
-                                           "and status = 'pending')", site):
+                if not await conn.fetchval(
+                    "select exists (select 1 from public.jobs where site_id = $1::uuid "
+                    "and status = 'pending')",
+                    site,
+                ):
                     return
                 continue
             seen.extend(str(r[0]) for r in rows)
@@ -120,13 +145,20 @@ async def run_sql(dsn: str, clients: int, jobs: int, batch: int) -> dict:
 async def run_rest(dsn: str, api_url: str, service_key: str, clients: int, jobs: int, batch: int) -> dict:
     site, executors = await setup(dsn, clients, f"rest-b{batch}")
     await fill(dsn, site, jobs)
-    headers = {"apikey": service_key, "Authorization": f"Bearer {service_key}", "Content-Type": "application/json",
-               "Accept-Profile": "public", "Content-Profile": "public"}
+    headers = {
+        "apikey": service_key,
+        "Authorization": f"Bearer {service_key}",
+        "Content-Type": "application/json",
+        "Accept-Profile": "public",
+        "Content-Profile": "public",
+    }
     seen: list[str] = []
     latencies: list[float] = []
     errors: list[str] = []
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=f"{api_url}/rest/v1", headers=headers, limits=limits, timeout=30) as http:
+    async with httpx.AsyncClient(
+        base_url=f"{api_url}/rest/v1", headers=headers, limits=limits, timeout=30
+    ) as http:
 
         async def claimer(i: int) -> None:
             body = json.dumps({"p_executor_id": executors[i], "p_max": batch})
@@ -165,28 +197,39 @@ async def main_async(args: argparse.Namespace) -> dict:
         env = st.env()
         dsn = env["SUPABASE_DB_URL"]
         # the machine is shared: record how busy it was, so figures from runs can be compared
-        result: dict = {"bench": "claim_throughput", "clients": args.clients, "cpus": os.cpu_count(),
-                        "loadavg_start": round(os.getloadavg()[0], 2)}
+        result: dict = {
+            "bench": "claim_throughput",
+            "clients": args.clients,
+            "cpus": os.cpu_count(),
+            "loadavg_start": round(os.getloadavg()[0], 2),
+        }
         phases = []
         # unbatched phases drain a quarter as many jobs: same figures, a quarter of the wait
         for batch, jobs in ((args.batch, args.jobs), (1, args.jobs // 4)):
             phases.append(await run_sql(dsn, args.clients, jobs, batch))
         for batch, jobs in ((args.batch, args.jobs // 2), (1, args.jobs // 4)):
             try:
-                phases.append(await run_rest(dsn, env["SUPABASE_URL"], env["SUPABASE_SERVICE_ROLE_KEY"],
-                                             args.clients, jobs, batch))
+                phases.append(
+                    await run_rest(
+                        dsn, env["SUPABASE_URL"], env["SUPABASE_SERVICE_ROLE_KEY"], args.clients, jobs, batch
+                    )
+                )
             except httpx.HTTPError as exc:
                 phases.append({"path": "rest", "batch": batch, "error": f"{type(exc).__name__}: {exc}"})
         result["phases"] = phases
         sql = phases[0]
         rest = next((p for p in phases if p["path"] == "rest" and p["batch"] == args.batch), {})
-        result.update({
-            "sql_claims_per_s": sql.get("claims_per_s"), "sql_p99_ms": sql.get("p99_ms"),
-            "rest_claims_per_s": rest.get("claims_per_s"), "rest_p99_ms": rest.get("p99_ms"),
-            "double_claims": sum(p.get("double_claims", 0) for p in phases),
-            "targets": {"sql_claims_per_s": 5000, "rest_claims_per_s": 2000},
-            "loadavg_end": round(os.getloadavg()[0], 2),
-        })
+        result.update(
+            {
+                "sql_claims_per_s": sql.get("claims_per_s"),
+                "sql_p99_ms": sql.get("p99_ms"),
+                "rest_claims_per_s": rest.get("claims_per_s"),
+                "rest_p99_ms": rest.get("p99_ms"),
+                "double_claims": sum(p.get("double_claims", 0) for p in phases),
+                "targets": {"sql_claims_per_s": 5000, "rest_claims_per_s": 2000},
+                "loadavg_end": round(os.getloadavg()[0], 2),
+            }
+        )
         return result
     finally:
         st.destroy()
@@ -195,8 +238,12 @@ async def main_async(args: argparse.Namespace) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--jobs", type=int, default=20000,
-                    help="jobs for the batched SQL phase (batched REST: half; unbatched: a quarter)")
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=20000,
+        help="jobs for the batched SQL phase (batched REST: half; unbatched: a quarter)",
+    )
     ap.add_argument("--batch", type=int, default=10, help="jobs per claim_jobs call in the batched phases")
     ap.add_argument("--clients", type=int, default=8, help="concurrent claimers")
     args = ap.parse_args()

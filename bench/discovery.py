@@ -52,9 +52,13 @@ def lab_process(net: int, count: int, latency: float, conn) -> None:  # runs in 
     with LabThread(lab):
         conn.send({"port": lab.port})
         conn.recv()  # the scan is over
-        conn.send({"peak_sessions_per_bmc": max(b.peak_sessions for b in lab.bmcs),
-                    "sessions_open": lab.sessions_open(),
-                    "sessions_created": sum(b.sessions_created for b in lab.bmcs)})
+        conn.send(
+            {
+                "peak_sessions_per_bmc": max(b.peak_sessions for b in lab.bmcs),
+                "sessions_open": lab.sessions_open(),
+                "sessions_created": sum(b.sessions_created for b in lab.bmcs),
+            }
+        )
 
 
 def scan(hosts: list[str], port: int, creds: list[Credential], parallel: int) -> list:
@@ -69,20 +73,36 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--latency-ms", type=float, default=50.0)
-    ap.add_argument("--parallel", type=int, default=64, help="probes in flight (the handler's max_parallel default)")
+    ap.add_argument(
+        "--parallel", type=int, default=64, help="probes in flight (the handler's max_parallel default)"
+    )
     ap.add_argument("--sample", type=int, default=20, help="addresses probed one at a time for the baseline")
     a = ap.parse_args()
     net = random.randint(100, 250)
     parent, child = mp.get_context("fork").Pipe()
-    proc = mp.get_context("fork").Process(target=lab_process, args=(net, a.count, a.latency_ms / 1000, child),
-                                          daemon=True)
+    proc = mp.get_context("fork").Process(
+        target=lab_process, args=(net, a.count, a.latency_ms / 1000, child), daemon=True
+    )
     proc.start()
     try:
         port = parent.recv()["port"]
-        creds = [Credential.from_plaintext("bench", {
-            "username": "root", "password": "calvin",
-            "endpoints": [{"scheme": "http", "host": f"127.{net}.0.0/16", "port": port,
-                           "tls": {"allow_plain_http": True}}]})]
+        creds = [
+            Credential.from_plaintext(
+                "bench",
+                {
+                    "username": "root",
+                    "password": "calvin",
+                    "endpoints": [
+                        {
+                            "scheme": "http",
+                            "host": f"127.{net}.0.0/16",
+                            "port": port,
+                            "tls": {"allow_plain_http": True},
+                        }
+                    ],
+                },
+            )
+        ]
         hosts = [address(net, i) for i in range(a.count)]
         # the baseline: the same probe, one address at a time, over a sample
         sample = hosts[: max(1, min(a.sample, a.count))]
@@ -100,19 +120,33 @@ def main() -> None:
             proc.kill()
     found = sum(1 for p in probes if not p.reason)
     sequential_fleet_s = seq_s / len(sample) * a.count
-    print(json.dumps({
-        "benchmark": "discovery", "bmcs": a.count, "latency_ms": a.latency_ms, "parallel": a.parallel,
-        "wall_s": round(wall, 3), "identified": found, "skipped": a.count - found,
-        "baseline_sequential_sample": len(sample), "baseline_sequential_s": round(seq_s, 3),
-        "baseline_sequential_fleet_s": round(sequential_fleet_s, 1),
-        "speedup": round(sequential_fleet_s / wall, 1) if wall else None,
-        "peak_sessions_per_bmc": lab["peak_sessions_per_bmc"], "sessions_left_open": lab["sessions_open"],
-        "sessions_created": lab["sessions_created"], "baseline_identified": sum(1 for p in base if not p.reason),
-        "target_wall_s": TARGET_WALL_S,
-        "ok": wall <= TARGET_WALL_S and lab["peak_sessions_per_bmc"] <= 1 and lab["sessions_open"] == 0
-              and found == a.count,
-        "cpus": os.cpu_count(),
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "discovery",
+                "bmcs": a.count,
+                "latency_ms": a.latency_ms,
+                "parallel": a.parallel,
+                "wall_s": round(wall, 3),
+                "identified": found,
+                "skipped": a.count - found,
+                "baseline_sequential_sample": len(sample),
+                "baseline_sequential_s": round(seq_s, 3),
+                "baseline_sequential_fleet_s": round(sequential_fleet_s, 1),
+                "speedup": round(sequential_fleet_s / wall, 1) if wall else None,
+                "peak_sessions_per_bmc": lab["peak_sessions_per_bmc"],
+                "sessions_left_open": lab["sessions_open"],
+                "sessions_created": lab["sessions_created"],
+                "baseline_identified": sum(1 for p in base if not p.reason),
+                "target_wall_s": TARGET_WALL_S,
+                "ok": wall <= TARGET_WALL_S
+                and lab["peak_sessions_per_bmc"] <= 1
+                and lab["sessions_open"] == 0
+                and found == a.count,
+                "cpus": os.cpu_count(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

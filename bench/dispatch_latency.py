@@ -62,23 +62,41 @@ def query(dsn: str, sql: str, *args):
 def run_phase(stack: Stack, tmp: Path, label: str, realtime: bool, jobs: int, spacing: float) -> list[float]:
     env_s = stack.env()
     site = f"bench-{label}"
-    site_id = query(env_s["SUPABASE_DB_URL"], "insert into public.sites (name) values (%s) returning id::text", site)[0][0]
+    site_id = query(
+        env_s["SUPABASE_DB_URL"], "insert into public.sites (name) values (%s) returning id::text", site
+    )[0][0]
     d = tmp / label
     d.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RACKPILOT_")}
-    env.update({"RACKPILOT_SUPABASE_URL": env_s["SUPABASE_URL"], "RACKPILOT_SUPABASE_KEY": env_s["SUPABASE_SERVICE_ROLE_KEY"],
-                "RACKPILOT_SITE": site, "RACKPILOT_STATE_DIR": str(d / "state"), "RACKPILOT_LOG_FILE": str(d / "log"),
-                "RACKPILOT_LOG_LEVEL": "WARNING", "RACKPILOT_POLL_INTERVAL": str(POLL_S),
-                "RACKPILOT_REALTIME_ENABLED": "true" if realtime else "false", "RACKPILOT_NOTIFY_ENABLED": "false",
-                "RACKPILOT_MAX_CONCURRENT_JOBS": "16",
-                # the selftest job type runs only on an executor started for tests
-                "RACKPILOT_ENABLE_SELFTEST": "true"})
-    proc = subprocess.Popen([sys.executable, "-m", "executor"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    env.update(
+        {
+            "RACKPILOT_SUPABASE_URL": env_s["SUPABASE_URL"],
+            "RACKPILOT_SUPABASE_KEY": env_s["SUPABASE_SERVICE_ROLE_KEY"],
+            "RACKPILOT_SITE": site,
+            "RACKPILOT_STATE_DIR": str(d / "state"),
+            "RACKPILOT_LOG_FILE": str(d / "log"),
+            "RACKPILOT_LOG_LEVEL": "WARNING",
+            "RACKPILOT_POLL_INTERVAL": str(POLL_S),
+            "RACKPILOT_REALTIME_ENABLED": "true" if realtime else "false",
+            "RACKPILOT_NOTIFY_ENABLED": "false",
+            "RACKPILOT_MAX_CONCURRENT_JOBS": "16",
+            # the selftest job type runs only on an executor started for tests
+            "RACKPILOT_ENABLE_SELFTEST": "true",
+        }
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "executor"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 30
         # registered (and, with Realtime, subscribed) before the clock starts
-        while not query(env_s["SUPABASE_DB_URL"], "select 1 from public.executors where site_id = %s", site_id):
+        while not query(
+            env_s["SUPABASE_DB_URL"], "select 1 from public.executors where site_id = %s", site_id
+        ):
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise RuntimeError(f"{label}: the executor did not register")
             time.sleep(0.1)
@@ -86,18 +104,24 @@ def run_phase(stack: Stack, tmp: Path, label: str, realtime: bool, jobs: int, sp
         client = create_client(env_s["SUPABASE_URL"], env_s["SUPABASE_SERVICE_ROLE_KEY"])
         created: dict[str, float] = {}
         for i in range(WARMUP + jobs):
-            row = {"type": "selftest", "site_id": site_id,
-                   # the first step ends the job, so later steps never compete with the next dispatch
-                   "params": {"counter_file": f"c{i % 16}", "fail_at": "preflight"}}  # under <state_dir>/selftest
+            row = {
+                "type": "selftest",
+                "site_id": site_id,
+                # the first step ends the job, so later steps never compete with the next dispatch
+                "params": {"counter_file": f"c{i % 16}", "fail_at": "preflight"},
+            }  # under <state_dir>/selftest
             job_id = client.table("jobs").insert(row).execute().data[0]["id"]
             if i >= WARMUP:
                 created[job_id] = time.time()
             time.sleep(spacing)
         deadline = time.monotonic() + POLL_S * 3 + 30
         while True:
-            rows = query(env_s["SUPABASE_DB_URL"],
-                         "select w.job_id::text, extract(epoch from min(w.started_at)) from public.workflow_executions "
-                         "w join public.jobs j on j.id = w.job_id where j.site_id = %s group by w.job_id", site_id)
+            rows = query(
+                env_s["SUPABASE_DB_URL"],
+                "select w.job_id::text, extract(epoch from min(w.started_at)) from public.workflow_executions "
+                "w join public.jobs j on j.id = w.job_id where j.site_id = %s group by w.job_id",
+                site_id,
+            )
             rows = [r for r in rows if r[0] in created]
             if len(rows) == jobs or time.monotonic() > deadline:
                 break
@@ -126,10 +150,16 @@ def main() -> int:
         stack.destroy()
         shutil.rmtree(tmp, ignore_errors=True)
     out = {
-        "bench": "dispatch_latency", "jobs": args.jobs, "warmup_jobs": WARMUP, "create": "service_role_rest_insert",
-        "measure": "creation returned -> first step running", "poll_interval_s": POLL_S,
-        "realtime_p50_ms": round(pct(rt, 0.5), 1), "realtime_p99_ms": round(pct(rt, 0.99), 1),
-        "polling_p50_ms": round(pct(poll, 0.5), 1), "polling_p99_ms": round(pct(poll, 0.99), 1),
+        "bench": "dispatch_latency",
+        "jobs": args.jobs,
+        "warmup_jobs": WARMUP,
+        "create": "service_role_rest_insert",
+        "measure": "creation returned -> first step running",
+        "poll_interval_s": POLL_S,
+        "realtime_p50_ms": round(pct(rt, 0.5), 1),
+        "realtime_p99_ms": round(pct(rt, 0.99), 1),
+        "polling_p50_ms": round(pct(poll, 0.5), 1),
+        "polling_p99_ms": round(pct(poll, 0.99), 1),
     }
     out["ratio_p50"] = round(out["polling_p50_ms"] / max(out["realtime_p50_ms"], 0.1), 1)
     out["ratio_p99"] = round(out["polling_p99_ms"] / max(out["realtime_p99_ms"], 0.1), 1)

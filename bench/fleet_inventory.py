@@ -53,9 +53,25 @@ def free_range(count: int, start: int) -> int:
 
 
 def start_lab(count: int, base_port: int, latency_ms: float) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "devstack.lab.idrac", "--count", str(count),
-                             "--base-port", str(base_port), "--time-scale", "1", "--latency-ms", str(latency_ms)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "devstack.lab.idrac",
+            "--count",
+            str(count),
+            "--base-port",
+            str(base_port),
+            "--time-scale",
+            "1",
+            "--latency-ms",
+            str(latency_ms),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     line = proc.stdout.readline() if proc.stdout else ""
     if not line.startswith("{"):
         proc.kill()
@@ -71,13 +87,25 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--concurrency", type=int, default=48)
-    ap.add_argument("--latency-ms", type=float, default=50.0,
-                    help="service time per request of each simulated BMC (real iDRACs: 100 ms and more)")
-    ap.add_argument("--client", choices=("threads", "asyncio", "both"), default="both",
-                    help="fleet path(s) to measure (default both; the faster is reported first)")
+    ap.add_argument(
+        "--latency-ms",
+        type=float,
+        default=50.0,
+        help="service time per request of each simulated BMC (real iDRACs: 100 ms and more)",
+    )
+    ap.add_argument(
+        "--client",
+        choices=("threads", "asyncio", "both"),
+        default="both",
+        help="fleet path(s) to measure (default both; the faster is reported first)",
+    )
     ap.add_argument("--sequential", type=int, default=50, help="BMCs in the sequential reference run")
-    ap.add_argument("--base-port", type=int, default=int(os.environ.get("RACKPILOT_BENCH_PORT", "20000")),
-                    help="search for a free port range from here (default 20000)")
+    ap.add_argument(
+        "--base-port",
+        type=int,
+        default=int(os.environ.get("RACKPILOT_BENCH_PORT", "20000")),
+        help="search for a free port range from here (default 20000)",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)  # the lab speaks plain HTTP; keep the per-open warning out
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -86,8 +114,10 @@ def main() -> int:
     args.base_port = free_range(args.count, args.base_port)
     proc = start_lab(args.count, args.base_port, args.latency_ms)
     try:
-        eps = [Endpoint(f"http://127.0.0.1:{args.base_port + i}", "root", "calvin", allow_plain_http=True)
-               for i in range(args.count)]
+        eps = [
+            Endpoint(f"http://127.0.0.1:{args.base_port + i}", "root", "calvin", allow_plain_http=True)
+            for i in range(args.count)
+        ]
         t = replace(Timeouts(), connect=5.0, read=30.0, retry_delay=0.5)
         runners = {
             "threads+sushy": lambda e, c: fleet_inventory(e, concurrency=c, timeouts=t),
@@ -110,16 +140,29 @@ def main() -> int:
             failed = [r for r in res + seq if not r.ok]
             all_ok = all_ok and not failed and fleet["sessions"] == 0 and fleet["peak_sessions_max"] <= 2
             runs[name] = {
-                "wall_s": round(wall, 2), "sequential_s": round(seq_s, 2),
-                "sequential_extrapolated_s": round(extrapolated, 1), "speedup": round(extrapolated / wall, 1),
-                "requests": fleet["requests"], "peak_sessions_per_bmc": fleet["peak_sessions_max"],
-                "leaked_sessions": fleet["sessions"], "ok": sum(r.ok for r in res), "failed": len(failed),
+                "wall_s": round(wall, 2),
+                "sequential_s": round(seq_s, 2),
+                "sequential_extrapolated_s": round(extrapolated, 1),
+                "speedup": round(extrapolated / wall, 1),
+                "requests": fleet["requests"],
+                "peak_sessions_per_bmc": fleet["peak_sessions_max"],
+                "leaked_sessions": fleet["sessions"],
+                "ok": sum(r.ok for r in res),
+                "failed": len(failed),
                 "first_error": failed[0].error if failed else None,
             }
         best = min(runs, key=lambda k: runs[k]["wall_s"])
-        out = {"bench": "fleet_inventory", "bmcs": args.count, "concurrency": args.concurrency,
-               "bmc_latency_ms": args.latency_ms, "sequential_bmcs": args.sequential, "client": best,
-               **runs[best], "target_wall_s": 30, "clients": runs}
+        out = {
+            "bench": "fleet_inventory",
+            "bmcs": args.count,
+            "concurrency": args.concurrency,
+            "bmc_latency_ms": args.latency_ms,
+            "sequential_bmcs": args.sequential,
+            "client": best,
+            **runs[best],
+            "target_wall_s": 30,
+            "clients": runs,
+        }
         print(json.dumps(out))
         return 0 if all_ok else 1
     finally:

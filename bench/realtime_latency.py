@@ -59,9 +59,19 @@ def pct(values: list[float], p: float) -> float:
 
 def token(secret: str) -> str:
     now = int(time.time())
-    return jwt.encode({"aud": "authenticated", "sub": str(uuid.uuid4()), "role": "authenticated",
-                       "iat": now, "exp": now + 3600, "aal": "aal1", "session_id": str(uuid.uuid4())},
-                      secret, algorithm="HS256")
+    return jwt.encode(
+        {
+            "aud": "authenticated",
+            "sub": str(uuid.uuid4()),
+            "role": "authenticated",
+            "iat": now,
+            "exp": now + 3600,
+            "aal": "aal1",
+            "session_id": str(uuid.uuid4()),
+        },
+        secret,
+        algorithm="HS256",
+    )
 
 
 class Sub:
@@ -102,12 +112,26 @@ class RawSub:
 
     async def start(self, topic: str) -> None:
         self.ws = await websockets.connect(self.url, max_size=None)
-        join = {"config": {"broadcast": {"ack": False, "self": False}, "presence": {"key": "", "enabled": False},
-                           "private": False,
-                           "postgres_changes": [{"event": "INSERT", "schema": "public", "table": "rt_bench"}]},
-                "access_token": self.jwt}
-        await self.ws.send(orjson.dumps({"topic": f"realtime:{topic}", "event": "phx_join", "payload": join,
-                                         "ref": "1", "join_ref": "1"}).decode())
+        join = {
+            "config": {
+                "broadcast": {"ack": False, "self": False},
+                "presence": {"key": "", "enabled": False},
+                "private": False,
+                "postgres_changes": [{"event": "INSERT", "schema": "public", "table": "rt_bench"}],
+            },
+            "access_token": self.jwt,
+        }
+        await self.ws.send(
+            orjson.dumps(
+                {
+                    "topic": f"realtime:{topic}",
+                    "event": "phx_join",
+                    "payload": join,
+                    "ref": "1",
+                    "join_ref": "1",
+                }
+            ).decode()
+        )
         reply = orjson.loads(await self.ws.recv())
         if reply["payload"]["status"] != "ok":
             raise RuntimeError(f"join failed: {reply}")
@@ -151,8 +175,9 @@ async def batched_inserts(db: asyncpg.Connection, rate: int, seconds: float) -> 
         now = time.monotonic()
         if target > now:
             await asyncio.sleep(target - now)
-        await db.execute("insert into public.rt_bench (sent) select $1 from generate_series(1, $2)",
-                         time.time(), per_tick)
+        await db.execute(
+            "insert into public.rt_bench (sent) select $1 from generate_series(1, $2)", time.time(), per_tick
+        )
     return per_tick * ticks
 
 
@@ -178,8 +203,13 @@ async def run(stack: Stack) -> dict:
     one.count = 0
     sent = await paced_inserts(db, 50, 8.0)
     await wait_count([one], sent, 5)
-    out["one_subscriber"] = {"rate_per_s": 50, "changes": sent, "delivered": one.count,
-                             "p50_ms": round(pct(one.lat, 50), 2), "p99_ms": round(pct(one.lat, 99), 2)}
+    out["one_subscriber"] = {
+        "rate_per_s": 50,
+        "changes": sent,
+        "delivered": one.count,
+        "p50_ms": round(pct(one.lat, 50), 2),
+        "p99_ms": round(pct(one.lat, 99), 2),
+    }
 
     # sustained throughput to the same subscriber
     steps = []
@@ -191,8 +221,15 @@ async def run(stack: Stack) -> dict:
         await wait_count([one], sent, SETTLE_S + 3)
         p99 = pct(one.lat, 99)
         ok = one.count == sent and p99 <= 1000
-        steps.append({"rate_per_s": rate, "sent": sent, "delivered": one.count, "p50_ms": round(pct(one.lat, 50), 1),
-                      "p99_ms": round(p99, 1)})
+        steps.append(
+            {
+                "rate_per_s": rate,
+                "sent": sent,
+                "delivered": one.count,
+                "p50_ms": round(pct(one.lat, 50), 1),
+                "p99_ms": round(p99, 1),
+            }
+        )
         if not ok:
             break
         best = rate
@@ -207,7 +244,7 @@ async def run(stack: Stack) -> dict:
     # processes). The frames are the ones realtime-py sends and receives.
     raw = [RawSub(api, anon, token(secret)) for _ in range(FANOUT_SUBSCRIBERS)]
     for i in range(0, len(raw), 20):
-        await asyncio.gather(*(r.start(f"bench-fan-{i + j}") for j, r in enumerate(raw[i:i + 20])))
+        await asyncio.gather(*(r.start(f"bench-fan-{i + j}") for j, r in enumerate(raw[i : i + 20])))
     await paced_inserts(db, 5, 1.0)  # warm-up
     await wait_count(raw, 5, 10)
     for r in raw:
@@ -216,9 +253,16 @@ async def run(stack: Stack) -> dict:
     sent = await paced_inserts(db, 10, 5.0)
     await wait_count(raw, sent, 10)
     lat = [x for r in raw for x in r.lat]
-    out["fanout_200"] = {"subscribers": len(raw), "rate_per_s": 10, "changes": sent, "deliveries": len(lat),
-                         "expected": sent * len(raw), "measured_at": "frame receipt",
-                         "p50_ms": round(pct(lat, 50), 2), "p99_ms": round(pct(lat, 99), 2)}
+    out["fanout_200"] = {
+        "subscribers": len(raw),
+        "rate_per_s": 10,
+        "changes": sent,
+        "deliveries": len(lat),
+        "expected": sent * len(raw),
+        "measured_at": "frame receipt",
+        "p50_ms": round(pct(lat, 50), 2),
+        "p99_ms": round(pct(lat, 99), 2),
+    }
     await asyncio.gather(*(r.stop() for r in raw))
     await db.close()
 

@@ -55,14 +55,20 @@ def cpu_s() -> float:
 
 def plan_and_prune_1000() -> float:
     now = time.time()
-    src = [Snap(f"tank/a@rackpilot_{i:05d}", i, i, int(now - (1000 - i) * 3600), "snapshot") for i in range(1000)]
-    dst = [Snap(f"backup/a@rackpilot_{i:05d}", i, i + 7, int(now - (1000 - i) * 3600), "snapshot")
-           for i in range(990)]
+    src = [
+        Snap(f"tank/a@rackpilot_{i:05d}", i, i, int(now - (1000 - i) * 3600), "snapshot") for i in range(1000)
+    ]
+    dst = [
+        Snap(f"backup/a@rackpilot_{i:05d}", i, i + 7, int(now - (1000 - i) * 3600), "snapshot")
+        for i in range(990)
+    ]
     t0 = time.perf_counter()
     plan_send(src, dst, allow_full=False)
     grid = parse_grid("24x1h,30x1d,12x4w")
     plan_prune(dst, prefix="rackpilot", keep_last=24, grid=grid, now=now, common_guid=989)
-    plan_prune(src, prefix="rackpilot", keep_last=24, grid=grid, now=now, common_guid=989, unreplicated_after=989)
+    plan_prune(
+        src, prefix="rackpilot", keep_last=24, grid=grid, now=now, common_guid=989, unreplicated_after=989
+    )
     return time.perf_counter() - t0
 
 
@@ -75,8 +81,14 @@ async def main_async(size: int, rounds: int) -> dict:
             eps = {}
             for n in ("src", "dst"):
                 port = lab.ports[n]
-                eps[n] = SshEndpoint("127.0.0.1", port, lab.username,
-                                     parse_host_keys(lab.host_keys(n), "127.0.0.1", port), n, pub)
+                eps[n] = SshEndpoint(
+                    "127.0.0.1",
+                    port,
+                    lab.username,
+                    parse_host_keys(lab.host_keys(n), "127.0.0.1", port),
+                    n,
+                    pub,
+                )
                 ssh.pin(eps[n])
                 await ssh.connect(eps[n])
             src_cmd = ["head", "-c", str(size), "/dev/zero"]
@@ -88,8 +100,9 @@ async def main_async(size: int, rounds: int) -> dict:
 
             async def transport() -> tuple[float, float]:
                 c0, t0 = cpu_s(), time.perf_counter()
-                res = await ssh.relay(eps["src"], src_cmd, eps["dst"], dst_cmd, on_progress=progress,
-                                      progress_interval=0.25)
+                res = await ssh.relay(
+                    eps["src"], src_cmd, eps["dst"], dst_cmd, on_progress=progress, progress_interval=0.25
+                )
                 t, c = time.perf_counter() - t0, cpu_s() - c0
                 if not res.ok or res.bytes != size:
                     raise RuntimeError(f"transport round failed: {res}")
@@ -99,7 +112,9 @@ async def main_async(size: int, rounds: int) -> dict:
                 src_argv = ssh.argv(eps["src"], src_cmd)  # ssh ... (declared: ssh)
                 dst_argv = ssh.argv(eps["dst"], dst_cmd, stdin=True)
                 t0 = time.perf_counter()
-                p1 = subprocess.Popen(src_argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=ssh._env())
+                p1 = subprocess.Popen(
+                    src_argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=ssh._env()
+                )
                 p2 = subprocess.Popen(dst_argv, stdin=p1.stdout, stdout=subprocess.DEVNULL, env=ssh._env())
                 assert p1.stdout is not None
                 p1.stdout.close()

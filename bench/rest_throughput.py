@@ -86,16 +86,24 @@ def run_wrk(url: str, lua: str, duration: int, connections: int) -> dict:
         fh.write(lua)
         script = fh.name
     try:
-        out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", script, url],
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", script, url],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
     finally:
         os.unlink(script)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p50 = _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
     p99 = _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": round(rps), "p50_ms": round(p50, 3), "p99_ms": round(p99, 3),
-            "non_2xx": int(errors.group(1)) if errors else 0}
+    return {
+        "rps": round(rps),
+        "p50_ms": round(p50, 3),
+        "p99_ms": round(p99, 3),
+        "non_2xx": int(errors.group(1)) if errors else 0,
+    }
 
 
 async def run_direct(dsn: str, args: tuple, duration: int, connections: int) -> dict:
@@ -124,8 +132,11 @@ async def run_direct(dsn: str, args: tuple, duration: int, connections: int) -> 
             await conn.close()
     latencies.sort()
     n = len(latencies)
-    return {"rps": round(n / elapsed), "p50_ms": round(latencies[n // 2] * 1000, 3),
-            "p99_ms": round(latencies[min(n - 1, int(n * 0.99))] * 1000, 3)}
+    return {
+        "rps": round(n / elapsed),
+        "p50_ms": round(latencies[n // 2] * 1000, 3),
+        "p99_ms": round(latencies[min(n - 1, int(n * 0.99))] * 1000, 3),
+    }
 
 
 async def prepare(st: Stack) -> tuple[str, str]:
@@ -134,11 +145,16 @@ async def prepare(st: Stack) -> tuple[str, str]:
         await conn.execute(SETUP_SQL)
         users = [uuid.uuid4() for _ in range(USERS)]
         await conn.copy_records_to_table(
-            "bench_items", schema_name="public", columns=["owner", "name", "qty"],
-            records=[(u, f"item-{i}-{j}", j) for i, u in enumerate(users) for j in range(ROWS_PER_USER)])
+            "bench_items",
+            schema_name="public",
+            columns=["owner", "name", "qty"],
+            records=[(u, f"item-{i}-{j}", j) for i, u in enumerate(users) for j in range(ROWS_PER_USER)],
+        )
         await conn.execute("analyze public.bench_items")
         user = users[USERS // 2]
-        item = await conn.fetchval("select id from public.bench_items where owner = $1 order by id limit 1", user)
+        item = await conn.fetchval(
+            "select id from public.bench_items where owner = $1 order by id limit 1", user
+        )
     finally:
         await conn.close()
     return str(user), str(item)
@@ -146,10 +162,21 @@ async def prepare(st: Stack) -> tuple[str, str]:
 
 def mint_user_token(secret: str, user: str) -> tuple[str, dict]:
     now = int(time.time())
-    claims = {"aud": "authenticated", "exp": now + 3600, "iat": now, "iss": "supabase", "sub": user,
-              "email": "bench@example.com", "phone": "", "app_metadata": {"provider": "email"},
-              "user_metadata": {}, "role": "authenticated", "aal": "aal1", "session_id": str(uuid.uuid4()),
-              "is_anonymous": False}
+    claims = {
+        "aud": "authenticated",
+        "exp": now + 3600,
+        "iat": now,
+        "iss": "supabase",
+        "sub": user,
+        "email": "bench@example.com",
+        "phone": "",
+        "app_metadata": {"provider": "email"},
+        "user_metadata": {},
+        "role": "authenticated",
+        "aal": "aal1",
+        "session_id": str(uuid.uuid4()),
+        "is_anonymous": False,
+    }
     return jwt.encode(claims, secret, algorithm="HS256"), claims
 
 
@@ -160,8 +187,14 @@ async def direct_args(st: Stack, claims: dict, item: str, token: str) -> tuple[t
         cache = await load_schema_cache(conn, ["public"])
     finally:
         await conn.close()
-    headers = orjson.dumps({"host": "127.0.0.1", "apikey": st.secrets.anon_key,
-                            "authorization": f"Bearer {token}", "accept-profile": "public"}).decode()
+    headers = orjson.dumps(
+        {
+            "host": "127.0.0.1",
+            "apikey": st.secrets.anon_key,
+            "authorization": f"Bearer {token}",
+            "accept-profile": "public",
+        }
+    ).decode()
     claims_json = orjson.dumps(claims).decode()
     search_path = '"public", "extensions"'
     max_rows = st.cfg.max_rows
@@ -169,16 +202,40 @@ async def direct_args(st: Stack, claims: dict, item: str, token: str) -> tuple[t
     req = q.parse_query([("select", "*"), ("id", f"eq.{item}")])
     li, oi = req.add(str(max_rows)), req.add("0")
     get_sql = q.read_sql(cache.relations[("public", "bench_items")], req, False, False, li, oi)
-    get = ("authenticated", claims_json, "GET", "/bench_items", headers, search_path, True, get_sql,
-           req.params, False, _stmt_name(get_sql), False)
+    get = (
+        "authenticated",
+        claims_json,
+        "GET",
+        "/bench_items",
+        headers,
+        search_path,
+        True,
+        get_sql,
+        req.params,
+        False,
+        _stmt_name(get_sql),
+        False,
+    )
 
     fn = cache.functions[("public", "bench_item_name")][0]
     req = q.parse_query([])
     ai = req.add(orjson.dumps({"p_id": item}).decode())
     li, oi = req.add(str(max_rows)), req.add("0")
     rpc_sql = q.rpc_sql(fn, req, ("p_id",), True, (ai,), False, False, li, oi)
-    rpc = ("authenticated", claims_json, "POST", "/rpc/bench_item_name", headers, search_path, False, rpc_sql,
-           req.params, False, _stmt_name(rpc_sql), False)
+    rpc = (
+        "authenticated",
+        claims_json,
+        "POST",
+        "/rpc/bench_item_name",
+        headers,
+        search_path,
+        False,
+        rpc_sql,
+        req.params,
+        False,
+        _stmt_name(rpc_sql),
+        False,
+    )
     return get, rpc
 
 
@@ -218,9 +275,12 @@ def main() -> int:
             return 1
 
         get_lua = LUA.format(method="GET", anon=st.secrets.anon_key, token=token, extra="")
-        rpc_lua = LUA.format(method="POST", anon=st.secrets.anon_key, token=token, extra=(
-            'wrk.headers["Content-Type"] = "application/json"\n'
-            f'wrk.body = \'{{"p_id":"{item}"}}\''))
+        rpc_lua = LUA.format(
+            method="POST",
+            anon=st.secrets.anon_key,
+            token=token,
+            extra=(f'wrk.headers["Content-Type"] = "application/json"\nwrk.body = \'{{"p_id":"{item}"}}\''),
+        )
         run_wrk(get_url, get_lua, 2, opts.connections)  # warm-up
         gw_get = run_wrk(get_url, get_lua, opts.duration, opts.connections)
         gw_rpc = run_wrk(f"{base}/rpc/bench_item_name", rpc_lua, opts.duration, opts.connections)
@@ -229,14 +289,26 @@ def main() -> int:
         dsn = st.pg.dsn("authenticator")
         d_get = asyncio.run(run_direct(dsn, get_args, opts.duration, opts.connections))
         d_rpc = asyncio.run(run_direct(dsn, rpc_args, opts.duration, opts.connections))
-        print(json.dumps({
-            "benchmark": "rest_throughput", "connections": opts.connections, "duration_s": opts.duration,
-            "cpus": os.cpu_count(), "loadavg_1m_before": load_before,
-            "gateway_get": gw_get, "gateway_rpc": gw_rpc, "direct_get": d_get, "direct_rpc": d_rpc,
-            "ratio_get": round(gw_get["rps"] / d_get["rps"], 3),
-            "ratio_rpc": round(gw_rpc["rps"] / d_rpc["rps"], 3),
-            "target_get_met": gw_get["rps"] >= 5000 and gw_get["p99_ms"] <= 10 and gw_get["non_2xx"] == 0,
-        }))
+        print(
+            json.dumps(
+                {
+                    "benchmark": "rest_throughput",
+                    "connections": opts.connections,
+                    "duration_s": opts.duration,
+                    "cpus": os.cpu_count(),
+                    "loadavg_1m_before": load_before,
+                    "gateway_get": gw_get,
+                    "gateway_rpc": gw_rpc,
+                    "direct_get": d_get,
+                    "direct_rpc": d_rpc,
+                    "ratio_get": round(gw_get["rps"] / d_get["rps"], 3),
+                    "ratio_rpc": round(gw_rpc["rps"] / d_rpc["rps"], 3),
+                    "target_get_met": gw_get["rps"] >= 5000
+                    and gw_get["p99_ms"] <= 10
+                    and gw_get["non_2xx"] == 0,
+                }
+            )
+        )
         return 0
     finally:
         st.destroy()

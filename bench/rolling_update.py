@@ -90,12 +90,27 @@ def run(args: argparse.Namespace) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="rackpilot-bench-ru-"))
     os.chmod(tmp, 0o755)
     st = Stack(ephemeral_config(tmp / "stack"))
-    spec = {"hosts": args.hosts, "vms_per_host": 2, "host_memory_mb": 262144, "vm_memory_mb": VM_GB * 1024,
-            "ha": {"enabled": True, "admission_control": True, "failover_level": 1}}
-    dc = DataCentre([{"name": "staged", **spec}, {"name": "naive", **spec, "hosts": args.naive_hosts}],
-                    time_scale=args.scale, migrate_ms=MIGRATE_MS, migrate_ms_per_gb=MIGRATE_MS_PER_GB)
-    out: dict = {"bench": "rolling_update", "hosts": args.hosts, "naive_hosts": args.naive_hosts,
-                 "time_scale": args.scale, "cpus": os.cpu_count(), "loadavg_start": round(os.getloadavg()[0], 2)}
+    spec = {
+        "hosts": args.hosts,
+        "vms_per_host": 2,
+        "host_memory_mb": 262144,
+        "vm_memory_mb": VM_GB * 1024,
+        "ha": {"enabled": True, "admission_control": True, "failover_level": 1},
+    }
+    dc = DataCentre(
+        [{"name": "staged", **spec}, {"name": "naive", **spec, "hosts": args.naive_hosts}],
+        time_scale=args.scale,
+        migrate_ms=MIGRATE_MS,
+        migrate_ms_per_gb=MIGRATE_MS_PER_GB,
+    )
+    out: dict = {
+        "bench": "rolling_update",
+        "hosts": args.hosts,
+        "naive_hosts": args.naive_hosts,
+        "time_scale": args.scale,
+        "cpus": os.cpu_count(),
+        "loadavg_start": round(os.getloadavg()[0], 2),
+    }
     h = None
     try:
         st.up()
@@ -106,25 +121,58 @@ def run(args: argparse.Namespace) -> dict:
         key = h.one("select public_key, key_id from public.executors where site_id = %s", h.site_id)
         reg = dc.register(h.query, h.site_id, key["public_key"], key["key_id"])
         creds = [str(c) for c in reg["credential_set_ids"]]
-        window = h.one("insert into public.maintenance_windows (site_id, title, starts_at, ends_at, requested_by) "
-                       "values (%s, 'bench', now() - interval '1 minute', now() + interval '3 hours', %s) "
-                       "returning id", h.site_id, str(uuid.uuid4()))["id"]
-        h.query("update public.maintenance_windows set status = 'approved', approved_by = %s where id = %s",
-                str(uuid.uuid4()), window)
-        sync = h.client.table("jobs").insert({"type": "vcenter_sync", "site_id": h.site_id, "credential_set_ids": creds,
-                                              "params": {"vcenter_id": str(reg["vcenter_id"])}}).execute().data[0]["id"]
+        window = h.one(
+            "insert into public.maintenance_windows (site_id, title, starts_at, ends_at, requested_by) "
+            "values (%s, 'bench', now() - interval '1 minute', now() + interval '3 hours', %s) "
+            "returning id",
+            h.site_id,
+            str(uuid.uuid4()),
+        )["id"]
+        h.query(
+            "update public.maintenance_windows set status = 'approved', approved_by = %s where id = %s",
+            str(uuid.uuid4()),
+            window,
+        )
+        sync = (
+            h.client.table("jobs")
+            .insert(
+                {
+                    "type": "vcenter_sync",
+                    "site_id": h.site_id,
+                    "credential_set_ids": creds,
+                    "params": {"vcenter_id": str(reg["vcenter_id"])},
+                }
+            )
+            .execute()
+            .data[0]["id"]
+        )
         assert h.wait_status(sync, ("completed", "failed"), 120)["status"] == "completed"
         timing = dc.idrac.bmcs[0].timing
         for mode in ("staged", "naive"):
-            cluster = h.one("select id from public.clusters where name = %s and vcenter_id = %s", mode,
-                            reg["vcenter_id"])["id"]
-            params = {"cluster_id": str(cluster), "firmware": {"catalog_url": dc.catalog_url},
-                      "stage_firmware": mode == "staged"}
+            cluster = h.one(
+                "select id from public.clusters where name = %s and vcenter_id = %s", mode, reg["vcenter_id"]
+            )["id"]
+            params = {
+                "cluster_id": str(cluster),
+                "firmware": {"catalog_url": dc.catalog_url},
+                "stage_firmware": mode == "staged",
+            }
             with MaintenanceClock(dc) as clock:
-                job_id = h.client.table("jobs").insert({
-                    "type": "rolling_cluster_update", "site_id": h.site_id, "cluster_id": str(cluster),
-                    "params": params, "credential_set_ids": creds, "maintenance_window_id": str(window),
-                }).execute().data[0]["id"]
+                job_id = (
+                    h.client.table("jobs")
+                    .insert(
+                        {
+                            "type": "rolling_cluster_update",
+                            "site_id": h.site_id,
+                            "cluster_id": str(cluster),
+                            "params": params,
+                            "credential_set_ids": creds,
+                            "maintenance_window_id": str(window),
+                        }
+                    )
+                    .execute()
+                    .data[0]["id"]
+                )
                 job = h.wait_status(job_id, ("completed", "failed", "paused", "cancelled"), 3600)
             if job["status"] != "completed":
                 raise SystemExit(f"{mode} rollout ended {job['status']}: {job['error']}")
@@ -132,9 +180,12 @@ def run(args: argparse.Namespace) -> dict:
             total = (job["finished_at"] - job["started_at"]).total_seconds()
             unavoidable = sum(unavoidable_s(dc, x, timing, 2) for x in hosts)
             per_host = [clock.total.get(x, 0.0) for x in hosts]
-            out[mode] = {"total_s": round(total, 2), "unavoidable_s": round(unavoidable, 2),
-                         "overhead_pct": round(100 * (total - unavoidable) / total, 1),
-                         "maintenance_s_per_host": round(sum(per_host) / len(per_host), 3)}
+            out[mode] = {
+                "total_s": round(total, 2),
+                "unavoidable_s": round(unavoidable, 2),
+                "overhead_pct": round(100 * (total - unavoidable) / total, 1),
+                "maintenance_s_per_host": round(sum(per_host) / len(per_host), 3),
+            }
         staged, naive = out["staged"]["maintenance_s_per_host"], out["naive"]["maintenance_s_per_host"]
         out["overhead_pct"] = out["staged"]["overhead_pct"]
         out["maintenance_s_per_host"] = {"staged": staged, "naive": naive}
@@ -153,7 +204,9 @@ def run(args: argparse.Namespace) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hosts", type=int, default=8)
-    ap.add_argument("--naive-hosts", type=int, default=3, help="hosts of the naive rollout (its per-host figure)")
+    ap.add_argument(
+        "--naive-hosts", type=int, default=3, help="hosts of the naive rollout (its per-host figure)"
+    )
     ap.add_argument("--scale", type=float, default=50.0, help="simulated seconds per real second")
     print(json.dumps(run(ap.parse_args())))
 

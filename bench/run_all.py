@@ -109,8 +109,12 @@ RELATIONS: dict[str, list[Rel]] = {
     ],
     "rolling_update": [
         Rel("overhead_pct", target="<= 10"),
-        Rel("maintenance_s_per_host.staged", baseline="maintenance_s_per_host.naive", ratio="staging_cut_pct",
-            target="staging_cut_pct >= 30"),
+        Rel(
+            "maintenance_s_per_host.staged",
+            baseline="maintenance_s_per_host.naive",
+            ratio="staging_cut_pct",
+            target="staging_cut_pct >= 30",
+        ),
     ],
 }
 
@@ -234,13 +238,34 @@ def relate(bench: str, figures: dict[str, object]) -> list[Row]:
     for key, row in rows.items():
         head, _, leaf = key.rpartition(".")
         pre = f"{head}." if head else ""
-        if leaf.startswith(("baseline", "ratio", "target")) or leaf.endswith(("_baseline", "_ratio", "_target")):
+        if leaf.startswith(("baseline", "ratio", "target")) or leaf.endswith(
+            ("_baseline", "_ratio", "_target")
+        ):
             continue
-        baseline = next((c for c in (f"{pre}{leaf}_baseline", f"{pre}baseline_{leaf}", f"{pre}baseline.{leaf}")
-                         if c in figs), None)
-        ratio = next((c for c in (f"{pre}ratio_{leaf}", f"{pre}{leaf}_ratio", f"{pre}ratio.{leaf}") if c in figs), None)
-        tkey = next((c for c in (f"{pre}targets.{leaf}", f"{pre}target_{leaf}", f"{pre}{leaf}_target",
-                                 f"{pre}target.{leaf}") if c in figs), None)
+        baseline = next(
+            (
+                c
+                for c in (f"{pre}{leaf}_baseline", f"{pre}baseline_{leaf}", f"{pre}baseline.{leaf}")
+                if c in figs
+            ),
+            None,
+        )
+        ratio = next(
+            (c for c in (f"{pre}ratio_{leaf}", f"{pre}{leaf}_ratio", f"{pre}ratio.{leaf}") if c in figs), None
+        )
+        tkey = next(
+            (
+                c
+                for c in (
+                    f"{pre}targets.{leaf}",
+                    f"{pre}target_{leaf}",
+                    f"{pre}{leaf}_target",
+                    f"{pre}target.{leaf}",
+                )
+                if c in figs
+            ),
+            None,
+        )
         target = None
         if tkey is not None and not row.target and not isinstance(figs[tkey], bool):
             used.add(tkey)
@@ -249,7 +274,9 @@ def relate(bench: str, figures: dict[str, object]) -> list[Row]:
             target = f"{op}{fmt(figs[tkey])}"
         attach(row, baseline, ratio, target)
     # the figures compared with something first (stable: otherwise in the benchmark's order)
-    return sorted((r for k, r in rows.items() if k not in used), key=lambda r: not (r.baseline or r.ratio or r.target))
+    return sorted(
+        (r for k, r in rows.items() if k not in used), key=lambda r: not (r.baseline or r.ratio or r.target)
+    )
 
 
 def judge(target: str, value: object, figs: dict[str, object]) -> str:
@@ -347,10 +374,21 @@ def run_one(run: Run, bench_dir: Path, timeout: float | None, grace: float = INT
     print(f"== {run.name} {' '.join(run.argv)}".rstrip(), file=sys.stderr, flush=True)
     run.load_before = loadavg()
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, errors="replace", start_new_session=True)
-    pumps = [threading.Thread(target=_pump, args=(proc.stdout, sys.stdout, out_lines), daemon=True),
-             threading.Thread(target=_pump, args=(proc.stderr, sys.stderr, err_tail), daemon=True)]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
+        start_new_session=True,
+    )
+    pumps = [
+        threading.Thread(target=_pump, args=(proc.stdout, sys.stdout, out_lines), daemon=True),
+        threading.Thread(target=_pump, args=(proc.stderr, sys.stderr, err_tail), daemon=True),
+    ]
     for t in pumps:
         t.start()
     timed_out = False
@@ -390,10 +428,15 @@ def run_one(run: Run, bench_dir: Path, timeout: float | None, grace: float = INT
 
 
 def machine() -> dict[str, object]:
-    info: dict[str, object] = {"cores": os.cpu_count(), "kernel": platform.release(),
-                               "python": platform.python_version()}
+    info: dict[str, object] = {
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
     try:
-        mem = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line)
+        mem = dict(
+            line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line
+        )
         info["memory_gib"] = round(int(mem["MemTotal"].split()[0]) / 2**20, 1)
         info["memory_available_gib"] = round(int(mem["MemAvailable"].split()[0]) / 2**20, 1)
     except (OSError, KeyError, ValueError):
@@ -411,10 +454,16 @@ def machine() -> dict[str, object]:
 
 def git_state() -> str:
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=10).stdout
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return "unknown commit"
     if not head:
@@ -434,47 +483,92 @@ def load_text(load: tuple[float, float, float] | None) -> str:
     return " / ".join(f"{x:.2f}" for x in load) if load else "–"
 
 
-def render(runs: list[Run], started: dt.datetime, finished: dt.datetime | None, quick: bool,
-           skipped: list[str], info: dict[str, object], git: str) -> str:
+def render(
+    runs: list[Run],
+    started: dt.datetime,
+    finished: dt.datetime | None,
+    quick: bool,
+    skipped: list[str],
+    info: dict[str, object],
+    git: str,
+) -> str:
     failed = [r for r in runs if r.status == "failed"]
     pending = [r for r in runs if r.status == "not run"]
     when = started.strftime("%Y-%m-%d %H:%M UTC")
-    lines = ["# Benchmark results", "",
-             f"Written by `bench/run_all{' --quick' if quick else ''}` on {when}"
-             + (f", finished {finished.strftime('%H:%M UTC')}" if finished else " (still running or stopped early)")
-             + f", at {git}. Each benchmark is `bench/<name>.py`; its figures are the one JSON line it printed.", ""]
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Written by `bench/run_all{' --quick' if quick else ''}` on {when}"
+        + (
+            f", finished {finished.strftime('%H:%M UTC')}"
+            if finished
+            else " (still running or stopped early)"
+        )
+        + f", at {git}. Each benchmark is `bench/<name>.py`; its figures are the one JSON line it printed.",
+        "",
+    ]
     if quick:
-        lines += ["**Quick run**: shorter workloads (see the options in the run table); the figures are not "
-                  "comparable with a full run.", ""]
-    mem = (f"{info['memory_gib']} GiB memory ({info.get('memory_available_gib', '?')} GiB available at the start)"
-           if "memory_gib" in info else "memory unknown")
-    lines += [f"**Machine**: {info['cores']} cores, {mem}, CPU {info['cpu']}; Linux {info['kernel']}, "
-              f"Python {info['python']}.", "",
-              "**Load**: the load average (1 / 5 / 15 min, `os.getloadavg()`) was taken before and after each "
-              "benchmark. The machine may be shared: other work running at the same time takes CPU from the "
-              "benchmark and from the services it starts, so figures taken at a higher load are lower "
-              "(throughput) or higher (latency) than the code alone would give. Compare runs at similar load.", ""]
-    status = ("**Status**: " + (f"FAILED: {', '.join(f'{r.name} ({r.reason})' for r in failed)}" if failed
-                                else "every benchmark that ran passed")
-              + (f"; not run yet: {', '.join(r.name for r in pending)}" if pending else "")
-              + (f"; not selected (`--only`): {', '.join(skipped)}" if skipped else "") + ".")
-    lines += [status, "", "## Runs", "",
-              "| benchmark | options | status | wall time | load before (1/5/15) | load after (1/5/15) |",
-              "|---|---|---|---|---|---|"]
+        lines += [
+            "**Quick run**: shorter workloads (see the options in the run table); the figures are not "
+            "comparable with a full run.",
+            "",
+        ]
+    mem = (
+        f"{info['memory_gib']} GiB memory ({info.get('memory_available_gib', '?')} GiB available at the start)"
+        if "memory_gib" in info
+        else "memory unknown"
+    )
+    lines += [
+        f"**Machine**: {info['cores']} cores, {mem}, CPU {info['cpu']}; Linux {info['kernel']}, "
+        f"Python {info['python']}.",
+        "",
+        "**Load**: the load average (1 / 5 / 15 min, `os.getloadavg()`) was taken before and after each "
+        "benchmark. The machine may be shared: other work running at the same time takes CPU from the "
+        "benchmark and from the services it starts, so figures taken at a higher load are lower "
+        "(throughput) or higher (latency) than the code alone would give. Compare runs at similar load.",
+        "",
+    ]
+    status = (
+        "**Status**: "
+        + (
+            f"FAILED: {', '.join(f'{r.name} ({r.reason})' for r in failed)}"
+            if failed
+            else "every benchmark that ran passed"
+        )
+        + (f"; not run yet: {', '.join(r.name for r in pending)}" if pending else "")
+        + (f"; not selected (`--only`): {', '.join(skipped)}" if skipped else "")
+        + "."
+    )
+    lines += [
+        status,
+        "",
+        "## Runs",
+        "",
+        "| benchmark | options | status | wall time | load before (1/5/15) | load after (1/5/15) |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in runs:
         st = {"ok": "ok", "not run": "not run"}.get(r.status, f"**FAILED**: {r.reason}")
         opts = " ".join(r.argv) or "(defaults)"
         if r.quick_note:
             opts += f" ({r.quick_note})"
         secs = f"{r.seconds:g} s" if r.seconds is not None else "–"
-        lines.append(f"| {r.name} | {cell(opts)} | {cell(st)} | {secs} | {load_text(r.load_before)} "
-                     f"| {load_text(r.load_after)} |")
-    lines += ["", "## Figures", "",
-              "Baseline: what the benchmark compares the figure with (the figure it names is in brackets); "
-              "ratio: as the benchmark computes it (its key in brackets); target: as the benchmark states it, "
-              "with met or **missed** where it is a plain comparison. Figures compared with something come first "
-              "in each benchmark's rows, the rest follow in the order the benchmark printed them.", "",
-              "| benchmark | metric | value | unit | baseline | ratio | target |", "|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {r.name} | {cell(opts)} | {cell(st)} | {secs} | {load_text(r.load_before)} "
+            f"| {load_text(r.load_after)} |"
+        )
+    lines += [
+        "",
+        "## Figures",
+        "",
+        "Baseline: what the benchmark compares the figure with (the figure it names is in brackets); "
+        "ratio: as the benchmark computes it (its key in brackets); target: as the benchmark states it, "
+        "with met or **missed** where it is a plain comparison. Figures compared with something come first "
+        "in each benchmark's rows, the rest follow in the order the benchmark printed them.",
+        "",
+        "| benchmark | metric | value | unit | baseline | ratio | target |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in runs:
         if r.status == "failed":
             lines.append(f"| {r.name} | **run failed** | {cell(r.reason)} | | | | |")
@@ -483,14 +577,21 @@ def render(runs: list[Run], started: dt.datetime, finished: dt.datetime | None, 
         if r.result is None:
             continue
         for row in relate(r.name, flatten(r.result)):
-            lines.append(f"| {r.name} | {cell(row.metric)} | {cell(fmt(row.value))} | {cell(row.unit)} "
-                         f"| {cell(row.baseline)} | {cell(row.ratio)} | {cell(row.target)} |")
+            lines.append(
+                f"| {r.name} | {cell(row.metric)} | {cell(fmt(row.value))} | {cell(row.unit)} "
+                f"| {cell(row.baseline)} | {cell(row.ratio)} | {cell(row.target)} |"
+            )
     if failed:
         lines += ["", "## Failures", ""]
         for r in failed:
-            lines += [f"### {r.name}: {r.reason}", "",
-                      f"Command: `{' '.join(['python', f'bench/{r.name}.py', *r.argv])}`, "
-                      f"exit code {r.returncode}. Last lines of its stderr:", "", "```"]
+            lines += [
+                f"### {r.name}: {r.reason}",
+                "",
+                f"Command: `{' '.join(['python', f'bench/{r.name}.py', *r.argv])}`, "
+                f"exit code {r.returncode}. Last lines of its stderr:",
+                "",
+                "```",
+            ]
             lines += [ln.replace("```", "'''") for ln in r.stderr_tail] or ["(nothing)"]
             lines += ["```", ""]
     if any(r.json_line for r in runs):
@@ -509,13 +610,26 @@ def write(path: Path, text: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench/run_all", description=__doc__.splitlines()[0])
     ap.add_argument("--only", default="", help="comma-separated benchmark names (default: all in bench/)")
-    ap.add_argument("--quick", action="store_true", help="shorter runs where a benchmark has options for them")
-    ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per benchmark before it is stopped "
-                    "(default 3600; 0: none)")
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where to write the Markdown (bench/RESULTS.md)")
-    ap.add_argument("--source", help="what code is measured, for RESULTS.md (default: the git commit of this tree "
-                    "and its uncommitted changes)")
-    ap.add_argument("--bench-dir", type=Path, default=BENCH_DIR, help=argparse.SUPPRESS)  # tests: fake benchmarks
+    ap.add_argument(
+        "--quick", action="store_true", help="shorter runs where a benchmark has options for them"
+    )
+    ap.add_argument(
+        "--timeout",
+        type=float,
+        default=3600.0,
+        help="seconds per benchmark before it is stopped (default 3600; 0: none)",
+    )
+    ap.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="where to write the Markdown (bench/RESULTS.md)"
+    )
+    ap.add_argument(
+        "--source",
+        help="what code is measured, for RESULTS.md (default: the git commit of this tree "
+        "and its uncommitted changes)",
+    )
+    ap.add_argument(
+        "--bench-dir", type=Path, default=BENCH_DIR, help=argparse.SUPPRESS
+    )  # tests: fake benchmarks
     ap.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     opts = ap.parse_args(argv)
     available = discover(opts.bench_dir)
@@ -527,8 +641,10 @@ def main(argv: list[str] | None = None) -> int:
         names = [n.strip().removesuffix(".py") for n in opts.only.split(",") if n.strip()]
         unknown = [n for n in names if n not in available]
         if unknown:
-            print(f"bench/run_all: unknown benchmark(s): {', '.join(unknown)} (have: {', '.join(available)})",
-                  file=sys.stderr)
+            print(
+                f"bench/run_all: unknown benchmark(s): {', '.join(unknown)} (have: {', '.join(available)})",
+                file=sys.stderr,
+            )
             return 2
     if not names:
         print(f"bench/run_all: no benchmarks in {opts.bench_dir}", file=sys.stderr)
@@ -559,8 +675,11 @@ def main(argv: list[str] | None = None) -> int:
     report(dt.datetime.now(dt.UTC))
     failed = [r for r in runs if r.status == "failed"]
     if failed:
-        print(f"bench/run_all: FAILED: {', '.join(f'{r.name} ({r.reason})' for r in failed)}; "
-              f"results written to {opts.out}", file=sys.stderr)
+        print(
+            f"bench/run_all: FAILED: {', '.join(f'{r.name} ({r.reason})' for r in failed)}; "
+            f"results written to {opts.out}",
+            file=sys.stderr,
+        )
         return 1
     print(f"bench/run_all: {len(runs)} benchmark(s) ok; results written to {opts.out}", file=sys.stderr)
     return 0

@@ -26,9 +26,23 @@ from console.errors import (
 from console.session import ConsoleConfig, Session, sign_in, sign_in_from_env
 
 __all__ = [
-    "AccessDenied", "ConfigError", "Conflict", "ConsoleConfig", "ConsoleError", "InvalidRequest", "NotFound",
-    "NotSignedIn", "ServiceUnavailable", "Session", "SignInError", "ValidationFailed", "app", "connect", "job",
-    "sign_in", "sign_in_from_env",
+    "AccessDenied",
+    "ConfigError",
+    "Conflict",
+    "ConsoleConfig",
+    "ConsoleError",
+    "InvalidRequest",
+    "NotFound",
+    "NotSignedIn",
+    "ServiceUnavailable",
+    "Session",
+    "SignInError",
+    "ValidationFailed",
+    "app",
+    "connect",
+    "job",
+    "sign_in",
+    "sign_in_from_env",
 ]
 
 

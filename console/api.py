@@ -33,17 +33,35 @@ WindowDecision = Literal["approve", "reject", "cancel"]
 Decision = Literal["power_off_vm", "migrate_manually_done", "skip_host", "abort", "recheck", "acknowledge"]
 
 # recheck and acknowledge answer the replication gate only (replication_lag blockers, docs/replication.md)
-DECISIONS: tuple[str, ...] = ("power_off_vm", "migrate_manually_done", "skip_host", "abort", "recheck", "acknowledge")
-REPORT_VIEWS: tuple[str, ...] = (
-    "v_job_stats_by_type", "v_job_stats_by_week", "v_job_stats_by_user", "v_host_history",
-    "v_open_blockers", "v_executor_health", "v_firmware_compliance",
+DECISIONS: tuple[str, ...] = (
+    "power_off_vm",
+    "migrate_manually_done",
+    "skip_host",
+    "abort",
+    "recheck",
+    "acknowledge",
 )
-JOB_COLUMNS = ("id,type,status,pause_reason,site_id,cluster_id,description,created_by,created_at,started_at,"
-               "finished_at,scheduled_for,priority,maintenance_window_id,error,lease_expires_at,"
-               "cancel_requested_at,pause_requested_at,attempts,scope")
-TASK_COLUMNS = ("id,job_id,target_kind,target_id,target_name,seq,status,progress,details,error,started_at,"
-                "finished_at,updated_at")
-STEP_COLUMNS = "id,job_id,task_id,seq,step_key,name,status,details,error,attempts,started_at,finished_at,updated_at"
+REPORT_VIEWS: tuple[str, ...] = (
+    "v_job_stats_by_type",
+    "v_job_stats_by_week",
+    "v_job_stats_by_user",
+    "v_host_history",
+    "v_open_blockers",
+    "v_executor_health",
+    "v_firmware_compliance",
+)
+JOB_COLUMNS = (
+    "id,type,status,pause_reason,site_id,cluster_id,description,created_by,created_at,started_at,"
+    "finished_at,scheduled_for,priority,maintenance_window_id,error,lease_expires_at,"
+    "cancel_requested_at,pause_requested_at,attempts,scope"
+)
+TASK_COLUMNS = (
+    "id,job_id,target_kind,target_id,target_name,seq,status,progress,details,error,started_at,"
+    "finished_at,updated_at"
+)
+STEP_COLUMNS = (
+    "id,job_id,task_id,seq,step_key,name,status,details,error,attempts,started_at,finished_at,updated_at"
+)
 BLOCKER_COLUMNS = "id,job_id,kind,host_id,vm_id,server_id,description,details,status,detected_at,resolved_at"
 
 
@@ -76,13 +94,19 @@ class Api:
         except FunctionsHttpError as exc:
             raise self._function_error(name, exc) from None
         except FunctionsRelayError as exc:
-            raise ServiceUnavailable(f"{name}: the gateway could not run the function (HTTP {exc.status})",
-                                     code="relay_error", status=exc.status) from None
+            raise ServiceUnavailable(
+                f"{name}: the gateway could not run the function (HTTP {exc.status})",
+                code="relay_error",
+                status=exc.status,
+            ) from None
         except FunctionsError as exc:
-            raise ServiceUnavailable(f"{name}: {exc.message}", code="function_error", status=exc.status) from None
+            raise ServiceUnavailable(
+                f"{name}: {exc.message}", code="function_error", status=exc.status
+            ) from None
         except httpx.HTTPError as exc:
-            raise ServiceUnavailable(f"{name}: the control plane is unreachable ({type(exc).__name__})",
-                                     code="unreachable") from None
+            raise ServiceUnavailable(
+                f"{name}: the control plane is unreachable ({type(exc).__name__})", code="unreachable"
+            ) from None
         if not isinstance(data, dict):
             raise ServiceUnavailable(f"{name}: unexpected answer", code="bad_answer")
         return data
@@ -98,8 +122,9 @@ class Api:
             except ValueError:
                 body = None
         if isinstance(body, dict) and "error" in body:
-            return error_for(exc.status, str(body.get("code") or "error"), f"{name}: {body['error']}",
-                             body.get("details"))
+            return error_for(
+                exc.status, str(body.get("code") or "error"), f"{name}: {body['error']}", body.get("details")
+            )
         return error_for(exc.status, "error", f"{name}: {exc.message}")
 
     def _rest(self, what: str, build) -> list[Row]:
@@ -108,23 +133,38 @@ class Api:
         except APIError as exc:
             code = str(exc.code or "")
             status = {"42501": 403, "PGRST116": 406}.get(code)
-            raise error_for(status, code or "rest_error", f"{what}: {exc.message or 'refused'}",
-                            exc.details) from None
+            raise error_for(
+                status, code or "rest_error", f"{what}: {exc.message or 'refused'}", exc.details
+            ) from None
         except httpx.HTTPError as exc:
-            raise ServiceUnavailable(f"{what}: the control plane is unreachable ({type(exc).__name__})",
-                                     code="unreachable") from None
+            raise ServiceUnavailable(
+                f"{what}: the control plane is unreachable ({type(exc).__name__})", code="unreachable"
+            ) from None
         data = res.data
         return data if isinstance(data, list) else [data]
 
     # -- jobs ------------------------------------------------------------------------
-    def create_job(self, job_type: str, params: dict[str, Any], *, dry_run: bool = False,
-                   site_id: str | None = None, maintenance_window_id: str | None = None,
-                   scheduled_for: str | None = None, priority: int | None = None,
-                   description: str | None = None) -> Row:
+    def create_job(
+        self,
+        job_type: str,
+        params: dict[str, Any],
+        *,
+        dry_run: bool = False,
+        site_id: str | None = None,
+        maintenance_window_id: str | None = None,
+        scheduled_for: str | None = None,
+        priority: int | None = None,
+        description: str | None = None,
+    ) -> Row:
         """201 ``{job_id, status, plan}``; with ``dry_run`` ``{dry_run: true, plan}``, nothing written."""
         body: dict[str, Any] = {"type": job_type, "params": params}
-        for k, v in (("site_id", site_id), ("maintenance_window_id", maintenance_window_id),
-                     ("scheduled_for", scheduled_for), ("priority", priority), ("description", description)):
+        for k, v in (
+            ("site_id", site_id),
+            ("maintenance_window_id", maintenance_window_id),
+            ("scheduled_for", scheduled_for),
+            ("priority", priority),
+            ("description", description),
+        ):
             if v is not None:
                 body[k] = v
         if dry_run:
@@ -137,14 +177,22 @@ class Api:
             body["reason"] = reason
         return self.invoke("job-control", body)
 
-    def resolve_blockers(self, job_id: str, decisions: list[dict[str, str]], *, resume: bool | None = None) -> Row:
+    def resolve_blockers(
+        self, job_id: str, decisions: list[dict[str, str]], *, resume: bool | None = None
+    ) -> Row:
         body: dict[str, Any] = {"job_id": job_id, "decisions": decisions}
         if resume is not None:
             body["resume"] = resume
         return self.invoke("resolve-blockers", body)
 
-    def jobs(self, *, limit: int = 50, statuses: Iterable[str] | None = None, job_type: str | None = None,
-             site_id: str | None = None) -> list[Row]:
+    def jobs(
+        self,
+        *,
+        limit: int = 50,
+        statuses: Iterable[str] | None = None,
+        job_type: str | None = None,
+        site_id: str | None = None,
+    ) -> list[Row]:
         def q(c):
             b = c.table("jobs").select(JOB_COLUMNS)
             if statuses:
@@ -154,6 +202,7 @@ class Api:
             if site_id:
                 b = b.eq("site_id", site_id)
             return b.order("created_at", desc=True).limit(limit)
+
         return self._rest("jobs", q)
 
     def job(self, job_id: str) -> Row:
@@ -165,87 +214,157 @@ class Api:
     def job_full(self, job_id: str) -> Row:
         """One job with its tasks, steps and blockers in one request (resource embedding):
         the row carries ``job_tasks``, ``workflow_executions`` and ``job_blockers`` lists."""
-        rows = self._rest("job", lambda c: c.table("jobs").select(
-            # the hint names the foreign key column: workflow_executions also reaches jobs through job_tasks
-            f"{JOB_COLUMNS},job_tasks!job_id({TASK_COLUMNS}),workflow_executions!job_id({STEP_COLUMNS}),"
-            f"job_blockers!job_id({BLOCKER_COLUMNS})").eq("id", job_id)
-            .order("seq", foreign_table="job_tasks").order("seq", foreign_table="workflow_executions")
-            .order("detected_at", foreign_table="job_blockers").limit(1))
+        rows = self._rest(
+            "job",
+            lambda c: (
+                c.table("jobs")
+                .select(
+                    # the hint names the foreign key column: workflow_executions also reaches jobs through job_tasks
+                    f"{JOB_COLUMNS},job_tasks!job_id({TASK_COLUMNS}),workflow_executions!job_id({STEP_COLUMNS}),"
+                    f"job_blockers!job_id({BLOCKER_COLUMNS})"
+                )
+                .eq("id", job_id)
+                .order("seq", foreign_table="job_tasks")
+                .order("seq", foreign_table="workflow_executions")
+                .order("detected_at", foreign_table="job_blockers")
+                .limit(1)
+            ),
+        )
         if not rows:
             raise NotFound(f"job {job_id} does not exist or is not visible to you", code="job_not_found")
         return rows[0]
 
     def job_steps(self, job_id: str) -> list[Row]:
-        return self._rest("workflow steps", lambda c: c.table("workflow_executions").select(
-            "id,job_id,task_id,seq,step_key,name,status,details,error,attempts,started_at,finished_at,updated_at"
-        ).eq("job_id", job_id).order("seq"))
+        return self._rest(
+            "workflow steps",
+            lambda c: (
+                c.table("workflow_executions")
+                .select(
+                    "id,job_id,task_id,seq,step_key,name,status,details,error,attempts,started_at,finished_at,updated_at"
+                )
+                .eq("job_id", job_id)
+                .order("seq")
+            ),
+        )
 
     def job_tasks(self, job_id: str) -> list[Row]:
-        return self._rest("job tasks", lambda c: c.table("job_tasks").select(
-            "id,job_id,target_kind,target_id,target_name,seq,status,progress,error,started_at,finished_at"
-        ).eq("job_id", job_id).order("seq"))
+        return self._rest(
+            "job tasks",
+            lambda c: (
+                c.table("job_tasks")
+                .select(
+                    "id,job_id,target_kind,target_id,target_name,seq,status,progress,error,started_at,finished_at"
+                )
+                .eq("job_id", job_id)
+                .order("seq")
+            ),
+        )
 
     def job_blockers(self, job_id: str, *, open_only: bool = False) -> list[Row]:
         def q(c):
-            b = c.table("job_blockers").select(
-                "id,job_id,kind,host_id,vm_id,server_id,description,details,status,detected_at,resolved_at"
-            ).eq("job_id", job_id)
+            b = (
+                c.table("job_blockers")
+                .select(
+                    "id,job_id,kind,host_id,vm_id,server_id,description,details,status,detected_at,resolved_at"
+                )
+                .eq("job_id", job_id)
+            )
             if open_only:
                 b = b.eq("status", "open")
             return b.order("detected_at").order("id")
+
         return self._rest("blockers", q)
 
     def blocker_resolutions(self, job_id: str) -> list[Row]:
-        return self._rest("blocker decisions", lambda c: c.table("blocker_resolutions").select(
-            "blocker_id,action,note,resolved_by,created_at").eq("job_id", job_id))
+        return self._rest(
+            "blocker decisions",
+            lambda c: (
+                c.table("blocker_resolutions")
+                .select("blocker_id,action,note,resolved_by,created_at")
+                .eq("job_id", job_id)
+            ),
+        )
 
     # -- inventory ---------------------------------------------------------------------
     def sites(self) -> list[Row]:
-        return self._rest("sites", lambda c: c.table("sites").select("id,name,description,timezone").order("name"))
+        return self._rest(
+            "sites", lambda c: c.table("sites").select("id,name,description,timezone").order("name")
+        )
 
     def clusters(self, site_id: str | None = None) -> list[Row]:
         def q(c):
-            b = c.table("clusters").select("id,name,site_id,vcenter_id,ha_enabled,ha_admission_control,"
-                                           "drs_enabled,drs_automation,last_sync_at")
+            b = c.table("clusters").select(
+                "id,name,site_id,vcenter_id,ha_enabled,ha_admission_control,"
+                "drs_enabled,drs_automation,last_sync_at"
+            )
             return (b.eq("site_id", site_id) if site_id else b).order("name")
+
         return self._rest("clusters", q)
 
     def cluster(self, cluster_id: str) -> Row:
-        rows = self._rest("cluster", lambda c: c.table("clusters").select(
-            "id,name,site_id,vcenter_id,ha_enabled,ha_admission_control,drs_enabled,drs_automation,details,"
-            "last_sync_at").eq("id", cluster_id).limit(1))
+        rows = self._rest(
+            "cluster",
+            lambda c: (
+                c.table("clusters")
+                .select(
+                    "id,name,site_id,vcenter_id,ha_enabled,ha_admission_control,drs_enabled,drs_automation,details,"
+                    "last_sync_at"
+                )
+                .eq("id", cluster_id)
+                .limit(1)
+            ),
+        )
         if not rows:
-            raise NotFound(f"cluster {cluster_id} does not exist or is not visible to you", code="cluster_not_found")
+            raise NotFound(
+                f"cluster {cluster_id} does not exist or is not visible to you", code="cluster_not_found"
+            )
         return rows[0]
 
     def hosts(self, cluster_id: str | None = None) -> list[Row]:
         def q(c):
-            b = c.table("esxi_hosts").select("id,name,cluster_id,server_id,esxi_version,esxi_build,"
-                                             "connection_state,in_maintenance,power_state,last_sync_at")
+            b = c.table("esxi_hosts").select(
+                "id,name,cluster_id,server_id,esxi_version,esxi_build,"
+                "connection_state,in_maintenance,power_state,last_sync_at"
+            )
             return (b.eq("cluster_id", cluster_id) if cluster_id else b).order("name")
+
         return self._rest("hosts", q)
 
     def vms_on_hosts(self, host_ids: list[str]) -> list[Row]:
         if not host_ids:
             return []
-        return self._rest("VMs", lambda c: c.table("vms").select(
-            "id,name,host_id,power_state,has_usb_passthrough,has_pci_passthrough,has_vgpu,ft_enabled,"
-            "cdrom_connected,on_local_storage").in_("host_id", host_ids).order("name"))
+        return self._rest(
+            "VMs",
+            lambda c: (
+                c.table("vms")
+                .select(
+                    "id,name,host_id,power_state,has_usb_passthrough,has_pci_passthrough,has_vgpu,ft_enabled,"
+                    "cdrom_connected,on_local_storage"
+                )
+                .in_("host_id", host_ids)
+                .order("name")
+            ),
+        )
 
     def vms(self, vm_ids: list[str]) -> list[Row]:
         if not vm_ids:
             return []
-        return self._rest("VMs", lambda c: c.table("vms").select("id,name,host_id,power_state").in_("id", vm_ids))
+        return self._rest(
+            "VMs", lambda c: c.table("vms").select("id,name,host_id,power_state").in_("id", vm_ids)
+        )
 
     def servers(self, site_id: str | None = None, ids: list[str] | None = None) -> list[Row]:
         def q(c):
-            b = c.table("servers").select("id,name,site_id,idrac_address,service_tag,model,bios_version,"
-                                          "idrac_version,lc_version,power_state,health,last_seen_at")
+            b = c.table("servers").select(
+                "id,name,site_id,idrac_address,service_tag,model,bios_version,"
+                "idrac_version,lc_version,power_state,health,last_seen_at"
+            )
             if site_id:
                 b = b.eq("site_id", site_id)
             if ids is not None:
                 b = b.in_("id", ids)
             return b.order("name")
+
         if ids is not None and not ids:
             return []
         return self._rest("servers", q)
@@ -253,8 +372,13 @@ class Api:
     def inventory(self, kind: str, site_id: str | None = None) -> list[Row]:
         """id/name (and site) rows of a target kind, for pickers: server, host, cluster,
         vcenter, replication_pair."""
-        table = {"server": "servers", "host": "esxi_hosts", "cluster": "clusters", "vcenter": "vcenters",
-                 "replication_pair": "replication_pairs"}.get(kind)
+        table = {
+            "server": "servers",
+            "host": "esxi_hosts",
+            "cluster": "clusters",
+            "vcenter": "vcenters",
+            "replication_pair": "replication_pairs",
+        }.get(kind)
         if table is None:
             raise InvalidRequest(f"unknown target kind {kind!r}", code="unknown_target_kind")
         cols = "id,name" if table == "esxi_hosts" else "id,name,site_id"
@@ -264,36 +388,62 @@ class Api:
             if site_id and table != "esxi_hosts":
                 b = b.eq("site_id", site_id)
             return b.order("name")
+
         return self._rest(f"{kind} inventory", q)
 
     def executors(self) -> list[Row]:
         return self._rest("executors", lambda c: c.table("v_executor_health").select("*").order("name"))
 
     def safety_policies(self) -> list[Row]:
-        return self._rest("safety policies", lambda c: c.table("safety_policies").select("*").order("job_type"))
+        return self._rest(
+            "safety policies", lambda c: c.table("safety_policies").select("*").order("job_type")
+        )
 
     def active_jobs_on_cluster(self, cluster_id: str) -> list[Row]:
-        return self._rest("jobs", lambda c: c.table("jobs").select("id,type,status,created_at").eq(
-            "cluster_id", cluster_id).in_("status", ["pending", "running", "paused"]))
+        return self._rest(
+            "jobs",
+            lambda c: (
+                c.table("jobs")
+                .select("id,type,status,created_at")
+                .eq("cluster_id", cluster_id)
+                .in_("status", ["pending", "running", "paused"])
+            ),
+        )
 
     # -- maintenance windows -------------------------------------------------------------
-    def windows(self, *, site_id: str | None = None, statuses: Iterable[str] | None = None,
-                limit: int = 100) -> list[Row]:
+    def windows(
+        self, *, site_id: str | None = None, statuses: Iterable[str] | None = None, limit: int = 100
+    ) -> list[Row]:
         def q(c):
             b = c.table("maintenance_windows").select(
                 "id,site_id,cluster_id,title,reason,starts_at,ends_at,status,requested_by,approved_by,decided_at,"
-                "decision_note,created_at")
+                "decision_note,created_at"
+            )
             if site_id:
                 b = b.eq("site_id", site_id)
             if statuses:
                 b = b.in_("status", list(statuses))
             return b.order("starts_at", desc=True).limit(limit)
+
         return self._rest("maintenance windows", q)
 
-    def create_window(self, *, site_id: str, title: str, starts_at: str, ends_at: str,
-                      cluster_id: str | None = None, reason: str = "") -> Row:
-        body: dict[str, Any] = {"action": "create", "site_id": site_id, "title": title,
-                                "starts_at": starts_at, "ends_at": ends_at}
+    def create_window(
+        self,
+        *,
+        site_id: str,
+        title: str,
+        starts_at: str,
+        ends_at: str,
+        cluster_id: str | None = None,
+        reason: str = "",
+    ) -> Row:
+        body: dict[str, Any] = {
+            "action": "create",
+            "site_id": site_id,
+            "title": title,
+            "starts_at": starts_at,
+            "ends_at": ends_at,
+        }
         if cluster_id:
             body["cluster_id"] = cluster_id
         if reason:
@@ -307,19 +457,34 @@ class Api:
         return self.invoke("maintenance-windows", body)
 
     # -- credentials (admin) -------------------------------------------------------------
-    def seal_credential(self, *, site_id: str, name: str, kind: str, username: str, secret: str,
-                        endpoints: list[Row]) -> Row:
+    def seal_credential(
+        self, *, site_id: str, name: str, kind: str, username: str, secret: str, endpoints: list[Row]
+    ) -> Row:
         """The secret goes into this one request body and nowhere else; the answer carries
         only ids (the function never returns the secret). ``endpoints`` ({url, tls}) are
         sealed with it: the executor presents the secret to no other endpoint."""
-        return self.invoke("encrypt-credentials", {"action": "seal", "site_id": site_id, "name": name,
-                                                   "kind": kind, "username": username, "secret": secret,
-                                                   "endpoints": endpoints})
+        return self.invoke(
+            "encrypt-credentials",
+            {
+                "action": "seal",
+                "site_id": site_id,
+                "name": name,
+                "kind": kind,
+                "username": username,
+                "secret": secret,
+                "endpoints": endpoints,
+            },
+        )
 
-    def reseal_credential(self, *, credential_set_id: str, secret: str, endpoints: list[Row],
-                          username: str | None = None) -> Row:
-        body: dict[str, Any] = {"action": "reseal", "credential_set_id": credential_set_id, "secret": secret,
-                                "endpoints": endpoints}
+    def reseal_credential(
+        self, *, credential_set_id: str, secret: str, endpoints: list[Row], username: str | None = None
+    ) -> Row:
+        body: dict[str, Any] = {
+            "action": "reseal",
+            "credential_set_id": credential_set_id,
+            "secret": secret,
+            "endpoints": endpoints,
+        }
         if username:
             body["username"] = username
         return self.invoke("encrypt-credentials", body)
@@ -343,14 +508,16 @@ class Api:
     # -- reports -----------------------------------------------------------------------
     def report(self, view: str, *, limit: int = 1000, filters: dict[str, str] | None = None) -> list[Row]:
         if view not in REPORT_VIEWS:
-            raise InvalidRequest(f"unknown report {view!r}; choose one of {', '.join(REPORT_VIEWS)}",
-                                 code="unknown_report")
+            raise InvalidRequest(
+                f"unknown report {view!r}; choose one of {', '.join(REPORT_VIEWS)}", code="unknown_report"
+            )
 
         def q(c):
             b = c.table(view).select("*")
             for k, v in (filters or {}).items():
                 b = b.eq(k, v)
             return b.limit(limit)
+
         return self._rest(view, q)
 
 

@@ -64,14 +64,20 @@ def connect(env: dict[str, str] | None = None) -> Api:
     env = dict(os.environ) if env is None else env
     config = ConsoleConfig.from_env(env)
     if _role_of_key(config.anon_key) == "service_role":
-        raise ConfigError("SUPABASE_ANON_KEY holds the service-role key; rackpilot signs in as a user with the "
-                          "project's anon key and never uses the service key", code="service_key_refused")
+        raise ConfigError(
+            "SUPABASE_ANON_KEY holds the service-role key; rackpilot signs in as a user with the "
+            "project's anon key and never uses the service key",
+            code="service_key_refused",
+        )
     email = env.get("RACKPILOT_CONSOLE_EMAIL", "")
     password = env.get("RACKPILOT_CONSOLE_PASSWORD", "")
     if not email or not password:
         if not sys.stdin.isatty():
-            raise ConfigError("sign in: set RACKPILOT_CONSOLE_EMAIL and RACKPILOT_CONSOLE_PASSWORD, or run in a "
-                              "terminal to be prompted", code="no_credentials")
+            raise ConfigError(
+                "sign in: set RACKPILOT_CONSOLE_EMAIL and RACKPILOT_CONSOLE_PASSWORD, or run in a "
+                "terminal to be prompted",
+                code="no_credentials",
+            )
         if not email:
             print("email: ", end="", file=sys.stderr, flush=True)
             email = sys.stdin.readline().strip()
@@ -103,7 +109,9 @@ def site_of(api: Api, name: str) -> Row:
     for s in api.sites():
         if s["name"] == name or s["id"] == name:
             return s
-    raise NotFound(f"site {name!r} does not exist or is not visible to you (rackpilot site list)", code="site_not_found")
+    raise NotFound(
+        f"site {name!r} does not exist or is not visible to you (rackpilot site list)", code="site_not_found"
+    )
 
 
 def executor_of(api: Api, ref: str) -> Row:
@@ -111,12 +119,23 @@ def executor_of(api: Api, ref: str) -> Row:
     if not sep or not name:
         raise ValidationFailed(f"name the executor as SITE/NAME, not {ref!r}")
     site = site_of(api, site_name)
-    rows = api._rest("executors", lambda c: c.table("executors").select(
-        "id,name,site_id,key_id,previous_key_id,rekeyed_at,rekey_requested_at,rekey_key_id,status,version,"
-        "capabilities,metrics,metrics_at,registered_at,last_heartbeat_at").eq("site_id", site["id"]).eq("name", name))
+    rows = api._rest(
+        "executors",
+        lambda c: (
+            c.table("executors")
+            .select(
+                "id,name,site_id,key_id,previous_key_id,rekeyed_at,rekey_requested_at,rekey_key_id,status,version,"
+                "capabilities,metrics,metrics_at,registered_at,last_heartbeat_at"
+            )
+            .eq("site_id", site["id"])
+            .eq("name", name)
+        ),
+    )
     if not rows:
-        raise NotFound(f"executor {ref} has never registered (rackpilot executor list --site {site_name})",
-                       code="executor_not_found")
+        raise NotFound(
+            f"executor {ref} has never registered (rackpilot executor list --site {site_name})",
+            code="executor_not_found",
+        )
     return {**rows[0], "site": site["name"]}
 
 
@@ -151,15 +170,18 @@ def cmd_executor_list(api: Api, args: argparse.Namespace) -> int:
     if args.site:
         site = site_of(api, args.site)
         rows = [r for r in rows if r["site_id"] == site["id"]]
-    out(rows) if args.json else table(rows, ["site_name", "name", "health", "heartbeat_age_s", "version",
-                                             "running_jobs", "status"])
+    out(rows) if args.json else table(
+        rows, ["site_name", "name", "health", "heartbeat_age_s", "version", "running_jobs", "status"]
+    )
     return EXIT_OK
 
 
 def cmd_executor_status(api: Api, args: argparse.Namespace) -> int:
     ex = executor_of(api, args.executor)
     health = [r for r in api.executors() if r["executor_id"] == ex["id"]]
-    out({**ex, **({k: health[0][k] for k in ("health", "heartbeat_age_s", "running_jobs")} if health else {})})
+    out(
+        {**ex, **({k: health[0][k] for k in ("health", "heartbeat_age_s", "running_jobs")} if health else {})}
+    )
     return EXIT_OK
 
 
@@ -167,8 +189,12 @@ def cmd_executor_rekey(api: Api, args: argparse.Namespace) -> int:
     if bool(args.key_id) == bool(args.any_key):
         raise ValidationFailed("give the new key id (--key-id, printed by the refused executor) or --any-key")
     ex = executor_of(api, args.executor)
-    res = api._rest("rekey", lambda c: c.rpc("rekey_executor", {"p_executor_id": ex["id"], "p_key_id": args.key_id,
-                                                                "p_reason": args.reason}))
+    res = api._rest(
+        "rekey",
+        lambda c: c.rpc(
+            "rekey_executor", {"p_executor_id": ex["id"], "p_key_id": args.key_id, "p_reason": args.reason}
+        ),
+    )
     out(res[0] if res else {})
     return EXIT_OK
 
@@ -190,16 +216,26 @@ def seal_endpoints(args: argparse.Namespace) -> list[dict[str, Any]]:
     the host-key trust (``--known-hosts PATH``, ``--known-hosts sealed`` when the secret pins
     the host keys itself, as a ZFS replication credential does, or ``--insecure-host-key``)."""
     tls = _tls(args)
-    known_hosts, insecure_host_key = getattr(args, "known_hosts", None), getattr(args, "insecure_host_key", False)
+    known_hosts, insecure_host_key = (
+        getattr(args, "known_hosts", None),
+        getattr(args, "insecure_host_key", False),
+    )
     if known_hosts and insecure_host_key:
         raise ValidationFailed("choose one of --known-hosts and --insecure-host-key")
     out: list[dict[str, Any]] = []
     for u in args.endpoint or []:
         if u.lower().startswith("ssh://"):
             if not (known_hosts or insecure_host_key):
-                raise ValidationFailed(f"the ssh endpoint {u} needs --known-hosts PATH, --known-hosts sealed (the "
-                                       "secret pins the host keys) or --insecure-host-key")
-            out.append({"url": u, "tls": {"known_hosts": known_hosts} if known_hosts else {"insecure_host_key": True}})
+                raise ValidationFailed(
+                    f"the ssh endpoint {u} needs --known-hosts PATH, --known-hosts sealed (the "
+                    "secret pins the host keys) or --insecure-host-key"
+                )
+            out.append(
+                {
+                    "url": u,
+                    "tls": {"known_hosts": known_hosts} if known_hosts else {"insecure_host_key": True},
+                }
+            )
         else:
             out.append({"url": u, **({"tls": tls} if tls else {})})
     return out
@@ -211,17 +247,34 @@ def cmd_credentials_seal(api: Api, args: argparse.Namespace) -> int:
     secret = _read_secret(f"secret for {args.username}@{args.name}: ")
     try:
         if args.reseal:
-            rows = api._rest("credential sets", lambda c: c.table("credential_sets").select("id").eq(
-                "site_id", site["id"]).eq("name", args.name))
+            rows = api._rest(
+                "credential sets",
+                lambda c: (
+                    c.table("credential_sets").select("id").eq("site_id", site["id"]).eq("name", args.name)
+                ),
+            )
             if not rows:
-                raise NotFound(f"site {args.site} has no credential set {args.name!r} to reseal", code="credential_not_found")
-            body: dict[str, Any] = {"action": "reseal", "credential_set_id": rows[0]["id"], "secret": secret,
-                                    "username": args.username}
+                raise NotFound(
+                    f"site {args.site} has no credential set {args.name!r} to reseal",
+                    code="credential_not_found",
+                )
+            body: dict[str, Any] = {
+                "action": "reseal",
+                "credential_set_id": rows[0]["id"],
+                "secret": secret,
+                "username": args.username,
+            }
         else:
             if not args.kind:
                 raise ValidationFailed("--kind is required to seal a new credential set")
-            body = {"action": "seal", "site_id": site["id"], "name": args.name, "kind": args.kind,
-                    "username": args.username, "secret": secret}
+            body = {
+                "action": "seal",
+                "site_id": site["id"],
+                "name": args.name,
+                "kind": args.kind,
+                "username": args.username,
+                "secret": secret,
+            }
         if endpoints:
             body["endpoints"] = endpoints
         res = api.invoke("encrypt-credentials", body)
@@ -238,19 +291,29 @@ def cmd_credentials_status(api: Api, args: argparse.Namespace) -> int:
 
 def cmd_server_add(api: Api, args: argparse.Namespace) -> int:
     site = site_of(api, args.site)
-    row: dict[str, Any] = {"site_id": site["id"], "name": args.name, "idrac_address": args.idrac,
-                           "model": args.model or ""}
+    row: dict[str, Any] = {
+        "site_id": site["id"],
+        "name": args.name,
+        "idrac_address": args.idrac,
+        "model": args.model or "",
+    }
     if args.service_tag:
         row["service_tag"] = args.service_tag
     tls = _tls(args)
     if tls:
         row["details"] = {"tls": tls}
     if args.credential:
-        creds = api._rest("credential sets", lambda c: c.table("credential_sets").select("id").eq(
-            "site_id", site["id"]).eq("name", args.credential))
+        creds = api._rest(
+            "credential sets",
+            lambda c: (
+                c.table("credential_sets").select("id").eq("site_id", site["id"]).eq("name", args.credential)
+            ),
+        )
         if not creds:
-            raise NotFound(f"site {args.site} has no credential set {args.credential!r} (rackpilot credentials seal)",
-                           code="credential_not_found")
+            raise NotFound(
+                f"site {args.site} has no credential set {args.credential!r} (rackpilot credentials seal)",
+                code="credential_not_found",
+            )
         row["credential_set_id"] = creds[0]["id"]
     out(api._rest("server", lambda c: c.table("servers").insert(row))[0])
     return EXIT_OK
@@ -284,8 +347,14 @@ def cmd_job_create(api: Api, args: argparse.Namespace) -> int:
         if missing:
             raise NotFound(f"site {args.site} has no server {', '.join(missing)}", code="server_not_found")
         params["server_ids"] = [servers[n] for n in args.server]
-    res = api.create_job(args.type, params, dry_run=args.dry_run, site_id=site["id"],
-                         maintenance_window_id=args.window, description=args.description)
+    res = api.create_job(
+        args.type,
+        params,
+        dry_run=args.dry_run,
+        site_id=site["id"],
+        maintenance_window_id=args.window,
+        description=args.description,
+    )
     out(res)
     if args.watch and not args.dry_run:
         return watch(api, str(res["job_id"]), timeout=args.timeout, exit_on_pause=args.exit_on_pause)
@@ -315,15 +384,22 @@ class Watcher:
             key = f"{step['seq']}:{step['key']}"
             if self.seen_steps.get(key) != step["status"]:
                 self.seen_steps[key] = step["status"]
-                extra = f"  {step['duration_s']}s" if step["duration_s"] is not None and step["status"] != "running" else ""
+                extra = (
+                    f"  {step['duration_s']}s"
+                    if step["duration_s"] is not None and step["status"] != "running"
+                    else ""
+                )
                 err = f"  error: {step['error']}" if step["error"] else ""
                 print(f"step {step['seq']:>3}  {step['status']:<10} {step['step']}{extra}{err}", flush=True)
-        for task in sorted(d.tasks.values(), key=lambda t: (t.get("seq") or 0)):
+        for task in sorted(d.tasks.values(), key=lambda t: t.get("seq") or 0):
             state = (task.get("status"), task.get("progress"))
             if self.seen_tasks.get(task["id"]) != state:
                 self.seen_tasks[task["id"]] = state
-                print(f"task      {str(task.get('status')):<10} {task.get('target_name') or task.get('target_id')}"
-                      f"  {task.get('progress') if task.get('progress') is not None else ''}".rstrip(), flush=True)
+                print(
+                    f"task      {str(task.get('status')):<10} {task.get('target_name') or task.get('target_id')}"
+                    f"  {task.get('progress') if task.get('progress') is not None else ''}".rstrip(),
+                    flush=True,
+                )
         status = (d.status, d.job.get("pause_reason"))
         if status != self.seen_status:
             self.seen_status = status
@@ -380,7 +456,9 @@ def watch(api: Api, job_id: str, *, timeout: float | None = None, exit_on_pause:
 def _tls_flags(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--ca-bundle", help=f"{what}: trust this CA bundle (path on the executor host)")
     p.add_argument("--insecure-tls", action="store_true", help=f"{what}: do not verify the certificate")
-    p.add_argument("--allow-plain-http", action="store_true", help=f"{what}: plain HTTP (loopback only: the lab)")
+    p.add_argument(
+        "--allow-plain-http", action="store_true", help=f"{what}: plain HTTP (loopback only: the lab)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -407,25 +485,40 @@ def build_parser() -> argparse.ArgumentParser:
     st.set_defaults(func=cmd_executor_status)
     rk = ex.add_parser("rekey", help="let a new key take an executor identity over (admin, audited)")
     rk.add_argument("executor", metavar="SITE/NAME")
-    rk.add_argument("--key-id", help="the new key id (the refused executor names it; --show-public-key prints it)")
+    rk.add_argument(
+        "--key-id", help="the new key id (the refused executor names it; --show-public-key prints it)"
+    )
     rk.add_argument("--any-key", action="store_true", help="accept whichever new key registers first")
     rk.add_argument("--reason", required=True, help="why (kept in the audit log)")
     rk.set_defaults(func=cmd_executor_rekey)
 
-    cr = sub.add_parser("credentials", help="sealed credentials (admin)").add_subparsers(dest="cred_cmd", required=True)
-    seal = cr.add_parser("seal", help="seal a secret (read from a prompt or standard input) to the site's executors")
+    cr = sub.add_parser("credentials", help="sealed credentials (admin)").add_subparsers(
+        dest="cred_cmd", required=True
+    )
+    seal = cr.add_parser(
+        "seal", help="seal a secret (read from a prompt or standard input) to the site's executors"
+    )
     seal.add_argument("--site", required=True)
     seal.add_argument("--name", required=True)
     seal.add_argument("--kind", choices=["idrac", "vcenter", "esxi", "ome", "ssh"])
     seal.add_argument("--username", required=True)
-    seal.add_argument("--endpoint", action="append", metavar="URL",
-                      help="where the secret may be presented (repeat); sealed with it")
+    seal.add_argument(
+        "--endpoint",
+        action="append",
+        metavar="URL",
+        help="where the secret may be presented (repeat); sealed with it",
+    )
     _tls_flags(seal, "the endpoints")
-    seal.add_argument("--known-hosts", metavar="PATH|sealed",
-                      help="ssh:// endpoints: a known_hosts file on the executor host, or 'sealed' when the secret "
-                           "is {\"private_key\": ..., \"host_keys\": ...} and pins the keys itself")
+    seal.add_argument(
+        "--known-hosts",
+        metavar="PATH|sealed",
+        help="ssh:// endpoints: a known_hosts file on the executor host, or 'sealed' when the secret "
+        'is {"private_key": ..., "host_keys": ...} and pins the keys itself',
+    )
     seal.add_argument("--insecure-host-key", action="store_true", help="ssh:// endpoints: trust any host key")
-    seal.add_argument("--reseal", action="store_true", help="re-seal an existing set (after a re-key or rotation)")
+    seal.add_argument(
+        "--reseal", action="store_true", help="re-seal an existing set (after a re-key or rotation)"
+    )
     seal.set_defaults(func=cmd_credentials_seal)
     cst = cr.add_parser("status", help="which credential sets miss an envelope for a current executor key")
     cst.add_argument("--site", required=True)
@@ -435,7 +528,9 @@ def build_parser() -> argparse.ArgumentParser:
     sadd = srv.add_parser("add", help="register a Dell server by its iDRAC")
     sadd.add_argument("--site", required=True)
     sadd.add_argument("--name", required=True)
-    sadd.add_argument("--idrac", required=True, metavar="URL", help="the iDRAC's address, e.g. https://10.1.2.7")
+    sadd.add_argument(
+        "--idrac", required=True, metavar="URL", help="the iDRAC's address, e.g. https://10.1.2.7"
+    )
     sadd.add_argument("--credential", help="credential set to bind (admin)")
     sadd.add_argument("--service-tag")
     sadd.add_argument("--model")
@@ -446,8 +541,12 @@ def build_parser() -> argparse.ArgumentParser:
     jc = job.add_parser("create", help="create a job through create-job (operator)")
     jc.add_argument("type")
     jc.add_argument("--site", required=True)
-    jc.add_argument("--server", action="append", metavar="NAME", help="target server by name (repeat): server_ids")
-    jc.add_argument("--param", action="append", metavar="KEY=VALUE", help="a parameter (VALUE read as JSON if it is)")
+    jc.add_argument(
+        "--server", action="append", metavar="NAME", help="target server by name (repeat): server_ids"
+    )
+    jc.add_argument(
+        "--param", action="append", metavar="KEY=VALUE", help="a parameter (VALUE read as JSON if it is)"
+    )
     jc.add_argument("--params", help="all parameters as a JSON object")
     jc.add_argument("--window", help="maintenance window id")
     jc.add_argument("--description")
@@ -486,4 +585,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

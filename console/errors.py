@@ -12,8 +12,9 @@ from typing import Any
 class ConsoleError(Exception):
     """Root of every error the console raises."""
 
-    def __init__(self, message: str, *, code: str = "error", status: int | None = None,
-                 details: Any = None) -> None:
+    def __init__(
+        self, message: str, *, code: str = "error", status: int | None = None, details: Any = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code

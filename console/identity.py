@@ -50,8 +50,12 @@ def _raw_public_key(text: str) -> bytes:
 
 
 def _call(url: str, key: str, fn: str, body: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
-    r = httpx.post(f"{url}/functions/v1/{fn}", json=body, timeout=timeout,
-                   headers={"apikey": key, "Authorization": f"Bearer {key}"})
+    r = httpx.post(
+        f"{url}/functions/v1/{fn}",
+        json=body,
+        timeout=timeout,
+        headers={"apikey": key, "Authorization": f"Bearer {key}"},
+    )
     try:
         data = r.json()
     except ValueError:
@@ -64,73 +68,119 @@ def _call(url: str, key: str, fn: str, body: dict[str, Any], timeout: float = 30
 def sealed_login(url: str, anon_key: str, site: str, username: str, password: str) -> dict[str, Any]:
     """The executor path by hand: begin, seal to the named executor key, complete."""
     begun = _call(url, anon_key, "idm-login", {"action": "begin", "site": site})
-    envelope = seal(_raw_public_key(begun["public_key"]),
-                    {"username": username, "password": password, "challenge": begun["challenge"]})
-    return _call(url, anon_key, "idm-login", {"action": "complete", "request_id": begun["request_id"],
-                                              "envelope": envelope})
+    envelope = seal(
+        _raw_public_key(begun["public_key"]),
+        {"username": username, "password": password, "challenge": begun["challenge"]},
+    )
+    return _call(
+        url,
+        anon_key,
+        "idm-login",
+        {"action": "complete", "request_id": begun["request_id"], "envelope": envelope},
+    )
 
 
 def directory_login(url: str, anon_key: str, site: str, username: str, password: str) -> dict[str, Any]:
     """A directory sign-in on the path the site is configured for; the function's answer."""
     mode = _call(url, anon_key, "idm-login", {"action": "config", "site": site})["mode"]
     if mode == "direct":
-        return _call(url, anon_key, "idm-login", {"action": "login", "site": site, "username": username,
-                                                  "password": password})
+        return _call(
+            url,
+            anon_key,
+            "idm-login",
+            {"action": "login", "site": site, "username": username, "password": password},
+        )
     return sealed_login(url, anon_key, site, username, password)
 
 
-def directory_sign_in(client: Any, url: str, anon_key: str, site: str, username: str, password: str) -> dict[str, Any]:
+def directory_sign_in(
+    client: Any, url: str, anon_key: str, site: str, username: str, password: str
+) -> dict[str, Any]:
     """Sign ``client`` (supabase-py) in with a directory account; returns {role, via, username}."""
     res = directory_login(url, anon_key, site, username, password)
     client.auth.set_session(res["session"]["access_token"], res["session"]["refresh_token"])
     return {"role": res["role"], "via": res["via"], "username": res["username"]}
 
 
-def break_glass_login(url: str, anon_key: str, account: str, secret: str, reason: str,
-                      ttl_seconds: int | None = None) -> dict[str, Any]:
+def break_glass_login(
+    url: str, anon_key: str, account: str, secret: str, reason: str, ttl_seconds: int | None = None
+) -> dict[str, Any]:
     body: dict[str, Any] = {"action": "sign_in", "account": account, "secret": secret, "reason": reason}
     if ttl_seconds is not None:
         body["ttl_seconds"] = ttl_seconds
     return _call(url, anon_key, "break-glass", body)
 
 
-def break_glass_sign_in(client: Any, url: str, anon_key: str, account: str, secret: str, reason: str,
-                        ttl_seconds: int | None = None) -> dict[str, Any]:
+def break_glass_sign_in(
+    client: Any,
+    url: str,
+    anon_key: str,
+    account: str,
+    secret: str,
+    reason: str,
+    ttl_seconds: int | None = None,
+) -> dict[str, Any]:
     """Emergency sign-in: audited as critical, announced on every channel, time-boxed."""
     res = break_glass_login(url, anon_key, account, secret, reason, ttl_seconds)
     client.auth.set_session(res["session"]["access_token"], res["session"]["refresh_token"])
-    return {"role": res["role"], "expires_at": res["expires_at"], "breakglass_session_id": res["breakglass_session_id"]}
+    return {
+        "role": res["role"],
+        "expires_at": res["expires_at"],
+        "breakglass_session_id": res["breakglass_session_id"],
+    }
 
 
 def hash_secret(secret: str, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = SCRYPT_P) -> str:
     """scrypt$N$r$p$salt$hash, what break-glass checks (hashlib.scrypt = node's scrypt)."""
     salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(secret.encode(), salt=salt, n=n, r=r, p=p, maxmem=256 * n * r + (1 << 20), dklen=32)
+    digest = hashlib.scrypt(
+        secret.encode(), salt=salt, n=n, r=r, p=p, maxmem=256 * n * r + (1 << 20), dklen=32
+    )
     return f"scrypt${n}${r}${p}${_b64u(salt)}${_b64u(digest)}"
 
 
-def provision_breakglass(url: str, service_key: str, name: str, role: str = "admin",
-                         max_session_s: int = 1800) -> str:
+def provision_breakglass(
+    url: str, service_key: str, name: str, role: str = "admin", max_session_s: int = 1800
+) -> str:
     """Create (or rotate) break-glass account ``name``; returns its secret, shown only now.
     Needs the service key: an auth user without a password, and the scrypt hash only."""
     secret = _b64u(secrets.token_bytes(SECRET_BYTES))
     email = f"breakglass-{name}@breakglass.rackpilot.invalid"
     headers = {"apikey": service_key, "Authorization": f"Bearer {service_key}"}
     with httpx.Client(base_url=url, headers=headers, timeout=30.0) as http:
-        r = http.post("/auth/v1/admin/users", json={"email": email, "email_confirm": True,
-                                                    "app_metadata": {"provider": "rackpilot-breakglass"}})
+        r = http.post(
+            "/auth/v1/admin/users",
+            json={
+                "email": email,
+                "email_confirm": True,
+                "app_metadata": {"provider": "rackpilot-breakglass"},
+            },
+        )
         if r.status_code == 200:
             user_id = r.json()["id"]
         else:
-            found = http.get("/rest/v1/breakglass_accounts", params={"select": "user_id", "name": f"eq.{name}"})
+            found = http.get(
+                "/rest/v1/breakglass_accounts", params={"select": "user_id", "name": f"eq.{name}"}
+            )
             found.raise_for_status()
             if not found.json():
-                raise IdentityError(r.status_code, "provision_failed", f"could not create the auth user: {r.text[:200]}")
+                raise IdentityError(
+                    r.status_code, "provision_failed", f"could not create the auth user: {r.text[:200]}"
+                )
             user_id = found.json()[0]["user_id"]
-        r = http.post("/rest/v1/rpc/breakglass_provision",
-                      content=json.dumps({"p_name": name, "p_user_id": user_id, "p_secret_hash": hash_secret(secret),
-                                          "p_role": role, "p_max_session_s": max_session_s}),
-                      headers={"content-type": "application/json"})
+        r = http.post(
+            "/rest/v1/rpc/breakglass_provision",
+            content=json.dumps(
+                {
+                    "p_name": name,
+                    "p_user_id": user_id,
+                    "p_secret_hash": hash_secret(secret),
+                    "p_role": role,
+                    "p_max_session_s": max_session_s,
+                }
+            ),
+            headers={"content-type": "application/json"},
+        )
         r.raise_for_status()
     return secret
 
@@ -142,7 +192,11 @@ def list_breakglass_sessions(client: Any) -> list[dict[str, Any]]:
 
 def revoke_breakglass_session(client: Any, session_id: str, reason: str) -> dict[str, Any]:
     """Admins: end a break-glass session now (its grant and its auth session)."""
-    return client.rpc("revoke_breakglass_session", {"p_session_id": session_id, "p_reason": reason}).execute().data
+    return (
+        client.rpc("revoke_breakglass_session", {"p_session_id": session_id, "p_reason": reason})
+        .execute()
+        .data
+    )
 
 
 # --- console sessions ---------------------------------------------------------------------
@@ -150,9 +204,13 @@ def _session_from(config: Any, result: dict[str, Any]) -> Any:
     from console.session import FUNCTION_TIMEOUT_S, Session
     from supabase import ClientOptions, create_client
 
-    client = create_client(config.url, config.anon_key,
-                           ClientOptions(auto_refresh_token=False, persist_session=False,
-                                         function_client_timeout=FUNCTION_TIMEOUT_S))
+    client = create_client(
+        config.url,
+        config.anon_key,
+        ClientOptions(
+            auto_refresh_token=False, persist_session=False, function_client_timeout=FUNCTION_TIMEOUT_S
+        ),
+    )
     client.auth.set_session(result["session"]["access_token"], result["session"]["refresh_token"])
     return Session(config, client)
 
@@ -174,34 +232,65 @@ def sign_in_directory(config: Any, site: str, username: str, password: str) -> A
         password = ""  # noqa: F841 -- drop our reference at once
 
 
-def sign_in_break_glass(config: Any, account: str, secret: str, reason: str, ttl_seconds: int | None = None) -> Any:
+def sign_in_break_glass(
+    config: Any, account: str, secret: str, reason: str, ttl_seconds: int | None = None
+) -> Any:
     """A console Session on a break-glass account: audited as critical, notified everywhere."""
     try:
-        return _session_from(config, break_glass_login(config.url, config.anon_key, account, secret, reason,
-                                                       ttl_seconds))
+        return _session_from(
+            config, break_glass_login(config.url, config.anon_key, account, secret, reason, ttl_seconds)
+        )
     except IdentityError as exc:
         raise _console_error(exc) from None
     finally:
         secret = ""  # noqa: F841
 
 
-def seal_bind_credential(client: Any, site_id: str, name: str, bind_dn: str, password: str,
-                         uris: list[str]) -> str:
+def seal_bind_credential(
+    client: Any, site_id: str, name: str, bind_dn: str, password: str, uris: list[str]
+) -> str:
     """Admins: store the directory bind account the executor's sync uses, sealed here to every
     active executor key of the site (the password never leaves this process in the clear),
     naming the directory URIs as the only endpoints it may be presented to. Returns its id."""
-    execs = client.table("executors").select("id,public_key,key_id").eq("site_id", site_id) \
-        .eq("status", "active").execute().data
+    execs = (
+        client.table("executors")
+        .select("id,public_key,key_id")
+        .eq("site_id", site_id)
+        .eq("status", "active")
+        .execute()
+        .data
+    )
     if not execs:
-        raise IdentityError(409, "no_executor_key", "the site has no active executor to seal the bind account to")
+        raise IdentityError(
+            409, "no_executor_key", "the site has no active executor to seal the bind account to"
+        )
     secret = {"username": bind_dn, "password": password, "endpoints": [{"url": u} for u in uris]}
     sealed = [(e, json.dumps(seal(_raw_public_key(e["public_key"]), secret))) for e in execs]  # type: ignore[arg-type]
-    client.table("credential_sets").insert({"site_id": site_id, "name": name, "kind": "ldap", "username": bind_dn,
-                                            "sealed_secret": sealed[0][1], "key_id": sealed[0][0]["key_id"]},
-                                           returning="minimal").execute()
-    cred = client.table("credential_sets").select("id").eq("site_id", site_id).eq("name", name).execute().data[0]["id"]
+    client.table("credential_sets").insert(
+        {
+            "site_id": site_id,
+            "name": name,
+            "kind": "ldap",
+            "username": bind_dn,
+            "sealed_secret": sealed[0][1],
+            "key_id": sealed[0][0]["key_id"],
+        },
+        returning="minimal",
+    ).execute()
+    cred = (
+        client.table("credential_sets")
+        .select("id")
+        .eq("site_id", site_id)
+        .eq("name", name)
+        .execute()
+        .data[0]["id"]
+    )
     client.table("credential_envelopes").insert(
-        [{"credential_set_id": cred, "executor_id": e["id"], "key_id": e["key_id"], "sealed_secret": s}
-         for e, s in sealed], returning="minimal").execute()
+        [
+            {"credential_set_id": cred, "executor_id": e["id"], "key_id": e["key_id"], "sealed_secret": s}
+            for e, s in sealed
+        ],
+        returning="minimal",
+    ).execute()
     password = ""  # noqa: F841
     return cred

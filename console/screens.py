@@ -168,19 +168,67 @@ def _notifications(con: Console) -> w.Widget:
 
 
 register(Screen("jobs", "Jobs", _jobs, order=10, help="every job, live; open one to follow it"))
-register(Screen("update", "Server update", _update, min_role="operator", order=20,
-                help="rolling cluster firmware update: pick, pre-flight, options, window, confirm, watch it live"))
-register(Screen("blockers", "Blockers", _blockers, min_role="operator", order=30,
-                help="decide what keeps hosts from entering maintenance mode"))
-register(Screen("new_job", "Other jobs", _new_job, min_role="operator", order=40,
-                help="power, virtual media, SCP backup, firmware, ESXi, vCenter sync, replication"))
+register(
+    Screen(
+        "update",
+        "Server update",
+        _update,
+        min_role="operator",
+        order=20,
+        help="rolling cluster firmware update: pick, pre-flight, options, window, confirm, watch it live",
+    )
+)
+register(
+    Screen(
+        "blockers",
+        "Blockers",
+        _blockers,
+        min_role="operator",
+        order=30,
+        help="decide what keeps hosts from entering maintenance mode",
+    )
+)
+register(
+    Screen(
+        "new_job",
+        "Other jobs",
+        _new_job,
+        min_role="operator",
+        order=40,
+        help="power, virtual media, SCP backup, firmware, ESXi, vCenter sync, replication",
+    )
+)
 register(Screen("windows", "Windows", _windows, order=50, help="maintenance windows, four eyes"))
-register(Screen("fleet", "Inventory", _fleet, group="Fleet", order=10,
-                help="servers, health, power, firmware compliance"))
-register(Screen("replication", "Replication", _replication, group="Fleet", order=30,
-                help="ZFS replication pairs: lag, last success, sync now"))
-register(Screen("reports", "Reports", _reports, group="Report", order=10,
-                help="charts and tables over the reporting views; CSV export"))
+register(
+    Screen(
+        "fleet",
+        "Inventory",
+        _fleet,
+        group="Fleet",
+        order=10,
+        help="servers, health, power, firmware compliance",
+    )
+)
+register(
+    Screen(
+        "replication",
+        "Replication",
+        _replication,
+        group="Fleet",
+        order=30,
+        help="ZFS replication pairs: lag, last success, sync now",
+    )
+)
+register(
+    Screen(
+        "reports",
+        "Reports",
+        _reports,
+        group="Report",
+        order=10,
+        help="charts and tables over the reporting views; CSV export",
+    )
+)
 register(Screen("force_resume", "Force-resume", _force_resume, min_role="admin", group="Admin", order=10))
 register(Screen("credentials", "Credentials", _credentials, min_role="admin", group="Admin", order=20))
 register(Screen("notifications", "Notifications", _notifications, min_role="admin", group="Admin", order=30))
@@ -191,9 +239,14 @@ def _discovery(con: Console, site_id: str | None = None) -> w.Widget:
     from console.models.intake import DiscoveryModel
     from console.widgets.intake import DiscoveryView
 
-    creds = con.api._rest("credential sets", lambda c: (c.table("credential_sets").select("id,name,kind,site_id")
-                                                        .eq("site_id", site_id) if site_id else
-                                                        c.table("credential_sets").select("id,name,kind,site_id")))
+    creds = con.api._rest(
+        "credential sets",
+        lambda c: (
+            c.table("credential_sets").select("id,name,kind,site_id").eq("site_id", site_id)
+            if site_id
+            else c.table("credential_sets").select("id,name,kind,site_id")
+        ),
+    )
     v = DiscoveryView(DiscoveryModel(con.api), site_id, creds)
     v.load()
     return v
@@ -227,14 +280,47 @@ def _catalogs(con: Console, site_id: str | None = None) -> w.Widget:
     return v
 
 
-register(Screen("discovery", "Discovery", _discovery, min_role="operator", group="Fleet", order=20,
-                help="find iDRACs by address range, see why an address was skipped, register them"))
-register(Screen("catalogs", "Catalogs", _catalogs, group="Fleet", order=40,
-                help="firmware catalogs: last refresh (moved, stale, failed), baselines, refresh"))
-register(Screen("schedules", "Schedules", _schedules, order=60,
-                help="jobs on a recurrence: next run, last outcome, runs; enable, disable, add"))
-register(Screen("calls", "BMC call log", _calls, min_role="operator", group="Report", order=20,
-                help="every Redfish and OME call of a job: method, path, status, time, Dell MessageId"))
+register(
+    Screen(
+        "discovery",
+        "Discovery",
+        _discovery,
+        min_role="operator",
+        group="Fleet",
+        order=20,
+        help="find iDRACs by address range, see why an address was skipped, register them",
+    )
+)
+register(
+    Screen(
+        "catalogs",
+        "Catalogs",
+        _catalogs,
+        group="Fleet",
+        order=40,
+        help="firmware catalogs: last refresh (moved, stale, failed), baselines, refresh",
+    )
+)
+register(
+    Screen(
+        "schedules",
+        "Schedules",
+        _schedules,
+        order=60,
+        help="jobs on a recurrence: next run, last outcome, runs; enable, disable, add",
+    )
+)
+register(
+    Screen(
+        "calls",
+        "BMC call log",
+        _calls,
+        min_role="operator",
+        group="Report",
+        order=20,
+        help="every Redfish and OME call of a job: method, path, status, time, Dell MessageId",
+    )
+)
 
 
 # -- audit log (issue 19): console/models/audit.py, console/widgets/audit.py -------------------
@@ -249,8 +335,17 @@ def _audit(con: Console, job_id: str | None = None, check_chain: bool = True) ->
     return v
 
 
-register(Screen("audit", "Audit log", _audit, min_role="approver", group="Report", order=30,
-                help="who did what: entries with names, filters by table, action and job; hash-chain status"))
+register(
+    Screen(
+        "audit",
+        "Audit log",
+        _audit,
+        min_role="approver",
+        group="Report",
+        order=30,
+        help="who did what: entries with names, filters by table, action and job; hash-chain status",
+    )
+)
 
 
 # -- identity administration (docs/identity.md): console/models/identity_admin.py ----------------
@@ -263,5 +358,14 @@ def _identity(con: Console) -> w.Widget:
     return v
 
 
-register(Screen("identity", "Identity", _identity, min_role="admin", group="Admin", order=40,
-                help="directory sign-in per site, groups to roles, break-glass accounts and sessions (revoke)"))
+register(
+    Screen(
+        "identity",
+        "Identity",
+        _identity,
+        min_role="admin",
+        group="Admin",
+        order=40,
+        help="directory sign-in per site, groups to roles, break-glass accounts and sessions (revoke)",
+    )
+)

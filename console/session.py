@@ -47,8 +47,9 @@ class ConsoleConfig:
 
     def __post_init__(self) -> None:
         if not re.match(r"^https?://[^\s/]+", self.url or ""):
-            raise ConfigError("SUPABASE_URL must be an http(s) URL such as http://127.0.0.1:54321",
-                              code="bad_url")
+            raise ConfigError(
+                "SUPABASE_URL must be an http(s) URL such as http://127.0.0.1:54321", code="bad_url"
+            )
         if not self.anon_key or any(c.isspace() for c in self.anon_key):
             raise ConfigError("SUPABASE_ANON_KEY is empty or malformed", code="bad_key")
 
@@ -63,7 +64,9 @@ class ConsoleConfig:
             raise ConfigError(
                 f"{' and '.join(missing)} not set: run `rackpilot dev env` (local stack) or take them "
                 "from the project's API settings, and export them before starting Jupyter",
-                code="missing_config", details={"missing": missing})
+                code="missing_config",
+                details={"missing": missing},
+            )
         return cls(env["SUPABASE_URL"].rstrip("/"), env["SUPABASE_ANON_KEY"])
 
 
@@ -71,8 +74,14 @@ class Session:
     """A signed-in user. ``client`` is a supabase-py sync client carrying the user's token;
     ``role`` is the user's rackpilot application role (viewer/operator/approver/admin)."""
 
-    def __init__(self, config: ConsoleConfig, client: Client, *, refresh_margin_s: float = REFRESH_MARGIN_S,
-                 store: SessionStore | None = None):
+    def __init__(
+        self,
+        config: ConsoleConfig,
+        client: Client,
+        *,
+        refresh_margin_s: float = REFRESH_MARGIN_S,
+        store: SessionStore | None = None,
+    ):
         self.config = config
         self._client: Client | None = client
         self._margin = refresh_margin_s
@@ -121,7 +130,9 @@ class Session:
 
     def ensure_fresh(self) -> None:
         if self._client is None:
-            raise NotSignedIn("not signed in: run the sign-in cell (console.connect()) first", code="not_signed_in")
+            raise NotSignedIn(
+                "not signed in: run the sign-in cell (console.connect()) first", code="not_signed_in"
+            )
         if self._store is not None:
             self._sync_from_store()
         if self._expires_at - time.time() > self._margin:
@@ -138,8 +149,14 @@ class Session:
 
     def _save_to_store(self, access_token: str) -> None:
         assert self._store is not None
-        self._store.save({"access_token": access_token, "refresh_token": self._refresh_token,
-                          "expires_at": self._expires_at, "email": self.email})
+        self._store.save(
+            {
+                "access_token": access_token,
+                "refresh_token": self._refresh_token,
+                "expires_at": self._expires_at,
+                "email": self.email,
+            }
+        )
 
     def _sync_from_store(self) -> bool:
         """Adopt tokens another notebook refreshed; end this session when it signed out.
@@ -168,7 +185,9 @@ class Session:
     def refresh(self) -> None:
         """Exchange the refresh token for a new session now."""
         if self._client is None:
-            raise NotSignedIn("not signed in: run the sign-in cell (console.connect()) first", code="not_signed_in")
+            raise NotSignedIn(
+                "not signed in: run the sign-in cell (console.connect()) first", code="not_signed_in"
+            )
         if self._store is not None:
             with self._lock, self._store.lock():
                 # another notebook may have refreshed while we waited: its tokens are ours now
@@ -188,11 +207,14 @@ class Session:
             res = self._client.auth.refresh_session()
         except AuthError as exc:
             self._client = None
-            raise SignInError(f"the session could not be refreshed ({_auth_message(exc)}); sign in again",
-                              code="refresh_failed") from None
+            raise SignInError(
+                f"the session could not be refreshed ({_auth_message(exc)}); sign in again",
+                code="refresh_failed",
+            ) from None
         except httpx.HTTPError as exc:
-            raise ServiceUnavailable(f"Auth is unreachable at {self.config.url}: {type(exc).__name__}",
-                                     code="unreachable") from None
+            raise ServiceUnavailable(
+                f"Auth is unreachable at {self.config.url}: {type(exc).__name__}", code="unreachable"
+            ) from None
         if res.session is None:
             self._client = None
             raise SignInError("the session could not be refreshed; sign in again", code="refresh_failed")
@@ -228,8 +250,11 @@ class Session:
         from supabase import AClientOptions, acreate_client
 
         token = self.access_token
-        ac = await acreate_client(self.config.url, self.config.anon_key,
-                                  AClientOptions(auto_refresh_token=False, persist_session=False))
+        ac = await acreate_client(
+            self.config.url,
+            self.config.anon_key,
+            AClientOptions(auto_refresh_token=False, persist_session=False),
+        )
         await ac.realtime.set_auth(token)
         loop = asyncio.get_running_loop()
 
@@ -251,54 +276,70 @@ def _auth_message(exc: Exception) -> str:
     return msg[:200]
 
 
-def sign_in(config: ConsoleConfig, email: str, password: str, *,
-            refresh_margin_s: float = REFRESH_MARGIN_S) -> Session:
+def sign_in(
+    config: ConsoleConfig, email: str, password: str, *, refresh_margin_s: float = REFRESH_MARGIN_S
+) -> Session:
     """Sign in with email and password. The password is used for this one call only."""
     email = (email or "").strip()
     if not EMAIL_RE.match(email):
         raise SignInError("enter an email address such as ops@example.com", code="bad_email")
     if not password:
         raise SignInError("enter the password", code="no_password")
-    client = create_client(config.url, config.anon_key,
-                           ClientOptions(auto_refresh_token=False, persist_session=False,
-                                         function_client_timeout=FUNCTION_TIMEOUT_S))
+    client = create_client(
+        config.url,
+        config.anon_key,
+        ClientOptions(
+            auto_refresh_token=False, persist_session=False, function_client_timeout=FUNCTION_TIMEOUT_S
+        ),
+    )
     try:
         client.auth.sign_in_with_password({"email": email, "password": password})
     except AuthApiError as exc:
         if exc.status in (400, 401, 422):
-            raise SignInError(f"sign-in refused for {email}: wrong email or password", code="bad_credentials",
-                              status=exc.status) from None
-        raise SignInError(f"sign-in failed for {email}: {_auth_message(exc)}", code="auth_error",
-                          status=exc.status) from None
+            raise SignInError(
+                f"sign-in refused for {email}: wrong email or password",
+                code="bad_credentials",
+                status=exc.status,
+            ) from None
+        raise SignInError(
+            f"sign-in failed for {email}: {_auth_message(exc)}", code="auth_error", status=exc.status
+        ) from None
     except AuthError as exc:
         raise SignInError(f"sign-in failed for {email}: {_auth_message(exc)}", code="auth_error") from None
     except httpx.HTTPError as exc:
-        raise ServiceUnavailable(f"Auth is unreachable at {config.url}: {type(exc).__name__}",
-                                 code="unreachable") from None
+        raise ServiceUnavailable(
+            f"Auth is unreachable at {config.url}: {type(exc).__name__}", code="unreachable"
+        ) from None
     finally:
         password = ""  # noqa: F841 -- drop our reference at once
     return Session(config, client, refresh_margin_s=refresh_margin_s)
 
 
-def resume(config: ConsoleConfig, store: SessionStore, *,
-           refresh_margin_s: float = REFRESH_MARGIN_S) -> Session | None:
+def resume(
+    config: ConsoleConfig, store: SessionStore, *, refresh_margin_s: float = REFRESH_MARGIN_S
+) -> Session | None:
     """The session another notebook signed in (``console.store``), or None when there is
     none or it has ended (then the file is removed and the form is shown)."""
     with store.lock():
         data = store.load()
         if data is None:
             return None
-        client = create_client(config.url, config.anon_key,
-                               ClientOptions(auto_refresh_token=False, persist_session=False,
-                                             function_client_timeout=FUNCTION_TIMEOUT_S))
+        client = create_client(
+            config.url,
+            config.anon_key,
+            ClientOptions(
+                auto_refresh_token=False, persist_session=False, function_client_timeout=FUNCTION_TIMEOUT_S
+            ),
+        )
         try:
             res = client.auth.set_session(data["access_token"], data["refresh_token"])
         except AuthError:
             store.clear()
             return None
         except httpx.HTTPError as exc:
-            raise ServiceUnavailable(f"Auth is unreachable at {config.url}: {type(exc).__name__}",
-                                     code="unreachable") from None
+            raise ServiceUnavailable(
+                f"Auth is unreachable at {config.url}: {type(exc).__name__}", code="unreachable"
+            ) from None
         if res.session is None:
             store.clear()
             return None

@@ -64,11 +64,14 @@ class SessionStore:
         try:
             self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
-            raise ConfigError(f"cannot create the session folder {self.folder}: {exc.strerror}",
-                              code="session_folder") from None
+            raise ConfigError(
+                f"cannot create the session folder {self.folder}: {exc.strerror}", code="session_folder"
+            ) from None
         st = self.folder.stat()
         if st.st_uid != os.getuid():
-            raise ConfigError(f"the session folder {self.folder} belongs to another user", code="session_folder")
+            raise ConfigError(
+                f"the session folder {self.folder} belongs to another user", code="session_folder"
+            )
         if st.st_mode & 0o077:
             os.chmod(self.folder, 0o700)
 

@@ -1,15 +1,15 @@
 """``rackpilot``: the command line of the local stack, the lab and the demo.
 
-    rackpilot dev up [--reset]      start Postgres + gateway; apply pending migrations (create on first run)
-    rackpilot dev down              stop everything (the data stays)
-    rackpilot dev status            what runs where; the schema against supabase/migrations
-    rackpilot dev reset             re-apply migrations and seed (supabase db reset)
-    rackpilot dev env               SUPABASE_URL, keys and DB URL in .env form
-    rackpilot dev user add EMAIL --role ROLE [--password PW]
-    rackpilot dev destroy           stop and delete the stack's state folder
-    rackpilot demo [--once]         the main job on the local stack
-    rackpilot lab up [--config F]   start the simulated data centre in the background
-    rackpilot lab down|status       stop it / show its URLs and ports
+rackpilot dev up [--reset]      start Postgres + gateway; apply pending migrations (create on first run)
+rackpilot dev down              stop everything (the data stays)
+rackpilot dev status            what runs where; the schema against supabase/migrations
+rackpilot dev reset             re-apply migrations and seed (supabase db reset)
+rackpilot dev env               SUPABASE_URL, keys and DB URL in .env form
+rackpilot dev user add EMAIL --role ROLE [--password PW]
+rackpilot dev destroy           stop and delete the stack's state folder
+rackpilot demo [--once]         the main job on the local stack
+rackpilot lab up [--config F]   start the simulated data centre in the background
+rackpilot lab down|status       stop it / show its URLs and ports
 """
 
 from __future__ import annotations
@@ -38,7 +38,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     elif applied:
         print(f"applied {len(applied)} migration(s): {', '.join(applied)}", file=sys.stderr)
     status = st.schema_status()
-    print(f"schema at {status.version} ({len(status.applied)} migrations, as supabase/migrations)", file=sys.stderr)
+    print(
+        f"schema at {status.version} ({len(status.applied)} migrations, as supabase/migrations)",
+        file=sys.stderr,
+    )
     print(f"rackpilot local stack is up: {st.cfg.api_url}", file=sys.stderr)
     return 0
 

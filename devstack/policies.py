@@ -119,14 +119,32 @@ class SafetyPolicy:
 
     def row(self) -> tuple:
         """The values in public.safety_policies column order."""
-        return (self.job_type, self.risk, self.requires_window, self.takes_hosts_out,
-                self.max_hosts_out_per_cluster, self.max_concurrent_per_cluster, self.lease_seconds,
-                self.step_timeout_seconds, self.job_timeout_seconds, self.max_attempts)
+        return (
+            self.job_type,
+            self.risk,
+            self.requires_window,
+            self.takes_hosts_out,
+            self.max_hosts_out_per_cluster,
+            self.max_concurrent_per_cluster,
+            self.lease_seconds,
+            self.step_timeout_seconds,
+            self.job_timeout_seconds,
+            self.max_attempts,
+        )
 
 
-SAFETY_COLUMNS = ("job_type", "risk", "requires_window", "takes_hosts_out", "max_hosts_out_per_cluster",
-                  "max_concurrent_per_cluster", "lease_seconds", "step_timeout_seconds",
-                  "job_timeout_seconds", "max_attempts")
+SAFETY_COLUMNS = (
+    "job_type",
+    "risk",
+    "requires_window",
+    "takes_hosts_out",
+    "max_hosts_out_per_cluster",
+    "max_concurrent_per_cluster",
+    "lease_seconds",
+    "step_timeout_seconds",
+    "job_timeout_seconds",
+    "max_attempts",
+)
 
 
 def _int(where: str, value: Any, *, nullable: bool = False, minimum: int = 1) -> int | None:
@@ -164,10 +182,12 @@ def load_safety(path: Path | None = None) -> dict[str, SafetyPolicy]:
             risk=spec["risk"],
             requires_window=_bool(f"{where}.requires_window", spec.get("requires_window")),
             takes_hosts_out=_bool(f"{where}.takes_hosts_out", spec.get("takes_hosts_out")),
-            max_hosts_out_per_cluster=_int(f"{where}.max_hosts_out_per_cluster",
-                                           spec.get("max_hosts_out_per_cluster"), nullable=True),
-            max_concurrent_per_cluster=_int(f"{where}.max_concurrent_per_cluster",
-                                            spec.get("max_concurrent_per_cluster"), nullable=True),
+            max_hosts_out_per_cluster=_int(
+                f"{where}.max_hosts_out_per_cluster", spec.get("max_hosts_out_per_cluster"), nullable=True
+            ),
+            max_concurrent_per_cluster=_int(
+                f"{where}.max_concurrent_per_cluster", spec.get("max_concurrent_per_cluster"), nullable=True
+            ),
             lease_seconds=_int(f"{where}.timeouts.lease", timeouts.get("lease"), minimum=10),
             step_timeout_seconds=_int(f"{where}.timeouts.step", timeouts.get("step")),
             job_timeout_seconds=_int(f"{where}.timeouts.job", timeouts.get("job")),
@@ -196,8 +216,10 @@ def safety_sql(policies: dict[str, SafetyPolicy] | None = None) -> str:
     policies = policies or load_safety()
     rows = ",\n  ".join("(" + ", ".join(_sql_literal(v) for v in p.row()) + ")" for p in policies.values())
     updates = ", ".join(f"{c} = excluded.{c}" for c in SAFETY_COLUMNS[1:])
-    return (f"insert into public.safety_policies ({', '.join(SAFETY_COLUMNS)})\nvalues\n  {rows}\n"
-            f"on conflict (job_type) do update set {updates};\n")
+    return (
+        f"insert into public.safety_policies ({', '.join(SAFETY_COLUMNS)})\nvalues\n  {rows}\n"
+        f"on conflict (job_type) do update set {updates};\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -106,8 +106,9 @@ class _Spawner:
             # after a fork() the thread does not exist in the child process: start another
             if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
                 self._queue = queue.SimpleQueue()
-                self._thread = threading.Thread(target=self._loop, args=(self._queue,),
-                                                name="devstack-spawner", daemon=True)
+                self._thread = threading.Thread(
+                    target=self._loop, args=(self._queue,), name="devstack-spawner", daemon=True
+                )
                 self._pid = os.getpid()
                 self._thread.start()
             q = self._queue
@@ -130,9 +131,16 @@ class _Spawner:
 _SPAWNER = _Spawner()
 
 
-def spawn(argv: list[str], *, die_with_parent: bool = True, death_signal: int = signal.SIGTERM,
-          owner: str | None = None, new_session: bool = True, env: dict[str, str] | None = None,
-          **popen_kw: Any) -> subprocess.Popen:
+def spawn(
+    argv: list[str],
+    *,
+    die_with_parent: bool = True,
+    death_signal: int = signal.SIGTERM,
+    owner: str | None = None,
+    new_session: bool = True,
+    env: dict[str, str] | None = None,
+    **popen_kw: Any,
+) -> subprocess.Popen:
     """``subprocess.Popen(argv, ...)`` the devstack way.
 
     * ``die_with_parent``: the child gets ``death_signal`` when this process dies (see the
@@ -179,7 +187,7 @@ def _stat(pid: int) -> list[str] | None:
     raw = _read(f"/proc/{pid}/stat")
     if raw is None:
         return None
-    return raw[raw.rfind(b")") + 2:].decode().split()
+    return raw[raw.rfind(b")") + 2 :].decode().split()
 
 
 def is_alive(pid: int) -> bool:
@@ -329,19 +337,43 @@ class Watchdog:
     """Runs ``action`` (an argv) when the process that created this object dies before
     calling ``release()``. See the module's notes (2)."""
 
-    def __init__(self, action: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None,
-                 log: Path | None = None, timeout: float = WATCHDOG_ACTION_TIMEOUT_S):
+    def __init__(
+        self,
+        action: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        log: Path | None = None,
+        timeout: float = WATCHDOG_ACTION_TIMEOUT_S,
+    ):
         r, w = os.pipe()  # both ends non-inheritable: only the watchdog gets the read end
         out: Any = subprocess.DEVNULL
         try:
             if log is not None:
                 log.parent.mkdir(parents=True, exist_ok=True)
                 out = open(log, "ab")  # noqa: SIM115 - handed to the child
-            self.proc = spawn([sys.executable, "-m", "devstack.proc", "watchdog", "--fd", str(r),
-                               "--timeout", str(timeout), "--", *action],
-                              die_with_parent=False, owner="", env=dict(env if env is not None else os.environ),
-                              pass_fds=(r,), cwd=cwd or ROOT, stdin=subprocess.DEVNULL, stdout=out,
-                              stderr=subprocess.STDOUT)
+            self.proc = spawn(
+                [
+                    sys.executable,
+                    "-m",
+                    "devstack.proc",
+                    "watchdog",
+                    "--fd",
+                    str(r),
+                    "--timeout",
+                    str(timeout),
+                    "--",
+                    *action,
+                ],
+                die_with_parent=False,
+                owner="",
+                env=dict(env if env is not None else os.environ),
+                pass_fds=(r,),
+                cwd=cwd or ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         except BaseException:
             os.close(w)
             raise

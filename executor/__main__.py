@@ -65,7 +65,9 @@ def _settings_error(exc: ValidationError, env_file: str | None) -> str:
 
 def _load(env_file: str | None) -> ExecutorSettings:
     if env_file is not None and not Path(env_file).is_file():
-        raise ConfigurationError(f"--env-file {env_file}: no such file (the settings would silently be missing)")
+        raise ConfigurationError(
+            f"--env-file {env_file}: no such file (the settings would silently be missing)"
+        )
     try:
         return load_settings(env_file)
     except ValidationError as exc:
@@ -74,7 +76,9 @@ def _load(env_file: str | None) -> ExecutorSettings:
         raise ConfigurationError(f"--env-file {env_file}: cannot read it ({exc.strerror})") from None
 
 
-def check_config(settings: ExecutorSettings, env_file: str | None = None, *, online: bool = False) -> CheckReport:
+def check_config(
+    settings: ExecutorSettings, env_file: str | None = None, *, online: bool = False
+) -> CheckReport:
     """What start needs: local checks, and with ``online`` the control plane (read only)."""
     report = CheckReport()
     report.add("settings", True, "every setting valid")
@@ -93,13 +97,24 @@ def check_config(settings: ExecutorSettings, env_file: str | None = None, *, onl
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m executor", description="rackpilot executor")
     ap.add_argument("--env-file", help="read settings from this file too (environment wins); must exist")
-    ap.add_argument("--check-config", action="store_true", help="check what start needs and exit (JSON report)")
-    ap.add_argument("--online", action="store_true",
-                    help="with --check-config: also the control plane, the key's role, the site and the identity")
-    ap.add_argument("--show-public-key", action="store_true",
-                    help="print this host's public key and key id (created when absent); registers nothing")
-    ap.add_argument("--verify-audit", action="store_true",
-                    help="check the audit chain against this executor's signed anchors; exit 1 if it was altered")
+    ap.add_argument(
+        "--check-config", action="store_true", help="check what start needs and exit (JSON report)"
+    )
+    ap.add_argument(
+        "--online",
+        action="store_true",
+        help="with --check-config: also the control plane, the key's role, the site and the identity",
+    )
+    ap.add_argument(
+        "--show-public-key",
+        action="store_true",
+        help="print this host's public key and key id (created when absent); registers nothing",
+    )
+    ap.add_argument(
+        "--verify-audit",
+        action="store_true",
+        help="check the audit chain against this executor's signed anchors; exit 1 if it was altered",
+    )
     args = ap.parse_args(argv)
     if args.online and not args.check_config:
         ap.error("--online goes with --check-config")
@@ -112,8 +127,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.check_config:
         report = check_config(settings, args.env_file, online=args.online)
         summary = settings.model_dump(mode="json", exclude={"supabase_key", "smtp_password"})
-        print(json.dumps({"ok": report.ok, "online": args.online, "checks": report.checks,
-                          "warnings": report.warnings, "settings": summary}, sort_keys=True))
+        print(
+            json.dumps(
+                {
+                    "ok": report.ok,
+                    "online": args.online,
+                    "checks": report.checks,
+                    "warnings": report.warnings,
+                    "settings": summary,
+                },
+                sort_keys=True,
+            )
+        )
         if not report.ok:
             print("configuration problems:\n  " + "\n  ".join(report.problems), file=sys.stderr)
             return EXIT_CONFIG
@@ -127,8 +152,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: RACKPILOT_PRIVATE_KEY_PATH: {exc}", file=sys.stderr)
             return EXIT_CONFIG
         if args.show_public_key:
-            print(json.dumps({"public_key": keys.public_b64, "key_id": keys.kid, "path": str(settings.key_path),
-                              "registered": "not by this command: the executor registers it at start"}))
+            print(
+                json.dumps(
+                    {
+                        "public_key": keys.public_b64,
+                        "key_id": keys.kid,
+                        "path": str(settings.key_path),
+                        "registered": "not by this command: the executor registers it at start",
+                    }
+                )
+            )
             return EXIT_OK
         return verify_audit(settings)
     return run(settings)
@@ -168,8 +201,10 @@ def _run(settings: ExecutorSettings) -> int:
             print(f"error: RACKPILOT_PRIVATE_KEY_PATH: {exc}", file=sys.stderr)
             return EXIT_CONFIG
         if created:
-            log.info("generated a new key pair (an identity bound to another key will refuse it)",
-                     extra={"kid": keys.kid, "path": str(settings.key_path)})
+            log.info(
+                "generated a new key pair (an identity bound to another key will refuse it)",
+                extra={"kid": keys.kid, "path": str(settings.key_path)},
+            )
 
         from .runner import Executor
 

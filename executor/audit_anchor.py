@@ -64,8 +64,11 @@ class Anchor:
     heads: dict[int, tuple[int, str]]  # lane -> (id, hash)
 
     def body(self) -> dict[str, Any]:
-        return {"at": self.at, "executor": self.executor,
-                "heads": [{"lane": lane, "id": i, "hash": h} for lane, (i, h) in sorted(self.heads.items())]}
+        return {
+            "at": self.at,
+            "executor": self.executor,
+            "heads": [{"lane": lane, "id": i, "hash": h} for lane, (i, h) in sorted(self.heads.items())],
+        }
 
 
 class AnchorStore:
@@ -91,8 +94,9 @@ class AnchorStore:
             return loaded
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         key = Ed25519PrivateKey.generate()
-        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
         fd = os.open(self.key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(pem)
@@ -142,8 +146,10 @@ class AnchorStore:
                 pub.verify(base64.b64decode(record["signature"]), _canonical(body))
                 heads = {int(h["lane"]): (int(h["id"]), str(h["hash"])) for h in body["heads"]}
             except InvalidSignature:
-                raise AnchorError(f"{self.path}:{n}: the anchor's signature does not verify with this executor's "
-                                  "key (the file was edited, or comes from another executor)") from None
+                raise AnchorError(
+                    f"{self.path}:{n}: the anchor's signature does not verify with this executor's "
+                    "key (the file was edited, or comes from another executor)"
+                ) from None
             except (ValueError, KeyError, TypeError) as exc:
                 raise AnchorError(f"{self.path}:{n}: not an anchor record ({type(exc).__name__})") from None
             out.append(Anchor(body["at"], body["executor"], heads))
@@ -169,7 +175,9 @@ async def anchor_once(control: Any, store: AnchorStore) -> Anchor | None:
         return None
     anchor = Anchor(dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), store.executor, heads)
     store.append(anchor)
-    log.info("audit chain anchored", extra={"lanes": len(heads), "newest_id": max(i for i, _ in heads.values())})
+    log.info(
+        "audit chain anchored", extra={"lanes": len(heads), "newest_id": max(i for i, _ in heads.values())}
+    )
     return anchor
 
 
@@ -186,23 +194,28 @@ async def verify(control: Any, store: AnchorStore) -> dict[str, Any]:
         for a in anchors:
             for lane, (i, h) in a.heads.items():
                 wanted[i] = (lane, h, a.at)
-        rows = {int(r["id"]): r for r in await control.call("audit_rows_at", {"p_ids": sorted(wanted)},
-                                                             retry=False) or []}
+        rows = {
+            int(r["id"]): r
+            for r in await control.call("audit_rows_at", {"p_ids": sorted(wanted)}, retry=False) or []
+        }
         for i, (lane, h, at) in sorted(wanted.items()):
             row = rows.get(i)
             if row is None:
                 problems.append(f"lane {lane}: row {i}, anchored at {at}, is gone (rows were deleted)")
             elif int(row["lane"]) != lane or row["hash"] != h:
-                problems.append(f"lane {lane}: row {i} no longer has the hash anchored at {at} (the lane was "
-                                "rewritten)")
+                problems.append(
+                    f"lane {lane}: row {i} no longer has the hash anchored at {at} (the lane was rewritten)"
+                )
             elif row["recomputed"] != row["hash"]:
                 problems.append(f"lane {lane}: row {i}'s contents no longer match its hash")
         latest = anchors[-1]
         for lane, (i, _h) in sorted(latest.heads.items()):
             now = heads_now.get(lane)
             if now is None or now[0] < i:
-                problems.append(f"lane {lane}: its newest row ({now[0] if now else 'none'}) is older than the "
-                                f"anchored head {i} (rows at the end of the lane were deleted)")
+                problems.append(
+                    f"lane {lane}: its newest row ({now[0] if now else 'none'}) is older than the "
+                    f"anchored head {i} (rows at the end of the lane were deleted)"
+                )
     return {
         "ok": not problems,
         "problems": problems,

@@ -86,7 +86,9 @@ def _host(text: Any) -> str:
     except ValueError:
         return h
     # "10.1.2.7." is a DNS name to the resolver (looked up, not parsed): it must not match 10.1.2.7
-    raise EndpointSpecError(f"endpoint host {text!r} is an IP address with a trailing dot, which is looked up in DNS")
+    raise EndpointSpecError(
+        f"endpoint host {text!r} is an IP address with a trailing dot, which is looked up in DNS"
+    )
 
 
 def _is_loopback(host: str) -> bool:
@@ -109,13 +111,19 @@ def trust_of(scheme: str, tls: Mapping[str, Any] | None) -> str:
         if tls:
             raise EndpointSpecError(f"unknown ssh trust settings {sorted(tls)}")
         if bool(known) == bool(insecure):
-            raise EndpointSpecError("an ssh endpoint needs known_hosts or insecure_host_key=true (exactly one)")
+            raise EndpointSpecError(
+                "an ssh endpoint needs known_hosts or insecure_host_key=true (exactly one)"
+            )
         if known:
             if not isinstance(known, str):
                 raise EndpointSpecError("known_hosts must be a path")
             return f"known_hosts:{known}"
         return "insecure-host-key"
-    ca, insecure, plain = tls.pop("ca_bundle", None), tls.pop("insecure", False), tls.pop("allow_plain_http", False)
+    ca, insecure, plain = (
+        tls.pop("ca_bundle", None),
+        tls.pop("insecure", False),
+        tls.pop("allow_plain_http", False),
+    )
     if tls:
         raise EndpointSpecError(f"unknown TLS settings {sorted(tls)}")
     if scheme == "http":
@@ -191,8 +199,12 @@ def trust_tls(trust: str) -> dict[str, Any]:
         return {"ca_bundle": trust.split(":", 1)[1]}
     if trust.startswith("known_hosts:"):
         return {"known_hosts": trust.split(":", 1)[1]}
-    return {"system": {}, "insecure": {"insecure": True}, "plain-http": {"allow_plain_http": True},
-            "insecure-host-key": {"insecure_host_key": True}}[trust]
+    return {
+        "system": {},
+        "insecure": {"insecure": True},
+        "plain-http": {"allow_plain_http": True},
+        "insecure-host-key": {"insecure_host_key": True},
+    }[trust]
 
 
 def _netloc(host: str, port: int) -> str:
@@ -210,8 +222,15 @@ class Target:
     name: str = ""
 
     @classmethod
-    def of(cls, address: str, tls: Mapping[str, Any] | None = None, *, scheme: str | None = None,
-           port: int | None = None, name: str = "") -> Target:
+    def of(
+        cls,
+        address: str,
+        tls: Mapping[str, Any] | None = None,
+        *,
+        scheme: str | None = None,
+        port: int | None = None,
+        name: str = "",
+    ) -> Target:
         """From an inventory address (``host``, ``host:port`` or a URL) and its TLS choice.
         ``scheme`` is the default when the address names none (https)."""
         text = str(address).strip()
@@ -219,7 +238,9 @@ class Target:
             # urlsplit and the HTTP clients disagree about such addresses (urllib3 reads
             # "https://evil\\@10.1.2.7" as host evil, urlsplit as 10.1.2.7): the check must
             # be about the host the connection will really reach
-            raise EndpointSpecError(f"{address!r}: an address holds no spaces, control characters or backslashes")
+            raise EndpointSpecError(
+                f"{address!r}: an address holds no spaces, control characters or backslashes"
+            )
         if "://" not in text:
             text = f"{scheme or 'https'}://{text}"
         parts = urlsplit(text)
@@ -227,8 +248,10 @@ class Target:
         if sch not in DEFAULT_PORTS or not parts.hostname:
             raise EndpointSpecError(f"cannot tell scheme, host and port of {address!r}")
         if "@" in parts.netloc or not set(parts.netloc) <= _NETLOC_CHARS:
-            raise EndpointSpecError(f"{address!r}: an address is scheme://host[:port]; user info and escapes "
-                                    f"are refused (a client could read another host from them)")
+            raise EndpointSpecError(
+                f"{address!r}: an address is scheme://host[:port]; user info and escapes "
+                f"are refused (a client could read another host from them)"
+            )
         try:
             p = parts.port
         except ValueError:
@@ -256,7 +279,9 @@ class Credential:
     _secret: Mapping[str, str] = field(repr=False)
 
     @classmethod
-    def from_plaintext(cls, credential_id: str, plain: Mapping[str, Any], *, username: str = "") -> Credential:
+    def from_plaintext(
+        cls, credential_id: str, plain: Mapping[str, Any], *, username: str = ""
+    ) -> Credential:
         raw = plain.get("endpoints", [])
         if not isinstance(raw, list) or len(raw) > MAX_ENDPOINTS:
             raise EndpointSpecError(f"endpoints must be a list of at most {MAX_ENDPOINTS} entries")
@@ -278,16 +303,19 @@ class Credential:
         if not self.endpoints:
             raise EndpointNotAllowed(
                 f"credential {self.credential_id} was sealed without endpoints, so it is presented nowhere; "
-                f"not sending it to {who}{target.describe()} (an admin reseals it naming its endpoints)")
-        near = [e for e in self.endpoints
-                if e.allows(Target(e.scheme, target.host, e.port, e.trust))]  # same host, other port/scheme/trust
+                f"not sending it to {who}{target.describe()} (an admin reseals it naming its endpoints)"
+            )
+        near = [
+            e for e in self.endpoints if e.allows(Target(e.scheme, target.host, e.port, e.trust))
+        ]  # same host, other port/scheme/trust
         shown = near or list(self.endpoints)
         listed = ", ".join(e.describe() for e in shown[:3]) + (" ..." if len(shown) > 3 else "")
         raise EndpointNotAllowed(
             f"credential {self.credential_id} may not be presented to {who}{target.describe()}: it is not among "
             f"the {len(self.endpoints)} endpoint(s) sealed with it ({'sealed for this host: ' if near else 'e.g. '}"
             f"{listed}); nothing was sent. An admin reseals the credential naming this endpoint, or restores "
-            f"the target's address and TLS settings")
+            f"the target's address and TLS settings"
+        )
 
     def release(self, target: Target) -> dict[str, str]:
         """The secret fields, for ``target`` only; raises EndpointNotAllowed otherwise."""

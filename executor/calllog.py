@@ -106,15 +106,31 @@ class CallLog:
         self.dropped = 0
         self.recorded = 0
 
-    def record(self, *, target: str, protocol: str, method: str, url: str, status: int | None, seconds: float,
-               error: str | None = None, response_body: Any = None, request_body: Any = None) -> None:
+    def record(
+        self,
+        *,
+        target: str,
+        protocol: str,
+        method: str,
+        url: str,
+        status: int | None,
+        seconds: float,
+        error: str | None = None,
+        response_body: Any = None,
+        request_body: Any = None,
+    ) -> None:
         job = job_id_var.get()
         if job is None:
             return  # not a job's call (a check, a test tool): nothing to attach it to
         path = urlsplit(url).path or url
         entry: dict[str, Any] = {
-            "job_id": job, "step": step_var.get(), "target": target[:300], "protocol": protocol,
-            "method": method.upper()[:7], "path": path[:1000], "status": status,
+            "job_id": job,
+            "step": step_var.get(),
+            "target": target[:300],
+            "protocol": protocol,
+            "method": method.upper()[:7],
+            "path": path[:1000],
+            "status": status,
             "duration_ms": max(0, int(seconds * 1000)),
             "at": dt.datetime.now(dt.UTC).isoformat(),
         }
@@ -154,7 +170,9 @@ class CallLog:
             if not batch:
                 return done
             try:
-                await control.call("executor_record_bmc_calls", {"p_executor_id": executor_id, "p_calls": batch})
+                await control.call(
+                    "executor_record_bmc_calls", {"p_executor_id": executor_id, "p_calls": batch}
+                )
             except asyncio.CancelledError:
                 self.put_back(batch)  # stopping: the final flush writes them
                 raise
@@ -164,7 +182,9 @@ class CallLog:
                 return done
             done += len(batch)
 
-    async def flush_loop(self, control: Any, executor_id: str, stop: asyncio.Event, interval: float = 0.5) -> None:
+    async def flush_loop(
+        self, control: Any, executor_id: str, stop: asyncio.Event, interval: float = 0.5
+    ) -> None:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval)
@@ -193,12 +213,27 @@ def attach_requests(session: Any, target: str, protocol: str = "redfish") -> Non
         try:
             r = inner(method, url, *args, **kw)
         except Exception as exc:
-            CALLS.record(target=target, protocol=protocol, method=method, url=url, status=None,
-                         seconds=time.monotonic() - t0, error=type(exc).__name__, request_body=body)
+            CALLS.record(
+                target=target,
+                protocol=protocol,
+                method=method,
+                url=url,
+                status=None,
+                seconds=time.monotonic() - t0,
+                error=type(exc).__name__,
+                request_body=body,
+            )
             raise
-        CALLS.record(target=target, protocol=protocol, method=method, url=url, status=r.status_code,
-                     seconds=time.monotonic() - t0,
-                     response_body=_json_or_none(r) if r.status_code >= 400 else None, request_body=body)
+        CALLS.record(
+            target=target,
+            protocol=protocol,
+            method=method,
+            url=url,
+            status=r.status_code,
+            seconds=time.monotonic() - t0,
+            response_body=_json_or_none(r) if r.status_code >= 400 else None,
+            request_body=body,
+        )
         return r
 
     request._rackpilot_logged = True  # type: ignore[attr-defined]
@@ -222,8 +257,15 @@ def httpx_hooks(target: str, protocol: str = "ome") -> dict[str, list[Any]]:
         content = None
         with contextlib.suppress(Exception):
             content = req.content
-        CALLS.record(target=target, protocol=protocol, method=req.method, url=str(req.url),
-                     status=response.status_code, seconds=time.monotonic() - t0, response_body=body,
-                     request_body=content)
+        CALLS.record(
+            target=target,
+            protocol=protocol,
+            method=req.method,
+            url=str(req.url),
+            status=response.status_code,
+            seconds=time.monotonic() - t0,
+            response_body=body,
+            request_body=content,
+        )
 
     return {"request": [on_request], "response": [on_response]}

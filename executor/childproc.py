@@ -70,8 +70,9 @@ class _Forker:
         with self._lock:
             if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
                 self._q = queue.SimpleQueue()
-                self._thread = threading.Thread(target=self._loop, args=(self._q,), name="rackpilot-forker",
-                                                daemon=True)
+                self._thread = threading.Thread(
+                    target=self._loop, args=(self._q,), name="rackpilot-forker", daemon=True
+                )
                 self._pid = os.getpid()
                 self._thread.start()
             q = self._q

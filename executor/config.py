@@ -70,8 +70,9 @@ MIN_POLICY_LEASE_S = 30
 
 
 class ExecutorSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="RACKPILOT_", extra="ignore", env_file=None,
-                                      validate_default=True)
+    model_config = SettingsConfigDict(
+        env_prefix="RACKPILOT_", extra="ignore", env_file=None, validate_default=True
+    )
 
     supabase_url: str = Field(description="control plane base URL")
     supabase_key: SecretStr = Field(description="service-role key")

@@ -107,15 +107,24 @@ class LatencyWindow:
         s = sorted(self.samples)
         if not s:
             return {"api_calls": 0, "api_errors": self.errors}
-        return {"api_calls": len(s), "api_errors": self.errors, "api_p50_ms": round(s[len(s) // 2] * 1000, 2),
-                "api_p95_ms": round(s[min(len(s) - 1, int(len(s) * 0.95))] * 1000, 2)}
+        return {
+            "api_calls": len(s),
+            "api_errors": self.errors,
+            "api_p50_ms": round(s[len(s) // 2] * 1000, 2),
+            "api_p95_ms": round(s[min(len(s) - 1, int(len(s) * 0.95))] * 1000, 2),
+        }
 
 
 class ControlPlane:
     """supabase-py client wrapper with retries, per-job ordering and fencing."""
 
-    def __init__(self, settings: ExecutorSettings, *, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 key_id: str | None = None):
+    def __init__(
+        self,
+        settings: ExecutorSettings,
+        *,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        key_id: str | None = None,
+    ):
         self.settings = settings
         # sent on every request, so the control plane refuses a process whose key no longer
         # holds the identity (executor_replaced); on_replaced hears of it once
@@ -131,6 +140,7 @@ class ControlPlane:
 
     async def start(self) -> AsyncClient:
         if self.client is None:
+
             async def _timed_req(request: httpx.Request) -> None:
                 request.extensions["rackpilot_t0"] = time.perf_counter()
 
@@ -139,14 +149,21 @@ class ControlPlane:
                 if t0 is not None:
                     self.latency.add(time.perf_counter() - t0)
 
-            self._http = httpx.AsyncClient(timeout=self.settings.control_timeout,
-                                           event_hooks={"request": [_timed_req], "response": [_timed_resp]})
-            options = AsyncClientOptions(httpx_client=self._http, postgrest_client_timeout=self.settings.control_timeout,
-                                         auto_refresh_token=False, persist_session=False)
+            self._http = httpx.AsyncClient(
+                timeout=self.settings.control_timeout,
+                event_hooks={"request": [_timed_req], "response": [_timed_resp]},
+            )
+            options = AsyncClientOptions(
+                httpx_client=self._http,
+                postgrest_client_timeout=self.settings.control_timeout,
+                auto_refresh_token=False,
+                persist_session=False,
+            )
             if self.key_id:
                 options.headers = {**options.headers, KEY_ID_HEADER: self.key_id}
-            self.client = await acreate_client(self.settings.supabase_url,
-                                               self.settings.supabase_key.get_secret_value(), options)
+            self.client = await acreate_client(
+                self.settings.supabase_url, self.settings.supabase_key.get_secret_value(), options
+            )
         return self.client
 
     async def close(self) -> None:
@@ -183,10 +200,19 @@ class ControlPlane:
         if message.startswith(REPLACED_PREFIX) and self.on_replaced is not None:
             self.on_replaced(message)
         hint = getattr(exc, "hint", None)
-        return Rejected(what, getattr(exc, "code", None), message, SECRETS.redact(hint) if isinstance(hint, str) else None)
+        return Rejected(
+            what, getattr(exc, "code", None), message, SECRETS.redact(hint) if isinstance(hint, str) else None
+        )
 
-    async def call(self, fn: str, params: dict[str, Any], *, retry: bool = True,
-                   until: asyncio.Event | None = None, log_every: bool = False) -> Any:
+    async def call(
+        self,
+        fn: str,
+        params: dict[str, Any],
+        *,
+        retry: bool = True,
+        until: asyncio.Event | None = None,
+        log_every: bool = False,
+    ) -> Any:
         """Call rpc ``fn``; retry transient failures until success (or ``until``/stop is set).
         Retry lines name the URL and the error; ``log_every`` logs every retry (start-up),
         otherwise the 1st, 5th and every 20th."""
@@ -207,12 +233,19 @@ class ControlPlane:
                     raise Unavailable(f"{fn}: {type(exc).__name__}") from None
                 stop = until if until is not None else self.stopping
                 if stop.is_set():
-                    raise Unavailable(f"{fn}: gave up after {attempt} attempt(s), executor stopping") from None
+                    raise Unavailable(
+                        f"{fn}: gave up after {attempt} attempt(s), executor stopping"
+                    ) from None
                 pause = random.uniform(delay / 2, delay)
                 if log_every or attempt in (1, 5) or attempt % 20 == 0:
-                    log.warning("control plane call %s to %s failed (%s), retrying in %.1fs", fn, self.rpc_url(fn),
-                                SECRETS.redact(f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}"),
-                                pause, extra={"attempt": attempt, "url": self.rpc_url(fn)})
+                    log.warning(
+                        "control plane call %s to %s failed (%s), retrying in %.1fs",
+                        fn,
+                        self.rpc_url(fn),
+                        SECRETS.redact(f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}"),
+                        pause,
+                        extra={"attempt": attempt, "url": self.rpc_url(fn)},
+                    )
                 # Full jitter keeps several executors from hammering a recovering gateway together.
                 await self._sleep(pause)
                 delay = min(delay * 2, self.settings.control_retry_max)
@@ -222,7 +255,9 @@ class ControlPlane:
         async with self.job_lock(job_id):
             return await self.call(fn, params, **kw)
 
-    async def select(self, table: str, columns: str, *, retry: bool = True, **filters: Any) -> list[dict[str, Any]]:
+    async def select(
+        self, table: str, columns: str, *, retry: bool = True, **filters: Any
+    ) -> list[dict[str, Any]]:
         """A table read with ``eq``/``in`` filters, retried like a write (``retry=False``:
         :class:`Unavailable` at the first transient failure)."""
         delay = self.settings.control_retry_initial
@@ -230,7 +265,11 @@ class ControlPlane:
             client = await self.start()
             query = client.table(table).select(columns)
             for col, value in filters.items():
-                query = query.in_(col, list(value)) if isinstance(value, list | tuple | set) else query.eq(col, value)
+                query = (
+                    query.in_(col, list(value))
+                    if isinstance(value, list | tuple | set)
+                    else query.eq(col, value)
+                )
             try:
                 return list((await query.execute()).data or [])
             except (httpx.TransportError, APIError) as exc:
@@ -238,8 +277,10 @@ class ControlPlane:
                     raise self._rejected(f"select {table}", exc) from None
                 self.latency.errors += 1
                 if not retry:
-                    raise Unavailable(f"select {table}: {type(exc).__name__}: "
-                                      f"{SECRETS.redact(str(getattr(exc, 'message', None) or exc))}") from None
+                    raise Unavailable(
+                        f"select {table}: {type(exc).__name__}: "
+                        f"{SECRETS.redact(str(getattr(exc, 'message', None) or exc))}"
+                    ) from None
                 if self.stopping.is_set():
                     raise Unavailable(f"select {table}: executor stopping") from None
                 await self._sleep(random.uniform(delay / 2, delay))

@@ -94,7 +94,9 @@ PPOLICY_OID = "1.3.6.1.4.1.42.2.27.8.5.1"
 MAX_GROUPS = 1000  # groups read per user or members per group before reading stops
 MAX_NESTING = 16  # nested group levels followed
 MAX_ENVELOPE_BYTES = 16 * 1024
-MAX_CONCURRENT_BINDS = 8  # sign-ins bound at once; a flood of requests queues instead of hammering the directory
+MAX_CONCURRENT_BINDS = (
+    8  # sign-ins bound at once; a flood of requests queues instead of hammering the directory
+)
 
 
 class IdentityError(ExecutorError):
@@ -184,7 +186,9 @@ def answer_mac(keys: KeyPair, verifier_pk: str, request_id: str, answer: str) ->
     if len(peer) != 32:
         raise IdentityError("verifier key has the wrong length")
     shared = keys.private.exchange(X25519PublicKey.from_public_bytes(peer))
-    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=peer + keys.public_raw, info=ANSWER_INFO.encode()).derive(shared)
+    key = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=peer + keys.public_raw, info=ANSWER_INFO.encode()
+    ).derive(shared)
     return b64u(hmac.new(key, f"{ANSWER_INFO}|{request_id}|{answer}".encode(), hashlib.sha256).digest())
 
 
@@ -217,15 +221,28 @@ class Directory:
 
     def __init__(self, s: IdentitySettings):
         self.s = s
-        tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, version=ssl.PROTOCOL_TLS_CLIENT,
-                        ca_certs_file=str(s.ca_file) if s.ca_file else None)
+        tls = ldap3.Tls(
+            validate=ssl.CERT_REQUIRED,
+            version=ssl.PROTOCOL_TLS_CLIENT,
+            ca_certs_file=str(s.ca_file) if s.ca_file else None,
+        )
         self.servers: list[tuple[str, ldap3.Server]] = []
         for uri in s.uris:
             parts = urlsplit(uri)
             secure = parts.scheme == "ldaps"
-            self.servers.append((uri, ldap3.Server(parts.hostname, port=parts.port or (636 if secure else 389),
-                                                   use_ssl=secure, tls=tls, connect_timeout=s.connect_timeout,
-                                                   get_info=ldap3.NONE)))
+            self.servers.append(
+                (
+                    uri,
+                    ldap3.Server(
+                        parts.hostname,
+                        port=parts.port or (636 if secure else 389),
+                        use_ssl=secure,
+                        tls=tls,
+                        connect_timeout=s.connect_timeout,
+                        get_info=ldap3.NONE,
+                    ),
+                )
+            )
 
     def _bind(self, user: str, password: str) -> ldap3.Connection:
         """A bound connection to the first reachable server; DirectoryFailure otherwise."""
@@ -235,21 +252,37 @@ class Directory:
         last = "none tried"
         for uri, server in self.servers:
             # ldap3 packs receive_timeout into SO_RCVTIMEO as whole seconds (a float raises struct.error)
-            conn = ldap3.Connection(server, user=user, password=password, receive_timeout=max(1, round(self.s.op_timeout)),
-                                    read_only=True, raise_exceptions=False, auto_referrals=False)
+            conn = ldap3.Connection(
+                server,
+                user=user,
+                password=password,
+                receive_timeout=max(1, round(self.s.op_timeout)),
+                read_only=True,
+                raise_exceptions=False,
+                auto_referrals=False,
+            )
             try:
                 conn.open()
                 if not server.ssl:
                     if not self.s.starttls:
-                        raise DirectoryFailure("directory_error", "refusing a plain LDAP bind: use ldaps:// or starttls")
+                        raise DirectoryFailure(
+                            "directory_error", "refusing a plain LDAP bind: use ldaps:// or starttls"
+                        )
                     if not conn.start_tls():
                         raise ldap_exc.LDAPStartTLSError("StartTLS refused")
                 ok = conn.bind(controls=[(PPOLICY_OID, False, None)])
             except DirectoryFailure:
                 conn.unbind()
                 raise
-            except (ldap_exc.LDAPSocketOpenError, ldap_exc.LDAPSocketReceiveError, ldap_exc.LDAPSocketSendError,
-                    ldap_exc.LDAPStartTLSError, ldap_exc.LDAPSessionTerminatedByServerError, OSError, ssl.SSLError) as exc:
+            except (
+                ldap_exc.LDAPSocketOpenError,
+                ldap_exc.LDAPSocketReceiveError,
+                ldap_exc.LDAPSocketSendError,
+                ldap_exc.LDAPStartTLSError,
+                ldap_exc.LDAPSessionTerminatedByServerError,
+                OSError,
+                ssl.SSLError,
+            ) as exc:
                 last = f"{uri}: {type(exc).__name__}"
                 with contextlib.suppress(Exception):
                     conn.unbind()
@@ -266,18 +299,33 @@ class Directory:
             raise DirectoryFailure("directory_error", f"bind refused ({result.get('description')})")
         raise DirectoryFailure("directory_unreachable", f"no directory server could be reached ({last})")
 
-    def _search(self, conn: ldap3.Connection, base: str, flt: str, attrs: list[str], scope: Any = ldap3.SUBTREE,
-                limit: int = MAX_GROUPS) -> list[dict[str, Any]]:
+    def _search(
+        self,
+        conn: ldap3.Connection,
+        base: str,
+        flt: str,
+        attrs: list[str],
+        scope: Any = ldap3.SUBTREE,
+        limit: int = MAX_GROUPS,
+    ) -> list[dict[str, Any]]:
         ok = conn.search(base, flt, search_scope=scope, attributes=attrs, size_limit=limit)
         if not ok and (conn.result or {}).get("result") not in (0, 4, 32):  # success, sizeLimit, noSuchObject
-            raise DirectoryFailure("directory_error", f"search refused ({(conn.result or {}).get('description')})")
-        return [{"dn": e["dn"], **e.get("attributes", {})} for e in (conn.response or []) if e.get("type") == "searchResEntry"]
+            raise DirectoryFailure(
+                "directory_error", f"search refused ({(conn.result or {}).get('description')})"
+            )
+        return [
+            {"dn": e["dn"], **e.get("attributes", {})}
+            for e in (conn.response or [])
+            if e.get("type") == "searchResEntry"
+        ]
 
     def _groups_of(self, conn: ldap3.Connection, dn: str, member_of: list[str]) -> list[str]:
         base = self.s.group_base_dn or self.s.base_dn
         seen: dict[str, str] = {}
         if self.s.nesting == "ad":
-            for e in self._search(conn, base, f"(member:1.2.840.113556.1.4.1941:={escape_filter_chars(dn)})", []):
+            for e in self._search(
+                conn, base, f"(member:1.2.840.113556.1.4.1941:={escape_filter_chars(dn)})", []
+            ):
                 seen.setdefault(e["dn"].lower(), e["dn"])
             return list(seen.values())
         for g in member_of:
@@ -300,13 +348,21 @@ class Directory:
         return list(seen.values())
 
     def sign_in(self, username: str, password: str) -> DirectoryUser:
-        if not isinstance(username, str) or not 1 <= len(username) <= 256 or any(ord(c) < 0x20 for c in username):
+        if (
+            not isinstance(username, str)
+            or not 1 <= len(username) <= 256
+            or any(ord(c) < 0x20 for c in username)
+        ):
             raise DirectoryFailure("invalid_credentials", "invalid username or password")
         conn = self._bind(self.s.bind_dn_template.replace("{username}", escape_rdn(username)), password)
         try:
-            entries = self._search(conn, self.s.base_dn,
-                                   self.s.user_filter.replace("{username}", escape_filter_chars(username)),
-                                   ["mail", "cn", "displayName", "memberOf"], limit=2)
+            entries = self._search(
+                conn,
+                self.s.base_dn,
+                self.s.user_filter.replace("{username}", escape_filter_chars(username)),
+                ["mail", "cn", "displayName", "memberOf"],
+                limit=2,
+            )
             if len(entries) != 1:
                 raise DirectoryFailure("user_not_found", "the directory has no single entry for this user")
             e = entries[0]
@@ -317,8 +373,13 @@ class Directory:
                 return str(v) if v else None
 
             groups = self._groups_of(conn, e["dn"], [str(g) for g in (e.get("memberOf") or [])])
-            return DirectoryUser(subject=e["dn"], username=username, email=first(e.get("mail")),
-                                 display_name=first(e.get("displayName")) or first(e.get("cn")), groups=groups)
+            return DirectoryUser(
+                subject=e["dn"],
+                username=username,
+                email=first(e.get("mail")),
+                display_name=first(e.get("displayName")) or first(e.get("cn")),
+                groups=groups,
+            )
         finally:
             with contextlib.suppress(Exception):
                 conn.unbind()
@@ -354,8 +415,14 @@ class Directory:
                 if g.lower() in seen:
                     continue
                 seen.add(g.lower())
-                found = self._search(conn, g, "(objectClass=*)", ["objectClass", "member", "uniqueMember"],
-                                     scope=ldap3.BASE, limit=1)
+                found = self._search(
+                    conn,
+                    g,
+                    "(objectClass=*)",
+                    ["objectClass", "member", "uniqueMember"],
+                    scope=ldap3.BASE,
+                    limit=1,
+                )
                 if not found:
                     raise DirectoryFailure("directory_error", f"mapped group {g} cannot be read")
                 for m in [*(found[0].get("member") or []), *(found[0].get("uniqueMember") or [])]:
@@ -397,11 +464,19 @@ class IdentityAgent:
         if not sites:
             raise IdentityError(f"unknown site {self.settings.site!r}")
         self.site_id = sites[0]["id"]
-        rows = (await client.table("executors").select("id").eq("site_id", self.site_id)
-                .eq("key_id", self.keys.kid).eq("status", "active").execute()).data
+        rows = (
+            await client.table("executors")
+            .select("id")
+            .eq("site_id", self.site_id)
+            .eq("key_id", self.keys.kid)
+            .eq("status", "active")
+            .execute()
+        ).data
         if not rows:
-            raise IdentityError(f"no active executor of site {self.settings.site} holds key {self.keys.kid}: "
-                                "start the executor first")
+            raise IdentityError(
+                f"no active executor of site {self.settings.site} holds key {self.keys.kid}: "
+                "start the executor first"
+            )
         self.executor_id = rows[0]["id"]
 
     async def handle(self, req: dict[str, Any]) -> None:
@@ -411,12 +486,20 @@ class IdentityAgent:
         self._busy.add(rid)
         t0 = time.perf_counter()
         try:
-            answer: dict[str, Any] = {"v": 1, "request_id": rid, "challenge": req["challenge"],
-                                      "site_id": str(req["site_id"]), "ok": False, "error": None}
+            answer: dict[str, Any] = {
+                "v": 1,
+                "request_id": rid,
+                "challenge": req["challenge"],
+                "site_id": str(req["site_id"]),
+                "ok": False,
+                "error": None,
+            }
             try:
                 secret = open_envelope(self.keys, req["envelope"] or "")
                 if not hmac.compare_digest(str(secret.get("challenge", "")), str(req["challenge"])):
-                    raise DirectoryFailure("stale_request", "the envelope was sealed for another sign-in request")
+                    raise DirectoryFailure(
+                        "stale_request", "the envelope was sealed for another sign-in request"
+                    )
                 username, password = secret.get("username"), secret.get("password")
                 if not isinstance(username, str) or not isinstance(password, str):
                     raise DirectoryFailure("bad_request", "the envelope holds no username and password")
@@ -424,8 +507,14 @@ class IdentityAgent:
                 async with self._binds:
                     user = await asyncio.to_thread(self.directory.sign_in, username, password)
                 del password
-                answer.update(ok=True, subject=user.subject, username=user.username, email=user.email,
-                              display_name=user.display_name, groups=user.groups)
+                answer.update(
+                    ok=True,
+                    subject=user.subject,
+                    username=user.username,
+                    email=user.email,
+                    display_name=user.display_name,
+                    groups=user.groups,
+                )
             except DirectoryFailure as exc:
                 answer["error"] = exc.code
             except (IdentityError, ValueError, KeyError) as exc:
@@ -433,12 +522,21 @@ class IdentityAgent:
                 answer["error"] = "bad_request"
             text = json.dumps(answer, separators=(",", ":"))
             mac = answer_mac(self.keys, req["verifier_pk"], rid, text)
-            await self.control.call("idm_answer_login", {"p_executor_id": self.executor_id, "p_request_id": rid,
-                                                         "p_answer": text, "p_mac": mac}, retry=False)
+            await self.control.call(
+                "idm_answer_login",
+                {"p_executor_id": self.executor_id, "p_request_id": rid, "p_answer": text, "p_mac": mac},
+                retry=False,
+            )
             self.answered += 1
-            log.info("directory sign-in answered", extra={"request_id": rid, "ok": answer["ok"],
-                                                          "error": answer["error"],
-                                                          "ms": round((time.perf_counter() - t0) * 1000, 1)})
+            log.info(
+                "directory sign-in answered",
+                extra={
+                    "request_id": rid,
+                    "ok": answer["ok"],
+                    "error": answer["error"],
+                    "ms": round((time.perf_counter() - t0) * 1000, 1),
+                },
+            )
         except Exception as exc:  # noqa: BLE001 - one request must not stop the agent
             # typically a second wake for a request already answered (Realtime and the poll both saw it)
             log.info("sign-in request %s not answered here: %s", rid, type(exc).__name__)
@@ -446,7 +544,10 @@ class IdentityAgent:
             self._busy.discard(rid)
 
     async def poll_once(self) -> int:
-        rows = await self.control.call("idm_pending_logins", {"p_executor_id": self.executor_id}, retry=False) or []
+        rows = (
+            await self.control.call("idm_pending_logins", {"p_executor_id": self.executor_id}, retry=False)
+            or []
+        )
         for r in rows:
             asyncio.create_task(self.handle(r))
         return len(rows)
@@ -462,8 +563,13 @@ class IdentityAgent:
             try:
                 client = await self.control.start()
                 channel = client.channel(f"rackpilot-identity-{self.executor_id}")
-                channel.on_postgres_changes("UPDATE", schema="public", table="idm_login_requests",
-                                            filter=f"executor_id=eq.{self.executor_id}", callback=self._on_change)
+                channel.on_postgres_changes(
+                    "UPDATE",
+                    schema="public",
+                    table="idm_login_requests",
+                    filter=f"executor_id=eq.{self.executor_id}",
+                    callback=self._on_change,
+                )
                 joined = asyncio.Event()
 
                 def on_state(state: Any, err: Exception | None, joined: asyncio.Event = joined) -> None:
@@ -501,8 +607,11 @@ class IdentityAgent:
         """One directory sync: bind with the sealed account, read the mapped groups, apply."""
         if not self.idm.bind_credential:
             raise IdentityError("RACKPILOT_IDM_BIND_CREDENTIAL names no ldap credential set: no sync")
-        rows = await self.control.call("idm_bind_credential", {"p_executor_id": self.executor_id,
-                                                               "p_name": self.idm.bind_credential}, retry=False)
+        rows = await self.control.call(
+            "idm_bind_credential",
+            {"p_executor_id": self.executor_id, "p_name": self.idm.bind_credential},
+            retry=False,
+        )
         if not rows:
             raise IdentityError("the bind credential has no envelope for this executor's key")
         secret = open_envelope(self.keys, rows[0]["sealed_secret"])
@@ -516,13 +625,22 @@ class IdentityAgent:
             hosts |= {urlsplit(str(e.get("url", e))).hostname or "" for e in endpoints}
             for uri in self.idm.uris:
                 if (urlsplit(uri).hostname or "").lower() not in hosts:
-                    raise IdentityError(f"the bind credential may not be presented to {uri} (not among its endpoints)")
+                    raise IdentityError(
+                        f"the bind credential may not be presented to {uri} (not among its endpoints)"
+                    )
         mapped = await self.control.call("idm_mapped_groups", {"p_site_id": self.site_id}, retry=False) or []
-        members = await asyncio.to_thread(self.directory.members, rows[0]["username"], password,
-                                          [(m["group_dn"], m["role"]) for m in mapped])
-        result = await self.control.call("idm_apply_sync", {"p_executor_id": self.executor_id, "p_members": members},
-                                         retry=False)
-        log.info("directory sync applied", extra={"groups": len(mapped), "members": len(members), **(result or {})})
+        members = await asyncio.to_thread(
+            self.directory.members,
+            rows[0]["username"],
+            password,
+            [(m["group_dn"], m["role"]) for m in mapped],
+        )
+        result = await self.control.call(
+            "idm_apply_sync", {"p_executor_id": self.executor_id, "p_members": members}, retry=False
+        )
+        log.info(
+            "directory sync applied", extra={"groups": len(mapped), "members": len(members), **(result or {})}
+        )
         return result or {}
 
     async def sync_loop(self) -> None:
@@ -532,7 +650,9 @@ class IdentityAgent:
             try:
                 await self.sync_once()
             except Exception as exc:  # noqa: BLE001 - the next period tries again
-                log.warning("directory sync skipped: %s: %s", type(exc).__name__, SECRETS.redact(str(exc))[:300])
+                log.warning(
+                    "directory sync skipped: %s: %s", type(exc).__name__, SECRETS.redact(str(exc))[:300]
+                )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), timeout=self.idm.sync_interval)
 
@@ -561,7 +681,10 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(settings.log_level, settings.log_file)
     if not settings.key_path.exists():
         # never a key of its own: it answers with the executor's registered key or not at all
-        print(f"{settings.key_path} does not exist: start the executor first (it creates the key)", file=sys.stderr)
+        print(
+            f"{settings.key_path} does not exist: start the executor first (it creates the key)",
+            file=sys.stderr,
+        )
         return 2
     keys, _created = load_or_create(settings.key_path)
     agent = IdentityAgent(settings, idm, keys)
@@ -573,6 +696,7 @@ def main(argv: list[str] | None = None) -> int:
             await agent.control.close()
             return 0
         import signal
+
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, agent.stop.set)

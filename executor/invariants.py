@@ -86,8 +86,12 @@ def _policy_max(query: Query, job_type: str) -> int:
     return int(rows[0]["max_hosts_out_per_cluster"] or 1) if rows else 1
 
 
-def hosts_out(query: Query, sampler: OutOfServiceSampler, clusters: dict[str, str],
-              preexisting: dict[str, int] | None = None) -> list[str]:
+def hosts_out(
+    query: Query,
+    sampler: OutOfServiceSampler,
+    clusters: dict[str, str],
+    preexisting: dict[str, int] | None = None,
+) -> list[str]:
     """``clusters``: lab cluster name -> job type that rolled it. Hosts already out before
     the job (``preexisting``) are added to the policy's allowance."""
     out = []
@@ -100,15 +104,19 @@ def hosts_out(query: Query, sampler: OutOfServiceSampler, clusters: dict[str, st
 
 
 def recorded_settings(query: Query, job_id: str) -> dict[str, Any] | None:
-    rows = query("select checkpoint from public.workflow_executions where job_id = %s "
-                 "and step_key = 'record_cluster_settings' and status = 'completed'", job_id)
+    rows = query(
+        "select checkpoint from public.workflow_executions where job_id = %s "
+        "and step_key = 'record_cluster_settings' and status = 'completed'",
+        job_id,
+    )
     if not rows or not rows[0]["checkpoint"]:
         return None
     return rows[0]["checkpoint"].get("recorded_settings")
 
 
-def settings_restored(query: Query, job_id: str, current: dict[str, Any],
-                      before: dict[str, Any] | None = None) -> list[str]:
+def settings_restored(
+    query: Query, job_id: str, current: dict[str, Any], before: dict[str, Any] | None = None
+) -> list[str]:
     """``current``: the cluster's settings read from vCenter now (``read_cluster_settings``);
     ``before``: read before the job, when the test has them. Only a job that has finished
     (completed, failed, cancelled) must have restored them."""
@@ -119,8 +127,10 @@ def settings_restored(query: Query, job_id: str, current: dict[str, Any],
     recorded = recorded_settings(query, job_id)
     for label, want in (("recorded by the job", recorded), ("read before the job", before)):
         if want is not None and want != current:
-            out.append(f"[2] job {job_id} ({job['status']}): cluster settings differ from those {label}: "
-                       f"now {current}, expected {want}")
+            out.append(
+                f"[2] job {job_id} ({job['status']}): cluster settings differ from those {label}: "
+                f"now {current}, expected {want}"
+            )
     return out
 
 
@@ -128,8 +138,11 @@ def blockers_respected(query: Query, job_id: str, seen_in_maintenance: Iterable[
     """A host with an open blocker of this job was never seen in maintenance, and no host
     named by a blocker entered maintenance before that blocker had a decision."""
     out = []
-    rows = query("select b.status, h.name as host from public.job_blockers b join public.esxi_hosts h "
-                 "on h.id = b.host_id where b.job_id = %s", job_id)
+    rows = query(
+        "select b.status, h.name as host from public.job_blockers b join public.esxi_hosts h "
+        "on h.id = b.host_id where b.job_id = %s",
+        job_id,
+    )
     seen = set(seen_in_maintenance)
     for r in rows:
         if r["status"] == "open" and r["host"] in seen:
@@ -146,22 +159,30 @@ def backup_before_flash(query: Query, flashes: dict[str, list[float]], servers: 
         if not times:
             continue
         first = min(times)
-        rows = query("select extract(epoch from created_at) as t from public.artifacts where server_id = %s "
-                     "and kind = 'scp_backup' order by created_at", servers[host])
+        rows = query(
+            "select extract(epoch from created_at) as t from public.artifacts where server_id = %s "
+            "and kind = 'scp_backup' order by created_at",
+            servers[host],
+        )
         before = [float(r["t"]) for r in rows if float(r["t"]) <= first]
         if not before:
-            out.append(f"[4] host {host}: firmware applied at {first:.3f} without an SCP backup stored before it")
+            out.append(
+                f"[4] host {host}: firmware applied at {first:.3f} without an SCP backup stored before it"
+            )
         elif first - max(before) > 86400:
             out.append(f"[4] host {host}: the last SCP backup before the flash is older than a day")
     return out
 
 
 def window_respected(query: Query, job_id: str) -> list[str]:
-    rows = query("""
+    rows = query(
+        """
         select j.id, j.started_at, p.requires_window, w.status as window_status, w.starts_at, w.ends_at
           from public.jobs j join public.safety_policies p on p.job_type = j.type
           left join public.maintenance_windows w on w.id = j.maintenance_window_id
-         where j.id = %s""", job_id)
+         where j.id = %s""",
+        job_id,
+    )
     r = rows[0]
     if not r["requires_window"] or r["started_at"] is None:
         return []
@@ -171,24 +192,35 @@ def window_respected(query: Query, job_id: str) -> list[str]:
 
 
 def non_resumable_once(query: Query, job_id: str) -> list[str]:
-    rows = query("select step_key, attempts from public.workflow_executions where job_id = %s "
-                 "and not resumable and attempts > 1", job_id)
+    rows = query(
+        "select step_key, attempts from public.workflow_executions where job_id = %s "
+        "and not resumable and attempts > 1",
+        job_id,
+    )
     return [f"[6] job {job_id}: non-resumable step {r['step_key']} ran {r['attempts']} times" for r in rows]
 
 
-def no_host_left_out(query: Query, job_id: str, in_maintenance_now: Iterable[str],
-                     preexisting: Iterable[str] = ()) -> list[str]:
+def no_host_left_out(
+    query: Query, job_id: str, in_maintenance_now: Iterable[str], preexisting: Iterable[str] = ()
+) -> list[str]:
     """Hosts of the job's cluster in maintenance now (minus those already there before
     the job) are allowed only while the job is paused and its tasks say so."""
     job = query("select status, pause_reason, cluster_id from public.jobs where id = %s", job_id)[0]
-    members = {r["name"] for r in query("select name from public.esxi_hosts where cluster_id = %s", job["cluster_id"])}
+    members = {
+        r["name"]
+        for r in query("select name from public.esxi_hosts where cluster_id = %s", job["cluster_id"])
+    }
     left = sorted((set(in_maintenance_now) & members) - set(preexisting))
     if not left:
         return []
     if job["status"] == "paused":
-        said = {r["target_name"] for r in query(
-            "select target_name from public.job_tasks where job_id = %s and (details->>'maintenance_by_job')::boolean",
-            job_id)}
+        said = {
+            r["target_name"]
+            for r in query(
+                "select target_name from public.job_tasks where job_id = %s and (details->>'maintenance_by_job')::boolean",
+                job_id,
+            )
+        }
         unsaid = [h for h in left if h not in said]
         return [f"[ops] job {job_id} is paused but does not say it holds {h} in maintenance" for h in unsaid]
     return [f"[ops] job {job_id} is {job['status']} and left {', '.join(left)} in maintenance"]

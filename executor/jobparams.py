@@ -80,8 +80,12 @@ def _target_list(kind: TargetKind, max_items: int, description: str) -> Any:
     return Annotated[
         list[UUID],
         AfterValidator(_unique),
-        Field(min_length=1, max_length=max_items, description=description,
-              json_schema_extra={"uniqueItems": True, "x-target": kind.value}),
+        Field(
+            min_length=1,
+            max_length=max_items,
+            description=description,
+            json_schema_extra={"uniqueItems": True, "x-target": kind.value},
+        ),
     ]
 
 
@@ -92,14 +96,18 @@ def _target_one(kind: TargetKind, description: str) -> Any:
 # http(s) URL without whitespace; the same regex in Python (pydantic) and JavaScript.
 # ASCII only, so that Python's and JavaScript's regex engines agree on every character
 # (their \s classes differ on U+0085 and U+FEFF); non-ASCII hosts go in as punycode.
-HttpUrlStr = Annotated[str, StringConstraints(pattern=r"^https?://[A-Za-z0-9._~%@:\[\]-]+(?:[/?#][!-~]*)?$",
-                                              max_length=2048)]
-Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", min_length=1, max_length=128)]
+HttpUrlStr = Annotated[
+    str, StringConstraints(pattern=r"^https?://[A-Za-z0-9._~%@:\[\]-]+(?:[/?#][!-~]*)?$", max_length=2048)
+]
+Name = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", min_length=1, max_length=128)
+]
 Version = Annotated[str, StringConstraints(pattern=r"^[0-9][0-9A-Za-z.+-]*$", min_length=1, max_length=64)]
 
 # a ZFS snapshot name component (executor/targets/zfs.py narrows ZFS's rules the same way)
-SnapshotPrefix = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9.:-]*$", min_length=1,
-                                                  max_length=64)]
+SnapshotPrefix = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9.:-]*$", min_length=1, max_length=64)
+]
 
 MAX_SERVERS_PER_JOB = 256  # targets one job may name (count)
 
@@ -120,11 +128,16 @@ class FirmwareSelection(BaseModel):
     refuses a selection with none of the three, so a stored job always has catalog_url."""
 
     model_config = ConfigDict(extra="forbid")
-    catalog_url: HttpUrlStr | None = Field(default=None, description="Dell repository catalog (Catalog.xml or .gz)")
+    catalog_url: HttpUrlStr | None = Field(
+        default=None, description="Dell repository catalog (Catalog.xml or .gz)"
+    )
     catalog_id: UUID | None = Field(default=None, description="a registered catalog of the job's site")
-    baseline_id: UUID | None = Field(default=None, description="a baseline of the job's site (catalog + components)")
-    components: list[Name] = Field(default=[], max_length=64,
-                                   description="component names to apply; empty = every applicable update")
+    baseline_id: UUID | None = Field(
+        default=None, description="a baseline of the job's site (catalog + components)"
+    )
+    components: list[Name] = Field(
+        default=[], max_length=64, description="component names to apply; empty = every applicable update"
+    )
     allow_downgrade: bool = False
 
 
@@ -145,18 +158,28 @@ class RollingClusterUpdateParams(_Params):
     """Update every host of a cluster a few at a time: evacuate, back up, flash, reboot."""
 
     cluster_id: _target_one(TargetKind.CLUSTER, "the vCenter cluster to update")
-    host_ids: Annotated[list[UUID], AfterValidator(_unique), Field(
-        default=[], max_length=MAX_SERVERS_PER_JOB,
-        description="hosts of the cluster to update, in order; empty = every host of the cluster",
-        json_schema_extra={"uniqueItems": True, "x-target": TargetKind.HOST.value})]
+    host_ids: Annotated[
+        list[UUID],
+        AfterValidator(_unique),
+        Field(
+            default=[],
+            max_length=MAX_SERVERS_PER_JOB,
+            description="hosts of the cluster to update, in order; empty = every host of the cluster",
+            json_schema_extra={"uniqueItems": True, "x-target": TargetKind.HOST.value},
+        ),
+    ]
     firmware: FirmwareSelection
     esxi: EsxiImage | None = Field(default=None, description="also upgrade ESXi during the same host reboot")
-    max_parallel_hosts: int = Field(default=1, ge=1, le=16,
-                                    description="hosts out of service at once (capped by safety.yaml)")
-    failure_budget: int = Field(default=0, ge=0, le=64,
-                                description="failed hosts tolerated before the rollout stops")
+    max_parallel_hosts: int = Field(
+        default=1, ge=1, le=16, description="hosts out of service at once (capped by safety.yaml)"
+    )
+    failure_budget: int = Field(
+        default=0, ge=0, le=64, description="failed hosts tolerated before the rollout stops"
+    )
     blocker_default: BlockerDefault = BlockerDefault.ASK
-    vmotion_timeout_s: int = Field(default=1800, ge=60, le=86400, description="per-host evacuation budget (s)")
+    vmotion_timeout_s: int = Field(
+        default=1800, ge=60, le=86400, description="per-host evacuation budget (s)"
+    )
     stage_firmware: bool = Field(default=True, description="stage updates while the host still serves VMs")
 
 
@@ -166,20 +189,26 @@ class FirmwareUpdateParams(_Params):
     server_ids: _target_list(TargetKind.SERVER, MAX_SERVERS_PER_JOB, "servers to update")
     firmware: FirmwareSelection
     reboot: Literal["immediate", "staged"] = Field(
-        default="immediate", description="reboot now, or stage and apply at the next reboot")
+        default="immediate", description="reboot now, or stage and apply at the next reboot"
+    )
     max_parallel: int = Field(default=1, ge=1, le=32, description="servers flashed at once")
-    scp_backup_max_age_h: int = Field(default=24, ge=1, le=168,
-                                      description="a stored SCP backup younger than this counts as fresh (h)")
-    dry_run: bool = Field(default=False,
-                          description="report per-component compliance (current, target, criticality, reboot) "
-                                      "and change nothing")
+    scp_backup_max_age_h: int = Field(
+        default=24, ge=1, le=168, description="a stored SCP backup younger than this counts as fresh (h)"
+    )
+    dry_run: bool = Field(
+        default=False,
+        description="report per-component compliance (current, target, criticality, reboot) "
+        "and change nothing",
+    )
 
 
 class PowerOperationParams(_Params):
     """Power servers on or off, or restart them, through Redfish."""
 
     server_ids: _target_list(TargetKind.SERVER, MAX_SERVERS_PER_JOB, "servers to act on")
-    action: Literal["on", "graceful_shutdown", "force_off", "graceful_restart", "force_restart", "power_cycle"]
+    action: Literal[
+        "on", "graceful_shutdown", "force_off", "graceful_restart", "force_restart", "power_cycle"
+    ]
     wait_for_state: bool = True
     timeout_s: int = Field(default=600, ge=10, le=7200, description="budget per server (s)")
 
@@ -199,8 +228,9 @@ class ScpBackupParams(_Params):
     """Export each server's Server Configuration Profile and store it."""
 
     server_ids: _target_list(TargetKind.SERVER, MAX_SERVERS_PER_JOB, "servers to back up")
-    components: list[Literal["ALL", "IDRAC", "BIOS", "NIC", "RAID", "LifecycleController", "EventFilters"]] = Field(
-        default=["ALL"], min_length=1, max_length=7)
+    components: list[
+        Literal["ALL", "IDRAC", "BIOS", "NIC", "RAID", "LifecycleController", "EventFilters"]
+    ] = Field(default=["ALL"], min_length=1, max_length=7)
     export_format: Literal["XML", "JSON"] = "XML"
     include_read_only: bool = False
 
@@ -228,24 +258,35 @@ class ReplicationSyncParams(_Params):
     replication_pair_ids: _target_list(TargetKind.REPLICATION_PAIR, 64, "replication pairs to sync")
     mode: Literal["incremental", "full"] = Field(
         default="incremental",
-        description="full: allow a full send to a replica that does not exist yet, whatever the pair says")
-    snapshot_prefix: SnapshotPrefix = Field(default="rackpilot",
-                                            description="prefix of the snapshots taken and pruned; default: the pair's")
-    keep_snapshots: int | None = Field(default=None, ge=1, le=1000,
-                                       description="keep-last count on both sides (count); default: the pair's")
+        description="full: allow a full send to a replica that does not exist yet, whatever the pair says",
+    )
+    snapshot_prefix: SnapshotPrefix = Field(
+        default="rackpilot", description="prefix of the snapshots taken and pruned; default: the pair's"
+    )
+    keep_snapshots: int | None = Field(
+        default=None, ge=1, le=1000, description="keep-last count on both sides (count); default: the pair's"
+    )
     resume: bool = Field(default=True, description="resume an interrupted send from its token")
     dry_run: bool = Field(default=False, description="report what would be sent and pruned, change nothing")
 
 
 def _optional_target(kind: TargetKind, description: str) -> Any:
-    return Annotated[UUID | None, Field(default=None, description=description,
-                                        json_schema_extra={"x-target": kind.value})]
+    return Annotated[
+        UUID | None, Field(default=None, description=description, json_schema_extra={"x-target": kind.value})
+    ]
 
 
 def _servers_or_site(max_items: int) -> Any:
-    return Annotated[list[UUID], AfterValidator(_unique), Field(
-        default=[], max_length=max_items, description="servers to act on; empty = every server of site_id",
-        json_schema_extra={"uniqueItems": True, "x-target": TargetKind.SERVER.value})]
+    return Annotated[
+        list[UUID],
+        AfterValidator(_unique),
+        Field(
+            default=[],
+            max_length=max_items,
+            description="servers to act on; empty = every server of site_id",
+            json_schema_extra={"uniqueItems": True, "x-target": TargetKind.SERVER.value},
+        ),
+    ]
 
 
 MAX_INVENTORY_SERVERS = 10_000  # servers one inventory job may read (count)
@@ -266,20 +307,31 @@ class FirmwareComplianceParams(_Params):
     Exactly one source; the executor refuses a job that names both or neither."""
 
     ome_instance_id: _optional_target(TargetKind.OME_INSTANCE, "read compliance from this OME instance")
-    baseline: str | None = Field(default=None, min_length=1, max_length=255,
-                                 description="OME baseline name; default: OME's first baseline")
+    baseline: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        description="OME baseline name; default: OME's first baseline",
+    )
     refresh_inventory: bool = True
     catalog_url: HttpUrlStr | None = Field(default=None, description="Dell catalog (Catalog.xml or .gz)")
-    catalog_id: UUID | None = Field(default=None, description="a registered catalog of the job's site; "
-                                    "create-job fills in catalog_url")
+    catalog_id: UUID | None = Field(
+        default=None, description="a registered catalog of the job's site; create-job fills in catalog_url"
+    )
     server_ids: _servers_or_site(4096)
     site_id: _optional_target(TargetKind.SITE, "every server of this site (when server_ids is empty)")
 
 
 # An IPv4/IPv6 network in CIDR form, a first-last range of addresses, or one address.
-AddressRange = Annotated[str, StringConstraints(pattern=r"^[0-9A-Fa-f:.]+(/[0-9]{1,3}|-[0-9A-Fa-f:.]+)?$",
-                                                min_length=2, max_length=100)]
-HostName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9.:-]*$", min_length=1, max_length=253)]
+AddressRange = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^[0-9A-Fa-f:.]+(/[0-9]{1,3}|-[0-9A-Fa-f:.]+)?$", min_length=2, max_length=100
+    ),
+]
+HostName = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9.:-]*$", min_length=1, max_length=253)
+]
 MAX_DISCOVERY_ADDRESSES = 4096  # addresses one scan may probe (count); the executor checks the sum
 
 
@@ -289,18 +341,30 @@ class DiscoveryScanParams(_Params):
     A credential set is presented only to addresses its sealed endpoints allow."""
 
     site_id: _target_one(TargetKind.SITE, "the site the servers belong to")
-    ranges: list[AddressRange] = Field(default=[], max_length=64,
-                                       description="CIDR networks or first-last address ranges")
-    hosts: list[HostName] = Field(default=[], max_length=MAX_DISCOVERY_ADDRESSES,
-                                  description="single addresses or host names")
-    credential_set_ids: Annotated[list[UUID], AfterValidator(_unique), Field(
-        min_length=1, max_length=8, description="iDRAC credential sets to try, in priority order",
-        json_schema_extra={"uniqueItems": True, "x-credential": "idrac"})]
+    ranges: list[AddressRange] = Field(
+        default=[], max_length=64, description="CIDR networks or first-last address ranges"
+    )
+    hosts: list[HostName] = Field(
+        default=[], max_length=MAX_DISCOVERY_ADDRESSES, description="single addresses or host names"
+    )
+    credential_set_ids: Annotated[
+        list[UUID],
+        AfterValidator(_unique),
+        Field(
+            min_length=1,
+            max_length=8,
+            description="iDRAC credential sets to try, in priority order",
+            json_schema_extra={"uniqueItems": True, "x-credential": "idrac"},
+        ),
+    ]
     port: int = Field(default=443, ge=1, le=65535, description="the BMCs' Redfish port")
-    scheme: Literal["https", "http"] = Field(default="https",
-                                             description="http only for loopback addresses (the lab)")
+    scheme: Literal["https", "http"] = Field(
+        default="https", description="http only for loopback addresses (the lab)"
+    )
     max_parallel: int = Field(default=64, ge=1, le=256, description="addresses probed at once (count)")
-    dry_run: bool = Field(default=False, description="list what would be registered or updated, write no server")
+    dry_run: bool = Field(
+        default=False, description="list what would be registered or updated, write no server"
+    )
 
 
 class CatalogRefreshParams(_Params):
@@ -309,8 +373,9 @@ class CatalogRefreshParams(_Params):
     older than stale_after_days is loaded and reported as such."""
 
     catalog_id: _target_one(TargetKind.FIRMWARE_CATALOG, "the catalog to refresh")
-    stale_after_days: int = Field(default=180, ge=1, le=3650,
-                                  description="a catalog dated earlier than this is reported stale (days)")
+    stale_after_days: int = Field(
+        default=180, ge=1, le=3650, description="a catalog dated earlier than this is reported stale (days)"
+    )
 
 
 MODELS: dict[JobType, type[_Params]] = {

@@ -121,8 +121,11 @@ class RedactingFilter(logging.Filter):
             record.stack_info = self.registry.redact(record.stack_info)
         for key, value in list(vars(record).items()):
             if key not in _STD_ATTRS:
-                setattr(record, key, self.registry.redact_obj(value) if isinstance(value, str | dict | list)
-                        else value)
+                setattr(
+                    record,
+                    key,
+                    self.registry.redact_obj(value) if isinstance(value, str | dict | list) else value,
+                )
         return True
 
 

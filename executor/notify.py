@@ -55,15 +55,30 @@ class NotifyError(ExecutorError):
 
 
 def _facts(payload: dict[str, Any]) -> list[tuple[str, str]]:
-    keys = ("job_type", "type", "job_id", "site", "status", "pause_reason", "step", "reason", "error", "elapsed_s",
-            "expected_s", "attempts")
+    keys = (
+        "job_type",
+        "type",
+        "job_id",
+        "site",
+        "status",
+        "pause_reason",
+        "step",
+        "reason",
+        "error",
+        "elapsed_s",
+        "expected_s",
+        "attempts",
+    )
     return [(k, str(payload[k])) for k in keys if payload.get(k) not in (None, "", [])]
 
 
 def render(event: str, payload: dict[str, Any]) -> tuple[str, str]:
     """Subject and plain-text body of a notification."""
-    title = TITLES.get(f"{event}:{payload.get('pause_reason')}") or TITLES.get(event) \
+    title = (
+        TITLES.get(f"{event}:{payload.get('pause_reason')}")
+        or TITLES.get(event)
         or event.replace("_", " ").capitalize()
+    )
     what = payload.get("job_type") or payload.get("type") or "job"
     subject = f"[rackpilot] {title}: {what} {str(payload.get('job_id', ''))[:8]}".strip()
     lines = [title, ""] + [f"{k}: {v}" for k, v in _facts(payload)]
@@ -79,13 +94,20 @@ def teams_card(event: str, payload: dict[str, Any]) -> dict[str, Any]:
         "version": "1.4",
         "body": [
             {"type": "TextBlock", "size": "Medium", "weight": "Bolder", "text": subject, "wrap": True},
-            {"type": "FactSet", "facts": [{"title": k, "value": SECRETS.redact(v)} for k, v in _facts(payload)]},
+            {
+                "type": "FactSet",
+                "facts": [{"title": k, "value": SECRETS.redact(v)} for k, v in _facts(payload)],
+            },
         ],
     }
     if payload.get("url"):
         card["actions"] = [{"type": "Action.OpenUrl", "title": "Open", "url": str(payload["url"])}]
-    return {"type": "message", "attachments": [
-        {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": card}]}
+    return {
+        "type": "message",
+        "attachments": [
+            {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": card}
+        ],
+    }
 
 
 class Dispatcher:
@@ -119,8 +141,9 @@ class Dispatcher:
             raise NotifyError("webhook destination is not an http(s) URL")
         subject, _ = render(event, payload)
         try:
-            resp = await self._http.post(url, json={"event": event, "title": subject,
-                                                    "payload": SECRETS.redact_obj(payload)})
+            resp = await self._http.post(
+                url, json={"event": event, "title": subject, "payload": SECRETS.redact_obj(payload)}
+            )
         except httpx.HTTPError as exc:
             raise NotifyError(f"webhook unreachable: {type(exc).__name__}") from None
         if not 200 <= resp.status_code < 300:
@@ -169,9 +192,17 @@ class Dispatcher:
 
     async def drain_once(self) -> int:
         """Claim a batch, send it, record each outcome. Returns the number of rows handled."""
-        rows = await self.control.call("executor_claim_notifications", {
-            "p_executor_id": self.executor_id, "p_max": self.s.notify_batch,
-            "p_lease_seconds": self.s.notify_lease_seconds}) or []
+        rows = (
+            await self.control.call(
+                "executor_claim_notifications",
+                {
+                    "p_executor_id": self.executor_id,
+                    "p_max": self.s.notify_batch,
+                    "p_lease_seconds": self.s.notify_lease_seconds,
+                },
+            )
+            or []
+        )
         for row in rows:
             error: str | None = None
             try:
@@ -180,12 +211,24 @@ class Dispatcher:
             except NotifyError as exc:
                 error = SECRETS.redact(str(exc))
                 self.failed += 1
-                log.warning("notification %s (%s) failed: %s", row.get("id"), row.get("channel"), error,
-                            extra={"job_id": row.get("job_id")})
+                log.warning(
+                    "notification %s (%s) failed: %s",
+                    row.get("id"),
+                    row.get("channel"),
+                    error,
+                    extra={"job_id": row.get("job_id")},
+                )
             attempts = int(row.get("attempts") or 0)  # the claim already counted this attempt
-            await self.control.call("executor_complete_notification", {
-                "p_id": row["id"], "p_claim_token": row["claim_token"], "p_error": error,
-                "p_retry_in_seconds": self.backoff(attempts), "p_max_attempts": self.s.notify_max_attempts})
+            await self.control.call(
+                "executor_complete_notification",
+                {
+                    "p_id": row["id"],
+                    "p_claim_token": row["claim_token"],
+                    "p_error": error,
+                    "p_retry_in_seconds": self.backoff(attempts),
+                    "p_max_attempts": self.s.notify_max_attempts,
+                },
+            )
         return len(rows)
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -32,8 +32,12 @@ from urllib.parse import urlsplit
 from . import ExecutorError
 
 LOCK_FILE = "executor.lock"
-URL_ENV, KEY_ENV, SITE_ENV, NAME_ENV = ("RACKPILOT_SUPABASE_URL", "RACKPILOT_SUPABASE_KEY", "RACKPILOT_SITE",
-                                        "RACKPILOT_EXECUTOR_NAME")
+URL_ENV, KEY_ENV, SITE_ENV, NAME_ENV = (
+    "RACKPILOT_SUPABASE_URL",
+    "RACKPILOT_SUPABASE_KEY",
+    "RACKPILOT_SITE",
+    "RACKPILOT_EXECUTOR_NAME",
+)
 
 
 class ConfigurationError(ExecutorError):
@@ -50,8 +54,10 @@ def url_problem(url: str) -> str | None:
         return "must be an http(s) URL such as https://<project>.supabase.co"
     path = parts.path.rstrip("/")
     if path or parts.query or parts.fragment:
-        return (f"must be the project URL, without {path or '?' + parts.query} "
-                f"(e.g. {parts.scheme}://{parts.netloc})")
+        return (
+            f"must be the project URL, without {path or '?' + parts.query} "
+            f"(e.g. {parts.scheme}://{parts.netloc})"
+        )
     return None
 
 
@@ -84,23 +90,33 @@ def key_problem(key: str) -> str | None:
 
 
 # --- the control plane's refusals ----------------------------------------------------------------
-def explain_refusal(code: str | None, message: str, *, url: str, site: str, name: str, hint: str | None = None) -> str:
+def explain_refusal(
+    code: str | None, message: str, *, url: str, site: str, name: str, hint: str | None = None
+) -> str:
     """The refusal of ``register_executor`` as the operator needs to read it."""
     code = str(code or "")
     if message.startswith("identity_bound"):
         return f"{message}. {hint or ''}".strip()
     if message.startswith("unknown_site"):
-        return (f"{SITE_ENV}={site}: no such site in the control plane at {url}; an admin creates it "
-                f"(rackpilot site add {site}) or fix the name")
+        return (
+            f"{SITE_ENV}={site}: no such site in the control plane at {url}; an admin creates it "
+            f"(rackpilot site add {site}) or fix the name"
+        )
     if code in ("PGRST301", "PGRST302", "401") or "JWT" in message:
-        return (f"{KEY_ENV} is not accepted by the control plane at {url} ({message}): it is another project's "
-                "key, or was rotated; use this project's service-role key")
+        return (
+            f"{KEY_ENV} is not accepted by the control plane at {url} ({message}): it is another project's "
+            "key, or was rotated; use this project's service-role key"
+        )
     if code in ("42501", "403"):
-        return (f"{KEY_ENV} may not register an executor at {url} ({message}): it is the anon key or a user's "
-                "token; the executor needs the service-role key")
+        return (
+            f"{KEY_ENV} may not register an executor at {url} ({message}): it is the anon key or a user's "
+            "token; the executor needs the service-role key"
+        )
     if code in ("PGRST202", "PGRST205", "404", "PGRST106"):
-        return (f"{URL_ENV}={url} serves no register_executor RPC ({message}): it must be the project URL "
-                "(without /rest/v1), and the project needs rackpilot's migrations (supabase db push)")
+        return (
+            f"{URL_ENV}={url} serves no register_executor RPC ({message}): it must be the project URL "
+            "(without /rest/v1), and the project needs rackpilot's migrations (supabase db push)"
+        )
     return f"the control plane at {url} refused register_executor: {message} ({code})"
 
 
@@ -118,8 +134,10 @@ class StateLock:
             self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
-            raise ConfigurationError(f"RACKPILOT_STATE_DIR={self.dir}: cannot use it ({exc.strerror}); "
-                                     "create it, owned by the executor's user, mode 0700") from None
+            raise ConfigurationError(
+                f"RACKPILOT_STATE_DIR={self.dir}: cannot use it ({exc.strerror}); "
+                "create it, owned by the executor's user, mode 0700"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
@@ -130,7 +148,8 @@ class StateLock:
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise ConfigurationError(
                     f"state folder {self.dir} is in use by another executor process (PID {holder or 'unknown'}); "
-                    "run one process per state folder (RACKPILOT_STATE_DIR)") from None
+                    "run one process per state folder (RACKPILOT_STATE_DIR)"
+                ) from None
             raise
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
@@ -186,8 +205,10 @@ def env_file_mode_problem(path: Path, key: str | None) -> str | None:
     mode = stat.S_IMODE(path.stat().st_mode)
     holds_key = key is not None and key in path.read_text(errors="replace")
     if holds_key and mode & 0o137:
-        return (f"{path} holds the service-role key with mode {mode:04o}; it must be 0640 or tighter "
-                f"(chmod 640 {path}; owner root, group of the executor's user)")
+        return (
+            f"{path} holds the service-role key with mode {mode:04o}; it must be 0640 or tighter "
+            f"(chmod 640 {path}; owner root, group of the executor's user)"
+        )
     return None
 
 
@@ -222,15 +243,23 @@ def check_local(settings: Any, report: CheckReport, env_file: Path | None) -> No
         problem = env_file_mode_problem(env_file, key)
         report.add("env_file_mode", problem is None, problem or f"{env_file}")
     problem = key_problem(key)
-    report.add("key_role", problem is None,
-               f"{KEY_ENV} {problem}" if problem else f"role {key_role(key) or 'unknown (opaque key)'}")
+    report.add(
+        "key_role",
+        problem is None,
+        f"{KEY_ENV} {problem}" if problem else f"role {key_role(key) or 'unknown (opaque key)'}",
+    )
     problem = _writable_dir_problem(settings.state_dir)
-    report.add("state_dir_writable", problem is None, f"RACKPILOT_STATE_DIR: {problem}" if problem
-               else str(settings.state_dir))
+    report.add(
+        "state_dir_writable",
+        problem is None,
+        f"RACKPILOT_STATE_DIR: {problem}" if problem else str(settings.state_dir),
+    )
     holder = StateLock(settings.state_dir).holder()
     if holder:
-        report.warnings.append(f"an executor process (PID {holder}) holds {settings.state_dir} now; "
-                               "a second one would be refused")
+        report.warnings.append(
+            f"an executor process (PID {holder}) holds {settings.state_dir} now; "
+            "a second one would be refused"
+        )
     path = settings.key_path
     if path.exists():
         try:
@@ -240,16 +269,28 @@ def check_local(settings: Any, report: CheckReport, env_file: Path | None) -> No
             report.add("private_key", False, f"RACKPILOT_PRIVATE_KEY_PATH: {exc}")
     else:
         problem = _writable_dir_problem(path.parent)
-        report.add("private_key", problem is None,
-                   f"RACKPILOT_PRIVATE_KEY_PATH: {path} is missing and cannot be created: {problem}" if problem
-                   else f"{path} will be created at first start")
-    report.add("policy_file", settings.policy_path.is_file(),
-               str(settings.policy_path) if settings.policy_path.is_file()
-               else f"RACKPILOT_POLICY_PATH: {settings.policy_path} not found (the safety policy with the step "
-                    "timeouts; pip install ships it inside the executor package)")
+        report.add(
+            "private_key",
+            problem is None,
+            f"RACKPILOT_PRIVATE_KEY_PATH: {path} is missing and cannot be created: {problem}"
+            if problem
+            else f"{path} will be created at first start",
+        )
+    report.add(
+        "policy_file",
+        settings.policy_path.is_file(),
+        str(settings.policy_path)
+        if settings.policy_path.is_file()
+        else f"RACKPILOT_POLICY_PATH: {settings.policy_path} not found (the safety policy with the step "
+        "timeouts; pip install ships it inside the executor package)",
+    )
     if settings.log_file is not None:
         problem = _writable_dir_problem(settings.log_file.parent)
-        report.add("log_file", problem is None, f"RACKPILOT_LOG_FILE: {problem}" if problem else str(settings.log_file))
+        report.add(
+            "log_file",
+            problem is None,
+            f"RACKPILOT_LOG_FILE: {problem}" if problem else str(settings.log_file),
+        )
 
 
 async def check_online(settings: Any, report: CheckReport, key_id: str | None) -> None:
@@ -269,8 +310,13 @@ async def check_online(settings: Any, report: CheckReport, key_id: str | None) -
             return
         except Rejected as exc:
             report.add("control_plane_reachable", True, url)
-            report.add("service_key", False, explain_refusal(exc.code, exc.reason, url=url, site=settings.site,
-                                                             name=settings.executor_name))
+            report.add(
+                "service_key",
+                False,
+                explain_refusal(
+                    exc.code, exc.reason, url=url, site=settings.site, name=settings.executor_name
+                ),
+            )
             return
         except httpx.HTTPError as exc:
             report.add("control_plane_reachable", False, f"{URL_ENV}={url}: {type(exc).__name__}")
@@ -278,34 +324,62 @@ async def check_online(settings: Any, report: CheckReport, key_id: str | None) -
         report.add("control_plane_reachable", True, url)
         # only the service role reads executors' keys through RLS-free access to every site
         try:
-            rows = await control.select("executors", "id,name,key_id,status,rekey_requested_at,rekey_key_id",
-                                        name=settings.executor_name, retry=False,
-                                        **({"site_id": sites[0]["id"]} if sites else {}))
+            rows = await control.select(
+                "executors",
+                "id,name,key_id,status,rekey_requested_at,rekey_key_id",
+                name=settings.executor_name,
+                retry=False,
+                **({"site_id": sites[0]["id"]} if sites else {}),
+            )
             report.add("service_key", True, "the control plane accepts it with the service role")
         except Rejected as exc:
-            report.add("service_key", False, explain_refusal(exc.code, exc.reason, url=url, site=settings.site,
-                                                             name=settings.executor_name))
+            report.add(
+                "service_key",
+                False,
+                explain_refusal(
+                    exc.code, exc.reason, url=url, site=settings.site, name=settings.executor_name
+                ),
+            )
             return
-        if not report.add("site_exists", bool(sites),
-                          settings.site if sites else
-                          f"{SITE_ENV}={settings.site}: no such site at {url}; an admin creates it "
-                          f"(rackpilot site add {settings.site})"):
+        if not report.add(
+            "site_exists",
+            bool(sites),
+            settings.site
+            if sites
+            else f"{SITE_ENV}={settings.site}: no such site at {url}; an admin creates it "
+            f"(rackpilot site add {settings.site})",
+        ):
             return
         if not rows:
-            report.add("identity", True, f"{settings.site}/{settings.executor_name} is not registered yet; "
-                                         f"the first start binds it to {key_id or 'the key it creates'}")
+            report.add(
+                "identity",
+                True,
+                f"{settings.site}/{settings.executor_name} is not registered yet; "
+                f"the first start binds it to {key_id or 'the key it creates'}",
+            )
         elif key_id is None or rows[0]["key_id"] == key_id:
-            report.add("identity", True, f"{settings.site}/{settings.executor_name} is bound to this key "
-                                         f"({rows[0]['key_id']})" + (
-                                             f", executor {rows[0]['status']}" if rows[0]["status"] != "active" else ""))
+            report.add(
+                "identity",
+                True,
+                f"{settings.site}/{settings.executor_name} is bound to this key "
+                f"({rows[0]['key_id']})"
+                + (f", executor {rows[0]['status']}" if rows[0]["status"] != "active" else ""),
+            )
         elif rows[0].get("rekey_requested_at") and rows[0].get("rekey_key_id") in (None, key_id):
-            report.add("identity", True, f"{settings.site}/{settings.executor_name} was re-keyed by an admin: "
-                                         f"this key ({key_id}) takes it over at start")
+            report.add(
+                "identity",
+                True,
+                f"{settings.site}/{settings.executor_name} was re-keyed by an admin: "
+                f"this key ({key_id}) takes it over at start",
+            )
         else:
-            report.add("identity", False,
-                       f"{settings.site}/{settings.executor_name} is bound to key {rows[0]['key_id']}, this host "
-                       f"holds {key_id}; start would be refused. If this host replaces the old one, an admin runs "
-                       f"`rackpilot executor rekey {settings.site}/{settings.executor_name} --key-id {key_id}`; "
-                       f"otherwise set another {NAME_ENV}")
+            report.add(
+                "identity",
+                False,
+                f"{settings.site}/{settings.executor_name} is bound to key {rows[0]['key_id']}, this host "
+                f"holds {key_id}; start would be refused. If this host replaces the old one, an admin runs "
+                f"`rackpilot executor rekey {settings.site}/{settings.executor_name} --key-id {key_id}`; "
+                f"otherwise set another {NAME_ENV}",
+            )
     finally:
         await control.close()

@@ -65,9 +65,13 @@ class SendPlan:
     reason: str = ""
 
     def describe(self) -> dict:
-        return {"kind": self.kind, "snapshot": self.target.name if self.target else None,
-                "base": self.base.name if self.base else None,
-                "flag": "-I" if self.intermediates else ("-i" if self.base else None), "reason": self.reason}
+        return {
+            "kind": self.kind,
+            "snapshot": self.target.name if self.target else None,
+            "base": self.base.name if self.base else None,
+            "flag": "-I" if self.intermediates else ("-i" if self.base else None),
+            "reason": self.reason,
+        }
 
 
 def newest_common(src: list[Snap], dst: list[Snap]) -> Snap | None:
@@ -75,14 +79,24 @@ def newest_common(src: list[Snap], dst: list[Snap]) -> Snap | None:
     dst_guids = {s.guid for s in dst if s.kind == "snapshot"}
     best = None
     for s in src:  # oldest first
-        if s.guid in dst_guids and (best is None or s.createtxg > best.createtxg
-                                    or s.createtxg == best.createtxg and s.kind == "snapshot"):
+        if s.guid in dst_guids and (
+            best is None
+            or s.createtxg > best.createtxg
+            or s.createtxg == best.createtxg
+            and s.kind == "snapshot"
+        ):
             best = s
     return best
 
 
-def plan_send(src: list[Snap], dst: list[Snap] | None, *, allow_full: bool, target_dataset: str = "",
-              source_dataset: str = "") -> SendPlan:
+def plan_send(
+    src: list[Snap],
+    dst: list[Snap] | None,
+    *,
+    allow_full: bool,
+    target_dataset: str = "",
+    source_dataset: str = "",
+) -> SendPlan:
     """What to send so the destination ends at the source's newest snapshot.
 
     ``dst`` None: the destination dataset does not exist. Raises NoCommonBase or
@@ -93,30 +107,57 @@ def plan_send(src: list[Snap], dst: list[Snap] | None, *, allow_full: bool, targ
     newest = src_snaps[-1]
     if dst is None:
         if not allow_full:
-            raise NoCommonBase(f"{target_dataset or 'the destination'} does not exist and the pair does not allow "
-                               f"a full send", operation="plan")
+            raise NoCommonBase(
+                f"{target_dataset or 'the destination'} does not exist and the pair does not allow "
+                f"a full send",
+                operation="plan",
+            )
         return SendPlan("full", newest, reason="the destination does not exist: full send")
     dst_snaps = [s for s in dst if s.kind == "snapshot"]
     common = newest_common(src, dst)
     if common is None:
         if dst_snaps:
-            raise NoCommonBase(f"{target_dataset or 'the destination'} has {len(dst_snaps)} snapshot(s) and none is "
-                               f"on {source_dataset or 'the source'}: it holds other data, which rackpilot never "
-                               f"overwrites", operation="plan")
-        raise NoCommonBase(f"{target_dataset or 'the destination'} exists but has no snapshot to build on; "
-                           f"rackpilot never overwrites an existing dataset", operation="plan")
+            raise NoCommonBase(
+                f"{target_dataset or 'the destination'} has {len(dst_snaps)} snapshot(s) and none is "
+                f"on {source_dataset or 'the source'}: it holds other data, which rackpilot never "
+                f"overwrites",
+                operation="plan",
+            )
+        raise NoCommonBase(
+            f"{target_dataset or 'the destination'} exists but has no snapshot to build on; "
+            f"rackpilot never overwrites an existing dataset",
+            operation="plan",
+        )
     if dst_snaps and dst_snaps[-1].guid != common.guid:
-        newer = [s.short for s in dst_snaps if s.createtxg > max((d.createtxg for d in dst_snaps
-                                                                  if d.guid == common.guid), default=-1)]
-        raise DestinationDiverged(f"{target_dataset or 'the destination'} has snapshot(s) {newer[:5]} newer than the "
-                                  f"newest common one {common.short}", operation="plan")
+        newer = [
+            s.short
+            for s in dst_snaps
+            if s.createtxg > max((d.createtxg for d in dst_snaps if d.guid == common.guid), default=-1)
+        ]
+        raise DestinationDiverged(
+            f"{target_dataset or 'the destination'} has snapshot(s) {newer[:5]} newer than the "
+            f"newest common one {common.short}",
+            operation="plan",
+        )
     if common.guid == newest.guid:
         return SendPlan("none", newest, common=common, reason="the destination is up to date")
     if common.kind == "bookmark":
-        return SendPlan("incremental", newest, base=common, intermediates=False, common=common,
-                        reason=f"incremental from bookmark {common.short}")
-    return SendPlan("incremental", newest, base=common, intermediates=True, common=common,
-                    reason=f"incremental from {common.short}")
+        return SendPlan(
+            "incremental",
+            newest,
+            base=common,
+            intermediates=False,
+            common=common,
+            reason=f"incremental from bookmark {common.short}",
+        )
+    return SendPlan(
+        "incremental",
+        newest,
+        base=common,
+        intermediates=True,
+        common=common,
+        reason=f"incremental from {common.short}",
+    )
 
 
 @dataclass
@@ -126,9 +167,18 @@ class PrunePlan:
     protected: dict[str, str] = field(default_factory=dict)  # name -> why it is never pruned here
 
 
-def plan_prune(snaps: list[Snap], *, prefix: str, keep_last: int, grid: list[tuple[int, int]], now: float,
-               common_guid: int | None, held: set[str] = frozenset(), unreplicated_after: int | None = None,
-               time_of=None) -> PrunePlan:
+def plan_prune(
+    snaps: list[Snap],
+    *,
+    prefix: str,
+    keep_last: int,
+    grid: list[tuple[int, int]],
+    now: float,
+    common_guid: int | None,
+    held: set[str] = frozenset(),
+    unreplicated_after: int | None = None,
+    time_of=None,
+) -> PrunePlan:
     """Which of ``snaps`` (one side; snapshots only) retention destroys.
 
     Only snapshots named ``<prefix>_...`` are candidates. ``common_guid``: the newest common
@@ -152,7 +202,7 @@ def plan_prune(snaps: list[Snap], *, prefix: str, keep_last: int, grid: list[tup
             plan.protected[s.name] = "not replicated yet"
         ours.append(s)
     ours.sort(key=lambda s: (time_of(s), s.createtxg), reverse=True)  # newest first
-    keep = {s.name for s in ours[:max(keep_last, 0)]}
+    keep = {s.name for s in ours[: max(keep_last, 0)]}
     # grid: consecutive buckets back from now; in each, the oldest snapshot survives
     edge = now
     buckets: list[tuple[float, float]] = []

@@ -31,8 +31,9 @@ async def schedule_once(control: Any, executor_id: str) -> int:
     return int(n or 0)
 
 
-async def schedule_loop(control: Any, executor_id: str, stop: asyncio.Event,
-                        interval: float = SCHEDULE_INTERVAL_S) -> None:
+async def schedule_loop(
+    control: Any, executor_id: str, stop: asyncio.Event, interval: float = SCHEDULE_INTERVAL_S
+) -> None:
     while not stop.is_set():
         try:
             await schedule_once(control, executor_id)

@@ -119,7 +119,12 @@ class LeasedJob:
     async def _write(self, fn: str, params: dict[str, Any]) -> Any:
         if self._fenced:
             raise Fenced(f"job {self.job_id} is fenced")
-        args = {"p_job_id": self.job_id, "p_epoch": self.epoch, "p_executor_id": self.runner.executor_id, **params}
+        args = {
+            "p_job_id": self.job_id,
+            "p_epoch": self.epoch,
+            "p_executor_id": self.runner.executor_id,
+            **params,
+        }
         try:
             return await self.runner.control.job_call(self.job_id, fn, args, until=self.give_up)
         except StaleEpoch as exc:
@@ -137,27 +142,46 @@ class LeasedJob:
         if self.job.get("attempts") == 1 and not self.job.get("resume_from"):
             return []
         rows = await self.runner.control.select(
-            "workflow_executions", "step_key,name,seq,status,resumable,checkpoint,details,attempts",
-            job_id=self.job_id)
+            "workflow_executions",
+            "step_key,name,seq,status,resumable,checkpoint,details,attempts",
+            job_id=self.job_id,
+        )
         out = []
         for r in rows:
             details = dict(r.get("details") or {})
             details.setdefault("attempt", r.get("attempts") or 0)
             if r.get("checkpoint") is not None:
                 details["checkpoint"] = r["checkpoint"]
-            out.append({"name": r["step_key"], "status": r["status"], "resumable": r.get("resumable"),
-                        "details": details, "seq": r.get("seq")})
+            out.append(
+                {
+                    "name": r["step_key"],
+                    "status": r["status"],
+                    "resumable": r.get("resumable"),
+                    "details": details,
+                    "seq": r.get("seq"),
+                }
+            )
         return out
 
-    async def report_step(self, *, index: int, name: str, status: str, resumable: bool,
-                          details: dict[str, Any]) -> None:
+    async def report_step(
+        self, *, index: int, name: str, status: str, resumable: bool, details: dict[str, Any]
+    ) -> None:
         details = dict(details)
         checkpoint = details.pop("checkpoint", None)
         error = details.get("error")
-        await self._write("report_step", {
-            "p_step_key": name, "p_seq": index, "p_name": name.replace("_", " "),
-            "p_status": "pending" if status == "paused" else status, "p_resumable": resumable,
-            "p_checkpoint": checkpoint, "p_details": details, "p_error": error})
+        await self._write(
+            "report_step",
+            {
+                "p_step_key": name,
+                "p_seq": index,
+                "p_name": name.replace("_", " "),
+                "p_status": "pending" if status == "paused" else status,
+                "p_resumable": resumable,
+                "p_checkpoint": checkpoint,
+                "p_details": details,
+                "p_error": error,
+            },
+        )
 
     async def pause(self, reason: str, blockers: list[dict[str, Any]]) -> None:
         rows = []
@@ -165,15 +189,20 @@ class LeasedJob:
             details = dict(b.get("details") or {})
             if b.get("target"):
                 details.setdefault("target", b["target"])
-            row = {"kind": b.get("kind") or "other", "description": b.get("message") or b.get("kind") or "blocker",
-                   "details": details}
+            row = {
+                "kind": b.get("kind") or "other",
+                "description": b.get("message") or b.get("kind") or "blocker",
+                "details": details,
+            }
             for key in ("host_id", "vm_id", "server_id"):
                 if details.get(key):
                     row[key] = details[key]
             rows.append(row)
         await self._write("pause_job", {"p_reason": reason, "p_blockers": rows})
 
-    async def finish(self, status: str, *, result: dict[str, Any] | None = None, error: str | None = None) -> None:
+    async def finish(
+        self, status: str, *, result: dict[str, Any] | None = None, error: str | None = None
+    ) -> None:
         await self._write("finish_job", {"p_status": status, "p_result": result, "p_error": error})
 
     async def release(self) -> None:
@@ -211,15 +240,24 @@ class LeasedJob:
 
 # --- the executor -----------------------------------------------------------------------------
 class Executor:
-    def __init__(self, settings: ExecutorSettings, keys: KeyPair, *, control: ControlPlane | None = None,
-                 engine: StepEngine | None = None):
+    def __init__(
+        self,
+        settings: ExecutorSettings,
+        keys: KeyPair,
+        *,
+        control: ControlPlane | None = None,
+        engine: StepEngine | None = None,
+    ):
         self.s = settings
         self.keys = keys
         self.control = control or ControlPlane(settings, key_id=keys.kid)
         self.control.on_replaced = self._replaced
         self.exit_code = 0  # 2 once an admin's re-key gave this identity to another key
-        policy = SafetyPolicy.load(settings.policy_path, default_timeout=settings.default_step_timeout,
-                                   default_stall=settings.default_stall_timeout)
+        policy = SafetyPolicy.load(
+            settings.policy_path,
+            default_timeout=settings.default_step_timeout,
+            default_stall=settings.default_stall_timeout,
+        )
         self.engine = engine or StepEngine(policy)
         self.executor_id: str = ""
         self.site_id: str = ""
@@ -234,8 +272,10 @@ class Executor:
         self.dispatcher: Dispatcher | None = None
         self.job_types = handler_registry.load_builtin(enable_selftest=settings.enable_selftest)
         if settings.enable_selftest:
-            log.warning("selftest jobs enabled (RACKPILOT_ENABLE_SELFTEST): a test-only job type",
-                        extra={"selftest_dir": str(settings.state_dir / "selftest")})
+            log.warning(
+                "selftest jobs enabled (RACKPILOT_ENABLE_SELFTEST): a test-only job type",
+                extra={"selftest_dir": str(settings.state_dir / "selftest")},
+            )
 
     # --- identity ----------------------------------------------------------------------
     def open_sealed(self, sealed: Any) -> dict[str, str]:
@@ -257,18 +297,39 @@ class Executor:
         return self.keys.open(sealed)
 
     async def register(self) -> None:
-        capabilities = {"job_types": self.job_types, "max_concurrent_jobs": self.s.max_concurrent_jobs,
-                        "realtime": self.s.realtime_enabled}
+        capabilities = {
+            "job_types": self.job_types,
+            "max_concurrent_jobs": self.s.max_concurrent_jobs,
+            "realtime": self.s.realtime_enabled,
+        }
         try:
             # transient failures retry (capped backoff, every retry logged with the URL) until
             # registered or told to stop; a refusal is a configuration or identity error
-            res = await self.control.call("register_executor", {
-                "p_site": self.s.site, "p_name": self.s.executor_name, "p_public_key": self.keys.public_b64,
-                "p_key_id": self.keys.kid, "p_version": __version__, "p_capabilities": capabilities,
-                "p_job_types": self.job_types}, until=self.stop, log_every=True)
+            res = await self.control.call(
+                "register_executor",
+                {
+                    "p_site": self.s.site,
+                    "p_name": self.s.executor_name,
+                    "p_public_key": self.keys.public_b64,
+                    "p_key_id": self.keys.kid,
+                    "p_version": __version__,
+                    "p_capabilities": capabilities,
+                    "p_job_types": self.job_types,
+                },
+                until=self.stop,
+                log_every=True,
+            )
         except Rejected as exc:
-            raise ConfigurationError(explain_refusal(exc.code, exc.reason, url=self.s.supabase_url, site=self.s.site,
-                                                     name=self.s.executor_name, hint=exc.hint)) from None
+            raise ConfigurationError(
+                explain_refusal(
+                    exc.code,
+                    exc.reason,
+                    url=self.s.supabase_url,
+                    site=self.s.site,
+                    name=self.s.executor_name,
+                    hint=exc.hint,
+                )
+            ) from None
         row = res[0] if isinstance(res, list) and res else res
         if isinstance(row, dict):
             self.executor_id = str(row.get("executor_id") or row.get("id"))
@@ -280,15 +341,30 @@ class Executor:
             if not sites:
                 raise RunnerError(f"site {self.s.site!r} does not exist in the control plane")
             self.site_id = str(sites[0]["id"])
-        log.info("registered", extra={"executor_id": self.executor_id, "site": self.s.site, "kid": self.keys.kid,
-                                      "job_types": self.job_types})
+        log.info(
+            "registered",
+            extra={
+                "executor_id": self.executor_id,
+                "site": self.s.site,
+                "kid": self.keys.kid,
+                "job_types": self.job_types,
+            },
+        )
 
     # --- metrics -----------------------------------------------------------------------
     def metrics(self) -> dict[str, Any]:
-        return {"jobs_in_flight": len(self.inflight), "outcomes": dict(self.outcomes),
-                "realtime": self.realtime_ok, **self.engine.metrics.snapshot(), **self.control.latency.snapshot(),
-                **({"notifications_sent": self.dispatcher.sent, "notifications_failed": self.dispatcher.failed}
-                   if self.dispatcher else {})}
+        return {
+            "jobs_in_flight": len(self.inflight),
+            "outcomes": dict(self.outcomes),
+            "realtime": self.realtime_ok,
+            **self.engine.metrics.snapshot(),
+            **self.control.latency.snapshot(),
+            **(
+                {"notifications_sent": self.dispatcher.sent, "notifications_failed": self.dispatcher.failed}
+                if self.dispatcher
+                else {}
+            ),
+        }
 
     # --- jobs --------------------------------------------------------------------------
     def _start_job(self, job: dict[str, Any]) -> None:
@@ -331,8 +407,12 @@ class Executor:
         free = self.s.max_concurrent_jobs - len(self.inflight)
         if free <= 0 or self.stop.is_set():
             return 0
-        rows = await self.control.call("claim_jobs", {"p_executor_id": self.executor_id, "p_max": free},
-                                       until=self.stop) or []
+        rows = (
+            await self.control.call(
+                "claim_jobs", {"p_executor_id": self.executor_id, "p_max": free}, until=self.stop
+            )
+            or []
+        )
         for job in rows:
             self._start_job(job)
         return len(rows)
@@ -376,14 +456,16 @@ class Executor:
 
     async def heartbeat_once(self) -> None:
         leases = [{"job_id": s.job_id, "epoch": s.epoch} for s in self.inflight.values() if not s.fenced]
-        res = await self.control.call("heartbeat", {"p_executor_id": self.executor_id, "p_leases": leases},
-                                      retry=False)
+        res = await self.control.call(
+            "heartbeat", {"p_executor_id": self.executor_id, "p_leases": leases}, retry=False
+        )
         res = res if isinstance(res, dict) else {}
         for job_id in res.get("fenced") or []:
             session = self.inflight.get(str(job_id))
             # only leases we sent: a job claimed after the heartbeat left must not be fenced
-            if session is not None and any(entry["job_id"] == session.job_id and entry["epoch"] == session.epoch
-                                           for entry in leases):
+            if session is not None and any(
+                entry["job_id"] == session.job_id and entry["epoch"] == session.epoch for entry in leases
+            ):
                 session.fence("heartbeat could not renew the lease")
         for job_id in res.get("cancel_requested") or []:
             if str(job_id) in self.inflight:
@@ -391,8 +473,11 @@ class Executor:
         for job_id in res.get("pause_requested") or []:
             if str(job_id) in self.inflight:
                 self.inflight[str(job_id)].pause_flag = True
-        await self.control.call("report_executor_metrics", {"p_executor_id": self.executor_id,
-                                                            "p_metrics": self.metrics()}, retry=False)
+        await self.control.call(
+            "report_executor_metrics",
+            {"p_executor_id": self.executor_id, "p_metrics": self.metrics()},
+            retry=False,
+        )
 
     async def heartbeat_loop(self) -> None:
         watchdog_usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
@@ -412,8 +497,9 @@ class Executor:
     async def recovery_loop(self) -> None:
         while not self.stop.is_set():
             try:
-                res = await self.control.call("executor_recover_leases", {"p_executor_id": self.executor_id},
-                                              retry=False)
+                res = await self.control.call(
+                    "executor_recover_leases", {"p_executor_id": self.executor_id}, retry=False
+                )
                 if res:
                     log.info("recovered expired leases", extra={"recovered": res})
                     self.wake.set()
@@ -451,8 +537,13 @@ class Executor:
                 client = await self.control.start()
                 channel = client.channel(f"rackpilot-executor-{self.executor_id}")
                 for event in ("INSERT", "UPDATE"):
-                    channel.on_postgres_changes(event, schema="public", table="jobs",
-                                                filter=f"site_id=eq.{self.site_id}", callback=self._on_change)
+                    channel.on_postgres_changes(
+                        event,
+                        schema="public",
+                        table="jobs",
+                        filter=f"site_id=eq.{self.site_id}",
+                        callback=self._on_change,
+                    )
                 joined = asyncio.Event()
 
                 def on_state(state: Any, err: Exception | None, joined: asyncio.Event = joined) -> None:
@@ -477,8 +568,9 @@ class Executor:
                 raise
             except Exception as exc:  # noqa: BLE001 - polling covers us while we reconnect
                 self.realtime_ok = False
-                log.warning("realtime unavailable (%s); polling every %.1fs", type(exc).__name__,
-                            self.s.poll_interval)
+                log.warning(
+                    "realtime unavailable (%s); polling every %.1fs", type(exc).__name__, self.s.poll_interval
+                )
                 with contextlib.suppress(Exception):
                     if self._channel is not None:
                         await self._channel.unsubscribe()
@@ -493,8 +585,11 @@ class Executor:
         if self.exit_code == 2:
             return
         self.exit_code = 2
-        log.error("this executor's identity now belongs to another key; it stops claiming and exits: %s", reason,
-                  extra={"kid": self.keys.kid, "executor_id": self.executor_id})
+        log.error(
+            "this executor's identity now belongs to another key; it stops claiming and exits: %s",
+            reason,
+            extra={"kid": self.keys.kid, "executor_id": self.executor_id},
+        )
         self.request_stop()
 
     def request_stop(self) -> None:
@@ -517,8 +612,9 @@ class Executor:
         stopping = asyncio.create_task(self.stop.wait(), name="stop-wait")
         await asyncio.wait({registering, stopping}, return_when=asyncio.FIRST_COMPLETED)
         stopping.cancel()
-        if self.stop.is_set() and not (registering.done() and not registering.cancelled()
-                                       and registering.exception() is None):
+        if self.stop.is_set() and not (
+            registering.done() and not registering.cancelled() and registering.exception() is None
+        ):
             registering.cancel()
             with contextlib.suppress(asyncio.CancelledError, ControlPlaneError):
                 await registering
@@ -531,25 +627,36 @@ class Executor:
             await self.control.close()
             raise
         sd_notify("READY=1")
-        self._tasks = [asyncio.create_task(self.claim_loop(), name="claim"),
-                       asyncio.create_task(self.heartbeat_loop(), name="heartbeat"),
-                       asyncio.create_task(self.recovery_loop(), name="recovery")]
+        self._tasks = [
+            asyncio.create_task(self.claim_loop(), name="claim"),
+            asyncio.create_task(self.heartbeat_loop(), name="heartbeat"),
+            asyncio.create_task(self.recovery_loop(), name="recovery"),
+        ]
         if self.s.realtime_enabled:
             self._tasks.append(asyncio.create_task(self.realtime_loop(), name="realtime"))
         if self.s.audit_anchor_interval > 0:
             self._tasks.append(asyncio.create_task(self.anchor_loop(), name="audit-anchor"))
         # the BMC call log: jobs' Redfish/OME calls written in batches (executor/calllog.py)
-        self._tasks.append(asyncio.create_task(CALLS.flush_loop(self.control, self.executor_id, self.stopped),
-                                               name="bmc-call-log"))
+        self._tasks.append(
+            asyncio.create_task(
+                CALLS.flush_loop(self.control, self.executor_id, self.stopped), name="bmc-call-log"
+            )
+        )
         # due job schedules get their jobs through create-job's code (executor/schedule_fire.py)
-        self._tasks.append(asyncio.create_task(fire_loop(self.control, self.site_id, self.stop),
-                                               name="schedules"))
+        self._tasks.append(
+            asyncio.create_task(fire_loop(self.control, self.site_id, self.stop), name="schedules")
+        )
         if "replication_sync" in self.job_types:  # due pairs get their job (SQL decides: never twice)
             from .replication_schedule import schedule_loop
 
-            self._tasks.append(asyncio.create_task(schedule_loop(self.control, self.executor_id, self.stop,
-                                                                 interval=self.s.replication_poll_interval),
-                                                   name="replication-schedule"))
+            self._tasks.append(
+                asyncio.create_task(
+                    schedule_loop(
+                        self.control, self.executor_id, self.stop, interval=self.s.replication_poll_interval
+                    ),
+                    name="replication-schedule",
+                )
+            )
         if self.s.notify_enabled:
             self.dispatcher = Dispatcher(self.s, self.control, self.executor_id)
             self._tasks.append(asyncio.create_task(self.dispatcher.run(self.stop), name="notify"))
@@ -565,8 +672,11 @@ class Executor:
             for task in pending:
                 task.cancel()
             if pending:
-                log.warning("%d job(s) did not reach a safe point within %.0fs; recorded as interrupted",
-                            len(pending), self.s.shutdown_grace)
+                log.warning(
+                    "%d job(s) did not reach a safe point within %.0fs; recorded as interrupted",
+                    len(pending),
+                    self.s.shutdown_grace,
+                )
                 await asyncio.wait(pending, timeout=10)
         for session in self.inflight.values():
             session.give_up.set()
@@ -576,8 +686,11 @@ class Executor:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await CALLS.flush(self.control, self.executor_id)  # the calls of the jobs that just stopped
         with contextlib.suppress(ControlPlaneError):
-            await self.control.call("report_executor_metrics", {
-                "p_executor_id": self.executor_id, "p_metrics": {**self.metrics(), "stopping": True}}, retry=False)
+            await self.control.call(
+                "report_executor_metrics",
+                {"p_executor_id": self.executor_id, "p_metrics": {**self.metrics(), "stopping": True}},
+                retry=False,
+            )
         if self.dispatcher is not None:
             await self.dispatcher.close()
         await self.control.close()

@@ -31,19 +31,29 @@ def fire_interval() -> float:
     try:
         return max(0.0, float(raw)) if raw else DEFAULT_INTERVAL_S
     except ValueError:
-        log.warning("RACKPILOT_SCHEDULE_FIRE_INTERVAL=%r is not a number; using %s s", raw, DEFAULT_INTERVAL_S)
+        log.warning(
+            "RACKPILOT_SCHEDULE_FIRE_INTERVAL=%r is not a number; using %s s", raw, DEFAULT_INTERVAL_S
+        )
         return DEFAULT_INTERVAL_S
 
 
 async def fire_once(control: Any, site_id: str) -> list[dict[str, Any]]:
     """Fire the site's due schedules; what each occurrence did."""
     client = await control.start()
-    res = await client.functions.invoke("schedules", invoke_options={
-        "body": {"action": "fire", "site_id": site_id}, "responseType": "json"})
+    res = await client.functions.invoke(
+        "schedules", invoke_options={"body": {"action": "fire", "site_id": site_id}, "responseType": "json"}
+    )
     fired = (res or {}).get("fired") or [] if isinstance(res, dict) else []
     for f in fired:
-        log.info("schedule fired", extra={"schedule": f.get("schedule_id"), "status": f.get("status"),
-                                          "job": f.get("job_id"), "code": f.get("code")})
+        log.info(
+            "schedule fired",
+            extra={
+                "schedule": f.get("schedule_id"),
+                "status": f.get("status"),
+                "job": f.get("job_id"),
+                "code": f.get("code"),
+            },
+        )
     return fired
 
 

@@ -114,7 +114,9 @@ class KeyPair:
 
     @property
     def public_raw(self) -> bytes:
-        return self.private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        return self.private.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
 
     @property
     def public_b64(self) -> str:
@@ -138,8 +140,14 @@ class KeyPair:
         if envelope.get("v") != 1 or envelope.get("alg") != ALG:
             raise EnvelopeError(f"unsupported envelope version/algorithm (want v=1, alg={ALG})")
         if envelope.get("kid") != self.kid:
-            raise EnvelopeError(f"envelope is sealed to key {envelope.get('kid')!r}, this executor holds {self.kid}")
-        epk, nonce, ct = unb64u(envelope.get("epk")), unb64u(envelope.get("nonce")), unb64u(envelope.get("ct"))
+            raise EnvelopeError(
+                f"envelope is sealed to key {envelope.get('kid')!r}, this executor holds {self.kid}"
+            )
+        epk, nonce, ct = (
+            unb64u(envelope.get("epk")),
+            unb64u(envelope.get("nonce")),
+            unb64u(envelope.get("ct")),
+        )
         if len(epk) != 32 or len(nonce) != 12 or len(ct) < 16:
             raise EnvelopeError("envelope fields have the wrong length")
         shared = self.private.exchange(X25519PublicKey.from_public_bytes(epk))
@@ -153,8 +161,9 @@ class KeyPair:
         except ValueError as exc:
             raise EnvelopeError("envelope plaintext is not JSON") from exc
         if not isinstance(data, dict) or not all(
-                isinstance(k, str) and (isinstance(v, str) or (k == "endpoints" and isinstance(v, list)))
-                for k, v in data.items()):
+            isinstance(k, str) and (isinstance(v, str) or (k == "endpoints" and isinstance(v, list)))
+            for k, v in data.items()
+        ):
             raise EnvelopeError("envelope plaintext must be a JSON object of strings (and an endpoints list)")
         for key, value in data.items():
             if key != "endpoints":
@@ -162,7 +171,9 @@ class KeyPair:
         return data
 
 
-def seal(public_raw: bytes, secret: dict[str, str], *, endpoints: list[Any] | tuple[Any, ...] = ()) -> dict[str, Any]:
+def seal(
+    public_raw: bytes, secret: dict[str, str], *, endpoints: list[Any] | tuple[Any, ...] = ()
+) -> dict[str, Any]:
     """Seal ``secret`` to an executor's public key (the edge function's half, for tests and
     tools), naming the ``endpoints`` it may be presented to (URLs, ``{"url", "tls"}`` or
     canonical entries; see :func:`executor.binding.endpoint_entries`). Without endpoints
@@ -185,7 +196,8 @@ def check_key_permissions(path: Path) -> None:
     if mode & 0o077:
         raise KeyFilePermissionError(
             f"{path} has mode {mode:04o}; the private key must be readable by its owner only "
-            f"(chmod 600 {path})")
+            f"(chmod 600 {path})"
+        )
 
 
 def load_or_create(path: Path) -> tuple[KeyPair, bool]:
@@ -201,8 +213,9 @@ def load_or_create(path: Path) -> tuple[KeyPair, bool]:
         return KeyPair(key), False
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = X25519PrivateKey.generate()
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     # O_EXCL + 0600 at creation: the key is never readable by others, not even briefly.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:

@@ -78,7 +78,12 @@ log = logging.getLogger("rackpilot.executor.steps")
 
 # workflow_executions.status values the engine writes (PAUSED is the engine's own: the runner
 # records it as one of public.step_status)
-RUNNING, COMPLETED, FAILED, SKIPPED = StepStatus.RUNNING, StepStatus.COMPLETED, StepStatus.FAILED, StepStatus.SKIPPED
+RUNNING, COMPLETED, FAILED, SKIPPED = (
+    StepStatus.RUNNING,
+    StepStatus.COMPLETED,
+    StepStatus.FAILED,
+    StepStatus.SKIPPED,
+)
 PAUSED = "paused"
 
 
@@ -160,19 +165,37 @@ class StepSpec:
 
 def step(priority: int, *, resumable: bool, abortable: bool = False, timeout: str | None = None) -> Callable:
     """Declare a handler method as a step. ``resumable`` has no default on purpose."""
+
     def deco(fn: Callable) -> Callable:
-        fn._rackpilot_step = {"priority": priority, "resumable": resumable, "abortable": abortable,  # type: ignore[attr-defined]
-                              "timeout_key": timeout, "cleanup": False, "only_if_started": None}
+        fn._rackpilot_step = {
+            "priority": priority,
+            "resumable": resumable,
+            "abortable": abortable,  # type: ignore[attr-defined]
+            "timeout_key": timeout,
+            "cleanup": False,
+            "only_if_started": None,
+        }
         return fn
+
     return deco
 
 
-def cleanup_step(priority: int, *, only_if_started: str | None = None, timeout: str | None = None) -> Callable:
+def cleanup_step(
+    priority: int, *, only_if_started: str | None = None, timeout: str | None = None
+) -> Callable:
     """Declare a cleanup step: idempotent, run on every terminal exit path."""
+
     def deco(fn: Callable) -> Callable:
-        fn._rackpilot_step = {"priority": priority, "resumable": True, "abortable": False,  # type: ignore[attr-defined]
-                              "timeout_key": timeout, "cleanup": True, "only_if_started": only_if_started}
+        fn._rackpilot_step = {
+            "priority": priority,
+            "resumable": True,
+            "abortable": False,  # type: ignore[attr-defined]
+            "timeout_key": timeout,
+            "cleanup": True,
+            "only_if_started": only_if_started,
+        }
         return fn
+
     return deco
 
 
@@ -225,8 +248,9 @@ class StepTimeouts:
 class SafetyPolicy:
     """Per-step timeouts read from ``policies/safety.yaml`` (see the module docstring)."""
 
-    def __init__(self, data: dict[str, Any] | None = None, *, default_timeout: float = 3600,
-                 default_stall: float = 600):
+    def __init__(
+        self, data: dict[str, Any] | None = None, *, default_timeout: float = 3600, default_stall: float = 600
+    ):
         self.data = data or {}
         self.default_timeout = default_timeout
         self.default_stall = default_stall
@@ -287,11 +311,13 @@ class JobSession(Protocol):
     @property
     def pause_requested(self) -> bool: ...
     async def history(self) -> list[dict[str, Any]]: ...
-    async def report_step(self, *, index: int, name: str, status: str, resumable: bool,
-                          details: dict[str, Any]) -> None: ...
+    async def report_step(
+        self, *, index: int, name: str, status: str, resumable: bool, details: dict[str, Any]
+    ) -> None: ...
     async def pause(self, reason: str, blockers: list[dict[str, Any]]) -> None: ...
-    async def finish(self, status: str, *, result: dict[str, Any] | None = None,
-                     error: str | None = None) -> None: ...
+    async def finish(
+        self, status: str, *, result: dict[str, Any] | None = None, error: str | None = None
+    ) -> None: ...
     async def release(self) -> None: ...
     async def credentials(self, credential_id: str) -> Credential: ...
     async def notice(self, event: str, payload: dict[str, Any]) -> None: ...
@@ -311,8 +337,16 @@ class Progress:
 class StepContext:
     """What a running step sees: the job, its checkpoint, saved progress, and helpers."""
 
-    def __init__(self, engine: StepEngine, session: JobSession, spec: StepSpec, index: int,
-                 checkpoint: dict[str, Any], saved_progress: dict[str, Any] | None, attempt: int):
+    def __init__(
+        self,
+        engine: StepEngine,
+        session: JobSession,
+        spec: StepSpec,
+        index: int,
+        checkpoint: dict[str, Any],
+        saved_progress: dict[str, Any] | None,
+        attempt: int,
+    ):
         self.engine = engine
         self.session = session
         self.spec = spec
@@ -323,7 +357,9 @@ class StepContext:
         self.saved_progress = saved_progress
         self.resuming = saved_progress is not None or attempt > 1
         self.attempt = attempt
-        self.timeouts = engine.policy.timeouts(str(session.job.get("type", "")), spec.timeout_key or spec.name)
+        self.timeouts = engine.policy.timeouts(
+            str(session.job.get("type", "")), spec.timeout_key or spec.name
+        )
         self.started = time.monotonic()
         self._slow_noticed = False
         self._last_progress_write = 0.0
@@ -338,9 +374,13 @@ class StepContext:
         if not force and now - self._last_progress_write < self.engine.progress_write_interval:
             return
         self._last_progress_write = now
-        await self.session.report_step(index=self.index, name=self.spec.name, status=RUNNING,
-                                       resumable=self.spec.resumable,
-                                       details=SECRETS.redact_obj({"attempt": self.attempt, "progress": progress}))
+        await self.session.report_step(
+            index=self.index,
+            name=self.spec.name,
+            status=RUNNING,
+            resumable=self.spec.resumable,
+            details=SECRETS.redact_obj({"attempt": self.attempt, "progress": progress}),
+        )
 
     async def credentials(self, credential_id: str) -> Credential:
         return await self.session.credentials(credential_id)
@@ -353,12 +393,24 @@ class StepContext:
     async def _maybe_slow(self) -> None:
         if not self._slow_noticed and time.monotonic() - self.started > self.timeouts.expected:
             self._slow_noticed = True
-            await self.session.notice("job_slow", {"step": self.spec.name,
-                                                   "expected_s": self.timeouts.expected,
-                                                   "elapsed_s": round(time.monotonic() - self.started, 1)})
+            await self.session.notice(
+                "job_slow",
+                {
+                    "step": self.spec.name,
+                    "expected_s": self.timeouts.expected,
+                    "elapsed_s": round(time.monotonic() - self.started, 1),
+                },
+            )
 
-    async def wait_for(self, probe: Callable[[], Awaitable[Progress]], *, what: str, interval: float = 1.0,
-                       stall: float | None = None, timeout: float | None = None) -> Progress:
+    async def wait_for(
+        self,
+        probe: Callable[[], Awaitable[Progress]],
+        *,
+        what: str,
+        interval: float = 1.0,
+        stall: float | None = None,
+        timeout: float | None = None,
+    ) -> Progress:
         """Poll ``probe`` until done, telling a stalled operation from a slow one.
 
         ``stall`` (s): fail if the probe's marker has not changed for this long (policy
@@ -380,7 +432,9 @@ class StepContext:
                 return prog
             if prog.marker != last_marker:
                 last_marker, last_change = prog.marker, now
-                await self.save_progress({"waiting_for": what, "marker": prog.marker, **prog.info}, force=False)
+                await self.save_progress(
+                    {"waiting_for": what, "marker": prog.marker, **prog.info}, force=False
+                )
             if now - last_change > stall:
                 raise StepStalled(f"{what}: no progress for {stall:.0f}s (last state {prog.marker!r})")
             if now - self.started > timeout:
@@ -413,7 +467,11 @@ class EngineMetrics:
         for key, samples in self.step_durations.items():
             s = sorted(samples)
             durations[key] = {"n": len(s), "p50_s": round(s[len(s) // 2], 3), "max_s": round(s[-1], 3)}
-        return {"steps_completed": self.steps_completed, "step_errors": self.errors, "step_durations": durations}
+        return {
+            "steps_completed": self.steps_completed,
+            "step_errors": self.errors,
+            "step_durations": durations,
+        }
 
 
 FINAL_WRITE_TIMEOUT_S = 5.0  # bound on the last writes of a step cancelled at shutdown
@@ -469,8 +527,14 @@ class StepEngine:
         outcome = Outcome("completed")
         owes_from = {s.only_if_started or (main[0].name if main else "") for s in cleanup}
         # a run after a failed cleanup does the cleanup only and keeps the outcome it had
-        kept = next(((recorded.get(s.name) or {}).get("details") or {} for s in cleanup
-                     if ((recorded.get(s.name) or {}).get("details") or {}).get("pending_outcome")), None)
+        kept = next(
+            (
+                (recorded.get(s.name) or {}).get("details") or {}
+                for s in cleanup
+                if ((recorded.get(s.name) or {}).get("details") or {}).get("pending_outcome")
+            ),
+            None,
+        )
         try:
             if kept is not None:
                 if session.cancel_requested:
@@ -491,12 +555,21 @@ class StepEngine:
                 if status in (RUNNING, FAILED) and row is not None:
                     if not spec.resumable:
                         # Invariant: a non-resumable step never runs twice.
-                        err = StepInterrupted(f"step {spec.name} was interrupted and is not resumable; "
-                                              f"check the target by hand before running it again")
-                        await session.report_step(index=index_of[spec.name], name=spec.name, status=FAILED,
-                                                  resumable=False, details={"attempt": attempt - 1,
-                                                                            "error": str(err),
-                                                                            "error_class": "StepInterrupted"})
+                        err = StepInterrupted(
+                            f"step {spec.name} was interrupted and is not resumable; "
+                            f"check the target by hand before running it again"
+                        )
+                        await session.report_step(
+                            index=index_of[spec.name],
+                            name=spec.name,
+                            status=FAILED,
+                            resumable=False,
+                            details={
+                                "attempt": attempt - 1,
+                                "error": str(err),
+                                "error_class": "StepInterrupted",
+                            },
+                        )
                         raise err
                     saved = (row.get("details") or {}).get("progress")
                 ctx = StepContext(self, session, spec, index_of[spec.name], checkpoint, saved, attempt)
@@ -539,17 +612,25 @@ class StepEngine:
             self.metrics.errors += 1
             outcome = Outcome("failed", _error_text(exc), outcome.steps_run)
             log.warning("job failed: %s", outcome.error)
-        cleanup_error, cleaned = await self._cleanup(handler, session, cleanup, started_names, checkpoint, recorded,
-                                                     index_of)
+        cleanup_error, cleaned = await self._cleanup(
+            handler, session, cleanup, started_names, checkpoint, recorded, index_of
+        )
         if cleanup_error:
             # the job keeps its outcome and waits: resume runs the cleanup again, an admin may
             # abandon it (public.abandon_cleanup); SQL refuses it a terminal state meanwhile
             await self._cleanup_owed(session, True)
             for spec in cleaned:
-                await session.report_step(index=index_of[spec.name], name=spec.name, status=FAILED,
-                                          resumable=True, details={"cleanup": True,
-                                                                   "pending_outcome": outcome.status,
-                                                                   "pending_error": outcome.error})
+                await session.report_step(
+                    index=index_of[spec.name],
+                    name=spec.name,
+                    status=FAILED,
+                    resumable=True,
+                    details={
+                        "cleanup": True,
+                        "pending_outcome": outcome.status,
+                        "pending_error": outcome.error,
+                    },
+                )
             await session.pause("cleanup_failed", [])
             return Outcome("paused", cleanup_error, outcome.steps_run)
         if cleaned:
@@ -574,26 +655,45 @@ class StepEngine:
             details["target"] = spec.target
         if ctx.saved_progress is not None:
             details["progress"] = ctx.saved_progress
-        await session.report_step(index=ctx.index, name=spec.name, status=RUNNING, resumable=spec.resumable,
-                                  details=details)
+        await session.report_step(
+            index=ctx.index, name=spec.name, status=RUNNING, resumable=spec.resumable, details=details
+        )
         log.info("step started", extra={"attempt": ctx.attempt})
         t0 = time.monotonic()
         try:
             async with asyncio.timeout(ctx.timeouts.timeout):
                 result = await spec.fn(ctx)
         except TimeoutError as exc:
-            err: BaseException = StepTimeout(f"step {spec.name} exceeded its timeout of {ctx.timeouts.timeout:.0f}s")
+            err: BaseException = StepTimeout(
+                f"step {spec.name} exceeded its timeout of {ctx.timeouts.timeout:.0f}s"
+            )
             await self._report_failed(session, ctx, spec, err, t0)
             raise err from exc
         except BlockersFound as exc:
-            await session.report_step(index=ctx.index, name=spec.name, status=PAUSED, resumable=spec.resumable,
-                                      details={"attempt": ctx.attempt, "blockers": len(exc.blockers),
-                                               "duration_s": round(time.monotonic() - t0, 3)})
+            await session.report_step(
+                index=ctx.index,
+                name=spec.name,
+                status=PAUSED,
+                resumable=spec.resumable,
+                details={
+                    "attempt": ctx.attempt,
+                    "blockers": len(exc.blockers),
+                    "duration_s": round(time.monotonic() - t0, 3),
+                },
+            )
             raise
         except JobCancelled:
-            await session.report_step(index=ctx.index, name=spec.name, status=SKIPPED, resumable=spec.resumable,
-                                      details={"attempt": ctx.attempt, "reason": "cancelled while waiting",
-                                               "duration_s": round(time.monotonic() - t0, 3)})
+            await session.report_step(
+                index=ctx.index,
+                name=spec.name,
+                status=SKIPPED,
+                resumable=spec.resumable,
+                details={
+                    "attempt": ctx.attempt,
+                    "reason": "cancelled while waiting",
+                    "duration_s": round(time.monotonic() - t0, 3),
+                },
+            )
             raise
         except Fenced:
             raise
@@ -601,10 +701,19 @@ class StepEngine:
             if session.draining and not session.fenced:
                 # Stopped past the shutdown grace: say so on the step before the process
                 # goes, so an operator never finds a target left mid-operation unrecorded.
-                await _bounded(session.report_step(
-                    index=ctx.index, name=spec.name, status=RUNNING, resumable=spec.resumable,
-                    details={"attempt": ctx.attempt, "interrupted": "executor shutdown",
-                             "duration_s": round(time.monotonic() - t0, 3)}))
+                await _bounded(
+                    session.report_step(
+                        index=ctx.index,
+                        name=spec.name,
+                        status=RUNNING,
+                        resumable=spec.resumable,
+                        details={
+                            "attempt": ctx.attempt,
+                            "interrupted": "executor shutdown",
+                            "duration_s": round(time.monotonic() - t0, 3),
+                        },
+                    )
+                )
                 if spec.resumable:
                     await _bounded(session.release())
             raise
@@ -615,40 +724,71 @@ class StepEngine:
         duration = time.monotonic() - t0
         self.metrics.observe(str(session.job.get("type")), spec.name, duration)
         self.metrics.steps_completed += 1
-        done = {"attempt": ctx.attempt, "duration_s": round(duration, 3),
-                "checkpoint": SECRETS.redact_obj(ctx.checkpoint)}
+        done = {
+            "attempt": ctx.attempt,
+            "duration_s": round(duration, 3),
+            "checkpoint": SECRETS.redact_obj(ctx.checkpoint),
+        }
         if spec.cleanup:
             done["cleanup"] = True
         if result is not None:
             done["result"] = SECRETS.redact_obj(result)
         # The checkpoint travels with the completion record: one write, so it cannot be lost
         # between "step done" and "checkpoint saved".
-        await session.report_step(index=ctx.index, name=spec.name, status=COMPLETED, resumable=spec.resumable,
-                                  details=done)
+        await session.report_step(
+            index=ctx.index, name=spec.name, status=COMPLETED, resumable=spec.resumable, details=done
+        )
         log.info("step completed", extra={"duration_s": round(duration, 3)})
         step_var.set(None)
 
-    async def _report_failed(self, session: JobSession, ctx: StepContext, spec: StepSpec, exc: BaseException,
-                             t0: float) -> None:
-        await session.report_step(index=ctx.index, name=spec.name, status=FAILED, resumable=spec.resumable,
-                                  details={"attempt": ctx.attempt, "error": _error_text(exc),
-                                           "error_class": type(exc).__name__,
-                                           "duration_s": round(time.monotonic() - t0, 3)})
+    async def _report_failed(
+        self, session: JobSession, ctx: StepContext, spec: StepSpec, exc: BaseException, t0: float
+    ) -> None:
+        await session.report_step(
+            index=ctx.index,
+            name=spec.name,
+            status=FAILED,
+            resumable=spec.resumable,
+            details={
+                "attempt": ctx.attempt,
+                "error": _error_text(exc),
+                "error_class": type(exc).__name__,
+                "duration_s": round(time.monotonic() - t0, 3),
+            },
+        )
 
-    async def _skip_rest(self, session: JobSession, main: list[StepSpec], recorded: dict[str, Any],
-                         index_of: dict[str, int], ran: list[str]) -> None:
+    async def _skip_rest(
+        self,
+        session: JobSession,
+        main: list[StepSpec],
+        recorded: dict[str, Any],
+        index_of: dict[str, int],
+        ran: list[str],
+    ) -> None:
         for spec in main:
             row = recorded.get(spec.name)
             if spec.name in ran or (row and row.get("status") in (COMPLETED, SKIPPED)):
                 continue
             if row and row.get("status") == SKIPPED:
                 continue
-            await session.report_step(index=index_of[spec.name], name=spec.name, status=SKIPPED,
-                                      resumable=spec.resumable, details={"reason": "cancelled"})
+            await session.report_step(
+                index=index_of[spec.name],
+                name=spec.name,
+                status=SKIPPED,
+                resumable=spec.resumable,
+                details={"reason": "cancelled"},
+            )
 
-    async def _cleanup(self, handler: JobHandler, session: JobSession, cleanup: list[StepSpec],
-                       started: set[str], checkpoint: dict[str, Any], recorded: dict[str, Any],
-                       index_of: dict[str, int]) -> tuple[str | None, list[StepSpec]]:
+    async def _cleanup(
+        self,
+        handler: JobHandler,
+        session: JobSession,
+        cleanup: list[StepSpec],
+        started: set[str],
+        checkpoint: dict[str, Any],
+        recorded: dict[str, Any],
+        index_of: dict[str, int],
+    ) -> tuple[str | None, list[StepSpec]]:
         """Run every cleanup step; one failing does not stop the others. Returns the errors
         and the cleanup steps that ran."""
         errors = []

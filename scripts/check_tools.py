@@ -98,15 +98,24 @@ def load(path: Path | None = None) -> Inventory:
         if spec.get("when") not in (None, "root", "non-root"):
             raise ValueError(f"{path.name}: tool {name}: when must be root or non-root")
         inv.tools[name] = Tool(
-            name=name, source=sources[0], package=spec[sources[0]], path=spec.get("path"),
-            module=bool(spec.get("module")), aliases=tuple(spec.get("aliases", ())),
-            probe=tuple(spec.get("probe", ())), when=spec.get("when"), any_vendor=bool(spec.get("any_vendor")),
-            indirect=spec.get("indirect"), used_by=spec.get("used_by", ""),
+            name=name,
+            source=sources[0],
+            package=spec[sources[0]],
+            path=spec.get("path"),
+            module=bool(spec.get("module")),
+            aliases=tuple(spec.get("aliases", ())),
+            probe=tuple(spec.get("probe", ())),
+            when=spec.get("when"),
+            any_vendor=bool(spec.get("any_vendor")),
+            indirect=spec.get("indirect"),
+            used_by=spec.get("used_by", ""),
         )
     for name, spec in data.get("packages", {}).items():
         if set(spec) - {"apt", "file", "used_by"} or "apt" not in spec or "file" not in spec:
             raise ValueError(f"{path.name}: package {name} needs apt and file (and optionally used_by)")
-        inv.packages[name] = Package(name=name, package=spec["apt"], file=spec["file"], used_by=spec.get("used_by", ""))
+        inv.packages[name] = Package(
+            name=name, package=spec["apt"], file=spec["file"], used_by=spec.get("used_by", "")
+        )
     for spec in data.get("dynamic", []):
         inv.dynamic.append(Dynamic(file=spec["file"], expr=spec["expr"], why=spec["why"]))
     return inv
@@ -135,9 +144,13 @@ def missing_modules(modules: list[str], root: Path = ROOT) -> list[str]:
     python = root / ".venv" / "bin" / "python"
     if not python.exists():
         return list(modules)
-    code = ("import importlib.util, sys\n"
-            "print(' '.join(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))")
-    res = subprocess.run([str(python), "-c", code, *modules], capture_output=True, text=True, timeout=PROBE_TIMEOUT_S)
+    code = (
+        "import importlib.util, sys\n"
+        "print(' '.join(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))"
+    )
+    res = subprocess.run(
+        [str(python), "-c", code, *modules], capture_output=True, text=True, timeout=PROBE_TIMEOUT_S
+    )
     if res.returncode != 0:
         return list(modules)
     return res.stdout.split()
@@ -153,11 +166,12 @@ def probe_ok(tool: Tool, exe: str) -> bool:
 
 def how_to_install(source: str, package: str) -> str:
     if source == "apt":
-        return (f"install Debian package {package} "
-                f"(apt-get install {package}, or run scripts/setup.sh)")
+        return f"install Debian package {package} (apt-get install {package}, or run scripts/setup.sh)"
     if source == "pip":
-        return (f"install PyPI package {package} into .venv "
-                f"(it is in pyproject.toml: run scripts/setup.sh, or .venv/bin/pip install -e '.[dev]')")
+        return (
+            f"install PyPI package {package} into .venv "
+            f"(it is in pyproject.toml: run scripts/setup.sh, or .venv/bin/pip install -e '.[dev]')"
+        )
     return f"install npm package {package} (it is in package.json: run scripts/setup.sh, or npm ci)"
 
 
@@ -170,20 +184,26 @@ def problems(inv: Inventory, root: Path = ROOT, euid: int | None = None) -> list
     for tool in tools:
         if tool.module:
             if tool.name in gone:
-                out.append(f"missing tool {tool.name} (python -m {tool.name} in .venv): "
-                           + how_to_install(tool.source, tool.package))
+                out.append(
+                    f"missing tool {tool.name} (python -m {tool.name} in .venv): "
+                    + how_to_install(tool.source, tool.package)
+                )
             continue
         exe = locate(tool, root)
         where = f" at {tool.path}" if tool.path else ""
         if exe is None:
             out.append(f"missing tool {tool.name}{where}: " + how_to_install(tool.source, tool.package))
         elif tool.probe and not probe_ok(tool, exe):
-            out.append(f"tool {tool.name} ({exe}) fails its check `{' '.join(tool.probe)}`: "
-                       + how_to_install(tool.source, tool.package))
+            out.append(
+                f"tool {tool.name} ({exe}) fails its check `{' '.join(tool.probe)}`: "
+                + how_to_install(tool.source, tool.package)
+            )
     for pkg in inv.packages.values():
         if not Path(pkg.file).exists():
-            out.append(f"missing Debian package {pkg.package} ({pkg.name}: no {pkg.file}): "
-                       f"apt-get install {pkg.package}, or run scripts/setup.sh")
+            out.append(
+                f"missing Debian package {pkg.package} ({pkg.name}: no {pkg.file}): "
+                f"apt-get install {pkg.package}, or run scripts/setup.sh"
+            )
     return out
 
 
@@ -191,8 +211,9 @@ def dpkg_installed(packages: list[str]) -> set[str]:
     """The packages dpkg reports as installed (one dpkg-query call for all)."""
     if not packages:
         return set()
-    res = subprocess.run(["dpkg-query", "-W", "-f=${Package} ${Status}\n", *packages],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Package} ${Status}\n", *packages], capture_output=True, text=True
+    )
     installed = set()
     for line in res.stdout.splitlines():
         name, _, status = line.partition(" ")
@@ -237,7 +258,9 @@ def main(argv: list[str]) -> int:
         for line in found:
             print(line, file=sys.stderr)
         if found:
-            apt = sorted({ln.split("Debian package ", 1)[1].split()[0] for ln in found if "Debian package " in ln})
+            apt = sorted(
+                {ln.split("Debian package ", 1)[1].split()[0] for ln in found if "Debian package " in ln}
+            )
             if apt:
                 print(f"(all Debian packages at once: apt-get install -y {' '.join(apt)})", file=sys.stderr)
             print(f"{len(found)} missing (the list: scripts/tools.toml)", file=sys.stderr)

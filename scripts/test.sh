@@ -27,6 +27,9 @@ echo "== local stack (state in $STACK_DIR)"
 set -a; eval "$("$PY" -m devstack.cli dev env)"; set +a
 
 failed=()
+echo "== lint (make lint: ruff check, ruff format --check)"
+make -s --no-print-directory lint-check || failed+=("lint")
+
 echo "== pytest"
 "$PY" -m pytest -q -p no:cacheprovider --durations=25 "$@"
 rc=$?

@@ -41,7 +41,9 @@ class Use:
     kind: str  # exec | module | unresolved
 
     def __str__(self) -> str:
-        what = {"exec": "runs", "module": "runs python -m", "unresolved": "runs an unresolved program"}[self.kind]
+        what = {"exec": "runs", "module": "runs python -m", "unresolved": "runs an unresolved program"}[
+            self.kind
+        ]
         return f"{self.file}:{self.line}: {what} {self.tool}"
 
 
@@ -67,8 +69,14 @@ ABS_BIN_CONST = re.compile(r"/(usr/)?(local/)?(s?bin|lib/postgresql/\d+/bin)/[\w
 # Python
 # =========================================================================================
 SUBPROCESS_ARGV = {"run", "Popen", "call", "check_call", "check_output"}
-SHELL_STRING = {"os.system", "subprocess.getoutput", "subprocess.getstatusoutput", "create_subprocess_shell",
-                "asyncio.create_subprocess_shell", "os.popen"}
+SHELL_STRING = {
+    "os.system",
+    "subprocess.getoutput",
+    "subprocess.getstatusoutput",
+    "create_subprocess_shell",
+    "asyncio.create_subprocess_shell",
+    "os.popen",
+}
 PROGRAM_FIRST = {"create_subprocess_exec", "asyncio.create_subprocess_exec"}
 
 
@@ -96,7 +104,9 @@ class _PyModule:
         for parent in ast.walk(self.tree):
             for child in ast.iter_child_nodes(parent):
                 self.parents[child] = parent
-        self.functions = [n for n in ast.walk(self.tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+        self.functions = [
+            n for n in ast.walk(self.tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+        ]
         self.imports = self._imports()
 
     # --- names ----------------------------------------------------------------------------
@@ -116,7 +126,7 @@ class _PyModule:
                 base = node.module or ""
                 if node.level:
                     parts = package.split(".") if package else []
-                    parts = parts[:len(parts) - (node.level - 1)] if node.level > 1 else parts
+                    parts = parts[: len(parts) - (node.level - 1)] if node.level > 1 else parts
                     base = ".".join([*parts, *([node.module] if node.module else [])])
                 for a in node.names:
                     out[a.asname or a.name] = f"{base}.{a.name}" if base else a.name
@@ -203,8 +213,19 @@ class _PyModule:
             return {UNKNOWN}
         if isinstance(node, ast.Call):
             name = dotted(node.func)
-            if name in ("str", "Path", "pathlib.Path", "os.fspath", "shutil.which", "os.path.abspath",
-                        "os.path.realpath") and node.args:
+            if (
+                name
+                in (
+                    "str",
+                    "Path",
+                    "pathlib.Path",
+                    "os.fspath",
+                    "shutil.which",
+                    "os.path.abspath",
+                    "os.path.realpath",
+                )
+                and node.args
+            ):
                 parts = [r(a) for a in node.args]
                 out = parts[0]
                 for p in parts[1:]:
@@ -212,7 +233,11 @@ class _PyModule:
                 return _cap(out)
             if name in ("os.environ.get", "os.getenv") and len(node.args) > 1:
                 return r(node.args[1])
-            if isinstance(node.func, ast.Attribute) and node.func.attr in ("resolve", "absolute", "expanduser"):
+            if isinstance(node.func, ast.Attribute) and node.func.attr in (
+                "resolve",
+                "absolute",
+                "expanduser",
+            ):
                 return r(node.func.value)
             return {UNKNOWN}
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
@@ -231,12 +256,19 @@ class _PyModule:
             through = set()
             elts = list(node.elts)
             for k, e in enumerate(elts):  # [..., "--", *argv]: the program after -- is the caller's
-                if isinstance(e, ast.Starred) and isinstance(e.value, ast.Name) and (
-                        k == 0 or (isinstance(elts[k - 1], ast.Constant) and elts[k - 1].value == "--")):
+                if (
+                    isinstance(e, ast.Starred)
+                    and isinstance(e.value, ast.Name)
+                    and (k == 0 or (isinstance(elts[k - 1], ast.Constant) and elts[k - 1].value == "--"))
+                ):
                     if self.is_param(fn, e.value.id):
                         through.add(e.value.id)
-            if elts and isinstance(elts[0], ast.Name) and self.is_param(fn, elts[0].id) and \
-                    self.local_values(fn, elts[0].id) == []:
+            if (
+                elts
+                and isinstance(elts[0], ast.Name)
+                and self.is_param(fn, elts[0].id)
+                and self.local_values(fn, elts[0].id) == []
+            ):
                 pass  # a program parameter, not an argv: resolved (or not) as a program
             return [elts], through
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
@@ -269,7 +301,7 @@ class _PyModule:
         key = self.key_of_call(call.func)
         if key in self.wrappers:
             idx, pname = self.wrappers[key]
-            if len(call.args) > idx and not any(isinstance(a, ast.Starred) for a in call.args[:idx + 1]):
+            if len(call.args) > idx and not any(isinstance(a, ast.Starred) for a in call.args[: idx + 1]):
                 return call.args[idx], False
             return next((k.value for k in call.keywords if k.arg == pname), None), False
         return None, False
@@ -394,15 +426,23 @@ def _cap(values: set[str]) -> set[str]:
     return values if len(values) <= MAX_CANDIDATES else {UNKNOWN}
 
 
-def scan_python(rel: str, source: str, local_modules: Iterable[str] = (),
-                wrappers: dict[str, tuple[int, str]] | None = None, repo_paths: Iterable[str] = ()) -> list[Use]:
+def scan_python(
+    rel: str,
+    source: str,
+    local_modules: Iterable[str] = (),
+    wrappers: dict[str, tuple[int, str]] | None = None,
+    repo_paths: Iterable[str] = (),
+) -> list[Use]:
     """One module on its own (wrappers found in it only, unless a shared registry is given)."""
     return scan_python_modules({rel: source}, local_modules, wrappers, repo_paths)
 
 
-def scan_python_modules(sources: dict[str, str], local_modules: Iterable[str] = (),
-                        wrappers: dict[str, tuple[int, str]] | None = None,
-                        repo_paths: Iterable[str] = ()) -> list[Use]:
+def scan_python_modules(
+    sources: dict[str, str],
+    local_modules: Iterable[str] = (),
+    wrappers: dict[str, tuple[int, str]] | None = None,
+    repo_paths: Iterable[str] = (),
+) -> list[Use]:
     """Several modules together, so a function in one that runs the argv it is given (e.g.
     devstack.proc.spawn) makes its callers' argv in the others count."""
     wrappers = {} if wrappers is None else wrappers
@@ -425,13 +465,31 @@ def scan_python_modules(sources: dict[str, str], local_modules: Iterable[str] = 
 # =========================================================================================
 # shell
 # =========================================================================================
-BUILTINS = set("""
+BUILTINS = set(
+    """
 : . [ [[ ]] alias bg bind break builtin caller cd compgen complete continue declare dirs disown echo
 enable eval exit export false fc fg getopts hash help history jobs kill let local logout mapfile popd
 printf pushd pwd read readarray readonly return set shift shopt source suspend test times trap true type
 typeset ulimit umask unalias unset wait
-""".split())
-KEYWORDS = {"if", "then", "else", "elif", "fi", "do", "done", "while", "until", "!", "{", "}", "time", "in", "esac"}
+""".split()
+)
+KEYWORDS = {
+    "if",
+    "then",
+    "else",
+    "elif",
+    "fi",
+    "do",
+    "done",
+    "while",
+    "until",
+    "!",
+    "{",
+    "}",
+    "time",
+    "in",
+    "esac",
+}
 WRAPPERS = {"sudo", "exec", "env", "nohup", "timeout", "xargs", "nice", "command"}
 SEPARATORS = {";", "&&", "||", "|", "&", "(", ")", "\n", ";;", "|&"}
 ASSIGN = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(\[[^\]]*\])?\+?=(.*)$", re.S)
@@ -503,7 +561,7 @@ def _tokenize(text: str, first_line: int, subs: list[tuple[str, int]]) -> list[_
         if c == "\\":
             if not word:
                 word_line = line
-            word.append(text[i:i + 2])
+            word.append(text[i : i + 2])
             i += 2
             continue
         if c in " \t":
@@ -525,7 +583,7 @@ def _tokenize(text: str, first_line: int, subs: list[tuple[str, int]]) -> list[_
         if c == "'":
             j = text.find("'", i + 1)
             j = len(text) if j < 0 else j
-            word.append(text[i:j + 1])
+            word.append(text[i : j + 1])
             line += text.count("\n", i, j + 1)
             i = j + 1
             continue
@@ -534,7 +592,7 @@ def _tokenize(text: str, first_line: int, subs: list[tuple[str, int]]) -> list[_
             parts = ['"']
             while j < len(text) and text[j] != '"':
                 if text[j] == "\\":
-                    parts.append(text[j:j + 2])
+                    parts.append(text[j : j + 2])
                     j += 2
                     continue
                 if text.startswith("$((", j):
@@ -544,14 +602,14 @@ def _tokenize(text: str, first_line: int, subs: list[tuple[str, int]]) -> list[_
                     continue
                 if text.startswith("$(", j):
                     k = _matching(text, j + 2, "(", ")")
-                    subs.append((text[j + 2:k - 1], line + text.count("\n", i, j)))
+                    subs.append((text[j + 2 : k - 1], line + text.count("\n", i, j)))
                     parts.append(SUBST)
                     j = k
                     continue
                 if text[j] == "`":
                     k = text.find("`", j + 1)
                     k = len(text) if k < 0 else k
-                    subs.append((text[j + 1:k], line))
+                    subs.append((text[j + 1 : k], line))
                     parts.append(SUBST)
                     j = k + 1
                     continue
@@ -570,7 +628,7 @@ def _tokenize(text: str, first_line: int, subs: list[tuple[str, int]]) -> list[_
             continue
         if text.startswith("$(", i):
             k = _matching(text, i + 2, "(", ")")
-            subs.append((text[i + 2:k - 1], line))
+            subs.append((text[i + 2 : k - 1], line))
             word.append(SUBST)
             line += text.count("\n", i, k)
             i = k
@@ -578,7 +636,7 @@ def _tokenize(text: str, first_line: int, subs: list[tuple[str, int]]) -> list[_
         if c == "`":
             k = text.find("`", i + 1)
             k = len(text) if k < 0 else k
-            subs.append((text[i + 1:k], line))
+            subs.append((text[i + 1 : k], line))
             word.append(SUBST)
             i = k + 1
             continue
@@ -589,7 +647,7 @@ def _tokenize(text: str, first_line: int, subs: list[tuple[str, int]]) -> list[_
             continue
         if c in "<>" and text.startswith(("<(", ">("), i):  # process substitution
             k = _matching(text, i + 2, "(", ")")
-            subs.append((text[i + 2:k - 1], line))
+            subs.append((text[i + 2 : k - 1], line))
             word.append(SUBST)
             i = k
             continue
@@ -599,7 +657,7 @@ def _tokenize(text: str, first_line: int, subs: list[tuple[str, int]]) -> list[_
                 i += 1
                 continue
             flush()
-            op = text[i:i + 2] if text[i:i + 2] in ("&&", "||", ";;", "|&") else c
+            op = text[i : i + 2] if text[i : i + 2] in ("&&", "||", ";;", "|&") else c
             toks.append(_Tok("op", op, line))
             i += len(op)
             continue
@@ -629,18 +687,20 @@ class _Shell:
             if c == "'" and not quote:
                 j = raw.find("'", i + 1)
                 j = len(raw) if j < 0 else j
-                piece, i = {raw[i + 1:j]}, j + 1
+                piece, i = {raw[i + 1 : j]}, j + 1
             elif c == '"':
                 quote = "" if quote else '"'
                 i += 1
                 continue
             elif c == "\\":
-                piece, i = {raw[i + 1:i + 2]}, i + 2
+                piece, i = {raw[i + 1 : i + 2]}, i + 2
             elif c == SUBST:
                 piece, i = {UNKNOWN}, i + 1
             elif c == "$":
-                m = re.match(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-=+?])([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)|\$.",
-                             raw[i:])
+                m = re.match(
+                    r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-=+?])([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)|\$.",
+                    raw[i:],
+                )
                 name = m.group(1) or m.group(4)
                 piece = set()
                 if name:
@@ -735,7 +795,12 @@ class _Shell:
             if text == "function":
                 i += 2
                 continue
-            if (m := ASSIGN.match(text)) and m.group(3) == "" and i + 1 < len(toks) and toks[i + 1].text == "(":
+            if (
+                (m := ASSIGN.match(text))
+                and m.group(3) == ""
+                and i + 1 < len(toks)
+                and toks[i + 1].text == "("
+            ):
                 i = _array_end(toks, i + 1) + 1  # NAME=( words ): data, not commands
                 continue
             if text in KEYWORDS or ASSIGN.match(text) or text in ("local", "export", "readonly", "declare"):
@@ -778,7 +843,7 @@ class _Shell:
                 continue
             self.add(t.line, name)
             if is_python(name):
-                rest = [x.text for x in toks[i + 1:i + 3]]
+                rest = [x.text for x in toks[i + 1 : i + 3]]
                 if len(rest) == 2 and rest[0] == "-m":
                     mod = "".join(self.expand(rest[1]) - {UNKNOWN}).split(".")[0]
                     if mod and mod not in sys.stdlib_module_names and mod not in self.local_modules:
@@ -792,8 +857,15 @@ class _Shell:
                     k = self._command(toks, j + 1)
                     return k
                 return j + 1
-        while j < len(toks) and toks[j].kind == "word" and (
-                toks[j].text.startswith("-") or ASSIGN.match(toks[j].text) or re.fullmatch(r"\d+[smh]?", toks[j].text)):
+        while (
+            j < len(toks)
+            and toks[j].kind == "word"
+            and (
+                toks[j].text.startswith("-")
+                or ASSIGN.match(toks[j].text)
+                or re.fullmatch(r"\d+[smh]?", toks[j].text)
+            )
+        ):
             j += 1
         if j < len(toks) and toks[j].kind == "word":
             return self._command(toks, j)
@@ -810,8 +882,14 @@ def _array_end(toks: list[_Tok], i: int) -> int:
     return i
 
 
-def scan_shell(rel: str, text: str, first_line: int = 1, variables: dict[str, list[str]] | None = None,
-               local_modules: Iterable[str] = (), repo_paths: Iterable[str] = ()) -> list[Use]:
+def scan_shell(
+    rel: str,
+    text: str,
+    first_line: int = 1,
+    variables: dict[str, list[str]] | None = None,
+    local_modules: Iterable[str] = (),
+    repo_paths: Iterable[str] = (),
+) -> list[Use]:
     sh = _Shell(rel, variables)
     sh.local_modules = set(local_modules)
     sh.repo_paths = set(repo_paths)
@@ -821,10 +899,14 @@ def scan_shell(rel: str, text: str, first_line: int = 1, variables: dict[str, li
 # =========================================================================================
 # Makefile, TypeScript
 # =========================================================================================
-MAKE_ASSIGN = re.compile(r"^(?:export\s+|override\s+)?([A-Za-z_][A-Za-z0-9_.]*)\s*(?::{1,3}=|\?=|\+=|=)\s*(.*)$")
+MAKE_ASSIGN = re.compile(
+    r"^(?:export\s+|override\s+)?([A-Za-z_][A-Za-z0-9_.]*)\s*(?::{1,3}=|\?=|\+=|=)\s*(.*)$"
+)
 
 
-def scan_makefile(rel: str, text: str, local_modules: Iterable[str] = (), repo_paths: Iterable[str] = ()) -> list[Use]:
+def scan_makefile(
+    rel: str, text: str, local_modules: Iterable[str] = (), repo_paths: Iterable[str] = ()
+) -> list[Use]:
     lines = text.splitlines()
     make_vars: dict[str, str] = {"CURDIR": UNKNOWN, "MAKE": "make"}
     uses: list[Use] = []
@@ -847,7 +929,11 @@ def scan_makefile(rel: str, text: str, local_modules: Iterable[str] = (), repo_p
         return s.replace("\x01", "$")
 
     if "SHELL" in make_vars and (name := program_name(mexpand(make_vars["SHELL"]))):
-        uses.append(Use(rel, next(n for n, ln in enumerate(lines, 1) if ln.lstrip().startswith("SHELL")), name, "exec"))
+        uses.append(
+            Use(
+                rel, next(n for n, ln in enumerate(lines, 1) if ln.lstrip().startswith("SHELL")), name, "exec"
+            )
+        )
     n = 0
     while n < len(lines):
         line = lines[n]
@@ -858,8 +944,9 @@ def scan_makefile(rel: str, text: str, local_modules: Iterable[str] = (), repo_p
                 n += 1
                 recipe = recipe[:-1] + " " + lines[n].lstrip("\t")
             recipe = recipe.lstrip("@-+ ")
-            uses += scan_shell(rel, mexpand(recipe), first_line=start, local_modules=local_modules,
-                               repo_paths=repo_paths)
+            uses += scan_shell(
+                rel, mexpand(recipe), first_line=start, local_modules=local_modules, repo_paths=repo_paths
+            )
         n += 1
     return uses
 
@@ -881,14 +968,22 @@ def scan_typescript(rel: str, text: str) -> list[Use]:
 # =========================================================================================
 def repo_files(root: Path) -> list[str]:
     """Tracked files and new ones not ignored (so a new script is held to the list before its commit)."""
-    res = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=root, capture_output=True,
-                         text=True, check=True)
+    res = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return sorted(p for p in set(res.stdout.split("\0")) if p and (root / p).is_file())
 
 
 def local_modules(root: Path) -> set[str]:
-    return {p.name for p in root.iterdir() if (p / "__init__.py").exists()} | \
-           {p.stem for p in root.glob("*.py")} | {"scripts"}
+    return (
+        {p.name for p in root.iterdir() if (p / "__init__.py").exists()}
+        | {p.stem for p in root.glob("*.py")}
+        | {"scripts"}
+    )
 
 
 def kind_of(root: Path, rel: str) -> str | None:

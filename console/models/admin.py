@@ -32,9 +32,13 @@ def parse_endpoints(text: str) -> list[Row]:
             elif key in ("insecure", "insecure_host_key") and not value:
                 tls[key] = True
             else:
-                raise ValidationFailed(f"endpoints line {n}: unknown option {word!r}",
-                                       [f"endpoints line {n}: use ca_bundle=<path>, insecure, known_hosts=<path> "
-                                        "or insecure_host_key"])
+                raise ValidationFailed(
+                    f"endpoints line {n}: unknown option {word!r}",
+                    [
+                        f"endpoints line {n}: use ca_bundle=<path>, insecure, known_hosts=<path> "
+                        "or insecure_host_key"
+                    ],
+                )
         out.append({"url": words[0], "tls": tls})
     return out
 
@@ -49,8 +53,9 @@ class CredentialForm:
         self.last_result: Row | None = None
 
     @staticmethod
-    def check(site_id: str, name: str, kind: str, username: str, secret: str,
-              endpoints: list[Row] | None = None) -> list[str]:
+    def check(
+        site_id: str, name: str, kind: str, username: str, secret: str, endpoints: list[Row] | None = None
+    ) -> list[str]:
         problems = []
         if not site_id:
             problems.append("site: choose a site")
@@ -68,14 +73,21 @@ class CredentialForm:
             problems.append("endpoints: name at least one endpoint the secret may be presented to")
         return problems
 
-    def submit(self, *, site_id: str, name: str, kind: str, username: str, secret: str,
-               endpoints: list[Row] | str) -> Row:
+    def submit(
+        self, *, site_id: str, name: str, kind: str, username: str, secret: str, endpoints: list[Row] | str
+    ) -> Row:
         eps = parse_endpoints(endpoints) if isinstance(endpoints, str) else list(endpoints or [])
         problems = self.check(site_id, name, kind, username, secret, eps)
         if problems:
             raise ValidationFailed("the credential form is not complete: " + "; ".join(problems), problems)
-        res = self.api.seal_credential(site_id=site_id, name=name.strip(), kind=kind, username=username.strip(),
-                                       secret=secret, endpoints=eps)
+        res = self.api.seal_credential(
+            site_id=site_id,
+            name=name.strip(),
+            kind=kind,
+            username=username.strip(),
+            secret=secret,
+            endpoints=eps,
+        )
         # keep only what the function answered: ids, never the input
         self.last_result = {k: res.get(k) for k in ("credential_set_id", "key_ids", "sealed_to")}
         return self.last_result
@@ -85,16 +97,20 @@ class CredentialForm:
         marked ``stale`` when an active executor key has no envelope yet: re-enter and rotate."""
         return list(self.api.credential_status(site_id).get("credential_sets") or [])
 
-    def rotate(self, *, credential_set_id: str, secret: str, endpoints: list[Row] | str,
-               username: str | None = None) -> Row:
+    def rotate(
+        self, *, credential_set_id: str, secret: str, endpoints: list[Row] | str, username: str | None = None
+    ) -> Row:
         """Re-seal with a new secret (or to new executor keys), naming the endpoints again:
         the one way to move a target to another address or TLS trust."""
         eps = parse_endpoints(endpoints) if isinstance(endpoints, str) else list(endpoints or [])
         if not credential_set_id or not secret or not eps:
-            raise ValidationFailed("choose a credential set, enter the secret and its endpoints",
-                                   ["credential_set_id, secret and endpoints are required"])
-        res = self.api.reseal_credential(credential_set_id=credential_set_id, secret=secret, endpoints=eps,
-                                         username=username)
+            raise ValidationFailed(
+                "choose a credential set, enter the secret and its endpoints",
+                ["credential_set_id, secret and endpoints are required"],
+            )
+        res = self.api.reseal_credential(
+            credential_set_id=credential_set_id, secret=secret, endpoints=eps, username=username
+        )
         self.last_result = {k: res.get(k) for k in ("credential_set_id", "key_ids", "sealed_to")}
         return self.last_result
 
@@ -111,22 +127,33 @@ class ForceResume(Observable):
     def load(self, now: dt.datetime | None = None) -> list[Row]:
         now = now or dt.datetime.now(dt.UTC)
         rows = self.api.jobs(limit=200, statuses=["paused", "running"])
-        self.candidates = [r for r in rows if r["status"] == "paused"
-                           or ((parse_ts(r.get("lease_expires_at")) or now) < now)]
+        self.candidates = [
+            r for r in rows if r["status"] == "paused" or ((parse_ts(r.get("lease_expires_at")) or now) < now)
+        ]
         self.changed()
         return self.candidates
 
     def rows(self) -> list[dict[str, Any]]:
-        return [{"id": r["id"], "job": short_id(r["id"]), "type": r["type"],
-                 "state": r["status"] + (f" ({r['pause_reason']})" if r.get("pause_reason") else " (lease expired)"),
-                 "since": short_ts(r.get("started_at"))} for r in self.candidates]
+        return [
+            {
+                "id": r["id"],
+                "job": short_id(r["id"]),
+                "type": r["type"],
+                "state": r["status"]
+                + (f" ({r['pause_reason']})" if r.get("pause_reason") else " (lease expired)"),
+                "since": short_ts(r.get("started_at")),
+            }
+            for r in self.candidates
+        ]
 
     @staticmethod
     def check_reason(reason: str) -> str:
         r = re.sub(r"\s+", " ", reason or "").strip()
         if len(r) < MIN_REASON:
-            raise ValidationFailed(f"give a reason of at least {MIN_REASON} characters: it is written to the audit log",
-                                   ["reason too short"])
+            raise ValidationFailed(
+                f"give a reason of at least {MIN_REASON} characters: it is written to the audit log",
+                ["reason too short"],
+            )
         if len(r) > 2000:
             raise ValidationFailed("the reason has at most 2000 characters", ["reason too long"])
         return r
@@ -140,8 +167,17 @@ class ForceResume(Observable):
         return res
 
 
-NOTIFICATION_EVENTS = ("job_started", "job_completed", "job_failed", "job_cancelled", "job_paused", "job_slow",
-                       "window_requested", "window_decided", "cluster_safety_changed")
+NOTIFICATION_EVENTS = (
+    "job_started",
+    "job_completed",
+    "job_failed",
+    "job_cancelled",
+    "job_paused",
+    "job_slow",
+    "window_requested",
+    "window_decided",
+    "cluster_safety_changed",
+)
 NOTIFICATION_CHANNELS = ("teams", "email", "webhook")
 
 
@@ -174,12 +210,18 @@ class NotificationSettings(Observable):
         problems += [f"events: unknown event {e!r}" for e in events if e not in NOTIFICATION_EVENTS]
         return problems
 
-    def add(self, *, name: str, channel: str, target: str, events: list[str], site_id: str | None = None) -> Row:
+    def add(
+        self, *, name: str, channel: str, target: str, events: list[str], site_id: str | None = None
+    ) -> Row:
         problems = self.check(name, channel, target, list(events))
         if problems:
             raise ValidationFailed("the notification setting is not valid: " + "; ".join(problems), problems)
-        setting: dict[str, Any] = {"name": name.strip(), "channel": channel, "target": target.strip(),
-                                   "events": list(events)}
+        setting: dict[str, Any] = {
+            "name": name.strip(),
+            "channel": channel,
+            "target": target.strip(),
+            "events": list(events),
+        }
         if site_id:
             setting["site_id"] = site_id
         res = self.api.upsert_notification_settings([setting])
@@ -194,5 +236,14 @@ class NotificationSettings(Observable):
         return res
 
     def rows(self) -> list[dict[str, Any]]:
-        return [{"id": s.get("id"), "name": s.get("name"), "channel": s.get("channel"), "target": s.get("target"),
-                 "events": ", ".join(s.get("events") or []), "enabled": s.get("enabled")} for s in self.settings]
+        return [
+            {
+                "id": s.get("id"),
+                "name": s.get("name"),
+                "channel": s.get("channel"),
+                "target": s.get("target"),
+                "events": ", ".join(s.get("events") or []),
+                "enabled": s.get("enabled"),
+            }
+            for s in self.settings
+        ]

@@ -25,13 +25,17 @@ from console.errors import ValidationFailed
 from console.models.common import parse_ts, short_id, short_ts
 
 ENTRY_COLUMNS = "id,lane,occurred_at,actor_kind,actor_id,actor_role,action,table_name,row_id,note"
-CHAIN_COLUMNS = ("id,lane,occurred_at,actor_kind,actor_id,actor_role,action,table_name,row_id,old_data,new_data,"
-                 "note,prev_hash,hash")
+CHAIN_COLUMNS = (
+    "id,lane,occurred_at,actor_kind,actor_id,actor_role,action,table_name,row_id,old_data,new_data,"
+    "note,prev_hash,hash"
+)
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 NAME_RE = re.compile(r"^[a-z0-9_.]{1,80}$")
 MAX_LIMIT = 1000
-FULL_CHECK = ("verify_audit_chain() checks every row of every lane; it is granted to the service role only, "
-              "so it runs with the service key: python -m executor --verify-audit on an executor host")
+FULL_CHECK = (
+    "verify_audit_chain() checks every row of every lane; it is granted to the service role only, "
+    "so it runs with the service key: python -m executor --verify-audit on an executor host"
+)
 
 
 def epoch_us(value: Any) -> int:
@@ -77,8 +81,14 @@ class AuditModel:
         self.names = names
 
     # -- entries -------------------------------------------------------------------------
-    def entries(self, *, table: str | None = None, action: str | None = None, job_id: str | None = None,
-                limit: int = 100) -> list[Row]:
+    def entries(
+        self,
+        *,
+        table: str | None = None,
+        action: str | None = None,
+        job_id: str | None = None,
+        limit: int = 100,
+    ) -> list[Row]:
         """The newest entries matching every filter given, newest first, each with ``actor``
         (a name) and ``when``. ``job_id`` finds the job's own rows (table jobs)."""
         table, action, job_id = (table or "").strip(), (action or "").strip(), (job_id or "").strip().lower()
@@ -95,6 +105,7 @@ class AuditModel:
             if job_id:
                 b = b.eq("table_name", "jobs").eq("row_id", job_id)
             return b.order("id", desc=True).limit(int(limit))
+
         rows = self.api._rest("audit log", q)
         if self.names is not None:
             self.names.load_users(r["actor_id"] for r in rows if r.get("actor_kind") == "user")
@@ -115,18 +126,34 @@ class AuditModel:
 
     def choices(self, limit: int = 500) -> dict[str, list[str]]:
         """Tables and actions seen in the newest ``limit`` rows, for the filter dropdowns."""
-        rows = self.api._rest("audit log", lambda c: c.table("audit_log").select("table_name,action")
-                              .order("id", desc=True).limit(limit))
-        return {"tables": sorted({r["table_name"] for r in rows if r.get("table_name")}),
-                "actions": sorted({r["action"] for r in rows if r.get("action")})}
+        rows = self.api._rest(
+            "audit log",
+            lambda c: c.table("audit_log").select("table_name,action").order("id", desc=True).limit(limit),
+        )
+        return {
+            "tables": sorted({r["table_name"] for r in rows if r.get("table_name")}),
+            "actions": sorted({r["action"] for r in rows if r.get("action")}),
+        }
 
     # -- the hash chain --------------------------------------------------------------------
     @staticmethod
     def hash_args(r: Row) -> list[Any]:
         """The fields audit_row_hash chains, in its order (occurred_at as epoch microseconds)."""
-        return [r["prev_hash"], int(r["id"]), int(r["lane"]), epoch_us(r["occurred_at"]), r["actor_kind"],
-                r.get("actor_id"), r["actor_role"], r["action"], r.get("table_name"), r.get("row_id"),
-                r.get("old_data"), r.get("new_data"), r.get("note")]
+        return [
+            r["prev_hash"],
+            int(r["id"]),
+            int(r["lane"]),
+            epoch_us(r["occurred_at"]),
+            r["actor_kind"],
+            r.get("actor_id"),
+            r["actor_role"],
+            r["action"],
+            r.get("table_name"),
+            r.get("row_id"),
+            r.get("old_data"),
+            r.get("new_data"),
+            r.get("note"),
+        ]
 
     def recompute(self, r: Row) -> str:
         return hashlib.sha256(jsonb_text(self.hash_args(r)).encode()).hexdigest()
@@ -137,30 +164,53 @@ class AuditModel:
         full_check}; state is intact, broken or empty."""
         if not 1 <= int(window) <= MAX_LIMIT:
             raise ValidationFailed(f"window: 1 to {MAX_LIMIT} rows", [f"window: 1 to {MAX_LIMIT} rows"])
-        rows = self.api._rest("audit log", lambda c: c.table("audit_log").select(CHAIN_COLUMNS)
-                              .order("id", desc=True).limit(int(window)))
+        rows = self.api._rest(
+            "audit log",
+            lambda c: c.table("audit_log").select(CHAIN_COLUMNS).order("id", desc=True).limit(int(window)),
+        )
         problems: list[Row] = []
         by_lane: dict[int, list[Row]] = {}
         for r in sorted(rows, key=lambda r: int(r["id"])):
             by_lane.setdefault(int(r["lane"]), []).append(r)
         for lane_rows in by_lane.values():
             for prev, cur in zip(lane_rows, lane_rows[1:], strict=False):
-                if cur["prev_hash"] != prev["hash"]:  # the window is the newest N rows by id: nothing of the lane lies between
-                    problems.append({"id": cur["id"], "lane": cur["lane"],
-                                     "reason": f"its prev_hash does not match the hash of row {prev['id']}, "
-                                               "the previous row of its lane"})
+                if (
+                    cur["prev_hash"] != prev["hash"]
+                ):  # the window is the newest N rows by id: nothing of the lane lies between
+                    problems.append(
+                        {
+                            "id": cur["id"],
+                            "lane": cur["lane"],
+                            "reason": f"its prev_hash does not match the hash of row {prev['id']}, "
+                            "the previous row of its lane",
+                        }
+                    )
         if recompute:
             for r in rows:
                 if self.recompute(r) != r["hash"]:
-                    problems.append({"id": r["id"], "lane": r["lane"],
-                                     "reason": "its hash does not match its contents"})
+                    problems.append(
+                        {"id": r["id"], "lane": r["lane"], "reason": "its hash does not match its contents"}
+                    )
         problems.sort(key=lambda p: int(p["id"]))
         state = "empty" if not rows else ("broken" if problems else "intact")
         ids = [int(r["id"]) for r in rows]
-        scope = (f"the newest {len(rows)} row(s) (ids {min(ids)}..{max(ids)}) in {len(by_lane)} lane(s): links"
-                 + (" and hashes" if recompute else "") + " checked from the console") if rows else "no rows to check"
-        return {"state": state, "checked": len(rows), "lanes": len(by_lane), "problems": problems, "scope": scope,
-                "full_check": FULL_CHECK}
+        scope = (
+            (
+                f"the newest {len(rows)} row(s) (ids {min(ids)}..{max(ids)}) in {len(by_lane)} lane(s): links"
+                + (" and hashes" if recompute else "")
+                + " checked from the console"
+            )
+            if rows
+            else "no rows to check"
+        )
+        return {
+            "state": state,
+            "checked": len(rows),
+            "lanes": len(by_lane),
+            "problems": problems,
+            "scope": scope,
+            "full_check": FULL_CHECK,
+        }
 
     def verify_full(self) -> list[Row]:
         """verify_audit_chain() as the signed-in user: refused (403) for every API role."""

@@ -51,8 +51,12 @@ class BlockerWizard(Observable):
         host_ids = sorted({b["host_id"] for b in self.blockers if b.get("host_id")})
         vm_ids = sorted({b["vm_id"] for b in self.blockers if b.get("vm_id")})
         if host_ids:
-            self.host_names = {h["id"]: h["name"] for h in self.api._rest(
-                "hosts", lambda c: c.table("esxi_hosts").select("id,name").in_("id", host_ids))}
+            self.host_names = {
+                h["id"]: h["name"]
+                for h in self.api._rest(
+                    "hosts", lambda c: c.table("esxi_hosts").select("id,name").in_("id", host_ids)
+                )
+            }
         self.vm_names = {v["id"]: v["name"] for v in self.api.vms(vm_ids)}
         open_ids = {b["id"] for b in self.blockers}
         self.choices = {k: v for k, v in self.choices.items() if k in open_ids}
@@ -66,8 +70,9 @@ class BlockerWizard(Observable):
         for b in self.blockers:
             if b["id"] == blocker_id:
                 return b
-        raise ValidationFailed(f"blocker {blocker_id} is not an open blocker of this job (reload?)",
-                               ["unknown blocker"])
+        raise ValidationFailed(
+            f"blocker {blocker_id} is not an open blocker of this job (reload?)", ["unknown blocker"]
+        )
 
     def problem(self, blocker: Row, decision: str) -> str | None:
         """Why ``decision`` cannot apply to ``blocker`` (None = it can)."""
@@ -101,8 +106,15 @@ class BlockerWizard(Observable):
         self.choices.pop(blocker_id, None)
         self.changed()
 
-    def bulk(self, decision: str, *, kind: str | None = None, host_id: str | None = None,
-             only_undecided: bool = True, note: str = "") -> tuple[int, list[str]]:
+    def bulk(
+        self,
+        decision: str,
+        *,
+        kind: str | None = None,
+        host_id: str | None = None,
+        only_undecided: bool = True,
+        note: str = "",
+    ) -> tuple[int, list[str]]:
         """Apply one decision to every matching blocker; returns (applied, skipped reasons)."""
         applied, skipped = 0, []
         for b in self.blockers:
@@ -132,12 +144,19 @@ class BlockerWizard(Observable):
         return bool(self.blockers) and not self.undecided()
 
     def rows(self) -> list[dict[str, Any]]:
-        return [{"id": b["id"], "kind": b.get("kind"), "host": self.host_names.get(b.get("host_id") or "", ""),
-                 "vm": self.vm_names.get(b.get("vm_id") or "", ""), "description": b.get("description", ""),
-                 "detected": short_ts(b.get("detected_at")),
-                 "decision": self.choices[b["id"]].decision if b["id"] in self.choices else "",
-                 "note": self.choices[b["id"]].note if b["id"] in self.choices else ""}
-                for b in self.blockers]
+        return [
+            {
+                "id": b["id"],
+                "kind": b.get("kind"),
+                "host": self.host_names.get(b.get("host_id") or "", ""),
+                "vm": self.vm_names.get(b.get("vm_id") or "", ""),
+                "description": b.get("description", ""),
+                "detected": short_ts(b.get("detected_at")),
+                "decision": self.choices[b["id"]].decision if b["id"] in self.choices else "",
+                "note": self.choices[b["id"]].note if b["id"] in self.choices else "",
+            }
+            for b in self.blockers
+        ]
 
     def save(self, *, resume: bool = True, confirm_abort: bool = False) -> Row:
         """Send the decisions. With ``resume`` every open blocker must have one (the job goes
@@ -146,13 +165,18 @@ class BlockerWizard(Observable):
             raise ValidationFailed("decide at least one blocker first", ["no decisions"])
         if resume and not self.complete:
             n = len(self.undecided())
-            raise ValidationFailed(f"{n} blocker(s) still need a decision before the job can resume "
-                                   "(or save without resuming)", [f"{n} undecided"])
+            raise ValidationFailed(
+                f"{n} blocker(s) still need a decision before the job can resume (or save without resuming)",
+                [f"{n} undecided"],
+            )
         if any(c.decision == "abort" for c in self.choices.values()) and not confirm_abort:
-            raise ValidationFailed("an 'abort' decision cancels the whole job: confirm it explicitly",
-                                   ["abort not confirmed"])
-        decisions = [{"blocker_id": bid, "decision": c.decision, **({"note": c.note} if c.note else {})}
-                     for bid, c in self.choices.items()]
+            raise ValidationFailed(
+                "an 'abort' decision cancels the whole job: confirm it explicitly", ["abort not confirmed"]
+            )
+        decisions = [
+            {"blocker_id": bid, "decision": c.decision, **({"note": c.note} if c.note else {})}
+            for bid, c in self.choices.items()
+        ]
         res = self.api.resolve_blockers(self.job_id, decisions, resume=True if resume else None)
         self.last_result = res
         self.choices.clear()

@@ -17,10 +17,18 @@ PATTERN_WORDS = [
     (r"0-9A-Fa-f:\.\]\+\(/", "an address, a range a-b, or a network in CIDR form such as 10.0.0.0/24"),
 ]
 LABELS = {
-    "firmware.catalog_url": "catalog URL", "firmware.components": "components", "catalog_url": "catalog URL",
-    "max_parallel_hosts": "hosts at once", "failure_budget": "failure budget", "blocker_default": "blocker policy",
-    "vmotion_timeout_s": "evacuation budget (s)", "esxi.target_version": "ESXi version",
-    "esxi.depot_url": "ESXi depot URL", "image_url": "image URL", "host_ids": "hosts", "server_ids": "servers",
+    "firmware.catalog_url": "catalog URL",
+    "firmware.components": "components",
+    "catalog_url": "catalog URL",
+    "max_parallel_hosts": "hosts at once",
+    "failure_budget": "failure budget",
+    "blocker_default": "blocker policy",
+    "vmotion_timeout_s": "evacuation budget (s)",
+    "esxi.target_version": "ESXi version",
+    "esxi.depot_url": "ESXi depot URL",
+    "image_url": "image URL",
+    "host_ids": "hosts",
+    "server_ids": "servers",
 }
 
 

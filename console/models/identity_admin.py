@@ -22,12 +22,18 @@ MODES = ("direct", "executor")
 NESTING = ("memberof", "search", "ad")
 APP_ROLES = ("viewer", "operator", "approver", "admin")
 MIN_REASON = 10
-CONFIG_COLUMNS = ("site_id,mode,enabled,uris,starttls,bind_dn_template,base_dn,user_filter,group_base_dn,nesting,"
-                  "group_roles,updated_by,updated_at")
-ACCOUNT_COLUMNS = "id,name,user_id,role,max_session_s,failed_attempts,locked_until,last_used_at,disabled_at,created_at"
+CONFIG_COLUMNS = (
+    "site_id,mode,enabled,uris,starttls,bind_dn_template,base_dn,user_filter,group_base_dn,nesting,"
+    "group_roles,updated_by,updated_at"
+)
+ACCOUNT_COLUMNS = (
+    "id,name,user_id,role,max_session_s,failed_attempts,locked_until,last_used_at,disabled_at,created_at"
+)
 URI_RE = re.compile(r"^ldaps?://[A-Za-z0-9.\-\[\]:]+(:[0-9]{1,5})?/?$")
-LOCKOUT_NOTE = ("lockouts hold per client address (five wrong secrets lock out the guessing address only); "
-                "failed sign-ins counts every failure from any address")
+LOCKOUT_NOTE = (
+    "lockouts hold per client address (five wrong secrets lock out the guessing address only); "
+    "failed sign-ins counts every failure from any address"
+)
 
 
 def parse_group_roles(text: str) -> list[Row]:
@@ -42,9 +48,13 @@ def parse_group_roles(text: str) -> list[Row]:
         role, sep, group = line.partition(":")
         role, group = role.strip().lower(), group.strip()
         if not sep or role not in APP_ROLES:
-            problems.append(f"mapping line {n}: start with a role ({', '.join(APP_ROLES)}), a colon, then the group DN")
+            problems.append(
+                f"mapping line {n}: start with a role ({', '.join(APP_ROLES)}), a colon, then the group DN"
+            )
         elif not group or "=" not in group or len(group) > 1024:
-            problems.append(f"mapping line {n}: the group must be a DN such as cn=ops,ou=groups,dc=example,dc=org")
+            problems.append(
+                f"mapping line {n}: the group must be a DN such as cn=ops,ou=groups,dc=example,dc=org"
+            )
         else:
             out.append({"group": group, "role": role})
     if problems:
@@ -56,7 +66,9 @@ def format_group_roles(mapping: list[Row] | None) -> str:
     return "\n".join(f"{m['role']}: {m['group']}" for m in mapping or [])
 
 
-def check_config(mode: str, uris: list[str], bind_dn_template: str, user_filter: str, nesting: str) -> list[str]:
+def check_config(
+    mode: str, uris: list[str], bind_dn_template: str, user_filter: str, nesting: str
+) -> list[str]:
     problems = []
     if mode not in MODES:
         problems.append("mode: direct (the control plane binds) or executor (the site executor binds)")
@@ -68,7 +80,9 @@ def check_config(mode: str, uris: list[str], bind_dn_template: str, user_filter:
     if mode == "direct" and not uris:
         problems.append("directory URLs: a direct site needs at least one")
     if bind_dn_template and "{username}" not in bind_dn_template:
-        problems.append("bind DN template: must contain {username}, e.g. uid={username},ou=people,dc=example,dc=org")
+        problems.append(
+            "bind DN template: must contain {username}, e.g. uid={username},ou=people,dc=example,dc=org"
+        )
     if mode == "direct" and not bind_dn_template:
         problems.append("bind DN template: a direct site needs one")
     if user_filter and "{username}" not in user_filter:
@@ -93,54 +107,100 @@ class IdentityAdmin:
 
     # -- directory sign-in per site ----------------------------------------------------------
     def configs(self) -> list[Row]:
-        rows = self.api._rest("directory settings", lambda c: c.table("directory_configs").select(CONFIG_COLUMNS))
+        rows = self.api._rest(
+            "directory settings", lambda c: c.table("directory_configs").select(CONFIG_COLUMNS)
+        )
         for r in rows:
-            r["site"] = self.names.name("site", r["site_id"]) if self.names is not None else str(r["site_id"])[:8]
+            r["site"] = (
+                self.names.name("site", r["site_id"]) if self.names is not None else str(r["site_id"])[:8]
+            )
             r["mapping"] = format_group_roles(r.get("group_roles"))
             r["updated"] = short_ts(r.get("updated_at"))
-            r["updated by"] = self.names.user(r.get("updated_by")) if self.names is not None and r.get("updated_by") \
-                else ""
+            r["updated by"] = (
+                self.names.user(r.get("updated_by")) if self.names is not None and r.get("updated_by") else ""
+            )
         return sorted(rows, key=lambda r: r["site"])
 
-    def save_config(self, *, site_id: str, mode: str, uris: list[str] | str, bind_dn_template: str = "",
-                    base_dn: str = "", user_filter: str = "", group_base_dn: str = "", nesting: str = "search",
-                    enabled: bool = True, starttls: bool = False) -> None:
+    def save_config(
+        self,
+        *,
+        site_id: str,
+        mode: str,
+        uris: list[str] | str,
+        bind_dn_template: str = "",
+        base_dn: str = "",
+        user_filter: str = "",
+        group_base_dn: str = "",
+        nesting: str = "search",
+        enabled: bool = True,
+        starttls: bool = False,
+    ) -> None:
         uri_list = [u for u in (uris.split() if isinstance(uris, str) else uris) if u]
         problems = (["site: choose a site"] if not site_id else []) + check_config(
-            mode, uri_list, bind_dn_template.strip(), user_filter.strip(), nesting)
+            mode, uri_list, bind_dn_template.strip(), user_filter.strip(), nesting
+        )
         if problems:
             raise ValidationFailed("the directory settings are not valid: " + "; ".join(problems), problems)
-        row: Row = {"mode": mode, "enabled": bool(enabled), "uris": uri_list, "starttls": bool(starttls),
-                    "bind_dn_template": bind_dn_template.strip() or None, "base_dn": base_dn.strip(),
-                    "group_base_dn": group_base_dn.strip() or None, "nesting": nesting}
+        row: Row = {
+            "mode": mode,
+            "enabled": bool(enabled),
+            "uris": uri_list,
+            "starttls": bool(starttls),
+            "bind_dn_template": bind_dn_template.strip() or None,
+            "base_dn": base_dn.strip(),
+            "group_base_dn": group_base_dn.strip() or None,
+            "nesting": nesting,
+        }
         if user_filter.strip():
             row["user_filter"] = user_filter.strip()
         if self._exists(site_id):
-            self.api._rest("directory settings", lambda c: c.table("directory_configs").update(row, returning="minimal")
-                           .eq("site_id", site_id))
+            self.api._rest(
+                "directory settings",
+                lambda c: (
+                    c.table("directory_configs").update(row, returning="minimal").eq("site_id", site_id)
+                ),
+            )
         else:
-            self.api._rest("directory settings", lambda c: c.table("directory_configs")
-                           .insert({"site_id": site_id, **row}, returning="minimal"))
+            self.api._rest(
+                "directory settings",
+                lambda c: c.table("directory_configs").insert(
+                    {"site_id": site_id, **row}, returning="minimal"
+                ),
+            )
 
     def set_group_roles(self, site_id: str, mapping: list[Row] | str) -> list[Row]:
         rows = parse_group_roles(mapping) if isinstance(mapping, str) else list(mapping)
         if not site_id:
             raise ValidationFailed("choose a site", ["site: choose a site"])
         if not self._exists(site_id):
-            raise ValidationFailed("the site has no directory settings yet",
-                                   ["site: save its directory settings first, then the group mapping"])
-        self.api._rest("group mapping", lambda c: c.table("directory_configs")
-                       .update({"group_roles": rows}, returning="minimal").eq("site_id", site_id))
+            raise ValidationFailed(
+                "the site has no directory settings yet",
+                ["site: save its directory settings first, then the group mapping"],
+            )
+        self.api._rest(
+            "group mapping",
+            lambda c: (
+                c.table("directory_configs")
+                .update({"group_roles": rows}, returning="minimal")
+                .eq("site_id", site_id)
+            ),
+        )
         return rows
 
     def _exists(self, site_id: str) -> bool:
-        return bool(self.api._rest("directory settings", lambda c: c.table("directory_configs").select("site_id")
-                                   .eq("site_id", site_id)))
+        return bool(
+            self.api._rest(
+                "directory settings",
+                lambda c: c.table("directory_configs").select("site_id").eq("site_id", site_id),
+            )
+        )
 
     # -- break-glass ------------------------------------------------------------------------
     def accounts(self) -> list[Row]:
-        rows = self.api._rest("break-glass accounts", lambda c: c.table("breakglass_accounts").select(ACCOUNT_COLUMNS)
-                              .order("name"))
+        rows = self.api._rest(
+            "break-glass accounts",
+            lambda c: c.table("breakglass_accounts").select(ACCOUNT_COLUMNS).order("name"),
+        )
         for r in rows:
             r["state"] = "disabled" if r.get("disabled_at") else "enabled"
             r["failed sign-ins"] = int(r.get("failed_attempts") or 0)
@@ -149,19 +209,37 @@ class IdentityAdmin:
         return rows
 
     def sessions(self, *, live_only: bool = False, now: dt.datetime | None = None) -> list[Row]:
-        accounts = {str(a["id"]): a["name"] for a in self.api._rest(
-            "break-glass accounts", lambda c: c.table("breakglass_accounts").select("id,name"))}
-        rows = self.api._rest("break-glass sessions", lambda c: c.table("breakglass_sessions")
-                              .select("id,account_id,user_id,role,reason,client,started_at,expires_at,revoked_at,"
-                                      "revoked_by,revoke_reason").order("started_at", desc=True).limit(200))
+        accounts = {
+            str(a["id"]): a["name"]
+            for a in self.api._rest(
+                "break-glass accounts", lambda c: c.table("breakglass_accounts").select("id,name")
+            )
+        }
+        rows = self.api._rest(
+            "break-glass sessions",
+            lambda c: (
+                c.table("breakglass_sessions")
+                .select(
+                    "id,account_id,user_id,role,reason,client,started_at,expires_at,revoked_at,"
+                    "revoked_by,revoke_reason"
+                )
+                .order("started_at", desc=True)
+                .limit(200)
+            ),
+        )
         out = []
         for r in rows:
             r["account"] = accounts.get(str(r["account_id"]), str(r["account_id"])[:8])
             r["state"] = session_state(r, now)
             r["started"], r["expires"] = short_ts(r.get("started_at")), short_ts(r.get("expires_at"))
-            by = self.names.user(r.get("revoked_by")) if self.names is not None and r.get("revoked_by") else ""
-            r["revoked"] = (f"{short_ts(r['revoked_at'])} by {by or 'an admin'}: {r.get('revoke_reason') or ''}"
-                            if r.get("revoked_at") else "")
+            by = (
+                self.names.user(r.get("revoked_by")) if self.names is not None and r.get("revoked_by") else ""
+            )
+            r["revoked"] = (
+                f"{short_ts(r['revoked_at'])} by {by or 'an admin'}: {r.get('revoke_reason') or ''}"
+                if r.get("revoked_at")
+                else ""
+            )
             if not live_only or r["state"] == "live":
                 out.append(r)
         return out
@@ -175,6 +253,8 @@ class IdentityAdmin:
             problems.append(f"reason: at least {MIN_REASON} characters; it goes to the audit log")
         if problems:
             raise ValidationFailed("not revoked: " + "; ".join(problems), problems)
-        out = self.api._rest("revoke break-glass session", lambda c: c.rpc(
-            "revoke_breakglass_session", {"p_session_id": session_id, "p_reason": reason}))
+        out = self.api._rest(
+            "revoke break-glass session",
+            lambda c: c.rpc("revoke_breakglass_session", {"p_session_id": session_id, "p_reason": reason}),
+        )
         return out[0] if out and isinstance(out[0], dict) else {"revoked": session_id}

@@ -17,14 +17,21 @@ from console.errors import ValidationFailed
 from console.models.common import short_id
 
 SKIP_WORDS = {  # discovery_results.reason, in words
-    "no_answer": "no answer", "not_redfish": "not a Redfish service", "not_dell": "not a Dell iDRAC",
-    "wrong_credentials": "wrong credentials", "credential_not_allowed": "no credential set may be sent there",
-    "duplicate_service_tag": "service tag already registered at another address", "session_limit": "session limit",
+    "no_answer": "no answer",
+    "not_redfish": "not a Redfish service",
+    "not_dell": "not a Dell iDRAC",
+    "wrong_credentials": "wrong credentials",
+    "credential_not_allowed": "no credential set may be sent there",
+    "duplicate_service_tag": "service tag already registered at another address",
+    "session_limit": "session limit",
     "error": "probe error",
 }
 CATALOG_STATUS_WORDS = {
-    "never": "not refreshed yet", "ok": "current", "moved": "moved: update its URL",
-    "stale": "stale: the catalog is old", "failed": "last refresh failed",
+    "never": "not refreshed yet",
+    "ok": "current",
+    "moved": "moved: update its URL",
+    "stale": "stale: the catalog is old",
+    "failed": "last refresh failed",
 }
 
 
@@ -39,14 +46,30 @@ class DiscoveryModel:
         self.api = api
 
     def scans(self, site_id: str | None = None, limit: int = 20) -> list[Row]:
-        return self.api._rest("discovery scans", lambda c: _site(
-            c.table("jobs").select("id,status,created_at,params,result").eq("type", "discovery_scan"), site_id)
-            .order("created_at", desc=True).limit(limit))
+        return self.api._rest(
+            "discovery scans",
+            lambda c: (
+                _site(
+                    c.table("jobs").select("id,status,created_at,params,result").eq("type", "discovery_scan"),
+                    site_id,
+                )
+                .order("created_at", desc=True)
+                .limit(limit)
+            ),
+        )
 
     def results(self, job_id: str) -> list[Row]:
-        rows = self.api._rest("discovery results", lambda c: c.table("discovery_results").select(
-            "id,address,outcome,reason,service_tag,model,idrac_generation,firmware_version,message,server_id")
-            .eq("job_id", job_id).order("address"))
+        rows = self.api._rest(
+            "discovery results",
+            lambda c: (
+                c.table("discovery_results")
+                .select(
+                    "id,address,outcome,reason,service_tag,model,idrac_generation,firmware_version,message,server_id"
+                )
+                .eq("job_id", job_id)
+                .order("address")
+            ),
+        )
         for r in rows:
             r["why"] = SKIP_WORDS.get(str(r.get("reason") or ""), r.get("reason") or "")
         return rows
@@ -59,8 +82,16 @@ class DiscoveryModel:
             out["skipped: " + r["why"] if r.get("outcome") == "skipped" else str(r.get("outcome"))] += 1
         return dict(sorted(out.items()))
 
-    def scan(self, *, site_id: str, ranges: list[str], hosts: list[str], credential_set_ids: list[str],
-             dry_run: bool = True, port: int = 443) -> Row:
+    def scan(
+        self,
+        *,
+        site_id: str,
+        ranges: list[str],
+        hosts: list[str],
+        credential_set_ids: list[str],
+        dry_run: bool = True,
+        port: int = 443,
+    ) -> Row:
         problems = []
         if not ranges and not hosts:
             problems.append("ranges or hosts: name at least one address range or host")
@@ -68,9 +99,17 @@ class DiscoveryModel:
             problems.append("credential sets: choose at least one, in the order to try them")
         if problems:
             raise ValidationFailed("the scan is incomplete", problems)
-        return self.api.create_job("discovery_scan", {
-            "site_id": site_id, "ranges": ranges, "hosts": hosts, "credential_set_ids": credential_set_ids,
-            "port": port, "dry_run": dry_run})
+        return self.api.create_job(
+            "discovery_scan",
+            {
+                "site_id": site_id,
+                "ranges": ranges,
+                "hosts": hosts,
+                "credential_set_ids": credential_set_ids,
+                "port": port,
+                "dry_run": dry_run,
+            },
+        )
 
 
 class CallLogModel:
@@ -79,25 +118,36 @@ class CallLogModel:
     def __init__(self, api: Api) -> None:
         self.api = api
 
-    def calls(self, *, job_id: str | None = None, site_id: str | None = None, failed_only: bool = False,
-              limit: int = 500) -> list[Row]:
+    def calls(
+        self,
+        *,
+        job_id: str | None = None,
+        site_id: str | None = None,
+        failed_only: bool = False,
+        limit: int = 500,
+    ) -> list[Row]:
         def q(c: Any) -> Any:
             b = c.table("v_bmc_calls").select(
-                "id,job_id,job_type,step,target,protocol,method,path,status,duration_ms,message_id,error,at,failed")
+                "id,job_id,job_type,step,target,protocol,method,path,status,duration_ms,message_id,error,at,failed"
+            )
             if job_id:
                 b = b.eq("job_id", job_id)
             b = _site(b, site_id)
             if failed_only:
                 b = b.eq("failed", True)
             return b.order("at", desc=True).limit(limit)
+
         return self.api._rest("BMC call log", q)
 
     @staticmethod
     def summary(rows: list[Row]) -> dict[str, Any]:
         durations = sorted(int(r.get("duration_ms") or 0) for r in rows)
-        return {"calls": len(rows), "failed": sum(1 for r in rows if r.get("failed")),
-                "targets": len({r.get("target") for r in rows}),
-                "p95_ms": durations[int(0.95 * (len(durations) - 1))] if durations else None}
+        return {
+            "calls": len(rows),
+            "failed": sum(1 for r in rows if r.get("failed")),
+            "targets": len({r.get("target") for r in rows}),
+            "p95_ms": durations[int(0.95 * (len(durations) - 1))] if durations else None,
+        }
 
 
 class SchedulesModel:
@@ -107,15 +157,34 @@ class SchedulesModel:
         self.api = api
 
     def schedules(self, site_id: str | None = None) -> list[Row]:
-        return self.api._rest("schedules", lambda c: _site(c.table("v_schedules").select("*"), site_id).order("name"))
+        return self.api._rest(
+            "schedules", lambda c: _site(c.table("v_schedules").select("*"), site_id).order("name")
+        )
 
     def runs(self, schedule_id: str, limit: int = 50) -> list[Row]:
-        return self.api._rest("schedule runs", lambda c: c.table("schedule_runs").select(
-            "occurrence_at,status,job_id,code,error").eq("schedule_id", schedule_id)
-            .order("occurrence_at", desc=True).limit(limit))
+        return self.api._rest(
+            "schedule runs",
+            lambda c: (
+                c.table("schedule_runs")
+                .select("occurrence_at,status,job_id,code,error")
+                .eq("schedule_id", schedule_id)
+                .order("occurrence_at", desc=True)
+                .limit(limit)
+            ),
+        )
 
-    def save(self, *, site_id: str, name: str, job_type: str, params: dict[str, Any], recurrence: str,
-             timezone: str = "UTC", missed_policy: str = "skip", window_series_id: str | None = None) -> Row:
+    def save(
+        self,
+        *,
+        site_id: str,
+        name: str,
+        job_type: str,
+        params: dict[str, Any],
+        recurrence: str,
+        timezone: str = "UTC",
+        missed_policy: str = "skip",
+        window_series_id: str | None = None,
+    ) -> Row:
         problems = []
         if not name.strip():
             problems.append("name: give the schedule a name")
@@ -125,15 +194,23 @@ class SchedulesModel:
             problems.append("missed runs: skip or run_once")
         if problems:
             raise ValidationFailed("the schedule is incomplete", problems)
-        row = {"site_id": site_id, "name": name.strip(), "job_type": job_type, "params": params,
-               "recurrence": recurrence.strip(), "timezone": timezone, "missed_policy": missed_policy}
+        row = {
+            "site_id": site_id,
+            "name": name.strip(),
+            "job_type": job_type,
+            "params": params,
+            "recurrence": recurrence.strip(),
+            "timezone": timezone,
+            "missed_policy": missed_policy,
+        }
         if window_series_id:
             row["window_series_id"] = window_series_id
         return self.api._rest("save schedule", lambda c: c.table("job_schedules").insert(row))[0]
 
     def set_enabled(self, schedule_id: str, enabled: bool) -> Row:
-        return self.api._rest("schedule", lambda c: c.table("job_schedules").update({"enabled": enabled})
-                              .eq("id", schedule_id))[0]
+        return self.api._rest(
+            "schedule", lambda c: c.table("job_schedules").update({"enabled": enabled}).eq("id", schedule_id)
+        )[0]
 
 
 class CatalogsModel:
@@ -143,30 +220,56 @@ class CatalogsModel:
         self.api = api
 
     def catalogs(self, site_id: str | None = None) -> list[Row]:
-        rows = self.api._rest("firmware catalogs", lambda c: _site(c.table("firmware_catalogs").select(
-            "id,site_id,name,url,tls_verify,expected_sha256,signature_status,compressed,component_count,"
-            "catalog_date,fetched_at,last_status,last_error,moved_to,version"), site_id).order("name"))
+        rows = self.api._rest(
+            "firmware catalogs",
+            lambda c: _site(
+                c.table("firmware_catalogs").select(
+                    "id,site_id,name,url,tls_verify,expected_sha256,signature_status,compressed,component_count,"
+                    "catalog_date,fetched_at,last_status,last_error,moved_to,version"
+                ),
+                site_id,
+            ).order("name"),
+        )
         for r in rows:
             r["state"] = CATALOG_STATUS_WORDS.get(str(r.get("last_status")), str(r.get("last_status")))
         return rows
 
     def baselines(self, site_id: str | None = None) -> list[Row]:
-        return self.api._rest("firmware baselines", lambda c: _site(c.table("firmware_baselines").select(
-            "id,site_id,catalog_id,name,components,description"), site_id).order("name"))
+        return self.api._rest(
+            "firmware baselines",
+            lambda c: _site(
+                c.table("firmware_baselines").select("id,site_id,catalog_id,name,components,description"),
+                site_id,
+            ).order("name"),
+        )
 
-    def register(self, *, site_id: str, name: str, url: str, tls_verify: bool = True,
-                 expected_sha256: str | None = None) -> Row:
+    def register(
+        self,
+        *,
+        site_id: str,
+        name: str,
+        url: str,
+        tls_verify: bool = True,
+        expected_sha256: str | None = None,
+    ) -> Row:
         problems = []
         if not url.startswith(("https://", "http://")):
             problems.append("url: the catalog's http(s) URL (Catalog.xml or Catalog.xml.gz)")
-        if expected_sha256 and (len(expected_sha256) != 64 or any(ch not in "0123456789abcdef" for ch in expected_sha256)):
+        if expected_sha256 and (
+            len(expected_sha256) != 64 or any(ch not in "0123456789abcdef" for ch in expected_sha256)
+        ):
             problems.append("pin: 64 lower-case hex digits, or empty")
         if not name.strip():
             problems.append("name: give the catalog a name")
         if problems:
             raise ValidationFailed("the catalog is incomplete", problems)
-        row = {"site_id": site_id, "name": name.strip(), "url": url, "tls_verify": tls_verify,
-               "expected_sha256": expected_sha256 or None}
+        row = {
+            "site_id": site_id,
+            "name": name.strip(),
+            "url": url,
+            "tls_verify": tls_verify,
+            "expected_sha256": expected_sha256 or None,
+        }
         return self.api._rest("register catalog", lambda c: c.table("firmware_catalogs").insert(row))[0]
 
     def add_baseline(self, *, site_id: str, catalog_id: str, name: str, components: list[str]) -> Row:
@@ -174,7 +277,9 @@ class CatalogsModel:
         return self.api._rest("add baseline", lambda c: c.table("firmware_baselines").insert(row))[0]
 
     def refresh(self, catalog_id: str, stale_after_days: int = 180) -> Row:
-        return self.api.create_job("catalog_refresh", {"catalog_id": catalog_id, "stale_after_days": stale_after_days})
+        return self.api.create_job(
+            "catalog_refresh", {"catalog_id": catalog_id, "stale_after_days": stale_after_days}
+        )
 
 
 def label(row: Row, key: str = "name") -> str:

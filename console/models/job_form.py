@@ -44,8 +44,11 @@ def template(job_type: str) -> dict[str, Any]:
             doc[name] = template_of(ann) if isinstance(ann, type) and issubclass(ann, BaseModel) else ""
         else:
             d = f.get_default(call_default_factory=True)
-            doc[name] = d.model_dump(mode="json") if isinstance(d, BaseModel) else (
-                getattr(d, "value", d) if d is not None else None)
+            doc[name] = (
+                d.model_dump(mode="json")
+                if isinstance(d, BaseModel)
+                else (getattr(d, "value", d) if d is not None else None)
+            )
     return {k: v for k, v in doc.items() if v is not None}
 
 
@@ -73,20 +76,25 @@ class JobForm(Observable):
 
     def choose(self, job_type: str) -> None:
         if job_type not in FORM_JOB_TYPES:
-            raise ValidationFailed(f"choose one of {', '.join(FORM_JOB_TYPES)} (rolling updates have their wizard)",
-                                   ["job_type: not a form job type"])
+            raise ValidationFailed(
+                f"choose one of {', '.join(FORM_JOB_TYPES)} (rolling updates have their wizard)",
+                ["job_type: not a form job type"],
+            )
         self.job_type = job_type
         self.plan, self._planned, self.result = None, None, None
         self.changed()
 
-    def params(self, text_or_doc: str | dict[str, Any], targets: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    def params(
+        self, text_or_doc: str | dict[str, Any], targets: dict[str, list[str]] | None = None
+    ) -> dict[str, Any]:
         """The validated params: the JSON text (or dict) with the picked targets put in."""
         if isinstance(text_or_doc, str):
             try:
                 doc = json.loads(text_or_doc or "{}")
             except json.JSONDecodeError as exc:
-                raise ValidationFailed(f"the params are not JSON: {exc.msg} at line {exc.lineno}",
-                                       [f"params: {exc.msg}"]) from None
+                raise ValidationFailed(
+                    f"the params are not JSON: {exc.msg} at line {exc.lineno}", [f"params: {exc.msg}"]
+                ) from None
         else:
             doc = dict(text_or_doc)
         if not isinstance(doc, dict):
@@ -99,8 +107,9 @@ class JobForm(Observable):
             m = model_for(self.job_type).model_validate(doc)
         except ValidationError as exc:
             problems = pydantic_problems(exc)
-            raise ValidationFailed(f"the {self.job_type} params are not valid: " + "; ".join(problems),
-                                   problems) from None
+            raise ValidationFailed(
+                f"the {self.job_type} params are not valid: " + "; ".join(problems), problems
+            ) from None
         return m.model_dump(mode="json", exclude_none=True)
 
     def dry_run(self, params: dict[str, Any], **fields: Any) -> Row:

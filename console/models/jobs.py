@@ -18,8 +18,15 @@ from console.models.common import Observable, duration_s, parse_ts, short_id, sh
 
 TERMINAL = ("completed", "failed", "cancelled")
 ACTIVE = ("pending", "running", "paused")
-STATUS_ICON = {"pending": "⏳", "running": "▶", "paused": "⏸", "completed": "✔", "failed": "✖",
-               "cancelled": "⊘", "skipped": "↷"}
+STATUS_ICON = {
+    "pending": "⏳",
+    "running": "▶",
+    "paused": "⏸",
+    "completed": "✔",
+    "failed": "✖",
+    "cancelled": "⊘",
+    "skipped": "↷",
+}
 
 
 def change_parts(change: dict[str, Any]) -> tuple[str, str, Row, Row]:
@@ -27,8 +34,12 @@ def change_parts(change: dict[str, Any]) -> tuple[str, str, Row, Row]:
     data = change.get("data", change)
     kind = data.get("type", data.get("eventType", ""))
     kind = getattr(kind, "value", kind)  # realtime-py hands an enum; tests and replays may use plain strings
-    return (str(data.get("table", "")), str(kind).upper(),
-            data.get("record") or {}, data.get("old_record") or {})
+    return (
+        str(data.get("table", "")),
+        str(kind).upper(),
+        data.get("record") or {},
+        data.get("old_record") or {},
+    )
 
 
 @dataclass
@@ -52,14 +63,22 @@ def notice_for(record: Row, old: Row) -> Notice | None:
     if new_status == "completed":
         return Notice(jid, jt, new_status, f"{name} completed successfully", "success")
     if new_status == "failed":
-        return Notice(jid, jt, new_status, f"{name} failed: {record.get('error') or 'no error text'}", "error")
+        return Notice(
+            jid, jt, new_status, f"{name} failed: {record.get('error') or 'no error text'}", "error"
+        )
     if new_status == "cancelled":
         return Notice(jid, jt, new_status, f"{name} was cancelled", "warning")
     if new_status == "paused":
         reason = record.get("pause_reason") or "unknown"
-        hint = {"blockers": "open the blocker wizard to decide", "executor_lost": "an admin may force-resume it",
-                "operator": "resume it when ready", "window_closed": "it resumes in the next window"}.get(reason, "")
-        return Notice(jid, jt, new_status, f"{name} paused ({reason}){': ' + hint if hint else ''}", "warning")
+        hint = {
+            "blockers": "open the blocker wizard to decide",
+            "executor_lost": "an admin may force-resume it",
+            "operator": "resume it when ready",
+            "window_closed": "it resumes in the next window",
+        }.get(reason, "")
+        return Notice(
+            jid, jt, new_status, f"{name} paused ({reason}){': ' + hint if hint else ''}", "warning"
+        )
     if new_status == "running" and old_status == "pending":
         return Notice(jid, jt, new_status, f"{name} started", "info")
     return None
@@ -108,12 +127,18 @@ class JobBoard(Observable):
 
     def _trim(self) -> None:
         if len(self.jobs) > self.limit:
-            for r in self.rows()[self.limit:]:
+            for r in self.rows()[self.limit :]:
                 self.jobs.pop(r["id"], None)
 
     def rows(self) -> list[Row]:
-        return sorted(self.jobs.values(), key=lambda r: (parse_ts(r.get("created_at")) or dt.datetime.min.replace(
-            tzinfo=dt.UTC), r.get("id", "")), reverse=True)
+        return sorted(
+            self.jobs.values(),
+            key=lambda r: (
+                parse_ts(r.get("created_at")) or dt.datetime.min.replace(tzinfo=dt.UTC),
+                r.get("id", ""),
+            ),
+            reverse=True,
+        )
 
     def table(self) -> list[dict[str, str]]:
         """Display rows: what the job list widget shows, in order."""
@@ -123,16 +148,23 @@ class JobBoard(Observable):
             if r.get("pause_reason"):
                 status += f" ({r['pause_reason']})"
             targets = (r.get("scope") or {}).get("targets") or []
-            out.append({
-                "id": str(r.get("id")), "job": short_id(r.get("id")), "type": str(r.get("type", "")),
-                "status": status,
-                "targets": ", ".join(t.get("name") or short_id(t.get("id")) for t in targets[:4])
-                + (f" +{len(targets) - 4}" if len(targets) > 4 else ""),
-                "created": short_ts(r.get("created_at")), "description": str(r.get("description") or ""),
-            })
+            out.append(
+                {
+                    "id": str(r.get("id")),
+                    "job": short_id(r.get("id")),
+                    "type": str(r.get("type", "")),
+                    "status": status,
+                    "targets": ", ".join(t.get("name") or short_id(t.get("id")) for t in targets[:4])
+                    + (f" +{len(targets) - 4}" if len(targets) > 4 else ""),
+                    "created": short_ts(r.get("created_at")),
+                    "description": str(r.get("description") or ""),
+                }
+            )
         return out
 
-    def bulk(self, action: JobAction, job_ids: list[str], *, reason: str | None = None) -> list[tuple[str, bool, str]]:
+    def bulk(
+        self, action: JobAction, job_ids: list[str], *, reason: str | None = None
+    ) -> list[tuple[str, bool, str]]:
         """Apply one action to many jobs (bulk resume after a window, say); each job's
         outcome is reported on its own, and one refusal does not stop the others."""
         if not job_ids:
@@ -141,8 +173,14 @@ class JobBoard(Observable):
         for jid in job_ids:
             try:
                 res = self.api.job_control(action, jid, reason=reason)
-                out.append((jid, True, f"{action}: now {res.get('status')}"
-                            + (" (requested)" if res.get("requested") else "")))
+                out.append(
+                    (
+                        jid,
+                        True,
+                        f"{action}: now {res.get('status')}"
+                        + (" (requested)" if res.get("requested") else ""),
+                    )
+                )
             except ConsoleError as exc:
                 out.append((jid, False, str(exc)))
         return out
@@ -182,7 +220,11 @@ class JobDetail(Observable):
                 if n is not None:
                     self.notices.append(n)
         else:
-            target = {"workflow_executions": self.steps, "job_tasks": self.tasks, "job_blockers": self.blockers}.get(table)
+            target = {
+                "workflow_executions": self.steps,
+                "job_tasks": self.tasks,
+                "job_blockers": self.blockers,
+            }.get(table)
             if target is None:
                 return False
             if kind == "DELETE":
@@ -208,12 +250,20 @@ class JobDetail(Observable):
         out = []
         for s in sorted(self.steps.values(), key=lambda r: (r.get("seq", 0), r.get("step_key", ""))):
             st = str(s.get("status", ""))
-            out.append({
-                "seq": s.get("seq"), "step": s.get("name") or s.get("step_key"), "key": s.get("step_key"),
-                "status": st, "icon": STATUS_ICON.get(st, "·"),
-                "duration_s": duration_s(s.get("started_at"), s.get("finished_at"), now if st == "running" else None),
-                "error": s.get("error") or "", "attempts": s.get("attempts", 0),
-            })
+            out.append(
+                {
+                    "seq": s.get("seq"),
+                    "step": s.get("name") or s.get("step_key"),
+                    "key": s.get("step_key"),
+                    "status": st,
+                    "icon": STATUS_ICON.get(st, "·"),
+                    "duration_s": duration_s(
+                        s.get("started_at"), s.get("finished_at"), now if st == "running" else None
+                    ),
+                    "error": s.get("error") or "",
+                    "attempts": s.get("attempts", 0),
+                }
+            )
         return out
 
     def progress(self) -> tuple[int, int]:

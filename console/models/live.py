@@ -29,7 +29,9 @@ class LiveFeed:
     applies RLS per subscriber). ``job_id`` narrows the feed to one job, the way the job
     view subscribes: ``id=eq.<job>`` on jobs and ``job_id=eq.<job>`` on the others."""
 
-    def __init__(self, session: Session, *, tables: tuple[str, ...] = JOB_TABLES, job_id: str | None = None) -> None:
+    def __init__(
+        self, session: Session, *, tables: tuple[str, ...] = JOB_TABLES, job_id: str | None = None
+    ) -> None:
         self.session = session
         self.tables = tables
         self.job_id = job_id
@@ -61,7 +63,9 @@ class LiveFeed:
             flt = None
             if self.job_id:
                 flt = f"id=eq.{self.job_id}" if table == "jobs" else f"job_id=eq.{self.job_id}"
-            ch = ch.on_postgres_changes("*", callback=self._dispatch, table=table, schema="public", filter=flt)
+            ch = ch.on_postgres_changes(
+                "*", callback=self._dispatch, table=table, schema="public", filter=flt
+            )
         joined: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
         def on_state(state: Any, err: Exception | None) -> None:
@@ -72,8 +76,11 @@ class LiveFeed:
             if state == RealtimeSubscribeStates.SUBSCRIBED:
                 joined.set_result(True)
             else:
-                joined.set_exception(ServiceUnavailable(f"Realtime refused the subscription ({state}): {err or ''}",
-                                                        code="realtime_refused"))
+                joined.set_exception(
+                    ServiceUnavailable(
+                        f"Realtime refused the subscription ({state}): {err or ''}", code="realtime_refused"
+                    )
+                )
 
         await ch.subscribe(on_state)
         self._channel = ch
@@ -81,7 +88,9 @@ class LiveFeed:
             await asyncio.wait_for(joined, SUBSCRIBE_TIMEOUT_S)
         except TimeoutError:
             await self.stop()
-            raise ServiceUnavailable("Realtime did not confirm the subscription in time", code="realtime_timeout") from None
+            raise ServiceUnavailable(
+                "Realtime did not confirm the subscription in time", code="realtime_timeout"
+            ) from None
         return self
 
     async def stop(self) -> None:

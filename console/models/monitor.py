@@ -23,16 +23,39 @@ from console.models.names import Names
 
 # the executor's phase keys (executor/handlers/rolling_update.py) in order, with their words
 PHASES: dict[str, str] = {
-    "backup": "SCP backup", "stage": "stage firmware", "rescan": "rescan VMs",
-    "maintenance": "enter maintenance, evacuate", "apply": "apply firmware, reboot", "wait_host": "boot, verify",
-    "exit_maintenance": "exit maintenance", "done": "done", "failed": "failed",
+    "backup": "SCP backup",
+    "stage": "stage firmware",
+    "rescan": "rescan VMs",
+    "maintenance": "enter maintenance, evacuate",
+    "apply": "apply firmware, reboot",
+    "wait_host": "boot, verify",
+    "exit_maintenance": "exit maintenance",
+    "done": "done",
+    "failed": "failed",
 }
-PHASE_COLOURS = {"backup": "#6c8ebf", "stage": "#82b366", "rescan": "#82b366", "maintenance": "#d6b656",
-                 "apply": "#b85450", "wait_host": "#9673a6", "exit_maintenance": "#d79b00", "done": "#2e7d32",
-                 "failed": "#b00020", "pending": "#bbbbbb", "skipped": "#999999", "cancelled": "#777777",
-                 "running": "#1f4e8c", "completed": "#2e7d32"}
-ACTION_ROLES = {"pause": "operator", "resume": "operator", "cancel": "operator", "retry": "operator",
-                "force_resume": "admin"}
+PHASE_COLOURS = {
+    "backup": "#6c8ebf",
+    "stage": "#82b366",
+    "rescan": "#82b366",
+    "maintenance": "#d6b656",
+    "apply": "#b85450",
+    "wait_host": "#9673a6",
+    "exit_maintenance": "#d79b00",
+    "done": "#2e7d32",
+    "failed": "#b00020",
+    "pending": "#bbbbbb",
+    "skipped": "#999999",
+    "cancelled": "#777777",
+    "running": "#1f4e8c",
+    "completed": "#2e7d32",
+}
+ACTION_ROLES = {
+    "pause": "operator",
+    "resume": "operator",
+    "cancel": "operator",
+    "retry": "operator",
+    "force_resume": "admin",
+}
 ROLES = ("viewer", "operator", "approver", "admin")
 
 
@@ -121,9 +144,14 @@ class JobMonitor(JobDetail):
     # -- live --------------------------------------------------------------------------------
     def apply(self, change: dict[str, Any]) -> bool:
         table, kind, record, old = change_parts(change)
-        before = dict(self.tasks.get(record.get("id") or old.get("id") or "", {})) if table == "job_tasks" else None
-        step_before = (dict(self.steps.get(record.get("id") or "", {}))
-                       if table == "workflow_executions" else None)
+        before = (
+            dict(self.tasks.get(record.get("id") or old.get("id") or "", {}))
+            if table == "job_tasks"
+            else None
+        )
+        step_before = (
+            dict(self.steps.get(record.get("id") or "", {})) if table == "workflow_executions" else None
+        )
         job_before = dict(self.job) if table == "jobs" else None
         if not super().apply(change):
             return False
@@ -136,15 +164,23 @@ class JobMonitor(JobDetail):
             if (step_before or {}).get("status") != s.get("status"):
                 name = s.get("name") or s.get("step_key")
                 level = {"failed": "error", "completed": "ok"}.get(str(s.get("status")), "info")
-                self._log(level, f"step {name}: {s.get('status')}"
-                          + (f" — {s['error']}" if s.get("error") else ""), at)
+                self._log(
+                    level,
+                    f"step {name}: {s.get('status')}" + (f" — {s['error']}" if s.get("error") else ""),
+                    at,
+                )
         elif table == "jobs" and job_before is not None:
-            if job_before.get("status") != self.job.get("status") or \
-                    job_before.get("pause_reason") != self.job.get("pause_reason"):
+            if job_before.get("status") != self.job.get("status") or job_before.get(
+                "pause_reason"
+            ) != self.job.get("pause_reason"):
                 level = {"failed": "error", "completed": "ok", "paused": "warn", "cancelled": "warn"}.get(
-                    self.status, "info")
-                self._log(level, f"job {self.status_text()}"
-                          + (f": {self.job['error']}" if self.job.get("error") else ""), at)
+                    self.status, "info"
+                )
+                self._log(
+                    level,
+                    f"job {self.status_text()}" + (f": {self.job['error']}" if self.job.get("error") else ""),
+                    at,
+                )
         elif table == "job_blockers" and kind == "INSERT":
             self._log("warn", f"blocker: {record.get('description') or record.get('kind')}", at)
         self.changed()
@@ -189,9 +225,16 @@ class JobMonitor(JobDetail):
         out = []
         for t in sorted(self.tasks.values(), key=lambda r: (r.get("seq", 0), r.get("target_name", ""))):
             phase = self._phase_of(t)
-            out.append({"id": t["id"], "host": t.get("target_name") or short_id(t.get("target_id")),
-                        "status": str(t.get("status")), "phase": PHASES.get(phase, phase),
-                        "progress": int(t.get("progress") or 0), "why": task_reason(t)})
+            out.append(
+                {
+                    "id": t["id"],
+                    "host": t.get("target_name") or short_id(t.get("target_id")),
+                    "status": str(t.get("status")),
+                    "phase": PHASES.get(phase, phase),
+                    "progress": int(t.get("progress") or 0),
+                    "why": task_reason(t),
+                }
+            )
         return out
 
     def job_progress(self) -> int:
@@ -199,8 +242,12 @@ class JobMonitor(JobDetail):
         count as done), or the share of finished steps when the job has no host tasks."""
         tasks = list(self.tasks.values())
         if tasks:
-            vals = [100 if t.get("status") in ("completed", "skipped", "cancelled", "failed") else
-                    int(t.get("progress") or 0) for t in tasks]
+            vals = [
+                100
+                if t.get("status") in ("completed", "skipped", "cancelled", "failed")
+                else int(t.get("progress") or 0)
+                for t in tasks
+            ]
             return round(sum(vals) / len(vals))
         done, total = self.progress()
         return round(100 * done / total) if total else (100 if self.status in ("completed",) else 0)
@@ -212,8 +259,13 @@ class JobMonitor(JobDetail):
         for t in sorted(self.tasks.values(), key=lambda r: (r.get("seq", 0), r.get("target_name", ""))):
             tr = self.tracks.get(t["id"], HostTrack())
             bars = [{"phase": s.phase, "start": s.start, "end": s.end or now} for s in tr.segments]
-            rows.append({"label": t.get("target_name") or short_id(t.get("target_id")), "bars": bars,
-                         "status": t.get("status")})
+            rows.append(
+                {
+                    "label": t.get("target_name") or short_id(t.get("target_id")),
+                    "bars": bars,
+                    "status": t.get("status"),
+                }
+            )
         return rows
 
     def allowed_actions(self, role: str | None) -> list[str]:
@@ -221,6 +273,9 @@ class JobMonitor(JobDetail):
 
     def control(self, action: str, reason: str | None = None) -> Row:
         res = self.api.job_control(action, self.job_id, reason=reason or None)  # type: ignore[arg-type]
-        self._log("info", f"{action} sent: job is {res.get('status')}" + (" (requested)" if res.get("requested") else ""))
+        self._log(
+            "info",
+            f"{action} sent: job is {res.get('status')}" + (" (requested)" if res.get("requested") else ""),
+        )
         self.refresh()
         return res

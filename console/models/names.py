@@ -15,8 +15,16 @@ from console.api import Api, Row
 from console.errors import ConsoleError
 from console.models.common import short_id
 
-TABLES = {"site": "sites", "cluster": "clusters", "host": "esxi_hosts", "server": "servers", "vm": "vms",
-          "vcenter": "vcenters", "replication_pair": "replication_pairs", "window": "maintenance_windows"}
+TABLES = {
+    "site": "sites",
+    "cluster": "clusters",
+    "host": "esxi_hosts",
+    "server": "servers",
+    "vm": "vms",
+    "vcenter": "vcenters",
+    "replication_pair": "replication_pairs",
+    "window": "maintenance_windows",
+}
 
 
 class Names:
@@ -57,7 +65,9 @@ class Names:
             return
         col = "title" if kind == "window" else "name"
         try:
-            rows = self.api._rest(f"{kind} names", lambda c: c.table(TABLES[kind]).select(f"id,{col}").in_("id", want))
+            rows = self.api._rest(
+                f"{kind} names", lambda c: c.table(TABLES[kind]).select(f"id,{col}").in_("id", want)
+            )
         except ConsoleError:
             rows = []
         for r in rows:

@@ -22,8 +22,12 @@ from console.errors import ConsoleError
 from executor.targets.dell_health import what_will_change
 
 VM_DEVICE_FACTS = {
-    "has_usb_passthrough": "USB passthrough", "has_pci_passthrough": "PCI passthrough", "has_vgpu": "vGPU",
-    "ft_enabled": "Fault Tolerance", "cdrom_connected": "connected CD-ROM/ISO", "on_local_storage": "local storage",
+    "has_usb_passthrough": "USB passthrough",
+    "has_pci_passthrough": "PCI passthrough",
+    "has_vgpu": "vGPU",
+    "ft_enabled": "Fault Tolerance",
+    "cdrom_connected": "connected CD-ROM/ISO",
+    "on_local_storage": "local storage",
 }
 
 
@@ -81,31 +85,56 @@ class PreflightReport:
         for c in self.checks:
             w.writerow(["check", c.name, c.status, c.detail])
         for h in self.hosts:
-            w.writerow(["host", h.get("name"), h.get("connection_state"),
-                        "in maintenance" if h.get("in_maintenance") else "serving"])
+            w.writerow(
+                [
+                    "host",
+                    h.get("name"),
+                    h.get("connection_state"),
+                    "in maintenance" if h.get("in_maintenance") else "serving",
+                ]
+            )
         for v in self.vm_blockers:
             w.writerow(["vm_blocker", v["vm"], v["host"], "; ".join(v["reasons"])])
         for f in self.firmware:
-            w.writerow(["firmware", f"{f.get('server_name')}/{f.get('component')}", f.get("compliance"),
-                        f"{f.get('installed_version')} -> {f.get('target_version') or '?'}"
-                        f" ({f.get('criticality') or 'n/a'}{', reboot' if f.get('reboot_required') else ''})"])
+            w.writerow(
+                [
+                    "firmware",
+                    f"{f.get('server_name')}/{f.get('component')}",
+                    f.get("compliance"),
+                    f"{f.get('installed_version')} -> {f.get('target_version') or '?'}"
+                    f" ({f.get('criticality') or 'n/a'}{', reboot' if f.get('reboot_required') else ''})",
+                ]
+            )
         return buf.getvalue()
 
     def to_markdown(self) -> str:
         c = self.cluster
-        lines = [f"# Pre-flight: cluster {c.get('name')}", "", f"generated {self.generated_at}; "
-                 f"verdict: **{'ready' if self.ok else 'blocked'}**", "", "| check | status | detail |",
-                 "|---|---|---|"]
+        lines = [
+            f"# Pre-flight: cluster {c.get('name')}",
+            "",
+            f"generated {self.generated_at}; verdict: **{'ready' if self.ok else 'blocked'}**",
+            "",
+            "| check | status | detail |",
+            "|---|---|---|",
+        ]
         lines += [f"| {k.name} | {k.status} | {k.detail} |" for k in self.checks]
         if self.vm_blockers:
             lines += ["", "## VMs that block maintenance mode", "", "| VM | host | why |", "|---|---|---|"]
             lines += [f"| {v['vm']} | {v['host']} | {', '.join(v['reasons'])} |" for v in self.vm_blockers]
         out = [f for f in self.firmware if f.get("compliance") == "outdated"]
         if out:
-            lines += ["", "## Firmware to apply", "", "| server | component | installed | target | criticality |",
-                      "|---|---|---|---|---|"]
-            lines += [f"| {f.get('server_name')} | {f.get('component')} | {f.get('installed_version')} | "
-                      f"{f.get('target_version')} | {f.get('criticality')} |" for f in out]
+            lines += [
+                "",
+                "## Firmware to apply",
+                "",
+                "| server | component | installed | target | criticality |",
+                "|---|---|---|---|---|",
+            ]
+            lines += [
+                f"| {f.get('server_name')} | {f.get('component')} | {f.get('installed_version')} | "
+                f"{f.get('target_version')} | {f.get('criticality')} |"
+                for f in out
+            ]
         if self.compliant_reasons:
             lines += ["", "## Already compliant (skipped)", "", "| host | why |", "|---|---|"]
             lines += [f"| {h} | {why} |" for h, why in self.compliant_reasons.items()]
@@ -121,8 +150,9 @@ class PreflightReport:
         return p
 
 
-def build_preflight(api: Api, cluster: Row, hosts: list[Row], params: Row, options: Row,
-                    request_fields: Row) -> PreflightReport:
+def build_preflight(
+    api: Api, cluster: Row, hosts: list[Row], params: Row, options: Row, request_fields: Row
+) -> PreflightReport:
     now = dt.datetime.now(dt.UTC)
     rep = PreflightReport(cluster=cluster, generated_at=now.isoformat(timespec="seconds"), params=params)
     chosen = set(params.get("host_ids") or []) or {h["id"] for h in hosts}
@@ -132,14 +162,26 @@ def build_preflight(api: Api, cluster: Row, hosts: list[Row], params: Row, optio
 
     # cluster settings
     if cluster.get("ha_admission_control"):
-        add(Check("ha_admission_control", "warn", "HA admission control is on: it may refuse maintenance mode "
-                  "when capacity is tight (the job disables HA while it runs)"))
+        add(
+            Check(
+                "ha_admission_control",
+                "warn",
+                "HA admission control is on: it may refuse maintenance mode "
+                "when capacity is tight (the job disables HA while it runs)",
+            )
+        )
     else:
         add(Check("ha_admission_control", "ok", "HA admission control off or unknown"))
     drs = cluster.get("drs_automation")
     if cluster.get("drs_enabled") is False or (drs and drs != "fullyAutomated"):
-        add(Check("drs", "warn", f"DRS is {'off' if cluster.get('drs_enabled') is False else drs}: VMs will not "
-                  "be evacuated automatically"))
+        add(
+            Check(
+                "drs",
+                "warn",
+                f"DRS is {'off' if cluster.get('drs_enabled') is False else drs}: VMs will not "
+                "be evacuated automatically",
+            )
+        )
     else:
         add(Check("drs", "ok", f"DRS {drs or 'state unknown'}"))
 
@@ -147,24 +189,48 @@ def build_preflight(api: Api, cluster: Row, hosts: list[Row], params: Row, optio
     if not hosts:
         add(Check("hosts", "block", "the cluster has no hosts to update"))
     in_mm = [h["name"] for h in hosts if h.get("in_maintenance")]
-    bad = [f"{h['name']} ({h.get('connection_state')})" for h in hosts
-           if h.get("connection_state") not in ("connected", "unknown", None)]
-    add(Check("hosts_in_maintenance", "warn" if in_mm else "ok",
-              f"already in maintenance: {', '.join(in_mm)}" if in_mm else f"{len(hosts)} host(s) serving"))
-    add(Check("host_connection", "warn" if bad else "ok",
-              f"not connected: {', '.join(bad)}" if bad else "all hosts connected or not yet synced"))
+    bad = [
+        f"{h['name']} ({h.get('connection_state')})"
+        for h in hosts
+        if h.get("connection_state") not in ("connected", "unknown", None)
+    ]
+    add(
+        Check(
+            "hosts_in_maintenance",
+            "warn" if in_mm else "ok",
+            f"already in maintenance: {', '.join(in_mm)}" if in_mm else f"{len(hosts)} host(s) serving",
+        )
+    )
+    add(
+        Check(
+            "host_connection",
+            "warn" if bad else "ok",
+            f"not connected: {', '.join(bad)}" if bad else "all hosts connected or not yet synced",
+        )
+    )
 
     # VM blockers
     names = {h["id"]: h["name"] for h in hosts}
     for vm in api.vms_on_hosts(sorted(names)):
         reasons = [label for col, label in VM_DEVICE_FACTS.items() if vm.get(col)]
         if reasons and vm.get("power_state") != "off":
-            rep.vm_blockers.append({"vm": vm["name"], "vm_id": vm["id"], "host": names.get(vm.get("host_id"), "?"),
-                                    "host_id": vm.get("host_id"), "reasons": reasons, "fix": vm_fix(vm)})
+            rep.vm_blockers.append(
+                {
+                    "vm": vm["name"],
+                    "vm_id": vm["id"],
+                    "host": names.get(vm.get("host_id"), "?"),
+                    "host_id": vm.get("host_id"),
+                    "reasons": reasons,
+                    "fix": vm_fix(vm),
+                }
+            )
     if rep.vm_blockers:
         policy = options.get("blocker_default", "ask")
-        what = {"ask": "the job will pause for your decisions", "power_off_vm": "they will be powered off and on",
-                "skip_host": "their hosts will be skipped"}.get(policy, policy)
+        what = {
+            "ask": "the job will pause for your decisions",
+            "power_off_vm": "they will be powered off and on",
+            "skip_host": "their hosts will be skipped",
+        }.get(policy, policy)
         add(Check("vm_blockers", "warn", f"{len(rep.vm_blockers)} VM(s) cannot be moved: {what}"))
     else:
         add(Check("vm_blockers", "ok", "no VM device blocks maintenance mode"))
@@ -172,8 +238,16 @@ def build_preflight(api: Api, cluster: Row, hosts: list[Row], params: Row, optio
     # firmware compliance of the hosts' servers: the dry run of the firmware step
     server_ids = sorted({h["server_id"] for h in hosts if h.get("server_id")})
     if server_ids:
-        rows = api._rest("firmware compliance", lambda c: c.table("v_firmware_compliance").select("*").in_(
-            "server_id", server_ids).order("server_name").order("component"))
+        rows = api._rest(
+            "firmware compliance",
+            lambda c: (
+                c.table("v_firmware_compliance")
+                .select("*")
+                .in_("server_id", server_ids)
+                .order("server_name")
+                .order("component")
+            ),
+        )
         wanted = set(params.get("firmware", {}).get("components") or [])
         rep.firmware = [r for r in rows if not wanted or r.get("component") in wanted]
     outdated = [f for f in rep.firmware if f.get("compliance") == "outdated"]
@@ -183,22 +257,41 @@ def build_preflight(api: Api, cluster: Row, hosts: list[Row], params: Row, optio
     elif not outdated:
         add(Check("firmware", "warn", "every component is already at the catalog version: nothing to update"))
     else:
-        add(Check("firmware", "ok", f"{len(outdated)} component(s) to update"
-                  + (f", {len(urgent)} urgent" if urgent else "")))
+        add(
+            Check(
+                "firmware",
+                "ok",
+                f"{len(outdated)} component(s) to update" + (f", {len(urgent)} urgent" if urgent else ""),
+            )
+        )
 
     # what will change, per host and component; health gates per host
-    preview_changes(rep, api, hosts, names_by_server={h["server_id"]: h["name"] for h in hosts if h.get("server_id")})
+    preview_changes(
+        rep, api, hosts, names_by_server={h["server_id"]: h["name"] for h in hosts if h.get("server_id")}
+    )
     rep.hosts_out_bound = hosts_out_bound(api, params)
     if rep.hosts_out_bound is not None:
-        add(Check("hosts_out", "ok", f"at most {rep.hosts_out_bound} host(s) out of service at once "
-                  f"(hosts at once {params.get('max_parallel_hosts', 1)}, capped by the safety policy)"))
+        add(
+            Check(
+                "hosts_out",
+                "ok",
+                f"at most {rep.hosts_out_bound} host(s) out of service at once "
+                f"(hosts at once {params.get('max_parallel_hosts', 1)}, capped by the safety policy)",
+            )
+        )
 
     # executors of the site
     rep.executors = [e for e in api.executors() if e.get("site_id") == cluster.get("site_id")]
     healthy = [e for e in rep.executors if e.get("health") == "healthy"]
-    add(Check("executor", "ok" if healthy else "warn",
-              f"{len(healthy)} healthy executor(s) at the site" if healthy
-              else "no healthy executor at the site: the job will wait until one runs"))
+    add(
+        Check(
+            "executor",
+            "ok" if healthy else "warn",
+            f"{len(healthy)} healthy executor(s) at the site"
+            if healthy
+            else "no healthy executor at the site: the job will wait until one runs",
+        )
+    )
 
     # the control plane's dry run: every safety rule, with the real targets
     try:
@@ -206,20 +299,31 @@ def build_preflight(api: Api, cluster: Row, hosts: list[Row], params: Row, optio
         rep.plan = res.get("plan")
         plan = rep.plan or {}
         n = len(plan.get("tasks") or [])
-        work = (f"nothing to do: all {n} host(s) are at the catalog version as last inventoried; the job would "
-                "only re-check each host against the catalog and skip it" if rep.nothing_to_do else
-                f"{n} host(s) checked, {len({c['host'] for c in rep.changes})} to update"
-                if rep.changes else f"{n} host(s) checked against the catalog")
-        add(Check("dry_run", "warn" if rep.nothing_to_do else "ok",
-                  f"accepted by the control plane: {work}; risk {plan.get('risk')}, scheduled "
-                  f"{plan.get('scheduled_for')}"))
+        work = (
+            f"nothing to do: all {n} host(s) are at the catalog version as last inventoried; the job would "
+            "only re-check each host against the catalog and skip it"
+            if rep.nothing_to_do
+            else f"{n} host(s) checked, {len({c['host'] for c in rep.changes})} to update"
+            if rep.changes
+            else f"{n} host(s) checked against the catalog"
+        )
+        add(
+            Check(
+                "dry_run",
+                "warn" if rep.nothing_to_do else "ok",
+                f"accepted by the control plane: {work}; risk {plan.get('risk')}, scheduled "
+                f"{plan.get('scheduled_for')}",
+            )
+        )
         add(credentials_check(rep.plan or {}))
     except ConsoleError as exc:
         add(Check("dry_run", "block", f"{exc.message} [{exc.code}]"))
     return rep
 
 
-def preview_changes(rep: PreflightReport, api: Api, hosts: list[Row], names_by_server: dict[str, str]) -> None:
+def preview_changes(
+    rep: PreflightReport, api: Api, hosts: list[Row], names_by_server: dict[str, str]
+) -> None:
     """Fill ``changes``, ``compliant_hosts``, ``host_gates`` and ``nothing_to_do`` from the
     compliance rows already in ``rep.firmware`` and the hosts' servers."""
     by_server: dict[str, list[Row]] = {}
@@ -253,13 +357,26 @@ def preview_changes(rep: PreflightReport, api: Api, hosts: list[Row], names_by_s
         if sid and not rows:
             why.append("no firmware inventory yet")
             gate = "warn" if gate == "ok" else gate
-        rep.host_gates.append({
-            "host": h["name"], "server": srv.get("name") or "", "connection": h.get("connection_state") or "unknown",
-            "maintenance": "yes" if h.get("in_maintenance") else "no", "power": srv.get("power_state") or "unknown",
-            "health": srv.get("health") or "unknown", "updates": len(outdated),
-            "verdict": ("will be skipped: already compliant" if rows and not outdated
-                        else f"{len(outdated)} update(s)" if outdated else "unknown: refresh inventory"),
-            "gate": gate, "why": "; ".join(why)})
+        rep.host_gates.append(
+            {
+                "host": h["name"],
+                "server": srv.get("name") or "",
+                "connection": h.get("connection_state") or "unknown",
+                "maintenance": "yes" if h.get("in_maintenance") else "no",
+                "power": srv.get("power_state") or "unknown",
+                "health": srv.get("health") or "unknown",
+                "updates": len(outdated),
+                "verdict": (
+                    "will be skipped: already compliant"
+                    if rows and not outdated
+                    else f"{len(outdated)} update(s)"
+                    if outdated
+                    else "unknown: refresh inventory"
+                ),
+                "gate": gate,
+                "why": "; ".join(why),
+            }
+        )
     inventoried = [g for g in rep.host_gates if g["verdict"] != "unknown: refresh inventory"]
     rep.nothing_to_do = bool(hosts) and len(inventoried) == len(hosts) and not rep.changes
 
@@ -269,15 +386,23 @@ _COMPLIANCE_STATUS = {"outdated": "update", "compliant": "current", "unknown": "
 
 def compliance_row(f: Row) -> Row:
     """A v_firmware_compliance row in the pre-flight's component shape (dell_health)."""
-    return {"component": f.get("component"), "installed": f.get("installed_version"),
-            "target": f.get("target_version"), "status": _COMPLIANCE_STATUS.get(f.get("compliance") or "", "unknown"),
-            "criticality": f.get("criticality"), "reboot": f.get("reboot_required")}
+    return {
+        "component": f.get("component"),
+        "installed": f.get("installed_version"),
+        "target": f.get("target_version"),
+        "status": _COMPLIANCE_STATUS.get(f.get("compliance") or "", "unknown"),
+        "criticality": f.get("criticality"),
+        "reboot": f.get("reboot_required"),
+    }
 
 
 VM_FIXES = {
-    "cdrom_connected": "disconnect its CD-ROM/ISO", "has_usb_passthrough": "remove its USB passthrough device",
-    "has_pci_passthrough": "remove its PCI passthrough device", "has_vgpu": "power it off (vGPU VMs cannot move)",
-    "ft_enabled": "turn Fault Tolerance off", "on_local_storage": "move it to shared storage",
+    "cdrom_connected": "disconnect its CD-ROM/ISO",
+    "has_usb_passthrough": "remove its USB passthrough device",
+    "has_pci_passthrough": "remove its PCI passthrough device",
+    "has_vgpu": "power it off (vGPU VMs cannot move)",
+    "ft_enabled": "turn Fault Tolerance off",
+    "on_local_storage": "move it to shared storage",
 }
 
 
@@ -285,8 +410,9 @@ def vm_fix(vm: Row) -> str:
     """What the operator can do before the job starts so the VM no longer blocks; else the
     blocker policy decides (ask: the job pauses for a decision; power off; skip the host)."""
     fixes = [text for col, text in VM_FIXES.items() if vm.get(col)]
-    return (" and ".join(fixes) + ", or power it off now" if fixes else "power it off now") + \
-        "; otherwise the blocker policy applies"
+    return (
+        " and ".join(fixes) + ", or power it off now" if fixes else "power it off now"
+    ) + "; otherwise the blocker policy applies"
 
 
 def hosts_out_bound(api: Api, params: Row) -> int | None:
@@ -308,11 +434,22 @@ def credentials_check(plan: Row) -> Check:
     creds = plan.get("credentials") or []
     nowhere = [c["name"] for c in creds if not c.get("presentable")]
     if nowhere:
-        return Check("credentials", "block", f"sealed without endpoints, so the executor will not present them: "
-                     f"{', '.join(nowhere)} (an admin reseals them naming their endpoints)")
+        return Check(
+            "credentials",
+            "block",
+            f"sealed without endpoints, so the executor will not present them: "
+            f"{', '.join(nowhere)} (an admin reseals them naming their endpoints)",
+        )
     weak = [f"{c['name']}: {e}" for c in creds for e in c.get("unverified_tls") or []]
     if weak:
-        return Check("credentials", "warn", f"sealed by an admin for unverified TLS: {'; '.join(weak[:5])}"
-                     + (f" and {len(weak) - 5} more" if len(weak) > 5 else ""))
-    return Check("credentials", "ok", f"{len(creds)} credential set(s), each presented only to its sealed, "
-                 "verified endpoints")
+        return Check(
+            "credentials",
+            "warn",
+            f"sealed by an admin for unverified TLS: {'; '.join(weak[:5])}"
+            + (f" and {len(weak) - 5} more" if len(weak) > 5 else ""),
+        )
+    return Check(
+        "credentials",
+        "ok",
+        f"{len(creds)} credential set(s), each presented only to its sealed, verified endpoints",
+    )

@@ -17,10 +17,12 @@ from executor.handlers._replication_gate import current_lag
 from executor.replication_plan import GridError, parse_grid
 from executor.targets.zfs import DatasetNameError, dataset_name
 
-PAIR_COLUMNS = ("id,site_id,name,source_host,source_dataset,target_host,target_dataset,schedule,enabled,"
-                "retention_snapshots,retention_grid,max_lag_seconds,bandwidth_limit_mbit,allow_full_send,"
-                "last_success_at,last_attempt_at,last_status,last_error,last_bytes,last_duration_ms,"
-                "last_synced_snapshot_at,last_snapshot,lag_seconds,running_job_id")
+PAIR_COLUMNS = (
+    "id,site_id,name,source_host,source_dataset,target_host,target_dataset,schedule,enabled,"
+    "retention_snapshots,retention_grid,max_lag_seconds,bandwidth_limit_mbit,allow_full_send,"
+    "last_success_at,last_attempt_at,last_status,last_error,last_bytes,last_duration_ms,"
+    "last_synced_snapshot_at,last_snapshot,lag_seconds,running_job_id"
+)
 
 
 def check_dataset(name: Any, field: str) -> str:
@@ -41,48 +43,84 @@ class ReplicationModel:
             if site_id:
                 b = b.eq("site_id", site_id)
             return b.order("name")
+
         rows = self.api._rest("replication pairs", q)
         for r in rows:
             lag = current_lag(r, now)
             r["current_lag_seconds"] = None if lag is None else int(lag)
-            r["lagging"] = bool(r.get("enabled")) and (lag is None or lag > float(r.get("max_lag_seconds") or 0))
+            r["lagging"] = bool(r.get("enabled")) and (
+                lag is None or lag > float(r.get("max_lag_seconds") or 0)
+            )
         return rows
 
     def lag_series(self, pair_id: str, *, limit: int = 500) -> dict[str, list[Any]]:
         """Lag after each sync over time (x: finished_at, y: lag in seconds), and bytes."""
-        rows = self.api._rest("replication runs", lambda c: c.table("replication_runs")
-                              .select("finished_at,lag_seconds,bytes,status,kind")
-                              .eq("pair_id", pair_id).neq("kind", "dry_run").order("finished_at", desc=True)
-                              .limit(limit))
+        rows = self.api._rest(
+            "replication runs",
+            lambda c: (
+                c.table("replication_runs")
+                .select("finished_at,lag_seconds,bytes,status,kind")
+                .eq("pair_id", pair_id)
+                .neq("kind", "dry_run")
+                .order("finished_at", desc=True)
+                .limit(limit)
+            ),
+        )
         rows = sorted(rows, key=lambda r: str(r["finished_at"]))
         ok = [r for r in rows if r["status"] == "succeeded" and r.get("lag_seconds") is not None]
-        return {"x": [r["finished_at"] for r in ok], "lag_s": [r["lag_seconds"] for r in ok],
-                "bytes": [r["bytes"] for r in ok], "failures": [r["finished_at"] for r in rows
-                                                                if r["status"] == "failed"]}
+        return {
+            "x": [r["finished_at"] for r in ok],
+            "lag_s": [r["lag_seconds"] for r in ok],
+            "bytes": [r["bytes"] for r in ok],
+            "failures": [r["finished_at"] for r in rows if r["status"] == "failed"],
+        }
 
     def sync_now(self, pair_id: str, *, dry_run: bool = False) -> Row:
         """A replication_sync job for the pair, through create-job (a pair already syncing is
         skipped by that job, never synced twice at once)."""
-        return self.api.create_job("replication_sync", {"replication_pair_ids": [pair_id], "dry_run": dry_run})
+        return self.api.create_job(
+            "replication_sync", {"replication_pair_ids": [pair_id], "dry_run": dry_run}
+        )
 
-    def register_pair(self, *, site_id: str, name: str, source_host: str, source_dataset: str, target_host: str,
-                      target_dataset: str, schedule: str = "@hourly", retention_snapshots: int = 24,
-                      retention_grid: str = "", max_lag_seconds: int = 7200,
-                      bandwidth_limit_mbit: int | None = None, allow_full_send: bool = False) -> Row:
-        row = {"site_id": site_id, "name": name, "source_host": source_host, "target_host": target_host,
-               "source_dataset": check_dataset(source_dataset, "source_dataset"),
-               "target_dataset": check_dataset(target_dataset, "target_dataset"), "schedule": schedule,
-               "retention_snapshots": retention_snapshots, "retention_grid": retention_grid,
-               "max_lag_seconds": max_lag_seconds, "bandwidth_limit_mbit": bandwidth_limit_mbit,
-               "allow_full_send": allow_full_send}
+    def register_pair(
+        self,
+        *,
+        site_id: str,
+        name: str,
+        source_host: str,
+        source_dataset: str,
+        target_host: str,
+        target_dataset: str,
+        schedule: str = "@hourly",
+        retention_snapshots: int = 24,
+        retention_grid: str = "",
+        max_lag_seconds: int = 7200,
+        bandwidth_limit_mbit: int | None = None,
+        allow_full_send: bool = False,
+    ) -> Row:
+        row = {
+            "site_id": site_id,
+            "name": name,
+            "source_host": source_host,
+            "target_host": target_host,
+            "source_dataset": check_dataset(source_dataset, "source_dataset"),
+            "target_dataset": check_dataset(target_dataset, "target_dataset"),
+            "schedule": schedule,
+            "retention_snapshots": retention_snapshots,
+            "retention_grid": retention_grid,
+            "max_lag_seconds": max_lag_seconds,
+            "bandwidth_limit_mbit": bandwidth_limit_mbit,
+            "allow_full_send": allow_full_send,
+        }
         try:
             parse_grid(retention_grid)
         except GridError as exc:
             raise ValidationFailed(f"retention_grid: {exc}", [str(exc)]) from None
         if (source_host, row["source_dataset"]) == (target_host, row["target_dataset"]):
             raise ValidationFailed("a pair replicates a dataset somewhere else, not onto itself")
-        return self.api._rest("register replication pair",
-                              lambda c: c.table("replication_pairs").insert(row))[0]
+        return self.api._rest(
+            "register replication pair", lambda c: c.table("replication_pairs").insert(row)
+        )[0]
 
 
 def fmt_lag(seconds: int | None) -> str:

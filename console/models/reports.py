@@ -32,7 +32,9 @@ def to_csv(rows: list[Row]) -> str:
     w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
     w.writeheader()
     for r in rows:
-        w.writerow({k: (json.dumps(v, default=str) if isinstance(v, dict | list) else v) for k, v in r.items()})
+        w.writerow(
+            {k: (json.dumps(v, default=str) if isinstance(v, dict | list) else v) for k, v in r.items()}
+        )
     return buf.getvalue()
 
 
@@ -50,8 +52,15 @@ def export_rows(rows: list[Row], path: str | Path, fmt: str | None = None) -> Pa
 
 
 # id columns the tables show as names (the raw rows, with ids, still go to the CSV export)
-HIDE_WHEN_NAMED = {"target_id": "target_name", "server_id": "server_name", "executor_id": "name",
-                   "host_id": "host_name", "vm_id": "vm_name", "site_id": "site_name", "blocker_id": "description"}
+HIDE_WHEN_NAMED = {
+    "target_id": "target_name",
+    "server_id": "server_name",
+    "executor_id": "name",
+    "host_id": "host_name",
+    "vm_id": "vm_name",
+    "site_id": "site_name",
+    "blocker_id": "description",
+}
 
 
 class ReportModel(Observable):
@@ -94,25 +103,59 @@ class ReportModel(Observable):
             return None
         if v == "v_job_stats_by_type":
             rs = sorted(rows, key=lambda r: str(r.get("type")))
-            return {"kind": "bar", "labels": [r["type"] for r in rs], "title": "success rate per job type",
-                    "unit": "%", "y_max": 100.0,
-                    "series": {"success %": [100 * float(r["success_rate"]) if r.get("success_rate") is not None
-                                             else None for r in rs]},
-                    "second": {"kind": "bar", "labels": [r["type"] for r in rs], "title": "duration per job type",
-                               "unit": "s", "series": {"average": [r.get("avg_duration_s") for r in rs],
-                                                       "p95": [r.get("p95_duration_s") for r in rs]}}}
+            return {
+                "kind": "bar",
+                "labels": [r["type"] for r in rs],
+                "title": "success rate per job type",
+                "unit": "%",
+                "y_max": 100.0,
+                "series": {
+                    "success %": [
+                        100 * float(r["success_rate"]) if r.get("success_rate") is not None else None
+                        for r in rs
+                    ]
+                },
+                "second": {
+                    "kind": "bar",
+                    "labels": [r["type"] for r in rs],
+                    "title": "duration per job type",
+                    "unit": "s",
+                    "series": {
+                        "average": [r.get("avg_duration_s") for r in rs],
+                        "p95": [r.get("p95_duration_s") for r in rs],
+                    },
+                },
+            }
         if v == "v_job_stats_by_week":
             weeks = sorted({str(r["week"])[:10] for r in rows})
             types = sorted({str(r["type"]) for r in rows})
             by = {(str(r["week"])[:10], str(r["type"])): r for r in rows}
-            return {"kind": "line", "xs": weeks, "title": "success rate per week", "unit": "%",
-                    "series": {t: [100 * float(by[(wk, t)]["success_rate"]) if (wk, t) in by and
-                                   by[(wk, t)].get("success_rate") is not None else None for wk in weeks]
-                               for t in types}}
+            return {
+                "kind": "line",
+                "xs": weeks,
+                "title": "success rate per week",
+                "unit": "%",
+                "series": {
+                    t: [
+                        100 * float(by[(wk, t)]["success_rate"])
+                        if (wk, t) in by and by[(wk, t)].get("success_rate") is not None
+                        else None
+                        for wk in weeks
+                    ]
+                    for t in types
+                },
+            }
         if v == "v_job_stats_by_user":
             labels = [self.names.user(r["user_id"]) if self.names else short_id(r["user_id"]) for r in rows]
-            return {"kind": "stacked", "labels": labels, "title": "jobs per user",
-                    "series": {"completed": [r.get("completed") for r in rows], "failed": [r.get("failed") for r in rows]}}
+            return {
+                "kind": "stacked",
+                "labels": labels,
+                "title": "jobs per user",
+                "series": {
+                    "completed": [r.get("completed") for r in rows],
+                    "failed": [r.get("failed") for r in rows],
+                },
+            }
         if v == "v_host_history":
             per: dict[str, float] = defaultdict(float)
             for r in rows:
@@ -121,18 +164,37 @@ class ReportModel(Observable):
             if not per:
                 return None
             hosts = sorted(per)
-            return {"kind": "bar", "labels": hosts, "title": "time in rolling updates per host", "unit": "s",
-                    "series": {"seconds": [round(per[h], 1) for h in hosts]}}
+            return {
+                "kind": "bar",
+                "labels": hosts,
+                "title": "time in rolling updates per host",
+                "unit": "s",
+                "series": {"seconds": [round(per[h], 1) for h in hosts]},
+            }
         if v == "v_executor_health":
-            return {"kind": "bar", "labels": [r.get("name") for r in rows], "title": "executor heartbeat age",
-                    "unit": "s", "series": {"heartbeat age": [r.get("heartbeat_age_s") for r in rows],
-                                            "running jobs": [r.get("running_jobs") for r in rows]}}
+            return {
+                "kind": "bar",
+                "labels": [r.get("name") for r in rows],
+                "title": "executor heartbeat age",
+                "unit": "s",
+                "series": {
+                    "heartbeat age": [r.get("heartbeat_age_s") for r in rows],
+                    "running jobs": [r.get("running_jobs") for r in rows],
+                },
+            }
         if v == "v_firmware_compliance":
             servers = sorted({str(r.get("server_name")) for r in rows})
-            cnt: dict[tuple[str, str], int] = Counter((str(r.get("server_name")), str(r.get("compliance")))
-                                                      for r in rows)
-            return {"kind": "stacked", "labels": servers, "title": "firmware components per server",
-                    "series": {c: [cnt.get((s, c), 0) for s in servers] for c in ("compliant", "outdated", "unknown")}}
+            cnt: dict[tuple[str, str], int] = Counter(
+                (str(r.get("server_name")), str(r.get("compliance"))) for r in rows
+            )
+            return {
+                "kind": "stacked",
+                "labels": servers,
+                "title": "firmware components per server",
+                "series": {
+                    c: [cnt.get((s, c), 0) for s in servers] for c in ("compliant", "outdated", "unknown")
+                },
+            }
         return None
 
     def load(self, view: str | None = None, **filters: str) -> list[Row]:
@@ -175,8 +237,15 @@ class FleetModel(Observable):
             self.servers = self.api.servers(self.site_id)
             self.compliance = self.api.report("v_firmware_compliance", filters={"site_id": self.site_id})
             sid = self.site_id
-            self.catalogs = self.api._rest("firmware catalogs", lambda c: c.table("firmware_catalogs").select(
-                "id,name,url,version,fetched_at").eq("site_id", sid).order("name"))
+            self.catalogs = self.api._rest(
+                "firmware catalogs",
+                lambda c: (
+                    c.table("firmware_catalogs")
+                    .select("id,name,url,version,fetched_at")
+                    .eq("site_id", sid)
+                    .order("name")
+                ),
+            )
         else:
             self.clusters, self.hosts, self.servers, self.compliance, self.catalogs = [], [], [], [], []
         self.changed()
@@ -193,20 +262,43 @@ class FleetModel(Observable):
         for s in self.servers:
             cnt = by_server.get(s["id"], Counter())
             h = host_of.get(s["id"])
-            verdict = ("no inventory" if not cnt else "outdated" if cnt["outdated"] else
-                       "compliant" if cnt["compliant"] and not cnt["unknown"] else "partly unknown")
-            out.append({"server": s["name"], "model": s.get("model") or "", "service_tag": s.get("service_tag") or "",
-                        "power": s.get("power_state"), "health": s.get("health"),
-                        "host": h["name"] if h else "", "cluster": cluster_name.get(h.get("cluster_id"), "") if h else "",
-                        "firmware": verdict, "outdated": cnt["outdated"], "urgent": cnt["urgent"],
-                        "last inventory": short_ts(s.get("last_seen_at")) or "never"})
+            verdict = (
+                "no inventory"
+                if not cnt
+                else "outdated"
+                if cnt["outdated"]
+                else "compliant"
+                if cnt["compliant"] and not cnt["unknown"]
+                else "partly unknown"
+            )
+            out.append(
+                {
+                    "server": s["name"],
+                    "model": s.get("model") or "",
+                    "service_tag": s.get("service_tag") or "",
+                    "power": s.get("power_state"),
+                    "health": s.get("health"),
+                    "host": h["name"] if h else "",
+                    "cluster": cluster_name.get(h.get("cluster_id"), "") if h else "",
+                    "firmware": verdict,
+                    "outdated": cnt["outdated"],
+                    "urgent": cnt["urgent"],
+                    "last inventory": short_ts(s.get("last_seen_at")) or "never",
+                }
+            )
         return out
 
     def cluster_rows(self) -> list[dict[str, Any]]:
         out = []
         for c in self.clusters:
             hs = [h for h in self.hosts if h.get("cluster_id") == c["id"]]
-            out.append({"cluster": c["name"], "hosts": len(hs), "in_maintenance": sum(bool(h.get("in_maintenance"))
-                                                                                      for h in hs),
-                        "ha": c.get("ha_enabled"), "drs": c.get("drs_automation") or c.get("drs_enabled")})
+            out.append(
+                {
+                    "cluster": c["name"],
+                    "hosts": len(hs),
+                    "in_maintenance": sum(bool(h.get("in_maintenance")) for h in hs),
+                    "ha": c.get("ha_enabled"),
+                    "drs": c.get("drs_automation") or c.get("drs_enabled"),
+                }
+            )
         return out

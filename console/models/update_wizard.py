@@ -43,10 +43,21 @@ class UpdateWizard(Observable):
     ``step`` on, or raises a ConsoleError and leaves the state as it was."""
 
     DEFAULTS: dict[str, Any] = {
-        "catalog_url": "", "components": [], "allow_downgrade": False, "host_ids": [],
-        "max_parallel_hosts": 1, "failure_budget": 0, "blocker_default": BlockerDefault.ASK.value,
-        "vmotion_timeout_s": 1800, "stage_firmware": True, "esxi_target_version": "", "esxi_depot_url": "",
-        "maintenance_window_id": None, "scheduled_for": None, "description": "", "priority": 50,
+        "catalog_url": "",
+        "components": [],
+        "allow_downgrade": False,
+        "host_ids": [],
+        "max_parallel_hosts": 1,
+        "failure_budget": 0,
+        "blocker_default": BlockerDefault.ASK.value,
+        "vmotion_timeout_s": 1800,
+        "stage_firmware": True,
+        "esxi_target_version": "",
+        "esxi_depot_url": "",
+        "maintenance_window_id": None,
+        "scheduled_for": None,
+        "description": "",
+        "priority": 50,
     }
 
     def __init__(self, api: Api) -> None:
@@ -72,8 +83,14 @@ class UpdateWizard(Observable):
         """Clusters, and the Dell catalogs registered for their sites (the catalog picker)."""
         self.clusters = self.api.clusters(site_id)
         try:
-            self.catalogs = self.api._rest("firmware catalogs", lambda c: c.table("firmware_catalogs").select(
-                "id,site_id,name,url,version,fetched_at").order("name"))
+            self.catalogs = self.api._rest(
+                "firmware catalogs",
+                lambda c: (
+                    c.table("firmware_catalogs")
+                    .select("id,site_id,name,url,version,fetched_at")
+                    .order("name")
+                ),
+            )
         except ConsoleError:
             self.catalogs = []
         self.changed()
@@ -86,22 +103,29 @@ class UpdateWizard(Observable):
         """The hosts of a cluster, for the host picker of the first step."""
         return self.api.hosts(cluster_id) if cluster_id else []
 
-    def choose_cluster(self, cluster_id: str, *, host_ids: list[str] | None = None,
-                       catalog_url: str | None = None) -> None:
+    def choose_cluster(
+        self, cluster_id: str, *, host_ids: list[str] | None = None, catalog_url: str | None = None
+    ) -> None:
         if self.step not in (Step.CLUSTER, Step.OPTIONS):
-            raise ValidationFailed(f"the cluster is chosen at the first step, not at {self.step}",
-                                   ["go back to the cluster step first"])
+            raise ValidationFailed(
+                f"the cluster is chosen at the first step, not at {self.step}",
+                ["go back to the cluster step first"],
+            )
         if not cluster_id:
             raise ValidationFailed("choose a cluster", ["no cluster chosen"])
         cluster = self.api.cluster(cluster_id)
         self.cluster = cluster
         self.hosts = self.api.hosts(cluster_id)
-        self.windows = self.usable_windows(self.api.windows(site_id=cluster["site_id"], statuses=["approved"]))
+        self.windows = self.usable_windows(
+            self.api.windows(site_id=cluster["site_id"], statuses=["approved"])
+        )
         self.options = dict(self.DEFAULTS)
         if self.windows:
             self.options["maintenance_window_id"] = self.windows[0]["id"]
         cats = self.site_catalogs()
-        self.options["catalog_url"] = catalog_url if catalog_url is not None else (cats[0]["url"] if cats else "")
+        self.options["catalog_url"] = (
+            catalog_url if catalog_url is not None else (cats[0]["url"] if cats else "")
+        )
         known = {h["id"] for h in self.hosts}
         self.options["host_ids"] = [h for h in (host_ids or []) if h in known]
         self.report = None
@@ -112,8 +136,11 @@ class UpdateWizard(Observable):
         """Approved windows for this cluster (or its whole site) that have not ended."""
         now = dt.datetime.now(dt.UTC)
         cid = self.cluster["id"] if self.cluster else None
-        return [w for w in windows if w.get("cluster_id") in (None, cid)
-                and (parse_ts(w.get("ends_at")) or now) > now]
+        return [
+            w
+            for w in windows
+            if w.get("cluster_id") in (None, cid) and (parse_ts(w.get("ends_at")) or now) > now
+        ]
 
     # -- step 2 ------------------------------------------------------------------------
     def set_options(self, **values: Any) -> None:
@@ -121,7 +148,9 @@ class UpdateWizard(Observable):
             raise ValidationFailed("choose a cluster first", ["no cluster chosen"])
         unknown = sorted(set(values) - set(self.DEFAULTS))
         if unknown:
-            raise ValidationFailed(f"unknown option(s): {', '.join(unknown)}", [f"{k}: unknown option" for k in unknown])
+            raise ValidationFailed(
+                f"unknown option(s): {', '.join(unknown)}", [f"{k}: unknown option" for k in unknown]
+            )
         candidate = {**self.options, **values}
         self._params(candidate)  # raises ValidationFailed, leaving options unchanged
         self.options = candidate
@@ -142,14 +171,21 @@ class UpdateWizard(Observable):
         doc: dict[str, Any] = {
             "cluster_id": self.cluster["id"],
             "host_ids": list(o.get("host_ids") or []),
-            "firmware": {"catalog_url": (o.get("catalog_url") or "").strip(), "components": comps,
-                         "allow_downgrade": bool(o.get("allow_downgrade"))},
-            "max_parallel_hosts": o.get("max_parallel_hosts"), "failure_budget": o.get("failure_budget"),
-            "blocker_default": o.get("blocker_default"), "vmotion_timeout_s": o.get("vmotion_timeout_s"),
+            "firmware": {
+                "catalog_url": (o.get("catalog_url") or "").strip(),
+                "components": comps,
+                "allow_downgrade": bool(o.get("allow_downgrade")),
+            },
+            "max_parallel_hosts": o.get("max_parallel_hosts"),
+            "failure_budget": o.get("failure_budget"),
+            "blocker_default": o.get("blocker_default"),
+            "vmotion_timeout_s": o.get("vmotion_timeout_s"),
             "stage_firmware": bool(o.get("stage_firmware")),
         }
         if not doc["firmware"]["catalog_url"]:
-            problems.append("catalog URL: choose a catalog, or enter the Dell catalog URL (http(s)://…/Catalog.xml)")
+            problems.append(
+                "catalog URL: choose a catalog, or enter the Dell catalog URL (http(s)://…/Catalog.xml)"
+            )
         tv, du = (o.get("esxi_target_version") or "").strip(), (o.get("esxi_depot_url") or "").strip()
         if tv or du:
             doc["esxi"] = {"target_version": tv, "depot_url": du}
@@ -193,7 +229,9 @@ class UpdateWizard(Observable):
             raise ValidationFailed("choose a cluster and options first", ["no cluster chosen"])
         params = self.params()
         assert self.cluster is not None
-        self.report = build_preflight(self.api, self.cluster, self.hosts, params, self.options, self.request_fields())
+        self.report = build_preflight(
+            self.api, self.cluster, self.hosts, params, self.options, self.request_fields()
+        )
         self.step = Step.PREFLIGHT
         self.changed()
         return self.report
@@ -204,13 +242,17 @@ class UpdateWizard(Observable):
         if self.step != Step.PREFLIGHT or self.report is None:
             raise ValidationFailed("run the pre-flight check first", ["no pre-flight report"])
         if not self.report.ok:
-            raise ValidationFailed("the pre-flight check found blocking problems: "
-                                   + "; ".join(c.detail for c in self.report.blocking()),
-                                   [c.detail for c in self.report.blocking()])
+            raise ValidationFailed(
+                "the pre-flight check found blocking problems: "
+                + "; ".join(c.detail for c in self.report.blocking()),
+                [c.detail for c in self.report.blocking()],
+            )
         assert self.cluster is not None
         if (typed_cluster_name or "").strip() != self.cluster["name"]:
-            raise ValidationFailed(f"type the cluster name {self.cluster['name']!r} exactly to confirm",
-                                   ["confirmation does not match the cluster name"])
+            raise ValidationFailed(
+                f"type the cluster name {self.cluster['name']!r} exactly to confirm",
+                ["confirmation does not match the cluster name"],
+            )
         self.step = Step.CONFIRM
         self.changed()
 
@@ -238,4 +280,3 @@ class UpdateWizard(Observable):
         self.__init__(self.api)  # type: ignore[misc]
         self._observers = observers
         self.changed()
-

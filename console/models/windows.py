@@ -32,7 +32,9 @@ class WindowBoard(Observable):
         self.site_id = site_id
         self.windows = self.api.windows(site_id=site_id, statuses=statuses)
         if self.names is not None:
-            self.names.load_users([x for w in self.windows for x in (w.get("requested_by"), w.get("approved_by"))])
+            self.names.load_users(
+                [x for w in self.windows for x in (w.get("requested_by"), w.get("approved_by"))]
+            )
             self.names.load("cluster", [w.get("cluster_id") for w in self.windows])
             self.names.load("site", [w.get("site_id") for w in self.windows])
         self.changed()
@@ -59,13 +61,21 @@ class WindowBoard(Observable):
                 scope = f"cluster {nm.name('cluster', w['cluster_id']) if nm else short_id(w['cluster_id'])}"
             else:
                 scope = f"all of {site}" if nm else "whole site"
-            out.append({
-                "id": w["id"], "window": short_id(w["id"]), "title": w.get("title", ""), "status": w.get("status"),
-                "starts": short_ts(w.get("starts_at")), "ends": short_ts(w.get("ends_at")), "scope": scope,
-                "requested_by": self._who(w.get("requested_by"), me),
-                "approved_by": self._who(w.get("approved_by"), me),
-                "can_decide": hint is None, "why_not": hint or "",
-            })
+            out.append(
+                {
+                    "id": w["id"],
+                    "window": short_id(w["id"]),
+                    "title": w.get("title", ""),
+                    "status": w.get("status"),
+                    "starts": short_ts(w.get("starts_at")),
+                    "ends": short_ts(w.get("ends_at")),
+                    "scope": scope,
+                    "requested_by": self._who(w.get("requested_by"), me),
+                    "approved_by": self._who(w.get("approved_by"), me),
+                    "can_decide": hint is None,
+                    "why_not": hint or "",
+                }
+            )
         return out
 
     def _who(self, uid: Any, me: Any) -> str:
@@ -76,7 +86,9 @@ class WindowBoard(Observable):
         return self.names.user(uid) if self.names is not None else short_id(uid)
 
     @staticmethod
-    def check_request(title: str, starts_at: Any, ends_at: Any, now: dt.datetime | None = None) -> tuple[str, str]:
+    def check_request(
+        title: str, starts_at: Any, ends_at: Any, now: dt.datetime | None = None
+    ) -> tuple[str, str]:
         """Validated (starts, ends) ISO strings; raises ValidationFailed listing every problem."""
         now = now or dt.datetime.now(dt.UTC)
         problems = []
@@ -101,13 +113,27 @@ class WindowBoard(Observable):
         assert s and e
         return s.isoformat(), e.isoformat()
 
-    def request(self, *, site_id: str, title: str, starts_at: Any, ends_at: Any, cluster_id: str | None = None,
-                reason: str = "") -> Row:
+    def request(
+        self,
+        *,
+        site_id: str,
+        title: str,
+        starts_at: Any,
+        ends_at: Any,
+        cluster_id: str | None = None,
+        reason: str = "",
+    ) -> Row:
         if not site_id:
             raise ValidationFailed("choose a site", ["site_id: required"])
         s, e = self.check_request(title, starts_at, ends_at)
-        res = self.api.create_window(site_id=site_id, title=title.strip(), starts_at=s, ends_at=e,
-                                     cluster_id=cluster_id or None, reason=reason)
+        res = self.api.create_window(
+            site_id=site_id,
+            title=title.strip(),
+            starts_at=s,
+            ends_at=e,
+            cluster_id=cluster_id or None,
+            reason=reason,
+        )
         self.load(self.site_id)
         return res
 

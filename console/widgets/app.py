@@ -50,11 +50,17 @@ class SignInView(w.VBox):
 
     def __init__(self, console: Console) -> None:
         self.console = console
-        self.method = w.ToggleButtons(options=[("email", "email"), ("directory", "directory")], value="email",
-                                      description="sign in with")
+        self.method = w.ToggleButtons(
+            options=[("email", "email"), ("directory", "directory")],
+            value="email",
+            description="sign in with",
+        )
         self.email = w.Text(description="email", placeholder="you@example.com")
-        self.site = w.Text(description="site", placeholder="the site whose directory you use",
-                           value=os.environ.get("RACKPILOT_CONSOLE_SITE", ""))
+        self.site = w.Text(
+            description="site",
+            placeholder="the site whose directory you use",
+            value=os.environ.get("RACKPILOT_CONSOLE_SITE", ""),
+        )
         self.username = w.Text(description="username", placeholder="your directory user name")
         self.password = w.Password(description="password")
         self.go = w.Button(description="Sign in", button_style="primary")
@@ -85,8 +91,14 @@ class SignInView(w.VBox):
 
 
 class Console:
-    def __init__(self, config: ConsoleConfig | None, session: Session | None = None, *,
-                 store: SessionStore | None = None, config_error: ConsoleError | None = None) -> None:
+    def __init__(
+        self,
+        config: ConsoleConfig | None,
+        session: Session | None = None,
+        *,
+        store: SessionStore | None = None,
+        config_error: ConsoleError | None = None,
+    ) -> None:
         self.config = config
         self.session = session
         self.store = store
@@ -97,7 +109,9 @@ class Console:
         self._frames: list[Any] = []  # ScreenFrames and AppShells drawn by this console
         self._names: Names | None = None
         self.banner = w.HTML()
-        self.sign_out_button = w.Button(description="Sign out", icon="sign-out", layout=w.Layout(width="auto"))
+        self.sign_out_button = w.Button(
+            description="Sign out", icon="sign-out", layout=w.Layout(width="auto")
+        )
         self.sign_out_button.on_click(lambda _: self.sign_out())
         self.header = w.HBox([self.banner], layout=w.Layout(align_items="center"))
         self.panel = w.VBox([self.header])
@@ -105,7 +119,9 @@ class Console:
 
     # -- sign-in -------------------------------------------------------------------------
     @classmethod
-    def start(cls, *, env: dict[str, str] | None = None, show: bool = True, shared: bool | None = None) -> Console:
+    def start(
+        cls, *, env: dict[str, str] | None = None, show: bool = True, shared: bool | None = None
+    ) -> Console:
         """Sign in from RACKPILOT_CONSOLE_EMAIL/PASSWORD when set; else open the session the
         user signed in from another notebook of this JupyterLab (``shared``: on unless
         RACKPILOT_CONSOLE_SHARED_SESSION=0); else show the sign-in form."""
@@ -186,29 +202,38 @@ class Console:
         # not shared with other notebooks: an emergency session stays where it was opened
         self.session = sign_in_break_glass(self.config, account, secret, reason, ttl_seconds)
         self._signed_in_changed()
-        self.banner.value += ("<div class='rp-warn'><b>BREAK-GLASS SESSION</b>: audited as critical, every "
-                              "notification channel has been told, and it expires on its own. Do only what the "
-                              "emergency needs.</div>")
+        self.banner.value += (
+            "<div class='rp-warn'><b>BREAK-GLASS SESSION</b>: audited as critical, every "
+            "notification channel has been told, and it expires on its own. Do only what the "
+            "emergency needs.</div>"
+        )
         return self.session
 
     def _update_banner(self) -> None:
         s = self.session if self.signed_in else None
         if self.config is None:
-            self.banner.value = STYLE + (f"<div class='rp-error'>✖ rackpilot is not configured: "
-                                         f"{html.escape(str(self.config_error))}</div>")
+            self.banner.value = STYLE + (
+                f"<div class='rp-error'>✖ rackpilot is not configured: "
+                f"{html.escape(str(self.config_error))}</div>"
+            )
             return
         self.banner.value = STYLE + (
             f"<div class='rp-signed-in'>rackpilot at {html.escape(self.config.url)} — signed in as "
-            f"<b>{html.escape(s.email)}</b> (role: <b>{html.escape(s.role or 'none')}</b>)</div>" if s else
-            f"<div class='rp-warn'>rackpilot at {html.escape(self.config.url)} — not signed in</div>")
+            f"<b>{html.escape(s.email)}</b> (role: <b>{html.escape(s.role or 'none')}</b>)</div>"
+            if s
+            else f"<div class='rp-warn'>rackpilot at {html.escape(self.config.url)} — not signed in</div>"
+        )
 
     @property
     def api(self) -> Api:
         if self.config is None:
             raise self.config_error or ConfigError("not configured")
         if self.session is None or not self.session.signed_in:
-            raise NotSignedIn("not signed in: use the sign-in form above (or set RACKPILOT_CONSOLE_EMAIL and "
-                              "RACKPILOT_CONSOLE_PASSWORD) first", code="not_signed_in")
+            raise NotSignedIn(
+                "not signed in: use the sign-in form above (or set RACKPILOT_CONSOLE_EMAIL and "
+                "RACKPILOT_CONSOLE_PASSWORD) first",
+                code="not_signed_in",
+            )
         return Api(self.session)
 
     @property
@@ -284,10 +309,14 @@ class Console:
             m = JobMonitor(self.api, jid, names=self.names)
             m.refresh()
             self._follow(m.apply)
-            view = JobMonitorView(m, role=self.session.role if self.session else None,
-                                  open_blockers=lambda: self.screen("blockers", job_id=jid))
+            view = JobMonitorView(
+                m,
+                role=self.session.role if self.session else None,
+                open_blockers=lambda: self.screen("blockers", job_id=jid),
+            )
             self._start_feed_soon(view.status)
             return view
+
         return ScreenFrame(self, "the job monitor", build) if framed else build()
 
     def resolve_job_id(self, job_id: str | None) -> str:
@@ -304,10 +333,14 @@ class Console:
             hits = [r["id"] for r in self.api.jobs(limit=500) if str(r["id"]).startswith(jid.lower())]
             if len(hits) == 1:
                 return str(hits[0])
-            raise ValidationFailed(f"{len(hits)} jobs start with {jid}: give more of the id",
-                                   [f"job id {jid!r}: {'no match' if not hits else 'ambiguous'}"])
-        raise ValidationFailed(f"{jid!r} is not a job id: use the id (or its first 8 characters) from the job list",
-                               [f"job id {jid!r}: not an id"])
+            raise ValidationFailed(
+                f"{len(hits)} jobs start with {jid}: give more of the id",
+                [f"job id {jid!r}: {'no match' if not hits else 'ambiguous'}"],
+            )
+        raise ValidationFailed(
+            f"{jid!r} is not a job id: use the id (or its first 8 characters) from the job list",
+            [f"job id {jid!r}: not an id"],
+        )
 
     def _start_feed_soon(self, status: Status) -> None:
         """Start Realtime on the kernel's loop if it is not running (a monitor opened from a
@@ -331,6 +364,7 @@ class Console:
                 await self.live()
             except ConsoleError as exc:
                 status.error(exc)
+
         loop.create_task(go())
 
     def update_wizard(self, site_id: str | None = None):
@@ -347,16 +381,21 @@ class Console:
     def blocker_wizard(self, job_id: str):
         """The bare blocker wizard of one job, following Realtime (used by the blockers screen)."""
         from console.widgets.blockers import BlockerWizardView
+
         wz = BlockerWizard(self.api, job_id)
         wz.load()
 
         def follow(change: dict) -> None:
             # new blockers of this job (a rescan) or its status: reload, keeping the choices made
             from console.models.jobs import change_parts
+
             table, _, rec, old = change_parts(change)
             row = rec or old
-            if (table == "job_blockers" and row.get("job_id") == job_id) or (table == "jobs" and row.get("id") == job_id):
+            if (table == "job_blockers" and row.get("job_id") == job_id) or (
+                table == "jobs" and row.get("id") == job_id
+            ):
                 wz.load()
+
         self._follow(follow)
         return BlockerWizardView(wz)
 

@@ -18,8 +18,13 @@ STYLE = """<style>
 </style>"""
 
 
-def html_table(rows: Iterable[dict[str, Any]], columns: list[str], css: str = "",
-               empty: str = "nothing to show", row_class: Callable[[dict[str, Any]], str] | None = None) -> str:
+def html_table(
+    rows: Iterable[dict[str, Any]],
+    columns: list[str],
+    css: str = "",
+    empty: str = "nothing to show",
+    row_class: Callable[[dict[str, Any]], str] | None = None,
+) -> str:
     rows = list(rows)
     if not rows:
         return f'<div class="rp-empty {css}">{html.escape(empty)}</div>'
@@ -27,8 +32,11 @@ def html_table(rows: Iterable[dict[str, Any]], columns: list[str], css: str = ""
     body = []
     for r in rows:
         cls = row_class(r) if row_class else ""
-        cells = "".join(f'<td class="rp-col-{html.escape(c)}">{html.escape("" if r.get(c) is None else str(r.get(c)))}'
-                        "</td>" for c in columns)
+        cells = "".join(
+            f'<td class="rp-col-{html.escape(c)}">{html.escape("" if r.get(c) is None else str(r.get(c)))}'
+            "</td>"
+            for c in columns
+        )
         body.append(f'<tr class="rp-row {cls}" data-id="{html.escape(str(r.get("id", "")))}">{cells}</tr>')
     return f'{STYLE}<table class="rp-table {css}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
@@ -59,8 +67,9 @@ class Status(w.HTML):
 PLACEHOLDER = "— choose —"
 
 
-def set_options(dd: w.Dropdown, options: list[tuple[str, Any]], *, value: Any = None,
-                placeholder: str | None = None) -> None:
+def set_options(
+    dd: w.Dropdown, options: list[tuple[str, Any]], *, value: Any = None, placeholder: str | None = None
+) -> None:
     """Give a Dropdown new options and always a valid selection.
 
     ipywidgets 8 quirk: a Dropdown whose options are set after creation keeps value, index
@@ -84,8 +93,13 @@ def set_options(dd: w.Dropdown, options: list[tuple[str, Any]], *, value: Any = 
         dd.index = 0
 
 
-def dropdown(options: list[tuple[str, Any]] | None = None, *, value: Any = None, placeholder: str | None = None,
-             **kw: Any) -> w.Dropdown:
+def dropdown(
+    options: list[tuple[str, Any]] | None = None,
+    *,
+    value: Any = None,
+    placeholder: str | None = None,
+    **kw: Any,
+) -> w.Dropdown:
     """A Dropdown created with its options and a valid initial selection (see ``set_options``)."""
     dd = w.Dropdown(**kw)
     set_options(dd, options or [], value=value, placeholder=placeholder)
@@ -96,15 +110,17 @@ def short_id_html(value: Any) -> str:
     """A UUID shown as a copyable short id: 8 characters, the whole id in the tooltip and
     selected on click."""
     full = html.escape(str(value or ""))
-    return (f'<code class="rp-id" title="{full}" style="user-select:all">{full[:8]}</code>' if full else "")
+    return f'<code class="rp-id" title="{full}" style="user-select:all">{full[:8]}</code>' if full else ""
 
 
 def guarded(status: Status, fn: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a click handler: console errors become a red line, never a traceback."""
+
     def run(*args: Any, **kw: Any) -> Any:
         try:
             return fn(*args, **kw)
         except ConsoleError as exc:
             status.error(exc)
         return None
+
     return run

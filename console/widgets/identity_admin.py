@@ -16,21 +16,32 @@ class IdentityAdminView(w.VBox):
         self.model = model
         self.sites = sites
         self.configs_table = w.HTML()
-        self.site = dropdown([(s["name"], str(s["id"])) for s in sites], placeholder="— site —", description="site")
+        self.site = dropdown(
+            [(s["name"], str(s["id"])) for s in sites], placeholder="— site —", description="site"
+        )
         self.mode = dropdown([(m, m) for m in MODES], value="executor", description="mode")
         self.enabled = w.Checkbox(value=True, description="enabled")
         self.starttls = w.Checkbox(value=False, description="StartTLS")
-        self.uris = w.Text(description="URLs", placeholder="ldaps://idm1.example.org ldaps://idm2.example.org")
-        self.bind_dn = w.Text(description="bind DN", placeholder="uid={username},cn=users,cn=accounts,dc=example,dc=org")
+        self.uris = w.Text(
+            description="URLs", placeholder="ldaps://idm1.example.org ldaps://idm2.example.org"
+        )
+        self.bind_dn = w.Text(
+            description="bind DN", placeholder="uid={username},cn=users,cn=accounts,dc=example,dc=org"
+        )
         self.base_dn = w.Text(description="base DN")
-        self.user_filter = w.Text(description="user filter", placeholder="(&(objectClass=inetOrgPerson)(uid={username}))")
+        self.user_filter = w.Text(
+            description="user filter", placeholder="(&(objectClass=inetOrgPerson)(uid={username}))"
+        )
         self.group_base = w.Text(description="group base")
         self.nesting = dropdown([(n, n) for n in NESTING], value="search", description="nesting")
         self.save = w.Button(description="Save settings", button_style="primary")
         self.config_status = Status()
-        self.mapping = w.Textarea(description="groups → roles", layout=w.Layout(width="95%", height="90px"),
-                                  style={"description_width": "initial"},
-                                  placeholder=f"one per line, role: group DN (roles: {', '.join(APP_ROLES)})")
+        self.mapping = w.Textarea(
+            description="groups → roles",
+            layout=w.Layout(width="95%", height="90px"),
+            style={"description_width": "initial"},
+            placeholder=f"one per line, role: group DN (roles: {', '.join(APP_ROLES)})",
+        )
         self.save_mapping = w.Button(description="Save mapping")
         self.mapping_status = Status()
         self.accounts_table = w.HTML()
@@ -45,35 +56,75 @@ class IdentityAdminView(w.VBox):
         self.save_mapping.on_click(guarded(self.mapping_status, lambda _: self._save_mapping()))
         self.revoke.on_click(guarded(self.session_status, lambda _: self._revoke()))
         self.refresh.on_click(guarded(self.session_status, lambda _: self.load()))
-        super().__init__([
-            w.HTML("<h4>Directory sign-in per site</h4>"), self.configs_table,
-            w.HBox([self.site, self.mode, self.enabled, self.starttls]), w.HBox([self.uris, self.bind_dn]),
-            w.HBox([self.base_dn, self.user_filter]), w.HBox([self.group_base, self.nesting, self.save]),
-            self.config_status, self.mapping, self.save_mapping, self.mapping_status,
-            w.HTML("<h4>Break-glass accounts</h4>"), self.accounts_table,
-            w.HTML("<h4>Break-glass sessions</h4>"), self.sessions_table,
-            w.HBox([self.session, self.reason, self.revoke, self.refresh]), self.session_status])
+        super().__init__(
+            [
+                w.HTML("<h4>Directory sign-in per site</h4>"),
+                self.configs_table,
+                w.HBox([self.site, self.mode, self.enabled, self.starttls]),
+                w.HBox([self.uris, self.bind_dn]),
+                w.HBox([self.base_dn, self.user_filter]),
+                w.HBox([self.group_base, self.nesting, self.save]),
+                self.config_status,
+                self.mapping,
+                self.save_mapping,
+                self.mapping_status,
+                w.HTML("<h4>Break-glass accounts</h4>"),
+                self.accounts_table,
+                w.HTML("<h4>Break-glass sessions</h4>"),
+                self.sessions_table,
+                w.HBox([self.session, self.reason, self.revoke, self.refresh]),
+                self.session_status,
+            ]
+        )
         self._configs: dict[str, dict] = {}
 
     def load(self) -> None:
         cfgs = self.model.configs()
         self._configs = {str(c["site_id"]): c for c in cfgs}
-        shown = [{"site": c["site"], "mode": c["mode"], "enabled": "yes" if c["enabled"] else "no",
-                  "directory": " ".join(c.get("uris") or []) or "(through the site executor)",
-                  "groups → roles": c["mapping"].replace("\n", "; ") or "none: nobody may sign in",
-                  "updated": f"{c['updated']} {c['updated by']}".strip()} for c in cfgs]
-        self.configs_table.value = html_table(shown, list(shown[0]) if shown else [], css="rp-directory",
-                                              empty="no site signs in through a directory")
+        shown = [
+            {
+                "site": c["site"],
+                "mode": c["mode"],
+                "enabled": "yes" if c["enabled"] else "no",
+                "directory": " ".join(c.get("uris") or []) or "(through the site executor)",
+                "groups → roles": c["mapping"].replace("\n", "; ") or "none: nobody may sign in",
+                "updated": f"{c['updated']} {c['updated by']}".strip(),
+            }
+            for c in cfgs
+        ]
+        self.configs_table.value = html_table(
+            shown,
+            list(shown[0]) if shown else [],
+            css="rp-directory",
+            empty="no site signs in through a directory",
+        )
         accts = self.model.accounts()
-        self.accounts_table.value = html_table(
-            accts, ["name", "role", "state", "longest session", "failed sign-ins", "last used"], css="rp-breakglass",
-            empty="no break-glass accounts") + f'<div class="rp-info">{html.escape(LOCKOUT_NOTE)}</div>'
+        self.accounts_table.value = (
+            html_table(
+                accts,
+                ["name", "role", "state", "longest session", "failed sign-ins", "last used"],
+                css="rp-breakglass",
+                empty="no break-glass accounts",
+            )
+            + f'<div class="rp-info">{html.escape(LOCKOUT_NOTE)}</div>'
+        )
         sess = self.model.sessions()
         self.sessions_table.value = html_table(
-            sess, ["account", "role", "state", "started", "expires", "client", "reason", "revoked"],
-            css="rp-breakglass-sessions", empty="no break-glass sessions", row_class=lambda r: f"rp-{r['state']}")
-        set_options(self.session, [(f"{s['account']} since {s['started']} ({s['client'] or 'unknown client'})",
-                                    str(s["id"])) for s in sess if s["state"] == "live"], placeholder="— live session —")
+            sess,
+            ["account", "role", "state", "started", "expires", "client", "reason", "revoked"],
+            css="rp-breakglass-sessions",
+            empty="no break-glass sessions",
+            row_class=lambda r: f"rp-{r['state']}",
+        )
+        set_options(
+            self.session,
+            [
+                (f"{s['account']} since {s['started']} ({s['client'] or 'unknown client'})", str(s["id"]))
+                for s in sess
+                if s["state"] == "live"
+            ],
+            placeholder="— live session —",
+        )
         self._fill()
 
     def _fill(self) -> None:
@@ -81,25 +132,42 @@ class IdentityAdminView(w.VBox):
         if not c:
             self.mapping.value = ""
             return
-        self.mode.value, self.enabled.value, self.starttls.value = c["mode"], bool(c["enabled"]), bool(c["starttls"])
+        self.mode.value, self.enabled.value, self.starttls.value = (
+            c["mode"],
+            bool(c["enabled"]),
+            bool(c["starttls"]),
+        )
         self.uris.value = " ".join(c.get("uris") or [])
         self.bind_dn.value, self.base_dn.value = c.get("bind_dn_template") or "", c.get("base_dn") or ""
-        self.user_filter.value, self.group_base.value = c.get("user_filter") or "", c.get("group_base_dn") or ""
+        self.user_filter.value, self.group_base.value = (
+            c.get("user_filter") or "",
+            c.get("group_base_dn") or "",
+        )
         self.nesting.value = c.get("nesting") or "search"
         self.mapping.value = c["mapping"]
 
     def _save(self) -> None:
-        self.model.save_config(site_id=self.site.value or "", mode=self.mode.value, uris=self.uris.value,
-                               bind_dn_template=self.bind_dn.value, base_dn=self.base_dn.value,
-                               user_filter=self.user_filter.value, group_base_dn=self.group_base.value,
-                               nesting=self.nesting.value, enabled=self.enabled.value, starttls=self.starttls.value)
+        self.model.save_config(
+            site_id=self.site.value or "",
+            mode=self.mode.value,
+            uris=self.uris.value,
+            bind_dn_template=self.bind_dn.value,
+            base_dn=self.base_dn.value,
+            user_filter=self.user_filter.value,
+            group_base_dn=self.group_base.value,
+            nesting=self.nesting.value,
+            enabled=self.enabled.value,
+            starttls=self.starttls.value,
+        )
         self.load()
         self.config_status.ok("directory settings saved")
 
     def _save_mapping(self) -> None:
         rows = self.model.set_group_roles(self.site.value or "", self.mapping.value)
         self.load()
-        self.mapping_status.ok(f"{len(rows)} group mapping(s) saved" + ("" if rows else ": nobody may sign in"))
+        self.mapping_status.ok(
+            f"{len(rows)} group mapping(s) saved" + ("" if rows else ": nobody may sign in")
+        )
 
     def _revoke(self) -> None:
         sid = self.session.value or ""

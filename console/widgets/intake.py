@@ -26,7 +26,9 @@ class DiscoveryView(w.VBox):
     """Scans of the site, what each found per address (skip reasons in words), and a new scan
     (a dry run first: it lists what would be added)."""
 
-    def __init__(self, model: DiscoveryModel, site_id: str | None = None, credential_sets: list[dict] | None = None):
+    def __init__(
+        self, model: DiscoveryModel, site_id: str | None = None, credential_sets: list[dict] | None = None
+    ):
         self.model, self.site_id = model, site_id
         self.status = Status()
         self.scan_pick = dropdown([], placeholder="no scan yet", description="scan")
@@ -34,7 +36,9 @@ class DiscoveryView(w.VBox):
         self.table = w.HTML()
         self.ranges = w.Textarea(description="ranges", placeholder="10.0.0.0/24 or 10.0.0.5-10.0.0.40")
         self.hosts = w.Textarea(description="hosts", placeholder="one address or name per line")
-        creds = [(str(c.get("name")), str(c["id"])) for c in (credential_sets or []) if c.get("kind") == "idrac"]
+        creds = [
+            (str(c.get("name")), str(c["id"])) for c in (credential_sets or []) if c.get("kind") == "idrac"
+        ]
         self.creds = w.SelectMultiple(description="credentials", options=creds)
         self.dry = w.Button(description="Dry run")
         self.go = w.Button(description="Scan and register", button_style="primary")
@@ -43,16 +47,33 @@ class DiscoveryView(w.VBox):
         self.dry.on_click(guarded(self.status, lambda _: self._scan(True)))
         self.go.on_click(guarded(self.status, lambda _: self._scan(False)))
         self.scan_pick.observe(lambda ch: guarded(self.status, lambda: self.show(ch["new"]))(), names="value")
-        super().__init__([w.HBox([self.refresh, self.scan_pick]), self.tally, self.table,
-                          w.HTML("<b>New scan</b>"), w.HBox([self.ranges, self.hosts, self.creds]),
-                          w.HBox([self.dry, self.go]), self.status])
+        super().__init__(
+            [
+                w.HBox([self.refresh, self.scan_pick]),
+                self.tally,
+                self.table,
+                w.HTML("<b>New scan</b>"),
+                w.HBox([self.ranges, self.hosts, self.creds]),
+                w.HBox([self.dry, self.go]),
+                self.status,
+            ]
+        )
 
     def load(self) -> None:
         scans = self.model.scans(self.site_id)
-        set_options(self.scan_pick, [(f"{_when(s['created_at'])} · {s['status']}"
-                                      + (" · dry run" if (s.get("params") or {}).get("dry_run") else ""),
-                                      str(s["id"])) for s in scans],
-                    value=str(scans[0]["id"]) if scans else None, placeholder="no scan yet")
+        set_options(
+            self.scan_pick,
+            [
+                (
+                    f"{_when(s['created_at'])} · {s['status']}"
+                    + (" · dry run" if (s.get("params") or {}).get("dry_run") else ""),
+                    str(s["id"]),
+                )
+                for s in scans
+            ],
+            value=str(scans[0]["id"]) if scans else None,
+            placeholder="no scan yet",
+        )
         if scans:
             self.show(str(scans[0]["id"]))
 
@@ -62,15 +83,31 @@ class DiscoveryView(w.VBox):
         rows = self.model.results(job_id)
         tally = self.model.tally(rows)
         self.tally.value = STYLE + " · ".join(f"{html.escape(k)}: {v}" for k, v in tally.items())
-        cols = ["address", "outcome", "why", "service_tag", "model", "idrac_generation", "firmware_version", "message"]
-        self.table.value = html_table(rows, cols, css="rp-discovery", empty="no addresses recorded for this scan")
+        cols = [
+            "address",
+            "outcome",
+            "why",
+            "service_tag",
+            "model",
+            "idrac_generation",
+            "firmware_version",
+            "message",
+        ]
+        self.table.value = html_table(
+            rows, cols, css="rp-discovery", empty="no addresses recorded for this scan"
+        )
 
     def _scan(self, dry_run: bool) -> None:
         if not self.site_id:
             self.status.warn("open the screen for a site: con.screen('discovery', site_id=...)")
             return
-        res = self.model.scan(site_id=self.site_id, ranges=_lines(self.ranges.value), hosts=_lines(self.hosts.value),
-                              credential_set_ids=list(self.creds.value), dry_run=dry_run)
+        res = self.model.scan(
+            site_id=self.site_id,
+            ranges=_lines(self.ranges.value),
+            hosts=_lines(self.hosts.value),
+            credential_set_ids=list(self.creds.value),
+            dry_run=dry_run,
+        )
         self.status.ok(f"scan {short_id(res.get('job_id'))} created" + (" (dry run)" if dry_run else ""))
 
 
@@ -89,15 +126,21 @@ class CallLogView(w.VBox):
         super().__init__([w.HBox([self.job, self.failed, self.refresh]), self.head, self.table, self.status])
 
     def load(self) -> None:
-        rows = self.model.calls(job_id=self.job.value.strip() or None, site_id=self.site_id,
-                                failed_only=self.failed.value)
+        rows = self.model.calls(
+            job_id=self.job.value.strip() or None, site_id=self.site_id, failed_only=self.failed.value
+        )
         s = self.model.summary(rows)
-        self.head.value = (f"{s['calls']} call(s), {s['failed']} failed, {s['targets']} BMC(s)"
-                           + (f", p95 {s['p95_ms']} ms" if s["p95_ms"] is not None else ""))
+        self.head.value = f"{s['calls']} call(s), {s['failed']} failed, {s['targets']} BMC(s)" + (
+            f", p95 {s['p95_ms']} ms" if s["p95_ms"] is not None else ""
+        )
         shown = [{**r, "at": _when(r.get("at")), "job": short_id(r.get("job_id"))} for r in rows]
-        self.table.value = html_table(shown, ["at", "job", "step", "target", "method", "path", "status",
-                                              "duration_ms", "message_id", "error"], css="rp-bmc-calls",
-                                      empty="no calls recorded", row_class=lambda r: "rp-failed" if r.get("failed") else "")
+        self.table.value = html_table(
+            shown,
+            ["at", "job", "step", "target", "method", "path", "status", "duration_ms", "message_id", "error"],
+            css="rp-bmc-calls",
+            empty="no calls recorded",
+            row_class=lambda r: "rp-failed" if r.get("failed") else "",
+        )
 
 
 class SchedulesView(w.VBox):
@@ -116,36 +159,81 @@ class SchedulesView(w.VBox):
         self.name = w.Text(description="name")
         self.job_type = dropdown([(t, t) for t in types], value=types[0], description="job type")
         self.params = w.Textarea(description="params", value="{}", placeholder='{"site_id": "..."}')
-        self.recurrence = w.Text(description="recurrence", placeholder="0 3 * * * or RRULE:FREQ=DAILY;BYHOUR=3")
+        self.recurrence = w.Text(
+            description="recurrence", placeholder="0 3 * * * or RRULE:FREQ=DAILY;BYHOUR=3"
+        )
         self.tz = w.Text(description="time zone", value="UTC")
-        self.missed = dropdown([("skip missed runs", "skip"), ("run once after a miss", "run_once")], value="skip",
-                               description="missed")
+        self.missed = dropdown(
+            [("skip missed runs", "skip"), ("run once after a miss", "run_once")],
+            value="skip",
+            description="missed",
+        )
         self.save = w.Button(description="Save schedule", button_style="primary")
         self.refresh.on_click(guarded(self.status, lambda _: self.load()))
         self.enable.on_click(guarded(self.status, lambda _: self._enabled(True)))
         self.disable.on_click(guarded(self.status, lambda _: self._enabled(False)))
         self.save.on_click(guarded(self.status, lambda _: self._save()))
         self.pick.observe(lambda ch: guarded(self.status, lambda: self._runs(ch["new"]))(), names="value")
-        super().__init__([self.refresh, self.table, w.HBox([self.pick, self.enable, self.disable]), self.runs,
-                          w.HTML("<b>New schedule</b>"), w.HBox([self.name, self.job_type, self.recurrence]),
-                          w.HBox([self.tz, self.missed]), self.params, self.save, self.status])
+        super().__init__(
+            [
+                self.refresh,
+                self.table,
+                w.HBox([self.pick, self.enable, self.disable]),
+                self.runs,
+                w.HTML("<b>New schedule</b>"),
+                w.HBox([self.name, self.job_type, self.recurrence]),
+                w.HBox([self.tz, self.missed]),
+                self.params,
+                self.save,
+                self.status,
+            ]
+        )
 
     def load(self) -> None:
         rows = self.model.schedules(self.site_id)
-        shown = [{**r, "next": _when(r.get("next_run_at")), "last": _when(r.get("last_run_at")),
-                  "on": "yes" if r.get("enabled") else "no"} for r in rows]
-        self.table.value = html_table(shown, ["name", "job_type", "recurrence", "timezone", "on", "next", "last",
-                                              "last_status", "last_error", "jobs_created"], css="rp-schedules",
-                                      empty="no schedules")
-        set_options(self.pick, [(str(r["name"]), str(r["schedule_id"])) for r in rows], placeholder="no schedule")
+        shown = [
+            {
+                **r,
+                "next": _when(r.get("next_run_at")),
+                "last": _when(r.get("last_run_at")),
+                "on": "yes" if r.get("enabled") else "no",
+            }
+            for r in rows
+        ]
+        self.table.value = html_table(
+            shown,
+            [
+                "name",
+                "job_type",
+                "recurrence",
+                "timezone",
+                "on",
+                "next",
+                "last",
+                "last_status",
+                "last_error",
+                "jobs_created",
+            ],
+            css="rp-schedules",
+            empty="no schedules",
+        )
+        set_options(
+            self.pick, [(str(r["name"]), str(r["schedule_id"])) for r in rows], placeholder="no schedule"
+        )
 
     def _runs(self, schedule_id: str | None) -> None:
         if not schedule_id:
             return
-        rows = [{**r, "occurrence": _when(r.get("occurrence_at")), "job": short_id(r.get("job_id"))}
-                for r in self.model.runs(schedule_id)]
-        self.runs.value = html_table(rows, ["occurrence", "status", "job", "code", "error"], css="rp-schedule-runs",
-                                     empty="not fired yet")
+        rows = [
+            {**r, "occurrence": _when(r.get("occurrence_at")), "job": short_id(r.get("job_id"))}
+            for r in self.model.runs(schedule_id)
+        ]
+        self.runs.value = html_table(
+            rows,
+            ["occurrence", "status", "job", "code", "error"],
+            css="rp-schedule-runs",
+            empty="not fired yet",
+        )
 
     def _enabled(self, on: bool) -> None:
         if self.pick.value:
@@ -162,8 +250,15 @@ class SchedulesView(w.VBox):
         if not self.site_id:
             self.status.warn("open the screen for a site: con.screen('schedules', site_id=...)")
             return
-        self.model.save(site_id=self.site_id, name=self.name.value, job_type=self.job_type.value, params=params,
-                        recurrence=self.recurrence.value, timezone=self.tz.value, missed_policy=self.missed.value)
+        self.model.save(
+            site_id=self.site_id,
+            name=self.name.value,
+            job_type=self.job_type.value,
+            params=params,
+            recurrence=self.recurrence.value,
+            timezone=self.tz.value,
+            missed_policy=self.missed.value,
+        )
         self.status.ok("saved")
         self.load()
 
@@ -191,28 +286,63 @@ class CatalogsView(w.VBox):
         self.refresh_job.on_click(guarded(self.status, lambda _: self._refresh()))
         self.add.on_click(guarded(self.status, lambda _: self._register()))
         self.bl_add.on_click(guarded(self.status, lambda _: self._baseline()))
-        super().__init__([self.reload, self.table, w.HBox([self.pick, self.refresh_job]), self.baselines,
-                          w.HTML("<b>Register a catalog</b>"), w.HBox([self.name, self.url]),
-                          w.HBox([self.pin, self.verify, self.add]),
-                          w.HTML("<b>Baseline of the chosen catalog</b>"),
-                          w.HBox([self.bl_name, self.bl_components, self.bl_add]), self.status])
+        super().__init__(
+            [
+                self.reload,
+                self.table,
+                w.HBox([self.pick, self.refresh_job]),
+                self.baselines,
+                w.HTML("<b>Register a catalog</b>"),
+                w.HBox([self.name, self.url]),
+                w.HBox([self.pin, self.verify, self.add]),
+                w.HTML("<b>Baseline of the chosen catalog</b>"),
+                w.HBox([self.bl_name, self.bl_components, self.bl_add]),
+                self.status,
+            ]
+        )
 
     def load(self) -> None:
         rows = self.model.catalogs(self.site_id)
-        shown = [{**r, "fetched": _when(r.get("fetched_at")), "dated": _when(r.get("catalog_date")),
-                  "gz": {True: "yes", False: "no"}.get(r.get("compressed"), "-"),
-                  "problem": r.get("last_error") or ""} for r in rows]
-        self.table.value = html_table(shown, ["name", "url", "state", "component_count", "dated", "fetched", "gz",
-                                              "signature_status", "problem"], css="rp-catalogs",
-                                      empty="no catalogs registered",
-                                      row_class=lambda r: "rp-warn" if r.get("last_status") in ("moved", "stale",
-                                                                                                "failed") else "")
+        shown = [
+            {
+                **r,
+                "fetched": _when(r.get("fetched_at")),
+                "dated": _when(r.get("catalog_date")),
+                "gz": {True: "yes", False: "no"}.get(r.get("compressed"), "-"),
+                "problem": r.get("last_error") or "",
+            }
+            for r in rows
+        ]
+        self.table.value = html_table(
+            shown,
+            [
+                "name",
+                "url",
+                "state",
+                "component_count",
+                "dated",
+                "fetched",
+                "gz",
+                "signature_status",
+                "problem",
+            ],
+            css="rp-catalogs",
+            empty="no catalogs registered",
+            row_class=lambda r: "rp-warn" if r.get("last_status") in ("moved", "stale", "failed") else "",
+        )
         set_options(self.pick, [(str(r["name"]), str(r["id"])) for r in rows], placeholder="no catalog")
         names = {str(r["id"]): str(r["name"]) for r in rows}
-        bl = [{**b, "catalog": names.get(str(b["catalog_id"]), short_id(b["catalog_id"])),
-               "components": ", ".join(b.get("components") or []) or "all"} for b in self.model.baselines(self.site_id)]
-        self.baselines.value = html_table(bl, ["name", "catalog", "components", "description"], css="rp-baselines",
-                                          empty="no baselines")
+        bl = [
+            {
+                **b,
+                "catalog": names.get(str(b["catalog_id"]), short_id(b["catalog_id"])),
+                "components": ", ".join(b.get("components") or []) or "all",
+            }
+            for b in self.model.baselines(self.site_id)
+        ]
+        self.baselines.value = html_table(
+            bl, ["name", "catalog", "components", "description"], css="rp-baselines", empty="no baselines"
+        )
 
     def _refresh(self) -> None:
         if self.pick.value:
@@ -223,8 +353,13 @@ class CatalogsView(w.VBox):
         if not self.site_id:
             self.status.warn("open the screen for a site: con.screen('catalogs', site_id=...)")
             return
-        self.model.register(site_id=self.site_id, name=self.name.value, url=self.url.value.strip(),
-                            tls_verify=self.verify.value, expected_sha256=self.pin.value.strip() or None)
+        self.model.register(
+            site_id=self.site_id,
+            name=self.name.value,
+            url=self.url.value.strip(),
+            tls_verify=self.verify.value,
+            expected_sha256=self.pin.value.strip() or None,
+        )
         self.status.ok("registered; refresh it to load its packages")
         self.load()
 
@@ -232,7 +367,11 @@ class CatalogsView(w.VBox):
         if not (self.site_id and self.pick.value):
             self.status.warn("choose a catalog first")
             return
-        self.model.add_baseline(site_id=self.site_id, catalog_id=self.pick.value, name=self.bl_name.value,
-                                components=_lines(self.bl_components.value))
+        self.model.add_baseline(
+            site_id=self.site_id,
+            catalog_id=self.pick.value,
+            name=self.bl_name.value,
+            components=_lines(self.bl_components.value),
+        )
         self.status.ok("baseline added")
         self.load()

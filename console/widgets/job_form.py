@@ -29,15 +29,23 @@ def fields_help(job_type: str) -> str:
             elif isinstance(a, type) and issubclass(a, Enum):
                 choices = [str(x.value) for x in a]
         limits = [str(m) for m in f.metadata if type(m).__name__ in ("Ge", "Le", "Gt", "Lt")]
-        what = ("one of " + ", ".join(choices)) if choices else " ".join(
-            s.replace("Ge(ge=", "≥ ").replace("Le(le=", "≤ ").rstrip(")") for s in limits)
+        what = (
+            ("one of " + ", ".join(choices))
+            if choices
+            else " ".join(s.replace("Ge(ge=", "≥ ").replace("Le(le=", "≤ ").rstrip(")") for s in limits)
+        )
         dflt = "" if f.is_required() else f.get_default(call_default_factory=True)
-        rows.append(f"<tr><td><code>{html.escape(name)}</code>{' *' if f.is_required() else ''}</td>"
-                    f"<td>{html.escape(what)}</td><td>{html.escape(str(getattr(dflt, 'value', dflt)))}</td>"
-                    f"<td>{html.escape(f.description or '')}</td></tr>")
-    return (f"{STYLE}<details class='rp-fields'><summary>fields of {html.escape(job_type)} (* required)</summary>"
-            "<table class='rp-table'><tr><th>field</th><th>allowed</th><th>default</th><th>meaning</th></tr>"
-            + "".join(rows) + "</table></details>")
+        rows.append(
+            f"<tr><td><code>{html.escape(name)}</code>{' *' if f.is_required() else ''}</td>"
+            f"<td>{html.escape(what)}</td><td>{html.escape(str(getattr(dflt, 'value', dflt)))}</td>"
+            f"<td>{html.escape(f.description or '')}</td></tr>"
+        )
+    return (
+        f"{STYLE}<details class='rp-fields'><summary>fields of {html.escape(job_type)} (* required)</summary>"
+        "<table class='rp-table'><tr><th>field</th><th>allowed</th><th>default</th><th>meaning</th></tr>"
+        + "".join(rows)
+        + "</table></details>"
+    )
 
 
 class JobFormView(w.VBox):
@@ -57,8 +65,18 @@ class JobFormView(w.VBox):
         self.fields_help = w.HTML()
         self.params.observe(lambda ch: self._stale(), names="value")
         self.window.observe(lambda ch: self._stale(), names="value")
-        super().__init__([self.type, self.pickers, self.fields_help, self.params, self.window,
-                          w.HBox([self.dry, self.go]), self.status, self.plan])
+        super().__init__(
+            [
+                self.type,
+                self.pickers,
+                self.fields_help,
+                self.params,
+                self.window,
+                w.HBox([self.dry, self.go]),
+                self.status,
+                self.plan,
+            ]
+        )
         self._retype(form.job_type)
 
     def _retype(self, job_type: str) -> None:
@@ -68,8 +86,11 @@ class JobFormView(w.VBox):
         self._pick: dict[str, w.Widget] = {}
         for name, (kind, many) in target_fields(job_type).items():
             opts = [(r["name"], r["id"]) for r in self.form.api.inventory(kind)]
-            wdg = (w.SelectMultiple(description=name, options=opts, rows=min(8, max(2, len(opts))))
-                   if many else w.Dropdown(description=name, options=opts))
+            wdg = (
+                w.SelectMultiple(description=name, options=opts, rows=min(8, max(2, len(opts))))
+                if many
+                else w.Dropdown(description=name, options=opts)
+            )
             self._pick[name] = wdg
             pickers.append(wdg)
         for p in pickers:
@@ -86,8 +107,10 @@ class JobFormView(w.VBox):
             self.status.warn("the params changed: run the dry run again")
 
     def _request(self) -> tuple[dict, dict]:
-        targets = {n: (list(p.value) if isinstance(p.value, tuple) else [p.value] if p.value else [])
-                   for n, p in self._pick.items()}
+        targets = {
+            n: (list(p.value) if isinstance(p.value, tuple) else [p.value] if p.value else [])
+            for n, p in self._pick.items()
+        }
         params = self.form.params(self.params.value, targets)
         fields = {"maintenance_window_id": self.window.value.strip()} if self.window.value.strip() else {}
         return params, fields
@@ -96,9 +119,11 @@ class JobFormView(w.VBox):
         params, fields = self._request()
         res = self.form.dry_run(params, **fields)
         plan = res["plan"]
-        self.plan.value = (f"{STYLE}<div>risk <b>{html.escape(plan['risk'])}</b>, scheduled "
-                           f"{html.escape(plan['scheduled_for'])}</div>"
-                           + html_table(plan["tasks"], ["seq", "target_kind", "target_name"], css="rp-plan"))
+        self.plan.value = (
+            f"{STYLE}<div>risk <b>{html.escape(plan['risk'])}</b>, scheduled "
+            f"{html.escape(plan['scheduled_for'])}</div>"
+            + html_table(plan["tasks"], ["seq", "target_kind", "target_name"], css="rp-plan")
+        )
         self.status.ok("dry run passed: nothing was written; Create job to submit")
 
     def _create(self) -> None:

@@ -25,10 +25,18 @@ def lag_svg(series: dict, max_lag_seconds: int | None = None, *, width: int = 64
     if max_lag_seconds:
         lines["allowed lag"] = [max_lag_seconds / div] * len(ys)
     # the chart's x labels are 10 characters at most: month-day and hour ("12-06 14h")
-    xs = [f"{str(x)[5:10]} {str(x)[11:13]}h" if len(str(x)) >= 13 else str(x)
-          for x in series.get("x") or [""] * len(ys)]
-    svg = line_svg(xs, lines, title=f"lag after each sync (now at most {fmt_lag(int(max(ys)))})", unit=unit,
-                   width=width, height=height)
+    xs = [
+        f"{str(x)[5:10]} {str(x)[11:13]}h" if len(str(x)) >= 13 else str(x)
+        for x in series.get("x") or [""] * len(ys)
+    ]
+    svg = line_svg(
+        xs,
+        lines,
+        title=f"lag after each sync (now at most {fmt_lag(int(max(ys)))})",
+        unit=unit,
+        width=width,
+        height=height,
+    )
     return svg.replace('class="rp-chart rp-lines"', 'class="rp-chart rp-lines rp-lag-plot"', 1)
 
 
@@ -47,19 +55,29 @@ class ReplicationView(w.VBox):
         self.sync.on_click(guarded(self.status, lambda _: self._sync(False)))
         self.dry.on_click(guarded(self.status, lambda _: self._sync(True)))
         self.pair.observe(lambda ch: self._plot(), names="value")
-        super().__init__([w.HBox([self.refresh, self.pair, self.sync, self.dry]), self.table, self.plot,
-                          self.status])
+        super().__init__(
+            [w.HBox([self.refresh, self.pair, self.sync, self.dry]), self.table, self.plot, self.status]
+        )
 
     def load(self) -> None:
         rows = self.model.pairs(self.site_id)
-        shown = [{"pair": r["name"], "source": f"{r['source_host']}:{r['source_dataset']}",
-                  "replica": f"{r['target_host']}:{r['target_dataset']}",
-                  "lag": fmt_lag(r["current_lag_seconds"]) + (" (behind policy)" if r["lagging"] else ""),
-                  "allowed lag": fmt_lag(r.get("max_lag_seconds")), "last success": when(r.get("last_success_at")),
-                  "last bytes": r.get("last_bytes") if r.get("last_bytes") is not None else "-",
-                  "last status": r.get("last_status") or "-", "schedule": r.get("schedule")} for r in rows]
-        self.table.value = STYLE + html_table(shown, list(shown[0]) if shown else [], css="rp-replication",
-                                              empty="no replication pairs")
+        shown = [
+            {
+                "pair": r["name"],
+                "source": f"{r['source_host']}:{r['source_dataset']}",
+                "replica": f"{r['target_host']}:{r['target_dataset']}",
+                "lag": fmt_lag(r["current_lag_seconds"]) + (" (behind policy)" if r["lagging"] else ""),
+                "allowed lag": fmt_lag(r.get("max_lag_seconds")),
+                "last success": when(r.get("last_success_at")),
+                "last bytes": r.get("last_bytes") if r.get("last_bytes") is not None else "-",
+                "last status": r.get("last_status") or "-",
+                "schedule": r.get("schedule"),
+            }
+            for r in rows
+        ]
+        self.table.value = STYLE + html_table(
+            shown, list(shown[0]) if shown else [], css="rp-replication", empty="no replication pairs"
+        )
         self.rows = {str(r["id"]): r for r in rows}
         self.pair.options = [("-", "")] + [(r["name"], str(r["id"])) for r in rows]
         self.pair.index = 1 if rows else 0
@@ -76,4 +94,6 @@ class ReplicationView(w.VBox):
             self.status.error("choose a pair first")
             return
         res = self.model.sync_now(self.pair.value, dry_run=dry_run)
-        self.status.ok(f"dry run planned: {res.get('plan')}" if dry_run else f"job {res.get('job_id')} created")
+        self.status.ok(
+            f"dry run planned: {res.get('plan')}" if dry_run else f"job {res.get('job_id')} created"
+        )

@@ -12,8 +12,19 @@ from console.models.reports import REPORT_TITLES, FleetModel, ReportModel
 from console.widgets.charts import bar_svg, line_svg
 from console.widgets.common import STYLE, Status, dropdown, guarded, html_table, set_options
 
-SERVER_COLUMNS = ["server", "model", "service_tag", "power", "health", "host", "cluster", "firmware", "outdated",
-                  "urgent", "last inventory"]
+SERVER_COLUMNS = [
+    "server",
+    "model",
+    "service_tag",
+    "power",
+    "health",
+    "host",
+    "cluster",
+    "firmware",
+    "outdated",
+    "urgent",
+    "last inventory",
+]
 
 
 def draw_chart(spec: dict | None) -> str:
@@ -24,8 +35,16 @@ def draw_chart(spec: dict | None) -> str:
         if spec["kind"] == "line":
             out.append(line_svg(spec["xs"], spec["series"], title=spec["title"], unit=spec.get("unit", "")))
         else:
-            out.append(bar_svg(spec["labels"], spec["series"], title=spec["title"], unit=spec.get("unit", ""),
-                               stacked=spec["kind"] == "stacked", y_max=spec.get("y_max")))
+            out.append(
+                bar_svg(
+                    spec["labels"],
+                    spec["series"],
+                    title=spec["title"],
+                    unit=spec.get("unit", ""),
+                    stacked=spec["kind"] == "stacked",
+                    y_max=spec.get("y_max"),
+                )
+            )
         spec = spec.get("second")
     return "<div class='rp-charts'>" + "".join(out) + "</div>"
 
@@ -45,7 +64,9 @@ class ReportsView(w.VBox):
         self.table = w.HTML()
         self.chart = w.HTML()
         model.on_change(self.render)
-        super().__init__([w.HBox([self.view, self.load, self.csv, self.json]), self.status, self.chart, self.table])
+        super().__init__(
+            [w.HBox([self.view, self.load, self.csv, self.json]), self.status, self.chart, self.table]
+        )
 
     def _export(self, fmt: str) -> None:
         try:
@@ -59,43 +80,65 @@ class ReportsView(w.VBox):
         self.chart.value = draw_chart(self.model.chart())
         rows = self.model.display_rows()
         cols = list(rows[0].keys()) if rows else []
-        self.table.value = STYLE + html_table(rows[:200], cols, css=f"rp-report rp-{self.model.view}",
-                                              empty="no rows") + (f"<i>first 200 of {len(rows)}</i>"
-                                                                  if len(rows) > 200 else "")
+        self.table.value = (
+            STYLE
+            + html_table(rows[:200], cols, css=f"rp-report rp-{self.model.view}", empty="no rows")
+            + (f"<i>first 200 of {len(rows)}</i>" if len(rows) > 200 else "")
+        )
 
 
 class FleetView(w.VBox):
     def __init__(self, model: FleetModel) -> None:
         self.model = model
         self.status = Status()
-        self.site = w.Dropdown(description="site", options=[(s["name"], s["id"]) for s in model.sites],
-                               value=model.site_id)
+        self.site = w.Dropdown(
+            description="site", options=[(s["name"], s["id"]) for s in model.sites], value=model.site_id
+        )
         self.site.observe(lambda ch: guarded(self.status, self.model.load)(ch["new"]), names="value")
         self.clusters = w.HTML()
         self.servers = w.HTML()
         self.catalogs = w.HTML()
-        self.search = w.Text(placeholder="filter: server, model, host, cluster, firmware…", description="search")
+        self.search = w.Text(
+            placeholder="filter: server, model, host, cluster, firmware…", description="search"
+        )
         self.search.observe(lambda ch: self.render(), names="value")
         self.sort = dropdown([(c, c) for c in SERVER_COLUMNS], value="server", description="sort by")
         self.sort.observe(lambda ch: self.render(), names="value")
         self.refresh_inv = w.Button(description="Refresh inventory", icon="refresh", button_style="info")
         self.check = w.Button(description="Check compliance", icon="check")
-        self.catalog_for_check = dropdown([], description="catalog", placeholder="— catalog to check against —")
+        self.catalog_for_check = dropdown(
+            [], description="catalog", placeholder="— catalog to check against —"
+        )
         self.action_status = Status()
         self.refresh_inv.on_click(guarded(self.action_status, lambda _: self._job("inventory_refresh")))
         self.check.on_click(guarded(self.action_status, lambda _: self._job("firmware_compliance")))
         self.cat_name = w.Text(description="name", placeholder="e.g. dell-2026-12")
-        self.cat_url = w.Text(description="URL", placeholder="https://downloads.dell.com/catalog/Catalog.xml.gz",
-                              layout=w.Layout(width="60%"))
+        self.cat_url = w.Text(
+            description="URL",
+            placeholder="https://downloads.dell.com/catalog/Catalog.xml.gz",
+            layout=w.Layout(width="60%"),
+        )
         self.cat_add = w.Button(description="Add catalog", icon="plus")
         self.cat_status = Status()
         self.cat_add.on_click(guarded(self.cat_status, lambda _: self._add_catalog()))
         model.on_change(self.render)
-        super().__init__([self.site, w.HBox([self.refresh_inv, self.catalog_for_check, self.check]),
-                          self.action_status, w.HTML("<b>Clusters</b>"), self.clusters,
-                          w.HTML("<b>Servers and firmware compliance</b>"), w.HBox([self.search, self.sort]),
-                          self.servers, w.HTML("<b>Dell catalogs of the site</b>"), self.catalogs,
-                          w.HBox([self.cat_name, self.cat_url, self.cat_add]), self.cat_status, self.status])
+        super().__init__(
+            [
+                self.site,
+                w.HBox([self.refresh_inv, self.catalog_for_check, self.check]),
+                self.action_status,
+                w.HTML("<b>Clusters</b>"),
+                self.clusters,
+                w.HTML("<b>Servers and firmware compliance</b>"),
+                w.HBox([self.search, self.sort]),
+                self.servers,
+                w.HTML("<b>Dell catalogs of the site</b>"),
+                self.catalogs,
+                w.HBox([self.cat_name, self.cat_url, self.cat_add]),
+                self.cat_status,
+                self.status,
+            ]
+        )
         self.render()
 
     def _job(self, job_type: str) -> None:
@@ -110,40 +153,76 @@ class FleetView(w.VBox):
                 return
             params["catalog_url"] = self.catalog_for_check.value
         res = self.model.api.create_job(job_type, params, description="from the inventory screen")
-        self.action_status.ok(f"{job_type.replace('_', ' ')} job {str(res['job_id'])[:8]} created: follow it in "
-                              "Jobs; this table updates when it finishes (Reload)")
+        self.action_status.ok(
+            f"{job_type.replace('_', ' ')} job {str(res['job_id'])[:8]} created: follow it in "
+            "Jobs; this table updates when it finishes (Reload)"
+        )
 
     def _add_catalog(self) -> None:
         from console.errors import ValidationFailed
 
         name, url = self.cat_name.value.strip(), self.cat_url.value.strip()
         problems = ([] if name else ["name: give the catalog a name"]) + (
-            [] if url.startswith(("https://", "http://")) else ["URL: an http(s) URL of a Dell Catalog.xml(.gz)"])
+            []
+            if url.startswith(("https://", "http://"))
+            else ["URL: an http(s) URL of a Dell Catalog.xml(.gz)"]
+        )
         if not self.model.site_id:
             problems.append("site: choose a site")
         if problems:
             raise ValidationFailed("the catalog is not complete", problems)
-        self.model.api._rest("add catalog", lambda c: c.table("firmware_catalogs").insert(
-            {"site_id": self.model.site_id, "name": name, "url": url}))
+        self.model.api._rest(
+            "add catalog",
+            lambda c: c.table("firmware_catalogs").insert(
+                {"site_id": self.model.site_id, "name": name, "url": url}
+            ),
+        )
         self.cat_status.ok(f"catalog {name!r} added: the next compliance check reads it")
         self.model.load(self.model.site_id)
 
     def render(self) -> None:
-        self.clusters.value = html_table(self.model.cluster_rows(), ["cluster", "hosts", "in_maintenance", "ha", "drs"],
-                                         css="rp-clusters", empty="no clusters at this site")
+        self.clusters.value = html_table(
+            self.model.cluster_rows(),
+            ["cluster", "hosts", "in_maintenance", "ha", "drs"],
+            css="rp-clusters",
+            empty="no clusters at this site",
+        )
         rows = self.model.server_rows()
         q = self.search.value.strip().lower()
         if q:
             rows = [r for r in rows if any(q in str(v).lower() for v in r.values())]
         key = self.sort.value or "server"
-        rows.sort(key=lambda r: (r.get(key) is None, str(r.get(key)) if not isinstance(r.get(key), int)
-                                 else f"{r[key]:09d}"), reverse=key in ("outdated", "urgent"))
-        self.servers.value = html_table(rows, SERVER_COLUMNS, css="rp-servers", empty="no servers match",
-                                        row_class=lambda r: "rp-warn" if r["firmware"] == "outdated" else "")
+        rows.sort(
+            key=lambda r: (
+                r.get(key) is None,
+                str(r.get(key)) if not isinstance(r.get(key), int) else f"{r[key]:09d}",
+            ),
+            reverse=key in ("outdated", "urgent"),
+        )
+        self.servers.value = html_table(
+            rows,
+            SERVER_COLUMNS,
+            css="rp-servers",
+            empty="no servers match",
+            row_class=lambda r: "rp-warn" if r["firmware"] == "outdated" else "",
+        )
         cats = self.model.catalogs
         self.catalogs.value = html_table(
-            [{"catalog": c["name"], "url": c["url"], "version": c.get("version") or "not fetched yet",
-              "last fetched": short_ts(c.get("fetched_at")) or "never"} for c in cats],
-            ["catalog", "url", "version", "last fetched"], css="rp-catalogs", empty="no catalogs: add one below")
-        set_options(self.catalog_for_check, [(c["name"], c["url"]) for c in cats],
-                    placeholder="— catalog to check against —")
+            [
+                {
+                    "catalog": c["name"],
+                    "url": c["url"],
+                    "version": c.get("version") or "not fetched yet",
+                    "last fetched": short_ts(c.get("fetched_at")) or "never",
+                }
+                for c in cats
+            ],
+            ["catalog", "url", "version", "last fetched"],
+            css="rp-catalogs",
+            empty="no catalogs: add one below",
+        )
+        set_options(
+            self.catalog_for_check,
+            [(c["name"], c["url"]) for c in cats],
+            placeholder="— catalog to check against —",
+        )

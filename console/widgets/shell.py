@@ -51,8 +51,13 @@ class ScreenFrame(w.VBox):
         con = self._console
         if not con.signed_in:
             self.view = None
-            self.children = [w.HTML(f"{STYLE}<div class='rp-warn rp-gate'>Sign in to open "
-                                    f"<b>{html.escape(self._title)}</b>:</div>"), con.sign_in_form()]
+            self.children = [
+                w.HTML(
+                    f"{STYLE}<div class='rp-warn rp-gate'>Sign in to open "
+                    f"<b>{html.escape(self._title)}</b>:</div>"
+                ),
+                con.sign_in_form(),
+            ]
             return
         if self.view is not None and not force:
             return
@@ -98,8 +103,11 @@ class AppShell(w.VBox):
         if [o[1] for o in self.nav.options] != [o[1] for o in opts]:
             current = self.nav.value if self.nav.value in {k for _, k in opts} else None
             self.nav.options = opts
-            want = current or (self._start if self._start in {k for _, k in opts} else None) or (
-                opts[0][1] if opts else None)
+            want = (
+                current
+                or (self._start if self._start in {k for _, k in opts} else None)
+                or (opts[0][1] if opts else None)
+            )
             if want is not None:
                 self.nav.value = want
         if self.nav.value:

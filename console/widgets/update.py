@@ -21,10 +21,18 @@ from console.widgets.common import STYLE, Status, dropdown, guarded, html_table,
 from executor.jobparams import BlockerDefault
 
 OTHER_URL = "__other__"
-BLOCKER_LABELS = {"ask": "ask me (the job pauses for a decision)", "power_off_vm": "power blocking VMs off and on",
-                  "skip_host": "skip hosts with blocking VMs"}
-STEPS = [(Step.CLUSTER, "1 Targets"), (Step.OPTIONS, "2 Options & window"), (Step.PREFLIGHT, "3 Pre-flight"),
-         (Step.CONFIRM, "4 Confirm"), (Step.DONE, "5 Live")]
+BLOCKER_LABELS = {
+    "ask": "ask me (the job pauses for a decision)",
+    "power_off_vm": "power blocking VMs off and on",
+    "skip_host": "skip hosts with blocking VMs",
+}
+STEPS = [
+    (Step.CLUSTER, "1 Targets"),
+    (Step.OPTIONS, "2 Options & window"),
+    (Step.PREFLIGHT, "3 Pre-flight"),
+    (Step.CONFIRM, "4 Confirm"),
+    (Step.DONE, "5 Live"),
+]
 
 
 class UpdateWizardView(w.VBox):
@@ -35,15 +43,19 @@ class UpdateWizardView(w.VBox):
         self.status = Status()
         self.title = w.HTML()
         # step 1: targets and catalog
-        self.cluster = dropdown([(c["name"], c["id"]) for c in wizard.clusters], description="cluster",
-                                placeholder=None if len(wizard.clusters) == 1 else "— choose a cluster —")
+        self.cluster = dropdown(
+            [(c["name"], c["id"]) for c in wizard.clusters],
+            description="cluster",
+            placeholder=None if len(wizard.clusters) == 1 else "— choose a cluster —",
+        )
         self.cluster.add_class("rp-cluster-pick")
         self.pick_hosts = w.SelectMultiple(description="hosts", rows=5, layout=w.Layout(width="50%"))
         self.hosts_hint = w.HTML("<i>none selected = every host of the cluster, in order</i>")
         self.catalog_pick = dropdown([], description="catalog", layout=w.Layout(width="70%"))
         self.catalog_pick.add_class("rp-catalog-pick")
-        self.catalog = w.Text(description="catalog URL", placeholder="https://…/Catalog.xml.gz",
-                              layout=w.Layout(width="70%"))
+        self.catalog = w.Text(
+            description="catalog URL", placeholder="https://…/Catalog.xml.gz", layout=w.Layout(width="70%")
+        )
         self.next1 = w.Button(description="Next: options", button_style="primary")
         self.next1.on_click(guarded(self.status, lambda _: self._choose()))
         self.cluster.observe(lambda ch: guarded(self.status, self._cluster_changed)(), names="value")
@@ -53,13 +65,22 @@ class UpdateWizardView(w.VBox):
         self.hosts = w.SelectMultiple(description="hosts", rows=5)  # kept for scripts: the step-1 choice
         self.parallel = w.BoundedIntText(value=1, min=1, max=16, description="hosts at once")
         self.budget = w.BoundedIntText(value=0, min=0, max=64, description="fail budget")
-        self.blocker_default = dropdown([(BLOCKER_LABELS.get(b.value, b.value), b.value) for b in BlockerDefault],
-                                        description="blockers", layout=w.Layout(width="60%"))
-        self.stage = w.Checkbox(value=True, description="stage firmware while the host serves VMs (one reboot)")
+        self.blocker_default = dropdown(
+            [(BLOCKER_LABELS.get(b.value, b.value), b.value) for b in BlockerDefault],
+            description="blockers",
+            layout=w.Layout(width="60%"),
+        )
+        self.stage = w.Checkbox(
+            value=True, description="stage firmware while the host serves VMs (one reboot)"
+        )
         self.esxi_version = w.Text(description="ESXi version", placeholder="optional, e.g. 8.0.3")
         self.esxi_depot = w.Text(description="ESXi depot", placeholder="optional depot URL")
-        self.window = dropdown([], description="window", placeholder="none (not allowed for high-risk work)",
-                               layout=w.Layout(width="70%"))
+        self.window = dropdown(
+            [],
+            description="window",
+            placeholder="none (not allowed for high-risk work)",
+            layout=w.Layout(width="70%"),
+        )
         self.window.add_class("rp-window-pick")
         start = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).replace(minute=0, second=0, microsecond=0)
         self.win_title = w.Text(description="title", placeholder="e.g. firmware prod-a")
@@ -97,8 +118,10 @@ class UpdateWizardView(w.VBox):
         self.pick_hosts.options = [(h["name"], h["id"]) for h in hosts]
         site = next((c.get("site_id") for c in self.wz.clusters if c["id"] == cid), None)
         cats = [c for c in self.wz.catalogs if not site or c.get("site_id") == site]
-        opts = [(f"{c['name']} — {c['url']}" + (f" (v{c['version']})" if c.get("version") else ""), c["url"])
-                for c in cats] + [("other URL…", OTHER_URL)]
+        opts = [
+            (f"{c['name']} — {c['url']}" + (f" (v{c['version']})" if c.get("version") else ""), c["url"])
+            for c in cats
+        ] + [("other URL…", OTHER_URL)]
         set_options(self.catalog_pick, opts)
         self._catalog_changed()
 
@@ -111,31 +134,49 @@ class UpdateWizardView(w.VBox):
         if not self.cluster.value:
             self.status.error("choose a cluster first")
             return
-        self.wz.choose_cluster(self.cluster.value, host_ids=list(self.pick_hosts.value),
-                               catalog_url=self.catalog.value.strip())
+        self.wz.choose_cluster(
+            self.cluster.value, host_ids=list(self.pick_hosts.value), catalog_url=self.catalog.value.strip()
+        )
         self.status.clear()
 
     # -- step 2 -----------------------------------------------------------------------------
     def _options(self) -> dict[str, Any]:
-        return {"catalog_url": self.catalog.value, "components": self.components.value,
-                "host_ids": list(self.hosts.value), "max_parallel_hosts": self.parallel.value,
-                "failure_budget": self.budget.value, "blocker_default": self.blocker_default.value,
-                "stage_firmware": self.stage.value, "esxi_target_version": self.esxi_version.value,
-                "esxi_depot_url": self.esxi_depot.value, "maintenance_window_id": self.window.value,
-                "description": self.description.value}
+        return {
+            "catalog_url": self.catalog.value,
+            "components": self.components.value,
+            "host_ids": list(self.hosts.value),
+            "max_parallel_hosts": self.parallel.value,
+            "failure_budget": self.budget.value,
+            "blocker_default": self.blocker_default.value,
+            "stage_firmware": self.stage.value,
+            "esxi_target_version": self.esxi_version.value,
+            "esxi_depot_url": self.esxi_depot.value,
+            "maintenance_window_id": self.window.value,
+            "description": self.description.value,
+        }
 
     def _request_window(self) -> None:
         from console.models.windows import WindowBoard
 
         wz = self.wz
         assert wz.cluster is not None
-        s, e = WindowBoard.check_request(self.win_title.value or f"firmware {wz.cluster['name']}",
-                                         self.win_starts.value, self.win_ends.value)
-        res = wz.api.create_window(site_id=wz.cluster["site_id"], cluster_id=wz.cluster["id"],
-                                   title=(self.win_title.value or f"firmware {wz.cluster['name']}").strip(),
-                                   starts_at=s, ends_at=e, reason="requested from the server update wizard")
-        self.win_status.ok(f"window requested ({str(res.get('window_id'))[:8]}): an approver other than you must "
-                           "approve it (Windows screen); pick it here once approved")
+        s, e = WindowBoard.check_request(
+            self.win_title.value or f"firmware {wz.cluster['name']}",
+            self.win_starts.value,
+            self.win_ends.value,
+        )
+        res = wz.api.create_window(
+            site_id=wz.cluster["site_id"],
+            cluster_id=wz.cluster["id"],
+            title=(self.win_title.value or f"firmware {wz.cluster['name']}").strip(),
+            starts_at=s,
+            ends_at=e,
+            reason="requested from the server update wizard",
+        )
+        self.win_status.ok(
+            f"window requested ({str(res.get('window_id'))[:8]}): an approver other than you must "
+            "approve it (Windows screen); pick it here once approved"
+        )
 
     def _preflight(self) -> None:
         self.wz.set_options(**self._options())
@@ -145,7 +186,9 @@ class UpdateWizardView(w.VBox):
         elif rep.nothing_to_do:
             self.status.warn("nothing to do: every host is already at the catalog version")
         else:
-            self.status.ok("pre-flight passed: review what will change, then type the cluster name to confirm")
+            self.status.ok(
+                "pre-flight passed: review what will change, then type the cluster name to confirm"
+            )
 
     def _export(self) -> None:
         """JSON, CSV and Markdown side by side, in RACKPILOT_CONSOLE_EXPORT_DIR or the notebook's folder."""
@@ -153,7 +196,9 @@ class UpdateWizardView(w.VBox):
         if rep is None:
             self.status.warn("run the pre-flight step first")
             return
-        base = Path(os.environ.get("RACKPILOT_CONSOLE_EXPORT_DIR", ".")) / f"preflight-{rep.cluster.get('name')}"
+        base = (
+            Path(os.environ.get("RACKPILOT_CONSOLE_EXPORT_DIR", ".")) / f"preflight-{rep.cluster.get('name')}"
+        )
         try:
             paths = [rep.export(base.with_suffix(f".{fmt}"), fmt) for fmt in ("json", "csv", "md")]
         except OSError as exc:
@@ -174,17 +219,29 @@ class UpdateWizardView(w.VBox):
         cur = [s for s, _ in STEPS].index(self.wz.step)
         parts = []
         for i, (_, label) in enumerate(STEPS):
-            style = "font-weight:bold;color:#1f4e8c" if i == cur else ("color:#176317" if i < cur else "color:#888")
-            parts.append(f"<span class='rp-step{' rp-step-current' if i == cur else ''}' style='{style}'>"
-                         f"{html.escape(label)}</span>")
+            style = (
+                "font-weight:bold;color:#1f4e8c"
+                if i == cur
+                else ("color:#176317" if i < cur else "color:#888")
+            )
+            parts.append(
+                f"<span class='rp-step{' rp-step-current' if i == cur else ''}' style='{style}'>"
+                f"{html.escape(label)}</span>"
+            )
         return f"{STYLE}<h4>Server update</h4><div class='rp-stepper'>{' › '.join(parts)}</div>"
 
     def render(self) -> None:
         wz = self.wz
         self.title.value = self._stepper()
         if wz.step == Step.CLUSTER:
-            self.body.children = [self.cluster, w.HBox([self.pick_hosts, self.hosts_hint]), self.catalog_pick,
-                                  self.catalog, self.next1, self.status]
+            self.body.children = [
+                self.cluster,
+                w.HBox([self.pick_hosts, self.hosts_hint]),
+                self.catalog_pick,
+                self.catalog,
+                self.next1,
+                self.status,
+            ]
         elif wz.step == Step.OPTIONS:
             self._render_options()
         elif wz.step in (Step.PREFLIGHT, Step.CONFIRM):
@@ -196,30 +253,54 @@ class UpdateWizardView(w.VBox):
         wz = self.wz
         assert wz.cluster is not None
         self.hosts.options = [(h["name"], h["id"]) for h in wz.hosts]
-        self.hosts.value = tuple(h for h in wz.options.get("host_ids") or [] if h in {x["id"] for x in wz.hosts})
+        self.hosts.value = tuple(
+            h for h in wz.options.get("host_ids") or [] if h in {x["id"] for x in wz.hosts}
+        )
         if wz.options.get("catalog_url"):
             self.catalog.value = wz.options["catalog_url"]
         cap = self._policy_cap()
         self.parallel.max = cap or 16
-        set_options(self.window, [(f"{x['title']} {str(x['starts_at'])[:16]} → {str(x['ends_at'])[:16]} UTC", x["id"])
-                                  for x in wz.windows], value=wz.options.get("maintenance_window_id"),
-                    placeholder="none (not allowed for high-risk work)")
+        set_options(
+            self.window,
+            [
+                (f"{x['title']} {str(x['starts_at'])[:16]} → {str(x['ends_at'])[:16]} UTC", x["id"])
+                for x in wz.windows
+            ],
+            value=wz.options.get("maintenance_window_id"),
+            placeholder="none (not allowed for high-risk work)",
+        )
         picked = [h["name"] for h in wz.hosts if h["id"] in set(wz.options.get("host_ids") or [])]
-        summary = (f"{STYLE}<div class='rp-summary'>cluster <b>{html.escape(wz.cluster['name'])}</b>, "
-                   f"{html.escape(', '.join(picked)) if picked else f'all {len(wz.hosts)} host(s)'}; catalog "
-                   f"<code>{html.escape(wz.options.get('catalog_url') or '—')}</code></div>")
+        summary = (
+            f"{STYLE}<div class='rp-summary'>cluster <b>{html.escape(wz.cluster['name'])}</b>, "
+            f"{html.escape(', '.join(picked)) if picked else f'all {len(wz.hosts)} host(s)'}; catalog "
+            f"<code>{html.escape(wz.options.get('catalog_url') or '—')}</code></div>"
+        )
         self.body.children = [
-            w.HTML(summary), self.components, w.HBox([self.parallel, self.budget]),
-            w.HTML(f"<i>the safety policy allows at most {cap} host(s) out of service at once</i>" if cap else ""),
-            self.blocker_default, self.stage, w.HBox([self.esxi_version, self.esxi_depot]),
-            w.HTML("<b>Maintenance window</b>"), self.window,
+            w.HTML(summary),
+            self.components,
+            w.HBox([self.parallel, self.budget]),
+            w.HTML(
+                f"<i>the safety policy allows at most {cap} host(s) out of service at once</i>" if cap else ""
+            ),
+            self.blocker_default,
+            self.stage,
+            w.HBox([self.esxi_version, self.esxi_depot]),
+            w.HTML("<b>Maintenance window</b>"),
+            self.window,
             w.HTML("<i>no approved window yet? request one:</i>") if not wz.windows else w.HTML(""),
-            w.HBox([self.win_title, self.win_starts, self.win_ends]), self.win_request, self.win_status,
-            self.description, w.HBox([self.back, self.next2]), self.status]
+            w.HBox([self.win_title, self.win_starts, self.win_ends]),
+            self.win_request,
+            self.win_status,
+            self.description,
+            w.HBox([self.back, self.next2]),
+            self.status,
+        ]
 
     def _policy_cap(self) -> int | None:
         try:
-            pol = {p["job_type"]: p for p in self.wz.api.safety_policies()}.get("rolling_cluster_update") or {}
+            pol = {p["job_type"]: p for p in self.wz.api.safety_policies()}.get(
+                "rolling_cluster_update"
+            ) or {}
         except Exception:  # noqa: BLE001 - the cap is shown for help; the control plane enforces it
             return None
         cap = pol.get("max_hosts_out_per_cluster")
@@ -229,28 +310,48 @@ class UpdateWizardView(w.VBox):
         wz = self.wz
         rep = wz.report
         assert rep is not None
-        verdict = ("blocked" if not rep.ok else "nothing to do" if rep.nothing_to_do else "ready")
+        verdict = "blocked" if not rep.ok else "nothing to do" if rep.nothing_to_do else "ready"
         cls = {"blocked": "rp-error", "nothing to do": "rp-warn", "ready": "rp-ok"}[verdict]
         checks = [{"check": c.name, "status": c.status, "detail": c.detail} for c in rep.checks]
-        changes = [{**c, "change": f"{c['installed']} → {c['target']}", "reboot": "yes" if c["reboot"] else ""}
-                   for c in rep.changes]
+        changes = [
+            {**c, "change": f"{c['installed']} → {c['target']}", "reboot": "yes" if c["reboot"] else ""}
+            for c in rep.changes
+        ]
         vmb = [{**v, "reasons": ", ".join(v["reasons"])} for v in rep.vm_blockers]
         self.report.value = (
             f"{STYLE}<div class='rp-verdict {cls}' style='font-size:14px'><b>verdict: {verdict}</b>"
-            + (f" — at most {rep.hosts_out_bound} host(s) out at once" if rep.hosts_out_bound else "") + "</div>"
+            + (f" — at most {rep.hosts_out_bound} host(s) out at once" if rep.hosts_out_bound else "")
+            + "</div>"
             + "<h5>What will change</h5>"
-            + html_table(changes, ["host", "component", "change", "criticality", "reboot"], css="rp-changes",
-                         empty="nothing will change: no component is behind the catalog")
-            + (f"<div class='rp-compliant rp-ok'>already compliant, will be skipped: "
-               f"{html.escape(', '.join(rep.compliant_hosts))}</div>" if rep.compliant_hosts else "")
+            + html_table(
+                changes,
+                ["host", "component", "change", "criticality", "reboot"],
+                css="rp-changes",
+                empty="nothing will change: no component is behind the catalog",
+            )
+            + (
+                f"<div class='rp-compliant rp-ok'>already compliant, will be skipped: "
+                f"{html.escape(', '.join(rep.compliant_hosts))}</div>"
+                if rep.compliant_hosts
+                else ""
+            )
             + "<h5>Hosts</h5>"
-            + html_table(rep.host_gates, ["host", "server", "connection", "maintenance", "power", "health", "verdict",
-                                          "why"], css="rp-hostgates", row_class=lambda r: "rp-" + r["gate"])
+            + html_table(
+                rep.host_gates,
+                ["host", "server", "connection", "maintenance", "power", "health", "verdict", "why"],
+                css="rp-hostgates",
+                row_class=lambda r: "rp-" + r["gate"],
+            )
             + "<h5>VMs that would block maintenance mode</h5>"
             + html_table(vmb, ["vm", "host", "reasons", "fix"], css="rp-vmblockers", empty="no VM blockers")
             + "<h5>Checks</h5>"
-            + html_table(checks, ["check", "status", "detail"], css="rp-preflight",
-                         row_class=lambda r: "rp-" + r["status"]))
+            + html_table(
+                checks,
+                ["check", "status", "detail"],
+                css="rp-preflight",
+                row_class=lambda r: "rp-" + r["status"],
+            )
+        )
         tail = [self.typed, self.confirm] if wz.step == Step.PREFLIGHT else [self.create]
         self.body.children = [self.report, w.HBox([self.back, self.export, *tail]), self.status]
 
@@ -261,6 +362,14 @@ class UpdateWizardView(w.VBox):
                 self.monitor_view = self._monitor(jid)
             except Exception as exc:  # noqa: BLE001 - shown on the line, the job exists either way
                 self.status.error(f"the job was created but its monitor could not open: {exc}")
-        self.body.children = ([self.status, self.monitor_view] if self.monitor_view is not None else
-                              [self.status, w.HTML(f"created job <code>{html.escape(jid)}</code>: follow it with "
-                                                   f"<code>console.job('{html.escape(jid[:8])}')</code>")])
+        self.body.children = (
+            [self.status, self.monitor_view]
+            if self.monitor_view is not None
+            else [
+                self.status,
+                w.HTML(
+                    f"created job <code>{html.escape(jid)}</code>: follow it with "
+                    f"<code>console.job('{html.escape(jid[:8])}')</code>"
+                ),
+            ]
+        )

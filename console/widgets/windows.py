@@ -18,16 +18,18 @@ class WindowsView(w.VBox):
         self.table = w.HTML()
         start = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).replace(minute=0, second=0, microsecond=0)
         self.site = dropdown([(s["name"], s["id"]) for s in sites], description="site")
-        self.cluster = dropdown([("whole site", None)] + [(c["name"], c["id"]) for c in clusters],
-                                description="cluster")
+        self.cluster = dropdown(
+            [("whole site", None)] + [(c["name"], c["id"]) for c in clusters], description="cluster"
+        )
         self.title = w.Text(description="title")
         self.starts = w.Text(description="starts (UTC)", value=start.isoformat())
         self.ends = w.Text(description="ends (UTC)", value=(start + dt.timedelta(hours=4)).isoformat())
         self.reason = w.Textarea(description="reason")
         self.request_btn = w.Button(description="Request window", button_style="info")
         self.request_btn.on_click(guarded(self.status, lambda _: self._request()))
-        self.pick = dropdown([], description="window", placeholder="— choose a window —",
-                             layout=w.Layout(width="60%"))
+        self.pick = dropdown(
+            [], description="window", placeholder="— choose a window —", layout=w.Layout(width="60%")
+        )
         self.pick.add_class("rp-window-decide-pick")
         self.note = w.Text(description="note", placeholder="required to reject")
         self.approve = w.Button(description="Approve", button_style="success")
@@ -38,18 +40,39 @@ class WindowsView(w.VBox):
         self.cancel.on_click(guarded(self.decide_status, lambda _: self._decide("cancel")))
         me = board.session
         board.on_change(self.render)
-        super().__init__([
-            w.HTML(f"{STYLE}signed in as <b>{me.email}</b> ({me.role}); four eyes: an approver other than the "
-                   "requester decides each window"),
-            self.table, w.HTML("<b>Decide</b>"), self.pick, self.note, w.HBox([self.approve, self.reject, self.cancel]),
-            self.decide_status,
-            w.HTML("<b>Request</b>"), self.site, self.cluster, self.title, w.HBox([self.starts, self.ends]),
-            self.reason, self.request_btn, self.status])
+        super().__init__(
+            [
+                w.HTML(
+                    f"{STYLE}signed in as <b>{me.email}</b> ({me.role}); four eyes: an approver other than the "
+                    "requester decides each window"
+                ),
+                self.table,
+                w.HTML("<b>Decide</b>"),
+                self.pick,
+                self.note,
+                w.HBox([self.approve, self.reject, self.cancel]),
+                self.decide_status,
+                w.HTML("<b>Request</b>"),
+                self.site,
+                self.cluster,
+                self.title,
+                w.HBox([self.starts, self.ends]),
+                self.reason,
+                self.request_btn,
+                self.status,
+            ]
+        )
         self.render()
 
     def _request(self) -> None:
-        res = self.board.request(site_id=self.site.value, cluster_id=self.cluster.value, title=self.title.value,
-                                 starts_at=self.starts.value, ends_at=self.ends.value, reason=self.reason.value)
+        res = self.board.request(
+            site_id=self.site.value,
+            cluster_id=self.cluster.value,
+            title=self.title.value,
+            starts_at=self.starts.value,
+            ends_at=self.ends.value,
+            reason=self.reason.value,
+        )
         self.status.ok(f"window {res['window_id'][:8]} requested: another approver must approve it")
 
     def _decide(self, action: str) -> None:
@@ -63,7 +86,27 @@ class WindowsView(w.VBox):
 
     def render(self) -> None:
         rows = self.board.rows()
-        self.table.value = html_table(rows, ["window", "title", "status", "scope", "starts", "ends", "requested_by",
-                                             "approved_by", "why_not"], css="rp-windows", empty="no windows")
-        set_options(self.pick, [(f"{r['title']} — {r['scope']}, {r['starts']} → {r['ends']} ({r['status']})", r["id"])
-                                for r in rows], placeholder="— choose a window —")
+        self.table.value = html_table(
+            rows,
+            [
+                "window",
+                "title",
+                "status",
+                "scope",
+                "starts",
+                "ends",
+                "requested_by",
+                "approved_by",
+                "why_not",
+            ],
+            css="rp-windows",
+            empty="no windows",
+        )
+        set_options(
+            self.pick,
+            [
+                (f"{r['title']} — {r['scope']}, {r['starts']} → {r['ends']} ({r['status']})", r["id"])
+                for r in rows
+            ],
+            placeholder="— choose a window —",
+        )

@@ -156,8 +156,13 @@ class DataCentre:
         prefix = "".join(secrets.choice(string.ascii_uppercase) for _ in range(3))
         linked = []
         for i, name in enumerate(names):
-            bmc = LinkedBMC(i, time_scale=self.time_scale, password=self.idrac_password, timing=timing,
-                            on_power=self._linker(name))
+            bmc = LinkedBMC(
+                i,
+                time_scale=self.time_scale,
+                password=self.idrac_password,
+                timing=timing,
+                on_power=self._linker(name),
+            )
             if self.outdated:
                 # every server one release behind the catalog, so each host has updates
                 bmc.components = default_components(bmc.model, 0)
@@ -169,10 +174,15 @@ class DataCentre:
         self._idrac_thread = LabThread(self.idrac)
         self._idrac_thread.start()
 
-        hardware = {name: {"service_tag": self.idrac.bmcs[i].service_tag, "bmc_address": self.idrac.url(i)}
-                    for name, i in self.host_bmc.items()}
-        spec = {"migrate_ms": self.migrate_ms, "migrate_ms_per_gb": self.migrate_ms_per_gb,
-                "clusters": self.clusters}
+        hardware = {
+            name: {"service_tag": self.idrac.bmcs[i].service_tag, "bmc_address": self.idrac.url(i)}
+            for name, i in self.host_bmc.items()
+        }
+        spec = {
+            "migrate_ms": self.migrate_ms,
+            "migrate_ms_per_gb": self.migrate_ms_per_gb,
+            "clusters": self.clusters,
+        }
         self.vcenter = VcsimLab.from_spec(spec, hardware)
         self.vcenter.workdir = self.workdir / "vcenter"
         self.vcenter.start()
@@ -180,8 +190,12 @@ class DataCentre:
         if self.esxi_ssh:
             from .esxi_ssh import EsxiSshLab
 
-            self.ssh = EsxiSshLab(hosts={n: {} for n in names}, depots=self.depots,
-                                  reboot_seconds=self.esxi_reboot_seconds, vcsim=self.vcenter).start()
+            self.ssh = EsxiSshLab(
+                hosts={n: {} for n in names},
+                depots=self.depots,
+                reboot_seconds=self.esxi_reboot_seconds,
+                vcsim=self.vcenter,
+            ).start()
         if self.ome:
             self._start_ome()
         self._write_description()
@@ -194,8 +208,12 @@ class DataCentre:
         self._ome_thread = threading.Thread(target=self._ome_loop.run_forever, name="dc-ome", daemon=True)
         self._ome_thread.start()
         assert self.idrac is not None
-        sim = OMESim(devices=OMESim.lab_devices(len(self.idrac.bmcs)), time_scale=self.time_scale,
-                     username="admin", password=self.idrac_password)
+        sim = OMESim(
+            devices=OMESim.lab_devices(len(self.idrac.bmcs)),
+            time_scale=self.time_scale,
+            username="admin",
+            password=self.idrac_password,
+        )
         asyncio.run_coroutine_threadsafe(sim.start(0), self._ome_loop).result(30)
         self.ome_sim = sim
 
@@ -238,6 +256,7 @@ class DataCentre:
             if self._notify is None or self.vcenter is None:
                 return
             self._notify.submit(self._apply_power, host_name, event, seconds)
+
         return on_power
 
     def _apply_power(self, host_name: str, event: str, seconds: float) -> None:
@@ -286,28 +305,48 @@ class DataCentre:
         assert self.vcenter is not None and self.idrac is not None and self.files is not None
         hosts = []
         for name, i in self.host_bmc.items():
-            entry = {"name": name, "service_tag": self.idrac.bmcs[i].service_tag, "bmc_url": self.idrac.url(i),
-                     "model": self.idrac.bmcs[i].model}
+            entry = {
+                "name": name,
+                "service_tag": self.idrac.bmcs[i].service_tag,
+                "bmc_url": self.idrac.url(i),
+                "model": self.idrac.bmcs[i].model,
+            }
             if self.ssh is not None:
                 entry["ssh_port"] = self.ssh.ports[name]
             hosts.append(entry)
         out: dict[str, Any] = {
-            "vcenter": {"url": self.vcenter.url, "control_url": self.vcenter.control_url,
-                        "username": self.vcenter.username, "password_file": str(self.vcenter.workdir / "password"),
-                        "ca_file": str(self.vcenter.ca_file)},
-            "idrac": {"username": "root", "password_file": str(self.workdir / "idrac-password"),
-                      "time_scale": self.time_scale},
+            "vcenter": {
+                "url": self.vcenter.url,
+                "control_url": self.vcenter.control_url,
+                "username": self.vcenter.username,
+                "password_file": str(self.vcenter.workdir / "password"),
+                "ca_file": str(self.vcenter.ca_file),
+            },
+            "idrac": {
+                "username": "root",
+                "password_file": str(self.workdir / "idrac-password"),
+                "time_scale": self.time_scale,
+            },
             "firmware": {"catalog_url": self.catalog_url},
             "hosts": hosts,
-            "executor": {"RACKPILOT_TARGET_TIME_SCALE": self.executor_time_scale,
-                         "vcenter_tls": self.vcenter_tls(), "idrac_tls": self.idrac_tls()},
+            "executor": {
+                "RACKPILOT_TARGET_TIME_SCALE": self.executor_time_scale,
+                "vcenter_tls": self.vcenter_tls(),
+                "idrac_tls": self.idrac_tls(),
+            },
         }
         if self.ssh is not None:
-            out["esxi_ssh"] = {"username": self.ssh.username, "client_key": str(self.ssh.client_key),
-                               "known_hosts": str(self.ssh.known_hosts) if self.ssh.known_hosts else None}
+            out["esxi_ssh"] = {
+                "username": self.ssh.username,
+                "client_key": str(self.ssh.client_key),
+                "known_hosts": str(self.ssh.known_hosts) if self.ssh.known_hosts else None,
+            }
         if self.ome_sim is not None:
-            out["ome"] = {"url": self.ome_sim.url, "username": "admin",
-                          "password_file": str(self.workdir / "idrac-password")}
+            out["ome"] = {
+                "url": self.ome_sim.url,
+                "username": "admin",
+                "password_file": str(self.workdir / "idrac-password"),
+            }
         return out
 
     def vcenter_endpoints(self) -> list[dict[str, Any]]:
@@ -326,8 +365,9 @@ class DataCentre:
         assert self.ome_sim is not None
         return [{"url": self.ome_sim.url, "tls": {"allow_plain_http": True}}]
 
-    def register(self, query: Any, site_id: str, public_key_b64: str, key_id: str,
-                 name: str = "lab-vcenter") -> dict[str, Any]:
+    def register(
+        self, query: Any, site_id: str, public_key_b64: str, key_id: str, name: str = "lab-vcenter"
+    ) -> dict[str, Any]:
         """Put this lab into a site's inventory: the vCenter and one server per host, with
         their credentials sealed to an executor key (as ``encrypt-credentials`` does), each
         naming the endpoints it may be presented to. ``query(sql, *args)`` runs SQL as an
@@ -340,24 +380,42 @@ class DataCentre:
 
         def cred(kind: str, username: str, password: str) -> str:
             env = seal(pub, {"username": username, "password": password}, endpoints=endpoints[kind])
-            return query("insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id) "
-                         "values (%s, %s, %s, %s, %s, %s) returning id", site_id, f"{name}-{kind}", kind, username,
-                         json.dumps(env), key_id)[0]["id"]
+            return query(
+                "insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id) "
+                "values (%s, %s, %s, %s, %s, %s) returning id",
+                site_id,
+                f"{name}-{kind}",
+                kind,
+                username,
+                json.dumps(env),
+                key_id,
+            )[0]["id"]
 
         vc_cred = cred("vcenter", self.vcenter.username, self.vcenter.password)
         idrac_cred = cred("idrac", "root", self.idrac_password)
-        vc_id = query("insert into public.vcenters (site_id, name, address, credential_set_id, details) "
-                      "values (%s, %s, %s, %s, %s) returning id", site_id, name,
-                      f"https://{self.vcenter.host}:{self.vcenter.port}", vc_cred,
-                      json.dumps({"tls": self.vcenter_tls()}))[0]["id"]
+        vc_id = query(
+            "insert into public.vcenters (site_id, name, address, credential_set_id, details) "
+            "values (%s, %s, %s, %s, %s) returning id",
+            site_id,
+            name,
+            f"https://{self.vcenter.host}:{self.vcenter.port}",
+            vc_cred,
+            json.dumps({"tls": self.vcenter_tls()}),
+        )[0]["id"]
         servers = {}
         for host, i in self.host_bmc.items():
             bmc = self.idrac.bmcs[i]
             servers[host] = query(
                 "insert into public.servers (site_id, name, idrac_address, service_tag, model, credential_set_id, "
-                "details) values (%s, %s, %s, %s, %s, %s, %s) returning id", site_id, f"{host}-srv",
-                self.idrac.url(i), bmc.service_tag, bmc.model, idrac_cred,
-                json.dumps({"tls": self.idrac_tls()}))[0]["id"]
+                "details) values (%s, %s, %s, %s, %s, %s, %s) returning id",
+                site_id,
+                f"{host}-srv",
+                self.idrac.url(i),
+                bmc.service_tag,
+                bmc.model,
+                idrac_cred,
+                json.dumps({"tls": self.idrac_tls()}),
+            )[0]["id"]
         return {"vcenter_id": vc_id, "credential_set_ids": [vc_cred, idrac_cred], "servers": servers}
 
     def _write_description(self) -> None:
@@ -414,8 +472,15 @@ def lab_up(config: str | None = None, timeout: float = 180.0) -> dict[str, Any]:
     if config:
         args += ["--config", str(Path(config).resolve())]
     with open(folder / "lab.log", "ab") as log_file:
-        child = proc.spawn(args, die_with_parent=False, owner=lab_owner(folder), cwd=ROOT, stdout=log_file,
-                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        child = proc.spawn(
+            args,
+            die_with_parent=False,
+            owner=lab_owner(folder),
+            cwd=ROOT,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     (folder / "lab.pid").write_text(str(child.pid))
     description = folder / "run" / "datacentre.json"
     deadline = time.monotonic() + timeout
@@ -425,7 +490,9 @@ def lab_up(config: str | None = None, timeout: float = 180.0) -> dict[str, Any]:
                 tail = (folder / "lab.log").read_text(errors="replace")[-1500:]
                 raise DataCentreError(f"the lab did not start (exit {child.returncode}):\n{tail}")
             if time.monotonic() > deadline:
-                raise DataCentreError(f"the lab did not start within {timeout:.0f}s; see {folder / 'lab.log'}")
+                raise DataCentreError(
+                    f"the lab did not start within {timeout:.0f}s; see {folder / 'lab.log'}"
+                )
             time.sleep(0.2)
     except BaseException:
         lab_down()
@@ -467,9 +534,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", help="JSON: {clusters: [...], time_scale, esxi_ssh, ome, timing}")
     ap.add_argument("--workdir", required=True)
     args = ap.parse_args(argv)
-    cfg: dict[str, Any] = {"clusters": [{"name": "c1", "hosts": 4, "vms_per_host": 2},
-                                        {"name": "c2", "hosts": 4, "vms_per_host": 2}],
-                           "time_scale": 20.0, "esxi_ssh": True, "ome": True}
+    cfg: dict[str, Any] = {
+        "clusters": [
+            {"name": "c1", "hosts": 4, "vms_per_host": 2},
+            {"name": "c2", "hosts": 4, "vms_per_host": 2},
+        ],
+        "time_scale": 20.0,
+        "esxi_ssh": True,
+        "ome": True,
+    }
     if args.config:
         cfg.update(json.loads(Path(args.config).read_text()))
     # the description file appears last: it tells `rackpilot lab up` that everything runs

@@ -50,8 +50,15 @@ class AddressLab(Lab):
     def address(self, i: int) -> str:
         return f"{self.prefix}.{i}"
 
-    def add_idrac(self, i: int, *, username: str = "root", password: str = "calvin",
-                  service_tag: str | None = None, **kw: Any) -> BMC:
+    def add_idrac(
+        self,
+        i: int,
+        *,
+        username: str = "root",
+        password: str = "calvin",
+        service_tag: str | None = None,
+        **kw: Any,
+    ) -> BMC:
         bmc = BMC(i, time_scale=self.time_scale, username=username, password=password, **kw)
         if service_tag:
             bmc.service_tag = service_tag

@@ -303,7 +303,10 @@ class EsxiSshLab:
                         "vcsim": None,
                     }
                     if self.vcsim is not None:
-                        state["vcsim"] = {"control_url": self.vcsim.control_url, "ca_file": str(self.vcsim.ca_file)}
+                        state["vcsim"] = {
+                            "control_url": self.vcsim.control_url,
+                            "ca_file": str(self.vcsim.ca_file),
+                        }
                     state_file.write_text(json.dumps(state))
                 # -S: the shim is stdlib-only, so skip site-packages set-up on every session.
                 command = f"{shlex.quote(sys.executable)} -S {shlex.quote(__file__)} shim {shlex.quote(str(state_file))}"

@@ -67,8 +67,12 @@ def user_dn(uid: str) -> str:
 
 def group_roles() -> list[dict[str, str]]:
     """The group -> role mapping of the lab directory (directory_configs.group_roles)."""
-    return [{"group": GROUPS["admins"], "role": "admin"}, {"group": GROUPS["approvers"], "role": "approver"},
-            {"group": GROUPS["operators"], "role": "operator"}, {"group": GROUPS["viewers"], "role": "viewer"}]
+    return [
+        {"group": GROUPS["admins"], "role": "admin"},
+        {"group": GROUPS["approvers"], "role": "approver"},
+        {"group": GROUPS["operators"], "role": "operator"},
+        {"group": GROUPS["viewers"], "role": "viewer"},
+    ]
 
 
 @dataclass
@@ -108,22 +112,79 @@ class LabDirectory:
 
     def _certificates(self) -> None:
         r = self.root
-        self._run([OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                   "-keyout", str(r / "ca.key"), "-out", str(r / "ca.pem"), "-days", "7", "-subj", "/CN=rackpilot lab CA",
-                   "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"])
-        self._run([OPENSSL, "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-                   "-keyout", str(r / "server.key"), "-out", str(r / "server.csr"), "-subj", "/CN=localhost"])
-        (r / "ext.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
-                                   "keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n")
-        self._run([OPENSSL, "x509", "-req", "-in", str(r / "server.csr"), "-CA", str(r / "ca.pem"), "-CAkey",
-                   str(r / "ca.key"), "-CAcreateserial", "-out", str(r / "server.pem"), "-days", "7",
-                   "-extfile", str(r / "ext.cnf")])
+        self._run(
+            [
+                OPENSSL,
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                str(r / "ca.key"),
+                "-out",
+                str(r / "ca.pem"),
+                "-days",
+                "7",
+                "-subj",
+                "/CN=rackpilot lab CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ]
+        )
+        self._run(
+            [
+                OPENSSL,
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                str(r / "server.key"),
+                "-out",
+                str(r / "server.csr"),
+                "-subj",
+                "/CN=localhost",
+            ]
+        )
+        (r / "ext.cnf").write_text(
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+            "keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
+        )
+        self._run(
+            [
+                OPENSSL,
+                "x509",
+                "-req",
+                "-in",
+                str(r / "server.csr"),
+                "-CA",
+                str(r / "ca.pem"),
+                "-CAkey",
+                str(r / "ca.key"),
+                "-CAcreateserial",
+                "-out",
+                str(r / "server.pem"),
+                "-days",
+                "7",
+                "-extfile",
+                str(r / "ext.cnf"),
+            ]
+        )
         os.chmod(r / "server.key", 0o600)
 
     def _config_ldif(self) -> str:
         r = self.root
         peer = f"gidNumber={os.getgid()}+uidNumber={os.getuid()},cn=peercred,cn=external,cn=auth"
-        schemas = "".join(f"include: file://{SCHEMA_DIR}/{s}.ldif\n\n" for s in ("core", "cosine", "nis", "inetorgperson"))
+        schemas = "".join(
+            f"include: file://{SCHEMA_DIR}/{s}.ldif\n\n" for s in ("core", "cosine", "nis", "inetorgperson")
+        )
         return f"""dn: cn=config
 objectClass: olcGlobal
 cn: config
@@ -188,18 +249,26 @@ olcPPolicyUseLockout: TRUE
 """
 
     def _tree_ldif(self) -> str:
-        out = [f"dn: {BASE_DN}\nobjectClass: dcObject\nobjectClass: organization\ndc: rackpilot\no: rackpilot lab\n"]
+        out = [
+            f"dn: {BASE_DN}\nobjectClass: dcObject\nobjectClass: organization\ndc: rackpilot\no: rackpilot lab\n"
+        ]
         for ou in ("people", "groups", "services", "policies"):
             out.append(f"dn: ou={ou},{BASE_DN}\nobjectClass: organizationalUnit\nou: {ou}\n")
-        out.append(f"dn: cn=default,ou=policies,{BASE_DN}\nobjectClass: pwdPolicy\nobjectClass: device\n"
-                   f"cn: default\npwdAttribute: userPassword\npwdLockout: TRUE\npwdMaxFailure: 5\n"
-                   f"pwdLockoutDuration: 0\n")
+        out.append(
+            f"dn: cn=default,ou=policies,{BASE_DN}\nobjectClass: pwdPolicy\nobjectClass: device\n"
+            f"cn: default\npwdAttribute: userPassword\npwdLockout: TRUE\npwdMaxFailure: 5\n"
+            f"pwdLockoutDuration: 0\n"
+        )
         for uid in USERS:
             locked = "pwdAccountLockedTime: 000001010000Z\n" if uid == "mallory" else ""
-            out.append(f"dn: {user_dn(uid)}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid.title()} Lab\n"
-                       f"sn: Lab\nmail: {uid}@lab.rackpilot.test\nuserPassword: {self.passwords[uid]}\n{locked}")
-        out.append(f"dn: uid=sync,ou=services,{BASE_DN}\nobjectClass: inetOrgPerson\nuid: sync\ncn: rackpilot sync\n"
-                   f"sn: sync\nuserPassword: {self.passwords['sync']}\n")
+            out.append(
+                f"dn: {user_dn(uid)}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid.title()} Lab\n"
+                f"sn: Lab\nmail: {uid}@lab.rackpilot.test\nuserPassword: {self.passwords[uid]}\n{locked}"
+            )
+        out.append(
+            f"dn: uid=sync,ou=services,{BASE_DN}\nobjectClass: inetOrgPerson\nuid: sync\ncn: rackpilot sync\n"
+            f"sn: sync\nuserPassword: {self.passwords['sync']}\n"
+        )
         members = {
             "platform": [user_dn("alice")],
             "admins": [GROUPS["platform"], user_dn("erin")],
@@ -208,10 +277,19 @@ olcPPolicyUseLockout: TRUE
             "viewers": [user_dn("carol")],
             "unrelated": [user_dn("dave")],
         }
-        for key in ("platform", "admins", "approvers", "operators", "viewers", "unrelated"):  # nested group first
+        for key in (
+            "platform",
+            "admins",
+            "approvers",
+            "operators",
+            "viewers",
+            "unrelated",
+        ):  # nested group first
             cn = GROUPS[key].split(",")[0][3:]
-            out.append(f"dn: {GROUPS[key]}\nobjectClass: groupOfNames\ncn: {cn}\n"
-                       + "".join(f"member: {m}\n" for m in members[key]))
+            out.append(
+                f"dn: {GROUPS[key]}\nobjectClass: groupOfNames\ncn: {cn}\n"
+                + "".join(f"member: {m}\n" for m in members[key])
+            )
         return "\n".join(out)
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -227,13 +305,19 @@ olcPPolicyUseLockout: TRUE
         self.ldap_port, self.ldaps_port = _free_port(), _free_port()
         urls = f"{self.ldap_uri}/ {self.ldaps_uri}/ {self.ldapi_uri}"
         log = (self.root / "slapd.log").open("ab")
-        self.process = proc.spawn([SLAPD, "-F", str(self.root / "slapd.d"), "-h", urls, "-d", "0"],
-                                  stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.process = proc.spawn(
+            [SLAPD, "-F", str(self.root / "slapd.d"), "-h", urls, "-d", "0"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         log.close()
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             if self.process.poll() is not None:
-                raise LabDirectoryError(f"slapd exited ({self.process.returncode}); see {self.root / 'slapd.log'}")
+                raise LabDirectoryError(
+                    f"slapd exited ({self.process.returncode}); see {self.root / 'slapd.log'}"
+                )
             try:
                 with socket.create_connection(("127.0.0.1", self.ldaps_port), timeout=0.2):
                     break
@@ -242,13 +326,17 @@ olcPPolicyUseLockout: TRUE
                     self.stop()
                     raise LabDirectoryError(f"slapd did not listen within {START_TIMEOUT_S} s") from None
                 time.sleep(0.02)
-        self._run([LDAPADD, "-x", "-H", self.ldapi_uri, "-D", ADMIN_DN, "-w", self.admin_password],
-                  stdin=self._tree_ldif())
+        self._run(
+            [LDAPADD, "-x", "-H", self.ldapi_uri, "-D", ADMIN_DN, "-w", self.admin_password],
+            stdin=self._tree_ldif(),
+        )
         return self
 
     def modify(self, ldif: str) -> None:
         """Apply an LDIF change as the directory's manager (tests: membership changes)."""
-        self._run([LDAPMODIFY, "-x", "-H", self.ldapi_uri, "-D", ADMIN_DN, "-w", self.admin_password], stdin=ldif)
+        self._run(
+            [LDAPMODIFY, "-x", "-H", self.ldapi_uri, "-D", ADMIN_DN, "-w", self.admin_password], stdin=ldif
+        )
 
     def remove_member(self, group: str, member_dn: str) -> None:
         self.modify(f"dn: {GROUPS[group]}\nchangetype: modify\ndelete: member\nmember: {member_dn}\n")

@@ -193,7 +193,12 @@ class VcsimLab:
         return cls(
             spec={
                 "clusters": [
-                    {"name": f"cluster{i + 1:02d}", "hosts": hosts, "vms_per_host": vms_per_host, **cluster_opts}
+                    {
+                        "name": f"cluster{i + 1:02d}",
+                        "hosts": hosts,
+                        "vms_per_host": vms_per_host,
+                        **cluster_opts,
+                    }
                     for i in range(clusters)
                 ]
             }
@@ -320,7 +325,9 @@ class VcsimLab:
 
     def power_host(self, name: str, on: bool, seconds: float = 0) -> dict[str, Any]:
         return self._control(
-            "POST", f"/hosts/{urllib.parse.quote(name)}/power", {"state": "on" if on else "off", "seconds": seconds}
+            "POST",
+            f"/hosts/{urllib.parse.quote(name)}/power",
+            {"state": "on" if on else "off", "seconds": seconds},
         )
 
     def wait_host(self, name: str, connection_state: str, timeout: float = 30.0) -> dict[str, Any]:
@@ -337,7 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     starts a lab and prints its connection details (the password stays in a file)."""
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m devstack.lab.vcsim", description="rackpilot's simulated vCenter")
+    ap = argparse.ArgumentParser(
+        prog="python -m devstack.lab.vcsim", description="rackpilot's simulated vCenter"
+    )
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("build", help="build (or rebuild) the lab binary")
     run = sub.add_parser("run", help="start a lab and keep it running until Ctrl-C")

@@ -59,7 +59,9 @@ class ZfsSshLab:
         wd = self.workdir
         self.host_key, self.client_key = wd / "ssh_host_ed25519_key", wd / "client_key"
         for key in (self.host_key, self.client_key):
-            subprocess.run([SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(key)], check=True)
+            subprocess.run(
+                [SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(key)], check=True
+            )
         (wd / "authorized_keys").write_text(Path(f"{self.client_key}.pub").read_text())
         for name in self.hosts:
             (wd / "hosts" / name).mkdir(parents=True)
@@ -91,15 +93,21 @@ class ZfsSshLab:
             ]
             if not self.shell:
                 for name, port in self.ports.items():
-                    command = (f"{shlex.quote(sys.executable)} -S {shlex.quote(str(STANDIN))} shim "
-                               f"{shlex.quote(str(self.root(name)))}")
+                    command = (
+                        f"{shlex.quote(sys.executable)} -S {shlex.quote(str(STANDIN))} shim "
+                        f"{shlex.quote(str(self.root(name)))}"
+                    )
                     config += [f"Match LocalPort {port}", f"    ForceCommand {command}"]
             (wd / "sshd_config").write_text("\n".join(config) + "\n")
             if os.geteuid() == 0:
                 os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd as root needs it
             # dies with its starter (parent-death signal); -D keeps sshd in the foreground
-            self._proc = spawn([SSHD, "-D", "-e", "-f", str(wd / "sshd_config")], owner=self.owner,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            self._proc = spawn(
+                [SSHD, "-D", "-e", "-f", str(wd / "sshd_config")],
+                owner=self.owner,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
             if self._wait_listening():
                 break
             err = self._stop_proc()
@@ -172,8 +180,11 @@ class ZfsSshLab:
 
     def zfs(self, host: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run the stand-in directly on ``host`` (set-up and inspection, no SSH)."""
-        p = subprocess.run([sys.executable, "-S", str(STANDIN), "run", str(self.root(host)), "zfs", *args],
-                           capture_output=True, text=True)
+        p = subprocess.run(
+            [sys.executable, "-S", str(STANDIN), "run", str(self.root(host)), "zfs", *args],
+            capture_output=True,
+            text=True,
+        )
         if check and p.returncode != 0:
             raise RuntimeError(f"zfs {' '.join(args)} on {host}: {p.stderr.strip()}")
         return p

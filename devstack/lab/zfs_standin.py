@@ -180,7 +180,9 @@ def stream_records(h: Host, ds: str, base_manifest: dict[str, list] | None, snap
                 recs.append(("F", {"p": path, "n": man[path][0]}, h.dir(ds) / "snap" / short / path))
         for path in sorted(set(prev) - set(man)):
             recs.append(("D", {"p": path}, None))
-        recs.append(("S", {"short": short, "guid": s["guid"], "creation": s["creation"], "manifest": man}, None))
+        recs.append(
+            ("S", {"short": short, "guid": s["guid"], "creation": s["creation"], "manifest": man}, None)
+        )
         prev = man
     return recs
 
@@ -226,9 +228,19 @@ def plan_stream(h: Host, snapname: str, base: str | None, intermediates: bool) -
     to = d["snapshots"][short]
     if base is None:
         order = [short]
-        return ({"kind": "full", "dataset": ds, "from_guid": None, "snaps": order,
-                 "to_guid": to["guid"], "fromname": None, "toname": snapname, "I": False},
-                stream_records(h, ds, None, order))
+        return (
+            {
+                "kind": "full",
+                "dataset": ds,
+                "from_guid": None,
+                "snaps": order,
+                "to_guid": to["guid"],
+                "fromname": None,
+                "toname": snapname,
+                "I": False,
+            },
+            stream_records(h, ds, None, order),
+        )
     bsep = "#" if "#" in base else "@"
     bds, bshort = split_snap(base, bsep)
     if bds != ds:
@@ -239,13 +251,25 @@ def plan_stream(h: Host, snapname: str, base: str | None, intermediates: bool) -
     if src["createtxg"] >= to["createtxg"]:
         raise ZfsFail(f"cannot send '{snapname}': incremental source must be earlier than destination")
     if intermediates:
-        order = sorted((k for k, v in d["snapshots"].items() if src["createtxg"] < v["createtxg"] <= to["createtxg"]),
-                       key=lambda k: d["snapshots"][k]["createtxg"])
+        order = sorted(
+            (k for k, v in d["snapshots"].items() if src["createtxg"] < v["createtxg"] <= to["createtxg"]),
+            key=lambda k: d["snapshots"][k]["createtxg"],
+        )
     else:
         order = [short]
-    return ({"kind": "incremental", "dataset": ds, "from_guid": src["guid"], "snaps": order, "to_guid": to["guid"],
-             "fromname": base, "toname": snapname, "I": intermediates},
-            stream_records(h, ds, src["manifest"], order))
+    return (
+        {
+            "kind": "incremental",
+            "dataset": ds,
+            "from_guid": src["guid"],
+            "snaps": order,
+            "to_guid": to["guid"],
+            "fromname": base,
+            "toname": snapname,
+            "I": intermediates,
+        },
+        stream_records(h, ds, src["manifest"], order),
+    )
 
 
 def cmd_send(root: Path, args: list[str]) -> int:
@@ -276,7 +300,9 @@ def cmd_send(root: Path, args: list[str]) -> int:
             except ZfsFail as e:
                 raise ZfsFail(f"cannot resume send: {e}") from None
             if header["to_guid"] != info["to_guid"] or header["from_guid"] != info.get("from_guid"):
-                raise ZfsFail("cannot resume send: incremental source or destination no longer exists (guid changed)")
+                raise ZfsFail(
+                    "cannot resume send: incremental source or destination no longer exists (guid changed)"
+                )
             offset = int(info["bytes"])
         else:
             if len(rest) != 1:
@@ -288,8 +314,10 @@ def cmd_send(root: Path, args: list[str]) -> int:
     header.update(total=total, offset=offset)
     if dry:
         kind = "resume" if token else header["kind"]
-        sys.stdout.write(f"{kind}\t{header.get('fromname') or ''}\t{header['toname']}\t{total - offset}\n"
-                         f"size\t{total - offset}\n")
+        sys.stdout.write(
+            f"{kind}\t{header.get('fromname') or ''}\t{header['toname']}\t{total - offset}\n"
+            f"size\t{total - offset}\n"
+        )
         return 0
     brk = inject(root, "break_after")
     limit = int(brk["bytes"]) if brk else None
@@ -302,10 +330,10 @@ def cmd_send(root: Path, args: list[str]) -> int:
         if end <= offset:
             pos = end
             continue
-        piece = chunk[max(0, offset - pos):]
+        piece = chunk[max(0, offset - pos) :]
         pos = end
         if limit is not None and sent + len(piece) > limit:
-            out.write(piece[:max(0, limit - sent)])
+            out.write(piece[: max(0, limit - sent)])
             out.flush()
             os.kill(os.getpid(), signal.SIGKILL)  # the sender dies mid-stream
         out.write(piece)
@@ -347,17 +375,23 @@ def apply_body(h: Host, ds: str, header: dict[str, Any], body_path: Path) -> Non
                 snapdir = ddir / "snap" / meta["short"]
                 shutil.rmtree(snapdir, ignore_errors=True)
                 shutil.copytree(live, snapdir)
-                d["snapshots"][meta["short"]] = {"guid": meta["guid"], "createtxg": h.next_txg(),
-                                                 "creation": meta["creation"], "holds": {},
-                                                 "manifest": meta["manifest"]}
+                d["snapshots"][meta["short"]] = {
+                    "guid": meta["guid"],
+                    "createtxg": h.next_txg(),
+                    "creation": meta["creation"],
+                    "holds": {},
+                    "manifest": meta["manifest"],
+                }
             else:
                 raise ZfsFail("cannot receive: invalid stream (bad record type)")
 
 
 def partial_message(kind: str, token: str) -> str:
-    return (f"cannot receive {'new filesystem' if kind == 'full' else 'incremental'} stream: checksum mismatch or "
-            f"incomplete stream.\nPartially received snapshot is saved.\nA resuming stream can be generated on the "
-            f"sending system by running:\n    zfs send -t {token}\n")
+    return (
+        f"cannot receive {'new filesystem' if kind == 'full' else 'incremental'} stream: checksum mismatch or "
+        f"incomplete stream.\nPartially received snapshot is saved.\nA resuming stream can be generated on the "
+        f"sending system by running:\n    zfs send -t {token}\n"
+    )
 
 
 def cmd_receive(root: Path, args: list[str]) -> int:
@@ -381,22 +415,28 @@ def cmd_receive(root: Path, args: list[str]) -> int:
     line = inp.readline()
     if not line.startswith(MAGIC):
         raise ZfsFail("cannot receive: input is not a valid zfs stream")
-    header = json.loads(line[len(MAGIC):])
+    header = json.loads(line[len(MAGIC) :])
     kind = header["kind"]
     what = "new filesystem" if kind == "full" else "incremental"
     with Host(str(root)) as h:
         partial = h.state["partials"].get(ds)
         if header["offset"]:
             if not partial or partial["to_guid"] != header["to_guid"] or partial["bytes"] != header["offset"]:
-                raise ZfsFail(f"cannot receive resume stream: destination '{ds}' has no matching partial state "
-                              f"(resume token does not match)")
+                raise ZfsFail(
+                    f"cannot receive resume stream: destination '{ds}' has no matching partial state "
+                    f"(resume token does not match)"
+                )
         elif partial:
-            raise ZfsFail(f"cannot receive {what} stream: destination {ds} contains partially-complete state "
-                          f"from \"zfs receive -s\".")
+            raise ZfsFail(
+                f"cannot receive {what} stream: destination {ds} contains partially-complete state "
+                f'from "zfs receive -s".'
+            )
         if kind == "full":
             if ds in h.state["datasets"]:
-                raise ZfsFail(f"cannot receive new filesystem stream: destination '{ds}' exists\n"
-                              f"must specify -F to overwrite it")
+                raise ZfsFail(
+                    f"cannot receive new filesystem stream: destination '{ds}' exists\n"
+                    f"must specify -F to overwrite it"
+                )
             parent = ds.rsplit("/", 1)[0] if "/" in ds else None
             if parent is not None and parent not in h.state["datasets"]:
                 raise ZfsFail(f"cannot receive new filesystem stream: parent '{parent}' does not exist")
@@ -404,11 +444,15 @@ def cmd_receive(root: Path, args: list[str]) -> int:
             d = h.ds(ds)
             top = newest(d)
             if top is None or top[1]["guid"] != header["from_guid"]:
-                raise ZfsFail(f"cannot receive incremental stream: most recent snapshot of {ds} does not\n"
-                              f"match incremental source")
+                raise ZfsFail(
+                    f"cannot receive incremental stream: most recent snapshot of {ds} does not\n"
+                    f"match incremental source"
+                )
             if manifest(h.dir(ds) / "live") != top[1]["manifest"]:
-                raise ZfsFail(f"cannot receive incremental stream: destination {ds} has been modified\n"
-                              f"since most recent snapshot")
+                raise ZfsFail(
+                    f"cannot receive incremental stream: destination {ds} has been modified\n"
+                    f"since most recent snapshot"
+                )
         ppath = Path(str(h.dir(ds)) + ".partial")
         ppath.parent.mkdir(parents=True, exist_ok=True)
         if not header["offset"]:
@@ -448,18 +492,39 @@ def cmd_receive(root: Path, args: list[str]) -> int:
             if not resumable:
                 ppath.unlink(missing_ok=True)
                 raise ZfsFail(f"cannot receive {what} stream: checksum mismatch or incomplete stream")
-            info = {"fromname": header.get("fromname"), "toname": header["toname"], "from_guid": header["from_guid"],
-                    "to_guid": header["to_guid"], "I": header.get("I", False), "bytes": got}
+            info = {
+                "fromname": header.get("fromname"),
+                "toname": header["toname"],
+                "from_guid": header["from_guid"],
+                "to_guid": header["to_guid"],
+                "I": header.get("I", False),
+                "bytes": got,
+            }
             token = make_token(info)
-            h.state["partials"][ds] = {"to_guid": header["to_guid"], "bytes": got, "token": token, "kind": kind}
+            h.state["partials"][ds] = {
+                "to_guid": header["to_guid"],
+                "bytes": got,
+                "token": token,
+                "kind": kind,
+            }
             sys.stderr.write(partial_message(kind, token))
             return 1
         if inject(root, "nospace"):
-            info = {"fromname": header.get("fromname"), "toname": header["toname"], "from_guid": header["from_guid"],
-                    "to_guid": header["to_guid"], "I": header.get("I", False), "bytes": got}
+            info = {
+                "fromname": header.get("fromname"),
+                "toname": header["toname"],
+                "from_guid": header["from_guid"],
+                "to_guid": header["to_guid"],
+                "I": header.get("I", False),
+                "bytes": got,
+            }
             if resumable:
-                h.state["partials"][ds] = {"to_guid": header["to_guid"], "bytes": got, "token": make_token(info),
-                                           "kind": kind}
+                h.state["partials"][ds] = {
+                    "to_guid": header["to_guid"],
+                    "bytes": got,
+                    "token": make_token(info),
+                    "kind": kind,
+                }
             raise ZfsFail(f"cannot receive {what} stream: out of space")
         h.state["partials"].pop(ds, None)
         apply_body(h, ds, header, ppath)
@@ -538,7 +603,11 @@ def dispatch(root: Path, argv: list[str]) -> int:
                 if sub not in h.state["datasets"]:
                     if n < len(parts) and "-p" not in args and n > 1:
                         raise ZfsFail(f"cannot create '{ds}': parent does not exist")
-                    h.state["datasets"][sub] = {"guid": random.getrandbits(63), "snapshots": {}, "bookmarks": {}}
+                    h.state["datasets"][sub] = {
+                        "guid": random.getrandbits(63),
+                        "snapshots": {},
+                        "bookmarks": {},
+                    }
                     (h.dir(sub) / "live").mkdir(parents=True, exist_ok=True)
             return 0
         if cmd == "snapshot":
@@ -551,8 +620,13 @@ def dispatch(root: Path, argv: list[str]) -> int:
                 src = h.dir(ds) / "live"
                 dst = h.dir(ds) / "snap" / short
                 shutil.copytree(src, dst)
-                d["snapshots"][short] = {"guid": random.getrandbits(63), "createtxg": h.next_txg(),
-                                         "creation": int(time.time()), "holds": {}, "manifest": manifest(dst)}
+                d["snapshots"][short] = {
+                    "guid": random.getrandbits(63),
+                    "createtxg": h.next_txg(),
+                    "creation": int(time.time()),
+                    "holds": {},
+                    "manifest": manifest(dst),
+                }
             return 0
         if cmd == "bookmark":
             snap, bm = names[0], names[1]
@@ -581,7 +655,9 @@ def dispatch(root: Path, argv: list[str]) -> int:
                     s["holds"][tag] = int(time.time())
                 else:
                     if tag not in s["holds"]:
-                        raise ZfsFail(f"cannot release hold from snapshot '{name}': no such tag on this dataset")
+                        raise ZfsFail(
+                            f"cannot release hold from snapshot '{name}': no such tag on this dataset"
+                        )
                     del s["holds"][tag]
             return 0
         if cmd == "holds":

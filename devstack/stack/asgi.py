@@ -45,8 +45,13 @@ async def read_body(receive: Any, limit: int = MAX_BODY_BYTES) -> bytes:
     return b"".join(chunks)
 
 
-async def send_bytes(send: Any, status: int, body: bytes, content_type: str | None = "application/json",
-                     headers: list[tuple[bytes, bytes]] | None = None) -> None:
+async def send_bytes(
+    send: Any,
+    status: int,
+    body: bytes,
+    content_type: str | None = "application/json",
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
     hdrs = list(headers or [])
     if content_type:
         hdrs.append((b"content-type", content_type.encode()))
@@ -55,5 +60,7 @@ async def send_bytes(send: Any, status: int, body: bytes, content_type: str | No
     await send({"type": "http.response.body", "body": body})
 
 
-async def send_json(send: Any, status: int, payload: Any, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+async def send_json(
+    send: Any, status: int, payload: Any, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
     await send_bytes(send, status, orjson.dumps(payload), "application/json; charset=utf-8", headers)

@@ -191,8 +191,10 @@ class RateLimiter:
         """Count one event for ``key``, or raise 429 when the key is over its limit."""
         wait = self.retry_after(key)
         if wait is not None:
-            raise TooManyRequests(f"Request rate limit reached: too many {what}; try again in {int(wait) + 1} s",
-                                  extra={"retry_after": int(wait) + 1})
+            raise TooManyRequests(
+                f"Request rate limit reached: too many {what}; try again in {int(wait) + 1} s",
+                extra={"retry_after": int(wait) + 1},
+            )
         self.add(key)
 
 
@@ -250,8 +252,9 @@ def user_json(row: asyncpg.Record) -> dict[str, Any]:
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     for typ in ("json", "jsonb"):
-        await conn.set_type_codec(typ, schema="pg_catalog", encoder=lambda v: orjson.dumps(v).decode(),
-                                  decoder=orjson.loads)
+        await conn.set_type_codec(
+            typ, schema="pg_catalog", encoder=lambda v: orjson.dumps(v).decode(), decoder=orjson.loads
+        )
 
 
 def _parse_uuid(value: str) -> uuid.UUID:
@@ -315,8 +318,9 @@ class AuthService:
         }
 
     async def startup(self) -> None:
-        self.pool = await asyncpg.create_pool(self.ctx.dsn("postgres"), min_size=1, max_size=POOL_SIZE,
-                                              init=_init_connection)
+        self.pool = await asyncpg.create_pool(
+            self.ctx.dsn("postgres"), min_size=1, max_size=POOL_SIZE, init=_init_connection
+        )
         self._dummy_hash = await asyncio.to_thread(hash_password, secrets.token_urlsafe(16))
 
     async def shutdown(self) -> None:
@@ -330,7 +334,7 @@ class AuthService:
             await send({"type": "websocket.close", "code": 1008})
             return
         method: str = scope["method"]
-        sub = scope["path"][len(PREFIX):].rstrip("/") or "/"
+        sub = scope["path"][len(PREFIX) :].rstrip("/") or "/"
         headers = header_dict(scope)
         query = {k: v[-1] for k, v in parse_qs(scope.get("query_string", b"").decode("latin-1")).items()}
         client = scope.get("client")
@@ -341,28 +345,46 @@ class AuthService:
             extra_headers = None
             if "retry_after" in exc.extra:
                 extra_headers = [(b"retry-after", str(exc.extra["retry_after"]).encode())]
-            await self._send(send, exc.status, {"code": exc.code, "error_code": exc.code,
-                                                "msg": exc.message, "message": exc.message, **exc.extra},
-                             extra_headers)
+            await self._send(
+                send,
+                exc.status,
+                {
+                    "code": exc.code,
+                    "error_code": exc.code,
+                    "msg": exc.message,
+                    "message": exc.message,
+                    **exc.extra,
+                },
+                extra_headers,
+            )
             return
         except Exception:  # noqa: BLE001 - never let a traceback reach a client
             log.exception("auth request failed: %s %s", method, sub)
-            await self._send(send, 500, {"code": "unexpected_failure", "error_code": "unexpected_failure",
-                                         "msg": "Unexpected failure, please check the server logs",
-                                         "message": "Unexpected failure, please check the server logs"})
+            await self._send(
+                send,
+                500,
+                {
+                    "code": "unexpected_failure",
+                    "error_code": "unexpected_failure",
+                    "msg": "Unexpected failure, please check the server logs",
+                    "message": "Unexpected failure, please check the server logs",
+                },
+            )
             return
         await self._send(send, status, payload, extra)
 
-    async def _send(self, send: Any, status: int, payload: Any,
-                    extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    async def _send(
+        self, send: Any, status: int, payload: Any, extra: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
         headers = [(b"x-supabase-api-version", API_VERSION), (b"cache-control", b"no-store"), *(extra or [])]
         if status == 204:
             await send_bytes(send, 204, b"", None, headers)
             return
         await send_bytes(send, status, orjson.dumps(payload), "application/json; charset=utf-8", headers)
 
-    async def _dispatch(self, method: str, sub: str, headers: dict[str, str], query: dict[str, str],
-                        receive: Any) -> tuple[int, Any, list[tuple[bytes, bytes]] | None]:
+    async def _dispatch(
+        self, method: str, sub: str, headers: dict[str, str], query: dict[str, str], receive: Any
+    ) -> tuple[int, Any, list[tuple[bytes, bytes]] | None]:
         handler = self._routes.get((method, sub))
         if handler is not None:
             return await handler(headers, query, receive)
@@ -430,7 +452,9 @@ class AuthService:
         return self.pool
 
     # --- tokens -------------------------------------------------------------------------
-    def _mint_access_token(self, user: asyncpg.Record, session_id: uuid.UUID, auth_time: int) -> tuple[str, int, int]:
+    def _mint_access_token(
+        self, user: asyncpg.Record, session_id: uuid.UUID, auth_time: int
+    ) -> tuple[str, int, int]:
         now = int(time.time())
         exp = now + self.expiry
         claims = {
@@ -453,8 +477,9 @@ class AuthService:
         }
         return jwt.encode(claims, self.secret, algorithm="HS256"), now, exp
 
-    def _session_json(self, user: asyncpg.Record, session_id: uuid.UUID, auth_time: int,
-                      refresh_token: str) -> dict[str, Any]:
+    def _session_json(
+        self, user: asyncpg.Record, session_id: uuid.UUID, auth_time: int, refresh_token: str
+    ) -> dict[str, Any]:
         access, _now, exp = self._mint_access_token(user, session_id, auth_time)
         return {
             "access_token": access,
@@ -479,8 +504,9 @@ class AuthService:
             return 200, await self._refresh_grant(body), None
         if not grant:
             raise BadRequest("grant_type is required", "unsupported_grant_type")
-        raise BadRequest("Unsupported grant type: only password and refresh_token are available",
-                         "unsupported_grant_type")
+        raise BadRequest(
+            "Unsupported grant type: only password and refresh_token are available", "unsupported_grant_type"
+        )
 
     async def _password_grant(self, body: dict) -> dict[str, Any]:
         email = _opt_str(body, "email")
@@ -494,12 +520,17 @@ class AuthService:
         email_key = email.strip().lower()
         wait = self.failures_per_email.retry_after(email_key)
         if wait is not None:
-            raise TooManyRequests(f"Request rate limit reached: too many failed sign-ins for this account; "
-                                  f"try again in {int(wait) + 1} s", extra={"retry_after": int(wait) + 1})
+            raise TooManyRequests(
+                f"Request rate limit reached: too many failed sign-ins for this account; "
+                f"try again in {int(wait) + 1} s",
+                extra={"retry_after": int(wait) + 1},
+            )
         db = self._db()
         user = await db.fetchrow(
             f"select {USER_COLUMNS} from auth.users "
-            "where email is not null and lower(email) = lower($1) and deleted_at is null", email)
+            "where email is not null and lower(email) = lower($1) and deleted_at is null",
+            email,
+        )
         hashed = user["encrypted_password"] if user is not None else None
         ok = await asyncio.to_thread(check_password, password, hashed or self._dummy_hash)
         if user is None or not hashed or not ok:
@@ -514,12 +545,19 @@ class AuthService:
         session_id = uuid.uuid4()
         refresh = secrets.token_urlsafe(32)
         async with db.acquire() as conn, conn.transaction():
-            await conn.execute("insert into auth.sessions (id, user_id) values ($1, $2)", session_id, user["id"])
+            await conn.execute(
+                "insert into auth.sessions (id, user_id) values ($1, $2)", session_id, user["id"]
+            )
             await conn.execute(
                 "insert into auth.refresh_tokens (token_hash, user_id, session_id) values ($1, $2, $3)",
-                _hash_token(refresh), user["id"], session_id)
+                _hash_token(refresh),
+                user["id"],
+                session_id,
+            )
             user = await conn.fetchrow(
-                f"update auth.users set last_sign_in_at = now() where id = $1 returning {USER_COLUMNS}", user["id"])
+                f"update auth.users set last_sign_in_at = now() where id = $1 returning {USER_COLUMNS}",
+                user["id"],
+            )
         return self._session_json(user, session_id, int(time.time()), refresh)
 
     async def _refresh_grant(self, body: dict) -> dict[str, Any]:
@@ -536,11 +574,18 @@ class AuthService:
                     "case when rt.revoked then rt.updated_at end as revoked_at, "
                     "s.not_after, s.created_at as session_created "
                     "from auth.refresh_tokens rt join auth.sessions s on s.id = rt.session_id "
-                    "where rt.token_hash = $1 for update of rt, s", token_hash)
+                    "where rt.token_hash = $1 for update of rt, s",
+                    token_hash,
+                )
                 if row is None:
-                    raise BadRequest("Invalid Refresh Token: Refresh Token Not Found", "refresh_token_not_found")
-                in_reuse_window = row["revoked"] and row["revoked_at"] is not None and (
-                    datetime.now(UTC) - row["revoked_at"]).total_seconds() < self.reuse_interval
+                    raise BadRequest(
+                        "Invalid Refresh Token: Refresh Token Not Found", "refresh_token_not_found"
+                    )
+                in_reuse_window = (
+                    row["revoked"]
+                    and row["revoked_at"] is not None
+                    and (datetime.now(UTC) - row["revoked_at"]).total_seconds() < self.reuse_interval
+                )
                 if row["revoked"] and not in_reuse_window:
                     # A rotated-away token came back: someone holds a copy. Revoke the whole
                     # session (its refresh tokens cascade) and commit that before refusing.
@@ -552,7 +597,9 @@ class AuthService:
                     if row["not_after"] is not None and row["not_after"] <= datetime.now(UTC):
                         raise BadRequest("Invalid Refresh Token: Session Expired", "session_expired")
                     user = await conn.fetchrow(
-                        f"select {USER_COLUMNS} from auth.users where id = $1 and deleted_at is null", row["user_id"])
+                        f"select {USER_COLUMNS} from auth.users where id = $1 and deleted_at is null",
+                        row["user_id"],
+                    )
                     if user is None:
                         raise NotFound("User from refresh token does not exist", "user_not_found")
                     if user["banned_until"] is not None and user["banned_until"] > datetime.now(UTC):
@@ -562,14 +609,22 @@ class AuthService:
                         # [auth] enable_refresh_token_rotation = false: the token stays valid
                         new_token = token
                     elif not row["revoked"]:
-                        await conn.execute("update auth.refresh_tokens set revoked = true, updated_at = now() "
-                                           "where id = $1", row["id"])
+                        await conn.execute(
+                            "update auth.refresh_tokens set revoked = true, updated_at = now() where id = $1",
+                            row["id"],
+                        )
                     if new_token != token:
                         await conn.execute(
                             "insert into auth.refresh_tokens (token_hash, user_id, session_id, parent_hash) "
-                            "values ($1, $2, $3, $4)", _hash_token(new_token), row["user_id"], row["session_id"],
-                            token_hash)
-                    await conn.execute("update auth.sessions set updated_at = now() where id = $1", row["session_id"])
+                            "values ($1, $2, $3, $4)",
+                            _hash_token(new_token),
+                            row["user_id"],
+                            row["session_id"],
+                            token_hash,
+                        )
+                    await conn.execute(
+                        "update auth.sessions set updated_at = now() where id = $1", row["session_id"]
+                    )
         if reused:
             raise BadRequest("Invalid Refresh Token: Already Used", "refresh_token_already_used")
         auth_time = int(row["session_created"].timestamp())
@@ -593,7 +648,8 @@ class AuthService:
             except ValueError:
                 raise Forbidden("invalid claim: session_id claim must be a UUID", "bad_jwt") from None
             found = await self._db().fetchval(
-                "select 1 from auth.sessions where id = $1 and user_id = $2", sid, uid)
+                "select 1 from auth.sessions where id = $1 and user_id = $2", sid, uid
+            )
             if not found:
                 raise Forbidden("Session from session_id claim in JWT does not exist", "session_not_found")
         return claims, uid, sid
@@ -601,7 +657,8 @@ class AuthService:
     async def _get_user(self, headers: dict[str, str], query: dict[str, str], receive: Any):
         _claims, uid, _sid = await self._current(headers)
         user = await self._db().fetchrow(
-            f"select {USER_COLUMNS} from auth.users where id = $1 and deleted_at is null", uid)
+            f"select {USER_COLUMNS} from auth.users where id = $1 and deleted_at is null", uid
+        )
         if user is None:
             raise Forbidden("User from sub claim in JWT does not exist", "user_not_found")
         return 200, user_json(user), None
@@ -622,18 +679,29 @@ class AuthService:
 
     # --- public info --------------------------------------------------------------------
     async def _settings(self, headers: dict[str, str], query: dict[str, str], receive: Any):
-        return 200, {
-            "external": {"email": True, "phone": False, "anonymous_users": False},
-            "disable_signup": not self.signup_enabled,
-            "mailer_autoconfirm": not self.confirmations,
-            "phone_autoconfirm": False,
-            "sms_provider": "",
-            "saml_enabled": False,
-        }, None
+        return (
+            200,
+            {
+                "external": {"email": True, "phone": False, "anonymous_users": False},
+                "disable_signup": not self.signup_enabled,
+                "mailer_autoconfirm": not self.confirmations,
+                "phone_autoconfirm": False,
+                "sms_provider": "",
+                "saml_enabled": False,
+            },
+            None,
+        )
 
     async def _health(self, headers: dict[str, str], query: dict[str, str], receive: Any):
-        return 200, {"version": "rackpilot-local", "name": "GoTrue",
-                     "description": "GoTrue-compatible auth of the rackpilot local stack"}, None
+        return (
+            200,
+            {
+                "version": "rackpilot-local",
+                "name": "GoTrue",
+                "description": "GoTrue-compatible auth of the rackpilot local stack",
+            },
+            None,
+        )
 
     async def _signup(self, headers: dict[str, str], query: dict[str, str], receive: Any):
         """Self-service sign-up, as ``[auth] enable_signup`` says (rackpilot keeps it off:
@@ -647,15 +715,22 @@ class AuthService:
         self.sign_in_per_ip.take(headers["x-rackpilot-peer"], "sign-ups from this address")
         if body.get("phone") is not None and body.get("email") is None:
             raise BadRequest("Phone signups are not enabled on this server", "phone_provider_disabled")
-        email, hashed = await self._new_credentials(_opt_str(body, "email"), _opt_str(body, "password"),
-                                                    password_required=True)
+        email, hashed = await self._new_credentials(
+            _opt_str(body, "email"), _opt_str(body, "password"), password_required=True
+        )
         user_meta = _opt_obj(body, "data") or {}
         app_meta = {"provider": "email", "providers": ["email"]}
         try:
             user = await self._db().fetchrow(
                 f"insert into auth.users (email, encrypted_password, email_confirmed_at, raw_app_meta_data, "
                 f"raw_user_meta_data) values (lower($1), $2, case when $3 then now() end, $4, $5) "
-                f"returning {USER_COLUMNS}", email, hashed, not self.confirmations, app_meta, user_meta)
+                f"returning {USER_COLUMNS}",
+                email,
+                hashed,
+                not self.confirmations,
+                app_meta,
+                user_meta,
+            )
         except asyncpg.UniqueViolationError:
             raise Unprocessable("User already registered", "user_already_exists") from None
         if self.confirmations:
@@ -663,16 +738,24 @@ class AuthService:
         session_id = uuid.uuid4()
         refresh = secrets.token_urlsafe(32)
         async with self._db().acquire() as conn, conn.transaction():
-            await conn.execute("insert into auth.sessions (id, user_id) values ($1, $2)", session_id, user["id"])
+            await conn.execute(
+                "insert into auth.sessions (id, user_id) values ($1, $2)", session_id, user["id"]
+            )
             await conn.execute(
                 "insert into auth.refresh_tokens (token_hash, user_id, session_id) values ($1, $2, $3)",
-                _hash_token(refresh), user["id"], session_id)
+                _hash_token(refresh),
+                user["id"],
+                session_id,
+            )
             user = await conn.fetchrow(
-                f"update auth.users set last_sign_in_at = now() where id = $1 returning {USER_COLUMNS}", user["id"])
+                f"update auth.users set last_sign_in_at = now() where id = $1 returning {USER_COLUMNS}",
+                user["id"],
+            )
         return 200, self._session_json(user, session_id, int(time.time()), refresh), None
 
-    async def _new_credentials(self, email: str | None, password: str | None,
-                               password_required: bool) -> tuple[str, str | None]:
+    async def _new_credentials(
+        self, email: str | None, password: str | None, password_required: bool
+    ) -> tuple[str, str | None]:
         """A new user's email (validated) and bcrypt hash (None without a password)."""
         if not email:
             raise BadRequest("email is required")
@@ -685,8 +768,11 @@ class AuthService:
             return email, None
         if len(password) < self.min_password_len:
             # The clients read the reasons of a weak_password error from this object.
-            raise Unprocessable(f"Password should be at least {self.min_password_len} characters.", "weak_password",
-                                {"weak_password": {"reasons": ["length"]}})
+            raise Unprocessable(
+                f"Password should be at least {self.min_password_len} characters.",
+                "weak_password",
+                {"weak_password": {"reasons": ["length"]}},
+            )
         if len(password.encode()) > MAX_PASSWORD_BYTES:
             raise Unprocessable(f"Password cannot be longer than {MAX_PASSWORD_BYTES} bytes")
         return email, await asyncio.to_thread(hash_password, password)
@@ -713,10 +799,17 @@ class AuthService:
             user = await self._db().fetchrow(
                 f"insert into auth.users (email, encrypted_password, email_confirmed_at, raw_app_meta_data, "
                 f"raw_user_meta_data) values (lower($1), $2, case when $3 then now() end, $4, $5) "
-                f"returning {USER_COLUMNS}", email, hashed, confirm, app_meta, user_meta)
+                f"returning {USER_COLUMNS}",
+                email,
+                hashed,
+                confirm,
+                app_meta,
+                user_meta,
+            )
         except asyncpg.UniqueViolationError:
-            raise Unprocessable("A user with this email address has already been registered",
-                                "email_exists") from None
+            raise Unprocessable(
+                "A user with this email address has already been registered", "email_exists"
+            ) from None
         return 200, user_json(user), None
 
     async def _admin_list(self, headers: dict[str, str], query: dict[str, str], receive: Any):
@@ -726,7 +819,10 @@ class AuthService:
         db = self._db()
         rows = await db.fetch(
             f"select {USER_COLUMNS} from auth.users where deleted_at is null "
-            "order by created_at desc, id limit $1 offset $2", per_page, (page - 1) * per_page)
+            "order by created_at desc, id limit $1 offset $2",
+            per_page,
+            (page - 1) * per_page,
+        )
         total = await db.fetchval("select count(*) from auth.users where deleted_at is null")
         links = []
         last = max(1, -(-total // per_page))
@@ -753,7 +849,8 @@ class AuthService:
     async def _admin_get(self, headers: dict[str, str], uid: uuid.UUID):
         self._require_admin(headers)
         user = await self._db().fetchrow(
-            f"select {USER_COLUMNS} from auth.users where id = $1 and deleted_at is null", uid)
+            f"select {USER_COLUMNS} from auth.users where id = $1 and deleted_at is null", uid
+        )
         if user is None:
             raise NotFound("User not found", "user_not_found")
         return 200, user_json(user), None
@@ -771,13 +868,16 @@ class AuthService:
                     # GoTrue keeps the row but frees the email and ends every session.
                     done = await conn.fetchval(
                         "update auth.users set deleted_at = now(), email = null, encrypted_password = null, "
-                        "updated_at = now() where id = $1 and deleted_at is null returning id", uid)
+                        "updated_at = now() where id = $1 and deleted_at is null returning id",
+                        uid,
+                    )
                     await conn.execute("delete from auth.sessions where user_id = $1", uid)
                 else:
                     done = await conn.fetchval("delete from auth.users where id = $1 returning id", uid)
         except asyncpg.ForeignKeyViolationError:
-            raise Conflict("Database error deleting user: rows in other tables still reference this user",
-                           "conflict") from None
+            raise Conflict(
+                "Database error deleting user: rows in other tables still reference this user", "conflict"
+            ) from None
         if done is None:
             raise NotFound("User not found", "user_not_found")
         return 200, {}, None
@@ -800,10 +900,16 @@ class AuthService:
                 f"update auth.users set email = coalesce(lower($2), email), "
                 f"raw_user_meta_data = raw_user_meta_data || coalesce($3, '{{}}'::jsonb), "
                 f"raw_app_meta_data = raw_app_meta_data || coalesce($4, '{{}}'::jsonb), updated_at = now() "
-                f"where id = $1 and deleted_at is null returning {USER_COLUMNS}", uid, email, user_meta, app_meta)
+                f"where id = $1 and deleted_at is null returning {USER_COLUMNS}",
+                uid,
+                email,
+                user_meta,
+                app_meta,
+            )
         except asyncpg.UniqueViolationError:
-            raise Unprocessable("A user with this email address has already been registered",
-                                "email_exists") from None
+            raise Unprocessable(
+                "A user with this email address has already been registered", "email_exists"
+            ) from None
         if user is None:
             raise NotFound("User not found", "user_not_found")
         return 200, user_json(user), None
@@ -823,23 +929,34 @@ class AuthService:
         db = self._db()
         user = await db.fetchrow(
             f"select {USER_COLUMNS} from auth.users "
-            "where email is not null and lower(email) = lower($1) and deleted_at is null", email)
+            "where email is not null and lower(email) = lower($1) and deleted_at is null",
+            email,
+        )
         if user is None:
             raise NotFound("User not found", "user_not_found")
         hashed_token = secrets.token_hex(28)
         await db.execute(
             "insert into auth.one_time_tokens (user_id, token_type, token_hash, expires_at) "
             "values ($1, 'magiclink', $2, now() + make_interval(secs => $3))",
-            user["id"], _hash_token(hashed_token), MAGIC_LINK_TTL_S)
-        redirect_to = _opt_str(body, "redirect_to") or self.ctx.cfg.supabase.get("auth", {}).get("site_url", "")
-        return 200, {
-            **user_json(user),
-            "action_link": f"{self.issuer}/verify?token={hashed_token}&type=magiclink&redirect_to={redirect_to}",
-            "email_otp": "",
-            "hashed_token": hashed_token,
-            "verification_type": "magiclink",
-            "redirect_to": redirect_to,
-        }, None
+            user["id"],
+            _hash_token(hashed_token),
+            MAGIC_LINK_TTL_S,
+        )
+        redirect_to = _opt_str(body, "redirect_to") or self.ctx.cfg.supabase.get("auth", {}).get(
+            "site_url", ""
+        )
+        return (
+            200,
+            {
+                **user_json(user),
+                "action_link": f"{self.issuer}/verify?token={hashed_token}&type=magiclink&redirect_to={redirect_to}",
+                "email_otp": "",
+                "hashed_token": hashed_token,
+                "verification_type": "magiclink",
+                "redirect_to": redirect_to,
+            },
+            None,
+        )
 
     async def _verify(self, headers: dict[str, str], query: dict[str, str], receive: Any):
         """POST /verify {type: magiclink|email, token_hash}: a session, once per token."""
@@ -855,12 +972,16 @@ class AuthService:
         async with self._db().acquire() as conn, conn.transaction():
             user_id = await conn.fetchval(
                 "delete from auth.one_time_tokens where token_hash = $1 and token_type = 'magiclink' "
-                "returning case when expires_at > now() then user_id end", _hash_token(token_hash))
+                "returning case when expires_at > now() then user_id end",
+                _hash_token(token_hash),
+            )
             if user_id is None:
                 raise Forbidden("Email link is invalid or has expired", "otp_expired")
             user = await conn.fetchrow(
                 f"update auth.users set last_sign_in_at = now(), email_confirmed_at = coalesce(email_confirmed_at, now()) "
-                f"where id = $1 and deleted_at is null returning {USER_COLUMNS}", user_id)
+                f"where id = $1 and deleted_at is null returning {USER_COLUMNS}",
+                user_id,
+            )
             if user is None:
                 raise Forbidden("Email link is invalid or has expired", "otp_expired")
             if user["banned_until"] is not None and user["banned_until"] > datetime.now(UTC):
@@ -868,5 +989,8 @@ class AuthService:
             await conn.execute("insert into auth.sessions (id, user_id) values ($1, $2)", session_id, user_id)
             await conn.execute(
                 "insert into auth.refresh_tokens (token_hash, user_id, session_id) values ($1, $2, $3)",
-                _hash_token(refresh), user_id, session_id)
+                _hash_token(refresh),
+                user_id,
+                session_id,
+            )
         return 200, self._session_json(user, session_id, int(time.time()), refresh), None

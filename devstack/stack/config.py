@@ -68,8 +68,12 @@ class StackConfig:
             db_port=int(env.get("RACKPILOT_DB_PORT", "54322")),
             workers=int(env.get("RACKPILOT_GATEWAY_WORKERS", "1")),
             project_root=root,
-            sign_in_limit=int(env["RACKPILOT_AUTH_SIGN_IN_LIMIT"]) if env.get("RACKPILOT_AUTH_SIGN_IN_LIMIT") else None,
-            refresh_limit=int(env["RACKPILOT_AUTH_REFRESH_LIMIT"]) if env.get("RACKPILOT_AUTH_REFRESH_LIMIT") else None,
+            sign_in_limit=int(env["RACKPILOT_AUTH_SIGN_IN_LIMIT"])
+            if env.get("RACKPILOT_AUTH_SIGN_IN_LIMIT")
+            else None,
+            refresh_limit=int(env["RACKPILOT_AUTH_REFRESH_LIMIT"])
+            if env.get("RACKPILOT_AUTH_REFRESH_LIMIT")
+            else None,
             failed_sign_in_limit=int(env.get("RACKPILOT_AUTH_FAILED_SIGN_IN_LIMIT", "10")),
             supabase=load_supabase_config(root),
         )
@@ -129,8 +133,12 @@ class StackConfig:
         """Per client IP, per 5 minutes: password grants and refresh grants (requests)."""
         rl = self.supabase.get("auth", {}).get("rate_limit", {})
         return {
-            "sign_in": self.sign_in_limit if self.sign_in_limit is not None else int(rl.get("sign_in_sign_ups", 30)),
-            "refresh": self.refresh_limit if self.refresh_limit is not None else int(rl.get("token_refresh", 150)),
+            "sign_in": self.sign_in_limit
+            if self.sign_in_limit is not None
+            else int(rl.get("sign_in_sign_ups", 30)),
+            "refresh": self.refresh_limit
+            if self.refresh_limit is not None
+            else int(rl.get("token_refresh", 150)),
             "failed_sign_in": self.failed_sign_in_limit,
         }
 
@@ -146,7 +154,15 @@ class StackConfig:
             "RACKPILOT_DB_PORT": str(self.db_port),
             "RACKPILOT_GATEWAY_WORKERS": str(self.workers),
             "RACKPILOT_PROJECT_ROOT": str(self.project_root),
-            **({"RACKPILOT_AUTH_SIGN_IN_LIMIT": str(self.sign_in_limit)} if self.sign_in_limit is not None else {}),
-            **({"RACKPILOT_AUTH_REFRESH_LIMIT": str(self.refresh_limit)} if self.refresh_limit is not None else {}),
+            **(
+                {"RACKPILOT_AUTH_SIGN_IN_LIMIT": str(self.sign_in_limit)}
+                if self.sign_in_limit is not None
+                else {}
+            ),
+            **(
+                {"RACKPILOT_AUTH_REFRESH_LIMIT": str(self.refresh_limit)}
+                if self.refresh_limit is not None
+                else {}
+            ),
             "RACKPILOT_AUTH_FAILED_SIGN_IN_LIMIT": str(self.failed_sign_in_limit),
         }

@@ -49,10 +49,20 @@ ROUTER = Path(__file__).with_name("functions_router.ts")
 HEALTH_PATH = "/_internal/health"
 # Per-connection headers that a proxy must not forward (RFC 9110 §7.6.1), plus Host,
 # which httpx sets for the internal hop.
-HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-    "transfer-encoding", "upgrade", "host", "content-length",
-})
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    }
+)
 SERVER_SET = frozenset({"date", "server"})  # the gateway's HTTP server adds its own
 FUNCTION_HEADER = "x-rackpilot-function"  # the function the relay checked (verify_jwt, existence)
 RELAY = [(b"x-relay-error", b"true")]
@@ -78,10 +88,14 @@ def _free_port() -> int:
 
 def find_deno(ctx: GatewayContext) -> Path:
     override = ctx.extras.get("deno_bin")
-    candidates = [Path(override)] if override else [
-        ctx.cfg.project_root / ".venv" / "bin" / "deno",
-        Path(sys.executable).parent / "deno",
-    ]
+    candidates = (
+        [Path(override)]
+        if override
+        else [
+            ctx.cfg.project_root / ".venv" / "bin" / "deno",
+            Path(sys.executable).parent / "deno",
+        ]
+    )
     for path in candidates:
         if path.is_file() and os.access(path, os.X_OK):
             return path
@@ -123,9 +137,16 @@ class FunctionsService:
 
     def _command(self, deno: Path) -> list[str]:
         return [
-            str(deno), "run", "--quiet", "--no-prompt",
-            "--config", str(self.functions_dir / "deno.json"), "--frozen",
-            "--allow-net", "--allow-env", f"--allow-read={self.root}",
+            str(deno),
+            "run",
+            "--quiet",
+            "--no-prompt",
+            "--config",
+            str(self.functions_dir / "deno.json"),
+            "--frozen",
+            "--allow-net",
+            "--allow-env",
+            f"--allow-read={self.root}",
             str(ROUTER),
         ]
 
@@ -138,8 +159,13 @@ class FunctionsService:
         # It dies with it (parent-death signal, also on SIGKILL), stays in the gateway's
         # process group (stop_gateway signals the group) and inherits the gateway's owner
         # marker (`rackpilot dev down` sweeps it even when both of those missed).
-        self.proc = spawn(self._command(deno), env=self.function_env(), cwd=self.functions_dir,
-                          stdin=subprocess.DEVNULL, new_session=False)
+        self.proc = spawn(
+            self._command(deno),
+            env=self.function_env(),
+            cwd=self.functions_dir,
+            stdin=subprocess.DEVNULL,
+            new_session=False,
+        )
         deadline = time.monotonic() + DENO_START_TIMEOUT_S
         assert self.client is not None
         while time.monotonic() < deadline:
@@ -188,7 +214,9 @@ class FunctionsService:
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(FUNCTION_TIMEOUT_S, connect=5.0),
             limits=httpx.Limits(max_connections=100, max_keepalive_connections=20),
-            follow_redirects=False, trust_env=False)
+            follow_redirects=False,
+            trust_env=False,
+        )
         try:
             await self._start_router()
         except FunctionsError as exc:
@@ -204,16 +232,19 @@ class FunctionsService:
 
     # --- requests -----------------------------------------------------------------------
     def function_exists(self, name: str) -> bool:
-        return (name not in NOT_FUNCTIONS and NAME_RE.match(name) is not None
-                and (self.functions_dir / name / "handler.ts").is_file())
+        return (
+            name not in NOT_FUNCTIONS
+            and NAME_RE.match(name) is not None
+            and (self.functions_dir / name / "handler.ts").is_file()
+        )
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await send({"type": "websocket.close", "code": 1008})
             return
         raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
-        rest = raw_path[len(PREFIX):]
-        segments = scope["path"][len(PREFIX):].lstrip("/").split("/")
+        rest = raw_path[len(PREFIX) :]
+        segments = scope["path"][len(PREFIX) :].lstrip("/").split("/")
         name = segments[0]
         if "." in segments or ".." in segments:
             # Deno would resolve dot segments (also percent-encoded ones) and could land on
@@ -241,19 +272,34 @@ class FunctionsService:
         try:
             body = await read_body(receive, MAX_FUNCTION_BODY)
         except BodyTooLarge:
-            await _error(send, 413, f"Request body is larger than {MAX_FUNCTION_BODY} bytes", "PAYLOAD_TOO_LARGE")
+            await _error(
+                send, 413, f"Request body is larger than {MAX_FUNCTION_BODY} bytes", "PAYLOAD_TOO_LARGE"
+            )
             return
         if not await self._ensure_router():
-            await _error(send, 503, "The functions runtime is not available", "RELAY_UNAVAILABLE", extra=RELAY)
+            await _error(
+                send, 503, "The functions runtime is not available", "RELAY_UNAVAILABLE", extra=RELAY
+            )
             return
         await self._forward(scope, send, method, name, rest, headers, body)
 
-    async def _forward(self, scope: dict, send: Any, method: str, name: str, rest: bytes,
-                       headers: dict[str, str], body: bytes) -> None:
+    async def _forward(
+        self,
+        scope: dict,
+        send: Any,
+        method: str,
+        name: str,
+        rest: bytes,
+        headers: dict[str, str],
+        body: bytes,
+    ) -> None:
         assert self.client is not None
         # From the raw list, so repeated headers (cookies, say) reach the function intact.
-        fwd = [(k, v) for k, v in ((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"])
-               if k not in HOP_BY_HOP and k != FUNCTION_HEADER]
+        fwd = [
+            (k, v)
+            for k, v in ((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"])
+            if k not in HOP_BY_HOP and k != FUNCTION_HEADER
+        ]
         # The router serves only the function this relay checked, whatever the path says.
         fwd.append((FUNCTION_HEADER, name))
         if "accept-encoding" not in headers:
@@ -279,8 +325,11 @@ class FunctionsService:
             await _error(send, 502, "The functions runtime failed to answer", "RELAY_ERROR", extra=RELAY)
             return
         try:
-            out = [(k, v) for k, v in resp.headers.raw
-                   if (key := k.lower().decode("latin-1")) not in HOP_BY_HOP and key not in SERVER_SET]
+            out = [
+                (k, v)
+                for k, v in resp.headers.raw
+                if (key := k.lower().decode("latin-1")) not in HOP_BY_HOP and key not in SERVER_SET
+            ]
             length = resp.headers.get("content-length")
             if length is not None:
                 out.append((b"content-length", length.encode()))
@@ -297,7 +346,13 @@ class FunctionsService:
             await resp.aclose()
 
 
-async def _error(send: Any, status: int, message: str, code: str, details: Any = None,
-                 extra: list[tuple[bytes, bytes]] | None = None) -> None:
+async def _error(
+    send: Any,
+    status: int,
+    message: str,
+    code: str,
+    details: Any = None,
+    extra: list[tuple[bytes, bytes]] | None = None,
+) -> None:
     # `error` is what the clients' FunctionsHttpError shows as its message.
     await send_json(send, status, {"error": message, "code": code, "details": details}, extra)

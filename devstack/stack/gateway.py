@@ -108,11 +108,26 @@ class Gateway:
         if path == "/storage/v1" or path.startswith("/storage/v1/"):
             # Storage is not part of the local stack (rackpilot keeps no files there): say so
             # in Storage's own error shape, which the storage clients parse
-            await send_json(send, 501, {"statusCode": "501", "error": "not_implemented",
-                                        "message": "Storage is not served by the rackpilot local stack"})
+            await send_json(
+                send,
+                501,
+                {
+                    "statusCode": "501",
+                    "error": "not_implemented",
+                    "message": "Storage is not served by the rackpilot local stack",
+                },
+            )
             return
-        await send_json(send, 404, {"code": "PGRST125", "message": "Invalid path specified in request URL",
-                                    "details": None, "hint": None})
+        await send_json(
+            send,
+            404,
+            {
+                "code": "PGRST125",
+                "message": "Invalid path specified in request URL",
+                "details": None,
+                "hint": None,
+            },
+        )
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:
@@ -195,14 +210,26 @@ def build_context(cfg: StackConfig | None = None) -> GatewayContext:
 def main() -> int:
     import uvicorn
 
-    logging.basicConfig(level=os.environ.get("RACKPILOT_LOG_LEVEL", "WARNING"),
-                        format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":%(message)r}')
+    logging.basicConfig(
+        level=os.environ.get("RACKPILOT_LOG_LEVEL", "WARNING"),
+        format='{"ts":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":%(message)r}',
+    )
     ctx = build_context()
     app = Gateway(ctx)
     config = uvicorn.Config(
-        app, host=HOST, port=ctx.cfg.api_port, loop="uvloop", http=_http_protocol(), ws="websockets-sansio",
-        lifespan="on", access_log=False, log_level="warning", ws_max_size=1 << 20,
-        ws_ping_interval=None, timeout_graceful_shutdown=5, backlog=2048,
+        app,
+        host=HOST,
+        port=ctx.cfg.api_port,
+        loop="uvloop",
+        http=_http_protocol(),
+        ws="websockets-sansio",
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        ws_max_size=1 << 20,
+        ws_ping_interval=None,
+        timeout_graceful_shutdown=5,
+        backlog=2048,
         # the gateway is the edge (loopback only, no proxy in front): X-Forwarded-* from a
         # client must not replace the peer address, and the middleware costs every request
         proxy_headers=False,

@@ -46,7 +46,10 @@ class JWTVerifier:
             raise JWTError("JWT expired", "PGRST303")
         try:
             claims = jwt.decode(
-                token, self._secret, algorithms=["HS256"], leeway=self._leeway,
+                token,
+                self._secret,
+                algorithms=["HS256"],
+                leeway=self._leeway,
                 options={"verify_aud": False, "require": ["exp", "role"]},
             )
         except jwt.ExpiredSignatureError:

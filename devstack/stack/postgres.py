@@ -128,11 +128,23 @@ class PostgresCluster:
         if self.user:
             shutil.chown(pwfile, self.user, self.user)
         try:
-            res = self._cmd([
-                str(PG_BIN / "initdb"), "-D", str(self.datadir.resolve()), "-U", "postgres",
-                "--pwfile", str(pwfile), "--auth-local=scram-sha-256", "--auth-host=scram-sha-256",
-                "-E", "UTF8", "--locale=C.UTF-8", "--no-sync",
-            ])
+            res = self._cmd(
+                [
+                    str(PG_BIN / "initdb"),
+                    "-D",
+                    str(self.datadir.resolve()),
+                    "-U",
+                    "postgres",
+                    "--pwfile",
+                    str(pwfile),
+                    "--auth-local=scram-sha-256",
+                    "--auth-host=scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                    "--no-sync",
+                ]
+            )
         finally:
             pwfile.unlink(missing_ok=True)
         if res.returncode != 0:
@@ -177,11 +189,23 @@ log_min_error_statement = panic
         # pg_ctl daemonizes the postmaster (and runuser changes its uid), so no parent-death
         # signal can reach it: an owner that wants it gone with itself holds a watchdog
         # (Stack.hold). The marker in its environment tells whose it is (devstack.proc).
-        res = self._cmd([
-            str(PG_BIN / "pg_ctl"), "-D", str(self.datadir.resolve()), "-l", str(logfile),
-            "-o", f"-p {self.cfg.db_port}", "-w", "-t", str(START_TIMEOUT_S), "start",
-        ], env={**os.environ, "RACKPILOT_PROC_OWNER": f"postgres:{self.cfg.state_dir}"},
-            stdin=subprocess.DEVNULL)
+        res = self._cmd(
+            [
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(self.datadir.resolve()),
+                "-l",
+                str(logfile),
+                "-o",
+                f"-p {self.cfg.db_port}",
+                "-w",
+                "-t",
+                str(START_TIMEOUT_S),
+                "start",
+            ],
+            env={**os.environ, "RACKPILOT_PROC_OWNER": f"postgres:{self.cfg.state_dir}"},
+            stdin=subprocess.DEVNULL,
+        )
         if res.returncode != 0:
             tail = ""
             if logfile.exists():
@@ -204,11 +228,25 @@ log_min_error_statement = panic
         when that does not finish in STOP_TIMEOUT_S, ``immediate``."""
         if not self.initialised() or not self.running():
             return
-        res = self._cmd([str(PG_BIN / "pg_ctl"), "-D", str(self.datadir.resolve()), "-m", mode, "-w",
-                         "-t", str(STOP_TIMEOUT_S), "stop"], stdin=subprocess.DEVNULL)
+        res = self._cmd(
+            [
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(self.datadir.resolve()),
+                "-m",
+                mode,
+                "-w",
+                "-t",
+                str(STOP_TIMEOUT_S),
+                "stop",
+            ],
+            stdin=subprocess.DEVNULL,
+        )
         if res.returncode != 0 and mode != "immediate" and self.running():
-            self._cmd([str(PG_BIN / "pg_ctl"), "-D", str(self.datadir.resolve()), "-m", "immediate", "-w", "stop"],
-                      stdin=subprocess.DEVNULL)
+            self._cmd(
+                [str(PG_BIN / "pg_ctl"), "-D", str(self.datadir.resolve()), "-m", "immediate", "-w", "stop"],
+                stdin=subprocess.DEVNULL,
+            )
         if self.running():
             raise PostgresError(f"postgres did not stop: {res.stderr.strip()}")
 
@@ -216,8 +254,21 @@ log_min_error_statement = panic
         # -l as in start(): without it the new postmaster keeps our capture pipe open and
         # subprocess.run() would wait for its EOF forever.
         logfile = self.datadir.resolve() / "server.log"
-        self._cmd([str(PG_BIN / "pg_ctl"), "-D", str(self.datadir.resolve()), "-l", str(logfile), "-m", "fast", "-w",
-                   "-o", f"-p {self.cfg.db_port}", "restart"])
+        self._cmd(
+            [
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(self.datadir.resolve()),
+                "-l",
+                str(logfile),
+                "-m",
+                "fast",
+                "-w",
+                "-o",
+                f"-p {self.cfg.db_port}",
+                "restart",
+            ]
+        )
         self.wait_ready()
 
     def destroy(self) -> None:

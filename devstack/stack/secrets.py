@@ -49,5 +49,11 @@ class StackSecrets:
 
 def mint_api_key(secret: str, role: str, now: int | None = None) -> str:
     now = int(time.time()) if now is None else now
-    claims = {"iss": "supabase", "ref": "rackpilot-local", "role": role, "iat": now, "exp": now + KEY_LIFETIME_S}
+    claims = {
+        "iss": "supabase",
+        "ref": "rackpilot-local",
+        "role": role,
+        "iat": now,
+        "exp": now + KEY_LIFETIME_S,
+    }
     return jwt.encode(claims, secret, algorithm="HS256")

@@ -63,8 +63,14 @@ class Stack:
         if not exe.exists():
             raise StackError("the Supabase CLI is not installed: run scripts/setup.sh (make setup)")
         workdir = migrations.cli_workdir(self.cfg.project_root, self.cfg.state_dir, self.cfg.db_port)
-        res = subprocess.run([str(exe), "--workdir", str(workdir), *args], cwd=workdir, env=self.cli_env,
-                             capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        res = subprocess.run(
+            [str(exe), "--workdir", str(workdir), *args],
+            cwd=workdir,
+            env=self.cli_env,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
         if check and res.returncode != 0:
             raise StackError(f"supabase {' '.join(args[:2])} failed:\n{self._cli_output(res)}")
         return res
@@ -72,9 +78,21 @@ class Stack:
     def _cli_output(self, res: subprocess.CompletedProcess, tail: int = 12) -> str:
         """What the CLI said, for an error message: its progress lines ("Applying migration",
         the reset prompt) left out, the last ``tail`` lines kept, the password masked."""
-        lines = [ln for ln in (res.stdout + "\n" + res.stderr).splitlines()
-                 if ln.strip() and not ln.startswith(("Applying migration", "Do you want to", "Resetting ",
-                                                        "Connecting to ", "Seeding ", "Initialising "))]
+        lines = [
+            ln
+            for ln in (res.stdout + "\n" + res.stderr).splitlines()
+            if ln.strip()
+            and not ln.startswith(
+                (
+                    "Applying migration",
+                    "Do you want to",
+                    "Resetting ",
+                    "Connecting to ",
+                    "Seeding ",
+                    "Initialising ",
+                )
+            )
+        ]
         return "\n".join(lines[-tail:]).replace(self.secrets.postgres_password, "***")
 
     @property
@@ -109,8 +127,14 @@ class Stack:
             has_history, tables, applied = migrations.read_database(conn)
         finally:
             conn.close()
-        return migrations.assess(repo, has_history, tables, applied,
-                                 migrations.Ledger.load(self.cfg.state_dir), self.cfg.project_root)
+        return migrations.assess(
+            repo,
+            has_history,
+            tables,
+            applied,
+            migrations.Ledger.load(self.cfg.state_dir),
+            self.cfg.project_root,
+        )
 
     @property
     def migrations_dir(self) -> Path:
@@ -126,7 +150,8 @@ class Stack:
             raise SchemaDriftError(
                 f"the database schema has drifted from supabase/migrations: {status.drift_message()}. "
                 "rackpilot will not guess which is right: `rackpilot dev reset` re-creates the schema from the "
-                "repository (it deletes the stack's data)")
+                "repository (it deletes the stack's data)"
+            )
         ledger = migrations.Ledger.load(self.cfg.state_dir)
         if status.unverified:  # applied before this stack kept checksums: trust them from now on
             ledger.record(status.repository, set(status.applied))
@@ -141,7 +166,8 @@ class Stack:
             raise StackError(
                 f"migration supabase/migrations/{failed} failed; it was rolled back (each migration runs in its "
                 "own transaction) and the stack is not served. Fix the file and run `rackpilot dev up` again.\n"
-                + self._cli_output(res))
+                + self._cli_output(res)
+            )
         self._verify(after)
         self.pg.psql(sql="notify pgrst, 'reload schema'")
         return applied_now
@@ -158,7 +184,8 @@ class Stack:
             where = f"migration supabase/migrations/{failed}" if failed else "supabase db reset"
             raise StackError(
                 f"{where} failed, so the schema was not created and the stack is not served. Fix it and run "
-                "`rackpilot dev up` again: it starts from a clean database.\n" + self._cli_output(res))
+                "`rackpilot dev up` again: it starts from a clean database.\n" + self._cli_output(res)
+            )
         status = self.schema_status()
         ledger.record(status.repository, set(status.applied))
         self._verify(status)
@@ -172,8 +199,10 @@ class Stack:
         if status.applied != repo or status.drift:
             missing = sorted(set(repo) - set(status.applied))
             extra = sorted(set(status.applied) - set(repo))
-            raise StackError(f"after migrating, the database's migration history differs from supabase/migrations "
-                             f"(missing {missing or 'none'}, extra {extra or 'none'}); the stack is not served")
+            raise StackError(
+                f"after migrating, the database's migration history differs from supabase/migrations "
+                f"(missing {missing or 'none'}, extra {extra or 'none'}); the stack is not served"
+            )
 
     def reset(self) -> list[str]:
         if not self.pg.running():
@@ -240,10 +269,16 @@ class Stack:
                     raise
 
     def _watchdog(self, postgres: bool, gateway: bool) -> proc.Watchdog:
-        code = ("from devstack.stack.stack import Stack; "
-                f"Stack()._abort_start(postgres={postgres}, gateway={gateway}, quiet=False)")
-        return proc.Watchdog([sys.executable, "-c", code], env={**os.environ, **self.cfg.to_env()},
-                             cwd=self.cfg.project_root, log=self.cfg.log_dir / "watchdog.log")
+        code = (
+            "from devstack.stack.stack import Stack; "
+            f"Stack()._abort_start(postgres={postgres}, gateway={gateway}, quiet=False)"
+        )
+        return proc.Watchdog(
+            [sys.executable, "-c", code],
+            env={**os.environ, **self.cfg.to_env()},
+            cwd=self.cfg.project_root,
+            log=self.cfg.log_dir / "watchdog.log",
+        )
 
     # --- gateway -----------------------------------------------------------------------
     def gateway_pid(self) -> int | None:
@@ -259,7 +294,9 @@ class Stack:
         env = proc.environ(pid)
         if env.get(proc.OWNER_ENV) == self.gateway_owner:
             return pid
-        if "devstack.stack.gateway" in proc.cmdline(pid) and env.get("RACKPILOT_STACK_DIR") == str(self.cfg.state_dir):
+        if "devstack.stack.gateway" in proc.cmdline(pid) and env.get("RACKPILOT_STACK_DIR") == str(
+            self.cfg.state_dir
+        ):
             return pid
         return None
 
@@ -280,15 +317,24 @@ class Stack:
         # wants it gone with itself holds a watchdog, see hold()). It leads its own process
         # group, and it and its children carry the gateway marker: stop_gateway() finds them all.
         with open(self.cfg.log_dir / "gateway.log", "ab") as logf:
-            gw = proc.spawn([sys.executable, "-m", "devstack.stack.gateway"], die_with_parent=False,
-                            owner=self.gateway_owner, env=env, stdout=logf, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, cwd=self.cfg.project_root)
+            gw = proc.spawn(
+                [sys.executable, "-m", "devstack.stack.gateway"],
+                die_with_parent=False,
+                owner=self.gateway_owner,
+                env=env,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.cfg.project_root,
+            )
         self.cfg.gateway_pidfile.write_text(str(gw.pid))
         try:
             deadline = time.monotonic() + GATEWAY_START_TIMEOUT_S
             while time.monotonic() < deadline:
                 if gw.poll() is not None:
-                    raise StackError(f"the gateway exited with {gw.returncode}; see {self.cfg.log_dir / 'gateway.log'}")
+                    raise StackError(
+                        f"the gateway exited with {gw.returncode}; see {self.cfg.log_dir / 'gateway.log'}"
+                    )
                 if self.healthy():
                     return
                 time.sleep(0.1)
@@ -325,11 +371,14 @@ class Stack:
         else:
             ledger = migrations.Ledger.load(self.cfg.state_dir)
             repo = migrations.repository(self.migrations_dir)
-            out["schema"] = {"state": "creation failed (next dev up starts clean)" if ledger.creating
-                             else "unknown (postgres is stopped)",
-                             "repository_version": repo[-1].version if repo else None,
-                             "made_by": ledger.made_by,
-                             "made_by_this_checkout": ledger.made_by in (None, str(self.cfg.project_root))}
+            out["schema"] = {
+                "state": "creation failed (next dev up starts clean)"
+                if ledger.creating
+                else "unknown (postgres is stopped)",
+                "repository_version": repo[-1].version if repo else None,
+                "made_by": ledger.made_by,
+                "made_by_this_checkout": ledger.made_by in (None, str(self.cfg.project_root)),
+            }
         return out
 
 
@@ -346,8 +395,13 @@ def ephemeral_config(state_dir: Path) -> StackConfig:
     user there signs in from 127.0.0.1, so the per-IP auth rate limits are raised (the
     per-address failed sign-in limit stays as configured)."""
     env = dict(os.environ)
-    env.update({"RACKPILOT_STACK_DIR": str(state_dir), "RACKPILOT_API_PORT": str(free_port()),
-                "RACKPILOT_DB_PORT": str(free_port())})
+    env.update(
+        {
+            "RACKPILOT_STACK_DIR": str(state_dir),
+            "RACKPILOT_API_PORT": str(free_port()),
+            "RACKPILOT_DB_PORT": str(free_port()),
+        }
+    )
     env.setdefault("RACKPILOT_AUTH_SIGN_IN_LIMIT", str(TEST_IP_RATE_LIMIT))
     env.setdefault("RACKPILOT_AUTH_REFRESH_LIMIT", str(TEST_IP_RATE_LIMIT))
     return StackConfig.from_env(env)

@@ -20,12 +20,20 @@ from ..steps import JobHandler
 _REGISTRY: dict[str, type[JobHandler]] = {}
 
 #: modules imported by :func:`load_builtin`; a missing optional module is skipped
-BUILTIN_MODULES = ("executor.handlers.vcenter_sync",
-                   "executor.handlers.rolling_update", "executor.handlers.esxi_upgrade",
-                   "executor.handlers.power", "executor.handlers.virtual_media", "executor.handlers.scp_backup",
-                   "executor.handlers.firmware", "executor.handlers.ome", "executor.handlers.inventory",
-                   "executor.handlers.replication_sync", "executor.handlers.discovery",
-                   "executor.handlers.catalog")
+BUILTIN_MODULES = (
+    "executor.handlers.vcenter_sync",
+    "executor.handlers.rolling_update",
+    "executor.handlers.esxi_upgrade",
+    "executor.handlers.power",
+    "executor.handlers.virtual_media",
+    "executor.handlers.scp_backup",
+    "executor.handlers.firmware",
+    "executor.handlers.ome",
+    "executor.handlers.inventory",
+    "executor.handlers.replication_sync",
+    "executor.handlers.discovery",
+    "executor.handlers.catalog",
+)
 
 #: job types only an executor started with ``enable_selftest`` takes
 TEST_ONLY_TYPES = frozenset({"selftest"})

@@ -82,16 +82,23 @@ def target_timeouts() -> Timeouts:
     if scale == 1:
         return t
     c = t.compressed(scale)
-    return replace(c, connect=max(c.connect, 2.0), read=max(c.read, 10.0), poll=max(c.poll, 0.02),
-                   retry_delay=max(c.retry_delay, 0.01))
+    return replace(
+        c,
+        connect=max(c.connect, 2.0),
+        read=max(c.read, 10.0),
+        poll=max(c.poll, 0.02),
+        retry_delay=max(c.retry_delay, 0.01),
+    )
 
 
 def params_of(job: dict[str, Any], model: type) -> Any:
     try:
         parsed = parse_params(str(job.get("type")), job.get("params") or {})
     except JobParamsError as exc:
-        detail = "; ".join(f"{'.'.join(str(x) for x in e.get('loc', ()))}: {e.get('msg')}"
-                           for e in getattr(exc, "errors", []))
+        detail = "; ".join(
+            f"{'.'.join(str(x) for x in e.get('loc', ()))}: {e.get('msg')}"
+            for e in getattr(exc, "errors", [])
+        )
         raise DellHandlerError(f"{exc}{': ' + detail if detail else ''}") from None
     assert isinstance(parsed, model)
     return parsed
@@ -152,8 +159,15 @@ def endpoint_for(server: dict[str, Any], cred: Credential) -> Endpoint:
         # credentials in clear text cross only the loopback interface (the lab), never a network
         raise DellHandlerError(f"server {server['name']}: plain HTTP is allowed only to a loopback address")
     try:
-        ep = Endpoint(address, cred.username, "", ca_bundle=tls.get("ca_bundle"), insecure=bool(tls.get("insecure")),
-                      allow_plain_http=bool(tls.get("allow_plain_http")), name=server["name"])
+        ep = Endpoint(
+            address,
+            cred.username,
+            "",
+            ca_bundle=tls.get("ca_bundle"),
+            insecure=bool(tls.get("insecure")),
+            allow_plain_http=bool(tls.get("allow_plain_http")),
+            name=server["name"],
+        )
     except TargetError as exc:
         raise DellHandlerError(f"server {server['name']}: {exc}") from None
     return present(cred, ep)
@@ -163,9 +177,15 @@ def present(cred: Credential, ep: Endpoint) -> Endpoint:
     """``ep`` (built without its password) with the credential's secret, after checking the
     credential may be presented to its scheme, host, port and TLS trust."""
     try:
-        target = Target.of(ep.url, {"ca_bundle": ep.ca_bundle, "insecure": ep.insecure,
-                                    "allow_plain_http": ep.allow_plain_http if ep.url.startswith("http://") else False},
-                           name=ep.display)
+        target = Target.of(
+            ep.url,
+            {
+                "ca_bundle": ep.ca_bundle,
+                "insecure": ep.insecure,
+                "allow_plain_http": ep.allow_plain_http if ep.url.startswith("http://") else False,
+            },
+            name=ep.display,
+        )
     except EndpointSpecError as exc:
         raise DellHandlerError(f"{ep.display}: {exc}") from None
     secret = cred.release(target)
@@ -181,7 +201,9 @@ async def endpoints(ctx: StepContext, servers: list[dict[str, Any]]) -> dict[str
     for s in servers:
         cid = s.get("credential_set_id")
         if not cid:
-            raise DellHandlerError(f"server {s['name']} has no credential set; assign one before running jobs on it")
+            raise DellHandlerError(
+                f"server {s['name']} has no credential set; assign one before running jobs on it"
+            )
         if cid not in opened:
             opened[cid] = await ctx.credentials(str(cid))
         try:
@@ -210,15 +232,22 @@ async def call(fn: Callable[..., T], *args: Any, **kw: Any) -> T:
 
 
 # --- waits ----------------------------------------------------------------------------------
-async def wait(ctx: StepContext, probe: Callable[[], Awaitable[Progress]], *, what: str, budget: float,
-               on_stall: Callable[[str], TargetError]) -> Progress:
+async def wait(
+    ctx: StepContext,
+    probe: Callable[[], Awaitable[Progress]],
+    *,
+    what: str,
+    budget: float,
+    on_stall: Callable[[str], TargetError],
+) -> Progress:
     """``ctx.wait_for`` bounded by ``budget`` seconds from now (the engine's own bound is
     per step, and a step may wait for many servers in turn). A stall or an overrun becomes
     the target error ``on_stall`` builds from the engine's explanation."""
     interval = target_timeouts().poll
     try:
-        return await ctx.wait_for(probe, what=what, interval=interval,
-                                  timeout=(time.monotonic() - ctx.started) + budget)
+        return await ctx.wait_for(
+            probe, what=what, interval=interval, timeout=(time.monotonic() - ctx.started) + budget
+        )
     except (StepStalled, StepTimeout) as exc:
         raise on_stall(str(exc)) from None
 
@@ -235,25 +264,53 @@ async def wait_lc_ready(ctx: StepContext, c: RedfishClient, operation: str) -> N
         st = await call(dell.lc_status)
         return Progress(st.ready, (st.lc_status, st.rt_status, st.server_status))
 
-    await wait(ctx, probe, what=f"{c.target}: Lifecycle Controller ready", budget=c.timeouts.lc_ready,
-               on_stall=lambda why: LifecycleControllerNotReady(why, target=c.target, operation=operation))
+    await wait(
+        ctx,
+        probe,
+        what=f"{c.target}: Lifecycle Controller ready",
+        budget=c.timeouts.lc_ready,
+        on_stall=lambda why: LifecycleControllerNotReady(why, target=c.target, operation=operation),
+    )
 
 
 # --- results --------------------------------------------------------------------------------
-async def task(ctx: StepContext, server: dict[str, Any], status: str, *, result: dict[str, Any] | None = None,
-               error: str | None = None, progress: int | None = None) -> None:
-    await rpc(ctx, "update_task", {"p_target_kind": "server", "p_target_id": str(server["id"]),
-                                   "p_status": status, "p_result": result, "p_error": error,
-                                   "p_progress": progress, "p_target_name": server["name"]})
+async def task(
+    ctx: StepContext,
+    server: dict[str, Any],
+    status: str,
+    *,
+    result: dict[str, Any] | None = None,
+    error: str | None = None,
+    progress: int | None = None,
+) -> None:
+    await rpc(
+        ctx,
+        "update_task",
+        {
+            "p_target_kind": "server",
+            "p_target_id": str(server["id"]),
+            "p_status": status,
+            "p_result": result,
+            "p_error": error,
+            "p_progress": progress,
+            "p_target_name": server["name"],
+        },
+    )
 
 
 def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-async def fail_server(ctx: StepContext, server: dict[str, Any], exc: BaseException,
-                      failures: dict[str, BaseException], done: dict[str, dict[str, Any]], *,
-                      keep: bool = False) -> None:
+async def fail_server(
+    ctx: StepContext,
+    server: dict[str, Any],
+    exc: BaseException,
+    failures: dict[str, BaseException],
+    done: dict[str, dict[str, Any]],
+    *,
+    keep: bool = False,
+) -> None:
     """One server's share of a step failed: its error goes to ``failures`` (for
     raise_failures), to its record in ``done`` (``keep`` keeps what an earlier step recorded
     there) and to its task row; the step then goes on with the next server."""
@@ -272,19 +329,30 @@ def raise_failures(failures: dict[str, BaseException], total: int) -> None:
     raise ServersFailed({k: error_text(v) for k, v in failures.items()}, total)
 
 
-async def store_artifact(ctx: StepContext, *, kind: str, content: bytes, content_type: str,
-                         server_id: str | None) -> dict[str, Any]:
+async def store_artifact(
+    ctx: StepContext, *, kind: str, content: bytes, content_type: str, server_id: str | None
+) -> dict[str, Any]:
     sha = hashlib.sha256(content).hexdigest()
-    art_id = await rpc(ctx, "put_artifact", {"p_kind": kind, "p_content_base64": base64.b64encode(content).decode(),
-                                             "p_sha256": sha, "p_content_type": content_type,
-                                             "p_server_id": server_id})
+    art_id = await rpc(
+        ctx,
+        "put_artifact",
+        {
+            "p_kind": kind,
+            "p_content_base64": base64.b64encode(content).decode(),
+            "p_sha256": sha,
+            "p_content_type": content_type,
+            "p_server_id": server_id,
+        },
+    )
     return {"artifact_id": str(art_id), "sha256": sha, "size_bytes": len(content)}
 
 
-async def latest_artifact(ctx: StepContext, server_id: str, kind: str, *,
-                          content: bool = True) -> dict[str, Any] | None:
-    rows = await rpc(ctx, "executor_latest_artifact", {"p_server_id": server_id, "p_kind": kind,
-                                                       "p_with_content": content})
+async def latest_artifact(
+    ctx: StepContext, server_id: str, kind: str, *, content: bool = True
+) -> dict[str, Any] | None:
+    rows = await rpc(
+        ctx, "executor_latest_artifact", {"p_server_id": server_id, "p_kind": kind, "p_with_content": content}
+    )
     if isinstance(rows, dict):
         rows = [rows]
     if not rows:
@@ -303,26 +371,53 @@ def inventory_row(server_id: str, inv: Any) -> dict[str, Any]:
     Firmware rows: component = the name the BMC reports, fqdd = the Dell component id
     (stable across versions, unlike Redfish's ``Installed-<id>-<version>`` ids)."""
     if not inv.ok or inv.system is None:
-        return {"server_id": server_id, "seen": False,
-                "details": {"inventory_error": inv.error, "inventory_error_kind": inv.error_kind,
-                            "inventory_checked_at": time.time()}}
+        return {
+            "server_id": server_id,
+            "seen": False,
+            "details": {
+                "inventory_error": inv.error,
+                "inventory_error_kind": inv.error_kind,
+                "inventory_checked_at": time.time(),
+            },
+        }
     s = inv.system
-    idrac = next((f.version for f in inv.firmware if f.component_id == "25227" or "idrac" in f.name.lower()), None)
+    idrac = next(
+        (f.version for f in inv.firmware if f.component_id == "25227" or "idrac" in f.name.lower()), None
+    )
     # iDRAC9 ships the Lifecycle Controller inside its firmware: one version for both
-    facts = {"model": s.model, "service_tag": s.service_tag, "bios_version": s.bios_version or None,
-             "idrac_version": idrac,
-             "lc_version": idrac, "power_state": _POWER.get(s.power_state, "unknown")}
-    return {"server_id": server_id, "seen": True, "facts": {k: v for k, v in facts.items() if v is not None},
-            "details": {"system_id": s.system_id, "manufacturer": s.manufacturer, "serial": s.serial,
-                        "inventory_error": None, "inventory_checked_at": time.time()},
-            "firmware": [{"component": f.name or f.component_id, "fqdd": f.component_id or f.id,
-                          "version": f.version} for f in inv.firmware if f.version]}
+    facts = {
+        "model": s.model,
+        "service_tag": s.service_tag,
+        "bios_version": s.bios_version or None,
+        "idrac_version": idrac,
+        "lc_version": idrac,
+        "power_state": _POWER.get(s.power_state, "unknown"),
+    }
+    return {
+        "server_id": server_id,
+        "seen": True,
+        "facts": {k: v for k, v in facts.items() if v is not None},
+        "details": {
+            "system_id": s.system_id,
+            "manufacturer": s.manufacturer,
+            "serial": s.serial,
+            "inventory_error": None,
+            "inventory_checked_at": time.time(),
+        },
+        "firmware": [
+            {"component": f.name or f.component_id, "fqdd": f.component_id or f.id, "version": f.version}
+            for f in inv.firmware
+            if f.version
+        ],
+    }
 
 
 async def upsert_inventory(ctx: StepContext, rows: list[dict[str, Any]], batch: int = 200) -> int:
     done = 0
     for i in range(0, len(rows), batch):
-        done += int(await rpc(ctx, "executor_upsert_server_inventory", {"p_servers": rows[i:i + batch]}) or 0)
+        done += int(
+            await rpc(ctx, "executor_upsert_server_inventory", {"p_servers": rows[i : i + batch]}) or 0
+        )
     return done
 
 

@@ -30,8 +30,10 @@ from typing import Any
 
 from ..steps import Blocker, StepContext
 
-PAIR_COLUMNS = ("id,name,source_host,source_dataset,target_host,target_dataset,source_server_id,target_server_id,"
-                "max_lag_seconds,last_synced_snapshot_at,last_success_at,enabled")
+PAIR_COLUMNS = (
+    "id,name,source_host,source_dataset,target_host,target_dataset,source_server_id,target_server_id,"
+    "max_lag_seconds,last_synced_snapshot_at,last_success_at,enabled"
+)
 
 
 def current_lag(pair: dict[str, Any], now: float | None = None) -> float | None:
@@ -51,8 +53,9 @@ def _fmt(seconds: float | None) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 120 else f"{seconds:.0f} s"
 
 
-async def replication_lag_blockers(ctx: StepContext, hosts: list[dict[str, Any]], blockers: list[dict[str, Any]],
-                                   decisions: dict[str, str]) -> list[Blocker]:
+async def replication_lag_blockers(
+    ctx: StepContext, hosts: list[dict[str, Any]], blockers: list[dict[str, Any]], decisions: dict[str, str]
+) -> list[Blocker]:
     """One blocker per (host, lagging pair on its server) not overridden in this job."""
     servers = {str(h["server_id"]): h for h in hosts if h.get("server_id")}
     if not servers:
@@ -63,9 +66,12 @@ async def replication_lag_blockers(ctx: StepContext, hosts: list[dict[str, Any]]
         for r in await control.select("replication_pairs", PAIR_COLUMNS, **{col: list(servers)}):
             rows[str(r["id"])] = r
     # an override names the host, or the server when the job works on servers
-    overridden = {(str((b.get("details") or {}).get("pair_id")), str(b.get(key) or (b.get("details") or {}).get(key)))
-                  for b in blockers if b.get("kind") == "replication_lag"
-                  and decisions.get(str(b["id"])) == "acknowledge" for key in ("host_id", "server_id")}
+    overridden = {
+        (str((b.get("details") or {}).get("pair_id")), str(b.get(key) or (b.get("details") or {}).get(key)))
+        for b in blockers
+        if b.get("kind") == "replication_lag" and decisions.get(str(b["id"])) == "acknowledge"
+        for key in ("host_id", "server_id")
+    }
     now = time.time()
     found = []
     for pair in rows.values():
@@ -77,18 +83,34 @@ async def replication_lag_blockers(ctx: StepContext, hosts: list[dict[str, Any]]
             continue
         for side in ("source", "target"):
             host = servers.get(str(pair.get(f"{side}_server_id")))
-            if host is None or {(str(pair["id"]), str(host.get("id"))),
-                                (str(pair["id"]), str(host["server_id"]))} & overridden:
+            if (
+                host is None
+                or {(str(pair["id"]), str(host.get("id"))), (str(pair["id"]), str(host["server_id"]))}
+                & overridden
+            ):
                 continue
-            found.append(Blocker(
-                kind="replication_lag", target=pair["name"],
-                message=(f"{host['name']} holds the {side} of replication pair {pair['name']} "
-                         f"({pair['source_dataset']} -> {pair['target_dataset']}), whose lag is {_fmt(lag)}, "
-                         f"beyond the allowed {_fmt(limit)}: wait, sync the pair now, skip the host, or "
-                         f"override with a reason"),
-                details={"host_id": host.get("id"), "host_name": host["name"], "server_id": host.get("server_id"),
-                         "pair_id": str(pair["id"]), "pair_name": pair["name"], "side": side,
-                         "lag_seconds": None if lag is None else int(lag), "max_lag_seconds": int(limit)}))
+            found.append(
+                Blocker(
+                    kind="replication_lag",
+                    target=pair["name"],
+                    message=(
+                        f"{host['name']} holds the {side} of replication pair {pair['name']} "
+                        f"({pair['source_dataset']} -> {pair['target_dataset']}), whose lag is {_fmt(lag)}, "
+                        f"beyond the allowed {_fmt(limit)}: wait, sync the pair now, skip the host, or "
+                        f"override with a reason"
+                    ),
+                    details={
+                        "host_id": host.get("id"),
+                        "host_name": host["name"],
+                        "server_id": host.get("server_id"),
+                        "pair_id": str(pair["id"]),
+                        "pair_name": pair["name"],
+                        "side": side,
+                        "lag_seconds": None if lag is None else int(lag),
+                        "max_lag_seconds": int(limit),
+                    },
+                )
+            )
     return found
 
 
@@ -104,13 +126,23 @@ async def server_gate(ctx: StepContext, servers: list[dict[str, Any]]) -> tuple[
         return [], set()
     control = ctx.session.runner.control  # type: ignore[attr-defined]
     blockers = await control.select("job_blockers", "id,kind,host_id,server_id,details", job_id=ctx.job_id)
-    decisions = {str(r["blocker_id"]): r["action"] for r in
-                 await control.select("blocker_resolutions", "blocker_id,action", job_id=ctx.job_id)}
-    skipped = {str(b.get("server_id") or (b.get("details") or {}).get("server_id")) for b in blockers
-               if b.get("kind") == "replication_lag" and decisions.get(str(b["id"])) == "skip_host"}
+    decisions = {
+        str(r["blocker_id"]): r["action"]
+        for r in await control.select("blocker_resolutions", "blocker_id,action", job_id=ctx.job_id)
+    }
+    skipped = {
+        str(b.get("server_id") or (b.get("details") or {}).get("server_id"))
+        for b in blockers
+        if b.get("kind") == "replication_lag" and decisions.get(str(b["id"])) == "skip_host"
+    }
     ids = [str(s["id"]) for s in servers if str(s["id"]) not in skipped]
-    hosts = {str(h["server_id"]): str(h["id"]) for h in
-             (await control.select("esxi_hosts", "id,server_id", server_id=ids) if ids else [])}
-    subjects = [{"id": hosts.get(sid), "name": s["name"], "server_id": sid}
-                for s in servers if (sid := str(s["id"])) in ids]
+    hosts = {
+        str(h["server_id"]): str(h["id"])
+        for h in (await control.select("esxi_hosts", "id,server_id", server_id=ids) if ids else [])
+    }
+    subjects = [
+        {"id": hosts.get(sid), "name": s["name"], "server_id": sid}
+        for s in servers
+        if (sid := str(s["id"])) in ids
+    ]
     return await replication_lag_blockers(ctx, subjects, blockers, decisions), skipped

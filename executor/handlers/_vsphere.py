@@ -32,7 +32,6 @@ from . import _dell
 log = logging.getLogger("rackpilot.executor.vsphere")
 
 
-
 class VSphereHandlerError(StepError):
     """Root of the vCenter handlers' failures (the job fails after its cleanup)."""
 
@@ -68,8 +67,14 @@ class TargetProfile:
         address = str(vcenter["address"])
         url = address if "://" in address else f"https://{address}"
         try:
-            ep = Endpoint(url, cred.username, "", ca_bundle=tls.get("ca_bundle"),
-                          insecure=bool(tls.get("insecure")), name=vcenter["name"])
+            ep = Endpoint(
+                url,
+                cred.username,
+                "",
+                ca_bundle=tls.get("ca_bundle"),
+                insecure=bool(tls.get("insecure")),
+                name=vcenter["name"],
+            )
             return _dell.present(cred, ep)
         except (TargetError, _dell.DellHandlerError) as exc:
             raise VSphereHandlerError(f"vCenter {vcenter['name']}: {exc}") from None
@@ -122,18 +127,42 @@ async def write(ctx: StepContext, fn: str, **params: Any) -> Any:
     return await ctx.session._write(fn, params)  # type: ignore[attr-defined]
 
 
-async def update_task(ctx: StepContext, host: dict[str, Any], status: str, *, progress: int | None = None,
-                      details: dict[str, Any] | None = None, error: str | None = None,
-                      seq: int | None = None) -> None:
-    await write(ctx, "update_task", p_target_kind="host", p_target_id=host["id"], p_status=status,
-                p_progress=progress, p_details=details, p_error=error, p_target_name=host.get("name"), p_seq=seq)
+async def update_task(
+    ctx: StepContext,
+    host: dict[str, Any],
+    status: str,
+    *,
+    progress: int | None = None,
+    details: dict[str, Any] | None = None,
+    error: str | None = None,
+    seq: int | None = None,
+) -> None:
+    await write(
+        ctx,
+        "update_task",
+        p_target_kind="host",
+        p_target_id=host["id"],
+        p_status=status,
+        p_progress=progress,
+        p_details=details,
+        p_error=error,
+        p_target_name=host.get("name"),
+        p_seq=seq,
+    )
 
 
-async def put_artifact(ctx: StepContext, kind: str, content: bytes, *, content_type: str,
-                       server_id: str | None = None) -> str:
-    return await write(ctx, "put_artifact", p_kind=kind, p_content_base64=base64.b64encode(content).decode(),
-                       p_sha256=hashlib.sha256(content).hexdigest(), p_content_type=content_type,
-                       p_server_id=server_id)
+async def put_artifact(
+    ctx: StepContext, kind: str, content: bytes, *, content_type: str, server_id: str | None = None
+) -> str:
+    return await write(
+        ctx,
+        "put_artifact",
+        p_kind=kind,
+        p_content_base64=base64.b64encode(content).decode(),
+        p_sha256=hashlib.sha256(content).hexdigest(),
+        p_content_type=content_type,
+        p_server_id=server_id,
+    )
 
 
 async def credential(ctx: StepContext, credential_id: str | None, what: str) -> Credential:
@@ -171,52 +200,104 @@ def inventory_payload(inv: Inventory, include_vms: bool = True) -> dict[str, Any
     clusters, hosts, vms, safety = [], [], [], []
     for c in inv.clusters.values():
         behavior = c.drs.get("default_vm_behavior") or ("fullyAutomated" if c.drs.get("enabled") else "")
-        clusters.append({
-            "moref": c.moid, "name": c.name, "ha_enabled": c.ha_enabled,
-            "ha_admission_control": bool(c.ha.get("admission_control_enabled")),
-            "drs_enabled": bool(c.drs.get("enabled")),
-            "drs_automation": behavior if c.drs.get("enabled") else None,
-            "details": {"datacenter": c.datacenter, "ha": c.ha, "drs": c.drs,
-                        "rules": [{"name": r.name, "enabled": r.enabled, "mandatory": r.mandatory, "vms": list(r.vms),
-                                   "affine_hosts": list(r.affine_hosts)} for r in c.rules]},
-        })
+        clusters.append(
+            {
+                "moref": c.moid,
+                "name": c.name,
+                "ha_enabled": c.ha_enabled,
+                "ha_admission_control": bool(c.ha.get("admission_control_enabled")),
+                "drs_enabled": bool(c.drs.get("enabled")),
+                "drs_automation": behavior if c.drs.get("enabled") else None,
+                "details": {
+                    "datacenter": c.datacenter,
+                    "ha": c.ha,
+                    "drs": c.drs,
+                    "rules": [
+                        {
+                            "name": r.name,
+                            "enabled": r.enabled,
+                            "mandatory": r.mandatory,
+                            "vms": list(r.vms),
+                            "affine_hosts": list(r.affine_hosts),
+                        }
+                        for r in c.rules
+                    ],
+                },
+            }
+        )
         s = cluster_safety(inv, c.moid)
         members = [inv.hosts[h] for h in c.hosts if h in inv.hosts]
-        safety.append({
-            "cluster_moref": c.moid, "status": SAFETY[s["status"]], "hosts_total": len(members),
-            "hosts_in_maintenance": sum(1 for h in members if h.in_maintenance),
-            "hosts_disconnected": sum(1 for h in members if h.connection_state != "connected"),
-            "ha_enabled": c.ha_enabled, "drs_enabled": bool(c.drs.get("enabled")),
-            "details": {"reasons": s["reasons"], "active_hosts": s["active_hosts"]},
-        })
+        safety.append(
+            {
+                "cluster_moref": c.moid,
+                "status": SAFETY[s["status"]],
+                "hosts_total": len(members),
+                "hosts_in_maintenance": sum(1 for h in members if h.in_maintenance),
+                "hosts_disconnected": sum(1 for h in members if h.connection_state != "connected"),
+                "ha_enabled": c.ha_enabled,
+                "drs_enabled": bool(c.drs.get("enabled")),
+                "details": {"reasons": s["reasons"], "active_hosts": s["active_hosts"]},
+            }
+        )
     for h in inv.hosts.values():
-        hosts.append({
-            "moref": h.moid, "name": h.name, "cluster_moref": h.cluster, "esxi_version": h.version,
-            "esxi_build": h.build, "connection_state": _CONNECTION.get(h.connection_state, "unknown"),
-            "in_maintenance": h.in_maintenance, "power_state": _POWER.get(h.power_state, "unknown"),
-            "service_tag": (h.service_tag or "").upper(), "bmc_address": h.bmc_address or "",
-        })
+        hosts.append(
+            {
+                "moref": h.moid,
+                "name": h.name,
+                "cluster_moref": h.cluster,
+                "esxi_version": h.version,
+                "esxi_build": h.build,
+                "connection_state": _CONNECTION.get(h.connection_state, "unknown"),
+                "in_maintenance": h.in_maintenance,
+                "power_state": _POWER.get(h.power_state, "unknown"),
+                "service_tag": (h.service_tag or "").upper(),
+                "bmc_address": h.bmc_address or "",
+            }
+        )
     if include_vms:
         for v in inv.vms.values():
             if v.template:
                 continue
             devices = [d for d in v.devices if not (d.kind == "disk" and not _local(inv, d.datastore))]
-            vms.append({
-                "moref": v.moid, "name": v.name, "host_moref": v.host,
-                "power_state": _POWER.get(v.power_state, "unknown"),
-                "has_usb_passthrough": any(d.kind == "usb" and d.backing in ("host_device", "passthrough")
-                                           for d in v.devices),
-                "has_pci_passthrough": any(d.kind == "pci_passthrough" for d in v.devices),
-                "has_vgpu": any(d.kind == "vgpu" for d in v.devices),
-                "ft_enabled": v.ft_state not in ("", "notConfigured"),
-                "cdrom_connected": any(d.kind in ("cdrom", "floppy") and d.connected for d in v.devices),
-                "on_local_storage": any(_local(inv, ds) for ds in v.datastores),
-                "details": {"memory_mb": v.memory_mb, "num_cpu": v.num_cpu, "ft_state": v.ft_state,
-                            "devices": [{"kind": d.kind, "label": d.label, "connected": d.connected,
-                                         "backing": d.backing, "path": d.path} for d in devices]},
-            })
-    return {"version": inv.vcenter.get("version"), "include_vms": include_vms, "clusters": clusters,
-            "hosts": hosts, "vms": vms, "safety": safety}
+            vms.append(
+                {
+                    "moref": v.moid,
+                    "name": v.name,
+                    "host_moref": v.host,
+                    "power_state": _POWER.get(v.power_state, "unknown"),
+                    "has_usb_passthrough": any(
+                        d.kind == "usb" and d.backing in ("host_device", "passthrough") for d in v.devices
+                    ),
+                    "has_pci_passthrough": any(d.kind == "pci_passthrough" for d in v.devices),
+                    "has_vgpu": any(d.kind == "vgpu" for d in v.devices),
+                    "ft_enabled": v.ft_state not in ("", "notConfigured"),
+                    "cdrom_connected": any(d.kind in ("cdrom", "floppy") and d.connected for d in v.devices),
+                    "on_local_storage": any(_local(inv, ds) for ds in v.datastores),
+                    "details": {
+                        "memory_mb": v.memory_mb,
+                        "num_cpu": v.num_cpu,
+                        "ft_state": v.ft_state,
+                        "devices": [
+                            {
+                                "kind": d.kind,
+                                "label": d.label,
+                                "connected": d.connected,
+                                "backing": d.backing,
+                                "path": d.path,
+                            }
+                            for d in devices
+                        ],
+                    },
+                }
+            )
+    return {
+        "version": inv.vcenter.get("version"),
+        "include_vms": include_vms,
+        "clusters": clusters,
+        "hosts": hosts,
+        "vms": vms,
+        "safety": safety,
+    }
 
 
 VM_CHUNK = 1000  # VMs per request: well under the REST layer's 1 MiB body limit
@@ -234,22 +315,34 @@ def _add(total: dict[str, Any], part: dict[str, Any]) -> None:
     total["pruned"] = bool(part.get("pruned"))
 
 
-async def sync_inventory(ctx: StepContext, vcenter: dict[str, Any], inv: Inventory, *, include_vms: bool = True,
-                         prune: bool = False) -> dict[str, Any]:
+async def sync_inventory(
+    ctx: StepContext,
+    vcenter: dict[str, Any],
+    inv: Inventory,
+    *,
+    include_vms: bool = True,
+    prune: bool = False,
+) -> dict[str, Any]:
     """Store ``inv`` for ``vcenter``: clusters and hosts, then VMs in chunks, then the VM
     list (vanished VMs) and the safety statuses. Every request is idempotent; returns the
     summed counts."""
     payload = await asyncio.to_thread(inventory_payload, inv, include_vms)
 
     async def send(part: dict[str, Any]) -> dict[str, Any]:
-        return await write(ctx, "vsphere_sync_inventory", p_vcenter_id=vcenter["id"], p_inventory=part, p_prune=prune)
+        return await write(
+            ctx, "vsphere_sync_inventory", p_vcenter_id=vcenter["id"], p_inventory=part, p_prune=prune
+        )
 
     total: dict[str, Any] = {}
-    _add(total, await send({"version": payload["version"], "clusters": payload["clusters"],
-                            "hosts": payload["hosts"]}))
+    _add(
+        total,
+        await send(
+            {"version": payload["version"], "clusters": payload["clusters"], "hosts": payload["hosts"]}
+        ),
+    )
     vms = payload["vms"]
     for i in range(0, len(vms), VM_CHUNK):
-        _add(total, await send({"vms": vms[i:i + VM_CHUNK]}))
+        _add(total, await send({"vms": vms[i : i + VM_CHUNK]}))
     final: dict[str, Any] = {"safety": payload["safety"]}
     if include_vms:
         final["vm_morefs"] = [v["moref"] for v in vms]

@@ -50,27 +50,47 @@ async def download(row: dict[str, Any]) -> tuple[bytes, str | None]:
     url = str(row["url"])
     t = target_timeouts()
     try:
-        async with httpx.AsyncClient(timeout=httpx.Timeout(max(t.read, 30.0), connect=t.connect),
-                                     follow_redirects=True, verify=_verify(row)) as http:
+        async with httpx.AsyncClient(
+            timeout=httpx.Timeout(max(t.read, 30.0), connect=t.connect),
+            follow_redirects=True,
+            verify=_verify(row),
+        ) as http:
             r = await http.get(url)
     except httpx.HTTPError as exc:
-        raise CatalogError(f"cannot download catalog {url}: {type(exc).__name__}", operation="refresh catalog",
-                           hint="check the URL, the TLS trust and that the executor can reach it") from None
+        raise CatalogError(
+            f"cannot download catalog {url}: {type(exc).__name__}",
+            operation="refresh catalog",
+            hint="check the URL, the TLS trust and that the executor can reach it",
+        ) from None
     moved = str(r.url) if r.history and str(r.url) != url else None
     if r.status_code == 404:
-        raise CatalogError(f"catalog {url} is not there (HTTP 404): it moved or was removed; update its URL",
-                           operation="refresh catalog")
+        raise CatalogError(
+            f"catalog {url} is not there (HTTP 404): it moved or was removed; update its URL",
+            operation="refresh catalog",
+        )
     if r.status_code != 200:
-        raise CatalogError(f"cannot download catalog {url}: HTTP {r.status_code}", operation="refresh catalog")
+        raise CatalogError(
+            f"cannot download catalog {url}: HTTP {r.status_code}", operation="refresh catalog"
+        )
     if len(r.content) > CATALOG_MAX_BYTES:
-        raise CatalogError(f"catalog {url} is larger than {CATALOG_MAX_BYTES} bytes", operation="refresh catalog")
+        raise CatalogError(
+            f"catalog {url} is larger than {CATALOG_MAX_BYTES} bytes", operation="refresh catalog"
+        )
     return r.content, moved
 
 
 def package_rows(catalog: Catalog) -> list[dict[str, Any]]:
-    return [{"component": p.name[:255] or p.package_id, "model": ",".join(sorted(p.models))[:255],
-             "version": p.version, "path": p.path, "criticality": p.criticality,
-             "reboot_required": p.reboot_required} for p in catalog.packages]
+    return [
+        {
+            "component": p.name[:255] or p.package_id,
+            "model": ",".join(sorted(p.models))[:255],
+            "version": p.version,
+            "path": p.path,
+            "criticality": p.criticality,
+            "reboot_required": p.reboot_required,
+        }
+        for p in catalog.packages
+    ]
 
 
 @register
@@ -83,8 +103,9 @@ class CatalogRefreshHandler(JobHandler):
     @step(100, resumable=True)
     async def refresh(self, ctx: StepContext) -> dict[str, Any]:
         p: CatalogRefreshParams = params_of(ctx.job, CatalogRefreshParams)
-        rows = await control(ctx).select("firmware_catalogs", "id,site_id,name,url,tls_verify,ca_pem,expected_sha256",
-                                         id=str(p.catalog_id))
+        rows = await control(ctx).select(
+            "firmware_catalogs", "id,site_id,name,url,tls_verify,ca_pem,expected_sha256", id=str(p.catalog_id)
+        )
         if not rows or str(rows[0]["site_id"]) != str(ctx.job.get("site_id")):
             raise DellHandlerError(f"catalog {p.catalog_id} not found at the job's site")
         row = rows[0]
@@ -94,35 +115,77 @@ class CatalogRefreshHandler(JobHandler):
             data, moved = await download(row)
             digest = hashlib.sha256(data).hexdigest()
             if pin and digest != pin:
-                await rpc(ctx, "executor_record_catalog", {"p_result": {
-                    "status": "failed", "signature_status": "pinned_mismatch", "moved_to": moved,
-                    "error": f"the catalog's SHA-256 {digest} is not the pinned {pin}"}})
-                raise CatalogError(f"catalog {row['url']}: SHA-256 {digest} does not match the pin",
-                                   operation="refresh catalog")
+                await rpc(
+                    ctx,
+                    "executor_record_catalog",
+                    {
+                        "p_result": {
+                            "status": "failed",
+                            "signature_status": "pinned_mismatch",
+                            "moved_to": moved,
+                            "error": f"the catalog's SHA-256 {digest} is not the pinned {pin}",
+                        }
+                    },
+                )
+                raise CatalogError(
+                    f"catalog {row['url']}: SHA-256 {digest} does not match the pin",
+                    operation="refresh catalog",
+                )
             catalog = await asyncio.to_thread(Catalog.from_bytes, data, str(row["url"]))
         except CatalogError as exc:
             if "does not match the pin" not in str(exc):
-                await rpc(ctx, "executor_record_catalog", {"p_result": {"status": "failed", "error": str(exc)[:2000],
-                                                                         "moved_to": moved}})
+                await rpc(
+                    ctx,
+                    "executor_record_catalog",
+                    {"p_result": {"status": "failed", "error": str(exc)[:2000], "moved_to": moved}},
+                )
             raise
         age = catalog.age_days()
         stale = age is not None and age > p.stale_after_days
         status = "moved" if moved else "stale" if stale else "ok"
-        warning = (f"the catalog moved to {moved}; update its URL" if moved else
-                   f"the catalog is {age:.0f} days old (more than {p.stale_after_days})" if stale else None)
-        result = {"status": status, "error": warning, "sha256": digest,
-                  "signature_status": "pinned_ok" if pin else "unverified", "compressed": data[:2] == b"\x1f\x8b",
-                  "component_count": len(catalog.packages), "catalog_date": catalog.date_time if age is not None else None,
-                  "version": catalog.version or None, "moved_to": moved}
+        warning = (
+            f"the catalog moved to {moved}; update its URL"
+            if moved
+            else f"the catalog is {age:.0f} days old (more than {p.stale_after_days})"
+            if stale
+            else None
+        )
+        result = {
+            "status": status,
+            "error": warning,
+            "sha256": digest,
+            "signature_status": "pinned_ok" if pin else "unverified",
+            "compressed": data[:2] == b"\x1f\x8b",
+            "component_count": len(catalog.packages),
+            "catalog_date": catalog.date_time if age is not None else None,
+            "version": catalog.version or None,
+            "moved_to": moved,
+        }
         pkgs = package_rows(catalog)
         loaded = 0
         for i in range(0, max(len(pkgs), 1), BATCH):
-            loaded += int(await rpc(ctx, "executor_record_catalog", {
-                "p_result": result, "p_packages": pkgs[i:i + BATCH], "p_replace": i == 0}) or 0)
+            loaded += int(
+                await rpc(
+                    ctx,
+                    "executor_record_catalog",
+                    {"p_result": result, "p_packages": pkgs[i : i + BATCH], "p_replace": i == 0},
+                )
+                or 0
+            )
         summary = {**result, "packages_loaded": loaded, "age_days": None if age is None else round(age, 1)}
         for t in (ctx.job.get("scope") or {}).get("targets") or []:
             if isinstance(t, dict) and t.get("kind") == "firmware_catalog":
-                await rpc(ctx, "update_task", {"p_target_kind": "firmware_catalog", "p_target_id": str(t["id"]),
-                                               "p_status": "completed", "p_result": summary, "p_error": None,
-                                               "p_progress": 100, "p_target_name": str(t.get("name") or "")})
+                await rpc(
+                    ctx,
+                    "update_task",
+                    {
+                        "p_target_kind": "firmware_catalog",
+                        "p_target_id": str(t["id"]),
+                        "p_status": "completed",
+                        "p_result": summary,
+                        "p_error": None,
+                        "p_progress": 100,
+                        "p_target_name": str(t.get("name") or ""),
+                    },
+                )
         return summary

@@ -47,9 +47,19 @@ async def finish_site_task(ctx: StepContext, result: dict[str, Any], status: str
     """Close the job's site-wide task, if its scope has one (create-job's site target)."""
     for t in (ctx.job.get("scope") or {}).get("targets") or []:
         if isinstance(t, dict) and t.get("kind") == "site":
-            await rpc(ctx, "update_task", {"p_target_kind": "site", "p_target_id": str(t["id"]), "p_status": status,
-                                           "p_result": result, "p_error": None, "p_progress": 100,
-                                           "p_target_name": str(t.get("name") or "")})
+            await rpc(
+                ctx,
+                "update_task",
+                {
+                    "p_target_kind": "site",
+                    "p_target_id": str(t["id"]),
+                    "p_status": status,
+                    "p_result": result,
+                    "p_error": None,
+                    "p_progress": 100,
+                    "p_target_name": str(t.get("name") or ""),
+                },
+            )
 
 
 async def known_servers(ctx: StepContext) -> dict[tuple[str, str, int], str]:
@@ -98,20 +108,32 @@ class DiscoveryScanHandler(JobHandler):
             except Exception as exc:  # noqa: BLE001 - one address must not end the scan
                 from ..targets.discovery import inventory_address
 
-                return Probe(host, inventory_address(p.scheme, host, p.port), reason="error",
-                             message=f"probe failed: {type(exc).__name__}")
+                return Probe(
+                    host,
+                    inventory_address(p.scheme, host, p.port),
+                    reason="error",
+                    message=f"probe failed: {type(exc).__name__}",
+                )
 
         loop = asyncio.get_running_loop()
-        pool = ThreadPoolExecutor(max_workers=min(p.max_parallel, len(addresses)), thread_name_prefix="discovery")
+        pool = ThreadPoolExecutor(
+            max_workers=min(p.max_parallel, len(addresses)), thread_name_prefix="discovery"
+        )
         # each probe in a copy of this step's context: the BMC call log names the job and step
         futures = [loop.run_in_executor(pool, contextvars.copy_context().run, one, a) for a in addresses]
         try:
+
             async def progress() -> Progress:
                 done = sum(1 for f in futures if f.done())
                 return Progress(done == len(futures), done, {"of": len(futures)})
 
-            await wait(ctx, progress, what=f"discovery of {len(addresses)} address(es)", budget=timeouts.job,
-                       on_stall=lambda why: DiscoveryStalled(why, operation="discovery scan"))
+            await wait(
+                ctx,
+                progress,
+                what=f"discovery of {len(addresses)} address(es)",
+                budget=timeouts.job,
+                on_stall=lambda why: DiscoveryStalled(why, operation="discovery scan"),
+            )
             probes = [f.result() for f in futures]
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
@@ -127,14 +149,23 @@ class DiscoveryScanHandler(JobHandler):
             rows.append(row)
         counts: dict[str, int] = {}
         for i in range(0, len(rows), BATCH):
-            got = await rpc(ctx, "executor_record_discovery", {"p_dry_run": p.dry_run, "p_results": rows[i:i + BATCH]})
+            got = await rpc(
+                ctx, "executor_record_discovery", {"p_dry_run": p.dry_run, "p_results": rows[i : i + BATCH]}
+            )
             for k, v in (got or {}).items():
                 counts[k] = counts.get(k, 0) + int(v)
-        skipped = [{"address": pr.address, "reason": pr.reason, "message": pr.message} for pr in probes if pr.reason]
-        result = {"addresses": len(addresses), "dry_run": p.dry_run, "counts": counts,
-                  "probe_seconds": round(probe_s, 3), "seconds": round(time.monotonic() - t0, 3),
-                  "sessions_opened": sum(pr.sessions_opened for pr in probes),
-                  "sessions_closed": sum(pr.sessions_closed for pr in probes),
-                  "skipped": skipped[:200]}
+        skipped = [
+            {"address": pr.address, "reason": pr.reason, "message": pr.message} for pr in probes if pr.reason
+        ]
+        result = {
+            "addresses": len(addresses),
+            "dry_run": p.dry_run,
+            "counts": counts,
+            "probe_seconds": round(probe_s, 3),
+            "seconds": round(time.monotonic() - t0, 3),
+            "sessions_opened": sum(pr.sessions_opened for pr in probes),
+            "sessions_closed": sum(pr.sessions_closed for pr in probes),
+            "skipped": skipped[:200],
+        }
         await finish_site_task(ctx, {k: v for k, v in result.items() if k != "skipped"})
         return result

@@ -72,8 +72,13 @@ class EsxiUpgradeHandler(JobHandler):
         return EsxiUpgradeParams.model_validate(ctx.params)
 
     async def _vcenter(self, ctx: StepContext, vcenter_id: str) -> dict[str, Any]:
-        return await one(ctx, "vcenters", "id,name,address,credential_set_id,site_id,details",
-                         f"vCenter {vcenter_id}", id=vcenter_id)
+        return await one(
+            ctx,
+            "vcenters",
+            "id,name,address,credential_set_id,site_id,details",
+            f"vCenter {vcenter_id}",
+            id=vcenter_id,
+        )
 
     async def _shell(self, ctx: StepContext, host: dict[str, Any]) -> EsxiShell:
         ssh = (host.get("details") or {}).get("ssh") or {}
@@ -81,7 +86,9 @@ class EsxiUpgradeHandler(JobHandler):
             raise InventoryMissing(f"host {host['name']} has no SSH address (esxi_hosts.details.ssh)")
         ids = ctx.job.get("credential_set_ids")
         if ids is None:  # the claim does not carry them; the job row does
-            ids = (await one(ctx, "jobs", "credential_set_ids", "the job", id=ctx.job_id))["credential_set_ids"]
+            ids = (await one(ctx, "jobs", "credential_set_ids", "the job", id=ctx.job_id))[
+                "credential_set_ids"
+            ]
         creds = await select(ctx, "credential_sets", "id,kind", id=[str(i) for i in ids or []])
         esxi = [c for c in creds if c["kind"] == "esxi"]
         if not esxi:
@@ -89,27 +96,43 @@ class EsxiUpgradeHandler(JobHandler):
         cred = await ctx.credentials(str(esxi[0]["id"]))
         # the login is released only to an SSH endpoint sealed with it (address, port, host-key trust)
         try:
-            target = Target.of(str(ssh["address"]), {k: ssh[k] for k in ("known_hosts", "insecure_host_key")
-                                                     if ssh.get(k)},
-                               scheme="ssh", port=int(ssh.get("port") or 22), name=host["name"])
+            target = Target.of(
+                str(ssh["address"]),
+                {k: ssh[k] for k in ("known_hosts", "insecure_host_key") if ssh.get(k)},
+                scheme="ssh",
+                port=int(ssh.get("port") or 22),
+                name=host["name"],
+            )
         except (EndpointSpecError, ValueError) as exc:
             raise VSphereHandlerError(f"host {host['name']}: esxi_hosts.details.ssh: {exc}") from None
         if target.scheme != "ssh":
-            raise VSphereHandlerError(f"host {host['name']}: esxi_hosts.details.ssh.address must be a host, not a URL")
+            raise VSphereHandlerError(
+                f"host {host['name']}: esxi_hosts.details.ssh.address must be a host, not a URL"
+            )
         secret = cred.release(target)
         keys: tuple[Any, ...] = ()
         if secret.get("private_key"):
             keys = (asyncssh.import_private_key(secret["private_key"]),)
-        return EsxiShell(target.host, secret.get("username") or "root", port=target.port,
-                         client_keys=keys, password=secret.get("password") or None,
-                         known_hosts=ssh.get("known_hosts"), insecure_host_key=bool(ssh.get("insecure_host_key")),
-                         name=host["name"])
+        return EsxiShell(
+            target.host,
+            secret.get("username") or "root",
+            port=target.port,
+            client_keys=keys,
+            password=secret.get("password") or None,
+            known_hosts=ssh.get("known_hosts"),
+            insecure_host_key=bool(ssh.get("insecure_host_key")),
+            name=host["name"],
+        )
 
     @step(100, resumable=True)
     async def preflight(self, ctx: StepContext) -> dict[str, Any]:
         params = self._params(ctx)
-        rows = await select(ctx, "esxi_hosts", "id,name,moref,vcenter_id,details,server_id",
-                            id=[str(h) for h in params.host_ids])
+        rows = await select(
+            ctx,
+            "esxi_hosts",
+            "id,name,moref,vcenter_id,details,server_id",
+            id=[str(h) for h in params.host_ids],
+        )
         by_id = {str(r["id"]): r for r in rows}
         missing = [str(h) for h in params.host_ids if str(h) not in by_id]
         if missing:
@@ -125,8 +148,10 @@ class EsxiUpgradeHandler(JobHandler):
             await asyncio.to_thread(client.close)
         await sync_inventory(ctx, vc, inv)
         vm_ids = {r["moref"]: str(r["id"]) for r in await select(ctx, "vms", "id,moref", vcenter_id=vc["id"])}
-        decided = {str(r["blocker_id"]): r["action"] for r in
-                   await select(ctx, "blocker_resolutions", "blocker_id,action", job_id=ctx.job_id)}
+        decided = {
+            str(r["blocker_id"]): r["action"]
+            for r in await select(ctx, "blocker_resolutions", "blocker_id,action", job_id=ctx.job_id)
+        }
         earlier = await select(ctx, "job_blockers", "id,kind,host_id,details", job_id=ctx.job_id)
         skip = {str(b["host_id"]) for b in earlier if decided.get(str(b["id"])) == "skip_host"}
         power_off: dict[str, list[str]] = {}
@@ -139,9 +164,17 @@ class EsxiUpgradeHandler(JobHandler):
             live = inv.hosts.get(h["moref"])
             if live is None:
                 raise InventoryMissing(f"host {h['name']} is not in vCenter {vc['name']}")
-            entry = {"id": hid, "name": h["name"], "moref": h["moref"], "details": h.get("details") or {}, "seq": seq}
+            entry = {
+                "id": hid,
+                "name": h["name"],
+                "moref": h["moref"],
+                "details": h.get("details") or {},
+                "seq": seq,
+            }
             if live.version == params.image.target_version:
-                await update_task(ctx, entry, "skipped", seq=seq, details={"reason": "already at target version"})
+                await update_task(
+                    ctx, entry, "skipped", seq=seq, details={"reason": "already at target version"}
+                )
                 continue
             if hid in skip:
                 await update_task(ctx, entry, "skipped", seq=seq, details={"reason": "skip_host decision"})
@@ -152,19 +185,35 @@ class EsxiUpgradeHandler(JobHandler):
                 if params.blocker_default == BlockerDefault.POWER_OFF_VM:
                     power_off.setdefault(hid, []).append(b.vm)
                 elif params.blocker_default == BlockerDefault.ASK:
-                    found.append(Blocker(kind=b.kind if b.kind in KINDS else "other", target=b.vm_name,
-                                         message=f"{b.vm_name} on {b.host_name}: {b.detail}",
-                                         details={"host_id": hid, "vm_id": vm_ids.get(b.vm), "vm_moref": b.vm,
-                                                  "scan_kind": b.kind, "host_name": b.host_name}))
+                    found.append(
+                        Blocker(
+                            kind=b.kind if b.kind in KINDS else "other",
+                            target=b.vm_name,
+                            message=f"{b.vm_name} on {b.host_name}: {b.detail}",
+                            details={
+                                "host_id": hid,
+                                "vm_id": vm_ids.get(b.vm),
+                                "vm_moref": b.vm,
+                                "scan_kind": b.kind,
+                                "host_name": b.host_name,
+                            },
+                        )
+                    )
             if params.blocker_default == BlockerDefault.SKIP_HOST and any(
-                    b.severity == BLOCKING for b in host_blockers(inv, h["moref"])):
-                await update_task(ctx, entry, "skipped", seq=seq, details={"reason": "blockers (skip_host default)"})
+                b.severity == BLOCKING for b in host_blockers(inv, h["moref"])
+            ):
+                await update_task(
+                    ctx, entry, "skipped", seq=seq, details={"reason": "blockers (skip_host default)"}
+                )
                 continue
             plan.append(entry)
-            await update_task(ctx, entry, "pending", seq=seq, details={"from": live.version, "build": live.build})
+            await update_task(
+                ctx, entry, "pending", seq=seq, details={"from": live.version, "build": live.build}
+            )
         # storage hosts whose replication is behind policy (executor/handlers/_replication_gate.py)
         found += await replication_lag_blockers(
-            ctx, [{**e, "server_id": by_id[e["id"]].get("server_id")} for e in plan], earlier, decided)
+            ctx, [{**e, "server_id": by_id[e["id"]].get("server_id")} for e in plan], earlier, decided
+        )
         if found:
             raise BlockersFound(found)
         ctx.checkpoint.update({"vcenter_id": vc["id"], "plan": plan, "power_off": power_off})
@@ -193,8 +242,15 @@ class EsxiUpgradeHandler(JobHandler):
             await asyncio.to_thread(client.close)
         return {"upgraded": len(progress["done"])}
 
-    async def _one(self, ctx: StepContext, params: EsxiUpgradeParams, profile: TargetProfile, vc: VSphereClient,
-                   h: dict[str, Any], progress: dict[str, Any]) -> None:
+    async def _one(
+        self,
+        ctx: StepContext,
+        params: EsxiUpgradeParams,
+        profile: TargetProfile,
+        vc: VSphereClient,
+        h: dict[str, Any],
+        progress: dict[str, Any],
+    ) -> None:
         shell = await self._shell(ctx, h)
         image = params.image
         resumed = progress["phase"].get(h["id"])
@@ -213,22 +269,28 @@ class EsxiUpgradeHandler(JobHandler):
                 await phase("maintenance", 20)
                 for vm in running:
                     await asyncio.to_thread(vc.power_off_vm, vm)
-                await asyncio.to_thread(vc.enter_maintenance, h["moref"],
-                                        profile.seconds(min(params.vmotion_timeout_s, 600)))
+                await asyncio.to_thread(
+                    vc.enter_maintenance, h["moref"], profile.seconds(min(params.vmotion_timeout_s, 600))
+                )
                 await phase("update", 40)
                 profile_name = image.profile_name or await shell.profile_name()
                 result = await shell.profile_update(str(image.depot_url), profile_name)
                 details["update"] = {"message": result.message, "reboot_required": result.reboot_required}
-            boot_before = (await asyncio.to_thread(vc.host, h["moref"])).boot_time if resumed != "reboot" \
+            boot_before = (
+                (await asyncio.to_thread(vc.host, h["moref"])).boot_time
+                if resumed != "reboot"
                 else progress.get("boot_before", {}).get(h["id"])
+            )
             progress.setdefault("boot_before", {})[h["id"]] = boot_before
             await phase("reboot", 60)
             if resumed != "reboot":
                 await shell.reboot("rackpilot esxi_upgrade")
             back = await asyncio.to_thread(vc.wait_for_host, h["moref"], booted_after=boot_before)
             if back.version != image.target_version:
-                raise VerificationFailed(f"{h['name']} runs ESXi {back.version} build {back.build} after the "
-                                         f"upgrade, not {image.target_version}")
+                raise VerificationFailed(
+                    f"{h['name']} runs ESXi {back.version} build {back.build} after the "
+                    f"upgrade, not {image.target_version}"
+                )
             details["after"] = {"version": back.version, "build": back.build}
             await phase("exit_maintenance", 90)
             await asyncio.to_thread(vc.exit_maintenance, h["moref"])
@@ -237,13 +299,20 @@ class EsxiUpgradeHandler(JobHandler):
             details["maintenance_by_job"] = False
             await update_task(ctx, h, "completed", progress=100, details={"phase": "done", **details})
         except Exception as exc:
-            await update_task(ctx, h, "failed", error=str(exc)[:2000] or type(exc).__name__,
-                              details={"phase": "failed", **details})
+            await update_task(
+                ctx,
+                h,
+                "failed",
+                error=str(exc)[:2000] or type(exc).__name__,
+                details={"phase": "failed", **details},
+            )
             raise
 
     @cleanup_step(10, only_if_started="upgrade")
     async def cleanup(self, ctx: StepContext) -> dict[str, Any]:
-        tasks = await select(ctx, "job_tasks", "target_id,details,status,error", job_id=ctx.job_id, target_kind="host")
+        tasks = await select(
+            ctx, "job_tasks", "target_id,details,status,error", job_id=ctx.job_id, target_kind="host"
+        )
         ours = [t for t in tasks if (t.get("details") or {}).get("maintenance_by_job")]
         if not ours or not ctx.checkpoint.get("vcenter_id"):
             return {"hosts_brought_back": []}
@@ -259,9 +328,13 @@ class EsxiUpgradeHandler(JobHandler):
                 await asyncio.to_thread(client.exit_maintenance, rows[0]["moref"])
                 for vm in (t.get("details") or {}).get("powered_off_vms") or []:
                     await asyncio.to_thread(client.power_on_vm, vm)
-                await update_task(ctx, rows[0], t["status"] if t["status"] != "running" else "failed",
-                                  details={"maintenance_by_job": False},
-                                  error=t.get("error") if t["status"] != "running" else "interrupted")
+                await update_task(
+                    ctx,
+                    rows[0],
+                    t["status"] if t["status"] != "running" else "failed",
+                    details={"maintenance_by_job": False},
+                    error=t.get("error") if t["status"] != "running" else "interrupted",
+                )
                 back.append(rows[0]["name"])
         finally:
             await asyncio.to_thread(client.close)

@@ -98,17 +98,26 @@ CATALOG_MAX_BYTES = 256 * 1024 * 1024  # Dell's full catalog is ~50 MB uncompres
 async def fetch_catalog(url: str) -> Catalog:
     t = target_timeouts()
     try:
-        async with httpx.AsyncClient(timeout=httpx.Timeout(max(t.read, 30.0), connect=t.connect),
-                                     follow_redirects=True) as http:
+        async with httpx.AsyncClient(
+            timeout=httpx.Timeout(max(t.read, 30.0), connect=t.connect), follow_redirects=True
+        ) as http:
             r = await http.get(url)
     except httpx.HTTPError as exc:
-        raise CatalogError(f"cannot download catalog {url}: {type(exc).__name__}", operation="load catalog",
-                           hint="check the catalog URL and that the executor can reach it") from None
+        raise CatalogError(
+            f"cannot download catalog {url}: {type(exc).__name__}",
+            operation="load catalog",
+            hint="check the catalog URL and that the executor can reach it",
+        ) from None
     if r.status_code != 200:
-        raise CatalogError(f"cannot download catalog {url}: HTTP {r.status_code}", operation="load catalog",
-                           hint="check the catalog URL")
+        raise CatalogError(
+            f"cannot download catalog {url}: HTTP {r.status_code}",
+            operation="load catalog",
+            hint="check the catalog URL",
+        )
     if len(r.content) > CATALOG_MAX_BYTES:
-        raise CatalogError(f"catalog {url} is larger than {CATALOG_MAX_BYTES} bytes", operation="load catalog")
+        raise CatalogError(
+            f"catalog {url} is larger than {CATALOG_MAX_BYTES} bytes", operation="load catalog"
+        )
     return await asyncio.to_thread(Catalog.from_bytes, r.content, url)
 
 
@@ -133,7 +142,9 @@ def selected(c: Any, wanted: list[str]) -> bool:
     if not wanted:
         return True
     pkg = c.package
-    words = _words(c.name, pkg.name if pkg else "", pkg.category if pkg else "", pkg.component_type if pkg else "")
+    words = _words(
+        c.name, pkg.name if pkg else "", pkg.category if pkg else "", pkg.component_type if pkg else ""
+    )
     return any(w.lower() == c.component_id or w.lower() in words for w in wanted)
 
 
@@ -143,17 +154,33 @@ def plan_server(report: ComplianceReport, p: FirmwareUpdateParams, base: str) ->
         if c.package is None or not selected(c, list(p.firmware.components)):
             continue
         if c.status == "update" or (c.status == "newer_than_catalog" and p.firmware.allow_downgrade):
-            out.append({"component_id": c.component_id, "name": c.name, "before": c.current,
-                        "target": c.package.version, "criticality": c.criticality,
-                        "reboot_required": c.package.reboot_required, "image_uri": c.package.url(base, base),
-                        "action": "update" if c.status == "update" else "downgrade", "status": "pending"})
+            out.append(
+                {
+                    "component_id": c.component_id,
+                    "name": c.name,
+                    "before": c.current,
+                    "target": c.package.version,
+                    "criticality": c.criticality,
+                    "reboot_required": c.package.reboot_required,
+                    "image_uri": c.package.url(base, base),
+                    "action": "update" if c.status == "update" else "downgrade",
+                    "status": "pending",
+                }
+            )
     # reboot-needing packages first (staged as Scheduled), iDRAC firmware last: it restarts the iDRAC
     return sorted(out, key=lambda x: (not x["reboot_required"], x["component_id"] == IDRAC_COMPONENT_ID))
 
 
 # --- waits on Dell jobs ------------------------------------------------------------------------
-async def wait_jobs(ctx: StepContext, c: RedfishClient, dell: DellOEM, comps: list[dict[str, Any]], *,
-                    until_scheduled: bool, operation: str) -> None:
+async def wait_jobs(
+    ctx: StepContext,
+    c: RedfishClient,
+    dell: DellOEM,
+    comps: list[dict[str, Any]],
+    *,
+    until_scheduled: bool,
+    operation: str,
+) -> None:
     """Wait until every component's job is finished (or Scheduled, when staging); record
     the end state on each component. Failed jobs fail their component only."""
     pending = [x for x in comps if x.get("job_id") and x["status"] in ("pending", "staged")]
@@ -166,8 +193,12 @@ async def wait_jobs(ctx: StepContext, c: RedfishClient, dell: DellOEM, comps: li
             j = await call(dell.job, x["job_id"])
             x["job_state"], x["percent"] = j.state, j.percent
             if j.state in FAILED:
-                x.update(status="failed", message=f"job {j.id} ended {j.state}: {j.message}",
-                         error_class="JobFailed", _done=True)
+                x.update(
+                    status="failed",
+                    message=f"job {j.id} ended {j.state}: {j.message}",
+                    error_class="JobFailed",
+                    _done=True,
+                )
             elif j.state in FINISHED or (until_scheduled and j.state == "Scheduled"):
                 x["_done"] = True
                 x["message"] = j.message
@@ -176,13 +207,21 @@ async def wait_jobs(ctx: StepContext, c: RedfishClient, dell: DellOEM, comps: li
 
     try:
         if pending:
-            await wait(ctx, probe, what=f"{c.target}: {operation}", budget=c.timeouts.job,
-                       on_stall=lambda why: JobStuck(why, target=c.target, operation=operation))
+            await wait(
+                ctx,
+                probe,
+                what=f"{c.target}: {operation}",
+                budget=c.timeouts.job,
+                on_stall=lambda why: JobStuck(why, target=c.target, operation=operation),
+            )
     except JobStuck as exc:
         for x in pending:
             if not x.get("_done"):
-                x.update(status="failed", message=f"job {x['job_id']} stuck in {x.get('job_state')}: {exc.detail}",
-                         error_class="JobStuck")
+                x.update(
+                    status="failed",
+                    message=f"job {x['job_id']} stuck in {x.get('job_state')}: {exc.detail}",
+                    error_class="JobStuck",
+                )
     finally:
         for x in pending:
             x.pop("_done", None)
@@ -212,10 +251,18 @@ async def wait_idrac_back(ctx: StepContext, c: RedfishClient, dell: DellOEM, ope
             return Progress(st.ready, ("lc", st.lc_status, st.rt_status))
         return Progress(False, phase["now"])
 
-    await wait(ctx, probe, what=f"{c.target}: iDRAC back after its firmware update", budget=t.idrac_reset,
-               on_stall=lambda why: OperationTimedOut(f"iDRAC not back after its firmware update: {why}",
-                                                      target=c.target, operation=operation,
-                                                      hint=LifecycleControllerNotReady.hint))
+    await wait(
+        ctx,
+        probe,
+        what=f"{c.target}: iDRAC back after its firmware update",
+        budget=t.idrac_reset,
+        on_stall=lambda why: OperationTimedOut(
+            f"iDRAC not back after its firmware update: {why}",
+            target=c.target,
+            operation=operation,
+            hint=LifecycleControllerNotReady.hint,
+        ),
+    )
 
 
 # --- the handler --------------------------------------------------------------------------------
@@ -249,8 +296,9 @@ class FirmwareUpdateHandler(JobHandler):
 
     @classmethod
     @asynccontextmanager
-    async def _per_server(cls, ctx: StepContext, server: dict[str, Any],
-                          errors: dict[str, BaseException]) -> AsyncIterator[None]:
+    async def _per_server(
+        cls, ctx: StepContext, server: dict[str, Any], errors: dict[str, BaseException]
+    ) -> AsyncIterator[None]:
         """One server's share of a step: a TargetError fails that server only (recorded in
         ``errors`` for _stop_if_all_failed) and the step goes on with the next one."""
         try:
@@ -260,8 +308,9 @@ class FirmwareUpdateHandler(JobHandler):
             await cls._fail(ctx, server, exc)
 
     @staticmethod
-    def _stop_if_all_failed(ctx: StepContext, servers: list[dict[str, Any]],
-                            errors: dict[str, BaseException]) -> None:
+    def _stop_if_all_failed(
+        ctx: StepContext, servers: list[dict[str, Any]], errors: dict[str, BaseException]
+    ) -> None:
         """Once no server is left to work on, the job fails now with the servers' errors."""
         recs = per_server(ctx)
         if servers and all(recs.get(str(s["id"]), {}).get("failed") for s in servers):
@@ -292,20 +341,32 @@ class FirmwareUpdateHandler(JobHandler):
             info = inv.system
             report = catalog.compliance(model=info.model, system_id=info.system_id, components=inv.firmware)
             comps = plan_server(report, p, base)
-            recs[sid] = {"model": info.model, "system_id": info.system_id, "compliance": report.as_rows(),
-                         "components": comps, "nothing_to_do": not comps,
-                         "reboot_required": any(x["reboot_required"] for x in comps)}
+            recs[sid] = {
+                "model": info.model,
+                "system_id": info.system_id,
+                "compliance": report.as_rows(),
+                "components": comps,
+                "nothing_to_do": not comps,
+                "reboot_required": any(x["reboot_required"] for x in comps),
+            }
             if not comps or p.dry_run:
                 await task(ctx, s, "completed", result={**recs[sid], "dry_run": p.dry_run})
         await upsert_inventory(ctx, inventory)
         ctx.checkpoint["dry_run"] = p.dry_run
-        ctx.checkpoint["catalog"] = {"url": p.firmware.catalog_url, "version": catalog.version,
-                                     "date": catalog.date_time, "age_days": catalog.age_days(),
-                                     "package_base": base}
+        ctx.checkpoint["catalog"] = {
+            "url": p.firmware.catalog_url,
+            "version": catalog.version,
+            "date": catalog.date_time,
+            "age_days": catalog.age_days(),
+            "package_base": base,
+        }
         self._stop_if_all_failed(ctx, servers, errors)
         if not p.dry_run and p.reboot == "immediate":  # the reboot takes the host down: replication gate
-            down = [s for s in servers if recs.get(str(s["id"]), {}).get("reboot_required")
-                    and not recs[str(s["id"])].get("failed")]
+            down = [
+                s
+                for s in servers
+                if recs.get(str(s["id"]), {}).get("reboot_required") and not recs[str(s["id"])].get("failed")
+            ]
             found, skip = await server_gate(ctx, down)
             if found:
                 raise BlockersFound(found)
@@ -313,9 +374,14 @@ class FirmwareUpdateHandler(JobHandler):
                 if str(s["id"]) in skip:
                     recs[str(s["id"])]["skipped"] = "skip_host decision (replication lag)"
                     await task(ctx, s, "skipped", result=recs[str(s["id"])])
-        return {"updates": {s["name"]: len(recs[str(s["id"])]["components"]) for s in servers
-                            if str(s["id"]) in recs and not recs[str(s["id"])].get("failed")},
-                "dry_run": p.dry_run}
+        return {
+            "updates": {
+                s["name"]: len(recs[str(s["id"])]["components"])
+                for s in servers
+                if str(s["id"]) in recs and not recs[str(s["id"])].get("failed")
+            },
+            "dry_run": p.dry_run,
+        }
 
     @step(90, resumable=True)
     async def scp_backup(self, ctx: StepContext) -> dict[str, Any]:
@@ -329,12 +395,21 @@ class FirmwareUpdateHandler(JobHandler):
             async with self._per_server(ctx, s, errors):
                 prev = await latest_artifact(ctx, sid, "scp_backup", content=False)
                 if prev is not None and prev["age_seconds"] <= p.scp_backup_max_age_h * 3600:
-                    rec["backup"] = {"artifact_id": str(prev["id"]), "sha256": prev["sha256"], "taken": False,
-                                     "age_s": round(prev["age_seconds"], 1)}
+                    rec["backup"] = {
+                        "artifact_id": str(prev["id"]),
+                        "sha256": prev["sha256"],
+                        "taken": False,
+                        "age_s": round(prev["age_seconds"], 1),
+                    }
                     continue
                 async with bmc(eps[sid]) as c:
                     b = await take_backup(ctx, c, s, components=["ALL"], export_format="XML")
-                rec["backup"] = {"artifact_id": b["artifact_id"], "sha256": b["sha256"], "taken": True, "age_s": 0}
+                rec["backup"] = {
+                    "artifact_id": b["artifact_id"],
+                    "sha256": b["sha256"],
+                    "taken": True,
+                    "age_s": 0,
+                }
         self._stop_if_all_failed(ctx, servers, errors)
         return {"backups": {sid: r["backup"] for sid, r in per_server(ctx).items() if r.get("backup")}}
 
@@ -378,8 +453,14 @@ class FirmwareUpdateHandler(JobHandler):
                         x["job_id"] = await call(dell.simple_update, x["image_uri"])
                         # recorded at once: the cleanup step finds the job even if we die now
                         await save_servers(ctx)
-                        await wait_jobs(ctx, c, dell, [x], until_scheduled=x["reboot_required"],
-                                        operation=f"stage {x['name']}")
+                        await wait_jobs(
+                            ctx,
+                            c,
+                            dell,
+                            [x],
+                            until_scheduled=x["reboot_required"],
+                            operation=f"stage {x['name']}",
+                        )
                         if x["status"] == "failed":
                             continue
                         if x.get("job_state") == "Scheduled":
@@ -391,8 +472,14 @@ class FirmwareUpdateHandler(JobHandler):
                         else:
                             x["status"] = "applied"
         self._stop_if_all_failed(ctx, servers, errors)
-        return {"staged": sum(1 for r in per_server(ctx).values() for x in r.get("components", [])
-                              if x["status"] == "staged")}
+        return {
+            "staged": sum(
+                1
+                for r in per_server(ctx).values()
+                for x in r.get("components", [])
+                if x["status"] == "staged"
+            )
+        }
 
     @step(60, resumable=False)
     async def reboot(self, ctx: StepContext) -> dict[str, Any]:
@@ -402,7 +489,11 @@ class FirmwareUpdateHandler(JobHandler):
         for s in servers:
             sid = str(s["id"])
             rec = per_server(ctx).get(sid)
-            if not rec or rec.get("failed") or not any(x["status"] == "staged" for x in rec.get("components", [])):
+            if (
+                not rec
+                or rec.get("failed")
+                or not any(x["status"] == "staged" for x in rec.get("components", []))
+            ):
                 continue
             if p.reboot == "staged":
                 rec["reboot"] = "pending: staged jobs apply at the next reboot of the host"
@@ -432,7 +523,9 @@ class FirmwareUpdateHandler(JobHandler):
             async with self._per_server(ctx, s, errors):
                 async with bmc(eps[sid]) as c:
                     dell = await call(c.require_dell, "firmware update")
-                    await wait_jobs(ctx, c, dell, staged, until_scheduled=False, operation="apply staged firmware")
+                    await wait_jobs(
+                        ctx, c, dell, staged, until_scheduled=False, operation="apply staged firmware"
+                    )
                     for x in staged:
                         if x["status"] == "staged":
                             x["status"] = "applied"
@@ -441,8 +534,14 @@ class FirmwareUpdateHandler(JobHandler):
                         # busy, and then its JobStuck is the error to report, not the LC
                         await wait_lc_ready(ctx, c, "firmware update")
         self._stop_if_all_failed(ctx, servers, errors)
-        return {"applied": sum(1 for r in per_server(ctx).values() for x in r.get("components", [])
-                               if x["status"] == "applied")}
+        return {
+            "applied": sum(
+                1
+                for r in per_server(ctx).values()
+                for x in r.get("components", [])
+                if x["status"] == "applied"
+            )
+        }
 
     @step(40, resumable=True)
     async def verify(self, ctx: StepContext) -> dict[str, Any]:
@@ -484,8 +583,10 @@ class FirmwareUpdateHandler(JobHandler):
                     else:
                         # quirk: the job said Completed but the component kept its old version
                         x["status"] = "unchanged"
-                        x["message"] = (f"job {x.get('job_id')} reported {x.get('job_state')} but the version "
-                                        f"is {x['after']}, not {x['target']}")
+                        x["message"] = (
+                            f"job {x.get('job_id')} reported {x.get('job_state')} but the version "
+                            f"is {x['after']}, not {x['target']}"
+                        )
             counts: dict[str, int] = {}
             for x in comps:
                 counts[x["status"]] = counts.get(x["status"], 0) + 1
@@ -496,14 +597,21 @@ class FirmwareUpdateHandler(JobHandler):
             if failed:
                 first = failed[0]
                 cls = JobStuck if first.get("error_class") == "JobStuck" else JobFailed
-                exc = cls(f"{len(failed)} of {len(comps)} component(s) failed; first: {first['name']}: "
-                          f"{first.get('message', '')}", job_id=first.get("job_id"), state=first.get("job_state"),
-                          target=s["name"], operation="firmware update")
+                exc = cls(
+                    f"{len(failed)} of {len(comps)} component(s) failed; first: {first['name']}: "
+                    f"{first.get('message', '')}",
+                    job_id=first.get("job_id"),
+                    state=first.get("job_state"),
+                    target=s["name"],
+                    operation="firmware update",
+                )
             elif unchanged:
                 exc = FirmwareVerificationFailed(
                     "update reported success but versions did not change: "
                     + ", ".join(f"{x['name']} still {x['after']} (wanted {x['target']})" for x in unchanged),
-                    target=s["name"], operation="firmware update")
+                    target=s["name"],
+                    operation="firmware update",
+                )
             if exc is not None:
                 failures[s["name"]] = exc
                 await task(ctx, s, "failed", error=error_text(exc), result=rec)
@@ -535,7 +643,11 @@ class FirmwareUpdateHandler(JobHandler):
             for x in rec.get("components", []):
                 if not x.get("job_id") and seen.get(x["component_id"], {}).get("job_id"):
                     x["job_id"] = seen[x["component_id"]]["job_id"]
-            ours = [x for x in rec.get("components", []) if x.get("job_id") and x["status"] in ("staged", "pending")]
+            ours = [
+                x
+                for x in rec.get("components", [])
+                if x.get("job_id") and x["status"] in ("staged", "pending")
+            ]
             if not ours:
                 continue
             async with bmc(eps[sid]) as c:
@@ -545,6 +657,9 @@ class FirmwareUpdateHandler(JobHandler):
                     job = queue.get(x["job_id"])
                     if job is not None and job.state in ("Scheduled", "Downloaded", "Downloading", "New"):
                         await call(dell._delete_jobs, x["job_id"])
-                        x["status"], x["message"] = "dropped", f"staged job {x['job_id']} deleted: no reboot applied it"
+                        x["status"], x["message"] = (
+                            "dropped",
+                            f"staged job {x['job_id']} deleted: no reboot applied it",
+                        )
                         dropped.setdefault(s["name"], []).append(x["job_id"])
         return {"dropped": dropped}

@@ -55,8 +55,10 @@ def parse(job: dict[str, Any]) -> InventoryRefreshParams:
     try:
         return InventoryRefreshParams.model_validate(job.get("params") or {})
     except ValidationError as exc:
-        raise DellHandlerError("invalid params for inventory_refresh: " + "; ".join(
-            f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())) from None
+        raise DellHandlerError(
+            "invalid params for inventory_refresh: "
+            + "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
+        ) from None
 
 
 class InventoryStalled(TargetError):
@@ -84,12 +86,18 @@ async def read_fleet(ctx: StepContext, eps: list[Endpoint], max_parallel: int) -
     # each read in a copy of this step's context: the BMC call log names the job and step
     futures = [loop.run_in_executor(pool, contextvars.copy_context().run, one, ep) for ep in eps]
     try:
+
         async def probe() -> Progress:
             done = sum(1 for f in futures if f.done())
             return Progress(done == len(futures), done, {"of": len(futures)})
 
-        await wait(ctx, probe, what=f"inventory of {len(eps)} BMC(s)", budget=timeouts.job,
-                   on_stall=lambda why: InventoryStalled(why, operation="inventory refresh"))
+        await wait(
+            ctx,
+            probe,
+            what=f"inventory of {len(eps)} BMC(s)",
+            budget=timeouts.job,
+            on_stall=lambda why: InventoryStalled(why, operation="inventory refresh"),
+        )
         return [f.result() for f in futures]
     finally:
         # BMC reads already running finish (and delete their sessions); queued ones are dropped.
@@ -106,8 +114,11 @@ class InventoryRefreshHandler(JobHandler):
     @step(100, resumable=True)
     async def collect(self, ctx: StepContext) -> dict[str, Any]:
         p = parse(ctx.job)
-        servers = (await load_servers(ctx, [str(s) for s in p.server_ids]) if p.server_ids
-                   else await site_servers(ctx))
+        servers = (
+            await load_servers(ctx, [str(s) for s in p.server_ids])
+            if p.server_ids
+            else await site_servers(ctx)
+        )
         if not servers:
             raise DellHandlerError("no servers to read: the site has none")
         usable = [s for s in servers if s.get("credential_set_id")]
@@ -115,19 +126,35 @@ class InventoryRefreshHandler(JobHandler):
         t0 = time.monotonic()
         results = await read_fleet(ctx, [eps[str(s["id"])] for s in usable], p.max_parallel)
         rows = [inventory_row(str(s["id"]), r) for s, r in zip(usable, results, strict=True)]
-        rows += [{"server_id": str(s["id"]), "seen": False,
-                  "details": {"inventory_error": "no credential set assigned", "inventory_error_kind": "NoCredential",
-                              "inventory_checked_at": time.time()}}
-                 for s in servers if not s.get("credential_set_id")]
+        rows += [
+            {
+                "server_id": str(s["id"]),
+                "seen": False,
+                "details": {
+                    "inventory_error": "no credential set assigned",
+                    "inventory_error_kind": "NoCredential",
+                    "inventory_checked_at": time.time(),
+                },
+            }
+            for s in servers
+            if not s.get("credential_set_id")
+        ]
         failed = {r["server_id"]: r["details"] for r in rows if not r["seen"]}
         ctx.checkpoint["rows"] = rows
         kinds: dict[str, int] = {}
         for d in failed.values():
-            kinds[d["inventory_error_kind"] or "Error"] = kinds.get(d["inventory_error_kind"] or "Error", 0) + 1
+            kinds[d["inventory_error_kind"] or "Error"] = (
+                kinds.get(d["inventory_error_kind"] or "Error", 0) + 1
+            )
         names = {str(s["id"]): s["name"] for s in servers}
-        return {"servers": len(servers), "ok": len(servers) - len(failed), "failed": len(failed),
-                "failed_by_kind": kinds, "seconds": round(time.monotonic() - t0, 3),
-                "failures": {names[sid]: d["inventory_error"] for sid, d in list(failed.items())[:100]}}
+        return {
+            "servers": len(servers),
+            "ok": len(servers) - len(failed),
+            "failed": len(failed),
+            "failed_by_kind": kinds,
+            "seconds": round(time.monotonic() - t0, 3),
+            "failures": {names[sid]: d["inventory_error"] for sid, d in list(failed.items())[:100]},
+        }
 
     @step(90, resumable=True)
     async def store(self, ctx: StepContext) -> dict[str, Any]:

@@ -76,8 +76,10 @@ def parse(job: dict[str, Any]) -> FirmwareComplianceParams:
     try:
         p = FirmwareComplianceParams.model_validate(job.get("params") or {})
     except ValidationError as exc:
-        raise DellHandlerError("invalid params for firmware_compliance: " + "; ".join(
-            f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())) from None
+        raise DellHandlerError(
+            "invalid params for firmware_compliance: "
+            + "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors())
+        ) from None
     if (p.ome_instance_id is None) == (p.catalog_url is None):
         raise DellHandlerError("firmware_compliance needs exactly one source: ome_instance_id or catalog_url")
     if p.catalog_url and not p.server_ids and not p.site_id:
@@ -96,9 +98,15 @@ def ome_endpoint(row: dict[str, Any], cred: Credential) -> Endpoint:
     if plain and not loopback(address):
         raise DellHandlerError(f"OME {row['name']}: plain HTTP is allowed only to a loopback address")
     try:
-        ep = Endpoint(address, cred.username, "", allow_plain_http=plain, name=row["name"],
-                      ca_bundle=None if plain else tls.get("ca_bundle"),
-                      insecure=False if plain else bool(tls.get("insecure")))
+        ep = Endpoint(
+            address,
+            cred.username,
+            "",
+            allow_plain_http=plain,
+            name=row["name"],
+            ca_bundle=None if plain else tls.get("ca_bundle"),
+            insecure=False if plain else bool(tls.get("insecure")),
+        )
     except TargetError as exc:
         raise DellHandlerError(f"OME {row['name']}: {exc}") from None
     return present(cred, ep)
@@ -109,13 +117,24 @@ async def wait_ome_job(ctx: StepContext, ome: OMEClient, job_id: int, operation:
         job = await ome.get(f"/api/JobService/Jobs({job_id})", operation)
         st = job.get("LastRunStatus") or {}
         if st.get("Id") in JOB_FAILED:
-            raise JobFailed(f"OME job {job_id} ({job.get('JobName', '')}) ended {st.get('Name')}",
-                            job_id=str(job_id), state=st.get("Name"), target=ome.target, operation=operation)
+            raise JobFailed(
+                f"OME job {job_id} ({job.get('JobName', '')}) ended {st.get('Name')}",
+                job_id=str(job_id),
+                state=st.get("Name"),
+                target=ome.target,
+                operation=operation,
+            )
         return Progress(st.get("Id") in JOB_DONE, st.get("Name"))
 
-    await wait(ctx, probe, what=f"OME {ome.target}: {operation} job {job_id}", budget=ome.timeouts.job,
-               on_stall=lambda why: JobStuck(f"OME job {job_id}: {why}", job_id=str(job_id), target=ome.target,
-                                             operation=operation))
+    await wait(
+        ctx,
+        probe,
+        what=f"OME {ome.target}: {operation} job {job_id}",
+        budget=ome.timeouts.job,
+        on_stall=lambda why: JobStuck(
+            f"OME job {job_id}: {why}", job_id=str(job_id), target=ome.target, operation=operation
+        ),
+    )
 
 
 @register
@@ -132,8 +151,9 @@ class FirmwareComplianceHandler(JobHandler):
 
     async def _ome(self, ctx: StepContext) -> tuple[FirmwareComplianceParams, dict[str, Any], OMEClient]:
         p = parse(ctx.job)
-        rows = await control(ctx).select("ome_instances", "id,site_id,name,address,credential_set_id",
-                                         id=str(p.ome_instance_id))
+        rows = await control(ctx).select(
+            "ome_instances", "id,site_id,name,address,credential_set_id", id=str(p.ome_instance_id)
+        )
         if not rows or str(rows[0]["site_id"]) != str(ctx.job.get("site_id")):
             raise DellHandlerError(f"OME instance {p.ome_instance_id} not found in the job's site")
         row = rows[0]
@@ -146,7 +166,11 @@ class FirmwareComplianceHandler(JobHandler):
     @step(100, resumable=True)
     async def ome_inventory(self, ctx: StepContext) -> dict[str, Any]:
         p, row, client = await self._ome(ctx)
-        by_tag = {str(s.get("service_tag") or "").upper(): s for s in await site_servers(ctx) if s.get("service_tag")}
+        by_tag = {
+            str(s.get("service_tag") or "").upper(): s
+            for s in await site_servers(ctx)
+            if s.get("service_tag")
+        }
         async with client as ome:
             devices = await ome.devices()
             if p.refresh_inventory and devices:
@@ -159,11 +183,17 @@ class FirmwareComplianceHandler(JobHandler):
                     unmatched.append(d.service_tag)
                     continue
                 fw = await ome.device_firmware(d.id)
-                rows.append({"server_id": str(s["id"]), "seen": True,
-                             "facts": {"model": d.model, "power_state": _OME_POWER.get(d.power_state, "unknown")},
-                             "details": {"ome_device_id": d.id, "system_id": d.system_id},
-                             "firmware": [{"component": name or cid, "fqdd": cid, "version": v}
-                                          for cid, name, v in fw if v]})
+                rows.append(
+                    {
+                        "server_id": str(s["id"]),
+                        "seen": True,
+                        "facts": {"model": d.model, "power_state": _OME_POWER.get(d.power_state, "unknown")},
+                        "details": {"ome_device_id": d.id, "system_id": d.system_id},
+                        "firmware": [
+                            {"component": name or cid, "fqdd": cid, "version": v} for cid, name, v in fw if v
+                        ],
+                    }
+                )
                 matched[str(s["id"])] = d.id
         await upsert_inventory(ctx, rows)
         ctx.checkpoint["ome_devices"] = matched
@@ -183,35 +213,81 @@ class FirmwareComplianceHandler(JobHandler):
         devices = []
         details_rows = []
         for r in reports:
-            comps = [{"component_id": c.component_id, "name": c.name, "current": c.current, "target": c.target,
-                      "action": c.action, "status": c.status, "criticality": c.criticality,
-                      "reboot_required": c.reboot_required} for c in r.components]
-            devices.append({"device_id": r.device_id, "service_tag": r.service_tag, "model": r.model,
-                            "status": r.status, "reboot_required": r.reboot_required, "components": comps})
+            comps = [
+                {
+                    "component_id": c.component_id,
+                    "name": c.name,
+                    "current": c.current,
+                    "target": c.target,
+                    "action": c.action,
+                    "status": c.status,
+                    "criticality": c.criticality,
+                    "reboot_required": c.reboot_required,
+                }
+                for c in r.components
+            ]
+            devices.append(
+                {
+                    "device_id": r.device_id,
+                    "service_tag": r.service_tag,
+                    "model": r.model,
+                    "status": r.status,
+                    "reboot_required": r.reboot_required,
+                    "components": comps,
+                }
+            )
             sid = matched.get(r.device_id)
             if sid:
-                details_rows.append({"server_id": sid, "seen": True, "details": {"firmware_compliance": {
-                    "source": f"ome:{row['name']}:{baseline.get('Name')}", "status": r.status,
-                    "updates": len(r.updates), "reboot_required": r.reboot_required}}})
+                details_rows.append(
+                    {
+                        "server_id": sid,
+                        "seen": True,
+                        "details": {
+                            "firmware_compliance": {
+                                "source": f"ome:{row['name']}:{baseline.get('Name')}",
+                                "status": r.status,
+                                "updates": len(r.updates),
+                                "reboot_required": r.reboot_required,
+                            }
+                        },
+                    }
+                )
         await upsert_inventory(ctx, details_rows)
-        report = {"source": "ome", "ome_instance": row["name"], "baseline": baseline.get("Name"), "devices": devices}
-        art = await store_artifact(ctx, kind="firmware_report", content=json.dumps(report, sort_keys=True).encode(),
-                                   content_type="application/json", server_id=None)
+        report = {
+            "source": "ome",
+            "ome_instance": row["name"],
+            "baseline": baseline.get("Name"),
+            "devices": devices,
+        }
+        art = await store_artifact(
+            ctx,
+            kind="firmware_report",
+            content=json.dumps(report, sort_keys=True).encode(),
+            content_type="application/json",
+            server_id=None,
+        )
         await rpc(ctx, "executor_touch_ome_instance", {"p_ome_instance_id": str(row["id"])})
         ctx.checkpoint["report_artifact_id"] = art["artifact_id"]
         status: dict[str, int] = {}
         for d in devices:
             status[d["status"]] = status.get(d["status"], 0) + 1
-        return {"baseline": baseline.get("Name"), "devices": len(devices), "by_status": status,
-                "artifact_id": art["artifact_id"]}
+        return {
+            "baseline": baseline.get("Name"),
+            "devices": len(devices),
+            "by_status": status,
+            "artifact_id": art["artifact_id"],
+        }
 
     # --- catalog -------------------------------------------------------------------------------
     @step(100, resumable=True)
     async def catalog_compliance(self, ctx: StepContext) -> dict[str, Any]:
         p = parse(ctx.job)
         assert p.catalog_url is not None
-        servers = (await load_servers(ctx, [str(s) for s in p.server_ids]) if p.server_ids
-                   else await site_servers(ctx))
+        servers = (
+            await load_servers(ctx, [str(s) for s in p.server_ids])
+            if p.server_ids
+            else await site_servers(ctx)
+        )
         eps = await endpoints(ctx, servers)
         catalog = await fetch_catalog(p.catalog_url)
         recs = per_server(ctx)
@@ -230,21 +306,40 @@ class FirmwareComplianceHandler(JobHandler):
             info = inv.system
             rep = catalog.compliance(model=info.model, system_id=info.system_id, components=inv.firmware)
             row = inventory_row(sid, inv)
-            row["details"]["firmware_compliance"] = {"source": f"catalog:{p.catalog_url}",
-                                                     "status": "compliant" if rep.compliant else "updates_available",
-                                                     "updates": len(rep.updates),
-                                                     "reboot_required": rep.reboot_required}
+            row["details"]["firmware_compliance"] = {
+                "source": f"catalog:{p.catalog_url}",
+                "status": "compliant" if rep.compliant else "updates_available",
+                "updates": len(rep.updates),
+                "reboot_required": rep.reboot_required,
+            }
             inventory.append(row)
-            recs[sid] = {"ok": True, "model": info.model, "system_id": info.system_id, "compliant": rep.compliant,
-                         "reboot_required": rep.reboot_required, "components": rep.as_rows()}
+            recs[sid] = {
+                "ok": True,
+                "model": info.model,
+                "system_id": info.system_id,
+                "compliant": rep.compliant,
+                "reboot_required": rep.reboot_required,
+                "components": rep.as_rows(),
+            }
             await task(ctx, s, "completed", result=recs[sid])
         await upsert_inventory(ctx, inventory)
-        report = {"source": "catalog", "catalog_url": p.catalog_url, "catalog_version": catalog.version,
-                  "servers": recs}
-        art = await store_artifact(ctx, kind="firmware_report", content=json.dumps(report, sort_keys=True).encode(),
-                                   content_type="application/json", server_id=None)
+        report = {
+            "source": "catalog",
+            "catalog_url": p.catalog_url,
+            "catalog_version": catalog.version,
+            "servers": recs,
+        }
+        art = await store_artifact(
+            ctx,
+            kind="firmware_report",
+            content=json.dumps(report, sort_keys=True).encode(),
+            content_type="application/json",
+            server_id=None,
+        )
         ctx.checkpoint["report_artifact_id"] = art["artifact_id"]
         raise_failures(failures, len(servers))
-        return {"compliant": sum(1 for r in recs.values() if r.get("compliant")),
-                "updates_available": sum(1 for r in recs.values() if r.get("ok") and not r.get("compliant")),
-                "artifact_id": art["artifact_id"]}
+        return {
+            "compliant": sum(1 for r in recs.values() if r.get("compliant")),
+            "updates_available": sum(1 for r in recs.values() if r.get("ok") and not r.get("compliant")),
+            "artifact_id": art["artifact_id"],
+        }

@@ -45,14 +45,21 @@ from ._dell import (
 from ._replication_gate import TAKES_HOST_DOWN_POWER, server_gate
 
 # job action -> RedfishClient.power action
-ACTIONS = {"on": "on", "graceful_shutdown": "graceful_shutdown", "force_off": "off",
-           "graceful_restart": "graceful_restart", "force_restart": "reset", "power_cycle": "cycle"}
+ACTIONS = {
+    "on": "on",
+    "graceful_shutdown": "graceful_shutdown",
+    "force_off": "off",
+    "graceful_restart": "graceful_restart",
+    "force_restart": "reset",
+    "power_cycle": "cycle",
+}
 IDEMPOTENT = {"on", "graceful_shutdown", "force_off"}
 _DB_POWER = {"On": "on", "Off": "off", "PoweringOn": "powering_on", "PoweringOff": "powering_off"}
 
 
-async def power_one(ctx: StepContext, c: RedfishClient, action: str, *, wait_state: bool = True,
-                    budget: float | None = None) -> dict[str, Any]:
+async def power_one(
+    ctx: StepContext, c: RedfishClient, action: str, *, wait_state: bool = True, budget: float | None = None
+) -> dict[str, Any]:
     """One power action on one BMC, confirmed through ``ctx.wait_for``. ``action`` is a
     RedfishClient action (on, off, graceful_shutdown, reset, graceful_restart, cycle)."""
     res = await call(c.power, action, wait=False)
@@ -77,15 +84,24 @@ async def power_one(ctx: StepContext, c: RedfishClient, action: str, *, wait_sta
             return Progress(seen["left_on"] and state == "On", (state, seen["left_on"]))
         return Progress(state == final, state)
 
-    hint = ("the OS may be ignoring the ACPI request; use force_off / force_restart to force it"
-            if action in ("graceful_shutdown", "graceful_restart") else None)
-    prog = await wait(ctx, probe, what=f"{c.target}: power {action}",
-                      budget=budget if budget is not None else c.timeouts.power,
-                      on_stall=lambda why: OperationTimedOut(f"state not confirmed: {why}", target=c.target,
-                                                             operation=f"power {action}", hint=hint))
+    hint = (
+        "the OS may be ignoring the ACPI request; use force_off / force_restart to force it"
+        if action in ("graceful_shutdown", "graceful_restart")
+        else None
+    )
+    prog = await wait(
+        ctx,
+        probe,
+        what=f"{c.target}: power {action}",
+        budget=budget if budget is not None else c.timeouts.power,
+        on_stall=lambda why: OperationTimedOut(
+            f"state not confirmed: {why}", target=c.target, operation=f"power {action}", hint=hint
+        ),
+    )
     out["state"] = prog.marker[0] if isinstance(prog.marker, tuple) else (prog.marker or final)
-    out["message"] = "restarted; host is On" if restart else (res.message.replace(" (not waited)", "")
-                                                              or f"now {final}")
+    out["message"] = (
+        "restarted; host is On" if restart else (res.message.replace(" (not waited)", "") or f"now {final}")
+    )
     return out
 
 
@@ -98,8 +114,10 @@ class PowerOperationHandler(JobHandler):
 
     def plan(self, job: dict[str, Any]) -> list[StepSpec]:
         action = (job.get("params") or {}).get("action")
-        return [replace(s, resumable=action in IDEMPOTENT) if s.name == "apply_power" else s
-                for s in self.declared()]
+        return [
+            replace(s, resumable=action in IDEMPOTENT) if s.name == "apply_power" else s
+            for s in self.declared()
+        ]
 
     @step(100, resumable=True)
     async def preflight(self, ctx: StepContext) -> dict[str, Any]:
@@ -131,8 +149,13 @@ class PowerOperationHandler(JobHandler):
             await task(ctx, s, "running")
             try:
                 async with bmc(eps[sid]) as c:
-                    r = await power_one(ctx, c, ACTIONS[p.action], wait_state=p.wait_for_state,
-                                        budget=p.timeout_s / time_scale())
+                    r = await power_one(
+                        ctx,
+                        c,
+                        ACTIONS[p.action],
+                        wait_state=p.wait_for_state,
+                        budget=p.timeout_s / time_scale(),
+                    )
             except TargetError as exc:
                 await fail_server(ctx, s, exc, failures, done)
                 continue
@@ -143,5 +166,7 @@ class PowerOperationHandler(JobHandler):
         if states:
             await upsert_inventory(ctx, states)
         raise_failures(failures, len(servers))
-        return {"changed": sum(1 for v in done.values() if v.get("changed")),
-                "unchanged": sum(1 for v in done.values() if v.get("ok") and not v.get("changed"))}
+        return {
+            "changed": sum(1 for v in done.values() if v.get("changed")),
+            "unchanged": sum(1 for v in done.values() if v.get("ok") and not v.get("changed")),
+        }

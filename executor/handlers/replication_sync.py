@@ -73,9 +73,11 @@ from . import register
 
 log = logging.getLogger("rackpilot.executor.replication_sync")
 
-PAIR_COLUMNS = ("id,site_id,name,source_host,source_dataset,target_host,target_dataset,credential_set_id,"
-                "retention_snapshots,retention_grid,max_lag_seconds,bandwidth_limit_mbit,allow_full_send,"
-                "snapshot_prefix,enabled")
+PAIR_COLUMNS = (
+    "id,site_id,name,source_host,source_dataset,target_host,target_dataset,credential_set_id,"
+    "retention_snapshots,retention_grid,max_lag_seconds,bandwidth_limit_mbit,allow_full_send,"
+    "snapshot_prefix,enabled"
+)
 MAX_PASSES = 3  # sends per pair per run: a resume, then what is newer (count)
 
 
@@ -103,9 +105,19 @@ def release_secret(cred: Any, host: str, port: int, name: str) -> dict[str, str]
     if hasattr(cred, "release"):
         from ..binding import Target
 
-        return ssh_fields(dict(cred.release(Target.of(
-            f"ssh://{host}:{port}" if ":" not in host else f"ssh://[{host}]:{port}",
-            {"known_hosts": SEALED_TRUST}, scheme="ssh", port=port, name=name))))
+        return ssh_fields(
+            dict(
+                cred.release(
+                    Target.of(
+                        f"ssh://{host}:{port}" if ":" not in host else f"ssh://[{host}]:{port}",
+                        {"known_hosts": SEALED_TRUST},
+                        scheme="ssh",
+                        port=port,
+                        name=name,
+                    )
+                )
+            )
+        )
     return ssh_fields({str(k): str(v) for k, v in dict(cred).items()})  # an executor without sealed endpoints
 
 
@@ -137,8 +149,11 @@ class ReplicationSyncHandler(JobHandler):
     job_type = "replication_sync"
 
     def __init__(self, state_dir: Path | None = None) -> None:
-        self.state_dir = Path(state_dir or os.environ.get("RACKPILOT_STATE_DIR")
-                              or Path(tempfile.gettempdir()) / "rackpilot-executor")
+        self.state_dir = Path(
+            state_dir
+            or os.environ.get("RACKPILOT_STATE_DIR")
+            or Path(tempfile.gettempdir()) / "rackpilot-executor"
+        )
         self._ssh: SshStack | None = None
         self._keys: dict[str, str] = {}  # credential id -> public key file in the agent
         self._pairs: dict[str, dict[str, Any]] = {}
@@ -157,8 +172,11 @@ class ReplicationSyncHandler(JobHandler):
 
     def plan(self, job: dict[str, Any]) -> list[StepSpec]:
         dry = bool((job.get("params") or {}).get("dry_run"))
-        wanted = {"prepare", "dry_run", "release"} if dry else \
-            {"prepare", "snapshot", "send", "retention", "finish", "release"}
+        wanted = (
+            {"prepare", "dry_run", "release"}
+            if dry
+            else {"prepare", "snapshot", "send", "retention", "finish", "release"}
+        )
         return [s for s in self.declared() if s.name in wanted]
 
     @staticmethod
@@ -174,31 +192,62 @@ class ReplicationSyncHandler(JobHandler):
         return await runner.control.select(table, columns, **filters)
 
     @staticmethod
-    async def _task(ctx: StepContext, pair: dict[str, Any], status: str, *, progress: int | None = None,
-                    details: dict[str, Any] | None = None, error: str | None = None) -> None:
-        await ctx.session.call("update_task", {
-            "p_target_kind": "replication_pair", "p_target_id": pair["id"], "p_status": status,
-            "p_progress": progress, "p_details": details, "p_error": error, "p_target_name": pair["name"],
-            "p_seq": pair.get("seq", 0), "p_result": None})
+    async def _task(
+        ctx: StepContext,
+        pair: dict[str, Any],
+        status: str,
+        *,
+        progress: int | None = None,
+        details: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None:
+        await ctx.session.call(
+            "update_task",
+            {
+                "p_target_kind": "replication_pair",
+                "p_target_id": pair["id"],
+                "p_status": status,
+                "p_progress": progress,
+                "p_details": details,
+                "p_error": error,
+                "p_target_name": pair["name"],
+                "p_seq": pair.get("seq", 0),
+                "p_result": None,
+            },
+        )
 
     @staticmethod
     async def _record(ctx: StepContext, pair: dict[str, Any], status: str, kind: str, **kw: Any) -> None:
-        await ctx.session.call("replication_record", {
-            "p_pair_id": pair["id"], "p_status": status, "p_kind": kind,
-            "p_bytes": kw.get("bytes", 0), "p_duration_ms": int(kw.get("duration_ms", 0)),
-            "p_snapshot": kw.get("snapshot"), "p_snapshot_created_at": kw.get("snapshot_created_at"),
-            "p_lag_seconds": kw.get("lag_seconds"), "p_error_class": kw.get("error_class"),
-            "p_error": kw.get("error"), "p_details": kw.get("details") or {}})
+        await ctx.session.call(
+            "replication_record",
+            {
+                "p_pair_id": pair["id"],
+                "p_status": status,
+                "p_kind": kind,
+                "p_bytes": kw.get("bytes", 0),
+                "p_duration_ms": int(kw.get("duration_ms", 0)),
+                "p_snapshot": kw.get("snapshot"),
+                "p_snapshot_created_at": kw.get("snapshot_created_at"),
+                "p_lag_seconds": kw.get("lag_seconds"),
+                "p_error_class": kw.get("error_class"),
+                "p_error": kw.get("error"),
+                "p_details": kw.get("details") or {},
+            },
+        )
 
     async def _load_pairs(self, ctx: StepContext) -> list[dict[str, Any]]:
         if not self._pairs:
             params = self._params(ctx)
             ids = [str(x) for x in params.replication_pair_ids]
-            rows = {str(r["id"]): r for r in await self._select(ctx, "replication_pairs", PAIR_COLUMNS, id=ids)}
+            rows = {
+                str(r["id"]): r for r in await self._select(ctx, "replication_pairs", PAIR_COLUMNS, id=ids)
+            }
             for seq, pid in enumerate(ids):
                 if pid in rows:
                     self._pairs[pid] = dict(rows[pid], seq=seq, id=pid)
-        return [self._pairs[p] for p in (ctx.checkpoint.get("order") or list(self._pairs)) if p in self._pairs]
+        return [
+            self._pairs[p] for p in (ctx.checkpoint.get("order") or list(self._pairs)) if p in self._pairs
+        ]
 
     def _state(self, ctx: StepContext) -> dict[str, dict[str, Any]]:
         return ctx.checkpoint.setdefault("pairs", {})
@@ -227,8 +276,10 @@ class ReplicationSyncHandler(JobHandler):
         secret = release_secret(cred, host, port, f"{pair['name']} {side}")
         keys = parse_host_keys(secret.get("host_keys", ""), host, port)
         if not keys:
-            raise HostKeyMismatch(f"the credential pins no host key for {address}; it is not connected to",
-                                  target=f"{side} {address}")
+            raise HostKeyMismatch(
+                f"the credential pins no host key for {address}; it is not connected to",
+                target=f"{side} {address}",
+            )
         if "private_key" not in secret:
             raise ReplicationHandlerError(f"the credential of pair {pair['name']} holds no private_key")
         ssh = await self._stack()
@@ -241,8 +292,10 @@ class ReplicationSyncHandler(JobHandler):
 
     async def _hosts(self, ctx: StepContext, pair: dict[str, Any]) -> tuple[zfs.ZfsHost, zfs.ZfsHost]:
         ssh = await self._stack()
-        return (zfs.ZfsHost(ssh, await self._endpoint(ctx, pair, "source")),
-                zfs.ZfsHost(ssh, await self._endpoint(ctx, pair, "target")))
+        return (
+            zfs.ZfsHost(ssh, await self._endpoint(ctx, pair, "source")),
+            zfs.ZfsHost(ssh, await self._endpoint(ctx, pair, "target")),
+        )
 
     def _prefix(self, ctx: StepContext, pair: dict[str, Any]) -> str:
         params = self._params(ctx)
@@ -270,11 +323,14 @@ class ReplicationSyncHandler(JobHandler):
                 zfs.dataset_name(pair["target_dataset"])
                 parse_grid(pair.get("retention_grid"))
                 st["snapshot"] = st.get("snapshot") or zfs.new_snapshot_short(
-                    self._prefix(ctx, pair), datetime.fromtimestamp(ctx.checkpoint["started"], UTC))
+                    self._prefix(ctx, pair), datetime.fromtimestamp(ctx.checkpoint["started"], UTC)
+                )
             except (zfs.DatasetNameError, GridError) as exc:
                 self._fail(ctx, pair, exc)
                 await self._task(ctx, pair, "failed", error=str(exc))
-                await self._record(ctx, pair, "failed", "none", error_class=type(exc).__name__, error=str(exc))
+                await self._record(
+                    ctx, pair, "failed", "none", error_class=type(exc).__name__, error=str(exc)
+                )
                 continue
             if params.dry_run:
                 continue
@@ -287,7 +343,10 @@ class ReplicationSyncHandler(JobHandler):
                 continue
             st["taken"] = True
             await self._task(ctx, pair, "running", progress=0)
-        return {p: {k: v for k, v in s.items() if k in ("state", "snapshot", "error_class")} for p, s in states.items()}
+        return {
+            p: {k: v for k, v in s.items() if k in ("state", "snapshot", "error_class")}
+            for p, s in states.items()
+        }
 
     @step(90, resumable=True)
     async def snapshot(self, ctx: StepContext) -> dict[str, Any]:
@@ -301,15 +360,18 @@ class ReplicationSyncHandler(JobHandler):
                 src, _ = await self._hosts(ctx, pair)
                 snaps = await src.snapshots(pair["source_dataset"])
                 if snaps is None:
-                    raise zfs.DatasetMissing(f"{pair['source_dataset']} does not exist", target=src.display,
-                                             operation="zfs list")
+                    raise zfs.DatasetMissing(
+                        f"{pair['source_dataset']} does not exist", target=src.display, operation="zfs list"
+                    )
                 if not any(s.name == name for s in snaps):
                     await src.snapshot(name)
                 taken[pair["name"]] = name
             except (TargetError, ReplicationHandlerError) as exc:
                 st = self._fail(ctx, pair, exc)
                 await self._task(ctx, pair, "failed", error=f"{st['error_class']}: {st['error']}")
-                await self._record(ctx, pair, "failed", "none", error_class=st["error_class"], error=st["error"])
+                await self._record(
+                    ctx, pair, "failed", "none", error_class=st["error_class"], error=st["error"]
+                )
         return {"snapshots": taken}
 
     @step(80, resumable=True, abortable=True)
@@ -325,16 +387,34 @@ class ReplicationSyncHandler(JobHandler):
             except (TargetError, ReplicationHandlerError) as exc:
                 st = self._fail(ctx, pair, exc)
                 await self._task(ctx, pair, "failed", error=f"{st['error_class']}: {st['error']}")
-                await self._record(ctx, pair, "failed", st.get("kind") or "none", bytes=st.get("bytes", 0),
-                                   duration_ms=(time.monotonic() - t0) * 1000, error_class=st["error_class"],
-                                   error=st["error"])
+                await self._record(
+                    ctx,
+                    pair,
+                    "failed",
+                    st.get("kind") or "none",
+                    bytes=st.get("bytes", 0),
+                    duration_ms=(time.monotonic() - t0) * 1000,
+                    error_class=st["error_class"],
+                    error=st["error"],
+                )
                 continue
-            st.update(state="sent", replicated=result["snapshot"],
-                      **{k: result[k] for k in ("kind", "bytes", "lag_seconds")})
-            await self._record(ctx, pair, "succeeded", result["kind"], bytes=result["bytes"],
-                               duration_ms=result["duration_s"] * 1000, snapshot=result["snapshot"],
-                               snapshot_created_at=result["snapshot_created_at"], lag_seconds=result["lag_seconds"],
-                               details={"passes": result["passes"]})
+            st.update(
+                state="sent",
+                replicated=result["snapshot"],
+                **{k: result[k] for k in ("kind", "bytes", "lag_seconds")},
+            )
+            await self._record(
+                ctx,
+                pair,
+                "succeeded",
+                result["kind"],
+                bytes=result["bytes"],
+                duration_ms=result["duration_s"] * 1000,
+                snapshot=result["snapshot"],
+                snapshot_created_at=result["snapshot_created_at"],
+                lag_seconds=result["lag_seconds"],
+                details={"passes": result["passes"]},
+            )
             await self._task(ctx, pair, "running", progress=80, details=result)
             out[pair["name"]] = result
         return out
@@ -355,15 +435,21 @@ class ReplicationSyncHandler(JobHandler):
             else:
                 src_snaps = await src.snapshots(sds)
                 if src_snaps is None:
-                    raise zfs.DatasetMissing(f"{sds} does not exist", target=src.display, operation="zfs list")
+                    raise zfs.DatasetMissing(
+                        f"{sds} does not exist", target=src.display, operation="zfs list"
+                    )
                 dst_snaps = await dst.snapshots(tds)
-                plan = plan_send(src_snaps, dst_snaps, allow_full=allow_full, target_dataset=tds,
-                                 source_dataset=sds)
+                plan = plan_send(
+                    src_snaps, dst_snaps, allow_full=allow_full, target_dataset=tds, source_dataset=sds
+                )
                 if plan.kind == "none":
                     common = plan.common
                     break
-                argv = zfs.cmd_send(plan.target.name, base=plan.base.name if plan.base else None,
-                                    intermediates=plan.intermediates)
+                argv = zfs.cmd_send(
+                    plan.target.name,
+                    base=plan.base.name if plan.base else None,
+                    intermediates=plan.intermediates,
+                )
                 kind, what = plan.kind, plan.reason
             moved = await self._relay(ctx, pair, src, dst, argv, bwlimit, base_bytes=total, what=what)
             total += moved
@@ -375,10 +461,16 @@ class ReplicationSyncHandler(JobHandler):
             raise zfs.NoCommonBase("nothing in common after the send", target=dst.display, operation="verify")
         # the base of the next incremental: held on both sides, bookmarked on the source
         src_snaps = await src.snapshots(sds) or []
-        common_src = next((s for s in reversed(src_snaps) if s.guid == common.guid and s.kind == "snapshot"), None)
-        common_dst = next((s for s in reversed(await dst.snapshots(tds) or []) if s.guid == common.guid), None)
+        common_src = next(
+            (s for s in reversed(src_snaps) if s.guid == common.guid and s.kind == "snapshot"), None
+        )
+        common_dst = next(
+            (s for s in reversed(await dst.snapshots(tds) or []) if s.guid == common.guid), None
+        )
         if common_dst is None:
-            raise zfs.DestinationDiverged("the replica lost the common snapshot", target=dst.display, operation="verify")
+            raise zfs.DestinationDiverged(
+                "the replica lost the common snapshot", target=dst.display, operation="verify"
+            )
         await dst.hold(common_dst.name)
         if common_src is not None:
             await src.hold(common_src.name)
@@ -387,21 +479,50 @@ class ReplicationSyncHandler(JobHandler):
                 await src.bookmark(common_src.name, bm)
         now = time.time()
         lag = lag_seconds(common_dst.creation, now)
-        return {"kind": kinds[0] if len(set(kinds)) == 1 else "+".join(kinds) if kinds else "none",
-                "bytes": total, "passes": passes, "duration_s": round(time.monotonic() - t0, 3),
-                "snapshot": common_dst.name, "snapshot_created_at": _when(common_dst.creation),
-                "lag_seconds": int(lag) if lag is not None else None}
+        return {
+            "kind": kinds[0] if len(set(kinds)) == 1 else "+".join(kinds) if kinds else "none",
+            "bytes": total,
+            "passes": passes,
+            "duration_s": round(time.monotonic() - t0, 3),
+            "snapshot": common_dst.name,
+            "snapshot_created_at": _when(common_dst.creation),
+            "lag_seconds": int(lag) if lag is not None else None,
+        }
 
-    async def _relay(self, ctx: StepContext, pair: dict[str, Any], src: zfs.ZfsHost, dst: zfs.ZfsHost,
-                     argv: list[str], bwlimit: float | None, *, base_bytes: int, what: str) -> int:
+    async def _relay(
+        self,
+        ctx: StepContext,
+        pair: dict[str, Any],
+        src: zfs.ZfsHost,
+        dst: zfs.ZfsHost,
+        argv: list[str],
+        bwlimit: float | None,
+        *,
+        base_bytes: int,
+        what: str,
+    ) -> int:
         ssh = await self._stack()
 
         async def progress(moved: int, rate: float) -> None:
-            await ctx.save_progress({"pair": pair["name"], "what": what, "bytes": base_bytes + moved,
-                                     "rate_bytes_s": round(rate)}, force=False)
+            await ctx.save_progress(
+                {
+                    "pair": pair["name"],
+                    "what": what,
+                    "bytes": base_bytes + moved,
+                    "rate_bytes_s": round(rate),
+                },
+                force=False,
+            )
 
-        res: RelayResult = await ssh.relay(src.ep, argv, dst.ep, zfs.cmd_recv(pair["target_dataset"]),
-                                           bwlimit=bwlimit, on_progress=progress, check=ctx.check_cancel)
+        res: RelayResult = await ssh.relay(
+            src.ep,
+            argv,
+            dst.ep,
+            zfs.cmd_recv(pair["target_dataset"]),
+            bwlimit=bwlimit,
+            on_progress=progress,
+            check=ctx.check_cancel,
+        )
         if res.ok:
             return res.bytes
         raise self._stream_error(res, src, dst)
@@ -409,13 +530,19 @@ class ReplicationSyncHandler(JobHandler):
     @staticmethod
     def _stream_error(res: RelayResult, src: zfs.ZfsHost, dst: zfs.ZfsHost) -> Exception:
         """The one error a failed stream means: the transport's, the source's, the receive's."""
-        for status, err, host in ((res.src_status, res.src_stderr, src), (res.dst_status, res.dst_stderr, dst)):
+        for status, err, host in (
+            (res.src_status, res.src_stderr, src),
+            (res.dst_status, res.dst_stderr, dst),
+        ):
             if status == 255 and ("host key" in err.lower() or "permission denied" in err.lower()):
                 return classify_transport(err, host.ep, "zfs send | zfs receive")
         dst_low = res.dst_stderr.lower()
         if "partially received" in dst_low or "zfs send -t" in dst_low:
-            return StreamBroken(f"the stream broke after {res.bytes} bytes; the replica kept them and the next run "
-                                f"resumes", target=f"{src.display} -> {dst.display}", operation="zfs send | zfs receive")
+            return StreamBroken(
+                f"the stream broke after {res.bytes} bytes; the replica kept them and the next run resumes",
+                target=f"{src.display} -> {dst.display}",
+                operation="zfs send | zfs receive",
+            )
         if res.dst_status not in (0, None, 255) and res.dst_stderr.strip():
             err = zfs.classify(res.dst_stderr, target=dst.display, operation="zfs receive")
             if not isinstance(err, zfs.ZfsCommandFailed):
@@ -424,9 +551,12 @@ class ReplicationSyncHandler(JobHandler):
             return zfs.classify(res.src_stderr, target=src.display, operation="zfs send")
         if res.dst_status not in (0, None, 255) and res.dst_stderr.strip():
             return zfs.classify(res.dst_stderr, target=dst.display, operation="zfs receive")
-        return StreamBroken(f"the stream broke after {res.bytes} bytes (send exit {res.src_status}, receive exit "
-                            f"{res.dst_status}): {(res.src_stderr or res.dst_stderr).strip()[:300]}",
-                            target=f"{src.display} -> {dst.display}", operation="zfs send | zfs receive")
+        return StreamBroken(
+            f"the stream broke after {res.bytes} bytes (send exit {res.src_status}, receive exit "
+            f"{res.dst_status}): {(res.src_stderr or res.dst_stderr).strip()[:300]}",
+            target=f"{src.display} -> {dst.display}",
+            operation="zfs send | zfs receive",
+        )
 
     @step(70, resumable=True)
     async def retention(self, ctx: StepContext) -> dict[str, Any]:
@@ -442,25 +572,35 @@ class ReplicationSyncHandler(JobHandler):
                 await self._task(ctx, pair, "failed", error=f"retention: {st['error_class']}: {st['error']}")
                 continue
             st["state"] = "done"
-            await self._task(ctx, pair, "completed", progress=100,
-                             details={k: st.get(k) for k in ("kind", "bytes", "replicated", "lag_seconds")} | pruned)
+            await self._task(
+                ctx,
+                pair,
+                "completed",
+                progress=100,
+                details={k: st.get(k) for k in ("kind", "bytes", "replicated", "lag_seconds")} | pruned,
+            )
             out[pair["name"]] = pruned
         return out
 
-    async def _prune_pair(self, ctx: StepContext, pair: dict[str, Any], *, dry_run: bool,
-                          extra: zfs.Snap | None = None) -> dict[str, Any]:
+    async def _prune_pair(
+        self, ctx: StepContext, pair: dict[str, Any], *, dry_run: bool, extra: zfs.Snap | None = None
+    ) -> dict[str, Any]:
         params = self._params(ctx)
         src, dst = await self._hosts(ctx, pair)
         sds, tds = pair["source_dataset"], pair["target_dataset"]
         prefix = self._prefix(ctx, pair)
-        keep_last = params.keep_snapshots if params.keep_snapshots is not None else int(pair["retention_snapshots"])
+        keep_last = (
+            params.keep_snapshots if params.keep_snapshots is not None else int(pair["retention_snapshots"])
+        )
         grid = parse_grid(pair.get("retention_grid"))
         src_snaps = await src.snapshots(sds) or []
         dst_snaps = await dst.snapshots(tds) or []
         if extra is not None:  # dry run: as if the new snapshot were taken and replicated
             src_snaps = [*src_snaps, extra]
-            dst_snaps = [*dst_snaps, zfs.Snap(f"{tds}@{extra.short}", extra.guid, extra.createtxg, extra.creation,
-                                              "snapshot")]
+            dst_snaps = [
+                *dst_snaps,
+                zfs.Snap(f"{tds}@{extra.short}", extra.guid, extra.createtxg, extra.creation, "snapshot"),
+            ]
         common = newest_common(src_snaps, dst_snaps)
         if common is None:
             return {"pruned": {}, "note": "no common snapshot: nothing is pruned"}
@@ -472,8 +612,13 @@ class ReplicationSyncHandler(JobHandler):
 
         result: dict[str, Any] = {"pruned": {}, "kept": {}}
         for side, host, snaps, unrep in (("target", dst, dst_snaps, None), ("source", src, src_snaps, True)):
-            ours = [s.name for s in snaps if s.kind == "snapshot" and s.short.startswith(prefix + "_")
-                    and (extra is None or s.guid != extra.guid)]
+            ours = [
+                s.name
+                for s in snaps
+                if s.kind == "snapshot"
+                and s.short.startswith(prefix + "_")
+                and (extra is None or s.guid != extra.guid)
+            ]
             holds = await host.holds(ours)
             held = set()
             for name, tags in holds.items():
@@ -483,8 +628,17 @@ class ReplicationSyncHandler(JobHandler):
                 elif zfs.HOLD_TAG in tags and not dry_run:
                     await host.release(name)  # our hold on an older base: stale, the chain moved on
             common_txg = next((s.createtxg for s in snaps if s.guid == common.guid), None)
-            plan = plan_prune(snaps, prefix=prefix, keep_last=keep_last, grid=grid, now=now, common_guid=common.guid,
-                              held=held, unreplicated_after=common_txg if unrep else None, time_of=time_of)
+            plan = plan_prune(
+                snaps,
+                prefix=prefix,
+                keep_last=keep_last,
+                grid=grid,
+                now=now,
+                common_guid=common.guid,
+                held=held,
+                unreplicated_after=common_txg if unrep else None,
+                time_of=time_of,
+            )
             for s in plan.destroy:
                 assert s.guid != common.guid and s.name not in held  # never the chain's base, never a hold
                 if not dry_run:
@@ -493,14 +647,19 @@ class ReplicationSyncHandler(JobHandler):
                 # bookmarks of ours the replica no longer has a snapshot for are dead ends
                 dst_guids = {s.guid for s in dst_snaps if s.kind == "snapshot"}
                 for b in snaps:
-                    if b.kind == "bookmark" and b.short.startswith(prefix + "_") and b.guid not in dst_guids \
-                            and b.createtxg < (common_txg or 0):
+                    if (
+                        b.kind == "bookmark"
+                        and b.short.startswith(prefix + "_")
+                        and b.guid not in dst_guids
+                        and b.createtxg < (common_txg or 0)
+                    ):
                         await host.destroy(b.name)
             result["pruned"][side] = [s.short for s in plan.destroy]
             result["kept"][side] = len(plan.keep)
             if not dry_run:
-                await ctx.save_progress({"pair": pair["name"], "retention": side, "pruned": len(plan.destroy)},
-                                        force=False)
+                await ctx.save_progress(
+                    {"pair": pair["name"], "retention": side, "pruned": len(plan.destroy)}, force=False
+                )
         result["common"] = common.short
         return result
 
@@ -516,7 +675,9 @@ class ReplicationSyncHandler(JobHandler):
             exc = self._errors.get(pid)
             if isinstance(exc, Exception):
                 raise exc
-        raise PairsFailed("; ".join(f"pair {s['name']}: {s['error_class']}: {s['error']}" for s in failed.values()))
+        raise PairsFailed(
+            "; ".join(f"pair {s['name']}: {s['error_class']}: {s['error']}" for s in failed.values())
+        )
 
     @step(50, resumable=True)
     async def dry_run(self, ctx: StepContext) -> dict[str, Any]:
@@ -533,29 +694,48 @@ class ReplicationSyncHandler(JobHandler):
                 sds, tds = pair["source_dataset"], pair["target_dataset"]
                 token = await dst.resume_token(tds) if params.resume else None
                 if token:
-                    res = await src.ssh.run(src.ep, zfs.cmd_send_resume(token, dry_run=True), operation="zfs send -n")
+                    res = await src.ssh.run(
+                        src.ep, zfs.cmd_send_resume(token, dry_run=True), operation="zfs send -n"
+                    )
                     entry["resume"] = {"bytes_left": zfs.parse_send_size(res.stdout)}
                 src_snaps = await src.snapshots(sds)
                 if src_snaps is None:
-                    raise zfs.DatasetMissing(f"{sds} does not exist", target=src.display, operation="zfs list")
+                    raise zfs.DatasetMissing(
+                        f"{sds} does not exist", target=src.display, operation="zfs list"
+                    )
                 dst_snaps = await dst.snapshots(tds)
                 txg = max((s.createtxg for s in src_snaps), default=0) + 1
                 new = zfs.Snap(f"{sds}@{st['snapshot']}", -1, txg, int(time.time()), "snapshot")
-                plan = plan_send([*src_snaps, new], dst_snaps, allow_full=bool(pair.get("allow_full_send"))
-                                 or params.mode == "full", target_dataset=tds, source_dataset=sds)
+                plan = plan_send(
+                    [*src_snaps, new],
+                    dst_snaps,
+                    allow_full=bool(pair.get("allow_full_send")) or params.mode == "full",
+                    target_dataset=tds,
+                    source_dataset=sds,
+                )
                 entry["send"] = plan.describe()
                 newest = [s for s in src_snaps if s.kind == "snapshot"]
                 if newest and plan.base is not None and newest[-1].guid != plan.base.guid:
                     entry["send"]["estimated_bytes_at_least"] = await src.send_size(
-                        newest[-1].name, plan.base.name, plan.intermediates)
+                        newest[-1].name, plan.base.name, plan.intermediates
+                    )
                 elif newest and plan.kind == "full":
-                    entry["send"]["estimated_bytes_at_least"] = await src.send_size(newest[-1].name, None, False)
+                    entry["send"]["estimated_bytes_at_least"] = await src.send_size(
+                        newest[-1].name, None, False
+                    )
                 entry["retention"] = await self._prune_pair(ctx, pair, dry_run=True, extra=new)
             except (TargetError, ReplicationHandlerError, GridError) as exc:
                 entry["error"] = f"{type(exc).__name__}: {exc}"
                 entry["error_class"] = type(exc).__name__
-            await self._record(ctx, pair, "failed" if "error" in entry else "succeeded", "dry_run",
-                               error_class=entry.get("error_class"), error=entry.get("error"), details=entry)
+            await self._record(
+                ctx,
+                pair,
+                "failed" if "error" in entry else "succeeded",
+                "dry_run",
+                error_class=entry.get("error_class"),
+                error=entry.get("error"),
+                details=entry,
+            )
             report[pair["name"]] = entry
         return report
 
@@ -569,8 +749,12 @@ class ReplicationSyncHandler(JobHandler):
                 pair = self._pairs.get(pid)
                 if pair is not None and s.get("taken") and s["state"] in ("ready", "sent"):
                     # interrupted (cancel, failure elsewhere): what arrived stays resumable
-                    await self._task(ctx, pair, "cancelled" if ctx.session.cancel_requested else "failed",
-                                     error="the job ended before this pair finished")
+                    await self._task(
+                        ctx,
+                        pair,
+                        "cancelled" if ctx.session.cancel_requested else "failed",
+                        error="the job ended before this pair finished",
+                    )
             return {"released": len(taken)}
         finally:
             if self._ssh is not None:

@@ -114,8 +114,14 @@ from ._vsphere import (
 log = logging.getLogger("rackpilot.executor.rolling_update")
 
 # Blocker kinds of the scan that the data model names directly; the others are 'other'.
-DB_BLOCKER_KINDS = {"usb_passthrough", "pci_passthrough", "vgpu", "fault_tolerance", "cdrom_connected",
-                    "local_storage"}
+DB_BLOCKER_KINDS = {
+    "usb_passthrough",
+    "pci_passthrough",
+    "vgpu",
+    "fault_tolerance",
+    "cdrom_connected",
+    "local_storage",
+}
 # Evacuation budget: a floor plus time per GiB of powered-on VM memory (vMotion copies
 # memory; ~1 GiB per 10-15 s on a 10 GbE vMotion network), capped by vmotion_timeout_s.
 EVACUATION_FLOOR_S = 60.0
@@ -151,7 +157,9 @@ def evacuation_budget_s(memory_mb: int, cap_s: float) -> float:
 class HostWork:
     """The target side of one host's update; every method is blocking."""
 
-    def __init__(self, profile: TargetProfile, vc: VSphereClient, host: dict[str, Any], idrac_cred: Credential):
+    def __init__(
+        self, profile: TargetProfile, vc: VSphereClient, host: dict[str, Any], idrac_cred: Credential
+    ):
         self.profile = profile
         self.vc = vc
         self.host = host
@@ -227,10 +235,14 @@ class HostWork:
     def settle_bmc(self) -> dict[str, Any]:
         """Wait until the iDRAC answered well N times in a row (LC ready, no job running):
         after a reboot or flash, and after a crash in the middle of one (bmc_settle)."""
+
         def connect() -> RedfishClient:
             with self.redfish() as c:  # raises while the iDRAC refuses a session
                 return c
-        res = settle(connect, SettleOptions.from_env(self.profile.time_scale), what=f"iDRAC of {self.host['name']}")
+
+        res = settle(
+            connect, SettleOptions.from_env(self.profile.time_scale), what=f"iDRAC of {self.host['name']}"
+        )
         return {"polls": res.polls, "unreachable_polls": res.unreachable_polls, "seconds": res.seconds}
 
     def apply_in_maintenance(self, packages: list[UpdatePackage]) -> None:
@@ -248,9 +260,13 @@ class HostWork:
         with self.redfish() as c:
             failed = [j for j in c.require_dell("resume firmware apply").jobs() if j.state in FAILED]
             if failed:
-                raise JobFailed(f"firmware job {failed[0].id} ended {failed[0].state}: {failed[0].message}",
-                                job_id=failed[0].id, state=failed[0].state, target=c.target,
-                                operation="resume firmware apply")
+                raise JobFailed(
+                    f"firmware job {failed[0].id} ended {failed[0].state}: {failed[0].message}",
+                    job_id=failed[0].id,
+                    state=failed[0].state,
+                    target=c.target,
+                    operation="resume firmware apply",
+                )
         return settled
 
     def wait_esxi(self, booted_after: str | None) -> None:
@@ -259,11 +275,16 @@ class HostWork:
     def verify(self, packages: list[UpdatePackage]) -> dict[str, str]:
         with self.redfish() as c:
             after = {fc.component_id: fc.version for fc in c.firmware_inventory()}
-        wrong = {p.name or p.component_id: f"{after.get(p.component_id)} (wanted {p.target_version})"
-                 for p in packages if after.get(p.component_id) != p.target_version}
+        wrong = {
+            p.name or p.component_id: f"{after.get(p.component_id)} (wanted {p.target_version})"
+            for p in packages
+            if after.get(p.component_id) != p.target_version
+        }
         if wrong:
-            raise VerificationFailed(f"{self.host['name']}: versions after the update: "
-                                     + ", ".join(f"{k} {v}" for k, v in wrong.items()))
+            raise VerificationFailed(
+                f"{self.host['name']}: versions after the update: "
+                + ", ".join(f"{k} {v}" for k, v in wrong.items())
+            )
         return {p.component_id: after[p.component_id] for p in packages}
 
     def running_vms(self, morefs: list[str]) -> list[str]:
@@ -280,8 +301,10 @@ class RollingClusterUpdateHandler(JobHandler):
         except ValueError as exc:
             raise StepError(f"invalid rolling_cluster_update params: {exc}") from None
         if params.esxi is not None:
-            raise StepError("an ESXi upgrade in the same reboot is not supported yet; run esxi_upgrade "
-                            "after the firmware rollout")
+            raise StepError(
+                "an ESXi upgrade in the same reboot is not supported yet; run esxi_upgrade "
+                "after the firmware rollout"
+            )
 
     # helpers ----------------------------------------------------------------------------------
     @staticmethod
@@ -290,10 +313,20 @@ class RollingClusterUpdateHandler(JobHandler):
 
     async def _vcenter(self, ctx: StepContext) -> tuple[dict[str, Any], dict[str, Any]]:
         params = self._params(ctx)
-        cluster = await one(ctx, "clusters", "id,name,moref,vcenter_id,site_id", f"cluster {params.cluster_id}",
-                            id=str(params.cluster_id))
-        vc = await one(ctx, "vcenters", "id,name,address,credential_set_id,site_id,details",
-                       f"vCenter of cluster {cluster['name']}", id=cluster["vcenter_id"])
+        cluster = await one(
+            ctx,
+            "clusters",
+            "id,name,moref,vcenter_id,site_id",
+            f"cluster {params.cluster_id}",
+            id=str(params.cluster_id),
+        )
+        vc = await one(
+            ctx,
+            "vcenters",
+            "id,name,address,credential_set_id,site_id,details",
+            f"vCenter of cluster {cluster['name']}",
+            id=cluster["vcenter_id"],
+        )
         return cluster, vc
 
     def _max_out(self, ctx: StepContext) -> int:
@@ -315,14 +348,21 @@ class RollingClusterUpdateHandler(JobHandler):
         finally:
             await asyncio.to_thread(client.close)
         if cluster["moref"] not in inv.clusters:
-            raise InventoryMissing(f"cluster {cluster['name']} ({cluster['moref']}) is not in vCenter {vc['name']}")
+            raise InventoryMissing(
+                f"cluster {cluster['name']} ({cluster['moref']}) is not in vCenter {vc['name']}"
+            )
         await sync_inventory(ctx, vc, inv)
         c = inv.clusters[cluster["moref"]]
         if not c.drs.get("enabled"):
-            raise VSphereHandlerError(f"DRS is disabled on cluster {c.name}: maintenance mode cannot evacuate "
-                                      "VMs; enable DRS first")
-        rows = await select(ctx, "esxi_hosts", "id,name,moref,server_id,cluster_id,in_maintenance,connection_state",
-                            cluster_id=cluster["id"])
+            raise VSphereHandlerError(
+                f"DRS is disabled on cluster {c.name}: maintenance mode cannot evacuate VMs; enable DRS first"
+            )
+        rows = await select(
+            ctx,
+            "esxi_hosts",
+            "id,name,moref,server_id,cluster_id,in_maintenance,connection_state",
+            cluster_id=cluster["id"],
+        )
         by_id = {str(r["id"]): r for r in rows}
         if params.host_ids:
             missing = [str(h) for h in params.host_ids if str(h) not in by_id]
@@ -332,50 +372,94 @@ class RollingClusterUpdateHandler(JobHandler):
         else:
             hosts = sorted(rows, key=lambda r: r["name"])
         # Hosts already out of service count against the policy: refuse rather than exceed it.
-        out = [inv.hosts[r["moref"]].name for r in rows if r["moref"] in inv.hosts and not inv.hosts[r["moref"]].active]
+        out = [
+            inv.hosts[r["moref"]].name
+            for r in rows
+            if r["moref"] in inv.hosts and not inv.hosts[r["moref"]].active
+        ]
         if out:
-            raise VSphereHandlerError(f"cluster {c.name} already has host(s) out of service ({', '.join(sorted(out))}); "
-                                      f"the policy allows {self._max_out(ctx)} at a time: bring them back first")
-        cat_gate, catalog = await asyncio.to_thread(catalog_gate, lambda: self._catalog(params.firmware.catalog_url))
+            raise VSphereHandlerError(
+                f"cluster {c.name} already has host(s) out of service ({', '.join(sorted(out))}); "
+                f"the policy allows {self._max_out(ctx)} at a time: bring them back first"
+            )
+        cat_gate, catalog = await asyncio.to_thread(
+            catalog_gate, lambda: self._catalog(params.firmware.catalog_url)
+        )
         if catalog is None:
             raise CatalogUnavailable(f"pre-flight gate catalog blocks: {cat_gate.reason}")
         repo = params.firmware.catalog_url.rsplit("/", 1)[0]
         plan, report_hosts, blocked, changes, compliant = [], {}, [], [], {}
         for seq, h in enumerate(hosts):
             if not h.get("server_id"):
-                raise InventoryMissing(f"host {h['name']} is not linked to a Dell server (service tag or BMC address); "
-                                       "register the server and run vcenter_sync")
-            server = await one(ctx, "servers", "id,name,idrac_address,credential_set_id,details",
-                               f"server of {h['name']}", id=h["server_id"])
+                raise InventoryMissing(
+                    f"host {h['name']} is not linked to a Dell server (service tag or BMC address); "
+                    "register the server and run vcenter_sync"
+                )
+            server = await one(
+                ctx,
+                "servers",
+                "id,name,idrac_address,credential_set_id,details",
+                f"server of {h['name']}",
+                id=h["server_id"],
+            )
             cred = await credential(ctx, server.get("credential_set_id"), f"iDRAC of {h['name']}")
-            entry = {"id": str(h["id"]), "name": h["name"], "moref": h["moref"], "server_id": str(server["id"]),
-                     "server": {k: server[k] for k in ("id", "name", "idrac_address", "details")},
-                     "credential_set_id": server["credential_set_id"], "seq": seq}
-            packages, facts = await asyncio.to_thread(self._compliance, profile, entry, cred, catalog, repo,
-                                                      params.firmware.components)
+            entry = {
+                "id": str(h["id"]),
+                "name": h["name"],
+                "moref": h["moref"],
+                "server_id": str(server["id"]),
+                "server": {k: server[k] for k in ("id", "name", "idrac_address", "details")},
+                "credential_set_id": server["credential_set_id"],
+                "seq": seq,
+            }
+            packages, facts = await asyncio.to_thread(
+                self._compliance, profile, entry, cred, catalog, repo, params.firmware.components
+            )
             report_hosts[h["name"]] = facts
             host_changes, why_compliant = what_will_change(
-                h["name"], catalog_rows(facts.get("components") or [], params.firmware.components))
+                h["name"], catalog_rows(facts.get("components") or [], params.firmware.components)
+            )
             changes += host_changes
             if packages or facts["verdict"] == BLOCK and not facts.get("components"):
-                blocked += [f"{h['name']}: {g['name']} ({g['reason']})" for g in facts["gates"] if g["status"] == BLOCK]
-            memory = sum(inv.vms[v].memory_mb for v in inv.hosts[h["moref"]].vms
-                         if v in inv.vms and inv.vms[v].powered_on)
+                blocked += [
+                    f"{h['name']}: {g['name']} ({g['reason']})"
+                    for g in facts["gates"]
+                    if g["status"] == BLOCK
+                ]
+            memory = sum(
+                inv.vms[v].memory_mb
+                for v in inv.hosts[h["moref"]].vms
+                if v in inv.vms and inv.vms[v].powered_on
+            )
             entry["vm_memory_mb"] = memory
             if packages:
                 entry["packages"] = [asdict(p) for p in packages]
                 plan.append(entry)
-                await update_task(ctx, entry, "pending", seq=seq,
-                                  details={"updates": [p.name or p.component_id for p in packages],
-                                           "readiness": facts["verdict"], "gates": facts["gates"]})
+                await update_task(
+                    ctx,
+                    entry,
+                    "pending",
+                    seq=seq,
+                    details={
+                        "updates": [p.name or p.component_id for p in packages],
+                        "readiness": facts["verdict"],
+                        "gates": facts["gates"],
+                    },
+                )
             elif facts.get("components") is not None:
                 compliant[h["name"]] = why_compliant or "already compliant"
                 await update_task(ctx, entry, "skipped", seq=seq, details={"reason": compliant[h["name"]]})
         report = preflight_report(inv, c.moid, [h["moref"] for h in hosts])
         report["firmware"] = report_hosts
-        report["catalog"] = {"url": params.firmware.catalog_url, "version": catalog.version,
-                             "age_days": catalog.age_days(), "gate": cat_gate.as_dict()}
-        report["gates"] = {name: {"verdict": f["verdict"], "gates": f["gates"]} for name, f in report_hosts.items()}
+        report["catalog"] = {
+            "url": params.firmware.catalog_url,
+            "version": catalog.version,
+            "age_days": catalog.age_days(),
+            "gate": cat_gate.as_dict(),
+        }
+        report["gates"] = {
+            name: {"verdict": f["verdict"], "gates": f["gates"]} for name, f in report_hosts.items()
+        }
         report["plan"] = [h["name"] for h in plan]
         report["changes"] = changes  # what will change, per host and component
         report["already_compliant"] = compliant  # host -> why it is skipped
@@ -383,22 +467,38 @@ class RollingClusterUpdateHandler(JobHandler):
         members = [inv.hosts[m] for m in c.hosts if m in inv.hosts]
         bound, cap_gate = capacity_bound(
             {x.name: x.memory_bytes // 2**20 for x in members},
-            sum(inv.vms[v].memory_mb for x in members for v in x.vms if v in inv.vms and inv.vms[v].powered_on),
-            c.ha)
+            sum(
+                inv.vms[v].memory_mb for x in members for v in x.vms if v in inv.vms and inv.vms[v].powered_on
+            ),
+            c.ha,
+        )
         ctx.checkpoint["capacity_bound"] = bound
-        report["capacity"] = {"bound": bound, "hosts_at_once": min(bound, self._max_out(ctx)), **cap_gate.as_dict()}
+        report["capacity"] = {
+            "bound": bound,
+            "hosts_at_once": min(bound, self._max_out(ctx)),
+            **cap_gate.as_dict(),
+        }
         if plan and cap_gate.status == BLOCK:
             blocked.append(f"{c.name}: capacity ({cap_gate.reason})")
         report["blocked"] = blocked
-        artifact = await put_artifact(ctx, "preflight_report", json.dumps(report, indent=1, default=str).encode(),
-                                      content_type="application/json")
+        artifact = await put_artifact(
+            ctx,
+            "preflight_report",
+            json.dumps(report, indent=1, default=str).encode(),
+            content_type="application/json",
+        )
         if blocked:
             # Nothing has changed yet: refuse with the gates named (the report stays stored).
             raise PreflightBlocked("pre-flight gate(s) block: " + "; ".join(blocked))
         ctx.checkpoint.update({"plan": plan, "nothing_to_do": not plan, "preflight_artifact": artifact})
-        return {"hosts": len(hosts), "to_update": [h["name"] for h in plan], "nothing_to_do": not plan,
-                "preflight_artifact": artifact, "hosts_at_once": report["capacity"]["hosts_at_once"],
-                "capacity": cap_gate.reason}
+        return {
+            "hosts": len(hosts),
+            "to_update": [h["name"] for h in plan],
+            "nothing_to_do": not plan,
+            "preflight_artifact": artifact,
+            "hosts_at_once": report["capacity"]["hosts_at_once"],
+            "capacity": cap_gate.reason,
+        }
 
     @staticmethod
     def _catalog(url: str) -> Catalog:
@@ -413,8 +513,14 @@ class RollingClusterUpdateHandler(JobHandler):
             raise CatalogUnavailable(str(exc)) from None
 
     @staticmethod
-    def _compliance(profile: TargetProfile, host: dict[str, Any], cred: Credential, catalog: Catalog, repo: str,
-                    components: list[str]) -> tuple[list[UpdatePackage], dict[str, Any]]:
+    def _compliance(
+        profile: TargetProfile,
+        host: dict[str, Any],
+        cred: Credential,
+        catalog: Catalog,
+        repo: str,
+        components: list[str],
+    ) -> tuple[list[UpdatePackage], dict[str, Any]]:
         ep = profile.idrac_endpoint(host["server"], cred)
         t = profile.dell_timeouts()
         # A Lifecycle Controller between two of its own jobs gets a third of its ready budget.
@@ -423,7 +529,9 @@ class RollingClusterUpdateHandler(JobHandler):
             return [], {"gates": [g.as_dict() for g in gates], "verdict": worst(gates)}
         try:
             info = c.system_info()
-            report = catalog.compliance(model=info.model, system_id=info.system_id, components=c.firmware_inventory())
+            report = catalog.compliance(
+                model=info.model, system_id=info.system_id, components=c.firmware_inventory()
+            )
             dell = c.require_dell("pre-flight")
             readiness = dell.readiness()
         except TargetError as exc:
@@ -434,9 +542,16 @@ class RollingClusterUpdateHandler(JobHandler):
         packages = report.update_packages(catalog.base_location, repo)
         if components:
             wanted = {x.lower() for x in components}
-            packages = [p for p in packages if p.component_id in components or (p.name or "").lower() in wanted]
-        return packages, {"model": info.model, "components": report.as_rows(), "idrac": readiness,
-                          "gates": [g.as_dict() for g in gates], "verdict": worst(gates)}
+            packages = [
+                p for p in packages if p.component_id in components or (p.name or "").lower() in wanted
+            ]
+        return packages, {
+            "model": info.model,
+            "components": report.as_rows(),
+            "idrac": readiness,
+            "gates": [g.as_dict() for g in gates],
+            "verdict": worst(gates),
+        }
 
     @step(90, resumable=True)
     async def blocker_scan(self, ctx: StepContext) -> dict[str, Any]:
@@ -451,11 +566,17 @@ class RollingClusterUpdateHandler(JobHandler):
             await asyncio.to_thread(client.close)
         plan = ctx.checkpoint["plan"]
         # The operator's decisions on earlier pauses of this job.
-        blockers = await select(ctx, "job_blockers", "id,kind,host_id,vm_id,details,status", job_id=ctx.job_id)
-        decisions = {str(r["blocker_id"]): r["action"] for r in
-                     await select(ctx, "blocker_resolutions", "blocker_id,action", job_id=ctx.job_id)}
+        blockers = await select(
+            ctx, "job_blockers", "id,kind,host_id,vm_id,details,status", job_id=ctx.job_id
+        )
+        decisions = {
+            str(r["blocker_id"]): r["action"]
+            for r in await select(ctx, "blocker_resolutions", "blocker_id,action", job_id=ctx.job_id)
+        }
         skip: set[str] = set(ctx.checkpoint.get("skip") or [])
-        power_off: dict[str, list[str]] = {k: list(v) for k, v in (ctx.checkpoint.get("power_off") or {}).items()}
+        power_off: dict[str, list[str]] = {
+            k: list(v) for k, v in (ctx.checkpoint.get("power_off") or {}).items()
+        }
         for b in blockers:
             action = decisions.get(str(b["id"]))
             details = b.get("details") or {}
@@ -479,12 +600,26 @@ class RollingClusterUpdateHandler(JobHandler):
                 if params.blocker_default == BlockerDefault.SKIP_HOST:
                     skip.add(h["id"])
                     break
-                found.append(Blocker(kind=_kind(b.kind), target=b.vm_name, message=f"{b.vm_name} on {b.host_name}: {b.detail}",
-                                     details={"host_id": h["id"], "vm_id": vm_ids.get(b.vm), "vm_moref": b.vm,
-                                              "host_moref": b.host, "host_name": b.host_name, "vm_name": b.vm_name,
-                                              "scan_kind": b.kind}))
+                found.append(
+                    Blocker(
+                        kind=_kind(b.kind),
+                        target=b.vm_name,
+                        message=f"{b.vm_name} on {b.host_name}: {b.detail}",
+                        details={
+                            "host_id": h["id"],
+                            "vm_id": vm_ids.get(b.vm),
+                            "vm_moref": b.vm,
+                            "host_moref": b.host,
+                            "host_name": b.host_name,
+                            "vm_name": b.vm_name,
+                            "scan_kind": b.kind,
+                        },
+                    )
+                )
         # storage hosts whose replication is behind policy (executor/handlers/_replication_gate.py)
-        found += await replication_lag_blockers(ctx, [h for h in plan if h["id"] not in skip], blockers, decisions)
+        found += await replication_lag_blockers(
+            ctx, [h for h in plan if h["id"] not in skip], blockers, decisions
+        )
         ctx.checkpoint["skip"] = sorted(skip)
         ctx.checkpoint["power_off"] = power_off
         if found:
@@ -493,8 +628,10 @@ class RollingClusterUpdateHandler(JobHandler):
         for h in plan:
             if h["id"] in skip:
                 await update_task(ctx, h, "skipped", details={"reason": "skip_host decision"})
-        return {"skipped_hosts": [h["name"] for h in plan if h["id"] in skip],
-                "power_off_vms": sum(len(v) for v in power_off.values())}
+        return {
+            "skipped_hosts": [h["name"] for h in plan if h["id"] in skip],
+            "power_off_vms": sum(len(v) for v in power_off.values()),
+        }
 
     @step(80, resumable=True)
     async def record_cluster_settings(self, ctx: StepContext) -> dict[str, Any]:
@@ -519,15 +656,19 @@ class RollingClusterUpdateHandler(JobHandler):
             # HA stays on (it restarts VMs if another host fails meanwhile); only the capacity
             # reservation that would refuse maintenance mode is lifted.
             ha["admission_control_enabled"] = False
-        if recorded["drs"].get("enabled") and recorded["drs"].get("default_vm_behavior") not in ("fullyAutomated", ""):
+        if recorded["drs"].get("enabled") and recorded["drs"].get("default_vm_behavior") not in (
+            "fullyAutomated",
+            "",
+        ):
             drs["default_vm_behavior"] = "fullyAutomated"
         if not ha and not drs:
             return {"changed": {}}
         cluster, vc = await self._vcenter(ctx)
         client = await vcenter_client(ctx, vc, TargetProfile.load())
         try:
-            await asyncio.to_thread(lambda: client.apply_cluster_settings(cluster["moref"], ha=ha or None,
-                                                                          drs=drs or None))
+            await asyncio.to_thread(
+                lambda: client.apply_cluster_settings(cluster["moref"], ha=ha or None, drs=drs or None)
+            )
         finally:
             await asyncio.to_thread(client.close)
         return {"changed": {"ha": ha, "drs": drs}}
@@ -542,15 +683,18 @@ class RollingClusterUpdateHandler(JobHandler):
         progress.setdefault("failed", [])
         progress.setdefault("phase", {})
         skip = set(ctx.checkpoint.get("skip") or [])
-        todo = [h for h in ctx.checkpoint["plan"]
-                if h["id"] not in skip and h["id"] not in progress["done"] and h["id"] not in progress["failed"]]
+        todo = [
+            h
+            for h in ctx.checkpoint["plan"]
+            if h["id"] not in skip and h["id"] not in progress["done"] and h["id"] not in progress["failed"]
+        ]
         wave_size = self._max_out(ctx)
         profile = TargetProfile.load()
         _, vc = await self._vcenter(ctx)
         client = await vcenter_client(ctx, vc, profile)
         try:
             for start in range(0, len(todo), wave_size):
-                wave = todo[start:start + wave_size]
+                wave = todo[start : start + wave_size]
                 # Safe point: no host of this job is out of service here.
                 if ctx.session.cancel_requested:
                     for h in todo[start:]:
@@ -562,8 +706,10 @@ class RollingClusterUpdateHandler(JobHandler):
                     if ctx.session.pause_requested:
                         raise PauseRequested("paused by operator between hosts")
                     raise ShutdownRequested("executor stopping; handing the job back between hosts")
-                results = await asyncio.gather(*(self._host(ctx, params, profile, client, h, progress) for h in wave),
-                                               return_exceptions=True)
+                results = await asyncio.gather(
+                    *(self._host(ctx, params, profile, client, h, progress) for h in wave),
+                    return_exceptions=True,
+                )
                 for h, res in zip(wave, results, strict=True):
                     if isinstance(res, BaseException) and not isinstance(res, Exception):
                         raise res
@@ -574,20 +720,33 @@ class RollingClusterUpdateHandler(JobHandler):
                     progress["phase"].pop(h["id"], None)
                 await ctx.save_progress(progress)
                 if len(progress["failed"]) > params.failure_budget:
-                    rest = todo[start + len(wave):]
+                    rest = todo[start + len(wave) :]
                     for h in rest:
-                        await update_task(ctx, h, "skipped", details={"reason": "rollout stopped: failure budget"})
+                        await update_task(
+                            ctx, h, "skipped", details={"reason": "rollout stopped: failure budget"}
+                        )
                     names = [h["name"] for h in ctx.checkpoint["plan"] if h["id"] in progress["failed"]]
                     raise FailureBudgetExhausted(
                         f"{len(progress['failed'])} host(s) failed ({', '.join(names)}), failure budget is "
-                        f"{params.failure_budget}: rollout stopped with {len(rest)} host(s) not updated")
+                        f"{params.failure_budget}: rollout stopped with {len(rest)} host(s) not updated"
+                    )
         finally:
             await asyncio.to_thread(client.close)
         names = {h["id"]: h["name"] for h in ctx.checkpoint["plan"]}
-        return {"updated": [names[i] for i in progress["done"]], "failed": [names[i] for i in progress["failed"]]}
+        return {
+            "updated": [names[i] for i in progress["done"]],
+            "failed": [names[i] for i in progress["failed"]],
+        }
 
-    async def _host(self, ctx: StepContext, params: RollingClusterUpdateParams, profile: TargetProfile,
-                    vc: VSphereClient, host: dict[str, Any], progress: dict[str, Any]) -> dict[str, Any]:
+    async def _host(
+        self,
+        ctx: StepContext,
+        params: RollingClusterUpdateParams,
+        profile: TargetProfile,
+        vc: VSphereClient,
+        host: dict[str, Any],
+        progress: dict[str, Any],
+    ) -> dict[str, Any]:
         """One host, phase by phase; the phase is saved before each irreversible action."""
         packages = _packages(host["packages"])
         cred = await credential(ctx, host.get("credential_set_id"), f"iDRAC of {host['name']}")
@@ -611,28 +770,40 @@ class RollingClusterUpdateHandler(JobHandler):
                 await phase("backup", 5, save=False)
                 # Invariant: no firmware is applied without a fresh SCP backup stored for it.
                 scp = await asyncio.to_thread(work.scp_backup)
-                details["scp_artifact"] = await put_artifact(ctx, "scp_backup", scp, content_type="application/json",
-                                                             server_id=host["server_id"])
+                details["scp_artifact"] = await put_artifact(
+                    ctx, "scp_backup", scp, content_type="application/json", server_id=host["server_id"]
+                )
                 await phase("stage" if params.stage_firmware else "rescan", 15, save=False)
                 # The rescan runs alongside the staging (vCenter, not the iDRAC): a VM that
                 # gained a blocker since the scan fails the host instead of entering maintenance.
                 staged, inv = await asyncio.gather(
-                    asyncio.to_thread(work.stage, packages) if params.stage_firmware else asyncio.sleep(0, []),
-                    asyncio.to_thread(vc.inventory))
+                    asyncio.to_thread(work.stage, packages)
+                    if params.stage_firmware
+                    else asyncio.sleep(0, []),
+                    asyncio.to_thread(vc.inventory),
+                )
                 details["staged_jobs"] = staged
-                late = [b for b in host_blockers(inv, host["moref"])
-                        if b.severity == BLOCKING and b.vm not in power_off]
+                late = [
+                    b
+                    for b in host_blockers(inv, host["moref"])
+                    if b.severity == BLOCKING and b.vm not in power_off
+                ]
                 if late:
-                    raise HostFailed(f"{host['name']}: new blocker(s) since the scan: "
-                                     + "; ".join(f"{b.vm_name}: {b.detail}" for b in late))
+                    raise HostFailed(
+                        f"{host['name']}: new blocker(s) since the scan: "
+                        + "; ".join(f"{b.vm_name}: {b.detail}" for b in late)
+                    )
                 running = await asyncio.to_thread(work.running_vms, power_off)
                 details["powered_off_vms"] = sorted(set(running) | set(earlier_off))
                 details["maintenance_by_job"] = True
                 await phase("maintenance", 30)
                 for vm in running:
                     await asyncio.to_thread(vc.power_off_vm, vm)
-                memory = sum(inv.vms[v].memory_mb for v in inv.hosts[host["moref"]].vms
-                             if v in inv.vms and inv.vms[v].powered_on and v not in running)
+                memory = sum(
+                    inv.vms[v].memory_mb
+                    for v in inv.hosts[host["moref"]].vms
+                    if v in inv.vms and inv.vms[v].powered_on and v not in running
+                )
                 budget = evacuation_budget_s(memory, params.vmotion_timeout_s)
                 details["evacuation_budget_s"] = round(budget, 1)
                 await asyncio.to_thread(vc.enter_maintenance, host["moref"], profile.seconds(budget))
@@ -673,7 +844,9 @@ class RollingClusterUpdateHandler(JobHandler):
                 except Exception as unstage:  # noqa: BLE001 - reported on the task
                     details["unstage_error"] = str(unstage)[:500]
             try:
-                left_out = await asyncio.to_thread(self._bring_back, vc, host, details.get("powered_off_vms") or [])
+                left_out = await asyncio.to_thread(
+                    self._bring_back, vc, host, details.get("powered_off_vms") or []
+                )
                 details["maintenance_by_job"] = left_out
             except Exception as back:  # noqa: BLE001 - the cleanup step tries again
                 details["bring_back_error"] = str(back)[:500]
@@ -705,7 +878,9 @@ class RollingClusterUpdateHandler(JobHandler):
 
     @staticmethod
     async def _task_details(ctx: StepContext, host: dict[str, Any]) -> dict[str, Any]:
-        rows = await select(ctx, "job_tasks", "details", job_id=ctx.job_id, target_kind="host", target_id=host["id"])
+        rows = await select(
+            ctx, "job_tasks", "details", job_id=ctx.job_id, target_kind="host", target_id=host["id"]
+        )
         return dict(rows[0].get("details") or {}) if rows else {}
 
     @step(30, resumable=True)
@@ -722,16 +897,24 @@ class RollingClusterUpdateHandler(JobHandler):
             after = await asyncio.to_thread(client.restore_cluster_settings, cluster["moref"], recorded)
         finally:
             await asyncio.to_thread(client.close)
-        return {"restored": True, "ha_enabled": after["ha"]["enabled"],
-                "admission_control_enabled": after["ha"]["admission_control_enabled"]}
+        return {
+            "restored": True,
+            "ha_enabled": after["ha"]["enabled"],
+            "admission_control_enabled": after["ha"]["admission_control_enabled"],
+        }
 
     # owed from the first change it undoes: a job paused on blockers has changed nothing yet
     @cleanup_step(10, only_if_started="relax_cluster_settings")
     async def cleanup(self, ctx: StepContext) -> dict[str, Any]:
         """Every exit path: settings as recorded, no host of ours left in maintenance."""
         out: dict[str, Any] = {"hosts_brought_back": []}
-        tasks = await select(ctx, "job_tasks", "target_id,target_name,details,status,error", job_id=ctx.job_id,
-                             target_kind="host")
+        tasks = await select(
+            ctx,
+            "job_tasks",
+            "target_id,target_name,details,status,error",
+            job_id=ctx.job_id,
+            target_kind="host",
+        )
         ours = [t for t in tasks if (t.get("details") or {}).get("maintenance_by_job")]
         errors = []
         if ours:
@@ -744,14 +927,22 @@ class RollingClusterUpdateHandler(JobHandler):
                     if not rows:
                         continue
                     try:
-                        if await asyncio.to_thread(self._bring_back, client, rows[0], d.get("powered_off_vms") or []):
+                        if await asyncio.to_thread(
+                            self._bring_back, client, rows[0], d.get("powered_off_vms") or []
+                        ):
                             errors.append(f"{rows[0]['name']}: still in maintenance mode")
                             continue
-                        await write(ctx, "update_task", p_target_kind="host", p_target_id=t["target_id"],
-                                    p_status=t["status"] if t["status"] != "running" else "failed",
-                                    p_details={"maintenance_by_job": False},
-                                    p_error=t.get("error") if t["status"] != "running" else
-                                    "interrupted; brought back out of maintenance by the cleanup")
+                        await write(
+                            ctx,
+                            "update_task",
+                            p_target_kind="host",
+                            p_target_id=t["target_id"],
+                            p_status=t["status"] if t["status"] != "running" else "failed",
+                            p_details={"maintenance_by_job": False},
+                            p_error=t.get("error")
+                            if t["status"] != "running"
+                            else "interrupted; brought back out of maintenance by the cleanup",
+                        )
                         out["hosts_brought_back"].append(rows[0]["name"])
                     except Exception as exc:  # noqa: BLE001 - report, keep cleaning up
                         errors.append(f"{rows[0]['name']}: {exc}")

@@ -55,7 +55,9 @@ DIFF_LIMIT = 200  # attribute changes listed per server (count); the rest is cou
 def profile_xml(profile: dict[str, Any]) -> bytes:
     """The SCP XML document of an exported profile (the layout iDRAC exports and imports)."""
     sc = profile.get("SystemConfiguration") or {}
-    root = ET.Element("SystemConfiguration", {k: str(sc[k]) for k in ("Model", "ServiceTag", "TimeStamp") if k in sc})
+    root = ET.Element(
+        "SystemConfiguration", {k: str(sc[k]) for k in ("Model", "ServiceTag", "TimeStamp") if k in sc}
+    )
     for comp in sc.get("Components") or []:
         ce = ET.SubElement(root, "Component", FQDD=str(comp.get("FQDD", "")))
         for a in comp.get("Attributes") or []:
@@ -72,8 +74,10 @@ def attributes_of(content: bytes) -> dict[str, dict[str, str]]:
     if text.startswith(b"{"):
         sc = json.loads(text).get("SystemConfiguration") or {}
         for comp in sc.get("Components") or []:
-            out[str(comp.get("FQDD"))] = {str(a.get("Name")): "" if a.get("Value") is None else str(a.get("Value"))
-                                          for a in comp.get("Attributes") or []}
+            out[str(comp.get("FQDD"))] = {
+                str(a.get("Name")): "" if a.get("Value") is None else str(a.get("Value"))
+                for a in comp.get("Attributes") or []
+            }
         return out
     root = ET.fromstring(text)
     for comp in root.iter("Component"):
@@ -95,20 +99,31 @@ def diff(old: dict[str, dict[str, str]], new: dict[str, dict[str, str]]) -> dict
             elif name not in b:
                 changes.append({"change": "removed", "fqdd": fqdd, "name": name, "old": a[name]})
             elif a[name] != b[name]:
-                changes.append({"change": "changed", "fqdd": fqdd, "name": name, "old": a[name], "new": b[name]})
-    return {"unchanged": not changes, "count": len(changes), "changes": changes[:DIFF_LIMIT],
-            "truncated": len(changes) > DIFF_LIMIT}
+                changes.append(
+                    {"change": "changed", "fqdd": fqdd, "name": name, "old": a[name], "new": b[name]}
+                )
+    return {
+        "unchanged": not changes,
+        "count": len(changes),
+        "changes": changes[:DIFF_LIMIT],
+        "truncated": len(changes) > DIFF_LIMIT,
+    }
 
 
-async def export_profile(ctx: StepContext, c: RedfishClient, *, target: str = "ALL",
-                         include: str = "Default") -> dict[str, Any]:
+async def export_profile(
+    ctx: StepContext, c: RedfishClient, *, target: str = "ALL", include: str = "Default"
+) -> dict[str, Any]:
     """SCP export as JSON: the iDRAC task is waited for through ``ctx.wait_for``
     (state and percent are the progress marker, so a wedged export is told from a slow one)."""
     dell: DellOEM = await call(c.require_dell, "export SCP")
     await wait_lc_ready(ctx, c, "export SCP")
     uri = dell.ext.export_system_configuration_uri
-    body = {"ExportFormat": "JSON", "ExportUse": "Default", "IncludeInExport": include,
-            "ShareParameters": {"Target": [target]}}
+    body = {
+        "ExportFormat": "JSON",
+        "ExportUse": "Default",
+        "IncludeInExport": include,
+        "ShareParameters": {"Target": [target]},
+    }
     _, resp, headers = await call(c.configure, "export SCP", lambda: dell._post(uri, body))
     jid = DellOEM._job_id_from(headers, resp)
     task_path = f"/redfish/v1/TaskService/Tasks/{jid}"
@@ -122,33 +137,58 @@ async def export_profile(ctx: StepContext, c: RedfishClient, *, target: str = "A
         oem = (doc.get("Oem") or {}).get("Dell") or {}
         state, pct = str(oem.get("JobState", doc.get("TaskState", ""))), int(oem.get("PercentComplete") or 0)
         if state in FAILED or doc.get("TaskState") == "Exception":
-            raise JobFailed(f"SCP export job {jid} ended {state}: {oem.get('Message', '')}", job_id=jid, state=state,
-                            target=c.target, operation="export SCP")
+            raise JobFailed(
+                f"SCP export job {jid} ended {state}: {oem.get('Message', '')}",
+                job_id=jid,
+                state=state,
+                target=c.target,
+                operation="export SCP",
+            )
         return Progress(False, (state, pct), {"job_id": jid, "percent": pct})
 
-    await wait(ctx, probe, what=f"{c.target}: SCP export {jid}", budget=c.timeouts.scp,
-               on_stall=lambda why: JobStuck(f"SCP export job {jid}: {why}", job_id=jid, target=c.target,
-                                             operation="export SCP"))
+    await wait(
+        ctx,
+        probe,
+        what=f"{c.target}: SCP export {jid}",
+        budget=c.timeouts.scp,
+        on_stall=lambda why: JobStuck(
+            f"SCP export job {jid}: {why}", job_id=jid, target=c.target, operation="export SCP"
+        ),
+    )
     return got["profile"]
 
 
-async def take_backup(ctx: StepContext, c: RedfishClient, server: dict[str, Any], *, components: list[str],
-                      export_format: str = "XML", include_read_only: bool = False) -> dict[str, Any]:
+async def take_backup(
+    ctx: StepContext,
+    c: RedfishClient,
+    server: dict[str, Any],
+    *,
+    components: list[str],
+    export_format: str = "XML",
+    include_read_only: bool = False,
+) -> dict[str, Any]:
     """Export, compare with the previous backup of the server, store. Returns the record
     kept in the job's result (artifact id, sha256, size, diff)."""
-    profile = await export_profile(ctx, c, target=",".join(components),
-                                   include="IncludeReadOnly" if include_read_only else "Default")
+    profile = await export_profile(
+        ctx, c, target=",".join(components), include="IncludeReadOnly" if include_read_only else "Default"
+    )
     if export_format == "XML":
         content, ctype = profile_xml(profile), "application/xml"
     else:
         content, ctype = json.dumps(profile, sort_keys=True, indent=1).encode(), "application/json"
     attrs = attributes_of(content)
     previous = await latest_artifact(ctx, str(server["id"]), "scp_backup")
-    stored = await store_artifact(ctx, kind="scp_backup", content=content, content_type=ctype,
-                                  server_id=str(server["id"]))
-    record: dict[str, Any] = {**stored, "format": export_format, "content_type": ctype,
-                              "config_sha256": config_sha256(attrs),
-                              "components": sum(1 for _ in attrs), "attributes": sum(len(v) for v in attrs.values())}
+    stored = await store_artifact(
+        ctx, kind="scp_backup", content=content, content_type=ctype, server_id=str(server["id"])
+    )
+    record: dict[str, Any] = {
+        **stored,
+        "format": export_format,
+        "content_type": ctype,
+        "config_sha256": config_sha256(attrs),
+        "components": sum(1 for _ in attrs),
+        "attributes": sum(len(v) for v in attrs.values()),
+    }
     if previous is None:
         record["diff"] = None
         record["previous_artifact_id"] = None
@@ -184,8 +224,14 @@ class ScpBackupHandler(JobHandler):
             await task(ctx, s, "running")
             try:
                 async with bmc(eps[sid]) as c:
-                    record = await take_backup(ctx, c, s, components=list(p.components),
-                                               export_format=p.export_format, include_read_only=p.include_read_only)
+                    record = await take_backup(
+                        ctx,
+                        c,
+                        s,
+                        components=list(p.components),
+                        export_format=p.export_format,
+                        include_read_only=p.include_read_only,
+                    )
             except (TargetError, DellHandlerError) as exc:
                 await fail_server(ctx, s, exc, failures, done)
                 continue

@@ -93,12 +93,15 @@ def confined(base_dir: Path, value: Any, field: str, *, folder: bool = False) ->
         raise SelftestError(f"params.{field} is required: a path relative to the selftest folder {base_dir}")
     rel = Path(value)
     if rel.is_absolute():
-        raise SelftestError(f"params.{field} must be relative to the selftest folder {base_dir}; "
-                            f"absolute paths are refused")
+        raise SelftestError(
+            f"params.{field} must be relative to the selftest folder {base_dir}; absolute paths are refused"
+        )
     if "\x00" in value:
         raise SelftestError(f"params.{field} holds a NUL character")
     if ".." in rel.parts:
-        raise SelftestError(f"params.{field} must stay inside the selftest folder {base_dir}; '..' is refused")
+        raise SelftestError(
+            f"params.{field} must stay inside the selftest folder {base_dir}; '..' is refused"
+        )
     root = base_dir.resolve()
     path = (root / rel).resolve()
     if (path == root and not folder) or not path.is_relative_to(root):
@@ -144,7 +147,10 @@ class SelftestHandler(JobHandler):
     async def _gate(self, ctx: StepContext, gate: str) -> None:
         if gate not in (ctx.params.get("gates") or []):
             return
-        base = confined(self.base_dir, ctx.params.get("gate_dir"), "gate_dir", folder=True) / f"{ctx.job_id}.{gate}"
+        base = (
+            confined(self.base_dir, ctx.params.get("gate_dir"), "gate_dir", folder=True)
+            / f"{ctx.job_id}.{gate}"
+        )
         at = Path(f"{base}.at")
         if at.exists():
             return  # a gate holds a job once; the executor that resumes it passes through
@@ -165,7 +171,9 @@ class SelftestHandler(JobHandler):
     def _maybe_block(self, ctx: StepContext) -> None:
         # Blockers are found before the step changes anything, as a real blocker scan would.
         if ctx.params.get("block_at") == ctx.spec.name and ctx.attempt == 1:
-            raise BlockersFound([Blocker(kind="other", target="counter", message=f"blocked at {ctx.spec.name}")])
+            raise BlockersFound(
+                [Blocker(kind="other", target="counter", message=f"blocked at {ctx.spec.name}")]
+            )
 
     async def before_step(self, ctx: StepContext, spec: StepSpec) -> None:
         await self._gate(ctx, f"boundary:{spec.name}")
@@ -178,7 +186,9 @@ class SelftestHandler(JobHandler):
         if cred_id:
             cred = await ctx.credentials(str(cred_id))
             # Deliberately careless: the log filter, not this line, must keep the secret out.
-            log.info("opened credential for %s with password %s", cred.get("username"), cred.unbound("password"))
+            log.info(
+                "opened credential for %s with password %s", cred.get("username"), cred.unbound("password")
+            )
         self._effect(ctx, "run")
         await self._gate(ctx, "inside:preflight")
         await self._common(ctx)

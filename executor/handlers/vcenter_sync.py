@@ -43,8 +43,13 @@ class VcenterSyncHandler(JobHandler):
     @step(100, resumable=True)
     async def read_inventory(self, ctx: StepContext) -> dict[str, Any]:
         params = VcenterSyncParams.model_validate(ctx.params)
-        vc = await one(ctx, "vcenters", "id,name,address,credential_set_id,site_id,details", f"vCenter {params.vcenter_id}",
-                       id=str(params.vcenter_id))
+        vc = await one(
+            ctx,
+            "vcenters",
+            "id,name,address,credential_set_id,site_id,details",
+            f"vCenter {params.vcenter_id}",
+            id=str(params.vcenter_id),
+        )
         client = await vcenter_client(ctx, vc, TargetProfile.load())
         try:
             t0 = time.monotonic()
@@ -53,18 +58,29 @@ class VcenterSyncHandler(JobHandler):
         finally:
             await asyncio.to_thread(client.close)
         inv = self._inventory
-        return {"clusters": len(inv.clusters), "hosts": len(inv.hosts), "vms": len(inv.vms), "read_s": round(read_s, 3)}
+        return {
+            "clusters": len(inv.clusters),
+            "hosts": len(inv.hosts),
+            "vms": len(inv.vms),
+            "read_s": round(read_s, 3),
+        }
 
     @step(90, resumable=True)
     async def store_inventory(self, ctx: StepContext) -> dict[str, Any]:
         params = VcenterSyncParams.model_validate(ctx.params)
-        vc = await one(ctx, "vcenters", "id,name,address,credential_set_id,site_id,details", f"vCenter {params.vcenter_id}",
-                       id=str(params.vcenter_id))
+        vc = await one(
+            ctx,
+            "vcenters",
+            "id,name,address,credential_set_id,site_id,details",
+            f"vCenter {params.vcenter_id}",
+            id=str(params.vcenter_id),
+        )
         if self._inventory is None:
             # resumed in another executor run: the read is cheap and must be fresh anyway
             await self.read_inventory(ctx)
         t0 = time.monotonic()
-        result = await sync_inventory(ctx, vc, self._inventory, include_vms=params.include_vms,
-                                      prune=params.prune_missing)
+        result = await sync_inventory(
+            ctx, vc, self._inventory, include_vms=params.include_vms, prune=params.prune_missing
+        )
         result["store_s"] = round(time.monotonic() - t0, 3)
         return result

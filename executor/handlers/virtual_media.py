@@ -54,9 +54,12 @@ async def _media(ctx: StepContext, c: RedfishClient, p: VirtualMediaMountParams)
     if p.eject:
         vm = await call(c._media_slot, slot)
         if vm.inserted and vm.image != p.image_url:
-            raise RequestRejected(f"slot {vm.identity} holds {vm.image}, not {p.image_url}; left mounted",
-                                  target=c.target, operation="eject virtual media",
-                                  hint="eject it by its own URL if it really should go")
+            raise RequestRejected(
+                f"slot {vm.identity} holds {vm.image}, not {p.image_url}; left mounted",
+                target=c.target,
+                operation="eject virtual media",
+                hint="eject it by its own URL if it really should go",
+            )
         r = await call(c.eject_media, slot)
     else:
         r = await call(c.insert_media, p.image_url, slot)
@@ -71,7 +74,9 @@ class VirtualMediaHandler(JobHandler):
         p = params_of(job, VirtualMediaMountParams)
         if not p.write_protected:
             # The client mounts read-only only; accepting the flag and ignoring it would lie.
-            raise DellHandlerError("write_protected=false is not supported: images are always mounted read-only")
+            raise DellHandlerError(
+                "write_protected=false is not supported: images are always mounted read-only"
+            )
         if p.eject and p.boot_once:
             raise DellHandlerError("boot_once cannot be combined with eject")
 

@@ -34,8 +34,12 @@ from typing import Any
 
 from .errors import TargetError
 
-ENV = {"consecutive": "RACKPILOT_BMC_SETTLE_CONSECUTIVE", "interval": "RACKPILOT_BMC_SETTLE_INTERVAL_S",
-       "stall": "RACKPILOT_BMC_SETTLE_STALL_S", "ceiling": "RACKPILOT_BMC_SETTLE_CEILING_S"}
+ENV = {
+    "consecutive": "RACKPILOT_BMC_SETTLE_CONSECUTIVE",
+    "interval": "RACKPILOT_BMC_SETTLE_INTERVAL_S",
+    "stall": "RACKPILOT_BMC_SETTLE_STALL_S",
+    "ceiling": "RACKPILOT_BMC_SETTLE_CEILING_S",
+}
 
 
 class BMCNotSettled(TargetError):
@@ -66,8 +70,12 @@ class SettleOptions:
             values[name] = value
         opts = cls(**values)
         if time_scale != 1:
-            opts = replace(opts, interval=opts.interval / time_scale, stall=opts.stall / time_scale,
-                           ceiling=opts.ceiling / time_scale)
+            opts = replace(
+                opts,
+                interval=opts.interval / time_scale,
+                stall=opts.stall / time_scale,
+                ceiling=opts.ceiling / time_scale,
+            )
         return opts
 
 
@@ -119,9 +127,11 @@ def settle(connect: Callable[[], Any], opts: SettleOptions, *, what: str = "BMC"
         if marker != last_marker:
             last_marker, last_change = marker, now
         if not good and now - last_change > opts.stall:
-            raise BMCNotSettled(f"{what}: stalled, nothing changed for {opts.stall:g}s (last: {seen})",
-                                operation="BMC settle")
+            raise BMCNotSettled(
+                f"{what}: stalled, nothing changed for {opts.stall:g}s (last: {seen})", operation="BMC settle"
+            )
         if now - start > opts.ceiling:
-            raise BMCNotSettled(f"{what}: still not settled after {opts.ceiling:g}s (last: {seen})",
-                                operation="BMC settle")
+            raise BMCNotSettled(
+                f"{what}: still not settled after {opts.ceiling:g}s (last: {seen})", operation="BMC settle"
+            )
         time.sleep(opts.interval)

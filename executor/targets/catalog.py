@@ -121,13 +121,31 @@ class ComplianceReport:
 
     def update_packages(self, base_location: str, base_url: str | None = None) -> list[UpdatePackage]:
         """The packages that bring this server to compliance (empty when compliant)."""
-        return [UpdatePackage(c.package.url(base_location, base_url), c.component_id, c.package.version,
-                              c.name, c.package.reboot_required) for c in self.updates if c.package]
+        return [
+            UpdatePackage(
+                c.package.url(base_location, base_url),
+                c.component_id,
+                c.package.version,
+                c.name,
+                c.package.reboot_required,
+            )
+            for c in self.updates
+            if c.package
+        ]
 
     def as_rows(self) -> list[dict[str, Any]]:
-        return [{"component_id": c.component_id, "name": c.name, "current": c.current, "target": c.target,
-                 "status": c.status, "criticality": c.criticality, "reboot_required": c.reboot_required}
-                for c in self.components]
+        return [
+            {
+                "component_id": c.component_id,
+                "name": c.name,
+                "current": c.current,
+                "target": c.target,
+                "status": c.status,
+                "criticality": c.criticality,
+                "reboot_required": c.reboot_required,
+            }
+            for c in self.components
+        ]
 
 
 @dataclass
@@ -160,11 +178,13 @@ class Catalog:
         try:
             root = ET.fromstring(data)
         except ET.ParseError as exc:
-            raise CatalogError(f"{source}: not a valid catalog XML document ({exc})",
-                               operation="load catalog") from None
+            raise CatalogError(
+                f"{source}: not a valid catalog XML document ({exc})", operation="load catalog"
+            ) from None
         if root.tag != "Manifest":
-            raise CatalogError(f"{source}: root element is <{root.tag}>, expected <Manifest>",
-                               operation="load catalog")
+            raise CatalogError(
+                f"{source}: root element is <{root.tag}>, expected <Manifest>", operation="load catalog"
+            )
         pkgs = [cls._package(sc) for sc in root.iter("SoftwareComponent")]
         return cls(root.get("baseLocation", ""), root.get("version", ""), root.get("dateTime", ""), pkgs)
 
@@ -183,16 +203,25 @@ class Catalog:
         ctype = sc.find("ComponentType")
         cat = sc.find("Category")
         return CatalogPackage(
-            package_id=sc.get("packageID", ""), name=_display(sc.find("Name")),
-            version=sc.get("vendorVersion") or sc.get("dellVersion", ""), path=sc.get("path", ""),
+            package_id=sc.get("packageID", ""),
+            name=_display(sc.find("Name")),
+            version=sc.get("vendorVersion") or sc.get("dellVersion", ""),
+            path=sc.get("path", ""),
             component_type=ctype.get("value", "") if ctype is not None else "",
-            category=_display(cat), criticality=CRITICALITY.get(crit_value, _display(crit) or "Optional"),
+            category=_display(cat),
+            criticality=CRITICALITY.get(crit_value, _display(crit) or "Optional"),
             reboot_required=sc.get("rebootRequired", "true").lower() == "true",
-            component_ids=frozenset(d.get("componentID", "") for d in sc.iterfind("SupportedDevices/Device")
-                                    if d.get("componentID")),
-            system_ids=frozenset(systems), models=frozenset(models),
-            release_date=sc.get("releaseDate", ""), hash_md5=sc.get("hashMD5", ""),
-            size=int(sc.get("size", "0") or 0))
+            component_ids=frozenset(
+                d.get("componentID", "")
+                for d in sc.iterfind("SupportedDevices/Device")
+                if d.get("componentID")
+            ),
+            system_ids=frozenset(systems),
+            models=frozenset(models),
+            release_date=sc.get("releaseDate", ""),
+            hash_md5=sc.get("hashMD5", ""),
+            size=int(sc.get("size", "0") or 0),
+        )
 
     # ---- queries ----------------------------------------------------------------------------
     def age_days(self, now: dt.datetime | None = None) -> float | None:
@@ -208,21 +237,22 @@ class Catalog:
     def packages_for(self, system_id: str | None = None, model: str | None = None) -> list[CatalogPackage]:
         return [p for p in self.packages if p.applies_to(system_id, model)]
 
-    def best_for(self, component_id: str, system_id: str | None = None,
-                 model: str | None = None) -> CatalogPackage | None:
+    def best_for(
+        self, component_id: str, system_id: str | None = None, model: str | None = None
+    ) -> CatalogPackage | None:
         cands = [p for p in self.packages_for(system_id, model) if component_id in p.component_ids]
         return max(cands, key=lambda p: version_key(p.version), default=None)
 
-    def compliance(self, *, model: str, system_id: str | None,
-                   components: Iterable[Any]) -> ComplianceReport:
+    def compliance(self, *, model: str, system_id: str | None, components: Iterable[Any]) -> ComplianceReport:
         """Per installed component: current vs the catalog's newest applicable version.
         `components` are objects with component_id, name, version (e.g. FirmwareComponent)
         or (component_id, name, version) tuples."""
         report = ComplianceReport(model, system_id)
         seen: set[str] = set()
         for comp in components:
-            cid, name, version = (comp if isinstance(comp, tuple)
-                                  else (comp.component_id, comp.name, comp.version))
+            cid, name, version = (
+                comp if isinstance(comp, tuple) else (comp.component_id, comp.name, comp.version)
+            )
             if not cid or cid in seen:
                 continue
             seen.add(cid)
@@ -232,6 +262,9 @@ class Catalog:
                 continue
             cur, tgt = version_key(version), version_key(pkg.version)
             status = "current" if cur == tgt else ("update" if cur < tgt else "newer_than_catalog")
-            report.components.append(ComponentCompliance(cid, name, version, pkg.version, status,
-                                                         pkg.criticality, pkg.reboot_required, pkg))
+            report.components.append(
+                ComponentCompliance(
+                    cid, name, version, pkg.version, status, pkg.criticality, pkg.reboot_required, pkg
+                )
+            )
         return report

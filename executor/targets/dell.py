@@ -74,9 +74,15 @@ class DellJob:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> DellJob:
-        return cls(str(d.get("Id", "")), str(d.get("Name", "")), str(d.get("JobType", "")),
-                   str(d.get("JobState", "")), int(d.get("PercentComplete") or 0), str(d.get("Message", "")),
-                   str(d.get("MessageId", "")))
+        return cls(
+            str(d.get("Id", "")),
+            str(d.get("Name", "")),
+            str(d.get("JobType", "")),
+            str(d.get("JobState", "")),
+            int(d.get("PercentComplete") or 0),
+            str(d.get("Message", "")),
+            str(d.get("MessageId", "")),
+        )
 
 
 @dataclass
@@ -127,12 +133,22 @@ class FirmwareUpdateReport:
         failed = [c for c in self.components if c.status == "failed"]
         if failed:
             c = failed[0]
-            raise JobFailed(f"{len(failed)} component(s) failed; first: {c.name or c.component_id}: {c.message}",
-                            job_id=c.job_id, state=c.job_state, target=target, operation="firmware update")
+            raise JobFailed(
+                f"{len(failed)} component(s) failed; first: {c.name or c.component_id}: {c.message}",
+                job_id=c.job_id,
+                state=c.job_state,
+                target=target,
+                operation="firmware update",
+            )
         if unchanged:
-            names = ", ".join(f"{c.name or c.component_id} still {c.after} (wanted {c.target})" for c in unchanged)
-            raise FirmwareVerificationFailed(f"update reported success but versions did not change: {names}",
-                                             target=target, operation="firmware update")
+            names = ", ".join(
+                f"{c.name or c.component_id} still {c.after} (wanted {c.target})" for c in unchanged
+            )
+            raise FirmwareVerificationFailed(
+                f"update reported success but versions did not change: {names}",
+                target=target,
+                operation="firmware update",
+            )
 
 
 class DellOEM:
@@ -150,12 +166,18 @@ class DellOEM:
             svc = self.ext.lifecycle_service
             uri = svc._actions.remote_service_api_status.target_uri
             d = self.c.conn.post(uri, data={}).json()
-            return LCStatus(str(d.get("LCStatus", "")), str(d.get("RTStatus", "")), str(d.get("ServerStatus", "")),
-                            str(d.get("Status", "")))
+            return LCStatus(
+                str(d.get("LCStatus", "")),
+                str(d.get("RTStatus", "")),
+                str(d.get("ServerStatus", "")),
+                str(d.get("Status", "")),
+            )
 
         return self.c.call("read Lifecycle Controller status", go)
 
-    def wait_lc_ready(self, *, operation: str = "wait for Lifecycle Controller", timeout: float | None = None) -> LCStatus:
+    def wait_lc_ready(
+        self, *, operation: str = "wait for Lifecycle Controller", timeout: float | None = None
+    ) -> LCStatus:
         """Poll GetRemoteServicesAPIStatus until Ready, bounded by `timeouts.lc_ready`."""
         limit = self.c.timeouts.lc_ready if timeout is None else timeout
         deadline = time.monotonic() + limit
@@ -167,7 +189,9 @@ class DellOEM:
                 raise LifecycleControllerNotReady(
                     f"Lifecycle Controller not ready after {limit:g} s (LCStatus={st.lc_status}, "
                     f"RTStatus={st.rt_status}, ServerStatus={st.server_status})",
-                    target=self.target, operation=operation)
+                    target=self.target,
+                    operation=operation,
+                )
             self.c.sleep(self.c.timeouts.poll)
 
     # ---- job queue ---------------------------------------------------------------------------------
@@ -186,8 +210,14 @@ class DellOEM:
                 # the Dell job sits in the task's Oem.Dell (the task answers 202 while running).
                 doc = self.c.conn.get(f"/redfish/v1/TaskService/Tasks/{job_id}").json()
                 dell = (doc.get("Oem") or {}).get("Dell") or {}
-                return DellJob.from_json({**dell, "Id": doc.get("Id", job_id), "Name": doc.get("Name", ""),
-                                          "PercentComplete": doc.get("PercentComplete", dell.get("PercentComplete"))})
+                return DellJob.from_json(
+                    {
+                        **dell,
+                        "Id": doc.get("Id", job_id),
+                        "Name": doc.get("Name", ""),
+                        "PercentComplete": doc.get("PercentComplete", dell.get("PercentComplete")),
+                    }
+                )
             return DellJob.from_json(self.c.conn.get(f"{self.ext.job_collection.path}/{job_id}").json())
 
         return self.c.call(f"read job {job_id}", go)
@@ -221,16 +251,28 @@ class DellOEM:
             self.wait_lc_ready(operation="clear job queue")
             left = [j for j in self.jobs() if not j.finished]
             if left:
-                raise JobQueueStuck(f"{len(left)} job(s) still queued after JID_CLEARALL_FORCE: "
-                                    + ", ".join(f"{j.id} ({j.state})" for j in left),
-                                    job_id=left[0].id, state=left[0].state, target=self.target,
-                                    operation="clear job queue")
+                raise JobQueueStuck(
+                    f"{len(left)} job(s) still queued after JID_CLEARALL_FORCE: "
+                    + ", ".join(f"{j.id} ({j.state})" for j in left),
+                    job_id=left[0].id,
+                    state=left[0].state,
+                    target=self.target,
+                    operation="clear job queue",
+                )
         after = {j.id for j in self.jobs()}
         removed = [j for j in before if j not in after]
-        return QueueClearResult(removed, forced, f"removed {len(removed)} job(s)" + (" with force" if forced else ""))
+        return QueueClearResult(
+            removed, forced, f"removed {len(removed)} job(s)" + (" with force" if forced else "")
+        )
 
-    def wait_job(self, job_id: str, *, timeout: float | None = None, stop_at: frozenset[str] = frozenset(),
-                 operation: str = "wait for job") -> DellJob:
+    def wait_job(
+        self,
+        job_id: str,
+        *,
+        timeout: float | None = None,
+        stop_at: frozenset[str] = frozenset(),
+        operation: str = "wait for job",
+    ) -> DellJob:
         """Poll a Dell job until it finishes (or reaches a state in `stop_at`). Failed ends
         raise JobFailed. Progress-aware: the job is declared stuck when neither its state
         nor its percentage changed for `timeouts.stall`, or it ran past `timeout`
@@ -242,9 +284,14 @@ class DellOEM:
         while True:
             job = self.job(job_id)
             if job.state in FAILED:
-                raise JobFailed(f"job {job.id} ({job.name}) ended {job.state}: {job.message}", job_id=job.id,
-                                state=job.state, target=self.target, operation=operation,
-                                message_id=job.message_id.rsplit(".", 1)[-1] or None)
+                raise JobFailed(
+                    f"job {job.id} ({job.name}) ended {job.state}: {job.message}",
+                    job_id=job.id,
+                    state=job.state,
+                    target=self.target,
+                    operation=operation,
+                    message_id=job.message_id.rsplit(".", 1)[-1] or None,
+                )
             if job.finished or job.state in stop_at:
                 return job
             now = time.monotonic()
@@ -252,13 +299,25 @@ class DellOEM:
             if key != last_key:
                 last_key, last_change = key, now
             if now - last_change >= t.stall:
-                raise JobStuck(f"job {job.id} ({job.name}) made no progress for {t.stall:g} s "
-                               f"(state {job.state}, {job.percent}%)", job_id=job.id, state=job.state,
-                               percent=job.percent, target=self.target, operation=operation)
+                raise JobStuck(
+                    f"job {job.id} ({job.name}) made no progress for {t.stall:g} s "
+                    f"(state {job.state}, {job.percent}%)",
+                    job_id=job.id,
+                    state=job.state,
+                    percent=job.percent,
+                    target=self.target,
+                    operation=operation,
+                )
             if now - start >= limit:
-                raise JobStuck(f"job {job.id} ({job.name}) not finished after {limit:g} s "
-                               f"(state {job.state}, {job.percent}%)", job_id=job.id, state=job.state,
-                               percent=job.percent, target=self.target, operation=operation)
+                raise JobStuck(
+                    f"job {job.id} ({job.name}) not finished after {limit:g} s "
+                    f"(state {job.state}, {job.percent}%)",
+                    job_id=job.id,
+                    state=job.state,
+                    percent=job.percent,
+                    target=self.target,
+                    operation=operation,
+                )
             self.c.sleep(t.poll)
 
     @staticmethod
@@ -270,20 +329,25 @@ class DellOEM:
         return jid
 
     # ---- SCP ------------------------------------------------------------------------------------------
-    def export_scp(self, target: str = "ALL", *, export_use: str = "Default",
-                   include: str = "Default") -> ScpExport:
+    def export_scp(
+        self, target: str = "ALL", *, export_use: str = "Default", include: str = "Default"
+    ) -> ScpExport:
         """Server Configuration Profile export as JSON, waited for with `timeouts.scp`.
         The finished task answers with the profile itself (iDRAC behaviour)."""
         with self.c.doing("export SCP"):
             return self._export_scp(target=target, export_use=export_use, include=include)
 
-    def _export_scp(self, target: str = "ALL", *, export_use: str = "Default",
-                   include: str = "Default") -> ScpExport:
+    def _export_scp(
+        self, target: str = "ALL", *, export_use: str = "Default", include: str = "Default"
+    ) -> ScpExport:
         uri = self.ext.export_system_configuration_uri
-        body = {"ExportFormat": "JSON", "ExportUse": export_use, "IncludeInExport": include,
-                "ShareParameters": {"Target": [target]}}
-        status, resp, headers = self.c.configure(
-            "export SCP", lambda: self._post(uri, body))
+        body = {
+            "ExportFormat": "JSON",
+            "ExportUse": export_use,
+            "IncludeInExport": include,
+            "ShareParameters": {"Target": [target]},
+        }
+        status, resp, headers = self.c.configure("export SCP", lambda: self._post(uri, body))
         jid = self._job_id_from(headers, resp)
         task = f"/redfish/v1/TaskService/Tasks/{jid}"
         t = self.c.timeouts
@@ -294,41 +358,62 @@ class DellOEM:
             if code == 200 and "SystemConfiguration" in doc:
                 text = json.dumps(doc, sort_keys=True, indent=1)
                 comps = json.dumps(doc["SystemConfiguration"].get("Components", []), sort_keys=True)
-                return ScpExport(jid, doc, hashlib.sha256(text.encode()).hexdigest(), text,
-                                 hashlib.sha256(comps.encode()).hexdigest())
+                return ScpExport(
+                    jid,
+                    doc,
+                    hashlib.sha256(text.encode()).hexdigest(),
+                    text,
+                    hashlib.sha256(comps.encode()).hexdigest(),
+                )
             dell = (doc.get("Oem") or {}).get("Dell") or {}
-            state, pct = str(dell.get("JobState", doc.get("TaskState", ""))), int(dell.get("PercentComplete") or 0)
+            state, pct = (
+                str(dell.get("JobState", doc.get("TaskState", ""))),
+                int(dell.get("PercentComplete") or 0),
+            )
             if state in FAILED or doc.get("TaskState") == "Exception":
-                raise JobFailed(f"SCP export job {jid} ended {state}: {dell.get('Message', '')}", job_id=jid,
-                                state=state, target=self.target, operation="export SCP")
+                raise JobFailed(
+                    f"SCP export job {jid} ended {state}: {dell.get('Message', '')}",
+                    job_id=jid,
+                    state=state,
+                    target=self.target,
+                    operation="export SCP",
+                )
             now = time.monotonic()
             if (state, pct) != last_key:
                 last_key, last_change = (state, pct), now
             if now - last_change >= t.stall or now - start >= t.scp:
-                raise JobStuck(f"SCP export job {jid} not finished (state {state}, {pct}%) after "
-                               f"{now - start:.1f} s", job_id=jid, state=state, percent=pct, target=self.target,
-                               operation="export SCP")
+                raise JobStuck(
+                    f"SCP export job {jid} not finished (state {state}, {pct}%) after {now - start:.1f} s",
+                    job_id=jid,
+                    state=state,
+                    percent=pct,
+                    target=self.target,
+                    operation="export SCP",
+                )
             self.c.sleep(t.poll)
 
     def _post(self, uri: str, body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
         r = self.c.conn.post(uri, data=body)
         return r.status_code, (r.json() if r.content else {}), dict(r.headers)
 
-    def import_scp(self, profile: dict[str, Any] | str, *, shutdown: str = "Graceful",
-                   wait: bool = True) -> DellJob:
+    def import_scp(
+        self, profile: dict[str, Any] | str, *, shutdown: str = "Graceful", wait: bool = True
+    ) -> DellJob:
         """Apply a profile. `shutdown` Graceful/Forced reboots the host to apply; NoReboot
         leaves the job Scheduled until someone reboots (returned as-is, not waited)."""
         with self.c.doing("import SCP"):
             return self._import_scp(profile=profile, shutdown=shutdown, wait=wait)
 
-    def _import_scp(self, profile: dict[str, Any] | str, *, shutdown: str = "Graceful",
-                   wait: bool = True) -> DellJob:
+    def _import_scp(
+        self, profile: dict[str, Any] | str, *, shutdown: str = "Graceful", wait: bool = True
+    ) -> DellJob:
         if shutdown not in ("Graceful", "Forced", "NoReboot"):
             raise ValueError("shutdown must be Graceful, Forced or NoReboot")
         buf = profile if isinstance(profile, str) else json.dumps(profile)
         body = {"ImportBuffer": buf, "ShareParameters": {"Target": "ALL"}, "ShutdownType": shutdown}
         status, resp, headers = self.c.configure(
-            "import SCP", lambda: self._post(self.ext.import_system_configuration_uri, body))
+            "import SCP", lambda: self._post(self.ext.import_system_configuration_uri, body)
+        )
         jid = self._job_id_from(headers, resp)
         if not wait or shutdown == "NoReboot":
             return self.job(jid)
@@ -336,28 +421,40 @@ class DellOEM:
 
     # Dell's own profile for a one-time boot from the virtual CD (the same attributes
     # sushy's Dell extension imports); iDRAC rejects it with insignificant whitespace.
-    VIRTUAL_CD_BOOT_ONCE = ('<SystemConfiguration><Component FQDD="{fqdd}">'
-                            '<Attribute Name="ServerBoot.1#BootOnce">Enabled</Attribute>'
-                            '<Attribute Name="ServerBoot.1#FirstBootDevice">VCD-DVD</Attribute>'
-                            '</Component></SystemConfiguration>')
+    VIRTUAL_CD_BOOT_ONCE = (
+        '<SystemConfiguration><Component FQDD="{fqdd}">'
+        '<Attribute Name="ServerBoot.1#BootOnce">Enabled</Attribute>'
+        '<Attribute Name="ServerBoot.1#FirstBootDevice">VCD-DVD</Attribute>'
+        "</Component></SystemConfiguration>"
+    )
 
     def set_virtual_cd_boot_once(self) -> DellJob:
         """One-time boot from the virtual CD through the iDRAC's ServerBoot attributes (an SCP
         import of iDRAC attributes, applied without a host reboot), waited for."""
         with self.c.doing("set one-time boot from virtual media"):
             fqdd = self.c.manager().identity
-            body = {"ImportBuffer": self.VIRTUAL_CD_BOOT_ONCE.format(fqdd=fqdd),
-                    "ShareParameters": {"Target": ["ALL"]}}
+            body = {
+                "ImportBuffer": self.VIRTUAL_CD_BOOT_ONCE.format(fqdd=fqdd),
+                "ShareParameters": {"Target": ["ALL"]},
+            }
             _, resp, headers = self.c.configure(
-                "set one-time boot", lambda: self._post(self.ext.import_system_configuration_uri, body))
+                "set one-time boot", lambda: self._post(self.ext.import_system_configuration_uri, body)
+            )
             jid = self._job_id_from(headers, resp)
             return self.wait_job(jid, timeout=self.c.timeouts.scp, operation="set one-time boot")
 
     # ---- firmware ---------------------------------------------------------------------------------
-    def simple_update(self, image_uri: str, protocol: str = "HTTP", *, target: str | None = None,
-                      apply_time: str | None = None) -> str:
+    def simple_update(
+        self,
+        image_uri: str,
+        protocol: str = "HTTP",
+        *,
+        target: str | None = None,
+        apply_time: str | None = None,
+    ) -> str:
         """Start a SimpleUpdate; returns the Dell job id. `target` (the FirmwareInventory
         member the package is for) and `apply_time` are sent on iDRAC10 only."""
+
         def go() -> tuple[int, dict[str, Any], dict[str, str]]:
             us = self.c.root.get_update_service()
             uri = us._actions.simple_update.target_uri
@@ -374,8 +471,13 @@ class DellOEM:
         _, resp, headers = self.c.configure("firmware SimpleUpdate", go)
         return self._job_id_from(headers, resp)
 
-    def update_firmware(self, packages: list[UpdatePackage], *, reboot: str = "graceful_restart",
-                        clear_stale_jobs: bool = True) -> FirmwareUpdateReport:
+    def update_firmware(
+        self,
+        packages: list[UpdatePackage],
+        *,
+        reboot: str = "graceful_restart",
+        clear_stale_jobs: bool = True,
+    ) -> FirmwareUpdateReport:
         """Stage every package, apply them with one host reboot, verify versions after.
 
         - components already at the target version are skipped ("nothing to do" is success);
@@ -389,16 +491,25 @@ class DellOEM:
         with self.c.doing("firmware update"):
             return self._update_firmware(packages=packages, reboot=reboot, clear_stale_jobs=clear_stale_jobs)
 
-    def _update_firmware(self, packages: list[UpdatePackage], *, reboot: str = "graceful_restart",
-                        clear_stale_jobs: bool = True) -> FirmwareUpdateReport:
+    def _update_firmware(
+        self,
+        packages: list[UpdatePackage],
+        *,
+        reboot: str = "graceful_restart",
+        clear_stale_jobs: bool = True,
+    ) -> FirmwareUpdateReport:
         report = FirmwareUpdateReport()
         current = {fc.component_id: fc for fc in self.c.firmware_inventory()}
         inv_path = "/redfish/v1/UpdateService/FirmwareInventory"
         todo: list[tuple[UpdatePackage, ComponentResult]] = []
         for p in packages:
             fc = current.get(p.component_id)
-            cr = ComponentResult(p.component_id, p.name or (fc.name if fc else ""), fc.version if fc else None,
-                                 p.target_version)
+            cr = ComponentResult(
+                p.component_id,
+                p.name or (fc.name if fc else ""),
+                fc.version if fc else None,
+                p.target_version,
+            )
             report.components.append(cr)
             if fc is not None and fc.version == p.target_version:
                 cr.status, cr.after, cr.message = "already_current", fc.version, "already at target version"
@@ -413,8 +524,11 @@ class DellOEM:
         for p, cr in sorted(todo, key=lambda pc: not pc[0].reboot_required):
             try:
                 fc = current.get(p.component_id)
-                cr.job_id = self.simple_update(p.image_uri, target=f"{inv_path}/{fc.id}" if fc else None,
-                                               apply_time="OnReset" if p.reboot_required else "Immediate")
+                cr.job_id = self.simple_update(
+                    p.image_uri,
+                    target=f"{inv_path}/{fc.id}" if fc else None,
+                    apply_time="OnReset" if p.reboot_required else "Immediate",
+                )
                 stop = frozenset({"Scheduled"}) if p.reboot_required else frozenset()
                 job = self.wait_job(cr.job_id, stop_at=stop, operation=f"stage {cr.name or p.component_id}")
                 cr.job_state = job.state
@@ -491,17 +605,24 @@ class DellOEM:
                 self.c.sleep(t.poll)
         while not self._reachable():
             if time.monotonic() >= deadline:
-                raise TargetUnreachable(f"iDRAC not back {t.idrac_reset:g} s after its restart",
-                                        target=self.target, operation=operation)
+                raise TargetUnreachable(
+                    f"iDRAC not back {t.idrac_reset:g} s after its restart",
+                    target=self.target,
+                    operation=operation,
+                )
             self.c.sleep(t.poll)
         remaining = max(t.poll, deadline - time.monotonic())
         try:
             self.wait_lc_ready(operation=operation, timeout=remaining)
         except TargetError as exc:
             if isinstance(exc, LifecycleControllerNotReady):
-                raise OperationTimedOut(f"iDRAC answers but its Lifecycle Controller was not Ready within "
-                                        f"{t.idrac_reset:g} s of the restart", target=self.target,
-                                        operation=operation, hint=LifecycleControllerNotReady.hint) from None
+                raise OperationTimedOut(
+                    f"iDRAC answers but its Lifecycle Controller was not Ready within "
+                    f"{t.idrac_reset:g} s of the restart",
+                    target=self.target,
+                    operation=operation,
+                    hint=LifecycleControllerNotReady.hint,
+                ) from None
             raise
 
     # ---- pre-flight -------------------------------------------------------------------------------------
@@ -509,6 +630,10 @@ class DellOEM:
         """iDRAC readiness for a pre-flight report: LC state and unfinished jobs."""
         st = self.lc_status()
         pending = [j for j in self.jobs() if not j.finished]
-        return {"lc_ready": st.ready, "lc_status": st.lc_status, "rt_status": st.rt_status,
-                "server_status": st.server_status,
-                "pending_jobs": [{"id": j.id, "name": j.name, "state": j.state} for j in pending]}
+        return {
+            "lc_ready": st.ready,
+            "lc_status": st.lc_status,
+            "rt_status": st.rt_status,
+            "server_status": st.server_status,
+            "pending_jobs": [{"id": j.id, "name": j.name, "state": j.state} for j in pending],
+        }

@@ -61,8 +61,12 @@ def lifecycle_gate(client: Any, *, lc_wait: float) -> Gate:
             st = dell.wait_lc_ready(operation="pre-flight: Lifecycle Controller", timeout=lc_wait)
         except LifecycleControllerNotReady:
             st = dell.lc_status()
-            return Gate("lifecycle", BLOCK, f"Lifecycle Controller not ready after {lc_wait:g} s "
-                        f"(LCStatus {st.lc_status}, RTStatus {st.rt_status}, server {st.server_status})")
+            return Gate(
+                "lifecycle",
+                BLOCK,
+                f"Lifecycle Controller not ready after {lc_wait:g} s "
+                f"(LCStatus {st.lc_status}, RTStatus {st.rt_status}, server {st.server_status})",
+            )
     return Gate("lifecycle", OK, f"Lifecycle Controller ready (server {st.server_status})")
 
 
@@ -71,18 +75,26 @@ def job_queue_gate(client: Any) -> Gate:
     jobs = client.require_dell("pre-flight: job queue").jobs()
     busy = [j for j in jobs if not j.finished and j.state != "Scheduled"]
     if busy:
-        return Gate("job_queue", BLOCK, "iDRAC job(s) in progress: " + ", ".join(
-            f"{j.id} {j.name or j.job_type} {j.state} {j.percent}%" for j in busy[:5]))
+        return Gate(
+            "job_queue",
+            BLOCK,
+            "iDRAC job(s) in progress: "
+            + ", ".join(f"{j.id} {j.name or j.job_type} {j.state} {j.percent}%" for j in busy[:5]),
+        )
     scheduled = [j for j in jobs if j.state == "Scheduled"]
     failed = [j for j in jobs if j.state in FAILED]
     why = []
     if scheduled:
-        why.append(f"{len(scheduled)} job(s) scheduled for the next reboot ("
-                   + ", ".join(f"{j.id} {j.name or j.job_type}" for j in scheduled[:5])
-                   + "), cleared before staging")
+        why.append(
+            f"{len(scheduled)} job(s) scheduled for the next reboot ("
+            + ", ".join(f"{j.id} {j.name or j.job_type}" for j in scheduled[:5])
+            + "), cleared before staging"
+        )
     if failed:
-        why.append(f"{len(failed)} failed job(s): " + "; ".join(
-            f"{j.id} {j.name or j.job_type}: {j.message or j.state}" for j in failed[:5]))
+        why.append(
+            f"{len(failed)} failed job(s): "
+            + "; ".join(f"{j.id} {j.name or j.job_type}: {j.message or j.state}" for j in failed[:5])
+        )
     if why:
         return Gate("job_queue", WARN, "; ".join(why))
     return Gate("job_queue", OK, f"job queue idle ({len(jobs)} finished job(s))")
@@ -125,22 +137,38 @@ def catalog_gate(fetch: Callable[[], Any], *, max_age_days: float | None = None)
 # A component row, whatever reported it (the catalog compliance of the pre-flight, the
 # console's v_firmware_compliance): component, installed, target, status, criticality, reboot.
 # status: update | current | newer_than_catalog | not_in_catalog | not_selected
-_STATUS_WORDS = {"current": "at the catalog version", "newer_than_catalog": "newer than the catalog",
-                 "not_in_catalog": "not in the catalog", "not_selected": "outdated but not selected by the job"}
+_STATUS_WORDS = {
+    "current": "at the catalog version",
+    "newer_than_catalog": "newer than the catalog",
+    "not_in_catalog": "not in the catalog",
+    "not_selected": "outdated but not selected by the job",
+}
 
 
 def what_will_change(host: str, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], str | None]:
     """Per host: the changes (one row per component: installed -> target, criticality, reboot)
     and, when there is none, why the host is already compliant (None when nothing is known)."""
-    changes = [{"host": host, "component": r.get("component"), "installed": r.get("installed"),
-                "target": r.get("target"), "criticality": r.get("criticality") or "", "reboot": bool(r.get("reboot"))}
-               for r in rows if r.get("status") == "update"]
+    changes = [
+        {
+            "host": host,
+            "component": r.get("component"),
+            "installed": r.get("installed"),
+            "target": r.get("target"),
+            "criticality": r.get("criticality") or "",
+            "reboot": bool(r.get("reboot")),
+        }
+        for r in rows
+        if r.get("status") == "update"
+    ]
     if changes or not rows:
         return changes, None
     counts: dict[str, int] = {}
     for r in rows:
         counts[str(r.get("status"))] = counts.get(str(r.get("status")), 0) + 1
-    parts = [f"{n} component(s) {_STATUS_WORDS.get(s, s)}" for s, n in sorted(counts.items(), key=lambda x: x[0] != "current")]
+    parts = [
+        f"{n} component(s) {_STATUS_WORDS.get(s, s)}"
+        for s, n in sorted(counts.items(), key=lambda x: x[0] != "current")
+    ]
     return [], "already compliant: " + ", ".join(parts)
 
 
@@ -151,12 +179,23 @@ def catalog_rows(rows: list[dict[str, Any]], selected: list[str] | None = None) 
     out = []
     for r in rows:
         status = r.get("status")
-        if status == "update" and wanted and str(r.get("component_id")) not in wanted \
-                and str(r.get("name") or "").lower() not in wanted:
+        if (
+            status == "update"
+            and wanted
+            and str(r.get("component_id")) not in wanted
+            and str(r.get("name") or "").lower() not in wanted
+        ):
             status = "not_selected"
-        out.append({"component": r.get("name") or r.get("component_id"), "installed": r.get("current"),
-                    "target": r.get("target"), "status": status, "criticality": r.get("criticality"),
-                    "reboot": r.get("reboot_required")})
+        out.append(
+            {
+                "component": r.get("name") or r.get("component_id"),
+                "installed": r.get("current"),
+                "target": r.get("target"),
+                "status": status,
+                "criticality": r.get("criticality"),
+                "reboot": r.get("reboot_required"),
+            }
+        )
     return out
 
 
@@ -165,8 +204,11 @@ def _gib(mb: float) -> str:
     return f"{mb / 1024:.0f} GiB"
 
 
-def capacity_bound(host_memory_mb: dict[str, int], running_vm_mb: int, ha: dict[str, Any] | None,
-                   ) -> tuple[int, Gate]:
+def capacity_bound(
+    host_memory_mb: dict[str, int],
+    running_vm_mb: int,
+    ha: dict[str, Any] | None,
+) -> tuple[int, Gate]:
     """How many hosts may be out at once so that the hosts left hold the running VMs' memory
     plus HA's failover capacity (N+1), assuming the largest hosts go out first; returns the
     bound and the ``capacity`` gate that explains it.
@@ -204,11 +246,23 @@ def capacity_bound(host_memory_mb: dict[str, int], running_vm_mb: int, ha: dict[
         bound = k
     vms = f"N+1: running VMs use {_gib(running_vm_mb)} on {n} host(s) ({_gib(sum(sizes))}); {ha_words}"
     if bound:
-        return bound, Gate("capacity", OK, f"{vms}; with the {bound} largest out the rest hold "
-                           f"{_gib(usable(bound))} for VMs: at most {bound} host(s) out at once")
+        return bound, Gate(
+            "capacity",
+            OK,
+            f"{vms}; with the {bound} largest out the rest hold "
+            f"{_gib(usable(bound))} for VMs: at most {bound} host(s) out at once",
+        )
     if n > 1 and usable(1, reserve=False) >= running_vm_mb:
-        return 1, Gate("capacity", WARN, f"{vms}; with one host out the other {n - 1} hold the VMs "
-                       f"({_gib(usable(1, reserve=False))}) but not HA's failover capacity: one host at a time, "
-                       "and a second host failing meanwhile may leave VMs not restarted")
-    return 0, Gate("capacity", BLOCK, f"{vms}; with one host out the other {max(n - 1, 0)} hold "
-                   f"{_gib(usable(1, reserve=False))}: not even one host can go out")
+        return 1, Gate(
+            "capacity",
+            WARN,
+            f"{vms}; with one host out the other {n - 1} hold the VMs "
+            f"({_gib(usable(1, reserve=False))}) but not HA's failover capacity: one host at a time, "
+            "and a second host failing meanwhile may leave VMs not restarted",
+        )
+    return 0, Gate(
+        "capacity",
+        BLOCK,
+        f"{vms}; with one host out the other {max(n - 1, 0)} hold "
+        f"{_gib(usable(1, reserve=False))}: not even one host can go out",
+    )

@@ -43,11 +43,17 @@ class RangeError(ValueError):
 def _count(entry: str) -> int:
     if "/" in entry:
         net = ipaddress.ip_network(entry, strict=False)
-        return net.num_addresses if net.num_addresses <= 2 else net.num_addresses - (2 if net.version == 4 else 1)
+        return (
+            net.num_addresses
+            if net.num_addresses <= 2
+            else net.num_addresses - (2 if net.version == 4 else 1)
+        )
     if "-" in entry:
         a, b = (ipaddress.ip_address(x.strip()) for x in entry.split("-", 1))
         if a.version != b.version or int(b) < int(a):
-            raise RangeError(f"range {entry!r}: the last address must be of the same family and not before the first")
+            raise RangeError(
+                f"range {entry!r}: the last address must be of the same family and not before the first"
+            )
         return int(b) - int(a) + 1
     return 1
 
@@ -117,10 +123,21 @@ class Probe:
     details: dict[str, Any] = field(default_factory=dict)
 
     def row(self) -> dict[str, Any]:
-        out = {"address": self.address, "idrac_address": self.idrac_address, "message": self.message,
-               "details": self.details}
-        for k in ("reason", "service_tag", "model", "idrac_generation", "firmware_version", "credential_set_id",
-                  "tls"):
+        out = {
+            "address": self.address,
+            "idrac_address": self.idrac_address,
+            "message": self.message,
+            "details": self.details,
+        }
+        for k in (
+            "reason",
+            "service_tag",
+            "model",
+            "idrac_generation",
+            "firmware_version",
+            "credential_set_id",
+            "tls",
+        ):
             v = getattr(self, k)
             if v is not None:
                 out[k] = v
@@ -130,8 +147,14 @@ class Probe:
 def generation(manager_model: str) -> str:
     """iDRAC generation from the manager's model ("14G Monolithic" -> iDRAC9)."""
     head = manager_model.strip().split(" ", 1)[0].upper()
-    gen = {"12G": "iDRAC7", "13G": "iDRAC8", "14G": "iDRAC9", "15G": "iDRAC9", "16G": "iDRAC9",
-           "17G": "iDRAC10"}.get(head)
+    gen = {
+        "12G": "iDRAC7",
+        "13G": "iDRAC8",
+        "14G": "iDRAC9",
+        "15G": "iDRAC9",
+        "16G": "iDRAC9",
+        "17G": "iDRAC10",
+    }.get(head)
     return f"{gen} ({manager_model})" if gen else manager_model or "unknown"
 
 
@@ -169,11 +192,14 @@ def probe(host: str, scheme: str, port: int, creds: list[Credential], timeouts: 
     vendor = str(root.get("Vendor") or "")
     if not (vendor.lower().startswith("dell") or "Dell" in (root.get("Oem") or {})):
         p.reason = "not_dell"
-        p.message = f"a Redfish service of {vendor or 'an unknown vendor'} ({root.get('Product') or 'no product'})"
+        p.message = (
+            f"a Redfish service of {vendor or 'an unknown vendor'} ({root.get('Product') or 'no product'})"
+        )
         return p
     p.details["redfish_version"] = root.get("RedfishVersion")
-    sessions = (((root.get("Links") or {}).get("Sessions") or {}).get("@odata.id")
-                or "/redfish/v1/SessionService/Sessions")
+    sessions = ((root.get("Links") or {}).get("Sessions") or {}).get(
+        "@odata.id"
+    ) or "/redfish/v1/SessionService/Sessions"
     refused: list[str] = []
     allowed_any = False
     for cred in creds:
@@ -187,12 +213,17 @@ def probe(host: str, scheme: str, port: int, creds: list[Credential], timeouts: 
             attach_requests(http, base)
             http.verify = _verify(sealed.trust) if scheme == "https" else True
             try:
-                login = http.post(f"{base}{sessions}", json={"UserName": secret.get("username", ""),
-                                                            "Password": secret.get("password", "")},
-                                  timeout=timeout, allow_redirects=False)
+                login = http.post(
+                    f"{base}{sessions}",
+                    json={"UserName": secret.get("username", ""), "Password": secret.get("password", "")},
+                    timeout=timeout,
+                    allow_redirects=False,
+                )
             except requests.exceptions.SSLError:
                 p.reason = "error"
-                p.message = f"TLS: the certificate is not trusted as credential {cred.credential_id} was sealed"
+                p.message = (
+                    f"TLS: the certificate is not trusted as credential {cred.credential_id} was sealed"
+                )
                 return p
             except requests.RequestException as exc:
                 p.reason, p.message = "no_answer", f"session login got no answer ({type(exc).__name__})"

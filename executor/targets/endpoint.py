@@ -33,19 +33,24 @@ class Endpoint:
         parts = urlsplit(url)
         who = self.name or parts.netloc or self.url
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise TLSConfigurationError(f"endpoint URL must be https://host[:port], got {self.url!r}",
-                                        target=who, hint="")
+            raise TLSConfigurationError(
+                f"endpoint URL must be https://host[:port], got {self.url!r}", target=who, hint=""
+            )
         if parts.scheme == "http":
             if not self.allow_plain_http:
                 raise TLSConfigurationError(
                     "plain HTTP was given but not allowed; credentials would cross the network in clear",
-                    target=who, hint="use https, or set allow_plain_http=True for a loopback lab")
+                    target=who,
+                    hint="use https, or set allow_plain_http=True for a loopback lab",
+                )
             if self.insecure or self.ca_bundle:
-                raise TLSConfigurationError("insecure/ca_bundle make no sense for a plain-HTTP endpoint",
-                                            target=who, hint="")
+                raise TLSConfigurationError(
+                    "insecure/ca_bundle make no sense for a plain-HTTP endpoint", target=who, hint=""
+                )
         if self.insecure and self.ca_bundle:
-            raise TLSConfigurationError("both a CA bundle and insecure=True were given; choose one",
-                                        target=who, hint="")
+            raise TLSConfigurationError(
+                "both a CA bundle and insecure=True were given; choose one", target=who, hint=""
+            )
         if self.ca_bundle and not os.path.exists(self.ca_bundle):
             raise TLSConfigurationError(f"CA bundle {self.ca_bundle} does not exist", target=who, hint="")
         object.__setattr__(self, "url", f"{parts.scheme}://{parts.netloc}")
@@ -74,8 +79,11 @@ class Endpoint:
     def announce(self, log: logging.Logger) -> None:
         """Log the transport choice; loudly when it is not verified HTTPS."""
         if self.tls_mode in ("plain-http", "https-insecure-no-verify"):
-            log.warning("target %s: %s (explicitly configured; certificates are not checked)",
-                        self.display, self.tls_mode)
+            log.warning(
+                "target %s: %s (explicitly configured; certificates are not checked)",
+                self.display,
+                self.tls_mode,
+            )
         else:
             log.debug("target %s: %s", self.display, self.tls_mode)
 

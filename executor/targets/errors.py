@@ -18,8 +18,15 @@ class TargetError(Exception):
 
     hint = ""
 
-    def __init__(self, message: str, *, target: str | None = None, operation: str | None = None,
-                 message_id: str | None = None, hint: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        target: str | None = None,
+        operation: str | None = None,
+        message_id: str | None = None,
+        hint: str | None = None,
+    ):
         self.detail = message
         self.target = target
         self.operation = operation
@@ -53,8 +60,10 @@ class AuthenticationFailed(TargetError):
 class SessionLimitReached(TargetError):
     """iDRAC RAC0218: all Redfish sessions are in use (usually leaked by another tool)."""
 
-    hint = ("another tool holds every Redfish session; its sessions expire after ~30 min idle, "
-            "or delete them in the iDRAC UI")
+    hint = (
+        "another tool holds every Redfish session; its sessions expire after ~30 min idle, "
+        "or delete them in the iDRAC UI"
+    )
 
 
 class LifecycleControllerNotReady(TargetError):
@@ -89,8 +98,15 @@ class JobStuck(TargetError):
 
     hint = "the job may be wedged: clear the job queue (escalating to force-clear) or reset the iDRAC"
 
-    def __init__(self, message: str, *, job_id: str | None = None, state: str | None = None,
-                 percent: int | None = None, **kw):
+    def __init__(
+        self,
+        message: str,
+        *,
+        job_id: str | None = None,
+        state: str | None = None,
+        percent: int | None = None,
+        **kw,
+    ):
         self.job_id = job_id
         self.state = state
         self.percent = percent
@@ -110,7 +126,9 @@ class OperationTimedOut(TargetError):
 class FirmwareVerificationFailed(TargetError):
     """The update reported success but the installed version is not the target version."""
 
-    hint = "the device reported success without installing the package; re-run the update or check the package"
+    hint = (
+        "the device reported success without installing the package; re-run the update or check the package"
+    )
 
 
 class TLSConfigurationError(TargetError):
@@ -138,8 +156,21 @@ class CatalogError(TargetError):
 
 
 __all__ = [
-    "TargetError", "TargetUnreachable", "AuthenticationFailed", "SessionLimitReached",
-    "LifecycleControllerNotReady", "PendingConfiguration", "JobAlreadyRunning", "JobFailed", "JobStuck",
-    "JobQueueStuck", "OperationTimedOut", "FirmwareVerificationFailed", "TLSConfigurationError",
-    "TargetServerError", "RequestRejected", "UnsupportedTarget", "CatalogError",
+    "TargetError",
+    "TargetUnreachable",
+    "AuthenticationFailed",
+    "SessionLimitReached",
+    "LifecycleControllerNotReady",
+    "PendingConfiguration",
+    "JobAlreadyRunning",
+    "JobFailed",
+    "JobStuck",
+    "JobQueueStuck",
+    "OperationTimedOut",
+    "FirmwareVerificationFailed",
+    "TLSConfigurationError",
+    "TargetServerError",
+    "RequestRejected",
+    "UnsupportedTarget",
+    "CatalogError",
 ]

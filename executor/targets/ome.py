@@ -112,13 +112,24 @@ class OMEClient:
     async def open(self) -> None:
         self.endpoint.announce(LOG)
         t = self.timeouts
-        self._http = httpx.AsyncClient(base_url=self.endpoint.url, verify=self.endpoint.verify,
-                                       timeout=httpx.Timeout(t.read, connect=t.connect),
-                                       headers={"Accept": "application/json"},
-                                       event_hooks=httpx_hooks(self.target))  # on record: executor/calllog.py
+        self._http = httpx.AsyncClient(
+            base_url=self.endpoint.url,
+            verify=self.endpoint.verify,
+            timeout=httpx.Timeout(t.read, connect=t.connect),
+            headers={"Accept": "application/json"},
+            event_hooks=httpx_hooks(self.target),
+        )  # on record: executor/calllog.py
         try:
-            r = await self._send("POST", "/api/SessionService/Sessions", "open session", json={
-                "UserName": self.endpoint.username, "Password": self.endpoint.password, "SessionType": "API"})
+            r = await self._send(
+                "POST",
+                "/api/SessionService/Sessions",
+                "open session",
+                json={
+                    "UserName": self.endpoint.username,
+                    "Password": self.endpoint.password,
+                    "SessionType": "API",
+                },
+            )
         except BaseException:
             await self._http.aclose()
             self._http = None
@@ -128,8 +139,11 @@ class OMEClient:
         if not token or not self._session_id:
             await self._http.aclose()
             self._http = None
-            raise RequestRejected("OME accepted the login but returned no session token", target=self.target,
-                                  operation="open session")
+            raise RequestRejected(
+                "OME accepted the login but returned no session token",
+                target=self.target,
+                operation="open session",
+            )
         self._http.headers["X-Auth-Token"] = token
 
     async def close(self) -> None:
@@ -162,18 +176,25 @@ class OMEClient:
                 r = await self._http.request(method, url, **kw)
             except httpx.ConnectError as exc:
                 if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "SSL" in type(exc.__cause__).__name__:
-                    raise TLSConfigurationError("TLS handshake failed: the certificate is not trusted",
-                                                target=self.target, operation=label) from None
+                    raise TLSConfigurationError(
+                        "TLS handshake failed: the certificate is not trusted",
+                        target=self.target,
+                        operation=label,
+                    ) from None
                 if last:
-                    raise TargetUnreachable("connection to OME failed", target=self.target, operation=label) from None
+                    raise TargetUnreachable(
+                        "connection to OME failed", target=self.target, operation=label
+                    ) from None
             except httpx.TimeoutException:
                 if last:
-                    raise TargetUnreachable("OME did not answer within the timeout", target=self.target,
-                                            operation=label) from None
+                    raise TargetUnreachable(
+                        "OME did not answer within the timeout", target=self.target, operation=label
+                    ) from None
             except httpx.TransportError:
                 if last:
-                    raise TargetUnreachable("connection to OME dropped", target=self.target,
-                                            operation=label) from None
+                    raise TargetUnreachable(
+                        "connection to OME dropped", target=self.target, operation=label
+                    ) from None
             else:
                 if r.status_code < 400:
                     return r
@@ -181,17 +202,31 @@ class OMEClient:
                 if r.status_code >= 500 and method == "GET" and not last:
                     LOG.info("OME %s: HTTP %s on %s, retrying", self.target, r.status_code, url)
                 elif r.status_code in (401, 403):
-                    raise AuthenticationFailed(msg or f"HTTP {r.status_code}", target=self.target, operation=label,
-                                               message_id=mid)
+                    raise AuthenticationFailed(
+                        msg or f"HTTP {r.status_code}", target=self.target, operation=label, message_id=mid
+                    )
                 elif mid == "CSEC5017":
-                    raise SessionLimitReached(msg, target=self.target, operation=label, message_id=mid,
-                                              hint="close unused OME API sessions or wait for them to expire")
+                    raise SessionLimitReached(
+                        msg,
+                        target=self.target,
+                        operation=label,
+                        message_id=mid,
+                        hint="close unused OME API sessions or wait for them to expire",
+                    )
                 elif r.status_code >= 500:
-                    raise TargetServerError(f"OME answered HTTP {r.status_code}: {msg}", target=self.target,
-                                            operation=label, message_id=mid)
+                    raise TargetServerError(
+                        f"OME answered HTTP {r.status_code}: {msg}",
+                        target=self.target,
+                        operation=label,
+                        message_id=mid,
+                    )
                 else:
-                    raise RequestRejected(f"OME refused the request (HTTP {r.status_code}): {msg}",
-                                          target=self.target, operation=label, message_id=mid)
+                    raise RequestRejected(
+                        f"OME refused the request (HTTP {r.status_code}): {msg}",
+                        target=self.target,
+                        operation=label,
+                        message_id=mid,
+                    )
             await asyncio.sleep(t.retry_delay)
         raise AssertionError("unreachable")
 
@@ -199,7 +234,9 @@ class OMEClient:
         r = await self._send("GET", path, operation, params=params)
         return r.json()
 
-    async def paged(self, path: str, operation: str, params: dict[str, Any] | None = None) -> AsyncIterator[dict]:
+    async def paged(
+        self, path: str, operation: str, params: dict[str, Any] | None = None
+    ) -> AsyncIterator[dict]:
         """Every item of an OData collection, following `@odata.nextLink` to the end."""
         url: str | None = path
         seen: set[str] = set()
@@ -207,8 +244,9 @@ class OMEClient:
         pages = 0
         while url:
             if url in seen or pages >= MAX_PAGES:
-                raise RequestRejected(f"OME paging does not terminate at {url}", target=self.target,
-                                      operation=operation)
+                raise RequestRejected(
+                    f"OME paging does not terminate at {url}", target=self.target, operation=operation
+                )
             seen.add(url)
             doc = await self.get(url, operation, params if first else None)
             first = False
@@ -228,19 +266,30 @@ class OMEClient:
         for d in await self.collect("/api/DeviceService/Devices", "list devices", params):
             mgmt = (d.get("DeviceManagement") or [{}])[0] if d.get("DeviceManagement") else {}
             sid = d.get("SystemId")
-            out.append(OMEDevice(int(d["Id"]), str(d.get("DeviceServiceTag") or d.get("Identifier") or ""),
-                                 str(d.get("Model") or ""), str(d.get("DeviceName") or ""),
-                                 mgmt.get("NetworkAddress"),
-                                 {17: "On", 18: "Off"}.get(d.get("PowerState"), "Unknown"),
-                                 f"{int(sid):04X}" if isinstance(sid, int) else None))
+            out.append(
+                OMEDevice(
+                    int(d["Id"]),
+                    str(d.get("DeviceServiceTag") or d.get("Identifier") or ""),
+                    str(d.get("Model") or ""),
+                    str(d.get("DeviceName") or ""),
+                    mgmt.get("NetworkAddress"),
+                    {17: "On", 18: "Off"}.get(d.get("PowerState"), "Unknown"),
+                    f"{int(sid):04X}" if isinstance(sid, int) else None,
+                )
+            )
         return out
 
     async def device_firmware(self, device_id: int) -> list[tuple[str, str, str]]:
         """Installed firmware as (component_id, name, version) — the shape catalog.compliance takes."""
-        doc = await self.get(f"/api/DeviceService/Devices({device_id})/InventoryDetails('deviceSoftware')",
-                             "read device firmware")
-        return [(str(i.get("ComponentId", "")), str(i.get("DeviceDescription", "")), str(i.get("Version", "")))
-                for i in doc.get("InventoryInfo", []) if i.get("Status", "Installed") == "Installed"]
+        doc = await self.get(
+            f"/api/DeviceService/Devices({device_id})/InventoryDetails('deviceSoftware')",
+            "read device firmware",
+        )
+        return [
+            (str(i.get("ComponentId", "")), str(i.get("DeviceDescription", "")), str(i.get("Version", "")))
+            for i in doc.get("InventoryInfo", [])
+            if i.get("Status", "Installed") == "Installed"
+        ]
 
     # ---- firmware baselines -------------------------------------------------------------------------------
     async def catalogs(self) -> list[dict[str, Any]]:
@@ -253,21 +302,37 @@ class OMEClient:
         for b in await self.baselines():
             if b.get("Name") == name:
                 return b
-        raise RequestRejected(f"no firmware baseline named {name!r}", target=self.target, operation="find baseline")
+        raise RequestRejected(
+            f"no firmware baseline named {name!r}", target=self.target, operation="find baseline"
+        )
 
     async def compliance(self, baseline_id: int) -> list[OMEDeviceCompliance]:
         out = []
         path = f"/api/UpdateService/Baselines({baseline_id})/DeviceComplianceReports"
         for r in await self.collect(path, "read compliance report"):
-            comps = [OMEComponentCompliance(str(c.get("TargetIdentifier") or c.get("UniqueIdentifier") or ""),
-                                            str(c.get("Name", "")), str(c.get("CurrentVersion", "")),
-                                            str(c.get("Version", "")), str(c.get("UpdateAction", "")),
-                                            str(c.get("ComplianceStatus", "")), str(c.get("Criticality", "")),
-                                            bool(c.get("RebootRequired")))
-                     for c in r.get("ComponentComplianceReports", [])]
-            out.append(OMEDeviceCompliance(int(r["DeviceId"]), str(r.get("ServiceTag", "")),
-                                           str(r.get("DeviceModel", "")), str(r.get("ComplianceStatus", "")),
-                                           bool(r.get("RebootRequired")), comps))
+            comps = [
+                OMEComponentCompliance(
+                    str(c.get("TargetIdentifier") or c.get("UniqueIdentifier") or ""),
+                    str(c.get("Name", "")),
+                    str(c.get("CurrentVersion", "")),
+                    str(c.get("Version", "")),
+                    str(c.get("UpdateAction", "")),
+                    str(c.get("ComplianceStatus", "")),
+                    str(c.get("Criticality", "")),
+                    bool(c.get("RebootRequired")),
+                )
+                for c in r.get("ComponentComplianceReports", [])
+            ]
+            out.append(
+                OMEDeviceCompliance(
+                    int(r["DeviceId"]),
+                    str(r.get("ServiceTag", "")),
+                    str(r.get("DeviceModel", "")),
+                    str(r.get("ComplianceStatus", "")),
+                    bool(r.get("RebootRequired")),
+                    comps,
+                )
+            )
         return out
 
     # ---- jobs -------------------------------------------------------------------------------------------
@@ -284,19 +349,36 @@ class OMEClient:
             if sid in JOB_DONE:
                 return job
             if sid in JOB_FAILED:
-                raise JobFailed(f"OME job {job_id} ({job.get('JobName', '')}) ended {name}", job_id=str(job_id),
-                                state=name, target=self.target, operation=operation)
+                raise JobFailed(
+                    f"OME job {job_id} ({job.get('JobName', '')}) ended {name}",
+                    job_id=str(job_id),
+                    state=name,
+                    target=self.target,
+                    operation=operation,
+                )
             if time.monotonic() >= deadline:
-                raise JobStuck(f"OME job {job_id} ({job.get('JobName', '')}) still {name} after {limit:g} s",
-                               job_id=str(job_id), state=name, target=self.target, operation=operation)
+                raise JobStuck(
+                    f"OME job {job_id} ({job.get('JobName', '')}) still {name} after {limit:g} s",
+                    job_id=str(job_id),
+                    state=name,
+                    target=self.target,
+                    operation=operation,
+                )
             await asyncio.sleep(t.poll)
 
     async def refresh_inventory(self, device_ids: list[int], *, wait: bool = True) -> int:
         """Run an inventory job on the devices; returns the job id."""
-        body = {"JobName": "rackpilot inventory refresh", "JobDescription": "rackpilot inventory refresh",
-                "Schedule": "startnow", "State": "Enabled", "JobType": {"Id": 8, "Name": "Inventory_Task"},
-                "Targets": [{"Id": i, "Data": "", "TargetType": {"Id": 1000, "Name": "DEVICE"}} for i in device_ids],
-                "Params": []}
+        body = {
+            "JobName": "rackpilot inventory refresh",
+            "JobDescription": "rackpilot inventory refresh",
+            "Schedule": "startnow",
+            "State": "Enabled",
+            "JobType": {"Id": 8, "Name": "Inventory_Task"},
+            "Targets": [
+                {"Id": i, "Data": "", "TargetType": {"Id": 1000, "Name": "DEVICE"}} for i in device_ids
+            ],
+            "Params": [],
+        }
         r = await self._send("POST", "/api/JobService/Jobs", "refresh inventory", json=body)
         job_id = int(r.json()["Id"])
         if wait:
@@ -307,8 +389,12 @@ class OMEClient:
         """Re-run the baseline's compliance task (OME keeps it as a job), then wait."""
         b = await self.get(f"/api/UpdateService/Baselines({baseline_id})", "refresh compliance")
         task = int(b["TaskId"])
-        await self._send("POST", "/api/JobService/Actions/JobService.RunJobs", "refresh compliance",
-                         json={"JobIds": [task]})
+        await self._send(
+            "POST",
+            "/api/JobService/Actions/JobService.RunJobs",
+            "refresh compliance",
+            json={"JobIds": [task]},
+        )
         if wait:
             await self.wait_job(task, operation="refresh compliance")
         return task

@@ -139,8 +139,9 @@ def translate(exc: BaseException, target: str, operation: str) -> TargetError:
     if isinstance(exc, sx.ConnectionError):
         text = str(exc)
         if "SSLError" in text or "CERTIFICATE_VERIFY_FAILED" in text or "certificate" in text.lower():
-            return TLSConfigurationError("TLS handshake failed: the certificate is not trusted",
-                                         target=target, operation=operation)
+            return TLSConfigurationError(
+                "TLS handshake failed: the certificate is not trusted", target=target, operation=operation
+            )
         if "Read timed out" in text or "ReadTimeout" in text:
             what = "the BMC accepted the connection but did not answer within the read timeout"
         elif "ConnectTimeout" in text or "timed out" in text:
@@ -156,27 +157,41 @@ def translate(exc: BaseException, target: str, operation: str) -> TargetError:
         for mid in ids:
             cls = _MESSAGE_ERRORS.get(short_id(mid))
             if cls is not None:
-                return cls(error_message(body) or mid, target=target, operation=operation,
-                           message_id=short_id(mid))
+                return cls(
+                    error_message(body) or mid, target=target, operation=operation, message_id=short_id(mid)
+                )
         msg = error_message(body) or f"HTTP {exc.status_code}"
         mid = short_id(ids[0]) if ids else None
         if isinstance(exc, sx.AccessError):
-            return AuthenticationFailed(f"access denied (HTTP {exc.status_code})", target=target,
-                                        operation=operation, message_id=mid)
+            return AuthenticationFailed(
+                f"access denied (HTTP {exc.status_code})", target=target, operation=operation, message_id=mid
+            )
         if exc.status_code >= 500:
-            return TargetServerError(f"BMC answered HTTP {exc.status_code}: {msg}", target=target,
-                                     operation=operation, message_id=mid)
-        return RequestRejected(f"BMC refused the request (HTTP {exc.status_code}): {msg}", target=target,
-                               operation=operation, message_id=mid)
+            return TargetServerError(
+                f"BMC answered HTTP {exc.status_code}: {msg}",
+                target=target,
+                operation=operation,
+                message_id=mid,
+            )
+        return RequestRejected(
+            f"BMC refused the request (HTTP {exc.status_code}): {msg}",
+            target=target,
+            operation=operation,
+            message_id=mid,
+        )
     if isinstance(exc, (sx.MissingAttributeError, sx.MissingActionError, sx.OEMExtensionNotFoundError)):
-        return UnsupportedTarget(f"the BMC lacks what this operation needs: {exc}", target=target,
-                                 operation=operation)
+        return UnsupportedTarget(
+            f"the BMC lacks what this operation needs: {exc}", target=target, operation=operation
+        )
     if isinstance(exc, sx.SushyError):
         return RequestRejected(str(exc), target=target, operation=operation)
     if isinstance(exc, (ValueError, KeyError, IndexError)):
         # not JSON, or JSON without what Redfish promises: a device (or proxy) answering oddly
-        return RequestRejected(f"unexpected answer from the BMC ({type(exc).__name__}: {exc})", target=target,
-                               operation=operation)
+        return RequestRejected(
+            f"unexpected answer from the BMC ({type(exc).__name__}: {exc})",
+            target=target,
+            operation=operation,
+        )
     if isinstance(exc, requests.RequestException):
         return TargetUnreachable(f"transport error: {type(exc).__name__}", target=target, operation=operation)
     raise exc
@@ -254,8 +269,14 @@ def _val(x: Any) -> str:
 class RedfishClient:
     """One BMC, one session. Not thread-safe; use one client per thread."""
 
-    def __init__(self, endpoint: Endpoint, timeouts: Timeouts | None = None, *, auth: str = "session",
-                 sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        timeouts: Timeouts | None = None,
+        *,
+        auth: str = "session",
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         if auth not in ("session", "basic"):
             raise ValueError("auth must be 'session' or 'basic'")
         self.endpoint = endpoint
@@ -296,8 +317,7 @@ class RedfishClient:
                 # hide RAC0218 (session table full) and leave us without a session to delete.
                 auth = sushy_auth.SessionAuth(self.endpoint.username, self.endpoint.password)
             try:
-                root = sushy.Sushy(self.endpoint.url, auth=auth, connector=conn,
-                                   verify=self.endpoint.verify)
+                root = sushy.Sushy(self.endpoint.url, auth=auth, connector=conn, verify=self.endpoint.verify)
             except Exception as exc:  # noqa: BLE001 - translated below
                 conn.close()
                 err = translate(exc, self.target, "open session")
@@ -323,17 +343,26 @@ class RedfishClient:
             return err
         finally:
             conn.close()
-        if self.auth_mode == "session" and not (root.get("SessionService") or (root.get("Links") or {}).get("Sessions")):
-            return UnsupportedTarget("the BMC offers no Redfish SessionService, so no session can be opened",
-                                     target=self.target, operation="open session",
-                                     hint="use Basic authentication for this BMC (auth='basic')")
+        if self.auth_mode == "session" and not (
+            root.get("SessionService") or (root.get("Links") or {}).get("Sessions")
+        ):
+            return UnsupportedTarget(
+                "the BMC offers no Redfish SessionService, so no session can be opened",
+                target=self.target,
+                operation="open session",
+                hint="use Basic authentication for this BMC (auth='basic')",
+            )
         if self.auth_mode == "basic" and idrac_generation(root) is not None:
             # Quirk: iDRAC10 (firmware 1.30.10.50 and later) has Basic authentication
             # disabled by default; a Basic 401 there says nothing about the password.
-            return AuthenticationFailed(err.detail, target=self.target, operation="open session",
-                                        message_id=err.message_id,
-                                        hint="check the credentials; iDRAC10 refuses Basic authentication by "
-                                             "default, use session authentication")
+            return AuthenticationFailed(
+                err.detail,
+                target=self.target,
+                operation="open session",
+                message_id=err.message_id,
+                hint="check the credentials; iDRAC10 refuses Basic authentication by "
+                "default, use session authentication",
+            )
         return err
 
     def _connector(self) -> sushy_connector.Connector:
@@ -342,9 +371,13 @@ class RedfishClient:
         # the same count; both waits are `retry_delay`. It also sends `Connection: close`
         # on every request (some BMCs choke on persistent connections), which we keep.
         conn = sushy_connector.Connector(
-            self.endpoint.url, verify=self.endpoint.verify, server_side_retries=t.retries,
-            server_side_retries_delay=t.retry_delay, default_request_timeout=t.read,
-            connect_timeout=t.connect)
+            self.endpoint.url,
+            verify=self.endpoint.verify,
+            server_side_retries=t.retries,
+            server_side_retries_delay=t.retry_delay,
+            default_request_timeout=t.read,
+            connect_timeout=t.connect,
+        )
         attach_requests(conn._session, self.target)  # every call on record (executor/calllog.py)
         return conn
 
@@ -361,9 +394,13 @@ class RedfishClient:
             except Exception as exc:  # noqa: BLE001 - closing must never mask the real error
                 # If the BMC is unreachable now, the session cannot be deleted; an iDRAC
                 # reset purges it, otherwise it expires on the BMC's idle timer.
-                LOG.warning("target %s: could not delete the Redfish session: %s", self.target,
-                            translate(exc, self.target, "close session") if isinstance(
-                                exc, (sx.SushyError, requests.RequestException)) else type(exc).__name__)
+                LOG.warning(
+                    "target %s: could not delete the Redfish session: %s",
+                    self.target,
+                    translate(exc, self.target, "close session")
+                    if isinstance(exc, (sx.SushyError, requests.RequestException))
+                    else type(exc).__name__,
+                )
         if root is not None:
             root._auth = None  # our close already ran; keep sushy's __del__ from repeating it
         if conn is not None:
@@ -416,7 +453,9 @@ class RedfishClient:
 
         return self.call(operation, go)
 
-    def post_json(self, path: str, body: dict[str, Any], operation: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def post_json(
+        self, path: str, body: dict[str, Any], operation: str
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
         def go() -> tuple[int, dict[str, Any], dict[str, str]]:
             r = self.conn.post(path, data=body)
             return r.status_code, (r.json() if r.content else {}), dict(r.headers)
@@ -472,8 +511,9 @@ class RedfishClient:
     def require_dell(self, operation: str) -> DellOEM:
         dell = self.dell
         if dell is None:
-            raise UnsupportedTarget("this BMC has no Dell iDRAC OEM surface", target=self.target,
-                                    operation=operation)
+            raise UnsupportedTarget(
+                "this BMC has no Dell iDRAC OEM surface", target=self.target, operation=operation
+            )
         return dell
 
     def configuration_gate(self, operation: str) -> None:
@@ -500,13 +540,19 @@ class RedfishClient:
         oem = (s.json.get("Oem") or {}).get("Dell") or {}
         sid = (oem.get("DellSystem") or {}).get("SystemID")
         return SystemInfo(
-            model=s.model or "", service_tag=s.sku or "", serial=s.serial_number or "",
-            manufacturer=s.manufacturer or "", power_state=_val(s.power_state), bios_version=s.bios_version or "",
-            system_id=f"{int(sid):04X}" if isinstance(sid, int) else (str(sid) if sid else None))
+            model=s.model or "",
+            service_tag=s.sku or "",
+            serial=s.serial_number or "",
+            manufacturer=s.manufacturer or "",
+            power_state=_val(s.power_state),
+            bios_version=s.bios_version or "",
+            system_id=f"{int(sid):04X}" if isinstance(sid, int) else (str(sid) if sid else None),
+        )
 
     def firmware_inventory(self, warnings: list[str] | None = None) -> list[FirmwareComponent]:
         """Installed firmware. With `warnings`, a member the BMC does not serve is skipped
         and named there instead of failing the whole list."""
+
         def go() -> list[FirmwareComponent]:
             us = self.root.get_update_service()
             inv_path = us._firmware_inventory_path
@@ -527,7 +573,9 @@ class RedfishClient:
                 except (sx.ResourceNotFoundError, sx.HTTPError) as exc:
                     if warnings is None:
                         raise
-                    warnings.append(f"firmware inventory member {path}: {translate(exc, self.target, 'read').detail}")
+                    warnings.append(
+                        f"firmware inventory member {path}: {translate(exc, self.target, 'read').detail}"
+                    )
             return out
 
         return self.call("read firmware inventory", go)
@@ -536,8 +584,13 @@ class RedfishClient:
     def _fw(m: dict[str, Any]) -> FirmwareComponent:
         dell = ((m.get("Oem") or {}).get("Dell") or {}).get("DellSoftwareInventory") or {}
         cid = str(m.get("SoftwareId") or dell.get("ComponentID") or "")
-        return FirmwareComponent(id=str(m.get("Id", "")), name=str(m.get("Name", "")), component_id=cid,
-                                 version=str(m.get("Version", "")), updateable=bool(m.get("Updateable")))
+        return FirmwareComponent(
+            id=str(m.get("Id", "")),
+            name=str(m.get("Name", "")),
+            component_id=cid,
+            version=str(m.get("Version", "")),
+            updateable=bool(m.get("Updateable")),
+        )
 
     def inventory(self) -> InventoryResult:
         """System facts and firmware. The system is required; firmware degrades: a missing
@@ -553,7 +606,9 @@ class RedfishClient:
             warnings.append(f"firmware inventory unavailable: {exc.detail}")
         for w in warnings:
             LOG.warning("target %s: inventory: %s", self.target, w)
-        return InventoryResult(self.target, True, info, firmware, seconds=time.monotonic() - t0, warnings=warnings)
+        return InventoryResult(
+            self.target, True, info, firmware, seconds=time.monotonic() - t0, warnings=warnings
+        )
 
     # ---- power -----------------------------------------------------------------------------------
     def power_state(self) -> str:
@@ -590,17 +645,29 @@ class RedfishClient:
         if reset_type in ("ForceRestart", "GracefulRestart", "PowerCycle"):
             return self._confirm_restart(action, wait)
         final = "On" if reset_type == "On" else "Off"
-        return self._confirm(action, final, changed=True, wait=wait, message=message or f"{reset_type} done; state confirmed {final}")
+        return self._confirm(
+            action,
+            final,
+            changed=True,
+            wait=wait,
+            message=message or f"{reset_type} done; state confirmed {final}",
+        )
 
     def _reset(self, reset_type: str, action: str) -> None:
-        allowed = (self.system().json.get("Actions") or {}).get("#ComputerSystem.Reset", {}).get(
-            "ResetType@Redfish.AllowableValues")
+        allowed = (
+            (self.system().json.get("Actions") or {})
+            .get("#ComputerSystem.Reset", {})
+            .get("ResetType@Redfish.AllowableValues")
+        )
         if allowed and reset_type not in allowed:
             # Quirk: BMCs offer different ResetTypes (some lack GracefulRestart or PowerCycle);
             # posting one not offered earns a 400/501 that reads like a broken BMC.
-            raise UnsupportedTarget(f"this BMC does not offer ResetType {reset_type} (it offers "
-                                    f"{', '.join(allowed)})", target=self.target, operation=f"power {action}",
-                                    hint="choose a power action whose ResetType the BMC lists")
+            raise UnsupportedTarget(
+                f"this BMC does not offer ResetType {reset_type} (it offers {', '.join(allowed)})",
+                target=self.target,
+                operation=f"power {action}",
+                hint="choose a power action whose ResetType the BMC lists",
+            )
 
         def go() -> None:
             sys_ = self.system()
@@ -627,10 +694,17 @@ class RedfishClient:
             if state == final:
                 return state
             if time.monotonic() >= deadline:
-                hint = ("the OS may be ignoring the ACPI request; use 'off' to force"
-                        if action in ("graceful_shutdown", "graceful_restart") else "")
-                raise OperationTimedOut(f"power state is {state}, not {final}, after {self.timeouts.power:g} s",
-                                        target=self.target, operation=f"power {action}", hint=hint)
+                hint = (
+                    "the OS may be ignoring the ACPI request; use 'off' to force"
+                    if action in ("graceful_shutdown", "graceful_restart")
+                    else ""
+                )
+                raise OperationTimedOut(
+                    f"power state is {state}, not {final}, after {self.timeouts.power:g} s",
+                    target=self.target,
+                    operation=f"power {action}",
+                    hint=hint,
+                )
             self.sleep(self.timeouts.poll)
 
     def _confirm_restart(self, action: str, wait: bool) -> PowerResult:
@@ -648,10 +722,17 @@ class RedfishClient:
             elif left_on:
                 return PowerResult(action, True, state, "restarted; host is On")
             if time.monotonic() >= deadline:
-                hint = ("the OS may be ignoring the ACPI request; use 'reset' to force"
-                        if action == "graceful_restart" else "")
-                raise OperationTimedOut(f"restart not confirmed within {self.timeouts.power:g} s (state {state})",
-                                        target=self.target, operation=f"power {action}", hint=hint)
+                hint = (
+                    "the OS may be ignoring the ACPI request; use 'reset' to force"
+                    if action == "graceful_restart"
+                    else ""
+                )
+                raise OperationTimedOut(
+                    f"restart not confirmed within {self.timeouts.power:g} s (state {state})",
+                    target=self.target,
+                    operation=f"power {action}",
+                    hint=hint,
+                )
             self.sleep(self.timeouts.poll)
 
     # ---- boot & virtual media ---------------------------------------------------------------------------
@@ -671,9 +752,12 @@ class RedfishClient:
         if _val(boot.target) != target or _val(boot.enabled) != "Once":
             # Some BMCs accept "Once" but store a persistent override; booting the installer
             # on every restart is worse than failing here.
-            raise RequestRejected(f"boot override reads back as {_val(boot.target)}/{_val(boot.enabled)}, "
-                                  f"not {target}/Once: the BMC did not honour a one-time override",
-                                  target=self.target, operation="set one-time boot")
+            raise RequestRejected(
+                f"boot override reads back as {_val(boot.target)}/{_val(boot.enabled)}, "
+                f"not {target}/Once: the BMC did not honour a one-time override",
+                target=self.target,
+                operation="set one-time boot",
+            )
 
     # iDRAC10 numbers its slots; the operator-facing names map to them.
     _SLOT_ALIASES = {"RemovableDisk": ("RemovableDisk", "2"), "CD": ("CD", "1")}
@@ -712,12 +796,16 @@ class RedfishClient:
             return MediaResult(vm.identity, False, image_url, "already mounted; nothing to do")
         if vm.inserted:
             self.configure("eject virtual media", vm.eject_media)
-        self.configure("insert virtual media", lambda: vm.insert_media(image_url, inserted=True,
-                                                                        write_protected=True))
+        self.configure(
+            "insert virtual media", lambda: vm.insert_media(image_url, inserted=True, write_protected=True)
+        )
         vm = self._media_slot(vm.identity)
         if not vm.inserted or vm.image != image_url:
-            raise RequestRejected("the BMC accepted the image but does not report it inserted",
-                                  target=self.target, operation="insert virtual media")
+            raise RequestRejected(
+                "the BMC accepted the image but does not report it inserted",
+                target=self.target,
+                operation="insert virtual media",
+            )
         return MediaResult(vm.identity, True, image_url, "mounted")
 
     def eject_media(self, slot: str | None = None) -> MediaResult:
@@ -743,7 +831,9 @@ class RedfishClient:
             self._set_boot(sushy.BootSource("Cd"), "Cd")
             return "Cd/Once"
 
-    def boot_from_media(self, image_url: str, *, reboot: bool = True) -> tuple[MediaResult, PowerResult | None]:
+    def boot_from_media(
+        self, image_url: str, *, reboot: bool = True
+    ) -> tuple[MediaResult, PowerResult | None]:
         """Mount, set one-time boot from the virtual CD and (optionally) restart into it."""
         media = self.insert_media(image_url)
         self.set_virtual_media_boot()
@@ -753,8 +843,13 @@ class RedfishClient:
         return media, power
 
 
-def fleet_inventory(endpoints: Iterable[Endpoint], *, concurrency: int = 48, timeouts: Timeouts | None = None,
-                    auth: str = "session") -> list[InventoryResult]:
+def fleet_inventory(
+    endpoints: Iterable[Endpoint],
+    *,
+    concurrency: int = 48,
+    timeouts: Timeouts | None = None,
+    auth: str = "session",
+) -> list[InventoryResult]:
     """Inventory of many BMCs with at most `concurrency` in flight (threads: sushy is
     synchronous and spends its time waiting on sockets). One session per BMC, deleted
     after use; a failing BMC yields an error result, never an exception.
@@ -783,8 +878,9 @@ def fleet_inventory(endpoints: Iterable[Endpoint], *, concurrency: int = 48, tim
     return [results[i] for i in range(len(eps))]
 
 
-async def _arequest(http: Any, method: str, url: str, ep: Endpoint, t: Timeouts, operation: str,
-                    **kw: Any) -> Any:
+async def _arequest(
+    http: Any, method: str, url: str, ep: Endpoint, t: Timeouts, operation: str, **kw: Any
+) -> Any:
     """One request of the async fleet path with the same retry rules and error mapping as
     the sushy client: transport errors and 5xx on GET retried `t.retries` times."""
     import asyncio
@@ -798,19 +894,25 @@ async def _arequest(http: Any, method: str, url: str, ep: Endpoint, t: Timeouts,
             r = await http.request(method, url, **kw)
         except httpx.ConnectError as exc:
             if "CERTIFICATE_VERIFY_FAILED" in str(exc):
-                raise TLSConfigurationError("TLS handshake failed: the certificate is not trusted",
-                                            target=ep.display, operation=operation) from None
+                raise TLSConfigurationError(
+                    "TLS handshake failed: the certificate is not trusted",
+                    target=ep.display,
+                    operation=operation,
+                ) from None
             if last:
-                raise TargetUnreachable("connection to the BMC failed", target=ep.display,
-                                        operation=operation) from None
+                raise TargetUnreachable(
+                    "connection to the BMC failed", target=ep.display, operation=operation
+                ) from None
         except httpx.TimeoutException:
             if last:
-                raise TargetUnreachable("the BMC did not answer within the timeout", target=ep.display,
-                                        operation=operation) from None
+                raise TargetUnreachable(
+                    "the BMC did not answer within the timeout", target=ep.display, operation=operation
+                ) from None
         except httpx.TransportError:
             if last:
-                raise TargetUnreachable("no answer from the BMC (connection dropped)", target=ep.display,
-                                        operation=operation) from None
+                raise TargetUnreachable(
+                    "no answer from the BMC (connection dropped)", target=ep.display, operation=operation
+                ) from None
         else:
             if r.status_code < 400:
                 return r
@@ -823,20 +925,28 @@ async def _arequest(http: Any, method: str, url: str, ep: Endpoint, t: Timeouts,
                 for mid in ids:
                     cls = _MESSAGE_ERRORS.get(short_id(mid))
                     if cls is not None:
-                        raise cls(error_message(body) or mid, target=ep.display, operation=operation,
-                                  message_id=short_id(mid))
+                        raise cls(
+                            error_message(body) or mid,
+                            target=ep.display,
+                            operation=operation,
+                            message_id=short_id(mid),
+                        )
                 msg = error_message(body) or f"HTTP {r.status_code}"
                 if r.status_code in (401, 403):
-                    raise AuthenticationFailed(f"access denied (HTTP {r.status_code})", target=ep.display,
-                                               operation=operation)
+                    raise AuthenticationFailed(
+                        f"access denied (HTTP {r.status_code})", target=ep.display, operation=operation
+                    )
                 cls2 = TargetServerError if r.status_code >= 500 else RequestRejected
-                raise cls2(f"BMC answered HTTP {r.status_code}: {msg}", target=ep.display, operation=operation)
+                raise cls2(
+                    f"BMC answered HTTP {r.status_code}: {msg}", target=ep.display, operation=operation
+                )
         await asyncio.sleep(t.retry_delay)
     raise AssertionError("unreachable")
 
 
-async def async_fleet_inventory(endpoints: Iterable[Endpoint], *, concurrency: int = 48,
-                                timeouts: Timeouts | None = None) -> list[InventoryResult]:
+async def async_fleet_inventory(
+    endpoints: Iterable[Endpoint], *, concurrency: int = 48, timeouts: Timeouts | None = None
+) -> list[InventoryResult]:
     """The fleet inventory on asyncio + httpx instead of threads + sushy: the same
     session discipline (one session per BMC, deleted in `finally`), the same RAC0218 wait,
     fewer requests (no service-root read) and no threads. Kept as the measured
@@ -877,13 +987,22 @@ async def async_fleet_inventory(endpoints: Iterable[Endpoint], *, concurrency: i
                 deadline = time.monotonic() + t.session_wait
                 while True:
                     try:
-                        r = await _arequest(http, "POST", f"{ep.url}/redfish/v1/SessionService/Sessions", ep, t,
-                                            "open session", json={"UserName": ep.username, "Password": ep.password})
+                        r = await _arequest(
+                            http,
+                            "POST",
+                            f"{ep.url}/redfish/v1/SessionService/Sessions",
+                            ep,
+                            t,
+                            "open session",
+                            json={"UserName": ep.username, "Password": ep.password},
+                        )
                         break
                     except SessionLimitReached:
                         if time.monotonic() >= deadline:
                             raise
-                        await asyncio.sleep(t.poll)  # quirk RAC0218: wait for another tool's sessions to expire
+                        await asyncio.sleep(
+                            t.poll
+                        )  # quirk RAC0218: wait for another tool's sessions to expire
                 session_uri = r.headers.get("Location")
                 h = {"X-Auth-Token": r.headers.get("X-Auth-Token", ""), "OData-Version": "4.0"}
 
@@ -895,27 +1014,52 @@ async def async_fleet_inventory(endpoints: Iterable[Endpoint], *, concurrency: i
                 us = await get("/redfish/v1/UpdateService", "read firmware inventory")
                 inv_path = (us.get("FirmwareInventory") or {}).get("@odata.id")
                 if not inv_path:
-                    raise UnsupportedTarget("the BMC has no FirmwareInventory", target=ep.display,
-                                            operation="read firmware inventory")
+                    raise UnsupportedTarget(
+                        "the BMC has no FirmwareInventory",
+                        target=ep.display,
+                        operation="read firmware inventory",
+                    )
                 inv = await get(f"{inv_path}?$expand=*($levels=1)", "read firmware inventory")
                 members = inv.get("Members") or []
                 if not all("Version" in m for m in members):  # no $expand support: one GET per member
                     members = [await get(m["@odata.id"], "read firmware inventory") for m in members]
                 sid = (((s.get("Oem") or {}).get("Dell") or {}).get("DellSystem") or {}).get("SystemID")
-                info = SystemInfo(model=s.get("Model") or "", service_tag=s.get("SKU") or "",
-                                  serial=s.get("SerialNumber") or "", manufacturer=s.get("Manufacturer") or "",
-                                  power_state=s.get("PowerState") or "", bios_version=s.get("BiosVersion") or "",
-                                  system_id=f"{int(sid):04X}" if isinstance(sid, int) else None)
-                return InventoryResult(ep.display, True, info, [RedfishClient._fw(m) for m in members],
-                                       seconds=time.monotonic() - t0)
+                info = SystemInfo(
+                    model=s.get("Model") or "",
+                    service_tag=s.get("SKU") or "",
+                    serial=s.get("SerialNumber") or "",
+                    manufacturer=s.get("Manufacturer") or "",
+                    power_state=s.get("PowerState") or "",
+                    bios_version=s.get("BiosVersion") or "",
+                    system_id=f"{int(sid):04X}" if isinstance(sid, int) else None,
+                )
+                return InventoryResult(
+                    ep.display,
+                    True,
+                    info,
+                    [RedfishClient._fw(m) for m in members],
+                    seconds=time.monotonic() - t0,
+                )
             except TargetError as exc:
-                return InventoryResult(ep.display, False, error=str(exc), error_kind=type(exc).__name__,
-                                       seconds=time.monotonic() - t0)
+                return InventoryResult(
+                    ep.display,
+                    False,
+                    error=str(exc),
+                    error_kind=type(exc).__name__,
+                    seconds=time.monotonic() - t0,
+                )
             finally:
                 try:
                     if session_uri:
-                        await _arequest(http, "DELETE", f"{ep.url}{session_uri}", ep, t, "close session",
-                                        headers={"X-Auth-Token": h["X-Auth-Token"]})
+                        await _arequest(
+                            http,
+                            "DELETE",
+                            f"{ep.url}{session_uri}",
+                            ep,
+                            t,
+                            "close session",
+                            headers={"X-Auth-Token": h["X-Auth-Token"]},
+                        )
                 except TargetError as exc:
                     LOG.warning("target %s: could not delete the Redfish session: %s", ep.display, exc)
                 finally:

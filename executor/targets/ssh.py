@@ -73,8 +73,10 @@ class SshError(TargetError):
 class HostKeyMismatch(SshError):
     """The host presented a key that is not the one pinned for it (or none is pinned)."""
 
-    hint = ("the host's key is not the one sealed in its credential: if the host was reinstalled, an admin "
-            "reseals the credential with the new key; otherwise something else answers at that address")
+    hint = (
+        "the host's key is not the one sealed in its credential: if the host was reinstalled, an admin "
+        "reseals the credential with the new key; otherwise something else answers at that address"
+    )
 
 
 class SshAuthFailed(SshError, AuthenticationFailed):
@@ -142,8 +144,9 @@ def parse_host_keys(text: str, host: str, port: int) -> tuple[str, ...]:
         names, ktype, b64 = m.groups()
         if names is not None:
             if names.startswith(("@", "|")) or any(c in names for c in "*?!"):
-                raise SshSetupError("pinned host keys must name their host plainly (no markers, hashes or wildcards)",
-                                    hint="")
+                raise SshSetupError(
+                    "pinned host keys must name their host plainly (no markers, hashes or wildcards)", hint=""
+                )
             if not want & set(names.split(",")):
                 continue
         keys.append(f"{ktype} {b64}")
@@ -190,7 +193,9 @@ class SshStack:
     _agent: subprocess.Popen | None = field(default=None, repr=False)
     _children: set[subprocess.Popen] = field(default_factory=set, repr=False)
     _keys: dict[str, str] = field(default_factory=dict, repr=False)  # public key line -> pub file
-    _masters: dict[tuple[str, int, str], tuple[subprocess.Popen, str]] = field(default_factory=dict, repr=False)
+    _masters: dict[tuple[str, int, str], tuple[subprocess.Popen, str]] = field(
+        default_factory=dict, repr=False
+    )
 
     async def __aenter__(self) -> SshStack:
         await self.start()
@@ -220,11 +225,17 @@ class SshStack:
         os.chmod(self.dir, 0o700)
         self.known_hosts.write_text("")
         os.chmod(self.known_hosts, 0o600)
-        self._agent = childproc.spawn([SSH_AGENT, "-D", "-a", str(self.sock)], stdin=subprocess.DEVNULL,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                      env=self._env(), death_signal=15)
-        ok = await asyncio.to_thread(childproc.wait_until,
-                                     lambda: self.sock.exists() or self._agent.poll() is not None, 10.0)
+        self._agent = childproc.spawn(
+            [SSH_AGENT, "-D", "-a", str(self.sock)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=self._env(),
+            death_signal=15,
+        )
+        ok = await asyncio.to_thread(
+            childproc.wait_until, lambda: self.sock.exists() or self._agent.poll() is not None, 10.0
+        )
         if not ok or not self.sock.exists():
             self.close()
             raise SshSetupError("ssh-agent did not start", hint="")
@@ -243,16 +254,22 @@ class SshStack:
         data = private_key if private_key.endswith("\n") else private_key + "\n"
 
         def add() -> tuple[int, str]:
-            p = childproc.spawn([SSH_ADD, "-q", "-t", str(self.key_lifetime), "-"], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+            p = childproc.spawn(
+                [SSH_ADD, "-q", "-t", str(self.key_lifetime), "-"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=env,
+            )
             out, err = p.communicate(data.encode(), timeout=30)
             return p.returncode, err.decode(errors="replace")
 
         rc, err = await asyncio.to_thread(add)
         if rc != 0:
             raise SshSetupError(f"the agent refused the private key: {err.strip()[:200]}", hint="")
-        listed = await asyncio.to_thread(subprocess.run, [SSH_ADD, "-L"], env=env, capture_output=True, text=True,
-                                         timeout=30)
+        listed = await asyncio.to_thread(
+            subprocess.run, [SSH_ADD, "-L"], env=env, capture_output=True, text=True, timeout=30
+        )
         for line in listed.stdout.splitlines():
             parts = line.split()
             if len(parts) < 2:
@@ -270,7 +287,9 @@ class SshStack:
     def pin(self, ep: SshEndpoint) -> None:
         """Write the keys pinned for ``ep`` into the job's known_hosts (and only those)."""
         if not ep.host_keys:
-            raise HostKeyMismatch("no host key is pinned for this host; it is not connected to", target=ep.display)
+            raise HostKeyMismatch(
+                "no host key is pinned for this host; it is not connected to", target=ep.display
+            )
         with self.known_hosts.open("a") as fh:
             for key in ep.host_keys:
                 fh.write(f"{ep.known_hosts_name} {key}\n")
@@ -281,18 +300,35 @@ class SshStack:
         if not ep.identity:
             raise SshSetupError(f"no key was loaded for {ep.display}", hint="")
         opts = {
-            "BatchMode": "yes", "StrictHostKeyChecking": "yes", "UserKnownHostsFile": str(self.known_hosts),
-            "GlobalKnownHostsFile": "/dev/null", "UpdateHostKeys": "no", "CheckHostIP": "no",
-            "VerifyHostKeyDNS": "no", "HashKnownHosts": "no",
-            "IdentityAgent": str(self.sock), "IdentityFile": ep.identity, "IdentitiesOnly": "yes",
-            "PubkeyAuthentication": "yes", "PasswordAuthentication": "no", "KbdInteractiveAuthentication": "no",
-            "Ciphers": self.ciphers, "Compression": "no",
-            "ConnectTimeout": str(int(self.connect_timeout)), "ServerAliveInterval": str(int(self.alive_interval)),
-            "ServerAliveCountMax": "4", "ControlMaster": "yes" if control == "master" else "no",
-            "ControlPath": self._masters[self._key(ep)][1] if control == "use" else
-            (control if control not in ("master", "none") else "none"),
-            "ControlPersist": "no", "ForwardAgent": "no",
-            "ForwardX11": "no", "ClearAllForwardings": "yes", "RequestTTY": "no", "PermitLocalCommand": "no",
+            "BatchMode": "yes",
+            "StrictHostKeyChecking": "yes",
+            "UserKnownHostsFile": str(self.known_hosts),
+            "GlobalKnownHostsFile": "/dev/null",
+            "UpdateHostKeys": "no",
+            "CheckHostIP": "no",
+            "VerifyHostKeyDNS": "no",
+            "HashKnownHosts": "no",
+            "IdentityAgent": str(self.sock),
+            "IdentityFile": ep.identity,
+            "IdentitiesOnly": "yes",
+            "PubkeyAuthentication": "yes",
+            "PasswordAuthentication": "no",
+            "KbdInteractiveAuthentication": "no",
+            "Ciphers": self.ciphers,
+            "Compression": "no",
+            "ConnectTimeout": str(int(self.connect_timeout)),
+            "ServerAliveInterval": str(int(self.alive_interval)),
+            "ServerAliveCountMax": "4",
+            "ControlMaster": "yes" if control == "master" else "no",
+            "ControlPath": self._masters[self._key(ep)][1]
+            if control == "use"
+            else (control if control not in ("master", "none") else "none"),
+            "ControlPersist": "no",
+            "ForwardAgent": "no",
+            "ForwardX11": "no",
+            "ClearAllForwardings": "yes",
+            "RequestTTY": "no",
+            "PermitLocalCommand": "no",
             "LogLevel": "ERROR",
         }
         cmd = []
@@ -325,14 +361,34 @@ class SshStack:
             return
         assert self.dir is not None
         path = str(self.dir / f"m{len(self._masters)}")
-        argv = [SSH, "-F", "/dev/null", "-N", "-M", "-T", "-x", "-a", "-n", *self._options(ep, path),
-                "--", ep.host]
+        argv = [
+            SSH,
+            "-F",
+            "/dev/null",
+            "-N",
+            "-M",
+            "-T",
+            "-x",
+            "-a",
+            "-n",
+            *self._options(ep, path),
+            "--",
+            ep.host,
+        ]
         argv[argv.index("ControlMaster=no")] = "ControlMaster=yes"
-        p = childproc.spawn(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=self._env())
+        p = childproc.spawn(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=self._env(),
+        )
         self._masters[key] = (p, path)
-        await asyncio.to_thread(childproc.wait_until, lambda: os.path.exists(path) or p.poll() is not None,
-                                self.connect_timeout + 5)
+        await asyncio.to_thread(
+            childproc.wait_until,
+            lambda: os.path.exists(path) or p.poll() is not None,
+            self.connect_timeout + 5,
+        )
 
     def _spawn(self, argv: list[str], **kw: object) -> subprocess.Popen:
         p = childproc.spawn(argv, env=self._env(), **kw)
@@ -347,8 +403,9 @@ class SshStack:
                 p.wait(timeout=5)
             self._children.discard(p)
 
-    async def run(self, ep: SshEndpoint, remote: list[str], *, timeout: float = 300.0,
-                  operation: str = "") -> CommandResult:
+    async def run(
+        self, ep: SshEndpoint, remote: list[str], *, timeout: float = 300.0, operation: str = ""
+    ) -> CommandResult:
         """Run ``remote`` on ``ep``; classify transport failures (exit 255) and return the rest."""
         await self.connect(ep)
         argv = self.argv(ep, remote)
@@ -360,8 +417,11 @@ class SshStack:
             except subprocess.TimeoutExpired:
                 childproc.kill_group(p)
                 p.communicate()
-                raise SshUnreachable(f"'{shlex.join(remote)[:120]}' did not finish in {timeout:g}s", target=ep.display,
-                                     operation=operation) from None
+                raise SshUnreachable(
+                    f"'{shlex.join(remote)[:120]}' did not finish in {timeout:g}s",
+                    target=ep.display,
+                    operation=operation,
+                ) from None
             finally:
                 self._children.discard(p)
             return CommandResult(p.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
@@ -371,9 +431,18 @@ class SshStack:
             raise classify_transport(res.stderr, ep, operation)
         return res
 
-    async def relay(self, src: SshEndpoint, src_cmd: list[str], dst: SshEndpoint, dst_cmd: list[str], *,
-                    bwlimit: float | None = None, on_progress: ProgressFn | None = None,
-                    progress_interval: float = 1.0, check: Callable[[], None] | None = None) -> RelayResult:
+    async def relay(
+        self,
+        src: SshEndpoint,
+        src_cmd: list[str],
+        dst: SshEndpoint,
+        dst_cmd: list[str],
+        *,
+        bwlimit: float | None = None,
+        on_progress: ProgressFn | None = None,
+        progress_interval: float = 1.0,
+        check: Callable[[], None] | None = None,
+    ) -> RelayResult:
         """Stream ``src_cmd``'s stdout on ``src`` into ``dst_cmd``'s stdin on ``dst``.
 
         ``bwlimit``: bytes per second (None: unlimited). ``on_progress`` is awaited every
@@ -384,7 +453,10 @@ class SshStack:
         assert self.dir is not None
         await self.connect(src)
         await self.connect(dst)
-        src_err_path, dst_err_path = self.dir / f"e{secrets.token_hex(4)}", self.dir / f"e{secrets.token_hex(4)}"
+        src_err_path, dst_err_path = (
+            self.dir / f"e{secrets.token_hex(4)}",
+            self.dir / f"e{secrets.token_hex(4)}",
+        )
         a_r, a_w = os.pipe()  # src stdout -> executor
         b_r, b_w = os.pipe()  # executor -> dst stdin
         for fd in (a_w, b_w):
@@ -522,14 +594,34 @@ def classify_transport(stderr: str, ep: SshEndpoint, operation: str = "") -> Ssh
     text = stderr.strip()
     low = text.lower()
     short = text.splitlines()[-1][:300] if text else "ssh failed without a message"
-    if ("host key verification failed" in low or "remote host identification has changed" in low
-            or "no matching host key" in low or "host key for" in low and "not known" in low):
-        return HostKeyMismatch(f"host key verification failed: {short}", target=ep.display, operation=operation)
+    if (
+        "host key verification failed" in low
+        or "remote host identification has changed" in low
+        or "no matching host key" in low
+        or "host key for" in low
+        and "not known" in low
+    ):
+        return HostKeyMismatch(
+            f"host key verification failed: {short}", target=ep.display, operation=operation
+        )
     if "permission denied" in low or "too many authentication failures" in low:
         return SshAuthFailed(f"the host refused the key: {short}", target=ep.display, operation=operation)
     return SshUnreachable(f"SSH failed: {short}", target=ep.display, operation=operation)
 
 
-__all__ = ["SshStack", "SshEndpoint", "SshError", "HostKeyMismatch", "SshAuthFailed", "SshUnreachable",
-           "RemoteCommandFailed", "StreamBroken", "SshSetupError", "RelayResult", "CommandResult",
-           "parse_host_keys", "classify_transport", "SEALED_TRUST"]
+__all__ = [
+    "SshStack",
+    "SshEndpoint",
+    "SshError",
+    "HostKeyMismatch",
+    "SshAuthFailed",
+    "SshUnreachable",
+    "RemoteCommandFailed",
+    "StreamBroken",
+    "SshSetupError",
+    "RelayResult",
+    "CommandResult",
+    "parse_host_keys",
+    "classify_transport",
+    "SEALED_TRUST",
+]

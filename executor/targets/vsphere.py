@@ -426,7 +426,10 @@ def _fact(raw: dict[str, Any], ds_by_name: dict[str, str]) -> VMDevice | None:
         return VMDevice(kind, label, connected, backing, path=path, datastore=ds)
 
     if t == "VirtualUSB":
-        backing = {"VirtualUSBUSBBackingInfo": "host_device", "VirtualUSBRemoteClientBackingInfo": "client_device"}
+        backing = {
+            "VirtualUSBUSBBackingInfo": "host_device",
+            "VirtualUSBRemoteClientBackingInfo": "client_device",
+        }
         return VMDevice("usb", label, raw["connected"] or connected, backing.get(b, "passthrough"),
                         detail=raw["deviceName"])  # fmt: skip
     if t in _USB_CONTROLLERS:
@@ -617,7 +620,9 @@ class VSphereClient:
                 connectionPoolTimeout=-1,
             )
         except vim.fault.InvalidLogin:
-            raise AuthenticationFailed("vCenter refused the credentials", target=target, operation="login") from None
+            raise AuthenticationFailed(
+                "vCenter refused the credentials", target=target, operation="login"
+            ) from None
         except ssl.SSLError as e:
             raise TLSConfigurationError(
                 f"TLS handshake failed: {e.reason or e}", target=target, operation="login"
@@ -662,11 +667,15 @@ class VSphereClient:
                 f"object {_moid(e.obj)} does not exist", target=target, operation=operation
             ) from None
         except vim.fault.NotAuthenticated:
-            raise AuthenticationFailed("the vCenter session expired", target=target, operation=operation) from None
+            raise AuthenticationFailed(
+                "the vCenter session expired", target=target, operation=operation
+            ) from None
         except ssl.SSLError as e:
             raise TLSConfigurationError(f"TLS error: {e}", target=target, operation=operation) from None
         except OSError as e:
-            raise TargetUnreachable(f"vCenter did not answer: {e}", target=target, operation=operation) from None
+            raise TargetUnreachable(
+                f"vCenter did not answer: {e}", target=target, operation=operation
+            ) from None
 
     # property collector -------------------------------------------------------------------
     def _retrieve(
@@ -722,7 +731,11 @@ class VSphereClient:
             'xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">'
             f"<soapenv:Body>{body}</soapenv:Body></soapenv:Envelope>"
         ).encode()
-        headers = {"Cookie": stub.cookie, "SOAPAction": stub.versionId, "Content-Type": "text/xml; charset=UTF-8"}
+        headers = {
+            "Cookie": stub.cookie,
+            "SOAPAction": stub.versionId,
+            "Content-Type": "text/xml; charset=UTF-8",
+        }
         conn = stub.GetConnection()
         stream = _DeviceStream()
         try:
@@ -826,10 +839,14 @@ class VSphereClient:
 
         for moid, p in by_type.get(vim.Datastore, []):
             mounts = tuple(
-                m.key._moId for m in p.get("host") or [] if m.mountInfo is None or m.mountInfo.mounted is not False
+                m.key._moId
+                for m in p.get("host") or []
+                if m.mountInfo is None or m.mountInfo.mounted is not False
             )
             shared = bool(p.get("summary.multipleHostAccess")) and len(mounts) > 1
-            inv.datastores[moid] = Datastore(moid, p.get("name", ""), p.get("summary.type") or "", shared, mounts)
+            inv.datastores[moid] = Datastore(
+                moid, p.get("name", ""), p.get("summary.type") or "", shared, mounts
+            )
         ds_by_name = {d.name: d.moid for d in inv.datastores.values()}
 
         host_cluster: dict[str, str] = {}
@@ -888,7 +905,9 @@ class VSphereClient:
                             enabled=bool(r.enabled),
                             mandatory=bool(r.mandatory),
                             vms=groups.get(r.vmGroupName, ()),
-                            affine_hosts=groups.get(r.affineHostGroupName, ()) if r.affineHostGroupName else (),
+                            affine_hosts=groups.get(r.affineHostGroupName, ())
+                            if r.affineHostGroupName
+                            else (),
                             anti_affine_hosts=groups.get(r.antiAffineHostGroupName, ())
                             if r.antiAffineHostGroupName
                             else (),
@@ -911,7 +930,7 @@ class VSphereClient:
         product = p.get("summary.config.product")
         hw = p.get("summary.hardware")
         ids = {}
-        for info in (getattr(hw, "otherIdentifyingInfo", None) or []):
+        for info in getattr(hw, "otherIdentifyingInfo", None) or []:
             key = info.identifierType.key if info.identifierType else ""
             ids.setdefault(key, info.identifierValue or "")
         service_tag = next((ids[t] for t in SERVICE_TAG_TYPES if ids.get(t)), "")
@@ -950,7 +969,9 @@ class VSphereClient:
         return self._host(moid, self._props(objs[0]), cluster, self._field_names())
 
     def vm_power_state(self, moid: str) -> str:
-        objs = self._retrieve({vim.VirtualMachine: ["runtime.powerState"]}, [self._obj(vim.VirtualMachine, moid)])
+        objs = self._retrieve(
+            {vim.VirtualMachine: ["runtime.powerState"]}, [self._obj(vim.VirtualMachine, moid)]
+        )
         return str(self._props(objs[0]).get("runtime.powerState") or "") if objs else ""
 
     # tasks ----------------------------------------------------------------------------------
@@ -987,7 +1008,9 @@ class VSphereClient:
             if now - start > timeout:
                 self._cancel(task)
                 raise OperationTimedOut(
-                    f"task {task._moId} did not finish within {timeout:g}s", target=target, operation=operation
+                    f"task {task._moId} did not finish within {timeout:g}s",
+                    target=target,
+                    operation=operation,
                 )
             if now - last_change > stall:
                 self._cancel(task)
@@ -1011,8 +1034,12 @@ class VSphereClient:
         name = type(fault).__name__.rsplit(".", 1)[-1] if fault is not None else "unknown"
         msg = getattr(fault, "msg", "") or name
         target = self.endpoint.display
-        if isinstance(fault, vim.fault.InvalidState | vmodl.fault.HostNotConnected | vim.fault.InvalidPowerState):
-            return InvalidTargetState(f"vCenter refused: {msg}", fault=name, target=target, operation=operation)
+        if isinstance(
+            fault, vim.fault.InvalidState | vmodl.fault.HostNotConnected | vim.fault.InvalidPowerState
+        ):
+            return InvalidTargetState(
+                f"vCenter refused: {msg}", fault=name, target=target, operation=operation
+            )
         return TaskFailed(f"task failed: {msg}", fault=name, target=target, operation=operation)
 
     # maintenance ----------------------------------------------------------------------------
@@ -1068,8 +1095,20 @@ class VSphereClient:
         for oc in self._retrieve({vim.VirtualMachine: ["name", "runtime.powerState"]}, refs):
             p = self._props(oc)
             out.append(
-                VM(oc.obj._moId, p.get("name", ""), host, str(p.get("runtime.powerState")), "", 0, 0, "", False, "",
-                   (), ())  # fmt: skip
+                VM(
+                    oc.obj._moId,
+                    p.get("name", ""),
+                    host,
+                    str(p.get("runtime.powerState")),
+                    "",
+                    0,
+                    0,
+                    "",
+                    False,
+                    "",
+                    (),
+                    (),
+                )  # fmt: skip
             )
         return out
 
@@ -1092,7 +1131,9 @@ class VSphereClient:
         deadline = time.monotonic() + timeout
         while True:
             h = self.host(host)
-            if h.connection_state == connection_state and (booted_after is None or h.boot_time > booted_after):
+            if h.connection_state == connection_state and (
+                booted_after is None or h.boot_time > booted_after
+            ):
                 return h
             if time.monotonic() > deadline:
                 raise OperationTimedOut(
@@ -1106,7 +1147,8 @@ class VSphereClient:
     def read_cluster_settings(self, cluster: str) -> dict[str, Any]:
         """HA and DRS settings as plain data (JSON-safe), to record before a change."""
         objs = self._retrieve(
-            {vim.ClusterComputeResource: ["configurationEx"]}, [self._obj(vim.ClusterComputeResource, cluster)]
+            {vim.ClusterComputeResource: ["configurationEx"]},
+            [self._obj(vim.ClusterComputeResource, cluster)],
         )
         if not objs:
             raise ObjectNotFound(f"cluster {cluster} does not exist", target=self.endpoint.display)
@@ -1142,7 +1184,9 @@ class VSphereClient:
         """Put back settings recorded by `read_cluster_settings`, exactly; a no-op when they
         already match. Raises SettingsMismatch if vCenter ends up different."""
         current = self.read_cluster_settings(cluster)
-        if not _differences(recorded["ha"], current["ha"]) and not _differences(recorded["drs"], current["drs"]):
+        if not _differences(recorded["ha"], current["ha"]) and not _differences(
+            recorded["drs"], current["drs"]
+        ):
             return current
         return self.apply_cluster_settings(cluster, ha=recorded["ha"], drs=recorded["drs"])
 

@@ -80,11 +80,7 @@ def _hostname(inv: Inventory, moid: str | None) -> str:
 
 def _candidate_hosts(inv: Inventory, cluster: Cluster, vm_host: str) -> list[Host]:
     """Hosts a VM could be evacuated to: active hosts of the cluster other than its own."""
-    return [
-        inv.hosts[h]
-        for h in cluster.hosts
-        if h in inv.hosts and h != vm_host and inv.hosts[h].active
-    ]
+    return [inv.hosts[h] for h in cluster.hosts if h in inv.hosts and h != vm_host and inv.hosts[h].active]
 
 
 def vm_blockers(inv: Inventory, vm: VM) -> list[Blocker]:
@@ -139,7 +135,8 @@ def vm_blockers(inv: Inventory, vm: VM) -> list[Blocker]:
             allowed = [
                 h
                 for h in candidates
-                if (not rule.affine_hosts or h.moid in rule.affine_hosts) and h.moid not in rule.anti_affine_hosts
+                if (not rule.affine_hosts or h.moid in rule.affine_hosts)
+                and h.moid not in rule.anti_affine_hosts
             ]
             if not allowed:
                 add(
@@ -199,7 +196,9 @@ def cluster_prechecks(inv: Inventory, cluster: Cluster) -> list[Check]:
             )
         )
     else:
-        checks.append(Check("drs", BLOCKING, "DRS is disabled: maintenance mode cannot evacuate VMs", dict(drs)))
+        checks.append(
+            Check("drs", BLOCKING, "DRS is disabled: maintenance mode cannot evacuate VMs", dict(drs))
+        )
 
     ha = cluster.ha
     if ha.get("enabled") and ha.get("admission_control_enabled"):
@@ -217,7 +216,9 @@ def cluster_prechecks(inv: Inventory, cluster: Cluster) -> list[Check]:
         )
     else:
         state = "HA is disabled" if not ha.get("enabled") else "HA admission control is disabled"
-        checks.append(Check("ha_admission_control", OK, state, {"policy": ha.get("admission_control_policy")}))
+        checks.append(
+            Check("ha_admission_control", OK, state, {"policy": ha.get("admission_control_policy")})
+        )
 
     in_mm = sorted(inv.hosts[h].name for h in cluster.hosts if h in inv.hosts and inv.hosts[h].in_maintenance)
     checks.append(
@@ -229,7 +230,9 @@ def cluster_prechecks(inv: Inventory, cluster: Cluster) -> list[Check]:
         )
     )
     down = sorted(
-        inv.hosts[h].name for h in cluster.hosts if h in inv.hosts and inv.hosts[h].connection_state != "connected"
+        inv.hosts[h].name
+        for h in cluster.hosts
+        if h in inv.hosts and inv.hosts[h].connection_state != "connected"
     )
     checks.append(
         Check(

@@ -25,8 +25,19 @@ from .ssh import CommandResult, SshEndpoint, SshStack
 ZFS = "zfs"
 MAX_NAME_LEN = 255  # bytes (ZFS_MAX_DATASET_NAME_LEN is 256 with the NUL)
 _COMPONENT = re.compile(r"^[A-Za-z0-9_.:-]+$")
-_POOL_RESERVED = {"mirror", "raidz", "raidz1", "raidz2", "raidz3", "draid", "spare", "log", "cache", "special",
-                  "dedup"}
+_POOL_RESERVED = {
+    "mirror",
+    "raidz",
+    "raidz1",
+    "raidz2",
+    "raidz3",
+    "draid",
+    "spare",
+    "log",
+    "cache",
+    "special",
+    "dedup",
+}
 HOLD_TAG = "rackpilot"  # hold tag on the base of the next incremental (both sides)
 TOKEN_RE = re.compile(r"^[0-9A-Za-z+/=_-]{1,8192}$")  # a resume token as zfs prints it
 
@@ -48,8 +59,10 @@ class DestinationDiverged(ReplicationError):
     """The destination was written to, or has snapshots the source lacks, since the last
     replicated snapshot. rackpilot does not roll it back (that would destroy data)."""
 
-    hint = ("someone wrote to the replica or snapshotted it: inspect it, then roll it back by hand "
-            "(zfs rollback) or move it aside; rackpilot never discards replica data itself")
+    hint = (
+        "someone wrote to the replica or snapshotted it: inspect it, then roll it back by hand "
+        "(zfs rollback) or move it aside; rackpilot never discards replica data itself"
+    )
 
 
 class DatasetBusy(ReplicationError):
@@ -67,8 +80,10 @@ class NoSpace(ReplicationError):
 class NoCommonBase(ReplicationError):
     """Source and destination share no snapshot or bookmark, and the pair does not allow a full send."""
 
-    hint = ("allow a full send on the pair (or run the job in full mode) to seed an empty destination; "
-            "a destination holding other data is never overwritten")
+    hint = (
+        "allow a full send on the pair (or run the job in full mode) to seed an empty destination; "
+        "a destination holding other data is never overwritten"
+    )
 
 
 class DatasetMissing(ReplicationError):
@@ -171,7 +186,7 @@ def snapshot_time(short: str, prefix: str) -> datetime | None:
     if not short.startswith(prefix + "_"):
         return None
     try:
-        return datetime.strptime(short[len(prefix) + 1:], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        return datetime.strptime(short[len(prefix) + 1 :], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
     except ValueError:
         return None
 
@@ -222,8 +237,21 @@ def parse_list(text: str, dataset: str) -> list[Snap]:
 
 # --- command lines --------------------------------------------------------------------------------
 def cmd_list(dataset: str) -> list[str]:
-    return [ZFS, "list", "-H", "-p", "-o", "name,guid,createtxg,creation,type", "-t", "snapshot,bookmark",
-            "-s", "createtxg", "-d", "1", dataset_name(dataset)]
+    return [
+        ZFS,
+        "list",
+        "-H",
+        "-p",
+        "-o",
+        "name,guid,createtxg,creation,type",
+        "-t",
+        "snapshot,bookmark",
+        "-s",
+        "createtxg",
+        "-d",
+        "1",
+        dataset_name(dataset),
+    ]
 
 
 def cmd_exists(dataset: str) -> list[str]:
@@ -238,8 +266,14 @@ def cmd_snapshot(snapshot: str) -> list[str]:
     return [ZFS, "snapshot", snapshot_name(snapshot)]
 
 
-def cmd_send(snapshot: str, *, base: str | None = None, intermediates: bool = False, dry_run: bool = False,
-             raw: bool = False) -> list[str]:
+def cmd_send(
+    snapshot: str,
+    *,
+    base: str | None = None,
+    intermediates: bool = False,
+    dry_run: bool = False,
+    raw: bool = False,
+) -> list[str]:
     """``zfs send`` of ``snapshot``; incremental from ``base`` (a snapshot or bookmark of the
     same dataset: ``-i``, or ``-I`` with every snapshot in between)."""
     argv = [ZFS, "send"]
@@ -314,9 +348,16 @@ def classify(stderr: str, *, target: str, operation: str) -> ReplicationError:
     low = text.lower()
     msg = " ".join(text.splitlines()[:3])[:500] or "zfs failed without a message"
     kw = {"target": target, "operation": operation}
-    if ("has been modified" in low or "destination has snapshots" in low or "most recent snapshot" in low
-            and "does not match" in low or "destination already exists" in low
-            or "destination" in low and "exists" in low and "must specify -f" in low):
+    if (
+        "has been modified" in low
+        or "destination has snapshots" in low
+        or "most recent snapshot" in low
+        and "does not match" in low
+        or "destination already exists" in low
+        or "destination" in low
+        and "exists" in low
+        and "must specify -f" in low
+    ):
         return DestinationDiverged(msg, **kw)
     if "out of space" in low or "no space left" in low or "quota exceeded" in low:
         return NoSpace(msg, **kw)
@@ -324,8 +365,12 @@ def classify(stderr: str, *, target: str, operation: str) -> ReplicationError:
         return DatasetBusy(msg, **kw)
     if "dataset does not exist" in low:
         return DatasetMissing(msg, **kw)
-    if "resume token" in low or "kernel modules must be upgraded to receive this stream" in low \
-            or "incremental source" in low and "no longer exists" in low:
+    if (
+        "resume token" in low
+        or "kernel modules must be upgraded to receive this stream" in low
+        or "incremental source" in low
+        and "no longer exists" in low
+    ):
         return ResumeTokenInvalid(msg, **kw)
     return ZfsCommandFailed(msg, **kw)
 
@@ -343,7 +388,9 @@ class ZfsHost:
     def display(self) -> str:
         return self.ep.display
 
-    async def _run(self, argv: list[str], operation: str, *, ok_missing: bool = False) -> CommandResult | None:
+    async def _run(
+        self, argv: list[str], operation: str, *, ok_missing: bool = False
+    ) -> CommandResult | None:
         res = await self.ssh.run(self.ep, argv, timeout=self.timeout, operation=operation)
         if res.exit_status != 0:
             err = classify(res.stderr or res.stdout, target=self.display, operation=operation)
@@ -371,8 +418,9 @@ class ZfsHost:
         await self._run(cmd_snapshot(snapshot), "zfs snapshot")
 
     async def send_size(self, snapshot: str, base: str | None, intermediates: bool) -> int | None:
-        res = await self._run(cmd_send(snapshot, base=base, intermediates=intermediates, dry_run=True),
-                              "zfs send -n")
+        res = await self._run(
+            cmd_send(snapshot, base=base, intermediates=intermediates, dry_run=True), "zfs send -n"
+        )
         assert res is not None
         return parse_send_size(res.stdout + "\n" + res.stderr)
 
@@ -382,7 +430,9 @@ class ZfsHost:
             raise classify(res.stderr, target=self.display, operation="zfs hold")
 
     async def release(self, snapshot: str) -> None:
-        res = await self.ssh.run(self.ep, cmd_release(snapshot), timeout=self.timeout, operation="zfs release")
+        res = await self.ssh.run(
+            self.ep, cmd_release(snapshot), timeout=self.timeout, operation="zfs release"
+        )
         if res.exit_status != 0 and "no such tag" not in res.stderr and "does not exist" not in res.stderr:
             raise classify(res.stderr, target=self.display, operation="zfs release")
 
@@ -391,7 +441,7 @@ class ZfsHost:
             return {}
         out: dict[str, set[str]] = {s: set() for s in snapshots}
         for i in range(0, len(snapshots), 200):  # a bounded command line
-            res = await self._run(cmd_holds(snapshots[i:i + 200]), "zfs holds")
+            res = await self._run(cmd_holds(snapshots[i : i + 200]), "zfs holds")
             assert res is not None
             for line in res.stdout.splitlines():
                 cols = line.split("\t")
@@ -400,8 +450,9 @@ class ZfsHost:
         return out
 
     async def bookmark(self, snapshot: str, bookmark: str) -> None:
-        res = await self.ssh.run(self.ep, cmd_bookmark(snapshot, bookmark), timeout=self.timeout,
-                                 operation="zfs bookmark")
+        res = await self.ssh.run(
+            self.ep, cmd_bookmark(snapshot, bookmark), timeout=self.timeout, operation="zfs bookmark"
+        )
         if res.exit_status != 0 and "already exists" not in res.stderr:
             raise classify(res.stderr, target=self.display, operation="zfs bookmark")
 
@@ -410,8 +461,28 @@ class ZfsHost:
 
 
 __all__ = [
-    "ReplicationError", "DatasetNameError", "DestinationDiverged", "DatasetBusy", "NoSpace", "NoCommonBase",
-    "DatasetMissing", "ResumeTokenInvalid", "ZfsCommandFailed", "Snap", "ZfsHost", "dataset_name",
-    "snapshot_name", "bookmark_name", "short_name", "prefix_name", "new_snapshot_short", "snapshot_time",
-    "parse_list", "classify", "cmd_send", "cmd_send_resume", "cmd_recv", "HOLD_TAG",
+    "ReplicationError",
+    "DatasetNameError",
+    "DestinationDiverged",
+    "DatasetBusy",
+    "NoSpace",
+    "NoCommonBase",
+    "DatasetMissing",
+    "ResumeTokenInvalid",
+    "ZfsCommandFailed",
+    "Snap",
+    "ZfsHost",
+    "dataset_name",
+    "snapshot_name",
+    "bookmark_name",
+    "short_name",
+    "prefix_name",
+    "new_snapshot_short",
+    "snapshot_time",
+    "parse_list",
+    "classify",
+    "cmd_send",
+    "cmd_send_resume",
+    "cmd_recv",
+    "HOLD_TAG",
 ]

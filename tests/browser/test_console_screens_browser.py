@@ -24,13 +24,20 @@ from tests.integration.console_support import PASSWORD, make_console_env, scp_jo
 
 PAGE_TIMEOUT_S = 60  # JupyterLab, kernel start, sign-in and a screen's reads on a loaded 2-core machine (s)
 # each screen and what only it draws once its reads are done: a CSS class, else a text
-SCREENS = {"discovery": "Scan and register", "catalogs": ".rp-catalogs", "schedules": ".rp-schedules",
-           "calls": ".rp-bmc-calls", "replication": ".rp-replication", "audit": ".rp-audit-chain",
-           "identity": ".rp-breakglass-sessions"}
+SCREENS = {
+    "discovery": "Scan and register",
+    "catalogs": ".rp-catalogs",
+    "schedules": ".rp-schedules",
+    "calls": ".rp-bmc-calls",
+    "replication": ".rp-replication",
+    "audit": ".rp-audit-chain",
+    "identity": ".rp-breakglass-sessions",
+}
 
-pytestmark = pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
-                                reason="Debian's chromium and chromium-driver are not installed "
-                                       "(scripts/setup.sh installs them)")
+pytestmark = pytest.mark.skipif(
+    not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
+    reason="Debian's chromium and chromium-driver are not installed (scripts/setup.sh installs them)",
+)
 
 
 @pytest.fixture(scope="module")
@@ -44,20 +51,39 @@ def lab(stack, tmp_path_factory):
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, root / "app.ipynb")
     port, token = free_port(), secrets.token_hex(16)
-    env = {**os.environ, **stack.env(), "RACKPILOT_CONSOLE_EMAIL": ce.emails["admin"],
-           "RACKPILOT_CONSOLE_PASSWORD": PASSWORD, "JUPYTER_RUNTIME_DIR": str(tmp / "rt"),
-           "JUPYTER_CONFIG_DIR": str(tmp / "cfg"), "JUPYTERLAB_WORKSPACES_DIR": str(tmp / "ws"),
-           "RACKPILOT_CONSOLE_RUNTIME_DIR": str(tmp / "session")}
+    env = {
+        **os.environ,
+        **stack.env(),
+        "RACKPILOT_CONSOLE_EMAIL": ce.emails["admin"],
+        "RACKPILOT_CONSOLE_PASSWORD": PASSWORD,
+        "JUPYTER_RUNTIME_DIR": str(tmp / "rt"),
+        "JUPYTER_CONFIG_DIR": str(tmp / "cfg"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(tmp / "ws"),
+        "RACKPILOT_CONSOLE_RUNTIME_DIR": str(tmp / "session"),
+    }
     env.pop("SUPABASE_SERVICE_ROLE_KEY", None)
     env.pop("SUPABASE_DB_URL", None)
     log = (tmp / "jupyter.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
-         "--LabApp.news_url=", "--ServerApp.port_retries=0",
-         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={root}",
+            "--LabApp.expose_app_in_browser=True",
+            "--LabApp.news_url=",
+            "--ServerApp.port_retries=0",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        ]
         + (["--allow-root"] if os.geteuid() == 0 else []),
-        env=env, stdout=log, stderr=subprocess.STDOUT)
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         wait_http(f"http://127.0.0.1:{port}/api/status?token={token}", 30)
         yield {"url": f"http://127.0.0.1:{port}/lab/tree/app.ipynb?token={token}", "tmp": tmp}
@@ -84,18 +110,30 @@ def driver(lab):
 
     opts = Options()
     opts.binary_location = CHROMIUM
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-                f"--user-data-dir={lab['tmp'] / 'chromium'}", "--window-size=1400,1800"):
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={lab['tmp'] / 'chromium'}",
+        "--window-size=1400,1800",
+    ):
         opts.add_argument(arg)
     os.environ["SE_OFFLINE"] = "true"
     d = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
     try:
         d.get(lab["url"])
         wait = WebDriverWait(d, PAGE_TIMEOUT_S, poll_frequency=0.3)
-        wait.until(lambda d: d.execute_script(
-            "const a = window.jupyterapp; const w = a && a.shell.currentWidget;"
-            "return !!(w && w.sessionContext && w.sessionContext.session && w.content && w.content.widgets.length)"))
+        wait.until(
+            lambda d: d.execute_script(
+                "const a = window.jupyterapp; const w = a && a.shell.currentWidget;"
+                "return !!(w && w.sessionContext && w.sessionContext.session && w.content && w.content.widgets.length)"
+            )
+        )
         d.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells')")
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".rp-app .rp-nav button"))
         yield d
@@ -110,17 +148,25 @@ def test_screen_opens_in_the_app_shell_without_errors(driver, lab, key):
     from selenium.webdriver.support.ui import WebDriverWait
 
     s = screens.get(key)
-    wait = WebDriverWait(driver, PAGE_TIMEOUT_S, poll_frequency=0.3,
-                         ignored_exceptions=(StaleElementReferenceException,))
+    wait = WebDriverWait(
+        driver, PAGE_TIMEOUT_S, poll_frequency=0.3, ignored_exceptions=(StaleElementReferenceException,)
+    )
 
     def click(d) -> bool:
-        btn = next((b for b in d.find_elements(By.CSS_SELECTOR, ".rp-app .rp-nav button")
-                    if b.text.strip() == s.title), None)
+        btn = next(
+            (
+                b
+                for b in d.find_elements(By.CSS_SELECTOR, ".rp-app .rp-nav button")
+                if b.text.strip() == s.title
+            ),
+            None,
+        )
         if btn is None:
             return False
         d.execute_script("arguments[0].scrollIntoView({block: 'center'})", btn)
         btn.click()
         return True
+
     wait.until(click)
     marker = SCREENS[key]
 
@@ -128,16 +174,22 @@ def test_screen_opens_in_the_app_shell_without_errors(driver, lab, key):
         app = d.find_element(By.CSS_SELECTOR, ".rp-app")
         if s.help not in app.find_element(By.CSS_SELECTOR, ".rp-help").text:
             return False
-        return bool(app.find_elements(By.CSS_SELECTOR, marker)) if marker.startswith(".") else marker in app.text
+        return (
+            bool(app.find_elements(By.CSS_SELECTOR, marker)) if marker.startswith(".") else marker in app.text
+        )
+
     try:
         wait.until(drawn)
     finally:
         p = shot(driver, lab["tmp"], f"screen-{key}")
     app = driver.find_element(By.CSS_SELECTOR, ".rp-app")
-    errors = [e.text for e in app.find_elements(By.CSS_SELECTOR, ".rp-error") if e.is_displayed() and e.text.strip()]
+    errors = [
+        e.text for e in app.find_elements(By.CSS_SELECTOR, ".rp-error") if e.is_displayed() and e.text.strip()
+    ]
     assert not errors, f"{key}: {errors}"
     body = driver.find_element(By.TAG_NAME, "body").text
     assert "Traceback" not in body and not driver.find_elements(
-        By.CSS_SELECTOR, "[data-mime-type='application/vnd.jupyter.stderr']"), key
+        By.CSS_SELECTOR, "[data-mime-type='application/vnd.jupyter.stderr']"
+    ), key
     assert not driver.execute_script(BLANK_SELECTS), key
     assert p.stat().st_size > 10_000

@@ -31,9 +31,10 @@ return [...document.querySelectorAll('select:not([multiple])')].filter(s => s.of
   && (s.selectedIndex < 0 || !s.options[s.selectedIndex].text.trim())).map(s => s.outerHTML.slice(0, 120));
 """
 
-pytestmark = pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
-                                reason="Debian's chromium and chromium-driver are not installed "
-                                       "(scripts/setup.sh installs them)")
+pytestmark = pytest.mark.skipif(
+    not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
+    reason="Debian's chromium and chromium-driver are not installed (scripts/setup.sh installs them)",
+)
 
 
 @pytest.fixture
@@ -45,42 +46,81 @@ def lab(stack, tmp_path):
     # compliance that says the first host's BIOS is behind while the others are current
     for other in f.clusters[1:]:
         q(ce.conn, "update public.clusters set site_id = %s where id = %s", f.site_b, other)
-    q(ce.conn, "insert into public.firmware_catalogs (site_id, name, url) values (%s, 'dell-catalog', %s)",
-      f.site_a, CATALOG)
+    q(
+        ce.conn,
+        "insert into public.firmware_catalogs (site_id, name, url) values (%s, 'dell-catalog', %s)",
+        f.site_a,
+        CATALOG,
+    )
     cat = q(ce.conn, "select id from public.firmware_catalogs where site_id = %s", f.site_a)[0]["id"]
-    q(ce.conn, "insert into public.firmware_packages (catalog_id, component, version, path, criticality, "
-               "reboot_required) values (%s, 'BIOS', '2.20.1', 'bios.exe', 'urgent', true)", cat)
+    q(
+        ce.conn,
+        "insert into public.firmware_packages (catalog_id, component, version, path, criticality, "
+        "reboot_required) values (%s, 'BIOS', '2.20.1', 'bios.exe', 'urgent', true)",
+        cat,
+    )
     for i, h in enumerate(f.hosts[cluster]):
-        q(ce.conn, "insert into public.server_firmware (server_id, component, version) values (%s, 'BIOS', %s)",
-          f.host_servers[h], "2.19.1" if i == 0 else "2.20.1")
+        q(
+            ce.conn,
+            "insert into public.server_firmware (server_id, component, version) values (%s, 'BIOS', %s)",
+            f.host_servers[h],
+            "2.19.1" if i == 0 else "2.20.1",
+        )
     approved_window(ce, cluster)
     site_a_cluster = q(ce.conn, "select name from public.clusters where id = %s", cluster)[0]["name"]
 
     root = tmp_path / "lab"
     root.mkdir()
-    nb = new_notebook(cells=[new_code_cell("import console\ncon = console.connect()"),
-                             new_code_cell(f"con.update_wizard(site_id='{f.site_a}')")])
+    nb = new_notebook(
+        cells=[
+            new_code_cell("import console\ncon = console.connect()"),
+            new_code_cell(f"con.update_wizard(site_id='{f.site_a}')"),
+        ]
+    )
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, root / "wizard.ipynb")
     port, token = free_port(), secrets.token_hex(16)
-    env = {**os.environ, **stack.env(), "RACKPILOT_CONSOLE_EMAIL": ce.emails["operator"],
-           "RACKPILOT_CONSOLE_PASSWORD": PASSWORD, "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt"),
-           "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"), "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "ws"),
-           "RACKPILOT_CONSOLE_RUNTIME_DIR": str(tmp_path / "session")}
+    env = {
+        **os.environ,
+        **stack.env(),
+        "RACKPILOT_CONSOLE_EMAIL": ce.emails["operator"],
+        "RACKPILOT_CONSOLE_PASSWORD": PASSWORD,
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt"),
+        "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "ws"),
+        "RACKPILOT_CONSOLE_RUNTIME_DIR": str(tmp_path / "session"),
+    }
     env.pop("SUPABASE_SERVICE_ROLE_KEY", None)
     env.pop("SUPABASE_DB_URL", None)
     log = (tmp_path / "jupyter.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
-         "--LabApp.news_url=", "--ServerApp.port_retries=0",
-         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={root}",
+            "--LabApp.expose_app_in_browser=True",
+            "--LabApp.news_url=",
+            "--ServerApp.port_retries=0",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        ]
         + (["--allow-root"] if os.geteuid() == 0 else []),
-        env=env, stdout=log, stderr=subprocess.STDOUT)
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         wait_http(f"http://127.0.0.1:{port}/api/status?token={token}", 30)
-        yield {"url": f"http://127.0.0.1:{port}/lab/tree/wizard.ipynb?token={token}", "ce": ce,
-               "cluster_name": site_a_cluster, "hosts": f.hosts[cluster]}
+        yield {
+            "url": f"http://127.0.0.1:{port}/lab/tree/wizard.ipynb?token={token}",
+            "ce": ce,
+            "cluster_name": site_a_cluster,
+            "hosts": f.hosts[cluster],
+        }
     finally:
         proc.terminate()
         try:
@@ -111,8 +151,10 @@ def click_button(driver, text: str) -> None:
 
     def attempt(d) -> bool:
         try:
-            btn = next((b for b in d.find_elements(By.CSS_SELECTOR, ".rp-wizard button") if b.text.strip() == text),
-                       None)
+            btn = next(
+                (b for b in d.find_elements(By.CSS_SELECTOR, ".rp-wizard button") if b.text.strip() == text),
+                None,
+            )
             if btn is None:
                 return False
             d.execute_script("arguments[0].scrollIntoView({block: 'center'})", btn)
@@ -120,6 +162,7 @@ def click_button(driver, text: str) -> None:
             return True
         except StaleElementReferenceException:
             return False
+
     WebDriverWait(driver, PAGE_TIMEOUT_S, poll_frequency=0.2).until(attempt)
 
 
@@ -132,9 +175,18 @@ def test_wizard_first_step_preflight_preview_and_live_monitor(lab, tmp_path):
 
     opts = Options()
     opts.binary_location = CHROMIUM
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-                f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1400,1800"):
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'chromium'}",
+        "--window-size=1400,1800",
+    ):
         opts.add_argument(arg)
     os.environ["SE_OFFLINE"] = "true"
     driver = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
@@ -143,22 +195,29 @@ def test_wizard_first_step_preflight_preview_and_live_monitor(lab, tmp_path):
         driver.get(lab["url"])
         from selenium.common.exceptions import StaleElementReferenceException
 
-        wait = WebDriverWait(driver, PAGE_TIMEOUT_S, poll_frequency=0.3,
-                             ignored_exceptions=(StaleElementReferenceException,))
-        wait.until(lambda d: d.execute_script(
-            "const a = window.jupyterapp; const w = a && a.shell.currentWidget;"
-            "return !!(w && w.sessionContext && w.sessionContext.session && w.content && w.content.widgets.length)"))
+        wait = WebDriverWait(
+            driver, PAGE_TIMEOUT_S, poll_frequency=0.3, ignored_exceptions=(StaleElementReferenceException,)
+        )
+        wait.until(
+            lambda d: d.execute_script(
+                "const a = window.jupyterapp; const w = a && a.shell.currentWidget;"
+                "return !!(w && w.sessionContext && w.sessionContext.session && w.content && w.content.widgets.length)"
+            )
+        )
         driver.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells')")
 
         # step 1: the cluster is chosen and named, not blank; no visible selector is blank
         sel = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".rp-cluster-pick select") or False)[0]
         wait.until(lambda d: sel.get_attribute("value") != "")
-        assert driver.execute_script("const s = arguments[0]; return s.options[s.selectedIndex].text",
-                                     sel) == lab["cluster_name"]
+        assert (
+            driver.execute_script("const s = arguments[0]; return s.options[s.selectedIndex].text", sel)
+            == lab["cluster_name"]
+        )
         assert driver.execute_script(BLANK_SELECTS) == []
         cat = driver.find_element(By.CSS_SELECTOR, ".rp-catalog-pick select")
-        assert "dell-catalog" in driver.execute_script("const s = arguments[0]; return s.options[s.selectedIndex].text",
-                                                       cat)
+        assert "dell-catalog" in driver.execute_script(
+            "const s = arguments[0]; return s.options[s.selectedIndex].text", cat
+        )
         shot(driver, tmp_path, "wizard-step1-targets")
         assert "Traceback" not in driver.find_element(By.TAG_NAME, "body").text
 
@@ -178,8 +237,11 @@ def test_wizard_first_step_preflight_preview_and_live_monitor(lab, tmp_path):
         shot(driver, tmp_path, "wizard-step3-preflight")
 
         # step 4-5: typed confirmation, create, and the live monitor
-        typed = next(i for i in driver.find_elements(By.CSS_SELECTOR, ".rp-wizard input")
-                     if i.get_attribute("placeholder") == "the cluster's name, to confirm")
+        typed = next(
+            i
+            for i in driver.find_elements(By.CSS_SELECTOR, ".rp-wizard input")
+            if i.get_attribute("placeholder") == "the cluster's name, to confirm"
+        )
         typed.send_keys(lab["cluster_name"])
         typed.send_keys("\t")
         wait.until(lambda d: d.execute_script("return arguments[0].value", typed) == lab["cluster_name"])
@@ -197,21 +259,43 @@ def test_wizard_first_step_preflight_preview_and_live_monitor(lab, tmp_path):
 
         from selenium.common.exceptions import StaleElementReferenceException
 
-        WebDriverWait(driver, PAGE_TIMEOUT_S * 2, poll_frequency=1.0,
-                      ignored_exceptions=(StaleElementReferenceException,)).until(start_offered)
+        WebDriverWait(
+            driver,
+            PAGE_TIMEOUT_S * 2,
+            poll_frequency=1.0,
+            ignored_exceptions=(StaleElementReferenceException,),
+        ).until(start_offered)
         click_button(driver, "Start update")
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".rp-monitor .rp-host-row") or False)
-        jid = str(q(ce.conn, "select id from public.jobs where cluster_id = %s and type = 'rolling_cluster_update' "
-                             "order by created_at desc limit 1", ce.fleet.clusters[0])[0]["id"])
+        jid = str(
+            q(
+                ce.conn,
+                "select id from public.jobs where cluster_id = %s and type = 'rolling_cluster_update' "
+                "order by created_at desc limit 1",
+                ce.fleet.clusters[0],
+            )[0]["id"]
+        )
         claim(ce, jid)
         tasks = q(ce.conn, "select id, target_name from public.job_tasks where job_id = %s order by seq", jid)
-        q(ce.conn, "update public.job_tasks set status = 'skipped', started_at = now(), finished_at = now(), "
-                   "details = details || '{\"reason\": \"already compliant\"}' where id = %s", tasks[1]["id"])
+        q(
+            ce.conn,
+            "update public.job_tasks set status = 'skipped', started_at = now(), finished_at = now(), "
+            'details = details || \'{"reason": "already compliant"}\' where id = %s',
+            tasks[1]["id"],
+        )
         for phase, pct in (("backup", 5), ("stage", 15), ("maintenance", 30), ("apply", 50)):
-            q(ce.conn, "update public.job_tasks set status = 'running', started_at = coalesce(started_at, now()), "
-                       "progress = %s, details = details || jsonb_build_object('phase', %s::text), "
-                       "updated_at = clock_timestamp() where id = %s", pct, phase, tasks[0]["id"])
-            wait.until(lambda d, p=phase: d.find_elements(By.CSS_SELECTOR, f".rp-gantt rect.rp-phase-{p}") or False)
+            q(
+                ce.conn,
+                "update public.job_tasks set status = 'running', started_at = coalesce(started_at, now()), "
+                "progress = %s, details = details || jsonb_build_object('phase', %s::text), "
+                "updated_at = clock_timestamp() where id = %s",
+                pct,
+                phase,
+                tasks[0]["id"],
+            )
+            wait.until(
+                lambda d, p=phase: d.find_elements(By.CSS_SELECTOR, f".rp-gantt rect.rp-phase-{p}") or False
+            )
         mon = driver.find_element(By.CSS_SELECTOR, ".rp-monitor").text
         assert "already compliant" in mon and tasks[0]["target_name"] in mon and "running" in mon
         assert jid not in mon  # the job shows by type, cluster and short id

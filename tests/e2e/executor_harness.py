@@ -54,28 +54,36 @@ class ExecutorProc:
             (state / "selftest").symlink_to(harness.selftest_dir, target_is_directory=True)
         self.log = self.dir / "executor.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("RACKPILOT_")}
-        env.update({
-            "RACKPILOT_SUPABASE_URL": harness.env["SUPABASE_URL"],
-            "RACKPILOT_SUPABASE_KEY": harness.env["SUPABASE_SERVICE_ROLE_KEY"],
-            "RACKPILOT_SITE": harness.site_name,
-            "RACKPILOT_EXECUTOR_NAME": name,
-            "RACKPILOT_STATE_DIR": str(self.dir / "state"),
-            "RACKPILOT_LOG_FILE": str(self.log),
-            "RACKPILOT_LOG_LEVEL": "INFO",
-            "RACKPILOT_POLL_INTERVAL": "0.5",
-            "RACKPILOT_HEARTBEAT_INTERVAL": "1",
-            "RACKPILOT_RECOVERY_INTERVAL": "0.5",
-            "RACKPILOT_SHUTDOWN_GRACE": "5",
-            "RACKPILOT_CONTROL_RETRY_MAX": "1",
-            "RACKPILOT_NOTIFY_INTERVAL": "0.2",
-            "RACKPILOT_NOTIFY_BACKOFF_INITIAL": "0.2",
-            "RACKPILOT_ENABLE_SELFTEST": "true",  # test-only job type; off by default
-        })
+        env.update(
+            {
+                "RACKPILOT_SUPABASE_URL": harness.env["SUPABASE_URL"],
+                "RACKPILOT_SUPABASE_KEY": harness.env["SUPABASE_SERVICE_ROLE_KEY"],
+                "RACKPILOT_SITE": harness.site_name,
+                "RACKPILOT_EXECUTOR_NAME": name,
+                "RACKPILOT_STATE_DIR": str(self.dir / "state"),
+                "RACKPILOT_LOG_FILE": str(self.log),
+                "RACKPILOT_LOG_LEVEL": "INFO",
+                "RACKPILOT_POLL_INTERVAL": "0.5",
+                "RACKPILOT_HEARTBEAT_INTERVAL": "1",
+                "RACKPILOT_RECOVERY_INTERVAL": "0.5",
+                "RACKPILOT_SHUTDOWN_GRACE": "5",
+                "RACKPILOT_CONTROL_RETRY_MAX": "1",
+                "RACKPILOT_NOTIFY_INTERVAL": "0.2",
+                "RACKPILOT_NOTIFY_BACKOFF_INITIAL": "0.2",
+                "RACKPILOT_ENABLE_SELFTEST": "true",  # test-only job type; off by default
+            }
+        )
         env.update({f"RACKPILOT_{k.upper()}": str(v) for k, v in settings.items()})
         self.env = env
         self.stdout = open(self.dir / "stdout.log", "ab")  # noqa: SIM115 - closed in wait()
-        self.proc = subprocess.Popen([sys.executable, "-m", "executor"], env=env, cwd=ROOT, stdout=self.stdout,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "executor"],
+            env=env,
+            cwd=ROOT,
+            stdout=self.stdout,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
         harness.procs.append(self)
 
     def log_text(self) -> str:
@@ -84,9 +92,12 @@ class ExecutorProc:
     def wait_log(self, needle: str, timeout: float = 20) -> None:
         def seen() -> bool:
             if self.proc.poll() is not None:
-                raise AssertionError(f"executor {self.name} exited {self.proc.returncode}:\n"
-                                     f"{(self.dir / 'stdout.log').read_text()[-2000:]}")
+                raise AssertionError(
+                    f"executor {self.name} exited {self.proc.returncode}:\n"
+                    f"{(self.dir / 'stdout.log').read_text()[-2000:]}"
+                )
             return needle in self.log_text()
+
         wait_until(seen, timeout, f"{needle!r} in {self.name}'s log")
 
     def kill9(self) -> None:
@@ -113,7 +124,9 @@ class Harness:
         self.procs: list[ExecutorProc] = []
         self.site_name = f"exec-{uuid.uuid4().hex[:10]}"
         self.client = create_client(self.env["SUPABASE_URL"], self.env["SUPABASE_SERVICE_ROLE_KEY"])
-        self.site_id = self.one("insert into public.sites (name) values (%s) returning id", self.site_name)["id"]
+        self.site_id = self.one("insert into public.sites (name) values (%s) returning id", self.site_name)[
+            "id"
+        ]
 
     def spawn(self, name: str, **settings: Any) -> ExecutorProc:
         return ExecutorProc(self, name, **settings)
@@ -158,17 +171,28 @@ class Harness:
         return self.query("select * from public.workflow_executions where job_id = %s order by seq", job_id)
 
     def wait_status(self, job_id: str, statuses: tuple[str, ...], timeout: float = 30) -> dict[str, Any]:
-        return wait_until(lambda: (j := self.job(job_id))["status"] in statuses and j, timeout,
-                          f"job {job_id} to reach {statuses}", interval=0.1)
+        return wait_until(
+            lambda: (j := self.job(job_id))["status"] in statuses and j,
+            timeout,
+            f"job {job_id} to reach {statuses}",
+            interval=0.1,
+        )
 
     def expire_and_recover(self, job_ids: list[str]) -> list[dict[str, Any]]:
         """What the clock and lease recovery do once an executor is gone."""
-        self.query("update public.jobs set lease_expires_at = now() - interval '1 second' "
-                   "where id = any(%s::uuid[]) and status = 'running'", job_ids)
+        self.query(
+            "update public.jobs set lease_expires_at = now() - interval '1 second' "
+            "where id = any(%s::uuid[]) and status = 'running'",
+            job_ids,
+        )
         # recovery takes every expired lease in the database: keep the rows of these jobs
         # (another test's leftover job may be recovered in the same call)
         wanted = {str(j) for j in job_ids}
-        return [r for r in self.query("select * from public.recover_expired_leases()") if str(r["job_id"]) in wanted]
+        return [
+            r
+            for r in self.query("select * from public.recover_expired_leases()")
+            if str(r["job_id"]) in wanted
+        ]
 
     def force_resume(self, job_id: str, note: str) -> None:
         self.query("select public.force_resume(%s, %s)", job_id, note)

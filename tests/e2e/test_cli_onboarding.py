@@ -50,15 +50,29 @@ class User:
         self.email = f"cli-{role}-{uuid.uuid4().hex[:8]}@rackpilot.test"
         self.password = f"pw-{uuid.uuid4().hex}"
         add_user(h.stack, self.email, role, self.password)
-        self.env = {k: v for k, v in os.environ.items()
-                    if not k.startswith(("RACKPILOT_", "SUPABASE_"))}
-        self.env.update({"SUPABASE_URL": h.env["SUPABASE_URL"], "SUPABASE_ANON_KEY": h.env["SUPABASE_ANON_KEY"],
-                         "RACKPILOT_CONSOLE_EMAIL": self.email, "RACKPILOT_CONSOLE_PASSWORD": self.password})
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("RACKPILOT_", "SUPABASE_"))}
+        self.env.update(
+            {
+                "SUPABASE_URL": h.env["SUPABASE_URL"],
+                "SUPABASE_ANON_KEY": h.env["SUPABASE_ANON_KEY"],
+                "RACKPILOT_CONSOLE_EMAIL": self.email,
+                "RACKPILOT_CONSOLE_PASSWORD": self.password,
+            }
+        )
         self.role = role
 
-    def run(self, *args: str, stdin: str | None = None, timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
-        res = subprocess.run([sys.executable, "-m", "console.cli", *args], env={**self.env, **env}, cwd=ROOT,
-                             input=stdin if stdin is not None else "", capture_output=True, text=True, timeout=timeout)
+    def run(
+        self, *args: str, stdin: str | None = None, timeout: float = 120, **env: str
+    ) -> subprocess.CompletedProcess:
+        res = subprocess.run(
+            [sys.executable, "-m", "console.cli", *args],
+            env={**self.env, **env},
+            cwd=ROOT,
+            input=stdin if stdin is not None else "",
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         print(f"\n[{self.role}] $ rackpilot {' '.join(args)}" + (" <<< (secret on stdin)" if stdin else ""))
         print(res.stdout.rstrip())
         if res.stderr.strip():
@@ -86,8 +100,18 @@ def test_onboarding_from_the_command_line(env):
     assert status["health"] == "healthy" and status["version"] and status["key_id"].startswith("x25519:")
 
     url = lab.url(0)
-    seal_args = ["credentials", "seal", "--site", site, "--name", "idrac-root", "--kind", "idrac",
-                 "--username", "root"]
+    seal_args = [
+        "credentials",
+        "seal",
+        "--site",
+        site,
+        "--name",
+        "idrac-root",
+        "--kind",
+        "idrac",
+        "--username",
+        "root",
+    ]
     if BINDING:
         seal_args += ["--endpoint", url, "--allow-plain-http"]
     secret = "calvin"
@@ -98,21 +122,46 @@ def test_onboarding_from_the_command_line(env):
     # no secret on the command line: there is no option for it
     assert admin.run(*seal_args, "--secret", secret).returncode == 2
     # operators may not seal
-    assert operator.run(*[a if a != "idrac-root" else "idrac-2" for a in seal_args], stdin="x\n").returncode == 1
+    assert (
+        operator.run(*[a if a != "idrac-root" else "idrac-2" for a in seal_args], stdin="x\n").returncode == 1
+    )
 
-    res = admin.run("server", "add", "--site", site, "--name", "srv1", "--idrac", url, "--credential", "idrac-root",
-                    "--allow-plain-http")
+    res = admin.run(
+        "server",
+        "add",
+        "--site",
+        site,
+        "--name",
+        "srv1",
+        "--idrac",
+        url,
+        "--credential",
+        "idrac-root",
+        "--allow-plain-http",
+    )
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["credential_set_id"] == sealed["credential_set_id"]
 
     lab.bmcs[0].power_state = "On"
-    res = operator.run("job", "create", "power_operation", "--site", site, "--server", "srv1",
-                       "--param", "action=force_off", "--watch", "--timeout", "90")
+    res = operator.run(
+        "job",
+        "create",
+        "power_operation",
+        "--site",
+        site,
+        "--server",
+        "srv1",
+        "--param",
+        "action=force_off",
+        "--watch",
+        "--timeout",
+        "90",
+    )
     assert res.returncode == 0, res.stdout + res.stderr
     lines = res.stdout.splitlines()
     assert any(line.startswith("step") and "completed" in line for line in lines)
     assert lines[-1].startswith("job       completed")
-    job_id = json.loads(res.stdout[:res.stdout.index("\n}") + 2])["job_id"]
+    job_id = json.loads(res.stdout[: res.stdout.index("\n}") + 2])["job_id"]
     wait_until(lambda: lab.bmcs[0].power_state == "Off", 10, "the BMC to be off")
 
     # watching a finished job ends at once with its outcome
@@ -132,10 +181,20 @@ def test_rekey_from_the_command_line(env):
     a.wait_log('"msg":"registered"')
     b = h.spawn("cli-rk-new", executor_name="cli-rk")
     assert b.proc.wait(timeout=60) == 2
-    new_kid = json.loads(subprocess.run([sys.executable, "-m", "executor", "--show-public-key"], env=b.env, cwd=ROOT,
-                                        capture_output=True, text=True, timeout=60).stdout)["key_id"]
+    new_kid = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "executor", "--show-public-key"],
+            env=b.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+    )["key_id"]
     assert f"rackpilot executor rekey {h.site_name}/cli-rk --key-id {new_kid}" in b.log_text()
-    res = admin.run("executor", "rekey", f"{h.site_name}/cli-rk", "--key-id", new_kid, "--reason", "host rebuilt")
+    res = admin.run(
+        "executor", "rekey", f"{h.site_name}/cli-rk", "--key-id", new_kid, "--reason", "host rebuilt"
+    )
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert out["accepts_key_id"] == new_kid and out["reseal"] == []

@@ -50,8 +50,15 @@ def test_crash_matrix_kill9_at_every_boundary_and_inside_every_step(harness):
     jobs: dict[str, str] = {}
     for point in POINTS:
         counter = h.selftest_dir / f"{point.replace(':', '_')}.counter"
-        jobs[point] = h.create_job({"counter_file": counter.name, "gate_dir": gates.name, "gates": [point],
-                                    "wait_ticks": 3, "tick_seconds": 0.02})
+        jobs[point] = h.create_job(
+            {
+                "counter_file": counter.name,
+                "gate_dir": gates.name,
+                "gates": [point],
+                "wait_ticks": 3,
+                "tick_seconds": 0.02,
+            }
+        )
     # every job is held exactly at its crash point
     wait_until(lambda: all((gates / f"{jobs[p]}.{p}.at").exists() for p in POINTS), 60, "all crash points")
     a.kill9()
@@ -117,11 +124,23 @@ def test_fenced_executor_stops_and_writes_nothing(harness, route):
     gates = h.selftest_dir / "gates"
     gates.mkdir()
     counter = h.selftest_dir / "fence.counter"
-    a = h.spawn("fence-a", heartbeat_interval=9, recovery_interval=60, max_concurrent_jobs=1,
-                realtime_enabled=str(route == "realtime").lower())
+    a = h.spawn(
+        "fence-a",
+        heartbeat_interval=9,
+        recovery_interval=60,
+        max_concurrent_jobs=1,
+        realtime_enabled=str(route == "realtime").lower(),
+    )
     a.wait_log("registered")
-    job_id = h.create_job({"counter_file": counter.name, "gate_dir": gates.name, "gates": ["inside:wait_ready"],
-                           "wait_ticks": 3, "tick_seconds": 0.05})
+    job_id = h.create_job(
+        {
+            "counter_file": counter.name,
+            "gate_dir": gates.name,
+            "gates": ["inside:wait_ready"],
+            "wait_ticks": 3,
+            "tick_seconds": 0.05,
+        }
+    )
     wait_until(lambda: (gates / f"{job_id}.inside:wait_ready.at").exists(), 30, "A inside wait_ready")
     epoch_a = h.job(job_id)["lease_epoch"]
     a.proc.send_signal(signal.SIGSTOP)
@@ -204,7 +223,11 @@ def test_abandon_cleanup_is_the_only_other_way_out(harness):
         h.query("select public.abandon_cleanup(%s, ' ')", job_id)
     h.query("select public.abandon_cleanup(%s, 'vCenter decommissioned; HA restored by hand')", job_id)
     job = h.job(job_id)
-    assert job["status"] == "cancelled" and job["details"]["cleanup_abandoned"]["reason"].startswith("vCenter")
-    audit = h.query("select note from public.audit_log where table_name = 'jobs' and row_id = %s and note like 'abandon_cleanup:%%'",
-                    job_id)
+    assert job["status"] == "cancelled" and job["details"]["cleanup_abandoned"]["reason"].startswith(
+        "vCenter"
+    )
+    audit = h.query(
+        "select note from public.audit_log where table_name = 'jobs' and row_id = %s and note like 'abandon_cleanup:%%'",
+        job_id,
+    )
     assert audit, "abandon_cleanup is audited with its reason"

@@ -49,17 +49,32 @@ def harness(stack):
 
 def base_env(h: Harness, state: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RACKPILOT_", "NOTIFY_SOCKET"))}
-    env.update({"RACKPILOT_SUPABASE_URL": h.env["SUPABASE_URL"], "RACKPILOT_SUPABASE_KEY": h.env["SUPABASE_SERVICE_ROLE_KEY"],
-                "RACKPILOT_SITE": h.site_name, "RACKPILOT_EXECUTOR_NAME": f"ops-{uuid.uuid4().hex[:6]}",
-                "RACKPILOT_STATE_DIR": str(state), "RACKPILOT_CONTROL_RETRY_MAX": "0.5",
-                "RACKPILOT_HEARTBEAT_INTERVAL": "1", "RACKPILOT_POLL_INTERVAL": "0.5"})
+    env.update(
+        {
+            "RACKPILOT_SUPABASE_URL": h.env["SUPABASE_URL"],
+            "RACKPILOT_SUPABASE_KEY": h.env["SUPABASE_SERVICE_ROLE_KEY"],
+            "RACKPILOT_SITE": h.site_name,
+            "RACKPILOT_EXECUTOR_NAME": f"ops-{uuid.uuid4().hex[:6]}",
+            "RACKPILOT_STATE_DIR": str(state),
+            "RACKPILOT_CONTROL_RETRY_MAX": "0.5",
+            "RACKPILOT_HEARTBEAT_INTERVAL": "1",
+            "RACKPILOT_POLL_INTERVAL": "0.5",
+        }
+    )
     env.update(extra)
     return env
 
 
 def run_executor(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "executor", *args], env=env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "executor", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def json_only(text: str) -> list[dict]:
@@ -83,24 +98,45 @@ def free_port() -> int:
 # --- the mistakes table -----------------------------------------------------------------------------
 def _other_project_key() -> str:
     now = int(time.time())
-    return jwt.encode({"role": "service_role", "iss": "supabase", "iat": now, "exp": now + 3600},
-                      "another-project-jwt-secret-0123456789abcdef", algorithm="HS256")
+    return jwt.encode(
+        {"role": "service_role", "iss": "supabase", "iat": now, "exp": now + 3600},
+        "another-project-jwt-secret-0123456789abcdef",
+        algorithm="HS256",
+    )
 
 
 MISTAKES = {
     # id: (env changes, extra args, expected text) - every one exits 2
-    "env_file_typo": ({}, ["--env-file", "/etc/rackpilot/exector.env"],
-                      "--env-file /etc/rackpilot/exector.env: no such file"),
-    "nothing_set": ({"RACKPILOT_SUPABASE_URL": None, "RACKPILOT_SUPABASE_KEY": None, "RACKPILOT_SITE": None}, [],
-                    "RACKPILOT_SUPABASE_URL is not set"),
-    "url_with_path": ({"RACKPILOT_SUPABASE_URL": "{url}/rest/v1"}, [],
-                      "RACKPILOT_SUPABASE_URL must be the project URL, without /rest/v1"),
-    "anon_key": ({"RACKPILOT_SUPABASE_KEY": "{anon}"}, [],
-                 "RACKPILOT_SUPABASE_KEY is the anon key; the executor needs the service-role key"),
-    "other_project_key": ({"RACKPILOT_SUPABASE_KEY": "{other}"}, [],
-                          "RACKPILOT_SUPABASE_KEY is not accepted by the control plane at {url}"),
-    "unknown_site": ({"RACKPILOT_SITE": "no-such-site"}, [],
-                     "RACKPILOT_SITE=no-such-site: no such site in the control plane at {url}"),
+    "env_file_typo": (
+        {},
+        ["--env-file", "/etc/rackpilot/exector.env"],
+        "--env-file /etc/rackpilot/exector.env: no such file",
+    ),
+    "nothing_set": (
+        {"RACKPILOT_SUPABASE_URL": None, "RACKPILOT_SUPABASE_KEY": None, "RACKPILOT_SITE": None},
+        [],
+        "RACKPILOT_SUPABASE_URL is not set",
+    ),
+    "url_with_path": (
+        {"RACKPILOT_SUPABASE_URL": "{url}/rest/v1"},
+        [],
+        "RACKPILOT_SUPABASE_URL must be the project URL, without /rest/v1",
+    ),
+    "anon_key": (
+        {"RACKPILOT_SUPABASE_KEY": "{anon}"},
+        [],
+        "RACKPILOT_SUPABASE_KEY is the anon key; the executor needs the service-role key",
+    ),
+    "other_project_key": (
+        {"RACKPILOT_SUPABASE_KEY": "{other}"},
+        [],
+        "RACKPILOT_SUPABASE_KEY is not accepted by the control plane at {url}",
+    ),
+    "unknown_site": (
+        {"RACKPILOT_SITE": "no-such-site"},
+        [],
+        "RACKPILOT_SITE=no-such-site: no such site in the control plane at {url}",
+    ),
     "truncated_key_file": ({}, ["@truncated"], "is not a PEM private key"),
     "key_file_mode": ({}, ["@loose"], "chmod 600"),
     "state_folder_busy": ({}, ["@busy"], "is in use by another executor process (PID {pid})"),
@@ -112,8 +148,12 @@ def test_each_startup_mistake_names_the_setting_and_exits_2(harness, tmp_path, c
     h = harness
     changes, args, expected = MISTAKES[case]
     state = tmp_path / "state"
-    subst = {"url": h.env["SUPABASE_URL"], "anon": h.env["SUPABASE_ANON_KEY"], "other": _other_project_key(),
-             "pid": os.getpid()}
+    subst = {
+        "url": h.env["SUPABASE_URL"],
+        "anon": h.env["SUPABASE_ANON_KEY"],
+        "other": _other_project_key(),
+        "pid": os.getpid(),
+    }
     env = base_env(h, state)
     for k, v in changes.items():
         if v is None:
@@ -148,8 +188,14 @@ def test_sigterm_during_startup_retries_ends_within_2s(harness, tmp_path):
     env = base_env(harness, tmp_path / "state", RACKPILOT_SUPABASE_URL=url)
     err = tmp_path / "stderr"
     with open(err, "w") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "executor"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                                stderr=fh, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "executor"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=fh,
+            stdin=subprocess.DEVNULL,
+        )
     try:
         wait_until(lambda: err.read_text().count("retrying in") >= 2, 30, "two registration retries")
         proc.send_signal(signal.SIGTERM)
@@ -163,8 +209,9 @@ def test_sigterm_during_startup_retries_ends_within_2s(harness, tmp_path):
     assert rc == 0 and took < 2.0, (rc, took)
     lines = json_only(err.read_text())
     retries = [r for r in lines if "retrying in" in r["msg"]]
-    assert retries and all(f"{url}/rest/v1/rpc/register_executor" in r["msg"] and "ConnectError" in r["msg"]
-                           for r in retries)
+    assert retries and all(
+        f"{url}/rest/v1/rpc/register_executor" in r["msg"] and "ConnectError" in r["msg"] for r in retries
+    )
     assert lines[-1]["msg"] == "stopped before registration"
 
 
@@ -220,14 +267,25 @@ def test_ready_reaches_notify_socket_only_after_registration(harness, tmp_path):
     notify.bind(str(tmp_path / "notify.sock"))
     notify.setblocking(False)
     name = "ready-a"
-    env = base_env(h, tmp_path / "state", RACKPILOT_SUPABASE_URL=f"http://127.0.0.1:{port}",
-                   RACKPILOT_EXECUTOR_NAME=name, RACKPILOT_REALTIME_ENABLED="false",
-                   NOTIFY_SOCKET=str(tmp_path / "notify.sock"))
+    env = base_env(
+        h,
+        tmp_path / "state",
+        RACKPILOT_SUPABASE_URL=f"http://127.0.0.1:{port}",
+        RACKPILOT_EXECUTOR_NAME=name,
+        RACKPILOT_REALTIME_ENABLED="false",
+        NOTIFY_SOCKET=str(tmp_path / "notify.sock"),
+    )
     err = tmp_path / "stderr"
     fwd = None
     with open(err, "w") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "executor"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                                stderr=fh, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "executor"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=fh,
+            stdin=subprocess.DEVNULL,
+        )
     try:
         wait_until(lambda: err.read_text().count("retrying in") >= 2, 30, "registration retries")
         with pytest.raises(BlockingIOError):
@@ -260,7 +318,10 @@ def test_a_second_process_on_one_state_folder_is_refused(harness):
     a.wait_log("registered")
     res = run_executor(a.env)
     assert res.returncode == 2
-    assert f"state folder {a.dir / 'state'} is in use by another executor process (PID {a.proc.pid})" in res.stderr
+    assert (
+        f"state folder {a.dir / 'state'} is in use by another executor process (PID {a.proc.pid})"
+        in res.stderr
+    )
     assert a.proc.poll() is None  # the first one runs on
     assert a.terminate() == 0
     # only JSON on the first executor's stderr (stdout.log holds both streams)
@@ -280,12 +341,18 @@ def test_a_second_key_is_refused_and_an_admin_rekey_hands_the_identity_over(harn
     h = harness
     a = h.spawn("ident-a")
     a.wait_log("registered")
-    old = h.one("select id, key_id, public_key from public.executors where site_id = %s and name = 'ident-a'",
-                h.site_id)
+    old = h.one(
+        "select id, key_id, public_key from public.executors where site_id = %s and name = 'ident-a'",
+        h.site_id,
+    )
     envelope = seal(unb64u(old["public_key"]), {"password": "ident-secret-1"})
-    cred = h.one("insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id) "
-                 "values (%s, 'idrac-ident', 'idrac', 'root', %s, %s) returning id", h.site_id, json.dumps(envelope),
-                 old["key_id"])["id"]
+    cred = h.one(
+        "insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id) "
+        "values (%s, 'idrac-ident', 'idrac', 'root', %s, %s) returning id",
+        h.site_id,
+        json.dumps(envelope),
+        old["key_id"],
+    )["id"]
 
     # a rebuilt host: same site and name, a fresh state folder, so a fresh key
     b = h.spawn("ident-b", executor_name="ident-a")
@@ -293,8 +360,10 @@ def test_a_second_key_is_refused_and_an_admin_rekey_hands_the_identity_over(harn
     new_kid = json.loads(run_executor(b.env, "--show-public-key").stdout)["key_id"]
     text = b.log_text()
     assert rc == 2, text[-2000:]
-    assert (f"identity_bound: executor ident-a of site {h.site_name} is bound to key {old['key_id']}; "
-            f"this process holds key {new_kid}") in text
+    assert (
+        f"identity_bound: executor ident-a of site {h.site_name} is bound to key {old['key_id']}; "
+        f"this process holds key {new_kid}"
+    ) in text
     assert f"rackpilot executor rekey {h.site_name}/ident-a --key-id {new_kid}" in text
     assert h.one("select key_id from public.executors where id = %s", old["id"])["key_id"] == old["key_id"]
 
@@ -304,13 +373,21 @@ def test_a_second_key_is_refused_and_an_admin_rekey_hands_the_identity_over(harn
 
     # the admin re-keys: audited, the stale credential set listed
     admin = _admin_client(h)
-    res = admin.rpc("rekey_executor", {"p_executor_id": old["id"], "p_key_id": new_kid,
-                                       "p_reason": "host rebuilt"}).execute().data
+    res = (
+        admin.rpc(
+            "rekey_executor", {"p_executor_id": old["id"], "p_key_id": new_kid, "p_reason": "host rebuilt"}
+        )
+        .execute()
+        .data
+    )
     assert res["current_key_id"] == old["key_id"] and res["accepts_key_id"] == new_kid
     assert [r["name"] for r in res["reseal"]] == ["idrac-ident"] and str(cred) == res["reseal"][0]["id"]
     assert "until an admin re-seals them" in res["credentials"]
-    audit = h.query("select actor_kind, note from public.audit_log where table_name = 'executors' and row_id = %s "
-                    "order by id", str(old["id"]))
+    audit = h.query(
+        "select actor_kind, note from public.audit_log where table_name = 'executors' and row_id = %s "
+        "order by id",
+        str(old["id"]),
+    )
     assert any(r["actor_kind"] == "user" and r["note"] == "rekey requested: host rebuilt" for r in audit)
 
     # the new key takes the identity over; the old process stops claiming, says why, exits 2
@@ -321,8 +398,12 @@ def test_a_second_key_is_refused_and_an_admin_rekey_hands_the_identity_over(harn
     assert "executor_replaced" in a.log_text()
     row = h.one("select key_id, previous_key_id from public.executors where id = %s", old["id"])
     assert row == {"key_id": new_kid, "previous_key_id": old["key_id"]}
-    assert any(r["note"] and r["note"].startswith("rekey: identity") for r in h.query(
-        "select note from public.audit_log where table_name = 'executors' and row_id = %s", str(old["id"])))
+    assert any(
+        r["note"] and r["note"].startswith("rekey: identity")
+        for r in h.query(
+            "select note from public.audit_log where table_name = 'executors' and row_id = %s", str(old["id"])
+        )
+    )
     job2 = h.create_job({"counter_file": "ident.counter"})
     done = h.wait_status(job2, ("completed", "failed"), timeout=60)
     assert done["status"] == "completed" and str(done["claimed_by"] or old["id"]) == str(old["id"])
@@ -349,14 +430,24 @@ def test_check_config_online_reads_without_registering(harness, tmp_path):
     out = json.loads(res.stdout)
     assert res.returncode == 0 and out["ok"] and out["online"], res.stderr
     checks = {c["check"]: c for c in out["checks"]}
-    assert {"control_plane_reachable", "service_key", "site_exists", "identity", "state_dir_writable",
-            "private_key", "policy_file", "key_role"} <= set(checks)
+    assert {
+        "control_plane_reachable",
+        "service_key",
+        "site_exists",
+        "identity",
+        "state_dir_writable",
+        "private_key",
+        "policy_file",
+        "key_role",
+    } <= set(checks)
     assert "not registered yet" in checks["identity"]["detail"]
     assert not h.query("select 1 from public.executors where site_id = %s and name = 'online-a'", h.site_id)
 
     bad = run_executor({**env, "RACKPILOT_SITE": "nope-site"}, "--check-config", "--online")
     assert bad.returncode == 2 and "RACKPILOT_SITE=nope-site: no such site" in bad.stderr
-    other = run_executor({**env, "RACKPILOT_SUPABASE_KEY": _other_project_key()}, "--check-config", "--online")
+    other = run_executor(
+        {**env, "RACKPILOT_SUPABASE_KEY": _other_project_key()}, "--check-config", "--online"
+    )
     assert other.returncode == 2 and "is not accepted by the control plane" in other.stderr
 
     # a bound identity and another key: the check says start would be refused, and the way out
@@ -365,7 +456,11 @@ def test_check_config_online_reads_without_registering(harness, tmp_path):
     env_b = base_env(h, tmp_path / "state-b", RACKPILOT_EXECUTOR_NAME="online-b")
     run_executor(env_b, "--show-public-key")
     res = run_executor(env_b, "--check-config", "--online")
-    assert res.returncode == 2 and "start would be refused" in res.stderr and "rackpilot executor rekey" in res.stderr
+    assert (
+        res.returncode == 2
+        and "start would be refused" in res.stderr
+        and "rackpilot executor rekey" in res.stderr
+    )
     assert a.terminate() == 0
 
 
@@ -374,6 +469,11 @@ def _truncated_pem() -> str:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-    pem = X25519PrivateKey.generate().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                    serialization.NoEncryption()).decode()
+    pem = (
+        X25519PrivateKey.generate()
+        .private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        .decode()
+    )
     return pem[:60]

@@ -30,8 +30,12 @@ from devstack import proc
 from devstack.stack.stack import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-SMALL_LAB = {"clusters": [{"name": "ph", "hosts": 1, "vms_per_host": 1}], "time_scale": 20.0,
-             "esxi_ssh": True, "ome": False}
+SMALL_LAB = {
+    "clusters": [{"name": "ph", "hosts": 1, "vms_per_host": 1}],
+    "time_scale": 20.0,
+    "esxi_ssh": True,
+    "ome": False,
+}
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -68,7 +72,11 @@ class Tracker:
         return self
 
     def alive(self) -> list[int]:
-        left = [pid for pid, started in self.seen.items() if proc.is_alive(pid) and proc.start_time(pid) == started]
+        left = [
+            pid
+            for pid, started in self.seen.items()
+            if proc.is_alive(pid) and proc.start_time(pid) == started
+        ]
         return sorted({*left, *(proc.processes(needle=self.needle) if self.needle else [])})
 
     def assert_all_gone(self, timeout: float) -> None:
@@ -83,9 +91,15 @@ def env():
     state = Path(tempfile.mkdtemp(prefix="rackpilot-hygiene-"))
     os.chmod(state, 0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RACKPILOT_", "SUPABASE_"))}
-    env.update({"RACKPILOT_STACK_DIR": str(state), "RACKPILOT_API_PORT": str(free_port()),
-                "RACKPILOT_DB_PORT": str(free_port()), "RACKPILOT_LAB_DIR": str(state / "lab"),
-                "PYTHONUNBUFFERED": "1"})
+    env.update(
+        {
+            "RACKPILOT_STACK_DIR": str(state),
+            "RACKPILOT_API_PORT": str(free_port()),
+            "RACKPILOT_DB_PORT": str(free_port()),
+            "RACKPILOT_LAB_DIR": str(state / "lab"),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     try:
         cli(env, "dev", "up")  # created and migrated once for the module
         yield env
@@ -96,11 +110,21 @@ def env():
         shutil.rmtree(state, ignore_errors=True)
 
 
-def cli(env: dict[str, str], *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
-    res = subprocess.run([sys.executable, "-m", "devstack.cli", *args], cwd=ROOT, env=env, capture_output=True,
-                         text=True, timeout=timeout)
+def cli(
+    env: dict[str, str], *args: str, check: bool = True, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    res = subprocess.run(
+        [sys.executable, "-m", "devstack.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if check:
-        assert res.returncode == 0, f"rackpilot {' '.join(args)} exited {res.returncode}:\n{res.stderr[-3000:]}"
+        assert res.returncode == 0, (
+            f"rackpilot {' '.join(args)} exited {res.returncode}:\n{res.stderr[-3000:]}"
+        )
     return res
 
 
@@ -113,7 +137,9 @@ def gateway_pid(env) -> int:
 
 
 def router_of(gateway: int) -> list[int]:
-    return [p for p in proc.descendants([gateway]) if any("functions_router.ts" in a for a in proc.cmdline(p))]
+    return [
+        p for p in proc.descendants([gateway]) if any("functions_router.ts" in a for a in proc.cmdline(p))
+    ]
 
 
 def postmaster(env) -> int | None:
@@ -129,8 +155,15 @@ def owner_script(env, body: str) -> subprocess.Popen:
     """A Python process running ``body``, which prints one JSON line once it is ready."""
     err_path = Path(tempfile.mkstemp(prefix="owner-", suffix=".err", dir=state_of(env))[1])
     with err_path.open("ab") as err:  # a file, not a pipe nobody drains
-        p = subprocess.Popen([sys.executable, "-c", textwrap.dedent(body)], cwd=ROOT, env=env,
-                             stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True)
+        p = subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(body)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            start_new_session=True,
+        )
     p.err_path = err_path  # type: ignore[attr-defined]
     return p
 
@@ -139,8 +172,9 @@ def ready_line(p: subprocess.Popen) -> dict:
     line = p.stdout.readline()
     if not line:
         p.wait(10)
-        raise AssertionError(f"the owner exited {p.returncode} before it was ready:\n"
-                             f"{p.err_path.read_text()[-3000:]}")
+        raise AssertionError(
+            f"the owner exited {p.returncode} before it was ready:\n{p.err_path.read_text()[-3000:]}"
+        )
     return json.loads(line)
 
 
@@ -172,8 +206,11 @@ def test_dev_down_stops_what_a_sigkilled_gateway_left_behind(env):
     kills it, and a SIGSTOPped one gets SIGHUP when its process group is orphaned.)"""
     cli(env, "dev", "up")
     gw = gateway_pid(env)
-    orphan = subprocess.Popen(["sleep", "300"], start_new_session=True,
-                              env={**env, proc.OWNER_ENV: f"gateway:{state_of(env)}", "SUPABASE_SERVICE_ROLE_KEY": "x"})
+    orphan = subprocess.Popen(
+        ["sleep", "300"],
+        start_new_session=True,
+        env={**env, proc.OWNER_ENV: f"gateway:{state_of(env)}", "SUPABASE_SERVICE_ROLE_KEY": "x"},
+    )
     os.kill(gw, signal.SIGKILL)
     wait_until(lambda: not proc.is_alive(gw), 10, "the gateway to die")
     assert proc.is_alive(orphan.pid)
@@ -197,8 +234,9 @@ def test_lab_process_sigkill_takes_vcsim_and_sshd_along(env):
     os.kill(lab, signal.SIGKILL)
     tracked.assert_all_gone(15)
     # `lab down` also sweeps what carries the lab's marker, its pid being dead
-    leftover = proc.spawn(["sleep", "300"], die_with_parent=False,
-                          owner=f"lab:{(state_of(env) / 'lab').resolve()}")
+    leftover = proc.spawn(
+        ["sleep", "300"], die_with_parent=False, owner=f"lab:{(state_of(env) / 'lab').resolve()}"
+    )
     assert "lab stopped" in cli(env, "lab", "down").stderr
     wait_until(lambda: not proc.is_alive(leftover.pid), 10, "the leftover to be stopped")
 
@@ -211,7 +249,9 @@ def test_stack_owner_sigkill_stops_the_stack_the_lab_and_the_executor(env):
     the gateway and its router (the watchdog), not the executor, vCenter simulator or sshd
     (parent-death signal)."""
     cli(env, "dev", "down")
-    owner = owner_script(env, """
+    owner = owner_script(
+        env,
+        """
         import json, sys, threading
         from devstack.demo import Executor
         from devstack.lab.datacentre import DataCentre
@@ -225,7 +265,8 @@ def test_stack_owner_sigkill_stops_the_stack_the_lab_and_the_executor(env):
                         workdir=st.cfg.state_dir / "owner-lab").start()
         print(json.dumps({"executor": ex.proc.pid, "sshd": dc.ssh._proc.pid}), flush=True)
         threading.Event().wait()
-    """)
+    """,
+    )
     try:
         pids = ready_line(owner)
         assert postmaster(env) and proc.is_alive(gateway_pid(env))
@@ -240,7 +281,9 @@ def test_stack_owner_sigkill_stops_the_stack_the_lab_and_the_executor(env):
 
 def test_executor_dies_with_its_parent(env):
     cli(env, "dev", "up")
-    parent = owner_script(env, """
+    parent = owner_script(
+        env,
+        """
         import json, threading
         from devstack.demo import Executor
         from devstack.stack.stack import Stack
@@ -248,10 +291,13 @@ def test_executor_dies_with_its_parent(env):
         ex = Executor(Stack(), 1.0)
         print(json.dumps({"executor": ex.proc.pid}), flush=True)
         threading.Event().wait()
-    """)
+    """,
+    )
     try:
         executor = ready_line(parent)["executor"]
-        wait_until(lambda: (state_of(env) / "demo-executor" / "executor.log").exists(), 30, "the executor to run")
+        wait_until(
+            lambda: (state_of(env) / "demo-executor" / "executor.log").exists(), 30, "the executor to run"
+        )
         tracked = Tracker(str(state_of(env) / "demo-executor")).add(parent.pid)
         assert executor in tracked.seen
     finally:
@@ -263,7 +309,9 @@ def test_executor_dies_with_its_parent(env):
 def test_failed_start_stops_the_postgres_it_started(env):
     """The mechanism `dev up` uses when a step after Postgres fails (a migration, say)."""
     cli(env, "dev", "down")
-    failing = owner_script(env, """
+    failing = owner_script(
+        env,
+        """
         import json
         from devstack.stack.stack import Stack, StackError
 
@@ -274,13 +322,16 @@ def test_failed_start_stops_the_postgres_it_started(env):
                 raise StackError("migration 20990101000000_broken.sql failed")
         except StackError:
             print(json.dumps({"running": st.pg.running()}), flush=True)
-    """)
+    """,
+    )
     assert ready_line(failing) == {"running": False}
     failing.wait(30)
     Tracker(str(state_of(env))).assert_all_gone(15)
 
     # the same start SIGKILLed half-way: its watchdog stops what it started
-    killed = owner_script(env, """
+    killed = owner_script(
+        env,
+        """
         import json, threading
         from devstack.stack.stack import Stack
 
@@ -289,7 +340,8 @@ def test_failed_start_stops_the_postgres_it_started(env):
             st.pg.start()
             print(json.dumps({"running": st.pg.running()}), flush=True)
             threading.Event().wait()
-    """)
+    """,
+    )
     try:
         assert ready_line(killed) == {"running": True}
         tracked = Tracker(str(state_of(env))).add(killed.pid)
@@ -306,8 +358,13 @@ def piped_to_tee(env, argv: list[str], name: str) -> tuple[subprocess.Popen, Pat
     state = state_of(env)
     rc, out, err = state / f"{name}.rc", state / f"{name}.out", state / f"{name}.err"
     cmd = " ".join(argv)
-    group = subprocess.Popen(["bash", "-c", f"({cmd} 2>{err}; echo $? >{rc}) | tee {out} >/dev/null"], cwd=ROOT,
-                             env=env, start_new_session=True, stdin=subprocess.DEVNULL)
+    group = subprocess.Popen(
+        ["bash", "-c", f"({cmd} 2>{err}; echo $? >{rc}) | tee {out} >/dev/null"],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdin=subprocess.DEVNULL,
+    )
     return group, rc, out, err
 
 
@@ -331,7 +388,8 @@ def test_ctrl_c_while_the_demo_stays_up_with_its_stdout_a_closed_pipe(env):
     itself is skipped: the stack it started stands in for everything.)"""
     cli(env, "dev", "down")
     script = state_of(env) / "stays_up.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         import sys
         from devstack import demo
         from devstack.stack.stack import Stack
@@ -340,12 +398,17 @@ def test_ctrl_c_while_the_demo_stays_up_with_its_stdout_a_closed_pipe(env):
         owner = st.hold()
         st.up()
         sys.exit(demo._finish(st, None, owner, stop_stack=True, wait=True, code=0))
-    """))
+    """)
+    )
     group, rc, out, err = piped_to_tee(env, [sys.executable, str(script)], "stays-up")
     try:
         # a condition wait: the stack's start alone took over 120 s on a loaded 2-core machine
-        wait_until(lambda: "Press Ctrl-C" in (out.read_text() if out.exists() else ""), 300,
-                   "the demo to wait for Ctrl-C", interval=0.1)
+        wait_until(
+            lambda: "Press Ctrl-C" in (out.read_text() if out.exists() else ""),
+            300,
+            "the demo to wait for Ctrl-C",
+            interval=0.1,
+        )
         tracked = Tracker(str(state_of(env))).add(group.pid)
         assert postmaster(env) and gateway_pid(env) in tracked.seen
     except BaseException:
@@ -353,7 +416,9 @@ def test_ctrl_c_while_the_demo_stays_up_with_its_stdout_a_closed_pipe(env):
         raise
     ctrl_c(group, rc, tracked)
     assert rc.read_text().strip() == "0", err.read_text()[-3000:]
-    assert "Traceback" not in err.read_text() and "Broken pipe" not in err.read_text(), err.read_text()[-3000:]
+    assert "Traceback" not in err.read_text() and "Broken pipe" not in err.read_text(), err.read_text()[
+        -3000:
+    ]
     tracked.assert_all_gone(30)
 
 
@@ -363,11 +428,16 @@ def test_demo_ctrl_c_with_its_stdout_a_closed_pipe_stops_everything(env):
     state = state_of(env)
     group, rc, out, err = piped_to_tee(env, [sys.executable, "-m", "devstack.cli", "demo"], "demo")
     try:
+
         def everything_runs() -> bool:
             if group.poll() is not None:
                 raise AssertionError(f"the demo ended early:\n{err.read_text()[-3000:]}")
-            return bool(postmaster(env) and proc.processes(needle=str(state / "demo-executor"))
-                        and proc.processes(needle=str(state / "demo-lab")))
+            return bool(
+                postmaster(env)
+                and proc.processes(needle=str(state / "demo-executor"))
+                and proc.processes(needle=str(state / "demo-lab"))
+            )
+
         wait_until(everything_runs, 240, "the stack, the lab and the executor to run", interval=0.2)
         tracked = Tracker(str(state)).add(group.pid)
     except BaseException:
@@ -375,5 +445,7 @@ def test_demo_ctrl_c_with_its_stdout_a_closed_pipe_stops_everything(env):
         raise
     ctrl_c(group, rc, tracked)
     assert rc.read_text().strip() == "130", err.read_text()[-3000:]
-    assert "Traceback" not in err.read_text() and "Broken pipe" not in err.read_text(), err.read_text()[-3000:]
+    assert "Traceback" not in err.read_text() and "Broken pipe" not in err.read_text(), err.read_text()[
+        -3000:
+    ]
     tracked.assert_all_gone(30)

@@ -63,32 +63,73 @@ HA = {"enabled": True, "admission_control": True, "failover_level": 1}
 
 
 def _cluster(name: str, hosts: int = 3, vms_per_host: int = 2, **kw: Any) -> dict[str, Any]:
-    return {"name": name, "hosts": hosts, "vms_per_host": vms_per_host, "host_memory_mb": 262144,
-            "vm_memory_mb": 2048, "ha": HA, **kw}
+    return {
+        "name": name,
+        "hosts": hosts,
+        "vms_per_host": vms_per_host,
+        "host_memory_mb": 262144,
+        "vm_memory_mb": 2048,
+        "ha": HA,
+        **kw,
+    }
 
 
 BLOCKER_VMS = [  # (vm, host index, lab device kind or None for the pinned VM)
-    ("bv-usb", 0, "usb_passthrough"), ("bv-cdhost", 0, "cdrom_host_device"),
-    ("bv-ft", 1, "ft"), ("bv-vgpu", 1, "vgpu"),
-    ("bv-pci", 2, "pci_passthrough"), ("bv-local", 2, "local_disk"),
-    ("bv-floppy", 3, "floppy_connected"), ("bv-cdiso", 3, "cdrom_local_iso"),
+    ("bv-usb", 0, "usb_passthrough"),
+    ("bv-cdhost", 0, "cdrom_host_device"),
+    ("bv-ft", 1, "ft"),
+    ("bv-vgpu", 1, "vgpu"),
+    ("bv-pci", 2, "pci_passthrough"),
+    ("bv-local", 2, "local_disk"),
+    ("bv-floppy", 3, "floppy_connected"),
+    ("bv-cdiso", 3, "cdrom_local_iso"),
     ("bv-pinned", 4, None),
 ]
 # scan kind the blocker scan reports per lab device kind, and the data model's kind
-SCAN_KIND = {"usb_passthrough": "usb_passthrough", "cdrom_host_device": "cdrom_connected", "ft": "fault_tolerance",
-             "vgpu": "vgpu", "pci_passthrough": "pci_passthrough", "local_disk": "local_storage",
-             "floppy_connected": "floppy_connected", "cdrom_local_iso": "cdrom_connected", None: "host_affinity"}
-DB_KIND = {k: (k if k in ("usb_passthrough", "pci_passthrough", "vgpu", "fault_tolerance", "cdrom_connected",
-                          "local_storage") else "other") for k in SCAN_KIND.values()}
+SCAN_KIND = {
+    "usb_passthrough": "usb_passthrough",
+    "cdrom_host_device": "cdrom_connected",
+    "ft": "fault_tolerance",
+    "vgpu": "vgpu",
+    "pci_passthrough": "pci_passthrough",
+    "local_disk": "local_storage",
+    "floppy_connected": "floppy_connected",
+    "cdrom_local_iso": "cdrom_connected",
+    None: "host_affinity",
+}
+DB_KIND = {
+    k: (
+        k
+        if k
+        in (
+            "usb_passthrough",
+            "pci_passthrough",
+            "vgpu",
+            "fault_tolerance",
+            "cdrom_connected",
+            "local_storage",
+        )
+        else "other"
+    )
+    for k in SCAN_KIND.values()
+}
 
 CLUSTERS = [
-    _cluster("alpha", 4), _cluster("beta", 4),
-    _cluster("blk", 5, 1, vms=[{"name": n, "host": i, "devices": [d] if d else []} for n, i, d in BLOCKER_VMS],
-             rules=[{"name": "pin", "vms": ["bv-pinned"], "hosts": [4], "mandatory": True}]),
+    _cluster("alpha", 4),
+    _cluster("beta", 4),
+    _cluster(
+        "blk",
+        5,
+        1,
+        vms=[{"name": n, "host": i, "devices": [d] if d else []} for n, i, d in BLOCKER_VMS],
+        rules=[{"name": "pin", "vms": ["bv-pinned"], "hosts": [4], "mandatory": True}],
+    ),
     # 2 x 512 GiB per host at 2 ms/GiB: ~2 s of vMotion against a 60 s budget (0.6 s here);
     # 3 TiB hosts, so two left (one kept for HA failover) still hold the 3 TiB of VMs (N+1)
     _cluster("slow", 3, 2, vm_memory_mb=512 * 1024, host_memory_mb=3 * 1024 * 1024),
-    _cluster("fail", 3), _cluster("cncl", 3), _cluster("pse", 3),
+    _cluster("fail", 3),
+    _cluster("cncl", 3),
+    _cluster("pse", 3),
     # 96 GiB VMs: evacuation takes a few hundred ms, a window to kill the executor in
     _cluster("crm", 3, 2, vm_memory_mb=96 * 1024, host_memory_mb=1024 * 1024),
     _cluster("cra", 3),
@@ -119,16 +160,25 @@ class World:
     def _setup(self, stack: Any, tmp: Path) -> None:
         self.h = Harness(stack, tmp)
         self.executor = self.spawn("ru-a")
-        key = self.h.one("select public_key, key_id from public.executors where site_id = %s and name = 'ru-a'",
-                         self.h.site_id)
+        key = self.h.one(
+            "select public_key, key_id from public.executors where site_id = %s and name = 'ru-a'",
+            self.h.site_id,
+        )
         self.reg = self.dc.register(self.h.query, self.h.site_id, key["public_key"], key["key_id"])
         starts = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
         self.window = self.h.one(
             "insert into public.maintenance_windows (site_id, title, starts_at, ends_at, requested_by) "
-            "values (%s, 'rolling update tests', %s, %s, %s) returning id", self.h.site_id, starts,
-            starts + dt.timedelta(hours=3), str(uuid.uuid4()))["id"]
-        self.h.query("update public.maintenance_windows set status = 'approved', approved_by = %s where id = %s",
-                     str(uuid.uuid4()), self.window)
+            "values (%s, 'rolling update tests', %s, %s, %s) returning id",
+            self.h.site_id,
+            starts,
+            starts + dt.timedelta(hours=3),
+            str(uuid.uuid4()),
+        )["id"]
+        self.h.query(
+            "update public.maintenance_windows set status = 'approved', approved_by = %s where id = %s",
+            str(uuid.uuid4()),
+            self.window,
+        )
         sync = self.create("vcenter_sync", {"vcenter_id": str(self.reg["vcenter_id"])})
         job = self.h.wait_status(sync, ("completed", "failed"), timeout=60)
         assert job["status"] == "completed", job["error"]
@@ -141,32 +191,56 @@ class World:
             state.mkdir(parents=True, mode=0o700)
             shutil.copy(self.tmp / "ru-a" / "state" / "executor_key.pem", state / "executor_key.pem")
             (state / "executor_key.pem").chmod(0o600)
-        ex = self.h.spawn(name, target_time_scale=LAB_SCALE / 4, max_concurrent_jobs=4, realtime_enabled="false",
-                          poll_interval=0.3, bmc_settle_interval_s=10)  # 3 good answers 0.1 s apart here
+        ex = self.h.spawn(
+            name,
+            target_time_scale=LAB_SCALE / 4,
+            max_concurrent_jobs=4,
+            realtime_enabled="false",
+            poll_interval=0.3,
+            bmc_settle_interval_s=10,
+        )  # 3 good answers 0.1 s apart here
         ex.wait_log("registered", timeout=30)
         return ex
 
     # jobs ----------------------------------------------------------------------------------------
     def cluster_id(self, name: str) -> str:
-        return str(self.h.one("select id from public.clusters where name = %s and vcenter_id = %s", name,
-                              self.reg["vcenter_id"])["id"])
+        return str(
+            self.h.one(
+                "select id from public.clusters where name = %s and vcenter_id = %s",
+                name,
+                self.reg["vcenter_id"],
+            )["id"]
+        )
 
     def create(self, job_type: str, params: dict[str, Any], cluster: str | None = None) -> str:
-        row = {"type": job_type, "site_id": self.h.site_id, "params": params,
-               "credential_set_ids": [str(c) for c in self.reg["credential_set_ids"]],
-               "maintenance_window_id": str(self.window)}
+        row = {
+            "type": job_type,
+            "site_id": self.h.site_id,
+            "params": params,
+            "credential_set_ids": [str(c) for c in self.reg["credential_set_ids"]],
+            "maintenance_window_id": str(self.window),
+        }
         if cluster:
             row["cluster_id"] = self.cluster_id(cluster)
         return self.h.client.table("jobs").insert(row).execute().data[0]["id"]
 
     def rolling(self, cluster: str, **params: Any) -> str:
-        body = {"cluster_id": self.cluster_id(cluster), "firmware": {"catalog_url": self.dc.catalog_url}, **params}
+        body = {
+            "cluster_id": self.cluster_id(cluster),
+            "firmware": {"catalog_url": self.dc.catalog_url},
+            **params,
+        }
         return self.create("rolling_cluster_update", body, cluster)
 
     def tasks(self, job_id: str) -> dict[str, dict[str, Any]]:
-        return {r["target_name"]: r for r in self.h.query(
-            "select target_name, status, error, details from public.job_tasks where job_id = %s "
-            "and target_kind = 'host'", job_id)}
+        return {
+            r["target_name"]: r
+            for r in self.h.query(
+                "select target_name, status, error, details from public.job_tasks where job_id = %s "
+                "and target_kind = 'host'",
+                job_id,
+            )
+        }
 
     # lab -----------------------------------------------------------------------------------------
     def vsphere(self) -> VSphereClient:
@@ -184,22 +258,32 @@ class World:
     def versions(self, host: str) -> dict[str, str]:
         return {c.component_id: c.version for c in self.dc.bmc(host).components}
 
-    def check(self, job_id: str, cluster: str, before: dict[str, Any], sampler: inv.OutOfServiceSampler) -> None:
+    def check(
+        self, job_id: str, cluster: str, before: dict[str, Any], sampler: inv.OutOfServiceSampler
+    ) -> None:
         """The safety invariants after a scenario."""
-        inv.wait_quiet(lambda: all(h["connection_state"] == "connected" for h in self.dc.vcenter.lab_hosts()
-                                   if h["cluster"] == cluster), 15)
+        inv.wait_quiet(
+            lambda: all(
+                h["connection_state"] == "connected"
+                for h in self.dc.vcenter.lab_hosts()
+                if h["cluster"] == cluster
+            ),
+            15,
+        )
         in_mm = [h["name"] for h in self.dc.vcenter.lab_hosts() if h["in_maintenance"]]
         q = self.h.query
         flashes = {h: list(self.dc.bmc(h).flashes) for h in self.hosts_of(cluster)}
-        inv.assert_holds([
-            *inv.hosts_out(q, sampler, {cluster: "rolling_cluster_update"}),
-            *inv.settings_restored(q, job_id, self.settings(cluster), before),
-            *inv.blockers_respected(q, job_id, sampler.seen_out.get(cluster, set())),
-            *inv.backup_before_flash(q, flashes, self.servers),
-            *inv.window_respected(q, job_id),
-            *inv.non_resumable_once(q, job_id),
-            *inv.no_host_left_out(q, job_id, in_mm),
-        ])
+        inv.assert_holds(
+            [
+                *inv.hosts_out(q, sampler, {cluster: "rolling_cluster_update"}),
+                *inv.settings_restored(q, job_id, self.settings(cluster), before),
+                *inv.blockers_respected(q, job_id, sampler.seen_out.get(cluster, set())),
+                *inv.backup_before_flash(q, flashes, self.servers),
+                *inv.window_respected(q, job_id),
+                *inv.non_resumable_once(q, job_id),
+                *inv.no_host_left_out(q, job_id, in_mm),
+            ]
+        )
 
     def close(self) -> None:
         if hasattr(self, "h"):
@@ -246,15 +330,25 @@ def test_happy_path_two_clusters_of_four(world):
             assert tasks[host]["details"]["scp_artifact"]
             assert tasks[host]["details"]["staged_jobs"]
         steps = [r["step_key"] for r in w.h.steps(jobs[c])]
-        assert steps == ["preflight", "blocker_scan", "record_cluster_settings", "relax_cluster_settings",
-                         "rollout", "restore_cluster_settings", "cleanup"]
+        assert steps == [
+            "preflight",
+            "blocker_scan",
+            "record_cluster_settings",
+            "relax_cluster_settings",
+            "rollout",
+            "restore_cluster_settings",
+            "cleanup",
+        ]
         # the pre-flight report is one artifact per cluster, readable JSON
-        art = w.h.query("select content from public.artifacts where job_id = %s and kind = 'preflight_report'",
-                        jobs[c])
+        art = w.h.query(
+            "select content from public.artifacts where job_id = %s and kind = 'preflight_report'", jobs[c]
+        )
         assert len(art) == 1 and json.loads(bytes(art[0]["content"]))["cluster_name"] == c
         rep = json.loads(bytes(art[0]["content"]))
         # what will change, per host and component: exactly what the rollout then flashed
-        assert {(x["host"], x["target"]) for x in rep["changes"]} >= {(h, w.versions(h)["159"]) for h in w.hosts_of(c)}
+        assert {(x["host"], x["target"]) for x in rep["changes"]} >= {
+            (h, w.versions(h)["159"]) for h in w.hosts_of(c)
+        }
         assert rep["already_compliant"] == {} and all(g["verdict"] == "ok" for g in rep["gates"].values())
         # 4 x 256 GiB, 16 GiB of VMs, HA keeping one host free: 2 could go out, the policy allows 1
         assert rep["capacity"]["bound"] == 2 and rep["capacity"]["hosts_at_once"] == 1, rep["capacity"]
@@ -266,8 +360,12 @@ def test_happy_path_two_clusters_of_four(world):
     assert job["status"] == "completed" and job["result"]["checkpoint"]["nothing_to_do"] is True
     # skipped hosts say why, in the task and up front in the pre-flight report
     reasons = {h: t["details"]["reason"] for h, t in w.tasks(again).items()}
-    assert sorted(reasons) == w.hosts_of("alpha") and all(r.startswith("already compliant: ") for r in reasons.values())
-    art = w.h.query("select content from public.artifacts where job_id = %s and kind = 'preflight_report'", again)
+    assert sorted(reasons) == w.hosts_of("alpha") and all(
+        r.startswith("already compliant: ") for r in reasons.values()
+    )
+    art = w.h.query(
+        "select content from public.artifacts where job_id = %s and kind = 'preflight_report'", again
+    )
     rep = json.loads(bytes(art[0]["content"]))
     assert rep["changes"] == [] and rep["already_compliant"] == reasons
     assert all(w.dc.bmc(h).boot_count == 1 for h in w.hosts_of("alpha"))
@@ -277,9 +375,11 @@ def test_preflight_gates_refuse_naming_the_gate(world):
     w = world
     before = w.settings("gate")
     bmc = w.dc.bmc("gate-esx02")
-    cases = [("lifecycle", lambda: bmc.inject(lc_stuck_busy=True), {}),
-             ("job_queue", lambda: bmc.add_stale_jobs(1, "Running"), {}),
-             ("catalog", lambda: None, {"firmware": {"catalog_url": "http://127.0.0.1:9/Catalog.xml"}})]
+    cases = [
+        ("lifecycle", lambda: bmc.inject(lc_stuck_busy=True), {}),
+        ("job_queue", lambda: bmc.add_stale_jobs(1, "Running"), {}),
+        ("catalog", lambda: None, {"firmware": {"catalog_url": "http://127.0.0.1:9/Catalog.xml"}}),
+    ]
     for gate, fault, params in cases:
         fault()
         try:
@@ -294,10 +394,14 @@ def test_preflight_gates_refuse_naming_the_gate(world):
         assert [r["step_key"] for r in w.h.steps(job_id)][:1] == ["preflight"]
         assert all(w.dc.bmc(h).boot_count == 0 and not w.dc.bmc(h).flashes for h in w.hosts_of("gate"))
         if gate != "catalog":
-            art = w.h.query("select content from public.artifacts where job_id = %s and kind = 'preflight_report'",
-                            job_id)
+            art = w.h.query(
+                "select content from public.artifacts where job_id = %s and kind = 'preflight_report'", job_id
+            )
             rep = json.loads(bytes(art[0]["content"]))
-            assert rep["gates"]["gate-esx02"]["verdict"] == "block" and rep["gates"]["gate-esx01"]["verdict"] == "ok"
+            assert (
+                rep["gates"]["gate-esx02"]["verdict"] == "block"
+                and rep["gates"]["gate-esx01"]["verdict"] == "ok"
+            )
             assert "gate-esx02: " + gate in rep["blocked"][0]
         w.check(job_id, "gate", before, s)
 
@@ -311,7 +415,9 @@ def test_n_plus_one_capacity_refuses_a_cluster_that_cannot_lose_a_host(world):
     assert job["status"] == "failed" and "full: capacity (N+1" in job["error"], job
     assert "not even one host can go out" in job["error"] and "144 GiB" in job["error"]
     assert all(w.dc.bmc(h).boot_count == 0 for h in w.hosts_of("full"))
-    art = w.h.query("select content from public.artifacts where job_id = %s and kind = 'preflight_report'", job_id)
+    art = w.h.query(
+        "select content from public.artifacts where job_id = %s and kind = 'preflight_report'", job_id
+    )
     assert json.loads(bytes(art[0]["content"]))["capacity"]["bound"] == 0
     w.check(job_id, "full", before, s)
 
@@ -335,16 +441,25 @@ def test_blockers_pause_resolve_and_skip_host(world):
         # paused before anything changed: HA untouched, no host out
         assert w.settings("blk") == before
         w.check(job_id, "blk", before, s)
-        rows = w.h.query("select b.id, b.kind::text as kind, b.details, v.name as vm, h.name as host "
-                         "from public.job_blockers b left join public.vms v on v.id = b.vm_id "
-                         "left join public.esxi_hosts h on h.id = b.host_id where b.job_id = %s", job_id)
+        rows = w.h.query(
+            "select b.id, b.kind::text as kind, b.details, v.name as vm, h.name as host "
+            "from public.job_blockers b left join public.vms v on v.id = b.vm_id "
+            "left join public.esxi_hosts h on h.id = b.host_id where b.job_id = %s",
+            job_id,
+        )
         expected = {(vm, f"blk-esx{i + 1:02d}", SCAN_KIND[d]) for vm, i, d in BLOCKER_VMS}
         assert {(r["vm"], r["host"], r["details"]["scan_kind"]) for r in rows} == expected
         assert all(r["kind"] == DB_KIND[r["details"]["scan_kind"]] for r in rows)
-        decisions = [{"blocker_id": str(r["id"]),
-                      "decision": "skip_host" if r["vm"] == "bv-pinned" else "power_off_vm"} for r in rows]
-        res = operator(w).functions.invoke("resolve-blockers", {"body": {"job_id": job_id, "decisions": decisions},
-                                                               "responseType": "json"})
+        decisions = [
+            {
+                "blocker_id": str(r["id"]),
+                "decision": "skip_host" if r["vm"] == "bv-pinned" else "power_off_vm",
+            }
+            for r in rows
+        ]
+        res = operator(w).functions.invoke(
+            "resolve-blockers", {"body": {"job_id": job_id, "decisions": decisions}, "responseType": "json"}
+        )
         assert res["resumed"] is True, res
         job = finish(w, job_id)
     assert job["status"] == "completed", job["error"]
@@ -372,11 +487,18 @@ def test_replication_gate_pauses_on_a_lagging_storage_host_until_overridden_with
     storage = "repl-esx02"
     name = f"ru-gate-{uuid.uuid4().hex[:6]}"
     # the storage server of repl-esx02 holds the replica (target side), 3 h behind a 1 h policy
-    pid = str(w.h.one(
-        "insert into public.replication_pairs (site_id, name, source_host, source_dataset, target_host, "
-        "target_dataset, target_server_id, max_lag_seconds, schedule, last_synced_snapshot_at) "
-        "values (%s, %s, 'zfs1', %s, 'zfs2', %s, %s, 3600, 'manual', now() - interval '3 hours') returning id",
-        w.h.site_id, name, f"tank/{name}", f"backup/{name}", w.servers[storage])["id"])
+    pid = str(
+        w.h.one(
+            "insert into public.replication_pairs (site_id, name, source_host, source_dataset, target_host, "
+            "target_dataset, target_server_id, max_lag_seconds, schedule, last_synced_snapshot_at) "
+            "values (%s, %s, 'zfs1', %s, 'zfs2', %s, %s, 3600, 'manual', now() - interval '3 hours') returning id",
+            w.h.site_id,
+            name,
+            f"tank/{name}",
+            f"backup/{name}",
+            w.servers[storage],
+        )["id"]
+    )
     op = operator(w)
 
     def invoke(fn: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -387,9 +509,17 @@ def test_replication_gate_pauses_on_a_lagging_storage_host_until_overridden_with
 
     try:
         with sampler(w) as s:
-            status, res = invoke("create-job", {
-                "type": "rolling_cluster_update", "maintenance_window_id": str(w.window),
-                "params": {"cluster_id": w.cluster_id("repl"), "firmware": {"catalog_url": w.dc.catalog_url}}})
+            status, res = invoke(
+                "create-job",
+                {
+                    "type": "rolling_cluster_update",
+                    "maintenance_window_id": str(w.window),
+                    "params": {
+                        "cluster_id": w.cluster_id("repl"),
+                        "firmware": {"catalog_url": w.dc.catalog_url},
+                    },
+                },
+            )
             assert status == 200 and res.get("job_id"), res
             job_id = res["job_id"]
             job = finish(w, job_id)
@@ -401,41 +531,67 @@ def test_replication_gate_pauses_on_a_lagging_storage_host_until_overridden_with
             steps = {r["step_key"]: r["status"] for r in w.h.steps(job_id)}
             assert steps.get("relax_cluster_settings") in (None, "pending"), steps
             w.check(job_id, "repl", before, s)
-            [blk] = w.h.query("select b.id, b.kind::text as kind, b.status::text as status, b.description, b.details, "
-                              "h.name as host from public.job_blockers b left join public.esxi_hosts h "
-                              "on h.id = b.host_id where b.job_id = %s", job_id)
-            assert blk["kind"] == "replication_lag" and blk["host"] == storage and blk["status"] == "open", blk
+            [blk] = w.h.query(
+                "select b.id, b.kind::text as kind, b.status::text as status, b.description, b.details, "
+                "h.name as host from public.job_blockers b left join public.esxi_hosts h "
+                "on h.id = b.host_id where b.job_id = %s",
+                job_id,
+            )
+            assert blk["kind"] == "replication_lag" and blk["host"] == storage and blk["status"] == "open", (
+                blk
+            )
             assert name in blk["description"] and "3.0 h" in blk["description"], blk["description"]
             d = blk["details"]
             assert d["pair_id"] == pid and d["pair_name"] == name and d["side"] == "target", d
             assert 3 * 3600 <= d["lag_seconds"] < 3 * 3600 + 600 and d["max_lag_seconds"] == 3600, d
 
             # an override needs a reason: refused without one, the job stays paused
-            status, res = invoke("resolve-blockers", {"job_id": job_id, "decisions": [
-                {"blocker_id": str(blk["id"]), "decision": "acknowledge"}]})
+            status, res = invoke(
+                "resolve-blockers",
+                {"job_id": job_id, "decisions": [{"blocker_id": str(blk["id"]), "decision": "acknowledge"}]},
+            )
             assert status == 409, res
             assert w.h.job(job_id)["status"] == "paused"
             reason = "replica verified by hand before the firmware window"
-            status, res = invoke("resolve-blockers", {"job_id": job_id, "decisions": [
-                {"blocker_id": str(blk["id"]), "decision": "acknowledge", "note": reason}]})
+            status, res = invoke(
+                "resolve-blockers",
+                {
+                    "job_id": job_id,
+                    "decisions": [{"blocker_id": str(blk["id"]), "decision": "acknowledge", "note": reason}],
+                },
+            )
             assert status == 200 and res["resumed"] is True, res
             job = finish(w, job_id)
         assert job["status"] == "completed", job["error"]
         tasks = w.tasks(job_id)
-        assert sorted(tasks) == w.hosts_of("repl") and all(t["status"] == "completed" for t in tasks.values()), tasks
+        assert sorted(tasks) == w.hosts_of("repl") and all(
+            t["status"] == "completed" for t in tasks.values()
+        ), tasks
         assert all(w.dc.bmc(h).boot_count == 1 for h in w.hosts_of("repl"))  # the storage host included
         # the gate ran once: the override held on the resume, no second pause
-        assert [r["id"] for r in w.h.query("select id from public.job_blockers where job_id = %s", job_id)] == [blk["id"]]
+        assert [
+            r["id"] for r in w.h.query("select id from public.job_blockers where job_id = %s", job_id)
+        ] == [blk["id"]]
         # the override is recorded: the decision with its reason and who took it, and audited
-        [r] = w.h.query("select action::text as action, note, resolved_by from public.blocker_resolutions "
-                        "where blocker_id = %s", blk["id"])
+        [r] = w.h.query(
+            "select action::text as action, note, resolved_by from public.blocker_resolutions "
+            "where blocker_id = %s",
+            blk["id"],
+        )
         user = op.auth.get_user().user.id
         assert r["action"] == "acknowledge" and r["note"] == reason and str(r["resolved_by"]) == user, r
-        audit = w.h.query("select actor_kind, actor_id from public.audit_log where table_name = 'blocker_resolutions' "
-                          "and action = 'blocker_resolutions.insert' and new_data->>'blocker_id' = %s "
-                          "and new_data->>'note' = %s", str(blk["id"]), reason)
+        audit = w.h.query(
+            "select actor_kind, actor_id from public.audit_log where table_name = 'blocker_resolutions' "
+            "and action = 'blocker_resolutions.insert' and new_data->>'blocker_id' = %s "
+            "and new_data->>'note' = %s",
+            str(blk["id"]),
+            reason,
+        )
         assert [(a["actor_kind"], str(a["actor_id"])) for a in audit] == [("user", user)], audit
-        assert w.h.one("select status::text from public.job_blockers where id = %s", blk["id"])["status"] != "open"
+        assert (
+            w.h.one("select status::text from public.job_blockers where id = %s", blk["id"])["status"]
+            != "open"
+        )
         w.check(job_id, "repl", before, s)
     finally:
         w.h.query("delete from public.replication_pairs where id = %s", pid)
@@ -480,8 +636,11 @@ def test_cancel_takes_effect_at_the_next_safe_point(world):
     before = w.settings("cncl")
     with sampler(w) as s:
         job_id = w.rolling("cncl")
-        wait_until(lambda: (t := w.tasks(job_id).get("cncl-esx01")) and t["details"].get("phase") == "stage",
-                   60, "first host staging")
+        wait_until(
+            lambda: (t := w.tasks(job_id).get("cncl-esx01")) and t["details"].get("phase") == "stage",
+            60,
+            "first host staging",
+        )
         w.h.query("update public.jobs set cancel_requested_at = now() where id = %s", job_id)
         job = finish(w, job_id)
     assert job["status"] == "cancelled", job
@@ -502,8 +661,11 @@ def test_operator_pause_between_hosts_then_resume(world):
     before = w.settings("pse")
     with sampler(w) as s:
         job_id = w.rolling("pse")
-        wait_until(lambda: (t := w.tasks(job_id).get("pse-esx01")) and t["details"].get("phase") == "stage",
-                   60, "first host staging")
+        wait_until(
+            lambda: (t := w.tasks(job_id).get("pse-esx01")) and t["details"].get("phase") == "stage",
+            60,
+            "first host staging",
+        )
         w.h.query("update public.jobs set pause_requested_at = now() where id = %s", job_id)
         job = finish(w, job_id)
         assert job["status"] == "paused" and job["pause_reason"] == "operator", job
@@ -527,11 +689,17 @@ def test_kill9_then_recovery(world, cluster, phase):
     host = f"{cluster}-esx02"
     with sampler(w) as s:
         job_id = w.rolling(cluster)
-        wait_until(lambda: (t := w.tasks(job_id).get(host)) and t["details"].get("phase") == phase, 90,
-                   f"{host} in phase {phase}")
+        wait_until(
+            lambda: (t := w.tasks(job_id).get(host)) and t["details"].get("phase") == phase,
+            90,
+            f"{host} in phase {phase}",
+        )
         if phase == "apply":
-            wait_until(lambda: any(e[0] == host and e[1] == "reboot" for e in w.dc.power_events), 30,
-                       "the firmware reboot")
+            wait_until(
+                lambda: any(e[0] == host and e[1] == "reboot" for e in w.dc.power_events),
+                30,
+                "the firmware reboot",
+            )
         w.executor.kill9()
         flashes_at_kill = len(w.dc.bmc(host).flashes)
         recovered = {str(r["job_id"]): r["outcome"] for r in w.h.expire_and_recover([job_id])}
@@ -563,18 +731,30 @@ def test_kill9_mid_flash_then_the_bmc_settles_before_the_host_is_judged(world):
     host = "crb-esx02"
     with sampler(w) as s:
         job_id = w.rolling("crb")
-        wait_until(lambda: (t := w.tasks(job_id).get(host)) and t["details"].get("phase") == "apply", 90,
-                   f"{host} in phase apply")
-        wait_until(lambda: any(e[0] == host and e[1] == "reboot" for e in w.dc.power_events), 30,
-                   "the firmware reboot")
+        wait_until(
+            lambda: (t := w.tasks(job_id).get(host)) and t["details"].get("phase") == "apply",
+            90,
+            f"{host} in phase apply",
+        )
+        wait_until(
+            lambda: any(e[0] == host and e[1] == "reboot" for e in w.dc.power_events),
+            30,
+            "the firmware reboot",
+        )
         w.executor.kill9()
         flashes_at_kill = len(w.dc.bmc(host).flashes)
         w.dc.bmc(host).inject(unreachable=True)
         assert [r["outcome"] for r in w.h.expire_and_recover([job_id])] == ["requeued"]
         w.executor = w.spawn("ru-settle")
         # the resumed host waits for its BMC instead of failing (budget 0 would fail the job)
-        wait_until(lambda: (w.tasks(job_id).get(host) or {}).get("details", {}).get("phase") == "settle"
-                   or w.h.job(job_id)["status"] in ("failed", "completed", "cancelled"), 60, "the settle wait")
+        wait_until(
+            lambda: (
+                (w.tasks(job_id).get(host) or {}).get("details", {}).get("phase") == "settle"
+                or w.h.job(job_id)["status"] in ("failed", "completed", "cancelled")
+            ),
+            60,
+            "the settle wait",
+        )
         assert w.tasks(job_id)[host]["details"].get("phase") == "settle", w.h.job(job_id)["error"]
         # the settle wait must have met the silent BMC at least once before it comes back
         dropped = w.dc.bmc(host).dropped
@@ -584,7 +764,10 @@ def test_kill9_mid_flash_then_the_bmc_settles_before_the_host_is_judged(world):
     assert job["status"] == "completed", job["error"]
     task = w.tasks(job_id)[host]
     assert task["details"]["resumed_after_interruption"] is True
-    assert task["details"]["bmc_settle"]["unreachable_polls"] >= 1 and task["details"]["bmc_settle"]["polls"] >= 3
+    assert (
+        task["details"]["bmc_settle"]["unreachable_polls"] >= 1
+        and task["details"]["bmc_settle"]["polls"] >= 3
+    )
     assert len(w.dc.bmc(host).flashes) == flashes_at_kill  # never flashed twice
     assert all(w.dc.bmc(h).boot_count == 1 for h in w.hosts_of("crb"))
     w.check(job_id, "crb", before, s)
@@ -595,8 +778,12 @@ def test_zz_invariant_checks_catch_violations(world):
     finished job are reported."""
     w = world
     # the first alpha rollout (the second found nothing to do and recorded nothing)
-    done = w.h.one("select id from public.jobs where site_id = %s and type = 'rolling_cluster_update' "
-                   "and status = 'completed' and cluster_id = %s order by created_at limit 1", w.h.site_id, w.cluster_id("alpha"))["id"]
+    done = w.h.one(
+        "select id from public.jobs where site_id = %s and type = 'rolling_cluster_update' "
+        "and status = 'completed' and cluster_id = %s order by created_at limit 1",
+        w.h.site_id,
+        w.cluster_id("alpha"),
+    )["id"]
     recorded = inv.recorded_settings(w.h.query, str(done))
     changed = json.loads(json.dumps(recorded))
     changed["ha"]["admission_control_enabled"] = not changed["ha"]["admission_control_enabled"]
@@ -609,4 +796,4 @@ def test_zz_invariant_checks_catch_violations(world):
     fake = inv.OutOfServiceSampler(lambda: [])
     fake.peaks["alpha"] = 2
     assert inv.hosts_out(w.h.query, fake, {"alpha": "rolling_cluster_update"})
-    assert inv.backup_before_flash(w.h.query, {"alpha-esx01": [time.time() - 10 ** 6]}, w.servers)
+    assert inv.backup_before_flash(w.h.query, {"alpha-esx01": [time.time() - 10**6]}, w.servers)

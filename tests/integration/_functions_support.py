@@ -60,39 +60,85 @@ def q(conn, sql: str, *args: Any) -> list[dict]:
 
 def seed_fleet(conn, tag: str) -> Fleet:
     """A fresh fleet whose names carry ``tag`` (tests of one session share a database)."""
+
     def one(sql: str, *args: Any) -> str:
         return str(q(conn, sql + " returning id", *args)[0]["id"])
 
     site_a = one("insert into public.sites (name) values (%s)", f"site-a-{tag}")
     site_b = one("insert into public.sites (name) values (%s)", f"site-b-{tag}")
-    vc = one("insert into public.vcenters (site_id, name, address) values (%s, %s, %s)", site_a, f"vc-{tag}",
-             f"vc-{tag}.example")
+    vc = one(
+        "insert into public.vcenters (site_id, name, address) values (%s, %s, %s)",
+        site_a,
+        f"vc-{tag}",
+        f"vc-{tag}.example",
+    )
     clusters, hosts, host_servers, vms = [], {}, {}, {}
     for c in range(2):
-        cid = one("insert into public.clusters (vcenter_id, site_id, name, moref) values (%s, %s, %s, %s)",
-                  vc, site_a, f"cl{c}-{tag}", f"domain-c{c}")
+        cid = one(
+            "insert into public.clusters (vcenter_id, site_id, name, moref) values (%s, %s, %s, %s)",
+            vc,
+            site_a,
+            f"cl{c}-{tag}",
+            f"domain-c{c}",
+        )
         clusters.append(cid)
         hosts[cid] = []
         for h in range(3):
-            sid = one("insert into public.servers (site_id, name, idrac_address) values (%s, %s, %s)",
-                      site_a, f"srv-{c}{h}-{tag}", f"10.{c}.{h}.1-{tag}")
-            hid = one("insert into public.esxi_hosts (vcenter_id, cluster_id, server_id, name, moref) "
-                      "values (%s, %s, %s, %s, %s)", vc, cid, sid, f"esx-{c}{h}-{tag}", f"host-{c}{h}")
+            sid = one(
+                "insert into public.servers (site_id, name, idrac_address) values (%s, %s, %s)",
+                site_a,
+                f"srv-{c}{h}-{tag}",
+                f"10.{c}.{h}.1-{tag}",
+            )
+            hid = one(
+                "insert into public.esxi_hosts (vcenter_id, cluster_id, server_id, name, moref) "
+                "values (%s, %s, %s, %s, %s)",
+                vc,
+                cid,
+                sid,
+                f"esx-{c}{h}-{tag}",
+                f"host-{c}{h}",
+            )
             hosts[cid].append(hid)
             host_servers[hid] = sid
-            vm = one("insert into public.vms (vcenter_id, host_id, name, moref, has_usb_passthrough) "
-                     "values (%s, %s, %s, %s, true)", vc, hid, f"vm-{c}{h}-{tag}", f"vm-{c}{h}")
+            vm = one(
+                "insert into public.vms (vcenter_id, host_id, name, moref, has_usb_passthrough) "
+                "values (%s, %s, %s, %s, true)",
+                vc,
+                hid,
+                f"vm-{c}{h}-{tag}",
+                f"vm-{c}{h}",
+            )
             vms[vm] = hid
-    standalone = one("insert into public.servers (site_id, name, idrac_address) values (%s, %s, %s)",
-                     site_a, f"srv-solo-{tag}", f"10.9.9.9-{tag}")
-    server_b = one("insert into public.servers (site_id, name, idrac_address) values (%s, %s, %s)",
-                   site_b, f"srv-b-{tag}", f"10.8.8.8-{tag}")
-    pair = one("insert into public.replication_pairs (site_id, name, source_host, source_dataset, target_host, "
-               "target_dataset) values (%s, %s, 'zfs1', 'tank/vm', 'zfs2', 'backup/vm')", site_a, f"rep-{tag}")
+    standalone = one(
+        "insert into public.servers (site_id, name, idrac_address) values (%s, %s, %s)",
+        site_a,
+        f"srv-solo-{tag}",
+        f"10.9.9.9-{tag}",
+    )
+    server_b = one(
+        "insert into public.servers (site_id, name, idrac_address) values (%s, %s, %s)",
+        site_b,
+        f"srv-b-{tag}",
+        f"10.8.8.8-{tag}",
+    )
+    pair = one(
+        "insert into public.replication_pairs (site_id, name, source_host, source_dataset, target_host, "
+        "target_dataset) values (%s, %s, 'zfs1', 'tank/vm', 'zfs2', 'backup/vm')",
+        site_a,
+        f"rep-{tag}",
+    )
     key = KeyPair(X25519PrivateKey.generate())
-    executor = one("insert into public.executors (site_id, name, public_key, key_id) values (%s, %s, %s, %s)",
-                   site_a, f"exec-{tag}", key.public_b64, key.kid)
-    return Fleet(site_a, site_b, vc, clusters, hosts, host_servers, standalone, server_b, pair, executor, key, vms)
+    executor = one(
+        "insert into public.executors (site_id, name, public_key, key_id) values (%s, %s, %s, %s)",
+        site_a,
+        f"exec-{tag}",
+        key.public_b64,
+        key.kid,
+    )
+    return Fleet(
+        site_a, site_b, vc, clusters, hosts, host_servers, standalone, server_b, pair, executor, key, vms
+    )
 
 
 _slots = itertools.count(1)
@@ -104,34 +150,86 @@ def window_slot(hours: float = 1.0) -> tuple[str, str]:
     return start.isoformat(), (start + dt.timedelta(hours=hours)).isoformat()
 
 
-def insert_window(conn, site: str, requested_by: str, status: str = "requested", cluster: str | None = None,
-                  starts: str | None = None, ends: str | None = None, approved_by: str | None = None) -> str:
+def insert_window(
+    conn,
+    site: str,
+    requested_by: str,
+    status: str = "requested",
+    cluster: str | None = None,
+    starts: str | None = None,
+    ends: str | None = None,
+    approved_by: str | None = None,
+) -> str:
     """A maintenance window written directly (as the database owner, so no user context)."""
     if starts is None:
         starts, ends = window_slot()
-    wid = str(q(conn, "insert into public.maintenance_windows (site_id, cluster_id, title, starts_at, ends_at, "
-                      "requested_by) values (%s, %s, 'w', %s, %s, %s) returning id",
-                site, cluster, starts, ends, requested_by)[0]["id"])
+    wid = str(
+        q(
+            conn,
+            "insert into public.maintenance_windows (site_id, cluster_id, title, starts_at, ends_at, "
+            "requested_by) values (%s, %s, 'w', %s, %s, %s) returning id",
+            site,
+            cluster,
+            starts,
+            ends,
+            requested_by,
+        )[0]["id"]
+    )
     if status != "requested":
-        q(conn, "update public.maintenance_windows set status = %s, approved_by = %s where id = %s",
-          status, approved_by, wid)
+        q(
+            conn,
+            "update public.maintenance_windows set status = %s, approved_by = %s where id = %s",
+            status,
+            approved_by,
+            wid,
+        )
     return wid
 
 
-def insert_job(conn, fleet: Fleet, status: str = "pending", pause_reason: str | None = None,
-               server: str | None = None, lease_s: int = 60) -> str:
+def insert_job(
+    conn,
+    fleet: Fleet,
+    status: str = "pending",
+    pause_reason: str | None = None,
+    server: str | None = None,
+    lease_s: int = 60,
+) -> str:
     """A job in a given state, driven there through the legal transitions as the executor would."""
     server = server or fleet.standalone_server
     scope = json.dumps({"targets": [{"kind": "server", "id": server, "name": "s"}]})
-    jid = str(q(conn, "insert into public.jobs (type, site_id, params, scope) values ('scp_backup', %s, %s, %s) "
-                      "returning id", fleet.site_a, json.dumps({"server_ids": [server]}), scope)[0]["id"])
-    q(conn, "insert into public.job_tasks (job_id, target_kind, target_id) values (%s, 'server', %s)", jid, server)
+    jid = str(
+        q(
+            conn,
+            "insert into public.jobs (type, site_id, params, scope) values ('scp_backup', %s, %s, %s) "
+            "returning id",
+            fleet.site_a,
+            json.dumps({"server_ids": [server]}),
+            scope,
+        )[0]["id"]
+    )
+    q(
+        conn,
+        "insert into public.job_tasks (job_id, target_kind, target_id) values (%s, 'server', %s)",
+        jid,
+        server,
+    )
     if status == "pending":
         return jid
-    q(conn, "update public.jobs set status = 'running', claimed_by = %s, lease_expires_at = now() + make_interval(secs => %s),"
-            " attempts = 1, started_at = now() where id = %s", fleet.executor, lease_s, jid)
+    q(
+        conn,
+        "update public.jobs set status = 'running', claimed_by = %s, lease_expires_at = now() + make_interval(secs => %s),"
+        " attempts = 1, started_at = now() where id = %s",
+        fleet.executor,
+        lease_s,
+        jid,
+    )
     if status == "paused":
-        q(conn, "update public.jobs set status = 'paused', pause_reason = %s where id = %s", pause_reason or "operator", jid)
+        q(
+            conn,
+            "update public.jobs set status = 'paused', pause_reason = %s where id = %s",
+            pause_reason or "operator",
+            jid,
+        )
     elif status == "failed":
         q(conn, "update public.jobs set status = 'failed', error = 'lab failure' where id = %s", jid)
     elif status == "completed":
@@ -140,9 +238,17 @@ def insert_job(conn, fleet: Fleet, status: str = "pending", pause_reason: str | 
 
 
 def insert_blocker(conn, job: str, host: str | None, vm: str | None, kind: str = "usb_passthrough") -> str:
-    return str(q(conn, "insert into public.job_blockers (job_id, kind, host_id, vm_id, description) "
-                       "values (%s, %s, %s, %s, 'blocks maintenance mode') returning id", job, kind, host, vm)[0]["id"])
-
+    return str(
+        q(
+            conn,
+            "insert into public.job_blockers (job_id, kind, host_id, vm_id, description) "
+            "values (%s, %s, %s, %s, 'blocks maintenance mode') returning id",
+            job,
+            kind,
+            host,
+            vm,
+        )[0]["id"]
+    )
 
 
 @dataclass
@@ -186,8 +292,14 @@ class Raw:
         self.anon = env["SUPABASE_ANON_KEY"]
         self.http = httpx.Client(timeout=30)
 
-    def call(self, name: str, body: Any, token: str | None, raw: bytes | None = None,
-             headers: dict[str, str] | None = None) -> tuple[int, dict]:
+    def call(
+        self,
+        name: str,
+        body: Any,
+        token: str | None,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict]:
         h = {"apikey": self.anon, "content-type": "application/json"}
         if token is not None:
             h["authorization"] = f"Bearer {token}"
@@ -211,7 +323,9 @@ def counts(env: FnEnv) -> dict[str, int]:
     f = env.fleet
     sites = [f.site_a, f.site_b]
     users = [c.user_id for c in env.users.values()]
-    row = q(env.conn, """
+    row = q(
+        env.conn,
+        """
         select (select count(*) from public.jobs where site_id = any(%(s)s::uuid[]))::int as jobs,
                (select count(*) from public.job_tasks t join public.jobs j on j.id = t.job_id
                  where j.site_id = any(%(s)s::uuid[]))::int as job_tasks,
@@ -227,7 +341,8 @@ def counts(env: FnEnv) -> dict[str, int]:
                (select coalesce(sum(hashtext(status::text || coalesce(cancel_requested_at::text, '')
                         || coalesce(pause_requested_at::text, ''))), 0) from public.jobs
                  where site_id = any(%(s)s::uuid[]))::bigint as job_states""",
-            {"s": sites, "u": users, "tag": f"%{env.tag}%"})
+        {"s": sites, "u": users, "tag": f"%{env.tag}%"},
+    )
     return row[0]
 
 

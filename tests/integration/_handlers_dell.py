@@ -39,13 +39,19 @@ ISO = b"\x00" * 2048 + b"CD001 rackpilot lab installer"
 
 
 def repository(corrupt: set[str] = frozenset()) -> dict[str, bytes]:
-    files = {"/repo/Catalog.xml": FIXTURE.read_bytes(), "/repo/gz/Catalog.xml.gz": gzip.compress(FIXTURE.read_bytes()),
-             "/iso/installer.iso": ISO, "/iso/other.iso": ISO}
+    files = {
+        "/repo/Catalog.xml": FIXTURE.read_bytes(),
+        "/repo/gz/Catalog.xml.gz": gzip.compress(FIXTURE.read_bytes()),
+        "/iso/installer.iso": ISO,
+        "/iso/other.iso": ISO,
+    }
     for p in CATALOG.packages:
         cid = sorted(p.component_ids)[0]
         files[f"/repo/{p.path}"] = make_dup(cid, p.version)
         # the same packages beside the .gz catalog, one of them corrupt (RED004 at download)
-        files[f"/repo/gz/{p.path}"] = b"MZ not an update package" if cid in corrupt else make_dup(cid, p.version)
+        files[f"/repo/gz/{p.path}"] = (
+            b"MZ not an update package" if cid in corrupt else make_dup(cid, p.version)
+        )
     return files
 
 
@@ -61,12 +67,18 @@ class DellEnv:
         self.files = FileServer(repository(corrupt={"105848"})).__enter__()
         policy = self.tmp / "safety.yaml"
         policy.write_text(f"version: 1\nstep_timeouts:\n  default: {{stall: {STALL_S}, timeout: 120}}\n")
-        self.settings = {"target_time_scale": TARGET_SCALE, "policy_path": str(policy), "max_concurrent_jobs": 12,
-                         "poll_interval": 1}
+        self.settings = {
+            "target_time_scale": TARGET_SCALE,
+            "policy_path": str(policy),
+            "max_concurrent_jobs": 12,
+            "poll_interval": 1,
+        }
         self.proc = self.h.spawn("dell", **self.settings)
         self.proc.wait_log("registered", timeout=60)
-        key = self.h.one("select public_key, key_id from public.executors where site_id = %s and name = 'dell'",
-                         self.h.site_id)
+        key = self.h.one(
+            "select public_key, key_id from public.executors where site_id = %s and name = 'dell'",
+            self.h.site_id,
+        )
         self.key = key
         self.cred = self.credential("idrac-root", "idrac", "root", "calvin")
         self.used: set[int] = set()
@@ -92,29 +104,53 @@ class DellEnv:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
     # set-up ---------------------------------------------------------------------------------
-    def credential(self, name: str, kind: str, username: str, password: str,
-                   endpoints: list[Any] | None = None) -> str:
+    def credential(
+        self, name: str, kind: str, username: str, password: str, endpoints: list[Any] | None = None
+    ) -> str:
         """A credential sealed to the executor's key, presentable to ``endpoints`` (default:
         every BMC of the lab, plain HTTP on loopback, as the servers are registered)."""
         if endpoints is None:
-            endpoints = [{"url": self.lab.url(b.index), "tls": {"allow_plain_http": True}} for b in self.lab.bmcs]
-        envelope = seal(unb64u(self.key["public_key"]), {"username": username, "password": password},
-                        endpoints=endpoints)
-        return str(self.h.one("insert into public.credential_sets (site_id, name, kind, username, sealed_secret, "
-                              "key_id) values (%s, %s, %s, %s, %s, %s) returning id", self.h.site_id, name, kind,
-                              username, json.dumps(envelope), self.key["key_id"])["id"])
+            endpoints = [
+                {"url": self.lab.url(b.index), "tls": {"allow_plain_http": True}} for b in self.lab.bmcs
+            ]
+        envelope = seal(
+            unb64u(self.key["public_key"]), {"username": username, "password": password}, endpoints=endpoints
+        )
+        return str(
+            self.h.one(
+                "insert into public.credential_sets (site_id, name, kind, username, sealed_secret, "
+                "key_id) values (%s, %s, %s, %s, %s, %s) returning id",
+                self.h.site_id,
+                name,
+                kind,
+                username,
+                json.dumps(envelope),
+                self.key["key_id"],
+            )["id"]
+        )
 
     def take(self, model: str | None = None, old: bool | None = None) -> tuple[BMC, str]:
         """A fresh BMC (optionally of a model, with old or current firmware) and its server row."""
         for b in self.lab.bmcs:
-            if b.index in self.used or (model and b.model != model) or (old is not None and (b.index % 2 == 0) != old):
+            if (
+                b.index in self.used
+                or (model and b.model != model)
+                or (old is not None and (b.index % 2 == 0) != old)
+            ):
                 continue
             self.used.add(b.index)
             b.service_tag = f"T{uuid.uuid4().hex[:8].upper()}"  # service tags are unique across sites
-            sid = str(self.h.one(
-                "insert into public.servers (site_id, name, idrac_address, credential_set_id, details) "
-                "values (%s, %s, %s, %s, %s) returning id", self.h.site_id, f"srv{b.index:02d}-{self.h.site_name}",
-                self.lab.url(b.index), self.cred, json.dumps({"tls": {"allow_plain_http": True}}))["id"])
+            sid = str(
+                self.h.one(
+                    "insert into public.servers (site_id, name, idrac_address, credential_set_id, details) "
+                    "values (%s, %s, %s, %s, %s) returning id",
+                    self.h.site_id,
+                    f"srv{b.index:02d}-{self.h.site_name}",
+                    self.lab.url(b.index),
+                    self.cred,
+                    json.dumps({"tls": {"allow_plain_http": True}}),
+                )["id"]
+            )
             self.servers[b.index] = sid
             return b, sid
         raise AssertionError(f"no free BMC of model {model} (old={old})")
@@ -122,20 +158,34 @@ class DellEnv:
     def window(self) -> str:
         """An approved maintenance window for the site, open now (firmware_update needs one)."""
         now = dt.datetime.now(dt.UTC)
-        wid = self.h.one("insert into public.maintenance_windows (site_id, title, starts_at, ends_at, requested_by) "
-                         "values (%s, 'dell tests', %s, %s, %s) returning id", self.h.site_id,
-                         now - dt.timedelta(minutes=5), now + dt.timedelta(hours=2), str(uuid.uuid4()))["id"]
-        self.h.query("update public.maintenance_windows set status = 'approved', approved_by = %s where id = %s",
-                     str(uuid.uuid4()), wid)
+        wid = self.h.one(
+            "insert into public.maintenance_windows (site_id, title, starts_at, ends_at, requested_by) "
+            "values (%s, 'dell tests', %s, %s, %s) returning id",
+            self.h.site_id,
+            now - dt.timedelta(minutes=5),
+            now + dt.timedelta(hours=2),
+            str(uuid.uuid4()),
+        )["id"]
+        self.h.query(
+            "update public.maintenance_windows set status = 'approved', approved_by = %s where id = %s",
+            str(uuid.uuid4()),
+            wid,
+        )
         return str(wid)
 
     # jobs -----------------------------------------------------------------------------------
-    def create_job(self, job_type: str, params: dict[str, Any], *, creds: list[str] | None = None,
-                   **cols: Any) -> str:
+    def create_job(
+        self, job_type: str, params: dict[str, Any], *, creds: list[str] | None = None, **cols: Any
+    ) -> str:
         targets = [{"kind": "server", "id": s, "name": s} for s in params.get("server_ids", [])]
-        row = {"type": job_type, "site_id": self.h.site_id, "params": params,
-               "scope": {"targets": targets} if targets else {},
-               "credential_set_ids": creds if creds is not None else [self.cred], **cols}
+        row = {
+            "type": job_type,
+            "site_id": self.h.site_id,
+            "params": params,
+            "scope": {"targets": targets} if targets else {},
+            "credential_set_ids": creds if creds is not None else [self.cred],
+            **cols,
+        }
         return self.h.client.table("jobs").insert(row).execute().data[0]["id"]
 
     def run(self, job_type: str, params: dict[str, Any], timeout: float = 60, **kw: Any) -> dict[str, Any]:
@@ -145,33 +195,52 @@ class DellEnv:
         return self.h.wait_status(job_id, ("completed", "failed", "cancelled", "paused"), timeout=timeout)
 
     def wait_all(self, job_ids: list[str], timeout: float = 90) -> list[dict[str, Any]]:
-        wait_until(lambda: all(self.h.job(j)["status"] in ("completed", "failed", "cancelled", "paused")
-                               for j in job_ids), timeout, "jobs to finish", interval=0.2)
+        wait_until(
+            lambda: all(
+                self.h.job(j)["status"] in ("completed", "failed", "cancelled", "paused") for j in job_ids
+            ),
+            timeout,
+            "jobs to finish",
+            interval=0.2,
+        )
         return [self.h.job(j) for j in job_ids]
 
     def steps(self, job_id: str) -> dict[str, dict[str, Any]]:
         return {r["step_key"]: r for r in self.h.steps(job_id)}
 
     def tasks(self, job_id: str) -> dict[str, dict[str, Any]]:
-        return {str(r["target_id"]): r for r in
-                self.h.query("select * from public.job_tasks where job_id = %s", job_id)}
+        return {
+            str(r["target_id"]): r
+            for r in self.h.query("select * from public.job_tasks where job_id = %s", job_id)
+        }
 
     def server(self, sid: str) -> dict[str, Any]:
         return self.h.one("select * from public.servers where id = %s", sid)
 
     def firmware(self, sid: str) -> dict[str, str]:
-        return {r["fqdd"]: r["version"] for r in
-                self.h.query("select fqdd, version from public.server_firmware where server_id = %s", sid)}
+        return {
+            r["fqdd"]: r["version"]
+            for r in self.h.query(
+                "select fqdd, version from public.server_firmware where server_id = %s", sid
+            )
+        }
 
     def artifacts(self, sid: str, kind: str = "scp_backup") -> list[dict[str, Any]]:
-        return self.h.query("select id, job_id, sha256, size_bytes, content_type, created_at, content "
-                            "from public.artifacts where server_id = %s and kind = %s order by created_at", sid, kind)
+        return self.h.query(
+            "select id, job_id, sha256, size_bytes, content_type, created_at, content "
+            "from public.artifacts where server_id = %s and kind = %s order by created_at",
+            sid,
+            kind,
+        )
 
     def fake_backup(self, sid: str) -> None:
         """A stored SCP backup for a server (what an earlier scp_backup job leaves)."""
-        self.h.query("insert into public.artifacts (server_id, kind, content_type, sha256, size_bytes, content) "
-                     "select %s, 'scp_backup', 'application/xml', encode(extensions.digest(c, 'sha256'), 'hex'), "
-                     "octet_length(c), c from (select convert_to('<SystemConfiguration/>', 'UTF8') c) x", sid)
+        self.h.query(
+            "insert into public.artifacts (server_id, kind, content_type, sha256, size_bytes, content) "
+            "select %s, 'scp_backup', 'application/xml', encode(extensions.digest(c, 'sha256'), 'hex'), "
+            "octet_length(c), c from (select convert_to('<SystemConfiguration/>', 'UTF8') c) x",
+            sid,
+        )
 
 
 def run_in(lt: LabThread, coro: Any) -> Any:

@@ -52,29 +52,58 @@ def approved_window(ce: ConsoleEnv, cluster: str | None = None, hours: float = 3
     """A window open now, requested by the operator and approved by an approver."""
     starts = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
     ends = starts + dt.timedelta(hours=hours)
-    wid = str(q(ce.conn, "insert into public.maintenance_windows (site_id, cluster_id, title, starts_at, ends_at, "
-                         "requested_by) values (%s, %s, 'console test', %s, %s, %s) returning id",
-                ce.fleet.site_a, cluster, starts, ends, ce.user_ids["operator"])[0]["id"])
-    q(ce.conn, "update public.maintenance_windows set status = 'approved', approved_by = %s where id = %s",
-      ce.user_ids["approver"], wid)
+    wid = str(
+        q(
+            ce.conn,
+            "insert into public.maintenance_windows (site_id, cluster_id, title, starts_at, ends_at, "
+            "requested_by) values (%s, %s, 'console test', %s, %s, %s) returning id",
+            ce.fleet.site_a,
+            cluster,
+            starts,
+            ends,
+            ce.user_ids["operator"],
+        )[0]["id"]
+    )
+    q(
+        ce.conn,
+        "update public.maintenance_windows set status = 'approved', approved_by = %s where id = %s",
+        ce.user_ids["approver"],
+        wid,
+    )
     return wid
 
 
 def claim(ce: ConsoleEnv, job_id: str) -> None:
     """Move a pending job to running as the executor would after a claim."""
-    q(ce.conn, "update public.jobs set status = 'running', claimed_by = %s, lease_expires_at = now() + interval '60 s',"
-               " attempts = attempts + 1, started_at = coalesce(started_at, now()) where id = %s",
-      ce.fleet.executor, job_id)
+    q(
+        ce.conn,
+        "update public.jobs set status = 'running', claimed_by = %s, lease_expires_at = now() + interval '60 s',"
+        " attempts = attempts + 1, started_at = coalesce(started_at, now()) where id = %s",
+        ce.fleet.executor,
+        job_id,
+    )
 
 
 def add_step(ce: ConsoleEnv, job_id: str, seq: int, key: str, name: str, status: str = "running") -> str:
-    return str(q(ce.conn, "insert into public.workflow_executions (job_id, seq, step_key, name, status, started_at) "
-                          "values (%s, %s, %s, %s, %s, now()) returning id", job_id, seq, key, name, status)[0]["id"])
+    return str(
+        q(
+            ce.conn,
+            "insert into public.workflow_executions (job_id, seq, step_key, name, status, started_at) "
+            "values (%s, %s, %s, %s, %s, now()) returning id",
+            job_id,
+            seq,
+            key,
+            name,
+            status,
+        )[0]["id"]
+    )
 
 
 def scp_job(ce: ConsoleEnv, server: str | None = None) -> str:
     server = server or ce.fleet.standalone_server
-    res = ce.api("operator").create_job("scp_backup", {"server_ids": [server]}, description=f"console {ce.tag}")
+    res = ce.api("operator").create_job(
+        "scp_backup", {"server_ids": [server]}, description=f"console {ce.tag}"
+    )
     return str(res["job_id"])
 
 
@@ -83,7 +112,9 @@ def job_row(ce: ConsoleEnv, job_id: str) -> dict:
 
 
 def jobs_count(ce: ConsoleEnv) -> int:
-    return int(q(ce.conn, "select count(*) as n from public.jobs where site_id = %s", ce.fleet.site_a)[0]["n"])
+    return int(
+        q(ce.conn, "select count(*) as n from public.jobs where site_id = %s", ce.fleet.site_a)[0]["n"]
+    )
 
 
 def as_json(x: Any) -> str:

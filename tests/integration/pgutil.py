@@ -41,8 +41,10 @@ def private_site(db_url: str, prefix: str) -> Iterator[str]:
 
 
 def register_executor(cur, site_id, name: str, key_id: str = "k1", job_types: list[str] | None = None) -> str:
-    cur.execute("select id from public.register_executor(%s, %s, %s, %s, '1.0', '{}'::jsonb, %s::public.job_type[])",
-                (str(site_id), name, DUMMY_KEY, key_id, job_types))
+    cur.execute(
+        "select id from public.register_executor(%s, %s, %s, %s, '1.0', '{}'::jsonb, %s::public.job_type[])",
+        (str(site_id), name, DUMMY_KEY, key_id, job_types),
+    )
     return cur.fetchone()[0]
 
 
@@ -53,13 +55,18 @@ def act_as(cur, user_id: str | None) -> None:
         cur.execute("select set_config('request.jwt.claims', %s, true)", (json.dumps({"role": "anon"}),))
     else:
         cur.execute("set local role authenticated")
-        cur.execute("select set_config('request.jwt.claims', %s, true)",
-                    (json.dumps({"sub": str(user_id), "role": "authenticated"}),))
+        cur.execute(
+            "select set_config('request.jwt.claims', %s, true)",
+            (json.dumps({"sub": str(user_id), "role": "authenticated"}),),
+        )
 
 
 def create_user(cur, role: str | None) -> str:
     """A throwaway auth user holding an application role (removed by deleting the user)."""
-    cur.execute("insert into auth.users (email) values (%s) returning id", (f"t-{uuid.uuid4().hex[:12]}@test.invalid",))
+    cur.execute(
+        "insert into auth.users (email) values (%s) returning id",
+        (f"t-{uuid.uuid4().hex[:12]}@test.invalid",),
+    )
     uid = cur.fetchone()[0]
     if role is not None:
         cur.execute("insert into public.user_roles (user_id, role) values (%s, %s)", (uid, role))

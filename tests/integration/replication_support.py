@@ -28,10 +28,15 @@ def credential(cred_id: str, secret: dict[str, str], endpoints: list[dict[str, A
 
 
 def lab_credential(lab: ZfsSshLab, cred_id: str, *, host_keys: str | None = None) -> Any:
-    secret = {"username": lab.username, "private_key": lab.client_key.read_text(),
-              "host_keys": lab.host_keys() if host_keys is None else host_keys}
-    eps = [{"scheme": "ssh", "host": "127.0.0.1", "port": p, "tls": {"known_hosts": "sealed"}}
-           for p in lab.ports.values()]
+    secret = {
+        "username": lab.username,
+        "private_key": lab.client_key.read_text(),
+        "host_keys": lab.host_keys() if host_keys is None else host_keys,
+    }
+    eps = [
+        {"scheme": "ssh", "host": "127.0.0.1", "port": p, "tls": {"known_hosts": "sealed"}}
+        for p in lab.ports.values()
+    ]
     return credential(cred_id, secret, eps)
 
 
@@ -61,11 +66,23 @@ class World:
         pid = str(uuid.uuid4())
         cred = str(uuid.uuid4())
         self.creds[cred] = cols.pop("credential", None) or lab_credential(lab, cred)
-        row = {"id": pid, "site_id": "s", "name": cols.pop("name", f"pair-{pid[:6]}"),
-               "source_host": lab.address("src"), "source_dataset": src, "target_host": lab.address("dst"),
-               "target_dataset": dst, "credential_set_id": cred, "retention_snapshots": 24, "retention_grid": "",
-               "max_lag_seconds": 3600, "bandwidth_limit_mbit": None, "allow_full_send": True,
-               "snapshot_prefix": "rackpilot", "enabled": True}
+        row = {
+            "id": pid,
+            "site_id": "s",
+            "name": cols.pop("name", f"pair-{pid[:6]}"),
+            "source_host": lab.address("src"),
+            "source_dataset": src,
+            "target_host": lab.address("dst"),
+            "target_dataset": dst,
+            "credential_set_id": cred,
+            "retention_snapshots": 24,
+            "retention_grid": "",
+            "max_lag_seconds": 3600,
+            "bandwidth_limit_mbit": None,
+            "allow_full_send": True,
+            "snapshot_prefix": "rackpilot",
+            "enabled": True,
+        }
         row.update(cols)
         self.pairs[pid] = row
         return row
@@ -95,14 +112,17 @@ class Session:
     async def history(self) -> list[dict[str, Any]]:
         return [{"name": k, **v} for k, v in self.steps.items()]
 
-    async def report_step(self, *, index: int, name: str, status: str, resumable: bool,
-                          details: dict[str, Any]) -> None:
+    async def report_step(
+        self, *, index: int, name: str, status: str, resumable: bool, details: dict[str, Any]
+    ) -> None:
         self.steps[name] = {"status": status, "details": details}
 
     async def pause(self, reason: str, blockers: list[dict[str, Any]]) -> None:
         raise AssertionError("replication_sync never pauses")
 
-    async def finish(self, status: str, *, result: dict[str, Any] | None = None, error: str | None = None) -> None:
+    async def finish(
+        self, status: str, *, result: dict[str, Any] | None = None, error: str | None = None
+    ) -> None:
         self.finished = {"status": status, "result": result, "error": error}
 
     async def release(self) -> None:

@@ -30,10 +30,15 @@ def verify(cur) -> tuple | None:
 
 def test_chain_verifies_and_detects_tampering(db_url, conn):
     with private_site(db_url, "audit") as site, conn.cursor() as cur:
-        cur.execute("insert into public.jobs (type, site_id) select 'selftest', %s from generate_series(1, 3) "
-                    "returning id", (site,))
-        cur.execute("select id from public.audit_log where table_name = 'jobs' and action = 'job.created' "
-                    "order by id desc limit 3")
+        cur.execute(
+            "insert into public.jobs (type, site_id) select 'selftest', %s from generate_series(1, 3) "
+            "returning id",
+            (site,),
+        )
+        cur.execute(
+            "select id from public.audit_log where table_name = 'jobs' and action = 'job.created' "
+            "order by id desc limit 3"
+        )
         victim, middle, _ = sorted(r[0] for r in cur.fetchall())
         assert verify(cur) is None
 
@@ -42,13 +47,18 @@ def test_chain_verifies_and_detects_tampering(db_url, conn):
             with tamper.cursor() as t:
                 t.execute("set local session_replication_role = replica")
                 # 1. change a row's contents
-                t.execute("update public.audit_log set new_data = new_data || '{\"priority\": 100}' where id = %s",
-                          (victim,))
+                t.execute(
+                    "update public.audit_log set new_data = new_data || '{\"priority\": 100}' where id = %s",
+                    (victim,),
+                )
                 assert verify(t) == (victim, "hash does not match the row's contents")
                 # 2. change it and recompute its own hash: the next row's link breaks
-                t.execute("""update public.audit_log a set hash = public.audit_row_hash(a.prev_hash, a.id, a.lane, a.occurred_at,
+                t.execute(
+                    """update public.audit_log a set hash = public.audit_row_hash(a.prev_hash, a.id, a.lane, a.occurred_at,
                                  a.actor_kind, a.actor_id, a.actor_role, a.action, a.table_name, a.row_id,
-                                 a.old_data, a.new_data, a.note) where id = %s""", (victim,))
+                                 a.old_data, a.new_data, a.note) where id = %s""",
+                    (victim,),
+                )
                 cur_next = verify(t)
                 assert cur_next is not None and cur_next[0] > victim
                 assert cur_next[1] == "prev_hash does not match the previous row's hash in its lane"
@@ -71,8 +81,10 @@ def test_audit_log_is_append_only_for_everyone(db_url):
             cur.execute("select max(id) from public.audit_log")
             last = cur.fetchone()[0]
             assert last is not None
-            for stmt in ("update public.audit_log set note = 'x' where id = %s",
-                         "delete from public.audit_log where id = %s"):
+            for stmt in (
+                "update public.audit_log set note = 'x' where id = %s",
+                "delete from public.audit_log where id = %s",
+            ):
                 cur.execute("savepoint s")
                 with pytest.raises(psycopg2.Error) as err:  # the database owner, triggers on
                     cur.execute(stmt, (last,))
@@ -83,13 +95,18 @@ def test_audit_log_is_append_only_for_everyone(db_url):
                 cur.execute("truncate public.audit_log")
             assert "audit_append_only:" in err.value.pgerror
             cur.execute("rollback to savepoint s")
-            for stmt in ("update public.audit_log set note = 'x' where id = %s",
-                         "delete from public.audit_log where id = %s",
-                         "insert into public.audit_log (actor_kind, actor_role, action, prev_hash, hash) "
-                         "select 'service', 'service_role', 'forged', hash, hash from public.audit_log where id = %s"):
+            for stmt in (
+                "update public.audit_log set note = 'x' where id = %s",
+                "delete from public.audit_log where id = %s",
+                "insert into public.audit_log (actor_kind, actor_role, action, prev_hash, hash) "
+                "select 'service', 'service_role', 'forged', hash, hash from public.audit_log where id = %s",
+            ):
                 cur.execute("savepoint s")
                 cur.execute("set local role service_role")
-                cur.execute("select set_config('request.jwt.claims', %s, true)", (json.dumps({"role": "service_role"}),))
+                cur.execute(
+                    "select set_config('request.jwt.claims', %s, true)",
+                    (json.dumps({"role": "service_role"}),),
+                )
                 with pytest.raises(psycopg2.Error) as err:
                     cur.execute(stmt, (last,))
                 assert err.value.pgcode == "42501", err.value.pgerror
@@ -105,47 +122,59 @@ def test_changes_are_attributed_to_their_actor(db_url, conn):
         admin = create_user(cur, "admin")
         try:
             ex = register_executor(cur, site, "ex")
-            cur.execute("insert into public.jobs (type, site_id, description) values "
-                        "('selftest', %(s)s, 'cancel-me'), ('selftest', %(s)s, 'run-me') returning id, description",
-                        {"s": site})
+            cur.execute(
+                "insert into public.jobs (type, site_id, description) values "
+                "('selftest', %(s)s, 'cancel-me'), ('selftest', %(s)s, 'run-me') returning id, description",
+                {"s": site},
+            )
             jobs = {d: str(i) for i, d in cur.fetchall()}
 
             # the operator cancels one job through RLS, as the REST layer would run it
             conn.autocommit = False
             cur.execute("set local role authenticated")
-            cur.execute("select set_config('request.jwt.claims', %s, true)",
-                        (json.dumps({"sub": operator, "role": "authenticated"}),))
+            cur.execute(
+                "select set_config('request.jwt.claims', %s, true)",
+                (json.dumps({"sub": operator, "role": "authenticated"}),),
+            )
             cur.execute("update public.jobs set status = 'cancelled' where id = %s", (jobs["cancel-me"],))
             assert cur.rowcount == 1
             conn.commit()
             conn.autocommit = True
             cur.execute("select job_id, lease_epoch from public.claim_jobs(%s, 5)", (ex,))
-            (job, epoch), = cur.fetchall()
+            ((job, epoch),) = cur.fetchall()
             assert str(job) == jobs["run-me"]
-            cur.execute("select public.pause_job(%s, %s, %s, 'blockers', %s::jsonb)",
-                        (ex, job, epoch, json.dumps([{"kind": "usb_passthrough", "description": "USB on vm-7"}])))
+            cur.execute(
+                "select public.pause_job(%s, %s, %s, 'blockers', %s::jsonb)",
+                (ex, job, epoch, json.dumps([{"kind": "usb_passthrough", "description": "USB on vm-7"}])),
+            )
             conn.autocommit = False
             cur.execute("set local role authenticated")
-            cur.execute("select set_config('request.jwt.claims', %s, true)",
-                        (json.dumps({"sub": admin, "role": "authenticated"}),))
+            cur.execute(
+                "select set_config('request.jwt.claims', %s, true)",
+                (json.dumps({"sub": admin, "role": "authenticated"}),),
+            )
             cur.execute("select public.force_resume(%s, 'vendor asked for a retry')", (job,))
             conn.rollback()  # open blockers: refused, nothing written
             conn.autocommit = True
 
-            cur.execute("""select a.row_id, a.action, a.actor_kind, a.actor_id::text, a.new_data ->> 'status', a.note
+            cur.execute(
+                """select a.row_id, a.action, a.actor_kind, a.actor_id::text, a.new_data ->> 'status', a.note
                              from public.audit_log a
                             where a.table_name = 'jobs' and a.row_id = any (%s) order by a.id""",
-                        (list(jobs.values()),))
+                (list(jobs.values()),),
+            )
             trail = cur.fetchall()
         except psycopg2.Error as exc:
             conn.rollback()
             conn.autocommit = True
             if "open_blockers:" not in (exc.pgerror or ""):
                 raise
-            cur.execute("""select a.row_id, a.action, a.actor_kind, a.actor_id::text, a.new_data ->> 'status', a.note
+            cur.execute(
+                """select a.row_id, a.action, a.actor_kind, a.actor_id::text, a.new_data ->> 'status', a.note
                              from public.audit_log a
                             where a.table_name = 'jobs' and a.row_id = any (%s) order by a.id""",
-                        (list(jobs.values()),))
+                (list(jobs.values()),),
+            )
             trail = cur.fetchall()
         finally:
             conn.autocommit = True
@@ -163,24 +192,38 @@ def test_force_resume_is_audited_with_the_admins_note(db_url, conn):
         admin = create_user(cur, "admin")
         try:
             ex = register_executor(cur, site, "ex")
-            cur.execute("insert into public.jobs (type, site_id) values ('selftest', %s) returning id", (site,))
+            cur.execute(
+                "insert into public.jobs (type, site_id) values ('selftest', %s) returning id", (site,)
+            )
             job = cur.fetchone()[0]
             cur.execute("select lease_epoch from public.claim_jobs(%s, 1)", (ex,))
             epoch = cur.fetchone()[0]
-            cur.execute("select public.report_step(%s, %s, %s, 'flash', 0, 'Flash', 'running', false)", (ex, job, epoch))
-            cur.execute("update public.jobs set lease_expires_at = now() - interval '1 second' where id = %s", (job,))
+            cur.execute(
+                "select public.report_step(%s, %s, %s, 'flash', 0, 'Flash', 'running', false)",
+                (ex, job, epoch),
+            )
+            cur.execute(
+                "update public.jobs set lease_expires_at = now() - interval '1 second' where id = %s", (job,)
+            )
             cur.execute("select outcome from public.recover_expired_leases() where job_id = %s", (job,))
             assert cur.fetchone()[0] == "paused_executor_lost"
             conn.autocommit = False
             cur.execute("set local role authenticated")
-            cur.execute("select set_config('request.jwt.claims', %s, true)",
-                        (json.dumps({"sub": admin, "role": "authenticated"}),))
-            cur.execute("select status from public.force_resume(%s, 'firmware verified on the iDRAC')", (job,))
+            cur.execute(
+                "select set_config('request.jwt.claims', %s, true)",
+                (json.dumps({"sub": admin, "role": "authenticated"}),),
+            )
+            cur.execute(
+                "select status from public.force_resume(%s, 'firmware verified on the iDRAC')", (job,)
+            )
             assert cur.fetchone()[0] == "pending"
             conn.commit()
             conn.autocommit = True
-            cur.execute("select actor_kind, actor_id::text, note from public.audit_log where table_name = 'jobs' "
-                        "and row_id = %s and action = 'job.status' and new_data ->> 'status' = 'pending'", (str(job),))
+            cur.execute(
+                "select actor_kind, actor_id::text, note from public.audit_log where table_name = 'jobs' "
+                "and row_id = %s and action = 'job.status' and new_data ->> 'status' = 'pending'",
+                (str(job),),
+            )
             assert cur.fetchall() == [("user", admin, "force_resume: firmware verified on the iDRAC")]
         finally:
             conn.autocommit = True
@@ -189,13 +232,22 @@ def test_force_resume_is_audited_with_the_admins_note(db_url, conn):
 
 def test_credentials_are_audited_without_ciphertext(db_url, conn):
     with private_site(db_url, "credaudit") as site, conn.cursor() as cur:
-        cur.execute("insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id) "
-                    "values (%s, 'idrac', 'idrac', 'root', 'sealed-envelope-one', 'k1') returning id", (site,))
+        cur.execute(
+            "insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id) "
+            "values (%s, 'idrac', 'idrac', 'root', 'sealed-envelope-one', 'k1') returning id",
+            (site,),
+        )
         cred = cur.fetchone()[0]
-        cur.execute("update public.credential_sets set sealed_secret = 'sealed-envelope-two', key_id = 'k2' "
-                    "where id = %s", (cred,))
-        cur.execute("select action, old_data, new_data from public.audit_log where table_name = 'credential_sets' "
-                    "and row_id = %s order by id", (str(cred),))
+        cur.execute(
+            "update public.credential_sets set sealed_secret = 'sealed-envelope-two', key_id = 'k2' "
+            "where id = %s",
+            (cred,),
+        )
+        cur.execute(
+            "select action, old_data, new_data from public.audit_log where table_name = 'credential_sets' "
+            "and row_id = %s order by id",
+            (str(cred),),
+        )
         rows = cur.fetchall()
         assert [r[0] for r in rows] == ["credential_sets.insert", "credential_sets.update"]
         text = json.dumps([r[1:] for r in rows])
@@ -215,8 +267,11 @@ def test_concurrent_writers_keep_one_chain(db_url, conn):
             try:
                 with c.cursor() as wc:
                     for _ in range(25):
-                        wc.execute("insert into public.jobs (type, site_id) select 'selftest', %s "
-                                   "from generate_series(1, 4)", (site,))
+                        wc.execute(
+                            "insert into public.jobs (type, site_id) select 'selftest', %s "
+                            "from generate_series(1, 4)",
+                            (site,),
+                        )
             except BaseException as exc:  # noqa: BLE001
                 errors.append(exc)
             finally:
@@ -228,7 +283,10 @@ def test_concurrent_writers_keep_one_chain(db_url, conn):
         for t in threads:
             t.join(timeout=60)
         assert not errors, errors
-        cur.execute("select count(*) from public.audit_log where id > %s and action = 'job.created' "
-                    "and new_data ->> 'site_id' = %s", (start_id, site))
+        cur.execute(
+            "select count(*) from public.audit_log where id > %s and action = 'job.created' "
+            "and new_data ->> 'site_id' = %s",
+            (start_id, site),
+        )
         assert cur.fetchone()[0] == 8 * 25 * 4
         assert verify(cur) is None

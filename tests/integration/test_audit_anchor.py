@@ -40,9 +40,13 @@ class SqlControl:
 
 
 def settings(supabase_env, tmp_path) -> ExecutorSettings:
-    return ExecutorSettings(supabase_url=supabase_env["SUPABASE_URL"],
-                            supabase_key=supabase_env["SUPABASE_SERVICE_ROLE_KEY"], site="anchor-test",
-                            executor_name="anchor-test", state_dir=tmp_path / "state")
+    return ExecutorSettings(
+        supabase_url=supabase_env["SUPABASE_URL"],
+        supabase_key=supabase_env["SUPABASE_SERVICE_ROLE_KEY"],
+        site="anchor-test",
+        executor_name="anchor-test",
+        state_dir=tmp_path / "state",
+    )
 
 
 def write_audit_rows(db_url: str, n: int = 6) -> None:
@@ -76,11 +80,21 @@ def test_anchor_and_verify_through_the_control_plane(supabase_env, db_url, tmp_p
     assert report["anchors_checked"] >= 1
     assert oct(store.key_path.stat().st_mode & 0o777) == "0o600"
 
-    env = {**os.environ, "RACKPILOT_SUPABASE_URL": s.supabase_url,
-           "RACKPILOT_SUPABASE_KEY": s.supabase_key.get_secret_value(), "RACKPILOT_SITE": s.site,
-           "RACKPILOT_EXECUTOR_NAME": s.executor_name, "RACKPILOT_STATE_DIR": str(s.state_dir)}
-    res = subprocess.run([sys.executable, "-m", "executor", "--verify-audit"], env=env, capture_output=True,
-                         text=True, timeout=60)
+    env = {
+        **os.environ,
+        "RACKPILOT_SUPABASE_URL": s.supabase_url,
+        "RACKPILOT_SUPABASE_KEY": s.supabase_key.get_secret_value(),
+        "RACKPILOT_SITE": s.site,
+        "RACKPILOT_EXECUTOR_NAME": s.executor_name,
+        "RACKPILOT_STATE_DIR": str(s.state_dir),
+    }
+    res = subprocess.run(
+        [sys.executable, "-m", "executor", "--verify-audit"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["ok"] is True
     assert s.supabase_key.get_secret_value() not in res.stdout + res.stderr
@@ -131,8 +145,10 @@ def test_a_rewritten_lane_passes_the_chain_check_but_not_the_anchor(db_url, anch
     try:
         with tamper.cursor() as t:
             t.execute("set local session_replication_role = replica")
-            t.execute("select id from public.audit_log where lane = %s and id <= %s order by id desc offset 2 limit 1",
-                      (lane, head))
+            t.execute(
+                "select id from public.audit_log where lane = %s and id <= %s order by id desc offset 2 limit 1",
+                (lane, head),
+            )
             victim = t.fetchone()[0]
             t.execute("update public.audit_log set note = 'forged' where id = %s", (victim,))
             t.execute(RECOMPUTE_LANE_FROM, {"lane": lane, "start": victim})
@@ -141,7 +157,9 @@ def test_a_rewritten_lane_passes_the_chain_check_but_not_the_anchor(db_url, anch
 
             report = run(verify(SqlControl(t), store))
             assert not report["ok"]
-            assert any(f"lane {lane}: row {head}" in p and "rewritten" in p for p in report["problems"]), report
+            assert any(f"lane {lane}: row {head}" in p and "rewritten" in p for p in report["problems"]), (
+                report
+            )
     finally:
         tamper.rollback()
         tamper.close()
@@ -153,8 +171,10 @@ def test_a_truncated_lane_tail_is_found(db_url, anchored):
     try:
         with tamper.cursor() as t:
             t.execute("set local session_replication_role = replica")
-            t.execute("select id from public.audit_log where lane = %s and id <= %s order by id desc offset 1 limit 1",
-                      (lane, head))
+            t.execute(
+                "select id from public.audit_log where lane = %s and id <= %s order by id desc offset 1 limit 1",
+                (lane, head),
+            )
             cut = t.fetchone()[0]
             t.execute("delete from public.audit_log where lane = %s and id > %s", (lane, cut))
             t.execute("select count(*) from public.verify_audit_chain()")

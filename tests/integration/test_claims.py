@@ -32,13 +32,19 @@ def conn(db_url):
 
 
 def expire_leases(cur, site_id) -> None:
-    cur.execute("update public.jobs set lease_expires_at = now() - interval '1 second' "
-                "where site_id = %s and status = 'running'", (site_id,))
+    cur.execute(
+        "update public.jobs set lease_expires_at = now() - interval '1 second' "
+        "where site_id = %s and status = 'running'",
+        (site_id,),
+    )
 
 
 def recover(cur, site_id) -> dict[str, str]:
-    cur.execute("select r.job_id, r.outcome from public.recover_expired_leases() r "
-                "join public.jobs j on j.id = r.job_id where j.site_id = %s", (site_id,))
+    cur.execute(
+        "select r.job_id, r.outcome from public.recover_expired_leases() r "
+        "join public.jobs j on j.id = r.job_id where j.site_id = %s",
+        (site_id,),
+    )
     return {str(j): o for j, o in cur.fetchall()}
 
 
@@ -46,8 +52,11 @@ def test_eight_claimers_take_ten_thousand_jobs_exactly_once(db_url, conn):
     with private_site(db_url, "claims") as site:
         with conn.cursor() as cur:
             executors = [register_executor(cur, site, f"ex-{i}") for i in range(CLAIMERS)]
-            cur.execute("insert into public.jobs (type, site_id, priority) "
-                        "select 'selftest', %s, (g %% 5)::smallint from generate_series(1, %s) g", (site, JOBS))
+            cur.execute(
+                "insert into public.jobs (type, site_id, priority) "
+                "select 'selftest', %s, (g %% 5)::smallint from generate_series(1, %s) g",
+                (site, JOBS),
+            )
 
         claimed: list[list[str]] = [[] for _ in range(CLAIMERS)]
         errors: list[BaseException] = []
@@ -65,8 +74,11 @@ def test_eight_claimers_take_ten_thousand_jobs_exactly_once(db_url, conn):
                         if not rows:
                             # empty can mean "all remaining rows are locked by others": stop only
                             # when nothing is pending any more
-                            cur.execute("select exists (select 1 from public.jobs where site_id = %s "
-                                        "and status = 'pending')", (site,))
+                            cur.execute(
+                                "select exists (select 1 from public.jobs where site_id = %s "
+                                "and status = 'pending')",
+                                (site,),
+                            )
                             if not cur.fetchone()[0]:
                                 return
             except BaseException as exc:  # noqa: BLE001 - surfaced in the main thread
@@ -85,8 +97,11 @@ def test_eight_claimers_take_ten_thousand_jobs_exactly_once(db_url, conn):
         assert len(set(everything)) == JOBS, "a job was handed out twice"
         assert sum(1 for per in claimed if per) >= 2, "the claimers did not actually overlap"
         with conn.cursor() as cur:
-            cur.execute("select status, lease_epoch, attempts, count(*) from public.jobs where site_id = %s "
-                        "group by 1, 2, 3", (site,))
+            cur.execute(
+                "select status, lease_epoch, attempts, count(*) from public.jobs where site_id = %s "
+                "group by 1, 2, 3",
+                (site,),
+            )
             assert cur.fetchall() == [("running", 1, 1, JOBS)]
             # each job is held by the executor that received it
             cur.execute("select claimed_by, count(*) from public.jobs where site_id = %s group by 1", (site,))
@@ -98,16 +113,23 @@ def test_claim_order_schedule_and_job_types(db_url, conn):
     with private_site(db_url, "order") as site, conn.cursor() as cur:
         ex = register_executor(cur, site, "ex")
         only_sync = register_executor(cur, site, "sync-only", job_types=["vcenter_sync"])
-        cur.execute("""insert into public.jobs (type, site_id, priority, scheduled_for, description) values
+        cur.execute(
+            """insert into public.jobs (type, site_id, priority, scheduled_for, description) values
                        ('selftest', %(s)s, 10, now() - interval '1 minute', 'low'),
                        ('selftest', %(s)s, 90, now() - interval '1 minute', 'high'),
                        ('selftest', %(s)s, 90, now() + interval '1 hour', 'future'),
-                       ('vcenter_sync', %(s)s, 50, now() - interval '2 minute', 'sync')""", {"s": site})
-        cur.execute("select j.description from public.claim_jobs(%s, 10) c join public.jobs j on j.id = c.job_id",
-                    (only_sync,))
+                       ('vcenter_sync', %(s)s, 50, now() - interval '2 minute', 'sync')""",
+            {"s": site},
+        )
+        cur.execute(
+            "select j.description from public.claim_jobs(%s, 10) c join public.jobs j on j.id = c.job_id",
+            (only_sync,),
+        )
         assert [r[0] for r in cur.fetchall()] == ["sync"]
-        cur.execute("select j.description from public.claim_jobs(%s, 10) c join public.jobs j on j.id = c.job_id",
-                    (ex,))
+        cur.execute(
+            "select j.description from public.claim_jobs(%s, 10) c join public.jobs j on j.id = c.job_id",
+            (ex,),
+        )
         assert [r[0] for r in cur.fetchall()] == ["high", "low"]  # the future job waits
         with pytest.raises(psycopg2.Error) as bad:
             cur.execute("select * from public.claim_jobs(%s, 0)", (ex,))
@@ -125,8 +147,10 @@ def test_stale_epoch_write_is_refused(db_url, conn):
         job = cur.fetchone()[0]
         cur.execute("select lease_epoch from public.claim_jobs(%s, 1)", (a,))
         epoch_a = cur.fetchone()[0]
-        cur.execute("select status from public.report_step(%s, %s, %s, 'probe', 0, 'Probe', 'running', true)",
-                    (a, job, epoch_a))
+        cur.execute(
+            "select status from public.report_step(%s, %s, %s, 'probe', 0, 'Probe', 'running', true)",
+            (a, job, epoch_a),
+        )
         assert cur.fetchone()[0] == "running"
 
         # a's lease runs out; the job goes back to pending and b takes it under a new epoch
@@ -139,10 +163,19 @@ def test_stale_epoch_write_is_refused(db_url, conn):
         for call, args in [
             ("select public.report_step(%s, %s, %s, 'probe', 0, 'Probe', 'completed')", (a, job, epoch_a)),
             ("select public.finish_job(%s, %s, %s, 'completed')", (a, job, epoch_a)),
-            ("select public.update_task(%s, %s, %s, 'server', gen_random_uuid(), 'running')", (a, job, epoch_a)),
+            (
+                "select public.update_task(%s, %s, %s, 'server', gen_random_uuid(), 'running')",
+                (a, job, epoch_a),
+            ),
             ("select public.pause_job(%s, %s, %s, 'operator')", (a, job, epoch_a)),
-            ("select public.finish_job(%s, %s, %s, 'completed')", (b, job, epoch_a)),  # right executor, old epoch
-            ("select public.finish_job(%s, %s, %s, 'completed')", (a, job, epoch_b)),  # right epoch, wrong executor
+            (
+                "select public.finish_job(%s, %s, %s, 'completed')",
+                (b, job, epoch_a),
+            ),  # right executor, old epoch
+            (
+                "select public.finish_job(%s, %s, %s, 'completed')",
+                (a, job, epoch_b),
+            ),  # right epoch, wrong executor
         ]:
             with pytest.raises(psycopg2.Error) as err:
                 cur.execute(call, args)
@@ -150,15 +183,19 @@ def test_stale_epoch_write_is_refused(db_url, conn):
             assert err.value.pgerror.split("ERROR:")[1].strip().startswith("stale_epoch:"), err.value.pgerror
             assert err.value.diag.message_hint == "rackpilot.fenced"
 
-        cur.execute("select public.heartbeat(%s, %s::jsonb)", (a, f'[{{"job_id": "{job}", "epoch": {epoch_a}}}]'))
+        cur.execute(
+            "select public.heartbeat(%s, %s::jsonb)", (a, f'[{{"job_id": "{job}", "epoch": {epoch_a}}}]')
+        )
         beat = cur.fetchone()[0]
         assert beat["fenced"] == [job] and beat["renewed"] == []
 
         # nothing a wrote after losing the lease landed; b's writes do
         cur.execute("select status from public.workflow_executions where job_id = %s", (job,))
         assert cur.fetchone()[0] == "running"
-        cur.execute("select status, error from public.finish_job(%s, %s, %s, 'completed', '{\"ok\": true}')",
-                    (b, job, epoch_b))
+        cur.execute(
+            "select status, error from public.finish_job(%s, %s, %s, 'completed', '{\"ok\": true}')",
+            (b, job, epoch_b),
+        )
         assert cur.fetchone() == ("completed", None)
         with pytest.raises(psycopg2.Error) as done:
             cur.execute("select public.finish_job(%s, %s, %s, 'failed', null, 'late')", (b, job, epoch_b))
@@ -168,24 +205,33 @@ def test_stale_epoch_write_is_refused(db_url, conn):
 def test_lease_expiry_routes_resumable_and_non_resumable_steps(db_url, conn):
     with private_site(db_url, "lease") as site, conn.cursor() as cur:
         ex = register_executor(cur, site, "ex")
-        cur.execute("insert into public.jobs (type, site_id, description) select 'selftest', %s, d "
-                    "from unnest(array['resumable', 'flash', 'between', 'fresh']) d returning id, description", (site,))
+        cur.execute(
+            "insert into public.jobs (type, site_id, description) select 'selftest', %s, d "
+            "from unnest(array['resumable', 'flash', 'between', 'fresh']) d returning id, description",
+            (site,),
+        )
         ids = {d: str(i) for i, d in cur.fetchall()}
         cur.execute("select job_id, lease_epoch from public.claim_jobs(%s, 10)", (ex,))
         epoch = {str(j): e for j, e in cur.fetchall()}
         assert set(epoch) == set(ids.values())
 
         def step(job, key, status, resumable, checkpoint=None):
-            cur.execute("select public.report_step(%s, %s, %s, %s, 0, %s, %s, %s, %s::jsonb)",
-                        (ex, job, epoch[job], key, key, status, resumable, checkpoint))
+            cur.execute(
+                "select public.report_step(%s, %s, %s, %s, 0, %s, %s, %s, %s::jsonb)",
+                (ex, job, epoch[job], key, key, status, resumable, checkpoint),
+            )
 
         step(ids["resumable"], "wait-for-reboot", "running", True, '{"polls": 7}')
         step(ids["flash"], "apply-firmware", "running", False)
         step(ids["between"], "apply-firmware", "completed", False)  # done; the next step has not begun
         expire_leases(cur, site)
         outcome = recover(cur, site)
-        assert outcome == {ids["resumable"]: "requeued", ids["flash"]: "paused_executor_lost",
-                           ids["between"]: "requeued", ids["fresh"]: "requeued"}
+        assert outcome == {
+            ids["resumable"]: "requeued",
+            ids["flash"]: "paused_executor_lost",
+            ids["between"]: "requeued",
+            ids["fresh"]: "requeued",
+        }
         cur.execute("select description, status, pause_reason from public.jobs where site_id = %s", (site,))
         state = {d: (s, r) for d, s, r in cur.fetchall()}
         assert state["flash"] == ("paused", "executor_lost")
@@ -206,17 +252,23 @@ def test_lease_expiry_routes_resumable_and_non_resumable_steps(db_url, conn):
         try:
             conn.autocommit = False
             cur.execute("set local role authenticated")
-            cur.execute("select set_config('request.jwt.claims', %s, true)",
-                        (f'{{"sub": "{operator}", "role": "authenticated"}}',))
+            cur.execute(
+                "select set_config('request.jwt.claims', %s, true)",
+                (f'{{"sub": "{operator}", "role": "authenticated"}}',),
+            )
             with pytest.raises(psycopg2.Error) as denied:
                 cur.execute("update public.jobs set status = 'pending' where id = %s", (ids["flash"],))
             assert "forbidden_transition:" in denied.value.pgerror
             conn.rollback()
             cur.execute("set local role authenticated")
-            cur.execute("select set_config('request.jwt.claims', %s, true)",
-                        (f'{{"sub": "{admin}", "role": "authenticated"}}',))
-            cur.execute("select status, lease_epoch from public.force_resume(%s, 'checked the iDRAC job queue')",
-                        (ids["flash"],))
+            cur.execute(
+                "select set_config('request.jwt.claims', %s, true)",
+                (f'{{"sub": "{admin}", "role": "authenticated"}}',),
+            )
+            cur.execute(
+                "select status, lease_epoch from public.force_resume(%s, 'checked the iDRAC job queue')",
+                (ids["flash"],),
+            )
             assert cur.fetchone()[0] == "pending"
             conn.commit()
         finally:
@@ -249,15 +301,22 @@ def test_per_cluster_concurrency_holds_under_concurrent_claims(db_url, conn):
     """8 claimers race over jobs on three clusters whose policy allows one active job each;
     the audit log (written in commit order) is replayed to find the peak per cluster."""
     with private_site(db_url, "cluster") as site, conn.cursor() as cur:
-        cur.execute("insert into public.vcenters (site_id, name, address) values (%s, 'vc', 'vc.test') returning id",
-                    (site,))
+        cur.execute(
+            "insert into public.vcenters (site_id, name, address) values (%s, 'vc', 'vc.test') returning id",
+            (site,),
+        )
         vc = cur.fetchone()[0]
-        cur.execute("insert into public.clusters (vcenter_id, site_id, name, moref) "
-                    "select %s, %s, 'c' || g, 'domain-c' || g from generate_series(1, 3) g returning id", (vc, site))
+        cur.execute(
+            "insert into public.clusters (vcenter_id, site_id, name, moref) "
+            "select %s, %s, 'c' || g, 'domain-c' || g from generate_series(1, 3) g returning id",
+            (vc, site),
+        )
         clusters = [r[0] for r in cur.fetchall()]
-        cur.execute("insert into public.jobs (type, site_id, cluster_id) "
-                    "select 'power_operation', %s, (%s::uuid[])[1 + g %% 3] from generate_series(1, 60) g",
-                    (site, clusters))
+        cur.execute(
+            "insert into public.jobs (type, site_id, cluster_id) "
+            "select 'power_operation', %s, (%s::uuid[])[1 + g %% 3] from generate_series(1, 60) g",
+            (site, clusters),
+        )
         executors = [register_executor(cur, site, f"ex-{i}") for i in range(CLAIMERS)]
         cur.execute("select coalesce(max(id), 0) from public.audit_log")
         audit_from = cur.fetchone()[0]
@@ -273,17 +332,24 @@ def test_per_cluster_concurrency_holds_under_concurrent_claims(db_url, conn):
                     start.wait()
                     deadline = time.monotonic() + 60
                     while time.monotonic() < deadline:
-                        cc.execute("select job_id, lease_epoch from public.claim_jobs(%s, 4)", (executors[i],))
+                        cc.execute(
+                            "select job_id, lease_epoch from public.claim_jobs(%s, 4)", (executors[i],)
+                        )
                         rows = cc.fetchall()
                         if not rows:
-                            cc.execute("select count(*) from public.jobs where site_id = %s and status <> 'completed'",
-                                       (site,))
+                            cc.execute(
+                                "select count(*) from public.jobs where site_id = %s and status <> 'completed'",
+                                (site,),
+                            )
                             if cc.fetchone()[0] == 0:
                                 return
                             time.sleep(0.001)  # every cluster is busy: let the holders finish
                             continue
                         for job, epoch in rows:
-                            cc.execute("select public.finish_job(%s, %s, %s, 'completed')", (executors[i], job, epoch))
+                            cc.execute(
+                                "select public.finish_job(%s, %s, %s, 'completed')",
+                                (executors[i], job, epoch),
+                            )
                             done[i] += 1
             except BaseException as exc:  # noqa: BLE001
                 errors.append(exc)
@@ -298,10 +364,12 @@ def test_per_cluster_concurrency_holds_under_concurrent_claims(db_url, conn):
         assert not errors, errors
         assert sum(done.values()) == 60
 
-        cur.execute("""select a.row_id, a.old_data ->> 'status', a.new_data ->> 'status', j.cluster_id
+        cur.execute(
+            """select a.row_id, a.old_data ->> 'status', a.new_data ->> 'status', j.cluster_id
                          from public.audit_log a join public.jobs j on j.id::text = a.row_id
                         where a.id > %s and a.action = 'job.status' and j.site_id = %s order by a.id""",
-                    (audit_from, site))
+            (audit_from, site),
+        )
         active: dict[str, int] = defaultdict(int)
         peak: dict[str, int] = defaultdict(int)
         transitions = 0
@@ -322,28 +390,42 @@ def test_risky_jobs_need_an_approved_current_window(db_url, conn):
         requester = create_user(cur, "operator")
         approver = create_user(cur, "approver")
         try:
-            cur.execute("""insert into public.maintenance_windows (site_id, title, starts_at, ends_at, requested_by)
+            cur.execute(
+                """insert into public.maintenance_windows (site_id, title, starts_at, ends_at, requested_by)
                            values (%(s)s, 'now', now() - interval '1 minute', now() + interval '1 hour', %(r)s),
                                   (%(s)s, 'later', now() + interval '1 day', now() + interval '2 days', %(r)s)
-                           returning id""", {"s": site, "r": requester})
+                           returning id""",
+                {"s": site, "r": requester},
+            )
             now_window, later_window = (r[0] for r in cur.fetchall())
-            cur.execute("""insert into public.jobs (type, site_id, maintenance_window_id, description) values
+            cur.execute(
+                """insert into public.jobs (type, site_id, maintenance_window_id, description) values
                            ('firmware_update', %(s)s, null, 'no-window'),
                            ('firmware_update', %(s)s, %(now)s, 'now'),
                            ('firmware_update', %(s)s, %(later)s, 'later')""",
-                        {"s": site, "now": now_window, "later": later_window})
+                {"s": site, "now": now_window, "later": later_window},
+            )
             cur.execute("select count(*) from public.claim_jobs(%s, 10)", (ex,))
             assert cur.fetchone()[0] == 0  # nothing approved yet
 
             # the requester may not approve their own window (four eyes)
             with pytest.raises(psycopg2.Error) as four_eyes:
-                cur.execute("update public.maintenance_windows set status = 'approved', approved_by = requested_by "
-                            "where id = %s", (now_window,))
+                cur.execute(
+                    "update public.maintenance_windows set status = 'approved', approved_by = requested_by "
+                    "where id = %s",
+                    (now_window,),
+                )
             assert "four_eyes:" in four_eyes.value.pgerror
-            cur.execute("update public.maintenance_windows set status = 'approved', approved_by = %s "
-                        "where id in (%s, %s)", (approver, now_window, later_window))
-            cur.execute("select j.description, c.job_id, c.lease_epoch, c.window_ends_at > now() "
-                        "from public.claim_jobs(%s, 10) c join public.jobs j on j.id = c.job_id", (ex,))
+            cur.execute(
+                "update public.maintenance_windows set status = 'approved', approved_by = %s "
+                "where id in (%s, %s)",
+                (approver, now_window, later_window),
+            )
+            cur.execute(
+                "select j.description, c.job_id, c.lease_epoch, c.window_ends_at > now() "
+                "from public.claim_jobs(%s, 10) c join public.jobs j on j.id = c.job_id",
+                (ex,),
+            )
             rows = cur.fetchall()
             assert [(r[0], r[3]) for r in rows] == [("now", True)]
             _, job, epoch = rows[0][:3]
@@ -351,7 +433,9 @@ def test_risky_jobs_need_an_approved_current_window(db_url, conn):
             cur.execute("select public.heartbeat(%s, %s::jsonb) -> 'window_closed'", (ex, lease))
             assert cur.fetchone()[0] == []
             # an approver cancels the window: the executor hears it on its next heartbeat
-            cur.execute("update public.maintenance_windows set status = 'cancelled' where id = %s", (now_window,))
+            cur.execute(
+                "update public.maintenance_windows set status = 'cancelled' where id = %s", (now_window,)
+            )
             cur.execute("select public.heartbeat(%s, %s::jsonb) -> 'window_closed'", (ex, lease))
             assert cur.fetchone()[0] == [str(job)]
             cur.execute("select public.pause_job(%s, %s, %s, 'window_closed')", (ex, job, epoch))
@@ -370,7 +454,9 @@ def test_executor_writes_under_a_valid_lease(db_url, conn):
         cur.execute("select lease_epoch, lease_expires_at from public.claim_jobs(%s, 1)", (ex,))
         epoch, lease = cur.fetchone()
 
-        cur.execute("select public.heartbeat(%s, %s::jsonb)", (ex, f'[{{"job_id": "{job}", "epoch": {epoch}}}]'))
+        cur.execute(
+            "select public.heartbeat(%s, %s::jsonb)", (ex, f'[{{"job_id": "{job}", "epoch": {epoch}}}]')
+        )
         assert cur.fetchone()[0]["renewed"] == [job]
         cur.execute("select lease_expires_at >= %s from public.jobs where id = %s", (lease, job))
         assert cur.fetchone()[0]
@@ -379,40 +465,60 @@ def test_executor_writes_under_a_valid_lease(db_url, conn):
         assert bad.value.pgcode == "22023"
 
         server = str(uuid.uuid4())
-        cur.execute("select status, progress from public.update_task(%s, %s, %s, 'server', %s, 'running', 40)",
-                    (ex, job, epoch, server))
+        cur.execute(
+            "select status, progress from public.update_task(%s, %s, %s, 'server', %s, 'running', 40)",
+            (ex, job, epoch, server),
+        )
         assert cur.fetchone() == ("running", 40)
-        cur.execute("select status, progress, finished_at is not null from public.update_task(%s, %s, %s, 'server', %s, "
-                    "'completed')", (ex, job, epoch, server))
+        cur.execute(
+            "select status, progress, finished_at is not null from public.update_task(%s, %s, %s, 'server', %s, "
+            "'completed')",
+            (ex, job, epoch, server),
+        )
         assert cur.fetchone() == ("completed", 100, True)
         with pytest.raises(psycopg2.Error) as bad:
-            cur.execute("select public.update_task(%s, %s, %s, 'server', %s, 'running', 140)", (ex, job, epoch, server))
+            cur.execute(
+                "select public.update_task(%s, %s, %s, 'server', %s, 'running', 140)",
+                (ex, job, epoch, server),
+            )
         assert "invalid_argument:" in bad.value.pgerror
 
         payload = b"<SystemConfiguration Model='R650'/>"
-        cur.execute("select public.put_artifact(%s, %s, %s, 'scp_backup', %s, %s, 'application/xml')",
-                    (ex, job, epoch, base64.b64encode(payload).decode(), hashlib.sha256(payload).hexdigest()))
+        cur.execute(
+            "select public.put_artifact(%s, %s, %s, 'scp_backup', %s, %s, 'application/xml')",
+            (ex, job, epoch, base64.b64encode(payload).decode(), hashlib.sha256(payload).hexdigest()),
+        )
         artifact = cur.fetchone()[0]
         cur.execute("select size_bytes, content from public.artifacts where id = %s", (artifact,))
         size, content = cur.fetchone()
         assert size == len(payload) and bytes(content) == payload
         with pytest.raises(psycopg2.Error) as bad:
-            cur.execute("select public.put_artifact(%s, %s, %s, 'scp_backup', %s, %s)",
-                        (ex, job, epoch, base64.b64encode(payload).decode(), "0" * 64))
+            cur.execute(
+                "select public.put_artifact(%s, %s, %s, 'scp_backup', %s, %s)",
+                (ex, job, epoch, base64.b64encode(payload).decode(), "0" * 64),
+            )
         assert "sha256 does not match" in bad.value.pgerror
 
         # a non-resumable step begun in an earlier run may not silently start again
-        cur.execute("select public.report_step(%s, %s, %s, 'a-flash', 0, 'Flash', 'running', false)", (ex, job, epoch))
-        cur.execute("select public.report_step(%s, %s, %s, 'b-wait', 1, 'Wait', 'running', true)", (ex, job, epoch))
+        cur.execute(
+            "select public.report_step(%s, %s, %s, 'a-flash', 0, 'Flash', 'running', false)", (ex, job, epoch)
+        )
+        cur.execute(
+            "select public.report_step(%s, %s, %s, 'b-wait', 1, 'Wait', 'running', true)", (ex, job, epoch)
+        )
         expire_leases(cur, site)
         assert recover(cur, site) == {job: "requeued"}  # the current step (b-wait) is resumable
         cur.execute("select lease_epoch from public.claim_jobs(%s, 1)", (ex,))
         epoch2 = cur.fetchone()[0]
         with pytest.raises(psycopg2.Error) as rerun:
-            cur.execute("select public.report_step(%s, %s, %s, 'a-flash', 0, 'Flash', 'running', false)",
-                        (ex, job, epoch2))
+            cur.execute(
+                "select public.report_step(%s, %s, %s, 'a-flash', 0, 'Flash', 'running', false)",
+                (ex, job, epoch2),
+            )
         assert "not_resumable:" in rerun.value.pgerror
-        cur.execute("select public.report_step(%s, %s, %s, 'b-wait', 1, 'Wait', 'running', true)", (ex, job, epoch2))
+        cur.execute(
+            "select public.report_step(%s, %s, %s, 'b-wait', 1, 'Wait', 'running', true)", (ex, job, epoch2)
+        )
 
         with pytest.raises(psycopg2.Error) as bad:
             cur.execute("select public.finish_job(%s, %s, %s, 'failed')", (ex, job, epoch2))
@@ -420,8 +526,10 @@ def test_executor_writes_under_a_valid_lease(db_url, conn):
         with pytest.raises(psycopg2.Error) as bad:
             cur.execute("select public.finish_job(%s, %s, %s, 'cancelled')", (ex, job, epoch2))
         assert "cancel was requested" in bad.value.pgerror
-        cur.execute("select status, finished_at is not null from public.finish_job(%s, %s, %s, 'completed')",
-                    (ex, job, epoch2))
+        cur.execute(
+            "select status, finished_at is not null from public.finish_job(%s, %s, %s, 'completed')",
+            (ex, job, epoch2),
+        )
         assert cur.fetchone() == ("completed", True)
         cur.execute("delete from public.artifacts where id = %s", (artifact,))  # not removed with the site
 
@@ -436,14 +544,21 @@ def test_create_job_and_the_claim_take_one_cluster_lock(db_url, conn):
     jobs_ts = (Path(__file__).resolve().parents[2] / "supabase/functions/_shared/jobs.ts").read_text()
     assert "public.cluster_lock_key(" in jobs_ts and "rackpilot:cluster:" not in jobs_ts
     with private_site(db_url, "lockkey") as site, conn.cursor() as cur:
-        cur.execute("insert into public.vcenters (site_id, name, address) values (%s, 'vc', 'vc.test') returning id",
-                    (site,))
+        cur.execute(
+            "insert into public.vcenters (site_id, name, address) values (%s, 'vc', 'vc.test') returning id",
+            (site,),
+        )
         vc = cur.fetchone()[0]
-        cur.execute("insert into public.clusters (vcenter_id, site_id, name, moref) values (%s, %s, 'c', 'domain-c1') "
-                    "returning id", (vc, site))
+        cur.execute(
+            "insert into public.clusters (vcenter_id, site_id, name, moref) values (%s, %s, 'c', 'domain-c1') "
+            "returning id",
+            (vc, site),
+        )
         cluster = cur.fetchone()[0]
-        cur.execute("insert into public.jobs (type, site_id, cluster_id) values ('power_operation', %s, %s)",
-                    (site, cluster))
+        cur.execute(
+            "insert into public.jobs (type, site_id, cluster_id) values ('power_operation', %s, %s)",
+            (site, cluster),
+        )
         ex = register_executor(cur, site, "lock-ex")
         holder = connect(db_url)
         holder.autocommit = False

@@ -59,7 +59,12 @@ async def wait_for(pred, timeout: float = 15.0) -> None:
 
 def test_sign_in_every_role_and_refusals(ce):
     assert {r: ce.sessions[r].role for r in ce.sessions} == {
-        "viewer": "viewer", "operator": "operator", "approver": "approver", "approver2": "approver", "admin": "admin"}
+        "viewer": "viewer",
+        "operator": "operator",
+        "approver": "approver",
+        "approver2": "approver",
+        "admin": "admin",
+    }
     with pytest.raises(SignInError) as exc:
         sign_in(ce.config, ce.emails["operator"], "not-the-password")
     assert exc.value.code == "bad_credentials" and "not-the-password" not in str(exc.value)
@@ -104,8 +109,10 @@ def test_update_wizard_dry_run_then_create(ce):
     # bad options are refused before anything is sent, with every problem named
     with pytest.raises(ValidationFailed) as exc:
         wz.set_options(catalog_url="ftp://nope", max_parallel_hosts=99)
-    assert "catalog URL: an http(s) URL such as https://downloads.example.com/catalog/Catalog.xml.gz" in \
-        exc.value.problems  # in words, never the pattern
+    assert (
+        "catalog URL: an http(s) URL such as https://downloads.example.com/catalog/Catalog.xml.gz"
+        in exc.value.problems
+    )  # in words, never the pattern
     assert "hosts at once: at most 16" in exc.value.problems
 
     # without a window the dry run is a blocking check, and nothing is written
@@ -143,9 +150,14 @@ def test_update_wizard_dry_run_then_create(ce):
     assert wz.step == Step.DONE and res["status"] == "pending"
     row = job_row(ce, res["job_id"])
     assert (row["type"], row["cluster_id"], str(row["maintenance_window_id"])) == (
-        "rolling_cluster_update", cluster, wid)
+        "rolling_cluster_update",
+        cluster,
+        wid,
+    )
     assert row["params"]["firmware"]["catalog_url"] == CATALOG
-    assert q(ce.conn, "select count(*) as n from public.job_tasks where job_id = %s", res["job_id"])[0]["n"] == 3
+    assert (
+        q(ce.conn, "select count(*) as n from public.job_tasks where job_id = %s", res["job_id"])[0]["n"] == 3
+    )
 
     # a second update of the same cluster is refused by the control plane, said plainly
     wz2 = UpdateWizard(ce.api("operator"))
@@ -188,12 +200,21 @@ async def test_realtime_updates_reach_the_job_views(ce):
     try:
         claim(ce, jid)
         sid = add_step(ce, jid, 0, "scp.export", "Export SCP")
-        await wait_for(lambda: detail.status == "running" and detail.timeline()
-                       and detail.timeline()[0]["status"] == "running")
+        await wait_for(
+            lambda: (
+                detail.status == "running"
+                and detail.timeline()
+                and detail.timeline()[0]["status"] == "running"
+            )
+        )
         # a token refresh mid-stream: the new token goes to the open Realtime connection
         # (set_auth on the joined channel) and changes keep arriving
         await asyncio.to_thread(ce.sessions["operator"].refresh)
-        q(ce.conn, "update public.workflow_executions set status = 'completed', finished_at = now() where id = %s", sid)
+        q(
+            ce.conn,
+            "update public.workflow_executions set status = 'completed', finished_at = now() where id = %s",
+            sid,
+        )
         q(ce.conn, "update public.jobs set status = 'completed' where id = %s", jid)
         await wait_for(lambda: detail.timeline()[0]["status"] == "completed" and detail.status == "completed")
         await wait_for(lambda: board.jobs[jid]["status"] == "completed")
@@ -245,11 +266,19 @@ def test_blocker_wizard_sends_decisions_and_resumes(ce):
         wz.decide(b3, "power_off_vm")  # no VM on this blocker
     wz.decide(b3, "abort")
     with pytest.raises(Conflict):
-        BlockerWizard(ce.api("operator"), jid).api.resolve_blockers(jid, [{"blocker_id": b1, "decision": "skip_host"}])
+        BlockerWizard(ce.api("operator"), jid).api.resolve_blockers(
+            jid, [{"blocker_id": b1, "decision": "skip_host"}]
+        )
     res = wz.save(resume=True, confirm_abort=True)
     assert res["status"] == "cancelled"
-    acts = {r["blocker_id"]: r["action"] for r in q(ce.conn, "select blocker_id::text, action::text from "
-                                                             "public.blocker_resolutions where job_id = %s", jid)}
+    acts = {
+        r["blocker_id"]: r["action"]
+        for r in q(
+            ce.conn,
+            "select blocker_id::text, action::text from public.blocker_resolutions where job_id = %s",
+            jid,
+        )
+    }
     assert acts[b1] == "power_off_vm" and acts[b2] == "power_off_vm" and len(acts) == 3
 
 
@@ -274,8 +303,14 @@ def test_windows_four_eyes(ce):
     with pytest.raises(ValidationFailed) as exc:
         ops.request(site_id=ce.fleet.site_a, title="", starts_at=ends, ends_at=starts)
     assert len(exc.value.problems) == 2
-    res = ops.request(site_id=ce.fleet.site_a, cluster_id=ce.fleet.clusters[1], title=f"patch {ce.tag}",
-                      starts_at=starts, ends_at=ends, reason="BIOS")
+    res = ops.request(
+        site_id=ce.fleet.site_a,
+        cluster_id=ce.fleet.clusters[1],
+        title=f"patch {ce.tag}",
+        starts_at=starts,
+        ends_at=ends,
+        reason="BIOS",
+    )
     wid = res["window_id"]
     mine = next(r for r in ops.rows() if r["id"] == wid)
     assert mine["requested_by"] == "you" and not mine["can_decide"] and "approvers decide" in mine["why_not"]
@@ -296,8 +331,13 @@ def test_windows_four_eyes(ce):
         ap.reject(wid, "  ")
     assert next(r for r in ap.rows() if r["id"] == wid)["can_decide"]
     assert ap.approve(wid, "ok for tonight")["status"] == "approved"
-    assert WindowBoard(ce.api("approver2"), ce.sessions["approver2"]).reject(own, "clashes")["status"] == "rejected"
-    w = q(ce.conn, "select status::text, approved_by::text from public.maintenance_windows where id = %s", wid)[0]
+    assert (
+        WindowBoard(ce.api("approver2"), ce.sessions["approver2"]).reject(own, "clashes")["status"]
+        == "rejected"
+    )
+    w = q(
+        ce.conn, "select status::text, approved_by::text from public.maintenance_windows where id = %s", wid
+    )[0]
     assert w == {"status": "approved", "approved_by": ce.user_ids["approver"]}
 
 
@@ -321,38 +361,68 @@ def test_credentials_form_seals_and_echoes_nothing(ce):
     secret = f"s3cret-{ce.tag}-value"
     form = CredentialForm(ce.api("admin"))
     with pytest.raises(ValidationFailed) as exc:
-        form.submit(site_id=ce.fleet.site_a, name="", kind="bmc", username="root", secret="", endpoints="https://x.test")
+        form.submit(
+            site_id=ce.fleet.site_a,
+            name="",
+            kind="bmc",
+            username="root",
+            secret="",
+            endpoints="https://x.test",
+        )
     assert len(exc.value.problems) == 3 and secret not in str(exc.value)
-    res = form.submit(site_id=ce.fleet.site_a, name=f"idrac-{ce.tag}", kind="idrac", username="root", secret=secret,
-                      endpoints="https://10.20.0.5 ca_bundle=/etc/rackpilot/idrac-ca.pem")
+    res = form.submit(
+        site_id=ce.fleet.site_a,
+        name=f"idrac-{ce.tag}",
+        kind="idrac",
+        username="root",
+        secret=secret,
+        endpoints="https://10.20.0.5 ca_bundle=/etc/rackpilot/idrac-ca.pem",
+    )
     assert set(res) == {"credential_set_id", "key_ids", "sealed_to"} and res["sealed_to"] == 1
     assert secret not in json.dumps(res) and secret not in json.dumps(vars(form), default=str)
-    stored = q(ce.conn, "select row_to_json(c)::text as t from public.credential_sets c where id = %s",
-               res["credential_set_id"])[0]["t"]
+    stored = q(
+        ce.conn,
+        "select row_to_json(c)::text as t from public.credential_sets c where id = %s",
+        res["credential_set_id"],
+    )[0]["t"]
     assert secret not in stored
     with pytest.raises(AccessDenied) as exc:
-        CredentialForm(ce.api("operator")).submit(site_id=ce.fleet.site_a, name=f"x-{ce.tag}", kind="ssh",
-                                                  username="root", secret=secret,
-                                                  endpoints="ssh://10.20.0.9 insecure_host_key")
+        CredentialForm(ce.api("operator")).submit(
+            site_id=ce.fleet.site_a,
+            name=f"x-{ce.tag}",
+            kind="ssh",
+            username="root",
+            secret=secret,
+            endpoints="ssh://10.20.0.9 insecure_host_key",
+        )
     assert secret not in str(exc.value) and secret not in json.dumps(exc.value.details, default=str)
 
 
 def test_credential_status_and_rotation(ce):
     form = CredentialForm(ce.api("admin"))
-    made = form.submit(site_id=ce.fleet.site_a, name=f"vc-{ce.tag}", kind="vcenter", username="admin@vsphere",
-                       secret="first-secret-1", endpoints="https://vc.lab.test")
+    made = form.submit(
+        site_id=ce.fleet.site_a,
+        name=f"vc-{ce.tag}",
+        kind="vcenter",
+        username="admin@vsphere",
+        secret="first-secret-1",
+        endpoints="https://vc.lab.test",
+    )
     sets = {s["id"]: s for s in form.status(ce.fleet.site_a)}
     mine = sets[made["credential_set_id"]]
     assert mine["stale"] is False and mine["key_ids"] == [ce.fleet.executor_key.kid]
     assert mine["endpoints"] == [{"scheme": "https", "host": "vc.lab.test", "port": 443, "tls": {}}]
     assert "first-secret-1" not in json.dumps(sets)
     before = q(ce.conn, "select sealed_secret from public.credential_sets where id = %s", mine["id"])[0]
-    res = form.rotate(credential_set_id=mine["id"], secret="second-secret-2", endpoints="https://vc2.lab.test insecure")
+    res = form.rotate(
+        credential_set_id=mine["id"], secret="second-secret-2", endpoints="https://vc2.lab.test insecure"
+    )
     assert res == {"credential_set_id": mine["id"], "key_ids": [ce.fleet.executor_key.kid], "sealed_to": 1}
     after = q(ce.conn, "select sealed_secret from public.credential_sets where id = %s", mine["id"])[0]
     assert after != before and "second-secret-2" not in json.dumps(after)
     assert {s["id"]: s for s in form.status(ce.fleet.site_a)}[mine["id"]]["endpoints"] == [
-        {"scheme": "https", "host": "vc2.lab.test", "port": 443, "tls": {"insecure": True}}]
+        {"scheme": "https", "host": "vc2.lab.test", "port": 443, "tls": {"insecure": True}}
+    ]
     with pytest.raises(AccessDenied):
         CredentialForm(ce.api("approver")).status(ce.fleet.site_a)
 
@@ -365,8 +435,13 @@ def test_notification_settings(ce):
         ns.add(name="", channel="webhook", target="http://hooks.example.com/x", events=["job_exploded"])
     assert len(exc.value.problems) == 3
     name = f"teams-{ce.tag}"
-    ns.add(name=name, channel="teams", target="https://example.webhook.office.com/hook/abc",
-           events=["job_completed", "job_failed"], site_id=ce.fleet.site_a)
+    ns.add(
+        name=name,
+        channel="teams",
+        target="https://example.webhook.office.com/hook/abc",
+        events=["job_completed", "job_failed"],
+        site_id=ce.fleet.site_a,
+    )
     row = next(r for r in ns.rows() if r["name"] == name)
     assert row["events"] == "job_completed, job_failed" and row["channel"] == "teams"
     assert ns.delete([row["id"]])["deleted"] == 1 and all(r["name"] != name for r in ns.rows())
@@ -386,13 +461,25 @@ def test_reports_and_fleet(ce, tmp_path):
     with pytest.raises(Exception, match="unknown report"):
         rm.load("jobs")
 
-    q(ce.conn, "insert into public.firmware_catalogs (site_id, name, url) values (%s, 'dell', %s)",
-      ce.fleet.site_a, CATALOG)
+    q(
+        ce.conn,
+        "insert into public.firmware_catalogs (site_id, name, url) values (%s, 'dell', %s)",
+        ce.fleet.site_a,
+        CATALOG,
+    )
     cat = q(ce.conn, "select id from public.firmware_catalogs where site_id = %s", ce.fleet.site_a)[0]["id"]
-    q(ce.conn, "insert into public.firmware_packages (catalog_id, component, version, path, criticality) "
-               "values (%s, 'BIOS', '2.20.1', 'bios.exe', 'urgent')", cat)
+    q(
+        ce.conn,
+        "insert into public.firmware_packages (catalog_id, component, version, path, criticality) "
+        "values (%s, 'BIOS', '2.20.1', 'bios.exe', 'urgent')",
+        cat,
+    )
     solo = ce.fleet.standalone_server
-    q(ce.conn, "insert into public.server_firmware (server_id, component, version) values (%s, 'BIOS', '2.19.1')", solo)
+    q(
+        ce.conn,
+        "insert into public.server_firmware (server_id, component, version) values (%s, 'BIOS', '2.19.1')",
+        solo,
+    )
     fm = FleetModel(ce.api("viewer"))
     fm.load(ce.fleet.site_a)
     servers = {r["server"]: r for r in fm.server_rows()}

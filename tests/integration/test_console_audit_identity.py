@@ -40,9 +40,13 @@ def test_audit_screen_names_filters_and_checks_the_chain(ce) -> None:
 
     res = m.chain_status(200)
     assert res["state"] == "intact", res["problems"]
-    assert res["checked"] > 0 and "links and hashes" in res["scope"] and "service role only" in res["full_check"]
+    assert (
+        res["checked"] > 0 and "links and hashes" in res["scope"] and "service role only" in res["full_check"]
+    )
 
-    raw = api._rest("audit", lambda c: c.table("audit_log").select("*").eq("row_id", job).order("id").limit(1))[0]
+    raw = api._rest(
+        "audit", lambda c: c.table("audit_log").select("*").eq("row_id", job).order("id").limit(1)
+    )[0]
     assert m.recompute(raw) == raw["hash"]  # the same hash the database chained
     assert m.recompute({**raw, "note": "edited"}) != raw["hash"]
 
@@ -64,16 +68,27 @@ def test_identity_screen_directory_mapping_and_break_glass(ce, stack) -> None:
     site = ce.fleet.site_a
     with pytest.raises(ValidationFailed) as exc:
         m.save_config(site_id=site, mode="direct", uris="http://idm.example.org", bind_dn_template="uid=x")
-    assert any("ldaps://" in p for p in exc.value.problems) and any("{username}" in p for p in exc.value.problems)
-    m.save_config(site_id=site, mode="direct", uris="ldaps://idm1.example.org ldaps://idm2.example.org:636",
-                  bind_dn_template="uid={username},cn=users,dc=example,dc=org", base_dn="dc=example,dc=org")
+    assert any("ldaps://" in p for p in exc.value.problems) and any(
+        "{username}" in p for p in exc.value.problems
+    )
+    m.save_config(
+        site_id=site,
+        mode="direct",
+        uris="ldaps://idm1.example.org ldaps://idm2.example.org:636",
+        bind_dn_template="uid={username},cn=users,dc=example,dc=org",
+        base_dn="dc=example,dc=org",
+    )
     with pytest.raises(ValidationFailed) as exc:
         m.set_group_roles(site, "root: cn=x,dc=example,dc=org")
     assert "mapping line 1" in exc.value.problems[0]
-    m.set_group_roles(site, "operator: cn=ops,cn=groups,dc=example,dc=org\nadmin: cn=admins,cn=groups,dc=example,dc=org")
+    m.set_group_roles(
+        site, "operator: cn=ops,cn=groups,dc=example,dc=org\nadmin: cn=admins,cn=groups,dc=example,dc=org"
+    )
     cfg = [c for c in m.configs() if str(c["site_id"]) == str(site)][0]
-    assert cfg["mapping"].splitlines() == ["operator: cn=ops,cn=groups,dc=example,dc=org",
-                                           "admin: cn=admins,cn=groups,dc=example,dc=org"]
+    assert cfg["mapping"].splitlines() == [
+        "operator: cn=ops,cn=groups,dc=example,dc=org",
+        "admin: cn=admins,cn=groups,dc=example,dc=org",
+    ]
     assert cfg["updated by"] == "you"
     with pytest.raises(ConsoleError):  # approvers may not change who signs in
         IdentityAdmin(ce.api("approver")).set_group_roles(site, [])
@@ -82,8 +97,9 @@ def test_identity_screen_directory_mapping_and_break_glass(ce, stack) -> None:
     env = stack.env()
     name = f"bg-{ce.tag}".lower().replace("_", "-")[:40]
     secret = provision_breakglass(env["SUPABASE_URL"], env["SUPABASE_SERVICE_ROLE_KEY"], name)
-    live = break_glass_login(env["SUPABASE_URL"], env["SUPABASE_ANON_KEY"], name, secret,
-                             "directory down, console test")
+    live = break_glass_login(
+        env["SUPABASE_URL"], env["SUPABASE_ANON_KEY"], name, secret, "directory down, console test"
+    )
     v = IdentityAdminView(m, admin.sites())
     v.load()
     assert name in v.accounts_table.value and "per client address" in v.accounts_table.value

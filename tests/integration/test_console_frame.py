@@ -47,8 +47,11 @@ async def wait_for(pred, timeout: float = 15.0) -> None:
 
 
 def env_for(ce, tmp_path) -> dict[str, str]:
-    return {"SUPABASE_URL": ce.config.url, "SUPABASE_ANON_KEY": ce.config.anon_key,
-            "RACKPILOT_CONSOLE_RUNTIME_DIR": str(tmp_path / "rt")}
+    return {
+        "SUPABASE_URL": ce.config.url,
+        "SUPABASE_ANON_KEY": ce.config.anon_key,
+        "RACKPILOT_CONSOLE_RUNTIME_DIR": str(tmp_path / "rt"),
+    }
 
 
 def test_one_sign_in_for_every_notebook(ce, tmp_path):
@@ -63,7 +66,11 @@ def test_one_sign_in_for_every_notebook(ce, tmp_path):
     assert PASSWORD not in store.path.read_text()
 
     second = Console.start(env=env, show=False)  # another notebook of the same Lab
-    assert second.signed_in and second.session.email == ce.emails["operator"] and second.session.role == "operator"
+    assert (
+        second.signed_in
+        and second.session.email == ce.emails["operator"]
+        and second.session.role == "operator"
+    )
     # each refresh rotates the refresh token; the other kernel adopts it instead of reusing its own
     # (a reuse would revoke the whole session)
     second.session.refresh()
@@ -94,8 +101,14 @@ async def test_wizard_from_the_first_step_to_the_live_monitor(ce):
     f = ce.fleet
     cluster = f.clusters[0]
     site = f.site_a
-    q(ce.conn, "insert into public.firmware_catalogs (site_id, name, url) values (%s, %s, %s) "
-               "on conflict do nothing", site, f"dell-{ce.tag}", CATALOG)
+    q(
+        ce.conn,
+        "insert into public.firmware_catalogs (site_id, name, url) values (%s, %s, %s) "
+        "on conflict do nothing",
+        site,
+        f"dell-{ce.tag}",
+        CATALOG,
+    )
     wid = approved_window(ce, cluster)
     api = ce.api("operator")
     wz = UpdateWizard(api)
@@ -123,15 +136,27 @@ async def test_wizard_from_the_first_step_to_the_live_monitor(ce):
     try:
         claim(ce, jid)
         first, second = sorted(mon.tasks.values(), key=lambda t: t["seq"])[:2]
-        q(ce.conn, "update public.job_tasks set status = 'skipped', finished_at = now(), started_at = now(), "
-                   "details = details || '{\"reason\": \"already compliant\"}' where id = %s", second["id"])
+        q(
+            ce.conn,
+            "update public.job_tasks set status = 'skipped', finished_at = now(), started_at = now(), "
+            'details = details || \'{"reason": "already compliant"}\' where id = %s',
+            second["id"],
+        )
         for phase, pct in (("backup", 5), ("stage", 15), ("maintenance", 30)):
-            q(ce.conn, "update public.job_tasks set status = 'running', started_at = coalesce(started_at, now()), "
-                       "progress = %s, details = details || jsonb_build_object('phase', %s::text), "
-                       "updated_at = clock_timestamp() where id = %s", pct, phase, first["id"])
+            q(
+                ce.conn,
+                "update public.job_tasks set status = 'running', started_at = coalesce(started_at, now()), "
+                "progress = %s, details = details || jsonb_build_object('phase', %s::text), "
+                "updated_at = clock_timestamp() where id = %s",
+                pct,
+                phase,
+                first["id"],
+            )
             await wait_for(lambda p=phase: mon.tracks[first["id"]].phase == p)
         await wait_for(lambda: mon.status == "running")
-        bars = [b["phase"] for b in next(r for r in mon.gantt() if r["label"] == first["target_name"])["bars"]]
+        bars = [
+            b["phase"] for b in next(r for r in mon.gantt() if r["label"] == first["target_name"])["bars"]
+        ]
         assert bars[-3:] == ["backup", "stage", "maintenance"]
         rows = {r["host"]: r for r in mon.host_rows()}
         assert rows[second["target_name"]]["why"] == "already compliant"

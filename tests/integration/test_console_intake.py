@@ -23,7 +23,9 @@ def test_intake_screens_against_the_stack(ce) -> None:
     op, viewer = ce.api("operator"), ce.api("viewer")
 
     cats = CatalogsModel(op)
-    row = cats.register(site_id=site, name=f"dell-{ce.tag}", url="https://downloads.example.com/Catalog.xml.gz")
+    row = cats.register(
+        site_id=site, name=f"dell-{ce.tag}", url="https://downloads.example.com/Catalog.xml.gz"
+    )
     cats.add_baseline(site_id=site, catalog_id=row["id"], name=f"bios-{ce.tag}", components=["BIOS"])
     v = CatalogsView(CatalogsModel(viewer), site)
     v.load()
@@ -32,14 +34,25 @@ def test_intake_screens_against_the_stack(ce) -> None:
     with pytest.raises(ConsoleError):  # viewers register nothing (RLS)
         CatalogsModel(viewer).register(site_id=site, name="x", url="https://x.example.com/Catalog.xml")
 
-    SchedulesModel(op).save(site_id=site, name=f"inv-{ce.tag}", job_type="inventory_refresh",
-                            params={"site_id": site}, recurrence="RRULE:FREQ=DAILY;BYHOUR=2", timezone="Europe/Berlin")
+    SchedulesModel(op).save(
+        site_id=site,
+        name=f"inv-{ce.tag}",
+        job_type="inventory_refresh",
+        params={"site_id": site},
+        recurrence="RRULE:FREQ=DAILY;BYHOUR=2",
+        timezone="Europe/Berlin",
+    )
     s = SchedulesView(SchedulesModel(viewer), site)
     s.load()
     assert f"inv-{ce.tag}" in s.table.value and "Europe/Berlin" in s.table.value
     with pytest.raises(ConsoleError) as exc:
-        SchedulesModel(op).save(site_id=site, name=f"bad-{ce.tag}", job_type="vcenter_sync", params={},
-                                recurrence="RRULE:FREQ=YEARLY")
+        SchedulesModel(op).save(
+            site_id=site,
+            name=f"bad-{ce.tag}",
+            job_type="vcenter_sync",
+            params={},
+            recurrence="RRULE:FREQ=YEARLY",
+        )
     assert "invalid_argument" in str(exc.value) or "RRULE" in str(exc.value)
 
     calls = CallLogView(CallLogModel(op), site_id=site)

@@ -40,7 +40,9 @@ def paused_job(ce):
 
 def widget_text(nb) -> str:
     """Everything the notebook's widgets held when it finished (their stored state)."""
-    state = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    state = (
+        nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    )
     return json.dumps(state)
 
 
@@ -63,8 +65,13 @@ def test_notebook_runs_headless(path, ce, paused_job, supabase_env, monkeypatch,
     monkeypatch.setenv("RACKPILOT_CONSOLE_PASSWORD", PASSWORD)
     monkeypatch.setenv("RACKPILOT_CONSOLE_EXPORT_DIR", str(tmp_path))
     nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3", store_widget_state=True,
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(
+        nb,
+        timeout=CELL_TIMEOUT_S,
+        kernel_name="python3",
+        store_widget_state=True,
+        resources={"metadata": {"path": str(tmp_path)}},
+    ).execute()
     outputs = json.dumps([c.get("outputs", []) for c in nb.cells])
     text = widget_text(nb)
     assert PASSWORD not in outputs and PASSWORD not in text

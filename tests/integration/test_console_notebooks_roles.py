@@ -41,11 +41,24 @@ def test_every_notebook_runs_as_role(role, ce, supabase_env, monkeypatch, tmp_pa
                 origin.append(path.stem)
     nb = new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3", store_widget_state=True,
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()
-    bad = [(origin[i], o.get("ename") or o.get("name")) for i, c in enumerate(nb.cells) for o in c.get("outputs", [])
-           if o.get("output_type") == "error" or (o.get("output_type") == "stream" and o.get("name") == "stderr"
-                                                  and "Traceback" in o.get("text", ""))]
+    NotebookClient(
+        nb,
+        timeout=CELL_TIMEOUT_S,
+        kernel_name="python3",
+        store_widget_state=True,
+        resources={"metadata": {"path": str(tmp_path)}},
+    ).execute()
+    bad = [
+        (origin[i], o.get("ename") or o.get("name"))
+        for i, c in enumerate(nb.cells)
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "error"
+        or (
+            o.get("output_type") == "stream"
+            and o.get("name") == "stderr"
+            and "Traceback" in o.get("text", "")
+        )
+    ]
     assert not bad, bad
     outputs = json.dumps([c.get("outputs", []) for c in nb.cells])
     text = widget_text(nb)

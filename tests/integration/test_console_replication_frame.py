@@ -25,14 +25,31 @@ def ce(stack):
 
 def test_a_viewer_opens_the_replication_screen_and_its_lag_plot(ce, tmp_path):
     pair = ce.fleet.replication_pair
-    q(ce.conn, "update public.replication_pairs set max_lag_seconds = 3600, "
-               "last_synced_snapshot_at = now() - interval '3 hours' where id = %s", pair)
+    q(
+        ce.conn,
+        "update public.replication_pairs set max_lag_seconds = 3600, "
+        "last_synced_snapshot_at = now() - interval '3 hours' where id = %s",
+        pair,
+    )
     for hours_ago, lag in ((5, 600), (4, 1800), (3, 5400)):
-        q(ce.conn, "insert into public.replication_runs (pair_id, site_id, status, kind, bytes, lag_seconds, "
-                   "finished_at) values (%s, %s, 'succeeded', 'incremental', 4096, %s, "
-                   "now() - make_interval(hours => %s))", pair, ce.fleet.site_a, lag, hours_ago)
-    con = Console.start(env={"SUPABASE_URL": ce.config.url, "SUPABASE_ANON_KEY": ce.config.anon_key,
-                             "RACKPILOT_CONSOLE_RUNTIME_DIR": str(tmp_path / "rt")}, show=False)
+        q(
+            ce.conn,
+            "insert into public.replication_runs (pair_id, site_id, status, kind, bytes, lag_seconds, "
+            "finished_at) values (%s, %s, 'succeeded', 'incremental', 4096, %s, "
+            "now() - make_interval(hours => %s))",
+            pair,
+            ce.fleet.site_a,
+            lag,
+            hours_ago,
+        )
+    con = Console.start(
+        env={
+            "SUPABASE_URL": ce.config.url,
+            "SUPABASE_ANON_KEY": ce.config.anon_key,
+            "RACKPILOT_CONSOLE_RUNTIME_DIR": str(tmp_path / "rt"),
+        },
+        show=False,
+    )
     con.sign_in(ce.emails["viewer"], PASSWORD)
     shell = con.app()
     assert "replication" in [k for _, k in shell.nav.options]  # a viewer may open it

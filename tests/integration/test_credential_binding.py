@@ -75,8 +75,10 @@ class World:
         self.h = self.env.h
         self.listener = Listener()
         self.ca = self.env.tmp / "lab-ca.pem"
-        self.ca.write_text("-----BEGIN CERTIFICATE-----\nnot used: the executor refuses before any handshake\n"
-                           "-----END CERTIFICATE-----\n")
+        self.ca.write_text(
+            "-----BEGIN CERTIFICATE-----\nnot used: the executor refuses before any handshake\n"
+            "-----END CERTIFICATE-----\n"
+        )
         url, anon = self.h.env["SUPABASE_URL"], self.h.env["SUPABASE_ANON_KEY"]
         self.users = {}
         for role in ("operator", "admin"):
@@ -95,9 +97,19 @@ class World:
         return self.users[role].functions.invoke(fn, {"body": body, "responseType": "json"})
 
     def seal(self, name: str, kind: str, username: str, secret: str, endpoints: list[dict[str, Any]]) -> str:
-        res = self.invoke("admin", "encrypt-credentials", {
-            "action": "seal", "site_id": self.h.site_id, "name": f"{name}-{uuid.uuid4().hex[:6]}", "kind": kind,
-            "username": username, "secret": secret, "endpoints": endpoints})
+        res = self.invoke(
+            "admin",
+            "encrypt-credentials",
+            {
+                "action": "seal",
+                "site_id": self.h.site_id,
+                "name": f"{name}-{uuid.uuid4().hex[:6]}",
+                "kind": kind,
+                "username": username,
+                "secret": secret,
+                "endpoints": endpoints,
+            },
+        )
         return res["credential_set_id"]
 
     def run(self, job_type: str, params: dict[str, Any], timeout: float = 90) -> dict[str, Any]:
@@ -106,8 +118,11 @@ class World:
         return self.h.wait_status(created["job_id"], ("completed", "failed"), timeout)
 
     def task(self, job_id: str, target_id: str) -> dict[str, Any]:
-        return self.h.one("select status, error from public.job_tasks where job_id = %s and target_id = %s",
-                          job_id, target_id)
+        return self.h.one(
+            "select status, error from public.job_tasks where job_id = %s and target_id = %s",
+            job_id,
+            target_id,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -136,14 +151,29 @@ def test_an_operator_cannot_change_address_tls_or_credential_binding(world: Worl
     other = world.seal("idrac-other", "idrac", "root", "calvin", [{"url": "https://10.50.0.1:443"}])
     _, sid = world.env.take()
     world.users["admin"].table("servers").update({"credential_set_id": cred}).eq("id", sid).execute()
-    vc = str(world.h.one("insert into public.vcenters (site_id, name, address, credential_set_id, details) values "
-                         "(%s, %s, 'https://vc.lab.invalid', %s, %s) returning id", world.h.site_id,
-                         f"vc-{uuid.uuid4().hex[:6]}", cred, json.dumps({"tls": {"ca_bundle": str(world.ca)}}))["id"])
-    ome = str(world.h.one("insert into public.ome_instances (site_id, name, address, credential_set_id) values "
-                          "(%s, %s, 'https://ome.lab.invalid', %s) returning id", world.h.site_id,
-                          f"ome-{uuid.uuid4().hex[:6]}", cred)["id"])
-    before = {t: world.h.one(f"select to_jsonb(x) as r from public.{t} x where id = %s", i)["r"]
-              for t, i in (("servers", sid), ("vcenters", vc), ("ome_instances", ome))}
+    vc = str(
+        world.h.one(
+            "insert into public.vcenters (site_id, name, address, credential_set_id, details) values "
+            "(%s, %s, 'https://vc.lab.invalid', %s, %s) returning id",
+            world.h.site_id,
+            f"vc-{uuid.uuid4().hex[:6]}",
+            cred,
+            json.dumps({"tls": {"ca_bundle": str(world.ca)}}),
+        )["id"]
+    )
+    ome = str(
+        world.h.one(
+            "insert into public.ome_instances (site_id, name, address, credential_set_id) values "
+            "(%s, %s, 'https://ome.lab.invalid', %s) returning id",
+            world.h.site_id,
+            f"ome-{uuid.uuid4().hex[:6]}",
+            cred,
+        )["id"]
+    )
+    before = {
+        t: world.h.one(f"select to_jsonb(x) as r from public.{t} x where id = %s", i)["r"]
+        for t, i in (("servers", sid), ("vcenters", vc), ("ome_instances", ome))
+    }
     op = world.users["operator"]
     evil = f"http://127.0.0.1:{world.listener.port}"
     for table, row, change in (
@@ -161,20 +191,47 @@ def test_an_operator_cannot_change_address_tls_or_credential_binding(world: Worl
         err = refused(lambda t=table, r=row, c=change: op.table(t).update(c).eq("id", r).execute())
         assert "only an admin" in err.message, err.message
     # nor register a new target already bound to someone's credential
-    refused(lambda: op.table("servers").insert({"site_id": world.h.site_id, "name": "rogue", "idrac_address": evil,
-                                                "credential_set_id": cred}).execute())
-    refused(lambda: op.table("vcenters").insert({"site_id": world.h.site_id, "name": "rogue", "address": evil,
-                                                 "credential_set_id": cred}).execute())
-    after = {t: world.h.one(f"select to_jsonb(x) as r from public.{t} x where id = %s", i)["r"]
-             for t, i in (("servers", sid), ("vcenters", vc), ("ome_instances", ome))}
+    refused(
+        lambda: (
+            op.table("servers")
+            .insert(
+                {
+                    "site_id": world.h.site_id,
+                    "name": "rogue",
+                    "idrac_address": evil,
+                    "credential_set_id": cred,
+                }
+            )
+            .execute()
+        )
+    )
+    refused(
+        lambda: (
+            op.table("vcenters")
+            .insert({"site_id": world.h.site_id, "name": "rogue", "address": evil, "credential_set_id": cred})
+            .execute()
+        )
+    )
+    after = {
+        t: world.h.one(f"select to_jsonb(x) as r from public.{t} x where id = %s", i)["r"]
+        for t, i in (("servers", sid), ("vcenters", vc), ("ome_instances", ome))
+    }
     assert after == before
     # the rest of the row stays the operators': a name, a model, other details
-    op.table("servers").update({"name": f"renamed-{uuid.uuid4().hex[:6]}", "model": "PowerEdge R760"}) \
-        .eq("id", sid).execute()
-    op.table("servers").insert({"site_id": world.h.site_id, "name": f"new-{uuid.uuid4().hex[:6]}",
-                                "idrac_address": f"10.50.1.{uuid.uuid4().int % 250}"}).execute()
+    op.table("servers").update({"name": f"renamed-{uuid.uuid4().hex[:6]}", "model": "PowerEdge R760"}).eq(
+        "id", sid
+    ).execute()
+    op.table("servers").insert(
+        {
+            "site_id": world.h.site_id,
+            "name": f"new-{uuid.uuid4().hex[:6]}",
+            "idrac_address": f"10.50.1.{uuid.uuid4().int % 250}",
+        }
+    ).execute()
     # an admin may (a changed address then needs a reseal: see below)
-    world.users["admin"].table("vcenters").update({"address": "https://vc2.lab.invalid"}).eq("id", vc).execute()
+    world.users["admin"].table("vcenters").update({"address": "https://vc2.lab.invalid"}).eq(
+        "id", vc
+    ).execute()
     assert world.listener.connections == []
 
 
@@ -200,20 +257,33 @@ def test_a_redirected_server_gets_nothing_even_from_the_service_role(world: Worl
 
 def test_relaxed_tls_on_the_sealed_address_gets_nothing(world: World):
     # sealed for the listener's address with a CA bundle: the admin's trust for that host
-    cred = world.seal("vc", "vcenter", "administrator@vsphere.local", "vc-secret-1",
-                      [{"url": f"https://127.0.0.1:{world.listener.port}", "tls": {"ca_bundle": str(world.ca)}}])
-    vc = str(world.h.one("insert into public.vcenters (site_id, name, address, credential_set_id, details) values "
-                         "(%s, %s, %s, %s, %s) returning id", world.h.site_id, f"vc-{uuid.uuid4().hex[:6]}",
-                         f"https://127.0.0.1:{world.listener.port}", cred,
-                         json.dumps({"tls": {"ca_bundle": str(world.ca)}}))["id"])
+    cred = world.seal(
+        "vc",
+        "vcenter",
+        "administrator@vsphere.local",
+        "vc-secret-1",
+        [{"url": f"https://127.0.0.1:{world.listener.port}", "tls": {"ca_bundle": str(world.ca)}}],
+    )
+    vc = str(
+        world.h.one(
+            "insert into public.vcenters (site_id, name, address, credential_set_id, details) values "
+            "(%s, %s, %s, %s, %s) returning id",
+            world.h.site_id,
+            f"vc-{uuid.uuid4().hex[:6]}",
+            f"https://127.0.0.1:{world.listener.port}",
+            cred,
+            json.dumps({"tls": {"ca_bundle": str(world.ca)}}),
+        )["id"]
+    )
     # the control plane turns certificate checks off (so that a man in the middle would do)
     world.service.table("vcenters").update({"details": {"tls": {"insecure": True}}}).eq("id", vc).execute()
     job = world.run("vcenter_sync", {"vcenter_id": vc})
     assert job["status"] == "failed" and job["error"].startswith("EndpointNotAllowed: "), job["error"]
     assert "(insecure)" in job["error"] and "sealed for this host" in job["error"]
     # or sends the vCenter elsewhere, with the trust it was sealed for
-    world.service.table("vcenters").update({"address": "https://127.0.0.2:443",
-                                            "details": {"tls": {"ca_bundle": str(world.ca)}}}).eq("id", vc).execute()
+    world.service.table("vcenters").update(
+        {"address": "https://127.0.0.2:443", "details": {"tls": {"ca_bundle": str(world.ca)}}}
+    ).eq("id", vc).execute()
     job = world.run("vcenter_sync", {"vcenter_id": vc})
     assert job["status"] == "failed" and job["error"].startswith("EndpointNotAllowed: "), job["error"]
     assert world.listener.connections == []
@@ -222,8 +292,9 @@ def test_relaxed_tls_on_the_sealed_address_gets_nothing(world: World):
 def test_a_rebound_credential_is_not_presented_to_the_new_target(world: World):
     bmc, sid = world.env.take()  # bound to the lab's iDRAC credential, sealed for the lab's BMCs
     # the control plane binds the server to another credential (the vCenter's, sealed for its own address)
-    vc_cred = world.seal("vc", "vcenter", "administrator@vsphere.local", "vc-secret-2",
-                         [{"url": "https://vc.lab.invalid"}])
+    vc_cred = world.seal(
+        "vc", "vcenter", "administrator@vsphere.local", "vc-secret-2", [{"url": "https://vc.lab.invalid"}]
+    )
     world.service.table("servers").update({"credential_set_id": vc_cred}).eq("id", sid).execute()
     job = world.run("scp_backup", {"server_ids": [sid]})
     assert job["status"] == "failed" and job["error"].startswith("EndpointNotAllowed: "), job["error"]
@@ -238,8 +309,9 @@ def test_sealed_endpoints_work_and_a_move_needs_a_reseal(world: World):
     cred = world.seal("idrac", "idrac", "root", "calvin", [lab_endpoint(world, a)])
     world.users["admin"].table("servers").update({"credential_set_id": cred}).eq("id", sid).execute()
     # the pre-flight (create-job dry run) shows where the job's credentials may go
-    plan = world.invoke("operator", "create-job", {"type": "scp_backup", "params": {"server_ids": [sid]},
-                                                    "dry_run": True})["plan"]
+    plan = world.invoke(
+        "operator", "create-job", {"type": "scp_backup", "params": {"server_ids": [sid]}, "dry_run": True}
+    )["plan"]
     [shown] = [c for c in plan["credentials"] if c["id"] == cred]
     assert shown["presentable"] and shown["endpoints"][0]["port"] == a.port
     assert shown["unverified_tls"] == [f"http://127.0.0.1:{a.port} (plain-http)"]
@@ -247,13 +319,23 @@ def test_sealed_endpoints_work_and_a_move_needs_a_reseal(world: World):
     assert job["status"] == "completed", job["error"]
 
     # an admin moves the server to b without resealing: refused, b is not asked
-    world.users["admin"].table("servers").update({"idrac_address": world.env.lab.url(b.index)}).eq("id", sid).execute()
+    world.users["admin"].table("servers").update({"idrac_address": world.env.lab.url(b.index)}).eq(
+        "id", sid
+    ).execute()
     job = world.run("scp_backup", {"server_ids": [sid]})
     assert job["status"] == "failed" and job["error"].startswith("EndpointNotAllowed: "), job["error"]
     assert (b.requests, b.sessions_created) == (0, 0)
     # the admin reseals naming the new endpoint: the job runs again
-    world.invoke("admin", "encrypt-credentials", {"action": "reseal", "credential_set_id": cred, "secret": "calvin",
-                                                  "endpoints": [lab_endpoint(world, b)]})
+    world.invoke(
+        "admin",
+        "encrypt-credentials",
+        {
+            "action": "reseal",
+            "credential_set_id": cred,
+            "secret": "calvin",
+            "endpoints": [lab_endpoint(world, b)],
+        },
+    )
     job = world.run("scp_backup", {"server_ids": [sid]})
     assert job["status"] == "completed", job["error"]
     assert world.listener.connections == []
@@ -262,11 +344,20 @@ def test_sealed_endpoints_work_and_a_move_needs_a_reseal(world: World):
 def test_encrypt_credentials_wants_endpoints_and_refuses_plain_http_off_loopback(world: World):
     from supabase_functions.errors import FunctionsHttpError
 
-    base = {"action": "seal", "site_id": world.h.site_id, "name": f"x-{uuid.uuid4().hex[:6]}", "kind": "idrac",
-            "username": "root", "secret": "never-echoed-1"}
-    for body, status in ((base, 400), ({**base, "endpoints": []}, 400),
-                         ({**base, "endpoints": [{"url": "http://10.0.0.9"}]}, 422),
-                         ({**base, "endpoints": [{"url": "https://x.lab", "tls": {"verify": False}}]}, 400)):
+    base = {
+        "action": "seal",
+        "site_id": world.h.site_id,
+        "name": f"x-{uuid.uuid4().hex[:6]}",
+        "kind": "idrac",
+        "username": "root",
+        "secret": "never-echoed-1",
+    }
+    for body, status in (
+        (base, 400),
+        ({**base, "endpoints": []}, 400),
+        ({**base, "endpoints": [{"url": "http://10.0.0.9"}]}, 422),
+        ({**base, "endpoints": [{"url": "https://x.lab", "tls": {"verify": False}}]}, 400),
+    ):
         with pytest.raises(FunctionsHttpError) as exc:
             world.invoke("admin", "encrypt-credentials", body)
         assert exc.value.status == status, (body, exc.value.message)

@@ -58,7 +58,9 @@ def test_a_running_job_blocks_scheduled_and_failed_jobs_warn(lab) -> None:
 
 def test_unreachable_or_wrong_credentials_block(lab) -> None:
     g, verdict = gates(lab, password="wrong")
-    assert verdict == BLOCK and g["reachability"].status == BLOCK and "credentials" in g["reachability"].reason
+    assert (
+        verdict == BLOCK and g["reachability"].status == BLOCK and "credentials" in g["reachability"].reason
+    )
     lab.bmcs[0].inject(unreachable=True)
     g, verdict = gates(lab)
     assert verdict == BLOCK and list(g) == ["reachability"] and "unreachable" in g["reachability"].reason

@@ -48,7 +48,11 @@ def esxi():
 
 async def test_upgrade_changes_version_only_after_reboot(esxi):
     out = await run(esxi, "esx-a", "esxcli system version get")
-    assert out.exit_status == 0 and "Version: 7.0.3" in out.stdout and "Build: Releasebuild-21930508" in out.stdout
+    assert (
+        out.exit_status == 0
+        and "Version: 7.0.3" in out.stdout
+        and "Build: Releasebuild-21930508" in out.stdout
+    )
     update = f"esxcli software profile update -d {DEPOT} -p {TARGET}"
 
     refused = await run(esxi, "esx-a", update)
@@ -56,7 +60,9 @@ async def test_upgrade_changes_version_only_after_reboot(esxi):
     assert (await run(esxi, "esx-a", "esxcli system maintenanceMode set -e true")).exit_status == 0
     assert (await run(esxi, "esx-a", "esxcli system maintenanceMode get")).stdout == "Enabled\n"
 
-    bad_depot = await run(esxi, "esx-a", f"esxcli software profile update -d https://nowhere/x.xml -p {TARGET}")
+    bad_depot = await run(
+        esxi, "esx-a", f"esxcli software profile update -d https://nowhere/x.xml -p {TARGET}"
+    )
     assert bad_depot.exit_status == 1 and "[MetadataDownloadError]" in bad_depot.stderr
     bad_profile = await run(esxi, "esx-a", f"esxcli software profile update -d {DEPOT} -p ESXi-9-nope")
     assert bad_profile.exit_status == 1 and "[NoMatchError]" in bad_profile.stderr
@@ -117,13 +123,17 @@ async def test_upgrade_flow_is_seen_by_vcenter():
                 assert missing.value.code == "NoMatchError"
                 result = await shell.profile_update(DEPOT, TARGET)
                 assert result.reboot_required and result.changed
-                assert (await shell.version()).build == "21930508" == client.host(host.moid).build  # staged only
+                assert (
+                    (await shell.version()).build == "21930508" == client.host(host.moid).build
+                )  # staged only
                 before = client.host(host.moid).boot_time
                 await shell.reboot("rackpilot esxi_upgrade")
                 assert client.host(host.moid).connection_state == "notResponding"
                 with pytest.raises(TargetUnreachable):
                     await shell.version()
-                back = await asyncio.to_thread(client.wait_for_host, host.moid, timeout=10, booted_after=before)
+                back = await asyncio.to_thread(
+                    client.wait_for_host, host.moid, timeout=10, booted_after=before
+                )
                 assert (back.version, back.build, back.in_maintenance) == ("8.0.2", "22380479", True)
                 await wait_up(esxi, "c1-esx01")
                 assert await shell.version() == EsxiVersion("VMware ESXi", "8.0.2", "22380479", "2", "0")

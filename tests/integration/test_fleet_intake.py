@@ -67,31 +67,56 @@ class World:
         import httpx
 
         token = self.users[role].auth.get_session().access_token
-        r = httpx.post(f"{self.h.env['SUPABASE_URL']}/functions/v1/{fn}", json=body, timeout=30,
-                       headers={"Authorization": f"Bearer {token}", "apikey": self.h.env["SUPABASE_ANON_KEY"]})
+        r = httpx.post(
+            f"{self.h.env['SUPABASE_URL']}/functions/v1/{fn}",
+            json=body,
+            timeout=30,
+            headers={"Authorization": f"Bearer {token}", "apikey": self.h.env["SUPABASE_ANON_KEY"]},
+        )
         return r.status_code, r.json()
 
     def seal(self, name: str, user_pw: tuple[str, str], endpoints: list[dict[str, Any]]) -> str:
-        res = self.invoke("admin", "encrypt-credentials", {
-            "action": "seal", "site_id": self.h.site_id, "name": f"{name}-{uuid.uuid4().hex[:6]}", "kind": "idrac",
-            "username": user_pw[0], "secret": user_pw[1], "endpoints": endpoints})
+        res = self.invoke(
+            "admin",
+            "encrypt-credentials",
+            {
+                "action": "seal",
+                "site_id": self.h.site_id,
+                "name": f"{name}-{uuid.uuid4().hex[:6]}",
+                "kind": "idrac",
+                "username": user_pw[0],
+                "secret": user_pw[1],
+                "endpoints": endpoints,
+            },
+        )
         return res["credential_set_id"]
 
     def create(self, job_type: str, params: dict[str, Any], **extra: Any) -> str:
         return self.invoke("operator", "create-job", {"type": job_type, "params": params, **extra})["job_id"]
 
-    def run(self, job_type: str, params: dict[str, Any], timeout: float = 120, **extra: Any) -> dict[str, Any]:
-        return self.h.wait_status(self.create(job_type, params, **extra), ("completed", "failed", "paused"), timeout)
+    def run(
+        self, job_type: str, params: dict[str, Any], timeout: float = 120, **extra: Any
+    ) -> dict[str, Any]:
+        return self.h.wait_status(
+            self.create(job_type, params, **extra), ("completed", "failed", "paused"), timeout
+        )
 
     def results(self, job_id: str) -> dict[str, dict[str, Any]]:
-        return {r["address"]: r for r in self.h.query("select * from public.discovery_results where job_id = %s",
-                                                      job_id)}
+        return {
+            r["address"]: r
+            for r in self.h.query("select * from public.discovery_results where job_id = %s", job_id)
+        }
 
     def site_servers(self) -> dict[str, dict[str, Any]]:
-        return {r["idrac_address"]: r for r in self.h.query(
-            "select id, name, idrac_address, service_tag, model, idrac_version, credential_set_id, details, "
-            "created_at from public.servers where site_id = %s and idrac_address like %s",
-            self.h.site_id, f"http://{self.net}.%")}
+        return {
+            r["idrac_address"]: r
+            for r in self.h.query(
+                "select id, name, idrac_address, service_tag, model, idrac_version, credential_set_id, details, "
+                "created_at from public.servers where site_id = %s and idrac_address like %s",
+                self.h.site_id,
+                f"http://{self.net}.%",
+            )
+        }
 
 
 @pytest.fixture(scope="module")
@@ -123,17 +148,31 @@ def test_discovery_of_a_range_registers_exactly_the_reachable_idracs_and_says_wh
     world.start_lab()
     assert len(lab.bmcs) == 50
     # a CIDR endpoint is given in canonical form (a URL cannot carry a network)
-    sealed_net = [{"scheme": "http", "host": f"{net}.0/26", "port": lab.port, "tls": {"allow_plain_http": True}}]
+    sealed_net = [
+        {"scheme": "http", "host": f"{net}.0/26", "port": lab.port, "tls": {"allow_plain_http": True}}
+    ]
     wrong = world.seal("disc-wrong", ("admin", "not-it"), sealed_net)
     good = world.seal("disc-good", GOOD, sealed_net)
-    params = {"site_id": world.h.site_id, "ranges": [f"{net}.1-{net}.80"], "hosts": [f"{net}.1"],
-              "credential_set_ids": [wrong, good], "port": lab.port, "scheme": "http", "max_parallel": 16}
+    params = {
+        "site_id": world.h.site_id,
+        "ranges": [f"{net}.1-{net}.80"],
+        "hosts": [f"{net}.1"],
+        "credential_set_ids": [wrong, good],
+        "port": lab.port,
+        "scheme": "http",
+        "max_parallel": 16,
+    }
 
     dry = world.run("discovery_scan", {**params, "dry_run": True})
     assert dry["status"] == "completed", dry["error"]
     assert world.site_servers() == {}
-    expect_skips = {"wrong_credentials": 4, "duplicate_service_tag": 0, "credential_not_allowed": 3,
-                    "not_redfish": 3, "no_answer": 80 - 50 - 3}
+    expect_skips = {
+        "wrong_credentials": 4,
+        "duplicate_service_tag": 0,
+        "credential_not_allowed": 3,
+        "not_redfish": 3,
+        "no_answer": 80 - 50 - 3,
+    }
     res = world.results(dry["id"])
     assert len(res) == 80
     by = _tally(res)
@@ -143,8 +182,14 @@ def test_discovery_of_a_range_registers_exactly_the_reachable_idracs_and_says_wh
     job = world.run("discovery_scan", params)
     assert job["status"] == "completed", job["error"]
     res = world.results(job["id"])
-    assert _tally(res) == {"registered": 40, "wrong_credentials": 4, "duplicate_service_tag": 3,
-                           "credential_not_allowed": 3, "not_redfish": 3, "no_answer": 27}
+    assert _tally(res) == {
+        "registered": 40,
+        "wrong_credentials": 4,
+        "duplicate_service_tag": 3,
+        "credential_not_allowed": 3,
+        "not_redfish": 3,
+        "no_answer": 27,
+    }
     for i in (45, 46, 47):
         r = res[f"{net}.{i}"]
         assert r["reason"] == "duplicate_service_tag" and f"{world.tag}{i - 44:03d}" in r["message"]
@@ -162,8 +207,14 @@ def test_discovery_of_a_range_registers_exactly_the_reachable_idracs_and_says_wh
 
     again = world.run("discovery_scan", params)
     assert again["status"] == "completed", again["error"]
-    assert _tally(world.results(again["id"])) == {"unchanged": 40, "wrong_credentials": 4, "duplicate_service_tag": 3,
-                                                  "credential_not_allowed": 3, "not_redfish": 3, "no_answer": 27}
+    assert _tally(world.results(again["id"])) == {
+        "unchanged": 40,
+        "wrong_credentials": 4,
+        "duplicate_service_tag": 3,
+        "credential_not_allowed": 3,
+        "not_redfish": 3,
+        "no_answer": 27,
+    }
     assert world.site_servers() == servers  # a second scan changes nothing
     # one session per BMC at most, every one deleted; nothing presented outside the envelope
     assert all(b.peak_sessions <= 1 for b in lab.bmcs)
@@ -171,7 +222,9 @@ def test_discovery_of_a_range_registers_exactly_the_reachable_idracs_and_says_wh
     assert all(lab.at[f"{net}.{i}"].sessions_created == 0 for i in (70, 71, 72))
     step = {s["step_key"]: s for s in world.h.steps(again["id"])}["scan"]
     out = step["details"]["result"]
-    assert out["sessions_opened"] == out["sessions_closed"] == 43  # the duplicates are logged in to read their tag
+    assert (
+        out["sessions_opened"] == out["sessions_closed"] == 43
+    )  # the duplicates are logged in to read their tag
 
 
 def _tally(res: dict[str, dict[str, Any]]) -> dict[str, int]:
@@ -187,32 +240,60 @@ def test_create_job_takes_inventory_and_compliance_and_refuses_what_no_executor_
     _, sid = world.env.take()
     job = world.run("inventory_refresh", {"server_ids": [sid], "max_parallel": 2})
     assert job["status"] == "completed", job["error"]
-    assert world.h.one("select last_seen_at from public.servers where id = %s", sid)["last_seen_at"] is not None
-    comp = world.run("firmware_compliance", {"catalog_url": world.env.files.url("repo/Catalog.xml"),
-                                             "server_ids": [sid]})
+    assert (
+        world.h.one("select last_seen_at from public.servers where id = %s", sid)["last_seen_at"] is not None
+    )
+    comp = world.run(
+        "firmware_compliance", {"catalog_url": world.env.files.url("repo/Catalog.xml"), "server_ids": [sid]}
+    )
     assert comp["status"] == "completed", comp["error"]
 
     # a site whose only executor takes vcenter_sync jobs, and a site with none at all
-    other = world.h.one("insert into public.sites (name) values (%s) returning id", f"x-{uuid.uuid4().hex[:8]}")["id"]
-    world.h.query("insert into public.executors (site_id, name, public_key, key_id, job_types) values "
-                  "(%s, 'vc-only', %s, 'k1', '{vcenter_sync}')", other, "x" * 44)
-    bare = world.h.one("insert into public.sites (name) values (%s) returning id", f"y-{uuid.uuid4().hex[:8]}")["id"]
+    other = world.h.one(
+        "insert into public.sites (name) values (%s) returning id", f"x-{uuid.uuid4().hex[:8]}"
+    )["id"]
+    world.h.query(
+        "insert into public.executors (site_id, name, public_key, key_id, job_types) values "
+        "(%s, 'vc-only', %s, 'k1', '{vcenter_sync}')",
+        other,
+        "x" * 44,
+    )
+    bare = world.h.one(
+        "insert into public.sites (name) values (%s) returning id", f"y-{uuid.uuid4().hex[:8]}"
+    )["id"]
     for site, code in ((other, "no_executor_for_type"), (bare, "no_executor_for_type")):
-        status, body = world.refusal("operator", "create-job", {"type": "inventory_refresh",
-                                                                "params": {"site_id": site}})
+        status, body = world.refusal(
+            "operator", "create-job", {"type": "inventory_refresh", "params": {"site_id": site}}
+        )
         assert (status, body["code"]) == (422, code), body
         assert "inventory_refresh" in body["error"]
     # an executor that stopped heart-beating long ago counts as lost
-    world.h.query("update public.executors set job_types = null, last_heartbeat_at = now() - interval '1 hour' "
-                  "where site_id = %s", other)
-    status, body = world.refusal("operator", "create-job", {"type": "inventory_refresh", "params": {"site_id": other}})
+    world.h.query(
+        "update public.executors set job_types = null, last_heartbeat_at = now() - interval '1 hour' "
+        "where site_id = %s",
+        other,
+    )
+    status, body = world.refusal(
+        "operator", "create-job", {"type": "inventory_refresh", "params": {"site_id": other}}
+    )
     assert (status, body["code"]) == (422, "no_healthy_executor"), body
     # a viewer may not create any of them; x-credential sets must be idrac sets of the site
-    status, body = world.refusal("viewer", "create-job", {"type": "inventory_refresh",
-                                                          "params": {"site_id": world.h.site_id}})
+    status, body = world.refusal(
+        "viewer", "create-job", {"type": "inventory_refresh", "params": {"site_id": world.h.site_id}}
+    )
     assert status == 403, body
-    status, body = world.refusal("operator", "create-job", {"type": "discovery_scan", "params": {
-        "site_id": world.h.site_id, "hosts": ["127.0.0.1"], "credential_set_ids": [str(uuid.uuid4())]}})
+    status, body = world.refusal(
+        "operator",
+        "create-job",
+        {
+            "type": "discovery_scan",
+            "params": {
+                "site_id": world.h.site_id,
+                "hosts": ["127.0.0.1"],
+                "credential_set_ids": [str(uuid.uuid4())],
+            },
+        },
+    )
     assert (status, body["code"]) == (422, "credential_not_usable"), body
 
 
@@ -222,20 +303,32 @@ def test_every_bmc_call_of_a_firmware_update_is_on_record_without_secrets(world:
     win = world.env.window()
     with b.lock:
         b.requests = 0
-    job = world.env.run("firmware_update", {"server_ids": [sid], "firmware": {
-        "catalog_url": world.env.files.url("repo/Catalog.xml")}}, maintenance_window_id=win, timeout=120)
+    job = world.env.run(
+        "firmware_update",
+        {"server_ids": [sid], "firmware": {"catalog_url": world.env.files.url("repo/Catalog.xml")}},
+        maintenance_window_id=win,
+        timeout=120,
+    )
     assert job["status"] == "completed", job["error"]
-    calls = wait_until(lambda: (lambda rows: rows if len(rows) >= b.requests else None)(
-        world.h.query("select * from public.bmc_calls where job_id = %s order by at, id", job["id"])),
-        30, "the call log to hold every call")
+    calls = wait_until(
+        lambda: (lambda rows: rows if len(rows) >= b.requests else None)(
+            world.h.query("select * from public.bmc_calls where job_id = %s order by at, id", job["id"])
+        ),
+        30,
+        "the call log to hold every call",
+    )
     # the lab counts the requests it answered; a request the BMC dropped (an iDRAC restarting
     # after its own update) is on record too, with its transport error and no status
     answered = [c for c in calls if c["status"] is not None]
-    assert len(answered) == b.requests, [(c["method"], c["path"], c["status"], c["error"]) for c in calls
-                                         if c["status"] is None or c["status"] >= 400]
+    assert len(answered) == b.requests, [
+        (c["method"], c["path"], c["status"], c["error"])
+        for c in calls
+        if c["status"] is None or c["status"] >= 400
+    ]
     assert all(c["error"] for c in calls if c["status"] is None)
-    assert {c["target"] for c in calls} == {f"srv{b.index:02d}-{world.h.site_name}"} or \
-        all(str(b.port) in c["target"] or c["target"].startswith("srv") for c in calls)
+    assert {c["target"] for c in calls} == {f"srv{b.index:02d}-{world.h.site_name}"} or all(
+        str(b.port) in c["target"] or c["target"].startswith("srv") for c in calls
+    )
     methods = {(c["method"], c["path"]) for c in calls}
     assert ("POST", "/redfish/v1/SessionService/Sessions") in methods
     assert any(m == "DELETE" and p.startswith("/redfish/v1/SessionService/Sessions/") for m, p in methods)
@@ -245,8 +338,9 @@ def test_every_bmc_call_of_a_firmware_update_is_on_record_without_secrets(world:
     login = next(c for c in calls if c["method"] == "POST" and c["path"].endswith("/Sessions"))
     assert login["request_body"] is None and login["status"] == 201
     # operators read it through the view; viewers do not
-    assert len(world.users["operator"].table("v_bmc_calls").select("id").eq("job_id", job["id"]).execute().data) \
-        == len(calls)
+    assert len(
+        world.users["operator"].table("v_bmc_calls").select("id").eq("job_id", job["id"]).execute().data
+    ) == len(calls)
     assert world.users["viewer"].table("bmc_calls").select("id").eq("job_id", job["id"]).execute().data == []
 
 
@@ -256,9 +350,12 @@ def fire(world: World) -> list[dict[str, Any]]:
     import httpx
 
     key = world.h.env["SUPABASE_SERVICE_ROLE_KEY"]
-    r = httpx.post(f"{world.h.env['SUPABASE_URL']}/functions/v1/schedules", timeout=60,
-                   json={"action": "fire", "site_id": world.h.site_id},
-                   headers={"Authorization": f"Bearer {key}", "apikey": key})
+    r = httpx.post(
+        f"{world.h.env['SUPABASE_URL']}/functions/v1/schedules",
+        timeout=60,
+        json={"action": "fire", "site_id": world.h.site_id},
+        headers={"Authorization": f"Bearer {key}", "apikey": key},
+    )
     assert r.status_code == 200, r.text
     return r.json()["fired"]
 
@@ -269,16 +366,24 @@ def test_recurrence_parsing_and_time_zones(world: World) -> None:
     assert nxt("0 2 * * *", "UTC", "2026-03-01T03:00:00Z") == "2026-03-02T02:00:00+00:00"
     # 02:30 Berlin on the night clocks go forward does not exist: Postgres moves it on
     assert nxt("30 1 * * *", "Europe/Berlin", "2026-03-28T12:00:00Z") == "2026-03-29T00:30:00+00:00"
-    assert nxt("RRULE:FREQ=WEEKLY;BYDAY=SA;BYHOUR=4;BYMINUTE=15", "UTC", "2026-03-02T00:00:00Z") == \
-        "2026-03-07T04:15:00+00:00"
+    assert (
+        nxt("RRULE:FREQ=WEEKLY;BYDAY=SA;BYHOUR=4;BYMINUTE=15", "UTC", "2026-03-02T00:00:00Z")
+        == "2026-03-07T04:15:00+00:00"
+    )
     assert nxt("*/20 * * * *", "UTC", "2026-03-02T00:41:00Z") == "2026-03-02T01:00:00+00:00"
     assert nxt("@hourly", "America/New_York", "2026-03-02T00:41:00Z") == "2026-03-02T01:00:00+00:00"
     assert nxt("0 0 13 * 5", "UTC", "2026-03-01T00:00:00Z") == "2026-03-06T00:00:00+00:00"  # day 13 OR Friday
     op = world.users["operator"]
     for bad in ("61 * * * *", "* * *", "RRULE:FREQ=DAILY;INTERVAL=2", "RRULE:FREQ=YEARLY"):
         with pytest.raises(Exception) as exc:
-            op.table("job_schedules").insert({"site_id": world.h.site_id, "name": f"bad-{uuid.uuid4().hex[:6]}",
-                                              "job_type": "inventory_refresh", "recurrence": bad}).execute()
+            op.table("job_schedules").insert(
+                {
+                    "site_id": world.h.site_id,
+                    "name": f"bad-{uuid.uuid4().hex[:6]}",
+                    "job_type": "inventory_refresh",
+                    "recurrence": bad,
+                }
+            ).execute()
         assert "invalid_argument" in str(exc.value), bad
 
 
@@ -292,11 +397,24 @@ def test_a_due_schedule_creates_exactly_one_job_per_occurrence_through_create_jo
     op = world.users["operator"]
     _, sid = world.env.take()
     name = f"inv-{uuid.uuid4().hex[:6]}"
-    row = op.table("job_schedules").insert({
-        "site_id": world.h.site_id, "name": name, "job_type": "inventory_refresh",
-        "params": {"server_ids": [sid], "max_parallel": 1}, "recurrence": "0 3 * * *",
-        "timezone": "Europe/Berlin"}).execute().data[0]
-    operator_id = world.h.one("select owner_id from public.job_schedules where id = %s", row["id"])["owner_id"]
+    row = (
+        op.table("job_schedules")
+        .insert(
+            {
+                "site_id": world.h.site_id,
+                "name": name,
+                "job_type": "inventory_refresh",
+                "params": {"server_ids": [sid], "max_parallel": 1},
+                "recurrence": "0 3 * * *",
+                "timezone": "Europe/Berlin",
+            }
+        )
+        .execute()
+        .data[0]
+    )
+    operator_id = world.h.one("select owner_id from public.job_schedules where id = %s", row["id"])[
+        "owner_id"
+    ]
     assert operator_id is not None and row["next_run_at"] is not None
     due = "update public.job_schedules set next_run_at = now() - interval '2 seconds' where id = %s"
     world.h.query(due, row["id"])
@@ -306,30 +424,44 @@ def test_a_due_schedule_creates_exactly_one_job_per_occurrence_through_create_jo
     assert [f["status"] for f in created] in (["created"], []), results
     [job] = world.h.query("select * from public.jobs where scope ->> 'schedule_id' = %s", row["id"])
     assert job["type"] == "inventory_refresh" and str(job["created_by"]) == str(operator_id)
-    assert job["scope"]["schedule_id"] == row["id"] and str(job["credential_set_ids"]) == "{" + world.env.cred + "}"
+    assert (
+        job["scope"]["schedule_id"] == row["id"]
+        and str(job["credential_set_ids"]) == "{" + world.env.cred + "}"
+    )
     runs = world.h.query("select * from public.schedule_runs where schedule_id = %s", row["id"])
     assert len(runs) == 1 and runs[0]["status"] == "created"
 
     world.h.wait_status(job["id"], ("completed",), 60)
     # the next occurrence while the schedule's last job is still unfinished (one waiting for
     # its time, here): skipped, nothing created
-    waiting = world.h.one("insert into public.jobs (type, site_id, params, scope, scheduled_for) values "
-                          "('inventory_refresh', %s, %s, '{}', now() + interval '1 day') returning id",
-                          world.h.site_id, json.dumps({"server_ids": [sid]}))["id"]
+    waiting = world.h.one(
+        "insert into public.jobs (type, site_id, params, scope, scheduled_for) values "
+        "('inventory_refresh', %s, %s, '{}', now() + interval '1 day') returning id",
+        world.h.site_id,
+        json.dumps({"server_ids": [sid]}),
+    )["id"]
     world.h.query("update public.job_schedules set last_job_id = %s where id = %s", waiting, row["id"])
     world.h.query(due, row["id"])
     f = fired(world, row["id"], 2)
     assert f["status"] == "skipped_running" and "still pending" in f["error"]
-    world.h.query("update public.jobs set status = 'cancelled', cancel_requested_at = now() where id = %s", waiting)
+    world.h.query(
+        "update public.jobs set status = 'cancelled', cancel_requested_at = now() where id = %s", waiting
+    )
 
     # missed by an hour: skip records it and creates nothing; run_once creates one job
-    world.h.query("update public.job_schedules set next_run_at = now() - interval '1 hour' where id = %s", row["id"])
+    world.h.query(
+        "update public.job_schedules set next_run_at = now() - interval '1 hour' where id = %s", row["id"]
+    )
     f = fired(world, row["id"], 3)
     assert f["status"] == "missed" and f["job_id"] is None
-    after = world.h.one("select next_run_at from public.job_schedules where id = %s", row["id"])["next_run_at"]
+    after = world.h.one("select next_run_at from public.job_schedules where id = %s", row["id"])[
+        "next_run_at"
+    ]
     assert after.timestamp() > time_now(world)
     op.table("job_schedules").update({"missed_policy": "run_once"}).eq("id", row["id"]).execute()
-    world.h.query("update public.job_schedules set next_run_at = now() - interval '1 hour' where id = %s", row["id"])
+    world.h.query(
+        "update public.job_schedules set next_run_at = now() - interval '1 hour' where id = %s", row["id"]
+    )
     f = fired(world, row["id"], 4)
     assert f["status"] == "created"
     world.h.wait_status(f["job_id"], ("completed",), 60)
@@ -355,12 +487,27 @@ def test_the_executors_fire_schedules_on_their_own(world: World) -> None:
     world.env.respawn("dell-2")
     op = world.users["operator"]
     _, sid = world.env.take()
-    row = op.table("job_schedules").insert({
-        "site_id": world.h.site_id, "name": f"loop-{uuid.uuid4().hex[:6]}", "job_type": "inventory_refresh",
-        "params": {"server_ids": [sid]}, "recurrence": "@daily"}).execute().data[0]
+    row = (
+        op.table("job_schedules")
+        .insert(
+            {
+                "site_id": world.h.site_id,
+                "name": f"loop-{uuid.uuid4().hex[:6]}",
+                "job_type": "inventory_refresh",
+                "params": {"server_ids": [sid]},
+                "recurrence": "@daily",
+            }
+        )
+        .execute()
+        .data[0]
+    )
     world.h.query("update public.job_schedules set next_run_at = now() where id = %s", row["id"])
-    runs = wait_until(lambda: world.h.query("select * from public.schedule_runs where schedule_id = %s", row["id"]),
-                      60, "an executor to fire the schedule", interval=0.5)
+    runs = wait_until(
+        lambda: world.h.query("select * from public.schedule_runs where schedule_id = %s", row["id"]),
+        60,
+        "an executor to fire the schedule",
+        interval=0.5,
+    )
     assert [r["status"] for r in runs] == ["created"]
     world.h.wait_status(runs[0]["job_id"], ("completed",), 60)
     assert len(world.h.query("select 1 from public.schedule_runs where schedule_id = %s", row["id"])) == 1
@@ -369,8 +516,15 @@ def test_the_executors_fire_schedules_on_their_own(world: World) -> None:
 def fired(world: World, schedule_id: str, n: int) -> dict[str, Any]:
     """The schedule's n-th run, once it exists (fired by this call or an executor's loop)."""
     fire(world)
-    runs = wait_until(lambda: (lambda r: r if len(r) >= n else None)(world.h.query(
-        "select * from public.schedule_runs where schedule_id = %s order by id", schedule_id)), 30, f"run {n}")
+    runs = wait_until(
+        lambda: (lambda r: r if len(r) >= n else None)(
+            world.h.query(
+                "select * from public.schedule_runs where schedule_id = %s order by id", schedule_id
+            )
+        ),
+        30,
+        f"run {n}",
+    )
     assert len(runs) == n, runs
     return runs[-1]
 
@@ -380,7 +534,9 @@ def time_now(world: World) -> float:
 
 
 # --- recurring maintenance windows (20261207120000_window_series.sql) ------------------------------------
-def test_recurring_window_occurrences_need_a_second_person_and_gate_a_risky_scheduled_job(world: World) -> None:
+def test_recurring_window_occurrences_need_a_second_person_and_gate_a_risky_scheduled_job(
+    world: World,
+) -> None:
     """A window series materialises its occurrences as maintenance windows; each is approved
     by someone other than the requester (or the whole series is); a risky scheduled job takes
     its occurrence's window and the claim does not hand it out before the window opens."""
@@ -390,30 +546,65 @@ def test_recurring_window_occurrences_need_a_second_person_and_gate_a_risky_sche
 
     op, admin = world.users["operator"], world.users["admin"]
     at = dt.datetime.now(dt.UTC) + dt.timedelta(hours=3, minutes=7)
-    series = op.table("maintenance_window_series").insert({
-        "site_id": world.h.site_id, "title": "nightly patching", "recurrence": f"{at.minute} {at.hour} * * *",
-        "duration_minutes": 60, "horizon_days": 3}).execute().data[0]
-    occ = lambda: world.h.query("select * from public.maintenance_windows where series_id = %s "  # noqa: E731
-                                "order by starts_at", series["id"])
+    series = (
+        op.table("maintenance_window_series")
+        .insert(
+            {
+                "site_id": world.h.site_id,
+                "title": "nightly patching",
+                "recurrence": f"{at.minute} {at.hour} * * *",
+                "duration_minutes": 60,
+                "horizon_days": 3,
+            }
+        )
+        .execute()
+        .data[0]
+    )
+
+    def occ():
+        return world.h.query(
+            "select * from public.maintenance_windows where series_id = %s order by starts_at",
+            series["id"],
+        )
+
     first, second = occ()[:2]
     operator_id = str(series["requested_by"])
     assert len(occ()) == 3 and {o["status"] for o in occ()} == {"requested"}
     assert str(first["requested_by"]) == operator_id and first["occurrence_at"] == first["starts_at"]
     assert (first["ends_at"] - first["starts_at"]).total_seconds() == 3600
     with pytest.raises(Exception) as exc:
-        op.table("maintenance_window_series").insert({"site_id": world.h.site_id, "title": "bad",
-                                                      "recurrence": "RRULE:FREQ=YEARLY", "duration_minutes": 5}).execute()
+        op.table("maintenance_window_series").insert(
+            {
+                "site_id": world.h.site_id,
+                "title": "bad",
+                "recurrence": "RRULE:FREQ=YEARLY",
+                "duration_minutes": 5,
+            }
+        ).execute()
     assert "invalid_argument" in str(exc.value)
 
     # per occurrence, four eyes: an operator may not approve, an approver other than the requester may
-    status, body = world.refusal("operator", "maintenance-windows", {"action": "approve", "window_id": str(first["id"])})
+    status, body = world.refusal(
+        "operator", "maintenance-windows", {"action": "approve", "window_id": str(first["id"])}
+    )
     assert status == 403, body
     res = world.invoke("admin", "maintenance-windows", {"action": "approve", "window_id": str(first["id"])})
     assert res["status"] == "approved" and str(res["approved_by"]) != operator_id
     # nobody approves their own series
-    own = admin.table("maintenance_window_series").insert({
-        "site_id": world.h.site_id, "title": "own", "recurrence": "0 12 * * 0", "duration_minutes": 5,
-        "horizon_days": 1}).execute().data[0]
+    own = (
+        admin.table("maintenance_window_series")
+        .insert(
+            {
+                "site_id": world.h.site_id,
+                "title": "own",
+                "recurrence": "0 12 * * 0",
+                "duration_minutes": 5,
+                "horizon_days": 1,
+            }
+        )
+        .execute()
+        .data[0]
+    )
     with pytest.raises(Exception) as exc:
         admin.table("maintenance_window_series").update({"status": "approved"}).eq("id", own["id"]).execute()
     assert "four_eyes" in str(exc.value)
@@ -421,11 +612,25 @@ def test_recurring_window_occurrences_need_a_second_person_and_gate_a_risky_sche
 
     # a risky (firmware_update) schedule on the series: its job takes the approved occurrence
     _, sid = world.env.take()
-    sched = op.table("job_schedules").insert({
-        "site_id": world.h.site_id, "name": f"fw-{uuid.uuid4().hex[:6]}", "job_type": "firmware_update",
-        "params": {"server_ids": [sid], "dry_run": True,
-                   "firmware": {"catalog_url": "https://downloads.example.test/Catalog.xml"}},
-        "recurrence": "@daily", "window_series_id": series["id"]}).execute().data[0]
+    sched = (
+        op.table("job_schedules")
+        .insert(
+            {
+                "site_id": world.h.site_id,
+                "name": f"fw-{uuid.uuid4().hex[:6]}",
+                "job_type": "firmware_update",
+                "params": {
+                    "server_ids": [sid],
+                    "dry_run": True,
+                    "firmware": {"catalog_url": "https://downloads.example.test/Catalog.xml"},
+                },
+                "recurrence": "@daily",
+                "window_series_id": series["id"],
+            }
+        )
+        .execute()
+        .data[0]
+    )
     due = "update public.job_schedules set next_run_at = now() - interval '2 seconds' where id = %s"
     world.h.query(due, sched["id"])
     f = fired(world, sched["id"], 1)
@@ -433,14 +638,19 @@ def test_recurring_window_occurrences_need_a_second_person_and_gate_a_risky_sche
     job = world.h.job(str(f["job_id"]))
     assert str(job["maintenance_window_id"]) == str(first["id"]) and job["status"] == "pending"
     assert job["scheduled_for"] == first["starts_at"]
-    wait = lambda: world.h.one("select waiting_for from public.v_job_waits where job_id = %s",  # noqa: E731
-                               job["id"])["waiting_for"]
+
+    def wait():
+        return world.h.one("select waiting_for from public.v_job_waits where job_id = %s", job["id"])[
+            "waiting_for"
+        ]
+
     assert wait() == "scheduled"
     # its time has come but its window has not: the claim's re-check holds it back
     world.h.query("update public.jobs set scheduled_for = now() where id = %s", job["id"])
     assert wait() == "window_not_started"
-    executor_id = world.h.one("select id from public.executors where site_id = %s and name = 'dell'",
-                              world.h.site_id)["id"]
+    executor_id = world.h.one(
+        "select id from public.executors where site_id = %s and name = 'dell'", world.h.site_id
+    )["id"]
     conn = psycopg2.connect(world.h.env["SUPABASE_DB_URL"])
     try:
         with conn.cursor() as cur:
@@ -449,7 +659,9 @@ def test_recurring_window_occurrences_need_a_second_person_and_gate_a_risky_sche
     finally:
         conn.rollback()
         conn.close()
-    world.h.query("update public.jobs set status = 'cancelled', cancel_requested_at = now() where id = %s", job["id"])
+    world.h.query(
+        "update public.jobs set status = 'cancelled', cancel_requested_at = now() where id = %s", job["id"]
+    )
 
     # the next occurrence ahead is not approved: create-job's refusal, recorded, no job
     world.invoke("admin", "maintenance-windows", {"action": "cancel", "window_id": str(first["id"])})
@@ -464,8 +676,12 @@ def test_recurring_window_occurrences_need_a_second_person_and_gate_a_risky_sche
     assert {str(o["approved_by"]) for o in rest} == {str(res["approved_by"])}
     world.h.query(due, sched["id"])
     f = fired(world, sched["id"], 3)
-    assert f["status"] == "created" and str(world.h.job(str(f["job_id"]))["maintenance_window_id"]) == str(second["id"])
-    world.h.query("update public.jobs set status = 'cancelled', cancel_requested_at = now() where id = %s", f["job_id"])
+    assert f["status"] == "created" and str(world.h.job(str(f["job_id"]))["maintenance_window_id"]) == str(
+        second["id"]
+    )
+    world.h.query(
+        "update public.jobs set status = 'cancelled', cancel_requested_at = now() where id = %s", f["job_id"]
+    )
 
     # cancelling the series cancels what has not started
     op.table("maintenance_window_series").update({"status": "cancelled"}).eq("id", series["id"]).execute()
@@ -496,25 +712,46 @@ def test_catalog_refresh_loads_plain_gzipped_and_moved_catalogs_and_jobs_name_a_
     files._handle = handle  # type: ignore[method-assign]
     op = world.users["operator"]
     with files:
+
         def register_catalog(path: str, **extra: Any) -> str:
-            return op.table("firmware_catalogs").insert({
-                "site_id": world.h.site_id, "name": f"cat-{uuid.uuid4().hex[:6]}", "url": files.url(path),
-                "last_status": "ok", "component_count": 99, **extra}).execute().data[0]["id"]
+            return (
+                op.table("firmware_catalogs")
+                .insert(
+                    {
+                        "site_id": world.h.site_id,
+                        "name": f"cat-{uuid.uuid4().hex[:6]}",
+                        "url": files.url(path),
+                        "last_status": "ok",
+                        "component_count": 99,
+                        **extra,
+                    }
+                )
+                .execute()
+                .data[0]["id"]
+            )
 
         def refresh(cid: str, **params: Any) -> tuple[dict[str, Any], dict[str, Any]]:
             job = world.run("catalog_refresh", {"catalog_id": cid, **params}, timeout=60)
             return job, world.h.one("select * from public.firmware_catalogs where id = %s", cid)
 
         gz = register_catalog("/c/Catalog.xml.gz")
-        row = world.h.one("select last_status, component_count from public.firmware_catalogs where id = %s", gz)
+        row = world.h.one(
+            "select last_status, component_count from public.firmware_catalogs where id = %s", gz
+        )
         assert (row["last_status"], row["component_count"]) == ("never", None)  # results are the executor's
         job, row = refresh(gz)
         n = len(__import__("executor.targets.catalog", fromlist=["Catalog"]).Catalog.from_bytes(raw).packages)
         assert job["status"] == "completed", job
-        assert (row["last_status"], row["compressed"], row["component_count"], row["signature_status"]) == \
-            ("ok", True, n, "unverified")
+        assert (row["last_status"], row["compressed"], row["component_count"], row["signature_status"]) == (
+            "ok",
+            True,
+            n,
+            "unverified",
+        )
         assert row["catalog_date"] is not None and row["last_job_id"] is not None and len(row["sha256"]) == 64
-        pkgs = world.h.one("select count(*) as n from public.firmware_packages where catalog_id = %s", gz)["n"]
+        pkgs = world.h.one("select count(*) as n from public.firmware_packages where catalog_id = %s", gz)[
+            "n"
+        ]
         assert 0 < pkgs <= n
 
         moved = register_catalog("/old/Catalog.xml")
@@ -527,28 +764,69 @@ def test_catalog_refresh_loads_plain_gzipped_and_moved_catalogs_and_jobs_name_a_
 
         pinned = register_catalog("/c/Catalog.xml", expected_sha256="0" * 64)
         job, row = refresh(pinned)
-        assert job["status"] == "failed" and (row["last_status"], row["signature_status"]) == ("failed", "pinned_mismatch")
+        assert job["status"] == "failed" and (row["last_status"], row["signature_status"]) == (
+            "failed",
+            "pinned_mismatch",
+        )
         op.table("firmware_catalogs").update({"url": files.url("/gone/Catalog.xml")}).eq("id", gz).execute()
         job, row = refresh(gz)
-        assert job["status"] == "failed" and row["last_status"] == "failed" and "HTTP 404" in row["last_error"]
-        assert world.h.one("select count(*) as n from public.firmware_packages where catalog_id = %s", gz)["n"] == pkgs
+        assert (
+            job["status"] == "failed" and row["last_status"] == "failed" and "HTTP 404" in row["last_error"]
+        )
+        assert (
+            world.h.one("select count(*) as n from public.firmware_packages where catalog_id = %s", gz)["n"]
+            == pkgs
+        )
         op.table("firmware_catalogs").update({"url": files.url("/c/Catalog.xml.gz")}).eq("id", gz).execute()
 
     # jobs name a catalog or a baseline, not a URL typed by hand
     _, sid = world.env.take()
-    base = op.table("firmware_baselines").insert({"site_id": world.h.site_id, "catalog_id": gz, "name":
-                                                  f"bl-{uuid.uuid4().hex[:6]}", "components": ["BIOS"]}).execute().data[0]
-    plan = world.invoke("operator", "create-job", {
-        "type": "firmware_update", "dry_run": True, "maintenance_window_id": world.env.window(),
-        "params": {"server_ids": [sid], "dry_run": True, "firmware": {"baseline_id": base["id"]}}})["plan"]
+    base = (
+        op.table("firmware_baselines")
+        .insert(
+            {
+                "site_id": world.h.site_id,
+                "catalog_id": gz,
+                "name": f"bl-{uuid.uuid4().hex[:6]}",
+                "components": ["BIOS"],
+            }
+        )
+        .execute()
+        .data[0]
+    )
+    plan = world.invoke(
+        "operator",
+        "create-job",
+        {
+            "type": "firmware_update",
+            "dry_run": True,
+            "maintenance_window_id": world.env.window(),
+            "params": {"server_ids": [sid], "dry_run": True, "firmware": {"baseline_id": base["id"]}},
+        },
+    )["plan"]
     assert plan["params"]["firmware"]["catalog_url"] == files.url("/c/Catalog.xml.gz")
     assert plan["params"]["firmware"]["components"] == ["BIOS"]
-    plan = world.invoke("operator", "create-job", {"type": "firmware_compliance", "dry_run": True,
-                                                   "params": {"server_ids": [sid], "catalog_id": gz}})["plan"]
+    plan = world.invoke(
+        "operator",
+        "create-job",
+        {"type": "firmware_compliance", "dry_run": True, "params": {"server_ids": [sid], "catalog_id": gz}},
+    )["plan"]
     assert plan["params"]["catalog_url"] == files.url("/c/Catalog.xml.gz")
-    for body, code in (({"server_ids": [sid], "dry_run": True, "firmware": {}}, "catalog_required"),
-                       ({"server_ids": [sid], "dry_run": True, "firmware": {"catalog_id": str(uuid.uuid4())}},
-                        "catalog_not_found")):
-        status, answer = world.refusal("operator", "create-job", {
-            "type": "firmware_update", "dry_run": True, "maintenance_window_id": world.env.window(), "params": body})
+    for body, code in (
+        ({"server_ids": [sid], "dry_run": True, "firmware": {}}, "catalog_required"),
+        (
+            {"server_ids": [sid], "dry_run": True, "firmware": {"catalog_id": str(uuid.uuid4())}},
+            "catalog_not_found",
+        ),
+    ):
+        status, answer = world.refusal(
+            "operator",
+            "create-job",
+            {
+                "type": "firmware_update",
+                "dry_run": True,
+                "maintenance_window_id": world.env.window(),
+                "params": body,
+            },
+        )
         assert status in (400, 422) and answer["code"] == code, answer

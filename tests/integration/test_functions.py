@@ -71,7 +71,9 @@ def test_verify_jwt_refuses_forged_expired_and_missing_tokens(api_url, anon_key,
     now = int(time.time())
     claims = {"sub": member["id"], "role": "authenticated", "aud": "authenticated"}
     forged = jwt.encode({**claims, "iat": now, "exp": now + 600}, "x" * 48, algorithm="HS256")
-    expired = jwt.encode({**claims, "iat": now - 900, "exp": now - 600}, stack.secrets.jwt_secret, algorithm="HS256")
+    expired = jwt.encode(
+        {**claims, "iat": now - 900, "exp": now - 600}, stack.secrets.jwt_secret, algorithm="HS256"
+    )
     for token in (forged, expired):
         client = create_client(api_url, anon_key)
         client.functions.set_auth(token)
@@ -111,8 +113,10 @@ def test_function_errors_reach_the_caller_as_json(api_url, anon_key):
     assert r.status_code == 400 and r.json()["code"] == "bad_json" and r.json()["error"]
     r = httpx.post(base, json={"name": 42}, headers=headers)
     assert r.status_code == 400 and r.json() == {
-        "error": "name must be a non-empty string of at most 100 characters", "code": "invalid_name",
-        "details": {"max_length": 100}}
+        "error": "name must be a non-empty string of at most 100 characters",
+        "code": "invalid_name",
+        "details": {"max_length": 100},
+    }
     r = httpx.put(base, json={}, headers=headers)
     assert r.status_code == 405 and r.json()["code"] == "method_not_allowed"
     # The client surfaces the function's `error` as the exception message.
@@ -139,8 +143,12 @@ async def relay(stack) -> AsyncIterator[FunctionsService]:
 async def _invoke(svc: FunctionsService, token: str) -> httpx.Response:
     transport = httpx.ASGITransport(app=svc)
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-        return await client.post("/functions/v1/hello", json={"name": "relay"},
-                                 headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        return await client.post(
+            "/functions/v1/hello",
+            json={"name": "relay"},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
 
 
 async def test_functions_get_the_supabase_env(relay, supabase_env):
@@ -155,7 +163,9 @@ async def test_verify_jwt_follows_config_toml(relay):
         r = await client.post("/functions/v1/hello", json={})
         assert r.status_code == 401  # [functions.hello] verify_jwt = true
         cfg = relay.ctx.cfg
-        relay.ctx.cfg = dataclasses.replace(cfg, supabase={**cfg.supabase, "functions": {"hello": {"verify_jwt": False}}})
+        relay.ctx.cfg = dataclasses.replace(
+            cfg, supabase={**cfg.supabase, "functions": {"hello": {"verify_jwt": False}}}
+        )
         try:
             r = await client.post("/functions/v1/hello", json={}, timeout=30)
             assert r.status_code == 200 and r.json()["anonymous"] is True
@@ -176,8 +186,12 @@ async def test_dead_deno_is_a_relay_error_then_restarts(relay, anon_key):
 
 
 async def test_missing_deno_binary_is_a_relay_error(stack, anon_key):
-    ctx = GatewayContext(cfg=stack.cfg, secrets=stack.secrets, verifier=JWTVerifier(stack.secrets.jwt_secret),
-                         extras={"deno_bin": "/nonexistent/deno"})
+    ctx = GatewayContext(
+        cfg=stack.cfg,
+        secrets=stack.secrets,
+        verifier=JWTVerifier(stack.secrets.jwt_secret),
+        extras={"deno_bin": "/nonexistent/deno"},
+    )
     svc = FunctionsService(ctx)
     await svc.startup()  # must not raise: REST and Auth keep working without Deno
     try:
@@ -186,4 +200,3 @@ async def test_missing_deno_binary_is_a_relay_error(stack, anon_key):
         assert r.json()["code"] == "RELAY_UNAVAILABLE" and "/nonexistent" not in r.text
     finally:
         await svc.shutdown()
-

@@ -50,42 +50,84 @@ def _body(env: FnEnv, fn: str, action: str, role: str) -> dict[str, Any]:
     other = u["viewer"].user_id if role != "viewer" else u["operator"].user_id
     name = f"{role}-{fn}-{action}-{env.tag}"
     if fn == "create-job":
-        return {"type": "scp_backup", "params": {"server_ids": [f.standalone_server]}, "dry_run": action == "dry_run"}
+        return {
+            "type": "scp_backup",
+            "params": {"server_ids": [f.standalone_server]},
+            "dry_run": action == "dry_run",
+        }
     if fn == "job-control":
-        state = {"pause": ("running", None), "resume": ("paused", "operator"), "cancel": ("pending", None),
-                 "retry": ("failed", None), "force_resume": ("paused", "executor_lost")}[action]
+        state = {
+            "pause": ("running", None),
+            "resume": ("paused", "operator"),
+            "cancel": ("pending", None),
+            "retry": ("failed", None),
+            "force_resume": ("paused", "executor_lost"),
+        }[action]
         body = {"action": action, "job_id": insert_job(c, f, *state)}
         if action == "force_resume":
             body["reason"] = "executor host replaced; the interrupted step is safe to repeat"
         return body
     if fn == "resolve-blockers":
         job = insert_job(c, f, "paused", "blockers")
-        return {"job_id": job, "decisions": [{"blocker_id": insert_blocker(c, job, None, None, "other"),
-                                              "decision": "abort"}]}
+        return {
+            "job_id": job,
+            "decisions": [{"blocker_id": insert_blocker(c, job, None, None, "other"), "decision": "abort"}],
+        }
     if fn == "maintenance-windows":
         if action == "create":
             starts, ends = window_slot()
-            return {"action": "create", "site_id": f.site_a, "title": name, "starts_at": starts, "ends_at": ends}
+            return {
+                "action": "create",
+                "site_id": f.site_a,
+                "title": name,
+                "starts_at": starts,
+                "ends_at": ends,
+            }
         requester = me if action == "cancel" else other
         return {"action": action, "window_id": insert_window(c, f.site_a, requester)}
     if fn == "encrypt-credentials":
         if action == "seal":
-            return {"action": "seal", "site_id": f.site_a, "name": name, "kind": "idrac", "username": "root",
-                    "secret": "matrix-secret-1", "endpoints": [{"url": "https://10.30.0.1"}]}
+            return {
+                "action": "seal",
+                "site_id": f.site_a,
+                "name": name,
+                "kind": "idrac",
+                "username": "root",
+                "secret": "matrix-secret-1",
+                "endpoints": [{"url": "https://10.30.0.1"}],
+            }
         if action == "reseal":
-            cred = q(c, "insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id) "
-                        "values (%s, %s, 'idrac', 'root', %s, %s) returning id",
-                     f.site_a, name, "x" * 40, f.executor_key.kid)[0]["id"]
-            return {"action": "reseal", "credential_set_id": str(cred), "secret": "matrix-secret-2",
-                    "endpoints": [{"url": "https://10.30.0.1"}]}
+            cred = q(
+                c,
+                "insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id) "
+                "values (%s, %s, 'idrac', 'root', %s, %s) returning id",
+                f.site_a,
+                name,
+                "x" * 40,
+                f.executor_key.kid,
+            )[0]["id"]
+            return {
+                "action": "reseal",
+                "credential_set_id": str(cred),
+                "secret": "matrix-secret-2",
+                "endpoints": [{"url": "https://10.30.0.1"}],
+            }
         return {"action": "status", "site_id": f.site_a}
     if fn == "notification-settings":
         if action == "upsert":
-            return {"action": "upsert", "settings": [{"name": name, "channel": "email", "target": "ops@example.com",
-                                                      "events": ["job_failed"]}]}
+            return {
+                "action": "upsert",
+                "settings": [
+                    {"name": name, "channel": "email", "target": "ops@example.com", "events": ["job_failed"]}
+                ],
+            }
         if action == "delete":
-            sid = q(c, "insert into public.notification_settings (name, channel, target, events) "
-                       "values (%s, 'email', 'ops@example.com', '{job_failed}') returning id", name)[0]["id"]
+            sid = q(
+                c,
+                "insert into public.notification_settings (name, channel, target, events) "
+                "values (%s, 'email', 'ops@example.com', '{job_failed}') returning id",
+                name,
+            )[0]["id"]
             return {"action": "delete", "ids": [str(sid)]}
         return {"action": "list"}
     raise AssertionError(f"no body for {fn}.{action}")
@@ -98,12 +140,16 @@ def test_the_functions_copy_of_the_policy_matches_access_yaml():
         assert set(actions) == set(COPY[fn]), fn
         for action, roles in actions.items():
             least = COPY[fn][action]
-            assert sorted(roles) == sorted(ladder[ladder.index(least):]), f"{fn}.{action}"
+            assert sorted(roles) == sorted(ladder[ladder.index(least) :]), f"{fn}.{action}"
 
 
 def _cells() -> list[tuple[str, str, str]]:
-    return [(fn, action, role) for fn, actions in sorted(POLICY.items()) for action in sorted(actions)
-            for role in ("anon", *ROLES)]
+    return [
+        (fn, action, role)
+        for fn, actions in sorted(POLICY.items())
+        for action in sorted(actions)
+        for role in ("anon", *ROLES)
+    ]
 
 
 def test_every_role_by_function_cell(env: FnEnv, stack):

@@ -32,16 +32,26 @@ SCHEMAS = json.loads((ROOT / "supabase" / "functions" / "_shared" / "job-schemas
 JOB_TYPES = sorted(SCHEMAS["job_types"])
 FUZZ_EXAMPLES = 2000  # generated bodies per run (each one a real request)
 
-URLS = ["https://downloads.example.com/Catalog.xml.gz", "http://10.0.0.5/isos/esxi.iso", "https://d/x.zip",
-        "ftp://nope", "https://", "https://a b", "javascript:alert(1)"]
+URLS = [
+    "https://downloads.example.com/Catalog.xml.gz",
+    "http://10.0.0.5/isos/esxi.iso",
+    "https://d/x.zip",
+    "ftp://nope",
+    "https://",
+    "https://a b",
+    "javascript:alert(1)",
+]
 VERSIONS = ["8.0.3", "7.0u3", "latest", "", "9" * 70]
 NAMES = ["BIOS", "iDRAC", "rackpilot", "-bad", "a" * 130, "with space"]
 
-json_leaf = st.one_of(st.none(), st.booleans(), st.integers(-(2**40), 2**40), st.floats(allow_nan=False),
-                      st.text(max_size=12))
-json_any = st.recursive(json_leaf, lambda c: st.one_of(st.lists(c, max_size=3),
-                                                       st.dictionaries(st.text(max_size=6), c, max_size=3)),
-                        max_leaves=6)
+json_leaf = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**40), 2**40), st.floats(allow_nan=False), st.text(max_size=12)
+)
+json_any = st.recursive(
+    json_leaf,
+    lambda c: st.one_of(st.lists(c, max_size=3), st.dictionaries(st.text(max_size=6), c, max_size=3)),
+    max_leaves=6,
+)
 
 
 class Pools:
@@ -60,7 +70,9 @@ class Pools:
         self.site_a, self.site_b = f.site_a, f.site_b
 
 
-def mostly(valid: st.SearchStrategy[Any], wrong: st.SearchStrategy[Any], n: int = 9) -> st.SearchStrategy[Any]:
+def mostly(
+    valid: st.SearchStrategy[Any], wrong: st.SearchStrategy[Any], n: int = 9
+) -> st.SearchStrategy[Any]:
     """``valid`` about n times in n+1, else ``wrong``: most bodies must get past the first check.
     The coin is a true random number: Hypothesis' own choices (and the Randoms it seeds)
     lean towards boundary values and would make nearly every body invalid; the failing
@@ -71,8 +83,13 @@ def mostly(valid: st.SearchStrategy[Any], wrong: st.SearchStrategy[Any], n: int 
 def _ids(pools: Pools, kind: str | None) -> st.SearchStrategy[str]:
     own = pools.ids.get(kind or "", [])
     choices = [st.sampled_from(own)] * 6 if own else []
-    return st.one_of(*choices, st.sampled_from(pools.everything), st.uuids().map(str),
-                     st.sampled_from(own or pools.everything).map(str.upper), st.just("not-a-uuid"))
+    return st.one_of(
+        *choices,
+        st.sampled_from(pools.everything),
+        st.uuids().map(str),
+        st.sampled_from(own or pools.everything).map(str.upper),
+        st.just("not-a-uuid"),
+    )
 
 
 def _from_schema(schema: dict, root: dict, pools: Pools, kind: str | None = None) -> st.SearchStrategy[Any]:
@@ -104,8 +121,11 @@ def _from_schema(schema: dict, root: dict, pools: Pools, kind: str | None = None
     if t == "array":
         item = _from_schema(schema.get("items", {}), root, pools, kind)
         lo, hi = schema.get("minItems", 0), min(schema.get("maxItems", 4), 4)
-        return mostly(st.lists(item, min_size=lo, max_size=max(lo, hi)),
-                      st.one_of(st.lists(item, min_size=0, max_size=hi + 1), wrong), 6)
+        return mostly(
+            st.lists(item, min_size=lo, max_size=max(lo, hi)),
+            st.one_of(st.lists(item, min_size=0, max_size=hi + 1), wrong),
+            6,
+        )
     if t == "object":
         props = schema.get("properties", {})
         required = set(schema.get("required", []))
@@ -146,12 +166,20 @@ def bodies(draw, pools: Pools, windows: list[str]):
     later = (now + dt.timedelta(minutes=5)).isoformat()
     optional = {
         "dry_run": mostly(st.booleans(), json_leaf),
-        "maintenance_window_id": mostly(st.sampled_from(windows), st.one_of(st.none(), st.uuids().map(str), json_leaf), 4),
-        "scheduled_for": mostly(st.just(later), st.sampled_from([(now - dt.timedelta(days=1)).isoformat(),
-                                                                  "2026-13-40T00:00:00Z", "tomorrow", 5])),
+        "maintenance_window_id": mostly(
+            st.sampled_from(windows), st.one_of(st.none(), st.uuids().map(str), json_leaf), 4
+        ),
+        "scheduled_for": mostly(
+            st.just(later),
+            st.sampled_from(
+                [(now - dt.timedelta(days=1)).isoformat(), "2026-13-40T00:00:00Z", "tomorrow", 5]
+            ),
+        ),
         "priority": mostly(st.integers(0, 100), st.one_of(st.integers(-5, 105), json_leaf)),
         "description": mostly(st.text(max_size=30), json_leaf),
-        "site_id": mostly(st.sampled_from([pools.site_a, pools.site_b]), st.one_of(st.uuids().map(str), json_leaf), 4),
+        "site_id": mostly(
+            st.sampled_from([pools.site_a, pools.site_b]), st.one_of(st.uuids().map(str), json_leaf), 4
+        ),
     }
     for key, strat in optional.items():
         if rnd.random() < (0.5 if key == "dry_run" else 0.3):
@@ -170,28 +198,46 @@ def env(stack):
 
 def _written(env: FnEnv) -> tuple[int, int, int]:
     f = env.fleet
-    row = q(env.conn, """
+    row = q(
+        env.conn,
+        """
         select (select count(*) from public.jobs where site_id in (%s, %s))::int as jobs,
                (select count(*) from public.job_tasks t join public.jobs j on j.id = t.job_id
                  where j.site_id in (%s, %s))::int as tasks,
                (select count(*) from public.audit_log where actor_id = %s)::int as audit""",
-            f.site_a, f.site_b, f.site_a, f.site_b, env.users["operator"].user_id)[0]
+        f.site_a,
+        f.site_b,
+        f.site_a,
+        f.site_b,
+        env.users["operator"].user_id,
+    )[0]
     return row["jobs"], row["tasks"], row["audit"]
 
 
 def test_create_job_fuzz(env: FnEnv):
     f, u = env.fleet, env.users
     now = dt.datetime.now(dt.UTC)
-    approved = insert_window(env.conn, f.site_a, u["viewer"].user_id, "approved", starts=now.isoformat(),
-                             ends=(now + dt.timedelta(hours=6)).isoformat(), approved_by=u["approver"].user_id)
+    approved = insert_window(
+        env.conn,
+        f.site_a,
+        u["viewer"].user_id,
+        "approved",
+        starts=now.isoformat(),
+        ends=(now + dt.timedelta(hours=6)).isoformat(),
+        approved_by=u["approver"].user_id,
+    )
     requested = insert_window(env.conn, f.site_a, u["viewer"].user_id)
     pools = Pools(env)
     _PARAMS.clear()  # strategies hold this fleet's ids
     token = u["operator"].token
     stats: Counter[str] = Counter()
 
-    @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much])
+    @settings(
+        max_examples=FUZZ_EXAMPLES,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+    )
     @given(body=bodies(pools, [approved, requested]))
     def one(body: bytes):
         before = _written(env)
@@ -201,13 +247,20 @@ def test_create_job_fuzz(env: FnEnv):
         stats[str(status)] += 1
         assert status < 500, (status, data, body[:300])
         if status == 201:
-            job = q(env.conn, "select type::text, site_id, params, scope from public.jobs where id = %s", data["job_id"])
+            job = q(
+                env.conn,
+                "select type::text, site_id, params, scope from public.jobs where id = %s",
+                data["job_id"],
+            )
             assert job, data
             job = job[0]
             parse_params(job["type"], job["params"])  # the executor's models accept what was stored
             targets = job["scope"]["targets"]
-            tasks = q(env.conn, "select target_kind::text, target_id from public.job_tasks where job_id = %s order by seq",
-                      data["job_id"])
+            tasks = q(
+                env.conn,
+                "select target_kind::text, target_id from public.job_tasks where job_id = %s order by seq",
+                data["job_id"],
+            )
             assert len(tasks) == len(targets) >= 1
             assert after == (before[0] + 1, before[1] + len(tasks), after[2]) and after[2] > before[2]
             stats[f"created:{job['type']}"] += 1
@@ -223,9 +276,11 @@ def test_create_job_fuzz(env: FnEnv):
     one()
     elapsed = time.monotonic() - started
     created = sum(v for k, v in stats.items() if k.startswith("created:"))
-    print(f"\ncreate-job fuzz: {stats['cases']} cases in {elapsed:.0f}s; {stats['201']} created, {stats['200']} dry runs, "
-          f"{sum(v for k, v in stats.items() if k.startswith('code:'))} refused; "
-          f"codes: {dict(sorted((k[5:], v) for k, v in stats.items() if k.startswith('code:')))}")
+    print(
+        f"\ncreate-job fuzz: {stats['cases']} cases in {elapsed:.0f}s; {stats['201']} created, {stats['200']} dry runs, "
+        f"{sum(v for k, v in stats.items() if k.startswith('code:'))} refused; "
+        f"codes: {dict(sorted((k[5:], v) for k, v in stats.items() if k.startswith('code:')))}"
+    )
     assert stats["cases"] >= FUZZ_EXAMPLES * 0.9
     # the generator must reach both sides of the property, not only the refusals
     assert created >= 20 and stats["200"] >= 5, dict(stats)

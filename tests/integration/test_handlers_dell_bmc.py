@@ -66,18 +66,29 @@ def test_power_faults_end_in_specific_errors(env: DellEnv) -> None:
     cases["TargetUnreachable"] = (b, env.create_job("power_operation", {"server_ids": [sid], "action": "on"}))
     b, sid = env.take()
     b.inject(server_errors=-1)
-    cases["TargetServerError"] = (b, env.create_job("power_operation", {"server_ids": [sid], "action": "force_off"}))
+    cases["TargetServerError"] = (
+        b,
+        env.create_job("power_operation", {"server_ids": [sid], "action": "force_off"}),
+    )
     b, sid = env.take()
     b.timing.session_idle = 1e9  # the other tool keeps its sessions busy: they never expire here
     b.exhaust_sessions()
-    cases["SessionLimitReached"] = (b, env.create_job("power_operation", {"server_ids": [sid], "action": "on"}))
+    cases["SessionLimitReached"] = (
+        b,
+        env.create_job("power_operation", {"server_ids": [sid], "action": "on"}),
+    )
     b, sid = env.take()
     b.inject(graceful_ignored=True)
-    cases["OperationTimedOut"] = (b, env.create_job("power_operation",
-                                                    {"server_ids": [sid], "action": "graceful_shutdown"}))
+    cases["OperationTimedOut"] = (
+        b,
+        env.create_job("power_operation", {"server_ids": [sid], "action": "graceful_shutdown"}),
+    )
     b, sid = env.take()
     b.password = "changed-by-someone"
-    cases["AuthenticationFailed"] = (b, env.create_job("power_operation", {"server_ids": [sid], "action": "on"}))
+    cases["AuthenticationFailed"] = (
+        b,
+        env.create_job("power_operation", {"server_ids": [sid], "action": "on"}),
+    )
     b, sid = env.take()  # plain HTTP is for the loopback lab only: never to a real network address
     env.h.query("update public.servers set idrac_address = 'http://10.0.0.9' where id = %s", sid)
     cases["DellHandlerError"] = (b, env.create_job("power_operation", {"server_ids": [sid], "action": "on"}))
@@ -115,7 +126,9 @@ def test_virtual_media_mount_boot_once_rerun_and_eject(env: DellEnv) -> None:
     job = env.run("virtual_media_mount", {"server_ids": [sid], "image_url": url, "boot_once": True})
     assert job["status"] == "completed", job["error"]
     assert b.virtual_media["CD"]["Image"] == url and b.virtual_media["CD"]["Inserted"]
-    assert b.boot_count == boots + 1  # restarted into the image; the one-time override is consumed by the boot
+    assert (
+        b.boot_count == boots + 1
+    )  # restarted into the image; the one-time override is consumed by the boot
     assert b.boot_override["BootSourceOverrideEnabled"] == "Disabled"
     assert b.boot_log[-1] == "VirtualCD"  # the host booted the image, not the physical drive
     assert env.steps(job["id"])["boot_once"]["resumable"] is False
@@ -140,12 +153,18 @@ def test_virtual_media_faults(env: DellEnv) -> None:
     b1.inject(lc_stuck_busy=True)
     j1 = env.create_job("virtual_media_mount", {"server_ids": [s1], "image_url": url})
     b2, s2 = env.take()
-    j2 = env.create_job("virtual_media_mount", {"server_ids": [s2], "image_url": env.files.url("iso/missing.iso")})
+    j2 = env.create_job(
+        "virtual_media_mount", {"server_ids": [s2], "image_url": env.files.url("iso/missing.iso")}
+    )
     b3, s3 = env.take()
-    j3 = env.create_job("virtual_media_mount", {"server_ids": [s3], "image_url": url, "write_protected": False})
+    j3 = env.create_job(
+        "virtual_media_mount", {"server_ids": [s3], "image_url": url, "write_protected": False}
+    )
     r1, r2, r3 = env.wait_all([j1, j2, j3])
     assert r1["status"] == "failed" and r1["error"].startswith("LifecycleControllerNotReady:"), r1["error"]
-    assert r2["status"] == "failed" and r2["error"].startswith("RequestRejected:") and "RAC0720" in r2["error"]
+    assert (
+        r2["status"] == "failed" and r2["error"].startswith("RequestRejected:") and "RAC0720" in r2["error"]
+    )
     assert r3["status"] == "failed" and "write_protected=false is not supported" in r3["error"]
     assert not b2.virtual_media["CD"]["Inserted"] and not b3.virtual_media["CD"]["Inserted"]
     no_leaks(env, b1, b2, b3)
@@ -170,8 +189,15 @@ def test_scp_backup_stored_retrievable_and_diffed(env: DellEnv, stack) -> None:
     assert second["status"] == "completed", second["error"]
     d = result_of(env, second, sid)
     assert d["previous_artifact_id"] == first["artifact_id"] and d["content_type"] == "application/json"
-    assert d["diff"]["changes"] == [{"change": "changed", "fqdd": "BIOS.Setup.1-1", "name": "SysProfile",
-                                     "old": "PerfOptimized", "new": "PerfPerWattOptimizedOs"}]
+    assert d["diff"]["changes"] == [
+        {
+            "change": "changed",
+            "fqdd": "BIOS.Setup.1-1",
+            "name": "SysProfile",
+            "old": "PerfOptimized",
+            "new": "PerfPerWattOptimizedOs",
+        }
+    ]
     # an unchanged configuration: a new artifact (new timestamp), an empty diff
     third = env.run("scp_backup", {"server_ids": [sid]})
     assert result_of(env, third, sid)["diff"]["unchanged"] is True and len(env.artifacts(sid)) == 3
@@ -182,7 +208,9 @@ def test_scp_backup_stored_retrievable_and_diffed(env: DellEnv, stack) -> None:
     add_user(stack, email, "operator", "dell-test-pw-1")
     op = create_client(env.h.env["SUPABASE_URL"], env.h.env["SUPABASE_ANON_KEY"])
     op.auth.sign_in_with_password({"email": email, "password": "dell-test-pw-1"})
-    rows = op.table("artifacts").select("id,sha256,size_bytes,content").eq("id", d["artifact_id"]).execute().data
+    rows = (
+        op.table("artifacts").select("id,sha256,size_bytes,content").eq("id", d["artifact_id"]).execute().data
+    )
     assert len(rows) == 1
     raw = rows[0]["content"]
     content = bytes.fromhex(raw[2:]) if raw.startswith("\\x") else base64.b64decode(raw)
@@ -192,9 +220,14 @@ def test_scp_backup_stored_retrievable_and_diffed(env: DellEnv, stack) -> None:
 
 
 def test_scp_backup_faults(env: DellEnv) -> None:
-    cases = {"LifecycleControllerNotReady": {"lc_stuck_busy": True}, "JobFailed": {"job_outcome": "fail"},
-             "JobStuck": {"job_outcome": "stuck"}, "PendingConfiguration": {"config_error": "LC068"},
-             "JobAlreadyRunning": {"config_error": "RAC0679"}, "TargetUnreachable": {"unreachable": True}}
+    cases = {
+        "LifecycleControllerNotReady": {"lc_stuck_busy": True},
+        "JobFailed": {"job_outcome": "fail"},
+        "JobStuck": {"job_outcome": "stuck"},
+        "PendingConfiguration": {"config_error": "LC068"},
+        "JobAlreadyRunning": {"config_error": "RAC0679"},
+        "TargetUnreachable": {"unreachable": True},
+    }
     started = {}
     for kind, fault in cases.items():
         b, sid = env.take()
@@ -220,30 +253,46 @@ def test_firmware_dry_run_update_with_backup_one_reboot_and_rerun(env: DellEnv) 
     dry = env.run("firmware_update", fw(env, sid, dry_run=True), maintenance_window_id=win)
     assert dry["status"] == "completed", dry["error"]
     rec = dry["result"]["checkpoint"]["servers"][sid]
-    assert [(x["component_id"], x["before"], x["target"], x["criticality"], x["reboot_required"])
-            for x in rec["components"]] == [
-        ("159", "2.10.2", "2.17.1", "Urgent", True), ("104298", "51.13.0-3485", "51.16.0-4076", "Optional", True),
-        ("105848", "21.60.16", "22.31.6", "Recommended", True), ("25227", "5.00.10.20", "6.10.30.00", "Recommended",
-                                                                  False)]
+    assert [
+        (x["component_id"], x["before"], x["target"], x["criticality"], x["reboot_required"])
+        for x in rec["components"]
+    ] == [
+        ("159", "2.10.2", "2.17.1", "Urgent", True),
+        ("104298", "51.13.0-3485", "51.16.0-4076", "Optional", True),
+        ("105848", "21.60.16", "22.31.6", "Recommended", True),
+        ("25227", "5.00.10.20", "6.10.30.00", "Recommended", False),
+    ]
     assert b.components[0].version == "2.10.2" and env.artifacts(sid) == []  # the dry run changed nothing
     assert env.steps(dry["id"])["stage"]["status"] == "completed"  # ran as a no-op
     boots = b.boot_count
     job = env.run("firmware_update", fw(env, sid), maintenance_window_id=win, timeout=90)
     assert job["status"] == "completed", job["error"]
     assert b.boot_count == boots + 1  # every staged package applied by one reboot
-    comps = {x["component_id"]: (x["before"], x["after"], x["status"]) for x in
-             job["result"]["checkpoint"]["servers"][sid]["components"]}
-    assert comps == {"159": ("2.10.2", "2.17.1", "updated"), "25227": ("5.00.10.20", "6.10.30.00", "updated"),
-                     "104298": ("51.13.0-3485", "51.16.0-4076", "updated"),
-                     "105848": ("21.60.16", "22.31.6", "updated")}
+    comps = {
+        x["component_id"]: (x["before"], x["after"], x["status"])
+        for x in job["result"]["checkpoint"]["servers"][sid]["components"]
+    }
+    assert comps == {
+        "159": ("2.10.2", "2.17.1", "updated"),
+        "25227": ("5.00.10.20", "6.10.30.00", "updated"),
+        "104298": ("51.13.0-3485", "51.16.0-4076", "updated"),
+        "105848": ("21.60.16", "22.31.6", "updated"),
+    }
     # invariant 4: a fresh SCP backup was stored before the first flash
     steps = env.steps(job["id"])
     arts = env.artifacts(sid)
     assert len(arts) == 1 and arts[0]["job_id"] == job["id"]
     assert arts[0]["created_at"] < steps["stage"]["started_at"]
     assert {k: s["resumable"] for k, s in steps.items()} == {
-        "compliance": True, "scp_backup": True, "prepare_queue": True, "stage": False, "reboot": False,
-        "apply": True, "verify": True, "drop_staged": True}
+        "compliance": True,
+        "scp_backup": True,
+        "prepare_queue": True,
+        "stage": False,
+        "reboot": False,
+        "apply": True,
+        "verify": True,
+        "drop_staged": True,
+    }
     assert env.firmware(sid)["159"] == "2.17.1" and env.server(sid)["bios_version"] == "2.17.1"
     # idempotent rerun: nothing to do is a success; no job, no reboot, no new backup
     jobs, boots = len(b.jobs), b.boot_count
@@ -257,14 +306,22 @@ def test_firmware_dry_run_update_with_backup_one_reboot_and_rerun(env: DellEnv) 
 def test_firmware_one_failing_component_leaves_per_component_result(env: DellEnv) -> None:
     b, sid = env.take("PowerEdge R640", old=True)
     env.fake_backup(sid)
-    job = env.run("firmware_update", fw(env, sid, "repo/gz/Catalog.xml.gz"), maintenance_window_id=env.window(),
-                  timeout=90)
+    job = env.run(
+        "firmware_update",
+        fw(env, sid, "repo/gz/Catalog.xml.gz"),
+        maintenance_window_id=env.window(),
+        timeout=90,
+    )
     assert job["status"] == "failed"
     assert job["error"].startswith("JobFailed:") and "1 of 4 component(s) failed" in job["error"]
     assert "Broadcom" in job["error"] or "Ethernet" in job["error"]
     comps = {x["component_id"]: x for x in job["result"]["checkpoint"]["servers"][sid]["components"]}
-    assert {k: x["status"] for k, x in comps.items()} == {"159": "updated", "25227": "updated",
-                                                         "104298": "updated", "105848": "failed"}
+    assert {k: x["status"] for k, x in comps.items()} == {
+        "159": "updated",
+        "25227": "updated",
+        "104298": "updated",
+        "105848": "failed",
+    }
     assert comps["105848"]["after"] == "21.60.16" and comps["105848"]["job_state"] == "Failed"
     task = env.tasks(job["id"])[sid]
     assert task["status"] == "failed"
@@ -281,8 +338,13 @@ def test_firmware_faults(env: DellEnv) -> None:
         b, sid = env.take("PowerEdge R640", old=True)
         env.fake_backup(sid)
         setup(b)
-        started[kind] = (b, sid, env.create_job("firmware_update", params(sid) if params else fw(env, sid),
-                                                maintenance_window_id=win))
+        started[kind] = (
+            b,
+            sid,
+            env.create_job(
+                "firmware_update", params(sid) if params else fw(env, sid), maintenance_window_id=win
+            ),
+        )
 
     start("FirmwareVerificationFailed", lambda b: b.inject(wrong_firmware_version=True))
     start("JobStuck", lambda b: b.inject(job_outcome="stuck"))
@@ -301,8 +363,10 @@ def test_firmware_faults(env: DellEnv) -> None:
     b, sid, job_id = started["OperationTimedOut"]
     assert [j for j in b.jobs.values() if j.job_type == "FirmwareUpdate" and j.state == "Scheduled"] == []
     drop = env.steps(job_id)["drop_staged"]
-    assert drop["status"] == "completed" and len(drop["details"]["result"]["dropped"][f"srv{b.index:02d}-"
-                                                                                   f"{env.h.site_name}"]) == 3
+    assert (
+        drop["status"] == "completed"
+        and len(drop["details"]["result"]["dropped"][f"srv{b.index:02d}-{env.h.site_name}"]) == 3
+    )
     assert b.components[1].version == "6.10.30.00"  # iDRAC firmware applies at once, without the reboot
 
 
@@ -311,9 +375,15 @@ def test_firmware_clears_a_wedged_queue_with_force_then_updates(env: DellEnv) ->
     env.fake_backup(sid)
     stale = b.add_stale_jobs(2)
     b.inject(queue_stuck=True)  # JID_CLEARALL leaves them: escalate to JID_CLEARALL_FORCE
-    job = env.run("firmware_update", {**fw(env, sid), "firmware": {"catalog_url": env.files.url("repo/Catalog.xml"),
-                                                                  "components": ["BIOS"]}},
-                  maintenance_window_id=env.window(), timeout=90)
+    job = env.run(
+        "firmware_update",
+        {
+            **fw(env, sid),
+            "firmware": {"catalog_url": env.files.url("repo/Catalog.xml"), "components": ["BIOS"]},
+        },
+        maintenance_window_id=env.window(),
+        timeout=90,
+    )
     assert job["status"] == "completed", job["error"]
     rec = job["result"]["checkpoint"]["servers"][sid]
     assert rec["queue"]["forced"] is True and sorted(rec["queue"]["removed"]) == sorted(stale)

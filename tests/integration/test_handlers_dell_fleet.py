@@ -23,9 +23,19 @@ def env(stack):
 
 
 def sim_packages() -> list[dict]:
-    return [{"component_id": cid, "version": p.version, "name": p.name, "criticality": p.criticality,
-             "reboot_required": p.reboot_required, "system_ids": sorted(p.system_ids), "path": p.path}
-            for p in CATALOG.packages for cid in p.component_ids]
+    return [
+        {
+            "component_id": cid,
+            "version": p.version,
+            "name": p.name,
+            "criticality": p.criticality,
+            "reboot_required": p.reboot_required,
+            "system_ids": sorted(p.system_ids),
+            "path": p.path,
+        }
+        for p in CATALOG.packages
+        for cid in p.component_ids
+    ]
 
 
 def test_inventory_refresh_many_bmcs_bounded_with_failures_recorded(env: DellEnv) -> None:
@@ -57,8 +67,10 @@ def test_inventory_refresh_many_bmcs_bounded_with_failures_recorded(env: DellEnv
     assert again["status"] == "completed"
     assert env.firmware(dead[1]) == {c.component_id: c.version for c in dead[0].components}
     assert env.server(dead[1])["details"]["inventory_error"] is None
-    assert env.h.one("select count(*) n from public.server_firmware where server_id = any(%s::uuid[])", ids)["n"] \
+    assert (
+        env.h.one("select count(*) n from public.server_firmware where server_id = any(%s::uuid[])", ids)["n"]
         == 9 * 4
+    )
     assert all(b.own_sessions() == 0 for b, _ in taken)
 
 
@@ -75,31 +87,42 @@ def test_inventory_refresh_fails_when_no_bmc_answers(env: DellEnv) -> None:
 def test_catalog_compliance_across_models(env: DellEnv) -> None:
     servers = {m: env.take(f"PowerEdge {m}") for m in ("R640", "R740", "R650", "R750")}
     ids = [sid for _, sid in servers.values()]
-    job = env.run("firmware_compliance", {"catalog_url": env.files.url("repo/gz/Catalog.xml.gz"),
-                                          "server_ids": ids})
+    job = env.run(
+        "firmware_compliance", {"catalog_url": env.files.url("repo/gz/Catalog.xml.gz"), "server_ids": ids}
+    )
     assert job["status"] == "completed", job["error"]
     recs = job["result"]["checkpoint"]["servers"]
     rows = {m: {c["component_id"]: c for c in recs[sid]["components"]} for m, (_, sid) in servers.items()}
     r640 = rows["R640"]  # old firmware
     assert {k: (c["status"], c["target"]) for k, c in r640.items()} == {
-        "159": ("update", "2.17.1"), "25227": ("update", "6.10.30.00"), "104298": ("update", "51.16.0-4076"),
-        "105848": ("update", "22.31.6")}
+        "159": ("update", "2.17.1"),
+        "25227": ("update", "6.10.30.00"),
+        "104298": ("update", "51.16.0-4076"),
+        "105848": ("update", "22.31.6"),
+    }
     assert r640["159"]["criticality"] == "Urgent" and r640["159"]["reboot_required"] is True
     assert r640["25227"]["reboot_required"] is False
     assert recs[servers["R740"][1]]["compliant"] is True  # current firmware, shared 14G packages
     r650 = rows["R650"]
     assert r650["159"]["target"] == "1.10.2" and r650["104298"]["status"] == "not_in_catalog"
     r750 = rows["R750"]  # current firmware; listed on one BIOS package and the NIC package only
-    assert {k: c["status"] for k, c in r750.items()} == {"159": "current", "25227": "not_in_catalog",
-                                                         "104298": "not_in_catalog", "105848": "current"}
+    assert {k: c["status"] for k, c in r750.items()} == {
+        "159": "current",
+        "25227": "not_in_catalog",
+        "104298": "not_in_catalog",
+        "105848": "current",
+    }
     for m, (b, sid) in servers.items():
         row = env.server(sid)
-        assert row["details"]["firmware_compliance"]["status"] == ("compliant" if m in ("R740", "R750") else
-                                                                    "updates_available")
+        assert row["details"]["firmware_compliance"]["status"] == (
+            "compliant" if m in ("R740", "R750") else "updates_available"
+        )
         assert env.firmware(sid) == {c.component_id: c.version for c in b.components}
         assert b.own_sessions() == 0
-    art = env.h.one("select content_type, content from public.artifacts where id = %s",
-                    job["result"]["checkpoint"]["report_artifact_id"])
+    art = env.h.one(
+        "select content_type, content from public.artifacts where id = %s",
+        job["result"]["checkpoint"]["report_artifact_id"],
+    )
     assert art["content_type"] == "application/json"
     assert json.loads(bytes(art["content"]))["servers"][servers["R650"][1]]["model"] == "PowerEdge R650"
 
@@ -112,8 +135,14 @@ def ome(env: DellEnv):
     sim = OMESim(devices=devices, packages=sim_packages(), page_size=2, time_scale=400.0, job_seconds=40.0)
     run_in(env.lt, sim.start())
     cred = env.credential(f"ome-{sim.port}", "ome", "admin", "ome-lab-pw", endpoints=[sim.url])
-    inst = env.h.one("insert into public.ome_instances (site_id, name, address, credential_set_id) "
-                     "values (%s, %s, %s, %s) returning id", env.h.site_id, f"ome-{sim.port}", sim.url, cred)["id"]
+    inst = env.h.one(
+        "insert into public.ome_instances (site_id, name, address, credential_set_id) "
+        "values (%s, %s, %s, %s) returning id",
+        env.h.site_id,
+        f"ome-{sim.port}",
+        sim.url,
+        cred,
+    )["id"]
     sim.instance_id, sim.cred = str(inst), cred
     yield sim
     run_in(env.lt, sim.stop())
@@ -125,9 +154,16 @@ def test_ome_inventory_and_compliance_feed_servers(env: DellEnv, ome: OMESim) ->
     # rackpilot knows three of the five servers OME manages
     sids = {}
     for d in devices[:3]:
-        sids[d.id] = str(env.h.one("insert into public.servers (site_id, name, idrac_address, service_tag) "
-                                   "values (%s, %s, %s, %s) returning id", env.h.site_id, f"ome-{d.service_tag}",
-                                   f"10.9.{d.id % 250}.1", d.service_tag)["id"])
+        sids[d.id] = str(
+            env.h.one(
+                "insert into public.servers (site_id, name, idrac_address, service_tag) "
+                "values (%s, %s, %s, %s) returning id",
+                env.h.site_id,
+                f"ome-{d.service_tag}",
+                f"10.9.{d.id % 250}.1",
+                d.service_tag,
+            )["id"]
+        )
     job = env.run("firmware_compliance", {"ome_instance_id": ome.instance_id}, creds=[ome.cred])
     assert job["status"] == "completed", job["error"]
     inv = env.steps(job["id"])["ome_inventory"]["details"]["result"]
@@ -138,15 +174,30 @@ def test_ome_inventory_and_compliance_feed_servers(env: DellEnv, ome: OMESim) ->
         assert env.firmware(sids[d.id]) == {c["ComponentId"]: c["Version"] for c in d.components}
         assert d.last_inventory != "2026-01-01 00:00:00.000"  # the OME inventory job ran
         comp = row["details"]["firmware_compliance"]
-        ours = CATALOG.compliance(model=d.model, system_id=d.system_id,
-                                  components=[(c["ComponentId"], c["Name"], c["Version"]) for c in d.components])
+        ours = CATALOG.compliance(
+            model=d.model,
+            system_id=d.system_id,
+            components=[(c["ComponentId"], c["Name"], c["Version"]) for c in d.components],
+        )
         assert comp["updates"] == len(ours.updates) and comp["status"] == (
-            "OK" if ours.compliant else "CRITICAL" if any(u.criticality == "Urgent" for u in ours.updates)
-            else "WARNING")
-    report = json.loads(bytes(env.h.one("select content from public.artifacts where id = %s",
-                                        job["result"]["checkpoint"]["report_artifact_id"])["content"]))
+            "OK"
+            if ours.compliant
+            else "CRITICAL"
+            if any(u.criticality == "Urgent" for u in ours.updates)
+            else "WARNING"
+        )
+    report = json.loads(
+        bytes(
+            env.h.one(
+                "select content from public.artifacts where id = %s",
+                job["result"]["checkpoint"]["report_artifact_id"],
+            )["content"]
+        )
+    )
     assert report["baseline"] == "rackpilot-baseline" and len(report["devices"]) == 5
-    assert env.h.one("select last_sync_at from public.ome_instances where id = %s", ome.instance_id)["last_sync_at"]
+    assert env.h.one("select last_sync_at from public.ome_instances where id = %s", ome.instance_id)[
+        "last_sync_at"
+    ]
     # rerun: same answer
     again = env.run("firmware_compliance", {"ome_instance_id": ome.instance_id}, creds=[ome.cred])
     assert again["status"] == "completed"
@@ -165,15 +216,24 @@ def test_ome_faults(env: DellEnv, ome: OMESim) -> None:
     down = env.run("firmware_compliance", {"ome_instance_id": ome.instance_id}, creds=[ome.cred])
     assert down["status"] == "failed" and down["error"].startswith("TargetUnreachable:"), down["error"]
     ome.inject(unreachable=False)
-    both = env.run("firmware_compliance", {"ome_instance_id": ome.instance_id,
-                                           "catalog_url": env.files.url("repo/Catalog.xml")}, creds=[ome.cred])
+    both = env.run(
+        "firmware_compliance",
+        {"ome_instance_id": ome.instance_id, "catalog_url": env.files.url("repo/Catalog.xml")},
+        creds=[ome.cred],
+    )
     assert both["status"] == "failed" and "exactly one source" in both["error"]
 
 
 def test_inventory_refresh_never_copies_a_service_tag_another_server_holds(env: DellEnv) -> None:
     b, sid = env.take()
-    dup = env.h.one("insert into public.servers (site_id, name, idrac_address, service_tag) values (%s, %s, %s, %s) "
-                    "returning id", env.h.site_id, f"dup-{b.index}", "10.99.0.1", b.service_tag)["id"]
+    dup = env.h.one(
+        "insert into public.servers (site_id, name, idrac_address, service_tag) values (%s, %s, %s, %s) "
+        "returning id",
+        env.h.site_id,
+        f"dup-{b.index}",
+        "10.99.0.1",
+        b.service_tag,
+    )["id"]
     job = env.run("inventory_refresh", {"server_ids": [sid]})
     assert job["status"] == "completed", job["error"]  # one duplicate does not refuse the batch
     row = env.server(sid)

@@ -39,8 +39,11 @@ def test_killed_mid_flash_pauses_and_is_never_flashed_again(env: DellEnv) -> Non
     env.fake_backup(sid)
     b.inject(slow_seconds=0.05)  # a slower iDRAC: the kill lands inside the stage step
     job = env.create_job("firmware_update", params(env, sid), maintenance_window_id=env.window())
-    wait_until(lambda: env.steps(job).get("stage", {}).get("status") == "running" and flashes(b) >= 1, 60,
-               "the stage step flashing")
+    wait_until(
+        lambda: env.steps(job).get("stage", {}).get("status") == "running" and flashes(b) >= 1,
+        60,
+        "the stage step flashing",
+    )
     env.proc.kill9()
     started = flash_ids(b)
     assert b.own_sessions() <= 1  # a killed process cannot delete its session; the iDRAC expires it on idle
@@ -56,7 +59,9 @@ def test_killed_mid_flash_pauses_and_is_never_flashed_again(env: DellEnv) -> Non
     assert flash_ids(b) <= started  # the interrupted flash never ran twice (no new update job) ...
     drop = env.steps(job)["drop_staged"]  # ... and what it had staged was taken out of the queue
     assert drop["status"] == "completed", drop
-    assert sorted(drop["details"]["result"]["dropped"][f"srv{b.index:02d}-{env.h.site_name}"]) == sorted(started)
+    assert sorted(drop["details"]["result"]["dropped"][f"srv{b.index:02d}-{env.h.site_name}"]) == sorted(
+        started
+    )
     b.tick()
     assert [j.id for j in b.jobs.values() if j.job_type == "FirmwareUpdate"] == []
 
@@ -66,7 +71,9 @@ def test_killed_while_reading_is_requeued_and_finished(env: DellEnv) -> None:
     env.fake_backup(sid)
     b.inject(slow_seconds=0.3)  # the compliance step reads slowly: the kill lands inside it
     job = env.create_job("firmware_update", params(env, sid), maintenance_window_id=env.window())
-    wait_until(lambda: env.steps(job).get("compliance", {}).get("status") == "running", 60, "compliance running")
+    wait_until(
+        lambda: env.steps(job).get("compliance", {}).get("status") == "running", 60, "compliance running"
+    )
     env.proc.kill9()
     b.clear_faults()
     assert flashes(b) == 0

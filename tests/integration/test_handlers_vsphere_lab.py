@@ -20,15 +20,29 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def cli(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "devstack.cli", "lab", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=200)
+    return subprocess.run(
+        [sys.executable, "-m", "devstack.cli", "lab", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
 
 
 def test_lab_up_status_down(tmp_path):
     env = dict(os.environ, RACKPILOT_LAB_DIR=str(tmp_path / "lab"))
     config = tmp_path / "dc.json"
-    config.write_text(json.dumps({"clusters": [{"name": "c1", "hosts": 2, "vms_per_host": 1}], "time_scale": 200,
-                                  "esxi_ssh": True, "ome": True}))
+    config.write_text(
+        json.dumps(
+            {
+                "clusters": [{"name": "c1", "hosts": 2, "vms_per_host": 1}],
+                "time_scale": 200,
+                "esxi_ssh": True,
+                "ome": True,
+            }
+        )
+    )
     up = cli(env, "up", "--config", str(config))
     try:
         assert up.returncode == 0, up.stderr
@@ -53,8 +67,9 @@ def test_lab_up_status_down(tmp_path):
             c.power("reset", wait=False)
         seen = set()
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not ({"notResponding", "connected"} <= seen and
-                                                   vc_host(host["name"])["reboots"] == 1):
+        while time.monotonic() < deadline and not (
+            {"notResponding", "connected"} <= seen and vc_host(host["name"])["reboots"] == 1
+        ):
             seen.add(vc_host(host["name"])["connection_state"])
             time.sleep(0.02)
         assert "notResponding" in seen and vc_host(host["name"])["connection_state"] == "connected"

@@ -20,19 +20,30 @@ from executor.targets.vsphere import VSphereClient, VSphereTimeouts
 from tests.e2e.executor_harness import Harness
 
 CLUSTERS, HOSTS, VMS_PER_HOST = 10, 16, 20
-SPECIAL = [{"name": "dev-usb", "host": 0, "devices": ["usb_passthrough"]},
-           {"name": "dev-ft", "host": 1, "devices": ["ft"]},
-           {"name": "dev-cd", "host": 2, "devices": ["cdrom_host_device"]},
-           {"name": "dev-local", "host": 3, "devices": ["local_disk"]},
-           {"name": "dev-gpu", "host": 4, "devices": ["vgpu"]},
-           {"name": "dev-pci", "host": 5, "devices": ["pci_passthrough"]}]
+SPECIAL = [
+    {"name": "dev-usb", "host": 0, "devices": ["usb_passthrough"]},
+    {"name": "dev-ft", "host": 1, "devices": ["ft"]},
+    {"name": "dev-cd", "host": 2, "devices": ["cdrom_host_device"]},
+    {"name": "dev-local", "host": 3, "devices": ["local_disk"]},
+    {"name": "dev-gpu", "host": 4, "devices": ["vgpu"]},
+    {"name": "dev-pci", "host": 5, "devices": ["pci_passthrough"]},
+]
 
 
 @contextmanager
 def lab_world(stack, n_clusters: int, hosts: int, vms_per_host: int):
     tmp = Path(tempfile.mkdtemp(prefix="rackpilot-sync-"))
-    clusters = [{"name": f"c{i:02d}", "hosts": hosts, "vms_per_host": vms_per_host, "host_memory_mb": 1048576,
-                 "vm_memory_mb": 2048, **({"vms": SPECIAL} if i == 0 else {})} for i in range(n_clusters)]
+    clusters = [
+        {
+            "name": f"c{i:02d}",
+            "hosts": hosts,
+            "vms_per_host": vms_per_host,
+            "host_memory_mb": 1048576,
+            "vm_memory_mb": 2048,
+            **({"vms": SPECIAL} if i == 0 else {}),
+        }
+        for i in range(n_clusters)
+    ]
     dc = DataCentre(clusters, time_scale=400, outdated=False)
     h = Harness(stack, tmp)
     try:
@@ -44,8 +55,11 @@ def lab_world(stack, n_clusters: int, hosts: int, vms_per_host: int):
         # half the servers are known by BMC address only (no service tag recorded)
         odd = [str(s) for name, s in reg["servers"].items() if int(name[-2:]) % 2 == 1]
         h.query("update public.servers set service_tag = null where id = any(%s::uuid[])", odd)
-        h.query("insert into public.notification_settings (site_id, name, channel, target, events) values "
-                "(%s, 'safety', 'webhook', 'http://127.0.0.1:9/hook', '{cluster_safety_changed}')", h.site_id)
+        h.query(
+            "insert into public.notification_settings (site_id, name, channel, target, events) values "
+            "(%s, 'safety', 'webhook', 'http://127.0.0.1:9/hook', '{cluster_safety_changed}')",
+            h.site_id,
+        )
         yield h, dc, reg
     finally:
         h.close()
@@ -54,8 +68,12 @@ def lab_world(stack, n_clusters: int, hosts: int, vms_per_host: int):
 
 
 def sync(h: Harness, reg: dict, **params) -> dict:
-    row = {"type": "vcenter_sync", "site_id": h.site_id, "params": {"vcenter_id": str(reg["vcenter_id"]), **params},
-           "credential_set_ids": [str(c) for c in reg["credential_set_ids"]]}
+    row = {
+        "type": "vcenter_sync",
+        "site_id": h.site_id,
+        "params": {"vcenter_id": str(reg["vcenter_id"]), **params},
+        "credential_set_ids": [str(c) for c in reg["credential_set_ids"]],
+    }
     job_id = h.client.table("jobs").insert(row).execute().data[0]["id"]
     job = h.wait_status(job_id, ("completed", "failed"), timeout=120)
     assert job["status"] == "completed", job["error"]
@@ -63,8 +81,10 @@ def sync(h: Harness, reg: dict, **params) -> dict:
 
 
 def snapshot(h: Harness, vc: str) -> dict:
-    return {t: h.query(f"select * from public.{t} where vcenter_id = %s order by moref", vc)
-            for t in ("clusters", "esxi_hosts", "vms")}
+    return {
+        t: h.query(f"select * from public.{t} where vcenter_id = %s order by moref", vc)
+        for t in ("clusters", "esxi_hosts", "vms")
+    }
 
 
 @pytest.mark.slow  # ~15-20 s per full read of 3,200 VMs from the simulator on a loaded 2-core machine
@@ -79,8 +99,9 @@ def test_sync_tracks_changes_vanished_objects_and_safety(stack):
         check_changes(h, dc, reg)
 
 
-def check_correct_and_idempotent(h: Harness, dc: DataCentre, reg: dict, n_clusters: int, hosts: int,
-                                 vms_per_host: int) -> None:
+def check_correct_and_idempotent(
+    h: Harness, dc: DataCentre, reg: dict, n_clusters: int, hosts: int, vms_per_host: int
+) -> None:
     vc = str(reg["vcenter_id"])
     t0 = time.monotonic()
     first = sync(h, reg)
@@ -91,27 +112,45 @@ def check_correct_and_idempotent(h: Harness, dc: DataCentre, reg: dict, n_cluste
     assert store["clusters"] == {"seen": n_clusters, "changed": n_clusters, "missing": 0}
     assert store["hosts"]["changed"] == n_clusters * hosts and store["hosts"]["linked"] == n_clusters * hosts
     assert store["vms"]["changed"] == n_vms
-    counts = h.one("select (select count(*) from public.clusters where vcenter_id = %s) as c, "
-                   "(select count(*) from public.esxi_hosts where vcenter_id = %s) as h, "
-                   "(select count(*) from public.vms where vcenter_id = %s) as v", vc, vc, vc)
+    counts = h.one(
+        "select (select count(*) from public.clusters where vcenter_id = %s) as c, "
+        "(select count(*) from public.esxi_hosts where vcenter_id = %s) as h, "
+        "(select count(*) from public.vms where vcenter_id = %s) as v",
+        vc,
+        vc,
+        vc,
+    )
     assert counts == {"c": n_clusters, "h": n_clusters * hosts, "v": n_vms}
     # every host linked to the server under it: by service tag, or by BMC address
-    links = h.query("select h.name, s.name as server from public.esxi_hosts h join public.servers s "
-                    "on s.id = h.server_id where h.vcenter_id = %s", vc)
+    links = h.query(
+        "select h.name, s.name as server from public.esxi_hosts h join public.servers s "
+        "on s.id = h.server_id where h.vcenter_id = %s",
+        vc,
+    )
     assert len(links) == n_clusters * hosts and all(r["server"] == f"{r['name']}-srv" for r in links)
-    flags = {r["name"]: r for r in h.query("select * from public.vms where name like 'dev-%%' and vcenter_id = %s", vc)}
+    flags = {
+        r["name"]: r
+        for r in h.query("select * from public.vms where name like 'dev-%%' and vcenter_id = %s", vc)
+    }
     assert flags["dev-usb"]["has_usb_passthrough"] and flags["dev-ft"]["ft_enabled"]
     assert flags["dev-cd"]["cdrom_connected"] and flags["dev-local"]["on_local_storage"]
     assert flags["dev-gpu"]["has_vgpu"] and flags["dev-pci"]["has_pci_passthrough"]
     plain = h.one("select * from public.vms where name = 'c01-vm0001' and vcenter_id = %s", vc)
-    assert not any(plain[k] for k in ("has_usb_passthrough", "ft_enabled", "cdrom_connected", "on_local_storage"))
+    assert not any(
+        plain[k] for k in ("has_usb_passthrough", "ft_enabled", "cdrom_connected", "on_local_storage")
+    )
     c00 = h.one("select * from public.clusters where name = 'c00' and vcenter_id = %s", vc)
     assert c00["drs_enabled"] and c00["drs_automation"] == "fullyAutomated"
-    safety = h.query("select status::text from public.cluster_safety_status s join public.clusters c "
-                     "on c.id = s.cluster_id where c.vcenter_id = %s", vc)
+    safety = h.query(
+        "select status::text from public.cluster_safety_status s join public.clusters c "
+        "on c.id = s.cluster_id where c.vcenter_id = %s",
+        vc,
+    )
     assert len(safety) == n_clusters and {r["status"] for r in safety} <= {"safe", "degraded"}
-    print(f"first sync of {n_vms} VMs took {elapsed:.1f}s (read {first['read_inventory']['read_s']}s, "
-          f"store {store['store_s']}s)")
+    print(
+        f"first sync of {n_vms} VMs took {elapsed:.1f}s (read {first['read_inventory']['read_s']}s, "
+        f"store {store['store_s']}s)"
+    )
 
     # idempotent: nothing changes, nothing is rewritten
     before = snapshot(h, vc)
@@ -120,9 +159,9 @@ def check_correct_and_idempotent(h: Harness, dc: DataCentre, reg: dict, n_cluste
     assert again["safety_changes"] == []
     after = snapshot(h, vc)
     for table in before:
-        assert [{k: v for k, v in r.items() if k != "last_sync_at"} for r in before[table]] == \
-               [{k: v for k, v in r.items() if k != "last_sync_at"} for r in after[table]], table
-
+        assert [{k: v for k, v in r.items() if k != "last_sync_at"} for r in before[table]] == [
+            {k: v for k, v in r.items() if k != "last_sync_at"} for r in after[table]
+        ], table
 
 
 def check_changes(h: Harness, dc: DataCentre, reg: dict) -> None:
@@ -140,10 +179,16 @@ def check_changes(h: Harness, dc: DataCentre, reg: dict) -> None:
     # the destroyed VM is marked gone; the host in maintenance changed (its VMs were evacuated)
     assert third["hosts"]["changed"] == 1 and third["vms"]["missing"] == 1
     assert [(x["previous"], x["status"]) for x in third["safety_changes"]] == [("safe", "degraded")]
-    assert h.one("select missing_since is not null as gone from public.vms where name = 'c01-vm0003' "
-                 "and vcenter_id = %s", vc)["gone"]
-    out = h.query("select payload from public.notification_outbox where event_kind = 'cluster_safety_changed' "
-                  "and payload->>'site_id' = %s", h.site_id)
+    assert h.one(
+        "select missing_since is not null as gone from public.vms where name = 'c01-vm0003' "
+        "and vcenter_id = %s",
+        vc,
+    )["gone"]
+    out = h.query(
+        "select payload from public.notification_outbox where event_kind = 'cluster_safety_changed' "
+        "and payload->>'site_id' = %s",
+        h.site_id,
+    )
     assert len(out) == 1 and out[0]["payload"]["status"] == "degraded"
     assert "hosts_in_maintenance" in out[0]["payload"]["reasons"]
     # prune: the vanished VM's row goes

@@ -29,8 +29,11 @@ class Api:
         for role in ("viewer", "operator", "admin"):
             email, pw = f"hostile-{role}-{self.tag}@x.test", f"hostile-{role}-pw-{self.tag}"
             add_user(stack, email, role, pw)
-            r = httpx.post(f"{self.url}/auth/v1/token?grant_type=password", headers={"apikey": self.anon},
-                           json={"email": email, "password": pw})
+            r = httpx.post(
+                f"{self.url}/auth/v1/token?grant_type=password",
+                headers={"apikey": self.anon},
+                json={"email": email, "password": pw},
+            )
             r.raise_for_status()
             self.tokens[role] = r.json()["access_token"]
 
@@ -56,11 +59,16 @@ def api(stack, supabase_env, db_url) -> Api:
 
 
 def _credential_set(api: Api) -> tuple[str, str]:
-    site = api.q("insert into public.sites (name) values (%s) returning id", f"hostile-{api.tag}-{uuid.uuid4().hex[:4]}")[0][0]
-    cred = api.q("insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id, endpoints) "
-                 "values (%s, 'idrac-admin', 'idrac', 'root', 'admin-sealed-envelope-ciphertext', 'k-admin', "
-                 "'[{\"scheme\": \"https\", \"host\": \"10.1.2.7\", \"port\": 443, \"tls\": {}}]') returning id",
-                 site)[0][0]
+    site = api.q(
+        "insert into public.sites (name) values (%s) returning id",
+        f"hostile-{api.tag}-{uuid.uuid4().hex[:4]}",
+    )[0][0]
+    cred = api.q(
+        "insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id, endpoints) "
+        "values (%s, 'idrac-admin', 'idrac', 'root', 'admin-sealed-envelope-ciphertext', 'k-admin', "
+        '\'[{"scheme": "https", "host": "10.1.2.7", "port": 443, "tls": {}}]\') returning id',
+        site,
+    )[0][0]
     return str(site), str(cred)
 
 
@@ -71,22 +79,41 @@ def test_an_operator_cannot_replace_the_envelope_of_a_sealed_credential(api: Api
     credential for one of their own, with their own endpoint list, behind the admin's name and
     the admin's display copy of the endpoints. Sealing is an admin action."""
     _, cred = _credential_set(api)
-    before = api.q("select sealed_secret, key_id, username, endpoints from public.credential_sets where id = %s", cred)
-    for change in ({"sealed_secret": "operator-sealed-envelope-of-their-own"}, {"key_id": "k-operator"},
-                   {"username": "operator-account"},
-                   {"sealed_secret": "operator-sealed-envelope-of-their-own", "key_id": "k-admin"}):
-        r = api.rest("operator", "PATCH", f"credential_sets?id=eq.{cred}", json=change,
-                     headers={"Prefer": "return=minimal"})
+    before = api.q(
+        "select sealed_secret, key_id, username, endpoints from public.credential_sets where id = %s", cred
+    )
+    for change in (
+        {"sealed_secret": "operator-sealed-envelope-of-their-own"},
+        {"key_id": "k-operator"},
+        {"username": "operator-account"},
+        {"sealed_secret": "operator-sealed-envelope-of-their-own", "key_id": "k-admin"},
+    ):
+        r = api.rest(
+            "operator",
+            "PATCH",
+            f"credential_sets?id=eq.{cred}",
+            json=change,
+            headers={"Prefer": "return=minimal"},
+        )
         assert r.status_code == 403 and r.json()["code"] == "42501", (change, r.status_code, r.text)
         assert "only an admin" in r.json()["message"], r.text
-    assert api.q("select sealed_secret, key_id, username, endpoints from public.credential_sets where id = %s",
-                 cred) == before
+    assert (
+        api.q(
+            "select sealed_secret, key_id, username, endpoints from public.credential_sets where id = %s",
+            cred,
+        )
+        == before
+    )
     # operators still name sets (the access matrix's update cell), and insert new ones
     r = api.rest("operator", "PATCH", f"credential_sets?id=eq.{cred}", json={"name": f"renamed-{api.tag}"})
     assert r.status_code == 204, r.text
     # an admin may (encrypt-credentials reseal writes these columns as the admin)
-    r = api.rest("admin", "PATCH", f"credential_sets?id=eq.{cred}",
-                 json={"sealed_secret": "admin-resealed-envelope-ciphertext", "key_id": "k-admin2"})
+    r = api.rest(
+        "admin",
+        "PATCH",
+        f"credential_sets?id=eq.{cred}",
+        json={"sealed_secret": "admin-resealed-envelope-ciphertext", "key_id": "k-admin2"},
+    )
     assert r.status_code == 204, r.text
 
 
@@ -118,19 +145,35 @@ def test_api_roles_hold_no_privilege_the_policy_does_not_grant(api: Api):
 # --- embedding: RLS and column grants hold through select=*,rel(*) ----------------------------------------
 def test_embedding_reaches_no_row_or_column_the_caller_cannot_select(api: Api):
     site, cred = _credential_set(api)
-    api.q("insert into public.servers (site_id, name, idrac_address, credential_set_id) values (%s, %s, '10.1.2.7', %s)",
-          site, f"srv-{api.tag}", cred)
+    api.q(
+        "insert into public.servers (site_id, name, idrac_address, credential_set_id) values (%s, %s, '10.1.2.7', %s)",
+        site,
+        f"srv-{api.tag}",
+        cred,
+    )
     # the ciphertext no role may select, however it is reached
     for role in ("viewer", "operator", "admin"):
-        for path in (f"servers?select=id,credential_sets(*)&site_id=eq.{site}",
-                     f"servers?select=id,credential_sets(sealed_secret)&site_id=eq.{site}",
-                     f"servers?select=id,...credential_sets(sealed_secret)&site_id=eq.{site}",
-                     "servers?select=id,credential_sets!inner()&credential_sets.sealed_secret=like.admin*",
-                     f"sites?select=id,credential_sets(id,credential_envelopes(sealed_secret))&id=eq.{site}"):
+        for path in (
+            f"servers?select=id,credential_sets(*)&site_id=eq.{site}",
+            f"servers?select=id,credential_sets(sealed_secret)&site_id=eq.{site}",
+            f"servers?select=id,...credential_sets(sealed_secret)&site_id=eq.{site}",
+            "servers?select=id,credential_sets!inner()&credential_sets.sealed_secret=like.admin*",
+            f"sites?select=id,credential_sets(id,credential_envelopes(sealed_secret))&id=eq.{site}",
+        ):
             r = api.rest(role, "GET", path)
-            assert r.status_code in (400, 403) and "admin-sealed" not in r.text, (role, path, r.status_code, r.text)
+            assert r.status_code in (400, 403) and "admin-sealed" not in r.text, (
+                role,
+                path,
+                r.status_code,
+                r.text,
+            )
             r = api.rest(role, "GET", path, headers={"Accept": "text/csv"})
-            assert r.status_code in (400, 403) and "admin-sealed" not in r.text, (role, path, r.status_code, r.text)
+            assert r.status_code in (400, 403) and "admin-sealed" not in r.text, (
+                role,
+                path,
+                r.status_code,
+                r.text,
+            )
     # rows RLS hides stay hidden when embedded: a viewer sees the server, not its credential set
     r = api.rest("viewer", "GET", f"servers?select=id,credential_sets(id,name,username)&site_id=eq.{site}")
     assert r.status_code == 200 and r.json() and all(s["credential_sets"] is None for s in r.json()), r.text
@@ -148,9 +191,16 @@ def _guess_from(api: Api, address: str, account: str, secret: str) -> int:
     """One break-glass sign-in from another loopback address (the gateway records the peer)."""
     transport = httpx.HTTPTransport(local_address=address)
     with httpx.Client(transport=transport, timeout=30) as c:
-        r = c.post(f"{api.url}/functions/v1/break-glass", headers={"apikey": api.anon, "Authorization":
-                   f"Bearer {api.anon}"}, json={"action": "sign_in", "account": account, "secret": secret,
-                                                "reason": "an outsider guessing secrets"})
+        r = c.post(
+            f"{api.url}/functions/v1/break-glass",
+            headers={"apikey": api.anon, "Authorization": f"Bearer {api.anon}"},
+            json={
+                "action": "sign_in",
+                "account": account,
+                "secret": secret,
+                "reason": "an outsider guessing secrets",
+            },
+        )
         return r.status_code
 
 

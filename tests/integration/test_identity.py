@@ -97,7 +97,11 @@ class World:
     def __init__(self, stack, tmp: Path):
         self.stack = stack
         env = stack.env()
-        self.url, self.anon, self.service = env["SUPABASE_URL"], env["SUPABASE_ANON_KEY"], env["SUPABASE_SERVICE_ROLE_KEY"]
+        self.url, self.anon, self.service = (
+            env["SUPABASE_URL"],
+            env["SUPABASE_ANON_KEY"],
+            env["SUPABASE_SERVICE_ROLE_KEY"],
+        )
         self.conn = psycopg2.connect(stack.pg.dsn())
         self.conn.autocommit = True
         self.tag = uuid.uuid4().hex[:6]
@@ -118,15 +122,22 @@ class World:
 
     def build(self, tmp: Path) -> None:
         dead = f"ldaps://127.0.0.1:{_dead_port()}"
-        common = {"bind_dn_template": f"uid={{username}},ou=people,{BASE_DN}", "base_dn": BASE_DN,
-                  "group_roles": json.dumps(group_roles())}
+        common = {
+            "bind_dn_template": f"uid={{username}},ou=people,{BASE_DN}",
+            "base_dn": BASE_DN,
+            "group_roles": json.dumps(group_roles()),
+        }
         for name in SITES:
             sid = self.q("insert into public.sites (name) values (%s) returning id", self.site(name))[0][0]
             self.sites[name] = str(sid)
             key = KeyPair(X25519PrivateKey.generate())
             self.keys[name] = key
-            self.q("insert into public.executors (site_id, name, public_key, key_id) values (%s, 'idm', %s, %s)",
-                   sid, key.public_b64, key.kid)
+            self.q(
+                "insert into public.executors (site_id, name, public_key, key_id) values (%s, 'idm', %s, %s)",
+                sid,
+                key.public_b64,
+                key.kid,
+            )
         cfg = {
             "direct": ("direct", [dead, self.ldap.ldaps_uri], False),
             "starttls": ("direct", [self.ldap.ldap_uri], True),
@@ -136,25 +147,54 @@ class World:
             "memberof": ("direct", [self.ldap.ldaps_uri], False),
         }
         for name, (mode, uris, starttls) in cfg.items():
-            self.q("insert into public.directory_configs (site_id, mode, uris, starttls, ca_pem, bind_dn_template, "
-                   "base_dn, group_roles, request_ttl_s, nesting) values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                   self.sites[name], mode, uris, starttls, self.ldap.ca_pem, common["bind_dn_template"],
-                   common["base_dn"], common["group_roles"], 3 if name == "forged" else 10,
-                   "memberof" if name == "memberof" else "search")
+            self.q(
+                "insert into public.directory_configs (site_id, mode, uris, starttls, ca_pem, bind_dn_template, "
+                "base_dn, group_roles, request_ttl_s, nesting) values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                self.sites[name],
+                mode,
+                uris,
+                starttls,
+                self.ldap.ca_pem,
+                common["bind_dn_template"],
+                common["base_dn"],
+                common["group_roles"],
+                3 if name == "forged" else 10,
+                "memberof" if name == "memberof" else "search",
+            )
         # the bind account the sync reads membership with, sealed by an admin (a directory one)
         # to the exec site's executor key, bound to the directory's URIs
         admin = self.login("direct", "alice")["session"]
-        seal_bind_credential(self.client(admin), self.sites["exec"], "directory-sync", f"uid=sync,ou=services,{BASE_DN}",
-                             self.ldap.passwords["sync"], [self.ldap.ldaps_uri, self.ldap.ldap_uri])
-        for name, uris, starttls in (("exec", [dead, self.ldap.ldaps_uri], False),
-                                     ("exec-tls", [self.ldap.ldap_uri], True)):
+        seal_bind_credential(
+            self.client(admin),
+            self.sites["exec"],
+            "directory-sync",
+            f"uid=sync,ou=services,{BASE_DN}",
+            self.ldap.passwords["sync"],
+            [self.ldap.ldaps_uri, self.ldap.ldap_uri],
+        )
+        for name, uris, starttls in (
+            ("exec", [dead, self.ldap.ldaps_uri], False),
+            ("exec-tls", [self.ldap.ldap_uri], True),
+        ):
             key_path = tmp / f"{name}.pem"
-            settings = ExecutorSettings(supabase_url=self.url, supabase_key=self.service, site=self.site(name),
-                                        state_dir=tmp, private_key_path=key_path, log_level="INFO")
-            idm = IdentitySettings(uris=uris, starttls=starttls, ca_file=self.ldap.ca_file,
-                                   bind_dn_template=common["bind_dn_template"], base_dn=BASE_DN,
-                                   bind_credential="directory-sync" if name == "exec" else None, sync_interval=0,
-                                   poll_interval=1.0)
+            settings = ExecutorSettings(
+                supabase_url=self.url,
+                supabase_key=self.service,
+                site=self.site(name),
+                state_dir=tmp,
+                private_key_path=key_path,
+                log_level="INFO",
+            )
+            idm = IdentitySettings(
+                uris=uris,
+                starttls=starttls,
+                ca_file=self.ldap.ca_file,
+                bind_dn_template=common["bind_dn_template"],
+                base_dn=BASE_DN,
+                bind_credential="directory-sync" if name == "exec" else None,
+                sync_interval=0,
+                poll_interval=1.0,
+            )
             self.agents[name] = AgentThread(IdentityAgent(settings, idm, self.keys[name])).start()
 
     def close(self) -> None:
@@ -179,8 +219,11 @@ class World:
         return c
 
     def role_of(self, session: dict) -> str | None:
-        r = httpx.post(f"{self.url}/rest/v1/rpc/current_app_role", json={},
-                       headers={"apikey": self.anon, "Authorization": f"Bearer {session['access_token']}"})
+        r = httpx.post(
+            f"{self.url}/rest/v1/rpc/current_app_role",
+            json={},
+            headers={"apikey": self.anon, "Authorization": f"Bearer {session['access_token']}"},
+        )
         assert r.status_code == 200, r.text
         return r.json()
 
@@ -204,7 +247,8 @@ def test_direct_sign_in_maps_nested_groups_over_ldaps_and_starttls(world: World)
     me = c.auth.get_user().user
     assert me.email == "alice@lab.rackpilot.test"
     assert c.table("user_roles").select("role,source").eq("user_id", me.id).execute().data == [
-        {"role": "admin", "source": "directory"}]
+        {"role": "admin", "source": "directory"}
+    ]
     assert world.login("direct", "bob")["role"] == "operator"
     assert world.login("starttls", "carol")["role"] == "viewer"
     assert world.login("starttls", "bob")["role"] == "operator"
@@ -217,15 +261,21 @@ def test_direct_sign_in_maps_nested_groups_over_ldaps_and_starttls(world: World)
 
 def test_sign_in_through_the_executor_over_ldaps_and_starttls(world: World):
     timings = []
-    for site, user, role in (("exec", "alice", "admin"), ("exec", "bob", "operator"), ("exec-tls", "carol", "viewer")):
+    for site, user, role in (
+        ("exec", "alice", "admin"),
+        ("exec", "bob", "operator"),
+        ("exec-tls", "carol", "viewer"),
+    ):
         t0 = time.perf_counter()
         res = world.login(site, user)
         timings.append(time.perf_counter() - t0)
         assert (res["role"], res["via"]) == (role, "executor"), res
         assert world.role_of(res["session"]) == role
     # the same entry through the direct path and the executor path of two sites: one user
-    rows = world.q("select count(*), min(site_id::text) from public.directory_identities where subject = %s",
-                   user_dn("alice").lower())
+    rows = world.q(
+        "select count(*), min(site_id::text) from public.directory_identities where subject = %s",
+        user_dn("alice").lower(),
+    )
     assert rows == [(1, world.sites["exec"])]
     t_direct = []
     for _ in range(3):
@@ -237,8 +287,10 @@ def test_sign_in_through_the_executor_over_ldaps_and_starttls(world: World):
         t0 = time.perf_counter()
         world.login("exec", "bob")
         t_exec.append(time.perf_counter() - t0)
-    print(f"\nsign-in latency: direct median {sorted(t_direct)[1] * 1000:.0f} ms, "
-          f"through the executor median {sorted(t_exec)[1] * 1000:.0f} ms")
+    print(
+        f"\nsign-in latency: direct median {sorted(t_direct)[1] * 1000:.0f} ms, "
+        f"through the executor median {sorted(t_exec)[1] * 1000:.0f} ms"
+    )
     assert sorted(t_exec)[1] < 1.0, f"sign-in through the executor took {t_exec}"
 
 
@@ -254,7 +306,9 @@ def test_refusals_are_clear(world: World, site: str):
     e = world.refused(site, "dave")
     assert (e.status, e.code) == (403, "no_mapped_group"), e
     assert "no group" in str(e)
-    assert world.q("select count(*) from auth.users")[0][0] == users_before, "an unmapped user was provisioned"
+    assert world.q("select count(*) from auth.users")[0][0] == users_before, (
+        "an unmapped user was provisioned"
+    )
     e = world.refused(site, "bob", "")  # an empty password would be an unauthenticated bind
     assert e.status in (400, 401)
 
@@ -262,7 +316,15 @@ def test_refusals_are_clear(world: World, site: str):
 @pytest.mark.parametrize("site", ["direct", "exec"])
 def test_ldap_injection_usernames_are_literal(world: World, site: str):
     pw = world.ldap.passwords["alice"]
-    for hostile in ("*", "alice)(uid=*", "*)(|(uid=*", "alice,ou=people", "alice\\2a", "al*", "alice)(|(objectClass=*"):
+    for hostile in (
+        "*",
+        "alice)(uid=*",
+        "*)(|(uid=*",
+        "alice,ou=people",
+        "alice\\2a",
+        "al*",
+        "alice)(|(objectClass=*",
+    ):
         e = world.refused(site, hostile, pw)
         assert (e.status, e.code) == (401, "invalid_credentials"), (hostile, e)
 
@@ -271,12 +333,21 @@ def test_the_executor_path_refuses_replays_stale_requests_and_forged_answers(wor
     url, anon = world.url, world.anon
     site = world.site("exec")
     key = world.keys["exec"]
-    call = lambda body: httpx.post(f"{url}/functions/v1/idm-login", json=body,  # noqa: E731
-                                   headers={"apikey": anon, "Authorization": f"Bearer {anon}"}, timeout=30)
+
+    def call(body):
+        return httpx.post(
+            f"{url}/functions/v1/idm-login",
+            json=body,
+            headers={"apikey": anon, "Authorization": f"Bearer {anon}"},
+            timeout=30,
+        )
+
     # a good sign-in, keeping its envelope
     begun = call({"action": "begin", "site": site}).json()
-    envelope = seal(key.public_raw, {"username": "bob", "password": world.ldap.passwords["bob"],
-                                     "challenge": begun["challenge"]})
+    envelope = seal(
+        key.public_raw,
+        {"username": "bob", "password": world.ldap.passwords["bob"], "challenge": begun["challenge"]},
+    )
     ok = call({"action": "complete", "request_id": begun["request_id"], "envelope": envelope})
     assert ok.status_code == 200, ok.text
     # the same request again: refused
@@ -291,14 +362,18 @@ def test_the_executor_path_refuses_replays_stale_requests_and_forged_answers(wor
     fsite = world.site("forged")
     fkey = world.keys["forged"]
     begun = call({"action": "begin", "site": fsite}).json()
-    env = seal(fkey.public_raw, {"username": "bob", "password": world.ldap.passwords["bob"],
-                                 "challenge": begun["challenge"]})
+    env = seal(
+        fkey.public_raw,
+        {"username": "bob", "password": world.ldap.passwords["bob"], "challenge": begun["challenge"]},
+    )
     stale = call({"action": "complete", "request_id": begun["request_id"], "envelope": env})
     assert (stale.status_code, stale.json()["code"]) == (409, "stale_request"), stale.text
     # submitted after its expiry: refused before anything happens
     begun = call({"action": "begin", "site": fsite}).json()
-    world.q("update public.idm_login_requests set expires_at = now() - interval '1 second' where id = %s",
-            begun["request_id"])
+    world.q(
+        "update public.idm_login_requests set expires_at = now() - interval '1 second' where id = %s",
+        begun["request_id"],
+    )
     late = call({"action": "complete", "request_id": begun["request_id"], "envelope": env})
     assert (late.status_code, late.json()["code"]) == (409, "stale_request"), late.text
 
@@ -316,26 +391,53 @@ def test_the_executor_path_refuses_replays_stale_requests_and_forged_answers(wor
     svc = {"apikey": world.service, "Authorization": f"Bearer {world.service}"}
     deadline = time.monotonic() + 5
     while True:  # wait for the function to submit (its verifier key is in the row then)
-        rows = world.q("select verifier_pk from public.idm_login_requests where id = %s and status = 'pending'",
-                       begun["request_id"])
+        rows = world.q(
+            "select verifier_pk from public.idm_login_requests where id = %s and status = 'pending'",
+            begun["request_id"],
+        )
         if rows:
             break
         assert time.monotonic() < deadline, "the request was never submitted"
         time.sleep(0.02)
-    answer = json.dumps({"v": 1, "request_id": begun["request_id"], "challenge": begun["challenge"],
-                         "site_id": world.sites["forged"], "ok": True, "error": None, "subject": user_dn("alice"),
-                         "username": "alice", "email": None, "display_name": None,
-                         "groups": [GROUPS["admins"]]}, separators=(",", ":"))
-    r = httpx.post(f"{url}/rest/v1/rpc/idm_answer_login", headers=svc, json={
-        "p_executor_id": world.q("select id from public.executors where site_id = %s", world.sites["forged"])[0][0].__str__(),
-        "p_request_id": begun["request_id"], "p_answer": answer,
-        "p_mac": answer_mac(forger, rows[0][0], begun["request_id"], answer)})
+    answer = json.dumps(
+        {
+            "v": 1,
+            "request_id": begun["request_id"],
+            "challenge": begun["challenge"],
+            "site_id": world.sites["forged"],
+            "ok": True,
+            "error": None,
+            "subject": user_dn("alice"),
+            "username": "alice",
+            "email": None,
+            "display_name": None,
+            "groups": [GROUPS["admins"]],
+        },
+        separators=(",", ":"),
+    )
+    r = httpx.post(
+        f"{url}/rest/v1/rpc/idm_answer_login",
+        headers=svc,
+        json={
+            "p_executor_id": world.q(
+                "select id from public.executors where site_id = %s", world.sites["forged"]
+            )[0][0].__str__(),
+            "p_request_id": begun["request_id"],
+            "p_answer": answer,
+            "p_mac": answer_mac(forger, rows[0][0], begun["request_id"], answer),
+        },
+    )
     assert r.status_code in (200, 204), r.text
     t.join(15)
     forged = result["r"]
     assert (forged.status_code, forged.json()["code"]) == (502, "bad_signature"), forged.text
-    assert world.q("select count(*) from public.audit_log where action = 'idm.forged_answer' and row_id = %s",
-                   begun["request_id"])[0][0] == 1
+    assert (
+        world.q(
+            "select count(*) from public.audit_log where action = 'idm.forged_answer' and row_id = %s",
+            begun["request_id"],
+        )[0][0]
+        == 1
+    )
 
 
 def test_users_cannot_touch_the_login_mailbox(world: World):
@@ -343,18 +445,36 @@ def test_users_cannot_touch_the_login_mailbox(world: World):
     h = {"apikey": world.anon, "Authorization": f"Bearer {res['session']['access_token']}"}
     r = httpx.get(f"{world.url}/rest/v1/idm_login_requests?select=*", headers=h)
     assert r.status_code in (401, 403), r.text
-    for fn, body in (("idm_answer_login", {"p_executor_id": str(uuid.uuid4()), "p_request_id": str(uuid.uuid4()),
-                                           "p_answer": "{}", "p_mac": "x" * 43}),
-                     ("idm_pending_logins", {"p_executor_id": str(uuid.uuid4())}),
-                     ("idm_apply_sync", {"p_executor_id": str(uuid.uuid4()), "p_members": {}}),
-                     ("idm_record_sign_in", {}), ("breakglass_grant", {}), ("idm_bind_credential", {})):
+    for fn, body in (
+        (
+            "idm_answer_login",
+            {
+                "p_executor_id": str(uuid.uuid4()),
+                "p_request_id": str(uuid.uuid4()),
+                "p_answer": "{}",
+                "p_mac": "x" * 43,
+            },
+        ),
+        ("idm_pending_logins", {"p_executor_id": str(uuid.uuid4())}),
+        ("idm_apply_sync", {"p_executor_id": str(uuid.uuid4()), "p_members": {}}),
+        ("idm_record_sign_in", {}),
+        ("breakglass_grant", {}),
+        ("idm_bind_credential", {}),
+    ):
         r = httpx.post(f"{world.url}/rest/v1/rpc/{fn}", headers=h, json=body)
         assert r.status_code in (401, 403, 404), (fn, r.status_code, r.text)
     # the role cannot come from what a caller says: an extra "groups" field is refused
-    r = httpx.post(f"{world.url}/functions/v1/idm-login", headers={"apikey": world.anon,
-                   "Authorization": f"Bearer {world.anon}"},
-                   json={"action": "login", "site": world.site("direct"), "username": "dave",
-                         "password": world.ldap.passwords["dave"], "groups": [GROUPS["admins"]]})
+    r = httpx.post(
+        f"{world.url}/functions/v1/idm-login",
+        headers={"apikey": world.anon, "Authorization": f"Bearer {world.anon}"},
+        json={
+            "action": "login",
+            "site": world.site("direct"),
+            "username": "dave",
+            "password": world.ldap.passwords["dave"],
+            "groups": [GROUPS["admins"]],
+        },
+    )
     assert r.status_code == 400, r.text
 
 
@@ -370,8 +490,12 @@ def test_the_password_is_nowhere_but_in_flight_to_the_executor(world: World):
         client = await acreate_client(world.url, world.anon)
         await client.auth.set_session(viewer["session"]["access_token"], viewer["session"]["refresh_token"])
         ch = client.channel("snoop")
-        ch.on_postgres_changes("*", schema="public", table="idm_login_requests",
-                               callback=lambda p: frames.append(json.dumps(p, default=str)))
+        ch.on_postgres_changes(
+            "*",
+            schema="public",
+            table="idm_login_requests",
+            callback=lambda p: frames.append(json.dumps(p, default=str)),
+        )
         states: list[str] = []
         answered = asyncio.Event()
 
@@ -386,16 +510,21 @@ def test_the_password_is_nowhere_but_in_flight_to_the_executor(world: World):
         assert states[0] != "SUBSCRIBED", states
         with pytest.raises(IdentityError):
             await asyncio.to_thread(sealed_login, world.url, world.anon, world.site("exec"), "bob", needle)
-        res = await asyncio.to_thread(sealed_login, world.url, world.anon, world.site("exec"), "carol",
-                                      world.ldap.passwords["carol"])
+        res = await asyncio.to_thread(
+            sealed_login, world.url, world.anon, world.site("exec"), "carol", world.ldap.passwords["carol"]
+        )
         assert res["role"] == "viewer"
         await asyncio.sleep(0.5)  # Realtime would have delivered by now (it is ~50 ms here)
         await client.realtime.close()
 
     asyncio.run(listen_and_sign_in())
     assert frames == [], "a signed-in user received sign-in requests over Realtime"
-    dump = subprocess.run([PG_DUMP, "--data-only", "--no-owner", world.stack.pg.dsn()], capture_output=True,
-                          text=True, check=True).stdout
+    dump = subprocess.run(
+        [PG_DUMP, "--data-only", "--no-owner", world.stack.pg.dsn()],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "idm_login_requests" in dump
     assert needle not in dump and world.ldap.passwords["carol"] not in dump
     for p in [*world.stack.cfg.log_dir.rglob("*"), *world.stack.cfg.state_dir.rglob("*.log")]:
@@ -403,8 +532,10 @@ def test_the_password_is_nowhere_but_in_flight_to_the_executor(world: World):
             assert needle.encode() not in p.read_bytes(), p
     assert needle not in world.log.getvalue() and "directory sign-in answered" in world.log.getvalue()
     # what is left of the requests: no envelope once answered, no answer once consumed
-    left = world.q("select count(*) from public.idm_login_requests where status in ('answered', 'consumed', 'expired') "
-                   "and (envelope is not null or (status = 'consumed' and answer is not null))")
+    left = world.q(
+        "select count(*) from public.idm_login_requests where status in ('answered', 'consumed', 'expired') "
+        "and (envelope is not null or (status = 'consumed' and answer is not null))"
+    )
     assert left[0][0] == 0
 
 
@@ -419,15 +550,21 @@ def test_sync_takes_a_removed_admin_role_and_refresh_token_away(world: World):
     out = world.agents["exec"].sync_once()
     assert out["removed"] >= 1 and out["sessions_revoked"] >= 1, out
     assert world.role_of(session) is None
-    r = httpx.post(f"{world.url}/auth/v1/token?grant_type=refresh_token", headers={"apikey": world.anon},
-                   json={"refresh_token": session["refresh_token"]})
+    r = httpx.post(
+        f"{world.url}/auth/v1/token?grant_type=refresh_token",
+        headers={"apikey": world.anon},
+        json={"refresh_token": session["refresh_token"]},
+    )
     assert r.status_code in (400, 401, 403, 404), r.text
     # and the next sign-in is refused, not given a default role
     e = world.refused("exec", "erin")
     assert (e.status, e.code) == (403, "no_mapped_group")
     # alice (nested) kept hers
-    assert world.q("select ur.role::text from public.user_roles ur join public.directory_identities d "
-                   "on d.user_id = ur.user_id where d.subject = %s", user_dn("alice").lower()) == [("admin",)]
+    assert world.q(
+        "select ur.role::text from public.user_roles ur join public.directory_identities d "
+        "on d.user_id = ur.user_id where d.subject = %s",
+        user_dn("alice").lower(),
+    ) == [("admin",)]
 
 
 def test_the_console_form_signs_in_with_a_directory_account(world: World):
@@ -451,12 +588,17 @@ def test_the_console_form_signs_in_with_a_directory_account(world: World):
 
 def test_break_glass_with_the_directory_down(world: World):
     admin = world.login("direct", "alice")["session"]
-    world.q("insert into public.notification_settings (name, channel, target, events) values "
-            "(%s, 'email', 'oncall@example.test', '{job_failed}'), (%s, 'webhook', 'https://hooks.test/x', '{job_failed}')",
-            f"mail-{world.tag}", f"hook-{world.tag}")
+    world.q(
+        "insert into public.notification_settings (name, channel, target, events) values "
+        "(%s, 'email', 'oncall@example.test', '{job_failed}'), (%s, 'webhook', 'https://hooks.test/x', '{job_failed}')",
+        f"mail-{world.tag}",
+        f"hook-{world.tag}",
+    )
     name = f"bg-{world.tag}"
     secret = provision_breakglass(world.url, world.service, name)
-    assert secret not in json.dumps(world.q("select secret_hash from public.breakglass_accounts where name = %s", name))
+    assert secret not in json.dumps(
+        world.q("select secret_hash from public.breakglass_accounts where name = %s", name)
+    )
     world.ldap.stop()  # the directory is down: neither path can bind
     e = world.refused("direct", "alice")
     assert (e.status, e.code) == (503, "directory_unreachable")
@@ -466,19 +608,30 @@ def test_break_glass_with_the_directory_down(world: World):
     with pytest.raises(IdentityError) as info:
         break_glass_login(world.url, world.anon, name, secret, "short")
     assert info.value.status == 400  # a reason is required
-    res = break_glass_login(world.url, world.anon, name, secret, "directory down, restoring access", ttl_seconds=5)
+    res = break_glass_login(
+        world.url, world.anon, name, secret, "directory down, restoring access", ttl_seconds=5
+    )
     expires = datetime.fromisoformat(res["expires_at"].replace("Z", "+00:00"))
-    granted = world.q("select extract(epoch from expires_at - started_at)::int, "
-                      "(select s.not_after = b.expires_at from auth.sessions s where s.id = b.auth_session_id) "
-                      "from public.breakglass_sessions b where b.id = %s", res["breakglass_session_id"])
+    granted = world.q(
+        "select extract(epoch from expires_at - started_at)::int, "
+        "(select s.not_after = b.expires_at from auth.sessions s where s.id = b.auth_session_id) "
+        "from public.breakglass_sessions b where b.id = %s",
+        res["breakglass_session_id"],
+    )
     assert granted == [(5, True)]  # the grant's lifetime, and the auth session ends with it
     assert res["role"] == "admin" and world.role_of(res["session"]) == "admin"
-    audit = world.q("select new_data from public.audit_log where action = 'breakglass.used' and row_id = %s",
-                    res["breakglass_session_id"])
-    assert audit and audit[0][0]["severity"] == "critical" and audit[0][0]["reason"].startswith("directory down")
-    outbox = world.q("select s.channel::text from public.notification_outbox o join public.notification_settings s "
-                     "on s.id = o.setting_id where o.event_kind = 'breakglass_used' and o.payload->>'session_id' = %s",
-                     res["breakglass_session_id"])
+    audit = world.q(
+        "select new_data from public.audit_log where action = 'breakglass.used' and row_id = %s",
+        res["breakglass_session_id"],
+    )
+    assert (
+        audit and audit[0][0]["severity"] == "critical" and audit[0][0]["reason"].startswith("directory down")
+    )
+    outbox = world.q(
+        "select s.channel::text from public.notification_outbox o join public.notification_settings s "
+        "on s.id = o.setting_id where o.event_kind = 'breakglass_used' and o.payload->>'session_id' = %s",
+        res["breakglass_session_id"],
+    )
     enabled = world.q("select count(*) from public.notification_settings where enabled")[0][0]
     assert len(outbox) == enabled and {"email", "webhook"} <= {c for (c,) in outbox}
     # admins see it; the session ends on time: no role, no refresh
@@ -487,8 +640,11 @@ def test_break_glass_with_the_directory_down(world: World):
     while datetime.now(UTC) < expires:  # the grant's own deadline, no fixed sleep
         time.sleep(0.05)
     assert world.role_of(res["session"]) is None
-    r = httpx.post(f"{world.url}/auth/v1/token?grant_type=refresh_token", headers={"apikey": world.anon},
-                   json={"refresh_token": res["session"]["refresh_token"]})
+    r = httpx.post(
+        f"{world.url}/auth/v1/token?grant_type=refresh_token",
+        headers={"apikey": world.anon},
+        json={"refresh_token": res["session"]["refresh_token"]},
+    )
     assert r.status_code >= 400, r.text
 
     # an admin revokes a live one at once
@@ -507,8 +663,10 @@ def test_break_glass_with_the_directory_down(world: World):
     with pytest.raises(IdentityError) as info:
         break_glass_login(world.url, world.anon, name, secret, "directory down, restoring access")
     assert info.value.status == 423
-    fails = world.q("select count(*) from public.audit_log where action in ('breakglass.failed', 'breakglass.locked_out') "
-                    "and new_data->>'name' = %s", name)
+    fails = world.q(
+        "select count(*) from public.audit_log where action in ('breakglass.failed', 'breakglass.locked_out') "
+        "and new_data->>'name' = %s",
+        name,
+    )
     assert fails[0][0] == 6
     logging.getLogger().handlers.clear()
-

@@ -37,8 +37,12 @@ EXPECTED_WARNINGS: dict[str, dict[str, str]] = {"idrac9": {}, "idrac10": {}}
 # iDRAC10 at its factory default refuses Basic authentication (firmware 1.30.10.50 and
 # later), which the Redfish specification requires; these are the validator's failures
 # for that alone, so the conformance run enables Basic as an administrator would.
-IDRAC10_BASIC_OFF_FAILURES = {"REQ_HEADERS_AUTHORIZATION", "SEC_BASIC_AUTH_STANDALONE", "SEC_BOTH_AUTH_TYPES",
-                              "SEC_SUPPORT_BASIC_AUTH"}
+IDRAC10_BASIC_OFF_FAILURES = {
+    "REQ_HEADERS_AUTHORIZATION",
+    "SEC_BASIC_AUTH_STANDALONE",
+    "SEC_BOTH_AUTH_TYPES",
+    "SEC_SUPPORT_BASIC_AUTH",
+}
 
 
 @pytest.fixture(scope="module")
@@ -61,10 +65,32 @@ def test_dmtf_protocol_validator_finds_no_failure(personality: str, tls, tmp_pat
         # requests lets REQUESTS_CA_BUNDLE override the validator's own --ca-bundle
         env = {**os.environ, "REQUESTS_CA_BUNDLE": str(cert), "CURL_CA_BUNDLE": str(cert)}
         exe = Path(sys.executable).parent / "rf_protocol_validator"
-        assert exe.exists(), "rf_protocol_validator is missing: pip install -e .[dev] (redfish-protocol-validator)"
-        proc = subprocess.run([str(exe), "-r", lab.url(0), "-u", "root", "-p", "calvin", "--ca-bundle", str(cert),
-                               "--report-dir", str(tmp_path), "--report-type", "tsv", "--avoid-http-redirect"],
-                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+        assert exe.exists(), (
+            "rf_protocol_validator is missing: pip install -e .[dev] (redfish-protocol-validator)"
+        )
+        proc = subprocess.run(
+            [
+                str(exe),
+                "-r",
+                lab.url(0),
+                "-u",
+                "root",
+                "-p",
+                "calvin",
+                "--ca-bundle",
+                str(cert),
+                "--report-dir",
+                str(tmp_path),
+                "--report-type",
+                "tsv",
+                "--avoid-http-redirect",
+            ],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=400,
+        )
         assert lab.bmcs[0].own_sessions() <= 1, "the validator's sessions were not all closed"
     summary = [ln for ln in proc.stdout.splitlines() + proc.stderr.splitlines() if ln.startswith("Summary")]
     report = next(tmp_path.glob("*.tsv"))
@@ -83,8 +109,11 @@ def bmc(request):
     lab = Lab(1, time_scale=1000, personality=request.param)
     with LabThread(lab):
         s = requests.Session()
-        r = s.post(lab.url(0) + "/redfish/v1/SessionService/Sessions",
-                   json={"UserName": "root", "Password": "calvin"}, timeout=5)
+        r = s.post(
+            lab.url(0) + "/redfish/v1/SessionService/Sessions",
+            json={"UserName": "root", "Password": "calvin"},
+            timeout=5,
+        )
         s.headers["X-Auth-Token"] = r.headers["X-Auth-Token"]
         s.base = lab.url(0)  # type: ignore[attr-defined]
         yield lab, s
@@ -99,21 +128,40 @@ def test_patch_of_unknown_read_only_and_wrong_values_is_refused_whole(bmc) -> No
     lab, s = bmc
     sys_ = s.base + "/redfish/v1/Systems/System.Embedded.1"
     before = s.get(sys_, timeout=5).json()
-    r = s.patch(sys_, json={"IndicatorLED": "Blinking", "AssetTag": "rack-7", "FrobnicateLevel": 3,
-                            "LocationIndicatorActive": True}, timeout=5)
+    r = s.patch(
+        sys_,
+        json={
+            "IndicatorLED": "Blinking",
+            "AssetTag": "rack-7",
+            "FrobnicateLevel": 3,
+            "LocationIndicatorActive": True,
+        },
+        timeout=5,
+    )
     assert r.status_code == 400
-    assert infos(r) == [("Base.1.12.PropertyNotWritable", ["IndicatorLED"]),
-                        ("Base.1.12.PropertyNotWritable", ["AssetTag"]),
-                        ("Base.1.12.PropertyUnknown", ["FrobnicateLevel"])]
+    assert infos(r) == [
+        ("Base.1.12.PropertyNotWritable", ["IndicatorLED"]),
+        ("Base.1.12.PropertyNotWritable", ["AssetTag"]),
+        ("Base.1.12.PropertyUnknown", ["FrobnicateLevel"]),
+    ]
     assert r.json()["error"]["code"] == "Base.1.12.GeneralError"
     assert r.json()["error"]["@Message.ExtendedInfo"][2]["RelatedProperties"] == ["#/FrobnicateLevel"]
     after = s.get(sys_, timeout=5).json()
     assert after["LocationIndicatorActive"] is before["LocationIndicatorActive"] is False  # nothing applied
-    boot = s.base + ("/redfish/v1/Systems/System.Embedded.1/Settings" if lab.bmcs[0].generation == 10 else
-                     "/redfish/v1/Systems/System.Embedded.1")
-    r = s.patch(boot, json={"Boot": {"BootSourceOverrideTarget": "Floppy-Disk", "BootSourceOverrideEnabled": 1}},
-                timeout=5)
-    assert [m for m, _ in infos(r)] == ["Base.1.12.PropertyValueNotInList", "Base.1.12.PropertyValueTypeError"]
+    boot = s.base + (
+        "/redfish/v1/Systems/System.Embedded.1/Settings"
+        if lab.bmcs[0].generation == 10
+        else "/redfish/v1/Systems/System.Embedded.1"
+    )
+    r = s.patch(
+        boot,
+        json={"Boot": {"BootSourceOverrideTarget": "Floppy-Disk", "BootSourceOverrideEnabled": 1}},
+        timeout=5,
+    )
+    assert [m for m, _ in infos(r)] == [
+        "Base.1.12.PropertyValueNotInList",
+        "Base.1.12.PropertyValueTypeError",
+    ]
     r = s.patch(s.base + "/redfish/v1/Managers/iDRAC.Embedded.1", json={"DateTime": "x"}, timeout=5)
     assert r.status_code == 405 and r.headers["Allow"] == "GET, HEAD"
     r = s.patch(sys_, json={}, timeout=5)
@@ -128,8 +176,9 @@ def test_etags_if_match_and_if_none_match(bmc) -> None:
     if lab.bmcs[0].generation == 10:
         assert r.json()["@odata.etag"] == tag  # iDRAC10 carries it in the body too
     assert s.get(sys_, headers={"If-None-Match": tag}, timeout=5).status_code == 304
-    stale = s.patch(sys_, json={"LocationIndicatorActive": True}, headers={"If-Match": 'W/"0000000000000000"'},
-                    timeout=5)
+    stale = s.patch(
+        sys_, json={"LocationIndicatorActive": True}, headers={"If-Match": 'W/"0000000000000000"'}, timeout=5
+    )
     assert stale.status_code == 412 and infos(stale)[0][0] == "Base.1.12.PreconditionFailed"
     assert s.get(sys_, timeout=5).json()["LocationIndicatorActive"] is False
     ok = s.patch(sys_, json={"LocationIndicatorActive": True}, headers={"If-Match": tag}, timeout=5)
@@ -146,8 +195,10 @@ def test_query_options_honoured_or_refused(bmc) -> None:
     root = s.get(s.base + "/redfish/v1", timeout=5).json()
     features = root["ProtocolFeaturesSupported"]
     assert features["SelectQuery"] and features["TopSkipQuery"] and not features["FilterQuery"]
-    sel = s.get(s.base + "/redfish/v1/Systems/System.Embedded.1?$select=PowerState,Boot/BootSourceOverrideTarget",
-                timeout=5).json()
+    sel = s.get(
+        s.base + "/redfish/v1/Systems/System.Embedded.1?$select=PowerState,Boot/BootSourceOverrideTarget",
+        timeout=5,
+    ).json()
     assert set(sel) - {"@odata.id", "@odata.type", "@odata.context", "@odata.etag"} == {"PowerState", "Boot"}
     assert list(sel["Boot"]) == ["BootSourceOverrideTarget"]
     for bad in ("$filter=Id eq 'x'", "$frobnicate=1", "$orderby=Id"):
@@ -194,7 +245,10 @@ def test_every_advertised_link_is_served_and_metadata_parses(bmc) -> None:
     meta = requests.get(s.base + "/redfish/v1/$metadata", timeout=5)  # no authentication needed
     assert meta.headers["Content-Type"].startswith("application/xml")
     tree = ET.fromstring(meta.content)
-    ns = {"edm": "http://docs.oasis-open.org/odata/ns/edm", "edmx": "http://docs.oasis-open.org/odata/ns/edmx"}
+    ns = {
+        "edm": "http://docs.oasis-open.org/odata/ns/edm",
+        "edmx": "http://docs.oasis-open.org/odata/ns/edmx",
+    }
     assert tree.find(".//edm:EntityContainer", ns) is not None
     included = {i.attrib["Namespace"] for i in tree.iterfind(".//edmx:Include", ns)}
     types = set()
@@ -211,20 +265,29 @@ def test_accounts_are_fixed_slots_and_roles_are_enforced(bmc) -> None:
     lab, s = bmc
     acc = s.base + "/redfish/v1/AccountService/Accounts"
     assert s.post(acc, json={"UserName": "x", "Password": "y"}, timeout=5).status_code == 405
-    r = s.patch(acc + "/5", json={"UserName": "viewer", "Password": "viewer-pw", "RoleId": "ReadOnly",
-                                  "Enabled": True}, timeout=5)
+    r = s.patch(
+        acc + "/5",
+        json={"UserName": "viewer", "Password": "viewer-pw", "RoleId": "ReadOnly", "Enabled": True},
+        timeout=5,
+    )
     assert r.status_code == 200
     dup = s.patch(acc + "/6", json={"UserName": "viewer"}, timeout=5)
     assert dup.status_code == 400 and infos(dup)[0][0] == "Base.1.12.ResourceAlreadyExists"
     ro = requests.Session()
-    login = ro.post(s.base + "/redfish/v1/SessionService/Sessions",
-                    json={"UserName": "viewer", "Password": "viewer-pw"}, timeout=5)
+    login = ro.post(
+        s.base + "/redfish/v1/SessionService/Sessions",
+        json={"UserName": "viewer", "Password": "viewer-pw"},
+        timeout=5,
+    )
     assert login.status_code == 201
     ro.headers["X-Auth-Token"] = login.headers["X-Auth-Token"]
-    denied = ro.patch(s.base + "/redfish/v1/Systems/System.Embedded.1", json={"LocationIndicatorActive": True},
-                      timeout=5)
+    denied = ro.patch(
+        s.base + "/redfish/v1/Systems/System.Embedded.1", json={"LocationIndicatorActive": True}, timeout=5
+    )
     assert denied.status_code == 403 and infos(denied)[0][0] == "Base.1.12.InsufficientPrivilege"
-    assert ro.patch(acc + "/5", json={"Password": "viewer-pw2"}, timeout=5).status_code == 200  # ConfigureSelf
+    assert (
+        ro.patch(acc + "/5", json={"Password": "viewer-pw2"}, timeout=5).status_code == 200
+    )  # ConfigureSelf
     end = ro.delete(s.base + login.headers["Location"], timeout=5)
     assert end.status_code == (204 if lab.bmcs[0].generation == 10 else 200)
     s.patch(acc + "/5", json={"UserName": "", "Enabled": False, "RoleId": "None"}, timeout=5)
@@ -243,8 +306,10 @@ def test_sushy_drives_both_personalities(bmc) -> None:
             # standard boot override (sushy finds the settings object on iDRAC10 by itself)
             system.set_system_boot_options(sushy.BootSource.PXE, enabled=sushy.BootSourceOverrideEnabled.ONCE)
             system.refresh()
-            assert (system.boot.target, system.boot.enabled) == (sushy.BootSource.PXE,
-                                                                 sushy.BootSourceOverrideEnabled.ONCE)
+            assert (system.boot.target, system.boot.enabled) == (
+                sushy.BootSource.PXE,
+                sushy.BootSourceOverrideEnabled.ONCE,
+            )
             manager = root.get_manager("/redfish/v1/Managers/iDRAC.Embedded.1")
             media = (system.virtual_media if b.generation == 10 else manager.virtual_media).get_members()
             cd = next(m for m in media if sushy.VirtualMediaType.CD in m.media_types)
@@ -266,6 +331,8 @@ def test_sushy_drives_both_personalities(bmc) -> None:
 def test_make_target_runs_the_service_validator_by_hand() -> None:
     """The hand-run service validator is wired: its program is installed and the Makefile
     target names it (its results need the DMTF schema bundle; see the module docstring)."""
-    assert (Path(sys.executable).parent / "rf_service_validator").exists() or shutil.which("rf_service_validator")
+    assert (Path(sys.executable).parent / "rf_service_validator").exists() or shutil.which(
+        "rf_service_validator"
+    )
     makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
     assert "redfish-service-validator:" in makefile and "rf_service_validator" in makefile

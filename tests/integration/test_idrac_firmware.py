@@ -104,7 +104,11 @@ def test_stale_jobs_are_cleared_before_an_update(lab) -> None:
     bmc = lab.bmcs[0]
     stale = bmc.add_stale_jobs(2)
     with client(lab) as c:
-        pkg = [p for p in compliance(c).update_packages(CATALOG.base_location, lab.repo) if p.component_id == "105848"]
+        pkg = [
+            p
+            for p in compliance(c).update_packages(CATALOG.base_location, lab.repo)
+            if p.component_id == "105848"
+        ]
         report = c.dell.update_firmware(pkg)
         assert report.ok and report.queue is not None and sorted(report.queue.removed) == sorted(stale)
 

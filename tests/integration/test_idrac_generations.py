@@ -80,8 +80,10 @@ def test_firmware_names_pldm_targets_on_idrac10(lab) -> None:
         assert report.ok and report.rebooted, report
     job = next(j for j in b.jobs.values() if j.job_type == "FirmwareUpdate")
     if b.generation == 10:
-        assert job.targets == [f"/redfish/v1/UpdateService/FirmwareInventory/Installed-{nic.component_id}-"
-                               f"{report.components[0].before}"]
+        assert job.targets == [
+            f"/redfish/v1/UpdateService/FirmwareInventory/Installed-{nic.component_id}-"
+            f"{report.components[0].before}"
+        ]
     else:
         assert job.targets == []  # iDRAC9 takes no Targets
 
@@ -129,13 +131,19 @@ def test_reset_type_is_checked_against_allowable_values(lab) -> None:
 def test_inventory_degrades_per_sub_resource(lab) -> None:
     b = lab.bmcs[0]
     nic = next(x for x in b.components if x.device == "NIC")
-    b.inject(broken_paths=(f"/redfish/v1/UpdateService/FirmwareInventory/Installed-{nic.component_id}-{nic.version}",))
+    b.inject(
+        broken_paths=(
+            f"/redfish/v1/UpdateService/FirmwareInventory/Installed-{nic.component_id}-{nic.version}",
+        )
+    )
     with client(lab) as c:
         # no $expand here: the member is read one by one and the broken one becomes a warning
         c.root.json["ProtocolFeaturesSupported"]["ExpandQuery"]["Levels"] = False
         inv = c.inventory()
     assert inv.ok and inv.system is not None
-    assert {f.component_id for f in inv.firmware} == {x.component_id for x in b.components} - {nic.component_id}
+    assert {f.component_id for f in inv.firmware} == {x.component_id for x in b.components} - {
+        nic.component_id
+    }
     assert len(inv.warnings) == 1 and nic.component_id in inv.warnings[0]
     b.inject(broken_paths=("/redfish/v1/UpdateService/FirmwareInventory",))
     with client(lab) as c:

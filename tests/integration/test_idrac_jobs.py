@@ -52,8 +52,16 @@ def test_scp_export_returns_the_profile(lab) -> None:
 
 def test_scp_import_applies_with_a_reboot_and_noreboot_waits(lab) -> None:
     bmc = lab.bmcs[0]
-    profile = {"SystemConfiguration": {"Components": [
-        {"FQDD": "BIOS.Setup.1-1", "Attributes": [{"Name": "SysProfile", "Value": "PerfPerWattOptimizedOs"}]}]}}
+    profile = {
+        "SystemConfiguration": {
+            "Components": [
+                {
+                    "FQDD": "BIOS.Setup.1-1",
+                    "Attributes": [{"Name": "SysProfile", "Value": "PerfPerWattOptimizedOs"}],
+                }
+            ]
+        }
+    }
     boots = bmc.boot_count
     with client(lab) as c:
         job = c.dell.import_scp(profile, shutdown="Graceful")
@@ -70,10 +78,13 @@ def test_scp_import_applies_with_a_reboot_and_noreboot_waits(lab) -> None:
         assert waiting.id in cleared.removed and cleared.forced is False
 
 
-@pytest.mark.parametrize("fault,exc,mid", [
-    ("LC068", PendingConfiguration, "LC068"),
-    ("RAC0679", JobAlreadyRunning, "RAC0679"),
-])
+@pytest.mark.parametrize(
+    "fault,exc,mid",
+    [
+        ("LC068", PendingConfiguration, "LC068"),
+        ("RAC0679", JobAlreadyRunning, "RAC0679"),
+    ],
+)
 def test_export_refused_for_pending_configuration_or_running_job(lab, fault, exc, mid) -> None:
     lab.bmcs[0].inject(config_error=fault)
     with client(lab) as c, pytest.raises(exc) as ei:

@@ -20,8 +20,10 @@ T = replace(Timeouts().compressed(SCALE / 4), poll=0.02, retry_delay=0.01, conne
 
 @pytest.fixture
 def lab():
-    with running_lab(1, SCALE) as lab, FileServer({"/iso/esxi.iso": b"ISO" * 1000,
-                                                   "/iso/tools.iso": b"T" * 100}) as files:
+    with (
+        running_lab(1, SCALE) as lab,
+        FileServer({"/iso/esxi.iso": b"ISO" * 1000, "/iso/tools.iso": b"T" * 100}) as files,
+    ):
         lab.files = files
         yield lab
         assert lab.bmcs[0].own_sessions() == 0, "a Redfish session leaked"

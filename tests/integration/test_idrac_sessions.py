@@ -137,6 +137,7 @@ def test_a_device_that_does_not_speak_redfish() -> None:
 
     with FileServer({"/redfish/v1": b"<html>login page</html>"}) as web:
         with pytest.raises(RequestRejected, match="unexpected answer from the BMC"):
-            with RedfishClient(Endpoint(f"http://127.0.0.1:{web.port}", "root", "calvin",
-                                        allow_plain_http=True), T):
+            with RedfishClient(
+                Endpoint(f"http://127.0.0.1:{web.port}", "root", "calvin", allow_plain_http=True), T
+            ):
                 pass

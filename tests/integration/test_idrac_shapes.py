@@ -21,9 +21,12 @@ SAMPLES = Path(sushy.__file__).parent / "tests" / "oem" / "dell" / "unit" / "jso
 # calls (licences, vFlash, switch connections, persistent storage), and what current
 # firmware no longer serves.
 NOT_SIMULATED = {
-    "Links.Oem.Dell.DellLicenseCollection", "Links.Oem.Dell.DellLicenseManagementService",
-    "Links.Oem.Dell.DellPersistentStorageService", "Links.Oem.Dell.DellSwitchConnectionCollection",
-    "Links.Oem.Dell.DellvFlashCollection", "Actions.Oem.DellManager.v1_0_0#DellManager.ResetToDefaults",
+    "Links.Oem.Dell.DellLicenseCollection",
+    "Links.Oem.Dell.DellLicenseManagementService",
+    "Links.Oem.Dell.DellPersistentStorageService",
+    "Links.Oem.Dell.DellSwitchConnectionCollection",
+    "Links.Oem.Dell.DellvFlashCollection",
+    "Actions.Oem.DellManager.v1_0_0#DellManager.ResetToDefaults",
     "Actions.Oem.OemManager.v1_0_0#OemManager.ImportSystemConfigurationPreview",
     "Fabrics",  # rack servers: no fabric to manage, so not linked
     "SimpleStorage",  # iDRAC10 only: removed from the system (Storage replaces it)
@@ -33,12 +36,18 @@ NOT_SIMULATED = {
 # Keys the simulator serves beyond the samples (older firmware than the lab plays), each
 # standard Redfish of current firmware.
 ADDED = {
-    "ProtocolFeaturesSupported.OnlyMemberQuery", "ProtocolFeaturesSupported.TopSkipQuery",
-    "ProtocolFeaturesSupported.ExcerptQuery", "Vendor", "UUID",  # service root of Redfish 1.17
+    "ProtocolFeaturesSupported.OnlyMemberQuery",
+    "ProtocolFeaturesSupported.TopSkipQuery",
+    "ProtocolFeaturesSupported.ExcerptQuery",
+    "Vendor",
+    "UUID",  # service root of Redfish 1.17
     "LocationIndicatorActive",  # replaces IndicatorLED since ComputerSystem 1.13
-    "VirtualMedia", "@Redfish.Settings", "@odata.etag",  # iDRAC10 system
+    "VirtualMedia",
+    "@Redfish.Settings",
+    "@odata.etag",  # iDRAC10 system
     "MultipartHttpPushUri",  # iDRAC10 update service
-    "Links.ComputerSystems@odata.count", "Links.ManagedBy@odata.count",
+    "Links.ComputerSystems@odata.count",
+    "Links.ManagedBy@odata.count",
     "Members@odata.count",  # required of every Redfish collection
 }
 # Keys whose type differs from the sample for a stated reason.
@@ -83,8 +92,11 @@ def bmc(request):
     lab = Lab(1, time_scale=1000, personality=request.param)
     with LabThread(lab):
         s = requests.Session()
-        r = s.post(lab.url(0) + "/redfish/v1/SessionService/Sessions",
-                   json={"UserName": "root", "Password": "calvin"}, timeout=5)
+        r = s.post(
+            lab.url(0) + "/redfish/v1/SessionService/Sessions",
+            json={"UserName": "root", "Password": "calvin"},
+            timeout=5,
+        )
         s.headers["X-Auth-Token"] = r.headers["X-Auth-Token"]
         yield lab, s, lab.url(0)
 
@@ -96,13 +108,16 @@ def get(bmc, path: str, status: int = 200):
     return r.json()
 
 
-@pytest.mark.parametrize("sample,path", [
-    ("root.json", "/redfish/v1"),
-    ("manager_collection.json", "/redfish/v1/Managers"),
-    ("job_service.json", "/redfish/v1/Dell/Managers/iDRAC.Embedded.1/DellJobService"),
-    ("lifecycle_service.json", "/redfish/v1/Dell/Managers/iDRAC.Embedded.1/DellLCService"),
-    ("idrac_card_service.json", "/redfish/v1/Dell/Managers/iDRAC.Embedded.1/DelliDRACCardService"),
-])
+@pytest.mark.parametrize(
+    "sample,path",
+    [
+        ("root.json", "/redfish/v1"),
+        ("manager_collection.json", "/redfish/v1/Managers"),
+        ("job_service.json", "/redfish/v1/Dell/Managers/iDRAC.Embedded.1/DellJobService"),
+        ("lifecycle_service.json", "/redfish/v1/Dell/Managers/iDRAC.Embedded.1/DellLCService"),
+        ("idrac_card_service.json", "/redfish/v1/Dell/Managers/iDRAC.Embedded.1/DelliDRACCardService"),
+    ],
+)
 def test_static_resources_match_the_samples(bmc, sample: str, path: str) -> None:
     assert compare(load(sample), get(bmc, path)) == []
 
@@ -112,8 +127,11 @@ def test_manager_and_system_match_the_samples(bmc) -> None:
     mgr = get(bmc, "/redfish/v1/Managers/iDRAC.Embedded.1")
     sample = load("manager.json")
     # the sample's Oem.Dell.DelliDRACCard lists many informational fields; compare the rest
-    sample["Oem"]["Dell"]["DelliDRACCard"] = {k: v for k, v in sample["Oem"]["Dell"]["DelliDRACCard"].items()
-                                              if k in mgr["Oem"]["Dell"]["DelliDRACCard"]}
+    sample["Oem"]["Dell"]["DelliDRACCard"] = {
+        k: v
+        for k, v in sample["Oem"]["Dell"]["DelliDRACCard"].items()
+        if k in mgr["Oem"]["Dell"]["DelliDRACCard"]
+    }
     if lab.bmcs[0].generation == 10:
         # iDRAC10 renames the SCP actions (OemManager.*, not EID_674_Manager.*)
         oem = sample["Actions"]["Oem"]
@@ -130,8 +148,12 @@ def test_manager_and_system_match_the_samples(bmc) -> None:
 def test_jobs_tasks_errors_and_profiles_match_the_samples(bmc) -> None:
     lab, s, url = bmc
     mgr = get(bmc, "/redfish/v1/Managers/iDRAC.Embedded.1")
-    export = next(v["target"] for k, v in mgr["Actions"]["Oem"].items() if k.endswith("ExportSystemConfiguration"))
-    imp = next(v["target"] for k, v in mgr["Actions"]["Oem"].items() if k.endswith("ImportSystemConfiguration"))
+    export = next(
+        v["target"] for k, v in mgr["Actions"]["Oem"].items() if k.endswith("ExportSystemConfiguration")
+    )
+    imp = next(
+        v["target"] for k, v in mgr["Actions"]["Oem"].items() if k.endswith("ImportSystemConfiguration")
+    )
     lab.bmcs[0].timing.scp_export = 1e6
     r = s.post(url + export, json={"ExportFormat": "JSON", "ShareParameters": {"Target": "ALL"}}, timeout=5)
     assert r.status_code == 202
@@ -152,12 +174,15 @@ def test_jobs_tasks_errors_and_profiles_match_the_samples(bmc) -> None:
     r = s.post(url + export, json={"ExportFormat": "JSON", "ShareParameters": {"Target": "ALL"}}, timeout=5)
     task_path = r.headers["Location"]
     import time
+
     deadline = time.time() + 5
     while (done := s.get(url + task_path, timeout=5)).status_code == 202 and time.time() < deadline:
         time.sleep(0.05)
     profile = done.json()
     assert compare(load("export_configuration_nic_bios.json"), profile) == []
-    flags = {a["Set On Import"] for c in profile["SystemConfiguration"]["Components"] for a in c["Attributes"]}
+    flags = {
+        a["Set On Import"] for c in profile["SystemConfiguration"]["Components"] for a in c["Attributes"]
+    }
     assert flags == {"True", "False"}  # read-only attributes are exported but not set on import
     # LC068 / RAC0679 error bodies, MessageArgs typed as Dell writes them
     lab.bmcs[0].inject(config_error="LC068")
@@ -166,8 +191,11 @@ def test_jobs_tasks_errors_and_profiles_match_the_samples(bmc) -> None:
     assert compare(load("error_pending_job.json"), err.json()) == []
     assert err.json()["error"]["@Message.ExtendedInfo"][0]["MessageId"].endswith("LC068")
     lab.bmcs[0].inject(config_error="RAC0679")
-    err = s.post(url + "/redfish/v1/UpdateService/Actions/UpdateService.SimpleUpdate",
-                 json={"ImageURI": "http://127.0.0.1:9/x.exe", "TransferProtocol": "HTTP"}, timeout=5)
+    err = s.post(
+        url + "/redfish/v1/UpdateService/Actions/UpdateService.SimpleUpdate",
+        json={"ImageURI": "http://127.0.0.1:9/x.exe", "TransferProtocol": "HTTP"},
+        timeout=5,
+    )
     assert compare(load("error_running_job.json"), err.json()) == []
     assert err.json()["error"]["@Message.ExtendedInfo"][0]["MessageId"].endswith("RAC0679")
     lab.bmcs[0].clear_faults()
@@ -195,23 +223,48 @@ def test_command_line_lab_and_control_api(tmp_path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         base = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "devstack.lab.idrac", "--count", "3", "--base-port", str(base),
-                             "--time-scale", "100", "--personality", "mixed"], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "devstack.lab.idrac",
+            "--count",
+            "3",
+            "--base-port",
+            str(base),
+            "--time-scale",
+            "100",
+            "--personality",
+            "mixed",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         ready = json.loads(proc.stdout.readline())
         if not ready.get("ready"):
             pytest.skip(f"port range {base}.. taken: {ready}")
         assert ready["ports"] == [base, base + 2]
         last = f"http://127.0.0.1:{base + 2}"
-        assert requests.get(last + "/redfish/v1/Systems", auth=("root", "calvin"), timeout=5).status_code == 200
-        assert requests.get(f"http://127.0.0.1:{base + 1}/_lab/state", timeout=5).json()["personality"] == "idrac10"
+        assert (
+            requests.get(last + "/redfish/v1/Systems", auth=("root", "calvin"), timeout=5).status_code == 200
+        )
+        assert (
+            requests.get(f"http://127.0.0.1:{base + 1}/_lab/state", timeout=5).json()["personality"]
+            == "idrac10"
+        )
         r = requests.post(last + "/_lab/faults", json={"server_errors": 1}, timeout=5)
         assert r.status_code == 200
-        assert requests.get(last + "/redfish/v1/Systems", auth=("root", "calvin"), timeout=5).status_code == 500
+        assert (
+            requests.get(last + "/redfish/v1/Systems", auth=("root", "calvin"), timeout=5).status_code == 500
+        )
         assert requests.post(last + "/_lab/faults", json={"bogus": 1}, timeout=5).status_code == 400
         requests.post(last + "/_lab/exhaust-sessions", timeout=5)
-        login = requests.post(last + "/redfish/v1/SessionService/Sessions",
-                              json={"UserName": "root", "Password": "calvin"}, timeout=5)
+        login = requests.post(
+            last + "/redfish/v1/SessionService/Sessions",
+            json={"UserName": "root", "Password": "calvin"},
+            timeout=5,
+        )
         assert login.status_code == 503
         assert login.json()["error"]["@Message.ExtendedInfo"][0]["MessageId"] == "IDRAC.2.8.RAC0218"
         fleet = requests.get(f"http://127.0.0.1:{base}/_lab/fleet", timeout=5).json()

@@ -41,11 +41,15 @@ def emulator(tmp_path_factory):
         f"SUSHY_EMULATOR_STATE_DIR = {str(d / 'state')!r}\n"
         f"SUSHY_EMULATOR_AUTH_FILE = {str(d / 'htpasswd')!r}\n"
         f"SUSHY_EMULATOR_FAKE_SYSTEMS = [{{'uuid': {UUID!r}, 'name': 'fake-r640', 'power_state': 'Off',"
-        " 'nics': [{'mac': '00:5c:52:31:3a:9c', 'ip': '172.22.0.100'}]}]\n")
+        " 'nics': [{'mac': '00:5c:52:31:3a:9c', 'ip': '172.22.0.100'}]}]\n"
+    )
     port = free_port()
     exe = Path(sys.executable).parent / "sushy-emulator"
-    proc = subprocess.Popen([str(exe), "--config", str(d / "emulator.conf"), "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=(d / "emulator.log").open("w"))
+    proc = subprocess.Popen(
+        [str(exe), "--config", str(d / "emulator.conf"), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=(d / "emulator.log").open("w"),
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30

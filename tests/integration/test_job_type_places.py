@@ -35,6 +35,7 @@ CREATABLE = ALL - {t.value for t in TEST_ONLY_JOB_TYPES}
 
 # -- the places ---------------------------------------------------------------------------------
 
+
 def jobparams_models() -> set[str]:
     from executor.jobparams import MODELS
 
@@ -49,7 +50,7 @@ def _plan_job_source() -> str:
     src = JOBS_TS.read_text()
     start = src.index("export async function planJob(")
     end = src.find("\nexport ", start + 1)
-    return src[start:end if end > 0 else len(src)]
+    return src[start : end if end > 0 else len(src)]
 
 
 def jobs_ts_named() -> set[str]:
@@ -68,8 +69,13 @@ def plan_job_hosts_out_rules() -> set[str]:
 
 
 def sql_job_type_enum(db_url: str) -> set[str]:
-    return set(_query(db_url, """select e.enumlabel from pg_enum e join pg_type t on t.oid = e.enumtypid
-                                  where t.typname = 'job_type' and t.typnamespace = 'public'::regnamespace"""))
+    return set(
+        _query(
+            db_url,
+            """select e.enumlabel from pg_enum e join pg_type t on t.oid = e.enumtypid
+                                  where t.typname = 'job_type' and t.typnamespace = 'public'::regnamespace""",
+        )
+    )
 
 
 def sql_safety_policies(db_url: str) -> set[str]:
@@ -114,19 +120,29 @@ def console_forms() -> set[str]:
     wizards = set()
     for path in (ROOT / "console" / "models").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                    and node.func.attr == "create_job" and node.args
-                    and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "create_job"
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+                and isinstance(node.args[0].value, str)
+            ):
                 wizards.add(node.args[0].value)
     return set(FORM_JOB_TYPES) | wizards
 
 
 # -- the check ----------------------------------------------------------------------------------
 
+
 def compare(place: str, found: set[str], expected: set[str], *, subset: bool = False) -> list[str]:
     """Problems naming the place and the type; ``subset``: the place may name fewer."""
-    out = [f"{place}: names {t!r}, which is not a rackpilot job type" if t not in ALL
-           else f"{place}: names {t!r}, which does not belong here" for t in sorted(found - expected)]
+    out = [
+        f"{place}: names {t!r}, which is not a rackpilot job type"
+        if t not in ALL
+        else f"{place}: names {t!r}, which does not belong here"
+        for t in sorted(found - expected)
+    ]
     if not subset:
         out += [f"{place}: lacks {t!r}" for t in sorted(expected - found)]
     return out
@@ -138,15 +154,28 @@ def places(db_url: str) -> list[tuple[str, set[str], set[str], bool]]:
     return [
         ("executor/jobparams.py MODELS", jobparams_models(), CREATABLE, False),
         ("supabase/functions/_shared/job-schemas.json", job_schemas_json(), CREATABLE, False),
-        ("supabase/functions/_shared/jobs.ts (type comparisons and type sets)", jobs_ts_named(), CREATABLE, True),
-        ("supabase/functions/_shared/jobs.ts planJob (hosts out at once, per type that takes hosts out)",
-         plan_job_hosts_out_rules() & hosts_out, hosts_out, False),
+        (
+            "supabase/functions/_shared/jobs.ts (type comparisons and type sets)",
+            jobs_ts_named(),
+            CREATABLE,
+            True,
+        ),
+        (
+            "supabase/functions/_shared/jobs.ts planJob (hosts out at once, per type that takes hosts out)",
+            plan_job_hosts_out_rules() & hosts_out,
+            hosts_out,
+            False,
+        ),
         ("SQL enum public.job_type", sql_job_type_enum(db_url), ALL, False),
         ("SQL table public.safety_policies", sql_safety_policies(db_url), ALL, False),
         ("policies/safety.yaml", safety_yaml(), ALL, False),
         ("executor handler registry (executor.handlers.load_builtin)", handler_registry(), ALL, False),
-        ("console job forms (console/models: job_form.FORM_JOB_TYPES and the wizards)", console_forms(),
-         CREATABLE, False),
+        (
+            "console job forms (console/models: job_form.FORM_JOB_TYPES and the wizards)",
+            console_forms(),
+            CREATABLE,
+            False,
+        ),
     ]
 
 
@@ -164,11 +193,18 @@ def test_job_schemas_json_is_generated_from_jobparams():
     assert SCHEMAS.read_text() == gen.render(), "job-schemas.json is stale: run scripts/gen_job_schemas.py"
 
 
-@pytest.mark.parametrize("found,expected,subset,want", [
-    ({"a_b"}, {"a_b", "scp_backup"}, False, ["here: lacks 'scp_backup'"]),
-    ({"scp_backup", "scp_restore"}, {"scp_backup"}, False,
-     ["here: names 'scp_restore', which is not a rackpilot job type"]),
-    ({"selftest"}, {"scp_backup"}, True, ["here: names 'selftest', which does not belong here"]),
-])
+@pytest.mark.parametrize(
+    "found,expected,subset,want",
+    [
+        ({"a_b"}, {"a_b", "scp_backup"}, False, ["here: lacks 'scp_backup'"]),
+        (
+            {"scp_backup", "scp_restore"},
+            {"scp_backup"},
+            False,
+            ["here: names 'scp_restore', which is not a rackpilot job type"],
+        ),
+        ({"selftest"}, {"scp_backup"}, True, ["here: names 'selftest', which does not belong here"]),
+    ],
+)
 def test_compare_names_place_and_type(found, expected, subset, want):
     assert compare("here", found, expected, subset=subset) == want

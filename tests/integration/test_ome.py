@@ -31,15 +31,30 @@ CATALOG = Catalog.from_path(Path(__file__).resolve().parent.parent / "fixtures" 
 
 
 def sim_packages(catalog: Catalog) -> list[dict]:
-    return [{"component_id": cid, "version": p.version, "name": p.name, "criticality": p.criticality,
-             "reboot_required": p.reboot_required, "system_ids": sorted(p.system_ids), "path": p.path}
-            for p in catalog.packages for cid in p.component_ids]
+    return [
+        {
+            "component_id": cid,
+            "version": p.version,
+            "name": p.name,
+            "criticality": p.criticality,
+            "reboot_required": p.reboot_required,
+            "system_ids": sorted(p.system_ids),
+            "path": p.path,
+        }
+        for p in catalog.packages
+        for cid in p.component_ids
+    ]
 
 
 @pytest.fixture
 async def ome():
-    sim = OMESim(devices=OMESim.lab_devices(7), packages=sim_packages(CATALOG), page_size=3, time_scale=SCALE,
-                 job_seconds=40.0)
+    sim = OMESim(
+        devices=OMESim.lab_devices(7),
+        packages=sim_packages(CATALOG),
+        page_size=3,
+        time_scale=SCALE,
+        job_seconds=40.0,
+    )
     await sim.start()
     yield sim
     await sim.stop()
@@ -57,7 +72,12 @@ async def test_devices_are_read_across_all_pages(ome: OMESim) -> None:
         devices = await c.devices()
     assert [d.service_tag for d in devices] == [f"SIM{i:04d}" for i in range(7)]
     d0 = devices[0]
-    assert (d0.model, d0.system_id, d0.power_state, d0.address) == ("PowerEdge R640", "0716", "On", "10.0.0.1")
+    assert (d0.model, d0.system_id, d0.power_state, d0.address) == (
+        "PowerEdge R640",
+        "0716",
+        "On",
+        "10.0.0.1",
+    )
     assert ome.sessions_created == 1 and ome.peak_sessions == 1
 
 
@@ -70,16 +90,28 @@ async def test_baseline_compliance_matches_catalog_compliance(ome: OMESim) -> No
         assert len(reports) == 7
         for rep in reports:
             dev = devices[rep.device_id]
-            ours = CATALOG.compliance(model=dev.model, system_id=dev.system_id,
-                                      components=await c.device_firmware(dev.id))
-            assert {u.component_id: u.target for u in ours.updates} == \
-                {u.component_id: u.target for u in rep.updates}, dev.service_tag
-            assert rep.status == ("OK" if ours.compliant else
-                                  "CRITICAL" if any(u.criticality == "Urgent" for u in ours.updates) else "WARNING")
+            ours = CATALOG.compliance(
+                model=dev.model, system_id=dev.system_id, components=await c.device_firmware(dev.id)
+            )
+            assert {u.component_id: u.target for u in ours.updates} == {
+                u.component_id: u.target for u in rep.updates
+            }, dev.service_tag
+            assert rep.status == (
+                "OK"
+                if ours.compliant
+                else "CRITICAL"
+                if any(u.criticality == "Urgent" for u in ours.updates)
+                else "WARNING"
+            )
         old_r640 = next(r for r in reports if r.service_tag == "SIM0000")
         bios = next(x for x in old_r640.components if x.component_id == "159")
-        assert (bios.current, bios.target, bios.action, bios.criticality, bios.reboot_required) == \
-            ("2.10.2", "2.17.1", "UPGRADE", "Urgent", True)
+        assert (bios.current, bios.target, bios.action, bios.criticality, bios.reboot_required) == (
+            "2.10.2",
+            "2.17.1",
+            "UPGRADE",
+            "Urgent",
+            True,
+        )
 
 
 async def test_inventory_and_compliance_refresh_jobs(ome: OMESim) -> None:

@@ -57,19 +57,35 @@ DROP_SQL = "drop table if exists public.rt_test_items, public.rt_test_members, p
 # --- helpers ---------------------------------------------------------------------------
 def user_token(secret: str, user_id: str, ttl: int = 3600, role: str = "authenticated") -> str:
     now = int(time.time())
-    return jwt.encode({
-        "aud": "authenticated", "iss": "rackpilot-local", "sub": user_id, "role": role,
-        "email": f"{user_id[:8]}@example.com", "phone": "", "app_metadata": {"provider": "email"},
-        "user_metadata": {}, "aal": "aal1", "amr": [{"method": "password", "timestamp": now}],
-        "session_id": str(uuid.uuid4()), "is_anonymous": False, "iat": now, "exp": now + ttl,
-    }, secret, algorithm="HS256")
+    return jwt.encode(
+        {
+            "aud": "authenticated",
+            "iss": "rackpilot-local",
+            "sub": user_id,
+            "role": role,
+            "email": f"{user_id[:8]}@example.com",
+            "phone": "",
+            "app_metadata": {"provider": "email"},
+            "user_metadata": {},
+            "aal": "aal1",
+            "amr": [{"method": "password", "timestamp": now}],
+            "session_id": str(uuid.uuid4()),
+            "is_anonymous": False,
+            "iat": now,
+            "exp": now + ttl,
+        },
+        secret,
+        algorithm="HS256",
+    )
 
 
 async def wait_until(pred: Callable[[], bool], timeout: float = EVENT_TIMEOUT_S, what: Any = None) -> None:
     deadline = time.monotonic() + timeout
     while not pred():
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met in {timeout}s; state: {what() if callable(what) else what}")
+            raise AssertionError(
+                f"condition not met in {timeout}s; state: {what() if callable(what) else what}"
+            )
         await asyncio.sleep(0.02)
 
 
@@ -87,8 +103,12 @@ class Db:
                 if self.conn is None or self.conn.is_closed():
                     self.conn = await asyncpg.connect(self.dsn)
                 return await self.conn.fetch(sql, *args)
-            except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                    asyncpg.CannotConnectNowError):
+            except (
+                OSError,
+                asyncpg.PostgresConnectionError,
+                asyncpg.InterfaceError,
+                asyncpg.CannotConnectNowError,
+            ):
                 self.conn = None
                 if time.monotonic() > deadline:
                     raise
@@ -138,8 +158,9 @@ async def clients(api_url) -> AsyncIterator[Callable[[str], AsyncRealtimeClient]
         await c.close()
 
 
-async def subscribe(client: AsyncRealtimeClient, topic: str, bindings: list[dict], *,
-                    token: str | None = None) -> tuple[Any, list[dict], list[tuple]]:
+async def subscribe(
+    client: AsyncRealtimeClient, topic: str, bindings: list[dict], *, token: str | None = None
+) -> tuple[Any, list[dict], list[tuple]]:
     """Join ``topic`` with postgres_changes ``bindings``; returns (channel, events, states)."""
     if token is not None:
         await client.set_auth(token)
@@ -147,23 +168,32 @@ async def subscribe(client: AsyncRealtimeClient, topic: str, bindings: list[dict
     states: list[tuple] = []
     ch = client.channel(topic)
     for b in bindings:
-        ch.on_postgres_changes(b.get("event", "*"), callback=events.append, table=b.get("table"),
-                               schema=b.get("schema", "public"), filter=b.get("filter"))
+        ch.on_postgres_changes(
+            b.get("event", "*"),
+            callback=events.append,
+            table=b.get("table"),
+            schema=b.get("schema", "public"),
+            filter=b.get("filter"),
+        )
     await ch.subscribe(lambda st, err: states.append((st, err)))
     return ch, events, states
 
 
 def rows(events: list[dict], kind: str | None = None) -> list[dict]:
-    return [e["data"].get("record") or e["data"].get("old_record") for e in events
-            if kind is None or e["data"]["type"] == kind]
+    return [
+        e["data"].get("record") or e["data"].get("old_record")
+        for e in events
+        if kind is None or e["data"]["type"] == kind
+    ]
 
 
 async def insert(db: Db, team: int, name: str, **cols: Any) -> int:
     cols = {"team": team, "name": name, **cols}
     names = ", ".join(cols)
     params = ", ".join(f"${i + 1}" for i in range(len(cols)))
-    res = await db.execute(f"insert into public.rt_test_items ({names}) values ({params}) returning id",
-                           *cols.values())
+    res = await db.execute(
+        f"insert into public.rt_test_items ({names}) values ({params}) returning id", *cols.values()
+    )
     return res[0]["id"]
 
 
@@ -182,7 +212,9 @@ async def test_insert_update_delete_payloads(db, clients, service_key):
     assert sys_msgs[0].extension == "postgres_changes" and sys_msgs[0].status == "ok"
     assert sys_msgs[0].channel == "rt-crud"
 
-    row_id = await insert(db, TEAM_A, "first", qty=3, price=Decimal("12.5"), tags=["a", "b c"], meta='{"k": [1, 2]}')
+    row_id = await insert(
+        db, TEAM_A, "first", qty=3, price=Decimal("12.5"), tags=["a", "b c"], meta='{"k": [1, 2]}'
+    )
     await db.execute("update public.rt_test_items set name = 'renamed', done = true where id = $1", row_id)
     await db.execute("delete from public.rt_test_items where id = $1", row_id)
     await wait_until(lambda: len(events) >= 3)
@@ -209,24 +241,38 @@ async def test_insert_update_delete_payloads(db, clients, service_key):
 async def test_event_kinds_and_filters(db, clients, service_key):
     client = clients(service_key)
     _, inserts, _ = await subscribe(client, "rt-inserts", [{"event": "INSERT", "table": "rt_test_items"}])
-    _, big, _ = await subscribe(client, "rt-big", [{"event": "*", "table": "rt_test_items", "filter": "qty=gte.100"}])
-    _, named, _ = await subscribe(client, "rt-named",
-                                  [{"event": "INSERT", "table": "rt_test_items", "filter": "name=in.(alpha,\"be,ta\")"}])
-    _, not_two, _ = await subscribe(client, "rt-neq", [{"event": "UPDATE", "table": "rt_test_items",
-                                                        "filter": f"team=neq.{TEAM_B}"}])
-    _, lt, _ = await subscribe(client, "rt-lt", [{"event": "INSERT", "table": "rt_test_items", "filter": "qty=lt.5"}])
+    _, big, _ = await subscribe(
+        client, "rt-big", [{"event": "*", "table": "rt_test_items", "filter": "qty=gte.100"}]
+    )
+    _, named, _ = await subscribe(
+        client,
+        "rt-named",
+        [{"event": "INSERT", "table": "rt_test_items", "filter": 'name=in.(alpha,"be,ta")'}],
+    )
+    _, not_two, _ = await subscribe(
+        client, "rt-neq", [{"event": "UPDATE", "table": "rt_test_items", "filter": f"team=neq.{TEAM_B}"}]
+    )
+    _, lt, _ = await subscribe(
+        client, "rt-lt", [{"event": "INSERT", "table": "rt_test_items", "filter": "qty=lt.5"}]
+    )
 
     small = await insert(db, TEAM_A, "alpha", qty=1)
     huge = await insert(db, TEAM_B, "be,ta", qty=500)
     mid = await insert(db, TEAM_A, "gamma", qty=100)
-    await db.execute("update public.rt_test_items set qty = qty + 1 where id = any($1::int8[])", [small, huge, mid])
+    await db.execute(
+        "update public.rt_test_items set qty = qty + 1 where id = any($1::int8[])", [small, huge, mid]
+    )
     await wait_until(lambda: len(inserts) >= 3 and len(big) >= 4 and len(not_two) >= 2)
     await asyncio.sleep(SILENCE_S)
 
     assert [r["id"] for r in rows(inserts)] == [small, huge, mid]
     assert all(e["data"]["type"] == "INSERT" for e in inserts)
     assert [(e["data"]["type"], e["data"]["record"]["id"]) for e in big] == [
-        ("INSERT", huge), ("INSERT", mid), ("UPDATE", huge), ("UPDATE", mid)]
+        ("INSERT", huge),
+        ("INSERT", mid),
+        ("UPDATE", huge),
+        ("UPDATE", mid),
+    ]
     assert sorted(r["id"] for r in rows(named)) == [small, huge]
     assert sorted(r["id"] for r in rows(not_two)) == [small, mid]
     assert [r["id"] for r in rows(lt)] == [small]
@@ -235,21 +281,27 @@ async def test_event_kinds_and_filters(db, clients, service_key):
 async def test_invalid_bindings_are_refused(db, clients, service_key):
     client = clients(service_key)
     # a filter the local stack cannot parse: the join itself is refused
-    _, _, states = await subscribe(client, f"rt-bad-{uuid.uuid4().hex[:6]}",
-                                   [{"table": "rt_test_items", "filter": "qty=like.5"}])
+    _, _, states = await subscribe(
+        client, f"rt-bad-{uuid.uuid4().hex[:6]}", [{"table": "rt_test_items", "filter": "qty=like.5"}]
+    )
     assert states and states[0][0] == RealtimeSubscribeStates.CHANNEL_ERROR
     # what Supabase's subscription check refuses: an ok join, then a system error
     # (the client reports CHANNEL_ERROR) with Supabase's message
     for binding, message in (
-            ({"table": "rt_test_items", "filter": "nosuchcol=eq.1"},
-             "Unable to subscribe to changes with given parameters. An exception happened so please check your "
-             "connect parameters: [event: *, schema: public, table: rt_test_items, filters: "
-             '[{"nosuchcol", "eq", "1", false}], select: nil]. Exception: ERROR P0001 (raise_exception) '
-             "invalid column for filter nosuchcol"),
-            ({"table": "rt_test_no_such_table", "event": "INSERT"},
-             "Unable to subscribe to changes with given parameters. Please check Realtime is enabled for the given "
-             "connect parameters: [event: INSERT, schema: public, table: rt_test_no_such_table, filters: [], "
-             "select: nil]")):
+        (
+            {"table": "rt_test_items", "filter": "nosuchcol=eq.1"},
+            "Unable to subscribe to changes with given parameters. An exception happened so please check your "
+            "connect parameters: [event: *, schema: public, table: rt_test_items, filters: "
+            '[{"nosuchcol", "eq", "1", false}], select: nil]. Exception: ERROR P0001 (raise_exception) '
+            "invalid column for filter nosuchcol",
+        ),
+        (
+            {"table": "rt_test_no_such_table", "event": "INSERT"},
+            "Unable to subscribe to changes with given parameters. Please check Realtime is enabled for the given "
+            "connect parameters: [event: INSERT, schema: public, table: rt_test_no_such_table, filters: [], "
+            "select: nil]",
+        ),
+    ):
         _, _, states = await subscribe(client, f"rt-bad-{uuid.uuid4().hex[:6]}", [binding])
         await wait_until(lambda s=states: len(s) >= 2, what=lambda s=states: s)
         assert states[0][0] == RealtimeSubscribeStates.SUBSCRIBED, binding
@@ -263,8 +315,9 @@ async def test_rls_hides_rows_service_role_sees_all(db, clients, service_key, an
     service = clients(service_key)
     user = clients(anon_key)
     _, all_events, _ = await subscribe(service, "rt-rls", [{"table": "rt_test_items"}])
-    _, mine, states = await subscribe(user, "rt-rls", [{"table": "rt_test_items"}],
-                                      token=user_token(secret, user_a))
+    _, mine, states = await subscribe(
+        user, "rt-rls", [{"table": "rt_test_items"}], token=user_token(secret, user_a)
+    )
     assert states[0][0] == RealtimeSubscribeStates.SUBSCRIBED
 
     hidden = await insert(db, TEAM_B, "other team")
@@ -273,8 +326,15 @@ async def test_rls_hides_rows_service_role_sees_all(db, clients, service_key, an
     await wait_until(lambda: len(all_events) >= 4 and len(mine) >= 2)
     await asyncio.sleep(SILENCE_S)
     assert [(e["data"]["type"], e["data"]["record"]["id"]) for e in all_events] == [
-        ("INSERT", hidden), ("INSERT", visible), ("UPDATE", hidden), ("UPDATE", visible)]
-    assert [(e["data"]["type"], e["data"]["record"]["id"]) for e in mine] == [("INSERT", visible), ("UPDATE", visible)]
+        ("INSERT", hidden),
+        ("INSERT", visible),
+        ("UPDATE", hidden),
+        ("UPDATE", visible),
+    ]
+    assert [(e["data"]["type"], e["data"]["record"]["id"]) for e in mine] == [
+        ("INSERT", visible),
+        ("UPDATE", visible),
+    ]
 
     # anon has no SELECT on the table: the join itself is refused
     anon = clients(anon_key)
@@ -289,13 +349,17 @@ async def test_policy_error_for_one_subscriber_spares_the_others(db, clients, an
     try:
         await db.execute("alter table public.rt_test_fragile enable row level security")
         # the policy divides by zero for one user: that user's check fails, nobody else's
-        await db.execute(f"create policy fragile on public.rt_test_fragile for select to authenticated "
-                         f"using (1 / (case when auth.uid() = '{bad}' then 0 else 1 end) = 1)")
+        await db.execute(
+            f"create policy fragile on public.rt_test_fragile for select to authenticated "
+            f"using (1 / (case when auth.uid() = '{bad}' then 0 else 1 end) = 1)"
+        )
         await db.execute("alter publication supabase_realtime add table public.rt_test_fragile")
-        _, good_events, _ = await subscribe(clients(anon_key), "rt-fragile", [{"table": "rt_test_fragile"}],
-                                            token=user_token(secret, good))
-        _, bad_events, _ = await subscribe(clients(anon_key), "rt-fragile", [{"table": "rt_test_fragile"}],
-                                           token=user_token(secret, bad))
+        _, good_events, _ = await subscribe(
+            clients(anon_key), "rt-fragile", [{"table": "rt_test_fragile"}], token=user_token(secret, good)
+        )
+        _, bad_events, _ = await subscribe(
+            clients(anon_key), "rt-fragile", [{"table": "rt_test_fragile"}], token=user_token(secret, bad)
+        )
         res = await db.execute("insert into public.rt_test_fragile (note) values ('x') returning id")
         await wait_until(lambda: good_events)
         await asyncio.sleep(SILENCE_S)
@@ -317,12 +381,19 @@ async def test_table_outside_publication_is_reported(db, clients, service_key):
     ch.on_system(system.append)
     await ch.subscribe(lambda st, err: states.append((st, err)))
     await wait_until(lambda: len(states) >= 2, what=lambda: states)
-    assert [st for st, _ in states[:2]] == [RealtimeSubscribeStates.SUBSCRIBED, RealtimeSubscribeStates.CHANNEL_ERROR]
+    assert [st for st, _ in states[:2]] == [
+        RealtimeSubscribeStates.SUBSCRIBED,
+        RealtimeSubscribeStates.CHANNEL_ERROR,
+    ]
     err = json.loads(str(states[1][1]))
-    assert err == {"channel": "rt-hidden", "extension": "postgres_changes", "status": "error", "message":
-                   "Unable to subscribe to changes with given parameters. Please check Realtime is enabled for the "
-                   "given connect parameters: [event: *, schema: public, table: rt_test_hidden, filters: [], "
-                   "select: nil]"}
+    assert err == {
+        "channel": "rt-hidden",
+        "extension": "postgres_changes",
+        "status": "error",
+        "message": "Unable to subscribe to changes with given parameters. Please check Realtime is enabled for the "
+        "given connect parameters: [event: *, schema: public, table: rt_test_hidden, filters: [], "
+        "select: nil]",
+    }
     assert system == []  # no "Subscribed to PostgreSQL"
     _, witness, _ = await subscribe(clients(service_key), "rt-hidden-witness", [{"table": "rt_test_items"}])
     await db.execute("insert into public.rt_test_hidden (name) values ('x')")
@@ -334,19 +405,27 @@ async def test_table_outside_publication_is_reported(db, clients, service_key):
     # a wildcard binding on a schema with no published table is reported the same way
     await db.execute("create schema if not exists rt_test_empty")
     try:
-        _, _, states = await subscribe(clients(service_key), "rt-hidden-schema",
-                                       [{"table": "*", "schema": "rt_test_empty", "event": "UPDATE"}])
+        _, _, states = await subscribe(
+            clients(service_key),
+            "rt-hidden-schema",
+            [{"table": "*", "schema": "rt_test_empty", "event": "UPDATE"}],
+        )
         await wait_until(lambda: len(states) >= 2, what=lambda: states)
         assert json.loads(str(states[1][1]))["message"].endswith(
-            "[event: UPDATE, schema: rt_test_empty, table: *, filters: [], select: nil]")
+            "[event: UPDATE, schema: rt_test_empty, table: *, filters: [], select: nil]"
+        )
     finally:
         await db.execute("drop schema rt_test_empty")
 
 
 async def test_token_refresh_and_losing_access(db, clients, anon_key, secret, user_a):
     client = clients(anon_key)
-    ch, events, states = await subscribe(client, "rt-refresh", [{"table": "rt_test_items", "event": "INSERT"}],
-                                         token=user_token(secret, user_a, ttl=600))
+    ch, events, states = await subscribe(
+        client,
+        "rt-refresh",
+        [{"table": "rt_test_items", "event": "INSERT"}],
+        token=user_token(secret, user_a, ttl=600),
+    )
     assert states[0][0] == RealtimeSubscribeStates.SUBSCRIBED
     await client.set_auth(user_token(secret, user_a, ttl=3600))  # a refreshed session
     first = await insert(db, TEAM_A, "after refresh")
@@ -384,8 +463,9 @@ async def test_forged_and_expired_tokens_never_subscribe(api_url, clients, anon_
 
 async def test_expired_channel_token_closes_channel(clients, anon_key, secret, user_a):
     client = clients(anon_key)
-    _, _, states = await subscribe(client, "rt-expiring", [{"table": "rt_test_items"}],
-                                   token=user_token(secret, user_a, ttl=2))
+    _, _, states = await subscribe(
+        client, "rt-expiring", [{"table": "rt_test_items"}], token=user_token(secret, user_a, ttl=2)
+    )
     assert states[0][0] == RealtimeSubscribeStates.SUBSCRIBED
     await wait_until(lambda: any(st == RealtimeSubscribeStates.CLOSED for st, _ in states), timeout=8)
 
@@ -394,8 +474,9 @@ async def test_supabase_client_channel(api_url, service_key, db):
     """The same through supabase-py's async client, as application code uses it."""
     sb = await acreate_client(api_url, service_key)
     got: list[dict] = []
-    ch = sb.channel("rt-supabase-py").on_postgres_changes("INSERT", callback=got.append, table="rt_test_items",
-                                                          filter="name=eq.via-supabase-py")
+    ch = sb.channel("rt-supabase-py").on_postgres_changes(
+        "INSERT", callback=got.append, table="rt_test_items", filter="name=eq.via-supabase-py"
+    )
     states: list = []
     await ch.subscribe(lambda st, err: states.append(st))
     assert states == [RealtimeSubscribeStates.SUBSCRIBED]
@@ -412,10 +493,15 @@ async def test_subscription_survives_postgres_restart(stack, db, clients, servic
     before = await insert(db, TEAM_A, "before restart")
     await wait_until(lambda: len(events) == 1)
     await asyncio.to_thread(stack.pg.restart)
-    res = await db.execute("insert into public.rt_test_items (team, name) values ($1, 'after restart') returning id",
-                           TEAM_A, retry_for=30)
+    res = await db.execute(
+        "insert into public.rt_test_items (team, name) values ($1, 'after restart') returning id",
+        TEAM_A,
+        retry_for=30,
+    )
     await wait_until(lambda: len(events) >= 2, timeout=30, what=lambda: events)
-    assert [r["id"] for r in rows(events)] == [before, res[0]["id"]], [(e["ids"], e["data"]["commit_timestamp"], e["data"]["record"]) for e in events]
+    assert [r["id"] for r in rows(events)] == [before, res[0]["id"]], [
+        (e["ids"], e["data"]["commit_timestamp"], e["data"]["record"]) for e in events
+    ]
 
 
 async def test_select_limits_columns(db, clients, service_key):
@@ -435,14 +521,22 @@ async def test_select_limits_columns(db, clients, service_key):
 # realtime-py reads the close code through a websockets API deprecated since 13.1
 @pytest.mark.filterwarnings("ignore::DeprecationWarning:websockets")
 async def test_client_reconnects_and_rejoins(db, api_url, service_key):
-    client = AsyncRealtimeClient(f"{api_url}/realtime/v1", token=service_key, auto_reconnect=True,
-                                 initial_backoff=0.1)
+    client = AsyncRealtimeClient(
+        f"{api_url}/realtime/v1", token=service_key, auto_reconnect=True, initial_backoff=0.1
+    )
     try:
-        _, events, _ = await subscribe(client, "rt-reconnect", [{"table": "rt_test_items", "event": "INSERT"}])
+        _, events, _ = await subscribe(
+            client, "rt-reconnect", [{"table": "rt_test_items", "event": "INSERT"}]
+        )
         first = client._ws_connection
         first.transport.abort()  # the network drops the connection
-        await wait_until(lambda: client._ws_connection is not None and client._ws_connection is not first
-                         and client.channels["realtime:rt-reconnect"].is_joined)
+        await wait_until(
+            lambda: (
+                client._ws_connection is not None
+                and client._ws_connection is not first
+                and client.channels["realtime:rt-reconnect"].is_joined
+            )
+        )
         row = await insert(db, TEAM_A, "after reconnect")
         await wait_until(lambda: events)
         assert [r["id"] for r in rows(events)] == [row]
@@ -457,7 +551,10 @@ async def test_slot_belongs_to_the_gateway(stack, db):
     # a clean stop (what `rackpilot dev down` does) drops it: no WAL is kept for nobody
     await asyncio.to_thread(stack.stop_gateway)
     try:
-        assert await db.execute("select 1 from pg_replication_slots where slot_name like 'rackpilot_realtime_%'") == []
+        assert (
+            await db.execute("select 1 from pg_replication_slots where slot_name like 'rackpilot_realtime_%'")
+            == []
+        )
     finally:
         await asyncio.to_thread(stack.start_gateway)
     res = await db.execute("select active from pg_replication_slots where slot_name = $1", slot)
@@ -470,8 +567,16 @@ async def test_broadcast_round_trip_self_and_ack(clients, anon_key):
     got_sender: list = []
     got_receiver: list = []
     got_quiet: list = []
-    s = sender.channel("rt-room", {"config": {"broadcast": {"self": True, "ack": True},
-                                              "presence": {"key": "", "enabled": False}, "private": False}})
+    s = sender.channel(
+        "rt-room",
+        {
+            "config": {
+                "broadcast": {"self": True, "ack": True},
+                "presence": {"key": "", "enabled": False},
+                "private": False,
+            }
+        },
+    )
     s.on_broadcast("move", got_sender.append)
     await s.subscribe()
     r = receiver.channel("rt-room")
@@ -531,23 +636,43 @@ async def test_garbage_unknown_and_oversize_frames(api_url, service_key, clients
         assert (await recv_json(ws))["payload"]["status"] == "error"
         await ws.send(frame("realtime:nowhere", "broadcast", {}, "5"))
         msg = await recv_json(ws)
-        assert msg["ref"] == "5" and msg["payload"] == {"status": "error", "response": {"reason": "unmatched topic"}}
+        assert msg["ref"] == "5" and msg["payload"] == {
+            "status": "error",
+            "response": {"reason": "unmatched topic"},
+        }
         await ws.send(frame("realtime:raw", "phx_join", {"config": {}}, "6", "6"))
         assert (await recv_json(ws))["payload"]["status"] == "ok"
         # a config without presence has presence enabled (Supabase's rule): the state follows
-        assert await recv_json(ws) == {"event": "presence_state", "payload": {}, "ref": None,
-                                       "topic": "realtime:raw", "join_ref": None}
+        assert await recv_json(ws) == {
+            "event": "presence_state",
+            "payload": {},
+            "ref": None,
+            "topic": "realtime:raw",
+            "join_ref": None,
+        }
         await ws.send(frame("realtime:raw", "no_such_event", {}, "7", "6"))
         msg = await recv_json(ws)
         assert msg["ref"] == "7" and msg["payload"]["status"] == "error"
         assert "no_such_event" in msg["payload"]["response"]["reason"]
-        await ws.send(frame("realtime:raw", "broadcast", {"type": "broadcast", "event": "e", "payload": {
-            "blob": "x" * 400_000}}, "8", "6"))
+        await ws.send(
+            frame(
+                "realtime:raw",
+                "broadcast",
+                {"type": "broadcast", "event": "e", "payload": {"blob": "x" * 400_000}},
+                "8",
+                "6",
+            )
+        )
         msg = await recv_json(ws)
         assert msg["ref"] == "8" and "bytes" in msg["payload"]["response"]["reason"]
         await ws.send(frame("phoenix", "heartbeat", {}, "9"))
-        assert await recv_json(ws) == {"event": "phx_reply", "topic": "phoenix", "ref": "9", "join_ref": None,
-                                       "payload": {"status": "ok", "response": {}}}
+        assert await recv_json(ws) == {
+            "event": "phx_reply",
+            "topic": "phoenix",
+            "ref": "9",
+            "join_ref": None,
+            "payload": {"status": "ok", "response": {}},
+        }
     # beyond the gateway's 1 MiB limit the connection is closed: only that one
     async with websockets.connect(url, max_size=None) as ws:
         await ws.send("x" * (2 << 20))
@@ -559,7 +684,9 @@ async def test_garbage_unknown_and_oversize_frames(api_url, service_key, clients
 
 async def test_duplicate_join_replaces_the_channel(api_url, service_key, db):
     url = f"{ws_url(api_url)}?apikey={service_key}&vsn=1.0.0"
-    join = {"config": {"postgres_changes": [{"event": "INSERT", "schema": "public", "table": "rt_test_items"}]}}
+    join = {
+        "config": {"postgres_changes": [{"event": "INSERT", "schema": "public", "table": "rt_test_items"}]}
+    }
     async with websockets.connect(url) as ws:
         await ws.send(frame("realtime:dup", "phx_join", join, "1", "1"))
         first = await recv_until(ws, lambda m: m["event"] == "phx_reply")
@@ -580,7 +707,9 @@ async def test_duplicate_join_replaces_the_channel(api_url, service_key, db):
 async def test_vsn2_array_frames(api_url, service_key, db):
     """supabase-js' default protocol: [join_ref, ref, topic, event, payload] arrays."""
     url = f"{ws_url(api_url)}?apikey={service_key}&vsn=2.0.0"
-    join = {"config": {"postgres_changes": [{"event": "INSERT", "schema": "public", "table": "rt_test_items"}]}}
+    join = {
+        "config": {"postgres_changes": [{"event": "INSERT", "schema": "public", "table": "rt_test_items"}]}
+    }
     async with websockets.connect(url) as ws:
         await ws.send(json.dumps(["1", "1", "realtime:v2", "phx_join", join]))
         reply = json.loads(await ws.recv())
@@ -595,16 +724,21 @@ async def test_vsn2_array_frames(api_url, service_key, db):
 
 async def test_slow_consumer_is_dropped_without_blocking_others(api_url, service_key, clients, db):
     watcher = clients(service_key)
-    _, events, _ = await subscribe(watcher, "rt-fast", [{"table": "rt_test_items", "event": "INSERT",
-                                                         "filter": "name=eq.after-flood"}])
+    _, events, _ = await subscribe(
+        watcher, "rt-fast", [{"table": "rt_test_items", "event": "INSERT", "filter": "name=eq.after-flood"}]
+    )
     url = f"{ws_url(api_url)}?apikey={service_key}&vsn=1.0.0"
-    join = {"config": {"postgres_changes": [{"event": "INSERT", "schema": "public", "table": "rt_test_items"}]}}
+    join = {
+        "config": {"postgres_changes": [{"event": "INSERT", "schema": "public", "table": "rt_test_items"}]}
+    }
     # the client library's receive buffer is tiny and it never reads: TCP backs up
     async with websockets.connect(url, max_queue=1) as slow:
         await slow.send(frame("realtime:slow", "phx_join", join, "1", "1"))
         assert (await recv_until(slow, lambda m: m["event"] == "phx_reply"))["payload"]["status"] == "ok"
-        await db.execute("insert into public.rt_test_items (team, name, meta) "
-                         "select 1, 'flood', jsonb_build_object('pad', repeat('x', 8000)) from generate_series(1, 8000)")
+        await db.execute(
+            "insert into public.rt_test_items (team, name, meta) "
+            "select 1, 'flood', jsonb_build_object('pad', repeat('x', 8000)) from generate_series(1, 8000)"
+        )
         row = await insert(db, TEAM_A, "after-flood")
         await wait_until(lambda: rows(events) and rows(events)[-1]["id"] == row, timeout=60)
         # the slow client was told why and disconnected

@@ -88,12 +88,18 @@ async def clients(api_url) -> AsyncIterator[Callable[[str], AsyncRealtimeClient]
 
 
 def config(key: str = "", enabled: bool = True, private: bool = False) -> dict:
-    return {"config": {"broadcast": {"ack": False, "self": False}, "presence": {"key": key, "enabled": enabled},
-                       "private": private}}
+    return {
+        "config": {
+            "broadcast": {"ack": False, "self": False},
+            "presence": {"key": key, "enabled": enabled},
+            "private": private,
+        }
+    }
 
 
-async def present(client: AsyncRealtimeClient, topic: str, key: str, *, private: bool = False,
-                  token: str | None = None) -> tuple[Any, list[tuple[str, str, list]], list]:
+async def present(
+    client: AsyncRealtimeClient, topic: str, key: str, *, private: bool = False, token: str | None = None
+) -> tuple[Any, list[tuple[str, str, list]], list]:
     """Join ``topic`` with presence on under ``key``; returns (channel, join/leave log, states)."""
     if token is not None:
         await client.set_auth(token)
@@ -108,8 +114,10 @@ async def present(client: AsyncRealtimeClient, topic: str, key: str, *, private:
 
 def payloads(ch: Any) -> dict[str, list[dict]]:
     """The channel's presence state without the refs: {key: [payload, ...]}."""
-    return {k: [{f: v for f, v in m.items() if f != "presence_ref"} for m in metas]
-            for k, metas in ch.presence_state().items()}
+    return {
+        k: [{f: v for f, v in m.items() if f != "presence_ref"} for m in metas]
+        for k, metas in ch.presence_state().items()
+    }
 
 
 def ws_url(api_url: str) -> str:
@@ -134,15 +142,20 @@ class Raw:
 
     async def push(self, topic: str, event: str, payload: Any) -> str:
         self.ref += 1
-        await self.ws.send(json.dumps({"topic": topic, "event": event, "payload": payload, "ref": str(self.ref),
-                                       "join_ref": "1"}))
+        await self.ws.send(
+            json.dumps(
+                {"topic": topic, "event": event, "payload": payload, "ref": str(self.ref), "join_ref": "1"}
+            )
+        )
         return str(self.ref)
 
     def of(self, event: str) -> list[dict]:
         return [f for f in self.frames if f["event"] == event]
 
     def reply(self, ref: str) -> dict | None:
-        return next((f["payload"] for f in self.frames if f["event"] == "phx_reply" and f["ref"] == ref), None)
+        return next(
+            (f["payload"] for f in self.frames if f["event"] == "phx_reply" and f["ref"] == ref), None
+        )
 
 
 # --- public channels ----------------------------------------------------------------------
@@ -154,7 +167,9 @@ async def test_track_sync_update_untrack_leave_and_close(clients, anon_key):
     assert a_states[0][0] == RealtimeSubscribeStates.SUBSCRIBED
 
     await a.track({"status": "online"})
-    await wait_until(lambda: payloads(b) == {"alice": [{"status": "online"}]}, what=lambda: b.presence_state())
+    await wait_until(
+        lambda: payloads(b) == {"alice": [{"status": "online"}]}, what=lambda: b.presence_state()
+    )
     await wait_until(lambda: "alice" in payloads(a))  # the tracker gets its own diff too
     assert b.presence_state()["alice"][0]["presence_ref"]  # phx_ref, as the client names it
     await b.track({"status": "away"})
@@ -172,7 +187,9 @@ async def test_track_sync_update_untrack_leave_and_close(clients, anon_key):
 
     await a.untrack()
     await wait_until(lambda: "alice" not in payloads(b) and "alice" not in payloads(c))
-    assert ("leave", "alice", [{"presence_ref": b_log[-1][2][0]["presence_ref"], "status": "busy"}]) == b_log[-1]
+    assert ("leave", "alice", [{"presence_ref": b_log[-1][2][0]["presence_ref"], "status": "busy"}]) == b_log[
+        -1
+    ]
 
     # leaving the channel removes bob; closing carol's socket removes carol
     await c.track({"status": "here"})
@@ -214,7 +231,9 @@ async def test_state_on_join_and_presence_off_until_track(api_url, clients, anon
             assert diff["leaves"]["alice"]["metas"][0]["phx_ref"] == meta["phx_ref"]
             assert off.of("presence_state") == []
             # its own track enables presence: the reply, then the state (its own entry in it)
-            tracked = await off.push(t, "presence", {"type": "presence", "event": "track", "payload": {"me": True}})
+            tracked = await off.push(
+                t, "presence", {"type": "presence", "event": "track", "payload": {"me": True}}
+            )
             await wait_until(lambda: off.of("presence_state"))
             assert off.reply(tracked) == {"status": "ok", "response": {}}
             keys = set(off.of("presence_state")[0]["payload"])
@@ -222,12 +241,19 @@ async def test_state_on_join_and_presence_off_until_track(api_url, clients, anon
             # a payload that is not a map is refused with Supabase's reason
             bad = await off.push(t, "presence", {"type": "presence", "event": "track", "payload": [1]})
             await wait_until(lambda: off.reply(bad) is not None)
-            assert off.reply(bad) == {"status": "error", "response": {"reason": "Presence track payload must be a map"}}
+            assert off.reply(bad) == {
+                "status": "error",
+                "response": {"reason": "Presence track payload must be a map"},
+            }
         finally:
             await off_ws.close()
         # the closed socket's key leaves
-        await wait_until(lambda: any(f["payload"]["leaves"] and "alice" not in f["payload"]["leaves"]
-                                     for f in raw.of("presence_diff")))
+        await wait_until(
+            lambda: any(
+                f["payload"]["leaves"] and "alice" not in f["payload"]["leaves"]
+                for f in raw.of("presence_diff")
+            )
+        )
 
 
 async def test_more_than_five_presence_messages_in_30s_close_the_channel(api_url, anon_key):
@@ -235,20 +261,32 @@ async def test_more_than_five_presence_messages_in_30s_close_the_channel(api_url
     async with websockets.connect(f"{ws_url(api_url)}?apikey={anon_key}&vsn=1.0.0") as ws:
         raw = Raw(ws)
         await raw.push(t, "phx_join", config("k"))
-        refs = [await raw.push(t, "presence", {"type": "presence", "event": "track", "payload": {"i": i}})
-                for i in range(6)]
+        refs = [
+            await raw.push(t, "presence", {"type": "presence", "event": "track", "payload": {"i": i}})
+            for i in range(6)
+        ]
         await wait_until(lambda: raw.of("phx_close"))
         assert all(raw.reply(r)["status"] == "ok" for r in refs[:5]) and raw.reply(refs[5]) is None
         (system,) = raw.of("system")
-        assert system["payload"] == {"channel": t.removeprefix("realtime:"), "extension": "system",
-                                     "message": "Client presence rate limit exceeded", "status": "error"}
+        assert system["payload"] == {
+            "channel": t.removeprefix("realtime:"),
+            "extension": "system",
+            "message": "Client presence rate limit exceeded",
+            "status": "error",
+        }
 
 
 # --- private channels -----------------------------------------------------------------------
 async def member(db: Db, topic: str, *, read: bool, track: bool, bcast: bool = True) -> str:
     uid = str(uuid.uuid4())
-    await db.execute("insert into public.rt_pres_rooms values ($1, $2, $3, $4, $5)", topic, uuid.UUID(uid),
-                     read, track, bcast)
+    await db.execute(
+        "insert into public.rt_pres_rooms values ($1, $2, $3, $4, $5)",
+        topic,
+        uuid.UUID(uid),
+        read,
+        track,
+        bcast,
+    )
     return uid
 
 
@@ -257,14 +295,24 @@ async def test_private_presence_needs_read_to_see_and_write_to_track(db, clients
     full = await member(db, topic, read=True, track=True)
     reader = await member(db, topic, read=True, track=False)
     blind = await member(db, topic, read=False, track=True)
-    f, _, f_states = await present(clients(anon_key), topic, "full", private=True, token=user_token(secret, full))
-    r, _, _ = await present(clients(anon_key), topic, "reader", private=True, token=user_token(secret, reader))
-    b, _, b_states = await present(clients(anon_key), topic, "blind", private=True, token=user_token(secret, blind))
-    assert f_states[0][0] == b_states[0][0] == RealtimeSubscribeStates.SUBSCRIBED  # broadcast read lets them in
+    f, _, f_states = await present(
+        clients(anon_key), topic, "full", private=True, token=user_token(secret, full)
+    )
+    r, _, _ = await present(
+        clients(anon_key), topic, "reader", private=True, token=user_token(secret, reader)
+    )
+    b, _, b_states = await present(
+        clients(anon_key), topic, "blind", private=True, token=user_token(secret, blind)
+    )
+    assert (
+        f_states[0][0] == b_states[0][0] == RealtimeSubscribeStates.SUBSCRIBED
+    )  # broadcast read lets them in
 
     replies: list = []
     push = await r.push("presence", {"type": "presence", "event": "track", "payload": {"who": "reader"}})
-    push.receive("error", lambda resp: replies.append(("error", resp))).receive("ok", lambda resp: replies.append("ok"))
+    push.receive("error", lambda resp: replies.append(("error", resp))).receive(
+        "ok", lambda resp: replies.append("ok")
+    )
     await b.track({"who": "blind"})  # may track without reading
     await f.track({"who": "full"})
     await wait_until(lambda: set(payloads(r)) == {"full", "blind"}, what=lambda: r.presence_state())
@@ -288,10 +336,16 @@ async def test_private_join_on_presence_read_alone_needs_presence_enabled(db, ap
     t, token = f"realtime:{topic}", user_token(secret, uid)
     async with websockets.connect(f"{ws_url(api_url)}?apikey={anon_key}&vsn=1.0.0") as ws:
         raw = Raw(ws)
-        off = await raw.push(t, "phx_join", {**config("", enabled=False, private=True), "access_token": token})
+        off = await raw.push(
+            t, "phx_join", {**config("", enabled=False, private=True), "access_token": token}
+        )
         await wait_until(lambda: raw.reply(off) is not None)
-        assert raw.reply(off) == {"status": "error", "response": {
-            "reason": f"Unauthorized: You do not have permissions to read from this Channel topic: {topic}"}}
+        assert raw.reply(off) == {
+            "status": "error",
+            "response": {
+                "reason": f"Unauthorized: You do not have permissions to read from this Channel topic: {topic}"
+            },
+        }
         on = await raw.push(t, "phx_join", {**config("", enabled=True, private=True), "access_token": token})
         await wait_until(lambda: raw.reply(on) is not None)
         assert raw.reply(on)["status"] == "ok"
@@ -300,8 +354,9 @@ async def test_private_join_on_presence_read_alone_needs_presence_enabled(db, ap
 
 
 # --- the HTTP broadcast API -------------------------------------------------------------------
-async def listen(client: AsyncRealtimeClient, topic: str, *, private: bool = False,
-                 token: str | None = None) -> tuple[Any, list[dict]]:
+async def listen(
+    client: AsyncRealtimeClient, topic: str, *, private: bool = False, token: str | None = None
+) -> tuple[Any, list[dict]]:
     if token is not None:
         await client.set_auth(token)
     got: list[dict] = []
@@ -329,7 +384,9 @@ async def test_http_send_with_realtime_py(db, clients, anon_key, secret):
     try:
         writer = await member(db, topic, read=False, track=True)
         reader = await member(db, topic, read=False, track=False)
-        _, private_got = await listen(clients(anon_key), topic, private=True, token=user_token(secret, reader))
+        _, private_got = await listen(
+            clients(anon_key), topic, private=True, token=user_token(secret, reader)
+        )
         w = clients(anon_key)
         await w.set_auth(user_token(secret, writer))
         await w.channel(topic, config(private=True)).http_send("secret", {"n": 2})
@@ -338,10 +395,13 @@ async def test_http_send_with_realtime_py(db, clients, anon_key, secret):
         r = clients(anon_key)
         await r.set_auth(user_token(secret, reader))
         from realtime.exceptions import RealtimeHTTPError
+
         with pytest.raises(RealtimeHTTPError) as info:
             await r.channel(topic, config(private=True)).http_send("secret", {"n": 3})
         assert info.value.status == 403 and str(info.value) == "Unauthorized"
-        await sender.channel(topic).http_send("marker", {"n": 4})  # public: the private channel is another topic
+        await sender.channel(topic).http_send(
+            "marker", {"n": 4}
+        )  # public: the private channel is another topic
         await wait_until(lambda: len(public_got) == 2)
         await asyncio.sleep(SILENCE_S)
         assert [m["payload"]["n"] for m in private_got] == [2] and public_got[1]["event"] == "marker"
@@ -359,6 +419,7 @@ async def test_batch_broadcast_endpoint(db, api_url, clients, anon_key, service_
     url = f"{api_url}/realtime/v1/api/broadcast"
 
     async with httpx.AsyncClient() as http:
+
         def post(body: Any, token: str | None = anon_key, apikey: str | None = anon_key) -> Any:
             headers = {"apikey": apikey} if apikey else {}
             if token:
@@ -366,23 +427,38 @@ async def test_batch_broadcast_endpoint(db, api_url, clients, anon_key, service_
             return http.post(url, json=body, headers=headers)
 
         # anon may send public messages; its private message is dropped (no INSERT policy), still 202
-        res = await post({"messages": [{"topic": topic, "event": "a", "payload": {"i": 1}},
-                                       {"topic": topic, "event": "p", "payload": {"i": 2}, "private": True},
-                                       {"topic": topic, "event": "b", "payload": {"i": 3}, "id": "m-3"}]})
+        res = await post(
+            {
+                "messages": [
+                    {"topic": topic, "event": "a", "payload": {"i": 1}},
+                    {"topic": topic, "event": "p", "payload": {"i": 2}, "private": True},
+                    {"topic": topic, "event": "b", "payload": {"i": 3}, "id": "m-3"},
+                ]
+            }
+        )
         assert res.status_code == 202 and res.content == b""
         await wait_until(lambda: len(public_got) == 2)
-        assert public_got == [{"event": "a", "payload": {"i": 1}},
-                              {"event": "b", "payload": {"i": 3}, "meta": {"id": "m-3"}}]
+        assert public_got == [
+            {"event": "a", "payload": {"i": 1}},
+            {"event": "b", "payload": {"i": 3}, "meta": {"id": "m-3"}},
+        ]
         # the service role bypasses RLS: its private message arrives (the apikey alone is the JWT)
-        res = await post({"messages": [{"topic": topic, "event": "s", "payload": {"i": 4}, "private": True}]},
-                         token=None, apikey=service_key)
+        res = await post(
+            {"messages": [{"topic": topic, "event": "s", "payload": {"i": 4}, "private": True}]},
+            token=None,
+            apikey=service_key,
+        )
         assert res.status_code == 202
         await wait_until(lambda: private_got)
         assert private_got == [{"event": "s", "payload": {"i": 4}}]
 
-        res = await post({"messages": [{"topic": topic, "event": "x"}, {"topic": topic, "event": "y", "payload": 5}]})
+        res = await post(
+            {"messages": [{"topic": topic, "event": "x"}, {"topic": topic, "event": "y", "payload": 5}]}
+        )
         assert res.status_code == 422
-        assert res.json() == {"errors": {"messages": [{"payload": ["can't be blank"]}, {"payload": ["is invalid"]}]}}
+        assert res.json() == {
+            "errors": {"messages": [{"payload": ["can't be blank"]}, {"payload": ["is invalid"]}]}
+        }
         assert (await post({})).json() == {"errors": {"messages": ["can't be blank"]}}
         res = await post({"messages": []}, token="not-a-jwt", apikey="not-a-jwt")
         assert res.status_code == 401 and res.json() == {"message": "Unauthorized"}
@@ -396,10 +472,15 @@ async def test_broadcast_replay_is_refused(api_url, anon_key):
     Supabase's own reason on a public channel."""
     async with websockets.connect(f"{ws_url(api_url)}?apikey={anon_key}&vsn=1.0.0") as ws:
         raw = Raw(ws)
-        for private, reason in ((False, "Replay is not allowed for public channels"),
-                                (True, "Replay is not supported by the rackpilot local stack")):
+        for private, reason in (
+            (False, "Replay is not allowed for public channels"),
+            (True, "Replay is not supported by the rackpilot local stack"),
+        ):
             cfg = config(private=private)
             cfg["config"]["broadcast"]["replay"] = {"since": 0}
             ref = await raw.push(f"realtime:rt-replay-{private}", "phx_join", cfg)
             await wait_until(lambda r=ref: raw.reply(r) is not None)
-            assert raw.reply(ref) == {"status": "error", "response": {"reason": f"UnableToReplayMessages: {reason}"}}
+            assert raw.reply(ref) == {
+                "status": "error",
+                "response": {"reason": f"UnableToReplayMessages: {reason}"},
+            }

@@ -62,7 +62,11 @@ DROP_SQL = [
     "drop policy if exists rt_sec_send on realtime.messages",
     "drop table if exists public.rt_sec_items, public.rt_sec_members, public.rt_sec_open, public.rt_sec_rooms cascade",
 ]
-PUBLIC = {"broadcast": {"ack": False, "self": False}, "presence": {"key": "", "enabled": False}, "private": False}
+PUBLIC = {
+    "broadcast": {"ack": False, "self": False},
+    "presence": {"key": "", "enabled": False},
+    "private": False,
+}
 
 
 def unauthorized(topic: str) -> str:
@@ -111,8 +115,9 @@ async def room_member(db: Db, topic: str, *, can_send: bool = False) -> str:
     return uid
 
 
-async def changes(client: AsyncRealtimeClient, topic: str, table: str, *, token: str | None = None,
-                  flt: str | None = None) -> list[dict]:
+async def changes(
+    client: AsyncRealtimeClient, topic: str, table: str, *, token: str | None = None, flt: str | None = None
+) -> list[dict]:
     if token is not None:
         await client.set_auth(token)
     events: list[dict] = []
@@ -124,15 +129,22 @@ async def changes(client: AsyncRealtimeClient, topic: str, table: str, *, token:
     return events
 
 
-async def room(client: AsyncRealtimeClient, topic: str, *, private: bool = True, token: str | None = None,
-               ack: bool = False) -> tuple[Any, list[dict], list[tuple]]:
+async def room(
+    client: AsyncRealtimeClient,
+    topic: str,
+    *,
+    private: bool = True,
+    token: str | None = None,
+    ack: bool = False,
+) -> tuple[Any, list[dict], list[tuple]]:
     """Join a broadcast channel; returns (channel, broadcasts received, subscribe states)."""
     if token is not None:
         await client.set_auth(token)
     got: list[dict] = []
     states: list[tuple] = []
-    ch = client.channel(topic, {"config": {**PUBLIC, "broadcast": {"ack": ack, "self": False},
-                                           "private": private}})
+    ch = client.channel(
+        topic, {"config": {**PUBLIC, "broadcast": {"ack": ack, "self": False}, "private": private}}
+    )
     ch.on_broadcast("*", got.append)
     await ch.subscribe(lambda st, err: states.append((st, err)))
     return ch, got, states
@@ -145,17 +157,21 @@ def by_type(events: list[dict], kind: str) -> list[dict]:
 # --- DELETE payloads ---------------------------------------------------------------------
 async def test_delete_on_rls_table_carries_only_the_primary_key(db, clients, anon_key, service_key, secret):
     insider, outsider = await member(db, TEAM_A), await member(db, TEAM_B)
-    seen_by_insider = await changes(clients(anon_key), "rt-sec-del", "rt_sec_items",
-                                    token=user_token(secret, insider))
-    seen_by_outsider = await changes(clients(anon_key), "rt-sec-del", "rt_sec_items",
-                                     token=user_token(secret, outsider))
+    seen_by_insider = await changes(
+        clients(anon_key), "rt-sec-del", "rt_sec_items", token=user_token(secret, insider)
+    )
+    seen_by_outsider = await changes(
+        clients(anon_key), "rt-sec-del", "rt_sec_items", token=user_token(secret, outsider)
+    )
     service = clients(service_key)
     seen_by_service = await changes(service, "rt-sec-del", "rt_sec_items")
     team_a_only = await changes(service, "rt-sec-del-a", "rt_sec_items", flt=f"team=eq.{TEAM_A}")
     team_b_only = await changes(service, "rt-sec-del-b", "rt_sec_items", flt=f"team=eq.{TEAM_B}")
 
-    res = await db.execute("insert into public.rt_sec_items (team, secret, note) values ($1, 'launch code', 'x') "
-                           "returning id", TEAM_A)
+    res = await db.execute(
+        "insert into public.rt_sec_items (team, secret, note) values ($1, 'launch code', 'x') returning id",
+        TEAM_A,
+    )
     row = res[0]["id"]
     await db.execute("update public.rt_sec_items set note = 'y' where id = $1", row)
     # RLS is checked on the live row: let the insider's UPDATE through before the row goes
@@ -175,14 +191,19 @@ async def test_delete_on_rls_table_carries_only_the_primary_key(db, clients, ano
     (update,) = by_type(seen_by_insider, "UPDATE")
     assert update["old_record"] == {"id": row, "team": TEAM_A, "secret": "launch code", "note": "x"}
     # filters still see the whole old row: team B's subscription gets no DELETE of team A's row
-    marker = await db.execute("insert into public.rt_sec_items (team, secret) values ($1, 'm') returning id", TEAM_B)
+    marker = await db.execute(
+        "insert into public.rt_sec_items (team, secret) values ($1, 'm') returning id", TEAM_B
+    )
     await wait_until(lambda: team_b_only)
     await asyncio.sleep(SILENCE_S)
-    assert [(e["data"]["type"], e["data"]["record"]["id"]) for e in team_b_only] == [("INSERT", marker[0]["id"])]
+    assert [(e["data"]["type"], e["data"]["record"]["id"]) for e in team_b_only] == [
+        ("INSERT", marker[0]["id"])
+    ]
 
     # a table without RLS keeps the old row its replica identity gives, as on Supabase
-    events = await changes(clients(anon_key), "rt-sec-open", "rt_sec_open",
-                           token=user_token(secret, str(uuid.uuid4())))
+    events = await changes(
+        clients(anon_key), "rt-sec-open", "rt_sec_open", token=user_token(secret, str(uuid.uuid4()))
+    )
     res = await db.execute("insert into public.rt_sec_open (note) values ('plain') returning id")
     await db.execute("delete from public.rt_sec_open where id = $1", res[0]["id"])
     await wait_until(lambda: by_type(events, "DELETE"))
@@ -194,19 +215,26 @@ async def test_changes_carry_only_the_columns_the_role_may_select(db, clients, a
     """As Supabase's apply_rls: a role with SELECT on some columns only subscribes, and its
     changes list and carry only those columns; the service role sees every column."""
     await db.execute("drop table if exists public.rt_sec_cols")
-    await db.execute("create table public.rt_sec_cols (id bigserial primary key, note text, secret text, "
-                     "pin int)")
+    await db.execute(
+        "create table public.rt_sec_cols (id bigserial primary key, note text, secret text, pin int)"
+    )
     try:
-        for stmt in ("alter table public.rt_sec_cols replica identity full",
-                     "alter table public.rt_sec_cols enable row level security",
-                     "create policy rt_sec_cols_all on public.rt_sec_cols for select to authenticated using (true)",
-                     "revoke all on public.rt_sec_cols from anon, authenticated",
-                     "grant select (id, note) on public.rt_sec_cols to authenticated",
-                     "alter publication supabase_realtime add table public.rt_sec_cols"):
+        for stmt in (
+            "alter table public.rt_sec_cols replica identity full",
+            "alter table public.rt_sec_cols enable row level security",
+            "create policy rt_sec_cols_all on public.rt_sec_cols for select to authenticated using (true)",
+            "revoke all on public.rt_sec_cols from anon, authenticated",
+            "grant select (id, note) on public.rt_sec_cols to authenticated",
+            "alter publication supabase_realtime add table public.rt_sec_cols",
+        ):
             await db.execute(stmt)
-        user = await changes(clients(anon_key), "rt-sec-cols", "rt_sec_cols", token=user_token(secret, str(uuid.uuid4())))
+        user = await changes(
+            clients(anon_key), "rt-sec-cols", "rt_sec_cols", token=user_token(secret, str(uuid.uuid4()))
+        )
         service = await changes(clients(service_key), "rt-sec-cols", "rt_sec_cols")
-        res = await db.execute("insert into public.rt_sec_cols (note, secret, pin) values ('n', 's', 1234) returning id")
+        res = await db.execute(
+            "insert into public.rt_sec_cols (note, secret, pin) values ('n', 's', 1234) returning id"
+        )
         row = res[0]["id"]
         await wait_until(lambda: user)  # RLS reads the live row: one change at a time
         await db.execute("update public.rt_sec_cols set note = 'm', pin = 4321 where id = $1", row)
@@ -228,7 +256,9 @@ async def test_changes_carry_only_the_columns_the_role_may_select(db, clients, a
 
 
 # --- private channels ----------------------------------------------------------------------
-async def test_private_channel_refuses_anon_and_outsiders(db, clients, api_url, anon_key, service_key, secret):
+async def test_private_channel_refuses_anon_and_outsiders(
+    db, clients, api_url, anon_key, service_key, secret
+):
     topic = "rt-sec-room"
     reader = await room_member(db, topic)
     for who, token in (("anon", None), ("outsider", user_token(secret, str(uuid.uuid4())))):
@@ -248,17 +278,36 @@ async def test_private_channel_refuses_anon_and_outsiders(db, clients, api_url, 
     # the exact reply Supabase Realtime gives
     url = api_url.replace("http://", "ws://") + f"/realtime/v1/websocket?apikey={anon_key}&vsn=1.0.0"
     async with websockets.connect(url) as ws:
-        await ws.send(json.dumps({"topic": f"realtime:{topic}", "event": "phx_join", "ref": "1", "join_ref": "1",
-                                  "payload": {"config": {**PUBLIC, "private": True}, "access_token": anon_key}}))
+        await ws.send(
+            json.dumps(
+                {
+                    "topic": f"realtime:{topic}",
+                    "event": "phx_join",
+                    "ref": "1",
+                    "join_ref": "1",
+                    "payload": {"config": {**PUBLIC, "private": True}, "access_token": anon_key},
+                }
+            )
+        )
         reply = json.loads(await asyncio.wait_for(ws.recv(), 10))
-    assert reply == {"event": "phx_reply", "topic": f"realtime:{topic}", "ref": "1", "join_ref": "1",
-                     "payload": {"status": "error", "response": {"reason": unauthorized(topic)}}}
+    assert reply == {
+        "event": "phx_reply",
+        "topic": f"realtime:{topic}",
+        "ref": "1",
+        "join_ref": "1",
+        "payload": {"status": "error", "response": {"reason": unauthorized(topic)}},
+    }
 
 
-async def test_private_broadcast_needs_insert_and_reaches_only_readers(db, clients, anon_key, service_key, secret):
+async def test_private_broadcast_needs_insert_and_reaches_only_readers(
+    db, clients, anon_key, service_key, secret
+):
     topic = "rt-sec-chat"
-    sender_id, reader_id, mute_id = (await room_member(db, topic, can_send=True), await room_member(db, topic),
-                                     await room_member(db, topic))
+    sender_id, reader_id, mute_id = (
+        await room_member(db, topic, can_send=True),
+        await room_member(db, topic),
+        await room_member(db, topic),
+    )
     sender, _, s1 = await room(clients(anon_key), topic, token=user_token(secret, sender_id))
     _, heard, s2 = await room(clients(anon_key), topic, token=user_token(secret, reader_id))
     mute, _, s3 = await room(clients(anon_key), topic, token=user_token(secret, mute_id), ack=True)
@@ -289,9 +338,13 @@ async def test_new_token_without_read_permission_closes_private_channel(db, clie
     ch.on_system(system.append)
     await db.execute("delete from public.rt_sec_rooms where user_id = $1", uuid.UUID(uid))
     await client.set_auth(user_token(secret, uid, ttl=7200))  # a refreshed session
-    await wait_until(lambda: any(st == RealtimeSubscribeStates.CLOSED for st, _ in states), what=lambda: states)
-    assert any(st == RealtimeSubscribeStates.CHANNEL_ERROR and f"read from this Channel topic: {topic}" in str(err)
-               for st, err in states), states
+    await wait_until(
+        lambda: any(st == RealtimeSubscribeStates.CLOSED for st, _ in states), what=lambda: states
+    )
+    assert any(
+        st == RealtimeSubscribeStates.CHANNEL_ERROR and f"read from this Channel topic: {topic}" in str(err)
+        for st, err in states
+    ), states
 
 
 # --- broadcast from the database ---------------------------------------------------------------

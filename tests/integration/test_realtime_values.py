@@ -28,7 +28,12 @@ def test_values_are_typed_as_to_jsonb_does():
     assert convert("_int4", "{{1,2},{3,NULL}}") == [[1, 2], [3, None]]
     assert convert("_bool", "{t,f}") == [True, False]
     assert convert("_text", '{plain,"with space","q\\"uote",NULL,"NULL"}') == [
-        "plain", "with space", 'q"uote', None, "NULL"]
+        "plain",
+        "with space",
+        'q"uote',
+        None,
+        "NULL",
+    ]
     assert convert("_float8", "{1.5,2}") == [1.5, 2]
     assert convert("_jsonb", '{"{\\"a\\": 1}"}') == [{"a": 1}]
     assert convert("_text", "[0:1]={a,b}") == ["a", "b"]
@@ -41,8 +46,14 @@ def test_commit_timestamp_is_utc_milliseconds():
     assert iso_timestamp("short") == "short"
 
 
-@given(st.lists(st.one_of(st.none(), st.text(alphabet=st.characters(blacklist_categories=("Cs",),
-                                                                     blacklist_characters="\x00")))))
+@given(
+    st.lists(
+        st.one_of(
+            st.none(),
+            st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")),
+        )
+    )
+)
 def test_text_arrays_round_trip(items):
     def quote(x):
         if x is None:
@@ -54,8 +65,14 @@ def test_text_arrays_round_trip(items):
 
 def test_filters_compare_by_column_type():
     types = {"qty": "int4", "name": "text", "at": "timestamptz", "id": "uuid", "ok": "bool"}
-    rec = {"qty": 10, "name": "be,ta", "at": "2026-01-02T03:04:05+00:00",
-           "id": "6F9619FF-8B86-D011-B42D-00C04FC964FF".lower(), "ok": True, "none": None}
+    rec = {
+        "qty": 10,
+        "name": "be,ta",
+        "at": "2026-01-02T03:04:05+00:00",
+        "id": "6F9619FF-8B86-D011-B42D-00C04FC964FF".lower(),
+        "ok": True,
+        "none": None,
+    }
     t = lambda f: parse_filter(f).matches(rec, types)  # noqa: E731
     assert t("qty=eq.10") and t("qty=gt.9") and t("qty=gte.10") and t("qty=lt.11") and t("qty=lte.10")
     assert not t("qty=neq.10") and not t("qty=gt.10") and t("qty=neq.11")
@@ -67,8 +84,21 @@ def test_filters_compare_by_column_type():
     assert not t("qty=eq.notanumber")
 
 
-@pytest.mark.parametrize("bad", ["", "qty", "qty=", "qty=eq", "qty=like.x", "=eq.1", "qty=in.1,2",
-                                 "qty=in.()", "x" * 2000, "name=eq.be,ta"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "qty",
+        "qty=",
+        "qty=eq",
+        "qty=like.x",
+        "=eq.1",
+        "qty=in.1,2",
+        "qty=in.()",
+        "x" * 2000,
+        "name=eq.be,ta",
+    ],
+)
 def test_bad_filters_are_refused(bad):
     with pytest.raises(FilterError):
         parse_filter(bad)
@@ -79,18 +109,37 @@ def test_frames_both_versions():
     assert (f.topic, f.event, f.payload, f.ref, f.join_ref) == ("realtime:a", "phx_join", {"x": 1}, "1", "1")
     g = decode_text('["1","2","realtime:a","broadcast",{"event":"e"}]')
     assert (g.join_ref, g.ref, g.event) == ("1", "2", "broadcast")
-    for bad in ("nope", "[1,2]", '{"topic":"","event":"x"}', '{"topic":"t","event":5}',
-                '{"topic":"t","event":"e","ref":{"a":1}}'):
+    for bad in (
+        "nope",
+        "[1,2]",
+        '{"topic":"","event":"x"}',
+        '{"topic":"t","event":5}',
+        '{"topic":"t","event":"e","ref":{"a":1}}',
+    ):
         with pytest.raises(ProtocolError):
             decode_text(bad)
-    assert json.loads(encode("1.0.0", "t", "e", {}, "3")) == {"event": "e", "payload": {}, "ref": "3",
-                                                              "topic": "t", "join_ref": None}
+    assert json.loads(encode("1.0.0", "t", "e", {}, "3")) == {
+        "event": "e",
+        "payload": {},
+        "ref": "3",
+        "topic": "t",
+        "join_ref": None,
+    }
     assert json.loads(encode("2.0.0", "t", "e", {}, "3", "1")) == ["1", "3", "t", "e", {}]
     change = json.loads(encode_change("1.0.0", '"realtime:a"', "[4]", '{"type":"INSERT"}'))
-    assert change == {"event": "postgres_changes", "payload": {"ids": [4], "data": {"type": "INSERT"}},
-                      "ref": None, "topic": "realtime:a"}
-    assert json.loads(encode_change("2.0.0", '"t"', "[4]", "{}")) == [None, None, "t", "postgres_changes",
-                                                                     {"ids": [4], "data": {}}]
+    assert change == {
+        "event": "postgres_changes",
+        "payload": {"ids": [4], "data": {"type": "INSERT"}},
+        "ref": None,
+        "topic": "realtime:a",
+    }
+    assert json.loads(encode_change("2.0.0", '"t"', "[4]", "{}")) == [
+        None,
+        None,
+        "t",
+        "postgres_changes",
+        {"ids": [4], "data": {}},
+    ]
 
 
 def test_binary_broadcast_push_of_supabase_js():
@@ -107,12 +156,16 @@ def test_binary_broadcast_push_of_supabase_js():
 
 
 def test_stream_spec_options_escape_table_names():
-    spec = StreamSpec(tables=frozenset({("public", "jobs"), ("we,ird", "t.a b")}), actions=frozenset({"insert"}))
+    spec = StreamSpec(
+        tables=frozenset({("public", "jobs"), ("we,ird", "t.a b")}), actions=frozenset({"insert"})
+    )
     opts = spec.options()
     # realtime.messages' partitions always stream (broadcast from the database)
     assert opts["add-tables"] == "public.jobs,we\\,ird.t\\.a\\ b,realtime.*" and opts["actions"] == "insert"
     assert StreamSpec().options()["add-tables"] == "realtime.*"
     assert "add-tables" not in StreamSpec(all_tables=True).options()
     # inserts are always decoded (for realtime.messages), whatever the publication publishes
-    assert StreamSpec(tables=frozenset({("public", "jobs")}),
-                      actions=frozenset({"delete"})).options()["actions"] == "delete,insert"
+    assert (
+        StreamSpec(tables=frozenset({("public", "jobs")}), actions=frozenset({"delete"})).options()["actions"]
+        == "delete,insert"
+    )

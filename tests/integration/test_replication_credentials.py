@@ -21,8 +21,13 @@ def _openssh_key() -> str:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    return Ed25519PrivateKey.generate().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                                      serialization.NoEncryption()).decode()
+    return (
+        Ed25519PrivateKey.generate()
+        .private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        )
+        .decode()
+    )
 
 
 KEY = _openssh_key()
@@ -37,17 +42,31 @@ def env(stack):
 
 
 def args(*extra: str):
-    return build_parser().parse_args(["credentials", "seal", "--site", "s", "--name", "n", "--kind", "ssh",
-                                      "--username", "zrepl", *extra])
+    return build_parser().parse_args(
+        ["credentials", "seal", "--site", "s", "--name", "n", "--kind", "ssh", "--username", "zrepl", *extra]
+    )
 
 
 def test_the_command_line_builds_ssh_endpoints_with_their_host_key_trust():
-    eps = seal_endpoints(args("--endpoint", "ssh://zfs1.example.net", "--endpoint", "https://10.0.0.1",
-                              "--known-hosts", "sealed", "--ca-bundle", "/etc/ca.pem"))
-    assert eps == [{"url": "ssh://zfs1.example.net", "tls": {"known_hosts": "sealed"}},
-                   {"url": "https://10.0.0.1", "tls": {"ca_bundle": "/etc/ca.pem"}}]
+    eps = seal_endpoints(
+        args(
+            "--endpoint",
+            "ssh://zfs1.example.net",
+            "--endpoint",
+            "https://10.0.0.1",
+            "--known-hosts",
+            "sealed",
+            "--ca-bundle",
+            "/etc/ca.pem",
+        )
+    )
+    assert eps == [
+        {"url": "ssh://zfs1.example.net", "tls": {"known_hosts": "sealed"}},
+        {"url": "https://10.0.0.1", "tls": {"ca_bundle": "/etc/ca.pem"}},
+    ]
     assert seal_endpoints(args("--endpoint", "ssh://h", "--insecure-host-key")) == [
-        {"url": "ssh://h", "tls": {"insecure_host_key": True}}]
+        {"url": "ssh://h", "tls": {"insecure_host_key": True}}
+    ]
     with pytest.raises(ValidationFailed, match="needs --known-hosts"):
         seal_endpoints(args("--endpoint", "ssh://h"))
     with pytest.raises(ValidationFailed, match="choose one"):
@@ -55,16 +74,38 @@ def test_the_command_line_builds_ssh_endpoints_with_their_host_key_trust():
 
 
 def test_sealed_by_encrypt_credentials_released_to_the_two_hosts_with_their_pinned_keys(env):
-    endpoints = seal_endpoints(args("--endpoint", "ssh://zfs1.example.net", "--endpoint",
-                                    "ssh://zfs2.example.net:2222", "--known-hosts", "sealed"))
+    endpoints = seal_endpoints(
+        args(
+            "--endpoint",
+            "ssh://zfs1.example.net",
+            "--endpoint",
+            "ssh://zfs2.example.net:2222",
+            "--known-hosts",
+            "sealed",
+        )
+    )
     secret = json.dumps({"private_key": KEY, "host_keys": PINS})
-    status, res = invoke(env.users["admin"], "encrypt-credentials", {
-        "action": "seal", "site_id": env.fleet.site_a, "name": f"zfs-{env.tag}", "kind": "ssh", "username": "zrepl",
-        "secret": secret, "endpoints": endpoints})
+    status, res = invoke(
+        env.users["admin"],
+        "encrypt-credentials",
+        {
+            "action": "seal",
+            "site_id": env.fleet.site_a,
+            "name": f"zfs-{env.tag}",
+            "kind": "ssh",
+            "username": "zrepl",
+            "secret": secret,
+            "endpoints": endpoints,
+        },
+    )
     assert status == 200, res
     assert [e["tls"] for e in res["endpoints"]] == [{"known_hosts": "sealed"}] * 2
-    row = q(env.conn, "select sealed_secret from public.credential_sets where id = %s", res["credential_set_id"])[0]
-    cred = Credential.from_plaintext(res["credential_set_id"], env.fleet.executor_key.open(row["sealed_secret"]))
+    row = q(
+        env.conn, "select sealed_secret from public.credential_sets where id = %s", res["credential_set_id"]
+    )[0]
+    cred = Credential.from_plaintext(
+        res["credential_set_id"], env.fleet.executor_key.open(row["sealed_secret"])
+    )
     for host, port in (("zfs1.example.net", 22), ("zfs2.example.net", 2222)):
         got = release_secret(cred, host, port, "pair")
         assert got["private_key"] == KEY and got["host_keys"] == PINS and got["username"] == "zrepl"
@@ -76,12 +117,27 @@ def test_sealed_by_encrypt_credentials_released_to_the_two_hosts_with_their_pinn
 
     # the same secret sealed with a known_hosts path is not released to a connection that
     # trusts sealed keys only
-    status, res = invoke(env.users["admin"], "encrypt-credentials", {
-        "action": "seal", "site_id": env.fleet.site_a, "name": f"zfs-path-{env.tag}", "kind": "ssh",
-        "username": "zrepl", "secret": secret,
-        "endpoints": [{"url": "ssh://zfs1.example.net", "tls": {"known_hosts": "/etc/rackpilot/known_hosts"}}]})
+    status, res = invoke(
+        env.users["admin"],
+        "encrypt-credentials",
+        {
+            "action": "seal",
+            "site_id": env.fleet.site_a,
+            "name": f"zfs-path-{env.tag}",
+            "kind": "ssh",
+            "username": "zrepl",
+            "secret": secret,
+            "endpoints": [
+                {"url": "ssh://zfs1.example.net", "tls": {"known_hosts": "/etc/rackpilot/known_hosts"}}
+            ],
+        },
+    )
     assert status == 200, res
-    row = q(env.conn, "select sealed_secret from public.credential_sets where id = %s", res["credential_set_id"])[0]
-    cred = Credential.from_plaintext(res["credential_set_id"], env.fleet.executor_key.open(row["sealed_secret"]))
+    row = q(
+        env.conn, "select sealed_secret from public.credential_sets where id = %s", res["credential_set_id"]
+    )[0]
+    cred = Credential.from_plaintext(
+        res["credential_set_id"], env.fleet.executor_key.open(row["sealed_secret"])
+    )
     with pytest.raises(EndpointNotAllowed):
         release_secret(cred, "zfs1.example.net", 22, "pair")

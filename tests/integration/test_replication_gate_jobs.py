@@ -53,11 +53,20 @@ def invoke(client, name: str, body: dict) -> tuple[int, dict]:
 
 
 def pair(env: DellEnv, name: str, source_server: str, *, lag_s: int, max_lag_s: int = 3600) -> str:
-    return str(env.h.one(
-        "insert into public.replication_pairs (site_id, name, source_host, source_dataset, target_host, "
-        "target_dataset, source_server_id, max_lag_seconds, schedule, last_synced_snapshot_at) "
-        "values (%s, %s, 'zfs1', %s, 'zfs2', %s, %s, %s, 'manual', now() - make_interval(secs => %s)) returning id",
-        env.h.site_id, name, f"tank/{name}", f"backup/{name}", source_server, max_lag_s, lag_s)["id"])
+    return str(
+        env.h.one(
+            "insert into public.replication_pairs (site_id, name, source_host, source_dataset, target_host, "
+            "target_dataset, source_server_id, max_lag_seconds, schedule, last_synced_snapshot_at) "
+            "values (%s, %s, 'zfs1', %s, 'zfs2', %s, %s, %s, 'manual', now() - make_interval(secs => %s)) returning id",
+            env.h.site_id,
+            name,
+            f"tank/{name}",
+            f"backup/{name}",
+            source_server,
+            max_lag_s,
+            lag_s,
+        )["id"]
+    )
 
 
 def test_a_power_off_pauses_on_a_lagging_pair_and_resumes_after_an_override_with_a_reason(env, operator):
@@ -66,34 +75,50 @@ def test_a_power_off_pauses_on_a_lagging_pair_and_resumes_after_an_override_with
     name = f"gate-{uuid.uuid4().hex[:6]}"
     pid = pair(env, name, sid, lag_s=3 * 3600)
 
-    status, res = invoke(operator, "create-job", {"type": "power_operation",
-                                                  "params": {"server_ids": [sid], "action": "force_off"}})
+    status, res = invoke(
+        operator,
+        "create-job",
+        {"type": "power_operation", "params": {"server_ids": [sid], "action": "force_off"}},
+    )
     assert status == 200, res
     job = env.wait(res["job_id"])
     assert job["status"] == "paused" and job["pause_reason"] == "blockers", job
     assert b.power_state == "On"  # paused before the server was touched
-    [blk] = env.h.query("select id, kind::text as kind, description, server_id::text as server_id, details "
-                        "from public.job_blockers where job_id = %s", job["id"])
+    [blk] = env.h.query(
+        "select id, kind::text as kind, description, server_id::text as server_id, details "
+        "from public.job_blockers where job_id = %s",
+        job["id"],
+    )
     assert blk["kind"] == "replication_lag" and blk["server_id"] == sid
     assert name in blk["description"] and "3.0 h" in blk["description"], blk["description"]
     assert blk["details"]["pair_id"] == pid and 3 * 3600 <= blk["details"]["lag_seconds"] < 3 * 3600 + 600
     assert blk["details"]["max_lag_seconds"] == 3600
 
     # an override needs a reason: refused without one, nothing written
-    status, res = invoke(operator, "resolve-blockers", {"job_id": job["id"], "decisions": [
-        {"blocker_id": str(blk["id"]), "decision": "acknowledge"}]})
+    status, res = invoke(
+        operator,
+        "resolve-blockers",
+        {"job_id": job["id"], "decisions": [{"blocker_id": str(blk["id"]), "decision": "acknowledge"}]},
+    )
     assert status == 409, res
     assert env.h.job(job["id"])["status"] == "paused"
 
     reason = "replica verified by hand; the array is being retired"
-    status, res = invoke(operator, "resolve-blockers", {"job_id": job["id"], "decisions": [
-        {"blocker_id": str(blk["id"]), "decision": "acknowledge", "note": reason}]})
+    status, res = invoke(
+        operator,
+        "resolve-blockers",
+        {
+            "job_id": job["id"],
+            "decisions": [{"blocker_id": str(blk["id"]), "decision": "acknowledge", "note": reason}],
+        },
+    )
     assert status == 200 and res["resumed"] is True, res
     job = env.wait(job["id"])
     assert job["status"] == "completed", job
     wait_until(lambda: b.power_state == "Off", 10, "the BMC to be off")
-    [r] = env.h.query("select action::text as action, note from public.blocker_resolutions where blocker_id = %s",
-                      blk["id"])
+    [r] = env.h.query(
+        "select action::text as action, note from public.blocker_resolutions where blocker_id = %s", blk["id"]
+    )
     assert r == {"action": "acknowledge", "note": reason}
 
 
@@ -101,14 +126,18 @@ def test_a_pair_within_its_policy_and_a_power_on_do_not_block(env, operator):
     b, sid = env.take()
     b.power_state = "On"
     pair(env, f"fresh-{uuid.uuid4().hex[:6]}", sid, lag_s=60)
-    status, res = invoke(operator, "create-job", {"type": "power_operation",
-                                                  "params": {"server_ids": [sid], "action": "force_off"}})
+    status, res = invoke(
+        operator,
+        "create-job",
+        {"type": "power_operation", "params": {"server_ids": [sid], "action": "force_off"}},
+    )
     assert status == 200, res
     assert env.wait(res["job_id"])["status"] == "completed"
     # powering on takes nothing down: a lagging pair does not hold it back
     pair(env, f"stale-{uuid.uuid4().hex[:6]}", sid, lag_s=5 * 3600)
-    status, res = invoke(operator, "create-job", {"type": "power_operation",
-                                                  "params": {"server_ids": [sid], "action": "on"}})
+    status, res = invoke(
+        operator, "create-job", {"type": "power_operation", "params": {"server_ids": [sid], "action": "on"}}
+    )
     assert status == 200, res
     assert env.wait(res["job_id"])["status"] == "completed"
     assert b.power_state == "On"
@@ -118,22 +147,29 @@ def test_recheck_after_a_sync_lets_the_job_go_and_a_pair_still_behind_pauses_it_
     b, sid = env.take()
     b.power_state = "On"
     pid = pair(env, f"wait-{uuid.uuid4().hex[:6]}", sid, lag_s=2 * 3600)
-    status, res = invoke(operator, "create-job", {"type": "power_operation",
-                                                  "params": {"server_ids": [sid], "action": "power_cycle"}})
+    status, res = invoke(
+        operator,
+        "create-job",
+        {"type": "power_operation", "params": {"server_ids": [sid], "action": "power_cycle"}},
+    )
     assert status == 200, res
     job_id = res["job_id"]
 
     def open_blocker() -> dict:
         job = env.wait(job_id)
         assert job["status"] == "paused" and job["pause_reason"] == "blockers", job
-        [blk] = env.h.query("select id, details from public.job_blockers where job_id = %s and status = 'open'",
-                            job_id)
+        [blk] = env.h.query(
+            "select id, details from public.job_blockers where job_id = %s and status = 'open'", job_id
+        )
         assert blk["details"]["pair_id"] == pid
         return blk
 
     def recheck(blk: dict) -> None:
-        status, res = invoke(operator, "resolve-blockers", {"job_id": job_id, "decisions": [
-            {"blocker_id": str(blk["id"]), "decision": "recheck"}]})
+        status, res = invoke(
+            operator,
+            "resolve-blockers",
+            {"job_id": job_id, "decisions": [{"blocker_id": str(blk["id"]), "decision": "recheck"}]},
+        )
         assert status == 200 and res["resumed"] is True, res
         wait_until(lambda: env.h.job(job_id)["status"] != "paused", 30, "the job to resume")
 
@@ -142,16 +178,22 @@ def test_recheck_after_a_sync_lets_the_job_go_and_a_pair_still_behind_pauses_it_
     second = open_blocker()
     assert second["id"] != first["id"] and b.boot_count == 0
     # the pair catches up (what a sync now records on it), then the operator rechecks
-    env.h.query("update public.replication_pairs set last_synced_snapshot_at = now() - interval '1 minute' "
-                "where id = %s", pid)
+    env.h.query(
+        "update public.replication_pairs set last_synced_snapshot_at = now() - interval '1 minute' "
+        "where id = %s",
+        pid,
+    )
     boots = b.boot_count
     recheck(second)
     assert env.wait(job_id)["status"] == "completed"
     assert b.boot_count == boots + 1
     # a recheck is for the replication gate only: refused on other blockers (tests/integration/
     # test_functions_behaviour.py covers those); here, an unknown decision is refused outright
-    status, _ = invoke(operator, "resolve-blockers", {"job_id": job_id, "decisions": [
-        {"blocker_id": str(second["id"]), "decision": "wait"}]})
+    status, _ = invoke(
+        operator,
+        "resolve-blockers",
+        {"job_id": job_id, "decisions": [{"blocker_id": str(second["id"]), "decision": "wait"}]},
+    )
     assert status == 400
 
 
@@ -162,22 +204,33 @@ def test_a_firmware_update_that_reboots_pauses_before_its_first_change(env, oper
     boots = b.boot_count
     pair(env, f"fw-{uuid.uuid4().hex[:6]}", sid, lag_s=4 * 3600)
     params = {"server_ids": [sid], "firmware": {"catalog_url": env.files.url("repo/Catalog.xml")}}
-    status, res = invoke(operator, "create-job", {"type": "firmware_update", "params": params,
-                                                  "maintenance_window_id": env.window()})
+    status, res = invoke(
+        operator,
+        "create-job",
+        {"type": "firmware_update", "params": params, "maintenance_window_id": env.window()},
+    )
     assert status == 200, res
     job_id = res["job_id"]
     job = env.wait(job_id, timeout=90)
     assert job["status"] == "paused" and job["pause_reason"] == "blockers", job
     steps = env.steps(job_id)
-    assert steps["compliance"]["status"] == "pending" and "stage" not in steps  # nothing staged, nothing flashed
+    assert (
+        steps["compliance"]["status"] == "pending" and "stage" not in steps
+    )  # nothing staged, nothing flashed
     [blk] = env.h.query("select id, description, host_id from public.job_blockers where job_id = %s", job_id)
     assert "4.0 h" in blk["description"] and blk["host_id"] is None  # a server without an ESXi host
     # skip_host needs a host: refused; abort cancels the job, the server untouched
-    status, res = invoke(operator, "resolve-blockers", {"job_id": job_id, "decisions": [
-        {"blocker_id": str(blk["id"]), "decision": "skip_host"}]})
+    status, res = invoke(
+        operator,
+        "resolve-blockers",
+        {"job_id": job_id, "decisions": [{"blocker_id": str(blk["id"]), "decision": "skip_host"}]},
+    )
     assert status == 409, res
-    status, res = invoke(operator, "resolve-blockers", {"job_id": job_id, "decisions": [
-        {"blocker_id": str(blk["id"]), "decision": "abort"}]})
+    status, res = invoke(
+        operator,
+        "resolve-blockers",
+        {"job_id": job_id, "decisions": [{"blocker_id": str(blk["id"]), "decision": "abort"}]},
+    )
     assert status == 200, res
     assert env.wait(job_id)["status"] == "cancelled"
     assert [c.version for c in b.components] == before and b.boot_count == boots
@@ -189,22 +242,36 @@ def test_a_virtual_media_boot_once_is_gated_and_a_plain_mount_is_not(env, operat
     pair(env, f"vm-{uuid.uuid4().hex[:6]}", sid, lag_s=3 * 3600)
     url = env.files.url("iso/installer.iso")
     # mounting alone takes nothing down
-    status, res = invoke(operator, "create-job", {"type": "virtual_media_mount",
-                                                  "params": {"server_ids": [sid], "image_url": url}})
+    status, res = invoke(
+        operator,
+        "create-job",
+        {"type": "virtual_media_mount", "params": {"server_ids": [sid], "image_url": url}},
+    )
     assert status == 200, res
     assert env.wait(res["job_id"])["status"] == "completed"
     boots = b.boot_count
-    status, res = invoke(operator, "create-job", {"type": "virtual_media_mount",
-                                                  "params": {"server_ids": [sid], "image_url": url,
-                                                             "boot_once": True}})
+    status, res = invoke(
+        operator,
+        "create-job",
+        {"type": "virtual_media_mount", "params": {"server_ids": [sid], "image_url": url, "boot_once": True}},
+    )
     assert status == 200, res
     job = env.wait(res["job_id"])
     assert job["status"] == "paused" and job["pause_reason"] == "blockers", job
     assert b.boot_count == boots
-    [blk] = env.h.query("select id from public.job_blockers where job_id = %s and kind = 'replication_lag'",
-                        job["id"])
-    status, res = invoke(operator, "resolve-blockers", {"job_id": job["id"], "decisions": [
-        {"blocker_id": str(blk["id"]), "decision": "acknowledge", "note": "installer must boot now"}]})
+    [blk] = env.h.query(
+        "select id from public.job_blockers where job_id = %s and kind = 'replication_lag'", job["id"]
+    )
+    status, res = invoke(
+        operator,
+        "resolve-blockers",
+        {
+            "job_id": job["id"],
+            "decisions": [
+                {"blocker_id": str(blk["id"]), "decision": "acknowledge", "note": "installer must boot now"}
+            ],
+        },
+    )
     assert status == 200 and res["resumed"] is True, res
     assert env.wait(job["id"])["status"] == "completed"
     assert b.boot_count == boots + 1 and b.boot_log[-1] == "VirtualCD"

@@ -86,10 +86,14 @@ def test_a_credential_sealed_by_encrypt_credentials_replicates(lab):
 
     w = World()
     src, dst = dataset(lab)
-    plain = {"username": lab.username, "password": json.dumps({"private_key": lab.client_key.read_text(),
-                                                               "host_keys": lab.host_keys()})}
-    eps = [{"scheme": "ssh", "host": "127.0.0.1", "port": p, "tls": {"known_hosts": "sealed"}}
-           for p in lab.ports.values()]
+    plain = {
+        "username": lab.username,
+        "password": json.dumps({"private_key": lab.client_key.read_text(), "host_keys": lab.host_keys()}),
+    }
+    eps = [
+        {"scheme": "ssh", "host": "127.0.0.1", "port": p, "tls": {"known_hosts": "sealed"}}
+        for p in lab.ports.values()
+    ]
     pair = w.pair(lab, src, dst, credential=credential("sealed-by-fn", plain, eps))
     s = run(w, [pair["id"]])
     assert s.finished["status"] == "completed", s.finished
@@ -97,8 +101,12 @@ def test_a_credential_sealed_by_encrypt_credentials_replicates(lab):
     # pinned keys still hold: the same shape with another host's key is refused
     other = Path(tempfile.mkdtemp()) / "k"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
-    plain["password"] = json.dumps({"private_key": lab.client_key.read_text(),
-                                    "host_keys": " ".join(other.with_suffix(".pub").read_text().split()[:2])})
+    plain["password"] = json.dumps(
+        {
+            "private_key": lab.client_key.read_text(),
+            "host_keys": " ".join(other.with_suffix(".pub").read_text().split()[:2]),
+        }
+    )
     src2, dst2 = dataset(lab)
     pair2 = w.pair(lab, src2, dst2, credential=credential("sealed-by-fn-2", plain, eps))
     s = run(w, [pair2["id"]])
@@ -229,10 +237,13 @@ def test_no_common_base_without_full_send_permission(lab):
     assert error_of(run(w, [pair2["id"]], mode="full")).startswith("NoCommonBase")
 
 
-@pytest.mark.parametrize("key,entry,cls", [
-    ("busy", {"ops": ["receive"]}, "DatasetBusy"),
-    ("nospace", {}, "NoSpace"),
-])
+@pytest.mark.parametrize(
+    "key,entry,cls",
+    [
+        ("busy", {"ops": ["receive"]}, "DatasetBusy"),
+        ("nospace", {}, "NoSpace"),
+    ],
+)
 def test_busy_and_no_space_have_their_own_errors(lab, key, entry, cls):
     w = World()
     src, dst = dataset(lab)

@@ -27,12 +27,24 @@ def harness(stack):
 
 
 def _pair(h: Harness, name: str, **cols) -> str:
-    cols = {"source_host": "zfs1", "source_dataset": "tank/vm", "target_host": "zfs2",
-            "target_dataset": f"backup/{name}", **cols}
+    cols = {
+        "source_host": "zfs1",
+        "source_dataset": "tank/vm",
+        "target_host": "zfs2",
+        "target_dataset": f"backup/{name}",
+        **cols,
+    }
     keys = ", ".join(cols)
     marks = ", ".join(["%s"] * len(cols))
-    return str(h.one(f"insert into public.replication_pairs (site_id, name, {keys}) values (%s, %s, {marks}) "
-                     f"returning id", h.site_id, name, *cols.values())["id"])
+    return str(
+        h.one(
+            f"insert into public.replication_pairs (site_id, name, {keys}) values (%s, %s, {marks}) "
+            f"returning id",
+            h.site_id,
+            name,
+            *cols.values(),
+        )["id"]
+    )
 
 
 def test_the_schedule_creates_exactly_one_job_per_due_pair(harness):
@@ -40,8 +52,10 @@ def test_the_schedule_creates_exactly_one_job_per_due_pair(harness):
     due = _pair(h, "due", schedule="@every 5m")
     due2 = _pair(h, "due2", schedule="@hourly")
     recent = _pair(h, "recent", schedule="@hourly")
-    h.query("update public.replication_pairs set last_attempt_at = now() - interval '10 minutes' where id = %s",
-            recent)
+    h.query(
+        "update public.replication_pairs set last_attempt_at = now() - interval '10 minutes' where id = %s",
+        recent,
+    )
     _pair(h, "manual", schedule="manual")
     _pair(h, "off", schedule="@hourly", enabled=False)
     with pytest.raises(psycopg2.errors.CheckViolation):
@@ -63,8 +77,11 @@ def test_the_schedule_creates_exactly_one_job_per_due_pair(harness):
     for t in threads:
         t.join()
     assert sorted(str(p) for _, p in created) == sorted([due, due2])
-    jobs = h.query("select j.id, j.type, j.status, j.params, t.target_id from public.jobs j "
-                   "join public.job_tasks t on t.job_id = j.id where j.site_id = %s", h.site_id)
+    jobs = h.query(
+        "select j.id, j.type, j.status, j.params, t.target_id from public.jobs j "
+        "join public.job_tasks t on t.job_id = j.id where j.site_id = %s",
+        h.site_id,
+    )
     assert sorted(str(j["target_id"]) for j in jobs) == sorted([due, due2])
     assert all(j["type"] == "replication_sync" and j["status"] == "pending" for j in jobs)
     # a due pair whose job is still waiting gets no second one
@@ -86,21 +103,42 @@ def test_an_executor_syncs_a_scheduled_pair_and_never_two_at_once(harness):
         ex = h.spawn("repl-a", realtime_enabled="false", poll_interval=0.3, max_concurrent_jobs=4)
         ex.wait_log("registered", timeout=60)
         key = h.one("select public_key, key_id from public.executors where site_id = %s", h.site_id)
-        secret = {"username": lab.username, "private_key": lab.client_key.read_text(), "host_keys": lab.host_keys()}
-        eps = [{"scheme": "ssh", "host": "127.0.0.1", "port": p, "tls": {"known_hosts": "sealed"}}
-               for p in lab.ports.values()]
+        secret = {
+            "username": lab.username,
+            "private_key": lab.client_key.read_text(),
+            "host_keys": lab.host_keys(),
+        }
+        eps = [
+            {"scheme": "ssh", "host": "127.0.0.1", "port": p, "tls": {"known_hosts": "sealed"}}
+            for p in lab.ports.values()
+        ]
         try:
             envelope = seal(unb64u(key["public_key"]), secret, endpoints=eps)
         except TypeError:  # an executor without sealed endpoints
             envelope = seal(unb64u(key["public_key"]), secret)
-        cred = h.one("insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id) "
-                     "values (%s, 'zfs-ssh', 'ssh', %s, %s, %s) returning id", h.site_id, lab.username,
-                     json.dumps(envelope), key["key_id"])["id"]
-        pair = _pair(h, "vm", source_host=lab.address("src"), target_host=lab.address("dst"),
-                     source_dataset="tank/vm", target_dataset="backup/vm", credential_set_id=cred,
-                     allow_full_send=True, schedule="@hourly", max_lag_seconds=600)
-        [(job_id,)] = [(r["job_id"],) for r in h.query("select * from public.schedule_replication_jobs(%s)",
-                                                        h.site_id)]
+        cred = h.one(
+            "insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id) "
+            "values (%s, 'zfs-ssh', 'ssh', %s, %s, %s) returning id",
+            h.site_id,
+            lab.username,
+            json.dumps(envelope),
+            key["key_id"],
+        )["id"]
+        pair = _pair(
+            h,
+            "vm",
+            source_host=lab.address("src"),
+            target_host=lab.address("dst"),
+            source_dataset="tank/vm",
+            target_dataset="backup/vm",
+            credential_set_id=cred,
+            allow_full_send=True,
+            schedule="@hourly",
+            max_lag_seconds=600,
+        )
+        [(job_id,)] = [
+            (r["job_id"],) for r in h.query("select * from public.schedule_replication_jobs(%s)", h.site_id)
+        ]
         job = h.wait_status(job_id, ("completed", "failed"), 120)
         assert job["status"] == "completed", job["error"]
         p = h.one("select * from public.replication_pairs where id = %s", pair)
@@ -121,19 +159,42 @@ def test_an_executor_syncs_a_scheduled_pair_and_never_two_at_once(harness):
         h.query("update public.replication_pairs set bandwidth_limit_mbit = 8 where id = %s", pair)  # ~3 s
         ids = []
         for _ in range(2):
-            ids.append(str(h.one(
-                "insert into public.jobs (type, site_id, params, scope, credential_set_ids) values "
-                "('replication_sync', %s, %s, %s, %s::uuid[]) returning id", h.site_id,
-                json.dumps({"replication_pair_ids": [pair]}),
-                json.dumps({"targets": [{"kind": "replication_pair", "id": pair, "name": "vm"}]}),
-                [str(cred)])["id"]))
+            ids.append(
+                str(
+                    h.one(
+                        "insert into public.jobs (type, site_id, params, scope, credential_set_ids) values "
+                        "('replication_sync', %s, %s, %s, %s::uuid[]) returning id",
+                        h.site_id,
+                        json.dumps({"replication_pair_ids": [pair]}),
+                        json.dumps({"targets": [{"kind": "replication_pair", "id": pair, "name": "vm"}]}),
+                        [str(cred)],
+                    )["id"]
+                )
+            )
         for jid in ids:
             h.wait_status(jid, ("completed", "failed"), 120)
-        tasks = [h.one("select status from public.job_tasks where job_id = %s and target_id = %s", jid, pair)["status"]
-                 for jid in ids]
+        tasks = [
+            h.one("select status from public.job_tasks where job_id = %s and target_id = %s", jid, pair)[
+                "status"
+            ]
+            for jid in ids
+        ]
         assert sorted(tasks) == ["completed", "skipped"], tasks
-        kinds = [r["kind"] for r in h.query("select kind from public.replication_runs where pair_id = %s "
-                                            "and status = 'succeeded' order by id", pair)]
+        kinds = [
+            r["kind"]
+            for r in h.query(
+                "select kind from public.replication_runs where pair_id = %s "
+                "and status = 'succeeded' order by id",
+                pair,
+            )
+        ]
         assert kinds == ["full", "incremental"]
-        wait_until(lambda: not h.one("select running_job_id from public.replication_pairs where id = %s",
-                                     pair)["running_job_id"], 10, "the pair to be given back")
+        wait_until(
+            lambda: (
+                not h.one("select running_job_id from public.replication_pairs where id = %s", pair)[
+                    "running_job_id"
+                ]
+            ),
+            10,
+            "the pair to be given back",
+        )

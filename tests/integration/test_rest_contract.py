@@ -101,8 +101,16 @@ def rest_schema(stack, api_url, service_key) -> Iterator[None]:
         with conn.cursor() as cur:
             cur.execute(TEARDOWN_SQL)
             cur.execute(SCHEMA_SQL)
-        _wait_for_rest(api_url, service_key, ["/rest_contract_items", "/rest_contract_children",
-                                              "/rpc/rest_contract_add", "/rpc/rest_contract_whoami"])
+        _wait_for_rest(
+            api_url,
+            service_key,
+            [
+                "/rest_contract_items",
+                "/rest_contract_children",
+                "/rpc/rest_contract_add",
+                "/rpc/rest_contract_whoami",
+            ],
+        )
         yield
     finally:
         with conn.cursor() as cur:
@@ -146,6 +154,7 @@ def names(res) -> list[str]:
 
 # --- reads ------------------------------------------------------------------------------
 
+
 async def test_comparison_filters(sb):
     b = await seed(sb)
     t = lambda: sb.table("rest_contract_items").select("name").eq("batch", b)  # noqa: E731
@@ -167,11 +176,17 @@ async def test_pattern_is_and_in_filters(sb):
     assert names(await run(t().is_("qty", "null"))) == ["epsilon"]
     assert names(await run(t().not_.is_("price", "null"))) == ["Beta", "alpha", "epsilon", 'quo"te']
     assert names(await run(t().in_("name", ["alpha", "gamma, delta", 'quo"te', "nope"]))) == [
-        "alpha", "gamma, delta", 'quo"te']
+        "alpha",
+        "gamma, delta",
+        'quo"te',
+    ]
     assert names(await run(t().in_("qty", [1, 3]))) == ["alpha", "gamma, delta"]
     assert names(await run(t().not_.in_("qty", [1, 3]))) == ["Beta", 'quo"te']
     assert names(await run(t().not_.eq("name", "alpha").not_.is_("qty", "null"))) == [
-        "Beta", "gamma, delta", 'quo"te']
+        "Beta",
+        "gamma, delta",
+        'quo"te',
+    ]
 
 
 async def test_containment_and_text_search_filters(sb):
@@ -190,7 +205,10 @@ async def test_or_filters(sb):
     t = lambda: sb.table("rest_contract_items").select("name").eq("batch", b)  # noqa: E731
     assert names(await run(t().or_("qty.eq.1,name.eq.epsilon"))) == ["alpha", "epsilon"]
     assert names(await run(t().or_('name.in.("gamma, delta",Beta),and(qty.gte.5,price.gt.4)'))) == [
-        "Beta", "gamma, delta", 'quo"te']
+        "Beta",
+        "gamma, delta",
+        'quo"te',
+    ]
     assert names(await run(t().or_("qty.is.null,qty.not.lt.3"))) == ["epsilon", "gamma, delta", 'quo"te']
     assert names(await run(t().or_("not.and(qty.gt.1,qty.lt.5),name.eq.Beta"))) == ["Beta", "alpha", 'quo"te']
 
@@ -251,12 +269,16 @@ async def test_single_and_maybe_single(sb):
 
 # --- writes -----------------------------------------------------------------------------
 
+
 async def test_insert_single_bulk_and_minimal(sb):
     b = uuid.uuid4().hex
     res = await run(sb.table("rest_contract_items").insert({"batch": b, "name": "one", "qty": 1}))
     assert res.data[0]["name"] == "one" and isinstance(res.data[0]["id"], int)
-    res = await run(sb.table("rest_contract_items").insert(
-        [{"batch": b, "name": "two", "qty": 2}, {"batch": b, "name": "three"}]))
+    res = await run(
+        sb.table("rest_contract_items").insert(
+            [{"batch": b, "name": "two", "qty": 2}, {"batch": b, "name": "three"}]
+        )
+    )
     assert [r["qty"] for r in res.data] == [2, None]
     res = await run(sb.table("rest_contract_items").insert({"batch": b, "name": "four"}, returning="minimal"))
     assert res.data == []
@@ -266,33 +288,51 @@ async def test_insert_single_bulk_and_minimal(sb):
 
 async def test_upsert_merge_and_ignore(sb):
     b = await seed(sb, 2)
-    res = await run(sb.table("rest_contract_items").upsert(
-        [{"batch": b, "name": "alpha", "qty": 100}, {"batch": b, "name": "new", "qty": 7}],
-        on_conflict="batch,name"))
+    res = await run(
+        sb.table("rest_contract_items").upsert(
+            [{"batch": b, "name": "alpha", "qty": 100}, {"batch": b, "name": "new", "qty": 7}],
+            on_conflict="batch,name",
+        )
+    )
     assert sorted((r["name"], r["qty"]) for r in res.data) == [("alpha", 100), ("new", 7)]
-    res = await run(sb.table("rest_contract_items").upsert(
-        [{"batch": b, "name": "Beta", "qty": 200}, {"batch": b, "name": "newer", "qty": 8}],
-        on_conflict="batch,name", ignore_duplicates=True))
+    res = await run(
+        sb.table("rest_contract_items").upsert(
+            [{"batch": b, "name": "Beta", "qty": 200}, {"batch": b, "name": "newer", "qty": 8}],
+            on_conflict="batch,name",
+            ignore_duplicates=True,
+        )
+    )
     assert [(r["name"], r["qty"]) for r in res.data] == [("newer", 8)]
     res = await run(sb.table("rest_contract_items").select("name, qty").eq("batch", b).order("name"))
     assert [(r["name"], r["qty"]) for r in res.data] == [
-        ("Beta", 2), ("alpha", 100), ("new", 7), ("newer", 8)]
+        ("Beta", 2),
+        ("alpha", 100),
+        ("new", 7),
+        ("newer", 8),
+    ]
     # by primary key (the default conflict target)
-    row = res.data and (await run(sb.table("rest_contract_items").select("id").eq("batch", b)
-                                  .eq("name", "new").single())).data
+    row = (
+        res.data
+        and (
+            await run(sb.table("rest_contract_items").select("id").eq("batch", b).eq("name", "new").single())
+        ).data
+    )
     res = await run(sb.table("rest_contract_items").upsert({"id": row["id"], "batch": b, "name": "renamed"}))
     assert res.data[0]["name"] == "renamed" and res.data[0]["id"] == row["id"]
 
 
 async def test_update_and_delete(sb):
     b = await seed(sb)
-    res = await run(sb.table("rest_contract_items").update({"qty": 0, "tags": ["z"]}).eq("batch", b)
-                    .lt("qty", 3))
+    res = await run(
+        sb.table("rest_contract_items").update({"qty": 0, "tags": ["z"]}).eq("batch", b).lt("qty", 3)
+    )
     assert sorted(r["name"] for r in res.data) == ["Beta", "alpha"]
     assert all(r["qty"] == 0 and r["tags"] == ["z"] for r in res.data)
     res = await run(sb.table("rest_contract_items").delete().eq("batch", b).eq("qty", 0))
     assert len(res.data) == 2
-    res = await run(sb.table("rest_contract_items").delete(returning="minimal").eq("batch", b).is_("qty", "null"))
+    res = await run(
+        sb.table("rest_contract_items").delete(returning="minimal").eq("batch", b).is_("qty", "null")
+    )
     assert res.data == []
     res = await run(sb.table("rest_contract_items").select("name").eq("batch", b))
     assert names(res) == ["gamma, delta", 'quo"te']
@@ -309,6 +349,7 @@ async def test_single_write_of_many_rows_rolls_back(sb):
 
 # --- rpc --------------------------------------------------------------------------------
 
+
 async def test_rpc_scalar_json_row_set_void(sb):
     b = await seed(sb, 3)
     assert (await run(sb.rpc("rest_contract_add", {"a": 1, "b": 2}))).data == 3
@@ -316,19 +357,31 @@ async def test_rpc_scalar_json_row_set_void(sb):
     assert (await run(sb.rpc("rest_contract_add", {"a": 4, "b": 5}, get=True))).data == 9
     payload = {"list": [1, "two", None], "nested": {"ok": True}}
     assert (await run(sb.rpc("rest_contract_echo", {"payload": payload}))).data == {"echo": payload}
-    first = (await run(sb.table("rest_contract_items").select("id").eq("batch", b).order("id").limit(1))).data[0]
+    first = (
+        await run(sb.table("rest_contract_items").select("id").eq("batch", b).order("id").limit(1))
+    ).data[0]
     row = (await run(sb.rpc("rest_contract_item", {"p_id": first["id"]}))).data
     assert row["name"] == "alpha" and row["batch"] == b
     row = (await run(sb.rpc("rest_contract_item", {"p_id": first["id"]}, get=True))).data
     assert row["id"] == first["id"]
     rows = (await run(sb.rpc("rest_contract_by_batch", {"p_batch": b}))).data
     assert [r["name"] for r in rows] == ["alpha", "Beta", "gamma, delta"]
-    rows = (await run(sb.rpc("rest_contract_by_batch", {"p_batch": b}, get=True).select("name, qty")
-                      .gte("qty", 2).order("qty", desc=True))).data
+    rows = (
+        await run(
+            sb.rpc("rest_contract_by_batch", {"p_batch": b}, get=True)
+            .select("name, qty")
+            .gte("qty", 2)
+            .order("qty", desc=True)
+        )
+    ).data
     assert rows == [{"name": "gamma, delta", "qty": 3}, {"name": "Beta", "qty": 2}]
     res = await run(sb.rpc("rest_contract_by_batch", {"p_batch": b}, count="exact").limit(1))
     assert len(res.data) == 1 and res.count == 3
-    assert (await run(sb.rpc("rest_contract_names", {"p_batch": b}))).data == ["Beta", "alpha", "gamma, delta"]
+    assert (await run(sb.rpc("rest_contract_names", {"p_batch": b}))).data == [
+        "Beta",
+        "alpha",
+        "gamma, delta",
+    ]
     rows = (await run(sb.rpc("rest_contract_table", {"n": 3}).gt("i", 1).order("i", desc=True))).data
     assert rows == [{"i": 3, "label": "n3"}, {"i": 2, "label": "n2"}]
     assert (await run(sb.rpc("rest_contract_split", {"x": 7}, get=True))).data == {"half": 3, "rest": 1}
@@ -349,6 +402,7 @@ async def test_rpc_sets_request_context(sb):
 
 
 # --- errors -----------------------------------------------------------------------------
+
 
 async def _code(builder) -> str:
     with pytest.raises(APIError) as err:
@@ -374,14 +428,21 @@ async def test_request_errors_map_to_postgrest_codes(sb):
     assert await _code(sb.table("rest_contract_items").select("nope")) == "42703"
     assert await _code(sb.table("rest_contract_items").select("*").eq("nope", 1)) == "42703"
     assert await _code(sb.table("rest_contract_items").select("*").order("nope")) == "42703"
-    assert await _code(sb.table("rest_contract_items").insert({"batch": "x", "name": "y", "nope": 1})) == "PGRST204"
+    assert (
+        await _code(sb.table("rest_contract_items").insert({"batch": "x", "name": "y", "nope": 1}))
+        == "PGRST204"
+    )
     assert await _code(sb.table("rest_contract_items").select("*").filter("qty", "foo", "1")) == "PGRST100"
     assert await _code(sb.table("rest_contract_items").select("*, rest_contract_nope(*)")) == "PGRST200"
 
 
 def test_raw_http_errors(rest_schema, api_url, service_key, anon_key):
     """What the clients cannot produce: bad JSON, oversize bodies, bad media types, no token."""
-    hdrs = {"apikey": service_key, "Authorization": f"Bearer {service_key}", "Content-Type": "application/json"}
+    hdrs = {
+        "apikey": service_key,
+        "Authorization": f"Bearer {service_key}",
+        "Content-Type": "application/json",
+    }
     url = f"{api_url}/rest/v1/rest_contract_items"
     with httpx.Client(timeout=10) as http:
         r = http.post(url, headers=hdrs, content=b'{"batch": ')
@@ -411,16 +472,22 @@ def test_raw_http_errors(rest_schema, api_url, service_key, anon_key):
 
 
 def test_max_rows_caps_every_read(rest_schema, stack, api_url, service_key):
-    hdrs = {"apikey": service_key, "Authorization": f"Bearer {service_key}", "Content-Type": "application/json",
-            "Prefer": "return=minimal"}
+    hdrs = {
+        "apikey": service_key,
+        "Authorization": f"Bearer {service_key}",
+        "Content-Type": "application/json",
+        "Prefer": "return=minimal",
+    }
     b = uuid.uuid4().hex
     cap = stack.cfg.max_rows
     rows = [{"batch": b, "name": f"n{i}"} for i in range(cap + 5)]
     with httpx.Client(timeout=30) as http:
         r = http.post(f"{api_url}/rest/v1/rest_contract_items", headers=hdrs, json=rows)
         assert r.status_code == 201
-        r = http.get(f"{api_url}/rest/v1/rest_contract_items?select=id&batch=eq.{b}&limit={cap * 10}",
-                     headers={**hdrs, "Prefer": "count=exact"})
+        r = http.get(
+            f"{api_url}/rest/v1/rest_contract_items?select=id&batch=eq.{b}&limit={cap * 10}",
+            headers={**hdrs, "Prefer": "count=exact"},
+        )
         assert len(r.json()) == cap and r.headers["content-range"] == f"0-{cap - 1}/{cap + 5}"
         r = http.post(f"{api_url}/rest/v1/rpc/rest_contract_by_batch", headers=hdrs, json={"p_batch": b})
         assert len(r.json()) == cap

@@ -32,7 +32,9 @@ create policy rest_fidelity_items_all on public.rest_fidelity_items for all to a
   using (true) with check (true);
 create view public.rest_fidelity_view as select * from public.rest_fidelity_items;
 """
-TEARDOWN_SQL = "drop view if exists public.rest_fidelity_view; drop table if exists public.rest_fidelity_items;"
+TEARDOWN_SQL = (
+    "drop view if exists public.rest_fidelity_view; drop table if exists public.rest_fidelity_items;"
+)
 TABLE = "/rest_fidelity_items"
 
 
@@ -61,15 +63,20 @@ def schema(stack, api_url, service_key) -> Iterator[None]:
 
 @pytest.fixture
 def http(schema, api_url, service_key) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"{api_url}/rest/v1",
-                      headers={"apikey": service_key, "Authorization": f"Bearer {service_key}"}, timeout=10) as c:
+    with httpx.Client(
+        base_url=f"{api_url}/rest/v1",
+        headers={"apikey": service_key, "Authorization": f"Bearer {service_key}"},
+        timeout=10,
+    ) as c:
         yield c
 
 
 def seed(http: httpx.Client, n: int = 5, status: str = "x") -> str:
     batch = uuid.uuid4().hex
-    rows = [{"batch": batch, "name": f"n{i}", "status": status, "qty": i, "tags": ["is:open", f"p{i}"]}
-            for i in range(n)]
+    rows = [
+        {"batch": batch, "name": f"n{i}", "status": status, "qty": i, "tags": ["is:open", f"p{i}"]}
+        for i in range(n)
+    ]
     r = http.post(TABLE, json=rows)
     assert r.status_code == 201, r.text
     return batch
@@ -85,13 +92,20 @@ def rows(http: httpx.Client, batch: str, **params) -> list[dict]:
 def test_patch_with_order_and_limit_updates_only_that_many_rows(http):
     """PostgREST: limit (and order, offset) restrict the rows an update touches."""
     batch = seed(http, 3)
-    r = http.patch(TABLE, params={"batch": f"eq.{batch}", "status": "eq.x", "order": "id.desc", "limit": "1"},
-                   json={"status": "done"}, headers={"Prefer": "return=representation"})
+    r = http.patch(
+        TABLE,
+        params={"batch": f"eq.{batch}", "status": "eq.x", "order": "id.desc", "limit": "1"},
+        json={"status": "done"},
+        headers={"Prefer": "return=representation"},
+    )
     assert r.status_code == 200, r.text
     assert [x["name"] for x in r.json()] == ["n2"]
     assert [x["status"] for x in rows(http, batch)] == ["x", "x", "done"]
-    r = http.patch(TABLE, params={"batch": f"eq.{batch}", "order": "id", "limit": "1", "offset": "1"},
-                   json={"status": "mid"})
+    r = http.patch(
+        TABLE,
+        params={"batch": f"eq.{batch}", "order": "id", "limit": "1", "offset": "1"},
+        json={"status": "mid"},
+    )
     assert r.status_code == 204
     assert [x["status"] for x in rows(http, batch)] == ["x", "mid", "done"]
 
@@ -99,8 +113,11 @@ def test_patch_with_order_and_limit_updates_only_that_many_rows(http):
 def test_delete_with_order_and_limit_deletes_only_that_many_rows(http):
     batch = seed(http, 5)
     first = rows(http, batch)[0]["id"]
-    r = http.delete(TABLE, params={"batch": f"eq.{batch}", "id": f"gte.{first}", "order": "id", "limit": "1"},
-                    headers={"Prefer": "return=representation"})
+    r = http.delete(
+        TABLE,
+        params={"batch": f"eq.{batch}", "id": f"gte.{first}", "order": "id", "limit": "1"},
+        headers={"Prefer": "return=representation"},
+    )
     assert r.status_code == 200 and [x["name"] for x in r.json()] == ["n0"]
     assert [x["name"] for x in rows(http, batch)] == ["n1", "n2", "n3", "n4"]
 
@@ -117,8 +134,12 @@ def test_missing_default_stores_the_column_default(http):
     """Prefer: missing=default: a key a row leaves out takes the column's DEFAULT."""
     batch = uuid.uuid4().hex
     body = [{"batch": batch, "name": "a", "status": "given", "qty": 1}, {"batch": batch, "name": "b"}]
-    r = http.post(TABLE, params={"columns": "batch,name,status,qty"}, json=body,
-                  headers={"Prefer": "missing=default, return=representation"})
+    r = http.post(
+        TABLE,
+        params={"columns": "batch,name,status,qty"},
+        json=body,
+        headers={"Prefer": "missing=default, return=representation"},
+    )
     assert r.status_code == 201, r.text
     assert r.headers.get("preference-applied") == "missing=default"
     got = {x["name"]: x for x in r.json()}
@@ -131,7 +152,9 @@ def test_missing_default_stores_the_column_default(http):
 def test_without_missing_default_a_left_out_key_is_null(http):
     batch = uuid.uuid4().hex
     body = [{"batch": batch, "name": "a", "qty": 1}, {"batch": batch, "name": "b"}]
-    r = http.post(TABLE, params={"columns": "batch,name,qty"}, json=body, headers={"Prefer": "return=representation"})
+    r = http.post(
+        TABLE, params={"columns": "batch,name,qty"}, json=body, headers={"Prefer": "return=representation"}
+    )
     assert r.status_code == 201
     assert {x["name"]: x["qty"] for x in r.json()} == {"a": 1, "b": None}
     # a NOT NULL column with a default: NULL is refused (23502), as PostgREST does
@@ -142,11 +165,22 @@ def test_without_missing_default_a_left_out_key_is_null(http):
 def test_supabase_py_default_to_null_false(schema, api_url, service_key):
     sb = create_client(api_url, service_key)
     batch = uuid.uuid4().hex
-    res = sb.table("rest_fidelity_items").insert(
-        [{"batch": batch, "name": "a", "status": "s"}, {"batch": batch, "name": "b"}], default_to_null=False).execute()
+    res = (
+        sb.table("rest_fidelity_items")
+        .insert(
+            [{"batch": batch, "name": "a", "status": "s"}, {"batch": batch, "name": "b"}],
+            default_to_null=False,
+        )
+        .execute()
+    )
     assert {x["name"]: x["status"] for x in res.data} == {"a": "s", "b": "new"}
-    res = sb.table("rest_fidelity_items").upsert(
-        [{"batch": batch, "name": "c", "qty": 3}, {"batch": batch, "name": "d"}], default_to_null=False).execute()
+    res = (
+        sb.table("rest_fidelity_items")
+        .upsert(
+            [{"batch": batch, "name": "c", "qty": 3}, {"batch": batch, "name": "d"}], default_to_null=False
+        )
+        .execute()
+    )
     assert {x["name"]: x["qty"] for x in res.data} == {"c": 3, "d": 7}
 
 
@@ -164,7 +198,9 @@ def test_on_conflict_without_resolution_is_a_plain_insert(http):
     r = http.post(TABLE, params={"on_conflict": "id"}, json={"batch": batch, "name": "a"})
     assert r.status_code == 201, r.text
     row = rows(http, batch)[0]
-    r = http.post(TABLE, params={"on_conflict": "id"}, json={"id": row["id"], "batch": batch, "name": "again"})
+    r = http.post(
+        TABLE, params={"on_conflict": "id"}, json={"id": row["id"], "batch": batch, "name": "again"}
+    )
     assert r.status_code == 409 and r.json()["code"] == "23505"  # not merged, not ignored
 
 
@@ -175,10 +211,14 @@ def test_range_header_limits_the_rows(http):
     r = http.get(TABLE, params={"batch": f"eq.{batch}", "order": "id"}, headers={"Range": "0-1"})
     assert r.status_code == 200 and [x["name"] for x in r.json()] == ["n0", "n1"]
     assert r.headers["content-range"] == "0-1/*"
-    r = http.get(TABLE, params={"batch": f"eq.{batch}", "order": "id"}, headers={"Range-Unit": "items", "Range": "2-"})
+    r = http.get(
+        TABLE, params={"batch": f"eq.{batch}", "order": "id"}, headers={"Range-Unit": "items", "Range": "2-"}
+    )
     assert [x["name"] for x in r.json()] == ["n2", "n3", "n4"] and r.headers["content-range"] == "2-4/*"
     # intersected with limit/offset
-    r = http.get(TABLE, params={"batch": f"eq.{batch}", "order": "id", "limit": "2"}, headers={"Range": "1-3"})
+    r = http.get(
+        TABLE, params={"batch": f"eq.{batch}", "order": "id", "limit": "2"}, headers={"Range": "1-3"}
+    )
     assert [x["name"] for x in r.json()] == ["n1"]
     r = http.get(TABLE, params={"batch": f"eq.{batch}", "order": "id"}, headers={"Range": "3-1"})
     assert r.status_code == 416 and r.json()["code"] == "PGRST103"
@@ -188,13 +228,25 @@ def test_or_with_braces_literals(http, schema, api_url, service_key):
     """The or= splitter keeps {...} literals whole: tags.cs.{is:open,p1} is one condition."""
     batch = seed(http, 5)
     ids = [x["id"] for x in rows(http, batch)]
-    r = http.get(TABLE, params={"batch": f"eq.{batch}", "order": "id",
-                                "or": f"(id.in.({ids[0]},{ids[3]}),tags.cs.{{is:open,p1}})"})
+    r = http.get(
+        TABLE,
+        params={
+            "batch": f"eq.{batch}",
+            "order": "id",
+            "or": f"(id.in.({ids[0]},{ids[3]}),tags.cs.{{is:open,p1}})",
+        },
+    )
     assert r.status_code == 200, r.text
     assert [x["name"] for x in r.json()] == ["n0", "n1", "n3"]
     sb = create_client(api_url, service_key)
-    res = (sb.table("rest_fidelity_items").select("name").eq("batch", batch)
-           .or_("tags.cs.{is:open,p2},name.eq.n4").order("id").execute())
+    res = (
+        sb.table("rest_fidelity_items")
+        .select("name")
+        .eq("batch", batch)
+        .or_("tags.cs.{is:open,p2},name.eq.n4")
+        .order("id")
+        .execute()
+    )
     assert [x["name"] for x in res.data] == ["n2", "n4"]
 
 

@@ -40,7 +40,9 @@ FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthChe
 text = st.text(st.characters(exclude_categories=("Cs",)), max_size=40)
 # what PostgREST syntax is made of, so examples reach the parser's corners quickly
 syntax = st.text(st.sampled_from(list('.,:()"\\*!-> eqnotinisltgdlikeordanull0123456789_name')), max_size=30)
-anything = st.one_of(text, syntax, st.sampled_from(["id", "name", "qty", "*", "name.desc", "eq.1", "in.(1,2)"]))
+anything = st.one_of(
+    text, syntax, st.sampled_from(["id", "name", "qty", "*", "name.desc", "eq.1", "in.(1,2)"])
+)
 # h11 refuses header values with surrounding whitespace, so the client could not send them
 header_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40).map(str.strip)
 
@@ -111,8 +113,11 @@ def test_eq_filter_value_gives_the_correct_rows(http, fuzz_db, value):
 def test_in_filter_gives_the_correct_rows(http, fuzz_db, values):
     def q(v: str) -> str:
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    r = http.get("/rest_contract_fuzz", params={"select": "name", "name": f"in.({','.join(q(v) for v in values)})",
-                                                "order": "id"})
+
+    r = http.get(
+        "/rest_contract_fuzz",
+        params={"select": "name", "name": f"in.({','.join(q(v) for v in values)})", "order": "id"},
+    )
     check(r, fuzz_db)
     if any("\x00" in v for v in values):
         assert r.status_code == 400
@@ -145,19 +150,33 @@ def test_table_and_rpc_names(http, fuzz_db, table, fn, arg, value):
 def test_schema_and_accept_headers(http, fuzz_db, profile, accept):
     check(http.get("/rest_contract_fuzz", headers={"Accept-Profile": profile}), fuzz_db)
     check(http.get("/rest_contract_fuzz", headers={"Accept": accept}), fuzz_db)
-    check(http.patch("/rest_contract_fuzz?id=eq.-1", headers={"Content-Profile": profile}, json={"qty": 9}), fuzz_db)
+    check(
+        http.patch("/rest_contract_fuzz?id=eq.-1", headers={"Content-Profile": profile}, json={"qty": 9}),
+        fuzz_db,
+    )
 
 
 @FUZZ
-@given(key=anything, value=st.one_of(text, st.integers(), st.none()), column=anything, columns=anything,
-       conflict=anything)
+@given(
+    key=anything,
+    value=st.one_of(text, st.integers(), st.none()),
+    column=anything,
+    columns=anything,
+    conflict=anything,
+)
 def test_writes_never_change_rows(http, fuzz_db, key, value, column, columns, conflict):
     # an update whose filter matches nothing, with an arbitrary body key
     check(http.patch("/rest_contract_fuzz", params={"id": "eq.-1"}, json={key: value}), fuzz_db)
     # a delete whose filter is arbitrary but can never be true together with id=eq.-1
     check(http.delete("/rest_contract_fuzz", params=[("id", "eq.-1"), (column, f"eq.{value}")]), fuzz_db)
     # inserts that must fail: id 1 exists (409) or id/name missing (400), whatever columns says
-    check(http.post("/rest_contract_fuzz", params={"columns": columns}, json=[{"id": 1, "name": "x", key: value}]),
-          fuzz_db)
-    check(http.post("/rest_contract_fuzz", params={"on_conflict": conflict}, json={"id": 1, "name": "x"}),
-          fuzz_db)
+    check(
+        http.post(
+            "/rest_contract_fuzz", params={"columns": columns}, json=[{"id": 1, "name": "x", key: value}]
+        ),
+        fuzz_db,
+    )
+    check(
+        http.post("/rest_contract_fuzz", params={"on_conflict": conflict}, json={"id": 1, "name": "x"}),
+        fuzz_db,
+    )

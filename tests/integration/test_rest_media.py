@@ -74,8 +74,11 @@ def sb(schema, api_url, service_key):
 
 @pytest.fixture
 def http(schema, api_url, service_key) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=f"{api_url}/rest/v1",
-                      headers={"apikey": service_key, "Authorization": f"Bearer {service_key}"}, timeout=10) as c:
+    with httpx.Client(
+        base_url=f"{api_url}/rest/v1",
+        headers={"apikey": service_key, "Authorization": f"Bearer {service_key}"},
+        timeout=10,
+    ) as c:
         yield c
 
 
@@ -88,11 +91,11 @@ def test_range_operators(sb):
     """sl << (strictly left), sr >> (strictly right), nxr &< (does not extend right),
     nxl &> (does not extend left), adj -|- (adjacent), with the range in the column's syntax."""
     t = lambda: sb.table("rest_media_items").select("id")  # noqa: E731
-    assert ids(t().range_lt("span", (10, 20)).execute().data) == [1, 2]          # sl
-    assert ids(t().range_gt("span", (1, 6)).execute().data) == [3]               # sr
-    assert ids(t().range_lte("span", (0, 10)).execute().data) == [1, 2]          # nxr
-    assert ids(t().range_gte("span", (4, 40)).execute().data) == [2, 3]          # nxl
-    assert ids(t().range_adjacent("span", (9, 20)).execute().data) == [2, 3]     # adj: (9,20) is [10,20)
+    assert ids(t().range_lt("span", (10, 20)).execute().data) == [1, 2]  # sl
+    assert ids(t().range_gt("span", (1, 6)).execute().data) == [3]  # sr
+    assert ids(t().range_lte("span", (0, 10)).execute().data) == [1, 2]  # nxr
+    assert ids(t().range_gte("span", (4, 40)).execute().data) == [2, 3]  # nxl
+    assert ids(t().range_adjacent("span", (9, 20)).execute().data) == [2, 3]  # adj: (9,20) is [10,20)
 
 
 def test_like_and_ilike_any_all(sb):
@@ -110,10 +113,19 @@ def test_like_and_ilike_any_all(sb):
 
 def test_full_text_search_with_a_language(sb):
     """fts(english): the language is the text search configuration (stemming: cats -> cat)."""
-    rows = sb.table("rest_media_items").select("id").text_search("body", "cat", options={"config": "english"}).execute()
+    rows = (
+        sb.table("rest_media_items")
+        .select("id")
+        .text_search("body", "cat", options={"config": "english"})
+        .execute()
+    )
     assert ids(rows.data) == [1, 3]
-    rows = sb.table("rest_media_items").select("id").text_search(
-        "body", "dogs running", options={"type": "web_search", "config": "english"}).execute()
+    rows = (
+        sb.table("rest_media_items")
+        .select("id")
+        .text_search("body", "dogs running", options={"type": "web_search", "config": "english"})
+        .execute()
+    )
     assert ids(rows.data) == []
 
 
@@ -131,11 +143,16 @@ def test_csv_response(sb, http):
     assert res.data == 'id,name,note\r\n1,alpha,\r\n2,"Beta, ""two""",x\r\n3,gamma,y'
     r = http.get(T, params={"select": "id", "id": "eq.0"}, headers={"Accept": "text/csv"})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv") and r.text == "\r\n"
-    r = http.get("/rpc/rest_media_items_named", params={"p": "%a", "select": "id,name"},
-                 headers={"Accept": "text/csv"})
+    r = http.get(
+        "/rpc/rest_media_items_named", params={"p": "%a", "select": "id,name"}, headers={"Accept": "text/csv"}
+    )
     assert r.status_code == 200 and r.text == "id,name\r\n1,alpha\r\n3,gamma"
-    r = http.post(T, json={"id": 9, "name": "csv"}, params={"select": "id,name"},
-                  headers={"Accept": "text/csv", "Prefer": "return=representation, tx=rollback"})
+    r = http.post(
+        T,
+        json={"id": 9, "name": "csv"},
+        params={"select": "id,name"},
+        headers={"Accept": "text/csv", "Prefer": "return=representation, tx=rollback"},
+    )
     assert r.status_code == 201 and r.text == "id,name\r\n9,csv"
     http.delete(T, params={"id": "eq.9"})
 
@@ -172,7 +189,11 @@ def test_explain_text_and_json(plan_enabled, sb, http):
     the request's query, run as the caller."""
     plan = sb.table("rest_media_items").select("*").eq("id", 1).explain().execute()
     assert "Aggregate" in str(plan) and "rest_media_items" in str(plan)
-    r = http.get(T, params={"id": "eq.1"}, headers={"Accept": "application/vnd.pgrst.plan+json; options=analyze|verbose"})
+    r = http.get(
+        T,
+        params={"id": "eq.1"},
+        headers={"Accept": "application/vnd.pgrst.plan+json; options=analyze|verbose"},
+    )
     assert r.status_code == 200
     assert r.headers["content-type"].startswith('application/vnd.pgrst.plan+json; for="application/json"')
     doc = r.json()
@@ -192,8 +213,11 @@ def test_root_serves_the_openapi_document(http):
     assert set(doc["paths"]["/rpc/rest_media_items_named"]) == {"get", "post"}
     d = doc["definitions"]["rest_media_items"]
     assert d["required"] == ["id", "name"]
-    assert d["properties"]["id"] == {"format": "integer", "type": "integer",
-                                     "description": "Note:\nThis is a Primary Key.<pk/>"}
+    assert d["properties"]["id"] == {
+        "format": "integer",
+        "type": "integer",
+        "description": "Note:\nThis is a Primary Key.<pk/>",
+    }
     assert d["properties"]["span"]["format"] == "int4range"
     assert d["properties"]["note"]["default"] == "'n/a'::text"
     assert http.post("/", json={}).status_code == 405

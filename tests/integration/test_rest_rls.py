@@ -50,10 +50,22 @@ TEARDOWN_SQL = "drop table if exists public.rest_contract_rls_notes"
 
 def mint(secret: str, sub: str, role: str = "authenticated", ttl: int = 3600, **extra) -> str:
     now = int(time.time())
-    claims = {"aud": "authenticated", "exp": now + ttl, "iat": now, "iss": "supabase", "sub": sub,
-              "email": f"{sub[:8]}@example.com", "phone": "", "role": role, "aal": "aal1",
-              "app_metadata": {"provider": "email", "providers": ["email"]}, "user_metadata": {},
-              "session_id": str(uuid.uuid4()), "is_anonymous": False, **extra}
+    claims = {
+        "aud": "authenticated",
+        "exp": now + ttl,
+        "iat": now,
+        "iss": "supabase",
+        "sub": sub,
+        "email": f"{sub[:8]}@example.com",
+        "phone": "",
+        "role": role,
+        "aal": "aal1",
+        "app_metadata": {"provider": "email", "providers": ["email"]},
+        "user_metadata": {},
+        "session_id": str(uuid.uuid4()),
+        "is_anonymous": False,
+        **extra,
+    }
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
@@ -67,12 +79,17 @@ def notes(stack, api_url, service_key) -> Iterator[dict[str, int]]:
             cur.execute(TEARDOWN_SQL)
             cur.execute(SCHEMA_SQL)
             for label, owner, public in (("public", None, True), ("a", USER_A, False), ("b", USER_B, False)):
-                cur.execute("insert into public.rest_contract_rls_notes (owner, body, is_public) "
-                            "values (%s, %s, %s) returning id", (owner, f"note-{label}", public))
+                cur.execute(
+                    "insert into public.rest_contract_rls_notes (owner, body, is_public) "
+                    "values (%s, %s, %s) returning id",
+                    (owner, f"note-{label}", public),
+                )
                 ids[label] = cur.fetchone()[0]
         deadline = time.monotonic() + 15
         hdrs = {"apikey": service_key, "Authorization": f"Bearer {service_key}"}
-        while httpx.get(f"{api_url}/rest/v1/rest_contract_rls_notes?limit=0", headers=hdrs).status_code != 200:
+        while (
+            httpx.get(f"{api_url}/rest/v1/rest_contract_rls_notes?limit=0", headers=hdrs).status_code != 200
+        ):
             assert time.monotonic() < deadline, "REST schema cache never showed the table"
             time.sleep(0.05)
         yield ids
@@ -87,11 +104,16 @@ def clients(stack, notes, api_url, anon_key, service_key):
     secret = stack.secrets.jwt_secret
 
     def as_user(sub: str):
-        return create_client(api_url, anon_key, options=ClientOptions(
-            headers={"Authorization": f"Bearer {mint(secret, sub)}"}))
+        return create_client(
+            api_url, anon_key, options=ClientOptions(headers={"Authorization": f"Bearer {mint(secret, sub)}"})
+        )
 
-    return {"anon": create_client(api_url, anon_key), "a": as_user(USER_A), "b": as_user(USER_B),
-            "service": create_client(api_url, service_key)}
+    return {
+        "anon": create_client(api_url, anon_key),
+        "a": as_user(USER_A),
+        "b": as_user(USER_B),
+        "service": create_client(api_url, service_key),
+    }
 
 
 def bodies(client) -> list[str]:
@@ -114,13 +136,23 @@ def test_user_cannot_read_another_users_row_by_key(clients, notes):
     # the same request shape, served alternately for both users and roles, never mixes rows
     for _ in range(20):
         for who, visible in (("a", False), ("b", True), ("anon", False), ("service", True)):
-            rows = clients[who].table("rest_contract_rls_notes").select("body").eq("id", notes["b"]).execute().data
+            rows = (
+                clients[who]
+                .table("rest_contract_rls_notes")
+                .select("body")
+                .eq("id", notes["b"])
+                .execute()
+                .data
+            )
             assert rows == ([{"body": "note-b"}] if visible else []), who
 
 
 def test_user_cannot_change_another_users_row(clients, notes, stack):
     a = clients["a"]
-    assert a.table("rest_contract_rls_notes").update({"body": "hijacked"}).eq("id", notes["b"]).execute().data == []
+    assert (
+        a.table("rest_contract_rls_notes").update({"body": "hijacked"}).eq("id", notes["b"]).execute().data
+        == []
+    )
     assert a.table("rest_contract_rls_notes").delete().eq("id", notes["b"]).execute().data == []
     with pytest.raises(APIError) as err:
         a.table("rest_contract_rls_notes").insert({"owner": USER_B, "body": "forged"}).execute()
@@ -144,8 +176,14 @@ def test_user_writes_own_rows(clients):
     a = clients["a"]
     row = a.table("rest_contract_rls_notes").insert({"owner": USER_A, "body": "mine"}).execute().data[0]
     assert row["owner"] == USER_A
-    assert a.table("rest_contract_rls_notes").update({"body": "mine2"}).eq("id", row["id"]).execute().data[0][
-        "body"] == "mine2"
+    assert (
+        a.table("rest_contract_rls_notes")
+        .update({"body": "mine2"})
+        .eq("id", row["id"])
+        .execute()
+        .data[0]["body"]
+        == "mine2"
+    )
     assert bodies(clients["b"]) == ["note-b", "note-public"]
     assert len(a.table("rest_contract_rls_notes").delete().eq("id", row["id"]).execute().data) == 1
 
@@ -155,8 +193,11 @@ def test_status_codes_for_denied_writes(stack, notes, api_url, anon_key):
     token = mint(stack.secrets.jwt_secret, USER_A)
     r = httpx.post(url, headers={"apikey": anon_key, "Content-Type": "application/json"}, json={"body": "x"})
     assert r.status_code == 401 and r.json()["code"] == "42501"
-    r = httpx.post(url, headers={"apikey": anon_key, "Authorization": f"Bearer {token}"},
-                   json={"owner": USER_B, "body": "x"})
+    r = httpx.post(
+        url,
+        headers={"apikey": anon_key, "Authorization": f"Bearer {token}"},
+        json={"owner": USER_B, "body": "x"},
+    )
     assert r.status_code == 403 and r.json()["code"] == "42501"
 
 
@@ -182,18 +223,36 @@ def test_executor_applies_rls_for_the_request_role(stack, notes):
     """The one-round-trip executor itself: switching role inside _rackpilot_rest.run
     (plpgsql EXECUTE) applies RLS, on the planned and on the prepared-statement path, and
     a statement prepared while serving one user never returns rows to another."""
-    sql = ("select coalesce(json_agg(_s), '[]')::text, count(*), null::bigint from "
-           "(select _t.body from \"public\".\"rest_contract_rls_notes\" _t "
-           "where _t.\"id\" = ($1[1])::\"pg_catalog\".\"int8\") _s")
-    claims = {who: orjson.dumps({"sub": sub, "role": "authenticated"}).decode()
-              for who, sub in (("a", USER_A), ("b", USER_B))}
+    sql = (
+        "select coalesce(json_agg(_s), '[]')::text, count(*), null::bigint from "
+        '(select _t.body from "public"."rest_contract_rls_notes" _t '
+        'where _t."id" = ($1[1])::"pg_catalog"."int8") _s'
+    )
+    claims = {
+        who: orjson.dumps({"sub": sub, "role": "authenticated"}).decode()
+        for who, sub in (("a", USER_A), ("b", USER_B))
+    }
 
     async def check() -> None:
         conn = await asyncpg.connect(stack.pg.dsn("authenticator"))
         try:
+
             async def call(who: str, stmt: str | None, prepare: bool) -> int:
-                row = await conn.fetchrow(RUN_SQL, "authenticated", claims[who], "GET", "/rest_contract_rls_notes",
-                                          "{}", '"public"', True, sql, [str(notes["b"])], False, stmt, prepare)
+                row = await conn.fetchrow(
+                    RUN_SQL,
+                    "authenticated",
+                    claims[who],
+                    "GET",
+                    "/rest_contract_rls_notes",
+                    "{}",
+                    '"public"',
+                    True,
+                    sql,
+                    [str(notes["b"])],
+                    False,
+                    stmt,
+                    prepare,
+                )
                 return row["page_total"]
 
             assert await call("a", None, False) == 0
@@ -219,9 +278,11 @@ def test_role_switch_inside_one_statement_would_not_apply_rls(stack, notes):
     plans the query as the switched role. Both run here on a privileged connection, where
     the difference shows as a leak."""
     claims_a = orjson.dumps({"sub": USER_A, "role": "authenticated"}).decode()
-    sql = ("select coalesce(json_agg(_s), '[]')::text, count(*), null::bigint from "
-           "(select _t.body from \"public\".\"rest_contract_rls_notes\" _t "
-           "where _t.\"id\" = ($1[1])::\"pg_catalog\".\"int8\") _s")
+    sql = (
+        "select coalesce(json_agg(_s), '[]')::text, count(*), null::bigint from "
+        '(select _t.body from "public"."rest_contract_rls_notes" _t '
+        'where _t."id" = ($1[1])::"pg_catalog"."int8") _s'
+    )
 
     async def check() -> None:
         conn = await asyncpg.connect(stack.pg.dsn())  # the table owner
@@ -229,10 +290,26 @@ def test_role_switch_inside_one_statement_would_not_apply_rls(stack, notes):
             leaked = await conn.fetch(
                 "select n.body, s.who from (select set_config('role', 'authenticated', true) as who, "
                 "set_config('request.jwt.claims', $1, true) as claims) s, public.rest_contract_rls_notes n "
-                "where n.id = $2", claims_a, notes["b"])
+                "where n.id = $2",
+                claims_a,
+                notes["b"],
+            )
             assert [r["body"] for r in leaked] == ["note-b"]  # the trap: B's row, despite the switch
-            row = await conn.fetchrow(RUN_SQL, "authenticated", claims_a, "GET", "/rest_contract_rls_notes", "{}",
-                                      '"public"', True, sql, [str(notes["b"])], False, None, False)
+            row = await conn.fetchrow(
+                RUN_SQL,
+                "authenticated",
+                claims_a,
+                "GET",
+                "/rest_contract_rls_notes",
+                "{}",
+                '"public"',
+                True,
+                sql,
+                [str(notes["b"])],
+                False,
+                None,
+                False,
+            )
             assert row["page_total"] == 0 and row["body"] == "[]"
         finally:
             await conn.close()

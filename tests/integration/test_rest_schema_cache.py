@@ -67,8 +67,10 @@ def test_views_and_ddl_driven_reload(db, api_url, service_key):
     with db.cursor() as cur:
         cur.execute("create table public.rest_contract_cache_base (id int primary key, label text)")
         cur.execute("insert into public.rest_contract_cache_base values (1, 'one'), (2, 'two')")
-        cur.execute("create view public.rest_contract_cache_view as "
-                    "select id, upper(label) as shout from public.rest_contract_cache_base")
+        cur.execute(
+            "create view public.rest_contract_cache_view as "
+            "select id, upper(label) as shout from public.rest_contract_cache_base"
+        )
     url = f"{api_url}/rest/v1/rest_contract_cache_view?select=shout&id=gt.1"
     assert _status_within(url, hdrs, 200) == 200
     assert httpx.get(url, headers=hdrs).json() == [{"shout": "TWO"}]
@@ -98,8 +100,10 @@ def test_reads_survive_terminated_connections(db, api_url, service_key):
     url = f"{api_url}/rest/v1/rest_contract_cache_base?select=label"
     assert _status_within(url, hdrs, 200) == 200
     with db.cursor() as cur:
-        cur.execute("select count(pg_terminate_backend(pid)) from pg_stat_activity "
-                    "where application_name = 'rackpilot-rest' and pid <> pg_backend_pid()")
+        cur.execute(
+            "select count(pg_terminate_backend(pid)) from pg_stat_activity "
+            "where application_name = 'rackpilot-rest' and pid <> pg_backend_pid()"
+        )
         assert cur.fetchone()[0] >= 1
     for _ in range(20):  # more than the connections kept, so every one is met once
         r = httpx.get(url, headers=hdrs, timeout=10)
@@ -113,6 +117,7 @@ def test_reads_survive_terminated_connections(db, api_url, service_key):
 def test_statement_cleanup_keeps_the_drivers_statements(stack):
     """The REST layer deallocates only its own prepared statements when a connection has
     too many; asyncpg's own statements on the same connection must survive."""
+
     async def check() -> None:
         conn = await asyncpg.connect(stack.pg.dsn("authenticator"))
         try:
@@ -135,8 +140,10 @@ def test_the_schema_cache_reloads_after_the_pool_was_terminated(db, api_url, ser
     replace the whole pool (a supabase-js test then waited 30 s for a new table in vain)."""
     hdrs = {"apikey": service_key, "Authorization": f"Bearer {service_key}"}
     with db.cursor() as cur:
-        cur.execute("select count(pg_terminate_backend(pid)) from pg_stat_activity "
-                    "where application_name = 'rackpilot-rest' and pid <> pg_backend_pid()")
+        cur.execute(
+            "select count(pg_terminate_backend(pid)) from pg_stat_activity "
+            "where application_name = 'rackpilot-rest' and pid <> pg_backend_pid()"
+        )
         assert cur.fetchone()[0] >= 1
         # the listener reconnects on its own (about a second); DDL after that is announced
         cur.execute("create table public.rest_contract_cache_after_kill (id int primary key)")
@@ -157,19 +164,24 @@ def test_a_write_after_the_pool_was_terminated_goes_ahead(db, api_url, service_k
     try:
         assert _status_within(f"{api_url}/rest/v1/rest_contract_cache_write", hdrs, 200) == 200
         with db.cursor() as cur:
-            cur.execute("select count(pg_terminate_backend(pid)) from pg_stat_activity "
-                        "where application_name = 'rackpilot-rest' and pid <> pg_backend_pid()")
+            cur.execute(
+                "select count(pg_terminate_backend(pid)) from pg_stat_activity "
+                "where application_name = 'rackpilot-rest' and pid <> pg_backend_pid()"
+            )
             assert cur.fetchone()[0] >= 1
 
         def terminated_seen() -> bool:  # the pooled connections notice their end while idle
             with db.cursor() as cur:
                 cur.execute("select count(*) from pg_stat_activity where application_name = 'rackpilot-rest'")
                 return cur.fetchone()[0] == 0
+
         deadline = time.monotonic() + 10
         while not terminated_seen() and time.monotonic() < deadline:
             time.sleep(0.05)
         for i in range(20):  # more than the connections kept, so every one is met once
-            r = httpx.post(f"{api_url}/rest/v1/rest_contract_cache_write", headers=hdrs, json={"id": i}, timeout=10)
+            r = httpx.post(
+                f"{api_url}/rest/v1/rest_contract_cache_write", headers=hdrs, json={"id": i}, timeout=10
+            )
             assert r.status_code == 201, r.text
     finally:
         with db.cursor() as cur:

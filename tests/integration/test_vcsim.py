@@ -59,7 +59,9 @@ SPEC = {
                 {"name": f"vm-{kind}", "host": i, "devices": [kind]} for i, kind in enumerate(BLOCKER_HOSTS)
             ]
             + [{"name": "vm-pinned", "host": len(BLOCKER_HOSTS)}],
-            "rules": [{"name": "pin", "vms": ["vm-pinned"], "hosts": [len(BLOCKER_HOSTS)], "mandatory": True}],
+            "rules": [
+                {"name": "pin", "vms": ["vm-pinned"], "hosts": [len(BLOCKER_HOSTS)], "mandatory": True}
+            ],
         },
         {"name": "nodrs", "hosts": 2, "vms_per_host": 1, "drs": {"enabled": False}, "ha": NO_HA},
     ],
@@ -77,7 +79,9 @@ def lab():
 def endpoint(lab: VcsimLab, **kw) -> Endpoint:
     opts = {"ca_bundle": str(lab.ca_file)}
     opts.update(kw)
-    return Endpoint(url=f"https://{lab.host}:{lab.port}", username=lab.username, password=lab.password, **opts)
+    return Endpoint(
+        url=f"https://{lab.host}:{lab.port}", username=lab.username, password=lab.password, **opts
+    )
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +104,12 @@ def test_inventory_is_complete(lab, client):
     assert not inv.cluster_by_name("nodrs").drs["enabled"]
     h1 = inv.host_by_name("prod-esx01")
     assert (h1.service_tag, h1.bmc_address) == ("7XK2P93", "https://127.0.0.1:18443")
-    assert (h1.version, h1.build, h1.connection_state, h1.in_maintenance) == ("7.0.3", "21930508", "connected", False)
+    assert (h1.version, h1.build, h1.connection_state, h1.in_maintenance) == (
+        "7.0.3",
+        "21930508",
+        "connected",
+        False,
+    )
     assert h1.memory_bytes == 16384 << 20 and h1.vendor == "Dell Inc."
     assert inv.host_by_name("prod-esx02").service_tag.startswith("SIM")  # unmapped hosts get a default tag
     # Every VM is listed by exactly the host it runs on, and sits in that host's cluster.
@@ -274,7 +283,9 @@ def test_stalled_evacuation_is_told_from_slow_and_cancelled(client):
     seen: list[int | None] = []
     started = time.monotonic()
     with pytest.raises(JobStuck):
-        client.wait_for_task(task, operation="enter maintenance", stall=1.0, on_progress=lambda p, s: seen.append(p))
+        client.wait_for_task(
+            task, operation="enter maintenance", stall=1.0, on_progress=lambda p, s: seen.append(p)
+        )
     assert time.monotonic() - started < 10  # gave up on the stall, long before vCenter's 60 s
     deadline = time.monotonic() + 5
     while str(task.info.state) not in ("success", "error") and time.monotonic() < deadline:
@@ -286,7 +297,11 @@ def test_stalled_evacuation_is_told_from_slow_and_cancelled(client):
 
 
 def test_bad_lab_config_is_refused_clearly():
-    bad = {"clusters": [{"name": "x", "hosts": 2, "vms": [{"name": "v", "host": 0, "devices": ["usb_passthru"]}]}]}
+    bad = {
+        "clusters": [
+            {"name": "x", "hosts": 2, "vms": [{"name": "v", "host": 0, "devices": ["usb_passthru"]}]}
+        ]
+    }
     lab = VcsimLab.from_spec(bad)
     with pytest.raises(StartError, match='unknown device kind "usb_passthru"'):
         lab.start()

@@ -15,12 +15,15 @@ def pg_enum_values(db_url: str) -> dict[str, list[str]]:
     conn = connect(db_url)
     try:
         with conn.cursor() as cur:
-            cur.execute("""
+            cur.execute(
+                """
                 select t.typname, e.enumlabel
                   from pg_enum e join pg_type t on t.oid = e.enumtypid
                   join pg_namespace n on n.oid = t.typnamespace
                  where n.nspname = 'public' and t.typname = any(%s)
-                 order by t.typname, e.enumsortorder""", (list(vocabulary.SQL_ENUMS),))
+                 order by t.typname, e.enumsortorder""",
+                (list(vocabulary.SQL_ENUMS),),
+            )
             out: dict[str, list[str]] = {}
             for typname, label in cur.fetchall():
                 out.setdefault(typname, []).append(label)
@@ -43,7 +46,9 @@ def drift(sql: dict[str, list[str]]) -> list[str]:
             if v not in sql[name]:
                 problems.append(f"public.{name}: {v!r} is in vocabulary.{enum.__name__} but not in SQL")
         if len(problems) == before and ours != sql[name]:
-            problems.append(f"public.{name}: order differs: SQL {sql[name]} vs vocabulary.{enum.__name__} {ours}")
+            problems.append(
+                f"public.{name}: order differs: SQL {sql[name]} vs vocabulary.{enum.__name__} {ours}"
+            )
     return problems
 
 
@@ -69,4 +74,5 @@ def test_creatable_job_types_are_the_vocabulary_minus_test_only():
 
     assert set(TEST_ONLY_TYPES) == set(vocabulary.TEST_ONLY_JOB_TYPES)
     assert [t.value for t in CreatableJobType] == [
-        t.value for t in vocabulary.JobType if t not in vocabulary.TEST_ONLY_JOB_TYPES]
+        t.value for t in vocabulary.JobType if t not in vocabulary.TEST_ONLY_JOB_TYPES
+    ]

@@ -33,7 +33,9 @@ def test_migrations_apply_from_empty_and_lint_clean(stack, scratch_db):
     name, dsn = scratch_db
     stack.supabase_cli("db", "reset", "--db-url", dsn + "?sslmode=disable", "--yes")
 
-    lint = stack.supabase_cli("db", "lint", "--db-url", dsn + "?sslmode=disable", "--level", "warning", check=False)
+    lint = stack.supabase_cli(
+        "db", "lint", "--db-url", dsn + "?sslmode=disable", "--level", "warning", check=False
+    )
     assert lint.returncode == 0, lint.stderr
     out = lint.stdout.strip()
     issues = json.loads(out) if out.startswith("[") else []
@@ -49,12 +51,21 @@ def test_migrations_apply_from_empty_and_lint_clean(stack, scratch_db):
             assert applied == len(migrations)
             cur.execute("select name from public.sites")
             assert [r[0] for r in cur.fetchall()] == ["demo"]  # the seed ran
-            cur.execute("select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace "
-                        "where n.nspname = 'public' and c.relkind = 'r' and not c.relrowsecurity")
+            cur.execute(
+                "select c.relname from pg_class c join pg_namespace n on n.oid = c.relnamespace "
+                "where n.nspname = 'public' and c.relkind = 'r' and not c.relrowsecurity"
+            )
             assert cur.fetchall() == [], "every table in public has RLS enabled"
-            cur.execute("select tablename from pg_publication_tables where pubname = 'supabase_realtime' "
-                        "and schemaname = 'public' order by 1")
-            assert {r[0] for r in cur.fetchall()} >= {"jobs", "job_tasks", "workflow_executions", "job_blockers"}
+            cur.execute(
+                "select tablename from pg_publication_tables where pubname = 'supabase_realtime' "
+                "and schemaname = 'public' order by 1"
+            )
+            assert {r[0] for r in cur.fetchall()} >= {
+                "jobs",
+                "job_tasks",
+                "workflow_executions",
+                "job_blockers",
+            }
     finally:
         conn.close()
 

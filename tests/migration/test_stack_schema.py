@@ -53,13 +53,25 @@ class Project:
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("RACKPILOT_")}
-        env.update({"RACKPILOT_PROJECT_ROOT": str(self.root), "RACKPILOT_STACK_DIR": str(self.state),
-                    "RACKPILOT_API_PORT": str(self.api_port), "RACKPILOT_DB_PORT": str(self.db_port)})
+        env.update(
+            {
+                "RACKPILOT_PROJECT_ROOT": str(self.root),
+                "RACKPILOT_STACK_DIR": str(self.state),
+                "RACKPILOT_API_PORT": str(self.api_port),
+                "RACKPILOT_DB_PORT": str(self.db_port),
+            }
+        )
         return env
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "devstack.cli", "dev", *args], env=self.env(),
-                              cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-m", "devstack.cli", "dev", *args],
+            env=self.env(),
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
 
     def status(self) -> dict:
         res = self.cli("status")
@@ -144,7 +156,9 @@ def test_a_migration_added_later_is_applied_and_data_survives(project):
     assert project.query("select to_regclass('public.schema_probe') is not null") == [(True,)]
 
     # pending is reported by `dev status` before `dev up` applies it
-    newest = project.add("29990103000000", "schema_probe_b", "alter table public.schema_probe add column x int;\n")
+    newest = project.add(
+        "29990103000000", "schema_probe_b", "alter table public.schema_probe add column x int;\n"
+    )
     status = project.status()
     assert status["state"] == "behind" and status["pending"] == [newest.name]
     assert project.cli("up").returncode == 0

@@ -67,11 +67,17 @@ class DoubleSession:
     async def history(self) -> list[dict[str, Any]]:
         return [dict(v) for v in self.store.steps.values()]
 
-    async def report_step(self, *, index: int, name: str, status: str, resumable: bool,
-                          details: dict[str, Any]) -> None:
+    async def report_step(
+        self, *, index: int, name: str, status: str, resumable: bool, details: dict[str, Any]
+    ) -> None:
         self._write("step", name, status)
-        self.store.steps[name] = {"name": name, "step_index": index, "status": status, "resumable": resumable,
-                                  "details": details}
+        self.store.steps[name] = {
+            "name": name,
+            "step_index": index,
+            "status": status,
+            "resumable": resumable,
+            "details": details,
+        }
 
     async def pause(self, reason: str, blockers: list[dict[str, Any]]) -> None:
         self._write("pause", reason)
@@ -82,13 +88,18 @@ class DoubleSession:
         self._write("call", fn, params)
         if fn == "set_cleanup_owed":
             if not params["p_owed"]:
-                open_ = [n for n, r in self.store.steps.items()
-                         if (r.get("details") or {}).get("cleanup") and r["status"] != "completed"]
+                open_ = [
+                    n
+                    for n, r in self.store.steps.items()
+                    if (r.get("details") or {}).get("cleanup") and r["status"] != "completed"
+                ]
                 assert not open_, f"cleanup_not_done: {open_}"
             self.store.cleanup_owed = bool(params["p_owed"])
         return None
 
-    async def finish(self, status: str, *, result: dict[str, Any] | None = None, error: str | None = None) -> None:
+    async def finish(
+        self, status: str, *, result: dict[str, Any] | None = None, error: str | None = None
+    ) -> None:
         # as jobs_guard_cleanup: no terminal state while the cleanup is owed
         assert not self.store.cleanup_owed, f"cleanup_owed: finish({status}) refused"
         self._write("finish", status)

@@ -103,7 +103,9 @@ def test_all_fakes_good_failing_silent(tmp_path: Path, capsys) -> None:
     assert "**Status**: FAILED: fails (exit 3), silent (printed no JSON line)" in md
     # machine and load
     assert f"**Machine**: {os.cpu_count()} cores" in md and "GiB memory" in md and "CPU " in md
-    runs = [ln for ln in md.split("## Runs", 1)[1].split("## Figures", 1)[0].splitlines() if ln.startswith("| ")]
+    runs = [
+        ln for ln in md.split("## Runs", 1)[1].split("## Figures", 1)[0].splitlines() if ln.startswith("| ")
+    ]
     assert len(runs) == 4  # header + 3 benchmarks, alphabetical
     assert [r.split(" | ")[0] for r in runs[1:]] == ["| fails", "| good", "| silent"]
     good = next(r for r in runs if r.startswith("| good "))
@@ -147,22 +149,31 @@ def test_only_selects_and_names_the_rest(tmp_path: Path, capsys) -> None:
     assert "every benchmark that ran passed; not selected (`--only`): fails, silent." in md
     assert ", at commit `" in md  # this tree's commit, by default
     assert figure_rows(md, "good") and not figure_rows(md, "fails")
-    assert run_all.main(["--bench-dir", str(d), "--out", str(out), "--only", "good", "--source", "an export"]) == 0
+    assert (
+        run_all.main(["--bench-dir", str(d), "--out", str(out), "--only", "good", "--source", "an export"])
+        == 0
+    )
     assert ", at an export. Each benchmark" in results(out)
     assert run_all.main(["--bench-dir", str(d), "--out", str(out), "--only", "good,nope"]) == 2
     assert "unknown benchmark(s): nope" in capsys.readouterr().err
 
 
 def test_quick_passes_declared_options_only(tmp_path: Path, monkeypatch) -> None:
-    d = fakes(tmp_path, good=FAKE_GOOD.replace("import json, sys", "import json, sys  # '--runs' '--size'"),
-              other=FAKE_GOOD)
+    d = fakes(
+        tmp_path,
+        good=FAKE_GOOD.replace("import json, sys", "import json, sys  # '--runs' '--size'"),
+        other=FAKE_GOOD,
+    )
     monkeypatch.setitem(run_all.QUICK_ARGS, "good", ["--runs", "1", "--size", "2"])
     monkeypatch.setitem(run_all.QUICK_ARGS, "other", ["--gone", "1"])  # not declared by the fake: full run
     out = tmp_path / "R.md"
     assert run_all.main(["--bench-dir", str(d), "--out", str(out), "--quick"]) == 0
     md = results(out)
-    raw = {ln.split(": ", 1)[0]: json.loads(ln.split(": ", 1)[1])
-           for ln in md.split("## Raw JSON lines", 1)[1].splitlines() if ": {" in ln}
+    raw = {
+        ln.split(": ", 1)[0]: json.loads(ln.split(": ", 1)[1])
+        for ln in md.split("## Raw JSON lines", 1)[1].splitlines()
+        if ": {" in ln
+    }
     assert raw["good"]["argv"] == ["--runs", "1", "--size", "2"]
     assert raw["other"]["argv"] == []
     assert "**Quick run**" in md and "--gone not declared by the benchmark: full run" in md
@@ -181,14 +192,23 @@ def test_timeout_stops_the_benchmark_with_sigint(tmp_path: Path, capsys) -> None
 
 
 def test_relations_of_a_known_benchmark() -> None:
-    line = {"benchmark": "rest_throughput", "connections": 16, "loadavg_1m_before": 1.2,
-            "gateway_get": {"rps": 5400, "p50_ms": 2.1, "p99_ms": 8.0, "non_2xx": 0},
-            "direct_get": {"rps": 6000, "p50_ms": 1.9, "p99_ms": 6.5},
-            "ratio_get": 0.9, "target_get_met": True}
+    line = {
+        "benchmark": "rest_throughput",
+        "connections": 16,
+        "loadavg_1m_before": 1.2,
+        "gateway_get": {"rps": 5400, "p50_ms": 2.1, "p99_ms": 8.0, "non_2xx": 0},
+        "direct_get": {"rps": 6000, "p50_ms": 1.9, "p99_ms": 6.5},
+        "ratio_get": 0.9,
+        "target_get_met": True,
+    }
     rows = {r.metric: r for r in run_all.relate("rest_throughput", run_all.flatten(line))}
     get = rows["gateway_get.rps"]
-    assert (get.unit, get.baseline, get.ratio, get.target) == ("req/s", "6000 req/s (direct_get.rps)",
-                                                               "0.9 (ratio_get)", ">= 5000 (met)")
+    assert (get.unit, get.baseline, get.ratio, get.target) == (
+        "req/s",
+        "6000 req/s (direct_get.rps)",
+        "0.9 (ratio_get)",
+        ">= 5000 (met)",
+    )
     assert rows["gateway_get.p99_ms"].baseline == "6.5 ms (direct_get.p99_ms)"
     assert rows["gateway_get.p99_ms"].target == "<= 10 (met)"
     assert list(rows)[:3] == ["gateway_get.rps", "gateway_get.p50_ms", "gateway_get.p99_ms"]  # compared first
@@ -202,7 +222,11 @@ def test_relations_of_a_known_benchmark() -> None:
 
 
 def test_targets_missed_and_on_another_figure() -> None:
-    line = {"overhead_pct": 12.5, "maintenance_s_per_host": {"staged": 3.3, "naive": 13.6}, "staging_cut_pct": 75.7}
+    line = {
+        "overhead_pct": 12.5,
+        "maintenance_s_per_host": {"staged": 3.3, "naive": 13.6},
+        "staging_cut_pct": 75.7,
+    }
     rows = {r.metric: r for r in run_all.relate("rolling_update", run_all.flatten(line))}
     assert rows["overhead_pct"].target == "<= 10 (**missed**)"
     staged = rows["maintenance_s_per_host.staged"]
@@ -212,20 +236,42 @@ def test_targets_missed_and_on_another_figure() -> None:
 
 
 def test_replication_transport_against_raw_ssh() -> None:
-    line = {"benchmark": "replication", "ratio_median": 1.02, "ratio_worst": 0.97, "transport_mb_s_median": 410.5,
-            "raw_mb_s_median": 402.1, "executor_rss_during_mb": [30.1, 31.0], "executor_cpu_s_per_gib": 0.2}
+    line = {
+        "benchmark": "replication",
+        "ratio_median": 1.02,
+        "ratio_worst": 0.97,
+        "transport_mb_s_median": 410.5,
+        "raw_mb_s_median": 402.1,
+        "executor_rss_during_mb": [30.1, 31.0],
+        "executor_cpu_s_per_gib": 0.2,
+    }
     rows = {r.metric: r for r in run_all.relate("replication", run_all.flatten(line))}
     t = rows["transport_mb_s_median"]
     assert (t.unit, t.baseline, t.ratio) == ("MB/s", "402.1 MB/s (raw_mb_s_median)", "1.02 (ratio_median)")
     assert "ratio_median" not in rows and rows["ratio_worst"].value == 0.97
-    assert rows["executor_rss_during_mb"].value == "30.1; 31.0" and rows["executor_rss_during_mb"].unit == "MB"
+    assert (
+        rows["executor_rss_during_mb"].value == "30.1; 31.0" and rows["executor_rss_during_mb"].unit == "MB"
+    )
 
 
-@pytest.mark.parametrize("key,unit", [
-    ("p99_ms", "ms"), ("total_s", "s"), ("overhead_pct", "%"), ("rps", "req/s"), ("vms_per_s", "vms/s"),
-    ("sustained.max_changes_per_s_p99_under_1s", "changes/s"), ("steps[rate_per_s=500].p50_ms", "ms"),
-    ("maintenance_s_per_host.staged", "s/host"), ("gateway_get.non_2xx", ""), ("loadavg_start", ""), ("hosts", ""), ("speedup", "×"), ("cpus", "cores"),
-])
+@pytest.mark.parametrize(
+    "key,unit",
+    [
+        ("p99_ms", "ms"),
+        ("total_s", "s"),
+        ("overhead_pct", "%"),
+        ("rps", "req/s"),
+        ("vms_per_s", "vms/s"),
+        ("sustained.max_changes_per_s_p99_under_1s", "changes/s"),
+        ("steps[rate_per_s=500].p50_ms", "ms"),
+        ("maintenance_s_per_host.staged", "s/host"),
+        ("gateway_get.non_2xx", ""),
+        ("loadavg_start", ""),
+        ("hosts", ""),
+        ("speedup", "×"),
+        ("cpus", "cores"),
+    ],
+)
 def test_units_from_names(key: str, unit: str) -> None:
     assert run_all.unit_of(key) == unit
 
@@ -235,8 +281,9 @@ def test_the_wrapper_is_executable_and_runs_fakes(tmp_path: Path) -> None:
     out = tmp_path / "R.md"
     wrapper = ROOT / "bench" / "run_all"
     assert os.access(wrapper, os.X_OK)
-    p = subprocess.run([str(wrapper), "--bench-dir", str(d), "--out", str(out)], capture_output=True, text=True,
-                       timeout=60)
+    p = subprocess.run(
+        [str(wrapper), "--bench-dir", str(d), "--out", str(out)], capture_output=True, text=True, timeout=60
+    )
     assert p.returncode == 1, p.stderr
     assert "silent FAILED: printed no JSON line" in p.stderr
     assert "| good | wall_s | 2.5 | s |" in out.read_text()

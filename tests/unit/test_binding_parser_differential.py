@@ -61,8 +61,10 @@ def test_a_tricky_idrac_address_gets_no_password(address: str):
     server = {"name": "s1", "idrac_address": address, "details": {"tls": tls}}
     with pytest.raises((EndpointNotAllowed, DellHandlerError, EndpointSpecError)):
         ep = endpoint_for(server, cred())
-        pytest.fail(f"{address!r}: released to {ep.url} (requests connects to "
-                    f"{urllib3.util.parse_url(ep.url + '/redfish/v1').host})")
+        pytest.fail(
+            f"{address!r}: released to {ep.url} (requests connects to "
+            f"{urllib3.util.parse_url(ep.url + '/redfish/v1').host})"
+        )
 
 
 def test_plain_addresses_still_match():

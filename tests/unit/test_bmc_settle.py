@@ -35,7 +35,9 @@ class Scripted:
 
     def lc_status(self):
         ready = self.cur[0]
-        return LCStatus("Ready" if ready else "NotReady", "Ready", "OutOfPOST", "Ready" if ready else "NotReady")
+        return LCStatus(
+            "Ready" if ready else "NotReady", "Ready", "OutOfPOST", "Ready" if ready else "NotReady"
+        )
 
     def jobs(self):
         pct = self.cur[1]
@@ -44,7 +46,9 @@ class Scripted:
 
 def test_options_have_defaults_units_and_follow_the_time_scale():
     assert SettleOptions() == SettleOptions(3, 30.0, 300.0, 2400.0)
-    o = SettleOptions.from_env(10, {"RACKPILOT_BMC_SETTLE_CONSECUTIVE": "5", "RACKPILOT_BMC_SETTLE_INTERVAL_S": "20"})
+    o = SettleOptions.from_env(
+        10, {"RACKPILOT_BMC_SETTLE_CONSECUTIVE": "5", "RACKPILOT_BMC_SETTLE_INTERVAL_S": "20"}
+    )
     assert (o.consecutive, o.interval, o.stall) == (5, 2.0, 30.0)
     with pytest.raises(ValueError, match="positive"):
         SettleOptions.from_env(1, {"RACKPILOT_BMC_SETTLE_STALL_S": "0"})

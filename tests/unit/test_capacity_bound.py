@@ -8,8 +8,11 @@ from executor.targets.dell_health import capacity_bound
 
 GIB = 1024
 HOSTS = {f"esx{i}": 256 * GIB for i in range(1, 5)}  # 4 x 256 GiB
-HA_HOSTS = {"enabled": True, "admission_control_enabled": True,
-            "admission_control_policy": {"type": "failover_level", "failover_level": 1}}
+HA_HOSTS = {
+    "enabled": True,
+    "admission_control_enabled": True,
+    "admission_control_policy": {"type": "failover_level", "failover_level": 1},
+}
 
 
 def test_without_ha_reserve_the_rest_must_hold_the_vms():
@@ -26,8 +29,11 @@ def test_ha_failover_hosts_are_kept_free():
 
 
 def test_ha_percentage_is_kept_free():
-    ha = {"enabled": True, "admission_control_enabled": True,
-          "admission_control_policy": {"type": "resources_percent", "memory_percent": 50}}
+    ha = {
+        "enabled": True,
+        "admission_control_enabled": True,
+        "admission_control_policy": {"type": "resources_percent", "memory_percent": 50},
+    }
     assert capacity_bound(HOSTS, 200 * GIB, ha)[0] == 2  # 2 left: 512 GiB, half free = 256 GiB
 
 

@@ -24,10 +24,21 @@ def chain(n: int, lanes: int = 2) -> list[dict]:
     rows = []
     for i in range(1, n + 1):
         lane = i % lanes
-        r = {"id": i, "lane": lane, "occurred_at": f"2026-12-07T01:00:{i:02d}+00:00", "actor_kind": "user",
-             "actor_id": USER, "actor_role": "authenticated", "action": "job.status", "table_name": "jobs",
-             "row_id": JOB, "old_data": {"status": "queued"}, "new_data": {"status": "running"}, "note": None,
-             "prev_hash": heads.get(lane, "0" * 64)}
+        r = {
+            "id": i,
+            "lane": lane,
+            "occurred_at": f"2026-12-07T01:00:{i:02d}+00:00",
+            "actor_kind": "user",
+            "actor_id": USER,
+            "actor_role": "authenticated",
+            "action": "job.status",
+            "table_name": "jobs",
+            "row_id": JOB,
+            "old_data": {"status": "queued"},
+            "new_data": {"status": "running"},
+            "note": None,
+            "prev_hash": heads.get(lane, "0" * 64),
+        }
         r["hash"] = AuditModel(None).recompute(r)
         heads[lane] = r["hash"]
         rows.append(r)
@@ -42,6 +53,7 @@ class Query:
         def op(*args: Any, **kw: Any) -> Query:
             self.ops.append((name, args))
             return self
+
         return op
 
 
@@ -74,14 +86,23 @@ class Names:
 
 
 def test_entries_filter_and_name_actors() -> None:
-    api = FakeApi(chain(4) + [{**chain(1)[0], "id": 9, "actor_kind": "executor", "actor_id": JOB},
-                              {**chain(1)[0], "id": 10, "actor_kind": "service", "actor_id": None}])
-    rows = AuditModel(api, names=Names()).entries(table="jobs", action="job.status", job_id=JOB.upper(), limit=5)
+    api = FakeApi(
+        chain(4)
+        + [
+            {**chain(1)[0], "id": 9, "actor_kind": "executor", "actor_id": JOB},
+            {**chain(1)[0], "id": 10, "actor_kind": "service", "actor_id": None},
+        ]
+    )
+    rows = AuditModel(api, names=Names()).entries(
+        table="jobs", action="job.status", job_id=JOB.upper(), limit=5
+    )
     ops = api.queries[-1].ops
     assert ("eq", ("table_name", "jobs")) in ops and ("eq", ("action", "job.status")) in ops
     assert ("eq", ("row_id", JOB)) in ops and ("limit", (5,)) in ops and ("order", ("id",)) in ops
     actors = {r["id"]: r["actor"] for r in rows}
-    assert actors[1] == "ops@example.org" and actors[9] == "executor 22222222" and actors[10] == "service role"
+    assert (
+        actors[1] == "ops@example.org" and actors[9] == "executor 22222222" and actors[10] == "service role"
+    )
     assert rows[0]["when"] == "2026-12-07 01:00:01"
 
 
@@ -89,12 +110,20 @@ def test_bad_filters_are_refused_in_words() -> None:
     with pytest.raises(ValidationFailed) as exc:
         AuditModel(FakeApi([])).entries(table="jobs; drop", action="Job Status", job_id="2222", limit=0)
     text = " ".join(exc.value.problems)
-    assert "table:" in text and "action:" in text and "job: the whole job id" in text and "rows: 1 to 1000" in text
+    assert (
+        "table:" in text
+        and "action:" in text
+        and "job: the whole job id" in text
+        and "rows: 1 to 1000" in text
+    )
 
 
 def test_the_hash_is_audit_row_hash_in_python() -> None:
     # jsonb's text form: keys shorter (in UTF-8 bytes) first, ", " and ": ", strings escaped as Postgres escapes them
-    assert jsonb_text({"bb": 1, "a": [None, True, 'x"y\n'], "ä": 2.5}) == '{"a": [null, true, "x\\"y\\n"], "bb": 1, "ä": 2.5}'
+    assert (
+        jsonb_text({"bb": 1, "a": [None, True, 'x"y\n'], "ä": 2.5})
+        == '{"a": [null, true, "x\\"y\\n"], "bb": 1, "ä": 2.5}'
+    )
     assert epoch_us("1970-01-01T00:00:01.000001+00:00") == 1_000_001
     assert epoch_us("2026-12-07T02:00:00+01:00") == epoch_us("2026-12-07T01:00:00Z")
     r = chain(1)[0]
@@ -124,7 +153,11 @@ def test_chain_intact_broken_link_and_edited_row() -> None:
 def test_view_shows_rows_and_chain_and_screen_is_for_approvers() -> None:
     v = AuditView(AuditModel(FakeApi(chain(3)), names=Names()))
     v.load()
-    assert "3</b> entries" in v.head.value and "ops@example.org" in v.table.value and "job.status" in v.table.value
+    assert (
+        "3</b> entries" in v.head.value
+        and "ops@example.org" in v.table.value
+        and "job.status" in v.table.value
+    )
     assert [o for o, _ in v.table_dd.options] == ["every table", "jobs"] and v.table_dd.value == ""
     v.check_chain()
     assert "chain intact" in v.chain.value and "python -m executor --verify-audit" in v.chain.value

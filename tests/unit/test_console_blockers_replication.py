@@ -14,16 +14,31 @@ from tests.unit.test_console_models import FakeApi
 
 
 def lag_blocker() -> dict:
-    return {"id": str(uuid.uuid4()), "kind": "replication_lag", "host_id": None, "vm_id": None, "status": "open",
-            "server_id": str(uuid.uuid4()),
-            "description": "store01 holds the source of replication pair vm-store (tank/vm -> backup/vm), whose "
-                           "lag is 3.0 h, beyond the allowed 60 min"}
+    return {
+        "id": str(uuid.uuid4()),
+        "kind": "replication_lag",
+        "host_id": None,
+        "vm_id": None,
+        "status": "open",
+        "server_id": str(uuid.uuid4()),
+        "description": "store01 holds the source of replication pair vm-store (tank/vm -> backup/vm), whose "
+        "lag is 3.0 h, beyond the allowed 60 min",
+    }
 
 
 def test_recheck_and_acknowledge_with_a_reason_for_replication_blockers_only():
     api = FakeApi()
-    lag, usb = lag_blocker(), {"id": str(uuid.uuid4()), "kind": "usb_passthrough", "host_id": None,
-                               "vm_id": str(uuid.uuid4()), "status": "open", "description": "d"}
+    lag, usb = (
+        lag_blocker(),
+        {
+            "id": str(uuid.uuid4()),
+            "kind": "usb_passthrough",
+            "host_id": None,
+            "vm_id": str(uuid.uuid4()),
+            "status": "open",
+            "description": "d",
+        },
+    )
     api.blockers = [lag, usb]
     wz = BlockerWizard(api, "j")  # type: ignore[arg-type]
     wz.load()
@@ -59,4 +74,7 @@ def test_the_wizard_view_sends_the_note_with_the_decision():
     _, dd, note = row.children
     note.value = "array retired tonight"
     dd.value = "acknowledge"
-    assert wz.choices[lag["id"]].decision == "acknowledge" and wz.choices[lag["id"]].note == "array retired tonight"
+    assert (
+        wz.choices[lag["id"]].decision == "acknowledge"
+        and wz.choices[lag["id"]].note == "array retired tonight"
+    )

@@ -50,8 +50,15 @@ def test_session_store_is_private_and_cleared_on_sign_out(tmp_path):
     assert a.path == b.path != other.path
     assert a.load() is None
     with a.lock():
-        a.save({"access_token": "at", "refresh_token": "rt", "expires_at": 1.0, "email": "e@x.test",
-                "password": "never"})
+        a.save(
+            {
+                "access_token": "at",
+                "refresh_token": "rt",
+                "expires_at": 1.0,
+                "email": "e@x.test",
+                "password": "never",
+            }
+        )
     assert stat.S_IMODE(os.stat(a.path).st_mode) == 0o600 and stat.S_IMODE(os.stat(folder).st_mode) == 0o700
     assert b.load() == {"access_token": "at", "refresh_token": "rt", "expires_at": 1.0, "email": "e@x.test"}
     assert "never" not in a.path.read_text()
@@ -74,12 +81,16 @@ def test_runtime_folder_follows_the_jupyter_session():
 def test_screens_by_role_and_registration():
     keys = lambda role: [s.key for s in screens.screens_for(role)]  # noqa: E731
     assert "jobs" in keys("viewer") and "update" not in keys("viewer") and "credentials" not in keys("viewer")
-    assert {"update", "blockers", "replication"} <= set(keys("operator")) and "credentials" not in keys("approver")
+    assert {"update", "blockers", "replication"} <= set(keys("operator")) and "credentials" not in keys(
+        "approver"
+    )
     assert {"credentials", "force_resume", "notifications"} <= set(keys("admin"))
     assert keys(None) == []
     with pytest.raises(ValueError):
         screens.register(screens.Screen("x", "X", lambda con: w.HTML(), min_role="root"))
-    s = screens.register(screens.Screen("test_extra", "Extra", lambda con, **kw: w.HTML("extra"), group="Fleet"))
+    s = screens.register(
+        screens.Screen("test_extra", "Extra", lambda con, **kw: w.HTML("extra"), group="Fleet")
+    )
     try:
         assert s in screens.screens_for("viewer")
     finally:
@@ -95,16 +106,38 @@ class MonitorApi:
 
     def job_full(self, jid):
         self.calls.append(("job_full", jid))
-        return {"id": jid, "type": "rolling_cluster_update", "status": "running", "cluster_id": None,
-                "job_tasks": [
-                    {"id": "t1", "job_id": jid, "target_name": "esx-01", "seq": 0, "status": "pending", "progress": 0,
-                     "details": {"updates": ["BIOS", "iDRAC"]}},
-                    {"id": "t2", "job_id": jid, "target_name": "esx-02", "seq": 1, "status": "skipped",
-                     "progress": 0, "details": {"reason": "already compliant"},
-                     "started_at": "2026-12-07T10:00:00Z", "finished_at": "2026-12-07T10:00:01Z"}],
-                "workflow_executions": [{"id": "s1", "job_id": jid, "seq": 0, "step_key": "rollout",
-                                         "status": "running"}],
-                "job_blockers": []}
+        return {
+            "id": jid,
+            "type": "rolling_cluster_update",
+            "status": "running",
+            "cluster_id": None,
+            "job_tasks": [
+                {
+                    "id": "t1",
+                    "job_id": jid,
+                    "target_name": "esx-01",
+                    "seq": 0,
+                    "status": "pending",
+                    "progress": 0,
+                    "details": {"updates": ["BIOS", "iDRAC"]},
+                },
+                {
+                    "id": "t2",
+                    "job_id": jid,
+                    "target_name": "esx-02",
+                    "seq": 1,
+                    "status": "skipped",
+                    "progress": 0,
+                    "details": {"reason": "already compliant"},
+                    "started_at": "2026-12-07T10:00:00Z",
+                    "finished_at": "2026-12-07T10:00:01Z",
+                },
+            ],
+            "workflow_executions": [
+                {"id": "s1", "job_id": jid, "seq": 0, "step_key": "rollout", "status": "running"}
+            ],
+            "job_blockers": [],
+        }
 
     def job_control(self, action, jid, reason=None):
         self.calls.append((action, jid, reason))
@@ -120,22 +153,50 @@ def test_monitor_loads_in_one_request_and_grows_the_timeline_live():
     assert rows["esx-02"]["why"] == "already compliant" and rows["esx-01"]["why"] == "will apply: BIOS, iDRAC"
     t0 = dt.datetime(2026, 12, 7, 10, 0, tzinfo=dt.UTC)
     for i, (phase, pct) in enumerate([("backup", 5), ("stage", 15), ("maintenance", 30), ("apply", 50)]):
-        m.apply(change("job_tasks", "UPDATE", {"id": "t1", "job_id": "j", "target_name": "esx-01", "status": "running",
-                                               "progress": pct, "details": {"phase": phase},
-                                               "updated_at": (t0 + dt.timedelta(minutes=i)).isoformat()}))
+        m.apply(
+            change(
+                "job_tasks",
+                "UPDATE",
+                {
+                    "id": "t1",
+                    "job_id": "j",
+                    "target_name": "esx-01",
+                    "status": "running",
+                    "progress": pct,
+                    "details": {"phase": phase},
+                    "updated_at": (t0 + dt.timedelta(minutes=i)).isoformat(),
+                },
+            )
+        )
     bars = [b["phase"] for b in m.gantt(now=t0 + dt.timedelta(minutes=5))[0]["bars"]]
     assert bars == ["backup", "stage", "maintenance", "apply"] and m.job_progress() == 75  # (50 + 100) / 2
-    m.apply(change("job_tasks", "UPDATE", {"id": "t1", "job_id": "j", "target_name": "esx-01", "status": "failed",
-                                           "progress": 50, "error": "iDRAC job JID_1 failed: RED007",
-                                           "details": {"phase": "failed"},
-                                           "updated_at": (t0 + dt.timedelta(minutes=6)).isoformat()}))
+    m.apply(
+        change(
+            "job_tasks",
+            "UPDATE",
+            {
+                "id": "t1",
+                "job_id": "j",
+                "target_name": "esx-01",
+                "status": "failed",
+                "progress": 50,
+                "error": "iDRAC job JID_1 failed: RED007",
+                "details": {"phase": "failed"},
+                "updated_at": (t0 + dt.timedelta(minutes=6)).isoformat(),
+            },
+        )
+    )
     assert m.log[-1].level == "error" and "RED007" in m.log[-1].text
     assert [b["phase"] for b in m.gantt()[0]["bars"]][-1] == "failed"
     svg = gantt_svg(m.gantt(), {}, {})
-    assert 'class="rp-chart rp-gantt"' in svg and svg.count("rp-bar rp-phase-") == 6  # 5 for esx-01, 1 for esx-02
+    assert (
+        'class="rp-chart rp-gantt"' in svg and svg.count("rp-bar rp-phase-") == 6
+    )  # 5 for esx-01, 1 for esx-02
     assert m.allowed_actions("viewer") == [] and m.allowed_actions("operator") == ["pause", "cancel"]
     m.job["status"], m.job["pause_reason"] = "paused", "executor_lost"
-    assert "force_resume" not in m.allowed_actions("operator") and "force_resume" in m.allowed_actions("admin")
+    assert "force_resume" not in m.allowed_actions("operator") and "force_resume" in m.allowed_actions(
+        "admin"
+    )
     assert task_reason({"status": "skipped", "details": {}}).startswith("skipped")
 
 
@@ -160,19 +221,47 @@ class PreviewApi:
 
 
 def test_preview_says_what_changes_per_host_and_component_and_nothing_to_do_honestly():
-    hosts = [{"id": "h1", "name": "esx-01", "server_id": "s1", "connection_state": "connected"},
-             {"id": "h2", "name": "esx-02", "server_id": "s2", "connection_state": "connected"}]
+    hosts = [
+        {"id": "h1", "name": "esx-01", "server_id": "s1", "connection_state": "connected"},
+        {"id": "h2", "name": "esx-02", "server_id": "s2", "connection_state": "connected"},
+    ]
     rep = PreflightReport(cluster={"name": "prod-a"}, generated_at="now")
     rep.firmware = [
-        {"server_id": "s1", "component": "BIOS", "installed_version": "2.1.0", "target_version": "2.3.1",
-         "compliance": "outdated", "criticality": "urgent", "reboot_required": True},
-        {"server_id": "s1", "component": "iDRAC", "installed_version": "7.0", "target_version": "7.0",
-         "compliance": "compliant"},
-        {"server_id": "s2", "component": "BIOS", "installed_version": "2.3.1", "target_version": "2.3.1",
-         "compliance": "compliant"}]
+        {
+            "server_id": "s1",
+            "component": "BIOS",
+            "installed_version": "2.1.0",
+            "target_version": "2.3.1",
+            "compliance": "outdated",
+            "criticality": "urgent",
+            "reboot_required": True,
+        },
+        {
+            "server_id": "s1",
+            "component": "iDRAC",
+            "installed_version": "7.0",
+            "target_version": "7.0",
+            "compliance": "compliant",
+        },
+        {
+            "server_id": "s2",
+            "component": "BIOS",
+            "installed_version": "2.3.1",
+            "target_version": "2.3.1",
+            "compliance": "compliant",
+        },
+    ]
     preview_changes(rep, PreviewApi(), hosts, {"s1": "esx-01", "s2": "esx-02"})  # type: ignore[arg-type]
-    assert rep.changes == [{"host": "esx-01", "component": "BIOS", "installed": "2.1.0", "target": "2.3.1",
-                            "criticality": "urgent", "reboot": True}]
+    assert rep.changes == [
+        {
+            "host": "esx-01",
+            "component": "BIOS",
+            "installed": "2.1.0",
+            "target": "2.3.1",
+            "criticality": "urgent",
+            "reboot": True,
+        }
+    ]
     assert rep.compliant_hosts == ["esx-02"] and not rep.nothing_to_do
     assert rep.compliant_reasons == {"esx-02": "already compliant: 1 component(s) at the catalog version"}
     assert "| esx-02 | already compliant: 1 component(s) at the catalog version |" in rep.to_markdown()
@@ -193,15 +282,21 @@ def test_form_messages_are_words():
     from executor.jobparams import PowerOperationParams, RollingClusterUpdateParams
 
     with pytest.raises(ValidationError) as exc:
-        RollingClusterUpdateParams.model_validate({"cluster_id": str(uuid.uuid4()), "max_parallel_hosts": 0,
-                                                   "firmware": {"catalog_url": "ftp://x", "format": "XML"}})
+        RollingClusterUpdateParams.model_validate(
+            {
+                "cluster_id": str(uuid.uuid4()),
+                "max_parallel_hosts": 0,
+                "firmware": {"catalog_url": "ftp://x", "format": "XML"},
+            }
+        )
     text = pydantic_problems(exc.value)
     assert "catalog URL: an http(s) URL such as https://downloads.example.com/catalog/Catalog.xml.gz" in text
     assert "hosts at once: at least 1" in text and "format: not a setting of this job type" in text
     with pytest.raises(ValidationError) as exc:
         PowerOperationParams.model_validate({"server_ids": [str(uuid.uuid4())], "action": ""})
-    assert pydantic_problems(exc.value) == ["action: choose one of on, graceful_shutdown, force_off, "
-                                            "graceful_restart, force_restart, power_cycle"]
+    assert pydantic_problems(exc.value) == [
+        "action: choose one of on, graceful_shutdown, force_off, graceful_restart, force_restart, power_cycle"
+    ]
 
 
 def test_reports_name_users_and_draw_charts():
@@ -220,15 +315,41 @@ def test_reports_name_users_and_draw_charts():
     m = ReportModel(None, names=Names())  # type: ignore[arg-type]
     m.view = "v_job_stats_by_user"
     uid = "u1"
-    m.rows = [{"user_id": uid, "jobs_total": 3, "completed": 2, "failed": 1, "success_rate": 0.6667,
-               "last_job_at": "2026-12-07T10:00:00+00:00"}]
-    assert m.display_rows() == [{"user": "ops@example.com", "jobs_total": 3, "completed": 2, "failed": 1,
-                                 "success_rate": 0.6667, "last_job_at": "2026-12-07 10:00:00"}]
+    m.rows = [
+        {
+            "user_id": uid,
+            "jobs_total": 3,
+            "completed": 2,
+            "failed": 1,
+            "success_rate": 0.6667,
+            "last_job_at": "2026-12-07T10:00:00+00:00",
+        }
+    ]
+    assert m.display_rows() == [
+        {
+            "user": "ops@example.com",
+            "jobs_total": 3,
+            "completed": 2,
+            "failed": 1,
+            "success_rate": 0.6667,
+            "last_job_at": "2026-12-07 10:00:00",
+        }
+    ]
     assert m.chart()["labels"] == ["ops@example.com"]
-    m.view, m.rows = "v_host_history", [{"target_id": "t", "target_name": "esx-01", "job_id": "0123456789",
-                                         "job_type": "rolling_cluster_update", "duration_s": 90.0,
-                                         "created_by": "u1"}]
+    m.view, m.rows = (
+        "v_host_history",
+        [
+            {
+                "target_id": "t",
+                "target_name": "esx-01",
+                "job_id": "0123456789",
+                "job_type": "rolling_cluster_update",
+                "duration_s": 90.0,
+                "created_by": "u1",
+            }
+        ],
+    )
     row = m.display_rows()[0]
     assert "target_id" not in row and row["job"] == "01234567" and row["created by"] == "ops@example.com"
-    assert bar_svg(["a"], {"x": [1]}, title="t").count("<rect class=\"rp-bar\"") == 1
+    assert bar_svg(["a"], {"x": [1]}, title="t").count('<rect class="rp-bar"') == 1
     assert "rp-lines" in line_svg(["w1", "w2"], {"s": [1, None]}, title="t")

@@ -26,6 +26,7 @@ class Query:
         def op(*args: Any, **kw: Any) -> Query:
             self.ops.append((name, args))
             return self
+
         return op
 
 
@@ -54,12 +55,23 @@ class FakeApi:
 
 
 def test_discovery_results_say_why_an_address_was_skipped_and_a_scan_is_checked_first():
-    api = FakeApi({"jobs": [{"id": "j1", "status": "completed", "created_at": "2026-12-07T01:00:00Z",
-                             "params": {"dry_run": True}}],
-                   "discovery_results": [
-                       {"address": "10.0.0.1", "outcome": "registered", "reason": None},
-                       {"address": "10.0.0.2", "outcome": "skipped", "reason": "wrong_credentials"},
-                       {"address": "10.0.0.3", "outcome": "skipped", "reason": "duplicate_service_tag"}]})
+    api = FakeApi(
+        {
+            "jobs": [
+                {
+                    "id": "j1",
+                    "status": "completed",
+                    "created_at": "2026-12-07T01:00:00Z",
+                    "params": {"dry_run": True},
+                }
+            ],
+            "discovery_results": [
+                {"address": "10.0.0.1", "outcome": "registered", "reason": None},
+                {"address": "10.0.0.2", "outcome": "skipped", "reason": "wrong_credentials"},
+                {"address": "10.0.0.3", "outcome": "skipped", "reason": "duplicate_service_tag"},
+            ],
+        }
+    )
     v = DiscoveryView(DiscoveryModel(api), SITE, [{"id": "c1", "name": "root", "kind": "idrac"}])
     v.load()
     assert "skipped: wrong credentials: 1" in v.tally.value and "registered: 1" in v.tally.value
@@ -70,16 +82,46 @@ def test_discovery_results_say_why_an_address_was_skipped_and_a_scan_is_checked_
     assert len(exc.value.problems) == 2
     v.ranges.value, v.creds.value = "10.0.0.0/30", ("c1",)
     v.dry.click()
-    assert api.jobs[-1] == ("discovery_scan", {"site_id": SITE, "ranges": ["10.0.0.0/30"], "hosts": [],
-                                               "credential_set_ids": ["c1"], "port": 443, "dry_run": True})
+    assert api.jobs[-1] == (
+        "discovery_scan",
+        {
+            "site_id": SITE,
+            "ranges": ["10.0.0.0/30"],
+            "hosts": [],
+            "credential_set_ids": ["c1"],
+            "port": 443,
+            "dry_run": True,
+        },
+    )
     assert "created (dry run)" in v.status.value
 
 
 def test_call_log_filters_by_job_and_failure_and_sums_up():
-    rows = [{"id": 1, "job_id": "j1", "target": "10.0.0.1", "method": "GET", "path": "/redfish/v1", "status": 200,
-             "duration_ms": 12, "failed": False, "at": "2026-12-07T01:00:00Z"},
-            {"id": 2, "job_id": "j1", "target": "10.0.0.1", "method": "POST", "path": "/redfish/v1/x", "status": 400,
-             "duration_ms": 40, "failed": True, "message_id": "IDRAC.2.8.SYS011", "at": "2026-12-07T01:00:01Z"}]
+    rows = [
+        {
+            "id": 1,
+            "job_id": "j1",
+            "target": "10.0.0.1",
+            "method": "GET",
+            "path": "/redfish/v1",
+            "status": 200,
+            "duration_ms": 12,
+            "failed": False,
+            "at": "2026-12-07T01:00:00Z",
+        },
+        {
+            "id": 2,
+            "job_id": "j1",
+            "target": "10.0.0.1",
+            "method": "POST",
+            "path": "/redfish/v1/x",
+            "status": 400,
+            "duration_ms": 40,
+            "failed": True,
+            "message_id": "IDRAC.2.8.SYS011",
+            "at": "2026-12-07T01:00:01Z",
+        },
+    ]
     api = FakeApi({"v_bmc_calls": rows})
     v = CallLogView(CallLogModel(api), job_id="j1")
     v.failed.value = True
@@ -90,10 +132,23 @@ def test_call_log_filters_by_job_and_failure_and_sums_up():
 
 
 def test_schedules_list_runs_and_a_new_schedule_is_validated_in_words():
-    api = FakeApi({"v_schedules": [{"schedule_id": "s1", "name": "nightly inventory", "job_type": "inventory_refresh",
-                                    "recurrence": "0 1 * * *", "enabled": False, "next_run_at": None,
-                                    "last_status": "failed", "last_error": "forbidden"}],
-                   "schedule_runs": [{"occurrence_at": "2026-12-07T01:00:00Z", "status": "created", "job_id": "j9"}]})
+    api = FakeApi(
+        {
+            "v_schedules": [
+                {
+                    "schedule_id": "s1",
+                    "name": "nightly inventory",
+                    "job_type": "inventory_refresh",
+                    "recurrence": "0 1 * * *",
+                    "enabled": False,
+                    "next_run_at": None,
+                    "last_status": "failed",
+                    "last_error": "forbidden",
+                }
+            ],
+            "schedule_runs": [{"occurrence_at": "2026-12-07T01:00:00Z", "status": "created", "job_id": "j9"}],
+        }
+    )
     v = SchedulesView(SchedulesModel(api), SITE)
     v.load()
     assert "nightly inventory" in v.table.value and "forbidden" in v.table.value
@@ -101,7 +156,8 @@ def test_schedules_list_runs_and_a_new_schedule_is_validated_in_words():
     assert "created" in v.runs.value
     v.enable.click()
     assert ("update", ({"enabled": True},)) in api.queries[-2].ops or any(
-        ("update", ({"enabled": True},)) in q.ops for q in api.queries)
+        ("update", ({"enabled": True},)) in q.ops for q in api.queries
+    )
     with pytest.raises(ValidationFailed):
         SchedulesModel(api).save(site_id=SITE, name=" ", job_type="vcenter_sync", params={}, recurrence="")
     v.params.value = "{not json"
@@ -110,11 +166,24 @@ def test_schedules_list_runs_and_a_new_schedule_is_validated_in_words():
 
 
 def test_catalogs_show_the_last_refresh_in_words_and_refresh_through_create_job():
-    api = FakeApi({"firmware_catalogs": [
-        {"id": "c1", "name": "dell", "url": "https://x/Catalog.xml.gz", "last_status": "moved",
-         "last_error": "the catalog moved to https://y/Catalog.xml.gz; update its URL", "compressed": True},
-        {"id": "c2", "name": "mirror", "url": "https://m/Catalog.xml", "last_status": "never"}],
-        "firmware_baselines": [{"id": "b1", "catalog_id": "c1", "name": "bios only", "components": ["BIOS"]}]})
+    api = FakeApi(
+        {
+            "firmware_catalogs": [
+                {
+                    "id": "c1",
+                    "name": "dell",
+                    "url": "https://x/Catalog.xml.gz",
+                    "last_status": "moved",
+                    "last_error": "the catalog moved to https://y/Catalog.xml.gz; update its URL",
+                    "compressed": True,
+                },
+                {"id": "c2", "name": "mirror", "url": "https://m/Catalog.xml", "last_status": "never"},
+            ],
+            "firmware_baselines": [
+                {"id": "b1", "catalog_id": "c1", "name": "bios only", "components": ["BIOS"]}
+            ],
+        }
+    )
     v = CatalogsView(CatalogsModel(api), SITE)
     v.load()
     assert "moved: update its URL" in v.table.value and "not refreshed yet" in v.table.value

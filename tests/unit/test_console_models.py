@@ -49,18 +49,40 @@ class FakeApi:
     def cluster(self, cid):
         if cid != CLUSTER:
             raise NotFound("no such cluster")
-        return {"id": CLUSTER, "name": "cl-a", "site_id": "s1", "ha_admission_control": True,
-                "drs_enabled": True, "drs_automation": "fullyAutomated"}
+        return {
+            "id": CLUSTER,
+            "name": "cl-a",
+            "site_id": "s1",
+            "ha_admission_control": True,
+            "drs_enabled": True,
+            "drs_automation": "fullyAutomated",
+        }
 
     def hosts(self, cid=None):
-        return [{"id": h, "name": f"esx-{i}", "server_id": None, "connection_state": "connected",
-                 "in_maintenance": False} for i, h in enumerate(HOSTS)]
+        return [
+            {
+                "id": h,
+                "name": f"esx-{i}",
+                "server_id": None,
+                "connection_state": "connected",
+                "in_maintenance": False,
+            }
+            for i, h in enumerate(HOSTS)
+        ]
 
     def windows(self, **kw):
         return []
 
     def vms_on_hosts(self, ids):
-        return [{"id": "vm1", "name": "db01", "host_id": HOSTS[0], "power_state": "on", "has_usb_passthrough": True}]
+        return [
+            {
+                "id": "vm1",
+                "name": "db01",
+                "host_id": HOSTS[0],
+                "power_state": "on",
+                "has_usb_passthrough": True,
+            }
+        ]
 
     def executors(self):
         return []
@@ -76,8 +98,11 @@ class FakeApi:
         if kw.get("dry_run") and self.dry_run_error:
             raise self.dry_run_error
         plan = {"tasks": [{"target_id": h} for h in HOSTS], "risk": "high", "scheduled_for": "now"}
-        return {"dry_run": True, "plan": plan} if kw.get("dry_run") else {"job_id": "j1", "status": "pending",
-                                                                         "plan": plan}
+        return (
+            {"dry_run": True, "plan": plan}
+            if kw.get("dry_run")
+            else {"job_id": "j1", "status": "pending", "plan": plan}
+        )
 
     def job(self, jid):
         return {"id": jid, "status": "paused", "pause_reason": "blockers"}
@@ -96,14 +121,20 @@ class FakeApi:
         for b in self.blockers:
             if b["id"] in {d["blocker_id"] for d in decisions}:
                 b["status"] = "resolved"
-        return {"recorded": len(decisions), "status": "pending" if resume else "paused", "resumed": bool(resume)}
+        return {
+            "recorded": len(decisions),
+            "status": "pending" if resume else "paused",
+            "resumed": bool(resume),
+        }
 
     def jobs(self, **kw):
         past = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)).isoformat()
         future = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)).isoformat()
-        return [{"id": "a", "type": "scp_backup", "status": "paused", "pause_reason": "executor_lost"},
-                {"id": "b", "type": "scp_backup", "status": "running", "lease_expires_at": past},
-                {"id": "c", "type": "scp_backup", "status": "running", "lease_expires_at": future}]
+        return [
+            {"id": "a", "type": "scp_backup", "status": "paused", "pause_reason": "executor_lost"},
+            {"id": "b", "type": "scp_backup", "status": "running", "lease_expires_at": past},
+            {"id": "c", "type": "scp_backup", "status": "running", "lease_expires_at": future},
+        ]
 
     def job_control(self, action, jid, reason=None):
         self.calls.append(("job_control", {"action": action, "job_id": jid, "reason": reason}))
@@ -129,7 +160,9 @@ def test_wizard_walks_cluster_options_preflight_confirm_create():
     api, wz = at_options()
     assert wz.step == Step.OPTIONS
     wz.set_options(catalog_url=CATALOG, components="BIOS, iDRAC", host_ids=[HOSTS[1]], description="x")
-    assert wz.params()["firmware"]["components"] == ["BIOS", "iDRAC"] and wz.params()["host_ids"] == [HOSTS[1]]
+    assert wz.params()["firmware"]["components"] == ["BIOS", "iDRAC"] and wz.params()["host_ids"] == [
+        HOSTS[1]
+    ]
     rep = wz.run_preflight()
     assert wz.step == Step.PREFLIGHT and rep.ok
     assert [h["id"] for h in rep.hosts] == [HOSTS[1]]  # only the chosen hosts are checked
@@ -146,12 +179,23 @@ def test_wizard_refuses_bad_options_and_keeps_the_old_ones():
     _, wz = at_options()
     wz.set_options(catalog_url=CATALOG)
     with pytest.raises(ValidationFailed) as exc:
-        wz.set_options(catalog_url="not a url", max_parallel_hosts=0, esxi_target_version="8.0.3",
-                       host_ids=["00000000-0000-4000-8000-000000000000"], priority=101, bogus=1)
+        wz.set_options(
+            catalog_url="not a url",
+            max_parallel_hosts=0,
+            esxi_target_version="8.0.3",
+            host_ids=["00000000-0000-4000-8000-000000000000"],
+            priority=101,
+            bogus=1,
+        )
     assert exc.value.problems == ["bogus: unknown option"]
     with pytest.raises(ValidationFailed) as exc:
-        wz.set_options(catalog_url="not a url", max_parallel_hosts=0, esxi_target_version="8.0.3",
-                       host_ids=["00000000-0000-4000-8000-000000000000"], priority=101)
+        wz.set_options(
+            catalog_url="not a url",
+            max_parallel_hosts=0,
+            esxi_target_version="8.0.3",
+            host_ids=["00000000-0000-4000-8000-000000000000"],
+            priority=101,
+        )
     keys = {p.split(":")[0] for p in exc.value.problems}
     assert {"ESXi", "hosts", "priority", "catalog URL", "hosts at once"} <= keys
     assert not any("pattern" in p or "Input should" in p for p in exc.value.problems)  # words, not regex
@@ -194,9 +238,12 @@ def test_wizard_blocks_on_a_failed_dry_run():
 
 
 def test_preflight_exports():
-    rep = PreflightReport(cluster={"id": "c", "name": "cl"}, generated_at="t",
-                          checks=[Check("drs", "ok", "DRS on"), Check("dry_run", "block", "no | window")],
-                          vm_blockers=[{"vm": "db01", "host": "esx-0", "reasons": ["vGPU"]}])
+    rep = PreflightReport(
+        cluster={"id": "c", "name": "cl"},
+        generated_at="t",
+        checks=[Check("drs", "ok", "DRS on"), Check("dry_run", "block", "no | window")],
+        vm_blockers=[{"vm": "db01", "host": "esx-0", "reasons": ["vGPU"]}],
+    )
     assert json.loads(rep.to_json())["ok"] is False
     assert "check,dry_run,block,no | window" in rep.to_csv() and "vm_blocker,db01,esx-0,vGPU" in rep.to_csv()
     assert "verdict: **blocked**" in rep.to_markdown() and "| db01 | esx-0 | vGPU |" in rep.to_markdown()
@@ -204,8 +251,14 @@ def test_preflight_exports():
 
 # -- blockers -----------------------------------------------------------------------------
 def blocker(kind="usb_passthrough", host=True, vm=True) -> dict:
-    return {"id": str(uuid.uuid4()), "kind": kind, "host_id": HOSTS[0] if host else None,
-            "vm_id": str(uuid.uuid4()) if vm else None, "status": "open", "description": "d"}
+    return {
+        "id": str(uuid.uuid4()),
+        "kind": kind,
+        "host_id": HOSTS[0] if host else None,
+        "vm_id": str(uuid.uuid4()) if vm else None,
+        "status": "open",
+        "description": "d",
+    }
 
 
 def test_blocker_wizard_decisions_bulk_and_save():
@@ -242,8 +295,12 @@ def change(table: str, kind: str, record: dict, old: dict | None = None) -> dict
 
 
 def test_notices_follow_status_changes():
-    assert notice_for({"id": "j", "type": "t", "status": "completed"}, {"status": "running"}).level == "success"
-    n = notice_for({"id": "j", "type": "t", "status": "paused", "pause_reason": "blockers"}, {"status": "running"})
+    assert (
+        notice_for({"id": "j", "type": "t", "status": "completed"}, {"status": "running"}).level == "success"
+    )
+    n = notice_for(
+        {"id": "j", "type": "t", "status": "paused", "pause_reason": "blockers"}, {"status": "running"}
+    )
     assert n.level == "warning" and "blocker wizard" in n.message
     assert notice_for({"id": "j", "status": "running"}, {"status": "running"}) is None
 
@@ -254,28 +311,75 @@ def test_job_board_and_detail_apply_realtime_changes():
     seen = []
     board.on_change(lambda: seen.append(1))
     for i, jid in enumerate("xyz"):
-        board.apply(change("jobs", "INSERT", {"id": jid, "type": "scp_backup", "status": "pending",
-                                              "created_at": f"2026-11-28T0{i}:00:00Z"}))
+        board.apply(
+            change(
+                "jobs",
+                "INSERT",
+                {
+                    "id": jid,
+                    "type": "scp_backup",
+                    "status": "pending",
+                    "created_at": f"2026-11-28T0{i}:00:00Z",
+                },
+            )
+        )
     assert [r["id"] for r in board.rows()] == ["z", "y"] and len(seen) == 3  # trimmed to the limit
-    board.apply(change("jobs", "UPDATE", {"id": "z", "status": "failed", "error": "boom"}, {"status": "running"}))
+    board.apply(
+        change("jobs", "UPDATE", {"id": "z", "status": "failed", "error": "boom"}, {"status": "running"})
+    )
     assert board.jobs["z"]["status"] == "failed" and board.notices[-1].message.endswith("boom")
     assert not board.apply(change("job_tasks", "UPDATE", {"id": "t"}))
 
     d = JobDetail(api, "j")  # type: ignore[arg-type]
     d.job = {"id": "j", "status": "running"}
     assert not d.apply(change("workflow_executions", "INSERT", {"id": "s0", "job_id": "other", "seq": 0}))
-    d.apply(change("workflow_executions", "INSERT", {"id": "s1", "job_id": "j", "seq": 1, "step_key": "b",
-                                                     "status": "pending"}))
-    d.apply(change("workflow_executions", "INSERT", {"id": "s0", "job_id": "j", "seq": 0, "step_key": "a",
-                                                     "status": "running", "started_at": "2026-11-28T00:00:00Z"}))
-    d.apply(change("workflow_executions", "UPDATE", {"id": "s0", "job_id": "j", "seq": 0, "step_key": "a",
-                                                     "status": "completed", "started_at": "2026-11-28T00:00:00Z",
-                                                     "finished_at": "2026-11-28T00:01:30Z"}))
+    d.apply(
+        change(
+            "workflow_executions",
+            "INSERT",
+            {"id": "s1", "job_id": "j", "seq": 1, "step_key": "b", "status": "pending"},
+        )
+    )
+    d.apply(
+        change(
+            "workflow_executions",
+            "INSERT",
+            {
+                "id": "s0",
+                "job_id": "j",
+                "seq": 0,
+                "step_key": "a",
+                "status": "running",
+                "started_at": "2026-11-28T00:00:00Z",
+            },
+        )
+    )
+    d.apply(
+        change(
+            "workflow_executions",
+            "UPDATE",
+            {
+                "id": "s0",
+                "job_id": "j",
+                "seq": 0,
+                "step_key": "a",
+                "status": "completed",
+                "started_at": "2026-11-28T00:00:00Z",
+                "finished_at": "2026-11-28T00:01:30Z",
+            },
+        )
+    )
     tl = d.timeline()
     assert [s["key"] for s in tl] == ["a", "b"] and tl[0]["duration_s"] == 90.0 and d.progress() == (1, 2)
     assert d.actions() == ["pause", "cancel"]
-    d.apply(change("jobs", "UPDATE", {"id": "j", "status": "paused", "pause_reason": "executor_lost"},
-                   {"status": "running"}))
+    d.apply(
+        change(
+            "jobs",
+            "UPDATE",
+            {"id": "j", "status": "paused", "pause_reason": "executor_lost"},
+            {"status": "running"},
+        )
+    )
     assert d.actions() == ["cancel", "force_resume"]
     d.apply(change("job_blockers", "INSERT", {"id": "b", "job_id": "j", "status": "open"}))
     d.job.update(pause_reason="blockers")
@@ -300,8 +404,11 @@ def test_window_request_validation_and_four_eyes_hints():
     now = dt.datetime(2026, 11, 28, tzinfo=dt.UTC)
     with pytest.raises(ValidationFailed) as exc:
         WindowBoard.check_request("", "2026-11-27T00:00:00Z", "2026-12-10T00:00:00Z", now)
-    assert exc.value.problems == ["title: give the window a title", "a window lasts at most 7 days",
-                                  "starts_at must be in the future"]
+    assert exc.value.problems == [
+        "title: give the window a title",
+        "a window lasts at most 7 days",
+        "starts_at must be in the future",
+    ]
     with pytest.raises(ValidationFailed, match="ISO 8601"):
         WindowBoard.check_request("t", "tomorrow", "2026-12-01T00:00:00Z", now)
     s, e = WindowBoard.check_request("t", "2026-11-29T22:00:00Z", "2026-11-30T02:00:00Z", now)
@@ -331,16 +438,28 @@ def test_credential_form_keeps_no_secret():
     api = FakeApi()
     form = CredentialForm(api)  # type: ignore[arg-type]
     with pytest.raises(ValidationFailed) as exc:
-        form.submit(site_id="", name="n", kind="telnet", username="", secret="pw-123", endpoints="https://x.test")
+        form.submit(
+            site_id="", name="n", kind="telnet", username="", secret="pw-123", endpoints="https://x.test"
+        )
     assert len(exc.value.problems) == 3 and "pw-123" not in str(exc.value.problems)
     with pytest.raises(ValidationFailed) as exc:  # a secret always names where it may go
-        form.submit(site_id="s", name="n", kind="idrac", username="root", secret="pw-123", endpoints="  # none\n")
+        form.submit(
+            site_id="s", name="n", kind="idrac", username="root", secret="pw-123", endpoints="  # none\n"
+        )
     assert exc.value.problems == ["endpoints: name at least one endpoint the secret may be presented to"]
-    res = form.submit(site_id="s", name=" idrac ", kind="idrac", username="root", secret="pw-123",
-                      endpoints="https://10.1.2.7 ca_bundle=/etc/rackpilot/ca.pem\n\nhttps://10.1.2.8 insecure")
+    res = form.submit(
+        site_id="s",
+        name=" idrac ",
+        kind="idrac",
+        username="root",
+        secret="pw-123",
+        endpoints="https://10.1.2.7 ca_bundle=/etc/rackpilot/ca.pem\n\nhttps://10.1.2.8 insecure",
+    )
     assert res == {"credential_set_id": "c1", "key_ids": ["k"], "sealed_to": 1}  # an echo is dropped
-    assert api.calls[-1][1]["endpoints"] == [{"url": "https://10.1.2.7", "tls": {"ca_bundle": "/etc/rackpilot/ca.pem"}},
-                                             {"url": "https://10.1.2.8", "tls": {"insecure": True}}]
+    assert api.calls[-1][1]["endpoints"] == [
+        {"url": "https://10.1.2.7", "tls": {"ca_bundle": "/etc/rackpilot/ca.pem"}},
+        {"url": "https://10.1.2.8", "tls": {"insecure": True}},
+    ]
     assert "pw-123" not in json.dumps(vars(form), default=str)
 
 
@@ -349,7 +468,9 @@ def test_endpoint_lines_and_the_preflight_credentials_check():
     from console.models.preflight import credentials_check
 
     assert parse_endpoints("ssh://esx-01 known_hosts=/k # lab\nssh://esx-02 insecure_host_key") == [
-        {"url": "ssh://esx-01", "tls": {"known_hosts": "/k"}}, {"url": "ssh://esx-02", "tls": {"insecure_host_key": True}}]
+        {"url": "ssh://esx-01", "tls": {"known_hosts": "/k"}},
+        {"url": "ssh://esx-02", "tls": {"insecure_host_key": True}},
+    ]
     with pytest.raises(ValidationFailed):
         parse_endpoints("https://x verify=no")
     ok = {"name": "idrac", "presentable": True, "unverified_tls": []}
@@ -405,8 +526,11 @@ def test_wizard_view_draws_each_step_and_exports_the_report(tmp_path, monkeypatc
     assert wz.step == Step.PREFLIGHT and "rp-preflight" in view.report.value and "db01" in view.report.value
     assert "rp-changes" in view.report.value and "rp-hostgates" in view.report.value
     view.export.click()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["preflight-cl-a.csv", "preflight-cl-a.json",
-                                                          "preflight-cl-a.md"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "preflight-cl-a.csv",
+        "preflight-cl-a.json",
+        "preflight-cl-a.md",
+    ]
     view.typed.value = "wrong"
     view.confirm.click()
     assert "rp-error" in view.status.value and wz.step == Step.PREFLIGHT  # refused, shown, not raised
@@ -414,7 +538,9 @@ def test_wizard_view_draws_each_step_and_exports_the_report(tmp_path, monkeypatc
     view.confirm.click()
     view.create.click()
     assert wz.step == Step.DONE and "j1" in view.status.value
-    assert "console.job('j1')" in view.body.children[1].value  # no monitor factory here: the hint names a real call
+    assert (
+        "console.job('j1')" in view.body.children[1].value
+    )  # no monitor factory here: the hint names a real call
 
 
 def test_job_form_validates_with_the_executor_models_and_gates_create_on_a_dry_run():

@@ -20,6 +20,7 @@ class Query:
         def op(*a, **k):
             self.ops.append((name, a, k))
             return self
+
         return op
 
 
@@ -42,17 +43,57 @@ class FakeApi:
 
 
 NOW = datetime(2026, 12, 6, 12, tzinfo=UTC)
-PAIRS = [{"id": "p1", "name": "vm", "source_host": "a", "source_dataset": "tank/vm", "target_host": "b",
-          "target_dataset": "backup/vm", "enabled": True, "max_lag_seconds": 3600, "schedule": "@hourly",
-          "last_synced_snapshot_at": (NOW - timedelta(hours=3)).isoformat(), "last_bytes": 123,
-          "last_success_at": NOW.isoformat()},
-         {"id": "p2", "name": "db", "source_host": "a", "source_dataset": "tank/db", "target_host": "b",
-          "target_dataset": "backup/db", "enabled": True, "max_lag_seconds": 3600, "schedule": "@hourly",
-          "last_synced_snapshot_at": (NOW - timedelta(minutes=5)).isoformat()}]
-RUNS = [{"finished_at": "2026-12-06T10:00:00", "lag_seconds": 30, "bytes": 5, "status": "succeeded", "kind": "full"},
-        {"finished_at": "2026-12-06T11:00:00", "lag_seconds": None, "bytes": 0, "status": "failed", "kind": "none"},
-        {"finished_at": "2026-12-06T11:30:00", "lag_seconds": 45, "bytes": 7, "status": "succeeded",
-         "kind": "incremental"}]
+PAIRS = [
+    {
+        "id": "p1",
+        "name": "vm",
+        "source_host": "a",
+        "source_dataset": "tank/vm",
+        "target_host": "b",
+        "target_dataset": "backup/vm",
+        "enabled": True,
+        "max_lag_seconds": 3600,
+        "schedule": "@hourly",
+        "last_synced_snapshot_at": (NOW - timedelta(hours=3)).isoformat(),
+        "last_bytes": 123,
+        "last_success_at": NOW.isoformat(),
+    },
+    {
+        "id": "p2",
+        "name": "db",
+        "source_host": "a",
+        "source_dataset": "tank/db",
+        "target_host": "b",
+        "target_dataset": "backup/db",
+        "enabled": True,
+        "max_lag_seconds": 3600,
+        "schedule": "@hourly",
+        "last_synced_snapshot_at": (NOW - timedelta(minutes=5)).isoformat(),
+    },
+]
+RUNS = [
+    {
+        "finished_at": "2026-12-06T10:00:00",
+        "lag_seconds": 30,
+        "bytes": 5,
+        "status": "succeeded",
+        "kind": "full",
+    },
+    {
+        "finished_at": "2026-12-06T11:00:00",
+        "lag_seconds": None,
+        "bytes": 0,
+        "status": "failed",
+        "kind": "none",
+    },
+    {
+        "finished_at": "2026-12-06T11:30:00",
+        "lag_seconds": 45,
+        "bytes": 7,
+        "status": "succeeded",
+        "kind": "incremental",
+    },
+]
 
 
 def test_pairs_with_lag_and_the_lag_series():
@@ -66,7 +107,10 @@ def test_pairs_with_lag_and_the_lag_series():
 
 
 def test_the_lag_plot_is_the_console_chart_with_the_allowed_lag():
-    s = {"x": ["2026-12-06T10:00:00", "2026-12-06T11:00:00", "2026-12-06T12:00:00"], "lag_s": [600, 5400, 9000]}
+    s = {
+        "x": ["2026-12-06T10:00:00", "2026-12-06T11:00:00", "2026-12-06T12:00:00"],
+        "lag_s": [600, 5400, 9000],
+    }
     svg = lag_svg(s, 7200)
     # drawn by console/widgets/charts.py: its classes, its legend, one line per series
     assert svg.startswith("<svg") and 'class="rp-chart rp-lines rp-lag-plot"' in svg
@@ -92,13 +136,28 @@ def test_sync_now_goes_through_create_job():
     assert "rp-lag-plot" in view.plot.value
 
 
-@pytest.mark.parametrize("bad", ["tank/a;reboot", "tank/$(id)", "tank/a b", "tank/../x", "tank/a\x00", "tank//a"])
+@pytest.mark.parametrize(
+    "bad", ["tank/a;reboot", "tank/$(id)", "tank/a b", "tank/../x", "tank/a\x00", "tank//a"]
+)
 def test_dataset_names_are_validated_before_anything_is_sent(bad):
     api = FakeApi(PAIRS, RUNS)
     with pytest.raises(ValidationFailed):
-        ReplicationModel(api).register_pair(site_id="s", name="n", source_host="a", source_dataset=bad,
-                                            target_host="b", target_dataset="backup/x")
+        ReplicationModel(api).register_pair(
+            site_id="s",
+            name="n",
+            source_host="a",
+            source_dataset=bad,
+            target_host="b",
+            target_dataset="backup/x",
+        )
     assert api.inserted == []
-    ReplicationModel(api).register_pair(site_id="s", name="n", source_host="a", source_dataset="tank/ok",
-                                        target_host="b", target_dataset="backup/ok", retention_grid="24x1h")
+    ReplicationModel(api).register_pair(
+        site_id="s",
+        name="n",
+        source_host="a",
+        source_dataset="tank/ok",
+        target_host="b",
+        target_dataset="backup/ok",
+        retention_grid="24x1h",
+    )
     assert api.inserted and api.inserted[0]["source_dataset"] == "tank/ok"

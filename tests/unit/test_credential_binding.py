@@ -98,10 +98,15 @@ def test_secrets_come_only_from_release():
 
 def test_the_envelope_carries_the_endpoints_authenticated():
     kp = sec.KeyPair(X25519PrivateKey.generate())
-    env = sec.seal(kp.public_raw, {"username": "root", "password": "pw-binding-3"},
-                   endpoints=[{"url": "https://10.1.2.7", "tls": {"ca_bundle": "/ca.pem"}}])
+    env = sec.seal(
+        kp.public_raw,
+        {"username": "root", "password": "pw-binding-3"},
+        endpoints=[{"url": "https://10.1.2.7", "tls": {"ca_bundle": "/ca.pem"}}],
+    )
     plain = kp.open(env)
-    assert plain["endpoints"] == [{"scheme": "https", "host": "10.1.2.7", "port": 443, "tls": {"ca_bundle": "/ca.pem"}}]
+    assert plain["endpoints"] == [
+        {"scheme": "https", "host": "10.1.2.7", "port": 443, "tls": {"ca_bundle": "/ca.pem"}}
+    ]
     # secret values are registered for redaction; the endpoint list is not secret and is not
     assert SECRETS.redact("x pw-binding-3 x") == f"x {REDACTED} x"
     assert SECRETS.redact("10.1.2.7") == "10.1.2.7"
@@ -120,7 +125,13 @@ def test_the_envelope_carries_the_endpoints_authenticated():
 
 # --- the handlers build no client for an endpoint the credential does not name ------------------------
 def server(address: str, tls: dict[str, Any]) -> dict[str, Any]:
-    return {"id": "s1", "name": "srv01", "idrac_address": address, "details": {"tls": tls}, "credential_set_id": "c1"}
+    return {
+        "id": "s1",
+        "name": "srv01",
+        "idrac_address": address,
+        "details": {"tls": tls},
+        "credential_set_id": "c1",
+    }
 
 
 def test_dell_endpoint_for_checks_before_any_client(monkeypatch):
@@ -193,11 +204,16 @@ def test_esxi_shell_checks_the_ssh_endpoint():
     mod.select = fake_select
     try:
         h = EsxiUpgradeHandler()
-        ok = {"name": "esx01", "details": {"ssh": {"address": "127.0.0.1", "port": 2201, "known_hosts": "/kh"}}}
+        ok = {
+            "name": "esx01",
+            "details": {"ssh": {"address": "127.0.0.1", "port": 2201, "known_hosts": "/kh"}},
+        }
         shell = asyncio.run(h._shell(Ctx(), ok))
         assert (shell.host, shell.port, shell.password) == ("127.0.0.1", 2201, "pw-binding-1")
-        for ssh in ({"address": "127.0.0.1", "port": 2202, "known_hosts": "/kh"},
-                    {"address": "127.0.0.1", "port": 2201, "insecure_host_key": True}):
+        for ssh in (
+            {"address": "127.0.0.1", "port": 2202, "known_hosts": "/kh"},
+            {"address": "127.0.0.1", "port": 2201, "insecure_host_key": True},
+        ):
             with pytest.raises(EndpointNotAllowed):
                 asyncio.run(h._shell(Ctx(), {"name": "esx01", "details": {"ssh": ssh}}))
     finally:
@@ -211,8 +227,11 @@ def test_only_selftest_reads_a_secret_without_an_endpoint():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2] / "executor"
-    users = sorted(str(p.relative_to(root)) for p in root.rglob("*.py")
-                   if re.search(r"\.unbound\(", p.read_text()) and p.name != "binding.py")
+    users = sorted(
+        str(p.relative_to(root))
+        for p in root.rglob("*.py")
+        if re.search(r"\.unbound\(", p.read_text()) and p.name != "binding.py"
+    )
     assert users == ["handlers/selftest.py"]
     c = cred("https://10.1.2.7")
     assert c.unbound("password") == "pw-binding-1"

@@ -30,17 +30,27 @@ def _drop_root_file_powers() -> None:
             raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
 
 
-def check(tmp_path: Path, *args: str, env_file: Path | None = None, **env: str) -> subprocess.CompletedProcess:
+def check(
+    tmp_path: Path, *args: str, env_file: Path | None = None, **env: str
+) -> subprocess.CompletedProcess:
     full = {k: v for k, v in os.environ.items() if not k.startswith("RACKPILOT_")}
     if env_file is None:
         env_file = tmp_path / "executor.env"
-        env_file.write_text(f"RACKPILOT_SUPABASE_URL=https://example.supabase.co\nRACKPILOT_SUPABASE_KEY={KEY}\n"
-                            "RACKPILOT_SITE=lab\n")
+        env_file.write_text(
+            f"RACKPILOT_SUPABASE_URL=https://example.supabase.co\nRACKPILOT_SUPABASE_KEY={KEY}\n"
+            "RACKPILOT_SITE=lab\n"
+        )
         os.chmod(env_file, 0o640)
     full.update({"RACKPILOT_STATE_DIR": str(tmp_path / "state"), **env})
-    return subprocess.run([sys.executable, "-m", "executor", "--check-config", "--env-file", str(env_file), *args],
-                          env=full, cwd=ROOT, capture_output=True, text=True, timeout=60,
-                          preexec_fn=_drop_root_file_powers)
+    return subprocess.run(
+        [sys.executable, "-m", "executor", "--check-config", "--env-file", str(env_file), *args],
+        env=full,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=_drop_root_file_powers,
+    )
 
 
 def checks(res: subprocess.CompletedProcess) -> dict[str, dict]:
@@ -52,8 +62,14 @@ def test_a_good_configuration_reports_every_check_it_ran(tmp_path):
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert out["ok"] is True and out["online"] is False
-    assert list(checks(res)) == ["settings", "env_file_mode", "key_role", "state_dir_writable", "private_key",
-                                 "policy_file"]
+    assert list(checks(res)) == [
+        "settings",
+        "env_file_mode",
+        "key_role",
+        "state_dir_writable",
+        "private_key",
+        "policy_file",
+    ]
     assert "will be created at first start" in checks(res)["private_key"]["detail"]
     assert KEY not in res.stdout + res.stderr
     assert not (tmp_path / "state").exists()  # checking creates nothing
@@ -95,8 +111,10 @@ def test_a_read_only_state_folder_fails(tmp_path):
 
 def test_an_env_file_with_the_service_key_at_0644_fails(tmp_path):
     env_file = tmp_path / "executor.env"
-    env_file.write_text(f"RACKPILOT_SUPABASE_URL=https://example.supabase.co\nRACKPILOT_SUPABASE_KEY={KEY}\n"
-                        "RACKPILOT_SITE=lab\n")
+    env_file.write_text(
+        f"RACKPILOT_SUPABASE_URL=https://example.supabase.co\nRACKPILOT_SUPABASE_KEY={KEY}\n"
+        "RACKPILOT_SITE=lab\n"
+    )
     os.chmod(env_file, 0o644)
     res = check(tmp_path, env_file=env_file)
     assert res.returncode == 2
@@ -120,6 +138,11 @@ def _truncated_pem() -> str:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-    pem = X25519PrivateKey.generate().private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                    serialization.NoEncryption()).decode()
+    pem = (
+        X25519PrivateKey.generate()
+        .private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        .decode()
+    )
     return pem[:60]

@@ -23,8 +23,11 @@ from executor.log import SECRETS, SecretRegistry, setup_logging
 from executor.notify import render, teams_card
 
 ROOT = Path(__file__).resolve().parents[2]
-BASE = {"RACKPILOT_SUPABASE_URL": "http://127.0.0.1:1", "RACKPILOT_SUPABASE_KEY": "service-key-xyz",
-        "RACKPILOT_SITE": "lab"}
+BASE = {
+    "RACKPILOT_SUPABASE_URL": "http://127.0.0.1:1",
+    "RACKPILOT_SUPABASE_KEY": "service-key-xyz",
+    "RACKPILOT_SITE": "lab",
+}
 
 
 def settings(monkeypatch, tmp_path, **env) -> ExecutorSettings:
@@ -40,12 +43,15 @@ def test_settings_defaults_and_derived_key_path(monkeypatch, tmp_path):
     assert s.supabase_key.get_secret_value() == "service-key-xyz" and "service-key-xyz" not in repr(s)
 
 
-@pytest.mark.parametrize("env,needle", [
-    ({"RACKPILOT_SUPABASE_URL": "ftp://x"}, "supabase_url"),
-    ({"RACKPILOT_HEARTBEAT_INTERVAL": "20"}, "heartbeat_interval"),
-    ({"RACKPILOT_MAX_CONCURRENT_JOBS": "0"}, "max_concurrent_jobs"),
-    ({"RACKPILOT_POLL_INTERVAL": "-1"}, "poll_interval"),
-])
+@pytest.mark.parametrize(
+    "env,needle",
+    [
+        ({"RACKPILOT_SUPABASE_URL": "ftp://x"}, "supabase_url"),
+        ({"RACKPILOT_HEARTBEAT_INTERVAL": "20"}, "heartbeat_interval"),
+        ({"RACKPILOT_MAX_CONCURRENT_JOBS": "0"}, "max_concurrent_jobs"),
+        ({"RACKPILOT_POLL_INTERVAL": "-1"}, "poll_interval"),
+    ],
+)
 def test_settings_reject_bad_values(monkeypatch, tmp_path, env, needle):
     with pytest.raises(ValidationError, match=needle):
         settings(monkeypatch, tmp_path, **env)
@@ -54,14 +60,22 @@ def test_settings_reject_bad_values(monkeypatch, tmp_path, env, needle):
 def _cli(args, env, cwd=ROOT):
     full = {k: v for k, v in os.environ.items() if not k.startswith("RACKPILOT_")}
     full.update(env)
-    return subprocess.run([sys.executable, "-m", "executor", *args], env=full, cwd=cwd, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "executor", *args],
+        env=full,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_check_config_validates_without_starting(tmp_path):
     envfile = tmp_path / "executor.env"
-    envfile.write_text("RACKPILOT_SUPABASE_URL=https://example.supabase.co\nRACKPILOT_SUPABASE_KEY=sekrit-key\n"
-                       "RACKPILOT_SITE=lab\n")
+    envfile.write_text(
+        "RACKPILOT_SUPABASE_URL=https://example.supabase.co\nRACKPILOT_SUPABASE_KEY=sekrit-key\n"
+        "RACKPILOT_SITE=lab\n"
+    )
     os.chmod(envfile, 0o640)  # it holds the service key: 0644 is refused
     ok = _cli(["--check-config", "--env-file", str(envfile)], {"RACKPILOT_STATE_DIR": str(tmp_path)})
     assert ok.returncode == 0, ok.stderr
@@ -69,8 +83,14 @@ def test_check_config_validates_without_starting(tmp_path):
     assert out["ok"] and out["settings"]["site"] == "lab" and "sekrit-key" not in ok.stdout
     assert not (tmp_path / "executor_key.pem").exists()  # nothing was started or generated
 
-    bad = _cli(["--check-config"], {"RACKPILOT_SUPABASE_URL": "nope", "RACKPILOT_SUPABASE_KEY": "sekrit-key",
-                                    "RACKPILOT_STATE_DIR": str(tmp_path)})
+    bad = _cli(
+        ["--check-config"],
+        {
+            "RACKPILOT_SUPABASE_URL": "nope",
+            "RACKPILOT_SUPABASE_KEY": "sekrit-key",
+            "RACKPILOT_STATE_DIR": str(tmp_path),
+        },
+    )
     assert bad.returncode == 2
     assert "RACKPILOT_SUPABASE_URL" in bad.stderr and "RACKPILOT_SITE" in bad.stderr
     assert "Traceback" not in bad.stderr and "sekrit-key" not in bad.stderr
@@ -116,11 +136,18 @@ def test_envelope_sealed_by_the_edge_function_code_opens(tmp_path):
         pytest.skip("deno or envelope.ts not present")
     kp, _ = sec.load_or_create(tmp_path / "k.pem")
     script = tmp_path / "seal.ts"
-    script.write_text(f'import {{ seal, parsePublicKey }} from "{ts.as_uri()}";\n'
-                      f'console.log(JSON.stringify(await seal(parsePublicKey("{kp.public_b64}"), '
-                      f'{{password: "from-deno-secret"}})));\n')
-    res = subprocess.run([str(deno), "run", "--no-lock", "--no-remote", str(script)], capture_output=True, text=True,
-                         timeout=120, env={**os.environ, "DENO_DIR": str(ROOT / ".cache" / "deno")})
+    script.write_text(
+        f'import {{ seal, parsePublicKey }} from "{ts.as_uri()}";\n'
+        f'console.log(JSON.stringify(await seal(parsePublicKey("{kp.public_b64}"), '
+        f'{{password: "from-deno-secret"}})));\n'
+    )
+    res = subprocess.run(
+        [str(deno), "run", "--no-lock", "--no-remote", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "DENO_DIR": str(ROOT / ".cache" / "deno")},
+    )
     assert res.returncode == 0, res.stderr
     assert kp.open(res.stdout.strip()) == {"password": "from-deno-secret"}
 
@@ -159,8 +186,9 @@ def test_error_classification():
 
 def test_notification_rendering_redacts_and_builds_a_card():
     SECRETS.add("card-secret-123")
-    subject, body = render("job_failed", {"job_id": "0123456789", "type": "selftest",
-                                          "error": "login card-secret-123 refused"})
+    subject, body = render(
+        "job_failed", {"job_id": "0123456789", "type": "selftest", "error": "login card-secret-123 refused"}
+    )
     assert subject == "[rackpilot] Job failed: selftest 01234567"
     assert "card-secret-123" not in body and "***" in body
     card = teams_card("job_paused", {"job_id": "j", "pause_reason": "executor_lost", "job_type": "selftest"})
@@ -179,8 +207,15 @@ def test_late_change_events_never_fence_a_newer_lease(monkeypatch, tmp_path):
     session = LeasedJob(ex, {"job_id": "j1", "lease_epoch": 3, "attempts": 1})
     ex.inflight["j1"] = session
     ex.apply_job_row({"id": "j1", "lease_epoch": 2, "status": "pending", "claimed_by": None})  # late event
-    ex.apply_job_row({"id": "j1", "lease_epoch": 3, "status": "running", "claimed_by": "me",
-                      "cancel_requested_at": "2026-11-28T00:00:00Z"})
+    ex.apply_job_row(
+        {
+            "id": "j1",
+            "lease_epoch": 3,
+            "status": "running",
+            "claimed_by": "me",
+            "cancel_requested_at": "2026-11-28T00:00:00Z",
+        }
+    )
     assert not session.fenced and session.cancel_requested
     ex.apply_job_row({"id": "j1", "lease_epoch": 4, "status": "pending", "claimed_by": None})
     assert session.fenced

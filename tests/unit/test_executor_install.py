@@ -35,8 +35,21 @@ def test_the_safety_policy_is_package_data_and_the_default(tmp_path):
     for pkg in ("executor", "devstack", "console", "policies"):
         shutil.copytree(ROOT / pkg, src / pkg, symlinks=True, ignore=ignore)
     # what a wheel holds is what build_py lays out (bdist_wheel packs that folder)
-    res = subprocess.run([sys.executable, "-c", "import setuptools; setuptools.setup()", "-q", "build_py",
-                          "--build-lib", str(tmp_path / "lib")], cwd=src, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import setuptools; setuptools.setup()",
+            "-q",
+            "build_py",
+            "--build-lib",
+            str(tmp_path / "lib"),
+        ],
+        cwd=src,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     built = tmp_path / "lib" / "executor" / "data" / "safety.yaml"
     assert built.is_file() and not built.is_symlink()
@@ -63,14 +76,15 @@ def test_systemd_analyze_verify_passes_on_the_unit(tmp_path):
     (root / "etc" / "rackpilot" / "executor.env").write_text("")
     unit = root / "etc" / "systemd" / "system" / UNIT.name
     shutil.copy(UNIT, unit)
-    res = subprocess.run(["systemd-analyze", "verify", f"--root={root}", str(unit)], capture_output=True, text=True,
-                         timeout=60)
+    res = subprocess.run(
+        ["systemd-analyze", "verify", f"--root={root}", str(unit)], capture_output=True, text=True, timeout=60
+    )
     assert res.returncode == 0 and not res.stderr.strip() and not res.stdout.strip(), res.stderr + res.stdout
 
 
 def _install_steps() -> list[list[str]]:
     text = UNIT.read_text()
-    block = text[text.index("# Install"):text.index("[Unit]")]
+    block = text[text.index("# Install") : text.index("[Unit]")]
     steps = []
     for line in block.splitlines():
         m = re.match(r"#   (\S.*)$", line)
@@ -116,8 +130,9 @@ def test_the_install_steps_are_complete_and_in_order():
             for src in sources:
                 assert (ROOT / src).is_file(), f"install step copies {src}, which the repository lacks"
             parent = dest if dest.endswith("/") else str(Path(dest).parent)
-            assert parent.rstrip("/") in made_dirs or parent.rstrip("/") in ("/etc/systemd/system",), \
+            assert parent.rstrip("/") in made_dirs or parent.rstrip("/") in ("/etc/systemd/system",), (
                 f"{dest}: its folder is not created before (step {i}: {' '.join(argv)})"
+            )
             for src in sources:
                 installed.add(dest + Path(src).name if dest.endswith("/") else dest)
             if "-o" in args:
@@ -132,7 +147,11 @@ def test_the_install_steps_are_complete_and_in_order():
     assert order["user"] < order["state_dir"] < order["check"] < order["enable"]
     assert "/etc/systemd/system/rackpilot-executor.service" in installed
     for uri in " ".join(_directive("Documentation")).split():
-        assert uri.startswith("file://") and uri[len("file://"):] in installed, f"Documentation={uri} is not installed"
+        assert uri.startswith("file://") and uri[len("file://") :] in installed, (
+            f"Documentation={uri} is not installed"
+        )
     # the unit's own paths agree with the steps
     assert _directive("User") == ["rackpilot"] and _directive("StateDirectory") == ["rackpilot-executor"]
-    assert any("--check-config" in x and "/etc/rackpilot/executor.env" in x for x in _directive("ExecStartPre"))
+    assert any(
+        "--check-config" in x and "/etc/rackpilot/executor.env" in x for x in _directive("ExecStartPre")
+    )

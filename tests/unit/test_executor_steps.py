@@ -46,8 +46,15 @@ async def test_happy_path_runs_steps_in_priority_order_and_cleans_up(tmp_path):
     out = await StepEngine().run(SelftestHandler(tmp_path), store.session())
     assert out.status == "completed" and out.steps_run == MAIN
     assert [w[2] for w in store.writes if w[1] == "step" and w[3] == COMPLETED] == [*MAIN, "restore_guard"]
-    assert effects(tmp_path) == ["run preflight", "run disable_guard", "apply apply_a", "run wait_ready",
-                                 "apply apply_b", "run verify", "cleanup restore_guard"]
+    assert effects(tmp_path) == [
+        "run preflight",
+        "run disable_guard",
+        "apply apply_a",
+        "run wait_ready",
+        "apply apply_b",
+        "run verify",
+        "cleanup restore_guard",
+    ]
     assert store.finish_args["status"] == "completed"
     assert store.finish_args["result"]["checkpoint"]["applied"] == ["a", "b"]
     assert (tmp_path / "counter.state").read_text() == "guard=on\n"
@@ -58,10 +65,18 @@ async def test_happy_path_runs_steps_in_priority_order_and_cleans_up(tmp_path):
 async def test_resume_continues_after_last_completed_step_with_saved_progress(tmp_path):
     store = make_store(tmp_path, wait_ticks=5)
     for i, name in enumerate(MAIN[:3]):
-        store.steps[name] = {"name": name, "step_index": i, "status": COMPLETED,
-                             "details": {"attempt": 1, "checkpoint": {"applied": ["a"]} if name == "apply_a" else {}}}
-    store.steps["wait_ready"] = {"name": "wait_ready", "step_index": 3, "status": RUNNING,
-                                 "details": {"attempt": 1, "progress": {"marker": 4}}}
+        store.steps[name] = {
+            "name": name,
+            "step_index": i,
+            "status": COMPLETED,
+            "details": {"attempt": 1, "checkpoint": {"applied": ["a"]} if name == "apply_a" else {}},
+        }
+    store.steps["wait_ready"] = {
+        "name": "wait_ready",
+        "step_index": 3,
+        "status": RUNNING,
+        "details": {"attempt": 1, "progress": {"marker": 4}},
+    }
     (tmp_path / "counter.state").write_text("guard=off\n")
     store.epoch = 2  # a new claim
     out = await StepEngine().run(SelftestHandler(tmp_path), store.session())
@@ -76,7 +91,12 @@ async def test_interrupted_non_resumable_step_is_never_rerun_and_cleanup_runs(tm
     store = make_store(tmp_path)
     for i, name in enumerate(MAIN[:4]):
         store.steps[name] = {"name": name, "step_index": i, "status": COMPLETED, "details": {"attempt": 1}}
-    store.steps["apply_b"] = {"name": "apply_b", "step_index": 4, "status": RUNNING, "details": {"attempt": 1}}
+    store.steps["apply_b"] = {
+        "name": "apply_b",
+        "step_index": 4,
+        "status": RUNNING,
+        "details": {"attempt": 1},
+    }
     out = await StepEngine().run(SelftestHandler(tmp_path), store.session())
     assert out.status == "failed" and "not resumable" in out.error
     assert effects(tmp_path) == ["cleanup restore_guard"]
@@ -130,7 +150,9 @@ class Hooked(SelftestHandler):
 
 async def test_cancel_is_honoured_only_at_a_safe_point(tmp_path):
     store = make_store(tmp_path)
-    out = await StepEngine().run(Hooked("apply_b", lambda: setattr(store, "cancel", True), tmp_path), store.session())
+    out = await StepEngine().run(
+        Hooked("apply_b", lambda: setattr(store, "cancel", True), tmp_path), store.session()
+    )
     assert out.status == "cancelled"
     # apply_b's safe point came after the request: it never ran; later steps are skipped
     assert "apply apply_b" not in effects(tmp_path)
@@ -194,7 +216,9 @@ async def test_step_timeout_from_policy(tmp_path):
 async def test_draining_releases_the_job_at_a_safe_point(tmp_path):
     store = make_store(tmp_path)
     session = store.session()
-    out = await StepEngine().run(Hooked("apply_a", lambda: setattr(session, "draining", True), tmp_path), session)
+    out = await StepEngine().run(
+        Hooked("apply_a", lambda: setattr(session, "draining", True), tmp_path), session
+    )
     # draining is noticed at apply_a's safe point: apply_a never starts
     assert out.status == "released" and store.released
     assert store.steps["disable_guard"]["status"] == COMPLETED and "apply_a" not in store.steps
@@ -208,8 +232,12 @@ async def test_bad_params_fail_before_any_step(tmp_path):
 
 
 def test_policy_lookup_merges_defaults_and_job_type():
-    p = SafetyPolicy({"step_timeouts": {"default": {"timeout": 100, "stall": 10}},
-                      "job_types": {"x": {"step_timeouts": {"s": {"stall": 3}, "t": 7}}}})
+    p = SafetyPolicy(
+        {
+            "step_timeouts": {"default": {"timeout": 100, "stall": 10}},
+            "job_types": {"x": {"step_timeouts": {"s": {"stall": 3}, "t": 7}}},
+        }
+    )
     assert p.timeouts("x", "s") == p.timeouts("x", "s")
     s = p.timeouts("x", "s")
     assert (s.timeout, s.stall, s.expected) == (100, 3, 50)
@@ -245,8 +273,9 @@ def test_plan_errors_are_specific():
 async def test_step_cut_off_past_the_shutdown_grace_is_recorded(tmp_path, step_name, resumable):
     """Past the grace the runner cancels the job task: the step says so; a resumable one is
     handed back, a non-resumable one keeps its lease for recovery to pause as executor_lost."""
-    store = make_store(tmp_path, wait_ticks=100_000, tick_seconds=0.01, gate_dir=".",
-                       gates=[f"inside:{step_name}"])
+    store = make_store(
+        tmp_path, wait_ticks=100_000, tick_seconds=0.01, gate_dir=".", gates=[f"inside:{step_name}"]
+    )
     session = store.session()
     task = asyncio.create_task(StepEngine().run(SelftestHandler(tmp_path), session))
     while not (tmp_path / f"job-1.inside:{step_name}.at").exists():
@@ -267,7 +296,9 @@ def test_selftest_is_registered_only_with_its_flag(tmp_path, monkeypatch):
 
     handlers.load_builtin()  # the built-in modules register on import, once per process
     # this process's registry as a fresh executor's would be (another test may have enabled selftest)
-    monkeypatch.setattr(handlers, "_REGISTRY", {k: v for k, v in handlers._REGISTRY.items() if k != "selftest"})
+    monkeypatch.setattr(
+        handlers, "_REGISTRY", {k: v for k, v in handlers._REGISTRY.items() if k != "selftest"}
+    )
     assert "selftest" not in handlers.load_builtin()
     with pytest.raises(handlers.UnknownJobType):
         handlers.get("selftest")
@@ -283,16 +314,22 @@ def test_selftest_is_registered_only_with_its_flag(tmp_path, monkeypatch):
     assert "selftest" not in handlers.load_builtin()
 
 
-@pytest.mark.parametrize("params,why", [
-    ({"counter_file": "/tmp/counter"}, "absolute paths are refused"),
-    ({"counter_file": "../counter"}, "'..' is refused"),
-    ({"counter_file": "sub/../../counter"}, "'..' is refused"),
-    ({"counter_file": "."}, "leads out of the selftest folder"),
-    ({"counter_file": "link/counter"}, "leads out of the selftest folder"),
-    ({"counter_file": "counter", "gate_dir": "/tmp", "gates": ["boundary:apply_a"]}, "absolute paths are refused"),
-    ({"counter_file": "counter", "gate_dir": "..", "gates": ["boundary:apply_a"]}, "'..' is refused"),
-    ({"counter_file": "counter", "gate_dir": ".", "gates": ["inside:../../x"]}, "each gate is"),
-])
+@pytest.mark.parametrize(
+    "params,why",
+    [
+        ({"counter_file": "/tmp/counter"}, "absolute paths are refused"),
+        ({"counter_file": "../counter"}, "'..' is refused"),
+        ({"counter_file": "sub/../../counter"}, "'..' is refused"),
+        ({"counter_file": "."}, "leads out of the selftest folder"),
+        ({"counter_file": "link/counter"}, "leads out of the selftest folder"),
+        (
+            {"counter_file": "counter", "gate_dir": "/tmp", "gates": ["boundary:apply_a"]},
+            "absolute paths are refused",
+        ),
+        ({"counter_file": "counter", "gate_dir": "..", "gates": ["boundary:apply_a"]}, "'..' is refused"),
+        ({"counter_file": "counter", "gate_dir": ".", "gates": ["inside:../../x"]}, "each gate is"),
+    ],
+)
 async def test_selftest_paths_are_confined_to_its_folder(tmp_path, params, why):
     base = tmp_path / "state" / "selftest"
     base.mkdir(parents=True)
@@ -323,8 +360,11 @@ async def test_cleanup_is_owed_before_the_first_change_and_settled_after_the_cle
     store = make_store(tmp_path)
     out = await StepEngine().run(SelftestHandler(tmp_path), store.session())
     assert out.status == "completed" and _owed_calls(store) == [True, False]
-    seq = [("owe" if w[3]["p_owed"] else "settle") if w[1] == "call" else w[2] for w in store.writes
-           if w[1] == "call" or (w[1] == "step" and w[3] == RUNNING)]
+    seq = [
+        ("owe" if w[3]["p_owed"] else "settle") if w[1] == "call" else w[2]
+        for w in store.writes
+        if w[1] == "call" or (w[1] == "step" and w[3] == RUNNING)
+    ]
     seq = [x for i, x in enumerate(seq) if i == 0 or seq[i - 1] != x]  # progress writes repeat RUNNING
     # owed right before disable_guard runs (its only_if_started), settled after restore_guard
     assert seq == ["preflight", "owe", "disable_guard", *MAIN[2:], "restore_guard", "settle"], seq
@@ -339,7 +379,12 @@ async def test_cancel_from_executor_lost_runs_only_the_cleanup(tmp_path):
     store = make_store(tmp_path)
     for i, name in enumerate(MAIN[:2]):
         store.steps[name] = {"name": name, "step_index": i, "status": COMPLETED, "details": {"attempt": 1}}
-    store.steps["apply_a"] = {"name": "apply_a", "step_index": 2, "status": RUNNING, "details": {"attempt": 1}}
+    store.steps["apply_a"] = {
+        "name": "apply_a",
+        "step_index": 2,
+        "status": RUNNING,
+        "details": {"attempt": 1},
+    }
     (tmp_path / "counter.state").write_text("guard=off\n")
     store.cleanup_owed = True
     store.cancel = True
@@ -376,7 +421,7 @@ async def test_a_failed_cleanup_pauses_the_job_and_the_next_run_does_the_cleanup
     before = effects(tmp_path)
     out = await StepEngine().run(FlakyCleanup(tmp_path), store.session())
     assert out.status == "failed" and "failed on request" in out.error  # the outcome it had
-    assert effects(tmp_path)[len(before):] == ["cleanup restore_guard"]  # no main step again
+    assert effects(tmp_path)[len(before) :] == ["cleanup restore_guard"]  # no main step again
     assert store.finish_args["status"] == "failed" and not store.cleanup_owed
 
 

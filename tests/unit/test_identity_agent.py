@@ -30,7 +30,9 @@ def test_settings_take_tls_uris_only_and_split_a_list():
 def test_the_password_policy_answer_tells_a_locked_account():
     control = "1.3.6.1.4.1.42.2.27.8.5.1"
     assert _ppolicy_error({"controls": {control: {"value": b"0\x03\x81\x01\x01"}}}) == 1  # accountLocked
-    assert _ppolicy_error({"controls": {control: {"value": b"0\x05\xa0\x03\x80\x01\x05"}}}) is None  # a warning only
+    assert (
+        _ppolicy_error({"controls": {control: {"value": b"0\x05\xa0\x03\x80\x01\x05"}}}) is None
+    )  # a warning only
     assert _ppolicy_error({"controls": {}}) is None
     assert _ppolicy_error({}) is None
 

@@ -29,7 +29,11 @@ VALID = {
     "replication_sync": {"replication_pair_ids": [S1]},
     "inventory_refresh": {"site_id": S1},
     "firmware_compliance": {"catalog_url": "https://downloads.example/Catalog.xml.gz", "server_ids": [S1]},
-    "discovery_scan": {"site_id": S1, "ranges": ["10.1.2.0/24", "10.1.3.5-10.1.3.9"], "credential_set_ids": [S2]},
+    "discovery_scan": {
+        "site_id": S1,
+        "ranges": ["10.1.2.0/24", "10.1.3.5-10.1.3.9"],
+        "credential_set_ids": [S2],
+    },
     "catalog_refresh": {"catalog_id": S1, "stale_after_days": 90},
 }
 
@@ -37,8 +41,11 @@ VALID = {
 def test_committed_schemas_match_the_models():
     committed = json.loads(SCHEMAS.read_text())
     assert committed == json.loads(json.dumps(jp.json_schemas())), "run scripts/gen_job_schemas.py"
-    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_job_schemas.py"), "--check"],
-                         capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gen_job_schemas.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 0, res.stderr
 
 
@@ -59,18 +66,33 @@ def test_valid_params_parse_and_name_their_targets(job_type):
     assert kinds and kinds <= {k.value for k in jp.TargetKind}
 
 
-@pytest.mark.parametrize("job_type,params,where", [
-    ("firmware_update", {"server_ids": [], "firmware": CATALOG}, "server_ids"),
-    ("firmware_update", {"server_ids": [S1, S1], "firmware": CATALOG}, "server_ids"),
-    ("firmware_update", {"server_ids": [S1], "firmware": {"catalog_url": "ftp://x/Catalog.xml"}}, "catalog_url"),
-    ("firmware_update", {"server_ids": [S1], "firmware": CATALOG, "surprise": 1}, "surprise"),
-    ("power_operation", {"server_ids": [S1], "action": "explode"}, "action"),
-    ("power_operation", {"server_ids": ["not-a-uuid"], "action": "on"}, "server_ids"),
-    ("rolling_cluster_update", {"cluster_id": S1, "firmware": CATALOG, "max_parallel_hosts": 0}, "max_parallel_hosts"),
-    ("rolling_cluster_update", {"cluster_id": S1}, "firmware"),
-    ("esxi_upgrade", {"host_ids": [S1], "image": {"target_version": "latest", "depot_url": "https://d"}}, "target_version"),
-    ("replication_sync", {"replication_pair_ids": [S1], "keep_snapshots": 0}, "keep_snapshots"),
-])
+@pytest.mark.parametrize(
+    "job_type,params,where",
+    [
+        ("firmware_update", {"server_ids": [], "firmware": CATALOG}, "server_ids"),
+        ("firmware_update", {"server_ids": [S1, S1], "firmware": CATALOG}, "server_ids"),
+        (
+            "firmware_update",
+            {"server_ids": [S1], "firmware": {"catalog_url": "ftp://x/Catalog.xml"}},
+            "catalog_url",
+        ),
+        ("firmware_update", {"server_ids": [S1], "firmware": CATALOG, "surprise": 1}, "surprise"),
+        ("power_operation", {"server_ids": [S1], "action": "explode"}, "action"),
+        ("power_operation", {"server_ids": ["not-a-uuid"], "action": "on"}, "server_ids"),
+        (
+            "rolling_cluster_update",
+            {"cluster_id": S1, "firmware": CATALOG, "max_parallel_hosts": 0},
+            "max_parallel_hosts",
+        ),
+        ("rolling_cluster_update", {"cluster_id": S1}, "firmware"),
+        (
+            "esxi_upgrade",
+            {"host_ids": [S1], "image": {"target_version": "latest", "depot_url": "https://d"}},
+            "target_version",
+        ),
+        ("replication_sync", {"replication_pair_ids": [S1], "keep_snapshots": 0}, "keep_snapshots"),
+    ],
+)
 def test_invalid_params_are_refused_with_the_field_named(job_type, params, where):
     with pytest.raises(jp.InvalidJobParamsError) as info:
         jp.parse_params(job_type, params)

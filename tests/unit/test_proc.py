@@ -27,8 +27,13 @@ def wait_until(pred, timeout: float, what: str):
 
 
 def parent(body: str) -> tuple[subprocess.Popen, dict]:
-    p = subprocess.Popen([sys.executable, "-c", textwrap.dedent(body)], cwd=ROOT, stdout=subprocess.PIPE,
-                         text=True, start_new_session=True)
+    p = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(body)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     line = p.stdout.readline()
     assert line, f"the parent exited {p.wait(10)} before it was ready"
     return p, json.loads(line)
@@ -53,8 +58,11 @@ def test_children_die_with_their_parent_also_when_a_finished_thread_started_them
     finally:
         p.kill()
         p.wait(10)
-    wait_until(lambda: not proc.is_alive(pids["main"]) and not proc.is_alive(pids["thread"]), 10,
-               "the children to die with their parent")
+    wait_until(
+        lambda: not proc.is_alive(pids["main"]) and not proc.is_alive(pids["thread"]),
+        10,
+        "the children to die with their parent",
+    )
 
 
 def test_watchdog_acts_when_its_owner_dies_and_not_when_released(tmp_path):
@@ -84,7 +92,9 @@ def test_watchdog_acts_when_its_owner_dies_and_not_when_released(tmp_path):
 def test_owner_markers_are_inherited_and_swept(tmp_path):
     owner = f"test:{tmp_path}"
     # an explicit env gets the marker too, and the child's own children inherit it
-    top = proc.spawn(["sh", "-c", "sleep 300 & wait"], die_with_parent=False, owner=owner, env={"PATH": os.defpath})
+    top = proc.spawn(
+        ["sh", "-c", "sleep 300 & wait"], die_with_parent=False, owner=owner, env={"PATH": os.defpath}
+    )
     wait_until(lambda: len(proc.processes(owner=owner)) == 2, 10, "the shell and its sleep")
     assert proc.descendants([top.pid]) <= set(proc.processes(owner=owner))
     assert proc.stop_owned(owner, 5)

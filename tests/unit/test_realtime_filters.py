@@ -15,8 +15,9 @@ def test_supported_filters_parse():
     assert parse_filter('name=eq."a,b"').values == ("a,b",)  # a quoted comma is part of the value
 
 
-@pytest.mark.parametrize("text", ["id=gt.0,id=lt.100", "id=in.(1,2),name=eq.x", "name=eq.a,b",
-                                  "name=like.a%", "id=not.eq.1"])
+@pytest.mark.parametrize(
+    "text", ["id=gt.0,id=lt.100", "id=in.(1,2),name=eq.x", "name=eq.a,b", "name=like.a%", "id=not.eq.1"]
+)
 def test_unsupported_filters_are_refused(text):
     with pytest.raises(FilterError):
         parse_filter(text)

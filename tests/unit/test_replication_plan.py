@@ -19,10 +19,33 @@ from executor.targets.ssh import (
 )
 from executor.targets.zfs import DatasetNameError, DestinationDiverged, NoCommonBase, Snap
 
-HOSTILE = ["tank/a;rm -rf /", "tank/$(reboot)", "tank/`id`", "tank/a b", "tank/../etc", "tank/./x", "../tank",
-           "tank/a\x00b", "tank//a", "/tank", "tank/", "", "tank/a'b", 'tank/a"b', "tank/a|b", "tank/a&b",
-           "tank/a\nb", "tank/a>b", "tank/a%b", "-Rf", "mirror/a", "c0t0d0/a", "1tank/a",
-           "tank/" + "x" * 300, "tank/ä"]
+HOSTILE = [
+    "tank/a;rm -rf /",
+    "tank/$(reboot)",
+    "tank/`id`",
+    "tank/a b",
+    "tank/../etc",
+    "tank/./x",
+    "../tank",
+    "tank/a\x00b",
+    "tank//a",
+    "/tank",
+    "tank/",
+    "",
+    "tank/a'b",
+    'tank/a"b',
+    "tank/a|b",
+    "tank/a&b",
+    "tank/a\nb",
+    "tank/a>b",
+    "tank/a%b",
+    "-Rf",
+    "mirror/a",
+    "c0t0d0/a",
+    "1tank/a",
+    "tank/" + "x" * 300,
+    "tank/ä",
+]
 
 
 @pytest.mark.parametrize("name", HOSTILE)
@@ -35,8 +58,19 @@ def test_hostile_dataset_names_are_rejected(name):
         zfs.cmd_recv(name)
 
 
-@pytest.mark.parametrize("snap", ["tank/a@x;y", "tank/a@$(x)", "tank/a@", "tank/a@..", "tank/a@a b", "tank/a@x@y",
-                                  "tank/a@x#y", "tank/a@x\x00"])
+@pytest.mark.parametrize(
+    "snap",
+    [
+        "tank/a@x;y",
+        "tank/a@$(x)",
+        "tank/a@",
+        "tank/a@..",
+        "tank/a@a b",
+        "tank/a@x@y",
+        "tank/a@x#y",
+        "tank/a@x\x00",
+    ],
+)
 def test_hostile_snapshot_names_are_rejected(snap):
     with pytest.raises(DatasetNameError):
         zfs.cmd_send(snap)
@@ -77,7 +111,12 @@ def S(name: str, guid: int, txg: int, creation: int = 0, kind: str = "snapshot")
 def test_plan_send_incremental_full_and_refusals():
     src = [S("t/a@1", 1, 1), S("t/a@2", 2, 2), S("t/a@3", 3, 3)]
     plan = plan_send(src, [S("b/a@1", 1, 5)], allow_full=False)
-    assert (plan.kind, plan.base.name, plan.intermediates, plan.target.name) == ("incremental", "t/a@1", True, "t/a@3")
+    assert (plan.kind, plan.base.name, plan.intermediates, plan.target.name) == (
+        "incremental",
+        "t/a@1",
+        True,
+        "t/a@3",
+    )
     assert plan_send(src, [S("b/a@1", 1, 5), S("b/a@3", 3, 7)], allow_full=False).kind == "none"
     # a bookmark base: -i
     src_bm = [S("t/a#1", 1, 1, kind="bookmark"), S("t/a@3", 3, 3)]
@@ -114,20 +153,32 @@ def test_prune_never_deletes_the_newest_common_held_or_unreplicated():
     now = 1_000_000
     snaps = [S(f"t/a@rp_{i:04d}", i, i, now - (100 - i) * 3600) for i in range(100)]
     snaps.append(S("t/a@manual", 1000, 1000, now - 10))
-    plan = plan_prune(snaps, prefix="rp", keep_last=1, grid=[], now=now, common_guid=50,
-                      held={"t/a@rp_0010"}, unreplicated_after=60)
+    plan = plan_prune(
+        snaps,
+        prefix="rp",
+        keep_last=1,
+        grid=[],
+        now=now,
+        common_guid=50,
+        held={"t/a@rp_0010"},
+        unreplicated_after=60,
+    )
     kept = {s.name for s in plan.keep}
     assert "t/a@rp_0050" in kept and "t/a@rp_0010" in kept  # common, held
     assert all(f"t/a@rp_{i:04d}" in kept for i in range(61, 100))  # not on the replica yet
     assert "t/a@manual" not in {s.name for s in plan.destroy}  # not ours
-    assert {s.name for s in plan.destroy} == {f"t/a@rp_{i:04d}" for i in range(0, 61)} - {"t/a@rp_0010",
-                                                                                         "t/a@rp_0050"}
+    assert {s.name for s in plan.destroy} == {f"t/a@rp_{i:04d}" for i in range(0, 61)} - {
+        "t/a@rp_0010",
+        "t/a@rp_0050",
+    }
 
 
 def test_prune_grid_keeps_one_per_bucket():
     now = 100 * 3600
     snaps = [S(f"t/a@rp_{i:04d}", i, i, i * 600) for i in range(600)]  # one every 10 min for 100 h
-    plan = plan_prune(snaps, prefix="rp", keep_last=3, grid=[(24, 3600), (2, 86400)], now=now, common_guid=599)
+    plan = plan_prune(
+        snaps, prefix="rp", keep_last=3, grid=[(24, 3600), (2, 86400)], now=now, common_guid=599
+    )
     kept = sorted(s.creation for s in plan.keep)
     newest3 = [s.creation for s in snaps[-3:]]
     assert all(t in kept for t in newest3)
@@ -143,7 +194,9 @@ def test_planning_and_pruning_1000_snapshots_is_fast():
     dst = [S(f"b/a@rp_{i:05d}", i, i + 5, int(now - (1000 - i) * 3600)) for i in range(990)]
     t0 = time.perf_counter()
     plan = plan_send(src, dst, allow_full=False)
-    prune = plan_prune(dst, prefix="rp", keep_last=24, grid=parse_grid("24x1h,30x1d"), now=now, common_guid=989)
+    prune = plan_prune(
+        dst, prefix="rp", keep_last=24, grid=parse_grid("24x1h,30x1d"), now=now, common_guid=989
+    )
     elapsed = time.perf_counter() - t0
     assert plan.base.guid == 989 and len(prune.destroy) > 900
     assert elapsed < 0.5, elapsed
@@ -152,15 +205,23 @@ def test_planning_and_pruning_1000_snapshots_is_fast():
 def test_transport_errors_are_told_apart():
     ep = SshEndpoint("h", 22, "u", ("ssh-ed25519 AAAA",))
     assert isinstance(classify_transport("Host key verification failed.", ep), HostKeyMismatch)
-    assert isinstance(classify_transport("@@@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @@@", ep),
-                      HostKeyMismatch)
+    assert isinstance(
+        classify_transport("@@@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @@@", ep), HostKeyMismatch
+    )
     assert isinstance(classify_transport("u@h: Permission denied (publickey).", ep), SshAuthFailed)
-    assert isinstance(classify_transport("ssh: connect to host h port 22: Connection refused", ep), SshUnreachable)
-    for words, cls in (("cannot receive incremental stream: destination tank/a has been modified\nsince most recent "
-                        "snapshot", zfs.DestinationDiverged),
-                       ("cannot receive incremental stream: out of space", zfs.NoSpace),
-                       ("cannot destroy snapshot t/a@x: dataset is busy", zfs.DatasetBusy),
-                       ("cannot open 'x': dataset does not exist", zfs.DatasetMissing)):
+    assert isinstance(
+        classify_transport("ssh: connect to host h port 22: Connection refused", ep), SshUnreachable
+    )
+    for words, cls in (
+        (
+            "cannot receive incremental stream: destination tank/a has been modified\nsince most recent "
+            "snapshot",
+            zfs.DestinationDiverged,
+        ),
+        ("cannot receive incremental stream: out of space", zfs.NoSpace),
+        ("cannot destroy snapshot t/a@x: dataset is busy", zfs.DatasetBusy),
+        ("cannot open 'x': dataset does not exist", zfs.DatasetMissing),
+    ):
         assert isinstance(zfs.classify(words, target="h", operation="op"), cls)
 
 

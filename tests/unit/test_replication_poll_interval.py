@@ -16,7 +16,9 @@ BASE = {"supabase_url": "http://127.0.0.1:1", "supabase_key": "k", "site": "s"}
 
 
 def test_the_option_has_its_documented_default_and_bounds(monkeypatch, tmp_path):
-    assert ExecutorSettings(**BASE, state_dir=tmp_path).replication_poll_interval == SCHEDULE_INTERVAL_S == 30.0
+    assert (
+        ExecutorSettings(**BASE, state_dir=tmp_path).replication_poll_interval == SCHEDULE_INTERVAL_S == 30.0
+    )
     monkeypatch.setenv("RACKPILOT_REPLICATION_POLL_INTERVAL", "120")
     assert ExecutorSettings(**BASE, state_dir=tmp_path).replication_poll_interval == 120.0
     for bad in ("0", "0.5", "7200"):
@@ -27,7 +29,7 @@ def test_the_option_has_its_documented_default_and_bounds(monkeypatch, tmp_path)
 
 def test_the_executor_hands_the_option_to_the_schedule_loop():
     src = inspect.getsource(runner)
-    assert "interval=self.s.replication_poll_interval" in src[src.index("schedule_loop("):]
+    assert "interval=self.s.replication_poll_interval" in src[src.index("schedule_loop(") :]
 
 
 def test_the_loop_asks_sql_once_per_interval_until_stopped():
@@ -36,7 +38,9 @@ def test_the_loop_asks_sql_once_per_interval_until_stopped():
             self.calls = 0
 
         async def call(self, fn, params, retry=True):
-            assert fn == "executor_schedule_replication" and params == {"p_executor_id": "e1"} and retry is False
+            assert (
+                fn == "executor_schedule_replication" and params == {"p_executor_id": "e1"} and retry is False
+            )
             self.calls += 1
             if self.calls == 2:
                 raise RuntimeError("control plane away")  # a failed round does not end the loop

@@ -23,8 +23,12 @@ from devstack.stack.rest.service import _content_range, _Prefer, _single_accept,
 
 def rel() -> Relation:
     r = Relation("public", "items", "r", pk=["id"])
-    for name, typ in (("id", '"pg_catalog"."int8"'), ("name", '"pg_catalog"."text"'), ("qty", '"pg_catalog"."int4"'),
-                      ('we"ird', '"pg_catalog"."text"')):
+    for name, typ in (
+        ("id", '"pg_catalog"."int8"'),
+        ("name", '"pg_catalog"."text"'),
+        ("qty", '"pg_catalog"."int4"'),
+        ('we"ird', '"pg_catalog"."text"'),
+    ):
         r.columns[name] = Column(name, typ, quote_ident(name))
     return r
 
@@ -39,19 +43,32 @@ def test_split_top_respects_quotes_and_parentheses():
 
 def test_query_string_decoding_is_form_style():
     assert _split_qs(b"name=eq.a+b&x=in.(%22c%2Cd%22)&x=gt.1") == [
-        ("name", "eq.a b"), ("x", 'in.("c,d")'), ("x", "gt.1")]
+        ("name", "eq.a b"),
+        ("x", 'in.("c,d")'),
+        ("x", "gt.1"),
+    ]
 
 
 def test_filters_become_shape_plus_values():
-    req = q.parse_query([("select", "id,label:name"), ("qty", "gte.3"), ("name", "not.in.(a,\"b,c\")"),
-                         ("or", "(qty.is.null,and(name.like.a*,qty.lt.2))"), ("order", "qty.desc.nullsfirst,id")])
+    req = q.parse_query(
+        [
+            ("select", "id,label:name"),
+            ("qty", "gte.3"),
+            ("name", 'not.in.(a,"b,c")'),
+            ("or", "(qty.is.null,and(name.like.a*,qty.lt.2))"),
+            ("order", "qty.desc.nullsfirst,id"),
+        ]
+    )
     assert req.params == ["3", "a", "b,c", "a%", "2"]
     assert req.filters[0] == ("f", "qty", "gte", False, 1)
     assert req.filters[1] == ("f", "name", "in", True, (2, 3))
     sql = q.read_sql(rel(), req, single=False, count=True, limit_idx=req.add("10"), offset_idx=req.add("0"))
     assert '_t."qty" >= ($1[1])::"pg_catalog"."int4"' in sql
     assert 'not (_t."name" in (($1[2])::"pg_catalog"."text", ($1[3])::"pg_catalog"."text"))' in sql
-    assert '(_t."qty" is null or (_t."name"::text like $1[4] and _t."qty" < ($1[5])::"pg_catalog"."int4"))' in sql
+    assert (
+        '(_t."qty" is null or (_t."name"::text like $1[4] and _t."qty" < ($1[5])::"pg_catalog"."int4"))'
+        in sql
+    )
     assert 'order by _t."qty" desc nulls first, _t."id"' in sql
     assert '_t."name" as "label"' in sql
     assert "limit ($1[6])::bigint offset ($1[7])::bigint" in sql
@@ -69,8 +86,12 @@ def test_same_shape_same_sql_whatever_the_values():
 
 def test_identifiers_come_only_from_the_cache():
     r = rel()
-    for pairs in ([("select", 'id,"name\\"; drop table x; --"')], [('id"; drop', "eq.1")],
-                  [("order", "nope.desc")], [("or", "(nope.eq.1)")]):
+    for pairs in (
+        [("select", 'id,"name\\"; drop table x; --"')],
+        [('id"; drop', "eq.1")],
+        [("order", "nope.desc")],
+        [("or", "(nope.eq.1)")],
+    ):
         req = q.parse_query(pairs)
         with pytest.raises(UnknownColumn):
             q.read_sql(r, req, False, False, req.add("1"), req.add("0"))
@@ -79,28 +100,34 @@ def test_identifiers_come_only_from_the_cache():
     assert '_t."we""ird"' in sql  # quoted by the cache, not by the request
 
 
-@pytest.mark.parametrize("pairs, error", [
-    ([("qty", "nope.1")], ParseError),
-    ([("qty", "eq")], ParseError),
-    ([("qty", "is.maybe")], ParseError),
-    ([("qty", "in.1,2")], ParseError),
-    ([("qty", "like(some).{a}")], ParseError),
-    ([("qty", "neq(any).{a}")], ParseError),  # PostgREST quantifies eq gt gte lt lte like ilike match imatch
-    ([("qty", "eq(any).1")], ParseError),  # the value is an array literal
-    ([("name", "fts().cat")], ParseError),
-    ([("select", "a:...other(*)")], ParseError),  # a spread takes no alias
-    ([("select", "other!a!b!c(*)")], ParseError),
-    ([("select", "*,other(*")], ParseError),
-    ([("select", "count()")], AggregatesNotAllowed),
-    ([("select", "qty.sum()")], AggregatesNotAllowed),
-    ([("select", "qty->a")], NotImplementedFeature),
-    ([("limit", "-1")], ParseError),
-    ([("offset", "x")], ParseError),
-    ([("order", "qty.sideways")], ParseError),
-    ([("or", "qty.eq.1")], ParseError),
-    ([("or", "()")], ParseError),
-    ([("name", "eq.a\x00b")], ParseError),
-])
+@pytest.mark.parametrize(
+    "pairs, error",
+    [
+        ([("qty", "nope.1")], ParseError),
+        ([("qty", "eq")], ParseError),
+        ([("qty", "is.maybe")], ParseError),
+        ([("qty", "in.1,2")], ParseError),
+        ([("qty", "like(some).{a}")], ParseError),
+        (
+            [("qty", "neq(any).{a}")],
+            ParseError,
+        ),  # PostgREST quantifies eq gt gte lt lte like ilike match imatch
+        ([("qty", "eq(any).1")], ParseError),  # the value is an array literal
+        ([("name", "fts().cat")], ParseError),
+        ([("select", "a:...other(*)")], ParseError),  # a spread takes no alias
+        ([("select", "other!a!b!c(*)")], ParseError),
+        ([("select", "*,other(*")], ParseError),
+        ([("select", "count()")], AggregatesNotAllowed),
+        ([("select", "qty.sum()")], AggregatesNotAllowed),
+        ([("select", "qty->a")], NotImplementedFeature),
+        ([("limit", "-1")], ParseError),
+        ([("offset", "x")], ParseError),
+        ([("order", "qty.sideways")], ParseError),
+        ([("or", "qty.eq.1")], ParseError),
+        ([("or", "()")], ParseError),
+        ([("name", "eq.a\x00b")], ParseError),
+    ],
+)
 def test_bad_queries_are_rejected(pairs, error):
     with pytest.raises(error):
         q.parse_query(pairs)
@@ -109,16 +136,32 @@ def test_bad_queries_are_rejected(pairs, error):
 def test_embedding_grammar():
     """select items nest as PostgREST's grammar: alias:name!hint!inner(...), ...spread(...);
     dotted keys address the embedded resource by name or alias."""
-    req = q.parse_query([
-        ("select", 'id,site:sites!servers_site_id_fkey!inner(name,...regions(code)),notes(),"we,ird"'),
-        ("site.name", "eq.x"), ("site.regions.order", "code.desc"), ("notes.limit", "2"), ("notes.offset", "1"),
-        ("site.or", "(name.eq.a,name.eq.b)"), ("site.not.and", "(name.eq.c)"), ("order", "site(name).desc,id")])
+    req = q.parse_query(
+        [
+            ("select", 'id,site:sites!servers_site_id_fkey!inner(name,...regions(code)),notes(),"we,ird"'),
+            ("site.name", "eq.x"),
+            ("site.regions.order", "code.desc"),
+            ("notes.limit", "2"),
+            ("notes.offset", "1"),
+            ("site.or", "(name.eq.a,name.eq.b)"),
+            ("site.not.and", "(name.eq.c)"),
+            ("order", "site(name).desc,id"),
+        ]
+    )
     assert req.select == (
         ("c", "id", None),
-        ("e", "sites", "site", "servers_site_id_fkey", "inner", False,
-         (("c", "name", None), ("e", "regions", None, None, None, True, (("c", "code", None),)))),
+        (
+            "e",
+            "sites",
+            "site",
+            "servers_site_id_fkey",
+            "inner",
+            False,
+            (("c", "name", None), ("e", "regions", None, None, None, True, (("c", "code", None),))),
+        ),
         ("e", "notes", None, None, None, False, ()),
-        ("c", "we,ird", None))
+        ("c", "we,ird", None),
+    )
     assert [f[0] for f in req.nested[("site",)].filters] == ["f", "or", "and"]
     assert req.nested[("site", "regions")].order == (("code", "desc", "", None),)
     assert (req.nested[("notes",)].limit, req.nested[("notes",)].offset) == (2, 1)
@@ -130,15 +173,26 @@ def test_embedding_grammar():
 
 def test_remaining_operators():
     r = rel()
-    req = q.parse_query([("qty", "sl.[1,5)"), ("qty", "adj.(1,2)"), ("name", "like(any).{a*,*b}"),
-                         ("name", "not.ilike(all).{A*}"), ("qty", "eq(any).{1,2}"), ("name", "fts(english).cat")])
+    req = q.parse_query(
+        [
+            ("qty", "sl.[1,5)"),
+            ("qty", "adj.(1,2)"),
+            ("name", "like(any).{a*,*b}"),
+            ("name", "not.ilike(all).{A*}"),
+            ("qty", "eq(any).{1,2}"),
+            ("name", "fts(english).cat"),
+        ]
+    )
     sql = q.read_sql(r, req, False, False, req.add("1"), req.add("0"))
     assert '_t."qty" << ($1[1])::"pg_catalog"."int4"' in sql
     assert '_t."qty" -|- ($1[2])::"pg_catalog"."int4"' in sql
     assert '_t."name"::text like any(($1[3])::text[])' in sql and req.params[2] == "{a%,%b}"
     assert 'not (_t."name"::text ilike all(($1[4])::text[]))' in sql
     assert '_t."qty" = any(($1[5])::"pg_catalog"."int4"[])' in sql
-    assert '_t."name" @@ to_tsquery(($1[6])::regconfig, $1[7])' in sql and req.params[5:7] == ["english", "cat"]
+    assert '_t."name" @@ to_tsquery(($1[6])::regconfig, $1[7])' in sql and req.params[5:7] == [
+        "english",
+        "cat",
+    ]
 
 
 def test_writes():
@@ -163,7 +217,9 @@ def test_rpc_shapes():
     args = [Column("a", '"pg_catalog"."int4"', '"a"')]
     scalar = Function("public", "f", args, frozenset({"a"}), "scalar", "i")
     req = q.parse_query([])
-    sql = q.rpc_sql(scalar, req, ("a",), True, (req.add('{"a":1}'),), False, False, req.add("1"), req.add("0"))
+    sql = q.rpc_sql(
+        scalar, req, ("a",), True, (req.add('{"a":1}'),), False, False, req.add("1"), req.add("0")
+    )
     assert 'json_to_record(($1[1])::json) as _a("a" "pg_catalog"."int4")' in sql
     assert '"public"."f"("a" => _a."a")' in sql and "to_json" in sql
     sql = q.rpc_sql(scalar, q.parse_query([]), ("a",), False, (1,), False, False, 2, 3)
@@ -192,8 +248,9 @@ def test_headers_and_ranges():
 def test_sqlstate_status_mapping():
     assert status_for_sqlstate("42501", "anon") == 401
     assert status_for_sqlstate("42501", "authenticated") == 403
-    assert [status_for_sqlstate(c, "x") for c in ("23505", "23503", "22P02", "23502", "P0001", "42P01", "42883")] == [
-        409, 409, 400, 400, 400, 404, 404]
+    assert [
+        status_for_sqlstate(c, "x") for c in ("23505", "23503", "22P02", "23502", "P0001", "42P01", "42883")
+    ] == [409, 409, 400, 400, 400, 404, 404]
     assert status_for_sqlstate("PT402", "x") == 402
     assert status_for_sqlstate("53300", "x") == 503
     assert status_for_sqlstate("XX000", "x") == 500

@@ -30,7 +30,9 @@ class StandInVCenter:
 
     def wait_for_host(self, moref: str) -> _Host:
         if not self.comes_back:
-            raise OperationTimedOut("host esx1 is notResponding, not connected, after 600s", operation="wait for host")
+            raise OperationTimedOut(
+                "host esx1 is notResponding, not connected, after 600s", operation="wait for host"
+            )
         self.state.connection_state = "connected"
         return self.host(moref)
 

@@ -39,8 +39,12 @@ def code_files() -> list[Path]:
     out = []
     for d in CODE_DIRS:
         for p in sorted((ROOT / d).rglob("*")):
-            if p.is_file() and p.suffix in CODE_SUFFIXES and "node_modules" not in p.parts \
-                    and "__pycache__" not in p.parts:
+            if (
+                p.is_file()
+                and p.suffix in CODE_SUFFIXES
+                and "node_modules" not in p.parts
+                and "__pycache__" not in p.parts
+            ):
                 out.append(p)
     return out
 
@@ -74,8 +78,9 @@ def executor_table() -> dict[str, tuple[str, str]]:
     return rows
 
 
-def markdown_rows(path: Path, prefix: str = "", *, unit_col: int, default_col: int,
-                  header: str = "| variable |") -> dict[str, tuple[str, str]]:
+def markdown_rows(
+    path: Path, prefix: str = "", *, unit_col: int, default_col: int, header: str = "| variable |"
+) -> dict[str, tuple[str, str]]:
     """name -> (unit, default) from the rows of the Markdown tables of ``path`` whose header
     line starts with ``header``; the name is the first cell, in backquotes."""
     rows: dict[str, tuple[str, str]] = {}
@@ -102,32 +107,44 @@ def documented() -> dict[str, tuple[str, str, str]]:
     out: dict[str, tuple[str, str, str]] = {}
     for name, (unit, default) in executor_table().items():
         out[name] = ("executor/config.py", unit, default)
-    for name, (unit, default) in markdown_rows(ROOT / "docs" / "identity.md", "RACKPILOT_IDM_",
-                                               unit_col=1, default_col=2, header=IDM_HEADER).items():
+    for name, (unit, default) in markdown_rows(
+        ROOT / "docs" / "identity.md", "RACKPILOT_IDM_", unit_col=1, default_col=2, header=IDM_HEADER
+    ).items():
         out.setdefault(name, ("docs/identity.md", unit, default))
-    for name, (unit, default) in markdown_rows(ROOT / "devstack" / "stack" / "config.py",
-                                               unit_col=2, default_col=3).items():
+    for name, (unit, default) in markdown_rows(
+        ROOT / "devstack" / "stack" / "config.py", unit_col=2, default_col=3
+    ).items():
         out.setdefault(name, ("devstack/stack/config.py", unit, default))
-    for name, (unit, default) in markdown_rows(ROOT / "docs" / "environment.md", unit_col=2, default_col=3).items():
+    for name, (unit, default) in markdown_rows(
+        ROOT / "docs" / "environment.md", unit_col=2, default_col=3
+    ).items():
         out.setdefault(name, ("docs/environment.md", unit, default))
     return {k: v for k, v in out.items() if k.startswith("RACKPILOT_")}
 
 
 def test_every_variable_read_is_documented():
     docs = documented()
-    missing = [f"{name} (read in {', '.join(files)})" for name, files in sorted(names_read().items())
-               if name not in docs]
+    missing = [
+        f"{name} (read in {', '.join(files)})"
+        for name, files in sorted(names_read().items())
+        if name not in docs
+    ]
     assert missing == [], "undocumented: add a row to a settings table:\n" + "\n".join(missing)
 
 
 def test_every_documented_variable_has_unit_and_default():
-    incomplete = [f"{name} in {table}: unit {unit!r}, default {default!r}"
-                  for name, (table, unit, default) in sorted(documented().items()) if not unit or not default]
+    incomplete = [
+        f"{name} in {table}: unit {unit!r}, default {default!r}"
+        for name, (table, unit, default) in sorted(documented().items())
+        if not unit or not default
+    ]
     assert incomplete == []
 
 
 def test_prefixes_are_known():
-    unknown = [f"{p} (in {', '.join(files)})" for p, files in sorted(prefixes_read().items()) if p not in PREFIXES]
+    unknown = [
+        f"{p} (in {', '.join(files)})" for p, files in sorted(prefixes_read().items()) if p not in PREFIXES
+    ]
     assert unknown == [], "a RACKPILOT_ prefix whose variables no table documents:\n" + "\n".join(unknown)
 
 
@@ -143,6 +160,7 @@ def test_executor_settings_fields_are_rows():
 def test_identity_settings_fields_are_rows():
     from executor.identity import IdentitySettings
 
-    rows = markdown_rows(ROOT / "docs" / "identity.md", "RACKPILOT_IDM_", unit_col=1, default_col=2,
-                         header=IDM_HEADER)
+    rows = markdown_rows(
+        ROOT / "docs" / "identity.md", "RACKPILOT_IDM_", unit_col=1, default_col=2, header=IDM_HEADER
+    )
     assert [f for f in IdentitySettings.model_fields if "RACKPILOT_IDM_" + f.upper() not in rows] == []

@@ -58,7 +58,9 @@ def inventory(vms: list[VM], hosts: int = 3, mem_gib: int = 64, ha=HA_ON, drs=DR
     for i in range(1, hosts + 1):
         on = tuple(v.moid for v in vms if v.host == f"host-{i}")
         inv.hosts[f"host-{i}"] = host(i, on, mem_gib, **((host_kw or {}).get(i, {})))
-        inv.datastores[f"ds-local-{i}"] = Datastore(f"ds-local-{i}", f"esx{i}-local", "VMFS", False, (f"host-{i}",))
+        inv.datastores[f"ds-local-{i}"] = Datastore(
+            f"ds-local-{i}", f"esx{i}-local", "VMFS", False, (f"host-{i}",)
+        )
     inv.datastores["ds-shared"] = Datastore("ds-shared", "shared", "VMFS", True, tuple(inv.hosts))
     inv.clusters["c1"] = Cluster("c1", "cluster1", "dc1", tuple(inv.hosts), dict(ha), dict(drs), tuple(rules),
                                  overrides or {})  # fmt: skip
@@ -73,10 +75,16 @@ DEVICE_CASES = {
     "usb": (VMDevice("usb", "USB 1", True, "host_device", detail="path:1/0/3"), "usb_passthrough"),
     "cd_host": (VMDevice("cdrom", "CD/DVD 1", True, "host_device"), "cdrom_connected"),
     "cd_client": (VMDevice("cdrom", "CD/DVD 1", True, "client_device"), "cdrom_connected"),
-    "cd_local_iso": (VMDevice("cdrom", "CD/DVD 1", True, "iso", "[esx1-local] a.iso", "ds-local-1"), "cdrom_connected"),
+    "cd_local_iso": (
+        VMDevice("cdrom", "CD/DVD 1", True, "iso", "[esx1-local] a.iso", "ds-local-1"),
+        "cdrom_connected",
+    ),
     "floppy": (VMDevice("floppy", "Floppy 1", True, "host_device"), "floppy_connected"),
     "vgpu": (VMDevice("vgpu", "PCI 0", True, "passthrough", detail="grid_t4-4q"), "vgpu"),
-    "pci": (VMDevice("pci_passthrough", "PCI 1", True, "passthrough", detail="0000:3b:00.0"), "pci_passthrough"),
+    "pci": (
+        VMDevice("pci_passthrough", "PCI 1", True, "passthrough", detail="0000:3b:00.0"),
+        "pci_passthrough",
+    ),
 }
 
 
@@ -139,7 +147,10 @@ def test_cluster_prechecks():
     assert checks(inventory(vms, ha={**HA_ON, "enabled": False}))["ha_admission_control"] == "ok"
     mm = checks(inventory(vms, host_kw={3: {"in_maintenance": True}}))
     assert mm["hosts_in_maintenance"] == "warning"
-    assert checks(inventory(vms, host_kw={2: {"connection_state": "notResponding"}}))["hosts_not_connected"] == "blocking"
+    assert (
+        checks(inventory(vms, host_kw={2: {"connection_state": "notResponding"}}))["hosts_not_connected"]
+        == "blocking"
+    )
 
 
 def test_capacity_counts_powered_on_memory():
@@ -157,11 +168,18 @@ def test_capacity_counts_powered_on_memory():
 
 def test_cluster_safety_levels():
     vms = [vm(f"v{i}", 1 + i % 3) for i in range(6)]
-    assert cluster_safety(inventory(vms), "c1") == {"status": "ok", "reasons": [], "active_hosts": 3, "hosts": 3}
+    assert cluster_safety(inventory(vms), "c1") == {
+        "status": "ok",
+        "reasons": [],
+        "active_hosts": 3,
+        "hosts": 3,
+    }
     assert cluster_safety(inventory(vms, ha={**HA_ON, "enabled": False}), "c1")["status"] == "degraded"
     down = cluster_safety(inventory(vms, host_kw={1: {"connection_state": "notResponding"}}), "c1")
     assert down["status"] == "degraded" and "hosts_not_responding" in down["reasons"]
-    full = cluster_safety(inventory([vm(f"v{i}", 1 + i % 3, mem_mb=6144) for i in range(6)], mem_gib=16), "c1")
+    full = cluster_safety(
+        inventory([vm(f"v{i}", 1 + i % 3, mem_mb=6144) for i in range(6)], mem_gib=16), "c1"
+    )
     assert full["status"] == "unsafe" and full["reasons"] == ["insufficient_spare_capacity"]
     alone = cluster_safety(inventory(vms, hosts=1), "c1")
     assert alone["status"] == "unsafe"

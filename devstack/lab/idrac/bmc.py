@@ -85,9 +85,20 @@ class Faults:
     basic_auth: bool | None = None  # None = the personality's default (iDRAC10: off)
     broken_paths: tuple[str, ...] = ()  # paths still linked but answering 404 (a half-broken BMC)
 
-    FIELDS = ("unreachable", "slow_seconds", "server_errors", "lc_stuck_busy", "job_outcome",
-              "config_error", "wrong_firmware_version", "graceful_ignored", "queue_stuck", "reset_types",
-              "basic_auth", "broken_paths")
+    FIELDS = (
+        "unreachable",
+        "slow_seconds",
+        "server_errors",
+        "lc_stuck_busy",
+        "job_outcome",
+        "config_error",
+        "wrong_firmware_version",
+        "graceful_ignored",
+        "queue_stuck",
+        "reset_types",
+        "basic_auth",
+        "broken_paths",
+    )
 
 
 @dataclass
@@ -146,17 +157,28 @@ class Rejected(Exception):
         self.resolution = resolution
 
 
-def message_info(message_id: str, message: str, resolution: str = "", severity: str = "Warning",
-                 args: list[str] | None = None, related: list[str] | None = None) -> dict[str, Any]:
+def message_info(
+    message_id: str,
+    message: str,
+    resolution: str = "",
+    severity: str = "Warning",
+    args: list[str] | None = None,
+    related: list[str] | None = None,
+) -> dict[str, Any]:
     """One `@Message.ExtendedInfo` entry as iDRAC writes it."""
     mid = message_id if "." in message_id else MSG_PREFIX + message_id
-    return {"Message": message,
-            # Quirk reproduced (Dell's own samples): iDRAC9 writes an empty MessageArgs of its
-            # own registry as the string "[]"; Base registry entries carry a real array.
-            "MessageArgs": list(args or []) if args or mid.startswith("Base.") else "[]",
-            "MessageArgs@odata.count": len(args or []), "MessageId": mid,
-            "RelatedProperties": list(related or []), "RelatedProperties@odata.count": len(related or []),
-            "Resolution": resolution, "Severity": severity}
+    return {
+        "Message": message,
+        # Quirk reproduced (Dell's own samples): iDRAC9 writes an empty MessageArgs of its
+        # own registry as the string "[]"; Base registry entries carry a real array.
+        "MessageArgs": list(args or []) if args or mid.startswith("Base.") else "[]",
+        "MessageArgs@odata.count": len(args or []),
+        "MessageId": mid,
+        "RelatedProperties": list(related or []),
+        "RelatedProperties@odata.count": len(related or []),
+        "Resolution": resolution,
+        "Severity": severity,
+    }
 
 
 def dell_error(message_id: str, message: str, resolution: str = "", severity: str = "Warning") -> dict:
@@ -167,23 +189,37 @@ def dell_error(message_id: str, message: str, resolution: str = "", severity: st
 def base_error(infos: list[dict[str, Any]]) -> dict:
     """Several ExtendedInfo entries under Base.GeneralError, as iDRAC answers a PATCH whose
     properties fail for different reasons."""
-    return {"error": {"@Message.ExtendedInfo": infos, "code": "Base.1.12.GeneralError",
-                      "message": "A general error has occurred. See ExtendedInfo for more information"}}
+    return {
+        "error": {
+            "@Message.ExtendedInfo": infos,
+            "code": "Base.1.12.GeneralError",
+            "message": "A general error has occurred. See ExtendedInfo for more information",
+        }
+    }
 
 
 def default_components(model: str, idx: int, generation: int = 9) -> list[Component]:
     """Installed firmware of a lab server; versions vary a little across the fleet so
     compliance reports have something to say."""
     old = idx % 2 == 0
-    bios = {"PowerEdge R640": ("2.10.2", "2.17.1"), "PowerEdge R740": ("2.10.2", "2.17.1"),
-            "PowerEdge R650": ("1.6.5", "1.10.2"), "PowerEdge R750": ("1.6.5", "1.10.2"),
-            "PowerEdge R670": ("1.1.3", "1.3.2"), "PowerEdge R770": ("1.1.3", "1.3.2")}[model]
+    bios = {
+        "PowerEdge R640": ("2.10.2", "2.17.1"),
+        "PowerEdge R740": ("2.10.2", "2.17.1"),
+        "PowerEdge R650": ("1.6.5", "1.10.2"),
+        "PowerEdge R750": ("1.6.5", "1.10.2"),
+        "PowerEdge R670": ("1.1.3", "1.3.2"),
+        "PowerEdge R770": ("1.1.3", "1.3.2"),
+    }[model]
     idrac = ("5.00.10.20", "6.10.30.00") if generation == 9 else ("1.20.25.00", "1.30.10.50")
     return [
         Component("159", "BIOS", bios[0] if old else bios[1], "BIOS", True),
-        Component("25227", "Integrated Dell Remote Access Controller", idrac[0] if old else idrac[1], "iDRAC", False),
+        Component(
+            "25227", "Integrated Dell Remote Access Controller", idrac[0] if old else idrac[1], "iDRAC", False
+        ),
         Component("104298", "PERC H740P Mini", "51.13.0-3485" if old else "51.16.0-4076", "RAID", True),
-        Component("105848", "Broadcom Gigabit Ethernet BCM5720", "21.60.16" if old else "22.31.6", "NIC", True),
+        Component(
+            "105848", "Broadcom Gigabit Ethernet BCM5720", "21.60.16" if old else "22.31.6", "NIC", True
+        ),
     ]
 
 
@@ -198,11 +234,17 @@ def parse_profile(buf: Any) -> list[tuple[str, str, Any]] | None:
             root = ET.fromstring(buf)
             if root.tag != "SystemConfiguration":
                 return None
-            return [(c.attrib["FQDD"], a.attrib["Name"], (a.text or "").strip())
-                    for c in root.iter("Component") for a in c.findall("Attribute")]
+            return [
+                (c.attrib["FQDD"], a.attrib["Name"], (a.text or "").strip())
+                for c in root.iter("Component")
+                for a in c.findall("Attribute")
+            ]
         doc = json.loads(buf) if isinstance(buf, str) else buf
-        return [(c["FQDD"], a["Name"], a["Value"]) for c in doc["SystemConfiguration"]["Components"]
-                for a in c.get("Attributes", [])]
+        return [
+            (c["FQDD"], a["Name"], a["Value"])
+            for c in doc["SystemConfiguration"]["Components"]
+            for a in c.get("Attributes", [])
+        ]
     except (ET.ParseError, KeyError, TypeError, ValueError, AttributeError):
         return None
 
@@ -231,9 +273,17 @@ class BMC:
 
     SESSION_CAP = 8  # iDRAC9: the 9th concurrent Redfish session gets 503 RAC0218
 
-    def __init__(self, index: int, *, time_scale: float = 1.0, model: str | None = None,
-                 username: str = "root", password: str = "calvin", timing: Timing | None = None,
-                 personality: str = "idrac9"):
+    def __init__(
+        self,
+        index: int,
+        *,
+        time_scale: float = 1.0,
+        model: str | None = None,
+        username: str = "root",
+        password: str = "calvin",
+        timing: Timing | None = None,
+        personality: str = "idrac9",
+    ):
         if personality not in PERSONALITIES:
             raise ValueError(f"unknown personality {personality!r}; known: {', '.join(PERSONALITIES)}")
         self.personality = personality
@@ -246,8 +296,16 @@ class BMC:
         self.service_tag = f"SIM{index:04d}"[:7].upper()
         # iDRAC's 16 fixed account slots: slot 1 is reserved, slot 2 the factory root user
         self.accounts: list[dict[str, Any]] = [
-            {"Id": str(i), "UserName": "", "Password": "", "RoleId": "None", "Enabled": False, "Locked": False}
-            for i in range(1, 17)]
+            {
+                "Id": str(i),
+                "UserName": "",
+                "Password": "",
+                "RoleId": "None",
+                "Enabled": False,
+                "Locked": False,
+            }
+            for i in range(1, 17)
+        ]
         self.accounts[1].update(UserName=username, Password=password, RoleId="Administrator", Enabled=True)
         self.timing = timing or Timing()
         self.faults = Faults()
@@ -258,8 +316,11 @@ class BMC:
         self.power_state = "On"
         self.server_status = "OutOfPOST"
         self.boot_count = 0
-        self.boot_override = {"BootSourceOverrideEnabled": "Disabled",
-                              "BootSourceOverrideTarget": "None", "BootSourceOverrideMode": "UEFI"}
+        self.boot_override = {
+            "BootSourceOverrideEnabled": "Disabled",
+            "BootSourceOverrideTarget": "None",
+            "BootSourceOverrideMode": "UEFI",
+        }
         self._power_epoch = 0  # invalidates scheduled power steps superseded by a newer action
         # iDRAC
         self.idrac_down = False
@@ -272,15 +333,20 @@ class BMC:
             cd: {"Image": None, "Inserted": False, "WriteProtected": True, "MediaTypes": ["CD", "DVD"]},
             usb: {"Image": None, "Inserted": False, "WriteProtected": True, "MediaTypes": ["USBStick"]},
         }
-        self.attributes = {"BIOS.Setup.1-1": {"BootMode": "Uefi", "SysProfile": "PerfOptimized",
-                                               "LogicalProc": "Enabled"},
-                           "iDRAC.Embedded.1": {"IPv4.1#DHCPEnable": "Disabled",
-                                                "NTPConfigGroup.1#NTPEnable": "Enabled",
-                                                "ServerBoot.1#BootOnce": "Disabled",
-                                                "ServerBoot.1#FirstBootDevice": "Normal"}}
+        self.attributes = {
+            "BIOS.Setup.1-1": {"BootMode": "Uefi", "SysProfile": "PerfOptimized", "LogicalProc": "Enabled"},
+            "iDRAC.Embedded.1": {
+                "IPv4.1#DHCPEnable": "Disabled",
+                "NTPConfigGroup.1#NTPEnable": "Enabled",
+                "ServerBoot.1#BootOnce": "Disabled",
+                "ServerBoot.1#FirstBootDevice": "Normal",
+            },
+        }
         self.location_indicator = False
         self.subscriptions: dict[str, dict[str, Any]] = {}  # event subscriptions (never sent to)
-        self.boot_log: list[str] = []  # what each boot of the host started from (Hdd, VirtualCD, Optical, ...)
+        self.boot_log: list[
+            str
+        ] = []  # what each boot of the host started from (Hdd, VirtualCD, Optical, ...)
         self.etag_gen = 0  # bumped on every change a PATCH makes
         self.sessions: dict[str, Session] = {}
         self.jobs: dict[str, Job] = {}
@@ -314,12 +380,22 @@ class BMC:
     @property
     def read_only_attributes(self) -> dict[str, dict[str, str]]:
         """Attributes an export lists but an import never sets ("Set On Import": "False")."""
-        return {"BIOS.Setup.1-1": {"SystemServiceTag": self.service_tag},
-                "iDRAC.Embedded.1": {"Info.1#Version": self.idrac_version()}}
+        return {
+            "BIOS.Setup.1-1": {"SystemServiceTag": self.service_tag},
+            "iDRAC.Embedded.1": {"Info.1#Version": self.idrac_version()},
+        }
 
     def reset_types(self) -> list[str]:
-        types = ["On", "ForceOff", "ForceRestart", "GracefulRestart", "GracefulShutdown", "PushPowerButton",
-                 "Nmi", "PowerCycle"]
+        types = [
+            "On",
+            "ForceOff",
+            "ForceRestart",
+            "GracefulRestart",
+            "GracefulShutdown",
+            "PushPowerButton",
+            "Nmi",
+            "PowerCycle",
+        ]
         return [t for t in types if t in self.faults.reset_types] if self.faults.reset_types else types
 
     def idrac_version(self) -> str:
@@ -408,18 +484,32 @@ class BMC:
         return s
 
     def _account(self, user: str, password: str) -> dict[str, Any] | None:
-        return next((a for a in self.accounts if a["Enabled"] and a["UserName"] and a["UserName"] == user
-                     and a["Password"] == password), None)
+        return next(
+            (
+                a
+                for a in self.accounts
+                if a["Enabled"] and a["UserName"] and a["UserName"] == user and a["Password"] == password
+            ),
+            None,
+        )
 
     def create_session(self, user: str, password: str) -> Session:
         with self.lock:
             if self._account(user, password) is None:
-                raise Rejected(401, "RAC0508", "Unable to log in because the username or password is "
-                               "incorrect.", "Enter valid credentials and retry the operation.")
+                raise Rejected(
+                    401,
+                    "RAC0508",
+                    "Unable to log in because the username or password is incorrect.",
+                    "Enter valid credentials and retry the operation.",
+                )
             if len(self.sessions) >= self.SESSION_CAP:
                 # Quirk reproduced: iDRAC answers 503, not 429, when the session table is full.
-                raise Rejected(503, "RAC0218", "The maximum number of user sessions is reached.",
-                               "Close one or more sessions and retry the operation.")
+                raise Rejected(
+                    503,
+                    "RAC0218",
+                    "The maximum number of user sessions is reached.",
+                    "Close one or more sessions and retry the operation.",
+                )
             return self._new_session(user)
 
     def delete_session(self, sid: str) -> bool:
@@ -452,31 +542,45 @@ class BMC:
                 lc = "InUse"
             elif self.now() < self.lc_ready_at:
                 lc = "NotInitialized"
-            elif any(j.state == "Running" and j.job_type in ("ImportConfiguration", "FirmwareUpdate")
-                     for j in self.jobs.values()):
+            elif any(
+                j.state == "Running" and j.job_type in ("ImportConfiguration", "FirmwareUpdate")
+                for j in self.jobs.values()
+            ):
                 lc = "InUse"
             else:
                 lc = "Ready"
             rt = "Ready" if self.now() >= self.lc_ready_at else "NotReady"
             ready = lc == "Ready" and rt == "Ready"
-            return {"LCStatus": lc, "RTStatus": rt, "ServerStatus": self.server_status,
-                    "Status": "Ready" if ready else "NotReady"}
+            return {
+                "LCStatus": lc,
+                "RTStatus": rt,
+                "ServerStatus": self.server_status,
+                "Status": "Ready" if ready else "NotReady",
+            }
 
     def require_lc_ready(self) -> None:
         if self.lc_status()["Status"] != "Ready":
             # Quirk reproduced: configuration requests are refused while the Lifecycle
             # Controller is busy or still starting (after boots, resets, queue force-clear).
-            raise Rejected(503, "SYS518", "iDRAC is not ready. The configuration values cannot be "
-                           "accessed. Please retry after a few minutes.",
-                           "Retry the operation after the Lifecycle Controller reports Ready.")
+            raise Rejected(
+                503,
+                "SYS518",
+                "iDRAC is not ready. The configuration values cannot be "
+                "accessed. Please retry after a few minutes.",
+                "Retry the operation after the Lifecycle Controller reports Ready.",
+            )
 
     # ---- power ---------------------------------------------------------------------------
     def reset(self, reset_type: str) -> None:
         with self.lock:
             if reset_type not in self.reset_types():
-                raise Rejected(400, "Base.1.12.ActionParameterValueNotInList",
-                               f"The value {reset_type} for the parameter ResetType is not in the list "
-                               "of acceptable values.", "Choose a value from the allowable values.")
+                raise Rejected(
+                    400,
+                    "Base.1.12.ActionParameterValueNotInList",
+                    f"The value {reset_type} for the parameter ResetType is not in the list "
+                    "of acceptable values.",
+                    "Choose a value from the allowable values.",
+                )
             ps = self.power_state
             on = ps in ("On", "PoweringOn")
             off = ps in ("Off", "PoweringOff")
@@ -484,20 +588,28 @@ class BMC:
                 reset_type = "GracefulShutdown" if on else "On"
             if reset_type == "On":
                 if on:
-                    raise Rejected(409, "PSU501", "The server is already powered on.",
-                                   "No response action is required.")
+                    raise Rejected(
+                        409, "PSU501", "The server is already powered on.", "No response action is required."
+                    )
                 self._power_up()
             elif reset_type in ("ForceOff", "GracefulShutdown"):
                 if off:
-                    raise Rejected(409, "PSU502", "The server is already powered off.",
-                                   "No response action is required.")
+                    raise Rejected(
+                        409, "PSU502", "The server is already powered off.", "No response action is required."
+                    )
                 if reset_type == "GracefulShutdown" and self.faults.graceful_ignored:
                     return  # the OS never acts on the ACPI request; the host stays on
-                self._power_down(self.timing.force_off if reset_type == "ForceOff" else self.timing.graceful_off)
+                self._power_down(
+                    self.timing.force_off if reset_type == "ForceOff" else self.timing.graceful_off
+                )
             elif reset_type in ("ForceRestart", "GracefulRestart", "PowerCycle"):
                 if off:
-                    raise Rejected(409, "PSU502", "The server is powered off; the restart request "
-                                   "cannot be performed.", "Power on the server.")
+                    raise Rejected(
+                        409,
+                        "PSU502",
+                        "The server is powered off; the restart request cannot be performed.",
+                        "Power on the server.",
+                    )
                 if reset_type == "GracefulRestart" and self.faults.graceful_ignored:
                     return
                 delay = self.timing.graceful_off if reset_type == "GracefulRestart" else self.timing.force_off
@@ -505,9 +617,13 @@ class BMC:
             elif reset_type == "Nmi":
                 return
             else:
-                raise Rejected(400, "Base.1.12.ActionParameterValueNotInList",
-                               f"The value {reset_type} for the parameter ResetType is not in the list "
-                               "of acceptable values.", "Choose a value from the allowable values.")
+                raise Rejected(
+                    400,
+                    "Base.1.12.ActionParameterValueNotInList",
+                    f"The value {reset_type} for the parameter ResetType is not in the list "
+                    "of acceptable values.",
+                    "Choose a value from the allowable values.",
+                )
 
     def _power_down(self, delay: float, then_on: bool = False) -> None:
         self._power_epoch += 1
@@ -543,7 +659,9 @@ class BMC:
         self.boot_count += 1
         self.boot_log.append(self.boot_source())
         self.server_status = "InPOST"
-        self.lc_ready_at = max(self.lc_ready_at, self.now() + self.real(self.timing.post + self.timing.lc_after_post))
+        self.lc_ready_at = max(
+            self.lc_ready_at, self.now() + self.real(self.timing.post + self.timing.lc_after_post)
+        )
         if self.boot_override["BootSourceOverrideEnabled"] == "Once":
             self.boot_override["BootSourceOverrideEnabled"] = "Disabled"
             self.boot_override["BootSourceOverrideTarget"] = "None"
@@ -561,6 +679,7 @@ class BMC:
     # ---- iDRAC reset ---------------------------------------------------------------------
     def reset_idrac(self) -> None:
         with self.lock:
+
             def down() -> None:
                 self.idrac_down = True
                 self.sessions.clear()  # a rebooted iDRAC forgets every session
@@ -581,14 +700,22 @@ class BMC:
 
     def _check_config_fault(self) -> None:
         if self.faults.config_error == "LC068":
-            raise Rejected(400, "LC068", "Unable to perform the import or export operation because there "
-                           "are pending attribute changes or a configuration job is in progress.",
-                           "Apply or cancel any pending attribute changes, or wait until the "
-                           "configuration job is completed, and retry.")
+            raise Rejected(
+                400,
+                "LC068",
+                "Unable to perform the import or export operation because there "
+                "are pending attribute changes or a configuration job is in progress.",
+                "Apply or cancel any pending attribute changes, or wait until the "
+                "configuration job is completed, and retry.",
+            )
         if self.faults.config_error == "RAC0679":
-            raise Rejected(400, "RAC0679", "A job operation is already running. Retry the operation "
-                           "after the existing job is completed.",
-                           "Wait until the running job is completed or delete the scheduled job and retry.")
+            raise Rejected(
+                400,
+                "RAC0679",
+                "A job operation is already running. Retry the operation "
+                "after the existing job is completed.",
+                "Wait until the running job is completed or delete the scheduled job and retry.",
+            )
 
     def _run_job(self, job: Job, duration: float, on_done: Callable[[], None] | None = None) -> None:
         job.state, job.percent, job.message, job.message_id = "Running", 10, "Job in progress.", "PR20"
@@ -639,33 +766,54 @@ class BMC:
         for fqdd, attrs in self.attributes.items():
             kind = "BIOS" if fqdd.startswith("BIOS") else "IDRAC"
             if "ALL" in want or kind in want:
-                rows = [{"Name": k, "Value": v, "Set On Import": "True", "Comment": "Read and Write"}
-                        for k, v in sorted(attrs.items())]
+                rows = [
+                    {"Name": k, "Value": v, "Set On Import": "True", "Comment": "Read and Write"}
+                    for k, v in sorted(attrs.items())
+                ]
                 # read-only facts are exported for reference, never applied on import
-                rows += [{"Name": k, "Value": v, "Set On Import": "False", "Comment": "Read only"}
-                         for k, v in sorted(self.read_only_attributes.get(fqdd, {}).items())]
+                rows += [
+                    {"Name": k, "Value": v, "Set On Import": "False", "Comment": "Read only"}
+                    for k, v in sorted(self.read_only_attributes.get(fqdd, {}).items())
+                ]
                 comps.append({"FQDD": fqdd, "Attributes": rows})
-        return {"SystemConfiguration": {
-            "Comments": [{"Comment": "Export type is Normal,JSON,Selective"}],
-            "Model": self.model, "ServiceTag": self.service_tag,
-            "TimeStamp": time.strftime("%a %b %d %H:%M:%S %Y"), "Components": comps}}
+        return {
+            "SystemConfiguration": {
+                "Comments": [{"Comment": "Export type is Normal,JSON,Selective"}],
+                "Model": self.model,
+                "ServiceTag": self.service_tag,
+                "TimeStamp": time.strftime("%a %b %d %H:%M:%S %Y"),
+                "Components": comps,
+            }
+        }
 
     def scp_import(self, body: dict) -> Job:
         with self.lock:
             self.require_lc_ready()
             self._check_config_fault()
             if any(j.job_type == "ImportConfiguration" and not j.finished for j in self.jobs.values()):
-                raise Rejected(400, "RAC0679", "A job operation is already running. Retry the operation "
-                               "after the existing job is completed.",
-                               "Wait until the running job is completed or delete the scheduled job.")
+                raise Rejected(
+                    400,
+                    "RAC0679",
+                    "A job operation is already running. Retry the operation "
+                    "after the existing job is completed.",
+                    "Wait until the running job is completed or delete the scheduled job.",
+                )
             buf = body.get("ImportBuffer")
             if not buf:
-                raise Rejected(400, "Base.1.12.PropertyMissing", "The property ImportBuffer is a required "
-                               "property and must be included in the request.", "Include ImportBuffer.")
+                raise Rejected(
+                    400,
+                    "Base.1.12.PropertyMissing",
+                    "The property ImportBuffer is a required property and must be included in the request.",
+                    "Include ImportBuffer.",
+                )
             comps = parse_profile(buf)
             if comps is None:
-                raise Rejected(400, "SYS405", "Unable to import the Server Configuration Profile because "
-                               "the file content is invalid.", "Check the profile and retry.")
+                raise Rejected(
+                    400,
+                    "SYS405",
+                    "Unable to import the Server Configuration Profile because the file content is invalid.",
+                    "Check the profile and retry.",
+                )
             shutdown = body.get("ShutdownType", "Graceful")
             job = self._new_job("Import Configuration", "ImportConfiguration", is_task=True)
             job.message, job.message_id = "Import of Server Configuration Profile scheduled.", "JCP001"
@@ -675,7 +823,10 @@ class BMC:
                     if name in self.read_only_attributes.get(fqdd, {}):
                         continue  # exported with "Set On Import": "False": never applied
                     self.attributes.setdefault(fqdd, {})[name] = value
-                job.message, job.message_id = "Successfully imported and applied Server Configuration Profile.", "SYS053"
+                job.message, job.message_id = (
+                    "Successfully imported and applied Server Configuration Profile.",
+                    "SYS053",
+                )
 
             if comps and all(fqdd.startswith("iDRAC.") for fqdd, _, _ in comps):
                 # iDRAC attributes (one-time boot device, network, users) apply at once,
@@ -687,8 +838,9 @@ class BMC:
             job.waits_for_reboot = True
             job.on_done = apply
             if shutdown != "NoReboot" and self.power_state == "On":
-                self._power_down(self.timing.force_off if shutdown == "Forced" else self.timing.graceful_off,
-                                 then_on=True)
+                self._power_down(
+                    self.timing.force_off if shutdown == "Forced" else self.timing.graceful_off, then_on=True
+                )
             # Quirk reproduced: with NoReboot the job waits for a reboot that may never come.
             return job
 
@@ -698,10 +850,18 @@ class BMC:
             self._check_config_fault()
             uri = body.get("ImageURI")
             if not uri:
-                raise Rejected(400, "Base.1.12.PropertyMissing", "The property ImageURI is a required "
-                               "property and must be included in the request.", "Include ImageURI.")
+                raise Rejected(
+                    400,
+                    "Base.1.12.PropertyMissing",
+                    "The property ImageURI is a required property and must be included in the request.",
+                    "Include ImageURI.",
+                )
             job = self._new_job("Firmware Update", "FirmwareUpdate", is_task=True)
-            job.state, job.message, job.message_id = "Downloading", "Downloading the update package.", "RED003"
+            job.state, job.message, job.message_id = (
+                "Downloading",
+                "Downloading the update package.",
+                "RED003",
+            )
             job.targets = [str(t) for t in body.get("Targets") or []]
             return job
 
@@ -715,29 +875,47 @@ class BMC:
             if info is None or comp is None:
                 job.state, job.percent = "Failed", 100
                 job.message_id = "RED004" if data is not None else "RED002"
-                job.message = (error or "Unable to download the update package.") if data is None else \
-                    "Unable to verify the update package signature or the package does not apply to this system."
+                job.message = (
+                    (error or "Unable to download the update package.")
+                    if data is None
+                    else "Unable to verify the update package signature or the package does not apply to this system."
+                )
                 return
             job.component, job.new_version = comp, info["version"]
             job.name = f"Firmware Update: {comp.name}"
-            if self.generation >= 10 and comp.device in PLDM_DEVICES and not any(
+            if (
+                self.generation >= 10
+                and comp.device in PLDM_DEVICES
+                and not any(
                     t.rstrip("/").endswith(f"/{comp.component_id}") or f"-{comp.component_id}-" in t
-                    for t in job.targets):
+                    for t in job.targets
+                )
+            ):
                 # Quirk reproduced: iDRAC10 updates PLDM devices (NICs, storage controllers) only
                 # when SimpleUpdate names the device in Targets.
                 job.state, job.percent = "Failed", 100
                 job.message_id = "SUP0538"
-                job.message = (f"Unable to update {comp.name} because the package applies to a PLDM "
-                               "device that was not named in Targets.")
+                job.message = (
+                    f"Unable to update {comp.name} because the package applies to a PLDM "
+                    "device that was not named in Targets."
+                )
                 return
 
             def downloaded() -> None:
-                job.state, job.message, job.message_id = "Downloaded", "Package successfully downloaded.", "RED002"
+                job.state, job.message, job.message_id = (
+                    "Downloaded",
+                    "Package successfully downloaded.",
+                    "RED002",
+                )
 
                 def scheduled() -> None:
                     if job.id not in self.jobs:
                         return
-                    job.state, job.message, job.message_id = "Scheduled", "Task successfully scheduled.", "JCP001"
+                    job.state, job.message, job.message_id = (
+                        "Scheduled",
+                        "Task successfully scheduled.",
+                        "JCP001",
+                    )
                     if comp.reboot_required:
                         job.waits_for_reboot = True  # BIOS-type: applied during the next POST
                     else:
@@ -772,8 +950,12 @@ class BMC:
             if job is None:
                 raise Rejected(400, "SUP011", f"Job ID {job_id} is invalid.", "Enter a valid job ID.")
             if job.state == "Running":
-                raise Rejected(400, "SUP017", f"Unable to delete job {job_id} because it is running.",
-                               "Wait for the job to complete, or use JID_CLEARALL_FORCE.")
+                raise Rejected(
+                    400,
+                    "SUP017",
+                    f"Unable to delete job {job_id} because it is running.",
+                    "Wait for the job to complete, or use JID_CLEARALL_FORCE.",
+                )
             del self.jobs[job_id]
 
     # ---- virtual media & boot ------------------------------------------------------------
@@ -781,8 +963,12 @@ class BMC:
         with self.lock:
             vm = self.virtual_media[slot]
             if vm["Inserted"]:
-                raise Rejected(400, "VRM0012", "Virtual Media is already connected.",
-                               "Eject the connected media and retry.")
+                raise Rejected(
+                    400,
+                    "VRM0012",
+                    "Virtual Media is already connected.",
+                    "Eject the connected media and retry.",
+                )
             vm["Image"], vm["Inserted"] = image, True
 
     def eject_media(self, slot: str) -> None:
@@ -839,10 +1025,19 @@ class BMC:
 
     def stats(self) -> dict[str, Any]:
         with self.lock:
-            return {"index": self.index, "port": self.port, "sessions": self.own_sessions(),
-                    "foreign_sessions": sum(1 for s in self.sessions.values() if s.foreign),
-                    "peak_sessions": self.peak_sessions, "sessions_created": self.sessions_created,
-                    "sessions_deleted": self.sessions_deleted, "requests": self.requests, "dropped": self.dropped,
-                    "power_state": self.power_state, "boot_count": self.boot_count,
-                    "jobs": len(self.jobs), "personality": self.personality,
-                    "boot_log": list(self.boot_log[-10:])}
+            return {
+                "index": self.index,
+                "port": self.port,
+                "sessions": self.own_sessions(),
+                "foreign_sessions": sum(1 for s in self.sessions.values() if s.foreign),
+                "peak_sessions": self.peak_sessions,
+                "sessions_created": self.sessions_created,
+                "sessions_deleted": self.sessions_deleted,
+                "requests": self.requests,
+                "dropped": self.dropped,
+                "power_state": self.power_state,
+                "boot_count": self.boot_count,
+                "jobs": len(self.jobs),
+                "personality": self.personality,
+                "boot_log": list(self.boot_log[-10:]),
+            }

@@ -16,9 +16,21 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 _REASONS = {
-    200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 400: "Bad Request",
-    401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 501: "Not Implemented",
-    304: "Not Modified", 409: "Conflict", 412: "Precondition Failed", 500: "Internal Server Error", 503: "Service Unavailable",
+    200: "OK",
+    201: "Created",
+    202: "Accepted",
+    204: "No Content",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    501: "Not Implemented",
+    304: "Not Modified",
+    409: "Conflict",
+    412: "Precondition Failed",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
 }
 _MAX_HEADER = 64 * 1024
 _MAX_BODY = 64 * 1024 * 1024
@@ -107,7 +119,9 @@ def _encode(resp: Response, head_only: bool, close: bool) -> bytes:
     return data if head_only else data + resp.body
 
 
-async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, handler: Handler) -> None:
+async def serve_connection(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, handler: Handler
+) -> None:
     peer = writer.get_extra_info("peername")
     try:
         while True:
@@ -134,10 +148,10 @@ async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamW
             pass
 
 
-async def start_server(host: str, port: int, handler: Handler,
-                       ssl: Any = None) -> asyncio.base_events.Server:
+async def start_server(host: str, port: int, handler: Handler, ssl: Any = None) -> asyncio.base_events.Server:
     async def on_conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await serve_connection(reader, writer, handler)
 
-    return await asyncio.start_server(on_conn, host, port, limit=_MAX_HEADER, backlog=256, reuse_address=True,
-                                      ssl=ssl)
+    return await asyncio.start_server(
+        on_conn, host, port, limit=_MAX_HEADER, backlog=256, reuse_address=True, ssl=ssl
+    )

@@ -36,13 +36,30 @@ class ProtocolError(Exception):
     def body(self) -> dict[str, Any]:
         if len(self.infos) == 1:
             i = self.infos[0]
-            return {"error": {"@Message.ExtendedInfo": self.infos, "code": i["MessageId"], "message": i["Message"]}}
-        return {"error": {"@Message.ExtendedInfo": self.infos, "code": f"{BASE}GeneralError",
-                          "message": "A general error has occurred. See ExtendedInfo for more information"}}
+            return {
+                "error": {
+                    "@Message.ExtendedInfo": self.infos,
+                    "code": i["MessageId"],
+                    "message": i["Message"],
+                }
+            }
+        return {
+            "error": {
+                "@Message.ExtendedInfo": self.infos,
+                "code": f"{BASE}GeneralError",
+                "message": "A general error has occurred. See ExtendedInfo for more information",
+            }
+        }
 
 
-def base_info(name: str, message: str, resolution: str, args: list[str] | None = None,
-              related: list[str] | None = None, severity: str = "Warning") -> dict[str, Any]:
+def base_info(
+    name: str,
+    message: str,
+    resolution: str,
+    args: list[str] | None = None,
+    related: list[str] | None = None,
+    severity: str = "Warning",
+) -> dict[str, Any]:
     return message_info(BASE + name, message, resolution, severity, args or [], related)
 
 
@@ -59,9 +76,16 @@ def check_if_match(header: str | None, current: str) -> None:
     tags = [t.strip() for t in header.split(",")]
     if "*" in tags or current in tags or current.removeprefix("W/") in tags:
         return
-    raise ProtocolError(412, [base_info(
-        "PreconditionFailed", "The ETag supplied did not match the ETag required to change this resource.",
-        "Try the operation again using the appropriate ETag.")])
+    raise ProtocolError(
+        412,
+        [
+            base_info(
+                "PreconditionFailed",
+                "The ETag supplied did not match the ETag required to change this resource.",
+                "Try the operation again using the appropriate ETag.",
+            )
+        ],
+    )
 
 
 # ---- query parameters -------------------------------------------------------------------------
@@ -73,39 +97,88 @@ def parse_query(query: dict[str, str], *, collection: bool) -> dict[str, Any]:
         if not k.startswith("$"):
             continue
         if k not in SUPPORTED_QUERY:
-            raise ProtocolError(501, [base_info(
-                "QueryParameterUnsupported", f"The query parameter {k} is not supported.",
-                "Correct or remove the query parameter and resubmit the request.", [k])])
+            raise ProtocolError(
+                501,
+                [
+                    base_info(
+                        "QueryParameterUnsupported",
+                        f"The query parameter {k} is not supported.",
+                        "Correct or remove the query parameter and resubmit the request.",
+                        [k],
+                    )
+                ],
+            )
         if k == "$expand":
             m = _EXPAND.match(v)
             if not m:
-                raise ProtocolError(400, [base_info(
-                    "QueryParameterValueFormatError", f"The value {v} for the parameter $expand is of a "
-                    "different format than the parameter can accept.", "Correct the value for the query "
-                    "parameter in the request and resubmit the request if the operation failed.", [v, "$expand"])])
+                raise ProtocolError(
+                    400,
+                    [
+                        base_info(
+                            "QueryParameterValueFormatError",
+                            f"The value {v} for the parameter $expand is of a "
+                            "different format than the parameter can accept.",
+                            "Correct the value for the query "
+                            "parameter in the request and resubmit the request if the operation failed.",
+                            [v, "$expand"],
+                        )
+                    ],
+                )
             levels = int(m.group(2) or 1)
             if levels != 1:
-                raise ProtocolError(400, [base_info(
-                    "QueryParameterOutOfRange", f"The value {levels} for the query parameter $levels is out of "
-                    "range 1-1.", "Reduce the value for the query parameter to a value that is within the range.",
-                    [str(levels), "$levels", "1-1"])])
+                raise ProtocolError(
+                    400,
+                    [
+                        base_info(
+                            "QueryParameterOutOfRange",
+                            f"The value {levels} for the query parameter $levels is out of range 1-1.",
+                            "Reduce the value for the query parameter to a value that is within the range.",
+                            [str(levels), "$levels", "1-1"],
+                        )
+                    ],
+                )
             opts["expand"] = m.group(1)
         elif k == "$select":
             fields = [f.strip() for f in v.split(",") if f.strip()]
             if not fields:
-                raise ProtocolError(400, [base_info(
-                    "QueryParameterValueFormatError", "The value for the parameter $select is of a different "
-                    "format than the parameter can accept.", "Correct the value and resubmit.", [v, "$select"])])
+                raise ProtocolError(
+                    400,
+                    [
+                        base_info(
+                            "QueryParameterValueFormatError",
+                            "The value for the parameter $select is of a different "
+                            "format than the parameter can accept.",
+                            "Correct the value and resubmit.",
+                            [v, "$select"],
+                        )
+                    ],
+                )
             opts["select"] = fields
         else:
             if not v.isdigit():
-                raise ProtocolError(400, [base_info(
-                    "QueryParameterValueTypeError", f"The value {v} for the query parameter {k} is of a "
-                    "different type than the parameter can accept.", "Correct the value and resubmit.", [v, k])])
+                raise ProtocolError(
+                    400,
+                    [
+                        base_info(
+                            "QueryParameterValueTypeError",
+                            f"The value {v} for the query parameter {k} is of a "
+                            "different type than the parameter can accept.",
+                            "Correct the value and resubmit.",
+                            [v, k],
+                        )
+                    ],
+                )
             if not collection:
-                raise ProtocolError(400, [base_info(
-                    "QueryNotSupportedOnResource", "Querying is not supported on the requested resource.",
-                    f"Remove {k} and resubmit the request.")])
+                raise ProtocolError(
+                    400,
+                    [
+                        base_info(
+                            "QueryNotSupportedOnResource",
+                            "Querying is not supported on the requested resource.",
+                            f"Remove {k} and resubmit the request.",
+                        )
+                    ],
+                )
             opts[k[1:]] = int(v)
     return opts
 
@@ -146,13 +219,20 @@ def page(doc: dict[str, Any], top: int | None, skip: int | None) -> dict[str, An
 Rules = dict[str, Any]
 
 
-def validate_patch(body: Any, current: dict[str, Any], rules: Rules, prefix: str = "") -> list[dict[str, Any]]:
+def validate_patch(
+    body: Any, current: dict[str, Any], rules: Rules, prefix: str = ""
+) -> list[dict[str, Any]]:
     """ExtendedInfo entries for every property of `body` the resource refuses (empty list =
     every property may be written). `current` is the resource as a GET shows it."""
     if not isinstance(body, dict):
-        return [base_info("MalformedJSON", "The request body submitted was malformed JSON and could not be "
-                          "parsed by the receiving service.", "Ensure that the request body is valid JSON and "
-                          "resubmit the request.")]
+        return [
+            base_info(
+                "MalformedJSON",
+                "The request body submitted was malformed JSON and could not be "
+                "parsed by the receiving service.",
+                "Ensure that the request body is valid JSON and resubmit the request.",
+            )
+        ]
     errors: list[dict[str, Any]] = []
     for k, v in body.items():
         path = f"{prefix}{k}"
@@ -161,14 +241,27 @@ def validate_patch(body: Any, current: dict[str, Any], rules: Rules, prefix: str
             continue  # annotations such as @odata.etag may be sent back unchanged
         if k not in rules:
             if k in current:
-                errors.append(base_info("PropertyNotWritable", f"The property {path} is a read only property "
-                                        "and cannot be assigned a value.", "Remove the property from the request "
-                                        "body and resubmit the request if the operation failed.", [path], [pointer]))
+                errors.append(
+                    base_info(
+                        "PropertyNotWritable",
+                        f"The property {path} is a read only property and cannot be assigned a value.",
+                        "Remove the property from the request "
+                        "body and resubmit the request if the operation failed.",
+                        [path],
+                        [pointer],
+                    )
+                )
             else:
-                errors.append(base_info("PropertyUnknown", f"The property {path} is not in the list of valid "
-                                        "properties for the resource.", "Remove the unknown property from the "
-                                        "request body and resubmit the request if the operation failed.",
-                                        [path], [pointer]))
+                errors.append(
+                    base_info(
+                        "PropertyUnknown",
+                        f"The property {path} is not in the list of valid properties for the resource.",
+                        "Remove the unknown property from the "
+                        "request body and resubmit the request if the operation failed.",
+                        [path],
+                        [pointer],
+                    )
+                )
             continue
         rule = rules[k]
         if isinstance(rule, dict):
@@ -182,10 +275,18 @@ def validate_patch(body: Any, current: dict[str, Any], rules: Rules, prefix: str
             if not isinstance(v, kind) or isinstance(v, bool) is not (kind is bool):
                 errors.append(_type_error(path, v, pointer))
             elif v not in rule:
-                errors.append(base_info("PropertyValueNotInList", f"The value {json.dumps(v)} for the property "
-                                        f"{path} is not in the list of acceptable values.", "Choose a value from "
-                                        "the enumeration list that the implementation can support and resubmit "
-                                        "the request if the operation failed.", [str(v), path], [pointer]))
+                errors.append(
+                    base_info(
+                        "PropertyValueNotInList",
+                        f"The value {json.dumps(v)} for the property "
+                        f"{path} is not in the list of acceptable values.",
+                        "Choose a value from "
+                        "the enumeration list that the implementation can support and resubmit "
+                        "the request if the operation failed.",
+                        [str(v), path],
+                        [pointer],
+                    )
+                )
         elif isinstance(rule, type):
             if not isinstance(v, rule) or (rule is int and isinstance(v, bool)):
                 errors.append(_type_error(path, v, pointer))
@@ -193,10 +294,15 @@ def validate_patch(body: Any, current: dict[str, Any], rules: Rules, prefix: str
 
 
 def _type_error(path: str, v: Any, pointer: str) -> dict[str, Any]:
-    return base_info("PropertyValueTypeError", f"The value {json.dumps(v)} for the property {path} is of a "
-                     "different type than the property can accept.", "Correct the value for the property in the "
-                     "request body and resubmit the request if the operation failed.", [json.dumps(v), path],
-                     [pointer])
+    return base_info(
+        "PropertyValueTypeError",
+        f"The value {json.dumps(v)} for the property {path} is of a "
+        "different type than the property can accept.",
+        "Correct the value for the property in the "
+        "request body and resubmit the request if the operation failed.",
+        [json.dumps(v), path],
+        [pointer],
+    )
 
 
 def patched(message: str = "Successfully Completed Request") -> dict[str, Any]:
@@ -206,30 +312,71 @@ def patched(message: str = "Successfully Completed Request") -> dict[str, Any]:
 # ---- $metadata -----------------------------------------------------------------------------------
 # (schema file, namespaces) for every DMTF type the lab serves.
 _VERSIONED = {
-    "ServiceRoot": ["v1_17_0", "v1_18_0"], "ComputerSystem": ["v1_13_0", "v1_20_0"], "Bios": ["v1_1_0"],
-    "BootOption": ["v1_0_4"], "Processor": ["v1_11_0"], "Memory": ["v1_11_0"], "Storage": ["v1_8_0"],
-    "SecureBoot": ["v1_1_0"], "EthernetInterface": ["v1_6_0"], "Chassis": ["v1_11_0"],
-    "Manager": ["v1_9_0", "v1_19_0"], "ManagerNetworkProtocol": ["v1_5_0"], "HostInterface": ["v1_2_0"],
-    "LogService": ["v1_1_3"], "AccountService": ["v1_10_0"], "ManagerAccount": ["v1_7_0"], "Role": ["v1_2_4"],
-    "EventService": ["v1_7_0"], "EventDestination": ["v1_9_0"], "SessionService": ["v1_1_8"], "Session": ["v1_3_0"], "TaskService": ["v1_1_4"],
-    "Task": ["v1_4_3"], "UpdateService": ["v1_8_0", "v1_11_0"], "SoftwareInventory": ["v1_5_0"],
-    "VirtualMedia": ["v1_3_0"], "Settings": ["v1_3_5"], "Message": ["v1_1_2"], "Resource": ["v1_11_0"],
+    "ServiceRoot": ["v1_17_0", "v1_18_0"],
+    "ComputerSystem": ["v1_13_0", "v1_20_0"],
+    "Bios": ["v1_1_0"],
+    "BootOption": ["v1_0_4"],
+    "Processor": ["v1_11_0"],
+    "Memory": ["v1_11_0"],
+    "Storage": ["v1_8_0"],
+    "SecureBoot": ["v1_1_0"],
+    "EthernetInterface": ["v1_6_0"],
+    "Chassis": ["v1_11_0"],
+    "Manager": ["v1_9_0", "v1_19_0"],
+    "ManagerNetworkProtocol": ["v1_5_0"],
+    "HostInterface": ["v1_2_0"],
+    "LogService": ["v1_1_3"],
+    "AccountService": ["v1_10_0"],
+    "ManagerAccount": ["v1_7_0"],
+    "Role": ["v1_2_4"],
+    "EventService": ["v1_7_0"],
+    "EventDestination": ["v1_9_0"],
+    "SessionService": ["v1_1_8"],
+    "Session": ["v1_3_0"],
+    "TaskService": ["v1_1_4"],
+    "Task": ["v1_4_3"],
+    "UpdateService": ["v1_8_0", "v1_11_0"],
+    "SoftwareInventory": ["v1_5_0"],
+    "VirtualMedia": ["v1_3_0"],
+    "Settings": ["v1_3_5"],
+    "Message": ["v1_1_2"],
+    "Resource": ["v1_11_0"],
     "RedfishExtensions": ["v1_0_0"],
 }
-_COLLECTIONS = ["ComputerSystemCollection", "BootOptionCollection", "ProcessorCollection", "MemoryCollection",
-                "StorageCollection", "EthernetInterfaceCollection", "NetworkInterfaceCollection",
-                "ChassisCollection", "ManagerCollection", "HostInterfaceCollection", "SerialInterfaceCollection",
-                "LogServiceCollection", "LogEntryCollection", "ManagerAccountCollection", "RoleCollection",
-                "EventDestinationCollection", "MessageRegistryFileCollection", "JsonSchemaFileCollection",
-                "SessionCollection", "TaskCollection", "SoftwareInventoryCollection", "VirtualMediaCollection",
-                "SimpleStorageCollection", "CertificateCollection"]
+_COLLECTIONS = [
+    "ComputerSystemCollection",
+    "BootOptionCollection",
+    "ProcessorCollection",
+    "MemoryCollection",
+    "StorageCollection",
+    "EthernetInterfaceCollection",
+    "NetworkInterfaceCollection",
+    "ChassisCollection",
+    "ManagerCollection",
+    "HostInterfaceCollection",
+    "SerialInterfaceCollection",
+    "LogServiceCollection",
+    "LogEntryCollection",
+    "ManagerAccountCollection",
+    "RoleCollection",
+    "EventDestinationCollection",
+    "MessageRegistryFileCollection",
+    "JsonSchemaFileCollection",
+    "SessionCollection",
+    "TaskCollection",
+    "SoftwareInventoryCollection",
+    "VirtualMediaCollection",
+    "SimpleStorageCollection",
+    "CertificateCollection",
+]
 
 
 def metadata_xml(service_root_version: str) -> bytes:
     refs = []
     for ns, versions in _VERSIONED.items():
-        uri = "http://redfish.dmtf.org/schemas/v1/" + ("RedfishExtensions_v1.xml" if ns == "RedfishExtensions"
-                                                      else f"{ns}_v1.xml")
+        uri = "http://redfish.dmtf.org/schemas/v1/" + (
+            "RedfishExtensions_v1.xml" if ns == "RedfishExtensions" else f"{ns}_v1.xml"
+        )
         inc = "".join(f'\n    <edmx:Include Namespace="{ns}.{v}"/>' for v in versions)
         alias = ' Alias="Redfish"' if ns == "RedfishExtensions" else ""
         head = "" if ns == "RedfishExtensions" else f'\n    <edmx:Include Namespace="{ns}"/>'
@@ -237,15 +384,20 @@ def metadata_xml(service_root_version: str) -> bytes:
             inc = f'\n    <edmx:Include Namespace="{ns}.v1_0_0"{alias}/>'
         refs.append(f'  <edmx:Reference Uri="{uri}">{head}{inc}\n  </edmx:Reference>')
     for c in _COLLECTIONS:
-        refs.append(f'  <edmx:Reference Uri="http://redfish.dmtf.org/schemas/v1/{c}_v1.xml">\n'
-                    f'    <edmx:Include Namespace="{c}"/>\n  </edmx:Reference>')
-    return ('<?xml version="1.0" encoding="UTF-8"?>\n'
-            '<edmx:Edmx xmlns:edmx="http://docs.oasis-open.org/odata/ns/edmx" Version="4.0">\n'
-            + "\n".join(refs) + "\n"
-            '  <edmx:DataServices>\n'
-            '    <Schema xmlns="http://docs.oasis-open.org/odata/ns/edm" Namespace="Service">\n'
-            f'      <EntityContainer Name="Service" Extends="ServiceRoot.{service_root_version}.ServiceContainer"/>\n'
-            '    </Schema>\n  </edmx:DataServices>\n</edmx:Edmx>\n').encode()
+        refs.append(
+            f'  <edmx:Reference Uri="http://redfish.dmtf.org/schemas/v1/{c}_v1.xml">\n'
+            f'    <edmx:Include Namespace="{c}"/>\n  </edmx:Reference>'
+        )
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<edmx:Edmx xmlns:edmx="http://docs.oasis-open.org/odata/ns/edmx" Version="4.0">\n'
+        + "\n".join(refs)
+        + "\n"
+        "  <edmx:DataServices>\n"
+        '    <Schema xmlns="http://docs.oasis-open.org/odata/ns/edm" Namespace="Service">\n'
+        f'      <EntityContainer Name="Service" Extends="ServiceRoot.{service_root_version}.ServiceContainer"/>\n'
+        "    </Schema>\n  </edmx:DataServices>\n</edmx:Edmx>\n"
+    ).encode()
 
 
 def described_by(doc: dict[str, Any]) -> str | None:

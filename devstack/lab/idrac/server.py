@@ -35,14 +35,19 @@ _SESSION_POST = _SESSIONS | {f"{p}/Members" for p in _SESSIONS}
 _WRITE_PRIVILEGED = ("POST", "PATCH", "PUT", "DELETE")
 
 
-def _err(status: int, message_id: str, message: str, resolution: str = "",
-         headers: dict[str, str] | None = None) -> Response:
+def _err(
+    status: int, message_id: str, message: str, resolution: str = "", headers: dict[str, str] | None = None
+) -> Response:
     return Response.json(dell_error(message_id, message, resolution), status, headers)
 
 
 def _not_found(path: str) -> Response:
-    return _err(404, "Base.1.12.ResourceMissingAtURI", f"The resource at the URI {path} was not found.",
-                "Place a valid resource at the URI or correct the URI and resubmit the request.")
+    return _err(
+        404,
+        "Base.1.12.ResourceMissingAtURI",
+        f"The resource at the URI {path} was not found.",
+        "Place a valid resource at the URI or correct the URI and resubmit the request.",
+    )
 
 
 def _success() -> dict[str, Any]:
@@ -58,14 +63,19 @@ class BMCApp:
         self.docs = res.static_documents(bmc)
         key, export_target, import_target = res.scp_action_names(bmc)
         self.actions = {
-            f"{res.SYS}/Actions/ComputerSystem.Reset", export_target, import_target,
+            f"{res.SYS}/Actions/ComputerSystem.Reset",
+            export_target,
+            import_target,
             f"{R}/UpdateService/Actions/UpdateService.SimpleUpdate",
             f"{res.DELL_MGR}/DellJobService/Actions/DellJobService.DeleteJobQueue",
             f"{res.DELL_MGR}/DellLCService/Actions/DellLCService.GetRemoteServicesAPIStatus",
             f"{res.DELL_MGR}/DelliDRACCardService/Actions/DelliDRACCardService.iDRACReset",
             f"{res.MGR}/Actions/Manager.Reset",
-        } | {f"{res.media_base(bmc)}/{s}/Actions/VirtualMedia.{a}Media" for s in bmc.virtual_media
-             for a in ("Insert", "Eject")}
+        } | {
+            f"{res.media_base(bmc)}/{s}/Actions/VirtualMedia.{a}Media"
+            for s in bmc.virtual_media
+            for a in ("Insert", "Eject")
+        }
         self.export_target, self.import_target = export_target, import_target
 
     def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -76,10 +86,18 @@ class BMCApp:
     def _unauthorised(self) -> Response:
         # Quirk reproduced: iDRAC10 (Basic authentication off by default) advertises only
         # its session login; iDRAC9 offers Basic too.
-        scheme = 'Basic realm="RedfishService"' if self.bmc.basic_auth_enabled else 'X-Auth-Token realm="RedfishService"'
-        return _err(401, "Base.1.12.NoValidSession", "There is no valid session established with the "
-                    "implementation.", "Establish a session before attempting any operations.",
-                    self._headers({"WWW-Authenticate": scheme}))
+        scheme = (
+            'Basic realm="RedfishService"'
+            if self.bmc.basic_auth_enabled
+            else 'X-Auth-Token realm="RedfishService"'
+        )
+        return _err(
+            401,
+            "Base.1.12.NoValidSession",
+            "There is no valid session established with the implementation.",
+            "Establish a session before attempting any operations.",
+            self._headers({"WWW-Authenticate": scheme}),
+        )
 
     async def __call__(self, req: Request) -> Response | None:
         bmc = self.bmc
@@ -97,14 +115,25 @@ class BMCApp:
             if bmc.faults.server_errors:
                 if bmc.faults.server_errors > 0:
                     bmc.faults.server_errors -= 1
-                return _err(500, "SYS446", "Internal server error. The request could not be completed.",
-                            "Retry the operation. If the issue persists, reset the iDRAC.")
+                return _err(
+                    500,
+                    "SYS446",
+                    "Internal server error. The request could not be completed.",
+                    "Retry the operation. If the issue persists, reset the iDRAC.",
+                )
         try:
             ov = req.headers.get("odata-version")
             if ov is not None and ov.strip() != "4.0":
-                raise rf.ProtocolError(412, [rf.base_info(
-                    "PreconditionFailed", f"The OData-Version {ov} requested is not supported.",
-                    "Resubmit the request with OData-Version 4.0.")])
+                raise rf.ProtocolError(
+                    412,
+                    [
+                        rf.base_info(
+                            "PreconditionFailed",
+                            f"The OData-Version {ov} requested is not supported.",
+                            "Resubmit the request with OData-Version 4.0.",
+                        )
+                    ],
+                )
             if req.path in _SESSION_POST and req.method == "POST":
                 resp = self.login(req)
             else:
@@ -114,19 +143,30 @@ class BMCApp:
                     if user is None:
                         return self._unauthorised()
                     if req.method in _WRITE_PRIVILEGED and not self.may_write(user, req):
-                        raise rf.ProtocolError(403, [rf.base_info(
-                            "InsufficientPrivilege", "There are insufficient privileges for the account or "
-                            "credentials associated with the current session to perform the requested operation.",
-                            "Either abandon the operation or change the associated access rights and resubmit "
-                            "the request if the operation failed.")])
+                        raise rf.ProtocolError(
+                            403,
+                            [
+                                rf.base_info(
+                                    "InsufficientPrivilege",
+                                    "There are insufficient privileges for the account or "
+                                    "credentials associated with the current session to perform the requested operation.",
+                                    "Either abandon the operation or change the associated access rights and resubmit "
+                                    "the request if the operation failed.",
+                                )
+                            ],
+                        )
                 resp = await self.route(req, user)
         except rf.ProtocolError as exc:
             resp = Response.json(exc.body(), exc.status, exc.headers)
         except Rejected as rej:
             resp = _err(rej.status, rej.message_id, rej.message, rej.resolution)
         except (ValueError, KeyError, TypeError) as exc:
-            resp = _err(400, "Base.1.12.MalformedJSON", f"The request body submitted was malformed JSON "
-                        f"or missing a field: {exc}", "Correct the request body and resubmit.")
+            resp = _err(
+                400,
+                "Base.1.12.MalformedJSON",
+                f"The request body submitted was malformed JSON or missing a field: {exc}",
+                "Correct the request body and resubmit.",
+            )
         for k, v in self._headers().items():
             resp.headers.setdefault(k, v)
         return resp
@@ -151,14 +191,18 @@ class BMCApp:
                 name = s.user if s else ""
             else:
                 name = basic[0] if basic else ""
-            return next((a for a in bmc.accounts if a["UserName"] == name and a["Enabled"]),
-                        {"UserName": name, "RoleId": "Administrator", "Id": ""})
+            return next(
+                (a for a in bmc.accounts if a["UserName"] == name and a["Enabled"]),
+                {"UserName": name, "RoleId": "Administrator", "Id": ""},
+            )
 
     def may_write(self, user: dict[str, Any], req: Request) -> bool:
         role = user.get("RoleId")
         if role == "Administrator":
             return True
-        if req.method == "DELETE" and req.path.startswith((f"{R}/SessionService/Sessions/", f"{R}/Sessions/")):
+        if req.method == "DELETE" and req.path.startswith(
+            (f"{R}/SessionService/Sessions/", f"{R}/Sessions/")
+        ):
             with self.bmc.lock:  # every account may log itself out
                 s = self.bmc.sessions.get(req.path.rsplit("/", 1)[-1])
                 return s is not None and s.user == user.get("UserName")
@@ -173,19 +217,38 @@ class BMCApp:
     def login(self, req: Request) -> Response:
         body = req.json()
         if not isinstance(body, dict):
-            raise rf.ProtocolError(400, [rf.base_info("MalformedJSON", "The request body submitted was malformed "
-                                                      "JSON and could not be parsed by the receiving service.",
-                                                      "Ensure that the request body is valid JSON.")])
+            raise rf.ProtocolError(
+                400,
+                [
+                    rf.base_info(
+                        "MalformedJSON",
+                        "The request body submitted was malformed "
+                        "JSON and could not be parsed by the receiving service.",
+                        "Ensure that the request body is valid JSON.",
+                    )
+                ],
+            )
         missing = [k for k in ("UserName", "Password") if not isinstance(body.get(k), str)]
         if missing:
-            raise rf.ProtocolError(400, [rf.base_info(
-                "PropertyMissing", f"The property {k} is a required property and must be included in the request.",
-                "Ensure that the property is in the request body and has a valid value and resubmit the request "
-                "if the operation failed.", [k], [f"#/{k}"]) for k in missing])
+            raise rf.ProtocolError(
+                400,
+                [
+                    rf.base_info(
+                        "PropertyMissing",
+                        f"The property {k} is a required property and must be included in the request.",
+                        "Ensure that the property is in the request body and has a valid value and resubmit the request "
+                        "if the operation failed.",
+                        [k],
+                        [f"#/{k}"],
+                    )
+                    for k in missing
+                ],
+            )
         s = self.bmc.create_session(body["UserName"], body["Password"])
         path = f"{R}/SessionService/Sessions/{s.id}"
-        return Response.json(res.session_doc(s.id, s.user), 201,
-                             self._headers({"X-Auth-Token": s.token, "Location": path}))
+        return Response.json(
+            res.session_doc(s.id, s.user), 201, self._headers({"X-Auth-Token": s.token, "Location": path})
+        )
 
     # ---- lookup -------------------------------------------------------------------------------
     def lookup(self, p: str) -> dict[str, Any] | Response | None:
@@ -204,35 +267,55 @@ class BMCApp:
             if fn is not None:
                 return fn()
             if p == res.SUBSCRIPTIONS:
-                return res.collection(p, "EventDestinationCollection", "Event Subscriptions Collection",
-                                      [f"{p}/{i}" for i in bmc.subscriptions])
+                return res.collection(
+                    p,
+                    "EventDestinationCollection",
+                    "Event Subscriptions Collection",
+                    [f"{p}/{i}" for i in bmc.subscriptions],
+                )
             if p.startswith(f"{res.SUBSCRIPTIONS}/"):
                 sub = bmc.subscriptions.get(p.rsplit("/", 1)[-1])
                 return res.subscription(sub) if sub else None
             if p in _SESSIONS:
-                return res.collection(p, "SessionCollection", "Session Collection",
-                                      [f"{R}/SessionService/Sessions/{s}" for s in bmc.sessions])
+                return res.collection(
+                    p,
+                    "SessionCollection",
+                    "Session Collection",
+                    [f"{R}/SessionService/Sessions/{s}" for s in bmc.sessions],
+                )
             if p.startswith(f"{R}/SessionService/Sessions/"):
                 s = bmc.sessions.get(p.rsplit("/", 1)[-1])
                 return res.session_doc(s.id, s.user) if s else None
             if p == f"{R}/UpdateService/FirmwareInventory":
-                return res.collection(p, "SoftwareInventoryCollection", "Firmware Inventory Collection",
-                                      [f"{p}/{res.fw_id(c)}" for c in bmc.components])
+                return res.collection(
+                    p,
+                    "SoftwareInventoryCollection",
+                    "Firmware Inventory Collection",
+                    [f"{p}/{res.fw_id(c)}" for c in bmc.components],
+                )
             if p.startswith(f"{R}/UpdateService/FirmwareInventory/"):
                 fid = p.rsplit("/", 1)[-1]
                 c = next((c for c in bmc.components if res.fw_id(c) == fid), None)
                 return res.firmware(bmc, c) if c else None
             if p == f"{res.MGR}/Jobs":
-                doc = res.collection(p, "DellJobCollection", "Collection of Job Instances",
-                                     [f"{p}/{j.id}" for j in bmc.jobs.values()])
+                doc = res.collection(
+                    p,
+                    "DellJobCollection",
+                    "Collection of Job Instances",
+                    [f"{p}/{j.id}" for j in bmc.jobs.values()],
+                )
                 doc.update({"Id": "JobQueue", "Name": "JobQueue"})
                 return doc
             if p.startswith(f"{res.MGR}/Jobs/"):
                 j = bmc.jobs.get(p.rsplit("/", 1)[-1])
                 return res.job(j) if j else None
             if p == f"{R}/TaskService/Tasks":
-                return res.collection(p, "TaskCollection", "Task Collection",
-                                      [f"{p}/{j.id}" for j in bmc.jobs.values() if j.is_task])
+                return res.collection(
+                    p,
+                    "TaskCollection",
+                    "Task Collection",
+                    [f"{p}/{j.id}" for j in bmc.jobs.values() if j.is_task],
+                )
             if p.startswith(f"{R}/TaskService/Tasks/"):
                 j = bmc.jobs.get(p.rsplit("/", 1)[-1])
                 if j is None or not j.is_task:
@@ -262,9 +345,12 @@ class BMCApp:
 
     def patch_rules(self, p: str) -> rf.Rules | None:
         bmc = self.bmc
-        boot = {"BootSourceOverrideEnabled": ("Disabled", "Once", "Continuous"),
-                "BootSourceOverrideTarget": tuple(res.BOOT_TARGETS),
-                "BootSourceOverrideMode": ("UEFI", "Legacy"), "UefiTargetBootSourceOverride": str}
+        boot = {
+            "BootSourceOverrideEnabled": ("Disabled", "Once", "Continuous"),
+            "BootSourceOverrideTarget": tuple(res.BOOT_TARGETS),
+            "BootSourceOverrideMode": ("UEFI", "Legacy"),
+            "UefiTargetBootSourceOverride": str,
+        }
         if p == res.SYS:
             # iDRAC10 takes the boot override only through the settings object
             return {"LocationIndicatorActive": bool} | ({"Boot": boot} if bmc.generation < 10 else {})
@@ -273,8 +359,13 @@ class BMCApp:
         if p.startswith(f"{res.ACCOUNTS}/") and p.rsplit("/", 1)[-1] in {a["Id"] for a in bmc.accounts}:
             if p.endswith("/1"):
                 return {}  # slot 1 is reserved: nothing in it may be written
-            return {"UserName": str, "Password": str, "RoleId": tuple(res.ROLE_PRIVILEGES), "Enabled": bool,
-                    "Locked": (False,)}
+            return {
+                "UserName": str,
+                "Password": str,
+                "RoleId": tuple(res.ROLE_PRIVILEGES),
+                "Enabled": bool,
+                "Locked": (False,),
+            }
         if p == f"{res.MGR}/Attributes":
             return {"Attributes": {k.replace("#", "."): str for k in bmc.attributes["iDRAC.Embedded.1"]}}
         return None
@@ -286,7 +377,9 @@ class BMCApp:
             return self.get(req)
         if m == "PATCH":
             return self.patch(req, user)
-        if m == "DELETE" and (p.startswith(f"{R}/SessionService/Sessions/") or p.startswith(f"{R}/Sessions/")):
+        if m == "DELETE" and (
+            p.startswith(f"{R}/SessionService/Sessions/") or p.startswith(f"{R}/Sessions/")
+        ):
             if not self.bmc.delete_session(p.rsplit("/", 1)[-1]):
                 return _not_found(p)
             if self.bmc.generation >= 10:
@@ -307,15 +400,23 @@ class BMCApp:
         allow = self.allow(p)
         if allow is None:
             return _not_found(p)
-        return _err(405, "Base.1.12.OperationNotAllowed", f"The {m} operation is not allowed on {p}.",
-                    "Use a method the resource lists in its Allow header.", {"Allow": allow})
+        return _err(
+            405,
+            "Base.1.12.OperationNotAllowed",
+            f"The {m} operation is not allowed on {p}.",
+            "Use a method the resource lists in its Allow header.",
+            {"Allow": allow},
+        )
 
     def get(self, req: Request) -> Response:
         p = req.path
         if p == f"{R}/$metadata":
             version = res.service_root(self.bmc)["@odata.type"].split(".")[1]
-            return Response(200, rf.metadata_xml(version), {"Content-Type": "application/xml;charset=utf-8",
-                                                            "Allow": "GET, HEAD"})
+            return Response(
+                200,
+                rf.metadata_xml(version),
+                {"Content-Type": "application/xml;charset=utf-8", "Allow": "GET, HEAD"},
+            )
         doc = self.lookup(p)
         if doc is None:
             return _not_found(p)
@@ -344,6 +445,7 @@ class BMCApp:
 
     def expand(self, doc: dict[str, Any], how: str) -> dict[str, Any]:
         """`$expand` one level: `*` every reference, `.` those outside Links, `~` those in Links."""
+
         def one(v: Any) -> Any:
             if isinstance(v, dict) and set(v) == {"@odata.id"}:
                 d = self.lookup(v["@odata.id"])
@@ -354,8 +456,11 @@ class BMCApp:
         for k, v in doc.items():
             if k == "Links":
                 if how in ("*", "~") and isinstance(v, dict):
-                    out[k] = {lk: ([one(x) for x in lv] if isinstance(lv, list) else one(lv))
-                              for lk, lv in v.items() if lk != "Oem"} | ({"Oem": v["Oem"]} if "Oem" in v else {})
+                    out[k] = {
+                        lk: ([one(x) for x in lv] if isinstance(lv, list) else one(lv))
+                        for lk, lv in v.items()
+                        if lk != "Oem"
+                    } | ({"Oem": v["Oem"]} if "Oem" in v else {})
                 continue
             if how == "~" or k.startswith("@") or k == "Oem":
                 continue
@@ -377,9 +482,14 @@ class BMCApp:
             body = None
         errors = rf.validate_patch(body, current, rules)
         if not errors and not body:
-            errors = [rf.base_info("EmptyJSON", "The request body submitted contained an empty JSON object and the "
-                                   "service is unable to process it.", "Add properties in the JSON object and "
-                                   "resubmit the request.")]
+            errors = [
+                rf.base_info(
+                    "EmptyJSON",
+                    "The request body submitted contained an empty JSON object and the "
+                    "service is unable to process it.",
+                    "Add properties in the JSON object and resubmit the request.",
+                )
+            ]
         if errors:
             raise rf.ProtocolError(400, errors)
         rf.check_if_match(req.headers.get("if-match"), rf.etag(current))
@@ -393,16 +503,33 @@ class BMCApp:
             slot = p.rsplit("/", 1)[-1]
             name = body.get("UserName")
             if name and any(a["UserName"] == name and a["Id"] != slot for a in bmc.accounts):
-                raise rf.ProtocolError(400, [rf.base_info(
-                    "ResourceAlreadyExists", f"The requested resource of type ManagerAccount with the property "
-                    f"UserName with the value {name} already exists.", "Do not repeat the create operation as the "
-                    "resource has already been created.", ["ManagerAccount", "UserName", name])])
+                raise rf.ProtocolError(
+                    400,
+                    [
+                        rf.base_info(
+                            "ResourceAlreadyExists",
+                            f"The requested resource of type ManagerAccount with the property "
+                            f"UserName with the value {name} already exists.",
+                            "Do not repeat the create operation as the resource has already been created.",
+                            ["ManagerAccount", "UserName", name],
+                        )
+                    ],
+                )
             pw = body.get("Password")
             if pw is not None and not 4 <= len(pw) <= 40:
-                raise rf.ProtocolError(400, [rf.base_info(
-                    "PropertyValueFormatError", "The value for the property Password is of a different format "
-                    "than the property can accept.", "Use a password of 4 to 40 characters.", ["******", "Password"],
-                    ["#/Password"])])
+                raise rf.ProtocolError(
+                    400,
+                    [
+                        rf.base_info(
+                            "PropertyValueFormatError",
+                            "The value for the property Password is of a different format "
+                            "than the property can accept.",
+                            "Use a password of 4 to 40 characters.",
+                            ["******", "Password"],
+                            ["#/Password"],
+                        )
+                    ],
+                )
             bmc.patch_account(slot, body)
         elif p == f"{res.MGR}/Attributes":
             bmc.patch_attributes("iDRAC.Embedded.1", {_attr_key(k): v for k, v in body["Attributes"].items()})
@@ -412,22 +539,39 @@ class BMCApp:
         """An event subscription (EventDestination): stored, listed and deletable; the lab
         never sends events."""
         body = req.json()
-        rules: rf.Rules = {"Destination": str, "Protocol": ("Redfish",), "Context": str, "EventFormatType":
-                           ("Event", "MetricReport"), "RegistryPrefixes": list, "ResourceTypes": list,
-                           "SubscriptionType": ("RedfishEvent",), "HttpHeaders": list, "EventTypes": list}
+        rules: rf.Rules = {
+            "Destination": str,
+            "Protocol": ("Redfish",),
+            "Context": str,
+            "EventFormatType": ("Event", "MetricReport"),
+            "RegistryPrefixes": list,
+            "ResourceTypes": list,
+            "SubscriptionType": ("RedfishEvent",),
+            "HttpHeaders": list,
+            "EventTypes": list,
+        }
         errors = rf.validate_patch(body, {}, rules)
         if not errors and not str(body.get("Destination", "")).startswith(("https://", "http://")):
-            errors = [rf.base_info("PropertyMissing" if "Destination" not in body else "PropertyValueFormatError",
-                                   "The property Destination is required and must be an http(s) URI.",
-                                   "Supply a valid Destination and resubmit the request.", ["Destination"],
-                                   ["#/Destination"])]
+            errors = [
+                rf.base_info(
+                    "PropertyMissing" if "Destination" not in body else "PropertyValueFormatError",
+                    "The property Destination is required and must be an http(s) URI.",
+                    "Supply a valid Destination and resubmit the request.",
+                    ["Destination"],
+                    ["#/Destination"],
+                )
+            ]
         if errors:
             raise rf.ProtocolError(400, errors)
         with self.bmc.lock:
             sid = str(max((int(i) for i in self.bmc.subscriptions), default=0) + 1)
-            self.bmc.subscriptions[sid] = {"Id": sid, "Destination": body["Destination"],
-                                           "Context": body.get("Context", ""), "Protocol": "Redfish",
-                                           "EventFormatType": body.get("EventFormatType", "Event")}
+            self.bmc.subscriptions[sid] = {
+                "Id": sid,
+                "Destination": body["Destination"],
+                "Context": body.get("Context", ""),
+                "Protocol": "Redfish",
+                "EventFormatType": body.get("EventFormatType", "Event"),
+            }
             doc = res.subscription(self.bmc.subscriptions[sid])
         return Response.json(doc, 201, {"Location": doc["@odata.id"]})
 
@@ -445,14 +589,22 @@ class BMCApp:
             if p.endswith("VirtualMedia.InsertMedia"):
                 image = body.get("Image")
                 if not image:
-                    return _err(400, "Base.1.12.ActionParameterMissing", "The action VirtualMedia.InsertMedia "
-                                "requires the parameter Image to be present in the request body.",
-                                "Supply the action with the required parameter in the request body.")
+                    return _err(
+                        400,
+                        "Base.1.12.ActionParameterMissing",
+                        "The action VirtualMedia.InsertMedia "
+                        "requires the parameter Image to be present in the request body.",
+                        "Supply the action with the required parameter in the request body.",
+                    )
                 if not await self.lab.fetchable(image):
-                    return _err(400, "RAC0720", "Unable to locate the ISO or IMG image file or folder in the "
-                                "network share location because the file or folder path or the user "
-                                "credentials entered are incorrect.",
-                                "Enter a valid image URL and credentials and retry the operation.")
+                    return _err(
+                        400,
+                        "RAC0720",
+                        "Unable to locate the ISO or IMG image file or folder in the "
+                        "network share location because the file or folder path or the user "
+                        "credentials entered are incorrect.",
+                        "Enter a valid image URL and credentials and retry the operation.",
+                    )
                 bmc.insert_media(slot, image)
             else:
                 bmc.eject_media(slot)
@@ -469,24 +621,47 @@ class BMCApp:
             return Response.empty(202, {"Location": f"{R}/TaskService/Tasks/{job.id}"})
         if p == f"{dell}/DellJobService/Actions/DellJobService.DeleteJobQueue":
             bmc.delete_job_queue(str(body.get("JobID", "")))
-            return Response.json({"@Message.ExtendedInfo": [{"MessageId": "IDRAC.2.8.SUP020",
-                                                              "Message": "Successfully deleted the job(s)."}]})
+            return Response.json(
+                {
+                    "@Message.ExtendedInfo": [
+                        {"MessageId": "IDRAC.2.8.SUP020", "Message": "Successfully deleted the job(s)."}
+                    ]
+                }
+            )
         if p == f"{dell}/DellLCService/Actions/DellLCService.GetRemoteServicesAPIStatus":
             st = bmc.lc_status()
-            st["@Message.ExtendedInfo"] = [{"MessageId": "IDRAC.2.8.LC061", "Message": "Lifecycle Controller "
-                                            "Remote Services is ready." if st["Status"] == "Ready" else
-                                            "Lifecycle Controller Remote Services is not ready."}]
+            st["@Message.ExtendedInfo"] = [
+                {
+                    "MessageId": "IDRAC.2.8.LC061",
+                    "Message": "Lifecycle Controller Remote Services is ready."
+                    if st["Status"] == "Ready"
+                    else "Lifecycle Controller Remote Services is not ready.",
+                }
+            ]
             return Response.json(st)
-        if p in (f"{dell}/DelliDRACCardService/Actions/DelliDRACCardService.iDRACReset",
-                 f"{mgr}/Actions/Manager.Reset"):
+        if p in (
+            f"{dell}/DelliDRACCardService/Actions/DelliDRACCardService.iDRACReset",
+            f"{mgr}/Actions/Manager.Reset",
+        ):
             if p.endswith("Manager.Reset") and body.get("ResetType") != "GracefulRestart":
-                return _err(400, "Base.1.12.ActionParameterValueNotInList", f"The value {body.get('ResetType')} "
-                            "for the parameter ResetType is not in the list of acceptable values.",
-                            "Choose a value from the allowable values.")
+                return _err(
+                    400,
+                    "Base.1.12.ActionParameterValueNotInList",
+                    f"The value {body.get('ResetType')} "
+                    "for the parameter ResetType is not in the list of acceptable values.",
+                    "Choose a value from the allowable values.",
+                )
             bmc.reset_idrac()
-            return Response.json({"@Message.ExtendedInfo": [{"MessageId": "IDRAC.2.8.RAC064",
-                                                              "Message": "iDRAC restart operation initiated "
-                                                              "successfully."}]})
+            return Response.json(
+                {
+                    "@Message.ExtendedInfo": [
+                        {
+                            "MessageId": "IDRAC.2.8.RAC064",
+                            "Message": "iDRAC restart operation initiated successfully.",
+                        }
+                    ]
+                }
+            )
         return _not_found(p)
 
     async def _download(self, job, uri: str) -> None:
@@ -512,9 +687,15 @@ class BMCApp:
                 return Response.json(bmc.stats())
             if req.path == "/_lab/stale-jobs" and req.method == "POST":
                 body = req.json()
-                return Response.json({"jobs": bmc.add_stale_jobs(int(body.get("count", 2)),
-                                                                 str(body.get("state", "Scheduled")),
-                                                                 str(body.get("message", "")))})
+                return Response.json(
+                    {
+                        "jobs": bmc.add_stale_jobs(
+                            int(body.get("count", 2)),
+                            str(body.get("state", "Scheduled")),
+                            str(body.get("message", "")),
+                        )
+                    }
+                )
             if req.path == "/_lab/reset-stats" and req.method == "POST":
                 self.lab.reset_stats()
                 return Response.json({"ok": True})
@@ -540,19 +721,37 @@ def personalities_for(count: int, personality: str | Sequence[str]) -> list[str]
 class Lab:
     """A fleet of simulated BMCs. `base_port=0` binds each BMC to a free port."""
 
-    def __init__(self, count: int = 1, *, base_port: int = 0, time_scale: float = 1.0,
-                 host: str = "127.0.0.1", username: str = "root", password: str = "calvin",
-                 timing: Timing | None = None, ssl_context: Any = None, latency: float = 0.0,
-                 personality: str | Sequence[str] = "idrac9"):
+    def __init__(
+        self,
+        count: int = 1,
+        *,
+        base_port: int = 0,
+        time_scale: float = 1.0,
+        host: str = "127.0.0.1",
+        username: str = "root",
+        password: str = "calvin",
+        timing: Timing | None = None,
+        ssl_context: Any = None,
+        latency: float = 0.0,
+        personality: str | Sequence[str] = "idrac9",
+    ):
         self.host = host
         self.latency = latency  # real seconds added to every answer: network + BMC service time
         self.ssl_context = ssl_context  # serve HTTPS (e.g. a self-signed lab certificate)
         self.base_port = base_port
         self.time_scale = time_scale
         self.personalities = personalities_for(count, personality)
-        self.bmcs = [BMC(i, time_scale=time_scale, username=username, password=password,
-                         timing=Timing(**vars(timing)) if timing else None, personality=self.personalities[i])
-                     for i in range(count)]
+        self.bmcs = [
+            BMC(
+                i,
+                time_scale=time_scale,
+                username=username,
+                password=password,
+                timing=Timing(**vars(timing)) if timing else None,
+                personality=self.personalities[i],
+            )
+            for i in range(count)
+        ]
         self._servers: list[asyncio.base_events.Server] = []
         self._http: httpx.AsyncClient | None = None
 
@@ -580,11 +779,14 @@ class Lab:
 
     def fleet_stats(self) -> dict[str, Any]:
         stats = [b.stats() for b in self.bmcs]
-        return {"count": len(stats), "sessions": sum(s["sessions"] for s in stats),
-                "peak_sessions_max": max((s["peak_sessions"] for s in stats), default=0),
-                "sessions_created": sum(s["sessions_created"] for s in stats),
-                "sessions_deleted": sum(s["sessions_deleted"] for s in stats),
-                "requests": sum(s["requests"] for s in stats)}
+        return {
+            "count": len(stats),
+            "sessions": sum(s["sessions"] for s in stats),
+            "peak_sessions_max": max((s["peak_sessions"] for s in stats), default=0),
+            "sessions_created": sum(s["sessions_created"] for s in stats),
+            "sessions_deleted": sum(s["sessions_deleted"] for s in stats),
+            "requests": sum(s["requests"] for s in stats),
+        }
 
     def reset_stats(self) -> None:
         for b in self.bmcs:

@@ -36,24 +36,56 @@ def run(personality: str, schemas: Path, workdir: Path) -> dict:
         # requests lets REQUESTS_CA_BUNDLE override a tool's own certificate choice
         env = {**os.environ, "REQUESTS_CA_BUNDLE": str(cert), "CURL_CA_BUNDLE": str(cert)}
         exe = Path(sys.executable).parent / "rf_service_validator"
-        proc = subprocess.run([str(exe), "-r", lab.url(0), "-u", "root", "-p", "calvin", "--authtype", "Session",
-                               "--schema_directory", str(schemas), "--logdir", str(logdir), "--nooemcheck",
-                               "--timeout", "30"], cwd=workdir, env=env, capture_output=True, text=True, timeout=900)
+        proc = subprocess.run(
+            [
+                str(exe),
+                "-r",
+                lab.url(0),
+                "-u",
+                "root",
+                "-p",
+                "calvin",
+                "--authtype",
+                "Session",
+                "--schema_directory",
+                str(schemas),
+                "--logdir",
+                str(logdir),
+                "--nooemcheck",
+                "--timeout",
+                "30",
+            ],
+            cwd=workdir,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
     out = re.sub(r"\x1b\[[0-9;]*m", "", proc.stdout + proc.stderr)
     counts = {}
-    table = re.search(r"\|\s*PASS\s*\|\s*WARN\s*\|\s*FAIL\s*\|\s*NOT TESTED\s*\|.*?\n.*?\n.*?\|\s*(\d+)\s*\|\s*(\d+)\s*"
-                      r"\|\s*(\d+)\s*\|\s*(\d+)\s*\|", out)
+    table = re.search(
+        r"\|\s*PASS\s*\|\s*WARN\s*\|\s*FAIL\s*\|\s*NOT TESTED\s*\|.*?\n.*?\n.*?\|\s*(\d+)\s*\|\s*(\d+)\s*"
+        r"\|\s*(\d+)\s*\|\s*(\d+)\s*\|",
+        out,
+    )
     if table:
         counts = dict(zip(("pass", "warn", "fail", "not_tested"), map(int, table.groups()), strict=True))
     logs = "".join(f.read_text(errors="replace") for f in logdir.glob("*/*.log"))
     warnings = sorted({m.strip() for m in re.findall(r"WARN - (/[^:]+?) \(.*?\): ([^:]+Warning)", logs)})
     html = sorted(logdir.glob("*/*.html"))
-    return {"personality": personality, "exit": proc.returncode, "counts": counts, "warnings": warnings,
-            "report": str(html[-1]) if html else None}
+    return {
+        "personality": personality,
+        "exit": proc.returncode,
+        "counts": counts,
+        "warnings": warnings,
+        "report": str(html[-1]) if html else None,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m devstack.lab.idrac.validate", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m devstack.lab.idrac.validate", description=__doc__.splitlines()[0]
+    )
     ap.add_argument("--schemas", required=True, help="the CSDL folder of a DMTF/Redfish-Publications copy")
     ap.add_argument("--personality", nargs="+", default=["idrac9", "idrac10"])
     ap.add_argument("--workdir", default="", help="where reports go (default: a new temporary folder)")

@@ -13,8 +13,13 @@ from .server import OMESim
 
 
 async def _main(args: argparse.Namespace) -> None:
-    sim = OMESim(devices=OMESim.lab_devices(args.devices), page_size=args.page_size,
-                 time_scale=args.time_scale, username=args.username, password=args.password)
+    sim = OMESim(
+        devices=OMESim.lab_devices(args.devices),
+        page_size=args.page_size,
+        time_scale=args.time_scale,
+        username=args.username,
+        password=args.password,
+    )
     await sim.start(args.port)
     print(json.dumps({"ready": True, "url": sim.url, "devices": args.devices}), flush=True)
     stop = asyncio.Event()

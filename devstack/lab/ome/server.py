@@ -27,8 +27,15 @@ from ..idrac.bmc import default_components
 from ..idrac.http import Request, Response, start_server
 
 # OME job status ids (LastRunStatus.Id)
-JOB_STATUS = {2050: "Running", 2060: "Completed", 2070: "Failed", 2080: "New", 2090: "Warning",
-              2100: "Aborted", 2040: "Starting"}
+JOB_STATUS = {
+    2050: "Running",
+    2060: "Completed",
+    2070: "Failed",
+    2080: "New",
+    2090: "Warning",
+    2100: "Aborted",
+    2040: "Starting",
+}
 POWER = {"On": 17, "Off": 18}
 _SEG = re.compile(r"[A-Za-z]+|\d+")
 
@@ -74,9 +81,18 @@ class Faults:
 class OMESim:
     SESSION_CAP = 20
 
-    def __init__(self, *, devices: list[Device] | None = None, packages: list[dict[str, Any]] | None = None,
-                 username: str = "admin", password: str = "ome-lab-pw", page_size: int = 50,
-                 time_scale: float = 1.0, job_seconds: float = 60.0, session_idle: float = 1800.0):
+    def __init__(
+        self,
+        *,
+        devices: list[Device] | None = None,
+        packages: list[dict[str, Any]] | None = None,
+        username: str = "admin",
+        password: str = "ome-lab-pw",
+        page_size: int = 50,
+        time_scale: float = 1.0,
+        job_seconds: float = 60.0,
+        session_idle: float = 1800.0,
+    ):
         self.devices = {d.id: d for d in (devices or [])}
         # Catalog packages: {"component_id", "version", "name", "criticality", "reboot_required",
         # "system_ids": [...], "path"}; the sim computes compliance from them as OME does.
@@ -98,8 +114,13 @@ class OMESim:
         self.sessions_deleted = 0
         self.catalog_id, self.repository_id = 11, 21
         self.baseline_id, self.baseline_task = 31, next(self._ids)
-        self.jobs[self.baseline_task] = Job(self.baseline_task, "Baseline compliance: rackpilot-baseline",
-                                            (42, "Baseline_Task"), list(self.devices), status=2060)
+        self.jobs[self.baseline_task] = Job(
+            self.baseline_task,
+            "Baseline compliance: rackpilot-baseline",
+            (42, "Baseline_Task"),
+            list(self.devices),
+            status=2060,
+        )
         self._server: asyncio.base_events.Server | None = None
 
     # ---- helpers -------------------------------------------------------------------------------
@@ -111,10 +132,21 @@ class OMESim:
         out = []
         for i in range(count):
             model = models[i % len(models)]
-            comps = [{"ComponentId": c.component_id, "Name": c.name, "Version": c.version}
-                     for c in default_components(model, i)]
-            out.append(Device(first_id + i, f"SIM{i:04d}", model, MODELS[model], f"sim{i:04d}.lab",
-                              f"10.0.{i // 250}.{i % 250 + 1}", components=comps))
+            comps = [
+                {"ComponentId": c.component_id, "Name": c.name, "Version": c.version}
+                for c in default_components(model, i)
+            ]
+            out.append(
+                Device(
+                    first_id + i,
+                    f"SIM{i:04d}",
+                    model,
+                    MODELS[model],
+                    f"sim{i:04d}.lab",
+                    f"10.0.{i // 250}.{i % 250 + 1}",
+                    components=comps,
+                )
+            )
         return out
 
     def inject(self, **faults: Any) -> None:
@@ -143,41 +175,92 @@ class OMESim:
             del self.sessions[sid]
 
     def _start_job(self, name: str, jtype: tuple[int, str], targets: list[int], on_done: Any = None) -> Job:
-        j = Job(next(self._ids), name, jtype, targets, status=2050, started=time.monotonic(),
-                duration=self.job_seconds, on_done=on_done, stuck=self.faults.job_outcome == "stuck")
+        j = Job(
+            next(self._ids),
+            name,
+            jtype,
+            targets,
+            status=2050,
+            started=time.monotonic(),
+            duration=self.job_seconds,
+            on_done=on_done,
+            stuck=self.faults.job_outcome == "stuck",
+        )
         self.jobs[j.id] = j
         return j
 
     # ---- documents -------------------------------------------------------------------------------
     def device_doc(self, d: Device) -> dict[str, Any]:
-        return {"@odata.type": "#DeviceService.Device", "@odata.id": f"/api/DeviceService/Devices({d.id})",
-                "Id": d.id, "Type": 1000, "Identifier": d.service_tag, "DeviceServiceTag": d.service_tag,
-                "ChassisServiceTag": None, "Model": d.model, "PowerState": POWER[d.power],
-                "ManagedState": 3000, "Status": 1000, "ConnectionState": True, "AssetTag": None,
-                "SystemId": int(d.system_id, 16), "DeviceName": d.name,
-                "LastInventoryTime": d.last_inventory, "LastStatusTime": d.last_inventory,
-                "DeviceSubscription": None, "DeviceCapabilities": [1, 2, 3, 4, 7, 8, 9, 41, 50],
-                "DeviceManagement": [{"ManagementId": d.id + 1, "NetworkAddress": d.address,
-                                      "MacAddress": "4c:d9:8f:00:00:00", "ManagementType": 2,
-                                      "InstrumentationName": d.name, "DnsName": d.name,
-                                      "ManagementProfile": [{"ManagementProfileId": d.id + 2,
-                                                             "ProfileId": "WSMAN_OOB", "ManagementId": d.id + 1,
-                                                             "AgentName": "iDRAC", "HasCreds": 0,
-                                                             "ManagementURL": f"https://{d.address}:443/",
-                                                             "Status": 1000, "StatusDateTime": d.last_inventory}]}],
-                "Actions": None, "SensorHealth@odata.navigationLink": f"/api/DeviceService/Devices({d.id})/SensorHealth",
-                "InventoryDetails@odata.navigationLink": f"/api/DeviceService/Devices({d.id})/InventoryDetails"}
+        return {
+            "@odata.type": "#DeviceService.Device",
+            "@odata.id": f"/api/DeviceService/Devices({d.id})",
+            "Id": d.id,
+            "Type": 1000,
+            "Identifier": d.service_tag,
+            "DeviceServiceTag": d.service_tag,
+            "ChassisServiceTag": None,
+            "Model": d.model,
+            "PowerState": POWER[d.power],
+            "ManagedState": 3000,
+            "Status": 1000,
+            "ConnectionState": True,
+            "AssetTag": None,
+            "SystemId": int(d.system_id, 16),
+            "DeviceName": d.name,
+            "LastInventoryTime": d.last_inventory,
+            "LastStatusTime": d.last_inventory,
+            "DeviceSubscription": None,
+            "DeviceCapabilities": [1, 2, 3, 4, 7, 8, 9, 41, 50],
+            "DeviceManagement": [
+                {
+                    "ManagementId": d.id + 1,
+                    "NetworkAddress": d.address,
+                    "MacAddress": "4c:d9:8f:00:00:00",
+                    "ManagementType": 2,
+                    "InstrumentationName": d.name,
+                    "DnsName": d.name,
+                    "ManagementProfile": [
+                        {
+                            "ManagementProfileId": d.id + 2,
+                            "ProfileId": "WSMAN_OOB",
+                            "ManagementId": d.id + 1,
+                            "AgentName": "iDRAC",
+                            "HasCreds": 0,
+                            "ManagementURL": f"https://{d.address}:443/",
+                            "Status": 1000,
+                            "StatusDateTime": d.last_inventory,
+                        }
+                    ],
+                }
+            ],
+            "Actions": None,
+            "SensorHealth@odata.navigationLink": f"/api/DeviceService/Devices({d.id})/SensorHealth",
+            "InventoryDetails@odata.navigationLink": f"/api/DeviceService/Devices({d.id})/InventoryDetails",
+        }
 
     def software_doc(self, d: Device) -> dict[str, Any]:
-        return {"@odata.context": "/api/$metadata#DeviceService.InventoryDetail",
-                "@odata.id": f"/api/DeviceService/Devices({d.id})/InventoryDetails('deviceSoftware')",
-                "InventoryType": "deviceSoftware",
-                "InventoryInfo": [{"Version": c["Version"], "InstallationDate": "2026-01-01T00:00:00Z",
-                                   "Status": "Installed", "SoftwareType": "FRMW" if c["ComponentId"] != "159" else "BIOS",
-                                   "PackageName": "", "ComponentId": c["ComponentId"], "DeviceDescription": c["Name"],
-                                   "InstanceId": f"DCIM:INSTALLED#{c['ComponentId']}__{c['Name']}",
-                                   "VendorId": "", "SubDeviceId": "", "SubVendorId": "", "PciDeviceId": ""}
-                                  for c in d.components]}
+        return {
+            "@odata.context": "/api/$metadata#DeviceService.InventoryDetail",
+            "@odata.id": f"/api/DeviceService/Devices({d.id})/InventoryDetails('deviceSoftware')",
+            "InventoryType": "deviceSoftware",
+            "InventoryInfo": [
+                {
+                    "Version": c["Version"],
+                    "InstallationDate": "2026-01-01T00:00:00Z",
+                    "Status": "Installed",
+                    "SoftwareType": "FRMW" if c["ComponentId"] != "159" else "BIOS",
+                    "PackageName": "",
+                    "ComponentId": c["ComponentId"],
+                    "DeviceDescription": c["Name"],
+                    "InstanceId": f"DCIM:INSTALLED#{c['ComponentId']}__{c['Name']}",
+                    "VendorId": "",
+                    "SubDeviceId": "",
+                    "SubVendorId": "",
+                    "PciDeviceId": "",
+                }
+                for c in d.components
+            ],
+        }
 
     def compliance_doc(self, d: Device) -> dict[str, Any]:
         comps = []
@@ -185,62 +268,123 @@ class OMESim:
         reboot = False
         rank = {"OK": 0, "DOWNGRADE": 1, "WARNING": 2, "CRITICAL": 3}
         for c in d.components:
-            cands = [p for p in self.packages if c["ComponentId"] == p["component_id"]
-                     and d.system_id.upper() in {s.upper() for s in p["system_ids"]}]
+            cands = [
+                p
+                for p in self.packages
+                if c["ComponentId"] == p["component_id"]
+                and d.system_id.upper() in {s.upper() for s in p["system_ids"]}
+            ]
             if not cands:
                 continue
             pkg = max(cands, key=lambda p: _vkey(p["version"]))
             cur, tgt = _vkey(c["Version"]), _vkey(pkg["version"])
             action = "EQUAL" if cur == tgt else ("UPGRADE" if cur < tgt else "DOWNGRADE")
             status = {"EQUAL": "OK", "DOWNGRADE": "DOWNGRADE"}.get(
-                action, "CRITICAL" if pkg["criticality"] == "Urgent" else "WARNING")
+                action, "CRITICAL" if pkg["criticality"] == "Urgent" else "WARNING"
+            )
             if rank[status] > rank[worst]:
                 worst = status
             reboot = reboot or (action == "UPGRADE" and pkg["reboot_required"])
-            comps.append({"Id": len(comps) + 1, "Version": pkg["version"], "CurrentVersion": c["Version"],
-                          "Path": pkg.get("path", ""), "Name": pkg.get("name") or c["Name"],
-                          "Criticality": pkg["criticality"], "UniqueIdentifier": c["ComponentId"],
-                          "TargetIdentifier": c["ComponentId"], "UpdateAction": action, "SourceName": c["Name"],
-                          "PrerequisiteInfo": "", "ImpactAssessment": "", "Uri": "", "RebootRequired":
-                          bool(pkg["reboot_required"]), "ComplianceStatus": status, "ComponentType": "FRMW",
-                          "DependencyUpgradeRequired": False})
-        return {"@odata.type": "#UpdateService.DeviceComplianceReport", "Id": d.id, "DeviceId": d.id,
-                "ServiceTag": d.service_tag, "DeviceModel": d.model, "DeviceTypeName": "SERVER",
-                "DeviceName": d.name, "FirmwareStatus": "Non-Compliant" if worst != "OK" else "Compliant",
-                "ComplianceStatus": worst, "DeviceTypeId": 1000, "RebootRequired": reboot,
-                "ComponentComplianceReports": comps}
+            comps.append(
+                {
+                    "Id": len(comps) + 1,
+                    "Version": pkg["version"],
+                    "CurrentVersion": c["Version"],
+                    "Path": pkg.get("path", ""),
+                    "Name": pkg.get("name") or c["Name"],
+                    "Criticality": pkg["criticality"],
+                    "UniqueIdentifier": c["ComponentId"],
+                    "TargetIdentifier": c["ComponentId"],
+                    "UpdateAction": action,
+                    "SourceName": c["Name"],
+                    "PrerequisiteInfo": "",
+                    "ImpactAssessment": "",
+                    "Uri": "",
+                    "RebootRequired": bool(pkg["reboot_required"]),
+                    "ComplianceStatus": status,
+                    "ComponentType": "FRMW",
+                    "DependencyUpgradeRequired": False,
+                }
+            )
+        return {
+            "@odata.type": "#UpdateService.DeviceComplianceReport",
+            "Id": d.id,
+            "DeviceId": d.id,
+            "ServiceTag": d.service_tag,
+            "DeviceModel": d.model,
+            "DeviceTypeName": "SERVER",
+            "DeviceName": d.name,
+            "FirmwareStatus": "Non-Compliant" if worst != "OK" else "Compliant",
+            "ComplianceStatus": worst,
+            "DeviceTypeId": 1000,
+            "RebootRequired": reboot,
+            "ComponentComplianceReports": comps,
+        }
 
     def baseline_doc(self) -> dict[str, Any]:
         reports = [self.compliance_doc(d) for d in self.devices.values()]
-        count = {s: sum(1 for r in reports if r["ComplianceStatus"] == s) for s in ("CRITICAL", "WARNING", "OK",
-                                                                                   "DOWNGRADE")}
+        count = {
+            s: sum(1 for r in reports if r["ComplianceStatus"] == s)
+            for s in ("CRITICAL", "WARNING", "OK", "DOWNGRADE")
+        }
         worst = next((s for s in ("CRITICAL", "WARNING", "DOWNGRADE") if count[s]), "OK")
-        return {"@odata.type": "#UpdateService.Baselines", "@odata.id": f"/api/UpdateService/Baselines({self.baseline_id})",
-                "Id": self.baseline_id, "Name": "rackpilot-baseline", "Description": "lab baseline",
-                "CatalogId": self.catalog_id, "RepositoryId": self.repository_id, "DowngradeEnabled": True,
-                "Is64Bit": True, "LastRun": "2026-01-01 00:00:00.000", "TaskId": self.baseline_task,
-                "TaskStatusId": self.jobs[self.baseline_task].status, "RepositoryName": "lab-repository",
-                "RepositoryType": "HTTP", "Targets": [{"Id": i, "Type": {"Id": 1000, "Name": "DEVICE"}}
-                                                      for i in self.devices],
-                "ComplianceSummary": {"ComplianceStatus": worst, "NumberOfCritical": count["CRITICAL"],
-                                      "NumberOfWarning": count["WARNING"], "NumberOfNormal": count["OK"],
-                                      "NumberOfDowngrade": count["DOWNGRADE"], "NumberOfUnknown": 0},
-                "DeviceComplianceReports@odata.navigationLink":
-                    f"/api/UpdateService/Baselines({self.baseline_id})/DeviceComplianceReports"}
+        return {
+            "@odata.type": "#UpdateService.Baselines",
+            "@odata.id": f"/api/UpdateService/Baselines({self.baseline_id})",
+            "Id": self.baseline_id,
+            "Name": "rackpilot-baseline",
+            "Description": "lab baseline",
+            "CatalogId": self.catalog_id,
+            "RepositoryId": self.repository_id,
+            "DowngradeEnabled": True,
+            "Is64Bit": True,
+            "LastRun": "2026-01-01 00:00:00.000",
+            "TaskId": self.baseline_task,
+            "TaskStatusId": self.jobs[self.baseline_task].status,
+            "RepositoryName": "lab-repository",
+            "RepositoryType": "HTTP",
+            "Targets": [{"Id": i, "Type": {"Id": 1000, "Name": "DEVICE"}} for i in self.devices],
+            "ComplianceSummary": {
+                "ComplianceStatus": worst,
+                "NumberOfCritical": count["CRITICAL"],
+                "NumberOfWarning": count["WARNING"],
+                "NumberOfNormal": count["OK"],
+                "NumberOfDowngrade": count["DOWNGRADE"],
+                "NumberOfUnknown": 0,
+            },
+            "DeviceComplianceReports@odata.navigationLink": f"/api/UpdateService/Baselines({self.baseline_id})/DeviceComplianceReports",
+        }
 
     def job_doc(self, j: Job) -> dict[str, Any]:
         st = {"Id": j.status, "Name": JOB_STATUS[j.status]}
-        return {"@odata.type": "#JobService.Job", "@odata.id": f"/api/JobService/Jobs({j.id})", "Id": j.id,
-                "JobName": j.name, "JobDescription": j.name, "NextRun": None, "LastRun": "2026-01-01 00:00:00.000",
-                "StartTime": None, "EndTime": None, "Schedule": "startnow", "State": "Enabled",
-                "CreatedBy": self.username, "UpdatedBy": None, "Visible": True, "Editable": True,
-                "Builtin": False, "UserGenerated": True, "Targets": [{"JobId": j.id, "Id": t, "Data": "",
-                                                                      "TargetType": {"Id": 1000, "Name": "DEVICE"}}
-                                                                     for t in j.targets],
-                "Params": [], "LastRunStatus": st, "JobType": {"Id": j.job_type[0], "Name": j.job_type[1],
-                                                              "Internal": False},
-                "JobStatus": st, "ExecutionHistories@odata.navigationLink":
-                    f"/api/JobService/Jobs({j.id})/ExecutionHistories"}
+        return {
+            "@odata.type": "#JobService.Job",
+            "@odata.id": f"/api/JobService/Jobs({j.id})",
+            "Id": j.id,
+            "JobName": j.name,
+            "JobDescription": j.name,
+            "NextRun": None,
+            "LastRun": "2026-01-01 00:00:00.000",
+            "StartTime": None,
+            "EndTime": None,
+            "Schedule": "startnow",
+            "State": "Enabled",
+            "CreatedBy": self.username,
+            "UpdatedBy": None,
+            "Visible": True,
+            "Editable": True,
+            "Builtin": False,
+            "UserGenerated": True,
+            "Targets": [
+                {"JobId": j.id, "Id": t, "Data": "", "TargetType": {"Id": 1000, "Name": "DEVICE"}}
+                for t in j.targets
+            ],
+            "Params": [],
+            "LastRunStatus": st,
+            "JobType": {"Id": j.job_type[0], "Name": j.job_type[1], "Internal": False},
+            "JobStatus": st,
+            "ExecutionHistories@odata.navigationLink": f"/api/JobService/Jobs({j.id})/ExecutionHistories",
+        }
 
     # ---- HTTP ------------------------------------------------------------------------------------------
     def page(self, req: Request, path: str, items: list[dict[str, Any]], context: str) -> dict[str, Any]:
@@ -250,8 +394,11 @@ class OMESim:
         except ValueError as exc:
             raise ValueError("$top and $skip must be integers") from exc
         top = max(1, min(top, self.page_size))  # the server caps the page size, whatever asked
-        doc: dict[str, Any] = {"@odata.context": f"/api/$metadata#Collection({context})",
-                               "@odata.count": len(items), "value": items[skip:skip + top]}
+        doc: dict[str, Any] = {
+            "@odata.context": f"/api/$metadata#Collection({context})",
+            "@odata.count": len(items),
+            "value": items[skip : skip + top],
+        }
         if skip + top < len(items):
             doc["@odata.nextLink"] = f"{path}?$skip={skip + top}&$top={top}"
         return doc
@@ -261,9 +408,14 @@ class OMESim:
             with self.lock:
                 if req.path == "/_lab/faults" and req.method == "POST":
                     self.inject(**req.json())
-                return Response.json({"sessions": len(self.sessions), "peak_sessions": self.peak_sessions,
-                                      "sessions_created": self.sessions_created,
-                                      "sessions_deleted": self.sessions_deleted})
+                return Response.json(
+                    {
+                        "sessions": len(self.sessions),
+                        "peak_sessions": self.peak_sessions,
+                        "sessions_created": self.sessions_created,
+                        "sessions_deleted": self.sessions_deleted,
+                    }
+                )
         with self.lock:
             self._tick()
             if self.faults.unreachable:
@@ -271,52 +423,90 @@ class OMESim:
             if self.faults.server_errors:
                 if self.faults.server_errors > 0:
                     self.faults.server_errors -= 1
-                return self._err(500, "CGEN1009", "Unable to complete the operation because of an internal error.")
+                return self._err(
+                    500, "CGEN1009", "Unable to complete the operation because of an internal error."
+                )
             try:
                 return self._route(req)
             except (ValueError, KeyError, TypeError) as exc:
-                return self._err(400, "CGEN1004", f"Unable to complete the request because the input is "
-                                 f"invalid: {exc}")
+                return self._err(
+                    400, "CGEN1004", f"Unable to complete the request because the input is invalid: {exc}"
+                )
 
     @staticmethod
     def _err(status: int, mid: str, message: str) -> Response:
-        return Response.json({"error": {"code": "Base.1.0.GeneralError", "message": "A general error has occurred. "
-                                        "See ExtendedInfo for more information.",
-                                        "@Message.ExtendedInfo": [{"MessageId": mid, "RelatedProperties": [],
-                                                                   "Message": message, "MessageArgs": [],
-                                                                   "Severity": "Critical",
-                                                                   "Resolution": "Retry the operation."}]}},
-                             status)
+        return Response.json(
+            {
+                "error": {
+                    "code": "Base.1.0.GeneralError",
+                    "message": "A general error has occurred. See ExtendedInfo for more information.",
+                    "@Message.ExtendedInfo": [
+                        {
+                            "MessageId": mid,
+                            "RelatedProperties": [],
+                            "Message": message,
+                            "MessageArgs": [],
+                            "Severity": "Critical",
+                            "Resolution": "Retry the operation.",
+                        }
+                    ],
+                }
+            },
+            status,
+        )
 
     def _route(self, req: Request) -> Response:  # noqa: C901 - flat routing table
         p, m = req.path, req.method
         if p == "/api/SessionService/Sessions" and m == "POST":
             body = req.json()
             if (body.get("UserName"), body.get("Password")) != (self.username, self.password):
-                return self._err(401, "CSEC5002", "Unable to log in because the user name or password is invalid.")
+                return self._err(
+                    401, "CSEC5002", "Unable to log in because the user name or password is invalid."
+                )
             if len(self.sessions) >= self.SESSION_CAP:
-                return self._err(400, "CSEC5017", "Unable to create a session because the maximum number of "
-                                 "sessions is reached.")
+                return self._err(
+                    400,
+                    "CSEC5017",
+                    "Unable to create a session because the maximum number of sessions is reached.",
+                )
             sid, token = secrets.token_hex(8), secrets.token_hex(16)
             self.sessions[sid] = (token, time.monotonic())
             self.sessions_created += 1
             self.peak_sessions = max(self.peak_sessions, len(self.sessions))
-            return Response.json({"Id": sid, "Description": "admin", "Name": "API", "UserName": self.username,
-                                  "UserId": 10074, "Password": "", "Roles": ["ADMINISTRATOR"],
-                                  "IpAddress": "127.0.0.1", "StartTimeStamp": "2026-01-01 00:00:00.000",
-                                  "LastAccessedTimeStamp": "2026-01-01 00:00:00.000", "DirectoryGroup": []},
-                                 201, {"X-Auth-Token": token,
-                                       "Location": f"/api/SessionService/Sessions('{sid}')"})
+            return Response.json(
+                {
+                    "Id": sid,
+                    "Description": "admin",
+                    "Name": "API",
+                    "UserName": self.username,
+                    "UserId": 10074,
+                    "Password": "",
+                    "Roles": ["ADMINISTRATOR"],
+                    "IpAddress": "127.0.0.1",
+                    "StartTimeStamp": "2026-01-01 00:00:00.000",
+                    "LastAccessedTimeStamp": "2026-01-01 00:00:00.000",
+                    "DirectoryGroup": [],
+                },
+                201,
+                {"X-Auth-Token": token, "Location": f"/api/SessionService/Sessions('{sid}')"},
+            )
         token = req.headers.get("x-auth-token", "")
         sid = next((s for s, (t, _) in self.sessions.items() if t == token), None)
         if sid is None:
-            return self._err(401, "CSEC1006", "Unable to complete the operation because the session is invalid "
-                             "or has expired.")
+            return self._err(
+                401,
+                "CSEC1006",
+                "Unable to complete the operation because the session is invalid or has expired.",
+            )
         self.sessions[sid] = (token, time.monotonic())
         if (mm := re.fullmatch(r"/api/SessionService/Sessions\('([^']+)'\)", p)) and m == "DELETE":
             if self.sessions.pop(mm.group(1), None) is None:
-                return self._err(404, "CGEN1006", "Unable to complete the request because the resource "
-                                 "URI does not exist or is not implemented.")
+                return self._err(
+                    404,
+                    "CGEN1006",
+                    "Unable to complete the request because the resource "
+                    "URI does not exist or is not implemented.",
+                )
             self.sessions_deleted += 1
             return Response.empty(204)
         if m == "GET":
@@ -326,26 +516,52 @@ class OMESim:
             if mm := re.fullmatch(r"/api/DeviceService/Devices\((\d+)\)", p):
                 d = self.devices.get(int(mm.group(1)))
                 return Response.json(self.device_doc(d)) if d else self._missing()
-            if mm := re.fullmatch(r"/api/DeviceService/Devices\((\d+)\)/InventoryDetails\('deviceSoftware'\)", p):
+            if mm := re.fullmatch(
+                r"/api/DeviceService/Devices\((\d+)\)/InventoryDetails\('deviceSoftware'\)", p
+            ):
                 d = self.devices.get(int(mm.group(1)))
                 return Response.json(self.software_doc(d)) if d else self._missing()
             if p == "/api/UpdateService/Catalogs":
-                cat = {"@odata.type": "#UpdateService.Catalogs", "Id": self.catalog_id, "Filename": "Catalog.xml",
-                       "SourcePath": "catalog/Catalog.xml", "Status": "Completed", "TaskId": 0,
-                       "BaseLocation": "lab-repository", "ManifestIdentifier": "rackpilot-lab",
-                       "ReleaseIdentifier": "RP01", "ManifestVersion": "26.10.01", "NextUpdate": None,
-                       "PredecessorIdentifier": None, "LastUpdated": "2026-10-01 08:00:00.000",
-                       "BundlesCount": 0, "PredCatalogs": [], "AssociatedBaselines": [
-                           {"BaselineId": self.baseline_id, "BaselineName": "rackpilot-baseline"}],
-                       "Repository": {"Id": self.repository_id, "Name": "lab-repository",
-                                      "Description": "", "Source": "127.0.0.1", "DomainName": None,
-                                      "Username": None, "Password": None, "CheckCertificate": False,
-                                      "RepositoryType": "HTTP"}}
+                cat = {
+                    "@odata.type": "#UpdateService.Catalogs",
+                    "Id": self.catalog_id,
+                    "Filename": "Catalog.xml",
+                    "SourcePath": "catalog/Catalog.xml",
+                    "Status": "Completed",
+                    "TaskId": 0,
+                    "BaseLocation": "lab-repository",
+                    "ManifestIdentifier": "rackpilot-lab",
+                    "ReleaseIdentifier": "RP01",
+                    "ManifestVersion": "26.10.01",
+                    "NextUpdate": None,
+                    "PredecessorIdentifier": None,
+                    "LastUpdated": "2026-10-01 08:00:00.000",
+                    "BundlesCount": 0,
+                    "PredCatalogs": [],
+                    "AssociatedBaselines": [
+                        {"BaselineId": self.baseline_id, "BaselineName": "rackpilot-baseline"}
+                    ],
+                    "Repository": {
+                        "Id": self.repository_id,
+                        "Name": "lab-repository",
+                        "Description": "",
+                        "Source": "127.0.0.1",
+                        "DomainName": None,
+                        "Username": None,
+                        "Password": None,
+                        "CheckCertificate": False,
+                        "RepositoryType": "HTTP",
+                    },
+                }
                 return Response.json(self.page(req, p, [cat], "UpdateService.Catalogs"))
             if p == "/api/UpdateService/Baselines":
                 return Response.json(self.page(req, p, [self.baseline_doc()], "UpdateService.Baselines"))
             if mm := re.fullmatch(r"/api/UpdateService/Baselines\((\d+)\)", p):
-                return Response.json(self.baseline_doc()) if int(mm.group(1)) == self.baseline_id else self._missing()
+                return (
+                    Response.json(self.baseline_doc())
+                    if int(mm.group(1)) == self.baseline_id
+                    else self._missing()
+                )
             if mm := re.fullmatch(r"/api/UpdateService/Baselines\((\d+)\)/DeviceComplianceReports", p):
                 if int(mm.group(1)) != self.baseline_id:
                     return self._missing()
@@ -360,8 +576,11 @@ class OMESim:
             targets = [int(t["Id"]) for t in body.get("Targets", [])]
             unknown = [t for t in targets if t not in self.devices]
             if unknown:
-                return self._err(400, "CJOB4002", f"Unable to create the job because the target device(s) "
-                                 f"{unknown} do not exist.")
+                return self._err(
+                    400,
+                    "CJOB4002",
+                    f"Unable to create the job because the target device(s) {unknown} do not exist.",
+                )
             if jtype.get("Id") != 8:
                 return self._err(400, "CJOB4001", "Only inventory jobs (JobType 8) are simulated.")
 
@@ -369,7 +588,9 @@ class OMESim:
                 for t in targets:
                     self.devices[t].last_inventory = time.strftime("%Y-%m-%d %H:%M:%S.000")
 
-            j = self._start_job(str(body.get("JobName", "Inventory")), (8, "Inventory_Task"), targets, refreshed)
+            j = self._start_job(
+                str(body.get("JobName", "Inventory")), (8, "Inventory_Task"), targets, refreshed
+            )
             return Response.json(self.job_doc(j), 201)
         if m == "POST" and p == "/api/JobService/Actions/JobService.RunJobs":
             ids = [int(i) for i in req.json().get("JobIds", [])]
@@ -384,8 +605,11 @@ class OMESim:
         return self._missing()
 
     def _missing(self) -> Response:
-        return self._err(404, "CGEN1006", "Unable to complete the request because the resource URI does not "
-                         "exist or is not implemented.")
+        return self._err(
+            404,
+            "CGEN1006",
+            "Unable to complete the request because the resource URI does not exist or is not implemented.",
+        )
 
     async def start(self, port: int = 0) -> OMESim:
         self._server = await start_server(self.host, port, self)

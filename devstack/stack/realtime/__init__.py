@@ -16,5 +16,12 @@ from .errors import (
 )
 from .service import RealtimeService
 
-__all__ = ["BindingError", "DatabaseUnavailable", "FilterError", "ProtocolError", "RealtimeError",
-           "RealtimeService", "SlotError"]
+__all__ = [
+    "BindingError",
+    "DatabaseUnavailable",
+    "FilterError",
+    "ProtocolError",
+    "RealtimeError",
+    "RealtimeService",
+    "SlotError",
+]

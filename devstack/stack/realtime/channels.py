@@ -34,9 +34,11 @@ class Binding:
     echo: dict[str, Any]  # what the join reply returns for it (the client's keys, plus id)
 
     def wants(self, schema: str, table: str, kind: str) -> bool:
-        return ((self.event == "*" or self.event == kind)
-                and (self.schema == "*" or self.schema == schema)
-                and (self.table is None or self.table == "*" or self.table == table))
+        return (
+            (self.event == "*" or self.event == kind)
+            and (self.schema == "*" or self.schema == schema)
+            and (self.table is None or self.table == "*" or self.table == table)
+        )
 
 
 @dataclass(eq=False)
@@ -109,8 +111,9 @@ class Socket:
         self.wakeup.set()
         return True
 
-    def push_final(self, frames: list[str], code: int = 1008,
-                   reason: str = "client too slow: outgoing queue overflowed") -> None:
+    def push_final(
+        self, frames: list[str], code: int = 1008, reason: str = "client too slow: outgoing queue overflowed"
+    ) -> None:
         """Drop whatever is queued, send ``frames`` and close (slow consumers, shutdown)."""
         self.dead = True
         self.close_code, self.close_reason = code, reason
@@ -129,8 +132,9 @@ class Socket:
                     await self.wakeup.wait()
                 item = self.queue.popleft()
                 if item is CLOSE:
-                    await send({"type": "websocket.close", "code": self.close_code,
-                                "reason": self.close_reason})
+                    await send(
+                        {"type": "websocket.close", "code": self.close_code, "reason": self.close_reason}
+                    )
                     break
                 self.queued_bytes -= len(item)
                 await send({"type": "websocket.send", "text": item})

@@ -37,8 +37,15 @@ CACHE_TTL_S = 2.0  # table facts and privileges are re-read after this long (s)
 QUERY_TIMEOUT_S = 5.0  # catalog questions asked on behalf of a client give up after (s)
 RETRY_DELAY_S = 0.2  # wait between attempts while Postgres is away (s)
 
-CONNECTION_ERRORS = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, ConnectionError, OSError,
-                     asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError, asyncio.TimeoutError)
+CONNECTION_ERRORS = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    ConnectionError,
+    OSError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncio.TimeoutError,
+)
 
 
 def qident(name: str) -> str:
@@ -65,9 +72,13 @@ class Database:
         self._vis_fns: dict[tuple, str] = {}
 
     async def start(self) -> None:
-        self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=3, command_timeout=QUERY_TIMEOUT_S,
-                                               server_settings={"application_name": "rackpilot-realtime",
-                                                                "TimeZone": "UTC"})
+        self._pool = await asyncpg.create_pool(
+            self.dsn,
+            min_size=1,
+            max_size=3,
+            command_timeout=QUERY_TIMEOUT_S,
+            server_settings={"application_name": "rackpilot-realtime", "TimeZone": "UTC"},
+        )
         await self.load_types()
 
     async def close(self) -> None:
@@ -107,12 +118,21 @@ class Database:
         rows = await self._fetch(
             """select p.puballtables, p.pubinsert, p.pubupdate, p.pubdelete, t.schemaname, t.tablename
                from pg_publication p left join pg_publication_tables t on t.pubname = p.pubname
-               where p.pubname = $1""", PUBLICATION)
+               where p.pubname = $1""",
+            PUBLICATION,
+        )
         if not rows:
             return StreamSpec(all_tables=False, tables=frozenset())
         first = rows[0]
-        actions = {a for a, on in (("insert", first["pubinsert"]), ("update", first["pubupdate"]),
-                                   ("delete", first["pubdelete"])) if on}
+        actions = {
+            a
+            for a, on in (
+                ("insert", first["pubinsert"]),
+                ("update", first["pubupdate"]),
+                ("delete", first["pubdelete"]),
+            )
+            if on
+        }
         tables = frozenset((r["schemaname"], r["tablename"]) for r in rows if r["tablename"] is not None)
         return StreamSpec(all_tables=bool(first["puballtables"]), tables=tables, actions=frozenset(actions))
 
@@ -131,12 +151,16 @@ class Database:
                left join pg_type t on t.oid = a.atttypid
                left join pg_index i on i.indrelid = c.oid and i.indisprimary
                where n.nspname = $1 and c.relname = $2 and c.relkind in ('r', 'p', 'v', 'm', 'f')
-               order by a.attnum""", schema, table)
+               order by a.attnum""",
+            schema,
+            table,
+        )
         if not rows:
             info = TableInfo(exists=False)
         else:
             info = TableInfo(
-                exists=True, rls=bool(rows[0]["relrowsecurity"]),
+                exists=True,
+                rls=bool(rows[0]["relrowsecurity"]),
                 columns=tuple((r["attname"], r["typname"]) for r in rows if r["attname"] is not None),
                 pk=tuple((r["attname"], r["fmt"]) for r in rows if r["is_pk"]),
             )
@@ -160,7 +184,11 @@ class Database:
                                 and has_column_privilege($1, c.oid, a.attnum, 'SELECT'))
                       end as cols
                from pg_class c join pg_namespace n on n.oid = c.relnamespace
-               where n.nspname = $2 and c.relname = $3""", role, schema, table)
+               where n.nspname = $2 and c.relname = $3""",
+            role,
+            schema,
+            table,
+        )
         if not rows:
             answer: tuple[bool, frozenset[str] | None] = (False, frozenset())
         else:
@@ -185,32 +213,42 @@ class Database:
         then the role, ``request.jwt.claims`` and ``realtime.topic`` are set and the two
         rows are selected back, so the SELECT policies of realtime.messages decide. A policy
         that raises counts as no permission. Raises DatabaseUnavailable."""
+
         async def check(conn: asyncpg.Connection) -> tuple[bool, bool]:
             rows = await conn.fetch(
                 """insert into realtime.messages (topic, extension) values ($1, 'broadcast'), ($1, 'presence')
-                   returning id, extension""", topic)
+                   returning id, extension""",
+                topic,
+            )
             ids = {r["extension"]: r["id"] for r in rows}
             await self._as_role(conn, role, claims_json, topic)
             seen = await conn.fetch(
                 """select extension from realtime.messages
                    where topic = $1 and ((extension = 'broadcast' and id = $2) or (extension = 'presence' and id = $3))""",
-                topic, ids["broadcast"], ids["presence"])
+                topic,
+                ids["broadcast"],
+                ids["presence"],
+            )
             got = {r["extension"] for r in seen}
             return "broadcast" in got, "presence" in got
 
         return await self._rolled_back(check, (False, False), role, topic)
 
-    async def write_policy(self, role: str, claims_json: str, topic: str, extension: str = "broadcast") -> bool:
+    async def write_policy(
+        self, role: str, claims_json: str, topic: str, extension: str = "broadcast"
+    ) -> bool:
         """May this role with these claims send broadcasts (``extension`` broadcast) or
         track presence (``presence``) on ``topic``? An INSERT of such a row of the topic,
         as the role, in a transaction that is rolled back (Supabase's check): the INSERT
         policies of realtime.messages decide."""
+
         async def check(conn: asyncpg.Connection) -> bool:
             await self._as_role(conn, role, claims_json, topic)
             try:
                 async with conn.transaction():  # a savepoint
-                    await conn.execute("insert into realtime.messages (topic, extension) values ($1, $2)",
-                                       topic, extension)
+                    await conn.execute(
+                        "insert into realtime.messages (topic, extension) values ($1, $2)", topic, extension
+                    )
             except asyncpg.InsufficientPrivilegeError:
                 return False
             return True
@@ -222,7 +260,10 @@ class Database:
         await conn.execute(
             """select set_config('role', $1, true), set_config('realtime.topic', $2, true),
                       set_config('request.jwt.claims', $3, true), set_config('request.headers', '{}', true)""",
-            role, topic, claims_json)
+            role,
+            topic,
+            claims_json,
+        )
 
     async def _rolled_back(self, check: Any, denied: Any, role: str, topic: str) -> Any:
         assert self._pool is not None
@@ -239,8 +280,13 @@ class Database:
             raise DatabaseUnavailable(f"database unavailable ({type(exc).__name__})") from None
         except asyncpg.PostgresError as exc:
             # a policy that raises, an unknown role, no realtime.messages: no permission
-            log.warning("channel authorization for role %s on topic %r failed: %s %s", role, topic,
-                        getattr(exc, "sqlstate", ""), exc)
+            log.warning(
+                "channel authorization for role %s on topic %r failed: %s %s",
+                role,
+                topic,
+                getattr(exc, "sqlstate", ""),
+                exc,
+            )
             return denied
 
     async def prune_messages(self, keep_days: int) -> None:
@@ -249,8 +295,10 @@ class Database:
         try:
             rows = await self._fetch("select to_regclass('realtime.messages') is not null as ok")
             if rows and rows[0]["ok"]:
-                await self._fetch("delete from realtime.messages where inserted_at < now() - make_interval(days => $1)",
-                                  keep_days)
+                await self._fetch(
+                    "delete from realtime.messages where inserted_at < now() - make_interval(days => $1)",
+                    keep_days,
+                )
         except asyncpg.PostgresError as exc:
             log.warning("pruning realtime.messages failed: %s", exc)
 
@@ -261,10 +309,14 @@ class Database:
         try:
             await self._fetch(
                 """select pg_drop_replication_slot(slot_name) from pg_replication_slots
-                   where slot_name like $1 and not active""", SLOT_PREFIX + "%")
+                   where slot_name like $1 and not active""",
+                SLOT_PREFIX + "%",
+            )
             await self._fetch(
                 """select pg_terminate_backend(active_pid) from pg_replication_slots
-                   where slot_name = $1 and active""", slot)
+                   where slot_name = $1 and active""",
+                slot,
+            )
             for _ in range(50):
                 rows = await self._fetch("select active from pg_replication_slots where slot_name = $1", slot)
                 if not rows:
@@ -282,7 +334,8 @@ class Database:
         while True:
             try:
                 rows = await self._fetch(
-                    "select active, active_pid from pg_replication_slots where slot_name = $1", slot)
+                    "select active, active_pid from pg_replication_slots where slot_name = $1", slot
+                )
                 if not rows:
                     return
                 if rows[0]["active"]:
@@ -300,33 +353,51 @@ class Database:
     # --- visibility -----------------------------------------------------------------------
     async def _rls_conn(self) -> asyncpg.Connection:
         if self._rls is None or self._rls.is_closed():
-            self._rls = await asyncpg.connect(self.dsn, timeout=QUERY_TIMEOUT_S, server_settings={
-                "application_name": "rackpilot-realtime-rls", "statement_timeout": "5s", "TimeZone": "UTC"})
+            self._rls = await asyncpg.connect(
+                self.dsn,
+                timeout=QUERY_TIMEOUT_S,
+                server_settings={
+                    "application_name": "rackpilot-realtime-rls",
+                    "statement_timeout": "5s",
+                    "TimeZone": "UTC",
+                },
+            )
             self._vis_fns = {}
         return self._rls
 
-    async def _vis_fn(self, conn: asyncpg.Connection, schema: str, table: str,
-                      pk: tuple[tuple[str, str], ...]) -> str:
+    async def _vis_fn(
+        self, conn: asyncpg.Connection, schema: str, table: str, pk: tuple[tuple[str, str], ...]
+    ) -> str:
         """The temporary visibility function of one table (created on first use)."""
         key = (schema, table, pk)
         name = self._vis_fns.get(key)
         if name is None:
             name = f"rackpilot_rt_visible_{len(self._vis_fns) + 1}"
             cond = " and ".join(f"x.{qident(col)} = (u.k->>{i})::{fmt}" for i, (col, fmt) in enumerate(pk))
-            await conn.execute(VISIBLE_FN.replace("{name}", name)
-                               .replace("{table}", f"{qident(schema)}.{qident(table)}").replace("{cond}", cond))
+            await conn.execute(
+                VISIBLE_FN.replace("{name}", name)
+                .replace("{table}", f"{qident(schema)}.{qident(table)}")
+                .replace("{cond}", cond)
+            )
             self._vis_fns[key] = name
         return name
 
-    async def _visible_call(self, info: TableInfo, schema: str, table: str, keys_json: str,
-                            groups: list[tuple[int, tuple[str, str, str]]]) -> list[asyncpg.Record]:
+    async def _visible_call(
+        self,
+        info: TableInfo,
+        schema: str,
+        table: str,
+        keys_json: str,
+        groups: list[tuple[int, tuple[str, str, str]]],
+    ) -> list[asyncpg.Record]:
         groups_json = orjson.dumps([{"g": n, "role": r, "claims": c} for n, (r, c, _sub) in groups]).decode()
         async with self._rls_lock:
             try:
                 conn = await self._rls_conn()
                 fn = await self._vis_fn(conn, schema, table, info.pk)
-                return await conn.fetch(f"select rt_g, rt_i from pg_temp.{fn}($1::json, $2::json)",
-                                        keys_json, groups_json)
+                return await conn.fetch(
+                    f"select rt_g, rt_i from pg_temp.{fn}($1::json, $2::json)", keys_json, groups_json
+                )
             except CONNECTION_ERRORS as exc:
                 if self._rls is not None:
                     self._rls.terminate()
@@ -336,8 +407,9 @@ class Database:
                 self._vis_fns.pop((schema, table, info.pk), None)  # re-created next time (DDL, say)
                 raise
 
-    async def visible_rows(self, info: TableInfo, schema: str, table: str,
-                           groups: list[tuple[str, str, str]], keys: list[tuple]) -> dict[int, set[int]]:
+    async def visible_rows(
+        self, info: TableInfo, schema: str, table: str, groups: list[tuple[str, str, str]], keys: list[tuple]
+    ) -> dict[int, set[int]]:
         """Which rows each subscriber group may SELECT now, in one round trip.
 
         ``groups`` are (role, claims JSON, sub); ``keys`` primary-key tuples as wal2json
@@ -357,8 +429,13 @@ class Database:
                 try:
                     rows.extend(await self._visible_call(info, schema, table, keys_json, [item]))
                 except asyncpg.PostgresError as exc:
-                    log.warning("visibility check on %s.%s for role %s failed: %s", schema, table, item[1][0],
-                                getattr(exc, "sqlstate", ""))
+                    log.warning(
+                        "visibility check on %s.%s for role %s failed: %s",
+                        schema,
+                        table,
+                        item[1][0],
+                        getattr(exc, "sqlstate", ""),
+                    )
         out: dict[int, set[int]] = {}
         for r in rows:
             out.setdefault(r["rt_g"], set()).add(r["rt_i"] - 1)

@@ -80,8 +80,11 @@ class Change:
         if cached is not None:
             return cached
         data: dict[str, Any] = {
-            "schema": self.schema, "table": self.table, "commit_timestamp": self.commit_ts,
-            "type": self.kind, "errors": None,
+            "schema": self.schema,
+            "table": self.table,
+            "commit_timestamp": self.commit_ts,
+            "type": self.kind,
+            "errors": None,
         }
         columns = self.columns
         record, old = self.record, self.old_record
@@ -228,22 +231,44 @@ class Dispatcher:
                 # than its key (Supabase sends the primary key only, to everyone)
                 names = [n for n, _ in info.pk] or [p["name"] for p in pk or ()]
                 old = {n: old[n] for n in names if n in old}
-        return Change(schema=schema, table=table, kind=kind, commit_ts=commit_timestamp(msg.get("timestamp")),
-                      columns=columns, types=types, record=record, old_record=old, key=key, info=info,
-                      match_values=match_values)
+        return Change(
+            schema=schema,
+            table=table,
+            kind=kind,
+            commit_ts=commit_timestamp(msg.get("timestamp")),
+            columns=columns,
+            types=types,
+            record=record,
+            old_record=old,
+            key=key,
+            info=info,
+            match_values=match_values,
+        )
 
     def _db_broadcast(self, msg: dict) -> DbBroadcast | None:
         """A realtime.messages insert → a broadcast; None if it lacks what one needs
         (topic, event, payload, private), as Supabase Realtime skips such rows."""
         typname = self.db.typname
-        row = {c["name"]: convert(typname(c.get("typeoid"), c.get("type", "text")), c.get("value"))
-               for c in msg.get("columns") or ()}
-        topic, event, payload, private = row.get("topic"), row.get("event"), row.get("payload"), row.get("private")
+        row = {
+            c["name"]: convert(typname(c.get("typeoid"), c.get("type", "text")), c.get("value"))
+            for c in msg.get("columns") or ()
+        }
+        topic, event, payload, private = (
+            row.get("topic"),
+            row.get("event"),
+            row.get("payload"),
+            row.get("private"),
+        )
         if not isinstance(topic, str) or not isinstance(event, str) or payload is None or private is None:
             return None
         msg_id = row.get("id")
-        return DbBroadcast(topic=topic, event=event, payload=payload, private=bool(private),
-                           id=None if msg_id is None else str(msg_id))
+        return DbBroadcast(
+            topic=topic,
+            event=event,
+            payload=payload,
+            private=bool(private),
+            id=None if msg_id is None else str(msg_id),
+        )
 
     @staticmethod
     def _filter(change: Change, targets: list[tuple[Channel, Binding]]) -> None:
@@ -328,8 +353,9 @@ class Dispatcher:
             readable = change.role_columns.get(channel.role)
             if readable is not None:  # the role may SELECT only some columns: only those
                 select = readable if select is None else select & readable
-            frame = encode_change(sock.vsn, channel.topic_json, orjson.dumps(ids).decode(),
-                                  change.data_json(select))
+            frame = encode_change(
+                sock.vsn, channel.topic_json, orjson.dumps(ids).decode(), change.data_json(select)
+            )
             if sock.push(frame):
                 self.delivered += 1
             else:

@@ -68,8 +68,10 @@ def parse_filter(text: str) -> Filter:
     if len(text) > MAX_FILTER_CHARS:
         raise FilterError(f"filter is longer than {MAX_FILTER_CHARS} characters")
     if _has_top_level_comma(text):
-        raise FilterError(f"invalid filter {text!r}: several filters joined by commas are not supported by the "
-                          "rackpilot local stack; use one filter per binding")
+        raise FilterError(
+            f"invalid filter {text!r}: several filters joined by commas are not supported by the "
+            "rackpilot local stack; use one filter per binding"
+        )
     column, sep, rest = text.partition("=")
     column = column.strip()
     if not sep or not column:

@@ -76,15 +76,15 @@ def decode_binary(data: bytes) -> Frame:
     if end > len(data):
         raise ProtocolError("truncated binary frame")
     try:
-        join_ref = data[off:off + jl].decode() or None
+        join_ref = data[off : off + jl].decode() or None
         off += jl
-        ref = data[off:off + rl].decode() or None
+        ref = data[off : off + rl].decode() or None
         off += rl
-        topic = data[off:off + tl].decode()
+        topic = data[off : off + tl].decode()
         off += tl
-        event = data[off:off + el].decode()
+        event = data[off : off + el].decode()
         off += el
-        meta = orjson.loads(data[off:off + ml]) if ml else {}
+        meta = orjson.loads(data[off : off + ml]) if ml else {}
         off += ml
         body = data[off:]
         user_payload: Any = orjson.loads(body) if enc == BINARY_ENCODING_JSON else None
@@ -100,12 +100,14 @@ def decode_binary(data: bytes) -> Frame:
     return Frame(topic=topic, event="broadcast", payload=payload, ref=ref, join_ref=join_ref)
 
 
-def encode(vsn: str, topic: str, event: str, payload: Any, ref: str | None = None,
-           join_ref: str | None = None) -> str:
+def encode(
+    vsn: str, topic: str, event: str, payload: Any, ref: str | None = None, join_ref: str | None = None
+) -> str:
     if vsn == VSN_2:
         return orjson.dumps([join_ref, ref, topic, event, payload]).decode()
-    return orjson.dumps({"event": event, "payload": payload, "ref": ref, "topic": topic,
-                         "join_ref": join_ref}).decode()
+    return orjson.dumps(
+        {"event": event, "payload": payload, "ref": ref, "topic": topic, "join_ref": join_ref}
+    ).decode()
 
 
 def encode_change(vsn: str, topic_json: str, ids_json: str, data_json: str) -> str:
@@ -113,10 +115,23 @@ def encode_change(vsn: str, topic_json: str, ids_json: str, data_json: str) -> s
     change and shared by every subscriber, only topic and ids differ."""
     if vsn == VSN_2:
         return f'[null,null,{topic_json},"postgres_changes",{{"ids":{ids_json},"data":{data_json}}}]'
-    return ('{"event":"postgres_changes","payload":{"ids":' + ids_json + ',"data":' + data_json
-            + '},"ref":null,"topic":' + topic_json + "}")
+    return (
+        '{"event":"postgres_changes","payload":{"ids":'
+        + ids_json
+        + ',"data":'
+        + data_json
+        + '},"ref":null,"topic":'
+        + topic_json
+        + "}"
+    )
 
 
 def reply(vsn: str, frame: Frame, status: str, response: Any) -> str:
-    return encode(vsn, frame.topic, "phx_reply", {"status": status, "response": response},
-                  ref=frame.ref, join_ref=frame.join_ref)
+    return encode(
+        vsn,
+        frame.topic,
+        "phx_reply",
+        {"status": status, "response": response},
+        ref=frame.ref,
+        join_ref=frame.join_ref,
+    )

@@ -144,14 +144,22 @@ class WalStream:
         while not self._stop.is_set():
             conn = None
             try:
-                conn = psycopg2.connect(self.dsn, connection_factory=psycopg2.extras.LogicalReplicationConnection,
-                                        options="-c TimeZone=UTC", connect_timeout=5)
+                conn = psycopg2.connect(
+                    self.dsn,
+                    connection_factory=psycopg2.extras.LogicalReplicationConnection,
+                    options="-c TimeZone=UTC",
+                    connect_timeout=5,
+                )
                 cur = conn.cursor()
                 with self._lock:
                     spec = self.spec
                     self._restart.clear()
-                cur.start_replication(slot_name=self.slot, decode=False, options=spec.options(),
-                                      status_interval=STATUS_INTERVAL_S)
+                cur.start_replication(
+                    slot_name=self.slot,
+                    decode=False,
+                    options=spec.options(),
+                    status_interval=STATUS_INTERVAL_S,
+                )
                 self.streaming_spec = spec
                 self._resolve_waiters(spec)
                 self._notify(self.on_state, True)
@@ -160,8 +168,9 @@ class WalStream:
             except (psycopg2.Error, OSError) as exc:
                 if self._stop.is_set():
                     break
-                log.warning("replication stream interrupted (%s); retrying in %.1fs",
-                            type(exc).__name__, backoff)
+                log.warning(
+                    "replication stream interrupted (%s); retrying in %.1fs", type(exc).__name__, backoff
+                )
                 self._notify(self.on_state, False)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
@@ -226,7 +235,7 @@ class WalStream:
 
     def _hand_over(self, batch: Batch) -> None:
         for i in range(0, len(batch), BATCH_MAX):
-            chunk = batch[i:i + BATCH_MAX]
+            chunk = batch[i : i + BATCH_MAX]
             self._notify(self.deliver, chunk)
         for lsn, data in reversed(batch):
             if data.get("action") == "C":
@@ -237,4 +246,3 @@ class WalStream:
 def _set_done(fut: asyncio.Future) -> None:
     if not fut.done():
         fut.set_result(None)
-

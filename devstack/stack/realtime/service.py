@@ -80,8 +80,9 @@ def _params_to_log(b: Binding) -> str:
     filters = "[]"
     if b.filter is not None:
         value = "{" + ",".join(b.filter.values) + "}" if b.filter.op == "in" else b.filter.values[0]
-        filters = (f"[{{{_elixir_str(b.filter.column)}, {_elixir_str(b.filter.op)}, {_elixir_str(value)}, "
-                   f"false}}]")
+        filters = (
+            f"[{{{_elixir_str(b.filter.column)}, {_elixir_str(b.filter.op)}, {_elixir_str(value)}, false}}]"
+        )
     select = "nil" if b.select is None else "[" + ", ".join(_elixir_str(c) for c in b.select) + "]"
     table = b.table if b.table not in (None, "") else "*"
     return f"event: {b.event}, schema: {b.schema}, table: {table}, filters: {filters}, select: {select}"
@@ -89,14 +90,18 @@ def _params_to_log(b: Binding) -> str:
 
 def unpublished(b: Binding) -> str:
     """Supabase's system message for a binding no table of the publication matches."""
-    return ("Unable to subscribe to changes with given parameters. Please check Realtime is enabled "
-            f"for the given connect parameters: [{_params_to_log(b)}]")
+    return (
+        "Unable to subscribe to changes with given parameters. Please check Realtime is enabled "
+        f"for the given connect parameters: [{_params_to_log(b)}]"
+    )
 
 
 def subscribe_exception(b: Binding, error: str) -> str:
     """Supabase's system message for a binding its subscription check raised on."""
-    return ("Unable to subscribe to changes with given parameters. An exception happened so please check "
-            f"your connect parameters: [{_params_to_log(b)}]. Exception: ERROR P0001 (raise_exception) {error}")
+    return (
+        "Unable to subscribe to changes with given parameters. An exception happened so please check "
+        f"your connect parameters: [{_params_to_log(b)}]. Exception: ERROR P0001 (raise_exception) {error}"
+    )
 
 
 class RealtimeService:
@@ -126,8 +131,14 @@ class RealtimeService:
         await self.db.create_slot(self.slot)
         spec = await self.db.publication()
         loop = asyncio.get_running_loop()
-        self.stream = WalStream(dsn=self.ctx.dsn("postgres"), slot=self.slot, loop=loop,
-                                deliver=self.dispatcher.feed, on_state=self._stream_state, spec=spec)
+        self.stream = WalStream(
+            dsn=self.ctx.dsn("postgres"),
+            slot=self.slot,
+            loop=loop,
+            deliver=self.dispatcher.feed,
+            on_state=self._stream_state,
+            spec=spec,
+        )
         self.dispatcher.start(self.stream)
         ready = self.stream.set_spec(spec)
         self.stream.start()
@@ -216,8 +227,9 @@ class RealtimeService:
             await asyncio.wait({reader, sock.finished}, return_when=asyncio.FIRST_COMPLETED)
             if sock.dead and not reader.done():
                 # a dropped slow client: give it a moment to take its error, then let go
-                await asyncio.wait({reader, sock.finished}, timeout=SLOW_CLIENT_GRACE_S,
-                                   return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    {reader, sock.finished}, timeout=SLOW_CLIENT_GRACE_S, return_when=asyncio.FIRST_COMPLETED
+                )
         finally:
             reader.cancel()
             writer.cancel()
@@ -248,8 +260,14 @@ class RealtimeService:
             await send_json(send, 413, {"message": "Payload size exceeds tenant limit"})
             return
         if "octet-stream" in headers.get("content-type", ""):
-            await send_json(send, 415, {"message": "binary broadcast payloads are not supported by the rackpilot "
-                                                   "local stack; send JSON"})
+            await send_json(
+                send,
+                415,
+                {
+                    "message": "binary broadcast payloads are not supported by the rackpilot "
+                    "local stack; send JSON"
+                },
+            )
             return
         try:
             data = orjson.loads(body) if body.strip() else None
@@ -272,8 +290,9 @@ class RealtimeService:
         else:
             await send_json(send, status, answer)
 
-    async def _http_single(self, topic: str, event: str, payload: Any, private: bool, role: str,
-                           claims_json: str) -> tuple[int, Any]:
+    async def _http_single(
+        self, topic: str, event: str, payload: Any, private: bool, role: str, claims_json: str
+    ) -> tuple[int, Any]:
         if not topic or not event:
             return 422, {"errors": {"topic" if not topic else "event": ["can't be blank"]}}
         if payload is None:
@@ -286,7 +305,9 @@ class RealtimeService:
     async def _http_batch(self, data: Any, role: str, claims_json: str) -> tuple[int, Any]:
         messages = data.get("messages") if isinstance(data, dict) else None
         if not isinstance(messages, list) or not messages:
-            return 422, {"errors": {"messages": ["can't be blank" if messages in (None, []) else "is invalid"]}}
+            return 422, {
+                "errors": {"messages": ["can't be blank" if messages in (None, []) else "is invalid"]}
+            }
         errors: list[dict[str, list[str]]] = []
         for m in messages:
             problems: dict[str, list[str]] = {}
@@ -322,9 +343,16 @@ class RealtimeService:
     async def _reject(self, scope: dict, send: Any, status: int, message: str) -> None:
         if "websocket.http.response" in scope.get("extensions", {}):
             body = orjson.dumps({"message": message})
-            await send({"type": "websocket.http.response.start", "status": status,
-                        "headers": [(b"content-type", b"application/json"),
-                                    (b"content-length", str(len(body)).encode())]})
+            await send(
+                {
+                    "type": "websocket.http.response.start",
+                    "status": status,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
             await send({"type": "websocket.http.response.body", "body": body})
         else:
             await send({"type": "websocket.close", "code": 1008})
@@ -344,8 +372,15 @@ class RealtimeService:
                     continue
                 frame = decode_text(text) if text is not None else decode_binary(data or b"")
             except ProtocolError as exc:
-                self._send(sock, encode(sock.vsn, "phoenix", "phx_reply",
-                                        {"status": "error", "response": {"reason": str(exc)}}))
+                self._send(
+                    sock,
+                    encode(
+                        sock.vsn,
+                        "phoenix",
+                        "phx_reply",
+                        {"status": "error", "response": {"reason": str(exc)}},
+                    ),
+                )
                 continue
             try:
                 await self._handle(sock, frame)
@@ -363,7 +398,10 @@ class RealtimeService:
         if frame is not None and frame.ref is not None:
             self._reply(sock, frame, "error", {"reason": reason})
         else:
-            self._send(sock, encode(sock.vsn, "phoenix", "phx_reply", {"status": "error", "response": {"reason": reason}}))
+            self._send(
+                sock,
+                encode(sock.vsn, "phoenix", "phx_reply", {"status": "error", "response": {"reason": reason}}),
+            )
 
     # --- outgoing -----------------------------------------------------------------------------
     def _send(self, sock: Socket, text: str) -> None:
@@ -376,15 +414,20 @@ class RealtimeService:
         self._send(sock, reply(sock.vsn, frame, status, response))
 
     def _system(self, channel: Channel, status: str, message: str, extension: str = "system") -> str:
-        return encode(channel.socket.vsn, channel.topic, "system",
-                      {"channel": channel.sub_topic, "extension": extension, "message": message,
-                       "status": status})
+        return encode(
+            channel.socket.vsn,
+            channel.topic,
+            "system",
+            {"channel": channel.sub_topic, "extension": extension, "message": message, "status": status},
+        )
 
     def _drop_slow(self, sock: Socket) -> None:
         if sock.dead:
             return
-        frames = [self._system(ch, "error", "Too many messages queued for this client: disconnected")
-                  for ch in sock.channels.values()]
+        frames = [
+            self._system(ch, "error", "Too many messages queued for this client: disconnected")
+            for ch in sock.channels.values()
+        ]
         for ch in list(sock.channels.values()):
             self._unregister(ch)
         sock.push_final(frames)
@@ -430,7 +473,9 @@ class RealtimeService:
             self._reply(sock, frame, "error", {"reason": "topic must start with 'realtime:'"})
             return
         if frame.topic not in sock.channels and len(sock.channels) >= MAX_CHANNELS_PER_SOCKET:
-            self._reply(sock, frame, "error", {"reason": f"at most {MAX_CHANNELS_PER_SOCKET} channels per connection"})
+            self._reply(
+                sock, frame, "error", {"reason": f"at most {MAX_CHANNELS_PER_SOCKET} channels per connection"}
+            )
             return
         token = payload.get("access_token")
         if token is not None and not isinstance(token, str):
@@ -449,24 +494,50 @@ class RealtimeService:
         broadcast = config.get("broadcast") or {}
         broadcast = broadcast if isinstance(broadcast, dict) else {}
         if "replay" in broadcast:  # Supabase's refusal on public channels; not kept here at all
-            self._reply(sock, frame, "error", {"reason": "UnableToReplayMessages: " + (
-                "Replay is not supported by the rackpilot local stack" if config.get("private")
-                else "Replay is not allowed for public channels")})
+            self._reply(
+                sock,
+                frame,
+                "error",
+                {
+                    "reason": "UnableToReplayMessages: "
+                    + (
+                        "Replay is not supported by the rackpilot local stack"
+                        if config.get("private")
+                        else "Replay is not allowed for public channels"
+                    )
+                },
+            )
             return
-        channel = Channel(socket=sock, topic=frame.topic, join_ref=frame.join_ref or frame.ref, claims=claims,
-                          token=token, broadcast_self=bool(broadcast.get("self")),
-                          broadcast_ack=bool(broadcast.get("ack")), private=bool(config.get("private")),
-                          presence_key=presence_key(config), presence_enabled=presence_enabled(config))
+        channel = Channel(
+            socket=sock,
+            topic=frame.topic,
+            join_ref=frame.join_ref or frame.ref,
+            claims=claims,
+            token=token,
+            broadcast_self=bool(broadcast.get("self")),
+            broadcast_ack=bool(broadcast.get("ack")),
+            private=bool(config.get("private")),
+            presence_key=presence_key(config),
+            presence_enabled=presence_enabled(config),
+        )
         if channel.private:
             try:
                 allowed = await self._authorize_read(channel)
             except DatabaseUnavailable:
-                self._reply(sock, frame, "error", {"reason": "Realtime was unable to connect to the project database"})
+                self._reply(
+                    sock, frame, "error", {"reason": "Realtime was unable to connect to the project database"}
+                )
                 return
             if not allowed:
-                self._reply(sock, frame, "error", {
-                    "reason": f"Unauthorized: You do not have permissions to read from this Channel topic: "
-                              f"{channel.sub_topic}"})
+                self._reply(
+                    sock,
+                    frame,
+                    "error",
+                    {
+                        "reason": f"Unauthorized: You do not have permissions to read from this Channel topic: "
+                        f"{channel.sub_topic}"
+                    },
+                )
                 return
         raw = config.get("postgres_changes") or []
         problem = None
@@ -529,8 +600,17 @@ class RealtimeService:
             echo = {k: item[k] for k in ("event", "schema", "table", "filter", "select") if k in item}
             bid = next_binding_id()
             echo["id"] = bid
-            out.append(Binding(id=bid, event=event.upper(), schema=schema, table=table, filter=flt,
-                               select=select, echo=echo))
+            out.append(
+                Binding(
+                    id=bid,
+                    event=event.upper(),
+                    schema=schema,
+                    table=table,
+                    filter=flt,
+                    select=select,
+                    echo=echo,
+                )
+            )
         return out
 
     async def _check_bindings(self, role: str, bindings: list[Binding]) -> str | None:
@@ -544,8 +624,11 @@ class RealtimeService:
         problem = None
         for b in bindings:
             if b.schema == "*" or b.table in (None, "*"):
-                if problem is None and not spec.all_tables and not any(
-                        b.schema in ("*", s) for s, _ in spec.tables):
+                if (
+                    problem is None
+                    and not spec.all_tables
+                    and not any(b.schema in ("*", s) for s, _ in spec.tables)
+                ):
                     problem = unpublished(b)
                 continue
             info = await self.db.table(b.schema, b.table)
@@ -589,7 +672,9 @@ class RealtimeService:
                 if b.schema == "*" or b.table in (None, "*") or role == "service_role":
                     continue
                 if not await self.db.can_select(role, b.schema, b.table):
-                    self._revoke(channel, f"You do not have permission to read {b.schema}.{b.table} with this token")
+                    self._revoke(
+                        channel, f"You do not have permission to read {b.schema}.{b.table} with this token"
+                    )
                     return
         except DatabaseUnavailable:
             self._reply(sock, frame, "error", {"reason": "database unavailable, retry shortly"})
@@ -605,12 +690,18 @@ class RealtimeService:
                 self._reply(sock, frame, "error", {"reason": "database unavailable, retry shortly"})
                 return
             if not allowed:
-                self._revoke(channel, f"You do not have permissions to read from this Channel topic: {channel.sub_topic}")
+                self._revoke(
+                    channel,
+                    f"You do not have permissions to read from this Channel topic: {channel.sub_topic}",
+                )
                 return
             if (before[0] and not channel.can_read_broadcast) or (
-                    before[1] and channel.presence_enabled and not channel.can_read_presence):
-                self._revoke(channel, f"You no longer have permission to read from this Channel topic: "
-                                      f"{channel.sub_topic}")
+                before[1] and channel.presence_enabled and not channel.can_read_presence
+            ):
+                self._revoke(
+                    channel,
+                    f"You no longer have permission to read from this Channel topic: {channel.sub_topic}",
+                )
                 return
         channel.set_claims(claims, token)
         self._arm_expiry(channel)
@@ -632,8 +723,10 @@ class RealtimeService:
         self._unregister(channel)
         sock.channels.pop(channel.topic, None)
         self._send(sock, self._system(channel, "error", message))
-        self._send(sock, encode(sock.vsn, channel.topic, "phx_close", {}, ref=channel.join_ref,
-                                join_ref=channel.join_ref))
+        self._send(
+            sock,
+            encode(sock.vsn, channel.topic, "phx_close", {}, ref=channel.join_ref, join_ref=channel.join_ref),
+        )
 
     def _arm_expiry(self, channel: Channel) -> None:
         if channel.expiry is not None:
@@ -642,7 +735,8 @@ class RealtimeService:
         if isinstance(exp, (int, float)):
             delay = max(0.0, float(exp) - time.time())
             channel.expiry = asyncio.get_running_loop().call_later(
-                delay, self._revoke, channel, "Token has expired")
+                delay, self._revoke, channel, "Token has expired"
+            )
 
     async def _broadcast(self, channel: Channel, frame: Frame) -> None:
         sock = channel.socket
@@ -654,7 +748,8 @@ class RealtimeService:
             if channel.can_write_broadcast is None:
                 try:
                     channel.can_write_broadcast = await self.db.write_policy(
-                        channel.role, channel.claims_json, channel.sub_topic, "broadcast")
+                        channel.role, channel.claims_json, channel.sub_topic, "broadcast"
+                    )
                 except DatabaseUnavailable:
                     log.warning("broadcast on %s dropped: database unavailable", channel.topic)
                     return
@@ -701,7 +796,8 @@ class RealtimeService:
         if channel.private and channel.can_write_presence is None:
             try:  # (read was asked at join, for presence too: it decides what this channel gets)
                 channel.can_write_presence = await self.db.write_policy(
-                    channel.role, channel.claims_json, channel.sub_topic, "presence")
+                    channel.role, channel.claims_json, channel.sub_topic, "presence"
+                )
             except DatabaseUnavailable:
                 self._reply(sock, frame, "error", {})
                 return
@@ -727,8 +823,12 @@ class RealtimeService:
         if channel.private and not channel.can_read_presence:
             return
         sock = channel.socket
-        self._send(sock, encode(sock.vsn, channel.topic, "presence_state",
-                                self.presence.state(self.presence.group(channel))))
+        self._send(
+            sock,
+            encode(
+                sock.vsn, channel.topic, "presence_state", self.presence.state(self.presence.group(channel))
+            ),
+        )
 
     def _presence_diff(self, origin: Channel, diff: dict) -> None:
         """``presence_diff`` to the topic's channels: all of a public topic; of a private

@@ -64,7 +64,7 @@ def parse_array(text: str) -> list | str:
         eq = s.find("=")
         if eq < 0:
             return text
-        s = s[eq + 1:]
+        s = s[eq + 1 :]
     if not s.startswith("{"):
         return text
     pos = 0

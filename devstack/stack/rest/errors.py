@@ -16,8 +16,15 @@ class RestError(Exception):
     status = 400
     code = "PGRST000"
 
-    def __init__(self, message: str, details: Any = None, hint: str | None = None,
-                 *, status: int | None = None, code: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        details: Any = None,
+        hint: str | None = None,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.details = details
@@ -187,13 +194,36 @@ class DatabaseError(RestError):
 
 # PostgREST's SQLSTATE -> HTTP status table (exact codes first, then classes).
 _EXACT = {
-    "23503": 409, "23505": 409, "25006": 405, "P0001": 400, "42883": 404, "42P01": 404,
-    "42P17": 500, "40001": 409,
+    "23503": 409,
+    "23505": 409,
+    "25006": 405,
+    "P0001": 400,
+    "42883": 404,
+    "42P01": 404,
+    "42P17": 500,
+    "40001": 409,
 }
 _CLASS = {
-    "08": 503, "09": 500, "0L": 403, "0P": 403, "25": 500, "28": 403, "2D": 500, "38": 500,
-    "39": 500, "3B": 500, "40": 500, "53": 503, "54": 413, "55": 500, "57": 500, "58": 500,
-    "F0": 500, "HV": 500, "P0": 500, "XX": 500,
+    "08": 503,
+    "09": 500,
+    "0L": 403,
+    "0P": 403,
+    "25": 500,
+    "28": 403,
+    "2D": 500,
+    "38": 500,
+    "39": 500,
+    "3B": 500,
+    "40": 500,
+    "53": 503,
+    "54": 413,
+    "55": 500,
+    "57": 500,
+    "58": 500,
+    "F0": 500,
+    "HV": 500,
+    "P0": 500,
+    "XX": 500,
 }
 
 

@@ -15,9 +15,15 @@ from .schema import Column, Function, Relation, SchemaCache
 
 # Postgres type (format_type) -> OpenAPI type; anything else is a string
 _TYPES = {
-    "smallint": "integer", "integer": "integer", "bigint": "integer",
-    "numeric": "number", "real": "number", "double precision": "number",
-    "boolean": "boolean", "json": None, "jsonb": None,
+    "smallint": "integer",
+    "integer": "integer",
+    "bigint": "integer",
+    "numeric": "number",
+    "real": "number",
+    "double precision": "number",
+    "boolean": "boolean",
+    "json": None,
+    "jsonb": None,
 }
 MEDIA = ["application/json", "application/vnd.pgrst.object+json", "text/csv"]
 
@@ -51,7 +57,8 @@ def _definition(rel: Relation, cache: SchemaCache) -> dict[str, Any]:
             for col, fcol in r.columns:
                 if col not in rel.pk or r.cardinality == "o2o":
                     fks.setdefault(col, []).append(
-                        f"This is a Foreign Key to `{r.ftable[1]}.{fcol}`.<fk table='{r.ftable[1]}' column='{fcol}'/>")
+                        f"This is a Foreign Key to `{r.ftable[1]}.{fcol}`.<fk table='{r.ftable[1]}' column='{fcol}'/>"
+                    )
     props = {name: _property(col, name in rel.pk, fks.get(name, [])) for name, col in rel.columns.items()}
     required = [n for n, c in rel.columns.items() if c.not_null and c.default == "null" and not c.generated]
     out: dict[str, Any] = {"properties": props, "type": "object"}
@@ -62,17 +69,27 @@ def _definition(rel: Relation, cache: SchemaCache) -> dict[str, Any]:
 
 def _table_ops(name: str, writable: bool) -> dict[str, Any]:
     ref = {"$ref": f"#/definitions/{name}"}
-    ops: dict[str, Any] = {"get": {"tags": [name], "produces": MEDIA,
-                                   "responses": {"200": {"description": "OK",
-                                                         "schema": {"type": "array", "items": ref}},
-                                                 "206": {"description": "Partial Content"}}}}
+    ops: dict[str, Any] = {
+        "get": {
+            "tags": [name],
+            "produces": MEDIA,
+            "responses": {
+                "200": {"description": "OK", "schema": {"type": "array", "items": ref}},
+                "206": {"description": "Partial Content"},
+            },
+        }
+    }
     if writable:
-        ops["post"] = {"tags": [name], "parameters": [{"in": "body", "name": name, "required": False,
-                                                        "schema": ref}],
-                       "responses": {"201": {"description": "Created"}}}
-        ops["patch"] = {"tags": [name], "parameters": [{"in": "body", "name": name, "required": False,
-                                                         "schema": ref}],
-                        "responses": {"204": {"description": "No Content"}}}
+        ops["post"] = {
+            "tags": [name],
+            "parameters": [{"in": "body", "name": name, "required": False, "schema": ref}],
+            "responses": {"201": {"description": "Created"}},
+        }
+        ops["patch"] = {
+            "tags": [name],
+            "parameters": [{"in": "body", "name": name, "required": False, "schema": ref}],
+            "responses": {"204": {"description": "No Content"}},
+        }
         ops["delete"] = {"tags": [name], "responses": {"204": {"description": "No Content"}}}
     return ops
 
@@ -84,19 +101,36 @@ def _rpc_ops(name: str, fns: list[Function]) -> dict[str, Any]:
         for a in fn.args:
             args[a.name] = {"format": a.type.split(".")[-1].strip('"'), "type": "string"}
         required |= set(fn.required)
-    body = {"in": "body", "name": "args", "required": True,
-            "schema": {"type": "object", "properties": args, "required": sorted(required)}}
+    body = {
+        "in": "body",
+        "name": "args",
+        "required": True,
+        "schema": {"type": "object", "properties": args, "required": sorted(required)},
+    }
     ok = {"200": {"description": "OK"}}
-    return {"get": {"tags": ["(rpc) " + name], "responses": ok,
-                    "parameters": [{"in": "query", "name": n, "required": n in required, "type": "string"}
-                                   for n in args]},
-            "post": {"tags": ["(rpc) " + name], "parameters": [body], "produces": MEDIA, "responses": ok}}
+    return {
+        "get": {
+            "tags": ["(rpc) " + name],
+            "responses": ok,
+            "parameters": [
+                {"in": "query", "name": n, "required": n in required, "type": "string"} for n in args
+            ],
+        },
+        "post": {"tags": ["(rpc) " + name], "parameters": [body], "produces": MEDIA, "responses": ok},
+    }
 
 
 def document(cache: SchemaCache, schema: str, host: str | None) -> dict[str, Any]:
-    paths: dict[str, Any] = {"/": {"get": {"tags": ["Introspection"], "summary": "OpenAPI description (this document)",
-                                           "produces": ["application/openapi+json", "application/json"],
-                                           "responses": {"200": {"description": "OK"}}}}}
+    paths: dict[str, Any] = {
+        "/": {
+            "get": {
+                "tags": ["Introspection"],
+                "summary": "OpenAPI description (this document)",
+                "produces": ["application/openapi+json", "application/json"],
+                "responses": {"200": {"description": "OK"}},
+            }
+        }
+    }
     definitions: dict[str, Any] = {}
     for (s, name), rel in sorted(cache.relations.items()):
         if s != schema:
@@ -108,13 +142,21 @@ def document(cache: SchemaCache, schema: str, host: str | None) -> dict[str, Any
             paths[f"/rpc/{name}"] = _rpc_ops(name, [f for f in fns if f.supported] or fns)
     doc: dict[str, Any] = {
         "swagger": "2.0",
-        "info": {"title": "standard public schema" if schema == "public" else schema,
-                 "description": "", "version": "rackpilot"},
-        "basePath": "/rest/v1/", "schemes": ["http"],
+        "info": {
+            "title": "standard public schema" if schema == "public" else schema,
+            "description": "",
+            "version": "rackpilot",
+        },
+        "basePath": "/rest/v1/",
+        "schemes": ["http"],
         "consumes": ["application/json", "application/vnd.pgrst.object+json", "text/csv"],
         "produces": ["application/json", "application/vnd.pgrst.object+json", "text/csv"],
-        "paths": paths, "definitions": definitions,
-        "externalDocs": {"description": "PostgREST Documentation", "url": "https://postgrest.org/en/latest/api.html"},
+        "paths": paths,
+        "definitions": definitions,
+        "externalDocs": {
+            "description": "PostgREST Documentation",
+            "url": "https://postgrest.org/en/latest/api.html",
+        },
     }
     if host:
         doc["host"] = host

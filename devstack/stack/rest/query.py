@@ -27,22 +27,44 @@ from .errors import (
 from .schema import Column, Function, Relation, Relationship, SchemaCache, quote_ident
 
 # operator -> SQL comparison; values are cast to the column's type
-CMP_OPS = {"eq": "=", "neq": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<=",
-           "isdistinct": "is distinct from",
-           # containment and overlap of arrays, jsonb and ranges (value in the column's syntax)
-           "cs": "@>", "cd": "<@", "ov": "&&",
-           # range positions: strictly left/right of, does not extend right/left of, adjacent
-           "sl": "<<", "sr": ">>", "nxr": "&<", "nxl": "&>", "adj": "-|-"}
+CMP_OPS = {
+    "eq": "=",
+    "neq": "<>",
+    "gt": ">",
+    "gte": ">=",
+    "lt": "<",
+    "lte": "<=",
+    "isdistinct": "is distinct from",
+    # containment and overlap of arrays, jsonb and ranges (value in the column's syntax)
+    "cs": "@>",
+    "cd": "<@",
+    "ov": "&&",
+    # range positions: strictly left/right of, does not extend right/left of, adjacent
+    "sl": "<<",
+    "sr": ">>",
+    "nxr": "&<",
+    "nxl": "&>",
+    "adj": "-|-",
+}
 # operators that take PostgREST's (any)/(all) modifier, with an array literal value:
 # eq(any).{1,2} is "= any('{1,2}')", like(all).{a*,*b} is "like all('{a%,%b}')"
 QUANTIFIABLE = frozenset({"eq", "gt", "gte", "lt", "lte", "like", "ilike", "match", "imatch"})
 # full-text search: column @@ <function>(value)
-FTS_OPS = {"fts": "to_tsquery", "plfts": "plainto_tsquery", "phfts": "phraseto_tsquery",
-           "wfts": "websearch_to_tsquery"}
+FTS_OPS = {
+    "fts": "to_tsquery",
+    "plfts": "plainto_tsquery",
+    "phfts": "phraseto_tsquery",
+    "wfts": "websearch_to_tsquery",
+}
 # pattern operators compare the column's text form
 TEXT_OPS = {"like": "like", "ilike": "ilike", "match": "~", "imatch": "~*"}
-IS_VALUES = {"null": "is null", "not_null": "is not null", "true": "is true", "false": "is false",
-             "unknown": "is unknown"}
+IS_VALUES = {
+    "null": "is null",
+    "not_null": "is not null",
+    "true": "is true",
+    "false": "is false",
+    "unknown": "is unknown",
+}
 MAX_IN_VALUES = 1000  # values in one in.(...) list
 MAX_FILTER_DEPTH = 16  # nesting of or/and groups
 MAX_EMBED_DEPTH = 16  # nesting of embedded resources in select
@@ -102,8 +124,9 @@ class Request:
     def nested_key(self) -> tuple:
         if not self.nested:
             return ()
-        return tuple((p, tuple(n.filters), n.order, n.limit_idx, n.offset_idx)
-                     for p, n in sorted(self.nested.items()))
+        return tuple(
+            (p, tuple(n.filters), n.order, n.limit_idx, n.offset_idx) for p, n in sorted(self.nested.items())
+        )
 
     def sub(self, path: tuple[str, ...]) -> Nested:
         n = self.nested.get(path)
@@ -181,7 +204,7 @@ def _split_name(item: str) -> tuple[str, str]:
         else:
             raise ParseError(f'Unterminated quoted name in "{item}"')
         name = _unquote(item[: i + 1])
-        rest = item[i + 1:]
+        rest = item[i + 1 :]
         if rest and not rest.startswith("."):
             raise ParseError(f'Unexpected text after quoted name in "{item}"')
         return name, rest[1:]
@@ -197,8 +220,9 @@ def _parse_op(req: Request, column: str, expr: str, in_logic: bool) -> tuple:
         negate = True
         op, dot, value = value.partition(".")
     if not dot:
-        raise ParseError(f'"{expr}" is not of the form operator.value',
-                         hint="Filters look like column=eq.value")
+        raise ParseError(
+            f'"{expr}" is not of the form operator.value', hint="Filters look like column=eq.value"
+        )
     base, paren, modifier = op.partition("(")
     if paren:
         if not modifier.endswith(")"):
@@ -212,13 +236,17 @@ def _parse_op(req: Request, column: str, expr: str, in_logic: bool) -> tuple:
                 value = _unquote(value)
             return ("f", column, base, negate, (req.add(modifier), req.add(value)))
         if base not in QUANTIFIABLE or modifier not in ("any", "all"):
-            raise ParseError(f'"{op}" is not a valid operator',
-                             hint="(any) and (all) modify eq, gt, gte, lt, lte, like, ilike, match and imatch")
+            raise ParseError(
+                f'"{op}" is not a valid operator',
+                hint="(any) and (all) modify eq, gt, gte, lt, lte, like, ilike, match and imatch",
+            )
         if in_logic:
             value = _unquote(value)
         if not (value.startswith("{") and value.endswith("}")):
-            raise ParseError(f'"{value}" is not an array of the form {{a,b}}',
-                             hint=f"{op} takes an array literal, e.g. {base}({modifier}).{{a,b}}")
+            raise ParseError(
+                f'"{value}" is not an array of the form {{a,b}}',
+                hint=f"{op} takes an array literal, e.g. {base}({modifier}).{{a,b}}",
+            )
         if base in ("like", "ilike"):
             value = value.replace("*", "%")
         return ("f", column, f"{base}:{modifier}", negate, req.add(value))
@@ -231,8 +259,10 @@ def _parse_op(req: Request, column: str, expr: str, in_logic: bool) -> tuple:
     if op == "is":
         kw = value.lower()
         if kw not in IS_VALUES:
-            raise ParseError(f'"{value}" is not a valid value for the is operator',
-                             hint="Use is.null, is.not_null, is.true, is.false or is.unknown")
+            raise ParseError(
+                f'"{value}" is not a valid value for the is operator',
+                hint="Use is.null, is.not_null, is.true, is.false or is.unknown",
+            )
         return ("f", column, "is", negate, kw)
     if op == "in":
         if not (value.startswith("(") and value.endswith(")")):
@@ -242,16 +272,19 @@ def _parse_op(req: Request, column: str, expr: str, in_logic: bool) -> tuple:
         if len(items) > MAX_IN_VALUES:
             raise ParseError(f"An in.() list may hold at most {MAX_IN_VALUES} values")
         return ("f", column, "in", negate, tuple(req.add(_unquote(v)) for v in items))
-    raise ParseError(f'Unknown operator "{op}"',
-                     hint="Supported: " + ", ".join([*CMP_OPS, *TEXT_OPS, *FTS_OPS, "is", "in"]))
+    raise ParseError(
+        f'Unknown operator "{op}"',
+        hint="Supported: " + ", ".join([*CMP_OPS, *TEXT_OPS, *FTS_OPS, "is", "in"]),
+    )
 
 
 def _parse_logic(req: Request, kind: str, negate: bool, text: str, depth: int) -> tuple:
     if depth > MAX_FILTER_DEPTH:
         raise ParseError("Logic filters are nested too deeply")
     if not (text.startswith("(") and text.endswith(")")):
-        raise ParseError(f'"{text}" is not a parenthesised list of conditions',
-                         hint="Write or=(a.eq.1,b.eq.2)")
+        raise ParseError(
+            f'"{text}" is not a parenthesised list of conditions', hint="Write or=(a.eq.1,b.eq.2)"
+        )
     children = []
     for item in split_top(text[1:-1]):
         if not item:
@@ -262,7 +295,7 @@ def _parse_logic(req: Request, kind: str, negate: bool, text: str, depth: int) -
             neg, body = True, body[4:]
         for word in ("and", "or"):
             if body.startswith(word + "("):
-                children.append(_parse_logic(req, word, neg, body[len(word):], depth + 1))
+                children.append(_parse_logic(req, word, neg, body[len(word) :], depth + 1))
                 break
         else:
             column, rest = _split_name(item)
@@ -286,8 +319,9 @@ def _parse_select(text: str, depth: int = 0) -> tuple:
             items.append(_parse_embed(item, depth))
             continue
         if "->" in item or "::" in item:
-            raise NotImplementedFeature("JSON paths and casts in select are not supported",
-                                        details=f"select item {item!r}")
+            raise NotImplementedFeature(
+                "JSON paths and casts in select are not supported", details=f"select item {item!r}"
+            )
         if item == "*":
             items.append(("*",))
             continue
@@ -307,7 +341,7 @@ def _parse_select(text: str, depth: int = 0) -> tuple:
 
 def _parse_embed(item: str, depth: int) -> tuple:
     open_at = _first_open_paren(item)
-    head, inner = item[:open_at].strip(), item[open_at + 1:-1]
+    head, inner = item[:open_at].strip(), item[open_at + 1 : -1]
     spread = head.startswith("...")
     if spread:
         head = head[3:]
@@ -315,14 +349,17 @@ def _parse_embed(item: str, depth: int) -> tuple:
     if not head.startswith('"') and ":" in head.split("!", 1)[0]:
         alias, _, head = head.partition(":")
         if spread or not alias or head.startswith("..."):
-            raise ParseError(f'"{item}" is not a valid embedded resource',
-                             hint="Write alias:table(columns) or ...table(columns)")
+            raise ParseError(
+                f'"{item}" is not a valid embedded resource',
+                hint="Write alias:table(columns) or ...table(columns)",
+            )
     name_part, *params = _split_bang(head)
     name = _unquote(name_part)
     if not name:
         raise ParseError(f'"{item}" names no resource to embed')
     if (name in AGGREGATES and inner == "" and not params) or (
-            "." in name and name.rsplit(".", 1)[1] in AGGREGATES and not name_part.startswith('"')):
+        "." in name and name.rsplit(".", 1)[1] in AGGREGATES and not name_part.startswith('"')
+    ):
         raise AggregatesNotAllowed("Use of aggregate functions is not allowed")
     hint = join = None
     if len(params) > 2:
@@ -336,8 +373,15 @@ def _parse_embed(item: str, depth: int) -> tuple:
             hint = _unquote(p)
         else:
             raise ParseError(f'"{item}" is not a valid embedded resource')
-    return ("e", name, alias, hint, "inner" if join == "inner" else None, spread,
-            _parse_select(inner, depth + 1))
+    return (
+        "e",
+        name,
+        alias,
+        hint,
+        "inner" if join == "inner" else None,
+        spread,
+        _parse_select(inner, depth + 1),
+    )
 
 
 def _first_open_paren(item: str) -> int:
@@ -416,8 +460,8 @@ def _parse_order(text: str) -> tuple:
             if close < 0:
                 raise ParseError(f'"{raw}" is not a valid order item')
             embed = _unquote(raw[:at])
-            name = _unquote(raw[at + 1:close])
-            rest = raw[close + 1:]
+            name = _unquote(raw[at + 1 : close])
+            rest = raw[close + 1 :]
             if rest and not rest.startswith("."):
                 raise ParseError(f'"{raw}" is not a valid order item')
             rest = rest[1:]
@@ -426,14 +470,16 @@ def _parse_order(text: str) -> tuple:
         else:
             name, rest = _split_name(raw)
         direction = nulls = ""
-        for mod in (rest.split(".") if rest else []):
+        for mod in rest.split(".") if rest else []:
             if mod in ("asc", "desc") and not direction and not nulls:
                 direction = mod
             elif mod in ("nullsfirst", "nullslast") and not nulls:
                 nulls = mod
             else:
-                raise ParseError(f'"{raw}" is not a valid order item',
-                                 hint="Write order=col.asc|desc[.nullsfirst|.nullslast]")
+                raise ParseError(
+                    f'"{raw}" is not a valid order item',
+                    hint="Write order=col.asc|desc[.nullsfirst|.nullslast]",
+                )
         out.append((name, direction, nulls, embed))
     return tuple(out)
 
@@ -507,18 +553,25 @@ def parse_query(pairs: list[tuple[str, str]], rpc_args: frozenset[str] = frozens
 
 # --- SQL generation ---------------------------------------------------------------------
 
+
 def _column(cols: dict[str, Column], name: str, relname: str) -> Column:
     col = cols.get(name)
     if col is None:
         if "->" in name:
-            raise NotImplementedFeature("JSON path filters are not supported by this REST layer",
-                                        details=f"column {name!r}")
+            raise NotImplementedFeature(
+                "JSON path filters are not supported by this REST layer", details=f"column {name!r}"
+            )
         raise UnknownColumn(f"column {relname}.{name} does not exist")
     return col
 
 
-def _filter_sql(node: tuple, cols: dict[str, Column], relname: str, alias: str = "_t",
-                embeds: dict[str, str] | None = None) -> str:
+def _filter_sql(
+    node: tuple,
+    cols: dict[str, Column],
+    relname: str,
+    alias: str = "_t",
+    embeds: dict[str, str] | None = None,
+) -> str:
     """One filter node as SQL on ``alias``. ``embeds`` maps the names of embedded resources
     to an expression that is NULL when the resource is absent: ``sites=is.null`` and
     ``sites=not.is.null`` test that (PostgREST's null filtering on embedded resources)."""
@@ -565,8 +618,13 @@ def where_sql(req: Request, cols: dict[str, Column], relname: str) -> str:
     return " where " + " and ".join(_filter_sql(f, cols, relname) for f in req.filters)
 
 
-def _order_sql(order: tuple, cols: dict[str, Column], relname: str, alias: str = "_t",
-               embeds: dict[str, _Embed] | None = None) -> str:
+def _order_sql(
+    order: tuple,
+    cols: dict[str, Column],
+    relname: str,
+    alias: str = "_t",
+    embeds: dict[str, _Embed] | None = None,
+) -> str:
     if not order:
         return ""
     items = []
@@ -576,12 +634,15 @@ def _order_sql(order: tuple, cols: dict[str, Column], relname: str, alias: str =
         else:
             e = (embeds or {}).get(embed)
             if e is None:
-                raise NotEmbedded(f"'{embed}' is not an embedded resource in this request",
-                                  hint=f"Verify that '{embed}' is included in the 'select' query parameter.")
+                raise NotEmbedded(
+                    f"'{embed}' is not an embedded resource in this request",
+                    hint=f"Verify that '{embed}' is included in the 'select' query parameter.",
+                )
             if not e.rel.to_one:
-                raise RelatedOrderNotToOne(f"A related order on '{embed}' is not possible",
-                                           details=f"'{relname}' and '{embed}' do not form a many-to-one "
-                                                   "or one-to-one relationship")
+                raise RelatedOrderNotToOne(
+                    f"A related order on '{embed}' is not possible",
+                    details=f"'{relname}' and '{embed}' do not form a many-to-one or one-to-one relationship",
+                )
             s = f"{e.alias}.{_column(e.target.columns, name, e.target.name).quoted}"
         if direction:
             s += " " + direction
@@ -622,13 +683,16 @@ def _body(single: bool | str) -> str:
     if single == CSV:
         # PostgREST's CSV: a header of the first row's keys, then each row in Postgres's
         # record text form without its parentheses (NULL empty, quoted where needed), CRLF
-        return ("coalesce(array_to_string(array(select json_object_keys(json_agg(_s)->0)), ','), '')"
-                " || chr(13) || chr(10) || coalesce(string_agg(substr(_s::text, 2, length(_s::text) - 2),"
-                " chr(13) || chr(10)), '')")
+        return (
+            "coalesce(array_to_string(array(select json_object_keys(json_agg(_s)->0)), ','), '')"
+            " || chr(13) || chr(10) || coalesce(string_agg(substr(_s::text, 2, length(_s::text) - 2),"
+            " chr(13) || chr(10)), '')"
+        )
     return "(json_agg(_s)->0)::text" if single else "coalesce(json_agg(_s), '[]')::text"
 
 
 # --- resource embedding -----------------------------------------------------------------
+
 
 @dataclass
 class _Embed:
@@ -645,7 +709,9 @@ class _Embed:
     names: list[str]  # the columns its query returns (what a spread lifts)
 
 
-def find_relationship(cache: SchemaCache, origin: tuple[str, str], target: str, hint: str | None) -> Relationship:
+def find_relationship(
+    cache: SchemaCache, origin: tuple[str, str], target: str, hint: str | None
+) -> Relationship:
     """The relationship ``origin`` -> ``target`` as PostgREST's findRel picks it: by the
     target table's name (narrowed by a hint naming the foreign key, one of its columns
     on either side, or the junction table of a many-to-many), or by a foreign key's name
@@ -667,14 +733,19 @@ def find_relationship(cache: SchemaCache, origin: tuple[str, str], target: str, 
         if r.is_self:
             if hint is None:
                 ok = (target == r.ftable[1] and r.cardinality == "o2m") or (
-                    fk_col(r, target) and r.cardinality == "m2o")
+                    fk_col(r, target) and r.cardinality == "m2o"
+                )
             else:
                 ok = target == r.ftable[1] and r.cardinality == "o2m" and fk_ref_col(r, hint)
         elif hint is None:
             ok = target == r.ftable[1] or constraint(r, target) or fk_col(r, target)
         else:
-            ok = target == r.ftable[1] and (constraint(r, hint) or fk_col(r, hint) or fk_ref_col(r, hint)
-                                            or (r.junction is not None and r.junction[1] == hint))
+            ok = target == r.ftable[1] and (
+                constraint(r, hint)
+                or fk_col(r, hint)
+                or fk_ref_col(r, hint)
+                or (r.junction is not None and r.junction[1] == hint)
+            )
         if ok:
             found.append(r)
     if len(found) == 1:
@@ -684,19 +755,23 @@ def find_relationship(cache: SchemaCache, origin: tuple[str, str], target: str, 
             f"Could not embed because more than one relationship was found for '{origin[1]}' and '{target}'",
             details=[r.describe() for r in found],
             hint=f"Try changing '{target}' to one of the following: "
-                 + ", ".join(f"'{r.hint_name()}'" for r in found)
-                 + ". Find the desired relationship in the 'details' key.")
+            + ", ".join(f"'{r.hint_name()}'" for r in found)
+            + ". Find the desired relationship in the 'details' key.",
+        )
     using = f"' using the hint '{hint}" if hint else ""
     raise NoRelationship(
         f"Could not find a relationship between '{origin[1]}' and '{target}' in the schema cache",
         details=f"Searched for a foreign key relationship between '{origin[1]}' and '{target}{using}' "
-                f"in the schema '{schema}', but no matches were found.",
-        hint=_perhaps(cache, origin, target))
+        f"in the schema '{schema}', but no matches were found.",
+        hint=_perhaps(cache, origin, target),
+    )
 
 
 def _perhaps(cache: SchemaCache, origin: tuple[str, str], target: str) -> str | None:
     if origin in cache.relationships:
-        names = sorted({r.ftable[1] for r in cache.relationships[origin] if r.ftable[0] == origin[0]} - {target})
+        names = sorted(
+            {r.ftable[1] for r in cache.relationships[origin] if r.ftable[0] == origin[0]} - {target}
+        )
         wrong = target
     else:
         names = sorted({n for s, n in cache.relationships if s == origin[0]})
@@ -719,9 +794,20 @@ class _Embedder:
         self.used: set[tuple[str, ...]] = set()
         self.root_filtered = False  # !inner or a null filter at the root: counts need the joins
 
-    def level(self, origin: tuple[str, str] | None, relname: str, cols: dict[str, Column], source: str,
-              alias: str, select: tuple, filters: tuple, order: tuple, tail: str, path: tuple[str, ...] = (),
-              conds: tuple[str, ...] = ()) -> tuple[str, list[str]]:
+    def level(
+        self,
+        origin: tuple[str, str] | None,
+        relname: str,
+        cols: dict[str, Column],
+        source: str,
+        alias: str,
+        select: tuple,
+        filters: tuple,
+        order: tuple,
+        tail: str,
+        path: tuple[str, ...] = (),
+        conds: tuple[str, ...] = (),
+    ) -> tuple[str, list[str]]:
         """``select ... from source [lateral joins] where ... order by ... tail`` and the
         names of the columns it returns."""
         plain = _select_items(select, cols, relname, alias)
@@ -752,22 +838,32 @@ class _Embedder:
         if not plain and not outs and not embeds:
             plain = [f"{alias}.*"]  # name() embeds the whole row; the parent decides what shows
             names = list(cols)
-        absent = {out: (f"row_to_json({e.alias}.*)" if e.rel.to_one else f"{e.alias}.{e.agg}")
-                  for out, e in embeds.items()}
+        absent = {
+            out: (f"row_to_json({e.alias}.*)" if e.rel.to_one else f"{e.alias}.{e.agg}")
+            for out, e in embeds.items()
+        }
         where = [_filter_sql(f, cols, relname, alias, absent) for f in filters] + list(conds)
-        if not path and (any(e.inner for e in embeds.values()) or any(_uses_embed(f, absent) for f in filters)):
+        if not path and (
+            any(e.inner for e in embeds.values()) or any(_uses_embed(f, absent) for f in filters)
+        ):
             self.root_filtered = True
-        sql = (f"select {', '.join(plain + outs)} from {source}{''.join(joins)}"
-               + (" where " + " and ".join(where) if where else "")
-               + _order_sql(order, cols, relname, alias, embeds) + tail)
+        sql = (
+            f"select {', '.join(plain + outs)} from {source}{''.join(joins)}"
+            + (" where " + " and ".join(where) if where else "")
+            + _order_sql(order, cols, relname, alias, embeds)
+            + tail
+        )
         return sql, names
 
-    def child(self, item: tuple, origin: tuple[str, str] | None, relname: str, parent: str,
-              path: tuple[str, ...]) -> tuple[_Embed, str]:
+    def child(
+        self, item: tuple, origin: tuple[str, str] | None, relname: str, parent: str, path: tuple[str, ...]
+    ) -> tuple[_Embed, str]:
         _, name, label, hint, join, spread, select = item
         if self.cache is None or origin is None:
-            raise NoRelationship(f"Could not find a relationship between '{relname}' and '{name}' in the schema cache",
-                                 details=f"'{relname}' is not a table or view with foreign keys")
+            raise NoRelationship(
+                f"Could not find a relationship between '{relname}' and '{name}' in the schema cache",
+                details=f"'{relname}' is not a table or view with foreign keys",
+            )
         rel = find_relationship(self.cache, origin, name, hint)
         target = self.cache.relations[rel.ftable]
         self.n += 1
@@ -782,8 +878,10 @@ class _Embedder:
             junction = self.cache.relations[rel.junction]
             j = f"_rp_j{k}"
             source += f", {junction.qualified} {j}"
-            conds = tuple([f"{j}.{quote_ident(jc)} = {t}.{quote_ident(fc)}" for jc, fc in rel.junction_target]
-                          + [f"{j}.{quote_ident(jc)} = {parent}.{quote_ident(c)}" for jc, c in rel.junction_source])
+            conds = tuple(
+                [f"{j}.{quote_ident(jc)} = {t}.{quote_ident(fc)}" for jc, fc in rel.junction_target]
+                + [f"{j}.{quote_ident(jc)} = {parent}.{quote_ident(c)}" for jc, c in rel.junction_source]
+            )
         else:
             conds = tuple(f"{t}.{quote_ident(fc)} = {parent}.{quote_ident(c)}" for c, fc in rel.columns)
         if nested.limit_idx is not None:
@@ -791,8 +889,19 @@ class _Embedder:
         else:
             tail = f" limit ($1[{self.req.embed_max_idx}])::bigint"
         empty = not select
-        sql, names = self.level(rel.ftable, target.name, target.columns, source, t, select, tuple(nested.filters),
-                                nested.order, tail, sub_path, conds)
+        sql, names = self.level(
+            rel.ftable,
+            target.name,
+            target.columns,
+            source,
+            t,
+            select,
+            tuple(nested.filters),
+            nested.order,
+            tail,
+            sub_path,
+            conds,
+        )
         if empty:
             names = []
         inner = join == "inner"
@@ -803,7 +912,9 @@ class _Embedder:
         rows = f"_rp_r{k}"
         aggs = [f"json_agg({rows})::jsonb as {emb.agg}"]
         if spread:  # to-many spread: one correlated array per column
-            aggs += [f"coalesce(json_agg({rows}.{quote_ident(n)}), '[]')::jsonb as {quote_ident(n)}" for n in names]
+            aggs += [
+                f"coalesce(json_agg({rows}.{quote_ident(n)}), '[]')::jsonb as {quote_ident(n)}" for n in names
+            ]
         on = f"{e}.{emb.agg} is not null" if inner else "true"
         return emb, f" {kind} join lateral (select {', '.join(aggs)} from ({sql}) {rows}) {e} on {on}"
 
@@ -817,8 +928,10 @@ class _Embedder:
             while depth < len(path) and path[: depth + 1] in self.used:
                 depth += 1
             name = path[depth]
-            raise NotEmbedded(f"'{name}' is not an embedded resource in this request",
-                              hint=f"Verify that '{name}' is included in the 'select' query parameter.")
+            raise NotEmbedded(
+                f"'{name}' is not an embedded resource in this request",
+                hint=f"Verify that '{name}' is included in the 'select' query parameter.",
+            )
 
 
 def _uses_embed(node: tuple, absent: dict[str, str]) -> bool:
@@ -827,26 +940,37 @@ def _uses_embed(node: tuple, absent: dict[str, str]) -> bool:
     return any(_uses_embed(c, absent) for c in node[2])
 
 
-def read_sql(rel: Relation, req: Request, single: bool, count: bool, limit_idx: int, offset_idx: int,
-             cache: SchemaCache | None = None) -> str:
+def read_sql(
+    rel: Relation,
+    req: Request,
+    single: bool,
+    count: bool,
+    limit_idx: int,
+    offset_idx: int,
+    cache: SchemaCache | None = None,
+) -> str:
     tail = f" limit ($1[{limit_idx}])::bigint offset ($1[{offset_idx}])::bigint"
     if not req.embeds and not req.nested:
         where = where_sql(req, rel.columns, rel.name)
-        inner = (f"select {select_sql(req, rel.columns, rel.name)} from {rel.qualified} _t{where}"
-                 f"{order_sql(req, rel.columns, rel.name)}{tail}")
+        inner = (
+            f"select {select_sql(req, rel.columns, rel.name)} from {rel.qualified} _t{where}"
+            f"{order_sql(req, rel.columns, rel.name)}{tail}"
+        )
         total = f"(select count(*) from {rel.qualified} _t{where})" if count else "null::bigint"
         return f"select {_body(single)}, count(*), {total} from ({inner}) _s"
     emb = _Embedder(cache, req)
     origin = (rel.schema, rel.name)
-    inner, _ = emb.level(origin, rel.name, rel.columns, f"{rel.qualified} _t", "_t", req.select, req.filters,
-                         req.order, tail)
+    inner, _ = emb.level(
+        origin, rel.name, rel.columns, f"{rel.qualified} _t", "_t", req.select, req.filters, req.order, tail
+    )
     emb.check_paths()
     total = "null::bigint"
     if count:
         if emb.root_filtered:
             # !inner and null filters on embedded resources decide which rows count
-            counted, _ = _Embedder(cache, req).level(origin, rel.name, rel.columns, f"{rel.qualified} _t", "_t",
-                                                     req.select, req.filters, (), "")
+            counted, _ = _Embedder(cache, req).level(
+                origin, rel.name, rel.columns, f"{rel.qualified} _t", "_t", req.select, req.filters, (), ""
+            )
             total = f"(select count(*) from ({counted}) _c)"
         else:
             total = f"(select count(*) from {rel.qualified} _t{where_sql(req, rel.columns, rel.name)})"
@@ -872,15 +996,24 @@ def _check_body_columns(rel: Relation, names: tuple[str, ...]) -> list[Column]:
     return out
 
 
-def _write_tail(req: Request, rel: Relation, representation: bool, single: bool, count: bool,
-                statement: str, cache: SchemaCache | None = None) -> str:
+def _write_tail(
+    req: Request,
+    rel: Relation,
+    representation: bool,
+    single: bool,
+    count: bool,
+    statement: str,
+    cache: SchemaCache | None = None,
+) -> str:
     total = "count(*)" if count else "null::bigint"
     if req.embeds or req.nested:
         # the written rows with their embedded resources (PostgREST's embedding on writes)
         shown = _embedded_representation(req, rel, cache, "_w _t")
         if representation:
-            return (f"with _w as ({statement} returning _t.*) "
-                    f"select {_body(single)}, count(*), {total} from ({shown}) _s")
+            return (
+                f"with _w as ({statement} returning _t.*) "
+                f"select {_body(single)}, count(*), {total} from ({shown}) _s"
+            )
     if representation:
         ret = f" returning {returning_sql(req, rel.columns, rel.name)}"
         return f"with _s as ({statement}{ret}) select {_body(single)}, count(*), {total} from _s"
@@ -889,22 +1022,37 @@ def _write_tail(req: Request, rel: Relation, representation: bool, single: bool,
     return f"with _s as ({statement}) select null::text, null::bigint, null::bigint"
 
 
-def insert_sql(rel: Relation, req: Request, columns: tuple[str, ...], body_idx: int, representation: bool,
-               single: bool, count: bool, upsert: str | None, missing_default: bool = False,
-               cache: SchemaCache | None = None) -> str:
+def insert_sql(
+    rel: Relation,
+    req: Request,
+    columns: tuple[str, ...],
+    body_idx: int,
+    representation: bool,
+    single: bool,
+    count: bool,
+    upsert: str | None,
+    missing_default: bool = False,
+    cache: SchemaCache | None = None,
+) -> str:
     """``missing_default`` (Prefer: missing=default): a key that a row leaves out takes the
     column's DEFAULT, as PostgREST does; otherwise it is NULL."""
     cols = _check_body_columns(rel, columns)
     names = ", ".join(c.quoted for c in cols)
     if cols and missing_default:
-        values = ", ".join(f"case when _e.j::jsonb ? {_sql_literal(c.name)} then _r.{c.quoted} else {c.default} end"
-                           for c in cols)
-        stmt = (f"insert into {rel.qualified} as _t ({names}) select {values} "
-                f"from json_array_elements(($1[{body_idx}])::json) with ordinality _e(j, n) "
-                f"cross join lateral json_populate_record(null::{rel.qualified}, _e.j) _r order by _e.n")
+        values = ", ".join(
+            f"case when _e.j::jsonb ? {_sql_literal(c.name)} then _r.{c.quoted} else {c.default} end"
+            for c in cols
+        )
+        stmt = (
+            f"insert into {rel.qualified} as _t ({names}) select {values} "
+            f"from json_array_elements(($1[{body_idx}])::json) with ordinality _e(j, n) "
+            f"cross join lateral json_populate_record(null::{rel.qualified}, _e.j) _r order by _e.n"
+        )
     elif cols:
-        stmt = (f"insert into {rel.qualified} as _t ({names}) select {names} "
-                f"from json_populate_recordset(null::{rel.qualified}, ($1[{body_idx}])::json)")
+        stmt = (
+            f"insert into {rel.qualified} as _t ({names}) select {names} "
+            f"from json_populate_recordset(null::{rel.qualified}, ($1[{body_idx}])::json)"
+        )
     else:
         stmt = f"insert into {rel.qualified} as _t default values"
     if upsert:
@@ -925,9 +1073,18 @@ def _sql_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def update_sql(rel: Relation, req: Request, columns: tuple[str, ...], body_idx: int, representation: bool,
-               single: bool, count: bool, limit_idx: int | None = None, offset_idx: int | None = None,
-               cache: SchemaCache | None = None) -> str:
+def update_sql(
+    rel: Relation,
+    req: Request,
+    columns: tuple[str, ...],
+    body_idx: int,
+    representation: bool,
+    single: bool,
+    count: bool,
+    limit_idx: int | None = None,
+    offset_idx: int | None = None,
+    cache: SchemaCache | None = None,
+) -> str:
     cols = _check_body_columns(rel, columns)
     where = _write_where(rel, req, limit_idx, offset_idx)
     if not cols:
@@ -938,13 +1095,17 @@ def update_sql(rel: Relation, req: Request, columns: tuple[str, ...], body_idx: 
             if representation:
                 return f"with _w as ({stmt}) select {_body(single)}, count(*), null::bigint from ({shown}) _s"
         if representation:
-            return (f"with _s as (select {returning_sql(req, rel.columns, rel.name)} from {rel.qualified} _t"
-                    f"{where}) select {_body(single)}, count(*), null::bigint from _s")
+            return (
+                f"with _s as (select {returning_sql(req, rel.columns, rel.name)} from {rel.qualified} _t"
+                f"{where}) select {_body(single)}, count(*), null::bigint from _s"
+            )
         return f"with _s as ({stmt}) select null::text, count(*), null::bigint from _s"
     sets = ", ".join(f"{c.quoted} = _j.{c.quoted}" for c in cols)
-    stmt = (f"update {rel.qualified} as _t set {sets} "
-            f"from json_populate_record(null::{rel.qualified}, ($1[{body_idx}])::json) _j")
-    stmt += (" where " + where[len(" where "):]) if where else ""
+    stmt = (
+        f"update {rel.qualified} as _t set {sets} "
+        f"from json_populate_record(null::{rel.qualified}, ($1[{body_idx}])::json) _j"
+    )
+    stmt += (" where " + where[len(" where ") :]) if where else ""
     return _write_tail(req, rel, representation, single, count, stmt, cache)
 
 
@@ -956,22 +1117,42 @@ def _write_where(rel: Relation, req: Request, limit_idx: int | None, offset_idx:
     if limit_idx is None:
         return where
     if rel.kind not in ("r", "p"):
-        raise NotImplementedFeature("limit on an update or delete is only available on tables",
-                                    details=f"{rel.name!r} is a view")
-    pick = (f"select _t.ctid from {rel.qualified} _t{where}{order_sql(req, rel.columns, rel.name)}"
-            f" limit ($1[{limit_idx}])::bigint offset ($1[{offset_idx}])::bigint")
+        raise NotImplementedFeature(
+            "limit on an update or delete is only available on tables", details=f"{rel.name!r} is a view"
+        )
+    pick = (
+        f"select _t.ctid from {rel.qualified} _t{where}{order_sql(req, rel.columns, rel.name)}"
+        f" limit ($1[{limit_idx}])::bigint offset ($1[{offset_idx}])::bigint"
+    )
     return f" where _t.ctid = any(array({pick}))"
 
 
-def delete_sql(rel: Relation, req: Request, representation: bool, single: bool, count: bool,
-               limit_idx: int | None = None, offset_idx: int | None = None,
-               cache: SchemaCache | None = None) -> str:
+def delete_sql(
+    rel: Relation,
+    req: Request,
+    representation: bool,
+    single: bool,
+    count: bool,
+    limit_idx: int | None = None,
+    offset_idx: int | None = None,
+    cache: SchemaCache | None = None,
+) -> str:
     stmt = f"delete from {rel.qualified} as _t{_write_where(rel, req, limit_idx, offset_idx)}"
     return _write_tail(req, rel, representation, single, count, stmt, cache)
 
 
-def rpc_sql(fn: Function, req: Request, arg_names: tuple[str, ...], from_json: bool, arg_idx: tuple[int, ...],
-            single: bool, count: bool, limit_idx: int, offset_idx: int, cache: SchemaCache | None = None) -> str:
+def rpc_sql(
+    fn: Function,
+    req: Request,
+    arg_names: tuple[str, ...],
+    from_json: bool,
+    arg_idx: tuple[int, ...],
+    single: bool,
+    count: bool,
+    limit_idx: int,
+    offset_idx: int,
+    cache: SchemaCache | None = None,
+) -> str:
     """Call ``fn`` with named arguments: from a JSON object (POST, via json_to_record so
     nested arrays and objects convert as PostgREST converts them) or from query-string
     text values (GET), each cast to the argument's declared type."""
@@ -983,18 +1164,24 @@ def rpc_sql(fn: Function, req: Request, arg_names: tuple[str, ...], from_json: b
         source = f"json_to_record(($1[{arg_idx[0]}])::json) as _a({defs}), "
         call_args = ", ".join(f"{a.quoted} => _a.{a.quoted}" for a in used)
     else:
-        call_args = ", ".join(f"{a.quoted} => ($1[{i}])::{a.type}" for a, i in zip(used, arg_idx, strict=True))
+        call_args = ", ".join(
+            f"{a.quoted} => ($1[{i}])::{a.type}" for a, i in zip(used, arg_idx, strict=True)
+        )
     call = f"{fn.qualified}({call_args})"
     frm = f" from {source[:-2]}" if source else ""
     if fn.kind in ("void", "scalar", "setof_scalar"):
         if req.filters or req.order or req.select != (("*",),) or req.nested:
-            raise NotImplementedFeature("Only functions returning rows can be filtered, ordered or "
-                                        "have columns selected", details=f"function {fn.name!r}")
+            raise NotImplementedFeature(
+                "Only functions returning rows can be filtered, ordered or have columns selected",
+                details=f"function {fn.name!r}",
+            )
     if fn.kind == "void":
         return f"select null::text, null::bigint, null::bigint from (select {call}{frm}) _v"
     if fn.kind == "scalar":
-        return (f"select coalesce(to_json(_v._r)::text, 'null'), 1::bigint, null::bigint "
-                f"from (select {call} as _r{frm}) _v")
+        return (
+            f"select coalesce(to_json(_v._r)::text, 'null'), 1::bigint, null::bigint "
+            f"from (select {call} as _r{frm}) _v"
+        )
     # Set-returning calls run once in a materialized CTE, so count=exact never calls a
     # volatile function twice.
     lim = f" limit ($1[{limit_idx}])::bigint offset ($1[{offset_idx}])::bigint"
@@ -1011,14 +1198,17 @@ def rpc_sql(fn: Function, req: Request, arg_names: tuple[str, ...], from_json: b
         # a function returning a table's rows embeds along that table's relationships
         emb = _Embedder(cache, req)
         tail = lim if fn.kind == "setof_row" or single else ""
-        inner, _ = emb.level(fn.returns, fn.name, cols, "_f _t", "_t", req.select, req.filters, req.order, tail)
+        inner, _ = emb.level(
+            fn.returns, fn.name, cols, "_f _t", "_t", req.select, req.filters, req.order, tail
+        )
         emb.check_paths()
         if fn.kind == "row" and not single:
             return f"{cte}select coalesce((json_agg(_s)->0)::text, 'null'), count(*), null::bigint from ({inner}) _s"
         total = "null::bigint"
         if count and emb.root_filtered:
-            counted, _ = _Embedder(cache, req).level(fn.returns, fn.name, cols, "_f _t", "_t", req.select,
-                                                     req.filters, (), "")
+            counted, _ = _Embedder(cache, req).level(
+                fn.returns, fn.name, cols, "_f _t", "_t", req.select, req.filters, (), ""
+            )
             total = f"(select count(*) from ({counted}) _c)"
         elif count:
             total = f"(select count(*) from _f _t{where})"
@@ -1026,6 +1216,8 @@ def rpc_sql(fn: Function, req: Request, arg_names: tuple[str, ...], from_json: b
     inner = f"select {select_sql(req, cols, fn.name)} from _f _t{where}{order_sql(req, cols, fn.name)}"
     if fn.kind == "row" and not single:
         # a function returning one composite answers with the object itself
-        return f"{cte}select coalesce((json_agg(_s)->0)::text, 'null'), count(*), null::bigint from ({inner}) _s"
+        return (
+            f"{cte}select coalesce((json_agg(_s)->0)::text, 'null'), count(*), null::bigint from ({inner}) _s"
+        )
     total = f"(select count(*) from _f _t{where})" if count else "null::bigint"
     return f"{cte}select {_body(single)}, count(*), {total} from ({inner}{lim}) _s"

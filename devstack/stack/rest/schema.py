@@ -91,17 +91,29 @@ class Relationship:
 
     def describe(self) -> dict[str, str]:
         """The ``details`` entry of PostgREST's ambiguous-embedding error (PGRST201)."""
+
         def cols(names) -> str:
             return "(" + ", ".join(names) + ")"
-        out = {"cardinality": {"m2o": "many-to-one", "o2m": "one-to-many", "o2o": "one-to-one",
-                               "m2m": "many-to-many"}[self.cardinality],
-               "embedding": f"{self.table[1]} with {self.ftable[1]}"}
+
+        out = {
+            "cardinality": {
+                "m2o": "many-to-one",
+                "o2m": "one-to-many",
+                "o2o": "one-to-one",
+                "m2m": "many-to-many",
+            }[self.cardinality],
+            "embedding": f"{self.table[1]} with {self.ftable[1]}",
+        }
         if self.junction is not None:
-            out["relationship"] = (f"{self.junction[1]} using {self.constraint}{cols(c for c, _ in self.junction_source)}"
-                                   f" and {self.constraint2}{cols(c for c, _ in self.junction_target)}")
+            out["relationship"] = (
+                f"{self.junction[1]} using {self.constraint}{cols(c for c, _ in self.junction_source)}"
+                f" and {self.constraint2}{cols(c for c, _ in self.junction_target)}"
+            )
         else:
-            out["relationship"] = (f"{self.constraint} using {self.table[1]}{cols(c for c, _ in self.columns)}"
-                                   f" and {self.ftable[1]}{cols(f for _, f in self.columns)}")
+            out["relationship"] = (
+                f"{self.constraint} using {self.table[1]}{cols(c for c, _ in self.columns)}"
+                f" and {self.ftable[1]}{cols(f for _, f in self.columns)}"
+            )
         return out
 
     def hint_name(self) -> str:
@@ -219,9 +231,15 @@ async def load_schema_cache(conn: Any, schemas: list[str]) -> SchemaCache:
             rel = by_oid[r["oid"]] = Relation(r["nspname"], r["relname"], r["relkind"])
             cache.relations[(rel.schema, rel.name)] = rel
         if r["attname"] is not None:
-            rel.columns[r["attname"]] = Column(r["attname"], _type_cast(r["typ"]), quote_ident(r["attname"]),
-                                               r["def"] or "null", bool(r["generated"]), r["display"] or "",
-                                               bool(r["not_null"]))
+            rel.columns[r["attname"]] = Column(
+                r["attname"],
+                _type_cast(r["typ"]),
+                quote_ident(r["attname"]),
+                r["def"] or "null",
+                bool(r["generated"]),
+                r["display"] or "",
+                bool(r["not_null"]),
+            )
     for r in await conn.fetch(_PK_SQL, schemas):
         rel = by_oid.get(r["conrelid"])
         if rel is not None:
@@ -233,7 +251,8 @@ async def load_schema_cache(conn: Any, schemas: list[str]) -> SchemaCache:
     if composite_oids:
         for r in await conn.fetch(_COMPOSITE_SQL, composite_oids):
             composites.setdefault(r["attrelid"], {})[r["attname"]] = Column(
-                r["attname"], _type_cast(r["typ"]), quote_ident(r["attname"]))
+                r["attname"], _type_cast(r["typ"]), quote_ident(r["attname"])
+            )
     for r in rows:
         fn = _function_from_row(r, composites)
         returned = by_oid.get(r["typrelid"]) if r["typrelid"] else None
@@ -244,8 +263,9 @@ async def load_schema_cache(conn: Any, schemas: list[str]) -> SchemaCache:
     return cache
 
 
-def build_relationships(fks: list[Any], relations: dict[tuple[str, str], Relation]
-                        ) -> dict[tuple[str, str], list[Relationship]]:
+def build_relationships(
+    fks: list[Any], relations: dict[tuple[str, str], Relation]
+) -> dict[tuple[str, str], list[Relationship]]:
     """PostgREST's relationships from the foreign keys: many-to-one (or one-to-one) along
     each key, the inverse one-to-many (or one-to-one), and many-to-many through a junction
     table whose primary key holds the columns of two of its foreign keys."""
@@ -257,12 +277,16 @@ def build_relationships(fks: list[Any], relations: dict[tuple[str, str], Relatio
         is_self = table == ftable
         if fk["one_to_one"]:
             rels.append(Relationship(table, ftable, "o2o", fk["conname"], pairs, is_self))
-            rels.append(Relationship(ftable, table, "o2o", fk["conname"], tuple((b, a) for a, b in pairs), is_self))
+            rels.append(
+                Relationship(ftable, table, "o2o", fk["conname"], tuple((b, a) for a, b in pairs), is_self)
+            )
         else:
             forward = Relationship(table, ftable, "m2o", fk["conname"], pairs, is_self)
             m2o.append(forward)
             rels.append(forward)
-            rels.append(Relationship(ftable, table, "o2m", fk["conname"], tuple((b, a) for a, b in pairs), is_self))
+            rels.append(
+                Relationship(ftable, table, "o2m", fk["conname"], tuple((b, a) for a, b in pairs), is_self)
+            )
     by_table: dict[tuple[str, str], list[Relationship]] = {}
     for r in m2o:
         by_table.setdefault(r.table, []).append(r)
@@ -275,8 +299,20 @@ def build_relationships(fks: list[Any], relations: dict[tuple[str, str], Relatio
                     continue
                 if not {c for c, _ in k1.columns} | {c for c, _ in k2.columns} <= pk:
                     continue
-                rels.append(Relationship(k1.ftable, k2.ftable, "m2m", k1.constraint, (), k1.ftable == k2.ftable,
-                                         junction, k2.constraint, k1.columns, k2.columns))
+                rels.append(
+                    Relationship(
+                        k1.ftable,
+                        k2.ftable,
+                        "m2m",
+                        k1.constraint,
+                        (),
+                        k1.ftable == k2.ftable,
+                        junction,
+                        k2.constraint,
+                        k1.columns,
+                        k2.columns,
+                    )
+                )
     out: dict[tuple[str, str], list[Relationship]] = {}
     for r in rels:
         if r.table in relations and r.ftable in relations:

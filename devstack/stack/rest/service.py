@@ -63,8 +63,10 @@ HEADER_CACHE_MAX_JSON = 4096  # larger header sets are decoded per request, not 
 RELOAD_RETRY_S = 1.0  # pause before re-connecting the schema listener (seconds)
 CONNECT_TIMEOUT_S = 5.0  # to open one database connection (seconds)
 
-RUN_SQL = ("select body, page_total, total, status "
-           "from _rackpilot_rest.run($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
+RUN_SQL = (
+    "select body, page_total, total, status "
+    "from _rackpilot_rest.run($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+)
 # statements kept prepared per connection (count); then they are deallocated and start over
 PREPARED_PER_CONN = 256
 DEALLOCATE_SQL = """do $$
@@ -161,22 +163,32 @@ def _range_header(value: str | None) -> tuple[int, int | None] | None:
         return first, None
     last = int(m.group(2))
     if last < first:
-        raise RangeNotSatisfiable("Requested range not satisfiable",
-                                  details=f"the range {value!r} ends before it starts")
+        raise RangeNotSatisfiable(
+            "Requested range not satisfiable", details=f"the range {value!r} ends before it starts"
+        )
     return first, last - first + 1
 
 
-def _intersect(offset: int, limit: int | None, header: tuple[int, int | None] | None) -> tuple[int, int | None]:
+def _intersect(
+    offset: int, limit: int | None, header: tuple[int, int | None] | None
+) -> tuple[int, int | None]:
     """The query's offset/limit intersected with a Range header, as PostgREST does."""
     if header is None:
         return offset, limit
     lo = max(offset, header[0])
-    ends = [e for e in (None if limit is None else offset + limit,
-                        None if header[1] is None else header[0] + header[1]) if e is not None]
+    ends = [
+        e
+        for e in (
+            None if limit is None else offset + limit,
+            None if header[1] is None else header[0] + header[1],
+        )
+        if e is not None
+    ]
     hi = min(ends) if ends else None
     if hi is not None and hi <= lo:
-        raise RangeNotSatisfiable("Requested range not satisfiable",
-                                  details="the Range header and the limit/offset do not overlap")
+        raise RangeNotSatisfiable(
+            "Requested range not satisfiable", details="the Range header and the limit/offset do not overlap"
+        )
     return lo, None if hi is None else hi - lo
 
 
@@ -223,8 +235,11 @@ def _media(accept: str | None, plan_enabled: bool) -> _Media:
             return _Media("single")
         if media == "text/csv":
             return _Media("csv")
-        if plan_enabled and media in ("application/vnd.pgrst.plan", "application/vnd.pgrst.plan+text",
-                                      "application/vnd.pgrst.plan+json"):
+        if plan_enabled and media in (
+            "application/vnd.pgrst.plan",
+            "application/vnd.pgrst.plan+text",
+            "application/vnd.pgrst.plan+json",
+        ):
             options: list[str] = []
             for p in params:
                 key, _, value = p.partition("=")
@@ -233,9 +248,10 @@ def _media(accept: str | None, plan_enabled: bool) -> _Media:
             if any(o not in PLAN_OPTIONS for o in options):
                 continue
             return _Media("plan", "json" if media.endswith("+json") else "text", tuple(options))
-    raise NotAcceptable("None of these media types are available: " + accept[:200],
-                        hint="This REST layer answers application/json, application/vnd.pgrst.object+json "
-                             "and text/csv")
+    raise NotAcceptable(
+        "None of these media types are available: " + accept[:200],
+        hint="This REST layer answers application/json, application/vnd.pgrst.object+json and text/csv",
+    )
 
 
 def _single_accept(accept: str | None) -> bool:
@@ -252,9 +268,10 @@ def _single_accept(accept: str | None) -> bool:
         # any other media type is skipped: one acceptable entry in the list suffices
     if single:
         return True
-    raise NotAcceptable("None of these media types are available: " + accept[:200],
-                        hint="This REST layer answers application/json and "
-                             "application/vnd.pgrst.object+json")
+    raise NotAcceptable(
+        "None of these media types are available: " + accept[:200],
+        hint="This REST layer answers application/json and application/vnd.pgrst.object+json",
+    )
 
 
 class RestService:
@@ -288,8 +305,11 @@ class RestService:
     # --- lifecycle --------------------------------------------------------------------
     async def _connect(self) -> asyncpg.Connection:
         # statement_cache_size stays on: RUN_SQL is the only statement and is prepared once
-        return await asyncpg.connect(self.ctx.dsn("authenticator"), timeout=CONNECT_TIMEOUT_S,
-                                     server_settings={"application_name": "rackpilot-rest"})
+        return await asyncpg.connect(
+            self.ctx.dsn("authenticator"),
+            timeout=CONNECT_TIMEOUT_S,
+            server_settings={"application_name": "rackpilot-rest"},
+        )
 
     async def startup(self) -> None:
         for _ in range(POOL_SIZE):
@@ -336,8 +356,9 @@ class RestService:
             self.cache = cache
             self._sql_cache.clear()
             self._openapi.clear()
-            log.info("schema cache loaded: %d relations, %d functions", len(cache.relations),
-                     len(cache.functions))
+            log.info(
+                "schema cache loaded: %d relations, %d functions", len(cache.relations), len(cache.functions)
+            )
 
     async def _listen_forever(self) -> None:
         loop = asyncio.get_running_loop()
@@ -378,13 +399,20 @@ class RestService:
             status, headers, body = exc.status, [CT_JSON], orjson.dumps(exc.body())
             if isinstance(exc, JWTRejected):
                 # as PostgREST: RFC 6750 challenge naming what was wrong with the token
-                headers.append((b"www-authenticate", b'Bearer error="invalid_token", error_description="'
-                                + exc.message.replace('"', "'").encode("ascii", "replace") + b'"'))
+                headers.append(
+                    (
+                        b"www-authenticate",
+                        b'Bearer error="invalid_token", error_description="'
+                        + exc.message.replace('"', "'").encode("ascii", "replace")
+                        + b'"',
+                    )
+                )
         except Exception:  # noqa: BLE001 - never a traceback to the client
             log.exception("unexpected error in %s %s", scope.get("method"), scope.get("path"))
             status, headers = 500, [CT_JSON]
-            body = orjson.dumps({"code": "PGRST500", "details": None, "hint": None,
-                                 "message": "Internal server error"})
+            body = orjson.dumps(
+                {"code": "PGRST500", "details": None, "hint": None, "message": "Internal server error"}
+            )
         if scope["method"] == "HEAD":
             body = b""
         headers.append((b"content-length", str(len(body)).encode()))
@@ -411,7 +439,7 @@ class RestService:
     async def _handle(self, scope: dict, receive: Any) -> tuple[int, list, bytes]:
         method: str = scope["method"]
         headers, headers_json = self._headers(scope["headers"])
-        path: str = scope["path"][len(PREFIX):]
+        path: str = scope["path"][len(PREFIX) :]
         if method == "OPTIONS":
             return 200, [(b"allow", b"OPTIONS,GET,HEAD,POST,PATCH,DELETE")], b""
 
@@ -433,8 +461,9 @@ class RestService:
         schema = self.default_schema
         if profile is not None and profile != schema:
             if profile not in self.schemas:
-                raise SchemaNotExposed("The schema must be one of the following: " + ", ".join(self.schemas),
-                                       details=None)
+                raise SchemaNotExposed(
+                    "The schema must be one of the following: " + ", ".join(self.schemas), details=None
+                )
             schema = profile
         name = path[1:] if path.startswith("/") else path
         if name == "":
@@ -450,21 +479,47 @@ class RestService:
 
         if name.startswith("rpc/"):
             sql, params, status, read_only, with_range = await self._rpc(
-                method, schema, name[4:], pairs, headers, receive, single)
+                method, schema, name[4:], pairs, headers, receive, single
+            )
         else:
             if "/" in name:
                 raise TableNotFound(f"Could not find the table '{schema}.{name}' in the schema cache")
             sql, params, status, read_only, with_range = await self._table(
-                method, schema, name, pairs, headers, receive, single)
+                method, schema, name, pairs, headers, receive, single
+            )
 
         sql, name = sql
         prefer = _Prefer(headers.get("prefer"))
         rollback = prefer.rollback() and not read_only
         if media.mode == "plan":
-            return await self._explain(media, (role, claims_json, method, path, headers_json,
-                                               self._search_path[schema], read_only, sql, params), rollback, role)
-        args = (role, claims_json, method, path, headers_json, self._search_path[schema],
-                read_only, sql, params, single is True)
+            return await self._explain(
+                media,
+                (
+                    role,
+                    claims_json,
+                    method,
+                    path,
+                    headers_json,
+                    self._search_path[schema],
+                    read_only,
+                    sql,
+                    params,
+                ),
+                rollback,
+                role,
+            )
+        args = (
+            role,
+            claims_json,
+            method,
+            path,
+            headers_json,
+            self._search_path[schema],
+            read_only,
+            sql,
+            params,
+            single is True,
+        )
         # a read that met a dead connection (database restarted, connection terminated) is
         # retried once on a fresh one; a write is not, since it may have been applied
         attempts = 2 if read_only else 1
@@ -520,7 +575,9 @@ class RestService:
             return status, out_headers if status != 204 else [], b""
         return status, out_headers, body_text.encode()
 
-    async def _explain(self, media: _Media, args: tuple, rollback: bool, role: str) -> tuple[int, list, bytes]:
+    async def _explain(
+        self, media: _Media, args: tuple, rollback: bool, role: str
+    ) -> tuple[int, list, bytes]:
         """EXPLAIN the request's statement as the caller (Accept: application/vnd.pgrst.plan).
         As in PostgREST, options=analyze runs it and a write is kept unless the request's
         transaction is rolled back (db-tx-end, Prefer: tx=rollback)."""
@@ -585,12 +642,19 @@ class RestService:
         return new
 
     # --- tables -----------------------------------------------------------------------
-    async def _table(self, method: str, schema: str, name: str, pairs: list, headers: dict, receive: Any,
-                     single: bool | str) -> tuple[tuple[str, str], list, int, bool, Any]:
+    async def _table(
+        self,
+        method: str,
+        schema: str,
+        name: str,
+        pairs: list,
+        headers: dict,
+        receive: Any,
+        single: bool | str,
+    ) -> tuple[tuple[str, str], list, int, bool, Any]:
         rel = self.cache.relations.get((schema, name))
         if rel is None:
-            raise TableNotFound(f"Could not find the table '{schema}.{name}' in the schema cache",
-                                hint=None)
+            raise TableNotFound(f"Could not find the table '{schema}.{name}' in the schema cache", hint=None)
         prefer = _Prefer(headers.get("prefer"))
         req = q.parse_query(pairs)
         if method in ("GET", "HEAD"):
@@ -599,8 +663,20 @@ class RestService:
             li = req.add(str(limit))
             oi = req.add(str(offset))
             req.bind_embeds(self.max_rows)
-            key = ("r", schema, name, req.select, req.filters, req.order, single, prefer.count, li, oi,
-                   req.nested_key(), req.embed_max_idx)
+            key = (
+                "r",
+                schema,
+                name,
+                req.select,
+                req.filters,
+                req.order,
+                single,
+                prefer.count,
+                li,
+                oi,
+                req.nested_key(),
+                req.embed_max_idx,
+            )
             sql = self._sql_cache.get(key)
             if sql is None:
                 sql = self._remember(key, q.read_sql(rel, req, single, prefer.count, li, oi, self.cache))
@@ -628,13 +704,39 @@ class RestService:
             on_conflict = req.on_conflict if prefer.resolution is not None else None
             req.on_conflict = on_conflict
             req.bind_embeds(self.max_rows)
-            key = ("i", schema, name, req.select, columns, on_conflict, prefer.resolution, representation,
-                   single, prefer.count, bi, prefer.missing_default, req.nested_key(), req.embed_max_idx)
+            key = (
+                "i",
+                schema,
+                name,
+                req.select,
+                columns,
+                on_conflict,
+                prefer.resolution,
+                representation,
+                single,
+                prefer.count,
+                bi,
+                prefer.missing_default,
+                req.nested_key(),
+                req.embed_max_idx,
+            )
             sql = self._sql_cache.get(key)
             if sql is None:
-                sql = self._remember(key, q.insert_sql(rel, req, columns, bi, representation, single,
-                                                       prefer.count, prefer.resolution, prefer.missing_default,
-                                                       self.cache))
+                sql = self._remember(
+                    key,
+                    q.insert_sql(
+                        rel,
+                        req,
+                        columns,
+                        bi,
+                        representation,
+                        single,
+                        prefer.count,
+                        prefer.resolution,
+                        prefer.missing_default,
+                        self.cache,
+                    ),
+                )
             return sql, req.params, 201, False, (0, prefer.count) if prefer.count else None
         if method == "PATCH":
             if not isinstance(body, dict):
@@ -643,22 +745,55 @@ class RestService:
             bi = req.add(orjson.dumps(body).decode())
             li, oi = self._write_limit(req)
             req.bind_embeds(self.max_rows)
-            key = ("u", schema, name, req.select, req.filters, req.order, columns, representation, single,
-                   prefer.count, bi, li, oi, req.nested_key(), req.embed_max_idx)
+            key = (
+                "u",
+                schema,
+                name,
+                req.select,
+                req.filters,
+                req.order,
+                columns,
+                representation,
+                single,
+                prefer.count,
+                bi,
+                li,
+                oi,
+                req.nested_key(),
+                req.embed_max_idx,
+            )
             sql = self._sql_cache.get(key)
             if sql is None:
-                sql = self._remember(key, q.update_sql(rel, req, columns, bi, representation, single, prefer.count,
-                                                       li, oi, self.cache))
+                sql = self._remember(
+                    key,
+                    q.update_sql(
+                        rel, req, columns, bi, representation, single, prefer.count, li, oi, self.cache
+                    ),
+                )
             return sql, req.params, 200, False, (0, prefer.count) if prefer.count else None
         if method == "DELETE":
             li, oi = self._write_limit(req)
             req.bind_embeds(self.max_rows)
-            key = ("d", schema, name, req.select, req.filters, req.order, representation, single, prefer.count,
-                   li, oi, req.nested_key(), req.embed_max_idx)
+            key = (
+                "d",
+                schema,
+                name,
+                req.select,
+                req.filters,
+                req.order,
+                representation,
+                single,
+                prefer.count,
+                li,
+                oi,
+                req.nested_key(),
+                req.embed_max_idx,
+            )
             sql = self._sql_cache.get(key)
             if sql is None:
-                sql = self._remember(key, q.delete_sql(rel, req, representation, single, prefer.count, li, oi,
-                                                       self.cache))
+                sql = self._remember(
+                    key, q.delete_sql(rel, req, representation, single, prefer.count, li, oi, self.cache)
+                )
             return sql, req.params, 200, False, (0, prefer.count) if prefer.count else None
         raise MethodNotAllowed(f"Method {method} is not supported on tables by this REST layer")
 
@@ -671,8 +806,16 @@ class RestService:
         return req.add(str(limit)), req.add(str(req.offset))
 
     # --- functions --------------------------------------------------------------------
-    async def _rpc(self, method: str, schema: str, name: str, pairs: list, headers: dict, receive: Any,
-                   single: bool | str) -> tuple[tuple[str, str], list, int, bool, Any]:
+    async def _rpc(
+        self,
+        method: str,
+        schema: str,
+        name: str,
+        pairs: list,
+        headers: dict,
+        receive: Any,
+        single: bool | str,
+    ) -> tuple[tuple[str, str], list, int, bool, Any]:
         overloads = self.cache.functions.get((schema, name))
         if not overloads:
             raise FunctionNotFound(f"Could not find the function {schema}.{name} in the schema cache")
@@ -699,18 +842,38 @@ class RestService:
         else:
             raise MethodNotAllowed(f"Method {method} is not allowed on functions", code="PGRST101")
         if single == q.CSV and fn.kind not in ("row", "setof_row"):
-            raise NotAcceptable("None of these media types are available: text/csv",
-                                hint="text/csv answers functions that return rows")
+            raise NotAcceptable(
+                "None of these media types are available: text/csv",
+                hint="text/csv answers functions that return rows",
+            )
         limit = self.max_rows if req.limit is None else min(req.limit, self.max_rows)
         li = req.add(str(limit))
         oi = req.add(str(req.offset))
         req.bind_embeds(self.max_rows)
-        key = ("f", schema, name, id(fn), arg_names, from_json, req.select, req.filters, req.order, single,
-               prefer.count, arg_idx, li, oi, req.nested_key(), req.embed_max_idx)
+        key = (
+            "f",
+            schema,
+            name,
+            id(fn),
+            arg_names,
+            from_json,
+            req.select,
+            req.filters,
+            req.order,
+            single,
+            prefer.count,
+            arg_idx,
+            li,
+            oi,
+            req.nested_key(),
+            req.embed_max_idx,
+        )
         sql = self._sql_cache.get(key)
         if sql is None:
-            sql = self._remember(key, q.rpc_sql(fn, req, arg_names, from_json, arg_idx, single, prefer.count,
-                                                li, oi, self.cache))
+            sql = self._remember(
+                key,
+                q.rpc_sql(fn, req, arg_names, from_json, arg_idx, single, prefer.count, li, oi, self.cache),
+            )
         with_range = (req.offset, prefer.count) if fn.kind in ("setof_row", "setof_scalar") else None
         return sql, req.params, 200, read_only, with_range
 
@@ -729,8 +892,9 @@ class RestService:
         hint = getattr(exc, "hint", None)
         if sqlstate == "PT406" and hint == "rackpilot.single":
             return SingularityError("Cannot coerce the result to a single JSON object", details=details)
-        return DatabaseError(message, details=details, hint=hint, status=status_for_sqlstate(sqlstate, role),
-                             code=sqlstate)
+        return DatabaseError(
+            message, details=details, hint=hint, status=status_for_sqlstate(sqlstate, role), code=sqlstate
+        )
 
 
 def _dead_connection(exc: BaseException) -> bool:
@@ -767,7 +931,8 @@ def _choose(overloads: list[Function], given: frozenset[str], schema: str, name:
         args = ", ".join(sorted(given))
         raise FunctionNotFound(
             f"Could not find the function {schema}.{name}({args}) in the schema cache",
-            hint="Check the function's name and the names of its arguments")
+            hint="Check the function's name and the names of its arguments",
+        )
     return fits[0]
 
 
