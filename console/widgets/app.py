@@ -159,6 +159,11 @@ class Console:
     def _show_panel(self) -> None:
         self._update_banner()
         self.header.children = [self.banner, self.sign_out_button] if self.signed_in else [self.banner]
+        if any(getattr(f, "shows_header", False) for f in self._frames):
+            # an app (con.app()) shows the header and the sign-in form itself: the panel that
+            # connect() drew above it stays empty, so "signed in as" appears once on the page
+            self.panel.children = []
+            return
         self.panel.children = [self.header] if self.signed_in else [self.header, self.sign_in_form()]
 
     def _signed_in_changed(self) -> None:
@@ -276,7 +281,7 @@ class Console:
         from console.widgets.shell import ScreenFrame
 
         s = screens.get(key)
-        return ScreenFrame(self, s.title, lambda: s.build(self, **kw))
+        return ScreenFrame(self, s.title, lambda: s.build(self, **kw), min_role=s.min_role)
 
     def app(self, start: str | None = None):
         """The whole console on one page: navigation by what your role may open."""

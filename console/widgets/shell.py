@@ -28,10 +28,17 @@ class ScreenFrame(w.VBox):
     """One screen in a notebook cell. Attribute access falls through to the built view
     (``con.jobs().board``), so notebooks keep their handles on the models."""
 
-    def __init__(self, console: Console, title: str, build: Callable[[], w.Widget]) -> None:
+    def __init__(
+        self,
+        console: Console,
+        title: str,
+        build: Callable[[], w.Widget],
+        min_role: str | None = None,
+    ) -> None:
         self._console = console
         self._title = title
         self._build = build
+        self._min_role = min_role
         self.view: w.Widget | None = None
         self.status = Status()
         self.retry = w.Button(description="Retry", icon="refresh")
@@ -59,6 +66,15 @@ class ScreenFrame(w.VBox):
                 con.sign_in_form(),
             ]
             return
+        role = con.session.role if con.session else None
+        if self._min_role and not (
+            role in screens.ROLES and screens.ROLES.index(role) >= screens.ROLES.index(self._min_role)
+        ):
+            # said in words before anything is asked of the control plane (which would refuse)
+            self.view = None
+            note = html.escape(role_note(self._title, self._min_role, role))
+            self.children = [w.HTML(f"{STYLE}<div class='rp-warn rp-role-gate'>{note}</div>")]
+            return
         if self.view is not None and not force:
             return
         try:
@@ -72,8 +88,19 @@ class ScreenFrame(w.VBox):
         self.children = [self.view]
 
 
+def role_note(title: str, min_role: str, role: str | None) -> str:
+    """``Audit log is for approvers and admins; you are signed in as operator.``"""
+    allowed = screens.ROLES[screens.ROLES.index(min_role) :]
+    names = [f"{r}s" for r in allowed]
+    who = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    return f"{title} is for {who}; you are signed in as {role or 'a user without a role'}."
+
+
 class AppShell(w.VBox):
-    """The whole console on one page."""
+    """The whole console on one page. It carries the console's header (who is signed in,
+    Sign out), so the panel ``connect()`` drew is emptied while an app is on the page."""
+
+    shows_header = True
 
     def __init__(self, console: Console, start: str | None = None) -> None:
         self.console = console
@@ -87,6 +114,7 @@ class AppShell(w.VBox):
         super().__init__([console.header, self.nav, self.help, self.body])
         self.add_class("rp-app")
         console._frames.append(self)
+        console._show_panel()
         self.render()
 
     def render(self, force: bool = False) -> None:

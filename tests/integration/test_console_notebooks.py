@@ -86,6 +86,14 @@ def test_notebook_runs_headless(path, ce, paused_job, supabase_env, monkeypatch,
         assert f"Blockers of job {paused_job[:8]}" in text and "usb_passthrough" in text
     elif path.stem.startswith("05"):
         assert (tmp_path / "job_stats_by_type.csv").read_text().startswith("type,")
+        assert "rp-chart" in text and "success rate per job type" in text  # charts, not only tables
+        assert "rp-v_host_history" in text
+        # the audit log viewer: entries by name and the hash chain checked
+        assert "rp-audit-chain" in text and "chain intact" in text and "rp-audit" in text
+        assert "rp-role-gate" not in text
     elif path.stem.startswith("06"):
         assert "Force-resume" in text and "Target credential" in text
         assert "rp-notify" in text and "job and window events" in text
+        # identity administration instead of printed session UUIDs
+        assert "rp-breakglass-sessions" in text
+        assert "rp-role-gate" not in text

@@ -353,3 +353,64 @@ def test_reports_name_users_and_draw_charts():
     assert "target_id" not in row and row["job"] == "01234567" and row["created by"] == "ops@example.com"
     assert bar_svg(["a"], {"x": [1]}, title="t").count('<rect class="rp-bar"') == 1
     assert "rp-lines" in line_svg(["w1", "w2"], {"s": [1, None]}, title="t")
+
+
+# -- the header: "signed in as" once per page -----------------------------------------------------
+def _walk(widget):
+    yield widget
+    for child in getattr(widget, "children", ()) or ():
+        yield from _walk(child)
+
+
+def test_app_below_connect_shows_the_signed_in_line_once():
+    """00_console does ``con = console.connect()`` then ``con.app()``: the header widget was
+    drawn by both and the page said "signed in as" twice (and showed two sign-in forms)."""
+    from console.session import ConsoleConfig
+    from console.widgets.app import Console, SignInView
+    from console.widgets.shell import AppShell
+
+    con = Console(ConsoleConfig("http://127.0.0.1:1", "anon"))
+    con._show_panel()
+    before = [x for x in _walk(con.panel) if isinstance(x, SignInView)]
+    assert con.header in con.panel.children and len(before) == 1  # connect() alone: header and form
+    shell = AppShell(con)
+    on_page = list(_walk(con.panel)) + list(_walk(shell))
+    assert sum(x is con.header for x in on_page) == 1
+    assert sum(isinstance(x, SignInView) for x in on_page) == 1
+    con.session = type("S", (), {"signed_in": True, "email": "ops@example.com", "role": "viewer"})()
+    con._show_panel()  # as after sign-in
+    assert con.panel.children == () and con.header in shell.children
+    assert "signed in as <b>ops@example.com</b>" in con.banner.value
+
+
+def test_a_screen_above_the_role_says_so_in_words_and_asks_nothing():
+    from console.session import ConsoleConfig
+    from console.widgets.app import Console
+    from console.widgets.shell import role_note
+
+    built = []
+    screens.register(
+        screens.Screen(
+            "test_gated",
+            "Gated",
+            lambda con, **kw: built.append(kw) or w.HTML("gated content"),
+            min_role="approver",
+            group="Report",
+        )
+    )
+    try:
+        con = Console(ConsoleConfig("http://127.0.0.1:1", "anon"))
+        con.session = type("S", (), {"signed_in": True, "email": "o@example.com", "role": "operator"})()
+        frame = con.screen("test_gated", x=1)
+        (note,) = frame.children
+        assert "rp-role-gate" in note.value and built == [] and frame.view is None
+        assert "Gated is for approvers and admins; you are signed in as operator." in note.value
+        con.session.role = "approver"
+        frame.render(force=True)
+        assert built == [{"x": 1}] and frame.view.value == "gated content"
+    finally:
+        screens._SCREENS.pop("test_gated")
+    assert (
+        role_note("Identity", "admin", None)
+        == "Identity is for admins; you are signed in as a user without a role."
+    )
