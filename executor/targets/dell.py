@@ -10,6 +10,13 @@ iDRAC10 differs (each difference below carries a comment naming the quirk): its 
 actions are `OemManager.*` (found by suffix, as sushy does) and its jobs are followed
 through TaskService; SimpleUpdate names the device in `Targets` (PLDM devices are updated
 only so) with `@Redfish.OperationApplyTime`.
+
+Firmware packages go to the iDRAC by multipart HTTP push when its UpdateService advertises
+a `MultipartHttpPushUri` (iDRAC9 from 4.40, iDRAC10): the executor downloads the package
+from the repository to a temporary file in chunks and streams it to the iDRAC as
+`multipart/form-data` (UpdateParameters + UpdateFile) with a Content-Length, never holding
+it whole; the iDRAC needs no route to the repository. Otherwise SimpleUpdate with
+`ImageURI`, which the iDRAC downloads itself.
 """
 
 from __future__ import annotations
@@ -17,10 +24,18 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import secrets
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
 
+import requests
 from sushy import exceptions as sx
 
 from .catalog import UpdatePackage
@@ -44,6 +59,70 @@ LOG = logging.getLogger("rackpilot.targets.dell")
 IDRAC_COMPONENT_ID = "25227"  # Dell component id of "iDRAC with Lifecycle Controller"
 FINISHED = {"Completed", "Failed", "CompletedWithErrors", "RebootFailed"}
 FAILED = {"Failed", "CompletedWithErrors", "RebootFailed"}
+PACKAGE_MAX_BYTES = 4 * 1024**3  # a Dell update package is at most a few hundred MB
+CHUNK = 1024 * 1024
+
+
+class MultipartPackage:
+    """A `multipart/form-data` body of two parts, UpdateParameters (JSON) and UpdateFile (the
+    package read from disk in chunks), with its length known up front so that it goes out
+    with a Content-Length (iDRAC does not take a chunked body). `requests` streams it
+    through `read`."""
+
+    def __init__(self, params: dict[str, Any], path: Path, filename: str):
+        self.boundary = secrets.token_hex(16)
+        safe = "".join(ch for ch in filename if ch.isprintable() and ch not in '"\\') or "package.bin"
+        self._head = (
+            f"--{self.boundary}\r\n"
+            'Content-Disposition: form-data; name="UpdateParameters"\r\n'
+            "Content-Type: application/json\r\n\r\n"
+            f"{json.dumps(params)}\r\n"
+            f"--{self.boundary}\r\n"
+            f'Content-Disposition: form-data; name="UpdateFile"; filename="{safe}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        self._tail = f"\r\n--{self.boundary}--\r\n".encode()
+        self._path = path
+        self._size = path.stat().st_size
+        self._file: Any = None
+        self._pos = 0
+
+    @property
+    def content_type(self) -> str:
+        return f"multipart/form-data; boundary={self.boundary}"
+
+    def __len__(self) -> int:
+        return len(self._head) + self._size + len(self._tail)
+
+    def __iter__(self) -> Iterator[bytes]:
+        while chunk := self.read(CHUNK):
+            yield chunk
+
+    def read(self, n: int = -1) -> bytes:
+        n = CHUNK if n is None or n < 0 else n
+        out = b""
+        while len(out) < n:
+            h, f = len(self._head), self._size
+            if self._pos < h:
+                piece = self._head[self._pos : self._pos + n - len(out)]
+            elif self._pos < h + f:
+                if self._file is None:
+                    self._file = self._path.open("rb")
+                piece = self._file.read(min(n - len(out), h + f - self._pos))
+                if not piece:
+                    raise OSError(f"{self._path} shrank while it was being sent")
+            else:
+                piece = self._tail[self._pos - h - f : self._pos - h - f + n - len(out)]
+            if not piece:
+                break
+            out += piece
+            self._pos += len(piece)
+        return out
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 @dataclass
@@ -471,6 +550,115 @@ class DellOEM:
         _, resp, headers = self.c.configure("firmware SimpleUpdate", go)
         return self._job_id_from(headers, resp)
 
+    def multipart_push_uri(self) -> str | None:
+        """The UpdateService's MultipartHttpPushUri, or None when it advertises none."""
+        us = self.c.call("read update service", self.c.root.get_update_service)
+        return str(us.json.get("MultipartHttpPushUri") or "") or None
+
+    def inventory_member(self, component_id: str) -> str | None:
+        """The FirmwareInventory member of an installed component (for `Targets`)."""
+        for fc in self.c.firmware_inventory():
+            if fc.component_id == component_id:
+                return f"/redfish/v1/UpdateService/FirmwareInventory/{fc.id}"
+        return None
+
+    @contextmanager
+    def fetched_package(self, image_uri: str) -> Iterator[Path]:
+        """The package behind `image_uri`, downloaded in chunks to a temporary file that is
+        removed afterwards; refused beyond PACKAGE_MAX_BYTES."""
+        t = self.c.timeouts
+        name = unquote(urlsplit(image_uri).path.rsplit("/", 1)[-1]) or "package.bin"
+        with tempfile.TemporaryDirectory(prefix="rackpilot-pkg-") as tmp:
+            path = Path(tmp) / "package"
+            try:
+                with requests.get(image_uri, stream=True, timeout=(t.connect, max(t.read, 30.0))) as r:
+                    if r.status_code != 200:
+                        raise RequestRejected(
+                            f"cannot download update package {name}: HTTP {r.status_code}",
+                            target=self.target,
+                            operation="download update package",
+                            hint="check the repository beside the catalog",
+                        )
+                    size = 0
+                    with path.open("wb") as out:
+                        os.chmod(path, 0o600)
+                        for chunk in r.iter_content(CHUNK):
+                            size += len(chunk)
+                            if size > PACKAGE_MAX_BYTES:
+                                raise RequestRejected(
+                                    f"update package {name} is larger than {PACKAGE_MAX_BYTES} bytes",
+                                    target=self.target,
+                                    operation="download update package",
+                                )
+                            out.write(chunk)
+            except requests.RequestException as exc:
+                raise RequestRejected(
+                    f"cannot download update package {name}: {type(exc).__name__}",
+                    target=self.target,
+                    operation="download update package",
+                    hint="check that the executor reaches the repository beside the catalog",
+                ) from None
+            yield path
+
+    def push_update(
+        self,
+        package: Path,
+        *,
+        uri: str,
+        target: str | None = None,
+        apply_time: str = "OnReset",
+        filename: str | None = None,
+    ) -> str:
+        """Push a package file to the MultipartHttpPushUri `uri`; returns the Dell job id.
+        UpdateParameters as Dell's own scripts send them: Targets (the device, on iDRAC10)
+        and @Redfish.OperationApplyTime (OnReset: staged for the next host reboot;
+        Immediate: applied now)."""
+        params: dict[str, Any] = {
+            "Targets": [target] if target and self.c.generation == 10 else [],
+            "@Redfish.OperationApplyTime": apply_time,
+            "Oem": {},
+        }
+
+        def go() -> tuple[int, dict[str, Any], dict[str, str]]:
+            body = MultipartPackage(params, package, filename or package.name)
+            url = self.c.endpoint.url.rstrip("/") + uri if uri.startswith("/") else uri
+            try:
+                # not through sushy's request loop: it retries transport errors by sending
+                # again, which a half-sent stream cannot be
+                r = self.c.conn._session.post(
+                    url,
+                    data=body,
+                    headers={"Content-Type": body.content_type, "OData-Version": "4.0"},
+                    verify=self.c.endpoint.verify,
+                    timeout=(self.c.timeouts.connect, max(self.c.timeouts.read, 60.0)),
+                )
+            except requests.RequestException as exc:
+                raise sx.ConnectionError(url=url, error=exc) from None
+            finally:
+                body.close()
+            sx.raise_for_response("POST", url, r)
+            return r.status_code, (r.json() if r.content else {}), dict(r.headers)
+
+        _, resp, headers = self.c.configure("firmware multipart push", go)
+        return self._job_id_from(headers, resp)
+
+    def stage_package(
+        self, image_uri: str, *, component_id: str | None = None, reboot_required: bool = True
+    ) -> tuple[str, str]:
+        """Start the update of one package: pushed when the iDRAC advertises a
+        MultipartHttpPushUri, else SimpleUpdate with ImageURI. Reboot-needing packages wait
+        for the next host reboot (OnReset), the rest apply now. Returns (job id, "multipart"
+        or "simple_update")."""
+        target = self.inventory_member(component_id) if component_id else None
+        apply_time = "OnReset" if reboot_required else "Immediate"
+        push = self.multipart_push_uri()
+        if push:
+            name = unquote(urlsplit(image_uri).path.rsplit("/", 1)[-1]) or "package.bin"
+            with self.fetched_package(image_uri) as path:
+                job = self.push_update(path, uri=push, target=target, apply_time=apply_time, filename=name)
+                return job, "multipart"
+        return self.simple_update(image_uri, target=target, apply_time=apply_time), "simple_update"
+
     def update_firmware(
         self,
         packages: list[UpdatePackage],
@@ -500,7 +688,6 @@ class DellOEM:
     ) -> FirmwareUpdateReport:
         report = FirmwareUpdateReport()
         current = {fc.component_id: fc for fc in self.c.firmware_inventory()}
-        inv_path = "/redfish/v1/UpdateService/FirmwareInventory"
         todo: list[tuple[UpdatePackage, ComponentResult]] = []
         for p in packages:
             fc = current.get(p.component_id)
@@ -523,11 +710,8 @@ class DellOEM:
         staged: list[ComponentResult] = []
         for p, cr in sorted(todo, key=lambda pc: not pc[0].reboot_required):
             try:
-                fc = current.get(p.component_id)
-                cr.job_id = self.simple_update(
-                    p.image_uri,
-                    target=f"{inv_path}/{fc.id}" if fc else None,
-                    apply_time="OnReset" if p.reboot_required else "Immediate",
+                cr.job_id, _ = self.stage_package(
+                    p.image_uri, component_id=p.component_id, reboot_required=p.reboot_required
                 )
                 stop = frozenset({"Scheduled"}) if p.reboot_required else frozenset()
                 job = self.wait_job(cr.job_id, stop_at=stop, operation=f"stage {cr.name or p.component_id}")

@@ -26,7 +26,7 @@ def rows(report):
 def test_parses_manifest_and_packages(catalog: Catalog) -> None:
     assert catalog.base_location == "downloads.example.invalid"
     assert catalog.version == "26.10.01"
-    assert len(catalog.packages) == 7
+    assert len(catalog.packages) == 9
     idrac = next(p for p in catalog.packages if p.package_id == "IDRAC_61030")
     assert idrac.version == "6.10.30.00"  # vendorVersion, what the iDRAC reports, not dellVersion "A00"
     assert idrac.component_ids == {"25227"}

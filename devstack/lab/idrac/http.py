@@ -3,7 +3,10 @@
 The simulated fleet puts a thousand BMCs on a thousand loopback ports inside one process,
 so a full ASGI server per port is too heavy; this keeps one listening socket and one
 coroutine per connection. It speaks just enough HTTP/1.1 for requests, httpx and sushy:
-Content-Length bodies, keep-alive, `Connection: close`, HEAD.
+Content-Length bodies, keep-alive, `Connection: close`, HEAD. A `multipart/form-data` body
+is not read up front: the handler reads it from `Request.stream` in chunks (a firmware
+package pushed to an iDRAC can be hundreds of megabytes), and a connection whose body the
+handler left unread is closed after the answer.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ _REASONS = {
     304: "Not Modified",
     409: "Conflict",
     412: "Precondition Failed",
+    413: "Payload Too Large",
+    415: "Unsupported Media Type",
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
@@ -45,6 +50,18 @@ class Request:
     headers: dict[str, str]
     body: bytes
     peer: str = ""
+    stream: asyncio.StreamReader | None = None  # an unread multipart body (see module doc)
+    unread: int = 0  # bytes of that body not read yet
+
+    async def read_chunk(self, n: int = 65536) -> bytes:
+        """The next at most `n` bytes of a streamed body; b"" at its end."""
+        if self.stream is None or self.unread <= 0:
+            return b""
+        chunk = await self.stream.read(min(n, self.unread))
+        if not chunk:
+            raise asyncio.IncompleteReadError(b"", self.unread)
+        self.unread -= len(chunk)
+        return chunk
 
     def json(self) -> Any:
         if not self.body:
@@ -101,10 +118,12 @@ async def _read_request(reader: asyncio.StreamReader) -> Request | None:
         name, _, value = line.partition(":")
         headers[name.strip().lower()] = value.strip()
     length = int(headers.get("content-length", "0") or 0)
+    path, query = parse_target(target)
+    if headers.get("content-type", "").lower().startswith("multipart/form-data") and length:
+        return Request(method.upper(), target, path, query, headers, b"", stream=reader, unread=length)
     if length > _MAX_BODY:
         return None
     body = await reader.readexactly(length) if length else b""
-    path, query = parse_target(target)
     return Request(method.upper(), target, path, query, headers, body)
 
 
@@ -132,7 +151,7 @@ async def serve_connection(
             resp = await handler(req)
             if resp is None:
                 return
-            close = req.headers.get("connection", "").lower() == "close"
+            close = req.headers.get("connection", "").lower() == "close" or req.unread > 0
             writer.write(_encode(resp, req.method == "HEAD", close))
             await writer.drain()
             if close:

@@ -860,6 +860,9 @@ def virtual_media(bmc: BMC, slot: str) -> dict[str, Any]:
 
 
 # ---- update service -------------------------------------------------------------------------------------
+MULTIPART_PUSH = f"{R}/UpdateService/MultipartUpload"
+
+
 def update_service(bmc: BMC) -> dict[str, Any]:
     doc = {
         "@odata.context": f"{R}/$metadata#UpdateService.UpdateService",
@@ -879,12 +882,14 @@ def update_service(bmc: BMC) -> dict[str, Any]:
             }
         },
     }
+    if bmc.multipart_push:
+        # iDRAC9 from firmware 4.40, and iDRAC10, take a package pushed as multipart/form-data
+        doc["MultipartHttpPushUri"] = MULTIPART_PUSH
     if bmc.generation >= 10:
         # iDRAC10: no HttpPushUri; packages come by ImageURI or multipart upload, and
         # PLDM devices are named in Targets
         doc.pop("HttpPushUri")
         doc["@odata.type"] = "#UpdateService.v1_11_0.UpdateService"
-        doc["MultipartHttpPushUri"] = f"{R}/UpdateService/MultipartUpload"
         doc["Actions"]["#UpdateService.SimpleUpdate"]["@Redfish.OperationApplyTimeSupport"] = {
             "@odata.type": "#Settings.v1_3_5.OperationApplyTimeSupport",
             "SupportedValues": ["Immediate", "OnReset"],

@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import threading
 from collections.abc import Sequence
 from typing import Any
 
 import httpx
 
+from . import multipart as mp
 from . import redfish as rf
 from . import resources as res
-from .bmc import BMC, MANAGER_ID, PERSONALITIES, SYSTEM_ID, Rejected, Timing, dell_error
+from .bmc import BMC, MANAGER_ID, PERSONALITIES, SYSTEM_ID, Rejected, Timing, dell_error, message_info
 from .http import Request, Response, start_server
 
 R = res.R
@@ -385,6 +387,8 @@ class BMCApp:
             if self.bmc.generation >= 10:
                 return Response.empty(204)  # iDRAC10 answers a logout with 204 and no body
             return Response.json(_success())
+        if m == "POST" and p == res.MULTIPART_PUSH and self.bmc.multipart_push:
+            return await self.multipart_push(req)
         if m == "POST" and p in self.actions:
             return await self.action(req)
         if m == "POST" and p == res.SUBSCRIPTIONS:
@@ -663,6 +667,117 @@ class BMCApp:
                 }
             )
         return _not_found(p)
+
+    async def multipart_push(self, req: Request) -> Response:
+        """A package pushed to the MultipartHttpPushUri (DSP0266 "Multipart HTTP push
+        updates", as iDRAC9 4.40+ and iDRAC10 take it): `multipart/form-data` with a JSON
+        `UpdateParameters` part and the package as `UpdateFile`, read in chunks and never held
+        whole. Refused, with the body read to its end first so the client sees the answer: a
+        body that is not multipart (415), one larger than the BMC takes (413), a missing or
+        malformed part (400 MissingOrMalformedPart), UpdateParameters that are not a JSON
+        object or carry a parameter or value the service does not know (400). Accepted: 202
+        with the task's Location, the same job SimpleUpdate starts."""
+        bmc = self.bmc
+
+        async def drain() -> None:
+            while await req.read_chunk():
+                pass
+
+        # PayloadTooLarge and MissingOrMalformedPart entered the Base registry in 1.13.0
+        def refuse(status: int, name: str, message: str, resolution: str, args=None, base="Base.1.13."):
+            return rf.ProtocolError(
+                status, [message_info(base + name, message, resolution, "Critical", args)]
+            )
+
+        action = "UpdateService.MultipartHttpPushUri"
+        boundary = mp.boundary_of(req.headers.get("content-type", ""))
+        if boundary is None:
+            await drain()
+            raise refuse(
+                415,
+                "HeaderInvalid",
+                f"The header 'Content-Type: {req.headers.get('content-type', '')}' is invalid.",
+                "Send the package as multipart/form-data with a boundary.",
+                [f"Content-Type: {req.headers.get('content-type', '')}"],
+            )
+        if req.unread > bmc.upload_limit:
+            await drain()
+            raise refuse(
+                413,
+                "PayloadTooLarge",
+                "The supplied payload exceeds the maximum size supported by the service.",
+                "Check that the supplied payload is correct and supported by this service.",
+            )
+        try:
+            parts = await mp.read_parts(req.read_chunk, boundary)
+            await drain()  # an epilogue after the closing delimiter
+        except mp.Malformed:
+            await drain()
+            parts = {}
+        params_part, file_part = parts.get("UpdateParameters"), parts.get("UpdateFile")
+        if params_part is None or file_part is None or not file_part.filename or not file_part.size:
+            raise refuse(
+                400,
+                "MissingOrMalformedPart",
+                "The multipart request contains malformed parts or is missing required parts.",
+                "Add any missing required parts or correct the malformed parts and resubmit the request.",
+            )
+        for name in parts:
+            if name not in ("UpdateParameters", "UpdateFile") and not name.startswith("Oem"):
+                raise refuse(
+                    400,
+                    "ActionParameterUnknown",
+                    f"The action {action} was submitted with the invalid parameter {name}.",
+                    "Correct the invalid parameter and resubmit the request if the operation failed.",
+                    [action, name],
+                    base=rf.BASE,
+                )
+        try:
+            params = json.loads(params_part.head) if params_part.size == len(params_part.head) else None
+        except ValueError:
+            params = None
+        if not isinstance(params, dict):
+            raise refuse(
+                400,
+                "MalformedJSON",
+                "The request body submitted was malformed JSON and could not be parsed by the receiving service.",
+                "Ensure that the request body is valid JSON and resubmit the request.",
+                base=rf.BASE,
+            )
+        inventory = {f"{R}/UpdateService/FirmwareInventory/{res.fw_id(c)}" for c in bmc.components}
+        for key, value in params.items():
+            if key == "Targets":
+                ok = isinstance(value, list) and all(t in inventory for t in value)
+            elif key == "@Redfish.OperationApplyTime":
+                ok = value in ("Immediate", "OnReset")
+            elif key == "Oem":
+                ok = isinstance(value, dict)
+            else:
+                raise refuse(
+                    400,
+                    "ActionParameterUnknown",
+                    f"The action {action} was submitted with the invalid parameter {key}.",
+                    "Correct the invalid parameter and resubmit the request if the operation failed.",
+                    [action, key],
+                    base=rf.BASE,
+                )
+            if not ok:
+                raise refuse(
+                    400,
+                    "ActionParameterValueNotInList",
+                    f"The value '{json.dumps(value)}' for the parameter {key} in the action {action} "
+                    "is not in the list of acceptable values.",
+                    "Choose a value from the enumeration list that the implementation can support "
+                    "and resubmit the request if the operation failed.",
+                    [json.dumps(value), key, action],
+                    base=rf.BASE,
+                )
+        job = bmc.push_update(
+            params,
+            file_part.head,
+            {"filename": file_part.filename, "size": file_part.size, "sha256": file_part.sha256},
+        )
+        return Response.empty(202, {"Location": f"{R}/TaskService/Tasks/{job.id}"})
 
     async def _download(self, job, uri: str) -> None:
         data, error = await self.lab.fetch(uri)
