@@ -268,7 +268,8 @@ class Session:
     def _read_role(self) -> str | None:
         assert self._client is not None
         # the role RLS sees: user_roles, or a live break-glass grant of this session
-        return self._client.rpc("current_app_role", {}).execute().data or None
+        role = self._client.rpc("current_app_role", {}).execute().data
+        return role if isinstance(role, str) and role else None
 
 
 def _auth_message(exc: Exception) -> str:

@@ -27,7 +27,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from postgrest.exceptions import APIError
@@ -271,7 +271,8 @@ class ControlPlane:
                     else query.eq(col, value)
                 )
             try:
-                return list((await query.execute()).data or [])
+                # PostgREST answers a select with a JSON array of row objects
+                return cast(list[dict[str, Any]], (await query.execute()).data or [])
             except (httpx.TransportError, APIError) as exc:
                 if classify(exc) != "transient":
                     raise self._rejected(f"select {table}", exc) from None

@@ -66,7 +66,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
 import ldap3
@@ -80,6 +80,7 @@ from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from realtime.types import RealtimePostgresChangesListenEvent
 
 from . import ExecutorError
 from .config import ExecutorSettings, load_settings
@@ -153,6 +154,11 @@ class IdentitySettings(BaseSettings):
 
 
 # --- crypto ------------------------------------------------------------------------------
+def _rows(data: Any) -> list[dict[str, Any]]:
+    """The rows of a PostgREST select: a JSON array of objects."""
+    return cast(list[dict[str, Any]], data or [])
+
+
 def b64u(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -234,7 +240,7 @@ class Directory:
                 (
                     uri,
                     ldap3.Server(
-                        parts.hostname,
+                        parts.hostname or "",  # never empty: IdentitySettings checked every URI
                         port=parts.port or (636 if secure else 389),
                         use_ssl=secure,
                         tls=tls,
@@ -460,18 +466,22 @@ class IdentityAgent:
     async def identify(self) -> None:
         """This executor's registration (the executor itself registers; we find it by key)."""
         client = await self.control.start()
-        sites = (await client.table("sites").select("id").eq("name", self.settings.site).execute()).data
+        sites = _rows(
+            (await client.table("sites").select("id").eq("name", self.settings.site).execute()).data
+        )
         if not sites:
             raise IdentityError(f"unknown site {self.settings.site!r}")
         self.site_id = sites[0]["id"]
-        rows = (
-            await client.table("executors")
-            .select("id")
-            .eq("site_id", self.site_id)
-            .eq("key_id", self.keys.kid)
-            .eq("status", "active")
-            .execute()
-        ).data
+        rows = _rows(
+            (
+                await client.table("executors")
+                .select("id")
+                .eq("site_id", self.site_id)
+                .eq("key_id", self.keys.kid)
+                .eq("status", "active")
+                .execute()
+            ).data
+        )
         if not rows:
             raise IdentityError(
                 f"no active executor of site {self.settings.site} holds key {self.keys.kid}: "
@@ -564,7 +574,7 @@ class IdentityAgent:
                 client = await self.control.start()
                 channel = client.channel(f"rackpilot-identity-{self.executor_id}")
                 channel.on_postgres_changes(
-                    "UPDATE",
+                    RealtimePostgresChangesListenEvent.Update,
                     schema="public",
                     table="idm_login_requests",
                     filter=f"executor_id=eq.{self.executor_id}",

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic_core import ErrorDetails
 
 SCHEMA_VERSION = 1
 
@@ -34,7 +35,7 @@ class UnknownJobTypeError(JobParamsError):
 class InvalidJobParamsError(JobParamsError):
     """The params do not match the job type's model; ``errors`` has pydantic's details."""
 
-    def __init__(self, job_type: str, errors: list[dict[str, Any]]):
+    def __init__(self, job_type: str, errors: list[ErrorDetails]):
         super().__init__(f"invalid params for {job_type}: {len(errors)} error(s)")
         self.job_type = job_type
         self.errors = errors
@@ -74,23 +75,24 @@ def _unique(ids: list[UUID]) -> list[UUID]:
     return ids
 
 
+# ids named in the order the operator chose, each once. uniqueItems is emitted into the
+# schema by hand (the fields below) because pydantic only emits it for sets, and a set would
+# lose that order. The helpers return the Field of a target: a field is written
+# ``Annotated[UniqueIds, _target_list(...)]``, a static type the type checker reads.
+UniqueIds = Annotated[list[UUID], AfterValidator(_unique)]
+
+
 def _target_list(kind: TargetKind, max_items: int, description: str) -> Any:
-    # uniqueItems is emitted into the schema by hand because pydantic only emits it for
-    # sets, and a set would lose the order the operator chose.
-    return Annotated[
-        list[UUID],
-        AfterValidator(_unique),
-        Field(
-            min_length=1,
-            max_length=max_items,
-            description=description,
-            json_schema_extra={"uniqueItems": True, "x-target": kind.value},
-        ),
-    ]
+    return Field(
+        min_length=1,
+        max_length=max_items,
+        description=description,
+        json_schema_extra={"uniqueItems": True, "x-target": kind.value},
+    )
 
 
 def _target_one(kind: TargetKind, description: str) -> Any:
-    return Annotated[UUID, Field(description=description, json_schema_extra={"x-target": kind.value})]
+    return Field(description=description, json_schema_extra={"x-target": kind.value})
 
 
 # http(s) URL without whitespace; the same regex in Python (pydantic) and JavaScript.
@@ -140,6 +142,13 @@ class FirmwareSelection(BaseModel):
     )
     allow_downgrade: bool = False
 
+    def stored_catalog_url(self) -> str:
+        """The catalog URL of a stored job: create-job fills it in from catalog_id or
+        baseline_id, so only params that never went through create-job lack it."""
+        if self.catalog_url is None:
+            raise JobParamsError("the firmware selection names no catalog_url (create-job fills it in)")
+        return self.catalog_url
+
 
 class EsxiImage(BaseModel):
     """An ESXi image to upgrade to, from an offline depot."""
@@ -157,7 +166,7 @@ class _Params(BaseModel):
 class RollingClusterUpdateParams(_Params):
     """Update every host of a cluster a few at a time: evacuate, back up, flash, reboot."""
 
-    cluster_id: _target_one(TargetKind.CLUSTER, "the vCenter cluster to update")
+    cluster_id: Annotated[UUID, _target_one(TargetKind.CLUSTER, "the vCenter cluster to update")]
     host_ids: Annotated[
         list[UUID],
         AfterValidator(_unique),
@@ -186,7 +195,9 @@ class RollingClusterUpdateParams(_Params):
 class FirmwareUpdateParams(_Params):
     """Apply firmware to servers; an SCP backup is always taken first."""
 
-    server_ids: _target_list(TargetKind.SERVER, MAX_SERVERS_PER_JOB, "servers to update")
+    server_ids: Annotated[
+        UniqueIds, _target_list(TargetKind.SERVER, MAX_SERVERS_PER_JOB, "servers to update")
+    ]
     firmware: FirmwareSelection
     reboot: Literal["immediate", "staged"] = Field(
         default="immediate", description="reboot now, or stage and apply at the next reboot"
@@ -205,7 +216,9 @@ class FirmwareUpdateParams(_Params):
 class PowerOperationParams(_Params):
     """Power servers on or off, or restart them, through Redfish."""
 
-    server_ids: _target_list(TargetKind.SERVER, MAX_SERVERS_PER_JOB, "servers to act on")
+    server_ids: Annotated[
+        UniqueIds, _target_list(TargetKind.SERVER, MAX_SERVERS_PER_JOB, "servers to act on")
+    ]
     action: Literal[
         "on", "graceful_shutdown", "force_off", "graceful_restart", "force_restart", "power_cycle"
     ]
@@ -216,7 +229,9 @@ class PowerOperationParams(_Params):
 class VirtualMediaMountParams(_Params):
     """Attach an ISO or image to servers' virtual media, optionally booting from it once."""
 
-    server_ids: _target_list(TargetKind.SERVER, MAX_SERVERS_PER_JOB, "servers to mount the image on")
+    server_ids: Annotated[
+        UniqueIds, _target_list(TargetKind.SERVER, MAX_SERVERS_PER_JOB, "servers to mount the image on")
+    ]
     image_url: HttpUrlStr
     media_type: Literal["cd", "usb"] = "cd"
     boot_once: bool = False
@@ -227,7 +242,9 @@ class VirtualMediaMountParams(_Params):
 class ScpBackupParams(_Params):
     """Export each server's Server Configuration Profile and store it."""
 
-    server_ids: _target_list(TargetKind.SERVER, MAX_SERVERS_PER_JOB, "servers to back up")
+    server_ids: Annotated[
+        UniqueIds, _target_list(TargetKind.SERVER, MAX_SERVERS_PER_JOB, "servers to back up")
+    ]
     components: list[
         Literal["ALL", "IDRAC", "BIOS", "NIC", "RAID", "LifecycleController", "EventFilters"]
     ] = Field(default=["ALL"], min_length=1, max_length=7)
@@ -238,7 +255,9 @@ class ScpBackupParams(_Params):
 class EsxiUpgradeParams(_Params):
     """Upgrade ESXi on hosts one by one (maintenance mode, patch, reboot)."""
 
-    host_ids: _target_list(TargetKind.HOST, MAX_SERVERS_PER_JOB, "ESXi hosts to upgrade")
+    host_ids: Annotated[
+        UniqueIds, _target_list(TargetKind.HOST, MAX_SERVERS_PER_JOB, "ESXi hosts to upgrade")
+    ]
     image: EsxiImage
     blocker_default: BlockerDefault = BlockerDefault.ASK
     vmotion_timeout_s: int = Field(default=1800, ge=60, le=86400)
@@ -247,7 +266,7 @@ class EsxiUpgradeParams(_Params):
 class VcenterSyncParams(_Params):
     """Read a vCenter's inventory (clusters, hosts, VMs) into the control plane."""
 
-    vcenter_id: _target_one(TargetKind.VCENTER, "the vCenter to read")
+    vcenter_id: Annotated[UUID, _target_one(TargetKind.VCENTER, "the vCenter to read")]
     include_vms: bool = True
     prune_missing: bool = Field(default=False, description="delete inventory rows vCenter no longer reports")
 
@@ -255,7 +274,9 @@ class VcenterSyncParams(_Params):
 class ReplicationSyncParams(_Params):
     """Send ZFS snapshots from source to replica, incrementally where possible."""
 
-    replication_pair_ids: _target_list(TargetKind.REPLICATION_PAIR, 64, "replication pairs to sync")
+    replication_pair_ids: Annotated[
+        UniqueIds, _target_list(TargetKind.REPLICATION_PAIR, 64, "replication pairs to sync")
+    ]
     mode: Literal["incremental", "full"] = Field(
         default="incremental",
         description="full: allow a full send to a replica that does not exist yet, whatever the pair says",
@@ -271,22 +292,16 @@ class ReplicationSyncParams(_Params):
 
 
 def _optional_target(kind: TargetKind, description: str) -> Any:
-    return Annotated[
-        UUID | None, Field(default=None, description=description, json_schema_extra={"x-target": kind.value})
-    ]
+    return Field(default=None, description=description, json_schema_extra={"x-target": kind.value})
 
 
 def _servers_or_site(max_items: int) -> Any:
-    return Annotated[
-        list[UUID],
-        AfterValidator(_unique),
-        Field(
-            default=[],
-            max_length=max_items,
-            description="servers to act on; empty = every server of site_id",
-            json_schema_extra={"uniqueItems": True, "x-target": TargetKind.SERVER.value},
-        ),
-    ]
+    return Field(
+        default=[],
+        max_length=max_items,
+        description="servers to act on; empty = every server of site_id",
+        json_schema_extra={"uniqueItems": True, "x-target": TargetKind.SERVER.value},
+    )
 
 
 MAX_INVENTORY_SERVERS = 10_000  # servers one inventory job may read (count)
@@ -296,8 +311,10 @@ class InventoryRefreshParams(_Params):
     """Read servers' health, power, system facts, firmware inventory and Lifecycle Controller
     version from their iDRACs into the inventory. Name servers, or a site for all of its."""
 
-    server_ids: _servers_or_site(MAX_INVENTORY_SERVERS)
-    site_id: _optional_target(TargetKind.SITE, "every server of this site (when server_ids is empty)")
+    server_ids: Annotated[UniqueIds, _servers_or_site(MAX_INVENTORY_SERVERS)]
+    site_id: Annotated[
+        UUID | None, _optional_target(TargetKind.SITE, "every server of this site (when server_ids is empty)")
+    ]
     max_parallel: int = Field(default=32, ge=1, le=128, description="BMCs read at once (count)")
 
 
@@ -306,7 +323,9 @@ class FirmwareComplianceParams(_Params):
     each iDRAC's inventory against a Dell catalog (catalog_url with server_ids or site_id).
     Exactly one source; the executor refuses a job that names both or neither."""
 
-    ome_instance_id: _optional_target(TargetKind.OME_INSTANCE, "read compliance from this OME instance")
+    ome_instance_id: Annotated[
+        UUID | None, _optional_target(TargetKind.OME_INSTANCE, "read compliance from this OME instance")
+    ]
     baseline: str | None = Field(
         default=None,
         min_length=1,
@@ -318,8 +337,10 @@ class FirmwareComplianceParams(_Params):
     catalog_id: UUID | None = Field(
         default=None, description="a registered catalog of the job's site; create-job fills in catalog_url"
     )
-    server_ids: _servers_or_site(4096)
-    site_id: _optional_target(TargetKind.SITE, "every server of this site (when server_ids is empty)")
+    server_ids: Annotated[UniqueIds, _servers_or_site(4096)]
+    site_id: Annotated[
+        UUID | None, _optional_target(TargetKind.SITE, "every server of this site (when server_ids is empty)")
+    ]
 
 
 # An IPv4/IPv6 network in CIDR form, a first-last range of addresses, or one address.
@@ -340,7 +361,7 @@ class DiscoveryScanParams(_Params):
     site's credential sets (in the order given) and register or update them as servers.
     A credential set is presented only to addresses its sealed endpoints allow."""
 
-    site_id: _target_one(TargetKind.SITE, "the site the servers belong to")
+    site_id: Annotated[UUID, _target_one(TargetKind.SITE, "the site the servers belong to")]
     ranges: list[AddressRange] = Field(
         default=[], max_length=64, description="CIDR networks or first-last address ranges"
     )
@@ -372,7 +393,7 @@ class CatalogRefreshParams(_Params):
     SHA-256 pin if it has one, and load its packages; a catalog that moved (redirect) or is
     older than stale_after_days is loaded and reported as such."""
 
-    catalog_id: _target_one(TargetKind.FIRMWARE_CATALOG, "the catalog to refresh")
+    catalog_id: Annotated[UUID, _target_one(TargetKind.FIRMWARE_CATALOG, "the catalog to refresh")]
     stale_after_days: int = Field(
         default=180, ge=1, le=3650, description="a catalog dated earlier than this is reported stale (days)"
     )
@@ -422,7 +443,7 @@ def targets_of(job_type: str, params: _Params) -> list[tuple[TargetKind, UUID]]:
         if value is None:
             continue  # an optional target not given (e.g. site_id when server_ids names servers)
         for v in value if isinstance(value, list) else [value]:
-            out.append((TargetKind(kind), v))
+            out.append((TargetKind(str(kind)), v))
     return out
 
 

@@ -23,6 +23,7 @@ The rules (after zrepl and bzfs):
 from __future__ import annotations
 
 import re
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -175,7 +176,7 @@ def plan_prune(
     grid: list[tuple[int, int]],
     now: float,
     common_guid: int | None,
-    held: set[str] = frozenset(),
+    held: AbstractSet[str] = frozenset(),
     unreplicated_after: int | None = None,
     time_of=None,
 ) -> PrunePlan:

@@ -32,7 +32,10 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Mapping
 from typing import Any
+
+from realtime.types import RealtimePostgresChangesListenEvent
 
 from . import ExecutorError, __version__
 from . import handlers as handler_registry
@@ -522,7 +525,7 @@ class Executor:
                 await asyncio.wait_for(self.stop.wait(), timeout=self.s.audit_anchor_interval)
 
     # --- Realtime ----------------------------------------------------------------------
-    def _on_change(self, payload: dict[str, Any]) -> None:
+    def _on_change(self, payload: Mapping[str, Any]) -> None:
         data = payload.get("data", payload) if isinstance(payload, dict) else {}
         record = data.get("record") or {}
         if record.get("status") == "pending":
@@ -536,7 +539,10 @@ class Executor:
             try:
                 client = await self.control.start()
                 channel = client.channel(f"rackpilot-executor-{self.executor_id}")
-                for event in ("INSERT", "UPDATE"):
+                for event in (
+                    RealtimePostgresChangesListenEvent.Insert,
+                    RealtimePostgresChangesListenEvent.Update,
+                ):
                     channel.on_postgres_changes(
                         event,
                         schema="public",

@@ -91,7 +91,8 @@ def b64u(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def unb64u(text: str) -> bytes:
+def unb64u(text: object) -> bytes:
+    """A base64url field of an envelope as read from JSON: any value, refused unless text."""
     if not isinstance(text, str):
         raise EnvelopeError("envelope field is not a string")
     try:

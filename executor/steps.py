@@ -167,10 +167,10 @@ def step(priority: int, *, resumable: bool, abortable: bool = False, timeout: st
     """Declare a handler method as a step. ``resumable`` has no default on purpose."""
 
     def deco(fn: Callable) -> Callable:
-        fn._rackpilot_step = {
+        fn._rackpilot_step = {  # type: ignore[attr-defined]
             "priority": priority,
             "resumable": resumable,
-            "abortable": abortable,  # type: ignore[attr-defined]
+            "abortable": abortable,
             "timeout_key": timeout,
             "cleanup": False,
             "only_if_started": None,
@@ -186,10 +186,10 @@ def cleanup_step(
     """Declare a cleanup step: idempotent, run on every terminal exit path."""
 
     def deco(fn: Callable) -> Callable:
-        fn._rackpilot_step = {
+        fn._rackpilot_step = {  # type: ignore[attr-defined]
             "priority": priority,
             "resumable": True,
-            "abortable": False,  # type: ignore[attr-defined]
+            "abortable": False,
             "timeout_key": timeout,
             "cleanup": True,
             "only_if_started": only_if_started,

@@ -4,6 +4,7 @@ way an operator reads it, never as a regular expression or a type name."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -43,7 +44,7 @@ def _choices(expected: str) -> str:
     return ", ".join(re.findall(r"'([^']*)'", expected)) or expected
 
 
-def problem_text(err: dict[str, Any]) -> str:
+def problem_text(err: Mapping[str, Any]) -> str:
     label, kind, ctx = _label(tuple(err.get("loc", ()))), err.get("type", ""), err.get("ctx") or {}
     if kind == "missing":
         return f"{label}: required"

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 from console.errors import ServiceUnavailable
 
 if TYPE_CHECKING:
+    from realtime import AsyncRealtimeChannel
+
     from console.session import Session
     from supabase import AsyncClient
 
@@ -39,13 +41,14 @@ class LiveFeed:
         self.errors: list[str] = []
         self.received = 0
         self._client: AsyncClient | None = None
-        self._channel = None
+        self._channel: AsyncRealtimeChannel | None = None
         self._untoken: Callable[[], None] = lambda: None
 
     def add_sink(self, fn: Sink) -> None:
         self.sinks.append(fn)
 
-    def _dispatch(self, payload: dict[str, Any]) -> None:
+    def _dispatch(self, payload: Any) -> None:
+        # the change as realtime hands it (a PostgresChangesPayload: a dict), given to every sink
         self.received += 1
         for fn in list(self.sinks):
             try:
@@ -55,6 +58,7 @@ class LiveFeed:
 
     async def start(self) -> LiveFeed:
         from realtime import RealtimeSubscribeStates
+        from realtime.types import RealtimePostgresChangesListenEvent
 
         self._client, self._untoken = await self.session.realtime_client()
         topic = f"console-{self.job_id or 'all'}-{uuid.uuid4().hex[:8]}"
@@ -64,7 +68,11 @@ class LiveFeed:
             if self.job_id:
                 flt = f"id=eq.{self.job_id}" if table == "jobs" else f"job_id=eq.{self.job_id}"
             ch = ch.on_postgres_changes(
-                "*", callback=self._dispatch, table=table, schema="public", filter=flt
+                RealtimePostgresChangesListenEvent.All,
+                callback=self._dispatch,
+                table=table,
+                schema="public",
+                filter=flt,
             )
         joined: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 

@@ -9,7 +9,7 @@ role); the signed-in user is "you". Anything that cannot be named is shown as a 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from console.api import Api, Row
 from console.errors import ConsoleError
@@ -40,7 +40,8 @@ class Names:
         if not want:
             return
         try:
-            rows = self.api.session.client.rpc("user_labels", {"p_ids": want}).execute().data or []
+            data = self.api.session.client.rpc("user_labels", {"p_ids": want}).execute().data
+            rows = cast(list[dict[str, Any]], data or [])
         except Exception:  # noqa: BLE001 - names are a nicety: an id is still correct
             rows = []
         for r in rows:

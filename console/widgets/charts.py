@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
@@ -103,7 +103,7 @@ def gantt_svg(
 
 def bar_svg(
     labels: Sequence[str],
-    series: dict[str, Sequence[float | None]],
+    series: Mapping[str, Sequence[float | None]],
     *,
     title: str,
     unit: str = "",
@@ -144,7 +144,7 @@ def bar_svg(
         )
     for i, lab in enumerate(labels):
         gx = left + i * gw
-        base = top + ph
+        base: float = top + ph
         for j, s in enumerate(names):
             v = vals[j][i] if i < len(vals[j]) else 0
             h = v / top_v * ph
@@ -176,7 +176,7 @@ def bar_svg(
 
 def line_svg(
     xs: Sequence[str],
-    series: dict[str, Sequence[float | None]],
+    series: Mapping[str, Sequence[float | None]],
     *,
     title: str,
     unit: str = "",

@@ -13,6 +13,8 @@ from console.models.common import short_id
 from console.models.intake import CallLogModel, CatalogsModel, DiscoveryModel, SchedulesModel
 from console.widgets.common import STYLE, Status, dropdown, guarded, html_table, set_options
 
+_YES_NO: dict[object, str] = {True: "yes", False: "no"}  # a boolean column; "-" when it is null
+
 
 def _when(v: Any) -> str:
     return str(v or "-")[:19].replace("T", " ")
@@ -308,7 +310,7 @@ class CatalogsView(w.VBox):
                 **r,
                 "fetched": _when(r.get("fetched_at")),
                 "dated": _when(r.get("catalog_date")),
-                "gz": {True: "yes", False: "no"}.get(r.get("compressed"), "-"),
+                "gz": _YES_NO.get(r.get("compressed"), "-"),
                 "problem": r.get("last_error") or "",
             }
             for r in rows

@@ -155,9 +155,9 @@ class EsxiUpgradeHandler(JobHandler):
         earlier = await select(ctx, "job_blockers", "id,kind,host_id,details", job_id=ctx.job_id)
         skip = {str(b["host_id"]) for b in earlier if decided.get(str(b["id"])) == "skip_host"}
         power_off: dict[str, list[str]] = {}
-        for b in earlier:
-            if decided.get(str(b["id"])) == "power_off_vm" and (b.get("details") or {}).get("vm_moref"):
-                power_off.setdefault(str(b["host_id"]), []).append(b["details"]["vm_moref"])
+        for row in earlier:
+            if decided.get(str(row["id"])) == "power_off_vm" and (row.get("details") or {}).get("vm_moref"):
+                power_off.setdefault(str(row["host_id"]), []).append(row["details"]["vm_moref"])
         plan, found = [], []
         for seq, hid in enumerate(str(h) for h in params.host_ids):
             h = by_id[hid]

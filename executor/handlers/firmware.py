@@ -322,8 +322,8 @@ class FirmwareUpdateHandler(JobHandler):
     @step(100, resumable=True)
     async def compliance(self, ctx: StepContext) -> dict[str, Any]:
         p, servers, eps = await self._servers(ctx)
-        catalog = await fetch_catalog(p.firmware.catalog_url)
-        base = package_base(p.firmware.catalog_url, catalog)
+        catalog = await fetch_catalog(p.firmware.stored_catalog_url())
+        base = package_base(p.firmware.stored_catalog_url(), catalog)
         recs = per_server(ctx)
         errors: dict[str, BaseException] = {}
         inventory = []
@@ -339,6 +339,7 @@ class FirmwareUpdateHandler(JobHandler):
                 continue
             inventory.append(inventory_row(sid, inv))
             info = inv.system
+            assert info is not None  # BmcClient.inventory always reads the system (it raises otherwise)
             report = catalog.compliance(model=info.model, system_id=info.system_id, components=inv.firmware)
             comps = plan_server(report, p, base)
             recs[sid] = {
@@ -593,11 +594,11 @@ class FirmwareUpdateHandler(JobHandler):
             summary[s["name"]] = counts or {"nothing_to_do": 1}
             failed = [x for x in comps if x["status"] == "failed"]
             unchanged = [x for x in comps if x["status"] == "unchanged"]
-            exc: TargetError | None = None
+            failure: TargetError | None = None
             if failed:
                 first = failed[0]
                 cls = JobStuck if first.get("error_class") == "JobStuck" else JobFailed
-                exc = cls(
+                failure = cls(
                     f"{len(failed)} of {len(comps)} component(s) failed; first: {first['name']}: "
                     f"{first.get('message', '')}",
                     job_id=first.get("job_id"),
@@ -606,15 +607,15 @@ class FirmwareUpdateHandler(JobHandler):
                     operation="firmware update",
                 )
             elif unchanged:
-                exc = FirmwareVerificationFailed(
+                failure = FirmwareVerificationFailed(
                     "update reported success but versions did not change: "
                     + ", ".join(f"{x['name']} still {x['after']} (wanted {x['target']})" for x in unchanged),
                     target=s["name"],
                     operation="firmware update",
                 )
-            if exc is not None:
-                failures[s["name"]] = exc
-                await task(ctx, s, "failed", error=error_text(exc), result=rec)
+            if failure is not None:
+                failures[s["name"]] = failure
+                await task(ctx, s, "failed", error=error_text(failure), result=rec)
             elif comps:
                 await task(ctx, s, "completed", result=rec)
         if inventory:

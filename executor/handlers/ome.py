@@ -204,13 +204,15 @@ class FirmwareComplianceHandler(JobHandler):
         p, row, client = await self._ome(ctx)
         matched = {int(v): k for k, v in (ctx.checkpoint.get("ome_devices") or {}).items()}
         async with client as ome:
-            baseline = await ome.baseline(p.baseline) if p.baseline else (await ome.baselines() or [None])[0]
+            baseline = (
+                await ome.baseline(p.baseline) if p.baseline else next(iter(await ome.baselines()), None)
+            )
             if baseline is None:
                 raise DellHandlerError(f"OME {row['name']} has no firmware baseline")
             task_id = await ome.refresh_compliance(int(baseline["Id"]), wait=False)
             await wait_ome_job(ctx, ome, task_id, "refresh compliance")
             reports = await ome.compliance(int(baseline["Id"]))
-        devices = []
+        devices: list[dict[str, Any]] = []
         details_rows = []
         for r in reports:
             comps = [
@@ -304,6 +306,7 @@ class FirmwareComplianceHandler(JobHandler):
                 await task(ctx, s, "failed", error=recs[sid]["error"], result=recs[sid])
                 continue
             info = inv.system
+            assert info is not None  # BmcClient.inventory always reads the system (it raises otherwise)
             rep = catalog.compliance(model=info.model, system_id=info.system_id, components=inv.firmware)
             row = inventory_row(sid, inv)
             row["details"]["firmware_compliance"] = {

@@ -445,6 +445,7 @@ class ReplicationSyncHandler(JobHandler):
                 if plan.kind == "none":
                     common = plan.common
                     break
+                assert plan.target is not None  # every plan but "none" names the snapshot it sends
                 argv = zfs.cmd_send(
                     plan.target.name,
                     base=plan.base.name if plan.base else None,
@@ -544,9 +545,9 @@ class ReplicationSyncHandler(JobHandler):
                 operation="zfs send | zfs receive",
             )
         if res.dst_status not in (0, None, 255) and res.dst_stderr.strip():
-            err = zfs.classify(res.dst_stderr, target=dst.display, operation="zfs receive")
-            if not isinstance(err, zfs.ZfsCommandFailed):
-                return err
+            failure = zfs.classify(res.dst_stderr, target=dst.display, operation="zfs receive")
+            if not isinstance(failure, zfs.ZfsCommandFailed):
+                return failure
         if res.src_status not in (0, None, 255) and res.src_stderr.strip():
             return zfs.classify(res.src_stderr, target=src.display, operation="zfs send")
         if res.dst_status not in (0, None, 255) and res.dst_stderr.strip():

@@ -383,11 +383,11 @@ class RollingClusterUpdateHandler(JobHandler):
                 f"the policy allows {self._max_out(ctx)} at a time: bring them back first"
             )
         cat_gate, catalog = await asyncio.to_thread(
-            catalog_gate, lambda: self._catalog(params.firmware.catalog_url)
+            catalog_gate, lambda: self._catalog(params.firmware.stored_catalog_url())
         )
         if catalog is None:
             raise CatalogUnavailable(f"pre-flight gate catalog blocks: {cat_gate.reason}")
-        repo = params.firmware.catalog_url.rsplit("/", 1)[0]
+        repo = params.firmware.stored_catalog_url().rsplit("/", 1)[0]
         plan, report_hosts, blocked, changes, compliant = [], {}, [], [], {}
         for seq, h in enumerate(hosts):
             if not h.get("server_id"):
@@ -577,11 +577,11 @@ class RollingClusterUpdateHandler(JobHandler):
         power_off: dict[str, list[str]] = {
             k: list(v) for k, v in (ctx.checkpoint.get("power_off") or {}).items()
         }
-        for b in blockers:
-            action = decisions.get(str(b["id"]))
-            details = b.get("details") or {}
-            if action == "skip_host" and b.get("host_id"):
-                skip.add(str(b["host_id"]))
+        for row in blockers:
+            action = decisions.get(str(row["id"]))
+            details = row.get("details") or {}
+            if action == "skip_host" and row.get("host_id"):
+                skip.add(str(row["host_id"]))
             elif action == "power_off_vm" and details.get("vm_moref") and details.get("host_id"):
                 vms = power_off.setdefault(str(details["host_id"]), [])
                 if details["vm_moref"] not in vms:
@@ -732,10 +732,10 @@ class RollingClusterUpdateHandler(JobHandler):
                     )
         finally:
             await asyncio.to_thread(client.close)
-        names = {h["id"]: h["name"] for h in ctx.checkpoint["plan"]}
+        host_names = {h["id"]: h["name"] for h in ctx.checkpoint["plan"]}
         return {
-            "updated": [names[i] for i in progress["done"]],
-            "failed": [names[i] for i in progress["failed"]],
+            "updated": [host_names[i] for i in progress["done"]],
+            "failed": [host_names[i] for i in progress["failed"]],
         }
 
     async def _host(
@@ -807,7 +807,7 @@ class RollingClusterUpdateHandler(JobHandler):
                 budget = evacuation_budget_s(memory, params.vmotion_timeout_s)
                 details["evacuation_budget_s"] = round(budget, 1)
                 await asyncio.to_thread(vc.enter_maintenance, host["moref"], profile.seconds(budget))
-                boot_before = await asyncio.to_thread(work.boot_time)
+                boot_before: str | None = await asyncio.to_thread(work.boot_time)
                 details["boot_before"] = boot_before
                 await phase("apply", 50)
                 if params.stage_firmware:

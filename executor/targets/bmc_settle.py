@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -54,7 +54,7 @@ class SettleOptions:
     ceiling: float = 2400.0  # seconds overall, even while progressing: too slow
 
     @classmethod
-    def from_env(cls, time_scale: float = 1.0, env: dict[str, str] | None = None) -> SettleOptions:
+    def from_env(cls, time_scale: float = 1.0, env: Mapping[str, str] | None = None) -> SettleOptions:
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
         for name, var in ENV.items():

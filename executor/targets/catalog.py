@@ -205,7 +205,7 @@ class Catalog:
         return CatalogPackage(
             package_id=sc.get("packageID", ""),
             name=_display(sc.find("Name")),
-            version=sc.get("vendorVersion") or sc.get("dellVersion", ""),
+            version=sc.get("vendorVersion") or sc.get("dellVersion") or "",
             path=sc.get("path", ""),
             component_type=ctype.get("value", "") if ctype is not None else "",
             category=_display(cat),

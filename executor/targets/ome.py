@@ -43,6 +43,8 @@ JOB_RUNNING = {2040, 2050, 2080, 2101}  # Starting, Running, New, Paused
 JOB_DONE = {2060}
 JOB_FAILED = {2070, 2090, 2100, 2102, 2103}  # Failed, Warning, Aborted, Stopped, Canceled
 MAX_PAGES = 10_000  # guard against a server whose nextLink never ends
+# a device's PowerState as OME reports it (any other value: "Unknown")
+_POWER_STATES: dict[object, str] = {17: "On", 18: "Off"}
 
 
 @dataclass
@@ -273,7 +275,7 @@ class OMEClient:
                     str(d.get("Model") or ""),
                     str(d.get("DeviceName") or ""),
                     mgmt.get("NetworkAddress"),
-                    {17: "On", 18: "Off"}.get(d.get("PowerState"), "Unknown"),
+                    _POWER_STATES.get(d.get("PowerState"), "Unknown"),
                     f"{int(sid):04X}" if isinstance(sid, int) else None,
                 )
             )

@@ -154,11 +154,14 @@ def translate(exc: BaseException, target: str, operation: str) -> TargetError:
     if isinstance(exc, sx.HTTPError):
         body = {"error": exc.body} if isinstance(getattr(exc, "body", None), dict) else None
         ids = message_ids(body)
-        for mid in ids:
-            cls = _MESSAGE_ERRORS.get(short_id(mid))
+        for raw_id in ids:
+            cls = _MESSAGE_ERRORS.get(short_id(raw_id))
             if cls is not None:
                 return cls(
-                    error_message(body) or mid, target=target, operation=operation, message_id=short_id(mid)
+                    error_message(body) or raw_id,
+                    target=target,
+                    operation=operation,
+                    message_id=short_id(raw_id),
                 )
         msg = error_message(body) or f"HTTP {exc.status_code}"
         mid = short_id(ids[0]) if ids else None
@@ -506,7 +509,7 @@ class RedfishClient:
             root = self.root.json
             mgr = self.manager().json if idrac_generation(root) is not None else None
             self._generation = idrac_generation(root, mgr)
-        return self._generation  # type: ignore[return-value]
+        return self._generation
 
     def require_dell(self, operation: str) -> DellOEM:
         dell = self.dell

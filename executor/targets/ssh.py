@@ -48,6 +48,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .. import childproc
 from .errors import AuthenticationFailed, TargetError, TargetUnreachable
@@ -233,8 +234,9 @@ class SshStack:
             env=self._env(),
             death_signal=15,
         )
+        agent = self._agent
         ok = await asyncio.to_thread(
-            childproc.wait_until, lambda: self.sock.exists() or self._agent.poll() is not None, 10.0
+            childproc.wait_until, lambda: self.sock.exists() or agent.poll() is not None, 10.0
         )
         if not ok or not self.sock.exists():
             self.close()
@@ -390,7 +392,7 @@ class SshStack:
             self.connect_timeout + 5,
         )
 
-    def _spawn(self, argv: list[str], **kw: object) -> subprocess.Popen:
+    def _spawn(self, argv: list[str], **kw: Any) -> subprocess.Popen:
         p = childproc.spawn(argv, env=self._env(), **kw)
         self._children.add(p)
         return p

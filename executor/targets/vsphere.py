@@ -19,6 +19,7 @@ TLS follows `Endpoint`: verified against the system store or a per-target CA bun
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import ssl
@@ -709,7 +710,9 @@ class VSphereClient:
                 if not result.token:
                     break
                 token = result.token
-                result = self._call("inventory", lambda t=token: collector.ContinueRetrievePropertiesEx(t))
+                result = self._call(
+                    "inventory", functools.partial(collector.ContinueRetrievePropertiesEx, token)
+                )
         finally:
             if own_view is not None:
                 self._call("inventory", own_view.Destroy)
@@ -901,10 +904,10 @@ class VSphereClient:
                 if isinstance(r, vim.cluster.VmHostRuleInfo):
                     rules.append(
                         AffinityRule(
-                            name=r.name,
+                            name=r.name or "",
                             enabled=bool(r.enabled),
                             mandatory=bool(r.mandatory),
-                            vms=groups.get(r.vmGroupName, ()),
+                            vms=groups.get(r.vmGroupName or "", ()),
                             affine_hosts=groups.get(r.affineHostGroupName, ())
                             if r.affineHostGroupName
                             else (),
@@ -929,7 +932,7 @@ class VSphereClient:
     def _host(self, moid: str, p: dict[str, Any], cluster: str | None, fields_by_key: dict[int, str]) -> Host:
         product = p.get("summary.config.product")
         hw = p.get("summary.hardware")
-        ids = {}
+        ids: dict[str, str] = {}
         for info in getattr(hw, "otherIdentifyingInfo", None) or []:
             key = info.identifierType.key if info.identifierType else ""
             ids.setdefault(key, info.identifierValue or "")
