@@ -26,10 +26,12 @@ check-tools:
 
 lint: setup lint-check
 
-# what make lint checks, without the setup step (scripts/test.sh runs it as a suite)
+# what make lint checks, without the setup step (scripts/test.sh runs it as a suite): ruff,
+# and mypy over executor/ and console/ ([tool.mypy] in pyproject.toml)
 lint-check:
 	$(VENV)/bin/ruff check devstack executor console tests bench notebooks
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 bench: setup
 	@bench/run_all $(BENCH_FLAGS)

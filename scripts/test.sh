@@ -27,7 +27,7 @@ echo "== local stack (state in $STACK_DIR)"
 set -a; eval "$("$PY" -m devstack.cli dev env)"; set +a
 
 failed=()
-echo "== lint (make lint: ruff check, ruff format --check)"
+echo "== lint (make lint: ruff check, ruff format --check, mypy)"
 make -s --no-print-directory lint-check || failed+=("lint")
 
 echo "== pytest"
