@@ -507,7 +507,13 @@ def cmd_receive(root: Path, args: list[str]) -> int:
                 "token": token,
                 "kind": kind,
             }
-            sys.stderr.write(partial_message(kind, token))
+            # the words may find nobody to read them (sshd gone with the connection): the
+            # partial state is kept all the same, as the kernel keeps it
+            try:
+                sys.stderr.write(partial_message(kind, token))
+                sys.stderr.flush()
+            except OSError:
+                pass
             return 1
         if inject(root, "nospace"):
             info = {

@@ -64,6 +64,12 @@ PIPE_SIZE = 1 << 20  # bytes per relay pipe (F_SETPIPE_SZ; the default pipe-max-
 SPLICE_CHUNK = 1 << 20  # bytes asked of one splice(2) call
 SEALED_TRUST = "sealed"  # binding trust word: the host keys come pinned inside the envelope
 
+# The agent's keeper (see SshStack.start): standard input is the read end of a pipe only
+# the executor writes to; EOF there (the executor ended, or closed the stack) stops the
+# agent's group. It moves to fd 3 (dash takes single-digit fds only), the agent gets
+# /dev/null and replaces the shell (exec), so the child's pid and poll() are the agent's.
+_AGENT_WATCH = 'exec 3<&0 </dev/null; (read -r _ <&3; kill -TERM 0) & exec "$@" 3<&-'
+
 _HOST_KEY = re.compile(r"^(?:(\S+)\s+)?((?:ssh|ecdsa|sk)-[A-Za-z0-9@.-]+)\s+([A-Za-z0-9+/=]+)(?:\s.*)?$")
 
 
@@ -197,6 +203,7 @@ class SshStack:
     _masters: dict[tuple[str, int, str], tuple[subprocess.Popen, str]] = field(
         default_factory=dict, repr=False
     )
+    _agent_watch: int = field(default=-1, repr=False)  # write end of the agent's watch pipe
 
     async def __aenter__(self) -> SshStack:
         await self.start()
@@ -226,14 +233,23 @@ class SshStack:
         os.chmod(self.dir, 0o700)
         self.known_hosts.write_text("")
         os.chmod(self.known_hosts, 0o600)
-        self._agent = childproc.spawn(
-            [SSH_AGENT, "-D", "-a", str(self.sock)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=self._env(),
-            death_signal=15,
-        )
+        # ssh-agent is setgid on Debian (group _ssh): its exec clears the parent-death
+        # signal, so the kernel would not stop it with the executor. A watch does instead:
+        # the agent (in the foreground, -D, so it stays this child) shares its process group
+        # with a subshell blocked reading a pipe whose only writer is the executor. When the
+        # executor ends - SIGKILL included - the kernel closes that end, the read returns and
+        # the subshell signals the group. Same when the stack closes the pipe (close()).
+        watch_r, self._agent_watch = os.pipe()  # both close-on-exec: no other child holds them
+        try:
+            self._agent = childproc.spawn(
+                ["/bin/sh", "-c", _AGENT_WATCH, "rackpilot-ssh-agent", SSH_AGENT, "-D", "-a", str(self.sock)],
+                stdin=watch_r,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=self._env(),
+            )
+        finally:
+            os.close(watch_r)
         agent = self._agent
         ok = await asyncio.to_thread(
             childproc.wait_until, lambda: self.sock.exists() or agent.poll() is not None, 10.0
@@ -465,6 +481,8 @@ class SshStack:
             with contextlib.suppress(OSError):  # above pipe-max-size for this user: keep the default
                 fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         src_p = dst_p = None
+        pump_thread: threading.Thread | None = None
+        pump_fds = _FdHandover()
         counter = [0]
         stop = threading.Event()
         broken = [False]
@@ -495,7 +513,7 @@ class SshStack:
                         if ahead > 0:
                             stop.wait(ahead)
 
-            fut = asyncio.get_running_loop().run_in_executor(None, pump)
+            fut, pump_thread = _in_daemon_thread(pump, pump_fds)
             last = (time.monotonic(), 0)
             while True:
                 done, _ = await asyncio.wait({fut}, timeout=progress_interval)
@@ -538,8 +556,16 @@ class SshStack:
             stop.set()
             childproc.kill_group(src_p)
             childproc.kill_group(dst_p)
+            if pump_thread is not None:
+                # the clients are gone, so the pump's splice ends soon (EOF or EPIPE); wait a
+                # little, never for ever: the thread is a daemon and must not hold the job
+                await asyncio.to_thread(pump_thread.join, 2.0)
             raise
         finally:
+            # a pump still inside splice() keeps its two fds and closes them when it returns
+            # (closing them under it could hand their numbers to another open)
+            if pump_thread is not None and not pump_fds.hand_over(a_r, b_w):
+                a_r = b_w = -1
             for fd in (a_r, a_w, b_r, b_w):
                 if fd >= 0:
                     with contextlib.suppress(OSError):
@@ -561,10 +587,73 @@ class SshStack:
         self._masters.clear()
         childproc.stop(self._agent, timeout=2.0)
         self._agent = None
+        if self._agent_watch >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._agent_watch)
+            self._agent_watch = -1
         if self.dir is not None:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
         self._keys.clear()
+
+
+class _FdHandover:
+    """The relay's two pump fds: closed by the relay once the pump thread has ended, or by
+    the pump thread itself when the relay gives up waiting for it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pump_done = False
+        self._fds: tuple[int, ...] = ()
+
+    def hand_over(self, *fds: int) -> bool:
+        """True when the pump has ended and the caller closes ``fds``; False when the pump
+        thread, still running, now owns them."""
+        with self._lock:
+            if self._pump_done:
+                return True
+            self._fds = fds
+            return False
+
+    def pump_done(self) -> None:
+        with self._lock:
+            self._pump_done = True
+            fds, self._fds = self._fds, ()
+        for fd in fds:
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+
+def _in_daemon_thread(fn: Callable[[], None], fds: _FdHandover) -> tuple[asyncio.Future, threading.Thread]:
+    """Run ``fn`` in a daemon thread of its own (not the loop's pool, whose threads the
+    interpreter joins at exit: a splice stuck on a peer that never answers would hold a
+    cancelled executor's exit); the future completes on the running loop."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future = loop.create_future()
+
+    def settle(exc: BaseException | None) -> None:
+        if fut.done():
+            return
+        if exc is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(exc)
+
+    def main() -> None:
+        err: BaseException | None = None
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting relay
+            err = exc
+        finally:
+            fds.pump_done()
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody awaits it
+            loop.call_soon_threadsafe(settle, err)
+
+    t = threading.Thread(target=main, name="rackpilot-relay", daemon=True)
+    t.start()
+    return fut, t
 
 
 def _drain(fd: int) -> int:

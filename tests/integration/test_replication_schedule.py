@@ -14,6 +14,7 @@ from pathlib import Path
 import psycopg2
 import pytest
 
+from devstack import proc
 from devstack.lab.zfs_ssh import ZfsSshLab
 from executor.secrets import seal, unb64u
 from tests.e2e.executor_harness import Harness, wait_until
@@ -43,6 +44,46 @@ def _pair(h: Harness, name: str, **cols) -> str:
             h.site_id,
             name,
             *cols.values(),
+        )["id"]
+    )
+
+
+def _sealed_lab_credential(h: Harness, lab: ZfsSshLab) -> str:
+    """The lab's SSH login sealed to the site's (first registered) executor key, as
+    encrypt-credentials seals it: the private key and the pinned host keys."""
+    key = h.query("select public_key, key_id from public.executors where site_id = %s", h.site_id)[0]
+    secret = {
+        "username": lab.username,
+        "private_key": lab.client_key.read_text(),
+        "host_keys": lab.host_keys(),
+    }
+    eps = [
+        {"scheme": "ssh", "host": "127.0.0.1", "port": p, "tls": {"known_hosts": "sealed"}}
+        for p in lab.ports.values()
+    ]
+    envelope = seal(unb64u(key["public_key"]), secret, endpoints=eps)
+    return str(
+        h.one(
+            "insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id) "
+            "values (%s, 'zfs-ssh', 'ssh', %s, %s, %s) returning id",
+            h.site_id,
+            lab.username,
+            json.dumps(envelope),
+            key["key_id"],
+        )["id"]
+    )
+
+
+def _sync_job(h: Harness, pair: str, cred: str) -> str:
+    """A replication_sync job of one pair, as "sync now" creates it."""
+    return str(
+        h.one(
+            "insert into public.jobs (type, site_id, params, scope, credential_set_ids) values "
+            "('replication_sync', %s, %s, %s, %s::uuid[]) returning id",
+            h.site_id,
+            json.dumps({"replication_pair_ids": [pair]}),
+            json.dumps({"targets": [{"kind": "replication_pair", "id": pair, "name": "p"}]}),
+            [str(cred)],
         )["id"]
     )
 
@@ -102,28 +143,7 @@ def test_an_executor_syncs_a_scheduled_pair_and_never_two_at_once(harness):
         lab.write("src", "tank/vm", "disk.img", os.urandom(300_000))
         ex = h.spawn("repl-a", realtime_enabled="false", poll_interval=0.3, max_concurrent_jobs=4)
         ex.wait_log("registered", timeout=60)
-        key = h.one("select public_key, key_id from public.executors where site_id = %s", h.site_id)
-        secret = {
-            "username": lab.username,
-            "private_key": lab.client_key.read_text(),
-            "host_keys": lab.host_keys(),
-        }
-        eps = [
-            {"scheme": "ssh", "host": "127.0.0.1", "port": p, "tls": {"known_hosts": "sealed"}}
-            for p in lab.ports.values()
-        ]
-        try:
-            envelope = seal(unb64u(key["public_key"]), secret, endpoints=eps)
-        except TypeError:  # an executor without sealed endpoints
-            envelope = seal(unb64u(key["public_key"]), secret)
-        cred = h.one(
-            "insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id) "
-            "values (%s, 'zfs-ssh', 'ssh', %s, %s, %s) returning id",
-            h.site_id,
-            lab.username,
-            json.dumps(envelope),
-            key["key_id"],
-        )["id"]
+        cred = _sealed_lab_credential(h, lab)
         pair = _pair(
             h,
             "vm",
@@ -198,3 +218,84 @@ def test_an_executor_syncs_a_scheduled_pair_and_never_two_at_once(harness):
             10,
             "the pair to be given back",
         )
+
+
+def _stream_children(root: int) -> dict[str, list[int]]:
+    """The executor's replication children by role, from the process table."""
+    found: dict[str, list[int]] = {"agent": [], "send": [], "receive": [], "other_ssh": []}
+    for pid in proc.descendants([root]):
+        argv = proc.cmdline(pid)
+        if not argv:
+            continue
+        line = " ".join(argv)
+        if os.path.basename(argv[0]) == "ssh-agent" or " ssh-agent " in f" {line} ":
+            found["agent"].append(pid)
+        elif os.path.basename(argv[0]) == "ssh" and "zfs receive" in line:
+            found["receive"].append(pid)
+        elif os.path.basename(argv[0]) == "ssh" and "zfs send" in line and "-n -P" not in line:
+            found["send"].append(pid)
+        elif os.path.basename(argv[0]) == "ssh":
+            found["other_ssh"].append(pid)
+    return found
+
+
+def test_sigkill_of_the_executor_mid_stream_leaves_no_agent_and_no_ssh_client(harness):
+    """The executor dies with SIGKILL while a sync streams: its ssh-agent, both ssh clients of
+    the stream and its per-host connections must go with it (the kernel's parent-death
+    signal, and for the setgid ssh-agent - whose exec clears that signal - the watch on
+    the executor's end of a pipe); the receive is left resumable."""
+    h = harness
+    with ZfsSshLab(["src", "dst"]) as lab:
+        lab.zfs("src", "create", "-p", "tank/vm")
+        lab.zfs("dst", "create", "-p", "backup")
+        lab.write("src", "tank/vm", "disk.img", os.urandom(4_000_000))
+        ex = h.spawn("repl-k", realtime_enabled="false", poll_interval=0.3)
+        ex.wait_log("registered", timeout=60)
+        cred = _sealed_lab_credential(h, lab)
+        pair = _pair(
+            h,
+            "vm",
+            source_host=lab.address("src"),
+            target_host=lab.address("dst"),
+            target_dataset="backup/vm",
+            credential_set_id=cred,
+            allow_full_send=True,
+            bandwidth_limit_mbit=2,  # 250 kB/s: 4 MB take ~16 s, the kill lands mid-stream
+        )
+        job_id = _sync_job(h, pair, cred)
+        executor = ex.proc.pid
+
+        def streaming() -> dict[str, list[int]] | None:
+            if ex.proc.poll() is not None:
+                raise AssertionError(f"executor exited: {(ex.dir / 'stdout.log').read_text()[-2000:]}")
+            kids = _stream_children(executor)
+            arrived = [p.stat().st_size for p in lab.root("dst").rglob("*.partial")]
+            ok = kids["agent"] and kids["send"] and kids["receive"] and arrived and max(arrived) > 100_000
+            return kids if ok else None
+
+        kids = wait_until(streaming, 60, "the stream to run (agent, send and receive clients)")
+        assert h.job(job_id)["status"] == "running"
+        watched = {pid: proc.start_time(pid) for pid in proc.descendants([executor])}
+        assert len(watched) >= 3, watched
+        ex.kill9()
+
+        def left() -> list[int]:
+            return [p for p, t in watched.items() if proc.is_alive(p) and proc.start_time(p) == t]
+
+        try:
+            wait_until(lambda: not left(), 15, "every child of the killed executor to exit")
+        except AssertionError:
+            survivors = "\n".join(f"  {p}: {' '.join(proc.cmdline(p))[:160]}" for p in left())
+            raise AssertionError(f"left running 15 s after the executor's SIGKILL:\n{survivors}") from None
+        finally:
+            proc.terminate(left(), 5)  # a failing run must not leak them
+        assert set(kids["agent"]) | set(kids["send"]) | set(kids["receive"]) <= set(watched)
+        # nothing names the dead executor's state folder any more (its job's ssh folder)
+        assert not proc.processes(needle=str(ex.dir / "state"))
+        # what arrived is kept (once the host's receive saw its stream end): the receive is
+        # resumable, and nothing became a snapshot
+        wait_until(lambda: "backup/vm" in lab.state("dst")["partials"], 15, "the receive to keep its partial")
+        token = lab.zfs("dst", "get", "-H", "-p", "-o", "value", "receive_resume_token", "backup/vm").stdout
+        assert token.strip() not in ("", "-")
+        assert lab.snapshots("dst", "backup/vm") == []
+        assert len(lab.snapshots("src", "tank/vm")) == 1  # the source's snapshot is kept
