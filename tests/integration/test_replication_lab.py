@@ -299,17 +299,23 @@ def test_cancel_kills_the_stream_and_children_die_with_the_job(lab):
 
     w = World()
     src, dst = dataset(lab)
-    pair = w.pair(lab, src, dst, bandwidth_limit_mbit=1)  # 125 kB/s: 2 MB take ~16 s
-    lab.write("src", src, "slow.bin", os.urandom(2_000_000))
+    lab.zfs("src", "snapshot", f"{src}@mine")  # an operator's own snapshot
+    # 125 kB/s: 10 MB would take 80 s, more than pipes, SSH windows and sockets hold, so the
+    # sending client still runs when the cancel comes
+    pair = w.pair(lab, src, dst, bandwidth_limit_mbit=1)
+    slow = os.urandom(10_000_000)
+    lab.write("src", src, "slow.bin", slow)
     session = Session(w, {"replication_pair_ids": [pair["id"]]})
     state = Path(tempfile.mkdtemp())
     handler = ReplicationSyncHandler(state)
+    streaming: dict[str, str] = {}  # pid -> command line of the job's children when cancelled
 
     def cancel_when_streaming() -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             prog = (session.steps.get("send") or {}).get("details", {}).get("progress") or {}
             if prog.get("bytes", 0) > 100_000:
+                streaming.update({p: _cmdline(p) for p in os.listdir("/proc") if str(state) in _cmdline(p)})
                 session.cancel_requested = True
                 return
             time.sleep(0.05)
@@ -317,13 +323,32 @@ def test_cancel_kills_the_stream_and_children_die_with_the_job(lab):
     threading.Thread(target=cancel_when_streaming, daemon=True).start()
     asyncio.run(StepEngine(SafetyPolicy.load(POLICY), progress_write_interval=0.0).run(handler, session))
     assert session.finished["status"] == "cancelled", session.finished
-    # no ssh client, no agent left, and the private folder is gone
+    # the agent and both clients of the stream ran when the cancel came...
+    lines = list(streaming.values())
+    assert any(line.startswith("ssh-agent -D") for line in lines), lines
+    assert any(line.startswith("ssh ") and "zfs send" in line and "-n -P" not in line for line in lines)
+    assert any(line.startswith("ssh ") and "zfs receive" in line for line in lines)
+    # ...and none of them, nor anything else of the job, is left; the private folder is gone
     left = [p for p in os.listdir("/proc") if p.isdigit() and str(state) in _cmdline(p)]
     assert not left
     assert not any((state / "ssh").iterdir())
     assert w.tasks[pair["id"]]["p_status"] == "cancelled"
+    # nothing destroyed: the operator's snapshot and the job's own are kept, the data untouched,
+    # and nothing half-received became a snapshot on the destination
+    kept = lab.snapshots("src", src)
+    assert kept[0] == "mine" and len(kept) == 2 and kept[1].startswith("rackpilot_"), kept
+    assert lab.read("src", src, "slow.bin") == slow
+    assert lab.snapshots("dst", dst) == []
     token = lab.zfs("dst", "get", "-H", "-p", "-o", "value", "receive_resume_token", dst, check=False).stdout
     assert token.strip() not in ("", "-")  # what arrived is kept for the next run
+    arrived = lab.state("dst")["partials"][dst]["bytes"]
+    # the receive is resumable: the next run sends only the rest and completes
+    w.pairs[pair["id"]]["bandwidth_limit_mbit"] = None
+    s = run(w, [pair["id"]])
+    assert s.finished["status"] == "completed", s.finished
+    passes = w.records(pair["id"])[-1]["p_details"]["passes"]
+    assert passes[0]["kind"] == "resume" and passes[0]["bytes"] < 10_000_000 - arrived + 100_000, passes
+    assert lab.read("dst", dst, "slow.bin") == slow
 
 
 def _cmdline(pid: str) -> str:
