@@ -65,6 +65,27 @@ STEP_COLUMNS = (
 BLOCKER_COLUMNS = "id,job_id,kind,host_id,vm_id,server_id,description,details,status,detected_at,resolved_at"
 
 
+def issues_words(details: Any, limit: int = 5) -> str:
+    """A function's schema issues (``{"issues": [{"path": "/params/x", "message": ...}]}``) in
+    words: which field and what is wrong, so "the params do not match the schema" says which
+    param; a pattern is not quoted (an operator does not read regular expressions)."""
+    issues = details.get("issues") if isinstance(details, dict) else None
+    if not isinstance(issues, list):
+        return ""
+    out = []
+    for i in issues[:limit]:
+        if not isinstance(i, dict):
+            continue
+        path = str(i.get("path") or "").removeprefix("/params").strip("/")
+        field = path.replace("/", " → ") or "the request"
+        msg = str(i.get("message") or "is not valid")
+        if msg.startswith("does not match the pattern"):
+            msg = "is not in the expected form"
+        out.append(f"{field}: {msg}")
+    more = len(issues) - limit
+    return "; ".join(out) + (f" (and {more} more)" if more > 0 else "")
+
+
 def error_for(status: int | None, code: str, message: str, details: Any = None) -> ConsoleError:
     """The console error class for an HTTP status (or a PostgREST/SQLSTATE code)."""
     kw = {"code": code, "status": status, "details": details}
@@ -122,8 +143,12 @@ class Api:
             except ValueError:
                 body = None
         if isinstance(body, dict) and "error" in body:
+            words = issues_words(body.get("details"))
             return error_for(
-                exc.status, str(body.get("code") or "error"), f"{name}: {body['error']}", body.get("details")
+                exc.status,
+                str(body.get("code") or "error"),
+                f"{name}: {body['error']}" + (f": {words}" if words else ""),
+                body.get("details"),
             )
         return error_for(exc.status, "error", f"{name}: {exc.message}")
 

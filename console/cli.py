@@ -16,6 +16,8 @@ the local stack, the simulated lab and the demo of ``devstack/cli.py``).
     rackpilot job create TYPE --site SITE [--server NAME ...] [--param KEY=VALUE ...] [--params JSON]
                          [--window ID] [--description TEXT] [--dry-run] [--watch]
     rackpilot job watch JOB_ID [--timeout S] [--exit-on-pause]
+    rackpilot console [--port P] [--ip ADDR] [--all] [--notebooks DIR] [--open]
+                                                                          the notebooks as a web app (Voilà)
     rackpilot dev ... | lab ... | demo ...                                the local stack (devstack/cli.py)
 
 It signs in as a user, exactly as the console does (``console.session``): the project URL
@@ -560,6 +562,9 @@ def build_parser() -> argparse.ArgumentParser:
     jw.add_argument("--timeout", type=float, help="give up after this many seconds (exit 5)")
     jw.add_argument("--exit-on-pause", action="store_true", help="exit 4 when the job pauses")
     jw.set_defaults(func=cmd_job_watch)
+    from console import app_mode
+
+    app_mode.add_parser(sub)
     return p
 
 
@@ -571,6 +576,10 @@ def main(argv: list[str] | None = None) -> int:
         return dev_main(argv)
     args = build_parser().parse_args(argv)
     try:
+        if args.cmd == "console":  # the web app signs in in the page, not here
+            from console.app_mode import cmd_console
+
+            return cmd_console(args)
         api = connect()
         return args.func(api, args)
     except KeyboardInterrupt:

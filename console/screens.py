@@ -135,9 +135,12 @@ def _reports(con: Console, view: str | None = None, export_dir: str = ".") -> w.
 
     m = ReportModel(con.api, names=con.names)
     v = ReportsView(m, export_dir)
-    if view:
-        v.view.value = view
-        m.load(view)
+    # a report with its chart from the start (the first one unless a view is named), not an
+    # empty page that waits for Load
+    if view and view != v.view.value:
+        v.view.value = view  # the dropdown's observer loads it
+    else:
+        m.load(v.view.value)
     return v
 
 

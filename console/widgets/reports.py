@@ -55,8 +55,10 @@ class ReportsView(w.VBox):
         self.export_dir = Path(export_dir)
         self.status = Status()
         self.view = w.Dropdown(description="report", options=[(REPORT_TITLES[v], v) for v in REPORT_VIEWS])
-        self.load = w.Button(description="Load")
+        self.load = w.Button(description="Reload", icon="refresh")
         self.load.on_click(guarded(self.status, lambda _: self.model.load(self.view.value)))
+        # picking another report loads it (with its chart) at once
+        self.view.observe(lambda ch: guarded(self.status, self.model.load)(ch["new"]), names="value")
         self.csv = w.Button(description="Export CSV")
         self.json = w.Button(description="Export JSON")
         self.csv.on_click(guarded(self.status, lambda _: self._export("csv")))

@@ -1,0 +1,131 @@
+"""The console as a product, without a stack: app mode's command line (what it hands the
+page's kernels, its refusals in words), errors that name the field, and reports that load
+with their chart when picked."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pytest
+
+from console.api import issues_words
+from console.app_mode import DEFAULT_NOTEBOOK, default_notebooks, voila_command
+from console.errors import ConfigError
+
+ENV = {
+    "SUPABASE_URL": "http://127.0.0.1:54321",
+    "SUPABASE_ANON_KEY": "anon-key",
+    "SUPABASE_SERVICE_ROLE_KEY": "service-key",
+    "SUPABASE_DB_URL": "postgresql://postgres@127.0.0.1/postgres",
+    "RACKPILOT_CONSOLE_EMAIL": "admin@example.com",
+    "RACKPILOT_CONSOLE_PASSWORD": "pw",
+    "PATH": "/usr/bin",
+}
+
+
+def args(**kw) -> argparse.Namespace:
+    base = {"port": 8866, "ip": "127.0.0.1", "notebooks": None, "all": False, "token": None, "open": False}
+    return argparse.Namespace(**{**base, **kw})
+
+
+# -- app mode --------------------------------------------------------------------------------------
+def test_app_mode_serves_the_console_notebook_with_a_token_and_no_secrets():
+    pytest.importorskip("voila")
+    cmd, env, url = voila_command(args(), dict(ENV))
+    assert cmd[:3] == [sys.executable, "-m", "voila"] and cmd[3] == str(
+        default_notebooks() / DEFAULT_NOTEBOOK
+    )
+    token = next(a for a in cmd if a.startswith("--token=")).removeprefix("--token=")
+    assert len(token) == 32 and url == f"http://127.0.0.1:8866/?token={token}"
+    assert "--show_tracebacks=False" in cmd and "--strip_sources=True" in cmd and "--no-browser" in cmd
+    assert "--Voila.ip=127.0.0.1" in cmd
+    # the page's kernels get what an operator's Jupyter gets, never what bypasses the roles
+    assert env["SUPABASE_URL"] == ENV["SUPABASE_URL"] and env["SUPABASE_ANON_KEY"] == "anon-key"
+    for k in (
+        "SUPABASE_SERVICE_ROLE_KEY",
+        "SUPABASE_DB_URL",
+        "RACKPILOT_CONSOLE_EMAIL",
+        "RACKPILOT_CONSOLE_PASSWORD",
+    ):
+        assert k not in env
+    assert env["PATH"] == "/usr/bin"
+    cmd2, _, _ = voila_command(args(all=True, port=9000, open=True), dict(ENV))
+    assert cmd2[3] == str(default_notebooks()) and "--no-browser" not in cmd2 and "--port=9000" in cmd2
+    assert voila_command(args(), dict(ENV))[2] != url  # a new token each start
+
+
+def test_app_mode_refuses_in_words_before_starting(tmp_path: Path):
+    pytest.importorskip("voila")
+    with pytest.raises(ConfigError, match="SUPABASE_URL and SUPABASE_ANON_KEY not set"):
+        voila_command(args(), {"PATH": "/usr/bin"})
+    with pytest.raises(ConfigError, match=r"00_console.ipynb does not exist: give the notebooks folder"):
+        voila_command(args(notebooks=tmp_path), dict(ENV))
+    with pytest.raises(ConfigError, match="--port 70000: give a TCP port between 1 and 65535"):
+        voila_command(args(port=70000), dict(ENV))
+    with pytest.raises(ConfigError, match="needs a token"):
+        voila_command(args(ip="0.0.0.0", token=""), dict(ENV))
+    _, _, url = voila_command(args(token=""), dict(ENV))
+    assert url == "http://127.0.0.1:8866/"  # no token on loopback only when asked for
+
+
+def test_the_command_line_routes_console_to_app_mode_before_any_sign_in(monkeypatch, capsys):
+    from console import cli
+
+    def no_sign_in():
+        raise AssertionError("app mode must not sign in on the command line")
+
+    monkeypatch.setattr(cli, "connect", no_sign_in)
+    monkeypatch.delenv("SUPABASE_URL", raising=False)
+    assert cli.main(["console", "--port", "8866"]) == cli.EXIT_USAGE
+    assert "SUPABASE_URL and SUPABASE_ANON_KEY not set" in capsys.readouterr().err
+
+
+# -- errors that name the field --------------------------------------------------------------------
+def test_schema_issues_become_words_naming_each_field():
+    details = {
+        "issues": [
+            {"path": "/params/max_parallel_hosts", "message": "must be <= 4"},
+            {
+                "path": "/params/catalog_url",
+                "message": "does not match the pattern ^https?://[A-Za-z0-9._~%@:\\[\\]-]+",
+            },
+            {"path": "/params/firmware/components/0", "message": 'must be one of "BIOS", "iDRAC"'},
+            {"path": "", "message": "unknown property"},
+        ]
+    }
+    words = issues_words(details)
+    assert words == (
+        "max_parallel_hosts: must be <= 4; catalog_url: is not in the expected form; "
+        'firmware → components → 0: must be one of "BIOS", "iDRAC"; the request: unknown property'
+    )
+    assert "^https" not in words and "[A-Za-z" not in words
+    many = {"issues": [{"path": f"/params/f{i}", "message": "required"} for i in range(7)]}
+    assert issues_words(many).endswith("f4: required (and 2 more)")
+    assert issues_words(None) == "" and issues_words({"issues": "x"}) == "" and issues_words({}) == ""
+
+
+# -- reports load with their chart -----------------------------------------------------------------
+def test_picking_a_report_loads_it_with_its_chart():
+    from console.models.reports import ReportModel
+    from console.widgets.reports import ReportsView
+
+    class Api:
+        def __init__(self) -> None:
+            self.asked: list[str] = []
+
+        def report(self, view, filters=None, limit=None, **kw):
+            self.asked.append(view)
+            if view == "v_executor_health":
+                return [{"name": "exec-a", "heartbeat_age_s": 4.0, "running_jobs": 1, "site_id": "s"}]
+            return [{"type": "scp_backup", "success_rate": 0.5, "avg_duration_s": 3.0, "p95_duration_s": 4.0}]
+
+    api = Api()
+    m = ReportModel(api, names=None)  # type: ignore[arg-type]
+    v = ReportsView(m)
+    m.load(v.view.value)
+    assert "rp-chart" in v.chart.value and "success rate per job type" in v.chart.value
+    v.view.value = "v_executor_health"  # picked in the dropdown: no Load click needed
+    assert api.asked[-1] == "v_executor_health" and "executor heartbeat age" in v.chart.value
+    assert "exec-a" in v.table.value
