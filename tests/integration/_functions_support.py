@@ -330,6 +330,8 @@ def counts(env: FnEnv) -> dict[str, int]:
                (select count(*) from public.job_tasks t join public.jobs j on j.id = t.job_id
                  where j.site_id = any(%(s)s::uuid[]))::int as job_tasks,
                (select count(*) from public.maintenance_windows where site_id = any(%(s)s::uuid[]))::int as windows,
+               (select coalesce(sum(hashtext(status::text)), 0) from public.maintenance_window_series
+                 where site_id = any(%(s)s::uuid[]))::bigint as window_series,
                (select count(*) from public.blocker_resolutions r join public.jobs j on j.id = r.job_id
                  where j.site_id = any(%(s)s::uuid[]))::int as blocker_resolutions,
                (select count(*) from public.credential_sets where site_id = any(%(s)s::uuid[]))::int as credential_sets,

@@ -830,3 +830,323 @@ def test_catalog_refresh_loads_plain_gzipped_and_moved_catalogs_and_jobs_name_a_
             },
         )
         assert status in (400, 422) and answer["code"] == code, answer
+
+
+# --- recurring windows through the maintenance-windows function ----------------------------------------
+def test_window_series_through_the_function_per_occurrence_or_the_whole_series(world: World) -> None:
+    """create_series answers the materialised occurrences; an occurrence is decided on its
+    own (four eyes), or the approver approves the series and every open occurrence is
+    approved in their name; bad input writes nothing; cancel_series cancels what has not
+    started."""
+    import datetime as dt
+
+    at = dt.datetime.now(dt.UTC) + dt.timedelta(hours=5, minutes=11)
+    site = world.h.one(
+        "insert into public.sites (name) values (%s) returning id", f"ser-{uuid.uuid4().hex[:8]}"
+    )["id"]
+    n_series = "select count(*) as n from public.maintenance_window_series where site_id = %s"
+    for bad, code in (
+        ({"recurrence": "RRULE:FREQ=YEARLY"}, "invalid_argument"),
+        ({"timezone": "Mars/Olympus_Mons"}, "invalid_argument"),
+        ({"duration_minutes": 0}, "invalid_request"),
+    ):
+        body = {
+            "action": "create_series",
+            "site_id": site,
+            "title": "bad",
+            "recurrence": "0 2 * * *",
+            "duration_minutes": 30,
+            **bad,
+        }
+        status, answer = world.refusal("operator", "maintenance-windows", body)
+        assert status == 400 and answer["code"] == code, answer
+        assert "Traceback" not in answer["error"] and "select" not in answer["error"].lower()
+    assert world.h.one(n_series, site)["n"] == 0
+
+    made = world.invoke(
+        "operator",
+        "maintenance-windows",
+        {
+            "action": "create_series",
+            "site_id": site,
+            "title": "nightly patching",
+            "reason": "monthly firmware",
+            "recurrence": f"{at.minute} {at.hour} * * *",
+            "timezone": "UTC",
+            "duration_minutes": 45,
+            "horizon_days": 4,
+        },
+    )
+    occ = made["occurrences"]
+    assert made["status"] == "requested" and len(occ) == 4 and {o["status"] for o in occ} == {"requested"}
+    first, second = occ[0]["window_id"], occ[1]["window_id"]
+    starts = [dt.datetime.fromisoformat(o["starts_at"]) for o in occ]
+    assert [(b - a).total_seconds() for a, b in zip(starts, starts[1:], strict=False)] == [86400.0] * 3
+    assert (dt.datetime.fromisoformat(occ[0]["ends_at"]) - starts[0]).total_seconds() == 45 * 60
+
+    # per occurrence: the requester may not approve, an operator may not, an approver may
+    status, answer = world.refusal(
+        "operator", "maintenance-windows", {"action": "approve", "window_id": first}
+    )
+    assert status == 403, answer
+    res = world.invoke("admin", "maintenance-windows", {"action": "approve", "window_id": first})
+    assert res["status"] == "approved" and res["series_id"] == made["series_id"]
+    res = world.invoke(
+        "admin", "maintenance-windows", {"action": "reject", "window_id": second, "note": "the DC move"}
+    )
+    assert res["status"] == "rejected"
+
+    # the series: an operator may not approve it, nor the requester, nor twice
+    sid = made["series_id"]
+    status, answer = world.refusal(
+        "operator", "maintenance-windows", {"action": "approve_series", "series_id": sid}
+    )
+    assert status == 403, answer
+    own = world.invoke(
+        "admin",
+        "maintenance-windows",
+        {
+            "action": "create_series",
+            "site_id": site,
+            "title": "own",
+            "recurrence": "0 12 * * 0",
+            "duration_minutes": 5,
+            "horizon_days": 1,
+        },
+    )
+    status, answer = world.refusal(
+        "admin", "maintenance-windows", {"action": "approve_series", "series_id": own["series_id"]}
+    )
+    assert (status, answer["code"]) == (403, "four_eyes"), answer
+    status, answer = world.refusal(
+        "admin", "maintenance-windows", {"action": "approve_series", "series_id": str(uuid.uuid4())}
+    )
+    assert (status, answer["code"]) == (404, "series_not_found"), answer
+
+    res = world.invoke(
+        "admin", "maintenance-windows", {"action": "approve_series", "series_id": sid, "note": "ok"}
+    )
+    by_id = {o["window_id"]: o for o in res["occurrences"]}
+    assert res["status"] == "approved" and res["approved_by"] is not None
+    # the rejected occurrence stays rejected; the others are approved in the approver's name
+    assert by_id[second]["status"] == "rejected"
+    assert {o["status"] for w, o in by_id.items() if w != second} == {"approved"}
+    assert {o["approved_by"] for w, o in by_id.items() if w != second} == {res["approved_by"]}
+    status, answer = world.refusal(
+        "admin", "maintenance-windows", {"action": "approve_series", "series_id": sid}
+    )
+    assert (status, answer["code"]) == (409, "series_not_requested"), answer
+
+    # a viewer may not cancel; the requester may, and nothing that has not started is left
+    status, answer = world.refusal(
+        "viewer", "maintenance-windows", {"action": "cancel_series", "series_id": sid}
+    )
+    assert status == 403, answer
+    res = world.invoke("operator", "maintenance-windows", {"action": "cancel_series", "series_id": sid})
+    assert res["status"] == "cancelled"
+    assert {o["status"] for o in res["occurrences"] if o["window_id"] != second} == {"cancelled"}
+    status, answer = world.refusal(
+        "operator", "maintenance-windows", {"action": "cancel_series", "series_id": sid}
+    )
+    assert (status, answer["code"]) == (409, "series_not_active"), answer
+
+
+# --- default schedules and the site's default catalog (20261208140000_fleet_defaults.sql) --------------
+def test_a_new_site_and_vcenter_get_their_default_schedules_and_compliance_follows_the_default_catalog(
+    world: World,
+) -> None:
+    op = world.users["operator"]
+    admin = world.users["admin"]
+    name = f"def-{uuid.uuid4().hex[:8]}"
+    site = admin.table("sites").insert({"name": name, "timezone": "Europe/Berlin"}).execute().data[0]["id"]
+    vc = (
+        op.table("vcenters")
+        .insert({"site_id": site, "name": "vc (hall A)", "address": f"vc-{name}.lab.test"})
+        .execute()
+        .data[0]["id"]
+    )
+
+    def scheds() -> dict[str, dict[str, Any]]:
+        return {
+            r["name"]: r for r in world.h.query("select * from public.job_schedules where site_id = %s", site)
+        }
+
+    s = scheds()
+    assert set(s) == {"nightly inventory", "nightly compliance", "hourly sync vc -hall A-"}, set(s)
+    assert {(r["job_type"], r["recurrence"], r["timezone"]) for r in s.values()} == {
+        ("inventory_refresh", "0 1 * * *", "Europe/Berlin"),
+        ("firmware_compliance", "0 3 * * *", "Europe/Berlin"),
+        ("vcenter_sync", "@hourly", "UTC"),
+    }
+    # disabled and nobody's until an operator enables them; no catalog typed into them
+    assert all(not r["enabled"] and r["owner_id"] is None and r["next_run_at"] is None for r in s.values())
+    assert s["nightly compliance"]["params"] == {"site_id": site}
+    assert s["hourly sync vc -hall A-"]["params"] == {"vcenter_id": vc}
+    # a second vCenter gets its own; nothing is made twice
+    op.table("vcenters").insert({"site_id": site, "name": "vc2", "address": f"vc2-{name}.lab.test"}).execute()
+    assert len(scheds()) == 4
+    assert world.h.one("select public.ensure_default_schedules(%s) as n", site)["n"] == 0
+
+    # an executor of the site takes compliance (a row only: the jobs stay pending)
+    world.h.query(
+        "insert into public.executors (site_id, name, public_key, key_id, job_types, last_heartbeat_at) values "
+        "(%s, 'cmp', %s, 'k1', '{firmware_compliance}', now())",
+        site,
+        "x" * 44,
+    )
+    cid = s["nightly compliance"]["id"]
+    op.table("job_schedules").update({"enabled": True}).eq("id", cid).execute()
+    row = world.h.one("select owner_id, next_run_at from public.job_schedules where id = %s", cid)
+    operator_id = world.users["operator"].auth.get_user().user.id
+    assert str(row["owner_id"]) == operator_id and row["next_run_at"] is not None
+
+    def fire_site() -> dict[str, Any]:
+        import httpx
+
+        world.h.query(
+            "update public.job_schedules set next_run_at = now() - interval '2 seconds' where id = %s", cid
+        )
+        key = world.h.env["SUPABASE_SERVICE_ROLE_KEY"]
+        r = httpx.post(
+            f"{world.h.env['SUPABASE_URL']}/functions/v1/schedules",
+            timeout=60,
+            json={"action": "fire", "site_id": site},
+            headers={"Authorization": f"Bearer {key}", "apikey": key},
+        )
+        assert r.status_code == 200, r.text
+        [f] = [f for f in r.json()["fired"] if f["schedule_id"] == cid]
+        return f
+
+    # no default catalog: the run fails with create-job's refusal, in words, and makes no job
+    f = fire_site()
+    assert (f["status"], f["code"]) == ("failed", "catalog_required"), f
+    assert "default catalog" in f["error"]
+    v = world.h.one("select last_status, last_error from public.v_schedules where schedule_id = %s", cid)
+    assert v["last_status"] == "failed" and "default" in v["last_error"]
+
+    def catalog(url: str, default: bool) -> str:
+        return (
+            op.table("firmware_catalogs")
+            .insert({"site_id": site, "name": f"c-{uuid.uuid4().hex[:6]}", "url": url, "is_default": default})
+            .execute()
+            .data[0]["id"]
+        )
+
+    a = catalog("https://repo.lab.test/a/Catalog.xml.gz", True)
+    b = catalog("https://repo.lab.test/b/Catalog.xml", False)
+    f = fire_site()
+    assert f["status"] == "created", f
+    job = world.h.job(f["job_id"])
+    assert (job["params"]["catalog_id"], job["params"]["catalog_url"]) == (
+        a,
+        "https://repo.lab.test/a/Catalog.xml.gz",
+    )
+    world.h.query(
+        "update public.jobs set status = 'cancelled', cancel_requested_at = now() where id = %s", f["job_id"]
+    )
+
+    # marking another catalog the default moves the nightly check, without editing the schedule
+    op.table("firmware_catalogs").update({"is_default": True}).eq("id", b).execute()
+    defaults = world.h.query(
+        "select id from public.firmware_catalogs where site_id = %s and is_default", site
+    )
+    assert [str(r["id"]) for r in defaults] == [b]
+    f = fire_site()
+    assert f["status"] == "created", f
+    assert world.h.job(f["job_id"])["params"]["catalog_url"] == "https://repo.lab.test/b/Catalog.xml"
+    world.h.query(
+        "update public.jobs set status = 'cancelled', cancel_requested_at = now() where id = %s", f["job_id"]
+    )
+    # a viewer may not move the default
+    try:
+        world.users["viewer"].table("firmware_catalogs").update({"is_default": True}).eq("id", a).execute()
+    except APIError:
+        pass  # refused outright or no row visible for update: either way nothing changes
+    assert (
+        world.h.one("select is_default from public.firmware_catalogs where id = %s", a)["is_default"] is False
+    )
+
+
+# --- an executor restart at the wrong moment (the module's executors are replaced by two new ones) ----------------
+def test_an_occurrence_cut_off_mid_fire_by_an_executor_restart_still_makes_exactly_one_job(
+    world: World,
+) -> None:
+    """The executors' own loop fires a due occurrence; while that fire's transaction is held
+    between creating the job and recording the run (a test connection holds the run's
+    unique key), every executor of the site is SIGKILLed and the fire's database session
+    dies with them. Nothing of it stays (no job, no run, still due); two new executors
+    then fire it, and exactly one job comes out."""
+    import datetime as dt
+
+    import psycopg2
+
+    op = world.users["operator"]
+    _, sid = world.env.take()
+    sched = (
+        op.table("job_schedules")
+        .insert(
+            {
+                "site_id": world.h.site_id,
+                "name": f"restart-{uuid.uuid4().hex[:6]}",
+                "job_type": "inventory_refresh",
+                "params": {"server_ids": [sid]},
+                "recurrence": "@daily",
+            }
+        )
+        .execute()
+        .data[0]
+    )
+    occurrence = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(seconds=5)
+    jobs_of = "select id from public.jobs where scope ->> 'schedule_id' = %s"
+    runs_of = "select * from public.schedule_runs where schedule_id = %s"
+    blocker = psycopg2.connect(world.h.env["SUPABASE_DB_URL"])
+    try:
+        with blocker.cursor() as cur:  # holds (schedule, occurrence) in schedule_runs, uncommitted
+            cur.execute(
+                "insert into public.schedule_runs (schedule_id, occurrence_at, status, code) "
+                "values (%s, %s, 'failed', 'test_hold')",
+                (sched["id"], occurrence),
+            )
+        world.h.query(
+            "update public.job_schedules set next_run_at = %s where id = %s", occurrence, sched["id"]
+        )
+        # an executor's loop fires it: create-job's insert is done, the run's record waits on us
+        waiting = wait_until(
+            lambda: world.h.query(
+                "select a.pid from pg_stat_activity a where a.wait_event_type = 'Lock' "
+                "and a.query ilike %s and pg_blocking_pids(a.pid) @> array[%s]",
+                "%schedule_record_run%",
+                blocker.info.backend_pid,
+            ),
+            60,
+            "an executor's fire to wait on the held occurrence",
+            interval=0.1,
+        )
+        for p in world.h.procs:  # the restart: every executor of the site dies at this moment ...
+            if p.proc.poll() is None:
+                p.kill9()
+        for w in waiting:  # ... and the fire's session with it
+            world.h.query("select pg_terminate_backend(%s)", w["pid"])
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert world.h.query(jobs_of, sched["id"]) == [] and world.h.query(runs_of, sched["id"]) == []
+    assert (
+        world.h.one("select next_run_at from public.job_schedules where id = %s", sched["id"])["next_run_at"]
+        == occurrence
+    )
+
+    # the executors come back (two of them): the occurrence is fired once
+    world.env.respawn("dell-3")
+    world.env.respawn("dell-4")
+    runs = wait_until(
+        lambda: world.h.query(runs_of, sched["id"]), 90, "a restarted executor to fire", interval=0.5
+    )
+    assert [(r["status"], r["occurrence_at"]) for r in runs] == [("created", occurrence)]
+    for _ in range(3):  # more fire calls on top of both executors' loops change nothing
+        fire(world)
+    assert len(world.h.query(runs_of, sched["id"])) == 1
+    [job] = world.h.query(jobs_of, sched["id"])
+    assert str(job["id"]) == str(runs[0]["job_id"])
+    world.h.wait_status(str(job["id"]), ("completed",), 90)
+

@@ -206,7 +206,8 @@ interface CatalogRef {
  * selection's catalog_id / baseline_id (and firmware_compliance's catalog_id) become the
  * catalog's URL (and the baseline's components, unless the request narrows them itself),
  * read as the caller and checked to be of the job's site. A selection naming none of URL,
- * catalog and baseline is refused, so a stored job always carries catalog_url.
+ * catalog and baseline is refused, so a stored job always carries catalog_url; a
+ * firmware_compliance naming no source at all takes the site's default catalog.
  */
 export async function resolveCatalogs(tx: Tx, jobType: string, params: Record<string, unknown>, siteId: string):
   Promise<Record<string, unknown>> {
@@ -242,6 +243,21 @@ export async function resolveCatalogs(tx: Tx, jobType: string, params: Record<st
   }
   if (jobType === "firmware_compliance" && out.catalog_id) {
     out.catalog_url = (await lookup(out.catalog_id, null)).url;
+  } else if (jobType === "firmware_compliance" && !out.catalog_url && !out.ome_instance_id) {
+    // no source named: the site's default catalog (how the nightly default schedule, whose
+    // params are just {site_id}, follows whichever catalog is the default when it fires)
+    const [d] = await tx<{ id: string; url: string }[]>`
+      select id, url from public.firmware_catalogs where site_id = ${siteId} and is_default`;
+    if (!d) {
+      throw unprocessable(
+        "catalog_required",
+        "the compliance check names no catalog_id, catalog_url or ome_instance_id, and the site has no default " +
+          "catalog; name one, or mark one of the site's catalogs as its default (firmware_catalogs.is_default)",
+        { site_id: siteId },
+      );
+    }
+    out.catalog_id = d.id;
+    out.catalog_url = d.url;
   }
   return out;
 }
