@@ -17,6 +17,12 @@ Outcome (``firmware_catalogs.last_status``, see migration 20261207120100):
 the download, the parse or the pin failed: the row says why and the job fails with the same
 words, while the packages of the last good refresh stay. ``Catalog.xml`` and
 ``Catalog.xml.gz`` are told apart by content (:meth:`Catalog.from_bytes`).
+
+A catalog with a ``signing_key`` (migration 20261208140100) is verified before anything is
+loaded: ``<URL>.sign`` (beside where the catalog was found, after a redirect too) must be a
+good OpenPGP signature by that key (:mod:`executor.targets.catalog_signature`, gpgv);
+``signature_status`` says ``signed_ok``, or ``signature_bad`` / ``signature_missing`` and the
+refresh fails like a pin mismatch, keeping the last good packages.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import httpx
 from ..jobparams import CatalogRefreshParams
 from ..steps import JobHandler, StepContext, step
 from ..targets.catalog import Catalog
+from ..targets.catalog_signature import SIGNATURE_MAX_BYTES, SignatureKeyError, verify
 from ..targets.errors import CatalogError
 from . import register
 from ._dell import DellHandlerError, control, params_of, rpc, target_timeouts
@@ -79,6 +86,35 @@ async def download(row: dict[str, Any]) -> tuple[bytes, str | None]:
     return r.content, moved
 
 
+async def download_signature(row: dict[str, Any], url: str) -> bytes | None:
+    """The detached signature at ``url`` (``<catalog>.sign``); None when there is none (404)."""
+    t = target_timeouts()
+    try:
+        async with httpx.AsyncClient(
+            timeout=httpx.Timeout(max(t.read, 30.0), connect=t.connect),
+            follow_redirects=True,
+            verify=_verify(row),
+        ) as http:
+            r = await http.get(url)
+    except httpx.HTTPError as exc:
+        raise CatalogError(
+            f"cannot download the catalog's signature {url}: {type(exc).__name__}",
+            operation="refresh catalog",
+        ) from None
+    if r.status_code == 404:
+        return None
+    if r.status_code != 200:
+        raise CatalogError(
+            f"cannot download the catalog's signature {url}: HTTP {r.status_code}",
+            operation="refresh catalog",
+        )
+    return r.content[: SIGNATURE_MAX_BYTES + 1]
+
+
+class _Refused(CatalogError):
+    """A refresh refused after its outcome was recorded (pin or signature)."""
+
+
 def package_rows(catalog: Catalog) -> list[dict[str, Any]]:
     return [
         {
@@ -104,36 +140,56 @@ class CatalogRefreshHandler(JobHandler):
     async def refresh(self, ctx: StepContext) -> dict[str, Any]:
         p: CatalogRefreshParams = params_of(ctx.job, CatalogRefreshParams)
         rows = await control(ctx).select(
-            "firmware_catalogs", "id,site_id,name,url,tls_verify,ca_pem,expected_sha256", id=str(p.catalog_id)
+            "firmware_catalogs",
+            "id,site_id,name,url,tls_verify,ca_pem,expected_sha256,signing_key",
+            id=str(p.catalog_id),
         )
         if not rows or str(rows[0]["site_id"]) != str(ctx.job.get("site_id")):
             raise DellHandlerError(f"catalog {p.catalog_id} not found at the job's site")
         row = rows[0]
         pin = row.get("expected_sha256")
+        key = row.get("signing_key")
         moved: str | None = None
+        signed: str | None = None  # the signing key's fingerprint, once verified
+
+        async def refuse(signature_status: str, words: str) -> None:
+            await rpc(
+                ctx,
+                "executor_record_catalog",
+                {
+                    "p_result": {
+                        "status": "failed",
+                        "signature_status": signature_status,
+                        "moved_to": moved,
+                        "error": words[:2000],
+                    }
+                },
+            )
+            raise _Refused(f"catalog {row['url']}: {words}", operation="refresh catalog")
+
         try:
             data, moved = await download(row)
             digest = hashlib.sha256(data).hexdigest()
             if pin and digest != pin:
-                await rpc(
-                    ctx,
-                    "executor_record_catalog",
-                    {
-                        "p_result": {
-                            "status": "failed",
-                            "signature_status": "pinned_mismatch",
-                            "moved_to": moved,
-                            "error": f"the catalog's SHA-256 {digest} is not the pinned {pin}",
-                        }
-                    },
-                )
-                raise CatalogError(
-                    f"catalog {row['url']}: SHA-256 {digest} does not match the pin",
-                    operation="refresh catalog",
-                )
+                await refuse("pinned_mismatch", f"the catalog's SHA-256 {digest} is not the pinned {pin}")
+            if key:
+                sig_url = f"{moved or row['url']}.sign"
+                sig = await download_signature(row, sig_url)
+                if sig is None:
+                    await refuse(
+                        "signature_missing",
+                        f"the catalog has a signing key but no signature at {sig_url} (HTTP 404)",
+                    )
+                try:
+                    check = await asyncio.to_thread(verify, data, sig, str(key))
+                except SignatureKeyError as exc:
+                    await refuse("signature_bad", f"the catalog's signing key is unusable: {exc}")
+                if not check.ok:
+                    await refuse("signature_bad", f"{sig_url}: {check.detail}")
+                signed = check.fingerprint
             catalog = await asyncio.to_thread(Catalog.from_bytes, data, str(row["url"]))
         except CatalogError as exc:
-            if "does not match the pin" not in str(exc):
+            if not isinstance(exc, _Refused):
                 await rpc(
                     ctx,
                     "executor_record_catalog",
@@ -154,7 +210,7 @@ class CatalogRefreshHandler(JobHandler):
             "status": status,
             "error": warning,
             "sha256": digest,
-            "signature_status": "pinned_ok" if pin else "unverified",
+            "signature_status": "signed_ok" if key else "pinned_ok" if pin else "unverified",
             "compressed": data[:2] == b"\x1f\x8b",
             "component_count": len(catalog.packages),
             "catalog_date": catalog.date_time if age is not None else None,
@@ -172,7 +228,12 @@ class CatalogRefreshHandler(JobHandler):
                 )
                 or 0
             )
-        summary = {**result, "packages_loaded": loaded, "age_days": None if age is None else round(age, 1)}
+        summary = {
+            **result,
+            "packages_loaded": loaded,
+            "age_days": None if age is None else round(age, 1),
+            "signed_by": signed,
+        }
         for t in (ctx.job.get("scope") or {}).get("targets") or []:
             if isinstance(t, dict) and t.get("kind") == "firmware_catalog":
                 await rpc(

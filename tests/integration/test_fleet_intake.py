@@ -1150,3 +1150,106 @@ def test_an_occurrence_cut_off_mid_fire_by_an_executor_restart_still_makes_exact
     assert str(job["id"]) == str(runs[0]["job_id"])
     world.h.wait_status(str(job["id"]), ("completed",), 90)
 
+
+# --- Dell catalog signatures (20261208140100_catalog_signatures.sql) ------------------------------------
+def test_catalog_refresh_verifies_the_sign_file_against_the_catalogs_signing_key(world: World) -> None:
+    """A catalog with a signing key loads only with a good <URL>.sign by that key (found
+    beside where a redirect led); an altered catalog, another key's signature or no .sign
+    fails the refresh, says why, and keeps the last good packages. Keys and signatures are
+    made at run time by GnuPG; the executor verifies with gpgv."""
+    import gzip
+
+    from devstack.lab.idrac.http import Response
+    from devstack.lab.idrac.testing import FileServer
+    from tests.integration._handlers_dell import FIXTURE
+    from tests.unit.test_catalog_signature import Signer
+
+    dell, other = Signer("dell-test"), Signer("someone-else")
+    try:
+        gz = gzip.compress(FIXTURE.read_bytes())
+        altered = gzip.compress(FIXTURE.read_bytes().replace(b"</Manifest>", b"<!-- --></Manifest>"))
+        files = FileServer(
+            {
+                "/s/Catalog.xml.gz": gz,
+                "/s/Catalog.xml.gz.sign": dell.sign(gz),
+                "/t/Catalog.xml.gz": altered,
+                "/t/Catalog.xml.gz.sign": dell.sign(gz),
+                "/o/Catalog.xml.gz": gz,
+                "/o/Catalog.xml.gz.sign": other.sign(gz),
+                "/n/Catalog.xml.gz": gz,
+            }
+        )
+        plain_handle = files._handle
+
+        async def handle(req: Any) -> Any:
+            if req.path == "/old/Catalog.xml.gz":
+                return Response(302, b"", {"Location": files.url("/s/Catalog.xml.gz")})
+            return await plain_handle(req)
+
+        files._handle = handle  # type: ignore[method-assign]
+        op = world.users["operator"]
+        with files:
+
+            def refresh(path: str, key: str | None = dell.public) -> tuple[dict[str, Any], dict[str, Any]]:
+                cid = (
+                    op.table("firmware_catalogs")
+                    .insert(
+                        {
+                            "site_id": world.h.site_id,
+                            "name": f"sig-{uuid.uuid4().hex[:6]}",
+                            "url": files.url(path),
+                            "signing_key": key,
+                        }
+                    )
+                    .execute()
+                    .data[0]["id"]
+                )
+                job = world.run("catalog_refresh", {"catalog_id": cid}, timeout=60)
+                return job, world.h.one("select * from public.firmware_catalogs where id = %s", cid)
+
+            job, row = refresh("/s/Catalog.xml.gz")
+            assert job["status"] == "completed", job["error"]
+            assert (row["last_status"], row["signature_status"]) == ("ok", "signed_ok")
+            step = {s["step_key"]: s for s in world.h.steps(job["id"])}["refresh"]
+            assert len(step["details"]["result"]["signed_by"]) == 40
+            good = row["id"]
+            pkgs = "select count(*) as n from public.firmware_packages where catalog_id = %s"
+            loaded = world.h.one(pkgs, good)["n"]
+            assert loaded > 0
+
+            job, row = refresh("/old/Catalog.xml.gz")  # moved: the .sign beside the new place
+            assert (job["status"], row["last_status"], row["signature_status"]) == (
+                "completed",
+                "moved",
+                "signed_ok",
+            )
+
+            for path, status, words in (
+                ("/t/Catalog.xml.gz", "signature_bad", "bad signature"),
+                ("/o/Catalog.xml.gz", "signature_bad", "not the catalog's signing key"),
+                ("/n/Catalog.xml.gz", "signature_missing", "no signature at"),
+            ):
+                job, row = refresh(path)
+                assert job["status"] == "failed", (path, row)
+                assert (row["last_status"], row["signature_status"]) == ("failed", status), (path, row)
+                assert words in row["last_error"], row["last_error"]
+                assert world.h.one(pkgs, row["id"])["n"] == 0
+
+            # no key: not checked, as before
+            job, row = refresh("/n/Catalog.xml.gz", key=None)
+            assert (job["status"], row["signature_status"]) == ("completed", "unverified")
+
+            # the good catalog's file is swapped for an altered one: refused, its packages stay
+            op.table("firmware_catalogs").update({"url": files.url("/t/Catalog.xml.gz")}).eq(
+                "id", good
+            ).execute()
+            job = world.run("catalog_refresh", {"catalog_id": good}, timeout=60)
+            row = world.h.one("select * from public.firmware_catalogs where id = %s", good)
+            assert (job["status"], row["signature_status"]) == ("failed", "signature_bad")
+            assert world.h.one(pkgs, good)["n"] == loaded
+            # a key that is not one is refused by the database
+            with pytest.raises(APIError):
+                op.table("firmware_catalogs").update({"signing_key": "not a key"}).eq("id", good).execute()
+    finally:
+        dell.close()
+        other.close()
