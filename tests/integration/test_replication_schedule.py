@@ -129,6 +129,40 @@ def test_the_schedule_creates_exactly_one_job_per_due_pair(harness):
     assert h.query("select * from public.schedule_replication_jobs(%s)", h.site_id) == []
 
 
+def test_two_executors_schedule_exactly_one_job_per_due_pair(harness):
+    """Two real executors of one site both run the replication schedule (every second): each
+    due pair gets one job, not one per executor nor one per round - also after that job
+    ended without syncing (here: no credential, so it fails). Witness pairs made due later
+    prove that rounds kept running after those jobs ended."""
+    h = harness
+    common = dict(realtime_enabled="false", poll_interval=0.3, replication_poll_interval=1)
+    execs = [h.spawn("sched-a", **common), h.spawn("sched-b", **common)]
+    for ex in execs:
+        ex.wait_log("registered", timeout=60)
+
+    def jobs_of(pair: str) -> list[dict]:
+        return h.query(
+            "select j.id, j.status from public.jobs j join public.job_tasks t on t.job_id = j.id "
+            "where t.target_kind = 'replication_pair' and t.target_id = %s",
+            pair,
+        )
+
+    def ended(pair: str) -> bool:
+        jobs = jobs_of(pair)
+        return bool(jobs) and all(j["status"] in ("completed", "failed", "cancelled") for j in jobs)
+
+    pairs = [_pair(h, f"due{i}", schedule="@every 5m") for i in range(3)]
+    for p in pairs:
+        wait_until(lambda p=p: ended(p), 60, "the due pair's job to be created and to end")
+    for i in range(3):  # rounds after those jobs ended: each witness is scheduled in a later round
+        w = _pair(h, f"witness{i}", schedule="@every 5m")
+        wait_until(lambda w=w: ended(w), 60, f"witness {i}'s job")
+        pairs.append(w)
+    counts = {p: len(jobs_of(p)) for p in pairs}
+    assert set(counts.values()) == {1}, counts
+    assert all(ex.proc.poll() is None for ex in execs)
+
+
 def test_dataset_names_are_checked_by_the_schema_too(harness):
     for bad in ("tank/../etc", "tank/a b", "tank/a;reboot", "tank//a", "tank/$(x)"):
         with pytest.raises(psycopg2.errors.CheckViolation):
