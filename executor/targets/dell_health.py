@@ -14,15 +14,32 @@ lifecycle          block: the Lifecycle Controller (Dell's DellLCService
 job_queue          block: an iDRAC job is running or new (another tool is working on the
                    server); warn: jobs scheduled for the next reboot (the rollout clears
                    them before staging) or jobs that failed earlier (their message shown)
-catalog            block: the firmware catalog cannot be fetched or parsed; warn: older than
-                   ``max_age_days``
+psu                block: a power supply Critical or its redundancy lost (Chassis Power);
+                   warn: a supply or the redundancy in Warning
+thermal            block: a temperature at or above its critical threshold, or a fan Critical
+                   (Chassis Thermal); warn: above the non-critical threshold
+storage            block: a virtual disk not OK (degraded, failed) or in an operation such as a
+                   rebuild, or a drive reporting predicted failure; warn: a drive in Warning
+memory             block: a DIMM Critical; warn: a DIMM in Warning (correctable-error storm)
+events             block: a Critical entry in the SEL or the Lifecycle Controller log within
+                   the last ``event_days`` days; warn: Warning entries in that time
+catalog            block: the firmware catalog cannot be fetched or parsed, or its SHA-256 is
+                   not the pinned one; warn: older than ``max_age_days``, or no pin to verify
 =================  ==========================================================================
+
+The vSphere side (vcenter: connection state and hosts already in maintenance; vsan: vSAN
+health and resync) is in ``vsphere_health.py``; capacity (N+1) is below. Which gates may
+block is the safety policy's call (``policies/safety.yaml``, ``gates`` of the job type):
+:func:`apply_policy` turns a blocking finding of a gate the policy marks ``warn`` into a
+warning that says so.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+import datetime as dt
+import hashlib
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from .dell import FAILED
@@ -30,6 +47,24 @@ from .errors import AuthenticationFailed, LifecycleControllerNotReady, TargetErr
 
 OK, WARN, BLOCK = "ok", "warn", "block"
 _RANK = {OK: 0, WARN: 1, BLOCK: 2}
+# Every gate a rolling update runs, in report order: the one list the safety policy's
+# ``gates`` must name (a test holds policies/safety.yaml to it).
+GATES = (
+    "reachability",
+    "lifecycle",
+    "job_queue",
+    "psu",
+    "thermal",
+    "storage",
+    "memory",
+    "events",
+    "catalog",
+    "vcenter",
+    "vsan",
+    "capacity",
+)
+# Readiness score per host: 100 with every gate ok, minus these per finding (0 at worst).
+_PENALTY = {OK: 0, WARN: 10, BLOCK: 100}
 
 
 @dataclass(frozen=True)
@@ -49,6 +84,36 @@ def worst(gates: list[Gate]) -> str:
 
 def blocking(gates: list[Gate]) -> list[Gate]:
     return [g for g in gates if g.status == BLOCK]
+
+
+def readiness_score(gates: list[Gate]) -> int:
+    """0..100: 100 when every gate is ok, 10 less per warning, 0 when any gate blocks."""
+    return max(0, 100 - sum(_PENALTY[g.status] for g in gates))
+
+
+def gate_policy(policy: Mapping[str, Any] | None) -> dict[str, str]:
+    """The ``gates`` section of a job type's safety policy, checked: every gate of
+    :data:`GATES` named once with ``block`` or ``warn`` (a gate left out blocks)."""
+    policy = dict(policy or {})
+    unknown = sorted(set(policy) - set(GATES))
+    if unknown:
+        raise ValueError(
+            f"safety policy gates: unknown gate(s) {', '.join(unknown)}; known: {', '.join(GATES)}"
+        )
+    bad = sorted(k for k, v in policy.items() if v not in (BLOCK, WARN))
+    if bad:
+        raise ValueError(f"safety policy gates: {', '.join(bad)} must be block or warn")
+    return {g: policy.get(g, BLOCK) for g in GATES}
+
+
+def apply_policy(gates: list[Gate], policy: Mapping[str, str]) -> list[Gate]:
+    """A blocking finding of a gate the policy marks ``warn`` becomes a warning (said so)."""
+    return [
+        replace(g, status=WARN, reason=f"{g.reason} (warn only: safety policy)")
+        if g.status == BLOCK and policy.get(g.name, BLOCK) == WARN
+        else g
+        for g in gates
+    ]
 
 
 def lifecycle_gate(client: Any, *, lc_wait: float) -> Gate:
@@ -100,9 +165,221 @@ def job_queue_gate(client: Any) -> Gate:
     return Gate("job_queue", OK, f"job queue idle ({len(jobs)} finished job(s))")
 
 
-def idrac_gates(connect: Callable[[], Any], *, lc_wait: float) -> tuple[list[Gate], Any]:
+# ---- hardware health (standard Redfish resources, read through the client's get_json) ------------
+def _get(client: Any, path: str, what: str) -> dict[str, Any]:
+    return client.get_json(path, f"pre-flight: {what}")[1]
+
+
+def _link(doc: dict[str, Any], key: str) -> str | None:
+    v = doc.get(key)
+    return v.get("@odata.id") if isinstance(v, dict) else None
+
+
+def _health(x: dict[str, Any]) -> str:
+    return str((x.get("Status") or {}).get("Health") or "OK")
+
+
+def _chassis(client: Any) -> dict[str, Any]:
+    col = _get(client, "/redfish/v1/Chassis", "chassis")
+    first = (col.get("Members") or [{}])[0].get("@odata.id")
+    if not first:
+        raise TargetError("no chassis listed", target=getattr(client, "target", ""), operation="pre-flight")
+    return _get(client, first, "chassis")
+
+
+def psu_gate(client: Any, chassis: dict[str, Any]) -> Gate:
+    path = _link(chassis, "Power")
+    if not path:
+        return Gate("psu", WARN, "the chassis lists no Power resource: PSU redundancy unknown")
+    doc = _get(client, path, "power supplies")
+    psus = doc.get("PowerSupplies") or []
+    red = doc.get("Redundancy") or []
+    crit = [p.get("Name") or p.get("MemberId") for p in psus if _health(p) == "Critical"]
+    lost = [r.get("Name") or "redundancy" for r in red if _health(r) != "OK"]
+    if crit or any(_health(r) == "Critical" for r in red):
+        why = ([f"{', '.join(map(str, crit))} Critical"] if crit else []) + (
+            [f"{', '.join(map(str, lost))} lost"] if lost else []
+        )
+        return Gate("psu", BLOCK, "power: " + "; ".join(why))
+    warn = [p.get("Name") for p in psus if _health(p) == "Warning"] + lost
+    if warn:
+        return Gate("psu", WARN, "power: " + ", ".join(map(str, warn)) + " in Warning")
+    return Gate("psu", OK, f"{len(psus)} power supplies OK, redundancy {'OK' if red else 'not reported'}")
+
+
+def thermal_gate(client: Any, chassis: dict[str, Any]) -> Gate:
+    path = _link(chassis, "Thermal")
+    if not path:
+        return Gate("thermal", WARN, "the chassis lists no Thermal resource: temperatures unknown")
+    doc = _get(client, path, "thermal")
+    block, warn = [], []
+    for t in doc.get("Temperatures") or []:
+        r, crit, nc = (
+            t.get("ReadingCelsius"),
+            t.get("UpperThresholdCritical"),
+            t.get("UpperThresholdNonCritical"),
+        )
+        name = t.get("Name") or t.get("MemberId")
+        if _health(t) == "Critical" or (r is not None and crit is not None and r >= crit):
+            block.append(f"{name} {r} °C (critical at {crit} °C)")
+        elif _health(t) == "Warning" or (r is not None and nc is not None and r >= nc):
+            warn.append(f"{name} {r} °C (non-critical at {nc} °C)")
+    for f in doc.get("Fans") or []:
+        if _health(f) == "Critical":
+            block.append(
+                f"{f.get('Name') or f.get('MemberId')} Critical ({f.get('Reading')} {f.get('ReadingUnits') or ''})".strip()
+            )
+        elif _health(f) == "Warning":
+            warn.append(f"{f.get('Name') or f.get('MemberId')} Warning")
+    if block:
+        return Gate("thermal", BLOCK, "thermal: " + "; ".join(block + warn))
+    if warn:
+        return Gate("thermal", WARN, "thermal: " + "; ".join(warn))
+    return Gate("thermal", OK, "temperatures and fans OK")
+
+
+def storage_gate(client: Any, system: dict[str, Any]) -> Gate:
+    path = _link(system, "Storage")
+    if not path:
+        return Gate("storage", WARN, "the system lists no Storage resource: virtual disks unknown")
+    block, warn, volumes, drives = [], [], 0, 0
+    for m in _get(client, path, "storage").get("Members") or []:
+        ctl = _get(client, m["@odata.id"], "storage controller")
+        vpath = _link(ctl, "Volumes")
+        for v in (_get(client, vpath, "virtual disks").get("Members") or []) if vpath else []:
+            vol = _get(client, v["@odata.id"], "virtual disk")
+            volumes += 1
+            ops = [
+                f"{o.get('OperationName')} {o.get('PercentageComplete', '?')}%"
+                for o in vol.get("Operations") or []
+            ]
+            raid = ((vol.get("Oem") or {}).get("Dell") or {}).get("DellVirtualDisk", {}).get("RaidStatus")
+            if _health(vol) != "OK" or ops:
+                block.append(
+                    f"virtual disk {vol.get('Id')} {raid or _health(vol)}"
+                    + (f" ({', '.join(ops)})" if ops else "")
+                )
+        for d in ctl.get("Drives") or []:
+            drv = _get(client, d["@odata.id"], "drive")
+            drives += 1
+            if drv.get("FailurePredicted"):
+                block.append(f"drive {drv.get('Id')} predicts failure")
+            elif _health(drv) == "Critical":
+                block.append(f"drive {drv.get('Id')} Critical")
+            elif _health(drv) == "Warning":
+                warn.append(f"drive {drv.get('Id')} Warning")
+    if block:
+        return Gate("storage", BLOCK, "storage: " + "; ".join(block + warn))
+    if warn:
+        return Gate("storage", WARN, "storage: " + "; ".join(warn))
+    return Gate("storage", OK, f"{volumes} virtual disk(s) and {drives} drive(s) OK")
+
+
+def memory_gate(client: Any, system: dict[str, Any]) -> Gate:
+    path = _link(system, "Memory")
+    if not path:
+        return Gate("memory", WARN, "the system lists no Memory resource")
+    block, warn, n = [], [], 0
+    for m in _get(client, path, "memory").get("Members") or []:
+        dimm = _get(client, m["@odata.id"], "DIMM")
+        n += 1
+        if _health(dimm) == "Critical":
+            block.append(f"{dimm.get('Id')} Critical")
+        elif _health(dimm) == "Warning":
+            warn.append(f"{dimm.get('Id')} Warning (correctable errors)")
+    if block:
+        return Gate("memory", BLOCK, "memory: " + "; ".join(block + warn))
+    if warn:
+        return Gate("memory", WARN, "memory: " + "; ".join(warn))
+    return Gate("memory", OK, f"{n} DIMM(s) OK")
+
+
+def events_gate(client: Any, manager: dict[str, Any], *, days: float, now: dt.datetime | None = None) -> Gate:
+    """Critical SEL and Lifecycle Controller log entries of the last ``days`` days."""
+    now = now or dt.datetime.now(dt.UTC)
+    since = now - dt.timedelta(days=days)
+    path = _link(manager, "LogServices")
+    if not path:
+        return Gate("events", WARN, "the iDRAC lists no log services: SEL and LC log not checked")
+    crit, warn = [], []
+    for m in _get(client, path, "log services").get("Members") or []:
+        svc = m["@odata.id"].rstrip("/").rsplit("/", 1)[-1]
+        if svc not in ("Sel", "Lclog"):
+            continue
+        for e in _get(client, m["@odata.id"] + "/Entries", f"{svc} entries").get("Members") or []:
+            try:
+                created = dt.datetime.fromisoformat(str(e.get("Created")).replace("Z", "+00:00"))
+            except ValueError:
+                continue
+            if created.tzinfo is None:
+                created = created.replace(tzinfo=dt.UTC)
+            if created < since:
+                continue
+            what = f"{svc} {created:%Y-%m-%d} {e.get('MessageId') or ''} {e.get('Message') or ''}".replace(
+                "  ", " "
+            )
+            if e.get("Severity") == "Critical":
+                crit.append(what.strip())
+            elif e.get("Severity") == "Warning":
+                warn.append(what.strip())
+    if crit:
+        return Gate(
+            "events",
+            BLOCK,
+            f"{len(crit)} critical event(s) in the last {days:g} days: " + "; ".join(crit[:3]),
+        )
+    if warn:
+        return Gate(
+            "events", WARN, f"{len(warn)} warning event(s) in the last {days:g} days: " + "; ".join(warn[:3])
+        )
+    return Gate("events", OK, f"no critical SEL/LC event in the last {days:g} days")
+
+
+def hardware_gates(client: Any, *, event_days: float) -> list[Gate]:
+    """psu, thermal, storage, memory and events; a gate whose resource cannot be read blocks."""
+    out: list[Gate] = []
+    try:
+        chassis = _chassis(client)
+    except TargetError as exc:
+        chassis = None
+        out += [Gate(n, BLOCK, f"cannot read the chassis: {exc}") for n in ("psu", "thermal")]
+    try:
+        system = _get(client, "/redfish/v1/Systems/System.Embedded.1", "system")
+    except TargetError as exc:
+        system = None
+        out += [Gate(n, BLOCK, f"cannot read the system: {exc}") for n in ("storage", "memory")]
+    checks: list[tuple[str, Callable[[], Gate]]] = []
+    if chassis is not None:
+        checks += [
+            ("psu", lambda: psu_gate(client, chassis)),
+            ("thermal", lambda: thermal_gate(client, chassis)),
+        ]
+    if system is not None:
+        checks += [
+            ("storage", lambda: storage_gate(client, system)),
+            ("memory", lambda: memory_gate(client, system)),
+        ]
+
+    def events() -> Gate:
+        return events_gate(
+            client, _get(client, "/redfish/v1/Managers/iDRAC.Embedded.1", "manager"), days=event_days
+        )
+
+    checks.append(("events", events))
+    for name, check in checks:
+        try:
+            out.append(check())
+        except TargetError as exc:
+            out.append(Gate(name, BLOCK, f"cannot read it: {exc}"))
+    return sorted(out, key=lambda g: GATES.index(g.name))
+
+
+def idrac_gates(
+    connect: Callable[[], Any], *, lc_wait: float, event_days: float | None = None
+) -> tuple[list[Gate], Any]:
     """Every iDRAC gate of one host. ``connect`` returns an open Redfish client (raising a
-    target error when it cannot); returns the gates and the client (None when unreachable)."""
+    target error when it cannot); returns the gates and the client (None when unreachable).
+    With ``event_days`` the hardware gates run too (psu, thermal, storage, memory, events)."""
     try:
         client = connect()
     except AuthenticationFailed as exc:
@@ -116,18 +393,34 @@ def idrac_gates(connect: Callable[[], Any], *, lc_wait: float) -> tuple[list[Gat
         except TargetError as exc:
             name = "lifecycle" if not any(g.name == "lifecycle" for g in gates) else "job_queue"
             gates.append(Gate(name, BLOCK, f"cannot read it: {exc}"))
+    if event_days is not None:
+        gates += hardware_gates(client, event_days=event_days)
     return gates, client
 
 
-def catalog_gate(fetch: Callable[[], Any], *, max_age_days: float | None = None) -> tuple[Gate, Any]:
-    """Catalog reachable and parsed. ``fetch`` returns a :class:`Catalog` or raises; returns
-    the gate and the catalog (None when it blocks)."""
+def catalog_gate(
+    fetch: Callable[[], Any], *, max_age_days: float | None = None, sha256: str | None = None
+) -> tuple[Gate, Any]:
+    """Catalog reachable, parsed and verified. ``fetch`` returns a :class:`Catalog` (or a
+    ``(catalog, bytes)`` pair, to check ``sha256`` against) or raises; returns the gate and
+    the catalog (None when it blocks)."""
     try:
-        catalog = fetch()
+        got = fetch()
     except Exception as exc:  # noqa: BLE001 - every failure to fetch or parse is this gate's reason
         return Gate("catalog", BLOCK, str(exc)), None
+    catalog, data = got if isinstance(got, tuple) else (got, None)
+    if sha256 and data is not None:
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != sha256.lower():
+            return Gate(
+                "catalog", BLOCK, f"catalog SHA-256 {actual} is not the pinned {sha256.lower()}"
+            ), None
     age = catalog.age_days()
     what = f"catalog {catalog.version or '?'} reachable, {len(catalog.packages)} package(s)"
+    if sha256 and data is not None:
+        what += ", SHA-256 verified"
+    elif data is not None:
+        return Gate("catalog", WARN, f"{what}; not verified: no SHA-256 pin (give catalog_sha256)"), catalog
     if max_age_days is not None and age is not None and age > max_age_days:
         return Gate("catalog", WARN, f"{what}, {age:.0f} days old (more than {max_age_days:g})"), catalog
     return Gate("catalog", OK, what + (f", {age:.0f} days old" if age is not None else "")), catalog

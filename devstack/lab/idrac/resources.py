@@ -1223,4 +1223,7 @@ def static_documents(bmc: BMC) -> dict[str, Callable[[], dict[str, Any]]]:
         docs[f"{SYS}/SimpleStorage"] = lambda: collection(
             f"{SYS}/SimpleStorage", "SimpleStorageCollection", "Simple Storage Collection", []
         )
+    from . import health  # hardware health (PSU, thermal, storage, memory, logs), fault-injectable
+
+    docs.update(health.documents(bmc))
     return docs
