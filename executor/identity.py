@@ -23,11 +23,14 @@ password in memory for the life of the process) and never leaves this process.
 
 Sync
 ----
-Every ``sync_interval`` seconds the agent binds with the site's ``ldap`` credential set
-(sealed to its key; ``RACKPILOT_IDM_BIND_CREDENTIAL`` names it), reads the members of
-every mapped group (nested groups followed) and sends the complete member -> role map to
-``idm_apply_sync``, which updates directory roles and revokes the sessions of users who
-lost one. Any read error skips the run: a partial map would take roles away wrongly.
+A loop of this agent (not a scheduled job): every ``sync_interval`` seconds it binds with
+the site's ``ldap`` credential set (sealed to its key; ``RACKPILOT_IDM_BIND_CREDENTIAL``
+names it), reads the members of every mapped group (``directory_group_roles``, nested
+groups followed, accounts matching ``disabled_filter`` and entries that no longer exist
+left out) and sends the complete member -> [mapped group] map to ``idm_apply_sync``, which
+works out each role from the site's mapping, updates directory roles and revokes the
+sessions of users who lost one. Any read error skips the run: a partial map would take
+roles away wrongly.
 
 Settings (environment, ``RACKPILOT_IDM_`` + the upper-case name; the executor's own
 ``RACKPILOT_*`` settings give the control plane, site and key):
@@ -38,15 +41,18 @@ option                 unit     default                                      mea
 uris                   URLs     (required)                                   ``ldaps://host:port`` or ``ldap://host:port`` (with starttls), comma-separated, tried in order (failover)
 starttls               bool     false                                        upgrade ``ldap://`` connections with StartTLS (plain binds are refused)
 ca_file                path     (system trust)                               CA bundle the directory's certificate must chain to
-bind_dn_template       text     (required)                                   the user's bind DN, ``{username}`` escaped per RFC 4514 (or ``{username}@domain`` for AD)
-base_dn                DN       (required)                                   where the user's entry is searched
-user_filter            filter   ``(&(objectClass=inetOrgPerson)(uid={username}))``  the user's entry, ``{username}`` escaped per RFC 4515
-group_base_dn          DN       ``base_dn``                                  where groups are searched
-nesting                choice   ``search``                                   ``memberof`` (FreeIPA), ``search`` (member= loop), ``ad`` (1.2.840.113556.1.4.1941)
+preset                 choice   (none)                                       ``openldap``, ``freeipa`` or ``ad``: defaults for the five settings below and ``disabled_filter`` (executor/data/directory_presets.yaml)
+suffix                 DN       (none)                                       the directory's naming context (``dc=example,dc=org``) the preset's ``{suffix}`` and ``{domain}`` stand for
+bind_dn_template       text     the preset's, else required                  the user's bind DN, ``{username}`` escaped per RFC 4514 (or ``{username}@domain`` for AD)
+base_dn                DN       the preset's, else required                  where the user's entry is searched
+user_filter            filter   the preset's, else ``(&(objectClass=inetOrgPerson)(uid={username}))``  the user's entry, ``{username}`` escaped per RFC 4515
+group_base_dn          DN       the preset's, else ``base_dn``               where groups are searched
+nesting                choice   the preset's, else ``search``                ``memberof`` (FreeIPA), ``search`` (member= loop), ``ad`` (1.2.840.113556.1.4.1941)
+disabled_filter        filter   the preset's, else (none)                    matches a disabled account: refused at sign-in (``account_disabled``) and left out by the sync
 connect_timeout        s        3.0                                          TCP+TLS connect timeout per server
 op_timeout             s        5.0                                          timeout of one LDAP operation
 poll_interval          s        2.0                                          pending-request poll when Realtime is quiet or down
-sync_interval          s        900                                          directory sync period; 0 disables the sync
+sync_interval          s        900                                          period of the sync loop this agent runs (not a scheduled job); 0 disables the sync
 bind_credential        name     (none: no sync)                              the site's ``ldap`` credential set the sync binds with
 =====================  =======  ===========================================  ==========================================
 """
@@ -66,7 +72,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Annotated, Any, Literal, cast
 from urllib.parse import urlsplit
 
 import ldap3
@@ -78,13 +84,14 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from ldap3.core import exceptions as ldap_exc
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from realtime.types import RealtimePostgresChangesListenEvent
 
 from . import ExecutorError
 from .config import ExecutorSettings, load_settings
 from .control import ControlPlane
+from .directory_presets import preset_values
 from .log import SECRETS, setup_logging
 from .secrets import AAD_PREFIX, ALG, KeyPair, _derive, load_or_create, unb64u
 
@@ -112,17 +119,33 @@ class DirectoryFailure(IdentityError):
         self.code = code
 
 
+def _valid_filter(flt: str) -> bool:
+    depth = 0
+    for i, c in enumerate(flt):
+        if c == "(" and (i == 0 or flt[i - 1] != "\\"):
+            depth += 1
+        elif c == ")" and flt[i - 1] != "\\":
+            depth -= 1
+            if depth < 0:
+                return False
+    return depth == 0 and flt.startswith("(") and flt.endswith(")") and len(flt) <= 1024
+
+
 class IdentitySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RACKPILOT_IDM_", extra="ignore", env_file=None)
 
-    uris: list[str] = Field(min_length=1, max_length=8)
+    # NoDecode: the environment gives a comma-separated list (the validator below splits it)
+    uris: Annotated[list[str], NoDecode] = Field(min_length=1, max_length=8)
     starttls: bool = False
     ca_file: Path | None = None
-    bind_dn_template: str
-    base_dn: str
+    preset: Literal["openldap", "freeipa", "ad"] | None = None
+    suffix: str | None = None
+    bind_dn_template: str = ""
+    base_dn: str = ""
     user_filter: str = "(&(objectClass=inetOrgPerson)(uid={username}))"
     group_base_dn: str | None = None
     nesting: Literal["memberof", "search", "ad"] = "search"
+    disabled_filter: str | None = None
     connect_timeout: float = Field(default=3.0, gt=0, le=60)
     op_timeout: float = Field(default=5.0, gt=0, le=60)
     poll_interval: float = Field(default=2.0, gt=0, le=60)
@@ -145,12 +168,39 @@ class IdentitySettings(BaseSettings):
                 raise ValueError(f"{uri!r}: use ldaps://host[:port] or ldap://host[:port] with starttls")
         return v
 
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data: Any) -> Any:
+        """A preset fills what is not set explicitly."""
+        if isinstance(data, dict) and data.get("preset"):
+            for k, v in preset_values(str(data["preset"]), data.get("suffix")).items():
+                if data.get(k) in (None, ""):
+                    data[k] = v
+        return data
+
     @field_validator("bind_dn_template", "user_filter")
     @classmethod
     def _has_username(cls, v: str) -> str:
-        if "{username}" not in v:
+        if v and "{username}" not in v:
             raise ValueError("must contain {username}")
         return v
+
+    @field_validator("user_filter", "disabled_filter")
+    @classmethod
+    def _filter(cls, v: str | None) -> str | None:
+        if v is not None and not _valid_filter(v):
+            raise ValueError("must be one parenthesised LDAP filter of at most 1024 characters")
+        return v
+
+    @model_validator(mode="after")
+    def _required(self) -> IdentitySettings:
+        missing = [k for k in ("bind_dn_template", "base_dn") if not getattr(self, k)]
+        if missing:
+            raise ValueError(
+                f"{' and '.join('RACKPILOT_IDM_' + k.upper() for k in missing)} required "
+                "(or RACKPILOT_IDM_PRESET with RACKPILOT_IDM_SUFFIX)"
+            )
+        return self
 
 
 # --- crypto ------------------------------------------------------------------------------
@@ -372,6 +422,12 @@ class Directory:
             if len(entries) != 1:
                 raise DirectoryFailure("user_not_found", "the directory has no single entry for this user")
             e = entries[0]
+            if self.s.disabled_filter and self._search(
+                conn, e["dn"], self.s.disabled_filter, [], scope=ldap3.BASE, limit=1
+            ):
+                # FreeIPA and AD refuse such a bind themselves; a directory that does not is
+                # refused here (and the sync leaves the account out)
+                raise DirectoryFailure("account_disabled", "the directory account is disabled")
 
             def first(v: Any) -> str | None:
                 if isinstance(v, list):
@@ -390,26 +446,32 @@ class Directory:
             with contextlib.suppress(Exception):
                 conn.unbind()
 
-    def members(self, bind_dn: str, password: str, mapped: list[tuple[str, str]]) -> dict[str, str]:
-        """Every user in the mapped groups (nested followed) -> the highest role they give."""
-        ladder = ["viewer", "operator", "approver", "admin"]
-        out: dict[str, str] = {}
+    def members(self, bind_dn: str, password: str, groups: list[str]) -> dict[str, list[str]]:
+        """Every enabled user in the mapped ``groups`` (nested followed) -> the mapped groups
+        they are in. The roles are the database's to work out (directory_group_roles)."""
+        out: dict[str, list[str]] = {}
         conn = self._bind(bind_dn, password)
         try:
-            for group, role in mapped:
+            for group in groups:
                 for user in self._members_of(conn, group):
-                    key = user.lower()
-                    if key not in out or ladder.index(role) > ladder.index(out[key]):
-                        out[key] = role
+                    out.setdefault(user.lower(), []).append(group)
         finally:
             with contextlib.suppress(Exception):
                 conn.unbind()
         return out
 
     def _members_of(self, conn: ldap3.Connection, group: str) -> list[str]:
+        enabled = f"(!{self.s.disabled_filter})" if self.s.disabled_filter else ""
         if self.s.nesting == "ad":
-            flt = f"(&(objectClass=person)(memberOf:1.2.840.113556.1.4.1941:={escape_filter_chars(group)}))"
+            flt = f"(&(objectClass=person)(memberOf:1.2.840.113556.1.4.1941:={escape_filter_chars(group)}){enabled})"
             return [e["dn"] for e in self._search(conn, self.s.base_dn, flt, [])]
+        # a member is a group (followed), an enabled account (kept), or neither: a disabled
+        # account, or a DN whose entry is gone (left out)
+        member_filter = (
+            f"(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)(objectClass=group){enabled})"
+            if enabled
+            else "(objectClass=*)"
+        )
         users: list[str] = []
         seen: set[str] = set()
         frontier = [group]
@@ -437,7 +499,7 @@ class Directory:
             for m in nxt:
                 if m.lower() in seen:
                     continue
-                entry = self._search(conn, m, "(objectClass=*)", ["objectClass"], scope=ldap3.BASE, limit=1)
+                entry = self._search(conn, m, member_filter, ["objectClass"], scope=ldap3.BASE, limit=1)
                 classes = {str(c).lower() for c in (entry[0].get("objectClass") or [])} if entry else set()
                 if classes & {"groupofnames", "groupofuniquenames", "group"}:
                     frontier.append(m)
@@ -643,7 +705,7 @@ class IdentityAgent:
             self.directory.members,
             rows[0]["username"],
             password,
-            [(m["group_dn"], m["role"]) for m in mapped],
+            [m["group_dn"] for m in mapped],
         )
         result = await self.control.call(
             "idm_apply_sync", {"p_executor_id": self.executor_id, "p_members": members}, retry=False

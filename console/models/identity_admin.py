@@ -17,14 +17,16 @@ from typing import Any
 from console.api import Api, Row
 from console.errors import ValidationFailed
 from console.models.common import parse_ts, short_ts
+from console.screens import ROLES as APP_ROLES
+from executor.directory_presets import directory_presets, preset_values
 
 MODES = ("direct", "executor")
 NESTING = ("memberof", "search", "ad")
-APP_ROLES = ("viewer", "operator", "approver", "admin")
+PRESETS = tuple(directory_presets())  # openldap, freeipa, ad (executor/data/directory_presets.yaml)
 MIN_REASON = 10
 CONFIG_COLUMNS = (
     "site_id,mode,enabled,uris,starttls,bind_dn_template,base_dn,user_filter,group_base_dn,nesting,"
-    "group_roles,updated_by,updated_at"
+    "disabled_filter,updated_by,updated_at"
 )
 ACCOUNT_COLUMNS = (
     "id,name,user_id,role,max_session_s,failed_attempts,locked_until,last_used_at,disabled_at,created_at"
@@ -106,15 +108,42 @@ class IdentityAdmin:
         self.names = names
 
     # -- directory sign-in per site ----------------------------------------------------------
+    @staticmethod
+    def preset(name: str, suffix: str) -> Row:
+        """The directory settings a preset gives (bind DN template, base DNs, user filter,
+        nesting, disabled filter) for a directory whose naming context is ``suffix``."""
+        try:
+            return dict(preset_values(name, (suffix or "").strip() or None))
+        except ValueError as exc:
+            raise ValidationFailed(str(exc), [f"preset: {exc}"]) from None
+
+    def mappings(self) -> dict[str, list[Row]]:
+        """site id -> its group mapping, ``[{"group": DN, "role": role}]``, highest role first."""
+        rows = self.api._rest(
+            "group mapping",
+            lambda c: (
+                c.table("directory_group_roles")
+                .select("site_id,group_dn,role")
+                .order("role", desc=True)
+                .order("group_key")
+            ),
+        )
+        out: dict[str, list[Row]] = {}
+        for r in rows:
+            out.setdefault(str(r["site_id"]), []).append({"group": r["group_dn"], "role": r["role"]})
+        return out
+
     def configs(self) -> list[Row]:
         rows = self.api._rest(
             "directory settings", lambda c: c.table("directory_configs").select(CONFIG_COLUMNS)
         )
+        mappings = self.mappings()
         for r in rows:
             r["site"] = (
                 self.names.name("site", r["site_id"]) if self.names is not None else str(r["site_id"])[:8]
             )
-            r["mapping"] = format_group_roles(r.get("group_roles"))
+            r["group_roles"] = mappings.get(str(r["site_id"]), [])
+            r["mapping"] = format_group_roles(r["group_roles"])
             r["updated"] = short_ts(r.get("updated_at"))
             r["updated by"] = (
                 self.names.user(r.get("updated_by")) if self.names is not None and r.get("updated_by") else ""
@@ -134,14 +163,19 @@ class IdentityAdmin:
         nesting: str = "search",
         enabled: bool = True,
         starttls: bool = False,
+        disabled_filter: str = "",
     ) -> None:
         uri_list = [u for u in (uris.split() if isinstance(uris, str) else uris) if u]
         problems = (["site: choose a site"] if not site_id else []) + check_config(
             mode, uri_list, bind_dn_template.strip(), user_filter.strip(), nesting
         )
+        disabled = disabled_filter.strip()
+        if disabled and not (disabled.startswith("(") and disabled.endswith(")") and len(disabled) <= 1024):
+            problems.append("disabled filter: one LDAP filter in parentheses, such as (nsAccountLock=TRUE)")
         if problems:
             raise ValidationFailed("the directory settings are not valid: " + "; ".join(problems), problems)
         row: Row = {
+            "disabled_filter": disabled or None,
             "mode": mode,
             "enabled": bool(enabled),
             "uris": uri_list,
@@ -177,15 +211,37 @@ class IdentityAdmin:
                 "the site has no directory settings yet",
                 ["site: save its directory settings first, then the group mapping"],
             )
-        self.api._rest(
+        keys: dict[str, Row] = {}
+        for r in rows:  # one row per group (DNs compare case- and blank-insensitively)
+            key = re.sub(r"\s*([,=+])\s*", r"\1", r["group"]).strip().lower()
+            if key in keys and keys[key]["role"] != r["role"]:
+                raise ValidationFailed(
+                    "the group mapping is not valid: a group is mapped twice",
+                    [f"mapping: {r['group']} is given two roles ({keys[key]['role']}, {r['role']})"],
+                )
+            keys[key] = r
+        current = self.api._rest(
             "group mapping",
-            lambda c: (
-                c.table("directory_configs")
-                .update({"group_roles": rows}, returning="minimal")
-                .eq("site_id", site_id)
-            ),
+            lambda c: c.table("directory_group_roles").select("id").eq("site_id", site_id),
         )
-        return rows
+        # new and changed rows first, then the ones that went: no moment without a kept mapping
+        kept: set[str] = set()
+        if keys:
+            saved = self.api._rest(
+                "group mapping",
+                lambda c: c.table("directory_group_roles").upsert(
+                    [{"site_id": site_id, "group_dn": r["group"], "role": r["role"]} for r in keys.values()],
+                    on_conflict="site_id,group_key",
+                ),
+            )
+            kept = {str(r["id"]) for r in saved}
+        gone = [str(r["id"]) for r in current if str(r["id"]) not in kept]
+        if gone:
+            self.api._rest(
+                "group mapping",
+                lambda c: c.table("directory_group_roles").delete(returning="minimal").in_("id", gone),
+            )
+        return list(keys.values())
 
     def _exists(self, site_id: str) -> bool:
         return bool(

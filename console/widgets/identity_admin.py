@@ -7,7 +7,7 @@ import html
 
 import ipywidgets as w
 
-from console.models.identity_admin import APP_ROLES, LOCKOUT_NOTE, MODES, NESTING, IdentityAdmin
+from console.models.identity_admin import APP_ROLES, LOCKOUT_NOTE, MODES, NESTING, PRESETS, IdentityAdmin
 from console.widgets.common import Status, dropdown, guarded, html_table, set_options
 
 
@@ -34,6 +34,11 @@ class IdentityAdminView(w.VBox):
         )
         self.group_base = w.Text(description="group base")
         self.nesting = dropdown([(n, n) for n in NESTING], value="search", description="nesting")
+        self.disabled_filter = w.Text(description="disabled filter", placeholder="(nsAccountLock=TRUE)")
+        # a preset (executor/data/directory_presets.yaml) fills the fields above for a suffix
+        self.preset = dropdown([(p, p) for p in PRESETS], value=PRESETS[0], description="preset")
+        self.suffix = w.Text(description="suffix", placeholder="dc=example,dc=org")
+        self.use_preset = w.Button(description="Fill from preset")
         self.save = w.Button(description="Save settings", button_style="primary")
         self.config_status = Status()
         self.mapping = w.Textarea(
@@ -53,6 +58,7 @@ class IdentityAdminView(w.VBox):
         self.session_status = Status()
         self.site.observe(lambda ch: self._fill(), names="value")
         self.save.on_click(guarded(self.config_status, lambda _: self._save()))
+        self.use_preset.on_click(guarded(self.config_status, lambda _: self._use_preset()))
         self.save_mapping.on_click(guarded(self.mapping_status, lambda _: self._save_mapping()))
         self.revoke.on_click(guarded(self.session_status, lambda _: self._revoke()))
         self.refresh.on_click(guarded(self.session_status, lambda _: self.load()))
@@ -61,9 +67,11 @@ class IdentityAdminView(w.VBox):
                 w.HTML("<h4>Directory sign-in per site</h4>"),
                 self.configs_table,
                 w.HBox([self.site, self.mode, self.enabled, self.starttls]),
+                w.HBox([self.preset, self.suffix, self.use_preset]),
                 w.HBox([self.uris, self.bind_dn]),
                 w.HBox([self.base_dn, self.user_filter]),
-                w.HBox([self.group_base, self.nesting, self.save]),
+                w.HBox([self.group_base, self.nesting, self.disabled_filter]),
+                self.save,
                 self.config_status,
                 self.mapping,
                 self.save_mapping,
@@ -144,6 +152,7 @@ class IdentityAdminView(w.VBox):
             c.get("group_base_dn") or "",
         )
         self.nesting.value = c.get("nesting") or "search"
+        self.disabled_filter.value = c.get("disabled_filter") or ""
         self.mapping.value = c["mapping"]
 
     def _save(self) -> None:
@@ -156,11 +165,19 @@ class IdentityAdminView(w.VBox):
             user_filter=self.user_filter.value,
             group_base_dn=self.group_base.value,
             nesting=self.nesting.value,
+            disabled_filter=self.disabled_filter.value,
             enabled=self.enabled.value,
             starttls=self.starttls.value,
         )
         self.load()
         self.config_status.ok("directory settings saved")
+
+    def _use_preset(self) -> None:
+        values = self.model.preset(self.preset.value or "", self.suffix.value)
+        self.bind_dn.value, self.base_dn.value = values["bind_dn_template"], values["base_dn"]
+        self.user_filter.value, self.group_base.value = values["user_filter"], values["group_base_dn"]
+        self.nesting.value, self.disabled_filter.value = values["nesting"], values["disabled_filter"]
+        self.config_status.ok(f"filled from the {self.preset.value} preset: review, then save")
 
     def _save_mapping(self) -> None:
         rows = self.model.set_group_roles(self.site.value or "", self.mapping.value)

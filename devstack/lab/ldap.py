@@ -66,7 +66,7 @@ def user_dn(uid: str) -> str:
 
 
 def group_roles() -> list[dict[str, str]]:
-    """The group -> role mapping of the lab directory (directory_configs.group_roles)."""
+    """The group -> role mapping of the lab directory (rows of directory_group_roles)."""
     return [
         {"group": GROUPS["admins"], "role": "admin"},
         {"group": GROUPS["approvers"], "role": "approver"},
@@ -83,6 +83,43 @@ class LabDirectory:
     passwords: dict[str, str] = field(default_factory=dict)
     admin_password: str = ""
     process: subprocess.Popen | None = None
+
+    # the directory's shape; FreeIPALabDirectory and ADLabDirectory below change these
+    suffix = BASE_DN
+    modules = ("back_mdb", "memberof", "refint", "ppolicy")
+    accounts = (*USERS, "sync")
+
+    @property
+    def admin_dn(self) -> str:
+        return f"cn=admin,{self.suffix}"
+
+    def _schema_ldif(self) -> str:
+        """Schema beyond core, cosine, nis and inetorgperson (cn=schema,cn=config children)."""
+        return ""
+
+    def _overlays_ldif(self) -> str:
+        return f"""dn: olcOverlay={{0}}memberof,olcDatabase={{1}}mdb,cn=config
+objectClass: olcOverlayConfig
+objectClass: olcMemberOf
+olcOverlay: {{0}}memberof
+olcMemberOfRefInt: TRUE
+olcMemberOfGroupOC: groupOfNames
+olcMemberOfMemberAD: member
+olcMemberOfMemberOfAD: memberOf
+
+dn: olcOverlay={{1}}refint,olcDatabase={{1}}mdb,cn=config
+objectClass: olcOverlayConfig
+objectClass: olcRefintConfig
+olcOverlay: {{1}}refint
+olcRefintAttribute: member memberOf
+
+dn: olcOverlay={{2}}ppolicy,olcDatabase={{1}}mdb,cn=config
+objectClass: olcOverlayConfig
+objectClass: olcPPolicyConfig
+olcOverlay: {{2}}ppolicy
+olcPPolicyDefault: cn=default,ou=policies,{BASE_DN}
+olcPPolicyUseLockout: TRUE
+"""
 
     @property
     def ca_file(self) -> Path:
@@ -185,6 +222,7 @@ class LabDirectory:
         schemas = "".join(
             f"include: file://{SCHEMA_DIR}/{s}.ldif\n\n" for s in ("core", "cosine", "nis", "inetorgperson")
         )
+        modules = "".join(f"olcModuleLoad: {m}\n" for m in self.modules)
         return f"""dn: cn=config
 objectClass: olcGlobal
 cn: config
@@ -199,16 +237,12 @@ dn: cn=module{{0}},cn=config
 objectClass: olcModuleList
 cn: module{{0}}
 olcModulePath: {MODULE_DIR}
-olcModuleLoad: back_mdb
-olcModuleLoad: memberof
-olcModuleLoad: refint
-olcModuleLoad: ppolicy
-
+{modules}
 dn: cn=schema,cn=config
 objectClass: olcSchemaConfig
 cn: schema
 
-{schemas}dn: olcDatabase={{0}}config,cn=config
+{schemas}{self._schema_ldif()}dn: olcDatabase={{0}}config,cn=config
 objectClass: olcDatabaseConfig
 olcDatabase: {{0}}config
 olcAccess: to * by dn.exact={peer} manage by * none
@@ -217,36 +251,15 @@ dn: olcDatabase={{1}}mdb,cn=config
 objectClass: olcDatabaseConfig
 objectClass: olcMdbConfig
 olcDatabase: {{1}}mdb
-olcSuffix: {BASE_DN}
+olcSuffix: {self.suffix}
 olcDbDirectory: {r}/data
-olcRootDN: {ADMIN_DN}
+olcRootDN: {self.admin_dn}
 olcRootPW: {self.admin_password}
 olcDbMaxSize: 67108864
 olcAccess: to attrs=userPassword by self write by anonymous auth by * none
 olcAccess: to * by users read by * none
 
-dn: olcOverlay={{0}}memberof,olcDatabase={{1}}mdb,cn=config
-objectClass: olcOverlayConfig
-objectClass: olcMemberOf
-olcOverlay: {{0}}memberof
-olcMemberOfRefInt: TRUE
-olcMemberOfGroupOC: groupOfNames
-olcMemberOfMemberAD: member
-olcMemberOfMemberOfAD: memberOf
-
-dn: olcOverlay={{1}}refint,olcDatabase={{1}}mdb,cn=config
-objectClass: olcOverlayConfig
-objectClass: olcRefintConfig
-olcOverlay: {{1}}refint
-olcRefintAttribute: member memberOf
-
-dn: olcOverlay={{2}}ppolicy,olcDatabase={{1}}mdb,cn=config
-objectClass: olcOverlayConfig
-objectClass: olcPPolicyConfig
-olcOverlay: {{2}}ppolicy
-olcPPolicyDefault: cn=default,ou=policies,{BASE_DN}
-olcPPolicyUseLockout: TRUE
-"""
+{self._overlays_ldif()}"""
 
     def _tree_ldif(self) -> str:
         out = [
@@ -298,7 +311,7 @@ olcPPolicyUseLockout: TRUE
         (self.root / "data").mkdir(exist_ok=True)
         (self.root / "slapd.d").mkdir(exist_ok=True)
         self.admin_password = secrets.token_urlsafe(18)
-        self.passwords = {u: f"{u}-{secrets.token_urlsafe(12)}" for u in (*USERS, "sync")}
+        self.passwords = {u: f"{u}-{secrets.token_urlsafe(12)}" for u in self.accounts}
         self._certificates()
         (self.root / "config.ldif").write_text(self._config_ldif())
         self._run([SLAPADD, "-n0", "-F", str(self.root / "slapd.d"), "-l", str(self.root / "config.ldif")])
@@ -327,7 +340,7 @@ olcPPolicyUseLockout: TRUE
                     raise LabDirectoryError(f"slapd did not listen within {START_TIMEOUT_S} s") from None
                 time.sleep(0.02)
         self._run(
-            [LDAPADD, "-x", "-H", self.ldapi_uri, "-D", ADMIN_DN, "-w", self.admin_password],
+            [LDAPADD, "-x", "-H", self.ldapi_uri, "-D", self.admin_dn, "-w", self.admin_password],
             stdin=self._tree_ldif(),
         )
         return self
@@ -335,11 +348,16 @@ olcPPolicyUseLockout: TRUE
     def modify(self, ldif: str) -> None:
         """Apply an LDIF change as the directory's manager (tests: membership changes)."""
         self._run(
-            [LDAPMODIFY, "-x", "-H", self.ldapi_uri, "-D", ADMIN_DN, "-w", self.admin_password], stdin=ldif
+            [LDAPMODIFY, "-x", "-H", self.ldapi_uri, "-D", self.admin_dn, "-w", self.admin_password],
+            stdin=ldif,
         )
 
     def remove_member(self, group: str, member_dn: str) -> None:
         self.modify(f"dn: {GROUPS[group]}\nchangetype: modify\ndelete: member\nmember: {member_dn}\n")
+
+    def delete_entry(self, dn: str) -> None:
+        """Remove an entry (refint takes it out of the groups that list it)."""
+        self.modify(f"dn: {dn}\nchangetype: delete\n")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -351,3 +369,204 @@ olcPPolicyUseLockout: TRUE
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+# --- other directory shapes ---------------------------------------------------------------
+# What a slapd can serve of FreeIPA's and Active Directory's layouts, for the presets of
+# executor/data/directory_presets.yaml. Each class says what is simulated.
+LAB_OID = "1.3.6.1.4.1.4203.666.11.99"  # OpenLDAP's experimental arc: lab-only schema
+
+
+class FreeIPALabDirectory(LabDirectory):
+    """FreeIPA's layout on slapd: users under ``cn=users,cn=accounts``, groups
+    (groupOfNames) under ``cn=groups,cn=accounts``, the sync's system account under
+    ``cn=sysaccounts,cn=etc``, and ``memberOf`` listing nested groups too, as FreeIPA's
+    (389 Directory Server's) memberOf plugin keeps it - here dynlist computes it.
+
+    Simulated: ``nsAccountLock`` carries 389's OID, but the auxiliary class that allows it is
+    the lab's own (FreeIPA's schema is not loaded), the containers are organizationalRole
+    entries (FreeIPA's are nsContainer), and slapd still lets a locked account bind (389
+    refuses it): the preset's ``disabled_filter`` is what refuses it here.
+
+    People: ``alice`` (in ``platform``, itself a member of ``admins``), ``bob``
+    (``operators``), ``erin`` (``admins``), ``frank`` (``operators``, nsAccountLock TRUE),
+    ``gina`` (``operators``, deleted by the tests).
+    """
+
+    suffix = "dc=ipa,dc=test"
+    modules = ("back_mdb", "dynlist", "refint")
+    accounts = ("alice", "bob", "erin", "frank", "gina", "sync")
+    groups = {
+        "admins": "cn=rackpilot-admins,cn=groups,cn=accounts,dc=ipa,dc=test",
+        "operators": "cn=rackpilot-operators,cn=groups,cn=accounts,dc=ipa,dc=test",
+        "platform": "cn=platform-admins,cn=groups,cn=accounts,dc=ipa,dc=test",
+    }
+    sync_dn = "uid=sync,cn=sysaccounts,cn=etc,dc=ipa,dc=test"
+
+    def user_dn(self, uid: str) -> str:
+        return f"uid={uid},cn=users,cn=accounts,{self.suffix}"
+
+    def _schema_ldif(self) -> str:
+        # dyngroup: groupOfURLs, which dynlist's configuration names
+        return f"""include: file://{SCHEMA_DIR}/dyngroup.ldif
+
+dn: cn=ipalab,cn=schema,cn=config
+objectClass: olcSchemaConfig
+cn: ipalab
+olcAttributeTypes: ( 2.16.840.1.113730.3.1.610 NAME 'nsAccountLock' EQUALITY caseIgnoreMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
+olcObjectClasses: ( {LAB_OID}.1 NAME 'ipaLabLockable' AUXILIARY MAY nsAccountLock )
+
+"""
+
+    def _overlays_ldif(self) -> str:
+        return """dn: olcOverlay={0}dynlist,olcDatabase={1}mdb,cn=config
+objectClass: olcOverlayConfig
+objectClass: olcDynListConfig
+olcOverlay: {0}dynlist
+olcDynListAttrSet: groupOfURLs memberURL member+memberOf@groupOfNames*
+
+dn: olcOverlay={1}refint,olcDatabase={1}mdb,cn=config
+objectClass: olcOverlayConfig
+objectClass: olcRefintConfig
+olcOverlay: {1}refint
+olcRefintAttribute: member
+"""
+
+    def _tree_ldif(self) -> str:
+        sfx = self.suffix
+        out = [f"dn: {sfx}\nobjectClass: dcObject\nobjectClass: organization\ndc: ipa\no: IPA.TEST\n"]
+        for dn in (
+            f"cn=accounts,{sfx}",
+            f"cn=users,cn=accounts,{sfx}",
+            f"cn=groups,cn=accounts,{sfx}",
+            f"cn=etc,{sfx}",
+            f"cn=sysaccounts,cn=etc,{sfx}",
+        ):
+            out.append(f"dn: {dn}\nobjectClass: organizationalRole\ncn: {dn.split(',')[0][3:]}\n")
+        for uid in self.accounts[:-1]:
+            lock = "TRUE" if uid == "frank" else "FALSE"
+            out.append(
+                f"dn: {self.user_dn(uid)}\nobjectClass: inetOrgPerson\nobjectClass: ipaLabLockable\n"
+                f"uid: {uid}\ncn: {uid.title()} IPA\nsn: IPA\ndisplayName: {uid.title()} IPA\n"
+                f"mail: {uid}@ipa.test\nnsAccountLock: {lock}\nuserPassword: {self.passwords[uid]}\n"
+            )
+        out.append(
+            f"dn: {self.sync_dn}\nobjectClass: account\nobjectClass: simpleSecurityObject\nuid: sync\n"
+            f"userPassword: {self.passwords['sync']}\n"
+        )
+        members = {
+            "platform": [self.user_dn("alice")],
+            "admins": [self.groups["platform"], self.user_dn("erin")],
+            "operators": [self.user_dn(u) for u in ("bob", "frank", "gina")],
+        }
+        for key in ("platform", "admins", "operators"):
+            cn = self.groups[key].split(",")[0][3:]
+            out.append(
+                f"dn: {self.groups[key]}\nobjectClass: groupOfNames\ncn: {cn}\n"
+                + "".join(f"member: {m}\n" for m in members[key])
+            )
+        return "\n".join(out)
+
+    def group_roles(self) -> list[dict[str, str]]:
+        return [
+            {"group": self.groups["admins"], "role": "admin"},
+            {"group": self.groups["operators"], "role": "operator"},
+        ]
+
+
+class ADLabDirectory(LabDirectory):
+    """Active Directory's shape on slapd: ``CN=Users,DC=corp,DC=test``, users of class
+    ``user`` with ``sAMAccountName``, ``userPrincipalName`` and ``userAccountControl``,
+    groups of class ``group`` (``member``), ``memberOf`` with direct membership only (as AD
+    keeps it; the memberof overlay writes it), nested groups, and a disabled account
+    (userAccountControl 514 = NORMAL_ACCOUNT | ACCOUNTDISABLE), matched by AD's bitwise-AND
+    rule 1.2.840.113556.1.4.803, which slapd implements.
+
+    Simulated: the AD attribute types and the ``user``/``group`` classes carry AD's OIDs
+    but are declared here (a small subset of AD's schema); the containers are
+    organizationalRole entries. slapd cannot bind with a UPN (``alice@corp.test``) and does
+    not implement the in-chain rule 1.2.840.113556.1.4.1941, so tests bind with the DN
+    template ``CN={username},CN=Users,...`` (each CN here is the sAMAccountName) and follow
+    nesting with ``member=`` searches (``nesting = search``, which works against AD too).
+
+    People: ``alice`` (in ``platform``, itself in ``admins``), ``bob`` (``operators``),
+    ``erin`` (``admins``), ``frank`` (``operators``, disabled), ``gina`` (``operators``,
+    deleted by the tests).
+    """
+
+    suffix = "DC=corp,DC=test"
+    modules = ("back_mdb", "memberof", "refint")
+    accounts = ("alice", "bob", "erin", "frank", "gina", "sync")
+    groups = {
+        "admins": "CN=RackpilotAdmins,CN=Users,DC=corp,DC=test",
+        "operators": "CN=RackpilotOperators,CN=Users,DC=corp,DC=test",
+        "platform": "CN=PlatformAdmins,CN=Users,DC=corp,DC=test",
+    }
+    sync_dn = "CN=svc-rackpilot,CN=Users,DC=corp,DC=test"
+
+    def user_dn(self, sam: str) -> str:
+        return f"CN={sam},CN=Users,{self.suffix}"
+
+    def _schema_ldif(self) -> str:
+        ds = "1.3.6.1.4.1.1466.115.121.1.15"
+        return f"""dn: cn=adlab,cn=schema,cn=config
+objectClass: olcSchemaConfig
+cn: adlab
+olcAttributeTypes: ( 1.2.840.113556.1.4.221 NAME 'sAMAccountName' EQUALITY caseIgnoreMatch SUBSTR caseIgnoreSubstringsMatch SYNTAX {ds} SINGLE-VALUE )
+olcAttributeTypes: ( 1.2.840.113556.1.4.656 NAME 'userPrincipalName' EQUALITY caseIgnoreMatch SYNTAX {ds} SINGLE-VALUE )
+olcAttributeTypes: ( 1.2.840.113556.1.4.8 NAME 'userAccountControl' EQUALITY integerMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.27 SINGLE-VALUE )
+olcObjectClasses: ( 1.2.840.113556.1.5.9 NAME 'user' SUP inetOrgPerson STRUCTURAL MAY ( sAMAccountName $ userPrincipalName $ userAccountControl ) )
+olcObjectClasses: ( 1.2.840.113556.1.5.8 NAME 'group' SUP top STRUCTURAL MUST cn MAY ( member $ sAMAccountName $ description ) )
+
+"""
+
+    def _overlays_ldif(self) -> str:
+        return """dn: olcOverlay={0}memberof,olcDatabase={1}mdb,cn=config
+objectClass: olcOverlayConfig
+objectClass: olcMemberOf
+olcOverlay: {0}memberof
+olcMemberOfRefInt: TRUE
+olcMemberOfGroupOC: group
+olcMemberOfMemberAD: member
+olcMemberOfMemberOfAD: memberOf
+
+dn: olcOverlay={1}refint,olcDatabase={1}mdb,cn=config
+objectClass: olcOverlayConfig
+objectClass: olcRefintConfig
+olcOverlay: {1}refint
+olcRefintAttribute: member memberOf
+"""
+
+    def _tree_ldif(self) -> str:
+        sfx = self.suffix
+        out = [f"dn: {sfx}\nobjectClass: dcObject\nobjectClass: organization\ndc: corp\no: CORP\n"]
+        out.append(f"dn: CN=Users,{sfx}\nobjectClass: organizationalRole\ncn: Users\n")
+        for sam in self.accounts[:-1]:
+            uac = 514 if sam == "frank" else 512
+            out.append(
+                f"dn: {self.user_dn(sam)}\nobjectClass: user\ncn: {sam}\nsn: Corp\n"
+                f"displayName: {sam.title()} Corp\nsAMAccountName: {sam}\nuserPrincipalName: {sam}@corp.test\n"
+                f"mail: {sam}@corp.test\nuserAccountControl: {uac}\nuserPassword: {self.passwords[sam]}\n"
+            )
+        out.append(
+            f"dn: {self.sync_dn}\nobjectClass: user\ncn: svc-rackpilot\nsn: service\n"
+            f"sAMAccountName: svc-rackpilot\nuserAccountControl: 512\nuserPassword: {self.passwords['sync']}\n"
+        )
+        members = {
+            "platform": [self.user_dn("alice")],
+            "admins": [self.groups["platform"], self.user_dn("erin")],
+            "operators": [self.user_dn(u) for u in ("bob", "frank", "gina")],
+        }
+        for key in ("platform", "admins", "operators"):
+            cn = self.groups[key].split(",")[0][3:]
+            out.append(
+                f"dn: {self.groups[key]}\nobjectClass: group\ncn: {cn}\nsAMAccountName: {cn}\n"
+                + "".join(f"member: {m}\n" for m in members[key])
+            )
+        return "\n".join(out)
+
+    def group_roles(self) -> list[dict[str, str]]:
+        return [
+            {"group": self.groups["admins"], "role": "admin"},
+            {"group": self.groups["operators"], "role": "operator"},
+        ]

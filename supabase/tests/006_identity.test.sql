@@ -4,7 +4,7 @@
 -- executor; the sync takes a lost role and the sessions with it; users reach none of it.
 begin;
 create extension if not exists pgtap with schema extensions;
-select plan(22);
+select plan(26);
 
 create function pg_temp.role_as(p_uid uuid, p_session text) returns text language plpgsql as $$
 declare
@@ -30,9 +30,10 @@ insert into public.sites (id, name) values ('b6000000-0000-4000-8000-00000000000
 insert into public.executors (id, site_id, name, public_key, key_id) values
   ('e6000000-0000-4000-8000-000000000001', 'b6000000-0000-4000-8000-000000000001', 'ex', repeat('P', 43), 'k1'),
   ('e6000000-0000-4000-8000-000000000002', 'b6000000-0000-4000-8000-000000000001', 'ex2', repeat('Q', 43), 'k2');
-insert into public.directory_configs (site_id, mode, group_roles) values
-  ('b6000000-0000-4000-8000-000000000001', 'executor',
-   '[{"group": "cn=Admins,dc=t", "role": "admin"}, {"group": "cn=ops,dc=t", "role": "operator"}]');
+insert into public.directory_configs (site_id, mode) values ('b6000000-0000-4000-8000-000000000001', 'executor');
+insert into public.directory_group_roles (site_id, group_dn, role) values
+  ('b6000000-0000-4000-8000-000000000001', 'cn=Admins,dc=t', 'admin'),
+  ('b6000000-0000-4000-8000-000000000001', 'cn=ops,dc=t', 'operator');
 
 -- break-glass ---------------------------------------------------------------------------------
 select public.breakglass_provision('pgtap-bg', 'a6000000-0000-4000-8000-000000000001',
@@ -77,6 +78,17 @@ select is((select source from public.user_roles where user_id = 'a6000000-0000-4
 
 -- the sync ------------------------------------------------------------------------------------
 update public.executors set last_heartbeat_at = now();
+select throws_ok($$ select public.idm_apply_sync('e6000000-0000-4000-8000-000000000001',
+                                                 '{"uid=dir,dc=t": "admin"}'::jsonb) $$,
+                 '22023', null, 'the sync sends groups, never a role of its own choosing');
+select is(public.idm_apply_sync('e6000000-0000-4000-8000-000000000001',
+                                '{"UID=dir, DC=t": ["cn=other,dc=t", "cn=ADMINS,dc=t"]}'::jsonb) ->> 'changed', '1',
+          'the sync maps the member''s groups through directory_group_roles (DNs normalised)');
+select is((select role::text from public.user_roles where user_id = 'a6000000-0000-4000-8000-000000000002'), 'admin',
+          'to the highest role they give');
+select throws_ok($$ insert into public.directory_group_roles (site_id, group_dn, role)
+                    values ('b6000000-0000-4000-8000-000000000001', 'cn=x,dc=t', 'root') $$,
+                 '22P02', null, 'a mapping names one of the app_role values');
 select is(public.idm_apply_sync('e6000000-0000-4000-8000-000000000001', '{}'::jsonb) ->> 'removed', '1',
           'the sync takes the role of a user in no mapped group');
 select is((select count(*)::int from auth.sessions where user_id = 'a6000000-0000-4000-8000-000000000002'), 0,

@@ -244,6 +244,11 @@ class World:
         self.cur.execute(
             "insert into public.directory_configs (site_id, mode) values (%s, 'executor')", (i["site"],)
         )
+        i["group_role"] = self.one(
+            "insert into public.directory_group_roles (site_id, group_dn, role) "
+            "values (%s, 'cn=ops,dc=t', 'operator') returning id",
+            (i["site"],),
+        )
         self.cur.execute(
             "insert into public.directory_identities (user_id, site_id, subject, username) "
             "values (%s, %s, 'uid=other,dc=t', 'other')",
@@ -652,6 +657,19 @@ def statements(w: dict[str, str], users: dict[str, str]) -> dict[str, dict[str, 
             ),
             "update": ("update public.directory_configs set mode = mode where site_id = %s", (s["site"],)),
             "delete": ("delete from public.directory_configs where site_id = %s", (s["site"],)),
+        },
+        "directory_group_roles": {
+            "select": ("select id from public.directory_group_roles where id = %s", (s["group_role"],)),
+            "insert": (
+                "insert into public.directory_group_roles (site_id, group_dn, role) "
+                "values (%s, 'cn=admins,dc=t', 'admin')",
+                (s["site"],),
+            ),
+            "update": (
+                "update public.directory_group_roles set role = role where id = %s",
+                (s["group_role"],),
+            ),
+            "delete": ("delete from public.directory_group_roles where id = %s", (s["group_role"],)),
         },
         "directory_identities": {
             "select": (

@@ -10,6 +10,7 @@ account with its failed sign-ins, and revokes a live break-glass session, which 
 
 from __future__ import annotations
 
+import psycopg2
 import pytest
 
 from console.errors import ConsoleError, ValidationFailed
@@ -85,11 +86,39 @@ def test_identity_screen_directory_mapping_and_break_glass(ce, stack) -> None:
         site, "operator: cn=ops,cn=groups,dc=example,dc=org\nadmin: cn=admins,cn=groups,dc=example,dc=org"
     )
     cfg = [c for c in m.configs() if str(c["site_id"]) == str(site)][0]
-    assert cfg["mapping"].splitlines() == [
-        "operator: cn=ops,cn=groups,dc=example,dc=org",
+    assert cfg["mapping"].splitlines() == [  # directory_group_roles rows, highest role first
         "admin: cn=admins,cn=groups,dc=example,dc=org",
+        "operator: cn=ops,cn=groups,dc=example,dc=org",
     ]
     assert cfg["updated by"] == "you"
+    # a new mapping replaces the old one: a changed role, a dropped group, a new group; each
+    # row change audited with the admin as its actor
+    with pytest.raises(ValidationFailed) as exc:
+        m.set_group_roles(
+            site, "admin: cn=ops,cn=groups,dc=example,dc=org\nviewer: CN=ops, cn=groups,dc=example,dc=org"
+        )
+    assert "given two roles" in exc.value.problems[0]
+    m.set_group_roles(
+        site, "approver: CN=Ops, cn=groups,dc=example,dc=org\nviewer: cn=all,cn=groups,dc=example,dc=org"
+    )
+    cfg = [c for c in m.configs() if str(c["site_id"]) == str(site)][0]
+    assert cfg["mapping"].splitlines() == [
+        "approver: CN=Ops, cn=groups,dc=example,dc=org",
+        "viewer: cn=all,cn=groups,dc=example,dc=org",
+    ]
+    with psycopg2.connect(stack.pg.dsn()) as conn, conn.cursor() as cur:
+        cur.execute(
+            "select action, actor_kind from public.audit_log where table_name = 'directory_group_roles' "
+            "and (new_data ->> 'site_id' = %s or old_data ->> 'site_id' = %s or row_id in "
+            "(select id::text from public.directory_group_roles where site_id = %s))",
+            (str(site), str(site), str(site)),
+        )
+        actions = cur.fetchall()
+    assert sorted(a for a, _ in actions) == sorted(
+        ["directory_group_roles.insert"] * 3
+        + ["directory_group_roles.update", "directory_group_roles.delete"]
+    ), actions
+    assert {k for _, k in actions} == {"user"}
     with pytest.raises(ConsoleError):  # approvers may not change who signs in
         IdentityAdmin(ce.api("approver")).set_group_roles(site, [])
     assert IdentityAdmin(ce.api("approver")).configs() == []
@@ -115,3 +144,20 @@ def test_identity_screen_directory_mapping_and_break_glass(ce, stack) -> None:
     s = [r for r in m.sessions() if str(r["id"]) == sid][0]
     assert s["state"] == "revoked" and "by you: test over" in s["revoked"]
     assert sid not in [val for _, val in v.session.options]
+
+    # a preset fills the site's settings (FreeIPA here), the admin saves them
+    v.site.value = str(site)
+    v.preset.value, v.suffix.value = "freeipa", ""
+    v.use_preset.click()
+    assert "RACKPILOT_IDM_SUFFIX" in v.config_status.value  # no suffix: said, nothing filled
+    v.suffix.value = "dc=ipa,dc=example"
+    v.use_preset.click()
+    assert v.base_dn.value == "cn=users,cn=accounts,dc=ipa,dc=example" and v.nesting.value == "memberof"
+    v.save.click()
+    assert "rp-ok" in v.config_status.value, v.config_status.value
+    cfg = [c for c in m.configs() if str(c["site_id"]) == str(site)][0]
+    assert (cfg["disabled_filter"], cfg["group_base_dn"], cfg["user_filter"]) == (
+        "(nsAccountLock=TRUE)",
+        "cn=groups,cn=accounts,dc=ipa,dc=example",
+        "(&(objectClass=person)(uid={username}))",
+    )

@@ -51,6 +51,8 @@ from executor.log import setup_logging
 from executor.secrets import KeyPair, seal
 from supabase import acreate_client, create_client
 
+from .idm_support import AgentThread
+
 PG_DUMP = "/usr/lib/postgresql/15/bin/pg_dump"
 SITES = ("direct", "starttls", "exec", "exec-tls", "forged", "memberof")
 
@@ -59,38 +61,6 @@ def _dead_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]  # closed again: connections are refused
-
-
-class AgentThread:
-    """An identity agent on its own event loop, as `python -m executor.identity` runs it."""
-
-    def __init__(self, agent: IdentityAgent):
-        self.agent = agent
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.ready = threading.Event()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-
-        async def go() -> None:
-            await self.agent.identify()
-            self.ready.set()
-            await self.agent.run()
-
-        self.loop.run_until_complete(go())
-
-    def start(self) -> AgentThread:
-        self.thread.start()
-        assert self.ready.wait(20), "the identity agent did not start"
-        return self
-
-    def sync_once(self) -> dict:
-        return asyncio.run_coroutine_threadsafe(self.agent.sync_once(), self.loop).result(30)
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.agent.stop.set)
-        self.thread.join(10)
 
 
 class World:
@@ -125,7 +95,6 @@ class World:
         common = {
             "bind_dn_template": f"uid={{username}},ou=people,{BASE_DN}",
             "base_dn": BASE_DN,
-            "group_roles": json.dumps(group_roles()),
         }
         for name in SITES:
             sid = self.q("insert into public.sites (name) values (%s) returning id", self.site(name))[0][0]
@@ -149,7 +118,7 @@ class World:
         for name, (mode, uris, starttls) in cfg.items():
             self.q(
                 "insert into public.directory_configs (site_id, mode, uris, starttls, ca_pem, bind_dn_template, "
-                "base_dn, group_roles, request_ttl_s, nesting) values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                "base_dn, request_ttl_s, nesting) values (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 self.sites[name],
                 mode,
                 uris,
@@ -157,10 +126,16 @@ class World:
                 self.ldap.ca_pem,
                 common["bind_dn_template"],
                 common["base_dn"],
-                common["group_roles"],
                 3 if name == "forged" else 10,
                 "memberof" if name == "memberof" else "search",
             )
+            for m in group_roles():  # the site's mapping (an admin's rows in the console)
+                self.q(
+                    "insert into public.directory_group_roles (site_id, group_dn, role) values (%s, %s, %s)",
+                    self.sites[name],
+                    m["group"],
+                    m["role"],
+                )
         # the bind account the sync reads membership with, sealed by an admin (a directory one)
         # to the exec site's executor key, bound to the directory's URIs
         admin = self.login("direct", "alice")["session"]
@@ -570,7 +545,10 @@ def test_sync_takes_a_removed_admin_role_and_refresh_token_away(world: World):
 def test_the_console_form_signs_in_with_a_directory_account(world: World):
     from console.widgets.app import Console, SignInView
 
-    con = Console.start(env={"SUPABASE_URL": world.url, "SUPABASE_ANON_KEY": world.anon}, show=False)
+    # shared=False: a session another test left in this JupyterLab-wide store would be resumed
+    con = Console.start(
+        env={"SUPABASE_URL": world.url, "SUPABASE_ANON_KEY": world.anon}, show=False, shared=False
+    )
     form = next(c for c in con.panel.children if isinstance(c, SignInView))
     assert form.method.options and form.email in form.children and form.site not in form.children
     form.method.value = "directory"

@@ -70,3 +70,65 @@ def test_break_glass_hashes_are_scrypt_in_the_format_the_function_reads():
     assert (kind, n, r, p) == ("scrypt", "1024", "8", "1")
     assert hashlib.scrypt(b"the-secret", salt=unb64u(salt), n=1024, r=8, p=1, dklen=32) == unb64u(digest)
     assert "the-secret" not in stored
+
+
+def test_presets_fill_what_is_not_set_and_an_explicit_setting_wins(monkeypatch):
+    from executor.directory_presets import directory_presets
+
+    assert set(directory_presets()) == {"openldap", "freeipa", "ad"}
+    ipa = IdentitySettings(uris="ldaps://ipa.example", preset="freeipa", suffix="dc=ipa,dc=example")
+    assert (ipa.bind_dn_template, ipa.base_dn, ipa.group_base_dn, ipa.nesting, ipa.disabled_filter) == (
+        "uid={username},cn=users,cn=accounts,dc=ipa,dc=example",
+        "cn=users,cn=accounts,dc=ipa,dc=example",
+        "cn=groups,cn=accounts,dc=ipa,dc=example",
+        "memberof",
+        "(nsAccountLock=TRUE)",
+    )
+    # from the environment, as the agent reads it: the preset, its suffix and one override
+    monkeypatch.setenv("RACKPILOT_IDM_URIS", "ldaps://dc1.corp.example,ldaps://dc2.corp.example")
+    monkeypatch.setenv("RACKPILOT_IDM_PRESET", "ad")
+    monkeypatch.setenv("RACKPILOT_IDM_SUFFIX", "DC=corp,DC=example")
+    monkeypatch.setenv("RACKPILOT_IDM_NESTING", "search")
+    ad = IdentitySettings()
+    assert ad.bind_dn_template == "{username}@corp.example"
+    assert ad.user_filter == "(&(objectClass=user)(sAMAccountName={username}))"
+    assert ad.disabled_filter == "(userAccountControl:1.2.840.113556.1.4.803:=2)"
+    assert ad.nesting == "search"  # the explicit setting, not the preset's "ad"
+    plain = IdentitySettings(uris="ldaps://a", preset="openldap", suffix="dc=x")
+    assert plain.user_filter == "(&(objectClass=inetOrgPerson)(uid={username}))"
+    assert plain.disabled_filter == "(pwdAccountLockedTime=000001010000Z)"
+
+
+def test_settings_refuse_a_missing_suffix_an_unknown_preset_and_a_broken_filter(monkeypatch):
+    for env in ("URIS", "PRESET", "SUFFIX", "NESTING"):
+        monkeypatch.delenv(f"RACKPILOT_IDM_{env}", raising=False)
+    with pytest.raises(ValidationError, match="RACKPILOT_IDM_SUFFIX"):
+        IdentitySettings(uris="ldaps://a", preset="freeipa")
+    with pytest.raises(ValidationError, match="RACKPILOT_IDM_SUFFIX"):
+        IdentitySettings(uris="ldaps://a", preset="freeipa", suffix="not a dn")
+    with pytest.raises(ValidationError, match="dc= parts"):
+        IdentitySettings(uris="ldaps://a", preset="ad", suffix="o=corp")
+    with pytest.raises(ValidationError):
+        IdentitySettings(uris="ldaps://a", preset="novell", suffix="dc=x")
+    with pytest.raises(ValidationError, match="BIND_DN_TEMPLATE"):
+        IdentitySettings(uris="ldaps://a")
+    for bad in ("nsAccountLock=TRUE", "(a=1))(", "((a=1)", "(a=1)(b=2)x"):
+        with pytest.raises(ValidationError, match="parenthesised"):
+            IdentitySettings(uris="ldaps://a", disabled_filter=bad, **BASE)
+    assert IdentitySettings(uris="ldaps://a", disabled_filter=r"(cn=a\29b)", **BASE).disabled_filter
+
+
+def test_the_console_fills_a_site_from_the_same_presets():
+    from console.errors import ValidationFailed
+    from console.models.identity_admin import NESTING, PRESETS, IdentityAdmin
+    from executor.directory_presets import directory_presets
+
+    assert set(PRESETS) == set(directory_presets())
+    assert {p["nesting"] for p in directory_presets().values()} <= set(NESTING)
+    assert (
+        IdentityAdmin.preset("freeipa", " dc=ipa,dc=example ")["base_dn"]
+        == "cn=users,cn=accounts,dc=ipa,dc=example"
+    )
+    with pytest.raises(ValidationFailed) as exc:
+        IdentityAdmin.preset("ad", "")
+    assert exc.value.problems[0].startswith("preset: ")

@@ -9,7 +9,8 @@
 // - Injection: the username enters a DN only escaped per RFC 4514 and a filter only
 //   escaped per RFC 4515, so a hostile username is matched literally.
 // - Locked accounts: the bind carries the password policy control, whose answer tells a
-//   locked account (ppolicy error accountLocked) from a wrong password.
+//   locked account (ppolicy error accountLocked) from a wrong password. A disabled account
+//   (directory_configs.disabled_filter matches its entry) is refused even if it could bind.
 
 import { Client, InvalidCredentialsError, PasswordPolicyControl } from "ldapts";
 
@@ -22,6 +23,8 @@ export interface DirectoryConfig {
   user_filter: string;
   group_base_dn: string | null;
   nesting: "memberof" | "search" | "ad";
+  // matches a disabled account (FreeIPA nsAccountLock, AD userAccountControl bit 2); null: none
+  disabled_filter?: string | null;
   connect_timeout_ms: number;
   op_timeout_ms: number;
 }
@@ -37,6 +40,7 @@ export interface DirectoryUser {
 export type DirectoryErrorCode =
   | "invalid_credentials"
   | "account_locked"
+  | "account_disabled"
   | "user_not_found"
   | "directory_unreachable"
   | "directory_error";
@@ -209,6 +213,11 @@ export async function directorySignIn(cfg: DirectoryConfig, username: string, pa
         throw new DirectoryError("user_not_found", "the directory has no single entry for this user");
       }
       const entry = searchEntries[0];
+      if (cfg.disabled_filter) {
+        // FreeIPA and AD refuse such a bind themselves; a directory that does not is refused here
+        const disabled = await client.search(entry.dn, { scope: "base", filter: cfg.disabled_filter, attributes: ["dn"], sizeLimit: 1 });
+        if (disabled.searchEntries.length) throw new DirectoryError("account_disabled", "the directory account is disabled");
+      }
       const groups = await groupsOf(client, cfg, entry.dn, many(entry.memberOf));
       return {
         subject: entry.dn,

@@ -62,6 +62,7 @@ const COMPLETE: Schema = {
 const DIRECTORY_STATUS: Record<string, [number, string]> = {
   invalid_credentials: [401, "invalid username or password"],
   account_locked: [403, "the directory account is locked"],
+  account_disabled: [403, "the directory account is disabled"],
   user_not_found: [401, "invalid username or password"],
   directory_unreachable: [503, "the directory cannot be reached; try again, or use break-glass access in an emergency"],
   directory_error: [502, "the directory refused the request"],

@@ -1,0 +1,277 @@
+"""Directory sign-in and the directory sync against FreeIPA's and Active Directory's shapes,
+served by a real slapd, configured from the presets of executor/data/directory_presets.yaml.
+
+Real: Debian's slapd over LDAPS (the direct path) and StartTLS (the executor path); the
+layouts - FreeIPA's ``cn=users,cn=accounts`` / ``cn=groups,cn=accounts`` with a
+``memberOf`` that lists nested groups, AD's ``CN=Users`` with ``user``/``group`` entries,
+``sAMAccountName``, ``userPrincipalName``, ``memberOf`` of direct groups and a disabled
+``userAccountControl`` matched with AD's bitwise-AND rule; the ``idm-login`` function, the
+executor's identity agent and **its own sync loop** (started with a 1 s interval, not
+called by the test), ``directory_group_roles`` under RLS.
+
+Simulated (devstack/lab/ldap.py says more): the FreeIPA and AD schema are small subsets
+declared by the lab with the products' attribute OIDs (FreeIPA's nsAccountLock is allowed
+by an auxiliary class of the lab's own); slapd lets a locked or disabled account bind
+where 389 and AD refuse it, so the refusal here comes from the preset's
+``disabled_filter``; slapd cannot bind with a UPN and has no in-chain matching rule
+(1.2.840.113556.1.4.1941), so the AD site binds with a ``CN={username},CN=Users,...``
+template and follows nested groups with ``member=`` searches (``nesting = search``, which
+real AD also answers). The AD preset's own ``{username}@domain`` bind and ``ad`` nesting
+are therefore not exercised against a server here.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import psycopg2
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from console.identity import IdentityError, directory_login, seal_bind_credential
+from devstack.lab.ldap import ADLabDirectory, FreeIPALabDirectory, LabDirectory
+from executor.config import ExecutorSettings
+from executor.directory_presets import preset_values
+from executor.identity import IdentityAgent, IdentitySettings
+from executor.log import setup_logging
+from executor.secrets import KeyPair
+from supabase import create_client
+
+from .idm_support import AgentThread
+
+SYNC_INTERVAL_S = 1.0  # the agent's sync loop period in these tests (the default is 900 s)
+SHAPES = {"freeipa": FreeIPALabDirectory, "ad": ADLabDirectory}
+
+
+class Shape:
+    def __init__(self, stack, tmp: Path, shape: str):
+        env = stack.env()
+        self.url, self.anon, self.service = (
+            env["SUPABASE_URL"],
+            env["SUPABASE_ANON_KEY"],
+            env["SUPABASE_SERVICE_ROLE_KEY"],
+        )
+        self.shape = shape
+        self.conn = psycopg2.connect(stack.pg.dsn())
+        self.conn.autocommit = True
+        self.tag = uuid.uuid4().hex[:6]
+        self.ldap: LabDirectory = SHAPES[shape](tmp / "ldap").start()
+        self.agent: AgentThread | None = None
+        self.sites: dict[str, str] = {}
+        self.log = io.StringIO()
+        setup_logging("INFO", stream=self.log)
+        # the site's settings are the preset's, for this directory's suffix ...
+        self.settings = preset_values(shape, self.ldap.suffix)
+        if shape == "ad":
+            # ... except what slapd cannot serve of AD (see the module docstring)
+            self.settings["bind_dn_template"] = f"CN={{username}},CN=Users,{self.ldap.suffix}"
+            self.settings["nesting"] = "search"
+
+    def q(self, sql: str, *args):
+        with self.conn.cursor() as cur:
+            cur.execute(sql, args)
+            return cur.fetchall() if cur.description else []
+
+    def site(self, path: str) -> str:
+        return f"idm-{self.shape}-{path}-{self.tag}"
+
+    def build(self, tmp: Path) -> None:
+        key = KeyPair(X25519PrivateKey.generate())
+        for path in ("direct", "exec"):
+            sid = str(
+                self.q("insert into public.sites (name) values (%s) returning id", self.site(path))[0][0]
+            )
+            self.sites[path] = sid
+            cfg = self.settings if path == "direct" else {}
+            self.q(
+                "insert into public.directory_configs (site_id, mode, uris, ca_pem, bind_dn_template, base_dn, "
+                "group_base_dn, user_filter, nesting, disabled_filter) "
+                "values (%s, %s, %s, %s, %s, %s, %s, coalesce(%s, '(uid={username})'), "
+                "coalesce(%s, 'search'), %s)",
+                sid,
+                "direct" if path == "direct" else "executor",
+                [self.ldap.ldaps_uri] if path == "direct" else [],
+                self.ldap.ca_pem,
+                cfg.get("bind_dn_template"),
+                cfg.get("base_dn", ""),
+                cfg.get("group_base_dn"),
+                cfg.get("user_filter"),
+                cfg.get("nesting"),
+                cfg.get("disabled_filter"),
+            )
+            for m in self.ldap.group_roles():
+                self.q(
+                    "insert into public.directory_group_roles (site_id, group_dn, role) values (%s, %s, %s)",
+                    sid,
+                    m["group"],
+                    m["role"],
+                )
+        self.q(
+            "insert into public.executors (site_id, name, public_key, key_id) values (%s, 'idm', %s, %s)",
+            self.sites["exec"],
+            key.public_b64,
+            key.kid,
+        )
+        # an admin of the directory seals the sync's bind account to the executor's key
+        admin = self.login("direct", "alice")
+        assert admin["role"] == "admin", admin
+        seal_bind_credential(
+            self.client(admin["session"]),
+            self.sites["exec"],
+            "directory-sync",
+            self.ldap.sync_dn,
+            self.ldap.passwords["sync"],
+            [self.ldap.ldap_uri],
+        )
+        overrides = (
+            {"bind_dn_template": self.settings["bind_dn_template"], "nesting": "search"}
+            if self.shape == "ad"
+            else {}
+        )
+        idm = IdentitySettings(
+            uris=[self.ldap.ldap_uri],
+            starttls=True,
+            ca_file=self.ldap.ca_file,
+            preset=self.shape,
+            suffix=self.ldap.suffix,
+            bind_credential="directory-sync",
+            sync_interval=SYNC_INTERVAL_S,
+            poll_interval=1.0,
+            **overrides,
+        )
+        assert idm.disabled_filter == self.settings["disabled_filter"]
+        settings = ExecutorSettings(
+            supabase_url=self.url,
+            supabase_key=self.service,
+            site=self.site("exec"),
+            state_dir=tmp,
+            private_key_path=tmp / "exec.pem",
+            log_level="INFO",
+        )
+        self.agent = AgentThread(IdentityAgent(settings, idm, key)).start()
+
+    def close(self) -> None:
+        if self.agent is not None:
+            self.agent.stop()
+        self.ldap.stop()
+        self.conn.close()
+
+    def login(self, path: str, user: str, password: str | None = None) -> dict:
+        pw = self.ldap.passwords.get(user, "x-password") if password is None else password
+        return directory_login(self.url, self.anon, self.site(path), user, pw)
+
+    def refused(self, path: str, user: str, password: str | None = None) -> IdentityError:
+        with pytest.raises(IdentityError) as info:
+            self.login(path, user, password)
+        return info.value
+
+    def client(self, session: dict):
+        c = create_client(self.url, self.anon)
+        c.auth.set_session(session["access_token"], session["refresh_token"])
+        return c
+
+    def role_of(self, session: dict) -> str | None:
+        r = httpx.post(
+            f"{self.url}/rest/v1/rpc/current_app_role",
+            json={},
+            headers={"apikey": self.anon, "Authorization": f"Bearer {session['access_token']}"},
+        )
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def directory_role(self, user: str) -> str | None:
+        rows = self.q(
+            "select ur.role::text from public.directory_identities d "
+            "left join public.user_roles ur on ur.user_id = d.user_id where d.subject = %s",
+            self.ldap.user_dn(user).lower(),
+        )
+        return rows[0][0] if rows else None
+
+
+@pytest.fixture(scope="module", params=sorted(SHAPES))
+def shape(request, stack, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp(f"idm-{request.param}")
+    s = Shape(stack, tmp, request.param)
+    try:
+        s.build(tmp)
+        yield s
+    finally:
+        s.close()
+
+
+def test_both_paths_sign_in_with_the_preset(shape: Shape):
+    for path in ("direct", "exec"):
+        res = shape.login(path, "alice")  # nested: alice -> platform-admins -> rackpilot admins
+        assert (res["role"], res["via"]) == ("admin", "direct" if path == "direct" else "executor"), res
+        assert shape.role_of(res["session"]) == "admin"
+        me = shape.client(res["session"]).auth.get_user().user
+        assert me.email == f"alice@{'ipa' if shape.shape == 'freeipa' else 'corp'}.test"
+        assert shape.login(path, "bob")["role"] == "operator"
+        # the preset's user filter (uid / sAMAccountName) takes a hostile name literally
+        for hostile in ("*", "alice)(|(objectClass=*", "al*"):
+            e = shape.refused(path, hostile, shape.ldap.passwords["alice"])
+            assert (e.status, e.code) == (401, "invalid_credentials"), (path, hostile, e)
+
+
+def test_a_disabled_account_is_refused_on_both_paths(shape: Shape):
+    users_before = shape.q("select count(*) from auth.users")[0][0]
+    for path in ("direct", "exec"):
+        e = shape.refused(path, "frank")  # in the operators group, but disabled
+        assert (e.status, e.code) == (403, "account_disabled"), (path, e)
+        assert "disabled" in str(e)
+    assert shape.q("select count(*) from auth.users")[0][0] == users_before
+
+
+def test_the_agent_sync_loop_follows_membership_disabling_and_removal(shape: Shape):
+    """Three users signed in through the executor's site; in the directory, one leaves the
+    admin group, one is disabled, one is deleted. The agent's own loop (1 s) takes all
+    three roles and their refresh tokens; alice, untouched, keeps hers."""
+    sessions = {u: shape.login("exec", u)["session"] for u in ("alice", "erin", "bob", "gina")}
+    assert [shape.directory_role(u) for u in ("alice", "erin", "bob", "gina")] == [
+        "admin",
+        "admin",
+        "operator",
+        "operator",
+    ]
+    ldap = shape.ldap
+    ldap.modify(
+        f"dn: {ldap.groups['admins']}\nchangetype: modify\ndelete: member\nmember: {ldap.user_dn('erin')}\n"
+    )
+    if shape.shape == "freeipa":
+        ldap.modify(
+            f"dn: {ldap.user_dn('bob')}\nchangetype: modify\nreplace: nsAccountLock\nnsAccountLock: TRUE\n"
+        )
+    else:
+        ldap.modify(
+            f"dn: {ldap.user_dn('bob')}\nchangetype: modify\nreplace: userAccountControl\nuserAccountControl: 514\n"
+        )
+    ldap.delete_entry(ldap.user_dn("gina"))
+    deadline = time.monotonic() + 10 * SYNC_INTERVAL_S + 10
+    while any(shape.directory_role(u) is not None for u in ("erin", "bob", "gina")):
+        assert time.monotonic() < deadline, [shape.directory_role(u) for u in ("erin", "bob", "gina")]
+        time.sleep(0.1)
+    assert shape.directory_role("alice") == "admin"
+    assert shape.role_of(sessions["alice"]) == "admin"
+    for u in ("erin", "bob", "gina"):
+        assert shape.role_of(sessions[u]) is None, u
+        r = httpx.post(
+            f"{shape.url}/auth/v1/token?grant_type=refresh_token",
+            headers={"apikey": shape.anon},
+            json={"refresh_token": sessions[u]["refresh_token"]},
+        )
+        assert r.status_code >= 400, (u, r.text)
+    synced = shape.q(
+        "select count(*) from public.audit_log where action = 'idm.sync' and row_id = %s",
+        shape.sites["exec"],
+    )[0][0]
+    assert synced >= 2, "the sync loop ran once per interval"
+    # and the next sign-ins say why
+    assert shape.refused("exec", "erin").code == "no_mapped_group"
+    assert shape.refused("direct", "bob").code == "account_disabled"
+    assert shape.refused("exec", "gina").code == "invalid_credentials"  # the entry is gone
+    assert shape.ldap.passwords["bob"] not in shape.log.getvalue()
+    assert shape.ldap.passwords["sync"] not in shape.log.getvalue()
