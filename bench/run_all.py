@@ -107,6 +107,11 @@ RELATIONS: dict[str, list[Rel]] = {
         # ratio: raw seconds / transport seconds (above 1 the executor's relay is faster)
         Rel("transport_mb_s_median", baseline="raw_mb_s_median", ratio="ratio_median"),
     ],
+    "vcenter_sync": [
+        # the read alone (same lab, same run) is the baseline of the end-to-end sync
+        Rel("e2e_sync_s", baseline="inventory_best_s", ratio="e2e_over_read", target="<= {e2e_target_s}"),
+        Rel("e2e_resync_s", target="<= {resync_target_s}"),
+    ],
     "rolling_update": [
         Rel("overhead_pct", target="<= 10"),
         Rel(
