@@ -92,6 +92,11 @@ class StepError(ExecutorError):
     """A step failed; the job fails after its cleanup steps."""
 
 
+class HandlerError(StepError):
+    """Root of the job handlers' own failures (DellHandlerError, VSphereHandlerError,
+    ReplicationHandlerError, ...); what a target answered keeps its TargetError class."""
+
+
 class StepTimeout(StepError):
     """A step ran past its overall timeout."""
 

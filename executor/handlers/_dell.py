@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 
 from ..binding import Credential, EndpointNotAllowed, EndpointSpecError, Target
 from ..jobparams import JobParamsError, parse_params
-from ..steps import Progress, StepContext, StepError, StepStalled, StepTimeout
+from ..steps import HandlerError, Progress, StepContext, StepStalled, StepTimeout
 from ..targets.endpoint import Endpoint, Timeouts
 from ..targets.errors import TargetError
 from ..targets.redfish import RedfishClient
@@ -48,11 +48,11 @@ T = TypeVar("T")
 SERVER_COLUMNS = "id,site_id,name,idrac_address,credential_set_id,model,service_tag,details"
 
 
-class DellHandlerError(StepError):
+class DellHandlerError(HandlerError):
     """A Dell job cannot run as asked (unknown server, missing credential, bad params)."""
 
 
-class ServersFailed(StepError):
+class ServersFailed(HandlerError):
     """Some servers of a multi-server job failed; each one's error is on its task."""
 
     def __init__(self, failures: dict[str, str], total: int):

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..binding import Credential
-from ..steps import StepContext, StepError
+from ..steps import HandlerError, StepContext
 from ..targets.endpoint import Endpoint, Timeouts
 from ..targets.errors import TargetError
 from ..targets.vsphere import Inventory, VSphereClient, VSphereTimeouts
@@ -32,7 +32,7 @@ from . import _dell
 log = logging.getLogger("rackpilot.executor.vsphere")
 
 
-class VSphereHandlerError(StepError):
+class VSphereHandlerError(HandlerError):
     """Root of the vCenter handlers' failures (the job fails after its cleanup)."""
 
 
@@ -42,10 +42,6 @@ class InventoryMissing(VSphereHandlerError):
 
 class FailureBudgetExhausted(VSphereHandlerError):
     """More hosts failed than the job's failure budget allows: the rollout stopped."""
-
-
-class VerificationFailed(VSphereHandlerError):
-    """A host came back with other versions than the update promised."""
 
 
 # --- reaching targets ------------------------------------------------------------------------------

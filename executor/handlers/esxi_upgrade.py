@@ -36,6 +36,7 @@ from ..steps import (
     cleanup_step,
     step,
 )
+from ..targets.errors import VerificationFailed
 from ..targets.esxcli import EsxiShell
 from ..targets.vsphere import VSphereClient
 from ..targets.vsphere_blockers import BLOCKING, host_blockers
@@ -44,7 +45,6 @@ from ._replication_gate import replication_lag_blockers
 from ._vsphere import (
     InventoryMissing,
     TargetProfile,
-    VerificationFailed,
     VSphereHandlerError,
     one,
     select,

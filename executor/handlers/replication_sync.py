@@ -56,7 +56,7 @@ from urllib.parse import urlsplit
 
 from ..jobparams import ReplicationSyncParams
 from ..replication_plan import GridError, lag_seconds, newest_common, parse_grid, plan_prune, plan_send
-from ..steps import JobHandler, StepContext, StepError, StepSpec, cleanup_step, step
+from ..steps import HandlerError, JobHandler, StepContext, StepSpec, cleanup_step, step
 from ..targets import zfs
 from ..targets.errors import TargetError
 from ..targets.ssh import (
@@ -81,7 +81,7 @@ PAIR_COLUMNS = (
 MAX_PASSES = 3  # sends per pair per run: a resume, then what is newer (count)
 
 
-class ReplicationHandlerError(StepError):
+class ReplicationHandlerError(HandlerError):
     """Root of the handler's own failures (the target errors keep their classes)."""
 
 

@@ -89,7 +89,7 @@ from ..targets.dell_health import (
     what_will_change,
     worst,
 )
-from ..targets.errors import JobFailed, TargetError
+from ..targets.errors import JobFailed, TargetError, VerificationFailed
 from ..targets.redfish import RedfishClient
 from ..targets.vsphere import VSphereClient
 from ..targets.vsphere_blockers import BLOCKING, host_blockers, preflight_report
@@ -99,7 +99,6 @@ from ._vsphere import (
     FailureBudgetExhausted,
     InventoryMissing,
     TargetProfile,
-    VerificationFailed,
     VSphereHandlerError,
     credential,
     one,

@@ -55,10 +55,10 @@ from typing import Any
 from ..steps import (
     Blocker,
     BlockersFound,
+    HandlerError,
     JobHandler,
     Progress,
     StepContext,
-    StepError,
     StepSpec,
     cleanup_step,
     step,
@@ -72,7 +72,7 @@ SELFTEST_FOLDER = "selftest"
 GATE_RE = re.compile(r"^(boundary|inside):[a-z_]{1,64}$")
 
 
-class SelftestError(StepError):
+class SelftestError(HandlerError):
     """A selftest step failed on purpose (``fail_at``) or its params are unusable."""
 
 

@@ -7,8 +7,10 @@ password, token or session key.
 
 from __future__ import annotations
 
+from .. import ExecutorError
 
-class TargetError(Exception):
+
+class TargetError(ExecutorError):
     """Root of every target-client failure.
 
     `target` is the address the client talks to, `operation` the client call that failed,
@@ -123,8 +125,13 @@ class OperationTimedOut(TargetError):
     """A state the client waits for (power state, iDRAC back after reset) was not reached in time."""
 
 
-class FirmwareVerificationFailed(TargetError):
-    """The update reported success but the installed version is not the target version."""
+class VerificationFailed(TargetError):
+    """A target reported an update done, but reads back other versions than it promised
+    (an ESXi host after its upgrade, a server's firmware after a rollout)."""
+
+
+class FirmwareVerificationFailed(VerificationFailed):
+    """The update reported success but the installed firmware is not the target version."""
 
     hint = (
         "the device reported success without installing the package; re-run the update or check the package"
@@ -167,6 +174,7 @@ __all__ = [
     "JobStuck",
     "JobQueueStuck",
     "OperationTimedOut",
+    "VerificationFailed",
     "FirmwareVerificationFailed",
     "TLSConfigurationError",
     "TargetServerError",
