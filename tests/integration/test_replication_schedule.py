@@ -9,6 +9,7 @@ import json
 import os
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import psycopg2
@@ -16,6 +17,7 @@ import pytest
 
 from devstack import proc
 from devstack.lab.zfs_ssh import ZfsSshLab
+from executor.handlers._replication_gate import current_lag
 from executor.secrets import seal, unb64u
 from tests.e2e.executor_harness import Harness, wait_until
 
@@ -252,6 +254,35 @@ def test_an_executor_syncs_a_scheduled_pair_and_never_two_at_once(harness):
             10,
             "the pair to be given back",
         )
+
+        # lag is the age of the newest snapshot on the replica: measured from that snapshot's
+        # creation (so a ~3 s stream counts in it), not from the end of the transfer
+        newest = lab.snapshots("dst", "backup/vm")[-1]
+        created = lab.state("dst")["datasets"]["backup/vm"]["snapshots"][newest]["creation"]
+        inc = h.one("select * from public.replication_runs where pair_id = %s and kind = 'incremental'", pair)
+        assert inc["snapshot"] == f"backup/vm@{newest}"
+        assert inc["duration_ms"] >= 1500  # 3 MB at 8 Mbit/s
+        span = inc["finished_at"].timestamp() - created
+        assert inc["lag_seconds"] >= int(inc["duration_ms"] / 1000) - 1
+        assert abs(inc["lag_seconds"] - span) <= 2, (inc["lag_seconds"], span)
+        ok = h.one("select * from public.replication_pairs where id = %s", pair)
+        assert ok["last_snapshot"] == inc["snapshot"] and ok["lag_seconds"] == inc["lag_seconds"]
+        assert abs(ok["last_synced_snapshot_at"].timestamp() - created) < 1
+        # a sync that fails leaves the replica's newest snapshot where it was: the pair keeps
+        # its last synced snapshot, success and lag figures, and its current lag (the gate's
+        # and the console's) keeps growing from that snapshot, not from the failure
+        lab.write("src", "tank/vm", "late.img", os.urandom(300_000))
+        lab.inject("src", "break_after", bytes=50_000, times=1)
+        failed = h.wait_status(_sync_job(h, pair, cred), ("completed", "failed"), 120)
+        assert failed["status"] == "failed" and "StreamBroken" in (failed["error"] or ""), failed["error"]
+        after = h.one("select * from public.replication_pairs where id = %s", pair)
+        assert after["last_status"] == "failed"
+        for col in ("last_synced_snapshot_at", "last_success_at", "last_snapshot", "lag_seconds"):
+            assert after[col] == ok[col], col
+        assert lab.snapshots("dst", "backup/vm")[-1] == newest
+        now = time.time()
+        assert abs(current_lag(after, now) - (now - created)) < 1
+        assert current_lag(after, now) > ok["lag_seconds"]
 
 
 def _stream_children(root: int) -> dict[str, list[int]]:
