@@ -21,7 +21,8 @@ The spec (validated by the binary, unknown keys rejected):
                    "in_maintenance": [3],
                    "vms": [{"name": "db1", "host": 0, "memory_mb": 8192, "power_on": true,
                             "devices": ["usb_passthrough"], "drs_behavior": "manual"}],
-                   "rules": [{"name": "pin", "vms": ["db1"], "hosts": [0], "mandatory": true}]}]}
+                   "rules": [{"name": "pin", "vms": ["db1"], "hosts": [0], "mandatory": true}],
+                   "vsan": {"enabled": true, "resync_after_exit_ms": 300, "resync_objects": 12}}]}
 Hosts are named <cluster>-esxNN, generated VMs <cluster>-vmNNNN. Device kinds:
 usb_passthrough, cdrom_host_device, cdrom_local_iso, cdrom_shared_iso, floppy_connected, ft,
 vgpu, pci_passthrough, local_disk. The control endpoints are listed in vcsim/control.go.
@@ -329,6 +330,27 @@ class VcsimLab:
             f"/hosts/{urllib.parse.quote(name)}/power",
             {"state": "on" if on else "off", "seconds": seconds},
         )
+
+    def vsan(self, cluster: str) -> dict[str, Any]:
+        """A vSAN cluster's lab state and record (entries, most hosts out at once)."""
+        return self._control("GET", f"/clusters/{urllib.parse.quote(cluster)}/vsan")
+
+    def set_vsan(
+        self,
+        cluster: str,
+        *,
+        health: str | None = None,
+        test: str | None = None,
+        resync_objects: int | None = None,
+        resync_bytes: int = 0,
+        resync_seconds: float = 0,
+    ) -> dict[str, Any]:
+        """Fault injection: vSAN health (green, yellow, red; the failing test's name) and a
+        resync backlog draining over ``resync_seconds`` (0: until changed)."""
+        q: dict[str, Any] = {"health": health, "test": test}
+        if resync_objects is not None:
+            q.update(resync_objects=resync_objects, resync_bytes=resync_bytes, resync_seconds=resync_seconds)
+        return self._control("POST", f"/clusters/{urllib.parse.quote(cluster)}/vsan", q)
 
     def wait_host(self, name: str, connection_state: str, timeout: float = 30.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout

@@ -202,6 +202,7 @@ class Cluster:
     drs: dict[str, Any]  # see drs_settings()
     rules: tuple[AffinityRule, ...]
     drs_vm_overrides: dict[str, str]  # vm moid -> behaviour (or "disabled")
+    vsan_enabled: bool = False  # configurationEx.vsanConfigInfo.enabled
 
     @property
     def ha_enabled(self) -> bool:
@@ -927,6 +928,7 @@ class VSphereClient:
             drs=drs,
             rules=tuple(rules),
             drs_vm_overrides=overrides,
+            vsan_enabled=bool(cfg is not None and cfg.vsanConfigInfo and cfg.vsanConfigInfo.enabled),
         )
 
     def _host(self, moid: str, p: dict[str, Any], cluster: str | None, fields_by_key: dict[int, str]) -> Host:
@@ -1053,19 +1055,29 @@ class VSphereClient:
         *,
         evacuate_powered_off: bool = False,
         on_progress: Callable[[int | None, str], None] | None = None,
+        vsan_mode: str | None = None,
     ) -> None:
         """Put a host into maintenance mode, letting DRS evacuate it for up to `timeout`
-        seconds (vCenter enforces it and fails the task with Timedout). Idempotent."""
+        seconds (vCenter enforces it and fails the task with Timedout). Idempotent.
+        ``vsan_mode``: the vSAN object action of a vSAN host (ensureObjectAccessibility,
+        evacuateAllData or noAction; None: vCenter's default)."""
         if timeout <= 0:
             raise ValueError("the evacuation timeout must be positive")
         current = self.host(host)
         if current.in_maintenance:
             return
         h = self._obj(vim.HostSystem, host)
+        spec = (
+            vim.host.MaintenanceSpec(vsanMode=vim.vsan.host.DecommissionMode(objectAction=vsan_mode))
+            if vsan_mode
+            else None
+        )
         task = self._call(
             "enter maintenance",
             lambda: h.EnterMaintenanceMode_Task(
-                timeout=max(1, int(round(timeout))), evacuatePoweredOffVms=evacuate_powered_off
+                timeout=max(1, int(round(timeout))),
+                evacuatePoweredOffVms=evacuate_powered_off,
+                maintenanceSpec=spec,
             ),
         )
         try:
@@ -1089,6 +1101,60 @@ class VSphereClient:
                     operation="enter maintenance",
                 ) from None
             raise
+
+    # vSAN (the vSAN Management SDK endpoint /vsanHealth, with this session's cookie) --------
+    def _vsan_mo(self, kind: Any, moid: str) -> Any:
+        from urllib.parse import urlsplit
+
+        from pyVmomi import SoapStubAdapter
+
+        parts = urlsplit(self.endpoint.url)
+        stub = SoapStubAdapter(
+            host=parts.hostname,
+            port=parts.port or 443,
+            path="/vsanHealth",
+            version="vsan.version.version18",
+            sslContext=self._ssl_context(),
+            connectionPoolTimeout=-1,
+        )
+        stub.cookie = self._stub().cookie
+        return kind(moid, stub)
+
+    def _vsan_call(self, operation: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return self._call(operation, fn)
+        except vmodl.MethodFault as e:
+            raise RequestRejected(
+                f"vSAN service refused: {getattr(e, 'msg', '') or type(e).__name__}",
+                target=self.endpoint.display,
+                operation=operation,
+            ) from None
+
+    def vsan_health(self, cluster: str) -> dict[str, Any]:
+        """vSAN health of a cluster: ``{"overall": green|yellow|red, "failing": [test names]}``."""
+        hs = self._vsan_mo(vim.cluster.VsanVcClusterHealthSystem, "vsan-cluster-health-system")
+        c = self._obj(vim.ClusterComputeResource, cluster)
+        s = self._vsan_call(
+            "vSAN health", lambda: hs.VsanQueryVcClusterHealthSummary(cluster=c, fetchFromCache=True)
+        )
+        failing = [
+            f"{g.groupName}: {t.testName} {t.testHealth}"
+            for g in s.groups or []
+            for t in g.groupTests or []
+            if t.testHealth not in ("green", "info", "skipped")
+        ]
+        return {"overall": str(s.overallHealth or ""), "failing": failing}
+
+    def vsan_resync(self, cluster: str) -> dict[str, int]:
+        """Objects still resyncing in a vSAN cluster: objects, bytes and vSAN's ETA (s)."""
+        os_ = self._vsan_mo(vim.cluster.VsanObjectSystem, "vsan-cluster-object-system")
+        c = self._obj(vim.ClusterComputeResource, cluster)
+        r = self._vsan_call("vSAN resync", lambda: os_.QuerySyncingVsanObjectsSummary(cluster=c))
+        return {
+            "objects": int(r.totalObjectsToSync or 0),
+            "bytes": int(r.totalBytesToSync or 0),
+            "eta_s": int(r.totalRecoveryETA or 0),
+        }
 
     def _vms_on(self, host: str) -> list[VM]:
         refs = [self._obj(vim.VirtualMachine, m) for m in self.host(host).vms]

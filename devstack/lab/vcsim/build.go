@@ -261,6 +261,7 @@ func (l *lab) configureCluster(ctx context.Context, cluster *object.ClusterCompu
 			DefaultVmBehavior:         types.DrsBehavior(cs.DRS.Behavior),
 			VmotionRate:               3,
 		}
+		configureVsan(cr, cs)
 		// Capacity totals must follow the per-host memory set above.
 		summary := cr.Summary.GetComputeResourceSummary()
 		summary.TotalMemory = int64(cs.Hosts) * cs.HostMemoryMB * 1024 * 1024

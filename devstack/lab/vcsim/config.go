@@ -73,6 +73,8 @@ type ClusterSpec struct {
 	Rules        []RuleSpec `json:"rules"`
 	// InMaintenance lists host indexes that start in maintenance mode.
 	InMaintenance []int `json:"in_maintenance"`
+	// VSAN makes the cluster a vSAN cluster (see vsan.go for what is simulated).
+	VSAN *VSANSpec `json:"vsan"`
 }
 
 // HostHardware ties a simulated ESXi host to its (simulated) iDRAC.

@@ -11,6 +11,7 @@ package main
 //	     off: not responding until powered on; on: connected after N seconds of boot
 //	POST /lab/hosts/<name>/maintenance?enabled=true|false
 //	     what `esxcli system maintenanceMode set` does on the host itself
+//	GET|POST /lab/clusters/<name>/vsan     vSAN health and resync (vsan.go)
 //
 // A host that goes down takes its running VMs with it (powered off, as after a crash).
 
@@ -68,6 +69,10 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 
 func (l *lab) control(w http.ResponseWriter, r *http.Request) {
 	parts := strings.Split(strings.Trim(strings.TrimPrefix(r.URL.Path, "/lab/"), "/"), "/")
+	if parts[0] == "clusters" {
+		l.vsanControl(w, r, parts)
+		return
+	}
 	if parts[0] != "hosts" {
 		writeError(w, http.StatusNotFound, "unknown lab endpoint")
 		return

@@ -78,6 +78,8 @@ func (l *lab) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		l.control(w, r)
 	case r.URL.Path == "/sdk" && r.Method == http.MethodPost:
 		l.serveSDK(w, r)
+	case r.URL.Path == "/vsanHealth":
+		l.serveVsan(w, r)
 	default:
 		l.model.Service.ServeMux.ServeHTTP(w, r)
 	}
@@ -135,6 +137,7 @@ func (l *lab) handle(w http.ResponseWriter, r *http.Request, body []byte) bool {
 		job := &taskJob{cancel: make(chan struct{}), done: make(chan struct{})}
 		host := getHost(req.This)
 		evacuateOff := req.EvacuatePoweredOffVms != nil && *req.EvacuatePoweredOffVms
+		l.vsanEntering(req.This, req.MaintenanceSpec)
 		task := simulator.CreateTask(host, "enterMaintenanceMode", func(t *simulator.Task) (types.AnyType, types.BaseMethodFault) {
 			return l.enterMaintenance(t, job, req.This, req.Timeout, evacuateOff)
 		})

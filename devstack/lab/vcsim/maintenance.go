@@ -507,6 +507,7 @@ func (l *lab) exitMaintenance(ref types.ManagedObjectReference) (types.AnyType, 
 	simulator.Map.WithLock(host, func() {
 		simulator.Map.Update(host, []types.PropertyChange{{Name: "runtime.inMaintenanceMode", Val: false}})
 	})
+	l.vsanExited(ref)
 	return nil, nil
 }
 
