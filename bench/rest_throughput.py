@@ -9,10 +9,16 @@ for 10 s with 16 concurrent connections each:
 - ``rpc``: POST /rest/v1/rpc/bench_item_name through the gateway (``wrk``);
 - ``direct_get`` / ``direct_rpc``: the very statement the gateway sends
   (``_rackpilot_rest.run(...)`` with the same generated SQL) through asyncpg from 16
-  concurrent tasks, one connection each.
+  concurrent tasks, one connection each;
+- ``minimal_front_get``: the ceiling of any Python HTTP front on this machine - a bare
+  uvloop + httptools server (this file run with ``--serve-minimal-front``: no routing, no
+  ASGI, no JWT, no query parsing) that answers every request with the ``get`` statement
+  run on 16 asyncpg connections, measured with ``wrk`` as the gateway is. The gateway does
+  all of that work and more, so ``ratio_minimal_front_get`` (its req/s over ``direct_get``)
+  bounds what ``ratio_get`` can reach on this machine with this architecture.
 
 Prints ONE JSON line: req/s, p50 and p99 (ms) for each, and gateway/direct ratios.
-Target on a 2-core machine: get >= 5,000 req/s with p99 <= 10 ms.
+Target on a 2-core machine: get >= 5,000 req/s with p99 <= 10 ms, and ratio_get >= 0.7.
 
     .venv/bin/python bench/rest_throughput.py [--duration 10] [--connections 16]
 """
@@ -38,10 +44,11 @@ import httpx
 import jwt
 import orjson
 
+from devstack import proc
 from devstack.stack.rest import query as q
 from devstack.stack.rest.schema import load_schema_cache
 from devstack.stack.rest.service import RUN_SQL
-from devstack.stack.stack import Stack, ephemeral_config
+from devstack.stack.stack import Stack, ephemeral_config, free_port
 
 USERS = 50
 ROWS_PER_USER = 200
@@ -243,7 +250,103 @@ def _stmt_name(sql: str) -> str:
     return "_rp_" + hashlib.sha1(sql.encode()).hexdigest()[:24]
 
 
+def serve_minimal_front() -> int:
+    """The ``minimal_front`` server: reads {dsn, port, args, connections} as JSON from stdin,
+    prints ``ready`` once it listens, and serves until stdin closes (its owner ended)."""
+    import httptools
+    import uvloop
+
+    spec = json.loads(sys.stdin.readline())
+    args = tuple(spec["args"])
+    hot = args[:7] + (None,) + args[8:]
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        pool: asyncio.Queue[asyncpg.Connection] = asyncio.Queue()
+        conns = [await asyncpg.connect(spec["dsn"]) for _ in range(spec["connections"])]
+        for conn in conns:
+            await conn.fetchrow(RUN_SQL, *args[:-1], True)  # prepare, as the gateway does
+            pool.put_nowait(conn)
+        inflight: set[asyncio.Task] = set()
+
+        class Front(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                self.transport = transport
+                self.parser = httptools.HttpRequestParser(self)
+
+            def data_received(self, data: bytes) -> None:
+                try:
+                    self.parser.feed_data(data)
+                except httptools.HttpParserError:
+                    self.transport.close()
+
+            def on_message_complete(self) -> None:
+                task = loop.create_task(self.answer())
+                inflight.add(task)
+                task.add_done_callback(inflight.discard)
+
+            async def answer(self) -> None:
+                conn = await pool.get()
+                try:
+                    row = await conn.fetchrow(RUN_SQL, *hot)
+                finally:
+                    pool.put_nowait(conn)
+                body = row["body"].encode()
+                if not self.transport.is_closing():
+                    self.transport.write(
+                        b"HTTP/1.1 200 OK\r\ncontent-type: application/json; charset=utf-8\r\n"
+                        b"content-length: %d\r\n\r\n%s" % (len(body), body)
+                    )
+
+        server = await loop.create_server(Front, "127.0.0.1", spec["port"], backlog=2048)
+        print("ready", flush=True)
+        await loop.run_in_executor(None, sys.stdin.read)  # EOF: the benchmark is done (or gone)
+        server.close()
+        await asyncio.gather(*inflight, return_exceptions=True)
+        for conn in conns:
+            await conn.close()
+
+    uvloop.run(serve())
+    return 0
+
+
+def run_minimal_front(
+    dsn: str, args: tuple, url_path: str, lua: str, duration: int, connections: int
+) -> dict:
+    """Start the minimal front (owned: it dies with this process), check that it answers
+    what the gateway answers, and measure it with wrk."""
+    port = free_port()
+    front = proc.spawn(
+        [sys.executable, __file__, "--serve-minimal-front"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    try:
+        front.stdin.write(
+            json.dumps({"dsn": dsn, "port": port, "args": args, "connections": connections}) + "\n"
+        )
+        front.stdin.flush()
+        if front.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"the minimal front did not start (exit {front.poll()})")
+        url = f"http://127.0.0.1:{port}{url_path}"
+        if len(httpx.get(url, timeout=5).json()) != 1:
+            raise RuntimeError("the minimal front did not answer the row")
+        run_wrk(url, lua, 2, connections)  # warm-up
+        return run_wrk(url, lua, duration, connections)
+    finally:
+        front.stdin.close()  # its stop signal; then make sure
+        try:
+            front.wait(10)
+        except subprocess.TimeoutExpired:
+            front.kill()
+            front.wait()
+
+
 def main() -> int:
+    if sys.argv[1:] == ["--serve-minimal-front"]:
+        return serve_minimal_front()
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=int, default=10, help="seconds per workload")
     ap.add_argument("--connections", type=int, default=16, help="concurrent connections")
@@ -287,6 +390,9 @@ def main() -> int:
 
         get_args, rpc_args = asyncio.run(direct_args(st, claims, item, token))
         dsn = st.pg.dsn("authenticator")
+        front = run_minimal_front(
+            dsn, get_args, get_url.removeprefix(st.cfg.api_url), get_lua, opts.duration, opts.connections
+        )
         d_get = asyncio.run(run_direct(dsn, get_args, opts.duration, opts.connections))
         d_rpc = asyncio.run(run_direct(dsn, rpc_args, opts.duration, opts.connections))
         print(
@@ -301,8 +407,10 @@ def main() -> int:
                     "gateway_rpc": gw_rpc,
                     "direct_get": d_get,
                     "direct_rpc": d_rpc,
+                    "minimal_front_get": front,
                     "ratio_get": round(gw_get["rps"] / d_get["rps"], 3),
                     "ratio_rpc": round(gw_rpc["rps"] / d_rpc["rps"], 3),
+                    "ratio_minimal_front_get": round(front["rps"] / d_get["rps"], 3),
                     "target_get_met": gw_get["rps"] >= 5000
                     and gw_get["p99_ms"] <= 10
                     and gw_get["non_2xx"] == 0,

@@ -81,6 +81,8 @@ RELATIONS: dict[str, list[Rel]] = {
         Rel("gateway_rpc.rps", baseline="direct_rpc.rps", ratio="ratio_rpc"),
         Rel("gateway_rpc.p50_ms", baseline="direct_rpc.p50_ms"),
         Rel("gateway_rpc.p99_ms", baseline="direct_rpc.p99_ms"),
+        # the ceiling of a bare Python HTTP front doing the same statement: bounds ratio_get
+        Rel("minimal_front_get.rps", baseline="direct_get.rps", ratio="ratio_minimal_front_get"),
     ],
     "dispatch_latency": [
         Rel("realtime_p50_ms", baseline="polling_p50_ms", ratio="ratio_p50"),

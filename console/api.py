@@ -9,7 +9,6 @@ the functions, RLS underneath); the console shows the refusal, it does not pre-e
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -424,17 +423,6 @@ class Api:
             "safety policies", lambda c: c.table("safety_policies").select("*").order("job_type")
         )
 
-    def active_jobs_on_cluster(self, cluster_id: str) -> list[Row]:
-        return self._rest(
-            "jobs",
-            lambda c: (
-                c.table("jobs")
-                .select("id,type,status,created_at")
-                .eq("cluster_id", cluster_id)
-                .in_("status", ["pending", "running", "paused"])
-            ),
-        )
-
     # -- maintenance windows -------------------------------------------------------------
     def windows(
         self, *, site_id: str | None = None, statuses: Iterable[str] | None = None, limit: int = 100
@@ -544,8 +532,3 @@ class Api:
             return b.limit(limit)
 
         return self._rest(view, q)
-
-
-def pretty(row: Any) -> str:
-    """Compact JSON for showing a plan or an answer in a notebook."""
-    return json.dumps(row, indent=2, sort_keys=True, default=str)

@@ -46,8 +46,9 @@ _TRANSIENT_PGRST = {"PGRST000", "PGRST001", "PGRST002", "PGRST003"}
 # SQLSTATE classes/codes worth a retry: connection exceptions, shutdown in progress,
 # insufficient resources, serialization failure and deadlock.
 _TRANSIENT_SQLSTATE_PREFIXES = ("08", "57P", "53", "40001", "40P01", "55P03")
-# Message prefixes the data model uses for a refused lease (SQLSTATE P0001).
-_FENCE_PREFIXES = ("stale_epoch", "lease_lost", "not_owner", "fenced")
+# The message prefix of the data model's refusal of a lease (SQLSTATE P0001, hint
+# rackpilot.fenced; supabase/migrations/*_executor_rpcs.sql): the one it raises.
+_FENCE_PREFIX = "stale_epoch"
 # The refusal of every executor RPC once an admin re-keyed this identity and the new key
 # registered (executor_row() compares the key id header below with the bound key).
 REPLACED_PREFIX = "executor_replaced"
@@ -81,7 +82,7 @@ def classify(exc: BaseException) -> str:
     if isinstance(exc, APIError):
         code = str(exc.code or "")
         message = str(exc.message or "")
-        if message.startswith(_FENCE_PREFIXES):
+        if message.startswith(_FENCE_PREFIX):
             return "fenced"
         # A bare HTTP status (a non-PostgREST error body) has 3 digits; SQLSTATEs have 5.
         if code.isdigit() and len(code) == 3:

@@ -774,8 +774,6 @@ class StepEngine:
             row = recorded.get(spec.name)
             if spec.name in ran or (row and row.get("status") in (COMPLETED, SKIPPED)):
                 continue
-            if row and row.get("status") == SKIPPED:
-                continue
             await session.report_step(
                 index=index_of[spec.name],
                 name=spec.name,

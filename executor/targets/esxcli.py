@@ -174,10 +174,6 @@ class EsxiShell:
             raise EsxcliError(f"unexpected maintenance mode output {out!r}", target=self.display)
         return out == "Enabled"
 
-    async def set_maintenance(self, enabled: bool) -> None:
-        await self.run(f"esxcli system maintenanceMode set -e {'true' if enabled else 'false'}",
-                       "esxi maintenance mode")  # fmt: skip
-
     async def profile_update(self, depot: str, profile: str) -> UpdateResult:
         """Install an image profile from a depot (URL or zip path on the host)."""
         if not depot or not profile:

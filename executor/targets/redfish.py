@@ -456,15 +456,6 @@ class RedfishClient:
 
         return self.call(operation, go)
 
-    def post_json(
-        self, path: str, body: dict[str, Any], operation: str
-    ) -> tuple[int, dict[str, Any], dict[str, str]]:
-        def go() -> tuple[int, dict[str, Any], dict[str, str]]:
-            r = self.conn.post(path, data=body)
-            return r.status_code, (r.json() if r.content else {}), dict(r.headers)
-
-        return self.call(operation, go)
-
     # ---- resources ---------------------------------------------------------------------------
     def system(self) -> Any:
         def go() -> Any:
