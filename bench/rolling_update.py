@@ -1,15 +1,20 @@
-"""Rolling cluster update benchmark: an 8-host cluster updated by a real executor process on
-an ephemeral local stack, against the simulated data centre with time-scaled reboots.
+"""Rolling cluster update benchmark: two clusters of 8 hosts updated at the same time by one
+real executor process on an ephemeral local stack, against the simulated data centre with
+time-scaled reboots; then a naive rollout of a third cluster as the baseline of the
+maintenance time.
 
-Two rollouts on two identical clusters of the same lab: with firmware staged while the host
-still serves VMs (the default), and naive (everything downloaded and applied while the host
-is in maintenance, ``stage_firmware: false``).
+* The concurrent rollouts stage firmware while each host still serves VMs (the default). Their
+  physical limit is, per cluster, the sum over its waves (one host per wave: the policy's
+  max_hosts_out_per_cluster) of the simulated waits no orchestration can avoid - SCP export,
+  package downloads (staging), the iDRAC's own apply and restart, VM evacuation, the reboot
+  that applies the staged jobs, POST, Lifecycle Controller start - and, the clusters running
+  side by side, the larger of the two sums.
+* The naive rollout (``stage_firmware: false``) downloads and applies everything while the
+  host is in maintenance.
 
 Prints ONE JSON line:
-* ``overhead_pct``: (total wall time of the staged rollout minus the sum of the simulated
-  unavoidable waits - SCP export, package downloads, iDRAC self-update and restart, VM
-  evacuation, reboot, POST, Lifecycle Controller start) as a percentage of the total.
-  Target: <= 10 %.
+* ``overhead_pct``: (wall time of the two concurrent rollouts minus their physical limit) as
+  a percentage of the wall time; per cluster in ``clusters``. Target: <= 5 %.
 * ``maintenance_s_per_host``: mean time a host spends in maintenance mode, staged and
   naive, and ``staging_cut_pct``. Target: >= 30 %.
 
@@ -86,6 +91,10 @@ def unavoidable_s(dc: DataCentre, host: str, t: Timing, vms: int) -> float:
     return sim / dc.time_scale + evacuation
 
 
+def _insert(h: Harness, row: dict) -> str:
+    return h.client.table("jobs").insert(row).execute().data[0]["id"]
+
+
 def run(args: argparse.Namespace) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="rackpilot-bench-ru-"))
     os.chmod(tmp, 0o755)
@@ -97,15 +106,17 @@ def run(args: argparse.Namespace) -> dict:
         "vm_memory_mb": VM_GB * 1024,
         "ha": {"enabled": True, "admission_control": True, "failover_level": 1},
     }
+    concurrent = ("a", "b")
     dc = DataCentre(
-        [{"name": "staged", **spec}, {"name": "naive", **spec, "hosts": args.naive_hosts}],
+        [*({"name": c, **spec} for c in concurrent), {"name": "naive", **spec, "hosts": args.naive_hosts}],
         time_scale=args.scale,
         migrate_ms=MIGRATE_MS,
         migrate_ms_per_gb=MIGRATE_MS_PER_GB,
     )
     out: dict = {
         "bench": "rolling_update",
-        "hosts": args.hosts,
+        "clusters": len(concurrent),
+        "hosts_per_cluster": args.hosts,
         "naive_hosts": args.naive_hosts,
         "time_scale": args.scale,
         "cpus": os.cpu_count(),
@@ -116,7 +127,13 @@ def run(args: argparse.Namespace) -> dict:
         st.up()
         dc.start()
         h = Harness(st, tmp)
-        ex = h.spawn("bench", target_time_scale=args.scale, realtime_enabled="false", poll_interval=0.2)
+        ex = h.spawn(
+            "bench",
+            target_time_scale=args.scale,
+            realtime_enabled="false",
+            poll_interval=0.2,
+            max_concurrent_jobs=4,
+        )
         ex.wait_log("registered", timeout=60)
         key = h.one("select public_key, key_id from public.executors where site_id = %s", h.site_id)
         reg = dc.register(h.query, h.site_id, key["public_key"], key["key_id"])
@@ -133,64 +150,81 @@ def run(args: argparse.Namespace) -> dict:
             str(uuid.uuid4()),
             window,
         )
-        sync = (
-            h.client.table("jobs")
-            .insert(
-                {
-                    "type": "vcenter_sync",
-                    "site_id": h.site_id,
-                    "credential_set_ids": creds,
-                    "params": {"vcenter_id": str(reg["vcenter_id"])},
-                }
-            )
-            .execute()
-            .data[0]["id"]
+        sync = _insert(
+            h,
+            {
+                "type": "vcenter_sync",
+                "site_id": h.site_id,
+                "credential_set_ids": creds,
+                "params": {"vcenter_id": str(reg["vcenter_id"])},
+            },
         )
         assert h.wait_status(sync, ("completed", "failed"), 120)["status"] == "completed"
         timing = dc.idrac.bmcs[0].timing
-        for mode in ("staged", "naive"):
+
+        def start(cluster_name: str, staged: bool) -> str:
             cluster = h.one(
-                "select id from public.clusters where name = %s and vcenter_id = %s", mode, reg["vcenter_id"]
+                "select id from public.clusters where name = %s and vcenter_id = %s",
+                cluster_name,
+                reg["vcenter_id"],
             )["id"]
-            params = {
-                "cluster_id": str(cluster),
-                "firmware": {"catalog_url": dc.catalog_url},
-                "stage_firmware": mode == "staged",
-            }
-            with MaintenanceClock(dc) as clock:
-                job_id = (
-                    h.client.table("jobs")
-                    .insert(
-                        {
-                            "type": "rolling_cluster_update",
-                            "site_id": h.site_id,
-                            "cluster_id": str(cluster),
-                            "params": params,
-                            "credential_set_ids": creds,
-                            "maintenance_window_id": str(window),
-                        }
-                    )
-                    .execute()
-                    .data[0]["id"]
-                )
-                job = h.wait_status(job_id, ("completed", "failed", "paused", "cancelled"), 3600)
+            return _insert(
+                h,
+                {
+                    "type": "rolling_cluster_update",
+                    "site_id": h.site_id,
+                    "cluster_id": str(cluster),
+                    "params": {
+                        "cluster_id": str(cluster),
+                        "firmware": {"catalog_url": dc.catalog_url},
+                        "stage_firmware": staged,
+                    },
+                    "credential_set_ids": creds,
+                    "maintenance_window_id": str(window),
+                },
+            )
+
+        def finish(job_id: str, what: str) -> dict:
+            job = h.wait_status(job_id, ("completed", "failed", "paused", "cancelled"), 3600)
             if job["status"] != "completed":
-                raise SystemExit(f"{mode} rollout ended {job['status']}: {job['error']}")
-            hosts = [x for x in dc.host_bmc if x.startswith(f"{mode}-")]
+                raise SystemExit(f"{what} rollout ended {job['status']}: {job['error']}")
+            return job
+
+        # 1. two clusters at once, one executor
+        with MaintenanceClock(dc) as clock:
+            t0 = time.monotonic()
+            jobs = {c: start(c, True) for c in concurrent}
+            done = {c: finish(j, c) for c, j in jobs.items()}
+        per_cluster = {}
+        for c, job in done.items():
+            hosts = [x for x in dc.host_bmc if x.startswith(f"{c}-")]
             total = (job["finished_at"] - job["started_at"]).total_seconds()
-            unavoidable = sum(unavoidable_s(dc, x, timing, 2) for x in hosts)
+            physical = sum(unavoidable_s(dc, x, timing, 2) for x in hosts)  # one host per wave
             per_host = [clock.total.get(x, 0.0) for x in hosts]
-            out[mode] = {
+            per_cluster[c] = {
                 "total_s": round(total, 2),
-                "unavoidable_s": round(unavoidable, 2),
-                "overhead_pct": round(100 * (total - unavoidable) / total, 1),
+                "physical_s": round(physical, 2),
+                "overhead_pct": round(100 * (total - physical) / total, 1),
                 "maintenance_s_per_host": round(sum(per_host) / len(per_host), 3),
             }
-        staged, naive = out["staged"]["maintenance_s_per_host"], out["naive"]["maintenance_s_per_host"]
-        out["overhead_pct"] = out["staged"]["overhead_pct"]
-        out["maintenance_s_per_host"] = {"staged": staged, "naive": naive}
+        wall = max(j["finished_at"] for j in done.values()) - min(j["started_at"] for j in done.values())
+        wall_s = wall.total_seconds()
+        limit = max(v["physical_s"] for v in per_cluster.values())
+        out["clusters_detail"] = per_cluster
+        out["wall_s"] = round(wall_s, 2)
+        out["claim_to_finish_s"] = round(time.monotonic() - t0, 2)
+        out["physical_limit_s"] = round(limit, 2)
+        out["overhead_pct"] = round(100 * (wall_s - limit) / wall_s, 1)
+
+        # 2. the naive baseline
+        with MaintenanceClock(dc) as clock:
+            finish(start("naive", False), "naive")
+        hosts = [x for x in dc.host_bmc if x.startswith("naive-")]
+        naive = sum(clock.total.get(x, 0.0) for x in hosts) / len(hosts)
+        staged = sum(v["maintenance_s_per_host"] for v in per_cluster.values()) / len(per_cluster)
+        out["maintenance_s_per_host"] = {"staged": round(staged, 3), "naive": round(naive, 3)}
         out["staging_cut_pct"] = round(100 * (naive - staged) / naive, 1)
-        out["targets_met"] = out["overhead_pct"] <= 10 and out["staging_cut_pct"] >= 30
+        out["targets_met"] = out["overhead_pct"] <= 5 and out["staging_cut_pct"] >= 30
         out["loadavg_end"] = round(os.getloadavg()[0], 2)
         return out
     finally:

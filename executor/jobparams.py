@@ -141,6 +141,11 @@ class FirmwareSelection(BaseModel):
         default=[], max_length=64, description="component names to apply; empty = every applicable update"
     )
     allow_downgrade: bool = False
+    catalog_sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")] | None = Field(
+        default=None,
+        description="SHA-256 the catalog must have (the pre-flight's catalog gate verifies it); "
+        "create-job fills it in from a registered catalog's pin",
+    )
 
     def stored_catalog_url(self) -> str:
         """The catalog URL of a stored job: create-job fills it in from catalog_id or
@@ -182,14 +187,48 @@ class RollingClusterUpdateParams(_Params):
     max_parallel_hosts: int = Field(
         default=1, ge=1, le=16, description="hosts out of service at once (capped by safety.yaml)"
     )
-    failure_budget: int = Field(
-        default=0, ge=0, le=64, description="failed hosts tolerated before the rollout stops"
+    failure_budget: (
+        Annotated[int, Field(ge=0, le=64, strict=True)]
+        | Annotated[str, StringConstraints(pattern=r"^(100|[1-9]?[0-9])%$")]
+    ) = Field(
+        default=0,
+        description="failed hosts tolerated before the rollout stops: a count (0..64) or a percentage "
+        'of the hosts to update such as "25%" (rounded down)',
     )
     blocker_default: BlockerDefault = BlockerDefault.ASK
     vmotion_timeout_s: int = Field(
         default=1800, ge=60, le=86400, description="per-host evacuation budget (s)"
     )
     stage_firmware: bool = Field(default=True, description="stage updates while the host still serves VMs")
+    maintenance_retries: int = Field(
+        default=1, ge=0, le=10, description="further tries when a host fails to enter maintenance mode"
+    )
+    maintenance_retry_delay_s: int = Field(
+        default=60, ge=0, le=3600, description="wait before each maintenance-mode retry (s)"
+    )
+    event_days: int = Field(
+        default=7,
+        ge=1,
+        le=90,
+        description="the events gate looks at critical SEL/LC entries this many days back (d)",
+    )
+    vsan_object_action: Literal["ensureObjectAccessibility", "evacuateAllData", "noAction"] = Field(
+        default="ensureObjectAccessibility",
+        description="vSAN clusters: what maintenance mode does with the host's vSAN data",
+    )
+    vsan_resync_timeout_s: int = Field(
+        default=3600,
+        ge=60,
+        le=86400,
+        description="vSAN clusters: longest wait before each host for resync to finish and health to "
+        "leave red (s); then the vsan gate stops the rollout",
+    )
+
+    def failure_budget_hosts(self, planned: int) -> int:
+        """Failed hosts tolerated among ``planned`` hosts (a percentage rounded down)."""
+        if isinstance(self.failure_budget, str):
+            return int(planned * int(self.failure_budget[:-1]) // 100)
+        return self.failure_budget
 
 
 class FirmwareUpdateParams(_Params):

@@ -82,10 +82,13 @@ from ..targets.dell import FAILED, IDRAC_COMPONENT_ID
 from ..targets.dell_health import (
     BLOCK,
     Gate,
+    apply_policy,
     capacity_bound,
     catalog_gate,
     catalog_rows,
+    gate_policy,
     idrac_gates,
+    readiness_score,
     what_will_change,
     worst,
 )
@@ -93,6 +96,7 @@ from ..targets.errors import JobFailed, TargetError, VerificationFailed
 from ..targets.redfish import RedfishClient
 from ..targets.vsphere import VSphereClient
 from ..targets.vsphere_blockers import BLOCKING, host_blockers, preflight_report
+from ..targets.vsphere_health import vcenter_gate, vsan_gate, wait_vsan_idle
 from . import register
 from ._replication_gate import replication_lag_blockers
 from ._vsphere import (
@@ -137,6 +141,10 @@ class PreflightBlocked(VSphereHandlerError):
 
 class HostFailed(VSphereHandlerError):
     """One host's update failed; counted against the failure budget."""
+
+
+class VsanNotIdle(VSphereHandlerError):
+    """vSAN still resyncing or red before a host: the rollout stops (the vsan gate named)."""
 
 
 def _kind(scan_kind: str) -> str:
@@ -328,7 +336,17 @@ class RollingClusterUpdateHandler(JobHandler):
         )
         return cluster, vc
 
+    def _gates_policy(self, ctx: StepContext) -> dict[str, str]:
+        """Which gates block (policies/safety.yaml, the job type's ``gates``)."""
+        jt = (ctx.engine.policy.data.get("job_types") or {}).get(self.job_type) or {}
+        try:
+            return gate_policy(jt.get("gates"))
+        except ValueError as exc:
+            raise StepError(str(exc)) from None
+
     def _max_out(self, ctx: StepContext) -> int:
+        if ctx.checkpoint.get("vsan"):
+            return 1  # vSAN: one host at a time whatever the policy says (FTT=1 keeps one copy)
         jt = (ctx.engine.policy.data.get("job_types") or {}).get(self.job_type) or {}
         policy_max = int(jt.get("max_hosts_out_per_cluster") or 1)
         # the N+1 capacity bound the pre-flight computed (never above the policy)
@@ -370,20 +388,21 @@ class RollingClusterUpdateHandler(JobHandler):
             hosts = [by_id[str(h)] for h in params.host_ids]
         else:
             hosts = sorted(rows, key=lambda r: r["name"])
-        # Hosts already out of service count against the policy: refuse rather than exceed it.
-        out = [
-            inv.hosts[r["moref"]].name
+        policy = self._gates_policy(ctx)
+        ctx.checkpoint["vsan"] = bool(c.vsan_enabled)
+        # Hosts already out of service count against the policy: the vcenter gate of every
+        # host of the cluster (a host out that the job would not update still counts).
+        vc_gates = {
+            r["name"]: apply_policy([vcenter_gate(inv.hosts[r["moref"]])], policy)[0]
             for r in rows
-            if r["moref"] in inv.hosts and not inv.hosts[r["moref"]].active
-        ]
-        if out:
-            raise VSphereHandlerError(
-                f"cluster {c.name} already has host(s) out of service ({', '.join(sorted(out))}); "
-                f"the policy allows {self._max_out(ctx)} at a time: bring them back first"
-            )
+            if r["moref"] in inv.hosts
+        }
         cat_gate, catalog = await asyncio.to_thread(
-            catalog_gate, lambda: self._catalog(params.firmware.stored_catalog_url())
+            catalog_gate,
+            lambda: self._catalog(params.firmware.stored_catalog_url(), raw=True),
+            sha256=params.firmware.catalog_sha256,
         )
+        [cat_gate] = apply_policy([cat_gate], policy)
         if catalog is None:
             raise CatalogUnavailable(f"pre-flight gate catalog blocks: {cat_gate.reason}")
         repo = params.firmware.stored_catalog_url().rsplit("/", 1)[0]
@@ -412,8 +431,21 @@ class RollingClusterUpdateHandler(JobHandler):
                 "seq": seq,
             }
             packages, facts = await asyncio.to_thread(
-                self._compliance, profile, entry, cred, catalog, repo, params.firmware.components
+                self._compliance,
+                profile,
+                entry,
+                cred,
+                catalog,
+                repo,
+                params.firmware.components,
+                params.event_days,
+                policy,
             )
+            vg = vc_gates.get(h["name"])
+            if vg is not None:
+                facts["gates"].append(vg.as_dict())
+                gs = [Gate(**g) for g in facts["gates"]]
+                facts["verdict"], facts["readiness"] = worst(gs), readiness_score(gs)
             report_hosts[h["name"]] = facts
             host_changes, why_compliant = what_will_change(
                 h["name"], catalog_rows(facts.get("components") or [], params.firmware.components)
@@ -457,8 +489,31 @@ class RollingClusterUpdateHandler(JobHandler):
             "gate": cat_gate.as_dict(),
         }
         report["gates"] = {
-            name: {"verdict": f["verdict"], "gates": f["gates"]} for name, f in report_hosts.items()
+            name: {"verdict": f["verdict"], "readiness": f.get("readiness"), "gates": f["gates"]}
+            for name, f in report_hosts.items()
         }
+        report["gate_policy"] = policy  # which gates block (policies/safety.yaml)
+        # a host out of service that the job would not update still counts against the hosts out
+        blocked += [
+            f"{name}: vcenter ({g.reason})"
+            for name, g in vc_gates.items()
+            if g.status == BLOCK and f"{name}: vcenter ({g.reason})" not in blocked
+        ]
+        if c.vsan_enabled:
+            client = await vcenter_client(ctx, vc, profile)
+            try:
+                vs_gate, vs_facts = await asyncio.to_thread(vsan_gate, client, c.moid)
+            finally:
+                await asyncio.to_thread(client.close)
+            [vs_gate] = apply_policy([vs_gate], policy)
+            report["vsan"] = {
+                **vs_facts,
+                **vs_gate.as_dict(),
+                "object_action": params.vsan_object_action,
+                "hosts_at_once": 1,
+            }
+            if vs_gate.status == BLOCK:
+                blocked.append(f"{c.name}: vsan ({vs_gate.reason})")
         report["plan"] = [h["name"] for h in plan]
         report["changes"] = changes  # what will change, per host and component
         report["already_compliant"] = compliant  # host -> why it is skipped
@@ -471,6 +526,7 @@ class RollingClusterUpdateHandler(JobHandler):
             ),
             c.ha,
         )
+        [cap_gate] = apply_policy([cap_gate], policy)
         ctx.checkpoint["capacity_bound"] = bound
         report["capacity"] = {
             "bound": bound,
@@ -500,16 +556,18 @@ class RollingClusterUpdateHandler(JobHandler):
         }
 
     @staticmethod
-    def _catalog(url: str) -> Catalog:
+    def _catalog(url: str, raw: bool = False) -> Any:
+        """The catalog at ``url`` (with ``raw``: the catalog and the bytes it came from)."""
         try:
             with urllib.request.urlopen(url, timeout=30) as resp:  # noqa: S310 - http(s) checked by the params model
                 data = resp.read()
         except OSError as exc:
             raise CatalogUnavailable(f"cannot fetch the firmware catalog {url}: {exc}") from None
         try:
-            return Catalog.from_bytes(data, url)
+            catalog = Catalog.from_bytes(data, url)
         except TargetError as exc:
             raise CatalogUnavailable(str(exc)) from None
+        return (catalog, data) if raw else catalog
 
     @staticmethod
     def _compliance(
@@ -519,13 +577,20 @@ class RollingClusterUpdateHandler(JobHandler):
         catalog: Catalog,
         repo: str,
         components: list[str],
+        event_days: float = 7,
+        policy: dict[str, str] | None = None,
     ) -> tuple[list[UpdatePackage], dict[str, Any]]:
         ep = profile.idrac_endpoint(host["server"], cred)
         t = profile.dell_timeouts()
         # A Lifecycle Controller between two of its own jobs gets a third of its ready budget.
-        gates, c = idrac_gates(RedfishClient(ep, t).__enter__, lc_wait=t.lc_ready / 3)
+        gates, c = idrac_gates(RedfishClient(ep, t).__enter__, lc_wait=t.lc_ready / 3, event_days=event_days)
+        gates = apply_policy(gates, policy or {})
         if c is None:
-            return [], {"gates": [g.as_dict() for g in gates], "verdict": worst(gates)}
+            return [], {
+                "gates": [g.as_dict() for g in gates],
+                "verdict": worst(gates),
+                "readiness": readiness_score(gates),
+            }
         try:
             info = c.system_info()
             report = catalog.compliance(
@@ -535,7 +600,11 @@ class RollingClusterUpdateHandler(JobHandler):
             readiness = dell.readiness()
         except TargetError as exc:
             gates.append(Gate("inventory", BLOCK, f"cannot read the firmware inventory: {exc}"))
-            return [], {"gates": [g.as_dict() for g in gates], "verdict": worst(gates)}
+            return [], {
+                "gates": [g.as_dict() for g in gates],
+                "verdict": worst(gates),
+                "readiness": readiness_score(gates),
+            }
         finally:
             c.__exit__(None, None, None)
         packages = report.update_packages(catalog.base_location, repo)
@@ -550,6 +619,7 @@ class RollingClusterUpdateHandler(JobHandler):
             "idrac": readiness,
             "gates": [g.as_dict() for g in gates],
             "verdict": worst(gates),
+            "readiness": readiness_score(gates),
         }
 
     @step(90, resumable=True)
@@ -705,6 +775,8 @@ class RollingClusterUpdateHandler(JobHandler):
                     if ctx.session.pause_requested:
                         raise PauseRequested("paused by operator between hosts")
                     raise ShutdownRequested("executor stopping; handing the job back between hosts")
+                if ctx.checkpoint.get("vsan") and not any(h["id"] in progress["phase"] for h in wave):
+                    await self._vsan_idle(ctx, params, profile, client, wave[0], todo[start:])
                 results = await asyncio.gather(
                     *(self._host(ctx, params, profile, client, h, progress) for h in wave),
                     return_exceptions=True,
@@ -718,16 +790,22 @@ class RollingClusterUpdateHandler(JobHandler):
                         progress["done"].append(h["id"])
                     progress["phase"].pop(h["id"], None)
                 await ctx.save_progress(progress)
-                if len(progress["failed"]) > params.failure_budget:
+                allowed = params.failure_budget_hosts(len(ctx.checkpoint["plan"]))
+                if len(progress["failed"]) > allowed:
                     rest = todo[start + len(wave) :]
                     for h in rest:
                         await update_task(
                             ctx, h, "skipped", details={"reason": "rollout stopped: failure budget"}
                         )
                     names = [h["name"] for h in ctx.checkpoint["plan"] if h["id"] in progress["failed"]]
+                    budget = (
+                        f"{allowed} ({params.failure_budget} of {len(ctx.checkpoint['plan'])} host(s))"
+                        if isinstance(params.failure_budget, str)
+                        else f"{allowed}"
+                    )
                     raise FailureBudgetExhausted(
                         f"{len(progress['failed'])} host(s) failed ({', '.join(names)}), failure budget is "
-                        f"{params.failure_budget}: rollout stopped with {len(rest)} host(s) not updated"
+                        f"{budget}: rollout stopped with {len(rest)} host(s) not updated"
                     )
         finally:
             await asyncio.to_thread(client.close)
@@ -736,6 +814,91 @@ class RollingClusterUpdateHandler(JobHandler):
             "updated": [host_names[i] for i in progress["done"]],
             "failed": [host_names[i] for i in progress["failed"]],
         }
+
+    async def _vsan_idle(
+        self,
+        ctx: StepContext,
+        params: RollingClusterUpdateParams,
+        profile: TargetProfile,
+        vc: VSphereClient,
+        host: dict[str, Any],
+        rest: list[dict[str, Any]],
+    ) -> None:
+        """Before each host of a vSAN cluster: resync idle and health not red (the vsan gate),
+        waiting up to ``vsan_resync_timeout_s``; a gate still blocking stops the rollout."""
+        cluster, _ = await self._vcenter(ctx)
+        loop = asyncio.get_running_loop()
+        blocked_polls = 0
+
+        def waiting(g: Gate) -> None:
+            nonlocal blocked_polls
+            blocked_polls += 1
+            asyncio.run_coroutine_threadsafe(
+                update_task(ctx, host, "pending", details={"phase": "vsan_wait", "vsan": g.reason}), loop
+            )
+
+        gate, waited = await asyncio.to_thread(
+            wait_vsan_idle,
+            vc,
+            cluster["moref"],
+            timeout=profile.seconds(params.vsan_resync_timeout_s),
+            poll=profile.seconds(15),
+            on_wait=waiting,
+        )
+        [gate] = apply_policy([gate], self._gates_policy(ctx))
+        await update_task(
+            ctx,
+            host,
+            "pending",
+            details={
+                "phase": "queued",
+                "vsan": gate.reason,
+                "vsan_wait_s": round(waited * profile.time_scale, 1),
+                "vsan_blocked_polls": blocked_polls,  # polls that found resync or red health
+            },
+        )
+        if gate.status == BLOCK:
+            for h in rest:
+                await update_task(
+                    ctx, h, "skipped", details={"reason": f"rollout stopped: vsan ({gate.reason})"}
+                )
+            raise VsanNotIdle(
+                f"gate vsan blocks before {host['name']} after {params.vsan_resync_timeout_s} s: {gate.reason}"
+            )
+
+    async def _enter_maintenance(
+        self,
+        params: RollingClusterUpdateParams,
+        profile: TargetProfile,
+        vc: VSphereClient,
+        host: dict[str, Any],
+        budget: float,
+        details: dict[str, Any],
+        vsan: bool,
+    ) -> None:
+        """Maintenance mode, tried 1 + ``maintenance_retries`` times ``maintenance_retry_delay_s``
+        apart (vSAN hosts with ``vsan_object_action``); the tries are counted on the task."""
+        tries = 1 + params.maintenance_retries
+        for attempt in range(1, tries + 1):
+            details["maintenance_attempts"] = attempt
+            try:
+                await asyncio.to_thread(
+                    lambda: vc.enter_maintenance(
+                        host["moref"],
+                        profile.seconds(budget),
+                        vsan_mode=params.vsan_object_action if vsan else None,
+                    )
+                )
+                return
+            except TargetError as exc:
+                if attempt == tries:
+                    raise
+                log.warning(
+                    "host %s: maintenance mode try %d of %d failed (%s); again in %d s",
+                    host["name"], attempt, tries, exc, params.maintenance_retry_delay_s,
+                )  # fmt: skip
+                details.setdefault("maintenance_errors", []).append(str(exc)[:300])
+                await asyncio.sleep(profile.seconds(params.maintenance_retry_delay_s))
 
     async def _host(
         self,
@@ -805,7 +968,9 @@ class RollingClusterUpdateHandler(JobHandler):
                 )
                 budget = evacuation_budget_s(memory, params.vmotion_timeout_s)
                 details["evacuation_budget_s"] = round(budget, 1)
-                await asyncio.to_thread(vc.enter_maintenance, host["moref"], profile.seconds(budget))
+                await self._enter_maintenance(
+                    params, profile, vc, host, budget, details, bool(ctx.checkpoint.get("vsan"))
+                )
                 boot_before: str | None = await asyncio.to_thread(work.boot_time)
                 details["boot_before"] = boot_before
                 await phase("apply", 50)

@@ -806,6 +806,19 @@ def test_catalog_refresh_loads_plain_gzipped_and_moved_catalogs_and_jobs_name_a_
     )["plan"]
     assert plan["params"]["firmware"]["catalog_url"] == files.url("/c/Catalog.xml.gz")
     assert plan["params"]["firmware"]["components"] == ["BIOS"]
+    assert plan["params"]["firmware"].get("catalog_sha256") is None  # that catalog has no pin
+    # a pinned catalog's SHA-256 goes with its URL (the rolling update's catalog gate checks it)
+    plan = world.invoke(
+        "operator",
+        "create-job",
+        {
+            "type": "firmware_update",
+            "dry_run": True,
+            "maintenance_window_id": world.env.window(),
+            "params": {"server_ids": [sid], "dry_run": True, "firmware": {"catalog_id": pinned}},
+        },
+    )["plan"]
+    assert plan["params"]["firmware"]["catalog_sha256"] == "0" * 64
     plan = world.invoke(
         "operator",
         "create-job",

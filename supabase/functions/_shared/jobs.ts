@@ -198,6 +198,7 @@ interface CatalogRef {
   id: string;
   site_id: string;
   url: string;
+  expected_sha256: string | null;
   components: string[] | null;
 }
 
@@ -214,10 +215,10 @@ export async function resolveCatalogs(tx: Tx, jobType: string, params: Record<st
   const lookup = async (catalogId: unknown, baselineId: unknown): Promise<CatalogRef> => {
     const [r] = baselineId
       ? await tx<CatalogRef[]>`
-          select b.id, b.site_id, c.url, b.components from public.firmware_baselines b
+          select b.id, b.site_id, c.url, c.expected_sha256, b.components from public.firmware_baselines b
             join public.firmware_catalogs c on c.id = b.catalog_id where b.id = ${String(baselineId).toLowerCase()}`
       : await tx<CatalogRef[]>`
-          select id, site_id, url, null::text[] as components from public.firmware_catalogs
+          select id, site_id, url, expected_sha256, null::text[] as components from public.firmware_catalogs
            where id = ${String(catalogId).toLowerCase()}`;
     const what = baselineId ? "baseline" : "catalog";
     if (!r) throw unprocessable(`${what}_not_found`, `the firmware ${what} does not exist or is not visible to you`);
@@ -234,6 +235,8 @@ export async function resolveCatalogs(tx: Tx, jobType: string, params: Record<st
       }
       const r = await lookup(sel.catalog_id, sel.baseline_id);
       sel.catalog_url = r.url;
+      // the catalog's pin goes with it: the rolling update's catalog gate verifies the SHA-256
+      if (r.expected_sha256 && !sel.catalog_sha256) sel.catalog_sha256 = r.expected_sha256;
       const comps = Array.isArray(sel.components) ? sel.components : [];
       if (r.components && r.components.length && comps.length === 0) sel.components = r.components;
     } else if (!sel.catalog_url) {

@@ -1,0 +1,308 @@
+"""Rollout safety end to end (issue 14): every per-host health gate failing one at a time, vSAN
+clusters, the safety policy deciding which gates block, the failure budget as a percentage
+and maintenance mode retried. Real executor processes on the real local stack drive the
+linked lab (simulated iDRACs with hardware health faults, the vCenter simulator with vSAN
+modelled in its lab layer: devstack/lab/vcsim/vsan.go says what is simulated).
+
+The executor runs with a copy of policies/safety.yaml that allows 4 hosts out per cluster
+(the shipped policy allows 1), so "one host at a time on vSAN" is the vSAN rule's doing; its
+gates are the shipped ones (all block) until the policy test restarts it with psu: warn.
+
+Scenario matrix (each ends with the safety invariants, DESIGN §5):
+
+==================  ==============================================  ============================
+scenario            what happens                                    expected outcome
+==================  ==============================================  ============================
+gate: reachability  hw-esx02's iDRAC does not answer                 failed in preflight naming
+gate: psu           PS2 failed, redundancy lost                      "hw-esx02: <gate> (";
+gate: thermal       inlet at 48 °C (critical 47)                     nothing touched, the gates
+gate: storage       virtual disk degraded                            stored in the pre-flight
+gate: memory        DIMM A1 Critical                                 report (verdict, readiness)
+gate: events        a Critical SEL entry yesterday
+gate: vcenter       hw-esx02 already in maintenance mode
+gate: vsan          vSAN health red on a vSAN cluster                failed in preflight naming
+                                                                     "vsr: vsan ("
+vSAN one at a time  4-host vSAN cluster, max_parallel_hosts 4,       completed; the lab saw at
+                    policy 4, N+1 bound > 1; each host's exit        most 1 host out, every entry
+                    starts a resync                                  ensureObjectAccessibility
+                                                                     with no resync outstanding
+vSAN not idle       the resync after host 1 outlasts                 host 1 done, rollout stopped
+                    vsan_resync_timeout_s                            naming vsan, rest skipped,
+                                                                     HA/DRS restored
+budget 25 %         1 of 4 hosts fails its firmware job              1 failed, 3 completed
+maintenance retry   each host needs 3 tries to evacuate              completed, 3 tries recorded
+policy decides      PS2 failed: refused under psu: block, then       refused, then completed with
+                    (executor restarted) psu: warn                   the psu warning reported
+==================  ==============================================  ============================
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from devstack.lab.datacentre import DataCentre
+from devstack.lab.idrac.health import add_event, clear_health, set_health
+from tests.e2e import test_rolling_update as ru
+from tests.e2e.executor_harness import wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+GIB = 1024
+CLUSTERS = [
+    ru._cluster("hw", 2, 1),
+    ru._cluster("vs", 4, 2, vsan={"enabled": True, "resync_after_exit_ms": 1500, "resync_objects": 12}),
+    ru._cluster("vsr", 3, 1, vsan={"enabled": True, "resync_after_exit_ms": 20000, "resync_objects": 30}),
+    ru._cluster("pct", 4, 1),
+    # 2 x 512 GiB VMs per host at 2 ms/GiB: each vMotion (~1.03 s) outlasts the 1 s the lab
+    # gives a 60 s budget here, so every try moves one VM and times out; the try after the
+    # last VM left enters (the first host on its third try, later ones hold moved VMs too)
+    ru._cluster("rty", 3, 2, vm_memory_mb=512 * GIB, host_memory_mb=3 * GIB * GIB),
+    ru._cluster("pol", 2, 1),
+]
+
+
+def policy_file(tmp: Path, name: str, **gates: str) -> Path:
+    data = yaml.safe_load((ROOT / "policies" / "safety.yaml").read_text())
+    jt = data["job_types"]["rolling_cluster_update"]
+    jt["max_hosts_out_per_cluster"] = 4
+    jt["gates"].update(gates)
+    p = tmp / name
+    p.write_text(yaml.safe_dump(data))
+    return p
+
+
+class SafetyWorld(ru.World):
+    def __init__(self, stack: Any, tmp: Path):
+        self.tmp = tmp
+        self.policy = policy_file(tmp, "policy-a.yaml")
+        self.dc = DataCentre(
+            CLUSTERS, time_scale=ru.LAB_SCALE, timing=ru.TIMING, migrate_ms=5, migrate_ms_per_gb=2
+        )
+        self.dc.start()
+        try:
+            self._setup(stack, tmp)
+        except BaseException:
+            self.close()
+            raise
+
+    def spawn(self, name: str) -> Any:
+        state = self.tmp / name / "state"
+        if hasattr(self, "executor"):
+            state.mkdir(parents=True, mode=0o700)
+            shutil.copy(self.tmp / "ru-a" / "state" / "executor_key.pem", state / "executor_key.pem")
+            (state / "executor_key.pem").chmod(0o600)
+        ex = self.h.spawn(
+            name,
+            target_time_scale=ru.LAB_SCALE / 4,
+            max_concurrent_jobs=4,
+            realtime_enabled="false",
+            poll_interval=0.3,
+            bmc_settle_interval_s=10,
+            policy_path=str(self.policy),
+        )
+        ex.wait_log("registered", timeout=30)
+        return ex
+
+    def report(self, job_id: str) -> dict[str, Any]:
+        art = self.h.query(
+            "select content from public.artifacts where job_id = %s and kind = 'preflight_report'", job_id
+        )
+        return json.loads(bytes(art[0]["content"]))
+
+
+@pytest.fixture(scope="module")
+def world(stack):
+    tmp = Path(tempfile.mkdtemp(prefix="rackpilot-rs-"))
+    w = SafetyWorld(stack, tmp)
+    try:
+        yield w
+    finally:
+        w.close()
+        if not os.environ.get("RACKPILOT_TEST_KEEP"):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def untouched(w: SafetyWorld, cluster: str) -> bool:
+    return all(w.dc.bmc(h).boot_count == 0 and not w.dc.bmc(h).flashes for h in w.hosts_of(cluster))
+
+
+def lab_maintenance(w: SafetyWorld, host: str, on: bool) -> None:
+    w.dc.vcenter._control("POST", f"/hosts/{host}/maintenance", {"enabled": "true" if on else "false"})
+
+
+HW_CASES = [
+    ("reachability", lambda w, b: b.inject(unreachable=True), "iDRAC unreachable"),
+    ("psu", lambda w, b: set_health(b, psu_failed=1), "PSU Redundancy lost"),
+    ("thermal", lambda w, b: set_health(b, inlet_c=48.0), "48.0 °C (critical at 47 °C)"),
+    ("storage", lambda w, b: set_health(b, vdisk="Degraded"), "Degraded"),
+    ("memory", lambda w, b: set_health(b, memory="Critical"), "DIMM.Socket.A1 Critical"),
+    (
+        "events",
+        lambda w, b: add_event(
+            b, "Critical", "CPU 2 machine check error detected.", days_ago=1, message_id="CPU0001"
+        ),
+        "CPU0001",
+    ),
+    ("vcenter", lambda w, b: lab_maintenance(w, "hw-esx02", True), "already in maintenance"),
+]
+
+
+@pytest.mark.parametrize(("gate", "fault", "words"), HW_CASES, ids=[c[0] for c in HW_CASES])
+def test_each_gate_failing_refuses_naming_it(world, gate, fault, words):
+    w = world
+    before = w.settings("hw")
+    bmc = w.dc.bmc("hw-esx02")
+    fault(w, bmc)
+    try:
+        with ru.sampler(w) as s:
+            job_id = w.rolling("hw")
+            job = ru.finish(w, job_id)
+    finally:
+        bmc.clear_faults()
+        clear_health(bmc)
+        if gate == "vcenter":
+            lab_maintenance(w, "hw-esx02", False)
+    assert job["status"] == "failed" and f"hw-esx02: {gate} (" in job["error"] and words in job["error"], job
+    assert [r["step_key"] for r in w.h.steps(job_id)][:1] == ["preflight"] and untouched(w, "hw")
+    rep = w.report(job_id)
+    mine = {g["name"]: g for g in rep["gates"]["hw-esx02"]["gates"]}
+    assert rep["gates"]["hw-esx02"]["verdict"] == "block" and mine[gate]["status"] == "block"
+    assert rep["gates"]["hw-esx02"]["readiness"] == 0 and rep["gates"]["hw-esx01"]["readiness"] == 100
+    assert rep["gate_policy"][gate] == "block"
+    w.check(job_id, "hw", before, s)
+
+
+def test_vsan_health_red_refuses_naming_the_vsan_gate(world):
+    w = world
+    before = w.settings("vsr")
+    w.dc.vcenter.set_vsan("vsr", health="red", test="vSAN object health")
+    try:
+        with ru.sampler(w) as s:
+            job_id = w.rolling("vsr")
+            job = ru.finish(w, job_id)
+    finally:
+        w.dc.vcenter.set_vsan("vsr", health="green")
+    assert (
+        job["status"] == "failed"
+        and "vsr: vsan (vSAN health red (Data: vSAN object health red))" in job["error"]
+    )
+    assert untouched(w, "vsr") and w.report(job_id)["vsan"]["status"] == "block"
+    w.check(job_id, "vsr", before, s)
+
+
+def test_vsan_cluster_goes_one_host_at_a_time_with_resync_idle_before_each(world):
+    w = world
+    before = w.settings("vs")
+    with ru.sampler(w) as s:
+        job_id = w.rolling("vs", max_parallel_hosts=4)
+        job = ru.finish(w, job_id, timeout=240)
+    assert job["status"] == "completed", job["error"]
+    rep = w.report(job_id)
+    # without vSAN the policy (4) and the N+1 bound would let more than one host go at once
+    assert rep["capacity"]["bound"] > 1 and rep["capacity"]["hosts_at_once"] == 1
+    assert rep["vsan"]["status"] == "ok" and rep["vsan"]["object_action"] == "ensureObjectAccessibility"
+    lab = w.dc.vcenter.vsan("vs")
+    assert lab["max_hosts_out"] == 1 and s.peaks.get("vs", 0) == 1
+    assert [e["host"] for e in lab["entries"]] == w.hosts_of("vs")
+    assert all(e["object_action"] == "ensureObjectAccessibility" for e in lab["entries"])
+    assert all(e["resync_objects"] == 0 and e["hosts_out"] == 1 for e in lab["entries"]), lab["entries"]
+    tasks = w.tasks(job_id)
+    assert all(t["status"] == "completed" for t in tasks.values())
+    # every host after the first waited for the resync its predecessor's exit started
+    waits = [tasks[h]["details"]["vsan_blocked_polls"] for h in w.hosts_of("vs")]
+    assert waits[0] == 0 and all(x > 0 for x in waits[1:]), waits
+    w.check(job_id, "vs", before, s)
+
+
+def test_vsan_resync_not_idle_stops_the_rollout_naming_the_gate(world):
+    w = world
+    before = w.settings("vsr")
+    with ru.sampler(w) as s:
+        job_id = w.rolling("vsr", vsan_resync_timeout_s=60)
+        job = ru.finish(w, job_id, timeout=180)
+    assert job["status"] == "failed" and "gate vsan blocks before vsr-esx02" in job["error"], job
+    assert "vSAN resync in progress" in job["error"]
+    tasks = w.tasks(job_id)
+    assert [tasks[h]["status"] for h in w.hosts_of("vsr")] == ["completed", "skipped", "skipped"]
+    assert "rollout stopped: vsan" in tasks["vsr-esx03"]["details"]["reason"]
+    assert not w.dc.bmc("vsr-esx02").flashes and w.dc.vcenter.vsan("vsr")["max_hosts_out"] == 1
+    w.check(job_id, "vsr", before, s)
+
+
+def test_failure_budget_as_a_percentage(world):
+    w = world
+    before = w.settings("pct")
+    w.dc.bmc("pct-esx02").inject(job_outcome="fail")
+    try:
+        with ru.sampler(w) as s:
+            job_id = w.rolling("pct", failure_budget="25%")
+            job = ru.finish(w, job_id, timeout=240)
+    finally:
+        w.dc.bmc("pct-esx02").clear_faults()
+    tasks = w.tasks(job_id)
+    # 25 % of 4 hosts: one failure is tolerated, the rollout goes on to the end
+    assert [tasks[h]["status"] for h in w.hosts_of("pct")] == [
+        "completed",
+        "failed",
+        "completed",
+        "completed",
+    ]
+    assert job["status"] in ("completed", "failed") and "failure budget" not in (job["error"] or "")
+    w.check(job_id, "pct", before, s)
+
+
+def test_maintenance_mode_entry_is_retried(world):
+    w = world
+    before = w.settings("rty")
+    with ru.sampler(w) as s:
+        job_id = w.rolling("rty", vmotion_timeout_s=60, maintenance_retries=10, maintenance_retry_delay_s=30)
+        job = ru.finish(w, job_id, timeout=240)
+    assert job["status"] == "completed", job["error"]
+    tasks = w.tasks(job_id)
+    for h in w.hosts_of("rty"):
+        d = tasks[h]["details"]
+        # one VM moves per try (each vMotion outlasts the evacuation budget), so a host with
+        # n VMs on it enters on try n + 1; every failed try is on the task in vCenter's words
+        assert (
+            3 <= d["maintenance_attempts"] <= 11
+            and len(d["maintenance_errors"]) == d["maintenance_attempts"] - 1
+        )
+        assert all("did not enter maintenance" in e for e in d["maintenance_errors"]), d
+    w.check(job_id, "rty", before, s)
+
+
+def test_zz_the_safety_policy_decides_which_gates_block(world):
+    """Same fault, same cluster: refused under the policy's psu: block; after the executor
+    restarts with psu: warn, the job goes through and reports the warning."""
+    w = world
+    before = w.settings("pol")
+    bmc = w.dc.bmc("pol-esx02")
+    set_health(bmc, psu_failed=1)
+    try:
+        with ru.sampler(w) as s:
+            refused = w.rolling("pol")
+            job = ru.finish(w, refused)
+        assert job["status"] == "failed" and "pol-esx02: psu (" in job["error"] and untouched(w, "pol")
+        w.check(refused, "pol", before, s)
+        assert w.executor.terminate() == 0
+        w.policy = policy_file(w.tmp, "policy-b.yaml", psu="warn")
+        w.executor = w.spawn("ru-b")
+        with ru.sampler(w) as s:
+            job_id = w.rolling("pol")
+            job = ru.finish(w, job_id, timeout=240)
+    finally:
+        clear_health(bmc)
+    assert job["status"] == "completed", job["error"]
+    rep = w.report(job_id)
+    psu = next(g for g in rep["gates"]["pol-esx02"]["gates"] if g["name"] == "psu")
+    assert rep["gate_policy"]["psu"] == "warn" and psu["status"] == "warn"
+    assert "warn only: safety policy" in psu["reason"] and rep["gates"]["pol-esx02"]["readiness"] == 90
+    wait_until(lambda: all(t["status"] == "completed" for t in w.tasks(job_id).values()), 10, "tasks done")
+    w.check(job_id, "pol", before, s)
