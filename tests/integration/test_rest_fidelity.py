@@ -258,3 +258,63 @@ def test_prefer_tx_is_ignored_under_the_default_tx_end(http):
     r = http.post(TABLE, json={"batch": batch, "name": "kept"}, headers={"Prefer": "tx=rollback"})
     assert r.status_code == 201 and "preference-applied" not in r.headers
     assert [x["name"] for x in rows(http, batch)] == ["kept"]
+
+
+@pytest.fixture
+async def rest_app(schema, stack, monkeypatch):
+    """A /rest/v1 service in this process on the test stack's database, whose db-tx-end the
+    test sets (RACKPILOT_DB_TX_END is read when the gateway starts; the shared gateway keeps
+    PostgREST's default)."""
+    from devstack.stack.gateway import GatewayContext
+    from devstack.stack.jwtauth import JWTVerifier
+    from devstack.stack.rest import service
+
+    monkeypatch.setattr(service, "POOL_SIZE", 2)
+    ctx = GatewayContext(cfg=stack.cfg, secrets=stack.secrets, verifier=JWTVerifier(stack.secrets.jwt_secret))
+    app = service.RestService(ctx)
+    await app.startup()
+    try:
+        yield app
+    finally:
+        await app.shutdown()
+
+
+@pytest.mark.parametrize(
+    "tx_end, prefer, kept, applied",
+    [
+        ("rollback-allow-override", "tx=rollback", False, "tx=rollback"),
+        ("rollback-allow-override", "tx=commit", True, "tx=commit"),
+        ("rollback-allow-override", None, False, None),  # the mode's default: rolled back
+        ("commit-allow-override", "tx=rollback", False, "tx=rollback"),
+        ("commit-allow-override", None, True, None),
+        ("rollback", "tx=commit", False, None),  # no override: Prefer: tx is not honoured
+    ],
+)
+async def test_db_tx_end_and_prefer_tx_on_writes(
+    rest_app, http, service_key, monkeypatch, tx_end, prefer, kept, applied
+):
+    """PostgREST's db-tx-end: a rolled-back request still answers what it did (the written
+    row with return=representation), nothing is kept, and Preference-Applied names the tx=
+    it honoured; reads are not affected."""
+    from devstack.stack.rest import service
+
+    monkeypatch.setattr(service, "TX_END", tx_end)
+    batch = uuid.uuid4().hex
+    headers = {"apikey": service_key, "Authorization": f"Bearer {service_key}"}
+    wants = "return=representation" + (f", {prefer}" if prefer else "")
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=rest_app), base_url="http://rest/rest/v1", headers=headers
+    ) as client:
+        r = await client.post(TABLE, json={"batch": batch, "name": "w"}, headers={"Prefer": wants})
+        assert r.status_code == 201, r.text
+        assert [x["name"] for x in r.json()] == ["w"]
+        assert r.headers.get("preference-applied") == applied
+        # the shared gateway (another connection) sees the row only if it was committed
+        assert [x["name"] for x in rows(http, batch)] == (["w"] if kept else [])
+        r = await client.patch(
+            TABLE, params={"batch": f"eq.{batch}"}, json={"name": "u"}, headers={"Prefer": wants}
+        )
+        assert r.status_code == 200 and [x["name"] for x in r.json()] == (["u"] if kept else [])
+        r = await client.get(TABLE, params={"batch": f"eq.{batch}"}, headers={"Prefer": prefer or ""})
+        assert r.status_code == 200 and "preference-applied" not in r.headers
+    assert [x["name"] for x in rows(http, batch)] == (["u"] if kept else [])
