@@ -314,10 +314,19 @@ class Console:
             m = JobMonitor(self.api, jid, names=self.names)
             m.refresh()
             self._follow(m.apply)
+            from console import screens
+
+            role = self.session.role if self.session else None
+
+            def calls():
+                return self.screen("calls", job_id=jid)
+
             view = JobMonitorView(
                 m,
-                role=self.session.role if self.session else None,
+                role=role,
                 open_blockers=lambda: self.screen("blockers", job_id=jid),
+                # the BMC call log screen's own role rule decides who sees the button
+                open_calls=calls if screens.get("calls").allowed(role) else None,
             )
             self._start_feed_soon(view.status)
             return view

@@ -1,6 +1,7 @@
 """The live job monitor view: header, job progress, per-host progress with phase and
 reason, the phase timeline chart, the log, and the actions the role allows (pause,
-resume, cancel, force-resume with its audited reason), each answering on its own line."""
+resume, cancel, force-resume with its audited reason), each answering on its own line, and
+for roles that may read it the job's BMC call log (every Redfish/OME call, no bodies)."""
 
 from __future__ import annotations
 
@@ -26,11 +27,17 @@ BAR_STYLE = {
 
 class JobMonitorView(w.VBox):
     def __init__(
-        self, monitor: JobMonitor, *, role: str | None = None, open_blockers: Callable[[], Any] | None = None
+        self,
+        monitor: JobMonitor,
+        *,
+        role: str | None = None,
+        open_blockers: Callable[[], Any] | None = None,
+        open_calls: Callable[[], Any] | None = None,
     ) -> None:
         self.m = monitor
         self.role = role
         self._open_blockers = open_blockers
+        self._open_calls = open_calls
         self.header = w.HTML()
         self.job_bar = w.IntProgress(min=0, max=100, value=0, description="job", layout=w.Layout(width="60%"))
         self.job_pct = w.HTML()
@@ -46,6 +53,13 @@ class JobMonitorView(w.VBox):
         self.blocker_area = w.VBox()
         self.reload = w.Button(description="Reload", icon="refresh")
         self.reload.on_click(guarded(self.status, lambda _: self.m.refresh()))
+        # the job's BMC calls, on demand (given only to roles that may read the call log)
+        self.calls_area = w.VBox()
+        self.calls_button = w.Button(description="BMC calls", icon="list", layout=w.Layout(display="none"))
+        self.calls_button.add_class("rp-monitor-calls")
+        if open_calls is not None:
+            self.calls_button.layout.display = None
+            self.calls_button.on_click(guarded(self.status, lambda _: self._show_calls()))
         self._host_widgets: dict[str, tuple[w.HTML, w.IntProgress, w.HTML]] = {}
         monitor.on_change(self.render)
         super().__init__(
@@ -57,12 +71,13 @@ class JobMonitorView(w.VBox):
                 w.HTML("<b>Timeline</b>"),
                 self.chart,
                 self.blocker_area,
-                w.HBox([self.reload]),
+                w.HBox([self.reload, self.calls_button]),
                 self.buttons,
                 self.reason,
                 self.status,
                 w.HTML("<b>Log</b>"),
                 self.log_html,
+                self.calls_area,
             ]
         )
         self.add_class("rp-monitor")
@@ -158,6 +173,10 @@ class JobMonitorView(w.VBox):
     def _show_blockers(self) -> None:
         assert self._open_blockers is not None
         self.blocker_area.children = [self._open_blockers()]
+
+    def _show_calls(self) -> None:
+        assert self._open_calls is not None
+        self.calls_area.children = [w.HTML("<b>BMC calls</b>"), self._open_calls()]
 
     def _act(self, action: str) -> None:
         if action == "force_resume" and len(self.reason.value.strip()) < 10:

@@ -61,3 +61,33 @@ def test_intake_screens_against_the_stack(ce) -> None:
     d = DiscoveryView(DiscoveryModel(op), site, [])
     d.load()
     assert d.status.value == ""
+
+
+def test_the_job_monitor_shows_the_jobs_bmc_calls_to_those_who_may_read_them(ce) -> None:
+    """The job view offers the job's BMC call log (a button, the calls on demand) to roles
+    the call log screen admits (operators and up); a viewer gets no button."""
+    from console.widgets.app import Console
+    from tests.integration._functions_support import q
+    from tests.integration.console_support import job_row, scp_job
+
+    job = scp_job(ce)
+    site = job_row(ce, job)["site_id"]
+    q(
+        ce.conn,
+        "insert into public.bmc_calls (job_id, site_id, step, target, protocol, method, path, status, "
+        "duration_ms, message_id, at) values (%s, %s, 'export', %s, 'redfish', 'POST', "
+        "'/redfish/v1/Managers/iDRAC.Embedded.1/Actions/Oem/EID_674_Manager.ExportSystemConfiguration', "
+        "400, 85, 'SYS041', now()) returning id",
+        job,
+        site,
+        f"r640-{ce.tag}",
+    )
+    view = Console(ce.config, ce.sessions["operator"]).monitor(job).view
+    assert view.calls_button.layout.display is None and view.calls_area.children == ()
+    view.calls_button.click()
+    assert view.status.value == "", view.status.value
+    frame = view.calls_area.children[1]
+    assert "1 call(s), 1 failed" in frame.view.head.value
+    assert "SYS041" in frame.view.table.value and f"r640-{ce.tag}" in frame.view.table.value
+    viewer = Console(ce.config, ce.sessions["viewer"]).monitor(job).view
+    assert viewer.calls_button.layout.display == "none"
