@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ssl
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 
@@ -152,7 +152,7 @@ class CatalogRefreshHandler(JobHandler):
         moved: str | None = None
         signed: str | None = None  # the signing key's fingerprint, once verified
 
-        async def refuse(signature_status: str, words: str) -> None:
+        async def refuse(signature_status: str, words: str) -> NoReturn:
             await rpc(
                 ctx,
                 "executor_record_catalog",
