@@ -120,3 +120,38 @@ def test_wrong_password(lab) -> None:
             pass
     assert "credentials" in str(ei.value) and "wrong" not in str(ei.value)
     assert lab.bmcs[0].sessions_created == 0
+
+
+def test_a_restart_in_mid_post_gets_a_full_post(lab) -> None:
+    """The POST of a boot ends only that boot: a host restarted while still in POST (an
+    operator powers on, then restarts at once) stays in POST for the next boot's full
+    length, not just what was left of the first one (which hid the restart)."""
+    import time
+
+    bmc = lab.bmcs[0]
+    bmc.timing.post = 200.0  # 0.5 s real
+    bmc.timing.power_on = 80.0  # 0.2 s: the first POST has 0.3 s left when the second boot starts
+
+    def status() -> str:
+        bmc.tick()
+        return bmc.server_status
+
+    with RedfishClient(ep(lab), T) as c:
+        c.power("off")
+        boots = bmc.boot_count
+        c.power("on", wait=False)
+    deadline = time.monotonic() + 10
+    while not (status() == "InPOST" and bmc.boot_count == boots + 1):
+        assert time.monotonic() < deadline, "the host never booted"
+        time.sleep(0.002)
+    with bmc.lock:
+        bmc._power_down(0.0, then_on=True)  # restart at once, the first POST not over
+    boots = bmc.boot_count
+    while not (status() == "InPOST" and bmc.boot_count == boots + 1):
+        assert time.monotonic() < deadline, "the restart never booted"
+        time.sleep(0.002)
+    second_post = time.monotonic()
+    while status() == "InPOST":
+        time.sleep(0.002)
+    # the whole POST of the second boot (0.5 s real), not the rest of the first one's
+    assert time.monotonic() - second_post >= 0.45

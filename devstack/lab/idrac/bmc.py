@@ -677,8 +677,12 @@ class BMC:
                 job.waits_for_reboot = False
                 self._run_job(job, self.timing.post * 0.8)
 
+        epoch = self._power_epoch
+
         def out_of_post() -> None:
-            if self.power_state == "On":
+            # only this boot's POST ends here: after a restart in mid-POST the next boot's
+            # POST runs its full length (it ended early, and a restart went unseen)
+            if self.power_state == "On" and epoch == self._power_epoch:
                 self.server_status = "OutOfPOST"
 
         self.schedule(self.timing.post, out_of_post)
