@@ -9,6 +9,7 @@ the functions, RLS underneath); the console shows the refusal, it does not pre-e
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any, Literal
 
@@ -417,6 +418,44 @@ class Api:
 
     def executors(self) -> list[Row]:
         return self._rest("executors", lambda c: c.table("v_executor_health").select("*").order("name"))
+
+    def last_preflight_report(self, cluster_id: str) -> Row | None:
+        """The stored pre-flight report (gates per host, vSAN, capacity, what will change) of
+        the newest rolling update of a cluster that stored one, with ``job_id`` and ``at``;
+        None when none did."""
+        jobs = self._rest(
+            "jobs",
+            lambda c: (
+                c.table("jobs")
+                .select("id")
+                .eq("cluster_id", cluster_id)
+                .eq("type", "rolling_cluster_update")
+                .order("created_at", desc=True)
+                .limit(20)
+            ),
+        )
+        if not jobs:
+            return None
+        arts = self._rest(
+            "pre-flight reports",
+            lambda c: (
+                c.table("artifacts")
+                .select("job_id,content,created_at")
+                .eq("kind", "preflight_report")
+                .in_("job_id", [j["id"] for j in jobs])
+                .order("created_at", desc=True)
+                .limit(1)
+            ),
+        )
+        if not arts:
+            return None
+        raw = arts[0].get("content")
+        data = bytes.fromhex(raw[2:]) if isinstance(raw, str) and raw.startswith("\\x") else raw
+        try:
+            report = json.loads(data) if data else {}
+        except (TypeError, ValueError):
+            return None
+        return {**report, "job_id": arts[0]["job_id"], "at": arts[0]["created_at"]}
 
     def safety_policies(self) -> list[Row]:
         return self._rest(

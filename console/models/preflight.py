@@ -58,6 +58,11 @@ class PreflightReport:
     compliant_reasons: dict[str, str] = field(default_factory=dict)
     hosts_out_bound: int | None = None
     nothing_to_do: bool = False
+    # the executor's gates per host (iDRAC, hardware, events, vCenter) and the vSAN and
+    # capacity gates, as the newest pre-flight of this cluster found them: rows of
+    # {host, gate, status, reason}, with the job and time they came from
+    executor_gates: list[Row] = field(default_factory=list)
+    executor_gates_from: Row | None = None
 
     @property
     def ok(self) -> bool:
@@ -95,6 +100,8 @@ class PreflightReport:
             )
         for v in self.vm_blockers:
             w.writerow(["vm_blocker", v["vm"], v["host"], "; ".join(v["reasons"])])
+        for g in self.executor_gates:
+            w.writerow(["gate", f"{g['host']}/{g['gate']}", g["status"], g["reason"]])
         for f in self.firmware:
             w.writerow(
                 [
@@ -134,6 +141,18 @@ class PreflightReport:
                 f"| {f.get('server_name')} | {f.get('component')} | {f.get('installed_version')} | "
                 f"{f.get('target_version')} | {f.get('criticality')} |"
                 for f in out
+            ]
+        if self.executor_gates and self.executor_gates_from:
+            src = self.executor_gates_from
+            lines += [
+                "",
+                f"## Gates at the last pre-flight (job {src.get('job_id')}, {src.get('at')})",
+                "",
+                "| host | gate | status | reason |",
+                "|---|---|---|---|",
+            ]
+            lines += [
+                f"| {g['host']} | {g['gate']} | {g['status']} | {g['reason']} |" for g in self.executor_gates
             ]
         if self.compliant_reasons:
             lines += ["", "## Already compliant (skipped)", "", "| host | why |", "|---|---|"]
@@ -280,6 +299,9 @@ def build_preflight(
             )
         )
 
+    # the executor's own gates, as the newest pre-flight of this cluster found them
+    add(executor_gates(rep, api.last_preflight_report(cluster["id"]) if cluster.get("id") else None))
+
     # executors of the site
     rep.executors = [e for e in api.executors() if e.get("site_id") == cluster.get("site_id")]
     healthy = [e for e in rep.executors if e.get("health") == "healthy"]
@@ -379,6 +401,49 @@ def preview_changes(
         )
     inventoried = [g for g in rep.host_gates if g["verdict"] != "unknown: refresh inventory"]
     rep.nothing_to_do = bool(hosts) and len(inventoried) == len(hosts) and not rep.changes
+
+
+def executor_gates(rep: PreflightReport, last: Row | None) -> Check:
+    """Fill ``executor_gates`` from a stored pre-flight report (the gates that need the iDRAC
+    and the vSAN service run in the job's pre-flight only) and say what it found; what it
+    found is as old as that report, and the new job checks every gate again."""
+    if not last:
+        return Check(
+            "executor_gates",
+            "ok",
+            "no earlier pre-flight of this cluster: the job's pre-flight checks every gate "
+            "(iDRAC, hardware, events, vCenter, vSAN, capacity) before it changes anything",
+        )
+    rep.executor_gates_from = {"job_id": last.get("job_id"), "at": last.get("at")}
+    for host, h in sorted((last.get("gates") or {}).items()):
+        for g in h.get("gates") or []:
+            rep.executor_gates.append(
+                {"host": host, "gate": g.get("name"), "status": g.get("status"), "reason": g.get("reason")}
+            )
+    for name in ("vsan", "capacity"):
+        g = last.get(name)
+        if isinstance(g, dict) and g.get("status"):
+            rep.executor_gates.append(
+                {"host": "(cluster)", "gate": name, "status": g["status"], "reason": g.get("reason") or ""}
+            )
+    bad = [g for g in rep.executor_gates if g["status"] == "block"]
+    warn = [g for g in rep.executor_gates if g["status"] == "warn"]
+    when = f"the last pre-flight ({last.get('at')})"
+    if bad:
+        return Check(
+            "executor_gates",
+            "warn",
+            f"{when} was blocked by: "
+            + "; ".join(f"{g['host']}: {g['gate']} ({g['reason']})" for g in bad[:5])
+            + " - the job checks again and refuses if it still holds",
+        )
+    if warn:
+        return Check(
+            "executor_gates",
+            "ok",
+            f"{when} passed with warnings: " + "; ".join(f"{g['host']}: {g['gate']}" for g in warn[:5]),
+        )
+    return Check("executor_gates", "ok", f"{when} passed every gate; the job checks them again")
 
 
 _COMPLIANCE_STATUS = {"outdated": "update", "compliant": "current", "unknown": "not_in_catalog"}

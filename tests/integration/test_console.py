@@ -166,6 +166,33 @@ def test_update_wizard_dry_run_then_create(ce):
     rep2 = wz2.run_preflight()
     assert not rep2.ok and "rolling_update_in_progress" in rep2.blocking()[0].detail
 
+    # the executor's gates from that job's stored pre-flight report come with the next preview
+    report = {
+        "gates": {
+            "esx-x": {
+                "verdict": "block",
+                "readiness": 0,
+                "gates": [{"name": "psu", "status": "block", "reason": "PS2 Critical"}],
+            }
+        },
+        "capacity": {"status": "ok", "reason": "N+1: at most 1 host(s) out at once"},
+    }
+    body = json.dumps(report).encode()
+    q(
+        ce.conn,
+        "insert into public.artifacts (job_id, kind, content_type, sha256, size_bytes, content) "
+        "values (%s, 'preflight_report', 'application/json', encode(extensions.digest(%s::bytea, 'sha256'), 'hex'), %s, %s)",
+        res["job_id"],
+        body,
+        len(body),
+        body,
+    )
+    last = ce.api("operator").last_preflight_report(cluster)
+    assert last["job_id"] == res["job_id"] and last["gates"] == report["gates"]
+    rep3 = wz2.run_preflight()
+    assert ("esx-x", "psu", "block") in {(g["host"], g["gate"], g["status"]) for g in rep3.executor_gates}
+    assert "esx-x: psu (PS2 Critical)" in next(c.detail for c in rep3.checks if c.name == "executor_gates")
+
 
 def test_job_form_dry_run_then_create(ce):
     from console.models.job_form import JobForm

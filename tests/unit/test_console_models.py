@@ -42,6 +42,7 @@ class FakeApi:
         self.calls: list[tuple[str, Any]] = []
         self.dry_run_error: Exception | None = None
         self.blockers: list[dict] = []
+        self.last_report: dict | None = None  # a stored pre-flight report (last_preflight_report)
 
     def clusters(self, site_id=None):
         return [{"id": CLUSTER, "name": "cl-a", "site_id": "s1"}]
@@ -89,6 +90,9 @@ class FakeApi:
 
     def safety_policies(self):
         return [{"job_type": "rolling_cluster_update", "max_hosts_out_per_cluster": 1}]
+
+    def last_preflight_report(self, cluster_id):
+        return self.last_report
 
     def servers(self, site_id=None, ids=None):
         return [{"id": i, "name": f"srv-{i}", "power_state": "on", "health": "ok"} for i in ids or []]
@@ -235,6 +239,45 @@ def test_wizard_blocks_on_a_failed_dry_run():
     with pytest.raises(ValidationFailed, match="blocking problems"):
         wz.confirm("cl-a")
     assert not any(c[0] == "create_job" and not c[1].get("dry_run") for c in api.calls)
+
+
+def test_preflight_shows_the_gates_of_the_last_executor_preflight():
+    api, wz = at_options()
+    wz.set_options(catalog_url=CATALOG)
+    rep = wz.run_preflight()
+    [chk] = [c for c in rep.checks if c.name == "executor_gates"]
+    assert chk.status == "ok" and "no earlier pre-flight" in chk.detail and rep.executor_gates == []
+    api.last_report = {
+        "job_id": "j9",
+        "at": "2026-12-07T03:00:00+00:00",
+        "gates": {
+            "esx-0": {
+                "verdict": "ok",
+                "readiness": 100,
+                "gates": [{"name": "psu", "status": "ok", "reason": "OK"}],
+            },
+            "esx-1": {
+                "verdict": "block",
+                "readiness": 0,
+                "gates": [{"name": "storage", "status": "block", "reason": "virtual disk Degraded"}],
+            },
+        },
+        "vsan": {"status": "warn", "reason": "vSAN health yellow"},
+        "capacity": {"status": "ok", "reason": "N+1: at most 2"},
+    }
+    rep = wz.run_preflight()
+    [chk] = [c for c in rep.checks if c.name == "executor_gates"]
+    assert chk.status == "warn" and "esx-1: storage (virtual disk Degraded)" in chk.detail
+    assert {(g["host"], g["gate"], g["status"]) for g in rep.executor_gates} == {
+        ("esx-0", "psu", "ok"),
+        ("esx-1", "storage", "block"),
+        ("(cluster)", "vsan", "warn"),
+        ("(cluster)", "capacity", "ok"),
+    }
+    assert "gate,esx-1/storage,block,virtual disk Degraded" in rep.to_csv()
+    md = rep.to_markdown()
+    assert "## Gates at the last pre-flight (job j9, 2026-12-07T03:00:00+00:00)" in md
+    assert "| esx-1 | storage | block | virtual disk Degraded |" in md
 
 
 def test_preflight_exports():
