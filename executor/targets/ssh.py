@@ -62,6 +62,7 @@ SSH_ADD = "ssh-add"
 CIPHERS = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com"
 PIPE_SIZE = 1 << 20  # bytes per relay pipe (F_SETPIPE_SZ; the default pipe-max-size)
 SPLICE_CHUNK = 1 << 20  # bytes asked of one splice(2) call
+PACED_CHUNK_MIN = 1 << 14  # bytes: the smallest splice under a bandwidth limit
 SEALED_TRUST = "sealed"  # binding trust word: the host keys come pinned inside the envelope
 
 # The agent's keeper (see SshStack.start): standard input is the read end of a pipe only
@@ -498,10 +499,13 @@ class SshStack:
 
             def pump() -> None:
                 limit = float(bwlimit) if bwlimit else 0.0
+                # paced: at most ~0.1 s worth per call, so the limit holds over every second
+                # rather than in bursts of a whole pipe
+                chunk = min(SPLICE_CHUNK, max(PACED_CHUNK_MIN, int(limit / 10))) if limit else SPLICE_CHUNK
                 start = time.monotonic()
                 while not stop.is_set():
                     try:
-                        n = os.splice(a_r, b_w, SPLICE_CHUNK, flags=getattr(os, "SPLICE_F_MOVE", 1))
+                        n = os.splice(a_r, b_w, chunk, flags=getattr(os, "SPLICE_F_MOVE", 1))
                     except BrokenPipeError:
                         broken[0] = True  # the destination stopped reading
                         return

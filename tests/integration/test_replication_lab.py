@@ -120,8 +120,12 @@ def test_interrupted_stream_resumes_from_its_token(lab):
     assert run(w, [pair["id"]]).finished["status"] == "completed"
     lab.write("src", src, "big.bin", os.urandom(200_000))
     lab.inject("src", "break_after", bytes=60_000, times=1)  # the sender dies mid-stream
-    s = run(w, [pair["id"]])
+    state = Path(tempfile.mkdtemp())
+    s = run(w, [pair["id"]], state_dir=state)
     assert "StreamBroken" in error_of(s)
+    # a failed job leaves no child behind (agent, clients, connections) and no private folder
+    assert not [p for p in os.listdir("/proc") if p.isdigit() and str(state) in _cmdline(p)]
+    assert not any((state / "ssh").iterdir())
     token = lab.zfs("dst", "get", "-H", "-p", "-o", "value", "receive_resume_token", dst).stdout.strip()
     assert token not in ("", "-")
     assert lab.state("dst")["partials"][dst]["bytes"] >= 60_000
@@ -360,3 +364,84 @@ def _cmdline(pid: str) -> str:
 
 def test_the_lab_state_is_plain_json(lab):
     assert json.loads((lab.root("src") / "state.json").read_text())["datasets"]
+
+
+def test_bandwidth_limit_progress_and_the_private_key_never_on_disk(lab):
+    """The pair's bandwidth limit holds over the whole transfer and over every second of it,
+    the step reports bytes and rate as it goes, and while the stream runs the private key is
+    in no file of the job's private folder (only in the agent, fed through standard input)
+    nor in any child's command line or environment."""
+    import asyncio
+    import threading
+
+    from executor.handlers.replication_sync import ReplicationSyncHandler
+    from executor.steps import SafetyPolicy, StepEngine
+    from tests.integration.replication_support import POLICY, Session
+
+    w = World()
+    size = 1_500_000
+    src, dst = dataset(lab, {"a.bin": os.urandom(size)})
+    pair = w.pair(lab, src, dst, bandwidth_limit_mbit=2)  # 250 kB/s: ~6 s
+    limit = 2 * 125_000
+    session = Session(w, {"replication_pair_ids": [pair["id"]]})
+    state = Path(tempfile.mkdtemp())
+    key_lines = [ln for ln in lab.client_key.read_text().splitlines() if ln and not ln.startswith("-----")]
+    assert key_lines and all(len(ln) >= 20 for ln in key_lines[:-1])
+    samples: list[tuple[float, int, int]] = []  # (monotonic, bytes, rate) as the step reports them
+    report = session.report_step
+
+    async def report_step(**kw) -> None:
+        prog = kw["details"].get("progress") or {}
+        if kw["name"] == "send" and prog.get("bytes"):
+            samples.append((time.monotonic(), prog["bytes"], prog["rate_bytes_s"]))
+        await report(**kw)
+
+    session.report_step = report_step
+    scans: list[list[str]] = []  # per scan: where key text was found
+
+    def key_in(data: bytes) -> bool:
+        return any(ln.encode() in data for ln in key_lines)
+
+    def watch() -> None:
+        deadline = time.monotonic() + 60
+        while session.finished is None and time.monotonic() < deadline:
+            if samples:
+                found = []
+                for f in state.rglob("*"):
+                    if f.is_file() and not f.is_symlink():
+                        try:
+                            if key_in(f.read_bytes()):
+                                found.append(str(f))
+                        except OSError:
+                            pass  # removed meanwhile
+                for pid in os.listdir("/proc"):
+                    if pid.isdigit() and str(state) in _cmdline(pid):
+                        for what in ("cmdline", "environ"):
+                            try:
+                                if key_in(Path(f"/proc/{pid}/{what}").read_bytes()):
+                                    found.append(f"{pid}/{what}")
+                            except OSError:
+                                pass
+                scans.append(found)
+            time.sleep(0.2)
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    handler = ReplicationSyncHandler(state)
+    asyncio.run(StepEngine(SafetyPolicy.load(POLICY), progress_write_interval=0.0).run(handler, session))
+    t.join(10)
+    assert session.finished["status"] == "completed", session.finished
+    rec = w.records(pair["id"])[-1]
+    assert rec["p_bytes"] > size
+    # the whole transfer: no faster than the limit (the job's duration includes its commands)
+    assert rec["p_duration_ms"] / 1000 >= rec["p_bytes"] / limit * 0.9, (rec["p_bytes"], rec["p_duration_ms"])
+    # every second of it: bytes between samples at least 1 s apart stay near the limit
+    assert len(samples) >= 5, samples
+    for i, (t0, b0, _) in enumerate(samples):
+        later = [(t1, b1) for t1, b1, _ in samples[i + 1 :] if t1 - t0 >= 1.0]
+        if later:
+            t1, b1 = later[0]
+            assert (b1 - b0) / (t1 - t0) <= limit * 1.3, (b1 - b0, t1 - t0)
+    assert any(0 < r <= limit * 1.3 for _, _, r in samples), samples  # the step reports its rate
+    # the key was looked for while the stream ran, and found nowhere
+    assert scans and not any(scans), scans
