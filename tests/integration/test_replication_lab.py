@@ -166,6 +166,10 @@ def test_retention_keeps_newest_common_snapshot_and_holds(lab):
     ours_dst = [x for x in dst_snaps if x.startswith("rackpilot_")]
     assert old[1] not in ours_dst and old[2] not in ours_dst and old[3] not in ours_dst
     assert old[4] in ours_dst and newest in ours_dst  # 30 h ago: day-2 bucket; newest: keep-last
+    # the same policy on the source (where every one of them was replicated), whose hold wins
+    ours_src = [x for x in src_snaps if x.startswith("rackpilot_")]
+    assert old[1] not in ours_src and old[2] not in ours_src and old[3] not in ours_src
+    assert old[4] in ours_src and newest in ours_src
     st = lab.state("dst")["datasets"][dst]["snapshots"][newest]
     assert "rackpilot" in st["holds"]
     # a pruned base is no loss: the source's bookmark of the newest common snapshot remains
