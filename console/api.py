@@ -382,7 +382,7 @@ class Api:
         def q(c):
             b = c.table("servers").select(
                 "id,name,site_id,idrac_address,service_tag,model,bios_version,"
-                "idrac_version,lc_version,power_state,health,last_seen_at"
+                "idrac_version,lc_version,power_state,health,last_seen_at,details"
             )
             if site_id:
                 b = b.eq("site_id", site_id)

@@ -250,6 +250,17 @@ class FleetModel(Observable):
             self.clusters, self.hosts, self.servers, self.compliance, self.catalogs = [], [], [], [], []
         self.changed()
 
+    @staticmethod
+    def inventory_notes(server: Row) -> str:
+        """What the last inventory said about a server beyond its facts: the error of a
+        failed read, else the warnings of a good one (missing or unknown components, parts
+        the BMC did not serve, an unsupported generation), in the inventory's words."""
+        d = server.get("details") or {}
+        if d.get("inventory_error"):
+            return f"inventory failed: {d['inventory_error']}"
+        warnings = [str(w) for w in d.get("inventory_warnings") or []]
+        return "; ".join(warnings)
+
     def server_rows(self) -> list[dict[str, Any]]:
         by_server: dict[str, Counter] = defaultdict(Counter)
         for c in self.compliance:
@@ -284,6 +295,7 @@ class FleetModel(Observable):
                     "outdated": cnt["outdated"],
                     "urgent": cnt["urgent"],
                     "last inventory": short_ts(s.get("last_seen_at")) or "never",
+                    "inventory notes": self.inventory_notes(s),
                 }
             )
         return out

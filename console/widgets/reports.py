@@ -24,6 +24,7 @@ SERVER_COLUMNS = [
     "outdated",
     "urgent",
     "last inventory",
+    "inventory notes",
 ]
 
 

@@ -402,6 +402,9 @@ def inventory_row(server_id: str, inv: Any) -> dict[str, Any]:
             "manufacturer": s.manufacturer,
             "serial": s.serial,
             "inventory_error": None,
+            # what the read found odd (parts the BMC did not serve, missing or unknown
+            # components, a generation rackpilot does not drive); [] clears older ones
+            "inventory_warnings": list(inv.warnings),
             "inventory_checked_at": time.time(),
         },
         "firmware": [

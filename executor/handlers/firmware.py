@@ -15,8 +15,11 @@ scp_backup     90    yes         DESIGN.md invariant 4: a server is flashed only
                                  when there is none
 prepare_queue  80    yes         Lifecycle Controller Ready; stale Dell jobs cleared
                                  (JID_CLEARALL, escalated to JID_CLEARALL_FORCE)
-stage          70    **no**      SimpleUpdate per package: reboot-needing packages wait as
-                                 Scheduled jobs, iDRAC firmware applies at once (then the iDRAC
+stage          70    **no**      one update job per package, the package pushed to the
+                                 iDRAC's MultipartHttpPushUri when it advertises one (streamed
+                                 from a temporary download), else SimpleUpdate from the
+                                 repository: reboot-needing packages wait as Scheduled jobs
+                                 (OnReset), iDRAC firmware applies at once (then the iDRAC
                                  restarts and is waited for); a flash must never run twice
 reboot         60    **no**      one restart per server applies every staged job
                                  (``reboot: staged`` leaves them for the next reboot)
@@ -34,9 +37,10 @@ honours it).
 
 The per-component result (``checkpoint.servers.<id>.components`` in the job's result, and
 each server's task result) keeps before / target / after / job / status for every component,
-also when some of them failed. Packages are fetched by the iDRAC from beside the catalog (a
-repository mirror laid out as Dell Repository Manager does), or from the catalog's
-``baseLocation`` when the catalog was read from that host.
+also when some of them failed. Packages come from beside the catalog (a repository mirror
+laid out as Dell Repository Manager does), or from the catalog's ``baseLocation`` when the
+catalog was read from that host: the executor pushes them (``transfer: multipart``) or the
+iDRAC fetches them itself (``transfer: simple_update``).
 """
 
 from __future__ import annotations
@@ -451,7 +455,14 @@ class FirmwareUpdateHandler(JobHandler):
                     dell = await call(c.require_dell, "firmware update")
                     for x in rec["components"]:
                         await wait_lc_ready(ctx, c, f"stage {x['name']}")
-                        x["job_id"] = await call(dell.simple_update, x["image_uri"])
+                        # pushed when the iDRAC advertises a MultipartHttpPushUri, else
+                        # SimpleUpdate; iDRAC10 gets the device in Targets (PLDM devices)
+                        x["job_id"], x["transfer"] = await call(
+                            dell.stage_package,
+                            x["image_uri"],
+                            component_id=x["component_id"],
+                            reboot_required=x["reboot_required"],
+                        )
                         # recorded at once: the cleanup step finds the job even if we die now
                         await save_servers(ctx)
                         await wait_jobs(

@@ -13,7 +13,10 @@ Steps:
 step     priority  resumable
 =======  ========  ======================================================================
 collect  100       yes: reads only; one Redfish session per BMC, always deleted. A BMC that
-                   fails is recorded on its server (``details.inventory_error``), not fatal
+                   fails is recorded on its server (``details.inventory_error``), not fatal;
+                   what a good read found odd (a sub-resource not served, a missing or
+                   unknown component, an unsupported generation) goes to
+                   ``details.inventory_warnings`` (a list of sentences, [] when none)
 store    90        yes: one batched, fenced upsert per 200 servers
 =======  ========  ======================================================================
 
@@ -147,7 +150,13 @@ class InventoryRefreshHandler(JobHandler):
                 kinds.get(d["inventory_error_kind"] or "Error", 0) + 1
             )
         names = {str(s["id"]): s["name"] for s in servers}
+        warned = {
+            names[r["server_id"]]: r["details"]["inventory_warnings"]
+            for r in rows
+            if r["seen"] and r["details"].get("inventory_warnings")
+        }
         return {
+            "warnings": dict(list(warned.items())[:100]),
             "servers": len(servers),
             "ok": len(servers) - len(failed),
             "failed": len(failed),

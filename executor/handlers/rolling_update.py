@@ -206,7 +206,11 @@ class HostWork:
         for p in sorted(packages, key=lambda p: not p.reboot_required):
             if current.get(p.component_id) == p.target_version:
                 continue
-            jid = dell.simple_update(p.image_uri)
+            # pushed when the iDRAC advertises a MultipartHttpPushUri, else SimpleUpdate;
+            # iDRAC10 gets the device in Targets (PLDM devices are updated only so)
+            jid, _ = dell.stage_package(
+                p.image_uri, component_id=p.component_id, reboot_required=p.reboot_required
+            )
             stop = frozenset({"Scheduled"}) if p.reboot_required else frozenset()
             job = dell.wait_job(jid, stop_at=stop, operation=f"stage {p.name or p.component_id}")
             if job.state == "Scheduled":

@@ -226,6 +226,7 @@ class SystemInfo:
     power_state: str
     bios_version: str
     system_id: str | None  # Dell SystemID as 4 hex digits (matches Catalog.xml Model/@systemID)
+    generation_label: str | None = None  # Dell's SystemGeneration, e.g. "16G Monolithic"
 
 
 @dataclass
@@ -263,6 +264,58 @@ def idrac_generation(root: dict[str, Any], manager: dict[str, Any] | None = None
     if major.isdigit():
         return 10 if int(major) < 3 else 9
     return 9
+
+
+# iDRAC firmware majors rackpilot knows per generation (iDRAC9 3.x-7.x, iDRAC10 1.x)
+_KNOWN_MAJORS = {9: range(3, 8), 10: range(1, 2)}
+
+
+def inventory_oddities(
+    info: SystemInfo,
+    firmware: list[FirmwareComponent],
+    generation: int | None | bool = False,
+    manager_model: str = "",
+) -> list[str]:
+    """What an inventory found odd, in words for the operator: a BMC that is no iDRAC or of
+    a generation rackpilot does not drive, facts or components it should report and did
+    not, components that no catalog can match. `generation` False = not read."""
+    out: list[str] = []
+    label = info.generation_label or manager_model
+    gen_g = int(label[:2]) if label[:2].isdigit() else None
+    if generation is None:
+        out.append(
+            "not a Dell iDRAC: only power and inventory work here; firmware, SCP backup and "
+            "virtual media boot need the Dell OEM surface"
+        )
+    elif gen_g is not None and gen_g < 14:
+        out.append(
+            f"unsupported generation: {label} (iDRAC8 or older); rackpilot drives iDRAC9 (14G-16G) "
+            "and iDRAC10 (17G)"
+        )
+    idrac = next((f for f in firmware if f.component_id == "25227" or "idrac" in f.name.lower()), None)
+    if generation in _KNOWN_MAJORS and idrac is not None:
+        major = idrac.version.split(".", 1)[0]
+        if major.isdigit() and int(major) not in _KNOWN_MAJORS[generation]:
+            out.append(
+                f"iDRAC firmware {idrac.version} is outside the versions known for iDRAC{generation}; "
+                "generation-specific behaviour may be wrong"
+            )
+    if generation not in (None, False) and idrac is None and firmware:
+        out.append("missing component: the firmware inventory lists no iDRAC firmware")
+    if not info.bios_version and not any(f.component_id == "159" for f in firmware):
+        out.append("missing component: no BIOS version reported")
+    if not info.service_tag:
+        out.append("no service tag reported: the server cannot be matched to OME or a catalog report")
+    if generation not in (None, False) and not info.system_id:
+        out.append("no Dell SystemID: catalog compliance falls back to the model name")
+    for f in firmware:
+        if not f.component_id:
+            out.append(
+                f"unknown component: firmware {f.id or f.name!r} carries no component id; no catalog matches it"
+            )
+        elif not f.version:
+            out.append(f"firmware {f.name or f.component_id} reports no version")
+    return out
 
 
 def _val(x: Any) -> str:
@@ -541,6 +594,7 @@ class RedfishClient:
             power_state=_val(s.power_state),
             bios_version=s.bios_version or "",
             system_id=f"{int(sid):04X}" if isinstance(sid, int) else (str(sid) if sid else None),
+            generation_label=(oem.get("DellSystem") or {}).get("SystemGeneration") or None,
         )
 
     def firmware_inventory(self, warnings: list[str] | None = None) -> list[FirmwareComponent]:
@@ -598,6 +652,9 @@ class RedfishClient:
         except (UnsupportedTarget, RequestRejected) as exc:
             firmware = []
             warnings.append(f"firmware inventory unavailable: {exc.detail}")
+        gen = self.generation
+        mgr_model = str(self.manager().json.get("Model") or "") if gen is not None else ""
+        warnings += inventory_oddities(info, firmware, gen, mgr_model)
         for w in warnings:
             LOG.warning("target %s: inventory: %s", self.target, w)
         return InventoryResult(
@@ -1026,13 +1083,18 @@ async def async_fleet_inventory(
                     power_state=s.get("PowerState") or "",
                     bios_version=s.get("BiosVersion") or "",
                     system_id=f"{int(sid):04X}" if isinstance(sid, int) else None,
+                    generation_label=(((s.get("Oem") or {}).get("Dell") or {}).get("DellSystem") or {}).get(
+                        "SystemGeneration"
+                    ),
                 )
+                firmware = [RedfishClient._fw(m) for m in members]
                 return InventoryResult(
                     ep.display,
                     True,
                     info,
-                    [RedfishClient._fw(m) for m in members],
+                    firmware,
                     seconds=time.monotonic() - t0,
+                    warnings=inventory_oddities(info, firmware),
                 )
             except TargetError as exc:
                 return InventoryResult(

@@ -8,6 +8,11 @@ compressed 50x (``RACKPILOT_TARGET_TIME_SCALE``) - eight times less than the lab
 headroom on a loaded machine - and the test policy makes a wait without progress a stall
 after a few seconds.
 
+Every Dell handler test module runs once per iDRAC generation the lab plays
+(``PERSONALITIES``: iDRAC9 on 14G, iDRAC10 on 17G), through the ``personality`` of
+``DellEnv``; ``FIRMWARE`` gives each generation's installed (old, current) versions that the
+catalog fixture updates.
+
 Jobs are inserted with the service key (``create-job`` does not take the two job types
 ``inventory_refresh``/``firmware_compliance`` yet); the executor does not care who created them.
 """
@@ -25,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from devstack.lab.idrac import BMC, Lab, LabThread, make_dup
+from devstack.lab.idrac.bmc import MODELS, MODELS_17G, Timing
 from devstack.lab.idrac.testing import FileServer
 from executor.secrets import seal, unb64u
 from executor.targets.catalog import Catalog
@@ -36,6 +42,23 @@ STALL_S = 4.0
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "catalog" / "Catalog.xml"
 CATALOG = Catalog.from_path(FIXTURE)
 ISO = b"\x00" * 2048 + b"CD001 rackpilot lab installer"
+PERSONALITIES = ("idrac9", "idrac10")
+# component id -> (old, current) firmware of the lab's first model of each generation, the
+# versions the catalog fixture takes "old" servers to
+FIRMWARE = {
+    "idrac9": {
+        "159": ("2.10.2", "2.17.1"),
+        "25227": ("5.00.10.20", "6.10.30.00"),
+        "104298": ("51.13.0-3485", "51.16.0-4076"),
+        "105848": ("21.60.16", "22.31.6"),
+    },
+    "idrac10": {
+        "159": ("1.1.3", "1.3.2"),
+        "25227": ("1.20.25.00", "1.30.10.50"),
+        "104298": ("51.13.0-3485", "51.16.0-4076"),
+        "105848": ("21.60.16", "22.31.6"),
+    },
+}
 
 
 def repository(corrupt: set[str] = frozenset()) -> dict[str, bytes]:
@@ -58,10 +81,22 @@ def repository(corrupt: set[str] = frozenset()) -> dict[str, bytes]:
 class DellEnv:
     """One site, one executor, one lab; servers handed out one BMC each."""
 
-    def __init__(self, stack: Any, bmcs: int = 96):
+    def __init__(self, stack: Any, bmcs: int = 96, personality: str = "idrac9"):
+        self.personality = personality
+        # the model a test takes when it needs the first of its generation (R640 / R670)
+        self.model = next(iter(MODELS if personality == "idrac9" else MODELS_17G))
+        # the virtual CD slot: iDRAC9 names it under the manager, iDRAC10 numbers it
+        self.cd = "CD" if personality == "idrac9" else "1"
+        self.fw = FIRMWARE[personality]
         self.tmp = Path(tempfile.mkdtemp(prefix="rackpilot-dell-"))
         self.h = Harness(stack, self.tmp)
-        self.lab = Lab(bmcs, time_scale=LAB_SCALE)
+        # A host's POST lasts several executor polls, as a real one lasts many (90 s at a
+        # 5 s poll). The lab's clock runs LAB_SCALE / TARGET_SCALE = 8 times faster than the
+        # executor's budgets, which left the lab's POST about two polls long: a restart
+        # could be over between two polls and go unseen on a loaded machine. Four times
+        # longer makes it about nine polls, still well inside the stall budget (STALL_S).
+        timing = Timing(post=Timing().post * 4)
+        self.lab = Lab(bmcs, time_scale=LAB_SCALE, personality=personality, timing=timing)
         self.lt = LabThread(self.lab)
         self.lt.start()
         self.files = FileServer(repository(corrupt={"105848"})).__enter__()

@@ -1,7 +1,8 @@
-"""Dell handlers through the real executor and stack against the simulated iDRAC lab:
-power_operation, virtual_media_mount, scp_backup and firmware_update. For each: success,
-an idempotent rerun, every injected fault ending in its specific error on the job, and no
-Redfish session left behind (the simulator's session table)."""
+"""Dell handlers through the real executor and stack against the simulated iDRAC lab, once
+per iDRAC generation (iDRAC9 and iDRAC10): power_operation, virtual_media_mount, scp_backup
+and firmware_update. For each: success, an idempotent rerun, every injected fault ending in
+its specific error on the job, and no Redfish session left behind (the simulator's session
+table)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,12 @@ from xml.etree import ElementTree as ET
 import pytest
 
 from supabase import create_client
-from tests.integration._handlers_dell import DellEnv
+from tests.integration._handlers_dell import PERSONALITIES, DellEnv
 
 
-@pytest.fixture(scope="module")
-def env(stack):
-    e = DellEnv(stack)
+@pytest.fixture(scope="module", params=PERSONALITIES)
+def env(stack, request):
+    e = DellEnv(stack, personality=request.param)
     try:
         yield e
     finally:
@@ -125,7 +126,7 @@ def test_virtual_media_mount_boot_once_rerun_and_eject(env: DellEnv) -> None:
     boots = b.boot_count
     job = env.run("virtual_media_mount", {"server_ids": [sid], "image_url": url, "boot_once": True})
     assert job["status"] == "completed", job["error"]
-    assert b.virtual_media["CD"]["Image"] == url and b.virtual_media["CD"]["Inserted"]
+    assert b.virtual_media[env.cd]["Image"] == url and b.virtual_media[env.cd]["Inserted"]
     assert (
         b.boot_count == boots + 1
     )  # restarted into the image; the one-time override is consumed by the boot
@@ -139,9 +140,9 @@ def test_virtual_media_mount_boot_once_rerun_and_eject(env: DellEnv) -> None:
     other = env.files.url("iso/other.iso")
     refused = env.run("virtual_media_mount", {"server_ids": [sid], "image_url": other, "eject": True})
     assert refused["status"] == "failed" and refused["error"].startswith("RequestRejected:")
-    assert "left mounted" in refused["error"] and b.virtual_media["CD"]["Inserted"]
+    assert "left mounted" in refused["error"] and b.virtual_media[env.cd]["Inserted"]
     out = env.run("virtual_media_mount", {"server_ids": [sid], "image_url": url, "eject": True})
-    assert out["status"] == "completed" and not b.virtual_media["CD"]["Inserted"]
+    assert out["status"] == "completed" and not b.virtual_media[env.cd]["Inserted"]
     out2 = env.run("virtual_media_mount", {"server_ids": [sid], "image_url": url, "eject": True})
     assert out2["status"] == "completed" and result_of(env, out2, sid)["media"]["changed"] is False
     no_leaks(env, b)
@@ -166,7 +167,7 @@ def test_virtual_media_faults(env: DellEnv) -> None:
         r2["status"] == "failed" and r2["error"].startswith("RequestRejected:") and "RAC0720" in r2["error"]
     )
     assert r3["status"] == "failed" and "write_protected=false is not supported" in r3["error"]
-    assert not b2.virtual_media["CD"]["Inserted"] and not b3.virtual_media["CD"]["Inserted"]
+    assert not b2.virtual_media[env.cd]["Inserted"] and not b3.virtual_media[env.cd]["Inserted"]
     no_leaks(env, b1, b2, b3)
 
 
@@ -248,21 +249,24 @@ def fw(env: DellEnv, sid: str, catalog: str = "repo/Catalog.xml", **kw) -> dict:
 
 
 def test_firmware_dry_run_update_with_backup_one_reboot_and_rerun(env: DellEnv) -> None:
-    b, sid = env.take("PowerEdge R640", old=True)
+    b, sid = env.take(env.model, old=True)
     win = env.window()
     dry = env.run("firmware_update", fw(env, sid, dry_run=True), maintenance_window_id=win)
     assert dry["status"] == "completed", dry["error"]
     rec = dry["result"]["checkpoint"]["servers"][sid]
+    want = env.fw
     assert [
         (x["component_id"], x["before"], x["target"], x["criticality"], x["reboot_required"])
         for x in rec["components"]
     ] == [
-        ("159", "2.10.2", "2.17.1", "Urgent", True),
-        ("104298", "51.13.0-3485", "51.16.0-4076", "Optional", True),
-        ("105848", "21.60.16", "22.31.6", "Recommended", True),
-        ("25227", "5.00.10.20", "6.10.30.00", "Recommended", False),
+        ("159", *want["159"], "Urgent", True),
+        ("104298", *want["104298"], "Optional", True),
+        ("105848", *want["105848"], "Recommended", True),
+        ("25227", *want["25227"], "Recommended", False),
     ]
-    assert b.components[0].version == "2.10.2" and env.artifacts(sid) == []  # the dry run changed nothing
+    assert (
+        b.components[0].version == want["159"][0] and env.artifacts(sid) == []
+    )  # the dry run changed nothing
     assert env.steps(dry["id"])["stage"]["status"] == "completed"  # ran as a no-op
     boots = b.boot_count
     job = env.run("firmware_update", fw(env, sid), maintenance_window_id=win, timeout=90)
@@ -272,12 +276,14 @@ def test_firmware_dry_run_update_with_backup_one_reboot_and_rerun(env: DellEnv) 
         x["component_id"]: (x["before"], x["after"], x["status"])
         for x in job["result"]["checkpoint"]["servers"][sid]["components"]
     }
-    assert comps == {
-        "159": ("2.10.2", "2.17.1", "updated"),
-        "25227": ("5.00.10.20", "6.10.30.00", "updated"),
-        "104298": ("51.13.0-3485", "51.16.0-4076", "updated"),
-        "105848": ("21.60.16", "22.31.6", "updated"),
-    }
+    assert comps == {cid: (*want[cid], "updated") for cid in want}
+    # every package pushed to the MultipartHttpPushUri both iDRACs advertise, and iDRAC10
+    # told which device each is for (PLDM devices are updated only when named in Targets)
+    comps_rec = job["result"]["checkpoint"]["servers"][sid]["components"]
+    assert {x["transfer"] for x in comps_rec} == {"multipart"}
+    assert len(b.uploads) == 4
+    if env.personality == "idrac10":
+        assert all(len(u["params"]["Targets"]) == 1 for u in b.uploads)
     # invariant 4: a fresh SCP backup was stored before the first flash
     steps = env.steps(job["id"])
     arts = env.artifacts(sid)
@@ -293,7 +299,7 @@ def test_firmware_dry_run_update_with_backup_one_reboot_and_rerun(env: DellEnv) 
         "verify": True,
         "drop_staged": True,
     }
-    assert env.firmware(sid)["159"] == "2.17.1" and env.server(sid)["bios_version"] == "2.17.1"
+    assert env.firmware(sid)["159"] == want["159"][1] and env.server(sid)["bios_version"] == want["159"][1]
     # idempotent rerun: nothing to do is a success; no job, no reboot, no new backup
     jobs, boots = len(b.jobs), b.boot_count
     again = env.run("firmware_update", fw(env, sid), maintenance_window_id=win)
@@ -304,7 +310,7 @@ def test_firmware_dry_run_update_with_backup_one_reboot_and_rerun(env: DellEnv) 
 
 
 def test_firmware_one_failing_component_leaves_per_component_result(env: DellEnv) -> None:
-    b, sid = env.take("PowerEdge R640", old=True)
+    b, sid = env.take(env.model, old=True)
     env.fake_backup(sid)
     job = env.run(
         "firmware_update",
@@ -322,7 +328,7 @@ def test_firmware_one_failing_component_leaves_per_component_result(env: DellEnv
         "104298": "updated",
         "105848": "failed",
     }
-    assert comps["105848"]["after"] == "21.60.16" and comps["105848"]["job_state"] == "Failed"
+    assert comps["105848"]["after"] == env.fw["105848"][0] and comps["105848"]["job_state"] == "Failed"
     task = env.tasks(job["id"])[sid]
     assert task["status"] == "failed"
     assert {x["component_id"]: x["status"] for x in task["result"]["components"]}["105848"] == "failed"
@@ -335,7 +341,7 @@ def test_firmware_faults(env: DellEnv) -> None:
     started = {}
 
     def start(kind: str, setup, params=None) -> None:
-        b, sid = env.take("PowerEdge R640", old=True)
+        b, sid = env.take(env.model, old=True)
         env.fake_backup(sid)
         setup(b)
         started[kind] = (
@@ -357,7 +363,7 @@ def test_firmware_faults(env: DellEnv) -> None:
         assert job["status"] == "failed", (kind, job)
         assert job["error"].startswith(kind + ":"), (kind, job["error"])
         no_leaks(env, b)
-    assert "still 2.10.2 (wanted 2.17.1)" in jobs[0]["error"]
+    assert "still {} (wanted {})".format(*env.fw["159"]) in jobs[0]["error"]
     assert "LC068" in jobs[2]["error"] and "HTTP 404" in jobs[4]["error"]
     # the reboot failed: the staged jobs were dropped, not left to fire at a later reboot
     b, sid, job_id = started["OperationTimedOut"]
@@ -367,11 +373,11 @@ def test_firmware_faults(env: DellEnv) -> None:
         drop["status"] == "completed"
         and len(drop["details"]["result"]["dropped"][f"srv{b.index:02d}-{env.h.site_name}"]) == 3
     )
-    assert b.components[1].version == "6.10.30.00"  # iDRAC firmware applies at once, without the reboot
+    assert b.components[1].version == env.fw["25227"][1]  # iDRAC firmware applies at once, without the reboot
 
 
 def test_firmware_clears_a_wedged_queue_with_force_then_updates(env: DellEnv) -> None:
-    b, sid = env.take("PowerEdge R640", old=True)
+    b, sid = env.take(env.model, old=True)
     env.fake_backup(sid)
     stale = b.add_stale_jobs(2)
     b.inject(queue_stuck=True)  # JID_CLEARALL leaves them: escalate to JID_CLEARALL_FORCE
@@ -388,7 +394,7 @@ def test_firmware_clears_a_wedged_queue_with_force_then_updates(env: DellEnv) ->
     rec = job["result"]["checkpoint"]["servers"][sid]
     assert rec["queue"]["forced"] is True and sorted(rec["queue"]["removed"]) == sorted(stale)
     assert [x["component_id"] for x in rec["components"]] == ["159"]  # the component filter held
-    assert b.components[0].version == "2.17.1" and b.components[1].version == "5.00.10.20"
+    assert b.components[0].version == env.fw["159"][1] and b.components[1].version == env.fw["25227"][0]
     no_leaks(env, b)
 
 

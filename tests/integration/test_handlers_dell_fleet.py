@@ -10,12 +10,12 @@ import json
 import pytest
 
 from devstack.lab.ome import OMESim
-from tests.integration._handlers_dell import CATALOG, DellEnv, run_in
+from tests.integration._handlers_dell import CATALOG, PERSONALITIES, DellEnv, run_in
 
 
-@pytest.fixture(scope="module")
-def env(stack):
-    e = DellEnv(stack, bmcs=24)
+@pytest.fixture(scope="module", params=PERSONALITIES)
+def env(stack, request):
+    e = DellEnv(stack, bmcs=24, personality=request.param)
     try:
         yield e
     finally:
@@ -58,6 +58,7 @@ def test_inventory_refresh_many_bmcs_bounded_with_failures_recorded(env: DellEnv
             continue
         assert (row["model"], row["service_tag"], row["power_state"]) == (b.model, b.service_tag, "on")
         assert row["bios_version"] == b.components[0].version and row["details"]["inventory_error"] is None
+        assert row["details"]["inventory_warnings"] == []  # nothing odd about a healthy lab iDRAC
         assert env.firmware(sid) == {c.component_id: c.version for c in b.components}
         assert b.own_sessions() == 0 and b.peak_sessions <= 1
     assert "RAC0218" in env.server(full[1])["details"]["inventory_error"]
@@ -85,6 +86,8 @@ def test_inventory_refresh_fails_when_no_bmc_answers(env: DellEnv) -> None:
 
 
 def test_catalog_compliance_across_models(env: DellEnv) -> None:
+    if env.personality == "idrac10":
+        return compliance_17g(env)
     servers = {m: env.take(f"PowerEdge {m}") for m in ("R640", "R740", "R650", "R750")}
     ids = [sid for _, sid in servers.values()]
     job = env.run(
@@ -125,6 +128,31 @@ def test_catalog_compliance_across_models(env: DellEnv) -> None:
     )
     assert art["content_type"] == "application/json"
     assert json.loads(bytes(art["content"]))["servers"][servers["R650"][1]]["model"] == "PowerEdge R650"
+
+
+def compliance_17g(env: DellEnv) -> None:
+    """17G servers with iDRAC10: an R670 with old firmware gets the 17G BIOS and iDRAC10
+    packages and the shared PERC and NIC ones; an R770 with current firmware is compliant."""
+    servers = {"R670": env.take("PowerEdge R670", old=True), "R770": env.take("PowerEdge R770", old=False)}
+    ids = [sid for _, sid in servers.values()]
+    job = env.run(
+        "firmware_compliance", {"catalog_url": env.files.url("repo/gz/Catalog.xml.gz"), "server_ids": ids}
+    )
+    assert job["status"] == "completed", job["error"]
+    recs = job["result"]["checkpoint"]["servers"]
+    r670 = {c["component_id"]: c for c in recs[servers["R670"][1]]["components"]}
+    assert {k: (c["status"], c["current"], c["target"]) for k, c in r670.items()} == {
+        cid: ("update", old, new) for cid, (old, new) in env.fw.items()
+    }
+    assert r670["159"]["criticality"] == "Urgent" and r670["25227"]["reboot_required"] is False
+    assert recs[servers["R770"][1]]["compliant"] is True
+    for m, (b, sid) in servers.items():
+        row = env.server(sid)
+        assert row["details"]["firmware_compliance"]["status"] == (
+            "compliant" if m == "R770" else "updates_available"
+        )
+        assert env.firmware(sid) == {c.component_id: c.version for c in b.components}
+        assert b.own_sessions() == 0
 
 
 @pytest.fixture
@@ -239,3 +267,28 @@ def test_inventory_refresh_never_copies_a_service_tag_another_server_holds(env: 
     row = env.server(sid)
     assert row["service_tag"] is None and row["details"]["service_tag_conflict"] == str(dup)
     assert row["model"] == b.model and len(env.firmware(sid)) == 4
+
+
+def test_inventory_refresh_stores_what_it_found_odd_on_the_server(env: DellEnv) -> None:
+    """A firmware member the BMC links but does not serve: the rest of the inventory is
+    stored, the server's details carry the warning (the console shows it with the server),
+    the job's result lists it; a clean read clears it again."""
+    (b, sid), (clean, csid) = env.take(), env.take()
+    nic = next(c for c in b.components if c.component_id == "105848")
+    member = f"/redfish/v1/UpdateService/FirmwareInventory/Installed-{nic.component_id}-{nic.version}"
+    b.inject(broken_paths=(member,))
+    job = env.run("inventory_refresh", {"server_ids": [sid, csid]})
+    assert job["status"] == "completed", job["error"]
+    row = env.server(sid)
+    assert row["details"]["inventory_error"] is None and row["last_seen_at"] is not None
+    [warning] = row["details"]["inventory_warnings"]
+    assert warning.startswith(f"firmware inventory member {member}:") and "404" in warning
+    assert env.firmware(sid) == {c.component_id: c.version for c in b.components if c is not nic}
+    assert env.server(csid)["details"]["inventory_warnings"] == []
+    result = env.steps(job["id"])["collect"]["details"]["result"]
+    assert result["warnings"] == {row["name"]: [warning]}
+    b.clear_faults()
+    again = env.run("inventory_refresh", {"server_ids": [sid]})
+    assert again["status"] == "completed"
+    assert env.server(sid)["details"]["inventory_warnings"] == []
+    assert b.own_sessions() == 0 and clean.own_sessions() == 0
