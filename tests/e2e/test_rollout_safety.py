@@ -30,7 +30,10 @@ vSAN not idle       the resync after host 1 outlasts                 host 1 done
                     vsan_resync_timeout_s                            naming vsan, rest skipped,
                                                                      HA/DRS restored
 budget 25 %         1 of 4 hosts fails its firmware job              1 failed, 3 completed
-maintenance retry   each host needs 3 tries to evacuate              completed, 3 tries recorded
+maintenance retry   each host needs 3+ tries to evacuate             completed, the tries recorded
+cancel from         killed while a host enters maintenance on its     cancelled after the cleanup
+executor_lost       last attempt; paused executor_lost; cancelled    only: host back, HA/DRS as
+                                                                     recorded, nothing rebooted
 policy decides      PS2 failed: refused under psu: block, then       refused, then completed with
                     (executor restarted) psu: warn                   the psu warning reported
 ==================  ==============================================  ============================
@@ -65,6 +68,8 @@ CLUSTERS = [
     # last VM left enters (the first host on its third try, later ones hold moved VMs too)
     ru._cluster("rty", 3, 2, vm_memory_mb=512 * GIB, host_memory_mb=3 * GIB * GIB),
     ru._cluster("pol", 2, 1),
+    # 96 GiB VMs: evacuation takes a few hundred ms, a window to kill the executor in
+    ru._cluster("lost", 3, 2, vm_memory_mb=96 * GIB, host_memory_mb=1024 * GIB),
 ]
 
 
@@ -276,6 +281,37 @@ def test_maintenance_mode_entry_is_retried(world):
         )
         assert all("did not enter maintenance" in e for e in d["maintenance_errors"]), d
     w.check(job_id, "rty", before, s)
+
+
+def test_cancel_from_executor_lost_runs_the_cleanup_and_restores_ha_drs(world):
+    """Killed while a host enters maintenance, on its last attempt: recovery pauses the job as
+    executor_lost; the operator cancels it; SQL hands it back because it owes its cleanup, and
+    the next executor runs the cleanup only: host out of maintenance, HA/DRS as recorded."""
+    w = world
+    before = w.settings("lost")
+    with ru.sampler(w) as s:
+        job_id = w.rolling("lost")
+        wait_until(
+            lambda: (t := w.tasks(job_id).get("lost-esx01")) and t["details"].get("phase") == "maintenance",
+            90,
+            "lost-esx01 entering maintenance",
+        )
+        assert w.settings("lost") != before  # HA admission control lifted while the job runs
+        w.executor.kill9()
+        w.h.query("update public.jobs set attempts = 3 where id = %s", job_id)  # its last attempt
+        assert [r["outcome"] for r in w.h.expire_and_recover([job_id])] == ["paused_executor_lost"]
+        w.h.query("update public.jobs set status = 'cancelled' where id = %s", job_id)
+        job = w.h.job(job_id)
+        assert job["status"] == "pending" and job["cancel_requested_at"] is not None, job
+        w.executor = w.spawn("ru-lost")
+        job = ru.finish(w, job_id)
+    assert job["status"] == "cancelled" and job["cleanup_owed_since"] is None, job
+    steps = {r["step_key"]: r for r in w.h.steps(job_id)}
+    assert steps["cleanup"]["status"] == "completed"
+    assert (steps["rollout"]["details"] or {}).get("attempt", 1) == 1  # the rollout was not run again
+    assert w.settings("lost") == before and not w.dc.vcenter.lab_host("lost-esx01")["in_maintenance"]
+    assert all(w.dc.bmc(h).boot_count == 0 for h in w.hosts_of("lost"))
+    w.check(job_id, "lost", before, s)
 
 
 def test_zz_the_safety_policy_decides_which_gates_block(world):
