@@ -1266,3 +1266,51 @@ def test_catalog_refresh_verifies_the_sign_file_against_the_catalogs_signing_key
     finally:
         dell.close()
         other.close()
+
+
+# --- the call log's retention (sites.bmc_call_retention_days) -------------------------------------------
+def test_the_call_log_keeps_what_the_sites_retention_says(world: World) -> None:
+    """An admin sets the site's retention (an operator may not); the next batch an executor
+    records prunes the site's calls older than that and keeps the rest."""
+    site = world.h.site_id
+    world.users["operator"].table("sites").update({"bmc_call_retention_days": 1}).eq("id", site).execute()
+    assert world.h.one("select bmc_call_retention_days as d from public.sites where id = %s", site)["d"] == 30
+    world.users["admin"].table("sites").update({"bmc_call_retention_days": 7}).eq("id", site).execute()
+    assert world.h.one("select bmc_call_retention_days as d from public.sites where id = %s", site)["d"] == 7
+    with pytest.raises(APIError):  # 1 to 3650 days
+        world.users["admin"].table("sites").update({"bmc_call_retention_days": 0}).eq("id", site).execute()
+    _, sid = world.env.take()
+    job = world.run("inventory_refresh", {"server_ids": [sid]})["id"]  # the calls belong to a job of the site
+    ex = world.h.one(
+        "select id from public.executors where site_id = %s and status = 'active' "
+        "order by last_heartbeat_at desc nulls last limit 1",
+        site,
+    )["id"]
+    tag = uuid.uuid4().hex[:8]
+    old, kept = (
+        world.h.one(
+            "insert into public.bmc_calls (job_id, site_id, step, target, protocol, method, path, status, "
+            "duration_ms, at) values (%s, %s, 'retention', %s, 'redfish', 'GET', '/redfish/v1', 200, 5, "
+            "now() - make_interval(days => %s)) returning id",
+            job,
+            site,
+            f"{tag}-{days}",
+            days,
+        )["id"]
+        for days in (8, 6)
+    )
+    call = {
+        "job_id": str(job),
+        "step": "retention",
+        "target": f"{tag}-now",
+        "method": "GET",
+        "path": "/redfish/v1",
+        "status": 200,
+        "duration_ms": 3,
+    }
+    record = "select public.executor_record_bmc_calls(%s, %s::jsonb) as n"
+    assert world.h.one(record, ex, json.dumps([call]))["n"] == 1
+    left = world.h.query("select id, target from public.bmc_calls where target like %s", f"{tag}-%")
+    assert {r["target"] for r in left} == {f"{tag}-6", f"{tag}-now"}
+    assert old not in {r["id"] for r in left} and kept in {r["id"] for r in left}
+    world.users["admin"].table("sites").update({"bmc_call_retention_days": 30}).eq("id", site).execute()
