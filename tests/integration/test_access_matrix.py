@@ -266,6 +266,11 @@ class World:
             "values (%s, '127.0.0.9', 1)",
             (i["bg_lockout"],),
         )
+        # a client's failed directory sign-ins (20261208130100_idm_sign_in_failures.sql)
+        self.cur.execute(
+            "insert into public.idm_sign_in_failures (site_id, client, failures) values (%s, '127.0.0.9', 1)",
+            (i["site"],),
+        )
         # a break-glass account has an auth user of its own, which never holds a user_roles row
         i["bg_user"] = self.one(
             "insert into auth.users (email) values (%s) returning id",
@@ -739,6 +744,21 @@ def statements(w: dict[str, str], users: dict[str, str]) -> dict[str, dict[str, 
                 (s["bg_lockout"],),
             ),
             "delete": ("delete from public.breakglass_lockouts where account_name = %s", (s["bg_lockout"],)),
+        },
+        "idm_sign_in_failures": {
+            "select": (
+                "select client from public.idm_sign_in_failures where site_id = %s",
+                (s["site"],),
+            ),
+            "insert": (
+                "insert into public.idm_sign_in_failures (site_id, client) values (%s, 'forged')",
+                (s["site"],),
+            ),
+            "update": (
+                "update public.idm_sign_in_failures set failures = 0 where site_id = %s",
+                (s["site"],),
+            ),
+            "delete": ("delete from public.idm_sign_in_failures where site_id = %s", (s["site"],)),
         },
         "identity_policy": {
             "select": ("select id from public.identity_policy", ()),

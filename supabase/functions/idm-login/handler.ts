@@ -70,6 +70,26 @@ const DIRECTORY_STATUS: Record<string, [number, string]> = {
   stale_request: [409, "the sign-in request is stale or was replayed; start again"],
 };
 
+// A wrong password, a locked, disabled or unknown account: counted per (site, client address);
+// identity_policy.sign_in_failures_per_client_per_min of them in a minute and that address
+// is refused (429) on that site, before any bind, until the minute is over
+// (20261208130100_idm_sign_in_failures.sql). The right password of a user in no mapped group
+// is not a guess and is not counted.
+const CREDENTIAL_FAILURES = new Set(["invalid_credentials", "account_locked", "account_disabled", "user_not_found"]);
+
+async function refuseIfLimited(siteId: string, client: string): Promise<void> {
+  const [row] = await sql()<{ limited: boolean }[]>`select public.idm_client_limited(${siteId}, ${client}) as limited`;
+  if (row?.limited) {
+    throw new HttpError(429, "rate_limited", "too many failed sign-ins from this address; try again in a minute");
+  }
+}
+
+async function countFailure(siteId: string, client: string, username: string | null, code: string,
+                            via: "direct" | "executor"): Promise<void> {
+  if (!CREDENTIAL_FAILURES.has(code)) return;
+  await sql()`select public.idm_client_failed(${siteId}, ${client}, ${username}, ${code}, ${via})`;
+}
+
 function directoryError(code: string): HttpError {
   const [status, message] = DIRECTORY_STATUS[code] ?? [502, "the directory refused the request"];
   return new HttpError(status, code in DIRECTORY_STATUS ? code : "directory_error", message);
@@ -157,11 +177,16 @@ export const handler = guard("idm-login", async (req: Request): Promise<Response
       throw badRequest("wrong_path",
         "this site signs in through its executor: seal the password to the executor's key (begin, complete)");
     }
+    const client = clientOf(req);
+    await refuseIfLimited(cfg.site_id, client);
     let who: DirectoryUser;
     try {
       who = await directorySignIn(cfg, b.username, b.password);
     } catch (err) {
-      if (err instanceof DirectoryError) throw directoryError(err.code);
+      if (err instanceof DirectoryError) {
+        await countFailure(cfg.site_id, client, b.username, err.code, "direct");
+        throw directoryError(err.code);
+      }
       throw err;
     }
     return await finish(cfg.site_id, who, "direct");
@@ -171,6 +196,7 @@ export const handler = guard("idm-login", async (req: Request): Promise<Response
     const b = checkBody<{ site: string }>(BEGIN, raw, "idm-login begin");
     const cfg = await siteConfig(b.site);
     if (cfg.mode !== "executor") throw badRequest("wrong_path", "this site signs in directly: use action login");
+    await refuseIfLimited(cfg.site_id, clientOf(req));
     const [row] = await sql()`select * from public.idm_begin_login(${cfg.site_id}, ${clientOf(req)})`;
     return json({
       request_id: row.request_id, challenge: row.challenge, executor_id: row.executor_id, key_id: row.key_id,
@@ -203,7 +229,11 @@ export const handler = guard("idm-login", async (req: Request): Promise<Response
   if (answer.request_id !== requestId || answer.challenge !== ans.challenge || answer.site_id !== ans.site_id) {
     throw new HttpError(502, "bad_signature", "the executor's answer is for another request");
   }
-  if (answer.ok !== true) throw directoryError(String(answer.error ?? "directory_error"));
+  if (answer.ok !== true) {
+    const code = String(answer.error ?? "directory_error");
+    await countFailure(ans.site_id, clientOf(req), null, code, "executor");
+    throw directoryError(code);
+  }
   const groups = Array.isArray(answer.groups) ? answer.groups.filter((g): g is string => typeof g === "string") : [];
   if (typeof answer.subject !== "string" || typeof answer.username !== "string") {
     throw new HttpError(502, "bad_signature", "the executor's answer is incomplete");
