@@ -457,7 +457,8 @@ def test_users_cannot_touch_the_login_mailbox(world: World):
 
 def test_the_password_is_nowhere_but_in_flight_to_the_executor(world: World):
     """A unique password, used on the executor path while a signed-in user listens on
-    Realtime: absent from a full dump, the stack's and the agents' logs, and every frame."""
+    Realtime: absent from a full dump, the stack's and the agents' logs, and every frame.
+    Another one, refused on the direct path: absent from the dump and the logs too."""
 
     needle = f"pw-{uuid.uuid4().hex}-Zq!"
     frames: list[str] = []
@@ -496,6 +497,15 @@ def test_the_password_is_nowhere_but_in_flight_to_the_executor(world: World):
 
     asyncio.run(listen_and_sign_in())
     assert frames == [], "a signed-in user received sign-in requests over Realtime"
+    # the direct path: the password reaches the function, and goes no further even when the
+    # attempt fails (a failure is counted and audited; the password is not in either)
+    direct_needle = f"pw-{uuid.uuid4().hex}-Dx!"
+    e = world.refused("direct", "bob", direct_needle)
+    assert e.code == "invalid_credentials"
+    assert world.q(
+        "select count(*) from public.audit_log where action = 'idm.sign_in_failed' and row_id = %s",
+        world.sites["direct"],
+    )[0][0]
     dump = subprocess.run(
         [PG_DUMP, "--data-only", "--no-owner", world.stack.pg.dsn()],
         capture_output=True,
@@ -503,10 +513,11 @@ def test_the_password_is_nowhere_but_in_flight_to_the_executor(world: World):
         check=True,
     ).stdout
     assert "idm_login_requests" in dump
-    assert needle not in dump and world.ldap.passwords["carol"] not in dump
+    assert needle not in dump and world.ldap.passwords["carol"] not in dump and direct_needle not in dump
     for p in [*world.stack.cfg.log_dir.rglob("*"), *world.stack.cfg.state_dir.rglob("*.log")]:
         if p.is_file():
             assert needle.encode() not in p.read_bytes(), p
+            assert direct_needle.encode() not in p.read_bytes(), p
     assert needle not in world.log.getvalue() and "directory sign-in answered" in world.log.getvalue()
     # what is left of the requests: no envelope once answered, no answer once consumed
     left = world.q(
