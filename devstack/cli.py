@@ -21,6 +21,8 @@ import os
 import secrets as pysecrets
 import sys
 
+from devstack.stack.users import add_user
+
 APP_ROLES = ("viewer", "operator", "approver", "admin")
 
 
@@ -78,37 +80,6 @@ def cmd_env(args: argparse.Namespace) -> int:
     for k, v in _stack().env().items():
         print(f"{k}={v}")
     return 0
-
-
-def add_user(st, email: str, role: str, password: str) -> str:
-    """Create (or update) a user with a bcrypt password and grant an app role."""
-    import psycopg2
-
-    conn = psycopg2.connect(st.pg.dsn())
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(
-                """
-                insert into auth.users (email, encrypted_password, email_confirmed_at, raw_app_meta_data)
-                values (lower(%s), extensions.crypt(%s, extensions.gen_salt('bf', 10)), now(),
-                        '{"provider":"email","providers":["email"]}')
-                on conflict (lower(email)) where email is not null
-                do update set encrypted_password = excluded.encrypted_password, updated_at = now()
-                returning id
-                """,
-                (email, password),
-            )
-            uid = cur.fetchone()[0]
-            cur.execute("select to_regclass('public.user_roles') is not null")
-            if cur.fetchone()[0]:
-                cur.execute(
-                    "insert into public.user_roles (user_id, role) values (%s, %s) "
-                    "on conflict (user_id) do update set role = excluded.role",
-                    (uid, role),
-                )
-        return str(uid)
-    finally:
-        conn.close()
 
 
 def cmd_user_add(args: argparse.Namespace) -> int:

@@ -1364,8 +1364,8 @@ class Demo:
 
 
 def run_demo(once: bool = False) -> int:
-    from devstack.cli import add_user
     from devstack.stack.stack import Stack, StackError
+    from devstack.stack.users import add_user
 
     st = Stack()
     print(f"rackpilot demo \u2014 local stack in {st.cfg.state_dir}", flush=True)

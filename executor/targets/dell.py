@@ -28,17 +28,18 @@ import os
 import secrets
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import requests
 from sushy import exceptions as sx
 
 from .catalog import UpdatePackage
+from .endpoint import Endpoint, Timeouts
 from .errors import (
     FirmwareVerificationFailed,
     JobFailed,
@@ -51,10 +52,34 @@ from .errors import (
     TargetUnreachable,
 )
 
-if TYPE_CHECKING:
-    from .redfish import RedfishClient
-
 LOG = logging.getLogger("rackpilot.targets.dell")
+T = TypeVar("T")
+
+
+class RedfishSession(Protocol):
+    """What DellOEM uses of the client that hands it out (``redfish.RedfishClient``, which
+    builds on this module: declared here so that this module does not import it back)."""
+
+    target: str
+    endpoint: Endpoint
+    timeouts: Timeouts
+    sleep: Callable[[float], None]
+
+    @property
+    def root(self) -> Any: ...  # the sushy root
+    @property
+    def conn(self) -> Any: ...  # sushy's connector
+    @property
+    def generation(self) -> int | None: ...
+    def doing(self, operation: str) -> AbstractContextManager[None]: ...
+    def call(self, operation: str, fn: Callable[[], T]) -> T: ...
+    def configure(self, operation: str, fn: Callable[[], T]) -> T: ...
+    def get_json(self, path: str, operation: str) -> tuple[int, dict[str, Any], dict[str, str]]: ...
+    def manager(self) -> Any: ...
+    def firmware_inventory(self, warnings: list[str] | None = None) -> list[Any]: ...
+    def power_state(self) -> str: ...
+    def power(self, action: str, *, wait: bool = True) -> Any: ...
+
 
 IDRAC_COMPONENT_ID = "25227"  # Dell component id of "iDRAC with Lifecycle Controller"
 FINISHED = {"Completed", "Failed", "CompletedWithErrors", "RebootFailed"}
@@ -231,7 +256,7 @@ class FirmwareUpdateReport:
 
 
 class DellOEM:
-    def __init__(self, client: RedfishClient, ext: Any):
+    def __init__(self, client: RedfishSession, ext: Any):
         self.c = client
         self.ext = ext  # sushy.oem.dell DellManagerExtension
 

@@ -52,7 +52,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import requests
 import sushy
@@ -61,6 +61,7 @@ from sushy import connector as sushy_connector
 from sushy import exceptions as sx
 
 from ..calllog import attach_requests
+from .dell import DellOEM
 from .endpoint import Endpoint, Timeouts
 from .errors import (
     AuthenticationFailed,
@@ -76,9 +77,6 @@ from .errors import (
     TLSConfigurationError,
     UnsupportedTarget,
 )
-
-if TYPE_CHECKING:
-    from .dell import DellOEM
 
 LOG = logging.getLogger("rackpilot.targets.redfish")
 T = TypeVar("T")
@@ -530,8 +528,6 @@ class RedfishClient:
     def dell(self) -> DellOEM | None:
         """The Dell OEM extension, or None on a BMC without the Dell OEM surface."""
         if not self._dell_checked:
-            from .dell import DellOEM  # noqa: PLC0415 - dell.py imports this module
-
             self._dell_checked = True
             mgr = self.manager()
             links = ((mgr.json.get("Links") or {}).get("Oem") or {}).get("Dell") or {}
