@@ -141,6 +141,8 @@ CLUSTERS = [
     _cluster("full", 3, 2, vm_memory_mb=24 * 1024, host_memory_mb=64 * 1024),
     # the replication gate: repl-esx02 holds the replica of a lagging pair
     _cluster("repl", 2),
+    # the replication gate answered by waiting, then a real "sync now" over the ZFS lab
+    _cluster("repl2", 2),
 ]
 # Lab durations (simulated seconds) shortened where they only add waiting.
 TIMING = {"scp_export": 60.0, "idrac_down": 60.0, "lc_after_idrac_reset": 20.0, "fw_download": 20.0}
@@ -595,6 +597,150 @@ def test_replication_gate_pauses_on_a_lagging_storage_host_until_overridden_with
         w.check(job_id, "repl", before, s)
     finally:
         w.h.query("delete from public.replication_pairs where id = %s", pid)
+
+
+def test_replication_gate_wait_then_sync_now_lets_a_rolling_update_go(world):
+    """Issue 23, the gate's other answers on a real rolling update: the pair on repl2-esx01's
+    storage server was never synced, so the update pauses naming it; the operator waits and
+    rechecks (paused again, a new blocker, nothing touched), then runs "sync now" - a
+    replication_sync through create-job, which this site's executor streams over the lab's
+    real sshd and zfs stand-in - and rechecks: the pair is within its lag and the update
+    goes, with no override recorded."""
+    from devstack.lab.zfs_ssh import ZfsSshLab
+    from executor.secrets import seal, unb64u
+
+    w = world
+    before = w.settings("repl2")
+    storage = "repl2-esx01"
+    name = f"ru-sync-{uuid.uuid4().hex[:6]}"
+    op = operator(w)
+
+    def invoke(fn: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        try:
+            return 200, op.functions.invoke(fn, {"body": body, "responseType": "json"})
+        except FunctionsHttpError as exc:
+            return exc.status, {"error": exc.message}
+
+    with ZfsSshLab(["src", "dst"]) as lab:
+        lab.zfs("src", "create", "-p", f"tank/{name}")
+        lab.zfs("dst", "create", "-p", "backup")
+        lab.write("src", f"tank/{name}", "disk.img", os.urandom(200_000))
+        key = w.h.one(
+            "select public_key, key_id from public.executors where site_id = %s and name = 'ru-a'",
+            w.h.site_id,
+        )
+        secret = {
+            "username": lab.username,
+            "private_key": lab.client_key.read_text(),
+            "host_keys": lab.host_keys(),
+        }
+        eps = [
+            {"scheme": "ssh", "host": "127.0.0.1", "port": p, "tls": {"known_hosts": "sealed"}}
+            for p in lab.ports.values()
+        ]
+        cred = w.h.one(
+            "insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id) "
+            "values (%s, %s, 'ssh', %s, %s, %s) returning id",
+            w.h.site_id,
+            f"zfs-{name}",
+            lab.username,
+            json.dumps(seal(unb64u(key["public_key"]), secret, endpoints=eps)),
+            key["key_id"],
+        )["id"]
+        # the source side lives on repl2-esx01's server; never synced counts as lagging
+        pid = str(
+            w.h.one(
+                "insert into public.replication_pairs (site_id, name, source_host, source_dataset, target_host, "
+                "target_dataset, source_server_id, credential_set_id, max_lag_seconds, schedule, "
+                "allow_full_send) values (%s, %s, %s, %s, %s, %s, %s, %s, 3600, 'manual', true) returning id",
+                w.h.site_id,
+                name,
+                lab.address("src"),
+                f"tank/{name}",
+                lab.address("dst"),
+                f"backup/{name}",
+                w.servers[storage],
+                cred,
+            )["id"]
+        )
+        try:
+            with sampler(w) as s:
+                status, res = invoke(
+                    "create-job",
+                    {
+                        "type": "rolling_cluster_update",
+                        "maintenance_window_id": str(w.window),
+                        "params": {
+                            "cluster_id": w.cluster_id("repl2"),
+                            "firmware": {"catalog_url": w.dc.catalog_url},
+                        },
+                    },
+                )
+                assert status == 200 and res.get("job_id"), res
+                job_id = res["job_id"]
+
+                def open_blocker() -> dict[str, Any]:
+                    job = finish(w, job_id)
+                    assert job["status"] == "paused" and job["pause_reason"] == "blockers", job
+                    [blk] = w.h.query(
+                        "select b.id, b.kind::text as kind, b.description, b.details, h.name as host "
+                        "from public.job_blockers b left join public.esxi_hosts h on h.id = b.host_id "
+                        "where b.job_id = %s and b.status = 'open'",
+                        job_id,
+                    )
+                    assert blk["kind"] == "replication_lag" and blk["host"] == storage, blk
+                    assert name in blk["description"] and "never synced" in blk["description"], blk
+                    assert blk["details"]["pair_id"] == pid and blk["details"]["side"] == "source", blk
+                    # paused before anything changed
+                    assert w.settings("repl2") == before
+                    assert all(w.dc.bmc(h).boot_count == 0 for h in w.hosts_of("repl2"))
+                    return blk
+
+                def recheck(blk: dict[str, Any]) -> None:
+                    status, res = invoke(
+                        "resolve-blockers",
+                        {
+                            "job_id": job_id,
+                            "decisions": [{"blocker_id": str(blk["id"]), "decision": "recheck"}],
+                        },
+                    )
+                    assert status == 200 and res["resumed"] is True, res
+                    wait_until(lambda: w.h.job(job_id)["status"] != "paused", 30, "the update to resume")
+
+                first = open_blocker()
+                recheck(first)  # waiting changed nothing: paused again, with a new blocker
+                second = open_blocker()
+                assert second["id"] != first["id"]
+                # sync now: the console's button is create-job replication_sync for the pair
+                status, res = invoke(
+                    "create-job", {"type": "replication_sync", "params": {"replication_pair_ids": [pid]}}
+                )
+                assert status == 200 and res.get("job_id"), res
+                sync = w.h.wait_status(res["job_id"], ("completed", "failed", "cancelled"), 120)
+                assert sync["status"] == "completed", sync["error"]
+                p = w.h.one("select * from public.replication_pairs where id = %s", pid)
+                assert p["last_status"] == "succeeded" and 0 <= p["lag_seconds"] < 3600, p
+                assert lab.read("dst", f"backup/{name}", "disk.img") == lab.read(
+                    "src", f"tank/{name}", "disk.img"
+                )
+                recheck(second)
+                job = finish(w, job_id)
+            assert job["status"] == "completed", job["error"]
+            tasks = w.tasks(job_id)
+            assert sorted(tasks) == w.hosts_of("repl2") and all(
+                t["status"] == "completed" for t in tasks.values()
+            )
+            assert all(w.dc.bmc(h).boot_count == 1 for h in w.hosts_of("repl2"))
+            blockers = w.h.query("select id from public.job_blockers where job_id = %s", job_id)
+            assert sorted(b["id"] for b in blockers) == sorted([first["id"], second["id"]])
+            overrides = w.h.query(
+                "select action::text as action from public.blocker_resolutions where blocker_id = any(%s::uuid[])",
+                [str(first["id"]), str(second["id"])],
+            )
+            assert "acknowledge" not in [r["action"] for r in overrides], overrides
+            w.check(job_id, "repl2", before, s)
+        finally:
+            w.h.query("delete from public.replication_pairs where id = %s", pid)
 
 
 def test_maintenance_timeout_fails_the_host_and_restores_ha(world):
