@@ -9,7 +9,9 @@ one is started here and:
   dies - SIGKILL included - the kernel kills the child. The signal is tied to the *thread*
   that forked, so forks asked for from a thread other than the main one go through one
   long-lived daemon thread; a parent that died before the signal was armed is noticed
-  (``getppid()`` changed) and the child exits before exec.
+  (``getppid()`` changed) and the child exits before exec. The kernel clears the signal
+  when the child execs a set-user-ID or set-group-ID program (Debian's ``ssh-agent`` is
+  setgid): such a child needs another watch (see ``executor.targets.ssh.SshStack.start``).
 
 This is the executor's own copy of the rule devstack follows for the harness
 (``devstack/proc.py``): the executor is installed on sites without devstack.
