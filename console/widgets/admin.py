@@ -12,7 +12,7 @@ from console.models.admin import (
     ForceResume,
     NotificationSettings,
 )
-from console.widgets.common import STYLE, Status, guarded, html_table, set_options
+from console.widgets.common import STYLE, Status, dropdown, guarded, html_table, set_options
 
 
 class CredentialsView(w.VBox):
@@ -36,7 +36,7 @@ class CredentialsView(w.VBox):
         self.table = w.HTML()
         self.show = w.Button(description="Show sets", icon="refresh")
         self.show.on_click(guarded(self.status, lambda _: self._status()))
-        self.rotate_pick = w.Dropdown(description="set", options=[])
+        self.rotate_pick = dropdown([], description="set")
         self.rotate_secret = w.Password(description="new secret")
         self.rotate_endpoints = w.Textarea(
             description="endpoints", placeholder="as above: where it may be presented"
@@ -126,7 +126,7 @@ class ForceResumeView(w.VBox):
         self.model = model
         self.status = Status()
         self.table = w.HTML()
-        self.pick = w.Dropdown(description="job", options=[])
+        self.pick = dropdown([], description="job")
         self.reason = w.Textarea(description="reason", placeholder="why it is safe to resume (audited)")
         self.go = w.Button(description="Force resume", button_style="danger")
         self.go.on_click(guarded(self.status, lambda _: self._run()))

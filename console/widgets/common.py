@@ -65,6 +65,7 @@ class Status(w.HTML):
 
 
 PLACEHOLDER = "— choose —"
+NOTHING = "— nothing to choose yet —"  # what an empty selector shows instead of a blank box
 
 
 def set_options(
@@ -76,15 +77,16 @@ def set_options(
     and label None, and the browser shows a blank select. So the selection is set every time:
     ``value`` when it is among the options, else the current value when it still is, else
     the first option. With ``placeholder`` an explicit "choose" entry (value None) leads the
-    list and is the default, so nothing is picked silently."""
+    list and is the default, so nothing is picked silently. Without options and without a
+    placeholder the selector says ``NOTHING`` (value None) rather than showing a blank box."""
     opts = list(options)
     if placeholder is not None:
         opts = [(placeholder, None), *opts]
+    elif not opts:
+        opts = [(NOTHING, None)]
     values = [v for _, v in opts]
     keep = dd.value if dd.value in values else None
     dd.options = opts
-    if not opts:
-        return
     if value is not None and value in values:
         dd.value = value
     elif keep is not None:

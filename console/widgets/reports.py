@@ -11,6 +11,7 @@ from console.models.common import short_ts
 from console.models.reports import REPORT_TITLES, FleetModel, ReportModel
 from console.widgets.charts import bar_svg, line_svg
 from console.widgets.common import STYLE, Status, dropdown, guarded, html_table, set_options
+from console.widgets.grid import RowsGrid
 
 SERVER_COLUMNS = [
     "server",
@@ -97,9 +98,16 @@ class FleetView(w.VBox):
         self.site = w.Dropdown(
             description="site", options=[(s["name"], s["id"]) for s in model.sites], value=model.site_id
         )
+        self.site.add_class("rp-fleet-site")
         self.site.observe(lambda ch: guarded(self.status, self.model.load)(ch["new"]), names="value")
         self.clusters = w.HTML()
-        self.servers = w.HTML()
+        self.servers = RowsGrid(
+            SERVER_COLUMNS,
+            css="rp-servers",
+            empty="no servers match",
+            # outdated firmware, and whatever the last inventory said beyond the facts
+            highlight={"firmware": ["outdated"], "inventory notes": None},
+        )
         self.catalogs = w.HTML()
         self.search = w.Text(
             placeholder="filter: server, model, host, cluster, firmware…", description="search"
@@ -202,13 +210,7 @@ class FleetView(w.VBox):
             ),
             reverse=key in ("outdated", "urgent"),
         )
-        self.servers.value = html_table(
-            rows,
-            SERVER_COLUMNS,
-            css="rp-servers",
-            empty="no servers match",
-            row_class=lambda r: "rp-warn" if r["firmware"] == "outdated" else "",
-        )
+        self.servers.set_rows(rows)  # a data grid: its headers sort and filter too
         cats = self.model.catalogs
         self.catalogs.value = html_table(
             [

@@ -89,11 +89,11 @@ class ScreenFrame(w.VBox):
 
 
 def role_note(title: str, min_role: str, role: str | None) -> str:
-    """``Audit log is for approvers and admins; you are signed in as operator.``"""
+    """``Audit log is for approvers and admins; your role is operator.``"""
     allowed = screens.ROLES[screens.ROLES.index(min_role) :]
     names = [f"{r}s" for r in allowed]
     who = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-    return f"{title} is for {who}; you are signed in as {role or 'a user without a role'}."
+    return f"{title} is for {who}; your role is {role or 'none'}."
 
 
 class AppShell(w.VBox):

@@ -107,8 +107,8 @@ class UpdateWizardView(w.VBox):
         wizard.on_change(self.render)
         super().__init__([self.title, self.body])
         self.add_class("rp-wizard")
-        if self.cluster.value:
-            guarded(self.status, self._cluster_changed)()
+        # the catalogs (of every site until a cluster is chosen) and "other URL…", never a blank box
+        guarded(self.status, self._cluster_changed)()
         self.render()
 
     # -- step 1 -----------------------------------------------------------------------------

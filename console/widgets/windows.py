@@ -38,13 +38,12 @@ class WindowsView(w.VBox):
         self.approve.on_click(guarded(self.decide_status, lambda _: self._decide("approve")))
         self.reject.on_click(guarded(self.decide_status, lambda _: self._decide("reject")))
         self.cancel.on_click(guarded(self.decide_status, lambda _: self._decide("cancel")))
-        me = board.session
         board.on_change(self.render)
         super().__init__(
             [
                 w.HTML(
-                    f"{STYLE}signed in as <b>{me.email}</b> ({me.role}); four eyes: an approver other than the "
-                    "requester decides each window"
+                    f"{STYLE}<div class='rp-info rp-four-eyes'>four eyes: an approver other than the requester "
+                    "decides each window (who you are is in the header above)</div>"
                 ),
                 self.table,
                 w.HTML("<b>Decide</b>"),

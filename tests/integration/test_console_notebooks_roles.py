@@ -66,7 +66,7 @@ def test_every_notebook_runs_as_role(role, ce, supabase_env, monkeypatch, tmp_pa
     assert f"signed in as <b>{ce.emails[role]}</b>" in text
     assert f"notification settings are for admins; you are {role}" in outputs
     # screens above the role say so in words (05's audit log, 06's identity), nothing is asked
-    assert f"Identity is for admins; you are signed in as {role}." in text
-    gate = "Audit log is for approvers and admins; you are signed in as"
+    assert f"Identity is for admins; your role is {role}." in text
+    gate = "Audit log is for approvers and admins; your role is"
     assert (f"{gate} {role}." in text) == (role != "approver")
     assert ("rp-audit-chain" in text) == (role == "approver")

@@ -404,7 +404,7 @@ def test_a_screen_above_the_role_says_so_in_words_and_asks_nothing():
         frame = con.screen("test_gated", x=1)
         (note,) = frame.children
         assert "rp-role-gate" in note.value and built == [] and frame.view is None
-        assert "Gated is for approvers and admins; you are signed in as operator." in note.value
+        assert "Gated is for approvers and admins; your role is operator." in note.value
         con.session.role = "approver"
         frame.render(force=True)
         assert built == [{"x": 1}] and frame.view.value == "gated content"
@@ -412,5 +412,5 @@ def test_a_screen_above_the_role_says_so_in_words_and_asks_nothing():
         screens._SCREENS.pop("test_gated")
     assert (
         role_note("Identity", "admin", None)
-        == "Identity is for admins; you are signed in as a user without a role."
+        == "Identity is for admins; your role is none."
     )

@@ -129,3 +129,54 @@ def test_picking_a_report_loads_it_with_its_chart():
     v.view.value = "v_executor_health"  # picked in the dropdown: no Load click needed
     assert api.asked[-1] == "v_executor_health" and "executor heartbeat age" in v.chart.value
     assert "exec-a" in v.table.value
+
+
+# -- selectors never blank, even with nothing to choose -------------------------------------------
+def test_an_empty_selector_says_there_is_nothing_to_choose():
+    import ipywidgets as w
+
+    from console.widgets.common import NOTHING, dropdown, set_options
+
+    dd = dropdown([], description="set")
+    assert (dd.label, dd.value, len(dd.options)) == (NOTHING, None, 1)
+    set_options(dd, [("idrac-root (idrac)", "c1")])
+    assert (dd.label, dd.value) == ("idrac-root (idrac)", "c1")
+    set_options(dd, [])
+    assert dd.label == NOTHING and dd.value is None
+    ph = dropdown([], placeholder="no catalog")
+    assert ph.label == "no catalog"  # an explicit placeholder wins
+    plain = w.Dropdown(options=[])
+    set_options(plain, [])
+    assert plain.label == NOTHING
+
+
+# -- the fleet's data grid ---------------------------------------------------------------------------
+def test_rows_grid_is_a_real_data_grid_with_search_and_words_when_empty():
+    pytest.importorskip("ipydatagrid")
+    from ipydatagrid import DataGrid
+
+    from console.widgets.grid import RowsGrid, search_rows
+
+    rows = [
+        {"server": "srv-01", "power": "On", "firmware": "outdated", "last inventory": "2026-12-07 10:00"},
+        {"server": "srv-02", "power": "Off", "firmware": "compliant", "last inventory": None},
+    ]
+    g = RowsGrid(
+        ["server", "power", "firmware", "last inventory"],
+        css="rp-servers",
+        highlight={"firmware": ["outdated"]},
+    )
+    g.set_rows(rows)
+    (grid,) = g.children
+    assert isinstance(grid, DataGrid) and "rp-grid" in grid._dom_classes and "rp-servers" in grid._dom_classes
+    assert list(grid.data.columns) == ["server", "power", "firmware", "last inventory"]
+    assert (
+        grid.data["server"].tolist() == ["srv-01", "srv-02"] and grid.data["last inventory"].tolist()[1] == ""
+    )
+    assert "outdated" in grid.renderers["firmware"].background_color.value
+    assert grid.column_widths["last inventory"] >= len("2026-12-07 10:00") * 8  # names are not cut off
+    assert search_rows(rows, "COMPLIANT") == [rows[1]] and search_rows(rows, " ") == rows
+    g.set_rows(search_rows(rows, "srv-01"))
+    assert g.children == (grid,) and grid.data["server"].tolist() == ["srv-01"]  # the same grid, new rows
+    g.set_rows([])
+    assert "rp-empty" in g.children[0].value and "nothing to show" in g.children[0].value

@@ -1,0 +1,303 @@
+"""Every notebook of notebooks/ in a real browser, and the blocker wizard clicked through.
+
+One JupyterLab (on loopback, with a token) serves copies of the notebooks; Debian's headless
+Chromium (Selenium, /usr/bin/chromedriver, no downloads) opens each one, runs it all as an
+admin would (the sign-in from the environment, as in a demo) and checks what is on the page:
+the notebook's own content, no traceback or stderr output, no red error line, no blank
+selector, no whole UUID where a name or short id belongs, "signed in as" once, and charts
+where the notebook draws them. In 03_blockers the test then decides the paused job's blocker
+in the wizard's row selector and saves: the control plane records the decision and the job
+resumes. A screenshot per notebook goes to the test folder (and RACKPILOT_SCREENSHOT_DIR)."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.browser.test_console_browser import CHROMEDRIVER, CHROMIUM, free_port, wait_http
+from tests.browser.test_console_wizard_browser import BLANK_SELECTS, shot
+from tests.integration._functions_support import insert_blocker, q
+from tests.integration.console_support import PASSWORD, claim, make_console_env, scp_job
+
+PAGE_TIMEOUT_S = 120  # a notebook's kernel start, sign-in and every cell on a loaded 2-core machine (s)
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb"))
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# what only each notebook draws once its cells ran (CSS selectors, all of them)
+MARKERS = {
+    "00_console": [".rp-app .rp-nav button", ".rp-jobs"],
+    "01_sign_in_and_jobs": [".rp-jobs tbody tr", ".rp-monitor"],
+    "02_rolling_update": [".rp-wizard", ".rp-cluster-pick select", ".rp-servers"],
+    "03_blockers": [".rp-blocked-job-pick select", "table.rp-blockers tbody tr"],
+    "04_windows_and_approvals": [".rp-windows"],
+    "05_reports": ["svg.rp-chart", ".rp-v_host_history", ".rp-audit-chain"],
+    "06_admin": [".rp-notify", ".rp-breakglass-sessions"],
+}
+# a visible single-choice selector with no option at all is a blank box as well
+EMPTY_SELECTS = """
+return [...document.querySelectorAll('select:not([multiple])')].filter(s => s.offsetParent !== null
+  && s.options.length === 0).map(s => s.outerHTML.slice(0, 120));
+"""
+RAN_ALL = """
+const a = window.jupyterapp; const w = a && a.shell.currentWidget;
+if (!(w && w.sessionContext && w.sessionContext.session && w.content)) return false;
+const k = w.sessionContext.session.kernel;
+const code = w.content.widgets.filter(c => c.model.type === 'code');
+return !!k && k.status === 'idle' && code.length > 0 && code.every(c => c.model.executionCount !== null);
+"""
+
+pytestmark = pytest.mark.skipif(
+    not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
+    reason="Debian's chromium and chromium-driver are not installed (scripts/setup.sh installs them)",
+)
+
+
+@pytest.fixture(scope="module")
+def lab(stack, tmp_path_factory):
+    ce = make_console_env(stack)
+    f = ce.fleet
+    host = f.hosts[f.clusters[0]][0]
+    job = scp_job(ce, f.host_servers[host])  # a job paused for a blocker, so 03 draws its wizard
+    claim(ce, job)
+    vm = next(v for v, h in f.vms.items() if h == host)
+    blocker = insert_blocker(ce.conn, job, host, vm)
+    q(ce.conn, "update public.jobs set status = 'paused', pause_reason = 'blockers' where id = %s", job)
+    tmp = tmp_path_factory.mktemp("notebooks")
+    root = tmp / "lab"
+    root.mkdir()
+    for nb in NOTEBOOKS:
+        shutil.copy(nb, root / nb.name)
+    port, token = free_port(), secrets.token_hex(16)
+    env = {
+        **os.environ,
+        **stack.env(),
+        "RACKPILOT_CONSOLE_EMAIL": ce.emails["admin"],
+        "RACKPILOT_CONSOLE_PASSWORD": PASSWORD,
+        "RACKPILOT_CONSOLE_EXPORT_DIR": str(tmp / "exports"),
+        "RACKPILOT_CONSOLE_RUNTIME_DIR": str(tmp / "session"),
+        "JUPYTER_RUNTIME_DIR": str(tmp / "rt"),
+        "JUPYTER_CONFIG_DIR": str(tmp / "cfg"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(tmp / "ws"),
+    }
+    env.pop("SUPABASE_SERVICE_ROLE_KEY", None)  # the notebooks get what an operator's Jupyter would
+    env.pop("SUPABASE_DB_URL", None)
+    (tmp / "exports").mkdir()
+    log = (tmp / "jupyter.log").open("w")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={root}",
+            "--LabApp.expose_app_in_browser=True",
+            "--LabApp.news_url=",
+            "--ServerApp.port_retries=0",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        ]
+        + (["--allow-root"] if os.geteuid() == 0 else []),
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/api/status?token={token}", 60)
+        yield {
+            "base": f"http://127.0.0.1:{port}",
+            "token": token,
+            "tmp": tmp,
+            "ce": ce,
+            "job": job,
+            "blocker": blocker,
+        }
+    finally:
+        proc.terminate()  # stops its kernels too
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        log.close()
+        for s in ce.sessions.values():
+            s.sign_out()
+        ce.conn.close()
+
+
+@pytest.fixture(scope="module")
+def driver(lab):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    opts = Options()
+    opts.binary_location = CHROMIUM
+    for arg in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={lab['tmp'] / 'chromium'}",
+        "--window-size=1400,1800",
+    ):
+        opts.add_argument(arg)
+    os.environ["SE_OFFLINE"] = "true"
+    d = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
+    try:
+        yield d
+    finally:
+        d.quit()
+
+
+def run_notebook(driver, lab, name: str):
+    """Open the notebook, Run All once the kernel is there, wait until every code cell ran."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(f"{lab['base']}/lab/tree/{name}.ipynb?token={lab['token']}")
+    wait = WebDriverWait(
+        driver, PAGE_TIMEOUT_S, poll_frequency=0.5, ignored_exceptions=(StaleElementReferenceException,)
+    )
+    wait.until(
+        lambda d: d.execute_script(
+            "const a = window.jupyterapp; const w = a && a.shell.currentWidget;"
+            "return !!(w && w.context && w.context.path && w.context.path.endsWith(arguments[0]) && w.sessionContext"
+            " && w.sessionContext.session && w.sessionContext.session.kernel && w.content"
+            " && w.content.widgets.length)",
+            f"{name}.ipynb",
+        )
+    )
+    driver.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    wait.until(lambda d: d.execute_script(RAN_ALL))
+    return wait
+
+
+def shut_down(driver) -> None:
+    """Stop the notebook's kernel (one kernel at a time on a loaded machine)."""
+    driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "const w = window.jupyterapp.shell.currentWidget;"
+        "(w && w.sessionContext ? w.sessionContext.shutdown() : Promise.resolve()).then(() => done(true), () => done(false));"
+    )
+
+
+def outputs_text(driver) -> str:
+    return "\n".join(
+        driver.execute_script(
+            "return [...document.querySelectorAll('.jp-OutputArea')].filter(o => o.offsetParent !== null)"
+            ".map(o => o.innerText)"
+        )
+    )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_runs_in_the_browser_with_names_charts_and_no_errors(driver, lab, path):
+    from selenium.webdriver.common.by import By
+
+    name = path.stem
+    wait = run_notebook(driver, lab, name)
+    try:
+        for marker in MARKERS[name]:
+            wait.until(lambda d, m=marker: d.find_elements(By.CSS_SELECTOR, m) or False)
+    finally:
+        p = shot(driver, lab["tmp"], f"notebook-{name}")
+    try:
+        text = outputs_text(driver)
+        assert "Traceback" not in text and not driver.find_elements(
+            By.CSS_SELECTOR, "[data-mime-type='application/vnd.jupyter.stderr']"
+        ), name
+        errors = [
+            e.text
+            for e in driver.find_elements(By.CSS_SELECTOR, ".jp-OutputArea .rp-error")
+            if e.is_displayed() and e.text.strip()
+        ]
+        assert not errors, f"{name}: {errors}"
+        assert not driver.execute_script(BLANK_SELECTS), name
+        assert not driver.execute_script(EMPTY_SELECTS), name
+        assert not UUID.search(text), f"{name}: a whole id on the page: {UUID.search(text).group(0)}"
+        assert text.count("signed in as") == 1, name
+        assert PASSWORD not in driver.page_source
+        if name in ("01_sign_in_and_jobs", "03_blockers"):
+            assert lab["job"][:8] in text  # the job by its short id
+        if name == "05_reports":
+            charts = driver.find_elements(By.CSS_SELECTOR, ".jp-OutputArea svg.rp-chart")
+            assert len(charts) >= 2 and "success rate per job type" in text
+        assert p.stat().st_size > 10_000
+    finally:
+        shut_down(driver)
+
+
+def test_blocker_wizard_decides_and_resumes_in_the_browser(driver, lab):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    ce = lab["ce"]
+    wait = run_notebook(driver, lab, "03_blockers")
+    try:
+        row_select = wait.until(
+            lambda d: next(
+                (
+                    s
+                    for s in d.find_elements(By.CSS_SELECTOR, ".jp-OutputArea select")
+                    if s.is_displayed() and "— decide —" in s.text
+                ),
+                False,
+            )
+        )
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", row_select)
+        Select(row_select).select_by_visible_text("I moved the VM myself")
+        wait.until(lambda d: "migrate_manually_done" in outputs_text(d))  # the table shows the decision
+        save = next(
+            b
+            for b in driver.find_elements(By.CSS_SELECTOR, ".jp-OutputArea button")
+            if b.text == "Save decisions"
+        )
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", save)
+        save.click()
+        wait.until(lambda d: "decision(s) saved" in outputs_text(d))
+        shot(driver, lab["tmp"], "blocker-wizard-saved")
+        text = outputs_text(driver)
+        assert "1 decision(s) saved; job is pending and resumed" in text, text[-600:]
+        assert not UUID.search(text) and "Traceback" not in text
+        row = q(ce.conn, "select status::text from public.job_blockers where id = %s", lab["blocker"])[0]
+        job = q(ce.conn, "select status::text from public.jobs where id = %s", lab["job"])[0]
+        assert (row["status"], job["status"]) == ("resolved", "pending")
+    finally:
+        shot(driver, lab["tmp"], "blocker-wizard-last")
+        shut_down(driver)
+
+
+def test_fleet_servers_show_in_a_data_grid_in_the_browser(driver, lab):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    site = f"site-a-{lab['ce'].tag}"
+    wait = run_notebook(driver, lab, "02_rolling_update")
+    try:
+        pick = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".rp-fleet-site select") or False)[0]
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", pick)
+        Select(pick).select_by_visible_text(site)
+        grid = wait.until(
+            lambda d: next(
+                (g for g in d.find_elements(By.CSS_SELECTOR, ".rp-grid.rp-servers") if g.is_displayed()),
+                False,
+            )
+        )
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", grid)
+        assert grid.size["height"] > 40 and grid.find_elements(By.TAG_NAME, "canvas")  # drawn by the grid
+        assert "Traceback" not in outputs_text(driver)
+        shot(driver, lab["tmp"], "fleet-data-grid")
+    finally:
+        shut_down(driver)
