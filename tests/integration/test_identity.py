@@ -703,3 +703,49 @@ def test_break_glass_with_the_directory_down(world: World):
     )
     assert fails[0][0] == 6
     logging.getLogger().handlers.clear()
+
+
+def test_break_glass_caps_failures_per_address_across_names(world: World):
+    """A guesser that changes the account name every time is not held by the per-name
+    lockout; its failures over all names reach identity_policy.breakglass_failures_per_client
+    and it is refused (429) before any scrypt, even with a real account's right secret,
+    audited as high severity. The cap is set three failures above what this address
+    already has in the window (the earlier tests' guesses count)."""
+    client = "127.0.0.1"  # what the gateway records for these calls
+    (old,) = world.q("select breakglass_failures_per_client from public.identity_policy")[0]
+    (base,) = world.q(
+        "select coalesce(sum(l.failed_attempts), 0)::int from public.breakglass_lockouts l, public.identity_policy p "
+        "where l.client = %s and l.updated_at > now() - make_interval(secs => p.breakglass_lockout_s)",
+        client,
+    )[0]
+    names = [f"nobody-{world.tag}-{i}" for i in range(3)]
+    real = f"bg-cap-{world.tag}"
+    secret = provision_breakglass(world.url, world.service, real)
+    world.q("update public.identity_policy set breakglass_failures_per_client = %s", base + 3)
+    try:
+        for n in names:
+            with pytest.raises(IdentityError) as info:
+                break_glass_login(world.url, world.anon, n, "wrong-secret", "guessing one name after another")
+            assert info.value.status == 401, info.value
+        with pytest.raises(IdentityError) as info:
+            break_glass_login(world.url, world.anon, real, secret, "the holder, behind the guesser's address")
+        assert (info.value.status, info.value.code) == (429, "rate_limited"), info.value
+        audit = world.q(
+            "select new_data from public.audit_log where action = 'breakglass.rate_limited' and row_id = %s",
+            real,
+        )
+        assert audit and audit[0][0]["severity"] == "high" and audit[0][0]["client"] == client
+        assert (
+            world.q(
+                "select count(*) from public.breakglass_sessions b join public.breakglass_accounts a "
+                "on a.id = b.account_id where a.name = %s",
+                real,
+            )[0][0]
+            == 0
+        )
+    finally:
+        world.q("update public.identity_policy set breakglass_failures_per_client = %s", old)
+        world.q("delete from public.breakglass_lockouts where account_name = any(%s)", names)
+    # under the cap again (the guesses' rows gone): the holder signs in
+    res = break_glass_login(world.url, world.anon, real, secret, "the holder, now that the cap is lifted")
+    assert res["role"] == "admin"

@@ -9,7 +9,9 @@
 // guesses queue; every failure counts, and identity_policy.breakglass_max_failures of them
 // from one client address lock that address out of that account name for
 // breakglass_lockout_s (breakglass_lockouts: a guesser locks out only itself, and unknown
-// names lock the same way, so a 423 reveals nothing). A reason is required. Success issues a normal
+// names lock the same way, so a 423 reveals nothing); an address over
+// breakglass_failures_per_client failures across all names is refused (429) before any
+// hash is computed. A reason is required. Success issues a normal
 // session that carries the account's role only while its breakglass_sessions grant is live
 // (current_app_role()), whose auth session cannot be refreshed past expires_at, and that is
 // audited as critical and announced on every enabled notification channel
@@ -86,6 +88,17 @@ export const handler = guard("break-glass", async (req: Request): Promise<Respon
   const client = clientOf(req);
   const refused = (status: number, code: string, message: string, details: unknown = null): Outcome =>
     ({ ok: false, error: new HttpError(status, code, message, details) });
+
+  // An address that failed identity_policy.breakglass_failures_per_client times over all
+  // names within the lockout window is refused before any scrypt is computed: a guesser
+  // that changes the name every time would otherwise keep the function's CPU and memory busy.
+  const [{ busy }] = await sql()<{ busy: boolean }[]>`select public.breakglass_client_busy(${client}) as busy`;
+  if (busy) {
+    await sql()`select public.idm_audit('breakglass.rate_limited', 'breakglass_accounts', ${b.account.slice(0, 64)},
+                 ${sql().json({ severity: "high", name: b.account.slice(0, 64), client })},
+                 'break-glass attempt from an address over its failure cap')`;
+    throw new HttpError(429, "rate_limited", "too many failed break-glass attempts from this address; try again later");
+  }
 
   // One transaction per attempt, holding the account's row (and the client's count row):
   // the failure count is exact.
