@@ -6,10 +6,12 @@ form's is tests/unit/test_console_replication.py."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from postgrest.exceptions import APIError
 
-from tests.integration._functions_support import close_env, make_env, q
+from tests.integration._functions_support import close_env, counts, make_env, q
 
 HOSTILE = [
     "tank/a;reboot",
@@ -72,3 +74,22 @@ def test_the_same_admin_registers_a_pair_with_good_names(env):
     row = admin.table("replication_pairs").insert(_row(env, name, source_dataset="tank/vm-01.a:b")).execute()
     assert row.data[0]["source_dataset"] == "tank/vm-01.a:b"
     assert _count(env, name) == 1
+
+
+@pytest.mark.parametrize("bad", ["x;reboot", "$(id)", "a b", "..", "a\x00", "a/b", "a@b", "-rf"], ids=repr)
+def test_create_job_refuses_a_hostile_snapshot_prefix(env, bad):
+    """The one name a replication_sync job itself carries (its snapshot prefix) is checked by
+    create-job against the job's schema: 400, the field named, no job written."""
+    before = counts(env)
+    status, body = env.raw.call(
+        "create-job",
+        {
+            "type": "replication_sync",
+            "params": {"replication_pair_ids": [env.fleet.replication_pair], "snapshot_prefix": bad},
+        },
+        env.users["operator"].token,
+    )
+    assert status == 400, (status, body)
+    assert "snapshot_prefix" in json.dumps(body), body
+    assert "Traceback" not in json.dumps(body) and "stack" not in body
+    assert counts(env) == before
