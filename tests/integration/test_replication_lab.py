@@ -140,6 +140,34 @@ def test_interrupted_stream_resumes_from_its_token(lab):
     assert not lab.state("dst")["partials"].get(dst)
 
 
+def test_a_receive_that_dies_mid_stream_is_a_broken_stream_and_nothing_is_destroyed(lab):
+    """The other end of a broken pipe: the receiving side stops reading mid-stream (the
+    executor's write gets EPIPE). StreamBroken, both sides' snapshots as they were (plus the
+    job's new one on the source), what arrived kept, and the next run resumes."""
+    w = World()
+    src, dst = dataset(lab)
+    pair = w.pair(lab, src, dst)
+    assert run(w, [pair["id"]]).finished["status"] == "completed"
+    big = os.urandom(400_000)
+    lab.write("src", src, "big.bin", big)
+    src_before, dst_before = lab.snapshots("src", src), lab.snapshots("dst", dst)
+    lab.inject("dst", "recv_break_after", bytes=100_000, times=1)
+    try:
+        s = run(w, [pair["id"]])
+    finally:
+        lab.clear_injections("dst")
+    assert s.finished["status"] == "failed" and error_of(s).startswith("StreamBroken"), error_of(s)
+    assert w.records(pair["id"])[-1]["p_error_class"] == "StreamBroken"
+    src_after = lab.snapshots("src", src)
+    assert src_after[: len(src_before)] == src_before and len(src_after) == len(src_before) + 1
+    assert lab.snapshots("dst", dst) == dst_before
+    assert lab.state("dst")["partials"][dst]["bytes"] >= 100_000
+    s = run(w, [pair["id"]])
+    assert s.finished["status"] == "completed", s.finished
+    assert w.records(pair["id"])[-1]["p_details"]["passes"][0]["kind"] == "resume"
+    assert lab.read("dst", dst, "big.bin") == big
+
+
 def test_retention_keeps_newest_common_snapshot_and_holds(lab):
     w = World()
     src, dst = dataset(lab)
