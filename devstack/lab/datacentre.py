@@ -39,7 +39,7 @@ from typing import Any
 from .idrac import BMC, Lab, LabThread, Timing, make_dup
 from .idrac.bmc import default_components
 from .idrac.testing import FileServer
-from .vcsim import VcsimLab
+from .vcenter import VcsimLab
 
 log = logging.getLogger("rackpilot.lab.datacentre")
 

@@ -240,7 +240,7 @@ class EsxiSshLab:
     hosts: dict[str, dict[str, str]]
     depots: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
     reboot_seconds: float = 1.0
-    vcsim: Any = None  # a started devstack.lab.vcsim.VcsimLab to keep in step with
+    vcsim: Any = None  # a started devstack.lab.vcenter.VcsimLab to keep in step with
     workdir: Path | None = None
     ports: dict[str, int] = field(default_factory=dict)
     username: str = field(default_factory=getpass.getuser)

@@ -10,7 +10,7 @@ import asyncssh
 import pytest
 
 from devstack.lab.esxi_ssh import EsxiSshLab
-from devstack.lab.vcsim import VcsimLab
+from devstack.lab.vcenter import VcsimLab
 from executor.targets.endpoint import Endpoint
 from executor.targets.errors import TargetUnreachable, TLSConfigurationError
 from executor.targets.esxcli import EsxcliError, EsxiShell, EsxiVersion

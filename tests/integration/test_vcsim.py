@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from devstack.lab.vcsim import ControlError, StartError, VcsimLab
+from devstack.lab.vcenter import ControlError, StartError, VcsimLab
 from executor.targets.endpoint import Endpoint
 from executor.targets.errors import AuthenticationFailed, JobStuck, TLSConfigurationError
 from executor.targets.vsphere import (

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from devstack.lab.vcsim import VcsimLab
+from devstack.lab.vcenter import VcsimLab
 from executor.targets.dell_health import BLOCK, OK, WARN
 from executor.targets.endpoint import Endpoint
 from executor.targets.errors import RequestRejected

@@ -102,7 +102,7 @@ def test_the_scan_sees_the_known_programs(repo_uses):
         ("devstack/stack/postgres.py", "runuser"),
         ("devstack/lab/esxi_ssh.py", "sshd"),
         ("devstack/lab/esxi_ssh.py", "ssh-keygen"),
-        ("devstack/lab/vcsim.py", "go"),
+        ("devstack/lab/vcenter.py", "go"),
         ("devstack/stack/stack.py", "supabase"),
         ("bench/rest_throughput.py", "wrk"),
         ("tests/browser/test_console_browser.py", "chromium"),

@@ -362,12 +362,12 @@ class VcsimLab:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m devstack.lab.vcsim build` builds the binary; `... run --config lab.json`
+    """`python -m devstack.lab.vcenter build` builds the binary; `... run --config lab.json`
     starts a lab and prints its connection details (the password stays in a file)."""
     import argparse
 
     ap = argparse.ArgumentParser(
-        prog="python -m devstack.lab.vcsim", description="rackpilot's simulated vCenter"
+        prog="python -m devstack.lab.vcenter", description="rackpilot's simulated vCenter"
     )
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("build", help="build (or rebuild) the lab binary")
