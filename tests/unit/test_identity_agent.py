@@ -72,7 +72,7 @@ def test_break_glass_hashes_are_scrypt_in_the_format_the_function_reads():
     assert "the-secret" not in stored
 
 
-def test_presets_fill_what_is_not_set_and_an_explicit_setting_wins(monkeypatch):
+def test_presets_fill_what_is_not_set_and_an_explicit_setting_wins(monkeypatch, tmp_path):
     from executor.directory_presets import directory_presets
 
     assert set(directory_presets()) == {"openldap", "freeipa", "ad"}
@@ -94,6 +94,17 @@ def test_presets_fill_what_is_not_set_and_an_explicit_setting_wins(monkeypatch):
     assert ad.user_filter == "(&(objectClass=user)(sAMAccountName={username}))"
     assert ad.disabled_filter == "(userAccountControl:1.2.840.113556.1.4.803:=2)"
     assert ad.nesting == "search"  # the explicit setting, not the preset's "ad"
+    # and from the env file the systemd unit names (--env-file)
+    for env in ("URIS", "PRESET", "SUFFIX", "NESTING"):
+        monkeypatch.delenv(f"RACKPILOT_IDM_{env}")
+    env_file = tmp_path / "executor.env"
+    env_file.write_text(
+        "RACKPILOT_IDM_URIS=ldaps://idm1.example.org,ldaps://idm2.example.org\n"
+        "RACKPILOT_IDM_PRESET=freeipa\nRACKPILOT_IDM_SUFFIX=dc=example,dc=org\n"
+    )
+    from_file = IdentitySettings(_env_file=env_file)  # type: ignore[call-arg]
+    assert from_file.uris == ["ldaps://idm1.example.org", "ldaps://idm2.example.org"]
+    assert from_file.base_dn == "cn=users,cn=accounts,dc=example,dc=org"
     plain = IdentitySettings(uris="ldaps://a", preset="openldap", suffix="dc=x")
     assert plain.user_filter == "(&(objectClass=inetOrgPerson)(uid={username}))"
     assert plain.disabled_filter == "(pwdAccountLockedTime=000001010000Z)"
