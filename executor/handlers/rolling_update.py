@@ -161,6 +161,22 @@ def evacuation_budget_s(memory_mb: int, cap_s: float) -> float:
 
 
 # --- per-host work against the targets (blocking; run in a thread) --------------------------------
+def clear_unfinished(c: RedfishClient) -> bool:
+    """Clear the iDRAC job queue when it holds unfinished jobs (staged, or still downloading
+    and about to be staged); True if it did. Only for a host this job has not rebooted to
+    apply: the pre-flight's job_queue gate let no foreign job run there."""
+    dell = c.require_dell("unstage firmware")
+    if any(not j.finished for j in dell.jobs()):
+        dell.clear_job_queue()
+        return True
+    return False
+
+
+# Phases of a host in which its staged firmware has not been applied yet: a job that ends
+# there (interrupted, cancelled) must not leave it to apply at some later, unplanned reboot.
+BEFORE_APPLY = frozenset({"backup", "stage", "rescan", "maintenance"})
+
+
 class HostWork:
     """The target side of one host's update; every method is blocking."""
 
@@ -1023,6 +1039,27 @@ class RollingClusterUpdateHandler(JobHandler):
         finally:
             await asyncio.to_thread(work.close)
 
+    async def _not_rebooted(self, ctx: StepContext, host: dict[str, Any], boot_before: str | None) -> bool:
+        """True when vCenter shows the host connected and still on the boot it had before
+        the apply phase (so the reboot that applies staged firmware never came)."""
+        if not boot_before:
+            return False
+        _, vc = await self._vcenter(ctx)
+        client = await vcenter_client(ctx, vc, TargetProfile.load())
+        try:
+            now = await asyncio.to_thread(client.host, host["moref"])
+        except TargetError:
+            return False
+        finally:
+            await asyncio.to_thread(client.close)
+        return now.connection_state == "connected" and now.boot_time == boot_before
+
+    @staticmethod
+    def _unstage_left(profile: TargetProfile, host: dict[str, Any], cred: Credential) -> None:
+        ep = profile.idrac_endpoint(host["server"], cred)
+        with RedfishClient(ep, profile.dell_timeouts()) as c:
+            clear_unfinished(c)
+
     @staticmethod
     def _bring_back(vc: VSphereClient, host: dict[str, Any], vms: list[str]) -> bool:
         """Take a failed host out of maintenance once it responds and power the VMs this job
@@ -1085,6 +1122,38 @@ class RollingClusterUpdateHandler(JobHandler):
         )
         ours = [t for t in tasks if (t.get("details") or {}).get("maintenance_by_job")]
         errors = []
+        # firmware staged (or still downloading) on a host interrupted before its reboot (a
+        # crash, a cancel from executor_lost): the failure path of the rollout unstages it, an
+        # interruption skips that
+        plan = {h["id"]: h for h in ctx.checkpoint.get("plan") or []}
+        out["unstaged"] = []
+        for t in tasks:
+            d = t.get("details") or {}
+            h = plan.get(str(t["target_id"]))
+            if h is None or d.get("unstaged") or t["status"] in ("completed", "skipped", "pending"):
+                continue
+            if d.get("phase") not in BEFORE_APPLY and not (
+                # interrupted in apply before its reboot: the host still runs the boot it had
+                d.get("phase") == "apply" and await self._not_rebooted(ctx, h, d.get("boot_before"))
+            ):
+                continue
+            try:
+                cred = await credential(ctx, h.get("credential_set_id"), f"iDRAC of {h['name']}")
+                await asyncio.to_thread(self._unstage_left, TargetProfile.load(), h, cred)
+                await write(
+                    ctx,
+                    "update_task",
+                    p_target_kind="host",
+                    p_target_id=t["target_id"],
+                    p_status=t["status"] if t["status"] != "running" else "failed",
+                    p_details={"unstaged": True},
+                    p_error=t.get("error")
+                    if t["status"] != "running"
+                    else "interrupted; its staged firmware removed by the cleanup",
+                )
+                out["unstaged"].append(h["name"])
+            except Exception as exc:  # noqa: BLE001 - report, keep cleaning up
+                errors.append(f"{h['name']}: staged firmware not removed: {exc}")
         if ours:
             _, vc = await self._vcenter(ctx)
             client = await vcenter_client(ctx, vc, TargetProfile.load())

@@ -31,9 +31,10 @@ vSAN not idle       the resync after host 1 outlasts                 host 1 done
                                                                      HA/DRS restored
 budget 25 %         1 of 4 hosts fails its firmware job              1 failed, 3 completed
 maintenance retry   each host needs 3+ tries to evacuate             completed, the tries recorded
-cancel from         killed while a host enters maintenance on its     cancelled after the cleanup
-executor_lost       last attempt; paused executor_lost; cancelled    only: host back, HA/DRS as
-                                                                     recorded, nothing rebooted
+cancel from         killed while the first host's firmware           cancelled after the cleanup
+executor_lost       downloads to be staged, on its last attempt;     only: HA/DRS as recorded,
+                    paused executor_lost; cancelled                  nothing rebooted, nothing
+                                                                     left in the iDRAC queue
 policy decides      PS2 failed: refused under psu: block, then       refused, then completed with
                     (executor restarted) psu: warn                   the psu warning reported
 ==================  ==============================================  ============================
@@ -41,6 +42,7 @@ policy decides      PS2 failed: refused under psu: block, then       refused, th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -68,8 +70,7 @@ CLUSTERS = [
     # last VM left enters (the first host on its third try, later ones hold moved VMs too)
     ru._cluster("rty", 3, 2, vm_memory_mb=512 * GIB, host_memory_mb=3 * GIB * GIB),
     ru._cluster("pol", 2, 1),
-    # 96 GiB VMs: evacuation takes a few hundred ms, a window to kill the executor in
-    ru._cluster("lost", 3, 2, vm_memory_mb=96 * GIB, host_memory_mb=1024 * GIB),
+    ru._cluster("lost", 3, 1),
 ]
 
 
@@ -284,33 +285,45 @@ def test_maintenance_mode_entry_is_retried(world):
 
 
 def test_cancel_from_executor_lost_runs_the_cleanup_and_restores_ha_drs(world):
-    """Killed while a host enters maintenance, on its last attempt: recovery pauses the job as
-    executor_lost; the operator cancels it; SQL hands it back because it owes its cleanup, and
-    the next executor runs the cleanup only: host out of maintenance, HA/DRS as recorded."""
+    """Killed on its last attempt while the first host's firmware downloads to be staged (the
+    lab's download made slow there, so the kill lands before any reboot): recovery pauses the
+    job as executor_lost; the operator cancels it; SQL hands it back because it owes its
+    cleanup, and the next executor runs the cleanup only: HA/DRS as recorded, no host out,
+    and nothing left in the iDRAC's queue to be staged and applied at some later reboot."""
     w = world
     before = w.settings("lost")
-    with ru.sampler(w) as s:
-        job_id = w.rolling("lost")
-        wait_until(
-            lambda: (t := w.tasks(job_id).get("lost-esx01")) and t["details"].get("phase") == "maintenance",
-            90,
-            "lost-esx01 entering maintenance",
-        )
-        assert w.settings("lost") != before  # HA admission control lifted while the job runs
-        w.executor.kill9()
-        w.h.query("update public.jobs set attempts = 3 where id = %s", job_id)  # its last attempt
-        assert [r["outcome"] for r in w.h.expire_and_recover([job_id])] == ["paused_executor_lost"]
-        w.h.query("update public.jobs set status = 'cancelled' where id = %s", job_id)
-        job = w.h.job(job_id)
-        assert job["status"] == "pending" and job["cancel_requested_at"] is not None, job
-        w.executor = w.spawn("ru-lost")
-        job = ru.finish(w, job_id)
+    bmc = w.dc.bmc("lost-esx01")
+    timing = bmc.timing
+    bmc.timing = dataclasses.replace(timing, fw_download=4000.0)  # 10 s here
+    try:
+        with ru.sampler(w) as s:
+            job_id = w.rolling("lost")
+            wait_until(
+                lambda: (t := w.tasks(job_id).get("lost-esx01")) and t["details"].get("phase") == "stage",
+                90,
+                "lost-esx01 staging",
+            )
+            wait_until(lambda: any(not j.finished for j in bmc.jobs.values()), 30, "a download under way")
+            assert w.settings("lost") != before  # HA admission control lifted while the job runs
+            w.executor.kill9()
+            w.h.query("update public.jobs set attempts = 3 where id = %s", job_id)  # its last attempt
+            assert [r["outcome"] for r in w.h.expire_and_recover([job_id])] == ["paused_executor_lost"]
+            w.h.query("update public.jobs set status = 'cancelled' where id = %s", job_id)
+            job = w.h.job(job_id)
+            assert job["status"] == "pending" and job["cancel_requested_at"] is not None, job
+            w.executor = w.spawn("ru-lost")
+            job = ru.finish(w, job_id)
+    finally:
+        bmc.timing = timing
     assert job["status"] == "cancelled" and job["cleanup_owed_since"] is None, job
     steps = {r["step_key"]: r for r in w.h.steps(job_id)}
     assert steps["cleanup"]["status"] == "completed"
     assert (steps["rollout"]["details"] or {}).get("attempt", 1) == 1  # the rollout was not run again
     assert w.settings("lost") == before and not w.dc.vcenter.lab_host("lost-esx01")["in_maintenance"]
     assert all(w.dc.bmc(h).boot_count == 0 for h in w.hosts_of("lost"))
+    # firmware staged there would apply at the next reboot, planned or not: none is left
+    assert not [j for j in bmc.jobs.values() if not j.finished], (bmc.jobs, w.tasks(job_id))
+    assert w.tasks(job_id)["lost-esx01"]["details"]["unstaged"] is True
     w.check(job_id, "lost", before, s)
 
 
