@@ -230,6 +230,23 @@ def test_every_advertised_link_is_served_and_metadata_parses(bmc) -> None:
             for x in v:
                 yield from refs(x)
 
+    def members(v, uri: str, pointer: str = ""):
+        """Embedded array members whose MemberId or @odata.id break the service validator's
+        rule: MemberId is the array index, @odata.id the resource URI with a JSON pointer."""
+        if isinstance(v, dict):
+            for k, x in v.items():
+                yield from members(x, uri, f"{pointer}/{k}")
+        elif isinstance(v, list):
+            for i, x in enumerate(v):
+                if isinstance(x, dict) and "MemberId" in x:
+                    if (
+                        x["MemberId"] != str(i)
+                        or x.get("@odata.id", f"{uri}#{pointer}/{i}") != f"{uri}#{pointer}/{i}"
+                    ):
+                        yield (uri, f"{pointer}/{i}", x["MemberId"], x.get("@odata.id"))
+                yield from members(x, uri, f"{pointer}/{i}")
+
+    odd_members = []
     while todo:
         path = todo.pop()
         if path in seen or "#" in path:
@@ -240,7 +257,9 @@ def test_every_advertised_link_is_served_and_metadata_parses(bmc) -> None:
             bad.append((path, r.status_code))
             continue
         todo += [p for p in refs(r.json()) if p not in seen]
+        odd_members += members(r.json(), path)
     assert bad == [] and len(seen) > 70, (bad, len(seen))
+    assert odd_members == [], odd_members
     assert ("/redfish/v1/Systems/System.Embedded.1/SimpleStorage" in seen) is (lab.bmcs[0].generation == 9)
     meta = requests.get(s.base + "/redfish/v1/$metadata", timeout=5)  # no authentication needed
     assert meta.headers["Content-Type"].startswith("application/xml")

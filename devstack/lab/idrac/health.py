@@ -108,7 +108,10 @@ def power(bmc: Any) -> dict[str, Any]:
         psus.append(
             {
                 "@odata.id": f"{path}#/PowerSupplies/{n - 1}",
-                "MemberId": f"PSU.Slot.{n}",
+                # DMTF: MemberId is the array index (the service validator fails anything
+                # else). Real iDRACs write their FQDD (PSU.Slot.1) there; the lab keeps the
+                # rule, and rackpilot names members by Name, never by MemberId.
+                "MemberId": str(n - 1),
                 "Name": f"PS{n} Status",
                 "PowerCapacityWatts": 1100,
                 "LastPowerOutputWatts": 0 if failed else 180,
@@ -126,7 +129,7 @@ def power(bmc: Any) -> dict[str, Any]:
         Redundancy=[
             {
                 "@odata.id": f"{path}#/Redundancy/0",
-                "MemberId": "PSRedundancy",
+                "MemberId": "0",
                 "Name": "PSU Redundancy",
                 "Mode": "N+m",
                 "MinNumNeeded": 1,
@@ -148,7 +151,7 @@ def thermal(bmc: Any) -> dict[str, Any]:
     fans = [
         {
             "@odata.id": f"{path}#/Fans/{n - 1}",
-            "MemberId": f"Fan.Embedded.{n}A",
+            "MemberId": str(n - 1),
             "Name": f"System Board Fan{n}A",
             "Reading": 0 if n <= h.fan_failed else 6840,
             "ReadingUnits": "RPM",
@@ -164,7 +167,7 @@ def thermal(bmc: Any) -> dict[str, Any]:
         Temperatures=[
             {
                 "@odata.id": f"{path}#/Temperatures/0",
-                "MemberId": "iDRAC.Embedded.1#SystemBoardInletTemp",
+                "MemberId": "0",
                 "Name": "System Board Inlet Temp",
                 "ReadingCelsius": t,
                 "UpperThresholdNonCritical": 42,

@@ -71,7 +71,12 @@ def run(personality: str, schemas: Path, workdir: Path) -> dict:
     if table:
         counts = dict(zip(("pass", "warn", "fail", "not_tested"), map(int, table.groups()), strict=True))
     logs = "".join(f.read_text(errors="replace") for f in logdir.glob("*/*.log"))
-    warnings = sorted({m.strip() for m in re.findall(r"WARN - (/[^:]+?) \(.*?\): ([^:]+Warning)", logs)})
+    warnings = sorted(
+        {
+            f"{uri.strip()}: {what.strip()}"
+            for uri, what in re.findall(r"WARN - (/[^:]+?) \(.*?\): ([^:]+Warning)", logs)
+        }
+    )
     html = sorted(logdir.glob("*/*.html"))
     return {
         "personality": personality,
