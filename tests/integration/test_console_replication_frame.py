@@ -62,3 +62,58 @@ def test_a_viewer_opens_the_replication_screen_and_its_lag_plot(ce, tmp_path):
     svg = view.plot.value
     assert 'class="rp-chart rp-lines rp-lag-plot"' in svg and ">allowed lag<" in svg
     assert svg.count('class="rp-line"') == 2 and "now at most 1.5 h" in svg
+
+
+def _frame_view(ce, tmp_path, role: str) -> ReplicationView:
+    con = Console.start(
+        env={
+            "SUPABASE_URL": ce.config.url,
+            "SUPABASE_ANON_KEY": ce.config.anon_key,
+            "RACKPILOT_CONSOLE_RUNTIME_DIR": str(tmp_path / f"rt-{role}"),
+        },
+        show=False,
+    )
+    con.sign_in(ce.emails[role], PASSWORD)
+    shell = con.app()
+    shell.show_screen("replication")
+    view = shell.body.children[0].view
+    assert isinstance(view, ReplicationView)
+    return view
+
+
+def _sync_jobs(ce, pair) -> list[dict]:
+    return q(
+        ce.conn,
+        "select id, type::text as type, params, created_by, status::text as status from public.jobs "
+        "where type = 'replication_sync' and params->'replication_pair_ids' ? %s",
+        str(pair),
+    )
+
+
+def test_sync_now_in_the_screen_creates_the_pairs_job_for_an_operator_only(ce, tmp_path):
+    """The screen's "Sync now" goes through create-job as the signed-in user: an operator
+    gets a replication_sync job of the chosen pair (its id shown); a viewer is told no, and
+    no job is written."""
+    pair = ce.fleet.replication_pair
+    before = _sync_jobs(ce, pair)
+    viewer = _frame_view(ce, tmp_path, "viewer")
+    viewer.pair.value = str(pair)
+    viewer.sync.click()
+    assert "rp-error" in viewer.status.value, viewer.status.value
+    assert _sync_jobs(ce, pair) == before
+
+    op = _frame_view(ce, tmp_path, "operator")
+    op.pair.value = str(pair)
+    op.sync.click()
+    assert "rp-ok" in op.status.value, op.status.value
+    new = [j for j in _sync_jobs(ce, pair) if j not in before]
+    assert len(new) == 1, new
+    job = new[0]
+    assert str(job["id"]) in op.status.value
+    assert job["params"]["replication_pair_ids"] == [str(pair)] and job["params"]["dry_run"] is False
+    # nobody runs it: ended, so no other test's executor of this site takes it
+    q(
+        ce.conn,
+        "update public.jobs set status = 'cancelled', finished_at = now(), cancel_requested_at = now() where id = %s",
+        job["id"],
+    )
