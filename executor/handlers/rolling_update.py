@@ -10,7 +10,11 @@ preflight                  yes        vCenter and every iDRAC reachable, invento
                                       firmware compliance against the catalog per host
                                       (early exit when nothing needs updating), gates per
                                       host (targets/dell_health.py: reachability, Lifecycle
-                                      Controller, job queue; the catalog), what will change
+                                      Controller, job queue, PSU, thermal, storage, memory,
+                                      SEL/LC events; vsphere_health.py: vCenter state of
+                                      every host, vSAN health and resync; the catalog and
+                                      its SHA-256 pin), the safety policy's ``gates``
+                                      deciding which block, readiness per host, what will change
                                       per host and component and why compliant hosts are
                                       skipped, the N+1 capacity bound on the hosts out at
                                       once (HA admission control considered); one pre-flight
@@ -25,9 +29,11 @@ relax_cluster_settings     yes        HA admission control off (HA itself stays 
                                       VMs), DRS fully automated, so evacuation can proceed
 rollout                    yes*       per wave of hosts (wave size: the job's
                                       ``max_parallel_hosts`` capped by the safety policy's
-                                      ``max_hosts_out_per_cluster`` and the N+1 bound): SCP backup stored, firmware
-                                      staged while the host still serves VMs, resolved VMs
-                                      powered off, maintenance mode with an evacuation budget
+                                      ``max_hosts_out_per_cluster`` and the N+1 bound; 1 on
+                                      vSAN, each host after vSAN resync went idle): SCP backup
+                                      stored, firmware staged while the host still serves VMs,
+                                      resolved VMs powered off, maintenance mode (retried,
+                                      vSAN object action) with an evacuation budget
                                       proportional to the host's VM memory, one reboot that
                                       applies the staged firmware, iDRAC and ESXi back, versions
                                       verified, maintenance exited, VMs powered back on
@@ -35,7 +41,8 @@ restore_cluster_settings   yes        HA/DRS exactly as recorded, verified by re
 cleanup (cleanup step)     -          on every exit path (success, failure, cancel, after crash
                                       recovery): settings restored, hosts this job put into
                                       maintenance taken out once they respond, VMs it powered
-                                      off powered on
+                                      off powered on, firmware staged on a host interrupted
+                                      before its reboot removed
 =========================  =========  ========================================================
 
 \\* ``rollout`` is resumable because it resumes from its saved per-host phase and never
@@ -48,8 +55,9 @@ decision takes.
 
 The failure budget: a failed host (evacuation timeout, firmware job failure, versions not
 as promised, host not back) is recorded on its task and taken out of maintenance when it
-responds; once more hosts failed than ``failure_budget`` allows, the rollout stops and the
-job fails (cleanup still runs).
+responds; once more hosts failed than ``failure_budget`` (a count or a percentage of the
+hosts to update) allows, the rollout stops and the job fails (cleanup still runs).
+docs/rollout-safety.md describes the gates, vSAN, the budget and the retries.
 """
 
 from __future__ import annotations
