@@ -1,14 +1,19 @@
-"""The job form view: type, targets from the inventory, params as JSON, dry run, create."""
+"""The job form view: type, targets from the inventory, typed params fields from the
+executor's model (choices as selectors, numbers with their range), an approved window by
+name, dry run, create."""
 
 from __future__ import annotations
 
 import html
 import json
+from typing import Any
 
 import ipywidgets as w
 
+from console.models.common import short_ts
+from console.models.form_fields import FieldSpec, collect, field_specs
 from console.models.job_form import FORM_JOB_TYPES, JobForm, target_fields, template
-from console.widgets.common import STYLE, Status, guarded, html_table
+from console.widgets.common import STYLE, Status, dropdown, guarded, html_table, set_options
 
 
 def fields_help(job_type: str) -> str:
@@ -54,8 +59,15 @@ class JobFormView(w.VBox):
         self.status = Status()
         self.type = w.Dropdown(description="job type", options=list(FORM_JOB_TYPES), value=form.job_type)
         self.pickers = w.VBox()
-        self.params = w.Textarea(description="params", layout=w.Layout(width="80%", height="160px"))
-        self.window = w.Text(description="window id", placeholder="needed for high-risk types")
+        self.fields = w.VBox()
+        self.fields.add_class("rp-job-fields")
+        self._specs: list[FieldSpec] = []
+        self._inputs: dict[str, w.Widget] = {}
+        self.window = dropdown(
+            [], description="window", placeholder="— no window (needed for high-risk types) —"
+        )
+        self.window.add_class("rp-job-window")
+        self._load_windows()
         self.plan = w.HTML()
         self.dry = w.Button(description="Dry run", button_style="info")
         self.go = w.Button(description="Create job", button_style="danger")
@@ -63,14 +75,13 @@ class JobFormView(w.VBox):
         self.go.on_click(guarded(self.status, lambda _: self._create()))
         self.type.observe(lambda ch: guarded(self.status, self._retype)(ch["new"]), names="value")
         self.fields_help = w.HTML()
-        self.params.observe(lambda ch: self._stale(), names="value")
         self.window.observe(lambda ch: self._stale(), names="value")
         super().__init__(
             [
                 self.type,
                 self.pickers,
+                self.fields,
                 self.fields_help,
-                self.params,
                 self.window,
                 w.HBox([self.dry, self.go]),
                 self.status,
@@ -81,7 +92,7 @@ class JobFormView(w.VBox):
 
     def _retype(self, job_type: str) -> None:
         self.form.choose(job_type)
-        self.params.value = json.dumps(template(job_type), indent=2)
+        self._build_fields(job_type)
         pickers = []
         self._pick: dict[str, w.Widget] = {}
         for name, (kind, many) in target_fields(job_type).items():
@@ -89,7 +100,7 @@ class JobFormView(w.VBox):
             wdg = (
                 w.SelectMultiple(description=name, options=opts, rows=min(8, max(2, len(opts))))
                 if many
-                else w.Dropdown(description=name, options=opts)
+                else dropdown(opts, description=name, placeholder="— choose —")
             )
             self._pick[name] = wdg
             pickers.append(wdg)
@@ -99,6 +110,116 @@ class JobFormView(w.VBox):
         self.fields_help.value = fields_help(job_type)
         self.plan.value = ""
         self.status.clear()
+
+    def _load_windows(self) -> None:
+        """Approved windows that have not ended, by title and time (never by id alone)."""
+        try:
+            rows = self.form.api.windows(statuses=["approved"])
+        except Exception:  # noqa: BLE001 - the picker stays at "no window"; create-job decides
+            rows = []
+        opts = [
+            (
+                f"{r.get('title') or 'window'} — {short_ts(r.get('starts_at'))} to {short_ts(r.get('ends_at'))}",
+                str(r["id"]),
+            )
+            for r in rows
+        ]
+        set_options(self.window, opts, placeholder="— no window (needed for high-risk types) —")
+
+    def _field_widget(self, s: FieldSpec, start: Any) -> w.Widget:
+        style = {"description_width": "170px"}
+        layout = w.Layout(width="420px")
+        if s.kind == "choice":
+            ph = None if start in s.choices else ("— choose —" if s.required else "— default —")
+            return dropdown(
+                [(c, c) for c in s.choices],
+                value=start,
+                placeholder=ph,
+                description=s.name,
+                style=style,
+                layout=layout,
+            )
+        if s.kind == "choices":
+            return w.SelectMultiple(
+                options=list(s.choices),
+                value=tuple(v for v in (start or ()) if v in s.choices),
+                rows=min(6, len(s.choices)),
+                description=s.name,
+                style=style,
+                layout=layout,
+            )
+        if s.kind == "bool":
+            return w.Checkbox(value=bool(start), description=s.name, style=style, indent=True)
+        if s.kind == "int" and isinstance(start, int) and s.minimum is not None and s.maximum is not None:
+            return w.BoundedIntText(
+                value=start,
+                min=int(s.minimum),
+                max=int(s.maximum),
+                description=s.name,
+                style=style,
+                layout=layout,
+            )
+        if s.kind == "ref":
+            kind = s.choices[0]
+            api = self.form.api
+            rows = (
+                api.sites()
+                if kind == "site"
+                else api._rest(
+                    "firmware catalogs",
+                    lambda c: c.table("firmware_catalogs").select("id,name").order("name"),
+                )
+            )
+            ph = "— choose —" if s.required else "— none —"
+            return dropdown(
+                [(r["name"], str(r["id"])) for r in rows],
+                placeholder=ph,
+                description=s.name,
+                style=style,
+                layout=layout,
+            )
+        if s.kind == "json":
+            return w.Textarea(
+                value="" if start in (None, "", [], {}) else json.dumps(start),
+                placeholder="JSON" + (" (required)" if s.required else " (empty = default)"),
+                description=s.name,
+                style=style,
+                layout=w.Layout(width="600px", height="60px"),
+            )
+        hint = s.range_words or ("required" if s.required else "empty = default")
+        return w.Text(
+            value="" if start is None else str(start),
+            placeholder=hint,
+            description=s.name,
+            style=style,
+            layout=layout,
+        )
+
+    def _build_fields(self, job_type: str) -> None:
+        """One typed input per params field (targets have their pickers), with its allowed
+        values and meaning beside it."""
+        self._specs = field_specs(job_type)
+        start = template(job_type)
+        self._inputs = {}
+        rows = []
+        for s in self._specs:
+            wdg = self._field_widget(s, start.get(s.name, s.default))
+            wdg.observe(lambda ch: self._stale(), names="value")
+            self._inputs[s.name] = wdg
+            words = "; ".join(
+                x
+                for x in (
+                    ("one of " + ", ".join(s.choices)) if s.kind in ("choice", "choices") else "",
+                    s.range_words,
+                    "required" if s.required else "",
+                    s.description,
+                )
+                if x
+            )
+            rows.append(
+                w.HBox([wdg, w.HTML(f"<span class='rp-field-hint rp-info'>{html.escape(words)}</span>")])
+            )
+        self.fields.children = rows
 
     def _stale(self) -> None:
         """Changed params invalidate the plan on screen (creation needs a new dry run anyway)."""
@@ -111,8 +232,9 @@ class JobFormView(w.VBox):
             n: (list(p.value) if isinstance(p.value, tuple) else [p.value] if p.value else [])
             for n, p in self._pick.items()
         }
-        params = self.form.params(self.params.value, targets)
-        fields = {"maintenance_window_id": self.window.value.strip()} if self.window.value.strip() else {}
+        doc = collect(self._specs, {n: wdg.value for n, wdg in self._inputs.items()})
+        params = self.form.params(doc, targets)
+        fields = {"maintenance_window_id": self.window.value} if self.window.value else {}
         return params, fields
 
     def _dry(self) -> None:
@@ -129,4 +251,7 @@ class JobFormView(w.VBox):
     def _create(self) -> None:
         params, fields = self._request()
         res = self.form.create(params, **fields)
-        self.status.ok(f"job {res['job_id']} created ({res['status']})")
+        self.status.ok(
+            f"{self.form.job_type.replace('_', ' ')} job {str(res['job_id'])[:8]} created ({res['status']}): "
+            "follow it in Jobs or with console.job('" + str(res["job_id"])[:8] + "')"
+        )

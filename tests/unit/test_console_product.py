@@ -180,3 +180,85 @@ def test_rows_grid_is_a_real_data_grid_with_search_and_words_when_empty():
     assert g.children == (grid,) and grid.data["server"].tolist() == ["srv-01"]  # the same grid, new rows
     g.set_rows([])
     assert "rp-empty" in g.children[0].value and "nothing to show" in g.children[0].value
+
+
+# -- forms from the job schemas ----------------------------------------------------------------------
+class FormApi:
+    """What the job form reads: inventory for pickers, approved windows, sites; create-job."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def inventory(self, kind, site_id=None):
+        return [{"id": "11111111-1111-4111-8111-111111111111", "name": "srv-01", "site_id": "s"}]
+
+    def windows(self, **kw):
+        return [
+            {
+                "id": "22222222-2222-4222-8222-222222222222",
+                "title": "Saturday patching",
+                "starts_at": "2026-12-12T02:00:00+00:00",
+                "ends_at": "2026-12-12T06:00:00+00:00",
+            }
+        ]
+
+    def sites(self):
+        return [{"id": "33333333-3333-4333-8333-333333333333", "name": "dc-1"}]
+
+    def create_job(self, job_type, params, **kw):
+        self.calls.append((job_type, params, kw))
+        if kw.get("dry_run"):
+            return {"dry_run": True, "plan": {"risk": "medium", "scheduled_for": "now", "tasks": []}}
+        return {"job_id": "44444444-4444-4444-8444-444444444444", "status": "pending"}
+
+
+def test_job_form_has_typed_fields_with_choices_and_ranges_not_raw_json():
+    import ipywidgets as w
+
+    from console.models.form_fields import field_specs
+    from console.models.job_form import JobForm
+    from console.widgets.job_form import JobFormView
+
+    specs = {s.name: s for s in field_specs("power_operation")}
+    assert specs["action"].kind == "choice" and "graceful_restart" in specs["action"].choices
+    assert (specs["timeout_s"].kind, specs["timeout_s"].range_words) == ("int", "10 to 7200")
+    assert {s.name: s.kind for s in field_specs("scp_backup")}["components"] == "choices"
+
+    api = FormApi()
+    v = JobFormView(JobForm(api, "power_operation"))  # type: ignore[arg-type]
+    action, timeout = v._inputs["action"], v._inputs["timeout_s"]
+    assert isinstance(action, w.Dropdown) and action.label == "— choose —" and action.value is None
+    assert isinstance(timeout, w.BoundedIntText) and (timeout.min, timeout.max, timeout.value) == (
+        10,
+        7200,
+        600,
+    )
+    assert isinstance(v._inputs["wait_for_state"], w.Checkbox)
+    assert not any(isinstance(x, w.Textarea) for x in v._inputs.values())  # no raw JSON for this type
+    hints = " ".join(c.children[1].value for c in v.fields.children)
+    assert "one of on, graceful_shutdown" in hints and "10 to 7200" in hints
+    # the window by its title and time, never a bare id
+    assert v.window.options[1][0].startswith("Saturday patching — 2026-12-12 02:00")
+
+    v.dry.click()  # the action is required: said in words, nothing sent
+    assert "action" in v.status.value and "required" in v.status.value and api.calls == []
+    action.value = "graceful_restart"
+    v.dry.click()
+    assert "servers: at least 1 item(s)" in v.status.value and api.calls == []  # the picker, in words
+    v._pick["server_ids"].value = ("11111111-1111-4111-8111-111111111111",)
+    v.window.value = "22222222-2222-4222-8222-222222222222"
+    v.dry.click()
+    (jt, params, kw) = api.calls[-1]
+    assert (jt, params["action"], params["timeout_s"], kw["dry_run"]) == (
+        "power_operation",
+        "graceful_restart",
+        600,
+        True,
+    )
+    assert kw["maintenance_window_id"] == "22222222-2222-4222-8222-222222222222" and v.plan.value
+    timeout.value = 900  # a changed param clears the stale plan
+    assert v.plan.value == "" and "run the dry run again" in v.status.value
+    v.dry.click()
+    v.go.click()
+    assert "power operation job 44444444 created (pending)" in v.status.value
+    assert "44444444-4444" not in v.status.value  # a short id, not the UUID
