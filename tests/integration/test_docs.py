@@ -257,28 +257,10 @@ END_OPTIONS = "<!-- END executor options -->"
 
 
 def config_option_rows() -> list[dict[str, str]]:
-    """The option table of executor/config.py's docstring, one dict per row."""
-    from executor import config
+    """The executor's options, one dict per field of ExecutorSettings (executor/config.py)."""
+    from executor.config import option_rows
 
-    doc = config.__doc__ or ""
-    lines = doc.splitlines()
-    rules = [n for n, line in enumerate(lines) if re.fullmatch(r"=+( +=+)+", line.strip())]
-    assert len(rules) >= 3, "executor/config.py's docstring has no option table"
-    rule = lines[rules[0]]
-    spans = [m.span() for m in re.finditer(r"=+", rule)]
-    names = [
-        lines[rules[0] + 1][a : b if n < len(spans) - 1 else None].strip() for n, (a, b) in enumerate(spans)
-    ]
-    rows = []
-    for line in lines[rules[1] + 1 : rules[2]]:
-        if not line.strip():
-            continue
-        cells = []
-        for n, (a, _) in enumerate(spans):
-            end = spans[n + 1][0] if n + 1 < len(spans) else None
-            cells.append(line[a:end].strip())
-        rows.append(dict(zip(names, cells, strict=True)))
-    return rows
+    return option_rows()
 
 
 def _md(cell: str) -> str:
@@ -319,37 +301,23 @@ def write_options() -> bool:
     return new != text
 
 
-def test_config_docstring_table_covers_every_setting_with_its_real_default():
-    from pydantic_core import PydanticUndefined
-
+def test_every_executor_setting_has_its_unit_and_meaning_on_its_field():
     from executor.config import ExecutorSettings
 
     rows = {r["option"]: r for r in config_option_rows()}
-    fields = ExecutorSettings.model_fields
-    assert set(rows) == set(fields), (
-        f"executor/config.py: table and settings differ: only in table {sorted(set(rows) - set(fields))}, "
-        f"only in settings {sorted(set(fields) - set(rows))}"
-    )
-    wrong = []
-    for name, f in fields.items():
-        stated = rows[name]["default"].replace("``", "").strip()
-        if f.default is PydanticUndefined and f.default_factory is None:
-            ok = stated == "(required)"
-        elif f.default_factory is not None or stated.startswith("<"):
-            ok = True  # computed (host name, <state_dir>/...): not comparable as text
-        elif f.default is None:
-            ok = stated.startswith("(none")
-        elif isinstance(f.default, bool):
-            ok = stated.lower() == str(f.default).lower()
-        elif isinstance(f.default, int | float):
-            ok = float(stated) == float(f.default)
-        elif isinstance(f.default, Path):
-            ok = f.default == Path(stated) or str(f.default).endswith(stated)
-        else:
-            ok = stated == str(f.default)
-        if not ok:
-            wrong.append(f"{name}: table says {stated!r}, code says {f.default!r}")
-    assert not wrong, "executor/config.py's option table disagrees with the settings: " + "; ".join(wrong)
+    assert set(rows) == set(ExecutorSettings.model_fields)
+    bare = [n for n, r in rows.items() if not r["unit"] or not r["meaning"]]
+    assert not bare, f"executor/config.py: fields without a unit or a description: {bare}"
+    # a default is shown as written only where the code computes it or has none: a number,
+    # a flag or a text is shown from the field itself, so the table cannot misstate it
+    worded = []
+    for name, f in ExecutorSettings.model_fields.items():
+        extra = f.json_schema_extra if isinstance(f.json_schema_extra, dict) else {}
+        if "default_text" in extra and not (
+            f.default_factory is not None or f.default is None or isinstance(f.default, Path)
+        ):
+            worded.append(f"{name} (default {f.default!r})")
+    assert not worded, "a default given as text where the field's own value would do: " + ", ".join(worded)
 
 
 def test_executor_doc_option_table_is_generated_from_config():

@@ -6,14 +6,14 @@ bench/ and scripts/ (a name is "read" wherever it is spelled: through os.environ
 os.getenv, Deno.env.get, a pydantic-settings field or a message telling the operator to
 set it). The tables:
 
-* ``executor/config.py``: the executor's options (``RACKPILOT_`` + the option in capitals);
+* ``executor/config.py``: the executor's options (``RACKPILOT_`` + the field in capitals), each
+  with its unit, default and meaning on its pydantic Field;
 * ``docs/identity.md``: the directory agent's options (``RACKPILOT_IDM_`` + the option);
 * ``devstack/stack/config.py``: the local stack's variables;
 * ``docs/environment.md``: everything else.
 
-A table row must give a unit and a default (not blank). A pydantic-settings field of the
-executor is held to its table by the executor's own tests; here each field's name must be
-a row.
+A table row must give a unit and a default (not blank); the executor's rows are made from
+its fields, so here each field must give both.
 """
 
 from __future__ import annotations
@@ -68,14 +68,10 @@ def prefixes_read() -> dict[str, list[str]]:
 
 
 def executor_table() -> dict[str, tuple[str, str]]:
-    """RACKPILOT_<OPTION> -> (unit, default) from executor/config.py's docstring table."""
-    doc = (ROOT / "executor" / "config.py").read_text().split('"""')[1]
-    rows = {}
-    for line in doc.splitlines():
-        m = re.match(r"^([a-z][a-z0-9_]+)\s{2,}(\S+)\s{2,}(.+?)\s{2,}\S", line)
-        if m:
-            rows["RACKPILOT_" + m.group(1).upper()] = (m.group(2), m.group(3).strip())
-    return rows
+    """RACKPILOT_<OPTION> -> (unit, default), from the fields of executor/config.py."""
+    from executor.config import option_rows
+
+    return {"RACKPILOT_" + r["option"].upper(): (r["unit"], r["default"]) for r in option_rows()}
 
 
 def markdown_rows(
