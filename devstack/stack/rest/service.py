@@ -393,6 +393,14 @@ class RestService:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
             return
+        status, headers, body = await self.respond(scope, receive)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def respond(self, scope: dict, receive: Any) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """The whole answer to one HTTP request: status, headers (content-length included)
+        and body. Never raises for a request's fault. The gateway's HTTP protocol calls this
+        directly for /rest/v1 (no ASGI messages on the hot path); __call__ is the ASGI form."""
         try:
             status, headers, body = await self._handle(scope, receive)
         except RestError as exc:
@@ -416,8 +424,7 @@ class RestService:
         if scope["method"] == "HEAD":
             body = b""
         headers.append((b"content-length", str(len(body)).encode()))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        return status, headers, body
 
     def _headers(self, raw: Any) -> tuple[dict[str, str], str]:
         """The request's headers as a dict (lower-case names, as ASGI servers give them; a
