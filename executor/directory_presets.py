@@ -12,7 +12,18 @@ from ldap3.core import exceptions as ldap_exc
 from ldap3.utils.dn import parse_dn
 
 PRESETS_FILE = Path(__file__).parent / "data" / "directory_presets.yaml"
-PRESET_FIELDS = ("bind_dn_template", "base_dn", "group_base_dn", "user_filter", "nesting", "disabled_filter")
+PRESET_FIELDS = (
+    "bind_dn_template",
+    "base_dn",
+    "group_base_dn",
+    "user_filter",
+    "nesting",
+    "disabled_filter",
+    "mail_attribute",
+    "display_name_attribute",
+    "member_of_attribute",
+    "member_attribute",
+)
 
 
 def directory_presets() -> dict[str, dict[str, str]]:

@@ -49,6 +49,10 @@ user_filter            filter   the preset's, else ``(&(objectClass=inetOrgPerso
 group_base_dn          DN       the preset's, else ``base_dn``               where groups are searched
 nesting                choice   the preset's, else ``search``                ``memberof`` (FreeIPA), ``search`` (member= loop), ``ad`` (1.2.840.113556.1.4.1941)
 disabled_filter        filter   the preset's, else (none)                    matches a disabled account: refused at sign-in (``account_disabled``) and left out by the sync
+mail_attribute         name     the preset's, else ``mail``                  the user's e-mail address (AD without mail: ``userPrincipalName``)
+display_name_attribute name     the preset's, else ``displayName``           the user's name (``cn`` when it is empty)
+member_of_attribute    name     the preset's, else ``memberOf``              the user's groups (``nesting = memberof``)
+member_attribute       name     the preset's, else ``member``                a group's members (``uniqueMember`` is read too)
 connect_timeout        s        3.0                                          TCP+TLS connect timeout per server
 op_timeout             s        5.0                                          timeout of one LDAP operation
 poll_interval          s        2.0                                          pending-request poll when Realtime is quiet or down
@@ -67,6 +71,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import ssl
 import sys
 import time
@@ -119,6 +124,15 @@ class DirectoryFailure(IdentityError):
         self.code = code
 
 
+ATTRIBUTE_RE = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,63}|[0-9]+(\.[0-9]+)+")
+
+
+def _attr(entry: dict[str, Any], name: str) -> Any:
+    """An attribute of a search entry by name, in any case (servers answer in their own)."""
+    low = name.lower()
+    return next((v for k, v in entry.items() if k.lower() == low), None)
+
+
 def _valid_filter(flt: str) -> bool:
     depth = 0
     for i, c in enumerate(flt):
@@ -146,6 +160,10 @@ class IdentitySettings(BaseSettings):
     group_base_dn: str | None = None
     nesting: Literal["memberof", "search", "ad"] = "search"
     disabled_filter: str | None = None
+    mail_attribute: str = "mail"
+    display_name_attribute: str = "displayName"
+    member_of_attribute: str = "memberOf"
+    member_attribute: str = "member"
     connect_timeout: float = Field(default=3.0, gt=0, le=60)
     op_timeout: float = Field(default=5.0, gt=0, le=60)
     poll_interval: float = Field(default=2.0, gt=0, le=60)
@@ -183,6 +201,13 @@ class IdentitySettings(BaseSettings):
     def _has_username(cls, v: str) -> str:
         if v and "{username}" not in v:
             raise ValueError("must contain {username}")
+        return v
+
+    @field_validator("mail_attribute", "display_name_attribute", "member_of_attribute", "member_attribute")
+    @classmethod
+    def _attribute(cls, v: str) -> str:
+        if not ATTRIBUTE_RE.fullmatch(v):
+            raise ValueError("must be an LDAP attribute name (letters, digits, hyphens) or an OID")
         return v
 
     @field_validator("user_filter", "disabled_filter")
@@ -393,7 +418,8 @@ class Directory:
         for _ in range(MAX_NESTING):
             if not frontier or len(seen) >= MAX_GROUPS:
                 break
-            terms = "".join(f"(member={escape_filter_chars(m)})" for m in frontier)
+            member = self.s.member_attribute
+            terms = "".join(f"({member}={escape_filter_chars(m)})" for m in frontier)
             flt = f"(&(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)(objectClass=group))(|{terms}))"
             frontier = []
             for e in self._search(conn, base, flt, []):
@@ -416,7 +442,7 @@ class Directory:
                 conn,
                 self.s.base_dn,
                 self.s.user_filter.replace("{username}", escape_filter_chars(username)),
-                ["mail", "cn", "displayName", "memberOf"],
+                [self.s.mail_attribute, "cn", self.s.display_name_attribute, self.s.member_of_attribute],
                 limit=2,
             )
             if len(entries) != 1:
@@ -434,12 +460,15 @@ class Directory:
                     return str(v[0]) if v else None
                 return str(v) if v else None
 
-            groups = self._groups_of(conn, e["dn"], [str(g) for g in (e.get("memberOf") or [])])
+            member_of = _attr(e, self.s.member_of_attribute) or []
+            groups = self._groups_of(
+                conn, e["dn"], [str(g) for g in (member_of if isinstance(member_of, list) else [member_of])]
+            )
             return DirectoryUser(
                 subject=e["dn"],
                 username=username,
-                email=first(e.get("mail")),
-                display_name=first(e.get("displayName")) or first(e.get("cn")),
+                email=first(_attr(e, self.s.mail_attribute)),
+                display_name=first(_attr(e, self.s.display_name_attribute)) or first(_attr(e, "cn")),
                 groups=groups,
             )
         finally:
@@ -487,13 +516,16 @@ class Directory:
                     conn,
                     g,
                     "(objectClass=*)",
-                    ["objectClass", "member", "uniqueMember"],
+                    ["objectClass", self.s.member_attribute, "uniqueMember"],
                     scope=ldap3.BASE,
                     limit=1,
                 )
                 if not found:
                     raise DirectoryFailure("directory_error", f"mapped group {g} cannot be read")
-                for m in [*(found[0].get("member") or []), *(found[0].get("uniqueMember") or [])]:
+                for m in [
+                    *(_attr(found[0], self.s.member_attribute) or []),
+                    *(_attr(found[0], "uniqueMember") or []),
+                ]:
                     nxt.append(str(m))
             frontier = []
             for m in nxt:

@@ -26,8 +26,10 @@ PRESETS = tuple(directory_presets())  # openldap, freeipa, ad (executor/data/dir
 MIN_REASON = 10
 CONFIG_COLUMNS = (
     "site_id,mode,enabled,uris,starttls,bind_dn_template,base_dn,user_filter,group_base_dn,nesting,"
-    "disabled_filter,updated_by,updated_at"
+    "disabled_filter,mail_attribute,display_name_attribute,member_of_attribute,member_attribute,updated_by,updated_at"
 )
+ATTRIBUTES = ("mail_attribute", "display_name_attribute", "member_of_attribute", "member_attribute")
+ATTRIBUTE_RE = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,63}|[0-9]+(\.[0-9]+)+")
 ACCOUNT_COLUMNS = (
     "id,name,user_id,role,max_session_s,failed_attempts,locked_until,last_used_at,disabled_at,created_at"
 )
@@ -164,7 +166,11 @@ class IdentityAdmin:
         enabled: bool = True,
         starttls: bool = False,
         disabled_filter: str = "",
+        attributes: dict[str, str] | None = None,
     ) -> None:
+        """Save a site's directory settings; ``attributes`` sets attribute names
+        (mail_attribute, display_name_attribute, member_of_attribute, member_attribute, as a
+        preset gives them), the others keep theirs."""
         uri_list = [u for u in (uris.split() if isinstance(uris, str) else uris) if u]
         problems = (["site: choose a site"] if not site_id else []) + check_config(
             mode, uri_list, bind_dn_template.strip(), user_filter.strip(), nesting
@@ -172,9 +178,18 @@ class IdentityAdmin:
         disabled = disabled_filter.strip()
         if disabled and not (disabled.startswith("(") and disabled.endswith(")") and len(disabled) <= 1024):
             problems.append("disabled filter: one LDAP filter in parentheses, such as (nsAccountLock=TRUE)")
+        attrs = {
+            k: (v or "").strip()
+            for k, v in (attributes or {}).items()
+            if k in ATTRIBUTES and (v or "").strip()
+        }
+        for k, v in attrs.items():
+            if not ATTRIBUTE_RE.fullmatch(v):
+                problems.append(f"{k.replace('_', ' ')}: an LDAP attribute name such as mail, not {v!r}")
         if problems:
             raise ValidationFailed("the directory settings are not valid: " + "; ".join(problems), problems)
         row: Row = {
+            **attrs,
             "disabled_filter": disabled or None,
             "mode": mode,
             "enabled": bool(enabled),

@@ -85,6 +85,7 @@ class IdentityAdminView(w.VBox):
             ]
         )
         self._configs: dict[str, dict] = {}
+        self._preset_attributes: dict[str, str] = {}  # attribute names of the preset last filled in
 
     def load(self) -> None:
         cfgs = self.model.configs()
@@ -166,6 +167,7 @@ class IdentityAdminView(w.VBox):
             group_base_dn=self.group_base.value,
             nesting=self.nesting.value,
             disabled_filter=self.disabled_filter.value,
+            attributes=self._preset_attributes,
             enabled=self.enabled.value,
             starttls=self.starttls.value,
         )
@@ -174,6 +176,7 @@ class IdentityAdminView(w.VBox):
 
     def _use_preset(self) -> None:
         values = self.model.preset(self.preset.value or "", self.suffix.value)
+        self._preset_attributes = {k: v for k, v in values.items() if k.endswith("_attribute")}
         self.bind_dn.value, self.base_dn.value = values["bind_dn_template"], values["base_dn"]
         self.user_filter.value, self.group_base.value = values["user_filter"], values["group_base_dn"]
         self.nesting.value, self.disabled_filter.value = values["nesting"], values["disabled_filter"]

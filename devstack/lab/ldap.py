@@ -480,7 +480,8 @@ class ADLabDirectory(LabDirectory):
     groups of class ``group`` (``member``), ``memberOf`` with direct membership only (as AD
     keeps it; the memberof overlay writes it), nested groups, and a disabled account
     (userAccountControl 514 = NORMAL_ACCOUNT | ACCOUNTDISABLE), matched by AD's bitwise-AND
-    rule 1.2.840.113556.1.4.803, which slapd implements.
+    rule 1.2.840.113556.1.4.803, which slapd implements. The accounts have no mailbox (no
+    ``mail``): their address is the ``userPrincipalName``.
 
     Simulated: the AD attribute types and the ``user``/``group`` classes carry AD's OIDs
     but are declared here (a small subset of AD's schema); the containers are
@@ -546,7 +547,7 @@ olcRefintAttribute: member memberOf
             out.append(
                 f"dn: {self.user_dn(sam)}\nobjectClass: user\ncn: {sam}\nsn: Corp\n"
                 f"displayName: {sam.title()} Corp\nsAMAccountName: {sam}\nuserPrincipalName: {sam}@corp.test\n"
-                f"mail: {sam}@corp.test\nuserAccountControl: {uac}\nuserPassword: {self.passwords[sam]}\n"
+                f"userAccountControl: {uac}\nuserPassword: {self.passwords[sam]}\n"
             )
         out.append(
             f"dn: {self.sync_dn}\nobjectClass: user\ncn: svc-rackpilot\nsn: service\n"

@@ -156,8 +156,17 @@ def test_identity_screen_directory_mapping_and_break_glass(ce, stack) -> None:
     v.save.click()
     assert "rp-ok" in v.config_status.value, v.config_status.value
     cfg = [c for c in m.configs() if str(c["site_id"]) == str(site)][0]
-    assert (cfg["disabled_filter"], cfg["group_base_dn"], cfg["user_filter"]) == (
+    assert (cfg["disabled_filter"], cfg["group_base_dn"], cfg["user_filter"], cfg["member_of_attribute"]) == (
         "(nsAccountLock=TRUE)",
         "cn=groups,cn=accounts,dc=ipa,dc=example",
         "(&(objectClass=person)(uid={username}))",
+        "memberOf",
     )
+    # attribute names: set one, and a hostile one is refused in words before anything is saved
+    base = {k: cfg[k] for k in ("mode", "uris", "bind_dn_template", "base_dn")}
+    with pytest.raises(ValidationFailed) as exc:
+        m.save_config(site_id=site, **base, attributes={"mail_attribute": "mail)(uid=*"})
+    assert exc.value.problems == ["mail attribute: an LDAP attribute name such as mail, not 'mail)(uid=*'"]
+    m.save_config(site_id=site, **base, attributes={"mail_attribute": "userPrincipalName"})
+    cfg = [c for c in m.configs() if str(c["site_id"]) == str(site)][0]
+    assert (cfg["mail_attribute"], cfg["display_name_attribute"]) == ("userPrincipalName", "displayName")

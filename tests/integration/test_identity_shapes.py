@@ -4,7 +4,8 @@ served by a real slapd, configured from the presets of executor/data/directory_p
 Real: Debian's slapd over LDAPS (the direct path) and StartTLS (the executor path); the
 layouts - FreeIPA's ``cn=users,cn=accounts`` / ``cn=groups,cn=accounts`` with a
 ``memberOf`` that lists nested groups, AD's ``CN=Users`` with ``user``/``group`` entries,
-``sAMAccountName``, ``userPrincipalName``, ``memberOf`` of direct groups and a disabled
+``sAMAccountName``, ``userPrincipalName`` (the address of accounts without ``mail``, read
+through the site's ``mail_attribute``), ``memberOf`` of direct groups and a disabled
 ``userAccountControl`` matched with AD's bitwise-AND rule; the ``idm-login`` function, the
 executor's identity agent and **its own sync loop** (started with a 1 s interval, not
 called by the test), ``directory_group_roles`` under RLS.
@@ -70,6 +71,8 @@ class Shape:
             # ... except what slapd cannot serve of AD (see the module docstring)
             self.settings["bind_dn_template"] = f"CN={{username}},CN=Users,{self.ldap.suffix}"
             self.settings["nesting"] = "search"
+            # this AD's accounts have no mailbox: the address is the UPN (an attribute setting)
+            self.settings["mail_attribute"] = "userPrincipalName"
 
     def q(self, sql: str, *args):
         with self.conn.cursor() as cur:
@@ -89,9 +92,9 @@ class Shape:
             cfg = self.settings if path == "direct" else {}
             self.q(
                 "insert into public.directory_configs (site_id, mode, uris, ca_pem, bind_dn_template, base_dn, "
-                "group_base_dn, user_filter, nesting, disabled_filter) "
+                "group_base_dn, user_filter, nesting, disabled_filter, mail_attribute) "
                 "values (%s, %s, %s, %s, %s, %s, %s, coalesce(%s, '(uid={username})'), "
-                "coalesce(%s, 'search'), %s)",
+                "coalesce(%s, 'search'), %s, coalesce(%s, 'mail'))",
                 sid,
                 "direct" if path == "direct" else "executor",
                 [self.ldap.ldaps_uri] if path == "direct" else [],
@@ -102,6 +105,7 @@ class Shape:
                 cfg.get("user_filter"),
                 cfg.get("nesting"),
                 cfg.get("disabled_filter"),
+                cfg.get("mail_attribute"),
             )
             for m in self.ldap.group_roles():
                 self.q(
@@ -128,7 +132,11 @@ class Shape:
             [self.ldap.ldap_uri],
         )
         overrides = (
-            {"bind_dn_template": self.settings["bind_dn_template"], "nesting": "search"}
+            {
+                "bind_dn_template": self.settings["bind_dn_template"],
+                "nesting": "search",
+                "mail_attribute": "userPrincipalName",
+            }
             if self.shape == "ad"
             else {}
         )
@@ -209,6 +217,7 @@ def test_both_paths_sign_in_with_the_preset(shape: Shape):
         assert (res["role"], res["via"]) == ("admin", "direct" if path == "direct" else "executor"), res
         assert shape.role_of(res["session"]) == "admin"
         me = shape.client(res["session"]).auth.get_user().user
+        # FreeIPA's mail; AD's userPrincipalName (its accounts have no mail here)
         assert me.email == f"alice@{'ipa' if shape.shape == 'freeipa' else 'corp'}.test"
         assert shape.login(path, "bob")["role"] == "operator"
         # the preset's user filter (uid / sAMAccountName) takes a hostile name literally

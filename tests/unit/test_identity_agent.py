@@ -89,13 +89,19 @@ def test_presets_fill_what_is_not_set_and_an_explicit_setting_wins(monkeypatch, 
     monkeypatch.setenv("RACKPILOT_IDM_PRESET", "ad")
     monkeypatch.setenv("RACKPILOT_IDM_SUFFIX", "DC=corp,DC=example")
     monkeypatch.setenv("RACKPILOT_IDM_NESTING", "search")
+    monkeypatch.setenv("RACKPILOT_IDM_MAIL_ATTRIBUTE", "userPrincipalName")
     ad = IdentitySettings()
+    assert (ad.mail_attribute, ad.member_of_attribute, ad.member_attribute) == (
+        "userPrincipalName",
+        "memberOf",
+        "member",
+    )
     assert ad.bind_dn_template == "{username}@corp.example"
     assert ad.user_filter == "(&(objectClass=user)(sAMAccountName={username}))"
     assert ad.disabled_filter == "(userAccountControl:1.2.840.113556.1.4.803:=2)"
     assert ad.nesting == "search"  # the explicit setting, not the preset's "ad"
     # and from the env file the systemd unit names (--env-file)
-    for env in ("URIS", "PRESET", "SUFFIX", "NESTING"):
+    for env in ("URIS", "PRESET", "SUFFIX", "NESTING", "MAIL_ATTRIBUTE"):
         monkeypatch.delenv(f"RACKPILOT_IDM_{env}")
     env_file = tmp_path / "executor.env"
     env_file.write_text(
@@ -127,6 +133,12 @@ def test_settings_refuse_a_missing_suffix_an_unknown_preset_and_a_broken_filter(
         with pytest.raises(ValidationError, match="parenthesised"):
             IdentitySettings(uris="ldaps://a", disabled_filter=bad, **BASE)
     assert IdentitySettings(uris="ldaps://a", disabled_filter=r"(cn=a\29b)", **BASE).disabled_filter
+    for bad in ("mail)(uid=*", "", "1.2.", "mail attr"):
+        with pytest.raises(ValidationError, match="attribute name"):
+            IdentitySettings(uris="ldaps://a", mail_attribute=bad, **BASE)
+    assert (
+        IdentitySettings(uris="ldaps://a", member_attribute="2.5.4.31", **BASE).member_attribute == "2.5.4.31"
+    )
 
 
 def test_the_console_fills_a_site_from_the_same_presets():

@@ -25,6 +25,11 @@ export interface DirectoryConfig {
   nesting: "memberof" | "search" | "ad";
   // matches a disabled account (FreeIPA nsAccountLock, AD userAccountControl bit 2); null: none
   disabled_filter?: string | null;
+  // attribute names (directory_configs; the usual ones when absent)
+  mail_attribute?: string;
+  display_name_attribute?: string;
+  member_of_attribute?: string;
+  member_attribute?: string;
   connect_timeout_ms: number;
   op_timeout_ms: number;
 }
@@ -130,6 +135,13 @@ async function connect(uri: string, cfg: DirectoryConfig): Promise<Client> {
   return client;
 }
 
+/** An attribute of a search entry by name, in any case (servers answer in their own). */
+function attr(entry: Record<string, unknown>, name: string): unknown {
+  const low = name.toLowerCase();
+  for (const [k, v] of Object.entries(entry)) if (k.toLowerCase() === low) return v;
+  return undefined;
+}
+
 async function groupsOf(client: Client, cfg: DirectoryConfig, dn: string, memberOf: string[]): Promise<string[]> {
   const base = cfg.group_base_dn || cfg.base_dn;
   const seen = new Set<string>();
@@ -159,9 +171,10 @@ async function groupsOf(client: Client, cfg: DirectoryConfig, dn: string, member
   const expanded = new Set<string>([key(dn)]);
   let frontier = [dn];
   for (let level = 0; level < MAX_NESTING && frontier.length; level++) {
+    const member = cfg.member_attribute || "member";
     const filter = frontier.length === 1
-      ? `(member=${escapeFilterValue(frontier[0])})`
-      : `(|${frontier.map((m) => `(member=${escapeFilterValue(m)})`).join("")})`;
+      ? `(${member}=${escapeFilterValue(frontier[0])})`
+      : `(|${frontier.map((m) => `(${member}=${escapeFilterValue(m)})`).join("")})`;
     const { searchEntries } = await client.search(base, {
       scope: "sub",
       filter: `(&(|(objectClass=groupOfNames)(objectClass=groupOfUniqueNames)(objectClass=group))${filter})`,
@@ -188,6 +201,9 @@ export async function directorySignIn(cfg: DirectoryConfig, username: string, pa
     throw new DirectoryError("invalid_credentials", "invalid username or password");
   }
   const bindDn = fill(cfg.bind_dn_template, username, escapeDnValue);
+  const mailAttr = cfg.mail_attribute || "mail";
+  const nameAttr = cfg.display_name_attribute || "displayName";
+  const memberOfAttr = cfg.member_of_attribute || "memberOf";
   let lastError: unknown = null;
   for (const uri of cfg.uris) {
     let client: Client | null = null;
@@ -206,7 +222,7 @@ export async function directorySignIn(cfg: DirectoryConfig, username: string, pa
       const { searchEntries } = await client.search(cfg.base_dn, {
         scope: "sub",
         filter: fill(cfg.user_filter, username, escapeFilterValue),
-        attributes: ["mail", "cn", "displayName", "memberOf", "uid"],
+        attributes: [mailAttr, "cn", nameAttr, memberOfAttr],
         sizeLimit: 2,
       });
       if (searchEntries.length !== 1) {
@@ -218,12 +234,12 @@ export async function directorySignIn(cfg: DirectoryConfig, username: string, pa
         const disabled = await client.search(entry.dn, { scope: "base", filter: cfg.disabled_filter, attributes: ["dn"], sizeLimit: 1 });
         if (disabled.searchEntries.length) throw new DirectoryError("account_disabled", "the directory account is disabled");
       }
-      const groups = await groupsOf(client, cfg, entry.dn, many(entry.memberOf));
+      const groups = await groupsOf(client, cfg, entry.dn, many(attr(entry, memberOfAttr)));
       return {
         subject: entry.dn,
         username,
-        email: first(entry.mail),
-        display_name: first(entry.displayName) ?? first(entry.cn),
+        email: first(attr(entry, mailAttr)),
+        display_name: first(attr(entry, nameAttr)) ?? first(entry.cn),
         groups,
       };
     } catch (err) {
