@@ -47,6 +47,7 @@ TITLES = {
     "job_blocked": "Job paused for blockers",
     "job_slow": "Job running longer than usual",
     "executor_lost": "Executor lost",
+    "breakglass_used": "CRITICAL: break-glass access used",
 }
 
 
@@ -68,6 +69,13 @@ def _facts(payload: dict[str, Any]) -> list[tuple[str, str]]:
         "elapsed_s",
         "expected_s",
         "attempts",
+        # break-glass (breakglass_grant): who, with what role, from where, until when
+        "severity",
+        "account",
+        "role",
+        "client",
+        "expires_at",
+        "session_id",
     )
     return [(k, str(payload[k])) for k in keys if payload.get(k) not in (None, "", [])]
 
@@ -79,7 +87,7 @@ def render(event: str, payload: dict[str, Any]) -> tuple[str, str]:
         or TITLES.get(event)
         or event.replace("_", " ").capitalize()
     )
-    what = payload.get("job_type") or payload.get("type") or "job"
+    what = payload.get("job_type") or payload.get("account") or payload.get("type") or "job"
     subject = f"[rackpilot] {title}: {what} {str(payload.get('job_id', ''))[:8]}".strip()
     lines = [title, ""] + [f"{k}: {v}" for k, v in _facts(payload)]
     return SECRETS.redact(subject), SECRETS.redact("\n".join(lines) + "\n")

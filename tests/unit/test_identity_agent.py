@@ -155,3 +155,37 @@ def test_the_console_fills_a_site_from_the_same_presets():
     with pytest.raises(ValidationFailed) as exc:
         IdentityAdmin.preset("ad", "")
     assert exc.value.problems[0].startswith("preset: ")
+
+
+def test_a_break_glass_notice_says_who_why_from_where_and_until_when():
+    """The payload breakglass_grant queues on every channel, rendered as the dispatcher
+    sends it: critical in the subject, the account, role, reason, address and expiry in
+    the body and the Teams card."""
+    from executor.notify import render, teams_card
+
+    payload = {
+        "type": "break-glass",
+        "severity": "critical",
+        "account": "oncall-1",
+        "role": "admin",
+        "reason": "directory down, restoring access",
+        "client": "192.0.2.7",
+        "session_id": "5f0c2a8e-0000-4000-8000-000000000001",
+        "expires_at": "2026-12-07T04:00:00+00:00",
+    }
+    subject, body = render("breakglass_used", payload)
+    assert subject == "[rackpilot] CRITICAL: break-glass access used: oncall-1"
+    for line in (
+        "severity: critical",
+        "account: oncall-1",
+        "role: admin",
+        "reason: directory down, restoring access",
+        "client: 192.0.2.7",
+        "expires_at: 2026-12-07T04:00:00+00:00",
+    ):
+        assert line in body.splitlines(), (line, body)
+    facts = teams_card("breakglass_used", payload)["attachments"][0]["content"]["body"][1]["facts"]
+    assert {"title": "account", "value": "oncall-1"} in facts and {
+        "title": "client",
+        "value": "192.0.2.7",
+    } in facts
