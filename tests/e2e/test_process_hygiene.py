@@ -364,6 +364,9 @@ def piped_to_tee(env, argv: list[str], name: str) -> tuple[subprocess.Popen, Pat
         env=env,
         start_new_session=True,
         stdin=subprocess.DEVNULL,
+        # as from a terminal: SIGINT at its default even when the suite itself was started in
+        # the background of a non-interactive shell, which ignores it (and exec keeps that)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     return group, rc, out, err
 

@@ -99,8 +99,27 @@ def test_dmtf_protocol_validator_finds_no_failure(personality: str, tls, tmp_pat
     warns = {r["Assertion"]: r["Message"][:200] for r in rows if r["Result"] == "WARN"}
     print(personality, summary)
     assert fails == [], fails
+    if (
+        "RESP_HEADERS_X_AUTH_TOKEN" in warns
+        and "RESP_HEADERS_X_AUTH_TOKEN" not in EXPECTED_WARNINGS[personality]
+    ):
+        # The validator judges the one token it got with two statistical tests (monobit and
+        # runs) at p < 0.01 each, so about 2 % of truly random tokens draw this warning. Judge
+        # the lab's session tokens the validator's way over many draws instead.
+        del warns["RESP_HEADERS_X_AUTH_TOKEN"]
+        assert _tokens_judged_random(personality) >= 0.95
     assert set(warns) == set(EXPECTED_WARNINGS[personality]), warns
     assert sum(r["Result"] == "PASS" for r in rows) > 400
+
+
+def _tokens_judged_random(personality: str, draws: int = 400) -> float:
+    """The share of the lab's session tokens the protocol validator's randomness tests pass."""
+    from redfish_protocol_validator import utils as validator_utils
+
+    bmc = Lab(1, time_scale=100, personality=personality).bmcs[0]
+    tokens = [bmc._new_session("root").token for _ in range(draws)]
+    assert len(set(tokens)) == draws
+    return sum(validator_utils.random_sequence(t) is True for t in tokens) / draws
 
 
 # ---- refusals, ETags, queries ------------------------------------------------------------------------
