@@ -24,6 +24,11 @@ are therefore not exercised against a server here.
 from __future__ import annotations
 
 import io
+import json
+import os
+import socket
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -31,7 +36,6 @@ from pathlib import Path
 import httpx
 import psycopg2
 import pytest
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from console.identity import IdentityError, directory_login, seal_bind_credential
 from devstack.lab.ldap import ADLabDirectory, FreeIPALabDirectory, LabDirectory
@@ -39,7 +43,7 @@ from executor.config import ExecutorSettings
 from executor.directory_presets import preset_values
 from executor.identity import IdentityAgent, IdentitySettings
 from executor.log import setup_logging
-from executor.secrets import KeyPair
+from executor.secrets import load_or_create
 from supabase import create_client
 
 from .idm_support import AgentThread
@@ -83,7 +87,8 @@ class Shape:
         return f"idm-{self.shape}-{path}-{self.tag}"
 
     def build(self, tmp: Path) -> None:
-        key = KeyPair(X25519PrivateKey.generate())
+        self.key_path = tmp / "exec.pem"
+        key, _ = load_or_create(self.key_path)  # a key file, as the executor keeps it
         for path in ("direct", "exec"):
             sid = str(
                 self.q("insert into public.sites (name) values (%s) returning id", self.site(path))[0][0]
@@ -157,7 +162,7 @@ class Shape:
             supabase_key=self.service,
             site=self.site("exec"),
             state_dir=tmp,
-            private_key_path=tmp / "exec.pem",
+            private_key_path=self.key_path,
             log_level="INFO",
         )
         self.agent = AgentThread(IdentityAgent(settings, idm, key)).start()
@@ -233,6 +238,51 @@ def test_a_disabled_account_is_refused_on_both_paths(shape: Shape):
         assert (e.status, e.code) == (403, "account_disabled"), (path, e)
         assert "disabled" in str(e)
     assert shape.q("select count(*) from auth.users")[0][0] == users_before
+
+
+def test_the_agent_runs_as_its_own_process_from_an_env_file(shape: Shape, tmp_path: Path):
+    """``python -m executor.identity --env-file ... --sync-once`` as the systemd unit runs it:
+    the preset and suffix from the file, a comma-separated URI list with a dead server
+    first (failover), the sealed bind account; it prints the sync's counts and no secret."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]  # closed again: connections are refused
+    env = {
+        "RACKPILOT_SUPABASE_URL": shape.url,
+        "RACKPILOT_SUPABASE_KEY": shape.service,
+        "RACKPILOT_SITE": shape.site("exec"),
+        "RACKPILOT_STATE_DIR": str(tmp_path),
+        "RACKPILOT_PRIVATE_KEY_PATH": str(shape.key_path),
+        "RACKPILOT_IDM_URIS": f"ldap://127.0.0.1:{dead},{shape.ldap.ldap_uri}",
+        "RACKPILOT_IDM_STARTTLS": "true",
+        "RACKPILOT_IDM_CA_FILE": str(shape.ldap.ca_file),
+        "RACKPILOT_IDM_PRESET": shape.shape,
+        "RACKPILOT_IDM_SUFFIX": shape.ldap.suffix,
+        "RACKPILOT_IDM_BIND_CREDENTIAL": "directory-sync",
+    }
+    if shape.shape == "ad":
+        env |= {
+            "RACKPILOT_IDM_BIND_DN_TEMPLATE": shape.settings["bind_dn_template"],
+            "RACKPILOT_IDM_NESTING": "search",
+            "RACKPILOT_IDM_MAIL_ATTRIBUTE": "userPrincipalName",
+        }
+    env_file = tmp_path / "executor.env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    env_file.chmod(0o600)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("RACKPILOT_")}
+    res = subprocess.run(
+        [sys.executable, "-m", "executor.identity", "--env-file", str(env_file), "--sync-once"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=clean,
+        check=False,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    counts = json.loads(res.stdout.strip().splitlines()[-1])
+    assert counts["users"] >= 2, counts  # alice and bob signed in through this site earlier
+    for secret in (shape.ldap.passwords["sync"], shape.service):
+        assert secret not in res.stdout and secret not in res.stderr
 
 
 def test_the_agent_sync_loop_follows_membership_disabling_and_removal(shape: Shape):
