@@ -410,7 +410,4 @@ def test_a_screen_above_the_role_says_so_in_words_and_asks_nothing():
         assert built == [{"x": 1}] and frame.view.value == "gated content"
     finally:
         screens._SCREENS.pop("test_gated")
-    assert (
-        role_note("Identity", "admin", None)
-        == "Identity is for admins; your role is none."
-    )
+    assert role_note("Identity", "admin", None) == "Identity is for admins; your role is none."
