@@ -185,7 +185,14 @@ def test_recheck_after_a_sync_lets_the_job_go_and_a_pair_still_behind_pauses_it_
     )
     boots = b.boot_count
     recheck(second)
-    assert env.wait(job_id)["status"] == "completed"
+    job = env.wait(job_id)
+    assert job["status"] == "completed", (
+        job["error"],
+        env.h.query(
+            "select step_key, status, error from public.workflow_executions where job_id = %s order by seq",
+            job_id,
+        ),
+    )
     assert b.boot_count == boots + 1
     # a recheck is for the replication gate only: refused on other blockers (tests/integration/
     # test_functions_behaviour.py covers those); here, an unknown decision is refused outright
