@@ -507,10 +507,19 @@ def test_reports_and_fleet(ce, tmp_path):
         "insert into public.server_firmware (server_id, component, version) values (%s, 'BIOS', '2.19.1')",
         solo,
     )
+    # what the last inventory found odd, as inventory_refresh stores it, shown with the server
+    q(
+        ce.conn,
+        "update public.servers set details = details || %s::jsonb where id = %s",
+        json.dumps({"inventory_warnings": ["missing component: no BIOS version reported"]}),
+        solo,
+    )
     fm = FleetModel(ce.api("viewer"))
     fm.load(ce.fleet.site_a)
     servers = {r["server"]: r for r in fm.server_rows()}
     assert len(servers) == 7
     solo_row = servers[f"srv-solo-{ce.tag}"]
     assert (solo_row["firmware"], solo_row["outdated"], solo_row["urgent"]) == ("outdated", 1, 1)
+    assert solo_row["inventory notes"] == "missing component: no BIOS version reported"
+    assert {r["inventory notes"] for r in servers.values() if r is not solo_row} == {""}
     assert {r["hosts"] for r in fm.cluster_rows()} == {3}
