@@ -19,12 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from console.roles import ROLES  # the app-role ladder, least to most privileged
+
 if TYPE_CHECKING:
     import ipywidgets as w
 
     from console.widgets.app import Console
 
-ROLES = ("viewer", "operator", "approver", "admin")  # the app-role ladder, least to most privileged
 GROUPS = ("Operate", "Fleet", "Report", "Admin")  # navigation order
 
 

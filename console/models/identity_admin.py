@@ -17,7 +17,7 @@ from typing import Any
 from console.api import Api, Row
 from console.errors import ValidationFailed
 from console.models.common import parse_ts, short_ts
-from console.screens import ROLES as APP_ROLES
+from console.roles import ROLES as APP_ROLES
 from executor.directory_presets import directory_presets, preset_values
 
 MODES = ("direct", "executor")

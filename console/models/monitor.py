@@ -20,6 +20,7 @@ from console.api import Api, Row
 from console.models.common import parse_ts, short_id
 from console.models.jobs import JobDetail, change_parts
 from console.models.names import Names
+from console.roles import ROLES
 
 # the executor's phase keys (executor/handlers/rolling_update.py) in order, with their words
 PHASES: dict[str, str] = {
@@ -56,7 +57,6 @@ ACTION_ROLES = {
     "retry": "operator",
     "force_resume": "admin",
 }
-ROLES = ("viewer", "operator", "approver", "admin")
 
 
 @dataclass

@@ -8,7 +8,9 @@ from __future__ import annotations
 import psycopg2
 
 from console.models.identity_admin import APP_ROLES
-from console.screens import ROLES
+from console.models.monitor import ROLES as MONITOR_ROLES
+from console.roles import ROLES
+from console.screens import ROLES as SCREEN_ROLES
 from devstack.policies import load_access
 
 
@@ -22,7 +24,8 @@ def test_every_list_of_roles_is_the_app_role_enum(stack):
         )
         (mapping_type,) = cur.fetchone()
     assert tuple(enum) == ("viewer", "operator", "approver", "admin")
-    assert tuple(ROLES) == tuple(enum), "console/screens.py ROLES"
-    assert tuple(APP_ROLES) == tuple(enum), "the identity screen's roles"
+    assert tuple(ROLES) == tuple(enum), "console/roles.py ROLES"
+    # the console's one copy is the one every screen uses
+    assert SCREEN_ROLES is ROLES and MONITOR_ROLES is ROLES and APP_ROLES is ROLES
     assert tuple(r for r in load_access().roles if r != "anon") == tuple(enum), "policies/access.yaml roles"
     assert mapping_type == "app_role"
