@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import logging
 from dataclasses import dataclass, replace
 from typing import Any
@@ -297,6 +298,14 @@ def inventory_payload(inv: Inventory, include_vms: bool = True) -> dict[str, Any
 
 
 VM_CHUNK = 1000  # VMs per request: well under the REST layer's 1 MiB body limit
+# Bumped whenever a VM row's shape or meaning changes, so every stored hash is stale then.
+VM_HASH_FORMAT = b"rackpilot.vm.1\n"
+
+
+def vm_hash(row: dict[str, Any]) -> str:
+    """The content hash stored with a VM row (``vms.sync_hash``): equal hashes, equal rows."""
+    blob = json.dumps(row, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return hashlib.blake2b(VM_HASH_FORMAT + blob, digest_size=16).hexdigest()
 
 
 def _add(total: dict[str, Any], part: dict[str, Any]) -> None:
@@ -319,10 +328,21 @@ async def sync_inventory(
     include_vms: bool = True,
     prune: bool = False,
 ) -> dict[str, Any]:
-    """Store ``inv`` for ``vcenter``: clusters and hosts, then VMs in chunks, then the VM
-    list (vanished VMs) and the safety statuses. Every request is idempotent; returns the
-    summed counts."""
-    payload = await asyncio.to_thread(inventory_payload, inv, include_vms)
+    """Store ``inv`` for ``vcenter``. One request holds the clusters, hosts, safety statuses
+    and a content hash of every VM; the database stores the first three, marks the VMs not
+    listed, and answers which VMs it holds with another hash (or not at all). Only those are
+    sent, in chunks: a re-sync of an unchanged vCenter is one request that writes no VM.
+    Every request is idempotent; returns the summed counts."""
+
+    def build() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        payload = inventory_payload(inv, include_vms)
+        rows = {}
+        for v in payload["vms"]:
+            v["sync_hash"] = vm_hash(v)
+            rows[v["moref"]] = v
+        return payload, rows
+
+    payload, rows = await asyncio.to_thread(build)
 
     async def send(part: dict[str, Any]) -> dict[str, Any]:
         return await write(
@@ -330,18 +350,19 @@ async def sync_inventory(
         )
 
     total: dict[str, Any] = {}
-    _add(
-        total,
-        await send(
-            {"version": payload["version"], "clusters": payload["clusters"], "hosts": payload["hosts"]}
-        ),
-    )
-    vms = payload["vms"]
-    for i in range(0, len(vms), VM_CHUNK):
-        _add(total, await send({"vms": vms[i : i + VM_CHUNK]}))
-    final: dict[str, Any] = {"safety": payload["safety"]}
+    first: dict[str, Any] = {
+        "version": payload["version"],
+        "clusters": payload["clusters"],
+        "hosts": payload["hosts"],
+        "safety": payload["safety"],
+    }
     if include_vms:
-        final["vm_morefs"] = [v["moref"] for v in vms]
-    _add(total, await send(final))
-    total["requests"] = 2 + (len(vms) + VM_CHUNK - 1) // VM_CHUNK
+        first["vm_hashes"] = {m: v["sync_hash"] for m, v in rows.items()}
+    answer = await send(first)
+    _add(total, answer)
+    stale = [rows[m] for m in answer.get("vms_stale") or [] if m in rows]
+    for i in range(0, len(stale), VM_CHUNK):
+        _add(total, await send({"vms": stale[i : i + VM_CHUNK]}))
+    total["vms_sent"] = len(stale)
+    total["requests"] = 1 + (len(stale) + VM_CHUNK - 1) // VM_CHUNK
     return total

@@ -152,16 +152,36 @@ def check_correct_and_idempotent(
         f"store {store['store_s']}s)"
     )
 
-    # idempotent: nothing changes, nothing is rewritten
+    assert store["vms_sent"] == n_vms and all(r["sync_hash"] for r in h.query(
+        "select sync_hash from public.vms where vcenter_id = %s", vc))  # fmt: skip
+
+    # idempotent: nothing changes, nothing is rewritten, and no VM is even sent again
     before = snapshot(h, vc)
     again = sync(h, reg)["store_inventory"]
     assert (again["clusters"]["changed"], again["hosts"]["changed"], again["vms"]["changed"]) == (0, 0, 0)
     assert again["safety_changes"] == []
+    assert (again["vms_sent"], again["requests"], again["vms"]["seen"]) == (0, 1, n_vms)
     after = snapshot(h, vc)
     for table in before:
         assert [{k: v for k, v in r.items() if k != "last_sync_at"} for r in before[table]] == [
             {k: v for k, v in r.items() if k != "last_sync_at"} for r in after[table]
         ], table
+
+
+def stored_vms(h: Harness, vc: str) -> dict[str, tuple]:
+    """name -> (host moref, power state) of the VMs the control plane holds as present."""
+    rows = h.query(
+        "select v.name, h.moref as host, v.power_state::text as power from public.vms v "
+        "left join public.esxi_hosts h on h.id = v.host_id where v.vcenter_id = %s and v.missing_since is null",
+        vc,
+    )
+    return {r["name"]: (r["host"], r["power"]) for r in rows}
+
+
+def vcenter_vms(c: VSphereClient) -> dict[str, tuple]:
+    """name -> (host moref, power state) as the vCenter reports them now."""
+    power = {"poweredOn": "on", "poweredOff": "off", "suspended": "off"}
+    return {v.name: (v.host, power.get(v.power_state, "unknown")) for v in c.inventory().vms.values()}
 
 
 def check_changes(h: Harness, dc: DataCentre, reg: dict) -> None:
@@ -175,9 +195,24 @@ def check_changes(h: Harness, dc: DataCentre, reg: dict) -> None:
         c.power_off_vm(victim.moid)
         task = c._obj(vim.VirtualMachine, victim.moid).Destroy_Task()
         c.wait_for_task(task, operation="destroy VM")
+        # a VM changes state; another is "corrected" by hand in the control plane (its
+        # vCenter values did not change, so only the lost hash can bring it back)
+        c.power_off_vm(c.inventory().vm_by_name("c00-vm0002").moid)
+        h.query(
+            "update public.vms set power_state = 'unknown' where name = 'c00-vm0001' and vcenter_id = %s", vc
+        )
+        assert h.one("select sync_hash from public.vms where name = 'c00-vm0001' and vcenter_id = %s",
+                     vc)["sync_hash"] is None  # fmt: skip
+        before = stored_vms(h, vc)
+        want = vcenter_vms(c)
     third = sync(h, reg)["store_inventory"]
-    # the destroyed VM is marked gone; the host in maintenance changed (its VMs were evacuated)
+    # the destroyed VM is marked gone; the host in maintenance changed
     assert third["hosts"]["changed"] == 1 and third["vms"]["missing"] == 1
+    # exactly the VMs that differ are sent and rewritten, and the store now equals the vCenter
+    differ = {n for n, v in want.items() if before.get(n) != v}
+    assert {"c00-vm0001", "c00-vm0002"} <= differ, differ
+    assert third["vms_sent"] == third["vms"]["changed"] == len(differ)
+    assert stored_vms(h, vc) == want
     assert [(x["previous"], x["status"]) for x in third["safety_changes"]] == [("safe", "degraded")]
     assert h.one(
         "select missing_since is not null as gone from public.vms where name = 'c01-vm0003' "
