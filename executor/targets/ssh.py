@@ -41,6 +41,7 @@ import re
 import secrets
 import shlex
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -229,8 +230,10 @@ class SshStack:
                 raise SshSetupError(f"{prog} is not installed (Debian package openssh-client)", hint="")
         base = Path(self.state_dir) / "ssh"
         base.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # short names: a unix socket path must stay under 108 bytes
-        self.dir = Path(tempfile.mkdtemp(prefix="j", dir=base))
+        await asyncio.to_thread(sweep_stale_job_folders, base)
+        # short names: a unix socket path must stay under 108 bytes. The executor's pid in
+        # the name: one executor per state folder (its lock), so another pid's is stale
+        self.dir = Path(tempfile.mkdtemp(prefix=f"j{os.getpid()}_", dir=base))
         os.chmod(self.dir, 0o700)
         self.known_hosts.write_text("")
         os.chmod(self.known_hosts, 0o600)
@@ -599,6 +602,47 @@ class SshStack:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
         self._keys.clear()
+
+
+STALE_SETUP_S = 120.0  # s: a job folder without an agent socket this old is not being set up
+
+
+_JOB_DIR = re.compile(r"^j(\d+)_")
+
+
+def sweep_stale_job_folders(base: Path) -> list[Path]:
+    """Remove the private folders of jobs whose executor died without closing them (SIGKILL,
+    power loss). A folder whose agent answers is a running job's and stays. Otherwise it is
+    stale when another process made it (its pid in the name: the state folder's lock allows
+    one executor at a time), when its agent's socket refuses, or when it has had no socket
+    for STALE_SETUP_S (a job of this process setting up is younger). They hold known_hosts
+    and public keys only; the removed ones are returned."""
+    removed = []
+    for d in base.iterdir() if base.is_dir() else []:
+        m = _JOB_DIR.match(d.name)
+        if not d.is_dir() or d.is_symlink() or not d.name.startswith("j"):
+            continue
+        sock = d / "agent.sock"
+        try:
+            if sock.exists():
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                    s.settimeout(2.0)
+                    try:
+                        s.connect(str(sock))
+                        continue  # an agent answers: a running job's folder
+                    except OSError:
+                        pass
+            elif (
+                m is None or int(m.group(1)) == os.getpid()
+            ) and time.time() - d.stat().st_mtime < STALE_SETUP_S:
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+        removed.append(d)
+    if removed:
+        log.info("removed the SSH folders of %d job(s) an earlier executor left", len(removed))
+    return removed
 
 
 class _FdHandover:

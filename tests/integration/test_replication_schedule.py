@@ -77,15 +77,19 @@ def _sealed_lab_credential(h: Harness, lab: ZfsSshLab) -> str:
 
 
 def _sync_job(h: Harness, pair: str, cred: str) -> str:
-    """A replication_sync job of one pair, as "sync now" creates it."""
+    """A replication_sync job of one pair with its task row, in one statement, as "sync now"
+    (create-job) creates it: the scheduler sees the pair has an unfinished job."""
     return str(
         h.one(
-            "insert into public.jobs (type, site_id, params, scope, credential_set_ids) values "
-            "('replication_sync', %s, %s, %s, %s::uuid[]) returning id",
+            "with j as (insert into public.jobs (type, site_id, params, scope, credential_set_ids) values "
+            "('replication_sync', %s, %s, %s, %s::uuid[]) returning id), "
+            "t as (insert into public.job_tasks (job_id, target_kind, target_id, target_name, seq) "
+            "select id, 'replication_pair', %s, 'p', 0 from j) select id from j",
             h.site_id,
             json.dumps({"replication_pair_ids": [pair]}),
             json.dumps({"targets": [{"kind": "replication_pair", "id": pair, "name": "p"}]}),
             [str(cred)],
+            pair,
         )["id"]
     )
 
@@ -326,6 +330,7 @@ def test_sigkill_of_the_executor_mid_stream_leaves_no_agent_and_no_ssh_client(ha
             credential_set_id=cred,
             allow_full_send=True,
             bandwidth_limit_mbit=2,  # 250 kB/s: 4 MB take ~16 s, the kill lands mid-stream
+            schedule="manual",  # this test's job only
         )
         job_id = _sync_job(h, pair, cred)
         executor = ex.proc.pid
@@ -364,3 +369,20 @@ def test_sigkill_of_the_executor_mid_stream_leaves_no_agent_and_no_ssh_client(ha
         assert token.strip() not in ("", "-")
         assert lab.snapshots("dst", "backup/vm") == []
         assert len(lab.snapshots("src", "tank/vm")) == 1  # the source's snapshot is kept
+        # the dead executor's job folder (known_hosts, public key; the agent took its socket) is left
+        left_dirs = list((ex.dir / "state" / "ssh").iterdir())
+        assert left_dirs
+        # an executor started again on that state folder: the job, recovered, resumes the stream
+        # from its token, and the next stack sweeps the folder the dead one left
+        again = h.spawn("repl-k", realtime_enabled="false", poll_interval=0.3)
+        again.wait_log("registered", timeout=60)
+        [rec] = h.expire_and_recover([job_id])
+        job = h.wait_status(job_id, ("completed", "failed", "paused"), 120)
+        if job["status"] == "paused":  # recovery asked for a decision: an operator resumes it
+            h.force_resume(job_id, "resume the interrupted sync")
+            job = h.wait_status(job_id, ("completed", "failed"), 120)
+        assert job["status"] == "completed", (rec, job["error"])
+        runs = h.query("select kind, status from public.replication_runs where pair_id = %s", pair)
+        assert [(r["kind"], r["status"]) for r in runs] == [("resume", "succeeded")], (rec, runs)
+        assert lab.read("dst", "backup/vm", "disk.img") == lab.read("src", "tank/vm", "disk.img")
+        assert not any(d.exists() for d in left_dirs)
