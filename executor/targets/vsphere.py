@@ -458,9 +458,10 @@ def device_fact(dev: Any, ds_by_name: dict[str, str]) -> VMDevice | None:
 
 
 _XSI_TYPE = "http://www.w3.org/2001/XMLSchema-instance type"
-# Leaf paths (relative to a device element) copied into the device record.
-_RAW_LEAVES = {
-    ("key",): "key",
+# Leaves copied into the device record: children of the device element, and grandchildren
+# by (child, grandchild).
+_DEV_LEAVES = {"key": "key", "connected": "connected"}
+_SUB_LEAVES = {
     ("deviceInfo", "label"): "label",
     ("backing", "fileName"): "fileName",
     ("backing", "datastore"): "datastore",
@@ -468,13 +469,13 @@ _RAW_LEAVES = {
     ("backing", "vgpu"): "vgpu",
     ("backing", "id"): "id",
     ("connectable", "connected"): "connectable",
-    ("connected",): "connected",
 }
 
 
 class _DeviceStream:
     """Streams a RetrievePropertiesEx response for `config.hardware.device` into device
-    records per VM, without building pyvmomi objects."""
+    records per VM, without building pyvmomi objects. Some 140 elements per VM reach these
+    handlers (450,000 for 3,200 VMs), so they do the least they can per element."""
 
     def __init__(self) -> None:
         self.devices: dict[str, list[dict[str, Any]]] = {}
@@ -485,6 +486,7 @@ class _DeviceStream:
         self._vm = ""
         self._dev: dict[str, Any] | None = None
         self._dev_depth = 0
+        self._local: dict[str, str] = {}  # expat name ("ns local") -> local name
 
     def parse(self, stream: Any) -> None:
         p = expat.ParserCreate(namespace_separator=" ")
@@ -495,47 +497,53 @@ class _DeviceStream:
         p.ParseFile(stream)
 
     def _start(self, name: str, attrs: dict[str, str]) -> None:
-        local = name.rsplit(" ", 1)[-1]
-        self._path.append(local)
-        self._text.clear()
-        depth = len(self._path)
-        if local == "Fault":
-            self.fault = True
-        if self._dev is None and local == "VirtualDevice" and self._path[-2:-1] == ["val"]:
-            self._dev = {"type": attrs.get(_XSI_TYPE, "").rsplit(":", 1)[-1], "key": 0, "label": "",
-                         "backing": "", "fileName": "", "datastore": "", "deviceName": "", "vgpu": "", "id": "",
-                         "connectable": False, "connected": False, "devices": 0}  # fmt: skip
-            self._dev_depth = depth
-        elif self._dev is not None and depth == self._dev_depth + 1 and local == "backing":
-            self._dev["backing"] = attrs.get(_XSI_TYPE, "").rsplit(":", 1)[-1]
-
-    def _end(self, name: str) -> None:
-        local = self._path[-1]
-        depth = len(self._path)
-        text = "".join(self._text)
+        local = self._local.get(name)
+        if local is None:
+            local = self._local[name] = name.rsplit(" ", 1)[-1]
+        path = self._path
+        path.append(local)
         self._text.clear()
         dev = self._dev
+        if dev is None:
+            if local == "VirtualDevice" and len(path) > 1 and path[-2] == "val":
+                self._dev = {"type": attrs.get(_XSI_TYPE, "").rsplit(":", 1)[-1], "key": 0, "label": "",
+                             "backing": "", "fileName": "", "datastore": "", "deviceName": "", "vgpu": "", "id": "",
+                             "connectable": False, "connected": False, "devices": 0}  # fmt: skip
+                self._dev_depth = len(path)
+            elif local == "Fault":
+                self.fault = True
+        elif local == "backing" and len(path) == self._dev_depth + 1:
+            dev["backing"] = attrs.get(_XSI_TYPE, "").rsplit(":", 1)[-1]
+
+    def _end(self, name: str) -> None:
+        path = self._path
+        local = path.pop()
+        dev = self._dev
         if dev is not None:
-            if depth == self._dev_depth:
+            rel = len(path) + 1 - self._dev_depth  # 0: the device element, 1: its child, ...
+            if rel == 1:
+                field_name = _DEV_LEAVES.get(local)
+                if field_name == "key":
+                    dev["key"] = int("".join(self._text) or 0)
+                elif field_name:
+                    dev[field_name] = "".join(self._text).strip() == "true"
+                elif local == "device":
+                    dev["devices"] += 1
+            elif rel == 2:
+                field_name = _SUB_LEAVES.get((path[-1], local))
+                if field_name == "connectable":
+                    dev[field_name] = "".join(self._text).strip() == "true"
+                elif field_name:
+                    dev[field_name] = "".join(self._text)
+            elif rel == 0:
                 self.devices.setdefault(self._vm, []).append(dev)
                 self._dev = None
-            else:
-                rel = tuple(self._path[self._dev_depth :])
-                field_name = _RAW_LEAVES.get(rel)
-                if field_name == "key":
-                    dev["key"] = int(text or 0)
-                elif field_name in ("connectable", "connected"):
-                    dev[field_name] = text.strip() == "true"
-                elif field_name:
-                    dev[field_name] = text
-                elif rel == ("device",):
-                    dev["devices"] += 1
-        elif local == "obj" and self._path[-2:-1] == ["objects"]:
-            self._vm = text
+        elif local == "obj" and path and path[-1] == "objects":
+            self._vm = text = "".join(self._text)
             self.devices.setdefault(text, [])
-        elif local == "token" and self._path[-2:-1] == ["returnval"]:
-            self.token = text
-        self._path.pop()
+        elif local == "token" and path and path[-1] == "returnval":
+            self.token = "".join(self._text)
+        self._text.clear()
 
 
 # -- the client ----------------------------------------------------------------------------
