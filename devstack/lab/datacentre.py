@@ -372,6 +372,7 @@ class DataCentre:
         their credentials sealed to an executor key (as ``encrypt-credentials`` does), each
         naming the endpoints it may be presented to. ``query(sql, *args)`` runs SQL as an
         admin (tests, ``rackpilot lab up``)."""
+        from executor.binding import endpoint_entries
         from executor.secrets import seal, unb64u
 
         assert self.vcenter is not None and self.idrac is not None
@@ -380,15 +381,18 @@ class DataCentre:
 
         def cred(kind: str, username: str, password: str) -> str:
             env = seal(pub, {"username": username, "password": password}, endpoints=endpoints[kind])
+            # and, as encrypt-credentials keeps it, a copy of the endpoints for display: the
+            # console's pre-flight blocks a credential that names none (presented nowhere)
             return query(
-                "insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id) "
-                "values (%s, %s, %s, %s, %s, %s) returning id",
+                "insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id, "
+                "endpoints) values (%s, %s, %s, %s, %s, %s, %s) returning id",
                 site_id,
                 f"{name}-{kind}",
                 kind,
                 username,
                 json.dumps(env),
                 key_id,
+                json.dumps(endpoint_entries(endpoints[kind])),
             )[0]["id"]
 
         vc_cred = cred("vcenter", self.vcenter.username, self.vcenter.password)
