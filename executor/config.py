@@ -16,9 +16,12 @@ without contacting the control plane or starting anything.
 
 from __future__ import annotations
 
+import base64
+import json
 import socket
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
@@ -29,6 +32,49 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # Lease lengths come from the safety_policies table (per job type); the shortest is 30 s.
 # Two missed heartbeats must still fit in it, or one slow round trip would fence a job.
 MIN_POLICY_LEASE_S = 30
+
+
+# --- what a value of a setting can be (the validators below; preflight's checks) ------------------
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a project URL (None when it can)."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an http(s) URL such as https://<project>.supabase.co"
+    path = parts.path.rstrip("/")
+    if path or parts.query or parts.fragment:
+        return (
+            f"must be the project URL, without {path or '?' + parts.query} "
+            f"(e.g. {parts.scheme}://{parts.netloc})"
+        )
+    return None
+
+
+def key_role(key: str) -> str | None:
+    """The role an API key carries: ``anon``, ``service_role``, ``authenticated``..., or None
+    when it cannot be told offline (an opaque key)."""
+    key = key.strip()
+    if key.startswith("sb_publishable_"):
+        return "anon"
+    if key.startswith("sb_secret_"):
+        return "service_role"
+    parts = key.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except ValueError:
+        return None
+    role = payload.get("role") if isinstance(payload, dict) else None
+    return role if isinstance(role, str) else None
+
+
+def key_problem(key: str) -> str | None:
+    role = key_role(key)
+    if role == "anon":
+        return "is the anon key; the executor needs the service-role key (the project's API settings)"
+    if role is not None and role != "service_role":
+        return f"carries role {role!r} (a user's token?); the executor needs the service-role key"
+    return None
 
 
 def _doc(unit: str, default_text: str | None = None) -> JsonDict:
@@ -252,8 +298,6 @@ class ExecutorSettings(BaseSettings):
     @field_validator("supabase_url")
     @classmethod
     def _url(cls, v: str) -> str:
-        from .preflight import url_problem
-
         v = v.strip().rstrip("/")
         problem = url_problem(v)
         if problem:  # e.g. a URL ending in /rest/v1: every call would miss
@@ -263,8 +307,6 @@ class ExecutorSettings(BaseSettings):
     @field_validator("supabase_key")
     @classmethod
     def _key(cls, v: SecretStr) -> SecretStr:
-        from .preflight import key_problem
-
         if not v.get_secret_value().strip():
             raise ValueError("must not be empty")
         problem = key_problem(v.get_secret_value())

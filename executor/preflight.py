@@ -3,9 +3,9 @@
 * :class:`ConfigurationError` - a problem a restart cannot fix (exit code 2: the unit's
   ``RestartPreventExitStatus=2`` keeps systemd from restarting it every 5 s). Its message
   names the setting and the fix.
-* :func:`key_role` - the role a Supabase API key carries (read from the JWT payload, or the
-  ``sb_publishable_``/``sb_secret_`` prefix), so the anon key or a user's token is refused
-  before the first request.
+* :func:`executor.config.key_role` (imported here) - the role a Supabase API key carries
+  (read from the JWT payload, or the ``sb_publishable_``/``sb_secret_`` prefix), so the anon
+  key or a user's token is refused before the first request.
 * :func:`explain_refusal` - the control plane's refusals of ``register_executor`` in the
   words of the setting at fault (a key from another project, the anon key, a URL with a
   path, an unknown site, an identity bound to another key).
@@ -16,20 +16,18 @@
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import errno
 import fcntl
-import json
 import os
 import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from . import ExecutorError
+from .config import key_problem, key_role
 
 LOCK_FILE = "executor.lock"
 URL_ENV, KEY_ENV, SITE_ENV, NAME_ENV = (
@@ -47,46 +45,8 @@ class ConfigurationError(ExecutorError):
 
 
 # --- settings ----------------------------------------------------------------------------------
-def url_problem(url: str) -> str | None:
-    """Why ``url`` cannot be a project URL (None when it can)."""
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "must be an http(s) URL such as https://<project>.supabase.co"
-    path = parts.path.rstrip("/")
-    if path or parts.query or parts.fragment:
-        return (
-            f"must be the project URL, without {path or '?' + parts.query} "
-            f"(e.g. {parts.scheme}://{parts.netloc})"
-        )
-    return None
-
-
-def key_role(key: str) -> str | None:
-    """The role an API key carries: ``anon``, ``service_role``, ``authenticated``..., or None
-    when it cannot be told offline (an opaque key)."""
-    key = key.strip()
-    if key.startswith("sb_publishable_"):
-        return "anon"
-    if key.startswith("sb_secret_"):
-        return "service_role"
-    parts = key.split(".")
-    if len(parts) != 3:
-        return None
-    try:
-        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except ValueError:
-        return None
-    role = payload.get("role") if isinstance(payload, dict) else None
-    return role if isinstance(role, str) else None
-
-
-def key_problem(key: str) -> str | None:
-    role = key_role(key)
-    if role == "anon":
-        return "is the anon key; the executor needs the service-role key (the project's API settings)"
-    if role is not None and role != "service_role":
-        return f"carries role {role!r} (a user's token?); the executor needs the service-role key"
-    return None
+# url_problem, key_role and key_problem judge a setting's value: they live with the settings
+# (executor/config.py, whose validators use them); check_local uses the key's.
 
 
 # --- the control plane's refusals ----------------------------------------------------------------
