@@ -149,6 +149,12 @@ class Console:
     def signed_in(self) -> bool:
         return self.session is not None and self.session.signed_in
 
+    @property
+    def role(self) -> str | None:
+        """The signed-in user's role, None before sign-in (notebook cells test it, never
+        ``con.session.role``, which fails while nobody is signed in)."""
+        return self.session.role if self.signed_in and self.session is not None else None
+
     def sign_in_form(self) -> w.Widget:
         if self.config is None:
             st = Status()
