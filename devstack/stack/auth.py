@@ -12,8 +12,8 @@ Rate limits, on GoTrue's model (answered 429 ``over_request_rate_limit``, with R
 password grants and refresh grants per client IP per 5 minutes (``[auth.rate_limit]``
 ``sign_in_sign_ups`` and ``token_refresh``), and failed password grants per email address
 per 5 minutes (``RACKPILOT_AUTH_FAILED_SIGN_IN_LIMIT``, 10), which also holds against a
-guesser who spreads over many addresses. The counters live in the gateway process: with
-several gateway workers each worker counts on its own.
+guesser who spreads over many addresses. The counters live in the gateway process (the
+stack runs one).
 
 Access tokens are HS256 JWTs signed with the stack's secret, with the claims GoTrue puts
 in them, so REST (and Postgres RLS through ``auth.uid()``/``auth.jwt()``) sees exactly what

@@ -8,7 +8,6 @@ and the test suite's, say) run side by side without sharing anything.
 | ``RACKPILOT_STACK_DIR`` | state folder (Postgres cluster, secrets, logs) | path | ``<project>/.devstack`` |
 | ``RACKPILOT_API_PORT`` | gateway port (loopback) | TCP port | ``54321`` |
 | ``RACKPILOT_DB_PORT`` | Postgres port (loopback) | TCP port | ``54322`` |
-| ``RACKPILOT_GATEWAY_WORKERS`` | gateway worker processes | count | ``1`` |
 | ``RACKPILOT_MAX_ROWS`` | overrides ``[api] max_rows`` of ``supabase/config.toml`` | rows | from config.toml |
 | ``RACKPILOT_AUTH_SIGN_IN_LIMIT`` | password grants per client IP per 5 minutes; overrides ``[auth.rate_limit] sign_in_sign_ups`` | requests | from config.toml (30) |
 | ``RACKPILOT_AUTH_REFRESH_LIMIT`` | refresh grants per client IP per 5 minutes; overrides ``[auth.rate_limit] token_refresh`` | requests | from config.toml (150) |
@@ -50,7 +49,6 @@ class StackConfig:
     state_dir: Path
     api_port: int = 54321
     db_port: int = 54322
-    workers: int = 1
     project_root: Path = PROJECT_ROOT
     sign_in_limit: int | None = None  # None: [auth.rate_limit] sign_in_sign_ups of config.toml
     refresh_limit: int | None = None  # None: [auth.rate_limit] token_refresh of config.toml
@@ -66,7 +64,6 @@ class StackConfig:
             state_dir=state,
             api_port=int(env.get("RACKPILOT_API_PORT", "54321")),
             db_port=int(env.get("RACKPILOT_DB_PORT", "54322")),
-            workers=int(env.get("RACKPILOT_GATEWAY_WORKERS", "1")),
             project_root=root,
             sign_in_limit=int(env["RACKPILOT_AUTH_SIGN_IN_LIMIT"])
             if env.get("RACKPILOT_AUTH_SIGN_IN_LIMIT")
@@ -152,7 +149,6 @@ class StackConfig:
             "RACKPILOT_STACK_DIR": str(self.state_dir),
             "RACKPILOT_API_PORT": str(self.api_port),
             "RACKPILOT_DB_PORT": str(self.db_port),
-            "RACKPILOT_GATEWAY_WORKERS": str(self.workers),
             "RACKPILOT_PROJECT_ROOT": str(self.project_root),
             **(
                 {"RACKPILOT_AUTH_SIGN_IN_LIMIT": str(self.sign_in_limit)}
