@@ -896,6 +896,7 @@ class RollingClusterUpdateHandler(JobHandler):
 
     async def _enter_maintenance(
         self,
+        ctx: StepContext,
         params: RollingClusterUpdateParams,
         profile: TargetProfile,
         vc: VSphereClient,
@@ -905,8 +906,18 @@ class RollingClusterUpdateHandler(JobHandler):
         vsan: bool,
     ) -> None:
         """Maintenance mode, tried 1 + ``maintenance_retries`` times ``maintenance_retry_delay_s``
-        apart (vSAN hosts with ``vsan_object_action``); the tries are counted on the task."""
+        apart (vSAN hosts with ``vsan_object_action``); the tries are counted on the task.
+        Each try's vCenter task id is on the job's task before the wait: a cleanup after this
+        process died cancels that evacuation before it brings the host back."""
         tries = 1 + params.maintenance_retries
+        loop = asyncio.get_running_loop()
+
+        def started(task_id: str) -> None:
+            details["maintenance_task"] = task_id
+            asyncio.run_coroutine_threadsafe(
+                update_task(ctx, host, "running", details={**details, "phase": "maintenance"}), loop
+            ).result()
+
         for attempt in range(1, tries + 1):
             details["maintenance_attempts"] = attempt
             try:
@@ -915,6 +926,7 @@ class RollingClusterUpdateHandler(JobHandler):
                         host["moref"],
                         profile.seconds(budget),
                         vsan_mode=params.vsan_object_action if vsan else None,
+                        on_task=started,
                     )
                 )
                 return
@@ -997,7 +1009,7 @@ class RollingClusterUpdateHandler(JobHandler):
                 budget = evacuation_budget_s(memory, params.vmotion_timeout_s)
                 details["evacuation_budget_s"] = round(budget, 1)
                 await self._enter_maintenance(
-                    params, profile, vc, host, budget, details, bool(ctx.checkpoint.get("vsan"))
+                    ctx, params, profile, vc, host, budget, details, bool(ctx.checkpoint.get("vsan"))
                 )
                 boot_before: str | None = await asyncio.to_thread(work.boot_time)
                 details["boot_before"] = boot_before
@@ -1037,7 +1049,7 @@ class RollingClusterUpdateHandler(JobHandler):
                     details["unstage_error"] = str(unstage)[:500]
             try:
                 left_out = await asyncio.to_thread(
-                    self._bring_back, vc, host, details.get("powered_off_vms") or []
+                    self._bring_back, vc, host, details.get("powered_off_vms") or [], details
                 )
                 details["maintenance_by_job"] = left_out
             except Exception as back:  # noqa: BLE001 - the cleanup step tries again
@@ -1069,13 +1081,22 @@ class RollingClusterUpdateHandler(JobHandler):
             clear_unfinished(c)
 
     @staticmethod
-    def _bring_back(vc: VSphereClient, host: dict[str, Any], vms: list[str]) -> bool:
+    def _bring_back(vc: VSphereClient, host: dict[str, Any], vms: list[str], details: dict[str, Any]) -> bool:
         """Take a failed host out of maintenance once it responds and power the VMs this job
         powered off back on; True if the host stays in maintenance (it did not come back in
         time, or vCenter still reports it in maintenance after the exit), so the task keeps
-        ``maintenance_by_job`` and the cleanup step tries again. Read back, never assumed."""
+        ``maintenance_by_job`` and the cleanup step tries again. Read back, never assumed.
+        First an evacuation still under way for the host (the task id in ``details``, or
+        vCenter's recent tasks of the host: its starter may have died mid-wait) is cancelled
+        and awaited, else it would put the host into maintenance after the exit; what became
+        of it goes into ``details["maintenance_task_ended"]``."""
         moref = host["moref"]
         try:
+            ended = vc.end_maintenance_tasks(
+                moref, [details["maintenance_task"]] if details.get("maintenance_task") else []
+            )
+            if ended:
+                details["maintenance_task_ended"] = ended
             h = vc.host(moref)
             if h.connection_state != "connected":
                 vc.wait_for_host(moref)
@@ -1173,17 +1194,24 @@ class RollingClusterUpdateHandler(JobHandler):
                         continue
                     try:
                         if await asyncio.to_thread(
-                            self._bring_back, client, rows[0], d.get("powered_off_vms") or []
+                            self._bring_back, client, rows[0], d.get("powered_off_vms") or [], d
                         ):
                             errors.append(f"{rows[0]['name']}: still in maintenance mode")
                             continue
+                        if d.get("maintenance_task_ended"):
+                            out.setdefault("maintenance_tasks_ended", {})[rows[0]["name"]] = d[
+                                "maintenance_task_ended"
+                            ]
                         await write(
                             ctx,
                             "update_task",
                             p_target_kind="host",
                             p_target_id=t["target_id"],
                             p_status=t["status"] if t["status"] != "running" else "failed",
-                            p_details={"maintenance_by_job": False},
+                            p_details={
+                                "maintenance_by_job": False,
+                                **{k: d[k] for k in ("maintenance_task_ended",) if k in d},
+                            },
                             p_error=t.get("error")
                             if t["status"] != "running"
                             else "interrupted; brought back out of maintenance by the cleanup",

@@ -24,7 +24,7 @@ import logging
 import re
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 from xml.parsers import expat
@@ -95,6 +95,10 @@ class SettingsMismatch(TargetError):
 
 
 # -- timeouts ----------------------------------------------------------------------------
+# TaskInfo.descriptionId of HostSystem.EnterMaintenanceMode_Task
+ENTER_MAINTENANCE_TASK = "HostSystem.enterMaintenanceMode"
+
+
 @dataclass(frozen=True)
 class VSphereTimeouts:
     """Waits of the vSphere client, in seconds. `compressed(f)` divides all of them for
@@ -1064,11 +1068,13 @@ class VSphereClient:
         evacuate_powered_off: bool = False,
         on_progress: Callable[[int | None, str], None] | None = None,
         vsan_mode: str | None = None,
+        on_task: Callable[[str], None] | None = None,
     ) -> None:
         """Put a host into maintenance mode, letting DRS evacuate it for up to `timeout`
         seconds (vCenter enforces it and fails the task with Timedout). Idempotent.
         ``vsan_mode``: the vSAN object action of a vSAN host (ensureObjectAccessibility,
-        evacuateAllData or noAction; None: vCenter's default)."""
+        evacuateAllData or noAction; None: vCenter's default). ``on_task`` gets the task's
+        id as soon as vCenter has created it, before the wait (see end_maintenance_tasks)."""
         if timeout <= 0:
             raise ValueError("the evacuation timeout must be positive")
         current = self.host(host)
@@ -1088,6 +1094,9 @@ class VSphereClient:
                 maintenanceSpec=spec,
             ),
         )
+        if on_task is not None:
+            # before the wait: whoever cleans up after this process can find the task
+            on_task(task._moId)
         try:
             # vCenter owns the evacuation timeout; the client waits a little longer so the
             # server's verdict (Timedout, with VMs left) is what the caller sees.
@@ -1187,6 +1196,78 @@ class VSphereClient:
                     (),
                 )  # fmt: skip
             )
+        return out
+
+    def maintenance_tasks(self, host: str, task_ids: Iterable[str] = ()) -> list[str]:
+        """Enter-maintenance tasks of ``host`` that are still queued or running: among the
+        given task ids (saved by whoever started them) and the recent tasks vCenter lists
+        for the host and for the task manager."""
+        candidates = {str(t) for t in task_ids if t}
+        h = self._obj(vim.HostSystem, host)
+        for refs in (
+            self._call("recent tasks", lambda: h.recentTask),
+            self._call("recent tasks", lambda: self.content.taskManager.recentTask),
+        ):
+            candidates.update(t._moId for t in refs or [])
+        if not candidates:
+            return []
+        paths = ["info.entity", "info.descriptionId", "info.state"]
+        try:
+            objs = self._retrieve({vim.Task: paths}, [self._obj(vim.Task, t) for t in sorted(candidates)])
+        except ObjectNotFound:  # a saved task vCenter has since forgotten: read one by one
+            objs = []
+            for t in sorted(candidates):
+                try:
+                    objs += self._retrieve({vim.Task: paths}, [self._obj(vim.Task, t)])
+                except ObjectNotFound:
+                    continue
+        out = []
+        for oc in objs:
+            p = self._props(oc)
+            entity = p.get("info.entity")
+            if (
+                entity is not None
+                and entity._moId == host
+                and p.get("info.descriptionId") == ENTER_MAINTENANCE_TASK
+                and str(p.get("info.state")) in ("queued", "running")
+            ):
+                out.append(oc.obj._moId)
+        return sorted(out)
+
+    def end_maintenance_tasks(
+        self, host: str, task_ids: Iterable[str] = (), timeout: float | None = None
+    ) -> list[dict[str, str]]:
+        """Cancel every enter-maintenance task of ``host`` still running (maintenance_tasks)
+        and wait until each has ended, so that a host brought back afterwards cannot be put
+        into maintenance by an evacuation that was still under way (its starter died, say).
+        A task vCenter will not cancel is awaited. Returns ``[{task, outcome}]`` with
+        outcome cancelled (ended in error after the cancel), failed or succeeded (the host
+        went into maintenance after all: the caller takes it out)."""
+        timeout = self.timeouts.task if timeout is None else timeout
+        out = []
+        for moid in self.maintenance_tasks(host, task_ids):
+            task = self._obj(vim.Task, moid)
+            asked = True
+            try:
+                self._call("cancel task", task.CancelTask)
+            except vmodl.MethodFault as e:  # finished meanwhile, or not cancelable: wait for it
+                asked = False
+                log.info("task %s not cancelled (%s); waiting for it", moid, type(e).__name__)
+            deadline = time.monotonic() + timeout
+            while (state := str(self._call("cancel task", lambda t=task: t.info.state))) not in (
+                "success",
+                "error",
+            ):
+                if time.monotonic() > deadline:
+                    raise OperationTimedOut(
+                        f"maintenance task {moid} of host {host} still {state} {timeout:g}s after "
+                        "it was asked to cancel",
+                        target=self.endpoint.display,
+                        operation="cancel task",
+                    )
+                time.sleep(self.timeouts.poll)
+            outcome = "succeeded" if state == "success" else "cancelled" if asked else "failed"
+            out.append({"task": moid, "outcome": outcome})
         return out
 
     def exit_maintenance(self, host: str, timeout: float | None = None) -> None:

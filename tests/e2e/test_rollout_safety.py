@@ -35,6 +35,10 @@ cancel from         killed while the first host's firmware           cancelled a
 executor_lost       downloads to be staged, on its last attempt;     only: HA/DRS as recorded,
                     paused executor_lost; cancelled                  nothing rebooted, nothing
                                                                      left in the iDRAC queue
+killed while        killed while vCenter evacuates the first host     cancelled after the cleanup
+evacuating;         (its EnterMaintenanceMode task running);         only, which cancelled that
+cancelled           paused executor_lost; cancelled                  task: it ended, the host is
+                                                                     out of maintenance
 policy decides      PS2 failed: refused under psu: block, then       refused, then completed with
                     (executor restarted) psu: warn                   the psu warning reported
 ==================  ==============================================  ============================
@@ -71,6 +75,9 @@ CLUSTERS = [
     ru._cluster("rty", 3, 2, vm_memory_mb=512 * GIB, host_memory_mb=3 * GIB * GIB),
     ru._cluster("pol", 2, 1),
     ru._cluster("lost", 3, 1),
+    # 16 TiB VMs at 2 ms/GiB: each vMotion takes ~33 s, so a host's evacuation is still under
+    # way when its executor is killed and when the next one's cleanup runs
+    ru._cluster("evac", 3, 2, vm_memory_mb=16 * GIB * GIB, host_memory_mb=128 * GIB * GIB),
 ]
 
 
@@ -325,6 +332,45 @@ def test_cancel_from_executor_lost_runs_the_cleanup_and_restores_ha_drs(world):
     assert not [j for j in bmc.jobs.values() if not j.finished], (bmc.jobs, w.tasks(job_id))
     assert w.tasks(job_id)["lost-esx01"]["details"]["unstaged"] is True
     w.check(job_id, "lost", before, s)
+
+
+def test_cancel_while_vcenter_evacuates_cancels_the_evacuation_before_bringing_back(world):
+    """Killed while vCenter is still evacuating the first host (its EnterMaintenanceMode task
+    running, the task's id already on the job's task), then cancelled from executor_lost: the
+    cleanup cancels that task and waits for it to end before it takes the host out of
+    maintenance. Without that the host was "brought back" while not yet in maintenance, and
+    the evacuation then finished and left it in maintenance after the job had ended."""
+    w = world
+    before = w.settings("evac")
+    host = "evac-esx01"
+    moid = w.dc.vcenter.lab_host(host)["moid"]
+    with ru.sampler(w) as s:
+        job_id = w.rolling("evac", vmotion_timeout_s=14400)  # 144 s for vCenter here
+        wait_until(
+            lambda: (t := w.tasks(job_id).get(host)) and t["details"].get("maintenance_task"),
+            120,
+            f"{host}'s evacuation started",
+        )
+        task_id = w.tasks(job_id)[host]["details"]["maintenance_task"]
+        with w.vsphere() as c:
+            assert c.maintenance_tasks(moid, [task_id]) == [task_id]  # still evacuating
+        w.executor.kill9()
+        w.h.query("update public.jobs set attempts = 3 where id = %s", job_id)  # its last attempt
+        assert [r["outcome"] for r in w.h.expire_and_recover([job_id])] == ["paused_executor_lost"]
+        w.h.query("update public.jobs set status = 'cancelled' where id = %s", job_id)
+        w.executor = w.spawn("ru-evac")
+        job = ru.finish(w, job_id)
+    assert job["status"] == "cancelled" and job["cleanup_owed_since"] is None, job
+    steps = {r["step_key"]: r for r in w.h.steps(job_id)}
+    assert steps["cleanup"]["status"] == "completed", steps["cleanup"]
+    with w.vsphere() as c:
+        assert c.maintenance_tasks(moid, [task_id]) == []  # nothing left to put it in later
+    assert not w.dc.vcenter.lab_host(host)["in_maintenance"]
+    ended = [{"task": task_id, "outcome": "cancelled"}]
+    assert steps["cleanup"]["details"]["result"]["maintenance_tasks_ended"] == {host: ended}, steps["cleanup"]
+    assert w.tasks(job_id)[host]["details"]["maintenance_task_ended"] == ended
+    assert all(w.dc.bmc(h).boot_count == 0 for h in w.hosts_of("evac"))
+    w.check(job_id, "evac", before, s)
 
 
 def test_zz_the_safety_policy_decides_which_gates_block(world):

@@ -36,6 +36,9 @@ class StandInVCenter:
         self.state.connection_state = "connected"
         return self.host(moref)
 
+    def end_maintenance_tasks(self, moref: str, task_ids: list[str]) -> list[dict[str, str]]:
+        return []  # no evacuation under way (the e2e test cancels a real one in the lab)
+
     def exit_maintenance(self, moref: str) -> None:
         if self.exit_sticks:
             self.state.in_maintenance = False
@@ -49,17 +52,17 @@ HOST = {"moref": "host-1", "name": "esx1"}
 
 def test_bring_back_reports_a_host_brought_out_of_maintenance():
     vc = StandInVCenter()
-    assert RollingClusterUpdateHandler._bring_back(vc, HOST, ["vm-1"]) is False
+    assert RollingClusterUpdateHandler._bring_back(vc, HOST, ["vm-1"], {}) is False
     assert not vc.state.in_maintenance and vc.powered_on == ["vm-1"]
 
 
 def test_bring_back_says_true_when_the_host_does_not_come_back():
     vc = StandInVCenter(state=_Host(connection_state="notResponding"), comes_back=False)
-    assert RollingClusterUpdateHandler._bring_back(vc, HOST, ["vm-1"]) is True
+    assert RollingClusterUpdateHandler._bring_back(vc, HOST, ["vm-1"], {}) is True
     assert vc.powered_on == []  # its VMs stay off until the host is out
 
 
 def test_bring_back_reads_the_state_back_instead_of_assuming():
     vc = StandInVCenter(exit_sticks=False)  # the exit task ended, the host is still in maintenance
-    assert RollingClusterUpdateHandler._bring_back(vc, HOST, ["vm-1"]) is True
+    assert RollingClusterUpdateHandler._bring_back(vc, HOST, ["vm-1"], {}) is True
     assert vc.powered_on == []
