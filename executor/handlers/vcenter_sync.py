@@ -28,6 +28,16 @@ from ._vsphere import TargetProfile, one, sync_inventory, vcenter_client
 log = logging.getLogger("rackpilot.executor.vcenter_sync")
 
 
+def runqueue_wait() -> float | None:
+    """Seconds the calling thread has spent runnable but not running (Linux schedstat), or
+    None where the kernel does not say."""
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 @register
 class VcenterSyncHandler(JobHandler):
     job_type = "vcenter_sync"
@@ -53,26 +63,31 @@ class VcenterSyncHandler(JobHandler):
         )
         client = await vcenter_client(ctx, vc, TargetProfile.load())
 
-        def read() -> tuple[Any, float]:
-            # this thread's CPU time: the read's own cost, whatever else the machine runs
-            c0 = time.thread_time()
+        def read() -> tuple[Any, float, float | None]:
+            # this thread's CPU time (the read's own cost, whatever else the machine runs)
+            # and, where Linux tells, its time runnable but waiting for a CPU
+            c0, q0 = time.thread_time(), runqueue_wait()
             inv = client.inventory()
-            return inv, time.thread_time() - c0
+            c1, q1 = time.thread_time(), runqueue_wait()
+            return inv, c1 - c0, (q1 - q0 if q0 is not None and q1 is not None else None)
 
         try:
             t0 = time.monotonic()
-            self._inventory, read_cpu_s = await asyncio.to_thread(read)
+            self._inventory, read_cpu_s, read_wait_s = await asyncio.to_thread(read)
             read_s = time.monotonic() - t0
         finally:
             await asyncio.to_thread(client.close)
         inv = self._inventory
-        return {
+        out = {
             "clusters": len(inv.clusters),
             "hosts": len(inv.hosts),
             "vms": len(inv.vms),
             "read_s": round(read_s, 3),
             "read_cpu_s": round(read_cpu_s, 3),
         }
+        if read_wait_s is not None:
+            out["read_cpu_wait_s"] = round(read_wait_s, 3)
+        return out
 
     @step(90, resumable=True)
     async def store_inventory(self, ctx: StepContext) -> dict[str, Any]:

@@ -108,7 +108,13 @@ def check_correct_and_idempotent(
     elapsed = time.monotonic() - t0
     store = first["store_inventory"]
     n_vms = n_clusters * hosts * vms_per_host + len(SPECIAL)
-    assert first["read_inventory"]["vms"] == n_vms
+    read = first["read_inventory"]
+    assert read["vms"] == n_vms
+    # the read's own CPU time and its wait for a CPU fit in its wall time
+    assert (
+        0 < read["read_cpu_s"]
+        and read["read_cpu_s"] + read.get("read_cpu_wait_s", 0) <= read["read_s"] + 0.02
+    )
     assert store["clusters"] == {"seen": n_clusters, "changed": n_clusters, "missing": 0}
     assert store["hosts"]["changed"] == n_clusters * hosts and store["hosts"]["linked"] == n_clusters * hosts
     assert store["vms"]["changed"] == n_vms
