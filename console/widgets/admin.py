@@ -22,7 +22,7 @@ class CredentialsView(w.VBox):
     def __init__(self, form: CredentialForm, sites: list[dict]) -> None:
         self.form = form
         self.status = Status()
-        self.site = w.Dropdown(description="site", options=[(s["name"], s["id"]) for s in sites])
+        self.site = dropdown([(s["name"], s["id"]) for s in sites], description="site")
         self.name = w.Text(description="name", placeholder="e.g. idrac-default")
         self.kind = w.Dropdown(description="kind", options=list(CREDENTIAL_KINDS))
         self.username = w.Text(description="username")
@@ -175,8 +175,10 @@ class NotificationsView(w.VBox):
             rows=5,
             value=("job_completed", "job_failed"),
         )
-        self.site = w.Dropdown(
-            description="site", options=[("every site", None)] + [(s["name"], s["id"]) for s in sites]
+        # "every site" is the value None: made through dropdown() so index 0 is really selected
+        # (a Dropdown whose first value is None can reach the browser with no selection: blank)
+        self.site = dropdown(
+            [(s["name"], s["id"]) for s in sites], placeholder="every site", description="site"
         )
         self.add = w.Button(description="Add", button_style="info")
         self.add.on_click(guarded(self.status, lambda _: self._add()))

@@ -95,8 +95,8 @@ class FleetView(w.VBox):
     def __init__(self, model: FleetModel) -> None:
         self.model = model
         self.status = Status()
-        self.site = w.Dropdown(
-            description="site", options=[(s["name"], s["id"]) for s in model.sites], value=model.site_id
+        self.site = dropdown(
+            [(s["name"], s["id"]) for s in model.sites], value=model.site_id, description="site"
         )
         self.site.add_class("rp-fleet-site")
         self.site.observe(lambda ch: guarded(self.status, self.model.load)(ch["new"]), names="value")

@@ -193,6 +193,25 @@ def shut_down(driver) -> None:
     )
 
 
+def no_blank_selector(driver, settle_s: float = 10.0) -> bool:
+    """No visible selector is blank (options but none shown) or empty (no option at all),
+    once the page settled: a selector drawn a moment before its state arrived passes when it
+    fills in, one built the wrong way (options given after creation) stays blank and fails."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def clean(d) -> bool:
+        return not d.execute_script(BLANK_SELECTS) and not d.execute_script(EMPTY_SELECTS)
+
+    try:
+        WebDriverWait(driver, settle_s, poll_frequency=0.5).until(clean)
+    except TimeoutException:
+        raise AssertionError(
+            f"blank: {driver.execute_script(BLANK_SELECTS)} empty: {driver.execute_script(EMPTY_SELECTS)}"
+        ) from None
+    return True
+
+
 def outputs_text(driver) -> str:
     return "\n".join(
         driver.execute_script(
@@ -224,8 +243,7 @@ def test_notebook_runs_in_the_browser_with_names_charts_and_no_errors(driver, la
             if e.is_displayed() and e.text.strip()
         ]
         assert not errors, f"{name}: {errors}"
-        assert not driver.execute_script(BLANK_SELECTS), name
-        assert not driver.execute_script(EMPTY_SELECTS), name
+        assert no_blank_selector(driver), name
         assert not UUID.search(text), f"{name}: a whole id on the page: {UUID.search(text).group(0)}"
         assert text.count("signed in as") == 1, name
         assert PASSWORD not in driver.page_source
