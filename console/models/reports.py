@@ -172,14 +172,19 @@ class ReportModel(Observable):
                 "series": {"seconds": [round(per[h], 1) for h in hosts]},
             }
         if v == "v_executor_health":
+            names = [r.get("name") for r in rows]
+            # seconds and a count do not share an axis: one chart each
             return {
                 "kind": "bar",
-                "labels": [r.get("name") for r in rows],
+                "labels": names,
                 "title": "executor heartbeat age",
                 "unit": "s",
-                "series": {
-                    "heartbeat age": [r.get("heartbeat_age_s") for r in rows],
-                    "running jobs": [r.get("running_jobs") for r in rows],
+                "series": {"heartbeat age": [r.get("heartbeat_age_s") for r in rows]},
+                "second": {
+                    "kind": "bar",
+                    "labels": names,
+                    "title": "running jobs per executor",
+                    "series": {"running jobs": [r.get("running_jobs") for r in rows]},
                 },
             }
         if v == "v_firmware_compliance":

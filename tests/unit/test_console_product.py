@@ -128,6 +128,7 @@ def test_picking_a_report_loads_it_with_its_chart():
     assert "rp-chart" in v.chart.value and "success rate per job type" in v.chart.value
     v.view.value = "v_executor_health"  # picked in the dropdown: no Load click needed
     assert api.asked[-1] == "v_executor_health" and "executor heartbeat age" in v.chart.value
+    assert v.chart.value.count("<svg") == 2 and "running jobs per executor" in v.chart.value  # one unit each
     assert "exec-a" in v.table.value
 
 
