@@ -49,6 +49,7 @@ from .preflight import ConfigurationError, explain_refusal
 from .schedule_fire import fire_loop
 from .secrets import EnvelopeError, KeyPair
 from .steps import Fenced, SafetyPolicy, StepEngine, StepError
+from .vocabulary import JobStatus, PauseReason, RunOutcome, StepStatus
 
 log = logging.getLogger("rackpilot.executor.runner")
 
@@ -167,7 +168,7 @@ class LeasedJob:
         return out
 
     async def report_step(
-        self, *, index: int, name: str, status: str, resumable: bool, details: dict[str, Any]
+        self, *, index: int, name: str, status: StepStatus, resumable: bool, details: dict[str, Any]
     ) -> None:
         details = dict(details)
         checkpoint = details.pop("checkpoint", None)
@@ -178,7 +179,7 @@ class LeasedJob:
                 "p_step_key": name,
                 "p_seq": index,
                 "p_name": name.replace("_", " "),
-                "p_status": "pending" if status == "paused" else status,
+                "p_status": StepStatus(status),
                 "p_resumable": resumable,
                 "p_checkpoint": checkpoint,
                 "p_details": details,
@@ -186,7 +187,7 @@ class LeasedJob:
             },
         )
 
-    async def pause(self, reason: str, blockers: list[dict[str, Any]]) -> None:
+    async def pause(self, reason: PauseReason, blockers: list[dict[str, Any]]) -> None:
         rows = []
         for b in blockers:
             details = dict(b.get("details") or {})
@@ -204,9 +205,9 @@ class LeasedJob:
         await self._write("pause_job", {"p_reason": reason, "p_blockers": rows})
 
     async def finish(
-        self, status: str, *, result: dict[str, Any] | None = None, error: str | None = None
+        self, status: JobStatus, *, result: dict[str, Any] | None = None, error: str | None = None
     ) -> None:
-        await self._write("finish_job", {"p_status": status, "p_result": result, "p_error": error})
+        await self._write("finish_job", {"p_status": JobStatus(status), "p_result": result, "p_error": error})
 
     async def release(self) -> None:
         await self._write("release_job", {})
@@ -269,7 +270,7 @@ class Executor:
         self.stop = asyncio.Event()
         self.stopped = asyncio.Event()
         self.realtime_ok = False
-        self.outcomes: dict[str, int] = {}
+        self.outcomes: dict[RunOutcome, int] = {}
         self._tasks: list[asyncio.Task] = []
         self._channel: Any = None
         self.dispatcher: Dispatcher | None = None
@@ -358,7 +359,7 @@ class Executor:
     def metrics(self) -> dict[str, Any]:
         return {
             "jobs_in_flight": len(self.inflight),
-            "outcomes": dict(self.outcomes),
+            "outcomes": {o.value: n for o, n in self.outcomes.items()},
             "realtime": self.realtime_ok,
             **self.engine.metrics.snapshot(),
             **self.control.latency.snapshot(),
@@ -380,7 +381,7 @@ class Executor:
 
     async def _run_job(self, session: LeasedJob) -> None:
         job_id_var.set(session.job_id)
-        status = "error"
+        status = RunOutcome.ERROR
         try:
             job_type = str(session.job.get("type"))
             if job_type not in self.job_types:  # not advertised: e.g. selftest without its flag
@@ -390,12 +391,12 @@ class Executor:
             status = outcome.status
         except handler_registry.UnknownJobType as exc:
             with contextlib.suppress(Fenced, ControlPlaneError):
-                await session.finish("failed", error=str(exc))
-            status = "failed"
+                await session.finish(JobStatus.FAILED, error=str(exc))
+            status = RunOutcome.FAILED
         except asyncio.CancelledError:
-            status = "fenced" if session.fenced else "interrupted"
+            status = RunOutcome.FENCED if session.fenced else RunOutcome.INTERRUPTED
         except (Fenced, ControlPlaneError) as exc:
-            status = "fenced" if session.fenced else "error"
+            status = RunOutcome.FENCED if session.fenced else RunOutcome.ERROR
             log.warning("job stopped: %s", exc)
         except Exception:  # noqa: BLE001 - one job's bug must not take the executor down
             log.exception("job crashed in the engine")

@@ -69,22 +69,22 @@ import yaml
 
 from . import ExecutorError
 from .log import SECRETS, job_id_var, step_var, target_var
-from .vocabulary import StepStatus
+from .vocabulary import JobStatus, PauseReason, RunOutcome, StepStatus
 
 if TYPE_CHECKING:
     from .binding import Credential
 
 log = logging.getLogger("rackpilot.executor.steps")
 
-# workflow_executions.status values the engine writes (PAUSED is the engine's own: the runner
-# records it as one of public.step_status)
-RUNNING, COMPLETED, FAILED, SKIPPED = (
+# workflow_executions.status values the engine writes (public.step_status); a step that found
+# blockers goes back to PENDING and runs again on resume
+PENDING, RUNNING, COMPLETED, FAILED, SKIPPED = (
+    StepStatus.PENDING,
     StepStatus.RUNNING,
     StepStatus.COMPLETED,
     StepStatus.FAILED,
     StepStatus.SKIPPED,
 )
-PAUSED = "paused"
 
 
 # --- errors ---------------------------------------------------------------------------------
@@ -317,11 +317,11 @@ class JobSession(Protocol):
     def pause_requested(self) -> bool: ...
     async def history(self) -> list[dict[str, Any]]: ...
     async def report_step(
-        self, *, index: int, name: str, status: str, resumable: bool, details: dict[str, Any]
+        self, *, index: int, name: str, status: StepStatus, resumable: bool, details: dict[str, Any]
     ) -> None: ...
-    async def pause(self, reason: str, blockers: list[dict[str, Any]]) -> None: ...
+    async def pause(self, reason: PauseReason, blockers: list[dict[str, Any]]) -> None: ...
     async def finish(
-        self, status: str, *, result: dict[str, Any] | None = None, error: str | None = None
+        self, status: JobStatus, *, result: dict[str, Any] | None = None, error: str | None = None
     ) -> None: ...
     async def release(self) -> None: ...
     async def credentials(self, credential_id: str) -> Credential: ...
@@ -451,7 +451,9 @@ class StepContext:
 # --- the engine -----------------------------------------------------------------------------
 @dataclass
 class Outcome:
-    status: str  # completed | failed | cancelled | paused | fenced | released
+    """How the engine's run of a job ended, and the error it recorded."""
+
+    status: RunOutcome
     error: str | None = None
     steps_run: list[str] = field(default_factory=list)
 
@@ -507,7 +509,7 @@ class StepEngine:
             return await self._run(handler, session)
         except Fenced:
             log.warning("lease lost: stopping the job without further writes")
-            return Outcome("fenced")
+            return Outcome(RunOutcome.FENCED)
         finally:
             step_var.set(None)
             target_var.set(None)
@@ -519,8 +521,8 @@ class StepEngine:
             main, cleanup = split_plan(specs)
             handler.validate(job)
         except (PlanError, StepError) as exc:
-            await session.finish("failed", error=_error_text(exc))
-            return Outcome("failed", _error_text(exc))
+            await session.finish(JobStatus.FAILED, error=_error_text(exc))
+            return Outcome(RunOutcome.FAILED, _error_text(exc))
         index_of = {s.name: i for i, s in enumerate(main + cleanup)}
         recorded = {row["name"]: row for row in await session.history()}
         started_names = set(recorded)
@@ -529,7 +531,7 @@ class StepEngine:
             row = recorded.get(s.name)
             if row and row.get("status") == COMPLETED:
                 checkpoint = dict((row.get("details") or {}).get("checkpoint") or checkpoint)
-        outcome = Outcome("completed")
+        outcome = Outcome(RunOutcome.COMPLETED)
         owes_from = {s.only_if_started or (main[0].name if main else "") for s in cleanup}
         # a run after a failed cleanup does the cleanup only and keeps the outcome it had
         kept = next(
@@ -544,7 +546,7 @@ class StepEngine:
             if kept is not None:
                 if session.cancel_requested:
                     raise JobCancelled("cancel requested")
-                outcome = Outcome(str(kept["pending_outcome"]), kept.get("pending_error"))
+                outcome = Outcome(RunOutcome(str(kept["pending_outcome"])), kept.get("pending_error"))
                 main = []
             for spec in main:
                 row = recorded.get(spec.name)
@@ -598,16 +600,16 @@ class StepEngine:
                 outcome.steps_run.append(spec.name)
         except BlockersFound as exc:
             blockers = [SECRETS.redact_obj(b.to_json()) for b in exc.blockers]
-            await session.pause("blockers", blockers)
-            return Outcome("paused", f"{len(blockers)} blocker(s)", outcome.steps_run)
+            await session.pause(PauseReason.BLOCKERS, blockers)
+            return Outcome(RunOutcome.PAUSED, f"{len(blockers)} blocker(s)", outcome.steps_run)
         except PauseRequested:
-            await session.pause("operator", [])
-            return Outcome("paused", "paused by operator", outcome.steps_run)
+            await session.pause(PauseReason.OPERATOR, [])
+            return Outcome(RunOutcome.PAUSED, "paused by operator", outcome.steps_run)
         except ShutdownRequested:
             await session.release()
-            return Outcome("released", None, outcome.steps_run)
+            return Outcome(RunOutcome.RELEASED, None, outcome.steps_run)
         except JobCancelled:
-            outcome = Outcome("cancelled", "cancelled by operator", outcome.steps_run)
+            outcome = Outcome(RunOutcome.CANCELLED, "cancelled by operator", outcome.steps_run)
             await self._skip_rest(session, main, recorded, index_of, outcome.steps_run)
         except Fenced:
             raise
@@ -615,7 +617,7 @@ class StepEngine:
             raise
         except Exception as exc:  # noqa: BLE001 - any step failure fails the job after cleanup
             self.metrics.errors += 1
-            outcome = Outcome("failed", _error_text(exc), outcome.steps_run)
+            outcome = Outcome(RunOutcome.FAILED, _error_text(exc), outcome.steps_run)
             log.warning("job failed: %s", outcome.error)
         cleanup_error, cleaned = await self._cleanup(
             handler, session, cleanup, started_names, checkpoint, recorded, index_of
@@ -636,12 +638,13 @@ class StepEngine:
                         "pending_error": outcome.error,
                     },
                 )
-            await session.pause("cleanup_failed", [])
-            return Outcome("paused", cleanup_error, outcome.steps_run)
+            await session.pause(PauseReason.CLEANUP_FAILED, [])
+            return Outcome(RunOutcome.PAUSED, cleanup_error, outcome.steps_run)
         if cleaned:
             await self._cleanup_owed(session, False)
         result = {"steps_run": outcome.steps_run, "checkpoint": SECRETS.redact_obj(checkpoint)}
-        await session.finish(outcome.status, result=result, error=outcome.error)
+        # completed, failed or cancelled here: each is also a job status
+        await session.finish(JobStatus(outcome.status), result=result, error=outcome.error)
         return outcome
 
     @staticmethod
@@ -678,7 +681,7 @@ class StepEngine:
             await session.report_step(
                 index=ctx.index,
                 name=spec.name,
-                status=PAUSED,
+                status=PENDING,
                 resumable=spec.resumable,
                 details={
                     "attempt": ctx.attempt,

@@ -40,9 +40,8 @@ class TaskStatus(StrEnum):
 
 
 class StepStatus(StrEnum):
-    """``public.step_status``: one row of ``workflow_executions``. (The step engine also
-    reports a step as ``paused``, which the runner records as one of these; see
-    ``executor.steps``.)"""
+    """``public.step_status``: one row of ``workflow_executions``. A step that found blockers
+    goes back to ``pending`` (its details say how many); it runs again on resume."""
 
     PENDING = "pending"
     RUNNING = "running"
@@ -82,6 +81,22 @@ class JobType(StrEnum):
 
 #: job types only an executor started with ``enable_selftest`` takes; create-job refuses them
 TEST_ONLY_JOB_TYPES = frozenset({JobType.SELFTEST})
+
+
+class RunOutcome(StrEnum):
+    """How one executor's run of a claimed job ended: the executor's own word, not a SQL
+    enum (health reports count runs by it). The first four are the job status the run left
+    the job in, spelled by :class:`JobStatus`; the others mean it wrote no end state."""
+
+    COMPLETED = JobStatus.COMPLETED.value
+    FAILED = JobStatus.FAILED.value
+    CANCELLED = JobStatus.CANCELLED.value
+    PAUSED = JobStatus.PAUSED.value
+    FENCED = "fenced"  # its lease was lost; it wrote nothing more
+    RELEASED = "released"  # handed back while the executor stops; another executor resumes it
+    INTERRUPTED = "interrupted"  # the run's task was cancelled (the executor stopping)
+    ERROR = "error"  # a control-plane error or a bug in the engine ended the run
+
 
 #: the Postgres enum each StrEnum mirrors
 SQL_ENUMS: dict[str, type[StrEnum]] = {

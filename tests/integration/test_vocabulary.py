@@ -76,3 +76,16 @@ def test_creatable_job_types_are_the_vocabulary_minus_test_only():
     assert [t.value for t in CreatableJobType] == [
         t.value for t in vocabulary.JobType if t not in vocabulary.TEST_ONLY_JOB_TYPES
     ]
+
+
+def test_run_outcomes_that_write_a_job_status_are_job_statuses():
+    """RunOutcome is the executor's own word for how a run ended; the outcomes that leave
+    the job in a state are that state's JobStatus value, the others none."""
+    wrote = {o for o in vocabulary.RunOutcome if o.value in {s.value for s in vocabulary.JobStatus}}
+    assert {o.value for o in wrote} == {"completed", "failed", "cancelled", "paused"}
+    assert set(vocabulary.RunOutcome) - wrote == {
+        vocabulary.RunOutcome.FENCED,
+        vocabulary.RunOutcome.RELEASED,
+        vocabulary.RunOutcome.INTERRUPTED,
+        vocabulary.RunOutcome.ERROR,
+    }

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from executor.steps import Fenced
+from executor.vocabulary import JobStatus, PauseReason, StepStatus
 
 
 class DoubleJobStore:
@@ -70,6 +71,8 @@ class DoubleSession:
     async def report_step(
         self, *, index: int, name: str, status: str, resumable: bool, details: dict[str, Any]
     ) -> None:
+        # as public.step_status: the engine writes only values SQL has (no translation on the way)
+        assert status in set(StepStatus), f"step status {status!r} is not a public.step_status value"
         self._write("step", name, status)
         self.store.steps[name] = {
             "name": name,
@@ -80,6 +83,7 @@ class DoubleSession:
         }
 
     async def pause(self, reason: str, blockers: list[dict[str, Any]]) -> None:
+        assert reason in set(PauseReason), f"pause reason {reason!r} is not a public.pause_reason value"
         self._write("pause", reason)
         self.store.status = "paused"
         self.store.pause_args = (reason, blockers)
@@ -102,6 +106,7 @@ class DoubleSession:
     ) -> None:
         # as jobs_guard_cleanup: no terminal state while the cleanup is owed
         assert not self.store.cleanup_owed, f"cleanup_owed: finish({status}) refused"
+        assert status in {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}, f"finish({status!r})"
         self._write("finish", status)
         self.store.status = status
         self.store.finish_args = {"status": status, "result": result, "error": error}

@@ -13,7 +13,7 @@ from executor.handlers.selftest import SelftestHandler
 from executor.steps import (
     COMPLETED,
     FAILED,
-    PAUSED,
+    PENDING,
     RUNNING,
     SKIPPED,
     JobHandler,
@@ -126,7 +126,8 @@ async def test_blockers_pause_without_cleanup_then_resume_reruns_the_step(tmp_pa
     assert out.status == "paused" and store.status == "paused"
     reason, blockers = store.pause_args
     assert reason == "blockers" and blockers[0]["kind"] == "other"
-    assert store.steps["apply_a"]["status"] == PAUSED
+    # SQL has no paused step: the blocked step is pending again, its details say why
+    assert store.steps["apply_a"]["status"] == PENDING and store.steps["apply_a"]["details"]["blockers"] == 1
     assert "cleanup restore_guard" not in effects(tmp_path)
     # the operator resolves; the job is claimed again
     store.epoch += 1
