@@ -28,8 +28,9 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from devstack.testing.redfish_async import async_fleet_inventory  # noqa: E402
 from executor.targets.endpoint import Endpoint, Timeouts  # noqa: E402
-from executor.targets.redfish import async_fleet_inventory, fleet_inventory  # noqa: E402
+from executor.targets.redfish import fleet_inventory  # noqa: E402
 
 
 def free_range(count: int, start: int) -> int:

@@ -94,7 +94,7 @@ _WANT_OFF = {"off", "graceful_shutdown"}
 _RESTARTS = {"reset", "graceful_restart", "cycle"}
 
 # Vendor message ids (suffix after the registry prefix, e.g. IDRAC.2.8.RAC0218) -> error class.
-_MESSAGE_ERRORS: dict[str, type[TargetError]] = {
+MESSAGE_ERRORS: dict[str, type[TargetError]] = {
     "RAC0218": SessionLimitReached,  # session table full (8 on iDRAC9)
     "LC068": PendingConfiguration,  # pending attribute changes / config job in progress
     "RAC0679": JobAlreadyRunning,  # another job operation is running
@@ -153,7 +153,7 @@ def translate(exc: BaseException, target: str, operation: str) -> TargetError:
         body = {"error": exc.body} if isinstance(getattr(exc, "body", None), dict) else None
         ids = message_ids(body)
         for raw_id in ids:
-            cls = _MESSAGE_ERRORS.get(short_id(raw_id))
+            cls = MESSAGE_ERRORS.get(short_id(raw_id))
             if cls is not None:
                 return cls(
                     error_message(body) or raw_id,
@@ -608,12 +608,12 @@ class RedfishClient:
                 doc = self.conn.get(f"{inv_path}?$expand=*($levels=1)").json()
                 members = doc.get("Members") or []
                 if all("Version" in m for m in members):
-                    return [self._fw(m) for m in members]
+                    return [self.firmware_component(m) for m in members]
             refs = [m.get("@odata.id") for m in (self.conn.get(inv_path).json().get("Members") or [])]
             out = []
             for path in refs:
                 try:
-                    out.append(self._fw(self.conn.get(path).json()))
+                    out.append(self.firmware_component(self.conn.get(path).json()))
                 except (sx.ResourceNotFoundError, sx.HTTPError) as exc:
                     if warnings is None:
                         raise
@@ -625,7 +625,7 @@ class RedfishClient:
         return self.call("read firmware inventory", go)
 
     @staticmethod
-    def _fw(m: dict[str, Any]) -> FirmwareComponent:
+    def firmware_component(m: dict[str, Any]) -> FirmwareComponent:
         dell = ((m.get("Oem") or {}).get("Dell") or {}).get("DellSoftwareInventory") or {}
         cid = str(m.get("SoftwareId") or dell.get("ComponentID") or "")
         return FirmwareComponent(
@@ -902,8 +902,9 @@ def fleet_inventory(
     after use; a failing BMC yields an error result, never an exception.
 
     This is the fleet path of choice: bench/fleet_inventory.py measured 1,000 simulated
-    BMCs (50 ms per answer, 2 cores) at 15.0 s with 48 threads against 17.8 s for
-    `async_fleet_inventory`; more workers only add contention on two cores."""
+    BMCs (50 ms per answer, 2 cores) at 15.0 s with 48 threads against 17.8 s for the
+    asyncio + httpx alternative it keeps (devstack/testing/redfish_async.py); more workers
+    only add contention on two cores."""
     eps = list(endpoints)
     lock = threading.Lock()
     results: dict[int, InventoryResult] = {}
@@ -923,200 +924,3 @@ def fleet_inventory(
         for f in [pool.submit(one, i, ep) for i, ep in enumerate(eps)]:
             f.result()
     return [results[i] for i in range(len(eps))]
-
-
-async def _arequest(
-    http: Any, method: str, url: str, ep: Endpoint, t: Timeouts, operation: str, **kw: Any
-) -> Any:
-    """One request of the async fleet path with the same retry rules and error mapping as
-    the sushy client: transport errors and 5xx on GET retried `t.retries` times."""
-    import asyncio
-
-    import httpx
-
-    attempts = t.retries + 1
-    for attempt in range(attempts):
-        last = attempt == attempts - 1
-        try:
-            r = await http.request(method, url, **kw)
-        except httpx.ConnectError as exc:
-            if "CERTIFICATE_VERIFY_FAILED" in str(exc):
-                raise TLSConfigurationError(
-                    "TLS handshake failed: the certificate is not trusted",
-                    target=ep.display,
-                    operation=operation,
-                ) from None
-            if last:
-                raise TargetUnreachable(
-                    "connection to the BMC failed", target=ep.display, operation=operation
-                ) from None
-        except httpx.TimeoutException:
-            if last:
-                raise TargetUnreachable(
-                    "the BMC did not answer within the timeout", target=ep.display, operation=operation
-                ) from None
-        except httpx.TransportError:
-            if last:
-                raise TargetUnreachable(
-                    "no answer from the BMC (connection dropped)", target=ep.display, operation=operation
-                ) from None
-        else:
-            if r.status_code < 400:
-                return r
-            try:
-                body = r.json()
-            except ValueError:
-                body = None
-            if not (r.status_code >= 500 and method == "GET" and not last):
-                ids = message_ids(body)
-                for mid in ids:
-                    cls = _MESSAGE_ERRORS.get(short_id(mid))
-                    if cls is not None:
-                        raise cls(
-                            error_message(body) or mid,
-                            target=ep.display,
-                            operation=operation,
-                            message_id=short_id(mid),
-                        )
-                msg = error_message(body) or f"HTTP {r.status_code}"
-                if r.status_code in (401, 403):
-                    raise AuthenticationFailed(
-                        f"access denied (HTTP {r.status_code})", target=ep.display, operation=operation
-                    )
-                cls2 = TargetServerError if r.status_code >= 500 else RequestRejected
-                raise cls2(
-                    f"BMC answered HTTP {r.status_code}: {msg}", target=ep.display, operation=operation
-                )
-        await asyncio.sleep(t.retry_delay)
-    raise AssertionError("unreachable")
-
-
-async def async_fleet_inventory(
-    endpoints: Iterable[Endpoint], *, concurrency: int = 48, timeouts: Timeouts | None = None
-) -> list[InventoryResult]:
-    """The fleet inventory on asyncio + httpx instead of threads + sushy: the same
-    session discipline (one session per BMC, deleted in `finally`), the same RAC0218 wait,
-    fewer requests (no service-root read) and no threads. Kept as the measured
-    alternative: bench/fleet_inventory.py runs both; on the 2-core lab machine it was the
-    slower of the two (httpx's per-request CPU cost outweighs the thread switches)."""
-    import asyncio
-
-    import httpx
-
-    t = timeouts or Timeouts()
-    eps = list(endpoints)
-    sem = asyncio.Semaphore(max(1, concurrency))
-    import ssl
-
-    contexts: dict[Any, Any] = {}
-
-    def client_for(ep: Endpoint) -> httpx.AsyncClient:
-        # One small client per BMC (each BMC is its own origin, so a shared pool buys
-        # nothing and its bookkeeping grows with the fleet); the TLS context is built once
-        # per trust setting, since loading a CA bundle costs milliseconds of CPU.
-        key = ep.verify
-        if key not in contexts:
-            if key is False:
-                ctx = ssl.create_default_context()
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
-            else:
-                ctx = ssl.create_default_context(cafile=key if isinstance(key, str) else None)
-            contexts[key] = ctx
-        return httpx.AsyncClient(verify=contexts[key], timeout=httpx.Timeout(t.read, connect=t.connect))
-
-    async def one(ep: Endpoint) -> InventoryResult:
-        t0 = time.monotonic()
-        http = client_for(ep)
-        session_uri: str | None = None
-        async with sem:
-            try:
-                deadline = time.monotonic() + t.session_wait
-                while True:
-                    try:
-                        r = await _arequest(
-                            http,
-                            "POST",
-                            f"{ep.url}/redfish/v1/SessionService/Sessions",
-                            ep,
-                            t,
-                            "open session",
-                            json={"UserName": ep.username, "Password": ep.password},
-                        )
-                        break
-                    except SessionLimitReached:
-                        if time.monotonic() >= deadline:
-                            raise
-                        await asyncio.sleep(
-                            t.poll
-                        )  # quirk RAC0218: wait for another tool's sessions to expire
-                session_uri = r.headers.get("Location")
-                h = {"X-Auth-Token": r.headers.get("X-Auth-Token", ""), "OData-Version": "4.0"}
-
-                async def get(path: str, op: str) -> dict[str, Any]:
-                    return (await _arequest(http, "GET", f"{ep.url}{path}", ep, t, op, headers=h)).json()
-
-                systems = await get("/redfish/v1/Systems", "read system")
-                s = await get(systems["Members"][0]["@odata.id"], "read system")
-                us = await get("/redfish/v1/UpdateService", "read firmware inventory")
-                inv_path = (us.get("FirmwareInventory") or {}).get("@odata.id")
-                if not inv_path:
-                    raise UnsupportedTarget(
-                        "the BMC has no FirmwareInventory",
-                        target=ep.display,
-                        operation="read firmware inventory",
-                    )
-                inv = await get(f"{inv_path}?$expand=*($levels=1)", "read firmware inventory")
-                members = inv.get("Members") or []
-                if not all("Version" in m for m in members):  # no $expand support: one GET per member
-                    members = [await get(m["@odata.id"], "read firmware inventory") for m in members]
-                sid = (((s.get("Oem") or {}).get("Dell") or {}).get("DellSystem") or {}).get("SystemID")
-                info = SystemInfo(
-                    model=s.get("Model") or "",
-                    service_tag=s.get("SKU") or "",
-                    serial=s.get("SerialNumber") or "",
-                    manufacturer=s.get("Manufacturer") or "",
-                    power_state=s.get("PowerState") or "",
-                    bios_version=s.get("BiosVersion") or "",
-                    system_id=f"{int(sid):04X}" if isinstance(sid, int) else None,
-                    generation_label=(((s.get("Oem") or {}).get("Dell") or {}).get("DellSystem") or {}).get(
-                        "SystemGeneration"
-                    ),
-                )
-                firmware = [RedfishClient._fw(m) for m in members]
-                return InventoryResult(
-                    ep.display,
-                    True,
-                    info,
-                    firmware,
-                    seconds=time.monotonic() - t0,
-                    warnings=inventory_oddities(info, firmware),
-                )
-            except TargetError as exc:
-                return InventoryResult(
-                    ep.display,
-                    False,
-                    error=str(exc),
-                    error_kind=type(exc).__name__,
-                    seconds=time.monotonic() - t0,
-                )
-            finally:
-                try:
-                    if session_uri:
-                        await _arequest(
-                            http,
-                            "DELETE",
-                            f"{ep.url}{session_uri}",
-                            ep,
-                            t,
-                            "close session",
-                            headers={"X-Auth-Token": h["X-Auth-Token"]},
-                        )
-                except TargetError as exc:
-                    LOG.warning("target %s: could not delete the Redfish session: %s", ep.display, exc)
-                finally:
-                    await http.aclose()
-
-    for ep in {e.verify: e for e in eps}.values():
-        ep.announce(LOG)
-    return list(await asyncio.gather(*(one(ep) for ep in eps)))

@@ -10,10 +10,11 @@ import pytest
 
 from devstack.lab.idrac import make_dup
 from devstack.lab.idrac.testing import FileServer, running_lab
+from devstack.testing.redfish_async import async_fleet_inventory
 from executor.targets.catalog import Catalog
 from executor.targets.endpoint import Endpoint, Timeouts
 from executor.targets.errors import FirmwareVerificationFailed, JobFailed
-from executor.targets.redfish import RedfishClient, async_fleet_inventory, fleet_inventory
+from executor.targets.redfish import RedfishClient, fleet_inventory
 
 SCALE = 400.0
 # Budgets compressed 4x less than the lab's clock (headroom on a loaded 2-core machine);
