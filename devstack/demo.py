@@ -1107,7 +1107,7 @@ class Demo:
         import psycopg2
         import psycopg2.extras
 
-        from executor import invariants as inv
+        from devstack.testing import invariants as inv
 
         cluster = LAB_CLUSTER["name"]
         inv.wait_quiet(
@@ -1285,7 +1285,7 @@ class Demo:
         }
 
     async def run(self) -> dict[str, Any]:
-        from executor import invariants as inv
+        from devstack.testing import invariants as inv
 
         # Ctrl-C (and SIGTERM) while the demo waits - for an operator, say - is answered
         # here rather than by cancelling the task: a cancellation can be lost in a client

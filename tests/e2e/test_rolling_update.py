@@ -52,7 +52,7 @@ from supabase_functions.errors import FunctionsHttpError
 
 from devstack.cli import add_user
 from devstack.lab.datacentre import DataCentre
-from executor import invariants as inv
+from devstack.testing import invariants as inv
 from executor.targets.endpoint import Endpoint
 from executor.targets.vsphere import VSphereClient, VSphereTimeouts
 from supabase import create_client

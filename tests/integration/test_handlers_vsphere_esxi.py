@@ -14,7 +14,7 @@ from pathlib import Path
 
 from devstack.cli import add_user
 from devstack.lab.datacentre import DataCentre
-from executor.invariants import no_host_left_out, non_resumable_once
+from devstack.testing.invariants import no_host_left_out, non_resumable_once
 from executor.secrets import seal, unb64u
 from supabase import create_client
 from tests.e2e.executor_harness import Harness

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import ExecutorError
+from executor import ExecutorError
 
 Query = Callable[..., list[dict[str, Any]]]
 
