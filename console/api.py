@@ -49,6 +49,7 @@ REPORT_VIEWS: tuple[str, ...] = (
     "v_open_blockers",
     "v_executor_health",
     "v_firmware_compliance",
+    "v_firmware_compliance_history",
 )
 JOB_COLUMNS = (
     "id,type,status,pause_reason,site_id,cluster_id,description,created_by,created_at,started_at,"

@@ -123,6 +123,24 @@ class ReplicationModel:
         )[0]
 
 
+def pair_rows(rows: list[Row]) -> list[dict[str, Any]]:
+    """The pairs as the Replication screen's and the Reports' tables show them."""
+    return [
+        {
+            "pair": r["name"],
+            "source": f"{r['source_host']}:{r['source_dataset']}",
+            "replica": f"{r['target_host']}:{r['target_dataset']}",
+            "lag": fmt_lag(r["current_lag_seconds"]) + (" (behind policy)" if r["lagging"] else ""),
+            "allowed lag": fmt_lag(r.get("max_lag_seconds")),
+            "last success": when(r.get("last_success_at")),
+            "last bytes": r.get("last_bytes") if r.get("last_bytes") is not None else "-",
+            "last status": r.get("last_status") or "-",
+            "schedule": r.get("schedule"),
+        }
+        for r in rows
+    ]
+
+
 def fmt_lag(seconds: int | None) -> str:
     if seconds is None:
         return "never synced"

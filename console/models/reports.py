@@ -21,7 +21,13 @@ REPORT_TITLES = {
     "v_open_blockers": "Open blockers",
     "v_executor_health": "Executor health",
     "v_firmware_compliance": "Firmware compliance against the catalogs",
+    "v_firmware_compliance_history": "Firmware compliance over time",
+    "replication_lag": "Replication lag per pair",
 }
+# the replication pairs' lag is not a reporting view: it is read as the Replication screen
+# reads it (console.models.replication) and drawn by that screen's plot
+REPLICATION_LAG = "replication_lag"
+REPORTS: tuple[str, ...] = (*REPORT_VIEWS, REPLICATION_LAG)
 
 
 def to_csv(rows: list[Row]) -> str:
@@ -70,10 +76,16 @@ class ReportModel(Observable):
         self.names = names
         self.view = REPORT_VIEWS[0]
         self.rows: list[Row] = []
+        # replication_lag: the lag series per pair id (ReplicationModel.lag_series)
+        self.lag: dict[str, dict[str, list[Any]]] = {}
 
     def display_rows(self) -> list[Row]:
         """The rows as the table shows them: users by name, ids only where nothing names
         the thing (then as a short id)."""
+        if self.view == REPLICATION_LAG:
+            from console.models.replication import pair_rows
+
+            return pair_rows(self.rows)
         nm = self.names
         if nm is not None:
             nm.load_users([r.get(k) for r in self.rows for k in ("user_id", "created_by") if r.get(k)])
@@ -187,6 +199,20 @@ class ReportModel(Observable):
                     "series": {"running jobs": [r.get("running_jobs") for r in rows]},
                 },
             }
+        if v == "v_firmware_compliance_history":
+            return compliance_over_time(rows)
+        if v == REPLICATION_LAG:
+            return {
+                "kind": "lag",
+                "pairs": [
+                    {
+                        "name": r["name"],
+                        "series": self.lag.get(str(r["id"])) or {},
+                        "max_lag_seconds": r.get("max_lag_seconds"),
+                    }
+                    for r in sorted(rows, key=lambda r: str(r["name"]))
+                ],
+            }
         if v == "v_firmware_compliance":
             servers = sorted({str(r.get("server_name")) for r in rows})
             cnt: dict[tuple[str, str], int] = Counter(
@@ -204,7 +230,14 @@ class ReportModel(Observable):
 
     def load(self, view: str | None = None, **filters: str) -> list[Row]:
         self.view = view or self.view
-        self.rows = self.api.report(self.view, filters=filters or None)
+        if self.view == REPLICATION_LAG:
+            from console.models.replication import ReplicationModel
+
+            rm = ReplicationModel(self.api)
+            self.rows = rm.pairs(filters.get("site_id"))
+            self.lag = {str(r["id"]): rm.lag_series(str(r["id"])) for r in self.rows}
+        else:
+            self.rows = self.api.report(self.view, filters=filters or None)
         self.changed()
         return self.rows
 
@@ -216,6 +249,43 @@ class ReportModel(Observable):
 
     def export(self, path: str | Path, fmt: str | None = None) -> Path:
         return export_rows(self.rows, path, fmt)
+
+
+def compliance_over_time(rows: list[Row]) -> dict[str, Any] | None:
+    """Servers compliant and not compliant after each inventory or compliance run (the
+    snapshots of v_firmware_compliance_history, one per server per run), oldest run first."""
+    runs: dict[str, list[Row]] = defaultdict(list)
+    for r in rows:
+        # a run is its job; a snapshot whose job was deleted stands alone at its minute
+        runs[str(r.get("job_id") or str(r.get("recorded_at"))[:16])].append(r)
+    if not runs:
+        return None
+    order = sorted(runs, key=lambda k: min(str(r.get("recorded_at")) for r in runs[k]))
+
+    def label(k: str) -> str:
+        t = min(str(r.get("recorded_at")) for r in runs[k])
+        # month-day and hour, as the replication lag plot labels its x axis (10 characters)
+        return f"{t[5:10]} {t[11:13]}h" if len(t) >= 13 else t
+
+    return {
+        "kind": "line",
+        "xs": [label(k) for k in order],
+        "title": "servers compliant after each inventory / compliance run",
+        "unit": "",
+        "series": {
+            "compliant": [sum(1 for r in runs[k] if r.get("compliant")) for k in order],
+            "not compliant": [sum(1 for r in runs[k] if not r.get("compliant")) for k in order],
+        },
+        "second": {
+            "kind": "stacked",
+            "labels": [label(k) for k in order],
+            "title": "servers per verdict after each run",
+            "series": {
+                verdict: [sum(1 for r in runs[k] if r.get("verdict") == verdict) for k in order]
+                for verdict in ("compliant", "outdated", "partly unknown", "no inventory")
+            },
+        },
+    }
 
 
 class FleetModel(Observable):

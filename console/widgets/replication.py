@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ipywidgets as w
 
-from console.models.replication import ReplicationModel, fmt_lag, when
+from console.models.replication import ReplicationModel, fmt_lag, pair_rows
 from console.widgets.charts import line_svg
 from console.widgets.common import STYLE, Status, guarded, html_table
 
@@ -61,20 +61,7 @@ class ReplicationView(w.VBox):
 
     def load(self) -> None:
         rows = self.model.pairs(self.site_id)
-        shown = [
-            {
-                "pair": r["name"],
-                "source": f"{r['source_host']}:{r['source_dataset']}",
-                "replica": f"{r['target_host']}:{r['target_dataset']}",
-                "lag": fmt_lag(r["current_lag_seconds"]) + (" (behind policy)" if r["lagging"] else ""),
-                "allowed lag": fmt_lag(r.get("max_lag_seconds")),
-                "last success": when(r.get("last_success_at")),
-                "last bytes": r.get("last_bytes") if r.get("last_bytes") is not None else "-",
-                "last status": r.get("last_status") or "-",
-                "schedule": r.get("schedule"),
-            }
-            for r in rows
-        ]
+        shown = pair_rows(rows)
         self.table.value = STYLE + html_table(
             shown, list(shown[0]) if shown else [], css="rp-replication", empty="no replication pairs"
         )

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 import ipywidgets as w
 
-from console.api import REPORT_VIEWS
 from console.models.common import short_ts
-from console.models.reports import REPORT_TITLES, FleetModel, ReportModel
+from console.models.reports import REPORT_TITLES, REPORTS, FleetModel, ReportModel
 from console.widgets.charts import bar_svg, line_svg
 from console.widgets.common import STYLE, Status, dropdown, guarded, html_table, set_options
 from console.widgets.grid import RowsGrid
@@ -34,7 +34,16 @@ def draw_chart(spec: dict | None) -> str:
         return ""
     out = []
     while spec:
-        if spec["kind"] == "line":
+        if spec["kind"] == "lag":  # the Replication screen's plot, one per pair
+            from console.widgets.replication import lag_svg
+
+            out += [
+                f"<div class='rp-lag-pair'><b>{html.escape(str(p['name']))}</b>"
+                + lag_svg(p["series"], p.get("max_lag_seconds"))
+                + "</div>"
+                for p in spec["pairs"]
+            ] or ["<i>no replication pairs</i>"]
+        elif spec["kind"] == "line":
             out.append(line_svg(spec["xs"], spec["series"], title=spec["title"], unit=spec.get("unit", "")))
         else:
             out.append(
@@ -56,7 +65,7 @@ class ReportsView(w.VBox):
         self.model = model
         self.export_dir = Path(export_dir)
         self.status = Status()
-        self.view = w.Dropdown(description="report", options=[(REPORT_TITLES[v], v) for v in REPORT_VIEWS])
+        self.view = dropdown([(REPORT_TITLES[v], v) for v in REPORTS], description="report")
         self.load = w.Button(description="Reload", icon="refresh")
         self.load.on_click(guarded(self.status, lambda _: self.model.load(self.view.value)))
         # picking another report loads it (with its chart) at once

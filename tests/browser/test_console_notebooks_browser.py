@@ -24,7 +24,7 @@ import pytest
 from tests.browser.test_console_browser import CHROMEDRIVER, CHROMIUM, free_port, wait_http
 from tests.browser.test_console_wizard_browser import BLANK_SELECTS, shot
 from tests.integration._functions_support import insert_blocker, q
-from tests.integration.console_support import PASSWORD, claim, make_console_env, scp_job
+from tests.integration.console_support import PASSWORD, claim, make_console_env, report_history, scp_job
 
 PAGE_TIMEOUT_S = 120  # a notebook's kernel start, sign-in and every cell on a loaded 2-core machine (s)
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb"))
@@ -36,7 +36,7 @@ MARKERS = {
     "02_rolling_update": [".rp-wizard", ".rp-cluster-pick select", ".rp-servers"],
     "03_blockers": [".rp-blocked-job-pick select", "table.rp-blockers tbody tr"],
     "04_windows_and_approvals": [".rp-windows"],
-    "05_reports": ["svg.rp-chart", ".rp-v_host_history", ".rp-audit-chain"],
+    "05_reports": ["svg.rp-chart", ".rp-v_host_history", "svg.rp-lag-plot", ".rp-audit-chain"],
     "06_admin": [".rp-notify", ".rp-breakglass-sessions"],
 }
 # a visible single-choice selector with no option at all is a blank box as well
@@ -61,6 +61,7 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def lab(stack, tmp_path_factory):
     ce = make_console_env(stack)
+    report_history(ce)  # 05_reports charts compliance over time and replication lag
     f = ce.fleet
     host = f.hosts[f.clusters[0]][0]
     job = scp_job(ce, f.host_servers[host])  # a job paused for a blocker, so 03 draws its wizard
@@ -252,6 +253,7 @@ def test_notebook_runs_in_the_browser_with_names_charts_and_no_errors(driver, la
         if name == "05_reports":
             charts = driver.find_elements(By.CSS_SELECTOR, ".jp-OutputArea svg.rp-chart")
             assert len(charts) >= 2 and "success rate per job type" in text
+            assert "servers compliant after each inventory / compliance run" in text
         assert p.stat().st_size > 10_000
     finally:
         shut_down(driver)

@@ -119,3 +119,55 @@ def jobs_count(ce: ConsoleEnv) -> int:
 
 def as_json(x: Any) -> str:
     return json.dumps(x, default=str)
+
+
+def report_history(ce: ConsoleEnv) -> str:
+    """What the Reports' history charts draw: one inventory_refresh run as the executor ends
+    it (the standalone server read at a BIOS older than the site's catalog, so the database
+    records it outdated), and three syncs of the replication pair with their lag. Returns
+    the inventory job's id."""
+    solo = ce.fleet.standalone_server
+    cat = q(
+        ce.conn,
+        "insert into public.firmware_catalogs (site_id, name, url) values (%s, %s, %s) returning id",
+        ce.fleet.site_a,
+        f"history-{ce.tag}",
+        CATALOG,
+    )[0]["id"]
+    q(
+        ce.conn,
+        "insert into public.firmware_packages (catalog_id, component, version, path, criticality) "
+        "values (%s, 'BIOS', '2.20.1', 'bios.exe', 'urgent')",
+        cat,
+    )
+    job = str(
+        q(
+            ce.conn,
+            "insert into public.jobs (type, site_id, params, created_by) "
+            "values ('inventory_refresh', %s, %s::jsonb, %s) returning id",
+            ce.fleet.site_a,
+            json.dumps({"server_ids": [str(solo)]}),
+            ce.user_ids["operator"],
+        )[0]["id"]
+    )
+    claim(ce, job)
+    q(ce.conn, "delete from public.server_firmware where server_id = %s", solo)
+    q(
+        ce.conn,
+        "insert into public.server_firmware (server_id, component, version) values (%s, 'BIOS', '2.19.1')",
+        solo,
+    )
+    q(ce.conn, "update public.servers set last_seen_at = now() where id = %s", solo)
+    q(ce.conn, "update public.jobs set status = 'completed', finished_at = now() where id = %s", job)
+    for hours_ago, lag in ((5, 600), (4, 1800), (3, 5400)):
+        q(
+            ce.conn,
+            "insert into public.replication_runs (pair_id, site_id, status, kind, bytes, lag_seconds, "
+            "finished_at) values (%s, %s, 'succeeded', 'incremental', 4096, %s, "
+            "now() - make_interval(hours => %s))",
+            ce.fleet.replication_pair,
+            ce.fleet.site_a,
+            lag,
+            hours_ago,
+        )
+    return job

@@ -124,6 +124,12 @@ class World:
                 "insert into public.server_firmware (server_id, component, version) values (%s, %s, '2.10.0')",
                 (i["server"], comp),
             )
+        for n in ("fwhist", "fwhist2"):
+            i[n] = self.one(
+                "insert into public.firmware_compliance_history (site_id, server_id, verdict) "
+                "values (%s, %s, 'outdated') returning id",
+                (i["site"], i["server"]),
+            )
         for n in ("ome", "ome2"):
             i[n] = self.one(
                 "insert into public.ome_instances (site_id, name, address) values (%s, %s, %s) returning id",
@@ -436,6 +442,19 @@ def statements(w: dict[str, str], users: dict[str, str]) -> dict[str, dict[str, 
                 "delete from public.server_firmware where server_id = %s and component = 'package2'",
                 (s["server"],),
             ),
+        },
+        "firmware_compliance_history": {
+            "select": ("select id from public.firmware_compliance_history where id = %s", (s["fwhist"],)),
+            "insert": (
+                "insert into public.firmware_compliance_history (site_id, server_id, verdict) "
+                "values (%s, %s, 'compliant')",
+                (s["site"], s["server"]),
+            ),
+            "update": (
+                "update public.firmware_compliance_history set verdict = verdict where id = %s",
+                (s["fwhist"],),
+            ),
+            "delete": ("delete from public.firmware_compliance_history where id = %s", (s["fwhist2"],)),
         },
         "ome_instances": {
             "select": ("select id from public.ome_instances where id = %s", (s["ome"],)),
@@ -790,6 +809,7 @@ VIEW_COLUMN = {
     "v_open_blockers": "kind",
     "v_executor_health": "name",
     "v_firmware_compliance": "component",
+    "v_firmware_compliance_history": "verdict",
     "v_job_waits": "waiting_for",
     "v_bmc_calls": "path",
     "v_schedules": "name",

@@ -12,7 +12,7 @@ import pytest
 from nbclient import NotebookClient
 
 from tests.integration._functions_support import insert_blocker, q
-from tests.integration.console_support import PASSWORD, claim, make_console_env, scp_job
+from tests.integration.console_support import PASSWORD, claim, make_console_env, report_history, scp_job
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb"))
 CELL_TIMEOUT_S = 120  # a cell on a loaded 2-core machine, kernel imports included (s)
@@ -21,6 +21,7 @@ CELL_TIMEOUT_S = 120  # a cell on a loaded 2-core machine, kernel imports includ
 @pytest.fixture(scope="module")
 def ce(stack):
     e = make_console_env(stack)
+    report_history(e)  # 05_reports: compliance over time and replication lag have data to chart
     yield e
     e.conn.close()
 
@@ -88,6 +89,10 @@ def test_notebook_runs_headless(path, ce, paused_job, supabase_env, monkeypatch,
         assert (tmp_path / "job_stats_by_type.csv").read_text().startswith("type,")
         assert "rp-chart" in text and "success rate per job type" in text  # charts, not only tables
         assert "rp-v_host_history" in text
+        # compliance over time (recorded by the database per inventory run) and the
+        # replication lag plot of the Replication screen, both charted
+        assert "servers compliant after each inventory / compliance run" in text
+        assert "rp-lag-plot" in text and f"rep-{ce.tag}" in text
         # the audit log viewer: entries by name and the hash chain checked
         assert "rp-audit-chain" in text and "chain intact" in text and "rp-audit" in text
         assert "rp-role-gate" not in text

@@ -432,6 +432,15 @@ values ('d0c50000-0000-4000-8000-000000000070', 'd0c50000-0000-4000-8000-0000000
         'inventory_refresh', '{{"site_id": "d0c50000-0000-4000-8000-000000000001"}}', '0 1 * * *', 'Europe/Berlin',
         now() + interval '9 hours', now() - interval '15 hours', 'failed',
         'no active executor of the site takes inventory_refresh jobs, so the job would never run');
+insert into public.jobs (id, type, status, site_id, created_by, created_at, started_at, finished_at, attempts)
+values ('d0c50000-0000-4000-8000-000000000048', 'inventory_refresh', 'completed', 'd0c50000-0000-4000-8000-000000000001',
+        '{SAMPLE_VIEWER}', now() - interval '4 hours', now() - interval '4 hours', now() - interval '4 hours' + interval '2 minutes', 1);
+insert into public.firmware_compliance_history (site_id, server_id, job_id, recorded_at, verdict, components, outdated,
+                                                urgent, unknown)
+values ('d0c50000-0000-4000-8000-000000000001', 'd0c50000-0000-4000-8000-000000000020',
+        'd0c50000-0000-4000-8000-000000000048', now() - interval '4 hours' + interval '2 minutes', 'outdated', 2, 1, 0, 0),
+       ('d0c50000-0000-4000-8000-000000000001', 'd0c50000-0000-4000-8000-000000000021',
+        'd0c50000-0000-4000-8000-000000000048', now() - interval '4 hours' + interval '2 minutes', 'compliant', 1, 0, 0, 0);
 set local session_replication_role = origin;
 """
 

@@ -62,6 +62,16 @@ def test_inventory_refresh_many_bmcs_bounded_with_failures_recorded(env: DellEnv
         assert env.firmware(sid) == {c.component_id: c.version for c in b.components}
         assert b.own_sessions() == 0 and b.peak_sessions <= 1
     assert "RAC0218" in env.server(full[1])["details"]["inventory_error"]
+    # the run's compliance snapshot (the database's, when the job ended): the 8 servers it
+    # read, each with the 4 components it read; the two it could not read have none
+    hist = env.h.query(
+        "select server_id::text, components from public.firmware_compliance_history where job_id = %s",
+        job["id"],
+    )
+    assert sorted(h["server_id"] for h in hist) == sorted(
+        str(sid) for _, sid in taken if (_, sid) not in (dead, full)
+    )
+    assert {h["components"] for h in hist} == {4}
     # rerun: the same inventory, no duplicate rows; a repaired BMC is picked up
     dead[0].clear_faults()
     again = env.run("inventory_refresh", {"server_ids": ids, "max_parallel": 3})
