@@ -14,7 +14,17 @@ maintenance time.
 
 Prints ONE JSON line:
 * ``overhead_pct``: (wall time of the two concurrent rollouts minus their physical limit) as
-  a percentage of the wall time; per cluster in ``clusters``. Target: <= 5 %.
+  a percentage of the wall time; per cluster in ``clusters_detail``. Target: <= 5 %.
+  ``overhead_pct_issue``: the same against the issue's own definition of the limit
+  (evacuation, staging, apply and reboot: the SCP backup counts as overhead there).
+  The BMC settle is never part of the limit: its mandated minimum, (N - 1) intervals after
+  the first good answer (``settle_min_s_per_host``), is overhead a safety rule imposes;
+  ``overhead_pct_beyond_settle_min`` shows what is left without it, for reading only.
+* ``per_host_phase_s`` (the handler's per-phase clock, mean real seconds per host) beside
+  ``per_host_physical_phase_s`` (the simulated waits of each phase) and ``per_host_apply_s``
+  (reboot to jobs done, to LC ready, the settle): where the overhead goes.
+* ``executor_cpu_s``: CPU time of the executor process over the concurrent rollouts (wall
+  time on a loaded machine is noisy; this is not).
 * ``maintenance_s_per_host``: mean time a host spends in maintenance mode, staged and
   naive, and ``staging_cut_pct``. Target: >= 30 %.
 
@@ -40,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 from devstack.lab.datacentre import DataCentre  # noqa: E402
 from devstack.lab.idrac import Timing  # noqa: E402
 from devstack.stack.stack import Stack, ephemeral_config  # noqa: E402
+from executor.targets.bmc_settle import SettleOptions  # noqa: E402
 from tests.e2e.executor_harness import Harness  # noqa: E402
 
 VM_GB = 16
@@ -89,6 +100,33 @@ def unavoidable_s(dc: DataCentre, host: str, t: Timing, vms: int) -> float:
     sim += t.graceful_off + t.power_on + t.post + t.lc_after_post
     evacuation = vms * (MIGRATE_MS + MIGRATE_MS_PER_GB * VM_GB) / 1000
     return sim / dc.time_scale + evacuation
+
+
+def physical_phases_s(dc: DataCentre, host: str, t: Timing, vms: int) -> dict[str, float]:
+    """unavoidable_s split by the rollout's phases (real seconds): backup (SCP export), stage
+    (downloads, and the iDRAC's own apply and restart of the components it applies now),
+    maintenance (VM evacuation) and apply (graceful off, power on, POST, LC start)."""
+    bmc = dc.bmc(host)
+    stage = 0.0
+    for job in bmc.jobs.values():
+        if job.component is None:
+            continue
+        stage += t.fw_download + t.fw_downloaded
+        if not job.component.reboot_required:
+            stage += t.fw_apply + t.idrac_reset_delay + t.idrac_down + t.lc_after_idrac_reset
+    s = dc.time_scale
+    return {
+        "backup": t.scp_export / s,
+        "stage": stage / s,
+        "maintenance": vms * (MIGRATE_MS + MIGRATE_MS_PER_GB * VM_GB) / 1000,
+        "apply": (t.graceful_off + t.power_on + t.post + t.lc_after_post) / s,
+    }
+
+
+def cpu_s(pid: int) -> float:
+    """CPU time (user + system, all threads, waited-for children) of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
 def _insert(h: Harness, row: dict) -> str:
@@ -193,18 +231,66 @@ def run(args: argparse.Namespace) -> dict:
         # 1. two clusters at once, one executor
         with MaintenanceClock(dc) as clock:
             t0 = time.monotonic()
+            cpu0 = cpu_s(ex.proc.pid)
             jobs = {c: start(c, True) for c in concurrent}
             done = {c: finish(j, c) for c, j in jobs.items()}
+            out["executor_cpu_s"] = round(cpu_s(ex.proc.pid) - cpu0, 2)
+        # where each host's time went (the handler's phase_s, real seconds) against the
+        # simulated waits of each phase
+        phases: dict[str, list[float]] = {}
+        apply_timing: dict[str, list[float]] = {}
+        physical_phase: dict[str, list[float]] = {}
+        for j in jobs.values():
+            for r in h.query(
+                "select target_name, details from public.job_tasks where job_id = %s and target_kind = 'host'",
+                j,
+            ):
+                d = r["details"] or {}
+                for k, v in (d.get("phase_s") or {}).items():
+                    phases.setdefault(k, []).append(v)
+                for k, v in (d.get("apply_timing") or {}).items():
+                    apply_timing.setdefault(k, []).append(v)
+                for k, v in physical_phases_s(dc, r["target_name"], timing, 2).items():
+                    physical_phase.setdefault(k, []).append(v)
+
+        def mean(xs: list[float]) -> float:
+            return round(sum(xs) / len(xs), 3) if xs else 0.0
+
+        out["per_host_phase_s"] = {k: mean(v) for k, v in phases.items()}
+        out["per_host_physical_phase_s"] = {k: mean(v) for k, v in physical_phase.items()}
+        out["per_host_apply_s"] = {k: mean(v) for k, v in apply_timing.items()}
+        # the settle's minimum after the BMC's first good answer: (N - 1) intervals, a safety
+        # rule's wait, not a physical one; counted as overhead, only shown apart
+        so = SettleOptions.from_env(args.scale)
+        settle_min = (so.consecutive - 1) * so.interval
+        out["settle_min_s_per_host"] = round(settle_min, 3)
         per_cluster = {}
         for c, job in done.items():
             hosts = [x for x in dc.host_bmc if x.startswith(f"{c}-")]
             total = (job["finished_at"] - job["started_at"]).total_seconds()
             physical = sum(unavoidable_s(dc, x, timing, 2) for x in hosts)  # one host per wave
+            # the issue's words: evacuation, staging, apply and reboot (no SCP backup)
+            issue = sum(
+                sum(v for k, v in physical_phases_s(dc, x, timing, 2).items() if k != "backup") for x in hosts
+            )
             per_host = [clock.total.get(x, 0.0) for x in hosts]
+            steps = {
+                r["step_key"]: r
+                for r in h.query(
+                    "select step_key, started_at, finished_at from public.workflow_executions "
+                    "where job_id = %s",
+                    jobs[c],
+                )
+            }
+            ro = steps.get("rollout") or {}
             per_cluster[c] = {
+                "rollout_s": round((ro["finished_at"] - ro["started_at"]).total_seconds(), 2)
+                if ro.get("finished_at") and ro.get("started_at")
+                else None,
                 "total_s": round(total, 2),
                 "physical_s": round(physical, 2),
                 "overhead_pct": round(100 * (total - physical) / total, 1),
+                "physical_issue_s": round(issue, 2),
                 "maintenance_s_per_host": round(sum(per_host) / len(per_host), 3),
             }
         wall = max(j["finished_at"] for j in done.values()) - min(j["started_at"] for j in done.values())
@@ -215,6 +301,13 @@ def run(args: argparse.Namespace) -> dict:
         out["claim_to_finish_s"] = round(time.monotonic() - t0, 2)
         out["physical_limit_s"] = round(limit, 2)
         out["overhead_pct"] = round(100 * (wall_s - limit) / wall_s, 1)
+        # the same against the issue's definition (the SCP backup counted as overhead) and,
+        # shown apart, what is left once the settle's mandated minimum is set aside
+        limit_issue = max(v["physical_issue_s"] for v in per_cluster.values())
+        out["physical_limit_issue_s"] = round(limit_issue, 2)
+        out["overhead_pct_issue"] = round(100 * (wall_s - limit_issue) / wall_s, 1)
+        settle_total = settle_min * args.hosts  # one host per wave
+        out["overhead_pct_beyond_settle_min"] = round(100 * (wall_s - limit - settle_total) / wall_s, 1)
 
         # 2. the naive baseline
         with MaintenanceClock(dc) as clock:

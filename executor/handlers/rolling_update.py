@@ -66,6 +66,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 import urllib.request
 from dataclasses import asdict
 from typing import Any
@@ -226,14 +227,23 @@ class HostWork:
         dell = c.require_dell("stage firmware")
         if any(not j.finished for j in dell.jobs()):
             dell.clear_job_queue()  # stale or half-staged entries from an earlier attempt
-        current = {fc.component_id: fc.version for fc in c.firmware_inventory()}
-        for p in sorted(packages, key=lambda p: not p.reboot_required):
-            if current.get(p.component_id) == p.target_version:
-                continue
+        inventory = c.firmware_inventory()
+        current = {fc.component_id: fc.version for fc in inventory}
+        push_uri = None
+        todo = [p for p in packages if current.get(p.component_id) != p.target_version]
+        if todo:
+            push_uri = dell.multipart_push_uri()
+        # reboot-required first: the iDRAC's own package, applied now, restarts the iDRAC
+        # last, so the inventory read above stays the one the earlier packages target
+        for p in sorted(todo, key=lambda p: not p.reboot_required):
             # pushed when the iDRAC advertises a MultipartHttpPushUri, else SimpleUpdate;
             # iDRAC10 gets the device in Targets (PLDM devices are updated only so)
             jid, _ = dell.stage_package(
-                p.image_uri, component_id=p.component_id, reboot_required=p.reboot_required
+                p.image_uri,
+                component_id=p.component_id,
+                reboot_required=p.reboot_required,
+                inventory=inventory,
+                push_uri=push_uri,
             )
             stop = frozenset({"Scheduled"}) if p.reboot_required else frozenset()
             job = dell.wait_job(jid, stop_at=stop, operation=f"stage {p.name or p.component_id}")
@@ -256,16 +266,25 @@ class HostWork:
     def boot_time(self) -> str:
         return self.vc.host(self.host["moref"]).boot_time
 
-    def reboot_apply(self, staged: list[str]) -> None:
+    def reboot_apply(self, staged: list[str]) -> dict[str, Any]:
         """One reboot applies every staged job; wait for each and for the LC, then for the
-        BMC to settle."""
+        BMC to settle. Returns where the time went (real seconds) and the settle's polls."""
+        t0 = time.monotonic()
         with self.redfish() as c:
             dell = c.require_dell("apply firmware")
             c.power("graceful_restart" if c.power_state() == "On" else "on")
             for jid in staged:
                 dell.wait_job(jid, operation="apply staged firmware")
+            t_jobs = time.monotonic()
             dell.wait_lc_ready(operation="firmware applied")
-        self.settle_bmc()
+        t_lc = time.monotonic()
+        settled = self.settle_bmc()
+        return {
+            "jobs_s": round(t_jobs - t0, 3),
+            "lc_s": round(t_lc - t_jobs, 3),
+            "settle_s": round(time.monotonic() - t_lc, 3),
+            "settle_polls": settled["polls"],
+        }
 
     def settle_bmc(self) -> dict[str, Any]:
         """Wait until the iDRAC answered well N times in a row (LC ready, no job running):
@@ -958,8 +977,18 @@ class RollingClusterUpdateHandler(JobHandler):
         # After a crash the task remembers what this job already did to the host.
         details: dict[str, Any] = await self._task_details(ctx, host) if resumed_phase else {}
         earlier_off = list(details.get("powered_off_vms") or [])
+        # real seconds per phase of this run (bench/rolling_update.py reads them)
+        phase_s: dict[str, float] = details.setdefault("phase_s", {})
+        clock: list[Any] = [None, time.monotonic()]
+
+        def lap(name: str | None) -> None:
+            now = time.monotonic()
+            if clock[0] is not None:
+                phase_s[clock[0]] = round(phase_s.get(clock[0], 0.0) + now - clock[1], 3)
+            clock[:] = [name, now]
 
         async def phase(name: str, pct: int, save: bool = True) -> None:
+            lap(name)
             # the step's saved phase matters only from maintenance on (what a resume must know)
             progress["phase"][host["id"]] = name
             if save:
@@ -1015,7 +1044,7 @@ class RollingClusterUpdateHandler(JobHandler):
                 details["boot_before"] = boot_before
                 await phase("apply", 50)
                 if params.stage_firmware:
-                    await asyncio.to_thread(work.reboot_apply, staged)
+                    details["apply_timing"] = await asyncio.to_thread(work.reboot_apply, staged)
                 else:
                     await asyncio.to_thread(work.apply_in_maintenance, packages)
             else:
@@ -1034,6 +1063,7 @@ class RollingClusterUpdateHandler(JobHandler):
             for vm in details.get("powered_off_vms") or []:
                 await asyncio.to_thread(vc.power_on_vm, vm)
             details["maintenance_by_job"] = False
+            lap(None)
             await update_task(ctx, host, "completed", progress=100, details={**details, "phase": "done"})
             return details
         except (asyncio.CancelledError, JobCancelled):

@@ -81,6 +81,7 @@ class RedfishSession(Protocol):
     def power(self, action: str, *, wait: bool = True) -> Any: ...
 
 
+ASK = object()  # stage_package: read it from the iDRAC
 IDRAC_COMPONENT_ID = "25227"  # Dell component id of "iDRAC with Lifecycle Controller"
 FINISHED = {"Completed", "Failed", "CompletedWithErrors", "RebootFailed"}
 FAILED = {"Failed", "CompletedWithErrors", "RebootFailed"}
@@ -580,9 +581,10 @@ class DellOEM:
         us = self.c.call("read update service", self.c.root.get_update_service)
         return str(us.json.get("MultipartHttpPushUri") or "") or None
 
-    def inventory_member(self, component_id: str) -> str | None:
-        """The FirmwareInventory member of an installed component (for `Targets`)."""
-        for fc in self.c.firmware_inventory():
+    def inventory_member(self, component_id: str, inventory: list[Any] | None = None) -> str | None:
+        """The FirmwareInventory member of an installed component (for `Targets`), from
+        `inventory` when the caller has just read it."""
+        for fc in self.c.firmware_inventory() if inventory is None else inventory:
             if fc.component_id == component_id:
                 return f"/redfish/v1/UpdateService/FirmwareInventory/{fc.id}"
         return None
@@ -668,15 +670,23 @@ class DellOEM:
         return self._job_id_from(headers, resp)
 
     def stage_package(
-        self, image_uri: str, *, component_id: str | None = None, reboot_required: bool = True
+        self,
+        image_uri: str,
+        *,
+        component_id: str | None = None,
+        reboot_required: bool = True,
+        inventory: list[Any] | None = None,
+        push_uri: str | None | object = ASK,
     ) -> tuple[str, str]:
         """Start the update of one package: pushed when the iDRAC advertises a
         MultipartHttpPushUri, else SimpleUpdate with ImageURI. Reboot-needing packages wait
         for the next host reboot (OnReset), the rest apply now. Returns (job id, "multipart"
-        or "simple_update")."""
-        target = self.inventory_member(component_id) if component_id else None
+        or "simple_update"). A caller staging several packages passes the firmware
+        `inventory` and the `push_uri` (multipart_push_uri()) it read once, instead of two
+        reads of the UpdateService and one of the inventory per package."""
+        target = self.inventory_member(component_id, inventory) if component_id else None
         apply_time = "OnReset" if reboot_required else "Immediate"
-        push = self.multipart_push_uri()
+        push = self.multipart_push_uri() if push_uri is ASK else push_uri
         if push:
             name = unquote(urlsplit(image_uri).path.rsplit("/", 1)[-1]) or "package.bin"
             with self.fetched_package(image_uri) as path:
