@@ -26,6 +26,8 @@ vSAN one at a time  4-host vSAN cluster, max_parallel_hosts 4,       completed; 
                     policy 4, N+1 bound > 1; each host's exit        most 1 host out, every entry
                     starts a resync                                  ensureObjectAccessibility
                                                                      with no resync outstanding
+vSAN refusal (lab)  one vsf host out, objects resyncing: a second     VsanFault, host stays in;
+                    host enters with ensureObjectAccessibility       goes in once resync is done
 vSAN not idle       the resync after host 1 outlasts                 host 1 done, rollout stopped
                     vsan_resync_timeout_s                            naming vsan, rest skipped,
                                                                      HA/DRS restored
@@ -59,6 +61,7 @@ import yaml
 
 from devstack.lab.datacentre import DataCentre
 from devstack.lab.idrac.health import add_event, clear_health, set_health
+from executor.targets.vsphere import TaskFailed
 from tests.e2e import test_rolling_update as ru
 from tests.e2e.executor_harness import wait_until
 
@@ -68,6 +71,9 @@ CLUSTERS = [
     ru._cluster("hw", 2, 1),
     ru._cluster("vs", 4, 2, vsan={"enabled": True, "resync_after_exit_ms": 1500, "resync_objects": 12}),
     ru._cluster("vsr", 3, 1, vsan={"enabled": True, "resync_after_exit_ms": 20000, "resync_objects": 30}),
+    # the lab's vSAN refusal itself, driven by hand (no job); 4 hosts, so that HA admission
+    # control lets a second host go once the resync is done
+    ru._cluster("vsf", 4, 1, vsan={"enabled": True}),
     ru._cluster("pct", 4, 1),
     # 2 x 512 GiB VMs per host at 2 ms/GiB: each vMotion (~1.03 s) outlasts the 1 s the lab
     # gives a 60 s budget here, so every try moves one VM and times out; the try after the
@@ -226,12 +232,50 @@ def test_vsan_cluster_goes_one_host_at_a_time_with_resync_idle_before_each(world
     assert [e["host"] for e in lab["entries"]] == w.hosts_of("vs")
     assert all(e["object_action"] == "ensureObjectAccessibility" for e in lab["entries"])
     assert all(e["resync_objects"] == 0 and e["hosts_out"] == 1 for e in lab["entries"]), lab["entries"]
+    # the lab refuses what vSAN refuses (test_the_lab_vsan_refuses_...): the rollout provoked none
+    assert not [e for e in lab["entries"] if e["refused"]], lab["entries"]
     tasks = w.tasks(job_id)
     assert all(t["status"] == "completed" for t in tasks.values())
     # every host after the first waited for the resync its predecessor's exit started
     waits = [tasks[h]["details"]["vsan_blocked_polls"] for h in w.hosts_of("vs")]
     assert waits[0] == 0 and all(x > 0 for x in waits[1:]), waits
     w.check(job_id, "vs", before, s)
+
+
+def test_the_lab_vsan_refuses_a_second_host_out_while_objects_resync(world):
+    """The refusal the one-at-a-time test relies on the rollout never provoking: with one host
+    of a vSAN cluster out and objects still resyncing, a second host's maintenance entry with
+    ensureObjectAccessibility fails with a VsanFault (some objects would have no copy left)
+    and the host stays in service; the same entry goes through once the resync is done."""
+    w = world
+    out, second = w.hosts_of("vsf")[:2]
+    moid = w.dc.vcenter.lab_host(second)["moid"]
+    lab_maintenance(w, out, True)
+    try:
+        w.dc.vcenter.set_vsan("vsf", resync_objects=7, resync_bytes=7 << 28)  # stays until changed
+        with w.vsphere() as c:
+            with pytest.raises(TaskFailed) as refused:
+                c.enter_maintenance(moid, 60, vsan_mode="ensureObjectAccessibility")
+            assert refused.value.fault == "VsanFault"
+            assert not w.dc.vcenter.lab_host(second)["in_maintenance"]
+            lab = w.dc.vcenter.vsan("vsf")
+            assert lab["entries"][-1] == {
+                "host": second,
+                "object_action": "ensureObjectAccessibility",
+                "resync_objects": 7,
+                "hosts_out": 2,
+                "health": "green",
+                "refused": True,
+            }
+            assert lab["max_hosts_out"] < 2  # a refused entry took nobody out
+            w.dc.vcenter.set_vsan("vsf", resync_objects=0)
+            c.enter_maintenance(moid, 60, vsan_mode="ensureObjectAccessibility")
+            assert w.dc.vcenter.lab_host(second)["in_maintenance"]
+            assert w.dc.vcenter.vsan("vsf")["entries"][-1]["refused"] is False
+            c.exit_maintenance(moid)
+    finally:
+        lab_maintenance(w, out, False)
+    assert not [h for h in w.dc.vcenter.lab_hosts() if h["cluster"] == "vsf" and h["in_maintenance"]]
 
 
 def test_vsan_resync_not_idle_stops_the_rollout_naming_the_gate(world):

@@ -137,8 +137,11 @@ func (l *lab) handle(w http.ResponseWriter, r *http.Request, body []byte) bool {
 		job := &taskJob{cancel: make(chan struct{}), done: make(chan struct{})}
 		host := getHost(req.This)
 		evacuateOff := req.EvacuatePoweredOffVms != nil && *req.EvacuatePoweredOffVms
-		l.vsanEntering(req.This, req.MaintenanceSpec)
+		refusal := l.vsanEntering(req.This, req.MaintenanceSpec)
 		task := simulator.CreateTask(host, "enterMaintenanceMode", func(t *simulator.Task) (types.AnyType, types.BaseMethodFault) {
+			if refusal != nil {
+				return nil, refusal // vSAN's pre-check: the task fails, nothing moves
+			}
 			return l.enterMaintenance(t, job, req.This, req.Timeout, evacuateOff)
 		})
 		l.startAsync(task, job)

@@ -9,7 +9,14 @@ package main
 //     vsan-cluster-health-system) -> overallHealth and the failing groups/tests, and
 //     VsanObjectSystem.QuerySyncingVsanObjectsSummary (moid vsan-cluster-object-system)
 //     -> totalObjectsToSync, totalBytesToSync, totalRecoveryETA;
-//   - EnterMaintenanceMode_Task's maintenanceSpec.vsanMode.objectAction, recorded per entry.
+//   - EnterMaintenanceMode_Task's maintenanceSpec.vsanMode.objectAction, recorded per entry;
+//   - the refusal vSAN makes with ensureObjectAccessibility when another host of the
+//     cluster is already out (maintenance, entering it, or not responding) and objects are
+//     still resyncing: some objects would then have no accessible copy left, so vCenter
+//     fails the task with a VsanFault and the host stays in service. The entry is
+//     recorded with refused: true; a rollout that waits for resync idle and takes one
+//     vSAN host out at a time never provokes it. (noAction and evacuateAllData are not
+//     refused here: the lab has no object placement to decide them on.)
 //
 // What is simulated, not computed: the health verdict and the resync backlog are lab state
 // that tests set (POST /lab/clusters/<name>/vsan) and that a host leaving maintenance
@@ -18,7 +25,7 @@ package main
 //
 //	GET  /lab/clusters/<name>/vsan   state plus the record: every maintenance entry (host,
 //	                                 objectAction, objects still resyncing then, hosts out
-//	                                 then) and the most hosts out at once
+//	                                 then, refused) and the most hosts out at once
 //	POST /lab/clusters/<name>/vsan?health=green|yellow|red[&test=<failing test name>]
 //	     [&resync_objects=N&resync_bytes=B&resync_seconds=S]  (S=0: stays until changed)
 
@@ -51,6 +58,7 @@ type vsanEntry struct {
 	ResyncObjects int64  `json:"resync_objects"`
 	HostsOut      int    `json:"hosts_out"`
 	Health        string `json:"health"`
+	Refused       bool   `json:"refused"`
 }
 
 type vsanState struct {
@@ -143,11 +151,12 @@ func (l *lab) hostsOut(c *simulator.ClusterComputeResource, also types.ManagedOb
 	return n
 }
 
-// vsanEntering records a maintenance entry of a host of a vSAN cluster.
-func (l *lab) vsanEntering(ref types.ManagedObjectReference, spec *types.HostMaintenanceSpec) {
+// vsanEntering records a maintenance entry of a host of a vSAN cluster and returns the
+// fault vSAN refuses it with, or nil.
+func (l *lab) vsanEntering(ref types.ManagedObjectReference, spec *types.HostMaintenanceSpec) types.BaseMethodFault {
 	st := vsanOfHost(ref)
 	if st == nil {
-		return
+		return nil
 	}
 	action := "ensureObjectAccessibility" // vCenter's default for a vSAN host
 	if spec != nil && spec.VsanMode != nil && spec.VsanMode.ObjectAction != "" {
@@ -158,10 +167,17 @@ func (l *lab) vsanEntering(ref types.ManagedObjectReference, spec *types.HostMai
 	vsanMu.Lock()
 	defer vsanMu.Unlock()
 	obj, _, _ := st.backlog(time.Now())
-	st.entries = append(st.entries, vsanEntry{Host: name, ObjectAction: action, ResyncObjects: obj, HostsOut: out, Health: st.health})
+	// out counts this host too: another one is out when it is above 1
+	refused := action == "ensureObjectAccessibility" && out > 1 && obj > 0
+	st.entries = append(st.entries, vsanEntry{Host: name, ObjectAction: action, ResyncObjects: obj, HostsOut: out,
+		Health: st.health, Refused: refused})
+	if refused {
+		return &types.VsanFault{}
+	}
 	if out > st.maxOut {
 		st.maxOut = out
 	}
+	return nil
 }
 
 // vsanExited starts the resync of what the host missed while it was out.
