@@ -10,6 +10,8 @@ import os
 import tempfile
 import threading
 import time
+import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg2
@@ -17,8 +19,10 @@ import pytest
 
 from devstack import proc
 from devstack.lab.zfs_ssh import ZfsSshLab
+from devstack.stack.users import add_user
 from executor.handlers._replication_gate import current_lag
 from executor.secrets import seal, unb64u
+from supabase import create_client
 from tests.e2e.executor_harness import Harness, wait_until
 
 
@@ -167,6 +171,103 @@ def test_two_executors_schedule_exactly_one_job_per_due_pair(harness):
     counts = {p: len(jobs_of(p)) for p in pairs}
     assert set(counts.values()) == {1}, counts
     assert all(ex.proc.poll() is None for ex in execs)
+
+
+def _jobs_of(h: Harness, pair: str) -> list[dict]:
+    return h.query(
+        "select j.id, j.status, j.created_at, j.details from public.jobs j "
+        "join public.job_tasks t on t.job_id = j.id "
+        "where t.target_kind = 'replication_pair' and t.target_id = %s order by j.created_at",
+        pair,
+    )
+
+
+def test_a_cancelled_scheduled_job_counts_as_the_attempt(harness, stack):
+    """An operator cancels a scheduled job before it took the pair (job-control, as the
+    operator): that run is skipped - the scheduler's next rounds make no new job for the pair
+    - and the next one comes when the schedule says, one interval after the cancel. A real
+    executor provides the rounds (every second); a witness pair made due after the cancel
+    getting its job proves a round ran after it."""
+    h = harness
+    env = stack.env()
+    email = f"operator-{uuid.uuid4().hex[:8]}@replication.test"
+    add_user(stack, email, "operator", "replication-test-pw-1")
+    operator = create_client(env["SUPABASE_URL"], env["SUPABASE_ANON_KEY"])
+    operator.auth.sign_in_with_password({"email": email, "password": "replication-test-pw-1"})
+
+    # the executor's one job slot is held by a selftest job waiting at a gate that never
+    # opens, so the scheduled jobs stay pending (nothing takes a pair) while the executor
+    # keeps running the replication schedule
+    gates = h.selftest_dir / "gates"
+    gates.mkdir()
+    holder = h.create_job(
+        {"counter_file": "holder.txt", "gate_dir": gates.name, "gates": ["boundary:preflight"]}
+    )
+    ex = h.spawn("sched-cancel", realtime_enabled="false", max_concurrent_jobs=1, replication_poll_interval=1)
+    ex.wait_log("registered", timeout=60)
+    wait_until(lambda: (gates / f"{holder}.boundary:preflight.at").exists(), 60, "the slot to be held")
+
+    interval = timedelta(seconds=30)  # room for the rounds below on a busy machine
+    pair = _pair(h, "cancelled", schedule="@every 30s")
+    [job] = wait_until(lambda: _jobs_of(h, pair), 60, "the due pair's scheduled job")
+    assert job["status"] == "pending" and job["details"].get("scheduled") is True, job
+    before = h.one("select last_attempt_at from public.replication_pairs where id = %s", pair)
+    assert before["last_attempt_at"] is None  # nothing took the pair
+
+    res = operator.functions.invoke(
+        "job-control", {"body": {"action": "cancel", "job_id": str(job["id"])}, "responseType": "json"}
+    )
+    assert res["status"] == "cancelled" and res["requested"] is False, res
+    cancelled_at = h.one("select now() as t")["t"]
+    attempt = h.one("select last_attempt_at from public.replication_pairs where id = %s", pair)[
+        "last_attempt_at"
+    ]
+    assert attempt is not None and attempt <= cancelled_at and cancelled_at - attempt < interval
+    due_at = attempt + interval
+
+    # rounds after the cancel: each witness is made due after it and gets its job in a round
+    # that also saw the cancelled pair - which gets none
+    for i in range(2):
+        w = _pair(h, f"witness{i}", schedule="@every 30s")
+        [wjob] = wait_until(lambda w=w: _jobs_of(h, w), 60, f"witness {i}'s job")
+        assert wjob["created_at"] < due_at, "the round came after the pair was due again: inconclusive"
+        assert [j["id"] for j in _jobs_of(h, pair)] == [job["id"]]
+
+    # the next due time still makes one, not before it
+    new = wait_until(
+        lambda: [j for j in _jobs_of(h, pair) if j["id"] != job["id"]], 90, "the pair's next scheduled job"
+    )
+    assert len(new) == 1 and new[0]["created_at"] >= due_at, (new, due_at)
+    assert new[0]["status"] == "pending" and new[0]["details"].get("scheduled") is True
+    assert h.job(holder)["status"] == "running"  # the slot was held throughout: nothing was claimed
+
+    # a cancelled "sync now" job (not scheduled) leaves the schedule alone
+    manual = _pair(h, "manual-cancel", schedule="@hourly")
+    h.query(
+        "update public.replication_pairs set last_attempt_at = now() - interval '10 minutes' where id = %s",
+        manual,
+    )
+    mark = h.one("select last_attempt_at from public.replication_pairs where id = %s", manual)[
+        "last_attempt_at"
+    ]
+    now_job = h.one(
+        "with j as (insert into public.jobs (type, site_id, params, scope) values "
+        "('replication_sync', %s, %s, %s) returning id), "
+        "t as (insert into public.job_tasks (job_id, target_kind, target_id, target_name, seq) "
+        "select id, 'replication_pair', %s, 'm', 0 from j) select id from j",
+        h.site_id,
+        json.dumps({"replication_pair_ids": [manual]}),
+        json.dumps({"targets": [{"kind": "replication_pair", "id": manual, "name": "m"}]}),
+        manual,
+    )["id"]
+    res = operator.functions.invoke(
+        "job-control", {"body": {"action": "cancel", "job_id": str(now_job)}, "responseType": "json"}
+    )
+    assert res["status"] == "cancelled", res
+    assert (
+        h.one("select last_attempt_at from public.replication_pairs where id = %s", manual)["last_attempt_at"]
+        == mark
+    )
 
 
 def test_dataset_names_are_checked_by_the_schema_too(harness):
