@@ -668,6 +668,11 @@ class VSphereClient:
     def _stub(self) -> Any:
         return self._si._stub
 
+    @staticmethod
+    def _task_state_reader(task: Any) -> Callable[[], Any]:
+        """A call that reads ``task``'s state now (for ``_call`` in a polling loop)."""
+        return lambda: task.info.state
+
     def _obj(self, kind: Any, moid: str) -> Any:
         return kind(moid, self._stub())
 
@@ -1254,7 +1259,7 @@ class VSphereClient:
                 asked = False
                 log.info("task %s not cancelled (%s); waiting for it", moid, type(e).__name__)
             deadline = time.monotonic() + timeout
-            while (state := str(self._call("cancel task", lambda t=task: t.info.state))) not in (
+            while (state := str(self._call("cancel task", self._task_state_reader(task)))) not in (
                 "success",
                 "error",
             ):
