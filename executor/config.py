@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic.json_schema import JsonDict
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -87,6 +87,9 @@ class ExecutorSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="RACKPILOT_", extra="ignore", env_file=None, validate_default=True
     )
+    #: the env file these settings were read from (load_settings), so that settings of the
+    #: same file read elsewhere (the directory_sync job's RACKPILOT_IDM_*) come from it too
+    _env_file_path: Path | None = PrivateAttr(default=None)
 
     supabase_url: str = Field(
         description="control plane base URL (hosted, ``supabase start`` or the local stack)",
@@ -368,5 +371,7 @@ def option_rows() -> list[dict[str, str]]:
 def load_settings(env_file: str | Path | None = None) -> ExecutorSettings:
     """Settings from the environment, then ``env_file`` for anything the environment lacks."""
     if env_file is not None:
-        return ExecutorSettings(_env_file=str(env_file))  # type: ignore[call-arg]
+        settings = ExecutorSettings(_env_file=str(env_file))  # type: ignore[call-arg]
+        settings._env_file_path = Path(env_file)
+        return settings
     return ExecutorSettings()  # type: ignore[call-arg]

@@ -23,14 +23,16 @@ password in memory for the life of the process) and never leaves this process.
 
 Sync
 ----
-A loop of this agent (not a scheduled job): every ``sync_interval`` seconds it binds with
-the site's ``ldap`` credential set (sealed to its key; ``RACKPILOT_IDM_BIND_CREDENTIAL``
-names it), reads the members of every mapped group (``directory_group_roles``, nested
-groups followed, accounts matching ``disabled_filter`` and entries that no longer exist
-left out) and sends the complete member -> [mapped group] map to ``idm_apply_sync``, which
-works out each role from the site's mapping, updates directory roles and revokes the
-sessions of users who lost one. Any read error skips the run: a partial map would take
-roles away wrongly.
+Not this agent's: the ``directory_sync`` job (:mod:`executor.handlers.directory_sync`),
+which the executor runs when the site's schedule "directory sync" fires, does it with the
+same settings through :func:`sync_directory`: it binds with the site's ``ldap`` credential
+set (sealed to the executor's key; ``RACKPILOT_IDM_BIND_CREDENTIAL`` names it), reads the
+members of every mapped group (``directory_group_roles``, nested groups followed, accounts
+matching ``disabled_filter`` and entries that no longer exist left out) and sends the
+complete member -> [mapped group] map to ``idm_apply_sync``, which works out each role from
+the site's mapping, updates directory roles and revokes the sessions of users who lost one.
+Any read error fails the run: a partial map would take roles away wrongly.
+``--sync-once`` runs one sync from this command line (checking a new bind account).
 
 Settings (environment, ``RACKPILOT_IDM_`` + the upper-case name; the executor's own
 ``RACKPILOT_*`` settings give the control plane, site and key):
@@ -56,8 +58,7 @@ member_attribute       name     the preset's, else ``member``                a g
 connect_timeout        s        3.0                                          TCP+TLS connect timeout per server
 op_timeout             s        5.0                                          timeout of one LDAP operation
 poll_interval          s        2.0                                          pending-request poll when Realtime is quiet or down
-sync_interval          s        900                                          period of the sync loop this agent runs (not a scheduled job); 0 disables the sync
-bind_credential        name     (none: no sync)                              the site's ``ldap`` credential set the sync binds with
+bind_credential        name     (none: no sync)                              the site's ``ldap`` credential set the ``directory_sync`` job binds with
 =====================  =======  ===========================================  ==========================================
 """
 
@@ -167,7 +168,6 @@ class IdentitySettings(BaseSettings):
     connect_timeout: float = Field(default=3.0, gt=0, le=60)
     op_timeout: float = Field(default=5.0, gt=0, le=60)
     poll_interval: float = Field(default=2.0, gt=0, le=60)
-    sync_interval: float = Field(default=900.0, ge=0)
     bind_credential: str | None = None
 
     @field_validator("uris", mode="before")
@@ -541,6 +541,70 @@ class Directory:
         return users
 
 
+# --- the sync ----------------------------------------------------------------------------
+async def sync_directory(
+    control: ControlPlane,
+    keys: KeyPair,
+    executor_id: str,
+    site_id: str,
+    idm: IdentitySettings,
+    directory: Directory | None = None,
+) -> dict[str, Any]:
+    """One directory sync of the site: bind with the site's sealed ``ldap`` credential set
+    (``idm.bind_credential``), read the members of every mapped group, apply them with
+    ``idm_apply_sync``. Answers the counts: ``groups`` (mapped groups read), ``members``
+    (enabled accounts found in them), ``users_seen`` (directory identities of the site),
+    ``roles_changed`` (roles set or changed), ``roles_removed`` (roles taken away),
+    ``sessions_revoked`` (sessions ended, each with its refresh tokens). No password is in
+    the answer, nor in a log line (the bind password is redacted from every one)."""
+    if not idm.bind_credential:
+        raise IdentityError(
+            "RACKPILOT_IDM_BIND_CREDENTIAL names no ldap credential set of the site: nothing to bind with"
+        )
+    rows = await control.call(
+        "idm_bind_credential", {"p_executor_id": executor_id, "p_name": idm.bind_credential}, retry=False
+    )
+    if not rows:
+        raise IdentityError("the bind credential has no envelope for this executor's key")
+    secret = open_envelope(keys, rows[0]["sealed_secret"])
+    password = secret.get("password")
+    if not isinstance(password, str):
+        raise IdentityError("the bind credential holds no password")
+    SECRETS.add(password)  # a long-lived service secret: redact it from every log line
+    endpoints = secret.get("endpoints")
+    if isinstance(endpoints, list) and endpoints:
+        hosts = {str(e.get("host", "")).lower() for e in endpoints if isinstance(e, dict)}
+        hosts |= {urlsplit(str(e.get("url", e))).hostname or "" for e in endpoints}
+        for uri in idm.uris:
+            if (urlsplit(uri).hostname or "").lower() not in hosts:
+                raise IdentityError(
+                    f"the bind credential may not be presented to {uri} (not among its endpoints)"
+                )
+    mapped = await control.call("idm_mapped_groups", {"p_site_id": site_id}, retry=False) or []
+    members = await asyncio.to_thread(
+        (directory or Directory(idm)).members,
+        rows[0]["username"],
+        password,
+        [m["group_dn"] for m in mapped],
+    )
+    applied = (
+        await control.call(
+            "idm_apply_sync", {"p_executor_id": executor_id, "p_members": members}, retry=False
+        )
+        or {}
+    )
+    counts = {
+        "groups": len(mapped),
+        "members": len(members),
+        "users_seen": int(applied.get("users", 0)),
+        "roles_changed": int(applied.get("changed", 0)),
+        "roles_removed": int(applied.get("removed", 0)),
+        "sessions_revoked": int(applied.get("sessions_revoked", 0)),
+    }
+    log.info("directory sync applied", extra=counts)
+    return counts
+
+
 # --- the agent ---------------------------------------------------------------------------
 class IdentityAgent:
     def __init__(self, settings: ExecutorSettings, idm: IdentitySettings, keys: KeyPair):
@@ -708,62 +772,17 @@ class IdentityAgent:
                 log.warning("pending sign-in poll failed: %s", type(exc).__name__)
 
     async def sync_once(self) -> dict[str, Any]:
-        """One directory sync: bind with the sealed account, read the mapped groups, apply."""
-        if not self.idm.bind_credential:
-            raise IdentityError("RACKPILOT_IDM_BIND_CREDENTIAL names no ldap credential set: no sync")
-        rows = await self.control.call(
-            "idm_bind_credential",
-            {"p_executor_id": self.executor_id, "p_name": self.idm.bind_credential},
-            retry=False,
+        """One directory sync (as the ``directory_sync`` job runs it)."""
+        if self.executor_id is None or self.site_id is None:
+            raise IdentityError("identify() first")
+        return await sync_directory(
+            self.control, self.keys, self.executor_id, self.site_id, self.idm, self.directory
         )
-        if not rows:
-            raise IdentityError("the bind credential has no envelope for this executor's key")
-        secret = open_envelope(self.keys, rows[0]["sealed_secret"])
-        password = secret.get("password")
-        if not isinstance(password, str):
-            raise IdentityError("the bind credential holds no password")
-        SECRETS.add(password)  # a long-lived service secret: redact it from every log line
-        endpoints = secret.get("endpoints")
-        if isinstance(endpoints, list) and endpoints:
-            hosts = {str(e.get("host", "")).lower() for e in endpoints if isinstance(e, dict)}
-            hosts |= {urlsplit(str(e.get("url", e))).hostname or "" for e in endpoints}
-            for uri in self.idm.uris:
-                if (urlsplit(uri).hostname or "").lower() not in hosts:
-                    raise IdentityError(
-                        f"the bind credential may not be presented to {uri} (not among its endpoints)"
-                    )
-        mapped = await self.control.call("idm_mapped_groups", {"p_site_id": self.site_id}, retry=False) or []
-        members = await asyncio.to_thread(
-            self.directory.members,
-            rows[0]["username"],
-            password,
-            [m["group_dn"] for m in mapped],
-        )
-        result = await self.control.call(
-            "idm_apply_sync", {"p_executor_id": self.executor_id, "p_members": members}, retry=False
-        )
-        log.info(
-            "directory sync applied", extra={"groups": len(mapped), "members": len(members), **(result or {})}
-        )
-        return result or {}
-
-    async def sync_loop(self) -> None:
-        if not self.idm.bind_credential or self.idm.sync_interval <= 0:
-            return
-        while not self.stop.is_set():
-            try:
-                await self.sync_once()
-            except Exception as exc:  # noqa: BLE001 - the next period tries again
-                log.warning(
-                    "directory sync skipped: %s: %s", type(exc).__name__, SECRETS.redact(str(exc))[:300]
-                )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop.wait(), timeout=self.idm.sync_interval)
 
     async def run(self) -> None:
         await self.identify()
         log.info("identity agent ready", extra={"executor_id": self.executor_id, "uris": self.idm.uris})
-        tasks = [asyncio.create_task(self.login_loop()), asyncio.create_task(self.sync_loop())]
+        tasks = [asyncio.create_task(self.login_loop())]
         if self.settings.realtime_enabled:
             tasks.append(asyncio.create_task(self.realtime_loop()))
         try:

@@ -54,6 +54,7 @@ class JobType(StrEnum):
     FIRMWARE_COMPLIANCE = "firmware_compliance"
     DISCOVERY_SCAN = "discovery_scan"
     CATALOG_REFRESH = "catalog_refresh"
+    DIRECTORY_SYNC = "directory_sync"
 
 
 class TargetKind(StrEnum):
@@ -438,6 +439,17 @@ class CatalogRefreshParams(_Params):
     )
 
 
+class DirectorySyncParams(_Params):
+    """Read the members of every directory group mapped to a role at the site (nested groups
+    followed) with the site's sealed bind account, and apply them: roles set from the
+    directory, and a user who left a mapped group loses that role and their sessions and
+    refresh tokens. Where to connect and which credential set to bind with are the
+    executor's own settings (RACKPILOT_IDM_*), never the job's: nobody who can create a job
+    can send the bind password elsewhere."""
+
+    site_id: Annotated[UUID, _target_one(TargetKind.SITE, "the site whose directory roles to sync")]
+
+
 MODELS: dict[JobType, type[_Params]] = {
     JobType.ROLLING_CLUSTER_UPDATE: RollingClusterUpdateParams,
     JobType.FIRMWARE_UPDATE: FirmwareUpdateParams,
@@ -451,6 +463,7 @@ MODELS: dict[JobType, type[_Params]] = {
     JobType.FIRMWARE_COMPLIANCE: FirmwareComplianceParams,
     JobType.DISCOVERY_SCAN: DiscoveryScanParams,
     JobType.CATALOG_REFRESH: CatalogRefreshParams,
+    JobType.DIRECTORY_SYNC: DirectorySyncParams,
 }
 
 

@@ -77,6 +77,7 @@ class JobType(StrEnum):
     SELFTEST = "selftest"  # the executor's own end-to-end probe; touches no infrastructure
     DISCOVERY_SCAN = "discovery_scan"
     CATALOG_REFRESH = "catalog_refresh"
+    DIRECTORY_SYNC = "directory_sync"
 
 
 #: job types only an executor started with ``enable_selftest`` takes; create-job refuses them

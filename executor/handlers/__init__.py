@@ -33,6 +33,7 @@ BUILTIN_MODULES = (
     "executor.handlers.replication_sync",
     "executor.handlers.discovery",
     "executor.handlers.catalog",
+    "executor.handlers.directory_sync",
 )
 
 #: job types only an executor started with ``enable_selftest`` takes

@@ -35,6 +35,7 @@ VALID = {
         "credential_set_ids": [S2],
     },
     "catalog_refresh": {"catalog_id": S1, "stale_after_days": 90},
+    "directory_sync": {"site_id": S1},
 }
 
 
@@ -52,7 +53,7 @@ def test_committed_schemas_match_the_models():
 def test_every_job_type_has_a_model_and_a_schema():
     committed = json.loads(SCHEMAS.read_text())
     assert set(committed["job_types"]) == {t.value for t in jp.JobType} == set(VALID)
-    assert len(jp.JobType) == 12
+    assert len(jp.JobType) == 13
 
 
 @pytest.mark.parametrize("job_type", sorted(VALID))

@@ -20,6 +20,7 @@ const VALID: Record<string, Record<string, unknown>> = {
   firmware_compliance: { catalog_url: CATALOG.catalog_url, server_ids: [S1] },
   discovery_scan: { site_id: S1, ranges: ["10.1.2.0/24"], credential_set_ids: [S2] },
   catalog_refresh: { catalog_id: S1 },
+  directory_sync: { site_id: S1 },
 };
 
 function rejects(body: Record<string, unknown>, code: string): HttpError {
@@ -34,7 +35,7 @@ function rejects(body: Record<string, unknown>, code: string): HttpError {
   throw new Error(`accepted ${JSON.stringify(body)}`);
 }
 
-Deno.test("every generated job schema uses only supported keywords, and there are twelve job types", () => {
+Deno.test("every generated job schema uses only supported keywords, and there are thirteen job types", () => {
   for (const s of Object.values(JOB_SCHEMAS.job_types)) compileCheck(s);
   assert.deepEqual(JOB_TYPES, Object.keys(VALID).sort());
 });
