@@ -112,6 +112,11 @@ class ReplicationModel:
             "bandwidth_limit_mbit": bandwidth_limit_mbit,
             "allow_full_send": allow_full_send,
         }
+        # a NUL cannot be stored in a text column: REST would refuse the row with Postgres's
+        # 22P05 "unsupported Unicode escape sequence", which names no field
+        for field in ("name", "source_host", "target_host", "schedule", "retention_grid"):
+            if isinstance(row[field], str) and "\x00" in row[field]:
+                raise ValidationFailed(f"{field}: holds a NUL character", [f"{field}: holds a NUL character"])
         try:
             parse_grid(retention_grid)
         except GridError as exc:

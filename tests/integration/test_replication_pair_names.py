@@ -64,7 +64,34 @@ def test_an_admin_cannot_register_a_pair_with_a_hostile_dataset_name(env, column
     assert str(e.code).startswith(("22", "23")), (e.code, e.message)  # bad data, not a server fault
     if "\x00" not in bad:
         assert f'check constraint "replication_pairs_{column}' in (e.message or ""), e.message
+    else:  # the platform's answer, as hosted Supabase's PostgREST gives it (docs/replication.md)
+        assert (e.code, e.message) == ("22P05", "unsupported Unicode escape sequence"), (e.code, e.message)
     assert "Traceback" not in str(e.message)
+    assert _count(env, name) == 0
+
+
+def test_a_nul_sent_to_rest_directly_gets_the_platforms_400(env):
+    """REST direct, as any HTTP client sends it: JSON's \\u0000 reaches Postgres, which
+    cannot store it in text; the answer is the platform's 400 with SQLSTATE 22P05 (the same
+    on hosted Supabase), which names no field - the console and create-job refuse a NUL
+    themselves, naming it. Nothing is written."""
+    name = f"nul-{env.tag}"
+    url = env.stack.env()["SUPABASE_URL"] + "/rest/v1/replication_pairs"
+    body = json.dumps(_row(env, name, source_dataset="tank/a\x00b"))
+    assert "\\u0000" in body
+    r = env.raw.http.post(
+        url,
+        content=body.encode(),
+        headers={
+            "apikey": env.raw.anon,
+            "authorization": f"Bearer {env.users['admin'].token}",
+            "content-type": "application/json",
+        },
+    )
+    assert r.status_code == 400, (r.status_code, r.text)
+    err = r.json()
+    assert (err["code"], err["message"]) == ("22P05", "unsupported Unicode escape sequence"), err
+    assert "\\u0000" in (err.get("details") or ""), err
     assert _count(env, name) == 0
 
 

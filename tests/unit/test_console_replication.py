@@ -161,3 +161,27 @@ def test_dataset_names_are_validated_before_anything_is_sent(bad):
         retention_grid="24x1h",
     )
     assert api.inserted and api.inserted[0]["source_dataset"] == "tank/ok"
+
+
+@pytest.mark.parametrize(
+    "field",
+    ["name", "source_host", "source_dataset", "target_host", "target_dataset", "schedule", "retention_grid"],
+)
+def test_a_nul_in_any_text_field_is_refused_naming_the_field(field):
+    """REST direct would refuse it with 22P05 'unsupported Unicode escape sequence', which
+    names no field (docs/replication.md): the console refuses it first, naming the field."""
+    api = FakeApi(PAIRS, RUNS)
+    good = {
+        "site_id": "s",
+        "name": "n",
+        "source_host": "a",
+        "source_dataset": "tank/ok",
+        "target_host": "b",
+        "target_dataset": "backup/ok",
+        "schedule": "@hourly",
+        "retention_grid": "24x1h",
+    }
+    with pytest.raises(ValidationFailed) as err:
+        ReplicationModel(api).register_pair(**{**good, field: good[field][:1] + "\x00" + good[field][1:]})
+    assert str(err.value).startswith(f"{field}: ") and "NUL" in str(err.value), str(err.value)
+    assert api.inserted == []
