@@ -686,7 +686,7 @@ class DellOEM:
         reads of the UpdateService and one of the inventory per package."""
         target = self.inventory_member(component_id, inventory) if component_id else None
         apply_time = "OnReset" if reboot_required else "Immediate"
-        push = self.multipart_push_uri() if push_uri is ASK else push_uri
+        push = push_uri if push_uri is None or isinstance(push_uri, str) else self.multipart_push_uri()
         if push:
             name = unquote(urlsplit(image_uri).path.rsplit("/", 1)[-1]) or "package.bin"
             with self.fetched_package(image_uri) as path:
