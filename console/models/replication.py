@@ -115,7 +115,8 @@ class ReplicationModel:
         # a NUL cannot be stored in a text column: REST would refuse the row with Postgres's
         # 22P05 "unsupported Unicode escape sequence", which names no field
         for field in ("name", "source_host", "target_host", "schedule", "retention_grid"):
-            if isinstance(row[field], str) and "\x00" in row[field]:
+            value = row[field]
+            if isinstance(value, str) and "\x00" in value:
                 raise ValidationFailed(f"{field}: holds a NUL character", [f"{field}: holds a NUL character"])
         try:
             parse_grid(retention_grid)
