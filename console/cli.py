@@ -18,7 +18,8 @@ the local stack, the simulated lab and the demo of ``devstack/cli.py``).
     rackpilot job watch JOB_ID [--timeout S] [--exit-on-pause]
     rackpilot console [--port P] [--ip ADDR] [--all] [--notebooks DIR] [--open]
                                                                           the notebooks as a web app (Voilà)
-    rackpilot dev ... | lab ... | demo ...                                the local stack (devstack/cli.py)
+    rackpilot dev ... | lab ... | demo ...                                the local stack (devstack/cli.py,
+                                                                          through an entry point)
 
 It signs in as a user, exactly as the console does (``console.session``): the project URL
 and its anon key from ``SUPABASE_URL`` and ``SUPABASE_ANON_KEY``, the user from
@@ -43,6 +44,7 @@ import json
 import os
 import sys
 import time
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 from console.api import Api, Row
@@ -50,7 +52,9 @@ from console.errors import ConfigError, ConsoleError, NotFound, SignInError, Val
 from console.session import ConsoleConfig, sign_in
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_CANCELLED, EXIT_PAUSED, EXIT_TIMEOUT = 0, 1, 2, 3, 4, 5
-DEV_COMMANDS = ("dev", "lab", "demo")
+#: entry-point group of the subcommands the harness adds (``dev``, ``lab`` and ``demo``:
+#: devstack/cli.py, declared in pyproject.toml); the console never imports the harness itself
+COMMAND_GROUP = "rackpilot.commands"
 WATCH_REFRESH_S = 15.0  # REST re-read while watching, in case a Realtime change was missed (s)
 
 
@@ -463,12 +467,17 @@ def _tls_flags(p: argparse.ArgumentParser, what: str) -> None:
     )
 
 
+def harness_commands() -> dict[str, EntryPoint]:
+    """The installed subcommands of :data:`COMMAND_GROUP`, by name (none without the harness)."""
+    return {ep.name: ep for ep in entry_points(group=COMMAND_GROUP)}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rackpilot", description="rackpilot command line (signs in as a user)")
     p.add_argument("--json", action="store_true", help="lists as JSON instead of tables")
     sub = p.add_subparsers(dest="cmd", required=True)
-    for name in DEV_COMMANDS:
-        sub.add_parser(name, help=f"rackpilot {name} ... (the local stack, lab and demo: devstack/cli.py)")
+    for name, ep in harness_commands().items():
+        sub.add_parser(name, help=f"rackpilot {name} ... (the local stack, lab and demo: {ep.module})")
 
     site = sub.add_parser("site", help="sites").add_subparsers(dest="site_cmd", required=True)
     add = site.add_parser("add", help="create a site (admin)")
@@ -570,10 +579,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in DEV_COMMANDS:
-        from devstack.cli import main as dev_main
-
-        return dev_main(argv)
+    commands = harness_commands()
+    if argv and argv[0] in commands:
+        return int(commands[argv[0]].load()(argv))
     args = build_parser().parse_args(argv)
     try:
         if args.cmd == "console":  # the web app signs in in the page, not here

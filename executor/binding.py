@@ -329,9 +329,9 @@ class Credential:
         return self.username if key == "username" else default
 
     def unbound(self, key: str) -> str | None:
-        """A secret field for code that presents it to no endpoint at all: only the
-        ``selftest`` job's redaction check uses it (tests/unit/test_credential_binding.py
-        holds every other caller to :meth:`release`)."""
+        """A secret field for code that presents it to no endpoint at all: only the harness's
+        ``selftest`` job's redaction check (devstack/testing/selftest.py) uses it
+        (tests/unit/test_credential_binding.py holds every other caller to :meth:`release`)."""
         return self._secret.get(key)
 
     def summary(self) -> list[str]:

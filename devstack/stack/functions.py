@@ -1,7 +1,10 @@
 """``/functions/v1/<name>``: Deno edge functions behind the gateway.
 
 One Deno process runs ``functions_router.ts``, which imports every
-``supabase/functions/<name>/handler.ts`` and serves them all on a private loopback port.
+``supabase/functions/<name>/handler.ts`` and serves them all on a private loopback port,
+together with the test functions of ``supabase/functions/tests/functions/<name>/`` (the
+contract tests' ``hello``): those exist on the local stack only, since ``supabase functions
+deploy`` deploys the top-level folders alone. A test function never shadows a product one.
 This service checks what hosted Supabase's relay checks (the function exists, and a valid
 JWT when ``verify_jwt`` is on for it in ``supabase/config.toml``) before Deno sees the
 request, then forwards it with the path after ``/functions/v1``, as hosted Supabase does.
@@ -41,6 +44,7 @@ log = logging.getLogger("rackpilot.functions")
 PREFIX = "/functions/v1"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
 NOT_FUNCTIONS = frozenset({"tests", "node_modules"})  # folders of supabase/functions that are not functions
+TEST_FUNCTIONS = Path("tests") / "functions"  # under supabase/functions: served here, never deployed
 MAX_FUNCTION_BODY = 10 * 1024 * 1024  # largest request body forwarded to a function (bytes)
 DENO_START_TIMEOUT_S = 30.0  # seconds to wait for the router to answer its health check
 RESTART_MIN_INTERVAL_S = 5.0  # seconds between attempts to restart a dead router
@@ -232,10 +236,15 @@ class FunctionsService:
 
     # --- requests -----------------------------------------------------------------------
     def function_exists(self, name: str) -> bool:
+        """A product function (``supabase/functions/<name>/``), or else a test function
+        (``supabase/functions/tests/functions/<name>/``); the router decides the same way."""
         return (
             name not in NOT_FUNCTIONS
             and NAME_RE.match(name) is not None
-            and (self.functions_dir / name / "handler.ts").is_file()
+            and any(
+                (base / name / "handler.ts").is_file()
+                for base in (self.functions_dir, self.functions_dir / TEST_FUNCTIONS)
+            )
         )
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:

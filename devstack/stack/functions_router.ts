@@ -1,5 +1,7 @@
 // The local stack's edge runtime: one Deno process serving every
-// supabase/functions/<name>/handler.ts on a private loopback port.
+// supabase/functions/<name>/handler.ts on a private loopback port, and the test functions of
+// supabase/functions/tests/functions/<name>/handler.ts (never deployed: `supabase functions
+// deploy` takes the top-level folders only). A product function wins over a test one.
 //
 // Each function folder has `handler.ts` exporting `handler(req): Promise<Response>` and an
 // `index.ts` that only calls `Deno.serve(handler)` (what hosted Supabase runs). Here the
@@ -16,6 +18,7 @@ if (!functionsDir || !Number.isInteger(port) || port <= 0) {
   Deno.exit(2);
 }
 const baseUrl = new URL(`file://${functionsDir.replace(/\/?$/, "/")}`);
+const testUrl = new URL("tests/functions/", baseUrl);
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;
 const NOT_FUNCTIONS = new Set(["tests", "node_modules"]);
 const loaded = new Map<string, Promise<Handler>>();
@@ -27,20 +30,30 @@ function json(status: number, body: unknown): Response {
   });
 }
 
-function isFunction(name: string): boolean {
-  if (!NAME.test(name) || NOT_FUNCTIONS.has(name)) return false;
-  try {
-    return Deno.statSync(new URL(`${name}/handler.ts`, baseUrl)).isFile;
-  } catch {
-    return false;
+/** The function's handler.ts: the product's, else the test function's; null when neither. */
+function handlerUrl(name: string): URL | null {
+  if (!NAME.test(name) || NOT_FUNCTIONS.has(name)) return null;
+  for (const base of [baseUrl, testUrl]) {
+    const url = new URL(`${name}/handler.ts`, base);
+    try {
+      if (Deno.statSync(url).isFile) return url;
+    } catch {
+      // not in this folder
+    }
   }
+  return null;
+}
+
+function isFunction(name: string): boolean {
+  return handlerUrl(name) !== null;
 }
 
 function load(name: string): Promise<Handler> {
   let pending = loaded.get(name);
   if (!pending) {
-    const url = new URL(`${name}/handler.ts`, baseUrl).href;
-    pending = import(url).then((mod) => {
+    const url = handlerUrl(name);
+    if (url === null) return Promise.reject(new Error(`no function ${name}`));
+    pending = import(url.href).then((mod) => {
       if (typeof mod.handler !== "function") {
         throw new TypeError(`${name}/handler.ts does not export a function named handler`);
       }
@@ -80,6 +93,12 @@ Deno.serve({ hostname: "127.0.0.1", port, onListen() {} }, route);
 
 // Import every function once in the background, so the first invocation does not pay for
 // loading supabase-js and friends (clients time out after 5 s by default).
-for (const entry of Deno.readDirSync(baseUrl)) {
-  if (entry.isDirectory && isFunction(entry.name)) load(entry.name).catch(() => {});
+for (const base of [baseUrl, testUrl]) {
+  try {
+    for (const entry of Deno.readDirSync(base)) {
+      if (entry.isDirectory && isFunction(entry.name)) load(entry.name).catch(() => {});
+    }
+  } catch {
+    // no test functions folder: nothing to preload there
+  }
 }

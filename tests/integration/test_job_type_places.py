@@ -105,10 +105,11 @@ def safety_yaml_hosts_out() -> set[str]:
 
 
 def handler_registry() -> set[str]:
-    """The built-in handlers' types, and the test-only handler's (registered only on an
-    executor started with enable_selftest; not registered here, so as to change nothing)."""
+    """The built-in handlers' types, and the test-only handler's (the harness's, registered
+    only on an executor started with enable_selftest; not registered here, so as to change
+    nothing)."""
+    from devstack.testing.selftest import SelftestHandler
     from executor import handlers
-    from executor.handlers.selftest import SelftestHandler
 
     return set(handlers.load_builtin()) | {SelftestHandler.job_type}
 

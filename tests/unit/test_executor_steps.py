@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from executor.handlers.selftest import SelftestHandler
+from devstack.testing.selftest import SelftestHandler
 from executor.steps import (
     COMPLETED,
     FAILED,
@@ -313,6 +313,41 @@ def test_selftest_is_registered_only_with_its_flag(tmp_path, monkeypatch):
     assert handler.base_dir == tmp_path / "selftest"
     # once registered in this process, an executor without the flag still does not take it
     assert "selftest" not in handlers.load_builtin()
+
+
+def test_test_handlers_come_only_from_their_entry_point_and_only_for_test_only_types(monkeypatch):
+    """selftest is the harness's, found through the rackpilot.test_handlers entry point: with
+    none installed the flag is refused by name, and an entry point naming an operator job's
+    handler (or no handler) is refused instead of replacing it."""
+    from importlib.metadata import EntryPoint
+
+    from executor import ExecutorError, handlers
+
+    real = handlers.entry_points(group=handlers.TEST_HANDLER_GROUP)
+    assert [(ep.name, ep.value) for ep in real] == [("selftest", "devstack.testing.selftest:SelftestHandler")]
+    monkeypatch.setattr(handlers, "_REGISTRY", dict(handlers._REGISTRY))
+
+    def installed(*values: str):
+        eps = [EntryPoint(f"ep{i}", v, handlers.TEST_HANDLER_GROUP) for i, v in enumerate(values)]
+        monkeypatch.setattr(
+            handlers, "entry_points", lambda group: eps if group == handlers.TEST_HANDLER_GROUP else []
+        )
+
+    installed()
+    with pytest.raises(
+        ExecutorError, match="RACKPILOT_ENABLE_SELFTEST is set, but no test handler is installed"
+    ):
+        handlers.load_builtin(enable_selftest=True)
+    installed("executor.handlers.power:PowerOperationHandler")
+    with pytest.raises(ExecutorError, match=r"ep0 .* is not a handler of a test-only job type \(selftest\)"):
+        handlers.load_builtin(enable_selftest=True)
+    installed("executor.steps:StepEngine")
+    with pytest.raises(ExecutorError, match="is not a handler of a test-only job type"):
+        handlers.load_builtin(enable_selftest=True)
+    installed("devstack.testing.no_such_module:Handler")
+    with pytest.raises(ExecutorError, match="test handler ep0 .* cannot be imported"):
+        handlers.load_builtin(enable_selftest=True)
+    assert handlers.get("power_operation").__name__ == "PowerOperationHandler"
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import { handler as resolveBlockers } from "../resolve-blockers/handler.ts";
 import { handler as windows } from "../maintenance-windows/handler.ts";
 import { handler as credentials } from "../encrypt-credentials/handler.ts";
 import { handler as notifications } from "../notification-settings/handler.ts";
-import { handler as hello } from "../hello/handler.ts";
+import { handler as hello } from "./functions/hello/handler.ts";
 import { findPrototypeKey, HttpError } from "../_shared/http.ts";
 import { checkRequest } from "../_shared/jobs.ts";
 import { validate } from "../_shared/validate.ts";

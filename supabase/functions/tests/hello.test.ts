@@ -3,7 +3,7 @@
 // and here only its failure when Auth cannot be reached (a closed loopback port).
 
 import assert from "node:assert/strict";
-import { handler } from "../hello/handler.ts";
+import { handler } from "./functions/hello/handler.ts";
 
 const ENV_KEYS = ["SUPABASE_URL", "SUPABASE_ANON_KEY", "SUPABASE_SERVICE_ROLE_KEY"];
 

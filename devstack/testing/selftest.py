@@ -1,7 +1,9 @@
 """``selftest``: a multi-step job that exercises the step engine without hardware.
 
-It is a test fixture, not an operator job: the executor takes it only when started with
-``RACKPILOT_ENABLE_SELFTEST=true`` (see :mod:`executor.handlers`), and every path it
+It is a test fixture, not an operator job, and lives in the harness: the product does not
+import it. An executor started with ``RACKPILOT_ENABLE_SELFTEST=true`` loads it through the
+``rackpilot.test_handlers`` entry point (``pyproject.toml``; see :mod:`executor.handlers`),
+and takes it only then; unit tests build it directly. Every path it
 touches lies inside ``<state_dir>/selftest/`` (:data:`SELFTEST_FOLDER`): ``counter_file``
 and ``gate_dir`` are relative to that folder, and an absolute path, a ``..`` component or
 a symbolic link leading out of it fails the job before any step runs.
@@ -52,7 +54,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..steps import (
+from executor.steps import (
     Blocker,
     BlockersFound,
     HandlerError,
@@ -110,7 +112,7 @@ def confined(base_dir: Path, value: Any, field: str, *, folder: bool = False) ->
 
 
 class SelftestHandler(JobHandler):
-    """Registered only by ``load_builtin(enable_selftest=True)``; never on import."""
+    """Registered only by ``load_builtin(enable_selftest=True)`` (the entry point); never on import."""
 
     job_type = "selftest"
 

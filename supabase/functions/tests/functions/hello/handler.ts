@@ -1,13 +1,19 @@
 // hello: greets the caller by the identity Auth vouches for.
 //
+// A test function, not part of rackpilot: it lives under tests/functions/, which the local
+// stack serves (devstack/stack/functions.py) and `supabase functions deploy` never sees (it
+// deploys the top-level folders of supabase/functions/). The supabase-js and supabase-py
+// contract tests use it to check the functions path itself (routing, verify_jwt, the caller's
+// identity through Auth) with a function that needs no database and no application role.
+//
 // POST (or GET) /functions/v1/hello with an optional body {"name": "..."}.
 // A user's access token is checked through supabase-js against Auth (auth.getUser), the
 // service key is recognised by value, and anything else (the anon key) is anonymous.
 
 import { createClient } from "@supabase/supabase-js";
-import { bearerToken, unverifiedClaims } from "../_shared/auth.ts";
-import { supabaseEnv } from "../_shared/env.ts";
-import { HttpError, jsonResponse, readJson, withErrors } from "../_shared/http.ts";
+import { bearerToken, unverifiedClaims } from "../../../_shared/auth.ts";
+import { supabaseEnv } from "../../../_shared/env.ts";
+import { HttpError, jsonResponse, readJson, withErrors } from "../../../_shared/http.ts";
 
 const MAX_NAME_LEN = 100; // characters
 const MAX_BODY_BYTES = 16 * 1024; // the body only carries a name
