@@ -3,15 +3,17 @@
 A handler module registers its class with :func:`register`; the runner advertises the
 registered types as the executor's capabilities and looks handlers up by ``jobs.type``.
 
-``selftest`` is a test-only handler (it writes files on the executor host, see
-:mod:`executor.handlers.selftest`). It is not among the built-in modules: it is
-registered, and advertised, only when the executor is started with
+``selftest`` is a test-only handler (it writes files on the executor host). It is no part
+of the product: the harness declares it (``devstack/testing/selftest.py``) under the
+entry-point group :data:`TEST_HANDLER_GROUP` in ``pyproject.toml``, and it is loaded,
+registered and advertised only when the executor is started with
 ``RACKPILOT_ENABLE_SELFTEST=true`` (``enable_selftest`` in :mod:`executor.config`).
 """
 
 from __future__ import annotations
 
 import importlib
+from importlib.metadata import entry_points
 from typing import Any
 
 from .. import ExecutorError
@@ -38,6 +40,9 @@ BUILTIN_MODULES = (
 
 #: job types only an executor started with ``enable_selftest`` takes
 TEST_ONLY_TYPES = frozenset({"selftest"})
+
+#: entry-point group of the test-only handlers; loaded only with ``enable_selftest``
+TEST_HANDLER_GROUP = "rackpilot.test_handlers"
 
 
 class UnknownJobType(ExecutorError):
@@ -77,9 +82,7 @@ def load_builtin(modules: tuple[str, ...] = BUILTIN_MODULES, *, enable_selftest:
     """Import the handler modules and return the job types this executor takes: every
     registered type, but the test-only ones only with ``enable_selftest``."""
     if enable_selftest:
-        from .selftest import SelftestHandler
-
-        register(SelftestHandler)
+        _load_test_handlers()
     for name in modules:
         try:
             importlib.import_module(name)
@@ -89,3 +92,27 @@ def load_builtin(modules: tuple[str, ...] = BUILTIN_MODULES, *, enable_selftest:
         except ImportError as exc:
             raise ExecutorError(f"handler module {name} cannot be imported: {exc}") from exc
     return [t for t in job_types() if enable_selftest or t not in TEST_ONLY_TYPES]
+
+
+def _load_test_handlers() -> None:
+    """Register the handlers declared under :data:`TEST_HANDLER_GROUP` (the harness's
+    ``selftest``). Each must handle a test-only type, so that no installed package can
+    replace an operator job's handler this way."""
+    found = entry_points(group=TEST_HANDLER_GROUP)
+    if not found:
+        raise ExecutorError(
+            "RACKPILOT_ENABLE_SELFTEST is set, but no test handler is installed (the harness, "
+            f"devstack, declares them under the entry-point group {TEST_HANDLER_GROUP}); "
+            "unset it on a production executor"
+        )
+    for ep in found:
+        try:
+            cls = ep.load()
+        except ImportError as exc:
+            raise ExecutorError(f"test handler {ep.name} ({ep.value}) cannot be imported: {exc}") from exc
+        if not (isinstance(cls, type) and issubclass(cls, JobHandler)) or cls.job_type not in TEST_ONLY_TYPES:
+            raise ExecutorError(
+                f"entry point {ep.name} ({ep.value}) is not a handler of a test-only job type "
+                f"({', '.join(sorted(TEST_ONLY_TYPES))})"
+            )
+        register(cls)
