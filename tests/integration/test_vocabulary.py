@@ -89,3 +89,14 @@ def test_run_outcomes_that_write_a_job_status_are_job_statuses():
         vocabulary.RunOutcome.INTERRUPTED,
         vocabulary.RunOutcome.ERROR,
     }
+
+
+def test_the_health_report_docs_list_every_run_outcome():
+    """docs/executor.md names the keys of the health report's ``outcomes``: RunOutcome's values."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "executor.md").read_text()
+    line = next(row for row in doc.splitlines() if row.startswith("| `outcomes` |"))
+    listed = re.findall(r"`([a-z_]+)`", line.split("since start:")[1].split("(")[0])
+    assert listed == [o.value for o in vocabulary.RunOutcome]
