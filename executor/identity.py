@@ -555,7 +555,8 @@ async def sync_directory(
     ``idm_apply_sync``. Answers the counts: ``groups`` (mapped groups read), ``members``
     (enabled accounts found in them), ``users_seen`` (directory identities of the site),
     ``roles_changed`` (roles set or changed), ``roles_removed`` (roles taken away),
-    ``sessions_revoked`` (sessions ended, each with its refresh tokens). No password is in
+    ``sessions_revoked`` (sessions ended), ``refresh_tokens_revoked`` (the still usable
+    refresh tokens those sessions held). No password is in
     the answer, nor in a log line (the bind password is redacted from every one)."""
     if not idm.bind_credential:
         raise IdentityError(
@@ -600,6 +601,7 @@ async def sync_directory(
         "roles_changed": int(applied.get("changed", 0)),
         "roles_removed": int(applied.get("removed", 0)),
         "sessions_revoked": int(applied.get("sessions_revoked", 0)),
+        "refresh_tokens_revoked": int(applied.get("refresh_tokens_revoked", 0)),
     }
     log.info("directory sync applied", extra=counts)
     return counts

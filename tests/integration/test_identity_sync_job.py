@@ -172,6 +172,7 @@ def test_the_scheduled_directory_sync_job_takes_a_removed_admins_role_and_refres
     counts = job["result"]["checkpoint"]["sync"]
     assert counts["users_seen"] == 2, counts
     assert counts["roles_removed"] == 1 and counts["sessions_revoked"] >= 1, counts
+    assert counts["refresh_tokens_revoked"] >= 1, counts  # erin's, unused until then
     assert counts["groups"] == len(group_roles()) and counts["members"] >= 2, counts
     (step,) = h.steps(job["id"])
     assert step["details"]["result"] == counts
@@ -179,10 +180,11 @@ def test_the_scheduled_directory_sync_job_takes_a_removed_admins_role_and_refres
         "select new_data from public.audit_log where action = 'idm.sync' and row_id = %s", str(h.site_id)
     )
     assert len(audit) == 1, audit  # one audited run
-    assert (audit[0]["new_data"]["users"], audit[0]["new_data"]["sessions_revoked"]) == (
-        counts["users_seen"],
-        counts["sessions_revoked"],
-    )
+    assert (
+        audit[0]["new_data"]["users"],
+        audit[0]["new_data"]["sessions_revoked"],
+        audit[0]["new_data"]["refresh_tokens_revoked"],
+    ) == (counts["users_seen"], counts["sessions_revoked"], counts["refresh_tokens_revoked"])
 
     # no password anywhere: job, steps, schedule run, audit, the executors' logs
     everywhere = json.dumps(
