@@ -128,4 +128,7 @@ def test_hello_is_a_test_function_that_no_deploy_takes():
     assert "hello" not in top_level | declared
     assert (functions / "tests" / "functions" / "hello" / "handler.ts").is_file()
     assert list((functions / "tests" / "functions").glob("*/index.ts")) == []  # no entry point to deploy
+    # the stack would serve the product's function under a shared name: none is shared
+    test_functions = {p.parent.name for p in (functions / "tests" / "functions").glob("*/handler.ts")}
+    assert test_functions == {"hello"} and not test_functions & top_level
     assert deployed == declared  # every deployed function's verify_jwt is set in config.toml
