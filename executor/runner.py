@@ -140,6 +140,11 @@ class LeasedJob:
         are added, the write is ordered with the job's others and retried like them."""
         return await self._write(fn, params)
 
+    async def select(self, table: str, columns: str, **filters: Any) -> list[dict[str, Any]]:
+        """A read for the job's handler (inventory rows, blockers, earlier tasks), retried like
+        the control plane's other reads."""
+        return await self.runner.control.select(table, columns, **filters)
+
     async def history(self) -> list[dict[str, Any]]:
         # Steps are written only under a lease and every claim counts an attempt: a job on
         # its first attempt has no history, and dispatch skips a round trip.

@@ -57,19 +57,21 @@ when the "running longer than usual" notice goes out (default: half of ``timeout
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypedDict
 
 import yaml
 
 from . import ExecutorError
 from .log import SECRETS, job_id_var, step_var, target_var
-from .vocabulary import JobStatus, PauseReason, RunOutcome, StepStatus
+from .vocabulary import JobStatus, PauseReason, RunOutcome, StepStatus, TaskStatus, TaskTargetKind
 
 if TYPE_CHECKING:
     from .binding import Credential
@@ -327,9 +329,18 @@ class JobSession(Protocol):
     async def credentials(self, credential_id: str) -> Credential: ...
     async def notice(self, event: str, payload: dict[str, Any]) -> None: ...
     async def call(self, fn: str, params: dict[str, Any]) -> Any: ...
+    async def select(self, table: str, columns: str, **filters: Any) -> list[dict[str, Any]]: ...
 
 
 # --- step context ---------------------------------------------------------------------------
+class StoredArtifact(TypedDict):
+    """What :meth:`StepContext.put_artifact` answers (handlers keep it in their results)."""
+
+    artifact_id: str
+    sha256: str
+    size_bytes: int
+
+
 @dataclass
 class Progress:
     """What a wait probe returns: done or not, and a marker that changes while work advances."""
@@ -340,7 +351,14 @@ class Progress:
 
 
 class StepContext:
-    """What a running step sees: the job, its checkpoint, saved progress, and helpers."""
+    """What a running step sees: the job, its checkpoint, saved progress, and helpers.
+
+    It is a handler's whole interface to the control plane: :meth:`rpc`, :meth:`select`,
+    :meth:`update_task`, :meth:`put_artifact`, :meth:`save_progress` and
+    :meth:`progress_of`, :meth:`credentials`, and the operator's flags
+    (:attr:`cancel_requested`, ...). Handlers never touch :attr:`session` themselves
+    (``tests/unit/test_handler_interface.py`` checks it).
+    """
 
     def __init__(
         self,
@@ -389,6 +407,94 @@ class StepContext:
 
     async def credentials(self, credential_id: str) -> Credential:
         return await self.session.credentials(credential_id)
+
+    # --- the control plane as a handler sees it --------------------------------------------
+    async def rpc(self, fn: str, params: Mapping[str, Any] | None = None) -> Any:
+        """A job-scoped executor RPC (``public.<fn>``): the session adds executor id, job id
+        and lease epoch, orders it with the job's other writes and retries it like them;
+        :class:`Fenced` once the lease is lost."""
+        return await self.session.call(fn, dict(params or {}))
+
+    async def select(self, table: str, columns: str, **filters: Any) -> list[dict[str, Any]]:
+        """Rows of ``table`` (``columns`` as PostgREST spells them); a filter is ``col=value``,
+        or ``col=[values]`` for membership."""
+        return await self.session.select(table, columns, **filters)
+
+    async def update_task(
+        self,
+        kind: TaskTargetKind,
+        target: Mapping[str, Any],
+        status: TaskStatus,
+        *,
+        progress: int | None = None,
+        details: dict[str, Any] | None = None,
+        result: dict[str, Any] | None = None,
+        error: str | None = None,
+        seq: int | None = None,
+    ) -> None:
+        """Create or update this job's task for ``target`` (a row with ``id`` and ``name``).
+        ``None`` leaves a field as it is, except ``error`` (cleared) and ``progress`` (100 on
+        completed); ``details`` is merged into the task's."""
+        await self.rpc(
+            "update_task",
+            {
+                "p_target_kind": TaskTargetKind(kind),
+                "p_target_id": str(target["id"]),
+                "p_status": TaskStatus(status),
+                "p_progress": progress,
+                "p_details": details,
+                "p_result": result,
+                "p_error": error,
+                "p_target_name": target.get("name"),
+                "p_seq": seq,
+            },
+        )
+
+    async def put_artifact(
+        self, kind: str, content: bytes, *, content_type: str, server_id: str | None = None
+    ) -> StoredArtifact:
+        """Store ``content`` as an artifact of this job (the control plane checks its
+        sha256 and size)."""
+        sha = hashlib.sha256(content).hexdigest()
+        art_id = await self.rpc(
+            "put_artifact",
+            {
+                "p_kind": kind,
+                "p_content_base64": base64.b64encode(content).decode(),
+                "p_sha256": sha,
+                "p_content_type": content_type,
+                "p_server_id": server_id,
+            },
+        )
+        return {"artifact_id": str(art_id), "sha256": sha, "size_bytes": len(content)}
+
+    async def progress_of(self, step_name: str) -> dict[str, Any]:
+        """The progress step ``step_name`` of this job last saved (``{}`` if none): a
+        cleanup reads there what an interrupted step had begun."""
+        progress: dict[str, Any] = {}
+        for row in await self.session.history():
+            if row["name"] == step_name:
+                progress = (row.get("details") or {}).get("progress") or {}
+        return progress
+
+    # --- the operator's requests and the lease, as the session last saw them -----------------
+    @property
+    def cancel_requested(self) -> bool:
+        return self.session.cancel_requested
+
+    @property
+    def pause_requested(self) -> bool:
+        return self.session.pause_requested
+
+    @property
+    def draining(self) -> bool:
+        """The executor is stopping: a step that can hand back at a safe point should."""
+        return self.session.draining
+
+    @property
+    def fenced(self) -> bool:
+        """The lease is lost: write nothing more."""
+        return self.session.fenced
 
     def check_cancel(self) -> None:
         """Raise :class:`JobCancelled` if the step is abortable and a cancel was requested."""

@@ -1,6 +1,6 @@
 """rackpilot's state vocabulary, spelled once for Python: the values of the Postgres enums
 ``public.job_status``, ``public.task_status``, ``public.step_status``,
-``public.pause_reason`` and ``public.job_type``.
+``public.pause_reason``, ``public.task_target_kind`` and ``public.job_type``.
 
 SQL is the source (``supabase/migrations``); these StrEnums mirror it member for member,
 in the enum's order, and ``tests/integration/test_vocabulary.py`` reads ``pg_enum`` of a
@@ -37,6 +37,21 @@ class TaskStatus(StrEnum):
     FAILED = "failed"
     SKIPPED = "skipped"
     CANCELLED = "cancelled"
+
+
+class TaskTargetKind(StrEnum):
+    """``public.task_target_kind``: what one job task is about (its ``target_id`` names a
+    row of that kind)."""
+
+    SERVER = "server"
+    HOST = "host"
+    CLUSTER = "cluster"
+    VCENTER = "vcenter"
+    REPLICATION_PAIR = "replication_pair"
+    VM = "vm"
+    OME_INSTANCE = "ome_instance"
+    SITE = "site"
+    FIRMWARE_CATALOG = "firmware_catalog"
 
 
 class StepStatus(StrEnum):
@@ -103,6 +118,7 @@ class RunOutcome(StrEnum):
 SQL_ENUMS: dict[str, type[StrEnum]] = {
     "job_status": JobStatus,
     "task_status": TaskStatus,
+    "task_target_kind": TaskTargetKind,
     "step_status": StepStatus,
     "pause_reason": PauseReason,
     "job_type": JobType,
