@@ -159,7 +159,7 @@ class SelftestHandler(JobHandler):
         at.write_text(str(os.getpid()))
         go = Path(f"{base}.go")
         while not go.exists():
-            if ctx.session.fenced:
+            if ctx.fenced:
                 return
             await asyncio.sleep(GATE_POLL_S)
 

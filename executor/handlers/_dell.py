@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
 import ipaddress
 import logging
 import os
@@ -41,11 +40,13 @@ from ..steps import HandlerError, Progress, StepContext, StepStalled, StepTimeou
 from ..targets.endpoint import Endpoint, Timeouts
 from ..targets.errors import TargetError
 from ..targets.redfish import RedfishClient
+from ..vocabulary import TaskStatus, TaskTargetKind
 
 log = logging.getLogger("rackpilot.executor.dell")
 T = TypeVar("T")
 
 SERVER_COLUMNS = "id,site_id,name,idrac_address,credential_set_id,model,service_tag,details"
+SERVER = TaskTargetKind.SERVER  # the kind of the Dell handlers' tasks
 
 
 class DellHandlerError(HandlerError):
@@ -105,24 +106,9 @@ def params_of(job: dict[str, Any], model: type) -> Any:
 
 
 # --- servers --------------------------------------------------------------------------------
-def control(ctx: StepContext) -> Any:
-    runner = getattr(ctx.session, "runner", None)
-    if runner is None:
-        raise DellHandlerError("this job session has no control-plane client")
-    return runner.control
-
-
-async def rpc(ctx: StepContext, fn: str, params: dict[str, Any]) -> Any:
-    """A fenced executor write (executor id, job id and lease epoch added by the session)."""
-    call_rpc = getattr(ctx.session, "call", None)
-    if call_rpc is None:
-        raise DellHandlerError("this job session cannot make executor writes")
-    return await call_rpc(fn, params)
-
-
 async def load_servers(ctx: StepContext, server_ids: list[str]) -> list[dict[str, Any]]:
     """The job's servers, in the order given; all must exist and belong to the job's site."""
-    rows = await control(ctx).select("servers", SERVER_COLUMNS, id=[str(s) for s in server_ids])
+    rows = await ctx.select("servers", SERVER_COLUMNS, id=[str(s) for s in server_ids])
     by_id = {str(r["id"]): r for r in rows}
     missing = [str(s) for s in server_ids if str(s) not in by_id]
     if missing:
@@ -135,7 +121,7 @@ async def load_servers(ctx: StepContext, server_ids: list[str]) -> list[dict[str
 
 
 async def site_servers(ctx: StepContext) -> list[dict[str, Any]]:
-    rows = await control(ctx).select("servers", SERVER_COLUMNS, site_id=str(ctx.job["site_id"]))
+    rows = await ctx.select("servers", SERVER_COLUMNS, site_id=str(ctx.job["site_id"]))
     return sorted(rows, key=lambda r: (r["name"], str(r["id"])))
 
 
@@ -209,7 +195,7 @@ async def endpoints(ctx: StepContext, servers: list[dict[str, Any]]) -> dict[str
         try:
             out[str(s["id"])] = endpoint_for(s, opened[cid])
         except EndpointNotAllowed as exc:
-            await task(ctx, s, "failed", error=error_text(exc))
+            await ctx.update_task(SERVER, s, TaskStatus.FAILED, error=error_text(exc))
             raise
     return out
 
@@ -274,30 +260,6 @@ async def wait_lc_ready(ctx: StepContext, c: RedfishClient, operation: str) -> N
 
 
 # --- results --------------------------------------------------------------------------------
-async def task(
-    ctx: StepContext,
-    server: dict[str, Any],
-    status: str,
-    *,
-    result: dict[str, Any] | None = None,
-    error: str | None = None,
-    progress: int | None = None,
-) -> None:
-    await rpc(
-        ctx,
-        "update_task",
-        {
-            "p_target_kind": "server",
-            "p_target_id": str(server["id"]),
-            "p_status": status,
-            "p_result": result,
-            "p_error": error,
-            "p_progress": progress,
-            "p_target_name": server["name"],
-        },
-    )
-
-
 def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
@@ -317,7 +279,7 @@ async def fail_server(
     sid = str(server["id"])
     failures[server["name"]] = exc
     done[sid] = {**(done.get(sid, {}) if keep else {}), "ok": False, "error": error_text(exc)}
-    await task(ctx, server, "failed", error=done[sid]["error"], result=done[sid])
+    await ctx.update_task(SERVER, server, TaskStatus.FAILED, error=done[sid]["error"], result=done[sid])
 
 
 def raise_failures(failures: dict[str, BaseException], total: int) -> None:
@@ -329,29 +291,11 @@ def raise_failures(failures: dict[str, BaseException], total: int) -> None:
     raise ServersFailed({k: error_text(v) for k, v in failures.items()}, total)
 
 
-async def store_artifact(
-    ctx: StepContext, *, kind: str, content: bytes, content_type: str, server_id: str | None
-) -> dict[str, Any]:
-    sha = hashlib.sha256(content).hexdigest()
-    art_id = await rpc(
-        ctx,
-        "put_artifact",
-        {
-            "p_kind": kind,
-            "p_content_base64": base64.b64encode(content).decode(),
-            "p_sha256": sha,
-            "p_content_type": content_type,
-            "p_server_id": server_id,
-        },
-    )
-    return {"artifact_id": str(art_id), "sha256": sha, "size_bytes": len(content)}
-
-
 async def latest_artifact(
     ctx: StepContext, server_id: str, kind: str, *, content: bool = True
 ) -> dict[str, Any] | None:
-    rows = await rpc(
-        ctx, "executor_latest_artifact", {"p_server_id": server_id, "p_kind": kind, "p_with_content": content}
+    rows = await ctx.rpc(
+        "executor_latest_artifact", {"p_server_id": server_id, "p_kind": kind, "p_with_content": content}
     )
     if isinstance(rows, dict):
         rows = [rows]
@@ -419,7 +363,7 @@ async def upsert_inventory(ctx: StepContext, rows: list[dict[str, Any]], batch: 
     done = 0
     for i in range(0, len(rows), batch):
         done += int(
-            await rpc(ctx, "executor_upsert_server_inventory", {"p_servers": rows[i : i + batch]}) or 0
+            await ctx.rpc("executor_upsert_server_inventory", {"p_servers": rows[i : i + batch]}) or 0
         )
     return done
 

@@ -60,10 +60,9 @@ async def replication_lag_blockers(
     servers = {str(h["server_id"]): h for h in hosts if h.get("server_id")}
     if not servers:
         return []
-    control = ctx.session.runner.control  # type: ignore[attr-defined]
     rows: dict[str, dict[str, Any]] = {}
     for col in ("source_server_id", "target_server_id"):
-        for r in await control.select("replication_pairs", PAIR_COLUMNS, **{col: list(servers)}):
+        for r in await ctx.select("replication_pairs", PAIR_COLUMNS, **{col: list(servers)}):
             rows[str(r["id"])] = r
     # an override names the host, or the server when the job works on servers
     overridden = {
@@ -124,11 +123,10 @@ async def server_gate(ctx: StepContext, servers: list[dict[str, Any]]) -> tuple[
     (so ``skip_host`` is possible); otherwise the blocker names the server only."""
     if not servers:
         return [], set()
-    control = ctx.session.runner.control  # type: ignore[attr-defined]
-    blockers = await control.select("job_blockers", "id,kind,host_id,server_id,details", job_id=ctx.job_id)
+    blockers = await ctx.select("job_blockers", "id,kind,host_id,server_id,details", job_id=ctx.job_id)
     decisions = {
         str(r["blocker_id"]): r["action"]
-        for r in await control.select("blocker_resolutions", "blocker_id,action", job_id=ctx.job_id)
+        for r in await ctx.select("blocker_resolutions", "blocker_id,action", job_id=ctx.job_id)
     }
     skipped = {
         str(b.get("server_id") or (b.get("details") or {}).get("server_id"))
@@ -138,7 +136,7 @@ async def server_gate(ctx: StepContext, servers: list[dict[str, Any]]) -> tuple[
     ids = [str(s["id"]) for s in servers if str(s["id"]) not in skipped]
     hosts = {
         str(h["server_id"]): str(h["id"])
-        for h in (await control.select("esxi_hosts", "id,server_id", server_id=ids) if ids else [])
+        for h in (await ctx.select("esxi_hosts", "id,server_id", server_id=ids) if ids else [])
     }
     subjects = [
         {"id": hosts.get(sid), "name": s["name"], "server_id": sid}

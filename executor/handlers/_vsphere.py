@@ -1,6 +1,7 @@
 """Shared pieces of the vCenter handlers (``vcenter_sync``, ``rolling_cluster_update``,
-``esxi_upgrade``): control-plane reads and epoch-checked writes, target clients built from
-inventory rows and sealed credentials, and the inventory payload of a sync.
+``esxi_upgrade``): inventory rows read through the step context, vCenter sessions
+(:func:`vcenter_session`) and iDRAC endpoints built from them and their sealed credentials,
+and the inventory payload of a sync.
 
 Reaching targets
 ----------------
@@ -15,10 +16,11 @@ knob for a time-scaled lab.
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import json
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -28,6 +30,7 @@ from ..targets.endpoint import Endpoint, Timeouts
 from ..targets.errors import TargetError
 from ..targets.vsphere import Inventory, VSphereClient, VSphereTimeouts
 from ..targets.vsphere_blockers import cluster_safety
+from ..vocabulary import TaskTargetKind
 from . import _dell
 
 log = logging.getLogger("rackpilot.executor.vsphere")
@@ -100,66 +103,22 @@ class TargetProfile:
         return real_world_seconds / self.time_scale
 
 
-# --- control plane -------------------------------------------------------------------------------
-def control(ctx: StepContext) -> Any:
-    runner = getattr(ctx.session, "runner", None)
-    if runner is None:
-        raise VSphereHandlerError("this job session has no control-plane client")
-    return runner.control
-
-
-async def select(ctx: StepContext, table: str, columns: str, **filters: Any) -> list[dict[str, Any]]:
-    return await control(ctx).select(table, columns, **filters)
-
-
+# --- control plane (through the step context) -----------------------------------------------------
 async def one(ctx: StepContext, table: str, columns: str, what: str, **filters: Any) -> dict[str, Any]:
-    rows = await select(ctx, table, columns, **filters)
+    """The first row of ``table`` that matches, or :class:`InventoryMissing` naming ``what``."""
+    rows = await ctx.select(table, columns, **filters)
     if not rows:
         raise InventoryMissing(f"{what} does not exist (any more); run vcenter_sync or fix the job")
     return rows[0]
 
 
-async def write(ctx: StepContext, fn: str, **params: Any) -> Any:
-    """An epoch-checked RPC for this job (fencing and retries as for step reports)."""
-    return await ctx.session._write(fn, params)  # type: ignore[attr-defined]
+VCENTER_COLUMNS = "id,name,address,credential_set_id,site_id,details"
+HOST = TaskTargetKind.HOST  # the kind of the vCenter handlers' tasks
 
 
-async def update_task(
-    ctx: StepContext,
-    host: dict[str, Any],
-    status: str,
-    *,
-    progress: int | None = None,
-    details: dict[str, Any] | None = None,
-    error: str | None = None,
-    seq: int | None = None,
-) -> None:
-    await write(
-        ctx,
-        "update_task",
-        p_target_kind="host",
-        p_target_id=host["id"],
-        p_status=status,
-        p_progress=progress,
-        p_details=details,
-        p_error=error,
-        p_target_name=host.get("name"),
-        p_seq=seq,
-    )
-
-
-async def put_artifact(
-    ctx: StepContext, kind: str, content: bytes, *, content_type: str, server_id: str | None = None
-) -> str:
-    return await write(
-        ctx,
-        "put_artifact",
-        p_kind=kind,
-        p_content_base64=base64.b64encode(content).decode(),
-        p_sha256=hashlib.sha256(content).hexdigest(),
-        p_content_type=content_type,
-        p_server_id=server_id,
-    )
+async def vcenter_row(ctx: StepContext, vcenter_id: str, *, what: str | None = None) -> dict[str, Any]:
+    """The ``vcenters`` row a job works on (``what`` names it in the error if it is gone)."""
+    return await one(ctx, "vcenters", VCENTER_COLUMNS, what or f"vCenter {vcenter_id}", id=str(vcenter_id))
 
 
 async def credential(ctx: StepContext, credential_id: str | None, what: str) -> Credential:
@@ -173,12 +132,20 @@ async def credential(ctx: StepContext, credential_id: str | None, what: str) -> 
     return cred
 
 
-async def vcenter_client(ctx: StepContext, vcenter: dict[str, Any], profile: TargetProfile) -> VSphereClient:
+@asynccontextmanager
+async def vcenter_session(
+    ctx: StepContext, vcenter: dict[str, Any], profile: TargetProfile | None = None
+) -> AsyncIterator[VSphereClient]:
+    """A client connected to ``vcenter`` with its sealed credential for the block, closed on
+    every exit (``profile``: the targets' time scale, read from the settings by default)."""
+    profile = profile or TargetProfile.load()
     cred = await credential(ctx, vcenter.get("credential_set_id"), f"vCenter {vcenter['name']}")
-    ep = profile.vcenter_endpoint(vcenter, cred)
-    client = VSphereClient(ep, profile.vsphere_timeouts())
+    client = VSphereClient(profile.vcenter_endpoint(vcenter, cred), profile.vsphere_timeouts())
     await asyncio.to_thread(client.connect)
-    return client
+    try:
+        yield client
+    finally:
+        await asyncio.to_thread(client.close)
 
 
 # --- inventory payload ---------------------------------------------------------------------------
@@ -345,8 +312,8 @@ async def sync_inventory(
     payload, rows = await asyncio.to_thread(build)
 
     async def send(part: dict[str, Any]) -> dict[str, Any]:
-        return await write(
-            ctx, "vsphere_sync_inventory", p_vcenter_id=vcenter["id"], p_inventory=part, p_prune=prune
+        return await ctx.rpc(
+            "vsphere_sync_inventory", {"p_vcenter_id": vcenter["id"], "p_inventory": part, "p_prune": prune}
         )
 
     total: dict[str, Any] = {}

@@ -39,8 +39,9 @@ from ..steps import JobHandler, StepContext, step
 from ..targets.catalog import Catalog
 from ..targets.catalog_signature import SIGNATURE_MAX_BYTES, SignatureKeyError, verify
 from ..targets.errors import CatalogError
+from ..vocabulary import TaskStatus, TaskTargetKind
 from . import register
-from ._dell import DellHandlerError, control, params_of, rpc, target_timeouts
+from ._dell import DellHandlerError, params_of, target_timeouts
 from .firmware import CATALOG_MAX_BYTES
 
 BATCH = 2000  # packages per executor_record_catalog call (count)
@@ -139,7 +140,7 @@ class CatalogRefreshHandler(JobHandler):
     @step(100, resumable=True)
     async def refresh(self, ctx: StepContext) -> dict[str, Any]:
         p: CatalogRefreshParams = params_of(ctx.job, CatalogRefreshParams)
-        rows = await control(ctx).select(
+        rows = await ctx.select(
             "firmware_catalogs",
             "id,site_id,name,url,tls_verify,ca_pem,expected_sha256,signing_key",
             id=str(p.catalog_id),
@@ -153,8 +154,7 @@ class CatalogRefreshHandler(JobHandler):
         signed: str | None = None  # the signing key's fingerprint, once verified
 
         async def refuse(signature_status: str, words: str) -> NoReturn:
-            await rpc(
-                ctx,
+            await ctx.rpc(
                 "executor_record_catalog",
                 {
                     "p_result": {
@@ -190,8 +190,7 @@ class CatalogRefreshHandler(JobHandler):
             catalog = await asyncio.to_thread(Catalog.from_bytes, data, str(row["url"]))
         except CatalogError as exc:
             if not isinstance(exc, _Refused):
-                await rpc(
-                    ctx,
+                await ctx.rpc(
                     "executor_record_catalog",
                     {"p_result": {"status": "failed", "error": str(exc)[:2000], "moved_to": moved}},
                 )
@@ -221,8 +220,7 @@ class CatalogRefreshHandler(JobHandler):
         loaded = 0
         for i in range(0, max(len(pkgs), 1), BATCH):
             loaded += int(
-                await rpc(
-                    ctx,
+                await ctx.rpc(
                     "executor_record_catalog",
                     {"p_result": result, "p_packages": pkgs[i : i + BATCH], "p_replace": i == 0},
                 )
@@ -236,17 +234,11 @@ class CatalogRefreshHandler(JobHandler):
         }
         for t in (ctx.job.get("scope") or {}).get("targets") or []:
             if isinstance(t, dict) and t.get("kind") == "firmware_catalog":
-                await rpc(
-                    ctx,
-                    "update_task",
-                    {
-                        "p_target_kind": "firmware_catalog",
-                        "p_target_id": str(t["id"]),
-                        "p_status": "completed",
-                        "p_result": summary,
-                        "p_error": None,
-                        "p_progress": 100,
-                        "p_target_name": str(t.get("name") or ""),
-                    },
+                await ctx.update_task(
+                    TaskTargetKind.FIRMWARE_CATALOG,
+                    {"id": t["id"], "name": str(t.get("name") or "")},
+                    TaskStatus.COMPLETED,
+                    result=summary,
+                    progress=100,
                 )
         return summary

@@ -33,8 +33,9 @@ from ..jobparams import DiscoveryScanParams
 from ..steps import JobHandler, Progress, StepContext, step
 from ..targets.discovery import MAX_ADDRESSES, Probe, RangeError, expand, probe
 from ..targets.errors import TargetError
+from ..vocabulary import TaskStatus, TaskTargetKind
 from . import register
-from ._dell import DellHandlerError, control, params_of, rpc, target_timeouts, wait
+from ._dell import DellHandlerError, params_of, target_timeouts, wait
 
 BATCH = 200  # results per executor_record_discovery call (count)
 
@@ -43,28 +44,24 @@ class DiscoveryStalled(TargetError):
     """No address finished probing for the stall budget."""
 
 
-async def finish_site_task(ctx: StepContext, result: dict[str, Any], status: str = "completed") -> None:
+async def finish_site_task(
+    ctx: StepContext, result: dict[str, Any], status: TaskStatus = TaskStatus.COMPLETED
+) -> None:
     """Close the job's site-wide task, if its scope has one (create-job's site target)."""
     for t in (ctx.job.get("scope") or {}).get("targets") or []:
         if isinstance(t, dict) and t.get("kind") == "site":
-            await rpc(
-                ctx,
-                "update_task",
-                {
-                    "p_target_kind": "site",
-                    "p_target_id": str(t["id"]),
-                    "p_status": status,
-                    "p_result": result,
-                    "p_error": None,
-                    "p_progress": 100,
-                    "p_target_name": str(t.get("name") or ""),
-                },
+            await ctx.update_task(
+                TaskTargetKind.SITE,
+                {"id": t["id"], "name": str(t.get("name") or "")},
+                status,
+                result=result,
+                progress=100,
             )
 
 
 async def known_servers(ctx: StepContext) -> dict[tuple[str, str, int], str]:
     """The site's registered servers by (scheme, host, port) of their iDRAC address."""
-    rows = await control(ctx).select("servers", "id,idrac_address,details", site_id=str(ctx.job["site_id"]))
+    rows = await ctx.select("servers", "id,idrac_address,details", site_id=str(ctx.job["site_id"]))
     out = {}
     for r in rows:
         tls = (r.get("details") or {}).get("tls") or {}
@@ -149,8 +146,8 @@ class DiscoveryScanHandler(JobHandler):
             rows.append(row)
         counts: dict[str, int] = {}
         for i in range(0, len(rows), BATCH):
-            got = await rpc(
-                ctx, "executor_record_discovery", {"p_dry_run": p.dry_run, "p_results": rows[i : i + BATCH]}
+            got = await ctx.rpc(
+                "executor_record_discovery", {"p_dry_run": p.dry_run, "p_results": rows[i : i + BATCH]}
             )
             for k, v in (got or {}).items():
                 counts[k] = counts.get(k, 0) + int(v)

@@ -40,17 +40,18 @@ from ..targets.errors import VerificationFailed
 from ..targets.esxcli import EsxiShell
 from ..targets.vsphere import VSphereClient
 from ..targets.vsphere_blockers import BLOCKING, host_blockers
+from ..vocabulary import TaskStatus
 from . import register
 from ._replication_gate import replication_lag_blockers
 from ._vsphere import (
+    HOST,
     InventoryMissing,
     TargetProfile,
     VSphereHandlerError,
     one,
-    select,
     sync_inventory,
-    update_task,
-    vcenter_client,
+    vcenter_row,
+    vcenter_session,
 )
 
 log = logging.getLogger("rackpilot.executor.esxi_upgrade")
@@ -71,15 +72,6 @@ class EsxiUpgradeHandler(JobHandler):
     def _params(ctx: StepContext) -> EsxiUpgradeParams:
         return EsxiUpgradeParams.model_validate(ctx.params)
 
-    async def _vcenter(self, ctx: StepContext, vcenter_id: str) -> dict[str, Any]:
-        return await one(
-            ctx,
-            "vcenters",
-            "id,name,address,credential_set_id,site_id,details",
-            f"vCenter {vcenter_id}",
-            id=vcenter_id,
-        )
-
     async def _shell(self, ctx: StepContext, host: dict[str, Any]) -> EsxiShell:
         ssh = (host.get("details") or {}).get("ssh") or {}
         if not ssh.get("address"):
@@ -89,7 +81,7 @@ class EsxiUpgradeHandler(JobHandler):
             ids = (await one(ctx, "jobs", "credential_set_ids", "the job", id=ctx.job_id))[
                 "credential_set_ids"
             ]
-        creds = await select(ctx, "credential_sets", "id,kind", id=[str(i) for i in ids or []])
+        creds = await ctx.select("credential_sets", "id,kind", id=[str(i) for i in ids or []])
         esxi = [c for c in creds if c["kind"] == "esxi"]
         if not esxi:
             raise InventoryMissing("the job names no credential set of kind esxi for the SSH login")
@@ -127,8 +119,7 @@ class EsxiUpgradeHandler(JobHandler):
     @step(100, resumable=True)
     async def preflight(self, ctx: StepContext) -> dict[str, Any]:
         params = self._params(ctx)
-        rows = await select(
-            ctx,
+        rows = await ctx.select(
             "esxi_hosts",
             "id,name,moref,vcenter_id,details,server_id",
             id=[str(h) for h in params.host_ids],
@@ -140,19 +131,16 @@ class EsxiUpgradeHandler(JobHandler):
         vcenters = {r["vcenter_id"] for r in rows}
         if len(vcenters) != 1:
             raise VSphereHandlerError("an esxi_upgrade job takes hosts of one vCenter")
-        vc = await self._vcenter(ctx, str(next(iter(vcenters))))
-        client = await vcenter_client(ctx, vc, TargetProfile.load())
-        try:
+        vc = await vcenter_row(ctx, str(next(iter(vcenters))))
+        async with vcenter_session(ctx, vc) as client:
             inv = await asyncio.to_thread(client.inventory)
-        finally:
-            await asyncio.to_thread(client.close)
         await sync_inventory(ctx, vc, inv)
-        vm_ids = {r["moref"]: str(r["id"]) for r in await select(ctx, "vms", "id,moref", vcenter_id=vc["id"])}
+        vm_ids = {r["moref"]: str(r["id"]) for r in await ctx.select("vms", "id,moref", vcenter_id=vc["id"])}
         decided = {
             str(r["blocker_id"]): r["action"]
-            for r in await select(ctx, "blocker_resolutions", "blocker_id,action", job_id=ctx.job_id)
+            for r in await ctx.select("blocker_resolutions", "blocker_id,action", job_id=ctx.job_id)
         }
-        earlier = await select(ctx, "job_blockers", "id,kind,host_id,details", job_id=ctx.job_id)
+        earlier = await ctx.select("job_blockers", "id,kind,host_id,details", job_id=ctx.job_id)
         skip = {str(b["host_id"]) for b in earlier if decided.get(str(b["id"])) == "skip_host"}
         power_off: dict[str, list[str]] = {}
         for row in earlier:
@@ -172,12 +160,14 @@ class EsxiUpgradeHandler(JobHandler):
                 "seq": seq,
             }
             if live.version == params.image.target_version:
-                await update_task(
-                    ctx, entry, "skipped", seq=seq, details={"reason": "already at target version"}
+                await ctx.update_task(
+                    HOST, entry, TaskStatus.SKIPPED, seq=seq, details={"reason": "already at target version"}
                 )
                 continue
             if hid in skip:
-                await update_task(ctx, entry, "skipped", seq=seq, details={"reason": "skip_host decision"})
+                await ctx.update_task(
+                    HOST, entry, TaskStatus.SKIPPED, seq=seq, details={"reason": "skip_host decision"}
+                )
                 continue
             for b in host_blockers(inv, h["moref"]):
                 if b.severity != BLOCKING or b.vm in power_off.get(hid, []):
@@ -202,13 +192,17 @@ class EsxiUpgradeHandler(JobHandler):
             if params.blocker_default == BlockerDefault.SKIP_HOST and any(
                 b.severity == BLOCKING for b in host_blockers(inv, h["moref"])
             ):
-                await update_task(
-                    ctx, entry, "skipped", seq=seq, details={"reason": "blockers (skip_host default)"}
+                await ctx.update_task(
+                    HOST,
+                    entry,
+                    TaskStatus.SKIPPED,
+                    seq=seq,
+                    details={"reason": "blockers (skip_host default)"},
                 )
                 continue
             plan.append(entry)
-            await update_task(
-                ctx, entry, "pending", seq=seq, details={"from": live.version, "build": live.build}
+            await ctx.update_task(
+                HOST, entry, TaskStatus.PENDING, seq=seq, details={"from": live.version, "build": live.build}
             )
         # storage hosts whose replication is behind policy (executor/handlers/_replication_gate.py)
         found += await replication_lag_blockers(
@@ -226,20 +220,17 @@ class EsxiUpgradeHandler(JobHandler):
         progress.setdefault("done", [])
         progress.setdefault("phase", {})
         profile = TargetProfile.load()
-        vc = await self._vcenter(ctx, ctx.checkpoint["vcenter_id"])
-        client = await vcenter_client(ctx, vc, profile)
-        try:
+        vc = await vcenter_row(ctx, ctx.checkpoint["vcenter_id"])
+        async with vcenter_session(ctx, vc, profile) as client:
             for h in ctx.checkpoint["plan"]:
                 if h["id"] in progress["done"]:
                     continue
-                if ctx.session.cancel_requested:  # safe point: no host of this job is out here
+                if ctx.cancel_requested:  # safe point: no host of this job is out here
                     raise JobCancelled("cancel requested")
                 await self._one(ctx, params, profile, client, h, progress)
                 progress["done"].append(h["id"])
                 progress["phase"].pop(h["id"], None)
                 await ctx.save_progress(progress)
-        finally:
-            await asyncio.to_thread(client.close)
         return {"upgraded": len(progress["done"])}
 
     async def _one(
@@ -260,7 +251,9 @@ class EsxiUpgradeHandler(JobHandler):
         async def phase(name: str, pct: int) -> None:
             progress["phase"][h["id"]] = name
             await ctx.save_progress(progress)
-            await update_task(ctx, h, "running", progress=pct, details={"phase": name, **details})
+            await ctx.update_task(
+                HOST, h, TaskStatus.RUNNING, progress=pct, details={"phase": name, **details}
+            )
 
         try:
             if resumed not in ("reboot",):
@@ -297,12 +290,14 @@ class EsxiUpgradeHandler(JobHandler):
             for vm in details.get("powered_off_vms") or []:
                 await asyncio.to_thread(vc.power_on_vm, vm)
             details["maintenance_by_job"] = False
-            await update_task(ctx, h, "completed", progress=100, details={"phase": "done", **details})
+            await ctx.update_task(
+                HOST, h, TaskStatus.COMPLETED, progress=100, details={"phase": "done", **details}
+            )
         except Exception as exc:
-            await update_task(
-                ctx,
+            await ctx.update_task(
+                HOST,
                 h,
-                "failed",
+                TaskStatus.FAILED,
                 error=str(exc)[:2000] or type(exc).__name__,
                 details={"phase": "failed", **details},
             )
@@ -310,32 +305,29 @@ class EsxiUpgradeHandler(JobHandler):
 
     @cleanup_step(10, only_if_started="upgrade")
     async def cleanup(self, ctx: StepContext) -> dict[str, Any]:
-        tasks = await select(
-            ctx, "job_tasks", "target_id,details,status,error", job_id=ctx.job_id, target_kind="host"
+        tasks = await ctx.select(
+            "job_tasks", "target_id,details,status,error", job_id=ctx.job_id, target_kind="host"
         )
         ours = [t for t in tasks if (t.get("details") or {}).get("maintenance_by_job")]
         if not ours or not ctx.checkpoint.get("vcenter_id"):
             return {"hosts_brought_back": []}
-        vc = await self._vcenter(ctx, ctx.checkpoint["vcenter_id"])
-        client = await vcenter_client(ctx, vc, TargetProfile.load())
+        vc = await vcenter_row(ctx, ctx.checkpoint["vcenter_id"])
         back = []
-        try:
+        async with vcenter_session(ctx, vc) as client:
             for t in ours:
-                rows = await select(ctx, "esxi_hosts", "id,name,moref", id=t["target_id"])
+                rows = await ctx.select("esxi_hosts", "id,name,moref", id=t["target_id"])
                 if not rows:
                     continue
                 await asyncio.to_thread(client.wait_for_host, rows[0]["moref"])
                 await asyncio.to_thread(client.exit_maintenance, rows[0]["moref"])
                 for vm in (t.get("details") or {}).get("powered_off_vms") or []:
                     await asyncio.to_thread(client.power_on_vm, vm)
-                await update_task(
-                    ctx,
+                await ctx.update_task(
+                    HOST,
                     rows[0],
-                    t["status"] if t["status"] != "running" else "failed",
+                    TaskStatus(t["status"]) if t["status"] != "running" else TaskStatus.FAILED,
                     details={"maintenance_by_job": False},
                     error=t.get("error") if t["status"] != "running" else "interrupted",
                 )
                 back.append(rows[0]["name"])
-        finally:
-            await asyncio.to_thread(client.close)
         return {"hosts_brought_back": back}

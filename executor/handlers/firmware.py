@@ -70,8 +70,10 @@ from ..targets.errors import (
     TargetUnreachable,
 )
 from ..targets.redfish import RedfishClient
+from ..vocabulary import TaskStatus
 from . import register
 from ._dell import (
+    SERVER,
     DellHandlerError,
     ServersFailed,
     bmc,
@@ -85,7 +87,6 @@ from ._dell import (
     per_server,
     save_servers,
     target_timeouts,
-    task,
     upsert_inventory,
     wait,
     wait_lc_ready,
@@ -296,7 +297,7 @@ class FirmwareUpdateHandler(JobHandler):
         rec = per_server(ctx).setdefault(str(server["id"]), {"components": []})
         rec["failed"] = error_text(exc)
         rec["error_class"] = type(exc).__name__
-        await task(ctx, server, "failed", error=rec["failed"], result=rec)
+        await ctx.update_task(SERVER, server, TaskStatus.FAILED, error=rec["failed"], result=rec)
 
     @classmethod
     @asynccontextmanager
@@ -333,7 +334,7 @@ class FirmwareUpdateHandler(JobHandler):
         inventory = []
         for s in servers:
             sid = str(s["id"])
-            await task(ctx, s, "running", progress=5)
+            await ctx.update_task(SERVER, s, TaskStatus.RUNNING, progress=5)
             try:
                 async with bmc(eps[sid]) as c:
                     inv = await call(c.inventory)
@@ -355,7 +356,9 @@ class FirmwareUpdateHandler(JobHandler):
                 "reboot_required": any(x["reboot_required"] for x in comps),
             }
             if not comps or p.dry_run:
-                await task(ctx, s, "completed", result={**recs[sid], "dry_run": p.dry_run})
+                await ctx.update_task(
+                    SERVER, s, TaskStatus.COMPLETED, result={**recs[sid], "dry_run": p.dry_run}
+                )
         await upsert_inventory(ctx, inventory)
         ctx.checkpoint["dry_run"] = p.dry_run
         ctx.checkpoint["catalog"] = {
@@ -378,7 +381,7 @@ class FirmwareUpdateHandler(JobHandler):
             for s in down:
                 if str(s["id"]) in skip:
                     recs[str(s["id"])]["skipped"] = "skip_host decision (replication lag)"
-                    await task(ctx, s, "skipped", result=recs[str(s["id"])])
+                    await ctx.update_task(SERVER, s, TaskStatus.SKIPPED, result=recs[str(s["id"])])
         return {
             "updates": {
                 s["name"]: len(recs[str(s["id"])]["components"])
@@ -449,7 +452,7 @@ class FirmwareUpdateHandler(JobHandler):
             if not rec.get("backup"):
                 # Invariant 4, checked again right before the first flash.
                 raise DellHandlerError(f"server {s['name']}: no fresh SCP backup recorded; refusing to flash")
-            await task(ctx, s, "running", progress=30)
+            await ctx.update_task(SERVER, s, TaskStatus.RUNNING, progress=30)
             async with self._per_server(ctx, s, errors):
                 async with bmc(eps[sid]) as c:
                     dell = await call(c.require_dell, "firmware update")
@@ -626,9 +629,9 @@ class FirmwareUpdateHandler(JobHandler):
                 )
             if failure is not None:
                 failures[s["name"]] = failure
-                await task(ctx, s, "failed", error=error_text(failure), result=rec)
+                await ctx.update_task(SERVER, s, TaskStatus.FAILED, error=error_text(failure), result=rec)
             elif comps:
-                await task(ctx, s, "completed", result=rec)
+                await ctx.update_task(SERVER, s, TaskStatus.COMPLETED, result=rec)
         if inventory:
             await upsert_inventory(ctx, inventory)
         if failures:
@@ -643,10 +646,7 @@ class FirmwareUpdateHandler(JobHandler):
         if p.reboot == "staged":
             return {"kept": "reboot is staged: the Scheduled jobs are meant for the next reboot"}
         # Job ids of an interrupted stage step live in its saved progress, not in the checkpoint.
-        progress: dict[str, Any] = {}
-        for row in await ctx.session.history():
-            if row["name"] == "stage":
-                progress = ((row.get("details") or {}).get("progress") or {}).get("servers") or {}
+        progress = (await ctx.progress_of("stage")).get("servers") or {}
         dropped: dict[str, list[str]] = {}
         for s in servers:
             sid = str(s["id"])

@@ -34,12 +34,13 @@ from ..steps import JobHandler, Progress, StepContext, StepSpec, step
 from ..targets.endpoint import Endpoint
 from ..targets.errors import JobFailed, JobStuck, TargetError
 from ..targets.ome import JOB_DONE, JOB_FAILED, OMEClient
+from ..vocabulary import TaskStatus
 from . import register
 from ._dell import (
+    SERVER,
     DellHandlerError,
     bmc,
     call,
-    control,
     endpoints,
     error_text,
     inventory_row,
@@ -48,11 +49,8 @@ from ._dell import (
     per_server,
     present,
     raise_failures,
-    rpc,
     site_servers,
-    store_artifact,
     target_timeouts,
-    task,
     upsert_inventory,
     wait,
 )
@@ -151,7 +149,7 @@ class FirmwareComplianceHandler(JobHandler):
 
     async def _ome(self, ctx: StepContext) -> tuple[FirmwareComplianceParams, dict[str, Any], OMEClient]:
         p = parse(ctx.job)
-        rows = await control(ctx).select(
+        rows = await ctx.select(
             "ome_instances", "id,site_id,name,address,credential_set_id", id=str(p.ome_instance_id)
         )
         if not rows or str(rows[0]["site_id"]) != str(ctx.job.get("site_id")):
@@ -261,14 +259,13 @@ class FirmwareComplianceHandler(JobHandler):
             "baseline": baseline.get("Name"),
             "devices": devices,
         }
-        art = await store_artifact(
-            ctx,
-            kind="firmware_report",
-            content=json.dumps(report, sort_keys=True).encode(),
+        art = await ctx.put_artifact(
+            "firmware_report",
+            json.dumps(report, sort_keys=True).encode(),
             content_type="application/json",
             server_id=None,
         )
-        await rpc(ctx, "executor_touch_ome_instance", {"p_ome_instance_id": str(row["id"])})
+        await ctx.rpc("executor_touch_ome_instance", {"p_ome_instance_id": str(row["id"])})
         ctx.checkpoint["report_artifact_id"] = art["artifact_id"]
         status: dict[str, int] = {}
         for d in devices:
@@ -303,7 +300,9 @@ class FirmwareComplianceHandler(JobHandler):
             except TargetError as exc:
                 failures[s["name"]] = exc
                 recs[sid] = {"ok": False, "error": error_text(exc)}
-                await task(ctx, s, "failed", error=recs[sid]["error"], result=recs[sid])
+                await ctx.update_task(
+                    SERVER, s, TaskStatus.FAILED, error=recs[sid]["error"], result=recs[sid]
+                )
                 continue
             info = inv.system
             assert info is not None  # BmcClient.inventory always reads the system (it raises otherwise)
@@ -324,7 +323,7 @@ class FirmwareComplianceHandler(JobHandler):
                 "reboot_required": rep.reboot_required,
                 "components": rep.as_rows(),
             }
-            await task(ctx, s, "completed", result=recs[sid])
+            await ctx.update_task(SERVER, s, TaskStatus.COMPLETED, result=recs[sid])
         await upsert_inventory(ctx, inventory)
         report = {
             "source": "catalog",
@@ -332,10 +331,9 @@ class FirmwareComplianceHandler(JobHandler):
             "catalog_version": catalog.version,
             "servers": recs,
         }
-        art = await store_artifact(
-            ctx,
-            kind="firmware_report",
-            content=json.dumps(report, sort_keys=True).encode(),
+        art = await ctx.put_artifact(
+            "firmware_report",
+            json.dumps(report, sort_keys=True).encode(),
             content_type="application/json",
             server_id=None,
         )

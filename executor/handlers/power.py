@@ -26,8 +26,10 @@ from ..jobparams import PowerOperationParams
 from ..steps import BlockersFound, JobHandler, Progress, StepContext, StepSpec, step
 from ..targets.errors import OperationTimedOut, TargetError
 from ..targets.redfish import RedfishClient
+from ..vocabulary import TaskStatus
 from . import register
 from ._dell import (
+    SERVER,
     bmc,
     call,
     endpoints,
@@ -37,7 +39,6 @@ from ._dell import (
     per_server,
     raise_failures,
     save_servers,
-    task,
     time_scale,
     upsert_inventory,
     wait,
@@ -144,9 +145,11 @@ class PowerOperationHandler(JobHandler):
             if done.get(sid, {}).get("ok"):
                 continue  # finished before an interruption (on/off only: restarts never resume)
             if sid in (ctx.checkpoint.get("replication_skip") or []):
-                await task(ctx, s, "skipped", result={"reason": "skip_host decision (replication lag)"})
+                await ctx.update_task(
+                    SERVER, s, TaskStatus.SKIPPED, result={"reason": "skip_host decision (replication lag)"}
+                )
                 continue
-            await task(ctx, s, "running")
+            await ctx.update_task(SERVER, s, TaskStatus.RUNNING)
             try:
                 async with bmc(eps[sid]) as c:
                     r = await power_one(
@@ -162,7 +165,7 @@ class PowerOperationHandler(JobHandler):
             done[sid] = {"ok": True, **r}
             states.append({"server_id": sid, "facts": {"power_state": _DB_POWER.get(r["state"], "unknown")}})
             await save_servers(ctx)
-            await task(ctx, s, "completed", result=done[sid])
+            await ctx.update_task(SERVER, s, TaskStatus.COMPLETED, result=done[sid])
         if states:
             await upsert_inventory(ctx, states)
         raise_failures(failures, len(servers))

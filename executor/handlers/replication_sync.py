@@ -69,6 +69,7 @@ from ..targets.ssh import (
     classify_transport,
     parse_host_keys,
 )
+from ..vocabulary import TaskStatus, TaskTargetKind
 from . import register
 
 log = logging.getLogger("rackpilot.executor.replication_sync")
@@ -185,40 +186,29 @@ class ReplicationSyncHandler(JobHandler):
 
     # --- control plane --------------------------------------------------------------------------
     @staticmethod
-    async def _select(ctx: StepContext, table: str, columns: str, **filters: Any) -> list[dict[str, Any]]:
-        runner = getattr(ctx.session, "runner", None)
-        if runner is None:
-            raise ReplicationHandlerError("this job session has no control-plane client")
-        return await runner.control.select(table, columns, **filters)
-
-    @staticmethod
-    async def _task(
+    async def _pair_task(
         ctx: StepContext,
         pair: dict[str, Any],
-        status: str,
+        status: TaskStatus,
         *,
         progress: int | None = None,
         details: dict[str, Any] | None = None,
         error: str | None = None,
     ) -> None:
-        await ctx.session.call(
-            "update_task",
-            {
-                "p_target_kind": "replication_pair",
-                "p_target_id": pair["id"],
-                "p_status": status,
-                "p_progress": progress,
-                "p_details": details,
-                "p_error": error,
-                "p_target_name": pair["name"],
-                "p_seq": pair.get("seq", 0),
-                "p_result": None,
-            },
+        # pair rows carry no seq: every pair's task is written with seq 0
+        await ctx.update_task(
+            TaskTargetKind.REPLICATION_PAIR,
+            pair,
+            status,
+            progress=progress,
+            details=details,
+            error=error,
+            seq=pair.get("seq", 0),
         )
 
     @staticmethod
     async def _record(ctx: StepContext, pair: dict[str, Any], status: str, kind: str, **kw: Any) -> None:
-        await ctx.session.call(
+        await ctx.rpc(
             "replication_record",
             {
                 "p_pair_id": pair["id"],
@@ -239,9 +229,7 @@ class ReplicationSyncHandler(JobHandler):
         if not self._pairs:
             params = self._params(ctx)
             ids = [str(x) for x in params.replication_pair_ids]
-            rows = {
-                str(r["id"]): r for r in await self._select(ctx, "replication_pairs", PAIR_COLUMNS, id=ids)
-            }
+            rows = {str(r["id"]): r for r in await ctx.select("replication_pairs", PAIR_COLUMNS, id=ids)}
             for seq, pid in enumerate(ids):
                 if pid in rows:
                     self._pairs[pid] = dict(rows[pid], seq=seq, id=pid)
@@ -327,22 +315,22 @@ class ReplicationSyncHandler(JobHandler):
                 )
             except (zfs.DatasetNameError, GridError) as exc:
                 self._fail(ctx, pair, exc)
-                await self._task(ctx, pair, "failed", error=str(exc))
+                await self._pair_task(ctx, pair, TaskStatus.FAILED, error=str(exc))
                 await self._record(
                     ctx, pair, "failed", "none", error_class=type(exc).__name__, error=str(exc)
                 )
                 continue
             if params.dry_run:
                 continue
-            got = await ctx.session.call("replication_begin", {"p_pair_id": pair["id"]})
+            got = await ctx.rpc("replication_begin", {"p_pair_id": pair["id"]})
             if isinstance(got, dict) and not got.get("ok", False):
                 st.update(state="skipped", holder=got.get("holder"))
                 why = f"job {got.get('holder')} is syncing this pair"
-                await self._task(ctx, pair, "skipped", details={"reason": why})
+                await self._pair_task(ctx, pair, TaskStatus.SKIPPED, details={"reason": why})
                 await self._record(ctx, pair, "skipped", "none", details={"reason": why})
                 continue
             st["taken"] = True
-            await self._task(ctx, pair, "running", progress=0)
+            await self._pair_task(ctx, pair, TaskStatus.RUNNING, progress=0)
         return {
             p: {k: v for k, v in s.items() if k in ("state", "snapshot", "error_class")}
             for p, s in states.items()
@@ -368,7 +356,9 @@ class ReplicationSyncHandler(JobHandler):
                 taken[pair["name"]] = name
             except (TargetError, ReplicationHandlerError) as exc:
                 st = self._fail(ctx, pair, exc)
-                await self._task(ctx, pair, "failed", error=f"{st['error_class']}: {st['error']}")
+                await self._pair_task(
+                    ctx, pair, TaskStatus.FAILED, error=f"{st['error_class']}: {st['error']}"
+                )
                 await self._record(
                     ctx, pair, "failed", "none", error_class=st["error_class"], error=st["error"]
                 )
@@ -386,7 +376,9 @@ class ReplicationSyncHandler(JobHandler):
                 result = await self._sync_pair(ctx, pair)
             except (TargetError, ReplicationHandlerError) as exc:
                 st = self._fail(ctx, pair, exc)
-                await self._task(ctx, pair, "failed", error=f"{st['error_class']}: {st['error']}")
+                await self._pair_task(
+                    ctx, pair, TaskStatus.FAILED, error=f"{st['error_class']}: {st['error']}"
+                )
                 await self._record(
                     ctx,
                     pair,
@@ -415,7 +407,7 @@ class ReplicationSyncHandler(JobHandler):
                 lag_seconds=result["lag_seconds"],
                 details={"passes": result["passes"]},
             )
-            await self._task(ctx, pair, "running", progress=80, details=result)
+            await self._pair_task(ctx, pair, TaskStatus.RUNNING, progress=80, details=result)
             out[pair["name"]] = result
         return out
 
@@ -570,13 +562,15 @@ class ReplicationSyncHandler(JobHandler):
                 pruned = await self._prune_pair(ctx, pair, dry_run=False)
             except (TargetError, ReplicationHandlerError, GridError) as exc:
                 st = self._fail(ctx, pair, exc)
-                await self._task(ctx, pair, "failed", error=f"retention: {st['error_class']}: {st['error']}")
+                await self._pair_task(
+                    ctx, pair, TaskStatus.FAILED, error=f"retention: {st['error_class']}: {st['error']}"
+                )
                 continue
             st["state"] = "done"
-            await self._task(
+            await self._pair_task(
                 ctx,
                 pair,
-                "completed",
+                TaskStatus.COMPLETED,
                 progress=100,
                 details={k: st.get(k) for k in ("kind", "bytes", "replicated", "lag_seconds")} | pruned,
             )
@@ -745,15 +739,15 @@ class ReplicationSyncHandler(JobHandler):
         try:
             taken = [p for p, s in self._state(ctx).items() if s.get("taken")]
             if taken:
-                await ctx.session.call("replication_end", {"p_pair_ids": taken})
+                await ctx.rpc("replication_end", {"p_pair_ids": taken})
             for pid, s in self._state(ctx).items():
                 pair = self._pairs.get(pid)
                 if pair is not None and s.get("taken") and s["state"] in ("ready", "sent"):
                     # interrupted (cancel, failure elsewhere): what arrived stays resumable
-                    await self._task(
+                    await self._pair_task(
                         ctx,
                         pair,
-                        "cancelled" if ctx.session.cancel_requested else "failed",
+                        TaskStatus.CANCELLED if ctx.cancel_requested else TaskStatus.FAILED,
                         error="the job ended before this pair finished",
                     )
             return {"released": len(taken)}

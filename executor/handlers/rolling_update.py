@@ -106,21 +106,20 @@ from ..targets.redfish import RedfishClient
 from ..targets.vsphere import VSphereClient
 from ..targets.vsphere_blockers import BLOCKING, host_blockers, preflight_report
 from ..targets.vsphere_health import vcenter_gate, vsan_gate, wait_vsan_idle
+from ..vocabulary import TaskStatus
 from . import register
 from ._replication_gate import replication_lag_blockers
 from ._vsphere import (
+    HOST,
     FailureBudgetExhausted,
     InventoryMissing,
     TargetProfile,
     VSphereHandlerError,
     credential,
     one,
-    put_artifact,
-    select,
     sync_inventory,
-    update_task,
-    vcenter_client,
-    write,
+    vcenter_row,
+    vcenter_session,
 )
 
 log = logging.getLogger("rackpilot.executor.rolling_update")
@@ -374,13 +373,7 @@ class RollingClusterUpdateHandler(JobHandler):
             f"cluster {params.cluster_id}",
             id=str(params.cluster_id),
         )
-        vc = await one(
-            ctx,
-            "vcenters",
-            "id,name,address,credential_set_id,site_id,details",
-            f"vCenter of cluster {cluster['name']}",
-            id=cluster["vcenter_id"],
-        )
+        vc = await vcenter_row(ctx, cluster["vcenter_id"], what=f"vCenter of cluster {cluster['name']}")
         return cluster, vc
 
     def _gates_policy(self, ctx: StepContext) -> dict[str, str]:
@@ -406,11 +399,8 @@ class RollingClusterUpdateHandler(JobHandler):
         params = self._params(ctx)
         profile = TargetProfile.load()
         cluster, vc = await self._vcenter(ctx)
-        client = await vcenter_client(ctx, vc, profile)
-        try:
+        async with vcenter_session(ctx, vc, profile) as client:
             inv = await asyncio.to_thread(client.inventory)
-        finally:
-            await asyncio.to_thread(client.close)
         if cluster["moref"] not in inv.clusters:
             raise InventoryMissing(
                 f"cluster {cluster['name']} ({cluster['moref']}) is not in vCenter {vc['name']}"
@@ -421,8 +411,7 @@ class RollingClusterUpdateHandler(JobHandler):
             raise VSphereHandlerError(
                 f"DRS is disabled on cluster {c.name}: maintenance mode cannot evacuate VMs; enable DRS first"
             )
-        rows = await select(
-            ctx,
+        rows = await ctx.select(
             "esxi_hosts",
             "id,name,moref,server_id,cluster_id,in_maintenance,connection_state",
             cluster_id=cluster["id"],
@@ -513,10 +502,10 @@ class RollingClusterUpdateHandler(JobHandler):
             if packages:
                 entry["packages"] = [asdict(p) for p in packages]
                 plan.append(entry)
-                await update_task(
-                    ctx,
+                await ctx.update_task(
+                    HOST,
                     entry,
-                    "pending",
+                    TaskStatus.PENDING,
                     seq=seq,
                     details={
                         "updates": [p.name or p.component_id for p in packages],
@@ -526,7 +515,9 @@ class RollingClusterUpdateHandler(JobHandler):
                 )
             elif facts.get("components") is not None:
                 compliant[h["name"]] = why_compliant or "already compliant"
-                await update_task(ctx, entry, "skipped", seq=seq, details={"reason": compliant[h["name"]]})
+                await ctx.update_task(
+                    HOST, entry, TaskStatus.SKIPPED, seq=seq, details={"reason": compliant[h["name"]]}
+                )
         report = preflight_report(inv, c.moid, [h["moref"] for h in hosts])
         report["firmware"] = report_hosts
         report["catalog"] = {
@@ -547,11 +538,8 @@ class RollingClusterUpdateHandler(JobHandler):
             if g.status == BLOCK and f"{name}: vcenter ({g.reason})" not in blocked
         ]
         if c.vsan_enabled:
-            client = await vcenter_client(ctx, vc, profile)
-            try:
+            async with vcenter_session(ctx, vc, profile) as client:
                 vs_gate, vs_facts = await asyncio.to_thread(vsan_gate, client, c.moid)
-            finally:
-                await asyncio.to_thread(client.close)
             [vs_gate] = apply_policy([vs_gate], policy)
             report["vsan"] = {
                 **vs_facts,
@@ -583,12 +571,13 @@ class RollingClusterUpdateHandler(JobHandler):
         if plan and cap_gate.status == BLOCK:
             blocked.append(f"{c.name}: capacity ({cap_gate.reason})")
         report["blocked"] = blocked
-        artifact = await put_artifact(
-            ctx,
-            "preflight_report",
-            json.dumps(report, indent=1, default=str).encode(),
-            content_type="application/json",
-        )
+        artifact = (
+            await ctx.put_artifact(
+                "preflight_report",
+                json.dumps(report, indent=1, default=str).encode(),
+                content_type="application/json",
+            )
+        )["artifact_id"]
         if blocked:
             # Nothing has changed yet: refuse with the gates named (the report stays stored).
             raise PreflightBlocked("pre-flight gate(s) block: " + "; ".join(blocked))
@@ -675,19 +664,14 @@ class RollingClusterUpdateHandler(JobHandler):
             return {"skipped": "nothing to update"}
         params = self._params(ctx)
         _, vc = await self._vcenter(ctx)
-        client = await vcenter_client(ctx, vc, TargetProfile.load())
-        try:
+        async with vcenter_session(ctx, vc) as client:
             inv = await asyncio.to_thread(client.inventory)
-        finally:
-            await asyncio.to_thread(client.close)
         plan = ctx.checkpoint["plan"]
         # The operator's decisions on earlier pauses of this job.
-        blockers = await select(
-            ctx, "job_blockers", "id,kind,host_id,vm_id,details,status", job_id=ctx.job_id
-        )
+        blockers = await ctx.select("job_blockers", "id,kind,host_id,vm_id,details,status", job_id=ctx.job_id)
         decisions = {
             str(r["blocker_id"]): r["action"]
-            for r in await select(ctx, "blocker_resolutions", "blocker_id,action", job_id=ctx.job_id)
+            for r in await ctx.select("blocker_resolutions", "blocker_id,action", job_id=ctx.job_id)
         }
         skip: set[str] = set(ctx.checkpoint.get("skip") or [])
         power_off: dict[str, list[str]] = {
@@ -702,7 +686,7 @@ class RollingClusterUpdateHandler(JobHandler):
                 vms = power_off.setdefault(str(details["host_id"]), [])
                 if details["vm_moref"] not in vms:
                     vms.append(details["vm_moref"])
-        vm_ids = {r["moref"]: str(r["id"]) for r in await select(ctx, "vms", "id,moref", vcenter_id=vc["id"])}
+        vm_ids = {r["moref"]: str(r["id"]) for r in await ctx.select("vms", "id,moref", vcenter_id=vc["id"])}
         found: list[Blocker] = []
         for h in plan:
             if h["id"] in skip or h["moref"] not in inv.hosts:
@@ -743,7 +727,7 @@ class RollingClusterUpdateHandler(JobHandler):
             raise BlockersFound(found)
         for h in plan:
             if h["id"] in skip:
-                await update_task(ctx, h, "skipped", details={"reason": "skip_host decision"})
+                await ctx.update_task(HOST, h, TaskStatus.SKIPPED, details={"reason": "skip_host decision"})
         return {
             "skipped_hosts": [h["name"] for h in plan if h["id"] in skip],
             "power_off_vms": sum(len(v) for v in power_off.values()),
@@ -754,11 +738,8 @@ class RollingClusterUpdateHandler(JobHandler):
         if ctx.checkpoint.get("nothing_to_do") or ctx.checkpoint.get("recorded_settings"):
             return {"recorded": bool(ctx.checkpoint.get("recorded_settings"))}
         cluster, vc = await self._vcenter(ctx)
-        client = await vcenter_client(ctx, vc, TargetProfile.load())
-        try:
+        async with vcenter_session(ctx, vc) as client:
             recorded = await asyncio.to_thread(client.read_cluster_settings, cluster["moref"])
-        finally:
-            await asyncio.to_thread(client.close)
         ctx.checkpoint["recorded_settings"] = recorded
         return {"recorded": recorded}
 
@@ -780,13 +761,10 @@ class RollingClusterUpdateHandler(JobHandler):
         if not ha and not drs:
             return {"changed": {}}
         cluster, vc = await self._vcenter(ctx)
-        client = await vcenter_client(ctx, vc, TargetProfile.load())
-        try:
+        async with vcenter_session(ctx, vc) as client:
             await asyncio.to_thread(
                 lambda: client.apply_cluster_settings(cluster["moref"], ha=ha or None, drs=drs or None)
             )
-        finally:
-            await asyncio.to_thread(client.close)
         return {"changed": {"ha": ha, "drs": drs}}
 
     @step(50, resumable=True)
@@ -807,19 +785,20 @@ class RollingClusterUpdateHandler(JobHandler):
         wave_size = self._max_out(ctx)
         profile = TargetProfile.load()
         _, vc = await self._vcenter(ctx)
-        client = await vcenter_client(ctx, vc, profile)
-        try:
+        async with vcenter_session(ctx, vc, profile) as client:
             for start in range(0, len(todo), wave_size):
                 wave = todo[start : start + wave_size]
                 # Safe point: no host of this job is out of service here.
-                if ctx.session.cancel_requested:
+                if ctx.cancel_requested:
                     for h in todo[start:]:
-                        await update_task(ctx, h, "cancelled", details={"reason": "job cancelled"})
+                        await ctx.update_task(
+                            HOST, h, TaskStatus.CANCELLED, details={"reason": "job cancelled"}
+                        )
                     raise JobCancelled("cancel requested")
-                if ctx.session.pause_requested or ctx.session.draining:
+                if ctx.pause_requested or ctx.draining:
                     # resumes from the saved progress: finished hosts are not touched again
                     await ctx.save_progress(progress)
-                    if ctx.session.pause_requested:
+                    if ctx.pause_requested:
                         raise PauseRequested("paused by operator between hosts")
                     raise ShutdownRequested("executor stopping; handing the job back between hosts")
                 if ctx.checkpoint.get("vsan") and not any(h["id"] in progress["phase"] for h in wave):
@@ -841,8 +820,8 @@ class RollingClusterUpdateHandler(JobHandler):
                 if len(progress["failed"]) > allowed:
                     rest = todo[start + len(wave) :]
                     for h in rest:
-                        await update_task(
-                            ctx, h, "skipped", details={"reason": "rollout stopped: failure budget"}
+                        await ctx.update_task(
+                            HOST, h, TaskStatus.SKIPPED, details={"reason": "rollout stopped: failure budget"}
                         )
                     names = [h["name"] for h in ctx.checkpoint["plan"] if h["id"] in progress["failed"]]
                     budget = (
@@ -854,8 +833,6 @@ class RollingClusterUpdateHandler(JobHandler):
                         f"{len(progress['failed'])} host(s) failed ({', '.join(names)}), failure budget is "
                         f"{budget}: rollout stopped with {len(rest)} host(s) not updated"
                     )
-        finally:
-            await asyncio.to_thread(client.close)
         host_names = {h["id"]: h["name"] for h in ctx.checkpoint["plan"]}
         return {
             "updated": [host_names[i] for i in progress["done"]],
@@ -881,7 +858,10 @@ class RollingClusterUpdateHandler(JobHandler):
             nonlocal blocked_polls
             blocked_polls += 1
             asyncio.run_coroutine_threadsafe(
-                update_task(ctx, host, "pending", details={"phase": "vsan_wait", "vsan": g.reason}), loop
+                ctx.update_task(
+                    HOST, host, TaskStatus.PENDING, details={"phase": "vsan_wait", "vsan": g.reason}
+                ),
+                loop,
             )
 
         gate, waited = await asyncio.to_thread(
@@ -893,10 +873,10 @@ class RollingClusterUpdateHandler(JobHandler):
             on_wait=waiting,
         )
         [gate] = apply_policy([gate], self._gates_policy(ctx))
-        await update_task(
-            ctx,
+        await ctx.update_task(
+            HOST,
             host,
-            "pending",
+            TaskStatus.PENDING,
             details={
                 "phase": "queued",
                 "vsan": gate.reason,
@@ -906,8 +886,8 @@ class RollingClusterUpdateHandler(JobHandler):
         )
         if gate.status == BLOCK:
             for h in rest:
-                await update_task(
-                    ctx, h, "skipped", details={"reason": f"rollout stopped: vsan ({gate.reason})"}
+                await ctx.update_task(
+                    HOST, h, TaskStatus.SKIPPED, details={"reason": f"rollout stopped: vsan ({gate.reason})"}
                 )
             raise VsanNotIdle(
                 f"gate vsan blocks before {host['name']} after {params.vsan_resync_timeout_s} s: {gate.reason}"
@@ -934,7 +914,8 @@ class RollingClusterUpdateHandler(JobHandler):
         def started(task_id: str) -> None:
             details["maintenance_task"] = task_id
             asyncio.run_coroutine_threadsafe(
-                update_task(ctx, host, "running", details={**details, "phase": "maintenance"}), loop
+                ctx.update_task(HOST, host, TaskStatus.RUNNING, details={**details, "phase": "maintenance"}),
+                loop,
             ).result()
 
         for attempt in range(1, tries + 1):
@@ -994,16 +975,19 @@ class RollingClusterUpdateHandler(JobHandler):
             if save:
                 await ctx.save_progress(progress)
             # (a resumed host's details, read back from its task, hold the phase it had then)
-            await update_task(ctx, host, "running", progress=pct, details={**details, "phase": name})
+            await ctx.update_task(
+                HOST, host, TaskStatus.RUNNING, progress=pct, details={**details, "phase": name}
+            )
 
         try:
             if resumed_phase != "apply":
                 await phase("backup", 5, save=False)
                 # Invariant: no firmware is applied without a fresh SCP backup stored for it.
                 scp = await asyncio.to_thread(work.scp_backup)
-                details["scp_artifact"] = await put_artifact(
-                    ctx, "scp_backup", scp, content_type="application/json", server_id=host["server_id"]
+                stored = await ctx.put_artifact(
+                    "scp_backup", scp, content_type="application/json", server_id=host["server_id"]
                 )
+                details["scp_artifact"] = stored["artifact_id"]
                 await phase("stage" if params.stage_firmware else "rescan", 15, save=False)
                 # The rescan runs alongside the staging (vCenter, not the iDRAC): a VM that
                 # gained a blocker since the scan fails the host instead of entering maintenance.
@@ -1052,7 +1036,9 @@ class RollingClusterUpdateHandler(JobHandler):
                 details["resumed_after_interruption"] = True
                 boot_before = details.get("boot_before")
                 # shown on the task only: the saved phase stays apply (never flash again)
-                await update_task(ctx, host, "running", progress=60, details={**details, "phase": "settle"})
+                await ctx.update_task(
+                    HOST, host, TaskStatus.RUNNING, progress=60, details={**details, "phase": "settle"}
+                )
                 details["bmc_settle"] = await asyncio.to_thread(work.settle_after_interruption)
             await phase("wait_host", 75)
             await asyncio.to_thread(work.wait_esxi, boot_before)
@@ -1064,7 +1050,9 @@ class RollingClusterUpdateHandler(JobHandler):
                 await asyncio.to_thread(vc.power_on_vm, vm)
             details["maintenance_by_job"] = False
             lap(None)
-            await update_task(ctx, host, "completed", progress=100, details={**details, "phase": "done"})
+            await ctx.update_task(
+                HOST, host, TaskStatus.COMPLETED, progress=100, details={**details, "phase": "done"}
+            )
             return details
         except (asyncio.CancelledError, JobCancelled):
             raise
@@ -1084,7 +1072,9 @@ class RollingClusterUpdateHandler(JobHandler):
                 details["maintenance_by_job"] = left_out
             except Exception as back:  # noqa: BLE001 - the cleanup step tries again
                 details["bring_back_error"] = str(back)[:500]
-            await update_task(ctx, host, "failed", error=error, details={**details, "phase": "failed"})
+            await ctx.update_task(
+                HOST, host, TaskStatus.FAILED, error=error, details={**details, "phase": "failed"}
+            )
             raise
         finally:
             await asyncio.to_thread(work.close)
@@ -1095,13 +1085,11 @@ class RollingClusterUpdateHandler(JobHandler):
         if not boot_before:
             return False
         _, vc = await self._vcenter(ctx)
-        client = await vcenter_client(ctx, vc, TargetProfile.load())
-        try:
-            now = await asyncio.to_thread(client.host, host["moref"])
-        except TargetError:
-            return False
-        finally:
-            await asyncio.to_thread(client.close)
+        async with vcenter_session(ctx, vc) as client:
+            try:
+                now = await asyncio.to_thread(client.host, host["moref"])
+            except TargetError:
+                return False
         return now.connection_state == "connected" and now.boot_time == boot_before
 
     @staticmethod
@@ -1142,8 +1130,8 @@ class RollingClusterUpdateHandler(JobHandler):
 
     @staticmethod
     async def _task_details(ctx: StepContext, host: dict[str, Any]) -> dict[str, Any]:
-        rows = await select(
-            ctx, "job_tasks", "details", job_id=ctx.job_id, target_kind="host", target_id=host["id"]
+        rows = await ctx.select(
+            "job_tasks", "details", job_id=ctx.job_id, target_kind="host", target_id=host["id"]
         )
         return dict(rows[0].get("details") or {}) if rows else {}
 
@@ -1156,11 +1144,8 @@ class RollingClusterUpdateHandler(JobHandler):
         if not recorded:
             return {"restored": False}
         cluster, vc = await self._vcenter(ctx)
-        client = await vcenter_client(ctx, vc, TargetProfile.load())
-        try:
+        async with vcenter_session(ctx, vc) as client:
             after = await asyncio.to_thread(client.restore_cluster_settings, cluster["moref"], recorded)
-        finally:
-            await asyncio.to_thread(client.close)
         return {
             "restored": True,
             "ha_enabled": after["ha"]["enabled"],
@@ -1172,8 +1157,7 @@ class RollingClusterUpdateHandler(JobHandler):
     async def cleanup(self, ctx: StepContext) -> dict[str, Any]:
         """Every exit path: settings as recorded, no host of ours left in maintenance."""
         out: dict[str, Any] = {"hosts_brought_back": []}
-        tasks = await select(
-            ctx,
+        tasks = await ctx.select(
             "job_tasks",
             "target_id,target_name,details,status,error",
             job_id=ctx.job_id,
@@ -1199,14 +1183,12 @@ class RollingClusterUpdateHandler(JobHandler):
             try:
                 cred = await credential(ctx, h.get("credential_set_id"), f"iDRAC of {h['name']}")
                 await asyncio.to_thread(self._unstage_left, TargetProfile.load(), h, cred)
-                await write(
-                    ctx,
-                    "update_task",
-                    p_target_kind="host",
-                    p_target_id=t["target_id"],
-                    p_status=t["status"] if t["status"] != "running" else "failed",
-                    p_details={"unstaged": True},
-                    p_error=t.get("error")
+                await ctx.update_task(
+                    HOST,
+                    {"id": t["target_id"]},
+                    TaskStatus(t["status"]) if t["status"] != "running" else TaskStatus.FAILED,
+                    details={"unstaged": True},
+                    error=t.get("error")
                     if t["status"] != "running"
                     else "interrupted; its staged firmware removed by the cleanup",
                 )
@@ -1215,11 +1197,10 @@ class RollingClusterUpdateHandler(JobHandler):
                 errors.append(f"{h['name']}: staged firmware not removed: {exc}")
         if ours:
             _, vc = await self._vcenter(ctx)
-            client = await vcenter_client(ctx, vc, TargetProfile.load())
-            try:
+            async with vcenter_session(ctx, vc) as client:
                 for t in ours:
                     d = t.get("details") or {}
-                    rows = await select(ctx, "esxi_hosts", "id,name,moref", id=t["target_id"])
+                    rows = await ctx.select("esxi_hosts", "id,name,moref", id=t["target_id"])
                     if not rows:
                         continue
                     try:
@@ -1232,25 +1213,21 @@ class RollingClusterUpdateHandler(JobHandler):
                             out.setdefault("maintenance_tasks_ended", {})[rows[0]["name"]] = d[
                                 "maintenance_task_ended"
                             ]
-                        await write(
-                            ctx,
-                            "update_task",
-                            p_target_kind="host",
-                            p_target_id=t["target_id"],
-                            p_status=t["status"] if t["status"] != "running" else "failed",
-                            p_details={
+                        await ctx.update_task(
+                            HOST,
+                            {"id": t["target_id"]},
+                            TaskStatus(t["status"]) if t["status"] != "running" else TaskStatus.FAILED,
+                            details={
                                 "maintenance_by_job": False,
                                 **{k: d[k] for k in ("maintenance_task_ended",) if k in d},
                             },
-                            p_error=t.get("error")
+                            error=t.get("error")
                             if t["status"] != "running"
                             else "interrupted; brought back out of maintenance by the cleanup",
                         )
                         out["hosts_brought_back"].append(rows[0]["name"])
                     except Exception as exc:  # noqa: BLE001 - report, keep cleaning up
                         errors.append(f"{rows[0]['name']}: {exc}")
-            finally:
-                await asyncio.to_thread(client.close)
         out.update(await self._restore(ctx))
         if errors:
             raise VSphereHandlerError("cleanup could not bring back: " + "; ".join(errors))

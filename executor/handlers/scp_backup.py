@@ -30,8 +30,10 @@ from ..steps import JobHandler, Progress, StepContext, step
 from ..targets.dell import FAILED, DellOEM
 from ..targets.errors import JobFailed, JobStuck, TargetError
 from ..targets.redfish import RedfishClient
+from ..vocabulary import TaskStatus
 from . import register
 from ._dell import (
+    SERVER,
     DellHandlerError,
     bmc,
     call,
@@ -43,8 +45,6 @@ from ._dell import (
     per_server,
     raise_failures,
     save_servers,
-    store_artifact,
-    task,
     wait,
     wait_lc_ready,
 )
@@ -178,9 +178,7 @@ async def take_backup(
         content, ctype = json.dumps(profile, sort_keys=True, indent=1).encode(), "application/json"
     attrs = attributes_of(content)
     previous = await latest_artifact(ctx, str(server["id"]), "scp_backup")
-    stored = await store_artifact(
-        ctx, kind="scp_backup", content=content, content_type=ctype, server_id=str(server["id"])
-    )
+    stored = await ctx.put_artifact("scp_backup", content, content_type=ctype, server_id=str(server["id"]))
     record: dict[str, Any] = {
         **stored,
         "format": export_format,
@@ -221,7 +219,7 @@ class ScpBackupHandler(JobHandler):
             sid = str(s["id"])
             if done.get(sid, {}).get("ok"):
                 continue  # stored before an interruption
-            await task(ctx, s, "running")
+            await ctx.update_task(SERVER, s, TaskStatus.RUNNING)
             try:
                 async with bmc(eps[sid]) as c:
                     record = await take_backup(
@@ -237,6 +235,6 @@ class ScpBackupHandler(JobHandler):
                 continue
             done[sid] = {"ok": True, **record}
             await save_servers(ctx)
-            await task(ctx, s, "completed", result=done[sid])
+            await ctx.update_task(SERVER, s, TaskStatus.COMPLETED, result=done[sid])
         raise_failures(failures, len(servers))
         return {"stored": sum(1 for v in done.values() if v.get("ok"))}

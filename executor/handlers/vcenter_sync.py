@@ -23,7 +23,7 @@ from typing import Any
 from ..jobparams import VcenterSyncParams
 from ..steps import JobHandler, StepContext, StepError, step
 from . import register
-from ._vsphere import TargetProfile, one, sync_inventory, vcenter_client
+from ._vsphere import sync_inventory, vcenter_row, vcenter_session
 
 log = logging.getLogger("rackpilot.executor.vcenter_sync")
 
@@ -54,29 +54,20 @@ class VcenterSyncHandler(JobHandler):
     @step(100, resumable=True)
     async def read_inventory(self, ctx: StepContext) -> dict[str, Any]:
         params = VcenterSyncParams.model_validate(ctx.params)
-        vc = await one(
-            ctx,
-            "vcenters",
-            "id,name,address,credential_set_id,site_id,details",
-            f"vCenter {params.vcenter_id}",
-            id=str(params.vcenter_id),
-        )
-        client = await vcenter_client(ctx, vc, TargetProfile.load())
+        vc = await vcenter_row(ctx, str(params.vcenter_id))
+        async with vcenter_session(ctx, vc) as client:
 
-        def read() -> tuple[Any, float, float | None]:
-            # this thread's CPU time (the read's own cost, whatever else the machine runs)
-            # and, where Linux tells, its time runnable but waiting for a CPU
-            c0, q0 = time.thread_time(), runqueue_wait()
-            inv = client.inventory()
-            c1, q1 = time.thread_time(), runqueue_wait()
-            return inv, c1 - c0, (q1 - q0 if q0 is not None and q1 is not None else None)
+            def read() -> tuple[Any, float, float | None]:
+                # this thread's CPU time (the read's own cost, whatever else the machine runs)
+                # and, where Linux tells, its time runnable but waiting for a CPU
+                c0, q0 = time.thread_time(), runqueue_wait()
+                inv = client.inventory()
+                c1, q1 = time.thread_time(), runqueue_wait()
+                return inv, c1 - c0, (q1 - q0 if q0 is not None and q1 is not None else None)
 
-        try:
             t0 = time.monotonic()
             self._inventory, read_cpu_s, read_wait_s = await asyncio.to_thread(read)
             read_s = time.monotonic() - t0
-        finally:
-            await asyncio.to_thread(client.close)
         inv = self._inventory
         out = {
             "clusters": len(inv.clusters),
@@ -92,13 +83,7 @@ class VcenterSyncHandler(JobHandler):
     @step(90, resumable=True)
     async def store_inventory(self, ctx: StepContext) -> dict[str, Any]:
         params = VcenterSyncParams.model_validate(ctx.params)
-        vc = await one(
-            ctx,
-            "vcenters",
-            "id,name,address,credential_set_id,site_id,details",
-            f"vCenter {params.vcenter_id}",
-            id=str(params.vcenter_id),
-        )
+        vc = await vcenter_row(ctx, str(params.vcenter_id))
         if self._inventory is None:
             # resumed in another executor run: the read is cheap and must be fresh anyway
             await self.read_inventory(ctx)

@@ -27,8 +27,10 @@ from ..jobparams import VirtualMediaMountParams
 from ..steps import BlockersFound, JobHandler, StepContext, step
 from ..targets.errors import RequestRejected, TargetError
 from ..targets.redfish import RedfishClient
+from ..vocabulary import TaskStatus
 from . import register
 from ._dell import (
+    SERVER,
     DellHandlerError,
     bmc,
     call,
@@ -39,7 +41,6 @@ from ._dell import (
     per_server,
     raise_failures,
     save_servers,
-    task,
     wait_lc_ready,
 )
 from ._replication_gate import server_gate
@@ -104,9 +105,11 @@ class VirtualMediaHandler(JobHandler):
             if done.get(sid, {}).get("ok"):
                 continue
             if sid in (ctx.checkpoint.get("replication_skip") or []):
-                await task(ctx, s, "skipped", result={"reason": "skip_host decision (replication lag)"})
+                await ctx.update_task(
+                    SERVER, s, TaskStatus.SKIPPED, result={"reason": "skip_host decision (replication lag)"}
+                )
                 continue
-            await task(ctx, s, "running")
+            await ctx.update_task(SERVER, s, TaskStatus.RUNNING)
             try:
                 async with bmc(eps[sid]) as c:
                     r = await _media(ctx, c, p)
@@ -116,7 +119,7 @@ class VirtualMediaHandler(JobHandler):
             done[sid] = {"ok": True, "media": r}
             await save_servers(ctx)
             if not p.boot_once:
-                await task(ctx, s, "completed", result=done[sid])
+                await ctx.update_task(SERVER, s, TaskStatus.COMPLETED, result=done[sid])
         raise_failures(failures, len(servers))
         return {"changed": sum(1 for v in done.values() if v.get("media", {}).get("changed"))}
 
@@ -145,6 +148,6 @@ class VirtualMediaHandler(JobHandler):
                 await fail_server(ctx, s, exc, failures, done, keep=True)
                 continue
             done[sid] = {**done.get(sid, {}), "boot": {"override": how, **power}}
-            await task(ctx, s, "completed", result=done[sid])
+            await ctx.update_task(SERVER, s, TaskStatus.COMPLETED, result=done[sid])
         raise_failures(failures, len(servers))
         return {"rebooted": len(servers) - len(failures) - len(skipped & {str(s["id"]) for s in servers})}

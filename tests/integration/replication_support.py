@@ -103,11 +103,9 @@ class Session:
         self.cancel_requested = False
         self.draining = False
         self.pause_requested = False
-        self.runner = self
 
-    @property
-    def control(self) -> _Control:
-        return self.world.control
+    async def select(self, table: str, columns: str, **filters: Any) -> list[dict[str, Any]]:
+        return await self.world.control.select(table, columns, **filters)
 
     async def history(self) -> list[dict[str, Any]]:
         return [{"name": k, **v} for k, v in self.steps.items()]

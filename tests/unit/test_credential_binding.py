@@ -20,7 +20,7 @@ from executor.binding import (
     endpoint_entries,
 )
 from executor.log import REDACTED, SECRETS
-from executor.steps import StepError
+from executor.steps import StepContext, StepEngine, StepError, StepSpec
 
 
 def cred(*endpoints: Any, secret: dict[str, str] | None = None) -> Credential:
@@ -143,25 +143,26 @@ def test_dell_endpoint_for_checks_before_any_client(monkeypatch):
     with pytest.raises(EndpointNotAllowed):
         _dell.endpoint_for(server("http://127.0.0.1:9999", {"allow_plain_http": True}), c)
 
-    class Session:
+    class Session:  # the job session's part the step context uses here (no control plane runs)
+        job = {"id": "j1", "type": "firmware_update", "params": {}}
+
         def __init__(self):
             self.tasks: list[dict[str, Any]] = []
 
         async def call(self, fn, params):
+            assert fn == "update_task"
             self.tasks.append(params)
-
-    class Ctx:
-        def __init__(self):
-            self.session = Session()
 
         async def credentials(self, cid):
             return c
 
-    ctx = Ctx()
+    session = Session()
+    ctx = StepContext(StepEngine(), session, StepSpec("backup", lambda ctx: None), 0, {}, None, 1)
     with pytest.raises(EndpointNotAllowed):
         asyncio.run(_dell.endpoints(ctx, [server("http://127.0.0.1:9999", {"allow_plain_http": True})]))
-    assert ctx.session.tasks[0]["p_status"] == "failed"
-    assert ctx.session.tasks[0]["p_error"].startswith("EndpointNotAllowed: ")
+    assert session.tasks[0]["p_status"] == "failed"
+    assert session.tasks[0]["p_target_kind"] == "server" and session.tasks[0]["p_target_id"] == "s1"
+    assert session.tasks[0]["p_error"].startswith("EndpointNotAllowed: ")
 
 
 def test_vcenter_and_ome_endpoints_check_too(tmp_path):
@@ -187,37 +188,30 @@ def test_esxi_shell_checks_the_ssh_endpoint():
 
     c = cred({"url": "ssh://127.0.0.1:2201", "tls": {"known_hosts": "/kh"}})
 
-    class Ctx:
+    class Ctx:  # the StepContext methods _shell uses
         job = {"credential_set_ids": ["c1"]}
         job_id = "j1"
-        session = None
 
         async def credentials(self, cid):
             return c
 
-    async def fake_select(ctx, table, cols, **kw):
-        return [{"id": "c1", "kind": "esxi"}]
+        async def select(self, table, cols, **kw):
+            assert table == "credential_sets" and kw == {"id": ["c1"]}
+            return [{"id": "c1", "kind": "esxi"}]
 
-    import executor.handlers.esxi_upgrade as mod
-
-    orig = mod.select
-    mod.select = fake_select
-    try:
-        h = EsxiUpgradeHandler()
-        ok = {
-            "name": "esx01",
-            "details": {"ssh": {"address": "127.0.0.1", "port": 2201, "known_hosts": "/kh"}},
-        }
-        shell = asyncio.run(h._shell(Ctx(), ok))
-        assert (shell.host, shell.port, shell.password) == ("127.0.0.1", 2201, "pw-binding-1")
-        for ssh in (
-            {"address": "127.0.0.1", "port": 2202, "known_hosts": "/kh"},
-            {"address": "127.0.0.1", "port": 2201, "insecure_host_key": True},
-        ):
-            with pytest.raises(EndpointNotAllowed):
-                asyncio.run(h._shell(Ctx(), {"name": "esx01", "details": {"ssh": ssh}}))
-    finally:
-        mod.select = orig
+    h = EsxiUpgradeHandler()
+    ok = {
+        "name": "esx01",
+        "details": {"ssh": {"address": "127.0.0.1", "port": 2201, "known_hosts": "/kh"}},
+    }
+    shell = asyncio.run(h._shell(Ctx(), ok))
+    assert (shell.host, shell.port, shell.password) == ("127.0.0.1", 2201, "pw-binding-1")
+    for ssh in (
+        {"address": "127.0.0.1", "port": 2202, "known_hosts": "/kh"},
+        {"address": "127.0.0.1", "port": 2201, "insecure_host_key": True},
+    ):
+        with pytest.raises(EndpointNotAllowed):
+            asyncio.run(h._shell(Ctx(), {"name": "esx01", "details": {"ssh": ssh}}))
 
 
 def test_only_selftest_reads_a_secret_without_an_endpoint():

@@ -27,7 +27,7 @@ class Control:
 
 
 def ctx_with(pairs):
-    return SimpleNamespace(session=SimpleNamespace(runner=SimpleNamespace(control=Control(pairs))))
+    return SimpleNamespace(select=Control(pairs).select)  # the StepContext.select the gate uses
 
 
 def pair(pid, *, lag_s, max_lag=3600, src="srv-1", dst="srv-9", enabled=True):
@@ -114,7 +114,7 @@ def server_ctx(pairs, blockers=(), resolutions=(), hosts=()):
         blocker_resolutions=list(resolutions),
         esxi_hosts=list(hosts),
     )
-    return SimpleNamespace(job_id="j1", session=SimpleNamespace(runner=SimpleNamespace(control=control)))
+    return SimpleNamespace(job_id="j1", select=control.select)
 
 
 SERVERS = [{"id": "srv-1", "name": "store01"}, {"id": "srv-2", "name": "store02"}]
