@@ -289,10 +289,25 @@ class SshStack:
         rc, err = await asyncio.to_thread(add)
         if rc != 0:
             raise SshSetupError(f"the agent refused the private key: {err.strip()[:200]}", hint="")
-        listed = await asyncio.to_thread(
-            subprocess.run, [SSH_ADD, "-L"], env=env, capture_output=True, text=True, timeout=30
-        )
-        for line in listed.stdout.splitlines():
+
+        def list_keys() -> str:
+            # through childproc like every child of the job: it dies with the executor
+            p = childproc.spawn(
+                [SSH_ADD, "-L"],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                env=env,
+            )
+            try:
+                out, _ = p.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                childproc.stop(p, 1.0)
+                raise SshSetupError("the agent did not list its keys within 30 s", hint="") from None
+            return out.decode(errors="replace")
+
+        listed = await asyncio.to_thread(list_keys)
+        for line in listed.splitlines():
             parts = line.split()
             if len(parts) < 2:
                 continue
