@@ -34,6 +34,13 @@ class Step(StrEnum):
 
 ORDER = [Step.CLUSTER, Step.OPTIONS, Step.PREFLIGHT, Step.CONFIRM, Step.DONE]
 
+# what the pre-flight offers for a VM that would block maintenance mode, before the job starts
+VM_PLANS = {
+    "ask": "ask me when the job meets it",
+    "power_off_vm": "power it off when its host's turn comes (back on after the host)",
+    "skip_host": "leave its host out of this update",
+}
+
 
 __all__ = ["ConsoleError", "Step", "UpdateWizard", "pydantic_problems"]
 
@@ -72,6 +79,10 @@ class UpdateWizard(Observable):
         self.options: dict[str, Any] = dict(self.DEFAULTS)
         self.report: PreflightReport | None = None
         self.result: Row | None = None
+        # pre-flight decisions per blocking VM id ("power_off_vm"), sent through
+        # resolve-blockers when the job pauses for that VM; blockers already decided that way
+        self.vm_plans: dict[str, str] = {}
+        self.vm_plans_applied: set[str] = set()
 
     # -- step 1 ------------------------------------------------------------------------
     def load_clusters(self, site_id: str | None = None) -> list[Row]:
@@ -129,6 +140,7 @@ class UpdateWizard(Observable):
         known = {h["id"] for h in self.hosts}
         self.options["host_ids"] = [h for h in (host_ids or []) if h in known]
         self.report = None
+        self.vm_plans = {}
         self.step = Step.OPTIONS
         self.changed()
 
@@ -235,6 +247,81 @@ class UpdateWizard(Observable):
         self.step = Step.PREFLIGHT
         self.changed()
         return self.report
+
+    def plan_vm(self, vm_id: str, plan: str) -> str:
+        """The pre-flight's offer for a blocking VM, before anything starts, and what it did
+        in words. ``skip_host`` leaves the VM's host out of the job's hosts at once and runs
+        the pre-flight again; ``power_off_vm`` is decided now and sent through resolve-blockers
+        (as the signed-in user) when the job pauses for that VM; ``ask`` takes it back."""
+        if self.step not in (Step.PREFLIGHT, Step.CONFIRM) or self.report is None:
+            raise ValidationFailed("run the pre-flight check first", ["no pre-flight report"])
+        if plan not in VM_PLANS:
+            raise ValidationFailed(
+                f"unknown choice {plan!r}: {', '.join(VM_PLANS)}", [f"choice: one of {', '.join(VM_PLANS)}"]
+            )
+        vm = next((v for v in self.report.vm_blockers if v["vm_id"] == vm_id), None)
+        if vm is None:
+            raise ValidationFailed(
+                "that VM is not among the pre-flight's blocking VMs (run the pre-flight again?)",
+                ["VM: not a blocking VM of this pre-flight"],
+            )
+        if plan == "ask":
+            self.vm_plans.pop(vm_id, None)
+            self.changed()
+            return f"{vm['vm']}: the job will pause and ask you when it reaches {vm['host']}"
+        if plan == "power_off_vm":
+            self.vm_plans[vm_id] = plan
+            self.changed()
+            return (
+                f"{vm['vm']}: will be powered off when the update reaches {vm['host']} and powered "
+                "back on after it (sent as your blocker decision when the job pauses for it)"
+            )
+        chosen = list(self.options.get("host_ids") or []) or [h["id"] for h in self.hosts]
+        left = [h for h in chosen if h != vm["host_id"]]
+        if not left:
+            raise ValidationFailed(
+                f"leaving {vm['host']} out leaves no host to update",
+                [f"{vm['host']}: the only host of this update"],
+            )
+        if len(left) == len(chosen):
+            return f"{vm['host']} is already left out of this update"
+        self.options = {**self.options, "host_ids": left}
+        self.vm_plans = {k: v for k, v in self.vm_plans.items() if k != vm_id}
+        self.step = Step.OPTIONS  # the hosts changed: the earlier pre-flight no longer holds
+        self.run_preflight()
+        return (
+            f"{vm['host']} is left out of this update (because of {vm['vm']}); "
+            f"{len(left)} host(s) remain and the pre-flight ran again"
+        )
+
+    def apply_vm_plans(self) -> str | None:
+        """When the created job is paused for blockers of VMs decided in the pre-flight,
+        send those decisions through resolve-blockers (resuming the job when they were the
+        last ones open). Returns what happened in words, or None when there was nothing to do."""
+        jid = str((self.result or {}).get("job_id") or "")
+        planned = {v for v, p in self.vm_plans.items() if p == "power_off_vm"}
+        if not jid or not planned:
+            return None
+        from console.models.blockers import BlockerWizard
+
+        bw = BlockerWizard(self.api, jid)
+        bw.load()
+        if not bw.paused_for_blockers:
+            return None
+        todo = [b for b in bw.blockers if b.get("vm_id") in planned and b["id"] not in self.vm_plans_applied]
+        if not todo:
+            return None
+        for b in todo:
+            bw.decide(b["id"], "power_off_vm", note="decided in the server update wizard's pre-flight")
+        names = ", ".join(sorted({bw.vm_names.get(b["vm_id"], "?") for b in todo}))
+        res = bw.save(resume=bw.complete)
+        self.vm_plans_applied |= {b["id"] for b in todo}
+        left = len(res.get("open_blockers") or [])
+        return f"as decided in the pre-flight: power off {names} recorded; " + (
+            "the job resumed"
+            if res.get("resumed")
+            else f"{left} other blocker(s) still need your decision (Decide blockers below)"
+        )
 
     # -- step 4 ------------------------------------------------------------------------
     def confirm(self, typed_cluster_name: str) -> None:

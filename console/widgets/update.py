@@ -16,7 +16,7 @@ from typing import Any
 
 import ipywidgets as w
 
-from console.models.update_wizard import Step, UpdateWizard
+from console.models.update_wizard import VM_PLANS, Step, UpdateWizard
 from console.widgets.common import STYLE, Status, dropdown, guarded, html_table, set_options
 from executor.jobparams import BlockerDefault
 
@@ -103,6 +103,31 @@ class UpdateWizardView(w.VBox):
         self.export.on_click(guarded(self.status, lambda _: self._export()))
         self.back = w.Button(description="Back")
         self.back.on_click(guarded(self.status, lambda _: self.wz.back()))
+        # step 3: a blocking VM's fix before the job starts, confirmed, its result in words
+        self.vm_pick = dropdown([], description="VM", layout=w.Layout(width="55%"))
+        self.vm_pick.add_class("rp-vm-fix-pick")
+        self.vm_plan = dropdown(
+            [(label, key) for key, label in VM_PLANS.items() if key != "ask"] + [(VM_PLANS["ask"], "ask")],
+            description="do",
+            layout=w.Layout(width="55%"),
+        )
+        self.vm_plan.add_class("rp-vm-fix-plan")
+        self.vm_apply = w.Button(description="Apply…", icon="wrench")
+        self.vm_apply.add_class("rp-vm-fix-apply")
+        self.vm_confirm_text = w.HTML()
+        self.vm_yes = w.Button(description="Yes, do it", button_style="warning")
+        self.vm_yes.add_class("rp-vm-fix-yes")
+        self.vm_no = w.Button(description="No")
+        self.vm_confirm = w.HBox([self.vm_confirm_text, self.vm_yes, self.vm_no])
+        self.vm_confirm.layout.display = "none"
+        self.vm_status = Status()
+        self.vm_status.add_class("rp-vm-fix-status")
+        self.vm_apply.on_click(guarded(self.vm_status, lambda _: self._ask_vm_fix()))
+        self.vm_yes.on_click(guarded(self.vm_status, lambda _: self._do_vm_fix()))
+        self.vm_no.on_click(lambda _: self._cancel_vm_fix())
+        # after Start update: the pre-flight's decisions go out when the job pauses for them
+        self.plan_status = Status()
+        self.plan_status.add_class("rp-vm-plan-status")
         self.body = w.VBox()
         wizard.on_change(self.render)
         super().__init__([self.title, self.body])
@@ -205,6 +230,36 @@ class UpdateWizardView(w.VBox):
             self.status.error(f"could not write the report: {exc.strerror}")
             return
         self.status.ok("pre-flight report written: " + ", ".join(str(p) for p in paths))
+
+    def _ask_vm_fix(self) -> None:
+        rep = self.wz.report
+        vm = next((v for v in (rep.vm_blockers if rep else []) if v["vm_id"] == self.vm_pick.value), None)
+        if vm is None:
+            self.vm_status.warn("choose a blocking VM first")
+            return
+        plan = self.vm_plan.value
+        question = {
+            "power_off_vm": f"Power off {vm['vm']} when the update reaches {vm['host']} (and back on after)?",
+            "skip_host": f"Leave {vm['host']} out of this update because of {vm['vm']}?",
+            "ask": f"Let the job pause and ask you about {vm['vm']}?",
+        }[plan]
+        self.vm_confirm_text.value = f"<b>{html.escape(question)}</b>"
+        self.vm_confirm.layout.display = None
+        self.vm_status.clear()
+
+    def _cancel_vm_fix(self) -> None:
+        self.vm_confirm.layout.display = "none"
+        self.vm_status.warn("nothing changed")
+
+    def _do_vm_fix(self) -> None:
+        self.vm_confirm.layout.display = "none"
+        words = self.wz.plan_vm(self.vm_pick.value, self.vm_plan.value)
+        self.vm_status.ok(words)
+
+    def _apply_vm_plans(self) -> None:
+        words = self.wz.apply_vm_plans()
+        if words:
+            self.plan_status.ok(words)
 
     def _confirm(self) -> None:
         self.wz.confirm(self.typed.value)
@@ -353,7 +408,37 @@ class UpdateWizardView(w.VBox):
             )
         )
         tail = [self.typed, self.confirm] if wz.step == Step.PREFLIGHT else [self.create]
-        self.body.children = [self.report, w.HBox([self.back, self.export, *tail]), self.status]
+        fixes: list[w.Widget] = []
+        if rep.vm_blockers:
+            set_options(
+                self.vm_pick,
+                [
+                    (f"{v['vm']} on {v['host']} ({', '.join(v['reasons'])})", v["vm_id"])
+                    for v in rep.vm_blockers
+                ],
+            )
+            planned = [
+                f"{v['vm']}: {VM_PLANS[wz.vm_plans[v['vm_id']]]}"
+                for v in rep.vm_blockers
+                if v["vm_id"] in wz.vm_plans
+            ]
+            fixes = [
+                w.HTML("<b>Fix a blocking VM before the job starts</b>"),
+                w.HBox([self.vm_pick, self.vm_plan, self.vm_apply]),
+                self.vm_confirm,
+                self.vm_status,
+                w.HTML(
+                    "<div class='rp-vm-plans'>decided: " + html.escape("; ".join(planned)) + "</div>"
+                    if planned
+                    else ""
+                ),
+            ]
+        self.body.children = [
+            self.report,
+            *fixes,
+            w.HBox([self.back, self.export, *tail]),
+            self.status,
+        ]
 
     def _render_done(self) -> None:
         jid = str((self.wz.result or {}).get("job_id") or "")
@@ -362,8 +447,21 @@ class UpdateWizardView(w.VBox):
                 self.monitor_view = self._monitor(jid)
             except Exception as exc:  # noqa: BLE001 - shown on the line, the job exists either way
                 self.status.error(f"the job was created but its monitor could not open: {exc}")
+            else:
+                # the monitor follows the job over Realtime: when it pauses for a VM decided
+                # in the pre-flight, that decision goes out through resolve-blockers
+                mon = getattr(getattr(self.monitor_view, "view", self.monitor_view), "m", None)
+                if mon is not None and self.wz.vm_plans:
+
+                    def paused_for_blockers() -> None:
+                        job = getattr(mon, "job", None) or {}
+                        if (job.get("status"), job.get("pause_reason")) == ("paused", "blockers"):
+                            self._apply_vm_plans()
+
+                    mon.on_change(guarded(self.plan_status, paused_for_blockers))
+                    guarded(self.plan_status, self._apply_vm_plans)()
         self.body.children = (
-            [self.status, self.monitor_view]
+            [self.status, self.plan_status, self.monitor_view]
             if self.monitor_view is not None
             else [
                 self.status,

@@ -235,6 +235,31 @@ def test_wizard_first_step_preflight_preview_and_live_monitor(lab, tmp_path):
         for uuid_like in lab["hosts"]:
             assert uuid_like not in text  # names, not ids
         shot(driver, tmp_path, "wizard-step3-preflight")
+        # a blocking VM's fix is offered before the job starts: picked by name, confirmed,
+        # and its result said in words on the line under it
+        fix = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".rp-vm-fix-pick select") or False)[0]
+        vm_label = driver.execute_script("return arguments[0].selectedOptions[0].textContent", fix)
+        vm_label = vm_label.replace("\xa0", " ")  # the select draws spaces as no-break spaces
+        assert "USB passthrough" in vm_label, vm_label
+        click_button(driver, "Apply…")
+        wait.until(
+            lambda d: (
+                any(b.is_displayed() for b in d.find_elements(By.CSS_SELECTOR, ".rp-vm-fix-yes button"))
+                or any(
+                    b.is_displayed() and b.text.strip() == "Yes, do it"
+                    for b in d.find_elements(By.CSS_SELECTOR, ".rp-wizard button")
+                )
+            )
+        )
+        click_button(driver, "Yes, do it")
+        wait.until(
+            lambda d: (
+                "will be powered off when the update reaches"
+                in d.find_element(By.CSS_SELECTOR, ".rp-wizard").text
+            )
+        )
+        assert driver.execute_script(BLANK_SELECTS) == []
+        shot(driver, tmp_path, "wizard-step3-vm-fix")
 
         # step 4-5: typed confirmation, create, and the live monitor
         typed = next(
@@ -299,7 +324,9 @@ def test_wizard_first_step_preflight_preview_and_live_monitor(lab, tmp_path):
         mon = driver.find_element(By.CSS_SELECTOR, ".rp-monitor").text
         assert "already compliant" in mon and tasks[0]["target_name"] in mon and "running" in mon
         assert jid not in mon  # the job shows by type, cluster and short id
-        assert driver.find_elements(By.CSS_SELECTOR, ".rp-monitor .rp-act-pause")  # operator may pause
+        # operator may pause: the buttons follow the job's status, which arrives over Realtime
+        # apart from the task updates above, so wait for it rather than look once
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".rp-monitor .rp-act-pause") or False)
         assert driver.execute_script(BLANK_SELECTS) == []
         driver.execute_script("document.querySelector('.rp-monitor').scrollIntoView({block: 'start'})")
         shot(driver, tmp_path, "monitor-live")
