@@ -397,21 +397,25 @@ class Api:
 
     def inventory(self, kind: str, site_id: str | None = None) -> list[Row]:
         """id/name (and site) rows of a target kind, for pickers: server, host, cluster,
-        vcenter, replication_pair."""
+        vcenter, replication_pair, site, ome_instance, firmware_catalog (every x-target kind
+        of the job forms)."""
         table = {
             "server": "servers",
             "host": "esxi_hosts",
             "cluster": "clusters",
             "vcenter": "vcenters",
             "replication_pair": "replication_pairs",
+            "site": "sites",
+            "ome_instance": "ome_instances",
+            "firmware_catalog": "firmware_catalogs",
         }.get(kind)
         if table is None:
             raise InvalidRequest(f"unknown target kind {kind!r}", code="unknown_target_kind")
-        cols = "id,name" if table == "esxi_hosts" else "id,name,site_id"
+        cols = "id,name" if table in ("esxi_hosts", "sites") else "id,name,site_id"
 
         def q(c):
             b = c.table(table).select(cols)
-            if site_id and table != "esxi_hosts":
+            if site_id and table not in ("esxi_hosts", "sites"):
                 b = b.eq("site_id", site_id)
             return b.order("name")
 

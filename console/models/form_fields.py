@@ -1,8 +1,10 @@
 """Typed form fields from the executor's params models (``executor.jobparams``): what a form
 draws for each field that is not a target picker. Choices (a ``Literal`` or an ``Enum``, or a
 list of them) become selectors, booleans checkboxes, numbers bounded boxes with the model's
-range, text a text box; anything else (a nested selection, a list of addresses) a small JSON
-box of its own. The values go back through the same model (``JobForm.params``), so every
+range, text a text box; a nested selection (a firmware selection, an ESXi image) its own
+group of typed fields; a list of addresses, names or credential sets a list editor that
+checks each entry as it is added (credential sets picked by name, in priority order). Only
+a shape none of these fit would get a JSON box. The values go back through the same model (``JobForm.params``), so every
 message is the model's, in words (``models/forms.py``)."""
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from console.errors import ValidationFailed
 from console.models.job_form import target_fields
 from executor.jobparams import model_for
 
-KINDS = ("choice", "choices", "bool", "int", "float", "text", "ref", "json")
+KINDS = ("choice", "choices", "bool", "int", "float", "text", "ref", "list", "credentials", "nested", "json")
 # id fields that are not targets but still name something the operator picks by name
-REFS = {"site_id": "site", "catalog_id": "catalog"}
+REFS = {"site_id": "site", "catalog_id": "catalog", "baseline_id": "baseline"}
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,9 @@ class FieldSpec:
     maximum: float | None = None
     nullable: bool = False
     description: str = ""
+    children: tuple[FieldSpec, ...] = ()  # nested: the selection's own fields
+    item: Any = None  # list: the entries' annotation (each entry is checked against it)
+    max_items: int | None = None
 
     @property
     def range_words(self) -> str:
@@ -98,10 +103,18 @@ def _default(f: Any) -> Any:
 
 def field_specs(job_type: str) -> list[FieldSpec]:
     """Every params field of the job type that is not a target picker, as a typed field."""
+    return model_specs(model_for(job_type), exclude=set(target_fields(job_type)))
+
+
+def _max_items(metadata: list[Any]) -> int | None:
+    return next((m.max_length for m in metadata if getattr(m, "max_length", None) is not None), None)
+
+
+def model_specs(model: type[BaseModel], exclude: set[str] | None = None) -> list[FieldSpec]:
+    """The fields of a params model (or of a nested selection) as typed fields."""
     out = []
-    targets = target_fields(job_type)
-    for name, f in model_for(job_type).model_fields.items():
-        if name in targets:
+    for name, f in model.model_fields.items():
+        if name in (exclude or ()):
             continue
         ann, nullable = _unwrap(f.annotation)
         lo, hi = _bounds(list(f.metadata))
@@ -125,15 +138,72 @@ def field_specs(job_type: str) -> list[FieldSpec]:
             spec = FieldSpec(kind="float", minimum=lo, maximum=hi, **base)
         elif ann is uuid.UUID and name in REFS:
             spec = FieldSpec(kind="ref", choices=(REFS[name],), **base)
-        elif ann is str:
+        elif ann is str or _unwrap(ann)[0] is str:
             spec = FieldSpec(kind="text", **base)
+        elif isinstance(ann, type) and issubclass(ann, BaseModel):
+            spec = FieldSpec(kind="nested", children=tuple(model_specs(ann)), **base)
+        elif item is not None and _unwrap(item)[0] is uuid.UUID and _credential_kind(f):
+            spec = FieldSpec(
+                kind="credentials",
+                choices=(_credential_kind(f),),
+                item=item,
+                max_items=_max_items(list(f.metadata)),
+                **base,
+            )
+        elif item is not None and _unwrap(item)[0] in (str, int):
+            spec = FieldSpec(kind="list", item=item, max_items=_max_items(list(f.metadata)), **base)
         else:
             spec = FieldSpec(kind="json", **base)
         out.append(spec)
     return out
 
 
-def collect(specs: list[FieldSpec], values: dict[str, Any]) -> dict[str, Any]:
+def _credential_kind(f: Any) -> str:
+    extra = f.json_schema_extra if isinstance(f.json_schema_extra, dict) else {}
+    return str(extra.get("x-credential") or "")
+
+
+def entry_problem(spec: FieldSpec, text: str) -> str | None:
+    """Why one entry of a list field is refused, in words (None = it is accepted): checked
+    against the model's own item type, so the list editor says what create-job would."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from console.models.forms import problem_text
+
+    if not text.strip():
+        return f"{spec.name}: type an entry first"
+    try:
+        TypeAdapter(spec.item).validate_python(text.strip())
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        return problem_text({**err, "loc": (spec.name,)})
+    if spec.name == "ranges":
+        return range_problem(text.strip())
+    return None
+
+
+def range_problem(text: str) -> str | None:
+    """An address range the pattern accepts but that is no range: a network that is not one
+    (10.0.0.300/24), a first-last pair of mixed families or the wrong way round."""
+    import ipaddress
+
+    try:
+        if "/" in text:
+            ipaddress.ip_network(text, strict=False)
+        elif "-" in text:
+            a, b = (ipaddress.ip_address(x) for x in text.split("-", 1))
+            if a.version != b.version:
+                return f"ranges: {text}: both ends must be IPv4, or both IPv6"
+            if int(b) < int(a):
+                return f"ranges: {text}: the first address must not be after the last"
+        else:
+            ipaddress.ip_address(text)
+    except ValueError:
+        return f"ranges: {text} is not an address, a range a-b or a CIDR network such as 10.0.0.0/24"
+    return None
+
+
+def collect(specs: list[FieldSpec] | tuple[FieldSpec, ...], values: dict[str, Any]) -> dict[str, Any]:
     """The params document from the fields' values: empty optional fields are left out (the
     model's default applies); a JSON box that is not JSON is named in words."""
     doc: dict[str, Any] = {}
@@ -151,6 +221,18 @@ def collect(specs: list[FieldSpec], values: dict[str, Any]) -> dict[str, Any]:
                 continue
         elif s.kind in ("text", "ref") and isinstance(v, str):
             v = v.strip()
+        elif s.kind in ("list", "credentials"):
+            v = list(v or ())
+            if not v and not s.required:
+                continue
+        elif s.kind == "nested":
+            try:
+                v = collect(s.children, dict(v or {}))
+            except ValidationFailed as exc:
+                problems += [f"{s.name}.{p}" for p in exc.problems]
+                continue
+            if not v and not s.required:
+                continue
         elif s.kind == "choices":
             v = list(v or ())
             if not v and not s.required:

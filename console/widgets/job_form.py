@@ -9,9 +9,10 @@ import json
 from typing import Any
 
 import ipywidgets as w
+import traitlets
 
 from console.models.common import short_ts
-from console.models.form_fields import FieldSpec, collect, field_specs
+from console.models.form_fields import FieldSpec, collect, entry_problem, field_specs
 from console.models.job_form import FORM_JOB_TYPES, JobForm, target_fields, template
 from console.widgets.common import STYLE, Status, dropdown, guarded, html_table, set_options
 
@@ -51,6 +52,115 @@ def fields_help(job_type: str) -> str:
         + "".join(rows)
         + "</table></details>"
     )
+
+
+class ListEditor(w.VBox):
+    """A list field as a list: each entry a row with its remove button, an input (a text box,
+    or a selector of names) and Add. An entry is checked against the model's item type as it
+    is added and refused in words on the line under it; the order is the order of adding
+    (for credential sets: the order they are tried). ``value`` is the list."""
+
+    value = traitlets.List().tag(sync=False)
+
+    def __init__(
+        self,
+        spec: FieldSpec,
+        start: list[Any] | None = None,
+        *,
+        names: list[tuple[str, str]] | None = None,
+        placeholder: str = "",
+    ) -> None:
+        self.spec = spec
+        self.names = dict((v, k) for k, v in names) if names is not None else None
+        self.status = Status()
+        self.status.add_class("rp-list-status")
+        if names is not None:
+            self.entry: w.Widget = dropdown(
+                names, placeholder="— choose —" if names else None, layout=w.Layout(width="300px")
+            )
+        else:
+            self.entry = w.Text(placeholder=placeholder, layout=w.Layout(width="300px"))
+        self.entry.add_class("rp-list-entry")
+        self.add = w.Button(description="Add", icon="plus", layout=w.Layout(width="80px"))
+        self.add.add_class("rp-list-add")
+        self.add.on_click(lambda _: self._add())
+        self.rows = w.VBox()
+        self.rows.add_class("rp-list-rows")
+        label = w.HTML(f"<b>{html.escape(spec.name)}</b>", layout=w.Layout(width="170px"))
+        super().__init__([w.HBox([label, self.entry, self.add]), self.rows, self.status])
+        self.add_class("rp-list-editor")
+        self.add_class(f"rp-list-{spec.name}")
+        self.observe(lambda ch: self._draw(), names="value")
+        self.value = [str(x) for x in (start or [])]
+        self._draw()
+
+    def label(self, v: str) -> str:
+        return self.names.get(v, f"unknown ({v[:8]})") if self.names is not None else v
+
+    def _add(self) -> None:
+        raw = self.entry.value
+        if raw in (None, ""):
+            self.status.warn(
+                f"{self.spec.name}: "
+                + ("choose one first" if self.names is not None else "type an entry first")
+            )
+            return
+        text = str(raw).strip()
+        why = None if self.names is not None else entry_problem(self.spec, text)
+        if why is None and text in self.value:
+            why = f"{self.spec.name}: {self.label(text)} is already in the list"
+        if why is None and self.spec.max_items is not None and len(self.value) >= self.spec.max_items:
+            why = f"{self.spec.name}: at most {self.spec.max_items} entries"
+        if why:
+            self.status.error(why)
+            return
+        self.value = [*self.value, text]
+        if self.names is None:
+            self.entry.value = ""
+        self.status.ok(f"{self.label(text)} added")
+
+    def remove(self, v: str) -> None:
+        self.value = [x for x in self.value if x != v]
+        self.status.ok(f"{self.label(v)} removed")
+
+    def _draw(self) -> None:
+        rows = []
+        for i, v in enumerate(self.value, 1):
+            rm = w.Button(description="remove", icon="times", layout=w.Layout(width="90px"))
+            rm.add_class("rp-list-remove")
+            rm.on_click(lambda _, v=v: self.remove(v))
+            rows.append(
+                w.HBox([w.HTML(f"<span class='rp-list-item'>{i}. {html.escape(self.label(v))}</span>"), rm])
+            )
+        self.rows.children = rows or [
+            w.HTML(f"<i class='rp-list-empty'>none{' (required)' if self.spec.required else ''}</i>")
+        ]
+
+
+class NestedFields(w.VBox):
+    """A nested selection (a firmware selection, an ESXi image) as its own group of typed
+    fields; ``value`` is the group's values by field name (JobFormView collects them)."""
+
+    value = traitlets.Dict().tag(sync=False)
+
+    def __init__(self, spec: FieldSpec, build: Any, start: dict[str, Any] | None) -> None:
+        self.spec = spec
+        self.inputs: dict[str, w.Widget] = {}
+        rows: list[w.Widget] = [
+            w.HTML(f"<b>{html.escape(spec.name)}</b> <i>{html.escape(spec.description)}</i>")
+        ]
+        for c in spec.children:
+            wdg, row = build(c, (start or {}).get(c.name, c.default))
+            wdg.observe(lambda ch: self._update(), names="value")
+            self.inputs[c.name] = wdg
+            rows.append(row)
+        super().__init__(rows, layout=w.Layout(border="1px solid #ddd", padding="4px", margin="2px 0"))
+        self.add_class("rp-nested")
+        self.add_class(f"rp-nested-{spec.name}")
+        self._update()
+
+    def _update(self) -> None:
+        self.value = {n: wdg.value for n, wdg in self.inputs.items()}
 
 
 class JobFormView(w.VBox):
@@ -162,12 +272,13 @@ class JobFormView(w.VBox):
         if s.kind == "ref":
             kind = s.choices[0]
             api = self.form.api
+            table = {"catalog": "firmware_catalogs", "baseline": "firmware_baselines"}.get(kind)
             rows = (
                 api.sites()
                 if kind == "site"
                 else api._rest(
-                    "firmware catalogs",
-                    lambda c: c.table("firmware_catalogs").select("id,name").order("name"),
+                    f"{kind}s",
+                    lambda c: c.table(table).select("id,name").order("name"),
                 )
             )
             ph = "— choose —" if s.required else "— none —"
@@ -178,6 +289,16 @@ class JobFormView(w.VBox):
                 style=style,
                 layout=layout,
             )
+        if s.kind == "list":
+            return ListEditor(
+                s,
+                start,
+                placeholder="e.g. 10.0.0.0/24 or 10.0.0.10-10.0.0.20" if s.name == "ranges" else "one entry",
+            )
+        if s.kind == "credentials":
+            return ListEditor(s, start, names=self._credential_names(s.choices[0]))
+        if s.kind == "nested":
+            return NestedFields(s, self._field_row, start if isinstance(start, dict) else None)
         if s.kind == "json":
             return w.Textarea(
                 value="" if start in (None, "", [], {}) else json.dumps(start),
@@ -195,6 +316,43 @@ class JobFormView(w.VBox):
             layout=layout,
         )
 
+    def _credential_names(self, kind: str) -> list[tuple[str, str]]:
+        """The credential sets of that kind, by name (and site when names repeat)."""
+        api = self.form.api
+        rows = api._rest(
+            "credential sets",
+            lambda c: (
+                c.table("credential_sets").select("id,name,kind,site_id").eq("kind", kind).order("name")
+            ),
+        )
+        sites = {str(x["id"]): x["name"] for x in api.sites()}
+        dup = {r["name"] for r in rows if sum(x["name"] == r["name"] for x in rows) > 1}
+        return [
+            (
+                r["name"] + (f" ({sites.get(str(r['site_id']), 'site?')})" if r["name"] in dup else ""),
+                str(r["id"]),
+            )
+            for r in rows
+        ]
+
+    def _field_row(self, s: FieldSpec, start: Any) -> tuple[w.Widget, w.Widget]:
+        wdg = self._field_widget(s, start)
+        if s.kind in ("list", "credentials", "nested"):
+            words = "; ".join(x for x in ("required" if s.required else "", s.description) if x)
+            hint = w.HTML(f"<span class='rp-field-hint rp-info'>{html.escape(words)}</span>")
+            return wdg, (w.VBox([wdg, hint]) if s.kind != "nested" else wdg)
+        words = "; ".join(
+            x
+            for x in (
+                ("one of " + ", ".join(s.choices)) if s.kind in ("choice", "choices") else "",
+                s.range_words,
+                "required" if s.required else "",
+                s.description,
+            )
+            if x
+        )
+        return wdg, w.HBox([wdg, w.HTML(f"<span class='rp-field-hint rp-info'>{html.escape(words)}</span>")])
+
     def _build_fields(self, job_type: str) -> None:
         """One typed input per params field (targets have their pickers), with its allowed
         values and meaning beside it."""
@@ -203,22 +361,10 @@ class JobFormView(w.VBox):
         self._inputs = {}
         rows = []
         for s in self._specs:
-            wdg = self._field_widget(s, start.get(s.name, s.default))
+            wdg, row = self._field_row(s, start.get(s.name, s.default))
             wdg.observe(lambda ch: self._stale(), names="value")
             self._inputs[s.name] = wdg
-            words = "; ".join(
-                x
-                for x in (
-                    ("one of " + ", ".join(s.choices)) if s.kind in ("choice", "choices") else "",
-                    s.range_words,
-                    "required" if s.required else "",
-                    s.description,
-                )
-                if x
-            )
-            rows.append(
-                w.HBox([wdg, w.HTML(f"<span class='rp-field-hint rp-info'>{html.escape(words)}</span>")])
-            )
+            rows.append(row)
         self.fields.children = rows
 
     def _stale(self) -> None:

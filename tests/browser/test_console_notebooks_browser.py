@@ -33,7 +33,12 @@ UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
 MARKERS = {
     "00_console": [".rp-app .rp-nav button", ".rp-jobs"],
     "01_sign_in_and_jobs": [".rp-jobs tbody tr", ".rp-monitor"],
-    "02_rolling_update": [".rp-wizard", ".rp-cluster-pick select", ".rp-servers"],
+    "02_rolling_update": [
+        ".rp-wizard",
+        ".rp-cluster-pick select",
+        ".rp-servers",
+        ".rp-list-credential_set_ids select",
+    ],
     "03_blockers": [".rp-blocked-job-pick select", "table.rp-blockers tbody tr"],
     "04_windows_and_approvals": [".rp-windows"],
     "05_reports": ["svg.rp-chart", ".rp-v_host_history", "svg.rp-lag-plot", ".rp-audit-chain"],

@@ -83,6 +83,10 @@ def test_notebook_runs_headless(path, ce, paused_job, supabase_env, monkeypatch,
     elif path.stem.startswith("01"):
         assert paused_job[:8] in text and "rp-jobs" in text
         assert "live: True" in outputs
+    elif path.stem.startswith("02"):
+        # the discovery form: list editors and the credential picker, no raw JSON box
+        assert "rp-list-ranges" in text and "rp-list-credential_set_ids" in text
+        assert "TextareaModel" not in text  # no raw JSON box in either form
     elif path.stem.startswith("03"):
         assert f"Blockers of job {paused_job[:8]}" in text and "usb_passthrough" in text
     elif path.stem.startswith("05"):
