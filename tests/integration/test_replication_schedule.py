@@ -487,3 +487,82 @@ def test_sigkill_of_the_executor_mid_stream_leaves_no_agent_and_no_ssh_client(ha
         assert [(r["kind"], r["status"]) for r in runs] == [("resume", "succeeded")], (rec, runs)
         assert lab.read("dst", "backup/vm", "disk.img") == lab.read("src", "tank/vm", "disk.img")
         assert not any(d.exists() for d in left_dirs)
+
+
+def _run_then_fail(h: Harness, job: str, error: str) -> None:
+    """What the executor's claim and its failure do to the job's row (the state machine's
+    pending -> running -> failed), without an executor."""
+    executor = h.one(
+        "insert into public.executors (site_id, name, public_key, key_id) "
+        "values (%s, %s, %s, 'k-fail') returning id",
+        h.site_id,
+        f"fails-{job[:8]}",
+        "-----BEGIN PUBLIC KEY-----" + "A" * 40,
+    )["id"]
+    h.query(
+        "update public.jobs set status = 'running', claimed_by = %s, lease_expires_at = now() + interval '1 minute', "
+        "started_at = now() where id = %s",
+        executor,
+        job,
+    )
+    h.query(
+        "update public.jobs set status = 'failed', error = %s, claimed_by = null, lease_expires_at = null, "
+        "finished_at = now() where id = %s",
+        error,
+        job,
+    )
+
+
+def test_a_scheduled_job_that_fails_before_taking_its_pair_counts_as_the_attempt(harness):
+    """A scheduled job failing before it took its pair (say its sealed credential cannot be
+    opened) counts as that occurrence's attempt: the scheduler does not make the pair a new
+    job at every round, only when the schedule says (one interval after the failure). A
+    sync-now job failing leaves the schedule alone."""
+    h = harness
+    pair = _pair(h, "fails", schedule="@every 30s")
+    [made] = h.query("select job_id from public.schedule_replication_jobs(%s)", h.site_id)
+    job = str(made["job_id"])
+    assert (
+        h.one("select last_attempt_at from public.replication_pairs where id = %s", pair)["last_attempt_at"]
+        is None
+    )
+    _run_then_fail(h, job, "credential cannot be opened")
+    failed_at = h.one("select finished_at from public.jobs where id = %s", job)["finished_at"]
+    attempt = h.one("select last_attempt_at from public.replication_pairs where id = %s", pair)[
+        "last_attempt_at"
+    ]
+    assert attempt is not None and attempt >= failed_at - timedelta(seconds=1)
+    # the next rounds make nothing for it until its interval has passed
+    assert h.query("select job_id from public.schedule_replication_jobs(%s)", h.site_id) == []
+    h.query(
+        "update public.replication_pairs set last_attempt_at = last_attempt_at - interval '31 seconds' "
+        "where id = %s",
+        pair,
+    )
+    [again] = h.query("select job_id, pair_id from public.schedule_replication_jobs(%s)", h.site_id)
+    assert str(again["pair_id"]) == pair and str(again["job_id"]) != job
+
+    # a failed sync-now job (not scheduled) does not touch the schedule
+    manual = _pair(h, "manual-fails", schedule="@hourly")
+    h.query(
+        "update public.replication_pairs set last_attempt_at = now() - interval '10 minutes' where id = %s",
+        manual,
+    )
+    mark = h.one("select last_attempt_at from public.replication_pairs where id = %s", manual)[
+        "last_attempt_at"
+    ]
+    now_job = h.one(
+        "with j as (insert into public.jobs (type, site_id, params, scope) values "
+        "('replication_sync', %s, %s, %s) returning id), "
+        "t as (insert into public.job_tasks (job_id, target_kind, target_id, target_name, seq) "
+        "select id, 'replication_pair', %s, 'm', 0 from j) select id from j",
+        h.site_id,
+        json.dumps({"replication_pair_ids": [manual]}),
+        json.dumps({"targets": [{"kind": "replication_pair", "id": manual, "name": "m"}]}),
+        manual,
+    )["id"]
+    _run_then_fail(h, str(now_job), "x")
+    assert (
+        h.one("select last_attempt_at from public.replication_pairs where id = %s", manual)["last_attempt_at"]
+        == mark
+    )
