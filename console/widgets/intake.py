@@ -36,12 +36,18 @@ class DiscoveryView(w.VBox):
         self.scan_pick = dropdown([], placeholder="no scan yet", description="scan")
         self.tally = w.HTML()
         self.table = w.HTML()
-        self.ranges = w.Textarea(description="ranges", placeholder="10.0.0.0/24 or 10.0.0.5-10.0.0.40")
-        self.hosts = w.Textarea(description="hosts", placeholder="one address or name per line")
+        # list editors: each entry checked in words as it is added (the job form's editor, on
+        # discovery_scan's own field types); credential sets by name, in the order tried
+        from console.models.form_fields import field_specs
+        from console.widgets.job_form import ListEditor
+
+        specs = {f.name: f for f in field_specs("discovery_scan")}
+        self.ranges = ListEditor(specs["ranges"], placeholder="10.0.0.0/24 or 10.0.0.5-10.0.0.40")
+        self.hosts = ListEditor(specs["hosts"], placeholder="an address or host name")
         creds = [
             (str(c.get("name")), str(c["id"])) for c in (credential_sets or []) if c.get("kind") == "idrac"
         ]
-        self.creds = w.SelectMultiple(description="credentials", options=creds)
+        self.creds = ListEditor(specs["credential_set_ids"], names=creds)
         self.dry = w.Button(description="Dry run")
         self.go = w.Button(description="Scan and register", button_style="primary")
         self.refresh = w.Button(description="Refresh")
@@ -55,7 +61,9 @@ class DiscoveryView(w.VBox):
                 self.tally,
                 self.table,
                 w.HTML("<b>New scan</b>"),
-                w.HBox([self.ranges, self.hosts, self.creds]),
+                self.ranges,
+                self.hosts,
+                self.creds,
                 w.HBox([self.dry, self.go]),
                 self.status,
             ]
@@ -105,8 +113,8 @@ class DiscoveryView(w.VBox):
             return
         res = self.model.scan(
             site_id=self.site_id,
-            ranges=_lines(self.ranges.value),
-            hosts=_lines(self.hosts.value),
+            ranges=list(self.ranges.value),
+            hosts=list(self.hosts.value),
             credential_set_ids=list(self.creds.value),
             dry_run=dry_run,
         )

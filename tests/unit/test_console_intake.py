@@ -80,7 +80,15 @@ def test_discovery_results_say_why_an_address_was_skipped_and_a_scan_is_checked_
     with pytest.raises(ValidationFailed) as exc:
         DiscoveryModel(api).scan(site_id=SITE, ranges=[], hosts=[], credential_set_ids=[])
     assert len(exc.value.problems) == 2
-    v.ranges.value, v.creds.value = "10.0.0.0/30", ("c1",)
+    # ranges and credentials are list editors: a bad entry is refused in words as it is added
+    v.ranges.entry.value = "10.0.0.0/33x"
+    v.ranges.add.click()
+    assert "CIDR form such as 10.0.0.0/24" in v.ranges.status.value and v.ranges.value == []
+    v.ranges.entry.value = "10.0.0.0/30"
+    v.ranges.add.click()
+    assert [label for label, _ in v.creds.entry.options] == ["— choose —", "root"]  # by name
+    v.creds.entry.value = "c1"
+    v.creds.add.click()
     v.dry.click()
     assert api.jobs[-1] == (
         "discovery_scan",
