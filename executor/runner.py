@@ -279,7 +279,16 @@ class Executor:
         self._tasks: list[asyncio.Task] = []
         self._channel: Any = None
         self.dispatcher: Dispatcher | None = None
-        self.job_types = handler_registry.load_builtin(enable_selftest=settings.enable_selftest)
+        self.job_types = []
+        for job_type in handler_registry.load_builtin(enable_selftest=settings.enable_selftest):
+            # a handler whose prerequisites this executor lacks (directory_sync without its
+            # RACKPILOT_IDM_* settings) is not advertised, so the claim gives its jobs to an
+            # executor of the site that can run them
+            why_not = handler_registry.unavailable(job_type, settings)
+            if why_not:
+                log.info("job type not taken", extra={"job_type": job_type, "reason": why_not})
+            else:
+                self.job_types.append(job_type)
         if settings.enable_selftest:
             log.warning(
                 "selftest jobs enabled (RACKPILOT_ENABLE_SELFTEST): a test-only job type",

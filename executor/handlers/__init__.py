@@ -70,6 +70,13 @@ def job_types() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def unavailable(job_type: str, settings: Any = None) -> str | None:
+    """Why this executor cannot run ``job_type`` (a handler's ``unavailable(settings)``
+    classmethod names a missing prerequisite), or None when it can."""
+    check = getattr(get(job_type), "unavailable", None)
+    return check(settings) if check is not None else None
+
+
 def create(job_type: str, settings: Any = None) -> JobHandler:
     """A handler instance for ``job_type``; a class with ``from_settings`` is built from the
     executor's settings (``selftest`` confines its files to the state folder that way)."""

@@ -68,6 +68,16 @@ class DirectorySyncHandler(JobHandler):
     def from_settings(cls, settings: Any) -> DirectorySyncHandler:
         return cls(settings)
 
+    @classmethod
+    def unavailable(cls, settings: Any) -> str | None:
+        """An executor without usable directory settings does not take these jobs (one that
+        has them, at the same site, does)."""
+        try:
+            _identity_settings(settings)
+        except DirectorySyncError as exc:
+            return str(exc)
+        return None
+
     def validate(self, job: dict[str, Any]) -> None:
         _params(job)
 
