@@ -39,11 +39,20 @@ def test_killed_mid_flash_pauses_and_is_never_flashed_again(env: DellEnv) -> Non
     env.fake_backup(sid)
     b.inject(slow_seconds=0.05)  # a slower iDRAC: the kill lands inside the stage step
     job = env.create_job("firmware_update", params(env, sid), maintenance_window_id=env.window())
-    wait_until(
-        lambda: env.steps(job).get("stage", {}).get("status") == "running" and flashes(b) >= 1,
-        60,
-        "the stage step flashing",
-    )
+
+    def flashing_on_record() -> bool:
+        # the iDRAC runs an update job this executor recorded in its saved progress (a kill
+        # between the iDRAC's answer and that record leaves a job it cannot know of; see
+        # docs/rollout-safety.md)
+        stage = env.steps(job).get("stage", {})
+        recorded = (((stage.get("details") or {}).get("progress") or {}).get("servers") or {}).get(sid) or {}
+        return (
+            stage.get("status") == "running"
+            and flashes(b) >= 1
+            and any(x.get("job_id") for x in recorded.get("components", []))
+        )
+
+    wait_until(flashing_on_record, 60, "the stage step flashing, its first job on record")
     env.proc.kill9()
     started = flash_ids(b)
     assert b.own_sessions() <= 1  # a killed process cannot delete its session; the iDRAC expires it on idle
