@@ -78,6 +78,7 @@ def test_the_command_line_routes_console_to_app_mode_before_any_sign_in(monkeypa
 
     monkeypatch.setattr(cli, "connect", no_sign_in)
     monkeypatch.delenv("SUPABASE_URL", raising=False)
+    monkeypatch.delenv("SUPABASE_ANON_KEY", raising=False)  # make test exports both
     assert cli.main(["console", "--port", "8866"]) == cli.EXIT_USAGE
     assert "SUPABASE_URL and SUPABASE_ANON_KEY not set" in capsys.readouterr().err
 
