@@ -60,7 +60,7 @@ class ListEditor(w.VBox):
     is added and refused in words on the line under it; the order is the order of adding
     (for credential sets: the order they are tried). ``value`` is the list."""
 
-    value = traitlets.List().tag(sync=False)
+    value: traitlets.List[Any] = traitlets.List().tag(sync=False)
 
     def __init__(
         self,
