@@ -29,7 +29,8 @@ verify         40    yes         reads the inventory again: "Completed" with the
 drop_staged    cleanup           on every exit after ``stage`` started: with ``reboot:
                                  immediate``, firmware jobs still Scheduled (the reboot failed,
                                  the job was cancelled or lost) are deleted from the iDRAC queue,
-                                 so they cannot fire at some unrelated reboot later
+                                 so they cannot fire at some unrelated reboot later; also the
+                                 job of a request whose answer never got on record (see below)
 =============  ====  ==========  ==============================================================
 
 Servers are flashed one after the other (``max_parallel`` is an upper bound; one at a time
@@ -41,6 +42,13 @@ also when some of them failed. Packages come from beside the catalog (a reposito
 laid out as Dell Repository Manager does), or from the catalog's ``baseLocation`` when the
 catalog was read from that host: the executor pushes them (``transfer: multipart``) or the
 iDRAC fetches them itself (``transfer: simple_update``).
+
+Save before you act: before each update request the stage step saves, on the component,
+the ids of the jobs the iDRAC queue held just before (``queued_before``). An executor killed
+after the iDRAC queued the job but before its answer was saved leaves a job nobody
+recorded; ``drop_staged`` then deletes the unapplied ``FirmwareUpdate`` jobs that are not in
+that set and name that component (or none yet: the package still downloading). A job that
+was queued before the request is never touched.
 """
 
 from __future__ import annotations
@@ -48,7 +56,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -58,7 +66,7 @@ import httpx
 from ..jobparams import FirmwareUpdateParams
 from ..steps import BlockersFound, JobHandler, Progress, StepContext, cleanup_step, step
 from ..targets.catalog import Catalog, ComplianceReport, version_key
-from ..targets.dell import FAILED, FINISHED, DellOEM
+from ..targets.dell import FAILED, FINISHED, DellJob, DellOEM
 from ..targets.errors import (
     CatalogError,
     FirmwareVerificationFailed,
@@ -230,6 +238,26 @@ async def wait_jobs(
     finally:
         for x in pending:
             x.pop("_done", None)
+
+
+UNAPPLIED = ("Scheduled", "Downloaded", "Downloading", "New")  # a Dell update job not run yet
+
+
+def unrecorded_jobs(x: dict[str, Any], queue: Iterable[DellJob], claimed: set[str]) -> list[DellJob]:
+    """The update jobs the iDRAC queued for component ``x`` while the answer to the stage
+    request went unrecorded: not in the queue saved just before the request
+    (``queued_before``), not another component's, still unapplied, of type FirmwareUpdate,
+    and named for ``x`` ("Firmware Update: <component>") or for no component yet (the
+    package still downloading; the stage step sends one request at a time per server)."""
+    before = set(x.get("queued_before") or ())
+    out = []
+    for j in queue:
+        if j.id in before or j.id in claimed or j.job_type != "FirmwareUpdate" or j.state not in UNAPPLIED:
+            continue
+        _, sep, what = j.name.partition(":")
+        if not sep or not what.strip() or what.strip().lower() == str(x.get("name") or "").lower():
+            out.append(j)
+    return out
 
 
 async def wait_idrac_back(ctx: StepContext, c: RedfishClient, dell: DellOEM, operation: str) -> None:
@@ -458,6 +486,10 @@ class FirmwareUpdateHandler(JobHandler):
                     dell = await call(c.require_dell, "firmware update")
                     for x in rec["components"]:
                         await wait_lc_ready(ctx, c, f"stage {x['name']}")
+                        # saved before the request: a kill before its answer is on record
+                        # leaves a job the cleanup can tell from every job queued before
+                        x["queued_before"] = sorted(j.id for j in await call(dell.jobs))
+                        await save_servers(ctx)
                         # pushed when the iDRAC advertises a MultipartHttpPushUri, else
                         # SimpleUpdate; iDRAC10 gets the device in Targets (PLDM devices)
                         x["job_id"], x["transfer"] = await call(
@@ -467,6 +499,7 @@ class FirmwareUpdateHandler(JobHandler):
                             reboot_required=x["reboot_required"],
                         )
                         # recorded at once: the cleanup step finds the job even if we die now
+                        x.pop("queued_before", None)
                         await save_servers(ctx)
                         await wait_jobs(
                             ctx,
@@ -653,21 +686,39 @@ class FirmwareUpdateHandler(JobHandler):
             rec = per_server(ctx).get(sid) or {}
             seen = {x["component_id"]: x for x in (progress.get(sid) or {}).get("components", [])}
             for x in rec.get("components", []):
-                if not x.get("job_id") and seen.get(x["component_id"], {}).get("job_id"):
-                    x["job_id"] = seen[x["component_id"]]["job_id"]
+                was = seen.get(x["component_id"], {})
+                if not x.get("job_id") and was.get("job_id"):
+                    x["job_id"] = was["job_id"]
+                elif not x.get("job_id") and "queued_before" in was:
+                    x["queued_before"] = was["queued_before"]
             ours = [
                 x
                 for x in rec.get("components", [])
-                if x.get("job_id") and x["status"] in ("staged", "pending")
+                if (x.get("job_id") or "queued_before" in x) and x["status"] in ("staged", "pending")
             ]
             if not ours:
                 continue
             async with bmc(eps[sid]) as c:
                 dell = await call(c.require_dell, "drop staged firmware")
                 queue = {j.id: j for j in await call(dell.jobs)}
+                claimed = {x["job_id"] for x in rec.get("components", []) if x.get("job_id")}
                 for x in ours:
+                    if not x.get("job_id"):
+                        # its request was sent, its answer never got on record
+                        for orphan in unrecorded_jobs(x, queue.values(), claimed):
+                            await call(dell._delete_jobs, orphan.id)
+                            claimed.add(orphan.id)
+                            x["job_id"] = orphan.id
+                            x["status"], x["message"] = (
+                                "dropped",
+                                f"update job {orphan.id} (queued, its answer never recorded) deleted: "
+                                "no reboot applied it",
+                            )
+                            dropped.setdefault(s["name"], []).append(orphan.id)
+                        x.pop("queued_before", None)
+                        continue
                     job = queue.get(x["job_id"])
-                    if job is not None and job.state in ("Scheduled", "Downloaded", "Downloading", "New"):
+                    if job is not None and job.state in UNAPPLIED:
                         await call(dell._delete_jobs, x["job_id"])
                         x["status"], x["message"] = (
                             "dropped",

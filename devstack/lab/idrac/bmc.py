@@ -84,6 +84,10 @@ class Faults:
     reset_types: tuple[str, ...] = ()  # non-empty: the only ComputerSystem.Reset types offered
     basic_auth: bool | None = None  # None = the personality's default (iDRAC10: off)
     broken_paths: tuple[str, ...] = ()  # paths still linked but answering 404 (a half-broken BMC)
+    # real seconds the answer to a firmware update request (SimpleUpdate, multipart push) is
+    # held AFTER its job is queued, or until the fault is cleared: a client killed meanwhile
+    # never learns the job's id
+    hold_update_answer: float = 0.0
 
     FIELDS = (
         "unreachable",
@@ -98,6 +102,7 @@ class Faults:
         "reset_types",
         "basic_auth",
         "broken_paths",
+        "hold_update_answer",
     )
 
 

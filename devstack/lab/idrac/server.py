@@ -622,6 +622,7 @@ class BMCApp:
         if p == f"{R}/UpdateService/Actions/UpdateService.SimpleUpdate":
             job = bmc.simple_update(body)
             asyncio.get_running_loop().create_task(self._download(job, body["ImageURI"]))
+            await self._hold_update_answer()
             return Response.empty(202, {"Location": f"{R}/TaskService/Tasks/{job.id}"})
         if p == f"{dell}/DellJobService/Actions/DellJobService.DeleteJobQueue":
             bmc.delete_job_queue(str(body.get("JobID", "")))
@@ -777,7 +778,16 @@ class BMCApp:
             file_part.head,
             {"filename": file_part.filename, "size": file_part.size, "sha256": file_part.sha256},
         )
+        await self._hold_update_answer()
         return Response.empty(202, {"Location": f"{R}/TaskService/Tasks/{job.id}"})
+
+    async def _hold_update_answer(self) -> None:
+        """Fault ``hold_update_answer``: the update job is queued, its answer waits that many
+        seconds, or until the fault is cleared."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + self.bmc.faults.hold_update_answer
+        while self.bmc.faults.hold_update_answer and loop.time() < end:
+            await asyncio.sleep(0.05)
 
     async def _download(self, job, uri: str) -> None:
         data, error = await self.lab.fetch(uri)
