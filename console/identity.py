@@ -19,6 +19,7 @@ import base64
 import hashlib
 import json
 import secrets
+import time
 from typing import Any
 
 import httpx
@@ -80,8 +81,28 @@ def sealed_login(url: str, anon_key: str, site: str, username: str, password: st
     )
 
 
+BUSY_RETRIES = 3  # sign-ins tried again after a "busy" answer (count)
+BUSY_PAUSE_S = 0.2  # first pause before trying again, doubled each time (seconds)
+
+
 def directory_login(url: str, anon_key: str, site: str, username: str, password: str) -> dict[str, Any]:
-    """A directory sign-in on the path the site is configured for; the function's answer."""
+    """A directory sign-in on the path the site is configured for; the function's answer.
+    A "busy" answer (409: a row it needed was locked by a concurrent write, such as the
+    directory sync applying its map) is the function's "retry it": the whole sign-in is
+    tried again, from a new request, up to ``BUSY_RETRIES`` times."""
+    pause = BUSY_PAUSE_S
+    for attempt in range(BUSY_RETRIES + 1):
+        try:
+            return _directory_login_once(url, anon_key, site, username, password)
+        except IdentityError as exc:
+            if exc.code != "busy" or attempt == BUSY_RETRIES:
+                raise
+        time.sleep(pause)
+        pause *= 2
+    raise AssertionError("unreachable")
+
+
+def _directory_login_once(url: str, anon_key: str, site: str, username: str, password: str) -> dict[str, Any]:
     mode = _call(url, anon_key, "idm-login", {"action": "config", "site": site})["mode"]
     if mode == "direct":
         return _call(
