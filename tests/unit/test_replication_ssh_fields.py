@@ -5,9 +5,19 @@ from __future__ import annotations
 
 import json
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from executor.handlers.replication_sync import ssh_fields
 
-KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nabc\n-----END OPENSSH PRIVATE KEY-----\n"
+# a key made at test time (no key text is kept in the repository)
+KEY = (
+    Ed25519PrivateKey.generate()
+    .private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
+    .decode()
+)
 
 
 def test_the_json_secret_gives_the_key_and_the_pinned_host_keys():
