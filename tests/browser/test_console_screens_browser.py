@@ -8,18 +8,22 @@ line, no traceback, no blank selector. A screenshot per screen goes to the test 
 
 from __future__ import annotations
 
-import os
-import secrets
-import subprocess
-import sys
-
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from console import screens
-from tests.browser.test_console_browser import CHROMEDRIVER, CHROMIUM, free_port, wait_http
-from tests.browser.test_console_wizard_browser import BLANK_SELECTS, shot
+from tests.browser.jlab import (
+    BLANK_SELECTS,
+    chromium,
+    click_labelled,
+    console_env,
+    jupyterlab,
+    needs_chromium,
+    run_all,
+    shot,
+    waiter,
+)
 from tests.integration.console_support import PASSWORD, make_console_env, scp_job
 
 PAGE_TIMEOUT_S = 60  # JupyterLab, kernel start, sign-in and a screen's reads on a loaded 2-core machine (s)
@@ -34,10 +38,7 @@ SCREENS = {
     "identity": ".rp-breakglass-sessions",
 }
 
-pytestmark = pytest.mark.skipif(
-    not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
-    reason="Debian's chromium and chromium-driver are not installed (scripts/setup.sh installs them)",
-)
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
@@ -50,50 +51,11 @@ def lab(stack, tmp_path_factory):
     nb = new_notebook(cells=[new_code_cell("import console\ncon = console.connect()\napp = con.app()\napp")])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, root / "app.ipynb")
-    port, token = free_port(), secrets.token_hex(16)
-    env = {
-        **os.environ,
-        **stack.env(),
-        "RACKPILOT_CONSOLE_EMAIL": ce.emails["admin"],
-        "RACKPILOT_CONSOLE_PASSWORD": PASSWORD,
-        "JUPYTER_RUNTIME_DIR": str(tmp / "rt"),
-        "JUPYTER_CONFIG_DIR": str(tmp / "cfg"),
-        "JUPYTERLAB_WORKSPACES_DIR": str(tmp / "ws"),
-        "RACKPILOT_CONSOLE_RUNTIME_DIR": str(tmp / "session"),
-    }
-    env.pop("SUPABASE_SERVICE_ROLE_KEY", None)
-    env.pop("SUPABASE_DB_URL", None)
-    log = (tmp / "jupyter.log").open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jupyterlab",
-            "--no-browser",
-            "--ip=127.0.0.1",
-            f"--port={port}",
-            f"--IdentityProvider.token={token}",
-            f"--ServerApp.root_dir={root}",
-            "--LabApp.expose_app_in_browser=True",
-            "--LabApp.news_url=",
-            "--ServerApp.port_retries=0",
-            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-        ]
-        + (["--allow-root"] if os.geteuid() == 0 else []),
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    env = console_env(stack, ce.emails["admin"], PASSWORD, tmp)
     try:
-        wait_http(f"http://127.0.0.1:{port}/api/status?token={token}", 30)
-        yield {"url": f"http://127.0.0.1:{port}/lab/tree/app.ipynb?token={token}", "tmp": tmp}
+        with jupyterlab(root, env, tmp / "jupyter.log") as jl:
+            yield {"jupyterlab": jl, "tmp": tmp}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
         for s in ce.sessions.values():
             s.sign_out()
         ce.conn.close()
@@ -102,72 +64,21 @@ def lab(stack, tmp_path_factory):
 @pytest.fixture(scope="module")
 def driver(lab):
     """One Chromium on the notebook, Run All done and the AppShell drawn."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    opts = Options()
-    opts.binary_location = CHROMIUM
-    for arg in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--disable-dev-shm-usage",
-        f"--user-data-dir={lab['tmp'] / 'chromium'}",
-        "--window-size=1400,1800",
-    ):
-        opts.add_argument(arg)
-    os.environ["SE_OFFLINE"] = "true"
-    d = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
-    try:
-        d.get(lab["url"])
-        wait = WebDriverWait(d, PAGE_TIMEOUT_S, poll_frequency=0.3)
-        wait.until(
-            lambda d: d.execute_script(
-                "const a = window.jupyterapp; const w = a && a.shell.currentWidget;"
-                "return !!(w && w.sessionContext && w.sessionContext.session && w.content && w.content.widgets.length)"
-            )
-        )
-        d.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    with chromium(lab["tmp"] / "chromium") as d:
+        wait = run_all(d, lab["jupyterlab"], "app.ipynb", PAGE_TIMEOUT_S)
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".rp-app .rp-nav button"))
         yield d
-    finally:
-        d.quit()
 
 
 @pytest.mark.parametrize("key", list(SCREENS))
 def test_screen_opens_in_the_app_shell_without_errors(driver, lab, key):
-    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     s = screens.get(key)
-    wait = WebDriverWait(
-        driver, PAGE_TIMEOUT_S, poll_frequency=0.3, ignored_exceptions=(StaleElementReferenceException,)
-    )
-
-    def click(d) -> bool:
-        btn = next(
-            (
-                b
-                for b in d.find_elements(By.CSS_SELECTOR, ".rp-app .rp-nav button")
-                if b.text.strip() == s.title
-            ),
-            None,
-        )
-        if btn is None:
-            return False
-        d.execute_script("arguments[0].scrollIntoView({block: 'center'})", btn)
-        btn.click()
-        return True
-
-    wait.until(click)
+    wait = waiter(driver, PAGE_TIMEOUT_S)
+    click_labelled(driver, ".rp-app .rp-nav button", s.title, PAGE_TIMEOUT_S, poll=0.3)
     marker = SCREENS[key]
 
     def drawn(d) -> bool:
