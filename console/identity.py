@@ -87,9 +87,10 @@ BUSY_PAUSE_S = 0.2  # first pause before trying again, doubled each time (second
 
 def directory_login(url: str, anon_key: str, site: str, username: str, password: str) -> dict[str, Any]:
     """A directory sign-in on the path the site is configured for; the function's answer.
-    A "busy" answer (409: a row it needed was locked by a concurrent write, such as the
-    directory sync applying its map) is the function's "retry it": the whole sign-in is
-    tried again, from a new request, up to ``BUSY_RETRIES`` times."""
+    A "busy" answer (409: too many sign-ins in flight for the site's executor, or a record
+    locked by another operation) is the function's "retry shortly": the whole sign-in is
+    tried again, from a new request, up to ``BUSY_RETRIES`` times. An address over its
+    sign-in limits is answered 429 ``rate_limited`` ("try again in a minute"), not retried."""
     pause = BUSY_PAUSE_S
     for attempt in range(BUSY_RETRIES + 1):
         try:

@@ -111,7 +111,8 @@ select throws_ok($$ select public.idm_answer_login((select executor_id from req)
 
 update public.identity_policy set begin_per_client_per_min = 1;  -- 192.0.2.7 began one above
 select throws_ok($$ select public.idm_begin_login('b6000000-0000-4000-8000-000000000001', '192.0.2.7') $$,
-                 'P0001', null, 'one address begins at most begin_per_client_per_min sign-ins a minute');
+                 'P0001', 'rate_limited: too many sign-ins from this address; try again in a minute',
+                 'one address begins at most begin_per_client_per_min sign-ins a minute (rate_limited, not busy)');
 select lives_ok($$ select public.idm_begin_login('b6000000-0000-4000-8000-000000000001', '192.0.2.8') $$,
                 'another address still can');
 

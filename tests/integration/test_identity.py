@@ -21,6 +21,7 @@ import asyncio
 import io
 import json
 import logging
+import secrets
 import socket
 import subprocess
 import threading
@@ -616,6 +617,41 @@ def test_failed_sign_ins_are_limited_per_client_and_site(world: World):
     finally:
         world.q("update public.identity_policy set sign_in_failures_per_client_per_min = %s", old)
         world.q("delete from public.idm_sign_in_failures where site_id::text = any(%s)", sites)
+
+
+def test_begin_is_limited_per_client_address(world: World):
+    """identity_policy.begin_per_client_per_min executor-path sign-ins begin from one client
+    address in a minute; the next is refused with 429 rate_limited (a limit, not the 409
+    "busy" of a moment's contention), writes no request, and another address still begins.
+    The session raised the limit (tests/conftest.py: every test signs in from 127.0.0.1);
+    here two loopback addresses of their own are two clients, seen by the gateway as the
+    peer address a proxy would append."""
+    limit = 3
+    a, b = (f"127.{secrets.randbelow(200) + 20}.{secrets.randbelow(250) + 1}.{n}" for n in (7, 8))
+    (old,) = world.q("select begin_per_client_per_min from public.identity_policy")[0]
+    world.q("update public.identity_policy set begin_per_client_per_min = %s", limit)
+
+    def begin(address: str) -> httpx.Response:
+        with httpx.Client(transport=httpx.HTTPTransport(local_address=address), timeout=30) as c:
+            return c.post(
+                f"{world.url}/functions/v1/idm-login",
+                json={"action": "begin", "site": world.site("exec")},
+                headers={"apikey": world.anon, "Authorization": f"Bearer {world.anon}"},
+            )
+
+    try:
+        for _ in range(limit):
+            r = begin(a)
+            assert r.status_code == 200 and r.json()["request_id"], r.text
+        r = begin(a)
+        assert (r.status_code, r.json()["code"]) == (429, "rate_limited"), r.text
+        assert r.json()["error"] == "too many sign-ins from this address; try again in a minute"
+        assert world.q("select count(*) from public.idm_login_requests where client = %s", a)[0][0] == limit
+        r = begin(b)  # another address: its own count
+        assert r.status_code == 200 and r.json()["request_id"], r.text
+    finally:
+        world.q("update public.identity_policy set begin_per_client_per_min = %s", old)
+        world.q("delete from public.idm_login_requests where client = any(%s)", [a, b])
 
 
 def test_break_glass_with_the_directory_down(world: World):

@@ -70,6 +70,7 @@ const SQL_CODE_STATUS: Record<string, number> = {
   stale_epoch: 409,
   job_not_found: 404,
   invalid_argument: 400,
+  rate_limited: 429,
 };
 
 function fromPostgres(err: unknown): HttpError | null {
