@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 from collections import Counter, defaultdict
@@ -12,6 +13,7 @@ from typing import Any
 from console.api import REPORT_VIEWS, Api, Row
 from console.models.common import Observable, short_id, short_ts
 from console.models.names import Names
+from executor.host_maintenance import maintenance_span
 
 REPORT_TITLES = {
     "v_job_stats_by_type": "Success rate and duration by job type",
@@ -78,6 +80,8 @@ class ReportModel(Observable):
         self.rows: list[Row] = []
         # replication_lag: the lag series per pair id (ReplicationModel.lag_series)
         self.lag: dict[str, dict[str, list[Any]]] = {}
+        # v_host_history: each host's recorded stays in maintenance (maintenance_stays)
+        self.stays: list[Row] = []
 
     def display_rows(self) -> list[Row]:
         """The rows as the table shows them: users by name, ids only where nothing names
@@ -169,20 +173,7 @@ class ReportModel(Observable):
                 },
             }
         if v == "v_host_history":
-            per: dict[str, float] = defaultdict(float)
-            for r in rows:
-                if r.get("job_type") == "rolling_cluster_update" and r.get("duration_s") is not None:
-                    per[str(r.get("target_name"))] += float(r["duration_s"])
-            if not per:
-                return None
-            hosts = sorted(per)
-            return {
-                "kind": "bar",
-                "labels": hosts,
-                "title": "time in rolling updates per host",
-                "unit": "s",
-                "series": {"seconds": [round(per[h], 1) for h in hosts]},
-            }
+            return maintenance_chart(self.stays)
         if v == "v_executor_health":
             names = [r.get("name") for r in rows]
             # seconds and a count do not share an axis: one chart each
@@ -238,6 +229,7 @@ class ReportModel(Observable):
             self.lag = {str(r["id"]): rm.lag_series(str(r["id"])) for r in self.rows}
         else:
             self.rows = self.api.report(self.view, filters=filters or None)
+            self.stays = maintenance_stays(self.api) if self.view == "v_host_history" else []
         self.changed()
         return self.rows
 
@@ -249,6 +241,64 @@ class ReportModel(Observable):
 
     def export(self, path: str | Path, fmt: str | None = None) -> Path:
         return export_rows(self.rows, path, fmt)
+
+
+def maintenance_stays(api: Api, limit: int = 500) -> list[Row]:
+    """Each host's stays in maintenance as the rolling updates recorded them on the host's
+    task (``executor/host_maintenance.py``: entered when the job asked vCenter for maintenance,
+    exited when vCenter confirmed the host back): {host, job_id, entered, exited (None while
+    still in maintenance)}, newest first, from the newest ``limit`` host tasks. Only the
+    recorded timestamps are read (the details are fetched whole: JSON paths in a select are
+    not PostgREST-portable to the local stack)."""
+    rows = api._rest(
+        "time in maintenance",
+        lambda c: (
+            c.table("job_tasks")
+            .select("target_id,target_name,job_id,details")
+            .eq("target_kind", "host")
+            .order("started_at", desc=True, nullsfirst=False)
+            .limit(limit)
+        ),
+    )
+    out = []
+    for r in rows:
+        span = maintenance_span(r.get("details"))
+        if span is not None:
+            out.append(
+                {
+                    "host": str(r.get("target_name") or short_id(r.get("target_id"))),
+                    "job_id": r.get("job_id"),
+                    "entered": span[0],
+                    "exited": span[1],
+                }
+            )
+    return out
+
+
+def maintenance_chart(stays: list[Row], now: dt.datetime | None = None) -> dict[str, Any] | None:
+    """Time in maintenance per host (minutes, summed over the recorded stays); a host still in
+    maintenance counts up to now, in its own series."""
+    if not stays:
+        return None
+    now = now or dt.datetime.now(dt.UTC)
+    done: dict[str, float] = defaultdict(float)
+    ongoing: dict[str, float] = defaultdict(float)
+    for s in stays:
+        if s["exited"] is not None:
+            done[s["host"]] += (s["exited"] - s["entered"]).total_seconds() / 60
+        else:
+            ongoing[s["host"]] += max(0.0, (now - s["entered"]).total_seconds() / 60)
+    hosts = sorted(set(done) | set(ongoing))
+    series = {"in maintenance (entered to exited)": [round(done.get(h, 0.0), 2) for h in hosts]}
+    if ongoing:
+        series["still in maintenance (so far)"] = [round(ongoing.get(h, 0.0), 2) for h in hosts]
+    return {
+        "kind": "stacked",
+        "labels": hosts,
+        "title": "time in maintenance per host",
+        "unit": " min",
+        "series": series,
+    }
 
 
 def compliance_over_time(rows: list[Row]) -> dict[str, Any] | None:

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from console.models.reports import ReportModel
 from console.widgets.app import Console
 from devstack.cli import add_user
 from devstack.lab.datacentre import DataCentre
@@ -195,5 +196,22 @@ async def test_rolling_update_through_the_wizard_monitor_and_blocker_wizard(lab)
         ep = Endpoint(f"https://{vc.host}:{vc.port}", vc.username, vc.password, ca_bundle=str(vc.ca_file))
         with VSphereClient(ep, VSphereTimeouts(poll=0.02)) as c:
             assert c.inventory().vm_by_name("cw-usb").powered_on  # back on after its host
+        # Reports: time in maintenance per host, from the stays the job recorded on each host
+        # (entered when it asked vCenter, exited when vCenter confirmed), inside the task's run
+        rm = ReportModel(con.api)
+        rm.load("v_host_history")
+        stays = {s["host"]: s for s in rm.stays if str(s["job_id"]) == job_id}
+        assert set(stays) == set(rows), rm.stays
+        tasks = {t["target_name"]: t for t in mon.tasks.values() if t.get("target_kind") == "host"}
+        for host, s in stays.items():
+            started = dt.datetime.fromisoformat(tasks[host]["started_at"])
+            finished = dt.datetime.fromisoformat(tasks[host]["finished_at"])
+            assert s["exited"] is not None and started <= s["entered"] < s["exited"] <= finished, (host, s)
+        spec = rm.chart()
+        assert spec is not None and spec["title"] == "time in maintenance per host"
+        assert set(spec["labels"]) >= set(rows)
+        minutes = dict(zip(spec["labels"], spec["series"]["in maintenance (entered to exited)"], strict=True))
+        for host, s in stays.items():  # at least this job's stay (the host may have had others)
+            assert minutes[host] >= round((s["exited"] - s["entered"]).total_seconds() / 60, 2)
     finally:
         await con.close()
