@@ -11,24 +11,28 @@ resumes. A screenshot per notebook goes to the test folder (and RACKPILOT_SCREEN
 
 from __future__ import annotations
 
-import os
-import re
-import secrets
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.browser.test_console_browser import CHROMEDRIVER, CHROMIUM, free_port, wait_http
-from tests.browser.test_console_wizard_browser import BLANK_SELECTS, shot
+from tests.browser.jlab import (
+    BLANK_SELECTS,
+    EMPTY_SELECTS,
+    RAN_ALL,
+    UUID,
+    chromium,
+    console_env,
+    jupyterlab,
+    needs_chromium,
+    run_all,
+    shot,
+)
 from tests.integration._functions_support import insert_blocker, q
 from tests.integration.console_support import PASSWORD, claim, make_console_env, report_history, scp_job
 
 PAGE_TIMEOUT_S = 120  # a notebook's kernel start, sign-in and every cell on a loaded 2-core machine (s)
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb"))
-UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 # what only each notebook draws once its cells ran (CSS selectors, all of them)
 MARKERS = {
     "00_console": [".rp-app .rp-nav button", ".rp-jobs"],
@@ -44,23 +48,8 @@ MARKERS = {
     "05_reports": ["svg.rp-chart", ".rp-v_host_history", "svg.rp-lag-plot", ".rp-audit-chain"],
     "06_admin": [".rp-notify", ".rp-breakglass-sessions"],
 }
-# a visible single-choice selector with no option at all is a blank box as well
-EMPTY_SELECTS = """
-return [...document.querySelectorAll('select:not([multiple])')].filter(s => s.offsetParent !== null
-  && s.options.length === 0).map(s => s.outerHTML.slice(0, 120));
-"""
-RAN_ALL = """
-const a = window.jupyterapp; const w = a && a.shell.currentWidget;
-if (!(w && w.sessionContext && w.sessionContext.session && w.content)) return false;
-const k = w.sessionContext.session.kernel;
-const code = w.content.widgets.filter(c => c.model.type === 'code');
-return !!k && k.status === 'idle' && code.length > 0 && code.every(c => c.model.executionCount !== null);
-"""
 
-pytestmark = pytest.mark.skipif(
-    not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
-    reason="Debian's chromium and chromium-driver are not installed (scripts/setup.sh installs them)",
-)
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
@@ -79,60 +68,15 @@ def lab(stack, tmp_path_factory):
     root.mkdir()
     for nb in NOTEBOOKS:
         shutil.copy(nb, root / nb.name)
-    port, token = free_port(), secrets.token_hex(16)
-    env = {
-        **os.environ,
-        **stack.env(),
-        "RACKPILOT_CONSOLE_EMAIL": ce.emails["admin"],
-        "RACKPILOT_CONSOLE_PASSWORD": PASSWORD,
-        "RACKPILOT_CONSOLE_EXPORT_DIR": str(tmp / "exports"),
-        "RACKPILOT_CONSOLE_RUNTIME_DIR": str(tmp / "session"),
-        "JUPYTER_RUNTIME_DIR": str(tmp / "rt"),
-        "JUPYTER_CONFIG_DIR": str(tmp / "cfg"),
-        "JUPYTERLAB_WORKSPACES_DIR": str(tmp / "ws"),
-    }
-    env.pop("SUPABASE_SERVICE_ROLE_KEY", None)  # the notebooks get what an operator's Jupyter would
-    env.pop("SUPABASE_DB_URL", None)
-    (tmp / "exports").mkdir()
-    log = (tmp / "jupyter.log").open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jupyterlab",
-            "--no-browser",
-            "--ip=127.0.0.1",
-            f"--port={port}",
-            f"--IdentityProvider.token={token}",
-            f"--ServerApp.root_dir={root}",
-            "--LabApp.expose_app_in_browser=True",
-            "--LabApp.news_url=",
-            "--ServerApp.port_retries=0",
-            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-        ]
-        + (["--allow-root"] if os.geteuid() == 0 else []),
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    # the notebooks get what an operator's Jupyter would (no service key, no database)
+    env = console_env(
+        stack, ce.emails["admin"], PASSWORD, tmp, RACKPILOT_CONSOLE_EXPORT_DIR=str(tmp / "exports")
     )
+    (tmp / "exports").mkdir()
     try:
-        wait_http(f"http://127.0.0.1:{port}/api/status?token={token}", 60)
-        yield {
-            "base": f"http://127.0.0.1:{port}",
-            "token": token,
-            "tmp": tmp,
-            "ce": ce,
-            "job": job,
-            "blocker": blocker,
-        }
+        with jupyterlab(root, env, tmp / "jupyter.log", startup_s=60) as jl:
+            yield {"jupyterlab": jl, "tmp": tmp, "ce": ce, "job": job, "blocker": blocker}
     finally:
-        proc.terminate()  # stops its kernels too
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        log.close()
         for s in ce.sessions.values():
             s.sign_out()
         ce.conn.close()
@@ -140,52 +84,13 @@ def lab(stack, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def driver(lab):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    opts = Options()
-    opts.binary_location = CHROMIUM
-    for arg in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--disable-dev-shm-usage",
-        f"--user-data-dir={lab['tmp'] / 'chromium'}",
-        "--window-size=1400,1800",
-    ):
-        opts.add_argument(arg)
-    os.environ["SE_OFFLINE"] = "true"
-    d = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
-    try:
+    with chromium(lab["tmp"] / "chromium") as d:
         yield d
-    finally:
-        d.quit()
 
 
 def run_notebook(driver, lab, name: str):
     """Open the notebook, Run All once the kernel is there, wait until every code cell ran."""
-    from selenium.common.exceptions import StaleElementReferenceException
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    driver.get(f"{lab['base']}/lab/tree/{name}.ipynb?token={lab['token']}")
-    wait = WebDriverWait(
-        driver, PAGE_TIMEOUT_S, poll_frequency=0.5, ignored_exceptions=(StaleElementReferenceException,)
-    )
-    wait.until(
-        lambda d: d.execute_script(
-            "const a = window.jupyterapp; const w = a && a.shell.currentWidget;"
-            "return !!(w && w.context && w.context.path && w.context.path.endsWith(arguments[0]) && w.sessionContext"
-            " && w.sessionContext.session && w.sessionContext.session.kernel && w.content"
-            " && w.content.widgets.length)",
-            f"{name}.ipynb",
-        )
-    )
-    driver.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    wait = run_all(driver, lab["jupyterlab"], f"{name}.ipynb", PAGE_TIMEOUT_S, poll=0.5)
     wait.until(lambda d: d.execute_script(RAN_ALL))
     return wait
 
