@@ -181,132 +181,9 @@ def clear_unfinished(c: RedfishClient) -> bool:
     return False
 
 
-class HostPhase(StrEnum):
-    """Where one host is in the rollout, in order. The rollout step's saved progress holds it
-    (:class:`RolloutProgress`, the one store a resume and the cleanup read); the host's task
-    shows it as ``details.phase`` for the console's timeline (console/models/monitor.py)."""
-
-    QUEUED = "queued"  # waiting for its turn (task pending)
-    VSAN_WAIT = "vsan_wait"  # vSAN resync or health not idle yet before it (task pending)
-    BACKUP = "backup"  # SCP export being stored
-    BACKED_UP = "backed_up"  # SCP backup stored ahead of its turn, still serving VMs
-    STAGE = "stage"  # firmware being staged (reboot-required jobs Scheduled) while it serves VMs
-    STAGED = "staged"  # staged ahead of its turn, still serving VMs
-    RESCAN = "rescan"  # VMs rescanned for blockers that appeared since the scan
-    MAINTENANCE = "maintenance"  # resolved VMs powered off, entering maintenance (evacuation)
-    APPLY = "apply"  # the reboot that applies the staged firmware (never started twice)
-    SETTLE = "settle"  # resumed inside apply: the BMC settles before the host is judged
-    WAIT_HOST = "wait_host"  # ESXi back on a new boot, versions verified
-    EXIT_MAINTENANCE = "exit_maintenance"  # out of maintenance, VMs this job powered off on
-    DONE = "done"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-    CANCELLED = "cancelled"
-
-
-# Phases in which the host's staged firmware has not been applied yet: a job that ends there
-# (interrupted, cancelled, stopped) must not leave it to apply at some later, unplanned reboot.
-BEFORE_APPLY = frozenset(
-    {HostPhase.BACKUP, HostPhase.BACKED_UP, HostPhase.STAGE, HostPhase.STAGED, HostPhase.RESCAN,
-     HostPhase.MAINTENANCE}
-)  # fmt: skip
-# Phases from which a resumed host is never flashed again: it waits for what the iDRAC is
-# doing, then checks (a crash in the middle of them resumes there).
-AFTER_FLASH = frozenset({HostPhase.APPLY, HostPhase.SETTLE, HostPhase.WAIT_HOST, HostPhase.EXIT_MAINTENANCE})
-# Phases that are the end of a host in this job.
-ENDED = frozenset({HostPhase.DONE, HostPhase.FAILED, HostPhase.SKIPPED, HostPhase.CANCELLED})
-TASK_STATUS = {
-    HostPhase.QUEUED: TaskStatus.PENDING,
-    HostPhase.VSAN_WAIT: TaskStatus.PENDING,
-    HostPhase.DONE: TaskStatus.COMPLETED,
-    HostPhase.FAILED: TaskStatus.FAILED,
-    HostPhase.SKIPPED: TaskStatus.SKIPPED,
-    HostPhase.CANCELLED: TaskStatus.CANCELLED,
-}  # every other phase: running
-
-
-class HostCheckpoint(BaseModel):
-    """What the job did to one host so far: saved before each irreversible action (in the
-    rollout step's progress), shown on the host's task (:meth:`display`), never read back
-    from the task."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    phase: HostPhase = HostPhase.QUEUED
-    error: str | None = None  # why it failed, was skipped or cancelled
-    scp_artifact: str | None = None
-    staged_jobs: list[str] = Field(default_factory=list)  # iDRAC jobs Scheduled for the reboot
-    unstaged: bool = False  # staged firmware removed again (never applied)
-    unstage_error: str | None = None
-    powered_off_vms: list[str] = Field(default_factory=list)  # by this job, to power on again
-    maintenance_by_job: bool = False  # this job put it into maintenance and has not taken it out
-    maintenance_at: dict[str, str] | None = None  # executor/host_maintenance.py
-    maintenance_task: str | None = None  # vCenter's enter-maintenance task of the last try
-    maintenance_task_ended: list[dict[str, str]] | None = None
-    maintenance_attempts: int = 0
-    maintenance_errors: list[str] = Field(default_factory=list)
-    evacuation_budget_s: float | None = None
-    boot_before: str | None = None  # the host's boot time before the apply reboot
-    apply_timing: dict[str, float] | None = None  # real seconds: jobs, LC, settle (and its polls)
-    resumed_after_interruption: bool = False
-    bmc_settle: dict[str, float] | None = None  # the settle after a crash inside apply
-    versions: dict[str, str] | None = None  # verified after the update
-    bring_back_error: str | None = None
-    phase_s: dict[str, float] = Field(default_factory=dict)  # real seconds per phase (the bench)
-
-    def display(self) -> dict[str, Any]:
-        """The task's ``details`` (merged into what the pre-flight wrote there)."""
-        return self.model_dump(mode="json")
-
-    @property
-    def task_status(self) -> TaskStatus:
-        return TASK_STATUS.get(self.phase, TaskStatus.RUNNING)
-
-    def stamp(self, fn: Callable[[dict[str, Any]], None]) -> None:
-        """Apply a ``host_maintenance`` stamp to ``maintenance_at``."""
-        d: dict[str, Any] = {KEY: self.maintenance_at}
-        fn(d)
-        self.maintenance_at = d[KEY]
-
-
-class RolloutProgress(BaseModel):
-    """The rollout step's saved progress (``StepContext.save_progress``): hosts finished,
-    hosts failed, and every host the job has begun, by host id."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    done: list[str] = Field(default_factory=list)
-    failed: list[str] = Field(default_factory=list)
-    hosts: dict[str, HostCheckpoint] = Field(default_factory=dict)
-
-    def host(self, host_id: str) -> HostCheckpoint:
-        return self.hosts.setdefault(host_id, HostCheckpoint())
-
-    def dump(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
-
-
-class _WaveSignal:
-    """When the next wave's preparation may begin: its SCP backups once every host of this
-    wave has its own backup stored (or has ended), its staging once every host of this wave
-    has begun its turn (or has ended)."""
-
-    def __init__(self, hosts: int):
-        self.hosts = hosts
-        self.backed_up, self.turn = asyncio.Event(), asyncio.Event()
-        self._backed_up: set[str] = set()
-        self._turn: set[str] = set()
-
-    def backed_up_one(self, host_id: str) -> None:
-        self._backed_up.add(host_id)
-        if len(self._backed_up) >= self.hosts:
-            self.backed_up.set()
-
-    def turn_one(self, host_id: str) -> None:
-        self.backed_up_one(host_id)
-        self._turn.add(host_id)
-        if len(self._turn) >= self.hosts:
-            self.turn.set()
+# Phases of a host in which its staged firmware has not been applied yet: a job that ends
+# there (interrupted, cancelled) must not leave it to apply at some later, unplanned reboot.
+BEFORE_APPLY = frozenset({"backup", "stage", "rescan", "maintenance"})
 
 
 class HostWork:
@@ -896,191 +773,72 @@ class RollingClusterUpdateHandler(JobHandler):
         if ctx.checkpoint.get("nothing_to_do"):
             return {"updated": [], "failed": []}
         params = self._params(ctx)
-        progress = RolloutProgress.model_validate(ctx.saved_progress or {})
-        self._progress = progress  # the cleanup of this run reads it here (the same store)
+        progress: dict[str, Any] = dict(ctx.saved_progress or {})
+        progress.setdefault("done", [])
+        progress.setdefault("failed", [])
+        progress.setdefault("phase", {})
         skip = set(ctx.checkpoint.get("skip") or [])
         todo = [
             h
             for h in ctx.checkpoint["plan"]
-            if h["id"] not in skip and h["id"] not in progress.done and h["id"] not in progress.failed
+            if h["id"] not in skip and h["id"] not in progress["done"] and h["id"] not in progress["failed"]
         ]
         wave_size = self._max_out(ctx)
         profile = TargetProfile.load()
         _, vc = await self._vcenter(ctx)
-        ahead: dict[str, asyncio.Task[HostWork | None]] = {}  # the next wave's hosts being prepared during this wave
         async with vcenter_session(ctx, vc, profile) as client:
-            try:
-                for start in range(0, len(todo), wave_size):
-                    wave = todo[start : start + wave_size]
-                    # Safe point: no host of this job is out of service here.
-                    if ctx.cancel_requested:
-                        await self._drop_ahead(ctx, client, ahead, progress, HostPhase.CANCELLED, "job cancelled")
-                        for h in todo[start:]:
-                            if h["id"] not in progress.hosts:
-                                await ctx.update_task(
-                                    HOST, h, TaskStatus.CANCELLED, details={"reason": "job cancelled"}
-                                )
-                        raise JobCancelled("cancel requested")
-                    if ctx.pause_requested or ctx.draining:
-                        # resumes from the saved progress: finished hosts are not touched again,
-                        # a host prepared ahead is prepared again (its staged firmware removed now)
-                        await self._drop_ahead(ctx, client, ahead, progress, None, "")
-                        await ctx.save_progress(progress.dump())
-                        if ctx.pause_requested:
-                            raise PauseRequested("paused by operator between hosts")
-                        raise ShutdownRequested("executor stopping; handing the job back between hosts")
-                    if ctx.checkpoint.get("vsan") and not any(
-                        progress.host(h["id"]).phase in AFTER_FLASH | {HostPhase.MAINTENANCE} for h in wave
-                    ):
-                        await self._vsan_idle(ctx, params, profile, client, wave[0], todo[start:])
-                    signal = _WaveSignal(len(wave))
-                    nxt = todo[start + wave_size : start + 2 * wave_size]
-                    # The next wave is prepared while this one runs (nothing of it leaves
-                    # service): its SCP backups once this wave's are stored, its staging once
-                    # this wave's hosts go into maintenance - only when a failure of this whole
-                    # wave would not stop the rollout before it (and never on vSAN, whose gate
-                    # comes before each host), so a stopped rollout leaves later hosts untouched.
-                    stage_ahead = (
-                        params.stage_firmware
-                        and not ctx.checkpoint.get("vsan")
-                        and len(progress.failed) + len(wave) <= params.failure_budget_hosts(len(ctx.checkpoint["plan"]))
-                    )  # fmt: skip
-                    for h in nxt:
-                        ahead[h["id"]] = asyncio.create_task(
-                            self._prepare_ahead(ctx, params, profile, client, h, progress, signal, stage_ahead)
+            for start in range(0, len(todo), wave_size):
+                wave = todo[start : start + wave_size]
+                # Safe point: no host of this job is out of service here.
+                if ctx.cancel_requested:
+                    for h in todo[start:]:
+                        await ctx.update_task(
+                            HOST, h, TaskStatus.CANCELLED, details={"reason": "job cancelled"}
                         )
-                    mine = {h["id"]: ahead.pop(h["id"]) for h in wave if h["id"] in ahead}
-                    results = await asyncio.gather(
-                        *(
-                            self._host(ctx, params, profile, client, h, progress, mine.get(h["id"]), signal)
-                            for h in wave
-                        ),
-                        return_exceptions=True,
+                    raise JobCancelled("cancel requested")
+                if ctx.pause_requested or ctx.draining:
+                    # resumes from the saved progress: finished hosts are not touched again
+                    await ctx.save_progress(progress)
+                    if ctx.pause_requested:
+                        raise PauseRequested("paused by operator between hosts")
+                    raise ShutdownRequested("executor stopping; handing the job back between hosts")
+                if ctx.checkpoint.get("vsan") and not any(h["id"] in progress["phase"] for h in wave):
+                    await self._vsan_idle(ctx, params, profile, client, wave[0], todo[start:])
+                results = await asyncio.gather(
+                    *(self._host(ctx, params, profile, client, h, progress) for h in wave),
+                    return_exceptions=True,
+                )
+                for h, res in zip(wave, results, strict=True):
+                    if isinstance(res, BaseException) and not isinstance(res, Exception):
+                        raise res
+                    if isinstance(res, Exception):
+                        progress["failed"].append(h["id"])
+                    else:
+                        progress["done"].append(h["id"])
+                    progress["phase"].pop(h["id"], None)
+                await ctx.save_progress(progress)
+                allowed = params.failure_budget_hosts(len(ctx.checkpoint["plan"]))
+                if len(progress["failed"]) > allowed:
+                    rest = todo[start + len(wave) :]
+                    for h in rest:
+                        await ctx.update_task(
+                            HOST, h, TaskStatus.SKIPPED, details={"reason": "rollout stopped: failure budget"}
+                        )
+                    names = [h["name"] for h in ctx.checkpoint["plan"] if h["id"] in progress["failed"]]
+                    budget = (
+                        f"{allowed} ({params.failure_budget} of {len(ctx.checkpoint['plan'])} host(s))"
+                        if isinstance(params.failure_budget, str)
+                        else f"{allowed}"
                     )
-                    for h, res in zip(wave, results, strict=True):
-                        if isinstance(res, BaseException) and not isinstance(res, Exception):
-                            raise res
-                        (progress.failed if isinstance(res, Exception) else progress.done).append(h["id"])
-                    await ctx.save_progress(progress.dump())
-                    allowed = params.failure_budget_hosts(len(ctx.checkpoint["plan"]))
-                    if len(progress.failed) > allowed:
-                        reason = "rollout stopped: failure budget"
-                        await self._drop_ahead(ctx, client, ahead, progress, HostPhase.SKIPPED, reason)
-                        rest = todo[start + len(wave) :]
-                        for h in rest:
-                            if h["id"] not in progress.hosts:
-                                await ctx.update_task(HOST, h, TaskStatus.SKIPPED, details={"reason": reason})
-                        names = [h["name"] for h in ctx.checkpoint["plan"] if h["id"] in progress.failed]
-                        budget = (
-                            f"{allowed} ({params.failure_budget} of {len(ctx.checkpoint['plan'])} host(s))"
-                            if isinstance(params.failure_budget, str)
-                            else f"{allowed}"
-                        )
-                        raise FailureBudgetExhausted(
-                            f"{len(progress.failed)} host(s) failed ({', '.join(names)}), failure budget is "
-                            f"{budget}: rollout stopped with {len(rest)} host(s) not updated"
-                        )
-            except BaseException as exc:
-                # whatever stops the rollout (vSAN gate, a host's error, the budget): no host
-                # prepared ahead keeps firmware staged for a reboot nobody planned
-                if isinstance(exc, Exception) and not ctx.fenced:
-                    with contextlib.suppress(Exception):
-                        await self._drop_ahead(ctx, client, ahead, progress, HostPhase.SKIPPED, "rollout stopped")
-                for a in ahead.values():  # (a crash or a lost lease: the cleanup removes it)
-                    a.cancel()
-                raise
+                    raise FailureBudgetExhausted(
+                        f"{len(progress['failed'])} host(s) failed ({', '.join(names)}), failure budget is "
+                        f"{budget}: rollout stopped with {len(rest)} host(s) not updated"
+                    )
         host_names = {h["id"]: h["name"] for h in ctx.checkpoint["plan"]}
         return {
-            "updated": [host_names[i] for i in progress.done],
-            "failed": [host_names[i] for i in progress.failed],
+            "updated": [host_names[i] for i in progress["done"]],
+            "failed": [host_names[i] for i in progress["failed"]],
         }
-
-    async def _go_ahead(self, ctx: StepContext) -> bool:
-        """Whether a host may be prepared ahead of its turn now: no cancel, pause or stop
-        requested - read from the job itself, as the executor learns of them only at its next
-        heartbeat and a host prepared after the request would be touched for nothing."""
-        if ctx.cancel_requested or ctx.pause_requested or ctx.draining or ctx.fenced:
-            return False
-        rows = await ctx.select("jobs", "cancel_requested_at,pause_requested_at", id=ctx.job_id)
-        return bool(rows) and not rows[0].get("cancel_requested_at") and not rows[0].get("pause_requested_at")
-
-    async def _prepare_ahead(
-        self,
-        ctx: StepContext,
-        params: RollingClusterUpdateParams,
-        profile: TargetProfile,
-        vc: VSphereClient,
-        host: dict[str, Any],
-        progress: RolloutProgress,
-        signal: _WaveSignal,
-        stage: bool,
-    ) -> HostWork | None:
-        """Prepare ``host`` during the wave before it: its SCP backup once that wave's backups
-        are stored, its staging (with ``stage``) once that wave's hosts enter maintenance. The
-        host keeps serving VMs throughout. Returns its iDRAC session for its turn, or None
-        when nothing was done."""
-        await signal.backed_up.wait()
-        cp = progress.host(host["id"])
-        if cp.phase in AFTER_FLASH or not await self._go_ahead(ctx):
-            return None  # (a host resumed past its staging is not prepared again)
-        work = await self._work(ctx, profile, vc, host)
-        try:
-            await self._backup(ctx, work, host, progress, HostPhase.BACKED_UP)
-            if stage:
-                await signal.turn.wait()
-                if await self._go_ahead(ctx):
-                    await self._stage(ctx, work, host, progress, HostPhase.STAGED)
-        except BaseException:
-            await asyncio.to_thread(work.close)
-            raise
-        return work
-
-    async def _drop_ahead(
-        self,
-        ctx: StepContext,
-        vc: VSphereClient,
-        ahead: dict[str, asyncio.Task[HostWork | None]],
-        progress: RolloutProgress,
-        phase: HostPhase | None,
-        reason: str,
-    ) -> None:
-        """The rollout stops before the hosts prepared ahead have their turn: let each
-        preparation finish what it is doing (a request to an iDRAC is not cut off), remove
-        any firmware it staged, and end the host with ``phase`` (None: back to queued, the
-        job resumes later and prepares it again)."""
-        for host_id, a in list(ahead.items()):
-            ahead.pop(host_id)
-            work = None
-            with contextlib.suppress(Exception):
-                work = await a
-            cp = progress.hosts.get(host_id)
-            if cp is None:
-                if work is not None:
-                    await asyncio.to_thread(work.close)
-                continue
-            host = next(h for h in ctx.checkpoint["plan"] if h["id"] == host_id)
-            if cp.phase in (HostPhase.STAGE, HostPhase.STAGED):
-                try:
-                    if work is None:
-                        work = await self._work(ctx, TargetProfile.load(), vc, host)
-                    await asyncio.to_thread(work.unstage_all)
-                    cp.unstaged, cp.staged_jobs = True, []
-                except Exception as exc:  # noqa: BLE001 - on the task; the cleanup tries again
-                    cp.unstage_error = str(exc)[:500]
-            if work is not None:
-                await asyncio.to_thread(work.close)
-            if phase is None and not cp.unstage_error:
-                progress.hosts.pop(host_id)  # prepared again when the job resumes
-                await ctx.update_task(HOST, host, TaskStatus.PENDING, details={"phase": HostPhase.QUEUED})
-                continue
-            if phase is not None:
-                cp.phase, cp.error = phase, reason
-            # (paused with firmware left staged: the host stays staged, prepared again on resume;
-            # a cleanup before that removes it)
-            await ctx.update_task(
-                HOST, host, cp.task_status, details={**cp.display(), **({"reason": reason} if reason else {})}
-            )
-        await ctx.save_progress(progress.dump())
 
     async def _vsan_idle(
         self,
@@ -1183,58 +941,6 @@ class RollingClusterUpdateHandler(JobHandler):
                 details.setdefault("maintenance_errors", []).append(str(exc)[:300])
                 await asyncio.sleep(profile.seconds(params.maintenance_retry_delay_s))
 
-    async def _work(
-        self, ctx: StepContext, profile: TargetProfile, vc: VSphereClient, host: dict[str, Any]
-    ) -> HostWork:
-        cred = await credential(ctx, host.get("credential_set_id"), f"iDRAC of {host['name']}")
-        return HostWork(profile, vc, host, cred)
-
-    async def _phase(
-        self,
-        ctx: StepContext,
-        host: dict[str, Any],
-        progress: RolloutProgress,
-        phase: HostPhase,
-        pct: int | None = None,
-        *,
-        save: bool = True,
-    ) -> None:
-        """Enter ``phase``: saved in the step's progress first (with ``save``: what a resume
-        and the cleanup must know before the action that follows), then shown on the task."""
-        cp = progress.host(host["id"])
-        clock = self._clocks.setdefault(host["id"], [None, time.monotonic()])
-        now = time.monotonic()
-        if clock[0] is not None:
-            cp.phase_s[clock[0]] = round(cp.phase_s.get(clock[0], 0.0) + now - clock[1], 3)
-        clock[:] = [None if phase in ENDED else str(phase), now]
-        cp.phase = phase
-        if save:
-            await ctx.save_progress(progress.dump())
-        await ctx.update_task(HOST, host, cp.task_status, progress=pct, details=cp.display())
-
-    async def _backup(
-        self, ctx: StepContext, work: HostWork, host: dict[str, Any], progress: RolloutProgress, then: HostPhase
-    ) -> None:
-        """Invariant: no firmware is applied without a fresh SCP backup stored for it."""
-        await self._phase(ctx, host, progress, HostPhase.BACKUP, 5, save=False)
-        scp = await asyncio.to_thread(work.scp_backup)
-        stored = await ctx.put_artifact(
-            "scp_backup", scp, content_type="application/json", server_id=host["server_id"]
-        )
-        progress.host(host["id"]).scp_artifact = stored["artifact_id"]
-        await self._phase(ctx, host, progress, then, 10, save=then != HostPhase.BACKUP)
-
-    async def _stage(
-        self, ctx: StepContext, work: HostWork, host: dict[str, Any], progress: RolloutProgress, then: HostPhase
-    ) -> None:
-        """Stage the host's firmware while it serves VMs; the phase is saved first, so a job
-        that ends before the apply (crash, cancel) has its cleanup remove what was staged."""
-        await self._phase(ctx, host, progress, HostPhase.STAGE, 15)
-        progress.host(host["id"]).staged_jobs = await asyncio.to_thread(
-            work.stage, _packages(host["packages"])
-        )
-        await self._phase(ctx, host, progress, then, 25)
-
     async def _host(
         self,
         ctx: StepContext,
@@ -1242,33 +948,57 @@ class RollingClusterUpdateHandler(JobHandler):
         profile: TargetProfile,
         vc: VSphereClient,
         host: dict[str, Any],
-        progress: RolloutProgress,
-        ahead: asyncio.Task[HostWork | None] | None,
-        signal: _WaveSignal,
-    ) -> HostCheckpoint:
-        """One host, phase by phase (:class:`HostPhase`); each phase is saved before the
-        irreversible action it begins. ``ahead``: its preparation during the wave before."""
+        progress: dict[str, Any],
+    ) -> dict[str, Any]:
+        """One host, phase by phase; the phase is saved before each irreversible action."""
         packages = _packages(host["packages"])
-        cp = progress.host(host["id"])
-        resumed = cp.phase in AFTER_FLASH  # after a crash inside the apply: never flash again
+        cred = await credential(ctx, host.get("credential_set_id"), f"iDRAC of {host['name']}")
+        work = HostWork(profile, vc, host, cred)
+        resumed_phase = progress["phase"].get(host["id"])
         power_off = list((ctx.checkpoint.get("power_off") or {}).get(host["id"], []))
-        work: HostWork | None = None
+        # After a crash the task remembers what this job already did to the host.
+        details: dict[str, Any] = await self._task_details(ctx, host) if resumed_phase else {}
+        earlier_off = list(details.get("powered_off_vms") or [])
+        # real seconds per phase of this run (bench/rolling_update.py reads them)
+        phase_s: dict[str, float] = details.setdefault("phase_s", {})
+        clock: list[Any] = [None, time.monotonic()]
+
+        def lap(name: str | None) -> None:
+            now = time.monotonic()
+            if clock[0] is not None:
+                phase_s[clock[0]] = round(phase_s.get(clock[0], 0.0) + now - clock[1], 3)
+            clock[:] = [name, now]
+
+        async def phase(name: str, pct: int, save: bool = True) -> None:
+            lap(name)
+            # the step's saved phase matters only from maintenance on (what a resume must know)
+            progress["phase"][host["id"]] = name
+            if save:
+                await ctx.save_progress(progress)
+            # (a resumed host's details, read back from its task, hold the phase it had then)
+            await ctx.update_task(
+                HOST, host, TaskStatus.RUNNING, progress=pct, details={**details, "phase": name}
+            )
+
         try:
-            work = (await ahead) if ahead is not None else None
-            if work is None:
-                work = await self._work(ctx, profile, vc, host)
-            if not resumed:
-                if cp.phase not in (HostPhase.BACKED_UP, HostPhase.STAGED) or ahead is None:
-                    await self._backup(ctx, work, host, progress, HostPhase.BACKUP)
-                signal.backed_up_one(host["id"])
-                if params.stage_firmware and (cp.phase != HostPhase.STAGED or ahead is None):
-                    await self._stage(ctx, work, host, progress, HostPhase.STAGE)
-                signal.turn_one(host["id"])
-                # VMs rescanned at the host's turn (vCenter, not the iDRAC): a VM that gained a
-                # blocker since the scan, or moved here since, fails the host instead of
-                # entering maintenance.
-                await self._phase(ctx, host, progress, HostPhase.RESCAN, 28, save=False)
-                inv = await asyncio.to_thread(vc.inventory)
+            if resumed_phase != "apply":
+                await phase("backup", 5, save=False)
+                # Invariant: no firmware is applied without a fresh SCP backup stored for it.
+                scp = await asyncio.to_thread(work.scp_backup)
+                stored = await ctx.put_artifact(
+                    "scp_backup", scp, content_type="application/json", server_id=host["server_id"]
+                )
+                details["scp_artifact"] = stored["artifact_id"]
+                await phase("stage" if params.stage_firmware else "rescan", 15, save=False)
+                # The rescan runs alongside the staging (vCenter, not the iDRAC): a VM that
+                # gained a blocker since the scan fails the host instead of entering maintenance.
+                staged, inv = await asyncio.gather(
+                    asyncio.to_thread(work.stage, packages)
+                    if params.stage_firmware
+                    else asyncio.sleep(0, []),
+                    asyncio.to_thread(vc.inventory),
+                )
+                details["staged_jobs"] = staged
                 late = [
                     b
                     for b in host_blockers(inv, host["moref"])
@@ -1280,10 +1010,10 @@ class RollingClusterUpdateHandler(JobHandler):
                         + "; ".join(f"{b.vm_name}: {b.detail}" for b in late)
                     )
                 running = await asyncio.to_thread(work.running_vms, power_off)
-                cp.powered_off_vms = sorted(set(running) | set(cp.powered_off_vms))
-                cp.maintenance_by_job = True
-                cp.stamp(stamp_entered)  # the host leaves service here (executor/host_maintenance.py)
-                await self._phase(ctx, host, progress, HostPhase.MAINTENANCE, 30)
+                details["powered_off_vms"] = sorted(set(running) | set(earlier_off))
+                details["maintenance_by_job"] = True
+                stamp_entered(details)  # the host leaves service here (executor/host_maintenance.py)
+                await phase("maintenance", 30)
                 for vm in running:
                     await asyncio.to_thread(vc.power_off_vm, vm)
                 memory = sum(
@@ -1292,61 +1022,67 @@ class RollingClusterUpdateHandler(JobHandler):
                     if v in inv.vms and inv.vms[v].powered_on and v not in running
                 )
                 budget = evacuation_budget_s(memory, params.vmotion_timeout_s)
-                cp.evacuation_budget_s = round(budget, 1)
+                details["evacuation_budget_s"] = round(budget, 1)
                 await self._enter_maintenance(
-                    ctx, params, profile, vc, host, budget, progress, bool(ctx.checkpoint.get("vsan"))
+                    ctx, params, profile, vc, host, budget, details, bool(ctx.checkpoint.get("vsan"))
                 )
-                cp.boot_before = await asyncio.to_thread(work.boot_time)
-                await self._phase(ctx, host, progress, HostPhase.APPLY, 50)
+                boot_before: str | None = await asyncio.to_thread(work.boot_time)
+                details["boot_before"] = boot_before
+                await phase("apply", 50)
                 if params.stage_firmware:
-                    cp.apply_timing = await asyncio.to_thread(work.reboot_apply, cp.staged_jobs)
+                    details["apply_timing"] = await asyncio.to_thread(work.reboot_apply, staged)
                 else:
                     await asyncio.to_thread(work.apply_in_maintenance, packages)
             else:
-                signal.backed_up_one(host["id"])
-                signal.turn_one(host["id"])
-                cp.resumed_after_interruption = True
-                await self._phase(ctx, host, progress, HostPhase.SETTLE, 60)
-                cp.bmc_settle = await asyncio.to_thread(work.settle_after_interruption)
-            await self._phase(ctx, host, progress, HostPhase.WAIT_HOST, 75)
-            await asyncio.to_thread(work.wait_esxi, cp.boot_before)
-            cp.versions = await asyncio.to_thread(work.verify, packages)
-            await self._phase(ctx, host, progress, HostPhase.EXIT_MAINTENANCE, 90)
+                # Crash recovery inside the apply: never flash again; let it finish and check.
+                details["resumed_after_interruption"] = True
+                boot_before = details.get("boot_before")
+                # shown on the task only: the saved phase stays apply (never flash again)
+                await ctx.update_task(
+                    HOST, host, TaskStatus.RUNNING, progress=60, details={**details, "phase": "settle"}
+                )
+                details["bmc_settle"] = await asyncio.to_thread(work.settle_after_interruption)
+            await phase("wait_host", 75)
+            await asyncio.to_thread(work.wait_esxi, boot_before)
+            versions = await asyncio.to_thread(work.verify, packages)
+            details["versions"] = versions
+            await phase("exit_maintenance", 90)
             await asyncio.to_thread(vc.exit_maintenance, host["moref"])
-            cp.stamp(stamp_exited)
-            for vm in cp.powered_off_vms:
+            stamp_exited(details)
+            for vm in details.get("powered_off_vms") or []:
                 await asyncio.to_thread(vc.power_on_vm, vm)
-            cp.maintenance_by_job = False
-            await self._phase(ctx, host, progress, HostPhase.DONE, 100, save=False)
-            return cp
+            details["maintenance_by_job"] = False
+            lap(None)
+            await ctx.update_task(
+                HOST, host, TaskStatus.COMPLETED, progress=100, details={**details, "phase": "done"}
+            )
+            return details
         except (asyncio.CancelledError, JobCancelled):
             raise
         except Exception as exc:  # noqa: BLE001 - one host's failure is counted, not fatal by itself
-            cp.error = str(exc)[:2000] or type(exc).__name__
-            log.warning("host %s failed: %s", host["name"], cp.error)
-            if cp.phase in BEFORE_APPLY and (cp.staged_jobs or cp.phase in (HostPhase.STAGE, HostPhase.STAGED)):
+            error = str(exc)[:2000] or type(exc).__name__
+            log.warning("host %s failed: %s", host["name"], error)
+            if details.get("staged_jobs") and progress["phase"].get(host["id"]) != "apply":
                 try:
-                    if work is None:
-                        work = await self._work(ctx, profile, vc, host)
                     await asyncio.to_thread(work.unstage)
-                    cp.unstaged = True
+                    details["unstaged"] = True
                 except Exception as unstage:  # noqa: BLE001 - reported on the task
-                    cp.unstage_error = str(unstage)[:500]
+                    details["unstage_error"] = str(unstage)[:500]
             try:
-                info: dict[str, Any] = {"maintenance_task": cp.maintenance_task}
-                left_out = await asyncio.to_thread(self._bring_back, vc, host, cp.powered_off_vms, info)
-                cp.maintenance_task_ended = info.get("maintenance_task_ended")
-                cp.maintenance_by_job = left_out
+                left_out = await asyncio.to_thread(
+                    self._bring_back, vc, host, details.get("powered_off_vms") or [], details
+                )
+                details["maintenance_by_job"] = left_out
                 if not left_out:
-                    cp.stamp(stamp_exited)
+                    stamp_exited(details)
             except Exception as back:  # noqa: BLE001 - the cleanup step tries again
-                cp.bring_back_error = str(back)[:500]
-            await self._phase(ctx, host, progress, HostPhase.FAILED)
+                details["bring_back_error"] = str(back)[:500]
+            await ctx.update_task(
+                HOST, host, TaskStatus.FAILED, error=error, details={**details, "phase": "failed"}
+            )
             raise
         finally:
-            signal.turn_one(host["id"])  # (a host that failed early frees the next wave too)
-            if work is not None:
-                await asyncio.to_thread(work.close)
+            await asyncio.to_thread(work.close)
 
     async def _not_rebooted(self, ctx: StepContext, host: dict[str, Any], boot_before: str | None) -> bool:
         """True when vCenter shows the host connected and still on the boot it had before
@@ -1397,6 +1133,13 @@ class RollingClusterUpdateHandler(JobHandler):
             vc.power_on_vm(vm)
         return False
 
+    @staticmethod
+    async def _task_details(ctx: StepContext, host: dict[str, Any]) -> dict[str, Any]:
+        rows = await ctx.select(
+            "job_tasks", "details", job_id=ctx.job_id, target_kind="host", target_id=host["id"]
+        )
+        return dict(rows[0].get("details") or {}) if rows else {}
+
     @step(30, resumable=True)
     async def restore_cluster_settings(self, ctx: StepContext) -> dict[str, Any]:
         return await self._restore(ctx)
@@ -1417,58 +1160,79 @@ class RollingClusterUpdateHandler(JobHandler):
     # owed from the first change it undoes: a job paused on blockers has changed nothing yet
     @cleanup_step(10, only_if_started="relax_cluster_settings")
     async def cleanup(self, ctx: StepContext) -> dict[str, Any]:
-        """Every exit path: settings as recorded, no host of ours left in maintenance, no
-        firmware left staged on a host that was not rebooted. What the job did to each host
-        is the rollout's saved progress (this run's, or the interrupted run's)."""
+        """Every exit path: settings as recorded, no host of ours left in maintenance."""
         out: dict[str, Any] = {"hosts_brought_back": []}
-        progress = self._progress or RolloutProgress.model_validate(await ctx.progress_of("rollout"))
-        plan = {h["id"]: h for h in ctx.checkpoint.get("plan") or []}
+        tasks = await ctx.select(
+            "job_tasks",
+            "target_id,target_name,details,status,error",
+            job_id=ctx.job_id,
+            target_kind="host",
+        )
+        ours = [t for t in tasks if (t.get("details") or {}).get("maintenance_by_job")]
         errors = []
         # firmware staged (or still downloading) on a host interrupted before its reboot (a
         # crash, a cancel from executor_lost): the failure path of the rollout unstages it, an
         # interruption skips that
+        plan = {h["id"]: h for h in ctx.checkpoint.get("plan") or []}
         out["unstaged"] = []
-        for host_id, cp in progress.hosts.items():
-            h = plan.get(host_id)
-            if h is None or cp.unstaged or host_id in progress.done:
+        for t in tasks:
+            d = t.get("details") or {}
+            h = plan.get(str(t["target_id"]))
+            if h is None or d.get("unstaged") or t["status"] in ("completed", "skipped", "pending"):
                 continue
-            if cp.phase not in BEFORE_APPLY and not (
+            if d.get("phase") not in BEFORE_APPLY and not (
                 # interrupted in apply before its reboot: the host still runs the boot it had
-                cp.phase == HostPhase.APPLY and await self._not_rebooted(ctx, h, cp.boot_before)
+                d.get("phase") == "apply" and await self._not_rebooted(ctx, h, d.get("boot_before"))
             ):
                 continue
             try:
                 cred = await credential(ctx, h.get("credential_set_id"), f"iDRAC of {h['name']}")
                 await asyncio.to_thread(self._unstage_left, TargetProfile.load(), h, cred)
-                cp.unstaged = True
-                if cp.phase not in ENDED:
-                    cp.phase, cp.error = HostPhase.FAILED, "interrupted; its staged firmware removed by the cleanup"
-                await ctx.update_task(HOST, h, cp.task_status, details=cp.display(), error=cp.error)
+                await ctx.update_task(
+                    HOST,
+                    {"id": t["target_id"]},
+                    TaskStatus(t["status"]) if t["status"] != "running" else TaskStatus.FAILED,
+                    details={"unstaged": True},
+                    error=t.get("error")
+                    if t["status"] != "running"
+                    else "interrupted; its staged firmware removed by the cleanup",
+                )
                 out["unstaged"].append(h["name"])
             except Exception as exc:  # noqa: BLE001 - report, keep cleaning up
                 errors.append(f"{h['name']}: staged firmware not removed: {exc}")
-        ours = [(plan[i], cp) for i, cp in progress.hosts.items() if cp.maintenance_by_job and i in plan]
         if ours:
             _, vc = await self._vcenter(ctx)
             async with vcenter_session(ctx, vc) as client:
-                for h, cp in ours:
+                for t in ours:
+                    d = t.get("details") or {}
+                    rows = await ctx.select("esxi_hosts", "id,name,moref", id=t["target_id"])
+                    if not rows:
+                        continue
                     try:
-                        info: dict[str, Any] = {"maintenance_task": cp.maintenance_task}
-                        if await asyncio.to_thread(self._bring_back, client, h, cp.powered_off_vms, info):
-                            errors.append(f"{h['name']}: still in maintenance mode")
+                        if await asyncio.to_thread(
+                            self._bring_back, client, rows[0], d.get("powered_off_vms") or [], d
+                        ):
+                            errors.append(f"{rows[0]['name']}: still in maintenance mode")
                             continue
-                        cp.maintenance_by_job = False
-                        cp.stamp(stamp_exited)
-                        if info.get("maintenance_task_ended"):
-                            cp.maintenance_task_ended = info["maintenance_task_ended"]
-                            out.setdefault("maintenance_tasks_ended", {})[h["name"]] = cp.maintenance_task_ended
-                        if cp.phase not in ENDED:
-                            cp.phase = HostPhase.FAILED
-                            cp.error = "interrupted; brought back out of maintenance by the cleanup"
-                        await ctx.update_task(HOST, h, cp.task_status, details=cp.display(), error=cp.error)
-                        out["hosts_brought_back"].append(h["name"])
+                        if d.get("maintenance_task_ended"):
+                            out.setdefault("maintenance_tasks_ended", {})[rows[0]["name"]] = d[
+                                "maintenance_task_ended"
+                            ]
+                        await ctx.update_task(
+                            HOST,
+                            {"id": t["target_id"]},
+                            TaskStatus(t["status"]) if t["status"] != "running" else TaskStatus.FAILED,
+                            details={
+                                "maintenance_by_job": False,
+                                **{k: d[k] for k in ("maintenance_task_ended",) if k in d},
+                            },
+                            error=t.get("error")
+                            if t["status"] != "running"
+                            else "interrupted; brought back out of maintenance by the cleanup",
+                        )
+                        out["hosts_brought_back"].append(rows[0]["name"])
                     except Exception as exc:  # noqa: BLE001 - report, keep cleaning up
-                        errors.append(f"{h['name']}: {exc}")
+                        errors.append(f"{rows[0]['name']}: {exc}")
         out.update(await self._restore(ctx))
         if errors:
             raise VSphereHandlerError("cleanup could not bring back: " + "; ".join(errors))
