@@ -15,6 +15,7 @@ from typing import Any
 from console.api import Api, Row
 from console.errors import ValidationFailed
 from console.models.common import short_id
+from console.models.job_form import JobForm
 
 SKIP_WORDS = {  # discovery_results.reason, in words
     "no_answer": "no answer",
@@ -150,6 +151,26 @@ class CallLogModel:
         }
 
 
+class ScheduleParamsForm(JobForm):
+    """The params of a scheduled job, checked as the job form checks them (the executor's own
+    model, problems in words), for every type a schedule may run: a schedule has no wizard, so
+    rolling updates are typed here too."""
+
+    def __init__(self, api: Api, job_types: list[str] | tuple[str, ...], job_type: str | None = None) -> None:
+        self.job_types = tuple(job_types)
+        super().__init__(api, job_type or self.job_types[0])
+
+    def choose(self, job_type: str) -> None:
+        if job_type not in self.job_types:
+            raise ValidationFailed(
+                f"a schedule runs one of {', '.join(self.job_types)}",
+                [f"job type: {job_type} is not one of them"],
+            )
+        self.job_type = job_type
+        self.plan, self._planned, self.result = None, None, None
+        self.changed()
+
+
 class SchedulesModel:
     """Job schedules (v_schedules) and their runs; save, enable and disable."""
 
@@ -192,8 +213,12 @@ class SchedulesModel:
             problems.append("recurrence: a cron expression, @hourly/@daily/@weekly or an RRULE")
         if missed_policy not in ("skip", "run_once"):
             problems.append("missed runs: skip or run_once")
+        try:  # the params as the job form checks them, so a schedule never fires a refused job
+            params = ScheduleParamsForm(self.api, [job_type]).params(params)
+        except ValidationFailed as exc:
+            problems += exc.problems
         if problems:
-            raise ValidationFailed("the schedule is incomplete", problems)
+            raise ValidationFailed("the schedule is incomplete: " + "; ".join(problems), problems)
         row = {
             "site_id": site_id,
             "name": name.strip(),

@@ -4,13 +4,18 @@ catalogs. Models in ``console/models/intake.py``; registered in ``console/screen
 from __future__ import annotations
 
 import html
-import json
 from typing import Any
 
 import ipywidgets as w
 
 from console.models.common import short_id
-from console.models.intake import CallLogModel, CatalogsModel, DiscoveryModel, SchedulesModel
+from console.models.intake import (
+    CallLogModel,
+    CatalogsModel,
+    DiscoveryModel,
+    ScheduleParamsForm,
+    SchedulesModel,
+)
 from console.widgets.common import STYLE, Status, dropdown, guarded, html_table, set_options
 
 _YES_NO: dict[object, str] = {True: "yes", False: "no"}  # a boolean column; "-" when it is null
@@ -167,8 +172,13 @@ class SchedulesView(w.VBox):
         self.refresh = w.Button(description="Refresh")
         types = job_types or ["inventory_refresh", "firmware_compliance", "vcenter_sync", "catalog_refresh"]
         self.name = w.Text(description="name")
-        self.job_type = dropdown([(t, t) for t in types], value=types[0], description="job type")
-        self.params = w.Textarea(description="params", value="{}", placeholder='{"site_id": "..."}')
+        # the job's params as the job screen types them (the executor's model: targets by name,
+        # choices as selectors, numbers with their range), checked in words on Save
+        from console.widgets.job_form import JobFormView
+
+        self.form = JobFormView(ScheduleParamsForm(model.api, types), job_types=types, actions=False)
+        self.form.add_class("rp-schedule-params")
+        self.job_type = self.form.type
         self.recurrence = w.Text(
             description="recurrence", placeholder="0 3 * * * or RRULE:FREQ=DAILY;BYHOUR=3"
         )
@@ -191,9 +201,9 @@ class SchedulesView(w.VBox):
                 w.HBox([self.pick, self.enable, self.disable]),
                 self.runs,
                 w.HTML("<b>New schedule</b>"),
-                w.HBox([self.name, self.job_type, self.recurrence]),
+                w.HBox([self.name, self.recurrence]),
                 w.HBox([self.tz, self.missed]),
-                self.params,
+                self.form,
                 self.save,
                 self.status,
             ]
@@ -252,11 +262,6 @@ class SchedulesView(w.VBox):
             self.load()
 
     def _save(self) -> None:
-        try:
-            params = json.loads(self.params.value or "{}")
-        except ValueError as exc:
-            self.status.warn(f"params: not JSON ({exc})")
-            return
         if not self.site_id:
             self.status.warn("open the screen for a site: con.screen('schedules', site_id=...)")
             return
@@ -264,7 +269,7 @@ class SchedulesView(w.VBox):
             site_id=self.site_id,
             name=self.name.value,
             job_type=self.job_type.value,
-            params=params,
+            params=self.form.params(),
             recurrence=self.recurrence.value,
             timezone=self.tz.value,
             missed_policy=self.missed.value,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import ipywidgets as w
@@ -164,10 +165,18 @@ class NestedFields(w.VBox):
 
 
 class JobFormView(w.VBox):
-    def __init__(self, form: JobForm) -> None:
+    """The job form. With ``actions=False`` it is only the typed params of a job type (type,
+    targets, fields), for a screen that saves params rather than creating a job (Schedules):
+    ``params()`` answers them validated, or raises ValidationFailed in words."""
+
+    def __init__(
+        self, form: JobForm, *, job_types: Sequence[str] | None = None, actions: bool = True
+    ) -> None:
         self.form = form
         self.status = Status()
-        self.type = w.Dropdown(description="job type", options=list(FORM_JOB_TYPES), value=form.job_type)
+        self.type = w.Dropdown(
+            description="job type", options=list(job_types or FORM_JOB_TYPES), value=form.job_type
+        )
         self.pickers = w.VBox()
         self.fields = w.VBox()
         self.fields.add_class("rp-job-fields")
@@ -177,7 +186,8 @@ class JobFormView(w.VBox):
             [], description="window", placeholder="— no window (needed for high-risk types) —"
         )
         self.window.add_class("rp-job-window")
-        self._load_windows()
+        if actions:
+            self._load_windows()
         self.plan = w.HTML()
         self.dry = w.Button(description="Dry run", button_style="info")
         self.go = w.Button(description="Create job", button_style="danger")
@@ -186,17 +196,11 @@ class JobFormView(w.VBox):
         self.type.observe(lambda ch: guarded(self.status, self._retype)(ch["new"]), names="value")
         self.fields_help = w.HTML()
         self.window.observe(lambda ch: self._stale(), names="value")
+        head = [self.type, self.pickers, self.fields, self.fields_help]
         super().__init__(
-            [
-                self.type,
-                self.pickers,
-                self.fields,
-                self.fields_help,
-                self.window,
-                w.HBox([self.dry, self.go]),
-                self.status,
-                self.plan,
-            ]
+            head + [self.window, w.HBox([self.dry, self.go]), self.status, self.plan]
+            if actions
+            else [*head, self.status]
         )
         self._retype(form.job_type)
 
@@ -373,13 +377,17 @@ class JobFormView(w.VBox):
             self.plan.value = ""
             self.status.warn("the params changed: run the dry run again")
 
-    def _request(self) -> tuple[dict, dict]:
+    def params(self) -> dict[str, Any]:
+        """The picked targets and typed fields as params, validated by the executor's model."""
         targets = {
             n: (list(p.value) if isinstance(p.value, tuple) else [p.value] if p.value else [])
             for n, p in self._pick.items()
         }
         doc = collect(self._specs, {n: wdg.value for n, wdg in self._inputs.items()})
-        params = self.form.params(doc, targets)
+        return self.form.params(doc, targets)
+
+    def _request(self) -> tuple[dict, dict]:
+        params = self.params()
         fields = {"maintenance_window_id": self.window.value} if self.window.value else {}
         return params, fields
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from console.errors import ConsoleError
+from console.errors import ConsoleError, ValidationFailed
 from console.models.intake import CallLogModel, CatalogsModel, DiscoveryModel, SchedulesModel
 from console.widgets.intake import CallLogView, CatalogsView, DiscoveryView, SchedulesView
+from tests.integration._functions_support import q
 from tests.integration.console_support import make_console_env
 
 
@@ -45,15 +46,23 @@ def test_intake_screens_against_the_stack(ce) -> None:
     s = SchedulesView(SchedulesModel(viewer), site)
     s.load()
     assert f"inv-{ce.tag}" in s.table.value and "Europe/Berlin" in s.table.value
-    with pytest.raises(ConsoleError) as exc:
+    with pytest.raises(
+        ConsoleError
+    ) as exc:  # params as the job form types them, a recurrence the database refuses
         SchedulesModel(op).save(
             site_id=site,
             name=f"bad-{ce.tag}",
             job_type="vcenter_sync",
-            params={},
+            params={"vcenter_id": ce.fleet.vcenter},
             recurrence="RRULE:FREQ=YEARLY",
         )
     assert "invalid_argument" in str(exc.value) or "RRULE" in str(exc.value)
+    with pytest.raises(ValidationFailed) as bad:  # params the job would refuse: in words, nothing saved
+        SchedulesModel(op).save(
+            site_id=site, name=f"noparams-{ce.tag}", job_type="vcenter_sync", params={}, recurrence="@daily"
+        )
+    assert bad.value.problems == ["vcenter id: required"]
+    assert not q(ce.conn, "select 1 from public.job_schedules where name = %s", f"noparams-{ce.tag}")
 
     calls = CallLogView(CallLogModel(op), site_id=site)
     calls.load()

@@ -53,6 +53,12 @@ class FakeApi:
         self.jobs.append((job_type, params))
         return {"job_id": "22222222-2222-4222-8222-222222222222"}
 
+    def inventory(self, kind: str) -> list[dict]:  # the job form's target pickers
+        return [dict(r) for r in self.rows.get(f"inventory:{kind}", [])]
+
+    def sites(self) -> list[dict]:
+        return [{"id": SITE, "name": "site-a"}]
+
 
 def test_discovery_results_say_why_an_address_was_skipped_and_a_scan_is_checked_first():
     api = FakeApi(
@@ -166,11 +172,57 @@ def test_schedules_list_runs_and_a_new_schedule_is_validated_in_words():
     assert ("update", ({"enabled": True},)) in api.queries[-2].ops or any(
         ("update", ({"enabled": True},)) in q.ops for q in api.queries
     )
-    with pytest.raises(ValidationFailed):
+    with pytest.raises(ValidationFailed) as exc:
         SchedulesModel(api).save(site_id=SITE, name=" ", job_type="vcenter_sync", params={}, recurrence="")
-    v.params.value = "{not json"
+    # the name, the recurrence and the params, each in words, and nothing written
+    assert [p.split(":")[0] for p in exc.value.problems] == ["name", "recurrence", "vcenter id"]
+    assert not any(q.table == "job_schedules" and q.ops[0][0] == "insert" for q in api.queries)
+
+
+def test_a_new_schedules_params_are_the_job_forms_typed_fields_checked_in_words():
+    import ipywidgets as w
+
+    server = "33333333-3333-4333-8333-333333333333"
+    api = FakeApi({"inventory:server": [{"id": server, "name": "r740-01"}]})
+    v = SchedulesView(SchedulesModel(api), SITE, ["inventory_refresh", "vcenter_sync", "power_operation"])
+    assert v.job_type.value == "inventory_refresh"
+    v.job_type.value = "power_operation"
+    # typed fields from the executor's model, targets picked by name: no JSON box anywhere
+    fields = v.form._inputs
+    assert isinstance(fields["action"], w.Dropdown) and "force_off" in [
+        o[1] for o in fields["action"].options
+    ]
+    assert isinstance(fields["timeout_s"], w.BoundedIntText)
+    assert [o[0] for o in v.form._pick["server_ids"].options] == ["r740-01"]
+
+    def widgets(x):
+        yield x
+        for c in getattr(x, "children", ()):
+            yield from widgets(c)
+
+    assert not any(isinstance(x, w.Textarea) for x in widgets(v))
+    v.name.value, v.recurrence.value = "nightly off", "0 3 * * *"
+    v.save.click()  # no server, no action: refused in words next to Save, nothing written
+    assert "servers: at least 1 item(s)" in v.status.value and "action: required" in v.status.value
+    assert "should" not in v.status.value and "pattern" not in v.status.value  # no pydantic text
+    assert not any(q.table == "job_schedules" for q in api.queries)
+    v.form._pick["server_ids"].value = (server,)
+    fields["action"].value = "force_off"
     v.save.click()
-    assert "not JSON" in v.status.value
+    assert "saved" in v.status.value
+    [insert] = [q for q in api.queries if q.table == "job_schedules"]
+    row = insert.ops[0][1][0]
+    assert (row["name"], row["job_type"], row["recurrence"]) == (
+        "nightly off",
+        "power_operation",
+        "0 3 * * *",
+    )
+    assert row["params"] == {
+        "server_ids": [server],
+        "action": "force_off",
+        "wait_for_state": True,
+        "timeout_s": 600,
+    }
 
 
 def test_catalogs_show_the_last_refresh_in_words_and_refresh_through_create_job():
