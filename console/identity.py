@@ -294,8 +294,6 @@ def seal_bind_credential(
             "name": name,
             "kind": "ldap",
             "username": bind_dn,
-            "sealed_secret": sealed[0][1],
-            "key_id": sealed[0][0]["key_id"],
         },
         returning="minimal",
     ).execute()

@@ -218,16 +218,13 @@ class LeasedJob:
         await self._write("release_job", {})
 
     async def credentials(self, credential_id: str) -> Credential:
-        # encrypt-credentials seals one envelope per executor key of the site; ask for the
-        # one sealed to this executor's key, and fall back to the set's own envelope (a set
-        # sealed before per-key envelopes existed, or by a single-executor site).
+        # encrypt-credentials seals one envelope per executor key of the site, and the
+        # envelopes are the only copy of the secret: ask for the one sealed to this key (a set
+        # with none is refused as key_mismatch, naming the re-seal that fixes it).
         try:
             row = await self._write("get_job_credential_envelope", {"p_credential_set_id": credential_id})
-        except Rejected as first:
-            try:
-                row = await self._write("get_job_credentials", {"p_credential_set_id": credential_id})
-            except Rejected:
-                raise CredentialError(f"credential {credential_id}: {first.reason}") from None
+        except Rejected as exc:
+            raise CredentialError(f"credential {credential_id}: {exc.reason}") from None
         if isinstance(row, list):
             row = row[0] if row else None
         if not isinstance(row, dict):

@@ -381,18 +381,25 @@ class DataCentre:
 
         def cred(kind: str, username: str, password: str) -> str:
             env = seal(pub, {"username": username, "password": password}, endpoints=endpoints[kind])
-            # and, as encrypt-credentials keeps it, a copy of the endpoints for display: the
-            # console's pre-flight blocks a credential that names none (presented nowhere)
+            # the set with, as encrypt-credentials keeps it, a copy of the endpoints for display
+            # (the console's pre-flight blocks a credential that names none: presented nowhere),
+            # and its one envelope, sealed to the key's executor of the site
             return query(
-                "insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id, "
-                "endpoints) values (%s, %s, %s, %s, %s, %s, %s) returning id",
+                "with c as (insert into public.credential_sets (site_id, name, kind, username, endpoints) "
+                "values (%s, %s, %s, %s, %s) returning id), "
+                "e as (insert into public.credential_envelopes (credential_set_id, executor_id, key_id, sealed_secret) "
+                "select c.id, (select x.id from public.executors x where x.site_id = %s and x.key_id = %s "
+                "order by x.registered_at desc limit 1), %s, %s from c) "
+                "select id from c",
                 site_id,
                 f"{name}-{kind}",
                 kind,
                 username,
-                json.dumps(env),
-                key_id,
                 json.dumps(endpoint_entries(endpoints[kind])),
+                site_id,
+                key_id,
+                key_id,
+                json.dumps(env),
             )[0]["id"]
 
         vc_cred = cred("vcenter", self.vcenter.username, self.vcenter.password)

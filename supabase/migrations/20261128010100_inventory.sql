@@ -42,11 +42,9 @@ create table public.credential_sets (
   site_id       uuid not null references public.sites (id) on delete cascade,
   name          text not null check (length(name) between 1 and 128),
   kind          public.credential_kind not null,
+  -- The secret itself is stored only sealed, one envelope per executor key of the site
+  -- (credential_envelopes, 20261128030100_functions_credentials.sql).
   username      text not null check (length(username) between 1 and 256),
-  -- Sealed envelope: ciphertext only the executor holding key_id's private key can open.
-  -- No user role may read this column (column privileges, migration 6).
-  sealed_secret text not null check (length(sealed_secret) between 16 and 65536),
-  key_id        text not null check (length(key_id) between 1 and 128),
   created_by    uuid references auth.users (id) on delete set null,
   created_at    timestamptz not null default now(),
   updated_at    timestamptz not null default now(),

@@ -15,7 +15,8 @@
 --   job_not_found:      no job with that id                invalid_argument: (SQLSTATE 22023) bad input
 --   not_resumable:      a non-resumable step from an earlier run may not start again
 --   not_referenced:     (SQLSTATE 42501) the job does not reference that credential set
---   key_mismatch:       the credential is sealed to another executor key
+--   key_mismatch:       the credential set has no envelope for this executor's key
+--                       (get_job_credential_envelope, 20261128030100_functions_credentials.sql)
 --   forbidden:          (SQLSTATE 42501) force_resume is for admins
 --
 -- Lease recovery: recover_expired_leases() sends a running job whose lease ran out back to
@@ -539,7 +540,7 @@ begin
 end
 $$;
 
--- artifacts and credentials -----------------------------------------------------------------
+-- artifacts ---------------------------------------------------------------------------------
 create function public.put_artifact(
   p_executor_id uuid,
   p_job_id uuid,
@@ -576,43 +577,6 @@ begin
           octet_length(v_content), v_content)
   returning id into v_id;
   return v_id;
-end
-$$;
-
-create function public.get_job_credentials(
-  p_executor_id uuid,
-  p_job_id uuid,
-  p_epoch bigint,
-  p_credential_set_id uuid
-)
-returns table (credential_set_id uuid, kind public.credential_kind, username text, key_id text, sealed_secret text)
-language plpgsql
-security definer
-set search_path = ''
-as $$
-#variable_conflict use_column
-declare
-  v_job  public.jobs%rowtype;
-  v_exec public.executors%rowtype;
-  v_cred public.credential_sets%rowtype;
-begin
-  v_job := public.fence_job(p_executor_id, p_job_id, p_epoch);
-  v_exec := public.executor_row(p_executor_id);
-  if p_credential_set_id is null or not p_credential_set_id = any (v_job.credential_set_ids) then
-    raise exception using errcode = '42501',
-      message = format('not_referenced: job %s does not reference credential set %s', p_job_id, p_credential_set_id);
-  end if;
-  select * into v_cred from public.credential_sets c where c.id = p_credential_set_id and c.site_id = v_job.site_id;
-  if not found then
-    raise exception using errcode = '42501',
-      message = format('not_referenced: credential set %s is not in the job''s site', p_credential_set_id);
-  end if;
-  if v_cred.key_id <> v_exec.key_id then
-    raise exception using errcode = 'P0001',
-      message = format('key_mismatch: credential set %s is sealed to key %s, this executor holds %s; re-seal it',
-                       p_credential_set_id, v_cred.key_id, v_exec.key_id);
-  end if;
-  return query select v_cred.id, v_cred.kind, v_cred.username, v_cred.key_id, v_cred.sealed_secret;
 end
 $$;
 

@@ -266,16 +266,13 @@ begin
            (select jsonb_object_agg(k.key, d.old -> k.key) from jsonb_object_keys(d.new || d.old) k(key)
              where d.old -> k.key is distinct from d.new -> k.key),
            (select jsonb_object_agg(k.key, d.new -> k.key) from jsonb_object_keys(d.new || d.old) k(key)
-             where d.old -> k.key is distinct from d.new -> k.key)
-             -- a rotated secret shows as a changed key id or a marker, never as ciphertext
-             || case when (d.old_full ->> 'sealed_secret') is distinct from (d.new_full ->> 'sealed_secret')
-                     then jsonb_build_object('sealed_secret', 'rotated') else '{}'::jsonb end,
+             where d.old -> k.key is distinct from d.new -> k.key),
            nullif(current_setting('rackpilot.audit_note', true), '')
       from (select public.audit_row_key(to_jsonb(n)) as key, public.audit_redact(to_jsonb(o)) as old,
-                   public.audit_redact(to_jsonb(n)) as new, to_jsonb(o) as old_full, to_jsonb(n) as new_full
+                   public.audit_redact(to_jsonb(n)) as new
               from old_rows o join new_rows n on public.audit_row_key(to_jsonb(o)) = public.audit_row_key(to_jsonb(n))) d
      cross join public.audit_actor() a
-     where d.old <> d.new or (d.old_full ->> 'sealed_secret') is distinct from (d.new_full ->> 'sealed_secret');
+     where d.old <> d.new;
   else
     insert into public.audit_log (actor_kind, actor_id, actor_role, action, table_name, row_id, old_data, note)
     select a.kind, a.actor_id, a.actor_role, tg_table_name || '.delete', tg_table_name,

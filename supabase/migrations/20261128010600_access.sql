@@ -7,7 +7,7 @@
 -- role (executor, edge functions) bypasses RLS as on hosted Supabase; the executor writes
 -- jobs only through the fenced RPCs.
 --
--- Column privileges keep credential ciphertext (credential_sets.sealed_secret) unreadable
+-- Column privileges keep credential ciphertext (credential_envelopes.sealed_secret) unreadable
 -- by every user role: users may write it (sealing happens client-side or in an edge
 -- function) but must name the columns they read, e.g. select=id,name,kind,username, and
 -- insert with returning=minimal.
@@ -60,7 +60,7 @@ end
 $$;
 
 -- operators and up: credential metadata and artifacts (SCP backups hold configuration)
-grant select (id, site_id, name, kind, username, key_id, created_by, created_at, updated_at)
+grant select (id, site_id, name, kind, username, created_by, created_at, updated_at)
   on public.credential_sets to authenticated;
 create policy credential_sets_select_operator on public.credential_sets for select to authenticated
   using ((select public.has_role('operator')));
@@ -142,8 +142,8 @@ create policy executors_delete_admin on public.executors for delete to authentic
   using ((select public.has_role('admin')));
 
 -- credentials: operators store and rotate sealed credentials, admins remove them
-grant insert (site_id, name, kind, username, sealed_secret, key_id) on public.credential_sets to authenticated;
-grant update (name, username, sealed_secret, key_id) on public.credential_sets to authenticated;
+grant insert (site_id, name, kind, username) on public.credential_sets to authenticated;
+grant update (name, username) on public.credential_sets to authenticated;
 grant delete on public.credential_sets to authenticated;
 create policy credential_sets_insert_operator on public.credential_sets for insert to authenticated
   with check ((select public.has_role('operator')) and created_by is not distinct from (select auth.uid()));
@@ -194,7 +194,6 @@ grant execute on function public.update_task(uuid, uuid, bigint, public.task_tar
 grant execute on function public.pause_job(uuid, uuid, bigint, public.pause_reason, jsonb, jsonb) to service_role;
 grant execute on function public.finish_job(uuid, uuid, bigint, public.job_status, jsonb, text, jsonb) to service_role;
 grant execute on function public.put_artifact(uuid, uuid, bigint, public.artifact_kind, text, text, text, uuid) to service_role;
-grant execute on function public.get_job_credentials(uuid, uuid, bigint, uuid) to service_role;
 grant execute on function public.recover_expired_leases() to service_role;
 grant execute on function public.force_resume(uuid, text) to authenticated, service_role;
 grant execute on function public.verify_audit_chain() to service_role;

@@ -1,11 +1,11 @@
 -- rackpilot edge functions, part 2: sealed credentials for sites with several executors.
 --
 -- encrypt-credentials seals a secret once per active executor key of the site (the
--- envelope format is documented in executor/secrets.py). credential_sets keeps the
--- envelope for the site's newest executor key (what get_job_credentials hands out);
--- credential_envelopes keeps one envelope per key, so every executor of the site can open
--- the credential and get_job_credential_envelope returns the one sealed to the asking
--- executor's key. Neither table is readable in its ciphertext column by any user role.
+-- envelope format is documented in executor/secrets.py). The envelopes are the only copy
+-- of the secret: credential_sets holds its name, kind, username and endpoints, and
+-- credential_envelopes one envelope per key, so every executor of the site can open the
+-- credential and get_job_credential_envelope returns the one sealed to the asking
+-- executor's key. No user role may read the ciphertext column.
 --
 -- Re-sealing after a key rotation is done by an operator re-entering the secret
 -- (encrypt-credentials action "reseal"): the control plane never holds the plaintext or a
@@ -40,8 +40,8 @@ create trigger audit_credential_envelopes_delete after delete on public.credenti
   referencing old table as old_rows for each statement execute function public.audit_changes();
 
 -- The executor's view: the envelope of a credential set sealed to its own key, for a job it
--- holds under the current epoch and that references the set (same rules as
--- get_job_credentials).
+-- holds under the current epoch and that references the set. A set with no envelope for
+-- the key is refused as key_mismatch (re-seal it: encrypt-credentials "reseal").
 create function public.get_job_credential_envelope(
   p_executor_id uuid,
   p_job_id uuid,
@@ -74,10 +74,6 @@ begin
   select * into v_env from public.credential_envelopes e
    where e.credential_set_id = p_credential_set_id and e.key_id = v_exec.key_id;
   if not found then
-    if v_cred.key_id = v_exec.key_id then
-      return query select v_cred.id, v_cred.kind, v_cred.username, v_cred.key_id, v_cred.sealed_secret;
-      return;
-    end if;
     raise exception using errcode = 'P0001',
       message = format('key_mismatch: credential set %s has no envelope for key %s; re-seal it',
                        p_credential_set_id, v_exec.key_id);

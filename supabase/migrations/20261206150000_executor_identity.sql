@@ -192,9 +192,8 @@ begin
     from public.credential_sets c
    where c.site_id = v_exec.site_id
      and (p_key_id is null
-          or (c.key_id <> p_key_id
-              and not exists (select 1 from public.credential_envelopes e
-                               where e.credential_set_id = c.id and e.key_id = p_key_id)));
+          or not exists (select 1 from public.credential_envelopes e
+                          where e.credential_set_id = c.id and e.key_id = p_key_id));
 
   return jsonb_build_object(
     'executor_id', v_exec.id, 'site', v_site_name, 'name', v_exec.name,

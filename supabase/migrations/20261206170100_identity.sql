@@ -552,10 +552,9 @@ begin
       message = format('not_found: the site has no ldap credential set named %s', p_name);
   end if;
   return query
-    select v_cred.id, v_cred.username, coalesce(e.key_id, v_cred.key_id), coalesce(e.sealed_secret, v_cred.sealed_secret)
-      from (select 1) one
-      left join public.credential_envelopes e on e.credential_set_id = v_cred.id and e.key_id = v_exec.key_id
-     where e.key_id is not null or v_cred.key_id = v_exec.key_id;
+    select v_cred.id, v_cred.username, e.key_id, e.sealed_secret
+      from public.credential_envelopes e
+     where e.credential_set_id = v_cred.id and e.key_id = v_exec.key_id;
   if not found then
     raise exception using errcode = 'P0001',
       message = format('key_mismatch: credential set %s has no envelope for key %s; re-seal it', p_name, v_exec.key_id);

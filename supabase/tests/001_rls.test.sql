@@ -46,7 +46,7 @@ select is(
 select is(
   array(select f from unnest(array[
           'register_executor', 'heartbeat', 'claim_jobs', 'report_step', 'update_task', 'pause_job',
-          'finish_job', 'put_artifact', 'get_job_credentials', 'recover_expired_leases', 'fence_job',
+          'finish_job', 'put_artifact', 'get_job_credential_envelope', 'recover_expired_leases', 'fence_job',
           'executor_row', 'claim_candidates', 'verify_audit_chain']) f
          where exists (select 1 from pg_proc p join pg_namespace n on n.oid = p.pronamespace
                         where n.nspname = 'public' and p.proname = f
@@ -59,7 +59,7 @@ select is(
 select is(
   array(select f from unnest(array[
           'register_executor', 'heartbeat', 'claim_jobs', 'report_step', 'update_task', 'pause_job',
-          'finish_job', 'put_artifact', 'get_job_credentials', 'recover_expired_leases', 'force_resume']) f
+          'finish_job', 'put_artifact', 'get_job_credential_envelope', 'recover_expired_leases', 'force_resume']) f
          where not exists (select 1 from pg_proc p join pg_namespace n on n.oid = p.pronamespace
                             where n.nspname = 'public' and p.proname = f and p.prosecdef
                               and has_function_privilege('service_role', p.oid, 'EXECUTE'))

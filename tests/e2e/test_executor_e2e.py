@@ -22,6 +22,7 @@ from aiosmtpd.controller import Controller
 
 from executor.secrets import seal, unb64u
 from tests.e2e.executor_harness import Harness, effects, wait_until
+from tests.integration.pgutil import INSERT_SEALED_CREDENTIAL
 
 SECRET = "Tr0ub4dor&3-e2e-secret"
 STEPS = ["preflight", "disable_guard", "apply_a", "wait_ready", "apply_b", "verify", "restore_guard"]
@@ -139,11 +140,13 @@ def test_job_end_to_end_via_realtime_with_credentials_and_notifications(harness,
     envelope = seal(unb64u(key["public_key"]), {"password": SECRET})
     assert envelope["kid"] == key["key_id"]
     cred_id = h.one(
-        "insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id) "
-        "values (%s, 'idrac-root', 'idrac', 'root', %s, %s) returning id",
+        INSERT_SEALED_CREDENTIAL,
         h.site_id,
-        json.dumps(envelope),
+        "idrac-root",
+        "idrac",
+        "root",
         key["key_id"],
+        json.dumps(envelope),
     )["id"]
 
     counter = h.selftest_dir / "e2e.counter"

@@ -33,6 +33,7 @@ from executor.preflight import StateLock
 from executor.secrets import seal, unb64u
 from supabase import create_client
 from tests.e2e.executor_harness import ROOT, Harness, wait_until
+from tests.integration.pgutil import INSERT_SEALED_CREDENTIAL
 
 
 @pytest.fixture
@@ -347,11 +348,13 @@ def test_a_second_key_is_refused_and_an_admin_rekey_hands_the_identity_over(harn
     )
     envelope = seal(unb64u(old["public_key"]), {"password": "ident-secret-1"})
     cred = h.one(
-        "insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id) "
-        "values (%s, 'idrac-ident', 'idrac', 'root', %s, %s) returning id",
+        INSERT_SEALED_CREDENTIAL,
         h.site_id,
-        json.dumps(envelope),
+        "idrac-ident",
+        "idrac",
+        "root",
         old["key_id"],
+        json.dumps(envelope),
     )["id"]
 
     # a rebuilt host: same site and name, a fresh state folder, so a fresh key

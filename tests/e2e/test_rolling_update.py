@@ -57,6 +57,7 @@ from executor.targets.endpoint import Endpoint
 from executor.targets.vsphere import VSphereClient, VSphereTimeouts
 from supabase import create_client
 from tests.e2e.executor_harness import Harness, wait_until
+from tests.integration.pgutil import INSERT_SEALED_CREDENTIAL
 
 LAB_SCALE = 400.0
 HA = {"enabled": True, "admission_control": True, "failover_level": 1}
@@ -639,13 +640,13 @@ def test_replication_gate_wait_then_sync_now_lets_a_rolling_update_go(world):
             for p in lab.ports.values()
         ]
         cred = w.h.one(
-            "insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id) "
-            "values (%s, %s, 'ssh', %s, %s, %s) returning id",
+            INSERT_SEALED_CREDENTIAL,
             w.h.site_id,
             f"zfs-{name}",
+            "ssh",
             lab.username,
-            json.dumps(seal(unb64u(key["public_key"]), secret, endpoints=eps)),
             key["key_id"],
+            json.dumps(seal(unb64u(key["public_key"]), secret, endpoints=eps)),
         )["id"]
         # the source side lives on repl2-esx01's server; never synced counts as lagging
         pid = str(

@@ -35,6 +35,7 @@ from devstack.lab.idrac.testing import FileServer
 from executor.secrets import seal, unb64u
 from executor.targets.catalog import Catalog
 from tests.e2e.executor_harness import Harness, wait_until
+from tests.integration.pgutil import INSERT_SEALED_CREDENTIAL
 
 LAB_SCALE = 400.0
 TARGET_SCALE = 50.0
@@ -153,14 +154,13 @@ class DellEnv:
         )
         return str(
             self.h.one(
-                "insert into public.credential_sets (site_id, name, kind, username, sealed_secret, "
-                "key_id) values (%s, %s, %s, %s, %s, %s) returning id",
+                INSERT_SEALED_CREDENTIAL,
                 self.h.site_id,
                 name,
                 kind,
                 username,
-                json.dumps(envelope),
                 self.key["key_id"],
+                json.dumps(envelope),
             )["id"]
         )
 

@@ -13,6 +13,20 @@ import psycopg2.extras
 
 DUMMY_KEY = "-----BEGIN PUBLIC KEY-----\n" + "A" * 64 + "\n-----END PUBLIC KEY-----"
 
+# A credential set and its one envelope, as encrypt-credentials stores them (the envelopes are the
+# only copy of the secret), sealed to the key's executor of the site. Positional parameters:
+# site_id, name, kind, username, key_id, envelope (the sealed JSON text); answers the set's id.
+INSERT_SEALED_CREDENTIAL = """
+with v (site_id, name, kind, username, key_id, sealed) as (
+  values (%s::uuid, %s::text, %s::public.credential_kind, %s::text, %s::text, %s::text)),
+c as (insert into public.credential_sets (site_id, name, kind, username)
+      select site_id, name, kind, username from v returning id),
+e as (insert into public.credential_envelopes (credential_set_id, executor_id, key_id, sealed_secret)
+      select c.id, (select x.id from public.executors x where x.site_id = v.site_id and x.key_id = v.key_id
+                     order by x.registered_at desc limit 1), v.key_id, v.sealed
+        from c cross join v)
+select id from c"""
+
 
 def connect(db_url: str, autocommit: bool = True) -> psycopg2.extensions.connection:
     conn = psycopg2.connect(db_url)

@@ -68,8 +68,8 @@ class World:
         )
         for n in ("cred", "cred2"):
             i[n] = self.one(
-                "insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id) "
-                "values (%s, %s, 'idrac', 'root', 'sealed-envelope-ciphertext', 'k1') returning id",
+                "insert into public.credential_sets (site_id, name, kind, username) "
+                "values (%s, %s, 'idrac', 'root') returning id",
                 (i["site"], n),
             )
         for n in ("envelope", "envelope2"):
@@ -334,8 +334,8 @@ def statements(w: dict[str, str], users: dict[str, str]) -> dict[str, dict[str, 
                 (s["cred"],),
             ),
             "insert": (
-                "insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id) "
-                "values (%s, 'new', 'vcenter', 'admin', 'sealed-envelope-ciphertext', 'k1')",
+                "insert into public.credential_sets (site_id, name, kind, username) "
+                "values (%s, 'new', 'vcenter', 'admin')",
                 (s["site"],),
             ),
             "update": ("update public.credential_sets set name = name where id = %s", (s["cred"],)),
@@ -974,11 +974,22 @@ def test_credential_ciphertext_is_unreadable_to_every_user_role(txn):
     cur.execute("insert into public.sites (name) values (%s) returning id", (f"cred-{uuid.uuid4().hex[:8]}",))
     site = cur.fetchone()[0]
     cur.execute(
-        "insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id) "
-        "values (%s, 'c', 'idrac', 'root', 'sealed-envelope-ciphertext', 'k1') returning id",
+        "insert into public.credential_sets (site_id, name, kind, username) "
+        "values (%s, 'c', 'idrac', 'root') returning id",
         (site,),
     )
     cred = cur.fetchone()[0]
+    # the envelopes are the only copy of the secret
+    cur.execute(
+        "select column_name from information_schema.columns where table_schema = 'public' "
+        "and table_name = 'credential_sets' and column_name in ('sealed_secret', 'key_id')"
+    )
+    assert cur.fetchall() == []
+    cur.execute(
+        "insert into public.credential_envelopes (credential_set_id, key_id, sealed_secret) "
+        "values (%s, 'k1', 'sealed-envelope-ciphertext')",
+        (cred,),
+    )
     for role in ("viewer", "operator", "approver", "admin"):
         cur.execute(
             "insert into auth.users (email) values (%s) returning id",
@@ -987,9 +998,9 @@ def test_credential_ciphertext_is_unreadable_to_every_user_role(txn):
         uid = str(cur.fetchone()[0])
         cur.execute("insert into public.user_roles (user_id, role) values (%s, %s)", (uid, role))
         for sql in (
-            "select sealed_secret from public.credential_sets where id = %s",
-            "select * from public.credential_sets where id = %s",
-            "select to_jsonb(c) from public.credential_sets c where id = %s",
+            "select sealed_secret from public.credential_envelopes where credential_set_id = %s",
+            "select * from public.credential_envelopes where credential_set_id = %s",
+            "select to_jsonb(e) from public.credential_envelopes e where credential_set_id = %s",
         ):
             cur.execute("savepoint s")
             cur.execute("set local role authenticated")
@@ -1003,11 +1014,11 @@ def test_credential_ciphertext_is_unreadable_to_every_user_role(txn):
             cur.execute("rollback to savepoint s")
         # the ciphertext does not leak through the audit log either
         cur.execute(
-            "select count(*) from public.audit_log where table_name = 'credential_sets' and row_id = %s "
-            "and (new_data ? 'sealed_secret' or old_data ? 'sealed_secret')",
+            "select count(*) filter (where new_data ? 'sealed_secret' or old_data ? 'sealed_secret'), count(*) "
+            "from public.audit_log where table_name = 'credential_envelopes' and new_data ->> 'credential_set_id' = %s",
             (str(cred),),
         )
-        assert cur.fetchone()[0] == 0
+        assert cur.fetchone() == (0, 1)
 
 
 # --- bindings: who may change how a target is reached and which credential it presents -----------
@@ -1019,8 +1030,6 @@ BINDING_VALUES = {
     "details.tls": "'{\"insecure\": true}'::jsonb",
     "details.ssh": '\'{"address": "attacker.test", "insecure_host_key": true}\'::jsonb',
     "endpoints": '\'[{"scheme": "https", "host": "attacker.test", "port": 443, "tls": {}}]\'::jsonb',
-    "sealed_secret": "'an-envelope-its-writer-sealed-itself'",
-    "key_id": "'k-other'",
     "username": "'other-account'",
 }
 BINDING_ROWS = {
@@ -1078,9 +1087,8 @@ def binding_insert(table: str, ids: dict[str, str]) -> tuple[str, tuple] | None:
             (ids["site"], ids["cred"]),
         ),
         "credential_sets": (
-            "insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id, "
-            f"endpoints) values (%s, 'bound', 'idrac', 'root', 'sealed-envelope-ciphertext', 'k1', "
-            f"{BINDING_VALUES['endpoints']})",
+            "insert into public.credential_sets (site_id, name, kind, username, "
+            f"endpoints) values (%s, 'bound', 'idrac', 'root', {BINDING_VALUES['endpoints']})",
             (ids["site"],),
         ),
     }.get(table)

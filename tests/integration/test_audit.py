@@ -233,26 +233,39 @@ def test_force_resume_is_audited_with_the_admins_note(db_url, conn):
 def test_credentials_are_audited_without_ciphertext(db_url, conn):
     with private_site(db_url, "credaudit") as site, conn.cursor() as cur:
         cur.execute(
-            "insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id) "
-            "values (%s, 'idrac', 'idrac', 'root', 'sealed-envelope-one', 'k1') returning id",
+            "insert into public.credential_sets (site_id, name, kind, username) "
+            "values (%s, 'idrac', 'idrac', 'root') returning id",
             (site,),
         )
         cred = cur.fetchone()[0]
         cur.execute(
-            "update public.credential_sets set sealed_secret = 'sealed-envelope-two', key_id = 'k2' "
-            "where id = %s",
+            "insert into public.credential_envelopes (credential_set_id, key_id, sealed_secret) "
+            "values (%s, 'k1', 'sealed-envelope-one')",
+            (cred,),
+        )
+        # a reseal (encrypt-credentials): the envelopes are replaced, one per current key
+        cur.execute("delete from public.credential_envelopes where credential_set_id = %s", (cred,))
+        cur.execute(
+            "insert into public.credential_envelopes (credential_set_id, key_id, sealed_secret) "
+            "values (%s, 'k2', 'sealed-envelope-two')",
             (cred,),
         )
         cur.execute(
-            "select action, old_data, new_data from public.audit_log where table_name = 'credential_sets' "
-            "and row_id = %s order by id",
-            (str(cred),),
+            "select action, coalesce(new_data, old_data) from public.audit_log "
+            "where table_name in ('credential_sets', 'credential_envelopes') "
+            "and coalesce(new_data, old_data) @> jsonb_build_object('credential_set_id', %s::text) "
+            "or (table_name = 'credential_sets' and row_id = %s) order by id",
+            (str(cred), str(cred)),
         )
         rows = cur.fetchall()
-        assert [r[0] for r in rows] == ["credential_sets.insert", "credential_sets.update"]
-        text = json.dumps([r[1:] for r in rows])
-        assert "sealed-envelope" not in text
-        assert rows[1][2] == {"key_id": "k2", "sealed_secret": "rotated"} and rows[1][1] == {"key_id": "k1"}
+        assert [(r[0], r[1].get("key_id")) for r in rows] == [
+            ("credential_sets.insert", None),
+            ("credential_envelopes.insert", "k1"),
+            ("credential_envelopes.delete", "k1"),
+            ("credential_envelopes.insert", "k2"),
+        ]
+        text = json.dumps([r[1] for r in rows])
+        assert "sealed-envelope" not in text and "sealed_secret" not in text
         cur.execute("delete from public.credential_sets where id = %s", (cred,))
 
 

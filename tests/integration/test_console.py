@@ -440,12 +440,16 @@ def test_credential_status_and_rotation(ce):
     assert mine["stale"] is False and mine["key_ids"] == [ce.fleet.executor_key.kid]
     assert mine["endpoints"] == [{"scheme": "https", "host": "vc.lab.test", "port": 443, "tls": {}}]
     assert "first-secret-1" not in json.dumps(sets)
-    before = q(ce.conn, "select sealed_secret from public.credential_sets where id = %s", mine["id"])[0]
+    envelope_sql = (
+        "select key_id, sealed_secret from public.credential_envelopes where credential_set_id = %s"
+    )
+    before = q(ce.conn, envelope_sql, mine["id"])
     res = form.rotate(
         credential_set_id=mine["id"], secret="second-secret-2", endpoints="https://vc2.lab.test insecure"
     )
     assert res == {"credential_set_id": mine["id"], "key_ids": [ce.fleet.executor_key.kid], "sealed_to": 1}
-    after = q(ce.conn, "select sealed_secret from public.credential_sets where id = %s", mine["id"])[0]
+    after = q(ce.conn, envelope_sql, mine["id"])
+    assert [r["key_id"] for r in after] == [ce.fleet.executor_key.kid] == [r["key_id"] for r in before]
     assert after != before and "second-secret-2" not in json.dumps(after)
     assert {s["id"]: s for s in form.status(ce.fleet.site_a)}[mine["id"]]["endpoints"] == [
         {"scheme": "https", "host": "vc2.lab.test", "port": 443, "tls": {"insecure": True}}

@@ -45,8 +45,8 @@ def test_discovery_form_pickers_and_words(ce):
         creds[name] = str(
             q(
                 ce.conn,
-                "insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id) "
-                "values (%s, %s, 'idrac', 'root', '{\"v\": 1, \"kid\": \"k1\"}', 'k1') returning id",
+                "insert into public.credential_sets (site_id, name, kind, username) "
+                "values (%s, %s, 'idrac', 'root') returning id",
                 ce.fleet.site_a,
                 f"{name}-{ce.tag}",
             )[0]["id"]

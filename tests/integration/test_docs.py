@@ -347,9 +347,12 @@ values ('d0c50000-0000-4000-8000-000000000002', 'd0c50000-0000-4000-8000-0000000
         '{{"jobs_in_flight": 1, "api_p95_ms": 41.5, "realtime": true}}', now() - interval '12 seconds'),
        ('d0c50000-0000-4000-8000-000000000003', 'd0c50000-0000-4000-8000-000000000001', 'docs-dc1-exec-2',
         repeat('B', 43), 'x25519:docsexample0002', '0.1.0', now() - interval '20 minutes', '{{}}', null);
-insert into public.credential_sets (id, site_id, name, kind, username, sealed_secret, key_id)
+insert into public.credential_sets (id, site_id, name, kind, username)
 values ('d0c50000-0000-4000-8000-000000000004', 'd0c50000-0000-4000-8000-000000000001', 'idrac-root', 'idrac',
-        'root', '{{"v": 1, "kid": "x25519:docsexample0001"}}', 'x25519:docsexample0001');
+        'root');
+insert into public.credential_envelopes (credential_set_id, executor_id, key_id, sealed_secret)
+values ('d0c50000-0000-4000-8000-000000000004', 'd0c50000-0000-4000-8000-000000000002', 'x25519:docsexample0001',
+        '{{"v": 1, "kid": "x25519:docsexample0001"}}');
 insert into public.vcenters (id, site_id, name, address)
 values ('d0c50000-0000-4000-8000-000000000010', 'd0c50000-0000-4000-8000-000000000001', 'vc1', 'vc1.example.net');
 insert into public.clusters (id, vcenter_id, site_id, name, moref)

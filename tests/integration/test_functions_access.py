@@ -30,6 +30,7 @@ from tests.integration._functions_support import (
     q,
     window_slot,
 )
+from tests.integration.pgutil import INSERT_SEALED_CREDENTIAL
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICY = yaml.safe_load((ROOT / "policies" / "access.yaml").read_text())["functions"]
@@ -120,12 +121,13 @@ def _body(env: FnEnv, fn: str, action: str, role: str) -> dict[str, Any]:
         if action == "reseal":
             cred = q(
                 c,
-                "insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id) "
-                "values (%s, %s, 'idrac', 'root', %s, %s) returning id",
+                INSERT_SEALED_CREDENTIAL,
                 f.site_a,
                 name,
-                "x" * 40,
+                "idrac",
+                "root",
                 f.executor_key.kid,
+                "x" * 40,
             )[0]["id"]
             return {
                 "action": "reseal",

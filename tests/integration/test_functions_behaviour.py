@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg2
 import pytest
 
-from executor.jobparams import parse_params
+from executor.jobtypes import parse_params
 from tests.integration._functions_support import (
     FnEnv,
     Raw,
@@ -25,6 +25,7 @@ from tests.integration._functions_support import (
     q,
     window_slot,
 )
+from tests.integration.pgutil import INSERT_SEALED_CREDENTIAL
 
 CATALOG = {"catalog_url": "https://downloads.example.com/Catalog.xml.gz"}
 NOW = dt.datetime.now(dt.UTC)
@@ -78,12 +79,13 @@ def esxi_credentials(env: FnEnv, names: tuple[str, ...]) -> list[str]:
         str(
             q(
                 env.conn,
-                "insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id) "
-                "values (%s, %s, 'esxi', 'root', %s, %s) returning id",
+                INSERT_SEALED_CREDENTIAL,
                 env.fleet.site_a,
                 n,
-                "sealed-" + "x" * 32,
+                "esxi",
+                "root",
                 env.fleet.executor_key.kid,
+                "sealed-" + "x" * 32,
             )[0]["id"]
         )
         for n in names
@@ -183,12 +185,10 @@ def test_esxi_upgrade_carries_the_sites_one_esxi_credential_set(env: FnEnv):
         [mine] = esxi_credentials(env, ("esxi-ssh",))
         q(
             env.conn,
-            "insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id) "
-            "values (%s, 'b-esxi', 'esxi', 'root', %s, 'k'), (%s, 'a-ssh', 'ssh', 'root', %s, 'k')",
+            "insert into public.credential_sets (site_id, name, kind, username) "
+            "values (%s, 'b-esxi', 'esxi', 'root'), (%s, 'a-ssh', 'ssh', 'root')",
             f.site_b,
-            "sealed-" + "y" * 32,
             f.site_a,
-            "sealed-" + "z" * 32,
         )
         res = ok(env, "create-job", body)
         assert res["status"] == "pending"

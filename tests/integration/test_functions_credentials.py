@@ -86,10 +86,17 @@ def test_sealed_credentials_open_only_with_the_executors_key_and_leak_nowhere(en
     cred = res["credential_set_id"]
     assert res["key_ids"] == [env.fleet.executor_key.kid]
 
-    row = q(
-        env.conn, "select sealed_secret, key_id, username from public.credential_sets where id = %s", cred
-    )[0]
-    assert row["key_id"] == env.fleet.executor_key.kid and row["username"] == "root"
+    # the set names the secret; its only copy is the envelope sealed to the executor's key
+    assert (
+        q(env.conn, "select username from public.credential_sets where id = %s", cred)[0]["username"]
+        == "root"
+    )
+    [row] = q(
+        env.conn,
+        "select key_id, sealed_secret from public.credential_envelopes where credential_set_id = %s",
+        cred,
+    )
+    assert row["key_id"] == env.fleet.executor_key.kid
     assert secret not in row["sealed_secret"]
     # the executor's own opener, with its private key
     sealed_endpoints = [

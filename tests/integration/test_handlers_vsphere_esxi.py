@@ -18,6 +18,7 @@ from devstack.testing.invariants import no_host_left_out, non_resumable_once
 from executor.secrets import seal, unb64u
 from supabase import create_client
 from tests.e2e.executor_harness import Harness
+from tests.integration.pgutil import INSERT_SEALED_CREDENTIAL
 
 DEPOT = "https://depot.lab.local/esxi8/index.xml"
 TARGET = "ESXi-8.0U2-22380479-standard"
@@ -49,12 +50,13 @@ def test_esxi_upgrade_host_by_host(stack):
             ],
         )
         ssh_cred = h.one(
-            "insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id) "
-            "values (%s, 'esxi-ssh', 'esxi', %s, %s, %s) returning id",
+            INSERT_SEALED_CREDENTIAL,
             h.site_id,
+            "esxi-ssh",
+            "esxi",
             dc.ssh.username,
-            json.dumps(envelope),
             key["key_id"],
+            json.dumps(envelope),
         )["id"]
         creds = [str(c) for c in [*reg["credential_set_ids"], ssh_cred]]
         sync = (

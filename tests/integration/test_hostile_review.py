@@ -64,57 +64,80 @@ def _credential_set(api: Api) -> tuple[str, str]:
         f"hostile-{api.tag}-{uuid.uuid4().hex[:4]}",
     )[0][0]
     cred = api.q(
-        "insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id, endpoints) "
-        "values (%s, 'idrac-admin', 'idrac', 'root', 'admin-sealed-envelope-ciphertext', 'k-admin', "
+        "insert into public.credential_sets (site_id, name, kind, username, endpoints) "
+        "values (%s, 'idrac-admin', 'idrac', 'root', "
         '\'[{"scheme": "https", "host": "10.1.2.7", "port": 443, "tls": {}}]\') returning id',
         site,
     )[0][0]
+    api.q(
+        "insert into public.credential_envelopes (credential_set_id, key_id, sealed_secret) "
+        "values (%s, 'k-admin', 'admin-sealed-envelope-ciphertext') returning key_id",
+        cred,
+    )
     return str(site), str(cred)
 
 
 # --- an operator replaces an admin-sealed credential ---------------------------------------------------
 def test_an_operator_cannot_replace_the_envelope_of_a_sealed_credential(api: Api):
     """The envelope carries the secret and the endpoint list its sealer chose. Anyone can seal
-    to the executor's public key, so an operator who may PATCH sealed_secret swaps the admin's
-    credential for one of their own, with their own endpoint list, behind the admin's name and
-    the admin's display copy of the endpoints. Sealing is an admin action."""
+    to the executor's public key, so an operator who may write envelopes (or the username they
+    were sealed for) swaps the admin's credential for one of their own, with their own endpoint
+    list, behind the admin's name and the admin's display copy of the endpoints. Sealing is an
+    admin action: the envelopes are the only copy of the secret, and only admins write them."""
     _, cred = _credential_set(api)
-    before = api.q(
-        "select sealed_secret, key_id, username, endpoints from public.credential_sets where id = %s", cred
+    state_sql = (
+        "select c.username, c.endpoints, array_agg(e.key_id || '=' || e.sealed_secret order by e.key_id) "
+        "from public.credential_sets c left join public.credential_envelopes e on e.credential_set_id = c.id "
+        "where c.id = %s group by c.id"
     )
-    for change in (
-        {"sealed_secret": "operator-sealed-envelope-of-their-own"},
-        {"key_id": "k-operator"},
-        {"username": "operator-account"},
-        {"sealed_secret": "operator-sealed-envelope-of-their-own", "key_id": "k-admin"},
-    ):
-        r = api.rest(
-            "operator",
+    before = api.q(state_sql, cred)
+    assert before[0][2] == ["k-admin=admin-sealed-envelope-ciphertext"]
+    r = api.rest(
+        "operator",
+        "PATCH",
+        f"credential_sets?id=eq.{cred}",
+        json={"username": "operator-account"},
+        headers={"Prefer": "return=minimal"},
+    )
+    assert r.status_code == 403 and r.json()["code"] == "42501", (r.status_code, r.text)
+    assert "only an admin" in r.json()["message"], r.text
+    own = {
+        "credential_set_id": cred,
+        "key_id": "k-operator",
+        "sealed_secret": "operator-sealed-envelope-of-theirs",
+    }
+    for method, path, body in (
+        ("POST", "credential_envelopes", own),
+        ("POST", "credential_envelopes", {**own, "key_id": "k-admin"}),
+        (
             "PATCH",
-            f"credential_sets?id=eq.{cred}",
-            json=change,
-            headers={"Prefer": "return=minimal"},
+            f"credential_envelopes?credential_set_id=eq.{cred}",
+            {"sealed_secret": own["sealed_secret"]},
+        ),
+        ("DELETE", f"credential_envelopes?credential_set_id=eq.{cred}", None),
+    ):
+        r = api.rest("operator", method, path, json=body, headers={"Prefer": "return=minimal"})
+        # refused outright (403), or a delete that RLS lets reach no row
+        assert r.status_code == 403 or (method == "DELETE" and r.status_code == 204), (
+            method,
+            r.status_code,
+            r.text,
         )
-        assert r.status_code == 403 and r.json()["code"] == "42501", (change, r.status_code, r.text)
-        assert "only an admin" in r.json()["message"], r.text
-    assert (
-        api.q(
-            "select sealed_secret, key_id, username, endpoints from public.credential_sets where id = %s",
-            cred,
-        )
-        == before
-    )
+    assert api.q(state_sql, cred) == before
     # operators still name sets (the access matrix's update cell), and insert new ones
     r = api.rest("operator", "PATCH", f"credential_sets?id=eq.{cred}", json={"name": f"renamed-{api.tag}"})
     assert r.status_code == 204, r.text
-    # an admin may (encrypt-credentials reseal writes these columns as the admin)
+    # an admin may (encrypt-credentials reseal writes these as the admin)
+    r = api.rest("admin", "PATCH", f"credential_sets?id=eq.{cred}", json={"username": "root2"})
+    assert r.status_code == 204, r.text
     r = api.rest(
         "admin",
-        "PATCH",
-        f"credential_sets?id=eq.{cred}",
-        json={"sealed_secret": "admin-resealed-envelope-ciphertext", "key_id": "k-admin2"},
+        "POST",
+        "credential_envelopes",
+        json={**own, "key_id": "k-admin2", "sealed_secret": "admin-resealed-envelope-ciphertext"},
+        headers={"Prefer": "return=minimal"},
     )
-    assert r.status_code == 204, r.text
+    assert r.status_code == 201, r.text
 
 
 # --- privileges the platform's defaults hand out ----------------------------------------------------------
@@ -154,10 +177,10 @@ def test_embedding_reaches_no_row_or_column_the_caller_cannot_select(api: Api):
     # the ciphertext no role may select, however it is reached
     for role in ("viewer", "operator", "admin"):
         for path in (
-            f"servers?select=id,credential_sets(*)&site_id=eq.{site}",
-            f"servers?select=id,credential_sets(sealed_secret)&site_id=eq.{site}",
-            f"servers?select=id,...credential_sets(sealed_secret)&site_id=eq.{site}",
-            "servers?select=id,credential_sets!inner()&credential_sets.sealed_secret=like.admin*",
+            f"servers?select=id,credential_sets(*,credential_envelopes(*))&site_id=eq.{site}",
+            f"servers?select=id,credential_sets(credential_envelopes(sealed_secret))&site_id=eq.{site}",
+            f"credential_sets?select=id,...credential_envelopes(sealed_secret)&site_id=eq.{site}",
+            "credential_sets?select=id,credential_envelopes!inner()&credential_envelopes.sealed_secret=like.admin*",
             f"sites?select=id,credential_sets(id,credential_envelopes(sealed_secret))&id=eq.{site}",
         ):
             r = api.rest(role, "GET", path)

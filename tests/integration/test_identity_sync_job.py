@@ -24,6 +24,7 @@ from console.identity import directory_login
 from devstack.lab.ldap import BASE_DN, LabDirectory, group_roles, user_dn
 from executor.secrets import seal, unb64u
 from tests.e2e.executor_harness import Harness, wait_until
+from tests.integration.pgutil import INSERT_SEALED_CREDENTIAL
 
 
 @pytest.fixture()
@@ -121,12 +122,13 @@ def test_the_scheduled_directory_sync_job_takes_a_removed_admins_role_and_refres
         {"username": bind_dn, "password": ldap.passwords["sync"], "endpoints": [{"url": ldap.ldaps_uri}]},  # type: ignore[dict-item]
     )
     h.query(
-        "insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id) "
-        "values (%s, 'directory-sync', 'ldap', %s, %s, %s)",
+        INSERT_SEALED_CREDENTIAL,
         h.site_id,
+        "directory-sync",
+        "ldap",
         bind_dn,
-        json.dumps(envelope),
         key["key_id"],
+        json.dumps(envelope),
     )
 
     # erin leaves the admin group in the directory

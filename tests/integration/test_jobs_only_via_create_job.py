@@ -122,8 +122,8 @@ def test_viewer_cannot_probe_credential_ids(env: FnEnv):
     exists in a site. No API role may call it now."""
     cred = q(
         env.conn,
-        "insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id) "
-        "values (%s, %s, 'idrac', 'root', 'sealed-envelope-ciphertext', 'k1') returning id",
+        "insert into public.credential_sets (site_id, name, kind, username) "
+        "values (%s, %s, 'idrac', 'root') returning id",
         env.fleet.site_a,
         f"probe-{env.tag}",
     )[0]["id"]

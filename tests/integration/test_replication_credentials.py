@@ -101,7 +101,10 @@ def test_sealed_by_encrypt_credentials_released_to_the_two_hosts_with_their_pinn
     assert status == 200, res
     assert [e["tls"] for e in res["endpoints"]] == [{"known_hosts": "sealed"}] * 2
     row = q(
-        env.conn, "select sealed_secret from public.credential_sets where id = %s", res["credential_set_id"]
+        env.conn,
+        "select sealed_secret from public.credential_envelopes where credential_set_id = %s and key_id = %s",
+        res["credential_set_id"],
+        env.fleet.executor_key.kid,
     )[0]
     cred = Credential.from_plaintext(
         res["credential_set_id"], env.fleet.executor_key.open(row["sealed_secret"])
@@ -134,7 +137,10 @@ def test_sealed_by_encrypt_credentials_released_to_the_two_hosts_with_their_pinn
     )
     assert status == 200, res
     row = q(
-        env.conn, "select sealed_secret from public.credential_sets where id = %s", res["credential_set_id"]
+        env.conn,
+        "select sealed_secret from public.credential_envelopes where credential_set_id = %s and key_id = %s",
+        res["credential_set_id"],
+        env.fleet.executor_key.kid,
     )[0]
     cred = Credential.from_plaintext(
         res["credential_set_id"], env.fleet.executor_key.open(row["sealed_secret"])

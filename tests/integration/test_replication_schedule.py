@@ -24,6 +24,7 @@ from executor.handlers._replication_gate import current_lag
 from executor.secrets import seal, unb64u
 from supabase import create_client
 from tests.e2e.executor_harness import Harness, wait_until
+from tests.integration.pgutil import INSERT_SEALED_CREDENTIAL
 
 
 @pytest.fixture()
@@ -70,12 +71,13 @@ def _sealed_lab_credential(h: Harness, lab: ZfsSshLab) -> str:
     envelope = seal(unb64u(key["public_key"]), secret, endpoints=eps)
     return str(
         h.one(
-            "insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id) "
-            "values (%s, 'zfs-ssh', 'ssh', %s, %s, %s) returning id",
+            INSERT_SEALED_CREDENTIAL,
             h.site_id,
+            "zfs-ssh",
+            "ssh",
             lab.username,
-            json.dumps(envelope),
             key["key_id"],
+            json.dumps(envelope),
         )["id"]
     )
 

@@ -151,7 +151,7 @@ export const handler = guard("encrypt-credentials", async (req: Request): Promis
       const sets = await tx<{ id: string; name: string; kind: string; username: string; key_ids: string[] }[]>`
         select c.id, c.name, c.kind::text, c.username, c.endpoints,
                coalesce((select array_agg(e.key_id order by e.key_id) from public.credential_envelopes e
-                          where e.credential_set_id = c.id), array[c.key_id]) as key_ids
+                          where e.credential_set_id = c.id), array[]::text[]) as key_ids
           from public.credential_sets c where c.site_id = ${siteId} order by c.name`;
       return json({
         site_id: siteId,
@@ -175,11 +175,10 @@ export const handler = guard("encrypt-credentials", async (req: Request): Promis
       if (dup) throw conflict("credential_exists", "the site already has a credential set of that name; use reseal", { credential_set_id: dup.id });
       const keys = await siteKeys(tx, siteId);
       const envelopes = await sealEach(keys, { username: b.username, password: b.secret, endpoints });
-      // credential_sets holds the envelope for the newest key, credential_envelopes all of them
+      // credential_sets names the set; its secret lives only in credential_envelopes, one per key
       const [row] = await tx<{ id: string }[]>`
-        insert into public.credential_sets (site_id, name, kind, username, sealed_secret, key_id, endpoints)
-        values (${siteId}, ${b.name}, ${b.kind}::public.credential_kind, ${b.username}, ${envelopes[0]}, ${keys[0].key_id},
-                ${tx.json(endpoints as never)})
+        insert into public.credential_sets (site_id, name, kind, username, endpoints)
+        values (${siteId}, ${b.name}, ${b.kind}::public.credential_kind, ${b.username}, ${tx.json(endpoints as never)})
         returning id`;
       const keyIds = await storeEnvelopes(tx, row.id, keys, envelopes);
       return json({ credential_set_id: row.id, key_ids: keyIds, sealed_to: keyIds.length, endpoints }, 201);
@@ -198,8 +197,7 @@ export const handler = guard("encrypt-credentials", async (req: Request): Promis
     const keys = await siteKeys(tx, cred.site_id);
     const username = b.username ?? cred.username;
     const envelopes = await sealEach(keys, { username, password: b.secret, endpoints });
-    await tx`update public.credential_sets set sealed_secret = ${envelopes[0]}, key_id = ${keys[0].key_id},
-                    username = ${username}, endpoints = ${tx.json(endpoints as never)}
+    await tx`update public.credential_sets set username = ${username}, endpoints = ${tx.json(endpoints as never)}
               where id = ${credId}`;
     const keyIds = await storeEnvelopes(tx, credId, keys, envelopes);
     return json({ credential_set_id: credId, key_ids: keyIds, sealed_to: keyIds.length, endpoints });
