@@ -23,7 +23,20 @@ from console.errors import ValidationFailed
 from console.models.job_form import target_fields
 from executor.jobparams import model_for
 
-KINDS = ("choice", "choices", "bool", "int", "float", "text", "ref", "list", "credentials", "nested", "json")
+KINDS = (
+    "choice",
+    "choices",
+    "bool",
+    "int",
+    "float",
+    "text",
+    "count_or_text",
+    "ref",
+    "list",
+    "credentials",
+    "nested",
+    "json",
+)
 # id fields that are not targets but still name something the operator picks by name
 REFS = {"site_id": "site", "catalog_id": "catalog", "baseline_id": "baseline"}
 
@@ -152,10 +165,19 @@ def model_specs(model: type[BaseModel], exclude: set[str] | None = None) -> list
             )
         elif item is not None and _unwrap(item)[0] in (str, int):
             spec = FieldSpec(kind="list", item=item, max_items=_max_items(list(f.metadata)), **base)
+        elif _count_or_text(ann):  # a count or its text form (failure_budget: 2 or "25%"): one text box
+            spec = FieldSpec(kind="count_or_text", **base)
         else:
             spec = FieldSpec(kind="json", **base)
         out.append(spec)
     return out
+
+
+def _count_or_text(ann: Any) -> bool:
+    """A union of a whole number and a text (each maybe constrained), as failure_budget."""
+    if typing.get_origin(ann) not in (typing.Union, types.UnionType):
+        return False
+    return {_unwrap(a)[0] for a in typing.get_args(ann)} == {int, str}
 
 
 def _credential_kind(f: Any) -> str:
@@ -221,6 +243,9 @@ def collect(specs: list[FieldSpec] | tuple[FieldSpec, ...], values: dict[str, An
                 continue
         elif s.kind in ("text", "ref") and isinstance(v, str):
             v = v.strip()
+        elif s.kind == "count_or_text" and isinstance(v, str):
+            v = v.strip()
+            v = int(v) if v.isdigit() else v
         elif s.kind in ("list", "credentials"):
             v = list(v or ())
             if not v and not s.required:

@@ -16,7 +16,11 @@ PATTERN_WORDS = [
     (r"^\^\[A-Za-z0-9\]\[A-Za-z0-9\._-\]", "a name of letters, digits, '.', '_' or '-' (no spaces)"),
     (r"^\^\[A-Za-z0-9\]\[A-Za-z0-9\.:-\]", "a host name or address (letters, digits, '.', ':' or '-')"),
     (r"0-9A-Fa-f:\.\]\+\(/", "an address, a range a-b, or a network in CIDR form such as 10.0.0.0/24"),
+    (r"\]\?\[0-9\]\)%\$$", "a percentage such as 25%"),
 ]
+# the member tags pydantic puts into the location of an error inside a union (failure_budget:
+# int | str): not a place the operator knows
+_UNION_MEMBER = re.compile(r"^(constrained-)?(int|str|float|bool)$")
 LABELS = {
     "firmware.catalog_url": "catalog URL",
     "firmware.components": "components",
@@ -34,10 +38,14 @@ LABELS = {
 
 
 def _label(loc: tuple[Any, ...]) -> str:
-    key = ".".join(str(p) for p in loc if not isinstance(p, int)) or "params"
+    key = ".".join(str(p) for p in _place(loc)) or "params"
     if key in LABELS:
         return LABELS[key]
     return key.rsplit(".", 1)[-1].replace("_", " ")
+
+
+def _place(loc: tuple[Any, ...]) -> list[Any]:
+    return [p for p in loc if not isinstance(p, int) and not _UNION_MEMBER.match(str(p))]
 
 
 def _choices(expected: str) -> str:
@@ -90,4 +98,20 @@ def problem_text(err: Mapping[str, Any]) -> str:
 
 
 def pydantic_problems(exc: ValidationError) -> list[str]:
-    return [problem_text(e) for e in exc.errors(include_url=False, include_input=False)]
+    """One line per problem; the members of a union that all refused one value make one line
+    ("failure budget: a whole number, or a percentage such as 25%"), without the text member's
+    "text expected" when a number was given."""
+    out: list[str] = []
+    union: dict[str, list[str]] = {}
+    for e in exc.errors(include_url=False, include_input=False):
+        loc = tuple(e.get("loc", ()))
+        if len(_place(loc)) == len([p for p in loc if not isinstance(p, int)]):
+            out.append(problem_text(e))
+            continue
+        label = _label(loc)
+        if label not in union:
+            union[label] = []
+            out.append(label)  # its place among the lines; filled in below
+        if e.get("type") != "string_type":
+            union[label].append(problem_text(e).split(": ", 1)[1])
+    return [f"{x}: {', or '.join(union[x]) or 'not valid'}" if x in union else x for x in out]

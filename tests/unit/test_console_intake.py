@@ -260,3 +260,50 @@ def test_the_intake_screens_are_in_the_frame():
     keys = lambda role: {s.key for s in screens.screens_for(role)}  # noqa: E731
     assert {"catalogs", "schedules"} <= keys("viewer") and not {"discovery", "calls"} & keys("viewer")
     assert {"discovery", "calls", "catalogs", "schedules"} <= keys("operator")
+
+
+def test_every_schedulable_type_is_typed_and_a_count_or_percentage_is_refused_in_words():
+    """No job type a schedule may run falls back to a JSON box; the rolling update's failure
+    budget (a count or a percentage) is one text box whose refusals are words, not the
+    union's member names."""
+    import ipywidgets as w
+
+    from console.models.form_fields import collect, field_specs
+    from console.models.intake import ScheduleParamsForm
+    from executor.vocabulary import TEST_ONLY_JOB_TYPES, JobType
+
+    kinds = {
+        (t.value, s.name): s.kind
+        for t in JobType
+        if t not in TEST_ONLY_JOB_TYPES
+        for s in field_specs(t.value)
+    }
+    assert [k for k, kind in kinds.items() if kind == "json"] == []
+    assert kinds[("rolling_cluster_update", "failure_budget")] == "count_or_text"
+
+    cluster = "55555555-5555-4555-8555-555555555555"
+    api = FakeApi(
+        {
+            "inventory:cluster": [{"id": cluster, "name": "prod-a"}],
+            "firmware_catalogs": [{"id": "66666666-6666-4666-8666-666666666666", "name": "dell"}],
+            "firmware_baselines": [{"id": "77777777-7777-4777-8777-777777777777", "name": "bios"}],
+        }
+    )
+    spec = next(s for s in field_specs("rolling_cluster_update") if s.name == "failure_budget")
+    form = ScheduleParamsForm(api, ["rolling_cluster_update"])
+    base = {"cluster_id": cluster, "firmware": {"catalog_url": "https://downloads.example.com/Catalog.xml"}}
+    for text, want in (("3", 3), (" 25% ", "25%")):
+        assert form.params({**base, **collect([spec], {"failure_budget": text})})["failure_budget"] == want
+    for text, words in (
+        ("abc", "failure budget: a whole number, or a percentage such as 25%"),
+        ("101%", "failure budget: a whole number, or a percentage such as 25%"),
+        ("65", "failure budget: at most 64"),
+    ):
+        with pytest.raises(ValidationFailed) as exc:
+            form.params({**base, **collect([spec], {"failure_budget": text})})
+        assert exc.value.problems == [words], text
+
+    v = SchedulesView(SchedulesModel(api), SITE, ["inventory_refresh", "rolling_cluster_update"])
+    v.job_type.value = "rolling_cluster_update"
+    assert type(v.form._inputs["failure_budget"]) is w.Text and v.form._inputs["failure_budget"].value == "0"
+    assert [o[0] for o in v.form._pick["cluster_id"].options][-1] == "prod-a"
