@@ -95,11 +95,11 @@ def _blockers(con: Console, job_id: str | None = None) -> w.Widget:
     return BlockerInbox(con, job_id)
 
 
-def _new_job(con: Console, job_type: str = "scp_backup") -> w.Widget:
-    from console.models.job_form import JobForm
+def _new_job(con: Console, job_type: str | None = None) -> w.Widget:
+    from console.models.job_form import DEFAULT_FORM_JOB_TYPE, JobForm
     from console.widgets.job_form import JobFormView
 
-    return JobFormView(JobForm(con.api, job_type))
+    return JobFormView(JobForm(con.api, job_type or DEFAULT_FORM_JOB_TYPE))
 
 
 def _windows(con: Console, site_id: str | None = None) -> w.Widget:
@@ -268,9 +268,9 @@ def _calls(con: Console, job_id: str | None = None, site_id: str | None = None) 
 def _schedules(con: Console, site_id: str | None = None) -> w.Widget:
     from console.models.intake import SchedulesModel
     from console.widgets.intake import SchedulesView
-    from executor.jobparams import JobType
+    from executor.jobtypes import CREATABLE
 
-    v = SchedulesView(SchedulesModel(con.api), site_id, [t.value for t in JobType])
+    v = SchedulesView(SchedulesModel(con.api), site_id, [t.value for t in CREATABLE])
     v.load()
     return v
 

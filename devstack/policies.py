@@ -4,7 +4,12 @@ Both files are the statement of intent that the database is held to: the access 
 is checked cell by cell against the live database, and the safety policy is copied into
 ``public.safety_policies`` by migration (tests fail when the copy drifts).
 
-    python -m devstack.policies safety-sql   # the upsert a migration needs after editing safety.yaml
+A row of ``public.safety_policies`` is made of two declarations: what the job type is
+(risk, window rule, whether it takes hosts out: ``executor/jobtypes.py``) and the limits a
+deployment tunes (hosts out and jobs per cluster, timeouts, attempts: ``safety.yaml``).
+
+    python -m devstack.policies safety-sql   # the upsert a migration needs after changing either
+    python -m devstack.policies safety-migration supabase/migrations/<version>_<what>.sql
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ import yaml
 
 POLICY_DIR = Path(__file__).resolve().parents[1] / "policies"
 OPERATIONS = ("select", "insert", "update", "delete")
-RISKS = ("low", "medium", "high")
 
 
 class PolicyError(ValueError):
@@ -155,13 +159,16 @@ def _int(where: str, value: Any, *, nullable: bool = False, minimum: int = 1) ->
     return value
 
 
-def _bool(where: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise SafetyPolicyError(f"{where} must be true or false")
-    return value
+#: fields of a safety policy the job type's declaration (executor/jobtypes.py) holds, not safety.yaml
+DECLARED_FIELDS = ("risk", "requires_window", "takes_hosts_out")
 
 
 def load_safety(path: Path | None = None) -> dict[str, SafetyPolicy]:
+    """Every job type's safety policy: its declaration's risk, window rule and hosts-out,
+    with the limits and timeouts of ``path`` (policies/safety.yaml)."""
+    from executor.jobtypes import REGISTRY
+
+    declared = {t.value: s for t, s in REGISTRY.items()}
     path = path or POLICY_DIR / "safety.yaml"
     data = _load_yaml(path)
     types = data.get("job_types")
@@ -170,18 +177,25 @@ def load_safety(path: Path | None = None) -> dict[str, SafetyPolicy]:
     out: dict[str, SafetyPolicy] = {}
     for name, spec in types.items():
         where = f"{path.name}: {name}"
+        if name not in declared:
+            raise SafetyPolicyError(f"{where}: not a rackpilot job type (executor/jobtypes.py declares them)")
         if not isinstance(spec, dict):
             raise SafetyPolicyError(f"{where} must be a mapping")
-        if spec.get("risk") not in RISKS:
-            raise SafetyPolicyError(f"{where}.risk must be one of {', '.join(RISKS)}")
+        moved = [k for k in DECLARED_FIELDS if k in spec]
+        if moved:
+            raise SafetyPolicyError(
+                f"{where}: {', '.join(moved)} belong to the job type's declaration in executor/jobtypes.py, "
+                "not to safety.yaml"
+            )
         timeouts = spec.get("timeouts")
         if not isinstance(timeouts, dict):
             raise SafetyPolicyError(f"{where}.timeouts must map lease/step/job to seconds")
+        jt = declared[name]
         pol = SafetyPolicy(
             job_type=name,
-            risk=spec["risk"],
-            requires_window=_bool(f"{where}.requires_window", spec.get("requires_window")),
-            takes_hosts_out=_bool(f"{where}.takes_hosts_out", spec.get("takes_hosts_out")),
+            risk=jt.risk.value,
+            requires_window=jt.requires_window,
+            takes_hosts_out=jt.takes_hosts_out,
             max_hosts_out_per_cluster=_int(
                 f"{where}.max_hosts_out_per_cluster", spec.get("max_hosts_out_per_cluster"), nullable=True
             ),
@@ -193,8 +207,6 @@ def load_safety(path: Path | None = None) -> dict[str, SafetyPolicy]:
             job_timeout_seconds=_int(f"{where}.timeouts.job", timeouts.get("job")),
             max_attempts=_int(f"{where}.max_attempts", spec.get("max_attempts")),
         )
-        if pol.risk == "high" and not pol.requires_window:
-            raise SafetyPolicyError(f"{where}: a high-risk type must require a maintenance window")
         if pol.takes_hosts_out and pol.max_hosts_out_per_cluster is None:
             raise SafetyPolicyError(f"{where}: a type that takes hosts out needs max_hosts_out_per_cluster")
         out[name] = pol
@@ -212,7 +224,8 @@ def _sql_literal(value: Any) -> str:
 
 
 def safety_sql(policies: dict[str, SafetyPolicy] | None = None) -> str:
-    """An idempotent upsert of public.safety_policies from safety.yaml, for a migration."""
+    """An idempotent upsert of public.safety_policies from the job types' declarations and
+    safety.yaml, for a migration."""
     policies = policies or load_safety()
     rows = ",\n  ".join("(" + ", ".join(_sql_literal(v) for v in p.row()) + ")" for p in policies.values())
     updates = ", ".join(f"{c} = excluded.{c}" for c in SAFETY_COLUMNS[1:])
@@ -222,13 +235,37 @@ def safety_sql(policies: dict[str, SafetyPolicy] | None = None) -> str:
     )
 
 
+MIGRATION_HEADER = """\
+-- public.safety_policies from the job types' declarations (executor/jobtypes.py: risk,
+-- requires_window, takes_hosts_out) and policies/safety.yaml (limits, timeouts, attempts).
+-- Generated: python -m devstack.policies safety-migration <file>. Every row is upserted, so
+-- after this migration the table holds what the declarations say, whatever earlier
+-- migrations inserted; tests/unit/test_jobtypes.py fails when the declarations or
+-- safety.yaml change and the newest such migration no longer holds what they generate.
+
+"""
+
+
+def safety_migration() -> str:
+    """The text of a migration that upserts every job type's safety policy."""
+    return MIGRATION_HEADER + safety_sql()
+
+
+USAGE = """usage: python -m devstack.policies safety-sql            print the upsert
+       python -m devstack.policies safety-migration FILE  write it as a migration"""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if args != ["safety-sql"]:
-        print("usage: python -m devstack.policies safety-sql", file=sys.stderr)
+    if args not in (["safety-sql"],) and not (len(args) == 2 and args[0] == "safety-migration"):
+        print(USAGE, file=sys.stderr)
         return 2
     try:
-        sys.stdout.write(safety_sql())
+        if args[0] == "safety-sql":
+            sys.stdout.write(safety_sql())
+        else:
+            Path(args[1]).write_text(safety_migration())
+            print(f"wrote {args[1]}", file=sys.stderr)
     except PolicyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

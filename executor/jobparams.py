@@ -1,4 +1,5 @@
-"""Parameters of every rackpilot job type: the one source of truth.
+"""Parameters of every rackpilot job type: the one source of truth for their fields.
+Which model belongs to which job type is declared in :mod:`executor.jobtypes`.
 
 The ``create-job`` edge function validates requests against JSON Schemas generated from
 these models (``scripts/gen_job_schemas.py`` writes
@@ -18,10 +19,8 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 from pydantic_core import ErrorDetails
-
-SCHEMA_VERSION = 1
 
 
 class JobParamsError(ValueError):
@@ -39,22 +38,6 @@ class InvalidJobParamsError(JobParamsError):
         super().__init__(f"invalid params for {job_type}: {len(errors)} error(s)")
         self.job_type = job_type
         self.errors = errors
-
-
-class JobType(StrEnum):
-    ROLLING_CLUSTER_UPDATE = "rolling_cluster_update"
-    FIRMWARE_UPDATE = "firmware_update"
-    POWER_OPERATION = "power_operation"
-    VIRTUAL_MEDIA_MOUNT = "virtual_media_mount"
-    SCP_BACKUP = "scp_backup"
-    ESXI_UPGRADE = "esxi_upgrade"
-    VCENTER_SYNC = "vcenter_sync"
-    REPLICATION_SYNC = "replication_sync"
-    INVENTORY_REFRESH = "inventory_refresh"
-    FIRMWARE_COMPLIANCE = "firmware_compliance"
-    DISCOVERY_SCAN = "discovery_scan"
-    CATALOG_REFRESH = "catalog_refresh"
-    DIRECTORY_SYNC = "directory_sync"
 
 
 class TargetKind(StrEnum):
@@ -165,11 +148,13 @@ class EsxiImage(BaseModel):
     profile_name: Name | None = None
 
 
-class _Params(BaseModel):
+class JobParams(BaseModel):
+    """Base of every job type's params model: unknown fields are refused."""
+
     model_config = ConfigDict(extra="forbid")
 
 
-class RollingClusterUpdateParams(_Params):
+class RollingClusterUpdateParams(JobParams):
     """Update every host of a cluster a few at a time: evacuate, back up, flash, reboot."""
 
     cluster_id: Annotated[UUID, _target_one(TargetKind.CLUSTER, "the vCenter cluster to update")]
@@ -232,7 +217,7 @@ class RollingClusterUpdateParams(_Params):
         return self.failure_budget
 
 
-class FirmwareUpdateParams(_Params):
+class FirmwareUpdateParams(JobParams):
     """Apply firmware to servers; an SCP backup is always taken first."""
 
     server_ids: Annotated[
@@ -253,7 +238,7 @@ class FirmwareUpdateParams(_Params):
     )
 
 
-class PowerOperationParams(_Params):
+class PowerOperationParams(JobParams):
     """Power servers on or off, or restart them, through Redfish."""
 
     server_ids: Annotated[
@@ -266,7 +251,7 @@ class PowerOperationParams(_Params):
     timeout_s: int = Field(default=600, ge=10, le=7200, description="budget per server (s)")
 
 
-class VirtualMediaMountParams(_Params):
+class VirtualMediaMountParams(JobParams):
     """Attach an ISO or image to servers' virtual media, optionally booting from it once."""
 
     server_ids: Annotated[
@@ -279,7 +264,7 @@ class VirtualMediaMountParams(_Params):
     eject: bool = Field(default=False, description="eject image_url instead of mounting it (only that image)")
 
 
-class ScpBackupParams(_Params):
+class ScpBackupParams(JobParams):
     """Export each server's Server Configuration Profile and store it."""
 
     server_ids: Annotated[
@@ -292,7 +277,7 @@ class ScpBackupParams(_Params):
     include_read_only: bool = False
 
 
-class EsxiUpgradeParams(_Params):
+class EsxiUpgradeParams(JobParams):
     """Upgrade ESXi on hosts one by one (maintenance mode, patch, reboot)."""
 
     host_ids: Annotated[
@@ -303,7 +288,7 @@ class EsxiUpgradeParams(_Params):
     vmotion_timeout_s: int = Field(default=1800, ge=60, le=86400)
 
 
-class VcenterSyncParams(_Params):
+class VcenterSyncParams(JobParams):
     """Read a vCenter's inventory (clusters, hosts, VMs) into the control plane."""
 
     vcenter_id: Annotated[UUID, _target_one(TargetKind.VCENTER, "the vCenter to read")]
@@ -311,7 +296,7 @@ class VcenterSyncParams(_Params):
     prune_missing: bool = Field(default=False, description="delete inventory rows vCenter no longer reports")
 
 
-class ReplicationSyncParams(_Params):
+class ReplicationSyncParams(JobParams):
     """Send ZFS snapshots from source to replica, incrementally where possible."""
 
     replication_pair_ids: Annotated[
@@ -347,7 +332,7 @@ def _servers_or_site(max_items: int) -> Any:
 MAX_INVENTORY_SERVERS = 10_000  # servers one inventory job may read (count)
 
 
-class InventoryRefreshParams(_Params):
+class InventoryRefreshParams(JobParams):
     """Read servers' health, power, system facts, firmware inventory and Lifecycle Controller
     version from their iDRACs into the inventory. Name servers, or a site for all of its."""
 
@@ -358,7 +343,7 @@ class InventoryRefreshParams(_Params):
     max_parallel: int = Field(default=32, ge=1, le=128, description="BMCs read at once (count)")
 
 
-class FirmwareComplianceParams(_Params):
+class FirmwareComplianceParams(JobParams):
     """Per-component firmware compliance: from OpenManage Enterprise (ome_instance_id), or
     each iDRAC's inventory against a Dell catalog (catalog_url with server_ids or site_id).
     Exactly one source; the executor refuses a job that names both or neither."""
@@ -396,7 +381,7 @@ HostName = Annotated[
 MAX_DISCOVERY_ADDRESSES = 4096  # addresses one scan may probe (count); the executor checks the sum
 
 
-class DiscoveryScanParams(_Params):
+class DiscoveryScanParams(JobParams):
     """Probe IP ranges and host lists for Redfish services, identify Dell iDRACs with the
     site's credential sets (in the order given) and register or update them as servers.
     A credential set is presented only to addresses its sealed endpoints allow."""
@@ -428,7 +413,7 @@ class DiscoveryScanParams(_Params):
     )
 
 
-class CatalogRefreshParams(_Params):
+class CatalogRefreshParams(JobParams):
     """Download a registered firmware catalog (Catalog.xml or .gz), check it against its
     SHA-256 pin if it has one, and load its packages; a catalog that moved (redirect) or is
     older than stale_after_days is loaded and reported as such."""
@@ -439,7 +424,7 @@ class CatalogRefreshParams(_Params):
     )
 
 
-class DirectorySyncParams(_Params):
+class DirectorySyncParams(JobParams):
     """Read the members of every directory group mapped to a role at the site (nested groups
     followed) with the site's sealed bind account, and apply them: roles set from the
     directory, and a user who left a mapped group loses that role and their sessions and
@@ -450,40 +435,7 @@ class DirectorySyncParams(_Params):
     site_id: Annotated[UUID, _target_one(TargetKind.SITE, "the site whose directory roles to sync")]
 
 
-MODELS: dict[JobType, type[_Params]] = {
-    JobType.ROLLING_CLUSTER_UPDATE: RollingClusterUpdateParams,
-    JobType.FIRMWARE_UPDATE: FirmwareUpdateParams,
-    JobType.POWER_OPERATION: PowerOperationParams,
-    JobType.VIRTUAL_MEDIA_MOUNT: VirtualMediaMountParams,
-    JobType.SCP_BACKUP: ScpBackupParams,
-    JobType.ESXI_UPGRADE: EsxiUpgradeParams,
-    JobType.VCENTER_SYNC: VcenterSyncParams,
-    JobType.REPLICATION_SYNC: ReplicationSyncParams,
-    JobType.INVENTORY_REFRESH: InventoryRefreshParams,
-    JobType.FIRMWARE_COMPLIANCE: FirmwareComplianceParams,
-    JobType.DISCOVERY_SCAN: DiscoveryScanParams,
-    JobType.CATALOG_REFRESH: CatalogRefreshParams,
-    JobType.DIRECTORY_SYNC: DirectorySyncParams,
-}
-
-
-def model_for(job_type: str) -> type[_Params]:
-    try:
-        return MODELS[JobType(job_type)]
-    except ValueError:
-        raise UnknownJobTypeError(f"unknown job type {job_type!r}") from None
-
-
-def parse_params(job_type: str, params: Any) -> _Params:
-    """The typed params of a stored job; raises a JobParamsError subclass."""
-    model = model_for(job_type)
-    try:
-        return model.model_validate(params)
-    except ValidationError as exc:
-        raise InvalidJobParamsError(job_type, exc.errors(include_url=False, include_input=False)) from None
-
-
-def targets_of(job_type: str, params: _Params) -> list[tuple[TargetKind, UUID]]:
+def targets_of(job_type: str, params: JobParams) -> list[tuple[TargetKind, UUID]]:
     """The (kind, id) pairs a job acts on, in the order given, read from ``x-target`` fields."""
     out: list[tuple[TargetKind, UUID]] = []
     for name, field in type(params).model_fields.items():
@@ -497,13 +449,3 @@ def targets_of(job_type: str, params: _Params) -> list[tuple[TargetKind, UUID]]:
         for v in value if isinstance(value, list) else [value]:
             out.append((TargetKind(str(kind)), v))
     return out
-
-
-def json_schemas() -> dict[str, Any]:
-    """Every job type's params schema, as committed in ``job-schemas.json``."""
-    return {
-        "version": SCHEMA_VERSION,
-        "generated_by": "scripts/gen_job_schemas.py from executor/jobparams.py",
-        "target_kinds": [k.value for k in TargetKind],
-        "job_types": {jt.value: MODELS[jt].model_json_schema() for jt in JobType},
-    }

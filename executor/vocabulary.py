@@ -76,8 +76,9 @@ class PauseReason(StrEnum):
 
 
 class JobType(StrEnum):
-    """``public.job_type``: every type the database knows. ``executor.jobparams.JobType``
-    is the subset ``create-job`` takes (all but :data:`TEST_ONLY_JOB_TYPES`)."""
+    """``public.job_type``: every type the database knows, each declared (params, risk,
+    window, handler ...) in ``executor/jobtypes.py``; ``create-job`` takes all but
+    :data:`TEST_ONLY_JOB_TYPES` (``jobtypes.CREATABLE``)."""
 
     ROLLING_CLUSTER_UPDATE = "rolling_cluster_update"
     FIRMWARE_UPDATE = "firmware_update"

@@ -1,11 +1,13 @@
-"""Write supabase/functions/_shared/job-schemas.json from executor/jobparams.py.
+"""Write supabase/functions/_shared/job-schemas.json from executor/jobtypes.py.
 
     .venv/bin/python scripts/gen_job_schemas.py          # rewrite the file
     .venv/bin/python scripts/gen_job_schemas.py --check  # exit 1 if it is stale
 
-The edge functions validate job requests against this file and the executor parses jobs
-with the pydantic models it is made from; tests/unit/test_jobparams.py fails when the two
-drift apart.
+The file holds each job type create-job takes: its params schema (from the pydantic model
+in executor/jobparams.py the executor parses jobs with) and, under job_type_rules, its
+risk, window rule, target kinds, handler and the planning hints create-job's planJob reads
+(executor/jobtypes.py declares them). tests/unit/test_jobparams.py fails when the file
+drifts from the declarations.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ OUT = ROOT / "supabase" / "functions" / "_shared" / "job-schemas.json"
 
 def render() -> str:
     sys.path.insert(0, str(ROOT))
-    from executor.jobparams import json_schemas
+    from executor.jobtypes import json_schemas
 
     return json.dumps(json_schemas(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from console.errors import ValidationFailed
 from console.models.job_form import target_fields
-from executor.jobparams import model_for
+from executor.jobtypes import model_for
 
 KINDS = (
     "choice",

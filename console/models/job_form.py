@@ -1,6 +1,6 @@
-"""Any other job type (firmware update, power, virtual media, SCP backup, ESXi upgrade,
-vCenter sync, replication): params validated with the executor's own models, a dry run
-that must pass for exactly these params, then creation.
+"""Every job type declared with the generic form (``console=FORM`` in
+:mod:`executor.jobtypes`): params validated with the executor's own models, a dry run that
+must pass for exactly these params, then creation.
 
 Rolling cluster updates have their own wizard (``update_wizard``) with a pre-flight report.
 """
@@ -16,9 +16,13 @@ from console.api import Api, Row
 from console.errors import ValidationFailed
 from console.models.common import Observable
 from console.models.update_wizard import pydantic_problems
-from executor.jobparams import JobType, model_for
+from executor.jobtypes import FORM_TYPES, model_for
+from executor.vocabulary import JobType
 
-FORM_JOB_TYPES = tuple(jt.value for jt in JobType if jt is not JobType.ROLLING_CLUSTER_UPDATE)
+#: the types the form offers, in the order of public.job_type
+FORM_JOB_TYPES: tuple[str, ...] = tuple(t.value for t in FORM_TYPES)
+#: the type a new form opens on: it only reads the servers and stores what it read
+DEFAULT_FORM_JOB_TYPE: str = JobType.SCP_BACKUP.value
 
 
 def target_fields(job_type: str) -> dict[str, tuple[str, bool]]:

@@ -390,8 +390,9 @@ class Console:
     def update_wizard(self, site_id: str | None = None):
         return self.screen("update", site_id=site_id)
 
-    def new_job(self, job_type: str = "scp_backup"):
-        """Any job type but rolling updates: targets, params, dry run, create."""
+    def new_job(self, job_type: str | None = None):
+        """Any job type but rolling updates (the form's default type when none is named):
+        targets, params, dry run, create."""
         return self.screen("new_job", job_type=job_type)
 
     def blockers(self, job_id: str | None = None):

@@ -23,7 +23,7 @@ def fields_help(job_type: str) -> str:
     import typing
     from enum import Enum
 
-    from executor.jobparams import model_for
+    from executor.jobtypes import model_for
 
     rows = []
     for name, f in model_for(job_type).model_fields.items():

@@ -2,6 +2,8 @@
 
 A handler module registers its class with :func:`register`; the runner advertises the
 registered types as the executor's capabilities and looks handlers up by ``jobs.type``.
+Which module handles which type is declared with the type (``handler`` in
+:mod:`executor.jobtypes`); :data:`BUILTIN_MODULES` is made from those declarations.
 
 ``selftest`` is a test-only handler (it writes files on the executor host). It is no part
 of the product: the harness declares it (``devstack/testing/selftest.py``) under the
@@ -17,29 +19,18 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from .. import ExecutorError
+from ..jobtypes import REGISTRY
 from ..steps import JobHandler
+from ..vocabulary import TEST_ONLY_JOB_TYPES
 
 _REGISTRY: dict[str, type[JobHandler]] = {}
 
-#: modules imported by :func:`load_builtin`; a missing optional module is skipped
-BUILTIN_MODULES = (
-    "executor.handlers.vcenter_sync",
-    "executor.handlers.rolling_update",
-    "executor.handlers.esxi_upgrade",
-    "executor.handlers.power",
-    "executor.handlers.virtual_media",
-    "executor.handlers.scp_backup",
-    "executor.handlers.firmware",
-    "executor.handlers.ome",
-    "executor.handlers.inventory",
-    "executor.handlers.replication_sync",
-    "executor.handlers.discovery",
-    "executor.handlers.catalog",
-    "executor.handlers.directory_sync",
-)
+#: modules imported by :func:`load_builtin` (each job type's declared handler module); a
+#: missing optional module is skipped
+BUILTIN_MODULES = tuple(f"{__name__}.{s.handler}" for s in REGISTRY.values() if s.handler is not None)
 
 #: job types only an executor started with ``enable_selftest`` takes
-TEST_ONLY_TYPES = frozenset({"selftest"})
+TEST_ONLY_TYPES = frozenset(t.value for t in TEST_ONLY_JOB_TYPES)
 
 #: entry-point group of the test-only handlers; loaded only with ``enable_selftest``
 TEST_HANDLER_GROUP = "rackpilot.test_handlers"

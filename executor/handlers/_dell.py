@@ -35,7 +35,8 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from ..binding import Credential, EndpointNotAllowed, EndpointSpecError, Target
-from ..jobparams import JobParamsError, parse_params
+from ..jobparams import JobParamsError
+from ..jobtypes import parse_params
 from ..steps import HandlerError, Progress, StepContext, StepStalled, StepTimeout
 from ..targets.endpoint import Endpoint, Timeouts
 from ..targets.errors import TargetError

@@ -20,7 +20,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..jobparams import DirectorySyncParams, JobParamsError, parse_params
+from ..jobparams import DirectorySyncParams, JobParamsError
+from ..jobtypes import parse_params
 from ..steps import JobHandler, StepContext, step
 from . import register
 

@@ -368,6 +368,35 @@ def test_create_job_refusals(env: FnEnv):
     )
 
 
+def test_hosts_out_at_once_follow_each_types_planning_hint(env: FnEnv):
+    """planJob counts the hosts a job has out at once by its type's hosts_out hint
+    (job-schemas.json, from executor/jobtypes.py), against max_hosts_out_per_cluster (1):
+    power_operation takes every targeted host of the cluster out, but none to power on;
+    firmware_update as many as max_parallel."""
+    f = env.fleet
+    c0 = f.clusters[0]
+    two = [f.host_servers[h] for h in f.hosts[c0][:2]]
+    force_off = {"type": "power_operation", "params": {"server_ids": two, "action": "force_off"}}
+    d = refused(env, "create-job", force_off, "operator", 422, "cluster_limit")
+    assert d["details"]["violations"][0]["details"] == {"requested": 2, "limit": 1}
+    power_on = ok(
+        env, "create-job", {**force_off, "params": {"server_ids": two, "action": "on"}, "dry_run": True}
+    )
+    assert [t["target_id"] for t in power_on["plan"]["tasks"]] == two
+    window = approved_window(env, cluster=c0)
+    flash = {
+        "type": "firmware_update",
+        "maintenance_window_id": window,
+        "params": {"server_ids": two, "firmware": CATALOG, "max_parallel": 2},
+    }
+    d = refused(env, "create-job", flash, "operator", 422, "cluster_limit")
+    assert d["details"]["violations"][0]["details"] == {"requested": 2, "limit": 1}
+    one_at_a_time = ok(
+        env, "create-job", {**flash, "params": {**flash["params"], "max_parallel": 1}, "dry_run": True}
+    )
+    assert one_at_a_time["plan"]["cluster_id"] == c0 and one_at_a_time["plan"]["requires_window"] is True
+
+
 def test_the_job_write_path_is_not_an_rpc_for_users(env: FnEnv):
     """create-job's one write (public.functions_create_job) is for the service role: an
     operator who calls it directly, or inserts into jobs, is refused; with the operator's

@@ -24,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from executor.jobparams import parse_params
+from executor.jobtypes import parse_params
 from tests.integration._functions_support import FnEnv, close_env, insert_window, make_env, q
 
 ROOT = Path(__file__).resolve().parents[2]

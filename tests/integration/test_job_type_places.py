@@ -1,14 +1,18 @@
-"""Every place that names a job type names the same ones (issue 13, item 2's drift test).
+"""Every place that names a job type names the same ones, and says of it what its one
+declaration (``executor/jobtypes.py``) says (issue 13, item 2's drift test).
 
-Until one declaration per job type generates the others, a job type is spelled in each of
-the places below, and this test reads them all. It fails naming the place and the type when
-a place lacks a type it should have, or names one rackpilot does not have.
+Most places are made from the declarations (job-schemas.json with its ``job_type_rules``,
+the handler modules, the console's form types, the safety_policies upsert); the others are
+copies this test reads: the SQL enum and table, safety.yaml's types, jobs.ts. It fails
+naming the place and the type when a place lacks a type it should have, or names one
+rackpilot does not have, and naming the type and the field when a row of
+``public.safety_policies`` differs from what the declarations and safety.yaml generate.
 
 The vocabulary (``executor/vocabulary.py``, held to ``pg_enum`` by test_vocabulary.py) is
 the reference. ``selftest`` (``TEST_ONLY_JOB_TYPES``) is the executor's own probe: the
 database, the safety policy and the handler registry know it; create-job, its schemas and
-the console do not. A place that names only some types by design (the per-type branches
-of ``planJob``) must name only real ones, and must name every type that takes hosts out.
+the console do not. A place that names only some types by design (jobs.ts) must name only
+real ones.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from executor.jobtypes import REGISTRY, ConsoleForm
 from executor.vocabulary import TEST_ONLY_JOB_TYPES, JobType
 from tests.integration.pgutil import connect
 
@@ -36,21 +41,20 @@ CREATABLE = ALL - {t.value for t in TEST_ONLY_JOB_TYPES}
 # -- the places ---------------------------------------------------------------------------------
 
 
-def jobparams_models() -> set[str]:
-    from executor.jobparams import MODELS
+def declared_params_models() -> set[str]:
+    return {t.value for t, s in REGISTRY.items() if s.params is not None}
 
-    return {str(t) for t in MODELS}
+
+def declared_hosts_out() -> set[str]:
+    return {t.value for t, s in REGISTRY.items() if s.takes_hosts_out}
 
 
 def job_schemas_json() -> set[str]:
     return set(json.loads(SCHEMAS.read_text())["job_types"])
 
 
-def _plan_job_source() -> str:
-    src = JOBS_TS.read_text()
-    start = src.index("export async function planJob(")
-    end = src.find("\nexport ", start + 1)
-    return src[start : end if end > 0 else len(src)]
+def job_schemas_json_rules() -> set[str]:
+    return set(json.loads(SCHEMAS.read_text())["job_type_rules"])
 
 
 def jobs_ts_named() -> set[str]:
@@ -63,9 +67,9 @@ def jobs_ts_named() -> set[str]:
 
 
 def plan_job_hosts_out_rules() -> set[str]:
-    """Types planJob gives a hosts-out-at-once rule (a branch, or the comment of the default)."""
-    body = _plan_job_source()
-    return {t for t in ALL if re.search(rf"\b{t}\b", body)}
+    """Types job-schemas.json gives planJob a hosts-out-at-once hint for."""
+    rules = json.loads(SCHEMAS.read_text())["job_type_rules"]
+    return {t for t, r in rules.items() if "hosts_out" in r["plan"]}
 
 
 def sql_job_type_enum(db_url: str) -> set[str]:
@@ -93,15 +97,11 @@ def _query(db_url: str, sql: str) -> list[str]:
 
 
 def safety_yaml() -> set[str]:
-    from devstack.policies import load_safety
+    """The types safety.yaml has limits for (read as written: load_safety refuses a type
+    that is not declared, and this test names it instead)."""
+    import yaml
 
-    return set(load_safety(SAFETY_YAML))
-
-
-def safety_yaml_hosts_out() -> set[str]:
-    from devstack.policies import load_safety
-
-    return {t for t, p in load_safety(SAFETY_YAML).items() if p.takes_hosts_out}
+    return set(yaml.safe_load(SAFETY_YAML.read_text())["job_types"])
 
 
 def handler_registry() -> set[str]:
@@ -114,10 +114,14 @@ def handler_registry() -> set[str]:
     return set(handlers.load_builtin()) | {SelftestHandler.job_type}
 
 
-def console_forms() -> set[str]:
-    """The generic job form's types plus the types a dedicated wizard creates."""
+def console_form_types() -> set[str]:
     from console.models.job_form import FORM_JOB_TYPES
 
+    return set(FORM_JOB_TYPES)
+
+
+def console_created_elsewhere() -> set[str]:
+    """Types a console model creates by name (a wizard, or a button of a screen)."""
     wizards = set()
     for path in (ROOT / "console" / "models").glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -130,7 +134,12 @@ def console_forms() -> set[str]:
                 and isinstance(node.args[0].value, str)
             ):
                 wizards.add(node.args[0].value)
-    return set(FORM_JOB_TYPES) | wizards
+    return wizards
+
+
+def console_forms() -> set[str]:
+    """The generic job form's types plus the types a dedicated wizard creates."""
+    return console_form_types() | console_created_elsewhere()
 
 
 # -- the check ----------------------------------------------------------------------------------
@@ -151,10 +160,22 @@ def compare(place: str, found: set[str], expected: set[str], *, subset: bool = F
 
 def places(db_url: str) -> list[tuple[str, set[str], set[str], bool]]:
     """(place, the types it names, the types it should name, may it name fewer)."""
-    hosts_out = safety_yaml_hosts_out()
+    hosts_out = declared_hosts_out()
+    by_console = {f: {t.value for t, s in REGISTRY.items() if s.console is f} for f in ConsoleForm}
     return [
-        ("executor/jobparams.py MODELS", jobparams_models(), CREATABLE, False),
-        ("supabase/functions/_shared/job-schemas.json", job_schemas_json(), CREATABLE, False),
+        (
+            "executor/jobtypes.py (declarations with a params model)",
+            declared_params_models(),
+            CREATABLE,
+            False,
+        ),
+        ("supabase/functions/_shared/job-schemas.json job_types", job_schemas_json(), CREATABLE, False),
+        (
+            "supabase/functions/_shared/job-schemas.json job_type_rules",
+            job_schemas_json_rules(),
+            CREATABLE,
+            False,
+        ),
         (
             "supabase/functions/_shared/jobs.ts (type comparisons and type sets)",
             jobs_ts_named(),
@@ -162,8 +183,8 @@ def places(db_url: str) -> list[tuple[str, set[str], set[str], bool]]:
             True,
         ),
         (
-            "supabase/functions/_shared/jobs.ts planJob (hosts out at once, per type that takes hosts out)",
-            plan_job_hosts_out_rules() & hosts_out,
+            "supabase/functions/_shared/job-schemas.json hosts_out hints (the types that take hosts out)",
+            plan_job_hosts_out_rules(),
             hosts_out,
             False,
         ),
@@ -177,6 +198,18 @@ def places(db_url: str) -> list[tuple[str, set[str], set[str], bool]]:
             CREATABLE,
             False,
         ),
+        (
+            "console generic job form (job_form.FORM_JOB_TYPES)",
+            console_form_types(),
+            by_console[ConsoleForm.FORM],
+            False,
+        ),
+        (
+            "console wizards (create_job calls in console/models) for the types declared with one",
+            console_created_elsewhere() & by_console[ConsoleForm.WIZARD],
+            by_console[ConsoleForm.WIZARD],
+            False,
+        ),
     ]
 
 
@@ -185,6 +218,53 @@ def test_every_place_names_the_same_job_types(db_url):
     for place, found, expected, subset in places(db_url):
         problems += compare(place, found, expected, subset=subset)
     assert problems == [], "\n".join(problems)
+
+
+def safety_row_drift(sql: dict[str, tuple], declared: dict[str, tuple]) -> list[str]:
+    """Each field of a public.safety_policies row that differs from what the declarations
+    (executor/jobtypes.py) and safety.yaml generate, named by type and column."""
+    from devstack.policies import DECLARED_FIELDS, SAFETY_COLUMNS
+
+    out = [f"public.safety_policies: no row for {t!r}" for t in sorted(set(declared) - set(sql))]
+    out += [
+        f"public.safety_policies: a row for {t!r}, which is not declared"
+        for t in sorted(set(sql) - set(declared))
+    ]
+    for t in sorted(set(sql) & set(declared)):
+        for col, got, want in zip(SAFETY_COLUMNS, sql[t], declared[t], strict=True):
+            if got != want:
+                source = "executor/jobtypes.py" if col in DECLARED_FIELDS else "policies/safety.yaml"
+                out.append(f"public.safety_policies {t}.{col}: {got!r} in SQL, {want!r} in {source}")
+    return out
+
+
+def test_sql_safety_policies_are_the_declared_rows(db_url):
+    from devstack.policies import SAFETY_COLUMNS, load_safety
+
+    conn = connect(db_url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"select {', '.join(SAFETY_COLUMNS)} from public.safety_policies")
+            sql = {r[0]: tuple(r) for r in cur.fetchall()}
+    finally:
+        conn.close()
+    declared = {t: p.row() for t, p in load_safety(SAFETY_YAML).items()}
+    problems = safety_row_drift(sql, declared)
+    assert problems == [], "\n".join(problems)
+
+
+def test_safety_row_drift_names_type_and_field():
+    row = ("scp_backup", "low", False, False, None, None, 60, 1200, 3600, 5)
+    assert safety_row_drift({"scp_backup": row}, {"scp_backup": row}) == []
+    assert safety_row_drift(
+        {"scp_backup": ("scp_backup", "medium", *row[2:8], 7200, 5), "scp_restore": row},
+        {"scp_backup": row, "selftest": row},
+    ) == [
+        "public.safety_policies: no row for 'selftest'",
+        "public.safety_policies: a row for 'scp_restore', which is not declared",
+        "public.safety_policies scp_backup.risk: 'medium' in SQL, 'low' in executor/jobtypes.py",
+        "public.safety_policies scp_backup.job_timeout_seconds: 7200 in SQL, 3600 in policies/safety.yaml",
+    ]
 
 
 def test_job_schemas_json_is_generated_from_jobparams():

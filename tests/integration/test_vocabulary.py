@@ -70,10 +70,10 @@ def test_drift_is_named():
 
 def test_creatable_job_types_are_the_vocabulary_minus_test_only():
     from executor.handlers import TEST_ONLY_TYPES
-    from executor.jobparams import JobType as CreatableJobType
+    from executor.jobtypes import CREATABLE
 
     assert set(TEST_ONLY_TYPES) == set(vocabulary.TEST_ONLY_JOB_TYPES)
-    assert [t.value for t in CreatableJobType] == [
+    assert [t.value for t in CREATABLE] == [
         t.value for t in vocabulary.JobType if t not in vocabulary.TEST_ONLY_JOB_TYPES
     ]
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from executor import jobparams as jp
+from executor import jobtypes
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "supabase" / "functions" / "_shared" / "job-schemas.json"
@@ -41,7 +42,7 @@ VALID = {
 
 def test_committed_schemas_match_the_models():
     committed = json.loads(SCHEMAS.read_text())
-    assert committed == json.loads(json.dumps(jp.json_schemas())), "run scripts/gen_job_schemas.py"
+    assert committed == json.loads(json.dumps(jobtypes.json_schemas())), "run scripts/gen_job_schemas.py"
     res = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "gen_job_schemas.py"), "--check"],
         capture_output=True,
@@ -52,17 +53,18 @@ def test_committed_schemas_match_the_models():
 
 def test_every_job_type_has_a_model_and_a_schema():
     committed = json.loads(SCHEMAS.read_text())
-    assert set(committed["job_types"]) == {t.value for t in jp.JobType} == set(VALID)
-    assert len(jp.JobType) == 13
+    assert set(committed["job_types"]) == {t.value for t in jobtypes.CREATABLE} == set(VALID)
+    assert set(committed["job_type_rules"]) == set(VALID)
+    assert len(jobtypes.CREATABLE) == 13
 
 
 @pytest.mark.parametrize("job_type", sorted(VALID))
 def test_valid_params_parse_and_name_their_targets(job_type):
-    params = jp.parse_params(job_type, VALID[job_type])
+    params = jobtypes.parse_params(job_type, VALID[job_type])
     targets = jp.targets_of(job_type, params)
     assert targets and all(isinstance(t[1], uuid.UUID) for t in targets)
     # every x-target field in the schema names a known kind
-    schema = jp.json_schemas()["job_types"][job_type]
+    schema = jobtypes.json_schemas()["job_types"][job_type]
     kinds = {p["x-target"] for p in schema["properties"].values() if "x-target" in p}
     assert kinds and kinds <= {k.value for k in jp.TargetKind}
 
@@ -96,7 +98,7 @@ def test_valid_params_parse_and_name_their_targets(job_type):
 )
 def test_invalid_params_are_refused_with_the_field_named(job_type, params, where):
     with pytest.raises(jp.InvalidJobParamsError) as info:
-        jp.parse_params(job_type, params)
+        jobtypes.parse_params(job_type, params)
     assert any(where in ".".join(map(str, e["loc"])) for e in info.value.errors)
     # the error details never carry the offending input (it may be sensitive)
     assert all("input" not in e for e in info.value.errors)
@@ -104,7 +106,9 @@ def test_invalid_params_are_refused_with_the_field_named(job_type, params, where
 
 def test_unknown_job_type_is_its_own_error():
     with pytest.raises(jp.UnknownJobTypeError):
-        jp.parse_params("format_all_disks", {})
+        jobtypes.parse_params("format_all_disks", {})
+    with pytest.raises(jp.UnknownJobTypeError):  # a test-only type has no params create-job takes
+        jobtypes.parse_params("selftest", {})
     assert issubclass(jp.UnknownJobTypeError, jp.JobParamsError)
 
 

@@ -16,13 +16,55 @@ import {
 } from "./policy.ts";
 import { compileCheck, normalize, type Schema, validate } from "./validate.ts";
 
+/**
+ * How planJob plans a job type: data declared with the type (executor/jobtypes.py), so no
+ * branch here names a type. ``hosts_out`` (present for a type that takes hosts out of
+ * service): a ``param`` giving the count, ``all_targets`` of the cluster, or else one at a
+ * time; none while a ``none_when`` field has one of its values.
+ */
+export interface PlanHints {
+  tasks: "targets" | "cluster_hosts";
+  hosts_out?: { param?: string; all_targets?: boolean; none_when?: Record<string, unknown[]> };
+  ssh_credential?: string;
+  site_default_catalog_unless?: string[];
+}
+
+export interface JobTypeRules {
+  risk: "low" | "medium" | "high";
+  requires_window: boolean;
+  takes_hosts_out: boolean;
+  target_kinds: string[];
+  handler: string;
+  console: string;
+  plan: PlanHints;
+}
+
 export const JOB_SCHEMAS = jobSchemas as unknown as {
   version: number;
   target_kinds: string[];
   job_types: Record<string, Schema>;
+  job_type_rules: Record<string, JobTypeRules>;
 };
 for (const s of Object.values(JOB_SCHEMAS.job_types)) compileCheck(s);
 export const JOB_TYPES = Object.keys(JOB_SCHEMAS.job_types).sort();
+
+/** The planning hints of a job type create-job takes. */
+export function planHints(jobType: string): PlanHints {
+  const rules = JOB_SCHEMAS.job_type_rules[jobType];
+  if (!rules) throw new Error(`job-schemas.json has no rules for ${jobType}`);
+  return rules.plan;
+}
+
+/** Hosts of one cluster a job has out of service at once, by its type's ``hosts_out`` hint. */
+export function hostsOutAtOnce(hint: NonNullable<PlanHints["hosts_out"]>, params: Record<string, unknown>,
+  inCluster: number): number {
+  for (const [field, values] of Object.entries(hint.none_when ?? {})) {
+    if (values.includes(params[field])) return 0;
+  }
+  if (hint.param) return Math.min(params[hint.param] as number, inCluster);
+  if (hint.all_targets) return inCluster;
+  return 1;
+}
 
 const UUID = { type: "string", format: "uuid" };
 
@@ -207,8 +249,10 @@ interface CatalogRef {
  * selection's catalog_id / baseline_id (and firmware_compliance's catalog_id) become the
  * catalog's URL (and the baseline's components, unless the request narrows them itself),
  * read as the caller and checked to be of the job's site. A selection naming none of URL,
- * catalog and baseline is refused, so a stored job always carries catalog_url; a
- * firmware_compliance naming no source at all takes the site's default catalog.
+ * catalog and baseline is refused, so a stored job always carries catalog_url. A type with
+ * a catalog of its own (the ``site_default_catalog_unless`` hint: firmware_compliance) has
+ * its top-level catalog_id resolved, and naming no source at all takes the site's default
+ * catalog.
  */
 export async function resolveCatalogs(tx: Tx, jobType: string, params: Record<string, unknown>, siteId: string):
   Promise<Record<string, unknown>> {
@@ -244,9 +288,10 @@ export async function resolveCatalogs(tx: Tx, jobType: string, params: Record<st
     }
     out.firmware = sel;
   }
-  if (jobType === "firmware_compliance" && out.catalog_id) {
+  const otherSources = planHints(jobType).site_default_catalog_unless;
+  if (otherSources && out.catalog_id) {
     out.catalog_url = (await lookup(out.catalog_id, null)).url;
-  } else if (jobType === "firmware_compliance" && !out.catalog_url && !out.ome_instance_id) {
+  } else if (otherSources && !out.catalog_url && !otherSources.some((f) => out[f])) {
     // no source named: the site's default catalog (how the nightly default schedule, whose
     // params are just {site_id}, follows whichever catalog is the default when it fires)
     const [d] = await tx<{ id: string; url: string }[]>`
@@ -270,12 +315,15 @@ function uniq<T>(xs: T[]): T[] {
 }
 
 /**
- * Job types whose executor handler logs in to the ESXi hosts themselves over SSH, and so
- * needs the site's credential set of kind ``esxi`` among the job's credential_set_ids:
- * the executor may only open sets the job references (get_job_credential_envelope).
- * rolling_cluster_update is not here: it reaches hosts through vCenter and iDRAC only.
+ * Job types whose executor handler logs in to the ESXi hosts themselves over SSH (the
+ * ``ssh_credential: "esxi"`` hint), and so needs the site's credential set of kind ``esxi``
+ * among the job's credential_set_ids: the executor may only open sets the job references
+ * (get_job_credential_envelope). A rolling update has no such hint: it reaches hosts
+ * through vCenter and iDRAC only.
  */
-export const ESXI_SSH_JOB_TYPES: ReadonlySet<string> = new Set(["esxi_upgrade"]);
+export const ESXI_SSH_JOB_TYPES: ReadonlySet<string> = new Set(
+  JOB_TYPES.filter((t) => planHints(t).ssh_credential === "esxi"),
+);
 
 export interface CredentialSetRef {
   id: string;
@@ -425,13 +473,14 @@ export async function planJob(tx: Tx, req: JobRequest, now: Date): Promise<JobPl
   const namedCredentials = await namedCredentialSets(tx, req.type, req.params, siteId);
 
   const p = req.params as Record<string, unknown>;
+  const hints = planHints(req.type);
   let tasks: TaskPlan[];
   let clusterId: string | null = null;
   let hostsInParallel = 0;
   const credentialIds: (string | null)[] = [...all.flatMap((r) => r.credential_set_ids), esxiCredential,
     ...namedCredentials];
 
-  if (req.type === "rolling_cluster_update") {
+  if (hints.tasks === "cluster_hosts") {
     clusterId = (p.cluster_id as string).toLowerCase();
     const hosts = await tx<{ id: string; name: string; server_cred: string | null }[]>`
       select h.id, h.name, s.credential_set_id as server_cred
@@ -447,7 +496,7 @@ export async function planJob(tx: Tx, req: JobRequest, now: Date): Promise<JobPl
     if (!chosen.length) throw unprocessable("no_hosts", "the cluster has no hosts to update");
     tasks = chosen.map((h, i) => ({ target_kind: "host", target_id: h.id, target_name: h.name, seq: i }));
     credentialIds.push(...chosen.map((h) => h.server_cred));
-    hostsInParallel = Math.min(p.max_parallel_hosts as number, chosen.length);
+    hostsInParallel = hostsOutAtOnce(hints.hosts_out ?? {}, p, chosen.length);
   } else {
     const kind = [...byKind.keys()][0];
     const ordered = uniq(byKind.get(kind)!);
@@ -465,9 +514,7 @@ export async function planJob(tx: Tx, req: JobRequest, now: Date): Promise<JobPl
       clusterId = (clusters[0] as string | undefined) ?? null;
       if (clusterId) {
         const inCluster = ordered.filter((id) => rows.get(`${kind}:${id}`)!.cluster_id === clusterId).length;
-        if (req.type === "firmware_update") hostsInParallel = Math.min(p.max_parallel as number, inCluster);
-        else if (req.type === "power_operation") hostsInParallel = p.action === "on" ? 0 : inCluster;
-        else hostsInParallel = 1; // esxi_upgrade goes host by host
+        hostsInParallel = hostsOutAtOnce(hints.hosts_out ?? {}, p, inCluster);
       }
     }
   }
