@@ -9,7 +9,6 @@ form back. Screenshots go to the test folder (and RACKPILOT_SCREENSHOT_DIR when 
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import socket
 import subprocess
@@ -18,17 +17,22 @@ import time
 
 import pytest
 
-from tests.browser.test_console_browser import CHROMEDRIVER, CHROMIUM, free_port
-from tests.browser.test_console_wizard_browser import BLANK_SELECTS, shot
+from tests.browser.jlab import (
+    BLANK_SELECTS,
+    UUID,
+    chromium,
+    click_labelled,
+    free_port,
+    needs_chromium,
+    shot,
+    stop,
+    waiter,
+)
 from tests.integration.console_support import PASSWORD, make_console_env, scp_job
 
 PAGE_TIMEOUT_S = 90  # Voilà runs the notebook before the page shows; sign-in and reads, on 2 loaded cores (s)
-UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
-pytestmark = pytest.mark.skipif(
-    not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
-    reason="Debian's chromium and chromium-driver are not installed (scripts/setup.sh installs them)",
-)
+pytestmark = needs_chromium
 
 
 def wait_port(port: int, timeout: float, proc: subprocess.Popen) -> None:
@@ -75,12 +79,7 @@ def app(stack, tmp_path):
         assert first == f"rackpilot console: http://127.0.0.1:{port}/?token={token}"
         yield {"url": f"http://127.0.0.1:{port}/?token={token}", "ce": ce, "job": job, "tmp": tmp_path}
     finally:
-        proc.terminate()  # the command became Voilà: SIGTERM stops it and its kernels
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop(proc)  # the command became Voilà: SIGTERM stops it and its kernels
         log.close()
         for s in ce.sessions.values():
             s.sign_out()
@@ -88,88 +87,60 @@ def app(stack, tmp_path):
 
 
 def test_app_mode_signs_in_in_the_page_and_shows_the_console_without_code(app):
-    from selenium import webdriver
-    from selenium.common.exceptions import StaleElementReferenceException
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
+    tmp = app["tmp"]
+    with chromium(tmp / "chromium") as d:
+        try:
+            use_the_app(d, app)
+        finally:
+            shot(d, tmp, "app-mode-last")
+
+
+def use_the_app(d, app) -> None:
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
     tmp, ce = app["tmp"], app["ce"]
-    opts = Options()
-    opts.binary_location = CHROMIUM
-    for arg in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--disable-dev-shm-usage",
-        f"--user-data-dir={tmp / 'chromium'}",
-        "--window-size=1400,1800",
-    ):
-        opts.add_argument(arg)
-    os.environ["SE_OFFLINE"] = "true"
-    d = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
-    wait = WebDriverWait(
-        d, PAGE_TIMEOUT_S, poll_frequency=0.3, ignored_exceptions=(StaleElementReferenceException,)
-    )
+    wait = waiter(d, PAGE_TIMEOUT_S)
 
     def body() -> str:
         return d.find_element(By.TAG_NAME, "body").text
 
-    def nav(title: str) -> bool:
-        btn = next(
-            (b for b in d.find_elements(By.CSS_SELECTOR, ".rp-nav button") if b.text.strip() == title), None
-        )
-        if btn is None:
-            return False
-        d.execute_script("arguments[0].scrollIntoView({block: 'center'})", btn)
-        btn.click()
-        return True
+    def nav(title: str) -> None:
+        click_labelled(d, ".rp-nav button", title, PAGE_TIMEOUT_S, poll=0.3)
 
-    try:
-        d.get(app["url"])
-        # the form, not the admin of the server's environment, and no code on the page
-        email = wait.until(
-            lambda d: d.find_elements(By.CSS_SELECTOR, "input[placeholder='you@example.com']") or False
-        )
-        assert len(email) == 1, "one sign-in form on the page"
-        text = body()
-        assert "not signed in" in text and "signed in as" not in text
-        assert "console.connect" not in text and "import console" not in text  # no code cells
-        shot(d, tmp, "app-mode-sign-in")
-        email[0].send_keys(ce.emails["operator"])
-        d.find_element(By.CSS_SELECTOR, "input[type='password']").send_keys(PASSWORD)
-        next(b for b in d.find_elements(By.TAG_NAME, "button") if b.text.strip() == "Sign in").click()
+    d.get(app["url"])
+    # the form, not the admin of the server's environment, and no code on the page
+    email = wait.until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, "input[placeholder='you@example.com']") or False
+    )
+    assert len(email) == 1, "one sign-in form on the page"
+    text = body()
+    assert "not signed in" in text and "signed in as" not in text
+    assert "console.connect" not in text and "import console" not in text  # no code cells
+    shot(d, tmp, "app-mode-sign-in")
+    email[0].send_keys(ce.emails["operator"])
+    d.find_element(By.CSS_SELECTOR, "input[type='password']").send_keys(PASSWORD)
+    next(b for b in d.find_elements(By.TAG_NAME, "button") if b.text.strip() == "Sign in").click()
 
-        # signed in: the app with its navigation, "signed in as" once, the jobs by short id
-        wait.until(lambda d: nav("Jobs"))
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".rp-jobs tbody tr") or False)
-        text = body()
-        assert text.count("signed in as") == 1, text[:400]
-        assert ce.emails["operator"] in text and "(role: operator)" in text
-        assert app["job"][:8] in text and not UUID.search(text), "names and short ids, not UUIDs"
-        assert PASSWORD not in d.page_source and "Traceback" not in text
-        assert not d.execute_script(BLANK_SELECTS)
-        titles = {b.text.strip() for b in d.find_elements(By.CSS_SELECTOR, ".rp-nav button")}
-        assert "Server update" in titles and "Credentials" not in titles  # what an operator may open
-        shot(d, tmp, "app-mode-jobs")
+    # signed in: the app with its navigation, "signed in as" once, the jobs by short id
+    nav("Jobs")
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".rp-jobs tbody tr") or False)
+    text = body()
+    assert text.count("signed in as") == 1, text[:400]
+    assert ce.emails["operator"] in text and "(role: operator)" in text
+    assert app["job"][:8] in text and not UUID.search(text), "names and short ids, not UUIDs"
+    assert PASSWORD not in d.page_source and "Traceback" not in text
+    assert not d.execute_script(BLANK_SELECTS)
+    titles = {b.text.strip() for b in d.find_elements(By.CSS_SELECTOR, ".rp-nav button")}
+    assert "Server update" in titles and "Credentials" not in titles  # what an operator may open
+    shot(d, tmp, "app-mode-jobs")
 
-        # reports: the first report loads with its chart
-        wait.until(lambda d: nav("Reports"))
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".rp-app svg.rp-chart") or False)
-        assert not UUID.search(body()) and not d.execute_script(BLANK_SELECTS)
-        shot(d, tmp, "app-mode-reports-chart")
+    # reports: the first report loads with its chart
+    nav("Reports")
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".rp-app svg.rp-chart") or False)
+    assert not UUID.search(body()) and not d.execute_script(BLANK_SELECTS)
+    shot(d, tmp, "app-mode-reports-chart")
 
-        # sign out: the form is back
-        next(b for b in d.find_elements(By.TAG_NAME, "button") if b.text.strip() == "Sign out").click()
-        wait.until(
-            lambda d: d.find_elements(By.CSS_SELECTOR, "input[placeholder='you@example.com']") or False
-        )
-        assert "not signed in" in body()
-    finally:
-        shot(d, tmp, "app-mode-last")
-        d.quit()
+    # sign out: the form is back
+    next(b for b in d.find_elements(By.TAG_NAME, "button") if b.text.strip() == "Sign out").click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "input[placeholder='you@example.com']") or False)
+    assert "not signed in" in body()

@@ -10,31 +10,27 @@ Realtime. Screenshots go to the test's folder (and RACKPILOT_SCREENSHOT_DIR when
 
 from __future__ import annotations
 
-import os
-import secrets
-import shutil
-import subprocess
-import sys
-from pathlib import Path
-
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from tests.browser.test_console_browser import CHROMEDRIVER, CHROMIUM, free_port, wait_http
+from tests.browser.jlab import (
+    BLANK_SELECTS,
+    chromium,
+    click_labelled,
+    console_env,
+    jupyterlab,
+    needs_chromium,
+    run_all,
+    shot,
+    waiter,
+)
 from tests.integration._functions_support import q
 from tests.integration.console_support import CATALOG, PASSWORD, approved_window, claim, make_console_env
 
 PAGE_TIMEOUT_S = 60  # JupyterLab, kernel start, sign-in and the wizard on a loaded 2-core machine (s)
-BLANK_SELECTS = """
-return [...document.querySelectorAll('select:not([multiple])')].filter(s => s.offsetParent !== null && s.options.length > 0
-  && (s.selectedIndex < 0 || !s.options[s.selectedIndex].text.trim())).map(s => s.outerHTML.slice(0, 120));
-"""
 
-pytestmark = pytest.mark.skipif(
-    not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
-    reason="Debian's chromium and chromium-driver are not installed (scripts/setup.sh installs them)",
-)
+pytestmark = needs_chromium
 
 
 @pytest.fixture
@@ -79,258 +75,150 @@ def lab(stack, tmp_path):
     )
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, root / "wizard.ipynb")
-    port, token = free_port(), secrets.token_hex(16)
-    env = {
-        **os.environ,
-        **stack.env(),
-        "RACKPILOT_CONSOLE_EMAIL": ce.emails["operator"],
-        "RACKPILOT_CONSOLE_PASSWORD": PASSWORD,
-        "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt"),
-        "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"),
-        "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "ws"),
-        "RACKPILOT_CONSOLE_RUNTIME_DIR": str(tmp_path / "session"),
-    }
-    env.pop("SUPABASE_SERVICE_ROLE_KEY", None)
-    env.pop("SUPABASE_DB_URL", None)
-    log = (tmp_path / "jupyter.log").open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jupyterlab",
-            "--no-browser",
-            "--ip=127.0.0.1",
-            f"--port={port}",
-            f"--IdentityProvider.token={token}",
-            f"--ServerApp.root_dir={root}",
-            "--LabApp.expose_app_in_browser=True",
-            "--LabApp.news_url=",
-            "--ServerApp.port_retries=0",
-            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-        ]
-        + (["--allow-root"] if os.geteuid() == 0 else []),
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    env = console_env(stack, ce.emails["operator"], PASSWORD, tmp_path)
     try:
-        wait_http(f"http://127.0.0.1:{port}/api/status?token={token}", 30)
-        yield {
-            "url": f"http://127.0.0.1:{port}/lab/tree/wizard.ipynb?token={token}",
-            "ce": ce,
-            "cluster_name": site_a_cluster,
-            "hosts": f.hosts[cluster],
-        }
+        with jupyterlab(root, env, tmp_path / "jupyter.log") as jl:
+            yield {"jupyterlab": jl, "ce": ce, "cluster_name": site_a_cluster, "hosts": f.hosts[cluster]}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
         for s in ce.sessions.values():
             s.sign_out()
         ce.conn.close()
 
 
-def shot(driver, tmp_path: Path, name: str) -> Path:
-    p = tmp_path / f"{name}.png"
-    driver.save_screenshot(str(p))
-    extra = os.environ.get("RACKPILOT_SCREENSHOT_DIR")
-    if extra:
-        Path(extra).mkdir(parents=True, exist_ok=True)
-        shutil.copy(p, Path(extra) / p.name)
-    return p
-
-
 def click_button(driver, text: str) -> None:
     """Click the wizard's button labelled ``text``, finding it again if a redraw replaced it."""
-    from selenium.common.exceptions import StaleElementReferenceException
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    def attempt(d) -> bool:
-        try:
-            btn = next(
-                (b for b in d.find_elements(By.CSS_SELECTOR, ".rp-wizard button") if b.text.strip() == text),
-                None,
-            )
-            if btn is None:
-                return False
-            d.execute_script("arguments[0].scrollIntoView({block: 'center'})", btn)
-            btn.click()
-            return True
-        except StaleElementReferenceException:
-            return False
-
-    WebDriverWait(driver, PAGE_TIMEOUT_S, poll_frequency=0.2).until(attempt)
+    click_labelled(driver, ".rp-wizard button", text, PAGE_TIMEOUT_S)
 
 
 def test_wizard_first_step_preflight_preview_and_live_monitor(lab, tmp_path):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
+    with chromium(tmp_path / "chromium") as driver:
+        try:
+            walk_the_wizard(driver, lab, tmp_path)
+        finally:
+            shot(driver, tmp_path, "wizard-last")
+
+
+def walk_the_wizard(driver, lab, tmp_path) -> None:
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    opts = Options()
-    opts.binary_location = CHROMIUM
-    for arg in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--disable-dev-shm-usage",
-        f"--user-data-dir={tmp_path / 'chromium'}",
-        "--window-size=1400,1800",
-    ):
-        opts.add_argument(arg)
-    os.environ["SE_OFFLINE"] = "true"
-    driver = webdriver.Chrome(options=opts, service=Service(CHROMEDRIVER))
     ce = lab["ce"]
-    try:
-        driver.get(lab["url"])
-        from selenium.common.exceptions import StaleElementReferenceException
+    wait = run_all(driver, lab["jupyterlab"], "wizard.ipynb", PAGE_TIMEOUT_S)
 
-        wait = WebDriverWait(
-            driver, PAGE_TIMEOUT_S, poll_frequency=0.3, ignored_exceptions=(StaleElementReferenceException,)
-        )
-        wait.until(
-            lambda d: d.execute_script(
-                "const a = window.jupyterapp; const w = a && a.shell.currentWidget;"
-                "return !!(w && w.sessionContext && w.sessionContext.session && w.content && w.content.widgets.length)"
+    # step 1: the cluster is chosen and named, not blank; no visible selector is blank
+    sel = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".rp-cluster-pick select") or False)[0]
+    wait.until(lambda d: sel.get_attribute("value") != "")
+    assert (
+        driver.execute_script("const s = arguments[0]; return s.options[s.selectedIndex].text", sel)
+        == lab["cluster_name"]
+    )
+    assert driver.execute_script(BLANK_SELECTS) == []
+    cat = driver.find_element(By.CSS_SELECTOR, ".rp-catalog-pick select")
+    assert "dell-catalog" in driver.execute_script(
+        "const s = arguments[0]; return s.options[s.selectedIndex].text", cat
+    )
+    shot(driver, tmp_path, "wizard-step1-targets")
+    assert "Traceback" not in driver.find_element(By.TAG_NAME, "body").text
+
+    # step 2: options and the approved window, then the pre-flight
+    click_button(driver, "Next: options")
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".rp-window-pick select") or False)
+    assert driver.execute_script(BLANK_SELECTS) == []
+    click_button(driver, "Next: pre-flight")
+    changes = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "table.rp-changes tbody tr") or False)
+    text = driver.find_element(By.CSS_SELECTOR, ".rp-wizard").text
+    assert len(changes) == 1 and "BIOS" in changes[0].text and "2.19.1 → 2.20.1" in changes[0].text
+    assert "already compliant, will be skipped" in text and "verdict: ready" in text
+    assert "at most 1 host(s) out at once" in text
+    assert len(driver.find_elements(By.CSS_SELECTOR, "table.rp-hostgates tbody tr")) == len(lab["hosts"])
+    for uuid_like in lab["hosts"]:
+        assert uuid_like not in text  # names, not ids
+    shot(driver, tmp_path, "wizard-step3-preflight")
+    # a blocking VM's fix is offered before the job starts: picked by name, confirmed,
+    # and its result said in words on the line under it
+    fix = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".rp-vm-fix-pick select") or False)[0]
+    vm_label = driver.execute_script("return arguments[0].selectedOptions[0].textContent", fix)
+    vm_label = vm_label.replace("\xa0", " ")  # the select draws spaces as no-break spaces
+    assert "USB passthrough" in vm_label, vm_label
+    click_button(driver, "Apply…")
+    wait.until(
+        lambda d: (
+            any(b.is_displayed() for b in d.find_elements(By.CSS_SELECTOR, ".rp-vm-fix-yes button"))
+            or any(
+                b.is_displayed() and b.text.strip() == "Yes, do it"
+                for b in d.find_elements(By.CSS_SELECTOR, ".rp-wizard button")
             )
         )
-        driver.execute_script("window.jupyterapp.commands.execute('notebook:run-all-cells')")
-
-        # step 1: the cluster is chosen and named, not blank; no visible selector is blank
-        sel = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".rp-cluster-pick select") or False)[0]
-        wait.until(lambda d: sel.get_attribute("value") != "")
-        assert (
-            driver.execute_script("const s = arguments[0]; return s.options[s.selectedIndex].text", sel)
-            == lab["cluster_name"]
+    )
+    click_button(driver, "Yes, do it")
+    wait.until(
+        lambda d: (
+            "will be powered off when the update reaches"
+            in d.find_element(By.CSS_SELECTOR, ".rp-wizard").text
         )
-        assert driver.execute_script(BLANK_SELECTS) == []
-        cat = driver.find_element(By.CSS_SELECTOR, ".rp-catalog-pick select")
-        assert "dell-catalog" in driver.execute_script(
-            "const s = arguments[0]; return s.options[s.selectedIndex].text", cat
-        )
-        shot(driver, tmp_path, "wizard-step1-targets")
-        assert "Traceback" not in driver.find_element(By.TAG_NAME, "body").text
+    )
+    assert driver.execute_script(BLANK_SELECTS) == []
+    shot(driver, tmp_path, "wizard-step3-vm-fix")
 
-        # step 2: options and the approved window, then the pre-flight
-        click_button(driver, "Next: options")
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".rp-window-pick select") or False)
-        assert driver.execute_script(BLANK_SELECTS) == []
-        click_button(driver, "Next: pre-flight")
-        changes = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "table.rp-changes tbody tr") or False)
-        text = driver.find_element(By.CSS_SELECTOR, ".rp-wizard").text
-        assert len(changes) == 1 and "BIOS" in changes[0].text and "2.19.1 → 2.20.1" in changes[0].text
-        assert "already compliant, will be skipped" in text and "verdict: ready" in text
-        assert "at most 1 host(s) out at once" in text
-        assert len(driver.find_elements(By.CSS_SELECTOR, "table.rp-hostgates tbody tr")) == len(lab["hosts"])
-        for uuid_like in lab["hosts"]:
-            assert uuid_like not in text  # names, not ids
-        shot(driver, tmp_path, "wizard-step3-preflight")
-        # a blocking VM's fix is offered before the job starts: picked by name, confirmed,
-        # and its result said in words on the line under it
-        fix = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".rp-vm-fix-pick select") or False)[0]
-        vm_label = driver.execute_script("return arguments[0].selectedOptions[0].textContent", fix)
-        vm_label = vm_label.replace("\xa0", " ")  # the select draws spaces as no-break spaces
-        assert "USB passthrough" in vm_label, vm_label
-        click_button(driver, "Apply…")
-        wait.until(
-            lambda d: (
-                any(b.is_displayed() for b in d.find_elements(By.CSS_SELECTOR, ".rp-vm-fix-yes button"))
-                or any(
-                    b.is_displayed() and b.text.strip() == "Yes, do it"
-                    for b in d.find_elements(By.CSS_SELECTOR, ".rp-wizard button")
-                )
-            )
-        )
-        click_button(driver, "Yes, do it")
-        wait.until(
-            lambda d: (
-                "will be powered off when the update reaches"
-                in d.find_element(By.CSS_SELECTOR, ".rp-wizard").text
-            )
-        )
-        assert driver.execute_script(BLANK_SELECTS) == []
-        shot(driver, tmp_path, "wizard-step3-vm-fix")
+    # step 4-5: typed confirmation, create, and the live monitor
+    typed = next(
+        i
+        for i in driver.find_elements(By.CSS_SELECTOR, ".rp-wizard input")
+        if i.get_attribute("placeholder") == "the cluster's name, to confirm"
+    )
+    typed.send_keys(lab["cluster_name"])
+    typed.send_keys("\t")
+    wait.until(lambda d: d.execute_script("return arguments[0].value", typed) == lab["cluster_name"])
+    click_button(driver, "Confirm")
 
-        # step 4-5: typed confirmation, create, and the live monitor
-        typed = next(
-            i
-            for i in driver.find_elements(By.CSS_SELECTOR, ".rp-wizard input")
-            if i.get_attribute("placeholder") == "the cluster's name, to confirm"
-        )
-        typed.send_keys(lab["cluster_name"])
-        typed.send_keys("\t")
-        wait.until(lambda d: d.execute_script("return arguments[0].value", typed) == lab["cluster_name"])
-        click_button(driver, "Confirm")
+    def start_offered(d) -> bool:
+        # a click that landed while a redraw replaced the button is lost: while the wizard
+        # still offers Confirm (and not Start update), click it again
+        texts = [b.text.strip() for b in d.find_elements(By.CSS_SELECTOR, ".rp-wizard button")]
+        if "Start update" in texts:
+            return True
+        if "Confirm" in texts:
+            click_button(driver, "Confirm")
+        return False
 
-        def start_offered(d) -> bool:
-            # a click that landed while a redraw replaced the button is lost: while the wizard
-            # still offers Confirm (and not Start update), click it again
-            texts = [b.text.strip() for b in d.find_elements(By.CSS_SELECTOR, ".rp-wizard button")]
-            if "Start update" in texts:
-                return True
-            if "Confirm" in texts:
-                click_button(driver, "Confirm")
-            return False
-
-        from selenium.common.exceptions import StaleElementReferenceException
-
-        WebDriverWait(
-            driver,
-            PAGE_TIMEOUT_S * 2,
-            poll_frequency=1.0,
-            ignored_exceptions=(StaleElementReferenceException,),
-        ).until(start_offered)
-        click_button(driver, "Start update")
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".rp-monitor .rp-host-row") or False)
-        jid = str(
-            q(
-                ce.conn,
-                "select id from public.jobs where cluster_id = %s and type = 'rolling_cluster_update' "
-                "order by created_at desc limit 1",
-                ce.fleet.clusters[0],
-            )[0]["id"]
-        )
-        claim(ce, jid)
-        tasks = q(ce.conn, "select id, target_name from public.job_tasks where job_id = %s order by seq", jid)
+    waiter(driver, PAGE_TIMEOUT_S * 2, poll=1.0).until(start_offered)
+    click_button(driver, "Start update")
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".rp-monitor .rp-host-row") or False)
+    jid = str(
         q(
             ce.conn,
-            "update public.job_tasks set status = 'skipped', started_at = now(), finished_at = now(), "
-            'details = details || \'{"reason": "already compliant"}\' where id = %s',
-            tasks[1]["id"],
+            "select id from public.jobs where cluster_id = %s and type = 'rolling_cluster_update' "
+            "order by created_at desc limit 1",
+            ce.fleet.clusters[0],
+        )[0]["id"]
+    )
+    claim(ce, jid)
+    tasks = q(ce.conn, "select id, target_name from public.job_tasks where job_id = %s order by seq", jid)
+    q(
+        ce.conn,
+        "update public.job_tasks set status = 'skipped', started_at = now(), finished_at = now(), "
+        'details = details || \'{"reason": "already compliant"}\' where id = %s',
+        tasks[1]["id"],
+    )
+    for phase, pct in (("backup", 5), ("stage", 15), ("maintenance", 30), ("apply", 50)):
+        q(
+            ce.conn,
+            "update public.job_tasks set status = 'running', started_at = coalesce(started_at, now()), "
+            "progress = %s, details = details || jsonb_build_object('phase', %s::text), "
+            "updated_at = clock_timestamp() where id = %s",
+            pct,
+            phase,
+            tasks[0]["id"],
         )
-        for phase, pct in (("backup", 5), ("stage", 15), ("maintenance", 30), ("apply", 50)):
-            q(
-                ce.conn,
-                "update public.job_tasks set status = 'running', started_at = coalesce(started_at, now()), "
-                "progress = %s, details = details || jsonb_build_object('phase', %s::text), "
-                "updated_at = clock_timestamp() where id = %s",
-                pct,
-                phase,
-                tasks[0]["id"],
-            )
-            wait.until(
-                lambda d, p=phase: d.find_elements(By.CSS_SELECTOR, f".rp-gantt rect.rp-phase-{p}") or False
-            )
-        mon = driver.find_element(By.CSS_SELECTOR, ".rp-monitor").text
-        assert "already compliant" in mon and tasks[0]["target_name"] in mon and "running" in mon
-        assert jid not in mon  # the job shows by type, cluster and short id
-        # operator may pause: the buttons follow the job's status, which arrives over Realtime
-        # apart from the task updates above, so wait for it rather than look once
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".rp-monitor .rp-act-pause") or False)
-        assert driver.execute_script(BLANK_SELECTS) == []
-        driver.execute_script("document.querySelector('.rp-monitor').scrollIntoView({block: 'start'})")
-        shot(driver, tmp_path, "monitor-live")
-        assert PASSWORD not in driver.page_source
-    finally:
-        shot(driver, tmp_path, "wizard-last")
-        driver.quit()
+        wait.until(
+            lambda d, p=phase: d.find_elements(By.CSS_SELECTOR, f".rp-gantt rect.rp-phase-{p}") or False
+        )
+    mon = driver.find_element(By.CSS_SELECTOR, ".rp-monitor").text
+    assert "already compliant" in mon and tasks[0]["target_name"] in mon and "running" in mon
+    assert jid not in mon  # the job shows by type, cluster and short id
+    # operator may pause: the buttons follow the job's status, which arrives over Realtime
+    # apart from the task updates above, so wait for it rather than look once
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".rp-monitor .rp-act-pause") or False)
+    assert driver.execute_script(BLANK_SELECTS) == []
+    driver.execute_script("document.querySelector('.rp-monitor').scrollIntoView({block: 'start'})")
+    shot(driver, tmp_path, "monitor-live")
+    assert PASSWORD not in driver.page_source
