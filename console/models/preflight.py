@@ -13,6 +13,7 @@ import csv
 import datetime as dt
 import io
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -172,68 +173,95 @@ class PreflightReport:
 def build_preflight(
     api: Api, cluster: Row, hosts: list[Row], params: Row, options: Row, request_fields: Row
 ) -> PreflightReport:
+    """The pre-flight report: each section's checks in the order an operator reads them,
+    ending with the control plane's dry run of the job."""
     now = dt.datetime.now(dt.UTC)
     rep = PreflightReport(cluster=cluster, generated_at=now.isoformat(timespec="seconds"), params=params)
     chosen = set(params.get("host_ids") or []) or {h["id"] for h in hosts}
     hosts = [h for h in hosts if h["id"] in chosen]
     rep.hosts = hosts
-    add = rep.checks.append
+    rep.checks += cluster_checks(cluster)
+    rep.checks += host_checks(hosts)
+    rep.vm_blockers = vm_blockers(api, hosts)
+    rep.checks.append(vm_blockers_check(rep.vm_blockers, options))
+    rep.firmware = firmware_rows(api, hosts, params)
+    rep.checks.append(firmware_check(rep.firmware))
+    # what will change, per host and component; health gates per host
+    preview_changes(
+        rep, api, hosts, names_by_server={h["server_id"]: h["name"] for h in hosts if h.get("server_id")}
+    )
+    rep.hosts_out_bound = hosts_out_bound(api, params)
+    if rep.hosts_out_bound is not None:
+        rep.checks.append(hosts_out_check(rep.hosts_out_bound, params))
+    # the executor's own gates, as the newest pre-flight of this cluster found them
+    rep.checks.append(
+        executor_gates(rep, api.last_preflight_report(cluster["id"]) if cluster.get("id") else None)
+    )
+    rep.executors = [e for e in api.executors() if e.get("site_id") == cluster.get("site_id")]
+    rep.checks.append(executor_check(rep.executors))
+    rep.checks += dry_run_checks(rep, api, params, request_fields)
+    return rep
 
-    # cluster settings
+
+def cluster_checks(cluster: Row) -> list[Check]:
+    """The cluster's HA admission control and DRS settings."""
     if cluster.get("ha_admission_control"):
-        add(
-            Check(
-                "ha_admission_control",
-                "warn",
-                "HA admission control is on: it may refuse maintenance mode "
-                "when capacity is tight (the job disables HA while it runs)",
-            )
+        ha = Check(
+            "ha_admission_control",
+            "warn",
+            "HA admission control is on: it may refuse maintenance mode "
+            "when capacity is tight (the job disables HA while it runs)",
         )
     else:
-        add(Check("ha_admission_control", "ok", "HA admission control off or unknown"))
+        ha = Check("ha_admission_control", "ok", "HA admission control off or unknown")
     drs = cluster.get("drs_automation")
     if cluster.get("drs_enabled") is False or (drs and drs != "fullyAutomated"):
-        add(
-            Check(
-                "drs",
-                "warn",
-                f"DRS is {'off' if cluster.get('drs_enabled') is False else drs}: VMs will not "
-                "be evacuated automatically",
-            )
+        drs_check = Check(
+            "drs",
+            "warn",
+            f"DRS is {'off' if cluster.get('drs_enabled') is False else drs}: VMs will not "
+            "be evacuated automatically",
         )
     else:
-        add(Check("drs", "ok", f"DRS {drs or 'state unknown'}"))
+        drs_check = Check("drs", "ok", f"DRS {drs or 'state unknown'}")
+    return [ha, drs_check]
 
-    # hosts
-    if not hosts:
-        add(Check("hosts", "block", "the cluster has no hosts to update"))
+
+def host_checks(hosts: list[Row]) -> list[Check]:
+    """Hosts to update at all, hosts already in maintenance, hosts vCenter does not reach."""
+    checks = [] if hosts else [Check("hosts", "block", "the cluster has no hosts to update")]
     in_mm = [h["name"] for h in hosts if h.get("in_maintenance")]
-    bad = [
-        f"{h['name']} ({h.get('connection_state')})"
-        for h in hosts
-        if h.get("connection_state") not in ("connected", "unknown", None)
-    ]
-    add(
+    bad = [f"{h['name']} ({h.get('connection_state')})" for h in hosts if not _reachable(h)]
+    checks.append(
         Check(
             "hosts_in_maintenance",
             "warn" if in_mm else "ok",
             f"already in maintenance: {', '.join(in_mm)}" if in_mm else f"{len(hosts)} host(s) serving",
         )
     )
-    add(
+    checks.append(
         Check(
             "host_connection",
             "warn" if bad else "ok",
             f"not connected: {', '.join(bad)}" if bad else "all hosts connected or not yet synced",
         )
     )
+    return checks
 
-    # VM blockers
+
+def _reachable(host: Row) -> bool:
+    """vCenter reaches the host, or has not said yet."""
+    return host.get("connection_state") in ("connected", "unknown", None)
+
+
+def vm_blockers(api: Api, hosts: list[Row]) -> list[Row]:
+    """The powered-on VMs on ``hosts`` whose devices keep their host from entering maintenance."""
     names = {h["id"]: h["name"] for h in hosts}
+    found = []
     for vm in api.vms_on_hosts(sorted(names)):
         reasons = [label for col, label in VM_DEVICE_FACTS.items() if vm.get(col)]
         if reasons and vm.get("power_state") != "off":
-            rep.vm_blockers.append(
+            found.append(
                 {
                     "vm": vm["name"],
                     "vm_id": vm["id"],
@@ -243,104 +271,110 @@ def build_preflight(
                     "fix": vm_fix(vm),
                 }
             )
-    if rep.vm_blockers:
-        policy = options.get("blocker_default", "ask")
-        what = {
-            "ask": "the job will pause for your decisions",
-            "power_off_vm": "they will be powered off and on",
-            "skip_host": "their hosts will be skipped",
-        }.get(policy, policy)
-        add(Check("vm_blockers", "warn", f"{len(rep.vm_blockers)} VM(s) cannot be moved: {what}"))
-    else:
-        add(Check("vm_blockers", "ok", "no VM device blocks maintenance mode"))
+    return found
 
-    # firmware compliance of the hosts' servers: the dry run of the firmware step
+
+# what the job does with VMs that cannot move, per blocker policy (options.blocker_default)
+_BLOCKER_POLICY_OUTCOME = {
+    "ask": "the job will pause for your decisions",
+    "power_off_vm": "they will be powered off and on",
+    "skip_host": "their hosts will be skipped",
+}
+
+
+def vm_blockers_check(blockers: list[Row], options: Row) -> Check:
+    if not blockers:
+        return Check("vm_blockers", "ok", "no VM device blocks maintenance mode")
+    policy = options.get("blocker_default", "ask")
+    what = _BLOCKER_POLICY_OUTCOME.get(policy, policy)
+    return Check("vm_blockers", "warn", f"{len(blockers)} VM(s) cannot be moved: {what}")
+
+
+def firmware_rows(api: Api, hosts: list[Row], params: Row) -> list[Row]:
+    """The firmware compliance of the hosts' servers (the dry run of the firmware step),
+    limited to the job's components when it names some."""
     server_ids = sorted({h["server_id"] for h in hosts if h.get("server_id")})
-    if server_ids:
-        rows = api._rest(
-            "firmware compliance",
-            lambda c: (
-                c.table("v_firmware_compliance")
-                .select("*")
-                .in_("server_id", server_ids)
-                .order("server_name")
-                .order("component")
-            ),
-        )
-        wanted = set(params.get("firmware", {}).get("components") or [])
-        rep.firmware = [r for r in rows if not wanted or r.get("component") in wanted]
-    outdated = [f for f in rep.firmware if f.get("compliance") == "outdated"]
+    if not server_ids:
+        return []
+    rows = api._rest(
+        "firmware compliance",
+        lambda c: (
+            c.table("v_firmware_compliance")
+            .select("*")
+            .in_("server_id", server_ids)
+            .order("server_name")
+            .order("component")
+        ),
+    )
+    wanted = set(params.get("firmware", {}).get("components") or [])
+    return [r for r in rows if not wanted or r.get("component") in wanted]
+
+
+def firmware_check(firmware: list[Row]) -> Check:
+    outdated = [f for f in firmware if f.get("compliance") == "outdated"]
     urgent = [f for f in outdated if f.get("criticality") == "urgent"]
-    if not rep.firmware:
-        add(Check("firmware", "warn", "no firmware inventory for these servers yet (run inventory_refresh)"))
-    elif not outdated:
-        add(Check("firmware", "warn", "every component is already at the catalog version: nothing to update"))
-    else:
-        add(
-            Check(
-                "firmware",
-                "ok",
-                f"{len(outdated)} component(s) to update" + (f", {len(urgent)} urgent" if urgent else ""),
-            )
+    if not firmware:
+        return Check(
+            "firmware", "warn", "no firmware inventory for these servers yet (run inventory_refresh)"
         )
-
-    # what will change, per host and component; health gates per host
-    preview_changes(
-        rep, api, hosts, names_by_server={h["server_id"]: h["name"] for h in hosts if h.get("server_id")}
-    )
-    rep.hosts_out_bound = hosts_out_bound(api, params)
-    if rep.hosts_out_bound is not None:
-        add(
-            Check(
-                "hosts_out",
-                "ok",
-                f"at most {rep.hosts_out_bound} host(s) out of service at once "
-                f"(hosts at once {params.get('max_parallel_hosts', 1)}, capped by the safety policy)",
-            )
+    if not outdated:
+        return Check(
+            "firmware", "warn", "every component is already at the catalog version: nothing to update"
         )
-
-    # the executor's own gates, as the newest pre-flight of this cluster found them
-    add(executor_gates(rep, api.last_preflight_report(cluster["id"]) if cluster.get("id") else None))
-
-    # executors of the site
-    rep.executors = [e for e in api.executors() if e.get("site_id") == cluster.get("site_id")]
-    healthy = [e for e in rep.executors if e.get("health") == "healthy"]
-    add(
-        Check(
-            "executor",
-            "ok" if healthy else "warn",
-            f"{len(healthy)} healthy executor(s) at the site"
-            if healthy
-            else "no healthy executor at the site: the job will wait until one runs",
-        )
+    return Check(
+        "firmware",
+        "ok",
+        f"{len(outdated)} component(s) to update" + (f", {len(urgent)} urgent" if urgent else ""),
     )
 
-    # the control plane's dry run: every safety rule, with the real targets
+
+def hosts_out_check(bound: int, params: Row) -> Check:
+    return Check(
+        "hosts_out",
+        "ok",
+        f"at most {bound} host(s) out of service at once "
+        f"(hosts at once {params.get('max_parallel_hosts', 1)}, capped by the safety policy)",
+    )
+
+
+def executor_check(executors: list[Row]) -> Check:
+    """A healthy executor at the site, or the job waits."""
+    healthy = [e for e in executors if e.get("health") == "healthy"]
+    if healthy:
+        return Check("executor", "ok", f"{len(healthy)} healthy executor(s) at the site")
+    return Check("executor", "warn", "no healthy executor at the site: the job will wait until one runs")
+
+
+def dry_run_checks(rep: PreflightReport, api: Api, params: Row, request_fields: Row) -> list[Check]:
+    """The control plane's dry run: every safety rule, with the real targets; then where the
+    job's credentials may be presented. Sets ``rep.plan``."""
     try:
         res = api.create_job("rolling_cluster_update", params, dry_run=True, **request_fields)
         rep.plan = res.get("plan")
         plan = rep.plan or {}
-        n = len(plan.get("tasks") or [])
-        work = (
-            f"nothing to do: all {n} host(s) are at the catalog version as last inventoried; the job would "
-            "only re-check each host against the catalog and skip it"
-            if rep.nothing_to_do
-            else f"{n} host(s) checked, {len({c['host'] for c in rep.changes})} to update"
-            if rep.changes
-            else f"{n} host(s) checked against the catalog"
-        )
-        add(
+        return [
             Check(
                 "dry_run",
                 "warn" if rep.nothing_to_do else "ok",
-                f"accepted by the control plane: {work}; risk {plan.get('risk')}, scheduled "
-                f"{plan.get('scheduled_for')}",
-            )
-        )
-        add(credentials_check(rep.plan or {}))
+                f"accepted by the control plane: {dry_run_work(rep, len(plan.get('tasks') or []))}; "
+                f"risk {plan.get('risk')}, scheduled {plan.get('scheduled_for')}",
+            ),
+            credentials_check(rep.plan or {}),
+        ]
     except ConsoleError as exc:
-        add(Check("dry_run", "block", f"{exc.message} [{exc.code}]"))
-    return rep
+        return [Check("dry_run", "block", f"{exc.message} [{exc.code}]")]
+
+
+def dry_run_work(rep: PreflightReport, n: int) -> str:
+    """What the job would do with its ``n`` planned hosts, in words."""
+    if rep.nothing_to_do:
+        return (
+            f"nothing to do: all {n} host(s) are at the catalog version as last inventoried; the job would "
+            "only re-check each host against the catalog and skip it"
+        )
+    if rep.changes:
+        return f"{n} host(s) checked, {len({c['host'] for c in rep.changes})} to update"
+    return f"{n} host(s) checked against the catalog"
 
 
 def preview_changes(
@@ -355,52 +389,61 @@ def preview_changes(
     for h in hosts:
         sid = h.get("server_id")
         rows = by_server.get(str(sid), []) if sid else []
-        outdated = [f for f in rows if f.get("compliance") == "outdated"]
         # the same words as the executor's pre-flight report (executor/targets/dell_health.py)
         changes, why_compliant = what_will_change(h["name"], [compliance_row(f) for f in rows])
         rep.changes += changes
         if why_compliant:
             rep.compliant_hosts.append(h["name"])
             rep.compliant_reasons[h["name"]] = why_compliant
-        srv = servers.get(sid, {}) if sid else {}
-        why, gate = ([why_compliant] if why_compliant else []), "ok"
-        if not sid:
-            why.append("not linked to a Dell server")
-            gate = "block"
-        if h.get("connection_state") not in ("connected", "unknown", None):
-            why.append(f"vCenter says {h.get('connection_state')}")
-            gate = "block"
-        if h.get("in_maintenance"):
-            why.append("already in maintenance")
-            gate = "warn" if gate == "ok" else gate
-        if srv.get("health") not in (None, "ok", "unknown"):
-            why.append(f"server health {srv.get('health')}")
-            gate = "warn" if gate == "ok" else gate
-        if sid and not rows:
-            why.append("no firmware inventory yet")
-            gate = "warn" if gate == "ok" else gate
-        rep.host_gates.append(
-            {
-                "host": h["name"],
-                "server": srv.get("name") or "",
-                "connection": h.get("connection_state") or "unknown",
-                "maintenance": "yes" if h.get("in_maintenance") else "no",
-                "power": srv.get("power_state") or "unknown",
-                "health": srv.get("health") or "unknown",
-                "updates": len(outdated),
-                "verdict": (
-                    "will be skipped: already compliant"
-                    if rows and not outdated
-                    else f"{len(outdated)} update(s)"
-                    if outdated
-                    else "unknown: refresh inventory"
-                ),
-                "gate": gate,
-                "why": "; ".join(why),
-            }
-        )
-    inventoried = [g for g in rep.host_gates if g["verdict"] != "unknown: refresh inventory"]
+        rep.host_gates.append(host_gate(h, servers.get(sid, {}) if sid else {}, rows, why_compliant))
+    inventoried = [g for g in rep.host_gates if g["verdict"] != _NO_INVENTORY]
     rep.nothing_to_do = bool(hosts) and len(inventoried) == len(hosts) and not rep.changes
+
+
+_NO_INVENTORY = "unknown: refresh inventory"
+# what holds a host back, checked in this order: (gate, why or None) from the host, its
+# server and the server's compliance rows; a block outranks a warn
+_HOST_GATE_RULES: tuple[tuple[str, Callable[[Row, Row, list[Row]], str | None]], ...] = (
+    ("block", lambda h, srv, rows: None if h.get("server_id") else "not linked to a Dell server"),
+    ("block", lambda h, srv, rows: None if _reachable(h) else f"vCenter says {h.get('connection_state')}"),
+    ("warn", lambda h, srv, rows: "already in maintenance" if h.get("in_maintenance") else None),
+    (
+        "warn",
+        lambda h, srv, rows: (
+            None if srv.get("health") in (None, "ok", "unknown") else f"server health {srv.get('health')}"
+        ),
+    ),
+    ("warn", lambda h, srv, rows: "no firmware inventory yet" if h.get("server_id") and not rows else None),
+)
+
+
+def host_gate(h: Row, srv: Row, rows: list[Row], why_compliant: str | None) -> Row:
+    """One host's row of the pre-flight: connection, maintenance, power, health, updates,
+    the verdict, and the gate (ok, warn or block) with why."""
+    outdated = [f for f in rows if f.get("compliance") == "outdated"]
+    why = [why_compliant] if why_compliant else []
+    gates = set()
+    for gate, rule in _HOST_GATE_RULES:
+        reason = rule(h, srv, rows)
+        if reason:
+            why.append(reason)
+            gates.add(gate)
+    if rows and not outdated:
+        verdict = "will be skipped: already compliant"
+    else:
+        verdict = f"{len(outdated)} update(s)" if outdated else _NO_INVENTORY
+    return {
+        "host": h["name"],
+        "server": srv.get("name") or "",
+        "connection": h.get("connection_state") or "unknown",
+        "maintenance": "yes" if h.get("in_maintenance") else "no",
+        "power": srv.get("power_state") or "unknown",
+        "health": srv.get("health") or "unknown",
+        "updates": len(outdated),
+        "verdict": verdict,
+        "gate": "block" if "block" in gates else "warn" if gates else "ok",
+        "why": "; ".join(why),
+    }
 
 
 def executor_gates(rep: PreflightReport, last: Row | None) -> Check:
