@@ -90,6 +90,16 @@ class HostsOut:
 
 
 @dataclass(frozen=True)
+class OnePerCluster:
+    """At most one pending, running or paused job of the type per cluster; create-job
+    refuses another with ``code`` (409), saying the cluster already has a ``noun`` in
+    progress."""
+
+    code: str
+    noun: str
+
+
+@dataclass(frozen=True)
 class JobTypeSpec:
     """One job type. ``params`` is None only for a test-only type (create-job refuses it)."""
 
@@ -101,6 +111,7 @@ class JobTypeSpec:
     hosts_out: HostsOut | None = None  # None: takes no host out of service
     tasks: Tasks = Tasks.TARGETS
     ssh_credential: str | None = None  # credential kind the job must carry to log in to hosts over SSH
+    one_per_cluster: OnePerCluster | None = None
     # a top-level catalog_id is resolved to its URL; with no catalog and none of these
     # fields, the site's default catalog is taken (None: the type has no catalog of its own)
     site_default_catalog_unless: tuple[str, ...] | None = None
@@ -130,6 +141,8 @@ class JobTypeSpec:
             out["hosts_out"] = self.hosts_out.as_json()
         if self.ssh_credential is not None:
             out["ssh_credential"] = self.ssh_credential
+        if self.one_per_cluster is not None:
+            out["one_per_cluster"] = {"code": self.one_per_cluster.code, "noun": self.one_per_cluster.noun}
         if self.site_default_catalog_unless is not None:
             out["site_default_catalog_unless"] = list(self.site_default_catalog_unless)
         return out
@@ -156,6 +169,7 @@ _DECLARED = (
         requires_window=True,
         hosts_out=HostsOut(param="max_parallel_hosts"),
         tasks=Tasks.CLUSTER_HOSTS,
+        one_per_cluster=OnePerCluster("rolling_update_in_progress", "rolling update"),
         console=ConsoleForm.WIZARD,
     ),
     JobTypeSpec(

@@ -9,6 +9,7 @@ import type { Tx } from "./db.ts";
 import { type Endpoint, unverified } from "./endpoints.ts";
 import {
   type ClusterActivity,
+  type OnePerCluster,
   type SafetyPolicy,
   safetyViolations,
   violationError,
@@ -27,6 +28,7 @@ export interface PlanHints {
   hosts_out?: { param?: string; all_targets?: boolean; none_when?: Record<string, unknown[]> };
   ssh_credential?: string;
   site_default_catalog_unless?: string[];
+  one_per_cluster?: OnePerCluster;
 }
 
 export interface JobTypeRules {
@@ -537,17 +539,19 @@ export async function planJob(tx: Tx, req: JobRequest, now: Date): Promise<JobPl
   if (clusterId) {
     // the claim takes the same lock: one key, declared once in SQL (public.cluster_lock_key)
     await tx`select pg_advisory_xact_lock(public.cluster_lock_key(${clusterId}))`;
-    const [a] = await tx<{ active_jobs: number; active_rolling_updates: number }[]>`
+    const [a] = await tx<ClusterActivity[]>`
       -- safety.yaml's max_concurrent_per_cluster counts running or paused jobs (the claim
-      -- holds pending ones back); a rolling update already queued counts as well.
+      -- holds pending ones back); for a type with one job per cluster (a rolling update),
+      -- one already queued counts as well.
       select count(*) filter (where sp.takes_hosts_out and j.status in ('running', 'paused'))::int as active_jobs,
-             count(*) filter (where j.type = 'rolling_cluster_update')::int as active_rolling_updates
+             count(*) filter (where j.type = ${req.type}::public.job_type)::int as active_same_type
         from public.jobs j join public.safety_policies sp on sp.job_type = j.type
        where j.cluster_id = ${clusterId} and j.status in ('pending', 'running', 'paused')`;
     activity = a;
   }
   const violations = safetyViolations({
-    jobType: req.type, policy, siteId, clusterId, hostsInParallel, window, scheduledFor: scheduled, activity, now,
+    jobType: req.type, policy, siteId, clusterId, hostsInParallel, window, scheduledFor: scheduled, activity,
+    onePerCluster: hints.one_per_cluster ?? null, now,
   });
   if (violations.length) throw violationError(violations);
 

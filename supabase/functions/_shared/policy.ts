@@ -54,7 +54,13 @@ export interface WindowRow {
 
 export interface ClusterActivity {
   active_jobs: number; // running or paused jobs on the cluster that take hosts out
-  active_rolling_updates: number; // pending, running or paused rolling_cluster_update jobs
+  active_same_type: number; // pending, running or paused jobs of the requested job's type
+}
+
+/** At most one active job of the type per cluster (the type's ``one_per_cluster`` hint). */
+export interface OnePerCluster {
+  code: string; // the refusal's code
+  noun: string; // what the cluster already has in progress, in words
 }
 
 export interface SafetyInput {
@@ -66,6 +72,7 @@ export interface SafetyInput {
   window: WindowRow | null; // the window the request names, if any
   scheduledFor: Date;
   activity: ClusterActivity | null; // null when the job has no cluster
+  onePerCluster: OnePerCluster | null; // null: the type may have several active jobs per cluster
   now: Date;
 }
 
@@ -107,8 +114,8 @@ export function safetyViolations(i: SafetyInput): Violation[] {
     });
   }
   if (i.activity) {
-    if (i.jobType === "rolling_cluster_update" && i.activity.active_rolling_updates > 0) {
-      out.push({ code: "rolling_update_in_progress", message: "this cluster already has a rolling update in progress" });
+    if (i.onePerCluster && i.activity.active_same_type > 0) {
+      out.push({ code: i.onePerCluster.code, message: `this cluster already has a ${i.onePerCluster.noun} in progress` });
     } else if (p.max_concurrent_per_cluster !== null && p.takes_hosts_out &&
       i.activity.active_jobs >= p.max_concurrent_per_cluster) {
       out.push({

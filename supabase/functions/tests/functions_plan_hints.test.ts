@@ -26,10 +26,11 @@ Deno.test("hosts out at once: a params field capped by the cluster, all targets,
   assert.equal(hostsOutAtOnce(planHints("esxi_upgrade").hosts_out!, {}, 6), 1); // host by host
 });
 
-Deno.test("only the rolling update makes its tasks of a cluster's hosts", () => {
+Deno.test("only the rolling update makes its tasks of a cluster's hosts and is one per cluster", () => {
   assert.deepEqual(JOB_TYPES.filter((t) => planHints(t).tasks === "cluster_hosts"), ["rolling_cluster_update"]);
   assert.deepEqual([...ESXI_SSH_JOB_TYPES], ["esxi_upgrade"]);
   assert.deepEqual(JOB_TYPES.filter((t) => planHints(t).site_default_catalog_unless), ["firmware_compliance"]);
+  assert.deepEqual(JOB_TYPES.filter((t) => planHints(t).one_per_cluster), ["rolling_cluster_update"]);
 });
 
 Deno.test("a type without rules is a clear error, not a silent default", () => {

@@ -17,6 +17,7 @@ import {
   windowTimeProblems,
 } from "../_shared/policy.ts";
 import { HttpError } from "../_shared/http.ts";
+import { planHints } from "../_shared/jobs.ts";
 
 const NOW = new Date("2026-11-28T12:00:00Z");
 const H = 3_600_000;
@@ -34,7 +35,8 @@ const WINDOW = { id: "w", site_id: "s1", cluster_id: "c1", status: "approved" as
 function input(over: Partial<SafetyInput> = {}): SafetyInput {
   return {
     jobType: "rolling_cluster_update", policy: HIGH, siteId: "s1", clusterId: "c1", hostsInParallel: 1,
-    window: WINDOW, scheduledFor: NOW, activity: { active_jobs: 0, active_rolling_updates: 0 }, now: NOW, ...over,
+    window: WINDOW, scheduledFor: NOW, activity: { active_jobs: 0, active_same_type: 0 },
+    onePerCluster: planHints("rolling_cluster_update").one_per_cluster!, now: NOW, ...over,
   };
 }
 const codes = (i: SafetyInput) => safetyViolations(i).map((v) => v.code);
@@ -82,12 +84,15 @@ Deno.test("risk and windows: required, approved, same site and cluster, not over
 
 Deno.test("per-cluster limits: hosts out at once, concurrent jobs, one rolling update per cluster", () => {
   assert.deepEqual(codes(input({ hostsInParallel: 2 })), ["cluster_limit"]);
-  assert.deepEqual(codes(input({ activity: { active_jobs: 1, active_rolling_updates: 1 } })), ["rolling_update_in_progress"]);
+  assert.deepEqual(codes(input({ activity: { active_jobs: 1, active_same_type: 1 } })), ["rolling_update_in_progress"]);
+  assert.equal(safetyViolations(input({ activity: { active_jobs: 1, active_same_type: 1 } }))[0].message,
+    "this cluster already has a rolling update in progress");
   const fw = { ...HIGH, job_type: "firmware_update" };
-  assert.deepEqual(codes(input({ jobType: "firmware_update", policy: fw, activity: { active_jobs: 1, active_rolling_updates: 0 } })),
-    ["cluster_busy"]);
+  const firmware = { jobType: "firmware_update", policy: fw, onePerCluster: null };
+  assert.deepEqual(codes(input({ ...firmware, activity: { active_jobs: 1, active_same_type: 0 } })), ["cluster_busy"]);
   const two = { ...fw, max_concurrent_per_cluster: 2 };
-  assert.deepEqual(codes(input({ jobType: "firmware_update", policy: two, activity: { active_jobs: 1, active_rolling_updates: 1 } })), []);
+  // a type without one_per_cluster may have several active jobs of its own on the cluster
+  assert.deepEqual(codes(input({ ...firmware, policy: two, activity: { active_jobs: 1, active_same_type: 1 } })), []);
   const err = violationError(safetyViolations(input({ hostsInParallel: 3, window: null })));
   assert.equal(err.status, 409);
   assert.equal(err.code, "window_required");
