@@ -5,8 +5,8 @@ It lives in the harness, not the product: nothing in the executor calls it.
 ``bench/fleet_inventory.py`` runs both paths in one run (on the 2-core lab machine this one
 was the slower: httpx's per-request CPU cost outweighs the thread switches), and
 ``tests/integration/test_idrac_firmware.py`` checks both read the same inventory. It keeps
-the product's session discipline, retry rules and error mapping (the same error classes,
-message ids through :data:`executor.targets.redfish.MESSAGE_ERRORS`).
+the product's session discipline, and its retry rules and error mapping are the product's
+own (:mod:`executor.targets.transport`).
 """
 
 from __future__ import annotations
@@ -21,25 +21,14 @@ from typing import Any
 import httpx
 
 from executor.targets.endpoint import Endpoint, Timeouts
-from executor.targets.errors import (
-    AuthenticationFailed,
-    RequestRejected,
-    SessionLimitReached,
-    TargetError,
-    TargetServerError,
-    TargetUnreachable,
-    TLSConfigurationError,
-    UnsupportedTarget,
-)
-from executor.targets.redfish import (
-    MESSAGE_ERRORS,
-    InventoryResult,
-    RedfishClient,
-    SystemInfo,
-    error_message,
-    inventory_oddities,
-    message_ids,
-    short_id,
+from executor.targets.errors import SessionLimitReached, TargetError, UnsupportedTarget
+from executor.targets.redfish import InventoryResult, RedfishClient, SystemInfo, inventory_oddities
+from executor.targets.transport import (
+    RetryPolicy,
+    aretry,
+    http_error,
+    retryable_request,
+    transport_error,
 )
 
 LOG = logging.getLogger("rackpilot.targets.redfish")
@@ -48,63 +37,23 @@ LOG = logging.getLogger("rackpilot.targets.redfish")
 async def _arequest(
     http: Any, method: str, url: str, ep: Endpoint, t: Timeouts, operation: str, **kw: Any
 ) -> Any:
-    """One request of the async fleet path with the same retry rules and error mapping as
-    the sushy client: transport errors and 5xx on GET retried `t.retries` times."""
-    attempts = t.retries + 1
-    for attempt in range(attempts):
-        last = attempt == attempts - 1
+    """One request of the async fleet path with the retry rule and error mapping every HTTP
+    target client shares (executor/targets/transport.py)."""
+
+    async def once() -> Any:
         try:
             r = await http.request(method, url, **kw)
-        except httpx.ConnectError as exc:
-            if "CERTIFICATE_VERIFY_FAILED" in str(exc):
-                raise TLSConfigurationError(
-                    "TLS handshake failed: the certificate is not trusted",
-                    target=ep.display,
-                    operation=operation,
-                ) from None
-            if last:
-                raise TargetUnreachable(
-                    "connection to the BMC failed", target=ep.display, operation=operation
-                ) from None
-        except httpx.TimeoutException:
-            if last:
-                raise TargetUnreachable(
-                    "the BMC did not answer within the timeout", target=ep.display, operation=operation
-                ) from None
-        except httpx.TransportError:
-            if last:
-                raise TargetUnreachable(
-                    "no answer from the BMC (connection dropped)", target=ep.display, operation=operation
-                ) from None
-        else:
-            if r.status_code < 400:
-                return r
-            try:
-                body = r.json()
-            except ValueError:
-                body = None
-            if not (r.status_code >= 500 and method == "GET" and not last):
-                ids = message_ids(body)
-                for mid in ids:
-                    cls = MESSAGE_ERRORS.get(short_id(mid))
-                    if cls is not None:
-                        raise cls(
-                            error_message(body) or mid,
-                            target=ep.display,
-                            operation=operation,
-                            message_id=short_id(mid),
-                        )
-                msg = error_message(body) or f"HTTP {r.status_code}"
-                if r.status_code in (401, 403):
-                    raise AuthenticationFailed(
-                        f"access denied (HTTP {r.status_code})", target=ep.display, operation=operation
-                    )
-                cls2 = TargetServerError if r.status_code >= 500 else RequestRejected
-                raise cls2(
-                    f"BMC answered HTTP {r.status_code}: {msg}", target=ep.display, operation=operation
-                )
-        await asyncio.sleep(t.retry_delay)
-    raise AssertionError("unreachable")
+        except httpx.TransportError as exc:
+            raise transport_error(exc, peer="the BMC", target=ep.display, operation=operation) from None
+        if r.status_code < 400:
+            return r
+        try:
+            body = r.json()
+        except ValueError:
+            body = None
+        raise http_error(r.status_code, body, peer="the BMC", target=ep.display, operation=operation)
+
+    return await aretry(once, RetryPolicy.requests(t), retryable=retryable_request(method))
 
 
 async def async_fleet_inventory(
@@ -141,25 +90,20 @@ async def async_fleet_inventory(
         session_uri: str | None = None
         async with sem:
             try:
-                deadline = time.monotonic() + t.session_wait
-                while True:
-                    try:
-                        r = await _arequest(
-                            http,
-                            "POST",
-                            f"{ep.url}/redfish/v1/SessionService/Sessions",
-                            ep,
-                            t,
-                            "open session",
-                            json={"UserName": ep.username, "Password": ep.password},
-                        )
-                        break
-                    except SessionLimitReached:
-                        if time.monotonic() >= deadline:
-                            raise
-                        await asyncio.sleep(
-                            t.poll
-                        )  # quirk RAC0218: wait for another tool's sessions to expire
+                # quirk RAC0218: wait for another tool's sessions to expire
+                r = await aretry(
+                    lambda: _arequest(
+                        http,
+                        "POST",
+                        f"{ep.url}/redfish/v1/SessionService/Sessions",
+                        ep,
+                        t,
+                        "open session",
+                        json={"UserName": ep.username, "Password": ep.password},
+                    ),
+                    RetryPolicy.session_slot(t),
+                    retryable=lambda err: isinstance(err, SessionLimitReached),
+                )
                 session_uri = r.headers.get("Location")
                 h = {"X-Auth-Token": r.headers.get("X-Auth-Token", ""), "OData-Version": "4.0"}
 

@@ -75,6 +75,7 @@ class RedfishSession(Protocol):
     def call(self, operation: str, fn: Callable[[], T]) -> T: ...
     def configure(self, operation: str, fn: Callable[[], T]) -> T: ...
     def get_json(self, path: str, operation: str) -> tuple[int, dict[str, Any], dict[str, str]]: ...
+    def request_once(self, method: str, url: str, **kw: Any) -> requests.Response: ...
     def manager(self) -> Any: ...
     def firmware_inventory(self, warnings: list[str] | None = None) -> list[Any]: ...
     def power_state(self) -> str: ...
@@ -87,6 +88,16 @@ FINISHED = {"Completed", "Failed", "CompletedWithErrors", "RebootFailed"}
 FAILED = {"Failed", "CompletedWithErrors", "RebootFailed"}
 PACKAGE_MAX_BYTES = 4 * 1024**3  # a Dell update package is at most a few hundred MB
 CHUNK = 1024 * 1024
+
+
+def action_target(resource: Any, action: str) -> str:
+    """The target URI of `action` (e.g. "#UpdateService.SimpleUpdate") on a sushy resource,
+    read from its public `json`, for an action whose sushy method does not send what
+    rackpilot needs; MissingActionError when the resource does not offer it."""
+    target = ((resource.json.get("Actions") or {}).get(action) or {}).get("target")
+    if not target:
+        raise sx.MissingActionError(action=action, resource=resource.path)
+    return str(target)
 
 
 class MultipartPackage:
@@ -269,7 +280,9 @@ class DellOEM:
     def lc_status(self) -> LCStatus:
         def go() -> LCStatus:
             svc = self.ext.lifecycle_service
-            uri = svc._actions.remote_service_api_status.target_uri
+            # sushy's is_idrac_ready() and is_realtime_ready() each post the action and keep
+            # one field; rackpilot needs all four of one answer (ServerStatus tells POST).
+            uri = action_target(svc, "#DellLCService.GetRemoteServicesAPIStatus")
             d = self.c.conn.post(uri, data={}).json()
             return LCStatus(
                 str(d.get("LCStatus", "")),
@@ -562,7 +575,9 @@ class DellOEM:
 
         def go() -> tuple[int, dict[str, Any], dict[str, str]]:
             us = self.c.root.get_update_service()
-            uri = us._actions.simple_update.target_uri
+            # Not sushy's UpdateService.simple_update: it sends ImageURI, TransferProtocol
+            # and Targets only, never the @Redfish.OperationApplyTime iDRAC10 needs.
+            uri = action_target(us, "#UpdateService.SimpleUpdate")
             body: dict[str, Any] = {"ImageURI": image_uri, "TransferProtocol": protocol}
             if self.c.generation == 10:
                 # Quirk: iDRAC10 updates PLDM devices (NICs, storage controllers) only when
@@ -652,18 +667,16 @@ class DellOEM:
             try:
                 # not through sushy's request loop: it retries transport errors by sending
                 # again, which a half-sent stream cannot be
-                r = self.c.conn._session.post(
+                r = self.c.request_once(
+                    "POST",
                     url,
                     data=body,
                     headers={"Content-Type": body.content_type, "OData-Version": "4.0"},
                     verify=self.c.endpoint.verify,
                     timeout=(self.c.timeouts.connect, max(self.c.timeouts.read, 60.0)),
                 )
-            except requests.RequestException as exc:
-                raise sx.ConnectionError(url=url, error=exc) from None
             finally:
                 body.close()
-            sx.raise_for_response("POST", url, r)
             return r.status_code, (r.json() if r.content else {}), dict(r.headers)
 
         _, resp, headers = self.c.configure("firmware multipart push", go)

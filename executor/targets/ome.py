@@ -6,8 +6,9 @@
 
 One API session per client (X-Auth-Token), always deleted on exit. Every collection is
 read through all of its pages (`@odata.nextLink`): OME pages results, and a client that
-reads the first page only silently misses servers. Failures are `TargetError` subclasses.
-Waits are bounded by `Timeouts` (seconds; see endpoint.py).
+reads the first page only silently misses servers. Failures are `TargetError` subclasses,
+mapped and retried by the rules every HTTP target client shares (transport.py). Waits are
+bounded by `Timeouts` (seconds; see endpoint.py).
 """
 
 from __future__ import annotations
@@ -24,17 +25,8 @@ import httpx
 
 from ..calllog import httpx_hooks
 from .endpoint import Endpoint, Timeouts
-from .errors import (
-    AuthenticationFailed,
-    JobFailed,
-    JobStuck,
-    RequestRejected,
-    SessionLimitReached,
-    TargetError,
-    TargetServerError,
-    TargetUnreachable,
-    TLSConfigurationError,
-)
+from .errors import JobFailed, JobStuck, RequestRejected, TargetError
+from .transport import RetryPolicy, aretry, http_error, retryable_request, transport_error
 
 LOG = logging.getLogger("rackpilot.targets.ome")
 
@@ -82,17 +74,6 @@ class OMEDeviceCompliance:
     @property
     def updates(self) -> list[OMEComponentCompliance]:
         return [c for c in self.components if c.action == "UPGRADE"]
-
-
-def _error_body(resp: httpx.Response) -> tuple[str, str | None]:
-    try:
-        err = resp.json().get("error", {})
-    except ValueError:
-        return resp.text[:200], None
-    infos = err.get("@Message.ExtendedInfo") or []
-    if infos and isinstance(infos[0], dict):
-        return str(infos[0].get("Message") or err.get("message") or ""), infos[0].get("MessageId")
-    return str(err.get("message") or ""), None
 
 
 class OMEClient:
@@ -165,72 +146,30 @@ class OMEClient:
 
     # ---- transport ---------------------------------------------------------------------------------
     async def _send(self, method: str, url: str, operation: str, **kw: Any) -> httpx.Response:
-        """One request with the retry rules: transport errors and HTTP 5xx on GET are
-        retried `timeouts.retries` times, `timeouts.retry_delay` apart; everything else
-        is mapped to a specific error at once."""
+        """One request with the retry rule every HTTP target client shares (transport.py):
+        a transport failure is retried for any method, an HTTP 5xx for a GET,
+        `timeouts.retries` times `timeouts.retry_delay` apart; anything else is mapped to
+        its error at once."""
         assert self._http is not None, "OMEClient is not open; use it as an async context manager"
+        http = self._http
         label = operation if not self._doing or self._doing == operation else f"{self._doing} ({operation})"
-        t = self.timeouts
-        attempts = t.retries + 1
-        for attempt in range(attempts):
-            last = attempt == attempts - 1
+
+        async def once() -> httpx.Response:
             try:
-                r = await self._http.request(method, url, **kw)
-            except httpx.ConnectError as exc:
-                if "CERTIFICATE_VERIFY_FAILED" in str(exc) or "SSL" in type(exc.__cause__).__name__:
-                    raise TLSConfigurationError(
-                        "TLS handshake failed: the certificate is not trusted",
-                        target=self.target,
-                        operation=label,
-                    ) from None
-                if last:
-                    raise TargetUnreachable(
-                        "connection to OME failed", target=self.target, operation=label
-                    ) from None
-            except httpx.TimeoutException:
-                if last:
-                    raise TargetUnreachable(
-                        "OME did not answer within the timeout", target=self.target, operation=label
-                    ) from None
-            except httpx.TransportError:
-                if last:
-                    raise TargetUnreachable(
-                        "connection to OME dropped", target=self.target, operation=label
-                    ) from None
-            else:
-                if r.status_code < 400:
-                    return r
-                msg, mid = _error_body(r)
-                if r.status_code >= 500 and method == "GET" and not last:
-                    LOG.info("OME %s: HTTP %s on %s, retrying", self.target, r.status_code, url)
-                elif r.status_code in (401, 403):
-                    raise AuthenticationFailed(
-                        msg or f"HTTP {r.status_code}", target=self.target, operation=label, message_id=mid
-                    )
-                elif mid == "CSEC5017":
-                    raise SessionLimitReached(
-                        msg,
-                        target=self.target,
-                        operation=label,
-                        message_id=mid,
-                        hint="close unused OME API sessions or wait for them to expire",
-                    )
-                elif r.status_code >= 500:
-                    raise TargetServerError(
-                        f"OME answered HTTP {r.status_code}: {msg}",
-                        target=self.target,
-                        operation=label,
-                        message_id=mid,
-                    )
-                else:
-                    raise RequestRejected(
-                        f"OME refused the request (HTTP {r.status_code}): {msg}",
-                        target=self.target,
-                        operation=label,
-                        message_id=mid,
-                    )
-            await asyncio.sleep(t.retry_delay)
-        raise AssertionError("unreachable")
+                r = await http.request(method, url, **kw)
+            except httpx.TransportError as exc:
+                raise transport_error(exc, peer="OME", target=self.target, operation=label) from None
+            if r.status_code < 400:
+                return r
+            try:
+                body = r.json()
+            except ValueError:
+                body = None
+            raise http_error(
+                r.status_code, body, peer="OME", target=self.target, operation=label, raw_text=r.text
+            )
+
+        return await aretry(once, RetryPolicy.requests(self.timeouts), retryable=retryable_request(method))
 
     async def get(self, path: str, operation: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
         r = await self._send("GET", path, operation, params=params)

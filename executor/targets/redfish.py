@@ -14,9 +14,11 @@ reached through `client.dell`.
 
 Every wait is bounded by `Timeouts` (seconds; see endpoint.py for the defaults).
 
-Retry rules (each names the quirk it exists for; nothing else is retried):
+Retry rules (each names the quirk it exists for; nothing else is retried). The rules and
+the error mapping are the ones every HTTP target client shares (transport.py):
 - RAC0218, session table full (HTTP 503 on login): wait `poll` and retry the login until
-  `session_wait`; then SessionLimitReached. Sessions leaked by other tools expire on idle.
+  `session_wait` (`RetryPolicy.session_slot`); then SessionLimitReached. Sessions leaked
+  by other tools expire on idle.
 - Transport errors (refused, reset, timeouts): sushy retries `retries` times, `retry_delay`
   apart; then TargetUnreachable. BMCs drop connections while busy or restarting.
 - HTTP 5xx on GET: sushy retries `retries` times; then TargetServerError. iDRAC web
@@ -41,6 +43,10 @@ the iDRAC generation is read once from the service root and the manager's firmwa
 Configuration actions (boot override, virtual media, SCP, SimpleUpdate) are gated on
 Lifecycle Controller readiness first; power actions, job-queue clearing and iDRAC reset
 are not, because they are how a stuck LC is recovered.
+
+sushy is used through its public API only (tests/unit/test_sushy_public_api.py): resources'
+methods and `json`, the `Connector` and auth objects this client creates and keeps itself.
+The one exception is `http_session_of`, which names why.
 """
 
 from __future__ import annotations
@@ -65,18 +71,14 @@ from .dell import DellOEM
 from .endpoint import Endpoint, Timeouts
 from .errors import (
     AuthenticationFailed,
-    JobAlreadyRunning,
     LifecycleControllerNotReady,
     OperationTimedOut,
-    PendingConfiguration,
     RequestRejected,
     SessionLimitReached,
     TargetError,
-    TargetServerError,
-    TargetUnreachable,
-    TLSConfigurationError,
     UnsupportedTarget,
 )
+from .transport import RetryPolicy, http_error, retry, transport_error
 
 LOG = logging.getLogger("rackpilot.targets.redfish")
 T = TypeVar("T")
@@ -93,93 +95,29 @@ POWER_ACTIONS: dict[str, str] = {
 _WANT_OFF = {"off", "graceful_shutdown"}
 _RESTARTS = {"reset", "graceful_restart", "cycle"}
 
-# Vendor message ids (suffix after the registry prefix, e.g. IDRAC.2.8.RAC0218) -> error class.
-MESSAGE_ERRORS: dict[str, type[TargetError]] = {
-    "RAC0218": SessionLimitReached,  # session table full (8 on iDRAC9)
-    "LC068": PendingConfiguration,  # pending attribute changes / config job in progress
-    "RAC0679": JobAlreadyRunning,  # another job operation is running
-    "SYS518": LifecycleControllerNotReady,  # iDRAC/LC not ready after boot or reset
-    "RAC0508": AuthenticationFailed,
-}
 
+def http_session_of(conn: sushy_connector.Connector) -> requests.Session:
+    """The requests.Session inside a sushy Connector this client created.
 
-def message_ids(body: Any) -> list[str]:
-    """Message ids in a Redfish error body (`error.@Message.ExtendedInfo[].MessageId`)."""
-    if not isinstance(body, dict):
-        return []
-    err = body.get("error", body)
-    infos = err.get("@Message.ExtendedInfo") or []
-    ids = [str(i.get("MessageId", "")) for i in infos if isinstance(i, dict)]
-    if err.get("code"):
-        ids.append(str(err["code"]))
-    return [i for i in ids if i]
-
-
-def short_id(message_id: str) -> str:
-    return message_id.rsplit(".", 1)[-1]
-
-
-def error_message(body: Any) -> str:
-    if not isinstance(body, dict):
-        return ""
-    err = body.get("error", body)
-    infos = err.get("@Message.ExtendedInfo") or []
-    for i in infos:
-        if isinstance(i, dict) and i.get("Message"):
-            return str(i["Message"])
-    return str(err.get("message") or "")
+    The one private sushy name rackpilot uses (tests/unit/test_sushy_public_api.py allows
+    it here and nowhere else): sushy offers no public handle on it, and two things need it.
+    The call log (executor/calllog.py) records every request, failures included, and the
+    Connector's public `response_callback` sees answered requests only. A firmware package
+    is streamed once, outside sushy's request loop, which sends a request again after a
+    transport failure: a half-sent stream cannot be sent again."""
+    return conn._session  # noqa: SLF001 - see the docstring
 
 
 def translate(exc: BaseException, target: str, operation: str) -> TargetError:
-    """Map a sushy/requests failure to the rackpilot error an operator can act on."""
+    """Map a sushy/requests failure to the rackpilot error an operator can act on
+    (transport.py holds the mapping every HTTP target client shares)."""
     if isinstance(exc, TargetError):
         return exc
     if isinstance(exc, sx.ConnectionError):
-        text = str(exc)
-        if "SSLError" in text or "CERTIFICATE_VERIFY_FAILED" in text or "certificate" in text.lower():
-            return TLSConfigurationError(
-                "TLS handshake failed: the certificate is not trusted", target=target, operation=operation
-            )
-        if "Read timed out" in text or "ReadTimeout" in text:
-            what = "the BMC accepted the connection but did not answer within the read timeout"
-        elif "ConnectTimeout" in text or "timed out" in text:
-            what = "connection to the BMC timed out"
-        elif "refused" in text:
-            what = "connection refused by the BMC address"
-        else:
-            what = "no answer from the BMC (connection dropped)"
-        return TargetUnreachable(what, target=target, operation=operation)
+        return transport_error(exc, peer="the BMC", target=target, operation=operation)
     if isinstance(exc, sx.HTTPError):
         body = {"error": exc.body} if isinstance(getattr(exc, "body", None), dict) else None
-        ids = message_ids(body)
-        for raw_id in ids:
-            cls = MESSAGE_ERRORS.get(short_id(raw_id))
-            if cls is not None:
-                return cls(
-                    error_message(body) or raw_id,
-                    target=target,
-                    operation=operation,
-                    message_id=short_id(raw_id),
-                )
-        msg = error_message(body) or f"HTTP {exc.status_code}"
-        mid = short_id(ids[0]) if ids else None
-        if isinstance(exc, sx.AccessError):
-            return AuthenticationFailed(
-                f"access denied (HTTP {exc.status_code})", target=target, operation=operation, message_id=mid
-            )
-        if exc.status_code >= 500:
-            return TargetServerError(
-                f"BMC answered HTTP {exc.status_code}: {msg}",
-                target=target,
-                operation=operation,
-                message_id=mid,
-            )
-        return RequestRejected(
-            f"BMC refused the request (HTTP {exc.status_code}): {msg}",
-            target=target,
-            operation=operation,
-            message_id=mid,
-        )
+        return http_error(int(exc.status_code or 0), body, peer="the BMC", target=target, operation=operation)
     if isinstance(exc, (sx.MissingAttributeError, sx.MissingActionError, sx.OEMExtensionNotFoundError)):
         return UnsupportedTarget(
             f"the BMC lacks what this operation needs: {exc}", target=target, operation=operation
@@ -194,7 +132,7 @@ def translate(exc: BaseException, target: str, operation: str) -> TargetError:
             operation=operation,
         )
     if isinstance(exc, requests.RequestException):
-        return TargetUnreachable(f"transport error: {type(exc).__name__}", target=target, operation=operation)
+        return transport_error(exc, peer="the BMC", target=target, operation=operation)
     raise exc
 
 
@@ -360,32 +298,36 @@ class RedfishClient:
         if self._root is not None:
             return
         self.endpoint.announce(LOG)
-        deadline = time.monotonic() + self.timeouts.session_wait
-        while True:
-            conn = self._connector()
-            auth: sushy_auth.AuthBase
-            if self.auth_mode == "basic":
-                auth = sushy_auth.BasicAuth(self.endpoint.username, self.endpoint.password)
-            else:
-                # SessionAuth, not SessionOrBasicAuth: silently falling back to Basic would
-                # hide RAC0218 (session table full) and leave us without a session to delete.
-                auth = sushy_auth.SessionAuth(self.endpoint.username, self.endpoint.password)
-            try:
-                root = sushy.Sushy(self.endpoint.url, auth=auth, connector=conn, verify=self.endpoint.verify)
-            except Exception as exc:  # noqa: BLE001 - translated below
-                conn.close()
-                err = translate(exc, self.target, "open session")
-                if isinstance(err, AuthenticationFailed):
-                    err = self._explain_refused_login(err)
-                # Quirk RAC0218: iDRAC answers 503 when all ~8 sessions are taken; sessions
-                # leaked by other tools expire after idle time, so wait a bounded while.
-                if isinstance(err, SessionLimitReached) and time.monotonic() < deadline:
-                    LOG.info("target %s: session table full (RAC0218), waiting for a free slot", self.target)
-                    self.sleep(self.timeouts.poll)
-                    continue
-                raise err from None
-            self._root, self._auth, self._conn = root, auth, conn
-            return
+        # Quirk RAC0218: iDRAC answers 503 when all ~8 sessions are taken; sessions leaked
+        # by other tools expire after idle time, so wait a bounded while for a free slot.
+        retry(
+            self._login,
+            RetryPolicy.session_slot(self.timeouts),
+            retryable=lambda err: isinstance(err, SessionLimitReached),
+            sleep=self.sleep,
+            on_retry=lambda err: LOG.info(
+                "target %s: session table full (RAC0218), waiting for a free slot", self.target
+            ),
+        )
+
+    def _login(self) -> None:
+        conn = self._connector()
+        auth: sushy_auth.AuthBase
+        if self.auth_mode == "basic":
+            auth = sushy_auth.BasicAuth(self.endpoint.username, self.endpoint.password)
+        else:
+            # SessionAuth, not SessionOrBasicAuth: silently falling back to Basic would
+            # hide RAC0218 (session table full) and leave us without a session to delete.
+            auth = sushy_auth.SessionAuth(self.endpoint.username, self.endpoint.password)
+        try:
+            root = sushy.Sushy(self.endpoint.url, auth=auth, connector=conn, verify=self.endpoint.verify)
+        except Exception as exc:  # noqa: BLE001 - translated below
+            conn.close()
+            err = translate(exc, self.target, "open session")
+            if isinstance(err, AuthenticationFailed):
+                err = self._explain_refused_login(err)
+            raise err from None
+        self._root, self._auth, self._conn = root, auth, conn
 
     def _explain_refused_login(self, err: TargetError) -> TargetError:
         """A 401/403 at login is not always a wrong password: tell a BMC without a
@@ -421,9 +363,12 @@ class RedfishClient:
 
     def _connector(self) -> sushy_connector.Connector:
         t = self.timeouts
-        # sushy retries GETs on 5xx `retries` times and reconnects on transport errors with
-        # the same count; both waits are `retry_delay`. It also sends `Connection: close`
-        # on every request (some BMCs choke on persistent connections), which we keep.
+        # The per-request retry rule of transport.py, applied by sushy's connector: it
+        # retries a GET answered 5xx `retries` times and a request that got no answer
+        # (refused, reset, timed out) until `retries` tries in all (`or 3` when 0), both
+        # `retry_delay` apart; it also retries a non-GET refused with SYS518 (iDRAC LC not
+        # ready). It sends `Connection: close` on every request (some BMCs choke on
+        # persistent connections), which we keep.
         conn = sushy_connector.Connector(
             self.endpoint.url,
             verify=self.endpoint.verify,
@@ -432,7 +377,7 @@ class RedfishClient:
             default_request_timeout=t.read,
             connect_timeout=t.connect,
         )
-        attach_requests(conn._session, self.target)  # every call on record (executor/calllog.py)
+        attach_requests(http_session_of(conn), self.target)  # every call on record (executor/calllog.py)
         return conn
 
     def close(self) -> None:
@@ -455,14 +400,24 @@ class RedfishClient:
                     if isinstance(exc, (sx.SushyError, requests.RequestException))
                     else type(exc).__name__,
                 )
-        if root is not None:
-            root._auth = None  # our close already ran; keep sushy's __del__ from repeating it
+                if isinstance(auth, sushy_auth.SessionAuth):
+                    # Forget the session we could not delete, so that sushy's Sushy.__del__
+                    # (which closes its auth object once more, whenever the root is
+                    # collected) does not try again later from some other thread.
+                    auth.reset_session_attrs()
+        # Only now may the root go (held until here on purpose): sushy's Sushy.__del__
+        # closes its auth object once more and finds nothing left to delete.
+        del root
         if conn is not None:
             conn.close()
 
     @property
     def session_uri(self) -> str | None:
-        return getattr(self._auth, "_session_resource_id", None)
+        """The path of our Redfish session on the BMC (None with Basic authentication)."""
+        if isinstance(self._auth, sushy_auth.SessionAuth):
+            uri = self._auth.get_session_resource_id()
+            return str(uri) if uri else None
+        return None
 
     @property
     def root(self) -> sushy.Sushy:
@@ -475,6 +430,18 @@ class RedfishClient:
         if self._conn is None:
             raise RuntimeError("RedfishClient is not open; use it as a context manager")
         return self._conn
+
+    def request_once(self, method: str, url: str, **kw: Any) -> requests.Response:
+        """One request sent once, outside sushy's request loop (no retry, no new login on
+        401), with this session's authentication and on the call log: for a body that
+        cannot be sent twice, such as a streamed package. Transport failures raise
+        sushy's ConnectionError and HTTP errors sushy's HTTPError, as a connector call does."""
+        try:
+            r = http_session_of(self.conn).request(method, url, **kw)
+        except requests.RequestException as exc:
+            raise sx.ConnectionError(url=url, error=exc) from None
+        sx.raise_for_response(method, url, r)
+        return r
 
     @contextmanager
     def doing(self, operation: str) -> Iterator[None]:
@@ -599,8 +566,10 @@ class RedfishClient:
 
         def go() -> list[FirmwareComponent]:
             us = self.root.get_update_service()
-            inv_path = us._firmware_inventory_path
-            if inv_path is None:
+            # The link from the UpdateService's public json, not `us.firmware_inventory`:
+            # that reads the collection once more before the one expanded read below.
+            inv_path = (us.json.get("FirmwareInventory") or {}).get("@odata.id")
+            if not inv_path:
                 raise sx.MissingAttributeError(attribute="FirmwareInventory", resource=us.path)
             features = self.root.json.get("ProtocolFeaturesSupported") or {}
             if (features.get("ExpandQuery") or {}).get("Levels"):
@@ -701,24 +670,25 @@ class RedfishClient:
         )
 
     def _reset(self, reset_type: str, action: str) -> None:
-        allowed = (
-            (self.system().json.get("Actions") or {})
-            .get("#ComputerSystem.Reset", {})
-            .get("ResetType@Redfish.AllowableValues")
-        )
-        if allowed and reset_type not in allowed:
-            # Quirk: BMCs offer different ResetTypes (some lack GracefulRestart or PowerCycle);
-            # posting one not offered earns a 400/501 that reads like a broken BMC.
-            raise UnsupportedTarget(
-                f"this BMC does not offer ResetType {reset_type} (it offers {', '.join(allowed)})",
-                target=self.target,
-                operation=f"power {action}",
-                hint="choose a power action whose ResetType the BMC lists",
-            )
+        wanted = sushy.ResetType(reset_type)
 
         def go() -> None:
             sys_ = self.system()
-            self.conn.post(sys_._actions.reset.target_uri, data={"ResetType": reset_type})
+            # sushy reads the AllowableValues (inline or from the action's ActionInfo); a BMC
+            # that lists none is taken to allow every ResetType.
+            offered = sys_.get_allowed_reset_system_values()
+            if wanted not in offered:
+                # Quirk: BMCs offer different ResetTypes (some lack GracefulRestart or
+                # PowerCycle); posting one not offered earns a 400/501 that reads like a
+                # broken BMC.
+                names = [v.value for v in sushy.ResetType if v in offered]
+                raise UnsupportedTarget(
+                    f"this BMC does not offer ResetType {reset_type} (it offers {', '.join(names)})",
+                    target=self.target,
+                    operation=f"power {action}",
+                    hint="choose a power action whose ResetType the BMC lists",
+                )
+            sys_.reset_system(wanted)
 
         try:
             self.call(f"power {action}", go)
