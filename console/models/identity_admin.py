@@ -258,6 +258,31 @@ class IdentityAdmin:
             )
         return list(keys.values())
 
+    def seed_group_roles(self, site_id: str, preset: str, suffix: str) -> list[Row]:
+        """Add the preset's default group mapping (policies/identity.yaml) for a directory
+        whose naming context is ``suffix`` to the site's mapping: groups it already maps keep
+        their role. The rows added, ``[{"group": DN, "role": role}]``; each is audited with
+        this admin as its actor. The database checks the role, the preset and the suffix."""
+        problems = (["site: choose a site"] if not site_id else []) + (
+            [f"preset: one of {', '.join(PRESETS)}"] if preset not in PRESETS else []
+        )
+        if not (suffix or "").strip():
+            problems.append("suffix: the directory's naming context, such as dc=example,dc=org")
+        if problems:
+            raise ValidationFailed("the default mapping was not added: " + "; ".join(problems), problems)
+        if not self._exists(site_id):
+            raise ValidationFailed(
+                "the site has no directory settings yet",
+                ["site: save its directory settings first, then the group mapping"],
+            )
+        rows = self.api._rest(
+            "default group mapping",
+            lambda c: c.rpc(
+                "idm_seed_group_roles", {"p_site_id": site_id, "p_preset": preset, "p_suffix": suffix.strip()}
+            ),
+        )
+        return [{"group": r["group_dn"], "role": r["role"]} for r in rows or []]
+
     def _exists(self, site_id: str) -> bool:
         return bool(
             self.api._rest(

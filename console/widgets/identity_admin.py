@@ -48,6 +48,8 @@ class IdentityAdminView(w.VBox):
             placeholder=f"one per line, role: group DN (roles: {', '.join(APP_ROLES)})",
         )
         self.save_mapping = w.Button(description="Save mapping")
+        # the preset's default groups (policies/identity.yaml) for the suffix above
+        self.seed_mapping = w.Button(description="Add preset's groups")
         self.mapping_status = Status()
         self.accounts_table = w.HTML()
         self.sessions_table = w.HTML()
@@ -60,6 +62,7 @@ class IdentityAdminView(w.VBox):
         self.save.on_click(guarded(self.config_status, lambda _: self._save()))
         self.use_preset.on_click(guarded(self.config_status, lambda _: self._use_preset()))
         self.save_mapping.on_click(guarded(self.mapping_status, lambda _: self._save_mapping()))
+        self.seed_mapping.on_click(guarded(self.mapping_status, lambda _: self._seed_mapping()))
         self.revoke.on_click(guarded(self.session_status, lambda _: self._revoke()))
         self.refresh.on_click(guarded(self.session_status, lambda _: self.load()))
         super().__init__(
@@ -74,7 +77,7 @@ class IdentityAdminView(w.VBox):
                 self.save,
                 self.config_status,
                 self.mapping,
-                self.save_mapping,
+                w.HBox([self.save_mapping, self.seed_mapping]),
                 self.mapping_status,
                 w.HTML("<h4>Break-glass accounts</h4>"),
                 self.accounts_table,
@@ -187,6 +190,18 @@ class IdentityAdminView(w.VBox):
         self.load()
         self.mapping_status.ok(
             f"{len(rows)} group mapping(s) saved" + ("" if rows else ": nobody may sign in")
+        )
+
+    def _seed_mapping(self) -> None:
+        added = self.model.seed_group_roles(self.site.value or "", self.preset.value or "", self.suffix.value)
+        self.load()
+        self.mapping_status.ok(
+            f"{len(added)} group(s) of the {self.preset.value} preset added"
+            + (
+                ": the sync reads every mapped group, so remove those your directory does not have"
+                if added
+                else ": the site maps them all already"
+            )
         )
 
     def _revoke(self) -> None:

@@ -29,6 +29,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from devstack import proc
+from devstack.identity_policy import load_identity
 
 SLAPD = "/usr/sbin/slapd"  # Debian's slapd package
 SLAPADD = "/usr/sbin/slapadd"
@@ -65,14 +66,16 @@ def user_dn(uid: str) -> str:
     return f"uid={uid},ou=people,{BASE_DN}"
 
 
+def default_group_roles(preset: str, suffix: str) -> list[dict[str, str]]:
+    """A preset's default group -> role mapping (policies/identity.yaml) for ``suffix``, as
+    rows of directory_group_roles: what idm_seed_group_roles gives a site. The lab
+    directories name their groups as the defaults do, so the tests sign in through them."""
+    return [{"group": r.dn(suffix), "role": r.role} for r in load_identity() if r.preset == preset]
+
+
 def group_roles() -> list[dict[str, str]]:
     """The group -> role mapping of the lab directory (rows of directory_group_roles)."""
-    return [
-        {"group": GROUPS["admins"], "role": "admin"},
-        {"group": GROUPS["approvers"], "role": "approver"},
-        {"group": GROUPS["operators"], "role": "operator"},
-        {"group": GROUPS["viewers"], "role": "viewer"},
-    ]
+    return default_group_roles("openldap", BASE_DN)
 
 
 @dataclass
@@ -85,6 +88,7 @@ class LabDirectory:
     process: subprocess.Popen | None = None
 
     # the directory's shape; FreeIPALabDirectory and ADLabDirectory below change these
+    preset = "openldap"  # of executor/data/directory_presets.yaml and policies/identity.yaml
     suffix = BASE_DN
     modules = ("back_mdb", "memberof", "refint", "ppolicy")
     accounts = (*USERS, "sync")
@@ -92,6 +96,10 @@ class LabDirectory:
     @property
     def admin_dn(self) -> str:
         return f"cn=admin,{self.suffix}"
+
+    def group_roles(self) -> list[dict[str, str]]:
+        """This directory's mapping: its preset's defaults for its suffix."""
+        return default_group_roles(self.preset, self.suffix)
 
     def _schema_ldif(self) -> str:
         """Schema beyond core, cosine, nis and inetorgperson (cn=schema,cn=config children)."""
@@ -393,12 +401,15 @@ class FreeIPALabDirectory(LabDirectory):
     ``gina`` (``operators``, deleted by the tests).
     """
 
+    preset = "freeipa"
     suffix = "dc=ipa,dc=test"
     modules = ("back_mdb", "dynlist", "refint")
     accounts = ("alice", "bob", "erin", "frank", "gina", "sync")
     groups = {
         "admins": "cn=rackpilot-admins,cn=groups,cn=accounts,dc=ipa,dc=test",
         "operators": "cn=rackpilot-operators,cn=groups,cn=accounts,dc=ipa,dc=test",
+        "approvers": "cn=rackpilot-approvers,cn=groups,cn=accounts,dc=ipa,dc=test",
+        "viewers": "cn=rackpilot-viewers,cn=groups,cn=accounts,dc=ipa,dc=test",
         "platform": "cn=platform-admins,cn=groups,cn=accounts,dc=ipa,dc=test",
     }
     sync_dn = "uid=sync,cn=sysaccounts,cn=etc,dc=ipa,dc=test"
@@ -458,20 +469,18 @@ olcRefintAttribute: member
             "platform": [self.user_dn("alice")],
             "admins": [self.groups["platform"], self.user_dn("erin")],
             "operators": [self.user_dn(u) for u in ("bob", "frank", "gina")],
+            # every group of the preset's default mapping exists (the sync refuses a mapped
+            # group it cannot read); alice's admin role is the highest of hers
+            "approvers": [self.user_dn("alice")],
+            "viewers": [self.user_dn("alice")],
         }
-        for key in ("platform", "admins", "operators"):
+        for key in ("platform", "admins", "operators", "approvers", "viewers"):
             cn = self.groups[key].split(",")[0][3:]
             out.append(
                 f"dn: {self.groups[key]}\nobjectClass: groupOfNames\ncn: {cn}\n"
                 + "".join(f"member: {m}\n" for m in members[key])
             )
         return "\n".join(out)
-
-    def group_roles(self) -> list[dict[str, str]]:
-        return [
-            {"group": self.groups["admins"], "role": "admin"},
-            {"group": self.groups["operators"], "role": "operator"},
-        ]
 
 
 class ADLabDirectory(LabDirectory):
@@ -495,12 +504,15 @@ class ADLabDirectory(LabDirectory):
     deleted by the tests).
     """
 
+    preset = "ad"
     suffix = "DC=corp,DC=test"
     modules = ("back_mdb", "memberof", "refint")
     accounts = ("alice", "bob", "erin", "frank", "gina", "sync")
     groups = {
         "admins": "CN=RackpilotAdmins,CN=Users,DC=corp,DC=test",
         "operators": "CN=RackpilotOperators,CN=Users,DC=corp,DC=test",
+        "approvers": "CN=RackpilotApprovers,CN=Users,DC=corp,DC=test",
+        "viewers": "CN=RackpilotViewers,CN=Users,DC=corp,DC=test",
         "platform": "CN=PlatformAdmins,CN=Users,DC=corp,DC=test",
     }
     sync_dn = "CN=svc-rackpilot,CN=Users,DC=corp,DC=test"
@@ -557,17 +569,15 @@ olcRefintAttribute: member memberOf
             "platform": [self.user_dn("alice")],
             "admins": [self.groups["platform"], self.user_dn("erin")],
             "operators": [self.user_dn(u) for u in ("bob", "frank", "gina")],
+            # every group of the preset's default mapping exists (the sync refuses a mapped
+            # group it cannot read); alice's admin role is the highest of hers
+            "approvers": [self.user_dn("alice")],
+            "viewers": [self.user_dn("alice")],
         }
-        for key in ("platform", "admins", "operators"):
+        for key in ("platform", "admins", "operators", "approvers", "viewers"):
             cn = self.groups[key].split(",")[0][3:]
             out.append(
                 f"dn: {self.groups[key]}\nobjectClass: group\ncn: {cn}\nsAMAccountName: {cn}\n"
                 + "".join(f"member: {m}\n" for m in members[key])
             )
         return "\n".join(out)
-
-    def group_roles(self) -> list[dict[str, str]]:
-        return [
-            {"group": self.groups["admins"], "role": "admin"},
-            {"group": self.groups["operators"], "role": "operator"},
-        ]

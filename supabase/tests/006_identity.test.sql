@@ -4,7 +4,7 @@
 -- executor; the sync takes a lost role and the sessions with it; users reach none of it.
 begin;
 create extension if not exists pgtap with schema extensions;
-select plan(26);
+select plan(31);
 
 create function pg_temp.role_as(p_uid uuid, p_session text) returns text language plpgsql as $$
 declare
@@ -120,6 +120,29 @@ select lives_ok($$ select public.idm_begin_login('b6000000-0000-4000-8000-000000
 select throws_ok($$ insert into public.user_roles (user_id, role)
                     values ('a6000000-0000-4000-8000-000000000001', 'admin') $$,
                  '42501', null, 'a break-glass session cannot make its account a permanent admin');
+
+-- the default mapping of policies/identity.yaml (20261209110100) ----------------------------
+insert into public.sites (id, name) values ('b6000000-0000-4000-8000-000000000002', 'identity-site-ad');
+insert into public.directory_configs (site_id, mode) values ('b6000000-0000-4000-8000-000000000002', 'executor');
+insert into public.directory_group_roles (site_id, group_dn, role) values
+  ('b6000000-0000-4000-8000-000000000002', 'CN=RackpilotAdmins, CN=Users, DC=corp, DC=test', 'viewer');
+select throws_ok($$ select public.idm_seed_group_roles('b6000000-0000-4000-8000-000000000002', 'ad', 'DC=corp,DC=test') $$,
+                 '42501', 'forbidden: the directory group mapping is for admins', 'no admin, no service role: refused');
+select set_config('request.jwt.claims', '{"role": "service_role"}', true);
+select is((select array_agg(s.role::text order by s.group_key)
+             from public.idm_seed_group_roles('b6000000-0000-4000-8000-000000000002', 'ad', 'DC=corp,DC=test') s),
+          array['approver', 'operator', 'viewer'],
+          'the service role seeds the preset''s groups the site lacks (its admins group stays a viewer)');
+select is_empty($$ select * from public.idm_seed_group_roles('b6000000-0000-4000-8000-000000000002', 'ad', 'DC=corp,DC=test') $$,
+                'seeding again adds nothing');
+select set_config('request.jwt.claims', '', true);
+select is(public.idm_role_for_groups('b6000000-0000-4000-8000-000000000002',
+                                     array['cn=rackpilotoperators,cn=users,dc=corp,dc=test']),
+          'operator'::public.app_role, 'a seeded group maps at sign-in');
+select ok(has_function_privilege('authenticated', 'public.idm_seed_group_roles(uuid, text, text)', 'EXECUTE')
+          and not has_function_privilege('anon', 'public.idm_seed_group_roles(uuid, text, text)', 'EXECUTE')
+          and not has_function_privilege('authenticated', 'public.idm_default_group_roles()', 'EXECUTE'),
+          'users may ask to seed (the function checks admin); the defaults are no RPC');
 
 -- users ---------------------------------------------------------------------------------------
 select ok(not has_function_privilege('authenticated', 'public.idm_answer_login(uuid, uuid, text, text)', 'EXECUTE')

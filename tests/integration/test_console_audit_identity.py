@@ -170,3 +170,39 @@ def test_identity_screen_directory_mapping_and_break_glass(ce, stack) -> None:
     m.save_config(site_id=site, **base, attributes={"mail_attribute": "userPrincipalName"})
     cfg = [c for c in m.configs() if str(c["site_id"]) == str(site)][0]
     assert (cfg["mail_attribute"], cfg["display_name_attribute"]) == ("userPrincipalName", "displayName")
+
+
+def test_identity_screen_adds_a_presets_default_groups(ce) -> None:
+    """The identity screen's "Add preset's groups": the preset's default mapping of
+    policies/identity.yaml, for the suffix typed, joins the site's mapping; a group the site
+    maps already keeps its role; refused in words without settings, preset or suffix, and
+    by the database for a role other than admin."""
+    admin = ce.api("admin")
+    m = IdentityAdmin(admin, names=Names(admin))
+    site = ce.fleet.site_b
+    with pytest.raises(ValidationFailed) as exc:
+        m.seed_group_roles(site, "freeipa", "dc=example,dc=org")
+    assert "save its directory settings first" in exc.value.problems[0]
+    m.save_config(site_id=site, mode="executor", uris="")
+    m.set_group_roles(site, "viewer: cn=rackpilot-admins,cn=groups,cn=accounts,dc=example,dc=org")
+    with pytest.raises(ValidationFailed) as exc:
+        m.seed_group_roles(site, "novell", " ")
+    assert exc.value.problems == [
+        "preset: one of openldap, freeipa, ad",
+        "suffix: the directory's naming context, such as dc=example,dc=org",
+    ]
+    with pytest.raises(ConsoleError):  # the database's own check: admins only
+        IdentityAdmin(ce.api("operator")).seed_group_roles(site, "freeipa", "dc=example,dc=org")
+    v = IdentityAdminView(m, admin.sites())
+    v.load()
+    v.site.value, v.preset.value, v.suffix.value = site, "freeipa", "dc=example,dc=org"
+    v.seed_mapping.click()
+    assert "3 group(s) of the freeipa preset added" in v.mapping_status.value, v.mapping_status.value
+    assert v.mapping.value.splitlines() == [  # the admin's viewer row stands; the rest are the defaults
+        "approver: cn=rackpilot-approvers,cn=groups,cn=accounts,dc=example,dc=org",
+        "operator: cn=rackpilot-operators,cn=groups,cn=accounts,dc=example,dc=org",
+        "viewer: cn=rackpilot-admins,cn=groups,cn=accounts,dc=example,dc=org",
+        "viewer: cn=rackpilot-viewers,cn=groups,cn=accounts,dc=example,dc=org",
+    ]
+    v.seed_mapping.click()
+    assert "0 group(s) of the freeipa preset added: the site maps them all already" in v.mapping_status.value

@@ -36,8 +36,10 @@ from pathlib import Path
 import httpx
 import psycopg2
 import pytest
+from postgrest.exceptions import APIError
 
 from console.identity import IdentityError, directory_login, seal_bind_credential
+from devstack.identity_policy import load_identity
 from devstack.lab.ldap import ADLabDirectory, FreeIPALabDirectory, LabDirectory
 from executor.config import ExecutorSettings
 from executor.directory_presets import preset_values
@@ -86,6 +88,7 @@ class Shape:
         return f"idm-{self.shape}-{path}-{self.tag}"
 
     def build(self, tmp: Path) -> None:
+        shape_name = self.ldap.preset
         self.key_path = tmp / "exec.pem"
         key, _ = load_or_create(self.key_path)  # a key file, as the executor keeps it
         for path in ("direct", "exec"):
@@ -111,13 +114,20 @@ class Shape:
                 cfg.get("disabled_filter"),
                 cfg.get("mail_attribute"),
             )
-            for m in self.ldap.group_roles():
-                self.q(
-                    "insert into public.directory_group_roles (site_id, group_dn, role) values (%s, %s, %s)",
-                    sid,
-                    m["group"],
-                    m["role"],
+            # the site's mapping: its preset's defaults (policies/identity.yaml), seeded as the
+            # platform's service role seeds a site that has no admin yet
+            seeded = (
+                create_client(self.url, self.service)
+                .rpc(
+                    "idm_seed_group_roles",
+                    {"p_site_id": sid, "p_preset": shape_name, "p_suffix": self.ldap.suffix},
                 )
+                .execute()
+                .data
+            )
+            assert [(r["group_dn"], r["role"]) for r in seeded] == [
+                (m["group"], m["role"]) for m in self.ldap.group_roles()
+            ]
         self.q(
             "insert into public.executors (site_id, name, public_key, key_id) values (%s, 'idm', %s, %s)",
             self.sites["exec"],
@@ -227,6 +237,66 @@ def test_both_paths_sign_in_with_the_preset(shape: Shape):
         for hostile in ("*", "alice)(|(objectClass=*", "al*"):
             e = shape.refused(path, hostile, shape.ldap.passwords["alice"])
             assert (e.status, e.code) == (401, "invalid_credentials"), (path, hostile, e)
+
+
+def test_the_mapping_comes_from_policies_and_admins_own_it(shape: Shape):
+    """policies/identity.yaml is the default mapping of each preset: the database holds the
+    file's rows, and both sites here were seeded from them (Shape.build), so the sign-ins
+    of this module map through them. An admin seeding again adds only a default the site
+    lacks and keeps an admin's change to a row; the addition is audited with the admin as
+    its actor. Other roles are refused; an unknown preset, a suffix that is no DN and a site
+    without directory settings are each named; none of these writes anything."""
+    assert shape.q(
+        "select preset, group_dn_template, role::text from public.idm_default_group_roles() order by ord"
+    ) == [(r.preset, r.group, r.role) for r in load_identity()]
+    sid = shape.sites["direct"]
+
+    def mapping() -> list[tuple[str, str]]:
+        return shape.q(
+            "select group_dn, role::text as r from public.directory_group_roles where site_id = %s "
+            "order by role desc",
+            sid,
+        )
+
+    assert mapping() == [(m["group"], m["role"]) for m in shape.ldap.group_roles()]
+    admin = shape.client(shape.login("direct", "alice")["session"])
+    seed = {"p_site_id": sid, "p_preset": shape.shape, "p_suffix": shape.ldap.suffix}
+    viewers = shape.ldap.groups["viewers"]
+    admin.table("directory_group_roles").update({"role": "operator"}).eq("site_id", sid).eq(
+        "group_dn", viewers
+    ).execute()
+    assert admin.rpc("idm_seed_group_roles", seed).execute().data == []
+    assert (viewers, "operator") in mapping()  # the admin's choice stands
+    admin.table("directory_group_roles").delete().eq("site_id", sid).eq("group_dn", viewers).execute()
+    back = admin.rpc("idm_seed_group_roles", seed).execute().data
+    assert [(r["group_dn"], r["role"]) for r in back] == [(viewers, "viewer")]
+    assert mapping() == [(m["group"], m["role"]) for m in shape.ldap.group_roles()]
+    alice_id = admin.auth.get_user().user.id
+    assert shape.q(
+        "select actor_kind, actor_id::text, note from public.audit_log "
+        "where action = 'directory_group_roles.insert' and row_id = %s",
+        back[0]["id"],
+    ) == [("user", alice_id, f"default group mapping of preset {shape.shape}")]
+
+    before = shape.q("select count(*) from public.directory_group_roles")[0][0]
+    operator = shape.client(shape.login("direct", "bob")["session"])
+    for client, args, code, words in (
+        (operator, seed, "42501", "for admins"),
+        (
+            admin,
+            seed | {"p_preset": "novell"},
+            "22023",
+            "unknown directory preset; one of ad, freeipa, openldap",
+        ),
+        (admin, seed | {"p_suffix": "example.org"}, "22023", "a DN such as dc=example,dc=org"),
+        (admin, seed | {"p_site_id": str(uuid.uuid4())}, "P0001", "no directory settings yet"),
+    ):
+        with pytest.raises(APIError) as info:
+            client.rpc("idm_seed_group_roles", args).execute()
+        assert info.value.code == code and words in str(info.value.message), (args, info.value)
+    assert shape.q("select count(*) from public.directory_group_roles")[0][0] == before
+    for user in ("alice", "bob"):  # their identities back to the executor's site, which the sync below reads
+        shape.login("exec", user)
 
 
 def test_a_disabled_account_is_refused_on_both_paths(shape: Shape):
