@@ -19,7 +19,7 @@ import asyncio
 import base64
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
@@ -56,6 +56,67 @@ def _success() -> dict[str, Any]:
     return rf.patched()
 
 
+_PUSH_ACTION = "UpdateService.MultipartHttpPushUri"
+# the UpdateParameters a multipart push may carry, and whether a value is one the BMC takes
+# (the second argument: the URIs of the BMC's firmware inventory)
+_PUSH_PARAMETERS: dict[str, Callable[[Any, set[str]], bool]] = {
+    "Targets": lambda value, inventory: isinstance(value, list) and all(t in inventory for t in value),
+    "@Redfish.OperationApplyTime": lambda value, inventory: value in ("Immediate", "OnReset"),
+    "Oem": lambda value, inventory: isinstance(value, dict),
+}
+
+
+def _push_refusal(
+    status: int,
+    name: str,
+    message: str,
+    resolution: str,
+    args: list[str] | None = None,
+    base: str = "Base.1.13.",  # PayloadTooLarge and MissingOrMalformedPart entered the Base registry in 1.13.0
+) -> rf.ProtocolError:
+    return rf.ProtocolError(status, [message_info(base + name, message, resolution, "Critical", args)])
+
+
+def _unknown_push_parameter(name: str) -> rf.ProtocolError:
+    return _push_refusal(
+        400,
+        "ActionParameterUnknown",
+        f"The action {_PUSH_ACTION} was submitted with the invalid parameter {name}.",
+        "Correct the invalid parameter and resubmit the request if the operation failed.",
+        [_PUSH_ACTION, name],
+        base=rf.BASE,
+    )
+
+
+def _push_parts(parts: dict[str, mp.Part]) -> tuple[dict[str, Any], mp.Part]:
+    """The pushed UpdateParameters (a JSON object) and the UpdateFile part; refused when one
+    is missing or malformed, or another part than these and Oem ones came along."""
+    params_part, file_part = parts.get("UpdateParameters"), parts.get("UpdateFile")
+    if params_part is None or file_part is None or not file_part.filename or not file_part.size:
+        raise _push_refusal(
+            400,
+            "MissingOrMalformedPart",
+            "The multipart request contains malformed parts or is missing required parts.",
+            "Add any missing required parts or correct the malformed parts and resubmit the request.",
+        )
+    for name in parts:
+        if name not in ("UpdateParameters", "UpdateFile") and not name.startswith("Oem"):
+            raise _unknown_push_parameter(name)
+    try:
+        params = json.loads(params_part.head) if params_part.size == len(params_part.head) else None
+    except ValueError:
+        params = None
+    if not isinstance(params, dict):
+        raise _push_refusal(
+            400,
+            "MalformedJSON",
+            "The request body submitted was malformed JSON and could not be parsed by the receiving service.",
+            "Ensure that the request body is valid JSON and resubmit the request.",
+            base=rf.BASE,
+        )
+    return params, file_part
+
+
 class BMCApp:
     """HTTP front of one BMC."""
 
@@ -79,6 +140,7 @@ class BMCApp:
             for a in ("Insert", "Eject")
         }
         self.export_target, self.import_target = export_target, import_target
+        self._lookup_tables()
 
     def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         h = {"OData-Version": "4.0", "Cache-Control": "no-cache"}
@@ -254,79 +316,114 @@ class BMCApp:
 
     # ---- lookup -------------------------------------------------------------------------------
     def lookup(self, p: str) -> dict[str, Any] | Response | None:
-        """The document at `p` (a Response for tasks, which answer 202 while running), or None."""
-        bmc = self.bmc
-        if p in bmc.faults.broken_paths:
+        """The document at `p` (a Response for tasks, which answer 202 while running), or None:
+        the service root and the static documents, then the collections the BMC's state
+        fills, then one member of such a collection by its id (the path's last segment)."""
+        if p in self.bmc.faults.broken_paths:
             return None
-        with bmc.lock:
-            if p == "/redfish":
-                return {"v1": f"{R}/"}
-            if p == R:
-                return res.service_root(bmc)
-            if p == f"{R}/odata":
-                return res.odata_service()
-            fn = self.docs.get(p)
+        with self.bmc.lock:
+            fn = self._roots.get(p) or self.docs.get(p)
             if fn is not None:
                 return fn()
-            if p == res.SUBSCRIPTIONS:
-                return res.collection(
-                    p,
-                    "EventDestinationCollection",
-                    "Event Subscriptions Collection",
-                    [f"{p}/{i}" for i in bmc.subscriptions],
-                )
-            if p.startswith(f"{res.SUBSCRIPTIONS}/"):
-                sub = bmc.subscriptions.get(p.rsplit("/", 1)[-1])
-                return res.subscription(sub) if sub else None
-            if p in _SESSIONS:
-                return res.collection(
-                    p,
-                    "SessionCollection",
-                    "Session Collection",
-                    [f"{R}/SessionService/Sessions/{s}" for s in bmc.sessions],
-                )
-            if p.startswith(f"{R}/SessionService/Sessions/"):
-                s = bmc.sessions.get(p.rsplit("/", 1)[-1])
-                return res.session_doc(s.id, s.user) if s else None
-            if p == f"{R}/UpdateService/FirmwareInventory":
-                return res.collection(
-                    p,
-                    "SoftwareInventoryCollection",
-                    "Firmware Inventory Collection",
-                    [f"{p}/{res.fw_id(c)}" for c in bmc.components],
-                )
-            if p.startswith(f"{R}/UpdateService/FirmwareInventory/"):
-                fid = p.rsplit("/", 1)[-1]
-                c = next((c for c in bmc.components if res.fw_id(c) == fid), None)
-                return res.firmware(bmc, c) if c else None
-            if p == f"{res.MGR}/Jobs":
-                doc = res.collection(
-                    p,
-                    "DellJobCollection",
-                    "Collection of Job Instances",
-                    [f"{p}/{j.id}" for j in bmc.jobs.values()],
-                )
-                doc.update({"Id": "JobQueue", "Name": "JobQueue"})
-                return doc
-            if p.startswith(f"{res.MGR}/Jobs/"):
-                j = bmc.jobs.get(p.rsplit("/", 1)[-1])
-                return res.job(j) if j else None
-            if p == f"{R}/TaskService/Tasks":
-                return res.collection(
-                    p,
-                    "TaskCollection",
-                    "Task Collection",
-                    [f"{p}/{j.id}" for j in bmc.jobs.values() if j.is_task],
-                )
-            if p.startswith(f"{R}/TaskService/Tasks/"):
-                j = bmc.jobs.get(p.rsplit("/", 1)[-1])
-                if j is None or not j.is_task:
-                    return None
-                if j.job_type == "ExportConfiguration" and j.state == "Completed":
-                    return Response.json(j.result)  # iDRAC answers the finished export task with the profile
-                doc = res.task(j)
-                return Response.json(doc) if j.finished else Response.json(doc, 202, {"Location": p})
+            listing = self._collections.get(p)
+            if listing is not None:
+                return listing(p)
+            for prefix, member in self._members:
+                if p.startswith(prefix):
+                    return member(p, p.rsplit("/", 1)[-1])
         return None
+
+    def _lookup_tables(self) -> None:
+        """The paths `lookup` answers beyond the static documents: each exact path with what
+        draws it, and each collection's member prefix with what draws one member (or None)."""
+        bmc = self.bmc
+        self._roots: dict[str, Callable[[], dict[str, Any]]] = {
+            "/redfish": lambda: {"v1": f"{R}/"},
+            R: lambda: res.service_root(bmc),
+            f"{R}/odata": res.odata_service,
+        }
+        self._collections: dict[str, Callable[[str], dict[str, Any]]] = {
+            res.SUBSCRIPTIONS: self._subscription_collection,
+            **dict.fromkeys(_SESSIONS, self._session_collection),
+            f"{R}/UpdateService/FirmwareInventory": self._firmware_collection,
+            f"{res.MGR}/Jobs": self._job_queue,
+            f"{R}/TaskService/Tasks": self._task_collection,
+        }
+        self._members: tuple[tuple[str, Callable[[str, str], dict[str, Any] | Response | None]], ...] = (
+            (f"{res.SUBSCRIPTIONS}/", self._subscription),
+            (f"{R}/SessionService/Sessions/", self._session),
+            (f"{R}/UpdateService/FirmwareInventory/", self._firmware),
+            (f"{res.MGR}/Jobs/", self._job),
+            (f"{R}/TaskService/Tasks/", self._task),
+        )
+
+    # the collections and their members (called by `lookup`, under the BMC's lock)
+    def _subscription_collection(self, p: str) -> dict[str, Any]:
+        return res.collection(
+            p,
+            "EventDestinationCollection",
+            "Event Subscriptions Collection",
+            [f"{p}/{i}" for i in self.bmc.subscriptions],
+        )
+
+    def _subscription(self, p: str, sid: str) -> dict[str, Any] | None:
+        sub = self.bmc.subscriptions.get(sid)
+        return res.subscription(sub) if sub else None
+
+    def _session_collection(self, p: str) -> dict[str, Any]:
+        return res.collection(
+            p,
+            "SessionCollection",
+            "Session Collection",
+            [f"{R}/SessionService/Sessions/{s}" for s in self.bmc.sessions],
+        )
+
+    def _session(self, p: str, sid: str) -> dict[str, Any] | None:
+        s = self.bmc.sessions.get(sid)
+        return res.session_doc(s.id, s.user) if s else None
+
+    def _firmware_collection(self, p: str) -> dict[str, Any]:
+        return res.collection(
+            p,
+            "SoftwareInventoryCollection",
+            "Firmware Inventory Collection",
+            [f"{p}/{res.fw_id(c)}" for c in self.bmc.components],
+        )
+
+    def _firmware(self, p: str, fid: str) -> dict[str, Any] | None:
+        c = next((c for c in self.bmc.components if res.fw_id(c) == fid), None)
+        return res.firmware(self.bmc, c) if c else None
+
+    def _job_queue(self, p: str) -> dict[str, Any]:
+        doc = res.collection(
+            p,
+            "DellJobCollection",
+            "Collection of Job Instances",
+            [f"{p}/{j.id}" for j in self.bmc.jobs.values()],
+        )
+        doc.update({"Id": "JobQueue", "Name": "JobQueue"})
+        return doc
+
+    def _job(self, p: str, jid: str) -> dict[str, Any] | None:
+        j = self.bmc.jobs.get(jid)
+        return res.job(j) if j else None
+
+    def _task_collection(self, p: str) -> dict[str, Any]:
+        return res.collection(
+            p,
+            "TaskCollection",
+            "Task Collection",
+            [f"{p}/{j.id}" for j in self.bmc.jobs.values() if j.is_task],
+        )
+
+    def _task(self, p: str, tid: str) -> Response | None:
+        j = self.bmc.jobs.get(tid)
+        if j is None or not j.is_task:
+            return None
+        if j.job_type == "ExportConfiguration" and j.state == "Completed":
+            return Response.json(j.result)  # iDRAC answers the finished export task with the profile
+        doc = res.task(j)
+        return Response.json(doc) if j.finished else Response.json(doc, 202, {"Location": p})
 
     def allow(self, p: str) -> str | None:
         """The methods `p` takes, or None when nothing is there."""
@@ -678,32 +775,38 @@ class BMCApp:
         malformed part (400 MissingOrMalformedPart), UpdateParameters that are not a JSON
         object or carry a parameter or value the service does not know (400). Accepted: 202
         with the task's Location, the same job SimpleUpdate starts."""
-        bmc = self.bmc
+        parts = await self._read_push(req)
+        params, file_part = _push_parts(parts)
+        self._check_push_params(params)
+        job = self.bmc.push_update(
+            params,
+            file_part.head,
+            {"filename": file_part.filename, "size": file_part.size, "sha256": file_part.sha256},
+        )
+        await self._hold_update_answer()
+        return Response.empty(202, {"Location": f"{R}/TaskService/Tasks/{job.id}"})
+
+    async def _read_push(self, req: Request) -> dict[str, mp.Part]:
+        """The pushed body's parts by name (none when it is malformed), read to its end; a
+        body that is not multipart or is larger than the BMC takes is refused."""
 
         async def drain() -> None:
             while await req.read_chunk():
                 pass
 
-        # PayloadTooLarge and MissingOrMalformedPart entered the Base registry in 1.13.0
-        def refuse(status: int, name: str, message: str, resolution: str, args=None, base="Base.1.13."):
-            return rf.ProtocolError(
-                status, [message_info(base + name, message, resolution, "Critical", args)]
-            )
-
-        action = "UpdateService.MultipartHttpPushUri"
         boundary = mp.boundary_of(req.headers.get("content-type", ""))
         if boundary is None:
             await drain()
-            raise refuse(
+            raise _push_refusal(
                 415,
                 "HeaderInvalid",
                 f"The header 'Content-Type: {req.headers.get('content-type', '')}' is invalid.",
                 "Send the package as multipart/form-data with a boundary.",
                 [f"Content-Type: {req.headers.get('content-type', '')}"],
             )
-        if req.unread > bmc.upload_limit:
+        if req.unread > self.bmc.upload_limit:
             await drain()
-            raise refuse(
+            raise _push_refusal(
                 413,
                 "PayloadTooLarge",
                 "The supplied payload exceeds the maximum size supported by the service.",
@@ -715,71 +818,26 @@ class BMCApp:
         except mp.Malformed:
             await drain()
             parts = {}
-        params_part, file_part = parts.get("UpdateParameters"), parts.get("UpdateFile")
-        if params_part is None or file_part is None or not file_part.filename or not file_part.size:
-            raise refuse(
-                400,
-                "MissingOrMalformedPart",
-                "The multipart request contains malformed parts or is missing required parts.",
-                "Add any missing required parts or correct the malformed parts and resubmit the request.",
-            )
-        for name in parts:
-            if name not in ("UpdateParameters", "UpdateFile") and not name.startswith("Oem"):
-                raise refuse(
-                    400,
-                    "ActionParameterUnknown",
-                    f"The action {action} was submitted with the invalid parameter {name}.",
-                    "Correct the invalid parameter and resubmit the request if the operation failed.",
-                    [action, name],
-                    base=rf.BASE,
-                )
-        try:
-            params = json.loads(params_part.head) if params_part.size == len(params_part.head) else None
-        except ValueError:
-            params = None
-        if not isinstance(params, dict):
-            raise refuse(
-                400,
-                "MalformedJSON",
-                "The request body submitted was malformed JSON and could not be parsed by the receiving service.",
-                "Ensure that the request body is valid JSON and resubmit the request.",
-                base=rf.BASE,
-            )
-        inventory = {f"{R}/UpdateService/FirmwareInventory/{res.fw_id(c)}" for c in bmc.components}
+        return parts
+
+    def _check_push_params(self, params: dict[str, Any]) -> None:
+        """Refuse a parameter the service does not know, or a value it does not take."""
+        inventory = {f"{R}/UpdateService/FirmwareInventory/{res.fw_id(c)}" for c in self.bmc.components}
         for key, value in params.items():
-            if key == "Targets":
-                ok = isinstance(value, list) and all(t in inventory for t in value)
-            elif key == "@Redfish.OperationApplyTime":
-                ok = value in ("Immediate", "OnReset")
-            elif key == "Oem":
-                ok = isinstance(value, dict)
-            else:
-                raise refuse(
-                    400,
-                    "ActionParameterUnknown",
-                    f"The action {action} was submitted with the invalid parameter {key}.",
-                    "Correct the invalid parameter and resubmit the request if the operation failed.",
-                    [action, key],
-                    base=rf.BASE,
-                )
-            if not ok:
-                raise refuse(
+            takes = _PUSH_PARAMETERS.get(key)
+            if takes is None:
+                raise _unknown_push_parameter(key)
+            if not takes(value, inventory):
+                raise _push_refusal(
                     400,
                     "ActionParameterValueNotInList",
-                    f"The value '{json.dumps(value)}' for the parameter {key} in the action {action} "
+                    f"The value '{json.dumps(value)}' for the parameter {key} in the action {_PUSH_ACTION} "
                     "is not in the list of acceptable values.",
                     "Choose a value from the enumeration list that the implementation can support "
                     "and resubmit the request if the operation failed.",
-                    [json.dumps(value), key, action],
+                    [json.dumps(value), key, _PUSH_ACTION],
                     base=rf.BASE,
                 )
-        job = bmc.push_update(
-            params,
-            file_part.head,
-            {"filename": file_part.filename, "size": file_part.size, "sha256": file_part.sha256},
-        )
-        await self._hold_update_answer()
-        return Response.empty(202, {"Location": f"{R}/TaskService/Tasks/{job.id}"})
 
     async def _hold_update_answer(self) -> None:
         """Fault ``hold_update_answer``: the update job is queued, its answer waits that many
