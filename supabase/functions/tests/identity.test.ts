@@ -4,6 +4,7 @@
 
 import assert from "node:assert/strict";
 import { createHmac, scryptSync } from "node:crypto";
+import { guard } from "../_shared/api.ts";
 import { checkSecret } from "../break-glass/handler.ts";
 import { b64u } from "../_shared/envelope.ts";
 import { ANSWER_INFO, newVerifier, verifyAnswer } from "../_shared/identity.ts";
@@ -62,4 +63,23 @@ Deno.test("break-glass secrets check against scrypt hashes in the provisioning f
   assert.equal(await checkSecret("s3cret-value", stored.replace("scrypt$1024", "scrypt$1000")), false); // not a power of 2
   assert.equal(await checkSecret("s3cret-value", stored.replace("scrypt$1024", `scrypt$${1 << 22}`)), false); // too costly
   assert.equal(await checkSecret("s3cret-value", "bcrypt$x"), false);
+});
+
+Deno.test("a sign-in limit is answered 429 rate_limited, a moment's contention 409 busy", async () => {
+  // idm_begin_login's refusals (20261209110000): the per-address limit says "in a minute",
+  // the site's in-flight cap and a locked row clear in moments (the console retries busy)
+  const answer = async (err: Record<string, string>) => {
+    const res = await guard("t", () => Promise.reject(err))(new Request("http://fn/", { method: "POST" }));
+    const body = await res.json();
+    return [res.status, body.code, body.error];
+  };
+  assert.deepEqual(
+    await answer({ code: "P0001", message: "rate_limited: too many sign-ins from this address; try again in a minute" }),
+    [429, "rate_limited", "too many sign-ins from this address; try again in a minute"],
+  );
+  assert.deepEqual(
+    await answer({ code: "P0001", message: "busy: too many sign-ins in flight for this site; retry shortly" }),
+    [409, "busy", "too many sign-ins in flight for this site; retry shortly"],
+  );
+  assert.deepEqual((await answer({ code: "55P03", message: "could not obtain lock on row" })).slice(0, 2), [409, "busy"]);
 });
