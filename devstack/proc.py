@@ -11,8 +11,9 @@ rather than SIGKILL so that they shut down cleanly (each of them exits on SIGTER
 
 * the signal fires when the *thread* that forked the child exits, not the process. Calls
   from the main thread fork directly (it lives as long as the process); calls from any other
-  thread are handed to one long-lived daemon thread (``_Spawner``) that does the fork, so a
-  short-lived worker thread ending does not kill the children it asked for;
+  thread are handed to one long-lived daemon thread (``_SPAWNER``, an ``executor.childproc.Forker``)
+  that does the fork, so a short-lived worker thread ending does not kill the children it
+  asked for;
 * the parent may die between fork and ``prctl``: the child then sees a different parent
   (``getppid()``) right after setting the signal and exits before exec;
 * the kernel clears the setting when the child executes a set-uid/set-gid binary or changes
@@ -43,10 +44,8 @@ triggers never stops the watchdog itself.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import ctypes
 import os
-import queue
 import signal
 import subprocess
 import sys
@@ -56,30 +55,17 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from executor.childproc import PR_SET_PDEATHSIG, PRCTL, Forker
+
 OWNER_ENV = "RACKPILOT_PROC_OWNER"
 ROOT = Path(__file__).resolve().parents[1]
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 RELEASE = b"release\n"
 WATCHDOG_ACTION_TIMEOUT_S = 120.0  # how long a watchdog lets its action run (seconds)
 
 
-def _load_prctl() -> Callable[..., int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    libc = ctypes.CDLL(None, use_errno=True)
-    fn = libc.prctl
-    fn.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-# Resolved once here, so that the forked child only makes the call (no symbol lookup, no import).
-_PRCTL = _load_prctl()
-
-
 def _pdeathsig_preexec(sig: int, parent: int) -> Callable[[], None]:
-    assert _PRCTL is not None
-    prctl = _PRCTL
+    assert PRCTL is not None
+    prctl = PRCTL
 
     def preexec() -> None:  # runs in the child between fork and exec: keep it minimal
         if prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
@@ -90,45 +76,8 @@ def _pdeathsig_preexec(sig: int, parent: int) -> Callable[[], None]:
     return preexec
 
 
-class _Spawner:
-    """One daemon thread that forks the children asked for from threads other than the main
-    one: PR_SET_PDEATHSIG is tied to the forking thread, and this one lives as long as the
-    process."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._pid = 0
-
-    def run(self, fn: Callable[[], subprocess.Popen]) -> subprocess.Popen:
-        with self._lock:
-            # after a fork() the thread does not exist in the child process: start another
-            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
-                self._queue = queue.SimpleQueue()
-                self._thread = threading.Thread(
-                    target=self._loop, args=(self._queue,), name="devstack-spawner", daemon=True
-                )
-                self._pid = os.getpid()
-                self._thread.start()
-            q = self._queue
-        fut: cf.Future = cf.Future()
-        q.put((fn, fut))
-        return fut.result()
-
-    @staticmethod
-    def _loop(q: queue.SimpleQueue) -> None:
-        while True:
-            fn, fut = q.get()
-            if not fut.set_running_or_notify_cancel():
-                continue
-            try:
-                fut.set_result(fn())
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                fut.set_exception(exc)
-
-
-_SPAWNER = _Spawner()
+# forks the children asked for from threads other than the main one (executor/childproc.py)
+_SPAWNER = Forker("devstack-spawner")
 
 
 def spawn(
@@ -160,7 +109,7 @@ def spawn(
             env[OWNER_ENV] = marker
         else:
             env.pop(OWNER_ENV, None)
-    if die_with_parent and _PRCTL is not None:
+    if die_with_parent and PRCTL is not None:
         if "preexec_fn" in popen_kw:
             raise ValueError("spawn sets preexec_fn itself")
         popen_kw["preexec_fn"] = _pdeathsig_preexec(int(death_signal), os.getpid())

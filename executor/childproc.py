@@ -13,8 +13,9 @@ one is started here and:
   when the child execs a set-user-ID or set-group-ID program (Debian's ``ssh-agent`` is
   setgid): such a child needs another watch (see ``executor.targets.ssh.SshStack.start``).
 
-This is the executor's own copy of the rule devstack follows for the harness
-(``devstack/proc.py``): the executor is installed on sites without devstack.
+The executor is installed on sites without devstack, so the rule lives here; devstack's
+``devstack/proc.py`` (the harness) builds its own ``spawn`` on the same ``PRCTL`` and
+``Forker``.
 """
 
 from __future__ import annotations
@@ -44,11 +45,13 @@ def _load_prctl() -> Callable[..., int] | None:
     return fn
 
 
-_PRCTL = _load_prctl()  # resolved once: the forked child only makes the call
+# prctl(2), resolved once so that a forked child only makes the call (no symbol lookup, no
+# import); None off Linux
+PRCTL = _load_prctl()
 
 
 def _preexec(sig: int, parent: int) -> Callable[[], None]:
-    prctl = _PRCTL
+    prctl = PRCTL
 
     def preexec() -> None:  # in the child between fork and exec: minimal
         if prctl is not None and prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
@@ -59,21 +62,25 @@ def _preexec(sig: int, parent: int) -> Callable[[], None]:
     return preexec
 
 
-class _Forker:
-    """One daemon thread that forks for the other threads (PDEATHSIG follows the forking thread)."""
+class Forker:
+    """One daemon thread that forks for the other threads (PDEATHSIG follows the forking
+    thread, and this one lives as long as the process); ``name`` names the thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
+        self._name = name
         self._lock = threading.Lock()
         self._q: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._pid = 0
 
     def run(self, fn: Callable[[], subprocess.Popen]) -> subprocess.Popen:
+        """``fn()`` (which starts the child) called in the forking thread; its result."""
         with self._lock:
+            # after a fork() the thread does not exist in the child process: start another
             if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
                 self._q = queue.SimpleQueue()
                 self._thread = threading.Thread(
-                    target=self._loop, args=(self._q,), name="rackpilot-forker", daemon=True
+                    target=self._loop, args=(self._q,), name=self._name, daemon=True
                 )
                 self._pid = os.getpid()
                 self._thread.start()
@@ -94,7 +101,7 @@ class _Forker:
                 fut.set_exception(exc)
 
 
-_FORKER = _Forker()
+_FORKER = Forker("rackpilot-forker")
 
 
 def spawn(argv: list[str], *, death_signal: int = signal.SIGKILL, **popen_kw: Any) -> subprocess.Popen:
