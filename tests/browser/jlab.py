@@ -4,8 +4,9 @@ JupyterLab runs on a loopback port with a token (`jupyterlab`); Debian's headles
 driven by Selenium through /usr/bin/chromedriver, never downloading a browser or a driver
 (`chromium`). `run_all` opens a notebook and runs every cell; `click_labelled` clicks a button
 by its text, finding it again when a redraw replaced it; `shot` leaves a screenshot in the
-test's folder (and in RACKPILOT_SCREENSHOT_DIR when set). The scripts `BLANK_SELECTS` and
-`EMPTY_SELECTS` list the visible selectors an operator would see blank.
+test's folder and under its stable name in test-output/screenshots/ (RACKPILOT_SCREENSHOT_DIR
+when set). The scripts `BLANK_SELECTS` and `EMPTY_SELECTS` list the visible selectors an
+operator would see blank.
 """
 
 from __future__ import annotations
@@ -216,12 +217,23 @@ def click_labelled(driver: Any, css: str, text: str, timeout: float, poll: float
     waiter(driver, timeout, poll).until(attempt)
 
 
+SCREENSHOTS = "test-output/screenshots"  # the default screenshot folder, relative to the repository
+
+
+def screenshot_dir() -> Path:
+    """Where every browser test leaves its screenshots under stable names (docs/console.md lists
+    them): RACKPILOT_SCREENSHOT_DIR, else test-output/screenshots/ in the repository."""
+    return Path(
+        os.environ.get("RACKPILOT_SCREENSHOT_DIR") or Path(__file__).resolve().parents[2] / SCREENSHOTS
+    )
+
+
 def shot(driver: Any, folder: Path, name: str) -> Path:
-    """A screenshot ``name``.png in ``folder``, copied to RACKPILOT_SCREENSHOT_DIR when set."""
+    """A screenshot ``name``.png in ``folder``, copied to :func:`screenshot_dir` (the same name
+    each run, so the newest run's picture of a screen is always at the same path)."""
     p = folder / f"{name}.png"
     driver.save_screenshot(str(p))
-    extra = os.environ.get("RACKPILOT_SCREENSHOT_DIR")
-    if extra:
-        Path(extra).mkdir(parents=True, exist_ok=True)
-        shutil.copy(p, Path(extra) / p.name)
+    out = screenshot_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy(p, out / p.name)
     return p

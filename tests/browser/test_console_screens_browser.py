@@ -1,12 +1,14 @@
-"""The newer screens in the AppShell, in a real browser: fleet intake (discovery, catalogs,
-schedules, BMC call log), replication, the audit log and identity administration. One
-JupyterLab and one headless Chromium (Debian's, through /usr/bin/chromedriver) serve the
-whole module; a notebook draws ``con.app()`` for an admin, and each test clicks one screen
-in the navigation and checks what is on the page: the screen's own content, no red error
-line, no traceback, no blank selector. A screenshot per screen goes to the test folder
-(and RACKPILOT_SCREENSHOT_DIR when set)."""
+"""Every screen of the AppShell in a real browser. One JupyterLab and one headless Chromium
+(Debian's, through /usr/bin/chromedriver) serve the whole module; a notebook draws
+``con.app()`` for an admin, and each test clicks one screen in the navigation and checks what
+is on the page: the screen's own content, no red error line, no traceback, no blank or empty
+selector, no whole UUID where a name or short id belongs, and the charts where the screen
+draws them. A screenshot per screen, ``screen-<key>.png``, goes to the test folder and to
+test-output/screenshots/ (docs/console.md lists them)."""
 
 from __future__ import annotations
+
+import re
 
 import nbformat
 import pytest
@@ -15,6 +17,8 @@ from nbformat.v4 import new_code_cell, new_notebook
 from console import screens
 from tests.browser.jlab import (
     BLANK_SELECTS,
+    EMPTY_SELECTS,
+    UUID,
     chromium,
     click_labelled,
     console_env,
@@ -27,11 +31,22 @@ from tests.browser.jlab import (
 from tests.integration.console_support import PASSWORD, make_console_env, scp_job
 
 PAGE_TIMEOUT_S = 60  # JupyterLab, kernel start, sign-in and a screen's reads on a loaded 2-core machine (s)
-# each screen and what only it draws once its reads are done: a CSS class, else a text
+# each screen and what only it draws once its reads are done: a CSS selector (".class" or
+# "tag.class"), else a text
 SCREENS = {
+    "jobs": ".rp-jobs",
+    "update": ".rp-wizard .rp-cluster-pick",
+    "blockers": ".rp-blocked-job-pick",
+    "new_job": ".rp-job-fields",
+    "windows": ".rp-windows",
+    "fleet": ".rp-servers",
+    "reports": "svg.rp-chart",
+    "force_resume": ".rp-stuck",
+    "credentials": "Credential sets of the site",
+    "notifications": ".rp-notify",
     "discovery": "Scan and register",
     "catalogs": ".rp-catalogs",
-    "schedules": ".rp-schedules",
+    "schedules": ".rp-schedules",  # and its typed params form, checked below
     "calls": ".rp-bmc-calls",
     "replication": ".rp-replication",
     "audit": ".rp-audit-chain",
@@ -39,6 +54,11 @@ SCREENS = {
 }
 
 pytestmark = needs_chromium
+
+
+def test_every_screen_of_the_console_is_opened_here():
+    """A screen registered later gets its browser check and its screenshot, or this fails."""
+    assert sorted(SCREENS) == sorted(s.key for s in screens.all_screens())
 
 
 @pytest.fixture(scope="module")
@@ -83,10 +103,13 @@ def test_screen_opens_in_the_app_shell_without_errors(driver, lab, key):
 
     def drawn(d) -> bool:
         app = d.find_element(By.CSS_SELECTOR, ".rp-app")
-        if s.help not in app.find_element(By.CSS_SELECTOR, ".rp-help").text:
+        helps = app.find_elements(By.CSS_SELECTOR, ".rp-help")
+        if s.help and not (helps and s.help in helps[0].text):
             return False
         return (
-            bool(app.find_elements(By.CSS_SELECTOR, marker)) if marker.startswith(".") else marker in app.text
+            bool(app.find_elements(By.CSS_SELECTOR, marker))
+            if re.match(r"^[a-z]*\.", marker)
+            else marker in app.text
         )
 
     try:
@@ -103,4 +126,15 @@ def test_screen_opens_in_the_app_shell_without_errors(driver, lab, key):
         By.CSS_SELECTOR, "[data-mime-type='application/vnd.jupyter.stderr']"
     ), key
     assert not driver.execute_script(BLANK_SELECTS), key
+    assert not driver.execute_script(EMPTY_SELECTS), key
+    text = app.text
+    assert not UUID.search(text), f"{key}: a whole id on the page: {UUID.search(text).group(0)}"
+    if key == "reports":  # the first report's charts, drawn as SVG
+        assert app.find_elements(By.CSS_SELECTOR, "svg.rp-chart rect.rp-bar"), key
+        assert "success rate per job type" in text
+    if key == "schedules":  # a new schedule's params: the job form's typed fields, no JSON box
+        form = app.find_element(By.CSS_SELECTOR, ".rp-schedule-params")
+        assert form.find_elements(By.CSS_SELECTOR, ".rp-job-fields") and not form.find_elements(
+            By.TAG_NAME, "textarea"
+        )
     assert p.stat().st_size > 10_000
