@@ -8,10 +8,10 @@ test that names the place, the type and the field that drifted:
 
 * ``supabase/functions/_shared/job-schemas.json``: ``scripts/gen_job_schemas.py`` writes
   each creatable type's params schema and, under ``job_type_rules``, its risk, window
-  rule, target kinds and planning hints, which ``jobs.ts`` reads instead of branching on
-  type names;
-* ``public.safety_policies``: ``python -m devstack.policies safety-sql`` writes the upsert
-  from the registry (risk, window rule, takes hosts out) and ``policies/safety.yaml`` (the
+  rule, target kinds and the planning hints ``jobs.ts`` reads instead of branching on type
+  names;
+* ``public.safety_policies``: ``python -m devstack.policies safety-migration`` writes the
+  upsert from the registry (risk, window rule, takes hosts out) and ``policies/safety.yaml`` (the
   tunable limits and timeouts);
 * the handler registry: :data:`executor.handlers.BUILTIN_MODULES` is the registry's handler
   modules;
@@ -25,7 +25,8 @@ test that names the place, the type and the field that drifted:
 Adding a job type: the ``public.job_type`` value (a migration of its own) and its
 ``vocabulary.JobType`` member, its params model in ``jobparams.py``, its declaration below,
 its limits in ``policies/safety.yaml``, then ``scripts/gen_job_schemas.py`` and a migration
-made with ``python -m devstack.policies safety-sql`` (CONTRIBUTING.md says it step by step).
+made with ``python -m devstack.policies safety-migration`` (CONTRIBUTING.md says it step by
+step).
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ JSON_SCHEMA_VERSION = 1
 
 
 class Risk(StrEnum):
-    """``public.risk_level``: how much a job of the type can disturb; high always needs an
-    approved maintenance window."""
+    """``public.risk_level`` (test_job_type_places.py holds the two together): how much a
+    job of the type can disturb; high always needs an approved maintenance window."""
 
     LOW = "low"
     MEDIUM = "medium"

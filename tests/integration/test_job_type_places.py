@@ -238,6 +238,17 @@ def safety_row_drift(sql: dict[str, tuple], declared: dict[str, tuple]) -> list[
     return out
 
 
+def test_risk_levels_are_the_sql_enum(db_url):
+    from executor.jobtypes import Risk
+
+    sql = _query(
+        db_url,
+        """select e.enumlabel from pg_enum e join pg_type t on t.oid = e.enumtypid
+            where t.typname = 'risk_level' and t.typnamespace = 'public'::regnamespace order by e.enumsortorder""",
+    )
+    assert sql == [r.value for r in Risk], f"public.risk_level {sql} != executor.jobtypes.Risk"
+
+
 def test_sql_safety_policies_are_the_declared_rows(db_url):
     from devstack.policies import SAFETY_COLUMNS, load_safety
 
