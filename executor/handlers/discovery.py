@@ -22,20 +22,18 @@ result counts addresses by outcome and skip reason, and lists the first 200 skip
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from ..binding import EndpointSpecError, Target
 from ..jobparams import DiscoveryScanParams
-from ..steps import JobHandler, Progress, StepContext, step
+from ..steps import JobHandler, StepContext, step
 from ..targets.discovery import MAX_ADDRESSES, Probe, RangeError, expand, probe
 from ..targets.errors import TargetError
 from ..vocabulary import TaskStatus, TaskTargetKind
 from . import register
-from ._dell import DellHandlerError, params_of, target_timeouts, wait
+from ._dell import DellHandlerError, params_of, target_timeouts
+from ._fanout import in_threads
 
 BATCH = 200  # results per executor_record_discovery call (count)
 
@@ -112,28 +110,16 @@ class DiscoveryScanHandler(JobHandler):
                     message=f"probe failed: {type(exc).__name__}",
                 )
 
-        loop = asyncio.get_running_loop()
-        pool = ThreadPoolExecutor(
-            max_workers=min(p.max_parallel, len(addresses)), thread_name_prefix="discovery"
+        probes = await in_threads(
+            ctx,
+            one,
+            addresses,
+            max_workers=min(p.max_parallel, len(addresses)),
+            name="discovery",
+            what=f"discovery of {len(addresses)} address(es)",
+            budget=timeouts.job,
+            on_stall=lambda why: DiscoveryStalled(why, operation="discovery scan"),
         )
-        # each probe in a copy of this step's context: the BMC call log names the job and step
-        futures = [loop.run_in_executor(pool, contextvars.copy_context().run, one, a) for a in addresses]
-        try:
-
-            async def progress() -> Progress:
-                done = sum(1 for f in futures if f.done())
-                return Progress(done == len(futures), done, {"of": len(futures)})
-
-            await wait(
-                ctx,
-                progress,
-                what=f"discovery of {len(addresses)} address(es)",
-                budget=timeouts.job,
-                on_stall=lambda why: DiscoveryStalled(why, operation="discovery scan"),
-            )
-            probes = [f.result() for f in futures]
-        finally:
-            pool.shutdown(wait=False, cancel_futures=True)
         probe_s = time.monotonic() - t0
 
         rows = []

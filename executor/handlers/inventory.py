@@ -26,16 +26,13 @@ error class and lists each failed server with its error.
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pydantic import ValidationError
 
 from ..jobparams import InventoryRefreshParams
-from ..steps import JobHandler, Progress, StepContext, step
+from ..steps import JobHandler, StepContext, step
 from ..targets.endpoint import Endpoint
 from ..targets.errors import TargetError
 from ..targets.redfish import InventoryResult, RedfishClient
@@ -49,8 +46,8 @@ from ._dell import (
     site_servers,
     target_timeouts,
     upsert_inventory,
-    wait,
 )
+from ._fanout import in_threads
 from .discovery import finish_site_task
 
 
@@ -84,27 +81,16 @@ async def read_fleet(ctx: StepContext, eps: list[Endpoint], max_parallel: int) -
         r.seconds = time.monotonic() - t0
         return r
 
-    loop = asyncio.get_running_loop()
-    pool = ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="inventory")
-    # each read in a copy of this step's context: the BMC call log names the job and step
-    futures = [loop.run_in_executor(pool, contextvars.copy_context().run, one, ep) for ep in eps]
-    try:
-
-        async def probe() -> Progress:
-            done = sum(1 for f in futures if f.done())
-            return Progress(done == len(futures), done, {"of": len(futures)})
-
-        await wait(
-            ctx,
-            probe,
-            what=f"inventory of {len(eps)} BMC(s)",
-            budget=timeouts.job,
-            on_stall=lambda why: InventoryStalled(why, operation="inventory refresh"),
-        )
-        return [f.result() for f in futures]
-    finally:
-        # BMC reads already running finish (and delete their sessions); queued ones are dropped.
-        pool.shutdown(wait=False, cancel_futures=True)
+    return await in_threads(
+        ctx,
+        one,
+        eps,
+        max_workers=max_parallel,
+        name="inventory",
+        what=f"inventory of {len(eps)} BMC(s)",
+        budget=timeouts.job,
+        on_stall=lambda why: InventoryStalled(why, operation="inventory refresh"),
+    )
 
 
 @register
