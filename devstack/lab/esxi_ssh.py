@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -232,111 +233,67 @@ def _free_ports(n: int) -> list[int]:
             s.close()
 
 
-@dataclass
-class EsxiSshLab:
-    """sshd serving simulated ESXi hosts. `hosts` maps host names to their starting image
-    ({profile, version, build}); `depots` maps depot URLs to {profile: {version, build}}."""
+def sshd_config(wd: Path, host_key: Path, ports: dict[str, int], *extra: str) -> list[str]:
+    """The settings of a lab's sshd: loopback only, these ports, this host key, the lab's
+    client key only, nothing forwarded; ``extra`` lines before the per-port Match blocks."""
+    return [
+        "ListenAddress 127.0.0.1",
+        *[f"Port {p}" for p in ports.values()],
+        f"HostKey {host_key}",
+        f"PidFile {wd / 'sshd.pid'}",
+        f"AuthorizedKeysFile {wd / 'authorized_keys'}",
+        "PubkeyAuthentication yes",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "PermitRootLogin prohibit-password",
+        "StrictModes no",
+        "UsePAM no",
+        "AllowTcpForwarding no",
+        "AllowAgentForwarding no",
+        "X11Forwarding no",
+        "PermitTTY no",
+        "PrintMotd no",
+        "LogLevel ERROR",
+        *extra,
+        # bash sources ~/.bashrc for commands run by sshd unless it is a nested
+        # shell; the login user's rc file is none of the lab's business (and slow).
+        "SetEnv SHLVL=1",
+    ]
 
-    hosts: dict[str, dict[str, str]]
-    depots: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
-    reboot_seconds: float = 1.0
-    vcsim: Any = None  # a started devstack.lab.vcenter.VcsimLab to keep in step with
-    workdir: Path | None = None
-    ports: dict[str, int] = field(default_factory=dict)
-    username: str = field(default_factory=getpass.getuser)
-    client_key: Path | None = None
-    known_hosts: Path | None = None
-    _proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> EsxiSshLab:
-        if not os.path.exists(SSHD):
-            raise SshdStartError("sshd is not installed (Debian package openssh-server)")
-        if shutil.which(SSH_KEYGEN) is None:
-            raise SshdStartError("ssh-keygen is not installed (Debian package openssh-client)")
-        if not self.hosts:
-            raise ValueError("at least one host is needed")
-        self.workdir = Path(tempfile.mkdtemp(prefix="rackpilot-esxi-ssh-"))
-        os.chmod(self.workdir, 0o700)
-        wd = self.workdir
-        hostkey, self.client_key = wd / "ssh_host_ed25519_key", wd / "client_key"
-        for key in (hostkey, self.client_key):
-            subprocess.run([SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-        (wd / "authorized_keys").write_text(Path(f"{self.client_key}.pub").read_text())
-        states = wd / "hosts"
-        states.mkdir()
+class LoopbackSshd:
+    """One real sshd on loopback serving a lab's simulated hosts, a port each (the ESXi and
+    the ZFS labs). A subclass holds ``hosts`` (their names, or a mapping keyed by them),
+    ``ports``, ``workdir`` and ``_proc``."""
+
+    def _serve(
+        self, wd: Path, config_for: Callable[[dict[str, int]], list[str]], owner: str | None = None
+    ) -> None:
+        """Start sshd with ``config_for(ports)`` on free ports: a port taken between choosing
+        it and sshd binding it fails the start, so up to three sets are tried."""
+        # Imported here: the shim part of esxi_ssh.py runs with -S, devstack out of reach.
+        from devstack.proc import spawn
+
         for attempt in range(3):
             self.ports = dict(zip(self.hosts, _free_ports(len(self.hosts)), strict=True))
-            config = [
-                "ListenAddress 127.0.0.1",
-                *[f"Port {p}" for p in self.ports.values()],
-                f"HostKey {hostkey}",
-                f"PidFile {wd / 'sshd.pid'}",
-                f"AuthorizedKeysFile {wd / 'authorized_keys'}",
-                "PubkeyAuthentication yes",
-                "PasswordAuthentication no",
-                "KbdInteractiveAuthentication no",
-                "PermitRootLogin prohibit-password",
-                "StrictModes no",
-                "UsePAM no",
-                "AllowTcpForwarding no",
-                "AllowAgentForwarding no",
-                "X11Forwarding no",
-                "PermitTTY no",
-                "PrintMotd no",
-                "LogLevel ERROR",
-                # bash sources ~/.bashrc for commands run by sshd unless it is a nested
-                # shell; the login user's rc file is none of the lab's business (and slow).
-                "SetEnv SHLVL=1",
-            ]
-            for name, port in self.ports.items():
-                state_file = states / f"{name}.json"
-                if not state_file.exists():
-                    image = dict(DEFAULT_PROFILE, **self.hosts[name])
-                    state = {
-                        "name": name,
-                        "running": image,
-                        "pending": None,
-                        "in_maintenance": False,
-                        "rebooting_until": 0,
-                        "reboot_seconds": self.reboot_seconds,
-                        "depots": self.depots,
-                        "vcsim": None,
-                    }
-                    if self.vcsim is not None:
-                        state["vcsim"] = {
-                            "control_url": self.vcsim.control_url,
-                            "ca_file": str(self.vcsim.ca_file),
-                        }
-                    state_file.write_text(json.dumps(state))
-                # -S: the shim is stdlib-only, so skip site-packages set-up on every session.
-                command = f"{shlex.quote(sys.executable)} -S {shlex.quote(__file__)} shim {shlex.quote(str(state_file))}"
-                config += [f"Match LocalPort {port}", f"    ForceCommand {command}"]
-            (wd / "sshd_config").write_text("\n".join(config) + "\n")
+            (wd / "sshd_config").write_text("\n".join(config_for(self.ports)) + "\n")
             if os.geteuid() == 0:
                 # sshd running as root needs its privilege-separation directory.
                 os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
             # Dies with the process that started it (parent-death signal, even on SIGKILL);
             # -D: sshd does not daemonize, so the signal reaches the listener itself.
-            # (Imported here: the shim part of this file runs with -S, devstack out of reach.)
-            from devstack.proc import spawn
-
             self._proc = spawn(
                 [SSHD, "-D", "-e", "-f", str(wd / "sshd_config")],
+                owner=owner,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
             )
             if self._wait_listening():
-                break
+                return
             err = self._stop_proc()
             if attempt == 2:
                 self.stop()
                 raise SshdStartError(f"sshd did not start: {err}")
-        pub = hostkey.with_suffix(".pub").read_text().split()
-        self.known_hosts = wd / "known_hosts"
-        self.known_hosts.write_text(
-            "".join(f"[127.0.0.1]:{p} {pub[0]} {pub[1]}\n" for p in self.ports.values())
-        )
-        return self
 
     def _wait_listening(self, timeout: float = 10.0) -> bool:
         deadline = time.monotonic() + timeout
@@ -372,11 +329,80 @@ class EsxiSshLab:
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def __enter__(self) -> EsxiSshLab:
-        return self.start()
-
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@dataclass
+class EsxiSshLab(LoopbackSshd):
+    """sshd serving simulated ESXi hosts. `hosts` maps host names to their starting image
+    ({profile, version, build}); `depots` maps depot URLs to {profile: {version, build}}."""
+
+    hosts: dict[str, dict[str, str]]
+    depots: dict[str, dict[str, dict[str, str]]] = field(default_factory=dict)
+    reboot_seconds: float = 1.0
+    vcsim: Any = None  # a started devstack.lab.vcenter.VcsimLab to keep in step with
+    workdir: Path | None = None
+    ports: dict[str, int] = field(default_factory=dict)
+    username: str = field(default_factory=getpass.getuser)
+    client_key: Path | None = None
+    known_hosts: Path | None = None
+    _proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> EsxiSshLab:
+        if not os.path.exists(SSHD):
+            raise SshdStartError("sshd is not installed (Debian package openssh-server)")
+        if shutil.which(SSH_KEYGEN) is None:
+            raise SshdStartError("ssh-keygen is not installed (Debian package openssh-client)")
+        if not self.hosts:
+            raise ValueError("at least one host is needed")
+        self.workdir = Path(tempfile.mkdtemp(prefix="rackpilot-esxi-ssh-"))
+        os.chmod(self.workdir, 0o700)
+        wd = self.workdir
+        hostkey, self.client_key = wd / "ssh_host_ed25519_key", wd / "client_key"
+        for key in (hostkey, self.client_key):
+            subprocess.run([SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        (wd / "authorized_keys").write_text(Path(f"{self.client_key}.pub").read_text())
+        states = wd / "hosts"
+        states.mkdir()
+
+        def config_for(ports: dict[str, int]) -> list[str]:
+            config = sshd_config(wd, hostkey, ports)
+            for name, port in ports.items():
+                state_file = states / f"{name}.json"
+                if not state_file.exists():
+                    image = dict(DEFAULT_PROFILE, **self.hosts[name])
+                    state = {
+                        "name": name,
+                        "running": image,
+                        "pending": None,
+                        "in_maintenance": False,
+                        "rebooting_until": 0,
+                        "reboot_seconds": self.reboot_seconds,
+                        "depots": self.depots,
+                        "vcsim": None,
+                    }
+                    if self.vcsim is not None:
+                        state["vcsim"] = {
+                            "control_url": self.vcsim.control_url,
+                            "ca_file": str(self.vcsim.ca_file),
+                        }
+                    state_file.write_text(json.dumps(state))
+                # -S: the shim is stdlib-only, so skip site-packages set-up on every session.
+                command = f"{shlex.quote(sys.executable)} -S {shlex.quote(__file__)} shim {shlex.quote(str(state_file))}"
+                config += [f"Match LocalPort {port}", f"    ForceCommand {command}"]
+            return config
+
+        self._serve(wd, config_for)
+        pub = hostkey.with_suffix(".pub").read_text().split()
+        self.known_hosts = wd / "known_hosts"
+        self.known_hosts.write_text(
+            "".join(f"[127.0.0.1]:{p} {pub[0]} {pub[1]}\n" for p in self.ports.values())
+        )
+        return self
+
+    def __enter__(self) -> EsxiSshLab:
+        return self.start()
 
     def state(self, host: str) -> dict[str, Any]:
         assert self.workdir is not None

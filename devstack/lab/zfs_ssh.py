@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .esxi_ssh import SshdStartError, _free_ports
+from .esxi_ssh import LoopbackSshd, SshdStartError, sshd_config
 
 SSHD = "/usr/sbin/sshd"
 SSH_KEYGEN = "ssh-keygen"
@@ -36,7 +36,7 @@ STANDIN = Path(__file__).with_name("zfs_standin.py")
 
 
 @dataclass
-class ZfsSshLab:
+class ZfsSshLab(LoopbackSshd):
     hosts: list[str]
     shell: bool = False  # no forced command: sessions run the login shell (benchmarks)
     workdir: Path | None = None  # where the lab's folder is made (default: the system's temporary folder)
@@ -65,99 +65,23 @@ class ZfsSshLab:
         (wd / "authorized_keys").write_text(Path(f"{self.client_key}.pub").read_text())
         for name in self.hosts:
             (wd / "hosts" / name).mkdir(parents=True)
-        from devstack.proc import spawn
 
-        for attempt in range(3):
-            self.ports = dict(zip(self.hosts, _free_ports(len(self.hosts)), strict=True))
-            config = [
-                "ListenAddress 127.0.0.1",
-                *[f"Port {p}" for p in self.ports.values()],
-                f"HostKey {self.host_key}",
-                f"PidFile {wd / 'sshd.pid'}",
-                f"AuthorizedKeysFile {wd / 'authorized_keys'}",
-                "PubkeyAuthentication yes",
-                "PasswordAuthentication no",
-                "KbdInteractiveAuthentication no",
-                "PermitRootLogin prohibit-password",
-                "StrictModes no",
-                "UsePAM no",
-                "AllowTcpForwarding no",
-                "AllowAgentForwarding no",
-                "X11Forwarding no",
-                "PermitTTY no",
-                "PrintMotd no",
-                "LogLevel ERROR",
-                "MaxStartups 100:30:200",
-                "MaxSessions 50",
-                "SetEnv SHLVL=1",
-            ]
+        def config_for(ports: dict[str, int]) -> list[str]:
+            config = sshd_config(wd, self.host_key, ports, "MaxStartups 100:30:200", "MaxSessions 50")
             if not self.shell:
-                for name, port in self.ports.items():
+                for name, port in ports.items():
                     command = (
                         f"{shlex.quote(sys.executable)} -S {shlex.quote(str(STANDIN))} shim "
                         f"{shlex.quote(str(self.root(name)))}"
                     )
                     config += [f"Match LocalPort {port}", f"    ForceCommand {command}"]
-            (wd / "sshd_config").write_text("\n".join(config) + "\n")
-            if os.geteuid() == 0:
-                os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd as root needs it
-            # dies with its starter (parent-death signal); -D keeps sshd in the foreground
-            self._proc = spawn(
-                [SSHD, "-D", "-e", "-f", str(wd / "sshd_config")],
-                owner=self.owner,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
-            if self._wait_listening():
-                break
-            err = self._stop_proc()
-            if attempt == 2:
-                self.stop()
-                raise SshdStartError(f"sshd did not start: {err}")
+            return config
+
+        self._serve(wd, config_for, owner=self.owner)
         return self
-
-    def _wait_listening(self, timeout: float = 10.0) -> bool:
-        import socket
-        import time
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._proc is None or self._proc.poll() is not None:
-                return False
-            try:
-                for p in self.ports.values():
-                    socket.create_connection(("127.0.0.1", p), timeout=0.5).close()
-                return True
-            except OSError:
-                time.sleep(0.05)
-        return False
-
-    def _stop_proc(self) -> str:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return ""
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
-        if proc.stderr:
-            proc.stderr.close()
-        return err
-
-    def stop(self) -> None:
-        self._stop_proc()
-        if self.workdir is not None:
-            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> ZfsSshLab:
         return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # --- what a credential seals ---------------------------------------------------------------
     def host_key_line(self) -> str:
