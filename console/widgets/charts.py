@@ -130,18 +130,7 @@ def bar_svg(
     left, bottom, top = 48, 40, 22
     ph = height - bottom - top
     gw = (width - left - 10) / n
-    out = [
-        f'<svg class="rp-chart rp-bars" width="{width}" height="{height}" role="img" aria-label="{_e(title)}" '
-        'xmlns="http://www.w3.org/2000/svg" font-family="sans-serif" font-size="11">',
-        f'<text x="{left}" y="14" font-weight="bold">{_e(title)}</text>',
-    ]
-    for k in range(5):
-        y = top + ph - k * ph / 4
-        out.append(
-            f'<line x1="{left}" x2="{width - 10}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>'
-            f'<text x="{left - 4}" y="{y + 4:.1f}" text-anchor="end" fill="#555">'
-            f"{_e(_num(top_v * k / 4))}{_e(unit)}</text>"
-        )
+    out = _frame("bars", title, width, height, left) + _y_grid(left, width, top, ph, top_v, unit)
     for i, lab in enumerate(labels):
         gx = left + i * gw
         base: float = top + ph
@@ -163,15 +152,7 @@ def bar_svg(
         out.append(
             f'<text x="{gx + gw / 2:.1f}" y="{top + ph + 14}" text-anchor="middle">{_e(str(lab)[:14])}</text>'
         )
-    x = left
-    for j, s in enumerate(names):
-        out.append(
-            f'<rect x="{x}" y="{height - 14}" width="10" height="10" fill="{PALETTE[j % len(PALETTE)]}"/>'
-            f'<text x="{x + 13}" y="{height - 5}">{_e(s)}</text>'
-        )
-        x += 24 + 6 * len(s)
-    out.append("</svg>")
-    return "".join(out)
+    return "".join(out + _legend(names, left, height) + ["</svg>"])
 
 
 def line_svg(
@@ -190,18 +171,7 @@ def line_svg(
     left, bottom, top = 48, 40, 22
     ph, pw = height - bottom - top, width - left - 10
     n = max(len(xs) - 1, 1)
-    out = [
-        f'<svg class="rp-chart rp-lines" width="{width}" height="{height}" role="img" aria-label="{_e(title)}" '
-        'xmlns="http://www.w3.org/2000/svg" font-family="sans-serif" font-size="11">',
-        f'<text x="{left}" y="14" font-weight="bold">{_e(title)}</text>',
-    ]
-    for k in range(5):
-        y = top + ph - k * ph / 4
-        out.append(
-            f'<line x1="{left}" x2="{width - 10}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>'
-            f'<text x="{left - 4}" y="{y + 4:.1f}" text-anchor="end" fill="#555">'
-            f"{_e(_num(top_v * k / 4))}{_e(unit)}</text>"
-        )
+    out = _frame("lines", title, width, height, left) + _y_grid(left, width, top, ph, top_v, unit)
     for j, s in enumerate(names):
         pts = [
             (left + i * pw / n, top + ph - float(v) / top_v * ph)
@@ -222,6 +192,34 @@ def line_svg(
             f'<text x="{left + i * pw / n:.1f}" y="{top + ph + 14}" text-anchor="middle">'
             f"{_e(str(xs[i])[:10])}</text>"
         )
+    return "".join(out + _legend(names, left, height) + ["</svg>"])
+
+
+def _frame(kind: str, title: str, width: int, height: int, left: int) -> list[str]:
+    """The opening of a bar or line chart: its svg element, labelled, and its title."""
+    return [
+        f'<svg class="rp-chart rp-{kind}" width="{width}" height="{height}" role="img" aria-label="{_e(title)}" '
+        'xmlns="http://www.w3.org/2000/svg" font-family="sans-serif" font-size="11">',
+        f'<text x="{left}" y="14" font-weight="bold">{_e(title)}</text>',
+    ]
+
+
+def _y_grid(left: int, width: int, top: int, ph: float, top_v: float, unit: str) -> list[str]:
+    """Five horizontal grid lines from 0 to ``top_v``, each with its value."""
+    out = []
+    for k in range(5):
+        y = top + ph - k * ph / 4
+        out.append(
+            f'<line x1="{left}" x2="{width - 10}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>'
+            f'<text x="{left - 4}" y="{y + 4:.1f}" text-anchor="end" fill="#555">'
+            f"{_e(_num(top_v * k / 4))}{_e(unit)}</text>"
+        )
+    return out
+
+
+def _legend(names: Sequence[str], left: int, height: int) -> list[str]:
+    """One colour swatch and name per series, along the bottom."""
+    out = []
     x = left
     for j, s in enumerate(names):
         out.append(
@@ -229,8 +227,7 @@ def line_svg(
             f'<text x="{x + 13}" y="{height - 5}">{_e(s)}</text>'
         )
         x += 24 + 6 * len(s)
-    out.append("</svg>")
-    return "".join(out)
+    return out
 
 
 def _num(v: float) -> str:
