@@ -72,29 +72,29 @@ def safe_body(path: str, body: Any) -> Any:
     return clean if len(text) <= MAX_BODY else None
 
 
-def message_id(body: Any) -> str | None:
-    """The first MessageId of a Redfish/Dell error body (``error.@Message.ExtendedInfo``)."""
+def _first(body: Any, key: str, fallback: str) -> str | None:
+    """``key`` of the first ``@Message.ExtendedInfo`` entry of a Redfish/Dell error body
+    (``error`` or the body itself) that has it, else the error's ``fallback`` field."""
     if not isinstance(body, dict):
         return None
     err = body.get("error", body)
     if not isinstance(err, dict):
         return None
     for info in err.get("@Message.ExtendedInfo") or []:
-        if isinstance(info, dict) and info.get("MessageId"):
-            return str(info["MessageId"])[:128]
-    return str(err["code"])[:128] if err.get("code") else None
+        if isinstance(info, dict) and info.get(key):
+            return str(info[key])
+    return str(err[fallback]) if err.get(fallback) else None
+
+
+def message_id(body: Any) -> str | None:
+    """The first MessageId of a Redfish/Dell error body (``error.@Message.ExtendedInfo``)."""
+    found = _first(body, "MessageId", "code")
+    return found[:128] if found is not None else None
 
 
 def _note(body: Any) -> str | None:
-    if not isinstance(body, dict):
-        return None
-    err = body.get("error", body)
-    if not isinstance(err, dict):
-        return None
-    for info in err.get("@Message.ExtendedInfo") or []:
-        if isinstance(info, dict) and info.get("Message"):
-            return SECRETS.redact(str(info["Message"]))[:1000]
-    return SECRETS.redact(str(err.get("message") or ""))[:1000] or None
+    found = _first(body, "Message", "message")
+    return (SECRETS.redact(found)[:1000] or None) if found is not None else None
 
 
 class CallLog:
