@@ -269,12 +269,12 @@ async def wait_idrac_back(ctx: StepContext, c: RedfishClient, dell: DellOEM, ope
 
     async def probe() -> Progress:
         if phase["now"] == "await_down":
-            if not await call(dell._reachable):
+            if not await call(dell.reachable):
                 phase["now"] = "down"
             elif time.monotonic() - started > grace:
                 phase["now"] = "lc"  # it restarted faster than we polled, or not at all
         elif phase["now"] == "down":
-            if await call(dell._reachable):
+            if await call(dell.reachable):
                 phase["now"] = "lc"
         if phase["now"] == "lc":
             try:
@@ -706,7 +706,7 @@ class FirmwareUpdateHandler(JobHandler):
                     if not x.get("job_id"):
                         # its request was sent, its answer never got on record
                         for orphan in unrecorded_jobs(x, queue.values(), claimed):
-                            await call(dell._delete_jobs, orphan.id)
+                            await call(dell.delete_job, orphan.id)
                             claimed.add(orphan.id)
                             x["job_id"] = orphan.id
                             x["status"], x["message"] = (
@@ -719,7 +719,7 @@ class FirmwareUpdateHandler(JobHandler):
                         continue
                     job = queue.get(x["job_id"])
                     if job is not None and job.state in UNAPPLIED:
-                        await call(dell._delete_jobs, x["job_id"])
+                        await call(dell.delete_job, x["job_id"])
                         x["status"], x["message"] = (
                             "dropped",
                             f"staged job {x['job_id']} deleted: no reboot applied it",

@@ -124,8 +124,8 @@ async def export_profile(
         "IncludeInExport": include,
         "ShareParameters": {"Target": [target]},
     }
-    _, resp, headers = await call(c.configure, "export SCP", lambda: dell._post(uri, body))
-    jid = DellOEM._job_id_from(headers, resp)
+    _, resp, headers = await call(c.configure, "export SCP", lambda: dell.post_action(uri, body))
+    jid = DellOEM.job_id_from(headers, resp)
     task_path = f"/redfish/v1/TaskService/Tasks/{jid}"
     got: dict[str, Any] = {}
 

@@ -53,7 +53,7 @@ async def _media(ctx: StepContext, c: RedfishClient, p: VirtualMediaMountParams)
     await wait_lc_ready(ctx, c, "eject virtual media" if p.eject else "insert virtual media")
     slot = SLOTS[p.media_type]
     if p.eject:
-        vm = await call(c._media_slot, slot)
+        vm = await call(c.media_slot, slot)
         if vm.inserted and vm.image != p.image_url:
             raise RequestRejected(
                 f"slot {vm.identity} holds {vm.image}, not {p.image_url}; left mounted",

@@ -340,7 +340,9 @@ class DellOEM:
 
         return self.c.call(f"read job {job_id}", go)
 
-    def _delete_jobs(self, job_id: str) -> None:
+    def delete_job(self, job_id: str) -> None:
+        """Delete one job from the iDRAC's queue (or all: JID_CLEARALL, JID_CLEARALL_FORCE)."""
+
         def go() -> None:
             self.ext.job_service.delete_jobs(job_ids=[job_id])
 
@@ -357,14 +359,14 @@ class DellOEM:
         before = [j.id for j in self.jobs()]
         if not before:
             return QueueClearResult([], False, "job queue already empty")
-        self._delete_jobs("JID_CLEARALL")
+        self.delete_job("JID_CLEARALL")
         left = [j for j in self.jobs() if not j.finished]
         forced = False
         if left:
             # Quirk: JID_CLEARALL reports success yet leaves wedged or running entries;
             # Dell's remedy is JID_CLEARALL_FORCE (clears pending data, restarts LC).
             LOG.warning("target %s: %d job(s) survived JID_CLEARALL; force-clearing", self.target, len(left))
-            self._delete_jobs("JID_CLEARALL_FORCE")
+            self.delete_job("JID_CLEARALL_FORCE")
             forced = True
             self.wait_lc_ready(operation="clear job queue")
             left = [j for j in self.jobs() if not j.finished]
@@ -439,7 +441,8 @@ class DellOEM:
             self.c.sleep(t.poll)
 
     @staticmethod
-    def _job_id_from(headers: dict[str, str], body: dict[str, Any]) -> str:
+    def job_id_from(headers: dict[str, str], body: dict[str, Any]) -> str:
+        """The Dell job id (JID_/RID_) an action answered with, from Location or @odata.id."""
         loc = headers.get("Location") or headers.get("location") or body.get("@odata.id") or ""
         jid = loc.rstrip("/").rsplit("/", 1)[-1]
         if not jid.startswith(("JID_", "RID_")):
@@ -465,8 +468,8 @@ class DellOEM:
             "IncludeInExport": include,
             "ShareParameters": {"Target": [target]},
         }
-        status, resp, headers = self.c.configure("export SCP", lambda: self._post(uri, body))
-        jid = self._job_id_from(headers, resp)
+        status, resp, headers = self.c.configure("export SCP", lambda: self.post_action(uri, body))
+        jid = self.job_id_from(headers, resp)
         task = f"/redfish/v1/TaskService/Tasks/{jid}"
         t = self.c.timeouts
         start = time.monotonic()
@@ -510,7 +513,9 @@ class DellOEM:
                 )
             self.c.sleep(t.poll)
 
-    def _post(self, uri: str, body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def post_action(self, uri: str, body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """POST an action; (status, JSON body or {}, headers). Run it through the client's
+        `call`/`configure`, which map its failures."""
         r = self.c.conn.post(uri, data=body)
         return r.status_code, (r.json() if r.content else {}), dict(r.headers)
 
@@ -530,9 +535,9 @@ class DellOEM:
         buf = profile if isinstance(profile, str) else json.dumps(profile)
         body = {"ImportBuffer": buf, "ShareParameters": {"Target": "ALL"}, "ShutdownType": shutdown}
         status, resp, headers = self.c.configure(
-            "import SCP", lambda: self._post(self.ext.import_system_configuration_uri, body)
+            "import SCP", lambda: self.post_action(self.ext.import_system_configuration_uri, body)
         )
-        jid = self._job_id_from(headers, resp)
+        jid = self.job_id_from(headers, resp)
         if not wait or shutdown == "NoReboot":
             return self.job(jid)
         return self.wait_job(jid, timeout=self.c.timeouts.scp, operation="import SCP")
@@ -556,9 +561,9 @@ class DellOEM:
                 "ShareParameters": {"Target": ["ALL"]},
             }
             _, resp, headers = self.c.configure(
-                "set one-time boot", lambda: self._post(self.ext.import_system_configuration_uri, body)
+                "set one-time boot", lambda: self.post_action(self.ext.import_system_configuration_uri, body)
             )
-            jid = self._job_id_from(headers, resp)
+            jid = self.job_id_from(headers, resp)
             return self.wait_job(jid, timeout=self.c.timeouts.scp, operation="set one-time boot")
 
     # ---- firmware ---------------------------------------------------------------------------------
@@ -586,10 +591,10 @@ class DellOEM:
                     body["Targets"] = [target]
                 if apply_time:
                     body["@Redfish.OperationApplyTime"] = apply_time
-            return self._post(uri, body)
+            return self.post_action(uri, body)
 
         _, resp, headers = self.c.configure("firmware SimpleUpdate", go)
-        return self._job_id_from(headers, resp)
+        return self.job_id_from(headers, resp)
 
     def multipart_push_uri(self) -> str | None:
         """The UpdateService's MultipartHttpPushUri, or None when it advertises none."""
@@ -680,7 +685,7 @@ class DellOEM:
             return r.status_code, (r.json() if r.content else {}), dict(r.headers)
 
         _, resp, headers = self.c.configure("firmware multipart push", go)
-        return self._job_id_from(headers, resp)
+        return self.job_id_from(headers, resp)
 
     def stage_package(
         self,
@@ -812,7 +817,8 @@ class DellOEM:
         if wait:
             self.wait_idrac_back(operation="reset iDRAC", expect_down=True)
 
-    def _reachable(self) -> bool:
+    def reachable(self) -> bool:
+        """Whether the iDRAC answers at all (any HTTP answer counts; no answer does not)."""
         try:
             self.c.conn.get("/redfish/v1", timeout=self.c.timeouts.connect)
             return True
@@ -830,12 +836,12 @@ class DellOEM:
             # Quirk: the iDRAC answers the reset request first and goes down seconds later;
             # seeing it answer right after the request proves nothing.
             down_deadline = min(deadline, time.monotonic() + max(t.poll * 20, t.connect))
-            while self._reachable():
+            while self.reachable():
                 if time.monotonic() >= down_deadline:
                     LOG.warning("target %s: iDRAC did not go away after the reset request", self.target)
                     break
                 self.c.sleep(t.poll)
-        while not self._reachable():
+        while not self.reachable():
             if time.monotonic() >= deadline:
                 raise TargetUnreachable(
                     f"iDRAC not back {t.idrac_reset:g} s after its restart",

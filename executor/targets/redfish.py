@@ -786,7 +786,10 @@ class RedfishClient:
         # Quirk: iDRAC10 (and other newer BMCs) hang virtual media off the system.
         return self.system().virtual_media
 
-    def _media_slot(self, slot: str | None) -> Any:
+    def media_slot(self, slot: str | None) -> Any:
+        """The sushy VirtualMedia of `slot` ("CD", "RemovableDisk" or the BMC's own id), or
+        the first CD/DVD slot when `slot` is None."""
+
         def go() -> Any:
             col = self._media_collection()
             members = col.get_members()
@@ -808,7 +811,7 @@ class RedfishClient:
             return self._insert_media(image_url, slot)
 
     def _insert_media(self, image_url: str, slot: str | None) -> MediaResult:
-        vm = self._media_slot(slot)
+        vm = self.media_slot(slot)
         if vm.inserted and vm.image == image_url:
             return MediaResult(vm.identity, False, image_url, "already mounted; nothing to do")
         if vm.inserted:
@@ -816,7 +819,7 @@ class RedfishClient:
         self.configure(
             "insert virtual media", lambda: vm.insert_media(image_url, inserted=True, write_protected=True)
         )
-        vm = self._media_slot(vm.identity)
+        vm = self.media_slot(vm.identity)
         if not vm.inserted or vm.image != image_url:
             raise RequestRejected(
                 "the BMC accepted the image but does not report it inserted",
@@ -830,7 +833,7 @@ class RedfishClient:
             return self._eject_media(slot)
 
     def _eject_media(self, slot: str | None) -> MediaResult:
-        vm = self._media_slot(slot)
+        vm = self.media_slot(slot)
         if not vm.inserted:
             return MediaResult(vm.identity, False, None, "nothing mounted; nothing to do")
         self.configure("eject virtual media", vm.eject_media)
