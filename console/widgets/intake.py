@@ -165,6 +165,16 @@ class SchedulesView(w.VBox):
         self.model, self.site_id = model, site_id
         self.status = Status()
         self.table = w.HTML()
+        # the site a new schedule belongs to, by name (the app frame opens the screen for no
+        # site in particular); the table names each schedule's site too
+        self.sites = {str(r["id"]): str(r["name"]) for r in model.api.sites()}
+        self.site = dropdown(
+            sorted(((n, i) for i, n in self.sites.items()), key=lambda x: x[0]),
+            value=site_id,
+            placeholder="— site —",
+            description="site",
+        )
+        self.site.add_class("rp-schedule-site")
         self.pick = dropdown([], placeholder="no schedule", description="schedule")
         self.runs = w.HTML()
         self.enable = w.Button(description="Enable")
@@ -201,7 +211,7 @@ class SchedulesView(w.VBox):
                 w.HBox([self.pick, self.enable, self.disable]),
                 self.runs,
                 w.HTML("<b>New schedule</b>"),
-                w.HBox([self.name, self.recurrence]),
+                w.HBox([self.site, self.name, self.recurrence]),
                 w.HBox([self.tz, self.missed]),
                 self.form,
                 self.save,
@@ -217,12 +227,14 @@ class SchedulesView(w.VBox):
                 "next": _when(r.get("next_run_at")),
                 "last": _when(r.get("last_run_at")),
                 "on": "yes" if r.get("enabled") else "no",
+                "site": self.sites.get(str(r.get("site_id")), short_id(r.get("site_id"))),
             }
             for r in rows
         ]
         self.table.value = html_table(
             shown,
             [
+                "site",
                 "name",
                 "job_type",
                 "recurrence",
@@ -262,11 +274,11 @@ class SchedulesView(w.VBox):
             self.load()
 
     def _save(self) -> None:
-        if not self.site_id:
-            self.status.warn("open the screen for a site: con.screen('schedules', site_id=...)")
+        if not self.site.value:
+            self.status.warn("site: choose the site the schedule belongs to")
             return
         self.model.save(
-            site_id=self.site_id,
+            site_id=self.site.value,
             name=self.name.value,
             job_type=self.job_type.value,
             params=self.form.params(),

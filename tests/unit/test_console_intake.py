@@ -14,6 +14,7 @@ from console.models.intake import CallLogModel, CatalogsModel, DiscoveryModel, S
 from console.widgets.intake import CallLogView, CatalogsView, DiscoveryView, SchedulesView
 
 SITE = "11111111-1111-4111-8111-111111111111"
+VCENTER = "88888888-8888-4888-8888-888888888888"
 
 
 class Query:
@@ -223,6 +224,41 @@ def test_a_new_schedules_params_are_the_job_forms_typed_fields_checked_in_words(
         "wait_for_state": True,
         "timeout_s": 600,
     }
+
+
+def test_a_schedule_opened_for_no_site_asks_for_one_by_name_and_names_each_rows_site():
+    """The app frame opens Schedules for no site in particular: the new schedule's site is
+    picked by name (Save says so in words until it is), and the table names each row's site."""
+    api = FakeApi(
+        {
+            "v_schedules": [
+                {
+                    "schedule_id": "s1",
+                    "site_id": SITE,
+                    "name": "nightly inventory",
+                    "job_type": "inventory_refresh",
+                }
+            ],
+            "inventory:vcenter": [{"id": VCENTER, "name": "vc-a"}],
+        }
+    )
+    v = SchedulesView(SchedulesModel(api), None, ["vcenter_sync"])
+    v.load()
+    assert "site-a" in v.table.value and SITE not in v.table.value
+    assert v.site.value is None and v.site.label == "— site —"
+    v.name.value, v.recurrence.value = "hourly sync", "@hourly"
+    v.form._pick["vcenter_id"].value = None
+    v.save.click()
+    assert "site: choose the site the schedule belongs to" in v.status.value
+    assert not any(q.table == "job_schedules" for q in api.queries)
+    v.site.value = SITE
+    v.save.click()  # the params are still incomplete: refused in words, next to Save
+    assert "vcenter id: " in v.status.value and "saved" not in v.status.value
+    v.form._pick["vcenter_id"].value = VCENTER
+    v.save.click()
+    assert "saved" in v.status.value
+    [insert] = [q for q in api.queries if q.table == "job_schedules"]
+    assert insert.ops[0][1][0]["site_id"] == SITE and insert.ops[0][1][0]["params"]["vcenter_id"] == VCENTER
 
 
 def test_catalogs_show_the_last_refresh_in_words_and_refresh_through_create_job():
