@@ -336,7 +336,8 @@ def test_sushy_drives_both_personalities(bmc) -> None:
     lab, _ = bmc
     b = lab.bmcs[0]
     with FileServer({"/boot.iso": b"\0" * 4096}) as files:
-        root = sushy.Sushy(lab.url(0), auth=sushy.auth.SessionAuth("root", "calvin"))
+        auth = sushy.auth.SessionAuth("root", "calvin")
+        root = sushy.Sushy(lab.url(0), auth=auth)
         try:
             system = root.get_system("/redfish/v1/Systems/System.Embedded.1")
             assert system.power_state == sushy.PowerState.ON and system.manufacturer == "Dell Inc."
@@ -362,7 +363,7 @@ def test_sushy_drives_both_personalities(bmc) -> None:
             assert root.get_session_service().sessions.get_members()
             cd.eject_media()
         finally:
-            root._auth.close()
+            auth.close()
     assert b.own_sessions() == 1  # the fixture's own session only
 
 
