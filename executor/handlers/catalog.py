@@ -18,7 +18,7 @@ the download, the parse or the pin failed: the row says why and the job fails wi
 words, while the packages of the last good refresh stay. ``Catalog.xml`` and
 ``Catalog.xml.gz`` are told apart by content (:meth:`Catalog.from_bytes`).
 
-A catalog with a ``signing_key`` (migration 20261208140100) is verified before anything is
+A catalog with a ``signing_key`` (migration 20261207120100) is verified before anything is
 loaded: ``<URL>.sign`` (beside where the catalog was found, after a redirect too) must be a
 good OpenPGP signature by that key (:mod:`executor.targets.catalog_signature`, gpgv);
 ``signature_status`` says ``signed_ok``, or ``signature_bad`` / ``signature_missing`` and the

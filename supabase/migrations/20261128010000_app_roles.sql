@@ -17,9 +17,13 @@ create table public.user_roles (
   role       public.app_role not null,
   granted_by uuid references auth.users (id) on delete set null,
   granted_at timestamptz not null default now(),
-  updated_at timestamptz not null default now()
+  updated_at timestamptz not null default now(),
+  -- where the role came from (directory sign-in and sync: 20261206170100_identity.sql)
+  source     text not null default 'manual' constraint user_roles_source_check check (source in ('manual', 'directory'))
 );
 comment on table public.user_roles is 'One application role per user (rackpilot dev user add, or an admin).';
+comment on column public.user_roles.source is
+  'manual: granted by an admin; directory: set from directory groups at sign-in and by the sync.';
 
 -- Runs as the table owner so that policies on user_roles itself can call it without
 -- recursing into user_roles' own RLS.

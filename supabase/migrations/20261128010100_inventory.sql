@@ -14,49 +14,72 @@ create type public.connection_state as enum ('connected', 'disconnected', 'not_r
 
 create table public.sites (
   id          uuid primary key default extensions.gen_random_uuid(),
-  name        text not null unique check (name ~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$'),
+  name        text not null unique constraint sites_name_check check (name ~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$'),
   description text not null default '',
   timezone    text not null default 'UTC',
   created_at  timestamptz not null default now(),
-  updated_at  timestamptz not null default now()
+  updated_at  timestamptz not null default now(),
+  -- the BMC call log's retention (bmc_calls, 20261206200100_fleet_intake.sql)
+  bmc_call_retention_days integer not null default 30 constraint sites_bmc_call_retention_days_check check (bmc_call_retention_days between 1 and 3650)
 );
+comment on column public.sites.bmc_call_retention_days is
+  'Days the BMC call log (bmc_calls) of this site is kept; older rows are pruned as new ones arrive.';
 
 create table public.executors (
   id                uuid primary key default extensions.gen_random_uuid(),
   site_id           uuid not null references public.sites (id) on delete restrict,
-  name              text not null check (length(name) between 1 and 128),
+  name              text not null constraint executors_name_check check (length(name) between 1 and 128),
   -- X25519/RSA public key (PEM or base64) that credentials are sealed to, and its id.
-  public_key        text not null check (length(public_key) between 32 and 8192),
-  key_id            text not null check (length(key_id) between 1 and 128),
-  version           text not null default '' check (length(version) <= 64),
-  capabilities      jsonb not null default '{}'::jsonb check (jsonb_typeof(capabilities) = 'object'),
+  public_key        text not null constraint executors_public_key_check check (length(public_key) between 32 and 8192),
+  key_id            text not null constraint executors_key_id_check check (length(key_id) between 1 and 128),
+  version           text not null default '' constraint executors_version_check check (length(version) <= 64),
+  capabilities      jsonb not null default '{}'::jsonb constraint executors_capabilities_check check (jsonb_typeof(capabilities) = 'object'),
   status            public.executor_status not null default 'active',
   registered_at     timestamptz not null default now(),
   last_heartbeat_at timestamptz not null default now(),
   updated_at        timestamptz not null default now(),
+  -- the heartbeat's metrics (report_executor_metrics, 20261128020000_executor_runtime.sql)
+  metrics           jsonb not null default '{}'::jsonb constraint executors_metrics_check check (jsonb_typeof(metrics) = 'object'),
+  metrics_at        timestamptz,
+  -- an identity is bound to its key; an admin's re-key lets another key take it over
+  -- (rekey_executor and register_executor, 20261206150000_executor_identity.sql)
+  rekey_requested_at timestamptz,
+  rekey_key_id      text constraint executors_rekey_key_id_check check (rekey_key_id is null or length(rekey_key_id) between 1 and 128),
+  rekey_requested_by uuid references auth.users (id) on delete set null,
+  previous_key_id   text,
+  rekeyed_at        timestamptz,
   unique (site_id, name)
 );
+comment on column public.executors.metrics is
+  'Last metrics the executor reported: jobs in flight, step durations, errors, API p50/p95.';
+comment on column public.executors.rekey_requested_at is
+  'Set by an admin''s rekey_executor: the next registration with rekey_key_id (any new key when null) takes the identity over.';
+comment on column public.executors.previous_key_id is 'The key this identity was bound to before its last re-key.';
 
 create table public.credential_sets (
   id            uuid primary key default extensions.gen_random_uuid(),
   site_id       uuid not null references public.sites (id) on delete cascade,
-  name          text not null check (length(name) between 1 and 128),
+  name          text not null constraint credential_sets_name_check check (length(name) between 1 and 128),
   kind          public.credential_kind not null,
   -- The secret itself is stored only sealed, one envelope per executor key of the site
   -- (credential_envelopes, 20261128030100_functions_credentials.sql).
-  username      text not null check (length(username) between 1 and 256),
+  username      text not null constraint credential_sets_username_check check (length(username) between 1 and 256),
   created_by    uuid references auth.users (id) on delete set null,
   created_at    timestamptz not null default now(),
   updated_at    timestamptz not null default now(),
+  endpoints     jsonb not null default '[]'::jsonb constraint credential_sets_endpoints_check check (jsonb_typeof(endpoints) = 'array'),
   unique (site_id, name)
 );
+comment on column public.credential_sets.endpoints is
+  'Copy of the endpoints sealed inside the envelope ({scheme, host, port, tls}), for display. The executor '
+  'trusts only the envelope; see executor/binding.py.';
 
 create table public.servers (
   id                 uuid primary key default extensions.gen_random_uuid(),
   site_id            uuid not null references public.sites (id) on delete cascade,
-  name               text not null check (length(name) between 1 and 128),
-  idrac_address      text not null check (length(idrac_address) between 1 and 255),
-  service_tag        text check (service_tag ~ '^[A-Z0-9]{5,10}$'),
+  name               text not null constraint servers_name_check check (length(name) between 1 and 128),
+  idrac_address      text not null constraint servers_idrac_address_check check (length(idrac_address) between 1 and 255),
+  service_tag        text constraint servers_service_tag_check check (service_tag ~ '^[A-Z0-9]{5,10}$'),
   model              text not null default '',
   bios_version       text,
   idrac_version      text,
@@ -65,7 +88,7 @@ create table public.servers (
   health             public.health_state not null default 'unknown',
   credential_set_id  uuid references public.credential_sets (id) on delete set null,
   last_seen_at       timestamptz,
-  details            jsonb not null default '{}'::jsonb check (jsonb_typeof(details) = 'object'),
+  details            jsonb not null default '{}'::jsonb constraint servers_details_check check (jsonb_typeof(details) = 'object'),
   created_at         timestamptz not null default now(),
   updated_at         timestamptz not null default now(),
   unique (site_id, idrac_address)
@@ -75,13 +98,16 @@ create unique index servers_service_tag_key on public.servers (service_tag) wher
 create table public.vcenters (
   id                uuid primary key default extensions.gen_random_uuid(),
   site_id           uuid not null references public.sites (id) on delete cascade,
-  name              text not null check (length(name) between 1 and 128),
-  address           text not null check (length(address) between 1 and 255),
+  name              text not null constraint vcenters_name_check check (length(name) between 1 and 128),
+  address           text not null constraint vcenters_address_check check (length(address) between 1 and 255),
   version           text,
   credential_set_id uuid references public.credential_sets (id) on delete set null,
   last_sync_at      timestamptz,
   created_at        timestamptz not null default now(),
   updated_at        timestamptz not null default now(),
+  missing_since     timestamptz,
+  -- how the executor reaches the vCenter: {"tls": {"ca_bundle" | "insecure"}} (as servers.details)
+  details           jsonb not null default '{}'::jsonb constraint vcenters_details_check check (jsonb_typeof(details) = 'object'),
   unique (site_id, address)
 );
 
@@ -94,11 +120,12 @@ create table public.clusters (
   ha_enabled              boolean,
   ha_admission_control    boolean,
   drs_enabled             boolean,
-  drs_automation          text check (drs_automation in ('manual', 'partiallyAutomated', 'fullyAutomated')),
-  details                 jsonb not null default '{}'::jsonb check (jsonb_typeof(details) = 'object'),
+  drs_automation          text constraint clusters_drs_automation_check check (drs_automation in ('manual', 'partiallyAutomated', 'fullyAutomated')),
+  details                 jsonb not null default '{}'::jsonb constraint clusters_details_check check (jsonb_typeof(details) = 'object'),
   last_sync_at            timestamptz,
   created_at              timestamptz not null default now(),
   updated_at              timestamptz not null default now(),
+  missing_since           timestamptz,
   unique (vcenter_id, moref)
 );
 
@@ -117,8 +144,13 @@ create table public.esxi_hosts (
   last_sync_at      timestamptz,
   created_at        timestamptz not null default now(),
   updated_at        timestamptz not null default now(),
+  -- how the executor reaches the host itself: {"ssh": {"address", "port", "known_hosts"}} (esxi_upgrade)
+  details           jsonb not null default '{}'::jsonb constraint esxi_hosts_details_check check (jsonb_typeof(details) = 'object'),
+  missing_since     timestamptz,
   unique (vcenter_id, moref)
 );
+comment on column public.esxi_hosts.missing_since is
+  'Set by vcenter_sync when vCenter stopped reporting the object; null while it is present.';
 create index esxi_hosts_cluster_idx on public.esxi_hosts (cluster_id);
 create unique index esxi_hosts_server_key on public.esxi_hosts (server_id) where server_id is not null;
 
@@ -136,19 +168,23 @@ create table public.vms (
   ft_enabled            boolean not null default false,
   cdrom_connected       boolean not null default false,
   on_local_storage      boolean not null default false,
-  details               jsonb not null default '{}'::jsonb check (jsonb_typeof(details) = 'object'),
+  details               jsonb not null default '{}'::jsonb constraint vms_details_check check (jsonb_typeof(details) = 'object'),
   last_sync_at          timestamptz,
   created_at            timestamptz not null default now(),
   updated_at            timestamptz not null default now(),
+  missing_since         timestamptz,
+  sync_hash             text,
   unique (vcenter_id, moref)
 );
+comment on column public.vms.sync_hash is
+  'Hash of the row as vcenter_sync last stored it; cleared when anything else changes the row.';
 create index vms_host_idx on public.vms (host_id);
 
 create table public.firmware_catalogs (
   id           uuid primary key default extensions.gen_random_uuid(),
   site_id      uuid not null references public.sites (id) on delete cascade,
   name         text not null,
-  url          text not null check (url ~ '^https?://'),
+  url          text not null constraint firmware_catalogs_url_check check (url ~ '^https?://'),
   version      text,
   fetched_at   timestamptz,
   created_at   timestamptz not null default now(),
@@ -163,8 +199,8 @@ create table public.firmware_packages (
   model         text not null default '',
   version       text not null,
   path          text not null,
-  sha256        text check (sha256 ~ '^[0-9a-f]{64}$'),
-  criticality   text not null default 'optional' check (criticality in ('urgent', 'recommended', 'optional')),
+  sha256        text constraint firmware_packages_sha256_check check (sha256 ~ '^[0-9a-f]{64}$'),
+  criticality   text not null default 'optional' constraint firmware_packages_criticality_check check (criticality in ('urgent', 'recommended', 'optional')),
   reboot_required boolean not null default true,
   created_at    timestamptz not null default now(),
   unique (catalog_id, component, model, version)
@@ -197,20 +233,20 @@ create table public.replication_pairs (
   site_id             uuid not null references public.sites (id) on delete cascade,
   name                text not null,
   source_host         text not null,
-  source_dataset      text not null check (source_dataset ~ '^[A-Za-z0-9][A-Za-z0-9_./:-]*$'),
+  source_dataset      text not null constraint replication_pairs_source_dataset_check check (source_dataset ~ '^[A-Za-z0-9][A-Za-z0-9_./:-]*$'),
   target_host         text not null,
-  target_dataset      text not null check (target_dataset ~ '^[A-Za-z0-9][A-Za-z0-9_./:-]*$'),
+  target_dataset      text not null constraint replication_pairs_target_dataset_check check (target_dataset ~ '^[A-Za-z0-9][A-Za-z0-9_./:-]*$'),
   credential_set_id   uuid references public.credential_sets (id) on delete set null,
   schedule            text not null default '@hourly',
-  retention_snapshots integer not null default 24 check (retention_snapshots between 1 and 10000),
+  retention_snapshots integer not null default 24 constraint replication_pairs_retention_snapshots_check check (retention_snapshots between 1 and 10000),
   enabled             boolean not null default true,
   last_success_at     timestamptz,
   last_snapshot       text,
-  lag_seconds         integer check (lag_seconds >= 0),
+  lag_seconds         integer constraint replication_pairs_lag_seconds_check check (lag_seconds >= 0),
   created_at          timestamptz not null default now(),
   updated_at          timestamptz not null default now(),
   unique (site_id, name),
-  check ((source_host, source_dataset) is distinct from (target_host, target_dataset))
+  constraint replication_pairs_not_to_itself_check check ((source_host, source_dataset) is distinct from (target_host, target_dataset))
 );
 
 do $$

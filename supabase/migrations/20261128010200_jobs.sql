@@ -68,14 +68,14 @@ create table public.safety_policies (
   risk                       public.risk_level not null,
   requires_window            boolean not null,
   takes_hosts_out            boolean not null,
-  max_hosts_out_per_cluster  integer check (max_hosts_out_per_cluster >= 1),
-  max_concurrent_per_cluster integer check (max_concurrent_per_cluster >= 1),
-  lease_seconds              integer not null check (lease_seconds between 10 and 3600),
-  step_timeout_seconds       integer not null check (step_timeout_seconds between 1 and 86400),
-  job_timeout_seconds        integer not null check (job_timeout_seconds between 1 and 604800),
-  max_attempts               integer not null check (max_attempts between 1 and 100),
-  check (not takes_hosts_out or max_hosts_out_per_cluster is not null),
-  check (risk <> 'high' or requires_window)
+  max_hosts_out_per_cluster  integer constraint safety_policies_max_hosts_out_per_cluster_check check (max_hosts_out_per_cluster >= 1),
+  max_concurrent_per_cluster integer constraint safety_policies_max_concurrent_per_cluster_check check (max_concurrent_per_cluster >= 1),
+  lease_seconds              integer not null constraint safety_policies_lease_seconds_check check (lease_seconds between 10 and 3600),
+  step_timeout_seconds       integer not null constraint safety_policies_step_timeout_seconds_check check (step_timeout_seconds between 1 and 86400),
+  job_timeout_seconds        integer not null constraint safety_policies_job_timeout_seconds_check check (job_timeout_seconds between 1 and 604800),
+  max_attempts               integer not null constraint safety_policies_max_attempts_check check (max_attempts between 1 and 100),
+  constraint safety_policies_hosts_out_limit_check check (not takes_hosts_out or max_hosts_out_per_cluster is not null),
+  constraint safety_policies_high_risk_window_check check (risk <> 'high' or requires_window)
 );
 comment on table public.safety_policies is
   'Per job type safety rules; a copy of policies/safety.yaml (tests fail when the two differ).';
@@ -104,8 +104,8 @@ create table public.maintenance_windows (
   id            uuid primary key default extensions.gen_random_uuid(),
   site_id       uuid not null references public.sites (id) on delete cascade,
   cluster_id    uuid references public.clusters (id) on delete cascade,
-  title         text not null check (length(title) between 1 and 200),
-  reason        text not null default '' check (length(reason) <= 4000),
+  title         text not null constraint maintenance_windows_title_check check (length(title) between 1 and 200),
+  reason        text not null default '' constraint maintenance_windows_reason_check check (length(reason) <= 4000),
   starts_at     timestamptz not null,
   ends_at       timestamptz not null,
   status        public.window_status not null default 'requested',
@@ -113,15 +113,15 @@ create table public.maintenance_windows (
   requested_by  uuid,
   approved_by   uuid,
   decided_at    timestamptz,
-  decision_note text not null default '' check (length(decision_note) <= 4000),
+  decision_note text not null default '' constraint maintenance_windows_decision_note_check check (length(decision_note) <= 4000),
   created_at    timestamptz not null default now(),
   updated_at    timestamptz not null default now(),
-  check (ends_at > starts_at),
-  check (ends_at - starts_at <= interval '7 days'),
+  constraint maintenance_windows_ends_after_start_check check (ends_at > starts_at),
+  constraint maintenance_windows_length_check check (ends_at - starts_at <= interval '7 days'),
   -- four eyes: an approved window names an approver other than its requester
-  check (status <> 'approved' or (approved_by is not null and requested_by is not null
+  constraint maintenance_windows_four_eyes_check check (status <> 'approved' or (approved_by is not null and requested_by is not null
                                    and approved_by <> requested_by)),
-  check ((status = 'requested') = (decided_at is null))
+  constraint maintenance_windows_decided_at_check check ((status = 'requested') = (decided_at is null))
 );
 create index maintenance_windows_active_idx on public.maintenance_windows (site_id, starts_at, ends_at)
   where status = 'approved';
@@ -196,10 +196,10 @@ create table public.jobs (
   site_id               uuid not null references public.sites (id) on delete restrict,
   -- the cluster whose hosts the job may take out of service (per-cluster concurrency)
   cluster_id            uuid references public.clusters (id) on delete set null,
-  params                jsonb not null default '{}'::jsonb check (jsonb_typeof(params) = 'object'),
-  scope                 jsonb not null default '{}'::jsonb check (jsonb_typeof(scope) = 'object'),
-  priority              smallint not null default 50 check (priority between 0 and 100),
-  description           text not null default '' check (length(description) <= 2000),
+  params                jsonb not null default '{}'::jsonb constraint jobs_params_check check (jsonb_typeof(params) = 'object'),
+  scope                 jsonb not null default '{}'::jsonb constraint jobs_scope_check check (jsonb_typeof(scope) = 'object'),
+  priority              smallint not null default 50 constraint jobs_priority_check check (priority between 0 and 100),
+  description           text not null default '' constraint jobs_description_check check (length(description) <= 2000),
   created_by            uuid,
   scheduled_for         timestamptz not null default now(),
   maintenance_window_id uuid references public.maintenance_windows (id) on delete set null,
@@ -210,23 +210,28 @@ create table public.jobs (
   pause_requested_at    timestamptz,
   claimed_by            uuid references public.executors (id) on delete restrict,
   lease_expires_at      timestamptz,
-  lease_epoch           bigint not null default 0 check (lease_epoch >= 0),
-  attempts              integer not null default 0 check (attempts >= 0),
+  lease_epoch           bigint not null default 0 constraint jobs_lease_epoch_check check (lease_epoch >= 0),
+  attempts              integer not null default 0 constraint jobs_attempts_check check (attempts >= 0),
   current_step_id       uuid,
   result                jsonb,
-  error                 text check (length(error) <= 8000),
-  details               jsonb not null default '{}'::jsonb check (jsonb_typeof(details) = 'object'),
+  error                 text constraint jobs_error_check check (length(error) <= 8000),
+  details               jsonb not null default '{}'::jsonb constraint jobs_details_check check (jsonb_typeof(details) = 'object'),
   created_at            timestamptz not null default now(),
   updated_at            timestamptz not null default now(),
   started_at            timestamptz,
   finished_at           timestamptz,
-  check ((status = 'paused') = (pause_reason is not null)),
-  check ((status = 'running') = (claimed_by is not null)),
-  check ((status = 'running') = (lease_expires_at is not null)),
-  check ((status in ('completed', 'failed', 'cancelled')) = (finished_at is not null)),
-  check (status <> 'failed' or error is not null),
-  check (status <> 'cancelled' or cancel_requested_at is not null)
+  -- cleanup owed on every exit path (20261207110100_cleanup_on_every_exit.sql)
+  cleanup_owed_since    timestamptz,
+  constraint jobs_pause_reason_check check ((status = 'paused') = (pause_reason is not null)),
+  constraint jobs_claimed_by_check check ((status = 'running') = (claimed_by is not null)),
+  constraint jobs_lease_check check ((status = 'running') = (lease_expires_at is not null)),
+  constraint jobs_finished_at_check check ((status in ('completed', 'failed', 'cancelled')) = (finished_at is not null)),
+  constraint jobs_failed_error_check check (status <> 'failed' or error is not null),
+  constraint jobs_cancel_requested_check check (status <> 'cancelled' or cancel_requested_at is not null)
 );
+comment on column public.jobs.cleanup_owed_since is
+  'Set while the job has changed target state its cleanup step must undo; no terminal status until cleared '
+  '(by the executor after its cleanup completed, or by an admin''s audited abandon_cleanup).';
 comment on column public.jobs.lease_epoch is
   'Fencing token: bumped by every claim and recovery; executor writes must carry the current value.';
 
@@ -255,20 +260,20 @@ create table public.job_tasks (
   job_id      uuid not null references public.jobs (id) on delete cascade,
   target_kind public.task_target_kind not null,
   target_id   uuid not null,
-  target_name text not null default '' check (length(target_name) <= 255),
-  seq         integer not null default 0 check (seq >= 0),
+  target_name text not null default '' constraint job_tasks_target_name_check check (length(target_name) <= 255),
+  seq         integer not null default 0 constraint job_tasks_seq_check check (seq >= 0),
   status      public.task_status not null default 'pending',
-  progress    smallint not null default 0 check (progress between 0 and 100),
-  details     jsonb not null default '{}'::jsonb check (jsonb_typeof(details) = 'object'),
+  progress    smallint not null default 0 constraint job_tasks_progress_check check (progress between 0 and 100),
+  details     jsonb not null default '{}'::jsonb constraint job_tasks_details_check check (jsonb_typeof(details) = 'object'),
   result      jsonb,
-  error       text check (length(error) <= 8000),
+  error       text constraint job_tasks_error_check check (length(error) <= 8000),
   started_at  timestamptz,
   finished_at timestamptz,
   created_at  timestamptz not null default now(),
   updated_at  timestamptz not null default now(),
   unique (job_id, target_kind, target_id),
-  check ((status in ('completed', 'failed', 'skipped', 'cancelled')) = (finished_at is not null)),
-  check (status <> 'failed' or error is not null)
+  constraint job_tasks_finished_at_check check ((status in ('completed', 'failed', 'skipped', 'cancelled')) = (finished_at is not null)),
+  constraint job_tasks_failed_error_check check (status <> 'failed' or error is not null)
 );
 create index job_tasks_target_idx on public.job_tasks (target_kind, target_id, created_at desc);
 
@@ -276,26 +281,26 @@ create table public.workflow_executions (
   id          uuid primary key default extensions.gen_random_uuid(),
   job_id      uuid not null references public.jobs (id) on delete cascade,
   task_id     uuid references public.job_tasks (id) on delete set null,
-  seq         integer not null check (seq >= 0),
-  step_key    text not null check (step_key ~ '^[a-z0-9][a-z0-9_.:-]{0,127}$'),
-  name        text not null check (length(name) between 1 and 200),
+  seq         integer not null constraint workflow_executions_seq_check check (seq >= 0),
+  step_key    text not null constraint workflow_executions_step_key_check check (step_key ~ '^[a-z0-9][a-z0-9_.:-]{0,127}$'),
+  name        text not null constraint workflow_executions_name_check check (length(name) between 1 and 200),
   status      public.step_status not null default 'pending',
   -- true when re-running the step after a lost lease is harmless (reads, waits, idempotent
   -- writes); false for steps such as a firmware flash that must never run twice unseen
   resumable   boolean not null default false,
   checkpoint  jsonb,
-  details     jsonb not null default '{}'::jsonb check (jsonb_typeof(details) = 'object'),
-  error       text check (length(error) <= 8000),
-  attempts    integer not null default 0 check (attempts >= 0),
+  details     jsonb not null default '{}'::jsonb constraint workflow_executions_details_check check (jsonb_typeof(details) = 'object'),
+  error       text constraint workflow_executions_error_check check (length(error) <= 8000),
+  attempts    integer not null default 0 constraint workflow_executions_attempts_check check (attempts >= 0),
   -- jobs.attempts of the run that last started this step (one run = one claim)
-  job_attempt integer not null default 0 check (job_attempt >= 0),
+  job_attempt integer not null default 0 constraint workflow_executions_job_attempt_check check (job_attempt >= 0),
   started_at  timestamptz,
   finished_at timestamptz,
   created_at  timestamptz not null default now(),
   updated_at  timestamptz not null default now(),
   unique (job_id, step_key),
-  check ((status in ('completed', 'failed', 'skipped')) = (finished_at is not null)),
-  check (status = 'pending' or started_at is not null)
+  constraint workflow_executions_finished_at_check check ((status in ('completed', 'failed', 'skipped')) = (finished_at is not null)),
+  constraint workflow_executions_started_at_check check (status = 'pending' or started_at is not null)
 );
 create index workflow_executions_job_seq_idx on public.workflow_executions (job_id, seq);
 
@@ -309,12 +314,12 @@ create table public.job_blockers (
   host_id     uuid references public.esxi_hosts (id) on delete set null,
   vm_id       uuid references public.vms (id) on delete set null,
   server_id   uuid references public.servers (id) on delete set null,
-  description text not null check (length(description) between 1 and 2000),
-  details     jsonb not null default '{}'::jsonb check (jsonb_typeof(details) = 'object'),
+  description text not null constraint job_blockers_description_check check (length(description) between 1 and 2000),
+  details     jsonb not null default '{}'::jsonb constraint job_blockers_details_check check (jsonb_typeof(details) = 'object'),
   status      public.blocker_status not null default 'open',
   detected_at timestamptz not null default now(),
   resolved_at timestamptz,
-  check ((status = 'resolved') = (resolved_at is not null))
+  constraint job_blockers_resolved_at_check check ((status = 'resolved') = (resolved_at is not null))
 );
 create index job_blockers_job_idx on public.job_blockers (job_id);
 create index job_blockers_open_idx on public.job_blockers (job_id) where status = 'open';
@@ -324,7 +329,7 @@ create table public.blocker_resolutions (
   blocker_id  uuid not null unique references public.job_blockers (id) on delete cascade,
   job_id      uuid not null references public.jobs (id) on delete cascade,
   action      public.resolution_action not null,
-  note        text not null default '' check (length(note) <= 2000),
+  note        text not null default '' constraint blocker_resolutions_note_check check (length(note) <= 2000),
   resolved_by uuid,
   created_at  timestamptz not null default now()
 );
@@ -335,13 +340,13 @@ create table public.artifacts (
   job_id       uuid references public.jobs (id) on delete set null,
   server_id    uuid references public.servers (id) on delete set null,
   kind         public.artifact_kind not null,
-  content_type text not null default 'application/octet-stream' check (length(content_type) <= 255),
-  sha256       text not null check (sha256 ~ '^[0-9a-f]{64}$'),
-  size_bytes   bigint not null check (size_bytes between 0 and 67108864),
+  content_type text not null default 'application/octet-stream' constraint artifacts_content_type_check check (length(content_type) <= 255),
+  sha256       text not null constraint artifacts_sha256_check check (sha256 ~ '^[0-9a-f]{64}$'),
+  size_bytes   bigint not null constraint artifacts_size_bytes_check check (size_bytes between 0 and 67108864),
   content      bytea not null,
   created_at   timestamptz not null default now(),
-  check (octet_length(content) = size_bytes),
-  check (sha256 = encode(extensions.digest(content, 'sha256'), 'hex'))
+  constraint artifacts_size_check check (octet_length(content) = size_bytes),
+  constraint artifacts_content_sha256_check check (sha256 = encode(extensions.digest(content, 'sha256'), 'hex'))
 );
 create index artifacts_server_kind_idx on public.artifacts (server_id, kind, created_at desc);
 create index artifacts_job_idx on public.artifacts (job_id);
@@ -386,10 +391,12 @@ begin
       message = format('illegal_transition: job %s is %s and never changes again', old.id, old.status);
   end if;
   new.updated_at := now();
-  if (new.credential_set_ids, new.site_id) is distinct from (old.credential_set_ids, old.site_id)
-     and not public.credentials_in_site(new.credential_set_ids, new.site_id) then
-    raise exception using errcode = '22023',
-      message = 'invalid_argument: a job may reference only credential sets of its own site';
+  -- nested, so that the helper is reached only when those columns change (never for a user)
+  if (new.credential_set_ids, new.site_id) is distinct from (old.credential_set_ids, old.site_id) then
+    if not public.credentials_in_site(new.credential_set_ids, new.site_id) then
+      raise exception using errcode = '22023',
+        message = 'invalid_argument: a job may reference only credential sets of its own site';
+    end if;
   end if;
 
   if new.status is distinct from old.status then
@@ -461,6 +468,15 @@ begin
        and old.status not in ('pending', 'paused') then
       raise exception using errcode = 'P0001',
         message = 'illegal_transition: schedule, priority and window change only while a job waits';
+    end if;
+    -- a user may attach only a window of the job's own site (and cluster); the claim still
+    -- decides whether that window is approved and open
+    if new.maintenance_window_id is distinct from old.maintenance_window_id and new.maintenance_window_id is not null
+       and not exists (select 1 from public.maintenance_windows w
+                        where w.id = new.maintenance_window_id and w.site_id = new.site_id
+                          and (w.cluster_id is null or w.cluster_id = new.cluster_id)) then
+      raise exception using errcode = '22023',
+        message = 'invalid_argument: the maintenance window does not cover the job''s site and cluster';
     end if;
   end if;
   return new;

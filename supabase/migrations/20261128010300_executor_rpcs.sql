@@ -59,6 +59,7 @@ set search_path = ''
 as $$
 declare
   v_exec public.executors%rowtype;
+  v_sent text;
 begin
   if p_executor_id is null then
     raise exception using errcode = '22023', message = 'invalid_argument: executor id is required';
@@ -66,6 +67,14 @@ begin
   select * into v_exec from public.executors e where e.id = p_executor_id;
   if not found then
     raise exception using errcode = 'P0001', message = format('unknown_executor: no executor %s', p_executor_id);
+  end if;
+  v_sent := nullif(current_setting('request.headers', true), '')::jsonb ->> 'x-rackpilot-key-id';
+  if v_sent is not null and v_sent <> v_exec.key_id then
+    raise exception using errcode = 'P0001',
+      message = format('executor_replaced: executor %s of this site is now bound to key %s (re-keyed %s); '
+                       'this process holds key %s and may no longer act for it',
+                       v_exec.name, v_exec.key_id, coalesce(v_exec.rekeyed_at::text, 'by an admin'), v_sent),
+      hint = 'stop this process; the identity belongs to the executor holding the new key';
   end if;
   if v_exec.status <> 'active' then
     raise exception using errcode = 'P0001', message = format('executor_disabled: executor %s is disabled', p_executor_id);
@@ -92,6 +101,7 @@ set search_path = ''
 as $$
 declare
   v_site uuid;
+  v_site_name text;
   v_exec public.executors%rowtype;
 begin
   if p_site is null or p_name is null or p_public_key is null or p_key_id is null then
@@ -101,17 +111,54 @@ begin
     raise exception using errcode = '22023', message = 'invalid_argument: capabilities must be a JSON object';
   end if;
   -- the site may be named by id or by name
-  select s.id into v_site from public.sites s
+  select s.id, s.name into v_site, v_site_name from public.sites s
    where s.name = p_site
       or (p_site ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' and s.id = p_site::uuid);
   if v_site is null then
     raise exception using errcode = 'P0001', message = format('unknown_site: no site %L', p_site);
   end if;
-  insert into public.executors as e (site_id, name, public_key, key_id, version, capabilities, job_types)
-  values (v_site, p_name, p_public_key, p_key_id, coalesce(p_version, ''), coalesce(p_capabilities, '{}'::jsonb), p_job_types)
-  on conflict (site_id, name) do update
-     set public_key = excluded.public_key, key_id = excluded.key_id, version = excluded.version,
-         capabilities = excluded.capabilities, job_types = excluded.job_types, last_heartbeat_at = now()
+
+  select * into v_exec from public.executors e where e.site_id = v_site and e.name = p_name for update;
+  if not found then
+    insert into public.executors as e (site_id, name, public_key, key_id, version, capabilities, job_types)
+    values (v_site, p_name, p_public_key, p_key_id, coalesce(p_version, ''), coalesce(p_capabilities, '{}'::jsonb),
+            p_job_types)
+    on conflict (site_id, name) do nothing
+    returning * into v_exec;
+    if not found then
+      -- another registration of the same name won the race: judge this one against it
+      select * into v_exec from public.executors e where e.site_id = v_site and e.name = p_name for update;
+    else
+      perform set_config('rackpilot.executor_id', v_exec.id::text, true);
+      return v_exec;
+    end if;
+  end if;
+
+  if v_exec.key_id is distinct from p_key_id or v_exec.public_key is distinct from p_public_key then
+    if v_exec.rekey_requested_at is null or (v_exec.rekey_key_id is not null and v_exec.rekey_key_id <> p_key_id) then
+      raise exception using errcode = 'P0001',
+        message = format('identity_bound: executor %s of site %s is bound to key %s; this process holds key %s%s',
+                         p_name, v_site_name, v_exec.key_id, p_key_id,
+                         case when v_exec.rekey_requested_at is not null
+                              then format(' (an admin re-keyed it for key %s only)', v_exec.rekey_key_id) else '' end),
+        hint = format('if this host was rebuilt or its state folder lost, an admin re-keys the identity '
+                      '(rackpilot executor rekey %s/%s --key-id %s) and restarts this executor; if another host '
+                      'still runs %s, give this one its own RACKPILOT_EXECUTOR_NAME',
+                      v_site_name, p_name, p_key_id, p_name);
+    end if;
+    perform set_config('rackpilot.audit_note',
+                       format('rekey: identity %s/%s moves from key %s to key %s', v_site_name, p_name, v_exec.key_id,
+                              p_key_id), true);
+    update public.executors e
+       set previous_key_id = e.key_id, public_key = p_public_key, key_id = p_key_id, rekeyed_at = now(),
+           rekey_requested_at = null, rekey_key_id = null, rekey_requested_by = null
+     where e.id = v_exec.id;
+  end if;
+
+  update public.executors e
+     set version = coalesce(p_version, ''), capabilities = coalesce(p_capabilities, '{}'::jsonb),
+         job_types = p_job_types, last_heartbeat_at = now()
+   where e.id = v_exec.id
   returning * into v_exec;
   perform set_config('rackpilot.executor_id', v_exec.id::text, true);
   return v_exec;
@@ -195,7 +242,8 @@ begin
        and j.site_id = p_site_id
        and j.scheduled_for <= now()
        and (p_job_types is null or j.type = any (p_job_types))
-       and (not j.type = any (p_window_types) or exists (
+       and (not j.type = any (p_window_types)
+            or (j.cancel_requested_at is not null and j.cleanup_owed_since is not null) or exists (
              select 1 from public.maintenance_windows w
               where w.id = j.maintenance_window_id and w.status = 'approved'
                 and w.site_id = j.site_id and (w.cluster_id is null or w.cluster_id = j.cluster_id)
@@ -234,8 +282,6 @@ returns table (
   attempts         integer,
   cancel_requested boolean,
   resume_from      jsonb,
-  -- end of the approved maintenance window the job runs in (null: none); a risky job
-  -- pauses as window_closed at its next safe point after this
   window_ends_at   timestamptz
 )
 language plpgsql
@@ -257,9 +303,7 @@ begin
     raise exception using errcode = '22023', message = 'invalid_argument: p_max must be between 1 and 1000';
   end if;
   v_exec := public.executor_row(p_executor_id);
-  -- The policy is read up front as two small arrays so that the candidate query has no
-  -- join and the planner walks jobs_claim_idx in claim order, stopping after p_max rows.
-  select coalesce(array_agg(p.job_type) filter (where p.requires_window), '{}'),
+  select coalesce(array_agg(p.job_type) filter (where p.requires_window or p.risk = 'high'), '{}'),
          coalesce(array_agg(p.job_type) filter (where p.max_concurrent_per_cluster is not null), '{}')
     into v_window_types, v_capped_types
     from public.safety_policies p;
@@ -271,13 +315,12 @@ begin
     if v_cand.cluster_id is not null and v_cand.type = any (v_capped_types) then
       continue when v_cand.cluster_id = any (v_busy);
       if not v_cand.cluster_id = any (v_held) then
-        if not pg_try_advisory_xact_lock(hashtextextended('rackpilot.cluster:' || v_cand.cluster_id::text, 0)) then
+        if not pg_try_advisory_xact_lock(public.cluster_lock_key(v_cand.cluster_id)) then
           v_busy := v_busy || v_cand.cluster_id;
           continue;
         end if;
         v_held := v_held || v_cand.cluster_id;
       end if;
-      -- exact count under the cluster lock: committed active jobs plus those taken above
       select count(*) into v_active
         from public.jobs a
        where a.cluster_id = v_cand.cluster_id and a.type = any (v_capped_types)
@@ -303,6 +346,16 @@ begin
            started_at = coalesce(j.started_at, now())
       from public.safety_policies p
      where j.id = any (v_take) and p.job_type = j.type
+       and j.status = 'pending' and j.site_id = v_exec.site_id
+       -- defence in depth: whatever the candidate query said, a risky job leaves pending
+       -- only inside an approved, current window of its own site and cluster
+       -- (a cancelled job that owes its cleanup is handed out to run that cleanup only)
+       and (not (p.requires_window or p.risk = 'high')
+            or (j.cancel_requested_at is not null and j.cleanup_owed_since is not null) or exists (
+             select 1 from public.maintenance_windows w
+              where w.id = j.maintenance_window_id and w.status = 'approved'
+                and w.site_id = j.site_id and (w.cluster_id is null or w.cluster_id = j.cluster_id)
+                and now() >= w.starts_at and now() < w.ends_at))
     returning j.*
   )
   select c.id, c.type, c.site_id, c.cluster_id, c.params, c.scope, c.priority, c.lease_epoch,

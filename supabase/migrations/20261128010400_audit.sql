@@ -19,9 +19,9 @@
 
 create table public.audit_log (
   id          bigint primary key,
-  lane        smallint not null check (lane between 0 and 7),
+  lane        smallint not null constraint audit_log_lane_check check (lane between 0 and 7),
   occurred_at timestamptz not null default now(),
-  actor_kind  text not null check (actor_kind in ('user', 'executor', 'service', 'system')),
+  actor_kind  text not null constraint audit_log_actor_kind_check check (actor_kind in ('user', 'executor', 'service', 'system')),
   actor_id    uuid,
   actor_role  text not null,
   action      text not null,
@@ -32,8 +32,8 @@ create table public.audit_log (
   note        text,
   -- hex sha256; written only by audit_log_chain (a regex check here costs more per row
   -- than the hash itself)
-  prev_hash   text not null check (length(prev_hash) = 64),
-  hash        text not null check (length(hash) = 64)
+  prev_hash   text not null constraint audit_log_prev_hash_check check (length(prev_hash) = 64),
+  hash        text not null constraint audit_log_hash_check check (length(hash) = 64)
 );
 create sequence public.audit_log_id_seq owned by public.audit_log.id;
 create index audit_log_row_idx on public.audit_log (table_name, row_id, id);

@@ -16,19 +16,19 @@ create type public.cluster_safety as enum ('safe', 'degraded', 'unsafe', 'unknow
 create table public.notification_settings (
   id         uuid primary key default extensions.gen_random_uuid(),
   site_id    uuid references public.sites (id) on delete cascade,   -- null: every site
-  name       text not null check (length(name) between 1 and 128),
+  name       text not null constraint notification_settings_name_check check (length(name) between 1 and 128),
   channel    public.notification_channel not null,
   -- an e-mail address or an https URL (Teams/webhook); URLs may embed tokens, so the
   -- table is admin-only
-  target     text not null check (length(target) between 3 and 2048),
-  events     public.notification_event[] not null check (cardinality(events) > 0),
+  target     text not null constraint notification_settings_target_check check (length(target) between 3 and 2048),
+  events     public.notification_event[] not null constraint notification_settings_events_check check (cardinality(events) > 0),
   job_types  public.job_type[],                                     -- null: every type
   enabled    boolean not null default true,
   created_by uuid,
   created_at timestamptz not null default now(),
   updated_at timestamptz not null default now(),
-  check (channel <> 'email' or target ~ '^[^@\s]+@[^@\s]+$'),
-  check (channel = 'email' or target ~ '^https?://')
+  constraint notification_settings_email_target_check check (channel <> 'email' or target ~ '^[^@\s]+@[^@\s]+$'),
+  constraint notification_settings_url_target_check check (channel = 'email' or target ~ '^https?://')
 );
 
 create trigger notification_settings_touch before update on public.notification_settings
@@ -38,18 +38,18 @@ create table public.notification_outbox (
   id               bigint generated always as identity primary key,
   setting_id       uuid references public.notification_settings (id) on delete cascade,
   event_kind       public.notification_event not null,
-  payload          jsonb not null check (jsonb_typeof(payload) = 'object'),
+  payload          jsonb not null constraint notification_outbox_payload_check check (jsonb_typeof(payload) = 'object'),
   job_id           uuid references public.jobs (id) on delete set null,
   status           public.outbox_status not null default 'pending',
-  attempts         integer not null default 0 check (attempts >= 0),
+  attempts         integer not null default 0 constraint notification_outbox_attempts_check check (attempts >= 0),
   next_attempt_at  timestamptz not null default now(),
   claimed_by       text,
   lease_expires_at timestamptz,
-  last_error       text check (length(last_error) <= 4000),
+  last_error       text constraint notification_outbox_last_error_check check (length(last_error) <= 4000),
   created_at       timestamptz not null default now(),
   sent_at          timestamptz,
-  check ((status = 'sent') = (sent_at is not null)),
-  check ((claimed_by is null) = (lease_expires_at is null))
+  constraint notification_outbox_sent_at_check check ((status = 'sent') = (sent_at is not null)),
+  constraint notification_outbox_lease_check check ((claimed_by is null) = (lease_expires_at is null))
 );
 create index notification_outbox_due_idx on public.notification_outbox (next_attempt_at, id) where status = 'pending';
 create index notification_outbox_job_idx on public.notification_outbox (job_id) where job_id is not null;
@@ -95,11 +95,11 @@ create table public.cluster_safety_status (
   cluster_id           uuid not null references public.clusters (id) on delete cascade,
   observed_at          timestamptz not null default now(),
   status               public.cluster_safety not null,
-  hosts_total          integer not null check (hosts_total >= 0),
-  hosts_in_maintenance integer not null check (hosts_in_maintenance between 0 and hosts_total),
-  hosts_disconnected   integer not null default 0 check (hosts_disconnected between 0 and hosts_total),
+  hosts_total          integer not null constraint cluster_safety_status_hosts_total_check check (hosts_total >= 0),
+  hosts_in_maintenance integer not null constraint cluster_safety_status_hosts_in_maintenance_check check (hosts_in_maintenance between 0 and hosts_total),
+  hosts_disconnected   integer not null default 0 constraint cluster_safety_status_hosts_disconnected_check check (hosts_disconnected between 0 and hosts_total),
   ha_enabled           boolean,
   drs_enabled          boolean,
-  details              jsonb not null default '{}'::jsonb check (jsonb_typeof(details) = 'object')
+  details              jsonb not null default '{}'::jsonb constraint cluster_safety_status_details_check check (jsonb_typeof(details) = 'object')
 );
 create index cluster_safety_status_cluster_idx on public.cluster_safety_status (cluster_id, observed_at desc);

@@ -60,7 +60,7 @@ end
 $$;
 
 -- operators and up: credential metadata and artifacts (SCP backups hold configuration)
-grant select (id, site_id, name, kind, username, created_by, created_at, updated_at)
+grant select (id, site_id, name, kind, username, created_by, created_at, updated_at, endpoints)
   on public.credential_sets to authenticated;
 create policy credential_sets_select_operator on public.credential_sets for select to authenticated
   using ((select public.has_role('operator')));
@@ -142,8 +142,8 @@ create policy executors_delete_admin on public.executors for delete to authentic
   using ((select public.has_role('admin')));
 
 -- credentials: operators store and rotate sealed credentials, admins remove them
-grant insert (site_id, name, kind, username) on public.credential_sets to authenticated;
-grant update (name, username) on public.credential_sets to authenticated;
+grant insert (site_id, name, kind, username, endpoints) on public.credential_sets to authenticated;
+grant update (name, username, endpoints) on public.credential_sets to authenticated;
 grant delete on public.credential_sets to authenticated;
 create policy credential_sets_insert_operator on public.credential_sets for insert to authenticated
   with check ((select public.has_role('operator')) and created_by is not distinct from (select auth.uid()));
@@ -154,14 +154,11 @@ create policy credential_sets_delete_admin on public.credential_sets for delete 
 alter table public.credential_sets alter column created_by set default auth.uid();
 
 -- jobs and decisions ---------------------------------------------------------------------------
--- operators create jobs and cancel, pause, resume or reschedule them (jobs_guard decides
--- which changes are legal); nobody deletes job history
-grant insert (id, type, site_id, cluster_id, params, scope, priority, description, scheduled_for,
-              maintenance_window_id, credential_set_ids) on public.jobs to authenticated;
+-- operators cancel, pause, resume or reschedule jobs (jobs_guard decides which changes are
+-- legal); they create them only through create-job (functions_create_job,
+-- 20261206110000_jobs_through_create_job.sql); nobody deletes job history
 grant update (status, cancel_requested_at, pause_requested_at, priority, scheduled_for, maintenance_window_id)
   on public.jobs to authenticated;
-create policy jobs_insert_operator on public.jobs for insert to authenticated
-  with check ((select public.has_role('operator')) and status = 'pending');
 create policy jobs_update_operator on public.jobs for update to authenticated
   using ((select public.has_role('operator'))) with check ((select public.has_role('operator')));
 

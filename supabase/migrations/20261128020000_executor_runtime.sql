@@ -7,12 +7,6 @@
 -- Same conventions as the core executor RPCs: service role only, SECURITY DEFINER with an
 -- empty search_path, fenced by public.fence_job.
 
-alter table public.executors add column if not exists metrics jsonb not null default '{}'::jsonb
-  check (jsonb_typeof(metrics) = 'object');
-alter table public.executors add column if not exists metrics_at timestamptz;
-comment on column public.executors.metrics is
-  'Last metrics the executor reported: jobs in flight, step durations, errors, API p50/p95.';
-
 -- A running job goes back to pending, keeping its steps and checkpoints; the epoch moves
 -- on so nothing the releasing executor might still send is accepted.
 create function public.release_job(p_executor_id uuid, p_job_id uuid, p_epoch bigint)

@@ -15,8 +15,8 @@
 create table public.credential_envelopes (
   credential_set_id uuid not null references public.credential_sets (id) on delete cascade,
   executor_id       uuid references public.executors (id) on delete cascade,
-  key_id            text not null check (length(key_id) between 1 and 128),
-  sealed_secret     text not null check (length(sealed_secret) between 16 and 65536),
+  key_id            text not null constraint credential_envelopes_key_id_check check (length(key_id) between 1 and 128),
+  sealed_secret     text not null constraint credential_envelopes_sealed_secret_check check (length(sealed_secret) between 16 and 65536),
   created_at        timestamptz not null default now(),
   primary key (credential_set_id, key_id)
 );
@@ -24,6 +24,11 @@ comment on table public.credential_envelopes is
   'One sealed envelope of a credential set per executor key of its site (written by encrypt-credentials).';
 
 alter table public.credential_envelopes enable row level security;
+-- A table created in public inherits the platform's default privileges (ALL to anon and
+-- authenticated), and column GRANTs only add to that: start from nothing and grant exactly
+-- the columns policies/access.yaml allows (the ciphertext is never readable); RLS decides
+-- which rows.
+revoke all on public.credential_envelopes from anon, authenticated;
 grant select (credential_set_id, executor_id, key_id, created_at) on public.credential_envelopes to authenticated;
 grant insert (credential_set_id, executor_id, key_id, sealed_secret) on public.credential_envelopes to authenticated;
 grant delete on public.credential_envelopes to authenticated;

@@ -13,17 +13,13 @@
 --    (`bindings`), tests/integration/test_access_matrix.py holds the database to it. The
 --    service role (executor inventory sync) is not a user session and is not limited here:
 --    a compromised control plane is what the envelope check is for.
--- 2. credential_sets.endpoints: a readable copy of the endpoints sealed in the envelope,
---    written by encrypt-credentials for the pre-flight and the admin screens. Display only:
---    the executor never reads it, and only admins may write it.
-
-alter table public.credential_sets add column if not exists endpoints jsonb not null default '[]'::jsonb
-  check (jsonb_typeof(endpoints) = 'array');
-comment on column public.credential_sets.endpoints is
-  'Copy of the endpoints sealed inside the envelope ({scheme, host, port, tls}), for display. The executor '
-  'trusts only the envelope; see executor/binding.py.';
-grant select (endpoints) on public.credential_sets to authenticated;
-grant insert (endpoints), update (endpoints) on public.credential_sets to authenticated;
+-- 2. credential_sets.endpoints (20261128010100_inventory.sql): a readable copy of the
+--    endpoints sealed in the envelope, written by encrypt-credentials for the pre-flight and
+--    the admin screens. Display only: the executor never reads it, and only admins may write
+--    it. So is the set's username: anyone can seal to an executor's public key, so an
+--    operator who could change what an envelope was sealed for would swap an admin's
+--    credential for one of their own (tests/integration/test_hostile_review.py); the
+--    envelopes themselves (credential_envelopes) take inserts and deletes from admins only.
 
 create function public.guard_target_binding()
 returns trigger
@@ -75,4 +71,4 @@ create trigger esxi_hosts_guard_binding before insert or update on public.esxi_h
 create trigger replication_pairs_guard_binding before insert or update on public.replication_pairs
   for each row execute function public.guard_target_binding('source_host', 'target_host', 'credential_set_id');
 create trigger credential_sets_guard_binding before insert or update on public.credential_sets
-  for each row execute function public.guard_target_binding('endpoints');
+  for each row execute function public.guard_target_binding('endpoints', 'username');

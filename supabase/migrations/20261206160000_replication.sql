@@ -44,34 +44,34 @@ comment on function public.replication_interval(text) is
 
 alter table public.replication_pairs
   add column retention_grid text not null default ''
-    check (retention_grid ~ '^(\s*[0-9]{1,4}\s*x\s*[0-9]{1,6}\s*[smhdw]\s*(,\s*[0-9]{1,4}\s*x\s*[0-9]{1,6}\s*[smhdw]\s*)*)?$'),
-  add column max_lag_seconds integer not null default 7200 check (max_lag_seconds between 60 and 31536000),
-  add column bandwidth_limit_mbit integer check (bandwidth_limit_mbit between 1 and 400000),
+    constraint replication_pairs_retention_grid_check check (retention_grid ~ '^(\s*[0-9]{1,4}\s*x\s*[0-9]{1,6}\s*[smhdw]\s*(,\s*[0-9]{1,4}\s*x\s*[0-9]{1,6}\s*[smhdw]\s*)*)?$'),
+  add column max_lag_seconds integer not null default 7200 constraint replication_pairs_max_lag_seconds_check check (max_lag_seconds between 60 and 31536000),
+  add column bandwidth_limit_mbit integer constraint replication_pairs_bandwidth_limit_mbit_check check (bandwidth_limit_mbit between 1 and 400000),
   add column allow_full_send boolean not null default false,
-  add column snapshot_prefix text not null default 'rackpilot' check (snapshot_prefix ~ '^[A-Za-z0-9][A-Za-z0-9.:-]{0,63}$'),
+  add column snapshot_prefix text not null default 'rackpilot' constraint replication_pairs_snapshot_prefix_check check (snapshot_prefix ~ '^[A-Za-z0-9][A-Za-z0-9.:-]{0,63}$'),
   add column source_server_id uuid references public.servers (id) on delete set null,
   add column target_server_id uuid references public.servers (id) on delete set null,
   add column last_attempt_at timestamptz,
-  add column last_status text check (last_status in ('succeeded', 'failed', 'skipped')),
-  add column last_error text check (length(last_error) <= 4000),
-  add column last_bytes bigint check (last_bytes >= 0),
-  add column last_duration_ms bigint check (last_duration_ms >= 0),
+  add column last_status text constraint replication_pairs_last_status_check check (last_status in ('succeeded', 'failed', 'skipped')),
+  add column last_error text constraint replication_pairs_last_error_check check (length(last_error) <= 4000),
+  add column last_bytes bigint constraint replication_pairs_last_bytes_check check (last_bytes >= 0),
+  add column last_duration_ms bigint constraint replication_pairs_last_duration_ms_check check (last_duration_ms >= 0),
   add column last_synced_snapshot_at timestamptz,
   add column last_job_id uuid,
   add column running_job_id uuid references public.jobs (id) on delete set null,
   -- ZFS's naming rules as the executor narrows them (executor/targets/zfs.py): no spaces,
   -- no empty, '.' or '..' components, the pool starting with a letter and not reserved
-  add constraint replication_pairs_source_dataset_name check (
+  add constraint replication_pairs_source_dataset_name_check check (
     octet_length(source_dataset) <= 255
     and source_dataset ~ '^[A-Za-z][A-Za-z0-9_.:-]*(/[A-Za-z0-9_.:-]+)*$'
     and source_dataset !~ '(^|/)\.{1,2}(/|$)'
     and split_part(source_dataset, '/', 1) !~ '^(mirror|raidz[123]?|draid|spare|log|cache|special|dedup|c[0-9].*)$'),
-  add constraint replication_pairs_target_dataset_name check (
+  add constraint replication_pairs_target_dataset_name_check check (
     octet_length(target_dataset) <= 255
     and target_dataset ~ '^[A-Za-z][A-Za-z0-9_.:-]*(/[A-Za-z0-9_.:-]+)*$'
     and target_dataset !~ '(^|/)\.{1,2}(/|$)'
     and split_part(target_dataset, '/', 1) !~ '^(mirror|raidz[123]?|draid|spare|log|cache|special|dedup|c[0-9].*)$'),
-  add constraint replication_pairs_schedule
+  add constraint replication_pairs_schedule_check
     check (schedule ~ '^(manual|@hourly|@daily|@weekly|@every [1-9][0-9]{0,5}[smhd])$');
 
 comment on column public.replication_pairs.retention_grid is
@@ -102,23 +102,26 @@ create table public.replication_runs (
   pair_id          uuid not null references public.replication_pairs (id) on delete cascade,
   site_id          uuid not null references public.sites (id) on delete cascade,
   job_id           uuid references public.jobs (id) on delete set null,
-  status           text not null check (status in ('succeeded', 'failed', 'skipped')),
-  kind             text not null check (kind in ('full', 'incremental', 'resume', 'none', 'dry_run')),
-  bytes            bigint not null default 0 check (bytes >= 0),
-  duration_ms      bigint not null default 0 check (duration_ms >= 0),
-  snapshot         text check (length(snapshot) <= 512),
-  lag_seconds      integer check (lag_seconds >= 0),
-  error_class      text check (length(error_class) <= 128),
-  error            text check (length(error) <= 4000),
-  details          jsonb not null default '{}'::jsonb check (jsonb_typeof(details) = 'object'),
+  status           text not null constraint replication_runs_status_check check (status in ('succeeded', 'failed', 'skipped')),
+  kind             text not null constraint replication_runs_kind_check check (kind in ('full', 'incremental', 'resume', 'none', 'dry_run')),
+  bytes            bigint not null default 0 constraint replication_runs_bytes_check check (bytes >= 0),
+  duration_ms      bigint not null default 0 constraint replication_runs_duration_ms_check check (duration_ms >= 0),
+  snapshot         text constraint replication_runs_snapshot_check check (length(snapshot) <= 512),
+  lag_seconds      integer constraint replication_runs_lag_seconds_check check (lag_seconds >= 0),
+  error_class      text constraint replication_runs_error_class_check check (length(error_class) <= 128),
+  error            text constraint replication_runs_error_check check (length(error) <= 4000),
+  details          jsonb not null default '{}'::jsonb constraint replication_runs_details_check check (jsonb_typeof(details) = 'object'),
   finished_at      timestamptz not null default now()
 );
 create index replication_runs_pair_idx on public.replication_runs (pair_id, finished_at desc);
 alter table public.replication_runs enable row level security;
-grant select on public.replication_runs to authenticated;
+-- start from nothing (the platform's default privileges grant the API roles everything on a new
+-- table and its sequence; RLS does not apply to TRUNCATE): select and delete, RLS decides
+revoke all on public.replication_runs from anon, authenticated;
+revoke all on sequence public.replication_runs_id_seq from anon, authenticated;
+grant select, delete on public.replication_runs to authenticated;
 create policy replication_runs_select_viewer on public.replication_runs for select to authenticated
   using ((select public.has_role('viewer')));
-grant delete on public.replication_runs to authenticated;
 create policy replication_runs_delete_admin on public.replication_runs for delete to authenticated
   using ((select public.has_role('admin')));
 
@@ -294,3 +297,44 @@ begin
   execute 'grant execute on function public.replication_interval(text) to service_role';
 end
 $$;
+
+-- 4. a scheduled job that ends cancelled or failed counts as that occurrence's attempt -------
+-- A pair's next scheduled job is due at last_attempt_at + its schedule's interval
+-- (schedule_replication_jobs). The executor writes last_attempt_at when a job takes the pair
+-- (replication_begin) and when it records the outcome (replication_record); a scheduled job
+-- that ended before it took the pair - an operator's cancel of a pending job, a cancel
+-- requested before the handler reached replication_begin, a failure before it (the executor
+-- cannot open the sealed SSH credential, a host key no longer matches) - would leave the
+-- pair due, and the next scheduler round (within replication_poll_interval, 30 s by default)
+-- would make it a new job: the cancel skipped nothing, the failure looped.
+-- So the end is the attempt: when a scheduled replication_sync job (details.scheduled, set by
+-- schedule_replication_jobs only: create-job does not write details and users may not update
+-- it) becomes cancelled or failed, by whatever path (job-control as the operator, the
+-- executor finishing a cancel it was asked for or failing), each pair it names gets
+-- last_attempt_at = that time (never moved back), so the next job comes one interval later,
+-- as after a run. A cancel that SQL turns back into pending (a job that owes its cleanup,
+-- jobs_guard_cleanup) counts only once it really ends: this is an AFTER trigger and sees the
+-- final row. A cancelled or failed "sync now" job (not scheduled) leaves the schedule alone.
+create function public.replication_cancel_counts_as_attempt()
+returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  update public.replication_pairs p
+     set last_attempt_at = greatest(coalesce(p.last_attempt_at, '-infinity'::timestamptz), now())
+   where p.id in (select t.target_id from public.job_tasks t
+                   where t.job_id = new.id and t.target_kind = 'replication_pair');
+  return null;
+end
+$$;
+comment on function public.replication_cancel_counts_as_attempt() is
+  'Trigger: a scheduled replication_sync job that ends cancelled or failed counts as its pairs'' attempt (last_attempt_at).';
+revoke execute on function public.replication_cancel_counts_as_attempt() from public, anon, authenticated;
+
+create trigger jobs_replication_cancel_counts after update of status on public.jobs
+  for each row
+  when (new.status in ('cancelled', 'failed') and old.status is distinct from new.status
+        and new.type = 'replication_sync' and new.details ->> 'scheduled' = 'true')
+  execute function public.replication_cancel_counts_as_attempt();

@@ -4,7 +4,9 @@
 -- * directory_configs (admins): per site, where the directory bind happens - 'direct' (the
 --   idm-login edge function binds itself; the connection settings are here) or 'executor'
 --   (the site's executor binds; the connection settings are the executor's own, so nobody
---   who can write this table can redirect a password) - and the group -> role mapping.
+--   who can write this table can redirect a password) - with the attribute names and the
+--   disabled-account filter of the directory; directory_group_roles (admins): its group ->
+--   role mapping.
 -- * idm_login_requests: the executor path's mailbox. A row holds only a challenge, an
 --   envelope sealed to one executor's key ({username, password, challenge}) and the
 --   function's ephemeral X25519 public key; the executor answers with the bind result and
@@ -22,12 +24,20 @@
 --   random secret; the plaintext never reaches the database) whose sessions carry a role only
 --   while their grant is live (current_app_role() below), are time-boxed (auth.sessions
 --   .not_after), audited as critical, notified on every channel, listed and revoked by admins.
-
--- user_roles: where a role came from ----------------------------------------------------
-alter table public.user_roles
-  add column source text not null default 'manual' check (source in ('manual', 'directory'));
-comment on column public.user_roles.source is
-  'manual: granted by an admin; directory: set from directory groups at sign-in and by the sync.';
+--   A break-glass account never holds a user_roles row of its own.
+-- * Limits for the anon-key entry points, per client address (the last X-Forwarded-For hop,
+--   which the platform's proxy appends and a caller cannot replace): idm-login "begin"
+--   (identity_policy.begin_per_client_per_min; only submitted requests count against the
+--   site's max_open_requests, so nobody can fill it with requests never completed); failed
+--   directory sign-ins per site (idm_sign_in_failures: a credential failure on either path -
+--   invalid_credentials, account_locked, account_disabled, user_not_found - counts in a
+--   one-minute window, then 429 rate_limited before any bind; each is audited as
+--   idm.sign_in_failed, never with a password); failed break-glass attempts per (name,
+--   client) (breakglass_lockouts: the lockout holds for the guessing client only, so nobody
+--   can keep an account locked during the outage it exists for, and a lockout says nothing
+--   about whether the name exists) and per client over all names
+--   (breakglass_failures_per_client: refused before any scrypt is computed, audited as
+--   breakglass.rate_limited).
 
 -- normalised DN: lower case, no blanks around separators (directory DNs compare case-insensitively)
 create function public.idm_norm_dn(p_dn text)
@@ -47,61 +57,69 @@ as $$
      and not exists (select 1 from unnest(p) u where u !~ '^ldaps?://[A-Za-z0-9.:\[\]_-]+(:[0-9]{1,5})?/?$')
 $$;
 
-create function public.idm_valid_group_roles(p jsonb)
-returns boolean
-language sql
-immutable
-as $$
-  select jsonb_typeof(p) = 'array'
-     and not exists (
-       select 1 from jsonb_array_elements(p) e
-        where jsonb_typeof(e) <> 'object'
-           or jsonb_typeof(e -> 'group') <> 'string'
-           or length(e ->> 'group') not between 3 and 1024
-           or coalesce(e ->> 'role', '') not in ('viewer', 'operator', 'approver', 'admin')
-           or (select count(*) from jsonb_object_keys(e)) <> 2)
-$$;
-
 -- directory configuration, per site --------------------------------------------------------
 create table public.directory_configs (
   site_id            uuid primary key references public.sites (id) on delete cascade,
-  mode               text not null check (mode in ('direct', 'executor')),
+  mode               text not null constraint directory_configs_mode_check check (mode in ('direct', 'executor')),
   enabled            boolean not null default true,
   -- direct mode: the function connects to these, in order (failover); ldaps:// or
   -- ldap:// with starttls (a plain bind is refused)
   uris               text[] not null default '{}',
   starttls           boolean not null default false,
-  ca_pem             text check (ca_pem is null or ca_pem like '-----BEGIN CERTIFICATE-----%'),
+  ca_pem             text constraint directory_configs_ca_pem_check check (ca_pem is null or ca_pem like '-----BEGIN CERTIFICATE-----%'),
   -- the bind DN of a user ({username} escaped per RFC 4514), e.g. uid={username},ou=people,dc=example,dc=org,
   -- or a UPN template for Active Directory ({username}@example.org)
-  bind_dn_template   text check (bind_dn_template is null or position('{username}' in bind_dn_template) > 0),
-  base_dn            text not null default '' check (length(base_dn) <= 1024),
+  bind_dn_template   text constraint directory_configs_bind_dn_template_check check (bind_dn_template is null or position('{username}' in bind_dn_template) > 0),
+  base_dn            text not null default '' constraint directory_configs_base_dn_check check (length(base_dn) <= 1024),
   -- the user's entry, searched as the user after the bind ({username} escaped per RFC 4515)
   user_filter        text not null default '(&(objectClass=inetOrgPerson)(uid={username}))'
-                     check (position('{username}' in user_filter) > 0 and length(user_filter) <= 1024),
-  group_base_dn      text check (length(group_base_dn) <= 1024),
+                     constraint directory_configs_user_filter_check check (position('{username}' in user_filter) > 0 and length(user_filter) <= 1024),
+  group_base_dn      text constraint directory_configs_group_base_dn_check check (length(group_base_dn) <= 1024),
   -- memberof: the entry's memberOf (FreeIPA, OpenLDAP with dynlist); search: member= loop
   -- (nested groupOfNames); ad: member:1.2.840.113556.1.4.1941: (Active Directory's chain rule)
-  nesting            text not null default 'search' check (nesting in ('memberof', 'search', 'ad')),
-  connect_timeout_ms integer not null default 3000 check (connect_timeout_ms between 100 and 60000),
-  op_timeout_ms      integer not null default 5000 check (op_timeout_ms between 100 and 60000),
+  nesting            text not null default 'search' constraint directory_configs_nesting_check check (nesting in ('memberof', 'search', 'ad')),
+  connect_timeout_ms integer not null default 3000 constraint directory_configs_connect_timeout_ms_check check (connect_timeout_ms between 100 and 60000),
+  op_timeout_ms      integer not null default 5000 constraint directory_configs_op_timeout_ms_check check (op_timeout_ms between 100 and 60000),
   -- executor mode: seconds a login request stays answerable
-  request_ttl_s      integer not null default 30 check (request_ttl_s between 2 and 300),
-  -- [{"group": "<DN>", "role": "viewer|operator|approver|admin"}]; the highest role wins,
-  -- a user in no listed group is refused
-  group_roles        jsonb not null default '[]'::jsonb,
+  request_ttl_s      integer not null default 30 constraint directory_configs_request_ttl_s_check check (request_ttl_s between 2 and 300),
   updated_by         uuid references auth.users (id) on delete set null,
   created_at         timestamptz not null default now(),
   updated_at         timestamptz not null default now(),
-  check (mode <> 'direct' or (cardinality(uris) > 0 and bind_dn_template is not null))
+  -- an LDAP filter matching a disabled account of this directory (FreeIPA nsAccountLock, AD
+  -- userAccountControl bit 2, OpenLDAP's permanent ppolicy lock): the direct path refuses
+  -- such an account at sign-in (account_disabled) even where the server still lets it bind;
+  -- the executor path and the sync use the executor's own RACKPILOT_IDM_DISABLED_FILTER
+  disabled_filter    text constraint directory_configs_disabled_filter_check check (disabled_filter is null
+                                 or (length(disabled_filter) between 3 and 1024
+                                     and disabled_filter ~ '^\(.*\)$')),
+  -- the attribute names this directory uses (directory presets:
+  -- executor/data/directory_presets.yaml; docs/identity.md). The usual names in FreeIPA,
+  -- Active Directory and OpenLDAP are the defaults, but AD accounts without a mailbox have no
+  -- mail (their userPrincipalName is the address) and extended schemas name things their own
+  -- way; the executor path has the same settings (RACKPILOT_IDM_*_ATTRIBUTE)
+  mail_attribute         text not null default 'mail',
+  display_name_attribute text not null default 'displayName',
+  member_of_attribute    text not null default 'memberOf',
+  member_attribute       text not null default 'member',
+  constraint directory_configs_direct_mode_check check (mode <> 'direct' or (cardinality(uris) > 0 and bind_dn_template is not null)),
+  constraint directory_configs_attribute_names_check check (
+    mail_attribute ~ '^([A-Za-z][A-Za-z0-9-]{0,63}|[0-9]+(\.[0-9]+)+)$'
+    and display_name_attribute ~ '^([A-Za-z][A-Za-z0-9-]{0,63}|[0-9]+(\.[0-9]+)+)$'
+    and member_of_attribute ~ '^([A-Za-z][A-Za-z0-9-]{0,63}|[0-9]+(\.[0-9]+)+)$'
+    and member_attribute ~ '^([A-Za-z][A-Za-z0-9-]{0,63}|[0-9]+(\.[0-9]+)+)$')
 );
 comment on table public.directory_configs is
   'Directory sign-in per site: where the bind happens (direct: idm-login; executor: the site executor) and the group -> role mapping.';
+comment on column public.directory_configs.disabled_filter is
+  'LDAP filter matching a disabled account (e.g. (nsAccountLock=TRUE)); such an account is refused at a direct sign-in.';
+comment on column public.directory_configs.mail_attribute is 'the user''s e-mail address (AD without mail: userPrincipalName)';
+comment on column public.directory_configs.member_of_attribute is 'the user''s groups (nesting = memberof)';
+comment on column public.directory_configs.member_attribute is 'a group''s members (uniqueMember is read too)';
 create trigger directory_configs_touch before update on public.directory_configs
   for each row execute function public.touch_updated_at();
 
--- uris and group_roles are checked by a trigger (a CHECK would call the validators with the
--- caller's privileges, and they are no RPCs)
+-- uris are checked by a trigger (a CHECK would call the validator with the caller's
+-- privileges, and it is no RPC)
 create function public.directory_configs_validate()
 returns trigger
 language plpgsql
@@ -113,25 +131,77 @@ begin
     raise exception using errcode = '23514',
       message = 'invalid_argument: uris must be at most 8 ldaps:// or ldap:// URLs (host and port only)';
   end if;
-  if not public.idm_valid_group_roles(new.group_roles) then
-    raise exception using errcode = '23514',
-      message = 'invalid_argument: group_roles must be [{"group": "<DN>", "role": "viewer|operator|approver|admin"}]';
-  end if;
   return new;
 end
 $$;
 create trigger directory_configs_validate before insert or update on public.directory_configs
   for each row execute function public.directory_configs_validate();
 
+-- the directory group -> role mapping, per site: one row per (site, group DN); the role column
+-- is public.app_role, the one declaration of the roles. Admins manage it under RLS, every
+-- change is audited (audit_changes), and the sign-in (idm_role_for_groups) and the
+-- executor's sync (idm_mapped_groups, idm_apply_sync) read it.
+create table public.directory_group_roles (
+  id         uuid primary key default extensions.gen_random_uuid(),
+  site_id    uuid not null references public.directory_configs (site_id) on delete cascade,
+  group_dn   text not null constraint directory_group_roles_group_dn_check check (length(group_dn) between 3 and 1024 and group_dn ~ '^[^=,]+=[^=]'),
+  group_key  text not null,  -- idm_norm_dn(group_dn), set by the trigger below
+  role       public.app_role not null,
+  created_by uuid references auth.users (id) on delete set null default auth.uid(),
+  created_at timestamptz not null default now(),
+  constraint directory_group_roles_site_group_key unique (site_id, group_key)
+);
+comment on table public.directory_group_roles is
+  'Directory group (DN) -> rackpilot role, per site. The highest role of a user''s groups wins; a user in none is refused.';
+
+-- the normalised DN, kept by a trigger (a generated column would need the API roles to
+-- execute idm_norm_dn, which is no RPC of theirs)
+create function public.directory_group_roles_key()
+returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  new.group_key := public.idm_norm_dn(new.group_dn);
+  return new;
+end
+$$;
+revoke execute on function public.directory_group_roles_key() from public, anon, authenticated;
+create trigger directory_group_roles_key before insert or update on public.directory_group_roles
+  for each row execute function public.directory_group_roles_key();
+
+-- privileges: nothing from the platform's defaults, then admins under RLS -------------------
+revoke all on public.directory_group_roles from anon, authenticated;
+alter table public.directory_group_roles enable row level security;
+grant select, delete on public.directory_group_roles to authenticated;
+-- update of every writable column: an upsert on (site_id, group_key) sets them all
+grant insert (site_id, group_dn, role), update (site_id, group_dn, role) on public.directory_group_roles to authenticated;
+create policy directory_group_roles_select_admin on public.directory_group_roles for select to authenticated
+  using ((select public.has_role('admin')));
+create policy directory_group_roles_insert_admin on public.directory_group_roles for insert to authenticated
+  with check ((select public.has_role('admin')));
+create policy directory_group_roles_update_admin on public.directory_group_roles for update to authenticated
+  using ((select public.has_role('admin'))) with check ((select public.has_role('admin')));
+create policy directory_group_roles_delete_admin on public.directory_group_roles for delete to authenticated
+  using ((select public.has_role('admin')));
+
+create trigger audit_directory_group_roles_insert after insert on public.directory_group_roles
+  referencing new table as new_rows for each statement execute function public.audit_changes();
+create trigger audit_directory_group_roles_update after update on public.directory_group_roles
+  referencing old table as old_rows new table as new_rows for each statement execute function public.audit_changes();
+create trigger audit_directory_group_roles_delete after delete on public.directory_group_roles
+  referencing old table as old_rows for each statement execute function public.audit_changes();
+
 -- which auth user each directory entry is ---------------------------------------------------
 create table public.directory_identities (
   user_id         uuid primary key references auth.users (id) on delete cascade,
   site_id         uuid not null references public.sites (id) on delete cascade,  -- last signed in through
-  subject         text not null unique check (length(subject) between 3 and 1024),  -- idm_norm_dn(entry DN)
-  username        text not null check (length(username) between 1 and 256),
+  subject         text not null unique constraint directory_identities_subject_check check (length(subject) between 3 and 1024),  -- idm_norm_dn(entry DN)
+  username        text not null constraint directory_identities_username_check check (length(username) between 1 and 256),
   groups          text[] not null default '{}',                                -- mapped groups, normalised
   last_sign_in_at timestamptz,
-  last_sign_in_via text check (last_sign_in_via in ('direct', 'executor')),
+  last_sign_in_via text constraint directory_identities_last_sign_in_via_check check (last_sign_in_via in ('direct', 'executor')),
   last_synced_at  timestamptz,
   created_at      timestamptz not null default now()
 );
@@ -143,34 +213,36 @@ create table public.idm_login_requests (
   site_id      uuid not null references public.sites (id) on delete cascade,
   executor_id  uuid not null references public.executors (id) on delete cascade,
   key_id       text not null,
-  challenge    text not null check (length(challenge) between 32 and 128),
+  challenge    text not null constraint idm_login_requests_challenge_check check (length(challenge) between 32 and 128),
   status       text not null default 'issued'
-               check (status in ('issued', 'pending', 'answered', 'consumed', 'expired')),
-  envelope     text check (length(envelope) <= 16384),
-  verifier_pk  text check (length(verifier_pk) between 40 and 64),
-  answer       text check (length(answer) <= 65536),
-  answer_mac   text check (length(answer_mac) between 40 and 64),
+               constraint idm_login_requests_status_check check (status in ('issued', 'pending', 'answered', 'consumed', 'expired')),
+  envelope     text constraint idm_login_requests_envelope_check check (length(envelope) <= 16384),
+  verifier_pk  text constraint idm_login_requests_verifier_pk_check check (length(verifier_pk) between 40 and 64),
+  answer       text constraint idm_login_requests_answer_check check (length(answer) <= 65536),
+  answer_mac   text constraint idm_login_requests_answer_mac_check check (length(answer_mac) between 40 and 64),
   created_at   timestamptz not null default now(),
   expires_at   timestamptz not null,
   submitted_at timestamptz,
   answered_at  timestamptz,
-  consumed_at  timestamptz
+  consumed_at  timestamptz,
+  client       text constraint idm_login_requests_client_check check (length(client) <= 64)  -- the address that began it (per-client limit)
 );
 create index idm_login_requests_pending_idx on public.idm_login_requests (executor_id, expires_at) where status = 'pending';
 create index idm_login_requests_created_idx on public.idm_login_requests (created_at);
+create index idm_login_requests_client_idx on public.idm_login_requests (client, created_at);
 comment on table public.idm_login_requests is
   'Directory sign-in through the executor: challenge, sealed envelope and the executor''s MAC''d answer. No API role may touch it.';
 
 -- break-glass -------------------------------------------------------------------------------
 create table public.breakglass_accounts (
   id              uuid primary key default extensions.gen_random_uuid(),
-  name            text not null unique check (name ~ '^[a-z0-9][a-z0-9-]{1,62}$'),
+  name            text not null unique constraint breakglass_accounts_name_check check (name ~ '^[a-z0-9][a-z0-9-]{1,62}$'),
   user_id         uuid not null unique references auth.users (id) on delete cascade,
   -- scrypt$<N>$<r>$<p>$<salt b64url>$<hash b64url>: the secret itself is never sent here
-  secret_hash     text not null check (secret_hash ~ '^scrypt\$[0-9]+\$[0-9]+\$[0-9]+\$[A-Za-z0-9_-]{16,}\$[A-Za-z0-9_-]{40,}$'),
+  secret_hash     text not null constraint breakglass_accounts_secret_hash_check check (secret_hash ~ '^scrypt\$[0-9]+\$[0-9]+\$[0-9]+\$[A-Za-z0-9_-]{16,}\$[A-Za-z0-9_-]{40,}$'),
   role            public.app_role not null default 'admin',
-  max_session_s   integer not null default 1800 check (max_session_s between 60 and 14400),
-  failed_attempts integer not null default 0 check (failed_attempts >= 0),
+  max_session_s   integer not null default 1800 constraint breakglass_accounts_max_session_s_check check (max_session_s between 60 and 14400),
+  failed_attempts integer not null default 0 constraint breakglass_accounts_failed_attempts_check check (failed_attempts >= 0),
   locked_until    timestamptz,
   last_used_at    timestamptz,
   disabled_at     timestamptz,
@@ -185,26 +257,66 @@ create table public.breakglass_sessions (
   user_id         uuid not null references auth.users (id) on delete cascade,
   auth_session_id uuid not null unique,
   role            public.app_role not null,
-  reason          text not null check (length(btrim(reason)) between 10 and 2000),
-  client          text check (length(client) <= 256),
+  reason          text not null constraint breakglass_sessions_reason_check check (length(btrim(reason)) between 10 and 2000),
+  client          text constraint breakglass_sessions_client_check check (length(client) <= 256),
   started_at      timestamptz not null default now(),
   expires_at      timestamptz not null,
   revoked_at      timestamptz,
   revoked_by      uuid references auth.users (id) on delete set null,
-  revoke_reason   text check (length(revoke_reason) <= 2000),
-  check (expires_at > started_at)
+  revoke_reason   text constraint breakglass_sessions_revoke_reason_check check (length(revoke_reason) <= 2000),
+  constraint breakglass_sessions_expiry_check check (expires_at > started_at)
 );
 create index breakglass_sessions_user_idx on public.breakglass_sessions (user_id, auth_session_id);
 comment on table public.breakglass_sessions is 'Every break-glass session: who, why, until when, and its revocation.';
 
+-- failed break-glass sign-ins per (account name, client address), unknown names too, so a
+-- lockout says nothing about whether the account exists and a guesser cannot lock the
+-- holder out during the outage break-glass exists for; the account's failed_attempts still
+-- counts every failure (an admin sees an account under attack)
+create table public.breakglass_lockouts (
+  account_name    text not null constraint breakglass_lockouts_account_name_check check (length(account_name) <= 200),
+  client          text not null constraint breakglass_lockouts_client_check check (length(client) <= 64),
+  failed_attempts integer not null default 0 constraint breakglass_lockouts_failed_attempts_check check (failed_attempts >= 0),
+  locked_until    timestamptz,
+  updated_at      timestamptz not null default now(),
+  constraint breakglass_lockouts_pkey primary key (account_name, client)
+);
+alter table public.breakglass_lockouts enable row level security;
+revoke all on table public.breakglass_lockouts from public, anon, authenticated;
+comment on table public.breakglass_lockouts is
+  'failed break-glass sign-ins per account name and client address; no API role reads or writes it';
+create index breakglass_lockouts_client_idx on public.breakglass_lockouts (client, updated_at);
+
+-- failed directory sign-ins per (site, client address) in a one-minute window
+create table public.idm_sign_in_failures (
+  site_id      uuid not null references public.sites (id) on delete cascade,
+  client       text not null constraint idm_sign_in_failures_client_check check (length(client) <= 64),
+  window_start timestamptz not null default now(),
+  failures     integer not null default 0 constraint idm_sign_in_failures_failures_check check (failures >= 0),
+  constraint idm_sign_in_failures_pkey primary key (site_id, client)
+);
+alter table public.idm_sign_in_failures enable row level security;
+revoke all on table public.idm_sign_in_failures from public, anon, authenticated;
+comment on table public.idm_sign_in_failures is
+  'failed directory sign-ins per site and client address in the current minute; no API role reads or writes it';
+
 -- the identity policy knobs (one row); policies/identity.yaml documents them ----------------
 create table public.identity_policy (
-  id                      boolean primary key default true check (id),
-  breakglass_max_failures integer not null default 5 check (breakglass_max_failures between 1 and 100),
-  breakglass_lockout_s    integer not null default 900 check (breakglass_lockout_s between 1 and 86400),
-  breakglass_min_ttl_s    integer not null default 5 check (breakglass_min_ttl_s between 1 and 3600),
-  max_open_requests       integer not null default 50 check (max_open_requests between 1 and 10000)
+  id                      boolean primary key default true constraint identity_policy_id_check check (id),
+  breakglass_max_failures integer not null default 5 constraint identity_policy_breakglass_max_failures_check check (breakglass_max_failures between 1 and 100),
+  breakglass_lockout_s    integer not null default 900 constraint identity_policy_breakglass_lockout_s_check check (breakglass_lockout_s between 1 and 86400),
+  breakglass_min_ttl_s    integer not null default 5 constraint identity_policy_breakglass_min_ttl_s_check check (breakglass_min_ttl_s between 1 and 3600),
+  max_open_requests       integer not null default 50 constraint identity_policy_max_open_requests_check check (max_open_requests between 1 and 10000),
+  begin_per_client_per_min integer not null default 60 constraint identity_policy_begin_per_client_per_min_check check (begin_per_client_per_min between 1 and 100000),
+  sign_in_failures_per_client_per_min integer not null default 20
+    constraint identity_policy_sign_in_failures_per_client_per_min_check check (sign_in_failures_per_client_per_min between 1 and 100000),
+  breakglass_failures_per_client integer not null default 50
+    constraint identity_policy_breakglass_failures_per_client_check check (breakglass_failures_per_client between 1 and 100000)
 );
+comment on column public.identity_policy.sign_in_failures_per_client_per_min is
+  'failed directory sign-ins one client address may make per site in a minute before it is refused (429) for the rest of that minute';
+comment on column public.identity_policy.breakglass_failures_per_client is
+  'failed break-glass attempts one client address may make over all account names within breakglass_lockout_s before it is refused (429)';
 insert into public.identity_policy default values;
 
 -- privileges: start from nothing (the platform's default privileges grant every new table to
@@ -221,7 +333,8 @@ alter table public.identity_policy enable row level security;
 
 grant select, insert, delete on public.directory_configs to authenticated;
 grant update (mode, enabled, uris, starttls, ca_pem, bind_dn_template, base_dn, user_filter, group_base_dn, nesting,
-              connect_timeout_ms, op_timeout_ms, request_ttl_s, group_roles)
+              connect_timeout_ms, op_timeout_ms, request_ttl_s, disabled_filter, mail_attribute, display_name_attribute,
+              member_of_attribute, member_attribute)
   on public.directory_configs to authenticated;
 create policy directory_configs_select_admin on public.directory_configs for select to authenticated
   using ((select public.has_role('admin')));
@@ -300,11 +413,11 @@ stable
 security definer
 set search_path = ''
 as $$
-  select max((e ->> 'role')::public.app_role)
-    from public.directory_configs c
-   cross join lateral jsonb_array_elements(c.group_roles) e
-   where c.site_id = p_site_id and c.enabled
-     and public.idm_norm_dn(e ->> 'group') = any (select public.idm_norm_dn(g) from unnest(p_groups) g)
+  select max(m.role)
+    from public.directory_group_roles m
+    join public.directory_configs c on c.site_id = m.site_id and c.enabled
+   where m.site_id = p_site_id
+     and m.group_key = any (select public.idm_norm_dn(g) from unnest(p_groups) g)
 $$;
 
 -- The mapped groups of a configuration (what the sync reads).
@@ -315,9 +428,11 @@ stable
 security definer
 set search_path = ''
 as $$
-  select e ->> 'group', (e ->> 'role')::public.app_role
-    from public.directory_configs c cross join lateral jsonb_array_elements(c.group_roles) e
-   where c.site_id = p_site_id and c.enabled
+  select m.group_dn, m.role
+    from public.directory_group_roles m
+    join public.directory_configs c on c.site_id = m.site_id and c.enabled
+   where m.site_id = p_site_id
+   order by m.group_key
 $$;
 
 -- Ends every session of a user (refresh tokens go with them); the access tokens already out
@@ -392,9 +507,52 @@ begin
 end
 $$;
 
+-- Whether p_client has used up its failures on p_site_id in the current window.
+create function public.idm_client_limited(p_site_id uuid, p_client text)
+returns boolean
+language sql
+stable
+security definer
+set search_path = ''
+as $$
+  select coalesce((select f.failures >= p.sign_in_failures_per_client_per_min
+                     from public.idm_sign_in_failures f cross join public.identity_policy p
+                    where f.site_id = p_site_id and f.client = left(coalesce(p_client, 'unknown'), 64)
+                      and f.window_start > now() - interval '1 minute'), false)
+$$;
+
+-- A credential failure from p_client: counted (a window that ended starts the count again)
+-- and audited. Returns the count in the current window.
+create function public.idm_client_failed(p_site_id uuid, p_client text, p_username text, p_code text, p_via text)
+returns integer
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_client text := left(coalesce(p_client, 'unknown'), 64);
+  v_failures integer;
+begin
+  delete from public.idm_sign_in_failures f where f.window_start < now() - interval '1 hour';
+  insert into public.idm_sign_in_failures as f (site_id, client, window_start, failures)
+  values (p_site_id, v_client, now(), 1)
+  on conflict on constraint idm_sign_in_failures_pkey do update
+     set failures = case when f.window_start <= now() - interval '1 minute' then 1 else f.failures + 1 end,
+         window_start = case when f.window_start <= now() - interval '1 minute' then now() else f.window_start end
+  returning f.failures into v_failures;
+  perform public.idm_audit('idm.sign_in_failed', 'sites', p_site_id::text,
+                           jsonb_build_object('severity', 'notice', 'site_id', p_site_id,
+                                              'username', left(p_username, 256), 'client', v_client,
+                                              'reason', left(p_code, 64), 'via', p_via,
+                                              'failures_this_minute', v_failures),
+                           'failed directory sign-in');
+  return v_failures;
+end
+$$;
+
 -- the executor path ---------------------------------------------------------------------------
 -- idm-login "begin": a challenge for the site's executor (the one with the freshest heartbeat).
-create function public.idm_begin_login(p_site_id uuid)
+create function public.idm_begin_login(p_site_id uuid, p_client text)
 returns table (request_id uuid, challenge text, executor_id uuid, key_id text, public_key text, expires_at timestamptz)
 language plpgsql
 security definer
@@ -403,19 +561,22 @@ as $$
 #variable_conflict use_column
 declare
   v_cfg public.directory_configs%rowtype;
+  v_pol public.identity_policy%rowtype;
   v_exec public.executors%rowtype;
-  v_open integer;
   v_row public.idm_login_requests%rowtype;
 begin
   select * into v_cfg from public.directory_configs c where c.site_id = p_site_id and c.enabled;
   if not found or v_cfg.mode <> 'executor' then
     raise exception using errcode = 'P0001', message = 'not_configured: this site does not sign in through its executor';
   end if;
-  -- a finished request is kept a little for the record, then goes
+  select * into v_pol from public.identity_policy;
   delete from public.idm_login_requests r where r.created_at < now() - interval '1 hour';
-  select count(*) into v_open from public.idm_login_requests r
-   where r.site_id = p_site_id and r.status in ('issued', 'pending') and r.expires_at > now();
-  if v_open >= (select p.max_open_requests from public.identity_policy p) then
+  if (select count(*) from public.idm_login_requests r
+       where r.client = p_client and r.created_at > now() - interval '1 minute') >= v_pol.begin_per_client_per_min then
+    raise exception using errcode = 'P0001', message = 'busy: too many sign-ins from this address; retry in a minute';
+  end if;
+  if (select count(*) from public.idm_login_requests r
+       where r.site_id = p_site_id and r.status = 'pending' and r.expires_at > now()) >= v_pol.max_open_requests then
     raise exception using errcode = 'P0001', message = 'busy: too many sign-ins in flight for this site; retry shortly';
   end if;
   select * into v_exec from public.executors e
@@ -424,10 +585,10 @@ begin
   if not found then
     raise exception using errcode = 'P0001', message = 'executor_unavailable: no executor of this site is online';
   end if;
-  insert into public.idm_login_requests as r (site_id, executor_id, key_id, challenge, expires_at)
+  insert into public.idm_login_requests as r (site_id, executor_id, key_id, challenge, expires_at, client)
   values (p_site_id, v_exec.id, v_exec.key_id,
           rtrim(translate(encode(extensions.gen_random_bytes(32), 'base64'), '+/', '-_'), '='),
-          now() + make_interval(secs => v_cfg.request_ttl_s))
+          now() + make_interval(secs => v_cfg.request_ttl_s), left(p_client, 64))
   returning * into v_row;
   return query select v_row.id, v_row.challenge, v_exec.id, v_exec.key_id, v_exec.public_key, v_row.expires_at;
 end
@@ -562,10 +723,29 @@ begin
 end
 $$;
 
--- The sync's result: p_members maps each member DN of the mapped groups (any case) to the
--- highest role its groups give. Every directory identity of the site gets that role; one
--- who is in none loses their role, and one whose role went down or away loses their
--- sessions (refresh tokens) too. All or nothing: the executor sends a complete map or none.
+-- the user's refresh tokens still usable: those of their sessions, not revoked
+create function public.idm_live_refresh_tokens(p_user_id uuid)
+returns integer
+language sql
+stable
+security definer
+set search_path = ''
+as $$
+  select count(*)::integer
+    from auth.refresh_tokens rt
+   where rt.session_id in (select s.id from auth.sessions s where s.user_id = p_user_id)
+     and not coalesce(rt.revoked, false)
+$$;
+revoke execute on function public.idm_live_refresh_tokens(uuid) from public, anon, authenticated, service_role;
+
+-- The sync's result: p_members maps each member DN the executor found in the mapped groups
+-- (nested followed, disabled accounts left out) to the mapped group DNs it is in: what the
+-- directory says, not what the executor concluded, so the executor holds no copy of the
+-- mapping or of the role ladder. Every directory identity of the site gets the highest role
+-- of those groups; one who is in none loses their role, and one whose role went down or
+-- away loses their sessions (refresh tokens) too, counted in the answer and the idm.sync
+-- audit entry as refresh_tokens_revoked (the tokens still usable). All or nothing: the
+-- executor sends a complete map or none.
 create function public.idm_apply_sync(p_executor_id uuid, p_members jsonb)
 returns jsonb
 language plpgsql
@@ -581,17 +761,25 @@ declare
   v_removed integer := 0;
   v_revoked integer := 0;
   v_users integer := 0;
+  v_tokens integer := 0;
 begin
   v_exec := public.executor_row(p_executor_id);
-  if jsonb_typeof(p_members) <> 'object' then
-    raise exception using errcode = '22023', message = 'invalid_argument: members must be an object of DN -> role';
+  if jsonb_typeof(p_members) <> 'object'
+     or exists (select 1 from jsonb_each(p_members) m
+                 where jsonb_typeof(m.value) <> 'array'
+                    or exists (select 1 from jsonb_array_elements(m.value) g where jsonb_typeof(g) <> 'string')) then
+    raise exception using errcode = '22023',
+      message = 'invalid_argument: members must be an object of member DN -> [group DN, ...]';
   end if;
   if not exists (select 1 from public.directory_configs c where c.site_id = v_exec.site_id and c.enabled) then
     raise exception using errcode = 'P0001', message = 'not_configured: this site has no directory configuration';
   end if;
-  select coalesce(jsonb_object_agg(public.idm_norm_dn(k), v), '{}'::jsonb) into v_members
-    from jsonb_each_text(p_members) as m(k, v)
-   where v in ('viewer', 'operator', 'approver', 'admin');
+  -- member -> role, from this site's mapping (groups it does not map are ignored)
+  select coalesce(jsonb_object_agg(k, to_jsonb(role)), '{}'::jsonb) into v_members
+    from (select public.idm_norm_dn(m.key) as k,
+                 public.idm_role_for_groups(v_exec.site_id, array(select jsonb_array_elements_text(m.value))) as role
+            from jsonb_each(p_members) m) x
+   where role is not null;
   perform set_config('rackpilot.audit_note', 'directory sync', true);
   for r in select d.user_id, d.subject, d.username, ur.role as old_role, ur.source
              from public.directory_identities d
@@ -610,12 +798,14 @@ begin
         delete from public.user_roles ur where ur.user_id = r.user_id and ur.source = 'directory';
         v_removed := v_removed + 1;
       end if;
+      v_tokens := v_tokens + public.idm_live_refresh_tokens(r.user_id);
       v_revoked := v_revoked + public.idm_revoke_sessions(r.user_id);
     elsif r.old_role is distinct from v_new then
       insert into public.user_roles as ur (user_id, role, source) values (r.user_id, v_new, 'directory')
       on conflict (user_id) do update set role = excluded.role;
       v_changed := v_changed + 1;
       if r.old_role is not null and v_new < r.old_role then
+        v_tokens := v_tokens + public.idm_live_refresh_tokens(r.user_id);
         v_revoked := v_revoked + public.idm_revoke_sessions(r.user_id);
       end if;
     end if;
@@ -623,15 +813,38 @@ begin
   perform public.idm_audit('idm.sync', 'directory_identities', v_exec.site_id::text,
                            jsonb_build_object('site_id', v_exec.site_id, 'members', (select count(*) from jsonb_object_keys(v_members)),
                                               'users', v_users, 'changed', v_changed, 'removed', v_removed,
-                                              'sessions_revoked', v_revoked), null);
-  return jsonb_build_object('users', v_users, 'changed', v_changed, 'removed', v_removed, 'sessions_revoked', v_revoked);
+                                              'sessions_revoked', v_revoked, 'refresh_tokens_revoked', v_tokens), null);
+  return jsonb_build_object('users', v_users, 'changed', v_changed, 'removed', v_removed, 'sessions_revoked', v_revoked,
+                            'refresh_tokens_revoked', v_tokens);
 end
 $$;
 
 -- break-glass -------------------------------------------------------------------------------
+-- A break-glass session is an admin for minutes; through REST it could grant its own account
+-- a permanent role in user_roles and outlive its time box. Break-glass accounts never hold a
+-- user_roles row: refused whoever asks, and provisioning refuses an account whose user
+-- already has one.
+create function public.user_roles_no_breakglass()
+returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  if exists (select 1 from public.breakglass_accounts b where b.user_id = new.user_id) then
+    raise exception using errcode = '42501',
+      message = 'forbidden: a break-glass account holds no role of its own; its sessions are time-boxed grants';
+  end if;
+  return new;
+end
+$$;
+create trigger user_roles_no_breakglass before insert or update on public.user_roles
+  for each row execute function public.user_roles_no_breakglass();
+
 -- Provisioning (service role: `rackpilot breakglass create`): the hash only.
 create function public.breakglass_provision(p_name text, p_user_id uuid, p_secret_hash text,
-                                            p_role public.app_role default 'admin', p_max_session_s integer default 1800)
+                                                       p_role public.app_role default 'admin',
+                                                       p_max_session_s integer default 1800)
 returns uuid
 language plpgsql
 security definer
@@ -640,6 +853,11 @@ as $$
 declare
   v_id uuid;
 begin
+  if exists (select 1 from public.user_roles ur where ur.user_id = p_user_id)
+     or exists (select 1 from public.directory_identities d where d.user_id = p_user_id) then
+    raise exception using errcode = 'P0001',
+      message = 'identity_conflict: a break-glass account needs an auth user of its own (this one has a role or a directory identity)';
+  end if;
   insert into public.breakglass_accounts (name, user_id, secret_hash, role, max_session_s)
   values (p_name, p_user_id, p_secret_hash, p_role, p_max_session_s)
   on conflict (name) do update set secret_hash = excluded.secret_hash, role = excluded.role,
@@ -664,20 +882,72 @@ as $$
 declare
   v_pol public.identity_policy%rowtype;
   v_acc public.breakglass_accounts%rowtype;
+  v_row public.breakglass_lockouts%rowtype;
 begin
   select * into v_pol from public.identity_policy;
-  update public.breakglass_accounts a
-     set failed_attempts = a.failed_attempts + 1,
-         locked_until = case when a.failed_attempts + 1 >= v_pol.breakglass_max_failures
-                             then now() + make_interval(secs => v_pol.breakglass_lockout_s) else a.locked_until end
+  insert into public.breakglass_lockouts as l (account_name, client, failed_attempts, locked_until)
+  values (left(p_name, 200), left(coalesce(p_client, 'unknown'), 64), 1,
+          case when v_pol.breakglass_max_failures <= 1
+               then now() + make_interval(secs => v_pol.breakglass_lockout_s) end)
+  on conflict on constraint breakglass_lockouts_pkey do update
+     set failed_attempts = case when l.locked_until is not null and l.locked_until <= now() then 1
+                                else l.failed_attempts + 1 end,
+         locked_until = case
+           when l.locked_until is not null and l.locked_until <= now() then null
+           when l.failed_attempts + 1 >= v_pol.breakglass_max_failures
+             then now() + make_interval(secs => v_pol.breakglass_lockout_s)
+           else l.locked_until end,
+         updated_at = now()
+  returning * into v_row;
+  update public.breakglass_accounts a set failed_attempts = a.failed_attempts + 1
    where a.name = p_name
   returning * into v_acc;
   perform public.idm_audit('breakglass.failed', 'breakglass_accounts', coalesce(v_acc.id::text, p_name),
                            jsonb_build_object('severity', 'high', 'name', left(p_name, 64), 'client', p_client,
-                                              'failed_attempts', v_acc.failed_attempts,
-                                              'locked_until', v_acc.locked_until), 'failed break-glass sign-in');
-  return v_acc.locked_until;
+                                              'failed_attempts', v_row.failed_attempts,
+                                              'locked_until', v_row.locked_until), 'failed break-glass sign-in');
+  return v_row.locked_until;
 end
+$$;
+
+-- Whether p_client is locked out of p_name now (its lock's end, or null).
+create function public.breakglass_client_locked(p_name text, p_client text)
+returns timestamptz
+language sql
+stable
+security definer
+set search_path = ''
+as $$
+  select l.locked_until from public.breakglass_lockouts l
+   where l.account_name = left(p_name, 200) and l.client = left(coalesce(p_client, 'unknown'), 64)
+     and l.locked_until > now()
+$$;
+
+-- A successful sign-in clears that client's count.
+create function public.breakglass_client_cleared(p_name text, p_client text)
+returns void
+language sql
+security definer
+set search_path = ''
+as $$
+  delete from public.breakglass_lockouts l
+   where l.account_name = left(p_name, 200) and l.client = left(coalesce(p_client, 'unknown'), 64)
+$$;
+
+-- Whether p_client used up its failures over all names in the lockout window.
+create function public.breakglass_client_busy(p_client text)
+returns boolean
+language sql
+stable
+security definer
+set search_path = ''
+as $$
+  select coalesce((select sum(l.failed_attempts)
+                     from public.breakglass_lockouts l
+                    where l.client = left(coalesce(p_client, 'unknown'), 64)
+                      and l.updated_at > now() - make_interval(secs => p.breakglass_lockout_s)), 0)
+         >= p.breakglass_failures_per_client
+    from public.identity_policy p
 $$;
 
 -- A successful sign-in: the session is time-boxed, audited as critical and announced on
@@ -756,10 +1026,10 @@ $$;
 
 -- who may call what: the API roles get only revoke_breakglass_session (it checks the admin
 -- role); everything else is for the service role (edge functions, the executor) ------------
-revoke execute on function public.idm_norm_dn(text), public.idm_valid_group_roles(jsonb), public.idm_valid_uris(text[]),
+revoke execute on function public.idm_norm_dn(text), public.idm_valid_uris(text[]),
   public.idm_audit(text, text, text, jsonb, text, uuid), public.idm_role_for_groups(uuid, text[]),
   public.idm_mapped_groups(uuid), public.idm_revoke_sessions(uuid),
-  public.idm_record_sign_in(uuid, uuid, text, text, text[], text), public.idm_begin_login(uuid),
+  public.idm_record_sign_in(uuid, uuid, text, text, text[], text),
   public.idm_submit_login(uuid, text, text), public.idm_take_answer(uuid), public.idm_pending_logins(uuid),
   public.idm_answer_login(uuid, uuid, text, text), public.idm_bind_credential(uuid, text),
   public.idm_apply_sync(uuid, jsonb),
@@ -771,6 +1041,14 @@ grant execute on function public.idm_pending_logins(uuid), public.idm_answer_log
   public.breakglass_provision(text, uuid, text, public.app_role, integer)
   to service_role;
 grant execute on function public.revoke_breakglass_session(uuid, text) to authenticated, service_role;
+revoke execute on function public.idm_begin_login(uuid, text), public.user_roles_no_breakglass()
+  from public, anon, authenticated;
+-- the sign-in limits: only the edge functions' own database connections call them
+revoke all on function public.idm_client_limited(uuid, text) from public, anon, authenticated;
+revoke all on function public.idm_client_failed(uuid, text, text, text, text) from public, anon, authenticated;
+revoke all on function public.breakglass_client_locked(text, text) from public, anon, authenticated;
+revoke all on function public.breakglass_client_cleared(text, text) from public, anon, authenticated;
+revoke all on function public.breakglass_client_busy(text) from public, anon, authenticated;
 
 -- Realtime wakes the executor on a submitted request (the service role reads it; no user
 -- role can select the table, so no user's subscription ever receives a row).

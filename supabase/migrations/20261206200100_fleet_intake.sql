@@ -48,27 +48,28 @@ create table public.discovery_results (
   id                bigint generated always as identity primary key,
   job_id            uuid not null references public.jobs (id) on delete cascade,
   site_id           uuid not null references public.sites (id) on delete cascade,
-  address           text not null check (length(address) between 1 and 300),
-  outcome           text not null check (outcome in ('registered', 'updated', 'unchanged', 'would_register',
+  address           text not null constraint discovery_results_address_check check (length(address) between 1 and 300),
+  outcome           text not null constraint discovery_results_outcome_check check (outcome in ('registered', 'updated', 'unchanged', 'would_register',
                                                      'would_update', 'skipped')),
-  reason            text check (reason in ('no_answer', 'not_redfish', 'not_dell', 'wrong_credentials',
+  reason            text constraint discovery_results_reason_check check (reason in ('no_answer', 'not_redfish', 'not_dell', 'wrong_credentials',
                                            'credential_not_allowed', 'duplicate_service_tag', 'session_limit',
                                            'error')),
   server_id         uuid references public.servers (id) on delete set null,
-  service_tag       text check (length(service_tag) <= 32),
-  model             text check (length(model) <= 128),
-  idrac_generation  text check (length(idrac_generation) <= 64),
-  firmware_version  text check (length(firmware_version) <= 64),
+  service_tag       text constraint discovery_results_service_tag_check check (length(service_tag) <= 32),
+  model             text constraint discovery_results_model_check check (length(model) <= 128),
+  idrac_generation  text constraint discovery_results_idrac_generation_check check (length(idrac_generation) <= 64),
+  firmware_version  text constraint discovery_results_firmware_version_check check (length(firmware_version) <= 64),
   credential_set_id uuid references public.credential_sets (id) on delete set null,
-  message           text not null default '' check (length(message) <= 2000),
-  details           jsonb not null default '{}'::jsonb check (jsonb_typeof(details) = 'object'),
+  message           text not null default '' constraint discovery_results_message_check check (length(message) <= 2000),
+  details           jsonb not null default '{}'::jsonb constraint discovery_results_details_check check (jsonb_typeof(details) = 'object'),
   created_at        timestamptz not null default now(),
   unique (job_id, address),
-  check ((outcome = 'skipped') = (reason is not null))
+  constraint discovery_results_skip_reason_check check ((outcome = 'skipped') = (reason is not null))
 );
 create index discovery_results_site_idx on public.discovery_results (site_id, created_at desc);
 alter table public.discovery_results enable row level security;
 revoke all on public.discovery_results from anon, authenticated;
+revoke all on sequence public.discovery_results_id_seq from anon, authenticated;
 grant select, delete on public.discovery_results to authenticated;
 create policy discovery_results_select_viewer on public.discovery_results for select to authenticated
   using ((select public.has_role('viewer')));
@@ -212,36 +213,32 @@ comment on function public.executor_record_discovery(uuid, uuid, bigint, boolean
   'discovery_scan: record probe results and register or update the servers that answered (fenced).';
 
 -- 3. the BMC call log -------------------------------------------------------------------------
-alter table public.sites add column bmc_call_retention_days integer not null default 30
-  check (bmc_call_retention_days between 1 and 3650);
-comment on column public.sites.bmc_call_retention_days is
-  'Days the BMC call log (bmc_calls) of this site is kept; older rows are pruned as new ones arrive.';
-
 create table public.bmc_calls (
   id            bigint generated always as identity primary key,
   job_id        uuid not null references public.jobs (id) on delete cascade,
   site_id       uuid not null references public.sites (id) on delete cascade,
   executor_id   uuid references public.executors (id) on delete set null,
-  step          text check (length(step) <= 128),
-  target        text not null check (length(target) <= 300),
-  protocol      text not null check (protocol in ('redfish', 'ome')),
-  method        text not null check (method ~ '^[A-Z]{3,7}$'),
-  path          text not null check (length(path) <= 1000),
-  status        smallint check (status between 100 and 599),
-  duration_ms   integer not null check (duration_ms >= 0),
-  message_id    text check (length(message_id) <= 128),
-  error         text check (length(error) <= 500),
+  step          text constraint bmc_calls_step_check check (length(step) <= 128),
+  target        text not null constraint bmc_calls_target_check check (length(target) <= 300),
+  protocol      text not null constraint bmc_calls_protocol_check check (protocol in ('redfish', 'ome')),
+  method        text not null constraint bmc_calls_method_check check (method ~ '^[A-Z]{3,7}$'),
+  path          text not null constraint bmc_calls_path_check check (length(path) <= 1000),
+  status        smallint constraint bmc_calls_status_check check (status between 100 and 599),
+  duration_ms   integer not null constraint bmc_calls_duration_ms_check check (duration_ms >= 0),
+  message_id    text constraint bmc_calls_message_id_check check (length(message_id) <= 128),
+  error         text constraint bmc_calls_error_check check (length(error) <= 500),
   request_body  jsonb,
-  response_note text check (length(response_note) <= 1000),
+  response_note text constraint bmc_calls_response_note_check check (length(response_note) <= 1000),
   at            timestamptz not null,
   recorded_at   timestamptz not null default now(),
-  check (request_body is null or length(request_body::text) <= 2048)
+  constraint bmc_calls_request_body_check check (request_body is null or length(request_body::text) <= 2048)
 );
 create index bmc_calls_job_idx on public.bmc_calls (job_id, at, id);
 create index bmc_calls_site_at_idx on public.bmc_calls (site_id, at);
 create index bmc_calls_target_idx on public.bmc_calls (target, at desc);
 alter table public.bmc_calls enable row level security;
 revoke all on public.bmc_calls from anon, authenticated;
+revoke all on sequence public.bmc_calls_id_seq from anon, authenticated;
 grant select, delete on public.bmc_calls to authenticated;
 create policy bmc_calls_select_operator on public.bmc_calls for select to authenticated
   using ((select public.has_role('operator')));

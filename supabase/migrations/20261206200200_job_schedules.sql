@@ -201,22 +201,22 @@ comment on function public.schedule_next_run(text, text, timestamptz) is
 create table public.job_schedules (
   id            uuid primary key default extensions.gen_random_uuid(),
   site_id       uuid not null references public.sites (id) on delete cascade,
-  name          text not null check (name ~ '^[A-Za-z0-9][A-Za-z0-9 ._-]{0,127}$'),
-  job_type      public.job_type not null check (job_type <> 'selftest'),
-  params        jsonb not null default '{}'::jsonb check (jsonb_typeof(params) = 'object'),
-  priority      smallint not null default 40 check (priority between 0 and 100),
-  description   text not null default '' check (length(description) <= 2000),
-  recurrence    text not null check (length(recurrence) between 5 and 200),
-  timezone      text not null default 'UTC' check (length(timezone) between 1 and 64),
-  missed_policy text not null default 'skip' check (missed_policy in ('skip', 'run_once')),
+  name          text not null constraint job_schedules_name_check check (name ~ '^[A-Za-z0-9][A-Za-z0-9 ._-]{0,127}$'),
+  job_type      public.job_type not null constraint job_schedules_job_type_check check (job_type <> 'selftest'),
+  params        jsonb not null default '{}'::jsonb constraint job_schedules_params_check check (jsonb_typeof(params) = 'object'),
+  priority      smallint not null default 40 constraint job_schedules_priority_check check (priority between 0 and 100),
+  description   text not null default '' constraint job_schedules_description_check check (length(description) <= 2000),
+  recurrence    text not null constraint job_schedules_recurrence_check check (length(recurrence) between 5 and 200),
+  timezone      text not null default 'UTC' constraint job_schedules_timezone_check check (length(timezone) between 1 and 64),
+  missed_policy text not null default 'skip' constraint job_schedules_missed_policy_check check (missed_policy in ('skip', 'run_once')),
   enabled       boolean not null default true,
   -- the user whose authority creates the jobs: whoever last saved the template (trigger)
   owner_id      uuid,
   next_run_at   timestamptz,
   last_run_at   timestamptz,
-  last_status   text check (last_status in ('created', 'skipped_running', 'missed', 'failed')),
+  last_status   text constraint job_schedules_last_status_check check (last_status in ('created', 'skipped_running', 'missed', 'failed')),
   last_job_id   uuid references public.jobs (id) on delete set null,
-  last_error    text check (length(last_error) <= 2000),
+  last_error    text constraint job_schedules_last_error_check check (length(last_error) <= 2000),
   created_at    timestamptz not null default now(),
   updated_at    timestamptz not null default now(),
   unique (site_id, name)
@@ -227,13 +227,13 @@ create table public.schedule_runs (
   id            bigint generated always as identity primary key,
   schedule_id   uuid not null references public.job_schedules (id) on delete cascade,
   occurrence_at timestamptz not null,
-  status        text not null check (status in ('created', 'skipped_running', 'missed', 'failed')),
+  status        text not null constraint schedule_runs_status_check check (status in ('created', 'skipped_running', 'missed', 'failed')),
   job_id        uuid references public.jobs (id) on delete set null,
-  code          text check (length(code) <= 64),
-  error         text check (length(error) <= 2000),
+  code          text constraint schedule_runs_code_check check (length(code) <= 64),
+  error         text constraint schedule_runs_error_check check (length(error) <= 2000),
   created_at    timestamptz not null default now(),
   unique (schedule_id, occurrence_at),
-  check ((status = 'created') = (job_id is not null))
+  constraint schedule_runs_created_job_check check ((status = 'created') = (job_id is not null))
 );
 create index schedule_runs_schedule_idx on public.schedule_runs (schedule_id, occurrence_at desc);
 
@@ -245,7 +245,8 @@ begin
   new.updated_at := now();
   if tg_op = 'INSERT'
      or (new.job_type, new.params, new.priority, new.description, new.site_id)
-        is distinct from (old.job_type, old.params, old.priority, old.description, old.site_id) then
+        is distinct from (old.job_type, old.params, old.priority, old.description, old.site_id)
+     or (new.enabled and not old.enabled) then
     if public.is_user_context() then
       new.owner_id := auth.uid();
     end if;
@@ -268,6 +269,7 @@ create trigger job_schedules_guard before insert or update on public.job_schedul
 alter table public.job_schedules enable row level security;
 alter table public.schedule_runs enable row level security;
 revoke all on public.job_schedules, public.schedule_runs from anon, authenticated;
+revoke all on sequence public.schedule_runs_id_seq from anon, authenticated;
 grant select on public.job_schedules, public.schedule_runs to authenticated;
 grant insert (site_id, name, job_type, params, priority, description, recurrence, timezone, missed_policy, enabled)
   on public.job_schedules to authenticated;
@@ -299,14 +301,14 @@ as $$
   select s.* from public.job_schedules s
    where s.enabled and s.next_run_at <= now() and (p_site_id is null or s.site_id = p_site_id)
    order by s.next_run_at, s.id
-   for update skip locked
+   for no key update skip locked
    limit 1
 $$;
 
 -- Record what an occurrence did and move the schedule on to its next occurrence after now.
 create function public.schedule_record_run(p_schedule_id uuid, p_occurrence_at timestamptz, p_status text,
-                                           p_job_id uuid default null, p_code text default null,
-                                           p_error text default null)
+                                                      p_job_id uuid default null, p_code text default null,
+                                                      p_error text default null)
 returns timestamptz
 language plpgsql
 security definer
@@ -316,7 +318,7 @@ declare
   v_s public.job_schedules%rowtype;
   v_next timestamptz;
 begin
-  select * into v_s from public.job_schedules where id = p_schedule_id for update;
+  select * into v_s from public.job_schedules where id = p_schedule_id for no key update;
   if not found then
     raise exception using errcode = 'P0002', message = 'not_found: no such schedule';
   end if;
@@ -351,8 +353,92 @@ grant execute on function public.schedule_cron(text) to authenticated;
 grant execute on function public.cron_field(text, integer, integer) to authenticated;
 
 -- 4. the default schedules of a site: nightly inventory and compliance, hourly vCenter sync ---
--- Created disabled for every site that has none yet (a schedule needs an owner and, for
--- compliance, a catalog; an operator reviews and enables them - enabling makes them theirs).
+-- Every site gets three kinds of default schedules when it is created (and every vCenter
+-- when it is registered), so a fleet is kept current without anyone writing them by hand:
+--   nightly inventory    inventory_refresh of every server of the site, 01:00 site time
+--   nightly compliance   firmware_compliance of every server of the site against the
+--                        site's DEFAULT catalog, 03:00 site time
+--   hourly sync <name>   vcenter_sync of that vCenter, at the top of every hour
+-- Site time is sites.timezone (UTC when Postgres does not know the zone).
+--
+-- How the compliance default names its catalog: it names none. Its params are just
+-- {site_id}; a firmware_compliance job that names no source (no ome_instance_id, catalog_id
+-- or catalog_url) is given the site's default catalog by create-job when it is created -
+-- that is, each night when the schedule fires - so marking another catalog as the default
+-- (firmware_catalogs.is_default, one per site) moves the nightly compliance to it without
+-- editing the schedule. A site without a default catalog gets create-job's refusal
+-- `catalog_required` on the run (v_schedules.last_error says so), and nothing is created.
+--
+-- Who they run as: a schedule fires with the authority of its owner (the user who last
+-- saved its template or enabled it), and a default has no owner when it is made, so
+-- defaults are created DISABLED. An operator reviews one and enables it; enabling makes the
+-- operator its owner (job_schedules_guard above: were it only a template change, an enabled
+-- default would still have no owner and every run would fail with no_owner). An operator may
+-- also delete a default; it is not made again (only a new site or vCenter makes defaults).
+
+-- the defaults ------------------------------------------------------------------------------------
+-- The site's nightly pair (disabled, no owner); answers how many were made.
+create function public.default_schedules_site(p_site_id uuid)
+returns integer
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v_tz text;
+  v_n  integer;
+begin
+  select case when exists (select 1 from pg_catalog.pg_timezone_names z where z.name = s.timezone)
+              then s.timezone else 'UTC' end
+    into v_tz from public.sites s where s.id = p_site_id;
+  if v_tz is null then
+    return 0;
+  end if;
+  insert into public.job_schedules (site_id, name, job_type, params, recurrence, timezone, description, enabled)
+  values (p_site_id, 'nightly inventory', 'inventory_refresh', jsonb_build_object('site_id', p_site_id),
+          '0 1 * * *', v_tz, 'every server''s health, power, firmware inventory and LC status, nightly', false),
+         (p_site_id, 'nightly compliance', 'firmware_compliance', jsonb_build_object('site_id', p_site_id),
+          '0 3 * * *', v_tz, 'every server''s firmware against the site''s default catalog, nightly', false)
+  on conflict (site_id, name) do nothing;
+  get diagnostics v_n = row_count;
+  return v_n;
+end
+$$;
+
+-- A vCenter's hourly sync (disabled, no owner), unless a vcenter_sync schedule of it exists.
+create function public.default_schedules_vcenter(p_vcenter_id uuid)
+returns integer
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  v public.vcenters%rowtype;
+  v_name text;
+  v_n integer;
+begin
+  select * into v from public.vcenters where id = p_vcenter_id;
+  if not found or exists (select 1 from public.job_schedules s
+                           where s.site_id = v.site_id and s.job_type = 'vcenter_sync'
+                             and s.params ->> 'vcenter_id' = v.id::text) then
+    return 0;
+  end if;
+  v_name := 'hourly sync ' || regexp_replace(left(v.name, 100), '[^A-Za-z0-9 ._-]', '-', 'g');
+  if exists (select 1 from public.job_schedules s where s.site_id = v.site_id and s.name = v_name) then
+    v_name := 'hourly sync ' || v.id::text;  -- another vCenter's name came out the same
+  end if;
+  insert into public.job_schedules (site_id, name, job_type, params, recurrence, description, enabled)
+  values (v.site_id, v_name, 'vcenter_sync', jsonb_build_object('vcenter_id', v.id), '@hourly',
+          format('vCenter %s: clusters, hosts and VMs, hourly', left(v.name, 100)), false)
+  on conflict (site_id, name) do nothing;
+  get diagnostics v_n = row_count;
+  return v_n;
+end
+$$;
+
+-- Every default of a site: its nightly pair, one hourly sync per vCenter and, for a site with a
+-- directory configuration, the directory sync (default_schedules_directory,
+-- 20261208190100_directory_sync.sql).
 create function public.ensure_default_schedules(p_site_id uuid)
 returns integer
 language plpgsql
@@ -362,25 +448,45 @@ as $$
 declare
   v_n integer;
 begin
-  insert into public.job_schedules (site_id, name, job_type, params, recurrence, description, enabled)
-  values (p_site_id, 'nightly inventory', 'inventory_refresh', jsonb_build_object('site_id', p_site_id), '0 1 * * *',
-          'every server''s health, power and firmware inventory, nightly', false),
-         (p_site_id, 'nightly compliance', 'firmware_compliance',
-          jsonb_build_object('site_id', p_site_id, 'catalog_url', 'https://downloads.dell.com/catalog/Catalog.xml.gz'),
-          '0 3 * * *', 'firmware compliance against the Dell catalog, nightly', false)
-  on conflict (site_id, name) do nothing;
-  get diagnostics v_n = row_count;
-  -- one hourly vCenter sync per vCenter of the site
-  insert into public.job_schedules (site_id, name, job_type, params, recurrence, description, enabled)
-  select p_site_id, left('hourly sync ' || v.name, 128), 'vcenter_sync', jsonb_build_object('vcenter_id', v.id),
-         '@hourly', 'vCenter inventory, hourly', false
-    from public.vcenters v where v.site_id = p_site_id
-  on conflict (site_id, name) do nothing;
+  v_n := public.default_schedules_site(p_site_id) + public.default_schedules_directory(p_site_id);
+  select v_n + coalesce(sum(public.default_schedules_vcenter(v.id)), 0) into v_n
+    from public.vcenters v where v.site_id = p_site_id;
   return v_n;
 end
 $$;
-revoke execute on function public.ensure_default_schedules(uuid) from public, anon, authenticated;
-grant execute on function public.ensure_default_schedules(uuid) to service_role;
+
+create function public.default_schedules_after_insert()
+returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+begin
+  if tg_table_name = 'sites' then
+    perform public.default_schedules_site(new.id);
+  else
+    perform public.default_schedules_vcenter(new.id);
+  end if;
+  return null;
+end
+$$;
+create trigger default_schedules_after_insert after insert on public.sites
+  for each row execute function public.default_schedules_after_insert();
+create trigger default_schedules_after_insert after insert on public.vcenters
+  for each row execute function public.default_schedules_after_insert();
+
+do $$
+declare
+  f text;
+begin
+  foreach f in array array['public.default_schedules_site(uuid)', 'public.default_schedules_vcenter(uuid)',
+                           'public.ensure_default_schedules(uuid)'] loop
+    execute format('revoke execute on function %s from public, anon, authenticated', f);
+    execute format('grant execute on function %s to service_role', f);
+  end loop;
+end
+$$;
+revoke execute on function public.default_schedules_after_insert() from public, anon, authenticated;
 
 create view public.v_schedules with (security_invoker = true) as
 select s.id as schedule_id, s.site_id, s.name, s.job_type, s.recurrence, s.timezone, s.missed_policy, s.enabled,

@@ -19,8 +19,12 @@
 --      required, written to the audit log.
 --    Only these functions write the column (trigger jobs_guard_cleanup, which runs after
 --    jobs_guard: triggers of one event fire in name order).
+--
+-- 3. The claim (claim_jobs, claim_candidates in 20261128010300_executor_rpcs.sql) takes the
+--    lock through cluster_lock_key, and hands out a cancelled job that owes its cleanup
+--    whatever the window says (it runs its cleanup only). The column is in the jobs table.
 
-create or replace function public.cluster_lock_key(p_cluster_id uuid)
+create function public.cluster_lock_key(p_cluster_id uuid)
 returns bigint
 language sql
 immutable
@@ -33,11 +37,6 @@ comment on function public.cluster_lock_key(uuid) is
   'The per-cluster advisory lock key that create-job and claim_jobs both take (one declaration).';
 revoke execute on function public.cluster_lock_key(uuid) from public;
 grant execute on function public.cluster_lock_key(uuid) to authenticated, service_role;
-
-alter table public.jobs add column cleanup_owed_since timestamptz;
-comment on column public.jobs.cleanup_owed_since is
-  'Set while the job has changed target state its cleanup step must undo; no terminal status until cleared '
-  '(by the executor after its cleanup completed, or by an admin''s audited abandon_cleanup).';
 
 create function public.jobs_guard_cleanup()
 returns trigger
@@ -159,148 +158,3 @@ end
 $$;
 revoke execute on function public.abandon_cleanup(uuid, text) from public;
 grant execute on function public.abandon_cleanup(uuid, text) to authenticated, service_role;
-
--- the claim: the lock through cluster_lock_key; a cancelled job that owes its cleanup is
--- handed out whatever the window says (it runs its cleanup only)
-create or replace function public.claim_candidates(
-  p_site_id uuid,
-  p_job_types public.job_type[],
-  p_window_types public.job_type[],
-  p_capped_types public.job_type[],
-  p_max integer
-)
-returns table (id uuid, cluster_id uuid, type public.job_type)
-language plpgsql
-set search_path = ''
-set plan_cache_mode = force_generic_plan
-set enable_sort = off
-as $$
-#variable_conflict use_column
-begin
-  return query
-    select j.id, j.cluster_id, j.type
-      from public.jobs j
-     where j.status = 'pending'
-       and j.site_id = p_site_id
-       and j.scheduled_for <= now()
-       and (p_job_types is null or j.type = any (p_job_types))
-       and (not j.type = any (p_window_types)
-            or (j.cancel_requested_at is not null and j.cleanup_owed_since is not null) or exists (
-             select 1 from public.maintenance_windows w
-              where w.id = j.maintenance_window_id and w.status = 'approved'
-                and w.site_id = j.site_id and (w.cluster_id is null or w.cluster_id = j.cluster_id)
-                and now() >= w.starts_at and now() < w.ends_at))
-       -- a cheap unlocked pre-check keeps full clusters from crowding out claimable jobs
-       and (j.cluster_id is null or not j.type = any (p_capped_types)
-            or (select count(*) from public.jobs a
-                 where a.cluster_id = j.cluster_id and a.status in ('running', 'paused')
-                   and a.type = any (p_capped_types))
-               < (select p.max_concurrent_per_cluster from public.safety_policies p where p.job_type = j.type))
-     order by j.priority desc, j.scheduled_for, j.id
-     limit p_max
-     for update of j skip locked;
-end
-$$;
-
-create or replace function public.claim_jobs(p_executor_id uuid, p_max integer default 1)
-returns table (
-  job_id           uuid,
-  type             public.job_type,
-  site_id          uuid,
-  cluster_id       uuid,
-  params           jsonb,
-  scope            jsonb,
-  priority         smallint,
-  lease_epoch      bigint,
-  lease_expires_at timestamptz,
-  attempts         integer,
-  cancel_requested boolean,
-  resume_from      jsonb,
-  window_ends_at   timestamptz
-)
-language plpgsql
-security definer
-set search_path = ''
-as $$
-#variable_conflict use_column
-declare
-  v_exec         public.executors%rowtype;
-  v_window_types public.job_type[];
-  v_capped_types public.job_type[];
-  v_cand         record;
-  v_take         uuid[] := '{}'::uuid[];
-  v_held         uuid[] := '{}'::uuid[];
-  v_busy         uuid[] := '{}'::uuid[];
-  v_active       integer;
-begin
-  if p_max is null or p_max < 1 or p_max > 1000 then
-    raise exception using errcode = '22023', message = 'invalid_argument: p_max must be between 1 and 1000';
-  end if;
-  v_exec := public.executor_row(p_executor_id);
-  select coalesce(array_agg(p.job_type) filter (where p.requires_window or p.risk = 'high'), '{}'),
-         coalesce(array_agg(p.job_type) filter (where p.max_concurrent_per_cluster is not null), '{}')
-    into v_window_types, v_capped_types
-    from public.safety_policies p;
-
-  for v_cand in
-    select c.id, c.cluster_id, c.type
-      from public.claim_candidates(v_exec.site_id, v_exec.job_types, v_window_types, v_capped_types, p_max) c
-  loop
-    if v_cand.cluster_id is not null and v_cand.type = any (v_capped_types) then
-      continue when v_cand.cluster_id = any (v_busy);
-      if not v_cand.cluster_id = any (v_held) then
-        if not pg_try_advisory_xact_lock(public.cluster_lock_key(v_cand.cluster_id)) then
-          v_busy := v_busy || v_cand.cluster_id;
-          continue;
-        end if;
-        v_held := v_held || v_cand.cluster_id;
-      end if;
-      select count(*) into v_active
-        from public.jobs a
-       where a.cluster_id = v_cand.cluster_id and a.type = any (v_capped_types)
-         and (a.status in ('running', 'paused') or a.id = any (v_take));
-      continue when v_active >= (select p.max_concurrent_per_cluster from public.safety_policies p
-                                  where p.job_type = v_cand.type);
-    end if;
-    v_take := v_take || v_cand.id;
-  end loop;
-
-  if cardinality(v_take) = 0 then
-    return;
-  end if;
-
-  return query
-  with claimed as (
-    update public.jobs j
-       set status = 'running',
-           claimed_by = p_executor_id,
-           lease_expires_at = now() + make_interval(secs => p.lease_seconds),
-           lease_epoch = j.lease_epoch + 1,
-           attempts = j.attempts + 1,
-           started_at = coalesce(j.started_at, now())
-      from public.safety_policies p
-     where j.id = any (v_take) and p.job_type = j.type
-       and j.status = 'pending' and j.site_id = v_exec.site_id
-       -- defence in depth: whatever the candidate query said, a risky job leaves pending
-       -- only inside an approved, current window of its own site and cluster
-       -- (a cancelled job that owes its cleanup is handed out to run that cleanup only)
-       and (not (p.requires_window or p.risk = 'high')
-            or (j.cancel_requested_at is not null and j.cleanup_owed_since is not null) or exists (
-             select 1 from public.maintenance_windows w
-              where w.id = j.maintenance_window_id and w.status = 'approved'
-                and w.site_id = j.site_id and (w.cluster_id is null or w.cluster_id = j.cluster_id)
-                and now() >= w.starts_at and now() < w.ends_at))
-    returning j.*
-  )
-  select c.id, c.type, c.site_id, c.cluster_id, c.params, c.scope, c.priority, c.lease_epoch,
-         c.lease_expires_at, c.attempts, c.cancel_requested_at is not null,
-         (select jsonb_build_object('step_id', w.id, 'step_key', w.step_key, 'seq', w.seq,
-                                    'status', w.status, 'checkpoint', w.checkpoint)
-            from public.workflow_executions w where w.id = c.current_step_id),
-         (select mw.ends_at from public.maintenance_windows mw
-           where mw.id = c.maintenance_window_id and mw.status = 'approved')
-    from claimed c
-   order by c.priority desc, c.scheduled_for, c.id;
-end
-$$;
-

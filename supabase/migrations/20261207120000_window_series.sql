@@ -32,23 +32,23 @@ create table public.maintenance_window_series (
   id               uuid primary key default extensions.gen_random_uuid(),
   site_id          uuid not null references public.sites (id) on delete cascade,
   cluster_id       uuid references public.clusters (id) on delete cascade,
-  title            text not null check (length(title) between 1 and 200),
-  reason           text not null default '' check (length(reason) <= 4000),
-  recurrence       text not null check (length(recurrence) between 5 and 200),
-  timezone         text not null default 'UTC' check (length(timezone) between 1 and 64),
-  duration_minutes integer not null check (duration_minutes between 1 and 10080),
-  horizon_days     integer not null default 14 check (horizon_days between 1 and 90),
+  title            text not null constraint maintenance_window_series_title_check check (length(title) between 1 and 200),
+  reason           text not null default '' constraint maintenance_window_series_reason_check check (length(reason) <= 4000),
+  recurrence       text not null constraint maintenance_window_series_recurrence_check check (length(recurrence) between 5 and 200),
+  timezone         text not null default 'UTC' constraint maintenance_window_series_timezone_check check (length(timezone) between 1 and 64),
+  duration_minutes integer not null constraint maintenance_window_series_duration_minutes_check check (duration_minutes between 1 and 10080),
+  horizon_days     integer not null default 14 constraint maintenance_window_series_horizon_days_check check (horizon_days between 1 and 90),
   status           public.window_status not null default 'requested',
   requested_by     uuid,
   approved_by      uuid,
   decided_at       timestamptz,
-  decision_note    text not null default '' check (length(decision_note) <= 4000),
+  decision_note    text not null default '' constraint maintenance_window_series_decision_note_check check (length(decision_note) <= 4000),
   synced_at        timestamptz,
   created_at       timestamptz not null default now(),
   updated_at       timestamptz not null default now(),
-  check (status <> 'approved' or (approved_by is not null and requested_by is not null
+  constraint maintenance_window_series_four_eyes_check check (status <> 'approved' or (approved_by is not null and requested_by is not null
                                    and approved_by <> requested_by)),
-  check ((status = 'requested') = (decided_at is null))
+  constraint maintenance_window_series_decided_at_check check ((status = 'requested') = (decided_at is null))
 );
 create index maintenance_window_series_site_idx on public.maintenance_window_series (site_id)
   where status in ('requested', 'approved');

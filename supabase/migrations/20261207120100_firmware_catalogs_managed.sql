@@ -12,26 +12,46 @@
 --   stale   the catalog's own date (catalog_date) is older than the job's stale_after_days
 --   failed  download, parse or pin check failed; last_error says which, in words; the
 --           packages of the last good refresh stay
--- signature_status: pinned_ok / pinned_mismatch (expected_sha256 set), unverified (no pin:
--- the download is trusted as far as its TLS is).
+-- signature_status after a refresh:
+--   pinned_ok / pinned_mismatch   expected_sha256 set: the download matched the pin or not
+--   unverified         no pin and no signing key: the download is trusted as far as its TLS is
+--   signed_ok          the catalog carries its publisher's OpenPGP public key (signing_key,
+--                      ASCII-armoured; Dell publishes a detached signature beside each
+--                      catalog, <catalog URL>.sign): the refresh downloads the .sign and
+--                      verifies the catalog with gpgv against that key only
+--                      (executor/targets/catalog_signature.py) before anything is loaded, and
+--                      the signature is good and made by the signing key
+--   signature_bad      the signature does not verify: the catalog or the .sign was altered,
+--                      it was made by another key, or the .sign is not a signature; the
+--                      refresh fails and the packages of the last good refresh stay
+--   signature_missing  the catalog has a signing key but no .sign beside it; the refresh fails
+-- A catalog with both a pin and a signing key must pass both; a good one reports signed_ok.
 --
 -- Result columns are the executor's (executor_record_catalog, fenced by the job's lease);
 -- firmware_catalogs_guard keeps a user's write from setting them.
 
 alter table public.firmware_catalogs
   add column tls_verify       boolean not null default true,
-  add column ca_pem           text check (ca_pem is null or (length(ca_pem) <= 65536 and ca_pem like '-----BEGIN CERTIFICATE-----%')),
-  add column expected_sha256  text check (expected_sha256 is null or expected_sha256 ~ '^[0-9a-f]{64}$'),
-  add column sha256           text check (sha256 is null or sha256 ~ '^[0-9a-f]{64}$'),
+  add column ca_pem           text constraint firmware_catalogs_ca_pem_check check (ca_pem is null or (length(ca_pem) <= 65536 and ca_pem like '-----BEGIN CERTIFICATE-----%')),
+  add column expected_sha256  text constraint firmware_catalogs_expected_sha256_check check (expected_sha256 is null or expected_sha256 ~ '^[0-9a-f]{64}$'),
+  add column sha256           text constraint firmware_catalogs_sha256_check check (sha256 is null or sha256 ~ '^[0-9a-f]{64}$'),
   add column signature_status text not null default 'unchecked'
-    check (signature_status in ('unchecked', 'unverified', 'pinned_ok', 'pinned_mismatch')),
+    constraint firmware_catalogs_signature_status_check check (signature_status in ('unchecked', 'unverified', 'pinned_ok', 'pinned_mismatch',
+                                'signed_ok', 'signature_bad', 'signature_missing')),
   add column compressed       boolean,
-  add column component_count  integer check (component_count >= 0),
+  add column component_count  integer constraint firmware_catalogs_component_count_check check (component_count >= 0),
   add column catalog_date     timestamptz,
-  add column last_status      text not null default 'never' check (last_status in ('never', 'ok', 'moved', 'stale', 'failed')),
-  add column last_error       text check (length(last_error) <= 2000),
-  add column moved_to         text check (length(moved_to) <= 2048),
-  add column last_job_id      uuid references public.jobs (id) on delete set null;
+  add column last_status      text not null default 'never' constraint firmware_catalogs_last_status_check check (last_status in ('never', 'ok', 'moved', 'stale', 'failed')),
+  add column last_error       text constraint firmware_catalogs_last_error_check check (length(last_error) <= 2000),
+  add column moved_to         text constraint firmware_catalogs_moved_to_check check (length(moved_to) <= 2048),
+  add column last_job_id      uuid references public.jobs (id) on delete set null,
+  add column is_default       boolean not null default false,
+  add column signing_key      text constraint firmware_catalogs_signing_key_check check (signing_key is null or (length(signing_key) <= 65536
+                                          and btrim(signing_key) like '-----BEGIN PGP PUBLIC KEY BLOCK-----%'));
+comment on column public.firmware_catalogs.is_default is
+  'the site''s default catalog: a firmware_compliance job that names no catalog uses it (one per site)';
+comment on column public.firmware_catalogs.signing_key is
+  'ASCII-armoured OpenPGP public key the catalog''s .sign must verify against (null: no signature check)';
 
 create function public.firmware_catalogs_guard()
 returns trigger
@@ -62,10 +82,10 @@ create table public.firmware_baselines (
   id          uuid primary key default extensions.gen_random_uuid(),
   site_id     uuid not null references public.sites (id) on delete cascade,
   catalog_id  uuid not null references public.firmware_catalogs (id) on delete cascade,
-  name        text not null check (name ~ '^[A-Za-z0-9][A-Za-z0-9 ._-]{0,127}$'),
+  name        text not null constraint firmware_baselines_name_check check (name ~ '^[A-Za-z0-9][A-Za-z0-9 ._-]{0,127}$'),
   components  text[] not null default '{}'
-    check (cardinality(components) <= 64 and array_to_string(components, ',') ~ '^[A-Za-z0-9._,-]*$'),
-  description text not null default '' check (length(description) <= 2000),
+    constraint firmware_baselines_components_check check (cardinality(components) <= 64 and array_to_string(components, ',') ~ '^[A-Za-z0-9._,-]*$'),
+  description text not null default '' constraint firmware_baselines_description_check check (length(description) <= 2000),
   created_at  timestamptz not null default now(),
   updated_at  timestamptz not null default now(),
   unique (site_id, name)
@@ -184,3 +204,24 @@ revoke execute on function public.executor_record_catalog(uuid, uuid, bigint, js
 grant execute on function public.executor_record_catalog(uuid, uuid, bigint, jsonb, jsonb, boolean) to service_role;
 comment on function public.executor_record_catalog(uuid, uuid, bigint, jsonb, jsonb, boolean) is
   'catalog_refresh: record what a refresh found and load the catalog''s packages (fenced).';
+
+-- the site's default catalog (the nightly compliance default schedule uses it, 20261206200200_job_schedules.sql)
+create unique index firmware_catalogs_one_default_idx on public.firmware_catalogs (site_id) where is_default;
+
+-- marking a catalog as the default unmarks the site's previous one (as the same caller:
+-- whoever may update catalogs may move the default)
+create function public.firmware_catalogs_one_default()
+returns trigger
+language plpgsql
+as $$
+begin
+  if new.is_default and (tg_op = 'INSERT' or not old.is_default or new.site_id is distinct from old.site_id) then
+    update public.firmware_catalogs set is_default = false
+     where site_id = new.site_id and is_default and id <> new.id;
+  end if;
+  return new;
+end
+$$;
+revoke execute on function public.firmware_catalogs_one_default() from public, anon;
+create trigger firmware_catalogs_one_default before insert or update of is_default, site_id on public.firmware_catalogs
+  for each row execute function public.firmware_catalogs_one_default();

@@ -71,26 +71,6 @@ $$;
 create trigger default_schedules_after_insert after insert on public.directory_configs
   for each row execute function public.default_schedules_directory_after_insert();
 
--- every default of a site: its nightly pair, one hourly sync per vCenter, the directory sync
-create or replace function public.ensure_default_schedules(p_site_id uuid)
-returns integer
-language plpgsql
-security definer
-set search_path = ''
-as $$
-declare
-  v_n integer;
-begin
-  v_n := public.default_schedules_site(p_site_id) + public.default_schedules_directory(p_site_id);
-  select v_n + coalesce(sum(public.default_schedules_vcenter(v.id)), 0) into v_n
-    from public.vcenters v where v.site_id = p_site_id;
-  return v_n;
-end
-$$;
-
 revoke execute on function public.default_schedules_directory(uuid) from public, anon, authenticated;
 grant execute on function public.default_schedules_directory(uuid) to service_role;
 revoke execute on function public.default_schedules_directory_after_insert() from public, anon, authenticated;
-
--- the directories there already are get theirs now (disabled: no owner)
-select public.default_schedules_directory(site_id) from public.directory_configs;

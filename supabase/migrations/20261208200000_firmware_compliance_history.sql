@@ -24,12 +24,12 @@ create table public.firmware_compliance_history (
   server_id    uuid not null references public.servers (id) on delete cascade,
   job_id       uuid references public.jobs (id) on delete set null,
   recorded_at  timestamptz not null default now(),
-  verdict      text not null check (verdict in ('compliant', 'outdated', 'partly unknown', 'no inventory')),
+  verdict      text not null constraint firmware_compliance_history_verdict_check check (verdict in ('compliant', 'outdated', 'partly unknown', 'no inventory')),
   compliant    boolean not null generated always as (verdict = 'compliant') stored,
-  components   integer not null default 0 check (components >= 0),
-  outdated     integer not null default 0 check (outdated >= 0),
-  urgent       integer not null default 0 check (urgent >= 0),
-  unknown      integer not null default 0 check (unknown >= 0),
+  components   integer not null default 0 constraint firmware_compliance_history_components_check check (components >= 0),
+  outdated     integer not null default 0 constraint firmware_compliance_history_outdated_check check (outdated >= 0),
+  urgent       integer not null default 0 constraint firmware_compliance_history_urgent_check check (urgent >= 0),
+  unknown      integer not null default 0 constraint firmware_compliance_history_unknown_check check (unknown >= 0),
   unique (job_id, server_id)
 );
 create index firmware_compliance_history_site_idx
@@ -40,6 +40,10 @@ create index firmware_compliance_history_server_idx
 alter table public.firmware_compliance_history enable row level security;
 revoke all on public.firmware_compliance_history from anon, authenticated;
 grant select, delete on public.firmware_compliance_history to authenticated;
+-- its identity sequence too (the platform's defaults grant the API roles USAGE and UPDATE on
+-- every new sequence): nothing writes the history but its SQL trigger
+-- (tests/integration/test_hostile_review.py checks every sequence of public)
+revoke all on sequence public.firmware_compliance_history_id_seq from anon, authenticated;
 create policy firmware_compliance_history_select_viewer on public.firmware_compliance_history
   for select to authenticated using ((select public.has_role('viewer')));
 create policy firmware_compliance_history_delete_admin on public.firmware_compliance_history

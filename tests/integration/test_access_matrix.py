@@ -265,14 +265,14 @@ class World:
             "expires_at) values (%s, %s, 'k1', %s, now() + interval '1 minute') returning id",
             (i["site"], i["executor"], "c" * 43),
         )
-        # a client's failed break-glass attempts (20261207150000_breakglass_client_lockout.sql)
+        # a client's failed break-glass attempts (20261206170100_identity.sql)
         i["bg_lockout"] = f"matrix-{uuid.uuid4().hex[:8]}"
         self.cur.execute(
             "insert into public.breakglass_lockouts (account_name, client, failed_attempts) "
             "values (%s, '127.0.0.9', 1)",
             (i["bg_lockout"],),
         )
-        # a client's failed directory sign-ins (20261208130100_idm_sign_in_failures.sql)
+        # a client's failed directory sign-ins (20261206170100_identity.sql)
         self.cur.execute(
             "insert into public.idm_sign_in_failures (site_id, client, failures) values (%s, '127.0.0.9', 1)",
             (i["site"],),

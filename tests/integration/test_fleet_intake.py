@@ -964,7 +964,7 @@ def test_window_series_through_the_function_per_occurrence_or_the_whole_series(w
     assert (status, answer["code"]) == (409, "series_not_active"), answer
 
 
-# --- default schedules and the site's default catalog (20261208140000_fleet_defaults.sql) --------------
+# --- default schedules and the site's default catalog (20261206200200_job_schedules.sql) --------------
 def test_a_new_site_and_vcenter_get_their_default_schedules_and_compliance_follows_the_default_catalog(
     world: World,
 ) -> None:
@@ -1164,7 +1164,7 @@ def test_an_occurrence_cut_off_mid_fire_by_an_executor_restart_still_makes_exact
     world.h.wait_status(str(job["id"]), ("completed",), 90)
 
 
-# --- Dell catalog signatures (20261208140100_catalog_signatures.sql) ------------------------------------
+# --- Dell catalog signatures (20261207120100_firmware_catalogs_managed.sql) -----------------------------
 def test_catalog_refresh_verifies_the_sign_file_against_the_catalogs_signing_key(world: World) -> None:
     """A catalog with a signing key loads only with a good <URL>.sign by that key (found
     beside where a redirect led); an altered catalog, another key's signature or no .sign

@@ -73,7 +73,7 @@ const DIRECTORY_STATUS: Record<string, [number, string]> = {
 // A wrong password, a locked, disabled or unknown account: counted per (site, client address);
 // identity_policy.sign_in_failures_per_client_per_min of them in a minute and that address
 // is refused (429) on that site, before any bind, until the minute is over
-// (20261208130100_idm_sign_in_failures.sql). The right password of a user in no mapped group
+// (20261206170100_identity.sql). The right password of a user in no mapped group
 // is not a guess and is not counted.
 const CREDENTIAL_FAILURES = new Set(["invalid_credentials", "account_locked", "account_disabled", "user_not_found"]);
 
