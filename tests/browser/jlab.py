@@ -178,6 +178,23 @@ def chromium(profile: Path, window: str = "1400,1800") -> Iterator[Any]:
         driver.quit()
 
 
+@contextmanager
+def console_jupyterlab(
+    stack: Any, ce: Any, role: str, root: Path, tmp: Path, startup_s: float = 30, **extra: str
+) -> Iterator[JupyterLab]:
+    """JupyterLab serving ``root`` to the console user of ``role`` in ``ce`` (a
+    tests.integration.console_support.ConsoleEnv; :func:`console_env`), its log in
+    ``tmp``/jupyter.log. On the way out it stops, and ``ce`` signs out and closes."""
+    from tests.integration.console_support import PASSWORD
+
+    try:
+        env = console_env(stack, ce.emails[role], PASSWORD, tmp, **extra)
+        with jupyterlab(root, env, tmp / "jupyter.log", startup_s) as jl:
+            yield jl
+    finally:
+        ce.close()
+
+
 def waiter(driver: Any, timeout: float, poll: float = 0.3) -> Any:
     """A WebDriverWait that looks again when a redraw replaced an element it held."""
     from selenium.common.exceptions import StaleElementReferenceException

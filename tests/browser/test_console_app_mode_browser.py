@@ -81,9 +81,7 @@ def app(stack, tmp_path):
     finally:
         stop(proc)  # the command became Voilà: SIGTERM stops it and its kernels
         log.close()
-        for s in ce.sessions.values():
-            s.sign_out()
-        ce.conn.close()
+        ce.close()
 
 
 def test_app_mode_signs_in_in_the_page_and_shows_the_console_without_code(app):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.jlab import chromium, console_env, jupyterlab, needs_chromium, run_all
+from tests.browser.jlab import chromium, console_jupyterlab, needs_chromium, run_all
 from tests.integration.console_support import PASSWORD, make_console_env, scp_job
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "01_sign_in_and_jobs.ipynb"
@@ -28,14 +28,8 @@ def lab(stack, tmp_path):
     root.mkdir()
     shutil.copy(NOTEBOOK, root / NOTEBOOK.name)
     # the notebook gets what an operator's Jupyter would (no service key, no database)
-    env = console_env(stack, ce.emails["operator"], PASSWORD, tmp_path)
-    try:
-        with jupyterlab(root, env, tmp_path / "jupyter.log") as jl:
-            yield {"jupyterlab": jl, "jobs": jobs, "email": ce.emails["operator"]}
-    finally:
-        for s in ce.sessions.values():
-            s.sign_out()
-        ce.conn.close()
+    with console_jupyterlab(stack, ce, "operator", root, tmp_path) as jl:
+        yield {"jupyterlab": jl, "jobs": jobs, "email": ce.emails["operator"]}
 
 
 def test_jobs_notebook_renders_job_rows_in_chromium(lab, tmp_path):

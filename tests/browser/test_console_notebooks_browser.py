@@ -22,8 +22,7 @@ from tests.browser.jlab import (
     RAN_ALL,
     UUID,
     chromium,
-    console_env,
-    jupyterlab,
+    console_jupyterlab,
     needs_chromium,
     run_all,
     shot,
@@ -69,17 +68,11 @@ def lab(stack, tmp_path_factory):
     for nb in NOTEBOOKS:
         shutil.copy(nb, root / nb.name)
     # the notebooks get what an operator's Jupyter would (no service key, no database)
-    env = console_env(
-        stack, ce.emails["admin"], PASSWORD, tmp, RACKPILOT_CONSOLE_EXPORT_DIR=str(tmp / "exports")
-    )
     (tmp / "exports").mkdir()
-    try:
-        with jupyterlab(root, env, tmp / "jupyter.log", startup_s=60) as jl:
-            yield {"jupyterlab": jl, "tmp": tmp, "ce": ce, "job": job, "blocker": blocker}
-    finally:
-        for s in ce.sessions.values():
-            s.sign_out()
-        ce.conn.close()
+    with console_jupyterlab(
+        stack, ce, "admin", root, tmp, startup_s=60, RACKPILOT_CONSOLE_EXPORT_DIR=str(tmp / "exports")
+    ) as jl:
+        yield {"jupyterlab": jl, "tmp": tmp, "ce": ce, "job": job, "blocker": blocker}
 
 
 @pytest.fixture(scope="module")

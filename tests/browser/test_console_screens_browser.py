@@ -21,14 +21,13 @@ from tests.browser.jlab import (
     UUID,
     chromium,
     click_labelled,
-    console_env,
-    jupyterlab,
+    console_jupyterlab,
     needs_chromium,
     run_all,
     shot,
     waiter,
 )
-from tests.integration.console_support import PASSWORD, make_console_env, scp_job
+from tests.integration.console_support import make_console_env, scp_job
 
 PAGE_TIMEOUT_S = 60  # JupyterLab, kernel start, sign-in and a screen's reads on a loaded 2-core machine (s)
 # each screen and what only it draws once its reads are done: a CSS selector (".class" or
@@ -71,14 +70,8 @@ def lab(stack, tmp_path_factory):
     nb = new_notebook(cells=[new_code_cell("import console\ncon = console.connect()\napp = con.app()\napp")])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, root / "app.ipynb")
-    env = console_env(stack, ce.emails["admin"], PASSWORD, tmp)
-    try:
-        with jupyterlab(root, env, tmp / "jupyter.log") as jl:
-            yield {"jupyterlab": jl, "tmp": tmp}
-    finally:
-        for s in ce.sessions.values():
-            s.sign_out()
-        ce.conn.close()
+    with console_jupyterlab(stack, ce, "admin", root, tmp) as jl:
+        yield {"jupyterlab": jl, "tmp": tmp}
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,7 @@ from tests.browser.jlab import (
     BLANK_SELECTS,
     chromium,
     click_labelled,
-    console_env,
-    jupyterlab,
+    console_jupyterlab,
     needs_chromium,
     run_all,
     shot,
@@ -75,14 +74,8 @@ def lab(stack, tmp_path):
     )
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, root / "wizard.ipynb")
-    env = console_env(stack, ce.emails["operator"], PASSWORD, tmp_path)
-    try:
-        with jupyterlab(root, env, tmp_path / "jupyter.log") as jl:
-            yield {"jupyterlab": jl, "ce": ce, "cluster_name": site_a_cluster, "hosts": f.hosts[cluster]}
-    finally:
-        for s in ce.sessions.values():
-            s.sign_out()
-        ce.conn.close()
+    with console_jupyterlab(stack, ce, "operator", root, tmp_path) as jl:
+        yield {"jupyterlab": jl, "ce": ce, "cluster_name": site_a_cluster, "hosts": f.hosts[cluster]}
 
 
 def click_button(driver, text: str) -> None:

@@ -32,6 +32,12 @@ class ConsoleEnv:
     def api(self, role: str) -> Api:
         return Api(self.sessions[role])
 
+    def close(self) -> None:
+        """Sign every role's session out and close the database connection."""
+        for s in self.sessions.values():
+            s.sign_out()
+        self.conn.close()
+
 
 def make_console_env(stack) -> ConsoleEnv:
     conn = db(stack)

@@ -16,9 +16,7 @@ from tests.integration.console_support import make_console_env
 def ce(stack):
     e = make_console_env(stack)
     yield e
-    for s in e.sessions.values():
-        s.sign_out()
-    e.conn.close()
+    e.close()
 
 
 def test_servers_are_in_a_data_grid_with_search(ce):

@@ -33,9 +33,7 @@ from tests.integration.console_support import (
 def ce(stack):
     e = make_console_env(stack)
     yield e
-    for s in e.sessions.values():
-        s.sign_out()
-    e.conn.close()
+    e.close()
 
 
 async def wait_for(pred, timeout: float = 15.0) -> None:

@@ -20,9 +20,7 @@ from tests.integration.console_support import CATALOG, make_console_env
 def ce(stack):
     e = make_console_env(stack)
     yield e
-    for s in e.sessions.values():
-        s.sign_out()
-    e.conn.close()
+    e.close()
 
 
 def all_widgets(root: w.Widget):

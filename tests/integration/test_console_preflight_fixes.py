@@ -28,9 +28,7 @@ from tests.integration.console_support import CATALOG, approved_window, claim, m
 def ce(stack):
     e = make_console_env(stack)
     yield e
-    for s in e.sessions.values():
-        s.sign_out()
-    e.conn.close()
+    e.close()
 
 
 def test_preflight_fixes_blocking_vms_before_and_as_the_job_runs(ce):

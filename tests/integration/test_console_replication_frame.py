@@ -18,9 +18,7 @@ from tests.integration.console_support import PASSWORD, make_console_env
 def ce(stack):
     e = make_console_env(stack)
     yield e
-    for s in e.sessions.values():
-        s.sign_out()
-    e.conn.close()
+    e.close()
 
 
 def test_a_viewer_opens_the_replication_screen_and_its_lag_plot(ce, tmp_path):

@@ -22,9 +22,7 @@ from tests.integration.console_support import CATALOG, claim, make_console_env
 def ce(stack):
     e = make_console_env(stack)
     yield e
-    for s in e.sessions.values():
-        s.sign_out()
-    e.conn.close()
+    e.close()
 
 
 def inventory_run(ce, servers_read: list[str], bios: str, *, server_ids: list[str] | None = None) -> str:
