@@ -3,7 +3,7 @@ table, action or job, and what can be said about the hash chain from the console
 
 Who may check what (policies/access.yaml): approvers and admins read ``audit_log``;
 ``verify_audit_chain()`` (every lane, every row) and ``audit_row_hash`` are granted to the
-service role only (20261206110100_function_privileges), so no signed-in user can call
+service role only (20261128010600_access.sql), so no signed-in user can call
 either, and the console does not ask for a wider grant. What a reader can do is check the
 rows they read: each row's ``prev_hash`` against the hash of the previous row of its lane,
 and each row's ``hash`` recomputed here from its contents exactly as ``audit_row_hash``

@@ -7,15 +7,25 @@
 -- role (executor, edge functions) bypasses RLS as on hosted Supabase; the executor writes
 -- jobs only through the fenced RPCs.
 --
--- Column privileges keep credential ciphertext (credential_envelopes.sealed_secret) unreadable
--- by every user role: users may write it (sealing happens client-side or in an edge
--- function) but must name the columns they read, e.g. select=id,name,kind,username, and
--- insert with returning=minimal.
+-- Column privileges keep credential ciphertext (credential_envelopes.sealed_secret, the only
+-- copy of a secret) unreadable by every user role: admins may write it (sealing happens
+-- client-side or in an edge function) but must name the columns they read, e.g.
+-- select=credential_set_id,key_id, and insert with returning=minimal.
 
 -- start from nothing: the platform's default privileges grant everything to the API roles
 revoke all on all tables in schema public from anon, authenticated;
 revoke all on all sequences in schema public from anon, authenticated;
 revoke execute on all functions in schema public from public, anon, authenticated, service_role;
+-- and a function created from here on is executable by nobody but its owner until a migration
+-- grants it: the platform's default privileges granted EXECUTE on every new function in
+-- public to PUBLIC, anon and authenticated, so a helper added without a REVOKE became an RPC
+-- (the global default grants PUBLIC, the per-schema one anon and authenticated). Trigger
+-- functions need no EXECUTE grant to fire; SECURITY DEFINER functions run their body as the
+-- owner. The allow-list is policies/access.yaml (`functions_executable`);
+-- tests/integration/test_access_matrix.py fails on any function anon or authenticated can
+-- execute that it does not list.
+alter default privileges for role postgres revoke execute on functions from public;
+alter default privileges for role postgres in schema public revoke execute on functions from anon, authenticated;
 
 -- audit_log: append-only for everyone, including the service role
 revoke insert, update, delete, truncate on public.audit_log from service_role;
@@ -32,14 +42,18 @@ begin
 end
 $$;
 
--- helpers used by policies must be executable by the API roles
-grant execute on function public.current_app_role() to anon, authenticated, service_role;
-grant execute on function public.has_role(public.app_role) to anon, authenticated, service_role;
-grant execute on function public.is_user_context() to anon, authenticated, service_role;
+-- helpers used by RLS policies and edge functions (the caller's role) and by invoker triggers
+-- on rows users may update (jobs_guard, maintenance_windows_guard) must be executable by
+-- authenticated; anon needs none (it holds no table privilege, so neither RLS policies nor
+-- triggers ever run as anon). The audit helpers run inside the audit triggers, which run as
+-- their owner (SECURITY DEFINER): no user calls them.
+grant execute on function public.current_app_role() to authenticated, service_role;
+grant execute on function public.has_role(public.app_role) to authenticated, service_role;
+grant execute on function public.is_user_context() to authenticated, service_role;
 grant execute on function public.job_transition_allowed(public.job_status, public.job_status) to authenticated, service_role;
-grant execute on function public.audit_actor() to authenticated, service_role;
+grant execute on function public.audit_actor() to service_role;
 grant execute on function public.audit_row_hash(text, bigint, smallint, timestamptz, text, uuid, text, text, text, text, jsonb, jsonb, text)
-  to authenticated, service_role;
+  to service_role;
 
 -- read access --------------------------------------------------------------------------------
 -- every signed-in user with any application role reads the fleet, jobs and their progress
@@ -194,4 +208,7 @@ grant execute on function public.put_artifact(uuid, uuid, bigint, public.artifac
 grant execute on function public.recover_expired_leases() to service_role;
 grant execute on function public.force_resume(uuid, text) to authenticated, service_role;
 grant execute on function public.verify_audit_chain() to service_role;
-grant execute on function public.credentials_in_site(uuid[], uuid) to authenticated, service_role;
+-- credentials_in_site is no user's: it would answer "does this credential id exist in that
+-- site" to any signed-in user (an existence oracle); jobs_guard reaches it only when credential
+-- or site columns change, which users cannot do (20261206110000_jobs_through_create_job.sql)
+grant execute on function public.credentials_in_site(uuid[], uuid) to service_role;

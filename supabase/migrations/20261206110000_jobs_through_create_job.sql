@@ -22,8 +22,8 @@
 --    one (not executor_lost, not with open blockers) and request a pause or cancel. What
 --    this migration adds: a user may point a waiting job only at a maintenance window of
 --    the job's own site (and cluster), and credentials_in_site is evaluated only when the
---    credential or site columns change, so users need no EXECUTE on it (migration
---    20261206110100 takes it away).
+--    credential or site columns change, so users need no EXECUTE on it (none holds it:
+--    20261128010600_access.sql).
 --
 -- 3. claim_jobs checks the window twice: claim_candidates filters on it (as before), and
 --    the UPDATE that hands out the lease re-checks it against the locked row, so a
