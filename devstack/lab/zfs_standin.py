@@ -50,6 +50,7 @@ import signal
 import sys
 import time
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -571,6 +572,145 @@ def _list(h: Host, args: list[str]) -> int:
     return 0
 
 
+def _get(h: Host, root: Path, cmd: str, args: list[str], names: list[str]) -> int:
+    names = names[-2:]
+    if names[:1] != ["receive_resume_token"] or len(names) != 2:
+        raise ZfsFail("the lab's zfs get knows receive_resume_token only", 2)
+    ds = names[1]
+    if ds in h.state["partials"]:
+        sys.stdout.write(h.state["partials"][ds]["token"] + "\n")
+        return 0
+    h.ds(ds)
+    sys.stdout.write("-\n")
+    return 0
+
+
+def _create(h: Host, root: Path, cmd: str, args: list[str], names: list[str]) -> int:
+    ds = names[0]
+    if ds in h.state["datasets"]:
+        if "-p" in args:
+            return 0
+        raise ZfsFail(f"cannot create '{ds}': dataset already exists")
+    parts = ds.split("/")
+    for n in range(1, len(parts) + 1):
+        sub = "/".join(parts[:n])
+        if sub not in h.state["datasets"]:
+            if n < len(parts) and "-p" not in args and n > 1:
+                raise ZfsFail(f"cannot create '{ds}': parent does not exist")
+            h.state["datasets"][sub] = {
+                "guid": random.getrandbits(63),
+                "snapshots": {},
+                "bookmarks": {},
+            }
+            (h.dir(sub) / "live").mkdir(parents=True, exist_ok=True)
+    return 0
+
+
+def _snapshot(h: Host, root: Path, cmd: str, args: list[str], names: list[str]) -> int:
+    for name in names:
+        ds, short = split_snap(name)
+        check_busy(root, "snapshot", name)
+        d = h.ds(ds)
+        if short in d["snapshots"]:
+            raise ZfsFail(f"cannot create snapshot '{name}': dataset already exists")
+        src = h.dir(ds) / "live"
+        dst = h.dir(ds) / "snap" / short
+        shutil.copytree(src, dst)
+        d["snapshots"][short] = {
+            "guid": random.getrandbits(63),
+            "createtxg": h.next_txg(),
+            "creation": int(time.time()),
+            "holds": {},
+            "manifest": manifest(dst),
+        }
+    return 0
+
+
+def _bookmark(h: Host, root: Path, cmd: str, args: list[str], names: list[str]) -> int:
+    snap, bm = names[0], names[1]
+    ds, short = split_snap(snap)
+    bds, bshort = split_snap(bm, "#")
+    d = h.ds(ds)
+    if bds != ds:
+        raise ZfsFail(f"cannot create bookmark '{bm}': must be in same filesystem")
+    s = d["snapshots"].get(short)
+    if s is None:
+        raise ZfsFail(f"cannot create bookmark '{bm}': snapshot does not exist")
+    if bshort in d["bookmarks"]:
+        raise ZfsFail(f"cannot create bookmark '{bm}': bookmark already exists")
+    d["bookmarks"][bshort] = {k: s[k] for k in ("guid", "createtxg", "creation", "manifest")}
+    return 0
+
+
+def _hold_or_release(h: Host, root: Path, cmd: str, args: list[str], names: list[str]) -> int:
+    tag, snaps = names[0], names[1:]
+    for name in snaps:
+        ds, short = split_snap(name)
+        s = h.ds(ds)["snapshots"].get(short)
+        if s is None:
+            raise ZfsFail(f"cannot {cmd} snapshot '{name}': dataset does not exist")
+        if cmd == "hold":
+            if tag in s["holds"]:
+                raise ZfsFail(f"cannot hold snapshot '{name}': tag already exists on this dataset")
+            s["holds"][tag] = int(time.time())
+        else:
+            if tag not in s["holds"]:
+                raise ZfsFail(f"cannot release hold from snapshot '{name}': no such tag on this dataset")
+            del s["holds"][tag]
+    return 0
+
+
+def _holds(h: Host, root: Path, cmd: str, args: list[str], names: list[str]) -> int:
+    for name in names:
+        ds, short = split_snap(name)
+        s = h.ds(ds)["snapshots"].get(short)
+        if s is None:
+            raise ZfsFail(f"cannot open '{name}': dataset does not exist")
+        for tag, ts in sorted(s["holds"].items()):
+            sys.stdout.write(f"{name}\t{tag}\t{time.ctime(ts)}\n")
+    return 0
+
+
+def _destroy(h: Host, root: Path, cmd: str, args: list[str], names: list[str]) -> int:
+    if len(names) != 1 or "-r" in args or "-R" in args:
+        raise ZfsFail("the lab's zfs destroys one snapshot or bookmark at a time", 2)
+    name = names[0]
+    check_busy(root, "destroy", name)
+    if "#" in name:
+        ds, short = split_snap(name, "#")
+        if h.ds(ds)["bookmarks"].pop(short, None) is None:
+            raise ZfsFail(f"cannot destroy '{name}': bookmark does not exist")
+        return 0
+    if "@" not in name:
+        raise ZfsFail("the lab's zfs does not destroy datasets", 2)
+    ds, short = split_snap(name)
+    d = h.ds(ds)
+    s = d["snapshots"].get(short)
+    if s is None:
+        raise ZfsFail("could not find any snapshots to destroy; check snapshot names.")
+    if s["holds"]:
+        raise ZfsFail(f"cannot destroy snapshot {name}: dataset is busy")
+    del d["snapshots"][short]
+    shutil.rmtree(h.dir(ds) / "snap" / short, ignore_errors=True)
+    return 0
+
+
+# the subcommands that work on the host's state (locked, and saved when they end or fail as
+# zfs fails): each takes the host, its folder, the subcommand, its arguments and the names
+# among them (the arguments that are not options)
+_HOST_COMMANDS: dict[str, Callable[[Host, Path, str, list[str], list[str]], int]] = {
+    "list": lambda h, root, cmd, args, names: _list(h, args),
+    "get": _get,
+    "create": _create,
+    "snapshot": _snapshot,
+    "bookmark": _bookmark,
+    "hold": _hold_or_release,
+    "release": _hold_or_release,
+    "holds": _holds,
+    "destroy": _destroy,
+}
+
+
 def dispatch(root: Path, argv: list[str]) -> int:
     if not argv or argv[0] != "zfs":
         sys.stderr.write(f"sh: 1: {argv[0] if argv else ''}: not found\n")
@@ -584,119 +724,9 @@ def dispatch(root: Path, argv: list[str]) -> int:
         return cmd_receive(root, args)
     names = [a for a in args if not a.startswith("-")]
     with Host(str(root)) as h:
-        if cmd == "list":
-            return _list(h, args)
-        if cmd == "get":
-            names = names[-2:]
-            if names[:1] != ["receive_resume_token"] or len(names) != 2:
-                raise ZfsFail("the lab's zfs get knows receive_resume_token only", 2)
-            ds = names[1]
-            if ds in h.state["partials"]:
-                sys.stdout.write(h.state["partials"][ds]["token"] + "\n")
-                return 0
-            h.ds(ds)
-            sys.stdout.write("-\n")
-            return 0
-        if cmd == "create":
-            ds = names[0]
-            if ds in h.state["datasets"]:
-                if "-p" in args:
-                    return 0
-                raise ZfsFail(f"cannot create '{ds}': dataset already exists")
-            parts = ds.split("/")
-            for n in range(1, len(parts) + 1):
-                sub = "/".join(parts[:n])
-                if sub not in h.state["datasets"]:
-                    if n < len(parts) and "-p" not in args and n > 1:
-                        raise ZfsFail(f"cannot create '{ds}': parent does not exist")
-                    h.state["datasets"][sub] = {
-                        "guid": random.getrandbits(63),
-                        "snapshots": {},
-                        "bookmarks": {},
-                    }
-                    (h.dir(sub) / "live").mkdir(parents=True, exist_ok=True)
-            return 0
-        if cmd == "snapshot":
-            for name in names:
-                ds, short = split_snap(name)
-                check_busy(root, "snapshot", name)
-                d = h.ds(ds)
-                if short in d["snapshots"]:
-                    raise ZfsFail(f"cannot create snapshot '{name}': dataset already exists")
-                src = h.dir(ds) / "live"
-                dst = h.dir(ds) / "snap" / short
-                shutil.copytree(src, dst)
-                d["snapshots"][short] = {
-                    "guid": random.getrandbits(63),
-                    "createtxg": h.next_txg(),
-                    "creation": int(time.time()),
-                    "holds": {},
-                    "manifest": manifest(dst),
-                }
-            return 0
-        if cmd == "bookmark":
-            snap, bm = names[0], names[1]
-            ds, short = split_snap(snap)
-            bds, bshort = split_snap(bm, "#")
-            d = h.ds(ds)
-            if bds != ds:
-                raise ZfsFail(f"cannot create bookmark '{bm}': must be in same filesystem")
-            s = d["snapshots"].get(short)
-            if s is None:
-                raise ZfsFail(f"cannot create bookmark '{bm}': snapshot does not exist")
-            if bshort in d["bookmarks"]:
-                raise ZfsFail(f"cannot create bookmark '{bm}': bookmark already exists")
-            d["bookmarks"][bshort] = {k: s[k] for k in ("guid", "createtxg", "creation", "manifest")}
-            return 0
-        if cmd in ("hold", "release"):
-            tag, snaps = names[0], names[1:]
-            for name in snaps:
-                ds, short = split_snap(name)
-                s = h.ds(ds)["snapshots"].get(short)
-                if s is None:
-                    raise ZfsFail(f"cannot {cmd} snapshot '{name}': dataset does not exist")
-                if cmd == "hold":
-                    if tag in s["holds"]:
-                        raise ZfsFail(f"cannot hold snapshot '{name}': tag already exists on this dataset")
-                    s["holds"][tag] = int(time.time())
-                else:
-                    if tag not in s["holds"]:
-                        raise ZfsFail(
-                            f"cannot release hold from snapshot '{name}': no such tag on this dataset"
-                        )
-                    del s["holds"][tag]
-            return 0
-        if cmd == "holds":
-            for name in names:
-                ds, short = split_snap(name)
-                s = h.ds(ds)["snapshots"].get(short)
-                if s is None:
-                    raise ZfsFail(f"cannot open '{name}': dataset does not exist")
-                for tag, ts in sorted(s["holds"].items()):
-                    sys.stdout.write(f"{name}\t{tag}\t{time.ctime(ts)}\n")
-            return 0
-        if cmd == "destroy":
-            if len(names) != 1 or "-r" in args or "-R" in args:
-                raise ZfsFail("the lab's zfs destroys one snapshot or bookmark at a time", 2)
-            name = names[0]
-            check_busy(root, "destroy", name)
-            if "#" in name:
-                ds, short = split_snap(name, "#")
-                if h.ds(ds)["bookmarks"].pop(short, None) is None:
-                    raise ZfsFail(f"cannot destroy '{name}': bookmark does not exist")
-                return 0
-            if "@" not in name:
-                raise ZfsFail("the lab's zfs does not destroy datasets", 2)
-            ds, short = split_snap(name)
-            d = h.ds(ds)
-            s = d["snapshots"].get(short)
-            if s is None:
-                raise ZfsFail("could not find any snapshots to destroy; check snapshot names.")
-            if s["holds"]:
-                raise ZfsFail(f"cannot destroy snapshot {name}: dataset is busy")
-            del d["snapshots"][short]
-            shutil.rmtree(h.dir(ds) / "snap" / short, ignore_errors=True)
-            return 0
+        run = _HOST_COMMANDS.get(cmd)
+        if run is not None:
+            return run(h, root, cmd, args, names)
     raise ZfsFail(f"unrecognized command '{cmd}'", 2)
 
 
