@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .vsphere import VM, Cluster, Host, Inventory
+from .vsphere import VM, Cluster, Host, Inventory, VMDevice
 
 BLOCKING = "blocking"
 WARNING = "warning"
@@ -83,6 +83,10 @@ def _candidate_hosts(inv: Inventory, cluster: Cluster, vm_host: str) -> list[Hos
     return [inv.hosts[h] for h in cluster.hosts if h in inv.hosts and h != vm_host and inv.hosts[h].active]
 
 
+# a reason a VM blocks: (kind, detail, severity)
+_Reason = tuple[str, str, str]
+
+
 def vm_blockers(inv: Inventory, vm: VM) -> list[Blocker]:
     """Reasons this VM would keep its host from entering maintenance mode. A powered-off
     VM blocks nothing (it stays registered to the host), so it gets no blockers."""
@@ -91,59 +95,76 @@ def vm_blockers(inv: Inventory, vm: VM) -> list[Blocker]:
     host = inv.hosts.get(vm.host)
     if host is None:
         return []
-    out: list[Blocker] = []
-
-    def add(kind: str, detail: str, severity: str = BLOCKING) -> None:
-        out.append(Blocker(kind, severity, vm.moid, vm.name, host.moid, host.name, detail))
-
-    for d in vm.devices:
-        if d.kind == "usb" and d.backing in ("host_device", "passthrough"):
-            add("usb_passthrough", f"{d.label}: host USB device {d.detail}".strip())
-        elif d.kind in ("cdrom", "floppy") and d.connected:
-            kind = "cdrom_connected" if d.kind == "cdrom" else "floppy_connected"
-            if d.backing == "host_device":
-                add(kind, f"{d.label} connected to the host device {d.detail}".strip())
-            elif d.backing == "client_device":
-                add(kind, f"{d.label} connected to a client device")
-            elif d.backing in ("iso", "image"):
-                if d.datastore and _is_local(inv, d.datastore):
-                    add(kind, f"{d.label} has {d.path} mounted from host-local storage")
-                else:
-                    # Shared-storage images move with the VM; flag them so operators can tidy up.
-                    add(kind, f"{d.label} has {d.path} mounted (shared storage, can move)", WARNING)
-        elif d.kind == "vgpu":
-            add("vgpu", f"{d.label}: vGPU profile {d.detail}")
-        elif d.kind == "pci_passthrough":
-            add("pci_passthrough", f"{d.label}: DirectPath I/O device {d.detail}".strip())
+    reasons = [r for d in vm.devices if (r := _device_reason(inv, d)) is not None]
     if vm.ft_state not in ("", "notConfigured"):
-        add("fault_tolerance", f"Fault Tolerance is {vm.ft_state}")
+        reasons.append(("fault_tolerance", f"Fault Tolerance is {vm.ft_state}", BLOCKING))
     local = sorted(
         {inv.datastores[ds].name for ds in vm.datastores if ds in inv.datastores and _is_local(inv, ds)}
     )
     if local:
-        add("local_storage", f"files on host-local datastore(s) {', '.join(local)}")
-
+        reasons.append(("local_storage", f"files on host-local datastore(s) {', '.join(local)}", BLOCKING))
     cluster = inv.clusters.get(host.cluster or "")
     if cluster is not None:
-        override = cluster.drs_vm_overrides.get(vm.moid)
-        if cluster.drs.get("enabled") and override and override != "fullyAutomated":
-            add("drs_override", f"DRS automation for this VM is {override}; DRS will not move it")
-        candidates = _candidate_hosts(inv, cluster, host.moid)
-        for rule in cluster.rules:
-            if not rule.enabled or vm.moid not in rule.vms:
-                continue
-            allowed = [
-                h
-                for h in candidates
-                if (not rule.affine_hosts or h.moid in rule.affine_hosts)
-                and h.moid not in rule.anti_affine_hosts
-            ]
-            if not allowed:
-                add(
+        reasons += _cluster_reasons(inv, cluster, vm, host)
+    return [
+        Blocker(kind, severity, vm.moid, vm.name, host.moid, host.name, detail)
+        for kind, detail, severity in reasons
+    ]
+
+
+def _device_reason(inv: Inventory, d: VMDevice) -> _Reason | None:
+    """Why this virtual device keeps the VM on its host, or None."""
+    if d.kind == "usb" and d.backing in ("host_device", "passthrough"):
+        return ("usb_passthrough", f"{d.label}: host USB device {d.detail}".strip(), BLOCKING)
+    if d.kind in ("cdrom", "floppy") and d.connected:
+        return _media_reason(inv, d)
+    if d.kind == "vgpu":
+        return ("vgpu", f"{d.label}: vGPU profile {d.detail}", BLOCKING)
+    if d.kind == "pci_passthrough":
+        return ("pci_passthrough", f"{d.label}: DirectPath I/O device {d.detail}".strip(), BLOCKING)
+    return None
+
+
+def _media_reason(inv: Inventory, d: VMDevice) -> _Reason | None:
+    """A connected CD-ROM or floppy: what it is connected to decides whether it blocks."""
+    kind = "cdrom_connected" if d.kind == "cdrom" else "floppy_connected"
+    if d.backing == "host_device":
+        return (kind, f"{d.label} connected to the host device {d.detail}".strip(), BLOCKING)
+    if d.backing == "client_device":
+        return (kind, f"{d.label} connected to a client device", BLOCKING)
+    if d.backing in ("iso", "image"):
+        if d.datastore and _is_local(inv, d.datastore):
+            return (kind, f"{d.label} has {d.path} mounted from host-local storage", BLOCKING)
+        # Shared-storage images move with the VM; flag them so operators can tidy up.
+        return (kind, f"{d.label} has {d.path} mounted (shared storage, can move)", WARNING)
+    return None
+
+
+def _cluster_reasons(inv: Inventory, cluster: Cluster, vm: VM, host: Host) -> list[_Reason]:
+    """The cluster's DRS override for the VM and its VM-host rules that leave it nowhere to go."""
+    out: list[_Reason] = []
+    override = cluster.drs_vm_overrides.get(vm.moid)
+    if cluster.drs.get("enabled") and override and override != "fullyAutomated":
+        out.append(
+            ("drs_override", f"DRS automation for this VM is {override}; DRS will not move it", BLOCKING)
+        )
+    candidates = _candidate_hosts(inv, cluster, host.moid)
+    for rule in cluster.rules:
+        if not rule.enabled or vm.moid not in rule.vms:
+            continue
+        allowed = [
+            h
+            for h in candidates
+            if (not rule.affine_hosts or h.moid in rule.affine_hosts) and h.moid not in rule.anti_affine_hosts
+        ]
+        if not allowed:
+            out.append(
+                (
                     "host_affinity",
                     f"rule {rule.name!r} leaves no other active host it may run on",
                     BLOCKING if rule.mandatory else WARNING,
                 )
+            )
     return out
 
 
