@@ -51,6 +51,7 @@ class TargetKind(StrEnum):
     SITE = "site"  # a whole site (discovery; a site-wide inventory or compliance run)
     OME_INSTANCE = "ome_instance"  # an OpenManage Enterprise instance
     FIRMWARE_CATALOG = "firmware_catalog"  # a registered Dell catalog (firmware_catalogs)
+    VM = "vm"  # a virtual machine in vCenter (vms)
 
 
 def _unique(ids: list[UUID]) -> list[UUID]:
@@ -294,6 +295,23 @@ class VcenterSyncParams(JobParams):
     vcenter_id: Annotated[UUID, _target_one(TargetKind.VCENTER, "the vCenter to read")]
     include_vms: bool = True
     prune_missing: bool = Field(default=False, description="delete inventory rows vCenter no longer reports")
+
+
+MAX_VMS_PER_JOB = 64  # VMs one vm_operation job may name (count)
+
+
+class VmOperationParams(JobParams):
+    """Power VMs off, or disconnect their CD-ROM and floppy media, through their vCenter: the
+    fixes the update wizard's pre-flight offers for a VM that would keep its host from
+    entering maintenance mode. Idempotent: a VM already off, or with no media connected, is
+    left as it is (and said so)."""
+
+    vm_ids: Annotated[UniqueIds, _target_list(TargetKind.VM, MAX_VMS_PER_JOB, "VMs to act on")]
+    action: Literal["power_off", "disconnect_media"] = Field(
+        description="power_off: hard power-off (the guest is not asked to shut down); "
+        "disconnect_media: disconnect every CD-ROM and floppy, and do not connect them at power-on"
+    )
+    timeout_s: int = Field(default=300, ge=10, le=3600, description="budget per VM (s)")
 
 
 class ReplicationSyncParams(JobParams):

@@ -215,6 +215,16 @@ _DECLARED = (
     JobTypeSpec(JobType.DISCOVERY_SCAN, p.DiscoveryScanParams, "discovery", Risk.LOW, False),
     JobTypeSpec(JobType.CATALOG_REFRESH, p.CatalogRefreshParams, "catalog", Risk.LOW, False),
     JobTypeSpec(JobType.DIRECTORY_SYNC, p.DirectorySyncParams, "directory_sync", Risk.LOW, False),
+    # medium: a powered-off VM (or one whose ISO is pulled) is an outage of its workload, but
+    # no host leaves service; created from the update wizard's pre-flight, one VM at a time
+    JobTypeSpec(
+        JobType.VM_OPERATION,
+        p.VmOperationParams,
+        "vm_operation",
+        Risk.MEDIUM,
+        False,
+        console=ConsoleForm.WIZARD,
+    ),
 )
 
 

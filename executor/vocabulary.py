@@ -94,6 +94,7 @@ class JobType(StrEnum):
     DISCOVERY_SCAN = "discovery_scan"
     CATALOG_REFRESH = "catalog_refresh"
     DIRECTORY_SYNC = "directory_sync"
+    VM_OPERATION = "vm_operation"  # power VMs off or disconnect their media (pre-flight fixes)
 
 
 #: job types only an executor started with ``enable_selftest`` takes; create-job refuses them

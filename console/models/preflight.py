@@ -269,6 +269,7 @@ def vm_blockers(api: Api, hosts: list[Row]) -> list[Row]:
                     "host_id": vm.get("host_id"),
                     "reasons": reasons,
                     "fix": vm_fix(vm),
+                    "fix_now": vm_fix_now(vm),
                 }
             )
     return found
@@ -521,6 +522,20 @@ def vm_fix(vm: Row) -> str:
     return (
         " and ".join(fixes) + ", or power it off now" if fixes else "power it off now"
     ) + "; otherwise the blocker policy applies"
+
+
+# the fixes the pre-flight can carry out at once, as a vm_operation job (its action -> words)
+VM_FIX_NOW = {
+    "disconnect_media": "disconnect its CD-ROM/floppy media now",
+    "power_off": "power it off now",
+}
+
+
+def vm_fix_now(vm: Row) -> list[str]:
+    """The vm_operation actions that clear the VM's blocker: disconnecting its media when
+    that is its only blocker, powering it off always (a powered-off VM blocks nothing)."""
+    blockers = [col for col in VM_DEVICE_FACTS if vm.get(col)]
+    return (["disconnect_media"] if blockers == ["cdrom_connected"] else []) + ["power_off"]
 
 
 def hosts_out_bound(api: Api, params: Row) -> int | None:

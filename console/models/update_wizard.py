@@ -20,7 +20,7 @@ from console.api import Api, Row
 from console.errors import ConsoleError, ValidationFailed
 from console.models.common import Observable, parse_ts
 from console.models.forms import pydantic_problems
-from console.models.preflight import PreflightReport, build_preflight
+from console.models.preflight import VM_FIX_NOW, PreflightReport, build_preflight
 from executor.jobparams import BlockerDefault, RollingClusterUpdateParams
 
 
@@ -83,6 +83,9 @@ class UpdateWizard(Observable):
         # resolve-blockers when the job pauses for that VM; blockers already decided that way
         self.vm_plans: dict[str, str] = {}
         self.vm_plans_applied: set[str] = set()
+        # pre-flight fixes carried out at once, per blocking VM id: the vm_operation job
+        # ({job_id, action, vm, status, error}), followed until it ends
+        self.vm_fix_jobs: dict[str, dict[str, Any]] = {}
 
     # -- step 1 ------------------------------------------------------------------------
     def load_clusters(self, site_id: str | None = None) -> list[Row]:
@@ -293,6 +296,79 @@ class UpdateWizard(Observable):
             f"{vm['host']} is left out of this update (because of {vm['vm']}); "
             f"{len(left)} host(s) remain and the pre-flight ran again"
         )
+
+    def fix_vm_now(self, vm_id: str, action: str) -> str:
+        """Fix a blocking VM at once, before the update starts: a ``vm_operation`` job
+        (``power_off``, or ``disconnect_media`` where that clears its blocker) created through
+        create-job as the signed-in user, never a call to vCenter from here. The site's
+        executor runs it and refreshes the VM's inventory row; :meth:`vm_fix_progress`
+        follows it and runs the pre-flight again when it completes. Returns what was done."""
+        if self.step not in (Step.PREFLIGHT, Step.CONFIRM) or self.report is None:
+            raise ValidationFailed("run the pre-flight check first", ["no pre-flight report"])
+        vm = next((v for v in self.report.vm_blockers if v["vm_id"] == vm_id), None)
+        if vm is None:
+            raise ValidationFailed(
+                "that VM is not among the pre-flight's blocking VMs (run the pre-flight again?)",
+                ["VM: not a blocking VM of this pre-flight"],
+            )
+        offered = vm.get("fix_now") or []
+        if action not in offered:
+            words = " or ".join(VM_FIX_NOW[a] for a in offered)
+            raise ValidationFailed(
+                f"{vm['vm']}: {VM_FIX_NOW.get(action, repr(action))} would not clear its blocker; {words}",
+                [f"fix: one of {', '.join(offered)}"],
+            )
+        running = self.vm_fix_jobs.get(vm_id)
+        if running and running["status"] in ("pending", "running", "paused"):
+            raise ValidationFailed(
+                f"{vm['vm']}: a fix is already under way (job {running['job_id'][:8]})",
+                ["fix: already under way"],
+            )
+        res = self.api.create_job(
+            "vm_operation",
+            {"vm_ids": [vm_id], "action": action},
+            description=f"server update pre-flight fix of {vm['vm']}: {action}",
+        )
+        jid = str(res["job_id"])
+        self.vm_fix_jobs[vm_id] = {
+            "job_id": jid,
+            "action": action,
+            "vm": vm["vm"],
+            "status": str(res.get("status") or "pending"),
+            "error": None,
+        }
+        self.changed()
+        return (
+            f"{vm['vm']}: {VM_FIX_NOW[action].replace(' now', '')} - job {jid[:8]} created; "
+            "the pre-flight runs again when it completes"
+        )
+
+    def vm_fix_progress(self) -> list[str]:
+        """Read the status of every fix not yet ended; when one completed, run the pre-flight
+        again (its VM no longer blocks). Returns what changed, in words."""
+        out: list[str] = []
+        rerun = False
+        for fx in self.vm_fix_jobs.values():
+            if fx["status"] in ("completed", "failed", "cancelled"):
+                continue
+            job = self.api.job(fx["job_id"])
+            status = str(job.get("status"))
+            if status == fx["status"]:
+                continue
+            fx["status"], fx["error"] = status, job.get("error")
+            if status == "completed":
+                rerun = True
+                out.append(f"{fx['vm']}: {VM_FIX_NOW[fx['action']].replace(' now', '')} - done")
+            elif status in ("failed", "cancelled"):
+                out.append(f"{fx['vm']}: the fix {status}: {fx['error'] or 'no reason given'}")
+            else:
+                out.append(f"{fx['vm']}: the fix is {status}")
+        if rerun and self.step in (Step.PREFLIGHT, Step.CONFIRM):
+            self.run_preflight()
+            out.append("the pre-flight ran again")
+        elif out:
+            self.changed()
+        return out
 
     def apply_vm_plans(self) -> str | None:
         """When the created job is paused for blockers of VMs decided in the pre-flight,

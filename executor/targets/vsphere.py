@@ -1383,6 +1383,56 @@ class VSphereClient:
         task = self._call("power off VM", v.PowerOffVM_Task)
         self.wait_for_task(task, operation="power off VM", timeout=timeout)
 
+    # VM media ---------------------------------------------------------------------------------
+    def disconnect_vm_media(self, vm: str, timeout: float | None = None) -> list[str]:
+        """Disconnect every CD-ROM and floppy of a VM and clear their connect-at-power-on, in
+        one reconfigure (the device stays, its ISO or image path too). Returns the labels of
+        the devices changed: empty when none was connected (nothing is sent then)."""
+        operation = "disconnect VM media"
+        v = self._obj(vim.VirtualMachine, vm)
+        objs = self._retrieve({vim.VirtualMachine: ["config.hardware.device"]}, [v])
+        if not objs:
+            raise ObjectNotFound(f"VM {vm} does not exist", target=self.endpoint.display, operation=operation)
+        changes, labels = [], []
+        for dev in self._props(objs[0]).get("config.hardware.device") or []:
+            c = getattr(dev, "connectable", None)
+            if not isinstance(dev, vim.vm.device.VirtualCdrom | vim.vm.device.VirtualFloppy) or c is None:
+                continue
+            if not (c.connected or c.startConnected):
+                continue
+            dev.connectable = vim.vm.device.VirtualDevice.ConnectInfo(
+                connected=False, startConnected=False, allowGuestControl=c.allowGuestControl
+            )
+            changes.append(vim.vm.device.VirtualDeviceSpec(operation="edit", device=dev))
+            labels.append(dev.deviceInfo.label if dev.deviceInfo else f"device {dev.key}")
+        if not changes:
+            return []
+        spec = vim.vm.ConfigSpec(deviceChange=changes)
+        task = self._call(operation, lambda: v.ReconfigVM_Task(spec))
+        self._answer_cdrom_lock(v, task, operation, timeout)
+        self.wait_for_task(task, operation=operation, timeout=timeout)
+        return labels
+
+    def _answer_cdrom_lock(self, v: Any, task: Any, operation: str, timeout: float | None) -> None:
+        """vCenter quirk: disconnecting a CD-ROM whose tray the guest has locked (Linux
+        guests do) does not fail, it leaves the reconfigure task running behind a VM
+        question (``msg.cdromdisconnect.locked``) until someone answers it. Answer "Yes"
+        (disconnect anyway) while the task runs; any other question is left to the operator
+        and the task's own timeout."""
+        limit = time.monotonic() + (self.timeouts.task if timeout is None else timeout)
+        while time.monotonic() < limit:
+            if str(self._call(operation, lambda: task.info.state)) not in ("queued", "running"):
+                return
+            q = self._call(operation, lambda: v.runtime.question)
+            if q is not None:
+                ids = " ".join(str(m.id) for m in (q.message or [])) + " " + str(q.text)
+                yes = [ch.key for ch in q.choice.choiceInfo if str(ch.label).lower() in ("yes", "_yes")]
+                if "cdromdisconnect" in ids and yes:
+                    self._call(operation, functools.partial(v.AnswerVM, q.id, yes[0]))
+                    log.info("answered the locked CD-ROM question of VM %s: disconnect anyway", v._moId)
+                return
+            time.sleep(self.timeouts.poll)
+
 
 __all__ = [
     "VSphereClient", "VSphereTimeouts", "Inventory", "Cluster", "Host", "VM", "VMDevice", "Datastore",

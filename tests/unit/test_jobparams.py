@@ -37,6 +37,7 @@ VALID = {
     },
     "catalog_refresh": {"catalog_id": S1, "stale_after_days": 90},
     "directory_sync": {"site_id": S1},
+    "vm_operation": {"vm_ids": [S1, S2], "action": "disconnect_media"},
 }
 
 
@@ -55,7 +56,7 @@ def test_every_job_type_has_a_model_and_a_schema():
     committed = json.loads(SCHEMAS.read_text())
     assert set(committed["job_types"]) == {t.value for t in jobtypes.CREATABLE} == set(VALID)
     assert set(committed["job_type_rules"]) == set(VALID)
-    assert len(jobtypes.CREATABLE) == 13
+    assert len(jobtypes.CREATABLE) == 14
 
 
 @pytest.mark.parametrize("job_type", sorted(VALID))
@@ -94,6 +95,11 @@ def test_valid_params_parse_and_name_their_targets(job_type):
             "target_version",
         ),
         ("replication_sync", {"replication_pair_ids": [S1], "keep_snapshots": 0}, "keep_snapshots"),
+        ("vm_operation", {"vm_ids": [S1], "action": "delete"}, "action"),
+        ("vm_operation", {"vm_ids": [S1], "action": "power_off", "timeout_s": 1}, "timeout_s"),
+        ("vm_operation", {"vm_ids": [], "action": "power_off"}, "vm_ids"),
+        ("vm_operation", {"vm_ids": [S1, S1], "action": "power_off"}, "vm_ids"),
+        ("vm_operation", {"vm_ids": [S1]}, "action"),
     ],
 )
 def test_invalid_params_are_refused_with_the_field_named(job_type, params, where):

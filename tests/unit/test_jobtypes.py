@@ -12,7 +12,7 @@ import yaml
 from devstack import policies
 from executor import handlers, jobparams, jobtypes
 from executor.jobtypes import HostsOut, JobTypeDeclarationError, JobTypeSpec, Risk
-from executor.vocabulary import TEST_ONLY_JOB_TYPES, JobType
+from executor.vocabulary import TEST_ONLY_JOB_TYPES, JobType, TaskTargetKind
 
 ROOT = Path(__file__).resolve().parents[2]
 MIGRATIONS = ROOT / "supabase" / "migrations"
@@ -72,6 +72,18 @@ def test_target_kinds_come_from_the_params_models_x_target_fields():
     assert kinds["selftest"] == ()
     known = {k.value for k in jobparams.TargetKind}
     assert all(set(k) <= known and (k or t == "selftest") for t, k in kinds.items())
+
+
+def test_vm_operation_is_a_medium_risk_vm_job_that_takes_no_host_out():
+    # the update wizard's pre-flight fixes: disruptive for the VM's workload (medium), but no
+    # host leaves service and no window is needed to fix a VM before the update's window
+    s = jobtypes.REGISTRY[JobType.VM_OPERATION]
+    assert (s.risk, s.requires_window, s.takes_hosts_out) == (Risk.MEDIUM, False, False)
+    assert s.target_kinds == ("vm",) and s.handler == "vm_operation"
+    assert s.console is jobtypes.ConsoleForm.WIZARD and JobType.VM_OPERATION not in jobtypes.FORM_TYPES
+    assert jobtypes.json_schemas()["job_type_rules"]["vm_operation"]["plan"] == {"tasks": "targets"}
+    # every kind a job can target is a kind a task can be about
+    assert {k.value for k in jobparams.TargetKind} <= {k.value for k in TaskTargetKind}
 
 
 def test_the_params_model_of_a_type_is_its_declared_one():

@@ -218,6 +218,13 @@ async function loadTargets(tx: Tx, kind: string, ids: string[]): Promise<TargetR
       return await tx`
         select id, site_id, name, null::uuid as cluster_id, array_remove(array[credential_set_id], null) as credential_set_ids
           from public.vcenters where id = any(${ids}::uuid[])`;
+    case "vm":
+      // a VM belongs to its vCenter's site; its job opens the vCenter with the vCenter's set
+      return await tx`
+        select m.id, v.site_id, m.name, h.cluster_id, array_remove(array[v.credential_set_id], null) as credential_set_ids
+          from public.vms m join public.vcenters v on v.id = m.vcenter_id
+          left join public.esxi_hosts h on h.id = m.host_id
+         where m.id = any(${ids}::uuid[])`;
     case "replication_pair":
       return await tx`
         select id, site_id, name, null::uuid as cluster_id, array_remove(array[credential_set_id], null) as credential_set_ids

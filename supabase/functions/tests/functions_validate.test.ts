@@ -21,6 +21,7 @@ const VALID: Record<string, Record<string, unknown>> = {
   discovery_scan: { site_id: S1, ranges: ["10.1.2.0/24"], credential_set_ids: [S2] },
   catalog_refresh: { catalog_id: S1 },
   directory_sync: { site_id: S1 },
+  vm_operation: { vm_ids: [S1], action: "power_off" },
 };
 
 function rejects(body: Record<string, unknown>, code: string): HttpError {
