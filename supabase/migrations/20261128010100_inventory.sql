@@ -64,7 +64,7 @@ create table public.credential_sets (
   -- The secret itself is stored only sealed, one envelope per executor key of the site
   -- (credential_envelopes, 20261128030100_functions_credentials.sql).
   username      text not null constraint credential_sets_username_check check (length(username) between 1 and 256),
-  created_by    uuid references auth.users (id) on delete set null,
+  created_by    uuid references auth.users (id) on delete set null default auth.uid(),
   created_at    timestamptz not null default now(),
   updated_at    timestamptz not null default now(),
   endpoints     jsonb not null default '[]'::jsonb constraint credential_sets_endpoints_check check (jsonb_typeof(endpoints) = 'array'),

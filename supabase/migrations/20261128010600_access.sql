@@ -165,7 +165,6 @@ create policy credential_sets_update_operator on public.credential_sets for upda
   using ((select public.has_role('operator'))) with check ((select public.has_role('operator')));
 create policy credential_sets_delete_admin on public.credential_sets for delete to authenticated
   using ((select public.has_role('admin')));
-alter table public.credential_sets alter column created_by set default auth.uid();
 
 -- jobs and decisions ---------------------------------------------------------------------------
 -- operators cancel, pause, resume or reschedule jobs (jobs_guard decides which changes are

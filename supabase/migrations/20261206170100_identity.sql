@@ -82,7 +82,7 @@ create table public.directory_configs (
   op_timeout_ms      integer not null default 5000 constraint directory_configs_op_timeout_ms_check check (op_timeout_ms between 100 and 60000),
   -- executor mode: seconds a login request stays answerable
   request_ttl_s      integer not null default 30 constraint directory_configs_request_ttl_s_check check (request_ttl_s between 2 and 300),
-  updated_by         uuid references auth.users (id) on delete set null,
+  updated_by         uuid references auth.users (id) on delete set null default auth.uid(),
   created_at         timestamptz not null default now(),
   updated_at         timestamptz not null default now(),
   -- an LDAP filter matching a disabled account of this directory (FreeIPA nsAccountLock, AD
@@ -344,7 +344,6 @@ create policy directory_configs_update_admin on public.directory_configs for upd
   using ((select public.has_role('admin'))) with check ((select public.has_role('admin')));
 create policy directory_configs_delete_admin on public.directory_configs for delete to authenticated
   using ((select public.has_role('admin')));
-alter table public.directory_configs alter column updated_by set default auth.uid();
 
 grant select on public.directory_identities to authenticated;
 create policy directory_identities_select_own on public.directory_identities for select to authenticated
