@@ -176,25 +176,8 @@ def probe(host: str, scheme: str, port: int, creds: list[Credential], timeouts: 
     base = f"{scheme}://{netloc(host, port)}"
     p = Probe(host, inventory_address(scheme, host, port))
     timeout = (timeouts.connect, timeouts.read)
-    with requests.Session() as anon:
-        attach_requests(anon, base)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
-                r = anon.get(f"{base}/redfish/v1/", timeout=timeout, verify=False, allow_redirects=False)
-        except requests.RequestException as exc:
-            p.reason, p.message = "no_answer", f"no answer on {scheme} port {port} ({type(exc).__name__})"
-            return p
-    root = _json(r)
-    if r.status_code != 200 or not isinstance(root, dict) or "RedfishVersion" not in root:
-        p.reason, p.message = "not_redfish", f"HTTP {r.status_code} without a Redfish service root"
-        return p
-    vendor = str(root.get("Vendor") or "")
-    if not (vendor.lower().startswith("dell") or "Dell" in (root.get("Oem") or {})):
-        p.reason = "not_dell"
-        p.message = (
-            f"a Redfish service of {vendor or 'an unknown vendor'} ({root.get('Product') or 'no product'})"
-        )
+    root = _dell_service_root(p, base, scheme, port, timeout)
+    if root is None:
         return p
     p.details["redfish_version"] = root.get("RedfishVersion")
     sessions = ((root.get("Links") or {}).get("Sessions") or {}).get(
@@ -208,57 +191,9 @@ def probe(host: str, scheme: str, port: int, creds: list[Credential], timeouts: 
             continue  # its envelope does not cover this address: never presented here
         allowed_any = True
         target = Target(scheme, host, port, sealed.trust, name=base)
-        secret = cred.release(target)
-        with requests.Session() as http:
-            attach_requests(http, base)
-            http.verify = _verify(sealed.trust) if scheme == "https" else True
-            try:
-                login = http.post(
-                    f"{base}{sessions}",
-                    json={"UserName": secret.get("username", ""), "Password": secret.get("password", "")},
-                    timeout=timeout,
-                    allow_redirects=False,
-                )
-            except requests.exceptions.SSLError:
-                p.reason = "error"
-                p.message = (
-                    f"TLS: the certificate is not trusted as credential {cred.credential_id} was sealed"
-                )
-                return p
-            except requests.RequestException as exc:
-                p.reason, p.message = "no_answer", f"session login got no answer ({type(exc).__name__})"
-                return p
-            if login.status_code in (401, 403):
-                refused.append(cred.credential_id)
-                continue
-            body = _json(login)
-            if login.status_code == 503 and "RAC0218" in str(body):
-                p.reason, p.message = "session_limit", "the iDRAC's session table is full (RAC0218)"
-                return p
-            token, location = login.headers.get("X-Auth-Token"), login.headers.get("Location")
-            if login.status_code not in (200, 201) or not token:
-                p.reason, p.message = "error", f"session login answered HTTP {login.status_code}"
-                return p
-            p.sessions_opened += 1
-            http.headers["X-Auth-Token"] = token
-            try:
-                _identify(http, base, root, timeout, p)
-            except (requests.RequestException, ValueError, KeyError, IndexError, TypeError) as exc:
-                p.reason, p.message = "error", f"reading the system failed ({type(exc).__name__})"
-            finally:
-                path = location.split("://", 1)[-1] if location else None
-                if path and "/" in path and not path.startswith("/"):
-                    path = "/" + path.split("/", 1)[1]
-                if path:
-                    try:
-                        if http.delete(f"{base}{path}", timeout=timeout).status_code < 400:
-                            p.sessions_closed += 1
-                    except requests.RequestException:
-                        pass  # the iDRAC expires it on its idle timer
-            if p.reason is None:
-                p.credential_set_id = cred.credential_id
-                p.tls = trust_tls(sealed.trust)
+        if _try_credential(p, cred, sealed, target, root, sessions, timeout):
             return p
+        refused.append(cred.credential_id)
     if not allowed_any:
         p.reason = "credential_not_allowed"
         p.message = "none of the scan's credential sets is sealed for this address; none was presented"
@@ -267,6 +202,101 @@ def probe(host: str, scheme: str, port: int, creds: list[Credential], timeouts: 
         p.message = f"refused {len(refused)} credential set(s)"
         p.details["refused"] = refused
     return p
+
+
+def _dell_service_root(p: Probe, base: str, scheme: str, port: int, timeout: Any) -> dict[str, Any] | None:
+    """The Redfish service root at ``base``, read without credentials, when it is a Dell
+    one; else None, with the probe's reason and message saying what answered instead."""
+    with requests.Session() as anon:
+        attach_requests(anon, base)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", urllib3.exceptions.InsecureRequestWarning)
+                r = anon.get(f"{base}/redfish/v1/", timeout=timeout, verify=False, allow_redirects=False)
+        except requests.RequestException as exc:
+            p.reason, p.message = "no_answer", f"no answer on {scheme} port {port} ({type(exc).__name__})"
+            return None
+    root = _json(r)
+    if r.status_code != 200 or not isinstance(root, dict) or "RedfishVersion" not in root:
+        p.reason, p.message = "not_redfish", f"HTTP {r.status_code} without a Redfish service root"
+        return None
+    vendor = str(root.get("Vendor") or "")
+    if not (vendor.lower().startswith("dell") or "Dell" in (root.get("Oem") or {})):
+        p.reason = "not_dell"
+        p.message = (
+            f"a Redfish service of {vendor or 'an unknown vendor'} ({root.get('Product') or 'no product'})"
+        )
+        return None
+    return root
+
+
+def _try_credential(
+    p: Probe, cred: Credential, sealed: Any, target: Target, root: dict[str, Any], sessions: str, timeout: Any
+) -> bool:
+    """Sign in to ``target`` with one credential set sealed for it, identify the server and
+    sign out. False when the BMC refused the credentials (the next set may be tried); True
+    when the probe is decided: found, or with its reason."""
+    base = target.name
+    secret = cred.release(target)
+    with requests.Session() as http:
+        attach_requests(http, base)
+        http.verify = _verify(sealed.trust) if target.scheme == "https" else True
+        try:
+            login = http.post(
+                f"{base}{sessions}",
+                json={"UserName": secret.get("username", ""), "Password": secret.get("password", "")},
+                timeout=timeout,
+                allow_redirects=False,
+            )
+        except requests.exceptions.SSLError:
+            p.reason = "error"
+            p.message = f"TLS: the certificate is not trusted as credential {cred.credential_id} was sealed"
+            return True
+        except requests.RequestException as exc:
+            p.reason, p.message = "no_answer", f"session login got no answer ({type(exc).__name__})"
+            return True
+        if login.status_code in (401, 403):
+            return False
+        token = _session_token(p, login)
+        if token is None:
+            return True
+        p.sessions_opened += 1
+        http.headers["X-Auth-Token"] = token
+        try:
+            _identify(http, base, root, timeout, p)
+        except (requests.RequestException, ValueError, KeyError, IndexError, TypeError) as exc:
+            p.reason, p.message = "error", f"reading the system failed ({type(exc).__name__})"
+        finally:
+            _sign_out(p, http, base, login.headers.get("Location"), timeout)
+        if p.reason is None:
+            p.credential_set_id = cred.credential_id
+            p.tls = trust_tls(sealed.trust)
+        return True
+
+
+def _session_token(p: Probe, login: requests.Response) -> str | None:
+    """The token of the session a login opened; None, with the probe's reason, when none was."""
+    if login.status_code == 503 and "RAC0218" in str(_json(login)):
+        p.reason, p.message = "session_limit", "the iDRAC's session table is full (RAC0218)"
+        return None
+    token = login.headers.get("X-Auth-Token")
+    if login.status_code not in (200, 201) or not token:
+        p.reason, p.message = "error", f"session login answered HTTP {login.status_code}"
+        return None
+    return token
+
+
+def _sign_out(p: Probe, http: requests.Session, base: str, location: str | None, timeout: Any) -> None:
+    """Delete the probe's session at ``location`` (a path, or a URL whose path is used)."""
+    path = location.split("://", 1)[-1] if location else None
+    if path and "/" in path and not path.startswith("/"):
+        path = "/" + path.split("/", 1)[1]
+    if path:
+        try:
+            if http.delete(f"{base}{path}", timeout=timeout).status_code < 400:
+                p.sessions_closed += 1
+        except requests.RequestException:
+            pass  # the iDRAC expires it on its idle timer
 
 
 def _identify(http: requests.Session, base: str, root: dict[str, Any], timeout: Any, p: Probe) -> None:
