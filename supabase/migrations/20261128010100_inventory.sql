@@ -11,6 +11,14 @@ create type public.health_state as enum ('ok', 'warning', 'critical', 'unknown')
 create type public.executor_status as enum ('active', 'disabled');
 create type public.credential_kind as enum ('idrac', 'vcenter', 'esxi', 'ome', 'ssh');
 create type public.connection_state as enum ('connected', 'disconnected', 'not_responding', 'unknown');
+-- the job types (the job model itself: 20261128010200_jobs.sql); an executor names the ones it takes
+create type public.job_type as enum (
+  'rolling_cluster_update', 'firmware_update', 'power_operation', 'virtual_media_mount',
+  'scp_backup', 'esxi_upgrade', 'vcenter_sync', 'replication_sync',
+  'inventory_refresh', 'firmware_compliance', 'selftest'
+);
+comment on type public.job_type is
+  'selftest is the executor''s own end-to-end probe job; it touches no infrastructure.';
 
 create table public.sites (
   id          uuid primary key default extensions.gen_random_uuid(),
@@ -38,6 +46,7 @@ create table public.executors (
   registered_at     timestamptz not null default now(),
   last_heartbeat_at timestamptz not null default now(),
   updated_at        timestamptz not null default now(),
+  job_types         public.job_type[],
   -- the heartbeat's metrics (report_executor_metrics, 20261128020000_executor_runtime.sql)
   metrics           jsonb not null default '{}'::jsonb constraint executors_metrics_check check (jsonb_typeof(metrics) = 'object'),
   metrics_at        timestamptz,
@@ -50,6 +59,7 @@ create table public.executors (
   rekeyed_at        timestamptz,
   unique (site_id, name)
 );
+comment on column public.executors.job_types is 'Job types this executor takes; null means every type.';
 comment on column public.executors.metrics is
   'Last metrics the executor reported: jobs in flight, step durations, errors, API p50/p95.';
 comment on column public.executors.rekey_requested_at is

@@ -24,13 +24,6 @@
 --   four_eyes:           a window cannot be approved by its requester
 --   window_transition:   illegal maintenance window status change
 
-create type public.job_type as enum (
-  'rolling_cluster_update', 'firmware_update', 'power_operation', 'virtual_media_mount',
-  'scp_backup', 'esxi_upgrade', 'vcenter_sync', 'replication_sync',
-  'inventory_refresh', 'firmware_compliance', 'selftest'
-);
-comment on type public.job_type is
-  'selftest is the executor''s own end-to-end probe job; it touches no infrastructure.';
 create type public.job_status as enum ('pending', 'running', 'paused', 'completed', 'failed', 'cancelled');
 create type public.pause_reason as enum ('blockers', 'operator', 'executor_lost', 'window_closed');
 create type public.task_status as enum ('pending', 'running', 'completed', 'failed', 'skipped', 'cancelled');
@@ -48,9 +41,6 @@ create type public.resolution_action as enum (
 create type public.artifact_kind as enum ('scp_backup', 'inventory_dump', 'firmware_report', 'preflight_report', 'log');
 create type public.window_status as enum ('requested', 'approved', 'rejected', 'cancelled');
 create type public.risk_level as enum ('low', 'medium', 'high');
-
-alter table public.executors add column job_types public.job_type[];
-comment on column public.executors.job_types is 'Job types this executor takes; null means every type.';
 
 -- True for the API's user roles; false inside SECURITY DEFINER functions and for the
 -- service role, which the state machine still binds but with the executor's powers.
