@@ -20,6 +20,7 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -455,41 +456,10 @@ class OMESim:
             status,
         )
 
-    def _route(self, req: Request) -> Response:  # noqa: C901 - flat routing table
+    def _route(self, req: Request) -> Response:
         p, m = req.path, req.method
         if p == "/api/SessionService/Sessions" and m == "POST":
-            body = req.json()
-            if (body.get("UserName"), body.get("Password")) != (self.username, self.password):
-                return self._err(
-                    401, "CSEC5002", "Unable to log in because the user name or password is invalid."
-                )
-            if len(self.sessions) >= self.SESSION_CAP:
-                return self._err(
-                    400,
-                    "CSEC5017",
-                    "Unable to create a session because the maximum number of sessions is reached.",
-                )
-            sid, token = secrets.token_hex(8), secrets.token_hex(16)
-            self.sessions[sid] = (token, time.monotonic())
-            self.sessions_created += 1
-            self.peak_sessions = max(self.peak_sessions, len(self.sessions))
-            return Response.json(
-                {
-                    "Id": sid,
-                    "Description": "admin",
-                    "Name": "API",
-                    "UserName": self.username,
-                    "UserId": 10074,
-                    "Password": "",
-                    "Roles": ["ADMINISTRATOR"],
-                    "IpAddress": "127.0.0.1",
-                    "StartTimeStamp": "2026-01-01 00:00:00.000",
-                    "LastAccessedTimeStamp": "2026-01-01 00:00:00.000",
-                    "DirectoryGroup": [],
-                },
-                201,
-                {"X-Auth-Token": token, "Location": f"/api/SessionService/Sessions('{sid}')"},
-            )
+            return self._login(req)
         token = req.headers.get("x-auth-token", "")
         sid = next((s for s, (t, _) in self.sessions.items() if t == token), None)
         if sid is None:
@@ -499,110 +469,147 @@ class OMESim:
                 "Unable to complete the operation because the session is invalid or has expired.",
             )
         self.sessions[sid] = (token, time.monotonic())
-        if (mm := re.fullmatch(r"/api/SessionService/Sessions\('([^']+)'\)", p)) and m == "DELETE":
-            if self.sessions.pop(mm.group(1), None) is None:
-                return self._err(
-                    404,
-                    "CGEN1006",
-                    "Unable to complete the request because the resource "
-                    "URI does not exist or is not implemented.",
-                )
-            self.sessions_deleted += 1
-            return Response.empty(204)
-        if m == "GET":
-            if p == "/api/DeviceService/Devices":
-                items = [self.device_doc(d) for d in sorted(self.devices.values(), key=lambda d: d.id)]
-                return Response.json(self.page(req, p, items, "DeviceService.Device"))
-            if mm := re.fullmatch(r"/api/DeviceService/Devices\((\d+)\)", p):
-                d = self.devices.get(int(mm.group(1)))
-                return Response.json(self.device_doc(d)) if d else self._missing()
-            if mm := re.fullmatch(
-                r"/api/DeviceService/Devices\((\d+)\)/InventoryDetails\('deviceSoftware'\)", p
-            ):
-                d = self.devices.get(int(mm.group(1)))
-                return Response.json(self.software_doc(d)) if d else self._missing()
-            if p == "/api/UpdateService/Catalogs":
-                cat = {
-                    "@odata.type": "#UpdateService.Catalogs",
-                    "Id": self.catalog_id,
-                    "Filename": "Catalog.xml",
-                    "SourcePath": "catalog/Catalog.xml",
-                    "Status": "Completed",
-                    "TaskId": 0,
-                    "BaseLocation": "lab-repository",
-                    "ManifestIdentifier": "rackpilot-lab",
-                    "ReleaseIdentifier": "RP01",
-                    "ManifestVersion": "26.10.01",
-                    "NextUpdate": None,
-                    "PredecessorIdentifier": None,
-                    "LastUpdated": "2026-10-01 08:00:00.000",
-                    "BundlesCount": 0,
-                    "PredCatalogs": [],
-                    "AssociatedBaselines": [
-                        {"BaselineId": self.baseline_id, "BaselineName": "rackpilot-baseline"}
-                    ],
-                    "Repository": {
-                        "Id": self.repository_id,
-                        "Name": "lab-repository",
-                        "Description": "",
-                        "Source": "127.0.0.1",
-                        "DomainName": None,
-                        "Username": None,
-                        "Password": None,
-                        "CheckCertificate": False,
-                        "RepositoryType": "HTTP",
-                    },
-                }
-                return Response.json(self.page(req, p, [cat], "UpdateService.Catalogs"))
-            if p == "/api/UpdateService/Baselines":
-                return Response.json(self.page(req, p, [self.baseline_doc()], "UpdateService.Baselines"))
-            if mm := re.fullmatch(r"/api/UpdateService/Baselines\((\d+)\)", p):
-                return (
-                    Response.json(self.baseline_doc())
-                    if int(mm.group(1)) == self.baseline_id
-                    else self._missing()
-                )
-            if mm := re.fullmatch(r"/api/UpdateService/Baselines\((\d+)\)/DeviceComplianceReports", p):
-                if int(mm.group(1)) != self.baseline_id:
-                    return self._missing()
-                items = [self.compliance_doc(d) for d in sorted(self.devices.values(), key=lambda d: d.id)]
-                return Response.json(self.page(req, p, items, "UpdateService.DeviceComplianceReport"))
-            if mm := re.fullmatch(r"/api/JobService/Jobs\((\d+)\)", p):
-                j = self.jobs.get(int(mm.group(1)))
-                return Response.json(self.job_doc(j)) if j else self._missing()
-        if m == "POST" and p == "/api/JobService/Jobs":
-            body = req.json()
-            jtype = body["JobType"]
-            targets = [int(t["Id"]) for t in body.get("Targets", [])]
-            unknown = [t for t in targets if t not in self.devices]
-            if unknown:
-                return self._err(
-                    400,
-                    "CJOB4002",
-                    f"Unable to create the job because the target device(s) {unknown} do not exist.",
-                )
-            if jtype.get("Id") != 8:
-                return self._err(400, "CJOB4001", "Only inventory jobs (JobType 8) are simulated.")
-
-            def refreshed() -> None:
-                for t in targets:
-                    self.devices[t].last_inventory = time.strftime("%Y-%m-%d %H:%M:%S.000")
-
-            j = self._start_job(
-                str(body.get("JobName", "Inventory")), (8, "Inventory_Task"), targets, refreshed
-            )
-            return Response.json(self.job_doc(j), 201)
-        if m == "POST" and p == "/api/JobService/Actions/JobService.RunJobs":
-            ids = [int(i) for i in req.json().get("JobIds", [])]
-            for i in ids:
-                if i not in self.jobs:
-                    return self._err(400, "CJOB4010", f"Unable to run job {i} because it does not exist.")
-            for i in ids:
-                j = self.jobs[i]
-                j.status, j.started, j.duration = 2050, time.monotonic(), self.job_seconds
-                j.stuck = self.faults.job_outcome == "stuck"
-            return Response.empty(204)
+        for method, pattern, handler in _ROUTES:
+            if m == method and (mm := re.fullmatch(pattern, p)):
+                return handler(self, req, *mm.groups())
         return self._missing()
+
+    def _login(self, req: Request) -> Response:
+        body = req.json()
+        if (body.get("UserName"), body.get("Password")) != (self.username, self.password):
+            return self._err(
+                401, "CSEC5002", "Unable to log in because the user name or password is invalid."
+            )
+        if len(self.sessions) >= self.SESSION_CAP:
+            return self._err(
+                400,
+                "CSEC5017",
+                "Unable to create a session because the maximum number of sessions is reached.",
+            )
+        sid, token = secrets.token_hex(8), secrets.token_hex(16)
+        self.sessions[sid] = (token, time.monotonic())
+        self.sessions_created += 1
+        self.peak_sessions = max(self.peak_sessions, len(self.sessions))
+        return Response.json(
+            {
+                "Id": sid,
+                "Description": "admin",
+                "Name": "API",
+                "UserName": self.username,
+                "UserId": 10074,
+                "Password": "",
+                "Roles": ["ADMINISTRATOR"],
+                "IpAddress": "127.0.0.1",
+                "StartTimeStamp": "2026-01-01 00:00:00.000",
+                "LastAccessedTimeStamp": "2026-01-01 00:00:00.000",
+                "DirectoryGroup": [],
+            },
+            201,
+            {"X-Auth-Token": token, "Location": f"/api/SessionService/Sessions('{sid}')"},
+        )
+
+    def _logout(self, req: Request, sid: str) -> Response:
+        if self.sessions.pop(sid, None) is None:
+            return self._err(
+                404,
+                "CGEN1006",
+                "Unable to complete the request because the resource "
+                "URI does not exist or is not implemented.",
+            )
+        self.sessions_deleted += 1
+        return Response.empty(204)
+
+    def _get_devices(self, req: Request) -> Response:
+        items = [self.device_doc(d) for d in sorted(self.devices.values(), key=lambda d: d.id)]
+        return Response.json(self.page(req, req.path, items, "DeviceService.Device"))
+
+    def _get_device(self, req: Request, device_id: str) -> Response:
+        d = self.devices.get(int(device_id))
+        return Response.json(self.device_doc(d)) if d else self._missing()
+
+    def _get_device_software(self, req: Request, device_id: str) -> Response:
+        d = self.devices.get(int(device_id))
+        return Response.json(self.software_doc(d)) if d else self._missing()
+
+    def _get_catalogs(self, req: Request) -> Response:
+        cat = {
+            "@odata.type": "#UpdateService.Catalogs",
+            "Id": self.catalog_id,
+            "Filename": "Catalog.xml",
+            "SourcePath": "catalog/Catalog.xml",
+            "Status": "Completed",
+            "TaskId": 0,
+            "BaseLocation": "lab-repository",
+            "ManifestIdentifier": "rackpilot-lab",
+            "ReleaseIdentifier": "RP01",
+            "ManifestVersion": "26.10.01",
+            "NextUpdate": None,
+            "PredecessorIdentifier": None,
+            "LastUpdated": "2026-10-01 08:00:00.000",
+            "BundlesCount": 0,
+            "PredCatalogs": [],
+            "AssociatedBaselines": [{"BaselineId": self.baseline_id, "BaselineName": "rackpilot-baseline"}],
+            "Repository": {
+                "Id": self.repository_id,
+                "Name": "lab-repository",
+                "Description": "",
+                "Source": "127.0.0.1",
+                "DomainName": None,
+                "Username": None,
+                "Password": None,
+                "CheckCertificate": False,
+                "RepositoryType": "HTTP",
+            },
+        }
+        return Response.json(self.page(req, req.path, [cat], "UpdateService.Catalogs"))
+
+    def _get_baselines(self, req: Request) -> Response:
+        return Response.json(self.page(req, req.path, [self.baseline_doc()], "UpdateService.Baselines"))
+
+    def _get_baseline(self, req: Request, baseline_id: str) -> Response:
+        return Response.json(self.baseline_doc()) if int(baseline_id) == self.baseline_id else self._missing()
+
+    def _get_compliance(self, req: Request, baseline_id: str) -> Response:
+        if int(baseline_id) != self.baseline_id:
+            return self._missing()
+        items = [self.compliance_doc(d) for d in sorted(self.devices.values(), key=lambda d: d.id)]
+        return Response.json(self.page(req, req.path, items, "UpdateService.DeviceComplianceReport"))
+
+    def _get_job(self, req: Request, job_id: str) -> Response:
+        j = self.jobs.get(int(job_id))
+        return Response.json(self.job_doc(j)) if j else self._missing()
+
+    def _create_job(self, req: Request) -> Response:
+        body = req.json()
+        jtype = body["JobType"]
+        targets = [int(t["Id"]) for t in body.get("Targets", [])]
+        unknown = [t for t in targets if t not in self.devices]
+        if unknown:
+            return self._err(
+                400,
+                "CJOB4002",
+                f"Unable to create the job because the target device(s) {unknown} do not exist.",
+            )
+        if jtype.get("Id") != 8:
+            return self._err(400, "CJOB4001", "Only inventory jobs (JobType 8) are simulated.")
+
+        def refreshed() -> None:
+            for t in targets:
+                self.devices[t].last_inventory = time.strftime("%Y-%m-%d %H:%M:%S.000")
+
+        j = self._start_job(str(body.get("JobName", "Inventory")), (8, "Inventory_Task"), targets, refreshed)
+        return Response.json(self.job_doc(j), 201)
+
+    def _run_jobs(self, req: Request) -> Response:
+        ids = [int(i) for i in req.json().get("JobIds", [])]
+        for i in ids:
+            if i not in self.jobs:
+                return self._err(400, "CJOB4010", f"Unable to run job {i} because it does not exist.")
+        for i in ids:
+            j = self.jobs[i]
+            j.status, j.started, j.duration = 2050, time.monotonic(), self.job_seconds
+            j.stuck = self.faults.job_outcome == "stuck"
+        return Response.empty(204)
 
     def _missing(self) -> Response:
         return self._err(
@@ -624,3 +631,24 @@ class OMESim:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+
+# what an authenticated request reaches: (method, path pattern, handler); a pattern's groups
+# are the handler's arguments after the request, and what matches none answers 404
+_ROUTES: tuple[tuple[str, str, Callable[..., Response]], ...] = (
+    ("DELETE", r"/api/SessionService/Sessions\('([^']+)'\)", OMESim._logout),
+    ("GET", r"/api/DeviceService/Devices", OMESim._get_devices),
+    ("GET", r"/api/DeviceService/Devices\((\d+)\)", OMESim._get_device),
+    (
+        "GET",
+        r"/api/DeviceService/Devices\((\d+)\)/InventoryDetails\('deviceSoftware'\)",
+        OMESim._get_device_software,
+    ),
+    ("GET", r"/api/UpdateService/Catalogs", OMESim._get_catalogs),
+    ("GET", r"/api/UpdateService/Baselines", OMESim._get_baselines),
+    ("GET", r"/api/UpdateService/Baselines\((\d+)\)", OMESim._get_baseline),
+    ("GET", r"/api/UpdateService/Baselines\((\d+)\)/DeviceComplianceReports", OMESim._get_compliance),
+    ("GET", r"/api/JobService/Jobs\((\d+)\)", OMESim._get_job),
+    ("POST", r"/api/JobService/Jobs", OMESim._create_job),
+    ("POST", re.escape("/api/JobService/Actions/JobService.RunJobs"), OMESim._run_jobs),
+)
