@@ -21,6 +21,7 @@ from console.errors import ConsoleError, ValidationFailed
 from console.models.common import Observable, parse_ts
 from console.models.forms import pydantic_problems
 from console.models.preflight import VM_FIX_NOW, PreflightReport, build_preflight
+from console.roles import ROLES
 from executor.jobparams import BlockerDefault, RollingClusterUpdateParams
 
 
@@ -296,6 +297,13 @@ class UpdateWizard(Observable):
             f"{vm['host']} is left out of this update (because of {vm['vm']}); "
             f"{len(left)} host(s) remain and the pre-flight ran again"
         )
+
+    @property
+    def may_fix_now(self) -> bool:
+        """Whether the signed-in user may create the fix jobs (operators and above; create-job
+        refuses viewers anyway)."""
+        role = getattr(getattr(self.api, "session", None), "role", None)
+        return role in ROLES and ROLES.index(role) >= ROLES.index("operator")
 
     def fix_vm_now(self, vm_id: str, action: str) -> str:
         """Fix a blocking VM at once, before the update starts: a ``vm_operation`` job

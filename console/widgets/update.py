@@ -125,6 +125,19 @@ class UpdateWizardView(w.VBox):
         self.vm_apply.on_click(guarded(self.vm_status, lambda _: self._ask_vm_fix()))
         self.vm_yes.on_click(guarded(self.vm_status, lambda _: self._do_vm_fix()))
         self.vm_no.on_click(lambda _: self._cancel_vm_fix())
+        # ... or fixed at once: a vm_operation job (power off / disconnect media), confirmed,
+        # followed live, the pre-flight run again when it completes (operators and above)
+        self.vm_off_now = w.Button(description="Power off now", icon="power-off", button_style="danger")
+        self.vm_off_now.add_class("rp-vm-fix-power-off")
+        self.vm_media_now = w.Button(description="Disconnect media now", icon="eject")
+        self.vm_media_now.add_class("rp-vm-fix-disconnect")
+        self.vm_off_now.on_click(guarded(self.vm_status, lambda _: self._ask_vm_fix_now("power_off")))
+        self.vm_media_now.on_click(
+            guarded(self.vm_status, lambda _: self._ask_vm_fix_now("disconnect_media"))
+        )
+        self.vm_pick.observe(lambda ch: self._show_fix_now(), names="value")
+        self._now_action: str | None = None
+        self.vm_fix_monitor: w.Widget | None = None
         # after Start update: the pre-flight's decisions go out when the job pauses for them
         self.plan_status = Status()
         self.plan_status.add_class("rp-vm-plan-status")
@@ -231,7 +244,59 @@ class UpdateWizardView(w.VBox):
             return
         self.status.ok("pre-flight report written: " + ", ".join(str(p) for p in paths))
 
+    def _picked_blocker(self) -> dict[str, Any] | None:
+        rep = self.wz.report
+        return next((v for v in (rep.vm_blockers if rep else []) if v["vm_id"] == self.vm_pick.value), None)
+
+    def _show_fix_now(self) -> None:
+        """The "now" buttons the picked VM's blockers allow (none for a viewer)."""
+        vm = self._picked_blocker()
+        offered = ((vm or {}).get("fix_now") or []) if self.wz.may_fix_now else []
+        self.vm_off_now.layout.display = None if "power_off" in offered else "none"
+        self.vm_media_now.layout.display = None if "disconnect_media" in offered else "none"
+
+    def _ask_vm_fix_now(self, action: str) -> None:
+        vm = self._picked_blocker()
+        if vm is None:
+            self.vm_status.warn("choose a blocking VM first")
+            return
+        question = {
+            "power_off": f"Power off {vm['vm']} now? Its workload stops: a hard power-off, the guest "
+            "is not asked to shut down.",
+            "disconnect_media": f"Disconnect {vm['vm']}'s CD-ROM/floppy media now (and at its next "
+            "power-on)? The guest loses the mounted image.",
+        }[action]
+        self._now_action = action
+        self.vm_confirm_text.value = f"<b>{html.escape(question)}</b>"
+        self.vm_confirm.layout.display = None
+        self.vm_status.clear()
+
+    def _do_vm_fix_now(self, action: str) -> None:
+        words = self.wz.fix_vm_now(self.vm_pick.value, action)
+        self.vm_status.ok(words)
+        fx = self.wz.vm_fix_jobs[self.vm_pick.value]
+        if self._monitor is not None:
+            try:
+                self.vm_fix_monitor = self._monitor(fx["job_id"])
+            except Exception as exc:  # noqa: BLE001 - shown on the line, the job exists either way
+                self.vm_status.error(f"the fix job was created but its monitor could not open: {exc}")
+            else:
+                # the monitor follows the job over Realtime; each change reads the fixes' ends
+                mon = getattr(getattr(self.vm_fix_monitor, "view", self.vm_fix_monitor), "m", None)
+                if mon is not None:
+                    mon.on_change(guarded(self.vm_status, self._vm_fix_progress))
+        self._vm_fix_progress()
+        self.render()
+
+    def _vm_fix_progress(self) -> None:
+        words = self.wz.vm_fix_progress()
+        if not words:
+            return
+        failed = any(" the fix failed" in x or " the fix cancelled" in x for x in words)
+        (self.vm_status.error if failed else self.vm_status.ok)("; ".join(words))
+
     def _ask_vm_fix(self) -> None:
+        self._now_action = None
         rep = self.wz.report
         vm = next((v for v in (rep.vm_blockers if rep else []) if v["vm_id"] == self.vm_pick.value), None)
         if vm is None:
@@ -249,10 +314,15 @@ class UpdateWizardView(w.VBox):
 
     def _cancel_vm_fix(self) -> None:
         self.vm_confirm.layout.display = "none"
+        self._now_action = None
         self.vm_status.warn("nothing changed")
 
     def _do_vm_fix(self) -> None:
         self.vm_confirm.layout.display = "none"
+        if self._now_action is not None:
+            action, self._now_action = self._now_action, None
+            self._do_vm_fix_now(action)
+            return
         words = self.wz.plan_vm(self.vm_pick.value, self.vm_plan.value)
         self.vm_status.ok(words)
 
@@ -422,9 +492,11 @@ class UpdateWizardView(w.VBox):
                 for v in rep.vm_blockers
                 if v["vm_id"] in wz.vm_plans
             ]
+            self._show_fix_now()
             fixes = [
                 w.HTML("<b>Fix a blocking VM before the job starts</b>"),
                 w.HBox([self.vm_pick, self.vm_plan, self.vm_apply]),
+                w.HBox([self.vm_off_now, self.vm_media_now]),
                 self.vm_confirm,
                 self.vm_status,
                 w.HTML(
@@ -433,6 +505,10 @@ class UpdateWizardView(w.VBox):
                     else ""
                 ),
             ]
+        elif wz.vm_fix_jobs:
+            fixes = [self.vm_status]  # the last fix cleared the last blocker: say so
+        if wz.vm_fix_jobs and self.vm_fix_monitor is not None:
+            fixes.append(self.vm_fix_monitor)
         self.body.children = [
             self.report,
             *fixes,

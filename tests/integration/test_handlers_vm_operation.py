@@ -1,7 +1,7 @@
 """``vm_operation`` end to end: created through the real create-job function by a signed-in
 operator (the console's API, as the update wizard's pre-flight does), run by a real executor
 process against the simulated vCenter (pyvmomi against the vcsim lab), the VM's inventory row
-refreshed, and the pre-flight's VM blockers cleared. Idempotent runs say they changed
+refreshed, and the pre-flight's VM blockers cleared, from the wizard's model and its buttons. Idempotent runs say they changed
 nothing; the lab itself confirms what changed (power state, CD-ROM and floppy connected and
 connect-at-power-on both off). create-job refuses a VM that does not exist, a VM of another
 site, and viewers, with nothing written."""
@@ -19,9 +19,12 @@ from pyVmomi import vim
 
 from console.api import Api
 from console.errors import ConsoleError, ValidationFailed
+from console.models.monitor import JobMonitor
 from console.models.preflight import vm_blockers
-from console.models.update_wizard import UpdateWizard
+from console.models.update_wizard import Step, UpdateWizard
 from console.session import ConsoleConfig, sign_in
+from console.widgets.monitor import JobMonitorView
+from console.widgets.update import UpdateWizardView
 from devstack.cli import add_user
 from devstack.lab.datacentre import DataCentre
 from executor.targets.endpoint import Endpoint
@@ -40,6 +43,7 @@ CLUSTER = {
         {"name": "vo-iso", "host": 1, "devices": ["cdrom_local_iso"]},
         {"name": "vo-usb", "host": 1, "devices": ["usb_passthrough"]},
         {"name": "vo-pci", "host": 0, "devices": ["pci_passthrough"]},
+        {"name": "vo-ft", "host": 1, "devices": ["ft"]},  # left blocking: the viewer's check
     ],
 }
 FAST = VSphereTimeouts(connect=10, task=20, stall=20, host_reconnect=30, poll=0.05)
@@ -301,3 +305,68 @@ def test_the_update_wizard_fixes_a_blocking_vm_now_and_runs_the_pre_flight_again
     assert said_later[-1] == "the pre-flight ran again"
     assert wz.report is not None and "vo-iso" not in {b["vm"] for b in wz.report.vm_blockers}
     assert set(w.lab_devices(w.vm("vo-iso")["moref"]).values()) == {(False, False)}
+
+
+def test_the_wizard_buttons_power_off_now_confirmed_and_followed_live(world):
+    """The pre-flight's "Power off now" button (the widget), asked first, "No" changing nothing;
+    "Yes" creates the job, its monitor follows it, and the pre-flight runs again when it
+    completes. "Disconnect media now" is offered only where it clears the VM's blocker, and
+    neither button for a viewer."""
+    w = world
+    h = w.h
+    assert h is not None
+    api = w.api["operator"]
+    monitors: list[JobMonitor] = []
+
+    def monitor(jid: str) -> JobMonitorView:
+        m = JobMonitor(api, jid)
+        m.refresh()
+        monitors.append(m)
+        return JobMonitorView(m, role="operator")
+
+    cluster = h.one("select id::text from public.clusters where vcenter_id = %s", w.reg["vcenter_id"])["id"]
+    wz = UpdateWizard(api)
+    wz.load_inventory(h.site_id)
+    view = UpdateWizardView(wz, monitor=monitor)
+    wz.choose_cluster(cluster, catalog_url=w.dc.catalog_url)
+    view._preflight()
+    assert wz.report is not None
+    pci = next(b for b in wz.report.vm_blockers if b["vm"] == "vo-pci")
+    view.vm_pick.value = pci["vm_id"]
+    assert view.vm_off_now.layout.display is None and view.vm_media_now.layout.display == "none"
+    assert any(view.vm_off_now in getattr(c, "children", ()) for c in view.body.children)
+
+    def jobs() -> int:
+        return h.one("select count(*)::int as n from public.jobs where site_id = %s", h.site_id)["n"]
+
+    before = jobs()
+    view.vm_off_now.click()
+    assert view.vm_confirm.layout.display is None and "Power off vo-pci now?" in view.vm_confirm_text.value
+    view.vm_no.click()
+    assert "nothing changed" in view.vm_status.value and jobs() == before
+    view.vm_off_now.click()
+    view.vm_yes.click()
+    assert "job " in view.vm_status.value and jobs() == before + 1, view.vm_status.value
+    assert monitors and view.vm_fix_monitor is not None
+    assert any(view.vm_fix_monitor is c for c in view.body.children)
+
+    def fixed() -> bool:
+        monitors[-1].refresh()  # what a Realtime UPDATE of the job does
+        return wz.vm_fix_jobs[pci["vm_id"]]["status"] == "completed"
+
+    wait_until(fixed, JOB_TIMEOUT_S, "the fix job to complete in the wizard's monitor", interval=0.3)
+    assert "vo-pci: power it off - done; the pre-flight ran again" in view.vm_status.value, (
+        view.vm_status.value
+    )
+    assert "vo-pci" not in {b["vm"] for b in wz.report.vm_blockers}
+    assert w.lab_power(w.vm("vo-pci")["moref"]) == "poweredOff"
+
+    # a viewer sees neither button (and create-job refuses them anyway: the refusal test)
+    wzv = UpdateWizard(w.api["viewer"])
+    assert wzv.may_fix_now is False and wz.may_fix_now is True
+    wzv.cluster, wzv.hosts, wzv.report, wzv.step = wz.cluster, wz.hosts, wz.report, Step.PREFLIGHT
+    vv = UpdateWizardView(wzv)
+    ft = next(b for b in wz.report.vm_blockers if b["vm"] == "vo-ft")
+    assert ft["fix_now"] == ["power_off"]
+    vv.vm_pick.value = ft["vm_id"]
+    assert vv.vm_off_now.layout.display == "none" and vv.vm_media_now.layout.display == "none"
