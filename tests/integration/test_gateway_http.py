@@ -176,14 +176,63 @@ def test_a_body_in_several_segments(conn):
     assert len(orjson.loads(conn.response()[2])) == 20
 
 
+def test_a_percent_encoded_rest_path_is_the_same_resource(conn):
+    """The path is decoded before routing, as uvicorn decodes it for ASGI."""
+    conn.send(conn.request("GET", "/rest/v1/gw%5Fhttp%5Fitems?id=eq.1&select=name"))
+    status, _, body = conn.response()
+    assert status == 200 and body == b'[{"name":"one"}]'
+
+
+def test_keep_alive_closes_an_idle_connection_only(conn):
+    """uvicorn's keep-alive timeout (5 s): a connection in use for longer than that stays
+    open, and is closed once it has been idle for that long, not before."""
+    start = time.monotonic()
+    while True:  # busy past one timeout: requests keep it open
+        conn.send(conn.request("GET", "/rest/v1/gw_http_items?id=eq.1&select=id"))
+        assert conn.response()[0] == 200
+        idle_from = time.monotonic()  # the gateway's idle period began just before
+        if idle_from - start >= 7:
+            break
+        time.sleep(0.5)
+    conn.sock.settimeout(30)
+    assert conn.closed_by_peer()
+    assert time.monotonic() - idle_from >= 4.5  # 5 s less the answer's way back
+
+
 def test_the_rest_fast_path_hooks_into_this_uvicorn():
-    """The gateway answers /rest/v1 from uvicorn's ``_start_asgi_task``; were that hook gone
-    (another uvicorn), REST would silently fall back to the slower ASGI path."""
+    """The gateway answers /rest/v1 from uvicorn's parser callbacks and ``_start_asgi_task``
+    and keeps its own keep-alive timer; were these hooks gone (another uvicorn), the
+    overrides would no longer be called, or call what is not there."""
+    import inspect
+
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
     from devstack.stack.gateway import _http_protocol
 
-    assert "_start_asgi_task" in vars(HttpToolsProtocol)
-    assert "_start_asgi_task" in vars(_http_protocol(None))
+    overridden = (
+        "_start_asgi_task",
+        "on_message_begin",
+        "on_headers_complete",
+        "on_response_complete",
+        "_unset_keepalive_if_required",
+        "connection_lost",
+    )
+    for name in overridden:
+        assert name in vars(HttpToolsProtocol), name
+        assert name in vars(_http_protocol(None)), name
+    assert callable(HttpToolsProtocol.timeout_keep_alive_handler)
     for name in ("send_500_response", "receive", "send"):
         assert callable(getattr(RequestResponseCycle, name))
+    assert list(inspect.signature(RequestResponseCycle).parameters) == [
+        "scope",
+        "transport",
+        "flow",
+        "logger",
+        "access_logger",
+        "access_log",
+        "default_headers",
+        "message_event",
+        "expect_100_continue",
+        "keep_alive",
+        "on_response",
+    ]
