@@ -303,9 +303,14 @@ def _parse_logic(req: Request, kind: str, negate: bool, text: str, depth: int) -
     return (kind, negate, tuple(children))
 
 
+STAR_SELECT = (("*",),)
+
+
 def _parse_select(text: str, depth: int = 0) -> tuple:
     """``select=`` -> items; an embedded resource is ``[alias:]name[!hint][!inner|!left](...)``
     or the spread ``...name[!hint][!inner](...)``, nesting to any depth."""
+    if text == "*":
+        return STAR_SELECT  # the common case, as the general path below parses it
     if text.strip() == "":
         return (("*",),) if depth == 0 else ()
     if depth > MAX_EMBED_DEPTH:
@@ -509,7 +514,7 @@ def parse_query(pairs: list[tuple[str, str]], rpc_args: frozenset[str] = frozens
             continue
         if key == "select":
             req.select = _parse_select(value)
-            req.embeds = any(item[0] == "e" for item in req.select)
+            req.embeds = req.select is not STAR_SELECT and any(item[0] == "e" for item in req.select)
         elif key == "columns":
             req.columns = _parse_column_list("columns", value)
         elif key == "on_conflict":
