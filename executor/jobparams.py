@@ -301,14 +301,15 @@ MAX_VMS_PER_JOB = 64  # VMs one vm_operation job may name (count)
 
 
 class VmOperationParams(JobParams):
-    """Power VMs off, or disconnect their CD-ROM and floppy media, through their vCenter: the
-    fixes the update wizard's pre-flight offers for a VM that would keep its host from
-    entering maintenance mode. Idempotent: a VM already off, or with no media connected, is
-    left as it is (and said so)."""
+    """Shut VMs down or power them off, or disconnect their CD-ROM and floppy media, through
+    their vCenter: the fixes the update wizard's pre-flight offers for a VM that would keep its
+    host from entering maintenance mode. Idempotent: a VM already off, or with no media
+    connected, is left as it is (and said so)."""
 
     vm_ids: Annotated[UniqueIds, _target_list(TargetKind.VM, MAX_VMS_PER_JOB, "VMs to act on")]
-    action: Literal["power_off", "disconnect_media"] = Field(
-        description="power_off: hard power-off (the guest is not asked to shut down); "
+    action: Literal["shutdown_guest", "power_off", "disconnect_media"] = Field(
+        description="shutdown_guest: ask the guest OS to shut down (VMware Tools must run in it) and "
+        "wait until the VM is off; power_off: hard power-off (the guest is not asked); "
         "disconnect_media: disconnect every CD-ROM and floppy, and do not connect them at power-on"
     )
     timeout_s: int = Field(default=300, ge=10, le=3600, description="budget per VM (s)")

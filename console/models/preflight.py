@@ -527,15 +527,17 @@ def vm_fix(vm: Row) -> str:
 # the fixes the pre-flight can carry out at once, as a vm_operation job (its action -> words)
 VM_FIX_NOW = {
     "disconnect_media": "disconnect its CD-ROM/floppy media now",
+    "shutdown_guest": "shut its guest OS down now",
     "power_off": "power it off now",
 }
 
 
 def vm_fix_now(vm: Row) -> list[str]:
     """The vm_operation actions that clear the VM's blocker: disconnecting its media when
-    that is its only blocker, powering it off always (a powered-off VM blocks nothing)."""
+    that is its only blocker; shutting it down or powering it off always (a powered-off VM
+    blocks nothing)."""
     blockers = [col for col in VM_DEVICE_FACTS if vm.get(col)]
-    return (["disconnect_media"] if blockers == ["cdrom_connected"] else []) + ["power_off"]
+    return (["disconnect_media"] if blockers == ["cdrom_connected"] else []) + ["shutdown_guest", "power_off"]
 
 
 def hosts_out_bound(api: Api, params: Row) -> int | None:

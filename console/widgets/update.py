@@ -131,6 +131,13 @@ class UpdateWizardView(w.VBox):
         self.vm_off_now.add_class("rp-vm-fix-power-off")
         self.vm_media_now = w.Button(description="Disconnect media now", icon="eject")
         self.vm_media_now.add_class("rp-vm-fix-disconnect")
+        self.vm_shutdown_now = w.Button(
+            description="Shut down guest now", icon="stop", button_style="warning"
+        )
+        self.vm_shutdown_now.add_class("rp-vm-fix-shutdown")
+        self.vm_shutdown_now.on_click(
+            guarded(self.vm_status, lambda _: self._ask_vm_fix_now("shutdown_guest"))
+        )
         self.vm_off_now.on_click(guarded(self.vm_status, lambda _: self._ask_vm_fix_now("power_off")))
         self.vm_media_now.on_click(
             guarded(self.vm_status, lambda _: self._ask_vm_fix_now("disconnect_media"))
@@ -254,6 +261,7 @@ class UpdateWizardView(w.VBox):
         offered = ((vm or {}).get("fix_now") or []) if self.wz.may_fix_now else []
         self.vm_off_now.layout.display = None if "power_off" in offered else "none"
         self.vm_media_now.layout.display = None if "disconnect_media" in offered else "none"
+        self.vm_shutdown_now.layout.display = None if "shutdown_guest" in offered else "none"
 
     def _ask_vm_fix_now(self, action: str) -> None:
         vm = self._picked_blocker()
@@ -263,6 +271,8 @@ class UpdateWizardView(w.VBox):
         question = {
             "power_off": f"Power off {vm['vm']} now? Its workload stops: a hard power-off, the guest "
             "is not asked to shut down.",
+            "shutdown_guest": f"Shut down {vm['vm']}'s guest OS now? Its workload stops; VMware Tools "
+            "must run in the guest (else power it off).",
             "disconnect_media": f"Disconnect {vm['vm']}'s CD-ROM/floppy media now (and at its next "
             "power-on)? The guest loses the mounted image.",
         }[action]
@@ -496,7 +506,7 @@ class UpdateWizardView(w.VBox):
             fixes = [
                 w.HTML("<b>Fix a blocking VM before the job starts</b>"),
                 w.HBox([self.vm_pick, self.vm_plan, self.vm_apply]),
-                w.HBox([self.vm_off_now, self.vm_media_now]),
+                w.HBox([self.vm_media_now, self.vm_shutdown_now, self.vm_off_now]),
                 self.vm_confirm,
                 self.vm_status,
                 w.HTML(

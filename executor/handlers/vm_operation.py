@@ -1,13 +1,14 @@
-"""``vm_operation``: power VMs off, or disconnect their CD-ROM and floppy media, through their
-vCenter, then refresh the VMs' inventory rows: the fixes the update wizard's pre-flight
-offers for a VM that would keep its host from entering maintenance mode.
+"""``vm_operation``: shut VMs down (their guest OS, through VMware Tools) or power them off,
+or disconnect their CD-ROM and floppy media, through their vCenter, then refresh the VMs'
+inventory rows: the fixes the update wizard's pre-flight offers for a VM that would keep its
+host from entering maintenance mode.
 
 Steps:
 
 =================  ========  ==============================================================
 step               priority  resumable
 =================  ========  ==============================================================
-apply              100       yes: both actions are idempotent (a VM already off, or with no
+apply              100       yes: every action is idempotent (a VM already off, or with no
                              media connected, is a success that says so)
 refresh_inventory  90        yes: a read of the vCenter and the idempotent store of
                              ``vcenter_sync`` (the blocker columns the pre-flight reads)
@@ -57,6 +58,10 @@ async def load_vms(ctx: StepContext, ids: list[str]) -> list[dict[str, Any]]:
 
 def _apply(client: VSphereClient, action: str, moref: str, timeout: float) -> dict[str, Any]:
     """One VM's action through ``client`` (blocking; run in a thread)."""
+    if action == "shutdown_guest":
+        if not client.shutdown_guest_vm(moref, timeout=timeout):
+            return {"changed": False, "message": "already powered off"}
+        return {"changed": True, "message": "guest shut down; powered off"}
     if action == "power_off":
         if client.vm_power_state(moref) == "poweredOff":
             return {"changed": False, "message": "already powered off"}

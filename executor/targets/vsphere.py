@@ -1383,6 +1383,46 @@ class VSphereClient:
         task = self._call("power off VM", v.PowerOffVM_Task)
         self.wait_for_task(task, operation="power off VM", timeout=timeout)
 
+    def shutdown_guest_vm(self, vm: str, timeout: float | None = None) -> bool:
+        """Ask the guest OS to shut down (through VMware Tools) and wait until the VM is off;
+        False when it already was. vCenter refuses a guest whose Tools are not running
+        (ToolsUnavailable): InvalidTargetState, whose hint is the hard power-off. A guest that
+        does not stop within ``timeout`` is OperationTimedOut, the VM left as it is."""
+        operation = "shut down guest"
+        target = self.endpoint.display
+        if self.vm_power_state(vm) == "poweredOff":
+            return False
+        v = self._obj(vim.VirtualMachine, vm)
+        try:
+            self._call(operation, v.ShutdownGuest)
+        except vim.fault.InvalidPowerState:
+            if self.vm_power_state(vm) == "poweredOff":  # it stopped between the read and the call
+                return False
+            raise InvalidTargetState(
+                "vCenter refused: the VM is not powered on", fault="InvalidPowerState", target=target,
+                operation=operation,
+            ) from None  # fmt: skip
+        except (vim.fault.ToolsUnavailable, vim.fault.InvalidState) as e:
+            raise InvalidTargetState(
+                f"vCenter refused: {getattr(e, 'msg', '') or type(e).__name__}",
+                fault=type(e).__name__.rsplit(".", 1)[-1],
+                target=target,
+                operation=operation,
+                hint="VMware Tools must be running in the guest; power the VM off instead",
+            ) from None
+        budget = self.timeouts.task if timeout is None else timeout
+        limit = time.monotonic() + budget
+        while self.vm_power_state(vm) != "poweredOff":
+            if time.monotonic() > limit:
+                raise OperationTimedOut(
+                    f"the guest of VM {vm} did not shut down within {budget:g}s",
+                    target=target,
+                    operation=operation,
+                    hint="the guest may be ignoring the request; power the VM off instead",
+                )
+            time.sleep(self.timeouts.poll)
+        return True
+
     # VM media ---------------------------------------------------------------------------------
     def disconnect_vm_media(self, vm: str, timeout: float | None = None) -> list[str]:
         """Disconnect every CD-ROM and floppy of a VM and clear their connect-at-power-on, in

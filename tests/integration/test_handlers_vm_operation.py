@@ -44,6 +44,7 @@ CLUSTER = {
         {"name": "vo-usb", "host": 1, "devices": ["usb_passthrough"]},
         {"name": "vo-pci", "host": 0, "devices": ["pci_passthrough"]},
         {"name": "vo-ft", "host": 1, "devices": ["ft"]},  # left blocking: the viewer's check
+        {"name": "vo-gpu", "host": 0, "devices": ["vgpu"]},
     ],
 }
 FAST = VSphereTimeouts(connect=10, task=20, stall=20, host_reconnect=30, poll=0.05)
@@ -176,8 +177,9 @@ def test_disconnect_media_clears_the_blocker_and_is_idempotent(world):
     assert vm["cdrom_connected"] and vm["power_state"] == "on"
     assert {"vo-media", "vo-iso", "vo-usb"} <= blocking(w)
     offered = {b["vm"]: b["fix_now"] for b in vm_blockers(w.api["operator"], w.hosts())}
-    assert offered["vo-media"] == ["disconnect_media", "power_off"]
-    assert offered["vo-usb"] == ["power_off"]  # disconnecting media would not clear USB passthrough
+    assert offered["vo-media"] == ["disconnect_media", "shutdown_guest", "power_off"]
+    # disconnecting media would not clear USB passthrough
+    assert offered["vo-usb"] == ["shutdown_guest", "power_off"]
 
     out = w.run(vm["id"], "disconnect_media")
     assert out["job"]["status"] == "completed", out["job"]["error"]
@@ -212,6 +214,26 @@ def test_power_off_clears_the_blocker_and_is_idempotent(world):
     assert "vo-usb" not in blocking(w)
 
     again = w.run(vm["id"], "power_off")
+    assert again["job"]["status"] == "completed", again["job"]["error"]
+    assert (again["tasks"][0]["result"]["changed"], again["tasks"][0]["result"]["message"]) == (
+        False,
+        "already powered off",
+    )
+
+
+def test_shutdown_guest_stops_the_vm_and_is_idempotent(world):
+    # the simulator shuts any guest down at once, VMware Tools or not; vCenter refuses a guest
+    # without running Tools (ToolsUnavailable), which the client turns into InvalidTargetState
+    # naming the hard power-off: not reproducible against the simulator
+    w = world
+    vm = w.vm("vo-gpu")
+    assert vm["power_state"] == "on" and "vo-gpu" in blocking(w)
+    out = w.run(vm["id"], "shutdown_guest")
+    assert out["job"]["status"] == "completed", out["job"]["error"]
+    assert out["tasks"][0]["result"]["message"] == "guest shut down; powered off"
+    assert w.lab_power(vm["moref"]) == "poweredOff"
+    assert w.vm("vo-gpu")["power_state"] == "off" and "vo-gpu" not in blocking(w)
+    again = w.run(vm["id"], "shutdown_guest")
     assert again["job"]["status"] == "completed", again["job"]["error"]
     assert (again["tasks"][0]["result"]["changed"], again["tasks"][0]["result"]["message"]) == (
         False,
@@ -278,7 +300,7 @@ def test_the_update_wizard_fixes_a_blocking_vm_now_and_runs_the_pre_flight_again
     rep = wz.run_preflight()
     by_name = {b["vm"]: b for b in rep.vm_blockers}
     iso = by_name["vo-iso"]
-    assert iso["fix_now"] == ["disconnect_media", "power_off"]
+    assert iso["fix_now"] == ["disconnect_media", "shutdown_guest", "power_off"]
     with pytest.raises(ValidationFailed, match="would not clear its blocker"):
         wz.fix_vm_now(iso["vm_id"], "reboot")
     with pytest.raises(ValidationFailed, match="would not clear its blocker"):
@@ -333,7 +355,8 @@ def test_the_wizard_buttons_power_off_now_confirmed_and_followed_live(world):
     assert wz.report is not None
     pci = next(b for b in wz.report.vm_blockers if b["vm"] == "vo-pci")
     view.vm_pick.value = pci["vm_id"]
-    assert view.vm_off_now.layout.display is None and view.vm_media_now.layout.display == "none"
+    assert view.vm_off_now.layout.display is None and view.vm_shutdown_now.layout.display is None
+    assert view.vm_media_now.layout.display == "none"
     assert any(view.vm_off_now in getattr(c, "children", ()) for c in view.body.children)
 
     def jobs() -> int:
@@ -367,6 +390,6 @@ def test_the_wizard_buttons_power_off_now_confirmed_and_followed_live(world):
     wzv.cluster, wzv.hosts, wzv.report, wzv.step = wz.cluster, wz.hosts, wz.report, Step.PREFLIGHT
     vv = UpdateWizardView(wzv)
     ft = next(b for b in wz.report.vm_blockers if b["vm"] == "vo-ft")
-    assert ft["fix_now"] == ["power_off"]
+    assert ft["fix_now"] == ["shutdown_guest", "power_off"]
     vv.vm_pick.value = ft["vm_id"]
-    assert vv.vm_off_now.layout.display == "none" and vv.vm_media_now.layout.display == "none"
+    assert {b.layout.display for b in (vv.vm_off_now, vv.vm_media_now, vv.vm_shutdown_now)} == {"none"}
