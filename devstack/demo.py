@@ -49,6 +49,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 DEMO_USERS = {
@@ -360,6 +361,81 @@ class Jupyter:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+@dataclass
+class _RunFacts:
+    """What the demo's rolling update left, as its closing report reads it."""
+
+    after: dict[str, dict[str, tuple[str, str]]]  # host -> component -> (name, version)
+    tasks: dict[str, dict[str, Any]]  # host -> its job task
+    blockers: list[dict[str, Any]]
+    users: dict[str, str]  # user id -> email
+    by_host: dict[str, list[dict[str, Any]]]  # host -> its blockers
+    lab_hosts: list[dict[str, Any]]
+    vm_power: dict[str, bool]  # blocker VM -> powered on
+
+
+def _host_outcome(
+    h: str,
+    task: dict[str, Any] | None,
+    changed: list[str],
+    bmc: Any,
+    mm: float | None,
+    by_host: dict[str, list[dict[str, Any]]],
+    counts: dict[str, int],
+    problems: list[str],
+) -> str:
+    """The summary's words for a host of the job (updated, skipped, or its task's status),
+    counting it and noting what it did that was not decided."""
+    status = task["status"] if task else "not planned"
+    if status == "completed":
+        counts["updated"] += 1
+        counts["components"] += len(changed)
+        if not changed or bmc.boot_count != 1:
+            problems.append(
+                f"{h}: completed with {len(changed)} components changed and "
+                f"{bmc.boot_count} reboots (want >0 and 1)"
+            )
+        return "updated" + (
+            f", {mm:.1f} s in maintenance (~{mm * LAB_SCALE / 60:.0f} min at the lab's clock)"
+            if mm is not None
+            else ""
+        )
+    if status == "skipped":
+        assert task is not None
+        counts["skipped"] += 1
+        reason = (task.get("details") or {}).get("reason", "")
+        if changed or bmc.flashes or bmc.boot_count or mm is not None:
+            problems.append(
+                f"{h}: skipped but touched (changed {changed}, flashes {len(bmc.flashes)}, "
+                f"reboots {bmc.boot_count}, maintenance {mm})"
+            )
+        if not any((b.get("resolution") or {}).get("action") == "skip_host" for b in by_host.get(h, [])):
+            problems.append(f"{h}: skipped without a skip_host decision")
+        return f"skipped ({reason}), never in maintenance, firmware unchanged"
+    problems.append(f"{h}: task {status} {task.get('error') if task else ''}".strip())
+    return status
+
+
+def _print_blocker(h: str, b: dict[str, Any], facts: _RunFacts, problems: list[str]) -> None:
+    """One blocker of host ``h`` and its decision, noting a missing one or a VM left off."""
+    res = b.get("resolution")
+    vm = (b.get("details") or {}).get("vm_name", "?")
+    if res:
+        who = facts.users.get(res.get("resolved_by"), res.get("resolved_by") or "?")
+        decision = f"{res['action']} by {who}" + (f" ({res['note']})" if res.get("note") else "")
+        if res["action"] == "power_off_vm":
+            decision += f"; {vm} is powered {'on' if facts.vm_power.get(vm) else 'OFF'} again"
+            if not facts.vm_power.get(vm):
+                problems.append(f"{vm} was not powered back on")
+    else:
+        decision = "no decision"
+        problems.append(f"blocker {b['id']} on {h} has no decision")
+    print(
+        f"          blocker  {vm}: {b['description'].split(': ', 1)[-1]} [{b['kind']}] \u2192 {decision}",
+        flush=True,
+    )
 
 
 class Demo:
@@ -1103,15 +1179,48 @@ class Demo:
     ) -> dict[str, Any]:
         """The closing summary per host, then the expectations, the safety invariants
         (DESIGN.md §5) and the audit chain."""
-        import psycopg2
-        import psycopg2.extras
-
         from devstack.testing import invariants as inv
 
         cluster = LAB_CLUSTER["name"]
         inv.wait_quiet(
             lambda: all(h["connection_state"] == "connected" for h in self.dc.vcenter.lab_hosts()), 15
         )
+        facts = await self._run_facts(job_id)
+        problems: list[str] = []
+        counts = {"updated": 0, "skipped": 0, "components": 0}
+        say(
+            "summary",
+            f"cluster {cluster}, job {job_id[:8]}; times are real seconds, the lab's clock runs "
+            f"x{LAB_SCALE:.0f}",
+        )
+        for h in sorted(before):
+            self._report_host(h, cluster, before, facts, clock, counts, problems)
+        others = sorted({h["cluster"] for h in facts.lab_hosts} - {cluster})
+        print(
+            f"      {', '.join(others)}: not part of this job; firmware unchanged, no host in maintenance",
+            flush=True,
+        )
+        replication = await self.replication_report(repl) if repl else None
+        if not facts.blockers:
+            problems.append("the job never paused for the blocker VMs")
+        if problems:
+            raise DemoError("the rolling update did not do what was decided: " + "; ".join(problems))
+        self._check_invariants(job_id, cluster, before, servers, settings_before, sampler, facts.lab_hosts)
+        return {
+            "hosts_updated": counts["updated"],
+            "hosts_skipped": counts["skipped"],
+            "components_updated": counts["components"],
+            "blockers": len(facts.blockers),
+            "decisions": {
+                (b.get("details") or {}).get("vm_name"): (b.get("resolution") or {}).get("action")
+                for b in facts.blockers
+            },
+            **({"replication": replication} if replication else {}),
+        }
+
+    async def _run_facts(self, job_id: str) -> _RunFacts:
+        """What the rolling update left: versions, host tasks, blockers and who decided them,
+        the lab's hosts and the blocker VMs' power."""
         after = self.versions()
         c = await self.client(OP)
         tasks = {
@@ -1137,100 +1246,62 @@ class Demo:
         with self.vsphere() as client:
             vms = client.inventory()
             vm_power = {vm["name"]: vms.vm_by_name(vm["name"]).powered_on for vm in BLOCKER_VMS}
+        return _RunFacts(after, tasks, blockers, users, by_host, lab_hosts, vm_power)
 
-        problems: list[str] = []
-        updated = skipped = components = 0
-        say(
-            "summary",
-            f"cluster {cluster}, job {job_id[:8]}; times are real seconds, the lab's clock runs "
-            f"x{LAB_SCALE:.0f}",
-        )
-        for h in sorted(before):
-            bmc = self.dc.bmc(h)
-            changed = [k for k in after[h] if after[h][k][1] != before[h].get(k, ("", ""))[1]]
-            mm = clock.seconds(h)
-            task = tasks.get(h)
-            if not h.startswith(f"{cluster}-"):
-                if changed or bmc.flashes or mm is not None:
-                    problems.append(f"{h} is not part of the job but was touched")
-                continue
-            status = task["status"] if task else "not planned"
-            if status == "completed":
-                updated += 1
-                components += len(changed)
-                head = "updated" + (
-                    f", {mm:.1f} s in maintenance (~{mm * LAB_SCALE / 60:.0f} min at the lab's clock)"
-                    if mm is not None
-                    else ""
-                )
-                if not changed or bmc.boot_count != 1:
-                    problems.append(
-                        f"{h}: completed with {len(changed)} components changed and "
-                        f"{bmc.boot_count} reboots (want >0 and 1)"
-                    )
-            elif status == "skipped":
-                skipped += 1
-                reason = (task.get("details") or {}).get("reason", "")
-                head = f"skipped ({reason}), never in maintenance, firmware unchanged"
-                if changed or bmc.flashes or bmc.boot_count or mm is not None:
-                    problems.append(
-                        f"{h}: skipped but touched (changed {changed}, flashes {len(bmc.flashes)}, "
-                        f"reboots {bmc.boot_count}, maintenance {mm})"
-                    )
-                if not any(
-                    (b.get("resolution") or {}).get("action") == "skip_host" for b in by_host.get(h, [])
-                ):
-                    problems.append(f"{h}: skipped without a skip_host decision")
-            else:
-                head = status
-                problems.append(f"{h}: task {status} {task.get('error') if task else ''}".strip())
-            print(f"      {h}  {head}", flush=True)
-            for b in by_host.get(h, []):
-                res = b.get("resolution")
-                vm = (b.get("details") or {}).get("vm_name", "?")
-                if res:
-                    who = users.get(res.get("resolved_by"), res.get("resolved_by") or "?")
-                    decision = f"{res['action']} by {who}" + (f" ({res['note']})" if res.get("note") else "")
-                    if res["action"] == "power_off_vm":
-                        decision += f"; {vm} is powered {'on' if vm_power.get(vm) else 'OFF'} again"
-                        if not vm_power.get(vm):
-                            problems.append(f"{vm} was not powered back on")
-                else:
-                    decision = "no decision"
-                    problems.append(f"blocker {b['id']} on {h} has no decision")
-                print(
-                    f"          blocker  {vm}: {b['description'].split(': ', 1)[-1]} [{b['kind']}] "
-                    f"\u2192 {decision}",
-                    flush=True,
-                )
-            if changed:
-                print(
-                    "          firmware "
-                    + "; ".join(
-                        f"{after[h][k][0]} {before[h][k][1]} \u2192 {after[h][k][1]}" for k in changed
-                    ),
-                    flush=True,
-                )
-                same = len(after[h]) - len(changed)
-                if same:
-                    print(f"                   {same} component(s) already current", flush=True)
-            else:
-                print(
-                    "          firmware "
-                    + "; ".join(f"{n} {v}" for n, v in after[h].values())
-                    + " (unchanged)",
-                    flush=True,
-                )
-        others = sorted({h["cluster"] for h in lab_hosts} - {cluster})
-        print(
-            f"      {', '.join(others)}: not part of this job; firmware unchanged, no host in maintenance",
-            flush=True,
-        )
-        replication = await self.replication_report(repl) if repl else None
-        if not blockers:
-            problems.append("the job never paused for the blocker VMs")
-        if problems:
-            raise DemoError("the rolling update did not do what was decided: " + "; ".join(problems))
+    def _report_host(
+        self,
+        h: str,
+        cluster: str,
+        before: dict[str, dict[str, tuple[str, str]]],
+        facts: _RunFacts,
+        clock: MaintenanceClock,
+        counts: dict[str, int],
+        problems: list[str],
+    ) -> None:
+        """Print one host's line of the summary, its blockers and its firmware; count it and
+        note what it did that was not decided."""
+        bmc = self.dc.bmc(h)
+        after = facts.after
+        changed = [k for k in after[h] if after[h][k][1] != before[h].get(k, ("", ""))[1]]
+        mm = clock.seconds(h)
+        if not h.startswith(f"{cluster}-"):
+            if changed or bmc.flashes or mm is not None:
+                problems.append(f"{h} is not part of the job but was touched")
+            return
+        head = _host_outcome(h, facts.tasks.get(h), changed, bmc, mm, facts.by_host, counts, problems)
+        print(f"      {h}  {head}", flush=True)
+        for b in facts.by_host.get(h, []):
+            _print_blocker(h, b, facts, problems)
+        if changed:
+            print(
+                "          firmware "
+                + "; ".join(f"{after[h][k][0]} {before[h][k][1]} \u2192 {after[h][k][1]}" for k in changed),
+                flush=True,
+            )
+            same = len(after[h]) - len(changed)
+            if same:
+                print(f"                   {same} component(s) already current", flush=True)
+        else:
+            print(
+                "          firmware " + "; ".join(f"{n} {v}" for n, v in after[h].values()) + " (unchanged)",
+                flush=True,
+            )
+
+    def _check_invariants(
+        self,
+        job_id: str,
+        cluster: str,
+        before: dict[str, dict[str, tuple[str, str]]],
+        servers: dict[str, str],
+        settings_before: dict[str, Any],
+        sampler: Any,
+        lab_hosts: list[dict[str, Any]],
+    ) -> None:
+        """The safety invariants (DESIGN.md §5) and the audit chain, read from the database."""
+        import psycopg2
+        import psycopg2.extras
+
+        from devstack.testing import invariants as inv
 
         conn = psycopg2.connect(self.env["SUPABASE_DB_URL"])
         conn.autocommit = True
@@ -1271,17 +1342,6 @@ class Demo:
             say("audit", f"{audited} audit entries, hash chain verified")
         finally:
             conn.close()
-        return {
-            "hosts_updated": updated,
-            "hosts_skipped": skipped,
-            "components_updated": components,
-            "blockers": len(blockers),
-            "decisions": {
-                (b.get("details") or {}).get("vm_name"): (b.get("resolution") or {}).get("action")
-                for b in blockers
-            },
-            **({"replication": replication} if replication else {}),
-        }
 
     async def run(self) -> dict[str, Any]:
         from devstack.testing import invariants as inv
