@@ -7,6 +7,7 @@ import datetime as dt
 import io
 import json
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -114,110 +115,116 @@ class ReportModel(Observable):
 
     def chart(self) -> dict[str, Any] | None:
         """What the view's chart draws: {kind: bar|line|stacked, labels|xs, series, title, unit}."""
-        rows, v = self.rows, self.view
-        if not rows:
+        if not self.rows:
             return None
-        if v == "v_job_stats_by_type":
-            rs = sorted(rows, key=lambda r: str(r.get("type")))
-            return {
+        draw = _CHARTS.get(self.view)
+        return draw(self) if draw else None
+
+    # the chart of each view that has one (_CHARTS), drawn from the loaded rows
+    def _stats_by_type_chart(self) -> dict[str, Any]:
+        rs = sorted(self.rows, key=lambda r: str(r.get("type")))
+        return {
+            "kind": "bar",
+            "labels": [r["type"] for r in rs],
+            "title": "success rate per job type",
+            "unit": "%",
+            "y_max": 100.0,
+            "series": {
+                "success %": [
+                    100 * float(r["success_rate"]) if r.get("success_rate") is not None else None for r in rs
+                ]
+            },
+            "second": {
                 "kind": "bar",
                 "labels": [r["type"] for r in rs],
-                "title": "success rate per job type",
-                "unit": "%",
-                "y_max": 100.0,
+                "title": "duration per job type",
+                "unit": "s",
                 "series": {
-                    "success %": [
-                        100 * float(r["success_rate"]) if r.get("success_rate") is not None else None
-                        for r in rs
-                    ]
+                    "average": [r.get("avg_duration_s") for r in rs],
+                    "p95": [r.get("p95_duration_s") for r in rs],
                 },
-                "second": {
-                    "kind": "bar",
-                    "labels": [r["type"] for r in rs],
-                    "title": "duration per job type",
-                    "unit": "s",
-                    "series": {
-                        "average": [r.get("avg_duration_s") for r in rs],
-                        "p95": [r.get("p95_duration_s") for r in rs],
-                    },
-                },
-            }
-        if v == "v_job_stats_by_week":
-            weeks = sorted({str(r["week"])[:10] for r in rows})
-            types = sorted({str(r["type"]) for r in rows})
-            by = {(str(r["week"])[:10], str(r["type"])): r for r in rows}
-            return {
-                "kind": "line",
-                "xs": weeks,
-                "title": "success rate per week",
-                "unit": "%",
-                "series": {
-                    t: [
-                        100 * float(by[(wk, t)]["success_rate"])
-                        if (wk, t) in by and by[(wk, t)].get("success_rate") is not None
-                        else None
-                        for wk in weeks
-                    ]
-                    for t in types
-                },
-            }
-        if v == "v_job_stats_by_user":
-            labels = [self.names.user(r["user_id"]) if self.names else short_id(r["user_id"]) for r in rows]
-            return {
-                "kind": "stacked",
-                "labels": labels,
-                "title": "jobs per user",
-                "series": {
-                    "completed": [r.get("completed") for r in rows],
-                    "failed": [r.get("failed") for r in rows],
-                },
-            }
-        if v == "v_host_history":
-            return maintenance_chart(self.stays)
-        if v == "v_executor_health":
-            names = [r.get("name") for r in rows]
-            # seconds and a count do not share an axis: one chart each
-            return {
+            },
+        }
+
+    def _stats_by_week_chart(self) -> dict[str, Any]:
+        rows = self.rows
+        weeks = sorted({str(r["week"])[:10] for r in rows})
+        types = sorted({str(r["type"]) for r in rows})
+        by = {(str(r["week"])[:10], str(r["type"])): r for r in rows}
+        return {
+            "kind": "line",
+            "xs": weeks,
+            "title": "success rate per week",
+            "unit": "%",
+            "series": {
+                t: [
+                    100 * float(by[(wk, t)]["success_rate"])
+                    if (wk, t) in by and by[(wk, t)].get("success_rate") is not None
+                    else None
+                    for wk in weeks
+                ]
+                for t in types
+            },
+        }
+
+    def _stats_by_user_chart(self) -> dict[str, Any]:
+        rows = self.rows
+        labels = [self.names.user(r["user_id"]) if self.names else short_id(r["user_id"]) for r in rows]
+        return {
+            "kind": "stacked",
+            "labels": labels,
+            "title": "jobs per user",
+            "series": {
+                "completed": [r.get("completed") for r in rows],
+                "failed": [r.get("failed") for r in rows],
+            },
+        }
+
+    def _executor_health_chart(self) -> dict[str, Any]:
+        rows = self.rows
+        names = [r.get("name") for r in rows]
+        # seconds and a count do not share an axis: one chart each
+        return {
+            "kind": "bar",
+            "labels": names,
+            "title": "executor heartbeat age",
+            "unit": "s",
+            "series": {"heartbeat age": [r.get("heartbeat_age_s") for r in rows]},
+            "second": {
                 "kind": "bar",
                 "labels": names,
-                "title": "executor heartbeat age",
-                "unit": "s",
-                "series": {"heartbeat age": [r.get("heartbeat_age_s") for r in rows]},
-                "second": {
-                    "kind": "bar",
-                    "labels": names,
-                    "title": "running jobs per executor",
-                    "series": {"running jobs": [r.get("running_jobs") for r in rows]},
-                },
-            }
-        if v == "v_firmware_compliance_history":
-            return compliance_over_time(rows)
-        if v == REPLICATION_LAG:
-            return {
-                "kind": "lag",
-                "pairs": [
-                    {
-                        "name": r["name"],
-                        "series": self.lag.get(str(r["id"])) or {},
-                        "max_lag_seconds": r.get("max_lag_seconds"),
-                    }
-                    for r in sorted(rows, key=lambda r: str(r["name"]))
-                ],
-            }
-        if v == "v_firmware_compliance":
-            servers = sorted({str(r.get("server_name")) for r in rows})
-            cnt: dict[tuple[str, str], int] = Counter(
-                (str(r.get("server_name")), str(r.get("compliance"))) for r in rows
-            )
-            return {
-                "kind": "stacked",
-                "labels": servers,
-                "title": "firmware components per server",
-                "series": {
-                    c: [cnt.get((s, c), 0) for s in servers] for c in ("compliant", "outdated", "unknown")
-                },
-            }
-        return None
+                "title": "running jobs per executor",
+                "series": {"running jobs": [r.get("running_jobs") for r in rows]},
+            },
+        }
+
+    def _replication_lag_chart(self) -> dict[str, Any]:
+        return {
+            "kind": "lag",
+            "pairs": [
+                {
+                    "name": r["name"],
+                    "series": self.lag.get(str(r["id"])) or {},
+                    "max_lag_seconds": r.get("max_lag_seconds"),
+                }
+                for r in sorted(self.rows, key=lambda r: str(r["name"]))
+            ],
+        }
+
+    def _compliance_chart(self) -> dict[str, Any]:
+        rows = self.rows
+        servers = sorted({str(r.get("server_name")) for r in rows})
+        cnt: dict[tuple[str, str], int] = Counter(
+            (str(r.get("server_name")), str(r.get("compliance"))) for r in rows
+        )
+        return {
+            "kind": "stacked",
+            "labels": servers,
+            "title": "firmware components per server",
+            "series": {
+                c: [cnt.get((s, c), 0) for s in servers] for c in ("compliant", "outdated", "unknown")
+            },
+        }
 
     def load(self, view: str | None = None, **filters: str) -> list[Row]:
         self.view = view or self.view
@@ -439,3 +446,16 @@ class FleetModel(Observable):
                 }
             )
         return out
+
+
+# the chart each report view draws (ReportModel.chart); a view not named here draws none
+_CHARTS: dict[str, Callable[[ReportModel], dict[str, Any] | None]] = {
+    "v_job_stats_by_type": ReportModel._stats_by_type_chart,
+    "v_job_stats_by_week": ReportModel._stats_by_week_chart,
+    "v_job_stats_by_user": ReportModel._stats_by_user_chart,
+    "v_host_history": lambda m: maintenance_chart(m.stays),
+    "v_executor_health": ReportModel._executor_health_chart,
+    "v_firmware_compliance_history": lambda m: compliance_over_time(m.rows),
+    REPLICATION_LAG: ReportModel._replication_lag_chart,
+    "v_firmware_compliance": ReportModel._compliance_chart,
+}
