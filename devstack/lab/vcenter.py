@@ -20,12 +20,15 @@ The spec (validated by the binary, unknown keys rejected):
                    "drs": {"enabled": true, "behavior": "fullyAutomated"},
                    "in_maintenance": [3],
                    "vms": [{"name": "db1", "host": 0, "memory_mb": 8192, "power_on": true,
-                            "devices": ["usb_passthrough"], "drs_behavior": "manual"}],
+                            "devices": ["usb_passthrough"], "drs_behavior": "manual",
+                            "tools": true}],
                    "rules": [{"name": "pin", "vms": ["db1"], "hosts": [0], "mandatory": true}],
                    "vsan": {"enabled": true, "resync_after_exit_ms": 300, "resync_objects": 12}}]}
 Hosts are named <cluster>-esxNN, generated VMs <cluster>-vmNNNN. Device kinds:
 usb_passthrough, cdrom_host_device, cdrom_local_iso, cdrom_shared_iso, floppy_connected, ft,
-vgpu, pci_passthrough, local_disk. The control endpoints are listed in vcsim/control.go.
+vgpu, pci_passthrough, local_disk. A VM's "tools": false means VMware Tools does not run in
+its guest (ShutdownGuest is refused with ToolsUnavailable, as vCenter does); by default it
+runs. The control endpoints are listed in vcsim/control.go.
 """
 
 from __future__ import annotations

@@ -45,6 +45,7 @@ CLUSTER = {
         {"name": "vo-pci", "host": 0, "devices": ["pci_passthrough"]},
         {"name": "vo-ft", "host": 1, "devices": ["ft"]},  # left blocking: the viewer's check
         {"name": "vo-gpu", "host": 0, "devices": ["vgpu"]},
+        {"name": "vo-notools", "host": 1, "devices": ["vgpu"], "tools": False},  # VMware Tools not running
     ],
 }
 FAST = VSphereTimeouts(connect=10, task=20, stall=20, host_reconnect=30, poll=0.05)
@@ -222,9 +223,6 @@ def test_power_off_clears_the_blocker_and_is_idempotent(world):
 
 
 def test_shutdown_guest_stops_the_vm_and_is_idempotent(world):
-    # the simulator shuts any guest down at once, VMware Tools or not; vCenter refuses a guest
-    # without running Tools (ToolsUnavailable), which the client turns into InvalidTargetState
-    # naming the hard power-off: not reproducible against the simulator
     w = world
     vm = w.vm("vo-gpu")
     assert vm["power_state"] == "on" and "vo-gpu" in blocking(w)
@@ -239,6 +237,23 @@ def test_shutdown_guest_stops_the_vm_and_is_idempotent(world):
         False,
         "already powered off",
     )
+
+
+def test_shutdown_guest_without_vmware_tools_fails_in_words_and_changes_nothing(world):
+    # vCenter refuses ShutdownGuest when Tools do not run in the guest (the lab does as well)
+    w = world
+    vm = w.vm("vo-notools")
+    out = w.run(vm["id"], "shutdown_guest")
+    assert out["job"]["status"] == "failed"
+    [task] = out["tasks"]
+    assert task["status"] == "failed"
+    for text in (task["error"], out["job"]["error"]):
+        assert "VMware Tools is not running" in text and "power the VM off instead" in text, text
+    assert "vo-notools" in out["job"]["error"]
+    # the VM runs on, its row is still refreshed (the inventory step ran), and it still blocks
+    assert w.lab_power(vm["moref"]) == "poweredOn"
+    assert out["steps"]["apply"] == {"action": "shutdown_guest", "changed": 0, "unchanged": 0, "failed": 1}
+    assert w.vm("vo-notools")["power_state"] == "on" and "vo-notools" in blocking(w)
 
 
 def test_create_job_refuses_bad_vms_and_viewers_with_nothing_written(world):

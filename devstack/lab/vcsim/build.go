@@ -46,6 +46,7 @@ type vmPlan struct {
 	powerOn  bool
 	devices  []string
 	drs      string
+	noTools  bool
 }
 
 func newClient(ctx context.Context, m *simulator.Model) (*vim25.Client, error) {
@@ -283,7 +284,7 @@ func (l *lab) plans(cs *ClusterSpec) []vmPlan {
 	}
 	for _, v := range cs.VMs {
 		p := vmPlan{name: v.Name, host: v.Host, memoryMB: v.MemoryMB, cpus: v.CPUs, powerOn: true,
-			devices: v.Devices, drs: v.DRSBehavior}
+			devices: v.Devices, drs: v.DRSBehavior, noTools: v.Tools != nil && !*v.Tools}
 		if v.PowerOn != nil {
 			p.powerOn = *v.PowerOn
 		}
@@ -381,6 +382,7 @@ func (l *lab) createVM(ctx context.Context, folders *object.DatacenterFolders, p
 	if err := l.addDevices(ref, ci, h, p.devices); err != nil {
 		return err
 	}
+	setTools(ref, !p.noTools)
 	if p.drs != "" {
 		l.mu.Lock()
 		l.drsOverrides = append(l.drsOverrides, drsOverride{cluster: ci.ref, vm: ref, behavior: p.drs})
@@ -397,6 +399,24 @@ func (l *lab) createVM(ctx context.Context, folders *object.DatacenterFolders, p
 		}
 	}
 	return nil
+}
+
+// setTools records whether VMware Tools runs in the VM's guest (the simulator creates every VM
+// with Tools not running, and still shuts any guest down; front.go refuses as vCenter does).
+func setTools(ref types.ManagedObjectReference, running bool) {
+	vm := simulator.Map.Get(ref).(*simulator.VirtualMachine)
+	simulator.Map.WithLock(vm, func() {
+		if vm.Guest == nil {
+			vm.Guest = &types.GuestInfo{}
+		}
+		if running {
+			vm.Guest.ToolsRunningStatus = string(types.VirtualMachineToolsRunningStatusGuestToolsRunning)
+			vm.Guest.ToolsStatus = types.VirtualMachineToolsStatusToolsOk
+		} else {
+			vm.Guest.ToolsRunningStatus = string(types.VirtualMachineToolsRunningStatusGuestToolsNotRunning)
+			vm.Guest.ToolsStatus = types.VirtualMachineToolsStatusToolsNotRunning
+		}
+	})
 }
 
 // addDevices gives a VM the blocker-relevant devices of its spec, editing the simulator's

@@ -48,6 +48,9 @@ type VMSpec struct {
 	Devices  []string `json:"devices"`
 	// DRSBehavior is a per-VM DRS override (manual, partiallyAutomated, fullyAutomated, disabled).
 	DRSBehavior string `json:"drs_behavior"`
+	// Tools false: VMware Tools not running in the guest (vCenter then refuses ShutdownGuest);
+	// absent or true: running.
+	Tools *bool `json:"tools"`
 }
 
 // RuleSpec is a VM-host affinity rule: VMs (by name) must/should run on Hosts (indexes).

@@ -21,7 +21,7 @@ import (
 // request for these element names keeps the common path (property reads) parse-free.
 var intercepted = []string{
 	"EnterMaintenanceMode_Task", "ExitMaintenanceMode_Task", "ReconfigureComputeResource_Task",
-	"RelocateVM_Task", "MigrateVM_Task", "PowerOnVM_Task", "CancelTask",
+	"RelocateVM_Task", "MigrateVM_Task", "PowerOnVM_Task", "CancelTask", "ShutdownGuest",
 }
 
 const envelopeHead = `<?xml version="1.0" encoding="UTF-8"?>` +
@@ -200,6 +200,23 @@ func (l *lab) handle(w http.ResponseWriter, r *http.Request, body []byte) bool {
 			return nil, fault
 		})
 		writeTaskResponse(w, method.Name, task.Run())
+	case *types.ShutdownGuest:
+		// vCenter asks the guest through VMware Tools, and refuses a running VM without
+		// them; the stock simulator powers any VM off at once.
+		vm := getVM(req.This)
+		if vm == nil {
+			return false
+		}
+		var on, tools bool
+		simulator.Map.WithLock(vm, func() {
+			on = vm.Runtime.PowerState == types.VirtualMachinePowerStatePoweredOn
+			tools = vm.Guest != nil &&
+				vm.Guest.ToolsRunningStatus == string(types.VirtualMachineToolsRunningStatusGuestToolsRunning)
+		})
+		if !on || tools {
+			return false // the stock answer: InvalidPowerState when off, else the VM goes off
+		}
+		writeFault(w, "ToolsUnavailable", "Cannot complete operation because VMware Tools is not running in this virtual machine.")
 	case *types.CancelTask:
 		t, ok := simulator.Map.Get(req.This).(*simulator.Task)
 		if !ok {
