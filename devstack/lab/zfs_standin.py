@@ -398,13 +398,7 @@ def partial_message(kind: str, token: str) -> str:
 def cmd_receive(root: Path, args: list[str]) -> int:
     resumable = "-s" in args
     if "-A" in args:
-        ds = [a for a in args if not a.startswith("-")][0]
-        with Host(str(root)) as h:
-            if ds not in h.state["partials"]:
-                raise ZfsFail(f"'{ds}' does not have any resumable receive state to abort")
-            del h.state["partials"][ds]
-            Path(str(h.dir(ds)) + ".partial").unlink(missing_ok=True)
-        return 0
+        return _abort_receive(root, [a for a in args if not a.startswith("-")][0])
     if "-F" in args:
         raise ZfsFail("the lab's zfs refuses -F: rackpilot never rolls a destination back", 2)
     names = [a for a in args if not a.startswith("-")]
@@ -420,47 +414,103 @@ def cmd_receive(root: Path, args: list[str]) -> int:
     kind = header["kind"]
     what = "new filesystem" if kind == "full" else "incremental"
     with Host(str(root)) as h:
-        partial = h.state["partials"].get(ds)
-        if header["offset"]:
-            if not partial or partial["to_guid"] != header["to_guid"] or partial["bytes"] != header["offset"]:
-                raise ZfsFail(
-                    f"cannot receive resume stream: destination '{ds}' has no matching partial state "
-                    f"(resume token does not match)"
-                )
-        elif partial:
-            raise ZfsFail(
-                f"cannot receive {what} stream: destination {ds} contains partially-complete state "
-                f'from "zfs receive -s".'
-            )
-        if kind == "full":
-            if ds in h.state["datasets"]:
-                raise ZfsFail(
-                    f"cannot receive new filesystem stream: destination '{ds}' exists\n"
-                    f"must specify -F to overwrite it"
-                )
-            parent = ds.rsplit("/", 1)[0] if "/" in ds else None
-            if parent is not None and parent not in h.state["datasets"]:
-                raise ZfsFail(f"cannot receive new filesystem stream: parent '{parent}' does not exist")
-        else:
-            d = h.ds(ds)
-            top = newest(d)
-            if top is None or top[1]["guid"] != header["from_guid"]:
-                raise ZfsFail(
-                    f"cannot receive incremental stream: most recent snapshot of {ds} does not\n"
-                    f"match incremental source"
-                )
-            if manifest(h.dir(ds) / "live") != top[1]["manifest"]:
-                raise ZfsFail(
-                    f"cannot receive incremental stream: destination {ds} has been modified\n"
-                    f"since most recent snapshot"
-                )
+        _check_receivable(h, ds, header, what)
         ppath = Path(str(h.dir(ds)) + ".partial")
         ppath.parent.mkdir(parents=True, exist_ok=True)
         if not header["offset"]:
             ppath.write_bytes(b"")
     # the body, outside the lock (a long stream must not stop every other command)
     brk = inject(root, "recv_break_after")
-    limit = int(brk["bytes"]) if brk else None
+    got = _receive_body(inp, ppath, header, int(brk["bytes"]) if brk else None)
+    with Host(str(root)) as h:
+        if got < header["total"]:
+            if not resumable:
+                ppath.unlink(missing_ok=True)
+                raise ZfsFail(f"cannot receive {what} stream: checksum mismatch or incomplete stream")
+            token = make_token(_resume_info(header, got))
+            h.state["partials"][ds] = {
+                "to_guid": header["to_guid"],
+                "bytes": got,
+                "token": token,
+                "kind": kind,
+            }
+            # the words may find nobody to read them (sshd gone with the connection): the
+            # partial state is kept all the same, as the kernel keeps it
+            try:
+                sys.stderr.write(partial_message(kind, token))
+                sys.stderr.flush()
+            except OSError:
+                pass
+            return 1
+        if inject(root, "nospace"):
+            if resumable:
+                h.state["partials"][ds] = {
+                    "to_guid": header["to_guid"],
+                    "bytes": got,
+                    "token": make_token(_resume_info(header, got)),
+                    "kind": kind,
+                }
+            raise ZfsFail(f"cannot receive {what} stream: out of space")
+        h.state["partials"].pop(ds, None)
+        apply_body(h, ds, header, ppath)
+        ppath.unlink(missing_ok=True)
+    return 0
+
+
+def _abort_receive(root: Path, ds: str) -> int:
+    """``zfs receive -A``: drop the dataset's resumable receive state."""
+    with Host(str(root)) as h:
+        if ds not in h.state["partials"]:
+            raise ZfsFail(f"'{ds}' does not have any resumable receive state to abort")
+        del h.state["partials"][ds]
+        Path(str(h.dir(ds)) + ".partial").unlink(missing_ok=True)
+    return 0
+
+
+def _check_receivable(h: Host, ds: str, header: dict[str, Any], what: str) -> None:
+    """Refuse a stream the destination cannot take, as zfs words it: a resume that matches
+    no partial state, a new stream over partial state, a full stream onto an existing
+    dataset or under a missing parent, an incremental one that does not follow the newest
+    snapshot or meets a modified destination."""
+    partial = h.state["partials"].get(ds)
+    if header["offset"]:
+        if not partial or partial["to_guid"] != header["to_guid"] or partial["bytes"] != header["offset"]:
+            raise ZfsFail(
+                f"cannot receive resume stream: destination '{ds}' has no matching partial state "
+                f"(resume token does not match)"
+            )
+    elif partial:
+        raise ZfsFail(
+            f"cannot receive {what} stream: destination {ds} contains partially-complete state "
+            f'from "zfs receive -s".'
+        )
+    if header["kind"] == "full":
+        if ds in h.state["datasets"]:
+            raise ZfsFail(
+                f"cannot receive new filesystem stream: destination '{ds}' exists\n"
+                f"must specify -F to overwrite it"
+            )
+        parent = ds.rsplit("/", 1)[0] if "/" in ds else None
+        if parent is not None and parent not in h.state["datasets"]:
+            raise ZfsFail(f"cannot receive new filesystem stream: parent '{parent}' does not exist")
+        return
+    d = h.ds(ds)
+    top = newest(d)
+    if top is None or top[1]["guid"] != header["from_guid"]:
+        raise ZfsFail(
+            f"cannot receive incremental stream: most recent snapshot of {ds} does not\n"
+            f"match incremental source"
+        )
+    if manifest(h.dir(ds) / "live") != top[1]["manifest"]:
+        raise ZfsFail(
+            f"cannot receive incremental stream: destination {ds} has been modified\n"
+            f"since most recent snapshot"
+        )
+
+
+def _receive_body(inp: Any, ppath: Path, header: dict[str, Any], limit: int | None) -> int:
+    """Append the stream's body to the partial file ``ppath`` until its end, the connection
+    going away or ``limit`` bytes (the recv_break_after fault); how far the stream got."""
     got = header["offset"]
     want = header["total"]
 
@@ -488,55 +538,19 @@ def cmd_receive(root: Path, args: list[str]) -> int:
             pass
     for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_IGN)
-    with Host(str(root)) as h:
-        if got < want:
-            if not resumable:
-                ppath.unlink(missing_ok=True)
-                raise ZfsFail(f"cannot receive {what} stream: checksum mismatch or incomplete stream")
-            info = {
-                "fromname": header.get("fromname"),
-                "toname": header["toname"],
-                "from_guid": header["from_guid"],
-                "to_guid": header["to_guid"],
-                "I": header.get("I", False),
-                "bytes": got,
-            }
-            token = make_token(info)
-            h.state["partials"][ds] = {
-                "to_guid": header["to_guid"],
-                "bytes": got,
-                "token": token,
-                "kind": kind,
-            }
-            # the words may find nobody to read them (sshd gone with the connection): the
-            # partial state is kept all the same, as the kernel keeps it
-            try:
-                sys.stderr.write(partial_message(kind, token))
-                sys.stderr.flush()
-            except OSError:
-                pass
-            return 1
-        if inject(root, "nospace"):
-            info = {
-                "fromname": header.get("fromname"),
-                "toname": header["toname"],
-                "from_guid": header["from_guid"],
-                "to_guid": header["to_guid"],
-                "I": header.get("I", False),
-                "bytes": got,
-            }
-            if resumable:
-                h.state["partials"][ds] = {
-                    "to_guid": header["to_guid"],
-                    "bytes": got,
-                    "token": make_token(info),
-                    "kind": kind,
-                }
-            raise ZfsFail(f"cannot receive {what} stream: out of space")
-        h.state["partials"].pop(ds, None)
-        apply_body(h, ds, header, ppath)
-        ppath.unlink(missing_ok=True)
-    return 0
+    return got
+
+
+def _resume_info(header: dict[str, Any], got: int) -> dict[str, Any]:
+    """What the resume token of a stream stopped after ``got`` bytes carries."""
+    return {
+        "fromname": header.get("fromname"),
+        "toname": header["toname"],
+        "from_guid": header["from_guid"],
+        "to_guid": header["to_guid"],
+        "I": header.get("I", False),
+        "bytes": got,
+    }
 
 
 # --- the small commands ---------------------------------------------------------------------------
