@@ -60,6 +60,20 @@ def export_rows(rows: list[Row], path: str | Path, fmt: str | None = None) -> Pa
     return p
 
 
+def _display_cell(k: str, v: Any, nm: Names | None) -> tuple[str, Any]:
+    """A report cell as the table shows it: a user or site by name, another id as a short
+    id, a timestamp shortened, anything else as it is."""
+    if k in ("user_id", "created_by"):
+        return ("user" if k == "user_id" else "created by"), nm.user(v) if nm else short_id(v)
+    if k == "site_id":
+        return "site", nm.name("site", v) if nm else short_id(v)
+    if k.endswith("_id") or k == "id":
+        return (k.removesuffix("_id") if k != "id" else "id"), short_id(v)
+    if isinstance(v, str) and len(v) >= 19 and v[4:5] == "-" and v[10:11] == "T":
+        return k, short_ts(v)
+    return k, v
+
+
 # id columns the tables show as names (the raw rows, with ids, still go to the CSV export)
 HIDE_WHEN_NAMED = {
     "target_id": "target_name",
@@ -94,24 +108,14 @@ class ReportModel(Observable):
         nm = self.names
         if nm is not None:
             nm.load_users([r.get(k) for r in self.rows for k in ("user_id", "created_by") if r.get(k)])
-        out = []
-        for r in self.rows:
-            d: Row = {}
-            for k, v in r.items():
-                if k in HIDE_WHEN_NAMED and HIDE_WHEN_NAMED[k] in r:
-                    continue
-                if k in ("user_id", "created_by"):
-                    d["user" if k == "user_id" else "created by"] = nm.user(v) if nm else short_id(v)
-                elif k == "site_id":
-                    d["site"] = nm.name("site", v) if nm else short_id(v)
-                elif k.endswith("_id") or k == "id":
-                    d[k.removesuffix("_id") if k != "id" else "id"] = short_id(v)
-                elif isinstance(v, str) and len(v) >= 19 and v[4:5] == "-" and v[10:11] == "T":
-                    d[k] = short_ts(v)
-                else:
-                    d[k] = v
-            out.append(d)
-        return out
+        return [
+            dict(
+                _display_cell(k, v, nm)
+                for k, v in r.items()
+                if not (k in HIDE_WHEN_NAMED and HIDE_WHEN_NAMED[k] in r)
+            )
+            for r in self.rows
+        ]
 
     def chart(self) -> dict[str, Any] | None:
         """What the view's chart draws: {kind: bar|line|stacked, labels|xs, series, title, unit}."""
