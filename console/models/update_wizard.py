@@ -370,7 +370,7 @@ class UpdateWizard(Observable):
             elif status in ("failed", "cancelled"):
                 out.append(f"{fx['vm']}: the fix {status}: {fx['error'] or 'no reason given'}")
             else:
-                out.append(f"{fx['vm']}: the fix is {status}")
+                out.append(f"{fx['vm']}: the fix (job {fx['job_id'][:8]}) is {status}")
         if rerun and self.step in (Step.PREFLIGHT, Step.CONFIRM):
             self.run_preflight()
             out.append("the pre-flight ran again")

@@ -127,12 +127,23 @@ class UpdateWizardView(w.VBox):
         self.vm_no.on_click(lambda _: self._cancel_vm_fix())
         # ... or fixed at once: a vm_operation job (power off / disconnect media), confirmed,
         # followed live, the pre-flight run again when it completes (operators and above)
-        self.vm_off_now = w.Button(description="Power off now", icon="power-off", button_style="danger")
+        # one Layout each: a button is hidden through its layout's display
+        self.vm_off_now = w.Button(
+            description="Power off now",
+            icon="power-off",
+            button_style="danger",
+            layout=w.Layout(width="auto"),
+        )
         self.vm_off_now.add_class("rp-vm-fix-power-off")
-        self.vm_media_now = w.Button(description="Disconnect media now", icon="eject")
+        self.vm_media_now = w.Button(
+            description="Disconnect media now", icon="eject", layout=w.Layout(width="auto")
+        )
         self.vm_media_now.add_class("rp-vm-fix-disconnect")
         self.vm_shutdown_now = w.Button(
-            description="Shut down guest now", icon="stop", button_style="warning"
+            description="Shut down guest now",
+            icon="stop",
+            button_style="warning",
+            layout=w.Layout(width="auto"),
         )
         self.vm_shutdown_now.add_class("rp-vm-fix-shutdown")
         self.vm_shutdown_now.on_click(
@@ -145,6 +156,7 @@ class UpdateWizardView(w.VBox):
         self.vm_pick.observe(lambda ch: self._show_fix_now(), names="value")
         self._now_action: str | None = None
         self.vm_fix_monitor: w.Widget | None = None
+        self._vm_fix_monitor_of: str | None = None  # the VM whose fix job the monitor follows
         # after Start update: the pre-flight's decisions go out when the job pauses for them
         self.plan_status = Status()
         self.plan_status.add_class("rp-vm-plan-status")
@@ -285,6 +297,7 @@ class UpdateWizardView(w.VBox):
         words = self.wz.fix_vm_now(self.vm_pick.value, action)
         self.vm_status.ok(words)
         fx = self.wz.vm_fix_jobs[self.vm_pick.value]
+        self._vm_fix_monitor_of = self.vm_pick.value
         if self._monitor is not None:
             try:
                 self.vm_fix_monitor = self._monitor(fx["job_id"])
@@ -295,15 +308,17 @@ class UpdateWizardView(w.VBox):
                 mon = getattr(getattr(self.vm_fix_monitor, "view", self.vm_fix_monitor), "m", None)
                 if mon is not None:
                     mon.on_change(guarded(self.vm_status, self._vm_fix_progress))
-        self._vm_fix_progress()
+        self._vm_fix_progress(said=words)
         self.render()
 
-    def _vm_fix_progress(self) -> None:
+    def _vm_fix_progress(self, said: str = "") -> None:
+        """What the fix jobs did since the last look, on the line under the buttons (after
+        ``said``, the line it replaces, when given)."""
         words = self.wz.vm_fix_progress()
         if not words:
             return
         failed = any(" the fix failed" in x or " the fix cancelled" in x for x in words)
-        (self.vm_status.error if failed else self.vm_status.ok)("; ".join(words))
+        (self.vm_status.error if failed else self.vm_status.ok)("; ".join([said, *words] if said else words))
 
     def _ask_vm_fix(self) -> None:
         self._now_action = None
@@ -517,7 +532,10 @@ class UpdateWizardView(w.VBox):
             ]
         elif wz.vm_fix_jobs:
             fixes = [self.vm_status]  # the last fix cleared the last blocker: say so
-        if wz.vm_fix_jobs and self.vm_fix_monitor is not None:
+        # the fix job's monitor stays while it runs, and when it failed (its log says why);
+        # once it completed, the line above says so and the pre-flight has run again
+        followed = wz.vm_fix_jobs.get(self._vm_fix_monitor_of or "")
+        if self.vm_fix_monitor is not None and followed and followed["status"] != "completed":
             fixes.append(self.vm_fix_monitor)
         self.body.children = [
             self.report,

@@ -4,7 +4,8 @@ Debian's headless Chromium through Selenium and /usr/bin/chromedriver (no downlo
 A notebook draws the wizard for an operator. The test checks what an operator sees: the
 first step's cluster selector is not blank (no visible dropdown with options is), Next goes
 on, the pre-flight shows what will change per host and component and the hosts already
-compliant, then a typed confirmation creates the job and the wizard becomes the live
+compliant, a blocking VM's fix decided for later and another's done now (a vm_operation job
+followed live, the pre-flight run again), then a typed confirmation creates the job and the wizard becomes the live
 monitor, whose phase timeline grows as the executor (played by SQL) reports phases over
 Realtime. Screenshots go to the test's folder (and RACKPILOT_SCREENSHOT_DIR when set)."""
 
@@ -91,6 +92,65 @@ def test_wizard_first_step_preflight_preview_and_live_monitor(lab, tmp_path):
             shot(driver, tmp_path, "wizard-last")
 
 
+def fix_now(driver, wait, lab, tmp_path) -> None:
+    """... or fixed now: the third host's VM powered off by a vm_operation job, asked first,
+    followed live (the executor's part played by SQL: claimed, the VM's row off, completed,
+    which reaches the page over Realtime), and the pre-flight runs again without it."""
+    from selenium.webdriver.common.by import By
+
+    ce = lab["ce"]
+    vm_id = next(v for v, h in ce.fleet.vms.items() if h == lab["hosts"][2])
+    name = q(ce.conn, "select name from public.vms where id = %s", vm_id)[0]["name"]
+    pick = driver.find_element(By.CSS_SELECTOR, ".rp-vm-fix-pick select")
+    option = next(
+        o
+        for o in pick.find_elements(By.TAG_NAME, "option")
+        if o.get_attribute("textContent").replace("\xa0", " ").startswith(f"{name} on ")
+    )
+    option.click()
+
+    def shown(text: str):
+        return lambda d: any(
+            b.is_displayed() and b.text.strip() == text
+            for b in d.find_elements(By.CSS_SELECTOR, ".rp-wizard button")
+        )
+
+    wait.until(shown("Power off now"))
+    assert not shown("Disconnect media now")(driver)  # USB passthrough: disconnecting media would not do
+    click_button(driver, "Power off now")
+    wait.until(lambda d: f"Power off {name} now?" in d.find_element(By.CSS_SELECTOR, ".rp-wizard").text)
+    click_button(driver, "Yes, do it")
+    wait.until(
+        lambda d: (
+            "the pre-flight runs again when it completes"
+            in d.find_element(By.CSS_SELECTOR, ".rp-wizard").text
+        )
+    )
+    jid = str(
+        q(
+            ce.conn,
+            "select id from public.jobs where type = 'vm_operation' and site_id = %s order by created_at desc limit 1",
+            ce.fleet.site_a,
+        )[0]["id"]
+    )
+    assert q(ce.conn, "select params from public.jobs where id = %s", jid)[0]["params"]["vm_ids"] == [vm_id]
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".rp-wizard .rp-monitor")) == 1)
+    claim(ce, jid)
+    q(ce.conn, "update public.vms set power_state = 'off' where id = %s", vm_id)
+    q(ce.conn, "update public.jobs set status = 'completed', finished_at = now() where id = %s", jid)
+    wait.until(
+        lambda d: (
+            f"{name}: power it off - done; the pre-flight ran again"
+            in d.find_element(By.CSS_SELECTOR, ".rp-wizard").text
+        )
+    )
+    wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, ".rp-wizard .rp-monitor"))  # done: closed
+    blockers = driver.find_element(By.CSS_SELECTOR, "table.rp-vmblockers").text
+    assert name not in blockers and blockers.strip(), blockers  # the other VMs still block
+    assert driver.execute_script(BLANK_SELECTS) == []
+    shot(driver, tmp_path, "wizard-step3-vm-fix-now")
+
+
 def walk_the_wizard(driver, lab, tmp_path) -> None:
     from selenium.webdriver.common.by import By
 
@@ -151,6 +211,7 @@ def walk_the_wizard(driver, lab, tmp_path) -> None:
     )
     assert driver.execute_script(BLANK_SELECTS) == []
     shot(driver, tmp_path, "wizard-step3-vm-fix")
+    fix_now(driver, wait, lab, tmp_path)
 
     # step 4-5: typed confirmation, create, and the live monitor
     typed = next(
@@ -175,7 +236,15 @@ def walk_the_wizard(driver, lab, tmp_path) -> None:
 
     waiter(driver, PAGE_TIMEOUT_S * 2, poll=1.0).until(start_offered)
     click_button(driver, "Start update")
-    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".rp-monitor .rp-host-row") or False)
+    wait.until(
+        lambda d: (
+            (
+                "following it live below" in d.find_element(By.CSS_SELECTOR, ".rp-wizard").text
+                and d.find_elements(By.CSS_SELECTOR, ".rp-monitor .rp-host-row")
+            )
+            or False
+        )
+    )
     jid = str(
         q(
             ce.conn,

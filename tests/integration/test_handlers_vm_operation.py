@@ -384,7 +384,8 @@ def test_the_wizard_buttons_power_off_now_confirmed_and_followed_live(world):
     assert "nothing changed" in view.vm_status.value and jobs() == before
     view.vm_off_now.click()
     view.vm_yes.click()
-    assert "job " in view.vm_status.value and jobs() == before + 1, view.vm_status.value
+    assert wz.vm_fix_jobs[pci["vm_id"]]["job_id"][:8] in view.vm_status.value, view.vm_status.value
+    assert jobs() == before + 1
     assert monitors and view.vm_fix_monitor is not None
     assert any(view.vm_fix_monitor is c for c in view.body.children)
 
@@ -397,6 +398,7 @@ def test_the_wizard_buttons_power_off_now_confirmed_and_followed_live(world):
         view.vm_status.value
     )
     assert "vo-pci" not in {b["vm"] for b in wz.report.vm_blockers}
+    assert not any(view.vm_fix_monitor is c for c in view.body.children)  # completed: closed
     assert w.lab_power(w.vm("vo-pci")["moref"]) == "poweredOff"
 
     # a viewer sees neither button (and create-job refuses them anyway: the refusal test)
