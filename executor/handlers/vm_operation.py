@@ -9,7 +9,8 @@ Steps:
 step               priority  resumable
 =================  ========  ==============================================================
 apply              100       yes: every action is idempotent (a VM already off, or with no
-                             media connected, is a success that says so)
+                             media connected, is a success that says so); a cancel is
+                             honoured between two VMs
 refresh_inventory  90        yes: a read of the vCenter and the idempotent store of
                              ``vcenter_sync`` (the blocker columns the pre-flight reads)
 =================  ========  ==============================================================
@@ -88,7 +89,7 @@ class VmOperationHandler(JobHandler):
     def validate(self, job: dict[str, Any]) -> None:
         _params(job.get("params"))
 
-    @step(100, resumable=True)
+    @step(100, resumable=True, abortable=True)
     async def apply(self, ctx: StepContext) -> dict[str, Any]:
         p = _params(ctx.params)
         vms = await load_vms(ctx, [str(v) for v in p.vm_ids])
@@ -108,6 +109,7 @@ class VmOperationHandler(JobHandler):
             vc = await vcenter_row(ctx, vc_id)
             async with vcenter_session(ctx, vc, profile) as client:
                 for vm in todo:
+                    ctx.check_cancel()  # safe point: between two VMs (the rows refresh at the next sync)
                     vid = str(vm["id"])
                     await ctx.update_task(VM, vm, TaskStatus.RUNNING)
                     try:
