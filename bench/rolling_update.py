@@ -20,6 +20,11 @@ Prints ONE JSON line:
   The BMC settle is never part of the limit: its mandated minimum, (N - 1) intervals after
   the first good answer (``settle_min_s_per_host``), is overhead a safety rule imposes;
   ``overhead_pct_beyond_settle_min`` shows what is left without it, for reading only.
+  Both limits add each host's phases one after the other. The rollout prepares the next
+  hosts (their SCP backups; with ``--failure-budget`` >= 1 the next host's staging too) while
+  the current one is updated, so the wall time can fall below them: ``overhead_pct_pipelined`` is the
+  overhead against the limit of that order (``pipelined_limit_s``), the one that still
+  bounds it. ``targets_met`` needs overhead_pct and overhead_pct_issue <= 5.
 * ``per_host_phase_s`` (the handler's per-phase clock, mean real seconds per host) beside
   ``per_host_physical_phase_s`` (the simulated waits of each phase) and ``per_host_apply_s``
   (reboot to jobs done, to LC ready, the settle): where the overhead goes.
@@ -28,7 +33,7 @@ Prints ONE JSON line:
 * ``maintenance_s_per_host``: mean time a host spends in maintenance mode, staged and
   naive, and ``staging_cut_pct``. Target: >= 30 %.
 
-    .venv/bin/python bench/rolling_update.py [--hosts 8] [--naive-hosts 3] [--scale 50]
+    .venv/bin/python bench/rolling_update.py [--hosts 8] [--naive-hosts 3] [--scale 50] [--failure-budget 0]
 """
 
 from __future__ import annotations
@@ -121,6 +126,31 @@ def physical_phases_s(dc: DataCentre, host: str, t: Timing, vms: int) -> dict[st
         "maintenance": vms * (MIGRATE_MS + MIGRATE_MS_PER_GB * VM_GB) / 1000,
         "apply": (t.graceful_off + t.power_on + t.post + t.lc_after_post) / s,
     }
+
+
+def pipelined_limit_s(hosts: list[dict[str, float]], stage_ahead: bool) -> float:
+    """The physical limit of one cluster (one host per wave) under the rollout's own order,
+    which prepares the next hosts during the current one: a host's SCP backup begins once the
+    host before it has its backup stored (at most two hosts ahead of the one being updated),
+    its staging (``stage_ahead``: a failure budget with room for the host before) once the
+    host before begins its turn (maintenance); its own turn only after the host before ended
+    its turn. ``hosts``: physical_phases_s of each host in order. No orchestration that keeps
+    that order can finish earlier; the limits that add the phases one after the other
+    (physical_limit_s, physical_limit_issue_s) no longer bound it."""
+    n = len(hosts)
+    wave_start, backup_end, turn_start, end = [0.0] * n, [0.0] * n, [0.0] * n, [0.0] * n
+    for i, h in enumerate(hosts):
+        wave_start[i] = end[i - 1] if i else 0.0
+        # prepared from the start of wave i-2 on, after the backup before it
+        may_begin = wave_start[i - 2] if i >= 2 else 0.0
+        backup_end[i] = max(may_begin, backup_end[i - 1] if i else 0.0) + h["backup"]
+        if i and stage_ahead:
+            staged = max(backup_end[i], turn_start[i - 1]) + h["stage"]
+            turn_start[i] = max(wave_start[i], staged)
+        else:
+            turn_start[i] = max(wave_start[i], backup_end[i]) + h["stage"]
+        end[i] = turn_start[i] + h["maintenance"] + h["apply"]
+    return end[-1] if hosts else 0.0
 
 
 def cpu_s(pid: int) -> float:
@@ -216,6 +246,7 @@ def run(args: argparse.Namespace) -> dict:
                         "cluster_id": str(cluster),
                         "firmware": {"catalog_url": dc.catalog_url},
                         "stage_firmware": staged,
+                        "failure_budget": args.failure_budget,
                     },
                     "credential_set_ids": creds,
                     "maintenance_window_id": str(window),
@@ -265,8 +296,11 @@ def run(args: argparse.Namespace) -> dict:
         settle_min = (so.consecutive - 1) * so.interval
         out["settle_min_s_per_host"] = round(settle_min, 3)
         per_cluster = {}
+        # a host's staging is prepared ahead only when a failure of the host before cannot
+        # stop the rollout (the budget has room for it)
+        stage_ahead = args.failure_budget >= 1
         for c, job in done.items():
-            hosts = [x for x in dc.host_bmc if x.startswith(f"{c}-")]
+            hosts = sorted(x for x in dc.host_bmc if x.startswith(f"{c}-"))
             total = (job["finished_at"] - job["started_at"]).total_seconds()
             physical = sum(unavoidable_s(dc, x, timing, 2) for x in hosts)  # one host per wave
             # the issue's words: evacuation, staging, apply and reboot (no SCP backup)
@@ -291,6 +325,9 @@ def run(args: argparse.Namespace) -> dict:
                 "physical_s": round(physical, 2),
                 "overhead_pct": round(100 * (total - physical) / total, 1),
                 "physical_issue_s": round(issue, 2),
+                "physical_pipelined_s": round(
+                    pipelined_limit_s([physical_phases_s(dc, x, timing, 2) for x in hosts], stage_ahead), 2
+                ),
                 "maintenance_s_per_host": round(sum(per_host) / len(per_host), 3),
             }
         wall = max(j["finished_at"] for j in done.values()) - min(j["started_at"] for j in done.values())
@@ -306,6 +343,13 @@ def run(args: argparse.Namespace) -> dict:
         limit_issue = max(v["physical_issue_s"] for v in per_cluster.values())
         out["physical_limit_issue_s"] = round(limit_issue, 2)
         out["overhead_pct_issue"] = round(100 * (wall_s - limit_issue) / wall_s, 1)
+        # the same against the limit of the rollout's own order (the next host prepared during
+        # the current one): the only one of the three that still bounds the wall time from below
+        limit_pipe = max(v["physical_pipelined_s"] for v in per_cluster.values())
+        out["failure_budget"] = args.failure_budget
+        out["prepared_ahead"] = "backup and staging" if stage_ahead else "backup"
+        out["physical_limit_pipelined_s"] = round(limit_pipe, 2)
+        out["overhead_pct_pipelined"] = round(100 * (wall_s - limit_pipe) / wall_s, 1)
         settle_total = settle_min * args.hosts  # one host per wave
         out["overhead_pct_beyond_settle_min"] = round(100 * (wall_s - limit - settle_total) / wall_s, 1)
 
@@ -317,7 +361,10 @@ def run(args: argparse.Namespace) -> dict:
         staged = sum(v["maintenance_s_per_host"] for v in per_cluster.values()) / len(per_cluster)
         out["maintenance_s_per_host"] = {"staged": round(staged, 3), "naive": round(naive, 3)}
         out["staging_cut_pct"] = round(100 * (naive - staged) / naive, 1)
-        out["targets_met"] = out["overhead_pct"] <= 5 and out["staging_cut_pct"] >= 30
+        # every reading of the overhead target, the issue's own included
+        out["targets_met"] = (
+            max(out["overhead_pct"], out["overhead_pct_issue"]) <= 5 and out["staging_cut_pct"] >= 30
+        )
         out["loadavg_end"] = round(os.getloadavg()[0], 2)
         return out
     finally:
@@ -335,6 +382,12 @@ def main() -> None:
         "--naive-hosts", type=int, default=3, help="hosts of the naive rollout (its per-host figure)"
     )
     ap.add_argument("--scale", type=float, default=50.0, help="simulated seconds per real second")
+    ap.add_argument(
+        "--failure-budget",
+        type=int,
+        default=0,
+        help="the rollouts' failure_budget (hosts); from 1 the next host is staged ahead as well",
+    )
     print(json.dumps(run(ap.parse_args())))
 
 

@@ -3,8 +3,9 @@ and for the job, a log with timestamps, errors in words, and the actions the rol
 
 It is a ``JobDetail`` (job, tasks, steps and blockers, loaded in one embedded request and
 kept current from Realtime changes) that also remembers each host's phase changes: the
-executor writes a host's current phase into its task (``details.phase``: backup, stage,
-maintenance, apply, wait_host, exit_maintenance, done|failed), and every change arrives as
+executor writes a host's current phase into its task (``details.phase``, one of
+``HostPhase`` in executor/handlers/rolling_update.py: backup, stage, maintenance, apply,
+wait_host, exit_maintenance, done|failed, ...), and every change arrives as
 a task UPDATE, so the monitor records when each phase began. Phases that happened before
 the monitor was opened are known only by their task's start and end: those hosts show one
 bar for the time so far (the log says so).
@@ -22,24 +23,37 @@ from console.models.jobs import JobDetail, change_parts
 from console.models.names import Names
 from console.roles import ROLES
 
-# the executor's phase keys (executor/handlers/rolling_update.py) in order, with their words
+# the executor's phase keys (executor/handlers/rolling_update.py HostPhase) in order, with
+# their words (tests/unit/test_rolling_update_units.py holds the two together)
 PHASES: dict[str, str] = {
+    "queued": "waiting for its turn",
+    "vsan_wait": "wait for vSAN resync",
     "backup": "SCP backup",
+    "backed_up": "backed up, waiting for its turn",
     "stage": "stage firmware",
+    "staged": "staged, waiting for its turn",
     "rescan": "rescan VMs",
     "maintenance": "enter maintenance, evacuate",
     "apply": "apply firmware, reboot",
+    "settle": "wait for the iDRAC to settle",
     "wait_host": "boot, verify",
     "exit_maintenance": "exit maintenance",
     "done": "done",
     "failed": "failed",
+    "skipped": "skipped",
+    "cancelled": "cancelled",
 }
 PHASE_COLOURS = {
+    "queued": "#bbbbbb",
+    "vsan_wait": "#bbbbbb",
     "backup": "#6c8ebf",
+    "backed_up": "#a9c4eb",
     "stage": "#82b366",
+    "staged": "#b9e0a5",
     "rescan": "#82b366",
     "maintenance": "#d6b656",
     "apply": "#b85450",
+    "settle": "#b85450",
     "wait_host": "#9673a6",
     "exit_maintenance": "#d79b00",
     "done": "#2e7d32",

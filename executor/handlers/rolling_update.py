@@ -46,8 +46,14 @@ cleanup (cleanup step)     -          on every exit path (success, failure, canc
 =========================  =========  ========================================================
 
 \\* ``rollout`` is resumable because it resumes from its saved per-host phase and never
-repeats a flash: a host found in phase ``apply`` after a crash is not flashed again - the
-executor waits for the iDRAC's own jobs and the host to come back and verifies the versions.
+repeats a flash: a host found in phase ``apply`` (or later) after a crash is not flashed
+again - the executor waits for the BMC to settle and the host to come back and verifies the
+versions. The phases are :class:`HostPhase`; what the job did to each host is one
+:class:`HostCheckpoint`, kept in one store (the step's saved progress, saved before each
+irreversible action) that the resume and the cleanup read; the host's task shows a copy.
+While a wave is updated the next wave is prepared: its SCP backups, and, when the failure
+budget has room for the current wave and the cluster has no vSAN, its staging; a rollout
+that stops first removes what it staged (docs/rollout-safety.md).
 
 Why the blocker scan runs before HA is touched (the seed relaxes HA first): a job paused
 for an operator's decision then leaves the cluster exactly as it found it, however long the
@@ -64,15 +70,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import json
 import logging
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..binding import Credential
-from ..host_maintenance import stamp_entered, stamp_exited
+from ..host_maintenance import KEY, stamp_entered, stamp_exited
 from ..jobparams import BlockerDefault, RollingClusterUpdateParams
 from ..steps import (
     Blocker,
@@ -124,6 +137,7 @@ from ._vsphere import (
 )
 
 log = logging.getLogger("rackpilot.executor.rolling_update")
+T = TypeVar("T")
 
 # Blocker kinds of the scan that the data model names directly; the others are 'other'.
 DB_BLOCKER_KINDS = {
@@ -134,6 +148,8 @@ DB_BLOCKER_KINDS = {
     "cdrom_connected",
     "local_storage",
 }
+# Hosts whose iDRACs the pre-flight reads at once (compliance and gates).
+PREFLIGHT_HOSTS_AT_ONCE = 4
 # Evacuation budget: a floor plus time per GiB of powered-on VM memory (vMotion copies
 # memory; ~1 GiB per 10-15 s on a 10 GbE vMotion network), capped by vmotion_timeout_s.
 EVACUATION_FLOOR_S = 60.0
@@ -154,6 +170,8 @@ class HostFailed(VSphereHandlerError):
 
 class VsanNotIdle(VSphereHandlerError):
     """vSAN still resyncing or red before a host: the rollout stops (the vsan gate named)."""
+
+    skip_reason = "rollout stopped: vsan"  # what the hosts not updated say
 
 
 def _kind(scan_kind: str) -> str:
@@ -181,9 +199,147 @@ def clear_unfinished(c: RedfishClient) -> bool:
     return False
 
 
-# Phases of a host in which its staged firmware has not been applied yet: a job that ends
-# there (interrupted, cancelled) must not leave it to apply at some later, unplanned reboot.
-BEFORE_APPLY = frozenset({"backup", "stage", "rescan", "maintenance"})
+class HostPhase(StrEnum):
+    """Where one host is in the rollout, in order. The rollout step's saved progress holds it
+    (:class:`RolloutProgress`, the one store a resume and the cleanup read); the host's task
+    shows it as ``details.phase`` for the console's timeline (console/models/monitor.py)."""
+
+    QUEUED = "queued"  # waiting for its turn (task pending)
+    VSAN_WAIT = "vsan_wait"  # vSAN resync or health not idle yet before it (task pending)
+    BACKUP = "backup"  # SCP export being stored
+    BACKED_UP = "backed_up"  # SCP backup stored ahead of its turn, still serving VMs
+    STAGE = "stage"  # firmware being staged (reboot-required jobs Scheduled) while it serves VMs
+    STAGED = "staged"  # staged ahead of its turn, still serving VMs
+    RESCAN = "rescan"  # VMs rescanned for blockers that appeared since the scan
+    MAINTENANCE = "maintenance"  # resolved VMs powered off, entering maintenance (evacuation)
+    APPLY = "apply"  # the reboot that applies the staged firmware (never started twice)
+    SETTLE = "settle"  # resumed inside apply: the BMC settles before the host is judged
+    WAIT_HOST = "wait_host"  # ESXi back on a new boot, versions verified
+    EXIT_MAINTENANCE = "exit_maintenance"  # out of maintenance, VMs this job powered off on
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+
+# Phases in which the host's staged firmware has not been applied yet: a job that ends there
+# (interrupted, cancelled, stopped) must not leave it to apply at some later, unplanned reboot.
+BEFORE_APPLY = frozenset(
+    {HostPhase.BACKUP, HostPhase.BACKED_UP, HostPhase.STAGE, HostPhase.STAGED, HostPhase.RESCAN,
+     HostPhase.MAINTENANCE}
+)  # fmt: skip
+# Phases from which a resumed host is never flashed again: it waits for what the iDRAC is
+# doing, then checks (a crash in the middle of them resumes there).
+AFTER_FLASH = frozenset({HostPhase.APPLY, HostPhase.SETTLE, HostPhase.WAIT_HOST, HostPhase.EXIT_MAINTENANCE})
+# Phases that are the end of a host in this job.
+ENDED = frozenset({HostPhase.DONE, HostPhase.FAILED, HostPhase.SKIPPED, HostPhase.CANCELLED})
+TASK_STATUS = {
+    HostPhase.QUEUED: TaskStatus.PENDING,
+    HostPhase.VSAN_WAIT: TaskStatus.PENDING,
+    HostPhase.BACKED_UP: TaskStatus.PENDING,  # read from, not changed: not begun yet
+    HostPhase.DONE: TaskStatus.COMPLETED,
+    HostPhase.FAILED: TaskStatus.FAILED,
+    HostPhase.SKIPPED: TaskStatus.SKIPPED,
+    HostPhase.CANCELLED: TaskStatus.CANCELLED,
+}  # every other phase: running
+
+
+class HostCheckpoint(BaseModel):
+    """What the job did to one host so far: saved before each irreversible action (in the
+    rollout step's progress), shown on the host's task (:meth:`display`), never read back
+    from the task."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    phase: HostPhase = HostPhase.QUEUED
+    error: str | None = None  # why it failed, was skipped or cancelled
+    scp_artifact: str | None = None
+    staged_jobs: list[str] = Field(default_factory=list)  # iDRAC jobs Scheduled for the reboot
+    unstaged: bool = False  # staged firmware removed again (never applied)
+    unstage_error: str | None = None
+    powered_off_vms: list[str] = Field(default_factory=list)  # by this job, to power on again
+    maintenance_by_job: bool = False  # this job put it into maintenance and has not taken it out
+    maintenance_at: dict[str, str] | None = None  # executor/host_maintenance.py
+    maintenance_task: str | None = None  # vCenter's enter-maintenance task of the last try
+    maintenance_task_ended: list[dict[str, str]] | None = None
+    maintenance_attempts: int = 0
+    maintenance_errors: list[str] = Field(default_factory=list)
+    evacuation_budget_s: float | None = None
+    boot_before: str | None = None  # the host's boot time before the apply reboot
+    apply_timing: dict[str, float] | None = None  # real seconds: jobs, LC, settle (and its polls)
+    resumed_after_interruption: bool = False
+    bmc_settle: dict[str, float] | None = None  # the settle after a crash inside apply
+    versions: dict[str, str] | None = None  # verified after the update
+    bring_back_error: str | None = None
+    phase_s: dict[str, float] = Field(default_factory=dict)  # real seconds per phase (the bench)
+
+    def display(self) -> dict[str, Any]:
+        """The task's ``details`` (merged into what the pre-flight wrote there)."""
+        return self.model_dump(mode="json")
+
+    @property
+    def task_status(self) -> TaskStatus:
+        return TASK_STATUS.get(self.phase, TaskStatus.RUNNING)
+
+    def stamp(self, fn: Callable[[dict[str, Any]], None]) -> None:
+        """Apply a ``host_maintenance`` stamp to ``maintenance_at``."""
+        d: dict[str, Any] = {KEY: self.maintenance_at}
+        fn(d)
+        self.maintenance_at = d[KEY]
+
+
+class RolloutProgress(BaseModel):
+    """The rollout step's saved progress (``StepContext.save_progress``): hosts finished,
+    hosts failed, and every host the job has begun, by host id."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    done: list[str] = Field(default_factory=list)
+    failed: list[str] = Field(default_factory=list)
+    hosts: dict[str, HostCheckpoint] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _phase_only(cls, data: Any) -> Any:
+        """Progress saved before the checkpoint model held each host's phase only."""
+        if isinstance(data, dict) and "phase" in data and "hosts" not in data:
+            phases = data.get("phase") or {}
+            data = {k: v for k, v in data.items() if k != "phase"}
+            data["hosts"] = {k: {"phase": v} for k, v in phases.items()}
+        return data
+
+    def host(self, host_id: str) -> HostCheckpoint:
+        return self.hosts.setdefault(host_id, HostCheckpoint())
+
+    def phase_of(self, host_id: str) -> HostPhase:
+        cp = self.hosts.get(host_id)
+        return HostPhase.QUEUED if cp is None else cp.phase
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class _WaveSignal:
+    """When the next wave's preparation may begin: its SCP backups once every host of this
+    wave has its own backup stored (or has ended), its staging once every host of this wave
+    has begun its turn (or has ended)."""
+
+    def __init__(self, hosts: int):
+        self.hosts = hosts
+        self.backed_up, self.turn = asyncio.Event(), asyncio.Event()
+        self._backed_up: set[str] = set()
+        self._turn: set[str] = set()
+
+    def backed_up_one(self, host_id: str) -> None:
+        self._backed_up.add(host_id)
+        if len(self._backed_up) >= self.hosts:
+            self.backed_up.set()
+
+    def turn_one(self, host_id: str) -> None:
+        self.backed_up_one(host_id)
+        self._turn.add(host_id)
+        if len(self._turn) >= self.hosts:
+            self.turn.set()
 
 
 class HostWork:
@@ -255,6 +411,12 @@ class HostWork:
             else:
                 dell.wait_lc_ready(operation=f"apply {p.name}")
         return staged
+
+    def unstage_all(self) -> None:
+        """Remove every unfinished job (staged, or still downloading to be staged): only for
+        a host prepared ahead that was never taken out of service."""
+        with self.redfish() as c:
+            clear_unfinished(c)
 
     def unstage(self) -> None:
         """Remove staged jobs that never ran: they would apply at the host's next reboot."""
@@ -349,6 +511,33 @@ class HostWork:
 class RollingClusterUpdateHandler(JobHandler):
     job_type = "rolling_cluster_update"
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._progress: RolloutProgress | None = None  # this run's rollout progress
+        self._clocks: dict[str, list[Any]] = {}  # host id -> [phase, since] (phase_s)
+        self._pool: ThreadPoolExecutor | None = None  # this job's worker threads, per step
+        self._stopping = False  # the rollout stops: no host is prepared ahead any more
+
+    async def _thread(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` (blocking: sushy, pyvmomi) in a worker thread, in a copy of
+        the step's context. A step that waits on several hosts at once runs them in threads
+        of its own (:meth:`_own_threads`): the executor's shared default pool is small
+        (cpus + 4) and a rollout keeps a thread per host busy for the whole of its apply, so
+        two rollouts would queue each other's calls there."""
+        if self._pool is None:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+
+    @contextlib.contextmanager
+    def _own_threads(self, workers: int) -> Iterator[None]:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rolling-update")
+        try:
+            yield
+        finally:
+            pool, self._pool = self._pool, None
+            pool.shutdown(wait=False)  # (calls still running finish; nothing waits for them)
+
     def validate(self, job: dict[str, Any]) -> None:
         try:
             params = RollingClusterUpdateParams.model_validate(job.get("params") or {})
@@ -397,11 +586,15 @@ class RollingClusterUpdateHandler(JobHandler):
     # steps -----------------------------------------------------------------------------------------
     @step(100, resumable=True)
     async def preflight(self, ctx: StepContext) -> dict[str, Any]:
+        with self._own_threads(PREFLIGHT_HOSTS_AT_ONCE + 2):
+            return await self._preflight(ctx)
+
+    async def _preflight(self, ctx: StepContext) -> dict[str, Any]:
         params = self._params(ctx)
         profile = TargetProfile.load()
         cluster, vc = await self._vcenter(ctx)
         async with vcenter_session(ctx, vc, profile) as client:
-            inv = await asyncio.to_thread(client.inventory)
+            inv = await self._thread(client.inventory)
         if cluster["moref"] not in inv.clusters:
             raise InventoryMissing(
                 f"cluster {cluster['name']} ({cluster['moref']}) is not in vCenter {vc['name']}"
@@ -434,7 +627,7 @@ class RollingClusterUpdateHandler(JobHandler):
             for r in rows
             if r["moref"] in inv.hosts
         }
-        cat_gate, catalog = await asyncio.to_thread(
+        cat_gate, catalog = await self._thread(
             catalog_gate,
             lambda: self._catalog(params.firmware.stored_catalog_url(), raw=True),
             sha256=params.firmware.catalog_sha256,
@@ -444,7 +637,13 @@ class RollingClusterUpdateHandler(JobHandler):
             raise CatalogUnavailable(f"pre-flight gate catalog blocks: {cat_gate.reason}")
         repo = params.firmware.stored_catalog_url().rsplit("/", 1)[0]
         plan, report_hosts, blocked, changes, compliant = [], {}, [], [], {}
-        for seq, h in enumerate(hosts):
+        # the hosts' iDRACs are read side by side (read-only, one session each), a few at a
+        # time: the executor's worker threads are shared with its other jobs
+        at_once = asyncio.Semaphore(PREFLIGHT_HOSTS_AT_ONCE)
+
+        async def look(
+            seq: int, h: dict[str, Any]
+        ) -> tuple[dict[str, Any], list[UpdatePackage], dict[str, Any]]:
             if not h.get("server_id"):
                 raise InventoryMissing(
                     f"host {h['name']} is not linked to a Dell server (service tag or BMC address); "
@@ -467,17 +666,28 @@ class RollingClusterUpdateHandler(JobHandler):
                 "credential_set_id": server["credential_set_id"],
                 "seq": seq,
             }
-            packages, facts = await asyncio.to_thread(
-                self._compliance,
-                profile,
-                entry,
-                cred,
-                catalog,
-                repo,
-                params.firmware.components,
-                params.event_days,
-                policy,
-            )
+            async with at_once:
+                packages, facts = await self._thread(
+                    self._compliance,
+                    profile,
+                    entry,
+                    cred,
+                    catalog,
+                    repo,
+                    params.firmware.components,
+                    params.event_days,
+                    policy,
+                )
+            return entry, packages, facts
+
+        looked = await asyncio.gather(*(look(seq, h) for seq, h in enumerate(hosts)), return_exceptions=True)
+        read = []
+        for r in looked:  # the first host's problem in host order, as when they were read in turn
+            if isinstance(r, BaseException):
+                raise r
+            read.append(r)
+        for h, (entry, packages, facts) in zip(hosts, read, strict=True):
+            seq = entry["seq"]
             vg = vc_gates.get(h["name"])
             if vg is not None:
                 facts["gates"].append(vg.as_dict())
@@ -540,7 +750,7 @@ class RollingClusterUpdateHandler(JobHandler):
         ]
         if c.vsan_enabled:
             async with vcenter_session(ctx, vc, profile) as client:
-                vs_gate, vs_facts = await asyncio.to_thread(vsan_gate, client, c.moid)
+                vs_gate, vs_facts = await self._thread(vsan_gate, client, c.moid)
             [vs_gate] = apply_policy([vs_gate], policy)
             report["vsan"] = {
                 **vs_facts,
@@ -666,7 +876,7 @@ class RollingClusterUpdateHandler(JobHandler):
         params = self._params(ctx)
         _, vc = await self._vcenter(ctx)
         async with vcenter_session(ctx, vc) as client:
-            inv = await asyncio.to_thread(client.inventory)
+            inv = await self._thread(client.inventory)
         plan = ctx.checkpoint["plan"]
         # The operator's decisions on earlier pauses of this job.
         blockers = await ctx.select("job_blockers", "id,kind,host_id,vm_id,details,status", job_id=ctx.job_id)
@@ -740,7 +950,7 @@ class RollingClusterUpdateHandler(JobHandler):
             return {"recorded": bool(ctx.checkpoint.get("recorded_settings"))}
         cluster, vc = await self._vcenter(ctx)
         async with vcenter_session(ctx, vc) as client:
-            recorded = await asyncio.to_thread(client.read_cluster_settings, cluster["moref"])
+            recorded = await self._thread(client.read_cluster_settings, cluster["moref"])
         ctx.checkpoint["recorded_settings"] = recorded
         return {"recorded": recorded}
 
@@ -763,7 +973,7 @@ class RollingClusterUpdateHandler(JobHandler):
             return {"changed": {}}
         cluster, vc = await self._vcenter(ctx)
         async with vcenter_session(ctx, vc) as client:
-            await asyncio.to_thread(
+            await self._thread(
                 lambda: client.apply_cluster_settings(cluster["moref"], ha=ha or None, drs=drs or None)
             )
         return {"changed": {"ha": ha, "drs": drs}}
@@ -772,73 +982,220 @@ class RollingClusterUpdateHandler(JobHandler):
     async def rollout(self, ctx: StepContext) -> dict[str, Any]:
         if ctx.checkpoint.get("nothing_to_do"):
             return {"updated": [], "failed": []}
+        # per host of a wave and of the next: its turn (or preparation) and a rescan beside it
+        with self._own_threads(4 * self._max_out(ctx) + 2):
+            return await self._rollout(ctx)
+
+    async def _rollout(self, ctx: StepContext) -> dict[str, Any]:
         params = self._params(ctx)
-        progress: dict[str, Any] = dict(ctx.saved_progress or {})
-        progress.setdefault("done", [])
-        progress.setdefault("failed", [])
-        progress.setdefault("phase", {})
+        progress = RolloutProgress.model_validate(ctx.saved_progress or {})
+        self._progress = progress  # the cleanup of this run reads it here (the same store)
         skip = set(ctx.checkpoint.get("skip") or [])
         todo = [
             h
             for h in ctx.checkpoint["plan"]
-            if h["id"] not in skip and h["id"] not in progress["done"] and h["id"] not in progress["failed"]
+            if h["id"] not in skip and h["id"] not in progress.done and h["id"] not in progress.failed
         ]
         wave_size = self._max_out(ctx)
         profile = TargetProfile.load()
         _, vc = await self._vcenter(ctx)
+        waves = [todo[i : i + wave_size] for i in range(0, len(todo), wave_size)]
+        signals = [_WaveSignal(len(w)) for w in waves]
+        allowed = params.failure_budget_hosts(len(ctx.checkpoint["plan"]))
+        # hosts of the next waves being prepared during this one
+        ahead: dict[str, asyncio.Task[HostWork | None]] = {}
+        self._stopping = False
         async with vcenter_session(ctx, vc, profile) as client:
-            for start in range(0, len(todo), wave_size):
-                wave = todo[start : start + wave_size]
-                # Safe point: no host of this job is out of service here.
-                if ctx.cancel_requested:
-                    for h in todo[start:]:
-                        await ctx.update_task(
-                            HOST, h, TaskStatus.CANCELLED, details={"reason": "job cancelled"}
-                        )
-                    raise JobCancelled("cancel requested")
-                if ctx.pause_requested or ctx.draining:
-                    # resumes from the saved progress: finished hosts are not touched again
-                    await ctx.save_progress(progress)
-                    if ctx.pause_requested:
-                        raise PauseRequested("paused by operator between hosts")
-                    raise ShutdownRequested("executor stopping; handing the job back between hosts")
-                if ctx.checkpoint.get("vsan") and not any(h["id"] in progress["phase"] for h in wave):
-                    await self._vsan_idle(ctx, params, profile, client, wave[0], todo[start:])
-                results = await asyncio.gather(
-                    *(self._host(ctx, params, profile, client, h, progress) for h in wave),
-                    return_exceptions=True,
-                )
-                for h, res in zip(wave, results, strict=True):
-                    if isinstance(res, BaseException) and not isinstance(res, Exception):
-                        raise res
-                    if isinstance(res, Exception):
-                        progress["failed"].append(h["id"])
-                    else:
-                        progress["done"].append(h["id"])
-                    progress["phase"].pop(h["id"], None)
-                await ctx.save_progress(progress)
-                allowed = params.failure_budget_hosts(len(ctx.checkpoint["plan"]))
-                if len(progress["failed"]) > allowed:
-                    rest = todo[start + len(wave) :]
-                    for h in rest:
-                        await ctx.update_task(
-                            HOST, h, TaskStatus.SKIPPED, details={"reason": "rollout stopped: failure budget"}
-                        )
-                    names = [h["name"] for h in ctx.checkpoint["plan"] if h["id"] in progress["failed"]]
-                    budget = (
-                        f"{allowed} ({params.failure_budget} of {len(ctx.checkpoint['plan'])} host(s))"
-                        if isinstance(params.failure_budget, str)
-                        else f"{allowed}"
+
+            def prepare(k: int) -> None:
+                """Prepare wave ``k`` during the waves before it (nothing of it leaves service):
+                its SCP backups once wave k-1's are stored, its staging once wave k-1 goes
+                into maintenance - only when a failure of that whole wave would not stop the
+                rollout before it (and never on vSAN, whose gate comes before each host), so
+                a rollout stopped by a failure leaves the later hosts' firmware untouched."""
+                if not 0 < k < len(waves):
+                    return
+
+                def may_stage() -> bool:
+                    return (
+                        params.stage_firmware
+                        and not ctx.checkpoint.get("vsan")
+                        and len(progress.failed) + len(waves[k - 1]) <= allowed
                     )
-                    raise FailureBudgetExhausted(
-                        f"{len(progress['failed'])} host(s) failed ({', '.join(names)}), failure budget is "
-                        f"{budget}: rollout stopped with {len(rest)} host(s) not updated"
+
+                for h in waves[k]:
+                    if h["id"] not in ahead:
+                        ahead[h["id"]] = asyncio.create_task(
+                            self._prepare_ahead(ctx, profile, client, h, progress, signals[k - 1], signals[k], may_stage)
+                        )  # fmt: skip
+
+            try:
+                for k, wave in enumerate(waves):
+                    start = k * wave_size
+                    # Safe point: no host of this job is out of service here.
+                    if ctx.cancel_requested:
+                        await self._drop_ahead(
+                            ctx, client, ahead, signals, progress, HostPhase.CANCELLED, "job cancelled"
+                        )
+                        for h in todo[start:]:
+                            if progress.phase_of(h["id"]) not in ENDED:
+                                await ctx.update_task(
+                                    HOST, h, TaskStatus.CANCELLED, details={"reason": "job cancelled"}
+                                )
+                        raise JobCancelled("cancel requested")
+                    if ctx.pause_requested or ctx.draining:
+                        # resumes from the saved progress: finished hosts are not touched again,
+                        # a host prepared ahead is prepared again (its staged firmware removed now)
+                        await self._drop_ahead(ctx, client, ahead, signals, progress, None, "")
+                        await ctx.save_progress(progress.dump())
+                        if ctx.pause_requested:
+                            raise PauseRequested("paused by operator between hosts")
+                        raise ShutdownRequested("executor stopping; handing the job back between hosts")
+                    if ctx.checkpoint.get("vsan") and not any(
+                        progress.phase_of(h["id"]) in AFTER_FLASH | {HostPhase.MAINTENANCE} for h in wave
+                    ):
+                        await self._vsan_idle(ctx, params, profile, client, wave[0], todo[start:])
+                    signal = signals[k]
+                    prepare(k + 1)  # (two waves ahead at most: the backups go one after
+                    prepare(k + 2)  # the other, so they are done before their turn)
+                    mine = {h["id"]: ahead.pop(h["id"]) for h in wave if h["id"] in ahead}
+                    results = await asyncio.gather(
+                        *(
+                            self._host(ctx, params, profile, client, h, progress, mine.get(h["id"]), signal)
+                            for h in wave
+                        ),
+                        return_exceptions=True,
                     )
+                    for h, res in zip(wave, results, strict=True):
+                        if isinstance(res, BaseException) and not isinstance(res, Exception):
+                            raise res
+                        (progress.failed if isinstance(res, Exception) else progress.done).append(h["id"])
+                    await ctx.save_progress(progress.dump())
+                    if len(progress.failed) > allowed:
+                        reason = "rollout stopped: failure budget"
+                        await self._drop_ahead(
+                            ctx, client, ahead, signals, progress, HostPhase.SKIPPED, reason
+                        )
+                        rest = todo[start + len(wave) :]
+                        for h in rest:
+                            if progress.phase_of(h["id"]) not in ENDED:
+                                await ctx.update_task(HOST, h, TaskStatus.SKIPPED, details={"reason": reason})
+                        names = [h["name"] for h in ctx.checkpoint["plan"] if h["id"] in progress.failed]
+                        budget = (
+                            f"{allowed} ({params.failure_budget} of {len(ctx.checkpoint['plan'])} host(s))"
+                            if isinstance(params.failure_budget, str)
+                            else f"{allowed}"
+                        )
+                        raise FailureBudgetExhausted(
+                            f"{len(progress.failed)} host(s) failed ({', '.join(names)}), failure budget is "
+                            f"{budget}: rollout stopped with {len(rest)} host(s) not updated"
+                        )
+            except BaseException as exc:
+                # whatever stops the rollout (vSAN gate, a host's error, the budget): no host
+                # prepared ahead keeps firmware staged for a reboot nobody planned
+                if isinstance(exc, Exception) and not ctx.fenced:
+                    with contextlib.suppress(Exception):
+                        why = exc.skip_reason if isinstance(exc, VsanNotIdle) else "rollout stopped"
+                        await self._drop_ahead(ctx, client, ahead, signals, progress, HostPhase.SKIPPED, why)
+                for a in ahead.values():  # (a crash or a lost lease: the cleanup removes it)
+                    a.cancel()
+                raise
         host_names = {h["id"]: h["name"] for h in ctx.checkpoint["plan"]}
         return {
-            "updated": [host_names[i] for i in progress["done"]],
-            "failed": [host_names[i] for i in progress["failed"]],
+            "updated": [host_names[i] for i in progress.done],
+            "failed": [host_names[i] for i in progress.failed],
         }
+
+    async def _go_ahead(self, ctx: StepContext) -> bool:
+        """Whether a host may be prepared ahead of its turn now: no cancel, pause or stop
+        requested - read from the job itself, as the executor learns of them only at its next
+        heartbeat and a host prepared after the request would be touched for nothing."""
+        if ctx.cancel_requested or ctx.pause_requested or ctx.draining or ctx.fenced:
+            return False
+        rows = await ctx.select("jobs", "cancel_requested_at,pause_requested_at", id=ctx.job_id)
+        return bool(rows) and not rows[0].get("cancel_requested_at") and not rows[0].get("pause_requested_at")
+
+    async def _prepare_ahead(
+        self,
+        ctx: StepContext,
+        profile: TargetProfile,
+        vc: VSphereClient,
+        host: dict[str, Any],
+        progress: RolloutProgress,
+        before: _WaveSignal,
+        own: _WaveSignal,
+        may_stage: Callable[[], bool],
+    ) -> HostWork | None:
+        """Prepare ``host`` during the waves before its own: its SCP backup once the wave
+        before has its backups stored, its staging (when ``may_stage()`` then) once the wave
+        before has begun its turn. The host keeps serving VMs throughout. Returns its iDRAC
+        session for its turn, or None when nothing was done."""
+        await before.backed_up.wait()
+        if self._stopping or progress.phase_of(host["id"]) in AFTER_FLASH or not await self._go_ahead(ctx):
+            return None  # (a host resumed past its staging is not prepared again)
+        work = await self._work(ctx, profile, vc, host)
+        try:
+            await self._backup(ctx, work, host, progress, HostPhase.BACKED_UP)
+            own.backed_up_one(host["id"])  # the next wave's backups may begin
+            await before.turn.wait()
+            if not self._stopping and may_stage() and await self._go_ahead(ctx):
+                await self._stage(ctx, work, host, progress, HostPhase.STAGED)
+        except BaseException:
+            await self._thread(work.close)
+            raise
+        return work
+
+    async def _drop_ahead(
+        self,
+        ctx: StepContext,
+        vc: VSphereClient,
+        ahead: dict[str, asyncio.Task[HostWork | None]],
+        signals: list[_WaveSignal],
+        progress: RolloutProgress,
+        phase: HostPhase | None,
+        reason: str,
+    ) -> None:
+        """The rollout stops before the hosts prepared ahead have their turn: let each
+        preparation finish what it is doing (a request to an iDRAC is not cut off), remove
+        any firmware it staged, and end the host with ``phase`` (None: back to queued, the
+        job resumes later and prepares it again)."""
+        self._stopping = True  # a preparation still waiting for its wave's signal gives up
+        for sig in signals:
+            sig.backed_up.set()
+            sig.turn.set()
+        for host_id, a in list(ahead.items()):
+            ahead.pop(host_id)
+            work = None
+            with contextlib.suppress(Exception):
+                work = await a
+            cp = progress.hosts.get(host_id)
+            if cp is None:
+                if work is not None:
+                    await self._thread(work.close)
+                continue
+            host = next(h for h in ctx.checkpoint["plan"] if h["id"] == host_id)
+            if cp.phase in (HostPhase.STAGE, HostPhase.STAGED):
+                try:
+                    if work is None:
+                        work = await self._work(ctx, TargetProfile.load(), vc, host)
+                    await self._thread(work.unstage_all)
+                    cp.unstaged, cp.staged_jobs = True, []
+                except Exception as exc:  # noqa: BLE001 - on the task; the cleanup tries again
+                    cp.unstage_error = str(exc)[:500]
+            if work is not None:
+                await self._thread(work.close)
+            if phase is None and not cp.unstage_error:
+                progress.hosts.pop(host_id)  # prepared again when the job resumes
+                await ctx.update_task(HOST, host, TaskStatus.PENDING, details={"phase": HostPhase.QUEUED})
+                continue
+            if phase is not None:
+                cp.phase, cp.error = phase, reason
+            # (paused with firmware left staged: the host stays staged, prepared again on resume;
+            # a cleanup before that removes it)
+            await ctx.update_task(
+                HOST, host, cp.task_status, details={**cp.display(), **({"reason": reason} if reason else {})}
+            )
+        await ctx.save_progress(progress.dump())
 
     async def _vsan_idle(
         self,
@@ -860,12 +1217,12 @@ class RollingClusterUpdateHandler(JobHandler):
             blocked_polls += 1
             asyncio.run_coroutine_threadsafe(
                 ctx.update_task(
-                    HOST, host, TaskStatus.PENDING, details={"phase": "vsan_wait", "vsan": g.reason}
+                    HOST, host, TaskStatus.PENDING, details={"phase": HostPhase.VSAN_WAIT, "vsan": g.reason}
                 ),
                 loop,
             )
 
-        gate, waited = await asyncio.to_thread(
+        gate, waited = await self._thread(
             wait_vsan_idle,
             vc,
             cluster["moref"],
@@ -879,7 +1236,7 @@ class RollingClusterUpdateHandler(JobHandler):
             host,
             TaskStatus.PENDING,
             details={
-                "phase": "queued",
+                "phase": HostPhase.QUEUED,
                 "vsan": gate.reason,
                 "vsan_wait_s": round(waited * profile.time_scale, 1),
                 "vsan_blocked_polls": blocked_polls,  # polls that found resync or red health
@@ -890,9 +1247,11 @@ class RollingClusterUpdateHandler(JobHandler):
                 await ctx.update_task(
                     HOST, h, TaskStatus.SKIPPED, details={"reason": f"rollout stopped: vsan ({gate.reason})"}
                 )
-            raise VsanNotIdle(
+            err = VsanNotIdle(
                 f"gate vsan blocks before {host['name']} after {params.vsan_resync_timeout_s} s: {gate.reason}"
             )
+            err.skip_reason = f"rollout stopped: vsan ({gate.reason})"
+            raise err
 
     async def _enter_maintenance(
         self,
@@ -902,27 +1261,27 @@ class RollingClusterUpdateHandler(JobHandler):
         vc: VSphereClient,
         host: dict[str, Any],
         budget: float,
-        details: dict[str, Any],
+        progress: RolloutProgress,
         vsan: bool,
     ) -> None:
         """Maintenance mode, tried 1 + ``maintenance_retries`` times ``maintenance_retry_delay_s``
         apart (vSAN hosts with ``vsan_object_action``); the tries are counted on the task.
-        Each try's vCenter task id is on the job's task before the wait: a cleanup after this
-        process died cancels that evacuation before it brings the host back."""
+        Each try's vCenter task id is saved (and shown on the task) before the wait: a cleanup
+        after this process died cancels that evacuation before it brings the host back."""
         tries = 1 + params.maintenance_retries
         loop = asyncio.get_running_loop()
+        cp = progress.host(host["id"])
 
         def started(task_id: str) -> None:
-            details["maintenance_task"] = task_id
+            cp.maintenance_task = task_id
             asyncio.run_coroutine_threadsafe(
-                ctx.update_task(HOST, host, TaskStatus.RUNNING, details={**details, "phase": "maintenance"}),
-                loop,
+                self._phase(ctx, host, progress, HostPhase.MAINTENANCE, 35), loop
             ).result()
 
         for attempt in range(1, tries + 1):
-            details["maintenance_attempts"] = attempt
+            cp.maintenance_attempts = attempt
             try:
-                await asyncio.to_thread(
+                await self._thread(
                     lambda: vc.enter_maintenance(
                         host["moref"],
                         profile.seconds(budget),
@@ -938,8 +1297,77 @@ class RollingClusterUpdateHandler(JobHandler):
                     "host %s: maintenance mode try %d of %d failed (%s); again in %d s",
                     host["name"], attempt, tries, exc, params.maintenance_retry_delay_s,
                 )  # fmt: skip
-                details.setdefault("maintenance_errors", []).append(str(exc)[:300])
+                cp.maintenance_errors = [*cp.maintenance_errors, str(exc)[:300]]
                 await asyncio.sleep(profile.seconds(params.maintenance_retry_delay_s))
+
+    async def _work(
+        self, ctx: StepContext, profile: TargetProfile, vc: VSphereClient, host: dict[str, Any]
+    ) -> HostWork:
+        cred = await credential(ctx, host.get("credential_set_id"), f"iDRAC of {host['name']}")
+        return HostWork(profile, vc, host, cred)
+
+    async def _phase(
+        self,
+        ctx: StepContext,
+        host: dict[str, Any],
+        progress: RolloutProgress,
+        phase: HostPhase,
+        pct: int | None = None,
+        *,
+        save: bool = True,
+    ) -> None:
+        """Enter ``phase``: saved in the step's progress first (with ``save``: what a resume
+        and the cleanup must know before the action that follows), then shown on the task."""
+        cp = progress.host(host["id"])
+        clock = self._clocks.setdefault(host["id"], [None, time.monotonic()])
+        now = time.monotonic()
+        if clock[0] is not None:
+            cp.phase_s[clock[0]] = round(cp.phase_s.get(clock[0], 0.0) + now - clock[1], 3)
+        clock[:] = [None if phase in ENDED else str(phase), now]
+        cp.phase = phase
+        if save:
+            await ctx.save_progress(progress.dump())
+        await ctx.update_task(
+            HOST,
+            host,
+            cp.task_status,
+            progress=pct,
+            details=cp.display(),
+            error=cp.error if phase in ENDED else None,
+        )
+
+    async def _backup(
+        self,
+        ctx: StepContext,
+        work: HostWork,
+        host: dict[str, Any],
+        progress: RolloutProgress,
+        then: HostPhase | None = None,
+    ) -> None:
+        """Invariant: no firmware is applied without a fresh SCP backup stored for it."""
+        await self._phase(ctx, host, progress, HostPhase.BACKUP, 5, save=False)
+        scp = await self._thread(work.scp_backup)
+        stored = await ctx.put_artifact(
+            "scp_backup", scp, content_type="application/json", server_id=host["server_id"]
+        )
+        progress.host(host["id"]).scp_artifact = stored["artifact_id"]
+        if then is not None:  # (ahead of its turn: shown as waiting)
+            await self._phase(ctx, host, progress, then, 10)
+
+    async def _stage(
+        self,
+        ctx: StepContext,
+        work: HostWork,
+        host: dict[str, Any],
+        progress: RolloutProgress,
+        then: HostPhase | None = None,
+    ) -> None:
+        """Stage the host's firmware while it serves VMs; the phase is saved first, so a job
+        that ends before the apply (crash, cancel) has its cleanup remove what was staged."""
+        await self._phase(ctx, host, progress, HostPhase.STAGE, 15)
+        progress.host(host["id"]).staged_jobs = await self._thread(work.stage, _packages(host["packages"]))
+        if then is not None:
+            await self._phase(ctx, host, progress, then, 25)
 
     async def _host(
         self,
@@ -948,57 +1376,37 @@ class RollingClusterUpdateHandler(JobHandler):
         profile: TargetProfile,
         vc: VSphereClient,
         host: dict[str, Any],
-        progress: dict[str, Any],
-    ) -> dict[str, Any]:
-        """One host, phase by phase; the phase is saved before each irreversible action."""
+        progress: RolloutProgress,
+        ahead: asyncio.Task[HostWork | None] | None,
+        signal: _WaveSignal,
+    ) -> HostCheckpoint:
+        """One host, phase by phase (:class:`HostPhase`); each phase is saved before the
+        irreversible action it begins. ``ahead``: its preparation during the wave before."""
         packages = _packages(host["packages"])
-        cred = await credential(ctx, host.get("credential_set_id"), f"iDRAC of {host['name']}")
-        work = HostWork(profile, vc, host, cred)
-        resumed_phase = progress["phase"].get(host["id"])
+        cp = progress.host(host["id"])
+        resumed = cp.phase in AFTER_FLASH  # after a crash inside the apply: never flash again
         power_off = list((ctx.checkpoint.get("power_off") or {}).get(host["id"], []))
-        # After a crash the task remembers what this job already did to the host.
-        details: dict[str, Any] = await self._task_details(ctx, host) if resumed_phase else {}
-        earlier_off = list(details.get("powered_off_vms") or [])
-        # real seconds per phase of this run (bench/rolling_update.py reads them)
-        phase_s: dict[str, float] = details.setdefault("phase_s", {})
-        clock: list[Any] = [None, time.monotonic()]
-
-        def lap(name: str | None) -> None:
-            now = time.monotonic()
-            if clock[0] is not None:
-                phase_s[clock[0]] = round(phase_s.get(clock[0], 0.0) + now - clock[1], 3)
-            clock[:] = [name, now]
-
-        async def phase(name: str, pct: int, save: bool = True) -> None:
-            lap(name)
-            # the step's saved phase matters only from maintenance on (what a resume must know)
-            progress["phase"][host["id"]] = name
-            if save:
-                await ctx.save_progress(progress)
-            # (a resumed host's details, read back from its task, hold the phase it had then)
-            await ctx.update_task(
-                HOST, host, TaskStatus.RUNNING, progress=pct, details={**details, "phase": name}
-            )
-
+        work: HostWork | None = None
         try:
-            if resumed_phase != "apply":
-                await phase("backup", 5, save=False)
-                # Invariant: no firmware is applied without a fresh SCP backup stored for it.
-                scp = await asyncio.to_thread(work.scp_backup)
-                stored = await ctx.put_artifact(
-                    "scp_backup", scp, content_type="application/json", server_id=host["server_id"]
-                )
-                details["scp_artifact"] = stored["artifact_id"]
-                await phase("stage" if params.stage_firmware else "rescan", 15, save=False)
-                # The rescan runs alongside the staging (vCenter, not the iDRAC): a VM that
-                # gained a blocker since the scan fails the host instead of entering maintenance.
-                staged, inv = await asyncio.gather(
-                    asyncio.to_thread(work.stage, packages)
-                    if params.stage_firmware
-                    else asyncio.sleep(0, []),
-                    asyncio.to_thread(vc.inventory),
-                )
-                details["staged_jobs"] = staged
+            work = (await ahead) if ahead is not None else None
+            fresh = work is not None  # prepared during the wave before, in this run
+            if work is None:
+                work = await self._work(ctx, profile, vc, host)
+            if not resumed:
+                if not fresh or cp.phase not in (HostPhase.BACKED_UP, HostPhase.STAGED):
+                    await self._backup(ctx, work, host, progress)
+                signal.backed_up_one(host["id"])
+                # VMs rescanned at the host's turn (vCenter, not the iDRAC), alongside its
+                # staging when that is done now: a VM that gained a blocker since the scan, or
+                # moved here since, fails the host instead of entering maintenance.
+                if params.stage_firmware and (not fresh or cp.phase != HostPhase.STAGED):
+                    _, inv = await asyncio.gather(
+                        self._stage(ctx, work, host, progress), self._thread(vc.inventory)
+                    )
+                else:
+                    await self._phase(ctx, host, progress, HostPhase.RESCAN, 28, save=False)
+                    inv = await self._thread(vc.inventory)
+                signal.turn_one(host["id"])
                 late = [
                     b
                     for b in host_blockers(inv, host["moref"])
@@ -1009,80 +1417,76 @@ class RollingClusterUpdateHandler(JobHandler):
                         f"{host['name']}: new blocker(s) since the scan: "
                         + "; ".join(f"{b.vm_name}: {b.detail}" for b in late)
                     )
-                running = await asyncio.to_thread(work.running_vms, power_off)
-                details["powered_off_vms"] = sorted(set(running) | set(earlier_off))
-                details["maintenance_by_job"] = True
-                stamp_entered(details)  # the host leaves service here (executor/host_maintenance.py)
-                await phase("maintenance", 30)
+                running = await self._thread(work.running_vms, power_off)
+                cp.powered_off_vms = sorted(set(running) | set(cp.powered_off_vms))
+                cp.maintenance_by_job = True
+                cp.stamp(stamp_entered)  # the host leaves service here (executor/host_maintenance.py)
+                await self._phase(ctx, host, progress, HostPhase.MAINTENANCE, 30)
                 for vm in running:
-                    await asyncio.to_thread(vc.power_off_vm, vm)
+                    await self._thread(vc.power_off_vm, vm)
                 memory = sum(
                     inv.vms[v].memory_mb
                     for v in inv.hosts[host["moref"]].vms
                     if v in inv.vms and inv.vms[v].powered_on and v not in running
                 )
                 budget = evacuation_budget_s(memory, params.vmotion_timeout_s)
-                details["evacuation_budget_s"] = round(budget, 1)
+                cp.evacuation_budget_s = round(budget, 1)
                 await self._enter_maintenance(
-                    ctx, params, profile, vc, host, budget, details, bool(ctx.checkpoint.get("vsan"))
+                    ctx, params, profile, vc, host, budget, progress, bool(ctx.checkpoint.get("vsan"))
                 )
-                boot_before: str | None = await asyncio.to_thread(work.boot_time)
-                details["boot_before"] = boot_before
-                await phase("apply", 50)
+                cp.boot_before = await self._thread(work.boot_time)
+                await self._phase(ctx, host, progress, HostPhase.APPLY, 50)
                 if params.stage_firmware:
-                    details["apply_timing"] = await asyncio.to_thread(work.reboot_apply, staged)
+                    cp.apply_timing = await self._thread(work.reboot_apply, cp.staged_jobs)
                 else:
-                    await asyncio.to_thread(work.apply_in_maintenance, packages)
+                    await self._thread(work.apply_in_maintenance, packages)
             else:
-                # Crash recovery inside the apply: never flash again; let it finish and check.
-                details["resumed_after_interruption"] = True
-                boot_before = details.get("boot_before")
-                # shown on the task only: the saved phase stays apply (never flash again)
-                await ctx.update_task(
-                    HOST, host, TaskStatus.RUNNING, progress=60, details={**details, "phase": "settle"}
-                )
-                details["bmc_settle"] = await asyncio.to_thread(work.settle_after_interruption)
-            await phase("wait_host", 75)
-            await asyncio.to_thread(work.wait_esxi, boot_before)
-            versions = await asyncio.to_thread(work.verify, packages)
-            details["versions"] = versions
-            await phase("exit_maintenance", 90)
-            await asyncio.to_thread(vc.exit_maintenance, host["moref"])
-            stamp_exited(details)
-            for vm in details.get("powered_off_vms") or []:
-                await asyncio.to_thread(vc.power_on_vm, vm)
-            details["maintenance_by_job"] = False
-            lap(None)
-            await ctx.update_task(
-                HOST, host, TaskStatus.COMPLETED, progress=100, details={**details, "phase": "done"}
-            )
-            return details
+                signal.backed_up_one(host["id"])
+                signal.turn_one(host["id"])
+                cp.resumed_after_interruption = True
+                await self._phase(ctx, host, progress, HostPhase.SETTLE, 60)
+                cp.bmc_settle = await self._thread(work.settle_after_interruption)
+            await self._phase(ctx, host, progress, HostPhase.WAIT_HOST, 75)
+            await self._thread(work.wait_esxi, cp.boot_before)
+            cp.versions = await self._thread(work.verify, packages)
+            await self._phase(ctx, host, progress, HostPhase.EXIT_MAINTENANCE, 90)
+            await self._thread(vc.exit_maintenance, host["moref"])
+            cp.stamp(stamp_exited)
+            for vm in cp.powered_off_vms:
+                await self._thread(vc.power_on_vm, vm)
+            cp.maintenance_by_job = False
+            await self._phase(ctx, host, progress, HostPhase.DONE, 100, save=False)
+            return cp
         except (asyncio.CancelledError, JobCancelled):
             raise
         except Exception as exc:  # noqa: BLE001 - one host's failure is counted, not fatal by itself
-            error = str(exc)[:2000] or type(exc).__name__
-            log.warning("host %s failed: %s", host["name"], error)
-            if details.get("staged_jobs") and progress["phase"].get(host["id"]) != "apply":
+            cp.error = str(exc)[:2000] or type(exc).__name__
+            log.warning("host %s failed: %s", host["name"], cp.error)
+            if cp.phase in BEFORE_APPLY and (
+                cp.staged_jobs or cp.phase in (HostPhase.STAGE, HostPhase.STAGED)
+            ):
                 try:
-                    await asyncio.to_thread(work.unstage)
-                    details["unstaged"] = True
+                    if work is None:
+                        work = await self._work(ctx, profile, vc, host)
+                    await self._thread(work.unstage)
+                    cp.unstaged = True
                 except Exception as unstage:  # noqa: BLE001 - reported on the task
-                    details["unstage_error"] = str(unstage)[:500]
+                    cp.unstage_error = str(unstage)[:500]
             try:
-                left_out = await asyncio.to_thread(
-                    self._bring_back, vc, host, details.get("powered_off_vms") or [], details
-                )
-                details["maintenance_by_job"] = left_out
+                info: dict[str, Any] = {"maintenance_task": cp.maintenance_task}
+                left_out = await self._thread(self._bring_back, vc, host, cp.powered_off_vms, info)
+                cp.maintenance_task_ended = info.get("maintenance_task_ended")
+                cp.maintenance_by_job = left_out
                 if not left_out:
-                    stamp_exited(details)
+                    cp.stamp(stamp_exited)
             except Exception as back:  # noqa: BLE001 - the cleanup step tries again
-                details["bring_back_error"] = str(back)[:500]
-            await ctx.update_task(
-                HOST, host, TaskStatus.FAILED, error=error, details={**details, "phase": "failed"}
-            )
+                cp.bring_back_error = str(back)[:500]
+            await self._phase(ctx, host, progress, HostPhase.FAILED)
             raise
         finally:
-            await asyncio.to_thread(work.close)
+            signal.turn_one(host["id"])  # (a host that failed early frees the next wave too)
+            if work is not None:
+                await self._thread(work.close)
 
     async def _not_rebooted(self, ctx: StepContext, host: dict[str, Any], boot_before: str | None) -> bool:
         """True when vCenter shows the host connected and still on the boot it had before
@@ -1092,7 +1496,7 @@ class RollingClusterUpdateHandler(JobHandler):
         _, vc = await self._vcenter(ctx)
         async with vcenter_session(ctx, vc) as client:
             try:
-                now = await asyncio.to_thread(client.host, host["moref"])
+                now = await self._thread(client.host, host["moref"])
             except TargetError:
                 return False
         return now.connection_state == "connected" and now.boot_time == boot_before
@@ -1133,13 +1537,6 @@ class RollingClusterUpdateHandler(JobHandler):
             vc.power_on_vm(vm)
         return False
 
-    @staticmethod
-    async def _task_details(ctx: StepContext, host: dict[str, Any]) -> dict[str, Any]:
-        rows = await ctx.select(
-            "job_tasks", "details", job_id=ctx.job_id, target_kind="host", target_id=host["id"]
-        )
-        return dict(rows[0].get("details") or {}) if rows else {}
-
     @step(30, resumable=True)
     async def restore_cluster_settings(self, ctx: StepContext) -> dict[str, Any]:
         return await self._restore(ctx)
@@ -1150,7 +1547,7 @@ class RollingClusterUpdateHandler(JobHandler):
             return {"restored": False}
         cluster, vc = await self._vcenter(ctx)
         async with vcenter_session(ctx, vc) as client:
-            after = await asyncio.to_thread(client.restore_cluster_settings, cluster["moref"], recorded)
+            after = await self._thread(client.restore_cluster_settings, cluster["moref"], recorded)
         return {
             "restored": True,
             "ha_enabled": after["ha"]["enabled"],
@@ -1160,79 +1557,63 @@ class RollingClusterUpdateHandler(JobHandler):
     # owed from the first change it undoes: a job paused on blockers has changed nothing yet
     @cleanup_step(10, only_if_started="relax_cluster_settings")
     async def cleanup(self, ctx: StepContext) -> dict[str, Any]:
-        """Every exit path: settings as recorded, no host of ours left in maintenance."""
+        """Every exit path: settings as recorded, no host of ours left in maintenance, no
+        firmware left staged on a host that was not rebooted. What the job did to each host
+        is the rollout's saved progress (this run's, or the interrupted run's)."""
         out: dict[str, Any] = {"hosts_brought_back": []}
-        tasks = await ctx.select(
-            "job_tasks",
-            "target_id,target_name,details,status,error",
-            job_id=ctx.job_id,
-            target_kind="host",
-        )
-        ours = [t for t in tasks if (t.get("details") or {}).get("maintenance_by_job")]
+        progress = self._progress or RolloutProgress.model_validate(await ctx.progress_of("rollout"))
+        plan = {h["id"]: h for h in ctx.checkpoint.get("plan") or []}
         errors = []
         # firmware staged (or still downloading) on a host interrupted before its reboot (a
         # crash, a cancel from executor_lost): the failure path of the rollout unstages it, an
         # interruption skips that
-        plan = {h["id"]: h for h in ctx.checkpoint.get("plan") or []}
         out["unstaged"] = []
-        for t in tasks:
-            d = t.get("details") or {}
-            h = plan.get(str(t["target_id"]))
-            if h is None or d.get("unstaged") or t["status"] in ("completed", "skipped", "pending"):
-                continue
-            if d.get("phase") not in BEFORE_APPLY and not (
+        for host_id, cp in progress.hosts.items():
+            h = plan.get(host_id)
+            if h is None or cp.unstaged or host_id in progress.done or cp.phase == HostPhase.BACKED_UP:
+                continue  # (backed up ahead of its turn: nothing staged there)
+            if cp.phase not in BEFORE_APPLY and not (
                 # interrupted in apply before its reboot: the host still runs the boot it had
-                d.get("phase") == "apply" and await self._not_rebooted(ctx, h, d.get("boot_before"))
+                cp.phase == HostPhase.APPLY and await self._not_rebooted(ctx, h, cp.boot_before)
             ):
                 continue
             try:
                 cred = await credential(ctx, h.get("credential_set_id"), f"iDRAC of {h['name']}")
-                await asyncio.to_thread(self._unstage_left, TargetProfile.load(), h, cred)
-                await ctx.update_task(
-                    HOST,
-                    {"id": t["target_id"]},
-                    TaskStatus(t["status"]) if t["status"] != "running" else TaskStatus.FAILED,
-                    details={"unstaged": True},
-                    error=t.get("error")
-                    if t["status"] != "running"
-                    else "interrupted; its staged firmware removed by the cleanup",
-                )
+                await self._thread(self._unstage_left, TargetProfile.load(), h, cred)
+                cp.unstaged = True
+                if cp.phase not in ENDED:
+                    cp.phase, cp.error = (
+                        HostPhase.FAILED,
+                        "interrupted; its staged firmware removed by the cleanup",
+                    )
+                await ctx.update_task(HOST, h, cp.task_status, details=cp.display(), error=cp.error)
                 out["unstaged"].append(h["name"])
             except Exception as exc:  # noqa: BLE001 - report, keep cleaning up
                 errors.append(f"{h['name']}: staged firmware not removed: {exc}")
+        ours = [(plan[i], cp) for i, cp in progress.hosts.items() if cp.maintenance_by_job and i in plan]
         if ours:
             _, vc = await self._vcenter(ctx)
             async with vcenter_session(ctx, vc) as client:
-                for t in ours:
-                    d = t.get("details") or {}
-                    rows = await ctx.select("esxi_hosts", "id,name,moref", id=t["target_id"])
-                    if not rows:
-                        continue
+                for h, cp in ours:
                     try:
-                        if await asyncio.to_thread(
-                            self._bring_back, client, rows[0], d.get("powered_off_vms") or [], d
-                        ):
-                            errors.append(f"{rows[0]['name']}: still in maintenance mode")
+                        info: dict[str, Any] = {"maintenance_task": cp.maintenance_task}
+                        if await self._thread(self._bring_back, client, h, cp.powered_off_vms, info):
+                            errors.append(f"{h['name']}: still in maintenance mode")
                             continue
-                        if d.get("maintenance_task_ended"):
-                            out.setdefault("maintenance_tasks_ended", {})[rows[0]["name"]] = d[
-                                "maintenance_task_ended"
-                            ]
-                        await ctx.update_task(
-                            HOST,
-                            {"id": t["target_id"]},
-                            TaskStatus(t["status"]) if t["status"] != "running" else TaskStatus.FAILED,
-                            details={
-                                "maintenance_by_job": False,
-                                **{k: d[k] for k in ("maintenance_task_ended",) if k in d},
-                            },
-                            error=t.get("error")
-                            if t["status"] != "running"
-                            else "interrupted; brought back out of maintenance by the cleanup",
-                        )
-                        out["hosts_brought_back"].append(rows[0]["name"])
+                        cp.maintenance_by_job = False
+                        cp.stamp(stamp_exited)
+                        if info.get("maintenance_task_ended"):
+                            cp.maintenance_task_ended = info["maintenance_task_ended"]
+                            out.setdefault("maintenance_tasks_ended", {})[h["name"]] = (
+                                cp.maintenance_task_ended
+                            )
+                        if cp.phase not in ENDED:
+                            cp.phase = HostPhase.FAILED
+                            cp.error = "interrupted; brought back out of maintenance by the cleanup"
+                        await ctx.update_task(HOST, h, cp.task_status, details=cp.display(), error=cp.error)
+                        out["hosts_brought_back"].append(h["name"])
                     except Exception as exc:  # noqa: BLE001 - report, keep cleaning up
-                        errors.append(f"{rows[0]['name']}: {exc}")
+                        errors.append(f"{h['name']}: {exc}")
         out.update(await self._restore(ctx))
         if errors:
             raise VSphereHandlerError("cleanup could not bring back: " + "; ".join(errors))

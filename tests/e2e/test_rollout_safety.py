@@ -84,6 +84,8 @@ CLUSTERS = [
     # 16 TiB VMs at 2 ms/GiB: each vMotion takes ~33 s, so a host's evacuation is still under
     # way when its executor is killed and when the next one's cleanup runs
     ru._cluster("evac", 3, 2, vm_memory_mb=16 * GIB * GIB, host_memory_mb=128 * GIB * GIB),
+    # a failure budget with room: the next host is staged while the current one is updated
+    ru._cluster("ahead", 3, 1),
 ]
 
 
@@ -415,6 +417,45 @@ def test_cancel_while_vcenter_evacuates_cancels_the_evacuation_before_bringing_b
     assert w.tasks(job_id)[host]["details"]["maintenance_task_ended"] == ended
     assert all(w.dc.bmc(h).boot_count == 0 for h in w.hosts_of("evac"))
     w.check(job_id, "evac", before, s)
+
+
+def test_a_cancel_after_the_next_host_was_staged_ahead_removes_its_firmware(world):
+    """With room in the failure budget the next host is backed up and staged while the current
+    one is updated (the current host's reboot made long here, so the next one is staged well
+    before it ends). A cancel then reaches the safe point with firmware staged on a host that
+    never had its turn: it is removed, the host ends cancelled and was never rebooted or out
+    of service, and the host after it was not touched."""
+    w = world
+    before = w.settings("ahead")
+    first, nxt, last = w.hosts_of("ahead")
+    bmc = w.dc.bmc(first)
+    timing = bmc.timing
+    bmc.timing = dataclasses.replace(timing, post=4000.0)  # 10 s here
+    try:
+        with ru.sampler(w) as s:
+            job_id = w.rolling("ahead", failure_budget=1)
+            wait_until(
+                lambda: (t := w.tasks(job_id).get(nxt)) and t["details"].get("phase") == "staged",
+                90,
+                f"{nxt} staged ahead of its turn",
+            )
+            # (the current host is still being updated: its turn began before the staging)
+            assert w.tasks(job_id)[first]["details"]["phase"] in ("maintenance", "apply"), w.tasks(job_id)
+            assert [j for j in w.dc.bmc(nxt).jobs.values() if j.state == "Scheduled"]  # really staged
+            w.h.query("update public.jobs set cancel_requested_at = now() where id = %s", job_id)
+            job = ru.finish(w, job_id)
+    finally:
+        bmc.timing = timing
+    assert job["status"] == "cancelled", job
+    tasks = w.tasks(job_id)
+    assert [tasks[h]["status"] for h in (first, nxt, last)] == ["completed", "cancelled", "cancelled"]
+    assert tasks[nxt]["details"]["unstaged"] is True and tasks[nxt]["details"]["phase"] == "cancelled"
+    assert not [j for j in w.dc.bmc(nxt).jobs.values() if not j.finished], w.dc.bmc(nxt).jobs
+    assert w.dc.bmc(nxt).boot_count == 0  # (staged before the cancel: checked while it waited)
+    assert not tasks[nxt]["details"].get("maintenance_at")  # never out of service
+    assert not w.dc.bmc(last).flashes and w.dc.bmc(last).boot_count == 0
+    assert w.dc.bmc(first).boot_count == 1
+    w.check(job_id, "ahead", before, s)
 
 
 def test_zz_the_safety_policy_decides_which_gates_block(world):

@@ -66,3 +66,50 @@ def test_bring_back_reads_the_state_back_instead_of_assuming():
     vc = StandInVCenter(exit_sticks=False)  # the exit task ended, the host is still in maintenance
     assert RollingClusterUpdateHandler._bring_back(vc, HOST, ["vm-1"], {}) is True
     assert vc.powered_on == []
+
+
+def test_every_host_phase_has_words_and_a_colour_in_the_console_monitor():
+    """The rollout's phases are declared once (HostPhase); the monitor's timeline names and
+    colours each of them, so a new phase cannot reach the console as a bare key."""
+    from console.models.monitor import PHASE_COLOURS, PHASES
+    from executor.handlers.rolling_update import HostPhase
+
+    assert set(PHASES) == {str(p) for p in HostPhase}
+    assert {str(p) for p in HostPhase} <= set(PHASE_COLOURS)
+
+
+def test_rollout_progress_is_one_typed_store_and_reads_the_older_shape():
+    from executor.handlers.rolling_update import (
+        AFTER_FLASH,
+        BEFORE_APPLY,
+        HostCheckpoint,
+        HostPhase,
+        RolloutProgress,
+    )
+    from executor.vocabulary import TaskStatus
+
+    p = RolloutProgress()
+    cp = p.host("h1")
+    cp.phase, cp.boot_before, cp.maintenance_by_job = HostPhase.APPLY, "2026-12-07T00:00:00Z", True
+    again = RolloutProgress.model_validate(p.dump())  # what a resumed step reads back
+    assert again.hosts["h1"] == cp and again.hosts["h1"].phase in AFTER_FLASH
+    assert again.hosts["h1"].task_status == TaskStatus.RUNNING
+    # the task shows the checkpoint; nothing is read back from it
+    assert cp.display()["phase"] == "apply" and cp.display()["maintenance_by_job"] is True
+    # a checkpoint refuses a field it does not declare, and a phase it does not know
+    for bad in ({"phase": "apply", "detail": 1}, {"phase": "flashing"}):
+        try:
+            HostCheckpoint.model_validate(bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"accepted {bad}")
+    # progress saved before the model (phase by host id only) still resumes in place
+    old = RolloutProgress.model_validate({"done": ["a"], "failed": [], "phase": {"b": "maintenance"}})
+    assert (
+        old.done == ["a"]
+        and old.phase_of("b") == HostPhase.MAINTENANCE
+        and old.phase_of("c") == HostPhase.QUEUED
+    )
+    assert HostPhase.MAINTENANCE in BEFORE_APPLY and not BEFORE_APPLY & AFTER_FLASH
+    assert HostCheckpoint(phase=HostPhase.BACKED_UP).task_status == TaskStatus.PENDING
+    assert HostCheckpoint(phase=HostPhase.SKIPPED).task_status == TaskStatus.SKIPPED
