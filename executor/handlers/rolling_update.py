@@ -51,9 +51,10 @@ again - the executor waits for the BMC to settle and the host to come back and v
 versions. The phases are :class:`HostPhase`; what the job did to each host is one
 :class:`HostCheckpoint`, kept in one store (the step's saved progress, saved before each
 irreversible action) that the resume and the cleanup read; the host's task shows a copy.
-While a wave is updated the next wave is prepared: its SCP backups, and, when the failure
-budget has room for the current wave and the cluster has no vSAN, its staging; a rollout
-that stops first removes what it staged (docs/rollout-safety.md).
+While a wave is updated the next waves are prepared: their SCP backups (one after the
+other, at most two waves ahead), and, when the failure budget has room for the current wave
+and the cluster has no vSAN, the next wave's staging; a rollout that stops first removes
+what it staged (docs/rollout-safety.md).
 
 Why the blocker scan runs before HA is touched (the seed relaxes HA first): a job paused
 for an operator's decision then leaves the cluster exactly as it found it, however long the
