@@ -28,7 +28,7 @@ import ipaddress
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import Any, TypeVar
@@ -201,6 +201,15 @@ async def endpoints(ctx: StepContext, servers: list[dict[str, Any]]) -> dict[str
     return out
 
 
+async def open_servers(
+    ctx: StepContext, server_ids: Iterable[Any]
+) -> tuple[list[dict[str, Any]], dict[str, Endpoint]]:
+    """The job's servers (:func:`load_servers`) and their endpoints (:func:`endpoints`):
+    every credential opens before any server is touched."""
+    servers = await load_servers(ctx, [str(s) for s in server_ids])
+    return servers, await endpoints(ctx, servers)
+
+
 @asynccontextmanager
 async def bmc(ep: Endpoint) -> AsyncIterator[RedfishClient]:
     """One Redfish session for the block, deleted on every exit (sushy is synchronous: its
@@ -281,6 +290,48 @@ async def fail_server(
     failures[server["name"]] = exc
     done[sid] = {**(done.get(sid, {}) if keep else {}), "ok": False, "error": error_text(exc)}
     await ctx.update_task(SERVER, server, TaskStatus.FAILED, error=done[sid]["error"], result=done[sid])
+
+
+async def each_server(
+    ctx: StepContext,
+    servers: list[dict[str, Any]],
+    eps: dict[str, Endpoint],
+    work: Callable[[dict[str, Any], RedfishClient], Awaitable[dict[str, Any]]],
+    *,
+    skip: Collection[str] = (),
+    errors: tuple[type[BaseException], ...] = (TargetError,),
+    complete: bool = True,
+) -> dict[str, BaseException]:
+    """A step's work on each server in turn, each in a BMC session of its own. A server
+    recorded ``ok`` before an interruption is not touched again; one in ``skip`` (the
+    operator's ``skip_host``, see :mod:`._replication_gate`) gets a skipped task. The record
+    ``work`` returns is kept as ``{"ok": True, **record}``, saved at once and, with
+    ``complete``, closes the server's task. An error of ``errors`` fails that server only
+    (:func:`fail_server`) and the step goes on; the failures are returned, by server name,
+    for :func:`raise_failures`."""
+    done = per_server(ctx)
+    failures: dict[str, BaseException] = {}
+    for s in servers:
+        sid = str(s["id"])
+        if done.get(sid, {}).get("ok"):
+            continue  # finished before an interruption
+        if sid in skip:
+            await ctx.update_task(
+                SERVER, s, TaskStatus.SKIPPED, result={"reason": "skip_host decision (replication lag)"}
+            )
+            continue
+        await ctx.update_task(SERVER, s, TaskStatus.RUNNING)
+        try:
+            async with bmc(eps[sid]) as c:
+                record = await work(s, c)
+        except errors as exc:
+            await fail_server(ctx, s, exc, failures, done)
+            continue
+        done[sid] = {"ok": True, **record}
+        await save_servers(ctx)
+        if complete:
+            await ctx.update_task(SERVER, s, TaskStatus.COMPLETED, result=done[sid])
+    return failures
 
 
 def raise_failures(failures: dict[str, BaseException], total: int) -> None:

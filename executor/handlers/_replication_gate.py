@@ -28,7 +28,7 @@ import time
 from datetime import datetime
 from typing import Any
 
-from ..steps import Blocker, StepContext
+from ..steps import Blocker, BlockersFound, StepContext
 
 PAIR_COLUMNS = (
     "id,name,source_host,source_dataset,target_host,target_dataset,source_server_id,target_server_id,"
@@ -144,3 +144,18 @@ async def server_gate(ctx: StepContext, servers: list[dict[str, Any]]) -> tuple[
         if (sid := str(s["id"])) in ids
     ]
     return await replication_lag_blockers(ctx, subjects, blockers, decisions), skipped
+
+
+async def gate_servers(ctx: StepContext, servers: list[dict[str, Any]]) -> None:
+    """:func:`server_gate` in the step before a job's first change: a lagging pair pauses the
+    job (:class:`BlockersFound`); the servers the operator chose to skip are kept in the
+    checkpoint for the later steps (:func:`skipped_servers`)."""
+    found, skip = await server_gate(ctx, servers)
+    if found:
+        raise BlockersFound(found)
+    ctx.checkpoint["replication_skip"] = sorted(skip)
+
+
+def skipped_servers(ctx: StepContext) -> set[str]:
+    """The ids of the servers :func:`gate_servers` left out of the job (``skip_host``)."""
+    return set(ctx.checkpoint.get("replication_skip") or [])

@@ -23,27 +23,22 @@ from dataclasses import replace
 from typing import Any
 
 from ..jobparams import PowerOperationParams
-from ..steps import BlockersFound, JobHandler, Progress, StepContext, StepSpec, step
-from ..targets.errors import OperationTimedOut, TargetError
+from ..steps import JobHandler, Progress, StepContext, StepSpec, step
+from ..targets.errors import OperationTimedOut
 from ..targets.redfish import RedfishClient
-from ..vocabulary import TaskStatus
 from . import register
 from ._dell import (
-    SERVER,
-    bmc,
     call,
-    endpoints,
-    fail_server,
-    load_servers,
+    each_server,
+    open_servers,
     params_of,
     per_server,
     raise_failures,
-    save_servers,
     time_scale,
     upsert_inventory,
     wait,
 )
-from ._replication_gate import TAKES_HOST_DOWN_POWER, server_gate
+from ._replication_gate import TAKES_HOST_DOWN_POWER, gate_servers, skipped_servers
 
 # job action -> RedfishClient.power action
 ACTIONS = {
@@ -123,52 +118,33 @@ class PowerOperationHandler(JobHandler):
     @step(100, resumable=True)
     async def preflight(self, ctx: StepContext) -> dict[str, Any]:
         p = params_of(ctx.job, PowerOperationParams)
-        servers = await load_servers(ctx, [str(s) for s in p.server_ids])
-        await endpoints(ctx, servers)  # every credential opens before any server is touched
+        # every credential opens before any server is touched
+        servers, _ = await open_servers(ctx, p.server_ids)
         if p.action in TAKES_HOST_DOWN_POWER:  # storage hosts whose replication lags (_replication_gate.py)
-            found, skip = await server_gate(ctx, servers)
-            if found:
-                raise BlockersFound(found)
-            ctx.checkpoint["replication_skip"] = sorted(skip)
+            await gate_servers(ctx, servers)
         return {"servers": [s["name"] for s in servers], "action": p.action}
 
     @step(50, resumable=False)
     async def apply_power(self, ctx: StepContext) -> dict[str, Any]:
+        # a server done before an interruption is not touched again (on/off only: restarts never resume)
         p = params_of(ctx.job, PowerOperationParams)
-        servers = await load_servers(ctx, [str(s) for s in p.server_ids])
-        eps = await endpoints(ctx, servers)
-        done = per_server(ctx)
-        failures: dict[str, BaseException] = {}
+        servers, eps = await open_servers(ctx, p.server_ids)
         states = []
-        for s in servers:
-            sid = str(s["id"])
-            if done.get(sid, {}).get("ok"):
-                continue  # finished before an interruption (on/off only: restarts never resume)
-            if sid in (ctx.checkpoint.get("replication_skip") or []):
-                await ctx.update_task(
-                    SERVER, s, TaskStatus.SKIPPED, result={"reason": "skip_host decision (replication lag)"}
-                )
-                continue
-            await ctx.update_task(SERVER, s, TaskStatus.RUNNING)
-            try:
-                async with bmc(eps[sid]) as c:
-                    r = await power_one(
-                        ctx,
-                        c,
-                        ACTIONS[p.action],
-                        wait_state=p.wait_for_state,
-                        budget=p.timeout_s / time_scale(),
-                    )
-            except TargetError as exc:
-                await fail_server(ctx, s, exc, failures, done)
-                continue
-            done[sid] = {"ok": True, **r}
-            states.append({"server_id": sid, "facts": {"power_state": _DB_POWER.get(r["state"], "unknown")}})
-            await save_servers(ctx)
-            await ctx.update_task(SERVER, s, TaskStatus.COMPLETED, result=done[sid])
+
+        async def apply(s: dict[str, Any], c: RedfishClient) -> dict[str, Any]:
+            r = await power_one(
+                ctx, c, ACTIONS[p.action], wait_state=p.wait_for_state, budget=p.timeout_s / time_scale()
+            )
+            states.append(
+                {"server_id": str(s["id"]), "facts": {"power_state": _DB_POWER.get(r["state"], "unknown")}}
+            )
+            return r
+
+        failures = await each_server(ctx, servers, eps, apply, skip=skipped_servers(ctx))
         if states:
             await upsert_inventory(ctx, states)
         raise_failures(failures, len(servers))
+        done = per_server(ctx)
         return {
             "changed": sum(1 for v in done.values() if v.get("changed")),
             "unchanged": sum(1 for v in done.values() if v.get("ok") and not v.get("changed")),

@@ -30,21 +30,16 @@ from ..steps import JobHandler, Progress, StepContext, step
 from ..targets.dell import FAILED, DellOEM
 from ..targets.errors import JobFailed, JobStuck, TargetError
 from ..targets.redfish import RedfishClient
-from ..vocabulary import TaskStatus
 from . import register
 from ._dell import (
-    SERVER,
     DellHandlerError,
-    bmc,
     call,
-    endpoints,
-    fail_server,
+    each_server,
     latest_artifact,
-    load_servers,
+    open_servers,
     params_of,
     per_server,
     raise_failures,
-    save_servers,
     wait,
     wait_lc_ready,
 )
@@ -211,30 +206,19 @@ class ScpBackupHandler(JobHandler):
         p = params_of(ctx.job, ScpBackupParams)
         if "ALL" in p.components and len(p.components) > 1:
             raise DellHandlerError("components: ALL already includes every component; give ALL alone")
-        servers = await load_servers(ctx, [str(s) for s in p.server_ids])
-        eps = await endpoints(ctx, servers)
-        done = per_server(ctx)
-        failures: dict[str, BaseException] = {}
-        for s in servers:
-            sid = str(s["id"])
-            if done.get(sid, {}).get("ok"):
-                continue  # stored before an interruption
-            await ctx.update_task(SERVER, s, TaskStatus.RUNNING)
-            try:
-                async with bmc(eps[sid]) as c:
-                    record = await take_backup(
-                        ctx,
-                        c,
-                        s,
-                        components=list(p.components),
-                        export_format=p.export_format,
-                        include_read_only=p.include_read_only,
-                    )
-            except (TargetError, DellHandlerError) as exc:
-                await fail_server(ctx, s, exc, failures, done)
-                continue
-            done[sid] = {"ok": True, **record}
-            await save_servers(ctx)
-            await ctx.update_task(SERVER, s, TaskStatus.COMPLETED, result=done[sid])
+        servers, eps = await open_servers(ctx, p.server_ids)
+
+        async def backup(s: dict[str, Any], c: RedfishClient) -> dict[str, Any]:
+            return await take_backup(
+                ctx,
+                c,
+                s,
+                components=list(p.components),
+                export_format=p.export_format,
+                include_read_only=p.include_read_only,
+            )
+
+        # a backup stored before an interruption is not taken again
+        failures = await each_server(ctx, servers, eps, backup, errors=(TargetError, DellHandlerError))
         raise_failures(failures, len(servers))
-        return {"stored": sum(1 for v in done.values() if v.get("ok"))}
+        return {"stored": sum(1 for v in per_server(ctx).values() if v.get("ok"))}

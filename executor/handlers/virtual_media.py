@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..jobparams import VirtualMediaMountParams
-from ..steps import BlockersFound, JobHandler, StepContext, step
+from ..steps import JobHandler, StepContext, step
 from ..targets.errors import RequestRejected, TargetError
 from ..targets.redfish import RedfishClient
 from ..vocabulary import TaskStatus
@@ -34,16 +34,15 @@ from ._dell import (
     DellHandlerError,
     bmc,
     call,
-    endpoints,
+    each_server,
     fail_server,
-    load_servers,
+    open_servers,
     params_of,
     per_server,
     raise_failures,
-    save_servers,
     wait_lc_ready,
 )
-from ._replication_gate import server_gate
+from ._replication_gate import gate_servers, skipped_servers
 from .power import power_one
 
 SLOTS = {"cd": None, "usb": "RemovableDisk"}  # None: the first slot taking CD/DVD media
@@ -84,43 +83,24 @@ class VirtualMediaHandler(JobHandler):
     @step(100, resumable=True)
     async def preflight(self, ctx: StepContext) -> dict[str, Any]:
         p = params_of(ctx.job, VirtualMediaMountParams)
-        servers = await load_servers(ctx, [str(s) for s in p.server_ids])
-        await endpoints(ctx, servers)
+        servers, _ = await open_servers(ctx, p.server_ids)
         if p.boot_once:  # the restart takes the host down: replication gate (_replication_gate.py)
-            found, skip = await server_gate(ctx, servers)
-            if found:
-                raise BlockersFound(found)
-            ctx.checkpoint["replication_skip"] = sorted(skip)
+            await gate_servers(ctx, servers)
         return {"servers": [s["name"] for s in servers], "eject": p.eject}
 
     @step(80, resumable=True)
     async def media(self, ctx: StepContext) -> dict[str, Any]:
         p = params_of(ctx.job, VirtualMediaMountParams)
-        servers = await load_servers(ctx, [str(s) for s in p.server_ids])
-        eps = await endpoints(ctx, servers)
-        done = per_server(ctx)
-        failures: dict[str, BaseException] = {}
-        for s in servers:
-            sid = str(s["id"])
-            if done.get(sid, {}).get("ok"):
-                continue
-            if sid in (ctx.checkpoint.get("replication_skip") or []):
-                await ctx.update_task(
-                    SERVER, s, TaskStatus.SKIPPED, result={"reason": "skip_host decision (replication lag)"}
-                )
-                continue
-            await ctx.update_task(SERVER, s, TaskStatus.RUNNING)
-            try:
-                async with bmc(eps[sid]) as c:
-                    r = await _media(ctx, c, p)
-            except TargetError as exc:
-                await fail_server(ctx, s, exc, failures, done)
-                continue
-            done[sid] = {"ok": True, "media": r}
-            await save_servers(ctx)
-            if not p.boot_once:
-                await ctx.update_task(SERVER, s, TaskStatus.COMPLETED, result=done[sid])
+        servers, eps = await open_servers(ctx, p.server_ids)
+
+        async def mount(s: dict[str, Any], c: RedfishClient) -> dict[str, Any]:
+            return {"media": await _media(ctx, c, p)}
+
+        failures = await each_server(
+            ctx, servers, eps, mount, skip=skipped_servers(ctx), complete=not p.boot_once
+        )
         raise_failures(failures, len(servers))
+        done = per_server(ctx)
         return {"changed": sum(1 for v in done.values() if v.get("media", {}).get("changed"))}
 
     @step(60, resumable=False)
@@ -128,11 +108,10 @@ class VirtualMediaHandler(JobHandler):
         p = params_of(ctx.job, VirtualMediaMountParams)
         if not p.boot_once:
             return {"skipped": "boot_once not asked for"}
-        servers = await load_servers(ctx, [str(s) for s in p.server_ids])
-        eps = await endpoints(ctx, servers)
+        servers, eps = await open_servers(ctx, p.server_ids)
         done = per_server(ctx)
         failures: dict[str, BaseException] = {}
-        skipped = set(ctx.checkpoint.get("replication_skip") or [])
+        skipped = skipped_servers(ctx)
         for s in servers:
             sid = str(s["id"])
             if sid in skipped:

@@ -11,8 +11,10 @@ from executor.handlers import esxi_upgrade, firmware, power, rolling_update, vir
 from executor.handlers._replication_gate import (
     TAKES_HOST_DOWN_POWER,
     current_lag,
+    gate_servers,
     replication_lag_blockers,
     server_gate,
+    skipped_servers,
 )
 
 
@@ -170,15 +172,20 @@ def test_every_job_type_that_takes_a_storage_host_down_runs_the_gate_before_its_
     for fn, call in (
         (esxi_upgrade.EsxiUpgradeHandler.preflight, "replication_lag_blockers("),
         (firmware.FirmwareUpdateHandler.compliance, "server_gate("),
-        (power.PowerOperationHandler.preflight, "server_gate("),
-        (virtual_media.VirtualMediaHandler.preflight, "server_gate("),
+        (gate_servers, "server_gate("),
     ):
         src = inspect.getsource(fn)
         assert call in src and src.index(call) < src.index("BlockersFound("), fn.__qualname__
+    for fn in (power.PowerOperationHandler.preflight, virtual_media.VirtualMediaHandler.preflight):
+        assert "gate_servers(" in inspect.getsource(fn), fn.__qualname__
     assert "on" not in TAKES_HOST_DOWN_POWER
     assert TAKES_HOST_DOWN_POWER | {"on"} == set(power.ACTIONS)
     # a skipped server is left alone by the steps that change it
-    assert "replication_skip" in inspect.getsource(power.PowerOperationHandler.apply_power)
+    assert "replication_skip" in inspect.getsource(skipped_servers)
     assert 'rec.get("skipped")' in inspect.getsource(firmware.FirmwareUpdateHandler._work)
-    for fn in (virtual_media.VirtualMediaHandler.media, virtual_media.VirtualMediaHandler.boot_once):
-        assert "replication_skip" in inspect.getsource(fn)
+    for fn in (
+        power.PowerOperationHandler.apply_power,
+        virtual_media.VirtualMediaHandler.media,
+        virtual_media.VirtualMediaHandler.boot_once,
+    ):
+        assert "skipped_servers(ctx)" in inspect.getsource(fn), fn.__qualname__
