@@ -9,6 +9,7 @@ tests/unit/test_binding_parser_differential.py.
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -241,3 +242,273 @@ def test_an_outsider_cannot_lock_the_holder_out_of_break_glass(api: Api):
     assert res["role"] == "admin"
     # and the guesser stays locked out, even with the right secret
     assert _guess_from(api, "127.0.0.2", name, secret) == 423
+
+
+def test_a_forged_forwarded_for_does_not_reset_the_break_glass_count(api: Api):
+    """The per-address count is keyed on the address the gateway appends (the last
+    X-Forwarded-For entry), so a guesser who sends a new X-Forwarded-For / X-Real-IP with each
+    try is still one address: locked out after the same four wrong secrets."""
+    name = f"bg-xff-{api.tag}"
+    secret = provision_breakglass(api.url, api.service, name, max_session_s=60)
+    codes = []
+    with httpx.Client(transport=httpx.HTTPTransport(local_address="127.0.0.3"), timeout=30) as c:
+        for i in range(7):
+            r = c.post(
+                f"{api.url}/functions/v1/break-glass",
+                headers={
+                    "apikey": api.anon,
+                    "Authorization": f"Bearer {api.anon}",
+                    "X-Forwarded-For": f"198.51.100.{i}",
+                    "X-Real-IP": f"203.0.113.{i}",
+                },
+                json={
+                    "action": "sign_in",
+                    "account": name,
+                    "secret": "wrong-" + secret,
+                    "reason": "rotating XFF",
+                },
+            )
+            codes.append(r.status_code)
+    assert codes == [401] * 4 + [423] * 3, codes
+
+
+# --- today's additions: vm_operation, the directory group mapping, schedules -------------------------------
+def _fn(api: Api, role: str, name: str, body: dict[str, Any]) -> httpx.Response:
+    token = api.tokens.get(role, api.anon)
+    return httpx.post(
+        f"{api.url}/functions/v1/{name}",
+        headers={"apikey": api.anon, "Authorization": f"Bearer {token}"},
+        json=body,
+        timeout=60,
+    )
+
+
+def _vsphere_site(api: Api) -> dict[str, str]:
+    """A site with a vCenter, a cluster, a host in it and a VM on the host; a server."""
+    w: dict[str, str] = {}
+    w["site"] = str(
+        api.q(
+            "insert into public.sites (name) values (%s) returning id", f"hostile-vs-{uuid.uuid4().hex[:8]}"
+        )[0][0]
+    )
+    w["vcenter"] = str(
+        api.q(
+            "insert into public.vcenters (site_id, name, address) values (%s, 'vc', 'https://192.0.2.11') returning id",
+            w["site"],
+        )[0][0]
+    )
+    w["cluster"] = str(
+        api.q(
+            "insert into public.clusters (vcenter_id, site_id, name, moref) values (%s, %s, 'cl', 'domain-c1') returning id",
+            w["vcenter"],
+            w["site"],
+        )[0][0]
+    )
+    w["host"] = str(
+        api.q(
+            "insert into public.esxi_hosts (vcenter_id, cluster_id, name, moref) values (%s, %s, 'h1', 'host-1') "
+            "returning id",
+            w["vcenter"],
+            w["cluster"],
+        )[0][0]
+    )
+    w["vm"] = str(
+        api.q(
+            "insert into public.vms (vcenter_id, host_id, name, moref) values (%s, %s, 'vm-a', 'vm-1') returning id",
+            w["vcenter"],
+            w["host"],
+        )[0][0]
+    )
+    w["server"] = str(
+        api.q(
+            "insert into public.servers (site_id, name, idrac_address) values (%s, 'srv', '10.1.2.9') returning id",
+            w["site"],
+        )[0][0]
+    )
+    return w
+
+
+def test_vm_operation_takes_vm_ids_only_and_from_operators_only(api: Api):
+    """create-job loads a vm_operation's targets from vms alone: the id of a host, server,
+    vCenter or cluster of the same site is not a VM (target_not_found), a viewer is refused
+    even a dry run, and nothing reaches public.jobs directly or moves a VM's row."""
+    w = _vsphere_site(api)
+
+    def body(ids: list[str]) -> dict[str, Any]:
+        return {
+            "type": "vm_operation",
+            "site_id": w["site"],
+            "params": {"vm_ids": ids, "action": "power_off"},
+        }
+
+    for kind in ("host", "server", "vcenter", "cluster"):
+        r = _fn(api, "operator", "create-job", {**body([w[kind]]), "dry_run": True})
+        assert r.status_code == 422 and r.json()["code"] == "target_not_found", (kind, r.status_code, r.text)
+        assert r.json()["details"]["missing"] == [{"kind": "vm", "id": w[kind]}], r.text
+    r = _fn(api, "viewer", "create-job", {**body([w["vm"]]), "dry_run": True})
+    assert r.status_code == 403 and r.json()["code"] == "forbidden", r.text
+    r = _fn(api, "anon", "create-job", body([w["vm"]]))
+    assert r.status_code == 401, r.text
+    r = api.rest("operator", "POST", "jobs", json=body([w["vm"]]))
+    assert r.status_code == 403, r.text
+    # the rows the handler acts on (moref, vCenter) are the admins' and the sync's
+    before = api.q("select moref, vcenter_id from public.vms where id = %s", w["vm"])
+    for patch in ({"moref": "vm-2"}, {"vcenter_id": str(uuid.uuid4())}):
+        r = api.rest(
+            "operator", "PATCH", f"vms?id=eq.{w['vm']}", json=patch, headers={"Prefer": "return=minimal"}
+        )
+        assert r.status_code in (204, 403), r.text
+    r = api.rest(
+        "operator", "POST", "vms", json={"vcenter_id": w["vcenter"], "name": "evil", "moref": "vm-3"}
+    )
+    assert r.status_code == 403, r.text
+    assert api.q("select moref, vcenter_id from public.vms where id = %s", w["vm"]) == before
+    assert api.q("select count(*) from public.jobs where site_id = %s", w["site"]) == [(0,)]
+
+
+def test_the_directory_group_mapping_is_the_admins_alone(api: Api):
+    """idm_seed_group_roles (policies/identity.yaml's defaults) and directory_group_roles: an
+    operator or viewer who maps a group of theirs to admin would own the next sign-in. Both
+    are refused with nothing written; the helpers behind them are no RPC; an admin seeds."""
+    site = str(
+        api.q(
+            "insert into public.sites (name) values (%s) returning id", f"hostile-dgr-{uuid.uuid4().hex[:8]}"
+        )[0][0]
+    )
+    api.q("insert into public.directory_configs (site_id, mode) values (%s, 'executor')", site)
+    seed = {"p_site_id": site, "p_preset": "openldap", "p_suffix": "dc=example,dc=org"}
+    for role in ("viewer", "operator", "anon"):
+        r = api.rest(role, "POST", "rpc/idm_seed_group_roles", json=seed)
+        assert r.status_code in (401, 403) and r.json()["code"] == "42501", (role, r.text)
+        r = api.rest(
+            role,
+            "POST",
+            "directory_group_roles",
+            json={"site_id": site, "group_dn": "cn=mine,dc=example,dc=org", "role": "admin"},
+        )
+        assert r.status_code in (401, 403), (role, r.text)
+        for fn, args in (
+            ("idm_default_group_roles", {}),
+            ("idm_begin_login", {"p_site_id": site, "p_client": "198.51.100.7"}),
+        ):
+            r = api.rest(role, "POST", f"rpc/{fn}", json=args)
+            assert r.status_code in (401, 403) and "permission denied" in r.json()["message"], (
+                role,
+                fn,
+                r.text,
+            )
+        r = api.rest(
+            role, "POST", "rpc/rekey_executor", json={"p_executor_id": str(uuid.uuid4()), "p_reason": "x"}
+        )
+        assert r.status_code in (401, 403), (role, r.text)
+    assert api.q("select count(*) from public.directory_group_roles where site_id = %s", site) == [(0,)]
+    r = api.rest("admin", "POST", "rpc/idm_seed_group_roles", json=seed)
+    assert r.status_code == 200 and len(r.json()) == 4, r.text
+    # an operator sees none of the mapping, and cannot change the admin's rows
+    assert api.rest("operator", "GET", f"directory_group_roles?site_id=eq.{site}").json() == []
+    r = api.rest(
+        "operator",
+        "PATCH",
+        f"directory_group_roles?site_id=eq.{site}",
+        json={"role": "admin"},
+        headers={"Prefer": "return=minimal"},
+    )
+    assert r.status_code in (204, 403), r.text
+    assert api.q(
+        "select role::text, count(*) from public.directory_group_roles where site_id = %s group by 1 order by 1",
+        site,
+    ) == [("admin", 1), ("approver", 1), ("operator", 1), ("viewer", 1)]
+
+
+def _bad_schedules(api: Api) -> tuple[str, list[tuple[dict[str, Any], str]]]:
+    """A site and, per attack, a schedule body an operator POSTs by REST with the code
+    create-job refuses its params with."""
+    w = _vsphere_site(api)
+    other = _vsphere_site(api)
+    tag = uuid.uuid4().hex[:6]
+    base = {"site_id": w["site"], "recurrence": "@daily"}
+    return w["site"], [
+        (
+            {
+                **base,
+                "name": f"bad-{tag}",
+                "job_type": "vm_operation",
+                "params": {"vm_ids": ["x"], "action": "rm"},
+            },
+            "invalid_params",
+        ),
+        (
+            {
+                **base,
+                "name": f"other-{tag}",
+                "job_type": "vm_operation",
+                "params": {"vm_ids": [other["vm"]], "action": "power_off"},
+            },
+            "site_mismatch",
+        ),
+        (
+            {
+                **base,
+                "name": f"proto-{tag}",
+                "job_type": "vcenter_sync",
+                "params": {"__proto__": {"polluted": 1}},
+            },
+            "forbidden_key",
+        ),
+    ]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open: job_schedules takes any params by REST (only the console's form checks them); create-job "
+    "refuses them only when the schedule fires. Needs the save to run create-job's checks (a schedules "
+    "action 'save' and no direct insert/update of job_type/params/site_id).",
+)
+def test_a_schedule_whose_params_create_job_refuses_is_refused_when_stored(api: Api):
+    site, cases = _bad_schedules(api)
+    for body, code in cases:
+        r = api.rest("operator", "POST", "job_schedules", json=body, headers={"Prefer": "return=minimal"})
+        assert r.status_code in (400, 403, 422), (code, r.status_code, r.text)
+    assert api.q(
+        "select count(*) from public.job_schedules where site_id = %s and owner_id is not null", site
+    ) == [(0,)]
+
+
+def test_a_stored_schedule_with_refused_params_fires_no_job_and_says_why(api: Api):
+    """However such a schedule got stored, each occurrence runs create-job's checks as its
+    owner: recorded failed with create-job's code, no job, and the other schedules still fire
+    (a refused schedule does not poison the fire call)."""
+    site, cases = _bad_schedules(api)
+    owner = api.q("select id from auth.users where email = %s", f"hostile-operator-{api.tag}@x.test")[0][0]
+    for body, _ in cases:
+        api.q(
+            "insert into public.job_schedules (site_id, name, job_type, params, recurrence, owner_id) "
+            "values (%s, %s, %s, %s::jsonb, %s, %s)",
+            site,
+            body["name"],
+            body["job_type"],
+            json.dumps(body["params"]),
+            body["recurrence"],
+            owner,
+        )
+    names = [b["name"] for b, _ in cases]
+    api.q(
+        "update public.job_schedules set next_run_at = now() - interval '1 minute' where site_id = %s and name = any(%s)",
+        site,
+        names,
+    )
+    r = httpx.post(
+        f"{api.url}/functions/v1/schedules",
+        headers={"apikey": api.anon, "Authorization": f"Bearer {api.service}"},
+        json={"action": "fire", "site_id": site},
+        timeout=120,
+    )
+    assert r.status_code == 200, r.text
+    runs = api.q(
+        "select s.name, r.status, r.code from public.schedule_runs r join public.job_schedules s on s.id = r.schedule_id "
+        "where s.site_id = %s and s.name = any(%s) order by s.name",
+        site,
+        names,
+    )
+    assert runs == sorted((b["name"], "failed", code) for b, code in cases), runs
+    assert api.q("select count(*) from public.jobs where site_id = %s", site) == [(0,)]
