@@ -27,6 +27,7 @@ import base64
 import ipaddress
 import logging
 import os
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from contextlib import asynccontextmanager
@@ -34,12 +35,14 @@ from dataclasses import replace
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import httpx
+
 from ..binding import Credential, EndpointNotAllowed, EndpointSpecError, Target
 from ..jobparams import JobParamsError
 from ..jobtypes import parse_params
 from ..steps import HandlerError, Progress, StepContext, StepStalled, StepTimeout
 from ..targets.endpoint import Endpoint, Timeouts
-from ..targets.errors import TargetError
+from ..targets.errors import CatalogError, TargetError
 from ..targets.redfish import RedfishClient
 from ..vocabulary import TaskStatus, TaskTargetKind
 
@@ -91,6 +94,24 @@ def target_timeouts() -> Timeouts:
         poll=max(c.poll, 0.02),
         retry_delay=max(c.retry_delay, 0.01),
     )
+
+
+async def http_get(
+    url: str, *, what: str, operation: str, verify: ssl.SSLContext | bool = True, hint: str | None = None
+) -> httpx.Response:
+    """GET ``url`` (a catalog or its signature), redirects followed, with the target
+    timeouts and a read of at least 30 s; a failure to get an answer at all is a
+    :class:`CatalogError` "cannot download <what> <url>: <kind of failure>"."""
+    t = target_timeouts()
+    try:
+        async with httpx.AsyncClient(
+            timeout=httpx.Timeout(max(t.read, 30.0), connect=t.connect), follow_redirects=True, verify=verify
+        ) as http:
+            return await http.get(url)
+    except httpx.HTTPError as exc:
+        raise CatalogError(
+            f"cannot download {what} {url}: {type(exc).__name__}", operation=operation, hint=hint
+        ) from None
 
 
 def params_of(job: dict[str, Any], model: type) -> Any:

@@ -32,8 +32,6 @@ import hashlib
 import ssl
 from typing import Any, NoReturn
 
-import httpx
-
 from ..jobparams import CatalogRefreshParams
 from ..steps import JobHandler, StepContext, step
 from ..targets.catalog import Catalog
@@ -41,7 +39,7 @@ from ..targets.catalog_signature import SIGNATURE_MAX_BYTES, SignatureKeyError, 
 from ..targets.errors import CatalogError
 from ..vocabulary import TaskStatus, TaskTargetKind
 from . import register
-from ._dell import DellHandlerError, params_of, target_timeouts
+from ._dell import DellHandlerError, http_get, params_of
 from .firmware import CATALOG_MAX_BYTES
 
 BATCH = 2000  # packages per executor_record_catalog call (count)
@@ -56,20 +54,13 @@ def _verify(row: dict[str, Any]) -> ssl.SSLContext | bool:
 async def download(row: dict[str, Any]) -> tuple[bytes, str | None]:
     """The catalog's bytes and, when the URL redirected, where it moved to."""
     url = str(row["url"])
-    t = target_timeouts()
-    try:
-        async with httpx.AsyncClient(
-            timeout=httpx.Timeout(max(t.read, 30.0), connect=t.connect),
-            follow_redirects=True,
-            verify=_verify(row),
-        ) as http:
-            r = await http.get(url)
-    except httpx.HTTPError as exc:
-        raise CatalogError(
-            f"cannot download catalog {url}: {type(exc).__name__}",
-            operation="refresh catalog",
-            hint="check the URL, the TLS trust and that the executor can reach it",
-        ) from None
+    r = await http_get(
+        url,
+        what="catalog",
+        operation="refresh catalog",
+        verify=_verify(row),
+        hint="check the URL, the TLS trust and that the executor can reach it",
+    )
     moved = str(r.url) if r.history and str(r.url) != url else None
     if r.status_code == 404:
         raise CatalogError(
@@ -89,19 +80,7 @@ async def download(row: dict[str, Any]) -> tuple[bytes, str | None]:
 
 async def download_signature(row: dict[str, Any], url: str) -> bytes | None:
     """The detached signature at ``url`` (``<catalog>.sign``); None when there is none (404)."""
-    t = target_timeouts()
-    try:
-        async with httpx.AsyncClient(
-            timeout=httpx.Timeout(max(t.read, 30.0), connect=t.connect),
-            follow_redirects=True,
-            verify=_verify(row),
-        ) as http:
-            r = await http.get(url)
-    except httpx.HTTPError as exc:
-        raise CatalogError(
-            f"cannot download the catalog's signature {url}: {type(exc).__name__}",
-            operation="refresh catalog",
-        ) from None
+    r = await http_get(url, what="the catalog's signature", operation="refresh catalog", verify=_verify(row))
     if r.status_code == 404:
         return None
     if r.status_code != 200:

@@ -61,8 +61,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
-
 from ..jobparams import FirmwareUpdateParams
 from ..steps import BlockersFound, JobHandler, Progress, StepContext, cleanup_step, step
 from ..targets.catalog import Catalog, ComplianceReport, version_key
@@ -86,15 +84,14 @@ from ._dell import (
     ServersFailed,
     bmc,
     call,
-    endpoints,
     error_text,
+    http_get,
     inventory_row,
     latest_artifact,
-    load_servers,
+    open_servers,
     params_of,
     per_server,
     save_servers,
-    target_timeouts,
     upsert_inventory,
     wait,
     wait_lc_ready,
@@ -109,18 +106,12 @@ CATALOG_MAX_BYTES = 256 * 1024 * 1024  # Dell's full catalog is ~50 MB uncompres
 
 # --- catalog ---------------------------------------------------------------------------------
 async def fetch_catalog(url: str) -> Catalog:
-    t = target_timeouts()
-    try:
-        async with httpx.AsyncClient(
-            timeout=httpx.Timeout(max(t.read, 30.0), connect=t.connect), follow_redirects=True
-        ) as http:
-            r = await http.get(url)
-    except httpx.HTTPError as exc:
-        raise CatalogError(
-            f"cannot download catalog {url}: {type(exc).__name__}",
-            operation="load catalog",
-            hint="check the catalog URL and that the executor can reach it",
-        ) from None
+    r = await http_get(
+        url,
+        what="catalog",
+        operation="load catalog",
+        hint="check the catalog URL and that the executor can reach it",
+    )
     if r.status_code != 200:
         raise CatalogError(
             f"cannot download catalog {url}: HTTP {r.status_code}",
@@ -309,8 +300,7 @@ class FirmwareUpdateHandler(JobHandler):
     # helpers ------------------------------------------------------------------------------
     async def _servers(self, ctx: StepContext) -> tuple[FirmwareUpdateParams, list[dict[str, Any]], dict]:
         p = params_of(ctx.job, FirmwareUpdateParams)
-        servers = await load_servers(ctx, [str(s) for s in p.server_ids])
-        return p, servers, await endpoints(ctx, servers)
+        return p, *await open_servers(ctx, p.server_ids)
 
     @staticmethod
     def _work(ctx: StepContext, sid: str) -> dict[str, Any] | None:
@@ -339,6 +329,13 @@ class FirmwareUpdateHandler(JobHandler):
         except TargetError as exc:
             errors[server["name"]] = exc
             await cls._fail(ctx, server, exc)
+
+    @staticmethod
+    def _count(ctx: StepContext, status: str) -> int:
+        """The components of all servers whose status is ``status``."""
+        return sum(
+            1 for r in per_server(ctx).values() for x in r.get("components", []) if x["status"] == status
+        )
 
     @staticmethod
     def _stop_if_all_failed(
@@ -520,14 +517,7 @@ class FirmwareUpdateHandler(JobHandler):
                         else:
                             x["status"] = "applied"
         self._stop_if_all_failed(ctx, servers, errors)
-        return {
-            "staged": sum(
-                1
-                for r in per_server(ctx).values()
-                for x in r.get("components", [])
-                if x["status"] == "staged"
-            )
-        }
+        return {"staged": self._count(ctx, "staged")}
 
     @step(60, resumable=False)
     async def reboot(self, ctx: StepContext) -> dict[str, Any]:
@@ -582,14 +572,7 @@ class FirmwareUpdateHandler(JobHandler):
                         # busy, and then its JobStuck is the error to report, not the LC
                         await wait_lc_ready(ctx, c, "firmware update")
         self._stop_if_all_failed(ctx, servers, errors)
-        return {
-            "applied": sum(
-                1
-                for r in per_server(ctx).values()
-                for x in r.get("components", [])
-                if x["status"] == "applied"
-            )
-        }
+        return {"applied": self._count(ctx, "applied")}
 
     @step(40, resumable=True)
     async def verify(self, ctx: StepContext) -> dict[str, Any]:
