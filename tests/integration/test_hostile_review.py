@@ -512,3 +512,27 @@ def test_a_stored_schedule_with_refused_params_fires_no_job_and_says_why(api: Ap
     )
     assert runs == sorted((b["name"], "failed", code) for b, code in cases), runs
     assert api.q("select count(*) from public.jobs where site_id = %s", site) == [(0,)]
+
+
+def test_the_envelopes_ciphertext_stays_out_of_the_audit_log(api: Api):
+    """The envelopes are the only copy of a secret (credentials stored only as envelopes): the
+    audit entry of a seal names the set and the key, never the ciphertext, for every role
+    that reads the log, through REST or the embedded rows."""
+    _, cred = _credential_set(api)
+    needle = f"admin-sealed-{uuid.uuid4().hex}"
+    r = api.rest(
+        "admin",
+        "POST",
+        "credential_envelopes",
+        json={"credential_set_id": cred, "key_id": "k-audit", "sealed_secret": needle},
+        headers={"Prefer": "return=minimal"},
+    )
+    assert r.status_code == 201, r.text
+    r = api.rest("admin", "GET", "audit_log?table_name=eq.credential_envelopes&order=id.desc&limit=20")
+    assert r.status_code == 200, r.text
+    entries = [e for e in r.json() if (e.get("new_data") or {}).get("credential_set_id") == cred]
+    assert [e["new_data"]["key_id"] for e in entries] == ["k-audit", "k-admin"], r.text
+    assert needle not in r.text and "admin-sealed-envelope" not in r.text
+    assert api.q("select count(*) from public.audit_log where new_data::text like %s", f"%{needle}%") == [
+        (0,)
+    ]
