@@ -602,6 +602,64 @@ def _error_text(exc: BaseException) -> str:
     return SECRETS.redact(text)[:2000]
 
 
+def _restored_checkpoint(main: list[StepSpec], recorded: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint of the last main step recorded completed (empty before any)."""
+    checkpoint: dict[str, Any] = {}
+    for s in main:
+        row = recorded.get(s.name)
+        if row and row.get("status") == COMPLETED:
+            checkpoint = dict((row.get("details") or {}).get("checkpoint") or checkpoint)
+    return checkpoint
+
+
+def _pending_outcome(cleanup: list[StepSpec], recorded: dict[str, Any]) -> dict[str, Any] | None:
+    """The details of a failed cleanup step that keep the outcome its run had, if any."""
+    return next(
+        (
+            (recorded.get(s.name) or {}).get("details") or {}
+            for s in cleanup
+            if ((recorded.get(s.name) or {}).get("details") or {}).get("pending_outcome")
+        ),
+        None,
+    )
+
+
+async def _resumed_progress(
+    session: JobSession, spec: StepSpec, row: dict[str, Any] | None, index: int, attempt: int
+) -> Any:
+    """What a step found interrupted (running or failed) saved, to resume from; None for a
+    step that starts afresh. A non-resumable step found interrupted fails the job here."""
+    if row is None or row.get("status") not in (RUNNING, FAILED):
+        return None
+    if not spec.resumable:
+        # Invariant: a non-resumable step never runs twice.
+        err = StepInterrupted(
+            f"step {spec.name} was interrupted and is not resumable; "
+            f"check the target by hand before running it again"
+        )
+        await session.report_step(
+            index=index,
+            name=spec.name,
+            status=FAILED,
+            resumable=False,
+            details={"attempt": attempt - 1, "error": str(err), "error_class": "StepInterrupted"},
+        )
+        raise err
+    return (row.get("details") or {}).get("progress")
+
+
+def _safe_point(session: JobSession) -> None:
+    """Between steps: a lost lease, a cancel, a pause or a shutdown stops the run here."""
+    if session.fenced:
+        raise Fenced("lease lost")
+    if session.cancel_requested:
+        raise JobCancelled("cancel requested")
+    if session.pause_requested:
+        raise PauseRequested("paused by operator")
+    if session.draining:
+        raise ShutdownRequested("executor stopping")
+
+
 class StepEngine:
     def __init__(self, policy: SafetyPolicy | None = None, *, progress_write_interval: float = 2.0):
         self.policy = policy or SafetyPolicy()
@@ -632,78 +690,27 @@ class StepEngine:
         index_of = {s.name: i for i, s in enumerate(main + cleanup)}
         recorded = {row["name"]: row for row in await session.history()}
         started_names = set(recorded)
-        checkpoint: dict[str, Any] = {}
-        for s in main:
-            row = recorded.get(s.name)
-            if row and row.get("status") == COMPLETED:
-                checkpoint = dict((row.get("details") or {}).get("checkpoint") or checkpoint)
+        checkpoint = _restored_checkpoint(main, recorded)
         outcome = Outcome(RunOutcome.COMPLETED)
-        owes_from = {s.only_if_started or (main[0].name if main else "") for s in cleanup}
         # a run after a failed cleanup does the cleanup only and keeps the outcome it had
-        kept = next(
-            (
-                (recorded.get(s.name) or {}).get("details") or {}
-                for s in cleanup
-                if ((recorded.get(s.name) or {}).get("details") or {}).get("pending_outcome")
-            ),
-            None,
-        )
+        kept = _pending_outcome(cleanup, recorded)
         try:
             if kept is not None:
                 if session.cancel_requested:
                     raise JobCancelled("cancel requested")
                 outcome = Outcome(RunOutcome(str(kept["pending_outcome"])), kept.get("pending_error"))
                 main = []
-            for spec in main:
-                row = recorded.get(spec.name)
-                status = row.get("status") if row else None
-                if status in (COMPLETED, SKIPPED):
-                    continue
-                saved = None
-                attempt = int((row.get("details") or {}).get("attempt", 0)) + 1 if row else 1
-                if session.cancel_requested:
-                    # a cancelled job runs no main step, not even to find it interrupted:
-                    # straight to its cleanup (a cancel from executor_lost comes this way)
-                    raise JobCancelled("cancel requested")
-                if status in (RUNNING, FAILED) and row is not None:
-                    if not spec.resumable:
-                        # Invariant: a non-resumable step never runs twice.
-                        err = StepInterrupted(
-                            f"step {spec.name} was interrupted and is not resumable; "
-                            f"check the target by hand before running it again"
-                        )
-                        await session.report_step(
-                            index=index_of[spec.name],
-                            name=spec.name,
-                            status=FAILED,
-                            resumable=False,
-                            details={
-                                "attempt": attempt - 1,
-                                "error": str(err),
-                                "error_class": "StepInterrupted",
-                            },
-                        )
-                        raise err
-                    saved = (row.get("details") or {}).get("progress")
-                ctx = StepContext(self, session, spec, index_of[spec.name], checkpoint, saved, attempt)
-                await handler.before_step(ctx, spec)
-                # Safe point: nothing of this step has run yet.
-                if session.fenced:
-                    raise Fenced("lease lost")
-                if session.cancel_requested:
-                    raise JobCancelled("cancel requested")
-                if session.pause_requested:
-                    raise PauseRequested("paused by operator")
-                if session.draining:
-                    raise ShutdownRequested("executor stopping")
-                if spec.name in owes_from:
-                    # before the first change the cleanup must undo: no terminal state without it
-                    await self._cleanup_owed(session, True)
-                # started, whatever its end: a step that fails half-way may have changed the
-                # target (staged part of the firmware, say), so the cleanup it owes still runs
-                started_names.add(spec.name)
-                await self._run_step(ctx, session, spec)
-                outcome.steps_run.append(spec.name)
+            await self._run_main(
+                handler,
+                session,
+                main,
+                cleanup,
+                recorded,
+                index_of,
+                checkpoint,
+                started_names,
+                outcome.steps_run,
+            )
         except BlockersFound as exc:
             blockers = [SECRETS.redact_obj(b.to_json()) for b in exc.blockers]
             await session.pause(PauseReason.BLOCKERS, blockers)
@@ -725,6 +732,59 @@ class StepEngine:
             self.metrics.errors += 1
             outcome = Outcome(RunOutcome.FAILED, _error_text(exc), outcome.steps_run)
             log.warning("job failed: %s", outcome.error)
+        return await self._close(
+            handler, session, cleanup, started_names, checkpoint, recorded, index_of, outcome
+        )
+
+    async def _run_main(
+        self,
+        handler: JobHandler,
+        session: JobSession,
+        main: list[StepSpec],
+        cleanup: list[StepSpec],
+        recorded: dict[str, Any],
+        index_of: dict[str, int],
+        checkpoint: dict[str, Any],
+        started_names: set[str],
+        steps_run: list[str],
+    ) -> None:
+        """The main steps not yet completed or skipped, in order, each from a safe point."""
+        owes_from = {s.only_if_started or (main[0].name if main else "") for s in cleanup}
+        for spec in main:
+            row = recorded.get(spec.name)
+            if row and row.get("status") in (COMPLETED, SKIPPED):
+                continue
+            attempt = int((row.get("details") or {}).get("attempt", 0)) + 1 if row else 1
+            if session.cancel_requested:
+                # a cancelled job runs no main step, not even to find it interrupted:
+                # straight to its cleanup (a cancel from executor_lost comes this way)
+                raise JobCancelled("cancel requested")
+            saved = await _resumed_progress(session, spec, row, index_of[spec.name], attempt)
+            ctx = StepContext(self, session, spec, index_of[spec.name], checkpoint, saved, attempt)
+            await handler.before_step(ctx, spec)
+            _safe_point(session)  # nothing of this step has run yet
+            if spec.name in owes_from:
+                # before the first change the cleanup must undo: no terminal state without it
+                await self._cleanup_owed(session, True)
+            # started, whatever its end: a step that fails half-way may have changed the
+            # target (staged part of the firmware, say), so the cleanup it owes still runs
+            started_names.add(spec.name)
+            await self._run_step(ctx, session, spec)
+            steps_run.append(spec.name)
+
+    async def _close(
+        self,
+        handler: JobHandler,
+        session: JobSession,
+        cleanup: list[StepSpec],
+        started_names: set[str],
+        checkpoint: dict[str, Any],
+        recorded: dict[str, Any],
+        index_of: dict[str, int],
+        outcome: Outcome,
+    ) -> Outcome:
+        """The cleanup steps the run owes, then the job's end: ``outcome`` as its status, or
+        paused while a cleanup step failed."""
         cleanup_error, cleaned = await self._cleanup(
             handler, session, cleanup, started_names, checkpoint, recorded, index_of
         )
@@ -784,30 +844,10 @@ class StepEngine:
             await self._report_failed(session, ctx, spec, err, t0)
             raise err from exc
         except BlockersFound as exc:
-            await session.report_step(
-                index=ctx.index,
-                name=spec.name,
-                status=PENDING,
-                resumable=spec.resumable,
-                details={
-                    "attempt": ctx.attempt,
-                    "blockers": len(exc.blockers),
-                    "duration_s": round(time.monotonic() - t0, 3),
-                },
-            )
+            await self._report_ended(session, ctx, spec, PENDING, t0, blockers=len(exc.blockers))
             raise
         except JobCancelled:
-            await session.report_step(
-                index=ctx.index,
-                name=spec.name,
-                status=SKIPPED,
-                resumable=spec.resumable,
-                details={
-                    "attempt": ctx.attempt,
-                    "reason": "cancelled while waiting",
-                    "duration_s": round(time.monotonic() - t0, 3),
-                },
-            )
+            await self._report_ended(session, ctx, spec, SKIPPED, t0, reason="cancelled while waiting")
             raise
         except Fenced:
             raise
@@ -816,17 +856,7 @@ class StepEngine:
                 # Stopped past the shutdown grace: say so on the step before the process
                 # goes, so an operator never finds a target left mid-operation unrecorded.
                 await _bounded(
-                    session.report_step(
-                        index=ctx.index,
-                        name=spec.name,
-                        status=RUNNING,
-                        resumable=spec.resumable,
-                        details={
-                            "attempt": ctx.attempt,
-                            "interrupted": "executor shutdown",
-                            "duration_s": round(time.monotonic() - t0, 3),
-                        },
-                    )
+                    self._report_ended(session, ctx, spec, RUNNING, t0, interrupted="executor shutdown")
                 )
                 if spec.resumable:
                     await _bounded(session.release())
@@ -858,17 +888,21 @@ class StepEngine:
     async def _report_failed(
         self, session: JobSession, ctx: StepContext, spec: StepSpec, exc: BaseException, t0: float
     ) -> None:
+        await self._report_ended(
+            session, ctx, spec, FAILED, t0, error=_error_text(exc), error_class=type(exc).__name__
+        )
+
+    @staticmethod
+    async def _report_ended(
+        session: JobSession, ctx: StepContext, spec: StepSpec, status: StepStatus, t0: float, **details: Any
+    ) -> None:
+        """The step's row as its run ended (or stopped) ``t0`` seconds of monotonic time ago."""
         await session.report_step(
             index=ctx.index,
             name=spec.name,
-            status=FAILED,
+            status=status,
             resumable=spec.resumable,
-            details={
-                "attempt": ctx.attempt,
-                "error": _error_text(exc),
-                "error_class": type(exc).__name__,
-                "duration_s": round(time.monotonic() - t0, 3),
-            },
+            details={"attempt": ctx.attempt, **details, "duration_s": round(time.monotonic() - t0, 3)},
         )
 
     async def _skip_rest(
