@@ -65,6 +65,7 @@ from executor.steps import (
     cleanup_step,
     step,
 )
+from executor.vocabulary import JobType
 
 log = logging.getLogger("rackpilot.executor.selftest")
 
@@ -114,7 +115,7 @@ def confined(base_dir: Path, value: Any, field: str, *, folder: bool = False) ->
 class SelftestHandler(JobHandler):
     """Registered only by ``load_builtin(enable_selftest=True)`` (the entry point); never on import."""
 
-    job_type = "selftest"
+    job_type = JobType.SELFTEST
 
     def __init__(self, base_dir: Path):
         #: every file this handler reads or writes lies inside this folder

@@ -37,7 +37,7 @@ from ..steps import JobHandler, StepContext, step
 from ..targets.catalog import Catalog
 from ..targets.catalog_signature import SIGNATURE_MAX_BYTES, SignatureKeyError, verify
 from ..targets.errors import CatalogError
-from ..vocabulary import TaskStatus, TaskTargetKind
+from ..vocabulary import JobType, TaskStatus, TaskTargetKind
 from . import register
 from ._dell import DellHandlerError, http_get, params_of
 from .firmware import CATALOG_MAX_BYTES
@@ -111,7 +111,7 @@ def package_rows(catalog: Catalog) -> list[dict[str, Any]]:
 
 @register
 class CatalogRefreshHandler(JobHandler):
-    job_type = "catalog_refresh"
+    job_type = JobType.CATALOG_REFRESH
 
     def validate(self, job: dict[str, Any]) -> None:
         params_of(job, CatalogRefreshParams)

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from ..jobparams import DirectorySyncParams, JobParamsError
 from ..jobtypes import parse_params
 from ..steps import JobHandler, StepContext, step
+from ..vocabulary import JobType
 from . import register
 
 
@@ -60,7 +61,7 @@ def _identity_settings(settings: Any) -> Any:
 
 @register
 class DirectorySyncHandler(JobHandler):
-    job_type = "directory_sync"
+    job_type = JobType.DIRECTORY_SYNC
 
     def __init__(self, settings: Any = None):
         self.settings = settings

@@ -30,7 +30,7 @@ from ..jobparams import DiscoveryScanParams
 from ..steps import JobHandler, StepContext, step
 from ..targets.discovery import MAX_ADDRESSES, Probe, RangeError, expand, probe
 from ..targets.errors import TargetError
-from ..vocabulary import TaskStatus, TaskTargetKind
+from ..vocabulary import JobType, TaskStatus, TaskTargetKind
 from . import register
 from ._dell import DellHandlerError, params_of, target_timeouts
 from ._fanout import in_threads
@@ -76,7 +76,7 @@ async def known_servers(ctx: StepContext) -> dict[tuple[str, str, int], str]:
 
 @register
 class DiscoveryScanHandler(JobHandler):
-    job_type = "discovery_scan"
+    job_type = JobType.DISCOVERY_SCAN
 
     def validate(self, job: dict[str, Any]) -> None:
         p = params_of(job, DiscoveryScanParams)

@@ -40,7 +40,7 @@ from ..targets.errors import VerificationFailed
 from ..targets.esxcli import EsxiShell
 from ..targets.vsphere import VSphereClient
 from ..targets.vsphere_blockers import BLOCKING, host_blockers
-from ..vocabulary import TaskStatus
+from ..vocabulary import JobType, TaskStatus
 from . import register
 from ._replication_gate import replication_lag_blockers
 from ._vsphere import (
@@ -60,7 +60,7 @@ KINDS = {"usb_passthrough", "pci_passthrough", "vgpu", "fault_tolerance", "cdrom
 
 @register
 class EsxiUpgradeHandler(JobHandler):
-    job_type = "esxi_upgrade"
+    job_type = JobType.ESXI_UPGRADE
 
     def validate(self, job: dict[str, Any]) -> None:
         try:

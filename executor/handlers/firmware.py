@@ -76,7 +76,7 @@ from ..targets.errors import (
     TargetUnreachable,
 )
 from ..targets.redfish import RedfishClient
-from ..vocabulary import TaskStatus
+from ..vocabulary import JobType, TaskStatus
 from . import register
 from ._dell import (
     SERVER,
@@ -292,7 +292,7 @@ async def wait_idrac_back(ctx: StepContext, c: RedfishClient, dell: DellOEM, ope
 # --- the handler --------------------------------------------------------------------------------
 @register
 class FirmwareUpdateHandler(JobHandler):
-    job_type = "firmware_update"
+    job_type = JobType.FIRMWARE_UPDATE
 
     def validate(self, job: dict[str, Any]) -> None:
         params_of(job, FirmwareUpdateParams)

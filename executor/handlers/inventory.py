@@ -36,6 +36,7 @@ from ..steps import JobHandler, StepContext, step
 from ..targets.endpoint import Endpoint
 from ..targets.errors import TargetError
 from ..targets.redfish import InventoryResult, RedfishClient
+from ..vocabulary import JobType
 from . import register
 from ._dell import (
     DellHandlerError,
@@ -95,7 +96,7 @@ async def read_fleet(ctx: StepContext, eps: list[Endpoint], max_parallel: int) -
 
 @register
 class InventoryRefreshHandler(JobHandler):
-    job_type = "inventory_refresh"
+    job_type = JobType.INVENTORY_REFRESH
 
     def validate(self, job: dict[str, Any]) -> None:
         parse(job)

@@ -34,7 +34,7 @@ from ..steps import JobHandler, Progress, StepContext, StepSpec, step
 from ..targets.endpoint import Endpoint
 from ..targets.errors import JobFailed, JobStuck, TargetError
 from ..targets.ome import JOB_DONE, JOB_FAILED, OMEClient
-from ..vocabulary import TaskStatus
+from ..vocabulary import JobType, TaskStatus
 from . import register
 from ._dell import (
     SERVER,
@@ -137,7 +137,7 @@ async def wait_ome_job(ctx: StepContext, ome: OMEClient, job_id: int, operation:
 
 @register
 class FirmwareComplianceHandler(JobHandler):
-    job_type = "firmware_compliance"
+    job_type = JobType.FIRMWARE_COMPLIANCE
 
     def validate(self, job: dict[str, Any]) -> None:
         parse(job)

@@ -26,6 +26,7 @@ from ..jobparams import PowerOperationParams
 from ..steps import JobHandler, Progress, StepContext, StepSpec, step
 from ..targets.errors import OperationTimedOut
 from ..targets.redfish import RedfishClient
+from ..vocabulary import JobType
 from . import register
 from ._dell import (
     call,
@@ -103,7 +104,7 @@ async def power_one(
 
 @register
 class PowerOperationHandler(JobHandler):
-    job_type = "power_operation"
+    job_type = JobType.POWER_OPERATION
 
     def validate(self, job: dict[str, Any]) -> None:
         params_of(job, PowerOperationParams)

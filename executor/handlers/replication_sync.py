@@ -69,7 +69,7 @@ from ..targets.ssh import (
     classify_transport,
     parse_host_keys,
 )
-from ..vocabulary import TaskStatus, TaskTargetKind
+from ..vocabulary import JobType, TaskStatus, TaskTargetKind
 from . import register
 
 log = logging.getLogger("rackpilot.executor.replication_sync")
@@ -147,7 +147,7 @@ def _when(ts: float) -> str:
 
 @register
 class ReplicationSyncHandler(JobHandler):
-    job_type = "replication_sync"
+    job_type = JobType.REPLICATION_SYNC
 
     def __init__(self, state_dir: Path | None = None) -> None:
         self.state_dir = Path(

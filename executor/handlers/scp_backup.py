@@ -30,6 +30,7 @@ from ..steps import JobHandler, Progress, StepContext, step
 from ..targets.dell import FAILED, DellOEM
 from ..targets.errors import JobFailed, JobStuck, TargetError
 from ..targets.redfish import RedfishClient
+from ..vocabulary import JobType
 from . import register
 from ._dell import (
     DellHandlerError,
@@ -196,7 +197,7 @@ async def take_backup(
 
 @register
 class ScpBackupHandler(JobHandler):
-    job_type = "scp_backup"
+    job_type = JobType.SCP_BACKUP
 
     def validate(self, job: dict[str, Any]) -> None:
         params_of(job, ScpBackupParams)

@@ -22,6 +22,7 @@ from typing import Any
 
 from ..jobparams import VcenterSyncParams
 from ..steps import JobHandler, StepContext, StepError, step
+from ..vocabulary import JobType
 from . import register
 from ._vsphere import sync_inventory, vcenter_row, vcenter_session
 
@@ -40,7 +41,7 @@ def runqueue_wait() -> float | None:
 
 @register
 class VcenterSyncHandler(JobHandler):
-    job_type = "vcenter_sync"
+    job_type = JobType.VCENTER_SYNC
 
     def __init__(self) -> None:
         self._inventory: Any = None

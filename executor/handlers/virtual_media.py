@@ -27,7 +27,7 @@ from ..jobparams import VirtualMediaMountParams
 from ..steps import JobHandler, StepContext, step
 from ..targets.errors import RequestRejected, TargetError
 from ..targets.redfish import RedfishClient
-from ..vocabulary import TaskStatus
+from ..vocabulary import JobType, TaskStatus
 from . import register
 from ._dell import (
     SERVER,
@@ -68,7 +68,7 @@ async def _media(ctx: StepContext, c: RedfishClient, p: VirtualMediaMountParams)
 
 @register
 class VirtualMediaHandler(JobHandler):
-    job_type = "virtual_media_mount"
+    job_type = JobType.VIRTUAL_MEDIA_MOUNT
 
     def validate(self, job: dict[str, Any]) -> None:
         p = params_of(job, VirtualMediaMountParams)

@@ -28,7 +28,7 @@ from ..jobparams import VmOperationParams
 from ..steps import HandlerError, JobHandler, StepContext, StepError, step
 from ..targets.errors import TargetError
 from ..targets.vsphere import VSphereClient
-from ..vocabulary import TaskStatus, TaskTargetKind
+from ..vocabulary import JobType, TaskStatus, TaskTargetKind
 from . import register
 from ._vsphere import TargetProfile, sync_inventory, vcenter_row, vcenter_session
 
@@ -84,7 +84,7 @@ def per_vm(ctx: StepContext) -> dict[str, dict[str, Any]]:
 
 @register
 class VmOperationHandler(JobHandler):
-    job_type = "vm_operation"
+    job_type = JobType.VM_OPERATION
 
     def validate(self, job: dict[str, Any]) -> None:
         _params(job.get("params"))
