@@ -79,7 +79,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -508,6 +508,17 @@ class HostWork:
         return [m for m in morefs if self.vc.vm_power_state(m) == "poweredOn"]
 
 
+@dataclass
+class _PreflightTally:
+    """What the pre-flight's host verdicts add up to, in host order."""
+
+    plan: list[dict[str, Any]] = field(default_factory=list)  # the hosts to update, their entries
+    report_hosts: dict[str, dict[str, Any]] = field(default_factory=dict)  # host -> its gate facts
+    blocked: list[str] = field(default_factory=list)  # "<host>: <gate> (<reason>)"
+    changes: list[Any] = field(default_factory=list)  # what will change, per host and component
+    compliant: dict[str, str] = field(default_factory=dict)  # host -> why it is skipped
+
+
 @register
 class RollingClusterUpdateHandler(JobHandler):
     job_type = "rolling_cluster_update"
@@ -594,6 +605,66 @@ class RollingClusterUpdateHandler(JobHandler):
         params = self._params(ctx)
         profile = TargetProfile.load()
         cluster, vc = await self._vcenter(ctx)
+        inv, c = await self._preflight_inventory(ctx, cluster, vc, profile)
+        rows, hosts = await self._preflight_hosts(ctx, params, cluster, c)
+        policy = self._gates_policy(ctx)
+        ctx.checkpoint["vsan"] = bool(c.vsan_enabled)
+        # Hosts already out of service count against the policy: the vcenter gate of every
+        # host of the cluster (a host out that the job would not update still counts).
+        vc_gates = {
+            r["name"]: apply_policy([vcenter_gate(inv.hosts[r["moref"]])], policy)[0]
+            for r in rows
+            if r["moref"] in inv.hosts
+        }
+        cat_gate, catalog = await self._preflight_catalog(params, policy)
+        read = await self._read_hosts(ctx, profile, hosts, catalog, params, policy)
+        tally = _PreflightTally()
+        for h, (entry, packages, facts) in zip(hosts, read, strict=True):
+            await self._judge_host(
+                ctx, params, inv, tally, h, entry, packages, facts, vc_gates.get(h["name"])
+            )
+        report = self._preflight_report(inv, c, hosts, params, catalog, cat_gate, policy, tally)
+        # a host out of service that the job would not update still counts against the hosts out
+        tally.blocked += [
+            f"{name}: vcenter ({g.reason})"
+            for name, g in vc_gates.items()
+            if g.status == BLOCK and f"{name}: vcenter ({g.reason})" not in tally.blocked
+        ]
+        if c.vsan_enabled:
+            await self._preflight_vsan(ctx, vc, profile, c, params, policy, report, tally)
+        report["plan"] = [h["name"] for h in tally.plan]
+        report["changes"] = tally.changes  # what will change, per host and component
+        report["already_compliant"] = tally.compliant  # host -> why it is skipped
+        cap_gate = self._preflight_capacity(ctx, inv, c, policy, report)
+        if tally.plan and cap_gate.status == BLOCK:
+            tally.blocked.append(f"{c.name}: capacity ({cap_gate.reason})")
+        report["blocked"] = tally.blocked
+        artifact = (
+            await ctx.put_artifact(
+                "preflight_report",
+                json.dumps(report, indent=1, default=str).encode(),
+                content_type="application/json",
+            )
+        )["artifact_id"]
+        if tally.blocked:
+            # Nothing has changed yet: refuse with the gates named (the report stays stored).
+            raise PreflightBlocked("pre-flight gate(s) block: " + "; ".join(tally.blocked))
+        plan = tally.plan
+        ctx.checkpoint.update({"plan": plan, "nothing_to_do": not plan, "preflight_artifact": artifact})
+        return {
+            "hosts": len(hosts),
+            "to_update": [h["name"] for h in plan],
+            "nothing_to_do": not plan,
+            "preflight_artifact": artifact,
+            "hosts_at_once": report["capacity"]["hosts_at_once"],
+            "capacity": cap_gate.reason,
+        }
+
+    # pre-flight steps, in the order _preflight runs them ------------------------------------------
+    async def _preflight_inventory(
+        self, ctx: StepContext, cluster: dict[str, Any], vc: dict[str, Any], profile: TargetProfile
+    ) -> tuple[Any, Any]:
+        """vCenter's inventory, synced; the cluster in it, which must run DRS."""
         async with vcenter_session(ctx, vc, profile) as client:
             inv = await self._thread(client.inventory)
         if cluster["moref"] not in inv.clusters:
@@ -606,28 +677,30 @@ class RollingClusterUpdateHandler(JobHandler):
             raise VSphereHandlerError(
                 f"DRS is disabled on cluster {c.name}: maintenance mode cannot evacuate VMs; enable DRS first"
             )
+        return inv, c
+
+    @staticmethod
+    async def _preflight_hosts(
+        ctx: StepContext, params: RollingClusterUpdateParams, cluster: dict[str, Any], c: Any
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The cluster's host rows, and the hosts the job asks for (all of them, by name)."""
         rows = await ctx.select(
             "esxi_hosts",
             "id,name,moref,server_id,cluster_id,in_maintenance,connection_state",
             cluster_id=cluster["id"],
         )
         by_id = {str(r["id"]): r for r in rows}
-        if params.host_ids:
-            missing = [str(h) for h in params.host_ids if str(h) not in by_id]
-            if missing:
-                raise InventoryMissing(f"host(s) {', '.join(missing)} are not in cluster {c.name}")
-            hosts = [by_id[str(h)] for h in params.host_ids]
-        else:
-            hosts = sorted(rows, key=lambda r: r["name"])
-        policy = self._gates_policy(ctx)
-        ctx.checkpoint["vsan"] = bool(c.vsan_enabled)
-        # Hosts already out of service count against the policy: the vcenter gate of every
-        # host of the cluster (a host out that the job would not update still counts).
-        vc_gates = {
-            r["name"]: apply_policy([vcenter_gate(inv.hosts[r["moref"]])], policy)[0]
-            for r in rows
-            if r["moref"] in inv.hosts
-        }
+        if not params.host_ids:
+            return rows, sorted(rows, key=lambda r: r["name"])
+        missing = [str(h) for h in params.host_ids if str(h) not in by_id]
+        if missing:
+            raise InventoryMissing(f"host(s) {', '.join(missing)} are not in cluster {c.name}")
+        return rows, [by_id[str(h)] for h in params.host_ids]
+
+    async def _preflight_catalog(
+        self, params: RollingClusterUpdateParams, policy: dict[str, str]
+    ) -> tuple[Gate, Catalog]:
+        """The catalog gate (policy applied) and the catalog; refuses when there is none."""
         cat_gate, catalog = await self._thread(
             catalog_gate,
             lambda: self._catalog(params.firmware.stored_catalog_url(), raw=True),
@@ -636,8 +709,19 @@ class RollingClusterUpdateHandler(JobHandler):
         [cat_gate] = apply_policy([cat_gate], policy)
         if catalog is None:
             raise CatalogUnavailable(f"pre-flight gate catalog blocks: {cat_gate.reason}")
+        return cat_gate, catalog
+
+    async def _read_hosts(
+        self,
+        ctx: StepContext,
+        profile: TargetProfile,
+        hosts: list[dict[str, Any]],
+        catalog: Catalog,
+        params: RollingClusterUpdateParams,
+        policy: dict[str, str],
+    ) -> list[tuple[dict[str, Any], list[UpdatePackage], dict[str, Any]]]:
+        """Each host's entry, packages and gate facts, in host order."""
         repo = params.firmware.stored_catalog_url().rsplit("/", 1)[0]
-        plan, report_hosts, blocked, changes, compliant = [], {}, [], [], {}
         # the hosts' iDRACs are read side by side (read-only, one session each), a few at a
         # time: the executor's worker threads are shared with its other jobs
         at_once = asyncio.Semaphore(PREFLIGHT_HOSTS_AT_ONCE)
@@ -645,28 +729,7 @@ class RollingClusterUpdateHandler(JobHandler):
         async def look(
             seq: int, h: dict[str, Any]
         ) -> tuple[dict[str, Any], list[UpdatePackage], dict[str, Any]]:
-            if not h.get("server_id"):
-                raise InventoryMissing(
-                    f"host {h['name']} is not linked to a Dell server (service tag or BMC address); "
-                    "register the server and run vcenter_sync"
-                )
-            server = await one(
-                ctx,
-                "servers",
-                "id,name,idrac_address,credential_set_id,details",
-                f"server of {h['name']}",
-                id=h["server_id"],
-            )
-            cred = await credential(ctx, server.get("credential_set_id"), f"iDRAC of {h['name']}")
-            entry = {
-                "id": str(h["id"]),
-                "name": h["name"],
-                "moref": h["moref"],
-                "server_id": str(server["id"]),
-                "server": {k: server[k] for k in ("id", "name", "idrac_address", "details")},
-                "credential_set_id": server["credential_set_id"],
-                "seq": seq,
-            }
+            entry, cred = await self._host_entry(ctx, seq, h)
             async with at_once:
                 packages, facts = await self._thread(
                     self._compliance,
@@ -687,51 +750,101 @@ class RollingClusterUpdateHandler(JobHandler):
             if isinstance(r, BaseException):
                 raise r
             read.append(r)
-        for h, (entry, packages, facts) in zip(hosts, read, strict=True):
-            seq = entry["seq"]
-            vg = vc_gates.get(h["name"])
-            if vg is not None:
-                facts["gates"].append(vg.as_dict())
-                gs = [Gate(**g) for g in facts["gates"]]
-                facts["verdict"], facts["readiness"] = worst(gs), readiness_score(gs)
-            report_hosts[h["name"]] = facts
-            host_changes, why_compliant = what_will_change(
-                h["name"], catalog_rows(facts.get("components") or [], params.firmware.components)
+        return read
+
+    @staticmethod
+    async def _host_entry(ctx: StepContext, seq: int, h: dict[str, Any]) -> tuple[dict[str, Any], Credential]:
+        """The plan entry of host ``h`` (its Dell server) and its iDRAC credential."""
+        if not h.get("server_id"):
+            raise InventoryMissing(
+                f"host {h['name']} is not linked to a Dell server (service tag or BMC address); "
+                "register the server and run vcenter_sync"
             )
-            changes += host_changes
-            if packages or facts["verdict"] == BLOCK and not facts.get("components"):
-                blocked += [
-                    f"{h['name']}: {g['name']} ({g['reason']})"
-                    for g in facts["gates"]
-                    if g["status"] == BLOCK
-                ]
-            memory = sum(
-                inv.vms[v].memory_mb
-                for v in inv.hosts[h["moref"]].vms
-                if v in inv.vms and inv.vms[v].powered_on
+        server = await one(
+            ctx,
+            "servers",
+            "id,name,idrac_address,credential_set_id,details",
+            f"server of {h['name']}",
+            id=h["server_id"],
+        )
+        cred = await credential(ctx, server.get("credential_set_id"), f"iDRAC of {h['name']}")
+        entry = {
+            "id": str(h["id"]),
+            "name": h["name"],
+            "moref": h["moref"],
+            "server_id": str(server["id"]),
+            "server": {k: server[k] for k in ("id", "name", "idrac_address", "details")},
+            "credential_set_id": server["credential_set_id"],
+            "seq": seq,
+        }
+        return entry, cred
+
+    @staticmethod
+    async def _judge_host(
+        ctx: StepContext,
+        params: RollingClusterUpdateParams,
+        inv: Any,
+        tally: _PreflightTally,
+        h: dict[str, Any],
+        entry: dict[str, Any],
+        packages: list[UpdatePackage],
+        facts: dict[str, Any],
+        vg: Gate | None,
+    ) -> None:
+        """One host's verdict (its vcenter gate added), what will change, whether it blocks,
+        and its task: pending with its updates, or skipped as compliant."""
+        seq = entry["seq"]
+        if vg is not None:
+            facts["gates"].append(vg.as_dict())
+            gs = [Gate(**g) for g in facts["gates"]]
+            facts["verdict"], facts["readiness"] = worst(gs), readiness_score(gs)
+        tally.report_hosts[h["name"]] = facts
+        host_changes, why_compliant = what_will_change(
+            h["name"], catalog_rows(facts.get("components") or [], params.firmware.components)
+        )
+        tally.changes += host_changes
+        if packages or facts["verdict"] == BLOCK and not facts.get("components"):
+            tally.blocked += [
+                f"{h['name']}: {g['name']} ({g['reason']})" for g in facts["gates"] if g["status"] == BLOCK
+            ]
+        memory = sum(
+            inv.vms[v].memory_mb for v in inv.hosts[h["moref"]].vms if v in inv.vms and inv.vms[v].powered_on
+        )
+        entry["vm_memory_mb"] = memory
+        if packages:
+            entry["packages"] = [asdict(p) for p in packages]
+            tally.plan.append(entry)
+            await ctx.update_task(
+                HOST,
+                entry,
+                TaskStatus.PENDING,
+                seq=seq,
+                details={
+                    "updates": [p.name or p.component_id for p in packages],
+                    "readiness": facts["verdict"],
+                    "gates": facts["gates"],
+                },
             )
-            entry["vm_memory_mb"] = memory
-            if packages:
-                entry["packages"] = [asdict(p) for p in packages]
-                plan.append(entry)
-                await ctx.update_task(
-                    HOST,
-                    entry,
-                    TaskStatus.PENDING,
-                    seq=seq,
-                    details={
-                        "updates": [p.name or p.component_id for p in packages],
-                        "readiness": facts["verdict"],
-                        "gates": facts["gates"],
-                    },
-                )
-            elif facts.get("components") is not None:
-                compliant[h["name"]] = why_compliant or "already compliant"
-                await ctx.update_task(
-                    HOST, entry, TaskStatus.SKIPPED, seq=seq, details={"reason": compliant[h["name"]]}
-                )
+        elif facts.get("components") is not None:
+            tally.compliant[h["name"]] = why_compliant or "already compliant"
+            await ctx.update_task(
+                HOST, entry, TaskStatus.SKIPPED, seq=seq, details={"reason": tally.compliant[h["name"]]}
+            )
+
+    @staticmethod
+    def _preflight_report(
+        inv: Any,
+        c: Any,
+        hosts: list[dict[str, Any]],
+        params: RollingClusterUpdateParams,
+        catalog: Catalog,
+        cat_gate: Gate,
+        policy: dict[str, str],
+        tally: _PreflightTally,
+    ) -> dict[str, Any]:
+        """The pre-flight report's first part: the cluster, firmware, catalog and gates per host."""
         report = preflight_report(inv, c.moid, [h["moref"] for h in hosts])
-        report["firmware"] = report_hosts
+        report["firmware"] = tally.report_hosts
         report["catalog"] = {
             "url": params.firmware.catalog_url,
             "version": catalog.version,
@@ -740,31 +853,40 @@ class RollingClusterUpdateHandler(JobHandler):
         }
         report["gates"] = {
             name: {"verdict": f["verdict"], "readiness": f.get("readiness"), "gates": f["gates"]}
-            for name, f in report_hosts.items()
+            for name, f in tally.report_hosts.items()
         }
         report["gate_policy"] = policy  # which gates block (policies/safety.yaml)
-        # a host out of service that the job would not update still counts against the hosts out
-        blocked += [
-            f"{name}: vcenter ({g.reason})"
-            for name, g in vc_gates.items()
-            if g.status == BLOCK and f"{name}: vcenter ({g.reason})" not in blocked
-        ]
-        if c.vsan_enabled:
-            async with vcenter_session(ctx, vc, profile) as client:
-                vs_gate, vs_facts = await self._thread(vsan_gate, client, c.moid)
-            [vs_gate] = apply_policy([vs_gate], policy)
-            report["vsan"] = {
-                **vs_facts,
-                **vs_gate.as_dict(),
-                "object_action": params.vsan_object_action,
-                "hosts_at_once": 1,
-            }
-            if vs_gate.status == BLOCK:
-                blocked.append(f"{c.name}: vsan ({vs_gate.reason})")
-        report["plan"] = [h["name"] for h in plan]
-        report["changes"] = changes  # what will change, per host and component
-        report["already_compliant"] = compliant  # host -> why it is skipped
-        # N+1: the hosts left must hold the running VMs plus HA's failover capacity.
+        return report
+
+    async def _preflight_vsan(
+        self,
+        ctx: StepContext,
+        vc: dict[str, Any],
+        profile: TargetProfile,
+        c: Any,
+        params: RollingClusterUpdateParams,
+        policy: dict[str, str],
+        report: dict[str, Any],
+        tally: _PreflightTally,
+    ) -> None:
+        """The vsan gate of a vSAN cluster, into the report (and the blocked list)."""
+        async with vcenter_session(ctx, vc, profile) as client:
+            vs_gate, vs_facts = await self._thread(vsan_gate, client, c.moid)
+        [vs_gate] = apply_policy([vs_gate], policy)
+        report["vsan"] = {
+            **vs_facts,
+            **vs_gate.as_dict(),
+            "object_action": params.vsan_object_action,
+            "hosts_at_once": 1,
+        }
+        if vs_gate.status == BLOCK:
+            tally.blocked.append(f"{c.name}: vsan ({vs_gate.reason})")
+
+    def _preflight_capacity(
+        self, ctx: StepContext, inv: Any, c: Any, policy: dict[str, str], report: dict[str, Any]
+    ) -> Gate:
+        """N+1: the hosts left must hold the running VMs plus HA's failover capacity. Saves the
+        bound to the checkpoint and puts it in the report; the capacity gate (policy applied)."""
         members = [inv.hosts[m] for m in c.hosts if m in inv.hosts]
         bound, cap_gate = capacity_bound(
             {x.name: x.memory_bytes // 2**20 for x in members},
@@ -780,28 +902,7 @@ class RollingClusterUpdateHandler(JobHandler):
             "hosts_at_once": min(bound, self._max_out(ctx)),
             **cap_gate.as_dict(),
         }
-        if plan and cap_gate.status == BLOCK:
-            blocked.append(f"{c.name}: capacity ({cap_gate.reason})")
-        report["blocked"] = blocked
-        artifact = (
-            await ctx.put_artifact(
-                "preflight_report",
-                json.dumps(report, indent=1, default=str).encode(),
-                content_type="application/json",
-            )
-        )["artifact_id"]
-        if blocked:
-            # Nothing has changed yet: refuse with the gates named (the report stays stored).
-            raise PreflightBlocked("pre-flight gate(s) block: " + "; ".join(blocked))
-        ctx.checkpoint.update({"plan": plan, "nothing_to_do": not plan, "preflight_artifact": artifact})
-        return {
-            "hosts": len(hosts),
-            "to_update": [h["name"] for h in plan],
-            "nothing_to_do": not plan,
-            "preflight_artifact": artifact,
-            "hosts_at_once": report["capacity"]["hosts_at_once"],
-            "capacity": cap_gate.reason,
-        }
+        return cap_gate
 
     @staticmethod
     def _catalog(url: str, raw: bool = False) -> Any:
