@@ -109,6 +109,84 @@ def package_rows(catalog: Catalog) -> list[dict[str, Any]]:
     ]
 
 
+async def _record(
+    ctx: StepContext, result: dict[str, Any], packages: list[dict[str, Any]] | None = None
+) -> int:
+    """``executor_record_catalog``: the refresh's outcome on the catalog row and, when
+    ``packages`` are given, its packages (replaced as a whole, :data:`BATCH` a call)."""
+    if packages is None:
+        await ctx.rpc("executor_record_catalog", {"p_result": result})
+        return 0
+    loaded = 0
+    for i in range(0, max(len(packages), 1), BATCH):
+        loaded += int(
+            await ctx.rpc(
+                "executor_record_catalog",
+                {"p_result": result, "p_packages": packages[i : i + BATCH], "p_replace": i == 0},
+            )
+            or 0
+        )
+    return loaded
+
+
+async def _refuse(
+    ctx: StepContext, row: dict[str, Any], moved: str | None, signature_status: str, words: str
+) -> NoReturn:
+    """A pin or signature check failed: recorded on the catalog row, then raised."""
+    await _record(
+        ctx,
+        {"status": "failed", "signature_status": signature_status, "moved_to": moved, "error": words[:2000]},
+    )
+    raise _Refused(f"catalog {row['url']}: {words}", operation="refresh catalog")
+
+
+async def _signed_by(ctx: StepContext, row: dict[str, Any], data: bytes, moved: str | None) -> str | None:
+    """The fingerprint of the catalog's signing key, once ``<URL>.sign`` is verified."""
+    sig_url = f"{moved or row['url']}.sign"
+    sig = await download_signature(row, sig_url)
+    if sig is None:
+        await _refuse(
+            ctx,
+            row,
+            moved,
+            "signature_missing",
+            f"the catalog has a signing key but no signature at {sig_url} (HTTP 404)",
+        )
+    try:
+        check = await asyncio.to_thread(verify, data, sig, str(row["signing_key"]))
+    except SignatureKeyError as exc:
+        await _refuse(ctx, row, moved, "signature_bad", f"the catalog's signing key is unusable: {exc}")
+    if not check.ok:
+        await _refuse(ctx, row, moved, "signature_bad", f"{sig_url}: {check.detail}")
+    return check.fingerprint
+
+
+async def _checked(
+    ctx: StepContext, row: dict[str, Any]
+) -> tuple[bytes, str | None, str, str | None, Catalog]:
+    """The catalog downloaded, held to its pin and signature and parsed: (bytes, where it
+    moved to, SHA-256, signing key's fingerprint, catalog). A failure is recorded on the
+    catalog row (its last good packages stay) and raised."""
+    pin = row.get("expected_sha256")
+    moved: str | None = None
+    signed: str | None = None
+    try:
+        data, moved = await download(row)
+        digest = hashlib.sha256(data).hexdigest()
+        if pin and digest != pin:
+            await _refuse(
+                ctx, row, moved, "pinned_mismatch", f"the catalog's SHA-256 {digest} is not the pinned {pin}"
+            )
+        if row.get("signing_key"):
+            signed = await _signed_by(ctx, row, data, moved)
+        catalog = await asyncio.to_thread(Catalog.from_bytes, data, str(row["url"]))
+    except CatalogError as exc:
+        if not isinstance(exc, _Refused):
+            await _record(ctx, {"status": "failed", "error": str(exc)[:2000], "moved_to": moved})
+        raise
+    return data, moved, digest, signed, catalog
+
+
 @register
 class CatalogRefreshHandler(JobHandler):
     job_type = JobType.CATALOG_REFRESH
@@ -127,53 +205,8 @@ class CatalogRefreshHandler(JobHandler):
         if not rows or str(rows[0]["site_id"]) != str(ctx.job.get("site_id")):
             raise DellHandlerError(f"catalog {p.catalog_id} not found at the job's site")
         row = rows[0]
-        pin = row.get("expected_sha256")
-        key = row.get("signing_key")
-        moved: str | None = None
-        signed: str | None = None  # the signing key's fingerprint, once verified
-
-        async def refuse(signature_status: str, words: str) -> NoReturn:
-            await ctx.rpc(
-                "executor_record_catalog",
-                {
-                    "p_result": {
-                        "status": "failed",
-                        "signature_status": signature_status,
-                        "moved_to": moved,
-                        "error": words[:2000],
-                    }
-                },
-            )
-            raise _Refused(f"catalog {row['url']}: {words}", operation="refresh catalog")
-
-        try:
-            data, moved = await download(row)
-            digest = hashlib.sha256(data).hexdigest()
-            if pin and digest != pin:
-                await refuse("pinned_mismatch", f"the catalog's SHA-256 {digest} is not the pinned {pin}")
-            if key:
-                sig_url = f"{moved or row['url']}.sign"
-                sig = await download_signature(row, sig_url)
-                if sig is None:
-                    await refuse(
-                        "signature_missing",
-                        f"the catalog has a signing key but no signature at {sig_url} (HTTP 404)",
-                    )
-                try:
-                    check = await asyncio.to_thread(verify, data, sig, str(key))
-                except SignatureKeyError as exc:
-                    await refuse("signature_bad", f"the catalog's signing key is unusable: {exc}")
-                if not check.ok:
-                    await refuse("signature_bad", f"{sig_url}: {check.detail}")
-                signed = check.fingerprint
-            catalog = await asyncio.to_thread(Catalog.from_bytes, data, str(row["url"]))
-        except CatalogError as exc:
-            if not isinstance(exc, _Refused):
-                await ctx.rpc(
-                    "executor_record_catalog",
-                    {"p_result": {"status": "failed", "error": str(exc)[:2000], "moved_to": moved}},
-                )
-            raise
+        pin, key = row.get("expected_sha256"), row.get("signing_key")
+        data, moved, digest, signed, catalog = await _checked(ctx, row)
         age = catalog.age_days()
         stale = age is not None and age > p.stale_after_days
         status = "moved" if moved else "stale" if stale else "ok"
@@ -195,16 +228,7 @@ class CatalogRefreshHandler(JobHandler):
             "version": catalog.version or None,
             "moved_to": moved,
         }
-        pkgs = package_rows(catalog)
-        loaded = 0
-        for i in range(0, max(len(pkgs), 1), BATCH):
-            loaded += int(
-                await ctx.rpc(
-                    "executor_record_catalog",
-                    {"p_result": result, "p_packages": pkgs[i : i + BATCH], "p_replace": i == 0},
-                )
-                or 0
-            )
+        loaded = await _record(ctx, result, package_rows(catalog))
         summary = {
             **result,
             "packages_loaded": loaded,
