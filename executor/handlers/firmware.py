@@ -251,6 +251,52 @@ def unrecorded_jobs(x: dict[str, Any], queue: Iterable[DellJob], claimed: set[st
     return out
 
 
+def components_to_drop(rec: dict[str, Any], saved: dict[str, Any]) -> list[dict[str, Any]]:
+    """A server's components still staged or pending with a job of ours: one recorded, or a
+    request sent whose answer never got on record (``queued_before``). The job ids and
+    queues an interrupted stage step saved (``saved``, its progress) are taken over first."""
+    seen = {x["component_id"]: x for x in saved.get("components", [])}
+    for x in rec.get("components", []):
+        was = seen.get(x["component_id"], {})
+        if not x.get("job_id") and was.get("job_id"):
+            x["job_id"] = was["job_id"]
+        elif not x.get("job_id") and "queued_before" in was:
+            x["queued_before"] = was["queued_before"]
+    return [
+        x
+        for x in rec.get("components", [])
+        if (x.get("job_id") or "queued_before" in x) and x["status"] in ("staged", "pending")
+    ]
+
+
+async def drop_jobs(dell: DellOEM, comps: list[dict[str, Any]], ours: list[dict[str, Any]]) -> list[str]:
+    """Delete from the iDRAC queue the jobs of ``ours`` (of the server's components ``comps``)
+    that no reboot applied, the unrecorded ones too; returns the ids deleted."""
+    dropped: list[str] = []
+    queue = {j.id: j for j in await call(dell.jobs)}
+    claimed = {x["job_id"] for x in comps if x.get("job_id")}
+    for x in ours:
+        if not x.get("job_id"):
+            # its request was sent, its answer never got on record
+            for orphan in unrecorded_jobs(x, queue.values(), claimed):
+                await call(dell.delete_job, orphan.id)
+                claimed.add(orphan.id)
+                x["job_id"] = orphan.id
+                x["status"], x["message"] = (
+                    "dropped",
+                    f"update job {orphan.id} (queued, its answer never recorded) deleted: no reboot applied it",
+                )
+                dropped.append(orphan.id)
+            x.pop("queued_before", None)
+            continue
+        job = queue.get(x["job_id"])
+        if job is not None and job.state in UNAPPLIED:
+            await call(dell.delete_job, x["job_id"])
+            x["status"], x["message"] = ("dropped", f"staged job {x['job_id']} deleted: no reboot applied it")
+            dropped.append(x["job_id"])
+    return dropped
+
+
 async def wait_idrac_back(ctx: StepContext, c: RedfishClient, dell: DellOEM, operation: str) -> None:
     """After new iDRAC firmware: see the iDRAC go away, come back, and its LC report Ready."""
     t = c.timeouts
@@ -287,6 +333,51 @@ async def wait_idrac_back(ctx: StepContext, c: RedfishClient, dell: DellOEM, ope
             hint=LifecycleControllerNotReady.hint,
         ),
     )
+
+
+# --- verification ---------------------------------------------------------------------------------
+def compare_versions(comps: list[dict[str, Any]], after: dict[str, str]) -> None:
+    """Each component's version read after the update (``after``, by component id) against
+    its target: ``updated``, or ``unchanged`` with why; a failed component stays failed."""
+    for x in comps:
+        x["after"] = after.get(x["component_id"])
+        if x["status"] == "failed":
+            continue
+        if x["after"] is not None and version_key(x["after"]) == version_key(x["target"]):
+            x["status"] = "updated"
+        else:
+            # quirk: the job said Completed but the component kept its old version
+            x["status"] = "unchanged"
+            x["message"] = (
+                f"job {x.get('job_id')} reported {x.get('job_state')} but the version "
+                f"is {x['after']}, not {x['target']}"
+            )
+
+
+def components_failure(server: str, comps: list[dict[str, Any]]) -> TargetError | None:
+    """The error a server's update ends in: its first failed component's job (JobFailed or
+    JobStuck), else the components whose version did not change; None when all went well."""
+    failed = [x for x in comps if x["status"] == "failed"]
+    unchanged = [x for x in comps if x["status"] == "unchanged"]
+    if failed:
+        first = failed[0]
+        cls = JobStuck if first.get("error_class") == "JobStuck" else JobFailed
+        return cls(
+            f"{len(failed)} of {len(comps)} component(s) failed; first: {first['name']}: "
+            f"{first.get('message', '')}",
+            job_id=first.get("job_id"),
+            state=first.get("job_state"),
+            target=server,
+            operation="firmware update",
+        )
+    if unchanged:
+        return FirmwareVerificationFailed(
+            "update reported success but versions did not change: "
+            + ", ".join(f"{x['name']} still {x['after']} (wanted {x['target']})" for x in unchanged),
+            target=server,
+            operation="firmware update",
+        )
+    return None
 
 
 # --- the handler --------------------------------------------------------------------------------
@@ -604,45 +695,12 @@ class FirmwareUpdateHandler(JobHandler):
                     await self._fail(ctx, s, exc)
                     continue
                 inventory.append(inventory_row(sid, inv))
-                after = {f.component_id: f.version for f in inv.firmware}
-                for x in comps:
-                    x["after"] = after.get(x["component_id"])
-                    if x["status"] == "failed":
-                        continue
-                    if x["after"] is not None and version_key(x["after"]) == version_key(x["target"]):
-                        x["status"] = "updated"
-                    else:
-                        # quirk: the job said Completed but the component kept its old version
-                        x["status"] = "unchanged"
-                        x["message"] = (
-                            f"job {x.get('job_id')} reported {x.get('job_state')} but the version "
-                            f"is {x['after']}, not {x['target']}"
-                        )
+                compare_versions(comps, {f.component_id: f.version for f in inv.firmware})
             counts: dict[str, int] = {}
             for x in comps:
                 counts[x["status"]] = counts.get(x["status"], 0) + 1
             summary[s["name"]] = counts or {"nothing_to_do": 1}
-            failed = [x for x in comps if x["status"] == "failed"]
-            unchanged = [x for x in comps if x["status"] == "unchanged"]
-            failure: TargetError | None = None
-            if failed:
-                first = failed[0]
-                cls = JobStuck if first.get("error_class") == "JobStuck" else JobFailed
-                failure = cls(
-                    f"{len(failed)} of {len(comps)} component(s) failed; first: {first['name']}: "
-                    f"{first.get('message', '')}",
-                    job_id=first.get("job_id"),
-                    state=first.get("job_state"),
-                    target=s["name"],
-                    operation="firmware update",
-                )
-            elif unchanged:
-                failure = FirmwareVerificationFailed(
-                    "update reported success but versions did not change: "
-                    + ", ".join(f"{x['name']} still {x['after']} (wanted {x['target']})" for x in unchanged),
-                    target=s["name"],
-                    operation="firmware update",
-                )
+            failure = components_failure(s["name"], comps)
             if failure is not None:
                 failures[s["name"]] = failure
                 await ctx.update_task(SERVER, s, TaskStatus.FAILED, error=error_text(failure), result=rec)
@@ -667,45 +725,12 @@ class FirmwareUpdateHandler(JobHandler):
         for s in servers:
             sid = str(s["id"])
             rec = per_server(ctx).get(sid) or {}
-            seen = {x["component_id"]: x for x in (progress.get(sid) or {}).get("components", [])}
-            for x in rec.get("components", []):
-                was = seen.get(x["component_id"], {})
-                if not x.get("job_id") and was.get("job_id"):
-                    x["job_id"] = was["job_id"]
-                elif not x.get("job_id") and "queued_before" in was:
-                    x["queued_before"] = was["queued_before"]
-            ours = [
-                x
-                for x in rec.get("components", [])
-                if (x.get("job_id") or "queued_before" in x) and x["status"] in ("staged", "pending")
-            ]
+            ours = components_to_drop(rec, progress.get(sid) or {})
             if not ours:
                 continue
             async with bmc(eps[sid]) as c:
                 dell = await call(c.require_dell, "drop staged firmware")
-                queue = {j.id: j for j in await call(dell.jobs)}
-                claimed = {x["job_id"] for x in rec.get("components", []) if x.get("job_id")}
-                for x in ours:
-                    if not x.get("job_id"):
-                        # its request was sent, its answer never got on record
-                        for orphan in unrecorded_jobs(x, queue.values(), claimed):
-                            await call(dell.delete_job, orphan.id)
-                            claimed.add(orphan.id)
-                            x["job_id"] = orphan.id
-                            x["status"], x["message"] = (
-                                "dropped",
-                                f"update job {orphan.id} (queued, its answer never recorded) deleted: "
-                                "no reboot applied it",
-                            )
-                            dropped.setdefault(s["name"], []).append(orphan.id)
-                        x.pop("queued_before", None)
-                        continue
-                    job = queue.get(x["job_id"])
-                    if job is not None and job.state in UNAPPLIED:
-                        await call(dell.delete_job, x["job_id"])
-                        x["status"], x["message"] = (
-                            "dropped",
-                            f"staged job {x['job_id']} deleted: no reboot applied it",
-                        )
-                        dropped.setdefault(s["name"], []).append(x["job_id"])
+                ids = await drop_jobs(dell, rec.get("components", []), ours)
+            if ids:
+                dropped[s["name"]] = ids
         return {"dropped": dropped}
