@@ -58,6 +58,74 @@ log = logging.getLogger("rackpilot.executor.esxi_upgrade")
 KINDS = {"usb_passthrough", "pci_passthrough", "vgpu", "fault_tolerance", "cdrom_connected", "local_storage"}
 
 
+async def _job_hosts(
+    ctx: StepContext, params: EsxiUpgradeParams
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """The job's host rows by id, all known and of one vCenter, and that vCenter's row."""
+    rows = await ctx.select(
+        "esxi_hosts",
+        "id,name,moref,vcenter_id,details,server_id",
+        id=[str(h) for h in params.host_ids],
+    )
+    by_id = {str(r["id"]): r for r in rows}
+    missing = [str(h) for h in params.host_ids if str(h) not in by_id]
+    if missing:
+        raise InventoryMissing(f"host(s) {', '.join(missing)} do not exist; run vcenter_sync")
+    vcenters = {r["vcenter_id"] for r in rows}
+    if len(vcenters) != 1:
+        raise VSphereHandlerError("an esxi_upgrade job takes hosts of one vCenter")
+    return by_id, await vcenter_row(ctx, str(next(iter(vcenters))))
+
+
+def _skipped(
+    params: EsxiUpgradeParams, inv: Any, h: dict[str, Any], version: str, skip_decided: bool
+) -> str | None:
+    """Why host ``h`` is left out of the upgrade, or None when it is upgraded."""
+    if version == params.image.target_version:
+        return "already at target version"
+    if skip_decided:
+        return "skip_host decision"
+    if params.blocker_default == BlockerDefault.SKIP_HOST and any(
+        b.severity == BLOCKING for b in host_blockers(inv, h["moref"])
+    ):
+        return "blockers (skip_host default)"
+    return None
+
+
+def _vm_blockers(
+    params: EsxiUpgradeParams,
+    inv: Any,
+    h: dict[str, Any],
+    power_off: dict[str, list[str]],
+    vm_ids: dict[str, str],
+) -> list[Blocker]:
+    """The blocking VMs on host ``h`` not yet decided on: with the ``ask`` default a blocker
+    each, with ``power_off_vm`` added to the host's ``power_off`` list."""
+    hid = str(h["id"])
+    found = []
+    for b in host_blockers(inv, h["moref"]):
+        if b.severity != BLOCKING or b.vm in power_off.get(hid, []):
+            continue
+        if params.blocker_default == BlockerDefault.POWER_OFF_VM:
+            power_off.setdefault(hid, []).append(b.vm)
+        elif params.blocker_default == BlockerDefault.ASK:
+            found.append(
+                Blocker(
+                    kind=b.kind if b.kind in KINDS else "other",
+                    target=b.vm_name,
+                    message=f"{b.vm_name} on {b.host_name}: {b.detail}",
+                    details={
+                        "host_id": hid,
+                        "vm_id": vm_ids.get(b.vm),
+                        "vm_moref": b.vm,
+                        "scan_kind": b.kind,
+                        "host_name": b.host_name,
+                    },
+                )
+            )
+    return found
+
+
 @register
 class EsxiUpgradeHandler(JobHandler):
     job_type = JobType.ESXI_UPGRADE
@@ -119,19 +187,7 @@ class EsxiUpgradeHandler(JobHandler):
     @step(100, resumable=True)
     async def preflight(self, ctx: StepContext) -> dict[str, Any]:
         params = self._params(ctx)
-        rows = await ctx.select(
-            "esxi_hosts",
-            "id,name,moref,vcenter_id,details,server_id",
-            id=[str(h) for h in params.host_ids],
-        )
-        by_id = {str(r["id"]): r for r in rows}
-        missing = [str(h) for h in params.host_ids if str(h) not in by_id]
-        if missing:
-            raise InventoryMissing(f"host(s) {', '.join(missing)} do not exist; run vcenter_sync")
-        vcenters = {r["vcenter_id"] for r in rows}
-        if len(vcenters) != 1:
-            raise VSphereHandlerError("an esxi_upgrade job takes hosts of one vCenter")
-        vc = await vcenter_row(ctx, str(next(iter(vcenters))))
+        by_id, vc = await _job_hosts(ctx, params)
         async with vcenter_session(ctx, vc) as client:
             inv = await asyncio.to_thread(client.inventory)
         await sync_inventory(ctx, vc, inv)
@@ -159,47 +215,11 @@ class EsxiUpgradeHandler(JobHandler):
                 "details": h.get("details") or {},
                 "seq": seq,
             }
-            if live.version == params.image.target_version:
-                await ctx.update_task(
-                    HOST, entry, TaskStatus.SKIPPED, seq=seq, details={"reason": "already at target version"}
-                )
+            why = _skipped(params, inv, h, live.version, hid in skip)
+            if why:
+                await ctx.update_task(HOST, entry, TaskStatus.SKIPPED, seq=seq, details={"reason": why})
                 continue
-            if hid in skip:
-                await ctx.update_task(
-                    HOST, entry, TaskStatus.SKIPPED, seq=seq, details={"reason": "skip_host decision"}
-                )
-                continue
-            for b in host_blockers(inv, h["moref"]):
-                if b.severity != BLOCKING or b.vm in power_off.get(hid, []):
-                    continue
-                if params.blocker_default == BlockerDefault.POWER_OFF_VM:
-                    power_off.setdefault(hid, []).append(b.vm)
-                elif params.blocker_default == BlockerDefault.ASK:
-                    found.append(
-                        Blocker(
-                            kind=b.kind if b.kind in KINDS else "other",
-                            target=b.vm_name,
-                            message=f"{b.vm_name} on {b.host_name}: {b.detail}",
-                            details={
-                                "host_id": hid,
-                                "vm_id": vm_ids.get(b.vm),
-                                "vm_moref": b.vm,
-                                "scan_kind": b.kind,
-                                "host_name": b.host_name,
-                            },
-                        )
-                    )
-            if params.blocker_default == BlockerDefault.SKIP_HOST and any(
-                b.severity == BLOCKING for b in host_blockers(inv, h["moref"])
-            ):
-                await ctx.update_task(
-                    HOST,
-                    entry,
-                    TaskStatus.SKIPPED,
-                    seq=seq,
-                    details={"reason": "blockers (skip_host default)"},
-                )
-                continue
+            found += _vm_blockers(params, inv, h, power_off, vm_ids)
             plan.append(entry)
             await ctx.update_task(
                 HOST, entry, TaskStatus.PENDING, seq=seq, details={"from": live.version, "build": live.build}
