@@ -519,6 +519,22 @@ class _PreflightTally:
     compliant: dict[str, str] = field(default_factory=dict)  # host -> why it is skipped
 
 
+@dataclass
+class _RolloutRun:
+    """What one run of the rollout step shares between its waves."""
+
+    ctx: StepContext
+    params: RollingClusterUpdateParams
+    profile: TargetProfile
+    client: VSphereClient
+    progress: RolloutProgress
+    waves: list[list[dict[str, Any]]]
+    signals: list[_WaveSignal]
+    allowed: int  # hosts that may fail (the failure budget)
+    # hosts of the next waves being prepared during this one
+    ahead: dict[str, asyncio.Task[HostWork | None]] = field(default_factory=dict)
+
+
 @register
 class RollingClusterUpdateHandler(JobHandler):
     job_type = "rolling_cluster_update"
@@ -1104,109 +1120,127 @@ class RollingClusterUpdateHandler(JobHandler):
         waves = [todo[i : i + wave_size] for i in range(0, len(todo), wave_size)]
         signals = [_WaveSignal(len(w)) for w in waves]
         allowed = params.failure_budget_hosts(len(ctx.checkpoint["plan"]))
-        # hosts of the next waves being prepared during this one
-        ahead: dict[str, asyncio.Task[HostWork | None]] = {}
         self._stopping = False
         async with vcenter_session(ctx, vc, profile) as client:
-
-            def prepare(k: int) -> None:
-                """Prepare wave ``k`` during the waves before it (nothing of it leaves service):
-                its SCP backups once wave k-1's are stored, its staging once wave k-1 goes
-                into maintenance - only when a failure of that whole wave would not stop the
-                rollout before it (and never on vSAN, whose gate comes before each host), so
-                a rollout stopped by a failure leaves the later hosts' firmware untouched."""
-                if not 0 < k < len(waves):
-                    return
-
-                def may_stage() -> bool:
-                    return (
-                        params.stage_firmware
-                        and not ctx.checkpoint.get("vsan")
-                        and len(progress.failed) + len(waves[k - 1]) <= allowed
-                    )
-
-                for h in waves[k]:
-                    if h["id"] not in ahead:
-                        ahead[h["id"]] = asyncio.create_task(
-                            self._prepare_ahead(ctx, profile, client, h, progress, signals[k - 1], signals[k], may_stage)
-                        )  # fmt: skip
-
+            run = _RolloutRun(ctx, params, profile, client, progress, waves, signals, allowed)
             try:
                 for k, wave in enumerate(waves):
                     start = k * wave_size
                     # Safe point: no host of this job is out of service here.
-                    if ctx.cancel_requested:
-                        await self._drop_ahead(
-                            ctx, client, ahead, signals, progress, HostPhase.CANCELLED, "job cancelled"
-                        )
-                        for h in todo[start:]:
-                            if progress.phase_of(h["id"]) not in ENDED:
-                                await ctx.update_task(
-                                    HOST, h, TaskStatus.CANCELLED, details={"reason": "job cancelled"}
-                                )
-                        raise JobCancelled("cancel requested")
-                    if ctx.pause_requested or ctx.draining:
-                        # resumes from the saved progress: finished hosts are not touched again,
-                        # a host prepared ahead is prepared again (its staged firmware removed now)
-                        await self._drop_ahead(ctx, client, ahead, signals, progress, None, "")
-                        await ctx.save_progress(progress.dump())
-                        if ctx.pause_requested:
-                            raise PauseRequested("paused by operator between hosts")
-                        raise ShutdownRequested("executor stopping; handing the job back between hosts")
+                    await self._safe_point(run, todo[start:])
                     if ctx.checkpoint.get("vsan") and not any(
                         progress.phase_of(h["id"]) in AFTER_FLASH | {HostPhase.MAINTENANCE} for h in wave
                     ):
                         await self._vsan_idle(ctx, params, profile, client, wave[0], todo[start:])
-                    signal = signals[k]
-                    prepare(k + 1)  # (two waves ahead at most: the backups go one after
-                    prepare(k + 2)  # the other, so they are done before their turn)
-                    mine = {h["id"]: ahead.pop(h["id"]) for h in wave if h["id"] in ahead}
-                    results = await asyncio.gather(
-                        *(
-                            self._host(ctx, params, profile, client, h, progress, mine.get(h["id"]), signal)
-                            for h in wave
-                        ),
-                        return_exceptions=True,
-                    )
-                    for h, res in zip(wave, results, strict=True):
-                        if isinstance(res, BaseException) and not isinstance(res, Exception):
-                            raise res
-                        (progress.failed if isinstance(res, Exception) else progress.done).append(h["id"])
+                    self._prepare_wave(run, k + 1)  # (two waves ahead at most: the backups go one
+                    self._prepare_wave(run, k + 2)  # after the other, so they are done before their turn)
+                    await self._run_wave(run, k)
                     await ctx.save_progress(progress.dump())
                     if len(progress.failed) > allowed:
-                        reason = "rollout stopped: failure budget"
-                        await self._drop_ahead(
-                            ctx, client, ahead, signals, progress, HostPhase.SKIPPED, reason
-                        )
-                        rest = todo[start + len(wave) :]
-                        for h in rest:
-                            if progress.phase_of(h["id"]) not in ENDED:
-                                await ctx.update_task(HOST, h, TaskStatus.SKIPPED, details={"reason": reason})
-                        names = [h["name"] for h in ctx.checkpoint["plan"] if h["id"] in progress.failed]
-                        budget = (
-                            f"{allowed} ({params.failure_budget} of {len(ctx.checkpoint['plan'])} host(s))"
-                            if isinstance(params.failure_budget, str)
-                            else f"{allowed}"
-                        )
-                        raise FailureBudgetExhausted(
-                            f"{len(progress.failed)} host(s) failed ({', '.join(names)}), failure budget is "
-                            f"{budget}: rollout stopped with {len(rest)} host(s) not updated"
-                        )
+                        await self._budget_exhausted(run, todo[start + len(wave) :])
             except BaseException as exc:
-                # whatever stops the rollout (vSAN gate, a host's error, the budget): no host
-                # prepared ahead keeps firmware staged for a reboot nobody planned
-                if isinstance(exc, Exception) and not ctx.fenced:
-                    with contextlib.suppress(Exception):
-                        why = exc.skip_reason if isinstance(exc, VsanNotIdle) else "rollout stopped"
-                        await self._drop_ahead(ctx, client, ahead, signals, progress, HostPhase.SKIPPED, why)
-                for a in ahead.values():  # (a crash or a lost lease: the cleanup removes it)
-                    a.cancel()
+                await self._rollout_stopped(run, exc)
                 raise
         host_names = {h["id"]: h["name"] for h in ctx.checkpoint["plan"]}
         return {
             "updated": [host_names[i] for i in progress.done],
             "failed": [host_names[i] for i in progress.failed],
         }
+
+    # the rollout's waves, in the order _rollout runs them ------------------------------------------
+    async def _safe_point(self, run: _RolloutRun, rest: list[dict[str, Any]]) -> None:
+        """Between two waves: a cancel ends the hosts not updated (``rest``); a pause or the
+        executor's drain saves the progress and hands the job back."""
+        ctx = run.ctx
+        if ctx.cancel_requested:
+            await self._drop_ahead(
+                ctx, run.client, run.ahead, run.signals, run.progress, HostPhase.CANCELLED, "job cancelled"
+            )
+            for h in rest:
+                if run.progress.phase_of(h["id"]) not in ENDED:
+                    await ctx.update_task(HOST, h, TaskStatus.CANCELLED, details={"reason": "job cancelled"})
+            raise JobCancelled("cancel requested")
+        if ctx.pause_requested or ctx.draining:
+            # resumes from the saved progress: finished hosts are not touched again,
+            # a host prepared ahead is prepared again (its staged firmware removed now)
+            await self._drop_ahead(ctx, run.client, run.ahead, run.signals, run.progress, None, "")
+            await ctx.save_progress(run.progress.dump())
+            if ctx.pause_requested:
+                raise PauseRequested("paused by operator between hosts")
+            raise ShutdownRequested("executor stopping; handing the job back between hosts")
+
+    def _prepare_wave(self, run: _RolloutRun, k: int) -> None:
+        """Prepare wave ``k`` during the waves before it (nothing of it leaves service):
+        its SCP backups once wave k-1's are stored, its staging once wave k-1 goes
+        into maintenance - only when a failure of that whole wave would not stop the
+        rollout before it (and never on vSAN, whose gate comes before each host), so
+        a rollout stopped by a failure leaves the later hosts' firmware untouched."""
+        if not 0 < k < len(run.waves):
+            return
+
+        def may_stage() -> bool:
+            return (
+                run.params.stage_firmware
+                and not run.ctx.checkpoint.get("vsan")
+                and len(run.progress.failed) + len(run.waves[k - 1]) <= run.allowed
+            )
+
+        for h in run.waves[k]:
+            if h["id"] not in run.ahead:
+                run.ahead[h["id"]] = asyncio.create_task(
+                    self._prepare_ahead(
+                        run.ctx, run.profile, run.client, h, run.progress, run.signals[k - 1], run.signals[k], may_stage
+                    )
+                )  # fmt: skip
+
+    async def _run_wave(self, run: _RolloutRun, k: int) -> None:
+        """Wave ``k``'s hosts side by side (with their preparations ahead), each counted done
+        or failed."""
+        wave, signal = run.waves[k], run.signals[k]
+        mine = {h["id"]: run.ahead.pop(h["id"]) for h in wave if h["id"] in run.ahead}
+        results = await asyncio.gather(
+            *(
+                self._host(run.ctx, run.params, run.profile, run.client, h, run.progress, mine.get(h["id"]), signal)
+                for h in wave
+            ),
+            return_exceptions=True,
+        )  # fmt: skip
+        for h, res in zip(wave, results, strict=True):
+            if isinstance(res, BaseException) and not isinstance(res, Exception):
+                raise res
+            (run.progress.failed if isinstance(res, Exception) else run.progress.done).append(h["id"])
+
+    async def _budget_exhausted(self, run: _RolloutRun, rest: list[dict[str, Any]]) -> None:
+        """More hosts failed than the failure budget allows: the hosts not updated (``rest``)
+        skipped, and the rollout stopped."""
+        ctx, params, progress, allowed = run.ctx, run.params, run.progress, run.allowed
+        reason = "rollout stopped: failure budget"
+        await self._drop_ahead(ctx, run.client, run.ahead, run.signals, progress, HostPhase.SKIPPED, reason)
+        for h in rest:
+            if progress.phase_of(h["id"]) not in ENDED:
+                await ctx.update_task(HOST, h, TaskStatus.SKIPPED, details={"reason": reason})
+        names = [h["name"] for h in ctx.checkpoint["plan"] if h["id"] in progress.failed]
+        budget = (
+            f"{allowed} ({params.failure_budget} of {len(ctx.checkpoint['plan'])} host(s))"
+            if isinstance(params.failure_budget, str)
+            else f"{allowed}"
+        )
+        raise FailureBudgetExhausted(
+            f"{len(progress.failed)} host(s) failed ({', '.join(names)}), failure budget is "
+            f"{budget}: rollout stopped with {len(rest)} host(s) not updated"
+        )
+
+    async def _rollout_stopped(self, run: _RolloutRun, exc: BaseException) -> None:
+        """Whatever stops the rollout (vSAN gate, a host's error, the budget): no host
+        prepared ahead keeps firmware staged for a reboot nobody planned."""
+        if isinstance(exc, Exception) and not run.ctx.fenced:
+            with contextlib.suppress(Exception):
+                why = exc.skip_reason if isinstance(exc, VsanNotIdle) else "rollout stopped"
+                await self._drop_ahead(
+                    run.ctx, run.client, run.ahead, run.signals, run.progress, HostPhase.SKIPPED, why
+                )
+        for a in run.ahead.values():  # (a crash or a lost lease: the cleanup removes it)
+            a.cancel()
 
     async def _go_ahead(self, ctx: StepContext) -> bool:
         """Whether a host may be prepared ahead of its turn now: no cancel, pause or stop
