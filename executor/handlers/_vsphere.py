@@ -159,108 +159,106 @@ def _local(inv: Inventory, ds: str) -> bool:
     return d is not None and not d.shared
 
 
-def inventory_payload(inv: Inventory, include_vms: bool = True) -> dict[str, Any]:
-    """What ``vsphere_sync_inventory`` stores: plain rows keyed by moref."""
-    clusters, hosts, vms, safety = [], [], [], []
-    for c in inv.clusters.values():
-        behavior = c.drs.get("default_vm_behavior") or ("fullyAutomated" if c.drs.get("enabled") else "")
-        clusters.append(
-            {
-                "moref": c.moid,
-                "name": c.name,
-                "ha_enabled": c.ha_enabled,
-                "ha_admission_control": bool(c.ha.get("admission_control_enabled")),
-                "drs_enabled": bool(c.drs.get("enabled")),
-                "drs_automation": behavior if c.drs.get("enabled") else None,
-                "details": {
-                    "datacenter": c.datacenter,
-                    "ha": c.ha,
-                    "drs": c.drs,
-                    "rules": [
-                        {
-                            "name": r.name,
-                            "enabled": r.enabled,
-                            "mandatory": r.mandatory,
-                            "vms": list(r.vms),
-                            "affine_hosts": list(r.affine_hosts),
-                        }
-                        for r in c.rules
-                    ],
-                },
-            }
-        )
-        s = cluster_safety(inv, c.moid)
-        members = [inv.hosts[h] for h in c.hosts if h in inv.hosts]
-        safety.append(
-            {
-                "cluster_moref": c.moid,
-                "status": SAFETY[s["status"]],
-                "hosts_total": len(members),
-                "hosts_in_maintenance": sum(1 for h in members if h.in_maintenance),
-                "hosts_disconnected": sum(1 for h in members if h.connection_state != "connected"),
-                "ha_enabled": c.ha_enabled,
-                "drs_enabled": bool(c.drs.get("enabled")),
-                "details": {"reasons": s["reasons"], "active_hosts": s["active_hosts"]},
-            }
-        )
-    for h in inv.hosts.values():
-        hosts.append(
-            {
-                "moref": h.moid,
-                "name": h.name,
-                "cluster_moref": h.cluster,
-                "esxi_version": h.version,
-                "esxi_build": h.build,
-                "connection_state": _CONNECTION.get(h.connection_state, "unknown"),
-                "in_maintenance": h.in_maintenance,
-                "power_state": _POWER.get(h.power_state, "unknown"),
-                "service_tag": (h.service_tag or "").upper(),
-                "bmc_address": h.bmc_address or "",
-            }
-        )
-    if include_vms:
-        for v in inv.vms.values():
-            if v.template:
-                continue
-            devices = [d for d in v.devices if not (d.kind == "disk" and not _local(inv, d.datastore))]
-            vms.append(
+def _cluster_row(c: Any) -> dict[str, Any]:
+    behavior = c.drs.get("default_vm_behavior") or ("fullyAutomated" if c.drs.get("enabled") else "")
+    return {
+        "moref": c.moid,
+        "name": c.name,
+        "ha_enabled": c.ha_enabled,
+        "ha_admission_control": bool(c.ha.get("admission_control_enabled")),
+        "drs_enabled": bool(c.drs.get("enabled")),
+        "drs_automation": behavior if c.drs.get("enabled") else None,
+        "details": {
+            "datacenter": c.datacenter,
+            "ha": c.ha,
+            "drs": c.drs,
+            "rules": [
                 {
-                    "moref": v.moid,
-                    "name": v.name,
-                    "host_moref": v.host,
-                    "power_state": _POWER.get(v.power_state, "unknown"),
-                    "has_usb_passthrough": any(
-                        d.kind == "usb" and d.backing in ("host_device", "passthrough") for d in v.devices
-                    ),
-                    "has_pci_passthrough": any(d.kind == "pci_passthrough" for d in v.devices),
-                    "has_vgpu": any(d.kind == "vgpu" for d in v.devices),
-                    "ft_enabled": v.ft_state not in ("", "notConfigured"),
-                    "cdrom_connected": any(d.kind in ("cdrom", "floppy") and d.connected for d in v.devices),
-                    "on_local_storage": any(_local(inv, ds) for ds in v.datastores),
-                    "details": {
-                        "memory_mb": v.memory_mb,
-                        "num_cpu": v.num_cpu,
-                        "ft_state": v.ft_state,
-                        "devices": [
-                            {
-                                "kind": d.kind,
-                                "label": d.label,
-                                "connected": d.connected,
-                                "backing": d.backing,
-                                "path": d.path,
-                            }
-                            for d in devices
-                        ],
-                    },
+                    "name": r.name,
+                    "enabled": r.enabled,
+                    "mandatory": r.mandatory,
+                    "vms": list(r.vms),
+                    "affine_hosts": list(r.affine_hosts),
                 }
-            )
+                for r in c.rules
+            ],
+        },
+    }
+
+
+def _safety_row(inv: Inventory, c: Any) -> dict[str, Any]:
+    s = cluster_safety(inv, c.moid)
+    members = [inv.hosts[h] for h in c.hosts if h in inv.hosts]
+    return {
+        "cluster_moref": c.moid,
+        "status": SAFETY[s["status"]],
+        "hosts_total": len(members),
+        "hosts_in_maintenance": sum(1 for h in members if h.in_maintenance),
+        "hosts_disconnected": sum(1 for h in members if h.connection_state != "connected"),
+        "ha_enabled": c.ha_enabled,
+        "drs_enabled": bool(c.drs.get("enabled")),
+        "details": {"reasons": s["reasons"], "active_hosts": s["active_hosts"]},
+    }
+
+
+def _host_row(h: Any) -> dict[str, Any]:
+    return {
+        "moref": h.moid,
+        "name": h.name,
+        "cluster_moref": h.cluster,
+        "esxi_version": h.version,
+        "esxi_build": h.build,
+        "connection_state": _CONNECTION.get(h.connection_state, "unknown"),
+        "in_maintenance": h.in_maintenance,
+        "power_state": _POWER.get(h.power_state, "unknown"),
+        "service_tag": (h.service_tag or "").upper(),
+        "bmc_address": h.bmc_address or "",
+    }
+
+
+def _vm_row(inv: Inventory, v: Any) -> dict[str, Any]:
+    """A VM's row; its details list its devices, but not its disks on shared datastores."""
+    devices = [d for d in v.devices if not (d.kind == "disk" and not _local(inv, d.datastore))]
+    return {
+        "moref": v.moid,
+        "name": v.name,
+        "host_moref": v.host,
+        "power_state": _POWER.get(v.power_state, "unknown"),
+        "has_usb_passthrough": any(
+            d.kind == "usb" and d.backing in ("host_device", "passthrough") for d in v.devices
+        ),
+        "has_pci_passthrough": any(d.kind == "pci_passthrough" for d in v.devices),
+        "has_vgpu": any(d.kind == "vgpu" for d in v.devices),
+        "ft_enabled": v.ft_state not in ("", "notConfigured"),
+        "cdrom_connected": any(d.kind in ("cdrom", "floppy") and d.connected for d in v.devices),
+        "on_local_storage": any(_local(inv, ds) for ds in v.datastores),
+        "details": {
+            "memory_mb": v.memory_mb,
+            "num_cpu": v.num_cpu,
+            "ft_state": v.ft_state,
+            "devices": [
+                {
+                    "kind": d.kind,
+                    "label": d.label,
+                    "connected": d.connected,
+                    "backing": d.backing,
+                    "path": d.path,
+                }
+                for d in devices
+            ],
+        },
+    }
+
+
+def inventory_payload(inv: Inventory, include_vms: bool = True) -> dict[str, Any]:
+    """What ``vsphere_sync_inventory`` stores: plain rows keyed by moref (templates left out)."""
     return {
         "version": inv.vcenter.get("version"),
         "include_vms": include_vms,
-        "clusters": clusters,
-        "hosts": hosts,
-        "vms": vms,
-        "safety": safety,
+        "clusters": [_cluster_row(c) for c in inv.clusters.values()],
+        "hosts": [_host_row(h) for h in inv.hosts.values()],
+        "vms": [_vm_row(inv, v) for v in inv.vms.values() if not v.template] if include_vms else [],
+        "safety": [_safety_row(inv, c) for c in inv.clusters.values()],
     }
 
 
