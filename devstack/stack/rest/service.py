@@ -197,19 +197,23 @@ def _intersect(
 
 
 def _split_qs(raw: bytes) -> list[tuple[str, str]]:
+    """The query string's (key, value) pairs, percent-decoded; not UTF-8 is PGRST100."""
     if not raw:
         return []
-    text = raw.decode("utf-8")  # UnicodeDecodeError -> 400 in the caller
-    pairs = []
-    for part in text.split("&"):
-        if not part:
-            continue
-        key, _, value = part.partition("=")
-        if "%" in key or "+" in key:
-            key = unquote_plus(key, errors="strict")
-        if "%" in value or "+" in value:
-            value = unquote_plus(value, errors="strict")
-        pairs.append((key, value))
+    try:
+        text = raw.decode("utf-8")
+        pairs = []
+        for part in text.split("&"):
+            if not part:
+                continue
+            key, _, value = part.partition("=")
+            if "%" in key or "+" in key:
+                key = unquote_plus(key, errors="strict")
+            if "%" in value or "+" in value:
+                value = unquote_plus(value, errors="strict")
+            pairs.append((key, value))
+    except UnicodeDecodeError:
+        raise q.ParseError("The query string is not valid UTF-8") from None
     return pairs
 
 
@@ -487,6 +491,9 @@ class RestService:
         return hit
 
     async def _handle(self, scope: dict, receive: Any) -> tuple[int, list, bytes]:
+        """One request, in PostgREST's order: the token, the schema, the route and media
+        type, the statement (from the SQL cache), then one round trip and the answer. The
+        hot path (a cached token, the default schema, a read) makes no call it can avoid."""
         method: str = scope["method"]
         headers, headers_json, token = self._headers(scope["headers"])
         path: str = scope["path"][len(PREFIX) :]
@@ -497,75 +504,33 @@ class RestService:
         # else (new, expired, forged) goes through the verifier, which says what is wrong
         auth = self._claims.get(token)
         if auth is None or auth[2] <= time.time():
-            try:
-                claims = self.ctx.verifier.verify(token)
-            except JWTError as exc:
-                raise JWTRejected(exc.message, code=exc.code) from None
-            auth = (claims["role"], orjson.dumps(claims).decode(), float(claims["exp"]))
-            if len(self._claims) >= CLAIMS_CACHE_SIZE:
-                self._claims.clear()
-            self._claims[token] = auth
+            auth = self._verify(token)
         role: str = auth[0]
         claims_json: str = auth[1]
 
         read = method in ("GET", "HEAD")
         profile = headers.get("accept-profile" if read else "content-profile")
-        schema = self.default_schema
-        if profile is not None and profile != schema:
-            if profile not in self.schemas:
-                raise SchemaNotExposed(
-                    "The schema must be one of the following: " + ", ".join(self.schemas), details=None
-                )
-            schema = profile
+        schema = self.default_schema if profile is None else self._schema(profile)
         name = path[1:] if path.startswith("/") else path
         if name == "":
-            if method not in ("GET", "HEAD"):
-                raise MethodNotAllowed(f"Method {method} is not allowed on the root")
-            return self._root(schema, headers.get("host"))
+            return self._root_request(method, schema, headers.get("host"))
         media = _media(headers.get("accept"), self.plan_enabled)
         single: bool | str = media.mode == "single" or (q.CSV if media.mode == "csv" else False)
-        try:
-            pairs = _split_qs(scope.get("query_string", b""))
-        except UnicodeDecodeError:
-            raise q.ParseError("The query string is not valid UTF-8") from None
-
+        pairs = _split_qs(scope.get("query_string", b""))
         prefer_header = headers.get("prefer")
         prefer = _Prefer(prefer_header) if prefer_header else NO_PREFER
-        if name.startswith("rpc/"):
-            sql, params, status, read_only, with_range = await self._rpc(
-                method, schema, name[4:], pairs, headers, receive, single, prefer
-            )
-        else:
-            if "/" in name:
-                raise TableNotFound(f"Could not find the table '{schema}.{name}' in the schema cache")
-            if read:  # no body to wait for: no coroutine either
-                sql, params, status, read_only, with_range = self._read(
-                    schema, name, pairs, headers, single, prefer
-                )
-            else:
-                sql, params, status, read_only, with_range = await self._table(
-                    method, schema, name, pairs, headers, receive, single, prefer
-                )
 
-        sql, name = sql
+        if name.startswith("rpc/"):
+            plan = await self._rpc(method, schema, name[4:], pairs, headers, receive, single, prefer)
+        elif "/" in name:
+            raise TableNotFound(f"Could not find the table '{schema}.{name}' in the schema cache")
+        elif read:  # no body to wait for: no coroutine either
+            plan = self._read(schema, name, pairs, headers, single, prefer)
+        else:
+            plan = await self._table(method, schema, name, pairs, headers, receive, single, prefer)
+        (sql, name), params, status, read_only, with_range = plan
+
         rollback = prefer.rollback() and not read_only
-        if media.mode == "plan":
-            return await self._explain(
-                media,
-                (
-                    role,
-                    claims_json,
-                    method,
-                    path,
-                    headers_json,
-                    self._search_path[schema],
-                    read_only,
-                    sql,
-                    params,
-                ),
-                rollback,
-                role,
-            )
         args = (
             role,
             claims_json,
@@ -578,6 +543,45 @@ class RestService:
             params,
             single is True,
         )
+        if media.mode == "plan":
+            return await self._explain(media, args[:9], rollback, role)
+        row = await self._run(args, name, read_only, rollback, role)
+        return _answer(row, status, single, prefer, rollback, read_only, with_range)
+
+    def _verify(self, token: str) -> tuple[str, str, float]:
+        """A token not in the cache (or expired): the verifier's verdict, kept until it expires."""
+        try:
+            claims = self.ctx.verifier.verify(token)
+        except JWTError as exc:
+            raise JWTRejected(exc.message, code=exc.code) from None
+        auth = (claims["role"], orjson.dumps(claims).decode(), float(claims["exp"]))
+        if len(self._claims) >= CLAIMS_CACHE_SIZE:
+            self._claims.clear()
+        self._claims[token] = auth
+        return auth
+
+    def _schema(self, profile: str) -> str:
+        """The schema a request's Accept-Profile (reads) or Content-Profile (writes) names;
+        it must be exposed."""
+        schema = self.default_schema
+        if profile != schema:
+            if profile not in self.schemas:
+                raise SchemaNotExposed(
+                    "The schema must be one of the following: " + ", ".join(self.schemas), details=None
+                )
+            schema = profile
+        return schema
+
+    def _root_request(self, method: str, schema: str, host: str | None) -> tuple[int, list, bytes]:
+        """``/rest/v1/``: the OpenAPI document (GET, HEAD); any other method is refused."""
+        if method not in ("GET", "HEAD"):
+            raise MethodNotAllowed(f"Method {method} is not allowed on the root")
+        return self._root(schema, host)
+
+    async def _run(self, args: tuple, name: str, read_only: bool, rollback: bool, role: str) -> Any:
+        """The request's one round trip on a pooled connection: ``_rackpilot_rest.run`` with
+        ``args`` (the statement's text at [7], sent only until it is prepared as ``name`` on
+        the connection). Returns its row."""
         # a read that met a dead connection (database restarted, connection terminated) is
         # retried once on a fresh one; a write is not, since it may have been applied
         attempts = 2 if read_only else 1
@@ -599,14 +603,14 @@ class RestService:
                     prepare = name not in prepared
                     # once prepared on this connection the statement text is not needed
                     # again: sending NULL instead saves encoding and shipping it per request
-                    run_args = (*args[:7], sql if prepare else None, *args[8:], name, prepare)
+                    run_args = (*args[:7], args[7] if prepare else None, *args[8:], name, prepare)
                     if rollback:
                         row = await self._run_rolled_back(conn, run_args)
                     else:
                         row = await conn.fetchrow(RUN_SQL, *run_args)
                     if prepare:
                         prepared.add(name)
-                    break
+                    return row
                 except asyncpg.PostgresError as exc:
                     if not _connection_lost(exc):
                         raise self._db_error(exc, role) from None
@@ -619,21 +623,6 @@ class RestService:
                         raise Unavailable("Could not connect to the database") from None
         finally:
             self._conns.put_nowait(conn)
-
-        body_text, page_total, total, fn_status = row
-        out_headers = [CT_CSV if single == q.CSV else CT_SINGLE if single else CT_JSON]
-        applied = prefer.applied(rollback) if not read_only else []
-        if applied:
-            out_headers.append((b"preference-applied", ", ".join(applied).encode()))
-        if with_range is not None:
-            out_headers.append((b"content-range", _content_range(with_range, page_total, total).encode()))
-        if fn_status and fn_status.isdigit() and 100 <= int(fn_status) <= 599:
-            status = int(fn_status)  # set_config('response.status', ...) as in PostgREST
-        if body_text is None:
-            if status == 200:
-                status = 204
-            return status, out_headers if status != 204 else [], b""
-        return status, out_headers, body_text.encode()
 
     async def _explain(
         self, media: _Media, args: tuple, rollback: bool, role: str
@@ -993,6 +982,33 @@ def _content_range(spec: tuple[int, bool], page_total: int | None, total: int | 
     if n == 0:
         return f"*/{tail}"
     return f"{offset}-{offset + n - 1}/{tail}"
+
+
+def _answer(
+    row: Any,
+    status: int,
+    single: bool | str,
+    prefer: _Prefer,
+    rollback: bool,
+    read_only: bool,
+    with_range: Any,
+) -> tuple[int, list, bytes]:
+    """Status, headers and body from ``_rackpilot_rest.run``'s row: the media type,
+    Preference-Applied, Content-Range, a status the statement set, 204 for no body."""
+    body_text, page_total, total, fn_status = row
+    out_headers = [CT_CSV if single == q.CSV else CT_SINGLE if single else CT_JSON]
+    applied = prefer.applied(rollback) if not read_only else []
+    if applied:
+        out_headers.append((b"preference-applied", ", ".join(applied).encode()))
+    if with_range is not None:
+        out_headers.append((b"content-range", _content_range(with_range, page_total, total).encode()))
+    if fn_status and fn_status.isdigit() and 100 <= int(fn_status) <= 599:
+        status = int(fn_status)  # set_config('response.status', ...) as in PostgREST
+    if body_text is None:
+        if status == 200:
+            status = 204
+        return status, out_headers if status != 204 else [], b""
+    return status, out_headers, body_text.encode()
 
 
 def _choose(overloads: list[Function], given: frozenset[str], schema: str, name: str) -> Function:
