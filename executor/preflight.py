@@ -270,13 +270,7 @@ async def check_online(settings: Any, report: CheckReport, key_id: str | None) -
             return
         except Rejected as exc:
             report.add("control_plane_reachable", True, url)
-            report.add(
-                "service_key",
-                False,
-                explain_refusal(
-                    exc.code, exc.reason, url=url, site=settings.site, name=settings.executor_name
-                ),
-            )
+            _key_refused(report, settings, exc)
             return
         except httpx.HTTPError as exc:
             report.add("control_plane_reachable", False, f"{URL_ENV}={url}: {type(exc).__name__}")
@@ -293,13 +287,7 @@ async def check_online(settings: Any, report: CheckReport, key_id: str | None) -
             )
             report.add("service_key", True, "the control plane accepts it with the service role")
         except Rejected as exc:
-            report.add(
-                "service_key",
-                False,
-                explain_refusal(
-                    exc.code, exc.reason, url=url, site=settings.site, name=settings.executor_name
-                ),
-            )
+            _key_refused(report, settings, exc)
             return
         if not report.add(
             "site_exists",
@@ -310,36 +298,48 @@ async def check_online(settings: Any, report: CheckReport, key_id: str | None) -
             f"(rackpilot site add {settings.site})",
         ):
             return
-        if not rows:
-            report.add(
-                "identity",
-                True,
-                f"{settings.site}/{settings.executor_name} is not registered yet; "
-                f"the first start binds it to {key_id or 'the key it creates'}",
-            )
-        elif key_id is None or rows[0]["key_id"] == key_id:
-            report.add(
-                "identity",
-                True,
-                f"{settings.site}/{settings.executor_name} is bound to this key "
-                f"({rows[0]['key_id']})"
-                + (f", executor {rows[0]['status']}" if rows[0]["status"] != "active" else ""),
-            )
-        elif rows[0].get("rekey_requested_at") and rows[0].get("rekey_key_id") in (None, key_id):
-            report.add(
-                "identity",
-                True,
-                f"{settings.site}/{settings.executor_name} was re-keyed by an admin: "
-                f"this key ({key_id}) takes it over at start",
-            )
-        else:
-            report.add(
-                "identity",
-                False,
-                f"{settings.site}/{settings.executor_name} is bound to key {rows[0]['key_id']}, this host "
-                f"holds {key_id}; start would be refused. If this host replaces the old one, an admin runs "
-                f"`rackpilot executor rekey {settings.site}/{settings.executor_name} --key-id {key_id}`; "
-                f"otherwise set another {NAME_ENV}",
-            )
+        _identity(report, settings, rows, key_id)
     finally:
         await control.close()
+
+
+def _key_refused(report: CheckReport, settings: Any, exc: Any) -> None:
+    """The control plane refused the service key: why, and what to do about it."""
+    report.add(
+        "service_key",
+        False,
+        explain_refusal(
+            exc.code, exc.reason, url=settings.supabase_url, site=settings.site, name=settings.executor_name
+        ),
+    )
+
+
+def _identity(report: CheckReport, settings: Any, rows: list[dict[str, Any]], key_id: str | None) -> None:
+    """Whether start would bind, keep or take over this site/name with this host's key."""
+    who = f"{settings.site}/{settings.executor_name}"
+    if not rows:
+        report.add(
+            "identity",
+            True,
+            f"{who} is not registered yet; the first start binds it to {key_id or 'the key it creates'}",
+        )
+    elif key_id is None or rows[0]["key_id"] == key_id:
+        report.add(
+            "identity",
+            True,
+            f"{who} is bound to this key ({rows[0]['key_id']})"
+            + (f", executor {rows[0]['status']}" if rows[0]["status"] != "active" else ""),
+        )
+    elif rows[0].get("rekey_requested_at") and rows[0].get("rekey_key_id") in (None, key_id):
+        report.add(
+            "identity", True, f"{who} was re-keyed by an admin: this key ({key_id}) takes it over at start"
+        )
+    else:
+        report.add(
+            "identity",
+            False,
+            f"{who} is bound to key {rows[0]['key_id']}, this host "
+            f"holds {key_id}; start would be refused. If this host replaces the old one, an admin runs "
+            f"`rackpilot executor rekey {who} --key-id {key_id}`; "
+            f"otherwise set another {NAME_ENV}",
+        )
