@@ -1160,7 +1160,40 @@ def rpc_sql(
 ) -> str:
     """Call ``fn`` with named arguments: from a JSON object (POST, via json_to_record so
     nested arrays and objects convert as PostgREST converts them) or from query-string
-    text values (GET), each cast to the argument's declared type."""
+    text values (GET), each cast to the argument's declared type. The statement's shape
+    follows what the function returns (``_RPC_BY_KIND``). Set-returning calls and calls
+    returning rows run once in a materialized CTE, so count=exact never calls a volatile
+    function twice."""
+    source, call = _rpc_call(fn, arg_names, from_json, arg_idx)
+    lim = f" limit ($1[{limit_idx}])::bigint offset ($1[{offset_idx}])::bigint"
+    c = _RpcCall(fn, req, source, call, single, count, lim, cache)
+    return _RPC_BY_KIND.get(fn.kind, _rpc_rows_sql)(c)
+
+
+@dataclass(frozen=True)
+class _RpcCall:
+    """What every shape of an rpc statement is made from."""
+
+    fn: Function
+    req: Request
+    source: str  # "json_to_record(...) as _a(...), " for a JSON body with arguments, else ""
+    call: str  # the call itself: "schema"."fn"("a" => ...)
+    single: bool | str  # True: one object; CSV: text/csv
+    count: bool  # count=exact: the total too
+    lim: str  # the limit and offset clause
+    cache: SchemaCache | None
+
+    @property
+    def frm(self) -> str:
+        """The argument record as a FROM clause, for calls in a select list."""
+        return f" from {self.source[:-2]}" if self.source else ""
+
+
+def _rpc_call(
+    fn: Function, arg_names: tuple[str, ...], from_json: bool, arg_idx: tuple[int, ...]
+) -> tuple[str, str]:
+    """(source, call): the JSON argument record the call reads from ("" for none) and the
+    call with its named arguments."""
     args = {a.name: a for a in fn.args}
     used = [args[n] for n in arg_names]
     source = ""
@@ -1172,57 +1205,86 @@ def rpc_sql(
         call_args = ", ".join(
             f"{a.quoted} => ($1[{i}])::{a.type}" for a, i in zip(used, arg_idx, strict=True)
         )
-    call = f"{fn.qualified}({call_args})"
-    frm = f" from {source[:-2]}" if source else ""
-    if fn.kind in ("void", "scalar", "setof_scalar"):
-        if req.filters or req.order or req.select != (("*",),) or req.nested:
-            raise NotImplementedFeature(
-                "Only functions returning rows can be filtered, ordered or have columns selected",
-                details=f"function {fn.name!r}",
-            )
-    if fn.kind == "void":
-        return f"select null::text, null::bigint, null::bigint from (select {call}{frm}) _v"
-    if fn.kind == "scalar":
-        return (
-            f"select coalesce(to_json(_v._r)::text, 'null'), 1::bigint, null::bigint "
-            f"from (select {call} as _r{frm}) _v"
+    return source, f"{fn.qualified}({call_args})"
+
+
+def _refuse_shaping(c: _RpcCall) -> None:
+    """A function that does not return rows cannot be filtered, ordered or selected from."""
+    req = c.req
+    if req.filters or req.order or req.select != (("*",),) or req.nested:
+        raise NotImplementedFeature(
+            "Only functions returning rows can be filtered, ordered or have columns selected",
+            details=f"function {c.fn.name!r}",
         )
-    # Set-returning calls run once in a materialized CTE, so count=exact never calls a
-    # volatile function twice.
-    lim = f" limit ($1[{limit_idx}])::bigint offset ($1[{offset_idx}])::bigint"
-    if fn.kind == "setof_scalar":
-        cte = f"with _f as materialized (select _t._r from {source}{call} as _t(_r)) "
-        total = "(select count(*) from _f)" if count else "null::bigint"
-        body = "(json_agg(_s._r)->0)::text" if single else "coalesce(json_agg(_s._r), '[]')::text"
-        return f"{cte}select {body}, count(*), {total} from (select _f._r from _f{lim}) _s"
-    # row / setof_row: a relation the request may select from, filter and order
+
+
+def _rpc_void_sql(c: _RpcCall) -> str:
+    _refuse_shaping(c)
+    return f"select null::text, null::bigint, null::bigint from (select {c.call}{c.frm}) _v"
+
+
+def _rpc_scalar_sql(c: _RpcCall) -> str:
+    _refuse_shaping(c)
+    return (
+        f"select coalesce(to_json(_v._r)::text, 'null'), 1::bigint, null::bigint "
+        f"from (select {c.call} as _r{c.frm}) _v"
+    )
+
+
+def _rpc_setof_scalar_sql(c: _RpcCall) -> str:
+    _refuse_shaping(c)
+    cte = f"with _f as materialized (select _t._r from {c.source}{c.call} as _t(_r)) "
+    total = "(select count(*) from _f)" if c.count else "null::bigint"
+    body = "(json_agg(_s._r)->0)::text" if c.single else "coalesce(json_agg(_s._r), '[]')::text"
+    return f"{cte}select {body}, count(*), {total} from (select _f._r from _f{c.lim}) _s"
+
+
+def _rpc_rows_sql(c: _RpcCall) -> str:
+    """row / setof_row: a relation the request may select from, filter and order."""
+    fn, req = c.fn, c.req
     cols = fn.columns
     where = where_sql(req, cols, fn.name)
-    cte = f"with _f as materialized (select _t.* from {source}{call} _t) "
+    cte = f"with _f as materialized (select _t.* from {c.source}{c.call} _t) "
     if req.embeds or req.nested:
-        # a function returning a table's rows embeds along that table's relationships
-        emb = _Embedder(cache, req)
-        tail = lim if fn.kind == "setof_row" or single else ""
-        inner, _ = emb.level(
-            fn.returns, fn.name, cols, "_f _t", "_t", req.select, req.filters, req.order, tail
-        )
-        emb.check_paths()
-        if fn.kind == "row" and not single:
-            return f"{cte}select coalesce((json_agg(_s)->0)::text, 'null'), count(*), null::bigint from ({inner}) _s"
-        total = "null::bigint"
-        if count and emb.root_filtered:
-            counted, _ = _Embedder(cache, req).level(
-                fn.returns, fn.name, cols, "_f _t", "_t", req.select, req.filters, (), ""
-            )
-            total = f"(select count(*) from ({counted}) _c)"
-        elif count:
-            total = f"(select count(*) from _f _t{where})"
-        return f"{cte}select {_body(single)}, count(*), {total} from ({inner}) _s"
+        return _rpc_embed_sql(c, cte, where)
     inner = f"select {select_sql(req, cols, fn.name)} from _f _t{where}{order_sql(req, cols, fn.name)}"
-    if fn.kind == "row" and not single:
+    if fn.kind == "row" and not c.single:
         # a function returning one composite answers with the object itself
         return (
             f"{cte}select coalesce((json_agg(_s)->0)::text, 'null'), count(*), null::bigint from ({inner}) _s"
         )
-    total = f"(select count(*) from _f _t{where})" if count else "null::bigint"
-    return f"{cte}select {_body(single)}, count(*), {total} from ({inner}{lim}) _s"
+    total = f"(select count(*) from _f _t{where})" if c.count else "null::bigint"
+    return f"{cte}select {_body(c.single)}, count(*), {total} from ({inner}{c.lim}) _s"
+
+
+def _rpc_embed_sql(c: _RpcCall, cte: str, where: str) -> str:
+    """Rows of a function returning a table's rows, embedding along that table's
+    relationships."""
+    fn, req, cache = c.fn, c.req, c.cache
+    cols = fn.columns
+    emb = _Embedder(cache, req)
+    tail = c.lim if fn.kind == "setof_row" or c.single else ""
+    inner, _ = emb.level(fn.returns, fn.name, cols, "_f _t", "_t", req.select, req.filters, req.order, tail)
+    emb.check_paths()
+    if fn.kind == "row" and not c.single:
+        return (
+            f"{cte}select coalesce((json_agg(_s)->0)::text, 'null'), count(*), null::bigint from ({inner}) _s"
+        )
+    total = "null::bigint"
+    if c.count and emb.root_filtered:
+        counted, _ = _Embedder(cache, req).level(
+            fn.returns, fn.name, cols, "_f _t", "_t", req.select, req.filters, (), ""
+        )
+        total = f"(select count(*) from ({counted}) _c)"
+    elif c.count:
+        total = f"(select count(*) from _f _t{where})"
+    return f"{cte}select {_body(c.single)}, count(*), {total} from ({inner}) _s"
+
+
+_RPC_BY_KIND = {
+    "void": _rpc_void_sql,
+    "scalar": _rpc_scalar_sql,
+    "setof_scalar": _rpc_setof_scalar_sql,
+    "row": _rpc_rows_sql,
+    "setof_row": _rpc_rows_sql,
+}
