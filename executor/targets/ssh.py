@@ -515,63 +515,16 @@ class SshStack:
             os.close(b_r)
             a_w = b_r = -1
 
-            def pump() -> None:
-                limit = float(bwlimit) if bwlimit else 0.0
-                # paced: at most ~0.1 s worth per call, so the limit holds over every second
-                # rather than in bursts of a whole pipe
-                chunk = min(SPLICE_CHUNK, max(PACED_CHUNK_MIN, int(limit / 10))) if limit else SPLICE_CHUNK
-                start = time.monotonic()
-                while not stop.is_set():
-                    try:
-                        n = os.splice(a_r, b_w, chunk, flags=getattr(os, "SPLICE_F_MOVE", 1))
-                    except BrokenPipeError:
-                        broken[0] = True  # the destination stopped reading
-                        return
-                    if n == 0:
-                        return  # the source finished (or died)
-                    counter[0] += n
-                    if limit:
-                        ahead = counter[0] / limit - (time.monotonic() - start)
-                        if ahead > 0:
-                            stop.wait(ahead)
-
-            fut, pump_thread = _in_daemon_thread(pump, pump_fds)
-            last = (time.monotonic(), 0)
-            while True:
-                done, _ = await asyncio.wait({fut}, timeout=progress_interval)
-                if done:
-                    fut.result()
-                    break
-                if check is not None:
-                    try:
-                        check()
-                    except BaseException:
-                        stop.set()
-                        childproc.kill_group(src_p)
-                        childproc.kill_group(dst_p)
-                        raise
-                now, moved = time.monotonic(), counter[0]
-                rate = (moved - last[1]) / max(now - last[0], 1e-6)
-                last = (now, moved)
-                if on_progress is not None:
-                    await on_progress(moved, rate)
+            r_fd, w_fd = a_r, b_w
+            fut, pump_thread = _in_daemon_thread(
+                lambda: _pump(r_fd, w_fd, bwlimit, stop, counter, broken), pump_fds
+            )
+            await _watch(fut, counter, progress_interval, check, on_progress, stop, (src_p, dst_p))
             # the source ended (or the destination went): close our end so the destination
             # sees EOF, then wait for both
             os.close(b_w)
             b_w = -1
-            if broken[0]:
-                # EPIPE comes as soon as the destination has gone, even with nothing left to
-                # move: a receive that exited 0 took a whole stream, and the source must have
-                # nothing more to say (what it still writes is drained and counted)
-                dst_rc = await asyncio.to_thread(dst_p.wait)
-                if dst_rc == 0:
-                    broken[0] = await asyncio.to_thread(_drain, a_r) > 0
-                else:
-                    childproc.kill_group(src_p)
-                src_rc = await asyncio.to_thread(src_p.wait)
-            else:
-                src_rc = await asyncio.to_thread(src_p.wait)
-                dst_rc = await asyncio.to_thread(dst_p.wait)
+            src_rc, dst_rc = await _wait_both(src_p, dst_p, a_r, broken)
             if src_rc != 0 and dst_rc == 0:
                 broken[0] = True  # the receive took a short stream for a whole one: never trust it
         except BaseException:
@@ -658,6 +611,84 @@ def sweep_stale_job_folders(base: Path) -> list[Path]:
     if removed:
         log.info("removed the SSH folders of %d job(s) an earlier executor left", len(removed))
     return removed
+
+
+def _pump(
+    a_r: int, b_w: int, bwlimit: float | None, stop: threading.Event, counter: list[int], broken: list[bool]
+) -> None:
+    """Splice the source's stdout (``a_r``) into the destination's stdin (``b_w``) until the
+    source ends, the destination stops reading (``broken``) or ``stop``; ``counter`` counts
+    the bytes moved, paced to ``bwlimit`` bytes per second."""
+    limit = float(bwlimit) if bwlimit else 0.0
+    # paced: at most ~0.1 s worth per call, so the limit holds over every second
+    # rather than in bursts of a whole pipe
+    chunk = min(SPLICE_CHUNK, max(PACED_CHUNK_MIN, int(limit / 10))) if limit else SPLICE_CHUNK
+    start = time.monotonic()
+    while not stop.is_set():
+        try:
+            n = os.splice(a_r, b_w, chunk, flags=getattr(os, "SPLICE_F_MOVE", 1))
+        except BrokenPipeError:
+            broken[0] = True  # the destination stopped reading
+            return
+        if n == 0:
+            return  # the source finished (or died)
+        counter[0] += n
+        if limit:
+            ahead = counter[0] / limit - (time.monotonic() - start)
+            if ahead > 0:
+                stop.wait(ahead)
+
+
+async def _watch(
+    fut: asyncio.Future[Any],
+    counter: list[int],
+    interval: float,
+    check: Callable[[], None] | None,
+    on_progress: ProgressFn | None,
+    stop: threading.Event,
+    procs: tuple[subprocess.Popen[bytes] | None, ...],
+) -> None:
+    """Until the pump ends: every ``interval`` seconds ``check`` (a raise stops the pump,
+    kills ``procs`` and propagates) and ``on_progress`` with the bytes moved and the rate."""
+    last = (time.monotonic(), 0)
+    while True:
+        done, _ = await asyncio.wait({fut}, timeout=interval)
+        if done:
+            fut.result()
+            return
+        if check is not None:
+            try:
+                check()
+            except BaseException:
+                stop.set()
+                for p in procs:
+                    childproc.kill_group(p)
+                raise
+        now, moved = time.monotonic(), counter[0]
+        rate = (moved - last[1]) / max(now - last[0], 1e-6)
+        last = (now, moved)
+        if on_progress is not None:
+            await on_progress(moved, rate)
+
+
+async def _wait_both(
+    src_p: subprocess.Popen[bytes], dst_p: subprocess.Popen[bytes], a_r: int, broken: list[bool]
+) -> tuple[int, int]:
+    """Both sides' exit codes once the pump ended and the destination's stdin is closed."""
+    if broken[0]:
+        # EPIPE comes as soon as the destination has gone, even with nothing left to
+        # move: a receive that exited 0 took a whole stream, and the source must have
+        # nothing more to say (what it still writes is drained and counted)
+        dst_rc = await asyncio.to_thread(dst_p.wait)
+        if dst_rc == 0:
+            broken[0] = await asyncio.to_thread(_drain, a_r) > 0
+        else:
+            childproc.kill_group(src_p)
+        src_rc = await asyncio.to_thread(src_p.wait)
+    else:
+        src_rc = await asyncio.to_thread(src_p.wait)
+        dst_rc = await asyncio.to_thread(dst_p.wait)
+    return src_rc, dst_rc
 
 
 class _FdHandover:
