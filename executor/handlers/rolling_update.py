@@ -1529,69 +1529,16 @@ class RollingClusterUpdateHandler(JobHandler):
             if work is None:
                 work = await self._work(ctx, profile, vc, host)
             if not resumed:
-                if not fresh or cp.phase not in (HostPhase.BACKED_UP, HostPhase.STAGED):
-                    await self._backup(ctx, work, host, progress)
-                signal.backed_up_one(host["id"])
-                # VMs rescanned at the host's turn (vCenter, not the iDRAC), alongside its
-                # staging when that is done now: a VM that gained a blocker since the scan, or
-                # moved here since, fails the host instead of entering maintenance.
-                if params.stage_firmware and (not fresh or cp.phase != HostPhase.STAGED):
-                    _, inv = await asyncio.gather(
-                        self._stage(ctx, work, host, progress), self._thread(vc.inventory)
-                    )
-                else:
-                    await self._phase(ctx, host, progress, HostPhase.RESCAN, 28, save=False)
-                    inv = await self._thread(vc.inventory)
-                signal.turn_one(host["id"])
-                late = [
-                    b
-                    for b in host_blockers(inv, host["moref"])
-                    if b.severity == BLOCKING and b.vm not in power_off
-                ]
-                if late:
-                    raise HostFailed(
-                        f"{host['name']}: new blocker(s) since the scan: "
-                        + "; ".join(f"{b.vm_name}: {b.detail}" for b in late)
-                    )
-                running = await self._thread(work.running_vms, power_off)
-                cp.powered_off_vms = sorted(set(running) | set(cp.powered_off_vms))
-                cp.maintenance_by_job = True
-                cp.stamp(stamp_entered)  # the host leaves service here (executor/host_maintenance.py)
-                await self._phase(ctx, host, progress, HostPhase.MAINTENANCE, 30)
-                for vm in running:
-                    await self._thread(vc.power_off_vm, vm)
-                memory = sum(
-                    inv.vms[v].memory_mb
-                    for v in inv.hosts[host["moref"]].vms
-                    if v in inv.vms and inv.vms[v].powered_on and v not in running
+                await self._host_to_apply(
+                    ctx, params, profile, vc, host, progress, cp, work, fresh, signal, power_off, packages
                 )
-                budget = evacuation_budget_s(memory, params.vmotion_timeout_s)
-                cp.evacuation_budget_s = round(budget, 1)
-                await self._enter_maintenance(
-                    ctx, params, profile, vc, host, budget, progress, bool(ctx.checkpoint.get("vsan"))
-                )
-                cp.boot_before = await self._thread(work.boot_time)
-                await self._phase(ctx, host, progress, HostPhase.APPLY, 50)
-                if params.stage_firmware:
-                    cp.apply_timing = await self._thread(work.reboot_apply, cp.staged_jobs)
-                else:
-                    await self._thread(work.apply_in_maintenance, packages)
             else:
                 signal.backed_up_one(host["id"])
                 signal.turn_one(host["id"])
                 cp.resumed_after_interruption = True
                 await self._phase(ctx, host, progress, HostPhase.SETTLE, 60)
                 cp.bmc_settle = await self._thread(work.settle_after_interruption)
-            await self._phase(ctx, host, progress, HostPhase.WAIT_HOST, 75)
-            await self._thread(work.wait_esxi, cp.boot_before)
-            cp.versions = await self._thread(work.verify, packages)
-            await self._phase(ctx, host, progress, HostPhase.EXIT_MAINTENANCE, 90)
-            await self._thread(vc.exit_maintenance, host["moref"])
-            cp.stamp(stamp_exited)
-            for vm in cp.powered_off_vms:
-                await self._thread(vc.power_on_vm, vm)
-            cp.maintenance_by_job = False
-            await self._phase(ctx, host, progress, HostPhase.DONE, 100, save=False)
+            await self._host_back(ctx, vc, host, progress, cp, work, packages)
             return cp
         except (asyncio.CancelledError, JobCancelled):
             raise
@@ -1608,21 +1555,124 @@ class RollingClusterUpdateHandler(JobHandler):
                     cp.unstaged = True
                 except Exception as unstage:  # noqa: BLE001 - reported on the task
                     cp.unstage_error = str(unstage)[:500]
-            try:
-                info: dict[str, Any] = {"maintenance_task": cp.maintenance_task}
-                left_out = await self._thread(self._bring_back, vc, host, cp.powered_off_vms, info)
-                cp.maintenance_task_ended = info.get("maintenance_task_ended")
-                cp.maintenance_by_job = left_out
-                if not left_out:
-                    cp.stamp(stamp_exited)
-            except Exception as back:  # noqa: BLE001 - the cleanup step tries again
-                cp.bring_back_error = str(back)[:500]
+            await self._host_failed_back(vc, host, cp)
             await self._phase(ctx, host, progress, HostPhase.FAILED)
             raise
         finally:
             signal.turn_one(host["id"])  # (a host that failed early frees the next wave too)
             if work is not None:
                 await self._thread(work.close)
+
+    # a host's turn, in the order _host runs it ----------------------------------------------------
+    async def _host_to_apply(
+        self,
+        ctx: StepContext,
+        params: RollingClusterUpdateParams,
+        profile: TargetProfile,
+        vc: VSphereClient,
+        host: dict[str, Any],
+        progress: RolloutProgress,
+        cp: HostCheckpoint,
+        work: HostWork,
+        fresh: bool,
+        signal: _WaveSignal,
+        power_off: list[str],
+        packages: list[UpdatePackage],
+    ) -> None:
+        """Backup (unless prepared ahead), staging and the rescan, out of service (VMs
+        powered off, maintenance), then the one reboot (or update) that applies the firmware."""
+        if not fresh or cp.phase not in (HostPhase.BACKED_UP, HostPhase.STAGED):
+            await self._backup(ctx, work, host, progress)
+        signal.backed_up_one(host["id"])
+        inv = await self._stage_and_rescan(ctx, params, vc, host, progress, cp, work, fresh)
+        signal.turn_one(host["id"])
+        late = [
+            b for b in host_blockers(inv, host["moref"]) if b.severity == BLOCKING and b.vm not in power_off
+        ]
+        if late:
+            raise HostFailed(
+                f"{host['name']}: new blocker(s) since the scan: "
+                + "; ".join(f"{b.vm_name}: {b.detail}" for b in late)
+            )
+        running = await self._thread(work.running_vms, power_off)
+        cp.powered_off_vms = sorted(set(running) | set(cp.powered_off_vms))
+        cp.maintenance_by_job = True
+        cp.stamp(stamp_entered)  # the host leaves service here (executor/host_maintenance.py)
+        await self._phase(ctx, host, progress, HostPhase.MAINTENANCE, 30)
+        for vm in running:
+            await self._thread(vc.power_off_vm, vm)
+        memory = sum(
+            inv.vms[v].memory_mb
+            for v in inv.hosts[host["moref"]].vms
+            if v in inv.vms and inv.vms[v].powered_on and v not in running
+        )
+        budget = evacuation_budget_s(memory, params.vmotion_timeout_s)
+        cp.evacuation_budget_s = round(budget, 1)
+        await self._enter_maintenance(
+            ctx, params, profile, vc, host, budget, progress, bool(ctx.checkpoint.get("vsan"))
+        )
+        cp.boot_before = await self._thread(work.boot_time)
+        await self._phase(ctx, host, progress, HostPhase.APPLY, 50)
+        if params.stage_firmware:
+            cp.apply_timing = await self._thread(work.reboot_apply, cp.staged_jobs)
+        else:
+            await self._thread(work.apply_in_maintenance, packages)
+
+    async def _stage_and_rescan(
+        self,
+        ctx: StepContext,
+        params: RollingClusterUpdateParams,
+        vc: VSphereClient,
+        host: dict[str, Any],
+        progress: RolloutProgress,
+        cp: HostCheckpoint,
+        work: HostWork,
+        fresh: bool,
+    ) -> Any:
+        """vCenter's inventory read again at the host's turn (VMs rescanned there, not on the
+        iDRAC), alongside its staging when that is done now: a VM that gained a blocker since
+        the scan, or moved here since, fails the host instead of entering maintenance."""
+        if params.stage_firmware and (not fresh or cp.phase != HostPhase.STAGED):
+            _, inv = await asyncio.gather(self._stage(ctx, work, host, progress), self._thread(vc.inventory))
+            return inv
+        await self._phase(ctx, host, progress, HostPhase.RESCAN, 28, save=False)
+        return await self._thread(vc.inventory)
+
+    async def _host_back(
+        self,
+        ctx: StepContext,
+        vc: VSphereClient,
+        host: dict[str, Any],
+        progress: RolloutProgress,
+        cp: HostCheckpoint,
+        work: HostWork,
+        packages: list[UpdatePackage],
+    ) -> None:
+        """After the apply: the host back, its versions verified, out of maintenance, its
+        VMs powered on again, done."""
+        await self._phase(ctx, host, progress, HostPhase.WAIT_HOST, 75)
+        await self._thread(work.wait_esxi, cp.boot_before)
+        cp.versions = await self._thread(work.verify, packages)
+        await self._phase(ctx, host, progress, HostPhase.EXIT_MAINTENANCE, 90)
+        await self._thread(vc.exit_maintenance, host["moref"])
+        cp.stamp(stamp_exited)
+        for vm in cp.powered_off_vms:
+            await self._thread(vc.power_on_vm, vm)
+        cp.maintenance_by_job = False
+        await self._phase(ctx, host, progress, HostPhase.DONE, 100, save=False)
+
+    async def _host_failed_back(self, vc: VSphereClient, host: dict[str, Any], cp: HostCheckpoint) -> None:
+        """A failed host taken out of maintenance when it responds (its evacuation task
+        cancelled) and its VMs powered on; what could not be done is left to the cleanup."""
+        try:
+            info: dict[str, Any] = {"maintenance_task": cp.maintenance_task}
+            left_out = await self._thread(self._bring_back, vc, host, cp.powered_off_vms, info)
+            cp.maintenance_task_ended = info.get("maintenance_task_ended")
+            cp.maintenance_by_job = left_out
+            if not left_out:
+                cp.stamp(stamp_exited)
+        except Exception as back:  # noqa: BLE001 - the cleanup step tries again
+            cp.bring_back_error = str(back)[:500]
 
     async def _not_rebooted(self, ctx: StepContext, host: dict[str, Any], boot_before: str | None) -> bool:
         """True when vCenter shows the host connected and still on the boot it had before
