@@ -541,18 +541,19 @@ class SshStack:
             # (closing them under it could hand their numbers to another open)
             if pump_thread is not None and not pump_fds.hand_over(a_r, b_w):
                 a_r = b_w = -1
-            for fd in (a_r, a_w, b_r, b_w):
-                if fd >= 0:
-                    with contextlib.suppress(OSError):
-                        os.close(fd)
-            for p in (src_p, dst_p):
-                if p is not None:
-                    with contextlib.suppress(subprocess.TimeoutExpired):
-                        p.wait(timeout=10)
-                    self._children.discard(p)
+            _close_fds(a_r, a_w, b_r, b_w)
+            self._reap(src_p, dst_p)
             src_err = _read_tail(src_err_path)
             dst_err = _read_tail(dst_err_path)
         return RelayResult(counter[0], time.monotonic() - t0, src_rc, dst_rc, src_err, dst_err, broken[0])
+
+    def _reap(self, *procs: subprocess.Popen[bytes] | None) -> None:
+        """Wait a little for each process to exit, and forget it."""
+        for p in procs:
+            if p is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    p.wait(timeout=10)
+                self._children.discard(p)
 
     def close(self) -> None:
         """Kill every child of this stack, stop the agent and remove the private folder."""
@@ -669,6 +670,13 @@ async def _watch(
         last = (now, moved)
         if on_progress is not None:
             await on_progress(moved, rate)
+
+
+def _close_fds(*fds: int) -> None:
+    for fd in fds:
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 async def _wait_both(
