@@ -3,8 +3,10 @@ and firmware catalogs. Plain Python over :class:`console.api.Api`; the views are
 ``console/widgets/intake.py``.
 
 Every write goes where the control plane decides: scans, catalog refreshes through
-create-job; schedules, catalogs and baselines through REST under RLS (operators); the
-BMC call log is read-only (operators and up may read it).
+create-job; a schedule's template through the schedules function (action save: create-job's
+checks of the params, targets and site, then the write); enabling a schedule, catalogs and
+baselines through REST under RLS (operators); the BMC call log is read-only (operators and
+up may read it).
 """
 
 from __future__ import annotations
@@ -219,7 +221,8 @@ class SchedulesModel:
             problems += exc.problems
         if problems:
             raise ValidationFailed("the schedule is incomplete: " + "; ".join(problems), problems)
-        row = {
+        body: dict[str, Any] = {
+            "action": "save",
             "site_id": site_id,
             "name": name.strip(),
             "job_type": job_type,
@@ -229,8 +232,10 @@ class SchedulesModel:
             "missed_policy": missed_policy,
         }
         if window_series_id:
-            row["window_series_id"] = window_series_id
-        return self.api._rest("save schedule", lambda c: c.table("job_schedules").insert(row))[0]
+            body["window_series_id"] = window_series_id
+        # the schedules function runs create-job's checks and writes the row (no direct insert)
+        schedule: Row = self.api.invoke("schedules", body)["schedule"]
+        return schedule
 
     def set_enabled(self, schedule_id: str, enabled: bool) -> Row:
         return self.api._rest(

@@ -340,6 +340,7 @@ def counts(env: FnEnv) -> dict[str, int]:
                (select count(*) from public.notification_settings where created_by = any(%(u)s::uuid[])
                     or name like %(tag)s)::int as notification_settings,
                (select count(*) from public.audit_log where actor_id = any(%(u)s::uuid[]))::int as audit_log,
+               (select count(*) from public.job_schedules where site_id = any(%(s)s::uuid[]))::int as job_schedules,
                (select coalesce(sum(hashtext(status::text || coalesce(cancel_requested_at::text, '')
                         || coalesce(pause_requested_at::text, ''))), 0) from public.jobs
                  where site_id = any(%(s)s::uuid[]))::bigint as job_states""",

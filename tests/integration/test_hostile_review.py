@@ -458,20 +458,95 @@ def _bad_schedules(api: Api) -> tuple[str, list[tuple[dict[str, Any], str]]]:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: job_schedules takes any params by REST (only the console's form checks them); create-job "
-    "refuses them only when the schedule fires. Needs the save to run create-job's checks (a schedules "
-    "action 'save' and no direct insert/update of job_type/params/site_id).",
-)
 def test_a_schedule_whose_params_create_job_refuses_is_refused_when_stored(api: Api):
+    """A schedule's template is written only through the schedules function (action save),
+    which runs create-job's request checks against the schedule's site: each attack gets
+    create-job's code and nothing is written. REST takes no insert, and no update of a
+    stored schedule's job_type, params or site_id; a valid save makes the caller its owner."""
     site, cases = _bad_schedules(api)
+    other = _vsphere_site(api)["site"]
+    save = lambda body: httpx.post(  # noqa: E731
+        f"{api.url}/functions/v1/schedules",
+        headers={"apikey": api.anon, "Authorization": f"Bearer {api.tokens['operator']}"},
+        json={"action": "save", **body},
+        timeout=60,
+    )
     for body, code in cases:
         r = api.rest("operator", "POST", "job_schedules", json=body, headers={"Prefer": "return=minimal"})
-        assert r.status_code in (400, 403, 422), (code, r.status_code, r.text)
+        assert r.status_code in (401, 403), (code, r.status_code, r.text)
+        r = save(body)
+        assert r.status_code in (400, 422) and r.json()["code"] == code, (code, r.status_code, r.text)
+    names = [b["name"] for b, _ in cases]
+    assert api.q("select count(*) from public.job_schedules where name = any(%s)", names) == [(0,)]
+
+    # a template create-job accepts is saved, owned by the caller
+    vcenter = str(api.q("select id from public.vcenters where site_id = %s", site)[0][0])
+    r = save(
+        {
+            "site_id": site,
+            "name": f"ok-{api.tag}",
+            "job_type": "vcenter_sync",
+            "recurrence": "@daily",
+            "params": {"vcenter_id": vcenter},
+        }
+    )
+    assert r.status_code == 201, r.text
+    good = r.json()["schedule"]
+    operator = api.q("select id from auth.users where email = %s", f"hostile-operator-{api.tag}@x.test")[0][0]
+    assert str(good["owner_id"]) == str(operator)
+    # the fields the save left out took the table's column defaults (the function's copy of them)
+    defaults = api.q(
+        "insert into public.job_schedules (site_id, name, job_type, recurrence) "
+        "values (%s, %s, 'vcenter_sync', '@daily') returning priority, description, timezone, missed_policy, "
+        "enabled, window_series_id",
+        site,
+        f"defaults-{api.tag}",
+    )
+    keys = ("priority", "description", "timezone", "missed_policy", "enabled", "window_series_id")
+    assert defaults == [tuple(good[k] for k in keys)], (defaults, good)
+    # REST cannot rewrite its job input, in any of the three columns
+    for change in (
+        {"params": {"vcenter_id": "not-a-uuid"}},
+        {"job_type": "vm_operation"},
+        {"site_id": other},
+    ):
+        r = api.rest(
+            "operator",
+            "PATCH",
+            f"job_schedules?id=eq.{good['id']}",
+            json=change,
+            headers={"Prefer": "return=minimal"},
+        )
+        assert r.status_code in (401, 403), (change, r.status_code, r.text)
+    # nor can a save move it to another site's target, or rewrite another site's schedule
+    r = save(
+        {
+            "id": good["id"],
+            "site_id": site,
+            "name": good["name"],
+            "job_type": "vcenter_sync",
+            "recurrence": "@daily",
+            "params": {
+                "vcenter_id": str(api.q("select id from public.vcenters where site_id = %s", other)[0][0])
+            },
+        }
+    )
+    assert r.status_code == 422 and r.json()["code"] == "site_mismatch", r.text
+    r = save(
+        {
+            "id": good["id"],
+            "site_id": other,
+            "name": good["name"],
+            "job_type": "vcenter_sync",
+            "recurrence": "@daily",
+            "params": {"vcenter_id": vcenter},
+        }
+    )
+    assert r.status_code == 404 and r.json()["code"] == "schedule_not_found", r.text
     assert api.q(
-        "select count(*) from public.job_schedules where site_id = %s and owner_id is not null", site
-    ) == [(0,)]
+        "select site_id::text, job_type::text, params ->> 'vcenter_id' from public.job_schedules where id = %s",
+        good["id"],
+    ) == [(site, "vcenter_sync", vcenter)]
 
 
 def test_a_stored_schedule_with_refused_params_fires_no_job_and_says_why(api: Api):

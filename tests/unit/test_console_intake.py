@@ -44,7 +44,12 @@ class Client:
 class FakeApi:
     def __init__(self, rows: dict[str, list[dict]]) -> None:
         self.rows, self.queries, self.jobs = rows, [], []
+        self.invoked: list[tuple[str, dict]] = []  # edge function calls (schedules' save)
         self.client = Client(self)
+
+    def invoke(self, name: str, body: dict) -> dict:
+        self.invoked.append((name, body))
+        return {"schedule": {"id": "new", **{k: v for k, v in body.items() if k != "action"}}}
 
     def _rest(self, what: str, build: Any) -> list[dict]:
         q = build(self.client)
@@ -177,7 +182,7 @@ def test_schedules_list_runs_and_a_new_schedule_is_validated_in_words():
         SchedulesModel(api).save(site_id=SITE, name=" ", job_type="vcenter_sync", params={}, recurrence="")
     # the name, the recurrence and the params, each in words, and nothing written
     assert [p.split(":")[0] for p in exc.value.problems] == ["name", "recurrence", "vcenter id"]
-    assert not any(q.table == "job_schedules" and q.ops[0][0] == "insert" for q in api.queries)
+    assert not api.invoked
 
 
 def test_a_new_schedules_params_are_the_job_forms_typed_fields_checked_in_words():
@@ -206,13 +211,15 @@ def test_a_new_schedules_params_are_the_job_forms_typed_fields_checked_in_words(
     v.save.click()  # no server, no action: refused in words next to Save, nothing written
     assert "servers: at least 1 item(s)" in v.status.value and "action: required" in v.status.value
     assert "should" not in v.status.value and "pattern" not in v.status.value  # no pydantic text
-    assert not any(q.table == "job_schedules" for q in api.queries)
+    assert not api.invoked and not any(q.table == "job_schedules" for q in api.queries)
     v.form._pick["server_ids"].value = (server,)
     fields["action"].value = "force_off"
     v.save.click()
     assert "saved" in v.status.value
-    [insert] = [q for q in api.queries if q.table == "job_schedules"]
-    row = insert.ops[0][1][0]
+    # saved through the schedules function (create-job's checks), never a REST insert
+    assert not any(q.table == "job_schedules" for q in api.queries)
+    [(fn, row)] = api.invoked
+    assert (fn, row["action"]) == ("schedules", "save")
     assert (row["name"], row["job_type"], row["recurrence"]) == (
         "nightly off",
         "power_operation",
@@ -250,15 +257,15 @@ def test_a_schedule_opened_for_no_site_asks_for_one_by_name_and_names_each_rows_
     v.form._pick["vcenter_id"].value = None
     v.save.click()
     assert "site: choose the site the schedule belongs to" in v.status.value
-    assert not any(q.table == "job_schedules" for q in api.queries)
+    assert not api.invoked and not any(q.table == "job_schedules" for q in api.queries)
     v.site.value = SITE
     v.save.click()  # the params are still incomplete: refused in words, next to Save
     assert "vcenter id: " in v.status.value and "saved" not in v.status.value
     v.form._pick["vcenter_id"].value = VCENTER
     v.save.click()
     assert "saved" in v.status.value
-    [insert] = [q for q in api.queries if q.table == "job_schedules"]
-    assert insert.ops[0][1][0]["site_id"] == SITE and insert.ops[0][1][0]["params"]["vcenter_id"] == VCENTER
+    [(fn, body)] = api.invoked
+    assert fn == "schedules" and body["site_id"] == SITE and body["params"]["vcenter_id"] == VCENTER
 
 
 def test_catalogs_show_the_last_refresh_in_words_and_refresh_through_create_job():

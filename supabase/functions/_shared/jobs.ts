@@ -433,12 +433,12 @@ export async function namedCredentialSets(
 }
 
 /**
- * The validated plan for a request: targets resolved and on one site, tasks, cluster,
- * window and every safety rule checked. Throws HttpError (4xx) on the first problem.
- * Takes the cluster's advisory lock, so a concurrent request for the same cluster waits
- * until this transaction ends and then sees this job.
+ * The request's targets, read as the caller: each one exists and is visible (422
+ * target_not_found), all of one site (targets_span_sites) and, when the request names a
+ * site_id, of that site (site_mismatch). ``rows`` is keyed "kind:id".
  */
-export async function planJob(tx: Tx, req: JobRequest, now: Date): Promise<JobPlan> {
+export async function resolveTargets(tx: Tx, req: JobRequest):
+  Promise<{ byKind: Map<string, string[]>; rows: Map<string, TargetRow>; siteId: string }> {
   const byKind = targetIds(req.type, req.params);
   const rows = new Map<string, TargetRow>(); // "kind:id" -> row
   const missing: { kind: string; id: string }[] = [];
@@ -450,8 +450,7 @@ export async function planJob(tx: Tx, req: JobRequest, now: Date): Promise<JobPl
   if (missing.length) {
     throw unprocessable("target_not_found", `${missing.length} target(s) do not exist or are not visible to you`, { missing });
   }
-  const all = [...rows.values()];
-  const sites = uniq(all.map((r) => r.site_id));
+  const sites = uniq([...rows.values()].map((r) => r.site_id));
   if (sites.length !== 1) {
     throw unprocessable("targets_span_sites", "all targets of a job must belong to one site", { site_ids: sites });
   }
@@ -459,6 +458,31 @@ export async function planJob(tx: Tx, req: JobRequest, now: Date): Promise<JobPl
   if (req.site_id && req.site_id.toLowerCase() !== siteId) {
     throw unprocessable("site_mismatch", "the targets belong to another site than site_id", { site_id: siteId });
   }
+  return { byKind, rows, siteId };
+}
+
+/**
+ * create-job's checks of a request that is stored to run later (a schedule's template), as
+ * the caller: the targets (resolveTargets, against the request's site_id) and the
+ * credential sets the params name. Not the executor-availability, window and cluster
+ * checks: those depend on the moment, and each occurrence runs planJob when it fires.
+ * ``req`` has been through checkRequest.
+ */
+export async function checkStoredRequest(tx: Tx, req: JobRequest): Promise<string> {
+  const { siteId } = await resolveTargets(tx, req);
+  await namedCredentialSets(tx, req.type, req.params, siteId);
+  return siteId;
+}
+
+/**
+ * The validated plan for a request: targets resolved and on one site, tasks, cluster,
+ * window and every safety rule checked. Throws HttpError (4xx) on the first problem.
+ * Takes the cluster's advisory lock, so a concurrent request for the same cluster waits
+ * until this transaction ends and then sees this job.
+ */
+export async function planJob(tx: Tx, req: JobRequest, now: Date): Promise<JobPlan> {
+  const { byKind, rows, siteId } = await resolveTargets(tx, req);
+  const all = [...rows.values()];
 
   // Read as the caller (operators may see credential metadata, never the secret).
   const esxiCredential = ESXI_SSH_JOB_TYPES.has(req.type)

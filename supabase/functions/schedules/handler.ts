@@ -1,4 +1,17 @@
-// schedules: fire due job schedules, through create-job's own code path.
+// schedules: save job schedules and fire the due ones, both through create-job's own checks.
+//
+// POST {action: "save", id?, site_id, name, job_type, params, recurrence, priority?,
+//       description?, timezone?, missed_policy?, enabled?, window_series_id?}  -- operators.
+// The only way a schedule's template is written (migration
+// 20261209160000_schedules_saved_through_function.sql: no direct INSERT, and no UPDATE of
+// job_type, params, site_id or window_series_id, through /rest/v1). Runs create-job's request
+// checks (checkRequest: the params against their job type's schema, prototype keys; then, as
+// the caller, checkStoredRequest: the targets exist, are visible and belong to site_id, and
+// the credential sets the params name are of that site) and checks the window series is of
+// the site; not the executor-availability and window checks, which each occurrence makes
+// when it fires. Then public.functions_save_schedule writes the row with the caller as its
+// owner. Without id a new schedule (201); with id that schedule of site_id is rewritten, with
+// the optional fields it does not give kept (200). Answers {schedule: <row>}.
 //
 // POST {action: "fire", site_id?, max?}  -- service role only (the site's executors call it on
 // their poll loop; hosted projects may also call it from pg_cron + pg_net). Answers
@@ -11,13 +24,15 @@
 // occurrence and move next_run_at on. Two callers never fire one occurrence twice; a crash
 // before the commit leaves the occurrence due for the next caller.
 
-import { guard, json, readJsonObject, requireMethod } from "../_shared/api.ts";
+import { actionOf, checkBody, guard, json, notFound, readJsonObject, requireMethod, unprocessable }
+  from "../_shared/api.ts";
 import { bearerToken, unverifiedClaims } from "../_shared/auth.ts";
-import { sql, type Tx } from "../_shared/db.ts";
+import { appRole, asCaller, type Caller, callerOf, sql, type Tx } from "../_shared/db.ts";
 import { HttpError } from "../_shared/http.ts";
-import { checkRequest, insertJob, planJob } from "../_shared/jobs.ts";
+import { checkRequest, checkStoredRequest, insertJob, planJob } from "../_shared/jobs.ts";
 import { requireRole } from "../_shared/policy.ts";
 import type { AppRole } from "../_shared/policy.ts";
+import type { Schema } from "../_shared/validate.ts";
 
 /** An occurrence later than this (seconds) was missed: its schedule's missed_policy applies. */
 export const MISSED_AFTER_S = 300;
@@ -156,11 +171,141 @@ async function fireOne(siteId: string | null, now: Date): Promise<Fired | null> 
   });
 }
 
+const UUID_S = { type: "string", format: "uuid" };
+
+/** The save request: a schedule's whole template (id: the schedule to rewrite). */
+export const SAVE_SCHEMA: Schema = {
+  type: "object",
+  additionalProperties: false,
+  required: ["action", "site_id", "name", "job_type", "params", "recurrence"],
+  properties: {
+    action: { const: "save" },
+    id: UUID_S,
+    site_id: UUID_S,
+    name: { type: "string", pattern: "^[A-Za-z0-9][A-Za-z0-9 ._-]{0,127}$" },
+    job_type: { type: "string", maxLength: 64 },
+    params: { type: "object" },
+    recurrence: { type: "string", minLength: 5, maxLength: 200 },
+    priority: { type: "integer", minimum: 0, maximum: 100 },
+    description: { type: "string", maxLength: 2000 },
+    timezone: { type: "string", minLength: 1, maxLength: 64 },
+    missed_policy: { enum: ["skip", "run_once"] },
+    enabled: { type: "boolean" },
+    window_series_id: { anyOf: [UUID_S, { type: "null" }] },
+  },
+};
+
+interface SaveBody {
+  id?: string;
+  site_id: string;
+  name: string;
+  job_type: string;
+  params: Record<string, unknown>;
+  recurrence: string;
+  priority?: number;
+  description?: string;
+  timezone?: string;
+  missed_policy?: "skip" | "run_once";
+  enabled?: boolean;
+  window_series_id?: string | null;
+}
+
+interface StoredTemplate {
+  site_id: string;
+  priority: number;
+  description: string;
+  timezone: string;
+  missed_policy: "skip" | "run_once";
+  enabled: boolean;
+  window_series_id: string | null;
+}
+
+// a new schedule's optional fields: the column defaults of public.job_schedules
+// (20261206200200_job_schedules.sql; tests/integration/test_hostile_review.py compares them)
+const SAVE_DEFAULTS: Omit<StoredTemplate, "site_id"> = {
+  priority: 40,
+  description: "",
+  timezone: "UTC",
+  missed_policy: "skip",
+  enabled: true,
+  window_series_id: null,
+};
+
+async function save(caller: Caller, raw: Record<string, unknown>): Promise<Response> {
+  const b = checkBody<SaveBody>(SAVE_SCHEMA, raw, "schedule");
+  const siteId = b.site_id.toLowerCase();
+  const id = b.id ? b.id.toLowerCase() : null;
+  // create-job's structural checks (the params against the job type's schema, prototype
+  // keys), before any database work; priority and description are SAVE_SCHEMA's
+  const request = checkRequest({ type: b.job_type, params: b.params, site_id: siteId });
+  return await asCaller(caller, async (tx) => {
+    requireRole(await appRole(tx), "schedules", "save");
+    const [site] = await tx`select id from public.sites where id = ${siteId}`;
+    if (!site) throw unprocessable("site_not_found", "the site does not exist or is not visible to you");
+    let base: Omit<StoredTemplate, "site_id"> = SAVE_DEFAULTS;
+    if (id) {
+      const [old] = await tx<StoredTemplate[]>`
+        select site_id, priority, description, timezone, missed_policy, enabled, window_series_id
+          from public.job_schedules where id = ${id}`;
+      if (!old || old.site_id !== siteId) throw notFound("schedule_not_found", "the site has no such schedule");
+      base = old;
+    }
+    const t = {
+      priority: b.priority ?? base.priority,
+      description: b.description ?? base.description,
+      timezone: b.timezone ?? base.timezone,
+      missed_policy: b.missed_policy ?? base.missed_policy,
+      enabled: b.enabled ?? base.enabled,
+      window_series_id: b.window_series_id === undefined
+        ? base.window_series_id
+        : (b.window_series_id?.toLowerCase() ?? null),
+    };
+    // create-job's checks of the targets, against the schedule's site, without the moment's
+    // (executor, window, cluster): a template create-job would refuse is never stored
+    await checkStoredRequest(tx, request);
+    if (t.window_series_id) {
+      const [w] = await tx<{ site_id: string }[]>`
+        select site_id from public.maintenance_window_series where id = ${t.window_series_id}`;
+      if (!w) throw unprocessable("window_series_not_found", "the window series does not exist or is not visible to you");
+      if (w.site_id !== siteId) throw unprocessable("window_series_wrong_site", "the window series belongs to another site");
+    }
+    // the one write (service role only; the caller's claims stay set, so it checks the
+    // operator role and makes the caller the owner), then back to the caller
+    await tx`select set_config('role', 'service_role', true)`;
+    const [w] = await tx<{ id: string }[]>`
+      select public.functions_save_schedule(
+        ${id}::uuid, ${siteId}::uuid, ${b.name}, ${request.type}::public.job_type,
+        ${tx.json(request.params as never)}, ${t.priority}::smallint, ${t.description}, ${b.recurrence.trim()},
+        ${t.timezone}, ${t.missed_policy}, ${t.enabled}, ${t.window_series_id}::uuid) as id`;
+    await tx`select set_config('role', 'authenticated', true)`;
+    const [row] = await tx`select * from public.job_schedules where id = ${w.id}`;
+    return json({ schedule: row }, id ? 200 : 201);
+  });
+}
+
 export const handler = guard("schedules", async (req: Request): Promise<Response> => {
   requireMethod(req, "POST");
+  const token = bearerToken(req);
+  let isService = false;
+  try {
+    isService = token !== null && unverifiedClaims(token).role === "service_role";
+  } catch {
+    isService = false; // not a JWT: callerOf answers 401
+  }
+  // users save; the service role (the executors) fires. Who the caller is decides before
+  // anything is read, so no body reaches a check its caller may not make.
+  if (!isService) {
+    const caller = await callerOf(req);
+    const raw = await readJsonObject(req);
+    if (raw.action === "fire") {
+      throw new HttpError(403, "forbidden", "schedules are fired by the executors (service role), not by users");
+    }
+    actionOf(raw, ["save"]);
+    return await save(caller, raw);
+  }
   await requireServiceRole(req);
   const body = await readJsonObject(req);
-  if (body.action !== "fire") throw new HttpError(400, "unknown_action", "action must be fire");
+  if (body.action !== "fire") throw new HttpError(400, "unknown_action", "the service role fires schedules: action fire");
   const siteId = typeof body.site_id === "string" ? body.site_id : null;
   if (siteId !== null && !UUID.test(siteId)) throw new HttpError(400, "invalid_request", "site_id must be a uuid");
   const max = typeof body.max === "number" && body.max >= 1 ? Math.min(body.max, MAX_PER_CALL) : MAX_PER_CALL;

@@ -47,13 +47,14 @@ Deno.test("roles form a ladder and every function action names a known role", ()
   assert.ok(!roleAtLeast("operator", "approver"));
   assert.ok(!roleAtLeast(null, "viewer"));
   const actions = Object.entries(FUNCTION_ACCESS).flatMap(([fn, a]) => Object.entries(a).map(([k, r]) => [fn, k, r]));
-  assert.equal(actions.length, 22);
+  assert.equal(actions.length, 23);
   for (const [, , r] of actions) assert.ok(["viewer", "operator", "approver", "admin"].includes(r));
   assert.equal(FUNCTION_ACCESS["job-control"].force_resume, "admin");
   assert.equal(FUNCTION_ACCESS["maintenance-windows"].approve, "approver");
   assert.equal(FUNCTION_ACCESS["maintenance-windows"].approve_series, "approver");
   assert.equal(FUNCTION_ACCESS["maintenance-windows"].cancel_series, "operator");
   assert.equal(FUNCTION_ACCESS["encrypt-credentials"].seal, "admin");
+  assert.equal(FUNCTION_ACCESS["schedules"].save, "operator"); // fire: the service role, outside the ladder
 });
 
 Deno.test("requireRole answers 403 naming the role needed", () => {

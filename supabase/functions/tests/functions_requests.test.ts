@@ -8,6 +8,7 @@ import { handler as resolveBlockers } from "../resolve-blockers/handler.ts";
 import { handler as windows } from "../maintenance-windows/handler.ts";
 import { handler as credentials } from "../encrypt-credentials/handler.ts";
 import { handler as notifications } from "../notification-settings/handler.ts";
+import { handler as schedules } from "../schedules/handler.ts";
 
 const SECRET = "unit-test-jwt-secret-0123456789abcdef";
 Deno.env.set("SUPABASE_JWT_SECRET", SECRET);
@@ -19,6 +20,7 @@ const HANDLERS: Record<string, (r: Request) => Promise<Response>> = {
   "maintenance-windows": windows,
   "encrypt-credentials": credentials,
   "notification-settings": notifications,
+  schedules,
 };
 
 const b64u = (b: Uint8Array) => btoa(String.fromCharCode(...b)).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
@@ -106,6 +108,27 @@ Deno.test("multi-action functions refuse unknown actions and wrong fields", asyn
   assertError(await call("maintenance-windows", JSON.stringify({ action: "approve" }), t), 400, "invalid_request");
   assertError(await call("notification-settings", JSON.stringify({ action: "upsert", settings: [{}] }), t), 400, "invalid_request");
   assertError(await call("create-job", JSON.stringify({ type: "nope", params: {} }), t), 400, "unknown_job_type");
+});
+
+Deno.test("schedules: a user saves (create-job's checks first) and never fires", async () => {
+  const t = await jwt(USER);
+  const save = { action: "save", site_id: USER.sub, name: "nightly", recurrence: "@daily" };
+  assertError(await call("schedules", JSON.stringify({ action: "fire" }), t), 403, "forbidden");
+  assertError(await call("schedules", JSON.stringify({ action: "explode" }), t), 400, "unknown_action");
+  assertError(await call("schedules", JSON.stringify({ ...save, job_type: "vcenter_sync" }), t), 400, "invalid_request");
+  assertError(await call("schedules", JSON.stringify({ ...save, job_type: "vcenter_sync", params: {}, owner_id: USER.sub }),
+    t), 400, "invalid_request");
+  assertError(await call("schedules", JSON.stringify({ ...save, name: "../x", job_type: "vcenter_sync", params: {} }), t),
+    400, "invalid_request");
+  assertError(await call("schedules", JSON.stringify({ ...save, job_type: "nope", params: {} }), t), 400,
+    "unknown_job_type");
+  assertError(await call("schedules", JSON.stringify({ ...save, job_type: "vm_operation",
+    params: { vm_ids: ["not-a-uuid"], action: "delete" } }), t), 400, "invalid_params");
+  assertError(await call("schedules", `{"action":"save","site_id":"${USER.sub}","name":"n","recurrence":"@daily",` +
+    `"job_type":"vcenter_sync","params":{"__proto__":{"polluted":1}}}`, t), 400, "forbidden_key");
+  // a service-role token with a forged signature is refused, as is a user who says fire
+  const service = await jwt({ role: "service_role", exp: USER.exp }, "another-secret-another-secret-00");
+  assertError(await call("schedules", JSON.stringify({ action: "fire" }), service), 401, "unauthorized");
 });
 
 Deno.test("encrypt-credentials never echoes the secret, even in validation errors", async () => {
