@@ -836,6 +836,34 @@ class VSphereClient:
         finally:
             self._call("inventory", view.Destroy)
         fields_by_key = self._field_names()
+        by_type, datacenter_of = self._by_type(objs)
+        for moid, p in by_type.get(vim.Datastore, []):
+            inv.datastores[moid] = self._datastore(moid, p)
+        ds_by_name = {d.name: d.moid for d in inv.datastores.values()}
+
+        host_cluster: dict[str, str] = {}
+        for moid, p in by_type.get(vim.ClusterComputeResource, []):
+            cluster = self._cluster(moid, p, datacenter_of(moid))
+            inv.clusters[moid] = cluster
+            for h in cluster.hosts:
+                host_cluster[h] = moid
+
+        for moid, p in by_type.get(vim.HostSystem, []):
+            inv.hosts[moid] = self._host(moid, p, host_cluster.get(moid), fields_by_key)
+
+        for moid, p in by_type.get(vim.VirtualMachine, []):
+            if self.fast_devices:
+                facts = (_fact(r, ds_by_name) for r in raw_devices.get(moid, []))
+            else:
+                facts = (device_fact(d, ds_by_name) for d in p.get("config.hardware.device") or [])
+            inv.vms[moid] = self._vm(moid, p, tuple(f for f in facts if f))
+        return inv
+
+    def _by_type(
+        self, objs: list[Any]
+    ) -> tuple[dict[type, list[tuple[str, dict[str, Any]]]], Callable[[str], str]]:
+        """The retrieved objects' (moid, properties) by managed type, and the name of the
+        datacenter an object lies in (by its chain of parents; "" outside one)."""
         parents: dict[str, tuple[str, str]] = {}  # moid -> (parent moid, type)
         names: dict[str, str] = {}
         by_type: dict[type, list[tuple[str, dict[str, Any]]]] = {}
@@ -858,50 +886,35 @@ class VSphereClient:
                     return names.get(moid, "")
             return ""
 
-        for moid, p in by_type.get(vim.Datastore, []):
-            mounts = tuple(
-                m.key._moId
-                for m in p.get("host") or []
-                if m.mountInfo is None or m.mountInfo.mounted is not False
-            )
-            shared = bool(p.get("summary.multipleHostAccess")) and len(mounts) > 1
-            inv.datastores[moid] = Datastore(
-                moid, p.get("name", ""), p.get("summary.type") or "", shared, mounts
-            )
-        ds_by_name = {d.name: d.moid for d in inv.datastores.values()}
+        return by_type, datacenter_of
 
-        host_cluster: dict[str, str] = {}
-        for moid, p in by_type.get(vim.ClusterComputeResource, []):
-            cluster = self._cluster(moid, p, datacenter_of(moid))
-            inv.clusters[moid] = cluster
-            for h in cluster.hosts:
-                host_cluster[h] = moid
+    @staticmethod
+    def _datastore(moid: str, p: dict[str, Any]) -> Datastore:
+        mounts = tuple(
+            m.key._moId
+            for m in p.get("host") or []
+            if m.mountInfo is None or m.mountInfo.mounted is not False
+        )
+        shared = bool(p.get("summary.multipleHostAccess")) and len(mounts) > 1
+        return Datastore(moid, p.get("name", ""), p.get("summary.type") or "", shared, mounts)
 
-        for moid, p in by_type.get(vim.HostSystem, []):
-            inv.hosts[moid] = self._host(moid, p, host_cluster.get(moid), fields_by_key)
-
-        for moid, p in by_type.get(vim.VirtualMachine, []):
-            if self.fast_devices:
-                facts = (_fact(r, ds_by_name) for r in raw_devices.get(moid, []))
-            else:
-                facts = (device_fact(d, ds_by_name) for d in p.get("config.hardware.device") or [])
-            devices = tuple(f for f in facts if f)
-            host = p.get("runtime.host")
-            inv.vms[moid] = VM(
-                moid=moid,
-                name=p.get("name", ""),
-                host=host._moId if host is not None else None,
-                power_state=str(p.get("runtime.powerState") or ""),
-                connection_state=str(p.get("runtime.connectionState") or ""),
-                memory_mb=int(p.get("config.hardware.memoryMB") or 0),
-                num_cpu=int(p.get("config.hardware.numCPU") or 0),
-                ft_state=str(p.get("runtime.faultToleranceState") or "notConfigured"),
-                template=bool(p.get("config.template")),
-                instance_uuid=p.get("config.instanceUuid") or "",
-                datastores=tuple(d._moId for d in p.get("datastore") or []),
-                devices=devices,
-            )
-        return inv
+    @staticmethod
+    def _vm(moid: str, p: dict[str, Any], devices: tuple[Any, ...]) -> VM:
+        host = p.get("runtime.host")
+        return VM(
+            moid=moid,
+            name=p.get("name", ""),
+            host=host._moId if host is not None else None,
+            power_state=str(p.get("runtime.powerState") or ""),
+            connection_state=str(p.get("runtime.connectionState") or ""),
+            memory_mb=int(p.get("config.hardware.memoryMB") or 0),
+            num_cpu=int(p.get("config.hardware.numCPU") or 0),
+            ft_state=str(p.get("runtime.faultToleranceState") or "notConfigured"),
+            template=bool(p.get("config.template")),
+            instance_uuid=p.get("config.instanceUuid") or "",
+            datastores=tuple(d._moId for d in p.get("datastore") or []),
+            devices=devices,
+        )
 
     def _cluster(self, moid: str, p: dict[str, Any], datacenter: str) -> Cluster:
         cfg = p.get("configurationEx")
