@@ -472,13 +472,8 @@ def harness_commands() -> dict[str, EntryPoint]:
     return {ep.name: ep for ep in entry_points(group=COMMAND_GROUP)}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rackpilot", description="rackpilot command line (signs in as a user)")
-    p.add_argument("--json", action="store_true", help="lists as JSON instead of tables")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    for name, ep in harness_commands().items():
-        sub.add_parser(name, help=f"rackpilot {name} ... (the local stack, lab and demo: {ep.module})")
-
+def _site_commands(sub: Any) -> None:
+    """rackpilot site add | list"""
     site = sub.add_parser("site", help="sites").add_subparsers(dest="site_cmd", required=True)
     add = site.add_parser("add", help="create a site (admin)")
     add.add_argument("name")
@@ -487,6 +482,9 @@ def build_parser() -> argparse.ArgumentParser:
     add.set_defaults(func=cmd_site_add)
     site.add_parser("list", help="list sites").set_defaults(func=cmd_site_list)
 
+
+def _executor_commands(sub: Any) -> None:
+    """rackpilot executor list | status | rekey"""
     ex = sub.add_parser("executor", help="executors").add_subparsers(dest="executor_cmd", required=True)
     lst = ex.add_parser("list", help="executors with health, heartbeat age, version, running jobs")
     lst.add_argument("--site")
@@ -503,6 +501,9 @@ def build_parser() -> argparse.ArgumentParser:
     rk.add_argument("--reason", required=True, help="why (kept in the audit log)")
     rk.set_defaults(func=cmd_executor_rekey)
 
+
+def _credentials_commands(sub: Any) -> None:
+    """rackpilot credentials seal | status"""
     cr = sub.add_parser("credentials", help="sealed credentials (admin)").add_subparsers(
         dest="cred_cmd", required=True
     )
@@ -535,6 +536,9 @@ def build_parser() -> argparse.ArgumentParser:
     cst.add_argument("--site", required=True)
     cst.set_defaults(func=cmd_credentials_status)
 
+
+def _server_commands(sub: Any) -> None:
+    """rackpilot server add"""
     srv = sub.add_parser("server", help="servers").add_subparsers(dest="server_cmd", required=True)
     sadd = srv.add_parser("add", help="register a Dell server by its iDRAC")
     sadd.add_argument("--site", required=True)
@@ -548,6 +552,9 @@ def build_parser() -> argparse.ArgumentParser:
     _tls_flags(sadd, "the iDRAC")
     sadd.set_defaults(func=cmd_server_add)
 
+
+def _job_commands(sub: Any) -> None:
+    """rackpilot job create | watch"""
     job = sub.add_parser("job", help="jobs").add_subparsers(dest="job_cmd", required=True)
     jc = job.add_parser("create", help="create a job through create-job (operator)")
     jc.add_argument("type")
@@ -571,6 +578,19 @@ def build_parser() -> argparse.ArgumentParser:
     jw.add_argument("--timeout", type=float, help="give up after this many seconds (exit 5)")
     jw.add_argument("--exit-on-pause", action="store_true", help="exit 4 when the job pauses")
     jw.set_defaults(func=cmd_job_watch)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rackpilot", description="rackpilot command line (signs in as a user)")
+    p.add_argument("--json", action="store_true", help="lists as JSON instead of tables")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for name, ep in harness_commands().items():
+        sub.add_parser(name, help=f"rackpilot {name} ... (the local stack, lab and demo: {ep.module})")
+    _site_commands(sub)
+    _executor_commands(sub)
+    _credentials_commands(sub)
+    _server_commands(sub)
+    _job_commands(sub)
     from console import app_mode
 
     app_mode.add_parser(sub)
