@@ -56,7 +56,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -401,6 +401,17 @@ class FirmwareUpdateHandler(JobHandler):
             return None
         return rec if any(x["status"] in ("pending", "staged") for x in rec["components"]) else None
 
+    @classmethod
+    def _with_work(
+        cls, ctx: StepContext, servers: list[dict[str, Any]]
+    ) -> Iterator[tuple[dict[str, Any], str, dict[str, Any]]]:
+        """(server, id, record) of each server :meth:`_work` finds work for, in turn."""
+        for s in servers:
+            sid = str(s["id"])
+            rec = cls._work(ctx, sid)
+            if rec is not None:
+                yield s, sid, rec
+
     @staticmethod
     async def _fail(ctx: StepContext, server: dict[str, Any], exc: BaseException) -> None:
         rec = per_server(ctx).setdefault(str(server["id"]), {"components": []})
@@ -511,10 +522,8 @@ class FirmwareUpdateHandler(JobHandler):
     async def scp_backup(self, ctx: StepContext) -> dict[str, Any]:
         p, servers, eps = await self._servers(ctx)
         errors: dict[str, BaseException] = {}
-        for s in servers:
-            sid = str(s["id"])
-            rec = self._work(ctx, sid)
-            if rec is None or rec.get("backup"):
+        for s, sid, rec in self._with_work(ctx, servers):
+            if rec.get("backup"):
                 continue
             async with self._per_server(ctx, s, errors):
                 prev = await latest_artifact(ctx, sid, "scp_backup", content=False)
@@ -541,11 +550,7 @@ class FirmwareUpdateHandler(JobHandler):
     async def prepare_queue(self, ctx: StepContext) -> dict[str, Any]:
         _, servers, eps = await self._servers(ctx)
         errors: dict[str, BaseException] = {}
-        for s in servers:
-            sid = str(s["id"])
-            rec = self._work(ctx, sid)
-            if rec is None:
-                continue
+        for s, sid, rec in self._with_work(ctx, servers):
             async with self._per_server(ctx, s, errors):
                 async with bmc(eps[sid]) as c:
                     dell = await call(c.require_dell, "firmware update")
@@ -560,11 +565,7 @@ class FirmwareUpdateHandler(JobHandler):
     async def stage(self, ctx: StepContext) -> dict[str, Any]:
         _, servers, eps = await self._servers(ctx)
         errors: dict[str, BaseException] = {}
-        for s in servers:
-            sid = str(s["id"])
-            rec = self._work(ctx, sid)
-            if rec is None:
-                continue
+        for s, sid, rec in self._with_work(ctx, servers):
             if not rec.get("backup"):
                 # Invariant 4, checked again right before the first flash.
                 raise DellHandlerError(f"server {s['name']}: no fresh SCP backup recorded; refusing to flash")
