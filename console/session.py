@@ -277,6 +277,18 @@ def _auth_message(exc: Exception) -> str:
     return msg[:200]
 
 
+def _client(config: ConsoleConfig) -> Client:
+    """A supabase client for one user's session: the console refreshes the token itself
+    and keeps the session where it chooses (nothing persisted by the client)."""
+    return create_client(
+        config.url,
+        config.anon_key,
+        ClientOptions(
+            auto_refresh_token=False, persist_session=False, function_client_timeout=FUNCTION_TIMEOUT_S
+        ),
+    )
+
+
 def sign_in(
     config: ConsoleConfig, email: str, password: str, *, refresh_margin_s: float = REFRESH_MARGIN_S
 ) -> Session:
@@ -286,13 +298,7 @@ def sign_in(
         raise SignInError("enter an email address such as ops@example.com", code="bad_email")
     if not password:
         raise SignInError("enter the password", code="no_password")
-    client = create_client(
-        config.url,
-        config.anon_key,
-        ClientOptions(
-            auto_refresh_token=False, persist_session=False, function_client_timeout=FUNCTION_TIMEOUT_S
-        ),
-    )
+    client = _client(config)
     try:
         client.auth.sign_in_with_password({"email": email, "password": password})
     except AuthApiError as exc:
@@ -325,13 +331,7 @@ def resume(
         data = store.load()
         if data is None:
             return None
-        client = create_client(
-            config.url,
-            config.anon_key,
-            ClientOptions(
-                auto_refresh_token=False, persist_session=False, function_client_timeout=FUNCTION_TIMEOUT_S
-            ),
-        )
+        client = _client(config)
         try:
             res = client.auth.set_session(data["access_token"], data["refresh_token"])
         except AuthError:
