@@ -741,125 +741,157 @@ class RestService:
         single: bool | str,
         prefer: _Prefer,
     ) -> tuple[tuple[str, str], list, int, bool, Any]:
-        """A write (POST, PATCH, DELETE) on a table; reads are _read's."""
+        """A write (POST, PATCH, DELETE) on a table; reads are _read's. The table, the query
+        string and the body are checked first, then the method (``_WRITES``)."""
         rel = self.cache.relations.get((schema, name))
         if rel is None:
             raise TableNotFound(f"Could not find the table '{schema}.{name}' in the schema cache", hint=None)
         req = q.parse_query(pairs)
         body = await _read_json(receive, headers, allow_empty=method == "DELETE")
+        write = self._WRITES.get(method)
+        if write is None:
+            raise MethodNotAllowed(f"Method {method} is not supported on tables by this REST layer")
+        sql = write(self, rel, req, body, schema, name, single, prefer)
+        status = 201 if method == "POST" else 200
+        return sql, req.params, status, False, (0, prefer.count) if prefer.count else None
+
+    def _insert(
+        self,
+        rel: Relation,
+        req: q.Request,
+        body: Any,
+        schema: str,
+        name: str,
+        single: bool | str,
+        prefer: _Prefer,
+    ) -> tuple[str, str]:
+        """POST: insert (or upsert, with a resolution preference) the body's rows."""
+        rows = body if isinstance(body, list) else [body]
+        if not all(isinstance(r, dict) for r in rows):
+            raise InvalidBody("The body must be a JSON object or an array of objects")
+        columns = _insert_columns(req, body, rows)
+        bi = req.add(orjson.dumps(rows).decode())
+        # on_conflict only names the conflict target of an upsert: without a resolution
+        # preference the request is a plain insert, as in PostgREST
+        on_conflict = req.on_conflict if prefer.resolution is not None else None
+        req.on_conflict = on_conflict
+        req.bind_embeds(self.max_rows)
         representation = bool(prefer.representation)
-        if method == "POST":
-            rows = body if isinstance(body, list) else [body]
-            if not all(isinstance(r, dict) for r in rows):
-                raise InvalidBody("The body must be a JSON object or an array of objects")
-            if req.columns is not None:
-                columns = req.columns
-            elif isinstance(body, dict) or not rows:
-                columns = tuple(body) if isinstance(body, dict) else ()
-            else:
-                columns = tuple(rows[0])
-                keys = set(columns)
-                if any(len(r) != len(keys) or set(r) != keys for r in rows[1:]):
-                    # as PostgREST: without columns= every object must have the same keys
-                    raise InvalidBody("All object keys must match", details=None)
-            bi = req.add(orjson.dumps(rows).decode())
-            # on_conflict only names the conflict target of an upsert: without a resolution
-            # preference the request is a plain insert, as in PostgREST
-            on_conflict = req.on_conflict if prefer.resolution is not None else None
-            req.on_conflict = on_conflict
-            req.bind_embeds(self.max_rows)
-            key = (
-                "i",
-                schema,
-                name,
-                req.select,
-                columns,
-                on_conflict,
-                prefer.resolution,
-                representation,
-                single,
-                prefer.count,
-                bi,
-                prefer.missing_default,
-                req.nested_key(),
-                req.embed_max_idx,
+        key = (
+            "i",
+            schema,
+            name,
+            req.select,
+            columns,
+            on_conflict,
+            prefer.resolution,
+            representation,
+            single,
+            prefer.count,
+            bi,
+            prefer.missing_default,
+            req.nested_key(),
+            req.embed_max_idx,
+        )
+        sql = self._sql_cache.get(key)
+        if sql is None:
+            sql = self._remember(
+                key,
+                q.insert_sql(
+                    rel,
+                    req,
+                    columns,
+                    bi,
+                    representation,
+                    single,
+                    prefer.count,
+                    prefer.resolution,
+                    prefer.missing_default,
+                    self.cache,
+                ),
             )
-            sql = self._sql_cache.get(key)
-            if sql is None:
-                sql = self._remember(
-                    key,
-                    q.insert_sql(
-                        rel,
-                        req,
-                        columns,
-                        bi,
-                        representation,
-                        single,
-                        prefer.count,
-                        prefer.resolution,
-                        prefer.missing_default,
-                        self.cache,
-                    ),
-                )
-            return sql, req.params, 201, False, (0, prefer.count) if prefer.count else None
-        if method == "PATCH":
-            if not isinstance(body, dict):
-                raise InvalidBody("The body of an update must be a JSON object")
-            columns = tuple(body)
-            bi = req.add(orjson.dumps(body).decode())
-            li, oi = self._write_limit(req)
-            req.bind_embeds(self.max_rows)
-            key = (
-                "u",
-                schema,
-                name,
-                req.select,
-                req.filters,
-                req.order,
-                columns,
-                representation,
-                single,
-                prefer.count,
-                bi,
-                li,
-                oi,
-                req.nested_key(),
-                req.embed_max_idx,
+        return sql
+
+    def _update(
+        self,
+        rel: Relation,
+        req: q.Request,
+        body: Any,
+        schema: str,
+        name: str,
+        single: bool | str,
+        prefer: _Prefer,
+    ) -> tuple[str, str]:
+        """PATCH: set the body's columns on the matching rows (limit, offset, order apply)."""
+        if not isinstance(body, dict):
+            raise InvalidBody("The body of an update must be a JSON object")
+        columns = tuple(body)
+        bi = req.add(orjson.dumps(body).decode())
+        li, oi = self._write_limit(req)
+        req.bind_embeds(self.max_rows)
+        representation = bool(prefer.representation)
+        key = (
+            "u",
+            schema,
+            name,
+            req.select,
+            req.filters,
+            req.order,
+            columns,
+            representation,
+            single,
+            prefer.count,
+            bi,
+            li,
+            oi,
+            req.nested_key(),
+            req.embed_max_idx,
+        )
+        sql = self._sql_cache.get(key)
+        if sql is None:
+            sql = self._remember(
+                key,
+                q.update_sql(rel, req, columns, bi, representation, single, prefer.count, li, oi, self.cache),
             )
-            sql = self._sql_cache.get(key)
-            if sql is None:
-                sql = self._remember(
-                    key,
-                    q.update_sql(
-                        rel, req, columns, bi, representation, single, prefer.count, li, oi, self.cache
-                    ),
-                )
-            return sql, req.params, 200, False, (0, prefer.count) if prefer.count else None
-        if method == "DELETE":
-            li, oi = self._write_limit(req)
-            req.bind_embeds(self.max_rows)
-            key = (
-                "d",
-                schema,
-                name,
-                req.select,
-                req.filters,
-                req.order,
-                representation,
-                single,
-                prefer.count,
-                li,
-                oi,
-                req.nested_key(),
-                req.embed_max_idx,
+        return sql
+
+    def _delete(
+        self,
+        rel: Relation,
+        req: q.Request,
+        body: Any,
+        schema: str,
+        name: str,
+        single: bool | str,
+        prefer: _Prefer,
+    ) -> tuple[str, str]:
+        """DELETE: the matching rows (limit, offset, order apply); a body is not used."""
+        li, oi = self._write_limit(req)
+        req.bind_embeds(self.max_rows)
+        representation = bool(prefer.representation)
+        key = (
+            "d",
+            schema,
+            name,
+            req.select,
+            req.filters,
+            req.order,
+            representation,
+            single,
+            prefer.count,
+            li,
+            oi,
+            req.nested_key(),
+            req.embed_max_idx,
+        )
+        sql = self._sql_cache.get(key)
+        if sql is None:
+            sql = self._remember(
+                key, q.delete_sql(rel, req, representation, single, prefer.count, li, oi, self.cache)
             )
-            sql = self._sql_cache.get(key)
-            if sql is None:
-                sql = self._remember(
-                    key, q.delete_sql(rel, req, representation, single, prefer.count, li, oi, self.cache)
-                )
-            return sql, req.params, 200, False, (0, prefer.count) if prefer.count else None
-        raise MethodNotAllowed(f"Method {method} is not supported on tables by this REST layer")
+        return sql
+
+    _WRITES = {"POST": _insert, "PATCH": _update, "DELETE": _delete}
 
     @staticmethod
     def _write_limit(req: q.Request) -> tuple[int | None, int | None]:
@@ -1009,6 +1041,21 @@ def _answer(
             status = 204
         return status, out_headers if status != 204 else [], b""
     return status, out_headers, body_text.encode()
+
+
+def _insert_columns(req: q.Request, body: Any, rows: list) -> tuple:
+    """The columns an insert writes: ``columns=``, else the keys of the object, else those
+    of the first row, which every other row must have too (PGRST102, as PostgREST)."""
+    if req.columns is not None:
+        return req.columns
+    if isinstance(body, dict) or not rows:
+        return tuple(body) if isinstance(body, dict) else ()
+    columns = tuple(rows[0])
+    keys = set(columns)
+    if any(len(r) != len(keys) or set(r) != keys for r in rows[1:]):
+        # as PostgREST: without columns= every object must have the same keys
+        raise InvalidBody("All object keys must match", details=None)
+    return columns
 
 
 def _choose(overloads: list[Function], given: frozenset[str], schema: str, name: str) -> Function:
