@@ -188,6 +188,65 @@ def evacuation_budget_s(memory_mb: int, cap_s: float) -> float:
     return min(cap_s, EVACUATION_FLOOR_S + EVACUATION_S_PER_GIB * memory_mb / 1024)
 
 
+def _decided(
+    checkpoint: dict[str, Any], blockers: list[dict[str, Any]], decisions: dict[str, str]
+) -> tuple[set[str], dict[str, list[str]]]:
+    """The hosts to skip and the VMs to power off (host id -> VM morefs): those saved in the
+    checkpoint, plus the operator's decisions on the blockers of earlier pauses."""
+    skip: set[str] = set(checkpoint.get("skip") or [])
+    power_off: dict[str, list[str]] = {k: list(v) for k, v in (checkpoint.get("power_off") or {}).items()}
+    for row in blockers:
+        action = decisions.get(str(row["id"]))
+        details = row.get("details") or {}
+        if action == "skip_host" and row.get("host_id"):
+            skip.add(str(row["host_id"]))
+        elif action == "power_off_vm" and details.get("vm_moref") and details.get("host_id"):
+            vms = power_off.setdefault(str(details["host_id"]), [])
+            if details["vm_moref"] not in vms:
+                vms.append(details["vm_moref"])
+    return skip, power_off
+
+
+def _vm_blockers(
+    default: BlockerDefault,
+    inv: Any,
+    h: dict[str, Any],
+    vm_ids: dict[str, str],
+    skip: set[str],
+    power_off: dict[str, list[str]],
+) -> list[Blocker]:
+    """The VMs that keep planned host ``h`` from leaving service, for the operator to decide
+    on; under the job's blocker default, the decision is taken here instead (the VM added to
+    ``power_off``, or the host to ``skip``)."""
+    found: list[Blocker] = []
+    for b in host_blockers(inv, h["moref"]):
+        if b.severity != BLOCKING or b.vm in power_off.get(h["id"], []):
+            continue
+        if default == BlockerDefault.POWER_OFF_VM:
+            power_off.setdefault(h["id"], []).append(b.vm)
+            continue
+        if default == BlockerDefault.SKIP_HOST:
+            skip.add(h["id"])
+            break
+        found.append(
+            Blocker(
+                kind=_kind(b.kind),
+                target=b.vm_name,
+                message=f"{b.vm_name} on {b.host_name}: {b.detail}",
+                details={
+                    "host_id": h["id"],
+                    "vm_id": vm_ids.get(b.vm),
+                    "vm_moref": b.vm,
+                    "host_moref": b.host,
+                    "host_name": b.host_name,
+                    "vm_name": b.vm_name,
+                    "scan_kind": b.kind,
+                },
+            )
+        )
+    return found
+
+
 # --- per-host work against the targets (blocking; run in a thread) --------------------------------
 def clear_unfinished(c: RedfishClient) -> bool:
     """Clear the iDRAC job queue when it holds unfinished jobs (staged, or still downloading
@@ -1002,49 +1061,12 @@ class RollingClusterUpdateHandler(JobHandler):
             str(r["blocker_id"]): r["action"]
             for r in await ctx.select("blocker_resolutions", "blocker_id,action", job_id=ctx.job_id)
         }
-        skip: set[str] = set(ctx.checkpoint.get("skip") or [])
-        power_off: dict[str, list[str]] = {
-            k: list(v) for k, v in (ctx.checkpoint.get("power_off") or {}).items()
-        }
-        for row in blockers:
-            action = decisions.get(str(row["id"]))
-            details = row.get("details") or {}
-            if action == "skip_host" and row.get("host_id"):
-                skip.add(str(row["host_id"]))
-            elif action == "power_off_vm" and details.get("vm_moref") and details.get("host_id"):
-                vms = power_off.setdefault(str(details["host_id"]), [])
-                if details["vm_moref"] not in vms:
-                    vms.append(details["vm_moref"])
+        skip, power_off = _decided(ctx.checkpoint, blockers, decisions)
         vm_ids = {r["moref"]: str(r["id"]) for r in await ctx.select("vms", "id,moref", vcenter_id=vc["id"])}
         found: list[Blocker] = []
         for h in plan:
-            if h["id"] in skip or h["moref"] not in inv.hosts:
-                continue
-            for b in host_blockers(inv, h["moref"]):
-                if b.severity != BLOCKING or b.vm in power_off.get(h["id"], []):
-                    continue
-                if params.blocker_default == BlockerDefault.POWER_OFF_VM:
-                    power_off.setdefault(h["id"], []).append(b.vm)
-                    continue
-                if params.blocker_default == BlockerDefault.SKIP_HOST:
-                    skip.add(h["id"])
-                    break
-                found.append(
-                    Blocker(
-                        kind=_kind(b.kind),
-                        target=b.vm_name,
-                        message=f"{b.vm_name} on {b.host_name}: {b.detail}",
-                        details={
-                            "host_id": h["id"],
-                            "vm_id": vm_ids.get(b.vm),
-                            "vm_moref": b.vm,
-                            "host_moref": b.host,
-                            "host_name": b.host_name,
-                            "vm_name": b.vm_name,
-                            "scan_kind": b.kind,
-                        },
-                    )
-                )
+            if h["id"] not in skip and h["moref"] in inv.hosts:
+                found += _vm_blockers(params.blocker_default, inv, h, vm_ids, skip, power_off)
         # storage hosts whose replication is behind policy (executor/handlers/_replication_gate.py)
         found += await replication_lag_blockers(
             ctx, [h for h in plan if h["id"] not in skip], blockers, decisions
