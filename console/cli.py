@@ -247,26 +247,29 @@ def seal_endpoints(args: argparse.Namespace) -> list[dict[str, Any]]:
     return out
 
 
+def _credential_set_id(api: Api, site: Row, name: str, missing: str) -> Any:
+    """The id of the site's credential set ``name``; NotFound saying ``missing`` otherwise."""
+    rows = api._rest(
+        "credential sets",
+        lambda c: c.table("credential_sets").select("id").eq("site_id", site["id"]).eq("name", name),
+    )
+    if not rows:
+        raise NotFound(missing, code="credential_not_found")
+    return rows[0]["id"]
+
+
 def cmd_credentials_seal(api: Api, args: argparse.Namespace) -> int:
     site = site_of(api, args.site)
     endpoints = seal_endpoints(args)
     secret = _read_secret(f"secret for {args.username}@{args.name}: ")
     try:
         if args.reseal:
-            rows = api._rest(
-                "credential sets",
-                lambda c: (
-                    c.table("credential_sets").select("id").eq("site_id", site["id"]).eq("name", args.name)
-                ),
+            cid = _credential_set_id(
+                api, site, args.name, f"site {args.site} has no credential set {args.name!r} to reseal"
             )
-            if not rows:
-                raise NotFound(
-                    f"site {args.site} has no credential set {args.name!r} to reseal",
-                    code="credential_not_found",
-                )
             body: dict[str, Any] = {
                 "action": "reseal",
-                "credential_set_id": rows[0]["id"],
+                "credential_set_id": cid,
                 "secret": secret,
                 "username": args.username,
             }
@@ -309,18 +312,12 @@ def cmd_server_add(api: Api, args: argparse.Namespace) -> int:
     if tls:
         row["details"] = {"tls": tls}
     if args.credential:
-        creds = api._rest(
-            "credential sets",
-            lambda c: (
-                c.table("credential_sets").select("id").eq("site_id", site["id"]).eq("name", args.credential)
-            ),
+        row["credential_set_id"] = _credential_set_id(
+            api,
+            site,
+            args.credential,
+            f"site {args.site} has no credential set {args.credential!r} (rackpilot credentials seal)",
         )
-        if not creds:
-            raise NotFound(
-                f"site {args.site} has no credential set {args.credential!r} (rackpilot credentials seal)",
-                code="credential_not_found",
-            )
-        row["credential_set_id"] = creds[0]["id"]
     out(api._rest("server", lambda c: c.table("servers").insert(row))[0])
     return EXIT_OK
 

@@ -141,6 +141,18 @@ def test_onboarding_from_the_command_line(env):
     )
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["credential_set_id"] == sealed["credential_set_id"]
+    # a credential set the site does not have: refused in words, nothing written
+    res = admin.run(
+        "server", "add", "--site", site, "--name", "srv2", "--idrac", url, "--credential", "nope",
+        "--allow-plain-http",
+    )  # fmt: skip
+    assert (
+        res.returncode == 1
+        and f"site {site} has no credential set 'nope' (rackpilot credentials seal)" in res.stderr
+    )
+    res = admin.run(*[a if a != "idrac-root" else "nope" for a in seal_args], "--reseal", stdin="x\n")
+    assert res.returncode == 1 and f"site {site} has no credential set 'nope' to reseal" in res.stderr
+    assert h.query("select 1 from public.servers where name = 'srv2' and idrac_address = %s", url) == []
 
     lab.bmcs[0].power_state = "On"
     res = operator.run(
