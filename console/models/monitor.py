@@ -174,31 +174,31 @@ class JobMonitor(JobDetail):
         if table == "job_tasks" and kind != "DELETE":
             self._task_changed(before or {}, self.tasks[record["id"]], at)
         elif table == "workflow_executions" and kind != "DELETE":
-            s = self.steps[record["id"]]
-            if (step_before or {}).get("status") != s.get("status"):
-                name = s.get("name") or s.get("step_key")
-                level = {"failed": "error", "completed": "ok"}.get(str(s.get("status")), "info")
-                self._log(
-                    level,
-                    f"step {name}: {s.get('status')}" + (f" — {s['error']}" if s.get("error") else ""),
-                    at,
-                )
+            self._step_changed(step_before or {}, self.steps[record["id"]], at)
         elif table == "jobs" and job_before is not None:
-            if job_before.get("status") != self.job.get("status") or job_before.get(
-                "pause_reason"
-            ) != self.job.get("pause_reason"):
-                level = {"failed": "error", "completed": "ok", "paused": "warn", "cancelled": "warn"}.get(
-                    self.status, "info"
-                )
-                self._log(
-                    level,
-                    f"job {self.status_text()}" + (f": {self.job['error']}" if self.job.get("error") else ""),
-                    at,
-                )
+            self._job_changed(job_before, at)
         elif table == "job_blockers" and kind == "INSERT":
             self._log("warn", f"blocker: {record.get('description') or record.get('kind')}", at)
         self.changed()
         return True
+
+    def _step_changed(self, before: Row, s: Row, at: dt.datetime) -> None:
+        if before.get("status") != s.get("status"):
+            name = s.get("name") or s.get("step_key")
+            level = {"failed": "error", "completed": "ok"}.get(str(s.get("status")), "info")
+            self._log(
+                level,
+                f"step {name}: {s.get('status')}" + (f" — {s['error']}" if s.get("error") else ""),
+                at,
+            )
+
+    def _job_changed(self, before: Row, at: dt.datetime) -> None:
+        j = self.job
+        if before.get("status") != j.get("status") or before.get("pause_reason") != j.get("pause_reason"):
+            level = {"failed": "error", "completed": "ok", "paused": "warn", "cancelled": "warn"}.get(
+                self.status, "info"
+            )
+            self._log(level, f"job {self.status_text()}" + (f": {j['error']}" if j.get("error") else ""), at)
 
     def _task_changed(self, before: Row, t: Row, at: dt.datetime) -> None:
         tr = self.tracks.setdefault(t["id"], HostTrack())
