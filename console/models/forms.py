@@ -52,6 +52,36 @@ def _choices(expected: str) -> str:
     return ", ".join(re.findall(r"'([^']*)'", expected)) or expected
 
 
+# pydantic error type -> the words after the field's label; {name}: the error's ctx value
+_WORDS = {
+    "greater_than_equal": "at least {ge}",
+    "less_than_equal": "at most {le}",
+    "greater_than": "more than {gt}",
+    "less_than": "less than {lt}",
+    "string_too_short": "at least {min_length} character(s)",
+    "string_too_long": "at most {max_length} characters",
+    "too_long": "at most {max_length} item(s)",
+    "too_short": "at least {min_length} item(s)",
+    "int_parsing": "a whole number",
+    "int_type": "a whole number",
+    "int_from_float": "a whole number",
+    "bool_parsing": "yes or no",
+    "bool_type": "yes or no",
+    "uuid_parsing": "pick it from the list",
+    "uuid_type": "pick it from the list",
+    "extra_forbidden": "not a setting of this job type",
+    "string_type": "text expected",
+    "list_type": "a list expected",
+}
+
+
+class _Blank(dict[str, Any]):
+    """An error's ctx for str.format_map: a value it lacks reads None, as ctx.get gave."""
+
+    def __missing__(self, key: str) -> None:
+        return None
+
+
 def problem_text(err: Mapping[str, Any]) -> str:
     label, kind, ctx = _label(tuple(err.get("loc", ()))), err.get("type", ""), err.get("ctx") or {}
     if kind == "missing":
@@ -64,34 +94,9 @@ def problem_text(err: Mapping[str, Any]) -> str:
             if re.search(rx, pat):
                 return f"{label}: {words}"
         return f"{label}: not in the expected form"
-    if kind == "greater_than_equal":
-        return f"{label}: at least {ctx.get('ge')}"
-    if kind == "less_than_equal":
-        return f"{label}: at most {ctx.get('le')}"
-    if kind == "greater_than":
-        return f"{label}: more than {ctx.get('gt')}"
-    if kind == "less_than":
-        return f"{label}: less than {ctx.get('lt')}"
-    if kind in ("string_too_short",):
-        return f"{label}: at least {ctx.get('min_length')} character(s)"
-    if kind in ("string_too_long",):
-        return f"{label}: at most {ctx.get('max_length')} characters"
-    if kind in ("too_long",):
-        return f"{label}: at most {ctx.get('max_length')} item(s)"
-    if kind in ("too_short",):
-        return f"{label}: at least {ctx.get('min_length')} item(s)"
-    if kind in ("int_parsing", "int_type", "int_from_float"):
-        return f"{label}: a whole number"
-    if kind in ("bool_parsing", "bool_type"):
-        return f"{label}: yes or no"
-    if kind in ("uuid_parsing", "uuid_type"):
-        return f"{label}: pick it from the list"
-    if kind == "extra_forbidden":
-        return f"{label}: not a setting of this job type"
-    if kind in ("string_type",):
-        return f"{label}: text expected"
-    if kind in ("list_type",):
-        return f"{label}: a list expected"
+    said = _WORDS.get(kind)
+    if said is not None:
+        return f"{label}: {said.format_map(_Blank(ctx))}"
     msg = str(err.get("msg", "not valid"))
     msg = re.sub(r"^Value error, ", "", msg)
     return f"{label}: {msg[:1].lower() + msg[1:]}"
