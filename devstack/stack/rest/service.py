@@ -585,6 +585,7 @@ class RestService:
         # a read that met a dead connection (database restarted, connection terminated) is
         # retried once on a fresh one; a write is not, since it may have been applied
         attempts = 2 if read_only else 1
+        healed = False
         conn = await self._checkout()
         try:
             while True:
@@ -612,6 +613,18 @@ class RestService:
                         prepared.add(name)
                     return row
                 except asyncpg.PostgresError as exc:
+                    if _wrapper_refused(exc) and not healed:
+                        # the connection itself is wrong (the wrapper is the authenticator's,
+                        # so the caller's role outlived its request on it): the refusal came
+                        # before the request's statement ran, so a fresh connection may run it
+                        log.error(
+                            "REST connection refused its own wrapper (%s; in transaction: %s): replaced",
+                            getattr(exc, "message", exc),
+                            conn.is_in_transaction(),
+                        )
+                        healed = True
+                        conn = await self._replace(conn)
+                        continue
                     if not _connection_lost(exc):
                         raise self._db_error(exc, role) from None
                     conn = await self._replace(conn)
@@ -678,6 +691,11 @@ class RestService:
         free = self._conns._free
         conn = free.pop() if free else await self._conns.get()
         if conn.is_closed():
+            conn = await self._replace(conn)
+        elif conn.is_in_transaction():
+            # every path ends its transaction before giving the connection back; one left
+            # open would carry the last caller's role and claims into this request
+            log.error("REST connection came back inside a transaction: replaced")
             conn = await self._replace(conn)
         return conn
 
@@ -998,6 +1016,14 @@ def _dead_connection(exc: BaseException) -> bool:
     if isinstance(exc, asyncpg.PostgresError):
         return _connection_lost(exc)
     return isinstance(exc, asyncpg.InterfaceError | OSError | ConnectionError)
+
+
+def _wrapper_refused(exc: asyncpg.PostgresError) -> bool:
+    """42501 on the REST layer's own schema: the connection's role is not the
+    authenticator's (only it may use ``_rackpilot_rest``), never the caller's fault."""
+    return getattr(exc, "sqlstate", "") == "42501" and "_rackpilot_rest" in (
+        getattr(exc, "message", None) or str(exc)
+    )
 
 
 def _connection_lost(exc: asyncpg.PostgresError) -> bool:
