@@ -602,6 +602,19 @@ def _error_text(exc: BaseException) -> str:
     return SECRETS.redact(text)[:2000]
 
 
+@dataclass
+class _JobRun:
+    """What one run of a job knows while it runs: its cleanup steps, the steps' indexes, the
+    rows recorded before it, the steps started (before or now) and the checkpoint."""
+
+    session: JobSession
+    cleanup: list[StepSpec]
+    index_of: dict[str, int]
+    recorded: dict[str, Any]
+    started_names: set[str]
+    checkpoint: dict[str, Any]
+
+
 def _restored_checkpoint(main: list[StepSpec], recorded: dict[str, Any]) -> dict[str, Any]:
     """The checkpoint of the last main step recorded completed (empty before any)."""
     checkpoint: dict[str, Any] = {}
@@ -692,6 +705,7 @@ class StepEngine:
         started_names = set(recorded)
         checkpoint = _restored_checkpoint(main, recorded)
         outcome = Outcome(RunOutcome.COMPLETED)
+        run = _JobRun(session, cleanup, index_of, recorded, started_names, checkpoint)
         # a run after a failed cleanup does the cleanup only and keeps the outcome it had
         kept = _pending_outcome(cleanup, recorded)
         try:
@@ -700,17 +714,7 @@ class StepEngine:
                     raise JobCancelled("cancel requested")
                 outcome = Outcome(RunOutcome(str(kept["pending_outcome"])), kept.get("pending_error"))
                 main = []
-            await self._run_main(
-                handler,
-                session,
-                main,
-                cleanup,
-                recorded,
-                index_of,
-                checkpoint,
-                started_names,
-                outcome.steps_run,
-            )
+            await self._run_main(handler, run, main, outcome.steps_run)
         except BlockersFound as exc:
             blockers = [SECRETS.redact_obj(b.to_json()) for b in exc.blockers]
             await session.pause(PauseReason.BLOCKERS, blockers)
@@ -732,23 +736,14 @@ class StepEngine:
             self.metrics.errors += 1
             outcome = Outcome(RunOutcome.FAILED, _error_text(exc), outcome.steps_run)
             log.warning("job failed: %s", outcome.error)
-        return await self._close(
-            handler, session, cleanup, started_names, checkpoint, recorded, index_of, outcome
-        )
+        return await self._close(handler, run, outcome)
 
     async def _run_main(
-        self,
-        handler: JobHandler,
-        session: JobSession,
-        main: list[StepSpec],
-        cleanup: list[StepSpec],
-        recorded: dict[str, Any],
-        index_of: dict[str, int],
-        checkpoint: dict[str, Any],
-        started_names: set[str],
-        steps_run: list[str],
+        self, handler: JobHandler, run: _JobRun, main: list[StepSpec], steps_run: list[str]
     ) -> None:
         """The main steps not yet completed or skipped, in order, each from a safe point."""
+        session, recorded, index_of = run.session, run.recorded, run.index_of
+        cleanup, checkpoint, started_names = run.cleanup, run.checkpoint, run.started_names
         owes_from = {s.only_if_started or (main[0].name if main else "") for s in cleanup}
         for spec in main:
             row = recorded.get(spec.name)
@@ -772,21 +767,12 @@ class StepEngine:
             await self._run_step(ctx, session, spec)
             steps_run.append(spec.name)
 
-    async def _close(
-        self,
-        handler: JobHandler,
-        session: JobSession,
-        cleanup: list[StepSpec],
-        started_names: set[str],
-        checkpoint: dict[str, Any],
-        recorded: dict[str, Any],
-        index_of: dict[str, int],
-        outcome: Outcome,
-    ) -> Outcome:
+    async def _close(self, handler: JobHandler, run: _JobRun, outcome: Outcome) -> Outcome:
         """The cleanup steps the run owes, then the job's end: ``outcome`` as its status, or
         paused while a cleanup step failed."""
+        session, index_of, checkpoint = run.session, run.index_of, run.checkpoint
         cleanup_error, cleaned = await self._cleanup(
-            handler, session, cleanup, started_names, checkpoint, recorded, index_of
+            handler, session, run.cleanup, run.started_names, checkpoint, run.recorded, index_of
         )
         if cleanup_error:
             # the job keeps its outcome and waits: resume runs the cleanup again, an admin may
