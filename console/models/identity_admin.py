@@ -104,6 +104,17 @@ def session_state(s: Row, now: dt.datetime | None = None) -> str:
     return "expired" if exp is not None and exp <= now else "live"
 
 
+def _extra_problems(disabled: str, attrs: dict[str, str]) -> list[str]:
+    """What is wrong with a disabled-accounts filter and attribute names, in words."""
+    problems = []
+    if disabled and not (disabled.startswith("(") and disabled.endswith(")") and len(disabled) <= 1024):
+        problems.append("disabled filter: one LDAP filter in parentheses, such as (nsAccountLock=TRUE)")
+    for k, v in attrs.items():
+        if not ATTRIBUTE_RE.fullmatch(v):
+            problems.append(f"{k.replace('_', ' ')}: an LDAP attribute name such as mail, not {v!r}")
+    return problems
+
+
 class IdentityAdmin:
     def __init__(self, api: Api, names: Any = None) -> None:
         self.api = api
@@ -176,16 +187,12 @@ class IdentityAdmin:
             mode, uri_list, bind_dn_template.strip(), user_filter.strip(), nesting
         )
         disabled = disabled_filter.strip()
-        if disabled and not (disabled.startswith("(") and disabled.endswith(")") and len(disabled) <= 1024):
-            problems.append("disabled filter: one LDAP filter in parentheses, such as (nsAccountLock=TRUE)")
         attrs = {
             k: (v or "").strip()
             for k, v in (attributes or {}).items()
             if k in ATTRIBUTES and (v or "").strip()
         }
-        for k, v in attrs.items():
-            if not ATTRIBUTE_RE.fullmatch(v):
-                problems.append(f"{k.replace('_', ' ')}: an LDAP attribute name such as mail, not {v!r}")
+        problems += _extra_problems(disabled, attrs)
         if problems:
             raise ValidationFailed("the directory settings are not valid: " + "; ".join(problems), problems)
         row: Row = {
