@@ -65,6 +65,7 @@ from ..jobparams import FirmwareUpdateParams
 from ..steps import BlockersFound, JobHandler, Progress, StepContext, cleanup_step, step
 from ..targets.catalog import Catalog, ComplianceReport, version_key
 from ..targets.dell import FAILED, FINISHED, DellJob, DellOEM
+from ..targets.endpoint import Endpoint
 from ..targets.errors import (
     CatalogError,
     FirmwareVerificationFailed,
@@ -75,7 +76,7 @@ from ..targets.errors import (
     TargetError,
     TargetUnreachable,
 )
-from ..targets.redfish import RedfishClient
+from ..targets.redfish import InventoryResult, RedfishClient
 from ..vocabulary import JobType, TaskStatus
 from . import register
 from ._dell import (
@@ -420,6 +421,20 @@ class FirmwareUpdateHandler(JobHandler):
         await ctx.update_task(SERVER, server, TaskStatus.FAILED, error=rec["failed"], result=rec)
 
     @classmethod
+    async def _inventory(
+        cls, ctx: StepContext, server: dict[str, Any], ep: Endpoint, errors: dict[str, BaseException]
+    ) -> InventoryResult | None:
+        """The server's inventory; None when it could not be read: the server failed, its
+        error in ``errors`` and on its task."""
+        try:
+            async with bmc(ep) as c:
+                return await call(c.inventory)
+        except TargetError as exc:
+            errors[server["name"]] = exc
+            await cls._fail(ctx, server, exc)
+            return None
+
+    @classmethod
     @asynccontextmanager
     async def _per_server(
         cls, ctx: StepContext, server: dict[str, Any], errors: dict[str, BaseException]
@@ -462,12 +477,8 @@ class FirmwareUpdateHandler(JobHandler):
         for s in servers:
             sid = str(s["id"])
             await ctx.update_task(SERVER, s, TaskStatus.RUNNING, progress=5)
-            try:
-                async with bmc(eps[sid]) as c:
-                    inv = await call(c.inventory)
-            except TargetError as exc:
-                errors[s["name"]] = exc
-                await self._fail(ctx, s, exc)
+            inv = await self._inventory(ctx, s, eps[sid], errors)
+            if inv is None:
                 continue
             inventory.append(inventory_row(sid, inv))
             info = inv.system
@@ -688,12 +699,8 @@ class FirmwareUpdateHandler(JobHandler):
                 continue
             comps = rec.get("components", [])
             if comps and p.reboot != "staged":
-                try:
-                    async with bmc(eps[sid]) as c:
-                        inv = await call(c.inventory)
-                except TargetError as exc:
-                    failures[s["name"]] = exc
-                    await self._fail(ctx, s, exc)
+                inv = await self._inventory(ctx, s, eps[sid], failures)
+                if inv is None:
                     continue
                 inventory.append(inventory_row(sid, inv))
                 compare_versions(comps, {f.component_id: f.version for f in inv.firmware})
