@@ -121,7 +121,7 @@ from ..targets.redfish import RedfishClient
 from ..targets.vsphere import VSphereClient
 from ..targets.vsphere_blockers import BLOCKING, host_blockers, preflight_report
 from ..targets.vsphere_health import vcenter_gate, vsan_gate, wait_vsan_idle
-from ..vocabulary import TaskStatus
+from ..vocabulary import JobType, TaskStatus
 from . import register
 from ._replication_gate import replication_lag_blockers
 from ._vsphere import (
@@ -596,7 +596,7 @@ class _RolloutRun:
 
 @register
 class RollingClusterUpdateHandler(JobHandler):
-    job_type = "rolling_cluster_update"
+    job_type = JobType.ROLLING_CLUSTER_UPDATE
 
     def __init__(self) -> None:
         super().__init__()
