@@ -52,11 +52,15 @@ def stack() -> Stack:
     os.chmod(tmp, 0o755)
     st = Stack(ephemeral_config(tmp))
     st.up()
+    # the session's own stack goes with it, even when pytest is killed: a watchdog stops
+    # the gateway and Postgres (a killed run left both running before)
+    owner = st.hold()
     try:
         _set_begin_limit(st, TEST_BEGIN_PER_CLIENT_PER_MIN)
         yield st
     finally:
         st.destroy()
+        owner.release()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -27,6 +27,8 @@ from typing import Any
 
 import pytest
 
+from devstack.proc import spawn
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 # the mark of every browser test module: `pytestmark = needs_chromium`
@@ -140,7 +142,7 @@ def jupyterlab(root: Path, env: Mapping[str, str], log: Path, startup_s: float =
     ]
     args += ["--allow-root"] if os.geteuid() == 0 else []  # CI and the dev machines run as root
     with log.open("w") as out:
-        proc = subprocess.Popen(args, env=dict(env), stdout=out, stderr=subprocess.STDOUT)
+        proc = spawn(args, new_session=False, env=dict(env), stdout=out, stderr=subprocess.STDOUT)
         try:
             wait_http(f"http://127.0.0.1:{port}/api/status?token={token}", startup_s)
             yield JupyterLab(f"http://127.0.0.1:{port}", token)

@@ -27,6 +27,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extras
 
+from devstack.proc import spawn
 from supabase import create_client
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,8 +77,11 @@ class ExecutorProc:
         env.update({f"RACKPILOT_{k.upper()}": str(v) for k, v in settings.items()})
         self.env = env
         self.stdout = open(self.dir / "stdout.log", "ab")  # noqa: SIM115 - closed in wait()
-        self.proc = subprocess.Popen(
+        # dies with this test process even when it is killed (PR_SET_PDEATHSIG): a killed
+        # run left executors polling a destroyed stack
+        self.proc = spawn(
             [sys.executable, "-m", "executor"],
+            new_session=False,
             env=env,
             cwd=ROOT,
             stdout=self.stdout,

@@ -29,6 +29,7 @@ import jwt
 import pytest
 
 from devstack.cli import add_user
+from devstack.proc import spawn
 from executor.preflight import StateLock
 from executor.secrets import seal, unb64u
 from supabase import create_client
@@ -189,8 +190,9 @@ def test_sigterm_during_startup_retries_ends_within_2s(harness, tmp_path):
     env = base_env(harness, tmp_path / "state", RACKPILOT_SUPABASE_URL=url)
     err = tmp_path / "stderr"
     with open(err, "w") as fh:
-        proc = subprocess.Popen(
+        proc = spawn(
             [sys.executable, "-m", "executor"],
+            new_session=False,
             env=env,
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
@@ -279,8 +281,9 @@ def test_ready_reaches_notify_socket_only_after_registration(harness, tmp_path):
     err = tmp_path / "stderr"
     fwd = None
     with open(err, "w") as fh:
-        proc = subprocess.Popen(
+        proc = spawn(
             [sys.executable, "-m", "executor"],
+            new_session=False,
             env=env,
             cwd=ROOT,
             stdout=subprocess.DEVNULL,

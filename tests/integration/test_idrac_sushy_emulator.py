@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from devstack.lab.idrac.testing import FileServer
+from devstack.proc import spawn
 from executor.targets.endpoint import Endpoint, Timeouts
 from executor.targets.errors import RequestRejected
 from executor.targets.redfish import RedfishClient
@@ -45,8 +46,9 @@ def emulator(tmp_path_factory):
     )
     port = free_port()
     exe = Path(sys.executable).parent / "sushy-emulator"
-    proc = subprocess.Popen(
-        [str(exe), "--config", str(d / "emulator.conf"), "--port", str(port)],
+    proc = spawn(
+        new_session=False,
+        argv=[str(exe), "--config", str(d / "emulator.conf"), "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=(d / "emulator.log").open("w"),
     )
