@@ -52,6 +52,8 @@ def world(db_url):
             )
             return {m: (p, h, g) for m, p, h, g in cur.fetchall()}
 
+        vms.vcenter_id = vc  # type: ignore[attr-defined]  # morefs repeat across vCenters
+
         base = {
             "version": "8.0.2",
             "clusters": [{"moref": "domain-c1", "name": "c1", "details": {}}],
@@ -98,7 +100,11 @@ def test_hashes_ask_only_for_stale_vms(world, db_url):
     try:
         conn.autocommit = False
         act_as(cur, admin)
-        cur.execute("update public.vms set power_state = 'off', sync_hash = 'forged' where moref = 'vm-1'")
+        # this vCenter's vm-1 only: other tests' vCenters have a vm-1 too (a full run met 2 rows)
+        cur.execute(
+            "update public.vms set power_state = 'off', sync_hash = 'forged' where moref = 'vm-1' and vcenter_id = %s",
+            (vms.vcenter_id,),
+        )
         assert cur.rowcount == 1
         conn.commit()
         conn.autocommit = True
@@ -108,6 +114,7 @@ def test_hashes_ask_only_for_stale_vms(world, db_url):
         call({"vms": [vm("vm-1", sync_hash="h1")]})
         assert vms()["vm-1"] == ("on", "h1", False)
     finally:
+        conn.rollback()  # a failure mid-transaction must not leave its row locks to the teardown
         conn.autocommit = True
         cur.execute("delete from auth.users where id = %s", (admin,))
 
