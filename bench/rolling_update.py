@@ -21,7 +21,7 @@ Prints ONE JSON line:
   the first good answer (``settle_min_s_per_host``), is overhead a safety rule imposes;
   ``overhead_pct_beyond_settle_min`` shows what is left without it, for reading only.
   Both limits add each host's phases one after the other. The rollout prepares the next
-  hosts (their SCP backups; with ``--failure-budget`` >= 1 the next host's staging too) while
+  hosts (their SCP backups, and the next host's staging unless ``--no-stage-ahead``) while
   the current one is updated, so the wall time can fall below them: ``overhead_pct_pipelined`` is the
   overhead against the limit of that order (``pipelined_limit_s``), the one that still
   bounds it. ``targets_met`` needs overhead_pct and overhead_pct_issue <= 5.
@@ -34,6 +34,7 @@ Prints ONE JSON line:
   naive, and ``staging_cut_pct``. Target: >= 30 %.
 
     .venv/bin/python bench/rolling_update.py [--hosts 8] [--naive-hosts 3] [--scale 50] [--failure-budget 0]
+        [--no-stage-ahead]
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ def pipelined_limit_s(hosts: list[dict[str, float]], stage_ahead: bool) -> float
     """The physical limit of one cluster (one host per wave) under the rollout's own order,
     which prepares the next hosts during the current one: a host's SCP backup begins once the
     host before it has its backup stored (at most two hosts ahead of the one being updated),
-    its staging (``stage_ahead``: a failure budget with room for the host before) once the
+    its staging (``stage_ahead``, the job option) once the
     host before begins its turn (maintenance); its own turn only after the host before ended
     its turn. ``hosts``: physical_phases_s of each host in order. No orchestration that keeps
     that order can finish earlier; the limits that add the phases one after the other
@@ -247,6 +248,7 @@ def run(args: argparse.Namespace) -> dict:
                         "firmware": {"catalog_url": dc.catalog_url},
                         "stage_firmware": staged,
                         "failure_budget": args.failure_budget,
+                        "stage_ahead": not args.no_stage_ahead,
                     },
                     "credential_set_ids": creds,
                     "maintenance_window_id": str(window),
@@ -296,9 +298,7 @@ def run(args: argparse.Namespace) -> dict:
         settle_min = (so.consecutive - 1) * so.interval
         out["settle_min_s_per_host"] = round(settle_min, 3)
         per_cluster = {}
-        # a host's staging is prepared ahead only when a failure of the host before cannot
-        # stop the rollout (the budget has room for it)
-        stage_ahead = args.failure_budget >= 1
+        stage_ahead = not args.no_stage_ahead  # (the job option; the naive rollout stages nothing)
         for c, job in done.items():
             hosts = sorted(x for x in dc.host_bmc if x.startswith(f"{c}-"))
             total = (job["finished_at"] - job["started_at"]).total_seconds()
@@ -386,7 +386,12 @@ def main() -> None:
         "--failure-budget",
         type=int,
         default=0,
-        help="the rollouts' failure_budget (hosts); from 1 the next host is staged ahead as well",
+        help="the rollouts' failure_budget (hosts)",
+    )
+    ap.add_argument(
+        "--no-stage-ahead",
+        action="store_true",
+        help="the rollouts' stage_ahead false: each host staged in its own turn",
     )
     print(json.dumps(run(ap.parse_args())))
 

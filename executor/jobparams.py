@@ -187,6 +187,11 @@ class RollingClusterUpdateParams(JobParams):
         default=1800, ge=60, le=86400, description="per-host evacuation budget (s)"
     )
     stage_firmware: bool = Field(default=True, description="stage updates while the host still serves VMs")
+    stage_ahead: bool = Field(
+        default=True,
+        description="stage the next host's updates while the current one is updated (a rollout that "
+        "stops removes what it staged); false: no host is sent firmware before its turn",
+    )
     maintenance_retries: int = Field(
         default=1, ge=0, le=10, description="further tries when a host fails to enter maintenance mode"
     )

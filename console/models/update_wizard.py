@@ -60,6 +60,7 @@ class UpdateWizard(Observable):
         "blocker_default": BlockerDefault.ASK.value,
         "vmotion_timeout_s": 1800,
         "stage_firmware": True,
+        "stage_ahead": True,
         "esxi_target_version": "",
         "esxi_depot_url": "",
         "maintenance_window_id": None,
@@ -197,6 +198,7 @@ class UpdateWizard(Observable):
             "blocker_default": o.get("blocker_default"),
             "vmotion_timeout_s": o.get("vmotion_timeout_s"),
             "stage_firmware": bool(o.get("stage_firmware")),
+            "stage_ahead": bool(o.get("stage_ahead")),
         }
         if not doc["firmware"]["catalog_url"]:
             problems.append(

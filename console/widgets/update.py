@@ -73,6 +73,9 @@ class UpdateWizardView(w.VBox):
         self.stage = w.Checkbox(
             value=True, description="stage firmware while the host serves VMs (one reboot)"
         )
+        self.stage_ahead = w.Checkbox(
+            value=True, description="stage the next host while the current one is updated"
+        )
         self.esxi_version = w.Text(description="ESXi version", placeholder="optional, e.g. 8.0.3")
         self.esxi_depot = w.Text(description="ESXi depot", placeholder="optional depot URL")
         self.window = dropdown(
@@ -206,6 +209,7 @@ class UpdateWizardView(w.VBox):
             "failure_budget": self.budget.value,
             "blocker_default": self.blocker_default.value,
             "stage_firmware": self.stage.value,
+            "stage_ahead": self.stage_ahead.value,
             "esxi_target_version": self.esxi_version.value,
             "esxi_depot_url": self.esxi_depot.value,
             "maintenance_window_id": self.window.value,
@@ -433,7 +437,7 @@ class UpdateWizardView(w.VBox):
                 f"<i>the safety policy allows at most {cap} host(s) out of service at once</i>" if cap else ""
             ),
             self.blocker_default,
-            self.stage,
+            w.HBox([self.stage, self.stage_ahead]),
             w.HBox([self.esxi_version, self.esxi_depot]),
             w.HTML("<b>Maintenance window</b>"),
             self.window,

@@ -60,10 +60,16 @@ class LinkedBMC(BMC):
         self.on_power = on_power  # callable(event, seconds) run outside the BMC's lock
         self.host_name = ""
         self._in_restart = False
-        self.flashes: list[float] = []  # wall-clock times firmware updates were requested
+        # wall-clock times firmware was sent: SimpleUpdate requests and multipart pushes
+        self.flashes: list[float] = []
 
     def simple_update(self, body: dict) -> Any:
         job = super().simple_update(body)
+        self.flashes.append(time.time())
+        return job
+
+    def push_update(self, params: dict[str, Any], package_head: bytes, info: dict[str, Any]) -> Any:
+        job = super().push_update(params, package_head, info)
         self.flashes.append(time.time())
         return job
 

@@ -52,9 +52,9 @@ versions. The phases are :class:`HostPhase`; what the job did to each host is on
 :class:`HostCheckpoint`, kept in one store (the step's saved progress, saved before each
 irreversible action) that the resume and the cleanup read; the host's task shows a copy.
 While a wave is updated the next waves are prepared: their SCP backups (one after the
-other, at most two waves ahead), and, when the failure budget has room for the current wave
-and the cluster has no vSAN, the next wave's staging; a rollout that stops first removes
-what it staged (docs/rollout-safety.md).
+other, at most two waves ahead), and, unless ``stage_ahead`` is false or the cluster has
+vSAN, the next wave's staging; a rollout that stops first removes what it staged
+(docs/rollout-safety.md).
 
 Why the blocker scan runs before HA is touched (the seed relaxes HA first): a job paused
 for an operator's decision then leaves the cluster exactly as it found it, however long the
@@ -1194,18 +1194,14 @@ class RollingClusterUpdateHandler(JobHandler):
     def _prepare_wave(self, run: _RolloutRun, k: int) -> None:
         """Prepare wave ``k`` during the waves before it (nothing of it leaves service):
         its SCP backups once wave k-1's are stored, its staging once wave k-1 goes
-        into maintenance - only when a failure of that whole wave would not stop the
-        rollout before it (and never on vSAN, whose gate comes before each host), so
-        a rollout stopped by a failure leaves the later hosts' firmware untouched."""
+        into maintenance (``stage_ahead``, the default; never on vSAN, whose gate comes
+        before each host). A rollout that stops before wave k's turn removes what was
+        staged there (_drop_ahead; the cleanup step after a crash)."""
         if not 0 < k < len(run.waves):
             return
 
         def may_stage() -> bool:
-            return (
-                run.params.stage_firmware
-                and not run.ctx.checkpoint.get("vsan")
-                and len(run.progress.failed) + len(run.waves[k - 1]) <= run.allowed
-            )
+            return run.params.stage_firmware and run.params.stage_ahead and not run.ctx.checkpoint.get("vsan")
 
         for h in run.waves[k]:
             if h["id"] not in run.ahead:

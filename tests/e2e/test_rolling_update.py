@@ -14,7 +14,9 @@ blockers           one VM per blocker kind; operator powers VMs off,    paused w
 maintenance        evacuation slower than its memory-based budget       failed; HA restored, no
 timeout                                                                 host left in maintenance
 firmware failure   second host's firmware job fails, budget 0           failed after host 2; host
-                                                                        3 not touched
+                                                                        3's firmware, staged ahead,
+                                                                        removed; never rebooted
+no stage ahead     the same with stage_ahead false                      host 3 never sent firmware
 cancel             cancel while host 1 is being updated                 host 1 finished, then
                                                                         cancelled; HA restored
 operator pause     pause while host 1 is being updated, then resume     paused between hosts (no
@@ -129,6 +131,7 @@ CLUSTERS = [
     # 3 TiB hosts, so two left (one kept for HA failover) still hold the 3 TiB of VMs (N+1)
     _cluster("slow", 3, 2, vm_memory_mb=512 * 1024, host_memory_mb=3 * 1024 * 1024),
     _cluster("fail", 3),
+    _cluster("nsa", 3),
     _cluster("cncl", 3),
     _cluster("pse", 3),
     # 96 GiB VMs: evacuation takes a few hundred ms, a window to kill the executor in
@@ -774,8 +777,39 @@ def test_firmware_failure_stops_at_the_failure_budget(world):
     assert job["status"] == "failed" and "failure budget is 0" in job["error"], job
     tasks = w.tasks(job_id)
     assert [tasks[h]["status"] for h in w.hosts_of("fail")] == ["completed", "failed", "skipped"]
-    assert not w.dc.bmc("fail-esx03").flashes
+    # esx03 is staged ahead once esx02 is in maintenance (stage_ahead, the default), which the
+    # failing job may end before; if it was, the stop removed its firmware. Either way it was
+    # never rebooted or taken out of service.
+    if w.dc.bmc("fail-esx03").flashes:
+        assert tasks["fail-esx03"]["details"]["unstaged"] is True, tasks["fail-esx03"]
+    assert never_updated(w, "fail-esx03") and not tasks["fail-esx03"]["details"].get("maintenance_at")
     w.check(job_id, "fail", before, s)
+
+
+def test_without_stage_ahead_a_failure_leaves_the_later_hosts_untouched(world):
+    """``stage_ahead: false``: no host is sent firmware before its turn, so the host after the
+    one that failed was never sent any."""
+    w = world
+    before = w.settings("nsa")
+    w.dc.bmc("nsa-esx02").inject(job_outcome="fail")
+    try:
+        with sampler(w) as s:
+            job_id = w.rolling("nsa", failure_budget=0, stage_ahead=False)
+            job = finish(w, job_id)
+    finally:
+        w.dc.bmc("nsa-esx02").clear_faults()
+    assert job["status"] == "failed" and "failure budget is 0" in job["error"], job
+    tasks = w.tasks(job_id)
+    assert [tasks[h]["status"] for h in w.hosts_of("nsa")] == ["completed", "failed", "skipped"]
+    assert not w.dc.bmc("nsa-esx03").flashes and never_updated(w, "nsa-esx03")
+    w.check(job_id, "nsa", before, s)
+
+
+def never_updated(w: World, host: str) -> bool:
+    """The host was never rebooted and nothing is left in its iDRAC's job queue (firmware
+    staged ahead of its turn was removed)."""
+    bmc = w.dc.bmc(host)
+    return bmc.boot_count == 0 and not [j for j in bmc.jobs.values() if not j.finished]
 
 
 def test_cancel_takes_effect_at_the_next_safe_point(world):
@@ -798,8 +832,8 @@ def test_cancel_takes_effect_at_the_next_safe_point(world):
     assert statuses[0] == "completed" and statuses[-1] == "cancelled", statuses
     done = statuses.count("completed")
     assert statuses == ["completed"] * done + ["cancelled"] * (len(statuses) - done), statuses
-    for h in w.hosts_of("cncl")[done:]:
-        assert not w.dc.bmc(h).flashes and w.dc.bmc(h).boot_count == 0, h
+    for h in w.hosts_of("cncl")[done:]:  # (a host staged ahead had its firmware removed)
+        assert never_updated(w, h), h
     w.check(job_id, "cncl", before, s)
 
 

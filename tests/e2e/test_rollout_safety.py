@@ -41,6 +41,9 @@ killed while        killed while vCenter evacuates the first host     cancelled 
 evacuating;         (its EnterMaintenanceMode task running);         only, which cancelled that
 cancelled           paused executor_lost; cancelled                  task: it ended, the host is
                                                                      out of maintenance
+staged ahead,       the next host staged while the first is          cancelled / failed; the
+then cancel /       updated; a cancel, or (budget 0) the first       staged firmware removed, the
+a failure           host's versions not as promised                  host never rebooted or out
 policy decides      PS2 failed: refused under psu: block, then       refused, then completed with
                     (executor restarted) psu: warn                   the psu warning reported
 ==================  ==============================================  ============================
@@ -84,8 +87,9 @@ CLUSTERS = [
     # 16 TiB VMs at 2 ms/GiB: each vMotion takes ~33 s, so a host's evacuation is still under
     # way when its executor is killed and when the next one's cleanup runs
     ru._cluster("evac", 3, 2, vm_memory_mb=16 * GIB * GIB, host_memory_mb=128 * GIB * GIB),
-    # a failure budget with room: the next host is staged while the current one is updated
+    # the next host is staged while the current one is updated (stage_ahead, the default)
     ru._cluster("ahead", 3, 1),
+    ru._cluster("ahf", 3, 1),
 ]
 
 
@@ -420,7 +424,7 @@ def test_cancel_while_vcenter_evacuates_cancels_the_evacuation_before_bringing_b
 
 
 def test_a_cancel_after_the_next_host_was_staged_ahead_removes_its_firmware(world):
-    """With room in the failure budget the next host is backed up and staged while the current
+    """The next host is backed up and staged while the current
     one is updated (the current host's reboot made long here, so the next one is staged well
     before it ends). A cancel then reaches the safe point with firmware staged on a host that
     never had its turn: it is removed, the host ends cancelled and was never rebooted or out
@@ -433,7 +437,7 @@ def test_a_cancel_after_the_next_host_was_staged_ahead_removes_its_firmware(worl
     bmc.timing = dataclasses.replace(timing, post=4000.0)  # 10 s here
     try:
         with ru.sampler(w) as s:
-            job_id = w.rolling("ahead", failure_budget=1)
+            job_id = w.rolling("ahead")
             wait_until(
                 lambda: (t := w.tasks(job_id).get(nxt)) and t["details"].get("phase") == "staged",
                 90,
@@ -456,6 +460,40 @@ def test_a_cancel_after_the_next_host_was_staged_ahead_removes_its_firmware(worl
     assert not w.dc.bmc(last).flashes and w.dc.bmc(last).boot_count == 0
     assert w.dc.bmc(first).boot_count == 1
     w.check(job_id, "ahead", before, s)
+
+
+def test_a_failure_after_the_next_host_was_staged_ahead_removes_its_firmware(world):
+    """Budget 0, and the current host fails after its reboot (versions not as promised) while
+    the next host has firmware staged ahead of its turn: the rollout stops, the staged
+    firmware is removed, and that host ends skipped, never rebooted or out of service."""
+    w = world
+    before = w.settings("ahf")
+    first, nxt, last = w.hosts_of("ahf")
+    bmc = w.dc.bmc(first)
+    timing = bmc.timing
+    bmc.timing = dataclasses.replace(timing, post=4000.0)  # 10 s here: the next host is staged meanwhile
+    bmc.inject(wrong_firmware_version=True)
+    try:
+        with ru.sampler(w) as s:
+            job_id = w.rolling("ahf", failure_budget=0)
+            wait_until(
+                lambda: (t := w.tasks(job_id).get(nxt)) and t["details"].get("phase") == "staged",
+                90,
+                f"{nxt} staged ahead of its turn",
+            )
+            assert [j for j in w.dc.bmc(nxt).jobs.values() if j.state == "Scheduled"]  # really staged
+            job = ru.finish(w, job_id)
+    finally:
+        bmc.timing = timing
+        bmc.clear_faults()
+    assert job["status"] == "failed" and "failure budget is 0" in job["error"], job
+    tasks = w.tasks(job_id)
+    assert [tasks[h]["status"] for h in (first, nxt, last)] == ["failed", "skipped", "skipped"], tasks
+    assert tasks[nxt]["details"]["unstaged"] is True and tasks[nxt]["details"]["phase"] == "skipped"
+    assert not [j for j in w.dc.bmc(nxt).jobs.values() if not j.finished], w.dc.bmc(nxt).jobs
+    assert w.dc.bmc(nxt).boot_count == 0 and not tasks[nxt]["details"].get("maintenance_at")
+    assert not w.dc.bmc(last).flashes and w.dc.bmc(last).boot_count == 0
+    w.check(job_id, "ahf", before, s)
 
 
 def test_zz_the_safety_policy_decides_which_gates_block(world):

@@ -167,6 +167,10 @@ def test_wizard_walks_cluster_options_preflight_confirm_create():
     assert wz.params()["firmware"]["components"] == ["BIOS", "iDRAC"] and wz.params()["host_ids"] == [
         HOSTS[1]
     ]
+    assert wz.params()["stage_ahead"] is True  # the job option's default
+    wz.set_options(stage_ahead=False)
+    assert wz.params()["stage_ahead"] is False
+    wz.set_options(stage_ahead=True)
     rep = wz.run_preflight()
     assert wz.step == Step.PREFLIGHT and rep.ok
     assert [h["id"] for h in rep.hosts] == [HOSTS[1]]  # only the chosen hosts are checked
