@@ -44,6 +44,9 @@ cancelled           paused executor_lost; cancelled                  task: it en
 staged ahead,       the next host staged while the first is          cancelled / failed; the
 then cancel /       updated; a cancel, or (budget 0) the first       staged firmware removed, the
 a failure           host's versions not as promised                  host never rebooted or out
+N+1 bound           5 hosts, max_parallel_hosts 4, policy 4; the      completed two hosts at a
+                    VMs plus HA's reserve allow 2 out                time (peak 2); the bound
+                                                                     explained in the report
 policy decides      PS2 failed: refused under psu: block, then       refused, then completed with
                     (executor restarted) psu: warn                   the psu warning reported
 ==================  ==============================================  ============================
@@ -90,6 +93,9 @@ CLUSTERS = [
     # the next host is staged while the current one is updated (stage_ahead, the default)
     ru._cluster("ahead", 3, 1),
     ru._cluster("ahf", 3, 1),
+    # 5 x 1 TiB hosts running 10 x 150 GiB of VMs, HA keeping one host free: with the 2 largest
+    # out the 2 left that are not HA's reserve hold 2 TiB >= 1.5 TiB; with 3 out, 1 TiB < 1.5
+    ru._cluster("npo", 5, 2, vm_memory_mb=150 * GIB, host_memory_mb=GIB * GIB),
 ]
 
 
@@ -246,6 +252,34 @@ def test_vsan_cluster_goes_one_host_at_a_time_with_resync_idle_before_each(world
     waits = [tasks[h]["details"]["vsan_blocked_polls"] for h in w.hosts_of("vs")]
     assert waits[0] == 0 and all(x > 0 for x in waits[1:]), waits
     w.check(job_id, "vs", before, s)
+
+
+def test_the_n_plus_one_bound_limits_parallelism_to_its_computed_value(world):
+    """max_parallel_hosts 4 and a policy of 4, but the N+1 bound is 2: the rollout goes two
+    hosts at a time (never three), and the pre-flight explains the bound."""
+    w = world
+    before = w.settings("npo")
+    # the database's policy row (what create-job and the invariant checks read) as the
+    # executor's copy of safety.yaml here: 4 hosts out per cluster
+    sql = "update public.safety_policies set max_hosts_out_per_cluster = %s where job_type = 'rolling_cluster_update'"
+    [shipped] = w.h.query(
+        "select max_hosts_out_per_cluster from public.safety_policies where job_type = 'rolling_cluster_update'"
+    )
+    w.h.query(sql, 4)
+    try:
+        with ru.sampler(w) as s:
+            job_id = w.rolling("npo", max_parallel_hosts=4)
+            job = ru.finish(w, job_id, timeout=240)
+        assert job["status"] == "completed", job["error"]
+        w.check(job_id, "npo", before, s)
+    finally:
+        w.h.query(sql, shipped["max_hosts_out_per_cluster"])
+    cap = w.report(job_id)["capacity"]
+    assert cap["bound"] == 2 and cap["hosts_at_once"] == 2, cap
+    assert "at most 2 host(s) out at once" in json.dumps(cap), cap
+    assert s.peaks.get("npo", 0) == 2, s.peaks  # the bound reached, never passed
+    tasks = w.tasks(job_id)
+    assert all(t["status"] == "completed" for t in tasks.values()) and len(tasks) == 5
 
 
 def test_the_lab_vsan_refuses_a_second_host_out_while_objects_resync(world):
