@@ -20,6 +20,12 @@ for 10 s with 16 concurrent connections each:
 Prints ONE JSON line: req/s, p50 and p99 (ms) for each, and gateway/direct ratios.
 Target on a 2-core machine: get >= 5,000 req/s with p99 <= 10 ms, and ratio_get >= 0.7.
 
+``cpu_us_per_request`` says where each GET workload's CPU goes, in microseconds of CPU time
+(user + system, from /proc) per request: the HTTP server (gateway or minimal front) or the
+direct client, the Postgres server (postmaster and backends), and ``wrk``. Kernel work
+charged to no process (loopback softirq) is not in them. On 2 cores every workload is
+CPU-bound, so the ratios follow these sums.
+
     .venv/bin/python bench/rest_throughput.py [--duration 10] [--connections 16]
 """
 
@@ -88,6 +94,64 @@ def _ms(text: str) -> float:
     return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used; 0.0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_pids(st: Stack) -> list[int]:
+    """The stack's postmaster and its children (the backends among them)."""
+    postmaster = int((st.pg.datadir / "postmaster.pid").read_text().split()[0])
+    pids = [postmaster]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    if int(fh.read().rsplit(")", 1)[1].split()[1]) == postmaster:
+                        pids.append(int(entry))
+            except OSError:
+                continue
+    return pids
+
+
+class CpuMeter:
+    """CPU seconds used between ``start()`` and ``stop()`` by named processes (``server``: a
+    pid), the Postgres server, this process (``client``) and the children it waited for
+    (``wrk``); ``per_request(n)`` in microseconds per request. Backends that start after
+    ``start()`` count from zero; stop before they exit."""
+
+    def __init__(self, st: Stack, server: int | None = None):
+        self.st, self.server = st, server
+
+    def _sample(self) -> dict[str, float]:
+        t = os.times()
+        out = {
+            "postgres": sum(cpu_s(p) for p in postgres_pids(self.st)),
+            "client": t.user + t.system,
+            "wrk": t.children_user + t.children_system,
+        }
+        if self.server is not None:
+            out["server"] = cpu_s(self.server)
+        return out
+
+    def start(self) -> None:
+        self.before, self.pg_before = self._sample(), {p: cpu_s(p) for p in postgres_pids(self.st)}
+
+    def stop(self) -> None:
+        after = self._sample()
+        # backends that exited meanwhile took their CPU along; new ones started from zero
+        after["postgres"] = sum(cpu_s(p) - self.pg_before.get(p, 0.0) for p in postgres_pids(self.st))
+        self.used = {k: v - (0.0 if k == "postgres" else self.before[k]) for k, v in after.items()}
+
+    def per_request(self, requests: float, keys: tuple[str, ...]) -> dict[str, float]:
+        return {k: round(self.used[k] / requests * 1e6, 1) for k in keys}
+
+
 def run_wrk(url: str, lua: str, duration: int, connections: int) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
         fh.write(lua)
@@ -113,7 +177,9 @@ def run_wrk(url: str, lua: str, duration: int, connections: int) -> dict:
     }
 
 
-async def run_direct(dsn: str, args: tuple, duration: int, connections: int) -> dict:
+async def run_direct(
+    dsn: str, args: tuple, duration: int, connections: int, meter: CpuMeter | None = None
+) -> dict:
     conns = [await asyncpg.connect(dsn) for _ in range(connections)]
     latencies: list[float] = []
     stop = time.perf_counter() + duration
@@ -131,9 +197,13 @@ async def run_direct(dsn: str, args: tuple, duration: int, connections: int) -> 
     try:
         for conn in conns:  # prepare the statement on every connection, as the gateway does
             await conn.fetchrow(RUN_SQL, *args[:-1], True)
+        if meter is not None:
+            meter.start()
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(c) for c in conns))
         elapsed = time.perf_counter() - t0
+        if meter is not None:
+            meter.stop()  # (before the connections close: their backends' CPU still counts)
     finally:
         for conn in conns:
             await conn.close()
@@ -311,8 +381,8 @@ def serve_minimal_front() -> int:
 
 
 def run_minimal_front(
-    dsn: str, args: tuple, url_path: str, lua: str, duration: int, connections: int
-) -> dict:
+    st: Stack, dsn: str, args: tuple, url_path: str, lua: str, duration: int, connections: int
+) -> tuple[dict, CpuMeter]:
     """Start the minimal front (owned: it dies with this process), check that it answers
     what the gateway answers, and measure it with wrk."""
     port = free_port()
@@ -334,7 +404,11 @@ def run_minimal_front(
         if len(httpx.get(url, timeout=5).json()) != 1:
             raise RuntimeError("the minimal front did not answer the row")
         run_wrk(url, lua, 2, connections)  # warm-up
-        return run_wrk(url, lua, duration, connections)
+        meter = CpuMeter(st, front.pid)
+        meter.start()
+        res = run_wrk(url, lua, duration, connections)
+        meter.stop()
+        return res, meter
     finally:
         front.stdin.close()  # its stop signal; then make sure
         try:
@@ -385,15 +459,19 @@ def main() -> int:
             extra=(f'wrk.headers["Content-Type"] = "application/json"\nwrk.body = \'{{"p_id":"{item}"}}\''),
         )
         run_wrk(get_url, get_lua, 2, opts.connections)  # warm-up
+        gw_meter = CpuMeter(st, st.gateway_pid())
+        gw_meter.start()
         gw_get = run_wrk(get_url, get_lua, opts.duration, opts.connections)
+        gw_meter.stop()
         gw_rpc = run_wrk(f"{base}/rpc/bench_item_name", rpc_lua, opts.duration, opts.connections)
 
         get_args, rpc_args = asyncio.run(direct_args(st, claims, item, token))
         dsn = st.pg.dsn("authenticator")
-        front = run_minimal_front(
-            dsn, get_args, get_url.removeprefix(st.cfg.api_url), get_lua, opts.duration, opts.connections
+        front, front_meter = run_minimal_front(
+            st, dsn, get_args, get_url.removeprefix(st.cfg.api_url), get_lua, opts.duration, opts.connections
         )
-        d_get = asyncio.run(run_direct(dsn, get_args, opts.duration, opts.connections))
+        direct_meter = CpuMeter(st)
+        d_get = asyncio.run(run_direct(dsn, get_args, opts.duration, opts.connections, direct_meter))
         d_rpc = asyncio.run(run_direct(dsn, rpc_args, opts.duration, opts.connections))
         print(
             json.dumps(
@@ -411,6 +489,17 @@ def main() -> int:
                     "ratio_get": round(gw_get["rps"] / d_get["rps"], 3),
                     "ratio_rpc": round(gw_rpc["rps"] / d_rpc["rps"], 3),
                     "ratio_minimal_front_get": round(front["rps"] / d_get["rps"], 3),
+                    "cpu_us_per_request": {
+                        "gateway_get": gw_meter.per_request(
+                            gw_get["rps"] * opts.duration, ("server", "postgres", "wrk")
+                        ),
+                        "minimal_front_get": front_meter.per_request(
+                            front["rps"] * opts.duration, ("server", "postgres", "wrk")
+                        ),
+                        "direct_get": direct_meter.per_request(
+                            d_get["rps"] * opts.duration, ("client", "postgres")
+                        ),
+                    },
                     "target_get_met": gw_get["rps"] >= 5000
                     and gw_get["p99_ms"] <= 10
                     and gw_get["non_2xx"] == 0,

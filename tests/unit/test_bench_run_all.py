@@ -207,12 +207,14 @@ def test_relations_of_a_known_benchmark() -> None:
         "req/s",
         "6000 req/s (direct_get.rps)",
         "0.9 (ratio_get)",
-        ">= 5000 (met)",
+        ">= 5000 (met); ratio_get >= 0.7 (met)",  # a figure may carry several targets
     )
     assert rows["gateway_get.p99_ms"].baseline == "6.5 ms (direct_get.p99_ms)"
     assert rows["gateway_get.p99_ms"].target == "<= 10 (met)"
     assert list(rows)[:3] == ["gateway_get.rps", "gateway_get.p50_ms", "gateway_get.p99_ms"]  # compared first
     assert "ratio_get" not in rows and "benchmark" not in rows
+    slow = run_all.relate("rest_throughput", run_all.flatten({**line, "ratio_get": 0.56}))
+    assert slow[0].target == ">= 5000 (met); ratio_get >= 0.7 (**missed**)"
     assert rows["target_get_met"].value is True and rows["loadavg_1m_before"].unit == ""
     # a target read from the JSON itself
     fleet = {"wall_s": 12.0, "sequential_extrapolated_s": 1000.0, "speedup": 83.3, "target_wall_s": 30}
