@@ -179,9 +179,25 @@ class UpdateWizard(Observable):
         return self._params(self.options)
 
     def _params(self, o: dict[str, Any]) -> dict[str, Any]:
+        """The job's parameters from the options ``o``, checked by the wizard and by the job
+        type's model; ValidationFailed lists every problem, the wizard's own first."""
         if self.cluster is None:
             raise ValidationFailed("choose a cluster first", ["no cluster chosen"])
-        problems: list[str] = []
+        doc = self._document(o)
+        problems = self._problems(o, doc)
+        try:
+            model = RollingClusterUpdateParams.model_validate(doc)
+        except ValidationError as exc:
+            said = {p.split(":", 1)[0] for p in problems}
+            problems.extend(p for p in pydantic_problems(exc) if p.split(":", 1)[0] not in said)
+            model = None
+        if problems or model is None:
+            raise ValidationFailed("the update options are not valid: " + "; ".join(problems), problems)
+        return model.model_dump(mode="json", exclude_none=True)
+
+    def _document(self, o: dict[str, Any]) -> dict[str, Any]:
+        """The parameters document as the options give it (not checked yet)."""
+        assert self.cluster is not None
         comps = o.get("components") or []
         if isinstance(comps, str):
             comps = [c.strip() for c in comps.replace(";", ",").split(",") if c.strip()]
@@ -200,15 +216,23 @@ class UpdateWizard(Observable):
             "stage_firmware": bool(o.get("stage_firmware")),
             "stage_ahead": bool(o.get("stage_ahead")),
         }
+        tv, du = (o.get("esxi_target_version") or "").strip(), (o.get("esxi_depot_url") or "").strip()
+        if tv or du:
+            doc["esxi"] = {"target_version": tv, "depot_url": du}
+        return doc
+
+    def _problems(self, o: dict[str, Any], doc: dict[str, Any]) -> list[str]:
+        """What the wizard itself finds wrong, in the form's words and order (the model's
+        findings are added after, for the fields not named here)."""
+        assert self.cluster is not None
+        problems: list[str] = []
         if not doc["firmware"]["catalog_url"]:
             problems.append(
                 "catalog URL: choose a catalog, or enter the Dell catalog URL (http(s)://…/Catalog.xml)"
             )
-        tv, du = (o.get("esxi_target_version") or "").strip(), (o.get("esxi_depot_url") or "").strip()
-        if tv or du:
-            doc["esxi"] = {"target_version": tv, "depot_url": du}
-            if not (tv and du):
-                problems.append("ESXi: give both the target version and the depot URL, or neither")
+        esxi = doc.get("esxi")
+        if esxi and not (esxi["target_version"] and esxi["depot_url"]):
+            problems.append("ESXi: give both the target version and the depot URL, or neither")
         known = {h["id"] for h in self.hosts}
         strangers = [h for h in doc["host_ids"] if h not in known]
         if strangers:
@@ -220,15 +244,7 @@ class UpdateWizard(Observable):
             problems.append("start at: a time such as 2026-12-01T22:00:00Z")
         if len(o.get("description") or "") > 2000:
             problems.append("description: at most 2000 characters")
-        try:
-            model = RollingClusterUpdateParams.model_validate(doc)
-        except ValidationError as exc:
-            said = {p.split(":", 1)[0] for p in problems}
-            problems.extend(p for p in pydantic_problems(exc) if p.split(":", 1)[0] not in said)
-            model = None
-        if problems or model is None:
-            raise ValidationFailed("the update options are not valid: " + "; ".join(problems), problems)
-        return model.model_dump(mode="json", exclude_none=True)
+        return problems
 
     def request_fields(self) -> dict[str, Any]:
         o = self.options
