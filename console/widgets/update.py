@@ -42,11 +42,27 @@ class UpdateWizardView(w.VBox):
         self.monitor_view: w.Widget | None = None
         self.status = Status()
         self.title = w.HTML()
-        # step 1: targets and catalog
+        self._build_targets()
+        self._build_options()
+        self._build_review()
+        self._build_vm_fixes()
+        # after Start update: the pre-flight's decisions go out when the job pauses for them
+        self.plan_status = Status()
+        self.plan_status.add_class("rp-vm-plan-status")
+        self.body = w.VBox()
+        wizard.on_change(self.render)
+        super().__init__([self.title, self.body])
+        self.add_class("rp-wizard")
+        # the catalogs (of every site until a cluster is chosen) and "other URL…", never a blank box
+        guarded(self.status, self._cluster_changed)()
+        self.render()
+
+    def _build_targets(self) -> None:
+        """Step 1: the cluster, its hosts and the catalog."""
         self.cluster = dropdown(
-            [(c["name"], c["id"]) for c in wizard.clusters],
+            [(c["name"], c["id"]) for c in self.wz.clusters],
             description="cluster",
-            placeholder=None if len(wizard.clusters) == 1 else "— choose a cluster —",
+            placeholder=None if len(self.wz.clusters) == 1 else "— choose a cluster —",
         )
         self.cluster.add_class("rp-cluster-pick")
         self.pick_hosts = w.SelectMultiple(description="hosts", rows=5, layout=w.Layout(width="50%"))
@@ -60,7 +76,9 @@ class UpdateWizardView(w.VBox):
         self.next1.on_click(guarded(self.status, lambda _: self._choose()))
         self.cluster.observe(lambda ch: guarded(self.status, self._cluster_changed)(), names="value")
         self.catalog_pick.observe(lambda ch: self._catalog_changed(), names="value")
-        # step 2: options within policy, and the window
+
+    def _build_options(self) -> None:
+        """Step 2: the options within the policy, and the maintenance window."""
         self.components = w.Text(description="components", placeholder="empty = every applicable update")
         self.hosts = w.SelectMultiple(description="hosts", rows=5)  # kept for scripts: the step-1 choice
         self.parallel = w.BoundedIntText(value=1, min=1, max=16, description="hosts at once")
@@ -95,7 +113,9 @@ class UpdateWizardView(w.VBox):
         self.description = w.Text(description="note")
         self.next2 = w.Button(description="Next: pre-flight", button_style="primary")
         self.next2.on_click(guarded(self.status, lambda _: self._preflight()))
-        # step 3/4
+
+    def _build_review(self) -> None:
+        """Steps 3 and 4: the report, the confirmation and the start."""
         self.report = w.HTML()
         self.typed = w.Text(description="type cluster", placeholder="the cluster's name, to confirm")
         self.confirm = w.Button(description="Confirm", button_style="warning")
@@ -106,7 +126,10 @@ class UpdateWizardView(w.VBox):
         self.export.on_click(guarded(self.status, lambda _: self._export()))
         self.back = w.Button(description="Back")
         self.back.on_click(guarded(self.status, lambda _: self.wz.back()))
-        # step 3: a blocking VM's fix before the job starts, confirmed, its result in words
+
+    def _build_vm_fixes(self) -> None:
+        """Step 3: a blocking VM's fix before the job starts (confirmed, its result in words), or
+        a vm_operation job at once (operators and above), followed live."""
         self.vm_pick = dropdown([], description="VM", layout=w.Layout(width="55%"))
         self.vm_pick.add_class("rp-vm-fix-pick")
         self.vm_plan = dropdown(
@@ -160,16 +183,6 @@ class UpdateWizardView(w.VBox):
         self._now_action: str | None = None
         self.vm_fix_monitor: w.Widget | None = None
         self._vm_fix_monitor_of: str | None = None  # the VM whose fix job the monitor follows
-        # after Start update: the pre-flight's decisions go out when the job pauses for them
-        self.plan_status = Status()
-        self.plan_status.add_class("rp-vm-plan-status")
-        self.body = w.VBox()
-        wizard.on_change(self.render)
-        super().__init__([self.title, self.body])
-        self.add_class("rp-wizard")
-        # the catalogs (of every site until a cluster is chosen) and "other URL…", never a blank box
-        guarded(self.status, self._cluster_changed)()
-        self.render()
 
     # -- step 1 -----------------------------------------------------------------------------
     def _cluster_changed(self) -> None:

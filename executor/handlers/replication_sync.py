@@ -606,22 +606,8 @@ class ReplicationSyncHandler(JobHandler):
             return t.timestamp() if t else float(s.creation)
 
         result: dict[str, Any] = {"pruned": {}, "kept": {}}
-        for side, host, snaps, unrep in (("target", dst, dst_snaps, None), ("source", src, src_snaps, True)):
-            ours = [
-                s.name
-                for s in snaps
-                if s.kind == "snapshot"
-                and s.short.startswith(prefix + "_")
-                and (extra is None or s.guid != extra.guid)
-            ]
-            holds = await host.holds(ours)
-            held = set()
-            for name, tags in holds.items():
-                guid = next(s.guid for s in snaps if s.name == name)
-                if tags - {zfs.HOLD_TAG} or guid == common.guid:
-                    held.add(name)
-                elif zfs.HOLD_TAG in tags and not dry_run:
-                    await host.release(name)  # our hold on an older base: stale, the chain moved on
+        for side, host, snaps in (("target", dst, dst_snaps), ("source", src, src_snaps)):
+            held = await self._held(host, snaps, prefix, common, extra, dry_run)
             common_txg = next((s.createtxg for s in snaps if s.guid == common.guid), None)
             plan = plan_prune(
                 snaps,
@@ -631,7 +617,8 @@ class ReplicationSyncHandler(JobHandler):
                 now=now,
                 common_guid=common.guid,
                 held=held,
-                unreplicated_after=common_txg if unrep else None,
+                # on the source, snapshots newer than the common one are not replicated yet
+                unreplicated_after=common_txg if side == "source" else None,
                 time_of=time_of,
             )
             for s in plan.destroy:
@@ -639,16 +626,7 @@ class ReplicationSyncHandler(JobHandler):
                 if not dry_run:
                     await host.destroy(s.name)
             if side == "source" and not dry_run:
-                # bookmarks of ours the replica no longer has a snapshot for are dead ends
-                dst_guids = {s.guid for s in dst_snaps if s.kind == "snapshot"}
-                for b in snaps:
-                    if (
-                        b.kind == "bookmark"
-                        and b.short.startswith(prefix + "_")
-                        and b.guid not in dst_guids
-                        and b.createtxg < (common_txg or 0)
-                    ):
-                        await host.destroy(b.name)
+                await self._drop_dead_bookmarks(host, snaps, dst_snaps, prefix, common_txg or 0)
             result["pruned"][side] = [s.short for s in plan.destroy]
             result["kept"][side] = len(plan.keep)
             if not dry_run:
@@ -657,6 +635,50 @@ class ReplicationSyncHandler(JobHandler):
                 )
         result["common"] = common.short
         return result
+
+    @staticmethod
+    async def _held(
+        host: zfs.ZfsHost,
+        snaps: list[zfs.Snap],
+        prefix: str,
+        common: zfs.Snap,
+        extra: zfs.Snap | None,
+        dry_run: bool,
+    ) -> set[str]:
+        """Our snapshots on ``host`` that must stay: held by anyone else, or the common base
+        held by us. Our hold on an older base is stale (the chain moved on) and released,
+        unless ``dry_run``. ``extra``: the dry run's snapshot-to-be, not on the host."""
+        ours = [
+            s.name
+            for s in snaps
+            if s.kind == "snapshot"
+            and s.short.startswith(prefix + "_")
+            and (extra is None or s.guid != extra.guid)
+        ]
+        held = set()
+        for name, tags in (await host.holds(ours)).items():
+            guid = next(s.guid for s in snaps if s.name == name)
+            if tags - {zfs.HOLD_TAG} or guid == common.guid:
+                held.add(name)
+            elif zfs.HOLD_TAG in tags and not dry_run:
+                await host.release(name)
+        return held
+
+    @staticmethod
+    async def _drop_dead_bookmarks(
+        host: zfs.ZfsHost, snaps: list[zfs.Snap], dst_snaps: list[zfs.Snap], prefix: str, common_txg: int
+    ) -> None:
+        """The source's bookmarks of ours, older than the common snapshot, that the replica
+        no longer has a snapshot for: dead ends no incremental send can start from."""
+        dst_guids = {s.guid for s in dst_snaps if s.kind == "snapshot"}
+        for b in snaps:
+            if (
+                b.kind == "bookmark"
+                and b.short.startswith(prefix + "_")
+                and b.guid not in dst_guids
+                and b.createtxg < common_txg
+            ):
+                await host.destroy(b.name)
 
     @step(60, resumable=True)
     async def finish(self, ctx: StepContext) -> dict[str, Any]:

@@ -740,6 +740,27 @@ class DellOEM:
         clear_stale_jobs: bool = True,
     ) -> FirmwareUpdateReport:
         report = FirmwareUpdateReport()
+        todo = self._firmware_todo(packages, report)
+        if not todo:
+            return report
+        if clear_stale_jobs:
+            if any(not j.finished for j in self.jobs()):
+                report.queue = self.clear_job_queue()
+        # reboot-required packages first (staged), then those the iDRAC applies at once
+        staged = [
+            cr for p, cr in sorted(todo, key=lambda pc: not pc[0].reboot_required) if self._stage_one(p, cr)
+        ]
+        if staged:
+            self._apply_staged(staged, reboot)
+            report.rebooted = True
+        self._verify_versions([cr for _, cr in todo])
+        return report
+
+    def _firmware_todo(
+        self, packages: list[UpdatePackage], report: FirmwareUpdateReport
+    ) -> list[tuple[UpdatePackage, ComponentResult]]:
+        """One result per package in ``report``; the packages whose component is not at its
+        target version yet, with their results."""
         current = {fc.component_id: fc for fc in self.c.firmware_inventory()}
         todo: list[tuple[UpdatePackage, ComponentResult]] = []
         for p in packages:
@@ -755,45 +776,49 @@ class DellOEM:
                 cr.status, cr.after, cr.message = "already_current", fc.version, "already at target version"
             else:
                 todo.append((p, cr))
-        if not todo:
-            return report
-        if clear_stale_jobs:
-            if any(not j.finished for j in self.jobs()):
-                report.queue = self.clear_job_queue()
-        staged: list[ComponentResult] = []
-        for p, cr in sorted(todo, key=lambda pc: not pc[0].reboot_required):
+        return todo
+
+    def _stage_one(self, p: UpdatePackage, cr: ComponentResult) -> bool:
+        """Send one package: True when its job waits (Scheduled) for the host's reboot; a
+        package the iDRAC applies at once is waited for here (and the iDRAC's own restart
+        after iDRAC firmware). A failed job is recorded on ``cr``."""
+        try:
+            cr.job_id, _ = self.stage_package(
+                p.image_uri, component_id=p.component_id, reboot_required=p.reboot_required
+            )
+            stop = frozenset({"Scheduled"}) if p.reboot_required else frozenset()
+            job = self.wait_job(cr.job_id, stop_at=stop, operation=f"stage {cr.name or p.component_id}")
+            cr.job_state = job.state
+            if job.state == "Scheduled":
+                return True
+            cr.message = job.message
+            if p.component_id == IDRAC_COMPONENT_ID or "idrac" in cr.name.lower():
+                # Quirk: new iDRAC firmware takes effect by restarting the iDRAC right
+                # after its job completes; wait for it to go away and come back.
+                self.wait_idrac_back(operation=f"apply {cr.name or p.component_id}", expect_down=True)
+            else:
+                self.wait_lc_ready(operation=f"apply {cr.name or p.component_id}")
+        except (JobFailed, JobStuck) as exc:
+            cr.status, cr.job_state, cr.message = "failed", getattr(exc, "state", None), exc.detail
+        return False
+
+    def _apply_staged(self, staged: list[ComponentResult], reboot: str) -> None:
+        """One reboot (or power-on) applies every staged job; each is waited for, then the
+        Lifecycle Controller."""
+        power = self.c.power_state()
+        self.c.power(reboot if power == "On" else "on")
+        for cr in staged:
             try:
-                cr.job_id, _ = self.stage_package(
-                    p.image_uri, component_id=p.component_id, reboot_required=p.reboot_required
-                )
-                stop = frozenset({"Scheduled"}) if p.reboot_required else frozenset()
-                job = self.wait_job(cr.job_id, stop_at=stop, operation=f"stage {cr.name or p.component_id}")
-                cr.job_state = job.state
-                if job.state == "Scheduled":
-                    staged.append(cr)
-                else:
-                    cr.message = job.message
-                    if p.component_id == IDRAC_COMPONENT_ID or "idrac" in cr.name.lower():
-                        # Quirk: new iDRAC firmware takes effect by restarting the iDRAC right
-                        # after its job completes; wait for it to go away and come back.
-                        self.wait_idrac_back(operation=f"apply {cr.name or p.component_id}", expect_down=True)
-                    else:
-                        self.wait_lc_ready(operation=f"apply {cr.name or p.component_id}")
+                job = self.wait_job(cr.job_id or "", operation=f"apply {cr.name or cr.component_id}")
+                cr.job_state, cr.message = job.state, job.message
             except (JobFailed, JobStuck) as exc:
                 cr.status, cr.job_state, cr.message = "failed", getattr(exc, "state", None), exc.detail
-        if staged:
-            power = self.c.power_state()
-            self.c.power(reboot if power == "On" else "on")
-            report.rebooted = True
-            for cr in staged:
-                try:
-                    job = self.wait_job(cr.job_id or "", operation=f"apply {cr.name or cr.component_id}")
-                    cr.job_state, cr.message = job.state, job.message
-                except (JobFailed, JobStuck) as exc:
-                    cr.status, cr.job_state, cr.message = "failed", getattr(exc, "state", None), exc.detail
-            self.wait_lc_ready(operation="firmware update")
+        self.wait_lc_ready(operation="firmware update")
+
+    def _verify_versions(self, results: list[ComponentResult]) -> None:
+        """The inventory read again: each result not failed is ``updated`` or ``unchanged``."""
         after = {fc.component_id: fc.version for fc in self.c.firmware_inventory()}
-        for _, cr in todo:
+        for cr in results:
             cr.after = after.get(cr.component_id)
             if cr.status == "failed":
                 continue
@@ -803,7 +828,6 @@ class DellOEM:
                 # Quirk: the job says Completed but the component kept its old version.
                 cr.status = "unchanged"
                 cr.message = f"job {cr.job_id} reported {cr.job_state} but version is {cr.after}"
-        return report
 
     # ---- iDRAC reset ---------------------------------------------------------------------------------
     def reset_idrac(self, *, wait: bool = True) -> None:

@@ -207,91 +207,107 @@ def psu_gate(client: Any, chassis: dict[str, Any]) -> Gate:
     return Gate("psu", OK, f"{len(psus)} power supplies OK, redundancy {'OK' if red else 'not reported'}")
 
 
+Finding = tuple[str, str] | None  # (BLOCK or WARN, what was found), or None: nothing to say
+
+
+def _verdict(name: str, findings: list[Finding], ok: str) -> Gate:
+    """The gate ``name`` from its findings: BLOCK naming every finding (the blocking ones
+    first), WARN naming the warnings, else OK with ``ok``."""
+    block = [f[1] for f in findings if f and f[0] == BLOCK]
+    warn = [f[1] for f in findings if f and f[0] == WARN]
+    if block:
+        return Gate(name, BLOCK, f"{name}: " + "; ".join(block + warn))
+    if warn:
+        return Gate(name, WARN, f"{name}: " + "; ".join(warn))
+    return Gate(name, OK, ok)
+
+
+def _temperature(t: dict[str, Any]) -> Finding:
+    r, crit, nc = t.get("ReadingCelsius"), t.get("UpperThresholdCritical"), t.get("UpperThresholdNonCritical")
+    name = t.get("Name") or t.get("MemberId")
+    if _health(t) == "Critical" or (r is not None and crit is not None and r >= crit):
+        return BLOCK, f"{name} {r} °C (critical at {crit} °C)"
+    if _health(t) == "Warning" or (r is not None and nc is not None and r >= nc):
+        return WARN, f"{name} {r} °C (non-critical at {nc} °C)"
+    return None
+
+
+def _fan(f: dict[str, Any]) -> Finding:
+    name = f.get("Name") or f.get("MemberId")
+    if _health(f) == "Critical":
+        return BLOCK, f"{name} Critical ({f.get('Reading')} {f.get('ReadingUnits') or ''})".strip()
+    if _health(f) == "Warning":
+        return WARN, f"{name} Warning"
+    return None
+
+
 def thermal_gate(client: Any, chassis: dict[str, Any]) -> Gate:
     path = _link(chassis, "Thermal")
     if not path:
         return Gate("thermal", WARN, "the chassis lists no Thermal resource: temperatures unknown")
     doc = _get(client, path, "thermal")
-    block, warn = [], []
-    for t in doc.get("Temperatures") or []:
-        r, crit, nc = (
-            t.get("ReadingCelsius"),
-            t.get("UpperThresholdCritical"),
-            t.get("UpperThresholdNonCritical"),
+    findings = [_temperature(t) for t in doc.get("Temperatures") or []]
+    findings += [_fan(f) for f in doc.get("Fans") or []]
+    return _verdict("thermal", findings, "temperatures and fans OK")
+
+
+def _virtual_disk(vol: dict[str, Any]) -> Finding:
+    """A virtual disk not OK, or with an operation under way (rebuild, background init), blocks."""
+    ops = [
+        f"{o.get('OperationName')} {o.get('PercentageComplete', '?')}%" for o in vol.get("Operations") or []
+    ]
+    raid = ((vol.get("Oem") or {}).get("Dell") or {}).get("DellVirtualDisk", {}).get("RaidStatus")
+    if _health(vol) != "OK" or ops:
+        return BLOCK, f"virtual disk {vol.get('Id')} {raid or _health(vol)}" + (
+            f" ({', '.join(ops)})" if ops else ""
         )
-        name = t.get("Name") or t.get("MemberId")
-        if _health(t) == "Critical" or (r is not None and crit is not None and r >= crit):
-            block.append(f"{name} {r} °C (critical at {crit} °C)")
-        elif _health(t) == "Warning" or (r is not None and nc is not None and r >= nc):
-            warn.append(f"{name} {r} °C (non-critical at {nc} °C)")
-    for f in doc.get("Fans") or []:
-        if _health(f) == "Critical":
-            block.append(
-                f"{f.get('Name') or f.get('MemberId')} Critical ({f.get('Reading')} {f.get('ReadingUnits') or ''})".strip()
-            )
-        elif _health(f) == "Warning":
-            warn.append(f"{f.get('Name') or f.get('MemberId')} Warning")
-    if block:
-        return Gate("thermal", BLOCK, "thermal: " + "; ".join(block + warn))
-    if warn:
-        return Gate("thermal", WARN, "thermal: " + "; ".join(warn))
-    return Gate("thermal", OK, "temperatures and fans OK")
+    return None
+
+
+def _drive(drv: dict[str, Any]) -> Finding:
+    if drv.get("FailurePredicted"):
+        return BLOCK, f"drive {drv.get('Id')} predicts failure"
+    if _health(drv) == "Critical":
+        return BLOCK, f"drive {drv.get('Id')} Critical"
+    if _health(drv) == "Warning":
+        return WARN, f"drive {drv.get('Id')} Warning"
+    return None
 
 
 def storage_gate(client: Any, system: dict[str, Any]) -> Gate:
     path = _link(system, "Storage")
     if not path:
         return Gate("storage", WARN, "the system lists no Storage resource: virtual disks unknown")
-    block, warn, volumes, drives = [], [], 0, 0
+    findings: list[Finding] = []  # per controller: its virtual disks, then its drives
+    volumes = drives = 0
     for m in _get(client, path, "storage").get("Members") or []:
         ctl = _get(client, m["@odata.id"], "storage controller")
         vpath = _link(ctl, "Volumes")
         for v in (_get(client, vpath, "virtual disks").get("Members") or []) if vpath else []:
-            vol = _get(client, v["@odata.id"], "virtual disk")
+            findings.append(_virtual_disk(_get(client, v["@odata.id"], "virtual disk")))
             volumes += 1
-            ops = [
-                f"{o.get('OperationName')} {o.get('PercentageComplete', '?')}%"
-                for o in vol.get("Operations") or []
-            ]
-            raid = ((vol.get("Oem") or {}).get("Dell") or {}).get("DellVirtualDisk", {}).get("RaidStatus")
-            if _health(vol) != "OK" or ops:
-                block.append(
-                    f"virtual disk {vol.get('Id')} {raid or _health(vol)}"
-                    + (f" ({', '.join(ops)})" if ops else "")
-                )
         for d in ctl.get("Drives") or []:
-            drv = _get(client, d["@odata.id"], "drive")
+            findings.append(_drive(_get(client, d["@odata.id"], "drive")))
             drives += 1
-            if drv.get("FailurePredicted"):
-                block.append(f"drive {drv.get('Id')} predicts failure")
-            elif _health(drv) == "Critical":
-                block.append(f"drive {drv.get('Id')} Critical")
-            elif _health(drv) == "Warning":
-                warn.append(f"drive {drv.get('Id')} Warning")
-    if block:
-        return Gate("storage", BLOCK, "storage: " + "; ".join(block + warn))
-    if warn:
-        return Gate("storage", WARN, "storage: " + "; ".join(warn))
-    return Gate("storage", OK, f"{volumes} virtual disk(s) and {drives} drive(s) OK")
+    return _verdict("storage", findings, f"{volumes} virtual disk(s) and {drives} drive(s) OK")
+
+
+def _dimm(dimm: dict[str, Any]) -> Finding:
+    if _health(dimm) == "Critical":
+        return BLOCK, f"{dimm.get('Id')} Critical"
+    if _health(dimm) == "Warning":
+        return WARN, f"{dimm.get('Id')} Warning (correctable errors)"
+    return None
 
 
 def memory_gate(client: Any, system: dict[str, Any]) -> Gate:
     path = _link(system, "Memory")
     if not path:
         return Gate("memory", WARN, "the system lists no Memory resource")
-    block, warn, n = [], [], 0
-    for m in _get(client, path, "memory").get("Members") or []:
-        dimm = _get(client, m["@odata.id"], "DIMM")
-        n += 1
-        if _health(dimm) == "Critical":
-            block.append(f"{dimm.get('Id')} Critical")
-        elif _health(dimm) == "Warning":
-            warn.append(f"{dimm.get('Id')} Warning (correctable errors)")
-    if block:
-        return Gate("memory", BLOCK, "memory: " + "; ".join(block + warn))
-    if warn:
-        return Gate("memory", WARN, "memory: " + "; ".join(warn))
-    return Gate("memory", OK, f"{n} DIMM(s) OK")
+    findings = [
+        _dimm(_get(client, m["@odata.id"], "DIMM")) for m in _get(client, path, "memory").get("Members") or []
+    ]
+    return _verdict("memory", findings, f"{len(findings)} DIMM(s) OK")
 
 
 def events_gate(client: Any, manager: dict[str, Any], *, days: float, now: dt.datetime | None = None) -> Gate:

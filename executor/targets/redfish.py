@@ -215,6 +215,15 @@ def inventory_oddities(
     """What an inventory found odd, in words for the operator: a BMC that is no iDRAC or of
     a generation rackpilot does not drive, facts or components it should report and did
     not, components that no catalog can match. `generation` False = not read."""
+    return _bmc_oddities(info, firmware, generation, manager_model) + _fact_oddities(
+        info, firmware, generation
+    )
+
+
+def _bmc_oddities(
+    info: SystemInfo, firmware: list[FirmwareComponent], generation: int | None | bool, manager_model: str
+) -> list[str]:
+    """The BMC itself: no iDRAC, a generation not driven, iDRAC firmware unknown or missing."""
     out: list[str] = []
     label = info.generation_label or manager_model
     gen_g = int(label[:2]) if label[:2].isdigit() else None
@@ -238,6 +247,14 @@ def inventory_oddities(
             )
     if generation not in (None, False) and idrac is None and firmware:
         out.append("missing component: the firmware inventory lists no iDRAC firmware")
+    return out
+
+
+def _fact_oddities(
+    info: SystemInfo, firmware: list[FirmwareComponent], generation: int | None | bool
+) -> list[str]:
+    """Facts and components the server should report and did not, or that no catalog matches."""
+    out: list[str] = []
     if not info.bios_version and not any(f.component_id == "159" for f in firmware):
         out.append("missing component: no BIOS version reported")
     if not info.service_tag:

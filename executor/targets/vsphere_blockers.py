@@ -203,79 +203,80 @@ def capacity(inv: Inventory, cluster: Cluster, host: str | None = None) -> dict[
 
 
 def cluster_prechecks(inv: Inventory, cluster: Cluster) -> list[Check]:
-    checks: list[Check] = []
+    return [
+        _drs_check(cluster),
+        _ha_check(inv, cluster),
+        *_host_state_checks(inv, cluster),
+        _capacity_check(inv, cluster),
+    ]
+
+
+def _drs_check(cluster: Cluster) -> Check:
+    """Maintenance mode evacuates VMs by itself only with DRS fully automated."""
     drs = cluster.drs
     if cluster.drs_fully_automated:
-        checks.append(Check("drs", OK, "DRS is fully automated", dict(drs)))
-    elif drs.get("enabled"):
-        checks.append(
-            Check(
-                "drs",
-                BLOCKING,
-                f"DRS is {drs.get('default_vm_behavior')}: maintenance mode will not evacuate VMs by itself",
-                dict(drs),
-            )
+        return Check("drs", OK, "DRS is fully automated", dict(drs))
+    if drs.get("enabled"):
+        return Check(
+            "drs",
+            BLOCKING,
+            f"DRS is {drs.get('default_vm_behavior')}: maintenance mode will not evacuate VMs by itself",
+            dict(drs),
         )
-    else:
-        checks.append(
-            Check("drs", BLOCKING, "DRS is disabled: maintenance mode cannot evacuate VMs", dict(drs))
-        )
+    return Check("drs", BLOCKING, "DRS is disabled: maintenance mode cannot evacuate VMs", dict(drs))
 
+
+def _ha_check(inv: Inventory, cluster: Cluster) -> Check:
+    """HA admission control may refuse maintenance mode unless relaxed."""
     ha = cluster.ha
     if ha.get("enabled") and ha.get("admission_control_enabled"):
         policy = ha.get("admission_control_policy") or {}
         level = policy.get("failover_level") or ha.get("failover_level") or 0
         active = sum(1 for h in cluster.hosts if h in inv.hosts and inv.hosts[h].active)
-        checks.append(
-            Check(
-                "ha_admission_control",
-                WARNING,
-                f"HA admission control reserves capacity for {level} host failure(s) "
-                f"with {active} active host(s); it can refuse maintenance unless relaxed",
-                {"policy": policy, "failover_level": level, "active_hosts": active},
-            )
+        return Check(
+            "ha_admission_control",
+            WARNING,
+            f"HA admission control reserves capacity for {level} host failure(s) "
+            f"with {active} active host(s); it can refuse maintenance unless relaxed",
+            {"policy": policy, "failover_level": level, "active_hosts": active},
         )
-    else:
-        state = "HA is disabled" if not ha.get("enabled") else "HA admission control is disabled"
-        checks.append(
-            Check("ha_admission_control", OK, state, {"policy": ha.get("admission_control_policy")})
-        )
+    state = "HA is disabled" if not ha.get("enabled") else "HA admission control is disabled"
+    return Check("ha_admission_control", OK, state, {"policy": ha.get("admission_control_policy")})
 
-    in_mm = sorted(inv.hosts[h].name for h in cluster.hosts if h in inv.hosts and inv.hosts[h].in_maintenance)
-    checks.append(
+
+def _host_state_checks(inv: Inventory, cluster: Cluster) -> list[Check]:
+    """Hosts already in maintenance (a warning) and hosts not connected (blocking)."""
+    members = [inv.hosts[h] for h in cluster.hosts if h in inv.hosts]
+    in_mm = sorted(h.name for h in members if h.in_maintenance)
+    down = sorted(h.name for h in members if h.connection_state != "connected")
+    return [
         Check(
             "hosts_in_maintenance",
             WARNING if in_mm else OK,
             f"already in maintenance: {', '.join(in_mm)}" if in_mm else "no host is in maintenance",
             {"hosts": in_mm},
-        )
-    )
-    down = sorted(
-        inv.hosts[h].name
-        for h in cluster.hosts
-        if h in inv.hosts and inv.hosts[h].connection_state != "connected"
-    )
-    checks.append(
+        ),
         Check(
             "hosts_not_connected",
             BLOCKING if down else OK,
             f"not connected: {', '.join(down)}" if down else "every host is connected",
             {"hosts": down},
-        )
-    )
+        ),
+    ]
+
+
+def _capacity_check(inv: Inventory, cluster: Cluster) -> Check:
+    """The busiest host's running VMs fit on the other hosts."""
     cap = capacity(inv, cluster)
-    checks.append(
-        Check(
-            "capacity",
-            OK if cap["fits"] else BLOCKING,
-            (
-                f"the other hosts have {cap['free_mb_on_others']} MiB free for the "
-                f"{cap['needed_mb']} MiB on {cap['host_name'] or 'the busiest host'}"
-            ),
-            cap,
-        )
+    return Check(
+        "capacity",
+        OK if cap["fits"] else BLOCKING,
+        (
+            f"the other hosts have {cap['free_mb_on_others']} MiB free for the "
+            f"{cap['needed_mb']} MiB on {cap['host_name'] or 'the busiest host'}"
+        ),
+        cap,
     )
-    return checks
 
 
 def preflight_report(inv: Inventory, cluster: str, hosts: list[str] | None = None) -> dict[str, Any]:
