@@ -296,6 +296,8 @@ class Jupyter:
                 "RACKPILOT_CONSOLE_EXPORT_DIR": str(self.dir / "exports"),
                 "JUPYTER_RUNTIME_DIR": str(self.dir / "runtime"),
                 "JUPYTER_CONFIG_DIR": str(self.dir / "config"),
+                # JupyterLab setting defaults: no "Jupyter news?" question (console/jupyter/)
+                "JUPYTER_CONFIG_PATH": str(st.cfg.project_root / "console" / "jupyter"),
                 "JUPYTERLAB_WORKSPACES_DIR": str(self.dir / "workspaces"),
                 "IPYTHONDIR": str(self.dir / "ipython"),
             }
@@ -310,7 +312,7 @@ class Jupyter:
             "--ServerApp.port_retries=0",
             f"--IdentityProvider.token={self.token}",
             f"--ServerApp.root_dir={self.root}",
-            "--LabApp.news_url=",
+            "--LabApp.news_url=None",  # no news fetched (the question itself: console/jupyter/)
         ]
         if os.geteuid() == 0:
             args.append("--allow-root")

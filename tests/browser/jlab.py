@@ -136,13 +136,18 @@ def jupyterlab(root: Path, env: Mapping[str, str], log: Path, startup_s: float =
         f"--IdentityProvider.token={token}",
         f"--ServerApp.root_dir={root}",
         "--LabApp.expose_app_in_browser=True",
-        "--LabApp.news_url=",
+        "--LabApp.news_url=None",  # no news fetched (the question itself: console/jupyter/)
         "--ServerApp.port_retries=0",
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
     ]
     args += ["--allow-root"] if os.geteuid() == 0 else []  # CI and the dev machines run as root
     with log.open("w") as out:
-        proc = spawn(args, new_session=False, env=dict(env), stdout=out, stderr=subprocess.STDOUT)
+        # the console's JupyterLab setting defaults (no "Jupyter news?" question), as the demo's
+        lab_env = {
+            **env,
+            "JUPYTER_CONFIG_PATH": str(Path(__file__).resolve().parents[2] / "console" / "jupyter"),
+        }
+        proc = spawn(args, new_session=False, env=lab_env, stdout=out, stderr=subprocess.STDOUT)
         try:
             wait_http(f"http://127.0.0.1:{port}/api/status?token={token}", startup_s)
             yield JupyterLab(f"http://127.0.0.1:{port}", token)
@@ -250,6 +255,10 @@ def screenshot_dir() -> Path:
 def shot(driver: Any, folder: Path, name: str) -> Path:
     """A screenshot ``name``.png in ``folder``, copied to :func:`screenshot_dir` (the same name
     each run, so the newest run's picture of a screen is always at the same path)."""
+    # JupyterLab's "get notified about official Jupyter news?" toast would cover the screen
+    # in every picture (console/jupyter/ turns it off where JupyterLab starts)
+    prompts = driver.find_elements("xpath", "//*[contains(text(), 'official Jupyter news')]")
+    assert not prompts, f"{name}: JupyterLab's news prompt is on the screen"
     p = folder / f"{name}.png"
     driver.save_screenshot(str(p))
     out = screenshot_dir()
