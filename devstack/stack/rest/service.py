@@ -20,6 +20,7 @@ import os
 import re
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -808,26 +809,23 @@ class RestService:
             prefer.count,
             bi,
             prefer.missing_default,
-            req.nested_key(),
-            req.embed_max_idx,
         )
-        sql = self._sql_cache.get(key)
-        if sql is None:
-            sql = self._remember(
-                key,
-                q.insert_sql(
-                    rel,
-                    req,
-                    columns,
-                    bi,
-                    representation,
-                    single,
-                    prefer.count,
-                    prefer.resolution,
-                    prefer.missing_default,
-                    self.cache,
-                ),
-            )
+        sql = self._statement(
+            key,
+            req,
+            lambda: q.insert_sql(
+                rel,
+                req,
+                columns,
+                bi,
+                representation,
+                single,
+                prefer.count,
+                prefer.resolution,
+                prefer.missing_default,
+                self.cache,
+            ),
+        )
         return sql
 
     def _update(
@@ -862,15 +860,14 @@ class RestService:
             bi,
             li,
             oi,
-            req.nested_key(),
-            req.embed_max_idx,
         )
-        sql = self._sql_cache.get(key)
-        if sql is None:
-            sql = self._remember(
-                key,
-                q.update_sql(rel, req, columns, bi, representation, single, prefer.count, li, oi, self.cache),
-            )
+        sql = self._statement(
+            key,
+            req,
+            lambda: q.update_sql(
+                rel, req, columns, bi, representation, single, prefer.count, li, oi, self.cache
+            ),
+        )
         return sql
 
     def _delete(
@@ -899,14 +896,10 @@ class RestService:
             prefer.count,
             li,
             oi,
-            req.nested_key(),
-            req.embed_max_idx,
         )
-        sql = self._sql_cache.get(key)
-        if sql is None:
-            sql = self._remember(
-                key, q.delete_sql(rel, req, representation, single, prefer.count, li, oi, self.cache)
-            )
+        sql = self._statement(
+            key, req, lambda: q.delete_sql(rel, req, representation, single, prefer.count, li, oi, self.cache)
+        )
         return sql
 
     _WRITES = {"POST": _insert, "PATCH": _update, "DELETE": _delete}
@@ -979,17 +972,23 @@ class RestService:
             arg_idx,
             li,
             oi,
-            req.nested_key(),
-            req.embed_max_idx,
         )
-        sql = self._sql_cache.get(key)
-        if sql is None:
-            sql = self._remember(
-                key,
-                q.rpc_sql(fn, req, arg_names, from_json, arg_idx, single, prefer.count, li, oi, self.cache),
-            )
+        sql = self._statement(
+            key,
+            req,
+            lambda: q.rpc_sql(
+                fn, req, arg_names, from_json, arg_idx, single, prefer.count, li, oi, self.cache
+            ),
+        )
         with_range = (req.offset, prefer.count) if fn.kind in ("setof_row", "setof_scalar") else None
         return sql, req.params, 200, read_only, with_range
+
+    def _statement(self, key: tuple, req: q.Request, build: Callable[[], str]) -> tuple[str, str]:
+        """The statement of ``key`` and the request's embedding shape from the SQL cache,
+        ``build()`` once on a miss. (The read path, the hot one, does the same inline.)"""
+        key = (*key, req.nested_key(), req.embed_max_idx)
+        hit = self._sql_cache.get(key)
+        return hit if hit is not None else self._remember(key, build())
 
     def _remember(self, key: tuple, sql: str) -> tuple[str, str]:
         if len(self._sql_cache) >= SQL_CACHE_SIZE:
