@@ -190,9 +190,103 @@ class _CoalescingTransport:
         return getattr(self._t, name)
 
 
+class _Signal:
+    """asyncio.Event's set, clear and wait for the one task that may wait (the REST
+    service reading a body); its future is made only then, so a GET costs no Event."""
+
+    __slots__ = ("_flag", "_waiter")
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def set(self) -> None:
+        self._flag = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._flag = False
+
+    async def wait(self) -> None:
+        if self._flag:
+            return
+        self._waiter = waiter = asyncio.get_running_loop().create_future()
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+
+
+def _no_response_callback() -> None:
+    pass
+
+
+class _RestExchange:
+    """One /rest/v1 request on a connection, in the place of uvicorn's RequestResponseCycle:
+    it has the attributes uvicorn's protocol reads and writes on its current cycle (``body``,
+    ``more_body``, ``message_event``, ``disconnected``, ``response_complete``,
+    ``keep_alive``) and the cycle's ``receive``, and nothing of its ASGI ``send``: the
+    answer is written whole by the protocol's ``_serve_rest``."""
+
+    __slots__ = (
+        "scope",
+        "transport",
+        "flow",
+        "message_event",
+        "body",
+        "more_body",
+        "disconnected",
+        "keep_alive",
+        "waiting_for_100_continue",
+        "response_started",
+        "response_complete",
+        "on_response",
+    )
+
+    def __init__(
+        self,
+        scope: dict,
+        transport: asyncio.Transport,
+        flow: Any,
+        expect_100_continue: bool,
+        keep_alive: bool,
+        on_response: Any,
+    ) -> None:
+        self.scope = scope
+        self.transport = transport
+        self.flow = flow
+        self.message_event = _Signal()
+        self.body = bytearray()
+        self.more_body = True
+        self.disconnected = False
+        self.keep_alive = keep_alive
+        self.waiting_for_100_continue = expect_100_continue
+        self.response_started = False
+        self.response_complete = False
+        self.on_response = on_response
+
+    async def receive(self) -> dict:
+        """The request body as ASGI ``http.request`` messages, as uvicorn's cycle gives it
+        (100 Continue first when the client asked for it)."""
+        if self.waiting_for_100_continue and not self.transport.is_closing():
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.waiting_for_100_continue = False
+        if not self.disconnected and not self.response_complete:
+            self.flow.resume_reading()
+            await self.message_event.wait()
+            self.message_event.clear()
+        if self.disconnected or self.response_complete:
+            return {"type": "http.disconnect"}
+        message = {"type": "http.request", "body": bytes(self.body), "more_body": self.more_body}
+        self.body = bytearray()
+        return message
+
+
 def _http_protocol(gateway: Gateway | None = None) -> type:
     import httptools
-    from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
+    from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
     rest = gateway.service("/rest/v1") if gateway is not None else None
     respond = getattr(rest, "respond", None)
@@ -298,12 +392,12 @@ def _http_protocol(gateway: Gateway | None = None) -> type:
                 cycle.transport = _CoalescingTransport(cycle.transport, self.loop)
 
         def _rest_request(self, path: str, raw_path: bytes, query: bytes) -> None:
-            """uvicorn's on_headers_complete for a /rest/v1 request: the same cycle (body,
-            100-continue, keep-alive, pipelining, disconnect), with only the scope keys the
-            REST service reads, and no transport wrapper (_serve_rest writes once)."""
+            """uvicorn's on_headers_complete for a /rest/v1 request: the same life (body,
+            100-continue, keep-alive, pipelining, disconnect) in a _RestExchange, with only
+            the scope keys the REST service reads."""
             parser = self.parser
             http_version = parser.get_http_version()
-            scope = {
+            self.scope = scope = {
                 "type": "http",
                 "http_version": http_version,
                 "method": parser.get_method().decode("ascii"),
@@ -311,31 +405,22 @@ def _http_protocol(gateway: Gateway | None = None) -> type:
                 "raw_path": raw_path,
                 "query_string": query,
                 "headers": self.headers,
-                "server": self.server,
                 "client": self.client,
-                "scheme": self.scheme,
-                "root_path": "",
             }
-            self.scope = scope
             existing = self.cycle
-            self.cycle = cycle = RequestResponseCycle(
-                scope=scope,
-                transport=self.transport,
-                flow=self.flow,
-                logger=self.logger,
-                access_logger=self.access_logger,
-                access_log=self.access_log,
-                default_headers=self.server_state.default_headers,
-                message_event=asyncio.Event(),
-                expect_100_continue=self.expect_100_continue,
-                keep_alive=http_version != "1.0" and parser.should_keep_alive(),
-                on_response=self.on_response_complete,
+            self.cycle = exchange = _RestExchange(
+                scope,
+                self.transport,
+                self.flow,
+                self.expect_100_continue,
+                http_version != "1.0" and parser.should_keep_alive(),
+                self.on_response_complete,
             )
             if existing is None or existing.response_complete:
-                self._start_asgi_task(cycle, rest_app)
+                self._start_asgi_task(exchange, rest_app)
             else:  # pipelined behind a request still being answered, as uvicorn queues it
                 self.flow.pause_reading()
-                self.pipeline.appendleft((cycle, rest_app))
+                self.pipeline.appendleft((exchange, rest_app))
 
         def _start_asgi_task(self, cycle: Any, app: Any) -> None:
             if app is not rest_app:
@@ -345,41 +430,52 @@ def _http_protocol(gateway: Gateway | None = None) -> type:
             task.add_done_callback(self.tasks.discard)
             self.tasks.add(task)
 
-        async def _serve_rest(self, cycle: Any) -> None:
+        async def _serve_rest(self, exchange: _RestExchange) -> None:
             try:
-                status, headers, body = await respond(cycle.scope, cycle.receive)
-                if cycle.flow.write_paused and not cycle.disconnected:
-                    await cycle.flow.drain()
-                transport = cycle.transport
-                if isinstance(transport, _CoalescingTransport):
-                    transport._flush()  # anything held back (a 100 Continue) goes first
-                    transport = transport._t
-                if cycle.disconnected or transport.is_closing():
+                status, headers, body = await respond(exchange.scope, exchange.receive)
+                if exchange.flow.write_paused and not exchange.disconnected:
+                    await exchange.flow.drain()
+                transport = exchange.transport
+                if exchange.disconnected or transport.is_closing():
                     return
                 # the service's header lines, refused whole if a value holds CR or LF
                 lines = b"".join([name + b": " + value + b"\r\n" for name, value in headers])
                 if lines.count(b"\r") != len(headers) or lines.count(b"\n") != len(headers):
                     raise RuntimeError("invalid HTTP header value")
-                out = [STATUS_LINE[status], _default_lines(cycle.default_headers), lines]
-                if not cycle.keep_alive:
+                out = [STATUS_LINE[status], _default_lines(self.server_state.default_headers), lines]
+                if not exchange.keep_alive:
                     out.append(b"connection: close\r\n")
                 out += (b"\r\n", body)
-                cycle.response_started = True
-                cycle.waiting_for_100_continue = False
-                cycle.response_complete = True
-                cycle.message_event.set()
+                exchange.response_started = exchange.response_complete = True
+                exchange.waiting_for_100_continue = False
+                exchange.message_event.set()
                 transport.write(b"".join(out))
-                if not cycle.keep_alive:
+                if not exchange.keep_alive:
                     transport.close()
-                cycle.on_response()
+                exchange.on_response()
             except BaseException:  # as uvicorn's run_asgi: a 500, or the connection closed
                 log.exception("REST request failed")
-                if not cycle.response_started:
-                    await cycle.send_500_response()
+                transport = exchange.transport
+                if not exchange.response_started and not exchange.disconnected:
+                    exchange.response_started = exchange.response_complete = True
+                    if not transport.is_closing():
+                        transport.write(
+                            b"".join(
+                                [
+                                    STATUS_LINE[500],
+                                    _default_lines(self.server_state.default_headers),
+                                    b"content-type: text/plain; charset=utf-8\r\n"
+                                    b"content-length: 21\r\nconnection: close\r\n\r\n"
+                                    b"Internal Server Error",
+                                ]
+                            )
+                        )
+                        transport.close()
+                    exchange.on_response()
                 else:
                     self.transport.close()
             finally:
-                cycle.on_response = lambda: None
+                exchange.on_response = _no_response_callback
 
     return CoalescingHttpToolsProtocol
 
