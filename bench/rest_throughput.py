@@ -15,7 +15,13 @@ for 10 s with 16 concurrent connections each:
   ASGI, no JWT, no query parsing) that answers every request with the ``get`` statement
   run on 16 asyncpg connections, measured with ``wrk`` as the gateway is. The gateway does
   all of that work and more, so ``ratio_minimal_front_get`` (its req/s over ``direct_get``)
-  bounds what ``ratio_get`` can reach on this machine with this architecture.
+  bounds what ``ratio_get`` can reach on this machine with this architecture;
+- ``service_front_get``: the same bare front around the gateway's REST service (this file
+  with ``--serve-minimal-front`` and ``service``): every request goes through
+  ``RestService.respond`` (token, query parsing, SQL cache, pool, answer headers) but not
+  through uvicorn. Between the three fronts, the gateway's CPU per request splits into the
+  floor (minimal front), the REST service's work (service front less minimal front) and the
+  HTTP server's (gateway less service front).
 
 Prints ONE JSON line: req/s, p50 and p99 (ms) for each, and gateway/direct ratios.
 Target on a 2-core machine: get >= 5,000 req/s with p99 <= 10 ms, and ratio_get >= 0.7.
@@ -321,12 +327,17 @@ def _stmt_name(sql: str) -> str:
 
 
 def serve_minimal_front() -> int:
-    """The ``minimal_front`` server: reads {dsn, port, args, connections} as JSON from stdin,
-    prints ``ready`` once it listens, and serves until stdin closes (its owner ended)."""
+    """The ``minimal_front`` server: reads {dsn, port, args, connections, service} as JSON
+    from stdin, prints ``ready`` once it listens, and serves until stdin closes (its owner
+    ended). With ``service`` true it is the ``service_front``: each request goes to the REST
+    service's ``respond`` (built from the stack's RACKPILOT_* environment) instead of the
+    fixed statement."""
     import httptools
     import uvloop
 
     spec = json.loads(sys.stdin.readline())
+    if spec.get("service"):
+        return _serve_service_front(spec)
     args = tuple(spec["args"])
     hot = args[:7] + (None,) + args[8:]
 
@@ -380,11 +391,85 @@ def serve_minimal_front() -> int:
     return 0
 
 
+def _serve_service_front(spec: dict) -> int:
+    """The ``service_front`` server: the minimal front's HTTP handling (uvloop, httptools,
+    keep-alive only) around the gateway's REST service, which does all of a request's REST
+    work (token, query parsing, SQL cache, its pool, the answer's headers)."""
+    import httptools
+    import uvloop
+
+    from devstack.stack.gateway import build_context
+    from devstack.stack.rest.service import RestService
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        svc = RestService(build_context())
+        await svc.startup()
+        respond = svc.respond
+        inflight: set[asyncio.Task] = set()
+
+        class Front(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                self.transport = transport
+                self.parser = httptools.HttpRequestParser(self)
+
+            def data_received(self, data: bytes) -> None:
+                try:
+                    self.parser.feed_data(data)
+                except httptools.HttpParserError:
+                    self.transport.close()
+
+            def on_message_begin(self) -> None:
+                self.url, self.headers = b"", []
+
+            def on_url(self, url: bytes) -> None:
+                self.url += url
+
+            def on_header(self, name: bytes, value: bytes) -> None:
+                self.headers.append((name.lower(), value))
+
+            def on_message_complete(self) -> None:
+                path, _, query = self.url.partition(b"?")
+                scope = {
+                    "type": "http",
+                    "method": self.parser.get_method().decode("ascii"),
+                    "path": path.decode("ascii"),
+                    "query_string": query,
+                    "headers": self.headers,
+                }
+                task = loop.create_task(self.answer(scope))
+                inflight.add(task)
+                task.add_done_callback(inflight.discard)
+
+            async def answer(self, scope: dict) -> None:
+                status, headers, body = await respond(scope, None)
+                if not self.transport.is_closing():
+                    lines = b"".join([n + b": " + v + b"\r\n" for n, v in headers])
+                    self.transport.write(b"HTTP/1.1 %d -\r\n%s\r\n%s" % (status, lines, body))
+
+        server = await loop.create_server(Front, "127.0.0.1", spec["port"], backlog=2048)
+        print("ready", flush=True)
+        await loop.run_in_executor(None, sys.stdin.read)  # EOF: the benchmark is done (or gone)
+        server.close()
+        await asyncio.gather(*inflight, return_exceptions=True)
+        await svc.shutdown()
+
+    uvloop.run(serve())
+    return 0
+
+
 def run_minimal_front(
-    st: Stack, dsn: str, args: tuple, url_path: str, lua: str, duration: int, connections: int
+    st: Stack,
+    dsn: str,
+    args: tuple,
+    url_path: str,
+    lua: str,
+    duration: int,
+    connections: int,
+    service: bool = False,
 ) -> tuple[dict, CpuMeter]:
-    """Start the minimal front (owned: it dies with this process), check that it answers
-    what the gateway answers, and measure it with wrk."""
+    """Start the minimal front, or with ``service`` the service front (owned: it dies with
+    this process), check that it answers what the gateway answers, and measure it with wrk."""
     port = free_port()
     front = proc.spawn(
         [sys.executable, __file__, "--serve-minimal-front"],
@@ -392,16 +477,19 @@ def run_minimal_front(
         stdout=subprocess.PIPE,
         text=True,
         cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, **st.cfg.to_env()},
     )
     try:
-        front.stdin.write(
-            json.dumps({"dsn": dsn, "port": port, "args": args, "connections": connections}) + "\n"
-        )
+        spec = {"dsn": dsn, "port": port, "args": args, "connections": connections, "service": service}
+        front.stdin.write(json.dumps(spec) + "\n")
         front.stdin.flush()
         if front.stdout.readline().strip() != "ready":
             raise RuntimeError(f"the minimal front did not start (exit {front.poll()})")
         url = f"http://127.0.0.1:{port}{url_path}"
-        if len(httpx.get(url, timeout=5).json()) != 1:
+        headers = dict(
+            re.findall(r'wrk\.headers\["([^"]+)"\] = "([^"]*)"', lua)
+        )  # the service checks the token
+        if len(httpx.get(url, headers=headers, timeout=5).json()) != 1:
             raise RuntimeError("the minimal front did not answer the row")
         run_wrk(url, lua, 2, connections)  # warm-up
         meter = CpuMeter(st, front.pid)
@@ -470,6 +558,16 @@ def main() -> int:
         front, front_meter = run_minimal_front(
             st, dsn, get_args, get_url.removeprefix(st.cfg.api_url), get_lua, opts.duration, opts.connections
         )
+        service_front, service_meter = run_minimal_front(
+            st,
+            dsn,
+            get_args,
+            get_url.removeprefix(st.cfg.api_url),
+            get_lua,
+            opts.duration,
+            opts.connections,
+            service=True,
+        )
         direct_meter = CpuMeter(st)
         d_get = asyncio.run(run_direct(dsn, get_args, opts.duration, opts.connections, direct_meter))
         d_rpc = asyncio.run(run_direct(dsn, rpc_args, opts.duration, opts.connections))
@@ -488,13 +586,18 @@ def main() -> int:
                     "minimal_front_get": front,
                     "ratio_get": round(gw_get["rps"] / d_get["rps"], 3),
                     "ratio_rpc": round(gw_rpc["rps"] / d_rpc["rps"], 3),
+                    "service_front_get": service_front,
                     "ratio_minimal_front_get": round(front["rps"] / d_get["rps"], 3),
+                    "ratio_service_front_get": round(service_front["rps"] / d_get["rps"], 3),
                     "cpu_us_per_request": {
                         "gateway_get": gw_meter.per_request(
                             gw_get["rps"] * opts.duration, ("server", "postgres", "wrk")
                         ),
                         "minimal_front_get": front_meter.per_request(
                             front["rps"] * opts.duration, ("server", "postgres", "wrk")
+                        ),
+                        "service_front_get": service_meter.per_request(
+                            service_front["rps"] * opts.duration, ("server", "postgres", "wrk")
                         ),
                         "direct_get": direct_meter.per_request(
                             d_get["rps"] * opts.duration, ("client", "postgres")

@@ -84,6 +84,8 @@ RELATIONS: dict[str, list[Rel]] = {
         Rel("gateway_rpc.p99_ms", baseline="direct_rpc.p99_ms"),
         # the ceiling of a bare Python HTTP front doing the same statement: bounds ratio_get
         Rel("minimal_front_get.rps", baseline="direct_get.rps", ratio="ratio_minimal_front_get"),
+        # the same bare front around the REST service: what the HTTP server (uvicorn) costs
+        Rel("service_front_get.rps", baseline="direct_get.rps", ratio="ratio_service_front_get"),
     ],
     "dispatch_latency": [
         Rel("realtime_p50_ms", baseline="polling_p50_ms", ratio="ratio_p50"),
