@@ -55,45 +55,56 @@ def tls(tmp_path_factory):
     return cert, ctx
 
 
-@pytest.mark.parametrize("personality", ["idrac9", "idrac10"])
-def test_dmtf_protocol_validator_finds_no_failure(personality: str, tls, tmp_path) -> None:
+PERSONALITIES = ("idrac9", "idrac10")
+
+
+@pytest.fixture(scope="module")
+def validator_runs(tls, tmp_path_factory) -> dict[str, tuple[list[str], Path, int]]:
+    """The protocol validator run against a lab of each personality, both at once: a run
+    spends its ~20 s waiting on its own timeouts, not on the CPU. Per personality: the
+    validator's Summary lines, its report directory, and the lab's sessions left open."""
+    import contextlib
+
     cert, ctx = tls
-    lab = Lab(1, time_scale=100, ssl_context=ctx, personality=personality)
-    with LabThread(lab):
-        if personality == "idrac10":
-            lab.bmcs[0].inject(basic_auth=True)
-        # requests lets REQUESTS_CA_BUNDLE override the validator's own --ca-bundle
-        env = {**os.environ, "REQUESTS_CA_BUNDLE": str(cert), "CURL_CA_BUNDLE": str(cert)}
-        exe = Path(sys.executable).parent / "rf_protocol_validator"
-        assert exe.exists(), (
-            "rf_protocol_validator is missing: pip install -e .[dev] (redfish-protocol-validator)"
-        )
-        proc = subprocess.run(
-            [
-                str(exe),
-                "-r",
-                lab.url(0),
-                "-u",
-                "root",
-                "-p",
-                "calvin",
-                "--ca-bundle",
-                str(cert),
-                "--report-dir",
-                str(tmp_path),
-                "--report-type",
-                "tsv",
-                "--avoid-http-redirect",
-            ],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=400,
-        )
-        assert lab.bmcs[0].own_sessions() <= 1, "the validator's sessions were not all closed"
-    summary = [ln for ln in proc.stdout.splitlines() + proc.stderr.splitlines() if ln.startswith("Summary")]
-    report = next(tmp_path.glob("*.tsv"))
+    exe = Path(sys.executable).parent / "rf_protocol_validator"
+    assert exe.exists(), (
+        "rf_protocol_validator is missing: pip install -e .[dev] (redfish-protocol-validator)"
+    )
+    # requests lets REQUESTS_CA_BUNDLE override the validator's own --ca-bundle
+    env = {**os.environ, "REQUESTS_CA_BUNDLE": str(cert), "CURL_CA_BUNDLE": str(cert)}
+    runs: dict[str, tuple[Lab, Path, subprocess.Popen]] = {}
+    out: dict[str, tuple[list[str], Path, int]] = {}
+    with contextlib.ExitStack() as stack:
+        for personality in PERSONALITIES:
+            lab = Lab(1, time_scale=100, ssl_context=ctx, personality=personality)
+            stack.enter_context(LabThread(lab))
+            if personality == "idrac10":
+                lab.bmcs[0].inject(basic_auth=True)
+            report_dir = tmp_path_factory.mktemp(f"validator-{personality}")
+            log = stack.enter_context((report_dir / "validator.log").open("w"))
+            argv = [str(exe), "-r", lab.url(0), "-u", "root", "-p", "calvin", "--ca-bundle", str(cert)]
+            argv += ["--report-dir", str(report_dir), "--report-type", "tsv", "--avoid-http-redirect"]
+            validator = subprocess.Popen(
+                argv, cwd=report_dir, env=env, stdout=log, stderr=subprocess.STDOUT, text=True
+            )
+            stack.callback(lambda v=validator: v.poll() is None and (v.kill(), v.wait()))  # its owner
+            runs[personality] = (lab, report_dir, validator)
+        for personality, (lab, report_dir, validator) in runs.items():
+            validator.wait(timeout=400)
+            lines = (report_dir / "validator.log").read_text().splitlines()
+            out[personality] = (
+                [ln for ln in lines if ln.startswith("Summary")],
+                report_dir,
+                lab.bmcs[0].own_sessions(),
+            )
+    return out
+
+
+@pytest.mark.parametrize("personality", PERSONALITIES)
+def test_dmtf_protocol_validator_finds_no_failure(personality: str, validator_runs) -> None:
+    summary, report_dir, sessions_left = validator_runs[personality]
+    assert sessions_left <= 1, "the validator's sessions were not all closed"
+    report = next(report_dir.glob("*.tsv"))
     rows = list(csv.DictReader(report.open(), delimiter="\t"))
     fails = [(r["Assertion"], r["URI"], r["Message"][:200]) for r in rows if r["Result"] == "FAIL"]
     warns = {r["Assertion"]: r["Message"][:200] for r in rows if r["Result"] == "WARN"}
