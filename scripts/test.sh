@@ -46,8 +46,8 @@ if ls supabase/functions/*/*.test.ts supabase/functions/tests/*.test.ts >/dev/nu
   (cd supabase/functions && deno test --frozen --allow-env --allow-net --allow-read) || failed+=("deno")
 fi
 
-# the REST pool heals a connection a caller's role outlived (devstack/stack/rest/service.py)
-# and logs it: say so here, where a run's reader looks
+# the REST pool replaces a connection whose wrapper refused on its own schema and logs it
+# (devstack/stack/rest/service.py, _wrapper_refused): say so here, where a run's reader looks
 grep -h "REST connection" "$STACK_DIR"/logs/*.log 2>/dev/null | tail -5
 
 if [ ${#failed[@]} -gt 0 ]; then

@@ -337,13 +337,22 @@ create schema if not exists _rackpilot_rest authorization supabase_admin;
 revoke all on schema _rackpilot_rest from public;
 grant usage on schema _rackpilot_rest to authenticator;
 
+drop function if exists _rackpilot_rest.run(text, text, text, text, text, text, boolean, text, text[]);
+drop function if exists _rackpilot_rest.run(text, text, text, text, text, text, boolean, text, text[], boolean);
+-- run() answers through OUT parameters, not a named composite type: plpgsql looks a
+-- variable's named type up again by name when the type cache was invalidated (a cache
+-- reset under heavy DDL), and after the role switch that lookup runs as the caller, who may
+-- not use this schema ("permission denied for schema _rackpilot_rest"). The earlier run()
+-- returned _rackpilot_rest.result; a return type cannot be replaced, so it is dropped first.
 do $$
 begin
-  if not exists (select 1 from pg_type t join pg_namespace n on n.oid = t.typnamespace
-                 where n.nspname = '_rackpilot_rest' and t.typname = 'result') then
-    create type _rackpilot_rest.result as (body text, page_total bigint, total bigint, status text, headers text);
+  if exists (select 1 from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+             where n.nspname = '_rackpilot_rest' and p.proname = 'run'
+               and p.prorettype = to_regtype('_rackpilot_rest.result')) then
+    drop function _rackpilot_rest.run(text, text, text, text, text, text, boolean, text, text[], boolean, text, boolean);
   end if;
 end $$;
+drop type if exists _rackpilot_rest.result;
 
 -- p_single: the client asked for one object (Accept: application/vnd.pgrst.object+json);
 -- any other row count raises PT406 so that a write touching 0 or 2+ rows rolls back.
@@ -351,21 +360,18 @@ end $$;
 -- (created first when p_prepare), so its plan is cached instead of re-planned on every
 -- request; Postgres re-checks such plans when the role (RLS), search_path or schema change.
 -- p_sql is only read when p_stmt is null or p_prepare: callers may pass null otherwise.
-drop function if exists _rackpilot_rest.run(text, text, text, text, text, text, boolean, text, text[]);
-drop function if exists _rackpilot_rest.run(text, text, text, text, text, text, boolean, text, text[], boolean);
 create or replace function _rackpilot_rest.run(
   p_role text, p_claims text, p_method text, p_path text, p_headers text,
   p_search_path text, p_read_only boolean, p_sql text, p_args text[], p_single boolean,
-  p_stmt text, p_prepare boolean
-) returns _rackpilot_rest.result
+  p_stmt text, p_prepare boolean,
+  out body text, out page_total bigint, out total bigint, out status text, out headers text
+)
 language plpgsql
 security invoker
 -- no SET clause on purpose: one routes every call through fmgr_security_definer, which
 -- saves and restores the GUC state around it (a few per cent of this hot path in a perf
 -- profile); the session default plan_cache_mode (auto) is what the statements get anyway
 as $$
-declare
-  r _rackpilot_rest.result;
 begin
   -- one PERFORM: each plpgsql statement is an executor run of its own, and this is the hot path
   perform set_config('role', p_role, true), set_config('request.jwt.claims', p_claims, true),
@@ -373,21 +379,20 @@ begin
           set_config('request.headers', p_headers, true), set_config('search_path', p_search_path, true),
           set_config('transaction_read_only', case when p_read_only then 'on' else 'off' end, true);
   if p_stmt is null then
-    execute p_sql into r.body, r.page_total, r.total using p_args;
+    execute p_sql into body, page_total, total using p_args;
   else
-    if p_prepare and not exists (select 1 from pg_prepared_statements where name = p_stmt) then
+    if p_prepare and not exists (select 1 from pg_prepared_statements s where s.name = p_stmt) then
       execute format('prepare %I(text[]) as %s', p_stmt, p_sql);
     end if;
-    execute format('execute %I(%L)', p_stmt, p_args) into r.body, r.page_total, r.total;
+    execute format('execute %I(%L)', p_stmt, p_args) into body, page_total, total;
   end if;
-  if p_single and r.page_total is distinct from 1 then
+  if p_single and page_total is distinct from 1 then
     raise exception 'JSON object requested, multiple (or no) rows returned'
-      using errcode = 'PT406', detail = format('The result contains %s rows', coalesce(r.page_total, 0)),
+      using errcode = 'PT406', detail = format('The result contains %s rows', coalesce(page_total, 0)),
             hint = 'rackpilot.single';
   end if;
-  r.status := nullif(current_setting('response.status', true), '');
-  r.headers := nullif(current_setting('response.headers', true), '');
-  return r;
+  status := nullif(current_setting('response.status', true), '');
+  headers := nullif(current_setting('response.headers', true), '');
 end
 $$;
 revoke all on function _rackpilot_rest.run(text, text, text, text, text, text, boolean, text, text[], boolean, text, boolean) from public;

@@ -186,3 +186,66 @@ def test_a_write_after_the_pool_was_terminated_goes_ahead(db, api_url, service_k
     finally:
         with db.cursor() as cur:
             cur.execute("drop table if exists public.rest_contract_cache_write")
+
+
+# more catalog invalidations than a backend's queue holds (4096 messages): every other
+# backend then resets its caches the next time it runs a statement
+CACHE_RESET_SQL = """do $$ begin
+  for i in 1..700 loop
+    execute format('create table public.rest_cache_reset_%s (id int)', i);
+    execute format('drop table public.rest_cache_reset_%s', i);
+  end loop;
+end $$"""
+
+
+def test_run_answers_as_the_caller_after_a_cache_reset(stack, api_url, service_key):
+    """After a cache reset, ``_rackpilot_rest.run`` must still answer as the caller: nothing
+    it does after switching to the caller's role may look a name up in ``_rackpilot_rest``,
+    which only the authenticator may use. Its result was once a row type named there, which
+    plpgsql looks up again by name once the type cache was reset: such a request failed with
+    'permission denied for schema _rackpilot_rest' (on the gateway, until its pool replaced
+    the connection and logged it)."""
+    from devstack.stack.rest.service import RUN_SQL
+
+    args = ("authenticated", "{}", "GET", "/x", "{}", '"public"', True, "select 'x', 1::bigint, 1::bigint")
+    args += ([], False, None, False)
+
+    async def direct() -> None:
+        conn = await asyncpg.connect(stack.pg.dsn("authenticator"))
+        admin = await asyncpg.connect(stack.pg.dsn())
+        try:
+            for _ in range(2):
+                row = await conn.fetchrow(RUN_SQL, *args)
+                assert (row["body"], row["page_total"], row["total"]) == ("x", 1, 1)
+                await admin.execute(CACHE_RESET_SQL)
+            row = await conn.fetchrow(RUN_SQL, *args)  # raised InsufficientPrivilegeError
+            assert row["body"] == "x"
+        finally:
+            await conn.close()
+            await admin.close()
+
+    asyncio.run(direct())
+
+    # the gateway's pooled connections, reset the same way, answer without being replaced
+    log = stack.cfg.log_dir / "gateway.log"
+    replaced_before = log.read_text().count("refused its own wrapper")
+    hdrs = {"apikey": service_key, "Authorization": f"Bearer {service_key}"}
+
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(timeout=10) as client:
+            url = f"{api_url}/rest/v1/sites?select=id&limit=1"
+            return [
+                r.status_code
+                for r in await asyncio.gather(*(client.get(url, headers=hdrs) for _ in range(32)))
+            ]
+
+    assert set(asyncio.run(burst())) == {200}
+    conn = psycopg2.connect(stack.pg.dsn())
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(CACHE_RESET_SQL)
+    finally:
+        conn.close()
+    assert set(asyncio.run(burst())) == {200}
+    assert log.read_text().count("refused its own wrapper") == replaced_before

@@ -615,9 +615,10 @@ class RestService:
                     return row
                 except asyncpg.PostgresError as exc:
                     if _wrapper_refused(exc) and not healed:
-                        # the connection itself is wrong (the wrapper is the authenticator's,
-                        # so the caller's role outlived its request on it): the refusal came
-                        # before the request's statement ran, so a fresh connection may run it
+                        # the wrapper refused on its own schema, never the caller's fault (a
+                        # role left on the connection, or a lookup there after the role switch,
+                        # which run() no longer makes): the refusal came before the request's
+                        # statement ran, so a fresh connection may run it
                         log.error(
                             "REST connection refused its own wrapper (%s; in transaction: %s): replaced",
                             getattr(exc, "message", exc),
@@ -1018,8 +1019,10 @@ def _dead_connection(exc: BaseException) -> bool:
 
 
 def _wrapper_refused(exc: asyncpg.PostgresError) -> bool:
-    """42501 on the REST layer's own schema: the connection's role is not the
-    authenticator's (only it may use ``_rackpilot_rest``), never the caller's fault."""
+    """42501 on the REST layer's own schema (only the authenticator may use
+    ``_rackpilot_rest``), never the caller's fault: a role left on the connection, or a name
+    looked up there after run() switched to the caller's role (its result was once a row type
+    named there, looked up again after a cache reset; see platform.sql)."""
     return getattr(exc, "sqlstate", "") == "42501" and "_rackpilot_rest" in (
         getattr(exc, "message", None) or str(exc)
     )
