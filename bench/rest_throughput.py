@@ -52,6 +52,7 @@ import uuid
 from pathlib import Path
 
 import asyncpg
+import httptools
 import httpx
 import jwt
 import orjson
@@ -326,13 +327,39 @@ def _stmt_name(sql: str) -> str:
     return "_rp_" + hashlib.sha1(sql.encode()).hexdigest()[:24]
 
 
+class _BareFront(asyncio.Protocol):
+    """What the benchmark's bare fronts share: httptools on a uvloop transport, where a
+    request that does not parse closes the connection. Each front answers from its
+    parser callbacks."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.parser = httptools.HttpRequestParser(self)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.transport.close()
+
+
+async def _serve_until_stdin_closes(port: int, front: type[_BareFront], inflight: set[asyncio.Task]) -> None:
+    """Listen with ``front``, print ``ready``, and serve until stdin closes (the benchmark
+    is done, or gone); then let the answers in flight finish."""
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(front, "127.0.0.1", port, backlog=2048)
+    print("ready", flush=True)
+    await loop.run_in_executor(None, sys.stdin.read)
+    server.close()
+    await asyncio.gather(*inflight, return_exceptions=True)
+
+
 def serve_minimal_front() -> int:
     """The ``minimal_front`` server: reads {dsn, port, args, connections, service} as JSON
     from stdin, prints ``ready`` once it listens, and serves until stdin closes (its owner
     ended). With ``service`` true it is the ``service_front``: each request goes to the REST
     service's ``respond`` (built from the stack's RACKPILOT_* environment) instead of the
     fixed statement."""
-    import httptools
     import uvloop
 
     spec = json.loads(sys.stdin.readline())
@@ -350,17 +377,7 @@ def serve_minimal_front() -> int:
             pool.put_nowait(conn)
         inflight: set[asyncio.Task] = set()
 
-        class Front(asyncio.Protocol):
-            def connection_made(self, transport: asyncio.BaseTransport) -> None:
-                self.transport = transport
-                self.parser = httptools.HttpRequestParser(self)
-
-            def data_received(self, data: bytes) -> None:
-                try:
-                    self.parser.feed_data(data)
-                except httptools.HttpParserError:
-                    self.transport.close()
-
+        class Front(_BareFront):
             def on_message_complete(self) -> None:
                 task = loop.create_task(self.answer())
                 inflight.add(task)
@@ -379,11 +396,7 @@ def serve_minimal_front() -> int:
                         b"content-length: %d\r\n\r\n%s" % (len(body), body)
                     )
 
-        server = await loop.create_server(Front, "127.0.0.1", spec["port"], backlog=2048)
-        print("ready", flush=True)
-        await loop.run_in_executor(None, sys.stdin.read)  # EOF: the benchmark is done (or gone)
-        server.close()
-        await asyncio.gather(*inflight, return_exceptions=True)
+        await _serve_until_stdin_closes(spec["port"], Front, inflight)
         for conn in conns:
             await conn.close()
 
@@ -395,7 +408,6 @@ def _serve_service_front(spec: dict) -> int:
     """The ``service_front`` server: the minimal front's HTTP handling (uvloop, httptools,
     keep-alive only) around the gateway's REST service, which does all of a request's REST
     work (token, query parsing, SQL cache, its pool, the answer's headers)."""
-    import httptools
     import uvloop
 
     from devstack.stack.gateway import build_context
@@ -408,17 +420,7 @@ def _serve_service_front(spec: dict) -> int:
         respond = svc.respond
         inflight: set[asyncio.Task] = set()
 
-        class Front(asyncio.Protocol):
-            def connection_made(self, transport: asyncio.BaseTransport) -> None:
-                self.transport = transport
-                self.parser = httptools.HttpRequestParser(self)
-
-            def data_received(self, data: bytes) -> None:
-                try:
-                    self.parser.feed_data(data)
-                except httptools.HttpParserError:
-                    self.transport.close()
-
+        class Front(_BareFront):
             def on_message_begin(self) -> None:
                 self.url, self.headers = b"", []
 
@@ -447,11 +449,7 @@ def _serve_service_front(spec: dict) -> int:
                     lines = b"".join([n + b": " + v + b"\r\n" for n, v in headers])
                     self.transport.write(b"HTTP/1.1 %d -\r\n%s\r\n%s" % (status, lines, body))
 
-        server = await loop.create_server(Front, "127.0.0.1", spec["port"], backlog=2048)
-        print("ready", flush=True)
-        await loop.run_in_executor(None, sys.stdin.read)  # EOF: the benchmark is done (or gone)
-        server.close()
-        await asyncio.gather(*inflight, return_exceptions=True)
+        await _serve_until_stdin_closes(spec["port"], Front, inflight)
         await svc.shutdown()
 
     uvloop.run(serve())
