@@ -383,6 +383,14 @@ def stop(proc: subprocess.Popen, grace: float) -> None:
         proc.wait()
 
 
+def _interruptible() -> None:
+    """In the benchmark's child before its exec: SIGINT back to its default. A runner started
+    with SIGINT ignored (from a script with `&`, under pytest-xdist) would hand that on, and
+    Python then installs no KeyboardInterrupt: stop()'s SIGINT would be lost, the benchmark's
+    finally blocks would never tear its stack down, and only SIGKILL would end it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_one(run: Run, bench_dir: Path, timeout: float | None, grace: float = INTERRUPT_GRACE_S) -> None:
     out_lines: list[str] = []
     err_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL)
@@ -401,6 +409,7 @@ def run_one(run: Run, bench_dir: Path, timeout: float | None, grace: float = INT
         text=True,
         errors="replace",
         start_new_session=True,
+        preexec_fn=_interruptible,
     )
     pumps = [
         threading.Thread(target=_pump, args=(proc.stdout, sys.stdout, out_lines), daemon=True),

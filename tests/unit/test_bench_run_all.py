@@ -11,6 +11,7 @@ import importlib.util
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -57,8 +58,9 @@ sys.exit(2)
 '''
 FAKE_SLOW = '''
 """Test fixture (fake benchmark): sleeps past the timeout; cleans up on SIGINT like the real ones."""
-import time
+import pathlib, sys, time
 try:
+    pathlib.Path(sys.argv[1]).touch()  # running: an interrupt from now on meets the finally
     time.sleep(60)
 finally:
     print("torn down")
@@ -181,10 +183,30 @@ def test_quick_passes_declared_options_only(tmp_path: Path, monkeypatch) -> None
 
 def test_timeout_stops_the_benchmark_with_sigint(tmp_path: Path, capsys) -> None:
     d = fakes(tmp_path, slow=FAKE_SLOW)
-    run = run_all.Run("slow", [])
-    run_all.run_one(run, d, timeout=1.0, grace=10)
-    assert run.status == "failed" and run.reason == "timed out after 1 s; printed no JSON line"
-    assert run.seconds < 15
+    started = tmp_path / "started"
+    # the runner may itself run with SIGINT ignored (started with `&` from a script, or as a
+    # pytest-xdist worker): the benchmark must still get SIGINT, not only the SIGKILL after it
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        # a timeout that fell before the benchmark's Python even started (a busy machine)
+        # tests nothing: run again with twice the timeout until the fake was running then
+        timeout = 1.0
+        while True:
+            run = run_all.Run("slow", [str(started)])
+            run_all.run_one(run, d, timeout=timeout, grace=10)
+            assert (
+                run.status == "failed"
+                and run.reason == f"timed out after {timeout:g} s; printed no JSON line"
+            )
+            assert run.seconds < timeout + 10, run.seconds  # stopped within the grace, not by SIGKILL
+            if started.exists() or timeout >= 16:
+                break
+            capsys.readouterr()
+            timeout *= 2
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert started.exists(), "the fake benchmark never started within 16 s"
+    assert run.returncode != -signal.SIGKILL
     assert "torn down" in capsys.readouterr().out  # its finally block ran (SIGINT, not SIGKILL)
 
 
