@@ -37,6 +37,32 @@ needs_chromium = pytest.mark.skipif(
     reason="Debian's chromium and chromium-driver are not installed (scripts/setup.sh installs them)",
 )
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# every table with a uuid id (public and auth): what a whole UUID on a page may be the id of
+ID_TABLES_SQL = """
+select format('%I.%I', n.nspname, c.relname)
+from pg_attribute a join pg_class c on c.oid = a.attrelid join pg_namespace n on n.oid = c.relnamespace
+where a.attname = 'id' and a.atttypid = 'uuid'::regtype and not a.attisdropped
+  and c.relkind in ('r', 'p') and n.nspname in ('public', 'auth')
+"""
+
+
+def whole_ids(conn: Any, text: str) -> list[str]:
+    """The whole UUIDs in ``text`` that are the id of a row, each with its table: where the
+    console shows a whole id in the place of a name or a short id. Another UUID-shaped text
+    is what someone typed into a name or a description, shown as typed: the page lists every
+    row the user may see, and under `make test` other tests' rows share the database."""
+    found = sorted(set(UUID.findall(text)))
+    if not found:
+        return []
+    hits: list[str] = []
+    with conn.cursor() as cur:
+        cur.execute(ID_TABLES_SQL)
+        for (table,) in cur.fetchall():
+            cur.execute(f"select id::text from {table} where id = any(%s::uuid[])", (found,))
+            hits += [f"{row_id} ({table})" for (row_id,) in cur.fetchall()]
+    return hits
+
+
 # visible single-choice selectors with options but none shown: a blank box to an operator
 BLANK_SELECTS = """
 return [...document.querySelectorAll('select:not([multiple])')].filter(s => s.offsetParent !== null && s.options.length > 0

@@ -20,12 +20,12 @@ from tests.browser.jlab import (
     BLANK_SELECTS,
     EMPTY_SELECTS,
     RAN_ALL,
-    UUID,
     chromium,
     console_jupyterlab,
     needs_chromium,
     run_all,
     shot,
+    whole_ids,
 )
 from tests.integration._functions_support import insert_blocker, q
 from tests.integration.console_support import PASSWORD, claim, make_console_env, report_history, scp_job
@@ -148,7 +148,8 @@ def test_notebook_runs_in_the_browser_with_names_charts_and_no_errors(driver, la
         ]
         assert not errors, f"{name}: {errors}"
         assert no_blank_selector(driver), name
-        assert not UUID.search(text), f"{name}: a whole id on the page: {UUID.search(text).group(0)}"
+        ids = whole_ids(lab["ce"].conn, text)
+        assert not ids, f"{name}: a whole id on the page: {ids}"
         assert text.count("signed in as") == 1, name
         assert PASSWORD not in driver.page_source
         if name in ("01_sign_in_and_jobs", "03_blockers"):
@@ -193,7 +194,7 @@ def test_blocker_wizard_decides_and_resumes_in_the_browser(driver, lab):
         shot(driver, lab["tmp"], "blocker-wizard-saved")
         text = outputs_text(driver)
         assert "1 decision(s) saved; job is pending and resumed" in text, text[-600:]
-        assert not UUID.search(text) and "Traceback" not in text
+        assert not whole_ids(ce.conn, text) and "Traceback" not in text
         row = q(ce.conn, "select status::text from public.job_blockers where id = %s", lab["blocker"])[0]
         job = q(ce.conn, "select status::text from public.jobs where id = %s", lab["job"])[0]
         assert (row["status"], job["status"]) == ("resolved", "pending")

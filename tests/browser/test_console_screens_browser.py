@@ -18,7 +18,6 @@ from console import screens
 from tests.browser.jlab import (
     BLANK_SELECTS,
     EMPTY_SELECTS,
-    UUID,
     chromium,
     click_labelled,
     console_jupyterlab,
@@ -26,6 +25,7 @@ from tests.browser.jlab import (
     run_all,
     shot,
     waiter,
+    whole_ids,
 )
 from tests.integration.console_support import make_console_env, scp_job
 
@@ -71,7 +71,7 @@ def lab(stack, tmp_path_factory):
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, root / "app.ipynb")
     with console_jupyterlab(stack, ce, "admin", root, tmp) as jl:
-        yield {"jupyterlab": jl, "tmp": tmp}
+        yield {"jupyterlab": jl, "tmp": tmp, "ce": ce}
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +121,8 @@ def test_screen_opens_in_the_app_shell_without_errors(driver, lab, key):
     assert not driver.execute_script(BLANK_SELECTS), key
     assert not driver.execute_script(EMPTY_SELECTS), key
     text = app.text
-    assert not UUID.search(text), f"{key}: a whole id on the page: {UUID.search(text).group(0)}"
+    ids = whole_ids(lab["ce"].conn, text)
+    assert not ids, f"{key}: a whole id on the page: {ids}"
     if key == "reports":  # the first report's charts, drawn as SVG
         assert app.find_elements(By.CSS_SELECTOR, "svg.rp-chart rect.rp-bar"), key
         assert "success rate per job type" in text

@@ -212,7 +212,19 @@ class DellEnv:
     def create_job(
         self, job_type: str, params: dict[str, Any], *, creds: list[str] | None = None, **cols: Any
     ) -> str:
-        targets = [{"kind": "server", "id": s, "name": s} for s in params.get("server_ids", [])]
+        # named as create-job names them (the console shows a target's name, never its id); a
+        # test's id of no server (a refusal to check) gets a name all the same
+        names = {
+            r["id"]: r["name"]
+            for r in self.h.query(
+                "select id::text as id, name from public.servers where id::text = any(%s)",
+                [str(s) for s in params.get("server_ids", [])],
+            )
+        }
+        targets = [
+            {"kind": "server", "id": s, "name": names.get(str(s), "no such server")}
+            for s in params.get("server_ids", [])
+        ]
         row = {
             "type": job_type,
             "site_id": self.h.site_id,
