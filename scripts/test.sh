@@ -30,8 +30,15 @@ failed=()
 echo "== lint (make lint: ruff check, ruff format --check, mypy)"
 make -s --no-print-directory lint-check || failed+=("lint")
 
-echo "== pytest"
-"$PY" -m pytest -q -p no:cacheprovider --durations=25 "$@"
+# pytest processes at once (docs/environment.md): about 70% of a serial run waits on
+# processes, sockets and simulators, so two share 2 cores well. A file's tests stay in one
+# process (its module fixtures start once); each process but the first has its own stack
+# (tests/conftest.py).
+WORKERS="${RACKPILOT_TEST_WORKERS:-2}"
+XDIST=()
+[ "$WORKERS" -gt 1 ] && XDIST=(-n "$WORKERS" --dist loadfile)
+echo "== pytest ($WORKERS process(es))"
+"$PY" -m pytest -q -p no:cacheprovider --durations=25 "${XDIST[@]}" "$@"
 rc=$?
 [ $rc -eq 0 ] || failed+=("pytest($rc)")
 

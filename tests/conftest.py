@@ -1,8 +1,12 @@
-"""Shared fixtures: one local stack per test run.
+"""Shared fixtures: one local stack per pytest process.
 
-`make test` starts a stack and exports its env (RACKPILOT_TEST_STACK=shared), and every
-test uses that one. Run alone (`pytest tests/...`), the session starts its own stack on
-free ports in a temporary folder and destroys it afterwards.
+`make test` starts a stack and exports its env (RACKPILOT_TEST_STACK=shared), and runs
+pytest in parallel processes (pytest-xdist, RACKPILOT_TEST_WORKERS, a test file per
+process at a time). The first process (or the only one) uses that stack; every other
+process starts its own on free ports in a temporary folder, so no two tests that run at
+the same time share a database, a gateway or an executor's job queue. Run alone
+(`pytest tests/...`), the session starts its own stack in the same way and destroys it
+afterwards.
 """
 
 from __future__ import annotations
@@ -37,9 +41,41 @@ def _set_begin_limit(st: Stack, limit: int) -> int:
     return old
 
 
+def _uses_shared_stack() -> bool:
+    """The stack `make test` started serves this process: it is the only pytest process,
+    or the first of pytest-xdist's workers (gw0)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    return os.environ.get("RACKPILOT_TEST_STACK") == "shared" and worker in (None, "gw0")
+
+
+def _point_environment_at(st: Stack) -> None:
+    """This process's environment names its own stack, as `make test` exports the shared
+    one's: a test that hands os.environ to a child (a Deno client, an executor, Jupyter)
+    must not give it another process's stack."""
+    os.environ.update(
+        {
+            "RACKPILOT_STACK_DIR": str(st.cfg.state_dir),
+            "RACKPILOT_API_PORT": str(st.cfg.api_port),
+            "RACKPILOT_DB_PORT": str(st.cfg.db_port),
+            **st.env(),
+        }
+    )
+    os.environ.pop("RACKPILOT_TEST_STACK", None)
+
+
+def _keep_gateway_log(st: Stack) -> None:
+    """A worker's stack goes with its session: its gateway log is kept in the shared
+    stack's logs folder, where scripts/test.sh looks for REST connection faults."""
+    shared = os.environ.get("RACKPILOT_SHARED_STACK_DIR")
+    log = st.cfg.state_dir / "logs" / "gateway.log"
+    if shared and log.exists() and (Path(shared) / "logs").is_dir():
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "pytest")
+        shutil.copyfile(log, Path(shared) / "logs" / f"gateway-{worker}.log")
+
+
 @pytest.fixture(scope="session")
 def stack() -> Stack:
-    if os.environ.get("RACKPILOT_TEST_STACK") == "shared":
+    if _uses_shared_stack():
         st = Stack(StackConfig.from_env())
         st.up()
         old = _set_begin_limit(st, TEST_BEGIN_PER_CLIENT_PER_MIN)
@@ -48,9 +84,12 @@ def stack() -> Stack:
         finally:
             _set_begin_limit(st, old)  # the stack outlives the session
         return
+    if os.environ.get("RACKPILOT_TEST_STACK") == "shared":
+        os.environ["RACKPILOT_SHARED_STACK_DIR"] = os.environ["RACKPILOT_STACK_DIR"]
     tmp = Path(tempfile.mkdtemp(prefix="rackpilot-pytest-"))
     os.chmod(tmp, 0o755)
     st = Stack(ephemeral_config(tmp))
+    _point_environment_at(st)
     st.up()
     # the session's own stack goes with it, even when pytest is killed: a watchdog stops
     # the gateway and Postgres (a killed run left both running before)
@@ -61,6 +100,7 @@ def stack() -> Stack:
     finally:
         st.destroy()
         owner.release()
+        _keep_gateway_log(st)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
