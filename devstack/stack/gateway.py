@@ -240,7 +240,6 @@ class _RestExchange:
         "disconnected",
         "keep_alive",
         "waiting_for_100_continue",
-        "response_started",
         "response_complete",
         "on_response",
     )
@@ -263,8 +262,7 @@ class _RestExchange:
         self.disconnected = False
         self.keep_alive = keep_alive
         self.waiting_for_100_continue = expect_100_continue
-        self.response_started = False
-        self.response_complete = False
+        self.response_complete = False  # the answer is written whole: started is complete
         self.on_response = on_response
 
     async def receive(self) -> dict:
@@ -446,7 +444,7 @@ def _http_protocol(gateway: Gateway | None = None) -> type:
                 if not exchange.keep_alive:
                     out.append(b"connection: close\r\n")
                 out += (b"\r\n", body)
-                exchange.response_started = exchange.response_complete = True
+                exchange.response_complete = True
                 exchange.waiting_for_100_continue = False
                 exchange.message_event.set()
                 transport.write(b"".join(out))
@@ -456,8 +454,8 @@ def _http_protocol(gateway: Gateway | None = None) -> type:
             except BaseException:  # as uvicorn's run_asgi: a 500, or the connection closed
                 log.exception("REST request failed")
                 transport = exchange.transport
-                if not exchange.response_started and not exchange.disconnected:
-                    exchange.response_started = exchange.response_complete = True
+                if not exchange.response_complete and not exchange.disconnected:
+                    exchange.response_complete = True
                     if not transport.is_closing():
                         transport.write(
                             b"".join(

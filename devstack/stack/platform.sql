@@ -343,16 +343,9 @@ drop function if exists _rackpilot_rest.run(text, text, text, text, text, text, 
 -- variable's named type up again by name when the type cache was invalidated (a cache
 -- reset under heavy DDL), and after the role switch that lookup runs as the caller, who may
 -- not use this schema ("permission denied for schema _rackpilot_rest"). The earlier run()
--- returned _rackpilot_rest.result; a return type cannot be replaced, so it is dropped first.
-do $$
-begin
-  if exists (select 1 from pg_proc p join pg_namespace n on n.oid = p.pronamespace
-             where n.nspname = '_rackpilot_rest' and p.proname = 'run'
-               and p.prorettype = to_regtype('_rackpilot_rest.result')) then
-    drop function _rackpilot_rest.run(text, text, text, text, text, text, boolean, text, text[], boolean, text, boolean);
-  end if;
-end $$;
-drop type if exists _rackpilot_rest.result;
+-- returned _rackpilot_rest.result; a return type cannot be replaced, so the type goes, and
+-- the run() that returns it with it (nothing else uses the type).
+drop type if exists _rackpilot_rest.result cascade;
 
 -- p_single: the client asked for one object (Accept: application/vnd.pgrst.object+json);
 -- any other row count raises PT406 so that a write touching 0 or 2+ rows rolls back.
